@@ -1,0 +1,128 @@
+"""The one settings class. Every knob is an env var prefixed ``SAFEKEEP_``.
+
+The defaults are the embedded column of DESIGN.md (SQLite, local folder, FTS5, an
+in-process worker, the Graph simulator); every scale-out part is chosen by setting a URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A fixed development master key: convenient for `make run`, refused in production.
+DEV_MASTER_KEY = base64.urlsafe_b64encode(b"safekeep-development-master-key!").decode()
+DEV_APP_CLIENT_ID = "00000000-0000-4000-8000-5afe4ee90001"
+DEV_APP_CLIENT_SECRET = "safekeep-dev-app-secret"  # noqa: S105 - refused in production
+
+MICROSOFT_LOGIN_URL = "https://login.microsoftonline.com"
+MICROSOFT_GRAPH_URL = "https://graph.microsoft.com"
+
+
+class Environment(enum.StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAFEKEEP_", extra="ignore")
+
+    env: Environment = Environment.development
+    data_dir: Path = Path("./data")
+
+    # Where state lives. Empty means "embedded default inside data_dir".
+    database_url: str = ""
+    broker_url: str = ""
+    blobstore_url: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    search_url: str = ""
+    search_index_prefix: str = "safekeep"
+    redis_url: str = ""  # shared limiter/locks; defaults to broker_url when that is redis://
+
+    # Microsoft (or graphsim).
+    login_url: str = MICROSOFT_LOGIN_URL
+    graph_url: str = MICROSOFT_GRAPH_URL
+    ca_bundle: Path | None = None
+    app_client_id: str = DEV_APP_CLIENT_ID
+    app_client_secret: SecretStr = SecretStr(DEV_APP_CLIENT_SECRET)
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Secrets.
+    master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
+
+    # Billing (off when no API key).
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+
+    # Behaviour.
+    scheduler_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    export_ttl_hours: Annotated[int, Field(ge=1)] = 72
+    search_body_max_chars: Annotated[int, Field(ge=1024)] = 200_000
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_is_32_bytes(cls, value: SecretStr) -> SecretStr:
+        try:
+            raw = base64.urlsafe_b64decode(value.get_secret_value().encode())
+        except (ValueError, TypeError) as exc:
+            raise ValueError("SAFEKEEP_MASTER_KEY must be urlsafe base64") from exc
+        if len(raw) != 32:
+            raise ValueError("SAFEKEEP_MASTER_KEY must decode to 32 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> Settings:
+        if self.env is Environment.production:
+            if self.master_key.get_secret_value() == DEV_MASTER_KEY:
+                raise ValueError("SAFEKEEP_MASTER_KEY must be set in production")
+            if self.app_client_secret.get_secret_value() == DEV_APP_CLIENT_SECRET:
+                raise ValueError("SAFEKEEP_APP_CLIENT_SECRET must be set in production")
+        return self
+
+    # Resolved URLs: the embedded defaults live under data_dir.
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        default = f"sqlite+aiosqlite:///{(self.data_dir / 'safekeep.db').resolve()}"
+        return self.database_url or default
+
+    @cached_property
+    def resolved_blobstore_url(self) -> str:
+        return self.blobstore_url or (self.data_dir / "blobs").resolve().as_uri()
+
+    @cached_property
+    def resolved_search_url(self) -> str:
+        return self.search_url or f"sqlite:///{(self.data_dir / 'search.db').resolve()}"
+
+    @cached_property
+    def resolved_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+    @property
+    def master_key_bytes(self) -> bytes:
+        return base64.urlsafe_b64decode(self.master_key.get_secret_value().encode())
+
+    @property
+    def embedded_queue(self) -> bool:
+        return not self.broker_url
+
+
+def get_settings() -> Settings:
+    """Build settings from the environment (tests call this after changing env vars)."""
+    return Settings()
+
+
+settings = get_settings()
