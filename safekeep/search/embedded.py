@@ -1,0 +1,543 @@
+"""SQLite FTS5 search backend: the embedded default (one file, no server).
+
+Layout (``{p}`` is the index prefix, so several logical indices can share one file):
+
+- ``{p}_docs``: one row per (tenant, version) with the filter columns (integers for instants in
+  microseconds, a normalised ``folder_key``) and the text columns;
+- ``{p}_fts``: an FTS5 index over the text columns with ``{p}_docs`` as its external content
+  (text stored once; ``snippet()`` reads it back), kept in step by triggers. The update
+  trigger fires only when a text column really changes, so ``close_versions`` and re-indexing
+  an unchanged version cost no full-text work.
+
+Tokenizer: ``unicode61 remove_diacritics 2``: splits on anything that is not a letter or a
+digit, folds case and accents (é→e, ü→u; unlike OpenSearch's asciifolding, ß stays ß).
+CJK: unicode61 keeps a run of ideographs as one token, so "日本語" inside "これは日本語です"
+would never match. We therefore put a zero-width space around every Han and Hiragana
+character, in documents and in queries, which makes each a token of its own, as OpenSearch's
+standard tokenizer does: a CJK word is then found as a phrase of characters (substring match;
+no dictionary segmentation in either backend). Katakana and Hangul runs stay whole tokens,
+also as in OpenSearch. The marks are removed from titles and highlights on the way out.
+
+Concurrency: sqlite3 is blocking, so every call runs in a thread: one writer thread owning the
+only writing connection (WAL mode, so readers never wait for it) and a small pool of reader
+threads, each with its own read-only connection. A whole operation (a batch of upserts, a
+search with its count and highlights) is shipped to the thread as one function rather than
+statement by statement, which is both faster and keeps each batch one transaction.
+"""
+
+# SQL here is built from fixed column names and a table prefix checked against
+# [a-z][a-z0-9_]*; every value, and every piece of user text, is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from safekeep.search.documents import (
+    DEFAULT_MAX_TEXT_CHARS,
+    SearchDocument,
+    bounded,
+    folder_key,
+    from_micros,
+    to_micros,
+)
+from safekeep.search.errors import SearchUnavailable
+from safekeep.search.query import (
+    HIGHLIGHT_FIELDS,
+    TOTAL_LIMIT,
+    Plan,
+    SearchHit,
+    SearchPage,
+    SearchQuery,
+    plan,
+    render_highlight,
+)
+from safekeep.search.syntax import Atom
+
+T = TypeVar("T")
+
+_TEXT_COLUMNS = HIGHLIGHT_FIELDS  # title, sender, recipients, people, location, body, ...
+_WEIGHTS = {
+    "title": 10.0,
+    "sender": 4.0,
+    "recipients": 2.0,
+    "people": 2.0,
+    "location": 2.0,
+    "body": 1.0,
+    "attachment_names": 4.0,
+    "attachment_text": 1.0,
+    "folder_path": 2.0,
+}
+_WHOLE_FIELD = frozenset({"title", "sender", "location", "folder_path"})  # highlight() them whole
+_SNIPPET_TOKENS = 24
+_BATCH = 500
+_READERS = 4
+_MARK_OPEN = "\ue000"
+_MARK_CLOSE = "\ue001"
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+# Han (with extension A, compatibility and the supplementary planes) and Hiragana.
+_CJK_RE = re.compile(
+    "([\u3040-\u309f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])"
+)
+
+
+def segment(text: str) -> str:
+    """Make every Han/Hiragana character a token of its own (see the module docstring)."""
+    return _CJK_RE.sub("\u200b\\1\u200b", text)
+
+
+def _unsegment(text: str) -> str:
+    return text.replace("\u200b", "")
+
+
+def _fts_atom(atom: Atom, column: str | None = None) -> str:
+    """An atom as an FTS5 string: always quoted, quotes doubled, so no user input is syntax."""
+    rendered = '"' + segment(atom.text).replace('"', '""') + '"'
+    if atom.prefix:
+        rendered += "*"
+    return f"{column} : {rendered}" if column else rendered
+
+
+def _match_expressions(p: Plan) -> tuple[str | None, str | None]:
+    """(positive, negative) FTS5 expressions: text clauses plus the per-field filters."""
+    positive = [
+        "(" + " OR ".join(_fts_atom(atom) for atom in clause.anyof) + ")" for clause in p.text.must
+    ]
+    if p.sender is not None:
+        positive.append(_fts_atom(p.sender, "sender"))
+    if p.recipient is not None:
+        positive.append(_fts_atom(p.recipient, "recipients"))
+    negative = " OR ".join(_fts_atom(atom) for atom in p.text.must_not)
+    return (" AND ".join(positive) or None), (negative or None)
+
+
+class _Sql:
+    """A WHERE clause under construction: fragments and their parameters, in order."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, fragment: str, *params: Any) -> None:
+        self.parts.append(fragment)
+        self.params.extend(params)
+
+    @property
+    def where(self) -> str:
+        return " AND ".join(self.parts) if self.parts else "1"
+
+
+class SqliteSearchBackend:
+    """``SearchBackend`` on a SQLite file with FTS5."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        index_prefix: str = "safekeep",
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        readers: int = _READERS,
+    ) -> None:
+        prefix = index_prefix.replace("-", "_").lower()
+        if not _PREFIX_RE.match(prefix):
+            raise ValueError(f"index prefix {index_prefix!r} must be [a-z][a-z0-9_-]*")
+        self.path = Path(path)
+        self.max_text_chars = max_text_chars
+        self._docs = f'"{prefix}_docs"'
+        self._fts = f'"{prefix}_fts"'
+        self._prefix = prefix
+        self._readers = readers
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- threads and connections -------------------------------------------------------
+
+    def _connect(self, readonly: bool) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -32000")
+        if readonly:
+            conn.execute("PRAGMA query_only = 1")
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+
+    async def _run(
+        self, pool: ThreadPoolExecutor | None, fn: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        if pool is None:
+            raise SearchUnavailable("the search backend is not open")
+
+        def call() -> T:
+            try:
+                return fn(self._local.conn)
+            except sqlite3.OperationalError as exc:
+                raise SearchUnavailable(f"SQLite search store failed: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._writer, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._reader_pool, fn)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = ThreadPoolExecutor(
+            1, thread_name_prefix="search-sqlite-w", initializer=self._connect, initargs=(False,)
+        )
+        await self._write(self._create_schema)
+        self._reader_pool = ThreadPoolExecutor(
+            self._readers,
+            thread_name_prefix="search-sqlite-r",
+            initializer=self._connect,
+            initargs=(True,),
+        )
+
+    async def close(self) -> None:
+        pools = [pool for pool in (self._writer, self._reader_pool) if pool is not None]
+        self._writer = self._reader_pool = None
+        for pool in pools:
+            await asyncio.to_thread(pool.shutdown, wait=True)
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    async def ping(self) -> None:
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute(f"SELECT 1 FROM {self._docs} LIMIT 1").fetchall()
+
+        try:
+            await self._read(probe)
+        except sqlite3.Error as exc:
+            raise SearchUnavailable(f"SQLite search store failed: {exc}") from exc
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        cols = ", ".join(_TEXT_COLUMNS)
+        new = ", ".join(f"new.{c}" for c in _TEXT_COLUMNS)
+        old = ", ".join(f"old.{c}" for c in _TEXT_COLUMNS)
+        changed = " OR ".join(f"old.{c} IS NOT new.{c}" for c in _TEXT_COLUMNS)
+        p, docs, fts = self._prefix, self._docs, self._fts
+        conn.executescript(
+            f"""
+            BEGIN;
+            CREATE TABLE IF NOT EXISTS {docs} (
+                id INTEGER PRIMARY KEY,
+                doc_key TEXT NOT NULL UNIQUE,
+                version_id TEXT NOT NULL,
+                msp_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                service TEXT NOT NULL,
+                item_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                folder_key TEXT NOT NULL,
+                valid_from INTEGER NOT NULL,
+                valid_to INTEGER,
+                date INTEGER,
+                sort_ts INTEGER NOT NULL,
+                size INTEGER NOT NULL,
+                has_attachments INTEGER NOT NULL,
+                file_type TEXT,
+                title TEXT NOT NULL, sender TEXT, recipients TEXT, people TEXT, location TEXT,
+                body TEXT, attachment_names TEXT, attachment_text TEXT, folder_path TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS "{p}_docs_tenant_time"
+                ON {docs} (tenant_id, sort_ts, doc_key);
+            CREATE INDEX IF NOT EXISTS "{p}_docs_tenant_account" ON {docs} (tenant_id, account_id);
+            CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
+                {cols}, content={docs.replace('"', "'")}, content_rowid='id',
+                tokenize='unicode61 remove_diacritics 2', prefix='2 3'
+            );
+            CREATE TRIGGER IF NOT EXISTS "{p}_docs_ai" AFTER INSERT ON {docs} BEGIN
+                INSERT INTO {fts} (rowid, {cols}) VALUES (new.id, {new});
+            END;
+            CREATE TRIGGER IF NOT EXISTS "{p}_docs_ad" AFTER DELETE ON {docs} BEGIN
+                INSERT INTO {fts} ({fts}, rowid, {cols}) VALUES ('delete', old.id, {old});
+            END;
+            CREATE TRIGGER IF NOT EXISTS "{p}_docs_au" AFTER UPDATE OF {cols} ON {docs}
+            WHEN {changed} BEGIN
+                INSERT INTO {fts} ({fts}, rowid, {cols}) VALUES ('delete', old.id, {old});
+                INSERT INTO {fts} (rowid, {cols}) VALUES (new.id, {new});
+            END;
+            COMMIT;
+            """
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _row(self, doc: SearchDocument) -> tuple[Any, ...]:
+        doc = bounded(doc, self.max_text_chars)
+        return (
+            f"{doc.tenant_id}/{doc.version_id}",
+            doc.version_id,
+            doc.msp_id,
+            doc.tenant_id,
+            doc.account_id,
+            doc.service,
+            doc.item_id,
+            doc.kind,
+            folder_key(doc.folder_path),
+            to_micros(doc.valid_from),
+            to_micros(doc.valid_to) if doc.valid_to else None,
+            to_micros(doc.date) if doc.date else None,
+            to_micros(doc.sort_time),
+            doc.size,
+            int(doc.has_attachments),
+            doc.file_type,
+            segment(doc.title),
+            segment(doc.sender or ""),
+            segment("\n".join(doc.recipients)),
+            segment("\n".join(doc.people)),
+            segment(doc.location or ""),
+            segment(doc.body),
+            segment("\n".join(doc.attachment_names)),
+            segment(doc.attachment_text),
+            segment(doc.folder_path),
+        )
+
+    _ROW_COLUMNS = (
+        "doc_key, version_id, msp_id, tenant_id, account_id, service, item_id, kind, folder_key, "
+        "valid_from, valid_to, date, sort_ts, size, has_attachments, file_type, "
+        + ", ".join(_TEXT_COLUMNS)
+    )
+
+    async def index(self, docs: Sequence[SearchDocument]) -> None:
+        for start in range(0, len(docs), _BATCH):
+            rows = [self._row(doc) for doc in docs[start : start + _BATCH]]
+            await self._write(lambda conn, rows=rows: self._upsert(conn, rows))  # type: ignore[misc]
+
+    def _upsert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        names = [n.strip() for n in self._ROW_COLUMNS.split(",")]
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in ("doc_key",))
+        sql = (
+            f"INSERT INTO {self._docs} ({self._ROW_COLUMNS}) "
+            f"VALUES ({', '.join('?' for _ in names)}) "
+            f"ON CONFLICT (doc_key) DO UPDATE SET {updates}"
+        )
+        with _transaction(conn):
+            conn.executemany(sql, rows)
+
+    async def close_versions(
+        self, tenant_id: str, version_ids: Sequence[str], valid_to: datetime
+    ) -> None:
+        until = to_micros(valid_to)
+        for keys in _key_batches(tenant_id, version_ids):
+
+            def update(conn: sqlite3.Connection, keys: str = keys) -> None:
+                with _transaction(conn):
+                    conn.execute(
+                        f"UPDATE {self._docs} SET valid_to = ? "
+                        "WHERE doc_key IN (SELECT value FROM json_each(?))",
+                        (until, keys),
+                    )
+
+            await self._write(update)
+
+    async def delete_versions(self, tenant_id: str, version_ids: Sequence[str]) -> None:
+        for keys in _key_batches(tenant_id, version_ids):
+
+            def delete(conn: sqlite3.Connection, keys: str = keys) -> None:
+                with _transaction(conn):
+                    conn.execute(
+                        f"DELETE FROM {self._docs} "
+                        "WHERE doc_key IN (SELECT value FROM json_each(?))",
+                        (keys,),
+                    )
+
+            await self._write(delete)
+
+    async def purge(self, *, tenant_id: str, account_id: str | None = None) -> None:
+        """Delete in bounded transactions so that a large tenant does not hold the writer (and
+        every backup's index writes) for minutes."""
+        condition = "tenant_id = ?" + (" AND account_id = ?" if account_id is not None else "")
+        params: tuple[str, ...] = (tenant_id,) if account_id is None else (tenant_id, account_id)
+
+        def delete_some(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    f"DELETE FROM {self._docs} WHERE id IN "
+                    f"(SELECT id FROM {self._docs} WHERE {condition} LIMIT {_BATCH})",
+                    params,
+                )
+                return cursor.rowcount
+
+        while await self._write(delete_some) > 0:
+            pass
+
+    # -- search ------------------------------------------------------------------------------
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        p = plan(query)
+        return await self._read(lambda conn: self._search(conn, p))
+
+    def _scope(self, p: Plan) -> _Sql:
+        """The tenant filter, and every other filter: the single place a query is scoped."""
+        sql = _Sql()
+        sql.add("d.tenant_id IN (SELECT value FROM json_each(?))", json.dumps(p.tenant_ids))
+        if p.account_ids:
+            sql.add("d.account_id IN (SELECT value FROM json_each(?))", json.dumps(p.account_ids))
+        if p.services:
+            sql.add("d.service IN (SELECT value FROM json_each(?))", json.dumps(p.services))
+        if p.folder_key:
+            sql.add(
+                "(d.folder_key = ? OR (d.folder_key >= ? AND d.folder_key < ?))",
+                p.folder_key,
+                p.folder_key + "/",
+                p.folder_key + "0",  # "0" follows "/": the range is "every path below"
+            )
+        if p.date_from is not None:
+            sql.add("d.date >= ?", p.date_from)
+        if p.date_to is not None:
+            sql.add("d.date <= ?", p.date_to)
+        if p.size_min is not None:
+            sql.add("d.size >= ?", p.size_min)
+        if p.size_max is not None:
+            sql.add("d.size <= ?", p.size_max)
+        if p.has_attachments is not None:
+            sql.add("d.has_attachments = ?", int(p.has_attachments))
+        if p.file_types:
+            sql.add("d.file_type IN (SELECT value FROM json_each(?))", json.dumps(p.file_types))
+        if p.time.current_only:
+            sql.add("d.valid_to IS NULL")
+        elif p.time.at is not None:
+            sql.add("d.valid_from <= ?", p.time.at)
+            if not p.time.all_versions:
+                sql.add("(d.valid_to IS NULL OR d.valid_to > ?)", p.time.at)
+        return sql
+
+    def _search(self, conn: sqlite3.Connection, p: Plan) -> SearchPage:
+        positive, negative = _match_expressions(p)
+        sql = self._scope(p)
+        if positive is not None:
+            source = f"{self._fts} JOIN {self._docs} AS d ON d.id = {self._fts}.rowid"
+            match = positive if negative is None else f"({positive}) NOT ({negative})"
+            sql.parts.insert(0, f"{self._fts} MATCH ?")
+            sql.params.insert(0, match)
+        else:
+            source = f"{self._docs} AS d"
+            match = None
+            if negative is not None:
+                sql.add(
+                    f"d.id NOT IN (SELECT rowid FROM {self._fts} WHERE {self._fts} MATCH ?)",
+                    negative,
+                )
+        weights = ", ".join(str(_WEIGHTS[c]) for c in _TEXT_COLUMNS)
+        key_expr = f"bm25({self._fts}, {weights})" if p.ranked else "d.sort_ts"
+        direction = "DESC" if p.order == "date_desc" else "ASC"
+        select = (
+            f"SELECT d.id, d.doc_key, d.version_id, d.tenant_id, d.account_id, d.service, "
+            f"d.item_id, d.kind, d.title, d.folder_path, d.date, d.size, {key_expr} AS sort_key "
+            f"FROM {source} WHERE {sql.where}"
+        )
+        params = list(sql.params)
+        outer = ""
+        if p.after is not None:
+            cmp = "<" if direction == "DESC" else ">"
+            outer = f"WHERE (sort_key {cmp} ? OR (sort_key = ? AND doc_key > ?))"
+            params += [p.after[0], p.after[0], p.after[1]]
+        rows = conn.execute(
+            f"SELECT * FROM ({select}) {outer} ORDER BY sort_key {direction}, doc_key ASC LIMIT ?",
+            [*params, p.limit + 1],
+        ).fetchall()
+        more = len(rows) > p.limit
+        rows = rows[: p.limit]
+        total_row = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)",
+            [*sql.params, TOTAL_LIMIT + 1],
+        ).fetchone()
+        total = total_row[0] if total_row[0] <= TOTAL_LIMIT else None
+        highlights = self._highlights(conn, match, [row[0] for row in rows]) if match else {}
+        hits = [
+            SearchHit(
+                version_id=row[2],
+                tenant_id=row[3],
+                account_id=row[4],
+                service=row[5],
+                item_id=row[6],
+                kind=row[7],
+                title=_unsegment(row[8]),
+                folder_path=_unsegment(row[9]),
+                date=from_micros(row[10]) if row[10] is not None else None,
+                size=row[11],
+                score=-row[12] if p.ranked else None,
+                highlights=highlights.get(row[0], {}),
+            )
+            for row in rows
+        ]
+        next_cursor = p.cursor_for(rows[-1][12], rows[-1][1]) if more and rows else None
+        return SearchPage(hits=hits, next_cursor=next_cursor, total=total)
+
+    def _highlights(
+        self, conn: sqlite3.Connection, match: str, ids: list[int]
+    ) -> dict[int, dict[str, list[str]]]:
+        """A second, small query over just this page's rows: snippet() in the main query would
+        run for every match before the sort, not only for the page."""
+        if not ids:
+            return {}
+        calls = []
+        for i, column in enumerate(_TEXT_COLUMNS):
+            if column in _WHOLE_FIELD:
+                calls.append(f"highlight({self._fts}, {i}, ?, ?)")
+            else:
+                calls.append(f"snippet({self._fts}, {i}, ?, ?, '…', {_SNIPPET_TOKENS})")
+        params: list[Any] = []
+        for _ in _TEXT_COLUMNS:
+            params += [_MARK_OPEN, _MARK_CLOSE]
+        rows = conn.execute(
+            f"SELECT rowid, {', '.join(calls)} FROM {self._fts} "
+            f"WHERE {self._fts} MATCH ? AND rowid IN (SELECT value FROM json_each(?))",
+            [*params, match, json.dumps(ids)],
+        ).fetchall()
+        result: dict[int, dict[str, list[str]]] = {}
+        for row in rows:
+            marks: dict[str, list[str]] = {}
+            for column, fragment in zip(_TEXT_COLUMNS, row[1:], strict=True):
+                if fragment and _MARK_OPEN in fragment:
+                    marks[column] = [render_highlight(fragment, _MARK_OPEN, _MARK_CLOSE)]
+            result[row[0]] = marks
+        return result
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection: taking the
+    write lock up front avoids SQLITE_BUSY upgrades half-way through a batch."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _key_batches(tenant_id: str, version_ids: Sequence[str]) -> Iterator[str]:
+    """Document keys are (tenant, version): a caller's ids can only ever reach its tenant."""
+    ids = list(dict.fromkeys(version_ids))
+    for start in range(0, len(ids), _BATCH):
+        yield json.dumps([f"{tenant_id}/{v}" for v in ids[start : start + _BATCH]])
