@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query
+
+from safekeep.api.accounts.schemas import AccountOut, AccountUpdate
+from safekeep.api.auth import AdminPrincipal, ReadPrincipal
+from safekeep.api.deps import ClientIp, SessionDep
+from safekeep.api.problems import responses
+from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.tenants.account import service
+from safekeep.tenants.models import AccountKind, AccountState
+
+router = APIRouter(prefix="/v1/tenants/{tenant_id}/accounts", tags=["Accounts"])
+
+
+@router.get("", response_model=Page[AccountOut], responses=responses(400, 401, 403, 404, 422))
+async def list_accounts(
+    tenant_id: uuid.UUID,
+    principal: ReadPrincipal,
+    session: SessionDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+    kind: AccountKind | None = Query(None),
+    state: AccountState | None = Query(None),
+    protected: bool | None = Query(None),
+    q: str | None = Query(None, max_length=200, description="Name or UPN contains"),
+) -> Page[AccountOut]:
+    page = await service.list_accounts(
+        session,
+        principal.scope,
+        tenant_id,
+        kind=kind,
+        state=state,
+        protected=protected,
+        search=q,
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page(
+        items=[AccountOut.model_validate(a) for a in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/{account_id}", response_model=AccountOut, responses=responses(401, 403, 404, 422))
+async def get_account(
+    tenant_id: uuid.UUID, account_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep
+) -> AccountOut:
+    return AccountOut.model_validate(
+        await service.get(session, principal.scope, tenant_id, account_id)
+    )
+
+
+@router.patch(
+    "/{account_id}", response_model=AccountOut, responses=responses(401, 402, 403, 404, 409, 422)
+)
+async def update_account(
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    body: AccountUpdate,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    ip: ClientIp,
+) -> AccountOut:
+    """Protect or release a seat. A released seat with data becomes `cancelled`: its data
+    stays and it counts as a retained seat."""
+    account = await service.set_protected(
+        session, principal, tenant_id, account_id, body.protected, ip=ip
+    )
+    return AccountOut.model_validate(account)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import Field
+
+from safekeep.api.schemas import Schema
+from safekeep.tenants.models import AccountKind, AccountState
+
+
+class AccountOut(Schema):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: AccountKind
+    graph_id: str
+    display_name: str
+    principal_name: str | None
+    mail: str | None
+    protected: bool
+    state: AccountState
+    licensed: bool
+    account_enabled: bool
+    services_found: dict[str, bool]
+    last_seen_at: datetime | None
+    cancelled_at: datetime | None
+    cancel_reason: str | None
+    created_at: datetime
+
+
+class AccountUpdate(Schema):
+    protected: bool = Field(
+        description="true: protect this seat; false: release it (its data is kept, as a "
+        "retained seat)"
+    )

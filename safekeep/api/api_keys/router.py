@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, status
+
+from safekeep.api.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from safekeep.api.auth import MspAdminPrincipal
+from safekeep.api.deps import ClientIp, SessionDep
+from safekeep.api.idempotency import IdempotencyDep
+from safekeep.api.problems import responses
+from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.tenants.api_key import service
+
+router = APIRouter(prefix="/v1/api-keys", tags=["API keys"])
+
+
+@router.get("", response_model=Page[ApiKeyOut], responses=responses(401, 403, 400, 422))
+async def list_api_keys(
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+    include_revoked: bool = Query(False),
+) -> Page[ApiKeyOut]:
+    page = await service.list_keys(
+        session, principal, include_revoked=include_revoked, cursor=cursor, limit=limit
+    )
+    return Page(
+        items=[ApiKeyOut.model_validate(k) for k in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    responses=responses(401, 403, 409, 422),
+)
+async def create_api_key(
+    body: ApiKeyCreate,
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    ip: ClientIp,
+) -> object:
+    if (replay := await idempotency.replay(principal)) is not None:
+        return replay
+    key, secret = await service.create(
+        session,
+        principal,
+        name=body.name,
+        scopes=body.scopes,
+        tenant_ids=body.tenant_ids,
+        expires_at=body.expires_at,
+        ip=ip,
+    )
+    out = ApiKeyCreated.model_validate(
+        {**ApiKeyOut.model_validate(key).model_dump(), "key": secret}
+    )
+    return await idempotency.save(principal, 201, out, stored=out.model_copy(update={"key": None}))
+
+
+@router.delete(
+    "/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 403, 404, 422)
+)
+async def revoke_api_key(
+    key_id: uuid.UUID, principal: MspAdminPrincipal, session: SessionDep, ip: ClientIp
+) -> None:
+    await service.revoke(session, principal, key_id, ip=ip)

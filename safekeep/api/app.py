@@ -1,0 +1,100 @@
+"""The FastAPI application: routers, error rendering, metrics, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from safekeep import __version__
+from safekeep.api import problems
+from safekeep.api.accounts.router import router as accounts_router
+from safekeep.api.api_keys.router import router as api_keys_router
+from safekeep.api.audit.router import router as audit_router
+from safekeep.api.consent.router import router as consent_router
+from safekeep.api.health.router import router as health_router
+from safekeep.api.jobs.router import router as jobs_router
+from safekeep.api.metrics import MetricsMiddleware
+from safekeep.api.policy.router import router as policy_router
+from safekeep.api.snapshots.router import router as snapshots_router
+from safekeep.api.tenants.router import router as tenants_router
+from safekeep.api.usage.router import router as usage_router
+from safekeep.api.webhooks.router import router as webhooks_router
+from safekeep.runtime import Runtime
+from safekeep.settings import Settings, get_settings
+
+DESCRIPTION = """
+Safekeep backs up Microsoft 365 tenants (Exchange Online mail, calendars, contacts, OneDrive,
+SharePoint) for managed service providers, into storage independent of Microsoft.
+
+**Auth.** Every route but the health checks and the consent callback needs an MSP API key:
+`Authorization: Bearer sk_...`. Keys carry scopes (`admin`, `read`, `backup`, `restore`,
+`export`; admin implies all) and may be limited to some tenants.
+
+**Errors** are `application/problem+json` (RFC 9457) with a stable `type`.
+
+**Lists** are newest first and paginate with an opaque `cursor` (`next_cursor` of the previous
+page) and a `limit` of at most 200.
+
+**Idempotency.** Creating POSTs accept `Idempotency-Key`; a repeat with the same key and body
+replays the first answer (with `Idempotent-Replayed: true`).
+
+**Webhooks** are POSTed as JSON with `Safekeep-Signature: t=<unix seconds>,v1=<hex>` where the
+hex is HMAC-SHA256 of `"<t>.<raw body>"` under the endpoint's secret; reject timestamps older
+than five minutes. Failed deliveries are retried after 30 s, 2 min, 10 min, 1 h and 6 h.
+"""
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    return problems.problem_response(
+        409,
+        "conflict",
+        "Conflict with the current state",
+        "The request conflicts with a concurrent change; retry it",
+        instance=request.url.path,
+    )
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or (runtime.settings if runtime else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = runtime is None
+        app.state.runtime = runtime or Runtime.build(settings)
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.runtime.close()
+
+    app = FastAPI(
+        title="Safekeep",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=None,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    problems.install(app)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_middleware(MetricsMiddleware)
+    for router in (
+        health_router,
+        api_keys_router,
+        tenants_router,
+        consent_router,
+        policy_router,
+        accounts_router,
+        jobs_router,
+        snapshots_router,
+        usage_router,
+        audit_router,
+        webhooks_router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,46 @@
+"""Request-scoped dependencies: the runtime, the unit of work, the caller.
+
+The session dependency owns the unit of work: it commits after the route returns (before the
+response is sent), rolls back on error, and only then sends the worker messages the route's
+services collected, so a rolled-back request enqueues nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.runtime import Runtime
+from safekeep.settings import Settings
+from safekeep.tenants import outbox
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_settings(request: Request) -> Settings:
+    return get_runtime(request).settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    runtime = get_runtime(request)
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            yield session
+        if box.messages:
+            runtime.send(box.messages)
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ClientIp = Annotated[str | None, Depends(client_ip)]

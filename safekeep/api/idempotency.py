@@ -1,0 +1,92 @@
+"""``Idempotency-Key`` on creating POSTs: the first answer is stored with the change it made
+(same transaction) and replayed for a repeat; the same key with a different request is a 422.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.api.deps import SessionDep
+from safekeep.errors import IdempotencyKeyReused
+from safekeep.tenants.idempotency import service
+from safekeep.tenants.scope import Principal
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat a create safely: the first answer is replayed for the same key",
+    ),
+]
+
+
+class Idempotency:
+    def __init__(self, session: AsyncSession, key: str | None, method: str, path: str, body: bytes):
+        self.session = session
+        self.key = key
+        self.method = method
+        self.path = path
+        self.request_hash = hashlib.sha256(
+            method.encode() + b" " + path.encode() + b"\n" + body
+        ).hexdigest()
+
+    async def replay(self, principal: Principal) -> JSONResponse | None:
+        if self.key is None:
+            return None
+        record = await service.find(self.session, principal.msp_id, self.key)
+        if record is None:
+            return None
+        if record.request_hash != self.request_hash:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was already used with a different request"
+            )
+        return JSONResponse(
+            record.body, status_code=record.status_code, headers={"Idempotent-Replayed": "true"}
+        )
+
+    async def save(
+        self,
+        principal: Principal,
+        status_code: int,
+        body: BaseModel | Any,
+        *,
+        stored: BaseModel | Any | None = None,
+    ) -> Any:
+        """Keep the answer for replays; ``stored`` replaces it where the answer holds a
+        secret that must be shown only once (a replay then carries the secret as null)."""
+        if self.key is not None:
+            body_to_store = body if stored is None else stored
+            await service.save(
+                self.session,
+                msp_id=principal.msp_id,
+                key=self.key,
+                method=self.method,
+                path=self.path,
+                request_hash=self.request_hash,
+                status_code=status_code,
+                body=jsonable_encoder(body_to_store),
+            )
+        return body
+
+
+async def get_idempotency(
+    request: Request, session: SessionDep, key: IdempotencyKeyHeader = None
+) -> Idempotency:
+    body = await request.body()
+    with contextlib.suppress(ValueError):  # canonical JSON: whitespace and key order don't count
+        body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    return Idempotency(session, key, request.method, request.url.path, body)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.api.policy.schemas import Service
+from safekeep.api.schemas import Schema
+from safekeep.tenants.job import service
+from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger
+
+
+class BackupRequest(Schema):
+    account_ids: list[uuid.UUID] | None = Field(
+        default=None, max_length=10_000, description="Only these accounts; default: all protected"
+    )
+    services: list[Service] | None = Field(
+        default=None, max_length=5, description="Only these services; default: the policy's"
+    )
+
+
+class JobProgress(Schema):
+    tasks_total: int
+    tasks_done: int
+    items: int
+    bytes: int
+    errors: int
+    skipped: int
+    graph_requests: int
+    throttled: int
+
+
+class JobIssueOut(Schema):
+    id: uuid.UUID
+    account_id: uuid.UUID | None
+    service: str | None
+    item_ref: str | None
+    item_name: str | None
+    code: str
+    detail: str
+    created_at: datetime
+
+
+class JobOut(Schema):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: JobKind
+    trigger: JobTrigger
+    status: JobStatus
+    params: dict[str, Any]
+    result: dict[str, Any]
+    progress: JobProgress
+    error_code: str | None
+    error_detail: str | None
+    requested_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+
+
+class JobDetail(JobOut):
+    issues: list[JobIssueOut] = Field(description="Up to 100 items not processed, with reasons")
+
+
+async def job_out(session: AsyncSession, job: Job) -> JobOut:
+    progress = await service.progress(session, job)
+    return JobOut.model_validate({**_fields(job), "progress": progress})
+
+
+async def job_detail(session: AsyncSession, job: Job) -> JobDetail:
+    progress = await service.progress(session, job)
+    issues = [JobIssueOut.model_validate(i) for i in await service.issues(session, job)]
+    return JobDetail.model_validate({**_fields(job), "progress": progress, "issues": issues})
+
+
+def _fields(job: Job) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in JobOut.model_fields if hasattr(job, name)}

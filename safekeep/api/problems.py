@@ -1,0 +1,169 @@
+"""problem+json (RFC 9457) for every error, including the ones FastAPI raises itself.
+
+No input, however malformed, gets a stack trace: unexpected exceptions are logged with a
+reference and answered with a bare 500 problem that carries the same reference.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from safekeep.errors import PROBLEM_BASE, AppError
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    type: str = Field(examples=[PROBLEM_BASE + "not-found"])
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[ValidationIssue] | None = None
+
+
+def problem_response(
+    status: int,
+    slug_or_type: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    type_ = slug_or_type if "://" in slug_or_type else PROBLEM_BASE + slug_or_type
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _jsonable_loc(loc: Any) -> list[str | int]:
+    return [p if isinstance(p, int) else str(p) for p in (loc or [])]
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    headers = exc.extra.pop("headers", None)
+    return problem_response(
+        exc.status_code,
+        exc.type,
+        exc.title,
+        exc.detail,
+        instance=request.url.path,
+        headers=headers,
+        **exc.extra,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": _jsonable_loc(e.get("loc")), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
+    return problem_response(
+        422,
+        "validation-error",
+        "The request is not valid",
+        f"Invalid input: {fields}" if fields else "Invalid input",
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Missing or invalid API key"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(
+        exc.status_code,
+        slug,
+        title,
+        detail,
+        instance=request.url.path,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    reference = uuid.uuid4().hex
+    log.error(
+        "unhandled_exception",
+        reference=reference,
+        path=request.url.path,
+        method=request.method,
+        exc_info=exc,
+    )
+    return problem_response(
+        500,
+        "internal-error",
+        "Internal error",
+        f"Something went wrong on our side (reference {reference})",
+        instance=request.url.path,
+        reference=reference,
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of a route's error answers, all problem+json."""
+    described = {
+        400: "Bad request",
+        401: "Missing or invalid API key",
+        402: "The MSP account is suspended",
+        403: "The API key lacks the needed scope",
+        404: "Not found (or not yours)",
+        409: "Conflict with the current state",
+        410: "Gone",
+        416: "Range not satisfiable",
+        422: "The request is not valid",
+        503: "A dependency is unavailable",
+    }
+    return {
+        s: {
+            "description": described.get(s, "Error"),
+            "model": Problem,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }

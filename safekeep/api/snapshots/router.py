@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, Query
+
+from safekeep.api.auth import ReadPrincipal
+from safekeep.api.deps import SessionDep
+from safekeep.api.policy.schemas import Service
+from safekeep.api.problems import responses
+from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.snapshots.schemas import SnapshotOut
+from safekeep.tenants.snapshot import service
+
+router = APIRouter(prefix="/v1/tenants/{tenant_id}/snapshots", tags=["Snapshots"])
+
+
+@router.get("", response_model=Page[SnapshotOut], responses=responses(400, 401, 403, 404, 422))
+async def list_snapshots(
+    tenant_id: uuid.UUID,
+    principal: ReadPrincipal,
+    session: SessionDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+    account_id: uuid.UUID | None = Query(None),
+    service_name: Service | None = Query(None, alias="service"),
+    since: datetime | None = Query(None, description="Started at or after"),
+    until: datetime | None = Query(None, description="Started at or before"),
+) -> Page[SnapshotOut]:
+    page = await service.list_snapshots(
+        session,
+        principal.scope,
+        tenant_id,
+        account_id=account_id,
+        service=service_name,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page(
+        items=[SnapshotOut.model_validate(s) for s in page.items], next_cursor=page.next_cursor
+    )

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, status
+
+from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal
+from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
+from safekeep.api.idempotency import IdempotencyDep
+from safekeep.api.jobs.schemas import JobOut, job_out
+from safekeep.api.problems import responses
+from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.tenants.schemas import (
+    ConsentLink,
+    TenantCreate,
+    TenantCreated,
+    TenantOut,
+    TenantUpdate,
+)
+from safekeep.tenants.job import service as job_service
+from safekeep.tenants.models import ConsentState
+from safekeep.tenants.tenant import service
+
+router = APIRouter(prefix="/v1/tenants", tags=["Tenants"])
+
+
+@router.get("", response_model=Page[TenantOut], responses=responses(400, 401, 403, 422))
+async def list_tenants(
+    principal: ReadPrincipal,
+    session: SessionDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+    consent_state: ConsentState | None = Query(None),
+) -> Page[TenantOut]:
+    page = await service.list_tenants(
+        session, principal.scope, consent_state=consent_state, cursor=cursor, limit=limit
+    )
+    return Page(
+        items=[TenantOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TenantCreated,
+    responses=responses(400, 401, 402, 403, 409, 422),
+)
+async def create_tenant(
+    body: TenantCreate,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency: IdempotencyDep,
+    ip: ClientIp,
+) -> object:
+    """Create a client tenant. Its admin-consent URL comes back: send the client's admin there."""
+    if (replay := await idempotency.replay(principal)) is not None:
+        return replay
+    tenant = await service.create(
+        session,
+        principal,
+        settings,
+        name=body.name,
+        domain=body.domain,
+        app_client_id=body.app_client_id,
+        app_client_secret=body.app_client_secret,
+        policy=body.policy.model_dump() if body.policy else None,
+        ip=ip,
+    )
+    out = TenantCreated.model_validate(
+        {
+            **TenantOut.model_validate(tenant).model_dump(),
+            "consent_url": service.consent_url_for(settings, tenant),
+        }
+    )
+    return await idempotency.save(principal, 201, out)
+
+
+@router.get("/{tenant_id}", response_model=TenantOut, responses=responses(401, 403, 404, 422))
+async def get_tenant(
+    tenant_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep
+) -> TenantOut:
+    return TenantOut.model_validate(await service.get(session, principal.scope, tenant_id))
+
+
+@router.patch(
+    "/{tenant_id}", response_model=TenantOut, responses=responses(400, 401, 402, 403, 404, 422)
+)
+async def update_tenant(
+    tenant_id: uuid.UUID,
+    body: TenantUpdate,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    ip: ClientIp,
+) -> TenantOut:
+    tenant = await service.update(
+        session, principal, settings, tenant_id, body.model_dump(exclude_unset=True), ip=ip
+    )
+    return TenantOut.model_validate(tenant)
+
+
+@router.delete(
+    "/{tenant_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(401, 402, 403, 404, 422),
+)
+async def delete_tenant(
+    tenant_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, ip: ClientIp
+) -> None:
+    """Stop protecting the tenant. Backed-up data is kept until purged."""
+    await service.delete(session, principal, tenant_id, ip=ip)
+
+
+@router.post(
+    "/{tenant_id}/consent", response_model=ConsentLink, responses=responses(401, 402, 403, 404, 422)
+)
+async def request_consent(
+    tenant_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, settings: SettingsDep
+) -> ConsentLink:
+    """A fresh admin-consent URL (to re-request consent after a revocation or app change)."""
+    tenant = await service.get(session, principal.scope, tenant_id)
+    return ConsentLink(consent_url=service.consent_url_for(settings, tenant))
+
+
+@router.post(
+    "/{tenant_id}/discover",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=responses(401, 402, 403, 404, 409, 422),
+)
+async def discover(
+    tenant_id: uuid.UUID,
+    principal: BackupPrincipal,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    ip: ClientIp,
+) -> object:
+    """Start a discovery job: users, licences and sites become accounts."""
+    if (replay := await idempotency.replay(principal)) is not None:
+        return replay
+    job = await job_service.start_discovery(session, principal, tenant_id, ip=ip)
+    return await idempotency.save(principal, 202, await job_out(session, job))

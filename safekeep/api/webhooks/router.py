@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from safekeep.api.auth import MspAdminPrincipal
+from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
+from safekeep.api.idempotency import IdempotencyDep
+from safekeep.api.problems import responses
+from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookOut
+from safekeep.tenants.webhook import service
+
+router = APIRouter(prefix="/v1/webhooks", tags=["Webhooks"])
+
+
+@router.get("", response_model=Page[WebhookOut], responses=responses(400, 401, 403, 422))
+async def list_webhooks(
+    principal: MspAdminPrincipal, session: SessionDep, cursor: Cursor = None, limit: Limit = 50
+) -> Page[WebhookOut]:
+    page = await service.list_endpoints(session, principal, cursor=cursor, limit=limit)
+    return Page(
+        items=[WebhookOut.model_validate(w) for w in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WebhookCreated,
+    responses=responses(401, 403, 409, 422),
+)
+async def create_webhook(
+    body: WebhookCreate,
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency: IdempotencyDep,
+    ip: ClientIp,
+) -> object:
+    """Subscribe a URL to events. Deliveries are signed, retried with backoff and recorded."""
+    if (replay := await idempotency.replay(principal)) is not None:
+        return replay
+    endpoint, secret = await service.create_endpoint(
+        session,
+        principal,
+        settings,
+        url=str(body.url),
+        events=body.events,
+        description=body.description,
+        ip=ip,
+    )
+    out = WebhookCreated.model_validate(
+        {**WebhookOut.model_validate(endpoint).model_dump(), "secret": secret}
+    )
+    return await idempotency.save(
+        principal, 201, out, stored=out.model_copy(update={"secret": None})
+    )
+
+
+@router.get("/{webhook_id}", response_model=WebhookOut, responses=responses(401, 403, 404, 422))
+async def get_webhook(
+    webhook_id: uuid.UUID, principal: MspAdminPrincipal, session: SessionDep
+) -> WebhookOut:
+    return WebhookOut.model_validate(await service.get_endpoint(session, principal, webhook_id))
+
+
+@router.delete(
+    "/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 403, 404, 422)
+)
+async def delete_webhook(
+    webhook_id: uuid.UUID, principal: MspAdminPrincipal, session: SessionDep, ip: ClientIp
+) -> None:
+    await service.delete_endpoint(session, principal, webhook_id, ip=ip)
+
+
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=Page[DeliveryOut],
+    responses=responses(400, 401, 403, 404, 422),
+)
+async def list_deliveries(
+    webhook_id: uuid.UUID,
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[DeliveryOut]:
+    page = await service.list_deliveries(session, principal, webhook_id, cursor=cursor, limit=limit)
+    return Page(
+        items=[DeliveryOut.model_validate(d) for d in page.items], next_cursor=page.next_cursor
+    )

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, Field, field_validator
+
+from safekeep.api.schemas import Schema
+from safekeep.tenants.models import DeliveryStatus
+
+EventType = Literal[
+    "backup.completed",
+    "backup.failed",
+    "restore.completed",
+    "export.ready",
+    "tenant.consent_revoked",
+    "account.cancelled",
+]
+
+
+class WebhookCreate(Schema):
+    url: AnyHttpUrl = Field(description="Where to POST events (https in production)")
+    events: list[EventType] = Field(min_length=1, max_length=6)
+    description: str | None = Field(default=None, max_length=500)
+
+    @field_validator("url")
+    @classmethod
+    def _length(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if len(str(value)) > 2000:
+            raise ValueError("url is longer than 2000 characters")
+        return value
+
+
+class WebhookOut(Schema):
+    id: uuid.UUID
+    url: str
+    events: list[EventType]
+    description: str | None
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str | None = Field(
+        description="Signing secret, shown once (null in an idempotent replay). Each delivery "
+        "carries `Safekeep-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, '<t>.<raw body>')>`"
+    )
+
+
+class DeliveryOut(Schema):
+    id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime
+    payload: dict[str, Any]

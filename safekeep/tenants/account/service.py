@@ -1,0 +1,215 @@
+"""Protected accounts (seats): what discovery finds, what the MSP protects or releases.
+
+Backups never delete data because a licence vanished: such an account becomes ``cancelled``,
+keeps its data and counts as a retained seat until retention or an audited purge removes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.errors import Conflict, NotFound
+from safekeep.tenants.account import repository
+from safekeep.tenants.audit import service as audit
+from safekeep.tenants.models import Account, AccountKind, AccountState, Tenant, utcnow
+from safekeep.tenants.pagination import Page
+from safekeep.tenants.scope import Principal, TenantScope
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.webhook import service as webhooks
+
+
+@dataclass(frozen=True)
+class FoundAccount:
+    """One user or site as discovery saw it in Graph."""
+
+    kind: AccountKind
+    graph_id: str
+    display_name: str
+    principal_name: str | None
+    mail: str | None
+    licensed: bool
+    account_enabled: bool = True
+    sku_ids: Sequence[str] = ()
+    services_found: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class DiscoveryResult:
+    added: int = 0
+    updated: int = 0
+    cancelled: int = 0
+    reactivated: int = 0
+
+
+async def list_accounts(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    *,
+    kind: str | None,
+    state: str | None,
+    protected: bool | None,
+    search: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Account]:
+    if await tenant_repository.get(session, scope, tenant_id) is None:
+        raise NotFound("No such tenant")
+    return await repository.list_page(
+        session,
+        scope,
+        tenant_id,
+        kind=kind,
+        state=state,
+        protected=protected,
+        search=search,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+async def get(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> Account:
+    account = await repository.get(session, scope, tenant_id, account_id)
+    if account is None:
+        raise NotFound("No such account")
+    return account
+
+
+async def _cancel(session: AsyncSession, tenant: Tenant, account: Account, reason: str) -> None:
+    account.state = AccountState.cancelled
+    account.cancelled_at = utcnow()
+    account.cancel_reason = reason
+    await session.flush()
+    await webhooks.emit(
+        session,
+        msp_id=tenant.msp_id,
+        event_type="account.cancelled",
+        data={
+            "tenant_id": str(tenant.id),
+            "account_id": str(account.id),
+            "reason": reason,
+            "display_name": account.display_name,
+        },
+    )
+
+
+async def set_protected(
+    session: AsyncSession,
+    principal: Principal,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    protected: bool,
+    *,
+    ip: str | None = None,
+) -> Account:
+    tenant = await tenant_repository.get(session, principal.scope, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant")
+    account = await get(session, principal.scope, tenant_id, account_id)
+    if account.state == AccountState.purged:
+        raise Conflict("This account's data was purged; it cannot be protected again")
+    if protected == account.protected and not (
+        protected and account.state == AccountState.cancelled
+    ):
+        return account
+    if protected:
+        if not account.licensed and account.kind == AccountKind.user:
+            raise Conflict("The user has no licence any more; it cannot be protected")
+        account.protected = True
+        account.state = AccountState.active
+        account.cancelled_at = None
+        account.cancel_reason = None
+    else:
+        account.protected = False
+        if await repository.has_data(session, account.id):
+            await _cancel(session, tenant, account, "seat_released")
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "account.protected" if protected else "account.released",
+        tenant_id=tenant_id,
+        target_type="account",
+        target_id=account.id,
+        ip=ip,
+    )
+    return account
+
+
+async def apply_discovery(
+    session: AsyncSession,
+    tenant: Tenant,
+    scope: TenantScope,
+    found: Sequence[FoundAccount],
+    *,
+    auto_protect: bool,
+) -> DiscoveryResult:
+    """Reconcile what Graph reported with our accounts."""
+    result = DiscoveryResult()
+    now = utcnow()
+    existing = {
+        (a.kind, a.graph_id): a for a in await repository.all_for_tenant(session, scope, tenant.id)
+    }
+    seen: set[tuple[str, str]] = set()
+    for f in found:
+        key = (f.kind, f.graph_id)
+        seen.add(key)
+        account = existing.get(key)
+        if account is None:
+            account = Account(
+                tenant_id=tenant.id,
+                kind=f.kind,
+                graph_id=f.graph_id,
+                display_name=f.display_name,
+                principal_name=f.principal_name,
+                mail=f.mail,
+                licensed=f.licensed,
+                account_enabled=f.account_enabled,
+                sku_ids=list(f.sku_ids),
+                services_found=dict(f.services_found),
+                protected=auto_protect and f.licensed,
+                state=AccountState.active,
+                last_seen_at=now,
+            )
+            session.add(account)
+            result.added += 1
+            continue
+        account.display_name = f.display_name
+        account.principal_name = f.principal_name
+        account.mail = f.mail
+        account.account_enabled = f.account_enabled
+        account.sku_ids = list(f.sku_ids)
+        account.services_found = dict(f.services_found)
+        account.last_seen_at = now
+        was_licensed, account.licensed = account.licensed, f.licensed
+        result.updated += 1
+        if account.state == AccountState.active and was_licensed and not f.licensed:
+            if account.protected or await repository.has_data(session, account.id):
+                await _cancel(session, tenant, account, "licence_removed")
+                result.cancelled += 1
+        elif (
+            account.state == AccountState.cancelled
+            and account.cancel_reason in ("licence_removed", "not_found")
+            and f.licensed
+        ):
+            account.state = AccountState.active
+            account.cancelled_at = None
+            account.cancel_reason = None
+            result.reactivated += 1
+    for key, account in existing.items():
+        if key not in seen and account.state == AccountState.active:
+            if account.protected or await repository.has_data(session, account.id):
+                await _cancel(session, tenant, account, "not_found")
+                result.cancelled += 1
+            else:
+                account.state = AccountState.cancelled
+                account.cancel_reason = "not_found"
+                account.cancelled_at = now
+    await session.flush()
+    return result

@@ -1,0 +1,166 @@
+"""API keys: high-entropy bearer secrets, shown once, stored as SHA-256.
+
+A fast hash is enough here (unlike passwords) because the secret has 256 bits of entropy; a
+lookup by hash also keeps authentication one indexed query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.errors import Forbidden, NotFound, UnprocessableEntity
+from safekeep.tenants.api_key import repository
+from safekeep.tenants.audit import service as audit
+from safekeep.tenants.models import ApiKey, utcnow
+from safekeep.tenants.pagination import Page
+from safekeep.tenants.scope import Principal, Scope
+from safekeep.tenants.tenant import repository as tenant_repository
+
+KEY_PREFIX = "sk_"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def issue(
+    session: AsyncSession,
+    *,
+    msp_id: uuid.UUID,
+    name: str,
+    scopes: Sequence[Scope],
+    tenant_ids: Sequence[uuid.UUID] | None,
+    created_by: uuid.UUID | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    secret = new_secret()
+    key = ApiKey(
+        msp_id=msp_id,
+        name=name,
+        prefix=secret[: len(KEY_PREFIX) + 6],
+        secret_hash=hash_secret(secret),
+        scopes=sorted({s.value for s in scopes}),
+        tenant_ids=sorted(str(t) for t in tenant_ids) if tenant_ids is not None else None,
+        created_by=created_by,
+        expires_at=expires_at,
+    )
+    session.add(key)
+    await session.flush()
+    return key, secret
+
+
+async def authenticate(session: AsyncSession, secret: str) -> ApiKey | None:
+    """The live key with this secret, or None (unknown, revoked, expired)."""
+    if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
+        return None
+    key = await repository.get_by_hash(session, hash_secret(secret))
+    now = utcnow()
+    if key is None or key.revoked_at is not None:
+        return None
+    if key.expires_at is not None and key.expires_at <= now:
+        return None
+    return key
+
+
+async def create(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str,
+    scopes: Sequence[Scope],
+    tenant_ids: Sequence[uuid.UUID] | None,
+    expires_at: datetime | None,
+    ip: str | None = None,
+) -> tuple[ApiKey, str]:
+    """A key never grants more than its creator has: scopes and tenants are subsets."""
+    if not principal.has(Scope.admin):
+        raise Forbidden("Creating API keys needs the admin scope")
+    if any(not principal.has(s) for s in scopes):
+        raise Forbidden("A key cannot be given scopes its creator does not have")
+    if tenant_ids is not None:
+        wanted = frozenset(tenant_ids)
+        found = await tenant_repository.existing_ids(session, principal.scope, wanted)
+        missing = wanted - found
+        if missing:
+            raise UnprocessableEntity(
+                "Unknown tenant ids",
+                errors=[
+                    {"loc": ["body", "tenant_ids"], "msg": str(m)}
+                    for m in sorted(map(str, missing))
+                ],
+            )
+    elif principal.tenant_ids is not None:
+        raise Forbidden("A tenant-limited key can only create keys limited to its tenants")
+    if expires_at is not None and expires_at <= utcnow():
+        raise UnprocessableEntity(
+            "expires_at must be in the future",
+            errors=[{"loc": ["body", "expires_at"], "msg": "must be in the future"}],
+        )
+    key, secret = await issue(
+        session,
+        msp_id=principal.msp_id,
+        name=name,
+        scopes=scopes,
+        tenant_ids=tenant_ids,
+        created_by=principal.api_key_id,
+        expires_at=expires_at,
+    )
+    await audit.record_for(
+        session,
+        principal,
+        "api_key.created",
+        target_type="api_key",
+        target_id=key.id,
+        details={"name": name, "scopes": key.scopes, "tenant_ids": key.tenant_ids},
+        ip=ip,
+    )
+    return key, secret
+
+
+async def list_keys(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    include_revoked: bool,
+    cursor: str | None,
+    limit: int,
+) -> Page[ApiKey]:
+    return await repository.list_for_msp(
+        session, principal.msp_id, include_revoked=include_revoked, cursor=cursor, limit=limit
+    )
+
+
+async def revoke(
+    session: AsyncSession, principal: Principal, key_id: uuid.UUID, *, ip: str | None = None
+) -> ApiKey:
+    key = await repository.get_for_msp(session, principal.msp_id, key_id)
+    if key is None or key.revoked_at is not None:
+        raise NotFound("No such API key")
+    if principal.tenant_ids is not None and (
+        key.tenant_ids is None or not {uuid.UUID(t) for t in key.tenant_ids} <= principal.tenant_ids
+    ):
+        raise NotFound("No such API key")
+    key.revoked_at = utcnow()
+    await session.flush()
+    await audit.record_for(
+        session, principal, "api_key.revoked", target_type="api_key", target_id=key.id, ip=ip
+    )
+    return key
+
+
+async def touch(session: AsyncSession, key: ApiKey) -> None:
+    """Record use at most once a minute so that reads do not all write."""
+    now = utcnow()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        key.last_used_at = now
+        await session.flush()

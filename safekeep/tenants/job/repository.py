@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
+from safekeep.tenants.pagination import Page, keyset_page
+from safekeep.tenants.scope import TenantScope
+
+
+async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job | None:
+    stmt = select(Job).where(Job.id == job_id, scope.tenant_filter(Job.tenant_id))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_system(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    """Workers load the job they were handed by our own enqueue, then scope by its tenant."""
+    return await session.get(Job, job_id)
+
+
+async def list_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    *,
+    kind: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Job]:
+    stmt = select(Job).where(Job.tenant_id == tenant_id, scope.tenant_filter(Job.tenant_id))
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    return await keyset_page(session, stmt, Job, cursor=cursor, limit=limit)
+
+
+async def progress(session: AsyncSession, job_id: uuid.UUID) -> dict[str, int]:
+    stmt = select(
+        func.count(),
+        func.coalesce(func.sum(JobTask.items), 0),
+        func.coalesce(func.sum(JobTask.bytes), 0),
+        func.coalesce(func.sum(JobTask.errors), 0),
+        func.coalesce(func.sum(JobTask.skipped), 0),
+        func.coalesce(func.sum(JobTask.requests), 0),
+        func.coalesce(func.sum(JobTask.throttled), 0),
+    ).where(JobTask.job_id == job_id)
+    total, items, nbytes, errors, skipped, requests, throttled = (await session.execute(stmt)).one()
+    done_stmt = select(func.count()).where(
+        JobTask.job_id == job_id,
+        JobTask.status.in_(
+            [TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled]
+        ),
+    )
+    done = (await session.execute(done_stmt)).scalar_one()
+    return {
+        "tasks_total": int(total),
+        "tasks_done": int(done),
+        "items": int(items),
+        "bytes": int(nbytes),
+        "errors": int(errors),
+        "skipped": int(skipped),
+        "graph_requests": int(requests),
+        "throttled": int(throttled),
+    }
+
+
+async def tasks(session: AsyncSession, job_id: uuid.UUID) -> list[JobTask]:
+    stmt = select(JobTask).where(JobTask.job_id == job_id).order_by(JobTask.created_at)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def get_task(session: AsyncSession, task_id: uuid.UUID) -> JobTask | None:
+    return await session.get(JobTask, task_id)
+
+
+async def issues(session: AsyncSession, job_id: uuid.UUID, limit: int = 100) -> list[JobIssue]:
+    stmt = (
+        select(JobIssue).where(JobIssue.job_id == job_id).order_by(JobIssue.created_at).limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def issues_page(
+    session: AsyncSession, job_id: uuid.UUID, *, cursor: str | None, limit: int
+) -> Page[JobIssue]:
+    stmt = select(JobIssue).where(JobIssue.job_id == job_id)
+    return await keyset_page(session, stmt, JobIssue, cursor=cursor, limit=limit)
+
+
+async def active_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, kind: str) -> list[Job]:
+    stmt = select(Job).where(
+        Job.tenant_id == tenant_id,
+        Job.kind == kind,
+        Job.status.in_([JobStatus.queued, JobStatus.running]),
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def stale_unfinished(session: AsyncSession, before: datetime, limit: int) -> list[Job]:
+    """Jobs still queued or running with no sign of life since ``before``: their message was
+    lost (embedded queue restarted, a crash between commit and send) and must be sent again."""
+    stmt = (
+        select(Job)
+        .where(Job.status.in_([JobStatus.queued, JobStatus.running]), Job.updated_at < before)
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def touch(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,167 @@
+"""Jobs as the API sees them: start a manual backup, watch, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.errors import Conflict, NotFound, UnprocessableEntity
+from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.audit import service as audit
+from safekeep.tenants.job import repository
+from safekeep.tenants.models import (
+    AccountState,
+    ConsentState,
+    Job,
+    JobIssue,
+    JobKind,
+    JobStatus,
+    JobTrigger,
+    utcnow,
+)
+from safekeep.tenants.pagination import Page
+from safekeep.tenants.scope import Principal, TenantScope
+from safekeep.tenants.tenant import service as tenant_service
+
+
+async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job:
+    job = await repository.get(session, scope, job_id)
+    if job is None:
+        raise NotFound("No such job")
+    return job
+
+
+async def list_jobs(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    *,
+    kind: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Job]:
+    await tenant_service.get(session, scope, tenant_id)
+    return await repository.list_page(
+        session, scope, tenant_id, kind=kind, status=status, cursor=cursor, limit=limit
+    )
+
+
+async def progress(session: AsyncSession, job: Job) -> dict[str, int]:
+    return await repository.progress(session, job.id)
+
+
+async def issues(session: AsyncSession, job: Job, limit: int = 100) -> list[JobIssue]:
+    return await repository.issues(session, job.id, limit)
+
+
+async def start_backup(
+    session: AsyncSession,
+    principal: Principal,
+    tenant_id: uuid.UUID,
+    *,
+    account_ids: Sequence[uuid.UUID] | None,
+    services: Sequence[str] | None,
+    ip: str | None = None,
+) -> Job:
+    """A manual backup. It never moves the tenant's schedule."""
+    tenant = await tenant_service.get(session, principal.scope, tenant_id)
+    if tenant.consent_state != ConsentState.granted:
+        raise Conflict(
+            f"The tenant's admin consent is {tenant.consent_state}; backups need it granted",
+            consent_state=str(tenant.consent_state),
+        )
+    params: dict[str, Any] = {}
+    if account_ids:
+        wanted = set(account_ids)
+        accounts = await account_repository.by_ids(session, principal.scope, tenant.id, wanted)
+        found = {a.id for a in accounts}
+        bad = [
+            {"loc": ["body", "account_ids"], "msg": f"unknown account {a}"}
+            for a in sorted(wanted - found, key=str)
+        ] + [
+            {"loc": ["body", "account_ids"], "msg": f"account {a.id} is {a.state}, not active"}
+            for a in accounts
+            if a.state != AccountState.active
+        ]
+        if bad:
+            raise UnprocessableEntity("Some accounts cannot be backed up", errors=bad)
+        params["account_ids"] = sorted(str(a) for a in wanted)
+    if services:
+        params["services"] = sorted(set(services))
+    job = await tenant_service.start_job(
+        session,
+        tenant,
+        kind=JobKind.backup,
+        trigger=JobTrigger.manual,
+        requested_by=principal.actor,
+        params=params,
+    )
+    await audit.record_for(
+        session,
+        principal,
+        "backup.requested",
+        tenant_id=tenant.id,
+        target_type="job",
+        target_id=job.id,
+        details=params,
+        ip=ip,
+    )
+    return job
+
+
+async def start_discovery(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID, *, ip: str | None = None
+) -> Job:
+    tenant = await tenant_service.get(session, principal.scope, tenant_id)
+    if tenant.consent_state != ConsentState.granted:
+        raise Conflict(
+            f"The tenant's admin consent is {tenant.consent_state}; discovery needs it granted",
+            consent_state=str(tenant.consent_state),
+        )
+    job = await tenant_service.start_job(
+        session,
+        tenant,
+        kind=JobKind.discover,
+        trigger=JobTrigger.manual,
+        requested_by=principal.actor,
+        params={},
+    )
+    await audit.record_for(
+        session,
+        principal,
+        "discovery.requested",
+        tenant_id=tenant.id,
+        target_type="job",
+        target_id=job.id,
+        ip=ip,
+    )
+    return job
+
+
+async def cancel(
+    session: AsyncSession, principal: Principal, job_id: uuid.UUID, *, ip: str | None = None
+) -> Job:
+    """Ask a job to stop. Workers check between pages; what is written stays consistent."""
+    job = await get(session, principal.scope, job_id)
+    if job.status.finished:
+        raise Conflict(f"The job is already {job.status}")
+    now = utcnow()
+    job.cancel_requested_at = now
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = now
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "job.cancel_requested",
+        tenant_id=job.tenant_id,
+        target_type="job",
+        target_id=job.id,
+        ip=ip,
+    )
+    return job

@@ -1,0 +1,58 @@
+"""Every table, one module each, under one metadata (``Base.metadata``)."""
+
+from safekeep.tenants.models.account import Account, AccountKind, AccountState
+from safekeep.tenants.models.api_key import ApiKey
+from safekeep.tenants.models.audit_event import AuditEvent
+from safekeep.tenants.models.base import Base, utcnow
+from safekeep.tenants.models.billing import StripeEvent, UsageReport
+from safekeep.tenants.models.delta_state import DeltaState
+from safekeep.tenants.models.export import Export, ExportStatus
+from safekeep.tenants.models.idempotency import IdempotencyRecord
+from safekeep.tenants.models.item import Item
+from safekeep.tenants.models.item_version import ItemVersion
+from safekeep.tenants.models.job import FINISHED_JOB_STATUSES, Job, JobKind, JobStatus, JobTrigger
+from safekeep.tenants.models.job_issue import JobIssue
+from safekeep.tenants.models.job_task import JobTask, TaskStatus
+from safekeep.tenants.models.msp import Msp, MspStatus
+from safekeep.tenants.models.policy import ALL_SERVICES, Policy
+from safekeep.tenants.models.snapshot import Snapshot, SnapshotStatus
+from safekeep.tenants.models.tenant import ConsentState, Tenant, TenantStatus
+from safekeep.tenants.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+
+__all__ = [
+    "ALL_SERVICES",
+    "FINISHED_JOB_STATUSES",
+    "Account",
+    "AccountKind",
+    "AccountState",
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "ConsentState",
+    "DeliveryStatus",
+    "DeltaState",
+    "Export",
+    "ExportStatus",
+    "IdempotencyRecord",
+    "Item",
+    "ItemVersion",
+    "Job",
+    "JobIssue",
+    "JobKind",
+    "JobStatus",
+    "JobTask",
+    "JobTrigger",
+    "Msp",
+    "MspStatus",
+    "Policy",
+    "Snapshot",
+    "SnapshotStatus",
+    "StripeEvent",
+    "TaskStatus",
+    "Tenant",
+    "TenantStatus",
+    "UsageReport",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "utcnow",
+]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+
+
+class AccountKind(enum.StrEnum):
+    user = "user"
+    site = "site"
+
+
+class AccountState(enum.StrEnum):
+    active = "active"
+    cancelled = "cancelled"  # licence gone or seat released: data kept, billed as retained
+    purged = "purged"  # data deleted after retention or on an audited request
+
+
+class Account(IdMixin, CreatedMixin, Base):
+    """A protected resource (a seat): a user's mailbox/calendar/contacts/OneDrive, or a site."""
+
+    __tablename__ = "account"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind", "graph_id"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[AccountKind] = mapped_column(String(10))
+    graph_id: Mapped[str] = mapped_column(String(300))
+    display_name: Mapped[str] = mapped_column(String(300))
+    # userPrincipalName for users, webUrl for sites
+    principal_name: Mapped[str | None] = mapped_column(String(500))
+    mail: Mapped[str | None] = mapped_column(String(320))
+    protected: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[AccountState] = mapped_column(String(20), default=AccountState.active)
+    licensed: Mapped[bool] = mapped_column(default=True)
+    account_enabled: Mapped[bool] = mapped_column(default=True)
+    sku_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # What discovery found: {"mail": true, "onedrive": false, ...}
+    services_found: Mapped[dict[str, bool]] = mapped_column(JSONType, default=dict)
+    last_seen_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    cancel_reason: Mapped[str | None] = mapped_column(String(40))
+    purged_at: Mapped[datetime | None]

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+
+
+class ItemVersion(IdMixin, CreatedMixin, Base):
+    """One state of one item, valid from snapshot ``first_seq`` to ``last_seq`` (inclusive;
+    NULL while it is still the current state). The view of an account and service at snapshot
+    S is every version with ``first_seq <= S <= coalesce(last_seq, S)``: an unchanged item
+    costs nothing per snapshot."""
+
+    __tablename__ = "item_version"
+    __table_args__ = (
+        UniqueConstraint("item_id", "first_seq"),
+        Index("ix_item_version_browse", "account_id", "service", "parent_external_id", "first_seq"),
+        Index("ix_item_version_open", "account_id", "service", "last_seq"),
+    )
+
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))
+    first_seq: Mapped[int]
+    last_seq: Mapped[int | None]
+    valid_from: Mapped[datetime]  # when the snapshot first_seq started
+    valid_to: Mapped[datetime | None]  # when the snapshot that ended it started
+    parent_external_id: Mapped[str | None] = mapped_column(String(500))
+    name: Mapped[str] = mapped_column(String(1000), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    modified_at: Mapped[datetime | None]
+    change_key: Mapped[str | None] = mapped_column(String(500))  # changeKey / cTag / eTag
+    content_hash: Mapped[str | None] = mapped_column(String(128))  # sha256 of `content`
+    # Where the bytes are (storage ContentRef JSON): MIME / file / ICS or VCF source document.
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The Graph JSON document needed to restore it faithfully (with attachments), as a blob.
+    document: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Small metadata for browsing: sender, dates, flags, hashes, path at capture time...
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    indexed: Mapped[bool] = mapped_column(default=False)

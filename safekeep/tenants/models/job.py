@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType, utcnow
+
+
+class JobKind(enum.StrEnum):
+    discover = "discover"
+    backup = "backup"
+    restore = "restore"
+    export = "export"
+    purge = "purge"
+
+
+class JobTrigger(enum.StrEnum):
+    manual = "manual"
+    scheduled = "scheduled"
+    system = "system"
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    partial = "partial"  # finished, but some accounts or items could not be processed
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_JOB_STATUSES
+
+
+FINISHED_JOB_STATUSES = frozenset(
+    {JobStatus.succeeded, JobStatus.partial, JobStatus.failed, JobStatus.cancelled}
+)
+
+
+class Job(IdMixin, CreatedMixin, Base):
+    """A unit of slow work that an MSP can watch: discovery, backup, restore, export, purge."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_tenant_created", "tenant_id", "created_at"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    kind: Mapped[JobKind] = mapped_column(String(20))
+    trigger: Mapped[JobTrigger] = mapped_column(String(20), default=JobTrigger.manual)
+    status: Mapped[JobStatus] = mapped_column(String(20), default=JobStatus.queued, index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str | None] = mapped_column(String(100))  # "api_key:<id>" or "scheduler"
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    cancel_requested_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

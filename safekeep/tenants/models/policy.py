@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import Mapped, mapped_column
+
+from safekeep.tenants.models.base import Base, JSONType
+
+ALL_SERVICES = ("mail", "calendar", "contacts", "onedrive", "sharepoint")
+
+
+class Policy(Base):
+    """How one tenant is backed up. One row per tenant."""
+
+    __tablename__ = "policy"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True
+    )
+    services: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(ALL_SERVICES))
+    backups_per_day: Mapped[int] = mapped_column(default=3)
+    retention_days: Mapped[int | None] = mapped_column(default=None)  # None: keep forever
+    auto_protect: Mapped[bool] = mapped_column(default=True)
+    include_deleted_items: Mapped[bool] = mapped_column(default=True)
+    include_junk: Mapped[bool] = mapped_column(default=False)
+    include_recoverable_items: Mapped[bool] = mapped_column(default=False)

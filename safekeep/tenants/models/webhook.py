@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+
+
+class WebhookEndpoint(IdMixin, CreatedMixin, Base):
+    __tablename__ = "webhook_endpoint"
+
+    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[str]] = mapped_column(JSONType)
+    description: Mapped[str | None] = mapped_column(String(500))
+    secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    deleted_at: Mapped[datetime | None]
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"  # gave up after the last retry
+
+
+class WebhookDelivery(IdMixin, CreatedMixin, Base):
+    """One event sent (or being sent) to one endpoint, with its attempts."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_endpoint", "endpoint_id", "created_at"),)
+
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoint.id", ondelete="CASCADE")
+    )
+    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID]
+    event_type: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[DeliveryStatus] = mapped_column(String(20), default=DeliveryStatus.pending)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]

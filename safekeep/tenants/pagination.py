@@ -1,0 +1,90 @@
+"""Keyset pagination with opaque cursors, newest first.
+
+A cursor is the (created_at, id) of the last row a page returned, base64url-encoded JSON. It
+carries no authority: the scope filter is applied to every page whatever the cursor says.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.errors import InvalidCursor
+
+T = TypeVar("T")
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+def encode_cursor(values: dict[str, Any]) -> str:
+    raw = json.dumps(values, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("The cursor is not one this API returned") from exc
+    if not isinstance(value, dict):
+        raise InvalidCursor("The cursor is not one this API returned")
+    return value
+
+
+def _cursor_position(cursor: str) -> tuple[datetime, uuid.UUID]:
+    value = decode_cursor(cursor)
+    try:
+        created = datetime.fromisoformat(value["t"])
+        row_id = uuid.UUID(value["i"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidCursor("The cursor is not one this API returned") from exc
+    if created.tzinfo is None:
+        raise InvalidCursor("The cursor is not one this API returned")
+    return created, row_id
+
+
+async def keyset_page(
+    session: AsyncSession,
+    stmt: Select[T],
+    model: Any,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[T]:
+    """Newest first by (created_at, id); ``model`` must have both columns."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    if cursor:
+        created, row_id = _cursor_position(cursor)
+        stmt = stmt.where(
+            or_(
+                model.created_at < created,
+                and_(model.created_at == created, model.id < row_id),
+            )
+        )
+    stmt = stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+    rows = list((await session.execute(stmt)).scalars().all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor(
+            {"t": last.created_at.isoformat(), "i": str(last.id)}  # type: ignore[attr-defined]
+        )
+    return Page(items=rows, next_cursor=next_cursor)

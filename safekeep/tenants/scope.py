@@ -1,0 +1,105 @@
+"""Tenant scoping by construction.
+
+A ``TenantScope`` is the set of tenants a caller may touch: one MSP's tenants, perhaps limited
+to a few (a client portal's key). Only the helpers in this module create one, and every
+repository function for a tenant-owned table takes one and filters by ``tenant_filter``. A row
+outside the scope is simply not found, so another MSP's resource answers 404 and its existence
+never leaks.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, select
+
+from safekeep.tenants.models import Tenant
+
+_MINT = object()
+
+
+class Scope(enum.StrEnum):
+    """What an API key may do. ``admin`` implies every other scope."""
+
+    admin = "admin"
+    read = "read"
+    backup = "backup"
+    restore = "restore"
+    export = "export"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantScope:
+    msp_id: uuid.UUID
+    # None: every tenant of the MSP; otherwise only these.
+    tenant_ids: frozenset[uuid.UUID] | None
+    _mint: object = field(repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self._mint is not _MINT:
+            raise TypeError("TenantScope is made only by safekeep.tenants.scope helpers")
+
+    @property
+    def limited(self) -> bool:
+        return self.tenant_ids is not None
+
+    def allows(self, tenant_id: uuid.UUID) -> bool:
+        return self.tenant_ids is None or tenant_id in self.tenant_ids
+
+    def tenant_filter(self, tenant_id_column: Any) -> ColumnElement[bool]:
+        """SQL that keeps only rows whose tenant belongs to this scope."""
+        owned = select(Tenant.id).where(Tenant.msp_id == self.msp_id)
+        clause: ColumnElement[bool] = tenant_id_column.in_(owned)
+        if self.tenant_ids is not None:
+            limited = tenant_id_column.in_(self.tenant_ids) if self.tenant_ids else false()
+            clause = clause & limited
+        return clause
+
+    def tenant_row_filter(self) -> ColumnElement[bool]:
+        """The same filter for the ``tenant`` table itself."""
+        clause: ColumnElement[bool] = Tenant.msp_id == self.msp_id
+        if self.tenant_ids is not None:
+            clause = clause & (Tenant.id.in_(self.tenant_ids) if self.tenant_ids else false())
+        return clause
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an MSP's API key with its scopes and tenant limit."""
+
+    msp_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    scopes: frozenset[Scope]
+    tenant_ids: frozenset[uuid.UUID] | None
+
+    @property
+    def actor(self) -> str:
+        return f"api_key:{self.api_key_id}" if self.api_key_id else "system"
+
+    def has(self, scope: Scope) -> bool:
+        return Scope.admin in self.scopes or scope in self.scopes
+
+    @property
+    def scope(self) -> TenantScope:
+        return scope_for(self)
+
+
+def scope_for(principal: Principal) -> TenantScope:
+    return TenantScope(principal.msp_id, principal.tenant_ids, _MINT)
+
+
+def scope_for_tenant(msp_id: uuid.UUID, tenant_id: uuid.UUID) -> TenantScope:
+    """For workers and system tasks that act on one tenant they already know."""
+    return TenantScope(msp_id, frozenset({tenant_id}), _MINT)
+
+
+def scope_for_msp(msp_id: uuid.UUID) -> TenantScope:
+    """For MSP-wide system tasks (usage reports, the CLI)."""
+    return TenantScope(msp_id, None, _MINT)
+
+
+def system_principal(msp_id: uuid.UUID) -> Principal:
+    return Principal(msp_id, None, frozenset({Scope.admin}), None)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.tenants.models import Policy, Tenant, TenantStatus
+from safekeep.tenants.pagination import Page, keyset_page
+from safekeep.tenants.scope import TenantScope
+
+
+async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant | None:
+    stmt = select(Tenant).where(
+        Tenant.id == tenant_id,
+        Tenant.status != TenantStatus.deleted,
+        scope.tenant_row_filter(),
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_including_deleted(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
+) -> Tenant | None:
+    stmt = select(Tenant).where(Tenant.id == tenant_id, scope.tenant_row_filter())
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    *,
+    consent_state: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Tenant]:
+    stmt = select(Tenant).where(scope.tenant_row_filter(), Tenant.status != TenantStatus.deleted)
+    if consent_state:
+        stmt = stmt.where(Tenant.consent_state == consent_state)
+    return await keyset_page(session, stmt, Tenant, cursor=cursor, limit=limit)
+
+
+async def list_all(session: AsyncSession, scope: TenantScope) -> list[Tenant]:
+    stmt = (
+        select(Tenant)
+        .where(scope.tenant_row_filter(), Tenant.status != TenantStatus.deleted)
+        .order_by(Tenant.created_at)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def existing_ids(
+    session: AsyncSession, scope: TenantScope, tenant_ids: Collection[uuid.UUID]
+) -> frozenset[uuid.UUID]:
+    if not tenant_ids:
+        return frozenset()
+    stmt = select(Tenant.id).where(
+        Tenant.id.in_(list(tenant_ids)),
+        Tenant.status != TenantStatus.deleted,
+        scope.tenant_row_filter(),
+    )
+    return frozenset((await session.execute(stmt)).scalars())
+
+
+async def get_policy(session: AsyncSession, tenant: Tenant) -> Policy:
+    policy = await session.get(Policy, tenant.id)
+    if policy is None:  # every tenant is created with one; this only guards old rows
+        policy = Policy(tenant_id=tenant.id)
+        session.add(policy)
+        await session.flush()
+    return policy
+
+
+async def due_tenant_ids(session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
+    """System query (the scheduler): active, consented tenants whose next backup is due."""
+    stmt = (
+        select(Tenant.id)
+        .where(
+            Tenant.status == TenantStatus.active,
+            Tenant.consent_state == "granted",
+            Tenant.next_backup_at.is_not(None),
+            Tenant.next_backup_at <= now,
+        )
+        .order_by(Tenant.next_backup_at)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def claim_due(
+    session: AsyncSession, tenant_id: uuid.UUID, *, expected: datetime, next_at: datetime
+) -> bool:
+    """Move a tenant's next backup forward only if nobody else did: the compare-and-set that
+    lets several scheduler replicas run without enqueuing a tenant twice."""
+    stmt = (
+        update(Tenant)
+        .where(Tenant.id == tenant_id, Tenant.next_backup_at == expected)
+        .values(next_backup_at=next_at)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def get_system(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant | None:
+    """Unscoped load for system code that derives the scope from the row itself (workers,
+    the consent callback whose signed state names the tenant)."""
+    return await session.get(Tenant, tenant_id)

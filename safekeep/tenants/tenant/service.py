@@ -1,0 +1,342 @@
+"""Client tenants of an MSP: onboarding (consent), settings, policy, deletion."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.errors import BadRequest, Conflict, NotFound
+from safekeep.settings import Settings
+from safekeep.storage.keys import generate_data_key, wrap_data_key
+from safekeep.tenants import outbox
+from safekeep.tenants.audit import service as audit
+from safekeep.tenants.models import (
+    ConsentState,
+    Job,
+    JobKind,
+    JobTrigger,
+    Policy,
+    Tenant,
+    TenantStatus,
+    utcnow,
+)
+from safekeep.tenants.pagination import Page
+from safekeep.tenants.scope import Principal, TenantScope, scope_for_tenant
+from safekeep.tenants.secrets import seal
+from safekeep.tenants.tenant import consent, repository
+from safekeep.tenants.webhook import service as webhooks
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """The Entra app a tenant's backups authenticate as."""
+
+    client_id: str
+    client_secret: str
+    custom: bool
+
+
+async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant:
+    tenant = await repository.get(session, scope, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant")
+    return tenant
+
+
+async def list_tenants(
+    session: AsyncSession,
+    scope: TenantScope,
+    *,
+    consent_state: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Tenant]:
+    return await repository.list_page(
+        session, scope, consent_state=consent_state, cursor=cursor, limit=limit
+    )
+
+
+def _seal_app_secret(settings: Settings, tenant_id: uuid.UUID, secret: str) -> bytes:
+    return seal(settings.master_key_bytes, secret, context=f"tenant:{tenant_id}:app-secret")
+
+
+async def create(
+    session: AsyncSession,
+    principal: Principal,
+    settings: Settings,
+    *,
+    name: str,
+    domain: str | None,
+    app_client_id: str | None,
+    app_client_secret: str | None,
+    policy: dict[str, Any] | None,
+    ip: str | None = None,
+) -> Tenant:
+    if principal.tenant_ids is not None:
+        raise BadRequest("A key limited to some tenants cannot create tenants")
+    if (app_client_id is None) != (app_client_secret is None):
+        raise BadRequest("app_client_id and app_client_secret go together")
+    tenant_id = uuid.uuid4()
+    tenant = Tenant(
+        id=tenant_id,
+        msp_id=principal.msp_id,
+        name=name,
+        requested_domain=domain,
+        consent_state=ConsentState.pending,
+        app_client_id=app_client_id,
+        app_client_secret_sealed=(
+            _seal_app_secret(settings, tenant_id, app_client_secret) if app_client_secret else None
+        ),
+        wrapped_data_key=wrap_data_key(
+            settings.master_key_bytes, generate_data_key(), tenant_id=str(tenant_id)
+        ),
+        storage_prefix=f"tenants/{tenant_id}/",
+    )
+    session.add(tenant)
+    await session.flush()  # no ORM relationship orders these inserts: the tenant goes first
+    session.add(Policy(tenant_id=tenant_id, **(policy or {})))
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "tenant.created",
+        tenant_id=tenant.id,
+        target_type="tenant",
+        target_id=tenant.id,
+        details={"name": name, "custom_app": app_client_id is not None},
+        ip=ip,
+    )
+    return tenant
+
+
+def consent_url_for(settings: Settings, tenant: Tenant) -> str:
+    client_id = tenant.app_client_id or settings.app_client_id
+    directory = tenant.entra_tenant_id or tenant.requested_domain
+    return consent.consent_url(
+        settings, tenant_id=tenant.id, client_id=client_id, directory=directory
+    )
+
+
+async def update(
+    session: AsyncSession,
+    principal: Principal,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    changes: dict[str, Any],
+    *,
+    ip: str | None = None,
+) -> Tenant:
+    tenant = await get(session, principal.scope, tenant_id)
+    if "name" in changes and changes["name"] is not None:
+        tenant.name = changes["name"]
+    if "domain" in changes:
+        tenant.requested_domain = changes["domain"]
+    if "app_client_id" in changes or "app_client_secret" in changes:
+        client_id, secret = changes.get("app_client_id"), changes.get("app_client_secret")
+        if (client_id is None) != (secret is None):
+            raise BadRequest("app_client_id and app_client_secret go together")
+        tenant.app_client_id = client_id
+        tenant.app_client_secret_sealed = (
+            _seal_app_secret(settings, tenant.id, secret) if secret else None
+        )
+        # A different app needs its own consent.
+        tenant.consent_state = ConsentState.pending
+        tenant.consent_changed_at = utcnow()
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "tenant.updated",
+        tenant_id=tenant.id,
+        target_type="tenant",
+        target_id=tenant.id,
+        details={
+            "fields": sorted(k for k in changes if k != "app_client_secret")
+            + (["app_client_secret"] if "app_client_secret" in changes else [])
+        },
+        ip=ip,
+    )
+    return tenant
+
+
+async def delete(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID, *, ip: str | None = None
+) -> Tenant:
+    """Stop protecting a tenant. Its backed-up data is kept (and billed as retained) until a
+    purge: deleting a tenant from the API never deletes data by itself."""
+    tenant = await get(session, principal.scope, tenant_id)
+    tenant.status = TenantStatus.deleted
+    tenant.deleted_at = utcnow()
+    tenant.next_backup_at = None
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "tenant.deleted",
+        tenant_id=tenant.id,
+        target_type="tenant",
+        target_id=tenant.id,
+        ip=ip,
+    )
+    return tenant
+
+
+async def record_consent(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    state: str,
+    granted: bool,
+    entra_tenant_id: str | None,
+    error: str | None,
+) -> Tenant:
+    """The consent callback: the signed state names our tenant; Entra names theirs."""
+    signed = consent.read_state(settings, state)
+    tenant = await repository.get_system(session, signed.tenant_id)
+    if tenant is None or tenant.status == TenantStatus.deleted:
+        raise NotFound("The tenant this consent was for no longer exists")
+    now = utcnow()
+    if granted:
+        if not entra_tenant_id:
+            raise BadRequest("Entra did not say which tenant consented")
+        if tenant.entra_tenant_id and tenant.entra_tenant_id != entra_tenant_id:
+            raise Conflict("Consent came from a different Microsoft 365 tenant than before")
+        tenant.entra_tenant_id = entra_tenant_id
+        tenant.consent_state = ConsentState.granted
+        tenant.consent_error = None
+        if tenant.next_backup_at is None:
+            tenant.next_backup_at = now + timedelta(minutes=5)
+    else:
+        tenant.consent_state = ConsentState.denied
+        tenant.consent_error = (error or "consent refused")[:1000]
+    tenant.consent_changed_at = now
+    await session.flush()
+    await audit.record(
+        session,
+        msp_id=tenant.msp_id,
+        actor="consent-callback",
+        action="tenant.consent_granted" if granted else "tenant.consent_denied",
+        tenant_id=tenant.id,
+        target_type="tenant",
+        target_id=tenant.id,
+        details={"entra_tenant_id": entra_tenant_id, "error": error},
+    )
+    if granted:
+        await start_job(
+            session,
+            tenant,
+            kind=JobKind.discover,
+            trigger=JobTrigger.system,
+            requested_by="consent-callback",
+            params={},
+        )
+    return tenant
+
+
+async def mark_consent_revoked(session: AsyncSession, tenant: Tenant, reason: str) -> bool:
+    """Entra refused our app for this tenant. True if this is news (so it is announced once)."""
+    if tenant.consent_state == ConsentState.revoked:
+        return False
+    tenant.consent_state = ConsentState.revoked
+    tenant.consent_error = reason[:1000]
+    tenant.consent_changed_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session,
+        msp_id=tenant.msp_id,
+        actor="system",
+        action="tenant.consent_revoked",
+        tenant_id=tenant.id,
+        target_type="tenant",
+        target_id=tenant.id,
+        details={"reason": reason},
+    )
+    await webhooks.emit(
+        session,
+        msp_id=tenant.msp_id,
+        event_type="tenant.consent_revoked",
+        data={"tenant_id": str(tenant.id), "reason": reason},
+    )
+    return True
+
+
+async def start_job(
+    session: AsyncSession,
+    tenant: Tenant,
+    *,
+    kind: JobKind,
+    trigger: JobTrigger,
+    requested_by: str,
+    params: dict[str, Any],
+) -> Job:
+    """Create a job row and enqueue its actor after the surrounding commit."""
+    job = Job(
+        tenant_id=tenant.id,
+        kind=kind,
+        trigger=trigger,
+        params=params,
+        requested_by=requested_by,
+    )
+    session.add(job)
+    await session.flush()
+    outbox.enqueue(f"run_{kind.value}", str(job.id))
+    return job
+
+
+def app_credentials(settings: Settings, tenant: Tenant) -> AppCredentials:
+    from safekeep.tenants.secrets import unseal
+
+    if tenant.app_client_id and tenant.app_client_secret_sealed:
+        secret = unseal(
+            settings.master_key_bytes,
+            tenant.app_client_secret_sealed,
+            context=f"tenant:{tenant.id}:app-secret",
+        )
+        return AppCredentials(tenant.app_client_id, secret, custom=True)
+    return AppCredentials(
+        settings.app_client_id, settings.app_client_secret.get_secret_value(), custom=False
+    )
+
+
+async def get_policy(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Policy:
+    tenant = await get(session, scope, tenant_id)
+    return await repository.get_policy(session, tenant)
+
+
+async def put_policy(
+    session: AsyncSession,
+    principal: Principal,
+    tenant_id: uuid.UUID,
+    values: dict[str, Any],
+    *,
+    ip: str | None = None,
+) -> Policy:
+    tenant = await get(session, principal.scope, tenant_id)
+    policy = await repository.get_policy(session, tenant)
+    before = policy.backups_per_day
+    for field, value in values.items():
+        setattr(policy, field, value)
+    if policy.backups_per_day != before and tenant.next_backup_at is not None:
+        # A denser schedule should not wait out the old, longer interval.
+        soonest = utcnow() + timedelta(hours=24 / policy.backups_per_day)
+        tenant.next_backup_at = min(tenant.next_backup_at, soonest)
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "policy.updated",
+        tenant_id=tenant.id,
+        target_type="policy",
+        target_id=tenant.id,
+        details=dict(values),
+        ip=ip,
+    )
+    return policy
+
+
+def system_scope(tenant: Tenant) -> TenantScope:
+    return scope_for_tenant(tenant.msp_id, tenant.id)

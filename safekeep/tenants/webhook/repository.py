@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from safekeep.tenants.pagination import Page, keyset_page
+
+
+async def endpoints_for_event(
+    session: AsyncSession, msp_id: uuid.UUID, event_type: str
+) -> list[WebhookEndpoint]:
+    stmt = select(WebhookEndpoint).where(
+        WebhookEndpoint.msp_id == msp_id, WebhookEndpoint.deleted_at.is_(None)
+    )
+    return [e for e in (await session.execute(stmt)).scalars() if event_type in e.events]
+
+
+async def get_endpoint(
+    session: AsyncSession, msp_id: uuid.UUID, endpoint_id: uuid.UUID
+) -> WebhookEndpoint | None:
+    stmt = select(WebhookEndpoint).where(
+        WebhookEndpoint.id == endpoint_id,
+        WebhookEndpoint.msp_id == msp_id,
+        WebhookEndpoint.deleted_at.is_(None),
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_endpoints(
+    session: AsyncSession, msp_id: uuid.UUID, *, cursor: str | None, limit: int
+) -> Page[WebhookEndpoint]:
+    stmt = select(WebhookEndpoint).where(
+        WebhookEndpoint.msp_id == msp_id, WebhookEndpoint.deleted_at.is_(None)
+    )
+    return await keyset_page(session, stmt, WebhookEndpoint, cursor=cursor, limit=limit)
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    msp_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[WebhookDelivery]:
+    stmt = select(WebhookDelivery).where(
+        WebhookDelivery.msp_id == msp_id, WebhookDelivery.endpoint_id == endpoint_id
+    )
+    return await keyset_page(session, stmt, WebhookDelivery, cursor=cursor, limit=limit)
+
+
+async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+    """System load by the delivery actor (it was handed the id by our own enqueue)."""
+    return await session.get(WebhookDelivery, delivery_id)
+
+
+async def get_endpoint_system(
+    session: AsyncSession, endpoint_id: uuid.UUID
+) -> WebhookEndpoint | None:
+    return await session.get(WebhookEndpoint, endpoint_id)
+
+
+async def stale_pending(session: AsyncSession, before: datetime, limit: int) -> list[uuid.UUID]:
+    stmt = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.pending,
+            WebhookDelivery.next_attempt_at <= before,
+        )
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())

@@ -1,0 +1,193 @@
+"""Outgoing webhooks: endpoints, signed deliveries, retries with backoff, a record of each.
+
+Signature (documented in the OpenAPI description): header
+``Safekeep-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``; a
+receiver recomputes it over the raw body and rejects timestamps older than five minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.errors import NotFound
+from safekeep.settings import Settings
+from safekeep.tenants import outbox
+from safekeep.tenants.audit import service as audit
+from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
+from safekeep.tenants.pagination import Page
+from safekeep.tenants.scope import Principal
+from safekeep.tenants.secrets import seal, unseal
+from safekeep.tenants.webhook import repository
+
+EVENT_TYPES = (
+    "backup.completed",
+    "backup.failed",
+    "restore.completed",
+    "export.ready",
+    "tenant.consent_revoked",
+    "account.cancelled",
+)
+SIGNATURE_HEADER = "Safekeep-Signature"
+# Backoff between attempts: 30 s, 2 min, 10 min, 1 h, 6 h; then the delivery is failed.
+RETRY_DELAYS = (30, 120, 600, 3600, 6 * 3600)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def _context(endpoint_id: uuid.UUID) -> str:
+    return f"webhook:{endpoint_id}:secret"
+
+
+async def create_endpoint(
+    session: AsyncSession,
+    principal: Principal,
+    settings: Settings,
+    *,
+    url: str,
+    events: Sequence[str],
+    description: str | None,
+    ip: str | None = None,
+) -> tuple[WebhookEndpoint, str]:
+    endpoint_id = uuid.uuid4()
+    secret = "whsec_" + secrets.token_urlsafe(24)
+    endpoint = WebhookEndpoint(
+        id=endpoint_id,
+        msp_id=principal.msp_id,
+        url=url,
+        events=sorted(set(events)),
+        description=description,
+        secret_sealed=seal(settings.master_key_bytes, secret, context=_context(endpoint_id)),
+    )
+    session.add(endpoint)
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "webhook.created",
+        target_type="webhook",
+        target_id=endpoint.id,
+        details={"url": url, "events": endpoint.events},
+        ip=ip,
+    )
+    return endpoint, secret
+
+
+async def list_endpoints(
+    session: AsyncSession, principal: Principal, *, cursor: str | None, limit: int
+) -> Page[WebhookEndpoint]:
+    return await repository.list_endpoints(session, principal.msp_id, cursor=cursor, limit=limit)
+
+
+async def get_endpoint(
+    session: AsyncSession, principal: Principal, endpoint_id: uuid.UUID
+) -> WebhookEndpoint:
+    endpoint = await repository.get_endpoint(session, principal.msp_id, endpoint_id)
+    if endpoint is None:
+        raise NotFound("No such webhook")
+    return endpoint
+
+
+async def delete_endpoint(
+    session: AsyncSession, principal: Principal, endpoint_id: uuid.UUID, *, ip: str | None = None
+) -> None:
+    endpoint = await get_endpoint(session, principal, endpoint_id)
+    endpoint.deleted_at = utcnow()
+    await session.flush()
+    await audit.record_for(
+        session, principal, "webhook.deleted", target_type="webhook", target_id=endpoint.id, ip=ip
+    )
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    principal: Principal,
+    endpoint_id: uuid.UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[WebhookDelivery]:
+    await get_endpoint(session, principal, endpoint_id)
+    return await repository.list_deliveries(
+        session, principal.msp_id, endpoint_id, cursor=cursor, limit=limit
+    )
+
+
+async def emit(
+    session: AsyncSession, *, msp_id: uuid.UUID, event_type: str, data: dict[str, Any]
+) -> list[WebhookDelivery]:
+    """Record one delivery per subscribed endpoint and enqueue each after commit."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event {event_type!r}")
+    event_id = uuid.uuid4()
+    now = utcnow()
+    payload = {"id": str(event_id), "type": event_type, "created": now.isoformat(), "data": data}
+    deliveries = []
+    for endpoint in await repository.endpoints_for_event(session, msp_id, event_type):
+        delivery = WebhookDelivery(
+            endpoint_id=endpoint.id,
+            msp_id=msp_id,
+            event_id=event_id,
+            event_type=event_type,
+            payload=payload,
+            next_attempt_at=now,
+        )
+        session.add(delivery)
+        deliveries.append(delivery)
+    await session.flush()
+    for delivery in deliveries:
+        outbox.enqueue("deliver_webhook", str(delivery.id))
+    return deliveries
+
+
+def render(
+    settings: Settings, endpoint: WebhookEndpoint, delivery: WebhookDelivery
+) -> tuple[bytes, dict[str, str]]:
+    """The exact body and headers of one attempt."""
+    secret = unseal(
+        settings.master_key_bytes, endpoint.secret_sealed, context=_context(endpoint.id)
+    )
+    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    timestamp = int(utcnow().timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Safekeep-Webhooks/1",
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
+        "Safekeep-Event-Id": str(delivery.event_id),
+        "Safekeep-Event-Type": delivery.event_type,
+        "Safekeep-Delivery-Id": str(delivery.id),
+    }
+    return body, headers
+
+
+def record_attempt(
+    delivery: WebhookDelivery, *, status_code: int | None, error: str | None
+) -> int | None:
+    """Update the delivery after one attempt; returns the delay before the next one, if any."""
+    now = utcnow()
+    delivery.attempts += 1
+    delivery.last_status_code = status_code
+    delivery.last_error = error[:2000] if error else None
+    if status_code is not None and 200 <= status_code < 300:
+        delivery.status = DeliveryStatus.delivered
+        delivery.delivered_at = now
+        delivery.next_attempt_at = None
+        return None
+    if delivery.attempts > len(RETRY_DELAYS):
+        delivery.status = DeliveryStatus.failed
+        delivery.next_attempt_at = None
+        return None
+    delay = RETRY_DELAYS[delivery.attempts - 1]
+    delivery.next_attempt_at = now + timedelta(seconds=delay)
+    return delay

@@ -1,0 +1,97 @@
+"""Dramatiq actors. Thin on purpose: each reloads its row and calls one service or engine
+function. Arguments are ids, never ORM objects or payloads. Every actor is idempotent: a
+redelivered message finds its work done (or resumes it) and changes nothing twice."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import dramatiq
+
+from safekeep.workers.broker import register
+
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+HOUR_MS = 3600 * 1000
+
+
+def actor(
+    queue: str, *, max_retries: int = 5, time_limit_ms: int = HOUR_MS, priority: int = 0
+) -> Callable[[F], F]:
+    """``dramatiq.actor`` with our defaults: a named queue, bounded retries with exponential
+    backoff (Dramatiq's Retries middleware), a time limit and registration for re-binding."""
+
+    def wrap(fn: F) -> F:
+        declared: Any = dramatiq.actor(
+            actor_name=fn.__name__,
+            queue_name=queue,
+            max_retries=max_retries,
+            min_backoff=2_000,
+            max_backoff=300_000,
+            time_limit=time_limit_ms,
+            priority=priority,
+        )(fn)
+        register(declared)
+        result: F = declared
+        return result
+
+    return wrap
+
+
+@actor("default")
+async def run_discover(job_id: str) -> None:
+    from safekeep.backup.discovery import run_discovery_job
+
+    await run_discovery_job(job_id)
+
+
+@actor("backup", priority=10)
+async def run_backup(job_id: str) -> None:
+    from safekeep.backup.jobs import start_backup_job
+
+    await start_backup_job(job_id)
+
+
+@actor("backup", time_limit_ms=12 * HOUR_MS, priority=20)
+async def run_backup_task(task_id: str) -> None:
+    from safekeep.backup.jobs import run_backup_task as run
+
+    await run(task_id)
+
+
+@actor("restore", time_limit_ms=12 * HOUR_MS)
+async def run_restore(job_id: str) -> None:
+    from safekeep.backup.restore.job import run_restore_job
+
+    await run_restore_job(job_id)
+
+
+@actor("export", time_limit_ms=12 * HOUR_MS)
+async def run_export(job_id: str) -> None:
+    from safekeep.backup.export.job import run_export_job
+
+    await run_export_job(job_id)
+
+
+@actor("default", time_limit_ms=6 * HOUR_MS)
+async def run_purge(job_id: str) -> None:
+    from safekeep.backup.purge import run_purge_job
+
+    await run_purge_job(job_id)
+
+
+@actor("webhooks", max_retries=0, time_limit_ms=120_000)
+async def deliver_webhook(delivery_id: str) -> None:
+    """One attempt; the next is scheduled by the delivery record's backoff, not by Dramatiq."""
+    from safekeep.workers.webhooks import deliver
+
+    await deliver(delivery_id)
+
+
+@actor("search", max_retries=10)
+async def index_versions(tenant_id: str, version_ids: list[str]) -> None:
+    """Retry indexing that failed during a backup (indexing never fails a backup)."""
+    from safekeep.backup.indexing import index_pending
+
+    await index_pending(tenant_id, version_ids)

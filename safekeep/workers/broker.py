@@ -1,0 +1,81 @@
+"""Dramatiq set-up: Redis in scale-out, an in-process stub queue when embedded.
+
+Actors are declared once (``safekeep.workers.actors``) and bound to whichever broker
+``configure`` builds, so tests and the CLI can point the same actors at another broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware.asyncio import AsyncIO
+
+from safekeep.settings import Settings
+from safekeep.tenants.outbox import Message
+
+_ACTORS: dict[str, dramatiq.Actor] = {}
+
+
+class UnsupportedBroker(ValueError):
+    pass
+
+
+def register(actor: dramatiq.Actor) -> None:
+    _ACTORS[actor.actor_name] = actor
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    url = settings.broker_url
+    broker: dramatiq.Broker
+    if not url:
+        broker = StubBroker()
+    elif url.startswith(("redis://", "rediss://", "unix://")):
+        broker = RedisBroker(url=url, namespace="safekeep")
+    else:
+        raise UnsupportedBroker(
+            f"SAFEKEEP_BROKER_URL scheme not supported: {url.split(':', 1)[0]!r} "
+            "(use redis:// or leave it unset for the embedded queue)"
+        )
+    broker.add_middleware(AsyncIO())
+    return broker
+
+
+def configure(settings: Settings) -> dramatiq.Broker:
+    """Build the broker for these settings, make it current and bind every actor to it."""
+    import safekeep.workers.actors  # noqa: F401  (declares and registers the actors)
+
+    broker = build_broker(settings)
+    dramatiq.set_broker(broker)
+    for actor in _ACTORS.values():
+        actor.broker = broker
+        broker.declare_actor(actor)
+    return broker
+
+
+def send_messages(messages: Sequence[Message]) -> None:
+    """Send what a unit of work collected, after its commit."""
+    for message in messages:
+        actor = _ACTORS.get(message.actor)
+        if actor is None:
+            raise LookupError(f"no actor named {message.actor!r}")
+        actor.send_with_options(args=message.args, delay=message.delay_ms)
+
+
+def actor_names() -> list[str]:
+    return sorted(_ACTORS)
+
+
+def ping(settings: Settings) -> None:
+    """Raise if the configured queue is unreachable (for /readyz). The embedded queue lives
+    in this process and is always reachable."""
+    if not settings.broker_url:
+        return
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    finally:
+        client.close()

@@ -1,0 +1,56 @@
+"""Sending one webhook attempt. The record decides the backoff; this sends and reschedules."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import structlog
+
+from safekeep.tenants import outbox
+from safekeep.tenants.models import DeliveryStatus
+from safekeep.tenants.webhook import repository, service
+from safekeep.workers.context import current_runtime, unit_of_work
+
+log = structlog.get_logger(__name__)
+
+TIMEOUT_SECONDS = 10.0
+
+
+async def deliver(delivery_id: str) -> None:
+    runtime = current_runtime()
+    async with unit_of_work(runtime) as session:
+        delivery = await repository.get_delivery(session, uuid.UUID(delivery_id))
+        if delivery is None or delivery.status != DeliveryStatus.pending:
+            return
+        endpoint = await repository.get_endpoint_system(session, delivery.endpoint_id)
+        if endpoint is None or endpoint.deleted_at is not None:
+            delivery.status = DeliveryStatus.failed
+            delivery.last_error = "the webhook endpoint was deleted"
+            return
+        body, headers = service.render(runtime.settings, endpoint, delivery)
+        url = endpoint.url
+    status_code: int | None = None
+    error: str | None = None
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as http:
+            response = await http.post(url, content=body, headers=headers)
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    async with unit_of_work(runtime) as session:
+        delivery = await repository.get_delivery(session, uuid.UUID(delivery_id))
+        if delivery is None or delivery.status != DeliveryStatus.pending:
+            return
+        delay = service.record_attempt(delivery, status_code=status_code, error=error)
+        if delay is not None:
+            outbox.enqueue("deliver_webhook", delivery_id, delay_ms=delay * 1000)
+    log.info(
+        "webhook_attempt",
+        delivery_id=delivery_id,
+        status_code=status_code,
+        error=error,
+        retry_in_seconds=delay,
+    )

@@ -1,0 +1,7 @@
+"""Root of the test suite: real services (scripts/services) and per-test clean state."""
+
+pytest_plugins = [
+    "tests.fixtures.services",
+    "tests.fixtures.database",
+    "tests.fixtures.app",
+]
