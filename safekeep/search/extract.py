@@ -35,7 +35,6 @@ _BLOCK_TAGS = (
     "table, tr, td, th, ul, caption, tbody, thead, tfoot"
 )
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
-_BLANK_LINES = re.compile(r"\n\s*\n+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 _TEXT_TYPES = frozenset({"txt", "text", "csv", "tsv", "md", "log", "json", "xml", "ics", "vcf"})
@@ -60,10 +59,10 @@ _MIME_TO_TYPE = {
 
 
 def _tidy(text: str) -> str:
-    """One space between words, at most one blank line between blocks, no control chars."""
+    """One space between words (tabs included), one line per block, no control chars."""
     text = _CONTROL.sub(" ", text)
     lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    return "\n".join(line for line in lines if line)
 
 
 def html_to_text(html: str) -> str:

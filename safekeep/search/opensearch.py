@@ -17,9 +17,12 @@ Layout decisions
 - **Versioned index behind two aliases.** The data is in ``{prefix}-items-v{N}``; searches use
   the read alias ``{prefix}-items``, writes the write alias ``{prefix}-items-write``.
   ``migrate()`` moves to a new mapping with no downtime for searches or writes: create v(N+1),
-  copy with ``_reindex``, flip both aliases atomically, copy again what changed during the
-  first copy (every write stamps ``updated_at``), then remove from the new index what was
-  deleted during the copy, and drop the old index. Closes and deletes go to every index of the
+  copy with ``_reindex`` while writes still go to the old index, copy again what changed
+  meanwhile (every write stamps ``updated_at``), flip both aliases atomically, copy the
+  changes once more, remove from the new index what was deleted during the copies, and drop
+  the old index. Between the flip and the last pass (seconds), documents written in the
+  short window since the second pass are not yet visible: nothing is lost, and searches
+  never fail. Closes and deletes go to every index of the
   family (normally one), so the old index stays a faithful source until it is dropped.
 - **Analyzer, language-neutral.** ``standard`` tokenizer (Unicode word boundaries; Han and
   Hiragana one token per character, so CJK words match as phrases of characters) with
@@ -154,6 +157,7 @@ def index_body(shards: int, replicas: int) -> dict[str, Any]:
                 "size": number,
                 "updated_at": number,
                 "has_attachments": {"type": "boolean"},
+                "migrated": {"type": "boolean"},  # set by migrate()'s copies only
                 "title": text,
                 "folder_path": text,
                 "sender": text,
@@ -599,6 +603,10 @@ class OpenSearchBackend:
         # Let every process's cached family list include the new index before the flip.
         await asyncio.sleep(_INDEX_CACHE_SECONDS * 2)
         await self._reindex(old, new, None)
+        # A second pass before the flip shrinks the window in which documents written during
+        # the first copy are not yet searchable; the pass after the flip closes it.
+        since_copy = {"range": {"updated_at": {"gte": start}}}
+        await self._reindex(old, new, since_copy)
         await self.client.indices.update_aliases(
             body={
                 "actions": [
@@ -609,24 +617,30 @@ class OpenSearchBackend:
                 ]
             }
         )
-        flip = _now_us()
-        await self._reindex(old, new, {"range": {"updated_at": {"gte": start}}})
-        await self.reconcile_deletes(old, new, before=flip - _CLOCK_SKEW_US)
+        await self._reindex(old, new, since_copy)
+        await self.reconcile_deletes(old, new)
         await self.client.indices.delete(index=old)
         self._indices = (0.0, [])
         return new
 
     async def _reindex(self, source: str, dest: str, query: dict[str, Any] | None) -> None:
         await self.client.indices.refresh(index=source)
-        body: dict[str, Any] = {"source": {"index": source}, "dest": {"index": dest}}
+        body: dict[str, Any] = {
+            "source": {"index": source},
+            "dest": {"index": dest},
+            # Marks what came from the copy: a document written to the new index after the
+            # flip is a whole new document without the mark (see reconcile_deletes).
+            "script": {"lang": "painless", "source": "ctx._source.migrated = true"},
+        }
         if query is not None:
             body["source"]["query"] = query
         await self.client.reindex(body=body, wait_for_completion=True, refresh=True)
 
-    async def reconcile_deletes(self, old: str, new: str, *, before: int) -> int:
-        """Delete from ``new`` the documents copied from ``old`` that ``old`` no longer has
-        (deleted while the copy ran). Only documents stamped before ``before`` are checked,
-        so documents first written to ``new`` after the flip are never touched."""
+    async def reconcile_deletes(self, old: str, new: str) -> int:
+        """Delete from ``new`` the documents copied from ``old`` that ``old`` no longer has:
+        deleted while the copy ran (the copy reads a snapshot). Only documents carrying the
+        copy's mark are checked; one written after the flip replaced its whole source and has
+        no mark, so it is never touched, whatever the writers' clocks say."""
         await self.client.indices.refresh(index=[old, new])
         removed = 0
         batch: list[dict[str, Any]] = []
@@ -650,7 +664,7 @@ class OpenSearchBackend:
         async for hit in async_scan(
             self.client,
             index=new,
-            query={"query": {"range": {"updated_at": {"lt": before}}}, "_source": False},
+            query={"query": {"term": {"migrated": True}}, "_source": False},
             size=1_000,
         ):
             batch.append(hit)

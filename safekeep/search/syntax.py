@@ -153,7 +153,7 @@ def parse(text: str) -> ParsedText:
     if len(must) + len(must_not) > MAX_ATOMS or sum(len(c) for c in must) > MAX_ATOMS:
         raise InvalidQuery(f"the search text has more than {MAX_ATOMS} terms")
     return ParsedText(
-        must=tuple(Clause(tuple(dict.fromkeys(c))) for c in must),
+        must=tuple(dict.fromkeys(Clause(tuple(dict.fromkeys(c))) for c in must)),
         must_not=tuple(dict.fromkeys(must_not)),
     )
 

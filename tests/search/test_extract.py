@@ -1,0 +1,230 @@
+"""Text extraction over real files, generated here with the same libraries users' tools write."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from docx import Document
+from openpyxl import Workbook
+from pptx import Presentation
+from pptx.util import Inches
+from pypdf import PdfReader, PdfWriter
+
+from safekeep.search import extract
+from safekeep.search.extract import extract_text, file_type_of, html_to_text
+
+LIMIT = 10_000
+
+
+def make_pdf(lines: list[str]) -> bytes:
+    """A minimal one-page PDF with Helvetica text, its xref offsets computed."""
+    text_ops = "\n".join(
+        f"BT /F1 12 Tf 72 {720 - 20 * i} Td ({line}) Tj ET" for i, line in enumerate(lines)
+    ).encode("latin-1")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(text_ops) + text_ops + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(
+        b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    )
+    return out.getvalue()
+
+
+def make_docx() -> bytes:
+    document = Document()
+    document.sections[0].header.paragraphs[0].text = "Contoso confidential header"
+    document.add_heading("Quarterly invoice summary", level=1)
+    document.add_paragraph("The Fabrikam invoice is overdue.")
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text = "Customer"
+    table.cell(0, 1).text = "Amount"
+    table.cell(1, 0).text = "Northwind"
+    table.cell(1, 1).text = "1234.50"
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def make_xlsx() -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "Budget 2026"
+    sheet.append(["Region", "Revenue"])
+    sheet.append(["Nordics", 98765])
+    second = workbook.create_sheet("Forecast")
+    second["B3"] = "Tailspin pipeline"
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def make_pptx() -> bytes:
+    presentation = Presentation()
+    slide = presentation.slides.add_slide(presentation.slide_layouts[1])
+    slide.shapes.title.text = "Migration roadmap"
+    slide.placeholders[1].text = "Wingtip cutover in March"
+    table = slide.shapes.add_table(2, 2, Inches(1), Inches(4), Inches(4), Inches(1)).table
+    table.cell(1, 1).text = "Litware milestone"
+    slide.notes_slide.notes_text_frame.text = "Speaker notes mention Adatum"
+    out = io.BytesIO()
+    presentation.save(out)
+    return out.getvalue()
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+
+def test_html_to_text_keeps_words_whole_and_blocks_apart() -> None:
+    html = (
+        "<html><head><title>t</title><style>p {color: red}</style></head><body>"
+        "<p>Hello <b>Con</b>toso &amp; friends</p><div>Second&nbsp;line</div>"
+        "<script>alert('x')</script><ul><li>one</li><li>two</li></ul>line<br>break</body></html>"
+    )
+    text = html_to_text(html)
+    assert text.splitlines() == [
+        "Hello Contoso & friends",
+        "Second line",
+        "one",
+        "two",
+        "line",
+        "break",
+    ]
+
+
+@pytest.mark.parametrize(
+    "html", ["", "<", "<<<>>>", "plain text only", "\x00\x01<p>x", "<p" * 1000]
+)
+def test_html_to_text_survives_junk(html: str) -> None:
+    assert isinstance(html_to_text(html), str)
+
+
+def test_html_fragment_without_body() -> None:
+    assert html_to_text("<span>just a fragment</span>") == "just a fragment"
+
+
+# -- plain text -------------------------------------------------------------------------------
+
+
+def test_plain_text_encodings() -> None:
+    assert extract_text("a.txt", None, "Grüße aus Köln".encode(), limit=LIMIT) == "Grüße aus Köln"
+    assert extract_text("a.txt", None, "Grüße".encode("utf-16"), limit=LIMIT) == "Grüße"
+    assert extract_text("a.txt", None, "Café crème".encode("cp1252"), limit=LIMIT) == "Café crème"
+    latin = "Ærøskøbing".encode("iso-8859-1")
+    assert extract_text("a", "text/plain; charset=ISO-8859-1", latin, limit=LIMIT) == "Ærøskøbing"
+
+
+def test_csv_and_html_files() -> None:
+    csv = b"name,amount\r\nContoso,12\r\nFabrikam,7\r\n"
+    assert "Fabrikam,7" in extract_text("report.CSV", "text/csv", csv, limit=LIMIT)
+    page = b"<html><body><h1>Welcome</h1><p>to the intranet</p></body></html>"
+    assert extract_text("index.html", None, page, limit=LIMIT) == "Welcome\nto the intranet"
+
+
+def test_content_type_decides_when_the_name_has_no_extension() -> None:
+    assert extract_text("README", "text/plain", b"hello world", limit=LIMIT) == "hello world"
+    assert "Quarterly" in extract_text(
+        "download",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        make_docx(),
+        limit=LIMIT,
+    )
+
+
+# -- office and PDF ---------------------------------------------------------------------------
+
+
+def test_docx_paragraphs_tables_and_headers() -> None:
+    text = extract_text("summary.docx", None, make_docx(), limit=LIMIT)
+    for words in ("Quarterly invoice summary", "Fabrikam invoice", "Northwind 1234.50", "Contoso"):
+        assert words in text
+
+
+def test_xlsx_every_sheet_and_its_cells() -> None:
+    text = extract_text("budget.xlsx", None, make_xlsx(), limit=LIMIT)
+    for words in ("Budget 2026", "Nordics 98765", "Forecast", "Tailspin pipeline"):
+        assert words in text
+
+
+def test_pptx_titles_bodies_tables_and_notes() -> None:
+    text = extract_text("deck.pptx", None, make_pptx(), limit=LIMIT)
+    for words in ("Migration roadmap", "Wingtip cutover", "Litware milestone", "Adatum"):
+        assert words in text
+
+
+def test_pdf_text() -> None:
+    pdf = make_pdf(["Invoice INV-2026-0042", "Contoso Pharmaceuticals"])
+    assert len(PdfReader(io.BytesIO(pdf)).pages) == 1  # the fixture itself is a valid PDF
+    text = extract_text("invoice.pdf", "application/pdf", pdf, limit=LIMIT)
+    assert "Invoice INV-2026-0042" in text
+    assert "Contoso Pharmaceuticals" in text
+
+
+def test_encrypted_pdf_is_skipped_quietly() -> None:
+    writer = PdfWriter(clone_from=io.BytesIO(make_pdf(["Secret figures"])))
+    writer.encrypt(user_password="s3cret", algorithm="AES-128")
+    out = io.BytesIO()
+    writer.write(out)
+    assert extract_text("locked.pdf", None, out.getvalue(), limit=LIMIT) == ""
+
+
+def test_limit_is_respected_for_every_type() -> None:
+    samples = {
+        "a.txt": b"word " * 10_000,
+        "a.docx": make_docx(),
+        "a.xlsx": make_xlsx(),
+        "a.pptx": make_pptx(),
+        "a.pdf": make_pdf(["x" * 80] * 30),
+    }
+    for name, data in samples.items():
+        text = extract_text(name, None, data, limit=20)
+        assert 0 < len(text) <= 20, name
+
+
+@pytest.mark.parametrize("name", ["a.docx", "a.xlsx", "a.pptx", "a.pdf", "a.html", "a.txt"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00" * 64, b"PK\x03\x04 not really a zip", b"%PDF-1.7 truncated", bytes(range(256))],
+)
+def test_junk_never_raises(name: str, data: bytes) -> None:
+    assert isinstance(extract_text(name, None, data, limit=LIMIT), str)
+
+
+def test_unknown_types_and_bad_limits_give_nothing() -> None:
+    assert extract_text("photo.jpg", "image/jpeg", b"\xff\xd8\xff", limit=LIMIT) == ""
+    assert extract_text("a.txt", None, b"text", limit=0) == ""
+
+
+def test_zip_bombs_are_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"0" * 2_000_000)
+    assert len(out.getvalue()) < 10_000
+    monkeypatch.setattr(extract, "MAX_UNZIPPED_BYTES", 1_000_000)
+    assert extract_text("bomb.docx", None, out.getvalue(), limit=LIMIT) == ""
+    # A real document under the bound still reads.
+    assert "Quarterly" in extract_text("ok.docx", None, make_docx(), limit=LIMIT)
+
+
+def test_file_type_of() -> None:
+    assert file_type_of("Report.Final.PDF") == "pdf"
+    assert file_type_of("folder/.bashrc") is None
+    assert file_type_of("noext", "text/csv; charset=utf-8") == "csv"
+    assert file_type_of("noext") is None
