@@ -1,0 +1,88 @@
+"""What onboarding and each discovery run read: users, licences, sites, and which services
+each user actually has (a user without a mailbox or OneDrive is not an error)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safekeep.graph.client import GraphClient
+from safekeep.graph.errors import BadRequest, MailboxNotEnabled, NotFound, UserNotFound
+
+USER_FIELDS = "id,userPrincipalName,displayName,mail,accountEnabled,assignedLicenses,userType"
+SITE_FIELDS = "id,name,displayName,webUrl,createdDateTime,lastModifiedDateTime,isPersonalSite"
+
+
+async def list_users(client: GraphClient) -> list[dict[str, Any]]:
+    """Every user of the tenant with the fields discovery needs (they must be selected:
+    ``accountEnabled``, ``assignedLicenses`` and ``userType`` are not in the default set)."""
+    users: list[dict[str, Any]] = []
+    async for page in client.paginate("/users", params={"$select": USER_FIELDS, "$top": 999}):
+        users.extend(page)
+    return users
+
+
+async def list_subscribed_skus(client: GraphClient) -> list[dict[str, Any]]:
+    """The tenant's licences (``skuId``, ``skuPartNumber``, units, service plans)."""
+    skus: list[dict[str, Any]] = []
+    async for page in client.paginate("/subscribedSkus"):
+        skus.extend(page)
+    return skus
+
+
+async def list_sites(client: GraphClient) -> list[dict[str, Any]]:
+    """SharePoint sites to protect, without OneDrive personal sites (those are backed up
+    through their user). ``/sites/getAllSites`` is the app-only enumeration; tenants where
+    it is refused fall back to ``/sites?search=*``."""
+    sites: list[dict[str, Any]] = []
+    try:
+        async for page in client.paginate("/sites/getAllSites", params={"$top": 999}):
+            sites.extend(page)
+    except (BadRequest, NotFound):
+        sites = []
+        async for page in client.paginate("/sites", params={"search": "*"}):
+            sites.extend(page)
+    seen: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for site in sites:
+        if _is_personal(site) or site.get("id") in seen:
+            continue
+        seen.add(str(site.get("id")))
+        kept.append(site)
+    return kept
+
+
+async def has_mailbox(client: GraphClient, user_id: str) -> bool:
+    """Whether Exchange Online serves a mailbox for the user over REST.
+
+    On this request ``ResourceNotFound`` and ``ErrorItemNotFound`` can only mean the mailbox
+    (its inbox always exists), so they count as "no mailbox"; a user missing from the
+    directory still raises ``UserNotFound``.
+    """
+    try:
+        await client.get_json(
+            f"/users/{user_id}/mailFolders/inbox", params={"$select": "id"}, mailbox=user_id
+        )
+    except MailboxNotEnabled:
+        return False
+    except UserNotFound:
+        raise
+    except NotFound:
+        return False
+    return True
+
+
+async def has_drive(client: GraphClient, user_id: str) -> bool:
+    """Whether the user has a provisioned OneDrive (404 until first use or without licence)."""
+    try:
+        await client.get_json(f"/users/{user_id}/drive", params={"$select": "id"})
+    except UserNotFound:
+        raise
+    except NotFound:
+        return False
+    return True
+
+
+def _is_personal(site: dict[str, Any]) -> bool:
+    if site.get("isPersonalSite") is True:
+        return True
+    return "/personal/" in str(site.get("webUrl") or "").lower()
