@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 15:16:50.851359
+Create Date: 2026-11-27 15:22:35.706975
 """
 
 from collections.abc import Sequence
@@ -590,6 +590,51 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_job_task_job_id"), ["job_id"], unique=False)
 
     op.create_table(
+        "skipped_item",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("service", sa.String(length=20), nullable=False),
+        sa.Column("external_id", sa.String(length=500), nullable=False),
+        sa.Column("collection", sa.String(length=500), nullable=True),
+        sa.Column("name", sa.String(length=500), nullable=True),
+        sa.Column("code", sa.String(length=60), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column(
+            "last_attempt_at",
+            safekeep.tenants.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column(
+            "created_at", safekeep.tenants.models.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["account.id"],
+            name=op.f("fk_skipped_item_account_id_account"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenant.id"],
+            name=op.f("fk_skipped_item_tenant_id_tenant"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_skipped_item")),
+        sa.UniqueConstraint(
+            "account_id",
+            "service",
+            "external_id",
+            name=op.f("uq_skipped_item_account_id_service_external_id"),
+        ),
+    )
+    with op.batch_alter_table("skipped_item", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_skipped_item_created_at"), ["created_at"], unique=False
+        )
+
+    op.create_table(
         "snapshot",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("account_id", sa.Uuid(), nullable=False),
@@ -779,6 +824,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_snapshot_tenant_completed")
 
     op.drop_table("snapshot")
+    with op.batch_alter_table("skipped_item", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_skipped_item_created_at"))
+
+    op.drop_table("skipped_item")
     with op.batch_alter_table("job_task", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_job_task_job_id"))
         batch_op.drop_index(batch_op.f("ix_job_task_created_at"))

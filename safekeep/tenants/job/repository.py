@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
@@ -120,3 +121,60 @@ async def touch(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None
         .values(updated_at=now)
         .execution_options(synchronize_session=False)
     )
+
+
+async def claim_task(
+    session: AsyncSession, task_id: uuid.UUID, *, now: datetime, stale_before: datetime
+) -> bool:
+    """Take the task's lease: it is queued, or its runner stopped beating before
+    ``stale_before`` (a killed worker). Exactly one of several deliveries wins."""
+    stmt = (
+        update(JobTask)
+        .where(
+            JobTask.id == task_id,
+            or_(
+                JobTask.status == TaskStatus.queued,
+                and_(
+                    JobTask.status == TaskStatus.running,
+                    or_(JobTask.heartbeat_at.is_(None), JobTask.heartbeat_at < stale_before),
+                ),
+            ),
+        )
+        .values(
+            status=TaskStatus.running,
+            attempts=JobTask.attempts + 1,
+            heartbeat_at=now,
+            started_at=func.coalesce(JobTask.started_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+
+
+async def set_job_status(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    *,
+    from_statuses: Sequence[JobStatus],
+    to_status: JobStatus,
+    now: datetime,
+    **values: object,
+) -> bool:
+    """Compare-and-set on a job's status, so that of several finishers exactly one wins."""
+    extra: dict[str, object] = dict(values)
+    if to_status in (JobStatus.succeeded, JobStatus.partial, JobStatus.failed, JobStatus.cancelled):
+        extra.setdefault("finished_at", now)
+    if to_status == JobStatus.running:
+        extra.setdefault("started_at", now)
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(list(from_statuses)))
+        .values(status=to_status, updated_at=now, **extra)
+        .execution_options(synchronize_session=False)
+    )
+    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+
+
+async def task_statuses(session: AsyncSession, job_id: uuid.UUID) -> list[TaskStatus]:
+    stmt = select(JobTask.status).where(JobTask.job_id == job_id)
+    return [TaskStatus(s) for s in (await session.execute(stmt)).scalars()]

@@ -1,0 +1,487 @@
+"""Writing one backup run of one account and service into the catalog.
+
+A run is a snapshot with a sequence number ``seq`` per account and service. Collectors feed
+it page by page; each page is one database transaction that holds the item versions it
+changed *and* the delta link that covers them, written after the page's blobs are durable.
+A run cut short leaves its snapshot ``running``; the next run resumes the same snapshot from
+the saved link, and re-recording an item within the same snapshot replaces rather than
+duplicates it. So a crash at any moment loses nothing and duplicates nothing.
+
+Versions: recording an item whose current version has the same change key costs nothing;
+otherwise the current version is closed at ``seq - 1`` and a new one opens at ``seq``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Collection, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.runtime import Runtime
+from safekeep.search.documents import SearchDocument
+from safekeep.storage.repository import ContentRef
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.models import (
+    DeltaState,
+    Item,
+    ItemVersion,
+    JobTask,
+    Snapshot,
+    SnapshotStatus,
+    utcnow,
+)
+from safekeep.workers.context import unit_of_work
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["added", "changed", "unchanged", "replaced"]
+
+
+@dataclass
+class SearchFields:
+    """What the search index needs of one version, beyond what the catalog knows."""
+
+    title: str
+    folder_path: str = "/"
+    date: datetime | None = None
+    sender: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    people: list[str] = field(default_factory=list)
+    location: str | None = None
+    body: str = ""
+    attachment_names: list[str] = field(default_factory=list)
+    attachment_text: str = ""
+    has_attachments: bool = False
+    file_type: str | None = None
+
+
+@dataclass
+class ItemRecord:
+    """One item as a collector saw it, its bytes already stored."""
+
+    external_id: str
+    kind: str
+    name: str
+    parent_external_id: str | None = None
+    size: int = 0
+    modified_at: datetime | None = None
+    change_key: str | None = None
+    content: ContentRef | None = None  # the item's own bytes (MIME, file)
+    document: ContentRef | None = None  # its Graph JSON, for a faithful restore
+    meta: dict[str, Any] = field(default_factory=dict)
+    search: SearchFields | None = None
+
+
+@dataclass
+class RunCounters:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    bytes: int = 0
+    skipped: int = 0
+
+    @property
+    def items(self) -> int:
+        return self.added + self.changed + self.removed
+
+
+class Cancelled(Exception):
+    """The job was cancelled; the run stops between pages and stays resumable."""
+
+
+class SnapshotRun:
+    """One account and service being backed up into snapshot ``seq``."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        msp_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        account_id: uuid.UUID,
+        service: str,
+        snapshot: Snapshot,
+        task_id: uuid.UUID | None,
+        job_id: uuid.UUID | None,
+        resumed: bool,
+    ) -> None:
+        self.runtime = runtime
+        self.msp_id = msp_id
+        self.tenant_id = tenant_id
+        self.account_id = account_id
+        self.service = service
+        self.snapshot_id = snapshot.id
+        self.seq = snapshot.seq
+        self.started_at = snapshot.started_at
+        self.task_id = task_id
+        self.job_id = job_id
+        self.resumed = resumed
+        self.counters = RunCounters()
+        self.pending_index: list[SearchDocument] = []
+
+    @classmethod
+    async def begin(
+        cls,
+        runtime: Runtime,
+        *,
+        msp_id: uuid.UUID,
+        tenant_id: uuid.UUID,
+        account_id: uuid.UUID,
+        service: str,
+        job_id: uuid.UUID | None = None,
+        task_id: uuid.UUID | None = None,
+    ) -> SnapshotRun:
+        """Resume this account and service's unfinished snapshot, or start the next one."""
+        async with unit_of_work(runtime) as session:
+            snapshot = await catalog.running_snapshot(session, account_id, service)
+            resumed = snapshot is not None
+            if snapshot is None:
+                snapshot = Snapshot(
+                    tenant_id=tenant_id,
+                    account_id=account_id,
+                    service=service,
+                    seq=await catalog.last_seq(session, account_id, service) + 1,
+                    job_id=job_id,
+                    status=SnapshotStatus.running,
+                    started_at=utcnow(),
+                )
+                session.add(snapshot)
+                await session.flush()
+            elif job_id is not None:
+                snapshot.job_id = job_id
+            if task_id is not None:
+                task = await session.get(JobTask, task_id)
+                if task is not None:
+                    task.snapshot_id = snapshot.id
+        return cls(
+            runtime,
+            msp_id=msp_id,
+            tenant_id=tenant_id,
+            account_id=account_id,
+            service=service,
+            snapshot=snapshot,
+            task_id=task_id,
+            job_id=job_id,
+            resumed=resumed,
+        )
+
+    # ---- delta state ---------------------------------------------------------------
+
+    async def delta_links(self) -> dict[str, DeltaState]:
+        async with unit_of_work(self.runtime) as session:
+            states = await catalog.delta_states(session, self.account_id, self.service)
+        return {s.collection: s for s in states}
+
+    async def current(self, external_ids: Collection[str]) -> dict[str, ItemVersion]:
+        """The stored current versions of these items (read-only; use it to decide what a
+        page needs fetched before opening the page's transaction)."""
+        async with unit_of_work(self.runtime) as session:
+            return await catalog.open_versions_by_external_ids(
+                session, self.account_id, self.service, list(external_ids)
+            )
+
+    # ---- pages ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def page(self) -> AsyncIterator[CatalogPage]:
+        """One durable step: everything recorded inside commits together, then is indexed."""
+        page = CatalogPage(self)
+        async with unit_of_work(self.runtime) as session:
+            page.session = session
+            yield page
+            await page.finish()
+        self.counters.added += page.counters.added
+        self.counters.changed += page.counters.changed
+        self.counters.removed += page.counters.removed
+        self.counters.unchanged += page.counters.unchanged
+        self.counters.bytes += page.counters.bytes
+        await self._index(page)
+
+    async def _index(self, page: CatalogPage) -> None:
+        """Indexing never fails a backup: what does not index now is retried by its own job."""
+        from safekeep.backup.indexing import index_after_commit
+
+        await index_after_commit(self, page.indexed_docs, page.closed, page.dropped)
+
+    async def heartbeat(
+        self,
+        *,
+        items: int = 0,
+        bytes_: int = 0,
+        skipped: int = 0,
+        requests: int = 0,
+        throttled: int = 0,
+        errors: int = 0,
+    ) -> None:
+        """Progress for the API, proof of life for the task's lease, and the cancel check
+        (raises Cancelled after the progress is saved)."""
+        if self.task_id is None:
+            return
+        cancelled = False
+        async with unit_of_work(self.runtime) as session:
+            task = await session.get(JobTask, self.task_id)
+            if task is None:
+                return
+            now = utcnow()
+            task.items = items
+            task.bytes = bytes_
+            task.skipped = skipped
+            task.requests = requests
+            task.throttled = throttled
+            task.errors = errors
+            task.heartbeat_at = now
+            job = await job_repository.get_system(session, task.job_id)
+            if job is not None:
+                await job_repository.touch(session, job.id, now)
+                cancelled = job.cancel_requested_at is not None
+        if cancelled:
+            raise Cancelled()
+
+    async def complete(self, *, skipped: int = 0) -> Snapshot:
+        async with unit_of_work(self.runtime) as session:
+            snapshot = await session.get(Snapshot, self.snapshot_id)
+            assert snapshot is not None
+            snapshot.status = SnapshotStatus.partial if skipped else SnapshotStatus.complete
+            snapshot.completed_at = utcnow()
+            snapshot.items_added += self.counters.added
+            snapshot.items_changed += self.counters.changed
+            snapshot.items_removed += self.counters.removed
+            snapshot.bytes_added += self.counters.bytes
+            snapshot.skipped = skipped
+            snapshot.items_total = await catalog.count_open_versions(
+                session, self.account_id, self.service
+            )
+        return snapshot
+
+
+class CatalogPage:
+    """The catalog changes of one page, inside one transaction."""
+
+    session: AsyncSession
+
+    def __init__(self, run: SnapshotRun) -> None:
+        self.run = run
+        self.counters = RunCounters()
+        self._current: dict[str, ItemVersion | None] = {}
+        self._records: list[tuple[ItemVersion, SearchFields]] = []
+        self.indexed_docs: list[SearchDocument] = []
+        self.closed: list[uuid.UUID] = []
+        self.dropped: list[uuid.UUID] = []
+
+    async def preload(self, external_ids: Iterable[str]) -> None:
+        """Load the current versions of a whole page's items in one query."""
+        wanted = [e for e in external_ids if e not in self._current]
+        found = await catalog.open_versions_by_external_ids(
+            self.session, self.run.account_id, self.run.service, wanted
+        )
+        for external_id in wanted:
+            self._current[external_id] = found.get(external_id)
+
+    async def current(self, external_id: str) -> ItemVersion | None:
+        if external_id not in self._current:
+            await self.preload([external_id])
+        return self._current[external_id]
+
+    async def is_current(self, external_id: str, change_key: str | None) -> bool:
+        """True when this exact state is already stored: the caller need fetch nothing."""
+        if change_key is None:
+            return False
+        version = await self.current(external_id)
+        return version is not None and version.change_key == change_key
+
+    async def record(self, rec: ItemRecord) -> Outcome:
+        run = self.run
+        version = await self.current(rec.external_id)
+        if version is not None and rec.change_key is not None:
+            same = (
+                version.change_key == rec.change_key
+                and version.parent_external_id == rec.parent_external_id
+                and version.name == rec.name
+            )
+            if same and version.first_seq != run.seq:
+                self.counters.unchanged += 1
+                return "unchanged"
+        stored = (rec.content.size if rec.content else 0) + (
+            rec.document.size if rec.document else 0
+        )
+        if version is not None and version.first_seq == run.seq:
+            # Seen earlier in this same snapshot (a replayed change, a resumed run): replace.
+            self._fill(version, rec)
+            outcome: Outcome = "replaced"
+        else:
+            if version is not None:
+                version.last_seq = run.seq - 1
+                version.valid_to = run.started_at
+                self.closed.append(version.id)
+            item = None
+            if version is None:
+                item = await catalog.get_item(
+                    self.session, run.account_id, run.service, rec.external_id
+                )
+            if item is None and version is None:
+                item = Item(
+                    tenant_id=run.tenant_id,
+                    account_id=run.account_id,
+                    service=run.service,
+                    external_id=rec.external_id,
+                    kind=rec.kind,
+                )
+                self.session.add(item)
+                await self.session.flush()
+            new = ItemVersion(
+                item_id=version.item_id if version is not None else item.id,  # type: ignore[union-attr]
+                tenant_id=run.tenant_id,
+                account_id=run.account_id,
+                service=run.service,
+                first_seq=run.seq,
+                last_seq=None,
+                valid_from=run.started_at,
+                valid_to=None,
+            )
+            self._fill(new, rec)
+            self.session.add(new)
+            outcome = "changed" if version is not None else "added"
+            version = new
+        await self.session.flush()
+        self._current[rec.external_id] = version
+        if outcome == "added":
+            self.counters.added += 1
+        elif outcome == "changed":
+            self.counters.changed += 1
+        self.counters.bytes += stored
+        if rec.search is not None:
+            self._records.append((version, rec.search))
+        return outcome
+
+    @staticmethod
+    def _fill(version: ItemVersion, rec: ItemRecord) -> None:
+        version.kind = rec.kind
+        version.parent_external_id = rec.parent_external_id
+        version.name = rec.name[:1000]
+        version.size = rec.size
+        version.modified_at = rec.modified_at
+        version.change_key = rec.change_key[:500] if rec.change_key else None
+        version.content = rec.content.to_json() if rec.content else None
+        version.content_hash = rec.content.sha256 if rec.content else None
+        version.document = rec.document.to_json() if rec.document else None
+        version.meta = rec.meta
+        version.indexed = False
+
+    async def remove(self, external_id: str, *, only_if_parent: str | None = None) -> bool:
+        """The item is gone (deleted, or moved out of ``only_if_parent``): end its version.
+        Returns whether anything changed."""
+        version = await self.current(external_id)
+        if version is None:
+            return False
+        if only_if_parent is not None and version.parent_external_id != only_if_parent:
+            return False  # it has moved elsewhere since; that record already superseded it
+        await self._end(version)
+        self._current[external_id] = None
+        return True
+
+    async def _end(self, version: ItemVersion) -> None:
+        run = self.run
+        if version.first_seq == run.seq:
+            # Created and removed within one unfinished snapshot: it never was in a view.
+            self.dropped.append(version.id)
+            await catalog.delete_version(self.session, version.id)
+        else:
+            version.last_seq = run.seq - 1
+            version.valid_to = run.started_at
+            self.closed.append(version.id)
+        self.counters.removed += 1
+
+    async def remove_subtree(self, parent_external_id: str) -> int:
+        """A folder vanished: end everything below it."""
+        removed = 0
+        stack = [parent_external_id]
+        while stack:
+            parent = stack.pop()
+            for external_id, version in await catalog.open_versions_under(
+                self.session, self.run.account_id, self.run.service, parent
+            ):
+                stack.append(external_id)
+                await self._end(version)
+                self._current[external_id] = None
+                removed += 1
+        await self.session.flush()
+        return removed
+
+    async def remove_unseen(
+        self, kinds: Collection[str], seen: set[str], *, parent_external_id: str | None = None
+    ) -> int:
+        """After a full enumeration (first run or resync): what was not seen is gone."""
+        if parent_external_id is None:
+            current = await catalog.open_external_ids(
+                self.session, self.run.account_id, self.run.service, kinds
+            )
+            candidates = list(current.items())
+        else:
+            candidates = [
+                (e, v)
+                for e, v in await catalog.open_versions_under(
+                    self.session, self.run.account_id, self.run.service, parent_external_id
+                )
+                if v.kind in kinds
+            ]
+        removed = 0
+        for external_id, version in candidates:
+            if external_id not in seen:
+                await self._end(version)
+                self._current[external_id] = None
+                removed += 1
+        await self.session.flush()
+        return removed
+
+    async def save_delta(
+        self,
+        collection: str,
+        *,
+        delta_link: str | None = None,
+        resume_link: str | None = None,
+    ) -> None:
+        """``resume_link``: the next page of an unfinished pass; ``delta_link``: the pass
+        finished and everything it covered is in this transaction."""
+        state = await catalog.delta_state(
+            self.session, self.run.account_id, self.run.service, collection
+        )
+        if state is None:
+            state = DeltaState(
+                tenant_id=self.run.tenant_id,
+                account_id=self.run.account_id,
+                service=self.run.service,
+                collection=collection,
+            )
+            self.session.add(state)
+        if delta_link is not None:
+            state.delta_link = delta_link
+            state.resume_link = None
+            state.resume_seq = None
+        else:
+            state.resume_link = resume_link
+            state.resume_seq = self.run.seq if resume_link else None
+        await self.session.flush()
+
+    async def drop_delta(self, collection: str) -> None:
+        state = await catalog.delta_state(
+            self.session, self.run.account_id, self.run.service, collection
+        )
+        if state is not None:
+            await catalog.delete_delta_state(self.session, state.id)
+
+    async def finish(self) -> None:
+        """Build search documents for the versions this page opened (ids now assigned)."""
+        from safekeep.backup.indexing import search_document
+
+        for version, fields in self._records:
+            if version.id in self.dropped:
+                continue
+            self.indexed_docs.append(search_document(self.run.msp_id, version, fields))

@@ -1,0 +1,385 @@
+"""Backup jobs: fan a tenant job out into one task per account and service, run each task
+under a lease, and finish the job exactly once when its last task ends.
+
+Failure is per task: one account failing never fails the others. A task's error carries a
+reason an MSP can act on (consent revoked, mailbox not found, throttled past the deadline);
+transient failures are retried by Dramatiq with backoff, up to ``MAX_TASK_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from safekeep.backup.catalog import Cancelled, SnapshotRun
+from safekeep.backup.collect import SERVICES_BY_KIND, CollectContext, collector_for
+from safekeep.backup.context import graph_client, open_repository
+from safekeep.graph.errors import (
+    AuthError,
+    ConsentRequired,
+    GraphError,
+    MailboxNotEnabled,
+    NotFound,
+    Throttled,
+    TransientError,
+)
+from safekeep.runtime import Runtime
+from safekeep.storage.errors import StorageError
+from safekeep.tenants import outbox
+from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.models import (
+    Account,
+    AccountState,
+    ConsentState,
+    Job,
+    JobStatus,
+    JobTask,
+    MspStatus,
+    TaskStatus,
+    Tenant,
+    utcnow,
+)
+from safekeep.tenants.msp import repository as msp_repository
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant import service as tenant_service
+from safekeep.tenants.tenant.service import system_scope
+from safekeep.tenants.webhook import service as webhooks
+from safekeep.workers.context import current_runtime, unit_of_work
+
+log = structlog.get_logger(__name__)
+
+MAX_TASK_ATTEMPTS = 5
+# A task whose runner has not reported for this long is taken over by the next delivery.
+LEASE_TIMEOUT = timedelta(minutes=10)
+TERMINAL_TASK = frozenset(
+    {TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled}
+)
+
+# Graph failures that retrying soon will not fix, by the reason we record.
+PERMANENT = (ConsentRequired, AuthError, MailboxNotEnabled, NotFound, Throttled)
+
+
+def _services_for(account: Account, wanted: set[str]) -> list[str]:
+    services = [s for s in SERVICES_BY_KIND.get(account.kind, ()) if s in wanted]
+    found = account.services_found or {}
+    # Discovery learnt that this user has no mailbox or no OneDrive: nothing to collect.
+    return [s for s in services if found.get(_found_key(s), True)]
+
+
+def _found_key(service: str) -> str:
+    return {"calendar": "mail", "contacts": "mail"}.get(service, service)
+
+
+async def start_backup_job(job_id: str) -> None:
+    runtime = current_runtime()
+    async with unit_of_work(runtime) as session:
+        job = await job_repository.get_system(session, uuid.UUID(job_id))
+        if job is None or job.status.finished:
+            return
+        now = utcnow()
+        if job.cancel_requested_at is not None:
+            await job_repository.set_job_status(
+                session,
+                job.id,
+                from_statuses=[JobStatus.queued, JobStatus.running],
+                to_status=JobStatus.cancelled,
+                now=now,
+            )
+            return
+        tenant = await tenant_repository.get_system(session, job.tenant_id)
+        assert tenant is not None
+        msp = await msp_repository.get(session, tenant.msp_id)
+        if msp is None or msp.status == MspStatus.suspended:
+            await _fail_job(session, job, "msp_suspended", "The MSP account is suspended")
+            return
+        if tenant.consent_state != ConsentState.granted:
+            await _fail_job(
+                session,
+                job,
+                "consent_revoked",
+                f"Admin consent is {tenant.consent_state}; ask the client's admin to consent",
+            )
+            return
+        await job_repository.set_job_status(
+            session, job.id, from_statuses=[JobStatus.queued], to_status=JobStatus.running, now=now
+        )
+        policy = await tenant_repository.get_policy(session, tenant)
+        wanted = set(job.params.get("services") or policy.services)
+        scope = system_scope(tenant)
+        if job.params.get("account_ids"):
+            accounts = await account_repository.by_ids(
+                session, scope, tenant.id, [uuid.UUID(a) for a in job.params["account_ids"]]
+            )
+        else:
+            accounts = [
+                a
+                for a in await account_repository.all_for_tenant(session, scope, tenant.id)
+                if a.protected
+            ]
+        accounts = [a for a in accounts if a.state == AccountState.active]
+        existing = {
+            (t.account_id, t.service): t for t in await job_repository.tasks(session, job.id)
+        }
+        for account in accounts:
+            for service in _services_for(account, wanted):
+                if (account.id, service) not in existing:
+                    task = JobTask(
+                        job_id=job.id, tenant_id=tenant.id, account_id=account.id, service=service
+                    )
+                    session.add(task)
+                    existing[(account.id, service)] = task
+        try:
+            await session.flush()
+        except IntegrityError:  # a duplicate delivery created them first: fine
+            await session.rollback()
+            return
+        queued = [t for t in existing.values() if t.status == TaskStatus.queued]
+        for task in queued:
+            outbox.enqueue("run_backup_task", str(task.id))
+        if not existing:
+            await _finish_job(session, job.id)
+
+
+async def _fail_job(session: Any, job: Job, code: str, detail: str) -> None:
+    if await job_repository.set_job_status(
+        session,
+        job.id,
+        from_statuses=[JobStatus.queued, JobStatus.running],
+        to_status=JobStatus.failed,
+        now=utcnow(),
+        error_code=code,
+        error_detail=detail,
+    ):
+        tenant = await tenant_repository.get_system(session, job.tenant_id)
+        if tenant is not None:
+            await webhooks.emit(
+                session,
+                msp_id=tenant.msp_id,
+                event_type="backup.failed",
+                data={"tenant_id": str(tenant.id), "job_id": str(job.id), "error_code": code},
+            )
+
+
+async def run_backup_task(task_id: str) -> None:
+    runtime = current_runtime()
+    now = utcnow()
+    async with unit_of_work(runtime) as session:
+        task = await job_repository.get_task(session, uuid.UUID(task_id))
+        if task is None or task.status in TERMINAL_TASK:
+            return
+        job = await job_repository.get_system(session, task.job_id)
+        assert job is not None
+        if job.cancel_requested_at is not None or job.status.finished:
+            task.status = TaskStatus.cancelled
+            task.finished_at = now
+            await session.flush()
+            await _finish_job(session, job.id)
+            return
+        if not await job_repository.claim_task(
+            session, task.id, now=now, stale_before=now - LEASE_TIMEOUT
+        ):
+            return  # another delivery holds a live lease on it
+        await session.refresh(task)
+        tenant = await tenant_repository.get_system(session, task.tenant_id)
+        assert tenant is not None
+        assert task.account_id is not None
+        account = await account_repository.get(
+            session, system_scope(tenant), tenant.id, task.account_id
+        )
+        policy = await tenant_repository.get_policy(session, tenant)
+        attempts = task.attempts
+    assert account is not None
+    try:
+        status = await _collect(runtime, tenant, policy, account, task, job)
+    except Cancelled:
+        await _end_task(runtime, task.id, TaskStatus.cancelled)
+        return
+    except PERMANENT as exc:
+        await _task_failed(runtime, tenant, task.id, exc)
+        return
+    except (GraphError, TransientError, StorageError, OSError) as exc:
+        if attempts >= MAX_TASK_ATTEMPTS:
+            await _task_failed(runtime, tenant, task.id, exc)
+            return
+        await _release(runtime, task.id, exc)
+        raise  # Dramatiq retries it with backoff
+    await _end_task(runtime, task.id, status)
+
+
+async def _collect(
+    runtime: Runtime, tenant: Tenant, policy: Any, account: Account, task: JobTask, job: Job
+) -> TaskStatus:
+    run, skipped = await backup_account_service(
+        runtime, tenant, policy, account, task.service, job_id=job.id, task_id=task.id
+    )
+    log.info(
+        "backup_task_done",
+        task_id=str(task.id),
+        service=task.service,
+        added=run.counters.added,
+        changed=run.counters.changed,
+        removed=run.counters.removed,
+        skipped=skipped,
+        resumed=run.resumed,
+    )
+    return TaskStatus.partial if skipped else TaskStatus.succeeded
+
+
+async def backup_account_service(
+    runtime: Runtime,
+    tenant: Tenant,
+    policy: Any,
+    account: Account,
+    service: str,
+    *,
+    job_id: uuid.UUID | None = None,
+    task_id: uuid.UUID | None = None,
+) -> tuple[SnapshotRun, int]:
+    """Back up one account and service into a snapshot (resuming an unfinished one).
+    Returns the run and how many items were skipped. Tests and benchmarks call this directly."""
+    run = await SnapshotRun.begin(
+        runtime,
+        msp_id=tenant.msp_id,
+        tenant_id=tenant.id,
+        account_id=account.id,
+        service=service,
+        job_id=job_id,
+        task_id=task_id,
+    )
+    repo = await open_repository(runtime, tenant, policy)
+    async with graph_client(runtime, tenant) as graph:
+        ctx = CollectContext(
+            runtime=runtime,
+            tenant=tenant,
+            policy=policy,
+            account=account,
+            service=service,
+            graph=graph,
+            repo=repo,
+            run=run,
+            job_id=job_id,
+            task_id=task_id,
+        )
+        await collector_for(service)(ctx)
+        await ctx.progress()
+    await run.complete(skipped=ctx.skipped)
+    return run, ctx.skipped
+
+
+async def _end_task(runtime: Runtime, task_id: uuid.UUID, status: TaskStatus) -> None:
+    async with unit_of_work(runtime) as session:
+        task = await job_repository.get_task(session, task_id)
+        if task is None:
+            return
+        task.status = status
+        task.finished_at = utcnow()
+        await session.flush()
+        await _finish_job(session, task.job_id)
+
+
+async def _release(runtime: Runtime, task_id: uuid.UUID, exc: BaseException) -> None:
+    """Give the lease back so the retry can take it at once."""
+    async with unit_of_work(runtime) as session:
+        task = await job_repository.get_task(session, task_id)
+        if task is not None and task.status == TaskStatus.running:
+            task.status = TaskStatus.queued
+            task.error_code = getattr(exc, "reason", "transient_error")
+            task.error_detail = str(exc)[:4000]
+
+
+async def _task_failed(
+    runtime: Runtime, tenant: Tenant, task_id: uuid.UUID, exc: BaseException
+) -> None:
+    reason = getattr(exc, "reason", type(exc).__name__)
+    async with unit_of_work(runtime) as session:
+        if isinstance(exc, ConsentRequired):
+            row = await tenant_repository.get_system(session, tenant.id)
+            if row is not None:
+                await tenant_service.mark_consent_revoked(session, row, str(exc))
+        task = await job_repository.get_task(session, task_id)
+        if task is None:
+            return
+        task.status = TaskStatus.failed
+        task.error_code = str(reason)[:60]
+        task.error_detail = _explain(exc)
+        task.finished_at = utcnow()
+        task.errors += 1
+        await session.flush()
+        await _finish_job(session, task.job_id)
+    log.warning("backup_task_failed", task_id=str(task_id), reason=reason, error=str(exc)[:300])
+
+
+def _explain(exc: BaseException) -> str:
+    hints = {
+        "consent_revoked": "Admin consent was withdrawn; send the client's admin a new "
+        "consent link (POST /v1/tenants/{id}/consent).",
+        "mailbox_not_found": "The user has no Exchange Online mailbox (no licence, or not "
+        "provisioned yet).",
+        "throttled": "Microsoft kept throttling this account past our deadline; it is retried "
+        "on the next run.",
+        "not_found": "Microsoft Graph no longer has this resource.",
+    }
+    reason = str(getattr(exc, "reason", ""))
+    return (hints.get(reason, "") + f" ({exc})").strip()[:4000]
+
+
+async def _finish_job(session: Any, job_id: uuid.UUID) -> None:
+    """When every task has ended, settle the job exactly once and announce it."""
+    statuses = await job_repository.task_statuses(session, job_id)
+    if any(s not in TERMINAL_TASK for s in statuses):
+        return
+    job = await job_repository.get_system(session, job_id)
+    if job is None or job.status.finished:
+        return
+    ok = sum(s in (TaskStatus.succeeded, TaskStatus.partial) for s in statuses)
+    failed = sum(s == TaskStatus.failed for s in statuses)
+    cancelled = sum(s == TaskStatus.cancelled for s in statuses)
+    if job.cancel_requested_at is not None or (cancelled and not failed and not ok):
+        final = JobStatus.cancelled
+    elif failed and not ok:
+        final = JobStatus.failed
+    elif failed or any(s == TaskStatus.partial for s in statuses) or cancelled:
+        final = JobStatus.partial
+    else:
+        final = JobStatus.succeeded
+    now = utcnow()
+    progress = await job_repository.progress(session, job_id)
+    error_code = None
+    if final == JobStatus.failed:
+        tasks = await job_repository.tasks(session, job_id)
+        error_code = next((t.error_code for t in tasks if t.error_code), "backup_failed")
+    if not await job_repository.set_job_status(
+        session,
+        job_id,
+        from_statuses=[JobStatus.queued, JobStatus.running],
+        to_status=final,
+        now=now,
+        result={
+            "progress": progress,
+            "tasks": {"ok": ok, "failed": failed, "cancelled": cancelled},
+        },
+        error_code=error_code,
+    ):
+        return
+    tenant = await tenant_repository.get_system(session, job.tenant_id)
+    if tenant is None:
+        return
+    tenant.last_backup_at = now
+    if final == JobStatus.cancelled:
+        return
+    await webhooks.emit(
+        session,
+        msp_id=tenant.msp_id,
+        event_type="backup.failed" if final == JobStatus.failed else "backup.completed",
+        data={
+            "tenant_id": str(tenant.id),
+            "job_id": str(job_id),
+            "status": str(final),
+            "progress": progress,
+        },
+    )

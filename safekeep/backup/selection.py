@@ -1,0 +1,177 @@
+"""What a restore or export covers: accounts and services, a point in time, and the items.
+
+Shared by restore and export so that "the same scopes" really are the same code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from safekeep.backup.collect import SERVICES_BY_KIND
+from safekeep.backup.services import module_for
+from safekeep.backup.services.base import Selection
+from safekeep.errors import UnprocessableEntity
+from safekeep.runtime import Runtime
+from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.models import Account, AccountState, Snapshot, Tenant
+from safekeep.tenants.scope import TenantScope
+from safekeep.workers.context import unit_of_work
+
+PAGE = 200
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One account and service, and the snapshot it is read at."""
+
+    account: Account
+    service: str
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Parsed from a job's params (validated at the API)."""
+
+    type: str  # items | folders | service | account | tenant
+    account_id: uuid.UUID | None
+    service: str | None
+    item_ids: tuple[uuid.UUID, ...]
+    at: datetime | None
+    snapshot_id: uuid.UUID | None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Scope:
+        s = params["scope"]
+        return cls(
+            type=s["type"],
+            account_id=uuid.UUID(s["account_id"]) if s.get("account_id") else None,
+            service=s.get("service"),
+            item_ids=tuple(uuid.UUID(i) for i in s.get("item_ids") or ()),
+            at=datetime.fromisoformat(params["at"]) if params.get("at") else None,
+            snapshot_id=uuid.UUID(params["snapshot_id"]) if params.get("snapshot_id") else None,
+        )
+
+
+async def resolve_units(
+    runtime: Runtime, tenant_scope: TenantScope, tenant: Tenant, scope: Scope
+) -> list[Unit]:
+    """Every account and service in scope with the snapshot to read (the newest finished one
+    at or before the point in time). Accounts with no such snapshot are left out."""
+    async with unit_of_work(runtime) as session:
+        at = scope.at
+        pinned: Snapshot | None = None
+        if scope.snapshot_id is not None:
+            pinned = await catalog.get_snapshot(session, tenant_scope, scope.snapshot_id)
+            if pinned is None:
+                raise UnprocessableEntity("No such snapshot")
+            at = pinned.completed_at
+        if scope.account_id is not None:
+            account = await account_repository.get(
+                session, tenant_scope, tenant.id, scope.account_id
+            )
+            accounts = [account] if account is not None else []
+        else:
+            accounts = await account_repository.all_for_tenant(session, tenant_scope, tenant.id)
+        units: list[Unit] = []
+        for account in accounts:
+            if account.state == AccountState.purged:
+                continue
+            services = (
+                [scope.service] if scope.service else list(SERVICES_BY_KIND.get(account.kind, ()))
+            )
+            for service in services:
+                if (
+                    pinned is not None
+                    and pinned.account_id == account.id
+                    and pinned.service == service
+                ):
+                    snapshot: Snapshot | None = pinned
+                else:
+                    snapshot = await catalog.latest_complete(
+                        session, tenant_scope, account.id, service, at=at
+                    )
+                if snapshot is not None:
+                    units.append(Unit(account, service, snapshot))
+    return units
+
+
+async def build_selection(
+    runtime: Runtime, tenant_scope: TenantScope, unit: Unit, scope: Scope
+) -> Selection:
+    module = module_for(unit.service)
+    folder_kinds = list(module.folder_kinds)
+    account_id, service, seq = unit.account.id, unit.service, unit.snapshot.seq
+    async with unit_of_work(runtime) as session:
+        folders: dict[str, Any] = {}
+        after: uuid.UUID | None = None
+        while True:
+            page = await catalog.versions_at(
+                session,
+                tenant_scope,
+                account_id,
+                service,
+                seq,
+                kinds=folder_kinds,
+                after_item_id=after,
+                limit=1000,
+            )
+            if not page:
+                break
+            ids = await catalog.external_ids_of(session, [v.item_id for v in page])
+            for version in page:
+                folders[ids[version.item_id]] = version
+            after = page[-1].item_id
+        roots: set[str] | None = None
+        item_ids: list[uuid.UUID] | None = None
+        if scope.type == "folders":
+            ids = await catalog.external_ids_of(session, scope.item_ids)
+            roots = {ids[i] for i in scope.item_ids if i in ids and ids[i] in folders}
+            if not roots:
+                raise UnprocessableEntity(
+                    "None of the chosen folders existed at that point in time"
+                )
+        elif scope.type == "items":
+            item_ids = list(scope.item_ids)
+    parents: set[str] | None = None
+    if roots is not None:
+        parents = set(roots)
+        grew = True
+        while grew:  # every folder below a chosen one
+            below = {e for e, f in folders.items() if f.parent_external_id in parents} - parents
+            grew = bool(below)
+            parents |= below
+
+    async def items() -> AsyncIterator[Any]:
+        after_item: uuid.UUID | None = None
+        while True:
+            async with unit_of_work(runtime) as session:
+                page = await catalog.versions_at(
+                    session,
+                    tenant_scope,
+                    account_id,
+                    service,
+                    seq,
+                    exclude_kinds=folder_kinds,
+                    parents=parents,
+                    item_ids=item_ids,
+                    after_item_id=after_item,
+                    limit=PAGE,
+                )
+            if not page:
+                return
+            for version in page:
+                yield version
+            after_item = page[-1].item_id
+
+    return Selection(
+        folders=folders,
+        items=items,
+        roots=roots,
+        whole=scope.type in ("service", "account", "tenant"),
+    )

@@ -1,0 +1,170 @@
+"""The contract of one Microsoft 365 service (mail, calendar, contacts, onedrive, sharepoint).
+
+Each service is a package ``safekeep/backup/services/<name>/`` whose ``SERVICE`` object does
+five things over the same catalog: collect (Graph delta into versions and blobs), describe
+for search, give back the original bytes, restore into Microsoft 365, and export as files.
+The engine (jobs, restore and export jobs, the browse API) only ever talks to this contract.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from safekeep.backup.catalog import SearchFields
+from safekeep.backup.collect import CollectContext
+from safekeep.graph.client import GraphClient
+from safekeep.runtime import Runtime
+from safekeep.storage.repository import ContentRef, TenantRepository
+from safekeep.tenants.models import Account, ItemVersion, Tenant
+
+ContentReader = Callable[[], Awaitable[bytes | None]]
+
+
+async def read_document(repo: TenantRepository, version: ItemVersion) -> dict[str, Any] | None:
+    """The Graph JSON stored with a version (None if it has none)."""
+    if not version.document:
+        return None
+    data: dict[str, Any] = json.loads(await repo.read_bytes(ContentRef.from_json(version.document)))
+    return data
+
+
+def read_content(
+    repo: TenantRepository,
+    version: ItemVersion,
+    *,
+    start: int = 0,
+    end_inclusive: int | None = None,
+) -> AsyncIterator[bytes]:
+    """The stored bytes of a version (MIME, file), streamed; ranges for HTTP Range."""
+    if not version.content:
+        raise ValueError("this version has no stored content")
+    return repo.read(
+        ContentRef.from_json(version.content), start=start, end_inclusive=end_inclusive
+    )
+
+
+# ---- browse: the original bytes ------------------------------------------------------------
+
+
+@dataclass
+class Content:
+    """How to hand one version's original bytes to a client."""
+
+    media_type: str
+    filename: str
+    size: int | None  # None when rendered on the fly (ICS, VCF) and not known in advance
+    etag: str
+    rangeable: bool  # stored bytes support Range; rendered ones do not
+    open: Callable[[int, int | None], AsyncIterator[bytes]]  # (start, end_inclusive) -> bytes
+
+
+# ---- restore -------------------------------------------------------------------------------
+
+FolderMode = Literal["original", "new"]
+ConflictRule = Literal["skip", "overwrite", "keep_both"]
+
+
+class RestoreReport(Protocol):
+    """Where a restore writer says what happened to each item (kept on the job)."""
+
+    async def restored(
+        self, version: ItemVersion, *, target_id: str | None, note: str | None = None
+    ) -> None: ...
+    async def skipped(self, version: ItemVersion, *, reason: str) -> None: ...
+    async def failed(self, version: ItemVersion, *, code: str, detail: str) -> None: ...
+    async def observed(self, *, code: str, name: str, detail: str) -> None:
+        """Something found in the target that is not part of the restore, e.g. files present
+        now that were not there at the restore point (ransomware-encrypted copies)."""
+        ...
+
+
+@dataclass
+class RestoreContext:
+    runtime: Runtime
+    tenant: Tenant
+    graph: GraphClient
+    repo: TenantRepository
+    service: str
+    source: Account  # whose backup is read
+    target: Account  # where it is written (the same account, or another of the tenant)
+    at: datetime  # the point in time (completed_at of the snapshot restored from)
+    at_seq: int
+    folder_mode: FolderMode
+    new_folder_name: str  # "Restored 2026-11-27 15-20" when folder_mode == "new"
+    conflict: ConflictRule
+    report: RestoreReport
+
+
+@dataclass
+class Selection:
+    """What to restore or export of one account and service, as of one snapshot.
+
+    ``folders`` is the whole folder tree at that snapshot (external id -> folder version), so
+    paths can be rebuilt; ``items()`` streams the selected non-folder versions page by page
+    (memory stays bounded whatever the size); ``roots`` are the folders chosen when the
+    scope was folders (restore them and everything below), else None.
+    """
+
+    folders: dict[str, ItemVersion]
+    items: Callable[[], AsyncIterator[ItemVersion]]
+    roots: set[str] | None = None
+    whole: bool = False  # the whole account and service (not single items)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def path_of(self, parent_external_id: str | None) -> list[str]:
+        """Folder names from the root down to this folder."""
+        names: list[str] = []
+        seen: set[str] = set()
+        current = parent_external_id
+        while current is not None and current in self.folders and current not in seen:
+            seen.add(current)
+            folder = self.folders[current]
+            names.append(folder.name)
+            current = folder.parent_external_id
+        return list(reversed(names))
+
+
+# ---- export --------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportEntry:
+    """One file in the export ZIP, under ``<account>/<service>/``."""
+
+    path: str  # relative, with forward slashes
+    open: Callable[[], AsyncIterator[bytes]]
+    version: ItemVersion | None  # None for aggregates such as an .mbox of a folder
+    modified_at: datetime | None = None
+
+
+@dataclass
+class ExportContext:
+    runtime: Runtime
+    repo: TenantRepository
+    account: Account
+    service: str
+    options: dict[str, Any]  # {"mbox": bool}
+
+
+# ---- the contract --------------------------------------------------------------------------
+
+
+class ServiceModule(Protocol):
+    name: str
+    folder_kinds: frozenset[str]  # catalog kinds that are folders (containers) of this service
+
+    async def collect(self, ctx: CollectContext) -> None: ...
+
+    async def search_fields(
+        self, version: ItemVersion, document: dict[str, Any] | None, content: ContentReader
+    ) -> SearchFields | None: ...
+
+    async def content(self, repo: TenantRepository, version: ItemVersion) -> Content: ...
+
+    async def restore(self, ctx: RestoreContext, selection: Selection) -> None: ...
+
+    def export(self, ctx: ExportContext, selection: Selection) -> AsyncIterator[ExportEntry]: ...

@@ -1,0 +1,434 @@
+"""Queries of the item catalog: items, their versions, snapshots and delta state.
+
+The backup engine writes through these; browse, restore, export and search read through them.
+Every read for the API takes a TenantScope; the engine's writes are keyed by an account it
+already loaded within its tenant's scope.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.tenants.models import (
+    DeltaState,
+    Item,
+    ItemVersion,
+    SkippedItem,
+    Snapshot,
+    SnapshotStatus,
+)
+from safekeep.tenants.scope import TenantScope
+
+# --- snapshots -----------------------------------------------------------------------------
+
+
+async def running_snapshot(
+    session: AsyncSession, account_id: uuid.UUID, service: str
+) -> Snapshot | None:
+    stmt = select(Snapshot).where(
+        Snapshot.account_id == account_id,
+        Snapshot.service == service,
+        Snapshot.status == SnapshotStatus.running,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def last_seq(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
+    stmt = select(func.max(Snapshot.seq)).where(
+        Snapshot.account_id == account_id, Snapshot.service == service
+    )
+    return int((await session.execute(stmt)).scalar_one() or 0)
+
+
+async def latest_complete(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    service: str,
+    *,
+    at: datetime | None = None,
+) -> Snapshot | None:
+    """The newest finished snapshot (at or before ``at`` when given)."""
+    stmt = select(Snapshot).where(
+        Snapshot.account_id == account_id,
+        Snapshot.service == service,
+        Snapshot.status.in_([SnapshotStatus.complete, SnapshotStatus.partial]),
+        scope.tenant_filter(Snapshot.tenant_id),
+    )
+    if at is not None:
+        stmt = stmt.where(Snapshot.completed_at <= at)
+    stmt = stmt.order_by(Snapshot.seq.desc()).limit(1)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_snapshot(
+    session: AsyncSession, scope: TenantScope, snapshot_id: uuid.UUID
+) -> Snapshot | None:
+    stmt = select(Snapshot).where(
+        Snapshot.id == snapshot_id, scope.tenant_filter(Snapshot.tenant_id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def count_open_versions(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
+    stmt = select(func.count()).where(
+        ItemVersion.account_id == account_id,
+        ItemVersion.service == service,
+        ItemVersion.last_seq.is_(None),
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+# --- items and versions -------------------------------------------------------------------
+
+
+async def get_item(
+    session: AsyncSession, account_id: uuid.UUID, service: str, external_id: str
+) -> Item | None:
+    stmt = select(Item).where(
+        Item.account_id == account_id, Item.service == service, Item.external_id == external_id
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def open_version(session: AsyncSession, item_id: uuid.UUID) -> ItemVersion | None:
+    stmt = select(ItemVersion).where(ItemVersion.item_id == item_id, ItemVersion.last_seq.is_(None))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def open_versions_by_external_ids(
+    session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
+) -> dict[str, ItemVersion]:
+    """The current version of each of these items (one query for a whole delta page)."""
+    if not external_ids:
+        return {}
+    stmt = (
+        select(Item.external_id, ItemVersion)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(
+            Item.account_id == account_id,
+            Item.service == service,
+            Item.external_id.in_(list(external_ids)),
+            ItemVersion.last_seq.is_(None),
+        )
+    )
+    return {ext: version for ext, version in (await session.execute(stmt)).all()}
+
+
+async def open_versions_under(
+    session: AsyncSession, account_id: uuid.UUID, service: str, parent_external_id: str
+) -> list[tuple[str, ItemVersion]]:
+    stmt = (
+        select(Item.external_id, ItemVersion)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(
+            ItemVersion.account_id == account_id,
+            ItemVersion.service == service,
+            ItemVersion.parent_external_id == parent_external_id,
+            ItemVersion.last_seq.is_(None),
+        )
+    )
+    return [(ext, v) for ext, v in (await session.execute(stmt)).all()]
+
+
+async def open_external_ids(
+    session: AsyncSession, account_id: uuid.UUID, service: str, kinds: Collection[str]
+) -> dict[str, ItemVersion]:
+    stmt = (
+        select(Item.external_id, ItemVersion)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(
+            ItemVersion.account_id == account_id,
+            ItemVersion.service == service,
+            ItemVersion.kind.in_(list(kinds)),
+            ItemVersion.last_seq.is_(None),
+        )
+    )
+    return {ext: v for ext, v in (await session.execute(stmt)).all()}
+
+
+async def delete_version(session: AsyncSession, version_id: uuid.UUID) -> None:
+    await session.execute(delete(ItemVersion).where(ItemVersion.id == version_id))
+
+
+async def mark_indexed(session: AsyncSession, version_ids: Sequence[uuid.UUID]) -> None:
+    if version_ids:
+        await session.execute(
+            update(ItemVersion)
+            .where(ItemVersion.id.in_(list(version_ids)))
+            .values(indexed=True)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def versions_by_ids(
+    session: AsyncSession, tenant_id: uuid.UUID, version_ids: Collection[uuid.UUID]
+) -> list[ItemVersion]:
+    stmt = select(ItemVersion).where(
+        ItemVersion.tenant_id == tenant_id, ItemVersion.id.in_(list(version_ids))
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+def at_seq(stmt: Select[ItemVersion], seq: int) -> Select[ItemVersion]:
+    """Versions that are the item's state at snapshot ``seq``."""
+    return stmt.where(
+        ItemVersion.first_seq <= seq,
+        or_(ItemVersion.last_seq.is_(None), ItemVersion.last_seq >= seq),
+    )
+
+
+# --- browse (scoped) ----------------------------------------------------------------------
+
+
+async def children_at(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    service: str,
+    seq: int,
+    *,
+    parent_external_id: str | None,
+    after_name: tuple[str, uuid.UUID] | None,
+    limit: int,
+    kinds: Collection[str] | None = None,
+) -> list[tuple[Item, ItemVersion]]:
+    """Items directly under a folder (or at the root when None) as of ``seq``, by name."""
+    stmt = (
+        select(Item, ItemVersion)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(
+            ItemVersion.account_id == account_id,
+            ItemVersion.service == service,
+            scope.tenant_filter(ItemVersion.tenant_id),
+            ItemVersion.first_seq <= seq,
+            or_(ItemVersion.last_seq.is_(None), ItemVersion.last_seq >= seq),
+        )
+    )
+    if parent_external_id is None:
+        stmt = stmt.where(ItemVersion.parent_external_id.is_(None))
+    else:
+        stmt = stmt.where(ItemVersion.parent_external_id == parent_external_id)
+    if kinds:
+        stmt = stmt.where(ItemVersion.kind.in_(list(kinds)))
+    if after_name is not None:
+        name, item_id = after_name
+        stmt = stmt.where(
+            or_(ItemVersion.name > name, and_(ItemVersion.name == name, Item.id > item_id))
+        )
+    stmt = stmt.order_by(ItemVersion.name, Item.id).limit(limit)
+    return [(i, v) for i, v in (await session.execute(stmt)).all()]
+
+
+async def all_at(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    service: str,
+    seq: int,
+    *,
+    after_id: uuid.UUID | None = None,
+    limit: int = 1000,
+) -> list[tuple[Item, ItemVersion]]:
+    """Every item of an account and service at ``seq``, in id order (for restore/export)."""
+    stmt = (
+        select(Item, ItemVersion)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(
+            ItemVersion.account_id == account_id,
+            ItemVersion.service == service,
+            scope.tenant_filter(ItemVersion.tenant_id),
+            ItemVersion.first_seq <= seq,
+            or_(ItemVersion.last_seq.is_(None), ItemVersion.last_seq >= seq),
+        )
+    )
+    if after_id is not None:
+        stmt = stmt.where(Item.id > after_id)
+    stmt = stmt.order_by(Item.id).limit(limit)
+    return [(i, v) for i, v in (await session.execute(stmt)).all()]
+
+
+async def get_scoped_item(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    item_id: uuid.UUID,
+) -> Item | None:
+    stmt = select(Item).where(
+        Item.id == item_id, Item.account_id == account_id, scope.tenant_filter(Item.tenant_id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_scoped_item_by_external(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    service: str,
+    external_id: str,
+) -> Item | None:
+    stmt = select(Item).where(
+        Item.account_id == account_id,
+        Item.service == service,
+        Item.external_id == external_id,
+        scope.tenant_filter(Item.tenant_id),
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def versions_of(
+    session: AsyncSession, scope: TenantScope, item_id: uuid.UUID
+) -> list[ItemVersion]:
+    stmt = (
+        select(ItemVersion)
+        .where(ItemVersion.item_id == item_id, scope.tenant_filter(ItemVersion.tenant_id))
+        .order_by(ItemVersion.first_seq.desc())
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def version_at(
+    session: AsyncSession, scope: TenantScope, item_id: uuid.UUID, seq: int
+) -> ItemVersion | None:
+    stmt = at_seq(
+        select(ItemVersion).where(
+            ItemVersion.item_id == item_id, scope.tenant_filter(ItemVersion.tenant_id)
+        ),
+        seq,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_scoped_version(
+    session: AsyncSession, scope: TenantScope, version_id: uuid.UUID
+) -> ItemVersion | None:
+    stmt = select(ItemVersion).where(
+        ItemVersion.id == version_id, scope.tenant_filter(ItemVersion.tenant_id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def items_by_ids(
+    session: AsyncSession, scope: TenantScope, item_ids: Collection[uuid.UUID]
+) -> list[Item]:
+    if not item_ids:
+        return []
+    stmt = select(Item).where(Item.id.in_(list(item_ids)), scope.tenant_filter(Item.tenant_id))
+    return list((await session.execute(stmt)).scalars())
+
+
+# --- delta state --------------------------------------------------------------------------
+
+
+async def delta_state(
+    session: AsyncSession, account_id: uuid.UUID, service: str, collection: str
+) -> DeltaState | None:
+    stmt = select(DeltaState).where(
+        DeltaState.account_id == account_id,
+        DeltaState.service == service,
+        DeltaState.collection == collection,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def delta_states(
+    session: AsyncSession, account_id: uuid.UUID, service: str
+) -> list[DeltaState]:
+    stmt = select(DeltaState).where(
+        DeltaState.account_id == account_id, DeltaState.service == service
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def delete_delta_state(session: AsyncSession, state_id: uuid.UUID) -> None:
+    await session.execute(delete(DeltaState).where(DeltaState.id == state_id))
+
+
+async def versions_at(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    service: str,
+    seq: int,
+    *,
+    kinds: Collection[str] | None = None,
+    exclude_kinds: Collection[str] | None = None,
+    parents: Collection[str] | None = None,
+    item_ids: Collection[uuid.UUID] | None = None,
+    after_item_id: uuid.UUID | None = None,
+    limit: int = 500,
+) -> list[ItemVersion]:
+    """The state of an account and service at snapshot ``seq``, filtered, in item order (for
+    restore and export, which page through it to keep memory bounded)."""
+    stmt = at_seq(
+        select(ItemVersion).where(
+            ItemVersion.account_id == account_id,
+            ItemVersion.service == service,
+            scope.tenant_filter(ItemVersion.tenant_id),
+        ),
+        seq,
+    )
+    if kinds is not None:
+        stmt = stmt.where(ItemVersion.kind.in_(list(kinds)))
+    if exclude_kinds:
+        stmt = stmt.where(ItemVersion.kind.not_in(list(exclude_kinds)))
+    if parents is not None:
+        stmt = stmt.where(ItemVersion.parent_external_id.in_(list(parents)))
+    if item_ids is not None:
+        stmt = stmt.where(ItemVersion.item_id.in_(list(item_ids)))
+    if after_item_id is not None:
+        stmt = stmt.where(ItemVersion.item_id > after_item_id)
+    stmt = stmt.order_by(ItemVersion.item_id).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def external_ids_of(
+    session: AsyncSession, item_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    if not item_ids:
+        return {}
+    stmt = select(Item.id, Item.external_id).where(Item.id.in_(list(item_ids)))
+    return {i: e for i, e in (await session.execute(stmt)).all()}
+
+
+# --- items a backup could not read -----------------------------------------------------------
+
+
+async def skipped_items(
+    session: AsyncSession, account_id: uuid.UUID, service: str
+) -> list[SkippedItem]:
+    stmt = (
+        select(SkippedItem)
+        .where(SkippedItem.account_id == account_id, SkippedItem.service == service)
+        .order_by(SkippedItem.created_at)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def skipped_item(
+    session: AsyncSession, account_id: uuid.UUID, service: str, external_id: str
+) -> SkippedItem | None:
+    stmt = select(SkippedItem).where(
+        SkippedItem.account_id == account_id,
+        SkippedItem.service == service,
+        SkippedItem.external_id == external_id,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def delete_skipped(
+    session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
+) -> None:
+    if external_ids:
+        await session.execute(
+            delete(SkippedItem).where(
+                SkippedItem.account_id == account_id,
+                SkippedItem.service == service,
+                SkippedItem.external_id.in_(list(external_ids)),
+            )
+        )
