@@ -1,0 +1,154 @@
+"""Recurring events: expanding a series into occurrences and exceptions, as Outlook does.
+
+A series master keeps its pattern; an occurrence is identified by its master and its
+original date. Exceptions (moved or edited instances) and cancellations are stored on the
+master, so that editing one instance changes the master's change number like in Exchange.
+"""
+
+from __future__ import annotations
+
+import calendar as cal
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from graphsim import ids
+from graphsim.state import OItem, Tenant, iso
+
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+INDEX = {"first": 0, "second": 1, "third": 2, "fourth": 3, "last": -1}
+MAX_SCAN_DAYS = 366 * 12
+
+
+def parse_dt(value: dict[str, Any] | str) -> datetime:
+    text = value["dateTime"] if isinstance(value, dict) else value
+    text = text.strip().rstrip("Z")
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = head + "." + frac[:6]
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def fmt_dt(value: datetime) -> dict[str, str]:
+    return {
+        "dateTime": value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000"),
+        "timeZone": "UTC",
+    }
+
+
+def _matches(pattern: dict[str, Any], start: date, day: date) -> bool:
+    kind = pattern.get("type", "daily")
+    interval = max(1, int(pattern.get("interval") or 1))
+    if kind == "daily":
+        return (day - start).days % interval == 0
+    if kind == "weekly":
+        days = [d.lower() for d in pattern.get("daysOfWeek") or [DAYS[start.weekday()]]]
+        if DAYS[day.weekday()] not in days:
+            return False
+        first = DAYS.index((pattern.get("firstDayOfWeek") or "sunday").lower())
+        week_start = start - timedelta(days=(start.weekday() - first) % 7)
+        return ((day - week_start).days // 7) % interval == 0
+    months = (day.year - start.year) * 12 + day.month - start.month
+    if kind in ("absoluteMonthly", "relativeMonthly") and months % interval != 0:
+        return False
+    if kind in ("absoluteYearly", "relativeYearly") and (
+        day.month != int(pattern.get("month") or start.month) or (day.year - start.year) % interval
+    ):
+        return False
+    if kind in ("absoluteMonthly", "absoluteYearly"):
+        return day.day == int(pattern.get("dayOfMonth") or start.day)
+    if kind in ("relativeMonthly", "relativeYearly"):
+        days = [d.lower() for d in pattern.get("daysOfWeek") or [DAYS[start.weekday()]]]
+        if DAYS[day.weekday()] not in days:
+            return False
+        index = INDEX.get((pattern.get("index") or "first").lower(), 0)
+        if index == -1:
+            return day.day + 7 > cal.monthrange(day.year, day.month)[1]
+        return (day.day - 1) // 7 == index
+    return False
+
+
+def occurrence_dates(event: OItem, lo: date, hi: date) -> list[date]:
+    """Pattern dates of a series in ``[lo, hi]`` (cancelled ones included)."""
+    recurrence = event.props.get("recurrence")
+    if not recurrence:
+        return []
+    pattern = recurrence.get("pattern") or {}
+    rrange = recurrence.get("range") or {}
+    start = date.fromisoformat(
+        rrange.get("startDate") or parse_dt(event.props["start"]).date().isoformat()
+    )
+    kind = rrange.get("type", "noEnd")
+    end_date = date.fromisoformat(rrange["endDate"]) if kind == "endDate" else None
+    count = int(rrange.get("numberOfOccurrences") or 0) if kind == "numbered" else None
+    out: list[date] = []
+    seen = 0
+    day = start
+    last = min(hi, end_date) if end_date else hi
+    scanned = 0
+    while day <= last and scanned < MAX_SCAN_DAYS:
+        if _matches(pattern, start, day):
+            seen += 1
+            if count is not None and seen > count:
+                break
+            if day >= lo:
+                out.append(day)
+        day += timedelta(days=1)
+        scanned += 1
+    return out
+
+
+def occurrence_id(tenant: Tenant, master: OItem, day: date) -> str:
+    occ = ids.outlook_id("occurrence", master.id, day.isoformat())
+    tenant.occurrences[occ] = (master.id, day.isoformat())
+    return occ
+
+
+def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]) -> dict[str, Any]:
+    start = parse_dt(master.props["start"])
+    end = parse_dt(master.props["end"])
+    original = datetime.combine(day, start.timetz())
+    occ = dict(base)
+    override = master.exceptions.get(day.isoformat())
+    occ.update(
+        {
+            "id": occurrence_id(tenant, master, day),
+            "type": "exception" if override else "occurrence",
+            "seriesMasterId": master.id,
+            "recurrence": None,
+            "start": fmt_dt(original),
+            "end": fmt_dt(original + (end - start)),
+            "originalStart": iso(original),
+        }
+    )
+    if override:
+        occ.update(override)
+    return occ
+
+
+def series_instances(
+    tenant: Tenant, master: OItem, lo: datetime, hi: datetime, base: dict[str, Any]
+) -> list[dict[str, Any]]:
+    out = []
+    for day in occurrence_dates(master, (lo - timedelta(days=2)).date(), hi.date()):
+        if day.isoformat() in master.cancelled:
+            continue
+        inst = instance_json(tenant, master, day, base)
+        if parse_dt(inst["start"]) < hi and parse_dt(inst["end"]) > lo:
+            out.append(inst)
+    return out
+
+
+def instance_ids(tenant: Tenant, master: OItem, lo: datetime, hi: datetime) -> list[str]:
+    if not master.props.get("recurrence"):
+        return [master.id]
+    return [
+        occurrence_id(tenant, master, d)
+        for d in occurrence_dates(master, (lo - timedelta(days=2)).date(), hi.date())
+    ]
+
+
+def overlaps(event: OItem, lo: datetime, hi: datetime) -> bool:
+    return parse_dt(event.props["start"]) < hi and parse_dt(event.props["end"]) > lo

@@ -1,0 +1,329 @@
+"""The engine behind the HTTP front: world, settings, paging and delta tokens.
+
+Delta and paging links are opaque to clients but carry everything needed to continue: the
+collection, the change number the round started from and stops at, the last item returned,
+the query options and the sync epoch. They are signed so a tampered token is refused, and
+checked against the epoch and their age so that expired tokens answer 410 the way Exchange
+and OneDrive do.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from graphsim.http import GraphError, Req, Resp, Router
+from graphsim.state import Tenant, User, World
+from graphsim.throttle import Throttler
+
+ONEDRIVE_RESYNC_MESSAGE = (
+    "Resync required. Replace any local items with the server's version (including deletes) "
+    "if you're sure that the service was up to date with your local changes when you last "
+    "sync'd. Upload any local changes that the server doesn't know about."
+)
+
+
+@dataclass
+class SimConfig:
+    app_id: str
+    app_secret: str
+    app_name: str = "Safekeep Backup"
+    token_lifetime_s: int = 3599
+    delta_token_max_age_s: float = 30 * 24 * 3600
+    download_url_lifetime_s: float = 3600
+    upload_session_lifetime_s: float = 3 * 24 * 3600
+    consent_auto_approve: bool = True
+
+
+@dataclass
+class Engine:
+    world: World
+    config: SimConfig
+    throttler: Throttler
+    spill_dir: Path
+    signing_key: bytes
+    router: Router = field(default_factory=Router)
+    base_url: str = ""
+    upload_sessions: dict[str, Any] = field(default_factory=dict)
+    downloads: dict[str, tuple[str, str, str | None, float]] = field(default_factory=dict)
+
+    # -- signed opaque tokens ---------------------------------------------------------------
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        body = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        mac = hmac.new(self.signing_key, body.encode(), hashlib.sha256).digest()[:12]
+        return body + "." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def unsign(self, token: str) -> dict[str, Any] | None:
+        body, _, mac = token.strip().partition(".")
+        if not body or not mac:
+            return None
+        expected = hmac.new(self.signing_key, body.encode(), hashlib.sha256).digest()[:12]
+        try:
+            given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
+            if not hmac.compare_digest(given, expected):
+                return None
+            value = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (ValueError, TypeError):
+            return None
+        return value if isinstance(value, dict) else None
+
+
+# -- request helpers -------------------------------------------------------------------------
+
+
+def tenant_of(req: Req) -> Tenant:
+    assert req.tenant is not None
+    return req.tenant
+
+
+def user_of(req: Req, key: str | None = None) -> User:
+    tenant = tenant_of(req)
+    key = key if key is not None else req.params.get("user", "")
+    user = tenant.user(key)
+    if user is None:
+        raise GraphError(
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{key}' does not exist or one of its queried reference-property objects "
+            "are not present.",
+        )
+    return user
+
+
+def mailbox_of(req: Req, key: str | None = None) -> User:
+    user = user_of(req, key)
+    if not user.mailbox_enabled:
+        raise GraphError(
+            404,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        )
+    return user
+
+
+def page_size(req: Req, default: int, maximum: int) -> int:
+    size = default
+    prefer = req.prefer().get("odata.maxpagesize")
+    top = req.query.get("$top") or req.query.get("top")
+    for value in (prefer, top):
+        if value:
+            try:
+                size = int(value)
+            except ValueError as exc:
+                raise GraphError(400, "BadRequest", f"Invalid page size '{value}'.") from exc
+    if size < 1:
+        raise GraphError(400, "BadRequest", "The page size must be positive.")
+    return min(size, maximum)
+
+
+def prefer_applied(req: Req, size: int) -> dict[str, str]:
+    applied = []
+    if "odata.maxpagesize" in req.prefer():
+        applied.append(f"odata.maxpagesize={size}")
+    if "idtype" in req.prefer():
+        applied.append(f'IdType="{req.prefer()["idtype"]}"')
+    if "outlook.body-content-type" in req.prefer():
+        applied.append(f'outlook.body-content-type="{req.prefer()["outlook.body-content-type"]}"')
+    return {"Preference-Applied": ", ".join(applied)} if applied else {}
+
+
+def collection(
+    req: Req,
+    engine: Engine,
+    context: str,
+    values: list[dict[str, Any]],
+    *,
+    default: int = 10,
+    maximum: int = 1000,
+) -> Resp:
+    """One page of a plain (non-delta) collection, with an opaque ``$skiptoken`` nextLink."""
+    offset = 0
+    token = req.query.get("$skiptoken")
+    if token:
+        decoded = engine.unsign(token)
+        if decoded is None or decoded.get("k") != "page":
+            raise GraphError(400, "BadRequest", "The $skiptoken is invalid.")
+        offset = int(decoded["o"])
+        size = int(decoded["n"])
+    else:
+        skip = req.query.get("$skip")
+        offset = int(skip) if skip and skip.isdigit() else 0
+        size = page_size(req, default, maximum)
+    chunk = values[offset : offset + size]
+    body: dict[str, Any] = {
+        "@odata.context": f"{req.graph_base}/$metadata#{context}",
+        "value": chunk,
+    }
+    if req.query.get("$count", "").lower() == "true":
+        body["@odata.count"] = len(values)
+    if offset + size < len(values):
+        query = {k: v for k, v in req.query.items() if k not in ("$skiptoken", "$skip", "$top")}
+        query["$skiptoken"] = engine.sign({"k": "page", "o": offset + size, "n": size})
+        body["@odata.nextLink"] = link(req, req.path, query)
+    return Resp(200, body, prefer_applied(req, size))
+
+
+def link(req: Req, path: str, query: dict[str, str]) -> str:
+    qs = urlencode(query, quote_via=quote, safe="$,'()=")
+    return f"{req.graph_base}{quote(path, safe='/:,!$()=')}" + (f"?{qs}" if qs else "")
+
+
+# -- delta --------------------------------------------------------------------------------
+
+
+@dataclass
+class DeltaState:
+    collection: str
+    since: int
+    upto: int
+    after: tuple[int, str] | None
+    query: dict[str, Any]
+    size: int
+    fresh: bool  # no token given: a full enumeration
+
+
+def read_delta_token(
+    req: Req,
+    engine: Engine,
+    *,
+    collection: str,
+    owner: str,
+    style: str,  # "outlook" | "onedrive"
+    fresh_link: str,
+    query: dict[str, Any],
+    default_size: int,
+    max_size: int,
+    token: str | None,
+) -> DeltaState:
+    tenant = tenant_of(req)
+    size = page_size(req, default_size, max_size)
+    if not token:
+        return DeltaState(collection, 0, tenant.seq, None, query, size, True)
+    decoded = engine.unsign(token)
+    if decoded is None or decoded.get("c") != collection:
+        if style == "outlook":
+            raise GraphError(
+                400, "SyncStateInvalid", "The sync state data is corrupt or otherwise invalid."
+            )
+        raise GraphError(400, "invalidRequest", "Invalid delta token.")
+    epoch = tenant.epoch(owner)
+    expired = decoded.get("g") != epoch or (
+        time.time() - float(decoded.get("t", 0)) > engine.config.delta_token_max_age_s
+    )
+    if expired:
+        if style == "outlook":
+            generation = decoded.get("s", 0)
+            raise GraphError(
+                410,
+                "SyncStateNotFound",
+                f"The sync state generation is not found; generation={generation};"
+                f"[highest={tenant.seq}]",
+            )
+        raise GraphError(
+            410,
+            "resyncRequired",
+            ONEDRIVE_RESYNC_MESSAGE,
+            headers={"Location": fresh_link},
+            inner_code="resyncChangesApplyDifferences",
+        )
+    after = decoded.get("a")
+    if decoded.get("p"):  # a deltaLink: a new round from its position
+        return DeltaState(
+            collection,
+            int(decoded["s"]),
+            tenant.seq,
+            None,
+            decoded.get("q") or {},
+            int(decoded.get("n") or size) if "odata.maxpagesize" not in req.prefer() else size,
+            False,
+        )
+    return DeltaState(
+        collection,
+        int(decoded["s"]),
+        int(decoded["u"]),
+        (int(after[0]), str(after[1])) if after else None,
+        decoded.get("q") or {},
+        int(decoded.get("n") or size),
+        int(decoded["s"]) == 0,
+    )
+
+
+def delta_page(
+    state: DeltaState,
+    live: Iterable[tuple[int, str, Any]],
+    removed: Iterable[tuple[int, str, Any]],
+) -> tuple[list[tuple[int, str, Any, bool]], bool]:
+    """Select the next page: entries with ``since < seq <= upto`` after the cursor."""
+    entries: list[tuple[int, str, Any, bool]] = []
+    for seq, item_id, obj in live:
+        if state.since < seq <= state.upto:
+            entries.append((seq, item_id, obj, False))
+    if not state.fresh:
+        for seq, item_id, obj in removed:
+            if state.since < seq <= state.upto:
+                entries.append((seq, item_id, obj, True))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    if state.after is not None:
+        cursor = state.after
+        entries = [e for e in entries if (e[0], e[1]) > cursor]
+    page = entries[: state.size]
+    return page, len(entries) > state.size
+
+
+def delta_links(
+    req: Req,
+    engine: Engine,
+    state: DeltaState,
+    owner: str,
+    page: list[tuple[int, str, Any, bool]],
+    more: bool,
+    *,
+    path: str,
+    style: str,
+) -> dict[str, str]:
+    tenant = tenant_of(req)
+    base = {
+        "c": state.collection,
+        "g": tenant.epoch(owner),
+        "t": int(time.time()),
+        "q": state.query,
+        "n": state.size,
+    }
+    if more:
+        last = page[-1]
+        token = engine.sign({**base, "s": state.since, "u": state.upto, "a": [last[0], last[1]]})
+        key = "token" if style == "onedrive" else "$skiptoken"
+        return {"@odata.nextLink": link(req, path, {key: token})}
+    token = engine.sign({**base, "s": state.upto, "p": 1})
+    key = "token" if style == "onedrive" else "$deltatoken"
+    return {"@odata.deltaLink": link(req, path, {key: token})}
+
+
+def json_resp(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Resp:
+    return Resp(status, body, headers or {})
+
+
+def apply_select(obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    if not select:
+        return obj
+    wanted = {s.lower() for s in select} | {"id"}
+    return {k: v for k, v in obj.items() if k.startswith("@") or k.lower() in wanted}
+
+
+def find(values: Iterable[Any], pred: Callable[[Any], bool]) -> Any:
+    for value in values:
+        if pred(value):
+            return value
+    return None

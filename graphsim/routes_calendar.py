@@ -1,0 +1,758 @@
+"""Calendars (events, recurring series, calendarView delta) and contacts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from graphsim import ids, ops
+from graphsim.calendar import (
+    fmt_dt,
+    instance_ids,
+    overlaps,
+    parse_dt,
+    series_instances,
+)
+from graphsim.core import (
+    Engine,
+    apply_select,
+    collection,
+    delta_links,
+    delta_page,
+    json_resp,
+    link,
+    mailbox_of,
+    prefer_applied,
+    read_delta_token,
+    tenant_of,
+)
+from graphsim.http import GraphError, Req, Resp, Router, not_found
+from graphsim.mail import html_to_text
+from graphsim.routes_mail import folder_delta, get_item, register_attachment_routes, resolve_folder
+from graphsim.state import Folder, OItem, Tenant, User, iso
+
+WINDOWS_ZONES = {
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Central Europe Standard Time": "Europe/Budapest",
+    "Romance Standard Time": "Europe/Paris",
+    "GMT Standard Time": "Europe/London",
+    "Eastern Standard Time": "America/New_York",
+    "Pacific Standard Time": "America/Los_Angeles",
+    "Tokyo Standard Time": "Asia/Tokyo",
+}
+EVENT_WRITABLE = {
+    "subject",
+    "body",
+    "start",
+    "end",
+    "location",
+    "locations",
+    "attendees",
+    "recurrence",
+    "isAllDay",
+    "showAs",
+    "sensitivity",
+    "importance",
+    "categories",
+    "isReminderOn",
+    "reminderMinutesBeforeStart",
+    "isOnlineMeeting",
+    "onlineMeetingProvider",
+    "responseRequested",
+    "hideAttendees",
+    "allowNewTimeProposals",
+    "originalStartTimeZone",
+    "originalEndTimeZone",
+    "organizer",
+    "isCancelled",
+    "singleValueExtendedProperties",
+    "transactionId",
+}
+
+
+def to_utc(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or "dateTime" not in value:
+        raise GraphError(400, "ErrorInvalidRequest", "start and end need dateTime and timeZone.")
+    zone_name = str(value.get("timeZone") or "UTC")
+    text = str(value["dateTime"]).rstrip("Z")
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = head + "." + frac[:6]
+    try:
+        local = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise GraphError(
+            400, "ErrorInvalidRequest", f"Invalid dateTime '{value['dateTime']}'."
+        ) from exc
+    if local.tzinfo is None:
+        try:
+            zone = (
+                UTC
+                if zone_name.upper() in ("UTC", "Z")
+                else ZoneInfo(WINDOWS_ZONES.get(zone_name, zone_name))
+            )
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise GraphError(
+                400,
+                "TimeZoneNotSupportedException",
+                f"A valid TimeZone value must be specified. '{zone_name}' is not supported.",
+            ) from exc
+        local = local.replace(tzinfo=zone)
+    return fmt_dt(local.astimezone(UTC))
+
+
+def event_json(tenant: Tenant, event: OItem) -> dict[str, Any]:
+    props = event.props
+    body = props.get("body") or {"contentType": "text", "content": ""}
+    content = str(body.get("content") or "")
+    preview = html_to_text(content) if body.get("contentType") == "html" else content
+    out: dict[str, Any] = {
+        "@odata.etag": f'W/"{event.change_key}"',
+        "id": event.id,
+        "createdDateTime": iso(event.created),
+        "lastModifiedDateTime": iso(event.modified),
+        "changeKey": event.change_key,
+        "transactionId": props.get("transactionId"),
+        "webLink": f"https://outlook.office365.com/owa/?itemid={event.id}&exvsurl=1&path=/calendar/item",
+        "bodyPreview": " ".join(preview.split())[:255],
+        "seriesMasterId": None,
+        "type": "seriesMaster" if props.get("recurrence") else "singleInstance",
+        "onlineMeeting": None,
+    }
+    for key, value in props.items():
+        if key not in ("singleValueExtendedProperties",):
+            out[key] = value
+    out["hasAttachments"] = bool(event.attachments)
+    return out
+
+
+def event_out(req: Req, tenant: Tenant, event: OItem) -> dict[str, Any]:
+    body = event_json(tenant, event)
+    expand = [e.split("(")[0].lower() for e in req.expand()]
+    if "exceptionoccurrences" in expand and event.props.get("recurrence"):
+        lo = datetime(1900, 1, 1, tzinfo=UTC)
+        hi = datetime(2200, 1, 1, tzinfo=UTC)
+        body["exceptionOccurrences"] = (
+            [
+                i
+                for i in series_instances(
+                    tenant, event, lo, parse_dt(event.props["start"]) + timedelta(days=3660), body
+                )
+                if i["type"] == "exception"
+            ]
+            if event.exceptions
+            else []
+        )
+        del lo, hi
+    if "cancelledoccurrences" in expand:
+        body["cancelledOccurrences"] = [f"OID.{event.id}.{d}" for d in event.cancelled]
+    if "attachments" in expand:
+        from graphsim.mail import attachment_json
+
+        body["attachments"] = [attachment_json(a) for a in event.attachments]
+    return apply_select(body, req.select())
+
+
+def window(req: Req, required: bool = True) -> tuple[datetime, datetime] | None:
+    start = req.query.get("startDateTime") or req.query.get("startdatetime")
+    end = req.query.get("endDateTime") or req.query.get("enddatetime")
+    if not start or not end:
+        if required:
+            raise GraphError(
+                400,
+                "ErrorInvalidParameter",
+                "This request requires a time window specified by the query string "
+                "parameters StartDateTime and EndDateTime.",
+            )
+        return None
+    try:
+        return parse_dt(start), parse_dt(end)
+    except ValueError as exc:
+        raise GraphError(
+            400, "ErrorInvalidParameter", "Invalid StartDateTime or EndDateTime."
+        ) from exc
+
+
+def resolve_event(tenant: Tenant, user: User, event_id: str) -> tuple[OItem, str | None]:
+    """An event id may name a series master/single event or one occurrence of a series."""
+    item = tenant.items.get(event_id)
+    if item is not None and not item.deleted and item.user_id == user.id and item.kind == "event":
+        return item, None
+    occurrence = tenant.occurrences.get(event_id)
+    if occurrence is not None:
+        master = tenant.items.get(occurrence[0])
+        if master is not None and not master.deleted and master.user_id == user.id:
+            if occurrence[1] in master.cancelled:
+                raise not_found()
+            return master, occurrence[1]
+    raise not_found()
+
+
+def _view(
+    tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime
+) -> list[tuple[int, str, dict[str, Any]]]:
+    out: list[tuple[int, str, dict[str, Any]]] = []
+    for event in tenant.folder_items(calendar.id):
+        base = event_json(tenant, event)
+        if event.props.get("recurrence"):
+            for inst in series_instances(tenant, event, lo, hi, base):
+                out.append((event.seq, inst["id"], inst))
+        elif overlaps(event, lo, hi):
+            out.append((event.seq, event.id, base))
+    return out
+
+
+def _view_removed(
+    tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime
+) -> list[tuple[int, str, None]]:
+    out: list[tuple[int, str, None]] = []
+    for item_id, seq in tenant.tombs.get(calendar.id, {}).items():
+        event = tenant.items.get(item_id)
+        if event is None:
+            out.append((seq, item_id, None))
+            continue
+        for inst in instance_ids(tenant, event, lo, hi):
+            out.append((seq, inst, None))
+        if event.props.get("recurrence"):
+            out.append((seq, event.id, None))
+    for event in tenant.folder_items(calendar.id):
+        for day in event.cancelled:
+            from datetime import date
+
+            from graphsim.calendar import occurrence_id
+
+            out.append((event.seq, occurrence_id(tenant, event, date.fromisoformat(day)), None))
+    return out
+
+
+def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, Any]) -> OItem:
+    for forbidden in ("id", "changeKey", "iCalUId", "webLink"):
+        if forbidden in body:
+            raise GraphError(
+                400, "ErrorInvalidPropertySet", f"The property '{forbidden}' is read-only."
+            )
+    unknown = set(body) - EVENT_WRITABLE - {"@odata.type"}
+    if unknown:
+        raise GraphError(
+            400,
+            "RequestBodyRead",
+            f"The property '{sorted(unknown)[0]}' does not exist on type 'microsoft.graph.event'.",
+        )
+    if "start" not in body or "end" not in body:
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            "Your request can't be completed. The start and end are required.",
+        )
+    start, end = to_utc(body["start"]), to_utc(body["end"])
+    if parse_dt(end) < parse_dt(start):
+        raise GraphError(400, "ErrorInvalidRequest", "The end time must be after the start time.")
+    from graphsim.generator import event_props
+    from graphsim.mail import Addr
+
+    props = event_props(
+        subject=str(body.get("subject") or ""),
+        body="",
+        start=parse_dt(start),
+        end=parse_dt(end),
+        organizer=Addr(user.display_name, user.upn),
+        attendees=[],
+        location="",
+        recurrence=None,
+        categories=[],
+        is_all_day=False,
+    )
+    for key, value in body.items():
+        if key in EVENT_WRITABLE and key != "singleValueExtendedProperties":
+            props[key] = value
+    props["start"], props["end"] = start, end
+    props["body"] = body.get("body") or {"contentType": "text", "content": ""}
+    props["attendees"] = [
+        {
+            "type": a.get("type", "required"),
+            "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
+            "emailAddress": a.get("emailAddress") or {},
+        }
+        for a in body.get("attendees") or []
+    ]
+    event = ops.new_item(tenant, user, "event", calendar.id, props=props)
+    event.props["iCalUId"] = (
+        "040000008200E00074C5B7101A82E008" + ids.digest(event.id, size=28).hex().upper()
+    )
+    return event
+
+
+def contact_json(item: OItem) -> dict[str, Any]:
+    return {
+        "@odata.etag": f'W/"{item.change_key}"',
+        "id": item.id,
+        "createdDateTime": iso(item.created),
+        "lastModifiedDateTime": iso(item.modified),
+        "changeKey": item.change_key,
+        "parentFolderId": item.folder_id,
+        **item.props,
+    }
+
+
+def register(router: Router) -> None:
+    # -- calendars ------------------------------------------------------------------------
+    def calendar_json(tenant: Tenant, user: User, folder: Folder) -> dict[str, Any]:
+        return {
+            "@odata.etag": f'W/"{folder.change_key}"',
+            "id": folder.id,
+            "name": folder.display_name,
+            "changeKey": folder.change_key,
+            "owner": {"name": user.display_name, "address": user.upn},
+            **{k: v for k, v in folder.props.items()},
+        }
+
+    @router.add("GET", "/users/{user}/calendars", "exchange")
+    def calendars(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folders = sorted(
+            tenant.user_folders(user.id, "calendar"),
+            key=lambda f: (f.id != user.default_calendar, f.display_name),
+        )
+        return collection(
+            req,
+            engine,
+            "calendars",
+            [apply_select(calendar_json(tenant, user, f), req.select()) for f in folders],
+        )
+
+    @router.add("GET", "/users/{user}/calendars/{calendar}", "exchange")
+    def get_calendar(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+        return json_resp(apply_select(calendar_json(tenant, user, folder), req.select()))
+
+    @router.add("POST", "/users/{user}/calendars", "exchange")
+    def create_calendar(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        name = str(req.json().get("name") or "").strip()
+        if not name:
+            raise GraphError(400, "ErrorInvalidRequest", "name is required.")
+        if any(
+            f.display_name.lower() == name.lower() for f in tenant.user_folders(user.id, "calendar")
+        ):
+            raise GraphError(
+                409, "ErrorFolderExists", "A folder with the specified name already exists."
+            )
+        folder = ops.new_folder(
+            tenant,
+            user,
+            "calendar",
+            name,
+            None,
+            props={
+                "color": "auto",
+                "hexColor": "",
+                "isDefaultCalendar": False,
+                "isRemovable": True,
+                "canShare": True,
+                "canViewPrivateItems": True,
+                "canEdit": True,
+                "isTallyingResponses": False,
+                "allowedOnlineMeetingProviders": ["teamsForBusiness"],
+                "defaultOnlineMeetingProvider": "teamsForBusiness",
+            },
+        )
+        return json_resp(calendar_json(tenant, user, folder), 201)
+
+    def list_events(engine: Engine, req: Req, folders: list[Folder]) -> Resp:
+        tenant = tenant_of(req)
+        events = [e for f in folders for e in tenant.folder_items(f.id)]
+        events.sort(key=lambda e: (e.props["start"]["dateTime"], e.id))
+        return collection(
+            req, engine, "events", [event_out(req, tenant, e) for e in events], default=10
+        )
+
+    @router.add("GET", "/users/{user}/events", "exchange")
+    def all_events(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return list_events(engine, req, tenant.user_folders(user.id, "calendar"))
+
+    @router.add("GET", "/users/{user}/calendars/{calendar}/events", "exchange")
+    def calendar_events(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return list_events(
+            engine, req, [resolve_folder(tenant, user, req.params["calendar"], "calendar")]
+        )
+
+    @router.add("POST", "/users/{user}/events", "exchange")
+    def create_default(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        event = create_event(tenant, user, tenant.folders[user.default_calendar], req.json())
+        return json_resp(event_out(req, tenant, event), 201)
+
+    @router.add("POST", "/users/{user}/calendars/{calendar}/events", "exchange")
+    def create_in(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+        event = create_event(tenant, user, folder, req.json())
+        return json_resp(event_out(req, tenant, event), 201)
+
+    @router.add("GET", "/users/{user}/events/{item}", "exchange")
+    def get_event(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        master, day = resolve_event(tenant, user, req.params["item"])
+        if day is None:
+            return json_resp(event_out(req, tenant, master))
+        from datetime import date
+
+        from graphsim.calendar import instance_json
+
+        inst = instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
+        return json_resp(apply_select(inst, req.select()))
+
+    @router.add("PATCH", "/users/{user}/events/{item}", "exchange")
+    def patch_event(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        master, day = resolve_event(tenant, user, req.params["item"])
+        body = req.json()
+        unknown = set(body) - EVENT_WRITABLE
+        if unknown:
+            raise GraphError(
+                400,
+                "RequestBodyRead",
+                f"The property '{sorted(unknown)[0]}' does not exist on type "
+                "'microsoft.graph.event'.",
+            )
+        changes = {k: (to_utc(v) if k in ("start", "end") else v) for k, v in body.items()}
+        if day is None:
+            master.props.update(changes)
+        else:
+            master.exceptions.setdefault(day, {}).update(changes)
+        tenant.touch_item(master)
+        if day is None:
+            return json_resp(event_out(req, tenant, master))
+        from datetime import date
+
+        from graphsim.calendar import instance_json
+
+        return json_resp(
+            instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
+        )
+
+    @router.add("DELETE", "/users/{user}/events/{item}", "exchange")
+    def delete_event(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        master, day = resolve_event(tenant, user, req.params["item"])
+        if day is None:
+            tenant.delete_item(master)
+        else:
+            master.cancelled.append(day)
+            master.exceptions.pop(day, None)
+            tenant.touch_item(master)
+        return Resp(204)
+
+    @router.add("GET", "/users/{user}/events/{item}/instances", "exchange")
+    def instances(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        master, _day = resolve_event(tenant, user, req.params["item"])
+        bounds = window(req)
+        assert bounds is not None
+        base = event_json(tenant, master)
+        if not master.props.get("recurrence"):
+            values = [base] if overlaps(master, *bounds) else []
+        else:
+            values = series_instances(tenant, master, bounds[0], bounds[1], base)
+        return collection(
+            req, engine, "events", [apply_select(v, req.select()) for v in values], default=10
+        )
+
+    def view(engine: Engine, req: Req, calendar: Folder) -> Resp:
+        tenant = tenant_of(req)
+        bounds = window(req)
+        assert bounds is not None
+        values = sorted(
+            _view(tenant, calendar, *bounds), key=lambda e: (e[2]["start"]["dateTime"], e[1])
+        )
+        return collection(
+            req, engine, "events", [apply_select(v[2], req.select()) for v in values], default=10
+        )
+
+    @router.add("GET", "/users/{user}/calendarView", "exchange")
+    def calendar_view(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return view(engine, req, tenant.folders[user.default_calendar])
+
+    @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView", "exchange")
+    def calendar_view_of(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return view(engine, req, resolve_folder(tenant, user, req.params["calendar"], "calendar"))
+
+    def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
+        tenant = tenant_of(req)
+        token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+        query: dict[str, Any] = {}
+        if not token:
+            bounds = window(req)
+            assert bounds is not None
+            query = {"lo": iso(bounds[0]), "hi": iso(bounds[1])}
+        state = read_delta_token(
+            req,
+            engine,
+            collection=f"view:{calendar.id}",
+            owner=user.id,
+            style="outlook",
+            fresh_link=link(req, path, {}),
+            query=query,
+            default_size=10,
+            max_size=1000,
+            token=token,
+        )
+        lo, hi = parse_dt(state.query["lo"]), parse_dt(state.query["hi"])
+        page, more = delta_page(
+            state, _view(tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
+        )
+        values = [
+            {"@odata.type": "#microsoft.graph.event", "id": i, "@removed": {"reason": "deleted"}}
+            if gone
+            else obj
+            for _s, i, obj, gone in page
+        ]
+        body: dict[str, Any] = {
+            "@odata.context": f"{req.graph_base}/$metadata#Collection(event)",
+            "value": values,
+        }
+        body.update(
+            delta_links(req, engine, state, user.id, page, more, path=path, style="outlook")
+        )
+        return Resp(200, body, prefer_applied(req, state.size))
+
+    @router.add("GET", "/users/{user}/calendarView/delta", "exchange")
+    def calendar_view_delta(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return view_delta(
+            engine,
+            req,
+            user,
+            tenant.folders[user.default_calendar],
+            f"/users/{user.id}/calendarView/delta",
+        )
+
+    @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView/delta", "exchange")
+    def calendar_view_delta_of(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+        return view_delta(
+            engine, req, user, folder, f"/users/{user.id}/calendars/{folder.id}/calendarView/delta"
+        )
+
+    register_attachment_routes(router, "/users/{user}/events/{item}", "event")
+
+    # -- contacts ---------------------------------------------------------------------------
+
+    def cfolder_json(folder: Folder) -> dict[str, Any]:
+        return {
+            "id": folder.id,
+            "displayName": folder.display_name,
+            "parentFolderId": folder.parent_id or folder.id,
+        }
+
+    @router.add("GET", "/users/{user}/contactFolders", "exchange")
+    def contact_folders(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folders = sorted(
+            (
+                f
+                for f in tenant.user_folders(user.id, "contact")
+                if f.parent_id == user.contacts_root
+            ),
+            key=lambda f: f.display_name.lower(),
+        )
+        return collection(
+            req,
+            engine,
+            "contactFolders",
+            [apply_select(cfolder_json(f), req.select()) for f in folders],
+        )
+
+    @router.add("GET", "/users/{user}/contactFolders/delta", "exchange")
+    def contact_folders_delta(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return folder_delta(
+            engine, req, tenant, user, "contact", f"/users/{user.id}/contactFolders/delta"
+        )
+
+    @router.add("GET", "/users/{user}/contactFolders/{folder}", "exchange")
+    def contact_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return json_resp(
+            cfolder_json(resolve_folder(tenant, user, req.params["folder"], "contact"))
+        )
+
+    @router.add("GET", "/users/{user}/contactFolders/{folder}/childFolders", "exchange")
+    def contact_children(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        parent = resolve_folder(tenant, user, req.params["folder"], "contact")
+        kids = [f for f in tenant.user_folders(user.id, "contact") if f.parent_id == parent.id]
+        return collection(req, engine, "contactFolders", [cfolder_json(f) for f in kids])
+
+    def new_contact_folder(req: Req, parent: Folder, user: User) -> Resp:
+        tenant = tenant_of(req)
+        name = str(req.json().get("displayName") or "").strip()
+        if not name:
+            raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
+        if any(
+            f.parent_id == parent.id and f.display_name.lower() == name.lower()
+            for f in tenant.user_folders(user.id, "contact")
+        ):
+            raise GraphError(
+                409, "ErrorFolderExists", "A folder with the specified name already exists."
+            )
+        return json_resp(
+            cfolder_json(ops.new_folder(tenant, user, "contact", name, parent.id)), 201
+        )
+
+    @router.add("POST", "/users/{user}/contactFolders", "exchange")
+    def create_contact_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return new_contact_folder(req, tenant.folders[user.contacts_root], user)
+
+    @router.add("POST", "/users/{user}/contactFolders/{folder}/childFolders", "exchange")
+    def create_contact_child(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return new_contact_folder(
+            req, resolve_folder(tenant, user, req.params["folder"], "contact"), user
+        )
+
+    def contacts_in(engine: Engine, req: Req, folder: Folder) -> Resp:
+        tenant = tenant_of(req)
+        items = sorted(
+            tenant.folder_items(folder.id), key=lambda c: (str(c.props.get("displayName")), c.id)
+        )
+        return collection(
+            req, engine, "contacts", [apply_select(contact_json(c), req.select()) for c in items]
+        )
+
+    @router.add("GET", "/users/{user}/contacts", "exchange")
+    def default_contacts(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return contacts_in(engine, req, tenant.folders[user.contacts_root])
+
+    @router.add("GET", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
+    def folder_contacts(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return contacts_in(
+            engine, req, resolve_folder(tenant, user, req.params["folder"], "contact")
+        )
+
+    def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: str) -> Resp:
+        tenant = tenant_of(req)
+        token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+        state = read_delta_token(
+            req,
+            engine,
+            collection=folder.id,
+            owner=user.id,
+            style="outlook",
+            fresh_link=link(req, path, {}),
+            query={"select": req.query.get("$select", "")},
+            default_size=10,
+            max_size=1000,
+            token=token,
+        )
+        select = [s for s in str(state.query.get("select", "")).split(",") if s] or None
+        live = ((c.seq, c.id, c) for c in tenant.folder_items(folder.id))
+        removed = ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
+        page, more = delta_page(state, live, removed)
+        values = [
+            {"@odata.type": "#microsoft.graph.contact", "id": i, "@removed": {"reason": "deleted"}}
+            if gone
+            else apply_select(contact_json(obj), select)
+            for _s, i, obj, gone in page
+        ]
+        body: dict[str, Any] = {
+            "@odata.context": f"{req.graph_base}/$metadata#Collection(contact)",
+            "value": values,
+        }
+        body.update(
+            delta_links(req, engine, state, user.id, page, more, path=path, style="outlook")
+        )
+        return Resp(200, body, prefer_applied(req, state.size))
+
+    @router.add("GET", "/users/{user}/contacts/delta", "exchange")
+    def default_contacts_delta(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return contacts_delta(
+            engine,
+            req,
+            user,
+            tenant.folders[user.contacts_root],
+            f"/users/{user.id}/contacts/delta",
+        )
+
+    @router.add("GET", "/users/{user}/contactFolders/{folder}/contacts/delta", "exchange")
+    def folder_contacts_delta(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"], "contact")
+        return contacts_delta(
+            engine, req, user, folder, f"/users/{user.id}/contactFolders/{folder.id}/contacts/delta"
+        )
+
+    def create_contact(req: Req, user: User, folder: Folder) -> Resp:
+        tenant = tenant_of(req)
+        body = req.json()
+        for forbidden in ("id", "changeKey", "parentFolderId"):
+            if forbidden in body:
+                raise GraphError(
+                    400, "ErrorInvalidPropertySet", f"The property '{forbidden}' is read-only."
+                )
+        props = {k: v for k, v in body.items() if not k.startswith("@")}
+        props.setdefault(
+            "displayName", f"{props.get('givenName', '')} {props.get('surname', '')}".strip()
+        )
+        for key in (
+            "emailAddresses",
+            "businessPhones",
+            "homePhones",
+            "imAddresses",
+            "children",
+            "categories",
+        ):
+            props.setdefault(key, [])
+        item = ops.new_item(tenant, user, "contact", folder.id, props=props)
+        return json_resp(contact_json(item), 201)
+
+    @router.add("POST", "/users/{user}/contacts", "exchange")
+    def create_default_contact(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return create_contact(req, user, tenant.folders[user.contacts_root])
+
+    @router.add("POST", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
+    def create_folder_contact(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return create_contact(
+            req, user, resolve_folder(tenant, user, req.params["folder"], "contact")
+        )
+
+    @router.add("GET", "/users/{user}/contacts/{item}", "exchange")
+    def get_contact(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return json_resp(
+            apply_select(
+                contact_json(get_item(tenant, user, req.params["item"], "contact")), req.select()
+            )
+        )
+
+    @router.add("PATCH", "/users/{user}/contacts/{item}", "exchange")
+    def patch_contact(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        item = get_item(tenant, user, req.params["item"], "contact")
+        for key, value in req.json().items():
+            if key in ("id", "changeKey", "parentFolderId"):
+                raise GraphError(
+                    400, "ErrorInvalidPropertySet", f"The property '{key}' is read-only."
+                )
+            item.props[key] = value
+        tenant.touch_item(item)
+        return json_resp(contact_json(item))
+
+    @router.add("DELETE", "/users/{user}/contacts/{item}", "exchange")
+    def delete_contact(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        tenant.delete_item(get_item(tenant, user, req.params["item"], "contact"))
+        return Resp(204)

@@ -1,0 +1,673 @@
+"""OneDrive and document libraries: items, delta, content, versions and uploads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from graphsim import ops
+from graphsim.content import Content, ContentSink, store_bytes
+from graphsim.core import (
+    Engine,
+    apply_select,
+    collection,
+    delta_links,
+    delta_page,
+    json_resp,
+    link,
+    prefer_applied,
+    read_delta_token,
+    tenant_of,
+)
+from graphsim.http import GraphError, Req, Resp, Router
+from graphsim.state import Drive, DriveItem, Tenant, iso
+from graphsim.uploads import UploadSession, new_session_id
+
+SIMPLE_UPLOAD_LIMIT = 250 * 1024 * 1024
+
+
+LATEST_TOKEN = "latest"  # noqa: S105 - the documented token value, not a secret
+
+
+def _identity(tenant: Tenant, user_id: str) -> dict[str, Any]:
+    user = tenant.users.get(user_id)
+    if user is None:
+        return {"user": {"displayName": "System Account"}}
+    return {"user": {"email": user.upn, "id": user.id, "displayName": user.display_name}}
+
+
+def get_drive(tenant: Tenant, drive_id: str) -> Drive:
+    drive = tenant.drives.get(drive_id)
+    if drive is None:
+        raise GraphError(404, "itemNotFound", "The resource could not be found.")
+    return drive
+
+
+def get_drive_item(drive: Drive, item_id: str) -> DriveItem:
+    item = drive.items.get(item_id)
+    if item is None or item.deleted:
+        raise GraphError(404, "itemNotFound", "The resource could not be found.")
+    return item
+
+
+def drive_json(tenant: Tenant, drive: Drive) -> dict[str, Any]:
+    used = sum(
+        i.content.size for i in drive.items.values() if i.content is not None and not i.deleted
+    )
+    owner: dict[str, Any]
+    if drive.owner_kind == "user":
+        owner = _identity(tenant, drive.owner_id)
+    else:
+        site = tenant.sites.get(drive.owner_id)
+        owner = {"group": {"displayName": site.display_name if site else "Site"}}
+    last = max((i.modified for i in drive.items.values()), default=drive.created)
+    return {
+        "id": drive.id,
+        "driveType": drive.drive_type,
+        "name": drive.name,
+        "description": "",
+        "createdDateTime": iso(drive.created),
+        "lastModifiedDateTime": iso(last),
+        "webUrl": drive.web_url,
+        "createdBy": {"user": {"displayName": "System Account"}},
+        "owner": owner,
+        "quota": {
+            "deleted": 0,
+            "remaining": drive.quota_total - used,
+            "state": "normal",
+            "total": drive.quota_total,
+            "used": used,
+            "fileCount": sum(
+                1 for i in drive.items.values() if i.content is not None and not i.deleted
+            ),
+        },
+    }
+
+
+def download_url(
+    engine: Engine, tenant: Tenant, drive: Drive, item: DriveItem, version: str | None = None
+) -> str:
+    token = engine.sign(
+        {
+            "k": "dl",
+            "t": tenant.id,
+            "d": drive.id,
+            "i": item.id,
+            "v": version,
+            "e": time.time() + engine.config.download_url_lifetime_s,
+        }
+    )
+    return f"{engine.base_url}/_download/{token}"
+
+
+def item_json(
+    engine: Engine, tenant: Tenant, drive: Drive, item: DriveItem, *, in_delta: bool = False
+) -> dict[str, Any]:
+    guid = (
+        item.id[2:10]
+        + "-"
+        + item.id[10:14]
+        + "-"
+        + item.id[14:18]
+        + "-"
+        + item.id[18:22]
+        + "-"
+        + item.id[22:34]
+    )
+    parent = drive.items.get(item.parent_id) if item.parent_id else None
+    site_id = drive.owner_id if drive.owner_kind == "site" else None
+    if site_id is None:
+        site_id = next((s.id for s in tenant.sites.values() if drive.id in s.drive_ids), None)
+    out: dict[str, Any] = {
+        "@odata.etag": f'"{{{guid}}},{item.revision}"',
+        "createdDateTime": iso(item.created),
+        "eTag": f'"{{{guid}}},{item.revision}"',
+        "id": item.id,
+        "lastModifiedDateTime": iso(item.modified),
+        "name": item.name,
+        "webUrl": drive.web_url + (drive.path_of(item) if item.parent_id else ""),
+        "cTag": f'"c:{{{guid}}},{item.revision}"',
+        "size": item.content.size if item.content is not None else _folder_size(drive, item),
+        "createdBy": _identity(tenant, item.created_by),
+        "lastModifiedBy": _identity(tenant, item.modified_by),
+        "parentReference": {"driveType": drive.drive_type, "driveId": drive.id},
+        "fileSystemInfo": {
+            "createdDateTime": iso(item.created),
+            "lastModifiedDateTime": iso(item.modified),
+        },
+    }
+    if site_id:
+        out["parentReference"]["siteId"] = site_id
+    if parent is not None:
+        out["parentReference"]["id"] = parent.id
+        if not in_delta:
+            parent_path = drive.path_of(parent) if parent.parent_id else ""
+            out["parentReference"]["name"] = parent.name if parent.parent_id else drive.name
+            out["parentReference"]["path"] = f"/drives/{drive.id}/root:{parent_path}"
+    if item.parent_id is None:
+        out["root"] = {}
+        out["name"] = "root"
+    if item.deleted:
+        out["deleted"] = {"state": "deleted"}
+        out.pop("@odata.etag", None)
+        if item.is_folder:
+            out["folder"] = {"childCount": 0}
+        else:
+            out["file"] = {"mimeType": item.mime_type}
+        return out
+    if item.is_folder:
+        out["folder"] = {
+            "childCount": sum(
+                1
+                for cid in drive.children.get(item.id, {}).values()
+                if not drive.items[cid].deleted
+            )
+        }
+    else:
+        assert item.content is not None
+        qx, sha256, _sha1 = item.content.hashes()
+        out["@microsoft.graph.downloadUrl"] = download_url(engine, tenant, drive, item)
+        out["file"] = {
+            "mimeType": item.mime_type,
+            "hashes": {"quickXorHash": qx, "sha256Hash": sha256},
+        }
+    return out
+
+
+def _folder_size(drive: Drive, folder: DriveItem) -> int:
+    total = 0
+    stack = [folder.id]
+    while stack:
+        current = stack.pop()
+        for child_id in drive.children.get(current, {}).values():
+            child = drive.items[child_id]
+            if child.deleted:
+                continue
+            if child.content is not None:
+                total += child.content.size
+            else:
+                stack.append(child.id)
+    return total
+
+
+def _conflict(req: Req, body: dict[str, Any] | None = None) -> str:
+    value = req.query.get("@microsoft.graph.conflictBehavior")
+    if body:
+        value = body.get("@microsoft.graph.conflictBehavior") or value
+        item = body.get("item")
+        if isinstance(item, dict):
+            value = item.get("@microsoft.graph.conflictBehavior") or value
+    value = (value or "").lower()
+    if value and value not in ("fail", "replace", "rename"):
+        raise GraphError(400, "invalidRequest", f"Invalid conflictBehavior '{value}'.")
+    return value
+
+
+def renamed(drive: Drive, parent: DriveItem, name: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    n = 1
+    while True:
+        candidate = f"{stem} {n}" + (f".{ext}" if ext else "")
+        if drive.child_named(parent.id, candidate) is None:
+            return candidate
+        n += 1
+
+
+def _validate_name(name: str) -> None:
+    bad = set('"*:<>?/\\|')
+    if not name or name.strip() != name or any(c in bad for c in name) or name in (".", ".."):
+        raise GraphError(400, "invalidRequest", "The provided name contains invalid characters.")
+
+
+def put_file(
+    engine: Engine,
+    tenant: Tenant,
+    drive: Drive,
+    parent: DriveItem,
+    name: str,
+    content: Content,
+    behaviour: str,
+    by: str,
+) -> tuple[DriveItem, int]:
+    _validate_name(name)
+    existing = drive.child_named(parent.id, name)
+    if existing is not None and not existing.deleted:
+        if behaviour == "fail":
+            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+        if behaviour == "rename":
+            name = renamed(drive, parent, name)
+        else:
+            if existing.is_folder:
+                raise GraphError(
+                    409, "nameAlreadyExists", "A folder with this name already exists."
+                )
+            ops.replace_content(tenant, drive, existing, content, by)
+            return existing, 200
+    item = ops.new_drive_item(tenant, drive, parent, name, content=content, by=by)
+    return item, 201
+
+
+def register(router: Router) -> None:
+    @router.add("GET", "/users/{user}/drive", "sharepoint")
+    def user_drive(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        user = tenant.user(req.params["user"])
+        if user is None:
+            raise GraphError(
+                404, "Request_ResourceNotFound", f"Resource '{req.params['user']}' does not exist."
+            )
+        if not user.drive_id or user.drive_id not in tenant.drives:
+            raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#drives/$entity",
+                **drive_json(tenant, tenant.drives[user.drive_id]),
+            }
+        )
+
+    @router.add("GET", "/users/{user}/drives", "sharepoint")
+    def user_drives(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        user = tenant.user(req.params["user"])
+        if user is None:
+            raise GraphError(
+                404, "Request_ResourceNotFound", f"Resource '{req.params['user']}' does not exist."
+            )
+        drives = [tenant.drives[user.drive_id]] if user.drive_id in tenant.drives else []
+        return collection(
+            req, engine, "drives", [drive_json(tenant, d) for d in drives], default=200
+        )
+
+    @router.add("GET", "/drives/{drive}", "sharepoint")
+    def get_drive_route(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        return json_resp(drive_json(tenant, get_drive(tenant, req.params["drive"])))
+
+    @router.add("GET", "/drives/{drive}/items/{item}", "sharepoint")
+    def get_item_route(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        body = apply_select(item_json(engine, tenant, drive, item), req.select())
+        if "children" in [e.split("(")[0] for e in req.expand()]:
+            body["children"] = [
+                item_json(engine, tenant, drive, drive.items[c])
+                for c in drive.children.get(item.id, {}).values()
+                if not drive.items[c].deleted
+            ]
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#drives('{drive.id}')/items/$entity",
+                **body,
+            }
+        )
+
+    @router.add("GET", "/drives/{drive}/items/{item}/children", "sharepoint")
+    def children(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        kids = sorted(
+            (
+                drive.items[c]
+                for c in drive.children.get(item.id, {}).values()
+                if not drive.items[c].deleted
+            ),
+            key=lambda i: i.name.lower(),
+        )
+        values = [apply_select(item_json(engine, tenant, drive, k), req.select()) for k in kids]
+        return collection(
+            req,
+            engine,
+            f"drives('{drive.id}')/items('{item.id}')/children",
+            values,
+            default=200,
+            maximum=1000,
+        )
+
+    @router.add("GET", "/drives/{drive}/items/{item}/delta", "sharepoint")
+    def delta(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        if req.params["item"] != drive.root_id:
+            raise GraphError(
+                400, "invalidRequest", "Delta is only supported on the root of a business drive."
+            )
+        path = f"/drives/{drive.id}/root/delta"
+        token = (
+            req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
+        )
+        fresh = link(req, path, {})
+        if token == LATEST_TOKEN:
+            state = read_delta_token(
+                req,
+                engine,
+                collection=drive.id,
+                owner=drive.id,
+                style="onedrive",
+                fresh_link=fresh,
+                query={},
+                default_size=200,
+                max_size=1000,
+                token=None,
+            )
+            state.since = state.upto
+            body: dict[str, Any] = {
+                "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
+                "value": [],
+            }
+            body.update(
+                delta_links(req, engine, state, drive.id, [], False, path=path, style="onedrive")
+            )
+            return json_resp(body)
+        state = read_delta_token(
+            req,
+            engine,
+            collection=drive.id,
+            owner=drive.id,
+            style="onedrive",
+            fresh_link=fresh,
+            query={"select": req.query.get("$select", "")},
+            default_size=200,
+            max_size=1000,
+            token=token,
+        )
+        select = [s for s in str(state.query.get("select", "")).split(",") if s]
+        live = ((i.seq, i.id, i) for i in drive.items.values() if not i.deleted)
+        removed = ((i.seq, i.id, i) for i in drive.items.values() if i.deleted)
+        page, more = delta_page(state, live, removed)
+        values = [
+            apply_select(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
+            for _seq, _id, obj, _gone in page
+        ]
+        body = {
+            "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
+            "value": values,
+        }
+        body.update(
+            delta_links(req, engine, state, drive.id, page, more, path=path, style="onedrive")
+        )
+        return Resp(200, body, prefer_applied(req, state.size))
+
+    @router.add("GET", "/drives/{drive}/items/{item}/content", "sharepoint")
+    def content(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        if item.is_folder:
+            raise GraphError(400, "invalidRequest", "Cannot download a folder.")
+        return Resp(302, None, {"Location": download_url(engine, tenant, drive, item)})
+
+    def by_user(req: Req, drive: Drive) -> str:
+        return drive.owner_id if drive.owner_kind == "user" else ""
+
+    @router.add("PUT", "/drives/{drive}/items/{item}/content", "sharepoint")
+    def replace(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        if item.is_folder:
+            raise GraphError(400, "invalidRequest", "Cannot upload content to a folder.")
+        ops.replace_content(
+            tenant, drive, item, store_bytes(req.body, engine.spill_dir), by_user(req, drive)
+        )
+        return json_resp(item_json(engine, tenant, drive, item), 200)
+
+    @router.add("PUT", "/drives/{drive}/items/{item}/children/{name}/content", "sharepoint")
+    def simple_upload(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        parent = get_drive_item(drive, req.params["item"])
+        if len(req.body) > SIMPLE_UPLOAD_LIMIT:
+            raise GraphError(413, "invalidRequest", "Use an upload session for files over 250 MB.")
+        item, status = put_file(
+            engine,
+            tenant,
+            drive,
+            parent,
+            req.params["name"],
+            store_bytes(req.body, engine.spill_dir),
+            _conflict(req) or "replace",
+            by_user(req, drive),
+        )
+        return json_resp(item_json(engine, tenant, drive, item), status)
+
+    def start_session(
+        engine: Engine,
+        req: Req,
+        drive: Drive,
+        parent: DriveItem,
+        name: str,
+        existing: DriveItem | None,
+    ) -> Resp:
+        tenant = tenant_of(req)
+        body = req.json()
+        behaviour = _conflict(req, body) or ("replace" if existing is not None else "fail")
+        _validate_name(name)
+        clash = drive.child_named(parent.id, name)
+        if existing is None and behaviour == "fail" and clash is not None and not clash.deleted:
+            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+        session_id = new_session_id()
+        by = by_user(req, drive)
+
+        def commit(data: Content) -> Resp:
+            engine.upload_sessions.pop(session_id, None)
+            if existing is not None and not existing.deleted:
+                ops.replace_content(tenant, drive, existing, data, by)
+                return json_resp(item_json(engine, tenant, drive, existing), 200)
+            item, status = put_file(engine, tenant, drive, parent, name, data, behaviour, by)
+            return json_resp(item_json(engine, tenant, drive, item), status)
+
+        session = UploadSession(
+            id=session_id,
+            kind="drive",
+            tenant_id=tenant.id,
+            expires=time.time() + engine.config.upload_session_lifetime_s,
+            commit=commit,
+            sink=ContentSink(engine.spill_dir),
+        )
+        raw_spec = body.get("item")
+        item_spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
+        if "fileSize" in item_spec:
+            session.total = int(item_spec["fileSize"])
+        engine.upload_sessions[session_id] = session
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#microsoft.graph.uploadSession",
+                "uploadUrl": f"{engine.base_url}/_upload/{session_id}",
+                **session.status_body(),
+            },
+            200,
+        )
+
+    @router.add(
+        "POST", "/drives/{drive}/items/{item}/children/{name}/createUploadSession", "sharepoint"
+    )
+    def session_new(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        parent = get_drive_item(drive, req.params["item"])
+        return start_session(engine, req, drive, parent, req.params["name"], None)
+
+    @router.add("POST", "/drives/{drive}/items/{item}/createUploadSession", "sharepoint")
+    def session_existing(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        assert item.parent_id is not None
+        behaviour = _conflict(req, req.json())
+        if behaviour == "fail":
+            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+        if behaviour == "rename":
+            return start_session(engine, req, drive, drive.items[item.parent_id], item.name, None)
+        return start_session(engine, req, drive, drive.items[item.parent_id], item.name, item)
+
+    @router.add("POST", "/drives/{drive}/items/{item}/children", "sharepoint")
+    def create_child(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        parent = get_drive_item(drive, req.params["item"])
+        body = req.json()
+        name = str(body.get("name") or "")
+        _validate_name(name)
+        if "folder" not in body:
+            raise GraphError(
+                400, "invalidRequest", "Only folders can be created here; upload files."
+            )
+        behaviour = _conflict(req, body) or "fail"
+        existing = drive.child_named(parent.id, name)
+        if existing is not None and not existing.deleted:
+            if behaviour == "fail":
+                raise GraphError(
+                    409, "nameAlreadyExists", "The specified item name already exists."
+                )
+            if behaviour == "rename":
+                name = renamed(drive, parent, name)
+            elif existing.is_folder:
+                return json_resp(item_json(engine, tenant, drive, existing), 201)
+        folder = ops.new_drive_item(
+            tenant, drive, parent, name, content=None, by=by_user(req, drive)
+        )
+        return json_resp(item_json(engine, tenant, drive, folder), 201)
+
+    @router.add("PATCH", "/drives/{drive}/items/{item}", "sharepoint")
+    def patch_item(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        body = req.json()
+        parent = None
+        ref = body.get("parentReference")
+        if isinstance(ref, dict) and ref.get("id"):
+            parent = get_drive_item(drive, str(ref["id"]))
+            if not parent.is_folder:
+                raise GraphError(400, "invalidRequest", "The destination is not a folder.")
+        name = body.get("name")
+        if name is not None:
+            _validate_name(str(name))
+        target_parent = parent or (drive.items[item.parent_id] if item.parent_id else None)
+        target_name = str(name) if name else item.name
+        if target_parent is not None:
+            clash = drive.child_named(target_parent.id, target_name)
+            if clash is not None and clash.id != item.id and not clash.deleted:
+                raise GraphError(
+                    409, "nameAlreadyExists", "The specified item name already exists."
+                )
+        ops.move_drive_item(
+            tenant, drive, item, parent, str(name) if name else None, by_user(req, drive)
+        )
+        return json_resp(item_json(engine, tenant, drive, item))
+
+    @router.add("DELETE", "/drives/{drive}/items/{item}", "sharepoint")
+    def delete_item(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        if item.parent_id is None:
+            raise GraphError(403, "accessDenied", "The root cannot be deleted.")
+        ops.delete_drive_item(tenant, drive, item)
+        return Resp(204)
+
+    def versions_of(drive: Drive, item: DriveItem) -> list[dict[str, Any]]:
+        assert item.content is not None
+        current = {
+            "id": f"{len(item.versions) + 1}.0",
+            "content": item.content,
+            "modified": item.modified,
+            "by": item.modified_by,
+        }
+        return [current] + [
+            {"id": v.id, "content": v.content, "modified": v.modified, "by": v.modified_by}
+            for v in item.versions
+        ]
+
+    def version_json(tenant: Tenant, v: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "@microsoft.graph.downloadUrl": None,
+            "id": v["id"],
+            "lastModifiedDateTime": iso(v["modified"]),
+            "size": v["content"].size,
+            "lastModifiedBy": _identity(tenant, v["by"]),
+        }
+
+    @router.add("GET", "/drives/{drive}/items/{item}/versions", "sharepoint")
+    def versions(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        if item.is_folder:
+            raise GraphError(400, "invalidRequest", "Folders have no versions.")
+        values = []
+        for v in versions_of(drive, item):
+            body = version_json(tenant, v)
+            body["@microsoft.graph.downloadUrl"] = download_url(
+                engine,
+                tenant,
+                drive,
+                item,
+                None if v["id"] == f"{len(item.versions) + 1}.0" else v["id"],
+            )
+            values.append(body)
+        return collection(
+            req, engine, f"drives('{drive.id}')/items('{item.id}')/versions", values, default=200
+        )
+
+    def find_version(drive: Drive, item: DriveItem, version_id: str) -> dict[str, Any]:
+        for v in versions_of(drive, item):
+            if v["id"] == version_id:
+                return v
+        raise GraphError(404, "itemNotFound", "The version could not be found.")
+
+    @router.add("GET", "/drives/{drive}/items/{item}/versions/{version}", "sharepoint")
+    def version(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        return json_resp(version_json(tenant, find_version(drive, item, req.params["version"])))
+
+    @router.add("GET", "/drives/{drive}/items/{item}/versions/{version}/content", "sharepoint")
+    def version_content(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        v = find_version(drive, item, req.params["version"])
+        current = v["id"] == f"{len(item.versions) + 1}.0"
+        return Resp(
+            302,
+            None,
+            {"Location": download_url(engine, tenant, drive, item, None if current else v["id"])},
+        )
+
+    @router.add(
+        "POST", "/drives/{drive}/items/{item}/versions/{version}/restoreVersion", "sharepoint"
+    )
+    def restore_version(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        item = get_drive_item(drive, req.params["item"])
+        v = find_version(drive, item, req.params["version"])
+        ops.replace_content(tenant, drive, item, v["content"], by_user(req, drive))
+        return Resp(204)
+
+    @router.add("GET", "/drives/{drive}/items/{item}/permissions", "sharepoint")
+    def permissions(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        drive = get_drive(tenant, req.params["drive"])
+        get_drive_item(drive, req.params["item"])
+        owner = _identity(tenant, drive.owner_id)
+        return collection(
+            req,
+            engine,
+            "permissions",
+            [
+                {
+                    "id": "aTowIy5mfG1lbWJlcnNoaXB8",
+                    "roles": ["owner"],
+                    "grantedToV2": owner,
+                    "grantedTo": owner,
+                    "shareId": "owner",
+                }
+            ],
+        )

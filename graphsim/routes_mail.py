@@ -1,0 +1,900 @@
+"""Mail: folders, messages, MIME, attachments, delta, and the writes a restore needs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from graphsim import ids, ops
+from graphsim.content import BytesContent, Content, ContentSink
+from graphsim.core import (
+    Engine,
+    apply_select,
+    collection,
+    delta_links,
+    delta_page,
+    json_resp,
+    link,
+    mailbox_of,
+    prefer_applied,
+    read_delta_token,
+    tenant_of,
+)
+from graphsim.http import GraphError, Req, Resp, Router, not_found
+from graphsim.mail import (
+    MSGFLAG_READ,
+    MSGFLAG_UNSENT,
+    PR_CLIENT_SUBMIT_TIME,
+    PR_MESSAGE_DELIVERY_TIME,
+    PR_MESSAGE_FLAGS,
+    Addr,
+    MailSpec,
+    attachment_json,
+    extended_props,
+    graph_addrs,
+    html_to_text,
+    message_json,
+    mime_headers,
+    parse_graph_datetime,
+    parse_mime,
+    render_mime,
+)
+from graphsim.state import Attachment, Folder, OItem, Tenant, User, utcnow
+from graphsim.uploads import ATTACHMENT_MAX_SIZE, UploadSession, new_session_id
+
+DIRECT_ATTACHMENT_LIMIT = 3 * 1024 * 1024
+
+
+# -- lookups -----------------------------------------------------------------------------
+
+
+def resolve_folder(tenant: Tenant, user: User, key: str, kind: str = "mail") -> Folder:
+    folder_id = key
+    if kind == "mail":
+        folder_id = user.well_known.get(key.lower(), key)
+    elif kind == "contact" and key.lower() == "contacts":
+        folder_id = user.contacts_root
+    elif kind == "calendar" and key.lower() == "calendar":
+        folder_id = user.default_calendar
+    folder = tenant.folders.get(folder_id)
+    if folder is None or folder.user_id != user.id or folder.kind != kind:
+        raise not_found()
+    return folder
+
+
+def get_item(tenant: Tenant, user: User, item_id: str, kind: str) -> OItem:
+    item = tenant.items.get(item_id)
+    if item is None or item.deleted or item.user_id != user.id or item.kind != kind:
+        raise not_found()
+    return item
+
+
+def message_mime(item: OItem) -> bytes:
+    if item.raw_mime is not None:
+        return item.raw_mime
+    return render_mime(item.spec, item.attachments, include_bcc=bool(item.props.get("isDraft")))
+
+
+def message_out(req: Req, item: OItem) -> dict[str, Any]:
+    text = req.prefer().get("outlook.body-content-type", "").lower() == "text"
+    body = message_json(item, "https://outlook.office365.com", text_body=text)
+    select = req.select()
+    if select and any(s.lower() == "internetmessageheaders" for s in select):
+        body["internetMessageHeaders"] = mime_headers(message_mime(item))
+    if select and any(s.lower() == "uniquebody" for s in select):
+        body["uniqueBody"] = body["body"]
+    body["@odata.type"] = "#microsoft.graph.message"
+    out = apply_select(body, select)
+    if "attachments" in [e.split("(")[0].lower() for e in req.expand()]:
+        out["attachments"] = [attachment_json(a) for a in item.attachments]
+    return out
+
+
+def folder_json(tenant: Tenant, folder: Folder) -> dict[str, Any]:
+    members = tenant.members.get(folder.id, {})
+    children = [f for f in tenant.folders.values() if f.parent_id == folder.id]
+    unread = sum(1 for i in members if not tenant.items[i].props.get("isRead"))
+    return {
+        "id": folder.id,
+        "displayName": folder.display_name,
+        "parentFolderId": folder.parent_id or folder.id,
+        "childFolderCount": len(children),
+        "unreadItemCount": unread if folder.kind == "mail" else 0,
+        "totalItemCount": len(members),
+        "sizeInBytes": 0,
+        "isHidden": folder.hidden,
+    }
+
+
+# -- creating messages -------------------------------------------------------------------
+
+
+def spec_from_json(body: dict[str, Any], user: User, tenant: Tenant) -> MailSpec:
+    props = extended_props(body)
+    now = utcnow()
+    sent = (
+        parse_graph_datetime(props[PR_CLIENT_SUBMIT_TIME.lower()])
+        if PR_CLIENT_SUBMIT_TIME.lower() in props
+        else now
+    )
+    received = (
+        parse_graph_datetime(props[PR_MESSAGE_DELIVERY_TIME.lower()])
+        if PR_MESSAGE_DELIVERY_TIME.lower() in props
+        else sent
+    )
+    content = body.get("body") or {}
+    ctype = str(content.get("contentType", "text")).lower()
+    text_value = str(content.get("content") or "")
+    sender = graph_addrs(
+        [body.get("from")]
+        if body.get("from")
+        else [body.get("sender")]
+        if body.get("sender")
+        else []
+    )
+    headers = []
+    for header in body.get("internetMessageHeaders") or []:
+        name = str(header.get("name", ""))
+        if not name.lower().startswith("x-"):
+            raise GraphError(
+                400,
+                "InvalidInternetMessageHeader",
+                "The internet message header name should start with 'x-' or 'X-'.",
+            )
+        headers.append((name, str(header.get("value", ""))))
+    key = tenant.new_name("mid")
+    return MailSpec(
+        subject=str(body.get("subject") or ""),
+        sender=sender[0] if sender else Addr(user.display_name, user.upn),
+        to=graph_addrs(body.get("toRecipients")),
+        cc=graph_addrs(body.get("ccRecipients")),
+        bcc=graph_addrs(body.get("bccRecipients")),
+        reply_to=graph_addrs(body.get("replyTo")),
+        sent=sent,
+        received=received,
+        message_id=str(body.get("internetMessageId") or f"<{ids.guid(key)}@{tenant.domain}>"),
+        text=text_value if ctype == "text" else html_to_text(text_value),
+        html=text_value if ctype == "html" else None,
+        importance=str(body.get("importance") or "normal").lower(),
+        extra_headers=headers,
+    )
+
+
+def attachment_from_json(
+    body: dict[str, Any], engine: Engine, tenant: Tenant, user: User
+) -> Attachment:
+    kind = (
+        str(body.get("@odata.type", "#microsoft.graph.fileAttachment")).rsplit(".", 1)[-1].lower()
+    )
+    now = utcnow()
+    name = str(body.get("name") or "")
+    if kind == "fileattachment":
+        try:
+            data = base64.b64decode(str(body.get("contentBytes") or ""), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise GraphError(
+                400, "ErrorInvalidRequest", "contentBytes is not valid base64."
+            ) from exc
+        if len(data) > DIRECT_ATTACHMENT_LIMIT:
+            raise GraphError(
+                413,
+                "ErrorAttachmentSizeLimitExceeded",
+                "The attachment is larger than 3 MB; use an upload session.",
+            )
+        return Attachment(
+            id="",
+            kind="file",
+            name=name or "attachment",
+            modified=now,
+            content_type=str(body.get("contentType") or ops.guess_mime(name)),
+            content=BytesContent.of(data),
+            content_id=body.get("contentId"),
+            is_inline=bool(body.get("isInline", False)),
+        )
+    if kind == "itemattachment":
+        inner = body.get("item") or {}
+        inner_type = str(inner.get("@odata.type", "#microsoft.graph.message")).rsplit(".", 1)[-1]
+        if inner_type.lower() == "message":
+            spec = spec_from_json(inner, user, tenant)
+            item = OItem(
+                id=ids.outlook_id("attitem", tenant.new_name("ai")),
+                kind="message",
+                user_id="",
+                folder_id="",
+                seq=0,
+                created=now,
+                modified=now,
+                change_key=ids.change_key("ai", now),
+                spec=spec,
+                props={"isRead": True, "isDraft": False},
+            )
+            return Attachment(
+                id="",
+                kind="item",
+                name=name or spec.subject,
+                content_type=None,
+                modified=now,
+                item=item,
+            )
+        return Attachment(
+            id="",
+            kind="item",
+            name=name or str(inner.get("subject") or inner_type),
+            content_type=None,
+            modified=now,
+            item=dict(inner),
+            item_type=inner_type.lower(),
+        )
+    if kind == "referenceattachment":
+        return Attachment(
+            id="",
+            kind="reference",
+            name=name,
+            content_type=None,
+            modified=now,
+            source_url=body.get("sourceUrl"),
+            provider=str(body.get("providerType") or "other"),
+            permission=str(body.get("permission") or "other"),
+            is_folder=bool(body.get("isFolder", False)),
+        )
+    raise GraphError(400, "ErrorInvalidRequest", f"Unsupported attachment type '{kind}'.")
+
+
+def create_from_json(engine: Engine, req: Req, user: User, folder: Folder) -> OItem:
+    tenant = tenant_of(req)
+    body = req.json()
+    for forbidden in ("id", "changeKey"):
+        if forbidden in body:
+            raise GraphError(
+                400, "ErrorInvalidPropertySet", f"The property '{forbidden}' is read-only."
+            )
+    spec = spec_from_json(body, user, tenant)
+    props = extended_props(body)
+    flags_raw = props.get(PR_MESSAGE_FLAGS.lower())
+    if flags_raw is not None:
+        try:
+            flags = int(flags_raw, 0) if flags_raw.lower().startswith("0x") else int(flags_raw)
+        except ValueError as exc:
+            raise GraphError(
+                400, "ErrorInvalidExtendedPropertyValue", "Invalid Integer value."
+            ) from exc
+        is_draft = bool(flags & MSGFLAG_UNSENT)
+        is_read = bool(flags & MSGFLAG_READ) or bool(body.get("isRead", False))
+    else:
+        is_draft = True
+        is_read = bool(body.get("isRead", True))
+    attachments = [
+        attachment_from_json(a, engine, tenant, user) for a in body.get("attachments") or []
+    ]
+    item = ops.new_item(
+        tenant,
+        user,
+        "message",
+        folder.id,
+        spec=spec,
+        attachments=attachments,
+        props={
+            "isRead": is_read,
+            "isDraft": is_draft,
+            "categories": list(body.get("categories") or []),
+            "flag": dict(body.get("flag") or {"flagStatus": "notFlagged"}),
+        },
+    )
+    if not is_draft:
+        item.created = spec.received
+    return item
+
+
+def create_from_mime(req: Req, user: User) -> OItem:
+    tenant = tenant_of(req)
+    try:
+        raw = base64.b64decode(req.body.strip(), validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise GraphError(
+            400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
+        ) from exc
+    if not raw.strip() or b":" not in raw.split(b"\n", 1)[0]:
+        raise GraphError(400, "ErrorMimeContentInvalid", "The MIME content is invalid.")
+    name = tenant.new_name("mime")
+    spec, attachments = parse_mime(raw, id_parts=(name,))
+    item = ops.new_item(
+        tenant,
+        user,
+        "message",
+        user.well_known["drafts"],
+        spec=spec,
+        raw_mime=raw,
+        attachments=attachments,
+        props={"isRead": True, "isDraft": True, "categories": []},
+    )
+    return item
+
+
+# -- attachments (shared with events) ------------------------------------------------------
+
+
+def attachment_out(req: Req, att: Attachment, *, with_bytes: bool = True) -> dict[str, Any]:
+    body = attachment_json(att, with_bytes=with_bytes)
+    expand = [e.lower() for e in req.expand()]
+    if att.kind == "item" and any("item" in e for e in expand):
+        if isinstance(att.item, OItem):
+            inner = message_json(att.item, "https://outlook.office365.com")
+            inner["@odata.type"] = "#microsoft.graph.message"
+            body["item"] = inner
+        elif isinstance(att.item, dict):
+            body["item"] = {"@odata.type": f"#microsoft.graph.{att.item_type}", **att.item}
+    return apply_select(body, req.select())
+
+
+def _find_attachment(item: OItem, att_id: str) -> Attachment:
+    for att in item.attachments:
+        if att.id == att_id:
+            return att
+    raise not_found()
+
+
+def register_attachment_routes(router: Router, prefix: str, kind: str) -> None:
+    """Attachment endpoints under ``prefix`` (which names the item ``{item}``)."""
+
+    def owner(req: Req) -> OItem:
+        tenant = tenant_of(req)
+        user = mailbox_of(req)
+        return get_item(tenant, user, req.params["item"], kind)
+
+    @router.add("GET", f"{prefix}/attachments", "exchange")
+    def list_attachments(engine: Engine, req: Req) -> Resp:
+        item = owner(req)
+        values = [attachment_out(req, a) for a in item.attachments]
+        return collection(req, engine, "attachments", values, default=100, maximum=1000)
+
+    @router.add("GET", f"{prefix}/attachments/{{att}}", "exchange")
+    def get_attachment(engine: Engine, req: Req) -> Resp:
+        att = _find_attachment(owner(req), req.params["att"])
+        return json_resp(attachment_out(req, att))
+
+    @router.add("GET", f"{prefix}/attachments/{{att}}/$value", "exchange")
+    def attachment_value(engine: Engine, req: Req) -> Resp:
+        att = _find_attachment(owner(req), req.params["att"])
+        if att.kind == "file" and att.content is not None:
+            return Resp(
+                200,
+                att.content.read(),
+                {"Content-Type": att.content_type or "application/octet-stream"},
+            )
+        if att.kind == "item" and isinstance(att.item, OItem):
+            return Resp(200, message_mime(att.item), {"Content-Type": "message/rfc822"})
+        if att.kind == "item":
+            return Resp(
+                200,
+                _item_text(att),
+                {"Content-Type": "text/calendar" if att.item_type == "event" else "text/x-vcard"},
+            )
+        raise GraphError(
+            405, "ErrorInvalidRequest", "The $value of a reference attachment is not supported."
+        )
+
+    @router.add("POST", f"{prefix}/attachments", "exchange")
+    def add_attachment(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        user = mailbox_of(req)
+        item = owner(req)
+        att = attachment_from_json(req.json(), engine, tenant, user)
+        add_to_item(tenant, item, att)
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#attachments/$entity",
+                **attachment_out(req, att),
+            },
+            201,
+        )
+
+    @router.add("DELETE", f"{prefix}/attachments/{{att}}", "exchange")
+    def delete_attachment(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        item = owner(req)
+        att = _find_attachment(item, req.params["att"])
+        item.attachments.remove(att)
+        _materialise(item)
+        tenant.touch_item(item)
+        return Resp(204)
+
+    @router.add("POST", f"{prefix}/attachments/createUploadSession", "exchange")
+    def attachment_session(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        item = owner(req)
+        spec = req.json().get("AttachmentItem") or req.json().get("attachmentItem") or {}
+        if str(spec.get("attachmentType", "file")).lower() != "file":
+            raise GraphError(400, "ErrorInvalidRequest", "Only file attachments can be uploaded.")
+        size = int(spec.get("size") or 0)
+        name = str(spec.get("name") or "")
+        if not name or size <= 0:
+            raise GraphError(400, "ErrorInvalidRequest", "AttachmentItem needs a name and a size.")
+        if size > ATTACHMENT_MAX_SIZE:
+            raise GraphError(
+                413,
+                "ErrorAttachmentSizeLimitExceeded",
+                "The attachment exceeds the maximum size of 150 MB.",
+            )
+        session_id = new_session_id()
+        user_id = item.user_id
+
+        def commit(content: Content) -> Resp:
+            with engine.world.lock:
+                att = Attachment(
+                    id="",
+                    kind="file",
+                    name=name,
+                    modified=utcnow(),
+                    content_type=str(spec.get("contentType") or ops.guess_mime(name)),
+                    content=content,
+                    content_id=spec.get("contentId"),
+                    is_inline=bool(spec.get("isInline", False)),
+                )
+                add_to_item(tenant, item, att)
+                engine.upload_sessions.pop(session_id, None)
+                noun = "Messages" if kind == "message" else "Events"
+                location = (
+                    f"https://outlook.office.com/api/v2.0/Users('{user_id}')/"
+                    f"{noun}('{item.id}')/Attachments('{att.id}')"
+                )
+                return Resp(201, None, {"Location": location})
+
+        session = UploadSession(
+            id=session_id,
+            kind="attachment",
+            tenant_id=tenant.id,
+            expires=time.time() + 3600 * 2,
+            commit=commit,
+            sink=ContentSink(engine.spill_dir),
+            total=size,
+        )
+        engine.upload_sessions[session_id] = session
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#microsoft.graph.uploadSession",
+                "uploadUrl": f"{engine.base_url}/_upload/{session_id}",
+                **session.status_body(),
+            },
+            201,
+        )
+
+
+def _item_text(att: Attachment) -> bytes:
+    item = att.item if isinstance(att.item, dict) else {}
+    if att.item_type == "event":
+        return (
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\n"
+            f"SUMMARY:{item.get('subject', '')}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        ).encode()
+    return (
+        f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{item.get('displayName', '')}\r\nEND:VCARD\r\n".encode()
+    )
+
+
+def _materialise(item: OItem) -> None:
+    """Once an imported message's attachments change, Exchange re-renders its MIME."""
+    if item.kind == "message" and item.raw_mime is not None:
+        item.raw_mime = None
+
+
+def add_to_item(tenant: Tenant, item: OItem, att: Attachment) -> None:
+    att.id = ids.attachment_id(item.id, tenant.new_name("att"))
+    item.attachments.append(att)
+    _materialise(item)
+    if item.kind == "event":
+        item.props["hasAttachments"] = True
+    tenant.touch_item(item)
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+def register(router: Router) -> None:
+    @router.add("GET", "/users/{user}/mailFolders", "exchange")
+    def list_top_folders(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
+        folders = [
+            f
+            for f in tenant.user_folders(user.id, "mail")
+            if f.parent_id == user.msgfolderroot and (hidden or not f.hidden)
+        ]
+        folders.sort(key=lambda f: f.display_name.lower())
+        values = [apply_select(folder_json(tenant, f), req.select()) for f in folders]
+        return collection(req, engine, f"users('{user.id}')/mailFolders", values, default=10)
+
+    @router.add("GET", "/users/{user}/mailFolders/delta", "exchange")
+    def folders_delta(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return _folder_delta(
+            engine, req, tenant, user, "mail", f"/users/{user.id}/mailFolders/delta"
+        )
+
+    @router.add("GET", "/users/{user}/mailFolders/{folder}", "exchange")
+    def get_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"])
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')"
+                "/mailFolders/$entity",
+                **apply_select(folder_json(tenant, folder), req.select()),
+            }
+        )
+
+    @router.add("GET", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
+    def child_folders(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"])
+        hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
+        children = sorted(
+            (
+                f
+                for f in tenant.folders.values()
+                if f.parent_id == folder.id and (hidden or not f.hidden)
+            ),
+            key=lambda f: f.display_name.lower(),
+        )
+        values = [apply_select(folder_json(tenant, f), req.select()) for f in children]
+        return collection(req, engine, "mailFolders", values, default=10)
+
+    def create_folder(engine: Engine, req: Req, parent: Folder, user: User) -> Resp:
+        tenant = tenant_of(req)
+        name = str(req.json().get("displayName") or "").strip()
+        if not name:
+            raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
+        for sibling in tenant.folders.values():
+            if sibling.parent_id == parent.id and sibling.display_name.lower() == name.lower():
+                raise GraphError(
+                    409, "ErrorFolderExists", "A folder with the specified name already exists."
+                )
+        folder = ops.new_folder(
+            tenant,
+            user,
+            parent.kind,
+            name,
+            parent.id,
+            hidden=bool(req.json().get("isHidden", False)),
+        )
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')"
+                "/mailFolders/$entity",
+                **folder_json(tenant, folder),
+            },
+            201,
+        )
+
+    @router.add("POST", "/users/{user}/mailFolders", "exchange")
+    def create_top_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return create_folder(engine, req, tenant.folders[user.msgfolderroot], user)
+
+    @router.add("POST", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
+    def create_child_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        return create_folder(engine, req, resolve_folder(tenant, user, req.params["folder"]), user)
+
+    @router.add("PATCH", "/users/{user}/mailFolders/{folder}", "exchange")
+    def patch_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"])
+        name = req.json().get("displayName")
+        if name:
+            folder.display_name = str(name)
+            tenant.touch_folder(folder)
+        return json_resp(folder_json(tenant, folder))
+
+    @router.add("DELETE", "/users/{user}/mailFolders/{folder}", "exchange")
+    def delete_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"])
+        if folder.well_known:
+            raise GraphError(
+                403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+            )
+        tenant.delete_folder(folder)
+        return Resp(204)
+
+    @router.add("GET", "/users/{user}/mailFolders/{folder}/messages", "exchange")
+    def list_folder_messages(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"])
+        items = sorted(
+            tenant.folder_items(folder.id), key=lambda m: (m.spec.received, m.id), reverse=True
+        )
+        values = [message_out(req, m) for m in items]
+        return collection(
+            req,
+            engine,
+            f"users('{user.id}')/mailFolders('{folder.id}')/messages",
+            values,
+            default=10,
+            maximum=1000,
+        )
+
+    @router.add("POST", "/users/{user}/mailFolders/{folder}/messages", "exchange")
+    def create_in_folder(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"])
+        if req.headers.get("content-type", "").startswith("text/plain"):
+            raise GraphError(
+                400, "ErrorInvalidRequest", "MIME content can only be posted to /messages."
+            )
+        item = create_from_json(engine, req, user, folder)
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
+                **message_out(req, item),
+            },
+            201,
+        )
+
+    @router.add("GET", "/users/{user}/mailFolders/{folder}/messages/delta", "exchange")
+    def messages_delta(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        folder = resolve_folder(tenant, user, req.params["folder"])
+        path = f"/users/{user.id}/mailFolders/{folder.id}/messages/delta"
+        token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+        state = read_delta_token(
+            req,
+            engine,
+            collection=folder.id,
+            owner=user.id,
+            style="outlook",
+            fresh_link=link(req, path, {}),
+            query={"select": req.query.get("$select", "")},
+            default_size=10,
+            max_size=1000,
+            token=token,
+        )
+        if token:
+            req.query["$select"] = state.query.get("select", "")
+        live = ((m.seq, m.id, m) for m in tenant.folder_items(folder.id))
+        removed = ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
+        page, more = delta_page(state, live, removed)
+        values = []
+        for _seq, item_id, obj, gone in page:
+            if gone:
+                values.append(
+                    {
+                        "@odata.type": "#microsoft.graph.message",
+                        "id": item_id,
+                        "@removed": {"reason": "deleted"},
+                    }
+                )
+            else:
+                values.append(message_out(req, obj))
+        body: dict[str, Any] = {
+            "@odata.context": f"{req.graph_base}/$metadata#Collection(message)",
+            "value": values,
+        }
+        body.update(
+            delta_links(req, engine, state, user.id, page, more, path=path, style="outlook")
+        )
+        return Resp(200, body, prefer_applied(req, state.size))
+
+    @router.add("GET", "/users/{user}/messages", "exchange")
+    def list_messages(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        visible = {f.id for f in tenant.user_folders(user.id, "mail") if not f.hidden}
+        items = sorted(
+            (
+                i
+                for i in tenant.items.values()
+                if i.kind == "message" and i.user_id == user.id and i.folder_id in visible
+            ),
+            key=lambda m: (m.spec.received, m.id),
+            reverse=True,
+        )
+        values = [message_out(req, m) for m in items]
+        return collection(req, engine, f"users('{user.id}')/messages", values, default=10)
+
+    @router.add("POST", "/users/{user}/messages", "exchange")
+    def create_message(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        if req.headers.get("content-type", "").split(";")[0].strip() == "text/plain":
+            item = create_from_mime(req, user)
+        else:
+            item = create_from_json(engine, req, user, tenant.folders[user.well_known["drafts"]])
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
+                **message_out(req, item),
+            },
+            201,
+        )
+
+    @router.add("GET", "/users/{user}/messages/{item}", "exchange")
+    def get_message(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        item = get_item(tenant, user, req.params["item"], "message")
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
+                **message_out(req, item),
+            },
+            200,
+            prefer_applied(req, 0),
+        )
+
+    @router.add("GET", "/users/{user}/messages/{item}/$value", "exchange")
+    def get_mime(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        item = get_item(tenant, user, req.params["item"], "message")
+        return Resp(200, message_mime(item), {"Content-Type": "message/rfc822"})
+
+    @router.add("PATCH", "/users/{user}/messages/{item}", "exchange")
+    def patch_message(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        item = get_item(tenant, user, req.params["item"], "message")
+        apply_message_patch(tenant, item, req.json())
+        return json_resp(message_out(req, item))
+
+    @router.add("DELETE", "/users/{user}/messages/{item}", "exchange")
+    def delete_message(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
+        return Resp(204)
+
+    @router.add("POST", "/users/{user}/messages/{item}/permanentDelete", "exchange")
+    def permanent_delete(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
+        return Resp(204)
+
+    @router.add("POST", "/users/{user}/messages/{item}/move", "exchange")
+    def move_message(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        item = get_item(tenant, user, req.params["item"], "message")
+        dest = resolve_folder(tenant, user, str(req.json().get("destinationId") or ""))
+        tenant.move_item(item, dest.id)
+        return json_resp(message_out(req, item), 201)
+
+    @router.add("POST", "/users/{user}/messages/{item}/copy", "exchange")
+    def copy_message(engine: Engine, req: Req) -> Resp:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        item = get_item(tenant, user, req.params["item"], "message")
+        dest = resolve_folder(tenant, user, str(req.json().get("destinationId") or ""))
+        copy = ops.new_item(
+            tenant,
+            user,
+            "message",
+            dest.id,
+            spec=item.spec,
+            raw_mime=item.raw_mime,
+            attachments=[_copy_att(a) for a in item.attachments],
+            props=dict(item.props),
+        )
+        return json_resp(message_out(req, copy), 201)
+
+    register_attachment_routes(router, "/users/{user}/messages/{item}", "message")
+
+
+def _copy_att(att: Attachment) -> Attachment:
+    return Attachment(**{**att.__dict__, "id": ""})
+
+
+def apply_message_patch(tenant: Tenant, item: OItem, body: dict[str, Any]) -> None:
+    editable = {
+        "isRead",
+        "categories",
+        "flag",
+        "importance",
+        "subject",
+        "body",
+        "toRecipients",
+        "ccRecipients",
+        "bccRecipients",
+        "inferenceClassification",
+        "replyTo",
+        "from",
+        "sender",
+        "singleValueExtendedProperties",
+    }
+    unknown = set(body) - editable
+    if unknown:
+        raise GraphError(
+            400,
+            "ErrorInvalidPropertyUpdate",
+            f"The property '{sorted(unknown)[0]}' cannot be updated.",
+        )
+    if "isRead" in body:
+        item.props["isRead"] = bool(body["isRead"])
+    if "categories" in body:
+        item.props["categories"] = list(body["categories"] or [])
+    if "flag" in body:
+        item.props["flag"] = dict(body["flag"] or {"flagStatus": "notFlagged"})
+    spec: MailSpec = item.spec
+    changed_mime = False
+    if "importance" in body:
+        spec.importance = str(body["importance"]).lower()
+        changed_mime = True
+    if "subject" in body:
+        spec.subject = str(body["subject"] or "")
+        changed_mime = True
+    if "body" in body:
+        content = body["body"] or {}
+        value = str(content.get("content") or "")
+        if str(content.get("contentType", "text")).lower() == "html":
+            spec.html, spec.text = value, html_to_text(value)
+        else:
+            spec.html, spec.text = None, value
+        changed_mime = True
+    for field_name, attr in (
+        ("toRecipients", "to"),
+        ("ccRecipients", "cc"),
+        ("bccRecipients", "bcc"),
+        ("replyTo", "reply_to"),
+    ):
+        if field_name in body:
+            setattr(spec, attr, graph_addrs(body[field_name]))
+            changed_mime = True
+    if changed_mime:
+        _materialise(item)
+    tenant.touch_item(item)
+
+
+def _folder_delta(
+    engine: Engine, req: Req, tenant: Tenant, user: User, kind: str, path: str
+) -> Resp:
+    collection_key = tenant.folder_collection(user.id, kind)
+    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    state = read_delta_token(
+        req,
+        engine,
+        collection=collection_key,
+        owner=user.id,
+        style="outlook",
+        fresh_link=link(req, path, {}),
+        query={},
+        default_size=100,
+        max_size=1000,
+        token=token,
+    )
+    roots = {user.msgfolderroot} if kind == "mail" else set()
+    folders = [
+        f
+        for f in tenant.user_folders(user.id, kind)
+        if f.id not in roots and not (kind == "mail" and f.parent_id is None)
+    ]
+    live = ((f.seq, f.id, f) for f in folders)
+    removed = ((seq, i, None) for i, seq in tenant.tombs.get(collection_key, {}).items())
+    page, more = delta_page(state, live, removed)
+    values = []
+    odata = "#microsoft.graph.mailFolder" if kind == "mail" else "#microsoft.graph.contactFolder"
+    for _seq, folder_id, obj, gone in page:
+        if gone:
+            values.append(
+                {"@odata.type": odata, "id": folder_id, "@removed": {"reason": "deleted"}}
+            )
+        elif kind == "mail":
+            values.append(folder_json(tenant, obj))
+        else:
+            values.append(
+                {
+                    "id": obj.id,
+                    "displayName": obj.display_name,
+                    "parentFolderId": obj.parent_id or obj.id,
+                }
+            )
+    name = "mailFolder" if kind == "mail" else "contactFolder"
+    body: dict[str, Any] = {
+        "@odata.context": f"{req.graph_base}/$metadata#Collection({name})",
+        "value": values,
+    }
+    body.update(delta_links(req, engine, state, user.id, page, more, path=path, style="outlook"))
+    return Resp(200, body, prefer_applied(req, state.size))
+
+
+def folder_delta(
+    engine: Engine, req: Req, tenant: Tenant, user: User, kind: str, path: str
+) -> Resp:
+    return _folder_delta(engine, req, tenant, user, kind, path)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

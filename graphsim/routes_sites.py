@@ -1,0 +1,344 @@
+"""SharePoint sites, their drives, lists and list items (with delta)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphsim import ops
+from graphsim.core import (
+    Engine,
+    apply_select,
+    collection,
+    delta_links,
+    delta_page,
+    json_resp,
+    link,
+    prefer_applied,
+    read_delta_token,
+    tenant_of,
+)
+from graphsim.http import GraphError, Req, Resp, Router
+from graphsim.routes_drive import _identity, drive_json
+from graphsim.state import ListItem, Site, SpList, Tenant, iso
+
+LATEST_TOKEN = "latest"  # noqa: S105 - the documented token value, not a secret
+
+
+def site_json(site: Site) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": site.id,
+        "createdDateTime": iso(site.created),
+        "lastModifiedDateTime": iso(site.modified),
+        "name": site.name,
+        "webUrl": site.web_url,
+        "displayName": site.display_name,
+        "description": site.description,
+        "isPersonalSite": site.personal,
+        "siteCollection": {"hostname": site.hostname},
+    }
+    if site.is_root:
+        out["root"] = {}
+    return out
+
+
+def get_site(tenant: Tenant, key: str) -> Site:
+    if key == "root":
+        for site in tenant.sites.values():
+            if site.is_root:
+                return site
+    found = tenant.sites.get(key)
+    if found is not None:
+        return found
+    for candidate in tenant.sites.values():
+        if candidate.id.split(",")[1:2] == [key] or candidate.web_url.lower().endswith(key.lower()):
+            return candidate
+    raise GraphError(404, "itemNotFound", "Requested site could not be found")
+
+
+def get_list(tenant: Tenant, site: Site, key: str) -> SpList:
+    for list_id in site.list_ids:
+        splist = tenant.lists[list_id]
+        if key in (splist.id, splist.name) or key.lower() == splist.display_name.lower():
+            return splist
+    raise GraphError(404, "itemNotFound", "The specified list was not found")
+
+
+def list_json(tenant: Tenant, site: Site, splist: SpList) -> dict[str, Any]:
+    last = max((i.modified for i in splist.items.values()), default=splist.modified)
+    return {
+        "@odata.etag": f'"{splist.id},{len(splist.items)}"',
+        "id": splist.id,
+        "createdDateTime": iso(splist.created),
+        "lastModifiedDateTime": iso(last),
+        "name": splist.name,
+        "displayName": splist.display_name,
+        "description": "",
+        "webUrl": f"{site.web_url}/Lists/{splist.name.replace(' ', '%20')}"
+        if splist.template != "documentLibrary"
+        else f"{site.web_url}/{splist.name.replace(' ', '%20')}",
+        "eTag": f'"{splist.id},{len(splist.items)}"',
+        "createdBy": {"user": {"displayName": "System Account"}},
+        "parentReference": {"siteId": site.id},
+        "list": {
+            "contentTypesEnabled": False,
+            "hidden": splist.hidden,
+            "template": splist.template,
+        },
+    }
+
+
+def item_json(
+    tenant: Tenant, site: Site, splist: SpList, item: ListItem, expand_fields: bool
+) -> dict[str, Any]:
+    etag = f'"{splist.id[:8]}-{item.id},{item.revision}"'
+    out: dict[str, Any] = {
+        "@odata.etag": etag,
+        "createdDateTime": iso(item.created),
+        "eTag": etag,
+        "id": item.id,
+        "lastModifiedDateTime": iso(item.modified),
+        "webUrl": f"{site.web_url}/Lists/{splist.name.replace(' ', '%20')}"
+        f"/DispForm.aspx?ID={item.id}",
+        "createdBy": _identity(tenant, item.created_by),
+        "lastModifiedBy": _identity(tenant, item.modified_by),
+        "parentReference": {"id": splist.id, "siteId": site.id},
+        "contentType": {
+            "id": "0x0100" + splist.id.replace("-", "").upper()[:32],
+            "name": "Document" if splist.template == "documentLibrary" else "Item",
+        },
+    }
+    if item.deleted:
+        out["deleted"] = {"state": "deleted"}
+        out.pop("@odata.etag")
+        return out
+    if expand_fields:
+        out["fields@odata.context"] = "fields/$entity"
+        out["fields"] = {
+            "@odata.etag": etag,
+            "id": item.id,
+            **item.fields,
+            "Modified": iso(item.modified),
+            "Created": iso(item.created),
+            "ContentType": out["contentType"]["name"],
+            "_UIVersionString": f"{item.revision}.0",
+            "Attachments": False,
+            "Edit": "",
+            "LinkTitle": item.fields.get("Title", ""),
+        }
+    return out
+
+
+def _expand_fields(req: Req) -> bool:
+    raw = (req.query.get("$expand") or req.query.get("expand") or "").lower()
+    return "fields" in raw
+
+
+def register(router: Router) -> None:
+    @router.add("GET", "/sites", "sharepoint")
+    def sites(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        search = req.query.get("search")
+        values = [site_json(s) for s in tenant.sites.values() if not s.personal or search == "*"]
+        if search and search != "*":
+            values = [v for v in values if search.lower() in (v["displayName"] + v["name"]).lower()]
+        return collection(req, engine, "sites", values, default=200)
+
+    @router.add("GET", "/sites/getAllSites", "sharepoint")
+    def all_sites(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        return collection(
+            req, engine, "sites", [site_json(s) for s in tenant.sites.values()], default=200
+        )
+
+    @router.add("GET", "/sites/{site}", "sharepoint")
+    def site(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        return json_resp(
+            apply_select(site_json(get_site(tenant, req.params["site"])), req.select())
+        )
+
+    @router.add("GET", "/sites/{site}/drive", "sharepoint")
+    def site_drive(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        return json_resp(drive_json(tenant, tenant.drives[s.drive_ids[0]]))
+
+    @router.add("GET", "/sites/{site}/drives", "sharepoint")
+    def site_drives(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        return collection(
+            req,
+            engine,
+            "drives",
+            [drive_json(tenant, tenant.drives[d]) for d in s.drive_ids if d in tenant.drives],
+            default=200,
+        )
+
+    @router.add("GET", "/sites/{site}/lists", "sharepoint")
+    def lists(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        return collection(
+            req,
+            engine,
+            "lists",
+            [apply_select(list_json(tenant, s, tenant.lists[i]), req.select()) for i in s.list_ids],
+            default=200,
+        )
+
+    @router.add("GET", "/sites/{site}/lists/{list}", "sharepoint")
+    def get_list_route(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        return json_resp(list_json(tenant, s, get_list(tenant, s, req.params["list"])))
+
+    @router.add("GET", "/sites/{site}/lists/{list}/columns", "sharepoint")
+    def columns(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        values = [
+            {
+                "id": f"{splist.id[:8]}-col-{n}",
+                "columnGroup": "Custom Columns",
+                "description": "",
+                "enforceUniqueValues": False,
+                "hidden": False,
+                "indexed": False,
+                "readOnly": False,
+                "required": c["name"] == "Title",
+                **c,
+            }
+            for n, c in enumerate(splist.columns)
+        ]
+        return collection(req, engine, "columns", values, default=200)
+
+    @router.add("GET", "/sites/{site}/lists/{list}/contentTypes", "sharepoint")
+    def content_types(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        name = "Document" if splist.template == "documentLibrary" else "Item"
+        return collection(
+            req,
+            engine,
+            "contentTypes",
+            [
+                {
+                    "id": "0x0100" + splist.id.replace("-", "").upper()[:32],
+                    "name": name,
+                    "hidden": False,
+                    "group": "List Content Types",
+                    "description": f"Create a new {name.lower()}.",
+                    "readOnly": False,
+                    "sealed": False,
+                }
+            ],
+        )
+
+    @router.add("GET", "/sites/{site}/lists/{list}/items", "sharepoint")
+    def items(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        values = [
+            item_json(tenant, s, splist, i, _expand_fields(req))
+            for i in sorted(splist.items.values(), key=lambda i: int(i.id))
+            if not i.deleted
+        ]
+        return collection(req, engine, "listItems", values, default=200, maximum=5000)
+
+    @router.add("GET", "/sites/{site}/lists/{list}/items/delta", "sharepoint")
+    def items_delta(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        path = f"/sites/{s.id}/lists/{splist.id}/items/delta"
+        token = (
+            req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
+        )
+        state = read_delta_token(
+            req,
+            engine,
+            collection=f"list:{splist.id}",
+            owner=splist.id,
+            style="onedrive",
+            fresh_link=link(req, path, {}),
+            query={"fields": _expand_fields(req)},
+            default_size=200,
+            max_size=1000,
+            token=None if token == LATEST_TOKEN else token,
+        )
+        if token == LATEST_TOKEN:
+            state.since = state.upto
+        expand = bool(state.query.get("fields"))
+        live = ((i.seq, i.id, i) for i in splist.items.values() if not i.deleted)
+        removed = ((i.seq, i.id, i) for i in splist.items.values() if i.deleted)
+        page, more = ([], False) if token == LATEST_TOKEN else delta_page(state, live, removed)
+        values = [item_json(tenant, s, splist, obj, expand) for _s, _i, obj, _g in page]
+        body: dict[str, Any] = {
+            "@odata.context": f"{req.graph_base}/$metadata#Collection(listItem)",
+            "value": values,
+        }
+        body.update(
+            delta_links(req, engine, state, splist.id, page, more, path=path, style="onedrive")
+        )
+        return Resp(200, body, prefer_applied(req, state.size))
+
+    @router.add("GET", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
+    def get_item(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        item = splist.items.get(req.params["item"])
+        if item is None or item.deleted:
+            raise GraphError(404, "itemNotFound", "The specified list item was not found")
+        return json_resp(item_json(tenant, s, splist, item, _expand_fields(req)))
+
+    @router.add("POST", "/sites/{site}/lists/{list}/items", "sharepoint")
+    def create_item(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        if splist.template == "documentLibrary":
+            raise GraphError(400, "invalidRequest", "Files must be uploaded through the drive.")
+        fields = req.json().get("fields")
+        if not isinstance(fields, dict):
+            raise GraphError(400, "invalidRequest", "A fields object is required.")
+        _check_fields(splist, fields)
+        item = ops.new_list_item(tenant, splist, fields, "")
+        return json_resp(item_json(tenant, s, splist, item, True), 201)
+
+    @router.add("PATCH", "/sites/{site}/lists/{list}/items/{item}/fields", "sharepoint")
+    def patch_fields(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        item = splist.items.get(req.params["item"])
+        if item is None or item.deleted:
+            raise GraphError(404, "itemNotFound", "The specified list item was not found")
+        fields = req.json()
+        _check_fields(splist, fields)
+        item.fields.update(fields)
+        ops.touch_list_item(tenant, item, "")
+        return json_resp(item_json(tenant, s, splist, item, True)["fields"])
+
+    @router.add("DELETE", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
+    def delete_item(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        s = get_site(tenant, req.params["site"])
+        splist = get_list(tenant, s, req.params["list"])
+        item = splist.items.get(req.params["item"])
+        if item is None or item.deleted:
+            raise GraphError(404, "itemNotFound", "The specified list item was not found")
+        item.deleted = True
+        item.seq = tenant.next_seq()
+        return Resp(204)
+
+
+def _check_fields(splist: SpList, fields: dict[str, Any]) -> None:
+    known = {c["name"] for c in splist.columns}
+    for name in fields:
+        if name not in known and not name.startswith("@"):
+            raise GraphError(400, "invalidRequest", f"Field '{name}' is not recognized")

@@ -1,0 +1,536 @@
+"""The HTTP front: authentication, routing, throttling, ``$batch``, downloads and uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import unquote
+
+import jwt
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from graphsim import entra
+from graphsim.core import Engine
+from graphsim.http import GraphError, Req, Resp, error_body, parse_query
+from graphsim.state import Tenant
+
+GRAPH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+OUTLOOK_BATCH_CONCURRENCY = 4
+
+
+# -- path normalisation ------------------------------------------------------------------------
+
+_ALIASES: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"^(/users/[^/]+)/mailFolders/[^/]+/childFolders/([^/]+)(/.*)?$"),
+        r"\1/mailFolders/\2\3",
+    ),
+    (
+        re.compile(r"^(/users/[^/]+)/mailFolders/[^/]+/messages/(?!delta(?:/|$|\())([^/]+)(/.*)?$"),
+        r"\1/messages/\2\3",
+    ),
+    (
+        re.compile(r"^(/users/[^/]+)/contactFolders/[^/]+/childFolders/([^/]+)(/.*)?$"),
+        r"\1/contactFolders/\2\3",
+    ),
+    (
+        re.compile(
+            r"^(/users/[^/]+)/contactFolders/[^/]+/contacts/(?!delta(?:/|$|\())([^/]+)(/.*)?$"
+        ),
+        r"\1/contacts/\2\3",
+    ),
+    (re.compile(r"^(/users/[^/]+)/calendar(/.*)?$"), r"\1/calendars/calendar\2"),
+    (
+        re.compile(r"^(/users/[^/]+)/calendars/[^/]+/events/(?!delta(?:/|$|\())([^/]+)(/.*)?$"),
+        r"\1/events/\2\3",
+    ),
+]
+_DELTA_FN = re.compile(r"/delta\(token='([^']*)'\)$")
+_DRIVE_PATH = re.compile(r"^/drives/([^/]+)/(root|items/[^/:]+):(/?[^:]*)(?::(/.*)?)?$")
+
+
+def normalise(engine: Engine, req: Req) -> None:
+    path = req.path.rstrip("/") or "/"
+    if path == "/me" or path.startswith("/me/"):
+        raise GraphError(
+            400, "BadRequest", "/me request is only valid with delegated authentication flow."
+        )
+    found = _DELTA_FN.search(path)
+    if found:
+        req.query.setdefault("token", found.group(1))
+        path = path[: found.start()] + "/delta"
+    tenant = req.tenant
+    assert tenant is not None
+    changed = True
+    while changed:
+        changed = False
+        for pattern, repl in _ALIASES:
+            new = pattern.sub(repl, path)
+            if new != path:
+                path, changed = new.rstrip("/"), True
+    m = re.match(r"^/users/([^/]+)/drive(/.*)?$", path)
+    if m and m.group(2):
+        user = tenant.user(unquote(m.group(1)))
+        if user is None:
+            raise GraphError(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{m.group(1)}' does not exist or one of its queried "
+                "reference-property objects are not present.",
+            )
+        if not user.drive_id or user.drive_id not in tenant.drives:
+            raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
+        path = f"/drives/{user.drive_id}{m.group(2)}"
+        req.params["_owner"] = user.id
+    m = re.match(r"^/sites/([^/]+)/drive(/.*)?$", path)
+    if m and m.group(2):
+        site = tenant.sites.get(unquote(m.group(1)))
+        if site is None or not site.drive_ids:
+            raise GraphError(404, "itemNotFound", "Requested site could not be found")
+        path = f"/drives/{site.drive_ids[0]}{m.group(2)}"
+    m = _DRIVE_PATH.match(path)
+    if m:
+        path = _resolve_drive_path(tenant, m)
+    m = re.match(r"^/drives/([^/]+)/root(/.*)?$", path)
+    if m:
+        drive = tenant.drives.get(m.group(1))
+        if drive is None:
+            raise GraphError(404, "itemNotFound", "The resource could not be found.")
+        path = f"/drives/{drive.id}/items/{drive.root_id}{m.group(2) or ''}"
+    req.path = path
+
+
+def _resolve_drive_path(tenant: Tenant, m: re.Match[str]) -> str:
+    drive = tenant.drives.get(m.group(1))
+    if drive is None:
+        raise GraphError(404, "itemNotFound", "The resource could not be found.")
+    anchor = m.group(2)
+    start_id = drive.root_id if anchor == "root" else anchor.split("/", 1)[1]
+    start = drive.items.get(start_id)
+    if start is None or start.deleted:
+        raise GraphError(404, "itemNotFound", "The resource could not be found.")
+    names = [n for n in m.group(3).split("/") if n]
+    rest = m.group(4) or ""
+    current = start
+    for index, name in enumerate(names):
+        child = drive.child_named(current.id, name)
+        if child is None or child.deleted:
+            last = index == len(names) - 1
+            if last and rest in ("/content", "/createUploadSession"):
+                return f"/drives/{drive.id}/items/{current.id}/children/{name}{rest}"
+            raise GraphError(404, "itemNotFound", "The resource could not be found.")
+        current = child
+    return f"/drives/{drive.id}/items/{current.id}{rest}"
+
+
+# -- dispatch ---------------------------------------------------------------------------------
+
+
+def _sharepoint_cost(req: Req, template: str) -> int:
+    if "permissions" in template:
+        return 5
+    if req.method != "GET":
+        return 2
+    if template.endswith("/children"):
+        return 2
+    if template.endswith("/delta"):
+        return 1 if req.query.get("token") else 2
+    return 1
+
+
+def _mailbox_for(engine: Engine, req: Req, service: str, params: dict[str, str]) -> str | None:
+    tenant = req.tenant
+    assert tenant is not None
+    if "user" in params:
+        user = tenant.user(unquote(params["user"]))
+        return user.upn if user else None
+    owner = req.params.get("_owner")
+    if owner is None and "drive" in params:
+        drive = tenant.drives.get(params["drive"])
+        if drive is not None and drive.owner_kind == "user":
+            owner = drive.owner_id
+    if owner:
+        user = tenant.users.get(owner)
+        return user.upn if user else None
+    return None
+
+
+async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
+    """Run one Graph request (from HTTP or from ``$batch``) through routing and throttling."""
+    template = "unmatched"
+    mailbox: str | None = None
+    slot = None
+    status = 500
+    try:
+        with engine.world.lock:
+            normalise(engine, req)
+            matched = engine.router.match(req.method, req.path)
+        if matched is None:
+            segment = req.path.strip("/").split("/")[-1] or req.path
+            raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+        route, params = matched
+        template = f"{route.method} {route.template}"
+        req.params.update({k: unquote(v) for k, v in params.items()})
+        tenant = req.tenant
+        assert tenant is not None
+        mailbox = _mailbox_for(engine, req, route.service, req.params)
+        if route.template == "/$batch":
+            resp = await run_batch(engine, req)
+            status = resp.status
+            return resp, template
+        slot = (
+            engine.throttler.admit(
+                service=route.service,
+                app=req.app_id,
+                tenant=tenant.id,
+                mailbox=mailbox if route.service == "exchange" else None,
+                licences=max(tenant.licensed_seats, 1),
+                cost=_sharepoint_cost(req, route.template),
+            )
+            if route.service != "directory" or engine.throttler.config.error_rate
+            else None
+        )
+        if route.service != "exchange" and mailbox and route.service == "sharepoint":
+            pass
+        delay = engine.throttler.latency_s()
+        if delay:
+            await asyncio.sleep(delay)
+        with engine.world.lock:
+            resp = route.handler(engine, req)
+        status = resp.status
+        return resp, template
+    except GraphError as err:
+        status = err.status
+        body = error_body(err, req.request_id, req.headers.get("client-request-id", ""))
+        return Resp(err.status, body, dict(err.headers)), template
+    finally:
+        engine.throttler.release(slot)
+        engine.throttler.record(template, mailbox, req.tenant.id if req.tenant else None, status)
+
+
+def authenticate(engine: Engine, req: Req) -> None:
+    header = req.headers.get("authorization", "")
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
+    try:
+        claims = entra.verify_token(engine, header[7:].strip())
+    except jwt.ExpiredSignatureError as exc:
+        raise GraphError(
+            401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+        ) from exc
+    except jwt.PyJWTError as exc:
+        raise GraphError(
+            401, "InvalidAuthenticationToken", "Access token validation failure."
+        ) from exc
+    tenant = engine.world.tenants.get(str(claims["tid"]))
+    if tenant is None or str(claims["appid"]) not in tenant.consented_apps:
+        raise GraphError(
+            403,
+            "Authorization_IdentityNotFound",
+            "The identity of the calling application could not be established.",
+        )
+    req.tenant = tenant
+    req.app_id = str(claims["appid"])
+
+
+# -- $batch -------------------------------------------------------------------------------------
+
+
+async def run_batch(engine: Engine, req: Req) -> Resp:
+    body = req.json()
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise GraphError(
+            400, "BadRequest", "Invalid batch payload: 'requests' must be a non-empty array."
+        )
+    if len(requests) > 20:
+        raise GraphError(400, "BadRequest", "The number of batch requests cannot exceed 20.")
+    seen: set[str] = set()
+    for inner in requests:
+        if not isinstance(inner, dict) or not all(k in inner for k in ("id", "method", "url")):
+            raise GraphError(400, "BadRequest", "Each batch request needs id, method and url.")
+        if str(inner["id"]) in seen:
+            raise GraphError(400, "BadRequest", f"Batch request id '{inner['id']}' is not unique.")
+        seen.add(str(inner["id"]))
+    ids = {str(r["id"]) for r in requests}
+    for inner in requests:
+        for dep in inner.get("dependsOn") or []:
+            if str(dep) not in ids:
+                raise GraphError(
+                    400, "BadRequest", f"Request '{inner['id']}' depends on an unknown id '{dep}'."
+                )
+        if inner.get("body") is not None and not any(
+            k.lower() == "content-type" for k in (inner.get("headers") or {})
+        ):
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"Content-Type header is required for request '{inner['id']}' with a body.",
+            )
+    results: dict[str, dict[str, Any]] = {}
+    done: dict[str, asyncio.Event] = {str(r["id"]): asyncio.Event() for r in requests}
+    limiter = asyncio.Semaphore(OUTLOOK_BATCH_CONCURRENCY)
+
+    async def run_one(inner: dict[str, Any]) -> None:
+        rid = str(inner["id"])
+        try:
+            deps = [str(d) for d in inner.get("dependsOn") or []]
+            for dep in deps:
+                await done[dep].wait()
+            if any(results[d]["status"] >= 400 for d in deps):
+                results[rid] = {
+                    "id": rid,
+                    "status": 424,
+                    "headers": {"Content-Type": "application/json"},
+                    "body": error_body(
+                        GraphError(424, "FailedDependency", "A dependent request failed."),
+                        req.request_id,
+                        "",
+                    ),
+                }
+                return
+            async with limiter:
+                results[rid] = await _batch_call(engine, req, inner)
+        finally:
+            done[rid].set()
+
+    await asyncio.gather(*(run_one(r) for r in requests))
+    return Resp(
+        200,
+        {"responses": [results[str(r["id"])] for r in requests]},
+        {"Content-Type": "application/json"},
+    )
+
+
+async def _batch_call(engine: Engine, outer: Req, inner: dict[str, Any]) -> dict[str, Any]:
+    url = str(inner["url"])
+    for prefix in (f"{outer.base_url}/v1.0", "https://graph.microsoft.com/v1.0"):
+        if url.startswith(prefix):
+            url = url[len(prefix) :]
+    if not url.startswith("/"):
+        url = "/" + url
+    path, _, query = url.partition("?")
+    headers = {str(k).lower(): str(v) for k, v in (inner.get("headers") or {}).items()}
+    raw_body = inner.get("body")
+    if raw_body is None:
+        data = b""
+    elif isinstance(raw_body, str) and not headers.get("content-type", "").startswith(
+        "application/json"
+    ):
+        data = raw_body.encode()
+    else:
+        data = json.dumps(raw_body).encode()
+    sub = Req(
+        method=str(inner["method"]).upper(),
+        path=unquote(path),
+        query=parse_query(query),
+        headers=headers,
+        body=data,
+        base_url=outer.base_url,
+        tenant=outer.tenant,
+        app_id=outer.app_id,
+    )
+    resp, _ = await dispatch(engine, sub)
+    out_headers = dict(resp.headers)
+    if resp.is_json:
+        out_headers.setdefault("Content-Type", "application/json")
+        body: Any = resp.body
+    elif isinstance(resp.body, bytes):
+        import base64
+
+        body = base64.b64encode(resp.body).decode()
+        out_headers.setdefault("Content-Type", "application/octet-stream")
+    else:
+        body = None
+    result: dict[str, Any] = {"id": str(inner["id"]), "status": resp.status, "headers": out_headers}
+    if body is not None:
+        result["body"] = body
+    return result
+
+
+# -- Starlette app -----------------------------------------------------------------------------
+
+
+def to_response(resp: Resp, request_id: str) -> Response:
+    headers = {"request-id": request_id, "client-request-id": request_id, **resp.headers}
+    if resp.stream is not None:
+        return StreamingResponse(resp.stream(), status_code=resp.status, headers=headers)
+    if resp.is_json:
+        headers.setdefault(
+            "Content-Type",
+            "application/json;odata.metadata=minimal;"
+            "odata.streaming=true;IEEE754Compatible=false;charset=utf-8",
+        )
+    return Response(resp.encoded(), status_code=resp.status, headers=headers)
+
+
+def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
+    async def graph(request: Request) -> Response:
+        body = await request.body()
+        path = request.scope["path"][len("/v1.0") :]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        req = Req(
+            method=request.method,
+            path=path,
+            query=parse_query(request.url.query),
+            headers=headers,
+            body=body,
+            base_url=engine.base_url,
+        )
+        if headers.get("client-request-id"):
+            req.request_id = headers["client-request-id"]
+        try:
+            authenticate(engine, req)
+        except GraphError as err:
+            engine.throttler.record("unauthenticated", None, None, err.status)
+            return to_response(
+                Resp(err.status, error_body(err, req.request_id, ""), err.headers), req.request_id
+            )
+        resp, _ = await dispatch(engine, req)
+        return to_response(resp, req.request_id)
+
+    async def openid(request: Request) -> Response:
+        key = request.path_params["tenant"]
+        tenant = engine.world.tenant(key)
+        if tenant is None:
+            status, body = entra.unknown_tenant(key, discovery=True)
+            return JSONResponse(body, status)
+        return JSONResponse(entra.openid_configuration(engine.base_url, tenant, key))
+
+    async def token(request: Request) -> Response:
+        body = await request.body()
+        with engine.world.lock:
+            status, payload = entra.issue_token(
+                engine, request.path_params["tenant"], body, request.headers.get("authorization")
+            )
+            engine.throttler.counters.by_endpoint["POST /{tenant}/oauth2/v2.0/token"] = (
+                engine.throttler.counters.by_endpoint.get("POST /{tenant}/oauth2/v2.0/token", 0) + 1
+            )
+        return JSONResponse(
+            payload, status, headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+        )
+
+    async def consent(request: Request) -> Response:
+        with engine.world.lock:
+            status, target = entra.admin_consent_redirect(
+                engine, request.path_params["tenant"], dict(request.query_params)
+            )
+        if status == 302:
+            assert isinstance(target, str)
+            return RedirectResponse(target, 302)
+        return JSONResponse(target, status)
+
+    async def keys(request: Request) -> Response:
+        return JSONResponse({"keys": []})
+
+    async def upload(request: Request) -> Response:
+        from graphsim.uploads import accept_fragment
+
+        session_id = request.path_params["session"]
+        session = engine.upload_sessions.get(session_id)
+        if session is None or time.time() > session.expires:
+            err = GraphError(
+                404, "itemNotFound", "The upload session was not found or has expired."
+            )
+            return JSONResponse(error_body(err, "", ""), 404)
+        if request.method == "GET":
+            return JSONResponse(session.status_body())
+        if request.method == "DELETE":
+            engine.upload_sessions.pop(session_id, None)
+            session.sink.discard()
+            return Response(status_code=204)
+        data = await request.body()
+        try:
+            with engine.world.lock:
+                final = accept_fragment(session, request.headers.get("content-range", ""), data)
+        except GraphError as err:
+            return JSONResponse(error_body(err, "", ""), err.status, headers=err.headers)
+        if final is None:
+            status = 202 if session.kind == "drive" else 200
+            return JSONResponse(session.status_body(), status)
+        return to_response(final, "")
+
+    async def download(request: Request) -> Response:
+        decoded = engine.unsign(request.path_params["token"])
+        if decoded is None or decoded.get("k") != "dl" or time.time() > float(decoded["e"]):
+            return JSONResponse(
+                error_body(
+                    GraphError(401, "unauthenticated", "The download URL has expired."), "", ""
+                ),
+                401,
+            )
+        with engine.world.lock:
+            content = _download_content(engine, decoded)
+        if content is None:
+            return JSONResponse(
+                error_body(GraphError(404, "itemNotFound", "Item not found."), "", ""), 404
+            )
+        size = content.size
+        start, end = 0, size
+        status = 200
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        range_header = request.headers.get("range")
+        if range_header:
+            m = re.match(r"^bytes=(\d*)-(\d*)$", range_header.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+            else:
+                start = max(0, size - int(m.group(2)))
+            if start >= size or start >= end:
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers)
+
+        async def stream() -> AsyncIterator[bytes]:
+            for block in content.iter_range(start, end):
+                yield block
+                await asyncio.sleep(0)
+
+        return StreamingResponse(stream(), status_code=status, headers=headers)
+
+    routes = [
+        *control_routes,
+        Route("/_upload/{session}", upload, methods=["PUT", "GET", "DELETE"]),
+        Route("/_download/{token}", download, methods=["GET", "HEAD"]),
+        Route("/v1.0/{path:path}", graph, methods=GRAPH_METHODS),
+        Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),
+        Route("/{tenant}/.well-known/openid-configuration", openid, methods=["GET"]),
+        Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+        Route("/{tenant}/oauth2/token", token, methods=["POST"]),
+        Route("/{tenant}/adminconsent", consent, methods=["GET"]),
+        Route("/{tenant}/v2.0/adminconsent", consent, methods=["GET"]),
+        Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _download_content(engine: Engine, decoded: dict[str, Any]) -> Any:
+    tenant = engine.world.tenants.get(str(decoded["t"]))
+    if tenant is None:
+        return None
+    drive = tenant.drives.get(str(decoded["d"]))
+    if drive is None:
+        return None
+    item = drive.items.get(str(decoded["i"]))
+    if item is None or item.deleted:
+        return None
+    version = decoded.get("v")
+    if version:
+        for v in item.versions:
+            if v.id == version:
+                return v.content
+        return None
+    return item.content

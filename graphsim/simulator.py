@@ -1,0 +1,758 @@
+"""``Simulator``: the world, its HTTPS server on a background thread, and the control API.
+
+Tests start it in-process (``with Simulator(...) as sim:``); the CLI runs the same object
+in the foreground. Every control action is a method here and an endpoint under ``/_sim/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import secrets
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import trustme
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from graphsim import control
+from graphsim.core import Engine, SimConfig
+from graphsim.generator import GenOptions, generate_world, new_tenant
+from graphsim.http import Router
+from graphsim.mail import parse_graph_datetime
+from graphsim.server import build_app
+from graphsim.state import Tenant, World
+from graphsim.throttle import ThrottleConfig, Throttler
+
+DEFAULT_APP_ID = "00000000-0000-4000-8000-5afe4ee90001"
+DEFAULT_APP_SECRET = "safekeep-dev-app-secret"  # noqa: S105 - the simulator's development secret
+STATE_FILE = "world.pickle"
+
+
+def build_router() -> Router:
+    from graphsim import routes_calendar, routes_directory, routes_drive, routes_mail, routes_sites
+
+    router = Router()
+    routes_directory.register(router)
+    routes_mail.register(router)
+    routes_drive.register(router)
+    routes_calendar.register(router)
+    routes_sites.register(router)
+    router.add("POST", "/$batch", "directory")(lambda engine, req: None)  # type: ignore[arg-type,return-value]
+    return router
+
+
+_ROUTER: Router | None = None
+
+
+def shared_router() -> Router:
+    global _ROUTER
+    if _ROUTER is None:
+        _ROUTER = build_router()
+    return _ROUTER
+
+
+class Simulator:
+    """A Microsoft Graph + Entra ID simulator serving HTTPS on ``base_url``."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 1,
+        tenants: int = 1,
+        users: int = 3,
+        messages: int = 30,
+        files: int = 15,
+        events: int | None = None,
+        contacts: int | None = None,
+        sites: int = 2,
+        list_items: int = 8,
+        large_files: bool = False,
+        latency_ms: float = 0.0,
+        state_dir: str | Path | None = None,
+        app_id: str = DEFAULT_APP_ID,
+        app_secret: str = DEFAULT_APP_SECRET,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        consented: bool = False,
+        throttling: str | dict[str, Any] = "microsoft",
+        token_lifetime_s: int = 3599,
+    ) -> None:
+        self.seed = seed
+        self.options = GenOptions(
+            users=users,
+            messages=messages,
+            files=files,
+            events=events,
+            contacts=contacts,
+            sites=sites,
+            list_items=list_items,
+            large_files=large_files,
+        )
+        self.tenant_count = tenants
+        self.host = host
+        self.port = port
+        self.consented = consented
+        self._own_dir = state_dir is None
+        self.state_dir = (
+            Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="graphsim-"))
+        )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ca_path = self.state_dir / "ca.pem"
+        config = ThrottleConfig(latency_ms=latency_ms)
+        if isinstance(throttling, str):
+            config.update({"mode": throttling})
+        else:
+            config.update({"mode": "custom", **throttling})
+        self.engine = Engine(
+            world=self._load_or_generate(),
+            config=SimConfig(
+                app_id=app_id, app_secret=app_secret, token_lifetime_s=token_lifetime_s
+            ),
+            throttler=Throttler(config, seed),
+            spill_dir=self.state_dir / "blobs",
+            signing_key=self._signing_key(),
+            router=shared_router(),
+        )
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url = ""
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _load_or_generate(self) -> World:
+        path = self.state_dir / STATE_FILE
+        if path.exists():
+            with path.open("rb") as fh:
+                world = pickle.load(fh)  # noqa: S301 - our own state file in our own folder
+            assert isinstance(world, World)
+            return world
+        world = generate_world(self.seed, self.tenant_count, self.options)
+        if self.consented:
+            for tenant in world.tenants.values():
+                tenant.consented_apps.add(DEFAULT_APP_ID)
+        return world
+
+    def _signing_key(self) -> bytes:
+        path = self.state_dir / "signing.key"
+        if path.exists():
+            return path.read_bytes()
+        key = secrets.token_bytes(32)
+        if not self._own_dir:
+            path.write_bytes(key)
+        return key
+
+    def _tls_files(self) -> tuple[str, str]:
+        ca_key = self.state_dir / "ca-key.pem"
+        if self.ca_path.exists() and ca_key.exists():
+            ca = trustme.CA.from_pem(self.ca_path.read_bytes(), ca_key.read_bytes())
+        else:
+            ca = trustme.CA(organization_name="graphsim")
+            ca.cert_pem.write_to_path(str(self.ca_path))
+            ca.private_key_pem.write_to_path(str(ca_key))
+        names = sorted({self.host, "127.0.0.1", "localhost"})
+        cert = ca.issue_cert(*names)
+        cert_path = self.state_dir / "server.pem"
+        key_path = self.state_dir / "server-key.pem"
+        cert.private_key_pem.write_to_path(str(key_path))
+        with cert_path.open("wb") as fh:
+            for blob in cert.cert_chain_pems:
+                fh.write(blob.bytes())
+        return str(cert_path), str(key_path)
+
+    def start(self) -> Simulator:
+        if self.consented:
+            for tenant in self.engine.world.tenants.values():
+                tenant.consented_apps.add(self.engine.config.app_id)
+        cert, key = self._tls_files()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self.base_url = f"https://{self.host}:{self.port}"
+        self.engine.base_url = self.base_url
+        app = build_app(self.engine, self._control_routes())
+        config = uvicorn.Config(
+            app,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+            backlog=512,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"graphsim-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("graphsim failed to start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            # Clients' idle keep-alive TLS connections would hold a graceful shutdown open.
+            self._server.should_exit = True
+            self._server.force_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+        if self._own_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        else:
+            self.save()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def save(self) -> None:
+        """Write the world to ``state_dir`` so a restarted simulator keeps its data."""
+        with self.engine.world.lock:
+            data = pickle.dumps(self.engine.world, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp = self.state_dir / (STATE_FILE + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(self.state_dir / STATE_FILE)
+
+    # -- handles ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> World:
+        return self.engine.world
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.base_url}/v1.0"
+
+    @property
+    def app_id(self) -> str:
+        return self.engine.config.app_id
+
+    @property
+    def app_secret(self) -> str:
+        return self.engine.config.app_secret
+
+    def authority(self, tenant: str) -> str:
+        """The msal authority URL for a tenant id, domain or name (any other key passes as is)."""
+        found = self.engine.world.tenant(tenant)
+        return f"{self.base_url}/{found.id if found else tenant}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context trusting the simulator's CA (for httpx ``verify=``)."""
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
+    def tenant(self, key: str | None = None) -> Tenant:
+        """A tenant by id, domain or name; the first one when ``key`` is None."""
+        world = self.engine.world
+        if key is None:
+            return next(iter(world.tenants.values()))
+        return control.need_tenant(world, key)
+
+    def tenants(self) -> list[dict[str, Any]]:
+        with self.engine.world.lock:
+            return [control.tenant_summary(t) for t in self.engine.world.tenants.values()]
+
+    def _do(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.engine.world.lock:
+            return fn(*args, **kwargs)
+
+    # -- control actions ----------------------------------------------------------------------
+
+    def add_tenant(
+        self,
+        name: str | None = None,
+        *,
+        users: int = 0,
+        messages: int = 0,
+        files: int = 0,
+        consented: bool = False,
+    ) -> dict[str, Any]:
+        from graphsim.generator import generate_tenant
+
+        with self.engine.world.lock:
+            index = len(self.engine.world.tenants)
+            if users or messages or files:
+                tenant = generate_tenant(
+                    self.seed,
+                    index,
+                    GenOptions(
+                        users=users,
+                        messages=messages,
+                        files=files,
+                        sites=self.options.sites,
+                        list_items=self.options.list_items,
+                    ),
+                )
+                if name:
+                    tenant.name = name
+            else:
+                tenant = new_tenant(self.seed, index, name)
+            if consented:
+                tenant.consented_apps.add(self.app_id)
+            self.engine.world.tenants[tenant.id] = tenant
+            return control.tenant_summary(tenant)
+
+    def add_user(
+        self, tenant: str, display_name: str, *, licensed: bool = True, sku_id: str | None = None
+    ) -> dict[str, Any]:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            user = control.create_user(t, display_name, licensed=licensed, sku_id=sku_id)
+            return {"id": user.id, "userPrincipalName": user.upn, "driveId": user.drive_id}
+
+    def assign_licence(self, tenant: str, user: str, sku_id: str | None = None) -> None:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            control.assign_licence(t, control.need_user(t, user), sku_id)
+
+    def remove_licence(
+        self, tenant: str, user: str, sku_id: str | None = None, *, keep_access: bool = False
+    ) -> None:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            control.remove_licence(t, control.need_user(t, user), sku_id, keep_access=keep_access)
+
+    def grant_consent(self, tenant: str) -> None:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            t.consent_denied = False
+            t.consented_apps.add(self.app_id)
+
+    def revoke_consent(self, tenant: str) -> None:
+        with self.engine.world.lock:
+            self.tenant(tenant).consented_apps.discard(self.app_id)
+
+    def deny_consent(self, tenant: str, deny: bool = True) -> None:
+        """Make the tenant's admin refuse (or accept again) the next consent prompt."""
+        with self.engine.world.lock:
+            self.tenant(tenant).consent_denied = deny
+
+    def add_message(
+        self,
+        tenant: str,
+        user: str,
+        mime: bytes,
+        folder: str = "inbox",
+        *,
+        received: datetime | None = None,
+        is_read: bool = False,
+    ) -> str:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            return control.add_mime_message(
+                t, control.need_user(t, user), mime, folder, received=received, is_read=is_read
+            ).id
+
+    def add_mail_folder(
+        self, tenant: str, user: str, name: str, parent: str = "msgfolderroot"
+    ) -> str:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            return control.add_mail_folder(t, control.need_user(t, user), name, parent)
+
+    def add_file(
+        self,
+        tenant: str,
+        path: str,
+        *,
+        user: str | None = None,
+        drive_id: str | None = None,
+        data: bytes | None = None,
+        size: int | None = None,
+    ) -> str:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            u = control.need_user(t, user) if user else None
+            drive = control.user_drive(t, u, drive_id)
+            return control.add_file(t, drive, path, data=data, size=size).id
+
+    def add_event(
+        self,
+        tenant: str,
+        user: str,
+        *,
+        subject: str,
+        start: datetime,
+        end: datetime,
+        recurrence: dict[str, Any] | None = None,
+        attendees: list[str] | None = None,
+        body: str = "",
+        location: str = "",
+        calendar: str = "calendar",
+    ) -> str:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            return control.add_event(
+                t,
+                control.need_user(t, user),
+                subject=subject,
+                start=start,
+                end=end,
+                recurrence=recurrence,
+                attendees=attendees,
+                body=body,
+                location=location,
+                calendar=calendar,
+            ).id
+
+    def add_contact(
+        self,
+        tenant: str,
+        user: str,
+        *,
+        given_name: str,
+        surname: str,
+        emails: list[str] | None = None,
+        folder: str = "contacts",
+    ) -> str:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            return control.add_contact(
+                t,
+                control.need_user(t, user),
+                given_name=given_name,
+                surname=surname,
+                emails=emails,
+                folder=folder,
+            ).id
+
+    def add_site(self, tenant: str, name: str) -> str:
+        with self.engine.world.lock:
+            return control.add_site(self.tenant(tenant), name).id
+
+    def add_list_item(self, tenant: str, list_id: str, fields: dict[str, Any]) -> str:
+        from graphsim import ops
+
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            return ops.new_list_item(t, control.need_list(t, list_id), fields, "").id
+
+    def edit_item(
+        self,
+        tenant: str,
+        item_id: str,
+        changes: dict[str, Any] | None = None,
+        *,
+        list_id: str | None = None,
+    ) -> None:
+        with self.engine.world.lock:
+            control.edit_item(self.tenant(tenant), item_id, changes or {}, list_id=list_id)
+
+    def move_item(self, tenant: str, item_id: str, destination: str) -> None:
+        with self.engine.world.lock:
+            control.move_item(self.tenant(tenant), item_id, destination)
+
+    def delete_item(
+        self, tenant: str, item_id: str, *, hard: bool = False, list_id: str | None = None
+    ) -> None:
+        with self.engine.world.lock:
+            control.delete_item(self.tenant(tenant), item_id, hard=hard, list_id=list_id)
+
+    def ransomware(
+        self, tenant: str, user: str, count: int, extension: str = ".locked"
+    ) -> list[str]:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            return control.ransomware(t, control.need_user(t, user), count, extension)
+
+    def expire_delta_tokens(self, tenant: str | None = None, owner: str | None = None) -> None:
+        """Make delta tokens of a tenant (or of one user/drive/list id) answer 410."""
+        with self.engine.world.lock:
+            targets = [self.tenant(tenant)] if tenant else list(self.engine.world.tenants.values())
+            for t in targets:
+                control.expire_delta_tokens(t, owner)
+
+    def set_throttling(self, **settings: Any) -> dict[str, Any]:
+        self.engine.throttler.config.update(settings)
+        return self.engine.throttler.config.as_dict()
+
+    def set_latency(self, ms: float, jitter_ms: float = 0.0) -> None:
+        self.engine.throttler.config.update(
+            {"latency_ms": float(ms), "latency_jitter_ms": float(jitter_ms)}
+        )
+
+    def set_error_rate(self, rate: float) -> None:
+        self.engine.throttler.config.update({"error_rate": float(rate)})
+
+    def counters(self) -> dict[str, Any]:
+        return self.engine.throttler.counters.as_dict()
+
+    def reset_counters(self) -> None:
+        self.engine.throttler.reset_counters()
+
+    def reset(self) -> None:
+        """Back to the seed's world: regenerated content, default throttling, no counters."""
+        world = generate_world(self.seed, self.tenant_count, self.options)
+        with self.engine.world.lock:
+            if self.consented:
+                for t in world.tenants.values():
+                    t.consented_apps.add(self.app_id)
+            self.engine.world.tenants = world.tenants
+            self.engine.upload_sessions.clear()
+        latency = self.engine.throttler.config.latency_ms
+        self.engine.throttler.config = ThrottleConfig(latency_ms=latency)
+        self.engine.throttler.reset()
+
+    # -- HTTP control API ---------------------------------------------------------------------
+
+    def _control_routes(self) -> list[Route]:
+        sim = self
+
+        def ok(value: Any = None, status: int = 200) -> Response:
+            return JSONResponse(value if value is not None else {"ok": True}, status)
+
+        async def body_of(request: Request) -> dict[str, Any]:
+            raw = await request.body()
+            if not raw:
+                return {}
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise control.ControlError(400, "body must be a JSON object")
+            return value
+
+        def when(value: Any) -> datetime | None:
+            return parse_graph_datetime(str(value)) if value else None
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await _handle(request)
+            except control.ControlError as err:
+                return JSONResponse({"error": err.message}, err.status)
+            except (ValueError, KeyError, TypeError) as err:
+                return JSONResponse({"error": f"bad request: {err}"}, 400)
+
+        async def _handle(request: Request) -> Response:
+            action = request.path_params["action"].strip("/")
+            method = request.method
+            parts = action.split("/")
+            if action == "tenants" and method == "GET":
+                return ok(sim.tenants())
+            if action == "tenants" and method == "POST":
+                b = await body_of(request)
+                return ok(
+                    sim.add_tenant(
+                        b.get("name"),
+                        users=int(b.get("users", 0)),
+                        messages=int(b.get("messages", 0)),
+                        files=int(b.get("files", 0)),
+                        consented=bool(b.get("consented", False)),
+                    ),
+                    201,
+                )
+            if action == "counters" and method == "GET":
+                return ok(sim.counters())
+            if action in ("counters/reset", "counters") and method in ("POST", "DELETE"):
+                sim.reset_counters()
+                return ok()
+            if action == "reset" and method == "POST":
+                sim.reset()
+                return ok()
+            if action == "throttling" and method == "GET":
+                return ok(sim.engine.throttler.config.as_dict())
+            if action in ("throttling", "latency", "errors") and method in ("PUT", "POST", "PATCH"):
+                return ok(sim.set_throttling(**await body_of(request)))
+            if action == "save" and method == "POST":
+                sim.save()
+                return ok()
+            if parts[0] != "tenants" or len(parts) < 3:
+                raise control.ControlError(404, f"unknown control action {action!r}")
+            tenant = parts[1]
+            rest = "/".join(parts[2:])
+            b = await body_of(request) if method != "GET" else {}
+            if rest == "users" and method == "POST":
+                return ok(
+                    sim.add_user(
+                        tenant,
+                        str(b["displayName"]),
+                        licensed=bool(b.get("licensed", True)),
+                        sku_id=b.get("skuId"),
+                    ),
+                    201,
+                )
+            if rest == "consent" and method in ("POST", "PUT"):
+                sim.grant_consent(tenant)
+                return ok()
+            if rest in ("consent", "consent/revoke") and method in ("DELETE", "POST"):
+                sim.revoke_consent(tenant)
+                return ok()
+            if rest == "consent/deny" and method == "POST":
+                sim.deny_consent(tenant, bool(b.get("deny", True)))
+                return ok()
+            if rest == "expire-delta-tokens" and method == "POST":
+                sim.expire_delta_tokens(tenant, b.get("owner"))
+                return ok()
+            if rest == "sites" and method == "POST":
+                return ok({"id": sim.add_site(tenant, str(b["name"]))}, 201)
+            if len(parts) == 5 and parts[2] == "lists" and parts[4] == "items" and method == "POST":
+                return ok(
+                    {"id": sim.add_list_item(tenant, parts[3], dict(b.get("fields") or b))}, 201
+                )
+            if len(parts) >= 4 and parts[2] == "items":
+                item_id = parts[3]
+                verb = parts[4] if len(parts) > 4 else ""
+                if verb == "edit" or (not verb and method == "PATCH"):
+                    sim.edit_item(
+                        tenant,
+                        item_id,
+                        _decode_content(b.get("changes", b)),
+                        list_id=b.get("listId") or request.query_params.get("listId"),
+                    )
+                    return ok()
+                if verb == "move":
+                    sim.move_item(tenant, item_id, str(b["destination"]))
+                    return ok()
+                if verb == "delete" or (not verb and method == "DELETE"):
+                    sim.delete_item(
+                        tenant,
+                        item_id,
+                        hard=bool(b.get("hard", False)),
+                        list_id=b.get("listId") or request.query_params.get("listId"),
+                    )
+                    return ok()
+            if len(parts) >= 5 and parts[2] == "users":
+                user = parts[3]
+                what = "/".join(parts[4:])
+                if what == "licenses" and method == "POST":
+                    sim.assign_licence(tenant, user, b.get("skuId"))
+                    return ok()
+                if what.startswith("licenses") and method == "DELETE":
+                    sku = parts[5] if len(parts) > 5 else None
+                    sim.remove_licence(
+                        tenant,
+                        user,
+                        sku,
+                        keep_access=request.query_params.get("keepAccess") == "true",
+                    )
+                    return ok()
+                if what == "messages" and method == "POST":
+                    raw = await request.body()
+                    folder = request.query_params.get("folder", "inbox")
+                    mid = sim.add_message(
+                        tenant,
+                        user,
+                        raw,
+                        folder,
+                        received=when(request.query_params.get("received")),
+                        is_read=request.query_params.get("isRead") == "true",
+                    )
+                    return ok({"id": mid}, 201)
+                if what == "mailFolders" and method == "POST":
+                    return ok(
+                        {
+                            "id": sim.add_mail_folder(
+                                tenant,
+                                user,
+                                str(b["displayName"]),
+                                str(b.get("parent", "msgfolderroot")),
+                            )
+                        },
+                        201,
+                    )
+                if what == "files" and method == "POST":
+                    data = base64.b64decode(b["contentBase64"]) if "contentBase64" in b else None
+                    return ok(
+                        {
+                            "id": sim.add_file(
+                                tenant, str(b["path"]), user=user, data=data, size=b.get("size")
+                            )
+                        },
+                        201,
+                    )
+                if what == "events" and method == "POST":
+                    return ok(
+                        {
+                            "id": sim.add_event(
+                                tenant,
+                                user,
+                                subject=str(b["subject"]),
+                                start=when(b["start"]) or datetime.now(),
+                                end=when(b["end"]) or datetime.now(),
+                                recurrence=b.get("recurrence"),
+                                attendees=b.get("attendees"),
+                                body=str(b.get("body", "")),
+                                location=str(b.get("location", "")),
+                            )
+                        },
+                        201,
+                    )
+                if what == "contacts" and method == "POST":
+                    return ok(
+                        {
+                            "id": sim.add_contact(
+                                tenant,
+                                user,
+                                given_name=str(b["givenName"]),
+                                surname=str(b["surname"]),
+                                emails=b.get("emails"),
+                                folder=str(b.get("folder", "contacts")),
+                            )
+                        },
+                        201,
+                    )
+                if what == "ransomware" and method == "POST":
+                    return ok(
+                        {
+                            "items": sim.ransomware(
+                                tenant,
+                                user,
+                                int(b.get("count", 10)),
+                                str(b.get("extension", ".locked")),
+                            )
+                        }
+                    )
+            if (
+                len(parts) >= 4
+                and parts[2] == "drives"
+                and parts[4:5] == ["files"]
+                and method == "POST"
+            ):
+                data = base64.b64decode(b["contentBase64"]) if "contentBase64" in b else None
+                return ok(
+                    {
+                        "id": sim.add_file(
+                            tenant, str(b["path"]), drive_id=parts[3], data=data, size=b.get("size")
+                        )
+                    },
+                    201,
+                )
+            raise control.ControlError(404, f"unknown control action {action!r}")
+
+        return [
+            Route("/_sim/{action:path}", handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        ]
+
+
+def _decode_content(changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(changes)
+    if "contentBase64" in out:
+        out["content"] = base64.b64decode(out.pop("contentBase64"))
+    out.pop("listId", None)
+    return out
