@@ -37,9 +37,9 @@ from safekeep.tenants.models import (
     Tenant,
     utcnow,
 )
+from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
-from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant.service import system_scope
 from safekeep.workers import context
 from tests.factories import MspHandle, create_msp, create_tenant
