@@ -100,7 +100,8 @@ def _decode(data: bytes, content_type: str | None) -> str:
         except LookupError:
             pass
     try:
-        return data.decode("utf-8")
+        # Incremental, so that a multi-byte character cut by our read bound is not an error.
+        return codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
     except UnicodeDecodeError:
         return data.decode("cp1252", errors="replace")
 

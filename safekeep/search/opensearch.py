@@ -45,6 +45,7 @@ Layout decisions
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -100,6 +101,7 @@ _HIT_FIELDS = [
     "date",
     "size",
 ]
+_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,100}$")
 _MAX_ROUTED_TENANTS = 64  # past this, routing would name most shards anyway
 _INDEX_CACHE_SECONDS = 5.0
 _CLOCK_SKEW_US = 60_000_000  # margin for writers' clocks in migrate()
@@ -327,8 +329,10 @@ class OpenSearchBackend:
         timeout: float = 30.0,
         **client_options: Any,
     ) -> None:
+        if not _PREFIX_RE.match(index_prefix):
+            raise ValueError(f"index prefix {index_prefix!r} must be [a-z0-9][a-z0-9_-]*")
         self.url = url
-        self.prefix = index_prefix.lower()
+        self.prefix = index_prefix
         self.read_alias = f"{self.prefix}-items"
         self.write_alias = f"{self.prefix}-items-write"
         self.max_text_chars = max_text_chars
@@ -535,7 +539,8 @@ class OpenSearchBackend:
     async def search(self, query: SearchQuery) -> SearchPage:
         p = plan(query)
         params: dict[str, Any] = {}
-        if len(p.tenant_ids) <= _MAX_ROUTED_TENANTS:
+        # Routing only narrows the shards searched; a comma would split an id into two.
+        if len(p.tenant_ids) <= _MAX_ROUTED_TENANTS and not any("," in t for t in p.tenant_ids):
             params["routing"] = ",".join(p.tenant_ids)
         try:
             response = await self.client.search(

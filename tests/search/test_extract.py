@@ -131,6 +131,11 @@ def test_plain_text_encodings() -> None:
     assert extract_text("a", "text/plain; charset=ISO-8859-1", latin, limit=LIMIT) == "Ærøskøbing"
 
 
+def test_a_long_utf8_text_cut_inside_a_character_stays_utf8() -> None:
+    data = ("x" + "é" * 100).encode()  # the read bound (4 bytes a character) cuts an "é"
+    assert extract_text("a.txt", None, data, limit=25) == "x" + "é" * 24
+
+
 def test_csv_and_html_files() -> None:
     csv = b"name,amount\r\nContoso,12\r\nFabrikam,7\r\n"
     assert "Fabrikam,7" in extract_text("report.CSV", "text/csv", csv, limit=LIMIT)

@@ -125,6 +125,8 @@ def test_factory_reads_sizing_from_the_url() -> None:
     assert backend.url == "http://h:1"
     with pytest.raises(ValueError, match="unknown"):
         open_search_backend("http://h:1?shards=3")
+    with pytest.raises(ValueError, match="prefix"):
+        open_search_backend("http://h:1", index_prefix="Bad*Name")
 
 
 async def test_migrate_keeps_everything_searchable(
