@@ -15,10 +15,14 @@ from safekeep.api.accounts.router import router as accounts_router
 from safekeep.api.api_keys.router import router as api_keys_router
 from safekeep.api.audit.router import router as audit_router
 from safekeep.api.consent.router import router as consent_router
+from safekeep.api.exports.router import router as exports_router
 from safekeep.api.health.router import router as health_router
+from safekeep.api.items.router import router as items_router
 from safekeep.api.jobs.router import router as jobs_router
 from safekeep.api.metrics import MetricsMiddleware
 from safekeep.api.policy.router import router as policy_router
+from safekeep.api.restores.router import router as restores_router
+from safekeep.api.search.router import router as search_router
 from safekeep.api.snapshots.router import router as snapshots_router
 from safekeep.api.tenants.router import router as tenants_router
 from safekeep.api.usage.router import router as usage_router
@@ -92,6 +96,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         accounts_router,
         jobs_router,
         snapshots_router,
+        items_router,
+        restores_router,
+        exports_router,
+        search_router,
         usage_router,
         audit_router,
         webhooks_router,

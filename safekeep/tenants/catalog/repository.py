@@ -16,12 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import (
     DeltaState,
+    Export,
+    ExportStatus,
     Item,
     ItemVersion,
     SkippedItem,
     Snapshot,
     SnapshotStatus,
 )
+from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope
 
 # --- snapshots -----------------------------------------------------------------------------
@@ -432,3 +435,36 @@ async def delete_skipped(
                 SkippedItem.external_id.in_(list(external_ids)),
             )
         )
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+async def get_export(
+    session: AsyncSession, scope: TenantScope, export_id: uuid.UUID
+) -> Export | None:
+    stmt = select(Export).where(Export.id == export_id, scope.tenant_filter(Export.tenant_id))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_exports(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[Export]:
+    stmt = select(Export).where(
+        Export.tenant_id == tenant_id, scope.tenant_filter(Export.tenant_id)
+    )
+    return await keyset_page(session, stmt, Export, cursor=cursor, limit=limit)
+
+
+async def expired_exports(session: AsyncSession, now: datetime, limit: int) -> list[Export]:
+    stmt = (
+        select(Export)
+        .where(Export.status == ExportStatus.ready, Export.expires_at <= now)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())

@@ -108,3 +108,9 @@ async def get_system(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant | No
     """Unscoped load for system code that derives the scope from the row itself (workers,
     the consent callback whose signed state names the tenant)."""
     return await session.get(Tenant, tenant_id)
+
+
+async def ids_in_scope(session: AsyncSession, scope: TenantScope) -> frozenset[uuid.UUID]:
+    """Every tenant the scope reaches, deleted ones included (their data is still kept)."""
+    stmt = select(Tenant.id).where(scope.tenant_row_filter())
+    return frozenset((await session.execute(stmt)).scalars())

@@ -47,6 +47,14 @@ async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -
     return tenant
 
 
+async def get_including_deleted(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
+    """System load of a tenant the caller already reached through a scoped row."""
+    tenant = await repository.get_system(session, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant")
+    return tenant
+
+
 async def list_tenants(
     session: AsyncSession,
     scope: TenantScope,

@@ -1,0 +1,41 @@
+"""HTTP Range (RFC 9110 §14) for downloads: one range per request, which is what resuming
+clients send; anything else gets the whole body (or 416 when unsatisfiable)."""
+
+from __future__ import annotations
+
+import re
+
+from safekeep.errors import RangeNotSatisfiable
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end_inclusive) for a satisfiable single range, None for "send it all"."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None  # multiple ranges or another unit: ignore, as RFC 9110 allows
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise RangeNotSatisfiable(
+                "Empty suffix range", headers={"Content-Range": f"bytes */{size}"}
+            )
+        start = max(0, size - length)
+        end = size - 1
+    else:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+        if last and int(last) < start:
+            return None
+    if start >= size or size == 0:
+        raise RangeNotSatisfiable(
+            f"The range starts beyond the {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return start, end

@@ -1,0 +1,176 @@
+"""Search across everything backed up, within one tenant or across an MSP's tenants."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import ValidationError
+
+from safekeep.api.auth import ReadPrincipal
+from safekeep.api.deps import RuntimeDep, SessionDep
+from safekeep.api.policy.schemas import Service
+from safekeep.api.problems import responses
+from safekeep.api.schemas import Schema
+from safekeep.errors import BadRequest, InvalidCursor, ServiceUnavailable, UnprocessableEntity
+from safekeep.runtime import Runtime
+from safekeep.search.errors import InvalidCursor as SearchInvalidCursor
+from safekeep.search.errors import InvalidQuery, SearchUnavailable
+from safekeep.search.query import SearchHit, SearchQuery
+from safekeep.tenants.scope import Principal
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant import service as tenant_service
+
+router = APIRouter(tags=["Search"])
+
+
+class Hit(SearchHit):
+    links: dict[str, str]
+
+
+class SearchResults(Schema):
+    hits: list[Hit]
+    next_cursor: str | None
+    total: int | None
+
+
+class SearchParams:
+    """The query parameters both search routes take."""
+
+    def __init__(
+        self,
+        q: str = Query("", max_length=1000, description='Words, "phrases", prefix*, -exclusions'),
+        account_id: uuid.UUID | None = Query(None),
+        service: list[Service] | None = Query(None),
+        folder: str | None = Query(None, max_length=2000, description="Folder path prefix"),
+        sender: str | None = Query(None, max_length=500),
+        recipient: str | None = Query(None, max_length=500),
+        date_from: datetime | None = Query(None),
+        date_to: datetime | None = Query(None),
+        size_min: int | None = Query(None, ge=0),
+        size_max: int | None = Query(None, ge=0),
+        has_attachments: bool | None = Query(None),
+        file_type: list[str] | None = Query(None, description="Extensions, e.g. pdf"),
+        at: datetime | None = Query(None, description="Search the state at this time"),
+        all_versions: bool = Query(False, description="Include older versions"),
+        sort: Literal["relevance", "date_desc", "date_asc"] = Query("relevance"),
+        cursor: str | None = Query(None, max_length=2000),
+        limit: int = Query(25, ge=1, le=100),
+    ) -> None:
+        self.q = q
+        self.account_id = account_id
+        self.service = service
+        self.folder = folder
+        self.sender = sender
+        self.recipient = recipient
+        self.date_from = date_from
+        self.date_to = date_to
+        self.size_min = size_min
+        self.size_max = size_max
+        self.has_attachments = has_attachments
+        self.file_type = file_type
+        self.at = at
+        self.all_versions = all_versions
+        self.sort = sort
+        self.cursor = cursor
+        self.limit = limit
+
+    def query(self, tenant_ids: frozenset[uuid.UUID]) -> SearchQuery:
+        try:
+            return SearchQuery(
+                tenant_ids=frozenset(str(t) for t in tenant_ids),
+                text=self.q,
+                account_ids=frozenset({str(self.account_id)}) if self.account_id else None,
+                services=frozenset(self.service) if self.service else None,
+                folder=self.folder,
+                sender=self.sender,
+                recipient=self.recipient,
+                date_from=self.date_from,
+                date_to=self.date_to,
+                size_min=self.size_min,
+                size_max=self.size_max,
+                has_attachments=self.has_attachments,
+                file_types=frozenset(self.file_type) if self.file_type else None,
+                at=self.at,
+                all_versions=self.all_versions,
+                sort=self.sort,
+                cursor=self.cursor,
+                limit=self.limit,
+            )
+        except ValidationError as exc:
+            raise UnprocessableEntity(
+                "The search is not valid",
+                errors=[
+                    {"loc": ["query", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()
+                ],
+            ) from exc
+
+
+async def _search(
+    runtime: Runtime, tenant_ids: frozenset[uuid.UUID], params: SearchParams
+) -> SearchResults:
+    if not tenant_ids:
+        return SearchResults(hits=[], next_cursor=None, total=0)
+    query = params.query(tenant_ids)
+    try:
+        backend = await runtime.search_backend()
+        page = await backend.search(query)
+    except SearchInvalidCursor as exc:
+        raise InvalidCursor(str(exc)) from exc
+    except InvalidQuery as exc:
+        raise BadRequest(str(exc)) from exc
+    except SearchUnavailable as exc:
+        raise ServiceUnavailable("Search is unavailable right now; try again shortly") from exc
+    hits = []
+    for hit in page.hits:
+        base = f"/v1/tenants/{hit.tenant_id}/accounts/{hit.account_id}/items/{hit.item_id}"
+        hits.append(
+            Hit(
+                **hit.model_dump(),
+                links={
+                    "item": base,
+                    "versions": f"{base}/versions",
+                    "content": f"{base}/content?version={hit.version_id}",
+                },
+            )
+        )
+    return SearchResults(hits=hits, next_cursor=page.next_cursor, total=page.total)
+
+
+async def _allowed(session: SessionDep, principal: Principal) -> frozenset[uuid.UUID]:
+    return await tenant_repository.ids_in_scope(session, principal.scope)
+
+
+@router.get(
+    "/v1/search", response_model=SearchResults, responses=responses(400, 401, 403, 422, 503)
+)
+async def search_all(
+    principal: ReadPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    params: Annotated[SearchParams, Depends()],
+    tenant_id: list[uuid.UUID] | None = Query(None, description="Only these tenants"),
+) -> SearchResults:
+    """Search every tenant the key may see (or some of them)."""
+    allowed = await _allowed(session, principal)
+    if tenant_id:
+        allowed = allowed & frozenset(tenant_id)
+    return await _search(runtime, allowed, params)
+
+
+@router.get(
+    "/v1/tenants/{tenant_id}/search",
+    response_model=SearchResults,
+    responses=responses(400, 401, 403, 404, 422, 503),
+)
+async def search_tenant(
+    tenant_id: uuid.UUID,
+    principal: ReadPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    params: Annotated[SearchParams, Depends()],
+) -> SearchResults:
+    await tenant_service.get(session, principal.scope, tenant_id)
+    return await _search(runtime, frozenset({tenant_id}), params)
