@@ -288,10 +288,15 @@ def new_drive_item(
 
 
 def drive_folder_path(
-    tenant: Tenant, drive: Drive, path: str, by: str, when: datetime | None = None
+    tenant: Tenant,
+    drive: Drive,
+    path: str,
+    by: str,
+    when: datetime | None = None,
+    start: DriveItem | None = None,
 ) -> DriveItem:
-    """Return the folder at ``path`` under the root, creating missing folders."""
-    current = drive.items[drive.root_id]
+    """Return the folder at ``path`` under ``start`` (the root), creating missing folders."""
+    current = start or drive.items[drive.root_id]
     for name in [p for p in path.split("/") if p]:
         found = drive.child_named(current.id, name)
         if found is None or found.deleted:

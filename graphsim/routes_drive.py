@@ -410,6 +410,20 @@ def register(router: Router) -> None:
         item = get_drive_item(drive, req.params["item"])
         if item.is_folder:
             raise GraphError(400, "invalidRequest", "Cannot upload content to a folder.")
+        behaviour = _conflict(req)
+        if behaviour == "fail":
+            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+        if behaviour == "rename" and item.parent_id is not None:
+            parent = drive.items[item.parent_id]
+            copy = ops.new_drive_item(
+                tenant,
+                drive,
+                parent,
+                renamed(drive, parent, item.name),
+                content=store_bytes(req.body, engine.spill_dir),
+                by=by_user(req, drive),
+            )
+            return json_resp(item_json(engine, tenant, drive, copy), 201)
         ops.replace_content(
             tenant, drive, item, store_bytes(req.body, engine.spill_dir), by_user(req, drive)
         )
@@ -420,6 +434,10 @@ def register(router: Router) -> None:
         tenant = tenant_of(req)
         drive = get_drive(tenant, req.params["drive"])
         parent = get_drive_item(drive, req.params["item"])
+        if req.params.get("_mkdirs"):
+            parent = ops.drive_folder_path(
+                tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
+            )
         if len(req.body) > SIMPLE_UPLOAD_LIMIT:
             raise GraphError(413, "invalidRequest", "Use an upload session for files over 250 MB.")
         item, status = put_file(
@@ -489,6 +507,10 @@ def register(router: Router) -> None:
         tenant = tenant_of(req)
         drive = get_drive(tenant, req.params["drive"])
         parent = get_drive_item(drive, req.params["item"])
+        if req.params.get("_mkdirs"):
+            parent = ops.drive_folder_path(
+                tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
+            )
         return start_session(engine, req, drive, parent, req.params["name"], None)
 
     @router.add("POST", "/drives/{drive}/items/{item}/createUploadSession", "sharepoint")

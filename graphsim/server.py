@@ -97,7 +97,7 @@ def normalise(engine: Engine, req: Req) -> None:
         path = f"/drives/{site.drive_ids[0]}{m.group(2)}"
     m = _DRIVE_PATH.match(path)
     if m:
-        path = _resolve_drive_path(tenant, m)
+        path = _resolve_drive_path(req, tenant, m)
     m = re.match(r"^/drives/([^/]+)/root(/.*)?$", path)
     if m:
         drive = tenant.drives.get(m.group(1))
@@ -107,7 +107,7 @@ def normalise(engine: Engine, req: Req) -> None:
     req.path = path
 
 
-def _resolve_drive_path(tenant: Tenant, m: re.Match[str]) -> str:
+def _resolve_drive_path(req: Req, tenant: Tenant, m: re.Match[str]) -> str:
     drive = tenant.drives.get(m.group(1))
     if drive is None:
         raise GraphError(404, "itemNotFound", "The resource could not be found.")
@@ -122,9 +122,12 @@ def _resolve_drive_path(tenant: Tenant, m: re.Match[str]) -> str:
     for index, name in enumerate(names):
         child = drive.child_named(current.id, name)
         if child is None or child.deleted:
-            last = index == len(names) - 1
-            if last and rest in ("/content", "/createUploadSession"):
-                return f"/drives/{drive.id}/items/{current.id}/children/{name}{rest}"
+            if rest in ("/content", "/createUploadSession") and names:
+                # Uploads by path create the missing folders, as OneDrive does.
+                missing = "/".join(names[index:-1])
+                if missing:
+                    req.params["_mkdirs"] = missing
+                return f"/drives/{drive.id}/items/{current.id}/children/{names[-1]}{rest}"
             raise GraphError(404, "itemNotFound", "The resource could not be found.")
         current = child
     return f"/drives/{drive.id}/items/{current.id}{rest}"

@@ -1,0 +1,276 @@
+"""OneDrive: delta, hashes, downloads with Range, versions, uploads and conflicts, ransomware."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+from msgraph.generated.models.drive import Drive
+from msgraph.generated.models.drive_item import DriveItem
+from msgraph.generated.models.drive_item_collection_response import DriveItemCollectionResponse
+
+from graphsim import Simulator
+from graphsim.quickxor import quickxor_b64
+from tests.graphsim.conftest import collect, sdk_parse
+
+UNIT = 320 * 1024
+
+
+@pytest.fixture(scope="module")
+def plain(sim: Simulator):
+    with httpx.Client(verify=sim.ssl_context(), timeout=60) as c:
+        yield c
+
+
+def drive_of(client: httpx.Client, user: Any) -> dict[str, Any]:
+    resp = client.get(f"/users/{user.id}/drive")
+    assert resp.status_code == 200
+    sdk_parse(Drive, resp.content)
+    return resp.json()
+
+
+def test_quickxor_vector() -> None:
+    assert quickxor_b64(b"hello world") == "aCgDG9jwBhDc4Q1yawMZAAAAAAA="
+
+
+def test_delta_lists_every_item_once_then_exactly_the_edits(
+    sim: Simulator, client: httpx.Client, user: Any
+) -> None:
+    drive = drive_of(client, user)
+    values, delta = collect(client, f"/drives/{drive['id']}/root/delta", params={"$top": "7"})
+    ids = [v["id"] for v in values]
+    assert len(ids) == len(set(ids))
+    state = sim.tenant().drives[drive["id"]]
+    live = {i.id for i in state.items.values() if not i.deleted}
+    assert set(ids) == live
+    positions = {v["id"]: n for n, v in enumerate(values)}
+    for value in values:
+        parent = value.get("parentReference", {}).get("id")
+        if parent:
+            assert positions[parent] < positions[value["id"]], "parents come before children"
+        assert "path" not in value.get("parentReference", {})
+    parsed = sdk_parse(
+        DriveItemCollectionResponse,
+        client.get(f"/drives/{drive['id']}/root/delta", params={"$top": "50"}).content,
+    )
+    assert parsed.value
+
+    files = [v for v in values if "file" in v]
+    edited, renamed, removed = files[0]["id"], files[1]["id"], files[2]["id"]
+    put = client.put(f"/drives/{drive['id']}/items/{edited}/content", content=b"new content")
+    assert put.status_code == 200
+    patch = client.patch(
+        f"/drives/{drive['id']}/items/{renamed}", json={"name": "Renamed file.txt"}
+    )
+    assert patch.status_code == 200
+    assert client.delete(f"/drives/{drive['id']}/items/{removed}").status_code == 204
+    changes, _ = collect(client, delta)
+    by_id = {v["id"]: v for v in changes}
+    assert set(by_id) == {edited, renamed, removed}
+    assert by_id[removed]["deleted"] == {"state": "deleted"}
+    assert by_id[renamed]["name"] == "Renamed file.txt"
+    assert by_id[edited]["size"] == len(b"new content")
+
+
+def test_token_latest_and_both_link_forms(client: httpx.Client, user: Any) -> None:
+    drive = drive_of(client, user)
+    latest = client.get(f"/drives/{drive['id']}/root/delta", params={"token": "latest"}).json()
+    assert latest["value"] == []
+    link = latest["@odata.deltaLink"]
+    assert "token=" in link
+    token = link.split("token=")[1]
+    client.put(f"/drives/{drive['id']}/root:/Notes/fresh.txt:/content", content=b"fresh")
+    old_form = client.get(f"/drives/{drive['id']}/root/delta(token='{token}')").json()
+    assert [v["name"] for v in old_form["value"]] == ["fresh.txt"]
+    via_user = client.get(f"/users/{user.id}/drive/root/delta", params={"token": token}).json()
+    assert [v["name"] for v in via_user["value"]] == ["fresh.txt"]
+
+
+def test_expired_drive_token_answers_410_with_location(
+    sim: Simulator, client: httpx.Client, user: Any
+) -> None:
+    drive = drive_of(client, user)
+    _, delta = collect(client, f"/drives/{drive['id']}/root/delta")
+    sim.expire_delta_tokens(sim.tenant().id, drive["id"])
+    resp = client.get(delta)
+    assert resp.status_code == 410
+    assert resp.json()["error"]["code"] == "resyncRequired"
+    assert resp.json()["error"]["innerError"]["code"] == "resyncChangesApplyDifferences"
+    fresh = client.get(resp.headers["location"])
+    assert fresh.status_code == 200
+    assert fresh.json()["value"]
+
+
+def test_content_redirects_and_ranges(client: httpx.Client, plain: httpx.Client, user: Any) -> None:
+    drive = drive_of(client, user)
+    data = bytes(range(256)) * 40
+    item = client.put(f"/drives/{drive['id']}/root:/ranges.bin:/content", content=data).json()
+    redirect = client.get(f"/drives/{drive['id']}/items/{item['id']}/content")
+    assert redirect.status_code == 302
+    url = redirect.headers["location"]
+    assert url == item["@microsoft.graph.downloadUrl"] or url.startswith(
+        url.split("/_download/")[0]
+    )
+    whole = plain.get(url)
+    assert whole.status_code == 200
+    assert whole.content == data
+    part = plain.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    tail = plain.get(url, headers={"Range": "bytes=-10"})
+    assert tail.content == data[-10:]
+    assert plain.get(url, headers={"Range": f"bytes={len(data)}-"}).status_code == 416
+    assert item["file"]["hashes"]["quickXorHash"] == quickxor_b64(data)
+    assert item["file"]["hashes"]["sha256Hash"] == hashlib.sha256(data).hexdigest().upper()
+
+
+def test_generated_content_matches_its_hashes(
+    client: httpx.Client, plain: httpx.Client, user: Any
+) -> None:
+    drive = drive_of(client, user)
+    values, _ = collect(client, f"/drives/{drive['id']}/root/delta")
+    files = sorted((v for v in values if "file" in v), key=lambda v: -v["size"])[:3]
+    for value in files:
+        body = plain.get(value["@microsoft.graph.downloadUrl"]).content
+        assert len(body) == value["size"]
+        assert quickxor_b64(body) == value["file"]["hashes"]["quickXorHash"]
+
+
+def test_upload_session_roundtrip_and_fragment_rules(
+    sim: Simulator, client: httpx.Client, plain: httpx.Client, user: Any
+) -> None:
+    drive = drive_of(client, user)
+    data = hashlib.sha256(b"seed").digest() * (UNIT * 3 // 32) + b"tail-bytes"
+    session = client.post(
+        f"/drives/{drive['id']}/root:/Uploads/big.bin:/createUploadSession",
+        json={"item": {"@microsoft.graph.conflictBehavior": "fail"}},
+    )
+    assert session.status_code == 200
+    url = session.json()["uploadUrl"]
+    total = len(data)
+    odd = plain.put(url, content=data[:1000], headers={"Content-Range": f"bytes 0-999/{total}"})
+    assert odd.status_code == 400
+    first = plain.put(
+        url, content=data[: UNIT * 2], headers={"Content-Range": f"bytes 0-{UNIT * 2 - 1}/{total}"}
+    )
+    assert first.status_code == 202
+    assert first.json()["nextExpectedRanges"] == [f"{UNIT * 2}-"]
+    overlap = plain.put(
+        url,
+        content=data[UNIT : UNIT * 2],
+        headers={"Content-Range": f"bytes {UNIT}-{UNIT * 2 - 1}/{total}"},
+    )
+    assert overlap.status_code == 416
+    assert plain.get(url).json()["nextExpectedRanges"] == [f"{UNIT * 2}-"]
+    last = plain.put(
+        url,
+        content=data[UNIT * 2 :],
+        headers={"Content-Range": f"bytes {UNIT * 2}-{total - 1}/{total}"},
+    )
+    assert last.status_code == 201
+    item = sdk_parse(DriveItem, last.content)
+    assert item.name == "big.bin"
+    assert item.size == total
+    assert last.json()["file"]["hashes"]["sha256Hash"] == hashlib.sha256(data).hexdigest().upper()
+    assert last.json()["file"]["hashes"]["quickXorHash"] == quickxor_b64(data)
+    downloaded = plain.get(last.json()["@microsoft.graph.downloadUrl"]).content
+    assert hashlib.sha256(downloaded).digest() == hashlib.sha256(data).digest()
+
+    clash = client.post(
+        f"/drives/{drive['id']}/root:/Uploads/big.bin:/createUploadSession",
+        json={"item": {"@microsoft.graph.conflictBehavior": "fail"}},
+    )
+    assert clash.status_code == 409
+    assert clash.json()["error"]["code"] == "nameAlreadyExists"
+    renamed = client.post(
+        f"/drives/{drive['id']}/root:/Uploads/big.bin:/createUploadSession",
+        json={"item": {"@microsoft.graph.conflictBehavior": "rename"}},
+    ).json()["uploadUrl"]
+    done = plain.put(renamed, content=b"small", headers={"Content-Range": "bytes 0-4/5"})
+    assert done.json()["name"] == "big 1.bin"
+    replaced = client.post(
+        f"/drives/{drive['id']}/root:/Uploads/big.bin:/createUploadSession",
+        json={"item": {"@microsoft.graph.conflictBehavior": "replace"}},
+    ).json()["uploadUrl"]
+    again = plain.put(replaced, content=b"replaced", headers={"Content-Range": "bytes 0-7/8"})
+    assert again.status_code == 200
+    assert again.json()["id"] == item.id
+    versions = client.get(f"/drives/{drive['id']}/items/{item.id}/versions").json()["value"]
+    assert [v["id"] for v in versions] == ["2.0", "1.0"]
+    assert versions[1]["size"] == total
+    cancelled = client.post(
+        f"/drives/{drive['id']}/root:/Uploads/never.bin:/createUploadSession", json={}
+    )
+    assert plain.delete(cancelled.json()["uploadUrl"]).status_code == 204
+    assert plain.get(cancelled.json()["uploadUrl"]).status_code == 404
+
+
+def test_simple_upload_conflicts_and_folders(client: httpx.Client, user: Any) -> None:
+    drive = drive_of(client, user)
+    first = client.put(f"/drives/{drive['id']}/root:/Conflicts/a.txt:/content", content=b"1")
+    assert first.status_code == 201
+    fail = client.put(
+        f"/drives/{drive['id']}/root:/Conflicts/a.txt:/content",
+        params={"@microsoft.graph.conflictBehavior": "fail"},
+        content=b"2",
+    )
+    assert fail.status_code == 409
+    rename = client.put(
+        f"/drives/{drive['id']}/root:/Conflicts/a.txt:/content",
+        params={"@microsoft.graph.conflictBehavior": "rename"},
+        content=b"3",
+    )
+    assert rename.json()["name"] == "a 1.txt"
+    folder = client.post(
+        f"/drives/{drive['id']}/root/children", json={"name": "New folder", "folder": {}}
+    )
+    assert folder.status_code == 201
+    dup = client.post(
+        f"/drives/{drive['id']}/root/children",
+        json={"name": "New folder", "folder": {}, "@microsoft.graph.conflictBehavior": "fail"},
+    )
+    assert dup.status_code == 409
+    children = client.get(f"/drives/{drive['id']}/root:/Conflicts:/children").json()["value"]
+    assert sorted(c["name"] for c in children) == ["a 1.txt", "a.txt"]
+    by_path = client.get(f"/drives/{drive['id']}/root:/Conflicts/a.txt").json()
+    assert by_path["parentReference"]["path"] == f"/drives/{drive['id']}/root:/Conflicts"
+
+
+def test_versions_download_older_content(
+    client: httpx.Client, plain: httpx.Client, user: Any
+) -> None:
+    drive = drive_of(client, user)
+    item = client.put(f"/drives/{drive['id']}/root:/versioned.txt:/content", content=b"v1").json()
+    client.put(f"/drives/{drive['id']}/items/{item['id']}/content", content=b"v2")
+    client.put(f"/drives/{drive['id']}/items/{item['id']}/content", content=b"v3")
+    versions = client.get(f"/drives/{drive['id']}/items/{item['id']}/versions").json()["value"]
+    assert [v["id"] for v in versions] == ["3.0", "2.0", "1.0"]
+    old = client.get(f"/drives/{drive['id']}/items/{item['id']}/versions/1.0/content")
+    assert old.status_code == 302
+    assert plain.get(old.headers["location"]).content == b"v1"
+
+
+def test_ransomware_overwrites_files_under_new_names(sim: Simulator, client: httpx.Client) -> None:
+    victim = sorted(sim.tenant().users.values(), key=lambda u: u.upn)[1]
+    drive = drive_of(client, victim)
+    _, delta = collect(client, f"/drives/{drive['id']}/root/delta")
+    hit = sim.ransomware(sim.tenant().id, victim.id, 3)
+    assert len(hit) == 3
+    changes, _ = collect(client, delta)
+    assert {c["id"] for c in changes} == set(hit)
+    for change in changes:
+        assert change["name"].endswith(".locked")
+        versions = client.get(f"/drives/{drive['id']}/items/{change['id']}/versions").json()[
+            "value"
+        ]
+        assert len(versions) >= 2
+
+
+def test_user_without_licence_has_no_drive(sim: Simulator, client: httpx.Client) -> None:
+    added = sim.add_user(sim.tenant().id, "Olaf Nolicence", licensed=False)
+    resp = client.get(f"/users/{added['id']}/drive")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "ResourceNotFound"
