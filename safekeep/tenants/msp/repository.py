@@ -19,3 +19,8 @@ async def get_by_stripe_customer(session: AsyncSession, customer_id: str) -> Msp
 
 async def list_all(session: AsyncSession) -> list[Msp]:
     return list((await session.execute(select(Msp).order_by(Msp.created_at))).scalars())
+
+
+async def get_by_name(session: AsyncSession, name: str) -> Msp | None:
+    stmt = select(Msp).where(Msp.name == name).order_by(Msp.created_at).limit(1)
+    return (await session.execute(stmt)).scalar_one_or_none()

@@ -1,0 +1,207 @@
+"""`safekeep serve`: the whole product in one process (API, in-process worker, scheduler),
+and with ``--demo`` a simulated Microsoft 365 tenant already connected.
+
+The demo connects through the real onboarding path: the tenant's admin-consent URL is
+visited (graphsim plays the client's admin and approves), its redirect is handed to the same
+consent callback the API serves, and that callback starts discovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import structlog
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from safekeep import logging as safekeep_logging
+from safekeep.api.app import create_app
+from safekeep.db import Database
+from safekeep.migrate import upgrade
+from safekeep.settings import Settings, get_settings
+from safekeep.tenants import outbox
+from safekeep.tenants.api_key import service as api_key_service
+from safekeep.tenants.models import Msp, Tenant
+from safekeep.tenants.msp import repository as msp_repository
+from safekeep.tenants.scope import Scope, system_principal
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant import service as tenant_service
+from safekeep.workers import broker as queue
+from safekeep.workers.process import start_worker
+from safekeep.workers.scheduler import recover_lost_jobs, run_forever
+
+log = structlog.get_logger(__name__)
+console = Console(stderr=True)
+
+DEMO_MSP = "Demo MSP"
+
+
+def _start_simulator(settings: Settings) -> Any:
+    from graphsim import Simulator
+
+    sim = Simulator(
+        seed=42,
+        users=10,
+        messages=300,
+        files=80,
+        sites=2,
+        state_dir=settings.data_dir / "graphsim",
+        app_id=settings.app_client_id,
+        app_secret=settings.app_client_secret.get_secret_value(),
+        throttling="microsoft",
+    )
+    sim.start()
+    sim.save()
+    return sim
+
+
+def _demo_settings(settings: Settings, sim: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "login_url": sim.base_url,
+            "graph_url": sim.base_url,
+            "ca_bundle": Path(sim.ca_path),
+        }
+    )
+
+
+async def _bootstrap_demo(settings: Settings, sim: Any) -> tuple[str, str]:
+    """Ensure the demo MSP and its connected tenant exist; issue a fresh admin key."""
+    db = Database(settings.resolved_database_url, pool_size=2)
+    messages: list[outbox.Message] = []
+    try:
+        with outbox.collect() as box:
+            async with db.session() as session:
+                msp = await msp_repository.get_by_name(session, DEMO_MSP)
+                if msp is None:
+                    msp = Msp(name=DEMO_MSP)
+                    session.add(msp)
+                    await session.flush()
+                _key, secret = await api_key_service.issue(
+                    session, msp_id=msp.id, name="make run", scopes=[Scope.admin], tenant_ids=None
+                )
+                simulated = sim.tenant()
+                tenants = await tenant_repository.list_all(session, _scope(msp))
+                tenant: Tenant | None = next(
+                    (t for t in tenants if t.requested_domain == simulated.domain), None
+                )
+                if tenant is None:
+                    tenant = await tenant_service.create(
+                        session,
+                        system_principal(msp.id),
+                        settings,
+                        name=simulated.name,
+                        domain=simulated.domain,
+                        app_client_id=None,
+                        app_client_secret=None,
+                        policy=None,
+                    )
+                needs_consent = tenant.consent_state != "granted"
+                consent_url = tenant_service.consent_url_for(settings, tenant)
+            messages.extend(box.messages)
+        if needs_consent:
+            await _consent(settings, db, consent_url, messages)
+        queue.send_messages(messages)
+        return str(msp.id), secret
+    finally:
+        await db.dispose()
+
+
+def _scope(msp: Msp) -> Any:
+    from safekeep.tenants.scope import scope_for_msp
+
+    return scope_for_msp(msp.id)
+
+
+async def _consent(
+    settings: Settings, db: Database, consent_url: str, messages: list[outbox.Message]
+) -> None:
+    """Visit the consent URL as the client's admin would, then deliver Entra's answer to the
+    consent callback's own service function."""
+    async with httpx.AsyncClient(verify=str(settings.ca_bundle)) as http:
+        answer = await http.get(consent_url, follow_redirects=False)
+    location = answer.headers.get("location", "")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    granted = query.get("admin_consent", "").lower() == "true"
+    with outbox.collect() as box:
+        async with db.session() as session:
+            await tenant_service.record_consent(
+                session,
+                settings,
+                state=query.get("state", ""),
+                granted=granted,
+                entra_tenant_id=query.get("tenant"),
+                error=query.get("error_description"),
+            )
+    messages.extend(box.messages)
+
+
+def run(*, host: str, port: int, demo: bool) -> None:
+    settings = get_settings()
+    safekeep_logging.configure(settings.log_level, json=settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.public_url == "http://127.0.0.1:8000" and port != 8000:
+        settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
+    sim = None
+    if demo:
+        sim = _start_simulator(settings)
+        settings = _demo_settings(settings, sim)
+    upgrade(settings.resolved_database_url)
+    worker = start_worker(settings, threads=8) if settings.embedded_queue else None
+    key_info = None
+    if sim is not None:
+        key_info = asyncio.run(_bootstrap_demo(settings, sim))
+    stop = threading.Event()
+    scheduler = threading.Thread(target=_scheduler, args=(settings, stop), daemon=True)
+    scheduler.start()
+    if key_info is not None:
+        msp_id, secret = key_info
+        console.print(
+            Panel.fit(
+                f"Safekeep is starting at [bold]http://{host}:{port}[/bold] (docs: /docs)\n"
+                f"Demo MSP: {msp_id}\n"
+                f"Admin API key: [bold]{secret}[/bold]\n"
+                f"Simulated Microsoft 365: {sim.base_url if sim else ''}\n\n"
+                f"Try:  curl -H 'Authorization: Bearer {secret}' http://{host}:{port}/v1/tenants",
+                title="Safekeep demo",
+            )
+        )
+        print(f"SAFEKEEP_API_KEY={secret}", flush=True)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.stop(timeout=10_000)
+        if sim is not None:
+            sim.save()
+            sim.stop()
+
+
+def _scheduler(settings: Settings, stop: threading.Event) -> None:
+    async def main() -> None:
+        local_stop = asyncio.Event()
+
+        async def watch() -> None:
+            await asyncio.to_thread(stop.wait)
+            local_stop.set()
+
+        watcher = asyncio.create_task(watch())
+        if settings.embedded_queue:
+            # The in-process queue does not survive a restart: send unfinished jobs again.
+            from safekeep.workers.context import configure
+
+            configure(settings)
+            queue.configure(settings)
+            await recover_lost_jobs(older_than=timedelta(0))
+        await run_forever(settings, stop=local_stop)
+        watcher.cancel()
+
+    asyncio.run(main())
