@@ -1,0 +1,160 @@
+"""Calendars (recurring series, exceptions, calendarView delta) and contacts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from msgraph.generated.models.contact_collection_response import ContactCollectionResponse
+from msgraph.generated.models.event import Event
+from msgraph.generated.models.event_collection_response import EventCollectionResponse
+
+from graphsim import Simulator
+from tests.graphsim.conftest import collect, sdk_parse
+
+WINDOW = {"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2026-09-01T00:00:00Z"}
+
+
+def test_calendar_view_delta_expands_series_with_exceptions(
+    sim: Simulator, client: httpx.Client, user: Any
+) -> None:
+    start = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+    series = sim.add_event(
+        sim.tenant().id,
+        user.id,
+        subject="Standup",
+        start=start,
+        end=start + timedelta(minutes=15),
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+            "range": {"type": "numbered", "startDate": "2026-02-02", "numberOfOccurrences": 4},
+        },
+    )
+    values, delta = collect(
+        client,
+        f"/users/{user.id}/calendarView/delta",
+        params=WINDOW,
+        headers={"Prefer": "odata.maxpagesize=5"},
+    )
+    ids = [v["id"] for v in values]
+    assert len(ids) == len(set(ids))
+    mine = [v for v in values if v.get("seriesMasterId") == series]
+    assert len(mine) == 4
+    assert {v["type"] for v in mine} == {"occurrence"}
+    assert sorted(v["start"]["dateTime"][:10] for v in mine) == [
+        "2026-02-02",
+        "2026-02-09",
+        "2026-02-16",
+        "2026-02-23",
+    ]
+    page = client.get(f"/users/{user.id}/calendarView/delta", params=WINDOW)
+    sdk_parse(EventCollectionResponse, page.content)
+
+    occurrences = client.get(f"/users/{user.id}/events/{series}/instances", params=WINDOW).json()[
+        "value"
+    ]
+    second, third = occurrences[1]["id"], occurrences[2]["id"]
+    moved = client.patch(
+        f"/users/{user.id}/events/{second}",
+        json={
+            "subject": "Standup (moved)",
+            "start": {"dateTime": "2026-02-09T11:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-02-09T11:15:00", "timeZone": "UTC"},
+        },
+    )
+    assert moved.status_code == 200
+    assert moved.json()["type"] == "exception"
+    assert client.delete(f"/users/{user.id}/events/{third}").status_code == 204
+
+    changes, _ = collect(client, delta)
+    by_id = {v["id"]: v for v in changes}
+    assert by_id[third]["@removed"] == {"reason": "deleted"}
+    assert by_id[second]["subject"] == "Standup (moved)"
+    assert by_id[second]["start"]["dateTime"].startswith("2026-02-09T11:00:00")
+    remaining = [v for v in changes if v.get("seriesMasterId") == series]
+    assert len(remaining) == 3
+    master = client.get(
+        f"/users/{user.id}/events/{series}", params={"$expand": "exceptionOccurrences"}
+    )
+    assert [e["subject"] for e in master.json()["exceptionOccurrences"]] == ["Standup (moved)"]
+
+
+def test_generated_calendars_have_series_exceptions_and_cancellations(sim: Simulator) -> None:
+    events = [i for i in sim.tenant().items.values() if i.kind == "event"]
+    assert any(e.props.get("recurrence") for e in events)
+    assert any(e.exceptions for e in events)
+    assert any(e.cancelled for e in events)
+
+
+def test_event_create_for_restore(client: httpx.Client, user: Any) -> None:
+    body = {
+        "subject": "Restored meeting",
+        "body": {"contentType": "html", "content": "<p>Agenda: café</p>"},
+        "start": {"dateTime": "2026-03-03T10:00:00", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": "2026-03-03T11:00:00", "timeZone": "W. Europe Standard Time"},
+        "location": {"displayName": "Room 1"},
+        "attendees": [
+            {"type": "required", "emailAddress": {"name": "A", "address": "a@x.example"}}
+        ],
+    }
+    created = client.post(f"/users/{user.id}/calendars/calendar/events", json=body)
+    assert created.status_code == 201
+    event = sdk_parse(Event, created.content)
+    assert event.start.date_time.startswith("2026-03-03T09:00:00")
+    assert event.type.value == "singleInstance"
+    assert created.json()["iCalUId"]
+    with_id = client.post(f"/users/{user.id}/events", json={**body, "id": "AAMk-nope"})
+    assert with_id.status_code == 400
+    att = client.post(
+        f"/users/{user.id}/events/{event.id}/attachments",
+        json={
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": "agenda.txt",
+            "contentBytes": "YWdlbmRh",
+        },
+    )
+    assert att.status_code == 201
+    assert client.get(f"/users/{user.id}/events/{event.id}").json()["hasAttachments"] is True
+    missing = client.get(f"/users/{user.id}/calendarView/delta")
+    assert missing.status_code == 400
+
+
+def test_contacts_folders_delta_and_create(sim: Simulator, client: httpx.Client, user: Any) -> None:
+    folders, _ = collect(client, f"/users/{user.id}/contactFolders/delta")
+    names = {f["displayName"] for f in folders}
+    assert "Clients" in names
+    default, delta = collect(
+        client, f"/users/{user.id}/contacts/delta", headers={"Prefer": "odata.maxpagesize=2"}
+    )
+    expected = {i.id for i in sim.tenant().folder_items(user.contacts_root)}
+    assert {c["id"] for c in default} == expected
+    listed = client.get(f"/users/{user.id}/contacts", params={"$top": "100"})
+    parsed = sdk_parse(ContactCollectionResponse, listed.content)
+    assert all(c.email_addresses for c in parsed.value)
+    assert any(len(c.email_addresses) > 1 for c in parsed.value) or len(parsed.value) < 3
+
+    created = client.post(
+        f"/users/{user.id}/contacts",
+        json={
+            "givenName": "Łukasz",
+            "surname": "Dvořák",
+            "emailAddresses": [
+                {"name": "Ł D", "address": "l@x.example"},
+                {"address": "l2@y.example"},
+            ],
+            "businessAddress": {"city": "Kraków"},
+        },
+    )
+    assert created.status_code == 201
+    cid = created.json()["id"]
+    edited = default[0]["id"]
+    client.patch(f"/users/{user.id}/contacts/{edited}", json={"jobTitle": "CFO"})
+    changes, _ = collect(client, delta)
+    assert {c["id"] for c in changes} == {cid, edited}
+    clients = next(f for f in folders if f["displayName"] == "Clients")
+    in_folder = client.post(
+        f"/users/{user.id}/contactFolders/{clients['id']}/contacts",
+        json={"givenName": "Ana", "surname": "Costa"},
+    )
+    assert in_folder.json()["parentFolderId"] == clients["id"]
