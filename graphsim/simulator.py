@@ -586,7 +586,8 @@ class Simulator:
                 raise control.ControlError(404, f"unknown control action {action!r}")
             tenant = parts[1]
             rest = "/".join(parts[2:])
-            b = await body_of(request) if method != "GET" else {}
+            raw_body = rest.endswith("/messages") and parts[2] == "users"
+            b = await body_of(request) if method != "GET" and not raw_body else {}
             if rest == "users" and method == "POST":
                 return ok(
                     sim.add_user(

@@ -1,0 +1,115 @@
+"""Users and licences as discovery reads them, and the control API that changes them."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+from msgraph.generated.models.subscribed_sku_collection_response import (
+    SubscribedSkuCollectionResponse,
+)
+from msgraph.generated.models.user_collection_response import UserCollectionResponse
+
+from graphsim import Simulator
+from tests.graphsim.conftest import collect, sdk_parse
+
+
+@pytest.fixture(scope="module")
+def control(sim: Simulator):
+    with httpx.Client(base_url=f"{sim.base_url}/_sim", verify=sim.ssl_context()) as c:
+        yield c
+
+
+def test_users_with_licences_page_and_parse(sim: Simulator, client: httpx.Client) -> None:
+    fields = "id,userPrincipalName,displayName,mail,accountEnabled,assignedLicenses,userType"
+    first = client.get("/users", params={"$select": fields, "$top": "2"})
+    parsed = sdk_parse(UserCollectionResponse, first.content)
+    assert len(parsed.value) == 2
+    assert "@odata.nextLink" in first.json()
+    values, _ = collect(client, "/users", params={"$select": fields, "$top": "2"})
+    assert len(values) == len(sim.tenant().users)
+    for value in values:
+        assert set(value) == set(fields.split(","))
+        assert value["assignedLicenses"][0]["skuId"]
+    default = client.get("/users").json()["value"][0]
+    assert "assignedLicenses" not in default
+    assert "userPrincipalName" in default
+
+
+def test_subscribed_skus(client: httpx.Client) -> None:
+    resp = client.get("/subscribedSkus")
+    parsed = sdk_parse(SubscribedSkuCollectionResponse, resp.content)
+    enterprise = next(s for s in parsed.value if s.sku_part_number == "ENTERPRISEPREMIUM")
+    assert enterprise.consumed_units >= 3
+    assert enterprise.prepaid_units.enabled >= enterprise.consumed_units
+    assert enterprise.service_plans
+
+
+def test_control_api_user_licence_and_tenant_lifecycle(
+    sim: Simulator, client: httpx.Client, control: httpx.Client
+) -> None:
+    tenant = sim.tenant().id
+    created = control.post(f"/tenants/{tenant}/users", json={"displayName": "Renée Lefèvre"})
+    assert created.status_code == 201
+    upn = created.json()["userPrincipalName"]
+    assert upn.startswith("renee.lefevre@")
+    assert client.get(f"/users/{upn}/mailFolders/inbox").status_code == 200
+    mime = b"From: a@b.example\r\nTo: " + upn.encode() + b"\r\nSubject: hello\r\n\r\nbody\r\n"
+    added = control.post(f"/tenants/{tenant}/users/{upn}/messages?folder=inbox", content=mime)
+    assert added.status_code == 201
+    assert client.get(f"/users/{upn}/messages/{added.json()['id']}/$value").content == mime
+    file = control.post(
+        f"/tenants/{tenant}/users/{upn}/files",
+        json={"path": "Docs/a.txt", "contentBase64": base64.b64encode(b"hi").decode()},
+    )
+    assert file.status_code == 201
+    edit = control.post(
+        f"/tenants/{tenant}/items/{file.json()['id']}/edit",
+        json={"contentBase64": base64.b64encode(b"changed").decode()},
+    )
+    assert edit.status_code == 200
+    moved = control.post(
+        f"/tenants/{tenant}/items/{added.json()['id']}/move", json={"destination": "archive"}
+    )
+    assert moved.status_code == 200
+    ransom = control.post(f"/tenants/{tenant}/users/{upn}/ransomware", json={"count": 1})
+    assert ransom.json()["items"] == [file.json()["id"]]
+
+    assert control.delete(f"/tenants/{tenant}/users/{upn}/licenses").status_code == 200
+    users = {
+        u["userPrincipalName"]: u
+        for u in client.get(
+            "/users", params={"$select": "userPrincipalName,assignedLicenses", "$top": "999"}
+        ).json()["value"]
+    }
+    assert users[upn]["assignedLicenses"] == []
+    assert client.get(f"/users/{upn}/mailFolders/inbox").status_code == 404
+    assert client.get(f"/users/{upn}/drive").status_code == 404
+
+    new_tenant = control.post("/tenants", json={"name": "Empty Co"}).json()
+    listed = control.get("/tenants").json()
+    assert new_tenant["id"] in [t["id"] for t in listed]
+    assert control.get("/tenants/nope/users").status_code in (404, 405)
+    assert control.post("/tenants/nope/users", json={"displayName": "x"}).status_code == 404
+
+
+def test_edit_move_delete_as_a_user_reach_delta(
+    sim: Simulator, client: httpx.Client, user: Any
+) -> None:
+    tenant = sim.tenant()
+    _, contacts_delta = collect(client, f"/users/{user.id}/contacts/delta")
+    contact = next(iter(tenant.folder_items(user.contacts_root)))
+    sim.edit_item(tenant.id, contact.id, {"jobTitle": "Chief Backup Officer"})
+    changes, contacts_delta = collect(client, contacts_delta)
+    assert [c["jobTitle"] for c in changes] == ["Chief Backup Officer"]
+    sim.delete_item(tenant.id, contact.id)
+    changes, _ = collect(client, contacts_delta)
+    assert changes == [
+        {
+            "@odata.type": "#microsoft.graph.contact",
+            "id": contact.id,
+            "@removed": {"reason": "deleted"},
+        }
+    ]
