@@ -35,6 +35,27 @@ class AppCredentials:
     client_secret: str = field(repr=False)
 
 
+class _Session(requests.Session):
+    """The HTTP session MSAL uses, with our CA bundle pinned per request.
+
+    requests lets ``REQUESTS_CA_BUNDLE`` from the environment override a session's
+    ``verify`` (psf/requests#3829), which would silently drop the simulator's CA, or a
+    customer's private CA; a per-request ``verify`` is the one setting it respects.
+    """
+
+    def __init__(self, verify: str | bool, timeout: float) -> None:
+        super().__init__()
+        self._pinned_verify = verify
+        self._timeout = timeout
+        adapter = requests.adapters.HTTPAdapter(max_retries=1)
+        self.mount("https://", adapter)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["verify"] = self._pinned_verify
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(*args, **kwargs)
+
+
 class TokenProvider:
     """Client-credential tokens for ``tenant``, refreshed before they expire.
 
@@ -65,6 +86,7 @@ class TokenProvider:
         self._timeout = timeout
         self._max_attempts = max(1, max_attempts)
         self._app: msal.ConfidentialClientApplication | None = None
+        self._session: _Session | None = None
         self._token: str | None = None
         self._refresh_at = 0.0  # monotonic
         self._lock = asyncio.Lock()
@@ -115,6 +137,17 @@ class TokenProvider:
             return token
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def aclose(self) -> None:
+        """Close MSAL's keep-alive connection to Entra ID (servers wait for it on shutdown)."""
+        session, self._session, self._app = self._session, None, None
+        if session is not None:
+            session.close()
+
+    def _http_session(self) -> _Session:
+        if self._session is None:
+            self._session = _Session(self._verify, self._timeout)
+        return self._session
+
     def _acquire(self) -> tuple[str, float]:
         """Runs in a thread: build the MSAL app if needed and ask for a token."""
         try:
@@ -141,8 +174,7 @@ class TokenProvider:
                 authority=self.authority,
                 instance_discovery=False,
                 azure_region=False,
-                verify=self._verify,
-                timeout=self._timeout,
+                http_client=self._http_session(),
                 token_cache=msal.TokenCache(),
             )
         except ValueError as exc:

@@ -927,6 +927,7 @@ class GraphClient:
                             url=url,
                         ) from exc
                     delay = self._failure(state, None, exc, method, url)
+                    self.stats.retries += 1
                 else:
                     stack.push_async_callback(resp.aclose)
                     verdict = await self._judge(resp, state, target, token, method)
@@ -957,38 +958,36 @@ class GraphClient:
         throttled = status == 429 or (status == 503 and retry_after is not None)
         if not throttled and status not in _RETRYABLE_5XX:
             return None
+        if retry_after is not None:
+            # Tell every sharer of this key first, before anything that could yield to
+            # another task (even reading the body) and while we still hold the slot.
+            await self.limiter.record_retry_after(target.record, retry_after)
+            log.debug("throttled on %s for %.3f s", target.record, retry_after)
         raw = await self._read(resp)
         if status in (429, 503):
             self.stats.throttled += 1
+        if not throttled:
+            delay = self._failure(state, resp, None, method, str(resp.request.url), raw)
+            self.stats.retries += 1
+            return 0.0 if retry_after is not None else delay
+        now = time.monotonic()
+        state.first_throttle = state.first_throttle or now
+        wait = retry_after if retry_after is not None else self._backoff(state.throttles)
+        state.throttles += 1
+        if now - state.first_throttle + wait > self.deadline_seconds:
+            error = self._error(resp, raw, method)
+            raise Throttled(
+                status,
+                error.code or "TooManyRequests",
+                f"still throttled after {now - state.first_throttle:.0f} s: {error.message}",
+                request_id=error.request_id,
+                retry_after=wait,
+                method=method,
+                url=error.url,
+            )
         self.stats.retries += 1
-        if throttled:
-            now = time.monotonic()
-            state.first_throttle = state.first_throttle or now
-            wait = retry_after if retry_after is not None else self._backoff(state.throttles)
-            state.throttles += 1
-            if now - state.first_throttle + wait > self.deadline_seconds:
-                self.stats.retries -= 1
-                error = self._error(resp, raw, method)
-                raise Throttled(
-                    status,
-                    error.code or "TooManyRequests",
-                    f"still throttled after {now - state.first_throttle:.0f} s: {error.message}",
-                    request_id=error.request_id,
-                    retry_after=wait,
-                    method=method,
-                    url=error.url,
-                )
-            if retry_after is None:
-                return wait
-            # Record while still holding the slot, so no request of ours slips in between.
-            await self.limiter.record_retry_after(target.record, retry_after)
-            log.debug("throttled on %s for %.3f s", target.record, retry_after)
-            return 0.0
-        delay = self._failure(state, resp, None, method, str(resp.request.url), raw)
-        if retry_after is not None:
-            await self.limiter.record_retry_after(target.record, retry_after)
-            return 0.0
-        return delay
+        # With a Retry-After the wait happens in _clear (shared); without, back off alone.
+        return 0.0 if retry_after is not None else wait
 
     def _failure(
         self,
@@ -1015,8 +1014,6 @@ class GraphClient:
             raise TransientError(
                 0, "network_error", f"{type(exc).__name__}: {exc}", method=method, url=url
             ) from exc
-        if resp is None:
-            self.stats.retries += 1
         return self._backoff(state.failures)
 
     def _backoff(self, attempt: int) -> float:

@@ -1,0 +1,125 @@
+"""Graph client tests run against graphsim over real HTTPS, with its CA."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from graphsim import Simulator
+from safekeep.graph import AppCredentials, GraphClient, InProcessLimiter, TokenProvider
+from safekeep.graph.client import ssl_context
+from safekeep.graph.throttle import Limiter
+
+
+def start_sim(**kwargs: Any) -> Simulator:
+    kwargs.setdefault("consented", True)
+    kwargs.setdefault("throttling", "off")
+    return Simulator(**kwargs).start()
+
+
+@pytest.fixture(scope="package")
+def sim() -> Iterator[Simulator]:
+    """A shared simulator for tests that only read; throttling off unless a test asks."""
+    simulator = start_sim(seed=7, users=4, messages=24, files=12, sites=2)
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def fresh_sim() -> Iterator[Simulator]:
+    """A simulator of its own, for tests that write, throttle or count requests."""
+    simulator = start_sim(seed=11, users=3, messages=12, files=6, sites=1)
+    yield simulator
+    simulator.stop()
+
+
+class Recorder:
+    """Keeps every request the client put on the wire and when, and every answer's status.
+
+    httpx calls the request hook just before sending and the response hook as soon as the
+    status line and headers arrive, so the timestamps are those of the wire.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.sent: list[tuple[float, httpx.Request]] = []
+        self.answers: list[tuple[float, httpx.Request, int, str | None]] = []
+
+    async def __call__(self, request: httpx.Request) -> None:
+        self.requests.append(request)
+        self.sent.append((time.monotonic(), request))
+
+    async def on_response(self, response: httpx.Response) -> None:
+        self.answers.append(
+            (
+                time.monotonic(),
+                response.request,
+                response.status_code,
+                response.headers.get("retry-after"),
+            )
+        )
+
+    def to(self, fragment: str) -> list[httpx.Request]:
+        return [r for r in self.requests if fragment in str(r.url)]
+
+
+def tokens_for(sim: Simulator, tenant: str | None = None, **kwargs: Any) -> TokenProvider:
+    return TokenProvider(
+        login_url=sim.base_url,
+        tenant=tenant or sim.tenant().id,
+        credentials=AppCredentials(sim.app_id, sim.app_secret),
+        ca_bundle=str(sim.ca_path),
+        **kwargs,
+    )
+
+
+ClientFactory = Callable[..., GraphClient]
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[ClientFactory]:
+    """Build clients against a simulator; each gets a request recorder as ``.recorder``."""
+    made: list[tuple[GraphClient, TokenProvider, httpx.AsyncClient]] = []
+
+    def build(
+        sim: Simulator,
+        *,
+        limiter: Limiter | None = None,
+        tokens: TokenProvider | None = None,
+        **kwargs: Any,
+    ) -> GraphClient:
+        recorder = Recorder()
+        http = httpx.AsyncClient(
+            verify=ssl_context(str(sim.ca_path)),
+            timeout=30,
+            event_hooks={"request": [recorder], "response": [recorder.on_response]},
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=40),
+        )
+        provider = tokens or tokens_for(sim)
+        client = GraphClient(
+            graph_url=sim.graph_url,
+            tokens=provider,
+            limiter=limiter or InProcessLimiter(),
+            tenant_key=sim.tenant().id,
+            http=http,
+            **kwargs,
+        )
+        client.recorder = recorder  # type: ignore[attr-defined]
+        made.append((client, provider, http))
+        return client
+
+    yield build
+    for client, provider, http in made:
+        await client.aclose()
+        await http.aclose()
+        await provider.aclose()
+
+
+def recorder_of(client: GraphClient) -> Recorder:
+    recorder = client.recorder  # type: ignore[attr-defined]
+    assert isinstance(recorder, Recorder)
+    return recorder
