@@ -1,0 +1,372 @@
+"""Writing files back into a drive: folders created as needed, files uploaded (one PUT when
+small, an upload session in 320 KiB-multiple fragments when large) straight from the store,
+checked against the hash Graph computes on arrival, and their modified time put back.
+
+Conflicts are decided by name in the target folder, as OneDrive itself does: ``skip`` leaves
+a file that is there (looked up in the folder's listing, then enforced by
+``conflictBehavior=fail``), ``overwrite`` replaces its content (``replace``), ``keep_both``
+lets Graph pick a free name (``rename``). A folder that exists is used as it is.
+
+After restoring a whole drive (or whole folders) in place, ``observe_strays`` lists the
+drive as it is now and reports, without touching them, files that were not in the restore
+point: after ransomware these are the encrypted copies (same item, new name and bytes), so
+the job report says which they are and what each used to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from safekeep.backup.services.base import RestoreContext, read_content
+from safekeep.backup.services.drive.delta import closing
+from safekeep.backup.services.drive.model import is_folder
+from safekeep.graph.errors import AuthError, Conflict, GraphError
+from safekeep.storage.errors import StorageError
+from safekeep.tenants.models import ItemVersion
+
+log = structlog.get_logger(__name__)
+
+RESTORE_CONCURRENCY = 4  # uploads in flight per drive
+LISTING_CACHE = 256  # target folders whose children we remember (LRU)
+
+Json = dict[str, Any]
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def path_key(names: Sequence[str]) -> str:
+    """How two paths are compared: OneDrive names are case-insensitive."""
+    return "/" + "/".join(n.casefold() for n in names)
+
+
+class RestoreFailed(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class DriveTarget:
+    drive_id: str
+    root_id: str
+    throttle_key: str
+
+
+class DriveWriter:
+    """Puts versions into one target drive; folder ids and listings are cached."""
+
+    def __init__(self, ctx: RestoreContext, target: DriveTarget) -> None:
+        self.ctx = ctx
+        self.target = target
+        self._folders: dict[str, str] = {path_key([]): target.root_id}
+        self._listings: OrderedDict[str, dict[str, Json]] = OrderedDict()
+        self._lock = asyncio.Lock()  # folder creation and listing: one at a time
+        self.slots = asyncio.Semaphore(RESTORE_CONCURRENCY)
+
+    # ---- folders -------------------------------------------------------------------
+
+    async def _children(self, folder_id: str) -> dict[str, Json]:
+        listing = self._listings.get(folder_id)
+        if listing is not None:
+            self._listings.move_to_end(folder_id)
+            return listing
+        listing = {}
+        path = f"/drives/{q(self.target.drive_id)}/items/{q(folder_id)}/children"
+        params = {"$select": "id,name,file,folder,package,size", "$top": 1000}
+        async for page in self.ctx.graph.paginate(
+            path, params=params, mailbox=self.target.throttle_key
+        ):
+            for child in page:
+                listing[str(child.get("name") or "").casefold()] = child
+        self._listings[folder_id] = listing
+        while len(self._listings) > LISTING_CACHE:
+            self._listings.popitem(last=False)
+        return listing
+
+    def _remember(self, folder_id: str, child: Json) -> None:
+        listing = self._listings.get(folder_id)
+        if listing is not None and child.get("name"):
+            listing[str(child["name"]).casefold()] = child
+
+    async def folder(self, names: Sequence[str]) -> str:
+        """The id of the folder at ``names`` below the root, created where missing."""
+        key = path_key(names)
+        known = self._folders.get(key)
+        if known is not None:
+            return known
+        async with self._lock:
+            parent = self.target.root_id
+            for depth in range(1, len(names) + 1):
+                here = path_key(names[:depth])
+                found = self._folders.get(here)
+                if found is None:
+                    found = await self._folder_in(parent, names[depth - 1])
+                    self._folders[here] = found
+                parent = found
+            return parent
+
+    async def _folder_in(self, parent_id: str, name: str) -> str:
+        existing = (await self._children(parent_id)).get(name.casefold())
+        if existing is not None:
+            if not is_folder(existing):
+                raise RestoreFailed(
+                    "name_conflict", f"a file named {name!r} is where a folder should be"
+                )
+            return str(existing["id"])
+        try:
+            created = await self.ctx.graph.request_json(
+                "POST",
+                f"/drives/{q(self.target.drive_id)}/items/{q(parent_id)}/children",
+                json={"name": name, "folder": {}, "@microsoft.graph.conflictBehavior": "fail"},
+                mailbox=self.target.throttle_key,
+                expected=(200, 201),
+            )
+        except Conflict:  # created meanwhile by someone else: look again
+            self._listings.pop(parent_id, None)
+            existing = (await self._children(parent_id)).get(name.casefold())
+            if existing is None or not is_folder(existing):
+                raise
+            return str(existing["id"])
+        assert created is not None
+        self._remember(parent_id, created)
+        return str(created["id"])
+
+    # ---- files ---------------------------------------------------------------------
+
+    async def put(self, version: ItemVersion, folder_names: Sequence[str]) -> None:
+        """Restore one file version and report what happened (never raises for the item)."""
+        report = self.ctx.report
+        try:
+            created = await self._put(version, folder_names)
+        except RestoreFailed as exc:
+            await report.failed(version, code=exc.code, detail=exc.detail)
+            return
+        except AuthError:
+            raise
+        except GraphError as exc:
+            await report.failed(version, code=exc.reason, detail=str(exc))
+            return
+        except StorageError as exc:
+            await report.failed(version, code="storage_error", detail=str(exc))
+            return
+        if created is None:
+            return
+        await report.restored(version, target_id=str(created.get("id") or "") or None)
+
+    async def _put(self, version: ItemVersion, folder_names: Sequence[str]) -> Json | None:
+        parent_id = await self.folder(folder_names)
+        name = version.name
+        where = "/" + "/".join([*folder_names, name])
+        async with self._lock:
+            existing = (await self._children(parent_id)).get(name.casefold())
+        behaviour = "fail"
+        if existing is not None:
+            if self.ctx.conflict == "skip":
+                await self.ctx.report.skipped(version, reason=f"exists: {where} is already there")
+                return None
+            if is_folder(existing):
+                raise RestoreFailed("name_conflict", f"{where} is a folder in the target")
+            behaviour = "replace" if self.ctx.conflict == "overwrite" else "rename"
+        try:
+            created = await self._upload(version, parent_id, name, behaviour)
+        except Conflict:
+            if self.ctx.conflict == "skip":
+                await self.ctx.report.skipped(version, reason=f"exists: {where} is already there")
+                return None
+            behaviour = "replace" if self.ctx.conflict == "overwrite" else "rename"
+            created = await self._upload(version, parent_id, name, behaviour)
+        check_upload(version, created)
+        self._remember(parent_id, created)
+        await self._set_times(version, created)
+        return created
+
+    async def _upload(
+        self, version: ItemVersion, parent_id: str, name: str, behaviour: str
+    ) -> Json:
+        if not version.content:
+            raise RestoreFailed("no_content", "this version has no stored bytes")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async with closing(read_content(self.ctx.repo, version)) as stream:
+                async for piece in stream:
+                    yield piece
+
+        return await self.ctx.graph.upload_drive_file(
+            self.target.drive_id,
+            parent_id,
+            name,
+            version.size,
+            chunks(),
+            conflict=behaviour,  # type: ignore[arg-type]
+            mailbox=self.target.throttle_key,
+        )
+
+    async def _set_times(self, version: ItemVersion, created: Json) -> None:
+        """Put back the file's own times (``fileSystemInfo`` is writable in Graph)."""
+        meta = version.meta or {}
+        times = {
+            k: v
+            for k, v in (
+                ("createdDateTime", meta.get("fs_created_at")),
+                ("lastModifiedDateTime", meta.get("fs_modified_at")),
+            )
+            if v
+        }
+        if not times or not created.get("id"):
+            return
+        try:
+            await self.ctx.graph.request_json(
+                "PATCH",
+                f"/drives/{q(self.target.drive_id)}/items/{q(str(created['id']))}",
+                json={"fileSystemInfo": times},
+                mailbox=self.target.throttle_key,
+                expected=(200,),
+            )
+        except GraphError as exc:  # the bytes are back; a time Graph refuses is only a note
+            log.info("restore_times_refused", item=created.get("id"), error=str(exc))
+
+
+def check_upload(version: ItemVersion, created: Json) -> None:
+    """Graph hashes what it received: it must be the stored bytes."""
+    hashes = (created.get("file") or {}).get("hashes") or {}
+    sha256 = hashes.get("sha256Hash")
+    if sha256 and version.content_hash and sha256.lower() != version.content_hash:
+        raise RestoreFailed("hash_mismatch", f"Graph stored sha256 {sha256.lower()}")
+    stored_qx = ((version.meta or {}).get("hashes") or {}).get("quickXorHash")
+    quickxor = hashes.get("quickXorHash")
+    if quickxor and stored_qx and quickxor != stored_qx:
+        raise RestoreFailed("hash_mismatch", f"Graph stored quickXorHash {quickxor}")
+    size = created.get("size")
+    if isinstance(size, int) and size != version.size:
+        raise RestoreFailed("size_mismatch", f"Graph stored {size} bytes of {version.size}")
+
+
+@dataclass
+class Expected:
+    """What the restore point held, to tell strays from restored files afterwards: path
+    digests (8 bytes each, so a big drive stays small in memory) and, per Graph id, the path
+    each file had then."""
+
+    paths: set[bytes] = field(default_factory=set)
+    by_id: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def digest(key: str) -> bytes:
+        return hashlib.blake2b(key.encode(), digest_size=8).digest()
+
+    def add(self, names: Sequence[str], graph_id: str | None) -> None:
+        self.paths.add(self.digest(path_key(names)))
+        if graph_id:
+            self.by_id[graph_id] = "/" + "/".join(names)
+
+    def __contains__(self, names: object) -> bool:
+        assert isinstance(names, list | tuple)
+        return self.digest(path_key(names)) in self.paths
+
+
+async def observe_strays(
+    ctx: RestoreContext,
+    target: DriveTarget,
+    expected: Expected,
+    *,
+    under: Sequence[Sequence[str]] | None,
+    shown_prefix: Sequence[str] = (),
+) -> int:
+    """Report files now in the drive (below ``under``, or anywhere) that the restore point
+    did not have. Returns how many."""
+    parents: dict[str, tuple[str, str | None]] = {}
+    files: list[tuple[str, str, str | None]] = []
+    path = f"/drives/{q(target.drive_id)}/root/delta"
+    params = {"$select": "id,name,parentReference,file,folder,package,root,deleted", "$top": 1000}
+    async with closing(ctx.graph.delta(path, params=params, mailbox=target.throttle_key)) as pages:
+        async for page in pages:
+            for item in page.items:
+                if "deleted" in item or "root" in item or item.get("id") == target.root_id:
+                    continue
+                parent = (item.get("parentReference") or {}).get("id")
+                parent = None if parent in (None, target.root_id) else str(parent)
+                if is_folder(item):
+                    parents[str(item["id"])] = (str(item.get("name") or ""), parent)
+                else:
+                    files.append((str(item["id"]), str(item.get("name") or ""), parent))
+
+    def names_of(name: str, parent: str | None) -> list[str]:
+        names = [name]
+        seen: set[str] = set()
+        while parent is not None and parent in parents and parent not in seen:
+            seen.add(parent)
+            folder, parent = parents[parent]
+            names.append(folder)
+        return list(reversed(names))
+
+    scopes = [path_key(u) for u in under] if under is not None else None
+    found = 0
+    for graph_id, name, parent in files:
+        names = names_of(name, parent)
+        if names in expected:
+            continue
+        if scopes is not None and not any(
+            path_key(names).startswith(s.rstrip("/") + "/") for s in scopes
+        ):
+            continue
+        shown = "/" + "/".join([*shown_prefix, *names])
+        before = expected.by_id.get(graph_id)
+        if before is not None:
+            detail = (
+                f"Not in the restore point. This file was {before} then and has since been "
+                "renamed and rewritten (as ransomware does); the restore put the original "
+                "back and left this copy untouched."
+            )
+        else:
+            detail = "Not in the restore point: created or moved here after it; left untouched."
+        await ctx.report.observed(code="not_in_restore_point", name=shown, detail=detail)
+        found += 1
+    return found
+
+
+async def run_bounded(
+    slots: asyncio.Semaphore,
+    items: AsyncIterator[ItemVersion],
+    work: Callable[[ItemVersion], Coroutine[Any, Any, None]],
+) -> None:
+    """``work(version)`` for every streamed version, ``slots`` at a time: memory holds only
+    the versions in flight. ``work`` reports item failures itself; anything it raises
+    (consent withdrawn, the store unreachable) stops the whole restore."""
+    pending: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+
+    def done(task: asyncio.Task[None]) -> None:
+        pending.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            errors.append(task.exception())  # type: ignore[arg-type]
+
+    try:
+        async for version in items:
+            if errors:
+                raise errors[0]
+            await slots.acquire()
+            task = asyncio.create_task(work(version))
+            pending.add(task)
+            task.add_done_callback(done)
+        if pending:
+            await asyncio.wait(set(pending))
+        if errors:
+            raise errors[0]
+    except BaseException:
+        for task in list(pending):
+            task.cancel()
+        if pending:
+            await asyncio.wait(set(pending))
+        raise
