@@ -1,0 +1,704 @@
+"""Backing up a user's calendars incrementally with Graph v1.0.
+
+What an item is: a series master (with its exceptions and cancelled occurrences inside its
+document) or a single event. Occurrences are not items: they are computed from the
+master's recurrence, as every calendar client does.
+
+How changes are found (v1.0 only; beta's per-calendar ``events/delta`` is not used):
+
+1. ``/calendars/{id}/calendarView/delta`` over a wide window (3 years back, 3 years ahead),
+   one delta round per calendar. It reports instances: a changed single event appears
+   under its own id, a changed series as its occurrences and exceptions (each naming
+   ``seriesMasterId``), a deleted event or cancelled occurrence as ``@removed``. Each page
+   tells us which masters and single events to fetch again, by id, through ``$batch``
+   (20 per call); an item whose stored change key already matches costs nothing. A
+   removal whose id we do not store (an occurrence) means a series lost an occurrence or
+   died: the stored series masters of that calendar are checked by id in one ``$batch``
+   per 20 series, in the same page, before its link is saved.
+2. What the window misses: events entirely outside it (a series that ended more than three
+   years ago, a meeting booked more than three years ahead). A full pass covers them:
+   ``/calendars/{id}/events`` (masters and single events, not instances, 500 per page,
+   only ``id,changeKey``) lists every event with its change key; what changed is fetched,
+   what is no longer there is closed. The full pass runs on the first backup, after a
+   410 resync, and whenever the window's end comes within 2.5 years of today (so about
+   every six months, when the window slides forward); an incremental run in between costs
+   one request per calendar plus what changed.
+
+The window and state of each calendar's round live under the delta collection
+``view:<calendar id>:<yyyymmdd start>:<yyyymmdd end>``. A full pass keeps its resume link
+until the closing sweep has committed, so a pass cut short anywhere is resumed, never
+skipped. ``Prefer: IdType="ImmutableId"`` keeps an event's id when it moves between
+calendars, so a move is one item with a new parent.
+
+Attachments (fileAttachment bytes have no MIME to live in) are streamed from ``$value``
+into blobs and referenced from the stored document as ``attachments[i].content`` (a
+``ContentRef``); item and reference attachments are kept as Graph's JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from safekeep.backup.catalog import ItemRecord
+from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
+from safekeep.backup.services.calendar.document import (
+    PRIVATE,
+    meta_of,
+    offset_time,
+    search_fields,
+)
+from safekeep.graph.client import BatchRequest, prefer
+from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
+from safekeep.search.extract import extract_text
+from safekeep.storage.repository import ContentRef
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.models import DeltaState, utcnow
+from safekeep.workers.context import unit_of_work
+
+log = structlog.get_logger(__name__)
+
+SERVICE = "calendar"
+CALENDAR_KIND = "calendar"
+EVENT_KIND = "event"
+
+WINDOW_PAST = timedelta(days=3 * 365)
+WINDOW_FUTURE = timedelta(days=3 * 365)
+# A window whose end is closer than this is replaced by a fresh one (with a full pass).
+ROTATE_AHEAD = timedelta(days=int(2.5 * 365))
+VIEW_PAGE_SIZE = 200
+SWEEP_PAGE_SIZE = 500
+BATCH_SIZE = 20
+# Attachments up to this size are read whole (for text extraction); larger ones stream.
+SMALL_ATTACHMENT = 4 * 1024 * 1024
+ATTACHMENT_CONCURRENCY = 4
+
+# Every v1.0 event property we keep. cancelledOccurrences and exceptionOccurrences are only
+# returned when selected (and the latter expanded) on a GET of a series master by id.
+EVENT_FIELDS = (
+    "id",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "changeKey",
+    "categories",
+    "transactionId",
+    "originalStartTimeZone",
+    "originalEndTimeZone",
+    "iCalUId",
+    "uid",
+    "reminderMinutesBeforeStart",
+    "isReminderOn",
+    "hasAttachments",
+    "subject",
+    "bodyPreview",
+    "importance",
+    "sensitivity",
+    "isAllDay",
+    "isCancelled",
+    "isOrganizer",
+    "responseRequested",
+    "seriesMasterId",
+    "showAs",
+    "type",
+    "webLink",
+    "onlineMeetingUrl",
+    "isOnlineMeeting",
+    "onlineMeetingProvider",
+    "allowNewTimeProposals",
+    "occurrenceId",
+    "isDraft",
+    "hideAttendees",
+    "responseStatus",
+    "body",
+    "start",
+    "end",
+    "originalStart",
+    "location",
+    "locations",
+    "recurrence",
+    "attendees",
+    "organizer",
+    "onlineMeeting",
+    "cancelledOccurrences",
+    "exceptionOccurrences",
+)
+EVENT_QUERY = f"$select={','.join(EVENT_FIELDS)}&$expand=exceptionOccurrences"
+ATTACHMENT_QUERY = "$select=id,name,contentType,size,isInline,lastModifiedDateTime"
+ITEM_ATTACHMENT_QUERY = "$expand=microsoft.graph.itemattachment/item"
+FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
+IMMUTABLE = prefer(immutable_id=True)
+
+
+@dataclass(frozen=True)
+class Window:
+    lo: datetime
+    hi: datetime
+
+    @classmethod
+    def around(cls, now: datetime) -> Window:
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return cls(day - WINDOW_PAST, day + WINDOW_FUTURE)
+
+    def key(self, calendar_id: str) -> str:
+        return f"view:{calendar_id}:{self.lo:%Y%m%d}:{self.hi:%Y%m%d}"
+
+    @staticmethod
+    def parse(key: str) -> tuple[str, Window] | None:
+        if not key.startswith("view:"):
+            return None
+        head, _, hi = key.rpartition(":")
+        calendar_id, _, lo = head[len("view:") :].rpartition(":")
+        try:
+            return calendar_id, Window(
+                datetime.strptime(lo, "%Y%m%d").replace(tzinfo=UTC),
+                datetime.strptime(hi, "%Y%m%d").replace(tzinfo=UTC),
+            )
+        except ValueError:
+            return None
+
+
+@dataclass
+class _Plan:
+    """What one page (or sweep page) asks for: items to fetch and items that are gone."""
+
+    fetch: dict[str, str | None] = field(default_factory=dict)  # id -> seen change key
+    removed: list[str] = field(default_factory=list)
+    unknown_removals: bool = False
+
+
+class CalendarCollector:
+    def __init__(self, ctx: CollectContext) -> None:
+        self.ctx = ctx
+        self.graph = ctx.graph
+        self.run = ctx.run
+        self.user = ctx.account.graph_id
+        self.base = f"/users/{quote(self.user, safe='')}"
+        self.limit = ctx.runtime.settings.search_body_max_chars
+        self.handled: set[str] = set()  # fetched (or found current) during this run
+        self.calendar_names: dict[str, str] = {}
+
+    # ---- the run -------------------------------------------------------------------------
+
+    async def collect(self) -> None:
+        states = await self.run.delta_links()
+        calendars = await self._calendars()
+        await self._record_calendars(calendars, states)
+        await self._retry_skipped()
+        for calendar in calendars:
+            await self._calendar(calendar["id"], states)
+            await self.ctx.progress()
+
+    async def _calendars(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        async for values in self.graph.paginate(
+            f"{self.base}/calendars", headers=IMMUTABLE, mailbox=self.user
+        ):
+            out.extend(v for v in values if v.get("id"))
+        for calendar in out:
+            self.calendar_names[calendar["id"]] = str(calendar.get("name") or "Calendar")
+        return out
+
+    async def _record_calendars(
+        self, calendars: list[dict[str, Any]], states: dict[str, DeltaState]
+    ) -> None:
+        current = {c["id"] for c in calendars}
+        async with self.run.page() as cat:
+            for calendar in calendars:
+                change_key = calendar.get("changeKey") or json.dumps(
+                    [calendar.get("name"), calendar.get("color"), calendar.get("hexColor")]
+                )
+                await cat.record(
+                    ItemRecord(
+                        external_id=calendar["id"],
+                        kind=CALENDAR_KIND,
+                        name=self.calendar_names[calendar["id"]],
+                        parent_external_id=None,
+                        change_key=str(change_key),
+                        meta={
+                            "name": calendar.get("name"),
+                            "color": calendar.get("color"),
+                            "hex_color": calendar.get("hexColor"),
+                            "is_default": bool(calendar.get("isDefaultCalendar")),
+                            "owner": calendar.get("owner"),
+                            "can_edit": calendar.get("canEdit"),
+                        },
+                    )
+                )
+            stored = await catalog.open_external_ids(
+                cat.session, self.run.account_id, SERVICE, [CALENDAR_KIND]
+            )
+            for calendar_id in stored:
+                if calendar_id not in current:  # the calendar was deleted
+                    await cat.remove_subtree(calendar_id)
+                    await cat.remove(calendar_id)
+            for key in states:
+                parsed = Window.parse(key)
+                if parsed is not None and parsed[0] not in current:
+                    await cat.drop_delta(key)
+
+    # ---- one calendar ----------------------------------------------------------------------
+
+    async def _calendar(self, calendar_id: str, states: dict[str, DeltaState]) -> None:
+        mine: dict[str, tuple[Window, DeltaState]] = {}
+        for key, state in states.items():
+            parsed = Window.parse(key)
+            if parsed is not None and parsed[0] == calendar_id:
+                mine[key] = (parsed[1], state)
+        others = set(mine)
+        in_progress = [
+            (key, window, state)
+            for key, (window, state) in mine.items()
+            if state.resume_link and not state.delta_link
+        ]
+        if in_progress:
+            key, window, state = max(in_progress, key=lambda t: t[1].hi)
+            await self._full(calendar_id, key, window, others - {key}, state.resume_link)
+            return
+        done = [(key, window, state) for key, (window, state) in mine.items() if state.delta_link]
+        now = utcnow()
+        if done:
+            key, window, state = max(done, key=lambda t: t[1].hi)
+            if window.hi - now >= ROTATE_AHEAD:
+                try:
+                    await self._incremental(
+                        calendar_id, key, state.resume_link or state.delta_link or ""
+                    )
+                    return
+                except ResyncRequired:
+                    log.info("calendar_resync", calendar_id=calendar_id)
+                    async with self.run.page() as cat:
+                        await cat.drop_delta(key)
+        window = Window.around(now)
+        key = window.key(calendar_id)
+        await self._full(calendar_id, key, window, others - {key}, None)
+
+    def _view_start(self, calendar_id: str, window: Window) -> str:
+        lo = window.lo.strftime("%Y-%m-%dT%H:%M:%SZ")
+        hi = window.hi.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (
+            f"{self.base}/calendars/{quote(calendar_id, safe='')}/calendarView/delta"
+            f"?startDateTime={lo}&endDateTime={hi}"
+        )
+
+    async def _incremental(self, calendar_id: str, key: str, link: str) -> None:
+        async for page in self.graph.delta(link, headers=self._view_headers(), mailbox=self.user):
+            plan = await self._plan_view_page(calendar_id, page.items, check_series=True)
+            records, gone = await self._fetch_records(calendar_id, plan.fetch)
+            async with self.run.page() as cat:
+                await self._write(cat, calendar_id, records, [*plan.removed, *gone])
+                if page.next_link:
+                    await cat.save_delta(key, resume_link=page.next_link)
+                else:
+                    await cat.save_delta(key, delta_link=page.delta_link)
+            await self.ctx.progress()
+
+    async def _full(
+        self,
+        calendar_id: str,
+        key: str,
+        window: Window,
+        stale: set[str],
+        resume_link: str | None,
+    ) -> None:
+        """A whole round over the window, then a sweep of every event; the delta link is
+        saved with the sweep's result, so a crash before then resumes this pass."""
+        url = resume_link or self._view_start(calendar_id, window)
+        delta_link: str | None = None
+        async for page in self.graph.delta(url, headers=self._view_headers(), mailbox=self.user):
+            plan = await self._plan_view_page(calendar_id, page.items, check_series=False)
+            records, gone = await self._fetch_records(calendar_id, plan.fetch)
+            async with self.run.page() as cat:
+                await self._write(cat, calendar_id, records, gone)
+                await cat.save_delta(key, resume_link=page.next_link or url)
+            await self.ctx.progress()
+            if page.next_link:
+                url = page.next_link
+            delta_link = page.delta_link
+        seen = await self._sweep(calendar_id)
+        async with self.run.page() as cat:
+            await cat.remove_unseen([EVENT_KIND], seen, parent_external_id=calendar_id)
+            if delta_link:
+                await cat.save_delta(key, delta_link=delta_link)
+            for old in stale:
+                await cat.drop_delta(old)
+
+    async def _sweep(self, calendar_id: str) -> set[str]:
+        seen: set[str] = set()
+        async for values in self.graph.paginate(
+            f"{self.base}/calendars/{quote(calendar_id, safe='')}/events",
+            params={"$select": "id,changeKey,type"},
+            headers=prefer(max_page_size=SWEEP_PAGE_SIZE, immutable_id=True),
+            mailbox=self.user,
+        ):
+            listed = {str(v["id"]): v.get("changeKey") for v in values if v.get("id")}
+            seen |= set(listed)
+            plan = _Plan()
+            await self._plan_fetch(calendar_id, listed, plan)
+            records, gone = await self._fetch_records(calendar_id, plan.fetch)
+            seen -= set(gone)
+            if records or gone:
+                async with self.run.page() as cat:
+                    await self._write(cat, calendar_id, records, gone)
+            await self.ctx.progress()
+        return seen
+
+    def _view_headers(self) -> dict[str, str]:
+        return prefer(max_page_size=VIEW_PAGE_SIZE, immutable_id=True)
+
+    # ---- deciding what to fetch --------------------------------------------------------------
+
+    async def _plan_view_page(
+        self, calendar_id: str, values: list[dict[str, Any]], *, check_series: bool
+    ) -> _Plan:
+        """Turn a page of instances into masters and single events to fetch and removals.
+        An id may appear more than once in a round: the last mention wins."""
+        last: dict[str, dict[str, Any] | None] = {}
+        for value in values:
+            if not value.get("id"):
+                continue
+            if "@removed" in value:
+                last.pop(str(value["id"]), None)
+                last[str(value["id"])] = None
+                continue
+            master = value.get("seriesMasterId")
+            if value.get("type") in ("occurrence", "exception") and master:
+                target = str(master)
+            else:
+                target = str(value["id"])
+            last.pop(target, None)
+            last[target] = value
+        wanted = {i: (v.get("changeKey") if v else None) for i, v in last.items() if v is not None}
+        removed = [i for i, v in last.items() if v is None]
+        plan = _Plan()
+        await self._plan_fetch(calendar_id, wanted, plan)
+        if removed:
+            stored = await self.run.current(removed)
+            for event_id in removed:
+                if event_id in stored:
+                    plan.removed.append(event_id)
+                    plan.fetch.pop(event_id, None)
+                else:
+                    plan.unknown_removals = True
+        if plan.unknown_removals and check_series:
+            changed, gone = await self._series_changes(calendar_id)
+            for event_id, change_key in changed.items():
+                plan.fetch.setdefault(event_id, change_key)
+            plan.removed.extend(gone)
+        return plan
+
+    async def _plan_fetch(
+        self, calendar_id: str, wanted: dict[str, str | None], plan: _Plan
+    ) -> None:
+        if not wanted:
+            return
+        stored = await self.run.current(list(wanted))
+        for event_id, change_key in wanted.items():
+            if event_id in self.handled:
+                continue
+            version = stored.get(event_id)
+            if (
+                version is not None
+                and change_key is not None
+                and version.change_key == change_key
+                and version.parent_external_id == calendar_id
+            ):
+                self.handled.add(event_id)
+                continue
+            plan.fetch[event_id] = change_key
+
+    async def _series_changes(self, calendar_id: str) -> tuple[dict[str, str | None], list[str]]:
+        """Which stored series of this calendar changed or vanished (an occurrence id we do
+        not store was removed: one of them lost an occurrence, or was deleted)."""
+        async with unit_of_work(self.ctx.runtime) as session:
+            under = await catalog.open_versions_under(
+                session, self.run.account_id, SERVICE, calendar_id
+            )
+        masters = {
+            external_id: version
+            for external_id, version in under
+            if version.kind == EVENT_KIND and (version.meta or {}).get("type") == "seriesMaster"
+        }
+        changed: dict[str, str | None] = {}
+        gone: list[str] = []
+        ids = list(masters)
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/events/{quote(event_id, safe='')}?$select=id,changeKey",
+                headers=IMMUTABLE,
+            )
+            for n, event_id in enumerate(ids)
+        ]
+        for n, answer in enumerate(await self.graph.batch(requests, mailbox=self.user)):
+            event_id = ids[n]
+            if answer.ok and isinstance(answer.body, dict):
+                change_key = answer.body.get("changeKey")
+                if change_key != masters[event_id].change_key:
+                    changed[event_id] = change_key
+            elif isinstance(answer.error, NotFound):
+                gone.append(event_id)
+            else:  # not sure: fetch it and let the fetch decide (and skip if it fails)
+                changed[event_id] = None
+        return changed, gone
+
+    # ---- fetching ------------------------------------------------------------------------------
+
+    async def _fetch_records(
+        self, calendar_id: str, wanted: dict[str, str | None]
+    ) -> tuple[list[ItemRecord], list[str]]:
+        """Fetch these events (20 per ``$batch``) with their attachments and store their
+        blobs; return their records and the ids Graph no longer has."""
+        records: list[ItemRecord] = []
+        gone: list[str] = []
+        ids = [i for i in wanted if i not in self.handled]
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = ids[start : start + BATCH_SIZE]
+            events, missing, failed = await self._get_events(chunk)
+            gone.extend(missing)
+            listings = await self._list_attachments([e for e in events if e.get("hasAttachments")])
+            slots = asyncio.Semaphore(ATTACHMENT_CONCURRENCY)
+            built = await asyncio.gather(
+                *(self._bounded(slots, calendar_id, e, listings.get(e["id"])) for e in events),
+                return_exceptions=True,
+            )
+            for event, result in zip(events, built, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result
+                    failed[event["id"]] = result
+                elif result is not None:
+                    records.append(result)
+            for event_id, exc in failed.items():
+                await self._skip(calendar_id, event_id, exc)
+            self.handled.update(chunk)
+        return records, gone
+
+    async def _bounded(
+        self,
+        slots: asyncio.Semaphore,
+        calendar_id: str,
+        event: dict[str, Any],
+        listing: list[dict[str, Any]] | None,
+    ) -> ItemRecord:
+        async with slots:
+            return await self._record(calendar_id, event, listing)
+
+    async def _get_events(
+        self, ids: list[str]
+    ) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/events/{quote(event_id, safe='')}?{EVENT_QUERY}",
+                headers=IMMUTABLE,
+            )
+            for n, event_id in enumerate(ids)
+        ]
+        events: list[dict[str, Any]] = []
+        missing: list[str] = []
+        failed: dict[str, Exception] = {}
+        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
+        for n, answer in enumerate(answers):
+            event_id = ids[n]
+            if answer.ok and isinstance(answer.body, dict):
+                events.append(answer.body)
+                continue
+            error = answer.error
+            if isinstance(error, NotFound):
+                missing.append(event_id)
+                continue
+            # One more go on its own (the client already retried throttling and 5xx).
+            try:
+                events.append(await self._get_event(event_id))
+            except NotFound:
+                missing.append(event_id)
+            except GraphError as exc:
+                failed[event_id] = exc
+        return events, missing, failed
+
+    async def _get_event(self, event_id: str) -> dict[str, Any]:
+        last: GraphError | None = None
+        for _ in range(ITEM_ATTEMPTS):
+            try:
+                return await self.graph.get_json(
+                    f"{self.base}/events/{quote(event_id, safe='')}?{EVENT_QUERY}",
+                    headers=IMMUTABLE,
+                    mailbox=self.user,
+                )
+            except NotFound:
+                raise
+            except GraphError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _list_attachments(
+        self, events: list[dict[str, Any]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Attachment metadata (no bytes) of these events, in one ``$batch``."""
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/events/{quote(e['id'], safe='')}/attachments?{ATTACHMENT_QUERY}",
+                headers=IMMUTABLE,
+            )
+            for n, e in enumerate(events)
+        ]
+        out: dict[str, list[dict[str, Any]]] = {}
+        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
+        for n, answer in enumerate(answers):
+            event_id = events[n]["id"]
+            if answer.ok and isinstance(answer.body, dict):
+                values = list(answer.body.get("value") or [])
+                link = answer.body.get("@odata.nextLink")
+                while link:
+                    page = await self.graph.get_json(link, headers=IMMUTABLE, mailbox=self.user)
+                    values.extend(page.get("value") or [])
+                    link = page.get("@odata.nextLink")
+                out[event_id] = values
+        return out
+
+    async def _record(
+        self,
+        calendar_id: str,
+        event: dict[str, Any],
+        listing: list[dict[str, Any]] | None,
+    ) -> ItemRecord:
+        event_id = str(event["id"])
+        event.pop("@odata.context", None)
+        if event.get("hasAttachments") and listing is None:
+            listing = []
+            async for values in self.graph.paginate(
+                f"{self.base}/events/{quote(event_id, safe='')}/attachments",
+                params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
+                headers=IMMUTABLE,
+                mailbox=self.user,
+            ):
+                listing.extend(values)
+        attachments: list[dict[str, Any]] = []
+        texts: list[str] = []
+        stored_bytes = 0
+        for meta in listing or []:
+            entry, text = await self._attachment(event_id, meta)
+            attachments.append(entry)
+            stored_bytes += int(entry.get("contentSize") or 0)
+            if text:
+                texts.append(text)
+        event["attachments"] = attachments
+        event[PRIVATE] = {"attachment_text": "\n".join(texts)[: self.limit]}
+        name = self.calendar_names.get(calendar_id, "Calendar")
+        data = json.dumps(event, ensure_ascii=False, sort_keys=True).encode()
+        document = await self.ctx.repo.put_bytes(data)
+        subject = str(event.get("subject") or "") or "(no subject)"
+        return ItemRecord(
+            external_id=event_id,
+            kind=EVENT_KIND,
+            name=subject,
+            parent_external_id=calendar_id,
+            size=len(data) + stored_bytes,
+            modified_at=offset_time(event.get("lastModifiedDateTime")),
+            change_key=event.get("changeKey"),
+            document=document,
+            meta=meta_of(event, name),
+            search=search_fields(event, name),
+        )
+
+    async def _attachment(self, event_id: str, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """One attachment as it goes into the document, and its text for the index."""
+        attachment_id = quote(str(meta["id"]), safe="")
+        path = f"{self.base}/events/{quote(event_id, safe='')}/attachments/{attachment_id}"
+        if meta.get("@odata.type") != FILE_ATTACHMENT:
+            full = await self.graph.get_json(
+                f"{path}?{ITEM_ATTACHMENT_QUERY}"
+                if meta.get("@odata.type") == "#microsoft.graph.itemAttachment"
+                else path,
+                headers=IMMUTABLE,
+                mailbox=self.user,
+            )
+            full.pop("@odata.context", None)
+            full.pop("contentBytes", None)
+            return full, ""
+        entry = {k: v for k, v in meta.items() if k != "@odata.context"}
+        size = int(meta.get("size") or 0)
+        text = ""
+        if size <= SMALL_ATTACHMENT:
+            data = b"".join(
+                [c async for c in self.graph.stream(f"{path}/$value", mailbox=self.user)]
+            )
+            ref: ContentRef = await self.ctx.repo.put_bytes(data)
+            if data:
+                text = await asyncio.to_thread(
+                    extract_text,
+                    str(meta.get("name") or ""),
+                    meta.get("contentType"),
+                    data,
+                    limit=self.limit,
+                )
+        else:
+            ref = await self.ctx.repo.put_stream(
+                self.graph.stream(f"{path}/$value", mailbox=self.user)
+            )
+        entry["content"] = ref.to_json()
+        entry["contentSize"] = ref.size
+        return entry, text
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    async def _write(
+        self,
+        cat: Any,
+        calendar_id: str,
+        records: Iterable[ItemRecord],
+        removed: Iterable[str],
+    ) -> None:
+        records = list(records)
+        await cat.preload([r.external_id for r in records] + list(removed))
+        for record in records:
+            await cat.record(record)
+        for event_id in removed:
+            await cat.remove(event_id, only_if_parent=calendar_id)
+
+    async def _skip(self, calendar_id: str, event_id: str, exc: Exception) -> None:
+        code = getattr(exc, "reason", None) or type(exc).__name__
+        log.warning("event_skipped", event_id=event_id, error=str(exc)[:300])
+        await self.ctx.skip(
+            item_ref=event_id,
+            name=None,
+            code=str(code),
+            detail=str(exc)[:2000],
+            collection=calendar_id,
+        )
+
+    async def _retry_skipped(self) -> None:
+        """Events an earlier run could not read: fetch them again by id."""
+        rows = await self.ctx.retries()
+        if not rows:
+            return
+        resolved: list[str] = []
+        for row in rows:
+            calendar_id = row.collection or ""
+            if calendar_id not in self.calendar_names:
+                resolved.append(row.external_id)  # its calendar is gone
+                continue
+            skipped_before = self.ctx.skipped
+            records, gone = await self._fetch_records(calendar_id, {row.external_id: None})
+            async with self.run.page() as cat:
+                await self._write(cat, calendar_id, records, gone)
+            if records or gone or self.ctx.skipped == skipped_before:
+                resolved.append(row.external_id)
+        if resolved:
+            await self.ctx.resolved(resolved)
+
+
+async def collect(ctx: CollectContext) -> None:
+    await CalendarCollector(ctx).collect()

@@ -1,0 +1,483 @@
+"""Putting events back into a mailbox (GRAPH.md §4 Restore).
+
+Each event is created with ``POST /calendars/{id}/events`` from its stored JSON without the
+server-assigned properties (id, changeKey, transactionId, webLink, iCalUId) and without
+attendees: creating an event with attendees would send invitations, so, as Corso does,
+they are listed at the top of the body instead (and in the job report's note). Then its
+attachments are added (large ones through upload sessions), then its cancelled
+occurrences are deleted and its exceptions patched onto the instance of their day.
+
+Conflicts: an event "still exists" when the target calendar holds one with the same
+iCalUId, or the same subject, start and end. ``skip`` leaves it, ``keep_both`` adds the
+restored copy beside it, ``overwrite`` creates the restored copy and then deletes the
+existing one (create first, so a failure in between never loses the user's event; Graph
+has no way to delete a meeting without telling its attendees, so they may be told).
+
+Calendars: "original" writes into the calendar of the same name (the default calendar
+into the target's default calendar), created if missing; "new" writes into a new calendar
+named ``ctx.new_folder_name`` (events from another calendar than the default go to
+``"<new name> (<calendar name>)"``, since calendars cannot nest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from safekeep.backup.services.base import RestoreContext, Selection, read_document
+from safekeep.backup.services.calendar.document import (
+    address,
+    cancelled_dates,
+    end_of,
+    local_start,
+    offset_time,
+    start_of,
+    zone,
+)
+from safekeep.graph.client import prefer
+from safekeep.graph.errors import Conflict, GraphError, NotFound
+from safekeep.storage.repository import ContentRef
+from safekeep.tenants.models import ItemVersion
+
+log = structlog.get_logger(__name__)
+
+CONCURRENCY = 4
+INDEX_PAGE_SIZE = 500
+# What a restore may write (read-only and server-assigned properties are left out).
+WRITABLE = (
+    "subject",
+    "body",
+    "start",
+    "end",
+    "location",
+    "locations",
+    "recurrence",
+    "isAllDay",
+    "showAs",
+    "sensitivity",
+    "importance",
+    "categories",
+    "isReminderOn",
+    "reminderMinutesBeforeStart",
+    "isOnlineMeeting",
+    "onlineMeetingProvider",
+    "responseRequested",
+    "hideAttendees",
+    "allowNewTimeProposals",
+)
+EXCEPTION_WRITABLE = tuple(k for k in WRITABLE if k not in ("recurrence", "isOnlineMeeting"))
+ATTACHMENT_DROP = ("id", "@odata.context", "@odata.mediaContentType", "content", "contentSize")
+ITEM_DROP = (
+    "id",
+    "@odata.etag",
+    "@odata.context",
+    "changeKey",
+    "parentFolderId",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "webLink",
+    "iCalUId",
+    "transactionId",
+    "conversationId",
+    "internetMessageId",
+)
+
+
+def attendee_lines(event: dict[str, Any]) -> list[str]:
+    lines = []
+    for attendee in event.get("attendees") or []:
+        name, addr = address(attendee)
+        kind = str(attendee.get("type") or "required")
+        response = str(((attendee.get("status") or {}).get("response")) or "none")
+        who = f"{name} <{addr}>" if name and addr else (name or addr)
+        if who:
+            lines.append(f"{who} ({kind}, {response})")
+    return lines
+
+
+def with_attendees(body: Any, lines: list[str]) -> dict[str, Any]:
+    """The body with the attendee list at its top (the restore does not invite them)."""
+    body = dict(body or {"contentType": "text", "content": ""})
+    if not lines:
+        return body
+    content = str(body.get("content") or "")
+    title = "Attendees (restored by Safekeep, not invited):"
+    if str(body.get("contentType") or "").lower() == "html":
+        block = (
+            f"<div><p>{html.escape(title)}</p><ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+            + "</ul><hr></div>"
+        )
+        lower = content.lower()
+        at = lower.find("<body")
+        end = lower.find(">", at) if at >= 0 else -1
+        content = content[: end + 1] + block + content[end + 1 :] if end >= 0 else block + content
+    else:
+        content = title + "\n" + "\n".join(f"- {line}" for line in lines) + "\n\n" + content
+    body["content"] = content
+    return body
+
+
+def _time_field(value: Any, original_zone: str | None, all_day: bool) -> Any:
+    """Graph reports times in UTC; send them in the organiser's zone so a series keeps its
+    wall-clock time across daylight saving (all-day events stay as they are: midnight)."""
+    if all_day or not original_zone or not isinstance(value, dict):
+        return value
+    parsed = start_of({"start": value})
+    if parsed is None or zone(original_zone) is UTC:
+        return value
+    local = parsed.astimezone(zone(original_zone)).replace(tzinfo=None)
+    return {"dateTime": local.isoformat(timespec="seconds"), "timeZone": original_zone}
+
+
+def payload(event: dict[str, Any], keys: tuple[str, ...] = WRITABLE) -> dict[str, Any]:
+    out = {k: event[k] for k in keys if k in event and event[k] is not None}
+    all_day = bool(event.get("isAllDay"))
+    if "start" in out:
+        out["start"] = _time_field(out["start"], event.get("originalStartTimeZone"), all_day)
+    if "end" in out:
+        out["end"] = _time_field(
+            out["end"],
+            event.get("originalEndTimeZone") or event.get("originalStartTimeZone"),
+            all_day,
+        )
+    recurrence = out.get("recurrence")
+    if isinstance(recurrence, dict):
+        rrange = dict(recurrence.get("range") or {})
+        if not rrange.get("recurrenceTimeZone"):
+            rrange.pop("recurrenceTimeZone", None)
+        out["recurrence"] = {**recurrence, "range": rrange}
+    if out.get("location") == {}:
+        out.pop("location")
+    return out
+
+
+def _key(subject: Any, start: datetime | None, end: datetime | None) -> tuple[str, str, str]:
+    return (
+        str(subject or "").strip().casefold(),
+        start.astimezone(UTC).isoformat() if start else "",
+        end.astimezone(UTC).isoformat() if end else "",
+    )
+
+
+class _TargetCalendar:
+    def __init__(self, calendar_id: str) -> None:
+        self.id = calendar_id
+        self.index: dict[Any, str] | None = None
+        self.lock = asyncio.Lock()
+
+
+class CalendarRestore:
+    def __init__(self, ctx: RestoreContext, selection: Selection) -> None:
+        self.ctx = ctx
+        self.selection = selection
+        self.graph = ctx.graph
+        self.user = ctx.target.graph_id
+        self.base = f"/users/{quote(self.user, safe='')}"
+        self.headers = prefer(immutable_id=True)
+        self._calendars: list[dict[str, Any]] | None = None
+        self._targets: dict[str, _TargetCalendar] = {}
+        self._lock = asyncio.Lock()
+
+    async def restore(self) -> None:
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(version: ItemVersion) -> None:
+            try:
+                await self._restore_one(version)
+            except Exception as exc:  # one failing event never stops the rest
+                log.warning("event_restore_failed", item_id=str(version.item_id), error=str(exc))
+                await self.ctx.report.failed(
+                    version, code=str(getattr(exc, "reason", type(exc).__name__)), detail=str(exc)
+                )
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as group:
+            async for version in self.selection.items():
+                await slots.acquire()
+                group.create_task(one(version))
+
+    # ---- calendars -----------------------------------------------------------------------
+
+    async def _list_calendars(self) -> list[dict[str, Any]]:
+        calendars: list[dict[str, Any]] = []
+        async for values in self.graph.paginate(
+            f"{self.base}/calendars", headers=self.headers, mailbox=self.user
+        ):
+            calendars.extend(values)
+        return calendars
+
+    def _wanted_name(self, source_id: str | None) -> tuple[str, bool]:
+        """(calendar name, whether it is the default calendar) to write ``source_id``'s
+        events into."""
+        folder = self.selection.folders.get(source_id or "")
+        meta = (folder.meta if folder is not None else None) or {}
+        is_default = bool(meta.get("is_default")) or folder is None
+        name = folder.name if folder is not None else "Calendar"
+        if self.ctx.folder_mode == "new":
+            new = self.ctx.new_folder_name
+            return (new if is_default else f"{new} ({name})"), False
+        return name, is_default
+
+    async def _target(self, source_id: str | None) -> _TargetCalendar:
+        name, is_default = self._wanted_name(source_id)
+        async with self._lock:
+            cached = self._targets.get(name.casefold() + ("\0default" if is_default else ""))
+            if cached is not None:
+                return cached
+            if self._calendars is None:
+                self._calendars = await self._list_calendars()
+            found = None
+            if is_default:
+                found = next((c for c in self._calendars if c.get("isDefaultCalendar")), None)
+            if found is None:
+                found = next(
+                    (
+                        c
+                        for c in self._calendars
+                        if str(c.get("name") or "").casefold() == name.casefold()
+                    ),
+                    None,
+                )
+            if found is None:
+                found = await self._create_calendar(name)
+                self._calendars.append(found)
+            target = _TargetCalendar(str(found["id"]))
+            self._targets[name.casefold() + ("\0default" if is_default else "")] = target
+            return target
+
+    async def _create_calendar(self, name: str) -> dict[str, Any]:
+        try:
+            created = await self.graph.request_json(
+                "POST",
+                f"{self.base}/calendars",
+                json={"name": name},
+                headers=self.headers,
+                mailbox=self.user,
+                expected=(201, 200),
+            )
+        except Conflict:
+            for calendar in await self._list_calendars():
+                if str(calendar.get("name") or "").casefold() == name.casefold():
+                    return calendar
+            raise
+        assert created is not None
+        return created
+
+    async def _index(self, target: _TargetCalendar) -> dict[Any, str]:
+        """What the target calendar holds, by iCalUId and by (subject, start, end)."""
+        async with target.lock:
+            if target.index is None:
+                index: dict[Any, str] = {}
+                async for values in self.graph.paginate(
+                    f"{self.base}/calendars/{quote(target.id, safe='')}/events",
+                    params={"$select": "id,subject,start,end,iCalUId,type"},
+                    headers=prefer(max_page_size=INDEX_PAGE_SIZE, immutable_id=True),
+                    mailbox=self.user,
+                ):
+                    for event in values:
+                        self._remember(index, event, str(event["id"]))
+                target.index = index
+            return target.index
+
+    @staticmethod
+    def _remember(index: dict[Any, str], event: dict[str, Any], event_id: str) -> None:
+        if event.get("iCalUId"):
+            index[("uid", str(event["iCalUId"]))] = event_id
+        index[_key(event.get("subject"), start_of(event), end_of(event))] = event_id
+
+    @staticmethod
+    def _existing(index: dict[Any, str], event: dict[str, Any]) -> str | None:
+        if event.get("iCalUId") and ("uid", str(event["iCalUId"])) in index:
+            return index[("uid", str(event["iCalUId"]))]
+        return index.get(_key(event.get("subject"), start_of(event), end_of(event)))
+
+    # ---- one event -----------------------------------------------------------------------
+
+    async def _restore_one(self, version: ItemVersion) -> None:
+        event = await read_document(self.ctx.repo, version)
+        if event is None:
+            await self.ctx.report.failed(
+                version, code="no_document", detail="this version has no stored event"
+            )
+            return
+        target = await self._target(version.parent_external_id)
+        index = await self._index(target)
+        existing = self._existing(index, event)
+        if existing is not None and self.ctx.conflict == "skip":
+            await self.ctx.report.skipped(
+                version,
+                reason="an event with the same subject and time (or iCalUId) already exists",
+            )
+            return
+        lines = attendee_lines(event)
+        body = payload(event)
+        body["body"] = with_attendees(event.get("body"), lines)
+        created = await self.graph.request_json(
+            "POST",
+            f"{self.base}/calendars/{quote(target.id, safe='')}/events",
+            json=body,
+            headers=self.headers,
+            mailbox=self.user,
+            expected=(201, 200),
+        )
+        assert created is not None
+        new_id = str(created["id"])
+        self._remember(index, {**event, "iCalUId": created.get("iCalUId")}, new_id)
+        problems: list[str] = []
+        for attachment in event.get("attachments") or []:
+            try:
+                await self._add_attachment(new_id, attachment)
+            except (GraphError, ValueError) as exc:
+                problems.append(f"attachment {attachment.get('name')!r}: {exc}")
+        if event.get("recurrence"):
+            problems.extend(await self._fix_instances(new_id, event))
+        if existing is not None and self.ctx.conflict == "overwrite" and existing != new_id:
+            with contextlib.suppress(NotFound):
+                await self.graph.request_json(
+                    "DELETE",
+                    f"{self.base}/events/{quote(existing, safe='')}",
+                    headers=self.headers,
+                    mailbox=self.user,
+                    expected=(204, 200),
+                )
+        if problems:
+            await self.ctx.report.failed(
+                version,
+                code="partially_restored",
+                detail=f"created as {new_id} but: " + "; ".join(problems),
+            )
+            return
+        note = "attendees not invited: " + "; ".join(lines) if lines else None
+        await self.ctx.report.restored(version, target_id=new_id, note=note)
+
+    async def _add_attachment(self, event_id: str, attachment: dict[str, Any]) -> None:
+        kind = attachment.get("@odata.type")
+        if kind == "#microsoft.graph.fileAttachment" and attachment.get("content"):
+            ref = ContentRef.from_json(attachment["content"])
+            data: bytes | Any = (
+                await self.ctx.repo.read_bytes(ref)
+                if ref.size < 3 * 1024 * 1024
+                else self.ctx.repo.read(ref)
+            )
+            await self.graph.upload_mail_attachment(
+                self.user,
+                "",
+                str(attachment.get("name") or "attachment"),
+                str(attachment.get("contentType") or "application/octet-stream"),
+                data,
+                ref.size,
+                is_inline=bool(attachment.get("isInline")),
+                content_id=attachment.get("contentId"),
+                event_id=event_id,
+            )
+            return
+        body = {k: v for k, v in attachment.items() if k not in ATTACHMENT_DROP}
+        body.pop("size", None)
+        body.pop("lastModifiedDateTime", None)
+        if isinstance(body.get("item"), dict):
+            body["item"] = {k: v for k, v in body["item"].items() if k not in ITEM_DROP}
+        await self.graph.request_json(
+            "POST",
+            f"{self.base}/events/{quote(event_id, safe='')}/attachments",
+            json=body,
+            headers=self.headers,
+            mailbox=self.user,
+            expected=(201, 200),
+        )
+
+    async def _instances(self, event_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        async for values in self.graph.paginate(
+            f"{self.base}/events/{quote(event_id, safe='')}/instances",
+            params={
+                "startDateTime": lo.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "endDateTime": hi.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "$select": "id,originalStart,start,end,type",
+            },
+            headers=self.headers,
+            mailbox=self.user,
+        ):
+            found.extend(values)
+        return found
+
+    async def _fix_instances(self, event_id: str, event: dict[str, Any]) -> list[str]:
+        """Delete the cancelled occurrences and patch the exceptions onto the new series."""
+        problems: list[str] = []
+        first = local_start(event)
+        event_zone = zone(event.get("originalStartTimeZone"))
+        for day in cancelled_dates(event):
+            try:
+                instance = await self._instance_on(event_id, day, first, event_zone)
+                if instance is None:
+                    problems.append(f"no occurrence on {day} to cancel")
+                    continue
+                await self.graph.request_json(
+                    "DELETE",
+                    f"{self.base}/events/{quote(instance, safe='')}",
+                    headers=self.headers,
+                    mailbox=self.user,
+                    expected=(204, 200),
+                )
+            except GraphError as exc:
+                problems.append(f"cancelling {day}: {exc}")
+        for exception in event.get("exceptionOccurrences") or []:
+            original = offset_time(exception.get("originalStart"))
+            if original is None:
+                continue
+            try:
+                instance = await self._instance_at(event_id, original)
+                if instance is None:
+                    problems.append(f"no occurrence at {original.isoformat()} for an exception")
+                    continue
+                changes = payload(exception, EXCEPTION_WRITABLE)
+                changes.pop("isAllDay", None)
+                if "body" in changes:
+                    changes["body"] = with_attendees(
+                        exception.get("body"), attendee_lines(exception)
+                    )
+                await self.graph.request_json(
+                    "PATCH",
+                    f"{self.base}/events/{quote(instance, safe='')}",
+                    json=changes,
+                    headers=self.headers,
+                    mailbox=self.user,
+                    expected=(200, 204),
+                )
+            except GraphError as exc:
+                problems.append(f"exception of {original.isoformat()}: {exc}")
+        return problems
+
+    async def _instance_on(
+        self, event_id: str, day: date, first: datetime | None, event_zone: Any
+    ) -> str | None:
+        """The occurrence whose original date (in the series' zone) is ``day``."""
+        clock = first.timetz().replace(tzinfo=None) if first else datetime.min.time()
+        expected = datetime.combine(day, clock).replace(tzinfo=event_zone)
+        for instance in await self._instances(
+            event_id, expected - timedelta(days=1), expected + timedelta(days=2)
+        ):
+            original = offset_time(instance.get("originalStart")) or start_of(instance)
+            if original is not None and original.astimezone(event_zone).date() == day:
+                return str(instance["id"])
+        return None
+
+    async def _instance_at(self, event_id: str, original: datetime) -> str | None:
+        instances = await self._instances(
+            event_id, original - timedelta(minutes=1), original + timedelta(days=1)
+        )
+        for instance in instances:
+            if offset_time(instance.get("originalStart")) == original:
+                return str(instance["id"])
+        return None
+
+
+async def restore(ctx: RestoreContext, selection: Selection) -> None:
+    await CalendarRestore(ctx, selection).restore()
