@@ -21,7 +21,7 @@ from graphsim.quickxor import QuickXorHash
 
 GEN_BLOCK = 1 << 20
 
-_hash_cache: dict[str, tuple[str, str, str]] = {}
+_hash_cache: dict[str, tuple[str, str]] = {}
 _hash_lock = threading.Lock()
 
 
@@ -42,20 +42,18 @@ class Content:
     def read(self) -> bytes:
         return b"".join(self.iter_range())
 
-    def hashes(self) -> tuple[str, str, str]:
-        """(quickXorHash base64, sha256 hex upper, sha1 hex upper) computed once per key."""
+    def hashes(self) -> tuple[str, str]:
+        """(quickXorHash base64, sha256 hex upper), computed once per key."""
         with _hash_lock:
             cached = _hash_cache.get(self.key)
         if cached is not None:
             return cached
         qx = QuickXorHash()
         sha256 = hashlib.sha256()
-        sha1 = hashlib.sha1()  # noqa: S324 - Graph reports sha1Hash, not used for security
         for block in self.iter_range():
             qx.update(block)
             sha256.update(block)
-            sha1.update(block)
-        result = (qx.b64digest(), sha256.hexdigest().upper(), sha1.hexdigest().upper())
+        result = (qx.b64digest(), sha256.hexdigest().upper())
         with _hash_lock:
             _hash_cache[self.key] = result
         return result

@@ -66,17 +66,18 @@ def _fold(chunk: bytes) -> int:
     n = len(chunk) // _BLOCK
     value = int.from_bytes(chunk, "big")
     bits = _BLOCK * 8
-    # Fold halves while the block count is even, then peel the rest one block at a time.
-    while n > 1 and n % 2 == 0:
-        half = n // 2
-        value = (value >> (half * bits)) ^ (value & ((1 << (half * bits)) - 1))
-        n = half
-    result = 0
     mask = (1 << bits) - 1
-    for _ in range(n):
-        result ^= value & mask
-        value >>= bits
-    return result
+    result = 0
+    # Fold halves together; an odd block out is peeled off first, so each level is linear.
+    while n > 1:
+        if n % 2:
+            result ^= value & mask
+            value >>= bits
+            n -= 1
+        half_bits = (n // 2) * bits
+        value = (value >> half_bits) ^ (value & ((1 << half_bits) - 1))
+        n //= 2
+    return result ^ value
 
 
 def quickxor_b64(data: bytes) -> str:

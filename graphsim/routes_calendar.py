@@ -189,10 +189,23 @@ def resolve_event(tenant: Tenant, user: User, event_id: str) -> tuple[OItem, str
     raise not_found()
 
 
-def _view(
-    tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime
-) -> list[tuple[int, str, dict[str, Any]]]:
-    out: list[tuple[int, str, dict[str, Any]]] = []
+ViewEntries = list[tuple[int, str, dict[str, Any]]]
+_VIEW_CACHE: dict[tuple[str, str, int, datetime, datetime], ViewEntries] = {}
+
+
+def _view(tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime) -> ViewEntries:
+    """Instances in a window, cached per tenant change number: delta pages repeat the query."""
+    key = (tenant.id, calendar.id, tenant.seq, lo, hi)
+    cached = _VIEW_CACHE.get(key)
+    if cached is None:
+        if len(_VIEW_CACHE) > 64:
+            _VIEW_CACHE.clear()
+        cached = _VIEW_CACHE[key] = _expand_view(tenant, calendar, lo, hi)
+    return cached
+
+
+def _expand_view(tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime) -> ViewEntries:
+    out: ViewEntries = []
     for event in tenant.folder_items(calendar.id):
         base = event_json(tenant, event)
         if event.props.get("recurrence"):

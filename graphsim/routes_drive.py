@@ -165,7 +165,7 @@ def item_json(
         }
     else:
         assert item.content is not None
-        qx, sha256, _sha1 = item.content.hashes()
+        qx, sha256 = item.content.hashes()
         out["@microsoft.graph.downloadUrl"] = download_url(engine, tenant, drive, item)
         out["file"] = {
             "mimeType": item.mime_type,

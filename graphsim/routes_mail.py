@@ -855,7 +855,9 @@ def _folder_delta(
         max_size=1000,
         token=token,
     )
-    roots = {user.msgfolderroot} if kind == "mail" else set()
+    # Like the folder listings, delta leaves out the roots (Top of Information Store, and the
+    # default Contacts folder whose children /contactFolders lists).
+    roots = {user.msgfolderroot} if kind == "mail" else {user.contacts_root}
     folders = [
         f
         for f in tenant.user_folders(user.id, kind)

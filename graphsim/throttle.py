@@ -63,6 +63,9 @@ class ThrottleConfig:
     latency_jitter_ms: float = 0.0
     error_rate: float = 0.0  # share of Graph requests answered 503 with Retry-After
     error_retry_after_s: float = 1.0
+    # Requests arriving this soon after a 429 were most likely sent before the client saw it:
+    # they are throttled too but not counted as Retry-After violations.
+    violation_grace_s: float = 0.25
 
     def update(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
@@ -107,7 +110,7 @@ class Throttler:
         self._mailbox_log: dict[tuple[str, ...], deque[float]] = {}
         self._units_log: dict[tuple[str, ...], deque[tuple[float, int]]] = {}
         self._user_log: dict[tuple[str, ...], deque[float]] = {}
-        self._blocked_until: dict[tuple[str, ...], float] = {}
+        self._blocked_until: dict[tuple[str, ...], tuple[float, float]] = {}
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -175,16 +178,14 @@ class Throttler:
             else:
                 client = ("sharepoint", app, tenant)
             blocked = self._blocked_until.get(client)
-            if blocked is not None and now < blocked:
-                self.counters.retry_after_violations += 1
-                self._throttled_locked()
-                raise self._error(service, blocked - now, "violation")
+            if blocked is not None and now < blocked[0]:
+                if now - blocked[1] > cfg.violation_grace_s:
+                    self.counters.retry_after_violations += 1
+                self.counters.throttled += 1
+                raise self._error(service, blocked[0] - now, "violation")
             if service == "exchange" and mailbox:
                 return self._admit_exchange(client, now)
             return self._admit_sharepoint(client, now, licences, cost, mailbox)
-
-    def _throttled_locked(self) -> None:
-        self.counters.throttled += 1
 
     def _error(self, service: str, wait: float, reason: str) -> GraphError:
         headers = {"Retry-After": self._retry_after(wait)}
@@ -206,7 +207,7 @@ class Throttler:
     def _block(self, client: tuple[str, ...], now: float, wait: float) -> float:
         if not self.config.fractional_retry_after:
             wait = max(1, math.ceil(wait))
-        self._blocked_until[client] = now + wait
+        self._blocked_until[client] = (now + wait, now)
         self.counters.throttled += 1
         return wait
 

@@ -94,7 +94,7 @@ def test_cli_serves_and_persists(tmp_path: Path) -> None:
         restored = Simulator(state_dir=state)
         assert any(
             item.spec is not None and item.spec.subject == "keep me"
-            for item in restored.state.tenant(tenant["id"]).items.values()
+            for item in restored.tenant(tenant["id"]).items.values()
             if item.kind == "message"
         )
     finally:
