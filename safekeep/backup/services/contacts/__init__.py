@@ -1,0 +1,97 @@
+"""Contacts: every contact folder of a user (the default "Contacts" folder at the top, its
+child folders below) and every contact with all its fields.
+
+Catalog kinds: ``contact_folder`` (a folder; meta: name, is_default) and ``contact`` (parent
+= its folder; meta: see ``document.meta_of``). A contact's ``document`` is its Graph JSON;
+its original form is rendered as a vCard 3.0 (``text/vcard``) on demand, so it has no
+``content``. Photos are not kept yet (graphsim has no contact photo endpoint to test
+against). Collection: see ``collect``; restore rules: see ``restore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from safekeep.backup.catalog import SearchFields
+from safekeep.backup.collect import CollectContext
+from safekeep.backup.export.zipper import safe_name
+from safekeep.backup.services.base import (
+    Content,
+    ContentReader,
+    ExportContext,
+    ExportEntry,
+    RestoreContext,
+    Selection,
+    read_document,
+)
+from safekeep.backup.services.contacts import collect as collector
+from safekeep.backup.services.contacts import document as documents
+from safekeep.backup.services.contacts import restore as restorer
+from safekeep.storage.repository import TenantRepository
+from safekeep.tenants.models import ItemVersion
+
+VCARD_TYPE = "text/vcard; charset=utf-8"
+
+
+def vcf_filename(version: ItemVersion) -> str:
+    return safe_name(version.name or "contact")[:140] + ".vcf"
+
+
+class ContactsService:
+    name = "contacts"
+    folder_kinds = frozenset({collector.FOLDER_KIND})
+
+    async def collect(self, ctx: CollectContext) -> None:
+        await collector.collect(ctx)
+
+    async def search_fields(
+        self, version: ItemVersion, document: dict[str, Any] | None, content: ContentReader
+    ) -> SearchFields | None:
+        if version.kind != collector.CONTACT_KIND or document is None:
+            return None
+        return documents.search_fields(document, str((version.meta or {}).get("folder") or "/"))
+
+    async def content(self, repo: TenantRepository, version: ItemVersion) -> Content:
+        if version.kind != collector.CONTACT_KIND or not version.document:
+            raise ValueError("only contacts have a vCard form")
+
+        def open_vcf(start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
+            return _vcard(repo, version)
+
+        return Content(
+            media_type=VCARD_TYPE,
+            filename=vcf_filename(version),
+            size=None,
+            etag=f'"{version.document.get("sha256", version.id)}-vcf"',
+            rangeable=False,
+            open=open_vcf,
+        )
+
+    async def restore(self, ctx: RestoreContext, selection: Selection) -> None:
+        await restorer.restore(ctx, selection)
+
+    async def export(self, ctx: ExportContext, selection: Selection) -> AsyncIterator[ExportEntry]:
+        async for version in selection.items():
+            if version.kind != collector.CONTACT_KIND or not version.document:
+                continue
+
+            def opener(v: ItemVersion = version) -> AsyncIterator[bytes]:
+                return _vcard(ctx.repo, v)
+
+            folder = selection.path_of(version.parent_external_id) or ["Contacts"]
+            yield ExportEntry(
+                path="/".join([*folder, vcf_filename(version)]),
+                open=opener,
+                version=version,
+                modified_at=version.modified_at,
+            )
+
+
+async def _vcard(repo: TenantRepository, version: ItemVersion) -> AsyncIterator[bytes]:
+    contact = await read_document(repo, version)
+    if contact is not None:
+        yield documents.vcard(contact)
+
+
+SERVICE = ContactsService()

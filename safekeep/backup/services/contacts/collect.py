@@ -1,0 +1,354 @@
+"""Backing up a user's contact folders and contacts by Graph delta.
+
+Folders: the default folder (``/contactFolders/contacts``, the root: contacts under
+``/users/{id}/contacts`` live in it) plus every folder from ``/contactFolders/delta``
+(flat, with ``parentFolderId``; the default folder's own parent is a hidden mailbox root, so
+it is kept at the top). Contacts: ``/contactFolders/{id}/contacts/delta`` per folder, whose
+pages carry whole contacts, so nothing is fetched item by item; the first request of every
+folder's round goes through ``$batch`` (20 folders per call), so an unchanged mailbox costs
+two requests plus one per 20 folders.
+
+Delta state: collection ``folders`` for the folder tree, the folder id for its contacts.
+A first pass saves its resume link page by page (an interrupted first backup resumes). A
+pass after a 410 (resync) compares change keys (an unchanged contact costs nothing and gets
+no new version) and closes what it did not see; it keeps the old link until it completes,
+so an interrupted resync simply starts again. ``Prefer: IdType="ImmutableId"`` keeps a
+contact's id when it moves between folders: a move is one item with a new parent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from safekeep.backup.catalog import CatalogPage, ItemRecord
+from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
+from safekeep.backup.services.contacts.document import meta_of, modified_at, search_fields
+from safekeep.graph.client import BatchRequest, DeltaPage, prefer
+from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.models import DeltaState
+from safekeep.workers.context import unit_of_work
+
+log = structlog.get_logger(__name__)
+
+SERVICE = "contacts"
+FOLDER_KIND = "contact_folder"
+CONTACT_KIND = "contact"
+FOLDERS = "folders"
+PAGE_SIZE = 200
+BATCH_SIZE = 20
+
+
+def _folder_change_key(folder: dict[str, Any]) -> str:
+    # Contact folders carry no changeKey: their name and parent are all that can change.
+    return json.dumps([folder.get("displayName"), folder.get("parentFolderId")])
+
+
+@dataclass
+class _Pass:
+    """One folder's round: where it starts and whether it must close what it misses."""
+
+    folder_id: str
+    link: str
+    resync: bool = False  # a full pass after a 410: close unseen, no resume links
+    seen: set[str] = field(default_factory=set)
+
+
+class ContactsCollector:
+    def __init__(self, ctx: CollectContext) -> None:
+        self.ctx = ctx
+        self.graph = ctx.graph
+        self.run = ctx.run
+        self.user = ctx.account.graph_id
+        self.base = f"/users/{quote(self.user, safe='')}"
+        self.headers = prefer(max_page_size=PAGE_SIZE, immutable_id=True)
+        self.names: dict[str, str] = {}
+        self.parents: dict[str, str | None] = {}
+        self.root_id = ""
+
+    async def collect(self) -> None:
+        states = await self.run.delta_links()
+        root = await self.graph.get_json(
+            f"{self.base}/contactFolders/contacts",
+            headers=prefer(immutable_id=True),
+            mailbox=self.user,
+        )
+        self.root_id = str(root["id"])
+        await self._folders(root, states.get(FOLDERS))
+        await self._load_folders()
+        await self._retry_skipped()
+        passes = [self._pass_for(fid, states.get(fid)) for fid in self.names]
+        for start in range(0, len(passes), BATCH_SIZE):
+            group = passes[start : start + BATCH_SIZE]
+            firsts = await self._first_pages(group)
+            for one in group:
+                await self._contacts(one, firsts.get(one.folder_id))
+        stale = [key for key in states if key != FOLDERS and key not in self.names]
+        if stale:
+            async with self.run.page() as cat:
+                for key in stale:
+                    await cat.drop_delta(key)
+
+    # ---- folders -------------------------------------------------------------------------
+
+    def _folder_record(self, folder: dict[str, Any]) -> ItemRecord:
+        folder_id = str(folder["id"])
+        parent = folder.get("parentFolderId")
+        parent_id = (
+            None if folder_id == self.root_id or not parent or parent == folder_id else parent
+        )
+        name = str(folder.get("displayName") or "Contacts")
+        return ItemRecord(
+            external_id=folder_id,
+            kind=FOLDER_KIND,
+            name=name,
+            parent_external_id=str(parent_id) if parent_id else None,
+            change_key=_folder_change_key(folder),
+            meta={"name": name, "is_default": folder_id == self.root_id},
+        )
+
+    async def _folders(self, root: dict[str, Any], state: DeltaState | None) -> None:
+        async with self.run.page() as cat:
+            await cat.record(self._folder_record(root))
+        if state is not None and (state.resume_link or state.delta_link):
+            link = state.resume_link or state.delta_link or ""
+            try:
+                await self._folder_round(link, resync=False)
+                return
+            except ResyncRequired:
+                log.info("contact_folders_resync", account_id=str(self.run.account_id))
+                await self._folder_round(f"{self.base}/contactFolders/delta", resync=True)
+                return
+        await self._folder_round(f"{self.base}/contactFolders/delta", resync=False)
+
+    async def _folder_round(self, link: str, *, resync: bool) -> None:
+        """A first pass saves resume links (nothing older exists to close); a resync pass
+        keeps the old link until it ends, then closes the folders it did not see."""
+        seen: set[str] = {self.root_id}
+        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
+            async with self.run.page() as cat:
+                for value in page.items:
+                    folder_id = str(value.get("id") or "")
+                    if not folder_id or folder_id == self.root_id:
+                        continue
+                    if "@removed" in value:
+                        await self._drop_folder(cat, folder_id)
+                        seen.discard(folder_id)
+                        continue
+                    seen.add(folder_id)
+                    await cat.record(self._folder_record(value))
+                if page.next_link:
+                    if not resync:
+                        await cat.save_delta(FOLDERS, resume_link=page.next_link)
+                    continue
+                if resync:
+                    stored = await catalog.open_external_ids(
+                        cat.session, self.run.account_id, SERVICE, [FOLDER_KIND]
+                    )
+                    for folder_id in stored:
+                        if folder_id not in seen:
+                            await self._drop_folder(cat, folder_id)
+                await cat.save_delta(FOLDERS, delta_link=page.delta_link)
+            await self.ctx.progress()
+
+    async def _drop_folder(self, cat: CatalogPage, folder_id: str) -> None:
+        await cat.remove_subtree(folder_id)
+        await cat.remove(folder_id)
+        await cat.drop_delta(folder_id)
+
+    async def _load_folders(self) -> None:
+        async with unit_of_work(self.ctx.runtime) as session:
+            stored = await catalog.open_external_ids(
+                session, self.run.account_id, SERVICE, [FOLDER_KIND]
+            )
+        self.names = {fid: v.name for fid, v in stored.items()}
+        self.parents = {fid: v.parent_external_id for fid, v in stored.items()}
+
+    def folder_path(self, folder_id: str | None) -> str:
+        names: list[str] = []
+        current = folder_id
+        guard: set[str] = set()
+        while current and current in self.names and current not in guard:
+            guard.add(current)
+            names.append(self.names[current])
+            current = self.parents.get(current)
+        return "/" + "/".join(reversed(names))
+
+    # ---- contacts ------------------------------------------------------------------------
+
+    def _pass_for(self, folder_id: str, state: DeltaState | None) -> _Pass:
+        fresh = f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts/delta"
+        if state is None or not (state.resume_link or state.delta_link):
+            return _Pass(folder_id, fresh)
+        return _Pass(folder_id, state.resume_link or state.delta_link or fresh)
+
+    async def _first_pages(self, group: list[_Pass]) -> dict[str, DeltaPage | GraphError]:
+        """The first page of each folder's round, up to 20 folders per ``$batch``."""
+        requests = [
+            BatchRequest(id=str(n), method="GET", url=one.link, headers=self.headers)
+            for n, one in enumerate(group)
+        ]
+        out: dict[str, DeltaPage | GraphError] = {}
+        for n, answer in enumerate(await self.graph.batch(requests, mailbox=self.user)):
+            folder_id = group[n].folder_id
+            if answer.ok and isinstance(answer.body, dict):
+                out[folder_id] = DeltaPage(
+                    list(answer.body.get("value") or []),
+                    answer.body.get("@odata.nextLink"),
+                    answer.body.get("@odata.deltaLink"),
+                )
+            elif answer.error is not None:
+                out[folder_id] = answer.error
+        return out
+
+    async def _contacts(self, one: _Pass, first: DeltaPage | GraphError | None) -> None:
+        if isinstance(first, ResyncRequired):
+            first = None
+            one = self._resync(one)
+        elif isinstance(first, NotFound):
+            return  # the folder went away since the folder pass; the next run closes it
+        elif isinstance(first, GraphError):
+            first = None  # ask again on its own; the client's retries apply there
+        try:
+            await self._round(one, first)
+        except ResyncRequired:
+            await self._round(self._resync(one), None)
+        except NotFound:
+            log.info("contact_folder_gone", folder_id=one.folder_id)
+
+    def _resync(self, one: _Pass) -> _Pass:
+        log.info("contacts_resync", folder_id=one.folder_id)
+        fresh = f"{self.base}/contactFolders/{quote(one.folder_id, safe='')}/contacts/delta"
+        return _Pass(one.folder_id, fresh, resync=True)
+
+    async def _round(self, one: _Pass, first: DeltaPage | None) -> None:
+        if first is not None:
+            await self._page(one, first)
+            link = first.next_link
+        else:
+            link = one.link
+        if link is None:
+            return
+        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
+            await self._page(one, page)
+
+    async def _page(self, one: _Pass, page: DeltaPage) -> None:
+        last: dict[str, dict[str, Any] | None] = {}
+        for item in page.items:
+            contact_id = str(item.get("id") or "")
+            if not contact_id:
+                continue
+            last.pop(contact_id, None)
+            last[contact_id] = None if "@removed" in item else item
+        stored = await self.run.current(list(last))
+        records: list[ItemRecord] = []
+        for contact_id, value in last.items():
+            if value is None:
+                one.seen.discard(contact_id)
+                continue
+            one.seen.add(contact_id)
+            version = stored.get(contact_id)
+            if (
+                version is not None
+                and value.get("changeKey") is not None
+                and version.change_key == value.get("changeKey")
+                and version.parent_external_id == one.folder_id
+            ):
+                continue
+            records.append(await self._record(one.folder_id, value))
+        async with self.run.page() as cat:
+            await cat.preload(list(last))
+            for record in records:
+                await cat.record(record)
+            for contact_id, value in last.items():
+                if value is None:
+                    await cat.remove(contact_id, only_if_parent=one.folder_id)
+            if page.next_link:
+                if not one.resync:
+                    await cat.save_delta(one.folder_id, resume_link=page.next_link)
+            else:
+                if one.resync:
+                    await cat.remove_unseen(
+                        [CONTACT_KIND], one.seen, parent_external_id=one.folder_id
+                    )
+                await cat.save_delta(one.folder_id, delta_link=page.delta_link)
+        await self.ctx.progress()
+
+    async def _record(self, folder_id: str, contact: dict[str, Any]) -> ItemRecord:
+        contact = {k: v for k, v in contact.items() if k != "@odata.context"}
+        data = json.dumps(contact, ensure_ascii=False, sort_keys=True).encode()
+        document = await self.ctx.repo.put_bytes(data)
+        folder_path = self.folder_path(folder_id)
+        name = (
+            str(contact.get("displayName") or "")
+            or str(contact.get("fileAs") or "")
+            or next((str(e.get("address")) for e in contact.get("emailAddresses") or []), "")
+            or "(no name)"
+        )
+        return ItemRecord(
+            external_id=str(contact["id"]),
+            kind=CONTACT_KIND,
+            name=name,
+            parent_external_id=folder_id,
+            size=len(data),
+            modified_at=modified_at(contact),
+            change_key=contact.get("changeKey"),
+            document=document,
+            meta=meta_of(contact, folder_path),
+            search=search_fields(contact, folder_path),
+        )
+
+    async def _retry_skipped(self) -> None:
+        """Contacts an earlier run could not store: read them again by id."""
+        rows = await self.ctx.retries()
+        resolved: list[str] = []
+        for row in rows:
+            try:
+                contact = await self._get_contact(row.external_id)
+            except NotFound:
+                resolved.append(row.external_id)
+                continue
+            except GraphError as exc:
+                await self.ctx.skip(
+                    item_ref=row.external_id,
+                    name=row.name,
+                    code=str(exc.reason),
+                    detail=str(exc),
+                    collection=row.collection,
+                )
+                continue
+            folder_id = str(contact.get("parentFolderId") or row.collection or self.root_id)
+            if folder_id not in self.names:
+                resolved.append(row.external_id)
+                continue
+            record = await self._record(folder_id, contact)
+            async with self.run.page() as cat:
+                await cat.record(record)
+            resolved.append(row.external_id)
+        if resolved:
+            await self.ctx.resolved(resolved)
+
+    async def _get_contact(self, contact_id: str) -> dict[str, Any]:
+        last: GraphError | None = None
+        for _ in range(ITEM_ATTEMPTS):
+            try:
+                return await self.graph.get_json(
+                    f"{self.base}/contacts/{quote(contact_id, safe='')}",
+                    headers=prefer(immutable_id=True),
+                    mailbox=self.user,
+                )
+            except NotFound:
+                raise
+            except GraphError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+
+async def collect(ctx: CollectContext) -> None:
+    await ContactsCollector(ctx).collect()
