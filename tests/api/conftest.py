@@ -1,0 +1,213 @@
+"""Two MSPs with data of every kind, so each route can be tried with the other's ids."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from safekeep.backup.context import open_repository
+from safekeep.runtime import Runtime
+from safekeep.tenants.models import (
+    Account,
+    Export,
+    ExportStatus,
+    Item,
+    ItemVersion,
+    Job,
+    JobKind,
+    JobStatus,
+    Snapshot,
+    SnapshotStatus,
+    Tenant,
+    WebhookEndpoint,
+    utcnow,
+)
+from safekeep.tenants.scope import system_principal
+from safekeep.tenants.webhook import service as webhook_service
+from tests.factories import MspHandle, create_account, create_key, create_msp, create_tenant
+
+
+@dataclass
+class MspWorld:
+    msp: MspHandle
+    tenant: Tenant
+    other_tenant: Tenant  # a second tenant of the same MSP
+    account: Account
+    job: Job
+    snapshot: Snapshot
+    folder: Item
+    item: Item
+    version: ItemVersion
+    webhook: WebhookEndpoint
+    export: Export
+    api_key_id: uuid.UUID
+
+    def ids(self) -> dict[str, str]:
+        return {
+            "tenant_id": str(self.tenant.id),
+            "account_id": str(self.account.id),
+            "job_id": str(self.job.id),
+            "item_id": str(self.item.id),
+            "export_id": str(self.export.id),
+            "webhook_id": str(self.webhook.id),
+            "key_id": str(self.api_key_id),
+        }
+
+
+async def build_world(runtime: Runtime, name: str) -> MspWorld:
+    msp = await create_msp(runtime, name)
+    tenant = await create_tenant(runtime, msp, name=f"{name} client")
+    other = await create_tenant(runtime, msp, name=f"{name} second client")
+    account = await create_account(runtime, tenant, name=f"{name} User")
+    repo = await open_repository(runtime, tenant)
+    content = await repo.put_bytes(f"hello from {name}\n".encode())
+    now = utcnow()
+    async with runtime.db.session() as session:
+        job = Job(tenant_id=tenant.id, kind=JobKind.backup, status=JobStatus.succeeded, params={})
+        session.add(job)
+        await session.flush()
+        snapshot = Snapshot(
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service="onedrive",
+            seq=1,
+            job_id=job.id,
+            status=SnapshotStatus.complete,
+            started_at=now,
+            completed_at=now,
+            items_total=2,
+        )
+        folder = Item(
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service="onedrive",
+            external_id=f"{name}-folder",
+            kind="drive_folder",
+        )
+        item = Item(
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service="onedrive",
+            external_id=f"{name}-file",
+            kind="file",
+        )
+        session.add_all([snapshot, folder, item])
+        await session.flush()
+        session.add(
+            ItemVersion(
+                item_id=folder.id,
+                tenant_id=tenant.id,
+                account_id=account.id,
+                service="onedrive",
+                kind="drive_folder",
+                first_seq=1,
+                valid_from=now,
+                name="Documents",
+                meta={},
+            )
+        )
+        version = ItemVersion(
+            item_id=item.id,
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service="onedrive",
+            kind="file",
+            first_seq=1,
+            valid_from=now,
+            name="hello.txt",
+            parent_external_id=f"{name}-folder",
+            size=content.size,
+            content=content.to_json(),
+            content_hash=content.sha256,
+            meta={"mime_type": "text/plain"},
+        )
+        session.add(version)
+        webhook, _secret = await webhook_service.create_endpoint(
+            session,
+            system_principal(msp.id),
+            runtime.settings,
+            url="http://127.0.0.1:9/hook",
+            events=["backup.completed"],
+            description=None,
+        )
+        export_job = Job(
+            tenant_id=tenant.id, kind=JobKind.export, status=JobStatus.succeeded, params={}
+        )
+        session.add(export_job)
+        await session.flush()
+        export = Export(
+            tenant_id=tenant.id,
+            job_id=export_job.id,
+            status=ExportStatus.ready,
+            blob_key=f"{tenant.storage_prefix}exports/{uuid.uuid4()}.zip",
+            size=4,
+            sha256="0" * 64,
+            expires_at=now.replace(year=now.year + 1),
+        )
+        session.add(export)
+    from safekeep.tenants.api_key import service as key_service
+
+    async with runtime.db.session() as session:
+        key = await key_service.authenticate(session, msp.key)
+        assert key is not None
+        key_id = key.id
+    return MspWorld(
+        msp, tenant, other, account, job, snapshot, folder, item, version, webhook, export, key_id
+    )
+
+
+async def fingerprint(runtime: Runtime) -> dict[str, object]:
+    """Row counts of every table and the mutable state of the world's rows."""
+    from sqlalchemy import func, select
+
+    from safekeep.tenants.models import ApiKey, Base
+    from safekeep.tenants.models import Tenant as TenantRow
+
+    async with runtime.db.session() as session:
+        counts = {
+            name: (await session.execute(select(func.count()).select_from(table))).scalar_one()
+            for name, table in Base.metadata.tables.items()
+        }
+        tenants = sorted(
+            (str(t.id), t.name, t.status)
+            for t in (await session.execute(select(TenantRow))).scalars()
+        )
+        keys = sorted(
+            (str(k.id), str(k.revoked_at))
+            for k in (await session.execute(select(ApiKey))).scalars()
+        )
+    return {"counts": counts, "tenants": tenants, "keys": keys}
+
+
+@dataclass
+class World:
+    a: MspWorld
+    b: MspWorld
+    runtime: Runtime
+    before: dict[str, object] | None = None
+
+    async def key(
+        self, scopes: list[str], tenant_ids: list[uuid.UUID] | None = None
+    ) -> dict[str, str]:
+        """A key of MSP A with these scopes (and tenant limit)."""
+        secret = await create_key(self.runtime, self.a.msp, scopes, tenant_ids)
+        return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+async def world(runtime: Runtime) -> World:
+    return World(await build_world(runtime, "alpha"), await build_world(runtime, "beta"), runtime)
+
+
+@pytest.fixture(scope="module")
+async def module_world(module_runtime: Runtime) -> World:
+    """The same two MSPs, built once for a module whose tests change nothing."""
+    world = World(
+        await build_world(module_runtime, "alpha"),
+        await build_world(module_runtime, "beta"),
+        module_runtime,
+    )
+    world.before = await fingerprint(module_runtime)
+    return world

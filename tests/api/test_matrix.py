@@ -1,0 +1,125 @@
+"""For every route: anonymous (401), wrong scope (403), another MSP's ids (404), unknown ids
+(404), and a tenant-limited key reaching outside its tenants (404).
+
+None of these requests may change anything, so one world serves the whole module; that
+each really changed nothing is checked at the end (test_nothing_changed)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from safekeep.api.app import create_app
+from tests.api.conftest import World
+from tests.api.routes import PUBLIC, ROUTES, WRONG_SCOPE, Route, fill
+
+PROBLEM = "application/problem+json"
+
+
+async def call(
+    client: httpx.AsyncClient, route: Route, ids: dict[str, str], headers: dict[str, str]
+) -> httpx.Response:
+    return await client.request(
+        route.method,
+        route.url(ids),
+        params=route.query,
+        json=fill(route.body, ids) if route.body is not None else None,
+        headers=headers,
+    )
+
+
+def test_every_route_listed() -> None:
+    paths = create_app().openapi()["paths"]
+    served = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    listed = {(r.method, r.path) for r in ROUTES} | PUBLIC
+    assert served == listed, f"unlisted: {served - listed}; stale: {listed - served}"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+async def test_anonymous_is_401(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer sk_not_a_real_key"},
+        {"Authorization": "Basic eA=="},
+    ):
+        r = await call(module_client, route, module_world.a.ids(), headers)
+        assert r.status_code == 401, r.text
+        assert r.headers["content-type"] == PROBLEM
+        assert r.json()["type"].endswith("/unauthorized")
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+async def test_wrong_scope_is_403(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    headers = await module_world.key([WRONG_SCOPE[route.scope]])
+    r = await call(module_client, route, module_world.a.ids(), headers)
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if r.ids], ids=lambda r: f"{r.method} {r.path}"
+)
+async def test_other_msps_ids_are_404(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    """MSP A's admin key with MSP B's ids: nothing of B exists for A."""
+    r = await call(module_client, route, module_world.b.ids(), module_world.a.msp.headers)
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if r.ids], ids=lambda r: f"{r.method} {r.path}"
+)
+async def test_unknown_ids_are_404(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    ids = {k: str(uuid.uuid4()) for k in module_world.a.ids()}
+    r = await call(module_client, route, ids, module_world.a.msp.headers)
+    assert r.status_code in (404, 422), r.text  # 422 where the body names an unknown account
+    assert r.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    "route",
+    [r for r in ROUTES if "tenant_id" in r.ids or "job_id" in r.ids or "export_id" in r.ids],
+    ids=lambda r: f"{r.method} {r.path}",
+)
+async def test_tenant_limited_key_sees_only_its_tenants(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    """A key limited to tenant A1 (a client portal's) gets 404 for A's other tenant."""
+    headers = await module_world.key(["admin"], tenant_ids=[module_world.a.tenant.id])
+    ids = {**module_world.a.ids(), "tenant_id": str(module_world.a.other_tenant.id)}
+    if "job_id" in route.ids or "export_id" in route.ids:
+        ids = module_world.a.ids()  # jobs and exports of A1 are visible...
+        headers = await module_world.key(
+            ["admin"], tenant_ids=[module_world.a.other_tenant.id]
+        )  # ...not to A2's key
+    r = await call(module_client, route, ids, headers)
+    assert r.status_code == 404, r.text
+
+
+async def test_nothing_changed(module_world: World) -> None:
+    """Runs last: none of the refused requests above wrote anything (keys made by the
+    world.key helper are the only new rows)."""
+    from tests.api.conftest import fingerprint
+
+    after = await fingerprint(module_world.runtime)
+    before = module_world.before
+    assert before is not None
+    assert after["tenants"] == before["tenants"]
+    added = {
+        name: n - before["counts"][name]  # type: ignore[index]
+        for name, n in after["counts"].items()  # type: ignore[attr-defined]
+        if n != before["counts"][name]  # type: ignore[index]
+    }
+    assert set(added) <= {"api_key"}, added
+    revoked_before = dict(before["keys"])  # type: ignore[arg-type]
+    assert all(dict(after["keys"]).get(k) == v for k, v in revoked_before.items())  # type: ignore[arg-type]
