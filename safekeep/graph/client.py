@@ -646,8 +646,6 @@ class GraphClient:
         """
         if conflict not in ("fail", "replace", "rename"):
             raise ValueError("conflict must be fail, replace or rename")
-        if fragment_size % FRAGMENT_UNIT or not 0 < fragment_size < DRIVE_FRAGMENT_MAX:
-            raise ValueError("fragment_size must be a multiple of 320 KiB below 60 MiB")
         drive, parent = quote(drive_id, safe=""), quote(parent_id, safe="")
         item_path = f"/drives/{drive}/items/{parent}:/{quote(name, safe='')}:"
         if size <= small_limit:
@@ -664,9 +662,35 @@ class GraphClient:
             )
             self.stats.bytes_uploaded += len(data)
             return body or {}
+        upload_url = await self.create_drive_upload_session(
+            drive_id, parent_id, name, conflict=conflict, mailbox=mailbox
+        )
+        try:
+            return await self.upload_to_drive_session(
+                upload_url, size, chunks, fragment_size=fragment_size, resume=False
+            )
+        except BaseException:
+            await self._cancel_session(upload_url)
+            raise
+
+    async def create_drive_upload_session(
+        self,
+        drive_id: str,
+        parent_id: str,
+        name: str,
+        *,
+        conflict: Literal["fail", "replace", "rename"] = "fail",
+        mailbox: str | None = None,
+    ) -> str:
+        """Open an upload session for ``name`` under ``parent_id``; returns its uploadUrl.
+
+        The URL is pre-authenticated and lasts for days: a restore can save it and resume
+        with ``upload_to_drive_session`` after a crash.
+        """
+        drive, parent = quote(drive_id, safe=""), quote(parent_id, safe="")
         session = await self._json(
             "POST",
-            f"{item_path}/createUploadSession",
+            f"/drives/{drive}/items/{parent}:/{quote(name, safe='')}:/createUploadSession",
             mailbox=mailbox,
             expected=(200,),
             json_body={
@@ -678,14 +702,32 @@ class GraphClient:
         upload_url = str((session or {}).get("uploadUrl") or "")
         if not upload_url:
             raise GraphError(200, "NoUploadUrl", "createUploadSession gave no uploadUrl")
-        try:
-            result = await self._upload_fragments(
-                upload_url, size, _rechunk(chunks, fragment_size), scope="sharepoint", mailbox=None
-            )
-        except BaseException:
-            await self._cancel_session(upload_url)
-            raise
-        return result[1] or {}
+        return upload_url
+
+    async def upload_to_drive_session(
+        self,
+        upload_url: str,
+        size: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        fragment_size: int = 32 * FRAGMENT_UNIT,
+        resume: bool = True,
+    ) -> Json:
+        """Send a file's bytes (all of them, from the start) into an upload session.
+
+        With ``resume`` the session is asked what it already has (``nextExpectedRanges``)
+        and those bytes are read from ``chunks`` but not sent again. Returns the driveItem.
+        """
+        if fragment_size % FRAGMENT_UNIT or not 0 < fragment_size < DRIVE_FRAGMENT_MAX:
+            raise ValueError("fragment_size must be a multiple of 320 KiB below 60 MiB")
+        start = 0
+        if resume:
+            start = await self._next_expected(upload_url, "sharepoint", None) or 0
+        fragments = _rechunk(_skip(chunks, start), fragment_size)
+        _, item = await self._upload_fragments(
+            upload_url, size, fragments, scope="sharepoint", mailbox=None, start=start
+        )
+        return item or {}
 
     async def upload_mail_attachment(
         self,
@@ -775,9 +817,10 @@ class GraphClient:
         *,
         scope: Scope,
         mailbox: str | None,
+        start: int = 0,
     ) -> tuple[str | None, Json | None]:
         """PUT each fragment in order; return the final answer's Location and JSON body."""
-        offset = 0
+        offset = start
         final: tuple[str | None, Json | None] | None = None
         async for fragment in fragments:
             if offset + len(fragment) > size:
@@ -1164,6 +1207,16 @@ def _check_size(actual: int, declared: int) -> None:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def _skip(source: AsyncIterable[bytes], count: int) -> AsyncIterator[bytes]:
+    """Drop the first ``count`` bytes of a stream (those an upload session already has)."""
+    async for chunk in source:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:] if count else chunk
+        count = 0
 
 
 async def _rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -48,12 +49,15 @@ class Recorder:
         self.requests: list[httpx.Request] = []
         self.sent: list[tuple[float, httpx.Request]] = []
         self.answers: list[tuple[float, httpx.Request, int, str | None]] = []
+        self.throttled = asyncio.Event()  # set at the first 429 or 503
 
     async def __call__(self, request: httpx.Request) -> None:
         self.requests.append(request)
         self.sent.append((time.monotonic(), request))
 
     async def on_response(self, response: httpx.Response) -> None:
+        if response.status_code in (429, 503):
+            self.throttled.set()
         self.answers.append(
             (
                 time.monotonic(),

@@ -17,6 +17,7 @@ import pytest
 from graphsim import Simulator
 from safekeep.graph import RedisLimiter
 from tests.graph.conftest import ClientFactory, start_sim
+from tests.graph.test_throttling import LATE_ARRIVAL, throttle_then_arrive_late
 
 LimiterFactory = Callable[..., RedisLimiter]
 
@@ -138,33 +139,18 @@ async def test_another_process_shares_pauses_and_its_slots_expire_when_it_dies(
             worker.wait(5)
 
 
-async def test_graph_workers_on_one_redis_never_return_early(
+async def test_graph_workers_on_one_redis_wait_out_each_others_retry_after(
     limiters: LimiterFactory, make_client: ClientFactory
 ):
     sim: Simulator = start_sim(
-        seed=5,
-        users=1,
-        messages=4,
-        files=0,
-        sites=0,
-        throttling={
-            "mailbox_requests": 10,
-            "mailbox_window_s": 0.5,
-            "fractional_retry_after": True,
-        },
+        seed=5, users=1, messages=4, files=0, sites=0, throttling=LATE_ARRIVAL
     )
     try:
-        workers = [make_client(sim, limiter=limiters(), mailbox_concurrency=1) for _ in range(2)]
-        user = next(iter(sim.tenant().users.values())).id
-
-        async def work(client) -> None:
-            for _ in range(30):
-                await client.get_json(f"/users/{user}/mailFolders/inbox", mailbox=user)
-
-        await asyncio.gather(*(work(w) for w in workers))
-        counters = sim.counters()
-        assert counters["throttled"] > 0
-        assert counters["retry_after_violations"] == 0
-        assert all(w.stats.retry_after_waited_seconds > 0 for w in workers)
+        first = make_client(sim, limiter=limiters())
+        second = make_client(sim, limiter=limiters())
+        took = await throttle_then_arrive_late(sim, first, second)
+        assert sim.counters()["retry_after_violations"] == 0
+        assert second.stats.throttled == 0
+        assert took >= 0.4
     finally:
         sim.stop()

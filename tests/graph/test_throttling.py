@@ -1,16 +1,15 @@
 """Throttling against graphsim's Microsoft model: slots, Retry-After shared, no early return.
 
-graphsim counts a "Retry-After violation" for any request that *arrives* while a client is
-blocked, including requests our other slots had already sent before the 429 reached us
-(the window is the 429's trip back over loopback). No client running more than one request
-per mailbox can avoid those, so the strict zero is asserted with one request in flight per
-mailbox, and the default 4-per-mailbox run is checked on the wire from the client's side:
-nothing is sent to a mailbox between receiving a Retry-After and its end.
+Two views of "never come back early": graphsim's own ``retry_after_violations`` counter
+(which forgives requests arriving within its grace period after a 429, since a client with
+several requests in flight cannot recall those), and, stricter, the wire as the client saw
+it: nothing is sent to a mailbox between receiving a Retry-After for it and its end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 
 from graphsim import Simulator
@@ -65,24 +64,24 @@ async def test_parallel_load_on_one_mailbox_keeps_four_slots_and_obeys_retry_aft
         async def fetch() -> str:
             return (await client.get_json(f"/users/{user}/mailFolders/inbox", mailbox=user))["id"]
 
-        results = await asyncio.gather(*(fetch() for _ in range(160)))
-        assert len(results) == 160
+        results = await asyncio.gather(*(fetch() for _ in range(100)))
+        assert len(results) == 100
         assert len(set(results)) == 1
         counters = sim.counters()
         assert counters["throttled"] > 0
+        assert counters["retry_after_violations"] == 0
         assert client.stats.throttled == counters["throttled"]
-        assert client.stats.requests == 160 + client.stats.throttled
-        peak = max(counters["max_concurrency"].values())
-        assert peak == 4  # used all four slots, never a fifth
+        assert client.stats.requests == 100 + client.stats.throttled
+        assert max(counters["max_concurrency"].values()) == 4  # all four slots, never a fifth
         assert early_requests(recorder_of(client), mailbox_of) == []
     finally:
         sim.stop()
 
 
-async def test_no_retry_after_violations_with_one_request_per_mailbox(make_client: ClientFactory):
+async def test_parallel_load_over_many_mailboxes(make_client: ClientFactory):
     sim = start_sim(
         seed=4,
-        users=3,
+        users=5,
         messages=6,
         files=0,
         sites=0,
@@ -90,83 +89,76 @@ async def test_no_retry_after_violations_with_one_request_per_mailbox(make_clien
             "mailbox_requests": 15,
             "mailbox_window_s": 0.5,
             "fractional_retry_after": True,
+            "latency_ms": 1.0,
         },
     )
     try:
-        client = make_client(sim, mailbox_concurrency=1)
+        client = make_client(sim)
         users = mailbox_users(sim)
 
         async def fetch(i: int) -> None:
             user = users[i % len(users)]
             await client.get_json(f"/users/{user}/mailFolders/inbox", mailbox=user)
 
-        await asyncio.gather(*(fetch(i) for i in range(150)))
+        await asyncio.gather(*(fetch(i) for i in range(200)))
         counters = sim.counters()
-        assert counters["throttled"] >= 3
+        assert counters["throttled"] >= len(users)
         assert counters["retry_after_violations"] == 0
-        assert client.stats.retry_after_waited_seconds > 0
+        assert len(counters["max_concurrency"]) == len(users)
+        assert max(counters["max_concurrency"].values()) <= 4
         assert early_requests(recorder_of(client), mailbox_of) == []
     finally:
         sim.stop()
 
 
-async def test_workers_without_a_shared_limiter_do_violate(make_client: ClientFactory):
+async def throttle_then_arrive_late(sim: Simulator, first, second) -> float:
+    """Worker ``first`` runs into a 429; ``second``, idle until then, arrives after graphsim's
+    grace period while the pause still runs. Returns how long ``second``'s request took."""
+    user = mailbox_users(sim)[0]
+    path = f"/users/{user}/mailFolders/inbox"
+
+    async def busy() -> None:
+        for _ in range(6):  # the budget is 5 per second: the sixth is refused for ~1 s
+            await first.get_json(path, mailbox=user)
+
+    task = asyncio.create_task(busy())
+    await recorder_of(first).throttled.wait()
+    await asyncio.sleep(0.35)
+    started = time.monotonic()
+    await second.get_json(path, mailbox=user)
+    took = time.monotonic() - started
+    await task
+    return took
+
+
+LATE_ARRIVAL = {"mailbox_requests": 5, "mailbox_window_s": 1.0, "fractional_retry_after": True}
+
+
+async def test_a_worker_with_its_own_limiter_comes_back_early(make_client: ClientFactory):
     """The control for the shared-limiter tests: separate limiters cannot see each other."""
-    sim = start_sim(
-        seed=5,
-        users=1,
-        messages=4,
-        files=0,
-        sites=0,
-        throttling={
-            "mailbox_requests": 10,
-            "mailbox_window_s": 0.5,
-            "fractional_retry_after": True,
-        },
-    )
+    sim = start_sim(seed=5, users=1, messages=4, files=0, sites=0, throttling=LATE_ARRIVAL)
     try:
-        workers = [
-            make_client(sim, limiter=InProcessLimiter(), mailbox_concurrency=1) for _ in range(2)
-        ]
-        user = mailbox_users(sim)[0]
-
-        async def work(client) -> None:
-            for _ in range(30):
-                await client.get_json(f"/users/{user}/mailFolders/inbox", mailbox=user)
-
-        await asyncio.gather(*(work(w) for w in workers))
-        assert sim.counters()["retry_after_violations"] > 0
+        first = make_client(sim, limiter=InProcessLimiter())
+        second = make_client(sim, limiter=InProcessLimiter())
+        await throttle_then_arrive_late(sim, first, second)
+        assert sim.counters()["retry_after_violations"] == 1
+        assert second.stats.throttled == 1
     finally:
         sim.stop()
 
 
-async def test_workers_sharing_one_limiter_do_not_violate(make_client: ClientFactory):
-    sim = start_sim(
-        seed=5,
-        users=1,
-        messages=4,
-        files=0,
-        sites=0,
-        throttling={
-            "mailbox_requests": 10,
-            "mailbox_window_s": 0.5,
-            "fractional_retry_after": True,
-        },
-    )
+async def test_workers_sharing_a_limiter_wait_out_each_others_retry_after(
+    make_client: ClientFactory,
+):
+    sim = start_sim(seed=5, users=1, messages=4, files=0, sites=0, throttling=LATE_ARRIVAL)
     try:
         shared = InProcessLimiter()
-        workers = [make_client(sim, limiter=shared, mailbox_concurrency=1) for _ in range(2)]
-        user = mailbox_users(sim)[0]
-
-        async def work(client) -> None:
-            for _ in range(30):
-                await client.get_json(f"/users/{user}/mailFolders/inbox", mailbox=user)
-
-        await asyncio.gather(*(work(w) for w in workers))
-        counters = sim.counters()
-        assert counters["throttled"] > 0
-        assert counters["retry_after_violations"] == 0
-        assert all(w.stats.retry_after_waited_seconds > 0 for w in workers)
+        first, second = make_client(sim, limiter=shared), make_client(sim, limiter=shared)
+        took = await throttle_then_arrive_late(sim, first, second)
+        assert sim.counters()["retry_after_violations"] == 0
+        assert second.stats.throttled == 0
+        assert took >= 0.4  # it waited out the rest of the other worker's pause
+        assert second.stats.retry_after_waited_seconds >= 0.4
     finally:
         sim.stop()
 

@@ -1,0 +1,179 @@
+"""JSON $batch: splitting, order, dependsOn, inner throttling, and mailbox slots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from graphsim import Simulator
+from safekeep.graph import BatchRequest, NotFound
+from tests.graph.conftest import ClientFactory, recorder_of, start_sim
+
+
+def users_of(sim: Simulator) -> list[str]:
+    return [u.id for u in sorted(sim.tenant().users.values(), key=lambda u: u.upn)]
+
+
+async def message_ids(client, user: str) -> list[str]:
+    ids: list[str] = []
+    async for page in client.paginate(f"/users/{user}/messages", params={"$select": "id"}):
+        ids.extend(m["id"] for m in page)
+    return ids
+
+
+async def test_large_batches_are_split_by_20_and_answered_in_order(
+    sim: Simulator, make_client: ClientFactory
+):
+    client = make_client(sim)
+    user = users_of(sim)[0]
+    ids = (await message_ids(client, user))[:15]
+    requests = [
+        BatchRequest(
+            id=f"r{i}",
+            method="GET",
+            url=f"/users/{user}/messages/{ids[i % len(ids)]}?$select=id,subject",
+        )
+        for i in range(45)
+    ]
+    responses = await client.batch(requests)
+    assert [r.id for r in responses] == [r.id for r in requests]
+    assert all(r.status == 200 and r.ok and r.error is None for r in responses)
+    assert [r.body["id"] for r in responses] == [ids[i % len(ids)] for i in range(45)]
+    posts = [r for r in recorder_of(client).requests if r.url.path.endswith("/$batch")]
+    assert [len(json.loads(p.content)["requests"]) for p in posts] == [20, 20, 5]
+
+
+async def test_dependencies_stay_together_and_a_failed_one_gives_424(
+    sim: Simulator, make_client: ClientFactory
+):
+    client = make_client(sim)
+    user = users_of(sim)[0]
+    filler = [BatchRequest(id=f"f{i}", method="GET", url="/organization") for i in range(18)]
+    chain = [
+        BatchRequest(id="missing", method="GET", url=f"/users/{user}/messages/AAMkAGnothere="),
+        BatchRequest(
+            id="after", method="GET", url=f"/users/{user}/mailFolders/inbox", depends_on=["missing"]
+        ),
+        BatchRequest(id="last", method="GET", url="/organization", depends_on=["after"]),
+    ]
+    responses = {r.id: r for r in await client.batch([*filler, *chain])}
+    assert responses["missing"].status == 404
+    assert isinstance(responses["missing"].error, NotFound)
+    assert responses["after"].status == 424
+    assert responses["last"].status == 424
+    assert responses["after"].error is not None
+    assert responses["after"].error.status == 424
+    with pytest.raises(NotFound):
+        responses["missing"].raise_for_error()
+    posts = [
+        json.loads(r.content)["requests"]
+        for r in recorder_of(client).requests
+        if r.url.path.endswith("/$batch")
+    ]
+    # 21 requests: the chain of three is not cut in two, so the filler is split instead.
+    assert [len(p) for p in posts] == [18, 3]
+    assert {
+        "id": "after",
+        "method": "GET",
+        "url": f"/users/{user}/mailFolders/inbox",
+        "dependsOn": ["missing"],
+    } in posts[1]
+
+
+async def test_bodies_carry_a_content_type(fresh_sim: Simulator, make_client: ClientFactory):
+    client = make_client(fresh_sim)
+    user = users_of(fresh_sim)[0]
+    (created,) = await client.batch(
+        [
+            BatchRequest(
+                id="1",
+                method="POST",
+                url=f"/users/{user}/mailFolders",
+                body={"displayName": "From a batch"},
+            ),
+        ]
+    )
+    assert created.status == 201
+    assert created.body["displayName"] == "From a batch"
+
+
+async def test_inner_429s_are_retried_after_their_own_retry_after(make_client: ClientFactory):
+    sim = start_sim(
+        seed=8,
+        users=1,
+        messages=20,
+        files=0,
+        sites=0,
+        throttling={"mailbox_requests": 8, "mailbox_window_s": 0.4, "fractional_retry_after": True},
+    )
+    try:
+        client = make_client(sim)
+        user = users_of(sim)[0]
+        ids = await message_ids(client, user)
+        sim.reset_counters()
+        requests = [
+            BatchRequest(id=str(i), method="GET", url=f"/users/{user}/messages/{mid}")
+            for i, mid in enumerate(ids[:20])
+        ]
+        responses = await client.batch(requests)
+        assert [r.status for r in responses] == [200] * 20
+        assert [r.body["id"] for r in responses] == ids[:20]
+        counters = sim.counters()
+        assert counters["throttled"] > 0
+        assert client.stats.throttled == counters["throttled"]
+        posts = [
+            json.loads(r.content)["requests"]
+            for r in recorder_of(client).requests
+            if r.url.path.endswith("/$batch")
+        ]
+        assert len(posts) > 1
+        assert all(len(p) < 20 for p in posts[1:])  # only the refused ones are sent again
+        assert client.stats.retry_after_waited_seconds > 0
+    finally:
+        sim.stop()
+
+
+async def test_a_batch_takes_the_mailbox_slots_its_inner_requests_use(
+    make_client: ClientFactory,
+):
+    # Exchange runs 4 requests of a batch at once: with single requests to the same mailbox
+    # in flight beside it, holding one slot for the batch would exceed the mailbox's 4.
+    sim = start_sim(seed=9, users=1, messages=20, files=0, sites=0, throttling={"latency_ms": 4.0})
+    try:
+        client = make_client(sim)
+        user = users_of(sim)[0]
+        ids = await message_ids(client, user)
+        batch = [
+            BatchRequest(id=str(i), method="GET", url=f"/users/{user}/messages/{mid}")
+            for i, mid in enumerate(ids[:20])
+        ]
+
+        async def single(mid: str) -> None:
+            await client.get_json(f"/users/{user}/messages/{mid}", mailbox=user)
+
+        batched = asyncio.create_task(client.batch(batch, mailbox=user))
+        await asyncio.gather(*(single(m) for m in ids[:12]))
+        assert all(r.status == 200 for r in await batched)
+        counters = sim.counters()
+        assert counters["throttled"] == 0
+        assert max(counters["max_concurrency"].values()) == 4
+    finally:
+        sim.stop()
+
+
+async def test_invalid_batches_are_refused_before_sending(
+    sim: Simulator, make_client: ClientFactory
+):
+    client = make_client(sim)
+    with pytest.raises(ValueError, match="unique"):
+        await client.batch([BatchRequest("a", "GET", "/users"), BatchRequest("a", "GET", "/users")])
+    with pytest.raises(ValueError, match="unknown"):
+        await client.batch([BatchRequest("a", "GET", "/users", depends_on=["zz"])])
+    chain = [BatchRequest("0", "GET", "/users")] + [
+        BatchRequest(str(i), "GET", "/users", depends_on=[str(i - 1)]) for i in range(1, 21)
+    ]
+    with pytest.raises(ValueError, match="exceeds 20"):
+        await client.batch(chain)
+    assert recorder_of(client).requests == []
