@@ -317,6 +317,9 @@ def create_from_mime(req: Req, user: User) -> OItem:
 
 
 def attachment_out(req: Req, att: Attachment, *, with_bytes: bool = True) -> dict[str, Any]:
+    select = req.select()
+    if select and "contentbytes" not in {s.lower() for s in select}:
+        with_bytes = False  # do not base64 a 25 MB attachment only to drop it
     body = attachment_json(att, with_bytes=with_bytes)
     expand = [e.lower() for e in req.expand()]
     if att.kind == "item" and any("item" in e for e in expand):

@@ -53,6 +53,7 @@ _ALIASES: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 _DELTA_FN = re.compile(r"/delta\(token='([^']*)'\)$")
+_SITE_PATH = re.compile(r"^/sites/([^/:,]+):(/[^:]*?)(?::(/.*)?)?$")
 _DRIVE_PATH = re.compile(r"^/drives/([^/]+)/(root|items/[^/:]+):(/?[^:]*)(?::(/.*)?)?$")
 
 
@@ -89,6 +90,13 @@ def normalise(engine: Engine, req: Req) -> None:
             raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
         path = f"/drives/{user.drive_id}{m.group(2)}"
         req.params["_owner"] = user.id
+    m = _SITE_PATH.match(path)
+    if m:
+        wanted = f"https://{m.group(1)}{m.group(2).rstrip('/')}".lower()
+        site = next((s for s in tenant.sites.values() if s.web_url.lower() == wanted), None)
+        if site is None:
+            raise GraphError(404, "itemNotFound", "Requested site could not be found")
+        path = f"/sites/{site.id}{m.group(3) or ''}"
     m = re.match(r"^/sites/([^/]+)/drive(/.*)?$", path)
     if m and m.group(2):
         site = tenant.sites.get(unquote(m.group(1)))

@@ -328,6 +328,37 @@ class Simulator:
             user = control.create_user(t, display_name, licensed=licensed, sku_id=sku_id)
             return {"id": user.id, "userPrincipalName": user.upn, "driveId": user.drive_id}
 
+    def add_sku(
+        self,
+        tenant: str,
+        part_number: str,
+        *,
+        units: int = 25,
+        plans: tuple[str, ...] = ("EXCHANGE_S_STANDARD",),
+    ) -> str:
+        """Add a subscription (licence SKU) to a tenant; returns its skuId."""
+        from graphsim import ids
+        from graphsim.state import Sku
+
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            sku_id = ids.guid("sku", part_number)
+            t.skus[sku_id] = Sku(
+                sku_id=sku_id,
+                part_number=part_number,
+                prepaid=units,
+                service_plans=[
+                    {
+                        "servicePlanId": ids.guid("plan", p),
+                        "servicePlanName": p,
+                        "provisioningStatus": "Success",
+                        "appliesTo": "User",
+                    }
+                    for p in plans
+                ],
+            )
+            return sku_id
+
     def assign_licence(self, tenant: str, user: str, sku_id: str | None = None) -> None:
         with self.engine.world.lock:
             t = self.tenant(tenant)
@@ -588,6 +619,14 @@ class Simulator:
             rest = "/".join(parts[2:])
             raw_body = rest.endswith("/messages") and parts[2] == "users"
             b = await body_of(request) if method != "GET" and not raw_body else {}
+            if rest == "skus" and method == "POST":
+                sku = sim.add_sku(
+                    tenant,
+                    str(b["skuPartNumber"]),
+                    units=int(b.get("units", 25)),
+                    plans=tuple(b.get("servicePlans") or ("EXCHANGE_S_STANDARD",)),
+                )
+                return ok({"skuId": sku}, 201)
             if rest == "users" and method == "POST":
                 return ok(
                     sim.add_user(
@@ -645,11 +684,11 @@ class Simulator:
                     sim.assign_licence(tenant, user, b.get("skuId"))
                     return ok()
                 if what.startswith("licenses") and method == "DELETE":
-                    sku = parts[5] if len(parts) > 5 else None
+                    sku_to_remove = parts[5] if len(parts) > 5 else None
                     sim.remove_licence(
                         tenant,
                         user,
-                        sku,
+                        sku_to_remove,
                         keep_access=request.query_params.get("keepAccess") == "true",
                     )
                     return ok()

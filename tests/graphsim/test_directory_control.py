@@ -77,6 +77,14 @@ def test_control_api_user_licence_and_tenant_lifecycle(
     ransom = control.post(f"/tenants/{tenant}/users/{upn}/ransomware", json={"count": 1})
     assert ransom.json()["items"] == [file.json()["id"]]
 
+    sku = control.post(f"/tenants/{tenant}/skus", json={"skuPartNumber": "SPE_E3", "units": 5})
+    assert sku.status_code == 201
+    assigned = control.post(
+        f"/tenants/{tenant}/users/{upn}/licenses", json={"skuId": sku.json()["skuId"]}
+    )
+    assert assigned.status_code == 200
+    skus = {s["skuPartNumber"]: s for s in client.get("/subscribedSkus").json()["value"]}
+    assert skus["SPE_E3"]["consumedUnits"] == 1
     assert control.delete(f"/tenants/{tenant}/users/{upn}/licenses").status_code == 200
     users = {
         u["userPrincipalName"]: u

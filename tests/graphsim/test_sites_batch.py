@@ -30,6 +30,11 @@ def test_sites_drives_and_lists(client: httpx.Client) -> None:
     assert [d["driveType"] for d in drives] == ["documentLibrary"]
     files, _ = collect(client, f"/drives/{drives[0]['id']}/root/delta")
     assert any(f["name"].endswith(".docx") for f in files)
+    host, path = site["webUrl"].removeprefix("https://").split("/", 1)
+    by_path = client.get(f"/sites/{host}:/{path}")
+    assert by_path.json()["id"] == site["id"]
+    by_path_drives = client.get(f"/sites/{host}:/{path}:/drives").json()["value"]
+    assert [d["id"] for d in by_path_drives] == [d["id"] for d in drives]
     lists = client.get(f"/sites/{site['id']}/lists").json()["value"]
     templates = {item["list"]["template"] for item in lists}
     assert {"documentLibrary", "genericList", "sharingLinks"} <= templates
