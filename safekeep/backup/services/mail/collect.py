@@ -1,0 +1,712 @@
+"""Backing up one Exchange mailbox by Graph delta, folder by folder.
+
+The run has three steps. (1) The folder hierarchy comes from ``/mailFolders/delta`` (one
+collection, ``folders``); well-known folders are resolved by name so that policy switches
+(Deleted Items, Junk Email, Recoverable Items) and cross-mailbox restores can find them.
+(2) Messages a previous run could not read are tried again by id. (3) Each folder included
+by the policy has its own message delta (collection = folder id). Delta pages select only
+``id`` and ``changeKey``; a message whose change key is already stored costs nothing, the
+others are fetched 20 at a time through ``$batch`` (their JSON with attachment metadata, then
+the MIME of the small ones; large MIME streams straight into the blob store).
+
+Every page follows the engine's order: fetch and store blobs first, then one catalog
+transaction with the versions, removals and the delta (or resume) link, then a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from safekeep.backup.catalog import CatalogPage, ItemRecord
+from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
+from safekeep.backup.services.mail import fields
+from safekeep.backup.services.mail.fields import FOLDER, MESSAGE
+from safekeep.graph.client import BatchRequest, DeltaPage, prefer
+from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
+from safekeep.storage.repository import ContentRef
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.models import DeltaState, ItemVersion
+from safekeep.workers.context import unit_of_work
+
+log = structlog.get_logger(__name__)
+
+FOLDERS = "folders"  # the delta collection of the folder hierarchy
+ROOT = "msgfolderroot"
+DELETED_ITEMS = "deleteditems"
+JUNK = "junkemail"
+RECOVERABLE = "recoverableitemsdeletions"  # outside msgfolderroot, not in /mailFolders/delta
+WELL_KNOWN = (
+    ROOT,
+    "inbox",
+    "drafts",
+    "sentitems",
+    DELETED_ITEMS,
+    JUNK,
+    "archive",
+    "outbox",
+    "conversationhistory",
+    "clutter",
+    "scheduled",
+    RECOVERABLE,
+)
+
+DELTA_PAGE_SIZE = 100
+DELTA_SELECT = "id,changeKey,parentFolderId,subject"
+FETCH_GROUP = 20  # one $batch
+# Attachment metadata only: file bytes are in the MIME (Graph still sends contentId).
+ATTACHMENT_SELECT = "id,name,contentType,size,isInline,lastModifiedDateTime"
+MESSAGE_QUERY = f"$expand=attachments($select={ATTACHMENT_SELECT})"
+ITEM_ATTACHMENT_QUERY = "$expand=microsoft.graph.itemattachment/item"
+# MIME expected below this goes through $batch (base64 in JSON); larger MIME is streamed.
+SMALL_MIME = 1024 * 1024
+MIME_BATCH_BUDGET = 8 * 1024 * 1024
+STREAMS = 2
+MAX_RESYNCS = 2
+DROPPED_KEYS = frozenset({"@odata.context", "@odata.etag"})
+
+
+@dataclass
+class FolderInfo:
+    id: str
+    name: str
+    parent: str | None
+    well_known: str | None = None
+
+
+@dataclass
+class Fetched:
+    """One message read from Graph, its MIME already durable."""
+
+    message: dict[str, Any]
+    mime: ContentRef
+    raw: bytes | None  # the MIME when it was small enough to hold
+
+
+def _dedupe(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Delta may replay a change or list an item twice: the last entry wins."""
+    last: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if entry.get("id"):
+            last.pop(str(entry["id"]), None)
+            last[str(entry["id"])] = entry
+    return list(last.values())
+
+
+def folder_change_key(entry: dict[str, Any]) -> str:
+    """Folders have no change key in Graph, and their delta entries change with every unread
+    count; a folder's version changes only when what we keep of it does."""
+    kept = [entry.get("displayName"), entry.get("parentFolderId"), bool(entry.get("isHidden"))]
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:32]
+
+
+def document_of(message: dict[str, Any]) -> dict[str, Any]:
+    """The Graph JSON kept for restore: annotations dropped, and no ``contentBytes`` (file
+    attachment bytes are taken back out of the MIME)."""
+    doc = {k: v for k, v in message.items() if k not in DROPPED_KEYS}
+    attachments = []
+    for att in message.get("attachments") or []:
+        kept = {k: v for k, v in att.items() if k != "contentBytes" and k not in DROPPED_KEYS}
+        item = kept.get("item")
+        if isinstance(item, dict):
+            kept["item"] = document_of(item)
+        attachments.append(kept)
+    if "attachments" in message:
+        doc["attachments"] = attachments
+    return doc
+
+
+def _estimate(message: dict[str, Any]) -> int:
+    body = len(str((message.get("body") or {}).get("content") or ""))
+    return 8192 + body + sum(int(a.get("size") or 0) for a in message.get("attachments") or [])
+
+
+def _decode_value(body: Any) -> bytes:
+    """A binary answer inside ``$batch`` comes back as a base64 string."""
+    if isinstance(body, str):
+        try:
+            return base64.b64decode(body, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise GraphError(200, "InvalidBatchBody", "unreadable base64 MIME") from exc
+    raise GraphError(200, "InvalidBatchBody", "expected the MIME as a base64 string")
+
+
+class MailCollector:
+    def __init__(self, ctx: CollectContext) -> None:
+        self.ctx = ctx
+        self.graph = ctx.graph
+        self.run = ctx.run
+        self.user = ctx.account.graph_id
+        self.base = f"/users/{quote(self.user, safe='')}"
+        self.headers = prefer(immutable_id=True)
+        self.delta_headers = prefer(max_page_size=DELTA_PAGE_SIZE, immutable_id=True)
+        self.well_known: dict[str, dict[str, Any]] = {}  # name -> folder JSON
+        self.folders: dict[str, FolderInfo] = {}
+        self._streams = asyncio.Semaphore(STREAMS)
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    async def collect(self) -> None:
+        await self._resolve_well_known()
+        states = await self.run.delta_links()
+        await self._collect_folders(states.get(FOLDERS))
+        await self._recoverable_items()
+        await self._load_folders()
+        states = await self.run.delta_links()
+        included = self._included()
+        await self._forget_excluded(states, included)
+        await self._retry_skipped(included)
+        order = [f for f in self.folders if f in included]
+        for start in range(0, len(order), FETCH_GROUP):
+            group = order[start : start + FETCH_GROUP]
+            for folder_id, (where, first) in (await self._first_pages(group, states)).items():
+                await self._collect_messages(folder_id, where, first)
+
+    # ---- folders ---------------------------------------------------------------------------
+
+    async def _resolve_well_known(self) -> None:
+        """Well-known folder ids by name, in one ``$batch`` (a mailbox may lack some)."""
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/mailFolders/{name}?$select=id,displayName,parentFolderId",
+                headers=self.headers,
+            )
+            for n, name in enumerate(WELL_KNOWN)
+        ]
+        answers = await self.graph.batch(requests, mailbox=self.user)
+        for name, answer in zip(WELL_KNOWN, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
+                self.well_known[name] = answer.body
+            elif name == ROOT:
+                answer.raise_for_error()  # no root folder: the mailbox is not reachable
+                raise GraphError(answer.status, "NoRootFolder", "msgfolderroot has no id")
+
+    def _wk_id(self, name: str) -> str | None:
+        found = self.well_known.get(name)
+        return str(found["id"]) if found else None
+
+    def _wk_name(self, folder_id: str) -> str | None:
+        for name, found in self.well_known.items():
+            if found.get("id") == folder_id:
+                return name
+        return None
+
+    def _folder_record(self, entry: dict[str, Any]) -> ItemRecord:
+        folder_id = str(entry["id"])
+        parent = entry.get("parentFolderId")
+        if parent in (None, "", folder_id, self._wk_id(ROOT)):
+            parent = None
+        return ItemRecord(
+            external_id=folder_id,
+            kind=FOLDER,
+            name=str(entry.get("displayName") or ""),
+            parent_external_id=parent,
+            change_key=folder_change_key(entry),
+            meta={"well_known": self._wk_name(folder_id), "is_hidden": bool(entry.get("isHidden"))},
+        )
+
+    async def _start(
+        self, state: DeltaState | None, initial: str, *, kinds: set[str], parent: str | None
+    ) -> tuple[str, bool, bool]:
+        """Where a collection's round starts: (link, full enumeration?, from scratch?).
+
+        A full enumeration (first pass or resync) removes what it did not see only if it
+        saw everything from the start. Resuming one that earlier runs' items predate would
+        lose that guarantee, so it starts again instead (unchanged items cost no fetch).
+        """
+        if state is None:
+            return initial, True, True
+        if state.resume_link and state.delta_link:
+            return state.resume_link, False, False
+        if state.delta_link:
+            return state.delta_link, False, False
+        if state.resume_link and not await self._has_older(kinds, parent):
+            return state.resume_link, True, False
+        return initial, True, True
+
+    async def _has_older(self, kinds: set[str], parent: str | None) -> bool:
+        async with unit_of_work(self.ctx.runtime) as session:
+            if parent is None:
+                found = await catalog.open_external_ids(
+                    session, self.run.account_id, self.run.service, kinds
+                )
+                versions = list(found.values())
+            else:
+                versions = [
+                    v
+                    for _, v in await catalog.open_versions_under(
+                        session, self.run.account_id, self.run.service, parent
+                    )
+                    if v.kind in kinds
+                ]
+        return any(v.first_seq < self.run.seq for v in versions)
+
+    async def _collect_folders(self, state: DeltaState | None) -> None:
+        initial = f"{self.base}/mailFolders/delta"
+        link, _, scratch = await self._start(state, initial, kinds={FOLDER}, parent=None)
+        resyncs = 0
+        while True:
+            seen: set[str] = set()
+            try:
+                async for page in self.graph.delta(
+                    link, headers=self.delta_headers, mailbox=self.user
+                ):
+                    await self._folder_page(page, seen, scratch)
+                return
+            except ResyncRequired as exc:
+                resyncs += 1
+                if resyncs > MAX_RESYNCS:
+                    raise
+                log.info("mail_folders_resync", account_id=str(self.run.account_id))
+                async with self.run.page() as cat:
+                    await cat.drop_delta(FOLDERS)
+                link, scratch = exc.location or initial, True
+
+    async def _folder_page(self, page: DeltaPage, seen: set[str], scratch: bool) -> None:
+        entries = _dedupe(page.items)
+        async with self.run.page() as cat:
+            for entry in entries:
+                folder_id = str(entry["id"])
+                if "@removed" in entry:
+                    await self._drop_folder(cat, folder_id)
+                    continue
+                seen.add(folder_id)
+                await cat.record(self._folder_record(entry))
+            if page.delta_link:
+                if scratch:
+                    keep = seen | {fid for fid in (self._wk_id(RECOVERABLE),) if fid}
+                    open_folders = await catalog.open_external_ids(
+                        cat.session, self.run.account_id, self.run.service, [FOLDER]
+                    )
+                    for folder_id in set(open_folders) - keep:
+                        await self._drop_folder(cat, folder_id)
+                await cat.save_delta(FOLDERS, delta_link=page.delta_link)
+            else:
+                await cat.save_delta(FOLDERS, resume_link=page.next_link)
+        await self.ctx.progress()
+
+    @staticmethod
+    async def _drop_folder(cat: CatalogPage, folder_id: str) -> None:
+        """A folder is gone: end it, everything below it, and its delta state."""
+        await cat.remove_subtree(folder_id)
+        await cat.remove(folder_id)
+        await cat.drop_delta(folder_id)
+
+    async def _recoverable_items(self) -> None:
+        """Recoverable Items lives outside the folder hierarchy: a root of its own here."""
+        found = self.well_known.get(RECOVERABLE)
+        if found is None:
+            return
+        folder_id = str(found["id"])
+        current = await self.run.current([folder_id])
+        async with self.run.page() as cat:
+            if self.ctx.policy.include_recoverable_items:
+                entry = {**found, "parentFolderId": None, "isHidden": True}
+                await cat.record(self._folder_record(entry))
+            elif folder_id in current:
+                await self._drop_folder(cat, folder_id)
+
+    async def _load_folders(self) -> None:
+        async with unit_of_work(self.ctx.runtime) as session:
+            found = await catalog.open_external_ids(
+                session, self.run.account_id, self.run.service, [FOLDER]
+            )
+        self.folders = {
+            fid: FolderInfo(fid, v.name, v.parent_external_id, (v.meta or {}).get("well_known"))
+            for fid, v in sorted(found.items(), key=lambda kv: kv[1].name.lower())
+        }
+
+    def _included(self) -> set[str]:
+        """Folders whose messages this policy backs up (Deleted Items and Junk Email with
+        everything below them are switches; Recoverable Items is only here when on)."""
+        policy = self.ctx.policy
+        roots = set()
+        if not policy.include_deleted_items and self._wk_id(DELETED_ITEMS):
+            roots.add(self._wk_id(DELETED_ITEMS))
+        if not policy.include_junk and self._wk_id(JUNK):
+            roots.add(self._wk_id(JUNK))
+        included = set()
+        for folder_id in self.folders:
+            current: str | None = folder_id
+            hops = 0
+            while current is not None and current not in roots and hops < 64:
+                current = self.folders[current].parent if current in self.folders else None
+                hops += 1
+            if current is None:
+                included.add(folder_id)
+        return included
+
+    def folder_path(self, folder_id: str | None) -> str:
+        names: list[str] = []
+        current = folder_id
+        while current is not None and current in self.folders and len(names) < 64:
+            names.append(self.folders[current].name)
+            current = self.folders[current].parent
+        return "/" + "/".join(reversed(names))
+
+    async def _forget_excluded(self, states: dict[str, DeltaState], included: set[str]) -> None:
+        """Collections we no longer back up: a folder that is gone, or one a policy switch
+        now excludes (its messages leave the current view; nothing is deleted)."""
+        stale = [c for c in states if c != FOLDERS and c not in included]
+        if not stale:
+            return
+        async with self.run.page() as cat:
+            for collection in stale:
+                if collection in self.folders:
+                    await cat.remove_unseen({MESSAGE}, set(), parent_external_id=collection)
+                await cat.drop_delta(collection)
+        for collection in stale:
+            states.pop(collection, None)
+
+    # ---- messages --------------------------------------------------------------------------
+
+    def _initial_messages_link(self, folder_id: str) -> str:
+        return (
+            f"{self.base}/mailFolders/{quote(folder_id, safe='')}/messages/delta"
+            f"?$select={DELTA_SELECT}"
+        )
+
+    async def _first_pages(
+        self, group: Sequence[str], states: dict[str, DeltaState]
+    ) -> dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]]:
+        """Where each folder's round starts, and its first delta page: up to 20 folders in
+        one ``$batch``, so that an unchanged folder costs no request of its own."""
+        starts: dict[str, tuple[str, bool, bool]] = {}
+        for folder_id in group:
+            starts[folder_id] = await self._start(
+                states.get(folder_id),
+                self._initial_messages_link(folder_id),
+                kinds={MESSAGE},
+                parent=folder_id,
+            )
+        requests = [
+            BatchRequest(id=str(n), method="GET", url=starts[f][0], headers=self.delta_headers)
+            for n, f in enumerate(group)
+        ]
+        out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {}
+        try:
+            answers = await self.graph.batch(requests, mailbox=self.user)
+        except (ValueError, GraphError) as exc:  # e.g. a link outside this Graph version
+            log.info("mail_first_pages_unbatched", error=str(exc)[:200])
+            return {f: (starts[f], None) for f in group}
+        for folder_id, answer in zip(group, answers, strict=True):
+            first: DeltaPage | GraphError | None
+            if answer.ok and isinstance(answer.body, dict):
+                body = answer.body
+                first = DeltaPage(
+                    list(body.get("value") or []),
+                    body.get("@odata.nextLink"),
+                    body.get("@odata.deltaLink"),
+                )
+            else:
+                first = answer.error
+            out[folder_id] = (starts[folder_id], first)
+        return out
+
+    async def _pages(
+        self, link: str, first: DeltaPage | GraphError | None
+    ) -> AsyncIterator[DeltaPage]:
+        if isinstance(first, ResyncRequired):
+            raise first
+        if isinstance(first, DeltaPage):
+            yield first
+            if first.next_link is None:
+                return
+            link = first.next_link
+        async for page in self.graph.delta(link, headers=self.delta_headers, mailbox=self.user):
+            yield page
+
+    async def _collect_messages(
+        self,
+        folder_id: str,
+        where: tuple[str, bool, bool],
+        first: DeltaPage | GraphError | None,
+    ) -> None:
+        initial = self._initial_messages_link(folder_id)
+        link, full, scratch = where
+        resyncs = 0
+        while True:
+            seen: set[str] | None = set() if full else None
+            try:
+                async for page in self._pages(link, first):
+                    await self._message_page(folder_id, page, seen, scratch)
+                return
+            except ResyncRequired as exc:
+                resyncs += 1
+                if resyncs > MAX_RESYNCS:
+                    raise
+                log.info("mail_folder_resync", folder=folder_id[-12:])
+                async with self.run.page() as cat:
+                    await cat.drop_delta(folder_id)
+                link, full, scratch, first = exc.location or initial, True, True, None
+
+    async def _message_page(
+        self, folder_id: str, page: DeltaPage, seen: set[str] | None, scratch: bool
+    ) -> None:
+        entries = _dedupe(page.items)
+        removed = [str(e["id"]) for e in entries if "@removed" in e]
+        changed = [e for e in entries if "@removed" not in e]
+        if seen is not None:
+            seen.update(str(e["id"]) for e in changed)
+        current = await self.run.current([str(e["id"]) for e in changed]) if changed else {}
+        wanted = [e for e in changed if not _is_stored(current.get(str(e["id"])), e, folder_id)]
+        records = await self._records(wanted, folder_id)
+        async with self.run.page() as cat:
+            for record in records:
+                await cat.record(record)
+            for message_id in removed:
+                await cat.remove(message_id, only_if_parent=folder_id)
+            if page.delta_link:
+                if scratch and seen is not None:
+                    await cat.remove_unseen({MESSAGE}, seen, parent_external_id=folder_id)
+                await cat.save_delta(folder_id, delta_link=page.delta_link)
+            else:
+                await cat.save_delta(folder_id, resume_link=page.next_link)
+        await self.ctx.progress()
+
+    async def _records(self, entries: Sequence[dict[str, Any]], folder_id: str) -> list[ItemRecord]:
+        """Fetch and store what these delta entries point at; skip what stays unreadable."""
+        records: list[ItemRecord] = []
+        for start in range(0, len(entries), FETCH_GROUP):
+            group = entries[start : start + FETCH_GROUP]
+            fetched, failed = await self.fetch([str(e["id"]) for e in group])
+            names = {str(e["id"]): str(e.get("subject") or "") for e in group}
+            for message_id, error in failed.items():
+                if isinstance(error, NotFound):
+                    continue  # deleted since the delta listed it: the next delta says so
+                again = await self._fetch_again(message_id, error)
+                if isinstance(again, Fetched):
+                    fetched[message_id] = again
+                elif not isinstance(again, NotFound):
+                    await self.ctx.skip(
+                        item_ref=message_id,
+                        name=names.get(message_id),
+                        code=again.reason,
+                        detail=str(again),
+                        collection=folder_id,
+                    )
+            for one in fetched.values():
+                records.append(await self.record_for(one, folder_id))
+        return records
+
+    async def _fetch_again(self, message_id: str, error: GraphError) -> Fetched | GraphError:
+        for _ in range(ITEM_ATTEMPTS - 1):
+            fetched, failed = await self.fetch([message_id])
+            if message_id in fetched:
+                return fetched[message_id]
+            error = failed[message_id]
+            if isinstance(error, NotFound):
+                break
+        return error
+
+    async def record_for(self, one: Fetched, folder_id: str) -> ItemRecord:
+        message = one.message
+        parent = str(message.get("parentFolderId") or folder_id)
+        if parent not in self.folders:
+            parent = folder_id
+        document = document_of(message)
+        doc_ref = await self.ctx.repo.put_bytes(
+            json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        )
+        meta = fields.message_meta(document, self.folder_path(parent))
+        name = str(message.get("subject") or "") or "(no subject)"
+        modified = fields.parse_when(message.get("lastModifiedDateTime"))
+        probe = ItemVersion(
+            kind=MESSAGE, name=name, meta=meta, size=one.mime.size, modified_at=modified
+        )
+        raw, repo, ref = one.raw, self.ctx.repo, one.mime
+
+        async def reader() -> bytes | None:
+            return raw if raw is not None else await repo.read_bytes(ref)
+
+        return ItemRecord(
+            external_id=str(message["id"]),
+            kind=MESSAGE,
+            name=name,
+            parent_external_id=parent,
+            size=one.mime.size,
+            modified_at=modified,
+            change_key=message.get("changeKey"),
+            content=one.mime,
+            document=doc_ref,
+            meta=meta,
+            search=await fields.search_fields(probe, document, reader),
+        )
+
+    # ---- fetching --------------------------------------------------------------------------
+
+    async def fetch(self, ids: Sequence[str]) -> tuple[dict[str, Fetched], dict[str, GraphError]]:
+        """Messages by id: JSON in one ``$batch``, nested item attachments in another, small
+        MIME in batches too, large MIME streamed into the blob store."""
+        failed: dict[str, GraphError] = {}
+        messages: dict[str, dict[str, Any]] = {}
+        answers = await self.graph.batch(
+            [
+                BatchRequest(
+                    id=str(n),
+                    method="GET",
+                    url=f"{self.base}/messages/{quote(mid, safe='')}?{MESSAGE_QUERY}",
+                    headers=self.headers,
+                )
+                for n, mid in enumerate(ids)
+            ],
+            mailbox=self.user,
+        )
+        for mid, answer in zip(ids, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
+                messages[mid] = answer.body
+            else:
+                failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
+        await self._expand_item_attachments(messages, failed)
+        small = [m for m in messages if _estimate(messages[m]) <= SMALL_MIME]
+        large = [m for m in messages if m not in small]
+        fetched: dict[str, Fetched] = {}
+        for group in _budgeted(small, lambda m: _estimate(messages[m]), MIME_BATCH_BUDGET):
+            answers = await self.graph.batch(
+                [
+                    BatchRequest(
+                        id=str(n),
+                        method="GET",
+                        url=f"{self.base}/messages/{quote(mid, safe='')}/$value",
+                        headers=self.headers,
+                    )
+                    for n, mid in enumerate(group)
+                ],
+                mailbox=self.user,
+            )
+            for mid, answer in zip(group, answers, strict=True):
+                try:
+                    answer.raise_for_error()
+                    raw = _decode_value(answer.body)
+                except GraphError as exc:
+                    failed[mid] = exc
+                    continue
+                ref = await self.ctx.repo.put_bytes(raw)
+                fetched[mid] = Fetched(messages[mid], ref, raw)
+
+        async def stream_one(mid: str) -> None:
+            async with self._streams:
+                try:
+                    ref = await self.ctx.repo.put_stream(
+                        self.graph.stream(
+                            f"{self.base}/messages/{quote(mid, safe='')}/$value",
+                            mailbox=self.user,
+                            headers=self.headers,
+                        )
+                    )
+                except GraphError as exc:
+                    failed[mid] = exc
+                    return
+                fetched[mid] = Fetched(messages[mid], ref, None)
+
+        await asyncio.gather(*(stream_one(m) for m in large))
+        return fetched, failed
+
+    async def _expand_item_attachments(
+        self, messages: dict[str, dict[str, Any]], failed: dict[str, GraphError]
+    ) -> None:
+        """Attached messages, events and contacts: their item, for a faithful restore."""
+        wanted: list[tuple[str, int, str]] = []
+        for mid, message in messages.items():
+            for index, att in enumerate(message.get("attachments") or []):
+                if fields.attachment_kind(att) == "item" and att.get("id"):
+                    wanted.append((mid, index, str(att["id"])))
+        if not wanted:
+            return
+        answers = await self.graph.batch(
+            [
+                BatchRequest(
+                    id=str(n),
+                    method="GET",
+                    url=f"{self.base}/messages/{quote(mid, safe='')}/attachments/"
+                    f"{quote(aid, safe='')}?{ITEM_ATTACHMENT_QUERY}",
+                    headers=self.headers,
+                )
+                for n, (mid, _, aid) in enumerate(wanted)
+            ],
+            mailbox=self.user,
+        )
+        for (mid, index, _), answer in zip(wanted, answers, strict=True):
+            if mid not in messages:
+                continue
+            if answer.ok and isinstance(answer.body, dict):
+                messages[mid]["attachments"][index] = answer.body
+            else:
+                failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
+                del messages[mid]
+
+    # ---- retries ---------------------------------------------------------------------------
+
+    async def _retry_skipped(self, included: set[str]) -> None:
+        """Items earlier runs could not read: fetch them by id; drop the gone ones."""
+        pending = await self.ctx.retries()
+        for start in range(0, len(pending), FETCH_GROUP):
+            group = pending[start : start + FETCH_GROUP]
+            ids = [row.external_id for row in group]
+            fetched, failed = await self.fetch(ids)
+            done = [m for m, e in failed.items() if isinstance(e, NotFound)]
+            records = []
+            for mid, one in fetched.items():
+                done.append(mid)
+                parent = str(one.message.get("parentFolderId") or "")
+                if parent in included:
+                    records.append(await self.record_for(one, parent))
+            if records:
+                async with self.run.page() as cat:
+                    for record in records:
+                        await cat.record(record)
+            if done:
+                await self.ctx.resolved(done)
+            for row in group:
+                error = failed.get(row.external_id)
+                if error is not None and not isinstance(error, NotFound):
+                    await self.ctx.skip(
+                        item_ref=row.external_id,
+                        name=row.name,
+                        code=error.reason,
+                        detail=str(error),
+                        collection=row.collection,
+                    )
+            await self.ctx.progress()
+
+
+def _is_stored(version: ItemVersion | None, entry: dict[str, Any], folder_id: str) -> bool:
+    key = entry.get("changeKey")
+    return (
+        version is not None
+        and key is not None
+        and version.change_key == key
+        and version.parent_external_id == folder_id
+    )
+
+
+def _budgeted(ids: Sequence[str], size: Any, budget: int) -> list[list[str]]:
+    """Groups of at most 20 whose estimated total stays under ``budget``."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    total = 0
+    for mid in ids:
+        estimate = int(size(mid))
+        if current and (len(current) >= FETCH_GROUP or total + estimate > budget):
+            groups.append(current)
+            current, total = [], 0
+        current.append(mid)
+        total += estimate
+    if current:
+        groups.append(current)
+    return groups
+
+
+async def collect(ctx: CollectContext) -> None:
+    await MailCollector(ctx).collect()

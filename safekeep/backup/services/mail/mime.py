@@ -1,0 +1,167 @@
+"""What we read out of a message's MIME instead of storing it twice, and the mbox format.
+
+A message is backed up as its exact RFC 822 bytes plus its Graph JSON. File attachment bytes
+are in the MIME already, so the JSON keeps only their metadata; a restore takes the bytes
+back out of the MIME, matching Graph's attachment list to MIME parts by Content-ID, then
+file name, then content type, in order. The standard library's ``email`` package does the
+parsing (RFC 2231 names, transfer encodings); these helpers only choose parts.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage, Message
+from typing import Any, Literal
+
+FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
+ITEM_ATTACHMENT = "#microsoft.graph.itemAttachment"
+REFERENCE_ATTACHMENT = "#microsoft.graph.referenceAttachment"
+
+
+@dataclass
+class MimePart:
+    """One attachment-like leaf of a message (never a body part)."""
+
+    kind: Literal["file", "item"]
+    name: str | None
+    content_type: str
+    content_id: str | None
+    inline: bool
+    data: bytes  # decoded bytes; for an attached message, its RFC 822 bytes
+
+
+def parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def _leaves(part: Message) -> list[Message]:
+    """Leaf parts in order; an attached message is a leaf (its own parts are its business)."""
+    if part.get_content_type() == "message/rfc822" or not part.is_multipart():
+        return [part]
+    found: list[Message] = []
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        for sub in payload:
+            if isinstance(sub, Message):
+                found.extend(_leaves(sub))
+    return found
+
+
+def attachment_parts(raw: bytes) -> list[MimePart]:
+    """The attachments of a message as its MIME carries them (inline images included)."""
+    message = parse(raw)
+    bodies: set[int] = set()
+    for preference in (("plain",), ("html",)):
+        body = message.get_body(preferencelist=preference)
+        if body is not None:
+            bodies.add(id(body))
+    parts: list[MimePart] = []
+    for leaf in _leaves(message):
+        if id(leaf) in bodies:
+            continue
+        ctype = leaf.get_content_type()
+        disposition = leaf.get_content_disposition()
+        raw_cid = leaf.get("Content-ID")
+        cid = str(raw_cid).strip().strip("<>").strip() if raw_cid else None
+        name = leaf.get_filename()
+        if ctype == "message/rfc822":
+            payload = leaf.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else payload
+            data = inner.as_bytes(policy=email.policy.SMTP) if isinstance(inner, Message) else b""
+            parts.append(MimePart("item", name, ctype, cid, disposition == "inline", data))
+            continue
+        if disposition is None and not cid and ctype.startswith("text/"):
+            continue  # an extra body part (a calendar or plain-text alternative)
+        decoded = leaf.get_payload(decode=True)
+        parts.append(
+            MimePart(
+                "file",
+                name,
+                ctype,
+                cid,
+                disposition == "inline" or (disposition is None and bool(cid)),
+                decoded if isinstance(decoded, bytes) else b"",
+            )
+        )
+    return parts
+
+
+def _norm(value: str | None) -> str:
+    return (value or "").strip().strip("<>").strip().lower()
+
+
+def match_file_attachments(
+    attachments: Sequence[dict[str, Any]], parts: Sequence[MimePart]
+) -> dict[int, MimePart]:
+    """For each Graph file attachment (by index in ``attachments``), the MIME part that holds
+    its bytes. Exchange writes attachments into the MIME in the order it lists them, so when
+    names and Content-IDs leave a choice the first unused part wins."""
+    files = [p for p in parts if p.kind == "file"]
+    used: set[int] = set()
+    found: dict[int, MimePart] = {}
+    rules = (
+        lambda att, part: (
+            bool(_norm(att.get("contentId")))
+            and _norm(att.get("contentId")) == _norm(part.content_id)
+        ),
+        lambda att, part: bool(att.get("name")) and att.get("name") == part.name,
+        lambda att, part: _norm(att.get("contentType")) == _norm(part.content_type),
+    )
+    wanted = [
+        (index, att)
+        for index, att in enumerate(attachments)
+        if att.get("@odata.type", FILE_ATTACHMENT) == FILE_ATTACHMENT
+    ]
+    for rule in rules:
+        for index, att in wanted:
+            if index in found:
+                continue
+            for position, part in enumerate(files):
+                if position not in used and rule(att, part):
+                    used.add(position)
+                    found[index] = part
+                    break
+    return found
+
+
+# ---- mbox --------------------------------------------------------------------------------
+
+_FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
+
+
+def mbox_separator(sender: str | None, when: datetime | None) -> bytes:
+    """The ``From `` line that opens each message of an mbox (address and asctime date)."""
+    address = re.sub(r"\s+", "", sender or "") or "MAILER-DAEMON"
+    moment = (when or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC)
+    return f"From {address} {moment:%a %b %d %H:%M:%S %Y}\n".encode()
+
+
+async def mboxrd_escape(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Quote ``From `` lines the mboxrd way (one more ``>`` on any ``>*From `` line), one
+    line at a time so a message of any size streams through; ends with a newline."""
+    pending = b""
+    last = b"\n"
+    async for chunk in chunks:
+        data = pending + chunk
+        cut = data.rfind(b"\n") + 1
+        pending = data[cut:]
+        if cut:
+            out = _FROM_LINE.sub(rb">\1", data[:cut])
+            last = out[-1:]
+            yield out
+    if pending:
+        yield _FROM_LINE.sub(rb">\1", pending) + b"\n"
+    elif last != b"\n":
+        yield b"\n"
+
+
+def mboxrd_unescape(body: bytes) -> bytes:
+    """The inverse of ``mboxrd_escape`` for one message (tests and importers)."""
+    return re.sub(rb"^>(>*From )", rb"\1", body, flags=re.MULTILINE)

@@ -1,0 +1,457 @@
+"""Putting messages back into a mailbox so that they look received, not drafted.
+
+Graph makes every message imported from MIME a draft whose flags cannot be changed, so a
+message is created from its stored Graph JSON in the target folder, with the extended
+properties that set PR_MESSAGE_FLAGS (read, not unsent) and the sent and received dates
+(GRAPH.md section 3). Small attachments travel in the create request itself; file attachments
+of 3 MB or more follow through upload sessions. Their bytes come out of the stored MIME.
+
+Folders are matched by path: a well-known folder (Inbox, Sent Items...) maps to the target
+mailbox's own, others by display name below it, created when missing. In "new" mode the
+whole tree goes under one new top-level folder. A conflict is the same internetMessageId
+already present in the target folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, suppress
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from safekeep.backup.services.base import RestoreContext, Selection, read_document
+from safekeep.backup.services.mail import mime
+from safekeep.backup.services.mail.collect import RECOVERABLE, ROOT
+from safekeep.backup.services.mail.fields import MESSAGE, attachment_kind
+from safekeep.graph.client import ATTACHMENT_DIRECT_MAX, prefer
+from safekeep.graph.errors import Conflict, GraphError, NotFound
+from safekeep.storage.repository import ContentRef
+from safekeep.tenants.models import ItemVersion
+
+log = structlog.get_logger(__name__)
+
+PR_MESSAGE_FLAGS = "Integer 0x0E07"
+PR_CLIENT_SUBMIT_TIME = "SystemTime 0x0039"
+PR_MESSAGE_DELIVERY_TIME = "SystemTime 0x0E06"
+MSGFLAG_READ = 0x1
+MSGFLAG_SUBMIT = 0x4  # what Corso writes to mark a restored item as sent, not unsent
+MSGFLAG_UNSENT = 0x8  # a draft: set only for messages that were drafts
+
+# Properties a created message accepts (everything else is server-assigned).
+WRITABLE = (
+    "subject",
+    "body",
+    "from",
+    "sender",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "replyTo",
+    "importance",
+    "categories",
+    "flag",
+    "internetMessageId",
+    "isDeliveryReceiptRequested",
+    "isReadReceiptRequested",
+    "inferenceClassification",
+)
+RECOVERED_FOLDER = "Recoverable Items"  # Graph cannot write into the Recoverable Items tree
+INLINE_BUDGET = 2_500_000  # raw attachment bytes sent inside the create request (4 MB cap)
+WORKERS = 4  # Exchange allows 4 concurrent requests per mailbox
+LARGE_ITEM = 16 * 1024 * 1024  # messages above this are restored one at a time (memory)
+
+
+class RestoreFailed(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _flags(document: dict[str, Any]) -> int:
+    flags = MSGFLAG_SUBMIT
+    if document.get("isRead"):
+        flags |= MSGFLAG_READ
+    if document.get("isDraft"):
+        flags |= MSGFLAG_UNSENT
+    return flags
+
+
+def creatable(document: dict[str, Any]) -> dict[str, Any]:
+    """A message (or an attached message) as a create request: writable properties plus
+    the extended properties that make it received (or a draft, if it was one)."""
+    body = {k: document[k] for k in WRITABLE if document.get(k) is not None}
+    body["isRead"] = bool(document.get("isRead", False))
+    props = [{"id": PR_MESSAGE_FLAGS, "value": str(_flags(document))}]
+    if document.get("sentDateTime"):
+        props.append({"id": PR_CLIENT_SUBMIT_TIME, "value": document["sentDateTime"]})
+    received = document.get("receivedDateTime") or document.get("sentDateTime")
+    if received:
+        props.append({"id": PR_MESSAGE_DELIVERY_TIME, "value": received})
+    body["singleValueExtendedProperties"] = props
+    return body
+
+
+def item_attachment(att: dict[str, Any]) -> dict[str, Any]:
+    item = dict(att.get("item") or {})
+    odata = str(item.get("@odata.type") or "#microsoft.graph.message")
+    if odata.lower().endswith(".message"):
+        inner = {"@odata.type": "#microsoft.graph.message", **creatable(item)}
+    else:  # an attached event or contact: its own properties, minus the server's
+        server = {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "webLink"}
+        inner = {k: v for k, v in item.items() if k not in server and not k.startswith("@odata.")}
+        inner["@odata.type"] = odata
+    return {
+        "@odata.type": mime.ITEM_ATTACHMENT,
+        "name": att.get("name") or "",
+        "item": inner,
+    }
+
+
+def reference_attachment(att: dict[str, Any]) -> dict[str, Any]:
+    keep = ("name", "sourceUrl", "providerType", "permission", "isFolder", "isInline")
+    return {
+        "@odata.type": mime.REFERENCE_ATTACHMENT,
+        **{k: att[k] for k in keep if att.get(k) is not None},
+    }
+
+
+class MailRestorer:
+    def __init__(self, ctx: RestoreContext, selection: Selection) -> None:
+        self.ctx = ctx
+        self.selection = selection
+        self.user = ctx.target.graph_id
+        self.base = f"/users/{quote(self.user, safe='')}"
+        self.headers = prefer(immutable_id=True)
+        self.prefetch = selection.whole or selection.roots is not None
+        self._targets: dict[str, str] = {}  # source folder id -> target folder id
+        self._well_known: dict[str, str] = {}
+        self._children: dict[str, dict[str, str]] = {}  # target parent -> lower name -> id
+        self._existing: dict[str, dict[str, list[str]]] = {}  # folder -> imid -> message ids
+        self._folder_lock = asyncio.Lock()
+        self._listing_locks: dict[str, asyncio.Lock] = {}
+        self._large = asyncio.Lock()
+
+    # ---- folders ---------------------------------------------------------------------------
+
+    async def _well_known_id(self, name: str) -> str:
+        if name not in self._well_known:
+            found = await self.ctx.graph.get_json(
+                f"{self.base}/mailFolders/{name}",
+                params={"$select": "id,displayName"},
+                headers=self.headers,
+                mailbox=self.user,
+            )
+            self._well_known[name] = str(found["id"])
+        return self._well_known[name]
+
+    async def _child(self, parent: str, name: str) -> str:
+        """The target folder ``name`` below ``parent``, created when missing."""
+        children = self._children.get(parent)
+        if children is None:
+            children = await self._list_children(parent)
+        found = children.get(name.lower())
+        if found:
+            return found
+        try:
+            created = await self.ctx.graph.request_json(
+                "POST",
+                f"{self.base}/mailFolders/{quote(parent, safe='')}/childFolders",
+                json={"displayName": name},
+                headers=self.headers,
+                mailbox=self.user,
+                expected=(201, 200),
+            )
+            folder_id = str((created or {})["id"])
+        except Conflict:  # made meanwhile (another restore): use it
+            children = await self._list_children(parent)
+            if name.lower() not in children:
+                raise
+            folder_id = children[name.lower()]
+        children[name.lower()] = folder_id
+        return folder_id
+
+    async def _list_children(self, parent: str) -> dict[str, str]:
+        children: dict[str, str] = {}
+        async for page in self.ctx.graph.paginate(
+            f"{self.base}/mailFolders/{quote(parent, safe='')}/childFolders",
+            params={"includeHiddenFolders": "true", "$select": "id,displayName", "$top": "250"},
+            headers=self.headers,
+            mailbox=self.user,
+        ):
+            for folder in page:
+                children.setdefault(str(folder.get("displayName") or "").lower(), folder["id"])
+        self._children[parent] = children
+        return children
+
+    def _chain(self, folder_id: str) -> list[ItemVersion]:
+        """Source folders from the top of the mailbox down to ``folder_id``."""
+        chain: list[ItemVersion] = []
+        current: str | None = folder_id
+        folders = self.selection.folders
+        while current is not None and current in folders and len(chain) < 64:
+            chain.append(folders[current])
+            current = folders[current].parent_external_id
+        return list(reversed(chain))
+
+    async def target_folder(self, source_folder: str | None) -> str:
+        async with self._folder_lock:
+            key = source_folder or ""
+            if key not in self._targets:
+                self._targets[key] = await self._resolve(source_folder)
+            return self._targets[key]
+
+    async def _resolve(self, source_folder: str | None) -> str:
+        chain = self._chain(source_folder) if source_folder else []
+        if self.ctx.folder_mode == "new":
+            parent = await self._child(await self._well_known_id(ROOT), self.ctx.new_folder_name)
+            for folder in chain:
+                parent = await self._child(parent, folder.name)
+            return parent
+        if not chain:
+            return await self._well_known_id("inbox")
+        top, below = chain[0], chain[1:]
+        well_known = (top.meta or {}).get("well_known")
+        if well_known == RECOVERABLE:
+            parent = await self._child(await self._well_known_id(ROOT), RECOVERED_FOLDER)
+        elif well_known:
+            try:
+                parent = await self._well_known_id(str(well_known))
+            except NotFound:  # e.g. no archive folder in the target mailbox
+                parent = await self._child(await self._well_known_id(ROOT), top.name)
+        else:
+            parent = await self._child(await self._well_known_id(ROOT), top.name)
+        for folder in below:
+            parent = await self._child(parent, folder.name)
+        return parent
+
+    # ---- conflicts -------------------------------------------------------------------------
+
+    async def _existing_ids(self, folder: str, internet_id: str) -> list[str]:
+        """Messages in ``folder`` with this internetMessageId."""
+        if self.prefetch:
+            lock = self._listing_locks.setdefault(folder, asyncio.Lock())
+            async with lock:
+                if folder not in self._existing:
+                    self._existing[folder] = await self._list_ids(folder, None)
+            return list(self._existing[folder].get(internet_id, []))
+        return (await self._list_ids(folder, internet_id)).get(internet_id, [])
+
+    async def _list_ids(self, folder: str, internet_id: str | None) -> dict[str, list[str]]:
+        params = {"$select": "id,internetMessageId", "$top": "1000" if not internet_id else "50"}
+        if internet_id:
+            params["$filter"] = "internetMessageId eq '" + internet_id.replace("'", "''") + "'"
+        found: dict[str, list[str]] = {}
+        async for page in self.ctx.graph.paginate(
+            f"{self.base}/mailFolders/{quote(folder, safe='')}/messages",
+            params=params,
+            headers=self.headers,
+            mailbox=self.user,
+        ):
+            for message in page:
+                imid = message.get("internetMessageId")
+                if imid and (internet_id is None or imid == internet_id):
+                    found.setdefault(str(imid), []).append(str(message["id"]))
+        return found
+
+    def _remember(self, folder: str, internet_id: str | None, message_id: str) -> None:
+        if internet_id and folder in self._existing:
+            self._existing[folder].setdefault(internet_id, []).append(message_id)
+
+    def _forget(self, folder: str, internet_id: str | None, message_ids: list[str]) -> None:
+        if internet_id and folder in self._existing:
+            left = [m for m in self._existing[folder].get(internet_id, []) if m not in message_ids]
+            self._existing[folder][internet_id] = left
+
+    # ---- one message -----------------------------------------------------------------------
+
+    async def restore_one(self, version: ItemVersion) -> None:
+        report = self.ctx.report
+        try:
+            async with AsyncExitStack() as stack:
+                if version.size > LARGE_ITEM:
+                    await stack.enter_async_context(self._large)
+                target_id = await self._restore(version)
+        except RestoreFailed as exc:
+            await report.failed(version, code=exc.code, detail=exc.detail)
+        except GraphError as exc:
+            await report.failed(version, code=exc.reason, detail=str(exc))
+        except Exception as exc:  # one bad item never stops the others
+            log.warning("mail_restore_item_failed", version_id=str(version.id), exc_info=True)
+            await report.failed(version, code="restore_error", detail=f"{type(exc).__name__}")
+        else:
+            if target_id is not None:
+                await report.restored(version, target_id=target_id)
+
+    async def _restore(self, version: ItemVersion) -> str | None:
+        document = await read_document(self.ctx.repo, version)
+        if document is None:
+            raise RestoreFailed("no_document", "this version has no stored Graph JSON")
+        folder = await self.target_folder(version.parent_external_id)
+        internet_id = document.get("internetMessageId")
+        existing: list[str] = []
+        if internet_id and self.ctx.conflict != "keep_both":
+            existing = await self._existing_ids(folder, str(internet_id))
+            if existing and self.ctx.conflict == "skip":
+                await self.ctx.report.skipped(
+                    version, reason="a message with this internetMessageId is already there"
+                )
+                return None
+        created = await self._create(version, document, folder)
+        self._remember(folder, internet_id, created)
+        for old in existing:  # overwrite: the new copy is in place, now drop the old one
+            with suppress(NotFound):
+                await self.ctx.graph.request_json(
+                    "DELETE",
+                    f"{self.base}/messages/{quote(old, safe='')}",
+                    mailbox=self.user,
+                    expected=(204, 200),
+                )
+        self._forget(folder, internet_id, existing)
+        return created
+
+    async def _create(self, version: ItemVersion, document: dict[str, Any], folder: str) -> str:
+        attachments = list(document.get("attachments") or [])
+        files: dict[int, mime.MimePart] = {}
+        if any(attachment_kind(a) == "file" for a in attachments):
+            if not version.content:
+                raise RestoreFailed("no_content", "the MIME holding the attachments is missing")
+            raw = await self.ctx.repo.read_bytes(ContentRef.from_json(version.content))
+            files = await asyncio.to_thread(
+                mime.match_file_attachments, attachments, mime.attachment_parts(raw)
+            )
+            del raw
+        missing = [
+            str(a.get("name"))
+            for i, a in enumerate(attachments)
+            if attachment_kind(a) == "file" and i not in files
+        ]
+        payload = creatable(document)
+        inline: list[dict[str, Any]] = []
+        later: list[tuple[dict[str, Any], mime.MimePart]] = []
+        budget = INLINE_BUDGET
+        for index, att in enumerate(attachments):
+            kind = attachment_kind(att)
+            if kind == "item":
+                inline.append(item_attachment(att))
+            elif kind == "reference":
+                inline.append(reference_attachment(att))
+            elif index in files:
+                part = files[index]
+                if len(part.data) < ATTACHMENT_DIRECT_MAX and len(part.data) <= budget:
+                    budget -= len(part.data)
+                    inline.append(self._file_json(att, part))
+                else:
+                    later.append((att, part))
+        if inline:
+            payload["attachments"] = inline
+        created = await self.ctx.graph.request_json(
+            "POST",
+            f"{self.base}/mailFolders/{quote(folder, safe='')}/messages",
+            json=payload,
+            headers=self.headers,
+            mailbox=self.user,
+            expected=(201, 200),
+        )
+        message_id = str((created or {})["id"])
+        try:
+            for att, part in later:
+                await self.ctx.graph.upload_mail_attachment(
+                    self.user,
+                    message_id,
+                    str(att.get("name") or part.name or "attachment"),
+                    str(att.get("contentType") or part.content_type),
+                    part.data,
+                    len(part.data),
+                    is_inline=bool(att.get("isInline", part.inline)),
+                    content_id=att.get("contentId") or part.content_id,
+                )
+        except BaseException:
+            await self._discard(message_id)
+            raise
+        if missing:
+            raise RestoreFailed(
+                "attachments_incomplete",
+                "restored without attachments not found in the MIME: " + ", ".join(missing),
+            )
+        return message_id
+
+    @staticmethod
+    def _file_json(att: dict[str, Any], part: mime.MimePart) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "@odata.type": mime.FILE_ATTACHMENT,
+            "name": att.get("name") or part.name or "attachment",
+            "contentType": att.get("contentType") or part.content_type,
+            "contentBytes": base64.b64encode(part.data).decode("ascii"),
+            "isInline": bool(att.get("isInline", part.inline)),
+        }
+        content_id = att.get("contentId") or part.content_id
+        if content_id:
+            out["contentId"] = content_id
+        return out
+
+    async def _discard(self, message_id: str) -> None:
+        """A message whose attachments could not all be added is taken out again, so that a
+        second restore does not meet a half-restored copy as a conflict."""
+        try:
+            await asyncio.shield(
+                self.ctx.graph.request_json(
+                    "DELETE",
+                    f"{self.base}/messages/{quote(message_id, safe='')}",
+                    mailbox=self.user,
+                    expected=(204, 200, 404),
+                )
+            )
+        except Exception:
+            log.info("mail_restore_discard_failed", exc_info=True)
+
+    # ---- the whole selection ---------------------------------------------------------------
+
+    async def restore(self) -> None:
+        if self.selection.roots is not None:
+            for folder_id in self._folders_below(self.selection.roots):
+                try:
+                    await self.target_folder(folder_id)
+                except GraphError as exc:
+                    version = self.selection.folders[folder_id]
+                    await self.ctx.report.failed(version, code=exc.reason, detail=str(exc))
+        queue: asyncio.Queue[ItemVersion | None] = asyncio.Queue(maxsize=WORKERS * 2)
+
+        async def worker() -> None:
+            while (version := await queue.get()) is not None:
+                await self.restore_one(version)
+
+        workers = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+        try:
+            async for version in _messages(self.selection):
+                await queue.put(version)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+
+    def _folders_below(self, roots: set[str]) -> list[str]:
+        folders = self.selection.folders
+        chosen = set(roots)
+        grew = True
+        while grew:
+            below = {f for f, v in folders.items() if v.parent_external_id in chosen} - chosen
+            grew = bool(below)
+            chosen |= below
+        return sorted(chosen, key=lambda f: len(self._chain(f)))
+
+
+async def _messages(selection: Selection) -> AsyncIterator[ItemVersion]:
+    async for version in selection.items():
+        if version.kind == MESSAGE:
+            yield version
+
+
+async def restore(ctx: RestoreContext, selection: Selection) -> None:
+    await MailRestorer(ctx, selection).restore()

@@ -1,0 +1,788 @@
+"""Exchange mail end to end against graphsim: backup (full, incremental, resumed, resync,
+skip and retry, policy switches), download, search, restore and export.
+
+Expectations are read from the simulator's own state (``sim.state``) and its request
+counters, never hard-coded, so the tests hold whatever the generator produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import hashlib
+import io
+import json
+import random
+import re
+import uuid
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from graphsim.mail import message_json
+from graphsim.routes_mail import message_mime
+from graphsim.state import OItem
+from graphsim.state import Tenant as SimTenant
+from safekeep.backup.context import open_repository
+from safekeep.backup.services import module_for
+from safekeep.backup.services.base import read_document
+from safekeep.backup.services.mail import collect as mail_collect
+from safekeep.backup.services.mail.mime import mboxrd_unescape
+from safekeep.graph.errors import TransientError
+from safekeep.search.query import SearchQuery
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.models import Account, Item, ItemVersion, Job, SkippedItem, Snapshot
+from safekeep.tenants.models.job import JobStatus
+from tests.backup.harness import EngineHarness
+
+SERVICE = "mail"
+MARKER = "zygomorphic"  # a word only the crafted text attachment contains
+BIG = 3_400_000  # above the 3 MB direct-attachment limit: restored through an upload session
+
+
+# ---- workaround until Job.status loads as JobStatus (notes/requests-mail.md, item 1) -------
+
+
+def _coerce_status(target: Job, *_: Any) -> None:
+    if not isinstance(target.status, JobStatus):
+        target.status = JobStatus(target.status)
+
+
+@pytest.fixture(autouse=True)
+def _job_status_enum() -> Iterator[None]:
+    event.listen(Job, "load", _coerce_status)
+    event.listen(Job, "refresh", _coerce_status)
+    yield
+    event.remove(Job, "load", _coerce_status)
+    event.remove(Job, "refresh", _coerce_status)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def crafted_mime(subject: str = "Invoice März — Q3 figures") -> bytes:
+    """A message with everything a restore must carry: an inline image, a text attachment
+    with a non-ASCII name, a > 3 MB attachment, an attached message, "From " body lines."""
+    rng = random.Random(subject)
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = "Zoë Adler <zoe.adler@contoso.example>"
+    msg["To"] = "Farah García <farah@example.com>"
+    msg["Cc"] = "Ops <ops@contoso.example>"
+    msg["Subject"] = subject
+    msg["Date"] = "Tue, 07 Oct 2025 09:15:00 +0000"
+    msg["Message-ID"] = f"<{uuid.UUID(int=rng.getrandbits(128))}@contoso.example>"
+    text = "Hello,\nFrom the desk of accounting: figures attached.\n>From quoted line\nBye\n"
+    msg.set_content(text)
+    msg.add_alternative(
+        '<html><body><p>Hello,</p><p>See the chart <img src="cid:chart@contoso.example">'
+        "</p><p>From the desk of accounting.</p></body></html>",
+        subtype="html",
+    )
+    html_part = msg.get_body(preferencelist=("html",))
+    assert isinstance(html_part, EmailMessage)
+    html_part.add_related(
+        rng.randbytes(5_000),
+        "image",
+        "png",
+        cid="<chart@contoso.example>",
+        filename="chart.png",
+        disposition="inline",
+    )
+    msg.add_attachment(
+        f"Quarterly {MARKER} reconciliation, total 4711 CHF\n".encode(),
+        "text",
+        "plain",
+        filename="Rechnung März €.txt",
+    )
+    msg.add_attachment(
+        rng.randbytes(BIG), "application", "octet-stream", filename="Scan großes Archiv.bin"
+    )
+    inner = EmailMessage(policy=email.policy.SMTP)
+    inner["From"] = "Ops <ops@contoso.example>"
+    inner["To"] = "Zoë Adler <zoe.adler@contoso.example>"
+    inner["Subject"] = "Inner note about the invoice"
+    inner["Date"] = "Mon, 06 Oct 2025 08:00:00 +0000"
+    inner["Message-ID"] = "<inner-note@contoso.example>"
+    inner.set_content("The inner note body.\n")
+    msg.add_attachment(inner, filename="Inner note about the invoice.eml")
+    return msg.as_bytes()
+
+
+def plain_mime(subject: str) -> bytes:
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = "Ops <ops@contoso.example>"
+    msg["To"] = "Farah García <farah@example.com>"
+    msg["Subject"] = subject
+    msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
+    msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
+    msg.set_content(f"{subject}: a short note.\n")
+    return msg.as_bytes()
+
+
+def sim_tenant(h: EngineHarness) -> SimTenant:
+    return h.sim.tenant(h.sim_tenant_id)
+
+
+def user_of(h: EngineHarness, account: Account) -> Any:
+    return sim_tenant(h).users[account.graph_id]
+
+
+def sim_folders(h: EngineHarness, account: Account) -> dict[str, Any]:
+    """The mail folders /mailFolders/delta lists (the hierarchy below the mailbox root)."""
+    t = sim_tenant(h)
+    return {
+        f.id: f
+        for f in t.user_folders(account.graph_id, "mail")
+        if f.parent_id is not None and not f.deleted
+    }
+
+
+def folder_path(folders: dict[str, Any], root: str, folder_id: str) -> str:
+    names = []
+    current = folder_id
+    while current in folders and current != root:
+        names.append(folders[current].display_name)
+        current = folders[current].parent_id
+    return "/" + "/".join(reversed(names))
+
+
+def included_folders(
+    h: EngineHarness, account: Account, *, junk: bool = False, deleted: bool = True
+) -> set[str]:
+    user = user_of(h, account)
+    folders = sim_folders(h, account)
+    excluded = set()
+    if not junk:
+        excluded.add(user.well_known["junkemail"])
+    if not deleted:
+        excluded.add(user.well_known["deleteditems"])
+    out = set()
+    for folder_id in folders:
+        current = folder_id
+        while current in folders and current not in excluded:
+            current = folders[current].parent_id
+        if current not in excluded:
+            out.add(folder_id)
+    return out
+
+
+def sim_messages(h: EngineHarness, account: Account, folders: set[str]) -> dict[str, OItem]:
+    t = sim_tenant(h)
+    return {
+        i.id: i
+        for i in t.items.values()
+        if i.kind == "message" and i.user_id == account.graph_id and i.folder_id in folders
+    }
+
+
+async def open_versions(h: EngineHarness, account: Account, kind: str) -> dict[str, ItemVersion]:
+    async with h.runtime.db.session() as session:
+        return await catalog.open_external_ids(session, account.id, SERVICE, [kind])
+
+
+async def all_versions(h: EngineHarness, account: Account) -> dict[str, list[ItemVersion]]:
+    async with h.runtime.db.session() as session:
+        rows = (
+            await session.execute(
+                select(Item.external_id, ItemVersion)
+                .join(ItemVersion, ItemVersion.item_id == Item.id)
+                .where(Item.account_id == account.id, Item.service == SERVICE)
+            )
+        ).all()
+    out: dict[str, list[ItemVersion]] = {}
+    for external_id, version in rows:
+        out.setdefault(external_id, []).append(version)
+    return out
+
+
+async def assert_matches_simulator(
+    h: EngineHarness, account: Account, *, junk: bool = False, deleted: bool = True
+) -> dict[str, ItemVersion]:
+    """The catalog's current view is exactly the simulator's mailbox, byte for byte."""
+    folders = sim_folders(h, account)
+    root = user_of(h, account).msgfolderroot
+    included = included_folders(h, account, junk=junk, deleted=deleted)
+    stored_folders = await open_versions(h, account, "mail_folder")
+    assert set(stored_folders) == set(folders)
+    for folder_id, version in stored_folders.items():
+        assert version.name == folders[folder_id].display_name
+        parent = folders[folder_id].parent_id
+        assert version.parent_external_id == (None if parent == root else parent)
+    expected = sim_messages(h, account, included)
+    stored = await open_versions(h, account, "message")
+    assert set(stored) == set(expected)
+    repo = await open_repository(h.runtime, h.tenant)
+    for message_id, version in stored.items():
+        item = expected[message_id]
+        assert version.change_key == item.change_key
+        assert version.parent_external_id == item.folder_id
+        assert version.content_hash == hashlib.sha256(message_mime(item)).hexdigest()
+        assert version.meta["folder_path"] == folder_path(folders, root, item.folder_id)
+        assert version.meta["internet_message_id"] == item.spec.message_id
+        document = await read_document(repo, version)
+        assert document is not None
+        assert document["subject"] == item.spec.subject
+        assert all("contentBytes" not in a for a in document.get("attachments", []))
+    return stored
+
+
+def endpoint_count(counters: dict[str, Any], template: str) -> int:
+    return int(counters["by_endpoint"].get(template, 0))
+
+
+GET_MESSAGE = "GET /users/{user}/messages/{item}"
+GET_MIME = "GET /users/{user}/messages/{item}/$value"
+
+
+async def first_user(h: EngineHarness) -> Account:
+    users = sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
+    return users[0]
+
+
+async def second_user(h: EngineHarness) -> Account:
+    users = sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
+    return users[1]
+
+
+def add_crafted(h: EngineHarness, account: Account, folder: str = "inbox", **kw: Any) -> str:
+    return h.sim.add_message(
+        h.sim_tenant_id,
+        account.graph_id,
+        crafted_mime(**kw),
+        folder,
+        received=datetime(2025, 10, 7, 9, 16, 30, tzinfo=UTC),
+        is_read=True,
+    )
+
+
+def comparable(item: OItem) -> dict[str, Any]:
+    """A message as Graph shows it, minus what the server assigns (ids, change key, times of
+    creation and modification, links, the conversation id Exchange gives a new item, which
+    Graph cannot set) or derives: ``bodyPreview`` is computed from the body,
+    which is compared whole (a message created from JSON has one body, so a MIME original
+    whose plain-text alternative says something else previews differently)."""
+    body = message_json(item, "https://outlook.office365.com")
+    for key in (
+        "id",
+        "changeKey",
+        "@odata.etag",
+        "createdDateTime",
+        "lastModifiedDateTime",
+        "parentFolderId",
+        "webLink",
+        "conversationId",
+        "bodyPreview",
+    ):
+        body.pop(key, None)
+    return body
+
+
+def attachment_summary(item: OItem) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for att in item.attachments:
+        if att.kind == "file":
+            assert att.content is not None
+            digest = hashlib.sha256(att.content.read()).hexdigest()
+            out.append(("file", att.name, att.content_type, att.is_inline, att.content_id, digest))
+        elif att.kind == "item":
+            inner = att.item
+            spec = inner.spec if isinstance(inner, OItem) else None
+            out.append(
+                (
+                    "item",
+                    att.name,
+                    spec.subject if spec else None,
+                    spec.sender.address if spec else None,
+                )
+            )
+        else:
+            out.append(("reference", att.name, att.source_url))
+    return sorted(out, key=repr)
+
+
+def messages_with_id(h: EngineHarness, user_id: str, folder_id: str, imid: str) -> list[OItem]:
+    t = sim_tenant(h)
+    return [
+        i
+        for i in t.items.values()
+        if i.kind == "message"
+        and i.user_id == user_id
+        and i.folder_id == folder_id
+        and i.spec.message_id == imid
+    ]
+
+
+# ---- backup ----------------------------------------------------------------------------------
+
+
+async def test_full_then_incremental_capture_every_version_once(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    t = h.sim_tenant_id
+    crafted = add_crafted(h, account)
+    run, skipped = await h.backup(account, SERVICE)
+    assert skipped == 0
+    before = await assert_matches_simulator(h, account)
+    assert crafted in before
+    assert before[crafted].meta["has_attachments"] is True
+    kinds = {a["kind"] for a in before[crafted].meta["attachments"]}
+    assert kinds == {"file", "item"}
+    assert before[crafted].meta["from"] == {
+        "name": "Zoë Adler",
+        "address": "zoe.adler@contoso.example",
+    }
+
+    # Changes of every kind, then an incremental.
+    user = user_of(h, account)
+    stored = sorted(before)
+    edited, moved, deleted = [m for m in stored if m != crafted][:3]
+    h.sim.edit_item(t, edited, {"subject": "Edited subject", "isRead": True})
+    h.sim.move_item(t, moved, user.well_known["archive"])
+    h.sim.delete_item(t, deleted, hard=True)
+    folder = h.sim.add_mail_folder(t, account.graph_id, "Brand new", "inbox")
+    new = h.sim.add_message(
+        t, account.graph_id, crafted_mime("A new one"), "Brand new", is_read=False
+    )
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE)
+    assert skipped == 0
+    counters = h.sim.counters()
+    after = await assert_matches_simulator(h, account)
+    assert run.counters.added == 2  # the new folder and the new message
+    assert run.counters.changed == 2  # the edit and the move
+    assert run.counters.removed == 1
+    # Only what changed was fetched.
+    assert endpoint_count(counters, GET_MESSAGE) == 3
+    assert endpoint_count(counters, GET_MIME) == 3
+    versions = await all_versions(h, account)
+    assert len(versions[edited]) == 2
+    old, current = sorted(versions[edited], key=lambda v: v.first_seq)
+    assert old.last_seq == run.seq - 1
+    assert current.last_seq is None
+    assert current.name == "Edited subject"
+    # A move is the same item with a new parent.
+    assert {v.item_id for v in versions[moved]} == {before[moved].item_id}
+    assert after[moved].parent_external_id == user.well_known["archive"]
+    assert [v.last_seq for v in versions[deleted]] == [run.seq - 1]
+    assert after[new].parent_external_id == folder
+    assert all(len(vs) == 1 for m, vs in versions.items() if m not in (edited, moved))
+
+    # No change: no new version and no message fetched. What it costs depends on the
+    # number of folders, not of messages: two $batch calls (the well-known folders, the
+    # first delta page of each folder) and the folder hierarchy's own delta.
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, SERVICE)
+    counters = h.sim.counters()
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    assert counters["by_endpoint"] == {
+        "POST /$batch": 2,
+        "GET /users/{user}/mailFolders/delta": 1,
+        "GET /users/{user}/mailFolders/{folder}": len(mail_collect.WELL_KNOWN),
+        "GET /users/{user}/mailFolders/{folder}/messages/delta": len(included_folders(h, account)),
+    }
+    assert {k: len(v) for k, v in (await all_versions(h, account)).items()} == {
+        k: len(v) for k, v in versions.items()
+    }
+
+
+async def test_interrupted_run_resumes_without_loss_or_duplicates(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    account = await first_user(h)
+    for n in range(5):
+        h.sim.add_message(h.sim_tenant_id, account.graph_id, plain_mime(f"Note {n}"), "inbox")
+    monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 2)
+    original = mail_collect.MailCollector._message_page
+    pages = 0
+
+    class Killed(Exception):
+        pass
+
+    async def dying(self: Any, folder_id: str, page: Any, *args: Any) -> None:
+        nonlocal pages
+        await original(self, folder_id, page, *args)
+        if page.items:
+            pages += 1
+            if pages == 3:
+                raise Killed()
+
+    monkeypatch.setattr(mail_collect.MailCollector, "_message_page", dying)
+    with pytest.raises(Killed):
+        await h.backup(account, SERVICE)
+    partial = await open_versions(h, account, "message")
+    assert partial  # some pages were durable before the crash
+    monkeypatch.setattr(mail_collect.MailCollector, "_message_page", original)
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE)
+    assert run.resumed
+    assert skipped == 0
+    counters = h.sim.counters()
+    stored = await assert_matches_simulator(h, account)
+    # Nothing stored before the crash was fetched again, and nothing twice.
+    assert endpoint_count(counters, GET_MESSAGE) == len(stored) - len(partial)
+    versions = await all_versions(h, account)
+    assert all(len(vs) == 1 for vs in versions.values())
+    assert {v.first_seq for vs in versions.values() for v in vs} == {run.seq}
+
+
+async def test_resync_after_410_reenumerates_without_new_versions(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    await h.backup(account, SERVICE)
+    before = await all_versions(h, account)
+    gone = sorted(await open_versions(h, account, "message"))[0]
+    h.sim.delete_item(h.sim_tenant_id, gone, hard=True)
+    h.sim.expire_delta_tokens(h.sim_tenant_id, owner=account.graph_id)
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE)
+    counters = h.sim.counters()
+    assert skipped == 0
+    assert counters["by_status"].get("410", 0) >= 1
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 1)
+    assert endpoint_count(counters, GET_MESSAGE) == 0  # unchanged items are not fetched again
+    await assert_matches_simulator(h, account)
+    after = await all_versions(h, account)
+    assert {k: len(v) for k, v in after.items()} == {k: len(v) for k, v in before.items()}
+    assert [v.last_seq for v in after[gone]] == [run.seq - 1]
+
+
+async def test_unreadable_message_is_skipped_then_retried(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    account = await first_user(h)
+    victim = add_crafted(h, account)
+    original = mail_collect.MailCollector.fetch
+    attempts = 0
+
+    async def broken(self: Any, ids: Any) -> Any:
+        nonlocal attempts
+        fetched, failed = await original(self, [i for i in ids if i != victim])
+        if victim in ids:
+            attempts += 1
+            failed[victim] = TransientError(503, "ServiceUnavailable", "corrupt item")
+        return fetched, failed
+
+    monkeypatch.setattr(mail_collect.MailCollector, "fetch", broken)
+    run, skipped = await h.backup(account, SERVICE)
+    assert skipped == 1
+    assert attempts == 3  # the batch, then two more tries on its own
+    assert victim not in await open_versions(h, account, "message")
+    async with h.runtime.db.session() as session:
+        snapshot = await session.get(Snapshot, run.snapshot_id)
+        assert snapshot is not None
+        assert snapshot.status == "partial"
+        rows = (await session.execute(select(SkippedItem))).scalars().all()
+        assert [r.external_id for r in rows] == [victim]
+        assert rows[0].code == "service_unavailable"
+    monkeypatch.setattr(mail_collect.MailCollector, "fetch", original)
+    run, skipped = await h.backup(account, SERVICE)
+    assert skipped == 0
+    await assert_matches_simulator(h, account)
+    async with h.runtime.db.session() as session:
+        assert (await session.execute(select(SkippedItem))).scalars().all() == []
+
+
+async def test_policy_switches_for_junk_deleted_and_recoverable_items(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    account = await first_user(h)
+    t = h.sim_tenant_id
+    junk = h.sim.add_message(t, account.graph_id, crafted_mime("Junk offer"), "junkemail")
+    trash = h.sim.add_message(t, account.graph_id, crafted_mime("Old news"), "deleteditems")
+    purged = h.sim.add_message(
+        t, account.graph_id, crafted_mime("Purged thing"), "recoverableitemsdeletions"
+    )
+    await h.backup(account, SERVICE)  # defaults: deleted items yes, junk and recoverable no
+    stored = await assert_matches_simulator(h, account)
+    assert trash in stored
+    assert junk not in stored
+    assert purged not in stored
+
+    await h.set_policy(
+        include_junk=True, include_deleted_items=False, include_recoverable_items=True
+    )
+    await h.backup(account, SERVICE)
+    stored = await open_versions(h, account, "message")
+    assert junk in stored
+    assert trash not in stored
+    assert purged in stored
+    recoverable = user_of(h, account).well_known["recoverableitemsdeletions"]
+    folders = await open_versions(h, account, "mail_folder")
+    assert folders[recoverable].parent_external_id is None
+    assert folders[recoverable].meta["well_known"] == "recoverableitemsdeletions"
+    assert stored[purged].parent_external_id == recoverable
+    versions = await all_versions(h, account)
+    assert versions[trash][0].last_seq is not None  # out of the view, not deleted
+
+
+# ---- download and search ---------------------------------------------------------------------
+
+
+async def test_download_gives_the_exact_mime_with_ranges(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    crafted = add_crafted(h, account)
+    await h.backup(account, SERVICE)
+    version = (await open_versions(h, account, "message"))[crafted]
+    repo = await open_repository(h.runtime, h.tenant)
+    content = await module_for(SERVICE).content(repo, version)
+    original = message_mime(sim_tenant(h).items[crafted])
+    assert content.media_type == "message/rfc822"
+    assert content.filename == "Invoice März — Q3 figures.eml"
+    assert content.size == len(original)
+    assert content.rangeable
+    assert b"".join([c async for c in content.open(0, None)]) == original
+    assert b"".join([c async for c in content.open(100, 5_000)]) == original[100:5_001]
+
+
+async def test_search_finds_subject_body_people_and_attachment_text(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    account = await first_user(h)
+    crafted = add_crafted(h, account)
+    await h.backup(account, SERVICE)
+    version = (await open_versions(h, account, "message"))[crafted]
+    backend = await h.runtime.search_backend()
+    tenant_ids = frozenset({str(h.tenant.id)})
+    for text in (MARKER, "desk accounting", "Rechnung", "Q3 figures", "Adler"):
+        page = await backend.search(SearchQuery(tenant_ids=tenant_ids, text=text))
+        assert str(version.item_id) in {hit.item_id for hit in page.hits}, text
+    page = await backend.search(SearchQuery(tenant_ids=tenant_ids, text=MARKER))
+    assert [hit.folder_path for hit in page.hits] == ["/Inbox"]
+
+
+# ---- restore ---------------------------------------------------------------------------------
+
+
+async def test_restore_to_original_and_to_another_account(engine: EngineHarness) -> None:
+    h = engine
+    account, other = await first_user(h), await second_user(h)
+    t = h.sim_tenant_id
+    crafted = add_crafted(h, account)
+    await h.backup(account, SERVICE)
+    originals = sim_messages(h, account, included_folders(h, account))
+    expected = {
+        m: (comparable(i), attachment_summary(i), i.folder_id) for m, i in originals.items()
+    }
+    for message_id in originals:
+        h.sim.delete_item(t, message_id, hard=True)
+
+    report = await h.restore(account, SERVICE)
+    assert (report.restored_count, report.failed_count) == (len(originals), 0)
+    for fields, attachments, folder_id in expected.values():
+        found = messages_with_id(h, account.graph_id, folder_id, fields["internetMessageId"])
+        assert len(found) == 1, fields["subject"]
+        restored = found[0]
+        assert comparable(restored) == fields
+        assert attachment_summary(restored) == attachments
+        # Received mail comes back received; only a message that was a draft is one again.
+        assert restored.props["isDraft"] is fields["isDraft"]
+    assert expected[crafted][0]["isDraft"] is False
+    big = next(a for a in expected[crafted][1] if a[1] == "Scan großes Archiv.bin")
+    assert big[0] == "file"
+
+    # To another mailbox: same folder paths, well-known folders mapped to its own.
+    report = await h.restore(account, SERVICE, target=other)
+    assert (report.restored_count, report.failed_count) == (len(originals), 0)
+    folders = sim_folders(h, account)
+    other_folders = sim_folders(h, other)
+    root, other_root = user_of(h, account).msgfolderroot, user_of(h, other).msgfolderroot
+    for fields, attachments, folder_id in expected.values():
+        path = folder_path(folders, root, folder_id)
+        target = [f for f in other_folders if folder_path(other_folders, other_root, f) == path]
+        assert len(target) == 1, path
+        found = messages_with_id(h, other.graph_id, target[0], fields["internetMessageId"])
+        assert len(found) == 1
+        assert comparable(found[0]) == fields
+        assert attachment_summary(found[0]) == attachments
+
+
+async def test_restore_new_folder_and_conflict_rules(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    crafted = add_crafted(h, account, "projects")
+    await h.backup(account, SERVICE)
+    user = user_of(h, account)
+    item = sim_tenant(h).items[crafted]
+    fields, attachments = comparable(item), attachment_summary(item)
+    version = (await open_versions(h, account, "message"))[crafted]
+    projects = item.folder_id
+    imid = fields["internetMessageId"]
+
+    # The message still exists: skip leaves it alone.
+    report = await h.restore(account, SERVICE, scope_type="items", item_ids=[version.item_id])
+    assert (report.restored_count, report.skipped_count) == (0, 1)
+    assert [m.id for m in messages_with_id(h, account.graph_id, projects, imid)] == [crafted]
+    # keep_both adds a second copy; overwrite replaces both with one.
+    report = await h.restore(
+        account, SERVICE, scope_type="items", item_ids=[version.item_id], conflict="keep_both"
+    )
+    assert report.restored_count == 1
+    assert len(messages_with_id(h, account.graph_id, projects, imid)) == 2
+    report = await h.restore(
+        account, SERVICE, scope_type="items", item_ids=[version.item_id], conflict="overwrite"
+    )
+    assert report.restored_count == 1
+    found = messages_with_id(h, account.graph_id, projects, imid)
+    assert len(found) == 1
+    assert found[0].id != crafted
+    assert comparable(found[0]) == fields
+
+    # A whole-folder restore into a new "Restored ..." folder keeps the tree below it.
+    folder_version = (await open_versions(h, account, "mail_folder"))[projects]
+    report = await h.restore(
+        account,
+        SERVICE,
+        scope_type="folders",
+        item_ids=[folder_version.item_id],
+        folder_mode="new",
+    )
+    assert report.failed_count == 0
+    assert report.restored_count >= 1
+    folders = sim_folders(h, account)
+    tops = [
+        f
+        for f in folders.values()
+        if f.parent_id == user.msgfolderroot and f.display_name.startswith("Restored ")
+    ]
+    assert len(tops) == 1
+    inbox_copy = [f for f in folders.values() if f.parent_id == tops[0].id]
+    assert [f.display_name for f in inbox_copy] == ["Inbox"]
+    projects_copy = [f for f in folders.values() if f.parent_id == inbox_copy[0].id]
+    assert [f.display_name for f in projects_copy] == ["Projects"]
+    restored = messages_with_id(h, account.graph_id, projects_copy[0].id, imid)
+    assert len(restored) == 1
+    assert attachment_summary(restored[0]) == attachments
+    # Sub-folders of the chosen folder come back too (2025/Q4, Archive Ω), even when empty.
+    below = {f.display_name for f in folders.values() if f.parent_id == projects_copy[0].id}
+    assert below == {"2025", "Archive Ω"}
+
+
+async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    t = h.sim_tenant_id
+    crafted = add_crafted(h, account)
+    h.sim.edit_item(t, crafted, {"subject": "First edit", "categories": ["Blue category"]})
+    await h.backup(account, SERVICE)
+    between = datetime.now(UTC) + timedelta(milliseconds=10)
+    first = comparable(sim_tenant(h).items[crafted])
+    await _sleep_past(between)
+    h.sim.edit_item(t, crafted, {"subject": "Second edit", "isRead": False})
+    await h.backup(account, SERVICE)
+    h.sim.delete_item(t, crafted, hard=True)
+    await h.backup(account, SERVICE)
+    version = (await all_versions(h, account))[crafted][0]
+    report = await h.restore(
+        account, SERVICE, scope_type="items", item_ids=[version.item_id], at=between
+    )
+    assert report.restored_count == 1
+    found = messages_with_id(
+        h, account.graph_id, user_of(h, account).well_known["inbox"], first["internetMessageId"]
+    )
+    assert len(found) == 1
+    assert comparable(found[0]) == first
+    assert found[0].spec.subject == "First edit"
+
+
+async def _sleep_past(moment: datetime) -> None:
+    """Snapshots are told apart by time: make sure the next one starts after ``moment``."""
+    await asyncio.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.01)
+
+
+# ---- export ----------------------------------------------------------------------------------
+
+
+def _mbox_messages(data: bytes) -> list[bytes]:
+    """Split an mboxrd file at its separator lines (inner ones are quoted), drop the blank
+    line that ends each message, and undo the quoting."""
+    blocks = re.split(rb"(?m)^From [^\n]*\n", data)
+    assert blocks[0] == b""
+    out = []
+    for block in blocks[1:]:
+        assert block.endswith(b"\n")
+        out.append(mboxrd_unescape(block[:-1]))
+    return out
+
+
+async def test_export_eml_and_mbox_match_the_originals(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    add_crafted(h, account)
+    await h.backup(account, SERVICE)
+    originals = sim_messages(h, account, included_folders(h, account))
+    by_hash = {hashlib.sha256(message_mime(i)).hexdigest(): i for i in originals.values()}
+    data = await h.export(account, SERVICE, options={"mbox": True})
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    manifest = json.loads(archive.read("manifest.json"))
+    listed = {f["path"]: f for f in manifest["files"]}
+    emls = [n for n in archive.namelist() if n.endswith(".eml")]
+    assert len(emls) == len(originals)
+    folders = sim_folders(h, account)
+    root = user_of(h, account).msgfolderroot
+    seen = set()
+    for name in emls:
+        raw = archive.read(name)
+        digest = hashlib.sha256(raw).hexdigest()
+        assert listed[name]["sha256"] == digest
+        item = by_hash[digest]
+        seen.add(item.id)
+        parts = name.split("/")
+        assert parts[1] == SERVICE
+        assert "/" + "/".join(parts[2:-1]) == folder_path(folders, root, item.folder_id)
+    assert seen == set(originals)
+    # One mbox per folder holding the same bytes, "From " lines quoted the mboxrd way.
+    mboxes = [n for n in archive.namelist() if n.endswith(".mbox")]
+    assert len(mboxes) == len({i.folder_id for i in originals.values()})
+    inbox = next(n for n in mboxes if n.endswith("/Inbox.mbox"))
+    raw_inbox = archive.read(inbox)
+    assert raw_inbox.startswith(b"From ")
+    assert b"\n>From the desk of accounting" in raw_inbox.replace(b"\r\n", b"\n")
+    unpacked = _mbox_messages(raw_inbox)
+    expected = sorted(
+        message_mime(i)
+        for i in originals.values()
+        if i.folder_id == user_of(h, account).well_known["inbox"]
+    )
+    assert sorted(unpacked) == expected
+
+
+# ---- scale-out column ------------------------------------------------------------------------
+
+
+async def test_backup_search_and_restore_on_the_scaleout_column(
+    scaleout_engine: EngineHarness,
+) -> None:
+    h = scaleout_engine
+    account = await first_user(h)
+    crafted = add_crafted(h, account)
+    await h.backup(account, SERVICE)
+    h.sim.edit_item(h.sim_tenant_id, crafted, {"isRead": False, "flag": {"flagStatus": "flagged"}})
+    run, _ = await h.backup(account, SERVICE)
+    assert run.counters.changed == 1
+    stored = await assert_matches_simulator(h, account)
+    backend = await h.runtime.search_backend()
+    page = await backend.search(SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text=MARKER))
+    assert [hit.item_id for hit in page.hits] == [str(stored[crafted].item_id)]
+    item = sim_tenant(h).items[crafted]
+    fields, attachments = comparable(item), attachment_summary(item)
+    h.sim.delete_item(h.sim_tenant_id, crafted, hard=True)
+    report = await h.restore(
+        account, SERVICE, scope_type="items", item_ids=[stored[crafted].item_id]
+    )
+    assert report.restored_count == 1
+    found = messages_with_id(h, account.graph_id, item.folder_id, fields["internetMessageId"])
+    assert len(found) == 1
+    assert comparable(found[0]) == fields
+    assert attachment_summary(found[0]) == attachments
+    assert found[0].props["flag"] == {"flagStatus": "flagged"}
