@@ -1,0 +1,601 @@
+"""OneDrive end to end against graphsim: backup (full, incremental, resumed, resynced,
+skipped and retried), restore (in place, elsewhere, new folder, each conflict rule, point in
+time, after ransomware), export, download and search. Embedded column, plus one test on the
+scale-out column. Everything is compared with graphsim's own state, not fixed numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import tracemalloc
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm.attributes import set_committed_value
+
+from graphsim.content import make_docx
+from graphsim.state import Drive, DriveItem
+from safekeep.backup.collect import CollectContext
+from safekeep.backup.services.drive import collect as drive_collect
+from safekeep.backup.services.drive.collect import ContentMismatch
+from safekeep.backup.services.drive.quickxor import QuickXorHash, quickxor_b64
+from safekeep.backup.services.onedrive import SERVICE
+from safekeep.search.query import SearchQuery
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.models import ItemVersion, Job, JobStatus, SkippedItem, Snapshot
+from tests.backup.harness import EngineHarness
+
+SERVICE_NAME = "onedrive"
+KINDS = ["drive_folder", "file"]
+
+
+@pytest.fixture(autouse=True)
+def _job_status_as_enum() -> Iterator[None]:
+    """Workaround (see /work/notes/requests-calendar.md): the engine reads Job.status as a
+    plain str; turn it back into JobStatus on load until the column type does."""
+
+    def fix(target: Any, *args: Any) -> None:
+        if not isinstance(target.status, JobStatus) and target.status is not None:
+            set_committed_value(target, "status", JobStatus(target.status))
+
+    event.listen(Job, "load", fix)
+    event.listen(Job, "refresh", fix)
+    yield
+    event.remove(Job, "load", fix)
+    event.remove(Job, "refresh", fix)
+
+
+# ---- helpers: graphsim's side ----------------------------------------------------------------
+
+
+def drive_of(h: EngineHarness, user_id: str) -> Drive:
+    tenant = h.sim.tenant()
+    drive_id = tenant.users[user_id].drive_id
+    assert drive_id is not None
+    return tenant.drives[drive_id]
+
+
+def live(drive: Drive) -> dict[str, DriveItem]:
+    """Every file and folder graphsim holds in the drive (not the root, not deleted)."""
+    return {i.id: i for i in drive.items.values() if not i.deleted and i.parent_id is not None}
+
+
+def sha256_of(item: DriveItem) -> str:
+    assert item.content is not None
+    return item.content.hashes()[1].lower()
+
+
+def files_by_path(drive: Drive, under: str = "") -> dict[str, str]:
+    """Path (below ``under``) -> sha256 of every live file, as graphsim holds them."""
+    out = {}
+    for item in live(drive).values():
+        if item.is_folder:
+            continue
+        path = drive.path_of(item)
+        if under and not path.startswith(under + "/"):
+            continue
+        out[path[len(under) :]] = sha256_of(item)
+    return out
+
+
+def folders_by_path(drive: Drive) -> set[str]:
+    return {drive.path_of(i) for i in live(drive).values() if i.is_folder}
+
+
+def downloads(h: EngineHarness) -> int:
+    counters = h.sim.counters()["by_endpoint"]
+    return int(counters.get("GET /drives/{drive}/items/{item}/content", 0))
+
+
+def first_user(h: EngineHarness, n: int = 0) -> str:
+    users = sorted(
+        (u for u in h.sim.tenant().users.values() if u.drive_id and live(drive_of(h, u.id))),
+        key=lambda u: -len(live(drive_of(h, u.id))),
+    )
+    return users[n].id
+
+
+# ---- helpers: our side -----------------------------------------------------------------------
+
+
+async def current(h: EngineHarness, account: Any) -> dict[str, ItemVersion]:
+    async with h.runtime.db.session() as session:
+        return await catalog.open_external_ids(session, account.id, SERVICE_NAME, KINDS)
+
+
+async def all_versions(h: EngineHarness, account: Any) -> list[ItemVersion]:
+    async with h.runtime.db.session() as session:
+        rows = await session.execute(
+            select(ItemVersion).where(
+                ItemVersion.account_id == account.id, ItemVersion.service == SERVICE_NAME
+            )
+        )
+        return list(rows.scalars())
+
+
+async def assert_matches(h: EngineHarness, account: Any, drive: Drive) -> dict[str, ItemVersion]:
+    """The catalog's current view is exactly graphsim's drive, field by field."""
+    stored = await current(h, account)
+    expected = live(drive)
+    assert set(stored) == set(expected)
+    for item_id, version in stored.items():
+        item = expected[item_id]
+        assert version.name == item.name
+        parent = None if item.parent_id == drive.root_id else item.parent_id
+        assert version.parent_external_id == parent
+        assert version.meta["path"] == drive.path_of(item)
+        if item.is_folder:
+            assert version.kind == "drive_folder"
+        else:
+            assert version.kind == "file"
+            assert version.size == item.content.size  # type: ignore[union-attr]
+            assert version.content_hash == sha256_of(item)
+            assert version.meta["hashes"]["quickXorHash"] == item.content.hashes()[0]  # type: ignore[union-attr]
+            assert version.meta["mime_type"] == item.mime_type
+    return stored
+
+
+async def snapshot_of(h: EngineHarness, account: Any, seq: int) -> Snapshot:
+    async with h.runtime.db.session() as session:
+        row = await session.execute(
+            select(Snapshot).where(
+                Snapshot.account_id == account.id,
+                Snapshot.service == SERVICE_NAME,
+                Snapshot.seq == seq,
+            )
+        )
+        return row.scalar_one()
+
+
+# ---- QuickXorHash ------------------------------------------------------------------------------
+
+
+def test_quickxor_vector_and_streaming() -> None:
+    assert quickxor_b64(b"hello world") == "aCgDG9jwBhDc4Q1yawMZAAAAAAA="
+    data = hashlib.sha256(b"seed").digest() * 4099  # 131,168 bytes: not a multiple of 160
+    whole = quickxor_b64(data)
+    for piece in (1, 159, 160, 161, 4096, 65_537):
+        h = QuickXorHash()
+        for start in range(0, len(data), piece):
+            h.update(data[start : start + piece])
+        assert h.b64digest() == whole
+    assert quickxor_b64(b"") == "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+# ---- backup ------------------------------------------------------------------------------------
+
+
+async def test_full_then_incremental_follows_graphsim(engine: EngineHarness) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+
+    run, skipped = await h.backup(account, SERVICE_NAME)
+    assert skipped == 0
+    assert run.counters.added == len(live(drive))
+    await assert_matches(h, account, drive)
+
+    # Nothing changed: no version, no download, a constant handful of requests.
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, SERVICE_NAME)
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    assert downloads(h) == 0
+    idle_requests = h.sim.counters()["total"]
+    assert idle_requests <= 3  # the drive's root, one delta page (+ a token)
+
+    # Changes of every kind.
+    original_ids = set(live(drive))
+    files = sorted((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
+    folders = sorted((i for i in live(drive).values() if i.is_folder), key=lambda i: i.id)
+    edited, moved, renamed, deleted = files[0], files[1], files[2], files[3]
+    h.sim.edit_item(tid, edited.id, {"content": b"a new text\n" * 50})
+    target_folder = next(f for f in folders if f.id != moved.parent_id)
+    h.sim.move_item(tid, moved.id, target_folder.id)
+    h.sim.edit_item(tid, renamed.id, {"name": "renamed " + renamed.name})
+    h.sim.delete_item(tid, deleted.id)
+    doomed = next(f for f in folders if f.id != target_folder.id)  # delete a folder tree
+    doomed_subtree = {
+        i.id for i in live(drive).values() if drive.path_of(i).startswith(drive.path_of(doomed))
+    }
+    h.sim.delete_item(tid, doomed.id)
+    new_id = h.sim.add_file(tid, "Brand new/added.txt", user=user_id, data=b"fresh bytes")
+    changed_ids = {edited.id, moved.id, renamed.id, new_id}
+
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE_NAME)
+    assert skipped == 0
+    stored = await assert_matches(h, account, drive)
+    # Only new or edited bytes are downloaded: a move or a rename reuses what we hold.
+    assert downloads(h) == len({edited.id, new_id} - doomed_subtree)
+    assert h.sim.counters()["total"] <= idle_requests + downloads(h) + 2
+
+    versions = await all_versions(h, account)
+    by_item: dict[Any, list[ItemVersion]] = {}
+    for v in versions:
+        by_item.setdefault(v.item_id, []).append(v)
+    for chain in by_item.values():
+        chain.sort(key=lambda v: v.first_seq)
+        for older, newer in itertools.pairwise(chain):
+            assert older.last_seq == newer.first_seq - 1  # an edit closes the old version
+        assert len(chain) <= 2
+    reversions = {v.meta["id"] for v in versions if v.first_seq == 3 and v.meta.get("id") in stored}
+    assert reversions - (set(stored) - original_ids) == changed_ids - {new_id}
+    moved_now = stored[moved.id]
+    assert moved_now.parent_external_id == target_folder.id
+    moved_chain = by_item[moved_now.item_id]
+    assert moved_chain[0].content == moved_chain[1].content  # same blobs, no re-download
+    gone = {v.meta["id"] for v in versions if v.last_seq == 2}
+    assert deleted.id in gone
+    assert doomed_subtree <= gone | {new_id}
+
+
+async def test_interrupted_run_resumes_without_loss_or_duplicates(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    monkeypatch.setattr(drive_collect, "DELTA_PAGE_SIZE", 2)
+    original = CollectContext.progress
+    calls = {"n": 0}
+
+    async def crash_after_two_pages(self: CollectContext) -> None:
+        await original(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(CollectContext, "progress", crash_after_two_pages)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await h.backup(account, SERVICE_NAME)
+    partial = await current(h, account)
+    assert 0 < len(partial) < len(live(drive))
+
+    monkeypatch.setattr(CollectContext, "progress", original)
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE_NAME)
+    assert run.resumed
+    assert run.seq == 1
+    assert skipped == 0
+    await assert_matches(h, account, drive)
+    versions = await all_versions(h, account)
+    assert len(versions) == len(live(drive))  # each item exactly once
+    # The resumed run did not download again what the first one stored.
+    assert downloads(h) == sum(
+        1 for i in live(drive).values() if not i.is_folder and i.id not in partial
+    )
+
+
+async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    await h.backup(account, SERVICE_NAME)
+    files = sorted((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
+    h.sim.edit_item(tid, files[0].id, {"content": b"edited while the token expired"})
+    h.sim.delete_item(tid, files[1].id)
+    h.sim.expire_delta_tokens(tid, owner=drive.id)
+
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE_NAME)
+    assert skipped == 0
+    assert h.sim.counters()["by_status"].get("410", 0) >= 1
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 1, 1)
+    assert downloads(h) == 1
+    await assert_matches(h, account, drive)
+
+    run, _ = await h.backup(account, SERVICE_NAME)  # and the new token works
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+
+
+async def test_unreadable_file_is_skipped_then_retried(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    monkeypatch.setattr(drive_collect, "BACKOFF_SECONDS", 0.0)
+    victim = min((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
+    real_verify = drive_collect.verify
+    attempts = {"n": 0}
+
+    def corrupt(ref: Any, item: dict[str, Any], qx: Any) -> None:
+        if item["id"] == victim.id:
+            attempts["n"] += 1
+            raise ContentMismatch("bytes differ from Graph's hash")
+        real_verify(ref, item, qx)
+
+    monkeypatch.setattr(drive_collect, "verify", corrupt)
+    run, skipped = await h.backup(account, SERVICE_NAME)
+    assert skipped == 1
+    assert attempts["n"] == 3
+    assert victim.id not in await current(h, account)
+    async with h.runtime.db.session() as session:
+        rows = list((await session.execute(select(SkippedItem))).scalars())
+    assert [(r.external_id, r.code) for r in rows] == [(victim.id, "hash_mismatch")]
+    snapshot = await snapshot_of(h, account, run.seq)
+    assert snapshot.status == "partial"
+
+    monkeypatch.setattr(drive_collect, "verify", real_verify)
+    run, skipped = await h.backup(account, SERVICE_NAME)
+    assert skipped == 0
+    await assert_matches(h, account, drive)
+    async with h.runtime.db.session() as session:
+        assert list((await session.execute(select(SkippedItem))).scalars()) == []
+
+
+async def test_large_file_is_streamed_in_bounded_memory(engine: EngineHarness) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    size = 70 * 1024 * 1024 + 5
+    big_id = h.sim.add_file(tid, "Videos/big.mp4", user=user_id, size=size)
+    big = drive_of(h, user_id).items[big_id]
+    expected_sha = sha256_of(big)  # graphsim hashes it before we measure
+
+    tracemalloc.start()
+    try:
+        _, skipped = await h.backup(account, SERVICE_NAME)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert skipped == 0
+    # About 40 MiB whatever the size (140 MiB gives the same): the chunker's window and the
+    # chunks in flight, on both sides of the simulated wire (graphsim runs in this process).
+    assert peak < 56 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while storing 70 MiB"
+    stored = (await current(h, account))[big_id]
+    assert stored.size == size
+    assert stored.content_hash == expected_sha
+
+    # A ranged download reads only the stored chunks it needs.
+    repo_content = await SERVICE.content(await _repo(h), stored)
+    assert repo_content.rangeable
+    assert repo_content.size == size
+    part = b"".join([c async for c in repo_content.open(size - 100, size - 1)])
+    assert part == b"".join(big.content.iter_range(size - 100, size))  # type: ignore[union-attr]
+
+    # Restored through an upload session, byte for byte (sha256 and quickXorHash).
+    h.sim.delete_item(tid, big_id)
+    report = await h.restore(account, SERVICE_NAME)
+    assert report.failed_count == 0
+    back = next(
+        i
+        for i in live(drive_of(h, user_id)).values()
+        if drive_of(h, user_id).path_of(i) == "/Videos/big.mp4"
+    )
+    assert back.content.hashes() == big.content.hashes()  # type: ignore[union-attr]
+    assert (
+        h.sim.counters()["by_endpoint"].get(
+            "POST /drives/{drive}/items/{item}/children/{name}/createUploadSession", 0
+        )
+        >= 1
+    )
+
+
+async def _repo(h: EngineHarness) -> Any:
+    from safekeep.backup.context import open_repository
+
+    return await open_repository(h.runtime, h.tenant)
+
+
+# ---- restore -----------------------------------------------------------------------------------
+
+
+async def test_restore_round_trips_every_rule(engine: EngineHarness) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    other_id = first_user(h, 1)
+    account, other = await h.account(user_id), await h.account(other_id)
+    drive = drive_of(h, user_id)
+    await h.backup(account, SERVICE_NAME)
+    before = files_by_path(drive)
+    before_folders = folders_by_path(drive)
+    files = sorted((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
+    folder = next(i for i in live(drive).values() if i.is_folder)
+
+    # Damage: delete a folder tree and a file, corrupt another.
+    h.sim.delete_item(tid, folder.id)
+    deleted = next(f for f in files if not f.deleted)
+    h.sim.delete_item(tid, deleted.id)
+    corrupted = next(f for f in files if not f.deleted)
+    h.sim.edit_item(tid, corrupted.id, {"content": b"garbage"})
+    corrupted_path = drive.path_of(corrupted)
+
+    # skip: what is missing comes back; the corrupted file is there, so it is left alone.
+    report = await h.restore(account, SERVICE_NAME, conflict="skip")
+    now = files_by_path(drive)
+    assert set(now) == set(before)
+    assert folders_by_path(drive) >= before_folders
+    assert {p: s for p, s in now.items() if p != corrupted_path} == {
+        p: s for p, s in before.items() if p != corrupted_path
+    }
+    assert now[corrupted_path] == hashlib.sha256(b"garbage").hexdigest()
+    assert report.failed_count == 0
+    assert report.skipped_count == len(before) - report.restored_count
+
+    # overwrite: the corrupted file gets its backed-up bytes back.
+    report = await h.restore(account, SERVICE_NAME, conflict="overwrite")
+    assert files_by_path(drive) == before
+    assert report.restored_count == len(before)
+    assert report.failed_count == 0
+    backed_up = (await current(h, account))[corrupted.id]
+
+    # keep both: a second copy under a free name, the original untouched.
+    report = await h.restore(
+        account,
+        SERVICE_NAME,
+        scope_type="items",
+        item_ids=[backed_up.item_id],
+        conflict="keep_both",
+    )
+    assert report.restored_count == 1
+    stem, _, _ext = corrupted.name.rpartition(".")
+    copies = [
+        p
+        for p in files_by_path(drive)
+        if p.startswith(corrupted_path.rsplit("/", 1)[0] + "/" + stem + " 1")
+    ]
+    assert len(copies) == 1
+    assert files_by_path(drive)[copies[0]] == before[corrupted_path]
+
+    # another account: the same tree and bytes in the other user's drive.
+    other_before = files_by_path(drive_of(h, other_id))
+    report = await h.restore(account, SERVICE_NAME, target=other)
+    assert report.failed_count == 0
+    other_now = files_by_path(drive_of(h, other_id))
+    for path, sha in before.items():
+        if path not in other_before:
+            assert other_now[path] == sha
+
+    # a new folder: everything below "Restored ...", tree kept.
+    report = await h.restore(account, SERVICE_NAME, folder_mode="new")
+    assert report.failed_count == 0
+    assert report.restored_count == len(before)
+    tops = {i.name for i in live(drive).values() if i.parent_id == drive.root_id and i.is_folder}
+    restored_top = next(t for t in tops if t.startswith("Restored "))
+    assert files_by_path(drive, under="/" + restored_top) == before
+
+
+async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    path = "/Notes/evolving.txt"
+    file_id = h.sim.add_file(tid, path, user=user_id, data=b"first")
+    await h.backup(account, SERVICE_NAME)
+    h.sim.edit_item(tid, file_id, {"content": b"second"})
+    await h.backup(account, SERVICE_NAME)
+    second = await snapshot_of(h, account, 2)
+    h.sim.edit_item(tid, file_id, {"content": b"third"})
+    await h.backup(account, SERVICE_NAME)
+
+    stored = (await current(h, account))[file_id]
+    report = await h.restore(
+        account,
+        SERVICE_NAME,
+        scope_type="items",
+        item_ids=[stored.item_id],
+        at=second.completed_at,
+        conflict="overwrite",
+    )
+    assert report.restored_count == 1
+    assert files_by_path(drive)[path] == hashlib.sha256(b"second").hexdigest()
+
+
+async def test_ransomware_restore_puts_originals_back_and_names_the_copies(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    await h.backup(account, SERVICE_NAME)
+    before = files_by_path(drive)
+    attacked_at = (await snapshot_of(h, account, 1)).completed_at
+
+    victims = h.sim.ransomware(tid, user_id, 3)
+    encrypted = {drive.path_of(drive.items[v]) for v in victims}
+    assert all(p.endswith(".locked") for p in encrypted)
+    await h.backup(account, SERVICE_NAME)  # the nightly backup captures the damage too
+
+    report = await h.restore(account, SERVICE_NAME, at=attacked_at, conflict="skip")
+    assert report.failed_count == 0
+    now = files_by_path(drive)
+    for path, sha in before.items():
+        assert now[path] == sha  # every pre-attack file, byte for byte
+    assert {o["name"] for o in report.observed_list} == encrypted
+    assert report.observed_count == len(encrypted)
+    assert all(o["code"] == "not_in_restore_point" for o in report.observed_list)
+    assert all("renamed and rewritten" in o["detail"] for o in report.observed_list)
+
+
+# ---- export, download, search ------------------------------------------------------------------
+
+
+async def test_export_zip_holds_every_file_with_its_hash(engine: EngineHarness) -> None:
+    h = engine
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    await h.backup(account, SERVICE_NAME)
+    data = await h.export(account, SERVICE_NAME)
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    manifest = json.loads(archive.read("manifest.json"))
+    top = f"{account.principal_name}/{SERVICE_NAME}"
+    expected = {top + p: sha for p, sha in files_by_path(drive).items()}
+    listed = {f["path"]: f["sha256"] for f in manifest["files"]}
+    assert listed == expected
+    for path, sha in expected.items():
+        assert hashlib.sha256(archive.read(path)).hexdigest() == sha
+
+
+async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    h.sim.add_file(tid, "Notes/zoo.txt", user=user_id, data=b"the quokka ledger")
+    h.sim.add_file(
+        tid,
+        "Invoices/contoso.docx",
+        user=user_id,
+        data=make_docx(["Invoice from Contoso", "wombatprefix payment due in March"]),
+    )
+    await h.backup(account, SERVICE_NAME)
+    backend = await h.runtime.search_backend()
+
+    async def titles(text: str) -> set[str]:
+        found = await backend.search(
+            SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text=text)
+        )
+        return {hit.title for hit in found.hits}
+
+    assert "zoo.txt" in await titles("quokka")
+    assert "contoso.docx" in await titles("wombatprefix")
+    assert "contoso.docx" in await titles("contoso")  # by name too
+
+
+# ---- the scale-out column ----------------------------------------------------------------------
+
+
+async def test_scaleout_backup_restore_search(scaleout_engine: EngineHarness) -> None:
+    h = scaleout_engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    h.sim.add_file(tid, "Notes/platypus.txt", user=user_id, data=b"platypus budget 2025")
+    await h.backup(account, SERVICE_NAME)
+    await assert_matches(h, account, drive)
+    before = files_by_path(drive)
+    victim = next(i for i in live(drive).values() if not i.is_folder)
+    h.sim.delete_item(tid, victim.id)
+    run, _ = await h.backup(account, SERVICE_NAME)
+    assert run.counters.removed == 1
+    report = await h.restore(
+        account, SERVICE_NAME, at=(await snapshot_of(h, account, 1)).completed_at
+    )
+    assert report.failed_count == 0
+    assert report.restored_count == 1
+    assert files_by_path(drive) == before
+    backend = await h.runtime.search_backend()
+    found = await backend.search(
+        SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text="platypus")
+    )
+    assert "platypus.txt" in {hit.title for hit in found.hits}
