@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,12 +141,17 @@ def collection(
     req: Req,
     engine: Engine,
     context: str,
-    values: list[dict[str, Any]],
+    values: Sequence[Any],
     *,
     default: int = 10,
     maximum: int = 1000,
+    render: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Resp:
-    """One page of a plain (non-delta) collection, with an opaque ``$skiptoken`` nextLink."""
+    """One page of a plain (non-delta) collection, with an opaque ``$skiptoken`` nextLink.
+
+    ``render`` turns the objects of the page only into JSON, so that paging through a folder
+    of thousands of messages does not serialise all of them for every page.
+    """
     offset = 0
     token = req.query.get("$skiptoken")
     if token:
@@ -159,7 +164,9 @@ def collection(
         skip = req.query.get("$skip")
         offset = int(skip) if skip and skip.isdigit() else 0
         size = page_size(req, default, maximum)
-    chunk = values[offset : offset + size]
+    chunk = list(values[offset : offset + size])
+    if render is not None:
+        chunk = [render(v) for v in chunk]
     body: dict[str, Any] = {
         "@odata.context": f"{req.graph_base}/$metadata#{context}",
         "value": chunk,

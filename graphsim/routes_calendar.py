@@ -378,7 +378,7 @@ def register(router: Router) -> None:
         events = [e for f in folders for e in tenant.folder_items(f.id)]
         events.sort(key=lambda e: (e.props["start"]["dateTime"], e.id))
         return collection(
-            req, engine, "events", [event_out(req, tenant, e) for e in events], default=10
+            req, engine, "events", events, default=10, render=lambda e: event_out(req, tenant, e)
         )
 
     @router.add("GET", "/users/{user}/events", "exchange")
@@ -638,7 +638,11 @@ def register(router: Router) -> None:
             tenant.folder_items(folder.id), key=lambda c: (str(c.props.get("displayName")), c.id)
         )
         return collection(
-            req, engine, "contacts", [apply_select(contact_json(c), req.select()) for c in items]
+            req,
+            engine,
+            "contacts",
+            items,
+            render=lambda c: apply_select(contact_json(c), req.select()),
         )
 
     @router.add("GET", "/users/{user}/contacts", "exchange")

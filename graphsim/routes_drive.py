@@ -317,12 +317,12 @@ def register(router: Router) -> None:
             ),
             key=lambda i: i.name.lower(),
         )
-        values = [apply_select(item_json(engine, tenant, drive, k), req.select()) for k in kids]
         return collection(
             req,
             engine,
             f"drives('{drive.id}')/items('{item.id}')/children",
-            values,
+            kids,
+            render=lambda k: apply_select(item_json(engine, tenant, drive, k), req.select()),
             default=200,
             maximum=1000,
         )

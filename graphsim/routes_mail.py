@@ -609,14 +609,14 @@ def register(router: Router) -> None:
         items = sorted(
             tenant.folder_items(folder.id), key=lambda m: (m.spec.received, m.id), reverse=True
         )
-        values = [message_out(req, m) for m in items]
         return collection(
             req,
             engine,
             f"users('{user.id}')/mailFolders('{folder.id}')/messages",
-            values,
+            items,
             default=10,
             maximum=1000,
+            render=lambda m: message_out(req, m),
         )
 
     @router.add("POST", "/users/{user}/mailFolders/{folder}/messages", "exchange")
@@ -693,8 +693,14 @@ def register(router: Router) -> None:
             key=lambda m: (m.spec.received, m.id),
             reverse=True,
         )
-        values = [message_out(req, m) for m in items]
-        return collection(req, engine, f"users('{user.id}')/messages", values, default=10)
+        return collection(
+            req,
+            engine,
+            f"users('{user.id}')/messages",
+            items,
+            default=10,
+            render=lambda m: message_out(req, m),
+        )
 
     @router.add("POST", "/users/{user}/messages", "exchange")
     def create_message(engine: Engine, req: Req) -> Resp:

@@ -196,20 +196,14 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             resp = await run_batch(engine, req)
             status = resp.status
             return resp, template
-        slot = (
-            engine.throttler.admit(
-                service=route.service,
-                app=req.app_id,
-                tenant=tenant.id,
-                mailbox=mailbox if route.service == "exchange" else None,
-                licences=max(tenant.licensed_seats, 1),
-                cost=_sharepoint_cost(req, route.template),
-            )
-            if route.service != "directory" or engine.throttler.config.error_rate
-            else None
+        slot = engine.throttler.admit(
+            service=route.service,
+            app=req.app_id,
+            tenant=tenant.id,
+            mailbox=mailbox,
+            licences=max(tenant.licensed_seats, 1),
+            cost=_sharepoint_cost(req, route.template),
         )
-        if route.service != "exchange" and mailbox and route.service == "sharepoint":
-            pass
         delay = engine.throttler.latency_s()
         if delay:
             await asyncio.sleep(delay)
