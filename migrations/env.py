@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, pool
 from safekeep.db import is_sqlite, to_sync_url
 from safekeep.settings import get_settings
 from safekeep.tenants.models import Base
+from safekeep.tenants.models.base import EnumText
 
 config = context.config
 url = config.attributes.get("url") or get_settings().resolved_database_url
@@ -23,6 +24,7 @@ def run_migrations_offline() -> None:
         target_metadata=Base.metadata,
         literal_binds=True,
         render_as_batch=is_sqlite(sync_url),
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -39,12 +41,20 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
+def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    """Enum columns are plain VARCHARs in the schema: no dialect-specific enum types."""
+    if type_ == "type" and isinstance(obj, EnumText):
+        return "sa.String(length=20)"
+    return False
+
+
 def _run(connection: object) -> None:
     context.configure(
         connection=connection,  # type: ignore[arg-type]
         target_metadata=Base.metadata,
         render_as_batch=is_sqlite(sync_url),
         compare_type=True,
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

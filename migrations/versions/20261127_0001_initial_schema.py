@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 15:22:35.706975
+Create Date: 2026-11-27 15:38:59.832391
 """
 
 from collections.abc import Sequence
@@ -271,7 +271,7 @@ def upgrade() -> None:
     op.create_table(
         "account",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
-        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
         sa.Column("graph_id", sa.String(length=300), nullable=False),
         sa.Column("display_name", sa.String(length=300), nullable=False),
         sa.Column("principal_name", sa.String(length=500), nullable=True),

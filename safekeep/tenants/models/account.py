@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType
 
 
 class AccountKind(enum.StrEnum):
@@ -30,14 +30,14 @@ class Account(IdMixin, CreatedMixin, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenant.id", ondelete="CASCADE"), index=True
     )
-    kind: Mapped[AccountKind] = mapped_column(String(10))
+    kind: Mapped[AccountKind] = mapped_column(EnumText(AccountKind))
     graph_id: Mapped[str] = mapped_column(String(300))
     display_name: Mapped[str] = mapped_column(String(300))
     # userPrincipalName for users, webUrl for sites
     principal_name: Mapped[str | None] = mapped_column(String(500))
     mail: Mapped[str | None] = mapped_column(String(320))
     protected: Mapped[bool] = mapped_column(default=False)
-    state: Mapped[AccountState] = mapped_column(String(20), default=AccountState.active)
+    state: Mapped[AccountState] = mapped_column(EnumText(AccountState), default=AccountState.active)
     licensed: Mapped[bool] = mapped_column(default=True)
     account_enabled: Mapped[bool] = mapped_column(default=True)
     sku_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -62,3 +63,23 @@ class IdMixin:
 
 class CreatedMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class EnumText(TypeDecorator[Any]):
+    """A string enum stored as its value in a plain VARCHAR, read back as the enum member
+    (so ``job.status.finished`` works on loaded rows, and migrations stay dialect-neutral)."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[enum.StrEnum]) -> None:
+        super().__init__()
+        self.enum_cls = enum_cls
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return self.enum_cls(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.enum_cls(value)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType
 
 
 class ExportStatus(enum.StrEnum):
@@ -27,7 +27,9 @@ class Export(IdMixin, CreatedMixin, Base):
         ForeignKey("tenant.id", ondelete="CASCADE"), index=True
     )
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
-    status: Mapped[ExportStatus] = mapped_column(String(20), default=ExportStatus.pending)
+    status: Mapped[ExportStatus] = mapped_column(
+        EnumText(ExportStatus), default=ExportStatus.pending
+    )
     blob_key: Mapped[str | None] = mapped_column(String(500))
     size: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType, utcnow
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType, utcnow
 
 
 class JobKind(enum.StrEnum):
@@ -50,9 +50,11 @@ class Job(IdMixin, CreatedMixin, Base):
     __table_args__ = (Index("ix_job_tenant_created", "tenant_id", "created_at"),)
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
-    kind: Mapped[JobKind] = mapped_column(String(20))
-    trigger: Mapped[JobTrigger] = mapped_column(String(20), default=JobTrigger.manual)
-    status: Mapped[JobStatus] = mapped_column(String(20), default=JobStatus.queued, index=True)
+    kind: Mapped[JobKind] = mapped_column(EnumText(JobKind))
+    trigger: Mapped[JobTrigger] = mapped_column(EnumText(JobTrigger), default=JobTrigger.manual)
+    status: Mapped[JobStatus] = mapped_column(
+        EnumText(JobStatus), default=JobStatus.queued, index=True
+    )
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(60))

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin
 
 
 class TaskStatus(enum.StrEnum):
@@ -35,7 +35,7 @@ class JobTask(IdMixin, CreatedMixin, Base):
         ForeignKey("account.id", ondelete="CASCADE")
     )
     service: Mapped[str] = mapped_column(String(20))
-    status: Mapped[TaskStatus] = mapped_column(String(20), default=TaskStatus.queued)
+    status: Mapped[TaskStatus] = mapped_column(EnumText(TaskStatus), default=TaskStatus.queued)
     attempts: Mapped[int] = mapped_column(default=0)
     items: Mapped[int] = mapped_column(default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)

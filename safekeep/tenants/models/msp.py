@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin
 
 
 class MspStatus(enum.StrEnum):
@@ -22,7 +22,7 @@ class Msp(IdMixin, CreatedMixin, Base):
     __tablename__ = "msp"
 
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[MspStatus] = mapped_column(String(20), default=MspStatus.active)
+    status: Mapped[MspStatus] = mapped_column(EnumText(MspStatus), default=MspStatus.active)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     billing_email: Mapped[str | None] = mapped_column(String(320))
     status_changed_at: Mapped[datetime | None]

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, IdMixin
+from safekeep.tenants.models.base import Base, EnumText, IdMixin
 
 
 class SnapshotStatus(enum.StrEnum):
@@ -31,7 +31,9 @@ class Snapshot(IdMixin, Base):
     service: Mapped[str] = mapped_column(String(20))
     seq: Mapped[int]
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"))
-    status: Mapped[SnapshotStatus] = mapped_column(String(20), default=SnapshotStatus.running)
+    status: Mapped[SnapshotStatus] = mapped_column(
+        EnumText(SnapshotStatus), default=SnapshotStatus.running
+    )
     started_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
     items_added: Mapped[int] = mapped_column(default=0)

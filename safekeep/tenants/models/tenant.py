@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, utcnow
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, utcnow
 
 
 class ConsentState(enum.StrEnum):
@@ -30,11 +30,15 @@ class Tenant(IdMixin, CreatedMixin, Base):
 
     msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[TenantStatus] = mapped_column(String(20), default=TenantStatus.active)
+    status: Mapped[TenantStatus] = mapped_column(
+        EnumText(TenantStatus), default=TenantStatus.active
+    )
     # Domain or GUID the MSP gave; the GUID Entra returns on consent is authoritative.
     requested_domain: Mapped[str | None] = mapped_column(String(255))
     entra_tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    consent_state: Mapped[ConsentState] = mapped_column(String(20), default=ConsentState.pending)
+    consent_state: Mapped[ConsentState] = mapped_column(
+        EnumText(ConsentState), default=ConsentState.pending
+    )
     consent_changed_at: Mapped[datetime | None]
     consent_error: Mapped[str | None] = mapped_column(String(1000))
     # An MSP may bring its own multi-tenant Entra app instead of the deployment's.

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType
 
 
 class WebhookEndpoint(IdMixin, CreatedMixin, Base):
@@ -41,7 +41,9 @@ class WebhookDelivery(IdMixin, CreatedMixin, Base):
     event_id: Mapped[uuid.UUID]
     event_type: Mapped[str] = mapped_column(String(60))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    status: Mapped[DeliveryStatus] = mapped_column(String(20), default=DeliveryStatus.pending)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        EnumText(DeliveryStatus), default=DeliveryStatus.pending
+    )
     attempts: Mapped[int] = mapped_column(default=0)
     last_status_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,213 @@
+"""API keys and tenants: valid flows, bad input, idempotency, audit."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from safekeep.runtime import Runtime
+from tests.factories import create_msp, create_tenant
+
+PROBLEM = "application/problem+json"
+
+
+async def test_key_is_shown_once_stored_hashed_and_revocable(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    msp = await create_msp(runtime)
+    r = await client.post(
+        "/v1/api-keys", json={"name": "portal", "scopes": ["read"]}, headers=msp.headers
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()
+    secret = created["key"]
+    assert secret.startswith("sk_") and created["prefix"] == secret[: len(created["prefix"])]
+    listed = (await client.get("/v1/api-keys", headers=msp.headers)).json()["items"]
+    assert all("key" not in k for k in listed)
+    from sqlalchemy import text
+
+    async with runtime.db.session() as session:
+        rows = (await session.execute(text("SELECT secret_hash FROM api_key"))).scalars().all()
+    assert secret not in rows and all(len(h) == 64 for h in rows)
+    assert (
+        await client.get("/v1/tenants", headers={"Authorization": f"Bearer {secret}"})
+    ).status_code == 200
+    assert (
+        await client.delete(f"/v1/api-keys/{created['id']}", headers=msp.headers)
+    ).status_code == 204
+    r = await client.get("/v1/tenants", headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 401
+    # revoking twice: it no longer exists as a live key
+    assert (
+        await client.delete(f"/v1/api-keys/{created['id']}", headers=msp.headers)
+    ).status_code == 404
+
+
+async def test_key_cannot_outgrow_its_creator(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    r = await client.post(
+        "/v1/api-keys",
+        json={"name": "bad", "scopes": ["read"], "tenant_ids": [str(uuid.uuid4())]},
+        headers=msp.headers,
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["body", "tenant_ids"]
+    r = await client.post(
+        "/v1/api-keys",
+        json={"name": "portal", "scopes": ["read", "export"], "tenant_ids": [str(tenant.id)]},
+        headers=msp.headers,
+    )
+    assert r.status_code == 201
+    limited = {"Authorization": f"Bearer {r.json()['key']}"}
+    listed = (await client.get("/v1/tenants", headers=limited)).json()["items"]
+    assert [t["id"] for t in listed] == [str(tenant.id)]
+    # a tenant-limited key cannot manage keys at all
+    assert (await client.get("/v1/api-keys", headers=limited)).status_code == 403
+
+
+async def test_bad_key_input_is_422_problem(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    msp = await create_msp(runtime)
+    for body in (
+        {},
+        {"name": "", "scopes": ["read"]},
+        {"name": "x", "scopes": []},
+        {"name": "x", "scopes": ["superuser"]},
+        {"name": "x", "scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"},
+        {"name": "x" * 201, "scopes": ["read"]},
+    ):
+        r = await client.post("/v1/api-keys", json=body, headers=msp.headers)
+        assert r.status_code == 422, (body, r.text)
+        assert r.headers["content-type"] == PROBLEM
+        assert r.json()["status"] == 422
+
+
+async def test_tenant_lifecycle(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    msp = await create_msp(runtime)
+    r = await client.post(
+        "/v1/tenants",
+        json={
+            "name": "Contoso",
+            "domain": "contoso.onmicrosoft.com",
+            "policy": {"backups_per_day": 6},
+        },
+        headers=msp.headers,
+    )
+    assert r.status_code == 201, r.text
+    tenant = r.json()
+    assert tenant["consent_state"] == "pending"
+    assert "/contoso.onmicrosoft.com/adminconsent?" in tenant["consent_url"]
+    assert (
+        "redirect_uri=http%3A%2F%2Fsafekeep.test%2Fv1%2Fconsent%2Fcallback" in tenant["consent_url"]
+    )
+    policy = (await client.get(f"/v1/tenants/{tenant['id']}/policy", headers=msp.headers)).json()
+    assert policy["backups_per_day"] == 6
+    r = await client.patch(
+        f"/v1/tenants/{tenant['id']}", json={"name": "Contoso Ltd"}, headers=msp.headers
+    )
+    assert r.status_code == 200 and r.json()["name"] == "Contoso Ltd"
+    # consent can be re-requested at any time
+    r = await client.post(f"/v1/tenants/{tenant['id']}/consent", headers=msp.headers)
+    assert r.status_code == 200 and "adminconsent" in r.json()["consent_url"]
+    # a custom Entra app needs both halves, and never shows its secret
+    r = await client.patch(
+        f"/v1/tenants/{tenant['id']}",
+        json={"app_client_id": str(uuid.uuid4())},
+        headers=msp.headers,
+    )
+    assert r.status_code == 400
+    app_id = str(uuid.uuid4())
+    r = await client.patch(
+        f"/v1/tenants/{tenant['id']}",
+        json={"app_client_id": app_id, "app_client_secret": "very-secret-value"},
+        headers=msp.headers,
+    )
+    assert r.status_code == 200
+    assert r.json()["custom_app_client_id"] == app_id and "very-secret-value" not in r.text
+    assert (
+        await client.delete(f"/v1/tenants/{tenant['id']}", headers=msp.headers)
+    ).status_code == 204
+    assert (await client.get(f"/v1/tenants/{tenant['id']}", headers=msp.headers)).status_code == 404
+    actions = [
+        e["action"]
+        for e in (await client.get("/v1/audit-events", headers=msp.headers)).json()["items"]
+    ]
+    assert actions[:4] == ["tenant.deleted", "tenant.updated", "tenant.updated", "tenant.created"]
+
+
+async def test_bad_tenant_input(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    msp = await create_msp(runtime)
+    for body in (
+        {"name": ""},
+        {"name": "x", "domain": "not a domain"},
+        {"name": "x", "app_client_id": str(uuid.uuid4())},
+        {"name": "x", "policy": {"backups_per_day": 25}},
+        {"name": "x", "policy": {"services": ["fax"]}},
+        {"name": "x", "policy": {"services": ["mail", "mail"]}},
+        [],
+        "tenant",
+    ):
+        r = await client.post("/v1/tenants", json=body, headers=msp.headers)
+        assert r.status_code == 422, (body, r.text)
+        assert r.headers["content-type"] == PROBLEM
+    r = await client.post(
+        "/v1/tenants",
+        content=b'{"name": "x"',
+        headers={**msp.headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert (
+        await client.get("/v1/tenants", params={"cursor": "!!!"}, headers=msp.headers)
+    ).status_code == 400
+    assert (
+        await client.get("/v1/tenants", params={"limit": 0}, headers=msp.headers)
+    ).status_code == 422
+    assert (
+        await client.get("/v1/tenants", params={"limit": 201}, headers=msp.headers)
+    ).status_code == 422
+
+
+async def test_idempotent_create_replays_and_refuses_a_different_body(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    msp = await create_msp(runtime)
+    headers = {**msp.headers, "Idempotency-Key": "create-contoso-1"}
+    first = await client.post("/v1/tenants", json={"name": "Contoso"}, headers=headers)
+    again = await client.post("/v1/tenants", json={"name": "Contoso"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert first.json()["id"] == again.json()["id"]
+    listed = (await client.get("/v1/tenants", headers=msp.headers)).json()["items"]
+    assert len(listed) == 1
+    other = await client.post("/v1/tenants", json={"name": "Fabrikam"}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["type"].endswith("/idempotency-key-reused")
+
+
+async def test_pagination_walks_every_row_once(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    msp = await create_msp(runtime)
+    for i in range(7):
+        await create_tenant(runtime, msp, name=f"Client {i}")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/tenants", params=params, headers=msp.headers)).json()
+        seen += [t["id"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 7
+
+
+async def test_audit_log_is_append_only(runtime: Runtime) -> None:
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    await create_msp(runtime)
+    for statement in ("UPDATE audit_event SET action = 'x'", "DELETE FROM audit_event"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with runtime.db.session() as session:
+                await session.execute(text(statement))

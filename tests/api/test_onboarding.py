@@ -1,0 +1,248 @@
+"""Consent, discovery results as seats, policy, manual backups, jobs, usage."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from safekeep.runtime import Runtime
+from safekeep.tenants.account.service import FoundAccount, apply_discovery
+from safekeep.tenants.models import AccountKind, Snapshot, SnapshotStatus, utcnow
+from safekeep.tenants.scope import scope_for_tenant
+from safekeep.tenants.tenant import repository as tenant_repository
+from tests.factories import create_account, create_msp, create_tenant
+from tests.fixtures.app import SentMessages
+
+
+def _state(consent_url: str) -> str:
+    return parse_qs(urlsplit(consent_url).query)["state"][0]
+
+
+async def test_consent_callback_records_consent_and_starts_discovery(
+    client: httpx.AsyncClient, runtime: Runtime, sent: SentMessages
+) -> None:
+    msp = await create_msp(runtime)
+    created = (
+        await client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
+    ).json()
+    entra_id = str(uuid.uuid4())
+    r = await client.get(
+        "/v1/consent/callback",
+        params={
+            "admin_consent": "True",
+            "tenant": entra_id,
+            "state": _state(created["consent_url"]),
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["consent_state"] == "granted"
+    tenant = (await client.get(f"/v1/tenants/{created['id']}", headers=msp.headers)).json()
+    assert tenant["entra_tenant_id"] == entra_id and tenant["next_backup_at"] is not None
+    assert sent.actors() == ["run_discover"]
+    jobs = (await client.get(f"/v1/tenants/{created['id']}/jobs", headers=msp.headers)).json()[
+        "items"
+    ]
+    assert [j["kind"] for j in jobs] == ["discover"]
+
+
+async def test_consent_refused_tampered_or_from_another_directory(
+    client: httpx.AsyncClient, runtime: Runtime, sent: SentMessages
+) -> None:
+    msp = await create_msp(runtime)
+    created = (
+        await client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
+    ).json()
+    state = _state(created["consent_url"])
+    r = await client.get(
+        "/v1/consent/callback",
+        params={
+            "error": "access_denied",
+            "error_description": "AADSTS65004: declined",
+            "state": state,
+        },
+    )
+    assert r.status_code == 200 and r.json()["consent_state"] == "denied"
+    tampered = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
+    r = await client.get(
+        "/v1/consent/callback", params={"admin_consent": "True", "tenant": "x", "state": tampered}
+    )
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    first = str(uuid.uuid4())
+    ok = await client.get(
+        "/v1/consent/callback", params={"admin_consent": "True", "tenant": first, "state": state}
+    )
+    assert ok.status_code == 200
+    other = await client.get(
+        "/v1/consent/callback",
+        params={"admin_consent": "True", "tenant": str(uuid.uuid4()), "state": state},
+    )
+    assert other.status_code == 409
+    assert (await client.get("/v1/consent/callback")).status_code == 422
+    assert sent.actors() == ["run_discover"]
+
+
+async def test_seats_protect_release_and_licence_loss(
+    client: httpx.AsyncClient, runtime: Runtime, sent: SentMessages
+) -> None:
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    found = [
+        FoundAccount(
+            AccountKind.user, "u1", "Adele", "adele@contoso.example", "adele@contoso.example", True
+        ),
+        FoundAccount(AccountKind.user, "u2", "Bob", "bob@contoso.example", None, True),
+        FoundAccount(AccountKind.user, "u3", "Guest", "guest@x.example", None, False),
+        FoundAccount(
+            AccountKind.site, "s1", "Intranet", "https://contoso.sharepoint.com/sites/i", None, True
+        ),
+    ]
+    scope = scope_for_tenant(msp.id, tenant.id)
+    from safekeep.tenants import outbox
+
+    with outbox.collect():
+        async with runtime.db.session() as session:
+            row = await tenant_repository.get_system(session, tenant.id)
+            assert row is not None
+            result = await apply_discovery(session, row, scope, found, auto_protect=True)
+    assert result.added == 4
+    accounts = (await client.get(f"/v1/tenants/{tenant.id}/accounts", headers=msp.headers)).json()[
+        "items"
+    ]
+    by_graph = {a["graph_id"]: a for a in accounts}
+    assert {g for g, a in by_graph.items() if a["protected"]} == {"u1", "u2", "s1"}
+    protected = await client.get(
+        f"/v1/tenants/{tenant.id}/accounts", params={"protected": "false"}, headers=msp.headers
+    )
+    assert [a["graph_id"] for a in protected.json()["items"]] == ["u3"]
+    # Bob has backed-up data; releasing his seat keeps it as a retained seat
+    bob = by_graph["u2"]
+    async with runtime.db.session() as session:
+        now = utcnow()
+        session.add(
+            Snapshot(
+                tenant_id=tenant.id,
+                account_id=uuid.UUID(bob["id"]),
+                service="mail",
+                seq=1,
+                status=SnapshotStatus.complete,
+                started_at=now,
+                completed_at=now,
+            )
+        )
+    r = await client.patch(
+        f"/v1/tenants/{tenant.id}/accounts/{bob['id']}",
+        json={"protected": False},
+        headers=msp.headers,
+    )
+    assert (
+        r.status_code == 200
+        and r.json()["state"] == "cancelled"
+        and r.json()["cancel_reason"] == "seat_released"
+    )
+    usage = (await client.get("/v1/usage", headers=msp.headers)).json()
+    assert (usage["protected_seats"], usage["retained_seats"]) == (2, 1)
+    # Adele loses her licence: cancelled by discovery, data kept
+    found[0] = FoundAccount(AccountKind.user, "u1", "Adele", "adele@contoso.example", None, False)
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            row = await tenant_repository.get_system(session, tenant.id)
+            assert row is not None
+            result = await apply_discovery(session, row, scope, found, auto_protect=True)
+    assert result.cancelled == 1
+    adele = (
+        await client.get(
+            f"/v1/tenants/{tenant.id}/accounts/{by_graph['u1']['id']}", headers=msp.headers
+        )
+    ).json()
+    assert adele["state"] == "cancelled" and adele["cancel_reason"] == "licence_removed"
+    # protecting a user without a licence is refused
+    r = await client.patch(
+        f"/v1/tenants/{tenant.id}/accounts/{adele['id']}",
+        json={"protected": True},
+        headers=msp.headers,
+    )
+    assert r.status_code == 409
+    assert [m.actor for m in box.messages] == []  # no webhook endpoint subscribed: nothing sent
+
+
+async def test_manual_backup_is_enqueued_after_commit_and_never_moves_schedule(
+    client: httpx.AsyncClient, runtime: Runtime, sent: SentMessages
+) -> None:
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    account = await create_account(runtime, tenant)
+    before = (await client.get(f"/v1/tenants/{tenant.id}", headers=msp.headers)).json()[
+        "next_backup_at"
+    ]
+    r = await client.post(
+        f"/v1/tenants/{tenant.id}/backups",
+        json={"account_ids": [str(account.id)]},
+        headers=msp.headers,
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["params"]["account_ids"] == [str(account.id)]
+    assert sent.actors() == ["run_backup"] and sent.messages[0].args == (job["id"],)
+    after = (await client.get(f"/v1/tenants/{tenant.id}", headers=msp.headers)).json()[
+        "next_backup_at"
+    ]
+    assert after == before
+    detail = (await client.get(f"/v1/jobs/{job['id']}", headers=msp.headers)).json()
+    assert detail["progress"]["tasks_total"] == 0 and detail["issues"] == []
+    r = await client.post(
+        f"/v1/tenants/{tenant.id}/backups",
+        json={"account_ids": [str(uuid.uuid4())]},
+        headers=msp.headers,
+    )
+    assert r.status_code == 422
+    assert len(sent.messages) == 1  # the refused request enqueued nothing
+    r = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=msp.headers)
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    assert (
+        await client.post(f"/v1/jobs/{job['id']}/cancel", headers=msp.headers)
+    ).status_code == 409
+
+
+async def test_backup_needs_consent(
+    client: httpx.AsyncClient, runtime: Runtime, sent: SentMessages
+) -> None:
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp, consented=False)
+    r = await client.post(f"/v1/tenants/{tenant.id}/backups", headers=msp.headers)
+    assert r.status_code == 409 and r.json()["consent_state"] == "pending"
+    assert sent.messages == []
+
+
+async def test_policy_validation_and_schedule(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    for body in (
+        {"backups_per_day": 0},
+        {"backups_per_day": 25},
+        {"retention_days": 0},
+        {"services": []},
+    ):
+        r = await client.put(f"/v1/tenants/{tenant.id}/policy", json=body, headers=msp.headers)
+        assert r.status_code == 422, body
+    r = await client.put(
+        f"/v1/tenants/{tenant.id}/policy",
+        json={
+            "services": ["mail", "onedrive"],
+            "backups_per_day": 24,
+            "retention_days": None,
+            "auto_protect": False,
+        },
+        headers=msp.headers,
+    )
+    assert r.status_code == 200
+    assert r.json() | {"services": sorted(r.json()["services"])} == {
+        "services": ["mail", "onedrive"],
+        "backups_per_day": 24,
+        "retention_days": None,
+        "auto_protect": False,
+        "include_deleted_items": True,
+        "include_junk": False,
+        "include_recoverable_items": False,
+    }
