@@ -23,7 +23,14 @@ from botocore.exceptions import ClientError
 from opensearchpy import AsyncOpenSearch, OpenSearch, helpers
 from sqlalchemy.engine import make_url
 
-from tests.fixtures.services import create_database, delete_bucket, drop_database, unique_name
+from tests.fixtures.services import (
+    create_database,
+    delete_bucket,
+    delete_prefixed,
+    drop_database,
+    redis_test_database,
+    unique_name,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -114,11 +121,23 @@ def test_redis_gives_each_test_a_database_of_its_own(redis_url: str) -> None:
         assert client.eval("return redis.call('incrby', KEYS[1], ARGV[1])", 1, "n", 41) == 41
 
 
-def test_redis_database_is_flushed_between_tests(redis_url: str) -> None:
-    # Both Redis tests write to database-own keys: whichever runs second must see none.
-    with redis.Redis.from_url(redis_url) as client:
-        assert client.keys("*") == []
-        client.set("lease:tenant-1", "left behind")
+def test_redis_database_is_flushed_before_and_after(
+    redis_server_url: str, redis_database_count: int
+) -> None:
+    # Leave a key in the database the next claim will get, as a crashed earlier run would.
+    with redis.Redis.from_url(redis_server_url) as admin:
+        ticket = int(admin.get("safekeep-tests:next-database") or 0)
+    upcoming = f"{redis_server_url}/{1 + ticket % (redis_database_count - 1)}"
+    with redis.Redis.from_url(upcoming) as stale:
+        stale.set("left-behind", "1")
+
+    with redis_test_database(redis_server_url, redis_database_count) as url:
+        assert url == upcoming
+        with redis.Redis.from_url(url) as client:
+            assert client.dbsize() == 0
+            client.set("written-by-this-test", "1")
+    with redis.Redis.from_url(upcoming) as after:
+        assert after.dbsize() == 0
 
 
 # --- S3 (SeaweedFS) ---------------------------------------------------------------------------
@@ -419,8 +438,6 @@ async def test_opensearch_analyzers_bulk_highlight_and_aliases(
 
 
 def test_opensearch_prefix_teardown_removes_indices_and_aliases(opensearch_url: str) -> None:
-    from tests.fixtures.services import delete_prefixed
-
     prefix = unique_name("sk-test-")
     other = unique_name("sk-other-")
     with OpenSearch(hosts=[opensearch_url], timeout=30) as client:
