@@ -1,0 +1,173 @@
+"""The MIME helpers of the mail service: attachment parts, matching Graph's attachment list
+to them, mboxrd quoting, and the Graph JSON kept as a version's document."""
+
+from __future__ import annotations
+
+import email.policy
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safekeep.backup.services.mail.collect import document_of, folder_change_key
+from safekeep.backup.services.mail.export import file_stem
+from safekeep.backup.services.mail.mime import (
+    attachment_parts,
+    match_file_attachments,
+    mbox_separator,
+    mboxrd_escape,
+    mboxrd_unescape,
+)
+from safekeep.backup.services.mail.restore import creatable
+
+
+def _message() -> bytes:
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = "a@example.com"
+    msg["To"] = "b@example.com"
+    msg["Subject"] = "parts"
+    msg.set_content("plain body\n")
+    msg.add_alternative('<p>html <img src="cid:one@x"></p>', subtype="html")
+    html = msg.get_body(preferencelist=("html",))
+    assert isinstance(html, EmailMessage)
+    html.add_related(b"\x89PNG one", "image", "png", cid="<one@x>", disposition="inline")
+    html.add_related(b"\x89PNG two", "image", "png", cid="<two@x>", filename="same.png")
+    msg.add_attachment(b"first", "application", "pdf", filename="Bericht Größe.pdf")
+    msg.add_attachment(b"second", "application", "pdf", filename="same.png")
+    inner = EmailMessage(policy=email.policy.SMTP)
+    inner["Subject"] = "inner"
+    inner.set_content("inner body\n")
+    msg.add_attachment(inner)
+    return msg.as_bytes()
+
+
+def test_attachment_parts_skip_bodies_and_keep_names_ids_and_bytes() -> None:
+    parts = attachment_parts(_message())
+    assert [(p.kind, p.name, p.content_id, p.inline) for p in parts] == [
+        ("file", None, "one@x", True),
+        ("file", "same.png", "two@x", False),  # a filename makes it an attachment
+        ("file", "Bericht Größe.pdf", None, False),
+        ("file", "same.png", None, False),
+        ("item", None, None, False),
+    ]
+    assert [p.data for p in parts[:4]] == [b"\x89PNG one", b"\x89PNG two", b"first", b"second"]
+    assert b"Subject: inner" in parts[4].data
+
+
+def test_graph_attachments_match_parts_by_content_id_then_name_then_type() -> None:
+    parts = attachment_parts(_message())
+    graph: list[dict[str, Any]] = [
+        {"@odata.type": "#microsoft.graph.fileAttachment", "name": "same.png", "contentId": None},
+        {"@odata.type": "#microsoft.graph.itemAttachment", "name": "inner"},
+        {"name": "Bericht Größe.pdf", "contentType": "application/pdf"},
+        {"name": "image001.png", "contentId": "two@x", "contentType": "image/png"},
+        {"name": "image002.png", "contentType": "image/png"},
+    ]
+    found = match_file_attachments(graph, parts)
+    assert 1 not in found  # an item attachment is not a file part
+    assert found[3].data == b"\x89PNG two"  # by Content-ID, whatever the name
+    assert found[2].data == b"first"  # by name
+    assert found[0].data == b"second"  # by name, the part "two@x" being taken
+    assert found[4].data == b"\x89PNG one"  # by type, the only image left
+
+
+async def _chunks(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
+    last = 0
+    for cut in sorted({c % (len(data) + 1) for c in cuts}):
+        yield data[last:cut]
+        last = cut
+    yield data[last:]
+
+
+async def _escaped(data: bytes, cuts: list[int]) -> bytes:
+    return b"".join([c async for c in mboxrd_escape(_chunks(data, cuts))])
+
+
+lines = st.lists(
+    st.sampled_from([b"From me", b">From you", b">>From x", b"From", b"text", b"", b" From "])
+    | st.binary(max_size=12).filter(lambda b: b"\n" not in b),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=lines, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+async def test_mboxrd_escaping_is_reversible_across_chunk_boundaries(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    data = b"\r\n".join(lines) + b"\r\n"
+    escaped = await _escaped(data, cuts)
+    assert escaped == await _escaped(data, [])  # where chunks end does not matter
+    assert not any(line.startswith(b"From ") for line in escaped.split(b"\n"))
+    assert mboxrd_unescape(escaped) == data
+
+
+async def test_mboxrd_ends_every_message_with_a_newline() -> None:
+    assert await _escaped(b"no newline at the end", [5]) == b"no newline at the end\n"
+    assert await _escaped(b"From start\n", []) == b">From start\n"
+
+
+def test_mbox_separator_is_a_from_line() -> None:
+    from datetime import UTC, datetime
+
+    line = mbox_separator("a b@example.com", datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC))
+    assert line == b"From ab@example.com Tue Mar 04 05:06:07 2025\n"
+    assert mbox_separator(None, None).startswith(b"From MAILER-DAEMON ")
+
+
+def test_document_keeps_metadata_but_not_attachment_bytes() -> None:
+    message = {
+        "@odata.context": "x",
+        "@odata.etag": 'W/"1"',
+        "id": "m",
+        "attachments": [
+            {"name": "a.txt", "contentBytes": "aGk=", "size": 202},
+            {"name": "inner", "item": {"id": "i", "@odata.etag": "e", "subject": "s"}},
+        ],
+    }
+    doc = document_of(message)
+    assert doc == {
+        "id": "m",
+        "attachments": [
+            {"name": "a.txt", "size": 202},
+            {"name": "inner", "item": {"id": "i", "subject": "s"}},
+        ],
+    }
+
+
+def test_folder_change_key_ignores_counts() -> None:
+    base = {"id": "f", "displayName": "Inbox", "parentFolderId": "r", "unreadItemCount": 1}
+    assert folder_change_key(base) == folder_change_key({**base, "unreadItemCount": 7})
+    assert folder_change_key(base) != folder_change_key({**base, "displayName": "In"})
+
+
+def test_creatable_message_is_received_read_and_dated() -> None:
+    body = creatable(
+        {
+            "id": "x",
+            "changeKey": "k",
+            "subject": "s",
+            "isRead": True,
+            "isDraft": False,
+            "sentDateTime": "2025-01-01T10:00:00Z",
+            "receivedDateTime": "2025-01-01T10:00:05Z",
+            "parentFolderId": "p",
+        }
+    )
+    assert "id" not in body and "changeKey" not in body and "parentFolderId" not in body
+    props = {p["id"]: p["value"] for p in body["singleValueExtendedProperties"]}
+    assert props == {
+        "Integer 0x0E07": "5",  # submitted and read, not unsent
+        "SystemTime 0x0039": "2025-01-01T10:00:00Z",
+        "SystemTime 0x0E06": "2025-01-01T10:00:05Z",
+    }
+    draft = creatable({"subject": "d", "isDraft": True, "isRead": False})
+    assert draft["singleValueExtendedProperties"][0]["value"] == str(0x4 | 0x8)
+
+
+def test_file_stem_has_no_path_separators() -> None:
+    assert file_stem("a/b\\c") == "a_b_c"
+    assert file_stem("  ") == "(no subject)"
+    assert len(file_stem("x" * 500)) == 120
