@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -53,6 +54,16 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 _UNAVAILABLE = {"NoSuchBucket", "SlowDown", "ServiceUnavailable", "InternalError", "503", "500"}
 _PRECONDITION = {"PreconditionFailed", "412"}
 _LOCKED = {"AccessDenied", "403", "ObjectLocked"}
+
+
+_SESSION_LOCK = threading.Lock()
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    """One boto3 session per process: it caches the parsed service model, which makes each
+    further client cheap (a new session re-reads it, a few hundred milliseconds)."""
+    return boto3.session.Session()
 
 
 def _code(exc: ClientError) -> str:
@@ -156,8 +167,8 @@ class S3BlobStore:
 
     async def open(self) -> None:
         def make() -> S3Client:
-            session = boto3.session.Session()
-            return session.client("s3", endpoint_url=self.endpoint_url, config=self._config)
+            with _SESSION_LOCK:  # sessions are not thread-safe; clients made from one are
+                return _session().client("s3", endpoint_url=self.endpoint_url, config=self._config)
 
         if self._client is None:
             self._client = await self._run(make)
