@@ -1,17 +1,75 @@
-"""Calendar backup end to end against graphsim (embedded column)."""
+"""Calendar backup, restore, export and search end to end against graphsim.
+
+Expectations come from graphsim's own state (``sim.state``), never from hard-coded counts.
+One test runs on the scale-out column; the rest on the embedded one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import icalendar
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.orm.attributes import set_committed_value
 
+from graphsim import ids, ops
+from graphsim.calendar import fmt_dt
+from graphsim.content import BytesContent
+from graphsim.state import Attachment, OItem
+from safekeep.backup import collect as engine_collect
+from safekeep.backup.services import module_for
+from safekeep.backup.services.calendar import collect as calendar_collect
+from safekeep.backup.services.calendar import ics
+from safekeep.search.extract import html_to_text
+from safekeep.search.query import SearchQuery
+from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Job, JobStatus
+from safekeep.tenants.models import Account, ItemVersion, Job, JobStatus
 from tests.backup.harness import EngineHarness
+
+MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # a Monday within every window
+ATTACHMENT_TEXT = b"Quarterly zebracorn agenda: budget, hiring, roadmap.\n"
+WEEKLY = {
+    "pattern": {
+        "type": "weekly",
+        "interval": 1,
+        "month": 0,
+        "dayOfMonth": 0,
+        "daysOfWeek": ["monday"],
+        "firstDayOfWeek": "sunday",
+        "index": "first",
+    },
+    "range": {
+        "type": "numbered",
+        "startDate": MONDAY.date().isoformat(),
+        "endDate": "0001-01-01",
+        "recurrenceTimeZone": "UTC",
+        "numberOfOccurrences": 6,
+    },
+}
+COMPARED = (
+    "subject",
+    "start",
+    "end",
+    "isAllDay",
+    "location",
+    "categories",
+    "showAs",
+    "sensitivity",
+    "importance",
+    "recurrence",
+    "isReminderOn",
+    "reminderMinutesBeforeStart",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -30,12 +88,39 @@ def _job_status_as_enum() -> Iterator[None]:
     event.remove(Job, "refresh", fix)
 
 
-async def open_versions(h: EngineHarness, account, kinds):
+# ---- helpers --------------------------------------------------------------------------------
+
+
+async def first_user(h: EngineHarness) -> Account:
+    return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)[0]
+
+
+async def open_versions(h: EngineHarness, account: Account, kinds: list[str]) -> dict[str, Any]:
     async with h.runtime.db.session() as session:
         return await catalog.open_external_ids(session, account.id, "calendar", kinds)
 
 
-def sim_events(h: EngineHarness, user_id: str) -> dict[str, object]:
+async def all_versions(h: EngineHarness, account: Account) -> list[ItemVersion]:
+    async with h.runtime.db.session() as session:
+        rows = await session.execute(
+            select(ItemVersion).where(
+                ItemVersion.account_id == account.id, ItemVersion.service == "calendar"
+            )
+        )
+        return list(rows.scalars())
+
+
+async def versions_per_item(h: EngineHarness, account: Account) -> dict[Any, int]:
+    async with h.runtime.db.session() as session:
+        rows = await session.execute(
+            select(ItemVersion.item_id, func.count())
+            .where(ItemVersion.account_id == account.id, ItemVersion.service == "calendar")
+            .group_by(ItemVersion.item_id)
+        )
+        return {item_id: count for item_id, count in rows.all()}
+
+
+def sim_events(h: EngineHarness, user_id: str) -> dict[str, OItem]:
     tenant = h.sim.tenant()
     return {
         i.id: i
@@ -44,14 +129,627 @@ def sim_events(h: EngineHarness, user_id: str) -> dict[str, object]:
     }
 
 
-async def test_full_backup_captures_every_event(engine: EngineHarness) -> None:
+def sim_calendars(h: EngineHarness, user_id: str) -> dict[str, str]:
+    return {f.id: f.display_name for f in h.sim.tenant().user_folders(user_id, "calendar")}
+
+
+def add_rich_events(h: EngineHarness, user_id: str) -> dict[str, str]:
+    """A weekly series with an exception, an event with a text attachment, an all-day
+    event and a long-past event outside the delta window."""
+    tid = h.sim_tenant_id
+    series = h.sim.add_event(
+        tid,
+        user_id,
+        subject="Team sync series",
+        start=MONDAY,
+        end=MONDAY + timedelta(hours=1),
+        recurrence=WEEKLY,
+        attendees=["ann@example.com", "bob@example.com"],
+        body="<html><body><p>Weekly flamingo review</p></body></html>",
+        location="Room Göteborg",
+    )
+    with_file = h.sim.add_event(
+        tid,
+        user_id,
+        subject="Budget workshop with file",
+        start=MONDAY + timedelta(days=2),
+        end=MONDAY + timedelta(days=2, hours=2),
+        body="<html><body><p>Bring the numbers</p></body></html>",
+    )
+    all_day = h.sim.add_event(
+        tid,
+        user_id,
+        subject="Company holiday",
+        start=datetime(2026, 12, 24, tzinfo=UTC),
+        end=datetime(2026, 12, 25, tzinfo=UTC),
+    )
+    ancient = h.sim.add_event(
+        tid,
+        user_id,
+        subject="Founding meeting long ago",
+        start=datetime(2019, 3, 4, 10, tzinfo=UTC),
+        end=datetime(2019, 3, 4, 11, tzinfo=UTC),
+        body="<html><body><p>Archaeopteryx minutes</p></body></html>",
+    )
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        master = tenant.items[series]
+        day = (MONDAY + timedelta(days=7)).date().isoformat()
+        master.exceptions[day] = {
+            "subject": "Team sync series (moved)",
+            "start": fmt_dt(MONDAY + timedelta(days=7, hours=2)),
+            "end": fmt_dt(MONDAY + timedelta(days=7, hours=3)),
+        }
+        tenant.touch_item(master)
+        item = tenant.items[with_file]
+        item.attachments.append(
+            Attachment(
+                id=ids.attachment_id(item.id, 0),
+                kind="file",
+                name="agenda.txt",
+                content_type="text/plain",
+                modified=item.modified,
+                content=BytesContent.of(ATTACHMENT_TEXT),
+            )
+        )
+        item.props["hasAttachments"] = True
+        tenant.touch_item(item)
+        holiday = tenant.items[all_day]
+        holiday.props["isAllDay"] = True
+        tenant.touch_item(holiday)
+    return {"series": series, "file": with_file, "all_day": all_day, "ancient": ancient}
+
+
+async def read_doc(h: EngineHarness, version: ItemVersion) -> dict[str, Any]:
+    from safekeep.backup.context import open_repository
+
+    repo = await open_repository(h.runtime, h.tenant)
+    assert version.document is not None
+    data: dict[str, Any] = json.loads(await repo.read_bytes(ContentRef.from_json(version.document)))
+    return data
+
+
+async def search(h: EngineHarness, text: str) -> list[str]:
+    """Titles of calendar hits; OpenSearch shows new documents after its refresh interval,
+    so wait up to a few seconds for the first hit."""
+    backend = await h.runtime.search_backend()
+    query = SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text=text)
+    for _ in range(50):
+        page = await backend.search(query)
+        titles = [hit.title for hit in page.hits if hit.service == "calendar"]
+        if titles:
+            return titles
+        await asyncio.sleep(0.1)
+    return []
+
+
+def assert_same_event(original: dict[str, Any], restored: dict[str, Any]) -> None:
+    for key in COMPARED:
+        assert restored.get(key) == original.get(key), key
+    before = html_to_text(str((original.get("body") or {}).get("content") or ""))
+    after = html_to_text(str((restored.get("body") or {}).get("content") or ""))
+    assert before in after
+
+
+def parse_ics(raw: bytes) -> Any:
+    """Parsed iCalendar, untyped: icalendar's property types are a wide union."""
+    return icalendar.Calendar.from_ical(raw)
+
+
+def events_in(h: EngineHarness, calendar_id: str) -> list[OItem]:
+    return h.sim.tenant().folder_items(calendar_id)
+
+
+def default_calendar(h: EngineHarness, user_id: str) -> str:
+    return h.sim.tenant().users[user_id].default_calendar
+
+
+# ---- backup ---------------------------------------------------------------------------------
+
+
+async def test_backup_then_incremental_tracks_versions_and_costs_little(
+    engine: EngineHarness,
+) -> None:
     h = engine
-    accounts = [a for a in await h.accounts() if a.kind == "user"]
-    for account in accounts:
-        run, skipped = await h.backup(account, "calendar")
-        assert skipped == 0
-        stored = await open_versions(h, account, ["event"])
-        expected = sim_events(h, account.graph_id)
-        assert set(stored) == set(expected)
-        for event_id, version in stored.items():
-            assert version.change_key == expected[event_id].change_key
+    account = await first_user(h)
+    uid = account.graph_id
+    added = add_rich_events(h, uid)
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        other = ops.new_folder(tenant, tenant.users[uid], "calendar", "Projects", None)
+
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0
+    stored = await open_versions(h, account, ["event"])
+    expected = sim_events(h, uid)
+    assert set(stored) == set(expected)  # the 2019 event too: the sweep covers it
+    for event_id, version in stored.items():
+        assert version.change_key == expected[event_id].change_key
+        assert version.parent_external_id == expected[event_id].folder_id
+    calendars = await open_versions(h, account, ["calendar"])
+    assert {k: v.name for k, v in calendars.items()} == sim_calendars(h, uid)
+    assert run.counters.added == len(expected) + len(calendars)
+
+    # Nothing changed: no versions, and a request count that does not grow with the events.
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, "calendar")
+    quiet = h.sim.counters()["total"]
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    assert quiet <= 2 * len(calendars) + 2, h.sim.counters()["by_endpoint"]
+    assert quiet < len(expected)
+
+    # Edit one, delete one, add one, move one to another calendar.
+    edited, deleted = added["file"], added["all_day"]
+    h.sim.edit_item(h.sim_tenant_id, edited, {"subject": "Budget workshop (edited)"})
+    h.sim.delete_item(h.sim_tenant_id, deleted)
+    new = h.sim.add_event(
+        h.sim_tenant_id,
+        uid,
+        subject="Fresh event",
+        start=MONDAY + timedelta(days=3),
+        end=MONDAY + timedelta(days=3, hours=1),
+    )
+    moved = next(
+        i
+        for i, e in sim_events(h, uid).items()
+        if i not in added.values() and i != new and not e.props.get("recurrence")
+    )
+    h.sim.move_item(h.sim_tenant_id, moved, other.id)
+    before = {v.item_id: v for v in (await open_versions(h, account, ["event"])).values()}
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, "calendar")
+    changed_requests = h.sim.counters()["total"]
+    assert changed_requests <= quiet + 4 * 3 + 2, h.sim.counters()["by_endpoint"]
+    stored = await open_versions(h, account, ["event"])
+    expected = sim_events(h, uid)
+    assert set(stored) == set(expected)
+    assert stored[edited].name == "Budget workshop (edited)"
+    assert stored[edited].first_seq == run.seq
+    assert deleted not in stored
+    assert stored[new].first_seq == run.seq
+    assert stored[moved].parent_external_id == other.id
+    assert stored[moved].item_id in before  # one item, with a new parent
+    versions = await all_versions(h, account)
+    closed = [v for v in versions if v.last_seq == run.seq - 1]
+    assert {v.name for v in closed} >= {"Budget workshop with file", "Company holiday"}
+    counts = await versions_per_item(h, account)
+    assert counts[stored[edited].item_id] == 2
+
+
+async def test_document_keeps_series_attendees_and_attachments(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    stored = await open_versions(h, account, ["event"])
+
+    series = await read_doc(h, stored[added["series"]])
+    assert series["type"] == "seriesMaster"
+    assert series["recurrence"] == WEEKLY
+    assert [e["subject"] for e in series["exceptionOccurrences"]] == ["Team sync series (moved)"]
+    assert {a["emailAddress"]["address"] for a in series["attendees"]} == {
+        "ann@example.com",
+        "bob@example.com",
+    }
+    meta = stored[added["series"]].meta
+    assert meta["type"] == "seriesMaster" and meta["exceptions"] == 1
+    assert meta["recurrence"].startswith("every week on monday")
+    assert meta["attendee_count"] == 2 and meta["location"] == "Room Göteborg"
+
+    with_file = await read_doc(h, stored[added["file"]])
+    (attachment,) = with_file["attachments"]
+    from safekeep.backup.context import open_repository
+
+    repo = await open_repository(h.runtime, h.tenant)
+    data = await repo.read_bytes(ContentRef.from_json(attachment["content"]))
+    assert data == ATTACHMENT_TEXT
+    assert stored[added["file"]].meta["has_attachments"] is True
+
+    # Search: subject, body words, attachment names and text.
+    assert "Budget workshop with file" in await search(h, "zebracorn")
+    assert "Budget workshop with file" in await search(h, "agenda.txt")
+    assert "Team sync series" in await search(h, "flamingo")
+    assert "Founding meeting long ago" in await search(h, "archaeopteryx")
+
+
+async def test_interrupted_backup_resumes_without_loss_or_duplicates(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    account = await first_user(h)
+    add_rich_events(h, account.graph_id)
+    monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
+    monkeypatch.setattr(calendar_collect, "SWEEP_PAGE_SIZE", 2)
+    original = engine_collect.CollectContext.progress
+    calls = {"n": 0}
+
+    async def dying(self: engine_collect.CollectContext) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed")
+        await original(self)
+
+    monkeypatch.setattr(engine_collect.CollectContext, "progress", dying)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await h.backup(account, "calendar")
+    monkeypatch.setattr(engine_collect.CollectContext, "progress", original)
+    partial = await open_versions(h, account, ["event"])
+    assert partial  # something was made durable before the crash
+
+    run, _ = await h.backup(account, "calendar")
+    assert run.resumed
+    stored = await open_versions(h, account, ["event"])
+    assert set(stored) == set(sim_events(h, account.graph_id))
+    assert set((await versions_per_item(h, account)).values()) == {1}
+
+    run, _ = await h.backup(account, "calendar")
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+
+
+async def test_resync_after_expired_token_adds_no_versions(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    before = len(await all_versions(h, account))
+
+    h.sim.delete_item(h.sim_tenant_id, added["ancient"])  # outside the window: only a sweep sees
+    h.sim.expire_delta_tokens(h.sim_tenant_id)
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0
+    assert (run.counters.added, run.counters.changed) == (0, 0)
+    assert run.counters.removed == 1
+    assert len(await all_versions(h, account)) == before
+    stored = await open_versions(h, account, ["event"])
+    assert set(stored) == set(sim_events(h, account.graph_id))
+    # Unchanged events were not fetched again: only the listings were read.
+    by_endpoint = h.sim.counters()["by_endpoint"]
+    assert not any("attachments" in key for key in by_endpoint), by_endpoint
+
+
+async def test_window_rotation_runs_a_full_pass_and_drops_the_old_state(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    account = await first_user(h)
+    await h.backup(account, "calendar")
+    async with h.runtime.db.session() as session:
+        first_keys = {
+            s.collection for s in await catalog.delta_states(session, account.id, "calendar")
+        }
+    # Pretend the window has aged: every window is now "too close" to its end.
+    monkeypatch.setattr(
+        calendar_collect, "ROTATE_AHEAD", calendar_collect.WINDOW_FUTURE + timedelta(days=30)
+    )
+    monkeypatch.setattr(calendar_collect, "WINDOW_PAST", timedelta(days=3 * 365 + 1))
+    run, _ = await h.backup(account, "calendar")
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    async with h.runtime.db.session() as session:
+        states = await catalog.delta_states(session, account.id, "calendar")
+    keys = {s.collection for s in states}
+    assert keys.isdisjoint(first_keys)
+    assert len(keys) == len(sim_calendars(h, account.graph_id))
+    assert all(s.delta_link and not s.resume_link for s in states)
+
+
+async def test_cancelled_occurrence_is_a_new_version_of_its_series(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        master = tenant.items[added["series"]]
+        master.cancelled.append((MONDAY + timedelta(days=14)).date().isoformat())
+        tenant.touch_item(master)
+    run, _ = await h.backup(account, "calendar")
+    assert run.counters.changed == 1
+    stored = await open_versions(h, account, ["event"])
+    document = await read_doc(h, stored[added["series"]])
+    if not document.get("cancelledOccurrences"):
+        pytest.xfail(
+            "graphsim returns cancelledOccurrences only on $expand, not on $select as Graph "
+            "does (requested in /work/notes/requests-calendar.md)"
+        )
+    assert [c.rsplit(".", 1)[-1] for c in document["cancelledOccurrences"]] == [
+        (MONDAY + timedelta(days=14)).date().isoformat()
+    ]
+
+
+# ---- restore --------------------------------------------------------------------------------
+
+
+async def test_restore_to_the_original_calendar_after_deletion(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    uid = account.graph_id
+    added = add_rich_events(h, uid)
+    await h.backup(account, "calendar")
+    originals = {i: dict(e.props) for i, e in sim_events(h, uid).items()}
+    exceptions = dict(h.sim.tenant().items[added["series"]].exceptions)
+    lost = [added["series"], added["file"], added["all_day"]]
+    for event_id in lost:
+        h.sim.delete_item(h.sim_tenant_id, event_id)
+
+    report = await h.restore(account, "calendar")
+    assert report.failed_count == 0
+    assert report.restored_count == len(lost)
+    assert report.skipped_count == len(originals) - len(lost)  # still there: skipped
+
+    calendar = default_calendar(h, uid)
+    restored = {e.props["subject"]: e for e in events_in(h, calendar)}
+    for event_id in lost:
+        original = originals[event_id]
+        back = restored[original["subject"]]
+        assert_same_event(original, back.props)
+        assert back.props["attendees"] == []  # not invited...
+        if original.get("attendees"):  # ...but listed in the body
+            assert "ann@example.com" in back.props["body"]["content"]
+    series = restored["Team sync series"]
+    assert {d: e["subject"] for d, e in series.exceptions.items()} == {
+        d: e["subject"] for d, e in exceptions.items()
+    }
+    (day,) = exceptions
+    assert series.exceptions[day]["start"] == exceptions[day]["start"]
+    (attachment,) = restored["Budget workshop with file"].attachments
+    assert attachment.name == "agenda.txt" and attachment.content is not None
+    assert (
+        hashlib.sha256(attachment.content.read()).hexdigest()
+        == hashlib.sha256(ATTACHMENT_TEXT).hexdigest()
+    )
+
+
+async def test_conflict_rules(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    uid = account.graph_id
+    added = add_rich_events(h, uid)
+    await h.backup(account, "calendar")
+    stored = await open_versions(h, account, ["event"])
+    item = stored[added["file"]].item_id
+    calendar = default_calendar(h, uid)
+
+    def copies() -> list[OItem]:
+        return [
+            e for e in events_in(h, calendar) if e.props["subject"] == "Budget workshop with file"
+        ]
+
+    report = await h.restore(account, "calendar", scope_type="items", item_ids=[item])
+    assert (report.restored_count, report.skipped_count) == (0, 1)
+    assert [e.id for e in copies()] == [added["file"]]
+
+    report = await h.restore(
+        account, "calendar", scope_type="items", item_ids=[item], conflict="keep_both"
+    )
+    assert report.restored_count == 1
+    assert len(copies()) == 2
+
+    before = {e.id for e in copies()}
+    report = await h.restore(
+        account, "calendar", scope_type="items", item_ids=[item], conflict="overwrite"
+    )
+    assert report.restored_count == 1
+    after = {e.id for e in copies()}
+    assert len(after) == 2  # one of the two was replaced, not added to
+    assert len(after - before) == 1 and len(before - after) == 1
+
+
+async def test_restore_to_another_account_and_into_a_new_calendar(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    users = sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
+    source, target = users[0], users[1]
+    add_rich_events(h, source.graph_id)
+    await h.backup(source, "calendar")
+    originals = [dict(e.props) for e in sim_events(h, source.graph_id).values()]
+
+    def key(props: dict[str, Any]) -> tuple[str, str]:
+        return props["subject"], props["start"]["dateTime"]
+
+    report = await h.restore(source, "calendar", target=target)
+    assert report.failed_count == 0 and report.restored_count == len(originals)
+    landed = {key(e.props): e for e in events_in(h, default_calendar(h, target.graph_id))}
+    for original in originals:
+        assert_same_event(original, landed[key(original)].props)
+
+    report = await h.restore(source, "calendar", folder_mode="new")
+    assert report.failed_count == 0 and report.restored_count == len(originals)
+    calendars = {v: k for k, v in sim_calendars(h, source.graph_id).items()}
+    (new_name,) = [n for n in calendars if n.startswith("Restored ")]
+    in_new = sorted(key(e.props) for e in events_in(h, calendars[new_name]))
+    assert in_new == sorted(key(o) for o in originals)
+
+
+async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    first, _ = await h.backup(account, "calendar")
+    async with h.runtime.db.session() as session:
+        snapshot = await catalog.get_snapshot(session, h.scope, first.snapshot_id)
+    assert snapshot is not None and snapshot.completed_at is not None
+    h.sim.edit_item(h.sim_tenant_id, added["file"], {"subject": "Renamed later"})
+    await h.backup(account, "calendar")
+    stored = await open_versions(h, account, ["event"])
+    report = await h.restore(
+        account,
+        "calendar",
+        scope_type="items",
+        item_ids=[stored[added["file"]].item_id],
+        at=snapshot.completed_at,
+        folder_mode="new",
+    )
+    assert report.restored_count == 1
+    calendars = {v: k for k, v in sim_calendars(h, account.graph_id).items()}
+    (new_name,) = [n for n in calendars if n.startswith("Restored ")]
+    assert [e.props["subject"] for e in events_in(h, calendars[new_name])] == [
+        "Budget workshop with file"
+    ]
+
+
+# ---- export and download --------------------------------------------------------------------
+
+
+async def test_export_writes_one_ics_per_event_matching_the_manifest(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    events = sim_events(h, account.graph_id)
+    data = await h.export(account, "calendar")
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    manifest = json.loads(archive.read("manifest.json"))
+    files = {f["path"]: f for f in manifest["files"]}
+    ics_files = [n for n in archive.namelist() if n.endswith(".ics")]
+    assert len(ics_files) == len(events) == len(files)
+    subjects: dict[str, Any] = {}
+    for name in ics_files:
+        raw = archive.read(name)
+        assert hashlib.sha256(raw).hexdigest() == files[name]["sha256"]
+        assert name.split("/")[-2] == "Calendar"
+        parsed = parse_ics(raw)
+        first = parsed.walk("VEVENT")[0]
+        subjects[str(first["SUMMARY"])] = parsed
+    assert set(subjects) == {e.props["subject"] for e in events.values()}
+
+    series = subjects["Team sync series"].walk("VEVENT")
+    assert series[0]["RRULE"]["FREQ"] == ["WEEKLY"] and series[0]["RRULE"]["COUNT"] == [6]
+    assert [str(v["SUMMARY"]) for v in series[1:]] == ["Team sync series (moved)"]
+    assert series[1]["RECURRENCE-ID"].dt == MONDAY + timedelta(days=7)
+    attendees = {str(a) for a in series[0].get("ATTENDEE")}
+    assert attendees == {"mailto:ann@example.com", "mailto:bob@example.com"}
+
+    workshop = subjects["Budget workshop with file"].walk("VEVENT")[0]
+    attach = workshop["ATTACH"]
+    assert attach.params["X-FILENAME"] == "agenda.txt"
+    assert base64.b64decode(attach.to_ical()) == ATTACHMENT_TEXT
+
+    holiday = subjects["Company holiday"].walk("VEVENT")[0]
+    assert holiday["DTSTART"].dt == datetime(2026, 12, 24).date()
+    del added
+
+
+async def test_download_renders_ics(engine: EngineHarness) -> None:
+    from safekeep.backup.context import open_repository
+
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    version = (await open_versions(h, account, ["event"]))[added["file"]]
+    repo = await open_repository(h.runtime, h.tenant)
+    content = await module_for("calendar").content(repo, version)
+    assert content.media_type.startswith("text/calendar")
+    assert content.size is None and not content.rangeable
+    assert content.filename.endswith("Budget workshop with file.ics")
+    raw = b"".join([chunk async for chunk in content.open(0, None)])
+    parsed = parse_ics(raw)
+    (vevent,) = parsed.walk("VEVENT")
+    assert str(vevent["SUMMARY"]) == "Budget workshop with file"
+    assert all(len(line) <= 75 for line in raw.split(b"\r\n"))
+
+
+# ---- scale-out ------------------------------------------------------------------------------
+
+
+async def test_scaleout_backup_search_and_restore(scaleout_engine: EngineHarness) -> None:
+    h = scaleout_engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    first, _ = await h.backup(account, "calendar")
+    async with h.runtime.db.session() as session:
+        snapshot = await catalog.get_snapshot(session, h.scope, first.snapshot_id)
+    assert snapshot is not None
+    stored = await open_versions(h, account, ["event"])
+    assert set(stored) == set(sim_events(h, account.graph_id))
+    assert "Budget workshop with file" in await search(h, "zebracorn")
+    h.sim.delete_item(h.sim_tenant_id, added["series"])
+    run, _ = await h.backup(account, "calendar")
+    assert run.counters.removed == 1
+    report = await h.restore(
+        account,
+        "calendar",
+        scope_type="items",
+        item_ids=[stored[added["series"]].item_id],
+        at=snapshot.completed_at,
+    )
+    assert report.restored_count == 1
+    subjects = [e.props["subject"] for e in events_in(h, default_calendar(h, account.graph_id))]
+    assert "Team sync series" in subjects
+
+
+# ---- ICS rendering, on its own --------------------------------------------------------------
+
+
+def test_ics_keeps_the_organisers_zone_all_day_dates_and_exdates() -> None:
+    event = {
+        "id": "AAMk1",
+        "iCalUId": "uid-1",
+        "subject": "Standup; daily, short",
+        "body": {"contentType": "text", "content": "Line one\nLine two"},
+        "start": {"dateTime": "2026-03-02T08:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-03-02T08:15:00.0000000", "timeZone": "UTC"},
+        "originalStartTimeZone": "W. Europe Standard Time",
+        "originalEndTimeZone": "W. Europe Standard Time",
+        "recurrence": {
+            "pattern": {
+                "type": "relativeMonthly",
+                "interval": 2,
+                "daysOfWeek": ["monday"],
+                "index": "first",
+            },
+            "range": {"type": "endDate", "startDate": "2026-03-02", "endDate": "2026-12-31"},
+        },
+        "cancelledOccurrences": ["OID.AAMk1.2026-05-04"],
+        "organizer": {"emailAddress": {"name": "Zoë, Admin", "address": "zoe@example.com"}},
+        "attendees": [
+            {
+                "type": "optional",
+                "status": {"response": "accepted"},
+                "emailAddress": {"name": "Ann", "address": "ann@example.com"},
+            },
+            {
+                "type": "resource",
+                "status": {"response": "none"},
+                "emailAddress": {"name": "Room", "address": "room@example.com"},
+            },
+        ],
+        "isReminderOn": True,
+        "reminderMinutesBeforeStart": 10,
+        "sensitivity": "private",
+        "showAs": "free",
+    }
+    parsed = parse_ics(ics.render(event))
+    (vevent,) = parsed.walk("VEVENT")
+    start = vevent["DTSTART"].dt
+    assert str(start.tzinfo) == "Europe/Berlin" and start.hour == 9  # 08:00 UTC in winter
+    assert parsed.walk("VTIMEZONE")
+    rule = vevent["RRULE"]
+    assert rule["FREQ"] == ["MONTHLY"] and rule["BYDAY"] == ["MO"] and rule["BYSETPOS"] == [1]
+    assert rule["INTERVAL"] == [2] and rule["UNTIL"][0].tzinfo is not None
+    exdate = vevent["EXDATE"].dts[0].dt
+    assert exdate.date().isoformat() == "2026-05-04" and exdate.hour == 9
+    assert str(vevent["SUMMARY"]) == "Standup; daily, short"
+    assert vevent["ORGANIZER"].params["CN"] == "Zoë, Admin"
+    roles = {str(a): (a.params["ROLE"], a.params["PARTSTAT"]) for a in vevent["ATTENDEE"]}
+    assert roles["mailto:ann@example.com"] == ("OPT-PARTICIPANT", "ACCEPTED")
+    assert roles["mailto:room@example.com"] == ("NON-PARTICIPANT", "NEEDS-ACTION")
+    assert vevent["CLASS"] == "PRIVATE" and vevent["TRANSP"] == "TRANSPARENT"
+    assert parsed.walk("VALARM")[0]["TRIGGER"].dt == timedelta(minutes=-10)
+
+    all_day = {
+        "id": "AAMk2",
+        "subject": "Holiday",
+        "isAllDay": True,
+        "start": {"dateTime": "2026-12-24T00:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-12-26T00:00:00.0000000", "timeZone": "UTC"},
+    }
+    (holiday,) = parse_ics(ics.render(all_day)).walk("VEVENT")
+    assert holiday["DTSTART"].dt.isoformat() == "2026-12-24"
+    assert holiday["DTEND"].dt.isoformat() == "2026-12-26"
