@@ -145,7 +145,9 @@ def event_out(req: Req, tenant: Tenant, event: OItem) -> dict[str, Any]:
             else []
         )
         del lo, hi
-    if "cancelledoccurrences" in expand:
+    selected = {s.lower() for s in req.select() or []}
+    if "cancelledoccurrences" in selected | set(expand) and event.props.get("recurrence"):
+        # Graph returns it only when selected ("Requires $select to retrieve").
         body["cancelledOccurrences"] = [f"OID.{event.id}.{d}" for d in event.cancelled]
     if "attachments" in expand:
         from graphsim.mail import attachment_json

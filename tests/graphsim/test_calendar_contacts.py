@@ -78,6 +78,11 @@ def test_calendar_view_delta_expands_series_with_exceptions(
         f"/users/{user.id}/events/{series}", params={"$expand": "exceptionOccurrences"}
     )
     assert [e["subject"] for e in master.json()["exceptionOccurrences"]] == ["Standup (moved)"]
+    assert "cancelledOccurrences" not in master.json()
+    selected = client.get(
+        f"/users/{user.id}/events/{series}", params={"$select": "subject,cancelledOccurrences"}
+    ).json()
+    assert selected["cancelledOccurrences"] == [f"OID.{series}.2026-02-16"]
 
 
 def test_generated_calendars_have_series_exceptions_and_cancellations(sim: Simulator) -> None:
