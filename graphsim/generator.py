@@ -873,7 +873,7 @@ class ContentGen:
             user = users[n % len(users)]
             given, surname = person_name(rng)
             folder_id = sub[user.id] if rng.random() < 0.3 else user.contacts_root
-            ops.new_item(
+            contact = ops.new_item(
                 tenant,
                 user,
                 "contact",
@@ -882,6 +882,21 @@ class ContentGen:
                 when=ANCHOR - timedelta(days=rng.randint(1, 600)),
                 key=f"c{n}",
             )
+            if n % 4 == 0:  # a photo for every fourth contact, kept as its only "attachment"
+                contact.attachments.append(
+                    Attachment(
+                        id=ids.attachment_id(contact.id, "photo"),
+                        kind="file",
+                        name="photo.jpg",
+                        content_type="image/jpeg",
+                        modified=contact.created,
+                        content=GeneratedContent(
+                            size=4_000 + (n % 7) * 512,
+                            seed=f"{tenant.seed}:{tenant.index}:photo:{n}",
+                            header=JPEG_HEADER,
+                        ),
+                    )
+                )
 
     # -- sites ------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from graphsim.calendar import (
     parse_dt,
     series_instances,
 )
+from graphsim.content import BytesContent
 from graphsim.core import (
     Engine,
     apply_select,
@@ -30,7 +31,8 @@ from graphsim.core import (
 from graphsim.http import GraphError, Req, Resp, Router, not_found
 from graphsim.mail import html_to_text
 from graphsim.routes_mail import folder_delta, get_item, register_attachment_routes, resolve_folder
-from graphsim.state import Folder, OItem, Tenant, User, iso
+from graphsim.state import Attachment, Folder, OItem, Tenant, User, iso
+from graphsim.state import utcnow as iso_now
 
 WINDOWS_ZONES = {
     "W. Europe Standard Time": "Europe/Berlin",
@@ -769,6 +771,56 @@ def register(router: Router) -> None:
             item.props[key] = value
         tenant.touch_item(item)
         return json_resp(contact_json(item))
+
+    def photo_of(req: Req) -> tuple[OItem, Attachment | None]:
+        tenant, user = tenant_of(req), mailbox_of(req)
+        item = get_item(tenant, user, req.params["item"], "contact")
+        return item, next((a for a in item.attachments if a.name == "photo.jpg"), None)
+
+    @router.add("GET", "/users/{user}/contacts/{item}/photo", "exchange")
+    def contact_photo(engine: Engine, req: Req) -> Resp:
+        _item, photo = photo_of(req)
+        if photo is None:
+            raise GraphError(404, "ErrorItemNotFound", "The photo wasn't found.")
+        return json_resp(
+            {
+                "@odata.context": f"{req.graph_base}/$metadata#users('{req.params['user']}')"
+                f"/contacts('{req.params['item']}')/photo/$entity",
+                "@odata.mediaContentType": photo.content_type,
+                "@odata.mediaEtag": f'W/"{photo.id[-16:]}"',
+                "id": "240X240",
+                "height": 240,
+                "width": 240,
+            }
+        )
+
+    @router.add("GET", "/users/{user}/contacts/{item}/photo/$value", "exchange")
+    def contact_photo_value(engine: Engine, req: Req) -> Resp:
+        _item, photo = photo_of(req)
+        if photo is None or photo.content is None:
+            raise GraphError(404, "ErrorItemNotFound", "The photo wasn't found.")
+        return Resp(200, photo.content.read(), {"Content-Type": photo.content_type or "image/jpeg"})
+
+    @router.add("PUT", "/users/{user}/contacts/{item}/photo/$value", "exchange")
+    def set_contact_photo(engine: Engine, req: Req) -> Resp:
+        tenant = tenant_of(req)
+        item, photo = photo_of(req)
+        if not req.body:
+            raise GraphError(400, "ErrorInvalidRequest", "The photo is empty.")
+        if photo is not None:
+            item.attachments.remove(photo)
+        item.attachments.append(
+            Attachment(
+                id=ids.attachment_id(item.id, "photo", tenant.new_name("photo")),
+                kind="file",
+                name="photo.jpg",
+                content_type=req.headers.get("content-type", "image/jpeg"),
+                modified=iso_now(),
+                content=BytesContent.of(req.body),
+            )
+        )
+        tenant.touch_item(item)
+        return Resp(200)
 
     @router.add("DELETE", "/users/{user}/contacts/{item}", "exchange")
     def delete_contact(engine: Engine, req: Req) -> Resp:

@@ -163,3 +163,28 @@ def test_contacts_folders_delta_and_create(sim: Simulator, client: httpx.Client,
         json={"givenName": "Ana", "surname": "Costa"},
     )
     assert in_folder.json()["parentFolderId"] == clients["id"]
+
+
+def test_contact_photos(sim: Simulator, client: httpx.Client, user: Any) -> None:
+    contacts = [
+        i for i in sim.tenant().items.values() if i.kind == "contact" and i.user_id == user.id
+    ]
+    with_photo = [c for c in contacts if c.attachments]
+    without = [c for c in contacts if not c.attachments]
+    assert with_photo
+    assert without
+    meta = client.get(f"/users/{user.id}/contacts/{with_photo[0].id}/photo")
+    assert meta.status_code == 200
+    assert meta.json()["@odata.mediaContentType"] == "image/jpeg"
+    image = client.get(f"/users/{user.id}/contacts/{with_photo[0].id}/photo/$value")
+    assert image.content.startswith(b"\xff\xd8\xff")
+    missing = client.get(f"/users/{user.id}/contacts/{without[0].id}/photo/$value")
+    assert missing.status_code == 404
+    put = client.put(
+        f"/users/{user.id}/contacts/{without[0].id}/photo/$value",
+        content=b"\xff\xd8\xffnew",
+        headers={"Content-Type": "image/jpeg"},
+    )
+    assert put.status_code == 200
+    again = client.get(f"/users/{user.id}/contacts/{without[0].id}/photo/$value")
+    assert again.content == b"\xff\xd8\xffnew"
