@@ -148,24 +148,40 @@ async def test_migrate_keeps_everything_searchable(
 async def test_migrate_under_concurrent_writes_and_searches(
     opensearch: OpenSearchBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Writes (new documents and deletions) land before, between and after every copy pass,
+    deterministically, while a free-running writer and a searcher add real concurrency."""
     monkeypatch.setattr(os_backend, "_INDEX_CACHE_SECONDS", 0.05)
     initial = [doc(title="Steady") for _ in range(200)]
     await opensearch.index(initial)
     expected = {d.version_id for d in initial}
+    victims = itertools.cycle(sorted(expected))
     done = asyncio.Event()
     failures: list[BaseException] = []
-    rounds = itertools.count()
+    interleaved_rounds = 0
+
+    async def write_round() -> None:
+        new = doc(title="Steady")
+        await opensearch.index([new])
+        expected.add(new.version_id)
+        victim = next(victims)
+        await opensearch.delete_versions("ta", [victim])
+        expected.discard(victim)
+
+    copy_pass = opensearch._reindex
+
+    async def interleaved(source: str, dest: str, query: dict[str, object] | None) -> None:
+        nonlocal interleaved_rounds
+        await write_round()
+        await copy_pass(source, dest, query)
+        await write_round()
+        interleaved_rounds += 2
+
+    monkeypatch.setattr(opensearch, "_reindex", interleaved)
 
     async def writer() -> None:
-        counter = itertools.count()
         while not done.is_set():
-            next(rounds)
-            new = doc(title="Steady")
-            await opensearch.index([new])
-            expected.add(new.version_id)
-            victim = sorted(expected)[next(counter) % len(expected)]
-            await opensearch.delete_versions("ta", [victim])
-            expected.discard(victim)
+            await write_round()
+            await asyncio.sleep(0.02)
 
     async def searcher() -> None:
         while not done.is_set():
@@ -180,7 +196,7 @@ async def test_migrate_under_concurrent_writes_and_searches(
     done.set()
     await asyncio.gather(*tasks)
     assert failures == []
-    assert next(rounds) > 5  # writes really overlapped the migration
+    assert interleaved_rounds == 6  # three copy passes, writes before and after each
     await opensearch.client.indices.refresh(index=opensearch.read_alias)
     seen: set[str] = set()
     cursor = None
