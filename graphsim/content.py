@@ -115,7 +115,7 @@ class GeneratedContent(Content):
 
     @property
     def key(self) -> str:
-        return f"g:{self.seed}:{self.size}"
+        return f"g:{self.seed}:{self.size}:{self.header.hex()}"
 
     def _block(self, index: int) -> bytes:
         rng = random.Random(f"{self.seed}/{index}")

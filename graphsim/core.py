@@ -53,7 +53,7 @@ class Engine:
     router: Router = field(default_factory=Router)
     base_url: str = ""
     upload_sessions: dict[str, Any] = field(default_factory=dict)
-    downloads: dict[str, tuple[str, str, str | None, float]] = field(default_factory=dict)
+    caches: dict[str, Any] = field(default_factory=dict)  # per simulator, never persisted
 
     # -- signed opaque tokens ---------------------------------------------------------------
 

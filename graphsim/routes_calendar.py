@@ -194,17 +194,19 @@ def resolve_event(tenant: Tenant, user: User, event_id: str) -> tuple[OItem, str
 
 
 ViewEntries = list[tuple[int, str, dict[str, Any]]]
-_VIEW_CACHE: dict[tuple[str, str, int, datetime, datetime], ViewEntries] = {}
 
 
-def _view(tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime) -> ViewEntries:
-    """Instances in a window, cached per tenant change number: delta pages repeat the query."""
+def _view(
+    engine: Engine, tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime
+) -> ViewEntries:
+    """Instances in a window, cached per change number: delta pages repeat the same query."""
+    cache: dict[Any, ViewEntries] = engine.caches.setdefault("calendar_view", {})
     key = (tenant.id, calendar.id, tenant.seq, lo, hi)
-    cached = _VIEW_CACHE.get(key)
+    cached = cache.get(key)
     if cached is None:
-        if len(_VIEW_CACHE) > 64:
-            _VIEW_CACHE.clear()
-        cached = _VIEW_CACHE[key] = _expand_view(tenant, calendar, lo, hi)
+        if len(cache) > 64:
+            cache.clear()
+        cached = cache[key] = _expand_view(tenant, calendar, lo, hi)
     return cached
 
 
@@ -484,7 +486,8 @@ def register(router: Router) -> None:
         bounds = window(req)
         assert bounds is not None
         values = sorted(
-            _view(tenant, calendar, *bounds), key=lambda e: (e[2]["start"]["dateTime"], e[1])
+            _view(engine, tenant, calendar, *bounds),
+            key=lambda e: (e[2]["start"]["dateTime"], e[1]),
         )
         return collection(
             req, engine, "events", [apply_select(v[2], req.select()) for v in values], default=10
@@ -522,7 +525,7 @@ def register(router: Router) -> None:
         )
         lo, hi = parse_dt(state.query["lo"]), parse_dt(state.query["hi"])
         page, more = delta_page(
-            state, _view(tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
+            state, _view(engine, tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
         )
         values = [
             {"@odata.type": "#microsoft.graph.event", "id": i, "@removed": {"reason": "deleted"}}
