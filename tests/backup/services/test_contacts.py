@@ -1,16 +1,33 @@
-"""Contacts backup, restore and export end to end against graphsim."""
+"""Contacts backup, restore, export and search end to end against graphsim.
+
+Expectations come from graphsim's own state (``sim.state``). One test runs on the scale-out
+column; the rest on the embedded one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import io
+import json
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.orm.attributes import set_committed_value
 
+from graphsim import ops
+from graphsim.state import Folder, OItem
+from safekeep.backup import collect as engine_collect
+from safekeep.backup.services import module_for
+from safekeep.backup.services.contacts import collect as contacts_collect
+from safekeep.backup.services.contacts.document import escape, fold, vcard
+from safekeep.backup.services.contacts.restore import WRITABLE
+from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Job, JobStatus
+from safekeep.tenants.models import Account, ItemVersion, Job, JobStatus
 from tests.backup.harness import EngineHarness
 
 
@@ -30,27 +47,397 @@ def _job_status_as_enum() -> Iterator[None]:
     event.remove(Job, "refresh", fix)
 
 
-async def open_versions(h: EngineHarness, account: Any, kinds: list[str]) -> dict[str, Any]:
+# ---- helpers --------------------------------------------------------------------------------
+
+
+async def users(h: EngineHarness) -> list[Account]:
+    return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
+
+
+async def open_versions(h: EngineHarness, account: Account, kinds: list[str]) -> dict[str, Any]:
     async with h.runtime.db.session() as session:
         return await catalog.open_external_ids(session, account.id, "contacts", kinds)
 
 
-def sim_contacts(h: EngineHarness, user_id: str) -> dict[str, Any]:
-    tenant = h.sim.tenant()
+async def versions_per_item(h: EngineHarness, account: Account) -> dict[Any, int]:
+    async with h.runtime.db.session() as session:
+        rows = await session.execute(
+            select(ItemVersion.item_id, func.count())
+            .where(ItemVersion.account_id == account.id, ItemVersion.service == "contacts")
+            .group_by(ItemVersion.item_id)
+        )
+        return {item_id: count for item_id, count in rows.all()}
+
+
+def sim_contacts(h: EngineHarness, user_id: str) -> dict[str, OItem]:
     return {
         i.id: i
-        for i in tenant.items.values()
+        for i in h.sim.tenant().items.values()
         if i.kind == "contact" and i.user_id == user_id and not i.deleted
     }
 
 
-async def test_full_backup_captures_every_contact(engine: EngineHarness) -> None:
+def sim_folders(h: EngineHarness, user_id: str) -> dict[str, Folder]:
+    return {f.id: f for f in h.sim.tenant().user_folders(user_id, "contact")}
+
+
+def child(h: EngineHarness, parent: str, name: str) -> Folder:
+    return next(
+        f
+        for f in h.sim.tenant().folders.values()
+        if f.parent_id == parent and f.display_name == name
+    )
+
+
+def add_fixtures(h: EngineHarness, user_id: str) -> dict[str, str]:
+    """A nested folder, and a contact with characters vCard must escape."""
+    tenant = h.sim.tenant()
+    user = tenant.users[user_id]
+    clients = child(h, user.contacts_root, "Clients")
+    with h.sim.state.lock:
+        vip = ops.new_folder(tenant, user, "contact", "VIP", clients.id)
+    tricky = h.sim.add_contact(
+        h.sim_tenant_id,
+        user_id,
+        given_name="Zoë",
+        surname="O'Brien; Jr, III",
+        emails=["zoe.obrien@quokkamail.example"],
+        folder=vip.id,
+    )
+    with h.sim.state.lock:
+        item = tenant.items[tricky]
+        item.props["personalNotes"] = "Line one\nLine two, with comma; and semicolon \\ slash"
+        item.props["companyName"] = "Wombat Logistics"
+        item.props["businessPhones"] = ["+41 44 555 12 34"]
+        item.props["categories"] = ["VIP", "Golf, weekends"]
+        tenant.touch_item(item)
+    return {"clients": clients.id, "vip": vip.id, "tricky": tricky}
+
+
+async def search(h: EngineHarness, text: str) -> list[str]:
+    """Titles of contact hits (waiting for OpenSearch's refresh when needed)."""
+    backend = await h.runtime.search_backend()
+    query = SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text=text)
+    for _ in range(50):
+        page = await backend.search(query)
+        titles = [hit.title for hit in page.hits if hit.service == "contacts"]
+        if titles:
+            return titles
+        await asyncio.sleep(0.1)
+    return []
+
+
+def graph_fields(props: dict[str, Any]) -> dict[str, Any]:
+    """Every writable field a contact has (what a restore must give back)."""
+    return {k: props[k] for k in WRITABLE if props.get(k) not in (None, "", [], {})}
+
+
+def unfold(data: bytes) -> list[str]:
+    return data.decode().replace("\r\n ", "").split("\r\n")
+
+
+# ---- backup ---------------------------------------------------------------------------------
+
+
+async def test_backup_then_incremental_tracks_versions_and_costs_little(
+    engine: EngineHarness,
+) -> None:
     h = engine
-    for account in [a for a in await h.accounts() if a.kind == "user"]:
-        _run, skipped = await h.backup(account, "contacts")
-        assert skipped == 0
-        stored = await open_versions(h, account, ["contact"])
-        expected = sim_contacts(h, account.graph_id)
-        assert set(stored) == set(expected)
-        folders = await open_versions(h, account, ["contact_folder"])
-        assert {v.parent_external_id for v in stored.values()} <= set(folders)
+    account = (await users(h))[0]
+    uid = account.graph_id
+    fixtures = add_fixtures(h, uid)
+    for n in range(25):
+        h.sim.add_contact(h.sim_tenant_id, uid, given_name=f"Bulk{n}", surname="Person")
+    run, skipped = await h.backup(account, "contacts")
+    assert skipped == 0
+    stored = await open_versions(h, account, ["contact"])
+    expected = sim_contacts(h, uid)
+    assert set(stored) == set(expected)
+    for contact_id, version in stored.items():
+        assert version.parent_external_id == expected[contact_id].folder_id
+        assert version.change_key == expected[contact_id].change_key
+    folders = await open_versions(h, account, ["contact_folder"])
+    sim_tree = sim_folders(h, uid)
+    assert set(folders) == set(sim_tree)
+    root = h.sim.tenant().users[uid].contacts_root
+    for folder_id, version in folders.items():
+        expected_parent = sim_tree[folder_id].parent_id
+        assert version.parent_external_id == (None if folder_id == root else expected_parent)
+    assert stored[fixtures["tricky"]].meta["folder"] == "/Contacts/Clients/VIP"
+
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, "contacts")
+    quiet = h.sim.counters()["total"]
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    # The default folder, the folder delta, and one $batch carrying each folder's delta
+    # request (graphsim, like Graph's throttling, also counts the batch's inner requests).
+    assert quiet <= 3 + len(folders), h.sim.counters()["by_endpoint"]
+    assert h.sim.counters()["by_endpoint"]["POST /$batch"] == 1
+    assert quiet < len(expected)
+
+    # Edit, delete, add, move to another folder, and delete a whole folder.
+    contacts = sorted(sim_contacts(h, uid))
+    in_root = [c for c in contacts if expected[c].folder_id == root]
+    edited, deleted, moved = in_root[0], in_root[1], in_root[2]
+    h.sim.edit_item(h.sim_tenant_id, edited, {"jobTitle": "Chief Wombat Officer"})
+    h.sim.delete_item(h.sim_tenant_id, deleted)
+    new = h.sim.add_contact(
+        h.sim_tenant_id, uid, given_name="Nia", surname="Newcomer", folder=fixtures["clients"]
+    )
+    h.sim.move_item(h.sim_tenant_id, moved, fixtures["clients"])
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        tenant.delete_folder(tenant.folders[fixtures["vip"]])
+    before = {v.item_id for v in stored.values()}
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, "contacts")
+    assert h.sim.counters()["total"] <= quiet + 2, h.sim.counters()["by_endpoint"]
+    stored = await open_versions(h, account, ["contact"])
+    assert set(stored) == set(sim_contacts(h, uid))
+    assert stored[edited].meta["job_title"] == "Chief Wombat Officer"
+    assert stored[edited].first_seq == run.seq
+    assert deleted not in stored and fixtures["tricky"] not in stored
+    assert stored[new].parent_external_id == fixtures["clients"]
+    assert stored[moved].parent_external_id == fixtures["clients"]
+    assert stored[moved].item_id in before  # one item, with a new parent
+    assert fixtures["vip"] not in await open_versions(h, account, ["contact_folder"])
+    counts = await versions_per_item(h, account)
+    assert counts[stored[edited].item_id] == 2
+
+
+async def test_interrupted_backup_resumes_without_loss_or_duplicates(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    account = (await users(h))[0]
+    for n in range(5):
+        h.sim.add_contact(h.sim_tenant_id, account.graph_id, given_name=f"P{n}", surname="Page")
+    monkeypatch.setattr(contacts_collect, "PAGE_SIZE", 2)
+    original = engine_collect.CollectContext.progress
+    calls = {"n": 0}
+
+    async def dying(self: engine_collect.CollectContext) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed")
+        await original(self)
+
+    monkeypatch.setattr(engine_collect.CollectContext, "progress", dying)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await h.backup(account, "contacts")
+    monkeypatch.setattr(engine_collect.CollectContext, "progress", original)
+    assert await open_versions(h, account, ["contact"])  # some pages were made durable
+
+    run, _ = await h.backup(account, "contacts")
+    assert run.resumed
+    stored = await open_versions(h, account, ["contact"])
+    assert set(stored) == set(sim_contacts(h, account.graph_id))
+    assert set((await versions_per_item(h, account)).values()) == {1}
+    run, _ = await h.backup(account, "contacts")
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+
+
+async def test_resync_after_expired_tokens_adds_no_versions(engine: EngineHarness) -> None:
+    h = engine
+    account = (await users(h))[0]
+    add_fixtures(h, account.graph_id)
+    await h.backup(account, "contacts")
+    counts = await versions_per_item(h, account)
+    gone = sorted(sim_contacts(h, account.graph_id))[0]
+    h.sim.delete_item(h.sim_tenant_id, gone)
+    h.sim.expire_delta_tokens(h.sim_tenant_id)
+    run, skipped = await h.backup(account, "contacts")
+    assert skipped == 0
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 1)
+    assert await versions_per_item(h, account) == counts
+    assert set(await open_versions(h, account, ["contact"])) == set(
+        sim_contacts(h, account.graph_id)
+    )
+    run, _ = await h.backup(account, "contacts")  # the new links work
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+
+
+# ---- restore --------------------------------------------------------------------------------
+
+
+async def test_restore_round_trips_every_field(engine: EngineHarness) -> None:
+    h = engine
+    account = (await users(h))[0]
+    uid = account.graph_id
+    fixtures = add_fixtures(h, uid)
+    await h.backup(account, "contacts")
+    originals = {i: dict(c.props) for i, c in sim_contacts(h, uid).items()}
+    folders = {i: c.folder_id for i, c in sim_contacts(h, uid).items()}
+    lost = [fixtures["tricky"], *sorted(originals)[:2]]
+    for contact_id in lost:
+        h.sim.delete_item(h.sim_tenant_id, contact_id)
+
+    report = await h.restore(account, "contacts")
+    assert report.failed_count == 0
+    assert report.restored_count == len(lost)
+    assert report.skipped_count == len(originals) - len(lost)
+    now = sim_contacts(h, uid)
+    by_name = {(c.props["displayName"], c.folder_id): c for c in now.values()}
+    for contact_id in lost:
+        original = originals[contact_id]
+        back = by_name[(original["displayName"], folders[contact_id])]
+        assert back.id != contact_id
+        assert graph_fields(back.props) == graph_fields(original)
+
+
+async def test_restore_to_another_account_new_folder_and_conflicts(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    source, target = (await users(h))[:2]
+    add_fixtures(h, source.graph_id)
+    await h.backup(source, "contacts")
+    originals = sim_contacts(h, source.graph_id)
+    folder_names = {f.id: f.display_name for f in sim_folders(h, source.graph_id).values()}
+
+    def where(h: EngineHarness, user_id: str) -> list[tuple[str, str]]:
+        names = {f.id: f.display_name for f in sim_folders(h, user_id).values()}
+        return sorted(
+            (c.props["displayName"], names[c.folder_id]) for c in sim_contacts(h, user_id).values()
+        )
+
+    expected = sorted(
+        (c.props["displayName"], folder_names[c.folder_id]) for c in originals.values()
+    )
+    before = where(h, target.graph_id)
+    report = await h.restore(source, "contacts", target=target)
+    assert report.failed_count == 0 and report.restored_count == len(originals)
+    assert sorted(before + expected) == where(h, target.graph_id)
+
+    # Into a new folder: the default folder's contacts go straight in, the tree below it.
+    report = await h.restore(source, "contacts", folder_mode="new")
+    assert report.restored_count == len(originals)
+    root = h.sim.tenant().users[source.graph_id].contacts_root
+    restored = next(
+        f
+        for f in sim_folders(h, source.graph_id).values()
+        if f.display_name.startswith("Restored ")
+    )
+    assert restored.parent_id == root
+    vip = child(h, child(h, restored.id, "Clients").id, "VIP")
+    assert [c.props["givenName"] for c in h.sim.tenant().folder_items(vip.id)] == ["Zoë"]
+    direct = {c.props["displayName"] for c in h.sim.tenant().folder_items(restored.id)}
+    assert direct == {c.props["displayName"] for c in originals.values() if c.folder_id == root}
+
+    # Conflict rules on the original folders.
+    stored = await open_versions(h, source, ["contact"])
+    one = sorted(stored)[0]
+    item = stored[one].item_id
+    name = originals[one].props["displayName"]
+
+    def copies() -> set[str]:
+        return {
+            c.id
+            for c in sim_contacts(h, source.graph_id).values()
+            if c.props["displayName"] == name and c.folder_id == originals[one].folder_id
+        }
+
+    start = copies()
+    report = await h.restore(source, "contacts", scope_type="items", item_ids=[item])
+    assert report.skipped_count == 1 and copies() == start
+    report = await h.restore(
+        source, "contacts", scope_type="items", item_ids=[item], conflict="keep_both"
+    )
+    assert report.restored_count == 1 and len(copies()) == len(start) + 1
+    both = copies()
+    report = await h.restore(
+        source, "contacts", scope_type="items", item_ids=[item], conflict="overwrite"
+    )
+    assert report.restored_count == 1
+    after = copies()
+    assert len(after) == len(both) and len(after - both) == 1
+
+
+# ---- export, download, search ----------------------------------------------------------------
+
+
+async def test_export_download_and_search(engine: EngineHarness) -> None:
+    from safekeep.backup.context import open_repository
+
+    h = engine
+    account = (await users(h))[0]
+    fixtures = add_fixtures(h, account.graph_id)
+    await h.backup(account, "contacts")
+    contacts = sim_contacts(h, account.graph_id)
+
+    archive = zipfile.ZipFile(io.BytesIO(await h.export(account, "contacts")))
+    manifest = {f["path"]: f for f in json.loads(archive.read("manifest.json"))["files"]}
+    cards = [n for n in archive.namelist() if n.endswith(".vcf")]
+    assert len(cards) == len(contacts) == len(manifest)
+    names = set()
+    for name in cards:
+        raw = archive.read(name)
+        assert hashlib.sha256(raw).hexdigest() == manifest[name]["sha256"]
+        lines = unfold(raw)
+        assert lines[0] == "BEGIN:VCARD" and lines[1] == "VERSION:3.0"
+        names.add(next(line[3:] for line in lines if line.startswith("FN:")))
+    assert names == {escape(c.props["displayName"]) for c in contacts.values()}
+    assert any(n.endswith("Contacts/Clients/VIP/Zoë O'Brien; Jr, III.vcf") for n in cards)
+
+    version = (await open_versions(h, account, ["contact"]))[fixtures["tricky"]]
+    repo = await open_repository(h.runtime, h.tenant)
+    content = await module_for("contacts").content(repo, version)
+    assert content.media_type.startswith("text/vcard") and not content.rangeable
+    raw = b"".join([c async for c in content.open(0, None)])
+    lines = unfold(raw)
+    assert "N:O'Brien\\; Jr\\, III;Zoë;;;" in lines
+    assert "NOTE:Line one\\nLine two\\, with comma\\; and semicolon \\\\ slash" in lines
+    assert "CATEGORIES:VIP,Golf\\, weekends" in lines
+    assert (
+        "ORG:Wombat Logistics;" + escape(contacts[fixtures["tricky"]].props["department"]) in lines
+    )
+
+    for text in ("quokkamail", "Wombat", "555 12 34", "O'Brien"):
+        assert "Zoë O'Brien; Jr, III" in await search(h, text), text
+
+
+async def test_scaleout_backup_search_and_restore(scaleout_engine: EngineHarness) -> None:
+    h = scaleout_engine
+    account = (await users(h))[0]
+    fixtures = add_fixtures(h, account.graph_id)
+    await h.backup(account, "contacts")
+    assert set(await open_versions(h, account, ["contact"])) == set(
+        sim_contacts(h, account.graph_id)
+    )
+    assert "Zoë O'Brien; Jr, III" in await search(h, "quokkamail")
+    original = dict(h.sim.tenant().items[fixtures["tricky"]].props)
+    h.sim.delete_item(h.sim_tenant_id, fixtures["tricky"])
+    report = await h.restore(account, "contacts")
+    assert report.restored_count == 1 and report.failed_count == 0
+    back = [c for c in sim_contacts(h, account.graph_id).values() if c.folder_id == fixtures["vip"]]
+    assert [graph_fields(c.props) for c in back] == [graph_fields(original)]
+
+
+# ---- vCard, on its own ----------------------------------------------------------------------
+
+
+def test_vcard_escapes_and_folds_without_splitting_characters() -> None:
+    contact = {
+        "id": "AAMkC1",
+        "givenName": "Émilie",
+        "surname": "Durand",
+        "displayName": "Émilie Durand",
+        "personalNotes": "ä" * 100,
+        "emailAddresses": [{"address": "e@example.com"}, {"address": "e2@example.com"}],
+        "homeAddress": {"street": "Rue 1; bis", "city": "Lyon", "postalCode": "69001"},
+        "mobilePhone": "+33 6 00 00 00 00",
+        "birthday": "1990-05-17T11:59:00Z",
+        "lastModifiedDateTime": "2026-01-02T03:04:05Z",
+    }
+    data = vcard(contact)
+    for line in data.split(b"\r\n"):
+        assert len(line) <= 75
+        line.decode()  # never cut inside a UTF-8 sequence
+    lines = unfold(data)
+    assert "NOTE:" + "ä" * 100 in lines
+    assert "EMAIL;TYPE=INTERNET,PREF:e@example.com" in lines
+    assert "EMAIL;TYPE=INTERNET:e2@example.com" in lines
+    assert "ADR;TYPE=HOME:;;Rue 1\\; bis;Lyon;;69001;" in lines
+    assert "TEL;TYPE=CELL,VOICE:+33 6 00 00 00 00" in lines
+    assert "BDAY:1990-05-17" in lines and "REV:20260102T030405Z" in lines
+    assert fold("x" * 150).count("\r\n ") == 2
