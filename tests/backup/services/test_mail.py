@@ -340,8 +340,10 @@ async def test_full_then_incremental_capture_every_version_once(engine: EngineHa
 
     # Changes of every kind, then an incremental.
     user = user_of(h, account)
-    stored = sorted(before)
-    edited, moved, deleted = [m for m in stored if m != crafted][:3]
+    folders = sim_folders(h, account)
+    receipts = next(f.id for f in folders.values() if f.display_name == "Receipts")
+    outside = sorted(m for m, v in before.items() if v.parent_external_id != receipts)
+    edited, moved, deleted = [m for m in outside if m != crafted][:3]
     h.sim.edit_item(t, edited, {"subject": "Edited subject", "isRead": True})
     h.sim.move_item(t, moved, user.well_known["archive"])
     h.sim.delete_item(t, deleted, hard=True)
@@ -349,17 +351,19 @@ async def test_full_then_incremental_capture_every_version_once(engine: EngineHa
     new = h.sim.add_message(
         t, account.graph_id, crafted_mime("A new one"), "Brand new", is_read=False
     )
+    sub = h.sim.add_mail_folder(t, account.graph_id, "Below receipts", receipts)
+    h.sim.add_message(t, account.graph_id, plain_mime("Filed below"), "Below receipts")
     h.sim.reset_counters()
     run, skipped = await h.backup(account, SERVICE)
     assert skipped == 0
     counters = h.sim.counters()
     after = await assert_matches_simulator(h, account)
-    assert run.counters.added == 2  # the new folder and the new message
+    assert run.counters.added == 4  # two folders, two messages
     assert run.counters.changed == 2  # the edit and the move
     assert run.counters.removed == 1
     # Only what changed was fetched.
-    assert endpoint_count(counters, GET_MESSAGE) == 3
-    assert endpoint_count(counters, GET_MIME) == 3
+    assert endpoint_count(counters, GET_MESSAGE) == 4
+    assert endpoint_count(counters, GET_MIME) == 4
     versions = await all_versions(h, account)
     assert len(versions[edited]) == 2
     old, current = sorted(versions[edited], key=lambda v: v.first_seq)
@@ -372,6 +376,16 @@ async def test_full_then_incremental_capture_every_version_once(engine: EngineHa
     assert [v.last_seq for v in versions[deleted]] == [run.seq - 1]
     assert after[new].parent_external_id == folder
     assert all(len(vs) == 1 for m, vs in versions.items() if m not in (edited, moved))
+
+    # A deleted folder takes its sub-folders and their messages out of the view.
+    doomed = {m for m, v in after.items() if v.parent_external_id in (receipts, sub)}
+    h.sim.delete_item(t, receipts)
+    run, _ = await h.backup(account, SERVICE)
+    current_view = await assert_matches_simulator(h, account)
+    assert run.counters.removed == 2 + len(doomed)
+    assert doomed.isdisjoint(current_view)
+    assert {receipts, sub}.isdisjoint(await open_versions(h, account, "mail_folder"))
+    versions = await all_versions(h, account)
 
     # No change: no new version and no message fetched. What it costs depends on the
     # number of folders, not of messages: two $batch calls (the well-known folders, the
@@ -522,6 +536,29 @@ async def test_policy_switches_for_junk_deleted_and_recoverable_items(
     assert stored[purged].parent_external_id == recoverable
     versions = await all_versions(h, account)
     assert versions[trash][0].last_seq is not None  # out of the view, not deleted
+
+
+async def test_throttled_mailbox_is_backed_up_without_retry_after_violations(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    account = await first_user(h)
+    h.sim.set_throttling(
+        mode="custom",
+        mailbox_requests=25,
+        mailbox_window_s=1.0,
+        fractional_retry_after=True,
+        error_rate=0.05,
+        error_retry_after_s=0.2,
+    )
+    h.sim.reset_counters()
+    _, skipped = await h.backup(account, SERVICE)
+    counters = h.sim.counters()
+    assert skipped == 0
+    assert counters["throttled"] > 0
+    assert counters["retry_after_violations"] == 0
+    assert max(counters["max_concurrency"].values()) <= 4
+    await assert_matches_simulator(h, account)
 
 
 # ---- download and search ---------------------------------------------------------------------

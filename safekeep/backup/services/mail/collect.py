@@ -298,9 +298,11 @@ class MailCollector:
 
     @staticmethod
     async def _drop_folder(cat: CatalogPage, folder_id: str) -> None:
-        """A folder is gone: end it, everything below it, and its delta state."""
-        await cat.remove_subtree(folder_id)
+        """A folder is gone: end it, everything below it, and its delta state. The folder
+        goes first: ``remove_subtree`` flushes, so a later subtree query (sessions do not
+        autoflush) cannot meet this folder again and end it twice."""
         await cat.remove(folder_id)
+        await cat.remove_subtree(folder_id)
         await cat.drop_delta(folder_id)
 
     async def _recoverable_items(self) -> None:
