@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import structlog
 
-from safekeep.backup.services.base import RestoreContext, read_content
+from safekeep.backup.services.base import RestoreContext, Selection, read_content
 from safekeep.backup.services.drive.delta import closing
 from safekeep.backup.services.drive.model import is_folder
 from safekeep.graph.errors import AuthError, Conflict, GraphError
@@ -250,6 +250,29 @@ def check_upload(version: ItemVersion, created: Json) -> None:
     size = created.get("size")
     if isinstance(size, int) and size != version.size:
         raise RestoreFailed("size_mismatch", f"Graph stored {size} bytes of {version.size}")
+
+
+def folders_in_scope(selection: Selection) -> list[tuple[str, list[str]]]:
+    """Every folder a whole or folder-scoped restore covers, with its path, parents first."""
+    if not (selection.whole or selection.roots):
+        return []
+    chosen: list[tuple[str, list[str]]] = []
+    for external_id in selection.folders:
+        if selection.roots is not None and not _below(selection, external_id, selection.roots):
+            continue
+        chosen.append((external_id, selection.path_of(external_id)))
+    return sorted(chosen, key=lambda pair: len(pair[1]))
+
+
+def _below(selection: Selection, external_id: str | None, roots: set[str]) -> bool:
+    seen: set[str] = set()
+    while external_id is not None and external_id not in seen:
+        if external_id in roots:
+            return True
+        seen.add(external_id)
+        folder = selection.folders.get(external_id)
+        external_id = folder.parent_external_id if folder is not None else None
+    return False
 
 
 @dataclass

@@ -30,6 +30,7 @@ from safekeep.backup.services.drive.restore import (
     DriveWriter,
     Expected,
     RestoreFailed,
+    folders_in_scope,
     observe_strays,
     run_bounded,
 )
@@ -49,29 +50,6 @@ async def user_drive(graph: GraphClient, user_id: str) -> tuple[str, str]:
     return str(root["parentReference"]["driveId"]), str(root["id"])
 
 
-def folders_in_scope(selection: Selection) -> list[list[str]]:
-    """Every folder a whole or folder-scoped restore covers, parents before children."""
-    if not (selection.whole or selection.roots):
-        return []
-    chosen: list[list[str]] = []
-    for external_id in selection.folders:
-        if selection.roots is not None and not _below(selection, external_id, selection.roots):
-            continue
-        chosen.append(selection.path_of(external_id))
-    return sorted(chosen, key=len)
-
-
-def _below(selection: Selection, external_id: str | None, roots: set[str]) -> bool:
-    seen: set[str] = set()
-    while external_id is not None and external_id not in seen:
-        if external_id in roots:
-            return True
-        seen.add(external_id)
-        folder = selection.folders.get(external_id)
-        external_id = folder.parent_external_id if folder is not None else None
-    return False
-
-
 async def restore_drive(
     ctx: RestoreContext,
     selection: Selection,
@@ -85,9 +63,7 @@ async def restore_drive(
     that empty ones come back too. ``folder_names(version)`` is where each goes below
     ``top``. Returns what the restore point held (for ``observe_strays``)."""
     expected = Expected()
-    for names in folders_in_scope(selection):
-        if not names:
-            continue
+    for _external_id, names in folders_in_scope(selection):
         with contextlib.suppress(GraphError, RestoreFailed):  # its files report it each
             await writer.folder([*top, *names])
 
