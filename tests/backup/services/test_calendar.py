@@ -753,3 +753,42 @@ def test_ics_keeps_the_organisers_zone_all_day_dates_and_exdates() -> None:
     (holiday,) = parse_ics(ics.render(all_day)).walk("VEVENT")
     assert holiday["DTSTART"].dt.isoformat() == "2026-12-24"
     assert holiday["DTEND"].dt.isoformat() == "2026-12-26"
+
+
+def test_selected_event_fields_exist_in_graph_v1() -> None:
+    """Graph answers 400 to a $select of a property v1.0 does not have."""
+    from msgraph.generated.models.event import Event as GraphEvent
+
+    known = (set(GraphEvent().get_field_deserializers()) | {"id"}) - {"@odata.type"}
+    navigation = {"attachments", "calendar", "extensions", "instances"}
+    extended = {"multiValueExtendedProperties", "singleValueExtendedProperties"}
+    assert set(calendar_collect.EVENT_FIELDS) <= known
+    assert known - set(calendar_collect.EVENT_FIELDS) == navigation | extended
+
+
+async def test_unreadable_event_is_skipped_then_retried_next_run(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safekeep.graph.errors import TransientError
+
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    real = calendar_collect.CalendarCollector._attachment
+
+    async def broken(self: Any, event_id: str, meta: dict[str, Any]) -> Any:
+        raise TransientError(503, "ServiceUnavailable", "attachment store is down")
+
+    monkeypatch.setattr(calendar_collect.CalendarCollector, "_attachment", broken)
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 1
+    stored = await open_versions(h, account, ["event"])
+    assert added["file"] not in stored
+    assert set(stored) == set(sim_events(h, account.graph_id)) - {added["file"]}
+
+    monkeypatch.setattr(calendar_collect.CalendarCollector, "_attachment", real)
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0 and run.counters.added == 1
+    assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, account.graph_id))
+    async with h.runtime.db.session() as session:
+        assert await catalog.skipped_items(session, account.id, "calendar") == []
