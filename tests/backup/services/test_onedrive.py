@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from graphsim.content import make_docx
 from graphsim.state import Drive, DriveItem
 from safekeep.backup.collect import CollectContext
+from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.drive import collect as drive_collect
 from safekeep.backup.services.drive.collect import ContentMismatch
 from safekeep.backup.services.drive.quickxor import QuickXorHash, quickxor_b64
@@ -227,6 +228,7 @@ async def test_full_then_incremental_follows_graphsim(engine: EngineHarness) -> 
         assert len(chain) <= 2
     reversions = {v.meta["id"] for v in versions if v.first_seq == 3 and v.meta.get("id") in stored}
     assert reversions - (set(stored) - original_ids) == changed_ids - {new_id}
+    assert h.sim.counters()["retry_after_violations"] == 0
     moved_now = stored[moved.id]
     assert moved_now.parent_external_id == target_folder.id
     moved_chain = by_item[moved_now.item_id]
@@ -569,6 +571,19 @@ async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) 
     assert "zoo.txt" in await titles("quokka")
     assert "contoso.docx" in await titles("wombatprefix")
     assert "contoso.docx" in await titles("contoso")  # by name too
+
+    # The indexing retry job builds the same fields from the stored bytes.
+    repo = await _repo(h)
+    stored = next(v for v in (await current(h, account)).values() if v.name == "contoso.docx")
+    document = await read_document(repo, stored)
+
+    async def read_back() -> bytes | None:
+        return b"".join([c async for c in read_content(repo, stored)])
+
+    fields = await SERVICE.search_fields(stored, document, read_back)
+    assert fields is not None
+    assert "wombatprefix payment due in March" in fields.body
+    assert (fields.file_type, fields.folder_path) == ("docx", "/Invoices")
 
 
 # ---- the scale-out column ----------------------------------------------------------------------
