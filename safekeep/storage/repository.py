@@ -8,8 +8,8 @@ with its object key as associated data (see ``envelope``). The ``ContentRef`` re
 the chunks in order; callers save it in a row only after ``put_*`` returns, which is after
 every blob is durable.
 
-Memory is bounded whatever the item size: the chunker window (8 MiB) plus
-``upload_concurrency`` chunks in flight on write, ``read_ahead`` chunks on read.
+Memory is bounded whatever the item size: the chunker window (8 MiB) plus at most
+``upload_buffer_bytes`` of chunks in flight on write, ``read_ahead`` chunks on read.
 """
 
 from __future__ import annotations
@@ -90,32 +90,90 @@ class PutStats:
     deduped_chunks: int = 0  # chunks already present (or written concurrently by another)
 
 
-class _Uploads:
-    """Bounded set of chunk uploads for one put: fail fast, never leave tasks behind."""
+class _InFlight:
+    """Bounds chunk uploads in flight by count and by bytes, shared by all puts of a repository.
 
-    def __init__(self, slots: asyncio.Semaphore) -> None:
-        self._slots = slots
+    S3 latency, not bandwidth, limits small items, so many of them should be in flight at
+    once; large chunks are limited by memory. A count alone cannot serve both. Waiters are
+    served in order; one upload is always admitted, whatever its size.
+    """
+
+    def __init__(self, max_count: int, max_bytes: int) -> None:
+        self.max_count = max(1, max_count)
+        self.max_bytes = max_bytes
+        self._count = 0
+        self._bytes = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def _fits(self, n: int) -> bool:
+        return self._count < self.max_count and (
+            self._count == 0 or self._bytes + n <= self.max_bytes
+        )
+
+    def _take(self, n: int) -> None:
+        self._count += 1
+        self._bytes += n
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():  # cancelled while waiting
+                self._waiters.popleft()
+                continue
+            if not self._fits(n):
+                return
+            self._waiters.popleft()
+            self._take(n)
+            fut.set_result(None)
+
+    async def acquire(self, n: int) -> None:
+        if not self._waiters and self._fits(n):
+            self._take(n)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # admitted, then cancelled before running: give it back
+            else:
+                self._wake()
+            raise
+
+    def release(self, n: int) -> None:
+        self._count -= 1
+        self._bytes -= n
+        self._wake()
+
+
+class _Uploads:
+    """The chunk uploads of one put: fail fast, and never leave tasks behind."""
+
+    def __init__(self, inflight: _InFlight) -> None:
+        self._budget = inflight
         self._tasks: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
-        if not task.cancelled() and task.exception() is not None and self._error is None:
-            self._error = task.exception()
-
-    async def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def spawn(self, coro: Coroutine[Any, Any, None], size: int) -> None:
         if self._error is not None:
             coro.close()
             raise self._error
         try:
-            await self._slots.acquire()
+            await self._budget.acquire(size)
         except BaseException:
             coro.close()
             raise
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._budget.release(size)
+            if not task.cancelled() and task.exception() is not None and self._error is None:
+                self._error = task.exception()
+
+        task.add_done_callback(done)
 
     async def wait(self) -> None:
         if self._tasks:
@@ -139,7 +197,8 @@ class TenantRepository:
         tenant_id: str,
         data_key: bytes,
         retain_until: datetime | None = None,
-        upload_concurrency: int = 4,
+        upload_concurrency: int = 16,
+        upload_buffer_bytes: int = 16 * 1024 * 1024,
         read_ahead: int = 3,
         known_cache_size: int = 65_536,
     ) -> None:
@@ -154,12 +213,12 @@ class TenantRepository:
         self._name_key = keys.name_key
         self._seed = keys.chunker_seed
         self._cipher = BlobCipher(keys.encryption_key)
-        self._slots = asyncio.Semaphore(upload_concurrency)
+        self._budget = _InFlight(upload_concurrency, upload_buffer_bytes)
         self._read_ahead = max(1, read_ahead)
         # Names known to exist with at least our retention: saves a HEAD per repeated chunk.
         self._known: OrderedDict[bytes, None] = OrderedDict()
         self._known_max = known_cache_size
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._writing: dict[str, asyncio.Future[None]] = {}
 
     def __repr__(self) -> str:
         return f"TenantRepository(tenant_id={self.tenant_id!r}, store={self.store!r})"
@@ -212,13 +271,13 @@ class TenantRepository:
             if self._is_known(name):
                 self.stats.deduped_chunks += 1
                 return
-            pending = self._inflight.get(name)
+            pending = self._writing.get(name)
             if pending is None:
                 break
             await asyncio.shield(pending)  # the same chunk twice in flight: wait, then re-check
         key = self.chunk_key(name)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inflight[name] = done
+        self._writing[name] = done
         try:
             info = await self.store.head(key)
             if info is None:
@@ -234,7 +293,7 @@ class TenantRepository:
                 await self._ensure_retention(key, info)
             self._remember(name)
         finally:
-            del self._inflight[name]
+            del self._writing[name]
             done.set_result(None)
 
     def _cut_and_name(
@@ -251,14 +310,14 @@ class TenantRepository:
         chunker = ContentChunker(seed=self._seed)
         total = hashlib.sha256()
         refs: list[ChunkRef] = []
-        uploads = _Uploads(self._slots)
+        uploads = _Uploads(self._budget)
         size = 0
 
         async def emit(final: bool) -> None:
             named = await asyncio.to_thread(self._cut_and_name, chunker, total, final)
             for name, data in named:
                 refs.append(ChunkRef(name, len(data)))
-                await uploads.spawn(self._store_chunk(name, data))
+                await uploads.spawn(self._store_chunk(name, data), len(data))
 
         try:
             async for piece in chunks:
@@ -287,11 +346,11 @@ class TenantRepository:
             chunks=(ChunkRef(self.chunk_name(data), len(data)),) if data else (),
         )
         if data:
-            await self._slots.acquire()
+            await self._budget.acquire(len(data))
             try:
                 await self._store_chunk(ref.chunks[0].name, bytes(data))
             finally:
-                self._slots.release()
+                self._budget.release(len(data))
         self.stats.logical_bytes += len(data)
         return ref
 

@@ -38,7 +38,8 @@ async def test_put_and_read_of_a_large_stream_use_bounded_memory(tmp_path: Path)
         tracemalloc.stop()
         await store.close()
     assert ref.size == seen == TOTAL
-    # Window (8 MiB) + joined window + 4 chunks in flight, each with its sealed copy.
-    assert put_peak < 48 * MiB, put_peak / MiB
+    # Window (8 MiB) and its joined copy, plus the 16 MiB upload budget with sealed copies:
+    # about 42 MiB measured, far from the 128 MiB a non-streaming path would hold.
+    assert put_peak < 56 * MiB, put_peak / MiB
     # read_ahead (3) chunks and their blobs.
     assert read_peak < 40 * MiB, read_peak / MiB
