@@ -34,6 +34,7 @@ from safekeep.backup.services import module_for
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.mail import collect as mail_collect
 from safekeep.backup.services.mail.mime import mboxrd_unescape
+from safekeep.errors import NotFound
 from safekeep.graph.errors import TransientError
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
@@ -537,6 +538,22 @@ async def test_policy_switches_for_junk_deleted_and_recoverable_items(
     versions = await all_versions(h, account)
     assert versions[trash][0].last_seq is not None  # out of the view, not deleted
 
+    # Graph cannot write into Recoverable Items: its messages come back in a folder of
+    # that name at the top of the mailbox.
+    report = await h.restore(
+        account, SERVICE, scope_type="items", item_ids=[stored[purged].item_id]
+    )
+    assert report.restored_count == 1
+    user = user_of(h, account)
+    landing = [
+        f
+        for f in sim_folders(h, account).values()
+        if f.parent_id == user.msgfolderroot and f.display_name == "Recoverable Items"
+    ]
+    assert len(landing) == 1
+    imid = stored[purged].meta["internet_message_id"]
+    assert len(messages_with_id(h, account.graph_id, landing[0].id, imid)) == 1
+
 
 async def test_throttled_mailbox_is_backed_up_without_retry_after_violations(
     engine: EngineHarness,
@@ -579,6 +596,9 @@ async def test_download_gives_the_exact_mime_with_ranges(engine: EngineHarness) 
     assert content.rangeable
     assert b"".join([c async for c in content.open(0, None)]) == original
     assert b"".join([c async for c in content.open(100, 5_000)]) == original[100:5_001]
+    inbox = (await open_versions(h, account, "mail_folder"))[version.parent_external_id or ""]
+    with pytest.raises(NotFound):
+        await module_for(SERVICE).content(repo, inbox)
 
 
 async def test_search_finds_subject_body_people_and_attachment_text(

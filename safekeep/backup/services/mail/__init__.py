@@ -45,6 +45,7 @@ from safekeep.backup.services.mail import collect as _collect
 from safekeep.backup.services.mail import export as _export
 from safekeep.backup.services.mail import fields as _fields
 from safekeep.backup.services.mail import restore as _restore
+from safekeep.errors import NotFound
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
 
@@ -65,7 +66,7 @@ class MailService:
 
     async def content(self, repo: TenantRepository, version: ItemVersion) -> Content:
         if version.kind != _fields.MESSAGE or not version.content:
-            raise ValueError("only messages have content")
+            raise NotFound("A mail folder has no content of its own; download its messages")
         size = int(version.content.get("size") or version.size)
 
         def open_range(start: int, end_inclusive: int | None) -> AsyncIterator[bytes]:
