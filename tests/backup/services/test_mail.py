@@ -555,6 +555,27 @@ async def test_policy_switches_for_junk_deleted_and_recoverable_items(
     assert len(messages_with_id(h, account.graph_id, landing[0].id, imid)) == 1
 
 
+async def test_a_folder_deleted_during_the_run_does_not_fail_the_mailbox(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    account = await first_user(h)
+    folders = sim_folders(h, account)
+    newsletters = next(f.id for f in folders.values() if f.display_name == "Newsletters")
+    original = mail_collect.MailCollector._load_folders
+
+    async def then_delete(self: Any) -> None:
+        await original(self)
+        h.sim.delete_item(h.sim_tenant_id, newsletters)  # after the folder pass saw it
+
+    monkeypatch.setattr(mail_collect.MailCollector, "_load_folders", then_delete)
+    _, skipped = await h.backup(account, SERVICE)
+    assert skipped == 0
+    monkeypatch.setattr(mail_collect.MailCollector, "_load_folders", original)
+    await h.backup(account, SERVICE)
+    await assert_matches_simulator(h, account)
+
+
 async def test_throttled_mailbox_is_backed_up_without_retry_after_violations(
     engine: EngineHarness,
 ) -> None:

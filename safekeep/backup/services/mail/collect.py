@@ -444,6 +444,11 @@ class MailCollector:
                 async for page in self._pages(link, first):
                     await self._message_page(folder_id, page, seen, scratch)
                 return
+            except NotFound:
+                # Deleted since the folder pass: the next run's folder delta removes it and
+                # everything in it; the rest of the mailbox goes on.
+                log.info("mail_folder_vanished", folder=folder_id[-12:])
+                return
             except ResyncRequired as exc:
                 resyncs += 1
                 if resyncs > MAX_RESYNCS:
