@@ -119,6 +119,28 @@ def add_library_files(h: EngineHarness, site: Site) -> None:
     h.sim.add_file(tid, "Archive/old.csv", drive_id=drive_id, data=b"a,b\n1,2\n")
 
 
+def add_second_library(h: EngineHarness, site: Site) -> Drive:
+    """A second document library ("Reports") with a file in a folder."""
+    tenant = h.sim.tenant()
+    when = utcnow()
+    listing = ops.new_list(tenant, site, "Reports", "Reports", "documentLibrary", when)
+    drive = ops.new_drive(
+        tenant,
+        "site",
+        site.id,
+        "Reports",
+        "documentLibrary",
+        f"{site.web_url}/Reports",
+        when,
+        key=f"reports:{site.id}",
+    )
+    drive.list_id = listing.id
+    listing.drive_id = drive.id
+    site.drive_ids.append(drive.id)
+    h.sim.add_file(h.sim_tenant_id, "Q1/summary.txt", drive_id=drive.id, data=b"q1 summary")
+    return drive
+
+
 # ---- our side ----------------------------------------------------------------------------------
 
 
@@ -220,24 +242,30 @@ async def test_site_full_then_incremental(engine: EngineHarness) -> None:
     assert len(versions) == first_count + 1 + 2  # the new item, and one new version per edit
 
 
-async def test_list_resync_reenumerates_without_new_versions(engine: EngineHarness) -> None:
+async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
     site = root_site(h)
+    add_library_files(h, site)
+    add_second_library(h, site)
     account = await h.account(site.id)
     await h.backup(account, SERVICE_NAME)
+    await assert_site_matches(h, account, site)
     lst = tracker(h, site)
     items = sorted((i for i in lst.items.values() if not i.deleted), key=lambda i: int(i.id))
     h.sim.delete_item(tid, items[0].id, list_id=lst.id)
     h.sim.edit_item(tid, items[1].id, {"Title": "retitled"}, list_id=lst.id)
     h.sim.expire_delta_tokens(tid, owner=lst.id)
     h.sim.expire_delta_tokens(tid, owner=site.drive_ids[0])
+    # A change in the other library, collected after the first one's resync: its path must
+    # still come out whole.
+    h.sim.add_file(tid, "Q1/details.txt", drive_id=site.drive_ids[1], data=b"q1 details")
 
     h.sim.reset_counters()
     run, skipped = await h.backup(account, SERVICE_NAME)
     assert skipped == 0
     assert h.sim.counters()["by_status"].get("410", 0) >= 2
-    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 1, 1)
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (1, 1, 1)
     await assert_site_matches(h, account, site)
 
 

@@ -339,13 +339,12 @@ class DriveCollector:
     # ---- after a full re-enumeration ---------------------------------------------
 
     async def remove_unseen(self, cat: CatalogPage, seen: set[str]) -> None:
+        # (The folder tree keeps entries for folders ended here: only paths of live
+        # parents are ever looked up, and it is shared with the site's other libraries.)
         if self.source.top is None:
             await cat.remove_unseen([FOLDER, FILE], seen)
         else:
             await remove_unseen_below(cat, self.source.top, seen)
-        for folder in [f for f in self.tree.entries if f not in seen]:
-            if folder != self.source.top:
-                self.tree.drop(folder)
 
     # ---- items skipped by earlier runs ----------------------------------------------
 

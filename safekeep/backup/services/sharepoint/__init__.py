@@ -337,7 +337,12 @@ async def restore_site(ctx: RestoreContext, selection: Selection) -> None:
             await lists.put(version)
             return
         library = selection.folders.get(top or "")
-        if version.kind != FILE or library is None:
+        if version.kind != FILE:
+            return
+        if library is None or library.kind != LIBRARY:
+            await ctx.report.failed(
+                version, code="no_library", detail="its library is not in the restore point"
+            )
             return
         try:
             writer, prefix = await libraries.get(library)
