@@ -7,6 +7,7 @@ column; the rest on the embedded one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import json
@@ -18,8 +19,9 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm.attributes import set_committed_value
 
-from graphsim import ops
-from graphsim.state import Folder, OItem
+from graphsim import ids, ops
+from graphsim.content import BytesContent
+from graphsim.state import Attachment, Folder, OItem
 from safekeep.backup import collect as engine_collect
 from safekeep.backup.services import module_for
 from safekeep.backup.services.contacts import collect as contacts_collect
@@ -29,6 +31,8 @@ from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, ItemVersion, Job, JobStatus
 from tests.backup.harness import EngineHarness
+
+PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"  # a JPEG-ish blob
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +114,16 @@ def add_fixtures(h: EngineHarness, user_id: str) -> dict[str, str]:
         item.props["companyName"] = "Wombat Logistics"
         item.props["businessPhones"] = ["+41 44 555 12 34"]
         item.props["categories"] = ["VIP", "Golf, weekends"]
+        item.attachments.append(
+            Attachment(
+                id=ids.attachment_id(item.id, "photo"),
+                kind="file",
+                name="photo.jpg",
+                content_type="image/jpeg",
+                modified=item.modified,
+                content=BytesContent.of(PHOTO),
+            )
+        )
         tenant.touch_item(item)
     return {"clients": clients.id, "vip": vip.id, "tricky": tricky}
 
@@ -191,7 +205,8 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     before = {v.item_id for v in stored.values()}
     h.sim.reset_counters()
     run, _ = await h.backup(account, "contacts")
-    assert h.sim.counters()["total"] <= quiet + 2, h.sim.counters()["by_endpoint"]
+    # Each changed contact costs a photo lookup (inside a $batch per changed page).
+    assert h.sim.counters()["total"] <= quiet + 2 * 4, h.sim.counters()["by_endpoint"]
     stored = await open_versions(h, account, ["contact"])
     assert set(stored) == set(sim_contacts(h, uid))
     assert stored[edited].meta["job_title"] == "Chief Wombat Officer"
@@ -283,6 +298,9 @@ async def test_restore_round_trips_every_field(engine: EngineHarness) -> None:
         back = by_name[(original["displayName"], folders[contact_id])]
         assert back.id != contact_id
         assert graph_fields(back.props) == graph_fields(original)
+        if contact_id == fixtures["tricky"]:
+            (photo,) = [a for a in back.attachments if a.name == "photo.jpg"]
+            assert photo.content is not None and photo.content.read() == PHOTO
 
 
 async def test_restore_to_another_account_new_folder_and_conflicts(
@@ -388,6 +406,9 @@ async def test_export_download_and_search(engine: EngineHarness) -> None:
     assert "N:O'Brien\\; Jr\\, III;Zoë;;;" in lines
     assert "NOTE:Line one\\nLine two\\, with comma\\; and semicolon \\\\ slash" in lines
     assert "CATEGORIES:VIP,Golf\\, weekends" in lines
+    (photo,) = [line for line in lines if line.startswith("PHOTO;")]
+    assert photo.startswith("PHOTO;ENCODING=b;TYPE=JPEG:")
+    assert base64.b64decode(photo.split(":", 1)[1]) == PHOTO
     assert (
         "ORG:Wombat Logistics;" + escape(contacts[fixtures["tricky"]].props["department"]) in lines
     )

@@ -3,9 +3,9 @@ child folders below) and every contact with all its fields.
 
 Catalog kinds: ``contact_folder`` (a folder; meta: name, is_default) and ``contact`` (parent
 = its folder; meta: see ``document.meta_of``). A contact's ``document`` is its Graph JSON;
-its original form is rendered as a vCard 3.0 (``text/vcard``) on demand, so it has no
-``content``. Photos are not kept yet (graphsim has no contact photo endpoint to test
-against). Collection: see ``collect``; restore rules: see ``restore``.
+its original form is rendered as a vCard 3.0 (``text/vcard``, photo inline) on demand, so
+it has no ``content``. A contact's photo is a blob referenced from the document as
+``_safekeep.photo.content``. Collection: see ``collect``; restore rules: see ``restore``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from safekeep.backup.services.base import (
 from safekeep.backup.services.contacts import collect as collector
 from safekeep.backup.services.contacts import document as documents
 from safekeep.backup.services.contacts import restore as restorer
-from safekeep.storage.repository import TenantRepository
+from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
 
 VCARD_TYPE = "text/vcard; charset=utf-8"
@@ -90,8 +90,14 @@ class ContactsService:
 
 async def _vcard(repo: TenantRepository, version: ItemVersion) -> AsyncIterator[bytes]:
     contact = await read_document(repo, version)
-    if contact is not None:
-        yield documents.vcard(contact)
+    if contact is None:
+        return
+    photo = ((contact.get(documents.PRIVATE) or {}).get("photo")) or None
+    image = None
+    if photo and photo.get("content"):
+        data = await repo.read_bytes(ContentRef.from_json(photo["content"]))
+        image = (str(photo.get("contentType") or "image/jpeg"), data)
+    yield documents.vcard(contact, image)
 
 
 SERVICE = ContactsService()

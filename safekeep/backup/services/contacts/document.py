@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,8 @@ from safekeep.backup.catalog import SearchFields
 from safekeep.settings import settings
 
 LINE_OCTETS = 75
+# Keys we add to a Graph contact document; Graph never sends keys starting with "_".
+PRIVATE = "_safekeep"
 
 
 def modified_at(contact: dict[str, Any]) -> datetime | None:
@@ -118,6 +121,10 @@ def escape(value: Any) -> str:
 
 def fold(line: str) -> str:
     """Fold at 75 octets with CRLF + space, never inside a UTF-8 sequence."""
+    if line.isascii():
+        head, rest = line[:LINE_OCTETS], line[LINE_OCTETS:]
+        pieces = [head, *(rest[i : i + LINE_OCTETS - 1] for i in range(0, len(rest), 74))]
+        return "\r\n ".join(pieces) + "\r\n"
     out: list[str] = []
     used = 0
     for char in line:
@@ -155,8 +162,8 @@ def _birthday(value: Any) -> str | None:
     return str(value)[:10]
 
 
-def vcard(contact: dict[str, Any]) -> bytes:
-    """A vCard 3.0 of every field Graph gives a contact."""
+def vcard(contact: dict[str, Any], photo: tuple[str, bytes] | None = None) -> bytes:
+    """A vCard 3.0 of every field Graph gives a contact (and its photo, inline)."""
     lines = ["BEGIN:VCARD", "VERSION:3.0", "PRODID:-//Safekeep//Safekeep backup//EN"]
     lines.append(
         "N:"
@@ -219,6 +226,10 @@ def vcard(contact: dict[str, Any]) -> bytes:
         lines.append(f"BDAY:{birthday}")
     if contact.get("categories"):
         lines.append("CATEGORIES:" + ",".join(escape(c) for c in contact["categories"]))
+    if photo is not None:
+        kind = photo[0].split("/")[-1].split(";")[0].strip().upper() or "JPEG"
+        encoded = base64.b64encode(photo[1]).decode()
+        lines.append(f"PHOTO;ENCODING=b;TYPE={'JPEG' if kind == 'JPG' else kind}:{encoded}")
     if contact.get("id"):
         lines.append(f"UID:{escape(contact['id'])}")
     changed = modified_at(contact)

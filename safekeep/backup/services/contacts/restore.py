@@ -1,4 +1,5 @@
-"""Putting contacts back: ``POST /contactFolders/{id}/contacts`` with every writable field.
+"""Putting contacts back: ``POST /contactFolders/{id}/contacts`` with every writable field,
+then ``PUT /contacts/{id}/photo/$value`` when the contact had a photo.
 
 Folders: "original" maps the backed-up default folder onto the target's default folder and
 finds (or creates) each folder below it by name; "new" creates ``ctx.new_folder_name`` under
@@ -18,9 +19,10 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.services.base import RestoreContext, Selection, read_document
-from safekeep.backup.services.contacts.document import emails
+from safekeep.backup.services.contacts.document import PRIVATE, emails
 from safekeep.graph.client import prefer
-from safekeep.graph.errors import Conflict, NotFound
+from safekeep.graph.errors import Conflict, GraphError, NotFound
+from safekeep.storage.repository import ContentRef
 from safekeep.tenants.models import ItemVersion
 
 log = structlog.get_logger(__name__)
@@ -217,6 +219,20 @@ class ContactsRestore:
         assert created is not None
         new_id = str(created["id"])
         index[key] = new_id
+        photo = (contact.get(PRIVATE) or {}).get("photo") or {}
+        problem = None
+        if photo.get("content"):
+            try:
+                await self.graph.request_json(
+                    "PUT",
+                    f"{self.base}/contacts/{quote(new_id, safe='')}/photo/$value",
+                    content=await self.ctx.repo.read_bytes(ContentRef.from_json(photo["content"])),
+                    headers={"Content-Type": str(photo.get("contentType") or "image/jpeg")},
+                    mailbox=self.user,
+                    expected=(200, 204),
+                )
+            except GraphError as exc:
+                problem = f"created as {new_id} but its photo failed: {exc}"
         if existing is not None and self.ctx.conflict == "overwrite":
             with contextlib.suppress(NotFound):
                 await self.graph.request_json(
@@ -226,6 +242,9 @@ class ContactsRestore:
                     mailbox=self.user,
                     expected=(204, 200),
                 )
+        if problem is not None:
+            await self.ctx.report.failed(version, code="partially_restored", detail=problem)
+            return
         await self.ctx.report.restored(version, target_id=new_id)
 
 
