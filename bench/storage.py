@@ -131,7 +131,8 @@ async def timed(step: Callable[[], Awaitable[object]]) -> tuple[float, float, ob
     return time.perf_counter() - start, peak_rss_mib(), result
 
 
-async def bench_small(store: BlobStore, name: str, items: list[bytes]) -> None:
+async def bench_small(store: BlobStore, name: str, count: int) -> None:
+    items = mail_items(count)
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     key = os.urandom(32)
     logical = sum(map(len, items))
@@ -212,13 +213,11 @@ async def bench_large(store: BlobStore, name: str, total: int) -> None:
     Row(name, "large", "read", total, seconds, rss).print()
 
 
-async def run_store(
-    name: str, url: str, endpoint: str | None, args: argparse.Namespace, items: list[bytes]
-) -> None:
+async def run_store(name: str, url: str, endpoint: str | None, args: argparse.Namespace) -> None:
     store = open_blobstore(url, s3_endpoint_url=endpoint)
     await store.open()
     try:
-        await bench_small(store, name, items)
+        await bench_small(store, name, args.small)
         await bench_large(store, name, args.large_mib * MiB)
     finally:
         await store.close()
@@ -232,7 +231,6 @@ async def main() -> None:
     parser.add_argument("--bucket", default=None, help="existing bucket (default: create one)")
     args = parser.parse_args()
 
-    items = mail_items(args.small)
     start = time.perf_counter()
     async for _ in generated(args.large_mib * MiB):
         pass
@@ -248,7 +246,7 @@ async def main() -> None:
     )
 
     with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp:
-        await run_store("local", Path(tmp).as_uri(), None, args, items)
+        await run_store("local", Path(tmp).as_uri(), None, args)
 
     endpoint = os.environ.get("SAFEKEEP_TEST_S3_ENDPOINT_URL")
     if args.no_s3 or not endpoint:
@@ -261,7 +259,7 @@ async def main() -> None:
     if not args.bucket:
         client.create_bucket(Bucket=bucket)
     try:
-        await run_store("s3", f"s3://{bucket}/bench", endpoint, args, items)
+        await run_store("s3", f"s3://{bucket}/bench", endpoint, args)
     finally:
         if not args.bucket:  # leave nothing behind on a shared server
             paginator = client.get_paginator("list_objects_v2")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safekeep.storage.blobstore import BlobInfo, BlobStore, check_retention, validate_key
-from safekeep.storage.chunking import ContentChunker
+from safekeep.storage.chunking import MIN_CHUNK, ContentChunker
 from safekeep.storage.envelope import BlobCipher
 from safekeep.storage.errors import IntegrityError
 from safekeep.storage.keys import derive_tenant_keys
@@ -279,7 +279,9 @@ class TenantRepository:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writing[name] = done
         try:
-            info = await self.store.head(key)
+            # Small items are nearly always new (Graph delta sends what changed): a conditional
+            # PUT alone answers "already there?" and saves the HEAD, one of two round trips.
+            info = None if len(data) < MIN_CHUNK else await self.store.head(key)
             if info is None:
                 blob = await self._seal(key, data)
                 if await self.store.put_if_absent(key, blob, retain_until=self.retain_until):

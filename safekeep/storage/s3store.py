@@ -239,7 +239,9 @@ class S3BlobStore:
                 if code in _PRECONDITION or _status(exc) == 412:
                     return False
                 if code == "ConditionalRequestConflict" or _status(exc) == 409:
-                    continue  # a concurrent conditional write is settling: ask again
+                    # A concurrent conditional write is settling (AWS asks callers to retry).
+                    await asyncio.sleep(0.05 * (_attempt + 1))
+                    continue
                 if code == "NotImplemented" or _status(exc) == 501:
                     self._conditional_writes = False
                     continue
