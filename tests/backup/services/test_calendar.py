@@ -12,14 +12,12 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import icalendar
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import func, select
 
 from graphsim import ids, ops
 from graphsim.calendar import fmt_dt
@@ -33,7 +31,7 @@ from safekeep.search.extract import html_to_text
 from safekeep.search.query import SearchQuery
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Account, ItemVersion, Job, JobStatus
+from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness
 
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # a Monday within every window
@@ -71,22 +69,6 @@ COMPARED = (
     "isReminderOn",
     "reminderMinutesBeforeStart",
 )
-
-
-@pytest.fixture(autouse=True)
-def _job_status_as_enum() -> Iterator[None]:
-    """Workaround (see /work/notes/requests-calendar.md): the engine reads Job.status as a
-    plain str; turn it back into JobStatus on load until the column type does."""
-
-    def fix(target: Any, *args: Any) -> None:
-        if not isinstance(target.status, JobStatus) and target.status is not None:
-            set_committed_value(target, "status", JobStatus(target.status))
-
-    event.listen(Job, "load", fix)
-    event.listen(Job, "refresh", fix)
-    yield
-    event.remove(Job, "load", fix)
-    event.remove(Job, "refresh", fix)
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -12,12 +12,10 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import func, select
 
 from graphsim import ids, ops
 from graphsim.content import BytesContent
@@ -29,26 +27,10 @@ from safekeep.backup.services.contacts.document import escape, fold, vcard
 from safekeep.backup.services.contacts.restore import WRITABLE
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Account, ItemVersion, Job, JobStatus
+from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness
 
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"  # a JPEG-ish blob
-
-
-@pytest.fixture(autouse=True)
-def _job_status_as_enum() -> Iterator[None]:
-    """Workaround (see /work/notes/requests-calendar.md): the engine reads Job.status as a
-    plain str; turn it back into JobStatus on load until the column type does."""
-
-    def fix(target: Any, *args: Any) -> None:
-        if not isinstance(target.status, JobStatus) and target.status is not None:
-            set_committed_value(target, "status", JobStatus(target.status))
-
-    event.listen(Job, "load", fix)
-    event.listen(Job, "refresh", fix)
-    yield
-    event.remove(Job, "load", fix)
-    event.remove(Job, "refresh", fix)
 
 
 # ---- helpers --------------------------------------------------------------------------------
