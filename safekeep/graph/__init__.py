@@ -9,6 +9,7 @@ from safekeep.graph.client import (
     BatchResponse,
     DeltaPage,
     GraphClient,
+    GraphResponse,
     GraphStats,
     prefer,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Forbidden",
     "GraphClient",
     "GraphError",
+    "GraphResponse",
     "GraphStats",
     "InProcessLimiter",
     "InvalidClientSecret",

@@ -89,7 +89,8 @@ class TokenProvider:
         self._session: _Session | None = None
         self._token: str | None = None
         self._refresh_at = 0.0  # monotonic
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.issued = 0  # tokens obtained from Entra ID (not from a cache)
 
     async def token(self) -> str:
@@ -97,10 +98,21 @@ class TokenProvider:
         token = self._token
         if token is not None and time.monotonic() < self._refresh_at:
             return token
-        async with self._lock:
+        async with self._loop_lock():
             if self._token is not None and time.monotonic() < self._refresh_at:
                 return self._token
             return await self._refresh()
+
+    def _loop_lock(self) -> asyncio.Lock:
+        """The lock that makes concurrent callers share one token request.
+
+        An asyncio lock belongs to one event loop; workers that run each task in a fresh
+        loop (``asyncio.run`` per message) get a fresh lock rather than an error.
+        """
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (Graph answered 401 with it) so the next call fetches a new one.

@@ -89,6 +89,19 @@ class GraphStats:
 
 
 @dataclass
+class GraphResponse:
+    """A final answer from Graph: status, lower-cased headers, raw body."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+    url: str
+
+    def json(self) -> Any:
+        return _load_json(self.content)
+
+
+@dataclass
 class DeltaPage:
     """One page of a delta round: make ``items`` durable, then persist ``next_link``."""
 
@@ -298,7 +311,34 @@ class GraphClient:
             idempotent=idempotent,
         )
 
-    async def _json(
+    async def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        content: bytes | str | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        mailbox: str | None = None,
+        expected: Sequence[int] = (200, 201, 202, 204),
+        idempotent: bool | None = None,
+    ) -> GraphResponse:
+        """Like ``request_json`` but hands back status, headers and raw body, for answers
+        whose meaning is in a header (a 202's ``Location`` to poll, an ``ETag``)."""
+        return await self._exchange(
+            method,
+            path_or_url,
+            json_body=json,
+            content=content,
+            params=params,
+            headers=headers,
+            mailbox=mailbox,
+            expected=expected,
+            idempotent=idempotent,
+        )
+
+    async def _exchange(
         self,
         method: str,
         path_or_url: str,
@@ -313,7 +353,7 @@ class GraphClient:
         auth: bool = True,
         scope: Scope | None = None,
         width: int = 1,
-    ) -> Json | None:
+    ) -> GraphResponse:
         send_headers = {"Accept": "application/json", **(headers or {})}
         data: bytes | str | None = content
         if json_body is not None:
@@ -334,25 +374,34 @@ class GraphClient:
             raw = await self._read(resp)
             if resp.status_code not in expected:
                 raise self._error(resp, raw, method)
-        if not raw.strip():
+        return GraphResponse(
+            resp.status_code,
+            {k.lower(): v for k, v in resp.headers.items()},
+            raw,
+            str(resp.request.url),
+        )
+
+    async def _json(self, method: str, path_or_url: str, **kwargs: Any) -> Json | None:
+        answer = await self._exchange(method, path_or_url, **kwargs)
+        if not answer.content.strip():
             return None
         try:
-            value = _load_json(raw)
+            value = answer.json()
         except ValueError as exc:
             raise GraphError(
-                resp.status_code,
+                answer.status,
                 "InvalidJson",
                 f"unreadable JSON: {exc}",
                 method=method,
-                url=str(resp.request.url),
+                url=answer.url,
             ) from exc
         if not isinstance(value, dict):
             raise GraphError(
-                resp.status_code,
+                answer.status,
                 "InvalidJson",
                 "expected a JSON object",
                 method=method,
-                url=str(resp.request.url),
+                url=answer.url,
             )
         return value
 
@@ -430,7 +479,7 @@ class GraphClient:
                 range_header = f"bytes={offset}-{'' if last is None else last}"
             try:
                 async for chunk in self._stream_once(
-                    path_or_url, mailbox, extra, range_header, offset, chunk_size
+                    path_or_url, mailbox, extra, range_header, offset, last, chunk_size
                 ):
                     received += len(chunk)
                     yield chunk
@@ -455,6 +504,7 @@ class GraphClient:
         headers: dict[str, str],
         range_header: str | None,
         offset: int,
+        last: int | None,
         chunk_size: int,
     ) -> AsyncIterator[bytes]:
         location: str | None = None
@@ -464,22 +514,31 @@ class GraphClient:
                 await resp.aclose()
             else:
                 # Exchange serves $value directly; it may or may not honour Range.
-                async for chunk in self._body(resp, range_header, offset, chunk_size):
+                async for chunk in self._body(resp, range_header, offset, last, chunk_size):
                     yield chunk
                 return
         download_headers = {"Range": range_header} if range_header else {}
         async with self._open(
             "GET", location, headers=download_headers, auth=False, scope="sharepoint"
         ) as resp:
-            async for chunk in self._body(resp, range_header, offset, chunk_size):
+            async for chunk in self._body(resp, range_header, offset, last, chunk_size):
                 yield chunk
 
     async def _body(
-        self, resp: httpx.Response, range_header: str | None, offset: int, chunk_size: int
+        self,
+        resp: httpx.Response,
+        range_header: str | None,
+        offset: int,
+        last: int | None,
+        chunk_size: int,
     ) -> AsyncIterator[bytes]:
+        """The bytes wanted from ``resp``: a 200 to a ranged request carries the whole
+        content, so the range is cut out here."""
         if resp.status_code not in (200, 206):
             raise self._error(resp, await self._read(resp), "GET")
-        skip = offset if range_header and resp.status_code == 200 else 0
+        whole = range_header is not None and resp.status_code == 200
+        skip = offset if whole else 0
+        remaining = (last - offset + 1) if whole and last is not None else None
         async for chunk in resp.aiter_bytes(chunk_size):
             self.stats.bytes_downloaded += len(chunk)
             if skip:
@@ -488,7 +547,13 @@ class GraphClient:
                     continue
                 chunk = chunk[skip:]
                 skip = 0
-            yield chunk
+            if remaining is not None:
+                chunk = chunk[:remaining]
+                remaining -= len(chunk)
+            if chunk:
+                yield chunk
+            if remaining == 0:
+                return
 
     # -- $batch ----------------------------------------------------------------------------------
 

@@ -84,14 +84,6 @@ class InProcessLimiter:
         if until > self._until.get(key, 0.0):
             self._until[key] = until
 
-    def in_use(self, key: str) -> int:
-        """Slots held for ``key`` right now (for tests and metrics)."""
-        entry = self._slots.get(key)
-        if entry is None:
-            return 0
-        limit, semaphore, _ = entry
-        return limit - semaphore._value  # no public accessor; read-only use
-
 
 # Lua runs atomically inside Redis and reads Redis's clock, so every worker agrees on
 # "now" regardless of clock skew between nodes.

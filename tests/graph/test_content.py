@@ -99,6 +99,14 @@ async def test_mime_value_streams_the_exact_bytes(fresh_sim: Simulator, make_cli
     parsed = message_from_bytes(raw)
     assert parsed["Subject"] == "Quarterly numbers"
     assert client.stats.bytes_downloaded >= len(raw)
+    # Exchange answers a ranged $value with the whole message: the range is cut out here.
+    part = await read_all(
+        client,
+        f"/users/{user}/messages/{message_id}/$value",
+        headers={"Range": "bytes=100-4195"},
+        chunk_size=1000,
+    )
+    assert part == raw[100:4196]
 
 
 async def test_small_drive_upload_and_conflict_rules(

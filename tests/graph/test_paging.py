@@ -161,3 +161,12 @@ async def test_errors_are_classified_and_4xx_not_retried(
     assert no_mailbox.value.reason == "mailbox_not_found"
     assert client.stats.requests == 5
     assert client.stats.retries == 0
+
+
+async def test_request_hands_back_status_and_headers(sim: Simulator, make_client: ClientFactory):
+    client = make_client(sim)
+    answer = await client.request("GET", "/organization", headers={"client-request-id": "abc"})
+    assert answer.status == 200
+    assert answer.headers["request-id"] == "abc"
+    assert answer.json()["value"][0]["id"] == sim.tenant().id
+    assert answer.url.endswith("/v1.0/organization")
