@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -334,3 +335,80 @@ def find(values: Iterable[Any], pred: Callable[[Any], bool]) -> Any:
         if pred(value):
             return value
     return None
+
+
+# -- $filter ---------------------------------------------------------------------------------
+
+_CLAUSE = re.compile(
+    r"^\s*([\w/]+)\s+(eq|ne|gt|ge|lt|le)\s+('(?:[^']|'')*'|true|false|null|[-\w:.+]+)\s*$",
+    re.IGNORECASE,
+)
+
+
+def odata_filter(expression: str | None) -> Callable[[dict[str, Any]], bool] | None:
+    """A predicate for the simple ``$filter`` forms clients use: ``a/b eq 'x' and c ge 2024-...``.
+
+    Anything richer (functions, ``or``, lambdas) is refused with 400 rather than ignored, so a
+    client never mistakes an unfiltered page for a filtered one.
+    """
+    if not expression:
+        return None
+    clauses = []
+    for part in re.split(r"\s+and\s+", expression.strip(), flags=re.IGNORECASE):
+        found = _CLAUSE.match(part)
+        if not found:
+            raise GraphError(400, "BadRequest", f"Invalid filter clause: {part.strip()!r}.")
+        path, op, raw = found.group(1), found.group(2).lower(), found.group(3)
+        value: Any
+        if raw.startswith("'"):
+            value = raw[1:-1].replace("''", "'")
+        elif raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        elif raw.lower() == "null":
+            value = None
+        else:
+            try:
+                value = float(raw) if "." in raw and ":" not in raw else int(raw)
+            except ValueError:
+                value = raw  # a date-time literal, compared as ISO text
+        clauses.append((path.split("/"), op, value))
+
+    def lookup(obj: Any, keys: list[str]) -> Any:
+        for key in keys:
+            if not isinstance(obj, dict):
+                return None
+            match = next((k for k in obj if k.lower() == key.lower()), None)
+            obj = obj.get(match) if match else None
+        return obj
+
+    def compare(actual: Any, op: str, wanted: Any) -> bool:
+        if isinstance(actual, str) and isinstance(wanted, str):
+            actual, wanted = actual.lower(), wanted.lower()
+        if op == "eq":
+            return bool(actual == wanted)
+        if op == "ne":
+            return bool(actual != wanted)
+        if actual is None or wanted is None:
+            return False
+        try:
+            return {
+                "gt": actual > wanted,
+                "ge": actual >= wanted,
+                "lt": actual < wanted,
+                "le": actual <= wanted,
+            }[op]
+        except TypeError:
+            return False
+
+    def predicate(obj: dict[str, Any]) -> bool:
+        return all(compare(lookup(obj, keys), op, value) for keys, op, value in clauses)
+
+    return predicate
+
+
+def filtered(req: Req, items: Sequence[Any], to_json: Callable[[Any], dict[str, Any]]) -> list[Any]:
+    """Keep the items whose Graph JSON matches the request's ``$filter`` (if any)."""
+    predicate = odata_filter(req.query.get("$filter"))
+    if predicate is None:
+        return list(items)
+    return [item for item in items if predicate(to_json(item))]

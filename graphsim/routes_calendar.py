@@ -21,6 +21,7 @@ from graphsim.core import (
     collection,
     delta_links,
     delta_page,
+    filtered,
     json_resp,
     link,
     mailbox_of,
@@ -384,7 +385,12 @@ def register(router: Router) -> None:
         events = [e for f in folders for e in tenant.folder_items(f.id)]
         events.sort(key=lambda e: (e.props["start"]["dateTime"], e.id))
         return collection(
-            req, engine, "events", events, default=10, render=lambda e: event_out(req, tenant, e)
+            req,
+            engine,
+            "events",
+            filtered(req, events, lambda e: event_json(tenant, e)),
+            default=10,
+            render=lambda e: event_out(req, tenant, e),
         )
 
     @router.add("GET", "/users/{user}/events", "exchange")
@@ -648,7 +654,7 @@ def register(router: Router) -> None:
             req,
             engine,
             "contacts",
-            items,
+            filtered(req, items, contact_json),
             render=lambda c: apply_select(contact_json(c), req.select()),
         )
 

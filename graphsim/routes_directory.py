@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from graphsim.core import Engine, collection, tenant_of, user_of
+from graphsim.core import Engine, collection, odata_filter, tenant_of, user_of
 from graphsim.http import GraphError, Req, Resp, Router
 from graphsim.state import Tenant, User, iso
 
@@ -66,28 +65,14 @@ def shape_user(tenant: Tenant, user: User, select: list[str] | None) -> dict[str
     return {k: v for k, v in full.items() if k.lower() in wanted}
 
 
-_EQ = re.compile(r"^\s*(\w+)\s+eq\s+(?:'([^']*)'|(true|false))\s*$", re.IGNORECASE)
-
-
 def _filter(users: list[User], tenant: Tenant, expression: str | None) -> list[User]:
     if not expression:
         return users
-    found = _EQ.match(expression)
-    if not found:
-        if "assignedlicenses/$count" in expression.lower().replace(" ", ""):
-            return [u for u in users if u.licenses]
-        raise GraphError(400, "Request_UnsupportedQuery", "Unsupported query.")
-    prop, text, boolean = found.groups()
-    wanted: object = text if text is not None else boolean.lower() == "true"
-    out = []
-    for user in users:
-        value = user_json(tenant, user).get(prop)
-        if isinstance(value, str) and isinstance(wanted, str):
-            if value.lower() == wanted.lower():
-                out.append(user)
-        elif value == wanted:
-            out.append(user)
-    return out
+    if "assignedlicenses/$count" in expression.lower().replace(" ", ""):
+        return [u for u in users if u.licenses]
+    predicate = odata_filter(expression)
+    assert predicate is not None
+    return [u for u in users if predicate(user_json(tenant, u))]
 
 
 def register(router: Router) -> None:

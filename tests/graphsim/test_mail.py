@@ -417,3 +417,30 @@ def test_unlicensed_user_has_no_mailbox(sim: Simulator, client: httpx.Client, pa
     resp = client.get(path.format(u=added["id"]))
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == "MailboxNotEnabledForRESTAPI"
+
+
+def test_filter_on_messages(sim: Simulator, client: httpx.Client, user: Any) -> None:
+    inbox = sim.tenant().folder_items(folder_id(client, user.id, "inbox"))
+    target = inbox[0].spec.message_id
+    found = client.get(
+        f"/users/{user.id}/mailFolders/inbox/messages",
+        params={"$filter": f"internetMessageId eq '{target}'", "$select": "id,internetMessageId"},
+    )
+    assert [m["internetMessageId"] for m in found.json()["value"]] == [target]
+    unread = client.get(
+        f"/users/{user.id}/messages", params={"$filter": "isRead eq false", "$top": "999"}
+    ).json()["value"]
+    assert unread
+    assert all(m["isRead"] is False for m in unread)
+    recent = client.get(
+        f"/users/{user.id}/messages",
+        params={
+            "$filter": "receivedDateTime ge 2025-10-01T00:00:00Z and isRead eq true",
+            "$top": "999",
+        },
+    )
+    assert all(
+        m["receivedDateTime"] >= "2025-10-01" and m["isRead"] for m in recent.json()["value"]
+    )
+    bad = client.get(f"/users/{user.id}/messages", params={"$filter": "contains(subject,'x')"})
+    assert bad.status_code == 400
