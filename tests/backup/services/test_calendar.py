@@ -773,3 +773,61 @@ async def test_unreadable_event_is_skipped_then_retried_next_run(
     assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, account.graph_id))
     async with h.runtime.db.session() as session:
         assert await catalog.skipped_items(session, account.id, "calendar") == []
+
+
+async def test_deleted_calendar_is_closed_and_restored_with_its_events(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    account = await first_user(h)
+    uid = account.graph_id
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        projects = ops.new_folder(tenant, tenant.users[uid], "calendar", "Projects", None)
+    big = bytes(range(256)) * (5 * 4096 + 7)  # ~5 MB: streamed in, uploaded in a session
+    kickoff = h.sim.add_event(
+        h.sim_tenant_id,
+        uid,
+        subject="Project kickoff",
+        start=MONDAY,
+        end=MONDAY + timedelta(hours=1),
+        calendar=projects.id,
+    )
+    with h.sim.state.lock:
+        item = tenant.items[kickoff]
+        item.attachments.append(
+            Attachment(
+                id=ids.attachment_id(item.id, 0),
+                kind="file",
+                name="plans.bin",
+                content_type="application/octet-stream",
+                modified=item.modified,
+                content=BytesContent.of(big),
+            )
+        )
+        item.props["hasAttachments"] = True
+        tenant.touch_item(item)
+    first, _ = await h.backup(account, "calendar")
+    async with h.runtime.db.session() as session:
+        snapshot = await catalog.get_snapshot(session, h.scope, first.snapshot_id)
+    assert snapshot is not None
+    stored = await open_versions(h, account, ["event"])
+    assert stored[kickoff].parent_external_id == projects.id
+    assert stored[kickoff].size > len(big)
+
+    with h.sim.state.lock:
+        tenant.delete_folder(tenant.folders[projects.id])
+    run, _ = await h.backup(account, "calendar")
+    assert run.counters.removed == 2  # the calendar and its event
+    assert projects.id not in await open_versions(h, account, ["calendar"])
+    assert kickoff not in await open_versions(h, account, ["event"])
+
+    report = await h.restore(account, "calendar", at=snapshot.completed_at)
+    assert report.failed_count == 0 and report.restored_count == 1
+    recreated = {v: k for k, v in sim_calendars(h, uid).items()}["Projects"]
+    assert recreated != projects.id
+    (event_back,) = events_in(h, recreated)
+    assert event_back.props["subject"] == "Project kickoff"
+    (attachment,) = event_back.attachments
+    assert attachment.content is not None
+    assert hashlib.sha256(attachment.content.read()).digest() == hashlib.sha256(big).digest()
