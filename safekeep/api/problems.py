@@ -6,6 +6,7 @@ reference and answered with a bare 500 problem that carries the same reference.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -105,17 +106,39 @@ _HTTP_SLUGS = {
 }
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method any route serves at this path (Starlette's own 405 names only the
+    first route that matched the path, not all of them)."""
+    table = getattr(request.app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi()["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$")
+            table.append((pattern, {m.upper() for m in operations}))
+        request.app.state.allow_table = table
+    methods: set[str] = set()
+    for pattern, verbs in table:
+        if pattern.match(request.url.path):
+            methods |= verbs
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     return problem_response(
         exc.status_code,
         slug,
         title,
         detail,
         instance=request.url.path,
-        headers=dict(exc.headers) if exc.headers else None,
+        headers=headers or None,
     )
 
 
@@ -159,11 +182,12 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "The request is not valid",
         503: "A dependency is unavailable",
     }
+    # Any request can be malformed (an unparseable body or query): 400 is always possible.
     return {
         s: {
             "description": described.get(s, "Error"),
             "model": Problem,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for s in statuses
+        for s in sorted({400, *statuses})
     }

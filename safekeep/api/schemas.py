@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from safekeep.tenants.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -29,3 +31,26 @@ Cursor = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
 DEFAULT_PAGE_SIZE = DEFAULT_LIMIT
+
+
+_ISO = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$"
+)
+
+
+def _iso_only(value: Any) -> Any:
+    """Timestamps in requests are ISO 8601 text, as documented (pydantic alone would also
+    take a bare number as Unix time)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO.match(value.strip()):
+        raise ValueError("must be an ISO 8601 timestamp, e.g. 2026-11-27T15:04:05Z")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A request timestamp: ISO 8601 only; without a zone it is read as UTC.
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]

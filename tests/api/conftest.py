@@ -158,7 +158,14 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
     )
 
 
-async def fingerprint(runtime: Runtime) -> dict[str, object]:
+@dataclass
+class Fingerprint:
+    counts: dict[str, int]
+    tenants: list[tuple[str, str, str]]
+    keys: list[tuple[str, str]]
+
+
+async def fingerprint(runtime: Runtime) -> Fingerprint:
     """Row counts of every table and the mutable state of the world's rows."""
     from sqlalchemy import func, select
 
@@ -178,7 +185,7 @@ async def fingerprint(runtime: Runtime) -> dict[str, object]:
             (str(k.id), str(k.revoked_at))
             for k in (await session.execute(select(ApiKey))).scalars()
         )
-    return {"counts": counts, "tenants": tenants, "keys": keys}
+    return Fingerprint(counts, tenants, keys)
 
 
 @dataclass
@@ -186,7 +193,7 @@ class World:
     a: MspWorld
     b: MspWorld
     runtime: Runtime
-    before: dict[str, object] | None = None
+    before: Fingerprint | None = None
 
     async def key(
         self, scopes: list[str], tenant_ids: list[uuid.UUID] | None = None

@@ -138,6 +138,7 @@ async def test_tenant_lifecycle(client: httpx.AsyncClient, runtime: Runtime) -> 
 
 async def test_bad_tenant_input(client: httpx.AsyncClient, runtime: Runtime) -> None:
     msp = await create_msp(runtime)
+    body: object
     for body in (
         {"name": ""},
         {"name": "x", "domain": "not a domain"},

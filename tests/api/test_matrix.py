@@ -114,12 +114,8 @@ async def test_nothing_changed(module_world: World) -> None:
     after = await fingerprint(module_world.runtime)
     before = module_world.before
     assert before is not None
-    assert after["tenants"] == before["tenants"]
-    added = {
-        name: n - before["counts"][name]  # type: ignore[index]
-        for name, n in after["counts"].items()  # type: ignore[attr-defined]
-        if n != before["counts"][name]  # type: ignore[index]
-    }
+    assert after.tenants == before.tenants
+    added = {n: c - before.counts[n] for n, c in after.counts.items() if c != before.counts[n]}
     assert set(added) <= {"api_key"}, added
-    revoked_before = dict(before["keys"])  # type: ignore[arg-type]
-    assert all(dict(after["keys"]).get(k) == v for k, v in revoked_before.items())  # type: ignore[arg-type]
+    revoked = dict(after.keys)
+    assert all(revoked[k] == v for k, v in before.keys)

@@ -218,6 +218,7 @@ async def test_backup_needs_consent(
 async def test_policy_validation_and_schedule(client: httpx.AsyncClient, runtime: Runtime) -> None:
     msp = await create_msp(runtime)
     tenant = await create_tenant(runtime, msp)
+    body: dict[str, object]
     for body in (
         {"backups_per_day": 0},
         {"backups_per_day": 25},

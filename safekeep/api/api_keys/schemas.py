@@ -5,7 +5,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import Schema, Timestamp
 from safekeep.tenants.scope import Scope
 
 
@@ -17,7 +17,7 @@ class ApiKeyCreate(Schema):
         max_length=1000,
         description="Limit the key to these tenants (a client portal's key); null: all tenants",
     )
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyOut(Schema):

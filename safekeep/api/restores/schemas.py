@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from safekeep.api.policy.schemas import Service
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import Schema, Timestamp
 
 
 class ScopeIn(Schema):
@@ -24,7 +23,7 @@ class ScopeIn(Schema):
 
 class PointIn(Schema):
     scope: ScopeIn
-    at: datetime | None = Field(
+    at: Timestamp | None = Field(
         default=None, description="As of this time (the newest backup at or before it)"
     )
     snapshot_id: uuid.UUID | None = Field(default=None, description="As of this snapshot")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -13,7 +12,7 @@ from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import RuntimeDep, SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import Schema, Timestamp
 from safekeep.errors import BadRequest, InvalidCursor, ServiceUnavailable, UnprocessableEntity
 from safekeep.runtime import Runtime
 from safekeep.search.errors import InvalidCursor as SearchInvalidCursor
@@ -47,13 +46,13 @@ class SearchParams:
         folder: str | None = Query(None, max_length=2000, description="Folder path prefix"),
         sender: str | None = Query(None, max_length=500),
         recipient: str | None = Query(None, max_length=500),
-        date_from: datetime | None = Query(None),
-        date_to: datetime | None = Query(None),
+        date_from: Timestamp | None = Query(None),
+        date_to: Timestamp | None = Query(None),
         size_min: int | None = Query(None, ge=0),
         size_max: int | None = Query(None, ge=0),
         has_attachments: bool | None = Query(None),
         file_type: list[str] | None = Query(None, description="Extensions, e.g. pdf"),
-        at: datetime | None = Query(None, description="Search the state at this time"),
+        at: Timestamp | None = Query(None, description="Search the state at this time"),
         all_versions: bool = Query(False, description="Include older versions"),
         sort: Literal["relevance", "date_desc", "date_asc"] = Query("relevance"),
         cursor: str | None = Query(None, max_length=2000),

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from fastapi import APIRouter, Query
 
@@ -9,7 +8,7 @@ from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Cursor, Limit, Page, Timestamp
 from safekeep.api.snapshots.schemas import SnapshotOut
 from safekeep.tenants.snapshot import service
 
@@ -25,8 +24,8 @@ async def list_snapshots(
     limit: Limit = 50,
     account_id: uuid.UUID | None = Query(None),
     service_name: Service | None = Query(None, alias="service"),
-    since: datetime | None = Query(None, description="Started at or after"),
-    until: datetime | None = Query(None, description="Started at or before"),
+    since: Timestamp | None = Query(None, description="Started at or after"),
+    until: Timestamp | None = Query(None, description="Started at or before"),
 ) -> Page[SnapshotOut]:
     page = await service.list_snapshots(
         session,

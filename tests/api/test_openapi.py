@@ -1,0 +1,42 @@
+"""The committed OpenAPI document is the one the app serves, and it tells the truth about
+errors: every operation documents its problem+json answers and (but for the public ones)
+its security."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from safekeep.api.openapi_dump import document, render
+
+COMMITTED = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/consent/callback"}
+
+
+def test_committed_document_is_current() -> None:
+    assert COMMITTED.read_text() == render(), "run `make openapi` and commit openapi/openapi.json"
+
+
+def test_every_operation_documents_errors_and_auth() -> None:
+    doc = document()
+    assert doc["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            codes = set(op["responses"])
+            if path in PUBLIC:
+                assert "security" not in op, (method, path)
+                continue
+            assert op.get("security") == [{"ApiKey": []}], (method, path)
+            assert {"401", "403"} <= codes, (method, path, codes)
+            if "{" in path:
+                assert "404" in codes, (method, path)
+            for code in codes - {"200", "201", "202", "204", "206", "307"}:
+                content = op["responses"][code].get("content", {})
+                assert "application/problem+json" in content, (method, path, code)
+
+
+async def test_the_app_serves_the_committed_document(module_client: httpx.AsyncClient) -> None:
+    served = (await module_client.get("/openapi.json")).json()
+    assert served == json.loads(COMMITTED.read_text())
