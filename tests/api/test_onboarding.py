@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -218,7 +219,7 @@ async def test_backup_needs_consent(
 async def test_policy_validation_and_schedule(client: httpx.AsyncClient, runtime: Runtime) -> None:
     msp = await create_msp(runtime)
     tenant = await create_tenant(runtime, msp)
-    body: dict[str, object]
+    body: dict[str, Any]
     for body in (
         {"backups_per_day": 0},
         {"backups_per_day": 25},
