@@ -178,7 +178,7 @@ async def fingerprint(runtime: Runtime) -> Fingerprint:
             for name, table in Base.metadata.tables.items()
         }
         tenants = sorted(
-            (str(t.id), t.name, t.status)
+            (str(t.id), t.name, str(t.status))
             for t in (await session.execute(select(TenantRow))).scalars()
         )
         keys = sorted(
