@@ -11,7 +11,8 @@ Workloads, each on the local store and on S3 (SeaweedFS, endpoint from
 Each is written twice, as two backups would: "unique" into an empty tenant, then "duplicate"
 (the same content again from a fresh repository instance, so dedup goes through HEAD
 requests, not the in-memory cache), then read back in full. Peak RSS is reset before each
-step (``/proc/self/clear_refs``) so each figure is that step's own. The time to generate
+step (``/proc/self/clear_refs``) and every store/workload pair runs in a process of its own,
+so each figure is that step's own. The time to generate
 the large stream is measured alone and printed, since it is part of the write figure.
 
 Run by hand (takes a few minutes):
@@ -27,6 +28,7 @@ import asyncio
 import os
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -213,28 +216,65 @@ async def bench_large(store: BlobStore, name: str, total: int) -> None:
     Row(name, "large", "read", total, seconds, rss).print()
 
 
-async def run_store(name: str, url: str, endpoint: str | None, args: argparse.Namespace) -> None:
-    store = open_blobstore(url, s3_endpoint_url=endpoint)
+async def run_child(url: str, workload: str, args: argparse.Namespace) -> None:
+    """One store and one workload in a process of its own, so peak RSS is that workload's."""
+    name = "local" if url.startswith("file:") else "s3"
+    store = open_blobstore(url, s3_endpoint_url=os.environ.get("SAFEKEEP_TEST_S3_ENDPOINT_URL"))
     await store.open()
     try:
-        await bench_small(store, name, args.small)
-        await bench_large(store, name, args.large_mib * MiB)
+        if workload == "small":
+            await bench_small(store, name, args.small)
+        else:
+            await bench_large(store, name, args.large_mib * MiB)
     finally:
         await store.close()
 
 
-async def main() -> None:
+def spawn(url: str, args: argparse.Namespace) -> None:
+    for workload in ("small", "large"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.storage",
+                "--small",
+                str(args.small),
+                "--large-mib",
+                str(args.large_mib),
+                "--child",
+                url,
+                workload,
+            ],
+            check=True,
+        )
+
+
+def empty_and_delete(client: Any, bucket: str) -> None:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if objs:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": objs})
+    client.delete_bucket(Bucket=bucket)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=5000)
     parser.add_argument("--large-mib", type=int, default=1024)
     parser.add_argument("--no-s3", action="store_true")
-    parser.add_argument("--bucket", default=None, help="existing bucket (default: create one)")
+    parser.add_argument("--child", nargs=2, metavar=("URL", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        asyncio.run(run_child(args.child[0], args.child[1], args))
+        return
 
-    start = time.perf_counter()
-    async for _ in generated(args.large_mib * MiB):
-        pass
-    gen_seconds = time.perf_counter() - start
+    async def generate_only() -> float:
+        start = time.perf_counter()
+        async for _ in generated(args.large_mib * MiB):
+            pass
+        return time.perf_counter() - start
+
+    gen_seconds = asyncio.run(generate_only())
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(
         f"generating the {args.large_mib} MiB stream alone: {gen_seconds:.2f} s "
@@ -242,11 +282,11 @@ async def main() -> None:
     )
     print(
         f"{'store':6} {'load':6} {'step':9} {'MiB':>9} {'seconds':>8} {'MiB/s':>9} "
-        f"{'peakRSS':>9} {'new':>8} {'dedup':>8} {'storedMiB':>10} {'stored/logical'}"
+        f"{'peakRSS':>9} {'new':>8} {'dedup':>8} {'storedMiB':>10} {'stored/logical'}",
+        flush=True,
     )
-
     with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp:
-        await run_store("local", Path(tmp).as_uri(), None, args)
+        spawn(Path(tmp).as_uri(), args)
 
     endpoint = os.environ.get("SAFEKEEP_TEST_S3_ENDPOINT_URL")
     if args.no_s3 or not endpoint:
@@ -255,20 +295,13 @@ async def main() -> None:
     import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint)
-    bucket = args.bucket or f"sk-bench-{uuid.uuid4().hex[:8]}"
-    if not args.bucket:
-        client.create_bucket(Bucket=bucket)
+    bucket = f"sk-bench-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
     try:
-        await run_store("s3", f"s3://{bucket}/bench", endpoint, args)
+        spawn(f"s3://{bucket}/bench", args)
     finally:
-        if not args.bucket:  # leave nothing behind on a shared server
-            paginator = client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket):
-                objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if objs:
-                    client.delete_objects(Bucket=bucket, Delete={"Objects": objs})  # type: ignore[typeddict-item]
-            client.delete_bucket(Bucket=bucket)
+        empty_and_delete(client, bucket)  # leave nothing behind on a shared server
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

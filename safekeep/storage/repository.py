@@ -190,6 +190,14 @@ class _Uploads:
 
 
 class TenantRepository:
+    """One tenant's view of a blob store: everything it writes is under ``prefix``, named and
+    encrypted with keys derived from the tenant's data key.
+
+    An instance is cheap and meant to live for one job (a backup run of an account, a restore):
+    its cache of known chunk names and its ``stats`` are per instance, and ``retain_until`` is
+    the Object Lock date its writes need (the backup policy's retention from now).
+    """
+
     def __init__(
         self,
         store: BlobStore,
@@ -287,7 +295,7 @@ class TenantRepository:
                 if await self.store.put_if_absent(key, blob, retain_until=self.retain_until):
                     self.stats.new_chunks += 1
                     self.stats.new_stored_bytes += len(blob)
-                else:  # another writer created it between our HEAD and PUT
+                else:  # already there: another writer, or an earlier copy of a small item
                     self.stats.deduped_chunks += 1
                     await self._ensure_retention(key, None)
             else:
