@@ -13,6 +13,7 @@ import io
 import random
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,9 +275,26 @@ JPEG_HEADER = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
 ZIP_HEADER = b"PK\x03\x04"
 MP4_HEADER = b"\x00\x00\x00\x18ftypmp42"
 
-# A real 1x1 PNG, used for inline images so that mail clients render something.
-TINY_PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2f5a1d2"
-    "0000000049454e44ae426082"
-)
+
+def make_png(width: int, height: int, seed: int) -> bytes:
+    """A valid RGB PNG (a seeded colour gradient), so inline images render in mail clients."""
+    rng = random.Random(seed)
+    base = [rng.randrange(256) for _ in range(3)]
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)  # filter type: none
+        for x in range(width):
+            rows.extend(((base[0] + x) % 256, (base[1] + y) % 256, (base[2] + x + y) % 256))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (
+        PNG_HEADER
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows), 6))
+        + chunk(b"IEND", b"")
+    )

@@ -22,6 +22,7 @@ from graphsim.content import (
     GeneratedContent,
     make_docx,
     make_pdf,
+    make_png,
 )
 from graphsim.mail import Addr, MailSpec, text_to_html
 from graphsim.state import Attachment, Sku, Tenant, User, World
@@ -489,12 +490,7 @@ class ContentGen:
             if rng.random() < 0.15:
                 cid = f"image{n}@{tenant.domain}"
                 html = html.replace("</body>", f'<p><img src="cid:{cid}" alt="logo"></p></body>')
-                png = self._file_content(
-                    "png",
-                    f"{tenant.seed}:{tenant.index}:inline:{n % 5}",
-                    random.Random(n % 5),
-                    3_000 + (n % 5) * 700,
-                )
+                png = BytesContent.of(make_png(48 + (n % 5) * 16, 24, tenant.seed * 31 + n % 5))
                 attachments.append(
                     Attachment(
                         id="",
