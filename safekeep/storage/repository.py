@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -393,7 +393,7 @@ class TenantRepository:
 
     async def read(
         self, ref: ContentRef, *, start: int = 0, end_inclusive: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Plaintext of ``ref`` (or bytes ``start..end_inclusive`` of it), chunk by chunk.
 
         Whole chunks are fetched (GCM authenticates a blob as a whole) and trimmed; up to

@@ -258,3 +258,14 @@ def test_tenant_ids_that_would_break_the_prefix_are_refused(tenant: str, tmp_pat
 
     with pytest.raises(ValueError, match="tenant_id"):
         TenantRepository(LocalBlobStore(tmp_path), tenant_id=tenant, data_key=b"k" * 32)
+
+
+async def test_reader_stopping_early_leaves_no_fetches_behind(store: BlobStore) -> None:
+    r = repo(store)
+    ref = await r.put_bytes(random.Random(30).randbytes(6 * MiB))
+    assert len(ref.chunks) > 3
+    reader = r.read(ref)
+    first = await anext(reader)
+    assert first == (await r.read_bytes(ref))[: len(first)]
+    await reader.aclose()  # a client that hung up after the first chunk
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
