@@ -16,7 +16,7 @@ from stream_zip import ZIP_64, async_stream_zip
 
 from safekeep.storage.blobstore import BlobStore
 
-_UNSAFE = re.compile(r'[\x00-\x1f<>:"|?*\\]')
+_UNSAFE = re.compile(r'[\x00-\x1f<>:"|?*\\/]')
 MANIFEST_NAME = "manifest.json"
 
 
