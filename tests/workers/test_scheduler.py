@@ -1,0 +1,103 @@
+"""The scheduler: due tenants once (several replicas), the policy's cadence, manual backups
+leave the schedule alone, lost jobs are sent again."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from safekeep.runtime import Runtime
+from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger, Tenant, utcnow
+from safekeep.tenants.schedule import service as schedule
+from safekeep.workers.context import unit_of_work
+from safekeep.workers.scheduler import recover_lost_jobs
+from tests.factories import create_msp, create_tenant
+from tests.fixtures.app import SentMessages
+
+
+def test_next_run_keeps_the_grid_and_skips_missed_slots() -> None:
+    start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    assert schedule.next_run(start, start + timedelta(minutes=1), 3) == start + timedelta(hours=8)
+    # the scheduler was down for 20 hours: one run now, the next slot on the grid after now
+    assert schedule.next_run(start, start + timedelta(hours=20), 3) == start + timedelta(hours=24)
+    assert schedule.interval(24) == timedelta(hours=1)
+
+
+async def _due(runtime: Runtime, tenant: Tenant) -> None:
+    async with runtime.db.session() as session:
+        row = await session.get(Tenant, tenant.id)
+        assert row is not None
+        row.next_backup_at = utcnow() - timedelta(minutes=1)
+
+
+async def test_replicas_enqueue_a_due_tenant_once(
+    worker_runtime: Runtime, sent: SentMessages
+) -> None:
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp, policy={"backups_per_day": 4})
+    await _due(runtime, tenant)
+
+    async def replica() -> list[object]:
+        async with unit_of_work(runtime) as session:
+            return list(await schedule.enqueue_due(session))
+
+    results = await asyncio.gather(*(replica() for _ in range(4)))
+    assert sum(len(r) for r in results) == 1
+    assert sent.actors() == ["run_backup"]
+    async with runtime.db.session() as session:
+        jobs = (
+            (await session.execute(select(Job).where(Job.tenant_id == tenant.id))).scalars().all()
+        )
+        row = await session.get(Tenant, tenant.id)
+    assert [(j.kind, j.trigger) for j in jobs] == [(JobKind.backup, JobTrigger.scheduled)]
+    assert row is not None and row.next_backup_at is not None
+    assert timedelta(hours=5) < row.next_backup_at - utcnow() <= timedelta(hours=6)
+
+
+async def test_not_due_unconsented_or_still_running_tenants_wait(
+    worker_runtime: Runtime, sent: SentMessages
+) -> None:
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    pending = await create_tenant(runtime, msp, consented=False)
+    await _due(runtime, pending)
+    busy = await create_tenant(runtime, msp)
+    await _due(runtime, busy)
+    async with runtime.db.session() as session:
+        session.add(
+            Job(tenant_id=busy.id, kind=JobKind.backup, status=JobStatus.running, params={})
+        )
+    async with unit_of_work(runtime) as session:
+        started = await schedule.enqueue_due(session)
+    assert started == []
+    assert sent.messages == []
+
+
+async def test_lost_jobs_are_sent_again(worker_runtime: Runtime, sent: SentMessages) -> None:
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    async with runtime.db.session() as session:
+        old = Job(
+            tenant_id=tenant.id,
+            kind=JobKind.restore,
+            status=JobStatus.queued,
+            params={},
+            updated_at=utcnow() - timedelta(hours=1),
+        )
+        fresh = Job(tenant_id=tenant.id, kind=JobKind.export, status=JobStatus.queued, params={})
+        done = Job(
+            tenant_id=tenant.id,
+            kind=JobKind.backup,
+            status=JobStatus.succeeded,
+            params={},
+            updated_at=utcnow() - timedelta(hours=1),
+        )
+        session.add_all([old, fresh, done])
+    assert await recover_lost_jobs() == 1
+    assert [(m.actor, m.args) for m in sent.messages] == [("run_restore", (str(old.id),))]
+    # touched: the next tick does not send it again straight away
+    assert await recover_lost_jobs() == 0

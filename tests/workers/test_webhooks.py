@@ -1,0 +1,164 @@
+"""Webhook deliveries: signed, recorded, retried with backoff, given up after the last try."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from safekeep.runtime import Runtime
+from safekeep.tenants import outbox
+from safekeep.tenants.models import DeliveryStatus, WebhookDelivery
+from safekeep.tenants.webhook import service as webhooks
+from safekeep.workers.webhooks import deliver
+from tests.factories import create_msp
+from tests.fixtures.app import SentMessages
+
+
+@dataclass
+class Receiver:
+    url: str
+    answers: list[int]
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="", answers=[])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(state.answers.pop(0) if state.answers else 200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver does with the documented header."""
+    parts = dict(p.split("=", 1) for p in headers["safekeep-signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    fresh = abs(time.time() - int(parts["t"])) < 300
+    return fresh and hmac.compare_digest(parts["v1"], expected.hexdigest())
+
+
+async def test_delivery_is_signed_retried_and_recorded(
+    client: httpx.AsyncClient, worker_runtime: Runtime, sent: SentMessages, receiver: Receiver
+) -> None:
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    r = await client.post(
+        "/v1/webhooks",
+        json={"url": receiver.url, "events": ["backup.completed", "export.ready"]},
+        headers=msp.headers,
+    )
+    secret = r.json()["secret"]
+    webhook_id = r.json()["id"]
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            (delivery,) = await webhooks.emit(
+                session, msp_id=msp.id, event_type="backup.completed", data={"job_id": "j1"}
+            )
+    assert [m.actor for m in box.messages] == ["deliver_webhook"]
+    receiver.answers = [500]
+    await deliver(str(delivery.id))
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookDelivery, delivery.id)
+    assert row is not None
+    assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.pending, 1, 500)
+    retry = sent.messages[-1]
+    assert (retry.actor, retry.args, retry.delay_ms) == (
+        "deliver_webhook",
+        (str(delivery.id),),
+        30_000,
+    )
+    await deliver(str(delivery.id))
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookDelivery, delivery.id)
+    assert row is not None and row.status == DeliveryStatus.delivered and row.attempts == 2
+    assert len(receiver.received) == 2
+    headers, body = receiver.received[-1]
+    assert verify(secret, headers, body)
+    assert not verify("whsec_wrong", headers, body)
+    payload = json.loads(body)
+    assert payload["type"] == "backup.completed" and payload["data"] == {"job_id": "j1"}
+    assert headers["safekeep-event-id"] == payload["id"]
+    # delivered: a redelivered message sends nothing more
+    await deliver(str(delivery.id))
+    assert len(receiver.received) == 2
+    listed = (await client.get(f"/v1/webhooks/{webhook_id}/deliveries", headers=msp.headers)).json()
+    assert [(d["status"], d["attempts"]) for d in listed["items"]] == [("delivered", 2)]
+
+
+async def test_delivery_gives_up_after_the_last_retry(
+    worker_runtime: Runtime, receiver: Receiver
+) -> None:
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    with outbox.collect():
+        async with runtime.db.session() as session:
+            from safekeep.tenants.scope import system_principal
+
+            await webhooks.create_endpoint(
+                session,
+                system_principal(msp.id),
+                runtime.settings,
+                url=receiver.url,
+                events=["export.ready"],
+                description=None,
+            )
+            (delivery,) = await webhooks.emit(
+                session, msp_id=msp.id, event_type="export.ready", data={}
+            )
+    receiver.answers = [503] * 10
+    for _ in range(len(webhooks.RETRY_DELAYS) + 1):
+        await deliver(str(delivery.id))
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookDelivery, delivery.id)
+    assert row is not None
+    assert row.status == DeliveryStatus.failed
+    assert row.attempts == len(webhooks.RETRY_DELAYS) + 1
+    assert row.next_attempt_at is None
+
+
+async def test_unreachable_endpoint_is_an_attempt_not_a_crash(worker_runtime: Runtime) -> None:
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    with outbox.collect():
+        async with runtime.db.session() as session:
+            from safekeep.tenants.scope import system_principal
+
+            await webhooks.create_endpoint(
+                session,
+                system_principal(msp.id),
+                runtime.settings,
+                url="http://127.0.0.1:9/nothing",
+                events=["export.ready"],
+                description=None,
+            )
+            (delivery,) = await webhooks.emit(
+                session, msp_id=msp.id, event_type="export.ready", data={}
+            )
+    await deliver(str(delivery.id))
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookDelivery, delivery.id)
+    assert row is not None and row.attempts == 1 and row.status == DeliveryStatus.pending
+    assert row.last_error and "Connect" in row.last_error
