@@ -831,3 +831,30 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
     (attachment,) = event_back.attachments
     assert attachment.content is not None
     assert hashlib.sha256(attachment.content.read()).digest() == hashlib.sha256(big).digest()
+
+
+async def test_interrupted_pass_whose_link_expired_starts_afresh(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    account = await first_user(h)
+    add_rich_events(h, account.graph_id)
+    monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
+    original = engine_collect.CollectContext.progress
+    calls = {"n": 0}
+
+    async def dying(self: engine_collect.CollectContext) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker killed")
+        await original(self)
+
+    monkeypatch.setattr(engine_collect.CollectContext, "progress", dying)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await h.backup(account, "calendar")
+    monkeypatch.setattr(engine_collect.CollectContext, "progress", original)
+    h.sim.expire_delta_tokens(h.sim_tenant_id)
+    run, skipped = await h.backup(account, "calendar")
+    assert run.resumed and skipped == 0
+    assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, account.graph_id))
+    assert set((await versions_per_item(h, account)).values()) == {1}

@@ -73,7 +73,7 @@ WINDOW_PAST = timedelta(days=3 * 365)
 WINDOW_FUTURE = timedelta(days=3 * 365)
 # A window whose end is closer than this is replaced by a fresh one (with a full pass).
 ROTATE_AHEAD = timedelta(days=int(2.5 * 365))
-VIEW_PAGE_SIZE = 200
+VIEW_PAGE_SIZE = 500
 SWEEP_PAGE_SIZE = 500
 BATCH_SIZE = 20
 # Attachments up to this size are read whole (for text extraction); larger ones stream.
@@ -259,8 +259,13 @@ class CalendarCollector:
         ]
         if in_progress:
             key, window, state = max(in_progress, key=lambda t: t[1].hi)
-            await self._full(calendar_id, key, window, others - {key}, state.resume_link)
-            return
+            try:
+                await self._full(calendar_id, key, window, others - {key}, state.resume_link)
+                return
+            except ResyncRequired:  # the pass's resume link expired: start it afresh
+                log.info("calendar_resync", calendar_id=calendar_id, resumed=True)
+                async with self.run.page() as cat:
+                    await cat.drop_delta(key)
         done = [(key, window, state) for key, (window, state) in mine.items() if state.delta_link]
         now = utcnow()
         if done:
@@ -476,8 +481,9 @@ class CalendarCollector:
                     failed[event["id"]] = result
                 elif result is not None:
                     records.append(result)
+            subjects = {str(e["id"]): e.get("subject") for e in events}
             for event_id, exc in failed.items():
-                await self._skip(calendar_id, event_id, exc)
+                await self._skip(calendar_id, event_id, exc, subjects.get(event_id))
             self.handled.update(chunk)
         return records, gone
 
@@ -668,12 +674,14 @@ class CalendarCollector:
         for event_id in removed:
             await cat.remove(event_id, only_if_parent=calendar_id)
 
-    async def _skip(self, calendar_id: str, event_id: str, exc: Exception) -> None:
+    async def _skip(
+        self, calendar_id: str, event_id: str, exc: Exception, subject: str | None = None
+    ) -> None:
         code = getattr(exc, "reason", None) or type(exc).__name__
         log.warning("event_skipped", event_id=event_id, error=str(exc)[:300])
         await self.ctx.skip(
             item_ref=event_id,
-            name=None,
+            name=subject,
             code=str(code),
             detail=str(exc)[:2000],
             collection=calendar_id,
