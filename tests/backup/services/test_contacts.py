@@ -444,3 +444,38 @@ def test_vcard_escapes_and_folds_without_splitting_characters() -> None:
     assert "TEL;TYPE=CELL,VOICE:+33 6 00 00 00 00" in lines
     assert "BDAY:1990-05-17" in lines and "REV:20260102T030405Z" in lines
     assert fold("x" * 150).count("\r\n ") == 2
+
+
+async def test_unreadable_photo_is_skipped_then_completed_next_run(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safekeep.backup.context import open_repository
+
+    h = engine
+    account = (await users(h))[0]
+    fixtures = add_fixtures(h, account.graph_id)
+    real = contacts_collect.ContactsCollector._photos
+
+    async def flaky(self: Any, contact_ids: list[str]) -> Any:
+        found, failed = await real(self, contact_ids)
+        if fixtures["tricky"] in found:
+            del found[fixtures["tricky"]]
+            failed[fixtures["tricky"]] = "503 ServiceUnavailable: photo store is down"
+        return found, failed
+
+    monkeypatch.setattr(contacts_collect.ContactsCollector, "_photos", flaky)
+    _run, skipped = await h.backup(account, "contacts")
+    assert skipped == 1
+    repo = await open_repository(h.runtime, h.tenant)
+    version = (await open_versions(h, account, ["contact"]))[fixtures["tricky"]]
+    content = await module_for("contacts").content(repo, version)
+    assert b"PHOTO;" not in b"".join([c async for c in content.open(0, None)])
+
+    monkeypatch.setattr(contacts_collect.ContactsCollector, "_photos", real)
+    run, skipped = await h.backup(account, "contacts")
+    assert skipped == 0 and run.counters.changed == 1
+    version = (await open_versions(h, account, ["contact"]))[fixtures["tricky"]]
+    content = await module_for("contacts").content(repo, version)
+    assert b"PHOTO;" in b"".join([c async for c in content.open(0, None)])
+    async with h.runtime.db.session() as session:
+        assert await catalog.skipped_items(session, account.id, "contacts") == []

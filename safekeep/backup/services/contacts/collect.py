@@ -267,8 +267,16 @@ class ContactsCollector:
             ):
                 continue
             changed.append(value)
-        photos = await self._photos([str(c["id"]) for c in changed])
-        records = [await self._record(one.folder_id, c, photos.get(str(c["id"]))) for c in changed]
+        photos, unreadable = await self._photos([str(c["id"]) for c in changed])
+        records = [
+            await self._record(
+                one.folder_id,
+                c,
+                photos.get(str(c["id"])),
+                photo_missing=str(c["id"]) in unreadable,
+            )
+            for c in changed
+        ]
         async with self.run.page() as cat:
             await cat.preload(list(last))
             for record in records:
@@ -285,11 +293,23 @@ class ContactsCollector:
                         [CONTACT_KIND], one.seen, parent_external_id=one.folder_id
                     )
                 await cat.save_delta(one.folder_id, delta_link=page.delta_link)
+        for record in records:
+            if record.external_id in unreadable:
+                await self.ctx.skip(
+                    item_ref=record.external_id,
+                    name=record.name,
+                    code="photo_unreadable",
+                    detail=unreadable[record.external_id],
+                    collection=one.folder_id,
+                )
         await self.ctx.progress()
 
-    async def _photos(self, contact_ids: list[str]) -> dict[str, tuple[str, bytes]]:
+    async def _photos(
+        self, contact_ids: list[str]
+    ) -> tuple[dict[str, tuple[str, bytes]], dict[str, str]]:
         """Contact photos (Graph has no "has a photo" flag: 404 means none), 20 per
-        ``$batch``; binary answers come back base64-encoded in the batch's JSON."""
+        ``$batch``; binary answers come back base64-encoded in the batch's JSON. Also
+        returns the contacts whose photo could not be read, with the reason."""
         requests = [
             BatchRequest(
                 id=str(n),
@@ -300,6 +320,7 @@ class ContactsCollector:
             for n, contact_id in enumerate(contact_ids)
         ]
         found: dict[str, tuple[str, bytes]] = {}
+        failed: dict[str, str] = {}
         answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
         for n, answer in enumerate(answers):
             if answer.ok and isinstance(answer.body, str) and answer.body:
@@ -307,18 +328,22 @@ class ContactsCollector:
                 content_type = headers.get("content-type", "image/jpeg")
                 found[contact_ids[n]] = (content_type, base64.b64decode(answer.body))
             elif not answer.ok and not isinstance(answer.error, NotFound):
-                self.ctx.errors += 1
+                failed[contact_ids[n]] = str(answer.error)
                 log.warning(
                     "contact_photo_unreadable", contact_id=contact_ids[n], status=answer.status
                 )
-        return found
+        return found, failed
 
     async def _record(
         self,
         folder_id: str,
         contact: dict[str, Any],
         photo: tuple[str, bytes] | None = None,
+        *,
+        photo_missing: bool = False,
     ) -> ItemRecord:
+        """``photo_missing``: the contact is kept without the photo it has, under a change
+        key of its own, so that the retry next run stores a new, complete version."""
         contact = {k: v for k, v in contact.items() if k != "@odata.context"}
         size = 0
         if photo is not None:
@@ -341,14 +366,19 @@ class ContactsCollector:
             parent_external_id=folder_id,
             size=len(data) + size,
             modified_at=modified_at(contact),
-            change_key=contact.get("changeKey"),
+            change_key=(
+                f"{contact.get('changeKey')}#photo-missing"
+                if photo_missing
+                else contact.get("changeKey")
+            ),
             document=document,
             meta=meta_of(contact, folder_path),
             search=search_fields(contact, folder_path),
         )
 
     async def _retry_skipped(self) -> None:
-        """Contacts an earlier run could not store: read them again by id."""
+        """Contacts an earlier run could not store whole (their photo failed): read them
+        again by id, photo included."""
         rows = await self.ctx.retries()
         resolved: list[str] = []
         for row in rows:
@@ -370,7 +400,16 @@ class ContactsCollector:
             if folder_id not in self.names:
                 resolved.append(row.external_id)
                 continue
-            photos = await self._photos([row.external_id])
+            photos, unreadable = await self._photos([row.external_id])
+            if row.external_id in unreadable:
+                await self.ctx.skip(
+                    item_ref=row.external_id,
+                    name=row.name,
+                    code="photo_unreadable",
+                    detail=unreadable[row.external_id],
+                    collection=folder_id,
+                )
+                continue
             record = await self._record(folder_id, contact, photos.get(row.external_id))
             async with self.run.page() as cat:
                 await cat.record(record)
