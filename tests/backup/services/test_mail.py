@@ -17,13 +17,12 @@ import random
 import re
 import uuid
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from graphsim.mail import message_json
 from graphsim.routes_mail import message_mime
@@ -38,30 +37,12 @@ from safekeep.errors import NotFound
 from safekeep.graph.errors import TransientError
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Account, Item, ItemVersion, Job, SkippedItem, Snapshot
-from safekeep.tenants.models.job import JobStatus
+from safekeep.tenants.models import Account, Item, ItemVersion, SkippedItem, Snapshot
 from tests.backup.harness import EngineHarness
 
 SERVICE = "mail"
 MARKER = "zygomorphic"  # a word only the crafted text attachment contains
 BIG = 3_400_000  # above the 3 MB direct-attachment limit: restored through an upload session
-
-
-# ---- workaround until Job.status loads as JobStatus (notes/requests-mail.md, item 1) -------
-
-
-def _coerce_status(target: Job, *_: Any) -> None:
-    if not isinstance(target.status, JobStatus):
-        target.status = JobStatus(target.status)
-
-
-@pytest.fixture(autouse=True)
-def _job_status_enum() -> Iterator[None]:
-    event.listen(Job, "load", _coerce_status)
-    event.listen(Job, "refresh", _coerce_status)
-    yield
-    event.remove(Job, "load", _coerce_status)
-    event.remove(Job, "refresh", _coerce_status)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
