@@ -832,6 +832,15 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
     assert attachment.content is not None
     assert hashlib.sha256(attachment.content.read()).digest() == hashlib.sha256(big).digest()
 
+    # Calendars cannot nest: in "new" mode each non-default calendar gets its own.
+    report = await h.restore(account, "calendar", at=snapshot.completed_at, folder_mode="new")
+    assert report.failed_count == 0
+    names = {v: k for k, v in sim_calendars(h, uid).items()}
+    (own,) = [n for n in names if n.startswith("Restored ") and n.endswith(" (Projects)")]
+    assert [e.props["subject"] for e in events_in(h, names[own])] == ["Project kickoff"]
+    (main,) = [n for n in names if n.startswith("Restored ") and not n.endswith(")")]
+    assert len(events_in(h, names[main])) == report.restored_count - 1
+
 
 async def test_interrupted_pass_whose_link_expired_starts_afresh(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch

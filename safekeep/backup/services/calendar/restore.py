@@ -17,6 +17,11 @@ Calendars: "original" writes into the calendar of the same name (the default cal
 into the target's default calendar), created if missing; "new" writes into a new calendar
 named ``ctx.new_folder_name`` (events from another calendar than the default go to
 ``"<new name> (<calendar name>)"``, since calendars cannot nest).
+
+What Graph does not let a restore give back: the organiser (the target mailbox becomes the
+organiser), the iCalUId (a new one is assigned), the online meeting's join link
+(``isOnlineMeeting`` makes a new meeting), attendees' responses. Attachments that only an
+exception carries (not its series) are not backed up apart from the series' own.
 """
 
 from __future__ import annotations
