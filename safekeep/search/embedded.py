@@ -3,11 +3,17 @@
 Layout (``{p}`` is the index prefix, so several logical indices can share one file):
 
 - ``{p}_docs``: one row per (tenant, version) with the filter columns (integers for instants in
-  microseconds, a normalised ``folder_key``) and the text columns;
-- ``{p}_fts``: an FTS5 index over the text columns with ``{p}_docs`` as its external content
-  (text stored once; ``snippet()`` reads it back), kept in step by triggers. The update
-  trigger fires only when a text column really changes, so ``close_versions`` and re-indexing
-  an unchanged version cost no full-text work.
+  microseconds, a normalised ``folder_key``), the title and the folder path. It holds no long
+  text, so the rows that a full-text match must check against the filters are small and many
+  fit a page: checking 100,000 matches reads a few MB, not the bodies;
+- ``{p}_text``: the searched text columns, same ``id``;
+- ``{p}_fts``: an FTS5 index over ``{p}_text`` as its external content (text stored once;
+  ``snippet()`` reads it back), kept in step by triggers. The update trigger fires only when a
+  text column really changes, so re-indexing an unchanged version costs no full-text work and
+  ``close_versions`` none at all. Its ``scope`` column holds one token per tenant (a hash of
+  the id): a search within a few tenants adds ``scope : (...)`` to the MATCH, so FTS5
+  intersects posting lists instead of checking every match of a common word against the
+  tenant filter. That is an optimisation only: isolation is the SQL filter in ``_scope()``.
 
 Tokenizer: ``unicode61 remove_diacritics 2``: splits on anything that is not a letter or a
 digit, folds case and accents (é→e, ü→u; unlike OpenSearch's asciifolding, ß stays ß).
@@ -32,6 +38,7 @@ statement by statement, which is both faster and keeps each batch one transactio
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import sqlite3
@@ -66,6 +73,8 @@ from safekeep.search.syntax import Atom
 T = TypeVar("T")
 
 _TEXT_COLUMNS = HIGHLIGHT_FIELDS  # title, sender, recipients, people, location, body, ...
+_FTS_COLUMNS = (*_TEXT_COLUMNS, "scope")
+_SCOPED_TENANTS = 16  # up to this many tenants, narrow the MATCH itself by tenant
 _WEIGHTS = {
     "title": 10.0,
     "sender": 4.0,
@@ -96,10 +105,6 @@ def segment(text: str) -> str:
     return _CJK_RE.sub("\u200b\\1\u200b", text)
 
 
-def _unsegment(text: str) -> str:
-    return text.replace("\u200b", "")
-
-
 def _fts_atom(atom: Atom, column: str | None = None) -> str:
     """An atom as an FTS5 string: always quoted, quotes doubled, so no user input is syntax."""
     rendered = '"' + segment(atom.text).replace('"', '""') + '"'
@@ -108,17 +113,28 @@ def _fts_atom(atom: Atom, column: str | None = None) -> str:
     return f"{column} : {rendered}" if column else rendered
 
 
+def scope_token(tenant_id: str) -> str:
+    """The ``scope`` column's token for a tenant: letters and digits only, so one token."""
+    return "s" + hashlib.blake2b(tenant_id.encode(), digest_size=10).hexdigest()
+
+
 def _match_expressions(p: Plan) -> tuple[str | None, str | None]:
-    """(positive, negative) FTS5 expressions: text clauses plus the per-field filters."""
-    positive = [
+    """(positive, negative) FTS5 expressions: text clauses (never matched against ``scope``)
+    and the per-field filters; the positive one narrowed to the tenants when they are few."""
+    clauses = [
         "(" + " OR ".join(_fts_atom(atom) for atom in clause.anyof) + ")" for clause in p.text.must
     ]
+    positive = ["- scope : (" + " AND ".join(clauses) + ")"] if clauses else []
     if p.sender is not None:
         positive.append(_fts_atom(p.sender, "sender"))
     if p.recipient is not None:
         positive.append(_fts_atom(p.recipient, "recipients"))
-    negative = " OR ".join(_fts_atom(atom) for atom in p.text.must_not)
-    return (" AND ".join(positive) or None), (negative or None)
+    if positive and len(p.tenant_ids) <= _SCOPED_TENANTS:
+        tokens = " OR ".join(f'"{scope_token(t)}"' for t in p.tenant_ids)
+        positive.append(f"scope : ({tokens})")
+    negatives = " OR ".join(_fts_atom(atom) for atom in p.text.must_not)
+    negative = f"- scope : ({negatives})" if negatives else None
+    return (" AND ".join(positive) or None), negative
 
 
 class _Sql:
@@ -154,6 +170,7 @@ class SqliteSearchBackend:
         self.path = Path(path)
         self.max_text_chars = max_text_chars
         self._docs = f'"{prefix}_docs"'
+        self._text = f'"{prefix}_text"'
         self._fts = f'"{prefix}_fts"'
         self._prefix = prefix
         self._readers = readers
@@ -235,11 +252,11 @@ class SqliteSearchBackend:
             raise SearchUnavailable(f"SQLite search store failed: {exc}") from exc
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        cols = ", ".join(_TEXT_COLUMNS)
-        new = ", ".join(f"new.{c}" for c in _TEXT_COLUMNS)
-        old = ", ".join(f"old.{c}" for c in _TEXT_COLUMNS)
-        changed = " OR ".join(f"old.{c} IS NOT new.{c}" for c in _TEXT_COLUMNS)
-        p, docs, fts = self._prefix, self._docs, self._fts
+        cols = ", ".join(_FTS_COLUMNS)
+        new = ", ".join(f"new.{c}" for c in _FTS_COLUMNS)
+        old = ", ".join(f"old.{c}" for c in _FTS_COLUMNS)
+        changed = " OR ".join(f"old.{c} IS NOT new.{c}" for c in _FTS_COLUMNS)
+        p, docs, text, fts = self._prefix, self._docs, self._text, self._fts
         conn.executescript(
             f"""
             BEGIN;
@@ -261,26 +278,35 @@ class SqliteSearchBackend:
                 size INTEGER NOT NULL,
                 has_attachments INTEGER NOT NULL,
                 file_type TEXT,
-                title TEXT NOT NULL, sender TEXT, recipients TEXT, people TEXT, location TEXT,
-                body TEXT, attachment_names TEXT, attachment_text TEXT, folder_path TEXT NOT NULL
+                title TEXT NOT NULL,
+                folder_path TEXT NOT NULL
             );
             CREATE INDEX IF NOT EXISTS "{p}_docs_tenant_time"
                 ON {docs} (tenant_id, sort_ts, doc_key);
             CREATE INDEX IF NOT EXISTS "{p}_docs_tenant_account" ON {docs} (tenant_id, account_id);
+            CREATE TABLE IF NOT EXISTS {text} (
+                id INTEGER PRIMARY KEY,
+                title TEXT, sender TEXT, recipients TEXT, people TEXT, location TEXT,
+                body TEXT, attachment_names TEXT, attachment_text TEXT, folder_path TEXT,
+                scope TEXT NOT NULL
+            );
             CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
-                {cols}, content={docs.replace('"', "'")}, content_rowid='id',
+                {cols}, content={text.replace('"', "'")}, content_rowid='id',
                 tokenize='unicode61 remove_diacritics 2', prefix='2 3'
             );
-            CREATE TRIGGER IF NOT EXISTS "{p}_docs_ai" AFTER INSERT ON {docs} BEGIN
+            CREATE TRIGGER IF NOT EXISTS "{p}_text_ai" AFTER INSERT ON {text} BEGIN
                 INSERT INTO {fts} (rowid, {cols}) VALUES (new.id, {new});
             END;
-            CREATE TRIGGER IF NOT EXISTS "{p}_docs_ad" AFTER DELETE ON {docs} BEGIN
+            CREATE TRIGGER IF NOT EXISTS "{p}_text_ad" AFTER DELETE ON {text} BEGIN
                 INSERT INTO {fts} ({fts}, rowid, {cols}) VALUES ('delete', old.id, {old});
             END;
-            CREATE TRIGGER IF NOT EXISTS "{p}_docs_au" AFTER UPDATE OF {cols} ON {docs}
+            CREATE TRIGGER IF NOT EXISTS "{p}_text_au" AFTER UPDATE ON {text}
             WHEN {changed} BEGIN
                 INSERT INTO {fts} ({fts}, rowid, {cols}) VALUES ('delete', old.id, {old});
                 INSERT INTO {fts} (rowid, {cols}) VALUES (new.id, {new});
+            END;
+            CREATE TRIGGER IF NOT EXISTS "{p}_docs_ad" AFTER DELETE ON {docs} BEGIN
+                DELETE FROM {text} WHERE id = old.id;
             END;
             COMMIT;
             """
@@ -288,9 +314,30 @@ class SqliteSearchBackend:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _row(self, doc: SearchDocument) -> tuple[Any, ...]:
+    _META_COLUMNS = (
+        "doc_key",
+        "version_id",
+        "msp_id",
+        "tenant_id",
+        "account_id",
+        "service",
+        "item_id",
+        "kind",
+        "folder_key",
+        "valid_from",
+        "valid_to",
+        "date",
+        "sort_ts",
+        "size",
+        "has_attachments",
+        "file_type",
+        "title",
+        "folder_path",
+    )
+
+    def _row(self, doc: SearchDocument) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         doc = bounded(doc, self.max_text_chars)
-        return (
+        meta = (
             f"{doc.tenant_id}/{doc.version_id}",
             doc.version_id,
             doc.msp_id,
@@ -307,6 +354,10 @@ class SqliteSearchBackend:
             doc.size,
             int(doc.has_attachments),
             doc.file_type,
+            doc.title,
+            doc.folder_path,
+        )
+        text = (
             segment(doc.title),
             segment(doc.sender or ""),
             segment("\n".join(doc.recipients)),
@@ -316,29 +367,35 @@ class SqliteSearchBackend:
             segment("\n".join(doc.attachment_names)),
             segment(doc.attachment_text),
             segment(doc.folder_path),
+            scope_token(doc.tenant_id),
         )
-
-    _ROW_COLUMNS = (
-        "doc_key, version_id, msp_id, tenant_id, account_id, service, item_id, kind, folder_key, "
-        "valid_from, valid_to, date, sort_ts, size, has_attachments, file_type, "
-        + ", ".join(_TEXT_COLUMNS)
-    )
+        return meta, text
 
     async def index(self, docs: Sequence[SearchDocument]) -> None:
         for start in range(0, len(docs), _BATCH):
             rows = [self._row(doc) for doc in docs[start : start + _BATCH]]
             await self._write(lambda conn, rows=rows: self._upsert(conn, rows))  # type: ignore[misc]
 
-    def _upsert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-        names = [n.strip() for n in self._ROW_COLUMNS.split(",")]
-        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in ("doc_key",))
-        sql = (
-            f"INSERT INTO {self._docs} ({self._ROW_COLUMNS}) "
-            f"VALUES ({', '.join('?' for _ in names)}) "
-            f"ON CONFLICT (doc_key) DO UPDATE SET {updates}"
+    def _upsert(
+        self, conn: sqlite3.Connection, rows: list[tuple[tuple[Any, ...], tuple[Any, ...]]]
+    ) -> None:
+        meta_names = self._META_COLUMNS
+        meta_updates = ", ".join(f"{n} = excluded.{n}" for n in meta_names if n != "doc_key")
+        meta_sql = (
+            f"INSERT INTO {self._docs} ({', '.join(meta_names)}) "
+            f"VALUES ({', '.join('?' for _ in meta_names)}) "
+            f"ON CONFLICT (doc_key) DO UPDATE SET {meta_updates} RETURNING id"
+        )
+        text_updates = ", ".join(f"{n} = excluded.{n}" for n in _FTS_COLUMNS)
+        text_sql = (
+            f"INSERT INTO {self._text} (id, {', '.join(_FTS_COLUMNS)}) "
+            f"VALUES (?, {', '.join('?' for _ in _FTS_COLUMNS)}) "
+            f"ON CONFLICT (id) DO UPDATE SET {text_updates}"
         )
         with _transaction(conn):
-            conn.executemany(sql, rows)
+            for meta, text in rows:
+                (row_id,) = conn.execute(meta_sql, meta).fetchone()
+                conn.execute(text_sql, (row_id, *text))
 
     async def close_versions(
         self, tenant_id: str, version_ids: Sequence[str], valid_to: datetime
@@ -444,7 +501,7 @@ class SqliteSearchBackend:
                     f"d.id NOT IN (SELECT rowid FROM {self._fts} WHERE {self._fts} MATCH ?)",
                     negative,
                 )
-        weights = ", ".join(str(_WEIGHTS[c]) for c in _TEXT_COLUMNS)
+        weights = ", ".join(str(_WEIGHTS.get(c, 0.0)) for c in _FTS_COLUMNS)
         key_expr = f"bm25({self._fts}, {weights})" if p.ranked else "d.sort_ts"
         direction = "DESC" if p.order == "date_desc" else "ASC"
         select = (
@@ -452,6 +509,8 @@ class SqliteSearchBackend:
             f"d.item_id, d.kind, d.title, d.folder_path, d.date, d.size, {key_expr} AS sort_key "
             f"FROM {source} WHERE {sql.where}"
         )
+        # FTS5's bm25() cannot sit in a window query: count over the finished rows instead.
+        select = f"SELECT *, count(*) OVER () AS total FROM ({select})"
         params = list(sql.params)
         outer = ""
         if p.after is not None:
@@ -464,11 +523,16 @@ class SqliteSearchBackend:
         ).fetchall()
         more = len(rows) > p.limit
         rows = rows[: p.limit]
-        total_row = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)",
-            [*sql.params, TOTAL_LIMIT + 1],
-        ).fetchone()
-        total = total_row[0] if total_row[0] <= TOTAL_LIMIT else None
+        # The window count rides on the scan the sort needs anyway; past the last page there
+        # is no row to carry it, and a separate count runs.
+        if rows:
+            count = rows[0][13]
+        else:
+            count = conn.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)",
+                [*sql.params, TOTAL_LIMIT + 1],
+            ).fetchone()[0]
+        total = count if count <= TOTAL_LIMIT else None
         highlights = self._highlights(conn, match, [row[0] for row in rows]) if match else {}
         hits = [
             SearchHit(
@@ -478,8 +542,8 @@ class SqliteSearchBackend:
                 service=row[5],
                 item_id=row[6],
                 kind=row[7],
-                title=_unsegment(row[8]),
-                folder_path=_unsegment(row[9]),
+                title=row[8],
+                folder_path=row[9],
                 date=from_micros(row[10]) if row[10] is not None else None,
                 size=row[11],
                 score=-row[12] if p.ranked else None,

@@ -480,6 +480,17 @@ async def test_a_tenant_scope_never_returns_other_tenants(
     assert {h.tenant_id for h in several.hits} <= {"ta", "tc"}
 
 
+async def test_large_tenant_scopes_stay_in_scope(backend: SearchBackend) -> None:
+    """Past a few tenants the backends stop narrowing by tenant inside the full-text engine
+    (FTS5 scope tokens, OpenSearch routing): the filter alone must still hold."""
+    await _two_tenants(backend)
+    many = ("ta", "tc", *(f"other-{i}" for i in range(70)))
+    for text in ("secret", "bravo", ""):
+        page = await backend.search(q(text, tenants=many, limit=100))
+        assert {h.tenant_id for h in page.hits} <= {"ta", "tc"}
+    assert len((await backend.search(q("secret", tenants=many))).hits) == 2
+
+
 async def test_paging_across_tenant_scopes_stays_in_scope(backend: SearchBackend) -> None:
     await backend.index([doc(tenant_id=t, title="Shared words") for t in ("ta", "tb") * 6])
     seen: list[str] = []
