@@ -228,6 +228,7 @@ class GraphClient:
         tenant_concurrency: int | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
+        retry_after_margin: float = 0.025,
     ) -> None:
         self.root = graph_url.rstrip("/")
         for version in ("/v1.0", "/beta"):
@@ -244,6 +245,10 @@ class GraphClient:
         self.tenant_concurrency = tenant_concurrency
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        # Retry-After comes rounded (whole seconds or milliseconds) and is measured from
+        # when Graph sent it; a hair more keeps the first request after it from landing
+        # just before the pause ends on Graph's side.
+        self.retry_after_margin = retry_after_margin
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             verify=ssl_context(ca_bundle),
@@ -652,7 +657,7 @@ class GraphClient:
                         url="$batch",
                     )
                 for key, wait in waits.items():
-                    await self.limiter.record_retry_after(key, wait)
+                    await self.limiter.record_retry_after(key, wait + self.retry_after_margin)
                 delay = 0.0 if waits else longest
             else:
                 state.failures += 1
@@ -1069,7 +1074,9 @@ class GraphClient:
         if retry_after is not None:
             # Tell every sharer of this key first, before anything that could yield to
             # another task (even reading the body) and while we still hold the slot.
-            await self.limiter.record_retry_after(target.record, retry_after)
+            await self.limiter.record_retry_after(
+                target.record, retry_after + self.retry_after_margin
+            )
             log.debug("throttled on %s for %.3f s", target.record, retry_after)
         raw = await self._read(resp)
         if status in (429, 503):

@@ -129,7 +129,8 @@ class RedisLimiter:
     background task while held, so a worker that dies stops holding slots within
     ``lease_seconds``. A Retry-After is a key with a PX expiry. A release is announced on a
     pub/sub channel so that waiters in any process retry at once instead of polling; they
-    still poll every ``poll_seconds`` in case an announcement is missed.
+    still poll every ``poll_seconds`` in case an announcement is missed. One instance per
+    event loop (its connections and background tasks belong to the loop that used it).
     """
 
     def __init__(
