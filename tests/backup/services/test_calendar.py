@@ -867,3 +867,42 @@ async def test_interrupted_pass_whose_link_expired_starts_afresh(
     assert run.resumed and skipped == 0
     assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, account.graph_id))
     assert set((await versions_per_item(h, account)).values()) == {1}
+
+
+async def test_unreadable_calendar_is_skipped_and_the_others_backed_up(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safekeep.graph.errors import Forbidden
+
+    h = engine
+    account = await first_user(h)
+    uid = account.graph_id
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        shared = ops.new_folder(tenant, tenant.users[uid], "calendar", "Shared with me", None)
+    h.sim.add_event(
+        h.sim_tenant_id,
+        uid,
+        subject="Not ours to read",
+        start=MONDAY,
+        end=MONDAY + timedelta(hours=1),
+        calendar=shared.id,
+    )
+    real = calendar_collect.CalendarCollector._calendar
+
+    async def guarded(self: Any, calendar_id: str, states: Any) -> None:
+        if calendar_id == shared.id:
+            raise Forbidden(403, "ErrorAccessDenied", "Access is denied.")
+        await real(self, calendar_id, states)
+
+    monkeypatch.setattr(calendar_collect.CalendarCollector, "_calendar", guarded)
+    _run, skipped = await h.backup(account, "calendar")
+    assert skipped == 1
+    stored = await open_versions(h, account, ["event"])
+    expected = {i for i, e in sim_events(h, uid).items() if e.folder_id != shared.id}
+    assert set(stored) == expected
+
+    monkeypatch.setattr(calendar_collect.CalendarCollector, "_calendar", real)
+    _run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0
+    assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, uid))

@@ -56,7 +56,7 @@ from safekeep.backup.services.calendar.document import (
     search_fields,
 )
 from safekeep.graph.client import BatchRequest, prefer
-from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
+from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
 from safekeep.search.extract import extract_text
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
@@ -192,7 +192,19 @@ class CalendarCollector:
         await self._record_calendars(calendars, states)
         await self._retry_skipped()
         for calendar in calendars:
-            await self._calendar(calendar["id"], states)
+            try:
+                await self._calendar(calendar["id"], states)
+            except (BadRequest, Forbidden, NotFound) as exc:
+                # A calendar we may list but not read (a shared or special calendar, or one
+                # deleted meanwhile) must not cost the user's other calendars; the next run
+                # tries it again.
+                await self.ctx.skip(
+                    item_ref=None,
+                    name=self.calendar_names.get(calendar["id"]),
+                    code=exc.reason,
+                    detail=f"calendar not readable: {exc}",
+                    collection=calendar["id"],
+                )
             await self.ctx.progress()
 
     async def _calendars(self) -> list[dict[str, Any]]:

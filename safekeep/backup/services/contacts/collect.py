@@ -35,7 +35,7 @@ from safekeep.backup.services.contacts.document import (
     search_fields,
 )
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
-from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
+from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import DeltaState
 from safekeep.workers.context import unit_of_work
@@ -221,11 +221,20 @@ class ContactsCollector:
         elif isinstance(first, GraphError):
             first = None  # ask again on its own; the client's retries apply there
         try:
-            await self._round(one, first)
-        except ResyncRequired:
-            await self._round(self._resync(one), None)
+            try:
+                await self._round(one, first)
+            except ResyncRequired:
+                await self._round(self._resync(one), None)
         except NotFound:
             log.info("contact_folder_gone", folder_id=one.folder_id)
+        except (BadRequest, Forbidden) as exc:  # one unreadable folder must not cost the rest
+            await self.ctx.skip(
+                item_ref=None,
+                name=self.names.get(one.folder_id),
+                code=exc.reason,
+                detail=f"contact folder not readable: {exc}",
+                collection=one.folder_id,
+            )
 
     def _resync(self, one: _Pass) -> _Pass:
         log.info("contacts_resync", folder_id=one.folder_id)
