@@ -906,3 +906,24 @@ async def test_unreadable_calendar_is_skipped_and_the_others_backed_up(
     _run, skipped = await h.backup(account, "calendar")
     assert skipped == 0
     assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, uid))
+
+
+async def test_a_failing_event_does_not_stop_the_restore(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safekeep.backup.services.calendar import restore as calendar_restore
+    from safekeep.graph.errors import TransientError
+
+    h = engine
+    account = await first_user(h)
+    add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    expected = len(sim_events(h, account.graph_id))
+
+    async def broken(self: Any, event_id: str, attachment: dict[str, Any]) -> None:
+        raise TransientError(503, "ServiceUnavailable", "upload refused")
+
+    monkeypatch.setattr(calendar_restore.CalendarRestore, "_add_attachment", broken)
+    report = await h.restore(account, "calendar", folder_mode="new")
+    assert report.failed_count == 1  # the event with a file: created, but incomplete
+    assert report.restored_count == expected - 1
