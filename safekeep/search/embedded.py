@@ -57,7 +57,7 @@ from safekeep.search.documents import (
     from_micros,
     to_micros,
 )
-from safekeep.search.errors import SearchUnavailable
+from safekeep.search.errors import InvalidQuery, SearchUnavailable
 from safekeep.search.query import (
     HIGHLIGHT_FIELDS,
     TOTAL_LIMIT,
@@ -205,7 +205,15 @@ class SqliteSearchBackend:
             try:
                 return fn(self._local.conn)
             except sqlite3.OperationalError as exc:
+                if str(exc).startswith("fts5:"):
+                    # Every user word is quoted before it reaches FTS5, so this is our bug;
+                    # still, the caller gets a refusal of the query, not an outage.
+                    raise InvalidQuery("the search text could not be interpreted") from exc
                 raise SearchUnavailable(f"SQLite search store failed: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # integrity/programming: a bug
+                    raise
+                raise SearchUnavailable(f"SQLite search store is damaged: {exc}") from exc
 
         return await asyncio.get_running_loop().run_in_executor(pool, call)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from safekeep.search.documents import clean
 from safekeep.search.errors import InvalidQuery
 
 MAX_ATOMS = 32
@@ -115,6 +116,9 @@ def _usable(atom: Atom | None) -> bool:
 
 def parse(text: str) -> ParsedText:
     """Parse free text; never raises for any input that contains a letter or a digit."""
+    # The characters removed from documents are removed here too: NUL would end an FTS5 query
+    # string early, and a highlight marker or a segmentation mark can never match anyway.
+    text = clean(text)
     if not text.strip():
         return ParsedText()
     tokens = _lex(text)
@@ -160,7 +164,7 @@ def parse(text: str) -> ParsedText:
 
 def parse_field(value: str, field: str) -> Atom:
     """A filter on one field (sender, recipient) is one phrase of the words it contains."""
-    body = " ".join(value.replace("*", " ").replace('"', " ").split())
+    body = " ".join(clean(value).replace("*", " ").replace('"', " ").split())
     if not has_word_chars(body):
         raise InvalidQuery(f"the {field} filter has no letters or digits to search for")
     return Atom(body, phrase=True)
