@@ -22,7 +22,8 @@ How changes are found (v1.0 only; beta's per-calendar ``events/delta`` is not us
    what is no longer there is closed. The full pass runs on the first backup, after a
    410 resync, and whenever the window's end comes within 2.5 years of today (so about
    every six months, when the window slides forward); an incremental run in between costs
-   one request per calendar plus what changed.
+   one ``$batch`` carrying every calendar's delta request (20 calendars per call), plus
+   what changed.
 
 The window and state of each calendar's round live under the delta collection
 ``view:<calendar id>:<yyyymmdd start>:<yyyymmdd end>``. A full pass keeps its resume link
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,7 +56,7 @@ from safekeep.backup.services.calendar.document import (
     offset_time,
     search_fields,
 )
-from safekeep.graph.client import BatchRequest, prefer
+from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
 from safekeep.search.extract import extract_text
 from safekeep.storage.repository import ContentRef
@@ -165,6 +166,18 @@ class Window:
 
 
 @dataclass
+class _Round:
+    """One calendar's delta round: where it starts and what kind it is."""
+
+    calendar_id: str
+    key: str
+    window: Window
+    link: str
+    full: bool  # a full pass (closing sweep, resume links kept until it ends)
+    stale: set[str]  # delta states of this calendar to drop once a full pass ends
+
+
+@dataclass
 class _Plan:
     """What one page (or sweep page) asks for: items to fetch and items that are gone."""
 
@@ -191,21 +204,25 @@ class CalendarCollector:
         calendars = await self._calendars()
         await self._record_calendars(calendars, states)
         await self._retry_skipped()
-        for calendar in calendars:
-            try:
-                await self._calendar(calendar["id"], states)
-            except (BadRequest, Forbidden, NotFound) as exc:
-                # A calendar we may list but not read (a shared or special calendar, or one
-                # deleted meanwhile) must not cost the user's other calendars; the next run
-                # tries it again.
-                await self.ctx.skip(
-                    item_ref=None,
-                    name=self.calendar_names.get(calendar["id"]),
-                    code=exc.reason,
-                    detail=f"calendar not readable: {exc}",
-                    collection=calendar["id"],
-                )
-            await self.ctx.progress()
+        rounds = [self._plan_round(c["id"], states) for c in calendars]
+        for start in range(0, len(rounds), BATCH_SIZE):
+            group = rounds[start : start + BATCH_SIZE]
+            firsts = await self._first_pages(group)
+            for one in group:
+                try:
+                    await self._run_round(one, firsts.get(one.calendar_id))
+                except (BadRequest, Forbidden, NotFound) as exc:
+                    # A calendar we may list but not read (a shared or special calendar, or
+                    # one deleted meanwhile) must not cost the user's other calendars; the
+                    # next run tries it again.
+                    await self.ctx.skip(
+                        item_ref=None,
+                        name=self.calendar_names.get(one.calendar_id),
+                        code=exc.reason,
+                        detail=f"calendar not readable: {exc}",
+                        collection=one.calendar_id,
+                    )
+                await self.ctx.progress()
 
     async def _calendars(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -257,13 +274,14 @@ class CalendarCollector:
 
     # ---- one calendar ----------------------------------------------------------------------
 
-    async def _calendar(self, calendar_id: str, states: dict[str, DeltaState]) -> None:
+    def _plan_round(self, calendar_id: str, states: dict[str, DeltaState]) -> _Round:
+        """Which round this calendar needs: resume a full pass, go on incrementally, or
+        start a full pass over a fresh window (first run, or the window is ageing)."""
         mine: dict[str, tuple[Window, DeltaState]] = {}
         for key, state in states.items():
             parsed = Window.parse(key)
             if parsed is not None and parsed[0] == calendar_id:
                 mine[key] = (parsed[1], state)
-        others = set(mine)
         in_progress = [
             (key, window, state)
             for key, (window, state) in mine.items()
@@ -271,30 +289,84 @@ class CalendarCollector:
         ]
         if in_progress:
             key, window, state = max(in_progress, key=lambda t: t[1].hi)
-            try:
-                await self._full(calendar_id, key, window, others - {key}, state.resume_link)
-                return
-            except ResyncRequired:  # the pass's resume link expired: start it afresh
-                log.info("calendar_resync", calendar_id=calendar_id, resumed=True)
-                async with self.run.page() as cat:
-                    await cat.drop_delta(key)
+            return _Round(calendar_id, key, window, state.resume_link or "", True, set(mine))
         done = [(key, window, state) for key, (window, state) in mine.items() if state.delta_link]
         now = utcnow()
         if done:
             key, window, state = max(done, key=lambda t: t[1].hi)
             if window.hi - now >= ROTATE_AHEAD:
-                try:
-                    await self._incremental(
-                        calendar_id, key, state.resume_link or state.delta_link or ""
-                    )
-                    return
-                except ResyncRequired:
-                    log.info("calendar_resync", calendar_id=calendar_id)
-                    async with self.run.page() as cat:
-                        await cat.drop_delta(key)
+                link = state.resume_link or state.delta_link or ""
+                return _Round(calendar_id, key, window, link, False, set(mine))
         window = Window.around(now)
-        key = window.key(calendar_id)
-        await self._full(calendar_id, key, window, others - {key}, None)
+        return _Round(
+            calendar_id,
+            window.key(calendar_id),
+            window,
+            self._view_start(calendar_id, window),
+            True,
+            set(mine),
+        )
+
+    async def _first_pages(self, rounds: list[_Round]) -> dict[str, DeltaPage | GraphError]:
+        """The first page of each calendar's round, 20 calendars per ``$batch``: an
+        unchanged mailbox then costs one round trip for all its calendars."""
+        requests = [
+            BatchRequest(id=str(n), method="GET", url=one.link, headers=self._view_headers())
+            for n, one in enumerate(rounds)
+        ]
+        out: dict[str, DeltaPage | GraphError] = {}
+        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
+        for n, answer in enumerate(answers):
+            if answer.ok and isinstance(answer.body, dict):
+                out[rounds[n].calendar_id] = DeltaPage(
+                    list(answer.body.get("value") or []),
+                    answer.body.get("@odata.nextLink"),
+                    answer.body.get("@odata.deltaLink"),
+                )
+            elif answer.error is not None:
+                out[rounds[n].calendar_id] = answer.error
+        return out
+
+    async def _run_round(self, one: _Round, first: DeltaPage | GraphError | None) -> None:
+        if isinstance(first, GraphError) and not isinstance(first, ResyncRequired):
+            first = None  # ask again on its own: the client's retries apply there
+        try:
+            if isinstance(first, ResyncRequired):
+                raise first
+            if one.full:
+                await self._full(one, first)
+            else:
+                await self._incremental(one, first)
+            return
+        except ResyncRequired:  # an expired link (incremental or resumed pass)
+            log.info("calendar_resync", calendar_id=one.calendar_id, full=one.full)
+            async with self.run.page() as cat:
+                await cat.drop_delta(one.key)
+        window = Window.around(utcnow())
+        fresh = _Round(
+            one.calendar_id,
+            window.key(one.calendar_id),
+            window,
+            self._view_start(one.calendar_id, window),
+            True,
+            one.stale | {one.key},
+        )
+        await self._full(fresh, None)
+
+    async def _pages(
+        self, link: str, first: DeltaPage | None
+    ) -> AsyncIterator[tuple[str, DeltaPage]]:
+        """Each page of a round with the URL that fetched it (``first`` already in hand)."""
+        if first is not None:
+            yield link, first
+            if not first.next_link:
+                return
+            link = first.next_link
+        url = link
+        async for page in self.graph.delta(link, headers=self._view_headers(), mailbox=self.user):
+            yield url, page
+            if page.next_link:
+                url = page.next_link
 
     def _view_start(self, calendar_id: str, window: Window) -> str:
         lo = window.lo.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -304,8 +376,9 @@ class CalendarCollector:
             f"?startDateTime={lo}&endDateTime={hi}"
         )
 
-    async def _incremental(self, calendar_id: str, key: str, link: str) -> None:
-        async for page in self.graph.delta(link, headers=self._view_headers(), mailbox=self.user):
+    async def _incremental(self, one: _Round, first: DeltaPage | None) -> None:
+        calendar_id, key = one.calendar_id, one.key
+        async for _url, page in self._pages(one.link, first):
             plan = await self._plan_view_page(calendar_id, page.items, check_series=True)
             records, gone = await self._fetch_records(calendar_id, plan.fetch)
             async with self.run.page() as cat:
@@ -316,34 +389,25 @@ class CalendarCollector:
                     await cat.save_delta(key, delta_link=page.delta_link)
             await self.ctx.progress()
 
-    async def _full(
-        self,
-        calendar_id: str,
-        key: str,
-        window: Window,
-        stale: set[str],
-        resume_link: str | None,
-    ) -> None:
+    async def _full(self, one: _Round, first: DeltaPage | None) -> None:
         """A whole round over the window, then a sweep of every event; the delta link is
         saved with the sweep's result, so a crash before then resumes this pass."""
-        url = resume_link or self._view_start(calendar_id, window)
+        calendar_id, key = one.calendar_id, one.key
         delta_link: str | None = None
-        async for page in self.graph.delta(url, headers=self._view_headers(), mailbox=self.user):
+        async for url, page in self._pages(one.link, first):
             plan = await self._plan_view_page(calendar_id, page.items, check_series=False)
             records, gone = await self._fetch_records(calendar_id, plan.fetch)
             async with self.run.page() as cat:
                 await self._write(cat, calendar_id, records, gone)
                 await cat.save_delta(key, resume_link=page.next_link or url)
             await self.ctx.progress()
-            if page.next_link:
-                url = page.next_link
             delta_link = page.delta_link
         seen = await self._sweep(calendar_id)
         async with self.run.page() as cat:
             await cat.remove_unseen([EVENT_KIND], seen, parent_external_id=calendar_id)
             if delta_link:
                 await cat.save_delta(key, delta_link=delta_link)
-            for old in stale:
+            for old in one.stale - {key}:
                 await cat.drop_delta(old)
 
     async def _sweep(self, calendar_id: str) -> set[str]:
