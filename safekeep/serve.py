@@ -9,6 +9,7 @@ consent callback the API serves, and that callback starts discovery.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -125,7 +126,8 @@ async def _consent(
 ) -> None:
     """Visit the consent URL as the client's admin would, then deliver Entra's answer to the
     consent callback's own service function."""
-    async with httpx.AsyncClient(verify=str(settings.ca_bundle)) as http:
+    context = ssl.create_default_context(cafile=str(settings.ca_bundle))
+    async with httpx.AsyncClient(verify=context) as http:
         answer = await http.get(consent_url, follow_redirects=False)
     location = answer.headers.get("location", "")
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}

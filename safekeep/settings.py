@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     # Behaviour.
     scheduler_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # A backup task whose worker stopped reporting for this long is taken over by another.
+    task_lease_seconds: Annotated[float, Field(gt=0)] = 600.0
+    # A queued or running job untouched this long lost its message: the scheduler resends it.
+    job_recovery_seconds: Annotated[float, Field(gt=0)] = 1200.0
     export_ttl_hours: Annotated[int, Field(ge=1)] = 72
     search_body_max_chars: Annotated[int, Field(ge=1024)] = 200_000
     log_level: str = "INFO"

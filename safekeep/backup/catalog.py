@@ -384,6 +384,7 @@ class CatalogPage:
         if only_if_parent is not None and version.parent_external_id != only_if_parent:
             return False  # it has moved elsewhere since; that record already superseded it
         await self._end(version)
+        await self.session.flush()  # later subtree/unseen queries must see it ended
         self._current[external_id] = None
         return True
 

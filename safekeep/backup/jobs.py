@@ -54,8 +54,6 @@ from safekeep.workers.context import current_runtime, unit_of_work
 log = structlog.get_logger(__name__)
 
 MAX_TASK_ATTEMPTS = 5
-# A task whose runner has not reported for this long is taken over by the next delivery.
-LEASE_TIMEOUT = timedelta(minutes=10)
 TERMINAL_TASK = frozenset(
     {TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled}
 )
@@ -138,9 +136,15 @@ async def start_backup_job(job_id: str) -> None:
         except IntegrityError:  # a duplicate delivery created them first: fine
             await session.rollback()
             return
-        queued = [t for t in existing.values() if t.status == TaskStatus.queued]
-        for task in queued:
-            outbox.enqueue("run_backup_task", str(task.id))
+        # Queued tasks, and running ones whose worker stopped beating (it died): a resent
+        # job (scheduler recovery) gets them going again; the lease stops double runs.
+        stale = now - timedelta(seconds=runtime.settings.task_lease_seconds)
+        for task in existing.values():
+            dead = task.status == TaskStatus.running and (
+                task.heartbeat_at is None or task.heartbeat_at < stale
+            )
+            if task.status == TaskStatus.queued or dead:
+                outbox.enqueue("run_backup_task", str(task.id))
         if not existing:
             await _finish_job(session, job.id)
 
@@ -180,9 +184,8 @@ async def run_backup_task(task_id: str) -> None:
             await session.flush()
             await _finish_job(session, job.id)
             return
-        if not await job_repository.claim_task(
-            session, task.id, now=now, stale_before=now - LEASE_TIMEOUT
-        ):
+        lease = timedelta(seconds=runtime.settings.task_lease_seconds)
+        if not await job_repository.claim_task(session, task.id, now=now, stale_before=now - lease):
             return  # another delivery holds a live lease on it
         await session.refresh(task)
         tenant = await tenant_repository.get_system(session, task.tenant_id)
@@ -330,10 +333,10 @@ def _explain(exc: BaseException) -> str:
 
 async def _finish_job(session: Any, job_id: uuid.UUID) -> None:
     """When every task has ended, settle the job exactly once and announce it."""
+    job = await job_repository.lock(session, job_id)
     statuses = await job_repository.task_statuses(session, job_id)
     if any(s not in TERMINAL_TASK for s in statuses):
         return
-    job = await job_repository.get_system(session, job_id)
     if job is None or job.status.finished:
         return
     ok = sum(s in (TaskStatus.succeeded, TaskStatus.partial) for s in statuses)

@@ -23,13 +23,15 @@ from safekeep.workers.context import configure, current_runtime, unit_of_work
 
 log = structlog.get_logger(__name__)
 
-# A job untouched this long lost its message (or its worker): send it again. Actors are
-# idempotent and tasks hold leases, so a duplicate message only finds the work done.
-STALE_JOB_AFTER = timedelta(minutes=20)
+# A job untouched for settings.job_recovery_seconds lost its message (or its worker): send it
+# again. Actors are idempotent and tasks hold leases, so a duplicate only finds the work done.
 
 
-async def recover_lost_jobs(*, older_than: timedelta = STALE_JOB_AFTER) -> int:
-    async with unit_of_work() as session:
+async def recover_lost_jobs(*, older_than: timedelta | None = None) -> int:
+    runtime = current_runtime()
+    if older_than is None:
+        older_than = timedelta(seconds=runtime.settings.job_recovery_seconds)
+    async with unit_of_work(runtime) as session:
         jobs = await job_repository.stale_unfinished(session, utcnow() - older_than, limit=200)
         now = utcnow()
         for job in jobs:

@@ -178,3 +178,16 @@ async def set_job_status(
 async def task_statuses(session: AsyncSession, job_id: uuid.UUID) -> list[TaskStatus]:
     stmt = select(JobTask.status).where(JobTask.job_id == job_id)
     return [TaskStatus(s) for s in (await session.execute(stmt)).scalars()]
+
+
+async def lock(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    """Take the job row's lock for the rest of the transaction, so that the last tasks of a
+    job, finishing at the same moment, settle it one after the other (each then sees the
+    others' committed status). SQLite serialises writers anyway and ignores FOR UPDATE."""
+    stmt = (
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()

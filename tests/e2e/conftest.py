@@ -1,0 +1,195 @@
+"""End to end: the API in this process, Dramatiq workers as real processes on Redis, and
+graphsim as Microsoft 365. What a deployment does, on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from graphsim import Simulator
+from safekeep.api.app import create_app
+from safekeep.runtime import Runtime
+from safekeep.settings import Settings
+from safekeep.workers import broker, context
+from tests.backup.harness import sim_settings
+from tests.factories import MspHandle, create_msp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a worker process needs to see the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEKEEP_")}
+    values = {
+        "DATABASE_URL": settings.database_url,
+        "BROKER_URL": settings.broker_url,
+        "BLOBSTORE_URL": settings.blobstore_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "SEARCH_URL": settings.search_url,
+        "SEARCH_INDEX_PREFIX": settings.search_index_prefix,
+        "LOGIN_URL": settings.login_url,
+        "GRAPH_URL": settings.graph_url,
+        "CA_BUNDLE": str(settings.ca_bundle or ""),
+        "APP_CLIENT_ID": settings.app_client_id,
+        "APP_CLIENT_SECRET": settings.app_client_secret.get_secret_value(),
+        "MASTER_KEY": settings.master_key.get_secret_value(),
+        "DATA_DIR": str(settings.data_dir),
+        "PUBLIC_URL": settings.public_url,
+        "TASK_LEASE_SECONDS": str(settings.task_lease_seconds),
+        "LOG_JSON": "true",
+    }
+    env.update({f"SAFEKEEP_{k}": v for k, v in values.items() if v})
+    return env
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    runtime: Runtime
+    client: httpx.AsyncClient
+    sim: Simulator
+    msp: MspHandle
+    log_dir: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_worker(self, threads: int = 4) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"worker-{len(self.workers)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "safekeep.cli", "worker", "--threads", str(threads)],
+            env=settings_env(self.settings),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """A machine lost: SIGKILL, no chance to clean up."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    async def get(self, path: str, **params: Any) -> Any:
+        r = await self.client.get(path, params=params, headers=self.msp.headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def wait_for(self, path: str, done: Any, *, timeout: float = 120.0, **params: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = await self.get(path, **params)
+            if done(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting on {path}: {body}")
+            import asyncio
+
+            await asyncio.sleep(0.5)
+
+    async def onboard(self, *, services: list[str]) -> dict[str, Any]:
+        """Create the tenant, go through admin consent as the client's admin, wait for the
+        discovery job the callback starts, and set the policy."""
+        simulated = self.sim.tenant()
+        r = await self.client.post(
+            "/v1/tenants",
+            json={"name": simulated.name, "domain": simulated.domain},
+            headers=self.msp.headers,
+        )
+        assert r.status_code == 201, r.text
+        tenant = r.json()
+        async with httpx.AsyncClient(verify=self.sim.ssl_context()) as browser:
+            answer = await browser.get(tenant["consent_url"], follow_redirects=False)
+        assert answer.status_code == 302
+        back = urlsplit(answer.headers["location"])
+        assert back.path == "/v1/consent/callback"
+        r = await self.client.get(f"{back.path}?{back.query}")
+        assert r.status_code == 200 and r.json()["consent_state"] == "granted", r.text
+        await self.wait_for(
+            f"/v1/tenants/{tenant['id']}/jobs",
+            lambda page: page["items"] and page["items"][0]["status"] in ("succeeded", "failed"),
+        )
+        jobs = await self.get(f"/v1/tenants/{tenant['id']}/jobs")
+        assert jobs["items"][0]["status"] == "succeeded", jobs
+        r = await self.client.put(
+            f"/v1/tenants/{tenant['id']}/policy",
+            json={"services": services},
+            headers=self.msp.headers,
+        )
+        assert r.status_code == 200
+        return tenant
+
+    async def backup(self, tenant_id: str, *, timeout: float = 180.0) -> dict[str, Any]:
+        r = await self.client.post(f"/v1/tenants/{tenant_id}/backups", headers=self.msp.headers)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        return await self.wait_for(
+            f"/v1/jobs/{job_id}",
+            lambda j: j["status"] in ("succeeded", "partial", "failed", "cancelled"),
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def e2e_sim(tmp_path: Path) -> Iterator[Simulator]:
+    with Simulator(
+        seed=11,
+        users=2,
+        messages=20,
+        files=40,
+        sites=1,
+        list_items=4,
+        large_files=False,
+        state_dir=tmp_path / "graphsim",
+    ) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def deployment(
+    tmp_path: Path, scaleout_settings: Settings, redis_url: str, e2e_sim: Simulator
+) -> AsyncIterator[Deployment]:
+    settings = sim_settings(scaleout_settings, e2e_sim).model_copy(
+        update={"broker_url": redis_url, "task_lease_seconds": 4.0}
+    )
+    broker.configure(settings)  # the API's sends go to Redis, as in a deployment
+    runtime = Runtime.build(settings, send=broker.send_messages)
+    context.configure(settings, factory=lambda _s: runtime)
+    context.forget_runtimes()
+    app = create_app(runtime=runtime)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://safekeep.test")
+    msp = await create_msp(runtime, f"E2E {uuid.uuid4().hex[:6]}")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    deployment = Deployment(settings, runtime, client, e2e_sim, msp, logs)
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()
+        await client.aclose()
+        context.forget_runtimes()
+        await runtime.close()
+        broker.configure(Settings(_env_file=None))
