@@ -930,3 +930,53 @@ async def test_a_failing_event_does_not_stop_the_restore(
     report = await h.restore(account, "calendar", folder_mode="new")
     assert report.failed_count == 1  # the event with a file: created, but incomplete
     assert report.restored_count == expected - 1
+
+
+def test_restore_payload_keeps_wall_clock_time_and_lists_attendees_in_the_body() -> None:
+    from safekeep.backup.services.calendar.restore import (
+        attendee_lines,
+        payload,
+        with_attendees,
+    )
+
+    event = {
+        "id": "AAMk1",
+        "changeKey": "ck",
+        "iCalUId": "uid",
+        "webLink": "https://outlook.office365.com/owa/?itemid=AAMk1",
+        "transactionId": "tx",
+        "subject": "Planning",
+        "start": {"dateTime": "2026-07-06T07:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-07-06T08:00:00.0000000", "timeZone": "UTC"},
+        "originalStartTimeZone": "W. Europe Standard Time",
+        "originalEndTimeZone": "W. Europe Standard Time",
+        "recurrence": {
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "noEnd", "startDate": "2026-07-06", "recurrenceTimeZone": ""},
+        },
+        "attendees": [
+            {
+                "type": "required",
+                "status": {"response": "accepted"},
+                "emailAddress": {"name": "Ann <A&B>", "address": "ann@example.com"},
+            }
+        ],
+        "body": {"contentType": "html", "content": "<html><body class='x'><p>Hi</p></body></html>"},
+    }
+    body = payload(event)
+    assert not {"id", "changeKey", "iCalUId", "webLink", "transactionId", "attendees"} & set(body)
+    assert body["start"] == {
+        "dateTime": "2026-07-06T09:00:00",
+        "timeZone": "W. Europe Standard Time",
+    }
+    assert body["end"]["dateTime"] == "2026-07-06T10:00:00"
+    assert "recurrenceTimeZone" not in body["recurrence"]["range"]
+    lines = attendee_lines(event)
+    assert lines == ["Ann <A&B> <ann@example.com> (required, accepted)"]
+    html = with_attendees(event["body"], lines)["content"]
+    assert html.startswith("<html><body class='x'><div><p>Attendees")
+    assert "Ann &lt;A&amp;B&gt; &lt;ann@example.com&gt;" in html and html.endswith(
+        "<p>Hi</p></body></html>"
+    )
+    text = with_attendees({"contentType": "text", "content": "Hi"}, lines)["content"]
+    assert text.endswith("\n\nHi") and "- Ann <A&B> <ann@example.com>" in text
