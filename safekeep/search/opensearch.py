@@ -45,6 +45,7 @@ Layout decisions
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -74,6 +75,8 @@ from safekeep.search.query import (
     render_highlight,
 )
 from safekeep.search.syntax import Atom
+
+log = logging.getLogger(__name__)
 
 MAPPING_VERSION = 1
 _MARK_OPEN = "\ue000"
@@ -370,6 +373,13 @@ class OpenSearchBackend:
             )
         try:
             if await self.client.indices.exists_alias(name=self.read_alias):
+                current = await self.current_index()
+                if int(current.rsplit("v", 1)[1]) < MAPPING_VERSION:
+                    log.warning(
+                        "search index %s predates mapping v%d: run migrate() to move to it",
+                        current,
+                        MAPPING_VERSION,
+                    )
                 return
             body = index_body(self.number_of_shards, self.number_of_replicas)
             body["aliases"] = {self.read_alias: {}, self.write_alias: {"is_write_index": True}}

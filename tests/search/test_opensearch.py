@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -231,3 +232,15 @@ async def test_reconcile_removes_what_was_deleted_during_the_copy(
         keep.version_id,
         written_later.version_id,
     }
+
+
+async def test_open_warns_when_the_index_predates_the_mapping(
+    opensearch: OpenSearchBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="safekeep.search.opensearch"):
+        await opensearch.open()
+    assert "migrate()" not in caplog.text
+    monkeypatch.setattr(os_backend, "MAPPING_VERSION", 2)
+    with caplog.at_level(logging.WARNING, logger="safekeep.search.opensearch"):
+        await opensearch.open()
+    assert f"{opensearch.index_name(1)} predates mapping v2" in caplog.text
