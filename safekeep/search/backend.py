@@ -58,8 +58,9 @@ def open_search_backend(
 
     ``sqlite:///abs/path.db`` gives the FTS5 backend (``index_prefix`` names its tables);
     ``http(s)://[user:pass@]host:port[?number_of_shards=1&number_of_replicas=1]`` gives the
-    OpenSearch backend. Extra keyword ``options`` go to the backend's constructor (for
-    instance ``refresh="wait_for"`` in tests).
+    OpenSearch backend. Extra keyword ``options`` go to the backend's constructor: for
+    OpenSearch ``refresh`` (``True`` in tests), ``chunk_size``, ``max_retries``, ``timeout``, and
+    any ``AsyncOpenSearch`` option (``http_auth``, ``ca_certs``, ``http_compress``...).
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":

@@ -363,13 +363,9 @@ class OpenSearchBackend:
 
     async def open(self) -> None:
         if self._client is None:
+            options = {"http_compress": True, "max_retries": 2, **self._client_options}
             self._client = AsyncOpenSearch(
-                hosts=[self.url],
-                timeout=self._timeout,
-                max_retries=2,
-                retry_on_timeout=True,
-                http_compress=True,
-                **self._client_options,
+                hosts=[self.url], timeout=self._timeout, retry_on_timeout=True, **options
             )
         try:
             if await self.client.indices.exists_alias(name=self.read_alias):
