@@ -1,0 +1,294 @@
+"""Backup benchmark (issue 5): a full backup of a simulated tenant, then 1% of items edited
+and an incremental, through the real job path (an in-process Dramatiq worker), against
+graphsim in its own process with Microsoft's throttling model and a fixed latency.
+
+    eval "$(scripts/services env)"      # for the seaweedfs column
+    .venv/bin/python -m bench.backup --column embedded --column seaweedfs
+
+Prints, per column and run: items/s, MB/s, Graph requests per item, 429s received,
+Retry-After violations, peak RSS, CPU seconds, and stored bytes against source bytes
+(everything Graph served: MIME, files, item JSON) and against unique source bytes (after
+content deduplication, before compression).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.common import Graphsim, Table, column_settings, measure, start_graphsim
+from safekeep import logging as safekeep_logging
+from safekeep.migrate import upgrade
+from safekeep.runtime import Runtime
+from safekeep.settings import Settings
+from safekeep.storage.repository import ContentRef
+from safekeep.tenants import outbox
+from safekeep.tenants.models import (
+    ConsentState,
+    Item,
+    ItemVersion,
+    Job,
+    JobKind,
+    JobStatus,
+    JobTask,
+    JobTrigger,
+    Tenant,
+    utcnow,
+)
+from safekeep.tenants.msp import service as msp_service
+from safekeep.tenants.scope import system_principal
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant import service as tenant_service
+from safekeep.workers import broker
+from safekeep.workers.process import start_worker
+
+SERVICES = ["mail", "calendar", "contacts", "onedrive"]
+EDITABLE = {"message", "file", "event", "contact"}
+
+
+async def connect(settings: Settings, sim: Graphsim, services: list[str]) -> uuid.UUID:
+    runtime = Runtime.build(settings, send=broker.send_messages)
+    try:
+        async with runtime.db.session() as session:
+            msp, _key = await msp_service.create_with_admin_key(session, name="Bench MSP")
+        with outbox.collect() as box:
+            async with runtime.db.session() as session:
+                tenant = await tenant_service.create(
+                    session,
+                    system_principal(msp.id),
+                    settings,
+                    name="Bench",
+                    domain=None,
+                    app_client_id=None,
+                    app_client_secret=None,
+                    policy={"services": services},
+                )
+                tenant.consent_state = ConsentState.granted
+                tenant.entra_tenant_id = sim.tenants[0]["id"]
+                job = await tenant_service.start_job(
+                    session,
+                    tenant,
+                    kind=JobKind.discover,
+                    trigger=JobTrigger.manual,
+                    requested_by="bench",
+                    params={},
+                )
+        broker.send_messages(box.messages)
+        await wait(runtime, job.id)
+        return tenant.id
+    finally:
+        await runtime.close()
+
+
+async def wait(runtime: Runtime, job_id: uuid.UUID) -> Job:
+    while True:
+        async with runtime.db.session() as session:
+            job = await session.get(Job, job_id)
+        assert job is not None
+        if job.status.finished:
+            if job.status not in (JobStatus.succeeded, JobStatus.partial):
+                raise RuntimeError(
+                    f"job {job.kind} {job.status}: {job.error_code} {job.error_detail}"
+                )
+            return job
+        await asyncio.sleep(0.25)
+
+
+async def backup(settings: Settings, tenant_id: uuid.UUID) -> dict[str, Any]:
+    runtime = Runtime.build(settings, send=broker.send_messages)
+    try:
+        with outbox.collect() as box:
+            async with runtime.db.session() as session:
+                tenant = await tenant_repository.get_system(session, tenant_id)
+                assert tenant is not None
+                job = await tenant_service.start_job(
+                    session,
+                    tenant,
+                    kind=JobKind.backup,
+                    trigger=JobTrigger.manual,
+                    requested_by="bench",
+                    params={},
+                )
+        broker.send_messages(box.messages)
+        job = await wait(runtime, job.id)
+        async with runtime.db.session() as session:
+            items, nbytes, skipped = (
+                await session.execute(
+                    select(
+                        func.sum(JobTask.items), func.sum(JobTask.bytes), func.sum(JobTask.skipped)
+                    ).where(JobTask.job_id == job.id)
+                )
+            ).one()
+        return {
+            "items": int(items or 0),
+            "bytes": int(nbytes or 0),
+            "skipped": int(skipped or 0),
+            "status": job.status,
+        }
+    finally:
+        await runtime.close()
+
+
+async def storage_figures(settings: Settings, tenant_id: uuid.UUID) -> dict[str, int]:
+    runtime = Runtime.build(settings, send=broker.send_messages)
+    try:
+        async with runtime.db.session() as session:
+            rows = (await session.execute(select(ItemVersion.content, ItemVersion.document))).all()
+            tenant = await session.get(Tenant, tenant_id)
+        assert tenant is not None
+        source = 0
+        unique: dict[str, int] = {}
+        for content, document in rows:
+            for ref in (content, document):
+                if ref:
+                    parsed = ContentRef.from_json(ref)
+                    source += parsed.size
+                    for chunk in parsed.chunks:
+                        unique[chunk.name] = chunk.size
+        store = await runtime.blobs()
+        stored = 0
+        async for key in store.list(f"{tenant.storage_prefix}chunks/"):
+            stored += await store.size(key)
+        return {"source": source, "unique": sum(unique.values()), "stored": stored}
+    finally:
+        await runtime.close()
+
+
+async def edit_one_percent(settings: Settings, sim: Graphsim, seed: int) -> int:
+    runtime = Runtime.build(settings, send=broker.send_messages)
+    try:
+        async with runtime.db.session() as session:
+            rows = (
+                await session.execute(
+                    select(Item.external_id, ItemVersion.kind)
+                    .join(ItemVersion, ItemVersion.item_id == Item.id)
+                    .where(ItemVersion.last_seq.is_(None), ItemVersion.kind.in_(EDITABLE))
+                )
+            ).all()
+    finally:
+        await runtime.close()
+    chosen = random.Random(seed).sample(sorted(rows), max(1, len(rows) // 100))
+    tenant = sim.tenants[0]["id"]
+    with sim.http() as client:
+        for external_id, _kind in chosen:
+            r = client.post(f"/_sim/tenants/{tenant}/items/{external_id}/edit", json={})
+            r.raise_for_status()
+    return len(chosen)
+
+
+def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
+    with tempfile.TemporaryDirectory(prefix=f"bench-backup-{column}-") as tmp:
+        root = Path(tmp)
+        sim = start_graphsim(
+            root / "graphsim",
+            users=args.users,
+            messages=args.messages,
+            files=args.files,
+            events=args.events,
+            contacts=args.contacts,
+            sites=0,
+            latency_ms=args.latency_ms,
+            throttling="microsoft",
+            seed=args.seed,
+        )
+        try:
+            settings = column_settings(column, root / "data", sim)
+            upgrade(settings.resolved_database_url)
+            worker = start_worker(settings, threads=args.workers)
+            try:
+                tenant_id = asyncio.run(connect(settings, sim, args.services))
+                for label in ("full", "incremental"):
+                    if label == "incremental":
+                        edited = asyncio.run(edit_one_percent(settings, sim, args.seed))
+                        print(f"[{column}] edited {edited} items (1%)", flush=True)
+                    before = sim.counters()
+                    with measure() as usage:
+                        result = asyncio.run(backup(settings, tenant_id))
+                    after = sim.counters()
+                    requests = after["total"] - before["total"]
+                    throttled = after["throttled"] - before["throttled"]
+                    violations = after["retry_after_violations"] - before["retry_after_violations"]
+                    figures = asyncio.run(storage_figures(settings, tenant_id))
+                    items = max(1, result["items"])
+                    table.add(
+                        column,
+                        label,
+                        result["items"],
+                        f"{result['items'] / usage.wall:.1f}",
+                        f"{result['bytes'] / 1e6 / usage.wall:.2f}",
+                        f"{requests / items:.2f}",
+                        throttled,
+                        violations,
+                        f"{usage.peak_rss_mb:.0f}",
+                        f"{usage.cpu:.1f}",
+                        f"{usage.wall:.1f}",
+                        f"{figures['stored'] / 1e6:.1f} / {figures['source'] / 1e6:.1f}"
+                        f" = {figures['stored'] / max(1, figures['source']):.3f}",
+                        f"{figures['stored'] / max(1, figures['unique']):.3f}",
+                        result["skipped"],
+                    )
+                    print(table.rows[-1], flush=True)
+            finally:
+                worker.stop(timeout=30_000)
+        finally:
+            sim.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--column", action="append", choices=["embedded", "seaweedfs"])
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=2000, help="per tenant")
+    parser.add_argument("--files", type=int, default=400, help="per tenant")
+    parser.add_argument("--events", type=int, default=400, help="per tenant")
+    parser.add_argument("--contacts", type=int, default=400, help="per tenant")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--services", default=",".join(SERVICES))
+    args = parser.parse_args()
+    args.services = args.services.split(",")
+    safekeep_logging.configure("WARNING")
+    table = Table(
+        [
+            "column",
+            "run",
+            "items",
+            "items/s",
+            "MB/s",
+            "req/item",
+            "429s",
+            "RA violations",
+            "peak RSS MB",
+            "CPU s",
+            "wall s",
+            "stored / source MB",
+            "stored / unique",
+            "skipped",
+        ]
+    )
+    started = time.perf_counter()
+    for column in args.column or ["embedded"]:
+        run_column(column, args, table)
+    print()
+    print(
+        f"{args.users} users, {args.messages} messages, {args.files} files, {args.events} events, "
+        f"{args.contacts} contacts; latency {args.latency_ms} ms; Microsoft throttling; "
+        f"{args.workers} worker threads; {utcnow():%Y-%m-%d}; "
+        f"total {time.perf_counter() - started:.0f} s"
+    )
+    print(table.render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Shared pieces of the benchmarks: graphsim in its own process, a Safekeep stack on one of
+the two columns, resource sampling and table printing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from safekeep.settings import Settings
+
+
+@dataclass
+class Graphsim:
+    process: subprocess.Popen[str]
+    base_url: str
+    ca_path: str
+    tenants: list[dict[str, Any]]
+
+    def http(self) -> httpx.Client:
+        import ssl
+
+        return httpx.Client(
+            base_url=self.base_url,
+            verify=ssl.create_default_context(cafile=self.ca_path),
+            timeout=120,
+        )
+
+    def counters(self) -> dict[str, Any]:
+        with self.http() as client:
+            counters: dict[str, Any] = client.get("/_sim/counters").json()
+            return counters
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_graphsim(state: Path, **options: Any) -> Graphsim:
+    """graphsim in a process of its own, so that CPU and memory figures are Safekeep's."""
+    args = [sys.executable, "-m", "graphsim", "--port", "0", "--state", str(state), "--consented"]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value not in (None, False):
+            args += [flag, str(value)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    info = json.loads(line)
+    return Graphsim(proc, info["base_url"], info["ca"], info["tenants"])
+
+
+def column_settings(column: str, data_dir: Path, sim: Graphsim) -> Settings:
+    """``embedded``: SQLite + local folder + FTS5. ``seaweedfs``: PostgreSQL + SeaweedFS S3 +
+    OpenSearch from ``scripts/services`` (run ``eval "$(scripts/services env)"`` first)."""
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "login_url": sim.base_url,
+        "graph_url": sim.base_url,
+        "ca_bundle": Path(sim.ca_path),
+        "log_level": "WARNING",
+        "log_json": True,
+    }
+    if column == "embedded":
+        return Settings(**base)
+    import boto3
+
+    from tests.fixtures.services import create_database
+
+    admin = os.environ["SAFEKEEP_TEST_POSTGRES_URL"]
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin, name)
+    from sqlalchemy.engine import make_url
+
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=os.environ["SAFEKEEP_TEST_S3_ENDPOINT_URL"]).create_bucket(
+        Bucket=bucket
+    )
+    return Settings(
+        **base,
+        database_url=make_url(url)
+        .set(drivername="postgresql+psycopg")
+        .render_as_string(hide_password=False),
+        blobstore_url=f"s3://{bucket}/safekeep",
+        s3_endpoint_url=os.environ["SAFEKEEP_TEST_S3_ENDPOINT_URL"],
+        search_url=os.environ["SAFEKEEP_TEST_OPENSEARCH_URL"],
+        search_index_prefix=f"bench-{uuid.uuid4().hex[:6]}",
+    )
+
+
+@dataclass
+class Usage:
+    wall: float = 0.0
+    cpu: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def measure() -> Iterator[Usage]:
+    """Wall time, CPU seconds of this process and its peak resident memory while inside."""
+    usage = Usage()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            usage.peak_rss_mb = max(usage.peak_rss_mb, _rss_mb())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    try:
+        yield usage
+    finally:
+        usage.wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        usage.cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        stop.set()
+        thread.join()
+        usage.peak_rss_mb = max(usage.peak_rss_mb, _rss_mb())
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+    def add(self, *values: Any) -> None:
+        self.rows.append([str(v) for v in values])
+
+    def render(self) -> str:
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
+        lines = [
+            "| " + " | ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True)) + " |"
+        ]
+        lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for row in self.rows:
+            lines.append(
+                "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
+            )
+        return "\n".join(lines)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
