@@ -1,0 +1,157 @@
+"""Restore and export benchmark (issue 6): back up a simulated tenant, then restore it whole
+(every account and service, into new "Restored <date>" folders so originals stay) and export
+it whole, through the real job path. Prints items/s, MB/s, peak RSS and CPU seconds.
+
+    eval "$(scripts/services env)"      # for the seaweedfs column
+    .venv/bin/python -m bench.restore_export --column embedded --column seaweedfs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.backup import SERVICES, backup, connect, wait
+from bench.common import Table, column_settings, measure, start_graphsim
+from safekeep import logging as safekeep_logging
+from safekeep.migrate import upgrade
+from safekeep.runtime import Runtime
+from safekeep.settings import Settings
+from safekeep.tenants import outbox
+from safekeep.tenants.models import Export, JobKind, JobTrigger, utcnow
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant import service as tenant_service
+from safekeep.workers import broker
+from safekeep.workers.process import start_worker
+
+
+async def whole_tenant(settings: Settings, tenant_id: uuid.UUID, kind: JobKind) -> dict[str, Any]:
+    runtime = Runtime.build(settings, send=broker.send_messages)
+    try:
+        params: dict[str, Any] = {"scope": {"type": "tenant", "item_ids": []}, "at": None}
+        if kind == JobKind.restore:
+            params |= {"target": {"account_id": None, "folder": "new"}, "conflict": "keep_both"}
+        else:
+            params |= {"options": {"mbox": False}, "export_id": str(uuid.uuid4())}
+        with outbox.collect() as box:
+            async with runtime.db.session() as session:
+                tenant = await tenant_repository.get_system(session, tenant_id)
+                assert tenant is not None
+                job = await tenant_service.start_job(
+                    session,
+                    tenant,
+                    kind=kind,
+                    trigger=JobTrigger.manual,
+                    requested_by="bench",
+                    params=params,
+                )
+                if kind == JobKind.export:
+                    session.add(
+                        Export(
+                            id=uuid.UUID(params["export_id"]), tenant_id=tenant.id, job_id=job.id
+                        )
+                    )
+        broker.send_messages(box.messages)
+        done = await wait(runtime, job.id)
+        return done.result
+    finally:
+        await runtime.close()
+
+
+def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
+    with tempfile.TemporaryDirectory(prefix=f"bench-restore-{column}-") as tmp:
+        root = Path(tmp)
+        sim = start_graphsim(
+            root / "graphsim",
+            users=args.users,
+            messages=args.messages,
+            files=args.files,
+            events=args.events,
+            contacts=args.contacts,
+            sites=0,
+            latency_ms=args.latency_ms,
+            throttling="microsoft",
+            seed=args.seed,
+        )
+        try:
+            settings = column_settings(column, root / "data", sim)
+            upgrade(settings.resolved_database_url)
+            worker = start_worker(settings, threads=args.workers)
+            try:
+                tenant_id = asyncio.run(connect(settings, sim, args.services))
+                asyncio.run(backup(settings, tenant_id))
+                with measure() as usage:
+                    result = asyncio.run(whole_tenant(settings, tenant_id, JobKind.restore))
+                totals = result["totals"]
+                table.add(
+                    column,
+                    "restore",
+                    totals["restored"],
+                    f"{totals['restored'] / usage.wall:.1f}",
+                    f"{totals['bytes'] / 1e6 / usage.wall:.2f}",
+                    f"{usage.peak_rss_mb:.0f}",
+                    f"{usage.cpu:.1f}",
+                    f"{usage.wall:.1f}",
+                    f"skipped {totals['skipped']}, failed {totals['failed']}",
+                )
+                print(table.rows[-1], flush=True)
+                with measure() as usage:
+                    result = asyncio.run(whole_tenant(settings, tenant_id, JobKind.export))
+                table.add(
+                    column,
+                    "export",
+                    result["files"],
+                    f"{result['files'] / usage.wall:.1f}",
+                    f"{result['size'] / 1e6 / usage.wall:.2f}",
+                    f"{usage.peak_rss_mb:.0f}",
+                    f"{usage.cpu:.1f}",
+                    f"{usage.wall:.1f}",
+                    f"zip {result['size'] / 1e6:.1f} MB",
+                )
+                print(table.rows[-1], flush=True)
+            finally:
+                worker.stop(timeout=30_000)
+        finally:
+            sim.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--column", action="append", choices=["embedded", "seaweedfs"])
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=2000, help="per tenant")
+    parser.add_argument("--files", type=int, default=400, help="per tenant")
+    parser.add_argument("--events", type=int, default=400, help="per tenant")
+    parser.add_argument("--contacts", type=int, default=400, help="per tenant")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--services", default=",".join(SERVICES))
+    args = parser.parse_args()
+    args.services = args.services.split(",")
+    safekeep_logging.configure("WARNING")
+    table = Table(
+        ["column", "job", "items", "items/s", "MB/s", "peak RSS MB", "CPU s", "wall s", "notes"]
+    )
+    started = time.perf_counter()
+    for column in args.column or ["embedded"]:
+        run_column(column, args, table)
+    print()
+    print(
+        f"{args.users} users, {args.messages} messages, {args.files} files, {args.events} events, "
+        f"{args.contacts} contacts; latency {args.latency_ms} ms; Microsoft throttling; "
+        f"{args.workers} worker threads; {utcnow():%Y-%m-%d}; "
+        f"total {time.perf_counter() - started:.0f} s"
+    )
+    print(table.render())
+
+
+if __name__ == "__main__":
+    main()
