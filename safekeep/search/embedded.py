@@ -466,7 +466,16 @@ class SqliteSearchBackend:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         p = plan(query)
-        return await self._read(lambda conn: self._search(conn, p))
+
+        def read(conn: sqlite3.Connection) -> SearchPage:
+            # One read transaction: the page, its count and its highlights see one snapshot.
+            conn.execute("BEGIN")
+            try:
+                return self._search(conn, p)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(read)
 
     def _scope(self, p: Plan) -> _Sql:
         """The tenant filter, and every other filter: the single place a query is scoped."""
