@@ -583,6 +583,13 @@ async def test_export_writes_one_ics_per_event_matching_the_manifest(
     h = engine
     account = await first_user(h)
     added = add_rich_events(h, account.graph_id)
+    h.sim.add_event(  # a "/" in a subject must not open a folder in the ZIP
+        h.sim_tenant_id,
+        account.graph_id,
+        subject="Q1/Q2 review",
+        start=MONDAY + timedelta(days=4),
+        end=MONDAY + timedelta(days=4, hours=1),
+    )
     await h.backup(account, "calendar")
     events = sim_events(h, account.graph_id)
     data = await h.export(account, "calendar")
@@ -600,6 +607,7 @@ async def test_export_writes_one_ics_per_event_matching_the_manifest(
         first = parsed.walk("VEVENT")[0]
         subjects[str(first["SUMMARY"])] = parsed
     assert set(subjects) == {e.props["subject"] for e in events.values()}
+    assert any(n.endswith("Q1-Q2 review.ics") for n in ics_files)
 
     series = subjects["Team sync series"].walk("VEVENT")
     assert series[0]["RRULE"]["FREQ"] == ["WEEKLY"] and series[0]["RRULE"]["COUNT"] == [6]

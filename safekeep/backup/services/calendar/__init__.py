@@ -39,11 +39,16 @@ from safekeep.tenants.models import ItemVersion
 ICS_TYPE = "text/calendar; charset=utf-8"
 
 
+def component(name: str) -> str:
+    """One path component: a "/" in a subject or calendar name must not open a folder."""
+    return safe_name(name.replace("/", "-"))
+
+
 def ics_filename(version: ItemVersion) -> str:
-    """ "2026-01-05 0900 Weekly sync.ics": sorted by date in a folder listing."""
+    """Named like "2026-01-05 0900 Weekly sync.ics", so a folder listing sorts by date."""
     start = documents.offset_time((version.meta or {}).get("start"))
     stamp = f"{start:%Y-%m-%d %H%M} " if start else ""
-    return safe_name(f"{stamp}{version.name or 'event'}")[:140] + ".ics"
+    return component(f"{stamp}{version.name or 'event'}")[:140] + ".ics"
 
 
 class CalendarService:
@@ -91,7 +96,7 @@ class CalendarService:
                 return _ics_stream(ctx.repo, v)
 
             yield ExportEntry(
-                path="/".join([*folder, ics_filename(version)]),
+                path="/".join([*(component(n) for n in folder), ics_filename(version)]),
                 open=opener,
                 version=version,
                 modified_at=version.modified_at,

@@ -34,8 +34,13 @@ from safekeep.tenants.models import ItemVersion
 VCARD_TYPE = "text/vcard; charset=utf-8"
 
 
+def component(name: str) -> str:
+    """One path component: a "/" in a name must not open a folder."""
+    return safe_name(name.replace("/", "-"))
+
+
 def vcf_filename(version: ItemVersion) -> str:
-    return safe_name(version.name or "contact")[:140] + ".vcf"
+    return component(version.name or "contact")[:140] + ".vcf"
 
 
 class ContactsService:
@@ -81,7 +86,7 @@ class ContactsService:
 
             folder = selection.path_of(version.parent_external_id) or ["Contacts"]
             yield ExportEntry(
-                path="/".join([*folder, vcf_filename(version)]),
+                path="/".join([*(component(n) for n in folder), vcf_filename(version)]),
                 open=opener,
                 version=version,
                 modified_at=version.modified_at,
