@@ -988,3 +988,71 @@ def test_restore_payload_keeps_wall_clock_time_and_lists_attendees_in_the_body()
     )
     text = with_attendees({"contentType": "text", "content": "Hi"}, lines)["content"]
     assert text.endswith("\n\nHi") and "- Ann <A&B> <ann@example.com>" in text
+
+
+async def test_item_and_reference_attachments_round_trip(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    uid = account.graph_id
+    event_id = h.sim.add_event(
+        h.sim_tenant_id,
+        uid,
+        subject="Vendor review",
+        start=MONDAY + timedelta(days=1),
+        end=MONDAY + timedelta(days=1, hours=1),
+    )
+    tenant = h.sim.tenant()
+    card = {"displayName": "Vendor Contact", "givenName": "Vera", "surname": "Vendor"}
+    with h.sim.state.lock:
+        item = tenant.items[event_id]
+        item.attachments.append(
+            Attachment(
+                id=ids.attachment_id(item.id, "card"),
+                kind="item",
+                name="Vendor Contact",
+                content_type=None,
+                modified=item.modified,
+                item=dict(card),
+                item_type="contact",
+            )
+        )
+        item.attachments.append(
+            Attachment(
+                id=ids.attachment_id(item.id, "link"),
+                kind="reference",
+                name="Contract.docx",
+                content_type=None,
+                modified=item.modified,
+                source_url="https://contoso.sharepoint.com/sites/legal/Contract.docx",
+                provider="oneDriveBusiness",
+                permission="view",
+            )
+        )
+        item.props["hasAttachments"] = True
+        tenant.touch_item(item)
+    await h.backup(account, "calendar")
+    stored = await open_versions(h, account, ["event"])
+    document = await read_doc(h, stored[event_id])
+    kinds = {a["@odata.type"]: a for a in document["attachments"]}
+    assert kinds["#microsoft.graph.itemAttachment"]["item"]["displayName"] == "Vendor Contact"
+    assert kinds["#microsoft.graph.referenceAttachment"]["sourceUrl"].endswith("Contract.docx")
+
+    h.sim.delete_item(h.sim_tenant_id, event_id)
+    report = await h.restore(
+        account, "calendar", scope_type="items", item_ids=[stored[event_id].item_id]
+    )
+    assert report.restored_count == 1 and report.failed_count == 0
+    (back,) = [
+        e for e in events_in(h, default_calendar(h, uid)) if e.props["subject"] == "Vendor review"
+    ]
+    by_kind = {a.kind: a for a in back.attachments}
+    assert isinstance(by_kind["item"].item, dict)
+    assert {k: by_kind["item"].item.get(k) for k in card} == card
+    assert (
+        by_kind["reference"].source_url
+        == "https://contoso.sharepoint.com/sites/legal/Contract.docx"
+    )
+    assert (by_kind["reference"].provider, by_kind["reference"].permission) == (
+        "oneDriveBusiness",
+        "view",
+    )
