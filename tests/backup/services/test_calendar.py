@@ -332,6 +332,16 @@ async def test_document_keeps_series_attendees_and_attachments(engine: EngineHar
     assert data == ATTACHMENT_TEXT
     assert stored[added["file"]].meta["has_attachments"] is True
 
+    # The index retry job rebuilds the same fields from the stored document alone.
+    async def no_content() -> bytes | None:
+        return None
+
+    fields = await module_for("calendar").search_fields(
+        stored[added["file"]], with_file, no_content
+    )
+    assert fields is not None and fields.attachment_names == ["agenda.txt"]
+    assert "zebracorn" in fields.attachment_text and fields.folder_path == "/Calendar"
+
     # Search: subject, body words, attachment names and text.
     assert "Budget workshop with file" in await search(h, "zebracorn")
     assert "Budget workshop with file" in await search(h, "agenda.txt")

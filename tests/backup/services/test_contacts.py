@@ -26,6 +26,7 @@ from safekeep.backup.services.contacts import collect as contacts_collect
 from safekeep.backup.services.contacts.document import escape, fold, vcard
 from safekeep.backup.services.contacts.restore import WRITABLE
 from safekeep.search.query import SearchQuery
+from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness
@@ -394,6 +395,15 @@ async def test_export_download_and_search(engine: EngineHarness) -> None:
     assert (
         "ORG:Wombat Logistics;" + escape(contacts[fixtures["tricky"]].props["department"]) in lines
     )
+
+    async def no_content() -> bytes | None:
+        return None
+
+    document = json.loads(await repo.read_bytes(ContentRef.from_json(version.document)))
+    fields = await module_for("contacts").search_fields(version, document, no_content)
+    assert fields is not None and fields.title == "Zoë O'Brien; Jr, III"
+    assert fields.folder_path == "/Contacts/Clients/VIP"
+    assert "zoe.obrien@quokkamail.example" in fields.people and "+41 44 555 12 34" in fields.body
 
     for text in ("quokkamail", "Wombat", "555 12 34", "O'Brien"):
         assert "Zoë O'Brien; Jr, III" in await search(h, text), text
