@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 15:38:59.832391
+Create Date: 2026-11-27 16:15:16.849091
 """
 
 from collections.abc import Sequence
@@ -712,6 +712,11 @@ def upgrade() -> None:
             "document",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
+        ),
+        sa.Column(
+            "refs",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
         ),
         sa.Column(
             "meta",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +24,7 @@ from safekeep.api.policy.router import router as policy_router
 from safekeep.api.restores.router import router as restores_router
 from safekeep.api.search.router import router as search_router
 from safekeep.api.snapshots.router import router as snapshots_router
+from safekeep.api.strict import reject_unknown_query
 from safekeep.api.tenants.router import router as tenants_router
 from safekeep.api.usage.router import router as usage_router
 from safekeep.api.webhooks.router import router as webhooks_router
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        openapi_tags=None,
+        dependencies=[Depends(reject_unknown_query)],
     )
     if runtime is not None:
         app.state.runtime = runtime

@@ -75,6 +75,9 @@ class ItemRecord:
     change_key: str | None = None
     content: ContentRef | None = None  # the item's own bytes (MIME, file)
     document: ContentRef | None = None  # its Graph JSON, for a faithful restore
+    # Every other blob the version needs (attachments, photos referenced from the document):
+    # the garbage collector keeps exactly what content, document and refs name.
+    refs: list[ContentRef] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     search: SearchFields | None = None
 
@@ -309,8 +312,10 @@ class CatalogPage:
             if same and version.first_seq != run.seq:
                 self.counters.unchanged += 1
                 return "unchanged"
-        stored = (rec.content.size if rec.content else 0) + (
-            rec.document.size if rec.document else 0
+        stored = (
+            (rec.content.size if rec.content else 0)
+            + (rec.document.size if rec.document else 0)
+            + sum(r.size for r in rec.refs)
         )
         if version is not None and version.first_seq == run.seq:
             # Seen earlier in this same snapshot (a replayed change, a resumed run): replace.
@@ -372,6 +377,7 @@ class CatalogPage:
         version.content = rec.content.to_json() if rec.content else None
         version.content_hash = rec.content.sha256 if rec.content else None
         version.document = rec.document.to_json() if rec.document else None
+        version.refs = [r.to_json() for r in rec.refs]
         version.meta = rec.meta
         version.indexed = False
 

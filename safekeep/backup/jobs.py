@@ -37,6 +37,7 @@ from safekeep.tenants.models import (
     AccountState,
     ConsentState,
     Job,
+    JobKind,
     JobStatus,
     JobTask,
     MspStatus,
@@ -103,6 +104,9 @@ async def start_backup_job(job_id: str) -> None:
                 f"Admin consent is {tenant.consent_state}; ask the client's admin to consent",
             )
             return
+        if await job_repository.active_for_tenant(session, tenant.id, JobKind.purge):
+            # A purge collects unreferenced blobs: no backup writes new ones meanwhile.
+            raise TransientError(409, "purgeRunning", "a purge of this tenant is running")
         await job_repository.set_job_status(
             session, job.id, from_statuses=[JobStatus.queued], to_status=JobStatus.running, now=now
         )

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import structlog
 
+from safekeep.backup.export.job import expire_exports
+from safekeep.backup.purge import enqueue_retention
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.idempotency import service as idempotency
@@ -59,7 +61,17 @@ async def tick() -> dict[str, int]:
     webhooks = await retry_webhooks()
     async with unit_of_work() as session:
         pruned = await idempotency.prune(session)
-    return {"started": len(started), "recovered": recovered, "webhooks": webhooks, "pruned": pruned}
+    async with unit_of_work() as session:
+        retention = await enqueue_retention(session)
+    expired = await expire_exports(current_runtime())
+    return {
+        "started": len(started),
+        "recovered": recovered,
+        "webhooks": webhooks,
+        "pruned": pruned,
+        "retention": len(retention),
+        "exports_expired": expired,
+    }
 
 
 async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

@@ -47,6 +47,12 @@ ROUTES: list[Route] = [
     _r("GET", "/v1/tenants/{tenant_id}/accounts", "read"),
     _r("GET", "/v1/tenants/{tenant_id}/accounts/{account_id}", "read"),
     _r("PATCH", "/v1/tenants/{tenant_id}/accounts/{account_id}", "admin", {"protected": False}),
+    _r(
+        "POST",
+        "/v1/tenants/{tenant_id}/accounts/{account_id}/purge",
+        "admin",
+        {"confirm": "{account_id}"},
+    ),
     _r("POST", "/v1/tenants/{tenant_id}/backups", "backup", {}),
     _r("GET", "/v1/tenants/{tenant_id}/jobs", "read"),
     _r("GET", "/v1/jobs/{job_id}", "read"),

@@ -212,3 +212,20 @@ async def test_audit_log_is_append_only(runtime: Runtime) -> None:
         with pytest.raises(DBAPIError, match="append-only"):
             async with runtime.db.session() as session:
                 await session.execute(text(statement))
+
+
+async def test_unknown_query_parameters_are_refused(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    msp = await create_msp(runtime)
+    r = await client.get("/v1/tenants", params={"limt": "5"}, headers=msp.headers)
+    assert r.status_code == 400
+    assert r.json()["errors"] == [{"loc": ["query", "limt"], "msg": "unknown parameter"}]
+    assert (
+        await client.get("/v1/tenants", params={"limit": "5"}, headers=msp.headers)
+    ).status_code == 200
+    # parameters that come from a dependency (the search filters) are known too
+    r = await client.get(
+        "/v1/search", params={"q": "x", "has_attachments": "true"}, headers=msp.headers
+    )
+    assert r.status_code == 200, r.text

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 
-from safekeep.api.accounts.schemas import AccountOut, AccountUpdate
+from safekeep.api.accounts.schemas import AccountOut, AccountUpdate, PurgeRequest
 from safekeep.api.auth import AdminPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
+from safekeep.api.jobs.schemas import JobOut, job_out
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.backup import purge
+from safekeep.errors import UnprocessableEntity
 from safekeep.tenants.account import service
 from safekeep.tenants.models import AccountKind, AccountState
 
@@ -69,3 +72,28 @@ async def update_account(
         session, principal, tenant_id, account_id, body.protected, ip=ip
     )
     return AccountOut.model_validate(account)
+
+
+@router.post(
+    "/{account_id}/purge",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=responses(401, 402, 403, 404, 409, 422),
+)
+async def purge_account(
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    body: PurgeRequest,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    ip: ClientIp,
+) -> JobOut:
+    """Delete a released or cancelled account's backed-up data for good (audited). The only
+    other way data leaves is the policy's retention period."""
+    if body.confirm != str(account_id):
+        raise UnprocessableEntity(
+            "confirm must repeat the account id",
+            errors=[{"loc": ["body", "confirm"], "msg": "does not match the account id"}],
+        )
+    job = await purge.request_account_purge(session, principal, tenant_id, account_id, ip=ip)
+    return await job_out(session, job)

@@ -33,3 +33,11 @@ class AccountUpdate(Schema):
         description="true: protect this seat; false: release it (its data is kept, as a "
         "retained seat)"
     )
+
+
+class PurgeRequest(Schema):
+    confirm: str = Field(
+        min_length=1,
+        max_length=100,
+        description="The account's id again: purging deletes its backed-up data for good",
+    )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -111,3 +112,19 @@ async def export(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
         },
         event=("export.ready", {"export_id": str(export_id), "size": result.size}),
     )
+
+
+async def expire_exports(runtime: Runtime) -> int:
+    """Scheduler step: exports past their expiry lose their ZIP and say so."""
+    from safekeep.storage.errors import BlobLocked, BlobNotFound
+    from safekeep.tenants.catalog import repository as catalog
+
+    store = await runtime.blobs()
+    async with unit_of_work(runtime) as session:
+        expired = await catalog.expired_exports(session, utcnow(), 200)
+        for export in expired:
+            if export.blob_key:
+                with contextlib.suppress(BlobNotFound, BlobLocked):
+                    await store.delete(export.blob_key)
+            export.status = ExportStatus.expired
+    return len(expired)

@@ -468,3 +468,61 @@ async def expired_exports(session: AsyncSession, now: datetime, limit: int) -> l
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+# --- purge and retention -------------------------------------------------------------------
+
+
+async def delete_account_catalog(session: AsyncSession, account_id: uuid.UUID) -> int:
+    """Every catalog row of an account (versions, items, snapshots, delta state, skips)."""
+    removed = await session.execute(delete(ItemVersion).where(ItemVersion.account_id == account_id))
+    await session.execute(delete(Item).where(Item.account_id == account_id))
+    await session.execute(delete(DeltaState).where(DeltaState.account_id == account_id))
+    await session.execute(delete(SkippedItem).where(SkippedItem.account_id == account_id))
+    await session.execute(delete(Snapshot).where(Snapshot.account_id == account_id))
+    return int(removed.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def expired_version_ids(
+    session: AsyncSession, tenant_id: uuid.UUID, before: datetime, limit: int
+) -> list[uuid.UUID]:
+    """Versions that stopped being current before ``before`` (retention is over for them)."""
+    stmt = (
+        select(ItemVersion.id)
+        .where(
+            ItemVersion.tenant_id == tenant_id,
+            ItemVersion.valid_to.is_not(None),
+            ItemVersion.valid_to < before,
+        )
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def delete_versions(session: AsyncSession, version_ids: Collection[uuid.UUID]) -> None:
+    if version_ids:
+        await session.execute(delete(ItemVersion).where(ItemVersion.id.in_(list(version_ids))))
+
+
+async def delete_orphan_items(session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """Items none of whose versions remain."""
+    has_version = select(ItemVersion.item_id).where(ItemVersion.tenant_id == tenant_id)
+    result = await session.execute(
+        delete(Item).where(Item.tenant_id == tenant_id, Item.id.not_in(has_version))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def blob_refs(
+    session: AsyncSession, tenant_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+) -> list[tuple[uuid.UUID, list[dict[str, object]]]]:
+    """(version id, every ContentRef it names) of a tenant's versions, in id order: the blob
+    garbage collector's mark phase."""
+    stmt = select(
+        ItemVersion.id, ItemVersion.content, ItemVersion.document, ItemVersion.refs
+    ).where(ItemVersion.tenant_id == tenant_id)
+    if after is not None:
+        stmt = stmt.where(ItemVersion.id > after)
+    stmt = stmt.order_by(ItemVersion.id).limit(limit)
+    rows = (await session.execute(stmt)).all()
+    return [(i, [r for r in (c, d, *(refs or [])) if r]) for i, c, d, refs in rows]

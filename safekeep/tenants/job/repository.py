@@ -191,3 +191,10 @@ async def lock(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
         .execution_options(populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def recent(
+    session: AsyncSession, tenant_id: uuid.UUID, kind: str, since: datetime
+) -> list[Job]:
+    stmt = select(Job).where(Job.tenant_id == tenant_id, Job.kind == kind, Job.created_at >= since)
+    return list((await session.execute(stmt)).scalars())

@@ -42,6 +42,9 @@ class ItemVersion(IdMixin, CreatedMixin, Base):
     content: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # The Graph JSON document needed to restore it faithfully (with attachments), as a blob.
     document: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Other blobs the version depends on (attachments or photos referenced from its document):
+    # listed here so the blob garbage collector never has to open documents to find them.
+    refs: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     # Small metadata for browsing: sender, dates, flags, hashes, path at capture time...
     meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     indexed: Mapped[bool] = mapped_column(default=False)

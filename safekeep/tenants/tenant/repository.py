@@ -114,3 +114,9 @@ async def ids_in_scope(session: AsyncSession, scope: TenantScope) -> frozenset[u
     """Every tenant the scope reaches, deleted ones included (their data is still kept)."""
     stmt = select(Tenant.id).where(scope.tenant_row_filter())
     return frozenset((await session.execute(stmt)).scalars())
+
+
+async def ids_with_retention(session: AsyncSession) -> list[uuid.UUID]:
+    """System query (the scheduler): tenants whose policy limits how long data is kept."""
+    stmt = select(Policy.tenant_id).where(Policy.retention_days.is_not(None))
+    return list((await session.execute(stmt)).scalars())

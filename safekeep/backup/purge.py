@@ -1,0 +1,262 @@
+"""Purging data, the only way data ever leaves Safekeep: an audited request to purge one
+account, or the retention sweep the policy asks for. Both end with a garbage collection of
+the tenant's blobs that no remaining version names.
+
+Safety: a purge never runs beside a backup of the same tenant (a backup's freshly written
+blobs are not yet named by committed rows), each waits for the other; blobs under Object Lock
+retention are left until it ends; and the mark phase reads only catalog columns (content,
+document and ``refs``), which name every blob a version depends on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from safekeep.backup.context import open_repository
+from safekeep.backup.joblife import JobFailed, JobOutcome, run_job
+from safekeep.runtime import Runtime
+from safekeep.storage.errors import BlobLocked, BlobNotFound
+from safekeep.storage.repository import ContentRef
+from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.audit import service as audit
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.models import AccountState, Job, JobKind, JobStatus, Tenant, utcnow
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant.service import system_scope
+from safekeep.workers.context import unit_of_work
+
+log = structlog.get_logger(__name__)
+
+PAGE = 1000
+
+
+class BackupRunning(Exception):
+    """Retry later: a backup of this tenant is running."""
+
+
+@dataclass
+class GcResult:
+    referenced: int = 0
+    scanned: int = 0
+    deleted: int = 0
+    deleted_bytes: int = 0
+    locked: int = 0
+
+
+async def run_purge_job(job_id: str) -> None:
+    await run_job(job_id, purge, max_attempts=50)
+
+
+async def purge(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
+    async with unit_of_work(runtime) as session:
+        running = [
+            j for j in await job_repository.active_for_tenant(session, tenant.id, JobKind.backup)
+        ]
+    if running:
+        # Dramatiq retries with backoff until the backup is over (max_attempts above).
+        from safekeep.graph.errors import TransientError
+
+        raise TransientError(409, "backupRunning", "a backup of this tenant is running")
+    result: dict[str, Any] = {}
+    if job.params.get("account_id"):
+        result["account"] = await purge_account(
+            runtime, tenant, uuid.UUID(job.params["account_id"]), job
+        )
+    if job.params.get("retention"):
+        result["retention"] = await retention_sweep(runtime, tenant, job)
+    gc = await collect_garbage(runtime, tenant)
+    result["gc"] = gc.__dict__
+    return JobOutcome(result=result)
+
+
+async def purge_account(
+    runtime: Runtime, tenant: Tenant, account_id: uuid.UUID, job: Job
+) -> dict[str, Any]:
+    scope = system_scope(tenant)
+    async with unit_of_work(runtime) as session:
+        account = await account_repository.get(session, scope, tenant.id, account_id)
+        if account is None:
+            raise JobFailed("account_not_found", "The account no longer exists")
+        versions = await catalog.delete_account_catalog(session, account.id)
+        account.state = AccountState.purged
+        account.protected = False
+        account.purged_at = utcnow()
+        await audit.record(
+            session,
+            msp_id=tenant.msp_id,
+            actor=job.requested_by or "system",
+            action="account.purged",
+            tenant_id=tenant.id,
+            target_type="account",
+            target_id=account.id,
+            details={"versions": versions, "job_id": str(job.id)},
+        )
+    backend = await runtime.search_backend()
+    await backend.purge(tenant_id=str(tenant.id), account_id=str(account_id))
+    return {"account_id": str(account_id), "versions": versions}
+
+
+async def retention_sweep(runtime: Runtime, tenant: Tenant, job: Job) -> dict[str, Any]:
+    """Versions that stopped being current more than ``retention_days`` ago go, and so do
+    cancelled accounts whose data has been kept that long. Current versions always stay."""
+    async with unit_of_work(runtime) as session:
+        row = await tenant_repository.get_system(session, tenant.id)
+        assert row is not None
+        policy = await tenant_repository.get_policy(session, row)
+    if policy.retention_days is None:
+        return {"retention_days": None, "versions": 0, "accounts": 0}
+    horizon = utcnow() - timedelta(days=policy.retention_days)
+    removed = 0
+    backend = await runtime.search_backend()
+    while True:
+        async with unit_of_work(runtime) as session:
+            ids = await catalog.expired_version_ids(session, tenant.id, horizon, PAGE)
+            await catalog.delete_versions(session, ids)
+        if not ids:
+            break
+        removed += len(ids)
+        await backend.delete_versions(str(tenant.id), [str(i) for i in ids])
+    async with unit_of_work(runtime) as session:
+        await catalog.delete_orphan_items(session, tenant.id)
+        accounts = [
+            a
+            for a in await account_repository.all_for_tenant(
+                session, system_scope(tenant), tenant.id
+            )
+            if a.state == AccountState.cancelled and a.cancelled_at and a.cancelled_at < horizon
+        ]
+    for account in accounts:
+        await purge_account(runtime, tenant, account.id, job)
+    if removed or accounts:
+        async with unit_of_work(runtime) as session:
+            await audit.record(
+                session,
+                msp_id=tenant.msp_id,
+                actor="retention",
+                action="retention.purged",
+                tenant_id=tenant.id,
+                target_type="tenant",
+                target_id=tenant.id,
+                details={
+                    "versions": removed,
+                    "accounts": [str(a.id) for a in accounts],
+                    "retention_days": policy.retention_days,
+                },
+            )
+    return {"retention_days": policy.retention_days, "versions": removed, "accounts": len(accounts)}
+
+
+async def collect_garbage(runtime: Runtime, tenant: Tenant) -> GcResult:
+    """Mark every chunk a version names, then delete the tenant's chunks nobody names."""
+    result = GcResult()
+    referenced: set[str] = set()
+    after: uuid.UUID | None = None
+    while True:
+        async with unit_of_work(runtime) as session:
+            rows = await catalog.blob_refs(session, tenant.id, after=after, limit=PAGE)
+        if not rows:
+            break
+        for _version_id, refs in rows:
+            for ref in refs:
+                referenced.update(c.name for c in ContentRef.from_json(ref).chunks)
+        after = rows[-1][0]
+    result.referenced = len(referenced)
+    repo = await open_repository(runtime, tenant)
+    async for name in repo.list_chunk_names():
+        result.scanned += 1
+        if name in referenced:
+            continue
+        try:
+            size = await repo.store.size(repo.chunk_key(name))
+            await repo.delete_chunk(name)
+        except BlobLocked:
+            result.locked += 1  # Object Lock keeps it until its retention date
+            continue
+        except BlobNotFound:
+            continue
+        result.deleted += 1
+        result.deleted_bytes += size
+    log.info("blob_gc", tenant_id=str(tenant.id), **result.__dict__)
+    return result
+
+
+async def request_account_purge(
+    session: Any, principal: Any, tenant_id: uuid.UUID, account_id: uuid.UUID, *, ip: str | None
+) -> Job:
+    """The API's entry: an audited, explicit request to delete one account's data."""
+    from safekeep.errors import Conflict
+    from safekeep.tenants.account import service as account_service
+    from safekeep.tenants.models import JobTrigger
+    from safekeep.tenants.tenant import service as tenant_service
+
+    tenant = await tenant_service.get_including_deleted(session, tenant_id)
+    account = await account_service.get(session, principal.scope, tenant_id, account_id)
+    if account.state == AccountState.purged:
+        raise Conflict("This account's data was already purged")
+    if account.state == AccountState.active and account.protected:
+        raise Conflict(
+            "Release the seat first (PATCH protected=false); a protected seat is not purged"
+        )
+    job = await tenant_service.start_job(
+        session,
+        tenant,
+        kind=JobKind.purge,
+        trigger=JobTrigger.manual,
+        requested_by=principal.actor,
+        params={"account_id": str(account.id)},
+    )
+    await audit.record_for(
+        session,
+        principal,
+        "purge.requested",
+        tenant_id=tenant.id,
+        target_type="account",
+        target_id=account.id,
+        details={"job_id": str(job.id), "display_name": account.display_name},
+        ip=ip,
+    )
+    return job
+
+
+async def enqueue_retention(session: Any) -> list[uuid.UUID]:
+    """Scheduler step: once a day per tenant with a retention period, a retention purge."""
+    from safekeep.tenants.models import JobTrigger
+    from safekeep.tenants.tenant import service as tenant_service
+
+    started = []
+    since = utcnow() - timedelta(days=1)
+    for tenant_id in await tenant_repository.ids_with_retention(session):
+        tenant = await tenant_repository.get_system(session, tenant_id)
+        if tenant is None:
+            continue
+        if await job_repository.recent(session, tenant.id, JobKind.purge, since):
+            continue
+        job = await tenant_service.start_job(
+            session,
+            tenant,
+            kind=JobKind.purge,
+            trigger=JobTrigger.scheduled,
+            requested_by="retention",
+            params={"retention": True},
+        )
+        started.append(job.id)
+    return started
+
+
+__all__ = [
+    "BackupRunning",
+    "GcResult",
+    "JobStatus",
+    "collect_garbage",
+    "enqueue_retention",
+    "purge",
+    "request_account_purge",
+    "retention_sweep",
+    "run_purge_job",
+]

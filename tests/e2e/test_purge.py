@@ -1,0 +1,153 @@
+"""Data leaves only by an audited purge or the policy's retention; the blob garbage collector
+deletes exactly the chunks nothing names any more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from safekeep.api.app import create_app
+from safekeep.backup.context import open_repository
+from safekeep.backup.purge import run_purge_job
+from safekeep.search.query import SearchQuery
+from safekeep.tenants.models import (
+    Account,
+    AuditEvent,
+    Item,
+    ItemVersion,
+    JobKind,
+    Snapshot,
+    utcnow,
+)
+from tests.backup.harness import EngineHarness
+
+
+@pytest.fixture
+async def api(engine: EngineHarness) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(
+        app=create_app(runtime=engine.runtime), raise_app_exceptions=False
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as client:
+        yield client
+
+
+async def chunk_names(h: EngineHarness) -> set[str]:
+    repo = await open_repository(h.runtime, h.tenant)
+    return {name async for name in repo.list_chunk_names()}
+
+
+async def count(h: EngineHarness, model: type, account: Account) -> int:
+    async with h.runtime.db.session() as session:
+        stmt = select(func.count()).select_from(model).where(model.account_id == account.id)  # type: ignore[attr-defined]
+        return int((await session.execute(stmt)).scalar_one())
+
+
+async def test_an_account_is_purged_only_on_request_and_only_it(
+    engine: EngineHarness, api: httpx.AsyncClient
+) -> None:
+    h = engine
+    users = [a for a in await h.accounts() if a.kind == "user" and a.services_found.get("onedrive")]
+    leaver, stayer = users[0], users[1]
+    for account in (leaver, stayer):
+        await h.backup(account, "onedrive")
+    before = await chunk_names(h)
+    base = f"/v1/tenants/{h.tenant.id}/accounts/{leaver.id}"
+    # a protected seat is never purged; release it first (its data stays, as a retained seat)
+    r = await api.post(f"{base}/purge", json={"confirm": str(leaver.id)}, headers=h.msp.headers)
+    assert r.status_code == 409
+    r = await api.patch(base, json={"protected": False}, headers=h.msp.headers)
+    assert r.json()["state"] == "cancelled"
+    assert await count(h, ItemVersion, leaver) > 0
+    r = await api.post(f"{base}/purge", json={"confirm": "yes"}, headers=h.msp.headers)
+    assert r.status_code == 422
+    r = await api.post(f"{base}/purge", json={"confirm": str(leaver.id)}, headers=h.msp.headers)
+    assert r.status_code == 202, r.text
+    await run_purge_job(r.json()["id"])
+    job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
+    assert job["status"] == "succeeded", job
+    assert (await api.get(base, headers=h.msp.headers)).json()["state"] == "purged"
+    for model in (ItemVersion, Item, Snapshot):
+        assert await count(h, model, leaver) == 0
+    assert await count(h, ItemVersion, stayer) > 0
+    gc = job["result"]["gc"]
+    after = await chunk_names(h)
+    assert gc["deleted"] == len(before - after) > 0
+    # what remains is exactly what the other account still needs: its files read back whole
+    async with h.runtime.db.session() as session:
+        versions = (
+            (await session.execute(select(ItemVersion).where(ItemVersion.kind == "file")))
+            .scalars()
+            .all()
+        )
+    repo = await open_repository(h.runtime, h.tenant)
+    for version in versions:
+        from safekeep.storage.repository import ContentRef
+
+        data = await repo.read_bytes(ContentRef.from_json(version.content))  # type: ignore[arg-type]
+        assert len(data) == version.size
+    backend = await h.runtime.search_backend()
+    page = await backend.search(
+        SearchQuery(
+            tenant_ids=frozenset({str(h.tenant.id)}), account_ids=frozenset({str(leaver.id)})
+        )
+    )
+    assert page.hits == []
+    async with h.runtime.db.session() as session:
+        actions = (await session.execute(select(AuditEvent.action))).scalars().all()
+    assert "purge.requested" in actions and "account.purged" in actions
+
+
+async def test_retention_removes_old_versions_and_keeps_current_ones(engine: EngineHarness) -> None:
+    h = engine
+    account = next(
+        a for a in await h.accounts() if a.kind == "user" and a.services_found.get("onedrive")
+    )
+    await h.backup(account, "onedrive")
+    tenant = h.sim.tenant()
+    drive = tenant.drives[tenant.users[account.graph_id].drive_id or ""]
+    victim = next(i for i in drive.items.values() if not i.is_folder and not i.deleted)
+    h.sim.edit_item(h.sim_tenant_id, victim.id, {"content": b"new content " * 100})
+    await h.backup(account, "onedrive")
+    async with h.runtime.db.session() as session:
+        closed = (
+            (await session.execute(select(ItemVersion).where(ItemVersion.last_seq.is_not(None))))
+            .scalars()
+            .all()
+        )
+        assert len(closed) == 1
+        # it stopped being current ten days ago
+        await session.execute(
+            update(ItemVersion)
+            .where(ItemVersion.id == closed[0].id)
+            .values(valid_to=utcnow() - timedelta(days=10))
+        )
+    current_before = await count(h, ItemVersion, account) - 1
+    await h.set_policy(retention_days=7)
+    job = await h.start_job(JobKind.purge, {"retention": True})
+    await run_purge_job(str(job.id))
+    done = await h.job(job.id)
+    assert done.status == "succeeded", done.error_detail
+    assert done.result["retention"]["versions"] == 1
+    assert await count(h, ItemVersion, account) == current_before
+    async with h.runtime.db.session() as session:
+        assert await session.get(ItemVersion, closed[0].id) is None
+    assert done.result["gc"]["deleted"] >= 1
+
+
+async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
+    from safekeep.graph.errors import TransientError
+    from safekeep.tenants.models import Job, JobStatus
+
+    h = engine
+    async with h.runtime.db.session() as session:
+        session.add(
+            Job(tenant_id=h.tenant.id, kind=JobKind.backup, status=JobStatus.running, params={})
+        )
+    job = await h.start_job(JobKind.purge, {"retention": True})
+    with pytest.raises(TransientError):
+        await run_purge_job(str(job.id))
+    assert (await h.job(job.id)).status == "running"  # retried by Dramatiq, not failed
