@@ -489,3 +489,33 @@ async def test_unreadable_photo_is_skipped_then_completed_next_run(
     assert b"PHOTO;" in b"".join([c async for c in content.open(0, None)])
     async with h.runtime.db.session() as session:
         assert await catalog.skipped_items(session, account.id, "contacts") == []
+
+
+async def test_restore_one_folder_recursively(engine: EngineHarness) -> None:
+    h = engine
+    account = (await users(h))[0]
+    uid = account.graph_id
+    fixtures = add_fixtures(h, uid)
+    await h.backup(account, "contacts")
+    folders = await open_versions(h, account, ["contact_folder"])
+    below = {fixtures["clients"], fixtures["vip"]}
+    expected = sorted(
+        c.props["displayName"] for c in sim_contacts(h, uid).values() if c.folder_id in below
+    )
+    report = await h.restore(
+        account,
+        "contacts",
+        scope_type="folders",
+        item_ids=[folders[fixtures["clients"]].item_id],
+        folder_mode="new",
+    )
+    assert report.failed_count == 0 and report.restored_count == len(expected)
+    restored = next(
+        f for f in sim_folders(h, uid).values() if f.display_name.startswith("Restored ")
+    )
+    clients = child(h, restored.id, "Clients")
+    vip = child(h, clients.id, "VIP")
+    tenant = h.sim.tenant()
+    got = [c.props["displayName"] for f in (clients, vip) for c in tenant.folder_items(f.id)]
+    assert sorted(got) == expected
+    assert tenant.folder_items(restored.id) == []  # nothing from outside the chosen folder
