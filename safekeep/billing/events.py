@@ -52,7 +52,7 @@ _SUBSCRIPTION_STATUS = {
 }
 
 
-class Receipt(enum.StrEnum):
+class StripeEventReceipt(enum.StrEnum):
     queued = "queued"  # new: stored, handling enqueued after commit
     duplicate = "duplicate"  # stored before: nothing done
     ignored = "ignored"  # a type we do not act on: acknowledged, not stored
@@ -68,19 +68,19 @@ class Handled(enum.StrEnum):
     not_found = "not_found"  # no such event in the inbox
 
 
-async def receive_event(session: AsyncSession, event: dict[str, Any]) -> Receipt:
+async def receive_event(session: AsyncSession, event: dict[str, Any]) -> StripeEventReceipt:
     """Store a verified Stripe event once and enqueue its handling after commit."""
     event_type = event["type"]
     if event_type not in ALLOWED_EVENT_TYPES or len(event["id"]) > MAX_EVENT_ID:
         log.info("stripe_event_ignored", stripe_event_id=event["id"], type=event_type)
-        return Receipt.ignored
+        return StripeEventReceipt.ignored
     stored = await repository.insert_event_once(
         session, event_id=event["id"], event_type=event_type, payload=event
     )
     if not stored:
-        return Receipt.duplicate
+        return StripeEventReceipt.duplicate
     outbox.enqueue(HANDLE_ACTOR, event["id"])
-    return Receipt.queued
+    return StripeEventReceipt.queued
 
 
 def implied_status(event_type: str, obj: dict[str, Any]) -> MspStatus | None:

@@ -70,7 +70,7 @@ async def _raw_body(request: Request) -> bytes:
 @router.post(
     "/stripe/webhook",
     response_model=StripeWebhookAck,
-    responses=responses(404, 413),
+    responses=responses(404, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,

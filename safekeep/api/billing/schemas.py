@@ -5,7 +5,7 @@ from datetime import date, datetime
 from pydantic import Field
 
 from safekeep.api.schemas import Schema
-from safekeep.billing.events import Receipt
+from safekeep.billing.events import StripeEventReceipt
 from safekeep.tenants.models import MspStatus
 
 
@@ -34,7 +34,7 @@ class BillingOut(Schema):
 class StripeWebhookAck(Schema):
     received: bool = True
     event_id: str
-    result: Receipt = Field(
+    result: StripeEventReceipt = Field(
         description="`queued`: stored and handled shortly; `duplicate`: delivered before, "
         "nothing done; `ignored`: an event type Safekeep does not act on"
     )
