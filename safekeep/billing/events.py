@@ -12,7 +12,7 @@ with the time Stripe created the event rather than the time we handled it.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -26,6 +26,8 @@ from safekeep.tenants.models import Msp, MspStatus, utcnow
 log = structlog.get_logger(__name__)
 
 HANDLE_ACTOR = "handle_stripe_event"
+# An event still unhandled this long after it was stored lost its message.
+LOST_AFTER = timedelta(minutes=10)
 MAX_EVENT_ID = 100  # the inbox's key column; Stripe's ids are about 30 characters
 
 # The events that can move an MSP; any other type is acknowledged and dropped unstored.
@@ -81,6 +83,21 @@ async def receive_event(session: AsyncSession, event: dict[str, Any]) -> StripeE
         return StripeEventReceipt.duplicate
     outbox.enqueue(HANDLE_ACTOR, event["id"])
     return StripeEventReceipt.queued
+
+
+async def requeue_unhandled(
+    session: AsyncSession, *, older_than: timedelta = LOST_AFTER, limit: int = 500
+) -> int:
+    """Enqueue again the events whose handling message was lost (the broker was down when the
+    request committed, or a worker died): Stripe got its 2xx and will not send them again, so
+    the inbox is the only record. Handling is idempotent, so a message that was merely slow
+    costs one no-op."""
+    ids = await repository.unhandled_event_ids(session, before=utcnow() - older_than, limit=limit)
+    for event_id in ids:
+        outbox.enqueue(HANDLE_ACTOR, event_id)
+    if ids:
+        log.info("stripe_events_requeued", count=len(ids))
+    return len(ids)
 
 
 def implied_status(event_type: str, obj: dict[str, Any]) -> MspStatus | None:

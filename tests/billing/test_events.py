@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from safekeep.billing.events import Handled, handle_event, receive_event
+from safekeep.billing.events import Handled, handle_event, receive_event, requeue_unhandled
 from safekeep.runtime import Runtime
 from safekeep.tenants import outbox
-from safekeep.tenants.models import AuditEvent, Msp, MspStatus, StripeEvent
+from safekeep.tenants.models import AuditEvent, Msp, MspStatus, StripeEvent, utcnow
 from tests.billing.conftest import encode, invoice, set_customer, signature, stripe_event
 from tests.billing.conftest import subscription as sub
 from tests.factories import MspHandle, create_msp
@@ -251,3 +251,30 @@ async def test_two_concurrent_deliveries_handle_an_event_once(
     outcomes = await asyncio.gather(handle(), handle())
     assert sorted(outcomes) == [Handled.already_handled, Handled.changed]
     assert len(await status_audits(billing_runtime, msp)) == 1
+
+
+async def test_events_whose_message_was_lost_are_sent_again(
+    billing_runtime: Runtime, msps: tuple[MspHandle, str, MspHandle]
+) -> None:
+    """Stripe had its 2xx, so it will not redeliver: the inbox has to notice itself."""
+    _msp, customer, _ = msps
+    lost = stripe_event("invoice.payment_failed", invoice(customer))
+    fresh = stripe_event("invoice.paid", invoice(customer))
+    done = stripe_event("invoice.paid", invoice(customer))
+    for event in (lost, fresh, done):
+        with outbox.collect():  # the messages go nowhere, as with a broker outage
+            async with billing_runtime.db.session() as session:
+                await receive_event(session, event)
+    async with billing_runtime.db.session() as session:
+        await handle_event(session, done["id"])
+        row = await session.get(StripeEvent, lost["id"])
+        assert row is not None
+        row.created_at = utcnow() - timedelta(minutes=11)
+        handled = await session.get(StripeEvent, done["id"])
+        assert handled is not None
+        handled.created_at = utcnow() - timedelta(minutes=11)
+
+    with outbox.collect() as box:
+        async with billing_runtime.db.session() as session:
+            assert await requeue_unhandled(session) == 1
+    assert [(m.actor, m.args) for m in box.messages] == [("handle_stripe_event", (lost["id"],))]

@@ -8,7 +8,7 @@ NOTHING`` and then locked, never by "select, then insert if missing", which race
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import exists, select
@@ -54,6 +54,17 @@ async def get_event_for_update(session: AsyncSession, event_id: str) -> StripeEv
         .execution_options(populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def unhandled_event_ids(session: AsyncSession, *, before: datetime, limit: int) -> list[str]:
+    """Events stored before ``before`` and still not handled: their message was lost."""
+    stmt = (
+        select(StripeEvent.id)
+        .where(StripeEvent.handled_at.is_(None), StripeEvent.created_at < before)
+        .order_by(StripeEvent.created_at)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
 
 
 # --- MSPs as billing sees them ----------------------------------------------------------------
