@@ -151,3 +151,35 @@ async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
     with pytest.raises(TransientError):
         await run_purge_job(str(job.id))
     assert (await h.job(job.id)).status == "running"  # retried by Dramatiq, not failed
+
+
+async def test_gc_keeps_blobs_referenced_from_documents(engine: EngineHarness) -> None:
+    """Calendar attachments and contact photos are blobs named inside documents: the versions'
+    refs list them, so garbage collection leaves them (and deletes only true orphans)."""
+    from safekeep.backup.purge import collect_garbage
+    from safekeep.backup.services import module_for
+
+    h = engine
+    for account in [a for a in await h.accounts() if a.kind == "user"]:
+        for service in ("calendar", "contacts"):
+            if account.services_found.get("mail"):
+                await h.backup(account, service)
+    repo = await open_repository(h.runtime, h.tenant)
+    orphan = await repo.put_bytes(b"nobody names this blob " * 10)
+    async with h.runtime.db.session() as session:
+        versions = (
+            (
+                await session.execute(
+                    select(ItemVersion).where(ItemVersion.kind.in_(["event", "contact"]))
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert any(v.refs for v in versions), "the simulated tenant should have attachments or photos"
+    result = await collect_garbage(h.runtime, h.tenant)
+    assert result.deleted == len(orphan.chunks) == 1
+    for version in versions:
+        content = await module_for(version.service).content(repo, version)
+        body = b"".join([chunk async for chunk in content.open(0, None)])
+        assert body  # every ICS/VCF still renders with its attachments and photo

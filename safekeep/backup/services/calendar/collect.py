@@ -691,6 +691,7 @@ class CalendarCollector:
             modified_at=offset_time(event.get("lastModifiedDateTime")),
             change_key=event.get("changeKey"),
             document=document,
+            refs=[ContentRef.from_json(a["content"]) for a in attachments if a.get("content")],
             meta=meta_of(event, name),
             search=search_fields(event, name),
         )

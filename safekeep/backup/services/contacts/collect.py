@@ -36,6 +36,7 @@ from safekeep.backup.services.contacts.document import (
 )
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
+from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import DeltaState
 from safekeep.workers.context import unit_of_work
@@ -355,8 +356,10 @@ class ContactsCollector:
         key of its own, so that the retry next run stores a new, complete version."""
         contact = {k: v for k, v in contact.items() if k != "@odata.context"}
         size = 0
+        refs: list[ContentRef] = []
         if photo is not None:
             ref = await self.ctx.repo.put_bytes(photo[1])
+            refs.append(ref)
             size = ref.size
             contact[PRIVATE] = {"photo": {"contentType": photo[0], "content": ref.to_json()}}
         data = json.dumps(contact, ensure_ascii=False, sort_keys=True).encode()
@@ -381,6 +384,7 @@ class ContactsCollector:
                 else contact.get("changeKey")
             ),
             document=document,
+            refs=refs,
             meta=meta_of(contact, folder_path),
             search=search_fields(contact, folder_path),
         )
