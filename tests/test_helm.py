@@ -533,6 +533,36 @@ def test_optional_resources_render_when_enabled(
         assert len(doc["metadata"]["name"]) <= 63
 
 
+def test_single_pods_get_no_disruption_budget(render: Callable[..., list[dict[str, Any]]]) -> None:
+    """A budget of one available pod out of one would block every node drain."""
+    docs = render({"api": {"replicas": 1}, "scheduler": {"replicas": 1}})
+    budgets = {d["metadata"]["name"] for d in of_kind(docs, "PodDisruptionBudget")}
+    assert budgets == {f"{RELEASE}-safekeep-worker"}
+    docs = render({"api": {"replicas": 1, "autoscaling": {"enabled": True, "minReplicas": 3}}})
+    assert f"{RELEASE}-safekeep-api" in {
+        d["metadata"]["name"] for d in of_kind(docs, "PodDisruptionBudget")
+    }
+
+
+def test_oldest_supported_kubernetes(
+    render: Callable[..., list[dict[str, Any]]],
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+) -> None:
+    def api_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        container: dict[str, Any] = pod_specs(docs)[f"{RELEASE}-safekeep-api"]["containers"][0]
+        return container
+
+    # preStop's sleep action exists from Kubernetes 1.30 on; older clusters get none.
+    assert "lifecycle" not in api_container(render(args=("--kube-version", "1.25.0")))
+    assert api_container(render(args=("--kube-version", "1.30.0")))["lifecycle"] == {
+        "preStop": {"sleep": {"seconds": 5}}
+    }
+    old = helm(*template_args(tmp_path, (), ("--kube-version", "1.24.0")))
+    assert old.returncode != 0
+    assert "kubeVersion" in old.stderr
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
