@@ -82,12 +82,18 @@ def msp_create(
     upgrade(settings.resolved_database_url)
 
     async def create() -> tuple[str, str]:
+        from safekeep.billing.service import ensure_customer
+        from safekeep.billing.stripe_client import BillingClient
+
         db = Database(settings.resolved_database_url, pool_size=1)
         try:
             async with db.session() as session:
                 msp, secret = await service.create_with_admin_key(
                     session, name=name, billing_email=billing_email
                 )
+                billing = BillingClient.from_settings(settings)
+                if billing is not None:  # billing on: the MSP gets its Stripe customer now
+                    await ensure_customer(session, billing, msp.id)
                 return str(msp.id), secret
         finally:
             await db.dispose()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 16:15:16.849091
+Create Date: 2026-11-27 16:24:27.247165
 """
 
 from collections.abc import Sequence
@@ -215,7 +215,7 @@ def upgrade() -> None:
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("protected_seats", sa.Integer(), nullable=False),
         sa.Column("retained_seats", sa.Integer(), nullable=False),
-        sa.Column("stored_bytes", sa.Integer(), nullable=False),
+        sa.Column("stored_bytes", sa.BigInteger(), nullable=False),
         sa.Column(
             "reported_at", safekeep.tenants.models.base.UTCDateTime(timezone=True), nullable=True
         ),

@@ -14,6 +14,7 @@ from safekeep.api import problems
 from safekeep.api.accounts.router import router as accounts_router
 from safekeep.api.api_keys.router import router as api_keys_router
 from safekeep.api.audit.router import router as audit_router
+from safekeep.api.billing.router import router as billing_router
 from safekeep.api.consent.router import router as consent_router
 from safekeep.api.exports.router import router as exports_router
 from safekeep.api.health.router import router as health_router
@@ -35,9 +36,10 @@ DESCRIPTION = """
 Safekeep backs up Microsoft 365 tenants (Exchange Online mail, calendars, contacts, OneDrive,
 SharePoint) for managed service providers, into storage independent of Microsoft.
 
-**Auth.** Every route but the health checks and the consent callback needs an MSP API key:
-`Authorization: Bearer sk_...`. Keys carry scopes (`admin`, `read`, `backup`, `restore`,
-`export`; admin implies all) and may be limited to some tenants.
+**Auth.** Every route but the health checks, the consent callback and the Stripe webhook
+(authenticated by its `Stripe-Signature`) needs an MSP API key: `Authorization: Bearer sk_...`.
+Keys carry scopes (`admin`, `read`, `backup`, `restore`, `export`; admin implies all) and may be
+limited to some tenants.
 
 **Errors** are `application/problem+json` (RFC 9457) with a stable `type`.
 
@@ -102,6 +104,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         exports_router,
         search_router,
         usage_router,
+        billing_router,
         audit_router,
         webhooks_router,
     ):

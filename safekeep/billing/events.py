@@ -22,6 +22,7 @@ from safekeep.tenants import outbox
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.billing import repository
 from safekeep.tenants.models import Msp, MspStatus, utcnow
+from safekeep.tenants.webhook import service as webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -204,5 +205,11 @@ async def _move(
             "stripe_event_id": event_id,
             "stripe_event_type": event_type,
         },
+    )
+    await webhooks.emit(
+        session,
+        msp_id=msp.id,
+        event_type="msp.billing_status_changed",
+        data={"msp_id": str(msp.id), "from": str(old), "to": str(new)},
     )
     log.info("msp_billing_status_changed", msp_id=str(msp.id), old=old, new=new)

@@ -95,3 +95,13 @@ async def index_versions(tenant_id: str, version_ids: list[str]) -> None:
     from safekeep.backup.indexing import index_pending
 
     await index_pending(tenant_id, version_ids)
+
+
+@actor("default", max_retries=10, time_limit_ms=60_000)
+async def handle_stripe_event(event_id: str) -> None:
+    """Apply one stored Stripe event to its MSP; a redelivered message finds it handled."""
+    from safekeep.billing.events import handle_event
+    from safekeep.workers.context import unit_of_work
+
+    async with unit_of_work() as session:
+        await handle_event(session, event_id)

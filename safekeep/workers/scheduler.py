@@ -13,6 +13,9 @@ import structlog
 
 from safekeep.backup.export.job import expire_exports
 from safekeep.backup.purge import enqueue_retention
+from safekeep.billing import events as billing_events
+from safekeep.billing import usage as billing_usage
+from safekeep.billing.stripe_client import BillingClient
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.idempotency import service as idempotency
@@ -63,7 +66,13 @@ async def tick() -> dict[str, int]:
         pruned = await idempotency.prune(session)
     async with unit_of_work() as session:
         retention = await enqueue_retention(session)
-    expired = await expire_exports(current_runtime())
+    runtime = current_runtime()
+    expired = await expire_exports(runtime)
+    usage = await billing_usage.report_due_usage(
+        runtime.db, BillingClient.from_settings(runtime.settings)
+    )
+    async with unit_of_work() as session:
+        stripe_requeued = await billing_events.requeue_unhandled(session)
     return {
         "started": len(started),
         "recovered": recovered,
@@ -71,6 +80,9 @@ async def tick() -> dict[str, int]:
         "pruned": pruned,
         "retention": len(retention),
         "exports_expired": expired,
+        "usage_reported": usage.sent,
+        "usage_failed": usage.failed,
+        "stripe_events_requeued": stripe_requeued,
     }
 
 

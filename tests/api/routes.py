@@ -59,6 +59,7 @@ ROUTES: list[Route] = [
     _r("POST", "/v1/jobs/{job_id}/cancel", "backup"),
     _r("GET", "/v1/tenants/{tenant_id}/snapshots", "read"),
     _r("GET", "/v1/usage", "read"),
+    _r("GET", "/v1/billing", "read"),
     _r("GET", "/v1/audit-events", "read"),
     _r("GET", "/v1/webhooks", "admin"),
     _r(
@@ -100,6 +101,7 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/v1/consent/callback"),
+    ("POST", "/v1/billing/stripe/webhook"),
 }
 
 # A key holding a scope other than the one needed (admin holds every scope).

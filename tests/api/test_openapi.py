@@ -12,7 +12,7 @@ import httpx
 from safekeep.api.openapi_dump import document, render
 
 COMMITTED = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/consent/callback"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/consent/callback", "/v1/billing/stripe/webhook"}
 
 
 def test_committed_document_is_current() -> None:

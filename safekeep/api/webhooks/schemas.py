@@ -16,12 +16,13 @@ EventType = Literal[
     "export.ready",
     "tenant.consent_revoked",
     "account.cancelled",
+    "msp.billing_status_changed",
 ]
 
 
 class WebhookCreate(Schema):
     url: AnyHttpUrl = Field(description="Where to POST events (https in production)")
-    events: list[EventType] = Field(min_length=1, max_length=6)
+    events: list[EventType] = Field(min_length=1, max_length=7)
     description: str | None = Field(default=None, max_length=500)
 
     @field_validator("url")

@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, Date, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
@@ -31,6 +31,6 @@ class UsageReport(IdMixin, CreatedMixin, Base):
     day: Mapped[date] = mapped_column(Date)
     protected_seats: Mapped[int]
     retained_seats: Mapped[int]
-    stored_bytes: Mapped[int] = mapped_column(default=0)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     reported_at: Mapped[datetime | None]
     stripe_ids: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -35,6 +35,7 @@ EVENT_TYPES = (
     "export.ready",
     "tenant.consent_revoked",
     "account.cancelled",
+    "msp.billing_status_changed",
 )
 SIGNATURE_HEADER = "Safekeep-Signature"
 # Backoff between attempts: 30 s, 2 min, 10 min, 1 h, 6 h; then the delivery is failed.
