@@ -17,8 +17,9 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
 from graphsim.http import GraphError, Req, Resp, Router
@@ -207,7 +208,7 @@ def read_delta_token(
     collection: str,
     owner: str,
     style: str,  # "outlook" | "onedrive"
-    fresh_link: str,
+    path: str,
     query: dict[str, Any],
     default_size: int,
     max_size: int,
@@ -237,15 +238,28 @@ def read_delta_token(
                 f"The sync state generation is not found; generation={generation};"
                 f"[highest={tenant.seq}]",
             )
+        # The fresh link is opaque like every other: it starts the enumeration over with the
+        # query the expired link was made for ($select, $expand=fields, ...).
+        restart = engine.sign(
+            {
+                "c": collection,
+                "g": epoch,
+                "t": int(time.time()),
+                "q": decoded.get("q") or {},
+                "n": decoded.get("n") or size,
+                "s": 0,
+                "p": 1,
+            }
+        )
         raise GraphError(
             410,
             "resyncRequired",
             ONEDRIVE_RESYNC_MESSAGE,
-            headers={"Location": fresh_link},
+            headers={"Location": link(req, path, {"token": restart})},
             inner_code="resyncChangesApplyDifferences",
         )
     after = decoded.get("a")
-    if decoded.get("p"):  # a deltaLink: a new round from its position
+    if decoded.get("p"):  # a deltaLink: a new round from its position (0: all over again)
         return DeltaState(
             collection,
             int(decoded["s"]),
@@ -253,7 +267,7 @@ def read_delta_token(
             None,
             decoded.get("q") or {},
             int(decoded.get("n") or size) if "odata.maxpagesize" not in req.prefer() else size,
-            False,
+            int(decoded["s"]) == 0,
         )
     return DeltaState(
         collection,
@@ -339,71 +353,203 @@ def find(values: Iterable[Any], pred: Callable[[Any], bool]) -> Any:
 
 # -- $filter ---------------------------------------------------------------------------------
 
-_CLAUSE = re.compile(
-    r"^\s*([\w/]+)\s+(eq|ne|gt|ge|lt|le)\s+('(?:[^']|'')*'|true|false|null|[-\w:.+]+)\s*$",
-    re.IGNORECASE,
-)
+_TOKEN = re.compile(r"\s*(?:('(?:[^']|'')*')|([(),])|([^\s(),']+))")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T")
+_COMPARISONS = ("eq", "ne", "gt", "ge", "lt", "le")
+_FUNCTIONS = ("startswith", "endswith")
+
+Predicate = Callable[[dict[str, Any]], bool]
 
 
-def odata_filter(expression: str | None) -> Callable[[dict[str, Any]], bool] | None:
-    """A predicate for the simple ``$filter`` forms clients use: ``a/b eq 'x' and c ge 2024-...``.
+class _FilterParser:
+    """OData ``$filter`` for the forms clients send Graph: comparisons of a property path
+    with a literal, ``startswith``/``endswith``, ``and``/``or``/``not`` and parentheses.
 
-    Anything richer (functions, ``or``, lambdas) is refused with 400 rather than ignored, so a
-    client never mistakes an unfiltered page for a filtered one.
+    String literals are quoted with ``'`` and a quote inside is doubled (``'O''Brien'``), so
+    message ids with ``<``, ``>``, ``@``, ``'`` or spaces come through intact. Anything else
+    (``contains``, lambdas, arithmetic) is refused with 400 rather than ignored, so a client
+    never mistakes an unfiltered page for a filtered one.
     """
-    if not expression:
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self.tokens: list[tuple[str, str]] = []  # (kind, text): str | punct | word
+        pos = 0
+        while pos < len(expression):
+            found = _TOKEN.match(expression, pos)
+            if not found or found.end() == pos:
+                if expression[pos:].strip():
+                    self.fail()
+                break
+            pos = found.end()
+            if found.group(1) is not None:
+                self.tokens.append(("str", found.group(1)))
+            elif found.group(2) is not None:
+                self.tokens.append(("punct", found.group(2)))
+            elif found.group(3) is not None:
+                self.tokens.append(("word", found.group(3)))
+        self.pos = 0
+
+    def fail(self) -> NoReturn:
+        raise GraphError(400, "BadRequest", f"Invalid filter clause: {self.expression.strip()!r}.")
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        token = self.peek()
+        if token is None:
+            self.fail()
+        self.pos += 1
+        return token
+
+    def keyword(self, *words: str) -> str | None:
+        token = self.peek()
+        if token is not None and token[0] == "word" and token[1].lower() in words:
+            self.pos += 1
+            return token[1].lower()
         return None
-    clauses = []
-    for part in re.split(r"\s+and\s+", expression.strip(), flags=re.IGNORECASE):
-        found = _CLAUSE.match(part)
-        if not found:
-            raise GraphError(400, "BadRequest", f"Invalid filter clause: {part.strip()!r}.")
-        path, op, raw = found.group(1), found.group(2).lower(), found.group(3)
-        value: Any
-        if raw.startswith("'"):
-            value = raw[1:-1].replace("''", "'")
-        elif raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        elif raw.lower() == "null":
-            value = None
-        else:
+
+    def expect(self, punct: str) -> None:
+        if self.take() != ("punct", punct):
+            self.fail()
+
+    def parse(self) -> Predicate:
+        if not self.tokens:
+            self.fail()
+        predicate = self.disjunction()
+        if self.peek() is not None:
+            self.fail()
+        return predicate
+
+    def disjunction(self) -> Predicate:
+        parts = [self.conjunction()]
+        while self.keyword("or"):
+            parts.append(self.conjunction())
+        return parts[0] if len(parts) == 1 else (lambda obj: any(p(obj) for p in parts))
+
+    def conjunction(self) -> Predicate:
+        parts = [self.negation()]
+        while self.keyword("and"):
+            parts.append(self.negation())
+        return parts[0] if len(parts) == 1 else (lambda obj: all(p(obj) for p in parts))
+
+    def negation(self) -> Predicate:
+        if self.keyword("not"):
+            inner = self.negation()
+            return lambda obj: not inner(obj)
+        return self.primary()
+
+    def primary(self) -> Predicate:
+        token = self.take()
+        if token == ("punct", "("):
+            inner = self.disjunction()
+            self.expect(")")
+            return inner
+        if token[0] != "word" or not re.fullmatch(r"[A-Za-z_@][\w/@.]*", token[1]):
+            self.fail()
+        if token[1].lower() in _FUNCTIONS and self.peek() == ("punct", "("):
+            return self.function(token[1].lower())
+        path = token[1].split("/")
+        op = self.keyword(*_COMPARISONS)
+        if op is None:
+            self.fail()
+        wanted = self.literal()
+        return lambda obj: _compare(_lookup(obj, path), op, wanted)
+
+    def function(self, name: str) -> Predicate:
+        self.expect("(")
+        token = self.take()
+        if token[0] != "word":
+            self.fail()
+        path = token[1].split("/")
+        self.expect(",")
+        wanted = self.literal()
+        self.expect(")")
+        if not isinstance(wanted, str):
+            self.fail()
+        prefix = str(wanted).lower()
+
+        def test(obj: dict[str, Any]) -> bool:
+            actual = _lookup(obj, path)
+            if not isinstance(actual, str):
+                return False
+            text = actual.lower()
+            return text.startswith(prefix) if name == "startswith" else text.endswith(prefix)
+
+        return test
+
+    def literal(self) -> Any:
+        kind, raw = self.take()
+        if kind == "str":
+            return raw[1:-1].replace("''", "'")
+        if kind != "word":
+            self.fail()
+        lowered = raw.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        if lowered == "null":
+            return None
+        if re.fullmatch(r"-?\d+", raw):
+            return int(raw)
+        if re.fullmatch(r"-?\d+\.\d+(?:[eE][-+]?\d+)?", raw):
+            return float(raw)
+        if re.fullmatch(r"[-\w:.+]+", raw):
+            return raw  # a date-time or GUID literal
+        self.fail()
+
+
+def _lookup(obj: Any, keys: list[str]) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        match = next((k for k in obj if k.lower() == key.lower()), None)
+        obj = obj.get(match) if match else None
+    return obj
+
+
+def _comparable(actual: Any, wanted: Any) -> tuple[Any, Any]:
+    if isinstance(actual, str) and isinstance(wanted, str):
+        if _DATETIME.match(actual) and _DATETIME.match(wanted):
             try:
-                value = float(raw) if "." in raw and ":" not in raw else int(raw)
+                return parse_iso(actual), parse_iso(wanted)
             except ValueError:
-                value = raw  # a date-time literal, compared as ISO text
-        clauses.append((path.split("/"), op, value))
+                pass
+        return actual.lower(), wanted.lower()
+    return actual, wanted
 
-    def lookup(obj: Any, keys: list[str]) -> Any:
-        for key in keys:
-            if not isinstance(obj, dict):
-                return None
-            match = next((k for k in obj if k.lower() == key.lower()), None)
-            obj = obj.get(match) if match else None
-        return obj
 
-    def compare(actual: Any, op: str, wanted: Any) -> bool:
-        if isinstance(actual, str) and isinstance(wanted, str):
-            actual, wanted = actual.lower(), wanted.lower()
-        if op == "eq":
-            return bool(actual == wanted)
-        if op == "ne":
-            return bool(actual != wanted)
-        if actual is None or wanted is None:
-            return False
-        try:
-            return {
+def parse_iso(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _compare(actual: Any, op: str, wanted: Any) -> bool:
+    actual, wanted = _comparable(actual, wanted)
+    if op == "eq":
+        return bool(actual == wanted)
+    if op == "ne":
+        return bool(actual != wanted)
+    if actual is None or wanted is None:
+        return False
+    try:
+        return bool(
+            {
                 "gt": actual > wanted,
                 "ge": actual >= wanted,
                 "lt": actual < wanted,
                 "le": actual <= wanted,
             }[op]
-        except TypeError:
-            return False
+        )
+    except TypeError:
+        return False
 
-    def predicate(obj: dict[str, Any]) -> bool:
-        return all(compare(lookup(obj, keys), op, value) for keys, op, value in clauses)
 
-    return predicate
+def odata_filter(expression: str | None) -> Predicate | None:
+    """A predicate for a ``$filter`` expression (None when there is none)."""
+    if not expression or not expression.strip():
+        return None
+    return _FilterParser(expression).parse()
 
 
 def filtered(req: Req, items: Sequence[Any], to_json: Callable[[Any], dict[str, Any]]) -> list[Any]:

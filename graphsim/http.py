@@ -86,23 +86,11 @@ class Req:
         return [s.strip() for s in raw.split(",") if s.strip()]
 
     def expand(self) -> list[str]:
-        raw = self.query.get("$expand") or self.query.get("expand") or ""
-        out: list[str] = []
-        depth = 0
-        current = ""
-        for ch in raw:
-            if ch == "(":
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-            if ch == "," and depth == 0:
-                out.append(current.strip())
-                current = ""
-            else:
-                current += ch
-        if current.strip():
-            out.append(current.strip())
-        return out
+        return split_top(self.query.get("$expand") or self.query.get("expand") or "", ",")
+
+    def expand_options(self) -> dict[str, dict[str, str]]:
+        """``$expand`` as lower-case names to their nested options (``select`` -> "a,b")."""
+        return parse_expand(self.query.get("$expand") or self.query.get("expand") or "")
 
     @property
     def graph_base(self) -> str:
@@ -179,6 +167,54 @@ class Router:
                 405, "Request_BadRequest", f"The HTTP method '{method}' is not allowed."
             )
         return None
+
+
+def split_top(raw: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside parentheses and quoted literals."""
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    current = ""
+    for ch in raw:
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        if ch == sep and depth == 0 and not quoted:
+            if current.strip():
+                out.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    if current.strip():
+        out.append(current.strip())
+    return out
+
+
+def parse_expand(raw: str) -> dict[str, dict[str, str]]:
+    """``attachments($select=id,name;$top=5),fields`` -> {"attachments": {"select": ...}}.
+
+    Nested options are separated by ``;`` as OData says; their names lose the ``$``.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for entry in split_top(raw, ","):
+        name, _, rest = entry.partition("(")
+        options: dict[str, str] = {}
+        if rest:
+            for part in split_top(rest.rsplit(")", 1)[0], ";"):
+                key, _, value = part.partition("=")
+                options[key.strip().lstrip("$").lower()] = value.strip()
+        out[name.strip().lower()] = options
+    return out
+
+
+def nested_select(options: dict[str, str] | None) -> list[str] | None:
+    """The ``$select`` nested in an expansion, as a list (None: not given)."""
+    if not options or not options.get("select"):
+        return None
+    return [s.strip() for s in options["select"].split(",") if s.strip()]
 
 
 def parse_query(query_string: str) -> dict[str, str]:

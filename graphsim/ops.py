@@ -328,7 +328,31 @@ def replace_content(
             ),
         )
     item.content = content
+    # New bytes without a client-reported time: fileSystemInfo's modified time is now again
+    # (its created time stays), as the fileSystemInfo reference says.
+    item.fs_modified = None
     touch_drive_item(tenant, drive, item, by)
+
+
+def set_file_times(
+    tenant: Tenant,
+    drive: Drive,
+    item: DriveItem,
+    created: datetime | None,
+    modified: datetime | None,
+) -> None:
+    """Apply a client's ``fileSystemInfo``.
+
+    On business drives the client's modified time also becomes the item's own
+    ``lastModifiedDateTime`` (SharePoint's "Modified" column), which is what restores rely
+    on to put a file's date back; the item's ``createdDateTime`` stays the service's.
+    """
+    if created is not None:
+        item.fs_created = created
+    if modified is not None:
+        item.fs_modified = modified
+        item.modified = modified
+    sync_library_item(tenant, drive, item)
 
 
 def delete_drive_item(tenant: Tenant, drive: Drive, item: DriveItem) -> None:
@@ -483,9 +507,10 @@ def new_list(
     *,
     columns: list[dict[str, Any]] | None = None,
     hidden: bool = False,
+    key: str | None = None,
 ) -> SpList:
     splist = SpList(
-        id=ids.guid(tenant.seed, site.id, "list", name),
+        id=ids.guid(tenant.seed, site.id, "list", key or name),
         site_id=site.id,
         name=name,
         display_name=display_name,
@@ -498,3 +523,56 @@ def new_list(
     tenant.lists[splist.id] = splist
     site.list_ids.append(splist.id)
     return splist
+
+
+def add_list(
+    tenant: Tenant,
+    site: Site,
+    name: str,
+    display_name: str,
+    template: str,
+    *,
+    columns: list[dict[str, Any]],
+    description: str = "",
+    library: bool = False,
+) -> SpList:
+    """A list created at run time (a new GUID each time, as SharePoint gives); a library
+    gets its own drive."""
+    when = utcnow()
+    splist = new_list(
+        tenant,
+        site,
+        name,
+        display_name,
+        template,
+        when,
+        columns=columns,
+        key=tenant.new_name("list"),
+    )
+    splist.description = description
+    if library:
+        drive = new_drive(
+            tenant,
+            "site",
+            site.id,
+            display_name,
+            "documentLibrary",
+            f"{site.web_url}/{name.replace(' ', '%20')}",
+            when,
+            key=f"list:{splist.id}",
+        )
+        drive.list_id = splist.id
+        splist.drive_id = drive.id
+        site.drive_ids.append(drive.id)
+    return splist
+
+
+def delete_list(tenant: Tenant, site: Site, splist: SpList) -> None:
+    """A deleted list takes its items and, for a library, its drive with it."""
+    if splist.id in site.list_ids:
+        site.list_ids.remove(splist.id)
+    tenant.lists.pop(splist.id, None)
+    if splist.drive_id:
+        if splist.drive_id in site.drive_ids:
+            site.drive_ids.remove(splist.drive_id)
+        tenant.drives.pop(splist.drive_id, None)

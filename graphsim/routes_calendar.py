@@ -23,13 +23,12 @@ from graphsim.core import (
     delta_page,
     filtered,
     json_resp,
-    link,
     mailbox_of,
     prefer_applied,
     read_delta_token,
     tenant_of,
 )
-from graphsim.http import GraphError, Req, Resp, Router, not_found
+from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
 from graphsim.mail import html_to_text
 from graphsim.routes_mail import folder_delta, get_item, register_attachment_routes, resolve_folder
 from graphsim.state import Attachment, Folder, OItem, Tenant, User, iso
@@ -131,32 +130,36 @@ def event_json(tenant: Tenant, event: OItem) -> dict[str, Any]:
 
 
 def event_out(req: Req, tenant: Tenant, event: OItem) -> dict[str, Any]:
-    body = event_json(tenant, event)
-    expand = [e.split("(")[0].lower() for e in req.expand()]
+    selected = {s.lower() for s in req.select() or []}
+    expanded = req.expand_options()
+    expand = list(expanded)
+    full = event_json(tenant, event)
+    plain = dict(full)  # what an instance copies from its master
+    if "cancelledoccurrences" in selected | set(expand) and event.props.get("recurrence"):
+        # Graph returns it only when selected ("Requires $select to retrieve").
+        full["cancelledOccurrences"] = [f"OID.{event.id}.{d}" for d in event.cancelled]
+    body = apply_select(full, req.select())
+    if "cancelledOccurrences" in full:
+        body["cancelledOccurrences"] = full["cancelledOccurrences"]
+    # Expanded navigation properties are added after $select, which never drops them.
     if "exceptionoccurrences" in expand and event.props.get("recurrence"):
+        inner_select = nested_select(expanded["exceptionoccurrences"])
         lo = datetime(1900, 1, 1, tzinfo=UTC)
-        hi = datetime(2200, 1, 1, tzinfo=UTC)
+        hi = parse_dt(event.props["start"]) + timedelta(days=3660)
         body["exceptionOccurrences"] = (
             [
-                i
-                for i in series_instances(
-                    tenant, event, lo, parse_dt(event.props["start"]) + timedelta(days=3660), body
-                )
+                apply_select(i, inner_select)
+                for i in series_instances(tenant, event, lo, hi, plain)
                 if i["type"] == "exception"
             ]
             if event.exceptions
             else []
         )
-        del lo, hi
-    selected = {s.lower() for s in req.select() or []}
-    if "cancelledoccurrences" in selected | set(expand) and event.props.get("recurrence"):
-        # Graph returns it only when selected ("Requires $select to retrieve").
-        body["cancelledOccurrences"] = [f"OID.{event.id}.{d}" for d in event.cancelled]
     if "attachments" in expand:
-        from graphsim.mail import attachment_json
+        from graphsim.routes_mail import expanded_attachments
 
-        body["attachments"] = [attachment_json(a) for a in event.attachments]
-    return apply_select(body, req.select())
+        body["attachments"] = expanded_attachments(event.attachments, expanded["attachments"])
+    return body
 
 
 def window(req: Req, required: bool = True) -> tuple[datetime, datetime] | None:
@@ -523,7 +526,7 @@ def register(router: Router) -> None:
             collection=f"view:{calendar.id}",
             owner=user.id,
             style="outlook",
-            fresh_link=link(req, path, {}),
+            path=path,
             query=query,
             default_size=10,
             max_size=1000,
@@ -679,7 +682,7 @@ def register(router: Router) -> None:
             collection=folder.id,
             owner=user.id,
             style="outlook",
-            fresh_link=link(req, path, {}),
+            path=path,
             query={"select": req.query.get("$select", "")},
             default_size=10,
             max_size=1000,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from graphsim import ops
@@ -14,12 +15,12 @@ from graphsim.core import (
     delta_links,
     delta_page,
     json_resp,
-    link,
     prefer_applied,
     read_delta_token,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router
+from graphsim.mail import parse_graph_datetime
 from graphsim.state import Drive, DriveItem, Tenant, iso
 from graphsim.uploads import UploadSession, new_session_id
 
@@ -103,17 +104,7 @@ def download_url(
 def item_json(
     engine: Engine, tenant: Tenant, drive: Drive, item: DriveItem, *, in_delta: bool = False
 ) -> dict[str, Any]:
-    guid = (
-        item.id[2:10]
-        + "-"
-        + item.id[10:14]
-        + "-"
-        + item.id[14:18]
-        + "-"
-        + item.id[18:22]
-        + "-"
-        + item.id[22:34]
-    )
+    guid = _guid(item)
     parent = drive.items.get(item.parent_id) if item.parent_id else None
     site_id = drive.owner_id if drive.owner_kind == "site" else None
     if site_id is None:
@@ -126,14 +117,15 @@ def item_json(
         "lastModifiedDateTime": iso(item.modified),
         "name": item.name,
         "webUrl": drive.web_url + (drive.path_of(item) if item.parent_id else ""),
-        "cTag": f'"c:{{{guid}}},{item.revision}"',
+        # The cTag follows the content only: renames, moves and new times leave it alone.
+        "cTag": f'"c:{{{guid}}},{_content_version(item)}"',
         "size": item.content.size if item.content is not None else _folder_size(drive, item),
         "createdBy": _identity(tenant, item.created_by),
         "lastModifiedBy": _identity(tenant, item.modified_by),
         "parentReference": {"driveType": drive.drive_type, "driveId": drive.id},
         "fileSystemInfo": {
-            "createdDateTime": iso(item.created),
-            "lastModifiedDateTime": iso(item.modified),
+            "createdDateTime": iso(item.fs_created or item.created),
+            "lastModifiedDateTime": iso(item.fs_modified or item.modified),
         },
     }
     if site_id:
@@ -174,6 +166,50 @@ def item_json(
     return out
 
 
+def select_item(obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    """``$select`` on a driveItem: the pre-authenticated download URL is an instance
+    annotation that comes only when named (``$select=id,@microsoft.graph.downloadUrl``)."""
+    if not select:
+        return obj
+    out = apply_select(obj, select)
+    if DOWNLOAD_URL not in {s.lower() for s in select}:
+        out.pop("@microsoft.graph.downloadUrl", None)
+    return out
+
+
+DOWNLOAD_URL = "@microsoft.graph.downloadurl"
+
+
+def _content_version(item: DriveItem) -> int:
+    if item.is_folder:
+        return item.revision
+    return len(item.versions) + 1
+
+
+def file_system_info(value: Any) -> tuple[datetime | None, datetime | None]:
+    """The client times of a ``fileSystemInfo`` facet (absent ones are None).
+
+    ``lastAccessedDateTime`` is accepted and dropped: business drives do not keep it.
+    """
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise GraphError(400, "invalidRequest", "fileSystemInfo must be an object.")
+    times: list[datetime | None] = []
+    for key in ("createdDateTime", "lastModifiedDateTime"):
+        raw = value.get(key)
+        if raw is None:
+            times.append(None)
+            continue
+        try:
+            times.append(parse_graph_datetime(str(raw)).replace(microsecond=0))
+        except ValueError as exc:
+            raise GraphError(
+                400, "invalidRequest", f"Invalid value for fileSystemInfo.{key}: {raw!r}."
+            ) from exc
+    return times[0], times[1]
+
+
 def _folder_size(drive: Drive, folder: DriveItem) -> int:
     total = 0
     stack = [folder.id]
@@ -188,6 +224,33 @@ def _folder_size(drive: Drive, folder: DriveItem) -> int:
             else:
                 stack.append(child.id)
     return total
+
+
+def check_if_match(req: Req, item: DriveItem) -> None:
+    """``if-match``: the item's eTag or cTag, else 412 (a concurrent change would be lost)."""
+    wanted = req.headers.get("if-match")
+    if not wanted or wanted.strip() == "*":
+        return
+    guid = _guid(item)
+    current = {
+        f'"{{{guid}}},{item.revision}"',
+        f'"c:{{{guid}}},{_content_version(item)}"',
+    }
+    given = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    given = {t if t.startswith('"') else f'"{t}"' for t in given}
+    # An eTag holds a comma itself: compare the whole header too.
+    if current & given or wanted.strip().removeprefix("W/") in current:
+        return
+    raise GraphError(
+        412,
+        "resourceModified",
+        "The resource being updated has changed since the caller last read it, usually an "
+        "eTag mismatch.",
+    )
+
+
+def _guid(item: DriveItem) -> str:
+    return "-".join((item.id[2:10], item.id[10:14], item.id[14:18], item.id[18:22], item.id[22:34]))
 
 
 def _conflict(req: Req, body: dict[str, Any] | None = None) -> str:
@@ -290,7 +353,7 @@ def register(router: Router) -> None:
         tenant = tenant_of(req)
         drive = get_drive(tenant, req.params["drive"])
         item = get_drive_item(drive, req.params["item"])
-        body = apply_select(item_json(engine, tenant, drive, item), req.select())
+        body = select_item(item_json(engine, tenant, drive, item), req.select())
         if "children" in [e.split("(")[0] for e in req.expand()]:
             body["children"] = [
                 item_json(engine, tenant, drive, drive.items[c])
@@ -322,7 +385,7 @@ def register(router: Router) -> None:
             engine,
             f"drives('{drive.id}')/items('{item.id}')/children",
             kids,
-            render=lambda k: apply_select(item_json(engine, tenant, drive, k), req.select()),
+            render=lambda k: select_item(item_json(engine, tenant, drive, k), req.select()),
             default=200,
             maximum=1000,
         )
@@ -339,7 +402,6 @@ def register(router: Router) -> None:
         token = (
             req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
         )
-        fresh = link(req, path, {})
         if token == LATEST_TOKEN:
             state = read_delta_token(
                 req,
@@ -347,7 +409,7 @@ def register(router: Router) -> None:
                 collection=drive.id,
                 owner=drive.id,
                 style="onedrive",
-                fresh_link=fresh,
+                path=path,
                 query={},
                 default_size=200,
                 max_size=1000,
@@ -368,7 +430,7 @@ def register(router: Router) -> None:
             collection=drive.id,
             owner=drive.id,
             style="onedrive",
-            fresh_link=fresh,
+            path=path,
             query={"select": req.query.get("$select", "")},
             default_size=200,
             max_size=1000,
@@ -379,7 +441,7 @@ def register(router: Router) -> None:
         removed = ((i.seq, i.id, i) for i in drive.items.values() if i.deleted)
         page, more = delta_page(state, live, removed)
         values = [
-            apply_select(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
+            select_item(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
             for _seq, _id, obj, _gone in page
         ]
         body = {
@@ -408,6 +470,7 @@ def register(router: Router) -> None:
         tenant = tenant_of(req)
         drive = get_drive(tenant, req.params["drive"])
         item = get_drive_item(drive, req.params["item"])
+        check_if_match(req, item)
         if item.is_folder:
             raise GraphError(400, "invalidRequest", "Cannot upload content to a folder.")
         behaviour = _conflict(req)
@@ -467,15 +530,25 @@ def register(router: Router) -> None:
         clash = drive.child_named(parent.id, name)
         if existing is None and behaviour == "fail" and clash is not None and not clash.deleted:
             raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+        raw_spec = body.get("item")
+        if raw_spec is not None and not isinstance(raw_spec, dict):
+            raise GraphError(400, "invalidRequest", "item must be an object.")
+        item_spec: dict[str, Any] = raw_spec or {}
+        # driveItemUploadableProperties: the client's times are applied when the file lands.
+        created, modified = file_system_info(item_spec.get("fileSystemInfo"))
         session_id = new_session_id()
         by = by_user(req, drive)
 
         def commit(data: Content) -> Resp:
-            engine.upload_sessions.pop(session_id, None)
             if existing is not None and not existing.deleted:
                 ops.replace_content(tenant, drive, existing, data, by)
-                return json_resp(item_json(engine, tenant, drive, existing), 200)
-            item, status = put_file(engine, tenant, drive, parent, name, data, behaviour, by)
+                item, status = existing, 200
+            else:
+                # A name taken meanwhile answers 409 and keeps the session (Graph keeps it
+                # until it expires so that the client can recover).
+                item, status = put_file(engine, tenant, drive, parent, name, data, behaviour, by)
+            engine.upload_sessions.pop(session_id, None)
+            ops.set_file_times(tenant, drive, item, created, modified)
             return json_resp(item_json(engine, tenant, drive, item), status)
 
         session = UploadSession(
@@ -485,9 +558,8 @@ def register(router: Router) -> None:
             expires=time.time() + engine.config.upload_session_lifetime_s,
             commit=commit,
             sink=ContentSink(engine.spill_dir),
+            defer_commit=bool(body.get("deferCommit", False)),
         )
-        raw_spec = body.get("item")
-        item_spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
         if "fileSize" in item_spec:
             session.total = int(item_spec["fileSize"])
         engine.upload_sessions[session_id] = session
@@ -518,6 +590,7 @@ def register(router: Router) -> None:
         tenant = tenant_of(req)
         drive = get_drive(tenant, req.params["drive"])
         item = get_drive_item(drive, req.params["item"])
+        check_if_match(req, item)
         assert item.parent_id is not None
         behaviour = _conflict(req, req.json())
         if behaviour == "fail":
@@ -559,6 +632,7 @@ def register(router: Router) -> None:
         tenant = tenant_of(req)
         drive = get_drive(tenant, req.params["drive"])
         item = get_drive_item(drive, req.params["item"])
+        check_if_match(req, item)
         body = req.json()
         parent = None
         ref = body.get("parentReference")
@@ -577,9 +651,11 @@ def register(router: Router) -> None:
                 raise GraphError(
                     409, "nameAlreadyExists", "The specified item name already exists."
                 )
+        created, modified = file_system_info(body.get("fileSystemInfo"))
         ops.move_drive_item(
             tenant, drive, item, parent, str(name) if name else None, by_user(req, drive)
         )
+        ops.set_file_times(tenant, drive, item, created, modified)
         return json_resp(item_json(engine, tenant, drive, item))
 
     @router.add("DELETE", "/drives/{drive}/items/{item}", "sharepoint")
@@ -587,6 +663,7 @@ def register(router: Router) -> None:
         tenant = tenant_of(req)
         drive = get_drive(tenant, req.params["drive"])
         item = get_drive_item(drive, req.params["item"])
+        check_if_match(req, item)
         if item.parent_id is None:
             raise GraphError(403, "accessDenied", "The root cannot be deleted.")
         ops.delete_drive_item(tenant, drive, item)

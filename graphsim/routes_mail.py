@@ -18,13 +18,12 @@ from graphsim.core import (
     delta_page,
     filtered,
     json_resp,
-    link,
     mailbox_of,
     prefer_applied,
     read_delta_token,
     tenant_of,
 )
-from graphsim.http import GraphError, Req, Resp, Router, not_found
+from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
 from graphsim.mail import (
     MSGFLAG_READ,
     MSGFLAG_UNSENT,
@@ -89,9 +88,20 @@ def message_out(req: Req, item: OItem) -> dict[str, Any]:
         body["uniqueBody"] = body["body"]
     body["@odata.type"] = "#microsoft.graph.message"
     out = apply_select(body, select)
-    if "attachments" in [e.split("(")[0].lower() for e in req.expand()]:
-        out["attachments"] = [attachment_json(a) for a in item.attachments]
+    # Expanded navigation properties come back whatever $select names.
+    expanded = req.expand_options()
+    if "attachments" in expanded:
+        out["attachments"] = expanded_attachments(item.attachments, expanded["attachments"])
     return out
+
+
+def expanded_attachments(
+    attachments: list[Attachment], options: dict[str, str]
+) -> list[dict[str, Any]]:
+    """``$expand=attachments(...)``: its nested ``$select`` decides whether the bytes come."""
+    select = nested_select(options)
+    with_bytes = select is None or "contentbytes" in {s.lower() for s in select}
+    return [apply_select(attachment_json(a, with_bytes=with_bytes), select) for a in attachments]
 
 
 def folder_json(tenant: Tenant, folder: Folder) -> dict[str, Any]:
@@ -321,16 +331,22 @@ def attachment_out(req: Req, att: Attachment, *, with_bytes: bool = True) -> dic
     select = req.select()
     if select and "contentbytes" not in {s.lower() for s in select}:
         with_bytes = False  # do not base64 a 25 MB attachment only to drop it
-    body = attachment_json(att, with_bytes=with_bytes)
-    expand = [e.lower() for e in req.expand()]
-    if att.kind == "item" and any("item" in e for e in expand):
+    body = apply_select(attachment_json(att, with_bytes=with_bytes), select)
+    # microsoft.graph.itemattachment/item is a navigation property: $select never drops it.
+    expanded = req.expand_options()
+    wanted = next(
+        (opts for name, opts in expanded.items() if name.rsplit("/", 1)[-1] == "item"), None
+    )
+    if att.kind == "item" and wanted is not None:
+        inner_select = nested_select(wanted)
         if isinstance(att.item, OItem):
             inner = message_json(att.item, "https://outlook.office365.com")
             inner["@odata.type"] = "#microsoft.graph.message"
-            body["item"] = inner
+            body["item"] = apply_select(inner, inner_select)
         elif isinstance(att.item, dict):
-            body["item"] = {"@odata.type": f"#microsoft.graph.{att.item_type}", **att.item}
-    return apply_select(body, req.select())
+            inner = {"@odata.type": f"#microsoft.graph.{att.item_type}", **att.item}
+            body["item"] = apply_select(inner, inner_select)
+    return body
 
 
 def _find_attachment(item: OItem, att_id: str) -> Attachment:
@@ -649,7 +665,7 @@ def register(router: Router) -> None:
             collection=folder.id,
             owner=user.id,
             style="outlook",
-            fresh_link=link(req, path, {}),
+            path=path,
             query={"select": req.query.get("$select", "")},
             default_size=10,
             max_size=1000,
@@ -859,7 +875,7 @@ def _folder_delta(
         collection=collection_key,
         owner=user.id,
         style="outlook",
-        fresh_link=link(req, path, {}),
+        path=path,
         query={},
         default_size=100,
         max_size=1000,

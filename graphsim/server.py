@@ -103,6 +103,22 @@ def normalise(engine: Engine, req: Req) -> None:
         if site is None or not site.drive_ids:
             raise GraphError(404, "itemNotFound", "Requested site could not be found")
         path = f"/drives/{site.drive_ids[0]}{m.group(2)}"
+    m = re.match(r"^/sites/([^/]+)/lists/([^/]+)/drive(/.*)?$", path)
+    if m and m.group(3):
+        site = tenant.sites.get(unquote(m.group(1)))
+        key = unquote(m.group(2))
+        lists = [tenant.lists[i] for i in (site.list_ids if site else []) if i in tenant.lists]
+        library = next(
+            (
+                lst
+                for lst in lists
+                if key in (lst.id, lst.name) or key.lower() == lst.display_name.lower()
+            ),
+            None,
+        )
+        if library is None or not library.drive_id:
+            raise GraphError(404, "itemNotFound", "The resource could not be found.")
+        path = f"/drives/{library.drive_id}{m.group(3)}"
     m = _DRIVE_PATH.match(path)
     if m:
         path = _resolve_drive_path(req, tenant, m)
@@ -209,6 +225,12 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             await asyncio.sleep(delay)
         with engine.world.lock:
             resp = route.handler(engine, req)
+        if route.service == "sharepoint":
+            resp.headers.update(
+                engine.throttler.rate_limit_headers(
+                    app=req.app_id, tenant=tenant.id, licences=max(tenant.licensed_seats, 1)
+                )
+            )
         status = resp.status
         return resp, template
     except GraphError as err:
@@ -452,6 +474,17 @@ def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
             session.sink.discard()
             return Response(status_code=204)
         data = await request.body()
+        if request.method == "POST":
+            try:
+                if data:
+                    raise GraphError(
+                        400, "invalidRequest", "The commit request must have an empty body."
+                    )
+                with engine.world.lock:
+                    done = session.complete()
+            except GraphError as err:
+                return JSONResponse(error_body(err, "", ""), err.status, headers=err.headers)
+            return to_response(done, "")
         try:
             with engine.world.lock:
                 final = accept_fragment(session, request.headers.get("content-range", ""), data)
@@ -508,7 +541,7 @@ def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
 
     routes = [
         *control_routes,
-        Route("/_upload/{session}", upload, methods=["PUT", "GET", "DELETE"]),
+        Route("/_upload/{session}", upload, methods=["PUT", "POST", "GET", "DELETE"]),
         Route("/_download/{token}", download, methods=["GET", "HEAD"]),
         Route("/v1.0/{path:path}", graph, methods=GRAPH_METHODS),
         Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),

@@ -153,6 +153,10 @@ class DriveItem:
     versions: list[Version] = field(default_factory=list)  # older versions, newest first
     deleted: bool = False
     list_item_id: str | None = None
+    # fileSystemInfo as the client reported it; None follows the service times. On business
+    # drives a client-set lastModifiedDateTime is also the item's own (SharePoint "Modified").
+    fs_created: datetime | None = None
+    fs_modified: datetime | None = None
 
 
 @dataclass
@@ -225,6 +229,7 @@ class SpList:
     next_item: int = 1
     drive_id: str | None = None
     hidden: bool = False
+    description: str = ""
 
 
 @dataclass

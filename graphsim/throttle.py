@@ -14,6 +14,9 @@ Figures (defaults of ``ThrottleConfig``; every one can be changed per simulator)
   Per user: 3,000 requests per 5 minutes. Source: "Avoid getting throttled or blocked in
   SharePoint Online" (learn.microsoft.com/sharepoint/dev/general-development/
   how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online).
+* Near the SharePoint budget (80 % of the minute's resource units by default) successful
+  answers carry ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds),
+  as the same SharePoint page describes for app-only callers.
 * A throttled answer carries ``Retry-After`` (whole seconds unless ``fractional_retry_after``)
   and a client (app + tenant + mailbox, or app + tenant for SharePoint) that comes back
   before it elapses is counted as a violation and throttled again.
@@ -66,6 +69,9 @@ class ThrottleConfig:
     # Requests arriving this soon after a 429 were most likely sent before the client saw it:
     # they are throttled too but not counted as Retry-After violations.
     violation_grace_s: float = 0.25
+    # SharePoint adds RateLimit-Limit/-Remaining/-Reset once an app has used this share of
+    # its per-minute resource units (app permissions only, which is all graphsim serves).
+    rate_limit_warning: float = 0.8
 
     def update(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
@@ -256,6 +262,29 @@ class Throttler:
             ulog.append(now)
         log.append((now, cost))
         return None
+
+    def rate_limit_headers(self, *, app: str, tenant: str, licences: int) -> dict[str, str]:
+        """The RateLimit headers SharePoint sends near an app's per-minute budget."""
+        cfg = self.config
+        if cfg.mode == "off":
+            return {}
+        limit = cfg.sharepoint_units_per_minute or sharepoint_units_for(licences)
+        now = time.monotonic()
+        with self._lock:
+            log = self._units_log.get(("sharepoint", app, tenant))
+            if not log:
+                return {}
+            while log and log[0][0] <= now - 60.0:
+                log.popleft()
+            used = sum(units for _, units in log)
+            if used < cfg.rate_limit_warning * limit or not log:
+                return {}
+            reset = max(1, math.ceil(log[0][0] + 60.0 - now))
+        return {
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(max(0, limit - used)),
+            "RateLimit-Reset": str(reset),
+        }
 
     def release(self, slot: tuple[str, ...] | None) -> None:
         if slot is None:

@@ -38,6 +38,9 @@ class UploadSession:
     total: int | None = None
     received: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    # deferCommit: the bytes wait, complete, until the client POSTs to the upload URL.
+    defer_commit: bool = False
+    pending: Content | None = None
 
     def expiration(self) -> str:
         return (
@@ -45,10 +48,25 @@ class UploadSession:
         )
 
     def status_body(self) -> dict[str, Any]:
+        complete = self.total is not None and self.received >= self.total
         return {
             "expirationDateTime": self.expiration(),
-            "nextExpectedRanges": [f"{self.received}-"],
+            "nextExpectedRanges": [] if complete else [f"{self.received}-"],
         }
+
+    def complete(self) -> Resp:
+        """The explicit commit of a deferred session (``POST uploadUrl``, no body)."""
+        if not self.defer_commit:
+            raise GraphError(
+                400, "invalidRequest", "The upload session is not waiting for a commit."
+            )
+        if self.pending is None:
+            raise GraphError(
+                400,
+                "invalidRequest",
+                f"The upload is not complete; next expected range {self.received}-.",
+            )
+        return self.commit(self.pending)
 
 
 def new_session_id() -> str:
@@ -101,5 +119,8 @@ def accept_fragment(session: UploadSession, content_range: str, data: bytes) -> 
     session.sink.write(data)
     session.received = end + 1
     if last:
+        if session.defer_commit:
+            session.pending = session.sink.finish()
+            return None
         return session.commit(session.sink.finish())
     return None

@@ -87,6 +87,26 @@ def test_sharepoint_resource_units_per_tenant(tsim: Simulator) -> None:
         assert over.json()["error"]["code"] == "activityLimitReached"
 
 
+def test_sharepoint_rate_limit_headers_near_the_budget(tsim: Simulator) -> None:
+    tsim.set_throttling(sharepoint_units_per_minute=10)
+    user = users_of(tsim)[0]
+    with graph_client(tsim) as client:
+        drive = client.get(f"/users/{user.id}/drive")  # 1 of 10 units: no warning yet
+        assert drive.status_code == 200
+        assert "RateLimit-Limit" not in drive.headers
+        root = f"/drives/{drive.json()['id']}/root"
+        client.get(f"{root}/children")  # 3
+        client.get(f"{root}/children")  # 5
+        client.get(root)  # 6
+        warned = client.get(f"{root}/children")  # 8: past 80 %
+        assert warned.status_code == 200
+        assert warned.headers["RateLimit-Limit"] == "10"
+        assert warned.headers["RateLimit-Remaining"] == "2"
+        assert 1 <= int(warned.headers["RateLimit-Reset"]) <= 60
+        mail = client.get(f"/users/{user.id}/mailFolders/inbox")  # Exchange: no such headers
+        assert "RateLimit-Limit" not in mail.headers
+
+
 def test_off_mode_and_error_injection(tsim: Simulator) -> None:
     tsim.set_throttling(mode="off", mailbox_requests=1)
     user = users_of(tsim)[0]
