@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
-from graphsim.http import GraphError, Req, Resp, Router
+from graphsim.http import GraphError, Req, Resp, Router, split_top
 from graphsim.state import Tenant, User, World
 from graphsim.throttle import Throttler
 
@@ -389,6 +389,7 @@ class _FilterParser:
             elif found.group(3) is not None:
                 self.tokens.append(("word", found.group(3)))
         self.pos = 0
+        self.properties: list[str] = []  # property paths in the order they appear
 
     def fail(self) -> NoReturn:
         raise GraphError(400, "BadRequest", f"Invalid filter clause: {self.expression.strip()!r}.")
@@ -451,6 +452,7 @@ class _FilterParser:
         if token[1].lower() in _FUNCTIONS and self.peek() == ("punct", "("):
             return self.function(token[1].lower())
         path = token[1].split("/")
+        self.properties.append(token[1].lower())
         op = self.keyword(*_COMPARISONS)
         if op is None:
             self.fail()
@@ -463,6 +465,7 @@ class _FilterParser:
         if token[0] != "word":
             self.fail()
         path = token[1].split("/")
+        self.properties.append(token[1].lower())
         self.expect(",")
         wanted = self.literal()
         self.expect(")")
@@ -552,9 +555,73 @@ def odata_filter(expression: str | None) -> Predicate | None:
     return _FilterParser(expression).parse()
 
 
-def filtered(req: Req, items: Sequence[Any], to_json: Callable[[Any], dict[str, Any]]) -> list[Any]:
-    """Keep the items whose Graph JSON matches the request's ``$filter`` (if any)."""
-    predicate = odata_filter(req.query.get("$filter"))
-    if predicate is None:
+def filtered(
+    req: Req,
+    items: Sequence[Any],
+    to_json: Callable[[Any], dict[str, Any]],
+    *,
+    outlook_messages: bool = False,
+) -> list[Any]:
+    """Apply the request's ``$filter`` and ``$orderby`` to items shown as their Graph JSON.
+
+    Outlook refuses a message query whose ``$orderby`` properties do not lead its
+    ``$filter`` in the same order (400 ``InefficientFilter``, "Using filter and orderby in
+    the same query" in the message list reference); ``outlook_messages`` applies that rule.
+    ``$search`` is only understood where the caller handles it first: elsewhere it is a 400.
+    """
+    if req.query.get("$search") and not outlook_messages:
+        raise GraphError(400, "BadRequest", "The query parameter '$search' is not supported.")
+    expression = req.query.get("$filter")
+    order = order_keys(req.query.get("$orderby"))
+    rows = [(item, to_json(item)) for item in items]
+    if expression and expression.strip():
+        parser = _FilterParser(expression)
+        predicate = parser.parse()
+        if outlook_messages and order:
+            ordered_props = ["/".join(path).lower() for path, _ in order]
+            if parser.properties[: len(ordered_props)] != ordered_props:
+                raise GraphError(
+                    400,
+                    "InefficientFilter",
+                    "The restriction or sort order is too complex for this operation.",
+                )
+        rows = [row for row in rows if predicate(row[1])]
+    return [item for item, _ in _sorted(rows, order)]
+
+
+def ordered(req: Req, items: Sequence[Any], to_json: Callable[[Any], dict[str, Any]]) -> list[Any]:
+    """Apply ``$orderby`` alone (collections without ``$filter`` support)."""
+    order = order_keys(req.query.get("$orderby"))
+    if not order:
         return list(items)
-    return [item for item in items if predicate(to_json(item))]
+    return [item for item, _ in _sorted([(i, to_json(i)) for i in items], order)]
+
+
+def _sorted(
+    rows: list[tuple[Any, dict[str, Any]]], order: list[tuple[list[str], bool]]
+) -> list[tuple[Any, dict[str, Any]]]:
+    for path, descending in reversed(order):  # stable sorts, last key first
+        rows.sort(key=lambda row: _sort_key(_lookup(row[1], path)), reverse=descending)
+    return rows
+
+
+def order_keys(raw: str | None) -> list[tuple[list[str], bool]]:
+    """``$orderby=a/b desc,c`` -> [(["a", "b"], True), (["c"], False)]."""
+    keys: list[tuple[list[str], bool]] = []
+    for part in split_top(raw or "", ","):
+        found = re.fullmatch(r"([A-Za-z_][\w/]*)(?:\s+(asc|desc))?", part.strip(), re.IGNORECASE)
+        if not found:
+            raise GraphError(400, "BadRequest", f"Invalid $orderby expression: {part!r}.")
+        keys.append((found.group(1).split("/"), (found.group(2) or "").lower() == "desc"))
+    return keys
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Nulls first (ascending), then numbers and booleans, then text without case."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool | int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value.lower())
+    return (3, str(value))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphsim.core import Engine, collection, odata_filter, tenant_of, user_of
+from graphsim.core import Engine, collection, odata_filter, ordered, tenant_of, user_of
 from graphsim.http import GraphError, Req, Resp, Router
 from graphsim.state import Tenant, User, iso
 
@@ -80,7 +80,9 @@ def register(router: Router) -> None:
     def list_users(engine: Engine, req: Req) -> Resp:
         tenant = tenant_of(req)
         users = sorted(tenant.users.values(), key=lambda u: u.upn)
-        users = _filter(users, tenant, req.query.get("$filter"))
+        users = ordered(
+            req, _filter(users, tenant, req.query.get("$filter")), lambda u: user_json(tenant, u)
+        )
         values = [shape_user(tenant, u, req.select()) for u in users]
         return collection(req, engine, "users", values, default=100, maximum=999)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -102,6 +103,102 @@ def expanded_attachments(
     select = nested_select(options)
     with_bytes = select is None or "contentbytes" in {s.lower() for s in select}
     return [apply_select(attachment_json(a, with_bytes=with_bytes), select) for a in attachments]
+
+
+# -- $search on messages -------------------------------------------------------------------
+
+SEARCH_LIMIT = 1000
+_SEARCH_TERM = re.compile(r"""\s*(?:(\w+):)?('[^']*'|\\"[^"]*\\"|[^\s"]+)""")
+SEARCH_DEFAULT = ("from", "subject", "body")
+SEARCH_PROPERTIES = {
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "participants",
+    "subject",
+    "body",
+    "attachment",
+    "hasattachment",
+    "importance",
+}
+
+
+def message_query(req: Req, items: list[OItem]) -> list[OItem]:
+    """``$search`` (Outlook's KQL subset), else ``$filter`` and ``$orderby``."""
+    query = req.query.get("$search")
+    if not query:
+        return filtered(req, items, lambda m: message_json(m, ""), outlook_messages=True)
+    for other in ("$filter", "$orderby"):
+        if req.query.get(other):
+            raise GraphError(
+                400, "BadRequest", f"The query parameter '{other}' is not supported with '$search'."
+            )
+    groups = _search_groups(query)
+    found = [m for m in items if any(all(t(m) for t in group) for group in groups)]
+    found.sort(key=lambda m: (m.spec.sent, m.id), reverse=True)
+    return found[:SEARCH_LIMIT]
+
+
+def _search_groups(query: str) -> list[list[Any]]:
+    """Terms of a ``$search="..."`` value: ``prop:value`` or bare words (from, subject,
+    body), joined by AND (also implicit) and OR; a word matches at the start of a word."""
+    text = query.strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise GraphError(400, "BadRequest", "The $search value must be enclosed in double quotes.")
+    groups: list[list[Any]] = [[]]
+    pos, inner = 0, text[1:-1]
+    while pos < len(inner) and inner[pos:].strip():
+        found = _SEARCH_TERM.match(inner, pos)
+        if not found or found.end() == pos:
+            raise GraphError(400, "BadRequest", f"Invalid $search value: {query!r}.")
+        pos = found.end()
+        prop, word = (found.group(1) or "").lower(), found.group(2)
+        if word[:1] in "'\\" and len(word) > 1:  # a quoted phrase
+            word = word.strip("\\").strip("'\"")
+        if not prop and word in ("AND", "OR", "NOT"):
+            if word == "OR":
+                groups.append([])
+            elif word == "NOT":
+                raise GraphError(400, "BadRequest", "graphsim does not search with NOT.")
+            continue
+        if prop and prop not in SEARCH_PROPERTIES:
+            raise GraphError(400, "BadRequest", f"graphsim does not search the property '{prop}'.")
+        groups[-1].append(_search_term(prop, word))
+    if not all(groups):
+        raise GraphError(400, "BadRequest", f"Invalid $search value: {query!r}.")
+    return groups
+
+
+def _search_term(prop: str, word: str) -> Any:
+    pattern = re.compile(r"(?<!\w)" + re.escape(word), re.IGNORECASE)
+
+    def people(addrs: list[Addr]) -> str:
+        return " ".join(f"{a.name} {a.address}" for a in addrs)
+
+    def texts(item: OItem) -> list[str]:
+        spec: MailSpec = item.spec
+        fields = {
+            "from": people([spec.sender]),
+            "to": people(spec.to),
+            "cc": people(spec.cc),
+            "bcc": people(spec.bcc),
+            "subject": spec.subject,
+            "body": spec.text if spec.text is not None else html_to_text(spec.html or ""),
+            "attachment": " ".join(a.name for a in item.attachments),
+        }
+        fields["participants"] = " ".join(fields[k] for k in ("from", "to", "cc", "bcc"))
+        return [fields[k] for k in ((prop,) if prop else SEARCH_DEFAULT)]
+
+    def test(item: OItem) -> bool:
+        if prop == "hasattachment":
+            visible = any(not a.is_inline for a in item.attachments)
+            return visible == (word.lower() == "true")
+        if prop == "importance":
+            return bool(item.spec.importance == word.lower())
+        return any(pattern.search(t) for t in texts(item))
+
+    return test
 
 
 def folder_json(tenant: Tenant, folder: Folder) -> dict[str, Any]:
@@ -630,7 +727,7 @@ def register(router: Router) -> None:
             req,
             engine,
             f"users('{user.id}')/mailFolders('{folder.id}')/messages",
-            filtered(req, items, lambda m: message_json(m, "")),
+            message_query(req, items),
             default=10,
             maximum=1000,
             render=lambda m: message_out(req, m),
@@ -714,7 +811,7 @@ def register(router: Router) -> None:
             req,
             engine,
             f"users('{user.id}')/messages",
-            filtered(req, items, lambda m: message_json(m, "")),
+            message_query(req, items),
             default=10,
             render=lambda m: message_out(req, m),
         )

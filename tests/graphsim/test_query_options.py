@@ -202,3 +202,84 @@ def test_event_select_keeps_expanded_attachments(
     assert body["exceptionOccurrences"] == []
     assert [a["name"] for a in body["attachments"]] == ["agenda.txt"]
     assert "contentBytes" not in body["attachments"][0]
+
+
+def test_orderby_sorts_and_follows_outlooks_filter_rule(
+    client: httpx.Client, user: Any, odd_message: str
+) -> None:
+    base = f"/users/{user.id}/messages"
+    oldest_first = client.get(
+        base, params={"$orderby": "receivedDateTime asc", "$select": "receivedDateTime"}
+    ).json()["value"]
+    stamps = [m["receivedDateTime"] for m in oldest_first]
+    assert stamps == sorted(stamps)
+    by_subject = client.get(
+        base, params={"$orderby": "subject desc,receivedDateTime", "$top": "999"}
+    ).json()["value"]
+    subjects = [m["subject"].lower() for m in by_subject]
+    assert subjects == sorted(subjects, reverse=True)
+    led = client.get(
+        base,
+        params={
+            "$filter": "receivedDateTime ge 2020-01-01T00:00:00Z and isRead eq false",
+            "$orderby": "receivedDateTime desc",
+        },
+    )
+    assert led.status_code == 200
+    too_complex = client.get(
+        base, params={"$filter": "isRead eq false", "$orderby": "receivedDateTime desc"}
+    )
+    assert too_complex.status_code == 400
+    assert too_complex.json()["error"]["code"] == "InefficientFilter"
+    bad = client.get(base, params={"$orderby": "subject sideways"})
+    assert bad.status_code == 400
+    users = client.get("/users", params={"$orderby": "displayName desc"}).json()["value"]
+    names = [u["displayName"].lower() for u in users]
+    assert names == sorted(names, reverse=True)
+
+
+def test_search_messages(client: httpx.Client, user: Any, odd_message: str) -> None:
+    def found(query: str, folder: str | None = None) -> list[dict[str, Any]]:
+        path = f"/users/{user.id}/mailFolders/{folder}/messages" if folder else None
+        resp = client.get(
+            path or f"/users/{user.id}/messages", params={"$search": query, "$top": "999"}
+        )
+        assert resp.status_code == 200, resp.text
+        return list(resp.json()["value"])
+
+    assert [m["id"] for m in found('"quoting"')] == [odd_message]  # subject, a default
+    assert [m["id"] for m in found('"from:pat"', "inbox")] == [odd_message]
+    assert [m["id"] for m in found('"from:O\'Brien subject:matters"')] == [odd_message]
+    assert found('"subject:atters"') == []  # words match from their start
+    assert odd_message in {m["id"] for m in found('"quoting OR zzzz-nothing"')}
+    hits = found('"hasAttachment:true"')
+    assert hits
+    assert all(m["hasAttachments"] for m in hits)
+    sent = [m["sentDateTime"] for m in found('"participants:' + user.upn.split("@")[0] + '"')]
+    assert len(sent) > 1
+    assert sent == sorted(sent, reverse=True)
+    for params in (
+        {"$search": "pizza"},  # not quoted
+        {"$search": '"pizza"', "$filter": "isRead eq true"},
+        {"$search": '"pizza"', "$orderby": "subject"},
+        {"$search": '"received:2024-01-01"'},  # not modelled: refused, never ignored
+    ):
+        resp = client.get(f"/users/{user.id}/messages", params=params)
+        assert resp.status_code == 400, params
+    events = client.get(f"/users/{user.id}/events", params={"$search": '"x"'})
+    assert events.status_code == 400
+
+
+def test_drive_children_orderby(client: httpx.Client, user: Any) -> None:
+    drive = client.get(f"/users/{user.id}/drive").json()["id"]
+    for name, size in (("b.txt", 3), ("a.txt", 1), ("c.txt", 2)):
+        client.put(f"/drives/{drive}/root:/Sorted/{name}:/content", content=b"x" * size)
+    names = [
+        c["name"]
+        for c in client.get(
+            f"/drives/{drive}/root:/Sorted:/children", params={"$orderby": "size desc"}
+        ).json()["value"]
+    ]
+    assert names == ["b.txt", "c.txt", "a.txt"]
+    default = client.get(f"/drives/{drive}/root:/Sorted:/children").json()["value"]
+    assert [c["name"] for c in default] == ["a.txt", "b.txt", "c.txt"]
