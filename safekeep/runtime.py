@@ -45,7 +45,15 @@ class Runtime:
                 s3_region=settings.s3_region,
             ),
             search=open_search_backend(
-                settings.resolved_search_url, index_prefix=settings.search_index_prefix
+                settings.resolved_search_url,
+                index_prefix=settings.search_index_prefix,
+                max_text_chars=settings.search_body_max_chars,
+                **(
+                    {"refresh": "wait_for"}
+                    if settings.search_wait_for_refresh
+                    and settings.resolved_search_url.startswith("http")
+                    else {}
+                ),
             ),
             send=send,
         )

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     search_url: str = ""
     search_index_prefix: str = "safekeep"
+    # OpenSearch: make each index write wait until it is searchable (tests, small deployments);
+    # off, a backup's items become searchable within the index refresh interval (1 s).
+    search_wait_for_refresh: bool = False
     redis_url: str = ""  # shared limiter/locks; defaults to broker_url when that is redis://
 
     # Microsoft (or graphsim).

@@ -570,12 +570,6 @@ def free_port() -> int:
         return port
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="create_app alone binds no actors to the broker (LookupError: no actor named "
-    "'run_discover'): the API-only process needs safekeep.workers.broker.configure(settings) "
-    "in its lifespan; remove this mark once it has it",
-)
 def test_the_api_command_enqueues_jobs_on_the_broker(
     render: Callable[..., list[dict[str, Any]]],
     postgres_url: str,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from safekeep import __version__
+from safekeep import logging as safekeep_logging
 from safekeep.api import problems
 from safekeep.api.accounts.router import router as accounts_router
 from safekeep.api.api_keys.router import router as api_keys_router
@@ -31,6 +32,7 @@ from safekeep.api.usage.router import router as usage_router
 from safekeep.api.webhooks.router import router as webhooks_router
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings, get_settings
+from safekeep.workers import broker as queue
 
 DESCRIPTION = """
 Safekeep backs up Microsoft 365 tenants (Exchange Online mail, calendars, contacts, OneDrive,
@@ -71,6 +73,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
+        if own:
+            # Serving on its own (uvicorn --factory, the Helm chart's api pods): set up logging
+            # and bind the actors to the configured queue so that enqueued jobs reach workers.
+            safekeep_logging.configure(settings.log_level, json=settings.log_json)
+            queue.configure(settings)
         app.state.runtime = runtime or Runtime.build(settings)
         try:
             yield

@@ -153,12 +153,15 @@ class Deployment:
 
 
 @pytest.fixture
-def e2e_sim(tmp_path: Path) -> Iterator[Simulator]:
+def e2e_sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Simulator]:
+    """A small tenant; ``@pytest.mark.parametrize("e2e_sim", [{"files": N}], indirect=True)``
+    changes its size."""
+    sizes = {"files": 40, **getattr(request, "param", {})}
     with Simulator(
         seed=11,
         users=2,
         messages=20,
-        files=40,
+        files=sizes["files"],
         sites=1,
         list_items=4,
         large_files=False,

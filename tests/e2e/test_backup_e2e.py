@@ -8,6 +8,7 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from safekeep.tenants.models import Item, ItemVersion, JobTask, Snapshot
@@ -51,10 +52,11 @@ async def test_full_then_incremental_backup_through_the_api(deployment: Deployme
     assert usage["stored_bytes"] > 0
 
 
+@pytest.mark.parametrize("e2e_sim", [{"files": 200}], indirect=True)
 async def test_a_killed_worker_loses_nothing_and_duplicates_nothing(deployment: Deployment) -> None:
-    worker = deployment.start_worker(threads=2)
+    worker = deployment.start_worker(threads=1)  # one task at a time: the second is in flight
     tenant = await deployment.onboard(services=["onedrive"])
-    deployment.sim.set_latency(60)  # slow Microsoft down so the kill lands mid-backup
+    deployment.sim.set_latency(80)  # slow Microsoft down so the kill lands mid-backup
     r = await deployment.client.post(
         f"/v1/tenants/{tenant['id']}/backups", headers=deployment.msp.headers
     )
