@@ -148,6 +148,7 @@ def collection(
     default: int = 10,
     maximum: int = 1000,
     render: Callable[[Any], dict[str, Any]] | None = None,
+    count: bool | None = None,
 ) -> Resp:
     """One page of a plain (non-delta) collection, with an opaque ``$skiptoken`` nextLink.
 
@@ -173,7 +174,7 @@ def collection(
         "@odata.context": f"{req.graph_base}/$metadata#{context}",
         "value": chunk,
     }
-    if req.query.get("$count", "").lower() == "true":
+    if count if count is not None else req.query.get("$count", "").lower() == "true":
         body["@odata.count"] = len(values)
     if offset + size < len(values):
         query = {k: v for k, v in req.query.items() if k not in ("$skiptoken", "$skip", "$top")}
@@ -361,7 +362,7 @@ _FUNCTIONS = ("startswith", "endswith")
 Predicate = Callable[[dict[str, Any]], bool]
 
 
-class _FilterParser:
+class FilterParser:
     """OData ``$filter`` for the forms clients send Graph: comparisons of a property path
     with a literal, ``startswith``/``endswith``, ``and``/``or``/``not`` and parentheses.
 
@@ -390,6 +391,8 @@ class _FilterParser:
                 self.tokens.append(("word", found.group(3)))
         self.pos = 0
         self.properties: list[str] = []  # property paths in the order they appear
+        # What directory objects serve only as "advanced queries" (ne, not, endsWith, $count).
+        self.features: set[str] = set()
 
     def fail(self) -> NoReturn:
         raise GraphError(400, "BadRequest", f"Invalid filter clause: {self.expression.strip()!r}.")
@@ -437,6 +440,7 @@ class _FilterParser:
 
     def negation(self) -> Predicate:
         if self.keyword("not"):
+            self.features.add("not")
             inner = self.negation()
             return lambda obj: not inner(obj)
         return self.primary()
@@ -447,17 +451,48 @@ class _FilterParser:
             inner = self.disjunction()
             self.expect(")")
             return inner
-        if token[0] != "word" or not re.fullmatch(r"[A-Za-z_@][\w/@.]*", token[1]):
+        if token[0] != "word" or not re.fullmatch(r"[A-Za-z_@$][\w/@.$]*", token[1]):
             self.fail()
         if token[1].lower() in _FUNCTIONS and self.peek() == ("punct", "("):
             return self.function(token[1].lower())
+        lambda_kind = token[1].rsplit("/", 1)[-1].lower()
+        if "/" in token[1] and lambda_kind in ("any", "all") and self.peek() == ("punct", "("):
+            return self.lambda_(token[1].rsplit("/", 1)[0].split("/"), lambda_kind)
         path = token[1].split("/")
         self.properties.append(token[1].lower())
+        if "$count" in path:
+            self.features.add("$count")
         op = self.keyword(*_COMPARISONS)
         if op is None:
             self.fail()
+        if op == "ne":
+            self.features.add("ne")
         wanted = self.literal()
         return lambda obj: _compare(_lookup(obj, path), op, wanted)
+
+    def lambda_(self, path: list[str], kind: str) -> Predicate:
+        """``assignedLicenses/any(x:x/skuId eq <guid>)``: the variable names each element."""
+        self.expect("(")
+        if self.peek() == ("punct", ")") and kind == "any":
+            self.pos += 1
+            return lambda obj: bool(_lookup(obj, path))
+        token = self.take()
+        variable, colon, rest = token[1].partition(":")
+        if token[0] != "word" or not colon or not re.fullmatch(r"[A-Za-z_]\w*", variable):
+            self.fail()
+        if rest:
+            self.tokens.insert(self.pos, ("word", rest))
+        inner = self.disjunction()
+        self.expect(")")
+
+        def test(obj: dict[str, Any]) -> bool:
+            items = _lookup(obj, path)
+            if not isinstance(items, list):
+                return False
+            results = (inner({variable: item}) for item in items)
+            return any(results) if kind == "any" else all(results)
+
+        return test
 
     def function(self, name: str) -> Predicate:
         self.expect("(")
@@ -466,6 +501,8 @@ class _FilterParser:
             self.fail()
         path = token[1].split("/")
         self.properties.append(token[1].lower())
+        if name == "endswith":
+            self.features.add("endsWith")
         self.expect(",")
         wanted = self.literal()
         self.expect(")")
@@ -504,6 +541,9 @@ class _FilterParser:
 
 def _lookup(obj: Any, keys: list[str]) -> Any:
     for key in keys:
+        if key == "$count" and isinstance(obj, list):
+            obj = len(obj)
+            continue
         if not isinstance(obj, dict):
             return None
         match = next((k for k in obj if k.lower() == key.lower()), None)
@@ -552,7 +592,7 @@ def odata_filter(expression: str | None) -> Predicate | None:
     """A predicate for a ``$filter`` expression (None when there is none)."""
     if not expression or not expression.strip():
         return None
-    return _FilterParser(expression).parse()
+    return FilterParser(expression).parse()
 
 
 def filtered(
@@ -575,7 +615,7 @@ def filtered(
     order = order_keys(req.query.get("$orderby"))
     rows = [(item, to_json(item)) for item in items]
     if expression and expression.strip():
-        parser = _FilterParser(expression)
+        parser = FilterParser(expression)
         predicate = parser.parse()
         if outlook_messages and order:
             ordered_props = ["/".join(path).lower() for path, _ in order]

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
-from graphsim.core import Engine, collection, odata_filter, ordered, tenant_of, user_of
+from graphsim.core import (
+    Engine,
+    FilterParser,
+    collection,
+    order_keys,
+    ordered,
+    tenant_of,
+    user_of,
+)
 from graphsim.http import GraphError, Req, Resp, Router
 from graphsim.state import Tenant, User, iso
 
@@ -65,14 +75,93 @@ def shape_user(tenant: Tenant, user: User, select: list[str] | None) -> dict[str
     return {k: v for k, v in full.items() if k.lower() in wanted}
 
 
-def _filter(users: list[User], tenant: Tenant, expression: str | None) -> list[User]:
-    if not expression:
-        return users
-    if "assignedlicenses/$count" in expression.lower().replace(" ", ""):
-        return [u for u in users if u.licenses]
-    predicate = odata_filter(expression)
-    assert predicate is not None
-    return [u for u in users if predicate(user_json(tenant, u))]
+ADVANCED_HINT = (
+    "Try adding $count=true query parameter and ConsistencyLevel:eventual header. Refer to "
+    "https://aka.ms/graph-docs/advanced-queries for more information"
+)
+ORDERBY_DEFAULT = {"displayname", "userprincipalname"}
+ORDERBY_ADVANCED = {"createddatetime"}
+SEARCHABLE = {"displayname", "mail", "userprincipalname", "givenname", "surname", "mailnickname"}
+
+
+def eventual(req: Req) -> bool:
+    return req.headers.get("consistencylevel", "").lower() == "eventual"
+
+
+def advanced(req: Req) -> bool:
+    """Directory "advanced queries": ConsistencyLevel: eventual and $count=true together."""
+    return eventual(req) and req.query.get("$count", "").lower() == "true"
+
+
+def unsupported(message: str) -> GraphError:
+    return GraphError(400, "Request_UnsupportedQuery", message)
+
+
+def query_users(req: Req, tenant: Tenant, users: list[User]) -> list[User]:
+    """``$filter``, ``$search`` and ``$orderby`` as the directory serves them: ``ne``,
+    ``not``, ``endsWith``, ``/$count``, ``$filter`` with ``$orderby`` and sorting by
+    createdDateTime only in advanced queries; ``$search`` only with ConsistencyLevel
+    (aad-advanced-queries in the Graph docs)."""
+    expression = req.query.get("$filter")
+    order = order_keys(req.query.get("$orderby"))
+    if expression and expression.strip():
+        parser = FilterParser(expression)
+        predicate = parser.parse()
+        if parser.features and not advanced(req):
+            feature = sorted(parser.features)[0]
+            raise unsupported(
+                f"Operator '{feature}' is not supported because the required parameters might "
+                f"be missing. {ADVANCED_HINT}"
+            )
+        if order and not advanced(req):
+            raise unsupported("Sorting not supported for current query.")
+        users = [u for u in users if predicate(user_json(tenant, u))]
+    search = req.query.get("$search")
+    if search:
+        if not eventual(req):
+            raise unsupported(
+                "Request with $search query parameter only works through MSGraph with a special "
+                "request header: 'ConsistencyLevel: eventual'"
+            )
+        test = _user_search(search)
+        users = [u for u in users if test(user_json(tenant, u))]
+    for path, _ in order:
+        name = "/".join(path).lower()
+        if name in ORDERBY_ADVANCED and not advanced(req):
+            raise unsupported("Sorting not supported for current query.")
+        if name not in ORDERBY_DEFAULT | ORDERBY_ADVANCED:
+            raise unsupported(f"Sorting by property '{'/'.join(path)}' is not supported.")
+    return ordered(req, users, lambda u: user_json(tenant, u))
+
+
+def _user_search(raw: str) -> Callable[[dict[str, Any]], bool]:
+    """``"displayName:ali" OR "mail:ali@"``: displayName matches word starts (it is
+    tokenised), the other properties match from their start."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    for quoted, joiner, stray in re.findall(r'"([^"]*)"|\b(AND|OR)\b|(\S+)', raw):
+        if stray:
+            raise unsupported(f"Invalid $search query: {raw!r}.")
+        if joiner == "OR":
+            groups.append([])
+        elif quoted:
+            prop, colon, value = quoted.partition(":")
+            if not colon or prop.lower() not in SEARCHABLE or not value:
+                raise unsupported(f"Invalid $search query: {raw!r}.")
+            groups[-1].append((prop.lower(), value.lower()))
+    if not all(groups):
+        raise unsupported(f"Invalid $search query: {raw!r}.")
+
+    def matches(prop: str, value: str, fields: dict[str, str]) -> bool:
+        text = fields.get(prop, "")
+        if prop == "displayname":
+            return any(w.startswith(value) for w in re.split(r"[\s\-_.]+", text))
+        return text.startswith(value)
+
+    def test(user: dict[str, Any]) -> bool:
+        fields = {k.lower(): str(v or "").lower() for k, v in user.items()}
+        return any(all(matches(p, v, fields) for p, v in group) for group in groups)
+
+    return test
 
 
 def register(router: Router) -> None:
@@ -80,11 +169,20 @@ def register(router: Router) -> None:
     def list_users(engine: Engine, req: Req) -> Resp:
         tenant = tenant_of(req)
         users = sorted(tenant.users.values(), key=lambda u: u.upn)
-        users = ordered(
-            req, _filter(users, tenant, req.query.get("$filter")), lambda u: user_json(tenant, u)
-        )
+        users = query_users(req, tenant, users)
         values = [shape_user(tenant, u, req.select()) for u in users]
-        return collection(req, engine, "users", values, default=100, maximum=999)
+        # Without ConsistencyLevel the directory ignores $count=true (no @odata.count).
+        return collection(
+            req, engine, "users", values, default=100, maximum=999, count=advanced(req)
+        )
+
+    @router.add("GET", "/users/$count", "directory")
+    def count_users(engine: Engine, req: Req) -> Resp:
+        if not eventual(req):
+            raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
+        tenant = tenant_of(req)
+        users = query_users(req, tenant, sorted(tenant.users.values(), key=lambda u: u.upn))
+        return Resp(200, str(len(users)).encode(), {"Content-Type": "text/plain"})
 
     @router.add("GET", "/users/{user}", "directory")
     def get_user(engine: Engine, req: Req) -> Resp:

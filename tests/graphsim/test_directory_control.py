@@ -121,3 +121,71 @@ def test_edit_move_delete_as_a_user_reach_delta(
             "@removed": {"reason": "deleted"},
         }
     ]
+
+
+ADVANCED = {"ConsistencyLevel": "eventual"}
+
+
+def test_directory_advanced_queries_need_consistency_level_and_count(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    tenant = sim.tenant().id
+    unlicensed = sim.add_user(tenant, "Ulla Unlicensed", licensed=False)
+    total = len(sim.tenant().users)
+    plain = client.get("/users", params={"$count": "true", "$top": "999"})
+    assert plain.status_code == 200
+    assert "@odata.count" not in plain.json()  # silently ignored without the header
+    counted = client.get("/users", params={"$count": "true"}, headers=ADVANCED).json()
+    assert counted["@odata.count"] == total
+    licensed = {"$filter": "assignedLicenses/$count ne 0", "$select": "id", "$top": "999"}
+    refused = client.get("/users", params=licensed)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "Request_UnsupportedQuery"
+    with_count = {**licensed, "$count": "true"}
+    found = client.get("/users", params=with_count, headers=ADVANCED).json()
+    ids = {u["id"] for u in found["value"]}
+    holders = {u.id for u in sim.tenant().users.values() if u.licenses}
+    assert unlicensed["id"] not in holders
+    assert ids == holders
+    assert found["@odata.count"] == len(holders)
+    without = {"$filter": "assignedLicenses/$count eq 0", "$count": "true"}
+    bare = client.get("/users", params=without, headers=ADVANCED).json()["value"]
+    assert {u["id"] for u in bare} == set(sim.tenant().users) - holders
+    # A lambda over assignedLicenses works by default.
+    sku = next(iter(sim.tenant().skus))
+    with_sku = client.get(
+        "/users", params={"$filter": f"assignedLicenses/any(x:x/skuId eq {sku})", "$top": "999"}
+    )
+    assert with_sku.status_code == 200
+    assert unlicensed["id"] not in {u["id"] for u in with_sku.json()["value"]}
+    assert with_sku.json()["value"]
+    ends = {"$filter": "endsWith(userPrincipalName,'" + sim.tenant().domain + "')"}
+    assert client.get("/users", params=ends).status_code == 400
+    ends_ok = client.get("/users", params={**ends, "$count": "true"}, headers=ADVANCED)
+    assert len(ends_ok.json()["value"]) == total
+    mixed = {"$filter": "accountEnabled eq true", "$orderby": "displayName"}
+    assert client.get("/users", params=mixed).status_code == 400
+    assert client.get("/users", params={**mixed, "$count": "true"}, headers=ADVANCED).is_success
+
+
+def test_directory_count_segment_and_search(sim: Simulator, client: httpx.Client) -> None:
+    refused = client.get("/users/$count")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "$count is not currently supported."
+    counted = client.get("/users/$count", headers=ADVANCED)
+    assert counted.text == str(len(sim.tenant().users))
+    someone = sorted(sim.tenant().users.values(), key=lambda u: u.upn)[0]
+    word = someone.display_name.split()[-1][:3]
+    query = {"$search": f'"displayName:{word}"'}
+    assert client.get("/users", params=query).status_code == 400
+    hits = client.get("/users", params=query, headers=ADVANCED).json()["value"]
+    assert someone.id in {u["id"] for u in hits}
+    assert all(
+        any(w.lower().startswith(word.lower()) for w in u["displayName"].split()) for u in hits
+    )
+    either = client.get(
+        "/users",
+        params={"$search": f'"displayName:{word}" OR "mail:nobody-at-all"'},
+        headers=ADVANCED,
+    ).json()["value"]
+    assert {u["id"] for u in either} == {u["id"] for u in hits}
