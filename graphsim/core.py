@@ -200,6 +200,7 @@ class DeltaState:
     query: dict[str, Any]
     size: int
     fresh: bool  # no token given: a full enumeration
+    last: tuple[int, str] | None = None  # the cursor after the page delta_page chose
 
 
 def read_delta_token(
@@ -281,13 +282,23 @@ def read_delta_token(
     )
 
 
+DeltaEntry = tuple[int, str, Any, bool]  # seq, id, object (None when removed), removed
+
+
 def delta_page(
     state: DeltaState,
     live: Iterable[tuple[int, str, Any]],
     removed: Iterable[tuple[int, str, Any]],
-) -> tuple[list[tuple[int, str, Any, bool]], bool]:
-    """Select the next page: entries with ``since < seq <= upto`` after the cursor."""
-    entries: list[tuple[int, str, Any, bool]] = []
+    *,
+    order: Callable[[DeltaEntry], tuple[int, str]] | None = None,
+) -> tuple[list[DeltaEntry], bool]:
+    """Select the next page: entries with ``since < seq <= upto`` after the cursor.
+
+    ``order`` gives another sort key than (seq, id) (``$orderby``); the cursor a link
+    carries is then that key of the last entry sent.
+    """
+    key = order or (lambda e: (e[0], e[1]))
+    entries: list[DeltaEntry] = []
     for seq, item_id, obj in live:
         if state.since < seq <= state.upto:
             entries.append((seq, item_id, obj, False))
@@ -295,11 +306,12 @@ def delta_page(
         for seq, item_id, obj in removed:
             if state.since < seq <= state.upto:
                 entries.append((seq, item_id, obj, True))
-    entries.sort(key=lambda e: (e[0], e[1]))
+    entries.sort(key=key)
     if state.after is not None:
         cursor = state.after
-        entries = [e for e in entries if (e[0], e[1]) > cursor]
+        entries = [e for e in entries if key(e) > cursor]
     page = entries[: state.size]
+    state.last = key(page[-1]) if page else None
     return page, len(entries) > state.size
 
 
@@ -323,7 +335,7 @@ def delta_links(
         "n": state.size,
     }
     if more:
-        last = page[-1]
+        last = state.last or (page[-1][0], page[-1][1])
         token = engine.sign({**base, "s": state.since, "u": state.upto, "a": [last[0], last[1]]})
         key = "token" if style == "onedrive" else "$skiptoken"
         return {"@odata.nextLink": link(req, path, {key: token})}

@@ -201,6 +201,69 @@ def _search_term(prop: str, word: str) -> Any:
     return test
 
 
+# -- message delta options ----------------------------------------------------------------
+
+_DELTA_FILTER = re.compile(
+    r"^\s*receivedDateTime\s+(ge|gt)\s+(\d{4}-\d{2}-\d{2}(?:T[\d:.]+(?:Z|[+-]\d{2}:\d{2})?)?)\s*$",
+    re.IGNORECASE,
+)
+
+
+def delta_query(req: Req) -> dict[str, Any]:
+    """The options of a first message delta request, as its links will carry them.
+
+    message: delta supports ``$select``, ``$top`` and ``$expand``; ``$filter`` only as
+    ``receivedDateTime ge|gt {value}``, ``$orderby`` only as ``receivedDateTime desc``, the
+    ``changeType`` option (created, updated, deleted) and no ``$search``.
+    """
+    query: dict[str, Any] = {
+        "select": req.query.get("$select", ""),
+        "expand": req.query.get("$expand", ""),
+    }
+    raw_filter = req.query.get("$filter")
+    if raw_filter:
+        found = _DELTA_FILTER.match(raw_filter)
+        if not found:
+            raise GraphError(
+                400,
+                "ErrorInvalidUrlQueryFilter",
+                "Delta supports only receivedDateTime ge or gt in $filter.",
+            )
+        try:
+            value = parse_graph_datetime(found.group(2))
+        except ValueError as exc:
+            raise GraphError(400, "ErrorInvalidUrlQueryFilter", str(exc)) from exc
+        query["since"] = value.isoformat()
+        query["strict"] = found.group(1).lower() == "gt"
+    raw_order = req.query.get("$orderby")
+    if raw_order:
+        if " ".join(raw_order.split()).lower() != "receiveddatetime desc":
+            raise GraphError(
+                400, "ErrorInvalidUrlQuery", "Delta supports only $orderby=receivedDateTime desc."
+            )
+        query["orderby"] = True
+    if req.query.get("$search"):
+        raise GraphError(400, "ErrorInvalidUrlQuery", "Delta does not support $search.")
+    change = req.query.get("changeType")
+    if change is not None:
+        if change.lower() not in ("created", "updated", "deleted"):
+            raise GraphError(400, "ErrorInvalidUrlQuery", f"Invalid changeType '{change}'.")
+        query["change"] = change.lower()
+    return query
+
+
+def _iso_or_none(value: Any) -> datetime | None:
+    return datetime.fromisoformat(str(value)) if value else None
+
+
+def _newest_first(entry: tuple[int, str, Any, bool]) -> tuple[int, str]:
+    """Removals first, then by receivedDateTime, newest first (whole seconds, then id)."""
+    obj = entry[2]
+    if obj is None:
+        return (-(1 << 62), entry[1])
+    return (-int(obj.spec.received.timestamp()), entry[1])
+
+
 def folder_json(tenant: Tenant, folder: Folder) -> dict[str, Any]:
     members = tenant.members.get(folder.id, {})
     children = [f for f in tenant.folders.values() if f.parent_id == folder.id]
@@ -763,16 +826,37 @@ def register(router: Router) -> None:
             owner=user.id,
             style="outlook",
             path=path,
-            query={"select": req.query.get("$select", "")},
+            query=delta_query(req) if not token else {},
             default_size=10,
             max_size=1000,
             token=token,
         )
-        if token:
-            req.query["$select"] = state.query.get("select", "")
-        live = ((m.seq, m.id, m) for m in tenant.folder_items(folder.id))
-        removed = ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
-        page, more = delta_page(state, live, removed)
+        # Every option travels in the links: later pages and rounds apply the first query.
+        query = state.query
+        req.query["$select"] = str(query.get("select") or "")
+        req.query["$expand"] = str(query.get("expand") or "")
+        since = _iso_or_none(query.get("since"))
+        strict = bool(query.get("strict"))
+        change = str(query.get("change") or "")
+
+        def wanted(item: OItem) -> bool:
+            received = item.spec.received
+            if since is not None and (received < since or (strict and received == since)):
+                return False
+            if change == "created":
+                return item.joined > state.since
+            if change == "updated":
+                return item.joined <= state.since
+            return change != "deleted"
+
+        live = ((m.seq, m.id, m) for m in tenant.folder_items(folder.id) if wanted(m))
+        removed = (
+            ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
+            if change in ("", "deleted")
+            else iter(())
+        )
+        order = _newest_first if query.get("orderby") else None
+        page, more = delta_page(state, live, removed, order=order)
         values = []
         for _seq, item_id, obj, gone in page:
             if gone:

@@ -122,6 +122,9 @@ class OItem:
     # messages only
     spec: Any = None  # graphsim.mail.MailSpec
     raw_mime: bytes | None = None
+    # the change number at which it entered its folder (created or moved in): delta's
+    # changeType=created tells those from updates
+    joined: int = 0
     # events only: instance overrides (date key -> props) and cancelled instance dates
     exceptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
@@ -322,6 +325,7 @@ class Tenant:
         ] = seq
 
     def add_item(self, item: OItem) -> None:
+        item.joined = item.seq
         self.items[item.id] = item
         self.members.setdefault(item.folder_id, {})[item.id] = None
         self.tombs.get(item.folder_id, {}).pop(item.id, None)
@@ -338,6 +342,7 @@ class Tenant:
         self.touch_item(item)
         self.tombs.setdefault(item.folder_id, {})[item.id] = item.seq
         item.folder_id = folder_id
+        item.joined = item.seq
         self.members.setdefault(folder_id, {})[item.id] = None
         self.tombs.get(folder_id, {}).pop(item.id, None)
 

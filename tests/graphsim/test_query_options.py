@@ -14,7 +14,7 @@ from msgraph.generated.models.message import Message
 from msgraph.generated.models.message_collection_response import MessageCollectionResponse
 
 from graphsim import Simulator
-from tests.graphsim.conftest import sdk_parse
+from tests.graphsim.conftest import collect, sdk_parse
 
 ODD_ID = "<o'brien+co=1&x@x.example>"
 
@@ -283,3 +283,64 @@ def test_drive_children_orderby(client: httpx.Client, user: Any) -> None:
     assert names == ["b.txt", "c.txt", "a.txt"]
     default = client.get(f"/drives/{drive}/root:/Sorted:/children").json()["value"]
     assert [c["name"] for c in default] == ["a.txt", "b.txt", "c.txt"]
+
+
+def dated(user: Any, subject: str) -> bytes:
+    return (
+        f"From: a@x.example\r\nTo: {user.upn}\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n\r\nbody of {subject}\r\n"
+    ).encode()
+
+
+def test_message_delta_options_travel_in_the_links(
+    sim: Simulator, client: httpx.Client, user: Any
+) -> None:
+    folder = client.post(
+        f"/users/{user.id}/mailFolders/inbox/childFolders", json={"displayName": "Delta options"}
+    ).json()["id"]
+    months = {}
+    for month in (1, 2, 3, 4):
+        months[month] = sim.add_message(
+            sim.tenant().id,
+            user.id,
+            dated(user, f"month {month}"),
+            folder,
+            received=datetime(2024, month, 1, tzinfo=UTC),
+        )
+    path = f"/users/{user.id}/mailFolders/{folder}/messages/delta"
+    values, _ = collect(
+        client,
+        path,
+        params={
+            "$filter": "receivedDateTime ge 2024-02-01T00:00:00Z",
+            "$orderby": "receivedDateTime desc",
+            "$select": "subject",
+            "$expand": "attachments($select=name)",
+        },
+        headers={"Prefer": "odata.maxpagesize=2"},
+    )
+    assert [v["subject"] for v in values] == ["month 4", "month 3", "month 2"]
+    assert all("body" not in v and v["attachments"] == [] for v in values)
+    after, _ = collect(client, path, params={"$filter": "receivedDateTime gt 2024-02-01T00:00:00Z"})
+    assert {v["subject"] for v in after} == {"month 3", "month 4"}
+
+    created_only, created_link = collect(client, path, params={"changeType": "created"})
+    assert {v["id"] for v in created_only} == set(months.values())
+    _, updated_link = collect(client, path, params={"changeType": "updated", "$select": "isRead"})
+    _, deleted_link = collect(client, path, params={"changeType": "deleted"})
+    client.patch(f"/users/{user.id}/messages/{months[1]}", json={"isRead": True})
+    client.delete(f"/users/{user.id}/messages/{months[2]}")
+    fresh = sim.add_message(sim.tenant().id, user.id, dated(user, "month 5"), folder)
+    created, _ = collect(client, created_link)
+    assert [v["id"] for v in created] == [fresh]
+    updated, _ = collect(client, updated_link)
+    assert [(v["id"], v["isRead"]) for v in updated] == [(months[1], True)]
+    deleted, _ = collect(client, deleted_link)
+    assert [(v["id"], v["@removed"]) for v in deleted] == [(months[2], {"reason": "deleted"})]
+    for params in (
+        {"$filter": "isRead eq false"},
+        {"$orderby": "subject"},
+        {"$search": '"month"'},
+        {"changeType": "moved"},
+    ):
+        assert client.get(path, params=params).status_code == 400, params
