@@ -35,6 +35,7 @@ from safekeep.tenants.models import (
     JobTask,
     Snapshot,
     SnapshotStatus,
+    TaskStatus,
     utcnow,
 )
 from safekeep.workers.context import unit_of_work
@@ -249,7 +250,15 @@ class SnapshotRun:
             raise Cancelled()
 
     async def complete(self, *, skipped: int = 0) -> Snapshot:
+        """Finish the snapshot and, in the same transaction, its task: a worker that dies in
+        between cannot leave a finished snapshot under a task that looks unfinished (which
+        would be run again into a needless new snapshot)."""
         async with unit_of_work(self.runtime) as session:
+            if self.task_id is not None:
+                task = await session.get(JobTask, self.task_id)
+                if task is not None:
+                    task.status = TaskStatus.partial if skipped else TaskStatus.succeeded
+                    task.finished_at = utcnow()
             snapshot = await session.get(Snapshot, self.snapshot_id)
             assert snapshot is not None
             snapshot.status = SnapshotStatus.partial if skipped else SnapshotStatus.complete

@@ -283,9 +283,10 @@ async def _end_task(runtime: Runtime, task_id: uuid.UUID, status: TaskStatus) ->
         task = await job_repository.get_task(session, task_id)
         if task is None:
             return
-        task.status = status
-        task.finished_at = utcnow()
-        await session.flush()
+        if task.status not in TERMINAL_TASK:  # a finished snapshot already settled its task
+            task.status = status
+            task.finished_at = utcnow()
+            await session.flush()
         await _finish_job(session, task.job_id)
 
 
