@@ -460,6 +460,15 @@ def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
     async def upload(request: Request) -> Response:
         from graphsim.uploads import accept_fragment
 
+        if request.headers.get("authorization"):
+            # The URL is pre-authenticated; a bearer token sent to it is refused (Graph: "may
+            # result in an HTTP 401"), which also catches a client leaking its token there.
+            err = GraphError(
+                401,
+                "unauthenticated",
+                "Do not send an Authorization header to an upload URL: it is pre-authenticated.",
+            )
+            return JSONResponse(error_body(err, "", ""), 401)
         session_id = request.path_params["session"]
         session = engine.upload_sessions.get(session_id)
         if session is None or time.time() > session.expires:

@@ -213,3 +213,18 @@ def test_library_file_times_reach_its_list_item(sim: Simulator, client: httpx.Cl
     row = next(r for r in rows if r["fields"].get("FileLeafRef") == "dated.txt")
     assert row["fields"]["Modified"] == MODIFIED
     assert row["lastModifiedDateTime"] == MODIFIED
+
+
+def test_upload_url_refuses_a_bearer_token(
+    client: httpx.Client, plain: httpx.Client, drive_id: str
+) -> None:
+    url = client.post(
+        f"/drives/{drive_id}/root:/Times/tokenless.bin:/createUploadSession", json={}
+    ).json()["uploadUrl"]
+    leaked = plain.put(
+        url,
+        content=b"abc",
+        headers={"Content-Range": "bytes 0-2/3", "Authorization": "Bearer nope"},
+    )
+    assert leaked.status_code == 401
+    assert plain.put(url, content=b"abc", headers={"Content-Range": "bytes 0-2/3"}).is_success
