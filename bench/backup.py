@@ -24,7 +24,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.common import Graphsim, Table, column_settings, measure, start_graphsim
+from bench.common import (
+    Graphsim,
+    Table,
+    add_tenant_arguments,
+    column_settings,
+    describe,
+    measure,
+    start_tenant_graphsim,
+)
 from safekeep import logging as safekeep_logging
 from safekeep.migrate import upgrade
 from safekeep.runtime import Runtime
@@ -41,7 +49,6 @@ from safekeep.tenants.models import (
     JobTask,
     JobTrigger,
     Tenant,
-    utcnow,
 )
 from safekeep.tenants.msp import service as msp_service
 from safekeep.tenants.scope import system_principal
@@ -50,7 +57,6 @@ from safekeep.tenants.tenant import service as tenant_service
 from safekeep.workers import broker
 from safekeep.workers.process import start_worker
 
-SERVICES = ["mail", "calendar", "contacts", "onedrive"]
 EDITABLE = {"message", "file", "event", "contact"}
 
 
@@ -187,18 +193,7 @@ async def edit_one_percent(settings: Settings, sim: Graphsim, seed: int) -> int:
 def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
     with tempfile.TemporaryDirectory(prefix=f"bench-backup-{column}-") as tmp:
         root = Path(tmp)
-        sim = start_graphsim(
-            root / "graphsim",
-            users=args.users,
-            messages=args.messages,
-            files=args.files,
-            events=args.events,
-            contacts=args.contacts,
-            sites=0,
-            latency_ms=args.latency_ms,
-            throttling="microsoft",
-            seed=args.seed,
-        )
+        sim = start_tenant_graphsim(root, args)
         try:
             settings = column_settings(column, root / "data", sim)
             upgrade(settings.resolved_database_url)
@@ -246,16 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--column", action="append", choices=["embedded", "seaweedfs"])
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--messages", type=int, default=2000, help="per tenant")
-    parser.add_argument("--files", type=int, default=400, help="per tenant")
-    parser.add_argument("--events", type=int, default=400, help="per tenant")
-    parser.add_argument("--contacts", type=int, default=400, help="per tenant")
-    parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--services", default=",".join(SERVICES))
+    add_tenant_arguments(parser)
     args = parser.parse_args()
     args.services = args.services.split(",")
     safekeep_logging.configure("WARNING")
@@ -281,12 +267,7 @@ def main() -> None:
     for column in args.column or ["embedded"]:
         run_column(column, args, table)
     print()
-    print(
-        f"{args.users} users, {args.messages} messages, {args.files} files, {args.events} events, "
-        f"{args.contacts} contacts; latency {args.latency_ms} ms; Microsoft throttling; "
-        f"{args.workers} worker threads; {utcnow():%Y-%m-%d}; "
-        f"total {time.perf_counter() - started:.0f} s"
-    )
+    print(describe(args, started))
     print(table.render())
 
 

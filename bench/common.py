@@ -3,6 +3,7 @@ the two columns, resource sampling and table printing."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -169,3 +170,44 @@ class Table:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+SERVICES = ["mail", "calendar", "contacts", "onedrive"]
+
+
+def add_tenant_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulated tenant and the run's shape, shared by the backup and restore benches."""
+    parser.add_argument("--column", action="append", choices=["embedded", "seaweedfs"])
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=2000, help="per tenant")
+    parser.add_argument("--files", type=int, default=400, help="per tenant")
+    parser.add_argument("--events", type=int, default=400, help="per tenant")
+    parser.add_argument("--contacts", type=int, default=400, help="per tenant")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--services", default=",".join(SERVICES))
+
+
+def start_tenant_graphsim(root: Path, args: argparse.Namespace) -> Graphsim:
+    return start_graphsim(
+        root / "graphsim",
+        users=args.users,
+        messages=args.messages,
+        files=args.files,
+        events=args.events,
+        contacts=args.contacts,
+        sites=0,
+        latency_ms=args.latency_ms,
+        throttling="microsoft",
+        seed=args.seed,
+    )
+
+
+def describe(args: argparse.Namespace, started: float) -> str:
+    return (
+        f"{args.users} users, {args.messages} messages, {args.files} files, {args.events} events, "
+        f"{args.contacts} contacts; latency {args.latency_ms} ms; Microsoft throttling; "
+        f"{args.workers} worker threads; {time.strftime('%Y-%m-%d')}; "
+        f"total {time.perf_counter() - started:.0f} s"
+    )

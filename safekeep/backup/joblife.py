@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.graph.errors import AuthError, ConsentRequired, GraphError, TransientError
 from safekeep.runtime import Runtime
@@ -42,22 +43,31 @@ class JobFailed(Exception):
 Body = Callable[[Runtime, Job, Tenant], Awaitable[JobOutcome]]
 
 
+async def load_runnable(session: AsyncSession, job_id: str) -> Job | None:
+    """The job if there is work to do: None when it is gone or finished, and a job whose
+    cancellation was asked for before it started is settled as cancelled here."""
+    job = await job_repository.get_system(session, uuid.UUID(job_id))
+    if job is None or job.status.finished:
+        return None
+    if job.cancel_requested_at is not None:
+        await job_repository.set_job_status(
+            session,
+            job.id,
+            from_statuses=[JobStatus.queued, JobStatus.running],
+            to_status=JobStatus.cancelled,
+            now=utcnow(),
+        )
+        return None
+    return job
+
+
 async def run_job(job_id: str, body: Body, *, max_attempts: int = 5) -> None:
     runtime = current_runtime()
     async with unit_of_work(runtime) as session:
-        job = await job_repository.get_system(session, uuid.UUID(job_id))
-        if job is None or job.status.finished:
+        job = await load_runnable(session, job_id)
+        if job is None:
             return
         now = utcnow()
-        if job.cancel_requested_at is not None:
-            await job_repository.set_job_status(
-                session,
-                job.id,
-                from_statuses=[JobStatus.queued, JobStatus.running],
-                to_status=JobStatus.cancelled,
-                now=now,
-            )
-            return
         await job_repository.set_job_status(
             session, job.id, from_statuses=[JobStatus.queued], to_status=JobStatus.running, now=now
         )

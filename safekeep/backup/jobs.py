@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from safekeep.backup.catalog import Cancelled, SnapshotRun
 from safekeep.backup.collect import SERVICES_BY_KIND, CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
+from safekeep.backup.joblife import load_runnable
 from safekeep.graph.errors import (
     AuthError,
     ConsentRequired,
@@ -77,19 +78,10 @@ def _found_key(service: str) -> str:
 async def start_backup_job(job_id: str) -> None:
     runtime = current_runtime()
     async with unit_of_work(runtime) as session:
-        job = await job_repository.get_system(session, uuid.UUID(job_id))
-        if job is None or job.status.finished:
+        job = await load_runnable(session, job_id)
+        if job is None:
             return
         now = utcnow()
-        if job.cancel_requested_at is not None:
-            await job_repository.set_job_status(
-                session,
-                job.id,
-                from_statuses=[JobStatus.queued, JobStatus.running],
-                to_status=JobStatus.cancelled,
-                now=now,
-            )
-            return
         tenant = await tenant_repository.get_system(session, job.tenant_id)
         assert tenant is not None
         msp = await msp_repository.get(session, tenant.msp_id)

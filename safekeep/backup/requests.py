@@ -129,25 +129,15 @@ async def request_restore(
         "folder": target.get("folder", "original"),
     }
     params["conflict"] = body.get("conflict", "skip")
-    job = await tenant_service.start_job(
-        session,
-        tenant,
-        kind=JobKind.restore,
-        trigger=JobTrigger.manual,
-        requested_by=principal.actor,
-        params=params,
-    )
-    await audit.record_for(
+    return await tenant_service.start_requested_job(
         session,
         principal,
-        "restore.requested",
-        tenant_id=tenant.id,
-        target_type="job",
-        target_id=job.id,
-        details=params,
+        tenant,
+        kind=JobKind.restore,
+        params=params,
+        action="restore.requested",
         ip=ip,
     )
-    return job
 
 
 async def request_export(

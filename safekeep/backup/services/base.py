@@ -8,11 +8,14 @@ The engine (jobs, restore and export jobs, the browse API) only ever talks to th
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
+
+import structlog
 
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.collect import CollectContext
@@ -22,6 +25,7 @@ from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import Account, ItemVersion, Tenant
 
 ContentReader = Callable[[], Awaitable[bytes | None]]
+log = structlog.get_logger(__name__)
 
 
 async def read_document(repo: TenantRepository, version: ItemVersion) -> dict[str, Any] | None:
@@ -126,6 +130,65 @@ class Selection:
             names.append(folder.name)
             current = folder.parent_external_id
         return list(reversed(names))
+
+
+async def restore_each(
+    ctx: RestoreContext,
+    selection: Selection,
+    restore_one: Callable[[ItemVersion], Awaitable[None]],
+    *,
+    concurrency: int,
+) -> None:
+    """Restore the selection's items a few at a time (memory stays bounded: items are pulled
+    from the selection only as slots free up); one failing item never stops the rest, it is
+    reported with the reason Graph or the service gave."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(version: ItemVersion) -> None:
+        try:
+            await restore_one(version)
+        except Exception as exc:
+            log.warning(
+                "item_restore_failed",
+                service=ctx.service,
+                item_id=str(version.item_id),
+                error=str(exc)[:300],
+            )
+            await ctx.report.failed(
+                version, code=str(getattr(exc, "reason", type(exc).__name__)), detail=str(exc)
+            )
+        finally:
+            slots.release()
+
+    async with asyncio.TaskGroup() as group:
+        async for version in selection.items():
+            await slots.acquire()
+            group.create_task(one(version))
+
+
+def rendered_content(
+    version: ItemVersion,
+    *,
+    media_type: str,
+    filename: str,
+    suffix: str,
+    render: Callable[[], AsyncIterator[bytes]],
+) -> Content:
+    """Content rendered on the fly from the stored document (ICS, VCF): no known size, no
+    ranges; the ETag follows the document it is rendered from."""
+    document = version.document or {}
+
+    def open_rendered(start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
+        return render()
+
+    return Content(
+        media_type=media_type,
+        filename=filename,
+        size=None,
+        etag=f'"{document.get("sha256", version.id)}-{suffix}"',
+        rangeable=False,
+        open=open_rendered,
+    )
 
 
 # ---- export --------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from safekeep.tenants.models import (
     JobIssue,
     JobKind,
     JobStatus,
-    JobTrigger,
     utcnow,
 )
 from safekeep.tenants.pagination import Page
@@ -92,25 +91,15 @@ async def start_backup(
         params["account_ids"] = sorted(str(a) for a in wanted)
     if services:
         params["services"] = sorted(set(services))
-    job = await tenant_service.start_job(
-        session,
-        tenant,
-        kind=JobKind.backup,
-        trigger=JobTrigger.manual,
-        requested_by=principal.actor,
-        params=params,
-    )
-    await audit.record_for(
+    return await tenant_service.start_requested_job(
         session,
         principal,
-        "backup.requested",
-        tenant_id=tenant.id,
-        target_type="job",
-        target_id=job.id,
-        details=params,
+        tenant,
+        kind=JobKind.backup,
+        params=params,
+        action="backup.requested",
         ip=ip,
     )
-    return job
 
 
 async def start_discovery(
@@ -122,24 +111,15 @@ async def start_discovery(
             f"The tenant's admin consent is {tenant.consent_state}; discovery needs it granted",
             consent_state=str(tenant.consent_state),
         )
-    job = await tenant_service.start_job(
-        session,
-        tenant,
-        kind=JobKind.discover,
-        trigger=JobTrigger.manual,
-        requested_by=principal.actor,
-        params={},
-    )
-    await audit.record_for(
+    return await tenant_service.start_requested_job(
         session,
         principal,
-        "discovery.requested",
-        tenant_id=tenant.id,
-        target_type="job",
-        target_id=job.id,
+        tenant,
+        kind=JobKind.discover,
+        params={},
+        action="discovery.requested",
         ip=ip,
     )
-    return job
 
 
 async def cancel(

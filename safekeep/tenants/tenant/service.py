@@ -295,6 +295,38 @@ async def start_job(
     return job
 
 
+async def start_requested_job(
+    session: AsyncSession,
+    principal: Principal,
+    tenant: Tenant,
+    *,
+    kind: JobKind,
+    params: dict[str, Any],
+    action: str,
+    ip: str | None,
+) -> Job:
+    """A job someone asked for through the API: created, enqueued after commit, audited."""
+    job = await start_job(
+        session,
+        tenant,
+        kind=kind,
+        trigger=JobTrigger.manual,
+        requested_by=principal.actor,
+        params=params,
+    )
+    await audit.record_for(
+        session,
+        principal,
+        action,
+        tenant_id=tenant.id,
+        target_type="job",
+        target_id=job.id,
+        details=params,
+        ip=ip,
+    )
+    return job
+
+
 def app_credentials(settings: Settings, tenant: Tenant) -> AppCredentials:
     from safekeep.tenants.secrets import unseal
 

@@ -28,6 +28,7 @@ from safekeep.backup.services.base import (
     RestoreContext,
     Selection,
     read_document,
+    rendered_content,
 )
 from safekeep.backup.services.calendar import collect as collector
 from safekeep.backup.services.calendar import document as documents
@@ -69,16 +70,12 @@ class CalendarService:
         if version.kind != collector.EVENT_KIND or not version.document:
             raise ValueError("only events have an ICS form")
 
-        def open_ics(start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
-            return _ics_stream(repo, version)
-
-        return Content(
+        return rendered_content(
+            version,
             media_type=ICS_TYPE,
             filename=ics_filename(version),
-            size=None,
-            etag=f'"{version.document.get("sha256", version.id)}-ics"',
-            rangeable=False,
-            open=open_ics,
+            suffix="ics",
+            render=lambda: _ics_stream(repo, version),
         )
 
     async def restore(self, ctx: RestoreContext, selection: Selection) -> None:

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import structlog
 
-from safekeep.backup.services.base import RestoreContext, Selection, read_document
+from safekeep.backup.services.base import RestoreContext, Selection, read_document, restore_each
 from safekeep.backup.services.calendar.document import (
     address,
     cancelled_dates,
@@ -191,23 +191,7 @@ class CalendarRestore:
         self._lock = asyncio.Lock()
 
     async def restore(self) -> None:
-        slots = asyncio.Semaphore(CONCURRENCY)
-
-        async def one(version: ItemVersion) -> None:
-            try:
-                await self._restore_one(version)
-            except Exception as exc:  # one failing event never stops the rest
-                log.warning("event_restore_failed", item_id=str(version.item_id), error=str(exc))
-                await self.ctx.report.failed(
-                    version, code=str(getattr(exc, "reason", type(exc).__name__)), detail=str(exc)
-                )
-            finally:
-                slots.release()
-
-        async with asyncio.TaskGroup() as group:
-            async for version in self.selection.items():
-                await slots.acquire()
-                group.create_task(one(version))
+        await restore_each(self.ctx, self.selection, self._restore_one, concurrency=CONCURRENCY)
 
     # ---- calendars -----------------------------------------------------------------------
 

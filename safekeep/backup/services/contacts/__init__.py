@@ -24,6 +24,7 @@ from safekeep.backup.services.base import (
     RestoreContext,
     Selection,
     read_document,
+    rendered_content,
 )
 from safekeep.backup.services.contacts import collect as collector
 from safekeep.backup.services.contacts import document as documents
@@ -61,16 +62,12 @@ class ContactsService:
         if version.kind != collector.CONTACT_KIND or not version.document:
             raise ValueError("only contacts have a vCard form")
 
-        def open_vcf(start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
-            return _vcard(repo, version)
-
-        return Content(
+        return rendered_content(
+            version,
             media_type=VCARD_TYPE,
             filename=vcf_filename(version),
-            size=None,
-            etag=f'"{version.document.get("sha256", version.id)}-vcf"',
-            rangeable=False,
-            open=open_vcf,
+            suffix="vcf",
+            render=lambda: _vcard(repo, version),
         )
 
     async def restore(self, ctx: RestoreContext, selection: Selection) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import structlog
 
-from safekeep.backup.services.base import RestoreContext, Selection, read_document
+from safekeep.backup.services.base import RestoreContext, Selection, read_document, restore_each
 from safekeep.backup.services.contacts.document import PRIVATE, emails
 from safekeep.graph.client import prefer
 from safekeep.graph.errors import Conflict, GraphError, NotFound
@@ -90,23 +90,7 @@ class ContactsRestore:
         self._lock = asyncio.Lock()
 
     async def restore(self) -> None:
-        slots = asyncio.Semaphore(CONCURRENCY)
-
-        async def one(version: ItemVersion) -> None:
-            try:
-                await self._restore_one(version)
-            except Exception as exc:  # one failing contact never stops the rest
-                log.warning("contact_restore_failed", item_id=str(version.item_id), error=str(exc))
-                await self.ctx.report.failed(
-                    version, code=str(getattr(exc, "reason", type(exc).__name__)), detail=str(exc)
-                )
-            finally:
-                slots.release()
-
-        async with asyncio.TaskGroup() as group:
-            async for version in self.selection.items():
-                await slots.acquire()
-                group.create_task(one(version))
+        await restore_each(self.ctx, self.selection, self._restore_one, concurrency=CONCURRENCY)
 
     # ---- folders -------------------------------------------------------------------------
 
