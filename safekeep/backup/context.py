@@ -99,3 +99,15 @@ async def open_repository(
         data_key=data_key,
         retain_until=utcnow() + keep if keep else None,
     )
+
+
+async def close_loop_resources() -> None:
+    """Close this loop's shared limiter and token providers (a worker shutting down)."""
+    shared = _shared.pop(asyncio.get_running_loop(), None)
+    if shared is None:
+        return
+    for provider in shared.tokens.values():
+        await provider.aclose()
+    close = getattr(shared.limiter, "aclose", None)
+    if close is not None:
+        await close()

@@ -307,6 +307,9 @@ def parse_error_body(content: bytes) -> tuple[str, str, str | None, str | None]:
     )
 
 
+_IDENTITY_GONE_CODES = frozenset({"Authorization_IdentityNotFound"})
+
+
 def classify(
     status: int,
     code: str,
@@ -331,6 +334,11 @@ def classify(
         return ResyncRequired(
             status, code or "resyncRequired", message, location=location, **kwargs
         )
+    if code in _IDENTITY_GONE_CODES:
+        # The app's service principal is gone from the client's tenant: consent was
+        # withdrawn (or never given). A token issued before still parses, then Graph says
+        # this on every call, as 401 or 403.
+        return ConsentRequired(status, code, message, **kwargs)
     if code in _MAILBOX_CODES:
         return MailboxNotEnabled(status, code, message, **kwargs)
     if code in _USER_CODES:

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 import dramatiq
 import redis
+import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
 
 from safekeep.settings import Settings
@@ -28,6 +30,28 @@ def register(actor: dramatiq.Actor) -> None:
     _ACTORS[actor.actor_name] = actor
 
 
+class CloseRuntimes(Middleware):
+    """On worker shutdown, close what the actors opened on the event-loop thread (database
+    pools, HTTP clients, the Redis limiter) instead of leaving it to the garbage collector."""
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from dramatiq.asyncio import get_event_loop_thread
+
+        from safekeep.backup.context import close_loop_resources
+        from safekeep.workers.context import close_runtimes
+
+        async def close() -> None:
+            await close_loop_resources()
+            await close_runtimes()
+
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None:
+            try:
+                loop_thread.run_coroutine(close())
+            except Exception:  # shutting down: log and carry on
+                structlog.get_logger(__name__).warning("worker_cleanup_failed", exc_info=True)
+
+
 def build_broker(settings: Settings) -> dramatiq.Broker:
     url = settings.broker_url
     broker: dramatiq.Broker
@@ -41,6 +65,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             "(use redis:// or leave it unset for the embedded queue)"
         )
     broker.add_middleware(AsyncIO())
+    broker.add_middleware(CloseRuntimes())
     return broker
 
 

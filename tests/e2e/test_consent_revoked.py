@@ -1,0 +1,57 @@
+"""When the client's admin withdraws consent, the next backup says so (a reason an MSP can act
+on), the tenant is marked revoked and subscribed webhooks hear about it, once."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from safekeep.backup.jobs import run_backup_task, start_backup_job
+from safekeep.tenants import outbox
+from safekeep.tenants.models import Job, JobKind, JobTask, WebhookDelivery
+from safekeep.tenants.scope import system_principal
+from safekeep.tenants.webhook import service as webhooks
+from tests.backup.harness import EngineHarness
+
+
+async def run_backup(h: EngineHarness) -> Job:
+    job = await h.start_job(JobKind.backup)
+    await start_backup_job(str(job.id))
+    async with h.runtime.db.session() as session:
+        tasks = (
+            (await session.execute(select(JobTask).where(JobTask.job_id == job.id))).scalars().all()
+        )
+    for task in tasks:
+        await run_backup_task(str(task.id))
+    return await h.job(job.id)
+
+
+async def test_revoked_consent_fails_the_backup_with_a_reason_and_is_announced(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    with outbox.collect():
+        async with h.runtime.db.session() as session:
+            await webhooks.create_endpoint(
+                session,
+                system_principal(h.msp.id),
+                h.runtime.settings,
+                url="https://example.com/hooks",
+                events=["tenant.consent_revoked", "backup.failed"],
+                description=None,
+            )
+    await h.set_policy(services=["contacts"])
+    assert (await run_backup(h)).status == "succeeded"
+    h.sim.revoke_consent(h.sim_tenant_id)
+    job = await run_backup(h)
+    assert job.status == "failed"
+    assert job.error_code == "consent_revoked"
+    tenant = await h.reload_tenant()
+    assert tenant.consent_state == "revoked"
+    async with h.runtime.db.session() as session:
+        tasks = (
+            (await session.execute(select(JobTask).where(JobTask.job_id == job.id))).scalars().all()
+        )
+        events = (await session.execute(select(WebhookDelivery.event_type))).scalars().all()
+    assert {t.error_code for t in tasks} == {"consent_revoked"}
+    assert all("consent" in (t.error_detail or "") for t in tasks)
+    assert sorted(events) == ["backup.failed", "tenant.consent_revoked"]  # announced once
