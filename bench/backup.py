@@ -19,9 +19,11 @@ import random
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 
 from bench.common import (
@@ -34,6 +36,7 @@ from bench.common import (
     start_tenant_graphsim,
 )
 from safekeep import logging as safekeep_logging
+from safekeep.api.app import create_app
 from safekeep.migrate import upgrade
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
@@ -52,7 +55,6 @@ from safekeep.tenants.models import (
 )
 from safekeep.tenants.msp import service as msp_service
 from safekeep.tenants.scope import system_principal
-from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.workers import broker
 from safekeep.workers.process import start_worker
@@ -60,11 +62,18 @@ from safekeep.workers.process import start_worker
 EDITABLE = {"message", "file", "event", "contact"}
 
 
-async def connect(settings: Settings, sim: Graphsim, services: list[str]) -> uuid.UUID:
+@dataclass(frozen=True)
+class Connected:
+    tenant_id: uuid.UUID
+    api_key: str
+
+
+async def connect(settings: Settings, sim: Graphsim, services: list[str]) -> Connected:
+    """An MSP and a consented tenant for the simulated one, with discovery done."""
     runtime = Runtime.build(settings, send=broker.send_messages)
     try:
         async with runtime.db.session() as session:
-            msp, _key = await msp_service.create_with_admin_key(session, name="Bench MSP")
+            msp, key = await msp_service.create_with_admin_key(session, name="Bench MSP")
         with outbox.collect() as box:
             async with runtime.db.session() as session:
                 tenant = await tenant_service.create(
@@ -89,7 +98,7 @@ async def connect(settings: Settings, sim: Graphsim, services: list[str]) -> uui
                 )
         broker.send_messages(box.messages)
         await wait(runtime, job.id)
-        return tenant.id
+        return Connected(tenant.id, key)
     finally:
         await runtime.close()
 
@@ -108,23 +117,18 @@ async def wait(runtime: Runtime, job_id: uuid.UUID) -> Job:
         await asyncio.sleep(0.25)
 
 
-async def backup(settings: Settings, tenant_id: uuid.UUID) -> dict[str, Any]:
+async def backup(settings: Settings, tenant: Connected) -> dict[str, Any]:
+    """A manual backup asked for as a partner would: POST /v1/tenants/{id}/backups."""
     runtime = Runtime.build(settings, send=broker.send_messages)
     try:
-        with outbox.collect() as box:
-            async with runtime.db.session() as session:
-                tenant = await tenant_repository.get_system(session, tenant_id)
-                assert tenant is not None
-                job = await tenant_service.start_job(
-                    session,
-                    tenant,
-                    kind=JobKind.backup,
-                    trigger=JobTrigger.manual,
-                    requested_by="bench",
-                    params={},
-                )
-        broker.send_messages(box.messages)
-        job = await wait(runtime, job.id)
+        transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            r = await client.post(
+                f"/v1/tenants/{tenant.tenant_id}/backups",
+                headers={"Authorization": f"Bearer {tenant.api_key}"},
+            )
+            r.raise_for_status()
+        job = await wait(runtime, uuid.UUID(r.json()["id"]))
         async with runtime.db.session() as session:
             items, nbytes, skipped = (
                 await session.execute(
@@ -143,13 +147,13 @@ async def backup(settings: Settings, tenant_id: uuid.UUID) -> dict[str, Any]:
         await runtime.close()
 
 
-async def storage_figures(settings: Settings, tenant_id: uuid.UUID) -> dict[str, int]:
+async def storage_figures(settings: Settings, tenant: Connected) -> dict[str, int]:
     runtime = Runtime.build(settings, send=broker.send_messages)
     try:
         async with runtime.db.session() as session:
             rows = (await session.execute(select(ItemVersion.content, ItemVersion.document))).all()
-            tenant = await session.get(Tenant, tenant_id)
-        assert tenant is not None
+            row = await session.get(Tenant, tenant.tenant_id)
+        assert row is not None
         source = 0
         unique: dict[str, int] = {}
         for content, document in rows:
@@ -161,7 +165,7 @@ async def storage_figures(settings: Settings, tenant_id: uuid.UUID) -> dict[str,
                         unique[chunk.name] = chunk.size
         store = await runtime.blobs()
         stored = 0
-        async for key in store.list(f"{tenant.storage_prefix}chunks/"):
+        async for key in store.list(f"{row.storage_prefix}chunks/"):
             stored += await store.size(key)
         return {"source": source, "unique": sum(unique.values()), "stored": stored}
     finally:
@@ -199,19 +203,19 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
             upgrade(settings.resolved_database_url)
             worker = start_worker(settings, threads=args.workers)
             try:
-                tenant_id = asyncio.run(connect(settings, sim, args.services))
+                tenant = asyncio.run(connect(settings, sim, args.services))
                 for label in ("full", "incremental"):
                     if label == "incremental":
                         edited = asyncio.run(edit_one_percent(settings, sim, args.seed))
                         print(f"[{column}] edited {edited} items (1%)", flush=True)
                     before = sim.counters()
                     with measure() as usage:
-                        result = asyncio.run(backup(settings, tenant_id))
+                        result = asyncio.run(backup(settings, tenant))
                     after = sim.counters()
                     requests = after["total"] - before["total"]
                     throttled = after["throttled"] - before["throttled"]
                     violations = after["retry_after_violations"] - before["retry_after_violations"]
-                    figures = asyncio.run(storage_figures(settings, tenant_id))
+                    figures = asyncio.run(storage_figures(settings, tenant))
                     items = max(1, result["items"])
                     table.add(
                         column,

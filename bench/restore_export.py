@@ -79,8 +79,9 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
             upgrade(settings.resolved_database_url)
             worker = start_worker(settings, threads=args.workers)
             try:
-                tenant_id = asyncio.run(connect(settings, sim, args.services))
-                asyncio.run(backup(settings, tenant_id))
+                tenant = asyncio.run(connect(settings, sim, args.services))
+                asyncio.run(backup(settings, tenant))
+                tenant_id = tenant.tenant_id
                 with measure() as usage:
                     result = asyncio.run(whole_tenant(settings, tenant_id, JobKind.restore))
                 totals = result["totals"]
