@@ -3,6 +3,7 @@ point in time, into the original account or another, in place or under a new fol
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Any
@@ -15,10 +16,12 @@ from safekeep.backup.services import module_for
 from safekeep.backup.services.base import ConflictRule, FolderMode, RestoreContext
 from safekeep.runtime import Runtime
 from safekeep.tenants.account import repository as account_repository
-from safekeep.tenants.models import Account, AccountState, Job, Tenant
+from safekeep.tenants.models import Account, AccountState, Job, Tenant, utcnow
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant.service import system_scope
 from safekeep.workers.context import unit_of_work
+
+UNIT_CONCURRENCY = 4
 
 
 def restored_folder_name(now: datetime) -> str:
@@ -47,20 +50,28 @@ async def restore(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
             raise JobFailed(
                 "target_not_found", "The target account does not exist or is not active"
             )
-    reports = []
-    for unit in units:
-        report = await restore_unit(
-            runtime,
-            tenant,
-            tenant_scope,
-            unit,
-            scope,
-            target=target or unit.account,
-            folder_mode=params.get("target", {}).get("folder", "original"),
-            conflict=params.get("conflict", "skip"),
-            job_id=job.id,
-        )
-        reports.append(report.summary())
+    # Accounts are restored side by side (each still within Microsoft's per-mailbox limits,
+    # which the Graph client enforces); one "Restored <date>" name serves the whole job.
+    now = utcnow()
+    slots = asyncio.Semaphore(UNIT_CONCURRENCY)
+
+    async def one(unit: Unit) -> dict[str, Any]:
+        async with slots:
+            report = await restore_unit(
+                runtime,
+                tenant,
+                tenant_scope,
+                unit,
+                scope,
+                target=target or unit.account,
+                folder_mode=params.get("target", {}).get("folder", "original"),
+                conflict=params.get("conflict", "skip"),
+                job_id=job.id,
+                now=now,
+            )
+            return report.summary()
+
+    reports = list(await asyncio.gather(*(one(unit) for unit in units)))
     totals = {
         k: sum(r[k] for r in reports)
         for k in ("restored", "skipped", "failed", "bytes", "observed")
@@ -86,8 +97,6 @@ async def restore_unit(
     now: datetime | None = None,
 ) -> JobRestoreReport:
     """Restore one account and service (tests call this directly)."""
-    from safekeep.tenants.models import utcnow
-
     module = module_for(unit.service)
     selection = await build_selection(runtime, tenant_scope, unit, scope)
     report = JobRestoreReport(runtime, job_id, unit.account.id, unit.service)

@@ -1,0 +1,1 @@
+"""Small clients of Safekeep's own API (used by the CLI)."""
