@@ -45,6 +45,12 @@ class Graphsim:
             counters: dict[str, Any] = client.get("/_sim/counters").json()
             return counters
 
+    def cpu_seconds(self) -> float:
+        """CPU time graphsim's process has used (to tell our cost from the simulator's)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -82,8 +82,14 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                 tenant = asyncio.run(connect(settings, sim, args.services))
                 asyncio.run(backup(settings, tenant))
                 tenant_id = tenant.tenant_id
+                before = sim.counters()
+                sim_cpu = sim.cpu_seconds()
                 with measure() as usage:
                     result = asyncio.run(whole_tenant(settings, tenant_id, JobKind.restore))
+                after = sim.counters()
+                sim_cpu = sim.cpu_seconds() - sim_cpu
+                requests = after["total"] - before["total"]
+                throttled = after["throttled"] - before["throttled"]
                 totals = result["totals"]
                 table.add(
                     column,
@@ -94,7 +100,8 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                     f"{usage.peak_rss_mb:.0f}",
                     f"{usage.cpu:.1f}",
                     f"{usage.wall:.1f}",
-                    f"skipped {totals['skipped']}, failed {totals['failed']}",
+                    f"skipped {totals['skipped']}, failed {totals['failed']}; "
+                    f"{requests} Graph requests, {throttled} 429s, graphsim CPU {sim_cpu:.0f} s",
                 )
                 print(table.rows[-1], flush=True)
                 with measure() as usage:
