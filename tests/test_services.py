@@ -13,8 +13,11 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
+import pika
+import pika.exceptions
 import psycopg
 import pytest
 import redis
@@ -28,6 +31,8 @@ from tests.fixtures.services import (
     delete_bucket,
     delete_prefixed,
     drop_database,
+    rabbitmq_api,
+    rabbitmq_test_vhost,
     redis_test_database,
     unique_name,
 )
@@ -138,6 +143,73 @@ def test_redis_database_is_flushed_before_and_after(
             client.set("written-by-this-test", "1")
     with redis.Redis.from_url(upcoming) as after:
         assert after.dbsize() == 0
+
+
+# --- RabbitMQ ---------------------------------------------------------------------------------
+
+
+def _amqp(url: str) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(url))
+
+
+def test_rabbitmq_round_trip_in_a_vhost_of_its_own(
+    rabbitmq_url: str, rabbitmq_server_url: str, rabbitmq_http_url: str
+) -> None:
+    with rabbitmq_api(rabbitmq_server_url, rabbitmq_http_url) as api:
+        version = api.get("/overview").json()["rabbitmq_version"]
+    assert tuple(int(n) for n in version.split(".")[:2]) >= (3, 10)
+    vhost = urlsplit(rabbitmq_url).path.lstrip("/")
+    assert vhost.startswith("sk-test-")
+
+    connection = _amqp(rabbitmq_url)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("backup", durable=True)
+        channel.basic_publish("", "backup", b"task-1", mandatory=True)
+        method, _properties, body = channel.basic_get("backup", auto_ack=True)
+        assert method is not None and body == b"task-1"
+        # With confirms, a publish nothing can route is refused rather than dropped: Dramatiq's
+        # RabbitMQ broker relies on this to declare a deleted queue again.
+        with pytest.raises(pika.exceptions.UnroutableError):
+            channel.basic_publish("", "no-such-queue", b"lost", mandatory=True)
+    finally:
+        connection.close()
+
+    # Another vhost (here the server's default one) does not see this test's queue.
+    default = _amqp(rabbitmq_server_url)
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as missing:
+            default.channel().queue_declare("backup", passive=True)
+        assert missing.value.reply_code == 404
+    finally:
+        default.close()
+
+
+def test_rabbitmq_checks_credentials_and_vhost(rabbitmq_url: str) -> None:
+    parts = urlsplit(rabbitmq_url)
+    wrong_password = rabbitmq_url.replace(f":{parts.password}@", ":not-the-password@")
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        _amqp(wrong_password)
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+        _amqp(f"{rabbitmq_url}-missing")
+
+
+def test_rabbitmq_vhost_is_deleted_with_its_queues_and_connections(
+    rabbitmq_server_url: str, rabbitmq_http_url: str
+) -> None:
+    with rabbitmq_test_vhost(rabbitmq_server_url, rabbitmq_http_url) as url:
+        vhost = urlsplit(url).path.lstrip("/")
+        connection = _amqp(url)
+        channel = connection.channel()
+        channel.queue_declare("default", durable=True)
+        channel.basic_publish("", "default", b"left behind")
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        connection.process_data_events(time_limit=5)
+    assert closed.value.reply_code == 320  # CONNECTION_FORCED: the vhost is gone
+    with rabbitmq_api(rabbitmq_server_url, rabbitmq_http_url) as api:
+        assert api.get(f"/vhosts/{vhost}").status_code == 404
+        assert api.get(f"/queues/{vhost}/default").status_code == 404
 
 
 # --- S3 (SeaweedFS) ---------------------------------------------------------------------------
