@@ -1,4 +1,4 @@
-"""Dramatiq set-up: Redis in scale-out, an in-process stub queue when embedded.
+"""Dramatiq set-up: Redis or RabbitMQ in scale-out, an in-process stub queue when embedded.
 
 Actors are declared once (``safekeep.workers.actors``) and bound to whichever broker
 ``configure`` builds, so tests and the CLI can point the same actors at another broker.
@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dramatiq
+import pika
 import redis
 import structlog
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
@@ -20,6 +22,11 @@ from safekeep.settings import Settings
 from safekeep.tenants.outbox import Message
 
 _ACTORS: dict[str, dramatiq.Actor] = {}
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+AMQP_SCHEMES = ("amqp://", "amqps://")
+# /readyz must answer within its own 5 s budget even when the broker host swallows packets.
+PING_TIMEOUT_SECONDS = 3.0
 
 
 class UnsupportedBroker(ValueError):
@@ -57,12 +64,17 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if not url:
         broker = StubBroker()
-    elif url.startswith(("redis://", "rediss://", "unix://")):
+    elif url.startswith(REDIS_SCHEMES):
         broker = RedisBroker(url=url, namespace="safekeep")
+    elif url.startswith(AMQP_SCHEMES):
+        # Publisher confirms: a message sent after a commit is on the broker when send returns,
+        # as an LPUSH is on Redis; without them a connection lost just after the publish would
+        # drop it silently. Queues carry no prefix: give Safekeep a vhost of its own.
+        broker = RabbitmqBroker(url=url, confirm_delivery=True)
     else:
         raise UnsupportedBroker(
             f"SAFEKEEP_BROKER_URL scheme not supported: {url.split(':', 1)[0]!r} "
-            "(use redis:// or leave it unset for the embedded queue)"
+            "(use redis://, amqp:// or leave it unset for the embedded queue)"
         )
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CloseRuntimes())
@@ -71,10 +83,12 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 def configure(settings: Settings) -> dramatiq.Broker:
     """Build the broker for these settings, make it current and bind every actor to it."""
+    broker = build_broker(settings)
+    # Current before the actors are first declared: otherwise Dramatiq would make up a default
+    # broker for them (a RabbitMQ one on 127.0.0.1:5672, now that pika is installed).
+    dramatiq.set_broker(broker)
     import safekeep.workers.actors  # noqa: F401  (declares and registers the actors)
 
-    broker = build_broker(settings)
-    dramatiq.set_broker(broker)
     for actor in _ACTORS.values():
         actor.broker = broker
         broker.declare_actor(actor)
@@ -97,10 +111,29 @@ def actor_names() -> list[str]:
 def ping(settings: Settings) -> None:
     """Raise if the configured queue is unreachable (for /readyz). The embedded queue lives
     in this process and is always reachable."""
-    if not settings.broker_url:
+    url = settings.broker_url
+    if not url:
         return
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=3)
+    if url.startswith(AMQP_SCHEMES):
+        _ping_rabbitmq(url)
+        return
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=PING_TIMEOUT_SECONDS, socket_timeout=PING_TIMEOUT_SECONDS
+    )
     try:
         client.ping()
     finally:
         client.close()
+
+
+def _ping_rabbitmq(url: str) -> None:
+    """Open and close a real AMQP connection: the handshake checks the credentials and that
+    the vhost exists, which a TCP connect alone would not. Several ``;``-separated URLs are
+    tried in turn, as the broker itself does."""
+    candidates = [pika.URLParameters(part) for part in url.split(";")]
+    for parameters in candidates:
+        parameters.connection_attempts = 1
+        parameters.socket_timeout = PING_TIMEOUT_SECONDS
+        parameters.stack_timeout = PING_TIMEOUT_SECONDS
+    connection = pika.BlockingConnection(candidates)
+    connection.close()
