@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import dramatiq
 import pika
+import pika.exceptions
 import redis
 import structlog
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -135,5 +136,9 @@ def _ping_rabbitmq(url: str) -> None:
         parameters.connection_attempts = 1
         parameters.socket_timeout = PING_TIMEOUT_SECONDS
         parameters.stack_timeout = PING_TIMEOUT_SECONDS
-    connection = pika.BlockingConnection(candidates)
+    try:
+        connection = pika.BlockingConnection(candidates)
+    except pika.exceptions.AMQPConnectionError as exc:
+        # pika's exceptions print as nothing; their repr names the cause (refused, vhost, ...).
+        raise ConnectionError(f"RabbitMQ unreachable: {exc!r}") from exc
     connection.close()
