@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import TypeVarTuple
 
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -178,11 +179,29 @@ async def versions_by_ids(
     return list((await session.execute(stmt)).scalars())
 
 
-def at_seq(stmt: Select[ItemVersion], seq: int) -> Select[ItemVersion]:
+Ts = TypeVarTuple("Ts")
+
+
+def at_seq(stmt: Select[*Ts], seq: int) -> Select[*Ts]:
     """Versions that are the item's state at snapshot ``seq``."""
     return stmt.where(
         ItemVersion.first_seq <= seq,
         or_(ItemVersion.last_seq.is_(None), ItemVersion.last_seq >= seq),
+    )
+
+
+def state_at(
+    stmt: Select[*Ts], scope: TenantScope, account_id: uuid.UUID, service: str, seq: int
+) -> Select[*Ts]:
+    """An account and service as they were at snapshot ``seq``, within the caller's scope:
+    the one filter browse, restore and export all read through."""
+    return at_seq(
+        stmt.where(
+            ItemVersion.account_id == account_id,
+            ItemVersion.service == service,
+            scope.tenant_filter(ItemVersion.tenant_id),
+        ),
+        seq,
     )
 
 
@@ -202,16 +221,12 @@ async def children_at(
     kinds: Collection[str] | None = None,
 ) -> list[tuple[Item, ItemVersion]]:
     """Items directly under a folder (or at the root when None) as of ``seq``, by name."""
-    stmt = (
-        select(Item, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            scope.tenant_filter(ItemVersion.tenant_id),
-            ItemVersion.first_seq <= seq,
-            or_(ItemVersion.last_seq.is_(None), ItemVersion.last_seq >= seq),
-        )
+    stmt = state_at(
+        select(Item, ItemVersion).join(ItemVersion, ItemVersion.item_id == Item.id),
+        scope,
+        account_id,
+        service,
+        seq,
     )
     if parent_external_id is None:
         stmt = stmt.where(ItemVersion.parent_external_id.is_(None))
@@ -228,34 +243,6 @@ async def children_at(
     return [(i, v) for i, v in (await session.execute(stmt)).all()]
 
 
-async def all_at(
-    session: AsyncSession,
-    scope: TenantScope,
-    account_id: uuid.UUID,
-    service: str,
-    seq: int,
-    *,
-    after_id: uuid.UUID | None = None,
-    limit: int = 1000,
-) -> list[tuple[Item, ItemVersion]]:
-    """Every item of an account and service at ``seq``, in id order (for restore/export)."""
-    stmt = (
-        select(Item, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            scope.tenant_filter(ItemVersion.tenant_id),
-            ItemVersion.first_seq <= seq,
-            or_(ItemVersion.last_seq.is_(None), ItemVersion.last_seq >= seq),
-        )
-    )
-    if after_id is not None:
-        stmt = stmt.where(Item.id > after_id)
-    stmt = stmt.order_by(Item.id).limit(limit)
-    return [(i, v) for i, v in (await session.execute(stmt)).all()]
-
-
 async def get_scoped_item(
     session: AsyncSession,
     scope: TenantScope,
@@ -264,22 +251,6 @@ async def get_scoped_item(
 ) -> Item | None:
     stmt = select(Item).where(
         Item.id == item_id, Item.account_id == account_id, scope.tenant_filter(Item.tenant_id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def get_scoped_item_by_external(
-    session: AsyncSession,
-    scope: TenantScope,
-    account_id: uuid.UUID,
-    service: str,
-    external_id: str,
-) -> Item | None:
-    stmt = select(Item).where(
-        Item.account_id == account_id,
-        Item.service == service,
-        Item.external_id == external_id,
-        scope.tenant_filter(Item.tenant_id),
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -368,14 +339,7 @@ async def versions_at(
 ) -> list[ItemVersion]:
     """The state of an account and service at snapshot ``seq``, filtered, in item order (for
     restore and export, which page through it to keep memory bounded)."""
-    stmt = at_seq(
-        select(ItemVersion).where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            scope.tenant_filter(ItemVersion.tenant_id),
-        ),
-        seq,
-    )
+    stmt = state_at(select(ItemVersion), scope, account_id, service, seq)
     if kinds is not None:
         stmt = stmt.where(ItemVersion.kind.in_(list(kinds)))
     if exclude_kinds:
