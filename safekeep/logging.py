@@ -55,3 +55,6 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
     root.setLevel(level.upper())
     for noisy in ("botocore", "urllib3", "httpx", "httpcore", "opensearch", "msal"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # pika logs each failed connection attempt as several ERRORs with tracebacks; /readyz and
+    # Dramatiq already report an unreachable RabbitMQ with its reason.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
                 raise ValueError("SAFEKEEP_MASTER_KEY must be set in production")
             if self.app_client_secret.get_secret_value() == DEV_APP_CLIENT_SECRET:
                 raise ValueError("SAFEKEEP_APP_CLIENT_SECRET must be set in production")
+            if self.broker_url.startswith("amqp") and not self.redis_url:
+                raise ValueError(
+                    "SAFEKEEP_REDIS_URL must be set with a RabbitMQ broker in production: "
+                    "workers share Microsoft Graph's throttling limits through Redis"
+                )
         return self
 
     # Resolved URLs: the embedded defaults live under data_dir.

@@ -59,3 +59,31 @@ def test_production_refuses_development_secrets(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "SAFEKEEP_MASTER_KEY must be set in production" in result.stderr
+
+
+def test_production_refuses_rabbitmq_without_shared_throttling(tmp_path: Path) -> None:
+    import base64
+
+    import pytest
+    from pydantic import SecretStr, ValidationError
+
+    from safekeep.settings import Environment, Settings
+
+    key = SecretStr(base64.urlsafe_b64encode(b"k" * 32).decode())
+    secret = SecretStr("real-secret")
+    with pytest.raises(ValidationError, match="SAFEKEEP_REDIS_URL must be set"):
+        Settings(
+            env=Environment.production,
+            master_key=key,
+            app_client_secret=secret,
+            broker_url="amqp://rabbit/",
+            data_dir=tmp_path,
+        )
+    assert Settings(
+        env=Environment.production,
+        master_key=key,
+        app_client_secret=secret,
+        broker_url="amqp://rabbit/",
+        redis_url="redis://r/0",
+        data_dir=tmp_path,
+    ).redis_url

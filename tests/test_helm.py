@@ -338,6 +338,7 @@ def test_the_development_master_key_is_refused(
         ({"secrets": {"appClientSecret": ""}}, "secrets.appClientSecret"),
         ({"secrets": {"databaseUrl": "sqlite:///data/safekeep.db"}}, "/secrets/databaseUrl"),
         ({"secrets": {"brokerUrl": ""}}, "secrets.brokerUrl"),
+        ({"secrets": {"brokerUrl": "amqp://u:p@rabbit:5672/sk"}}, "set secrets.redisUrl too"),
         ({"secrets": {"awsSecretAccessKey": ""}}, "awsAccessKeyId and secrets.awsSecretAccessKey"),
         ({"config": {"publicUrl": ""}}, "config.publicUrl"),
         ({"config": {"blobstoreUrl": "file:///data/blobs"}}, "/config/blobstoreUrl"),

@@ -194,6 +194,9 @@ schema checks shapes; this checks what only makes sense together.
 {{- fail (printf "safekeep: secrets.%s (%s) is required (or name your own Secret in secrets.existingSecret)" $key $name) }}
 {{- end }}
 {{- end }}
+{{- if and (hasPrefix "amqp" $s.brokerUrl) (not $s.redisUrl) }}
+{{- fail "safekeep: with a RabbitMQ broker (amqp://), set secrets.redisUrl too: Microsoft Graph throttling limits are shared by all workers through Redis" }}
+{{- end }}
 {{- if and (or $s.awsAccessKeyId $s.awsSecretAccessKey) (not (and $s.awsAccessKeyId $s.awsSecretAccessKey)) }}
 {{- fail "safekeep: set both secrets.awsAccessKeyId and secrets.awsSecretAccessKey, or neither" }}
 {{- end }}
