@@ -82,8 +82,18 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
+_current: tuple[str, dramatiq.Broker] | None = None
+
+
 def configure(settings: Settings) -> dramatiq.Broker:
-    """Build the broker for these settings, make it current and bind every actor to it."""
+    """Make the broker for these settings current and bind every actor to it.
+
+    Idempotent for the same queue URL: the API's lifespan, the scheduler and the worker of one
+    process all call this, and with the embedded (in-process) queue a second broker would be a
+    second queue that no worker reads."""
+    global _current
+    if _current is not None and _current[0] == settings.broker_url:
+        return _current[1]
     broker = build_broker(settings)
     # Current before the actors are first declared: otherwise Dramatiq would make up a default
     # broker for them (a RabbitMQ one on 127.0.0.1:5672, now that pika is installed).
@@ -93,6 +103,7 @@ def configure(settings: Settings) -> dramatiq.Broker:
     for actor in _ACTORS.values():
         actor.broker = broker
         broker.declare_actor(actor)
+    _current = (settings.broker_url, broker)
     return broker
 
 

@@ -112,7 +112,7 @@ WORKER = textwrap.dedent(
 async def test_another_process_shares_pauses_and_its_slots_expire_when_it_dies(
     redis_url: str, limiters: LimiterFactory
 ):
-    worker = subprocess.Popen(  # noqa: ASYNC220 - started once, read from a thread
+    worker = subprocess.Popen(  # started once, read from a thread
         [sys.executable, "-c", WORKER, redis_url, limiters.prefix],  # type: ignore[attr-defined]
         stdout=subprocess.PIPE,
         text=True,

@@ -1,0 +1,112 @@
+"""`make run` is `safekeep serve --demo`: one process with the API, the in-process queue and
+worker, the scheduler, and graphsim with a tenant connected through consent. Run it as an MSP
+would and take a backup through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_serve_demo_backs_up_through_its_own_worker(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEKEEP_")}
+    env["SAFEKEEP_DATA_DIR"] = str(tmp_path / "data")
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safekeep.cli", "serve", "--demo", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        key = None
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and key is None:
+                await asyncio.sleep(0.5)
+                log.seek(0)
+                key = next(
+                    (
+                        line.split("=", 1)[1].strip()
+                        for line in log
+                        if line.startswith("SAFEKEEP_API_KEY=")
+                    ),
+                    None,
+                )
+            assert key, (tmp_path / "serve.log").read_text()[-3000:]
+            headers = {"Authorization": f"Bearer {key}"}
+
+            async def poll(path: str, done: Callable[[Any], bool], timeout: float = 120) -> Any:
+                end = time.monotonic() + timeout
+                while True:
+                    try:
+                        r = await client.get(path, headers=headers)
+                        if r.status_code == 200 and done(r.json()):
+                            return r.json()
+                    except httpx.TransportError:
+                        pass
+                    assert time.monotonic() < end, f"timed out on {path}"
+                    await asyncio.sleep(0.5)
+
+            ready = await poll("/readyz", lambda b: b["status"] == "ok")
+            assert {c["backend"] for c in ready["checks"].values()} >= {
+                "sqlite",
+                "embedded",
+                "file",
+            }
+            tenants = await poll("/v1/tenants", lambda b: bool(b["items"]))
+            tenant = tenants["items"][0]
+            assert tenant["consent_state"] == "granted"
+            jobs = await poll(
+                f"/v1/tenants/{tenant['id']}/jobs",
+                lambda b: bool(b["items"]) and b["items"][-1]["status"] == "succeeded",
+            )
+            assert jobs["items"][-1]["kind"] == "discover"
+            accounts = (
+                await client.get(
+                    f"/v1/tenants/{tenant['id']}/accounts", params={"kind": "user"}, headers=headers
+                )
+            ).json()
+            user = next(a for a in accounts["items"] if a["services_found"].get("mail"))
+            r = await client.post(
+                f"/v1/tenants/{tenant['id']}/backups",
+                json={"account_ids": [user["id"]], "services": ["contacts"]},
+                headers=headers,
+            )
+            assert r.status_code == 202, r.text
+            job = await poll(
+                f"/v1/jobs/{r.json()['id']}",
+                lambda j: j["status"] in ("succeeded", "partial", "failed"),
+            )
+            assert job["status"] == "succeeded", job
+            assert job["progress"]["items"] > 0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
