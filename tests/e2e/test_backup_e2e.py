@@ -5,6 +5,7 @@ loses nothing and duplicates nothing."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from datetime import timedelta
 
@@ -111,3 +112,47 @@ async def test_a_killed_worker_loses_nothing_and_duplicates_nothing(deployment: 
             )
         ).scalar_one()
     assert files == sum(truth.values())
+
+
+async def test_the_scheduler_process_starts_due_backups(deployment: Deployment) -> None:
+    """`safekeep scheduler` as its own process (the Helm chart's scheduler pod): a due tenant
+    gets one scheduled backup, which a worker process runs, and its next run moves on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from safekeep.tenants.models import Tenant, utcnow
+    from tests.e2e.conftest import ROOT, settings_env
+
+    deployment.start_worker()
+    tenant = await deployment.onboard(services=["contacts"])
+    async with deployment.runtime.db.session() as session:
+        row = await session.get(Tenant, uuid.UUID(tenant["id"]))
+        assert row is not None
+        row.next_backup_at = utcnow() - timedelta(minutes=1)
+    env = {**settings_env(deployment.settings), "SAFEKEEP_SCHEDULER_INTERVAL_SECONDS": "1"}
+    log = (deployment.log_dir / "scheduler.log").open("wb")
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "safekeep.cli", "scheduler"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        jobs = await deployment.wait_for(
+            f"/v1/tenants/{tenant['id']}/jobs",
+            lambda page: any(
+                j["trigger"] == "scheduled" and j["status"] == "succeeded" for j in page["items"]
+            ),
+            kind="backup",
+        )
+    finally:
+        os.killpg(scheduler.pid, signal.SIGTERM)
+        scheduler.wait(20)
+    scheduled = [j for j in jobs["items"] if j["trigger"] == "scheduled"]
+    assert len(scheduled) == 1
+    after = await deployment.get(f"/v1/tenants/{tenant['id']}")
+    assert after["next_backup_at"] > utcnow().isoformat()
