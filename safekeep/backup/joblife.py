@@ -31,6 +31,10 @@ class JobOutcome:
     event: tuple[str, dict[str, Any]] | None = None
 
 
+class RetryLater(Exception):
+    """Not now (another job of the tenant is in the way): Dramatiq retries with backoff."""
+
+
 class JobFailed(Exception):
     """A permanent failure with a stable code for the job record."""
 
@@ -90,7 +94,7 @@ async def run_job(job_id: str, body: Body, *, max_attempts: int = 5) -> None:
     except AuthError as exc:
         await _settle(runtime, job.id, JobStatus.failed, {}, code=exc.reason, detail=str(exc))
         return
-    except (GraphError, TransientError, StorageError, OSError) as exc:
+    except (GraphError, TransientError, StorageError, OSError, RetryLater) as exc:
         if attempts >= max_attempts:
             code = str(getattr(exc, "reason", "transient_error"))
             await _settle(runtime, job.id, JobStatus.failed, {}, code=code, detail=str(exc))

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from safekeep.backup.catalog import Cancelled, SnapshotRun
 from safekeep.backup.collect import SERVICES_BY_KIND, CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
-from safekeep.backup.joblife import load_runnable
+from safekeep.backup.joblife import RetryLater, load_runnable
 from safekeep.graph.errors import (
     AuthError,
     ConsentRequired,
@@ -98,7 +98,7 @@ async def start_backup_job(job_id: str) -> None:
             return
         if await job_repository.active_for_tenant(session, tenant.id, JobKind.purge):
             # A purge collects unreferenced blobs: no backup writes new ones meanwhile.
-            raise TransientError(409, "purgeRunning", "a purge of this tenant is running")
+            raise RetryLater("a purge of this tenant is running")
         await job_repository.set_job_status(
             session, job.id, from_statuses=[JobStatus.queued], to_status=JobStatus.running, now=now
         )

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from safekeep.backup.context import open_repository
-from safekeep.backup.joblife import JobFailed, JobOutcome, run_job
+from safekeep.backup.joblife import JobFailed, JobOutcome, RetryLater, run_job
 from safekeep.runtime import Runtime
 from safekeep.storage.errors import BlobLocked, BlobNotFound
 from safekeep.storage.repository import ContentRef
@@ -26,7 +26,7 @@ from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.job import repository as job_repository
-from safekeep.tenants.models import AccountState, Job, JobKind, JobStatus, Tenant, utcnow
+from safekeep.tenants.models import AccountState, Job, JobKind, Tenant, utcnow
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant.service import system_scope
 from safekeep.workers.context import unit_of_work
@@ -34,10 +34,6 @@ from safekeep.workers.context import unit_of_work
 log = structlog.get_logger(__name__)
 
 PAGE = 1000
-
-
-class BackupRunning(Exception):
-    """Retry later: a backup of this tenant is running."""
 
 
 @dataclass
@@ -55,14 +51,9 @@ async def run_purge_job(job_id: str) -> None:
 
 async def purge(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
     async with unit_of_work(runtime) as session:
-        running = [
-            j for j in await job_repository.active_for_tenant(session, tenant.id, JobKind.backup)
-        ]
-    if running:
-        # Dramatiq retries with backoff until the backup is over (max_attempts above).
-        from safekeep.graph.errors import TransientError
-
-        raise TransientError(409, "backupRunning", "a backup of this tenant is running")
+        running = await job_repository.active_for_tenant(session, tenant.id, JobKind.backup)
+    if running:  # retried with backoff until the backup is over (max_attempts above)
+        raise RetryLater("a backup of this tenant is running")
     result: dict[str, Any] = {}
     if job.params.get("account_id"):
         result["account"] = await purge_account(
@@ -247,16 +238,3 @@ async def enqueue_retention(session: Any) -> list[uuid.UUID]:
         )
         started.append(job.id)
     return started
-
-
-__all__ = [
-    "BackupRunning",
-    "GcResult",
-    "JobStatus",
-    "collect_garbage",
-    "enqueue_retention",
-    "purge",
-    "request_account_purge",
-    "retention_sweep",
-    "run_purge_job",
-]

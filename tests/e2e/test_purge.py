@@ -139,7 +139,7 @@ async def test_retention_removes_old_versions_and_keeps_current_ones(engine: Eng
 
 
 async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
-    from safekeep.graph.errors import TransientError
+    from safekeep.backup.joblife import RetryLater
     from safekeep.tenants.models import Job, JobStatus
 
     h = engine
@@ -148,7 +148,7 @@ async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
             Job(tenant_id=h.tenant.id, kind=JobKind.backup, status=JobStatus.running, params={})
         )
     job = await h.start_job(JobKind.purge, {"retention": True})
-    with pytest.raises(TransientError):
+    with pytest.raises(RetryLater):
         await run_purge_job(str(job.id))
     assert (await h.job(job.id)).status == "running"  # retried by Dramatiq, not failed
 

@@ -119,8 +119,3 @@ async def restore_unit(
         )
         await module.restore(ctx, selection)
     return report
-
-
-def describe(params: dict[str, Any]) -> str:
-    s = params.get("scope", {})
-    return f"{s.get('type')} {s.get('service') or ''}".strip()

@@ -100,11 +100,6 @@ async def get_item(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def open_version(session: AsyncSession, item_id: uuid.UUID) -> ItemVersion | None:
-    stmt = select(ItemVersion).where(ItemVersion.item_id == item_id, ItemVersion.last_seq.is_(None))
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 async def open_versions_by_external_ids(
     session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
 ) -> dict[str, ItemVersion]:

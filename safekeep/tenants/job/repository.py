@@ -86,13 +86,6 @@ async def issues(session: AsyncSession, job_id: uuid.UUID, limit: int = 100) -> 
     return list((await session.execute(stmt)).scalars())
 
 
-async def issues_page(
-    session: AsyncSession, job_id: uuid.UUID, *, cursor: str | None, limit: int
-) -> Page[JobIssue]:
-    stmt = select(JobIssue).where(JobIssue.job_id == job_id)
-    return await keyset_page(session, stmt, JobIssue, cursor=cursor, limit=limit)
-
-
 async def active_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, kind: str) -> list[Job]:
     stmt = select(Job).where(
         Job.tenant_id == tenant_id,

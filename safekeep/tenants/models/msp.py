@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import enum
-import uuid
 from datetime import datetime
 
 from sqlalchemy import String
@@ -29,6 +28,3 @@ class Msp(IdMixin, CreatedMixin, Base):
 
     def __repr__(self) -> str:
         return f"Msp({self.id}, {self.name!r})"
-
-
-MspId = uuid.UUID

@@ -12,11 +12,6 @@ async def get(session: AsyncSession, msp_id: uuid.UUID) -> Msp | None:
     return await session.get(Msp, msp_id)
 
 
-async def get_by_stripe_customer(session: AsyncSession, customer_id: str) -> Msp | None:
-    stmt = select(Msp).where(Msp.stripe_customer_id == customer_id)
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 async def list_all(session: AsyncSession) -> list[Msp]:
     return list((await session.execute(select(Msp).order_by(Msp.created_at))).scalars())
 
