@@ -9,13 +9,15 @@ code the workers run.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from graphsim import Simulator
 from safekeep.backup.catalog import SnapshotRun
+from safekeep.backup.collect import CollectContext
 from safekeep.backup.discovery import run_discovery_job
 from safekeep.backup.export.job import run_export_job
 from safekeep.backup.jobs import backup_account_service
@@ -233,3 +235,27 @@ async def connect(
     await harness.reload_tenant()
     await harness.discover()
     return harness
+
+
+@contextmanager
+def worker_killed_at(report: int, *, before_report: bool = False) -> Iterator[None]:
+    """Inside the block, a backup dies as a killed worker would, at its ``report``-th
+    progress report (each report follows a committed page): after saving that report, or
+    just before it with ``before_report``. Raises RuntimeError("worker killed")."""
+    original = CollectContext.progress
+    calls = {"n": 0}
+
+    async def dying(self: CollectContext) -> None:
+        if not before_report:
+            await original(self)
+        calls["n"] += 1
+        if calls["n"] == report:
+            raise RuntimeError("worker killed")
+        if before_report:
+            await original(self)
+
+    CollectContext.progress = dying  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        CollectContext.progress = original  # type: ignore[method-assign]

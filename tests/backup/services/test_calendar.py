@@ -23,7 +23,6 @@ from graphsim import ids, ops
 from graphsim.calendar import fmt_dt
 from graphsim.content import BytesContent
 from graphsim.state import Attachment, OItem
-from safekeep.backup import collect as engine_collect
 from safekeep.backup.services import module_for
 from safekeep.backup.services.calendar import collect as calendar_collect
 from safekeep.backup.services.calendar import ics
@@ -32,7 +31,7 @@ from safekeep.search.query import SearchQuery
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, ItemVersion
-from tests.backup.harness import EngineHarness
+from tests.backup.harness import EngineHarness, worker_killed_at
 
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # a Monday within every window
 CANCELLED = (MONDAY + timedelta(days=28)).date().isoformat()
@@ -357,19 +356,11 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
     add_rich_events(h, account.graph_id)
     monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
     monkeypatch.setattr(calendar_collect, "SWEEP_PAGE_SIZE", 2)
-    original = engine_collect.CollectContext.progress
-    calls = {"n": 0}
-
-    async def dying(self: engine_collect.CollectContext) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("worker killed")
-        await original(self)
-
-    monkeypatch.setattr(engine_collect.CollectContext, "progress", dying)
-    with pytest.raises(RuntimeError, match="worker killed"):
+    with (
+        worker_killed_at(3, before_report=True),
+        pytest.raises(RuntimeError, match="worker killed"),
+    ):
         await h.backup(account, "calendar")
-    monkeypatch.setattr(engine_collect.CollectContext, "progress", original)
     partial = await open_versions(h, account, ["event"])
     assert partial  # something was made durable before the crash
 
@@ -870,19 +861,11 @@ async def test_interrupted_pass_whose_link_expired_starts_afresh(
     account = await first_user(h)
     add_rich_events(h, account.graph_id)
     monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
-    original = engine_collect.CollectContext.progress
-    calls = {"n": 0}
-
-    async def dying(self: engine_collect.CollectContext) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("worker killed")
-        await original(self)
-
-    monkeypatch.setattr(engine_collect.CollectContext, "progress", dying)
-    with pytest.raises(RuntimeError, match="worker killed"):
+    with (
+        worker_killed_at(2, before_report=True),
+        pytest.raises(RuntimeError, match="worker killed"),
+    ):
         await h.backup(account, "calendar")
-    monkeypatch.setattr(engine_collect.CollectContext, "progress", original)
     h.sim.expire_delta_tokens(h.sim_tenant_id)
     run, skipped = await h.backup(account, "calendar")
     assert run.resumed and skipped == 0

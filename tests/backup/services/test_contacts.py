@@ -20,7 +20,6 @@ from sqlalchemy import func, select
 from graphsim import ids, ops
 from graphsim.content import BytesContent
 from graphsim.state import Attachment, Folder, OItem
-from safekeep.backup import collect as engine_collect
 from safekeep.backup.services import module_for
 from safekeep.backup.services.contacts import collect as contacts_collect
 from safekeep.backup.services.contacts.document import escape, fold, vcard
@@ -29,7 +28,7 @@ from safekeep.search.query import SearchQuery
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, ItemVersion
-from tests.backup.harness import EngineHarness
+from tests.backup.harness import EngineHarness, worker_killed_at
 
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"  # a JPEG-ish blob
 
@@ -211,19 +210,11 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
     for n in range(5):
         h.sim.add_contact(h.sim_tenant_id, account.graph_id, given_name=f"P{n}", surname="Page")
     monkeypatch.setattr(contacts_collect, "PAGE_SIZE", 2)
-    original = engine_collect.CollectContext.progress
-    calls = {"n": 0}
-
-    async def dying(self: engine_collect.CollectContext) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("worker killed")
-        await original(self)
-
-    monkeypatch.setattr(engine_collect.CollectContext, "progress", dying)
-    with pytest.raises(RuntimeError, match="worker killed"):
+    with (
+        worker_killed_at(3, before_report=True),
+        pytest.raises(RuntimeError, match="worker killed"),
+    ):
         await h.backup(account, "contacts")
-    monkeypatch.setattr(engine_collect.CollectContext, "progress", original)
     assert await open_versions(h, account, ["contact"])  # some pages were made durable
 
     run, _ = await h.backup(account, "contacts")

@@ -11,16 +11,13 @@ import itertools
 import json
 import tracemalloc
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import select
 
 from graphsim.content import make_docx
 from graphsim.state import Drive, DriveItem
-from safekeep.backup.collect import CollectContext
 from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.drive import collect as drive_collect
 from safekeep.backup.services.drive.collect import ContentMismatch
@@ -28,27 +25,11 @@ from safekeep.backup.services.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.services.onedrive import SERVICE
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import ItemVersion, Job, JobStatus, SkippedItem, Snapshot
-from tests.backup.harness import EngineHarness
+from safekeep.tenants.models import ItemVersion, SkippedItem, Snapshot
+from tests.backup.harness import EngineHarness, worker_killed_at
 
 SERVICE_NAME = "onedrive"
 KINDS = ["drive_folder", "file"]
-
-
-@pytest.fixture(autouse=True)
-def _job_status_as_enum() -> Iterator[None]:
-    """Workaround (see /work/notes/requests-calendar.md): the engine reads Job.status as a
-    plain str; turn it back into JobStatus on load until the column type does."""
-
-    def fix(target: Any, *args: Any) -> None:
-        if not isinstance(target.status, JobStatus) and target.status is not None:
-            set_committed_value(target, "status", JobStatus(target.status))
-
-    event.listen(Job, "load", fix)
-    event.listen(Job, "refresh", fix)
-    yield
-    event.remove(Job, "load", fix)
-    event.remove(Job, "refresh", fix)
 
 
 # ---- helpers: graphsim's side ----------------------------------------------------------------
@@ -246,22 +227,11 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     account = await h.account(user_id)
     drive = drive_of(h, user_id)
     monkeypatch.setattr(drive_collect, "DELTA_PAGE_SIZE", 2)
-    original = CollectContext.progress
-    calls = {"n": 0}
-
-    async def crash_after_two_pages(self: CollectContext) -> None:
-        await original(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("worker killed")
-
-    monkeypatch.setattr(CollectContext, "progress", crash_after_two_pages)
-    with pytest.raises(RuntimeError, match="worker killed"):
+    with worker_killed_at(2), pytest.raises(RuntimeError, match="worker killed"):
         await h.backup(account, SERVICE_NAME)
     partial = await current(h, account)
     assert 0 < len(partial) < len(live(drive))
 
-    monkeypatch.setattr(CollectContext, "progress", original)
     h.sim.reset_counters()
     run, skipped = await h.backup(account, SERVICE_NAME)
     assert run.resumed

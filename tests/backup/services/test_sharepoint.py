@@ -10,12 +10,10 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import select
 
 from graphsim import ops
 from graphsim.content import make_docx
@@ -26,8 +24,8 @@ from safekeep.backup.services.sharepoint import SERVICE
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import ItemVersion, Job, JobStatus
-from tests.backup.harness import EngineHarness
+from safekeep.tenants.models import ItemVersion
+from tests.backup.harness import EngineHarness, worker_killed_at
 
 SERVICE_NAME = "sharepoint"
 KINDS = ["library", "drive_folder", "file", "list", "list_item"]
@@ -43,22 +41,6 @@ COMPUTED = {
     "Edit",
     "LinkTitle",
 }
-
-
-@pytest.fixture(autouse=True)
-def _job_status_as_enum() -> Iterator[None]:
-    """Workaround (see /work/notes/requests-calendar.md): the engine reads Job.status as a
-    plain str; turn it back into JobStatus on load until the column type does."""
-
-    def fix(target: Any, *args: Any) -> None:
-        if not isinstance(target.status, JobStatus) and target.status is not None:
-            set_committed_value(target, "status", JobStatus(target.status))
-
-    event.listen(Job, "load", fix)
-    event.listen(Job, "refresh", fix)
-    yield
-    event.remove(Job, "load", fix)
-    event.remove(Job, "refresh", fix)
 
 
 # ---- graphsim's side ---------------------------------------------------------------------------
@@ -462,7 +444,6 @@ async def test_list_item_download_and_search(engine: EngineHarness) -> None:
 async def test_interrupted_site_backup_resumes(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from safekeep.backup.collect import CollectContext
     from safekeep.backup.services.sharepoint import lists as sp_lists
 
     h = engine
@@ -470,22 +451,12 @@ async def test_interrupted_site_backup_resumes(
     add_library_files(h, site)
     account = await h.account(site.id)
     monkeypatch.setattr(sp_lists, "DELTA_PAGE_SIZE", 2)
-    original = CollectContext.progress
-    calls = {"n": 0}
-
-    async def crash(self: CollectContext) -> None:
-        await original(self)
-        calls["n"] += 1
-        if calls["n"] == 4:  # the site's tops, the library, then inside the list's pages
-            raise RuntimeError("worker killed")
-
-    monkeypatch.setattr(CollectContext, "progress", crash)
-    with pytest.raises(RuntimeError, match="worker killed"):
+    # the fourth report: the site's tops, the library, then inside the list's pages
+    with worker_killed_at(4), pytest.raises(RuntimeError, match="worker killed"):
         await h.backup(account, SERVICE_NAME)
     lst = tracker(h, site)
     stored_items = [k for k in await current(h, account) if k.startswith(f"list:{lst.id}:")]
     assert 0 < len(stored_items) < len([i for i in lst.items.values() if not i.deleted])
-    monkeypatch.setattr(CollectContext, "progress", original)
     run, skipped = await h.backup(account, SERVICE_NAME)
     assert run.resumed
     assert skipped == 0
