@@ -344,6 +344,28 @@ def delta_links(
     return {"@odata.deltaLink": link(req, path, {key: token})}
 
 
+def outlook_delta_resp(
+    req: Req,
+    engine: Engine,
+    state: DeltaState,
+    owner: str,
+    page: list[tuple[int, str, Any, bool]],
+    more: bool,
+    *,
+    path: str,
+    entity: str,
+    values: list[dict[str, Any]],
+) -> Resp:
+    """One page of an Outlook delta (messages, events, contacts, folders): the values, then
+    the next or delta link, as Exchange answers it."""
+    body: dict[str, Any] = {
+        "@odata.context": f"{req.graph_base}/$metadata#Collection({entity})",
+        "value": values,
+    }
+    body.update(delta_links(req, engine, state, owner, page, more, path=path, style="outlook"))
+    return Resp(200, body, prefer_applied(req, state.size))
+
+
 def json_resp(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Resp:

@@ -19,12 +19,11 @@ from graphsim.core import (
     Engine,
     apply_select,
     collection,
-    delta_links,
     delta_page,
     filtered,
     json_resp,
     mailbox_of,
-    prefer_applied,
+    outlook_delta_resp,
     read_delta_token,
     tenant_of,
 )
@@ -542,14 +541,9 @@ def register(router: Router) -> None:
             else obj
             for _s, i, obj, gone in page
         ]
-        body: dict[str, Any] = {
-            "@odata.context": f"{req.graph_base}/$metadata#Collection(event)",
-            "value": values,
-        }
-        body.update(
-            delta_links(req, engine, state, user.id, page, more, path=path, style="outlook")
+        return outlook_delta_resp(
+            req, engine, state, user.id, page, more, path=path, entity="event", values=values
         )
-        return Resp(200, body, prefer_applied(req, state.size))
 
     @router.add("GET", "/users/{user}/calendarView/delta", "exchange")
     def calendar_view_delta(engine: Engine, req: Req) -> Resp:
@@ -698,14 +692,9 @@ def register(router: Router) -> None:
             else apply_select(contact_json(obj), select)
             for _s, i, obj, gone in page
         ]
-        body: dict[str, Any] = {
-            "@odata.context": f"{req.graph_base}/$metadata#Collection(contact)",
-            "value": values,
-        }
-        body.update(
-            delta_links(req, engine, state, user.id, page, more, path=path, style="outlook")
+        return outlook_delta_resp(
+            req, engine, state, user.id, page, more, path=path, entity="contact", values=values
         )
-        return Resp(200, body, prefer_applied(req, state.size))
 
     @router.add("GET", "/users/{user}/contacts/delta", "exchange")
     def default_contacts_delta(engine: Engine, req: Req) -> Resp:

@@ -15,11 +15,11 @@ from graphsim.core import (
     Engine,
     apply_select,
     collection,
-    delta_links,
     delta_page,
     filtered,
     json_resp,
     mailbox_of,
+    outlook_delta_resp,
     prefer_applied,
     read_delta_token,
     tenant_of,
@@ -869,14 +869,9 @@ def register(router: Router) -> None:
                 )
             else:
                 values.append(message_out(req, obj))
-        body: dict[str, Any] = {
-            "@odata.context": f"{req.graph_base}/$metadata#Collection(message)",
-            "value": values,
-        }
-        body.update(
-            delta_links(req, engine, state, user.id, page, more, path=path, style="outlook")
+        return outlook_delta_resp(
+            req, engine, state, user.id, page, more, path=path, entity="message", values=values
         )
-        return Resp(200, body, prefer_applied(req, state.size))
 
     @router.add("GET", "/users/{user}/messages", "exchange")
     def list_messages(engine: Engine, req: Req) -> Resp:
@@ -1091,12 +1086,9 @@ def _folder_delta(
                 }
             )
     name = "mailFolder" if kind == "mail" else "contactFolder"
-    body: dict[str, Any] = {
-        "@odata.context": f"{req.graph_base}/$metadata#Collection({name})",
-        "value": values,
-    }
-    body.update(delta_links(req, engine, state, user.id, page, more, path=path, style="outlook"))
-    return Resp(200, body, prefer_applied(req, state.size))
+    return outlook_delta_resp(
+        req, engine, state, user.id, page, more, path=path, entity=name, values=values
+    )
 
 
 def folder_delta(

@@ -102,6 +102,22 @@ async def versions_per_item(h: EngineHarness, account: Account) -> dict[Any, int
         return {item_id: count for item_id, count in rows.all()}
 
 
+def attach_file(tenant: Any, item: Any, name: str, content_type: str, data: bytes) -> None:
+    """Give a simulated event a file attachment, as a user would (call under the state lock)."""
+    item.attachments.append(
+        Attachment(
+            id=ids.attachment_id(item.id, len(item.attachments)),
+            kind="file",
+            name=name,
+            content_type=content_type,
+            modified=item.modified,
+            content=BytesContent.of(data),
+        )
+    )
+    item.props["hasAttachments"] = True
+    tenant.touch_item(item)
+
+
 def sim_events(h: EngineHarness, user_id: str) -> dict[str, OItem]:
     tenant = h.sim.tenant()
     return {
@@ -164,19 +180,7 @@ def add_rich_events(h: EngineHarness, user_id: str) -> dict[str, str]:
         }
         master.cancelled.append(CANCELLED)
         tenant.touch_item(master)
-        item = tenant.items[with_file]
-        item.attachments.append(
-            Attachment(
-                id=ids.attachment_id(item.id, 0),
-                kind="file",
-                name="agenda.txt",
-                content_type="text/plain",
-                modified=item.modified,
-                content=BytesContent.of(ATTACHMENT_TEXT),
-            )
-        )
-        item.props["hasAttachments"] = True
-        tenant.touch_item(item)
+        attach_file(tenant, tenant.items[with_file], "agenda.txt", "text/plain", ATTACHMENT_TEXT)
         holiday = tenant.items[all_day]
         holiday.props["isAllDay"] = True
         tenant.touch_item(holiday)
@@ -806,19 +810,7 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
         calendar=projects.id,
     )
     with h.sim.state.lock:
-        item = tenant.items[kickoff]
-        item.attachments.append(
-            Attachment(
-                id=ids.attachment_id(item.id, 0),
-                kind="file",
-                name="plans.bin",
-                content_type="application/octet-stream",
-                modified=item.modified,
-                content=BytesContent.of(big),
-            )
-        )
-        item.props["hasAttachments"] = True
-        tenant.touch_item(item)
+        attach_file(tenant, tenant.items[kickoff], "plans.bin", "application/octet-stream", big)
     first, _ = await h.backup(account, "calendar")
     async with h.runtime.db.session() as session:
         snapshot = await catalog.get_snapshot(session, h.scope, first.snapshot_id)
