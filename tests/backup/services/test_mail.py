@@ -680,7 +680,7 @@ async def test_restore_new_folder_and_conflict_rules(engine: EngineHarness) -> N
 
     # The message still exists: skip leaves it alone.
     report = await h.restore(account, SERVICE, scope_type="items", item_ids=[version.item_id])
-    assert (report.restored_count, report.skipped_count) == (0, 1)
+    assert (report.restored_count, report.existing_count) == (0, 1)
     assert [m.id for m in messages_with_id(h, account.graph_id, projects, imid)] == [crafted]
     # keep_both adds a second copy; overwrite replaces both with one.
     report = await h.restore(
