@@ -377,7 +377,8 @@ def attachment_from_json(
             spec = spec_from_json(inner, user, tenant)
             # An attached message may carry attachments of its own (another message too).
             nested = [
-                attachment_from_json(a, engine, tenant, user) for a in inner.get("attachments") or []
+                attachment_from_json(a, engine, tenant, user)
+                for a in inner.get("attachments") or []
             ]
             item = OItem(
                 id=ids.outlook_id("attitem", tenant.new_name("ai")),

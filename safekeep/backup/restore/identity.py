@@ -47,9 +47,7 @@ def stamp_filter(version: ItemVersion) -> str:
     )
 
 
-EXPAND = (
-    f"{EXTENDED}($filter=id eq {_quoted(ITEM_PROPERTY)} or id eq {_quoted(VERSION_PROPERTY)})"
-)
+EXPAND = f"{EXTENDED}($filter=id eq {_quoted(ITEM_PROPERTY)} or id eq {_quoted(VERSION_PROPERTY)})"
 
 
 def stamped_item(obj: dict[str, Any]) -> str | None:

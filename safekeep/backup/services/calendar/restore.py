@@ -44,7 +44,6 @@ from safekeep.backup.services.base import RestoreContext, Selection, read_docume
 from safekeep.backup.services.calendar.document import (
     address,
     cancelled_dates,
-    end_of,
     local_start,
     offset_time,
     start_of,

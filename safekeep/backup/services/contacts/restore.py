@@ -22,7 +22,7 @@ import structlog
 
 from safekeep.backup.restore import identity
 from safekeep.backup.services.base import RestoreContext, Selection, read_document, restore_each
-from safekeep.backup.services.contacts.document import PRIVATE, emails
+from safekeep.backup.services.contacts.document import PRIVATE
 from safekeep.graph.client import prefer
 from safekeep.graph.errors import Conflict, GraphError, NotFound
 from safekeep.storage.repository import ContentRef

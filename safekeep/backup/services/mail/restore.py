@@ -312,7 +312,9 @@ class MailRestorer:
 
     # ---- conflicts -------------------------------------------------------------------------
 
-    async def _folder_index(self, folder: str, version: ItemVersion, document: dict[str, Any]) -> _MailIndex:
+    async def _folder_index(
+        self, folder: str, version: ItemVersion, document: dict[str, Any]
+    ) -> _MailIndex:
         """What the target folder holds that could be this message: the whole folder listed
         once for folder and whole-mailbox restores, else just the candidates for this one
         (restored from the same Safekeep item, or the same Internet Message-ID)."""
