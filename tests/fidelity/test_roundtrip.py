@@ -201,9 +201,12 @@ def attachment_tree(raw: bytes) -> list[Json]:
                 }
             )
             continue
-        if leaf.get_content_disposition() is None and not leaf.get("Content-ID"):
-            if ctype.startswith("text/"):
-                continue  # an extra body part, not an attachment
+        if (
+            leaf.get_content_disposition() is None
+            and not leaf.get("Content-ID")
+            and ctype.startswith("text/")
+        ):
+            continue  # an extra body part, not an attachment
         data = leaf.get_payload(decode=True)
         # (names are compared in Graph's attachment list: Exchange names a nameless part)
         out.append(
