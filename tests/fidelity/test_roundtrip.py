@@ -21,19 +21,20 @@ with ``conflict: skip`` into the untouched account must end ``succeeded``.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import hashlib
 import json
 import sysconfig
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import icalendar
 import pytest
 
 from safekeep.backup.context import graph_client
@@ -175,7 +176,8 @@ def attachment_tree(raw: bytes) -> list[Json]:
         payload = part.get_payload()
         found: list[Message] = []
         for sub in payload if isinstance(payload, list) else []:
-            found.extend(leaves(sub))
+            if isinstance(sub, Message):
+                found.extend(leaves(sub))
         return found
 
     for leaf in leaves(message):
@@ -306,7 +308,7 @@ async def test_mail_round_trip(engine: EngineHarness) -> None:
     async with graph_client(h.runtime, h.tenant) as graph:
         before = await mailbox_view(graph, uid)
         assert len(before) == len(delivered)
-        shared = {}
+        shared: dict[str, int] = {}
         for item in before:
             shared[item["internetMessageId"]] = shared.get(item["internetMessageId"], 0) + 1
         assert sum(n for n in shared.values() if n > 1) >= 10  # the corpus' 7 and our 3
@@ -349,8 +351,481 @@ async def test_mail_round_trip(engine: EngineHarness) -> None:
         assert len(await mailbox_view(graph, uid)) == len(before)
 
 
-# ---- helpers other kinds share -----------------------------------------------------------
+# ---- calendar ------------------------------------------------------------------------------
+
+ICAL_CORPUS = Path(icalendar.__file__).parent / "tests"
+EVENT_FIELDS = (
+    "subject",
+    "body",
+    "start",
+    "end",
+    "location",
+    "isAllDay",
+    "showAs",
+    "sensitivity",
+    "importance",
+    "categories",
+    "recurrence",
+    "isReminderOn",
+    "reminderMinutesBeforeStart",
+    "type",
+    "hasAttachments",
+)
+EXCEPTION_FIELDS = ("subject", "body", "start", "end", "location", "originalStart", "type")
+DAY_NAMES = {"MO": "monday", "TU": "tuesday", "WE": "wednesday", "TH": "thursday"}
+DAY_NAMES |= {"FR": "friday", "SA": "saturday", "SU": "sunday"}
+FREQUENCIES = {"DAILY": "daily", "WEEKLY": "weekly", "MONTHLY": "absoluteMonthly"}
+FREQUENCIES |= {"YEARLY": "absoluteYearly"}
 
 
-def stable(items: list[Json], key: Callable[[Json], Any]) -> list[Json]:
-    return sorted(items, key=key)
+def _utc(value: Any) -> tuple[datetime, bool]:
+    """An iCalendar DTSTART/DTEND value as UTC, and whether it is a date (all day)."""
+    if not isinstance(value, date):
+        raise TypeError(f"not a date or date-time: {value!r}")
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC), False
+    return datetime(value.year, value.month, value.day, tzinfo=UTC), True
+
+
+def _graph_time(moment: datetime) -> Json:
+    return {"dateTime": moment.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}
+
+
+def _recurrence(rule: Any, start: datetime) -> Json | None:
+    """The RRULEs Graph can express (FREQ, INTERVAL, BYDAY, COUNT or UNTIL); others are left
+    out of what is delivered, as a client writing to Graph would have to."""
+    freq = FREQUENCIES.get(str((rule.get("FREQ") or [""])[0]))
+    unsupported = set(rule) - {"FREQ", "INTERVAL", "BYDAY", "COUNT", "UNTIL", "WKST"}
+    days = [str(d) for d in rule.get("BYDAY") or []]
+    if not freq or unsupported or any(d not in DAY_NAMES for d in days):
+        return None
+    if days and freq != "weekly":
+        return None
+    pattern: Json = {"type": freq, "interval": int((rule.get("INTERVAL") or [1])[0])}
+    if freq == "weekly":
+        pattern["daysOfWeek"] = [DAY_NAMES[d] for d in days] or [start.strftime("%A").lower()]
+        pattern["firstDayOfWeek"] = "sunday"
+    if freq == "absoluteMonthly":
+        pattern["dayOfMonth"] = start.day
+    if freq == "absoluteYearly":
+        pattern |= {"dayOfMonth": start.day, "month": start.month}
+    rrange: Json = {"type": "noEnd", "startDate": start.date().isoformat()}
+    if rule.get("COUNT"):
+        rrange = {**rrange, "type": "numbered", "numberOfOccurrences": int(rule["COUNT"][0])}
+    elif rule.get("UNTIL"):
+        until, _ = _utc(rule["UNTIL"][0])
+        rrange = {**rrange, "type": "endDate", "endDate": until.date().isoformat()}
+    return {"pattern": pattern, "range": rrange}
+
+
+def graph_event(event: Any) -> Json | None:
+    """A VEVENT as the event a client would create through Graph (None: Graph could not
+    hold it, e.g. no start, or a property icalendar itself reports broken)."""
+    try:
+        return _graph_event(event)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _graph_event(event: Any) -> Json | None:
+    if event.get("DTSTART") is None:
+        return None
+    try:
+        start, all_day = _utc(event.decoded("DTSTART"))
+        if event.get("DTEND") is not None:
+            end, _ = _utc(event.decoded("DTEND"))
+        elif event.get("DURATION") is not None:
+            end = start + event.decoded("DURATION")
+        else:
+            end = start + (timedelta(days=1) if all_day else timedelta(0))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if end < start:
+        return None
+    body: Json = {
+        "subject": str(event.get("SUMMARY") or ""),
+        "body": {"contentType": "text", "content": str(event.get("DESCRIPTION") or "")},
+        "start": _graph_time(start),
+        "end": _graph_time(end),
+        "isAllDay": all_day,
+        "showAs": "free" if str(event.get("TRANSP") or "") == "TRANSPARENT" else "busy",
+        "sensitivity": {"PRIVATE": "private", "CONFIDENTIAL": "confidential"}.get(
+            str(event.get("CLASS") or ""), "normal"
+        ),
+    }
+    if event.get("LOCATION"):
+        body["location"] = {"displayName": str(event["LOCATION"])}
+    categories = event.get("CATEGORIES")
+    if categories is not None:
+        values = categories if isinstance(categories, list) else [categories]
+        body["categories"] = [str(c) for v in values for c in getattr(v, "cats", [v])]
+    priority = int(event.get("PRIORITY") or 0)
+    if priority:
+        body["importance"] = "high" if priority < 5 else "normal" if priority == 5 else "low"
+    if event.get("RRULE") is not None and event.get("RECURRENCE-ID") is None:
+        rule = event["RRULE"]
+        recurrence = _recurrence(rule[0] if isinstance(rule, list) else rule, start)
+        if recurrence is not None:
+            body["recurrence"] = recurrence
+    return body
+
+
+def binary_attachments(event: Any) -> list[Json]:
+    """ATTACH;ENCODING=BASE64;VALUE=BINARY values as Graph file attachments."""
+    found = event.get("ATTACH")
+    out = []
+    for n, attach in enumerate(found if isinstance(found, list) else [found] if found else []):
+        if str(getattr(attach, "params", {}).get("VALUE", "")).upper() != "BINARY":
+            continue
+        data = attach.binary if hasattr(attach, "binary") else b""
+        name = attach.params.get("FILENAME") or attach.params.get("X-FILENAME")
+        out.append(
+            {
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "name": str(name or f"attachment-{n}.bin"),
+                "contentType": str(attach.params.get("FMTTYPE") or "application/octet-stream"),
+                "contentBytes": base64.b64encode(data).decode("ascii"),
+            }
+        )
+    return out
+
+
+def calendar_corpus() -> tuple[list[tuple[str, Any]], int]:
+    """Every VEVENT of icalendar's test calendars (file name, component), and how many
+    files icalendar itself cannot read (left out: no client could deliver them)."""
+    events: list[tuple[str, Any]] = []
+    unreadable = 0
+    for path in sorted(ICAL_CORPUS.glob("calendars/*.ics")) + sorted(
+        ICAL_CORPUS.glob("events/*.ics")
+    ):
+        try:
+            calendars = icalendar.Calendar.from_ical(path.read_bytes(), multiple=True)
+            found = [(path.name, e) for c in calendars for e in c.walk("VEVENT")]
+        except Exception:
+            unreadable += 1
+            continue
+        events.extend(found)
+    return events, unreadable
+
+
+async def calendar_view(graph: GraphClient, uid: str) -> list[Json]:
+    """Every event of every calendar as Graph serves it: the writable properties, its
+    calendar, its exceptions and cancelled occurrences, and every attachment's bytes
+    (an exception's own ones included)."""
+
+    async def attachments(event_id: str) -> list[str]:
+        out = []
+        async for page in graph.paginate(
+            f"/users/{uid}/events/{event_id}/attachments", mailbox=uid
+        ):
+            for a in page:
+                data = base64.b64decode(a.get("contentBytes") or "")
+                out.append(
+                    f"{a.get('name')}|{a.get('contentType')}|{hashlib.sha256(data).hexdigest()}"
+                )
+        return sorted(out)
+
+    view: list[Json] = []
+    async for page in graph.paginate(f"/users/{uid}/calendars", mailbox=uid):
+        for calendar in page:
+            async for events in graph.paginate(
+                f"/users/{uid}/calendars/{calendar['id']}/events",
+                params={"$expand": "exceptionOccurrences", "$select": "cancelledOccurrences"},
+                mailbox=uid,
+            ):
+                for event in events:
+                    full = await graph.get_json(
+                        f"/users/{uid}/events/{event['id']}",
+                        params={"$expand": "exceptionOccurrences"},
+                        mailbox=uid,
+                    )
+                    item = {k: full.get(k) for k in EVENT_FIELDS}
+                    item["calendar"] = calendar["name"]
+                    item["attachments"] = await attachments(event["id"])
+                    item["cancelled"] = sorted(
+                        str(c).rsplit(".", 1)[-1] for c in event.get("cancelledOccurrences") or []
+                    )
+                    exceptions = []
+                    for exception in full.get("exceptionOccurrences") or []:
+                        one = {k: exception.get(k) for k in EXCEPTION_FIELDS}
+                        one["attachments"] = await attachments(exception["id"])
+                        exceptions.append(one)
+                    item["exceptions"] = sorted(exceptions, key=canonical)
+                    view.append(item)
+    return view
+
+
+async def test_calendar_round_trip(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    tid, uid = h.sim_tenant_id, account.graph_id
+    corpus, unreadable = calendar_corpus()
+    attachable = [a for _n, e in corpus for a in binary_attachments(e)]
+    assert attachable, "the corpus' binary ATTACH values"
+    delivered: list[str] = []
+    series: dict[str, str] = {}  # UID -> the created series' id
+    async with graph_client(h.runtime, h.tenant) as graph:
+        second = await graph.request_json(
+            "POST", f"/users/{uid}/calendars", json={"name": "Corpus Ω"}, mailbox=uid
+        )
+        assert second is not None
+        calendars = ["calendar", str(second["id"])]
+        masters = [(n, e) for n, e in corpus if e.get("RECURRENCE-ID") is None]
+        for index, (_name, component) in enumerate(masters):
+            body = graph_event(component)
+            if body is None:
+                continue
+            created = await graph.request_json(
+                "POST",
+                f"/users/{uid}/calendars/{calendars[index % 2]}/events",
+                json=body,
+                mailbox=uid,
+            )
+            assert created is not None
+            delivered.append(str(created["id"]))
+            for attachment in binary_attachments(component):
+                await graph.request_json(
+                    "POST",
+                    f"/users/{uid}/events/{created['id']}/attachments",
+                    json=attachment,
+                    mailbox=uid,
+                )
+            if body.get("recurrence"):
+                series[str(component.get("UID"))] = str(created["id"])
+        # Exceptions the corpus gives (RECURRENCE-ID), each with an attachment of its own.
+        exceptions = 0
+        for _name, component in corpus:
+            master = series.get(str(component.get("UID")))
+            if component.get("RECURRENCE-ID") is None or master is None:
+                continue
+            original, _ = _utc(component.decoded("RECURRENCE-ID"))
+            instances = await graph.get_json(
+                f"/users/{uid}/events/{master}/instances",
+                params={
+                    "startDateTime": (original - timedelta(minutes=1)).strftime(
+                        "%Y-%m-%dT%H:%M:%SZ"
+                    ),
+                    "endDateTime": (original + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+                mailbox=uid,
+            )
+            body = graph_event(component) or {}
+            for instance in instances.get("value") or []:
+                if str(instance.get("originalStart", "")).startswith(
+                    original.strftime("%Y-%m-%dT%H:%M")
+                ):
+                    changes = {k: body[k] for k in ("subject", "body", "start", "end") if k in body}
+                    await graph.request_json(
+                        "PATCH", f"/users/{uid}/events/{instance['id']}", json=changes, mailbox=uid
+                    )
+                    await graph.request_json(
+                        "POST",
+                        f"/users/{uid}/events/{instance['id']}/attachments",
+                        json=attachable[exceptions % len(attachable)],
+                        mailbox=uid,
+                    )
+                    exceptions += 1
+        assert exceptions, "the corpus' RECURRENCE-ID exceptions"
+        # A series' occurrence cancelled, and one event received twice (same iCalUId).
+        for master in list(series.values())[:3]:
+            instances = await graph.get_json(
+                f"/users/{uid}/events/{master}/instances",
+                params={
+                    "startDateTime": "1990-01-01T00:00:00Z",
+                    "endDateTime": "2040-01-01T00:00:00Z",
+                },
+                mailbox=uid,
+            )
+            occurrences = [i for i in instances.get("value") or [] if i["type"] == "occurrence"]
+            if len(occurrences) > 1:
+                await graph.request_json(
+                    "DELETE", f"/users/{uid}/events/{occurrences[1]['id']}", mailbox=uid
+                )
+        twin_of = delivered[0]
+        original_event = h.sim.tenant(tid).items[twin_of]
+        copy = await graph.request_json(
+            "POST",
+            f"/users/{uid}/calendars/{calendars[1]}/events",
+            json=graph_event(masters[0][1]) or {},
+            mailbox=uid,
+        )
+        assert copy is not None
+        delivered.append(str(copy["id"]))
+        h.sim.tenant(tid).items[str(copy["id"])].props["iCalUId"] = original_event.props["iCalUId"]
+        shared_uid = 2  # the twin pair (each series shares its own with its exceptions too)
+
+        before = await calendar_view(graph, uid)
+        assert len(before) == len(delivered)
+
+        await h.backup(account, "calendar")
+        status, totals = await restore_job(h, account, "calendar")
+        assert (status, totals["skipped_existing"], totals["restored"]) == (
+            "succeeded",
+            len(before),
+            0,
+        )
+
+        for event_id in delivered:
+            h.sim.delete_item(tid, event_id, hard=True)
+        assert await calendar_view(graph, uid) == []
+
+        report = await h.restore(account, "calendar")
+        assert (report.restored_count, report.failed_count) == (len(before), 0)
+        after = await calendar_view(graph, uid)
+        identical, missing = matched(before, after)
+        FIGURES["calendar"] = (
+            identical,
+            len(before),
+            f"icalendar {icalendar.__version__} test calendars: {len(before)} events from "
+            f"{len(corpus)} VEVENTs ({unreadable} files icalendar cannot read), {len(series)} "
+            f"series, {exceptions} exceptions with attachments of their own, {shared_uid} "
+            "events sharing an iCalUId",
+        )
+        assert not missing, "\n".join(differences(missing, after, "subject"))
+        assert len(after) == len(before)
+
+        status, totals = await restore_job(h, account, "calendar")
+        assert (status, totals["restored"], totals["skipped_existing"]) == (
+            "succeeded",
+            0,
+            len(before),
+        )
+        assert len(await calendar_view(graph, uid)) == len(before)
+
+
+# ---- contacts ------------------------------------------------------------------------------
+
+CONTACT_FIELDS = (
+    "displayName",
+    "givenName",
+    "surname",
+    "emailAddresses",
+    "categories",
+    "companyName",
+    "personalNotes",
+)
+PEOPLE_LIMIT = 150  # enough duplicates and scripts without a slow test
+
+
+def people_corpus() -> list[tuple[str, str]]:
+    """The people both corpora name, as they appear (duplicates kept: an address book holds
+    the same person twice as often as not): mail senders and recipients, decoded as a mail
+    client shows them, then event organisers and attendees."""
+    found: list[tuple[str, str]] = []
+    for _name, raw in mail_corpus():
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        for header in ("From", "To", "Cc"):
+            try:
+                values = [str(v) for v in message.get_all(header, [])]
+            except (ValueError, IndexError, TypeError):
+                continue
+            found.extend((n, a) for n, a in getaddresses(values) if a and "@" in a)
+    events, _ = calendar_corpus()
+    for _name, event in events:
+        for key in ("ORGANIZER", "ATTENDEE"):
+            values = event.get(key)
+            for value in values if isinstance(values, list) else [values] if values else []:
+                address = str(value).removeprefix("mailto:").removeprefix("MAILTO:")
+                if "@" in address:
+                    found.append((str(getattr(value, "params", {}).get("CN", "")), address))
+    return found[:PEOPLE_LIMIT]
+
+
+def graph_contact(name: str, address: str, n: int) -> Json:
+    given, _, surname = name.strip().partition(" ")
+    body: Json = {
+        "displayName": name.strip() or address,
+        "emailAddresses": [{"name": name.strip() or address, "address": address}],
+    }
+    if given:
+        body["givenName"] = given
+    if surname:
+        body["surname"] = surname
+    if n % 4 == 0:
+        body["categories"] = ["Corpus", "Ω"]
+    return body
+
+
+async def contacts_view(graph: GraphClient, uid: str) -> list[Json]:
+    view: list[Json] = []
+    root = await graph.get_json(f"/users/{uid}/contactFolders/contacts", mailbox=uid)
+    pending = [(str(root["id"]), "/")]
+    while pending:
+        folder_id, path = pending.pop()
+        async for page in graph.paginate(
+            f"/users/{uid}/contactFolders/{folder_id}/contacts", mailbox=uid
+        ):
+            for contact in page:
+                item = {k: contact.get(k) for k in CONTACT_FIELDS}
+                item["folder"] = path
+                view.append(item)
+        async for page in graph.paginate(
+            f"/users/{uid}/contactFolders/{folder_id}/childFolders", mailbox=uid
+        ):
+            for child in page:
+                pending.append((str(child["id"]), f"{path.rstrip('/')}/{child['displayName']}"))
+    return view
+
+
+async def test_contacts_round_trip(engine: EngineHarness) -> None:
+    h = engine
+    account = await first_user(h)
+    tid, uid = h.sim_tenant_id, account.graph_id
+    people = people_corpus()
+    async with graph_client(h.runtime, h.tenant) as graph:
+        root = await graph.get_json(f"/users/{uid}/contactFolders/contacts", mailbox=uid)
+        folder = await graph.request_json(
+            "POST",
+            f"/users/{uid}/contactFolders/{root['id']}/childFolders",
+            json={"displayName": "Korrespondenz Ω"},
+            mailbox=uid,
+        )
+        assert folder is not None
+        targets = [str(root["id"]), str(folder["id"])]
+        delivered = []
+        for n, (name, address) in enumerate(people):
+            created = await graph.request_json(
+                "POST",
+                f"/users/{uid}/contactFolders/{targets[n % 2]}/contacts",
+                json=graph_contact(name, address, n),
+                mailbox=uid,
+            )
+            assert created is not None
+            delivered.append(str(created["id"]))
+        before = await contacts_view(graph, uid)
+        assert len(before) == len(delivered)
+        twins = len(before) - len({canonical(c) for c in before})
+        assert twins > 0  # the same person (name and address) more than once in a folder
+
+        await h.backup(account, "contacts")
+        status, totals = await restore_job(h, account, "contacts")
+        assert (status, totals["skipped_existing"], totals["restored"]) == (
+            "succeeded",
+            len(before),
+            0,
+        )
+
+        for contact_id in delivered:
+            h.sim.delete_item(tid, contact_id, hard=True)
+        h.sim.delete_item(tid, str(folder["id"]))
+        assert await contacts_view(graph, uid) == []
+
+        report = await h.restore(account, "contacts")
+        assert (report.restored_count, report.failed_count) == (len(before), 0)
+        after = await contacts_view(graph, uid)
+        identical, missing = matched(before, after)
+        FIGURES["contacts"] = (
+            identical,
+            len(before),
+            f"the people of both corpora, {twins} exact duplicates among them",
+        )
+        assert not missing, "\n".join(differences(missing, after, "displayName"))
+        assert len(after) == len(before)
+
+        status, totals = await restore_job(h, account, "contacts")
+        assert (status, totals["restored"], totals["skipped_existing"]) == (
+            "succeeded",
+            0,
+            len(before),
+        )
+        assert len(await contacts_view(graph, uid)) == len(before)
