@@ -206,6 +206,7 @@ def attachment_owner(tenant: Tenant, user: User, event_id: str, *, writing: bool
     own = master.instance_attachments.get(day)
     if own is None and writing:
         own = master.instance_attachments.setdefault(day, [])
+        master.exceptions.setdefault(day, {})  # an occurrence with its own items is an exception
     return OItem(
         id=event_id,
         kind="event",
