@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.message
 import email.policy
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -108,6 +109,12 @@ def test_event_and_contact_extended_properties(client: httpx.Client, user: Any) 
     assert found[0]["singleValueExtendedProperties"] == [{"id": STAMP, "value": "c"}]
 
 
+def subject_of(part: email.message.Message) -> str:
+    inner = part.get_payload(0)
+    assert isinstance(inner, email.message.Message)
+    return str(inner["Subject"])
+
+
 def test_message_attached_inside_an_attached_message(client: httpx.Client, user: Any) -> None:
     deepest = b"PDF-ish bytes \x00\x01"
     created = client.post(
@@ -152,9 +159,7 @@ def test_message_attached_inside_an_attached_message(client: httpx.Client, user:
     outer = email.message_from_bytes(raw, policy=email.policy.default)
     middle = next(p for p in outer.walk() if p.get_content_type() == "message/rfc822")
     parts = list(middle.walk())
-    subjects = [
-        str(p.get_payload(0)["Subject"]) for p in parts if p.get_content_type() == "message/rfc822"
-    ]
+    subjects = [subject_of(p) for p in parts if p.get_content_type() == "message/rfc822"]
     assert subjects[:2] == ["middle", "inner"]
     files = [p.get_payload(decode=True) for p in parts if p.get_filename() == "deep.bin"]
     assert files == [deepest]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import email.policy
 import hashlib
 import io
@@ -885,9 +886,10 @@ async def test_restore_brings_back_a_message_attached_inside_an_attached_message
     )
     parsed = email.message_from_bytes(message_mime(restored), policy=email.policy.default)
     chain = [
-        str(p.get_payload(0)["Subject"])
+        str(inner["Subject"])
         for p in parsed.walk()
         if p.get_content_type() == "message/rfc822"
+        and isinstance(inner := p.get_payload(0), email.message.Message)
     ]
     assert chain == ["Middle", "Inner"]  # two levels deep, in order
     files = [p.get_payload(decode=True) for p in parsed.walk() if p.get_filename() == "deep.bin"]
