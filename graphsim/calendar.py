@@ -112,10 +112,11 @@ def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]
     original = datetime.combine(day, start.timetz())
     occ = dict(base)
     override = master.exceptions.get(day.isoformat())
+    own = master.instance_attachments.get(day.isoformat())
     occ.update(
         {
             "id": occurrence_id(tenant, master, day),
-            "type": "exception" if override else "occurrence",
+            "type": "exception" if override or own is not None else "occurrence",
             "seriesMasterId": master.id,
             "recurrence": None,
             "start": fmt_dt(original),
@@ -125,6 +126,8 @@ def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]
     )
     if override:
         occ.update(override)
+    if own is not None:  # an exception with attachments of its own
+        occ["hasAttachments"] = bool(own)
     return occ
 
 

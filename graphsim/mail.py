@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
-from email.utils import format_datetime, getaddresses, parsedate_to_datetime
+from email.utils import format_datetime, formataddr, getaddresses, parsedate_to_datetime
 from typing import Any
 
 from graphsim import ids
@@ -64,7 +64,15 @@ class MailSpec:
 
 
 def _addr_header(addrs: list[Addr]) -> str:
-    return ", ".join(str(Address(a.name, addr_spec=a.address)) for a in addrs)
+    """Addresses as a header; real mail has senders without an address or with one the
+    strict parser refuses (``"Name" <>``, bare local parts): Exchange still renders them."""
+    out = []
+    for a in addrs:
+        try:
+            out.append(str(Address(a.name, addr_spec=a.address)))
+        except (IndexError, ValueError, TypeError):
+            out.append(formataddr((a.name, a.address)) if a.address else a.name)
+    return ", ".join(o for o in out if o)
 
 
 def render_mime(
@@ -123,6 +131,18 @@ def build_email(
                 cid=f"<{att.content_id}>",
                 filename=att.name,
                 disposition="inline",
+            )
+    if spec.html is None:  # no HTML to relate them to: inline parts follow the text
+        for att in inline:
+            assert att.content is not None
+            maintype, _, subtype = (att.content_type or "application/octet-stream").partition("/")
+            msg.add_attachment(
+                att.content.read(),
+                maintype,
+                subtype or "octet-stream",
+                filename=att.name,
+                disposition="inline",
+                cid=f"<{att.content_id}>" if att.content_id else None,
             )
     for att in attachments:
         if att.kind == "file" and not att.is_inline and att.content is not None:

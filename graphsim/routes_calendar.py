@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from graphsim import ids, ops
+from graphsim import extended, ids, ops
 from graphsim.calendar import (
     fmt_dt,
     instance_ids,
@@ -158,7 +158,7 @@ def event_out(req: Req, tenant: Tenant, event: OItem) -> dict[str, Any]:
         from graphsim.routes_mail import expanded_attachments
 
         body["attachments"] = expanded_attachments(event.attachments, expanded["attachments"])
-    return body
+    return extended.expand(req, event, body)
 
 
 def window(req: Req, required: bool = True) -> tuple[datetime, datetime] | None:
@@ -194,6 +194,31 @@ def resolve_event(tenant: Tenant, user: User, event_id: str) -> tuple[OItem, str
                 raise not_found()
             return master, occurrence[1]
     raise not_found()
+
+
+def attachment_owner(tenant: Tenant, user: User, event_id: str, *, writing: bool) -> OItem:
+    """Whose attachment list ``/events/{id}/attachments`` means. An occurrence shows its
+    series' attachments; an exception carries its own (Exchange keeps an exception as an item
+    embedded in its master), and adding one to an occurrence makes it an exception."""
+    master, day = resolve_event(tenant, user, event_id)
+    if day is None:
+        return master
+    own = master.instance_attachments.get(day)
+    if own is None and writing:
+        own = master.instance_attachments.setdefault(day, [])
+        master.exceptions.setdefault(day, {})  # an occurrence with its own items is an exception
+    return OItem(
+        id=event_id,
+        kind="event",
+        user_id=master.user_id,
+        folder_id=master.folder_id,
+        seq=master.seq,
+        created=master.created,
+        modified=master.modified,
+        change_key=master.change_key,
+        attachments=master.attachments if own is None else own,
+        master_id=master.id,
+    )
 
 
 ViewEntries = list[tuple[int, str, dict[str, Any]]]
@@ -299,6 +324,7 @@ def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, A
         for a in body.get("attendees") or []
     ]
     event = ops.new_item(tenant, user, "event", calendar.id, props=props)
+    extended.store(event, body)
     event.props["iCalUId"] = (
         "040000008200E00074C5B7101A82E008" + ids.digest(event.id, size=28).hex().upper()
     )
@@ -390,7 +416,7 @@ def register(router: Router) -> None:
             req,
             engine,
             "events",
-            filtered(req, events, lambda e: event_json(tenant, e)),
+            filtered(req, events, lambda e: extended.with_properties(event_json(tenant, e), e)),
             default=10,
             render=lambda e: event_out(req, tenant, e),
         )
@@ -446,8 +472,13 @@ def register(router: Router) -> None:
                 f"The property '{sorted(unknown)[0]}' does not exist on type "
                 "'microsoft.graph.event'.",
             )
-        changes = {k: (to_utc(v) if k in ("start", "end") else v) for k, v in body.items()}
+        changes = {
+            k: (to_utc(v) if k in ("start", "end") else v)
+            for k, v in body.items()
+            if k != extended.FIELD
+        }
         if day is None:
+            extended.store(master, body)
             master.props.update(changes)
         else:
             master.exceptions.setdefault(day, {}).update(changes)
@@ -471,6 +502,7 @@ def register(router: Router) -> None:
         else:
             master.cancelled.append(day)
             master.exceptions.pop(day, None)
+            master.instance_attachments.pop(day, None)
             tenant.touch_item(master)
         return Resp(204)
 
@@ -651,8 +683,8 @@ def register(router: Router) -> None:
             req,
             engine,
             "contacts",
-            filtered(req, items, contact_json),
-            render=lambda c: apply_select(contact_json(c), req.select()),
+            filtered(req, items, lambda c: extended.with_properties(contact_json(c), c)),
+            render=lambda c: extended.expand(req, c, apply_select(contact_json(c), req.select())),
         )
 
     @router.add("GET", "/users/{user}/contacts", "exchange")
@@ -723,7 +755,7 @@ def register(router: Router) -> None:
                 raise GraphError(
                     400, "ErrorInvalidPropertySet", f"The property '{forbidden}' is read-only."
                 )
-        props = {k: v for k, v in body.items() if not k.startswith("@")}
+        props = {k: v for k, v in body.items() if not k.startswith("@") and k != extended.FIELD}
         props.setdefault(
             "displayName", f"{props.get('givenName', '')} {props.get('surname', '')}".strip()
         )
@@ -737,7 +769,8 @@ def register(router: Router) -> None:
         ):
             props.setdefault(key, [])
         item = ops.new_item(tenant, user, "contact", folder.id, props=props)
-        return json_resp(contact_json(item), 201)
+        extended.store(item, body)
+        return json_resp(extended.expand(req, item, contact_json(item)), 201)
 
     @router.add("POST", "/users/{user}/contacts", "exchange")
     def create_default_contact(engine: Engine, req: Req) -> Resp:
@@ -754,22 +787,22 @@ def register(router: Router) -> None:
     @router.add("GET", "/users/{user}/contacts/{item}", "exchange")
     def get_contact(engine: Engine, req: Req) -> Resp:
         tenant, user = tenant_of(req), mailbox_of(req)
-        return json_resp(
-            apply_select(
-                contact_json(get_item(tenant, user, req.params["item"], "contact")), req.select()
-            )
-        )
+        item = get_item(tenant, user, req.params["item"], "contact")
+        return json_resp(extended.expand(req, item, apply_select(contact_json(item), req.select())))
 
     @router.add("PATCH", "/users/{user}/contacts/{item}", "exchange")
     def patch_contact(engine: Engine, req: Req) -> Resp:
         tenant, user = tenant_of(req), mailbox_of(req)
         item = get_item(tenant, user, req.params["item"], "contact")
-        for key, value in req.json().items():
+        body = req.json()
+        for key, value in body.items():
             if key in ("id", "changeKey", "parentFolderId"):
                 raise GraphError(
                     400, "ErrorInvalidPropertySet", f"The property '{key}' is read-only."
                 )
-            item.props[key] = value
+            if key != extended.FIELD:
+                item.props[key] = value
+        extended.store(item, body)
         tenant.touch_item(item)
         return json_resp(contact_json(item))
 

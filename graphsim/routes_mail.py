@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from graphsim import ids, ops
+from graphsim import extended, ids, ops
 from graphsim.content import BytesContent, Content, ContentSink
 from graphsim.core import (
     Engine,
@@ -93,7 +93,7 @@ def message_out(req: Req, item: OItem) -> dict[str, Any]:
     expanded = req.expand_options()
     if "attachments" in expanded:
         out["attachments"] = expanded_attachments(item.attachments, expanded["attachments"])
-    return out
+    return extended.expand(req, item, out)
 
 
 def expanded_attachments(
@@ -128,7 +128,12 @@ def message_query(req: Req, items: list[OItem]) -> list[OItem]:
     """``$search`` (Outlook's KQL subset), else ``$filter`` and ``$orderby``."""
     query = req.query.get("$search")
     if not query:
-        return filtered(req, items, lambda m: message_json(m, ""), outlook_messages=True)
+        return filtered(
+            req,
+            items,
+            lambda m: extended.with_properties(message_json(m, ""), m),
+            outlook_messages=True,
+        )
     for other in ("$filter", "$orderby"):
         if req.query.get(other):
             raise GraphError(
@@ -370,6 +375,11 @@ def attachment_from_json(
         inner_type = str(inner.get("@odata.type", "#microsoft.graph.message")).rsplit(".", 1)[-1]
         if inner_type.lower() == "message":
             spec = spec_from_json(inner, user, tenant)
+            # An attached message may carry attachments of its own (another message too).
+            nested = [
+                attachment_from_json(a, engine, tenant, user)
+                for a in inner.get("attachments") or []
+            ]
             item = OItem(
                 id=ids.outlook_id("attitem", tenant.new_name("ai")),
                 kind="message",
@@ -380,8 +390,11 @@ def attachment_from_json(
                 modified=now,
                 change_key=ids.change_key("ai", now),
                 spec=spec,
+                attachments=nested,
                 props={"isRead": True, "isDraft": False},
             )
+            for index, att in enumerate(nested):
+                att.id = att.id or ids.attachment_id(item.id, index)
             return Attachment(
                 id="",
                 kind="item",
@@ -454,6 +467,7 @@ def create_from_json(engine: Engine, req: Req, user: User, folder: Folder) -> OI
             "flag": dict(body.get("flag") or {"flagStatus": "notFlagged"}),
         },
     )
+    extended.store(item, body)
     if not is_draft:
         item.created = spec.received
     return item
@@ -522,6 +536,10 @@ def register_attachment_routes(router: Router, prefix: str, kind: str) -> None:
     def owner(req: Req) -> OItem:
         tenant = tenant_of(req)
         user = mailbox_of(req)
+        if kind == "event":  # an event id may name one occurrence of a series
+            from graphsim.routes_calendar import attachment_owner
+
+            return attachment_owner(tenant, user, req.params["item"], writing=req.method != "GET")
         return get_item(tenant, user, req.params["item"], kind)
 
     @router.add("GET", f"{prefix}/attachments", "exchange")
@@ -578,7 +596,7 @@ def register_attachment_routes(router: Router, prefix: str, kind: str) -> None:
         att = _find_attachment(item, req.params["att"])
         item.attachments.remove(att)
         _materialise(item)
-        tenant.touch_item(item)
+        touch_owner(tenant, item)
         return Resp(204)
 
     @router.add("POST", f"{prefix}/attachments/createUploadSession", "exchange")
@@ -666,7 +684,13 @@ def add_to_item(tenant: Tenant, item: OItem, att: Attachment) -> None:
     _materialise(item)
     if item.kind == "event":
         item.props["hasAttachments"] = True
-    tenant.touch_item(item)
+    touch_owner(tenant, item)
+
+
+def touch_owner(tenant: Tenant, item: OItem) -> None:
+    """A change to an exception's attachments changes its series master."""
+    master = tenant.items.get(item.master_id) if item.master_id else None
+    tenant.touch_item(master or item)
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -1035,6 +1059,7 @@ def apply_message_patch(tenant: Tenant, item: OItem, body: dict[str, Any]) -> No
         if field_name in body:
             setattr(spec, attr, graph_addrs(body[field_name]))
             changed_mime = True
+    extended.store(item, body)
     if changed_mime:
         _materialise(item)
     tenant.touch_item(item)

@@ -128,6 +128,12 @@ class OItem:
     # events only: instance overrides (date key -> props) and cancelled instance dates
     exceptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
+    # events only: attachments an exception carries itself (date key -> its own list)
+    instance_attachments: dict[str, list[Attachment]] = field(default_factory=dict)
+    # single-value extended properties written by clients (lower-case id -> {id, value})
+    extended: dict[str, dict[str, str]] = field(default_factory=dict)
+    # set on the stand-in for one exception of a series: the series master it belongs to
+    master_id: str | None = None
 
 
 @dataclass

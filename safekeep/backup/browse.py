@@ -138,6 +138,41 @@ async def list_children(
     return Listing(point, folder, rows, next_cursor)
 
 
+FOLDER_DEPTH = 64  # deeper chains are cut (a loop in bad data must not spin)
+
+
+async def folder_path(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    service: str,
+    parent_external_id: str | None,
+    seq: int,
+    cache: dict[tuple[str, int], str] | None = None,
+) -> str:
+    """The path of the folder an item is in (``/Inbox/Projects``), as it was at ``seq``, so
+    a partner can find the item where Microsoft 365 shows it; ``/`` at the top."""
+    if parent_external_id is None:
+        return "/"
+    key = (parent_external_id, seq)
+    if cache is not None and key in cache:
+        return cache[key]
+    names: list[str] = []
+    current: str | None = parent_external_id
+    seen: set[str] = set()
+    while current is not None and current not in seen and len(names) < FOLDER_DEPTH:
+        seen.add(current)
+        folder = await catalog.folder_at(session, scope, account_id, service, seq, current)
+        if folder is None:
+            break
+        names.append(folder.name)
+        current = folder.parent_external_id
+    path = "/" + "/".join(reversed(names))
+    if cache is not None:
+        cache[key] = path
+    return path
+
+
 async def item_at(
     session: AsyncSession,
     scope: TenantScope,

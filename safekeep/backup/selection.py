@@ -163,15 +163,19 @@ async def build_selection(
                     after_item_id=after_item,
                     limit=PAGE,
                 )
+                graph_ids = await catalog.external_ids_of(session, [v.item_id for v in page])
             if not page:
                 return
             for version in page:
+                if version.item_id in graph_ids:
+                    selection.graph_ids[version] = graph_ids[version.item_id]
                 yield version
             after_item = page[-1].item_id
 
-    return Selection(
+    selection = Selection(
         folders=folders,
         items=items,
         roots=roots,
         whole=scope.type in ("service", "account", "tenant"),
     )
+    return selection

@@ -39,6 +39,17 @@ def sim_files(h: EngineHarness, user_graph_id: str) -> dict[str, bytes]:
     }
 
 
+def sim_places(h: EngineHarness, user_graph_id: str) -> dict[str, tuple[str, str]]:
+    """name -> (driveItem id, path of its folder) of the user's files in graphsim."""
+    tenant = h.sim.tenant()
+    drive = tenant.drives[tenant.users[user_graph_id].drive_id or ""]
+    return {
+        i.name: (i.id, drive.path_of(i).rsplit("/", 1)[0] or "/")
+        for i in drive.items.values()
+        if not i.is_folder and not i.deleted
+    }
+
+
 async def walk(
     api: httpx.AsyncClient, h: EngineHarness, base: str, service: str, folder: str | None = None
 ) -> list[dict]:
@@ -76,6 +87,10 @@ async def test_browse_download_restore_export_and_search(
     files = {i["name"]: i for i in items if not i["is_folder"]}
     truth = sim_files(h, account.graph_id)
     assert set(files) == set(truth)
+    # Each item names its Microsoft 365 identity: the driveItem id and the folder it is in.
+    where = sim_places(h, account.graph_id)
+    for file_name, entry in files.items():
+        assert (entry["external_id"], entry["folder_path"]) == where[file_name]
 
     # download: whole, ranged, conditional on the ETag; every download audited
     name, item = max(files.items(), key=lambda kv: kv[1]["size"])
@@ -110,6 +125,11 @@ async def test_browse_download_restore_export_and_search(
         "versions"
     ]
     assert len(versions) == 2 and versions[0]["last_seq"] is None and versions[1]["last_seq"] == 1
+    listed = (await api.get(f"{base}/{item['id']}/versions", headers=h.msp.headers)).json()
+    assert listed["external_id"] == item["external_id"]
+    assert {v["folder_path"] for v in versions} == {item["folder_path"]}
+    one = (await api.get(f"{base}/{item['id']}", headers=h.msp.headers)).json()
+    assert (one["external_id"], one["folder_path"]) == (item["external_id"], item["folder_path"])
     first_snapshot = (
         await api.get(
             f"/v1/tenants/{h.tenant.id}/snapshots",
@@ -146,6 +166,33 @@ async def test_browse_download_restore_export_and_search(
     job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
     assert job["status"] == "succeeded", job
     assert job["result"]["totals"]["restored"] == 1
+    assert job["restore"] == {
+        "restored": 1,
+        "skipped_existing": 0,
+        "skipped": 0,
+        "failed": 0,
+        "bytes": job["result"]["totals"]["bytes"],
+        "observed": 0,
+    }
+    # The same restore with conflict skip: the file is there, left alone, and that is success.
+    r = await api.post(
+        f"/v1/tenants/{h.tenant.id}/restores",
+        json={
+            "scope": {
+                "type": "items",
+                "account_id": str(account.id),
+                "service": "onedrive",
+                "item_ids": [item["id"]],
+            },
+            "snapshot_id": first_snapshot["id"],
+            "conflict": "skip",
+        },
+        headers=h.msp.headers,
+    )
+    await run_restore_job(r.json()["id"])
+    job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
+    assert job["status"] == "succeeded", job
+    assert (job["restore"]["restored"], job["restore"]["skipped_existing"]) == (0, 1)
     assert sim_files(h, account.graph_id)[name] == truth[name]
 
     # export the account's OneDrive as of the first snapshot; hashes match the originals
@@ -189,6 +236,8 @@ async def test_browse_download_restore_export_and_search(
     assert r.status_code == 200
     hits = r.json()["hits"]
     assert any(hit["item_id"] == item["id"] for hit in hits)
+    mine = next(hit for hit in hits if hit["item_id"] == item["id"])
+    assert mine["external_id"] == item["external_id"]
     assert hits[0]["links"]["item"].startswith(f"/v1/tenants/{h.tenant.id}/accounts/")
 
 

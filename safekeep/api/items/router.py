@@ -46,9 +46,11 @@ def _links(account: Account, item: Item, version: ItemVersion) -> dict[str, str]
     }
 
 
-def item_out(account: Account, item: Item, version: ItemVersion) -> ItemOut:
+def item_out(account: Account, item: Item, version: ItemVersion, folder_path: str) -> ItemOut:
     return ItemOut(
         id=item.id,
+        external_id=item.external_id,
+        folder_path=folder_path,
         version_id=version.id,
         kind=version.kind,
         name=version.name,
@@ -86,11 +88,27 @@ async def list_items(
         cursor=cursor,
         limit=limit,
     )
+    seq = listing.point.seq
+    paths: dict[tuple[str, int], str] = {}
+
+    async def path(parent: str | None) -> str:
+        return await browse.folder_path(
+            session, principal.scope, account.id, service, parent, seq, paths
+        )
+
+    folder_out = None
+    inside = "/"
+    if listing.folder:
+        folder_item, folder_version = listing.folder
+        folder_out = item_out(
+            account, folder_item, folder_version, await path(folder_version.parent_external_id)
+        )
+        inside = await path(folder_item.external_id)
     return ItemListing(
         snapshot=SnapshotRef.model_validate(listing.point.snapshot),
         service=service,
-        folder=item_out(account, *listing.folder) if listing.folder else None,
-        items=[item_out(account, i, v) for i, v in listing.entries],
+        folder=folder_out,
+        items=[item_out(account, i, v, inside) for i, v in listing.entries],
         next_cursor=listing.next_cursor,
     )
 
@@ -108,7 +126,15 @@ async def get_item(
     item, version = await browse.item_at(
         session, principal.scope, account, item_id, at=browse.parse_at(at)
     )
-    return item_out(account, item, version)
+    path = await browse.folder_path(
+        session,
+        principal.scope,
+        account.id,
+        item.service,
+        version.parent_external_id,
+        version.first_seq,
+    )
+    return item_out(account, item, version, path)
 
 
 @router.get(
@@ -124,13 +150,28 @@ async def list_versions(
     """Every version of the item, newest first, with the snapshots it was valid in."""
     account = await browse.load_account(session, principal.scope, tenant_id, account_id)
     item, rows = await browse.versions(session, principal.scope, account, item_id)
+    paths: dict[tuple[str, int], str] = {}
+    folder_paths = [
+        await browse.folder_path(
+            session,
+            principal.scope,
+            account.id,
+            item.service,
+            v.parent_external_id,
+            v.first_seq,
+            paths,
+        )
+        for v in rows
+    ]
     return ItemVersions(
         item_id=item.id,
+        external_id=item.external_id,
         service=item.service,
         kind=item.kind,
         versions=[
             VersionOut(
                 id=v.id,
+                folder_path=folder_path,
                 first_seq=v.first_seq,
                 last_seq=v.last_seq,
                 valid_from=v.valid_from,
@@ -141,7 +182,7 @@ async def list_versions(
                 content_sha256=v.content_hash,
                 meta=v.meta,
             )
-            for v in rows
+            for v, folder_path in zip(rows, folder_paths, strict=True)
         ],
     )
 

@@ -16,8 +16,18 @@ class SnapshotRef(Schema):
     completed_at: datetime | None
 
 
+EXTERNAL_ID = (
+    "The item's id in Microsoft 365 (the Graph id: an immutable message, event or contact id, "
+    "a driveItem id, or for list items `<list id>:<item id>`), to correlate with what Microsoft "
+    "365 shows"
+)
+FOLDER_PATH = "The path of the folder the item was in, e.g. `/Inbox/Projects` (`/` at the top)"
+
+
 class ItemOut(Schema):
     id: uuid.UUID = Field(description="The item (stable across versions)")
+    external_id: str = Field(description=EXTERNAL_ID)
+    folder_path: str = Field(description=FOLDER_PATH)
     version_id: uuid.UUID
     kind: str
     name: str
@@ -40,6 +50,7 @@ class ItemListing(Schema):
 
 class VersionOut(Schema):
     id: uuid.UUID
+    folder_path: str = Field(description=FOLDER_PATH + ", when this version was backed up")
     first_seq: int
     last_seq: int | None = Field(description="null: still the current version")
     valid_from: datetime
@@ -53,6 +64,7 @@ class VersionOut(Schema):
 
 class ItemVersions(Schema):
     item_id: uuid.UUID
+    external_id: str = Field(description=EXTERNAL_ID)
     service: str
     kind: str
     versions: list[VersionOut]

@@ -33,6 +33,28 @@ class JobProgress(Schema):
     throttled: int
 
 
+class RestoreTotals(Schema):
+    """What a restore did with the items in its scope. A restore is ``succeeded`` when every
+    item is in the target as asked (``restored`` + ``skipped_existing``), ``partial`` when
+    some are not (``skipped`` + ``failed``, each listed in the job's issues with a reason)."""
+
+    restored: int = Field(description="Items written into the target")
+    skipped_existing: int = Field(
+        description="Items already in the target and left alone (conflict: skip): the same "
+        "Microsoft 365 item when restoring in place, or the copy an earlier restore made"
+    )
+    skipped: int = Field(
+        description="Items not restored because a different item holds their place and the "
+        "conflict rule is skip (e.g. another file under the same name)"
+    )
+    failed: int = Field(description="Items that could not be restored")
+    bytes: int = Field(description="Bytes of the restored items")
+    observed: int = Field(
+        description="Things found in the target that are not in the restore point (such as "
+        "ransomware-encrypted copies), reported and left alone"
+    )
+
+
 class JobIssueOut(Schema):
     id: uuid.UUID
     account_id: uuid.UUID | None
@@ -53,6 +75,9 @@ class JobOut(Schema):
     params: dict[str, Any]
     result: dict[str, Any]
     progress: JobProgress
+    restore: RestoreTotals | None = Field(
+        default=None, description="Restore jobs, once finished: what happened to the items"
+    )
     error_code: str | None
     error_detail: str | None
     requested_by: str | None
@@ -78,4 +103,10 @@ async def job_detail(session: AsyncSession, job: Job) -> JobDetail:
 
 
 def _fields(job: Job) -> dict[str, Any]:
-    return {name: getattr(job, name) for name in JobOut.model_fields if hasattr(job, name)}
+    fields = {name: getattr(job, name) for name in JobOut.model_fields if hasattr(job, name)}
+    totals = (job.result or {}).get("totals") if job.kind == JobKind.restore else None
+    if isinstance(totals, dict):
+        fields["restore"] = RestoreTotals.model_validate(
+            {k: int(totals.get(k) or 0) for k in RestoreTotals.model_fields}
+        )
+    return fields

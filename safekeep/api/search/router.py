@@ -6,7 +6,8 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import RuntimeDep, SessionDep
@@ -18,6 +19,7 @@ from safekeep.runtime import Runtime
 from safekeep.search.errors import InvalidCursor as SearchInvalidCursor
 from safekeep.search.errors import InvalidQuery, SearchUnavailable
 from safekeep.search.query import SearchHit, SearchQuery
+from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.scope import Principal
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
@@ -26,6 +28,9 @@ router = APIRouter(tags=["Search"])
 
 
 class Hit(SearchHit):
+    external_id: str | None = Field(
+        description="The item's id in Microsoft 365 (the Graph id); null if the item is gone"
+    )
     links: dict[str, str]
 
 
@@ -108,7 +113,11 @@ class SearchParams:
 
 
 async def _search(
-    runtime: Runtime, tenant_ids: frozenset[uuid.UUID], params: SearchParams
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: Principal,
+    tenant_ids: frozenset[uuid.UUID],
+    params: SearchParams,
 ) -> SearchResults:
     if not tenant_ids:
         return SearchResults(hits=[], next_cursor=None, total=0)
@@ -122,12 +131,18 @@ async def _search(
         raise BadRequest(str(exc)) from exc
     except SearchUnavailable as exc:
         raise ServiceUnavailable("Search is unavailable right now; try again shortly") from exc
+    item_ids = {uuid.UUID(h.item_id) for h in page.hits}
+    graph_ids = {
+        str(i.id): i.external_id
+        for i in await catalog.items_by_ids(session, principal.scope, item_ids)
+    }
     hits = []
     for hit in page.hits:
         base = f"/v1/tenants/{hit.tenant_id}/accounts/{hit.account_id}/items/{hit.item_id}"
         hits.append(
             Hit(
                 **hit.model_dump(),
+                external_id=graph_ids.get(hit.item_id),
                 links={
                     "item": base,
                     "versions": f"{base}/versions",
@@ -156,7 +171,7 @@ async def search_all(
     allowed = await _allowed(session, principal)
     if tenant_id:
         allowed = allowed & frozenset(tenant_id)
-    return await _search(runtime, allowed, params)
+    return await _search(runtime, session, principal, allowed, params)
 
 
 @router.get(
@@ -172,4 +187,4 @@ async def search_tenant(
     params: Annotated[SearchParams, Depends()],
 ) -> SearchResults:
     await tenant_service.get(session, principal.scope, tenant_id)
-    return await _search(runtime, frozenset({tenant_id}), params)
+    return await _search(runtime, session, principal, frozenset({tenant_id}), params)

@@ -22,7 +22,15 @@ EventType = Literal[
 
 class WebhookCreate(Schema):
     url: AnyHttpUrl = Field(description="Where to POST events (https in production)")
-    events: list[EventType] = Field(min_length=1, max_length=7)
+    events: list[EventType] = Field(
+        min_length=1,
+        max_length=7,
+        description="Each delivery's `data` names `tenant_id` and `job_id` where a job is "
+        "involved; `restore.completed` adds `status` (`succeeded`: every item in scope is in "
+        "the target, restored or already there; `partial`: some are not, see the job's "
+        "issues) and `totals` (`restored`, `skipped_existing`, `skipped`, `failed`, `bytes`, "
+        "`observed`)",
+    )
     description: str | None = Field(default=None, max_length=500)
 
     @field_validator("url")

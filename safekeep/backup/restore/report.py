@@ -1,5 +1,10 @@
 """The restore job's report: counters on the job, one issue row per item not restored and
-per thing observed in the target (such as ransomware-encrypted copies)."""
+per thing observed in the target (such as ransomware-encrypted copies).
+
+Items already in the target and left alone by the caller's conflict rule are counted apart
+(``skipped_existing``): they are in the target as asked, so they never make a job partial.
+Only items that are not in the target afterwards (``failed``, or ``skipped`` because
+something else is in their place) do, each with an issue row naming the reason."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ class JobRestoreReport:
     account_id: uuid.UUID
     service: str
     restored_count: int = 0
+    existing_count: int = 0
     skipped_count: int = 0
     failed_count: int = 0
     bytes: int = 0
@@ -49,6 +55,9 @@ class JobRestoreReport:
         self.restored_count += 1
         self.bytes += version.size
 
+    async def existing(self, version: ItemVersion, *, target_id: str | None) -> None:
+        self.existing_count += 1
+
     async def skipped(self, version: ItemVersion, *, reason: str) -> None:
         self.skipped_count += 1
         await self._issue(
@@ -70,6 +79,7 @@ class JobRestoreReport:
             "account_id": str(self.account_id),
             "service": self.service,
             "restored": self.restored_count,
+            "skipped_existing": self.existing_count,
             "skipped": self.skipped_count,
             "failed": self.failed_count,
             "bytes": self.bytes,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,7 +79,15 @@ class RestoreReport(Protocol):
     async def restored(
         self, version: ItemVersion, *, target_id: str | None, note: str | None = None
     ) -> None: ...
-    async def skipped(self, version: ItemVersion, *, reason: str) -> None: ...
+    async def existing(self, version: ItemVersion, *, target_id: str | None) -> None:
+        """Already in the target (the same item, or Safekeep's earlier copy of it) and left
+        alone because the conflict rule is ``skip``: not a failure."""
+        ...
+
+    async def skipped(self, version: ItemVersion, *, reason: str) -> None:
+        """Not restored: something else holds its place and the rule said skip."""
+        ...
+
     async def failed(self, version: ItemVersion, *, code: str, detail: str) -> None: ...
     async def observed(self, *, code: str, name: str, detail: str) -> None:
         """Something found in the target that is not part of the restore, e.g. files present
@@ -118,6 +127,14 @@ class Selection:
     roots: set[str] | None = None
     whole: bool = False  # the whole account and service (not single items)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the Graph id of each version ``items()`` yields, for as long as the version is in use
+    graph_ids: weakref.WeakKeyDictionary[ItemVersion, str] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+
+    def external_id(self, version: ItemVersion) -> str | None:
+        """The item's id in Microsoft 365 when it was backed up."""
+        return self.graph_ids.get(version)
 
     def path_of(self, parent_external_id: str | None) -> list[str]:
         """Folder names from the root down to this folder."""

@@ -238,6 +238,25 @@ async def children_at(
     return [(i, v) for i, v in (await session.execute(stmt)).all()]
 
 
+async def folder_at(
+    session: AsyncSession,
+    scope: TenantScope,
+    account_id: uuid.UUID,
+    service: str,
+    seq: int,
+    external_id: str,
+) -> ItemVersion | None:
+    """The folder with this Graph id as it was at ``seq`` (its name and parent)."""
+    stmt = state_at(
+        select(ItemVersion).join(Item, ItemVersion.item_id == Item.id),
+        scope,
+        account_id,
+        service,
+        seq,
+    ).where(Item.account_id == account_id, Item.service == service, Item.external_id == external_id)
+    return (await session.execute(stmt.limit(1))).scalar_one_or_none()
+
+
 async def get_scoped_item(
     session: AsyncSession,
     scope: TenantScope,

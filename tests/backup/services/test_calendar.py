@@ -36,6 +36,7 @@ from tests.backup.harness import EngineHarness, worker_killed_at
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # a Monday within every window
 CANCELLED = (MONDAY + timedelta(days=28)).date().isoformat()
 ATTACHMENT_TEXT = b"Quarterly zebracorn agenda: budget, hiring, roadmap.\n"
+EXCEPTION_TEXT = b"Minutes of the moved meeting only.\n"  # an attachment only the exception has
 WEEKLY = {
     "pattern": {
         "type": "weekly",
@@ -179,6 +180,16 @@ def add_rich_events(h: EngineHarness, user_id: str) -> dict[str, str]:
             "end": fmt_dt(MONDAY + timedelta(days=7, hours=3)),
         }
         master.cancelled.append(CANCELLED)
+        master.instance_attachments[day] = [
+            Attachment(
+                id=ids.attachment_id(master.id, day, "minutes"),
+                kind="file",
+                name="minutes.txt",
+                content_type="text/plain",
+                modified=master.modified,
+                content=BytesContent.of(EXCEPTION_TEXT),
+            )
+        ]
         tenant.touch_item(master)
         attach_file(tenant, tenant.items[with_file], "agenda.txt", "text/plain", ATTACHMENT_TEXT)
         holiday = tenant.items[all_day]
@@ -317,6 +328,10 @@ async def test_document_keeps_series_attendees_and_attachments(engine: EngineHar
     assert series["type"] == "seriesMaster"
     assert series["recurrence"] == WEEKLY
     assert [e["subject"] for e in series["exceptionOccurrences"]] == ["Team sync series (moved)"]
+    # The exception's own attachment is kept with the exception, bytes in the store.
+    (own,) = series["exceptionOccurrences"][0]["attachments"]
+    assert own["name"] == "minutes.txt" and "contentBytes" not in own
+    assert series["attachments"] == []
     assert {a["emailAddress"]["address"] for a in series["attendees"]} == {
         "ann@example.com",
         "bob@example.com",
@@ -464,7 +479,7 @@ async def test_restore_to_the_original_calendar_after_deletion(engine: EngineHar
     report = await h.restore(account, "calendar")
     assert report.failed_count == 0
     assert report.restored_count == len(lost)
-    assert report.skipped_count == len(originals) - len(lost)  # still there: skipped
+    assert report.existing_count == len(originals) - len(lost)  # still there: skipped
 
     calendar = default_calendar(h, uid)
     restored = {e.props["subject"]: e for e in events_in(h, calendar)}
@@ -479,6 +494,13 @@ async def test_restore_to_the_original_calendar_after_deletion(engine: EngineHar
     assert {d: e["subject"] for d, e in series.exceptions.items()} == {
         d: e["subject"] for d, e in exceptions.items()
     }
+    # The attachment only the exception carried is back on the exception, not the series.
+    ((moved, own),) = series.instance_attachments.items()
+    assert moved in exceptions
+    assert [(a.name, a.content.read() if a.content else b"") for a in own] == [
+        ("minutes.txt", EXCEPTION_TEXT)
+    ]
+    assert [a.name for a in series.attachments] == []
     (day,) = exceptions
     assert series.exceptions[day]["start"] == exceptions[day]["start"]
     assert series.cancelled == [CANCELLED]
@@ -506,7 +528,7 @@ async def test_conflict_rules(engine: EngineHarness) -> None:
         ]
 
     report = await h.restore(account, "calendar", scope_type="items", item_ids=[item])
-    assert (report.restored_count, report.skipped_count) == (0, 1)
+    assert (report.restored_count, report.existing_count) == (0, 1)
     assert [e.id for e in copies()] == [added["file"]]
 
     report = await h.restore(
@@ -521,8 +543,8 @@ async def test_conflict_rules(engine: EngineHarness) -> None:
     )
     assert report.restored_count == 1
     after = {e.id for e in copies()}
-    assert len(after) == 2  # one of the two was replaced, not added to
-    assert len(after - before) == 1 and len(before - after) == 1
+    # The event itself and Safekeep's earlier copy of it are both this item: one remains.
+    assert len(after) == 1 and not after & before
 
 
 async def test_restore_to_another_account_and_into_a_new_calendar(
@@ -778,14 +800,15 @@ async def test_unreadable_event_is_skipped_then_retried_next_run(
 
     monkeypatch.setattr(calendar_collect.CalendarCollector, "_attachment", broken)
     run, skipped = await h.backup(account, "calendar")
-    assert skipped == 1
+    # The event with a file, and the series whose exception carries one of its own.
+    assert skipped == 2
     stored = await open_versions(h, account, ["event"])
-    assert added["file"] not in stored
-    assert set(stored) == set(sim_events(h, account.graph_id)) - {added["file"]}
+    unreadable = {added["file"], added["series"]}
+    assert set(stored) == set(sim_events(h, account.graph_id)) - unreadable
 
     monkeypatch.setattr(calendar_collect.CalendarCollector, "_attachment", real)
     run, skipped = await h.backup(account, "calendar")
-    assert skipped == 0 and run.counters.added == 1
+    assert skipped == 0 and run.counters.added == 2
     assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, account.graph_id))
     async with h.runtime.db.session() as session:
         assert await catalog.skipped_items(session, account.id, "calendar") == []
@@ -921,8 +944,9 @@ async def test_a_failing_event_does_not_stop_the_restore(
 
     monkeypatch.setattr(calendar_restore.CalendarRestore, "_add_attachment", broken)
     report = await h.restore(account, "calendar", folder_mode="new")
-    assert report.failed_count == 1  # the event with a file: created, but incomplete
-    assert report.restored_count == expected - 1
+    # The event with a file and the series whose exception has one: created, incomplete.
+    assert report.failed_count == 2
+    assert report.restored_count == expected - 2
 
 
 def test_restore_payload_keeps_wall_clock_time_and_lists_attendees_in_the_body() -> None:

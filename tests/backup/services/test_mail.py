@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import email.policy
 import hashlib
 import io
@@ -680,7 +681,7 @@ async def test_restore_new_folder_and_conflict_rules(engine: EngineHarness) -> N
 
     # The message still exists: skip leaves it alone.
     report = await h.restore(account, SERVICE, scope_type="items", item_ids=[version.item_id])
-    assert (report.restored_count, report.skipped_count) == (0, 1)
+    assert (report.restored_count, report.existing_count) == (0, 1)
     assert [m.id for m in messages_with_id(h, account.graph_id, projects, imid)] == [crafted]
     # keep_both adds a second copy; overwrite replaces both with one.
     report = await h.restore(
@@ -845,3 +846,56 @@ async def test_backup_search_and_restore_on_the_scaleout_column(
     assert comparable(found[0]) == fields
     assert attachment_summary(found[0]) == attachments
     assert found[0].props["flag"] == {"flagStatus": "flagged"}
+
+
+async def test_restore_brings_back_a_message_attached_inside_an_attached_message(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    account = await first_user(h)
+    deepest = random.Random(5).randbytes(2_000)
+
+    def message(subject: str, inner: EmailMessage | None, data: bytes | None) -> EmailMessage:
+        msg = EmailMessage(policy=email.policy.SMTP)
+        msg["From"] = "Ops <ops@contoso.example>"
+        msg["To"] = "Farah García <farah@example.com>"
+        msg["Subject"] = subject
+        msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
+        msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
+        msg.set_content(f"{subject} body\n")
+        if data is not None:
+            msg.add_attachment(data, "application", "octet-stream", filename="deep.bin")
+        if inner is not None:
+            msg.add_attachment(inner, filename=f"{inner['Subject']}.eml")
+        return msg
+
+    outer = message("Outer", message("Middle", message("Inner", None, deepest), None), None)
+    crafted = h.sim.add_message(
+        h.sim_tenant_id,
+        account.graph_id,
+        outer.as_bytes(),
+        "inbox",
+        received=datetime(2025, 10, 8, 10, 0, 5, tzinfo=UTC),
+    )
+    await h.backup(account, SERVICE)
+    h.sim.delete_item(h.sim_tenant_id, crafted, hard=True)
+    report = await h.restore(account, SERVICE)
+    assert report.failed_count == 0 and report.restored_count >= 1
+    (restored,) = messages_with_id(
+        h, account.graph_id, user_of(h, account).well_known["inbox"], outer["Message-ID"]
+    )
+    parsed = email.message_from_bytes(message_mime(restored), policy=email.policy.default)
+    chain = [
+        str(inner["Subject"])
+        for p in parsed.walk()
+        if p.get_content_type() == "message/rfc822"
+        and isinstance(inner := p.get_payload(0), email.message.Message)
+    ]
+    assert chain == ["Middle", "Inner"]  # two levels deep, in order
+    files = [p.get_payload(decode=True) for p in parsed.walk() if p.get_filename() == "deep.bin"]
+    assert files == [deepest]
+    # Received and sent times to the second, as Graph served them before.
+    assert (restored.spec.received, restored.spec.sent) == (
+        datetime(2025, 10, 8, 10, 0, 5, tzinfo=UTC),
+        datetime(2025, 10, 8, 10, 0, 0, tzinfo=UTC),
+    )

@@ -396,7 +396,7 @@ async def test_restore_round_trips_every_rule(engine: EngineHarness) -> None:
     }
     assert now[corrupted_path] == hashlib.sha256(b"garbage").hexdigest()
     assert report.failed_count == 0
-    assert report.skipped_count == len(before) - report.restored_count
+    assert report.existing_count == len(before) - report.restored_count
 
     # overwrite: the corrupted file gets its backed-up bytes back.
     report = await h.restore(account, SERVICE_NAME, conflict="overwrite")

@@ -33,7 +33,9 @@ calendars, so a move is one item with a new parent.
 
 Attachments (fileAttachment bytes have no MIME to live in) are streamed from ``$value``
 into blobs and referenced from the stored document as ``attachments[i].content`` (a
-``ContentRef``); item and reference attachments are kept as Graph's JSON.
+``ContentRef``); item and reference attachments are kept as Graph's JSON. An exception of a
+series that carries attachments of its own (not just its series') keeps them the same way
+under ``exceptionOccurrences[i].attachments``.
 """
 
 from __future__ import annotations
@@ -677,6 +679,13 @@ class CalendarCollector:
             if text:
                 texts.append(text)
         event["attachments"] = attachments
+        for exception in event.get("exceptionOccurrences") or []:
+            own, own_texts = await self._exception_attachments(exception, listing or [])
+            if own is not None:
+                exception["attachments"] = own
+                attachments = [*attachments, *own]
+                texts.extend(own_texts)
+                stored_bytes += sum(int(a.get("contentSize") or 0) for a in own)
         event[PRIVATE] = {"attachment_text": "\n".join(texts)[: self.limit]}
         name = self.calendar_names.get(calendar_id, "Calendar")
         data = json.dumps(event, ensure_ascii=False, sort_keys=True).encode()
@@ -695,6 +704,41 @@ class CalendarCollector:
             meta=meta_of(event, name),
             search=search_fields(event, name),
         )
+
+    async def _exception_attachments(
+        self, exception: dict[str, Any], series: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]] | None, list[str]]:
+        """The attachments an exception carries itself (an exception is an item of its own
+        in Exchange: it can gain or lose attachments apart from its series). None when it
+        has none or exactly its series' own, which the restored series gives it anyway."""
+        if not exception.get("hasAttachments") or not exception.get("id"):
+            return None, []
+        exception_id = str(exception["id"])
+        listing: list[dict[str, Any]] = []
+        async for values in self.graph.paginate(
+            f"{self.base}/events/{quote(exception_id, safe='')}/attachments",
+            params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
+            headers=IMMUTABLE,
+            mailbox=self.user,
+        ):
+            listing.extend(values)
+
+        def shape(values: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+            return sorted(
+                (str(a.get("name")), str(a.get("contentType")), int(a.get("size") or 0))
+                for a in values
+            )
+
+        if shape(listing) == shape(series):
+            return None, []
+        own: list[dict[str, Any]] = []
+        texts: list[str] = []
+        for meta in listing:
+            entry, text = await self._attachment(exception_id, meta)
+            own.append(entry)
+            if text:
+                texts.append(text)
+        return own, texts
 
     async def _attachment(self, event_id: str, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """One attachment as it goes into the document, and its text for the index."""

@@ -7,11 +7,15 @@ they are listed at the top of the body instead (and in the job report's note). T
 attachments are added (large ones through upload sessions), then its cancelled
 occurrences are deleted and its exceptions patched onto the instance of their day.
 
-Conflicts: an event "still exists" when the target calendar holds one with the same
-iCalUId, or the same subject, start and end. ``skip`` leaves it, ``keep_both`` adds the
-restored copy beside it, ``overwrite`` creates the restored copy and then deletes the
-existing one (create first, so a failure in between never loses the user's event; Graph
-has no way to delete a meeting without telling its attendees, so they may be told).
+Conflicts: an event "still exists" when the target calendar holds the event itself (same
+Graph id, restoring in place) or a copy Safekeep restored earlier from the same item (the
+hidden stamp of ``restore/identity.py``). An iCalUId is no identity: a series and its
+exceptions share one, and a restored copy gets a new one; a look-alike (same subject and
+time) is another event and the restored one goes beside it. ``skip`` leaves an existing
+event, ``keep_both`` adds the restored copy beside it, ``overwrite`` creates the restored
+copy and then deletes the existing one (create first, so a failure in between never loses
+the user's event; Graph has no way to delete a meeting without telling its attendees, so
+they may be told).
 
 Calendars: "original" writes into the calendar of the same name (the default calendar
 into the target's default calendar), created if missing; "new" writes into a new calendar
@@ -20,8 +24,8 @@ named ``ctx.new_folder_name`` (events from another calendar than the default go 
 
 What Graph does not let a restore give back: the organiser (the target mailbox becomes the
 organiser), the iCalUId (a new one is assigned), the online meeting's join link
-(``isOnlineMeeting`` makes a new meeting), attendees' responses. Attachments that only an
-exception carries (not its series) are not backed up apart from the series' own.
+(``isOnlineMeeting`` makes a new meeting), attendees' responses. Attachments an exception
+carries itself are backed up with it and added to the restored exception.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ from urllib.parse import quote
 
 import structlog
 
+from safekeep.backup.restore import identity
 from safekeep.backup.services.base import RestoreContext, Selection, read_document, restore_each
 from safekeep.backup.services.calendar.document import (
     address,
     cancelled_dates,
-    end_of,
     local_start,
     offset_time,
     start_of,
@@ -163,18 +167,10 @@ def payload(event: dict[str, Any], keys: tuple[str, ...] = WRITABLE) -> dict[str
     return out
 
 
-def _key(subject: Any, start: datetime | None, end: datetime | None) -> tuple[str, str, str]:
-    return (
-        str(subject or "").strip().casefold(),
-        start.astimezone(UTC).isoformat() if start else "",
-        end.astimezone(UTC).isoformat() if end else "",
-    )
-
-
 class _TargetCalendar:
     def __init__(self, calendar_id: str) -> None:
         self.id = calendar_id
-        self.index: dict[Any, str] | None = None
+        self.index: identity.TargetIndex | None = None
         self.lock = asyncio.Lock()
 
 
@@ -189,6 +185,7 @@ class CalendarRestore:
         self._calendars: list[dict[str, Any]] | None = None
         self._targets: dict[str, _TargetCalendar] = {}
         self._lock = asyncio.Lock()
+        self.in_place = identity.in_place(ctx.source.id, ctx.target.id, ctx.folder_mode)
 
     async def restore(self) -> None:
         await restore_each(self.ctx, self.selection, self._restore_one, concurrency=CONCURRENCY)
@@ -260,33 +257,21 @@ class CalendarRestore:
         assert created is not None
         return created
 
-    async def _index(self, target: _TargetCalendar) -> dict[Any, str]:
-        """What the target calendar holds, by iCalUId and by (subject, start, end)."""
+    async def _index(self, target: _TargetCalendar) -> identity.TargetIndex:
+        """What the target calendar holds, by identity (Graph id and Safekeep's stamp)."""
         async with target.lock:
             if target.index is None:
-                index: dict[Any, str] = {}
+                index = identity.TargetIndex()
                 async for values in self.graph.paginate(
                     f"{self.base}/calendars/{quote(target.id, safe='')}/events",
-                    params={"$select": "id,subject,start,end,iCalUId,type"},
+                    params={"$select": "id,type", "$expand": identity.EXPAND},
                     headers=prefer(max_page_size=INDEX_PAGE_SIZE, immutable_id=True),
                     mailbox=self.user,
                 ):
                     for event in values:
-                        self._remember(index, event, str(event["id"]))
+                        index.add(event)
                 target.index = index
             return target.index
-
-    @staticmethod
-    def _remember(index: dict[Any, str], event: dict[str, Any], event_id: str) -> None:
-        if event.get("iCalUId"):
-            index[("uid", str(event["iCalUId"]))] = event_id
-        index[_key(event.get("subject"), start_of(event), end_of(event))] = event_id
-
-    @staticmethod
-    def _existing(index: dict[Any, str], event: dict[str, Any]) -> str | None:
-        if event.get("iCalUId") and ("uid", str(event["iCalUId"])) in index:
-            return index[("uid", str(event["iCalUId"]))]
-        return index.get(_key(event.get("subject"), start_of(event), end_of(event)))
 
     # ---- one event -----------------------------------------------------------------------
 
@@ -298,17 +283,19 @@ class CalendarRestore:
             )
             return
         target = await self._target(version.parent_external_id)
-        index = await self._index(target)
-        existing = self._existing(index, event)
-        if existing is not None and self.ctx.conflict == "skip":
-            await self.ctx.report.skipped(
-                version,
-                reason="an event with the same subject and time (or iCalUId) already exists",
-            )
-            return
+        existing: list[str] = []
+        index: identity.TargetIndex | None = None
+        if self.ctx.conflict != "keep_both":
+            index = await self._index(target)
+            graph_id = self.selection.external_id(version) if self.in_place else None
+            existing = index.existing(version, graph_id)
+            if existing and self.ctx.conflict == "skip":
+                await self.ctx.report.existing(version, target_id=existing[0])
+                return
         lines = attendee_lines(event)
         body = payload(event)
         body["body"] = with_attendees(event.get("body"), lines)
+        body["singleValueExtendedProperties"] = identity.stamp(version)
         created = await self.graph.request_json(
             "POST",
             f"{self.base}/calendars/{quote(target.id, safe='')}/events",
@@ -319,7 +306,8 @@ class CalendarRestore:
         )
         assert created is not None
         new_id = str(created["id"])
-        self._remember(index, {**event, "iCalUId": created.get("iCalUId")}, new_id)
+        if index is not None:
+            index.remember(version, new_id)
         problems: list[str] = []
         for attachment in event.get("attachments") or []:
             try:
@@ -328,15 +316,17 @@ class CalendarRestore:
                 problems.append(f"attachment {attachment.get('name')!r}: {exc}")
         if event.get("recurrence"):
             problems.extend(await self._fix_instances(new_id, event))
-        if existing is not None and self.ctx.conflict == "overwrite" and existing != new_id:
+        for old in existing if self.ctx.conflict == "overwrite" else []:
             with contextlib.suppress(NotFound):
                 await self.graph.request_json(
                     "DELETE",
-                    f"{self.base}/events/{quote(existing, safe='')}",
+                    f"{self.base}/events/{quote(old, safe='')}",
                     headers=self.headers,
                     mailbox=self.user,
                     expected=(204, 200),
                 )
+        if index is not None:
+            index.forget(existing)
         if problems:
             await self.ctx.report.failed(
                 version,
@@ -442,6 +432,16 @@ class CalendarRestore:
                 )
             except GraphError as exc:
                 problems.append(f"exception of {original.isoformat()}: {exc}")
+                continue
+            # Attachments the exception carries itself (backed up with it).
+            for attachment in exception.get("attachments") or []:
+                try:
+                    await self._add_attachment(instance, attachment)
+                except (GraphError, ValueError) as exc:
+                    problems.append(
+                        f"attachment {attachment.get('name')!r} of the exception of "
+                        f"{original.isoformat()}: {exc}"
+                    )
         return problems
 
     async def _instance_on(

@@ -4,9 +4,11 @@ then ``PUT /contacts/{id}/photo/$value`` when the contact had a photo.
 Folders: "original" maps the backed-up default folder onto the target's default folder and
 finds (or creates) each folder below it by name; "new" creates ``ctx.new_folder_name`` under
 the target's default folder and rebuilds the tree below it there (the default folder's own
-contacts land directly in the new folder). Conflict: a contact with the same display name
-and the same first email address already in the target folder; ``overwrite`` creates the
-restored contact first and then deletes the existing one, so a failure never loses both.
+contacts land directly in the new folder). Conflict: the target folder holds the contact itself
+(same Graph id, restoring in place) or a copy Safekeep restored earlier from the same item
+(``restore/identity.py``); two people of the same name and address are still two contacts.
+``overwrite`` creates the restored contact first and then deletes the existing one, so a
+failure never loses both.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from urllib.parse import quote
 
 import structlog
 
+from safekeep.backup.restore import identity
 from safekeep.backup.services.base import RestoreContext, Selection, read_document, restore_each
-from safekeep.backup.services.contacts.document import PRIVATE, emails
+from safekeep.backup.services.contacts.document import PRIVATE
 from safekeep.graph.client import prefer
 from safekeep.graph.errors import Conflict, GraphError, NotFound
 from safekeep.storage.repository import ContentRef
@@ -70,11 +73,6 @@ def payload(contact: dict[str, Any]) -> dict[str, Any]:
     return {k: contact[k] for k in WRITABLE if contact.get(k) is not None}
 
 
-def conflict_key(contact: dict[str, Any]) -> tuple[str, str]:
-    first = (emails(contact) or [""])[0]
-    return str(contact.get("displayName") or "").strip().casefold(), first.strip().lower()
-
-
 class ContactsRestore:
     def __init__(self, ctx: RestoreContext, selection: Selection) -> None:
         self.ctx = ctx
@@ -86,8 +84,9 @@ class ContactsRestore:
         self._root: str | None = None
         self._children: dict[str, dict[str, str]] = {}  # parent -> lower name -> id
         self._mapped: dict[str | None, str] = {}
-        self._indexes: dict[str, dict[tuple[str, str], str]] = {}
+        self._indexes: dict[str, identity.TargetIndex] = {}
         self._lock = asyncio.Lock()
+        self.in_place = identity.in_place(ctx.source.id, ctx.target.id, ctx.folder_mode)
 
     async def restore(self) -> None:
         await restore_each(self.ctx, self.selection, self._restore_one, concurrency=CONCURRENCY)
@@ -158,19 +157,19 @@ class ContactsRestore:
             self._mapped[source_parent] = target
             return target
 
-    async def _index(self, folder_id: str) -> dict[tuple[str, str], str]:
+    async def _index(self, folder_id: str) -> identity.TargetIndex:
         async with self._lock:
             index = self._indexes.get(folder_id)
             if index is None:
-                index = {}
+                index = identity.TargetIndex()
                 async for values in self.graph.paginate(
                     f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts",
-                    params={"$select": "id,displayName,emailAddresses"},
+                    params={"$select": "id", "$expand": identity.EXPAND},
                     headers=prefer(max_page_size=INDEX_PAGE_SIZE, immutable_id=True),
                     mailbox=self.user,
                 ):
                     for contact in values:
-                        index[conflict_key(contact)] = str(contact["id"])
+                        index.add(contact)
                 self._indexes[folder_id] = index
             return index
 
@@ -184,25 +183,27 @@ class ContactsRestore:
             )
             return
         folder_id = await self._target_folder(version.parent_external_id)
-        index = await self._index(folder_id)
-        key = conflict_key(contact)
-        existing = index.get(key)
-        if existing is not None and self.ctx.conflict == "skip":
-            await self.ctx.report.skipped(
-                version, reason="a contact with the same name and email already exists"
-            )
-            return
+        existing: list[str] = []
+        index: identity.TargetIndex | None = None
+        if self.ctx.conflict != "keep_both":
+            index = await self._index(folder_id)
+            graph_id = self.selection.external_id(version) if self.in_place else None
+            existing = index.existing(version, graph_id)
+            if existing and self.ctx.conflict == "skip":
+                await self.ctx.report.existing(version, target_id=existing[0])
+                return
         created = await self.graph.request_json(
             "POST",
             f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts",
-            json=payload(contact),
+            json={**payload(contact), "singleValueExtendedProperties": identity.stamp(version)},
             headers=self.headers,
             mailbox=self.user,
             expected=(201, 200),
         )
         assert created is not None
         new_id = str(created["id"])
-        index[key] = new_id
+        if index is not None:
+            index.remember(version, new_id)
         photo = (contact.get(PRIVATE) or {}).get("photo") or {}
         problem = None
         if photo.get("content"):
@@ -217,15 +218,17 @@ class ContactsRestore:
                 )
             except GraphError as exc:
                 problem = f"created as {new_id} but its photo failed: {exc}"
-        if existing is not None and self.ctx.conflict == "overwrite":
+        for old in existing if self.ctx.conflict == "overwrite" else []:
             with contextlib.suppress(NotFound):
                 await self.graph.request_json(
                     "DELETE",
-                    f"{self.base}/contacts/{quote(existing, safe='')}",
+                    f"{self.base}/contacts/{quote(old, safe='')}",
                     headers=self.headers,
                     mailbox=self.user,
                     expected=(204, 200),
                 )
+        if index is not None:
+            index.forget(existing)
         if problem is not None:
             await self.ctx.report.failed(version, code="partially_restored", detail=problem)
             return

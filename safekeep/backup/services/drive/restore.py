@@ -2,10 +2,15 @@
 small, an upload session in 320 KiB-multiple fragments when large) straight from the store,
 checked against the hash Graph computes on arrival, and their modified time put back.
 
-Conflicts are decided by name in the target folder, as OneDrive itself does: ``skip`` leaves
-a file that is there (looked up in the folder's listing, then enforced by
-``conflictBehavior=fail``), ``overwrite`` replaces its content (``replace``), ``keep_both``
-lets Graph pick a free name (``rename``). A folder that exists is used as it is.
+A file is already there when the file at its path is the same driveItem (its Graph id,
+restoring in place) or holds exactly the backed-up bytes (the same ``quickXorHash`` or
+``sha256Hash`` Graph computed, and the same size): that is how a file Safekeep restored
+earlier is recognised, since a drive has one file per name and its hashes are Graph's own.
+``skip`` leaves such a file alone (counted as already there); a *different* file holding
+the name is not overwritten under ``skip`` and the item is reported as not restored.
+``overwrite`` replaces the content (``replace``), ``keep_both`` lets Graph pick a free name
+(``rename``); ``conflictBehavior=fail`` enforces ``skip`` against races. A folder that
+exists is used as it is.
 
 After restoring a whole drive (or whole folders) in place, ``observe_strays`` lists the
 drive as it is now and reports, without touching them, files that were not in the restore
@@ -83,7 +88,7 @@ class DriveWriter:
             return listing
         listing = {}
         path = f"/drives/{q(self.target.drive_id)}/items/{q(folder_id)}/children"
-        params = {"$select": "id,name,file,folder,package,size", "$top": 1000}
+        params = {"$select": "id,name,file,folder,package,size", "$top": 1000}  # file: hashes
         async for page in self.ctx.graph.paginate(
             path, params=params, mailbox=self.target.throttle_key
         ):
@@ -162,6 +167,9 @@ class DriveWriter:
             return
         if created is None:
             return
+        if created.get("@safekeep.existing"):
+            await report.existing(version, target_id=str(created.get("id") or "") or None)
+            return
         await report.restored(version, target_id=str(created.get("id") or "") or None)
 
     async def _put(self, version: ItemVersion, folder_names: Sequence[str]) -> Json | None:
@@ -172,8 +180,12 @@ class DriveWriter:
             existing = (await self._children(parent_id)).get(name.casefold())
         behaviour = "fail"
         if existing is not None:
+            if self.ctx.conflict == "skip" and self._same(version, existing):
+                return {**existing, "@safekeep.existing": True}
             if self.ctx.conflict == "skip":
-                await self.ctx.report.skipped(version, reason=f"exists: {where} is already there")
+                await self.ctx.report.skipped(
+                    version, reason=f"not restored: another file is at {where}"
+                )
                 return None
             if is_folder(existing):
                 raise RestoreFailed("name_conflict", f"{where} is a folder in the target")
@@ -182,7 +194,9 @@ class DriveWriter:
             created = await self._upload(version, parent_id, name, behaviour)
         except Conflict:
             if self.ctx.conflict == "skip":
-                await self.ctx.report.skipped(version, reason=f"exists: {where} is already there")
+                await self.ctx.report.skipped(
+                    version, reason=f"not restored: another file appeared at {where}"
+                )
                 return None
             behaviour = "replace" if self.ctx.conflict == "overwrite" else "rename"
             created = await self._upload(version, parent_id, name, behaviour)
@@ -190,6 +204,22 @@ class DriveWriter:
         self._remember(parent_id, created)
         await self._set_times(version, created)
         return created
+
+    def _same(self, version: ItemVersion, existing: Json) -> bool:
+        """Is the file in the target this item: the same driveItem (in place) or its exact
+        bytes by Graph's own hashes?"""
+        meta = version.meta or {}
+        in_place = self.ctx.folder_mode == "original" and self.ctx.target.id == self.ctx.source.id
+        if in_place and meta.get("id") and existing.get("id") == meta.get("id"):
+            return True
+        if is_folder(existing) or int(existing.get("size") or -1) != version.size:
+            return False
+        theirs = (existing.get("file") or {}).get("hashes") or {}
+        ours = meta.get("hashes") or {}
+        return any(
+            ours.get(name) and theirs.get(name) and ours[name].lower() == theirs[name].lower()
+            for name in ("quickXorHash", "sha256Hash")
+        )
 
     async def _upload(
         self, version: ItemVersion, parent_id: str, name: str, behaviour: str

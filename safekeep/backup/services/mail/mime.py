@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
+from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any, Literal
 
 FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
@@ -93,6 +94,63 @@ def attachment_parts(raw: bytes) -> list[MimePart]:
     return parts
 
 
+def _recipients(message: EmailMessage, header: str) -> list[dict[str, Any]]:
+    values = [str(v) for v in message.get_all(header, [])]
+    return [
+        {"emailAddress": {"name": name, "address": addr}}
+        for name, addr in getaddresses(values)
+        if name or addr
+    ]
+
+
+def _text(part: Message | None) -> str | None:
+    if not isinstance(part, EmailMessage):
+        return None
+    try:
+        content = part.get_content()
+    except (LookupError, UnicodeDecodeError):
+        raw = part.get_payload(decode=True)
+        content = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+    return content if isinstance(content, str) else bytes(content).decode("utf-8", "replace")
+
+
+def message_document(raw: bytes) -> dict[str, Any]:
+    """A message's Graph JSON as its MIME carries it. Used for a message attached inside an
+    attached message, which Graph lists only as MIME (its JSON stops at the first level)."""
+    message = parse(raw)
+    sent: str | None = None
+    if message["Date"]:
+        try:
+            when = parsedate_to_datetime(str(message["Date"]))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            sent = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (TypeError, ValueError):
+            sent = None
+    html = _text(message.get_body(preferencelist=("html",)))
+    text = _text(message.get_body(preferencelist=("plain",)))
+    senders = _recipients(message, "From")
+    importance = str(message.get("Importance", "normal")).lower()
+    document: dict[str, Any] = {
+        "subject": str(message.get("Subject", "")),
+        "toRecipients": _recipients(message, "To"),
+        "ccRecipients": _recipients(message, "Cc"),
+        "replyTo": _recipients(message, "Reply-To"),
+        "body": {"contentType": "html", "content": html}
+        if html is not None
+        else {"contentType": "text", "content": text or ""},
+        "importance": importance if importance in ("low", "normal", "high") else "normal",
+        "isRead": True,
+    }
+    if senders:
+        document["from"] = document["sender"] = senders[0]
+    if message.get("Message-ID"):
+        document["internetMessageId"] = str(message["Message-ID"]).strip()
+    if sent:
+        document["sentDateTime"] = document["receivedDateTime"] = sent
+    return document
+
+
 def _norm(value: str | None) -> str:
     return (value or "").strip().strip("<>").strip().lower()
 
@@ -128,6 +186,26 @@ def match_file_attachments(
                     used.add(position)
                     found[index] = part
                     break
+    return found
+
+
+def match_attached_messages(
+    attachments: Sequence[dict[str, Any]], parts: Sequence[MimePart]
+) -> dict[int, bytes]:
+    """For each attached message (by index in ``attachments``), its RFC 822 bytes: Exchange
+    writes attached messages into the MIME as ``message/rfc822`` parts in its own order."""
+    found: dict[int, bytes] = {}
+    inner = iter(p for p in parts if p.kind == "item")
+    for index, att in enumerate(attachments):
+        if att.get("@odata.type") != ITEM_ATTACHMENT:
+            continue
+        item = att.get("item") or {}
+        odata = str(item.get("@odata.type") or "#microsoft.graph.message").lower()
+        if odata.endswith(".message"):
+            part = next(inner, None)
+            if part is None:
+                break
+            found[index] = part.data
     return found
 
 

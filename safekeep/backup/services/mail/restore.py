@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import structlog
 
+from safekeep.backup.restore import identity
 from safekeep.backup.services.base import RestoreContext, Selection, read_document
 from safekeep.backup.services.mail import mime
 from safekeep.backup.services.mail.collect import RECOVERABLE, ROOT
@@ -62,6 +63,7 @@ WRITABLE = (
 RECOVERED_FOLDER = "Recoverable Items"  # Graph cannot write into the Recoverable Items tree
 INLINE_BUDGET = 2_500_000  # raw attachment bytes sent inside the create request (4 MB cap)
 WORKERS = 4  # Exchange allows 4 concurrent requests per mailbox
+MAX_NESTING = 30  # attached messages inside attached messages: Exchange's own limit
 LARGE_ITEM = 16 * 1024 * 1024  # messages above this are restored one at a time (memory)
 
 
@@ -96,11 +98,56 @@ def creatable(document: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def item_attachment(att: dict[str, Any]) -> dict[str, Any]:
+def file_attachment(part: mime.MimePart) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "@odata.type": mime.FILE_ATTACHMENT,
+        "name": part.name or "attachment",
+        "contentType": part.content_type,
+        "contentBytes": base64.b64encode(part.data).decode("ascii"),
+        "isInline": part.inline,
+    }
+    if part.content_id:
+        out["contentId"] = part.content_id
+    return out
+
+
+def nested_attachments(raw: bytes, depth: int) -> list[dict[str, Any]]:
+    """The attachments of an attached message, out of its own MIME: Graph's JSON of an
+    attached message does not list them, so a message attached inside an attached message
+    (and its files) exists only there."""
+    out: list[dict[str, Any]] = []
+    for part in mime.attachment_parts(raw):
+        if part.kind == "item":
+            out.append(attached_message(None, part.name, part.data, depth + 1))
+        else:
+            out.append(file_attachment(part))
+    return out
+
+
+def attached_message(
+    document: dict[str, Any] | None, name: str | None, raw: bytes | None, depth: int
+) -> dict[str, Any]:
+    """An attached message as an item attachment: its Graph JSON when Graph gave one (first
+    level), else what its MIME says; its own attachments from its MIME, down to
+    ``MAX_NESTING`` levels."""
+    source = document if document is not None else mime.message_document(raw or b"")
+    inner: dict[str, Any] = {"@odata.type": "#microsoft.graph.message", **creatable(source)}
+    if raw and depth < MAX_NESTING:
+        below = nested_attachments(raw, depth)
+        if below:
+            inner["attachments"] = below
+    return {
+        "@odata.type": mime.ITEM_ATTACHMENT,
+        "name": name or str(source.get("subject") or ""),
+        "item": inner,
+    }
+
+
+def item_attachment(att: dict[str, Any], raw: bytes | None = None) -> dict[str, Any]:
     item = dict(att.get("item") or {})
     odata = str(item.get("@odata.type") or "#microsoft.graph.message")
     if odata.lower().endswith(".message"):
-        inner = {"@odata.type": "#microsoft.graph.message", **creatable(item)}
+        return attached_message(item, att.get("name"), raw, 1)
     else:  # an attached event or contact: its own properties, minus the server's
         server = {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "webLink"}
         inner = {k: v for k, v in item.items() if k not in server and not k.startswith("@odata.")}
@@ -120,6 +167,39 @@ def reference_attachment(att: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _look(internet_id: Any, received: Any) -> tuple[str, str] | None:
+    """Internet Message-ID and received time to the second (Graph's own precision)."""
+    if not internet_id or not received:
+        return None
+    return str(internet_id), str(received)[:19]
+
+
+class _MailIndex(identity.TargetIndex):
+    """A target folder's messages by identity, plus those Safekeep did not restore by
+    Internet Message-ID and received time (candidates for the full match)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unstamped: dict[tuple[str, str], list[str]] = {}
+        self.claimed: set[str] = set()
+
+    def add_message(self, message: dict[str, Any]) -> None:
+        if self.add(message) is None:
+            key = _look(message.get("internetMessageId"), message.get("receivedDateTime"))
+            if key:
+                self.unstamped.setdefault(key, []).append(str(message["id"]))
+
+    def merge(self, other: _MailIndex) -> None:
+        for target_id in other.ids - self.ids:
+            self.ids.add(target_id)
+        for item, found in other.stamped.items():
+            mine = self.stamped.setdefault(item, [])
+            mine.extend(f for f in found if f not in mine)
+        for key, found in other.unstamped.items():
+            mine = self.unstamped.setdefault(key, [])
+            mine.extend(f for f in found if f not in mine)
+
+
 class MailRestorer:
     def __init__(self, ctx: RestoreContext, selection: Selection) -> None:
         self.ctx = ctx
@@ -131,7 +211,8 @@ class MailRestorer:
         self._targets: dict[str, str] = {}  # source folder id -> target folder id
         self._well_known: dict[str, str] = {}
         self._children: dict[str, dict[str, str]] = {}  # target parent -> lower name -> id
-        self._existing: dict[str, dict[str, list[str]]] = {}  # folder -> imid -> message ids
+        self._indexes: dict[str, _MailIndex] = {}  # target folder -> what it holds
+        self.in_place = identity.in_place(ctx.source.id, ctx.target.id, ctx.folder_mode)
         self._folder_lock = asyncio.Lock()
         self._listing_locks: dict[str, asyncio.Lock] = {}
         self._large = asyncio.Lock()
@@ -231,21 +312,34 @@ class MailRestorer:
 
     # ---- conflicts -------------------------------------------------------------------------
 
-    async def _existing_ids(self, folder: str, internet_id: str) -> list[str]:
-        """Messages in ``folder`` with this internetMessageId."""
+    async def _folder_index(
+        self, folder: str, version: ItemVersion, document: dict[str, Any]
+    ) -> _MailIndex:
+        """What the target folder holds that could be this message: the whole folder listed
+        once for folder and whole-mailbox restores, else just the candidates for this one
+        (restored from the same Safekeep item, or the same Internet Message-ID)."""
         if self.prefetch:
             lock = self._listing_locks.setdefault(folder, asyncio.Lock())
             async with lock:
-                if folder not in self._existing:
-                    self._existing[folder] = await self._list_ids(folder, None)
-            return list(self._existing[folder].get(internet_id, []))
-        return (await self._list_ids(folder, internet_id)).get(internet_id, [])
-
-    async def _list_ids(self, folder: str, internet_id: str | None) -> dict[str, list[str]]:
-        params = {"$select": "id,internetMessageId", "$top": "1000" if not internet_id else "50"}
+                if folder not in self._indexes:
+                    self._indexes[folder] = await self._list(folder, None)
+            return self._indexes[folder]
+        index = await self._list(folder, identity.stamp_filter(version))
+        internet_id = document.get("internetMessageId")
         if internet_id:
-            params["$filter"] = "internetMessageId eq '" + internet_id.replace("'", "''") + "'"
-        found: dict[str, list[str]] = {}
+            quoted = "'" + str(internet_id).replace("'", "''") + "'"
+            index.merge(await self._list(folder, f"internetMessageId eq {quoted}"))
+        return index
+
+    async def _list(self, folder: str, where: str | None) -> _MailIndex:
+        params = {
+            "$select": "id,internetMessageId,receivedDateTime",
+            "$expand": identity.EXPAND,
+            "$top": "1000" if where is None else "50",
+        }
+        if where:
+            params["$filter"] = where
+        index = _MailIndex()
         async for page in self.ctx.graph.paginate(
             f"{self.base}/mailFolders/{quote(folder, safe='')}/messages",
             params=params,
@@ -253,19 +347,39 @@ class MailRestorer:
             mailbox=self.user,
         ):
             for message in page:
-                imid = message.get("internetMessageId")
-                if imid and (internet_id is None or imid == internet_id):
-                    found.setdefault(str(imid), []).append(str(message["id"]))
-        return found
+                index.add_message(message)
+        return index
 
-    def _remember(self, folder: str, internet_id: str | None, message_id: str) -> None:
-        if internet_id and folder in self._existing:
-            self._existing[folder].setdefault(internet_id, []).append(message_id)
+    async def _existing(
+        self, index: _MailIndex, version: ItemVersion, document: dict[str, Any]
+    ) -> list[str]:
+        """The messages in the target folder that are this one: the message itself (in
+        place), Safekeep's earlier copy of it, or, for mail that did not come from Safekeep,
+        one with the same Internet Message-ID, received time and size (a conservative full
+        match: two different messages of a mailbox may share a Message-ID)."""
+        graph_id = self.selection.external_id(version) if self.in_place else None
+        found = index.existing(version, graph_id)
+        if found:
+            return found
+        key = _look(document.get("internetMessageId"), document.get("receivedDateTime"))
+        for candidate in index.unstamped.get(key, []) if key else []:
+            if candidate in index.claimed:
+                continue
+            if await self._size_of(candidate) == version.size:
+                index.claimed.add(candidate)  # one existing message stands for one item only
+                return [candidate]
+        return []
 
-    def _forget(self, folder: str, internet_id: str | None, message_ids: list[str]) -> None:
-        if internet_id and folder in self._existing:
-            left = [m for m in self._existing[folder].get(internet_id, []) if m not in message_ids]
-            self._existing[folder][internet_id] = left
+    async def _size_of(self, message_id: str) -> int | None:
+        total = 0
+        try:
+            async for chunk in self.ctx.graph.stream(
+                f"{self.base}/messages/{quote(message_id, safe='')}/$value", mailbox=self.user
+            ):
+                total += len(chunk)
+        except NotFound:
+            return None
+        return total
 
     # ---- one message -----------------------------------------------------------------------
 
@@ -292,17 +406,17 @@ class MailRestorer:
         if document is None:
             raise RestoreFailed("no_document", "this version has no stored Graph JSON")
         folder = await self.target_folder(version.parent_external_id)
-        internet_id = document.get("internetMessageId")
         existing: list[str] = []
-        if internet_id and self.ctx.conflict != "keep_both":
-            existing = await self._existing_ids(folder, str(internet_id))
+        index: _MailIndex | None = None
+        if self.ctx.conflict != "keep_both":
+            index = await self._folder_index(folder, version, document)
+            existing = await self._existing(index, version, document)
             if existing and self.ctx.conflict == "skip":
-                await self.ctx.report.skipped(
-                    version, reason="a message with this internetMessageId is already there"
-                )
+                await self.ctx.report.existing(version, target_id=existing[0])
                 return None
         created = await self._create(version, document, folder)
-        self._remember(folder, internet_id, created)
+        if index is not None:
+            index.remember(version, created)
         for old in existing:  # overwrite: the new copy is in place, now drop the old one
             with suppress(NotFound):
                 await self.ctx.graph.request_json(
@@ -311,33 +425,36 @@ class MailRestorer:
                     mailbox=self.user,
                     expected=(204, 200),
                 )
-        self._forget(folder, internet_id, existing)
+        if index is not None:
+            index.forget(existing)
         return created
 
     async def _create(self, version: ItemVersion, document: dict[str, Any], folder: str) -> str:
         attachments = list(document.get("attachments") or [])
         files: dict[int, mime.MimePart] = {}
-        if any(attachment_kind(a) == "file" for a in attachments):
+        messages: dict[int, bytes] = {}  # item attachment index -> the attached message's MIME
+        if any(attachment_kind(a) in ("file", "item") for a in attachments):
             if not version.content:
                 raise RestoreFailed("no_content", "the MIME holding the attachments is missing")
             raw = await self.ctx.repo.read_bytes(ContentRef.from_json(version.content))
-            files = await asyncio.to_thread(
-                mime.match_file_attachments, attachments, mime.attachment_parts(raw)
-            )
+            parts = await asyncio.to_thread(mime.attachment_parts, raw)
             del raw
+            files = mime.match_file_attachments(attachments, parts)
+            messages = mime.match_attached_messages(attachments, parts)
         missing = [
             str(a.get("name"))
             for i, a in enumerate(attachments)
             if attachment_kind(a) == "file" and i not in files
         ]
         payload = creatable(document)
+        payload["singleValueExtendedProperties"].extend(identity.stamp(version))
         inline: list[dict[str, Any]] = []
         later: list[tuple[dict[str, Any], mime.MimePart]] = []
         budget = INLINE_BUDGET
         for index, att in enumerate(attachments):
             kind = attachment_kind(att)
             if kind == "item":
-                inline.append(item_attachment(att))
+                inline.append(item_attachment(att, messages.get(index)))
             elif kind == "reference":
                 inline.append(reference_attachment(att))
             elif index in files:

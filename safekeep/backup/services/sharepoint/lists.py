@@ -499,7 +499,7 @@ class ListWriter:
         conflict = self.ctx.conflict
         if self.in_place and same_list and item_id in target.ids:
             if conflict == "skip":
-                await self.ctx.report.skipped(version, reason="exists: the item is in the list")
+                await self.ctx.report.existing(version, target_id=item_id)
                 return None
             if conflict == "overwrite":
                 await self.ctx.graph.request_json(
@@ -514,9 +514,8 @@ class ListWriter:
             twin = target.twin(fields)
             if twin is not None:  # restored before, or re-created by hand: not twice
                 if conflict == "skip":
-                    await self.ctx.report.skipped(
-                        version, reason=f"exists: item {twin} has the same fields"
-                    )
+                    # every field equal: the item (or Safekeep's copy of it) is there
+                    await self.ctx.report.existing(version, target_id=twin)
                     return None
                 return twin, dropped  # overwrite: it already holds exactly these fields
         created = await self.ctx.graph.request_json(
