@@ -12,13 +12,13 @@ Create Date: 2026-12-03 07:00:00
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
 
 import safekeep.tenants.models.base
 
@@ -68,17 +68,15 @@ def _unbind_duplicates() -> None:
                 sa.bindparam("id", type_=sa.Uuid()),
                 sa.bindparam("msp", type_=sa.Uuid()),
                 sa.bindparam("tenant", type_=sa.Uuid()),
-                sa.bindparam("details", type_=sa.JSON()),
+                sa.bindparam("details", type_=sa.JSON().with_variant(JSONB(), "postgresql")),
             ),
             {
                 "id": uuid.uuid4(),
                 "now": now,
-                "msp": msp_id if isinstance(msp_id, uuid.UUID) else uuid.UUID(str(msp_id)),
-                "tenant": tenant_id
-                if isinstance(tenant_id, uuid.UUID)
-                else uuid.UUID(str(tenant_id)),
+                "msp": uuid.UUID(str(msp_id)),
+                "tenant": uuid.UUID(str(tenant_id)),
                 "target": str(tenant_id),
-                "details": json.loads(json.dumps({"entra_tenant_id": directory})),
+                "details": {"entra_tenant_id": directory},
             },
         )
 

@@ -182,8 +182,11 @@ def _redeem(
             dict(request.flow), auth_response
         )
         return result
-    except (ValueError, RuntimeError) as exc:
-        # msal's checks (state, nonce) and an authority Entra does not know.
+    except RuntimeError as exc:
+        # msal compares the ID token's nonce with the flow's (its message quotes both).
+        raise ConsentRefused("The ID token's nonce is not this sign-in's") from exc
+    except ValueError as exc:
+        # msal's state check, or an authority Entra does not know.
         raise ConsentRefused(f"Microsoft's answer did not verify: {str(exc)[:200]}") from exc
     except requests.RequestException as exc:
         raise ConsentRefused("Microsoft's sign-in service could not be reached") from exc
