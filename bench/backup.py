@@ -43,14 +43,12 @@ from safekeep.settings import Settings
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants import outbox
 from safekeep.tenants.models import (
-    ConsentState,
     Item,
     ItemVersion,
     Job,
     JobKind,
     JobStatus,
     JobTask,
-    JobTrigger,
     Tenant,
 )
 from safekeep.tenants.msp import service as msp_service
@@ -69,12 +67,15 @@ class Connected:
 
 
 async def connect(settings: Settings, sim: Graphsim, services: list[str]) -> Connected:
-    """An MSP and a consented tenant for the simulated one, with discovery done."""
+    """An MSP and a tenant connected to the simulated one through the consent flow (the
+    simulated admin signs in at graphsim's authorize endpoint), with discovery done."""
+    from safekeep.serve import connect_simulated
+
     runtime = Runtime.build(settings, send=broker.send_messages)
     try:
         async with runtime.db.session() as session:
             msp, key = await msp_service.create_with_admin_key(session, name="Bench MSP")
-        with outbox.collect() as box:
+        with outbox.collect():
             async with runtime.db.session() as session:
                 tenant = await tenant_service.create(
                     session,
@@ -86,18 +87,19 @@ async def connect(settings: Settings, sim: Graphsim, services: list[str]) -> Con
                     app_client_secret=None,
                     policy={"services": services},
                 )
-                tenant.consent_state = ConsentState.granted
-                tenant.entra_tenant_id = sim.tenants[0]["id"]
-                job = await tenant_service.start_job(
-                    session,
-                    tenant,
-                    kind=JobKind.discover,
-                    trigger=JobTrigger.manual,
-                    requested_by="bench",
-                    params={},
-                )
+        with outbox.collect() as box:
+            outcome = await connect_simulated(
+                runtime.db, settings, tenant.id, f"admin@{sim.tenants[0]['domain']}"
+            )
+        assert outcome.granted, outcome.error
         broker.send_messages(box.messages)
-        await wait(runtime, job.id)
+        async with runtime.db.session() as session:
+            job_id = (
+                await session.execute(
+                    select(Job.id).where(Job.tenant_id == tenant.id, Job.kind == JobKind.discover)
+                )
+            ).scalar_one()
+        await wait(runtime, job_id)
         return Connected(tenant.id, key)
     finally:
         await runtime.close()

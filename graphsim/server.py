@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from graphsim import entra
@@ -423,40 +423,6 @@ def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
         resp, _ = await dispatch(engine, req)
         return to_response(resp, req.request_id)
 
-    async def openid(request: Request) -> Response:
-        key = request.path_params["tenant"]
-        tenant = engine.world.tenant(key)
-        if tenant is None:
-            status, body = entra.unknown_tenant(key, discovery=True)
-            return JSONResponse(body, status)
-        return JSONResponse(entra.openid_configuration(engine.base_url, tenant, key))
-
-    async def token(request: Request) -> Response:
-        body = await request.body()
-        with engine.world.lock:
-            status, payload = entra.issue_token(
-                engine, request.path_params["tenant"], body, request.headers.get("authorization")
-            )
-            engine.throttler.counters.by_endpoint["POST /{tenant}/oauth2/v2.0/token"] = (
-                engine.throttler.counters.by_endpoint.get("POST /{tenant}/oauth2/v2.0/token", 0) + 1
-            )
-        return JSONResponse(
-            payload, status, headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
-        )
-
-    async def consent(request: Request) -> Response:
-        with engine.world.lock:
-            status, target = entra.admin_consent_redirect(
-                engine, request.path_params["tenant"], dict(request.query_params)
-            )
-        if status == 302:
-            assert isinstance(target, str)
-            return RedirectResponse(target, 302)
-        return JSONResponse(target, status)
-
-    async def keys(request: Request) -> Response:
-        return JSONResponse({"keys": []})
-
     async def upload(request: Request) -> Response:
         from graphsim.uploads import accept_fragment
 
@@ -548,18 +514,14 @@ def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
 
         return StreamingResponse(stream(), status_code=status, headers=headers)
 
+    entra_routes = entra.routes(engine)  # Entra ID, with its /_sim/entra/ controls first
     routes = [
+        *entra_routes[:1],
         *control_routes,
         Route("/_upload/{session}", upload, methods=["PUT", "POST", "GET", "DELETE"]),
         Route("/_download/{token}", download, methods=["GET", "HEAD"]),
         Route("/v1.0/{path:path}", graph, methods=GRAPH_METHODS),
-        Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),
-        Route("/{tenant}/.well-known/openid-configuration", openid, methods=["GET"]),
-        Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
-        Route("/{tenant}/oauth2/token", token, methods=["POST"]),
-        Route("/{tenant}/adminconsent", consent, methods=["GET"]),
-        Route("/{tenant}/v2.0/adminconsent", consent, methods=["GET"]),
-        Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
+        *entra_routes[1:],
     ]
     return Starlette(routes=routes)
 

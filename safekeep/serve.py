@@ -1,9 +1,11 @@
 """`safekeep serve`: the whole product in one process (API, in-process worker, scheduler),
 and with ``--demo`` a simulated Microsoft 365 tenant already connected.
 
-The demo connects through the real onboarding path: the tenant's admin-consent URL is
-visited (graphsim plays the client's admin and approves), its redirect is handed to the same
-consent callback the API serves, and that callback starts discovery.
+The demo connects through the real onboarding path: the tenant's consent URL (Entra's
+authorize endpoint) is visited with the simulated directory's administrator as the sign-in
+(graphsim signs them in and records admin consent), its redirect is handed to the same
+consent service the callback uses, which redeems the code, verifies the ID token, binds the
+directory and starts discovery.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import structlog
@@ -105,10 +108,13 @@ async def _bootstrap_demo(settings: Settings, sim: Any) -> tuple[str, str]:
                         policy=None,
                     )
                 needs_consent = tenant.consent_state != "granted"
-                consent_url = tenant_service.consent_url_for(settings, tenant)
             messages.extend(box.messages)
         if needs_consent:
-            await _consent(settings, db, consent_url, messages)
+            from graphsim.entra import admin_upn
+
+            with outbox.collect() as box:
+                await connect_simulated(db, settings, tenant.id, admin_upn(simulated))
+            messages.extend(box.messages)
         queue.send_messages(messages)
         return str(msp.id), secret
     finally:
@@ -121,28 +127,35 @@ def _scope(msp: Msp) -> Any:
     return scope_for_msp(msp.id)
 
 
-async def _consent(
-    settings: Settings, db: Database, consent_url: str, messages: list[outbox.Message]
-) -> None:
-    """Visit the consent URL as the client's admin would, then deliver Entra's answer to the
-    consent callback's own service function."""
+async def connect_simulated(
+    db: Database, settings: Settings, tenant_id: uuid.UUID, login_hint: str
+) -> tenant_service.ConsentOutcome:
+    """Onboard a tenant against graphsim as a client's admin would: a fresh consent URL,
+    graphsim's authorize endpoint signing ``login_hint`` in, and Entra's answer handed to the
+    consent callback's own service function (which redeems and verifies). The demo, the test
+    helpers and the benchmarks connect tenants this way."""
+    async with db.session() as session:
+        tenant = await tenant_repository.get_system(session, tenant_id)
+        if tenant is None:
+            raise LookupError(f"no tenant {tenant_id}")
+        consent_url = await tenant_service.start_consent(session, settings, tenant)
     context = ssl.create_default_context(cafile=str(settings.ca_bundle))
     async with httpx.AsyncClient(verify=context) as http:
-        answer = await http.get(consent_url, follow_redirects=False)
+        answer = await http.get(
+            f"{consent_url}&{urlencode({'login_hint': login_hint})}", follow_redirects=False
+        )
     location = answer.headers.get("location", "")
+    if answer.status_code != 302 or not location:
+        raise RuntimeError(f"the sign-in did not redirect back: {answer.status_code} {answer.text}")
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
-    granted = query.get("admin_consent", "").lower() == "true"
-    with outbox.collect() as box:
-        async with db.session() as session:
-            await tenant_service.record_consent(
-                session,
-                settings,
-                state=query.get("state", ""),
-                granted=granted,
-                entra_tenant_id=query.get("tenant"),
-                error=query.get("error_description"),
-            )
-    messages.extend(box.messages)
+    return await tenant_service.complete_consent(
+        db,
+        settings,
+        state=query.get("state", ""),
+        code=query.get("code"),
+        error=query.get("error"),
+        error_description=query.get("error_description"),
+    )
 
 
 def run(*, host: str, port: int, demo: bool) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from graphsim import Simulator
 from safekeep.runtime import Runtime
 from safekeep.tenants import outbox
 from safekeep.tenants.api_key import service as api_key_service
@@ -57,6 +58,25 @@ async def create_key(
     return secret
 
 
+async def connect_tenant(
+    runtime: Runtime, tenant: Tenant, sim: Simulator, sim_tenant: str | None = None
+) -> Tenant:
+    """Connect a tenant as onboarding does: graphsim signs the simulated directory's admin in
+    at the tenant's consent URL, and the consent service redeems the code and binds the
+    directory of the verified ID token (the discovery job it starts is handed to the runtime's
+    queue). ``runtime.settings`` must point at ``sim`` (``sim_settings``)."""
+    from graphsim.entra import admin_upn
+    from safekeep.serve import connect_simulated
+
+    with outbox.collect() as box:
+        outcome = await connect_simulated(
+            runtime.db, runtime.settings, tenant.id, admin_upn(sim.tenant(sim_tenant))
+        )
+    assert outcome.granted, outcome.error
+    runtime.send(box.messages)
+    return outcome.tenant
+
+
 async def create_tenant(
     runtime: Runtime,
     msp: MspHandle,
@@ -66,6 +86,9 @@ async def create_tenant(
     entra_tenant_id: str | None = None,
     policy: dict[str, Any] | None = None,
 ) -> Tenant:
+    """A tenant of ``msp``; ``consented`` stands for a directory bound earlier (a random one
+    unless given) for tests that never talk to Entra. Tests that do connect through
+    ``connect_tenant``."""
     with outbox.collect():
         async with runtime.db.session() as session:
             tenant = await tenant_service.create(

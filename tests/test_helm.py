@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,6 +26,8 @@ import redis
 import yaml
 
 import safekeep.workers.actors
+from graphsim import Simulator
+from graphsim.entra import admin_upn
 from safekeep.cli import app as cli_app
 from safekeep.settings import DEV_APP_CLIENT_ID, DEV_MASTER_KEY, Environment, Settings
 
@@ -578,7 +580,8 @@ def test_the_api_command_enqueues_jobs_on_the_broker(
     tmp_path: Path,
 ) -> None:
     """Run the API exactly as the chart's Deployment does, on real PostgreSQL and Redis, and
-    follow a tenant's consent to the discovery job it must put on the queue."""
+    follow a tenant's consent (graphsim playing Entra ID and the client's admin) to the
+    discovery job it must put on the queue."""
     docs = render()
     api = pod_specs(docs)[f"{RELEASE}-safekeep-api"]["containers"][0]
     env = {
@@ -591,6 +594,17 @@ def test_the_api_command_enqueues_jobs_on_the_broker(
         "SAFEKEEP_SEARCH_URL": f"sqlite:///{tmp_path / 'search.db'}",
     }
     env.pop("SAFEKEEP_S3_ENDPOINT_URL")
+    entra = Simulator(
+        seed=3,
+        users=1,
+        messages=0,
+        files=0,
+        sites=0,
+        app_id=env["SAFEKEEP_APP_CLIENT_ID"],
+        app_secret=env["SAFEKEEP_APP_CLIENT_SECRET"],
+    ).start()
+    env["SAFEKEEP_LOGIN_URL"] = entra.base_url
+    env["SAFEKEEP_CA_BUNDLE"] = str(entra.ca_path)
     created = subprocess.run(
         [str(VENV_BIN / "safekeep"), "msp", "create", "--name", "Helm MSP", "--json"],
         env=env,
@@ -625,19 +639,22 @@ def test_the_api_command_enqueues_jobs_on_the_broker(
                 tenant = client.post(
                     "/v1/tenants",
                     headers={"Authorization": f"Bearer {api_key}"},
-                    json={"name": "Contoso", "domain": "contoso.example.com"},
+                    json={"name": "Contoso", "domain": entra.tenant().domain},
                 )
                 assert tenant.status_code == 201, tenant.text + log.read_text()
-                state = parse_qs(urlsplit(tenant.json()["consent_url"]).query)["state"][0]
-                tenant_guid = "6f1d3c2b-8a7e-4b5c-9d0e-1f2a3b4c5d6e"
-                consent = client.get(
-                    "/v1/consent/callback",
-                    params={"admin_consent": "True", "tenant": tenant_guid, "state": state},
+                signed_in = httpx.get(
+                    f"{tenant.json()['consent_url']}&login_hint={admin_upn(entra.tenant())}",
+                    verify=entra.ssl_context(),
+                    follow_redirects=False,
                 )
+                back = urlsplit(signed_in.headers["location"])
+                consent = client.get(f"{back.path}?{back.query}")
                 assert consent.status_code == 200, consent.text + log.read_text()[-2000:]
+                assert consent.json()["entra_tenant_id"] == entra.tenant().id
         finally:
             server.terminate()
             server.wait(timeout=30)
+            entra.stop()
     with redis.Redis.from_url(redis_url) as queue:
         messages = [
             json.loads(raw) for key in queue.scan_iter("*.msgs") for raw in queue.hvals(key)

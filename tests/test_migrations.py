@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
@@ -50,3 +51,54 @@ def test_downgrade_then_upgrade(database_url: str) -> None:
         engine.dispose()
     command.upgrade(config, "head")
     assert _drift(database_url) == []
+
+
+def test_one_owner_per_directory_keeps_the_earliest_binding(tmp_path: Any) -> None:
+    """Before consent was proven, a forged callback could bind a directory twice: the
+    migration keeps the earliest binding, unbinds the others (audited), then enforces it."""
+    import sqlite3
+    import uuid
+
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    path = tmp_path / "m.db"
+    config = alembic_config(f"sqlite+aiosqlite:///{path}")
+    command.upgrade(config, "0001")
+    msp = uuid.uuid4().hex
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "INSERT INTO msp (id, name, status, created_at) "
+            "VALUES (?, 'm', 'active', '2026-01-01 00:00:00')",
+            (msp,),
+        )
+        for name, when in (("second", "02"), ("first", "01"), ("third", "03")):
+            con.execute(
+                "INSERT INTO tenant (id, msp_id, name, status, consent_state, entra_tenant_id, "
+                "consent_changed_at, wrapped_data_key, storage_prefix, created_at, updated_at) "
+                "VALUES (?, ?, ?, 'active', 'granted', 'dir-1', ?, x'00', 'p', ?, ?)",
+                (uuid.uuid4().hex, msp, name, *[f"2026-01-{when} 00:00:00"] * 3),
+            )
+    command.upgrade(config, "head")
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT name, consent_state, entra_tenant_id FROM tenant ORDER BY name"
+            ).fetchall()
+            unbound = conn.exec_driver_sql(
+                "SELECT count(*) FROM audit_event WHERE action = 'tenant.consent_unbound'"
+            ).scalar_one()
+        assert [tuple(r) for r in rows] == [
+            ("first", "granted", "dir-1"),
+            ("second", "pending", None),
+            ("third", "pending", None),
+        ]
+        assert unbound == 2
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE tenant SET entra_tenant_id = 'dir-1' WHERE name = 'third'")
+        with engine.begin() as conn:  # a deleted tenant keeps its directory for the record
+            conn.exec_driver_sql("UPDATE tenant SET status = 'deleted' WHERE name = 'first'")
+            conn.exec_driver_sql("UPDATE tenant SET entra_tenant_id = 'dir-1' WHERE name = 'third'")
+    finally:
+        engine.dispose()

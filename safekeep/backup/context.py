@@ -26,7 +26,7 @@ from safekeep.tenants.tenant.service import app_credentials
 @dataclass
 class _LoopShared:
     limiter: Limiter
-    tokens: dict[tuple[str, str, str], TokenProvider]
+    tokens: dict[tuple[str, str, str, str], TokenProvider]
 
 
 _shared: dict[asyncio.AbstractEventLoop, _LoopShared] = {}
@@ -48,7 +48,9 @@ def token_provider(runtime: Runtime, tenant: Tenant) -> TokenProvider:
         raise ValueError("the tenant has not consented yet")
     settings = runtime.settings
     creds = app_credentials(settings, tenant)
-    key = (settings.login_url, tenant.entra_tenant_id, creds.client_id)
+    # The CA is part of the key: a provider's session trusts one CA (a new simulator on a
+    # reused port, or a rotated private CA, must not meet a session pinned to the old one).
+    key = (settings.login_url, str(settings.ca_bundle), tenant.entra_tenant_id, creds.client_id)
     shared = _loop_shared(runtime)
     provider = shared.tokens.get(key)
     if provider is None:

@@ -41,6 +41,7 @@ ROUTES: list[Route] = [
     _r("PATCH", "/v1/tenants/{tenant_id}", "admin", {"name": "Renamed"}),
     _r("DELETE", "/v1/tenants/{tenant_id}", "admin"),
     _r("POST", "/v1/tenants/{tenant_id}/consent", "admin"),
+    _r("POST", "/v1/tenants/{tenant_id}/consent/release", "admin"),
     _r("POST", "/v1/tenants/{tenant_id}/discover", "backup"),
     _r("GET", "/v1/tenants/{tenant_id}/policy", "read"),
     _r("PUT", "/v1/tenants/{tenant_id}/policy", "admin", {"backups_per_day": 4}),

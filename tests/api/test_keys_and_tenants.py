@@ -97,10 +97,11 @@ async def test_tenant_lifecycle(client: httpx.AsyncClient, runtime: Runtime) -> 
     assert r.status_code == 201, r.text
     tenant = r.json()
     assert tenant["consent_state"] == "pending"
-    assert "/contoso.onmicrosoft.com/adminconsent?" in tenant["consent_url"]
+    assert "/contoso.onmicrosoft.com/oauth2/v2.0/authorize?" in tenant["consent_url"]
     assert (
         "redirect_uri=http%3A%2F%2Fsafekeep.test%2Fv1%2Fconsent%2Fcallback" in tenant["consent_url"]
     )
+    assert "code_challenge_method=S256" in tenant["consent_url"]
     policy = (await client.get(f"/v1/tenants/{tenant['id']}/policy", headers=msp.headers)).json()
     assert policy["backups_per_day"] == 6
     r = await client.patch(
@@ -109,7 +110,7 @@ async def test_tenant_lifecycle(client: httpx.AsyncClient, runtime: Runtime) -> 
     assert r.status_code == 200 and r.json()["name"] == "Contoso Ltd"
     # consent can be re-requested at any time
     r = await client.post(f"/v1/tenants/{tenant['id']}/consent", headers=msp.headers)
-    assert r.status_code == 200 and "adminconsent" in r.json()["consent_url"]
+    assert r.status_code == 200 and "/oauth2/v2.0/authorize?" in r.json()["consent_url"]
     # a custom Entra app needs both halves, and never shows its secret
     r = await client.patch(
         f"/v1/tenants/{tenant['id']}",

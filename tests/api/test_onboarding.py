@@ -3,84 +3,128 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+import pytest
 
+from graphsim import Simulator
+from graphsim.entra import admin_upn, sign_in_as
+from safekeep.api.app import create_app
 from safekeep.runtime import Runtime
+from safekeep.settings import Settings
 from safekeep.tenants.account.service import FoundAccount, apply_discovery
 from safekeep.tenants.models import AccountKind, Snapshot, SnapshotStatus, utcnow
 from safekeep.tenants.scope import scope_for_tenant
 from safekeep.tenants.tenant import repository as tenant_repository
+from tests.backup.harness import sim_settings
 from tests.factories import create_account, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
 
 
-def _state(consent_url: str) -> str:
-    return parse_qs(urlsplit(consent_url).query)["state"][0]
+@pytest.fixture
+async def sim_runtime(
+    scaleout_settings: Settings, sim: Simulator, sent: SentMessages
+) -> AsyncIterator[Runtime]:
+    """The API's runtime pointed at graphsim's Entra ID (the consent flow redeems codes)."""
+    runtime = Runtime.build(sim_settings(scaleout_settings, sim), send=sent)
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
 
 
-async def test_consent_callback_records_consent_and_starts_discovery(
-    client: httpx.AsyncClient, runtime: Runtime, sent: SentMessages
-) -> None:
-    msp = await create_msp(runtime)
-    created = (
-        await client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
-    ).json()
-    entra_id = str(uuid.uuid4())
-    r = await client.get(
-        "/v1/consent/callback",
-        params={
-            "admin_consent": "True",
-            "tenant": entra_id,
-            "state": _state(created["consent_url"]),
-        },
+@pytest.fixture
+async def sim_client(sim_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(runtime=sim_runtime), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as c:
+        yield c
+
+
+def sign_in(sim: Simulator, consent_url: str, login_hint: str) -> str:
+    """The admin's browser at Entra: the callback path and query it is sent back with."""
+    answer = httpx.get(
+        f"{consent_url}&{urlencode({'login_hint': login_hint})}",
+        verify=sim.ssl_context(),
+        follow_redirects=False,
     )
+    assert answer.status_code == 302, answer.text
+    back = urlsplit(answer.headers["location"])
+    assert back.path == "/v1/consent/callback"
+    return f"{back.path}?{back.query}"
+
+
+async def test_consent_binds_the_directory_of_the_verified_id_token(
+    sim_client: httpx.AsyncClient, sim_runtime: Runtime, sim: Simulator, sent: SentMessages
+) -> None:
+    msp = await create_msp(sim_runtime)
+    created = (
+        await sim_client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
+    ).json()
+    url = urlsplit(created["consent_url"])
+    query = parse_qs(url.query)
+    assert url.path == "/organizations/oauth2/v2.0/authorize"
+    assert query["prompt"] == ["consent"] and query["code_challenge_method"] == ["S256"]
+    assert "https://graph.microsoft.com/.default" in query["scope"][0].split()
+    simulated = sim.tenant()
+    callback = sign_in(sim, created["consent_url"], admin_upn(simulated))
+    # a forged tenant= beside Entra's answer is ignored: the ID token names the directory
+    r = await sim_client.get(callback + f"&tenant={uuid.uuid4()}")
     assert r.status_code == 200, r.text
     assert r.json()["consent_state"] == "granted"
-    tenant = (await client.get(f"/v1/tenants/{created['id']}", headers=msp.headers)).json()
-    assert tenant["entra_tenant_id"] == entra_id and tenant["next_backup_at"] is not None
+    assert r.json()["entra_tenant_id"] == simulated.id
+    tenant = (await sim_client.get(f"/v1/tenants/{created['id']}", headers=msp.headers)).json()
+    assert tenant["entra_tenant_id"] == simulated.id and tenant["next_backup_at"] is not None
     assert sent.actors() == ["run_discover"]
-    jobs = (await client.get(f"/v1/tenants/{created['id']}/jobs", headers=msp.headers)).json()[
-        "items"
-    ]
-    assert [j["kind"] for j in jobs] == ["discover"]
+    jobs = (await sim_client.get(f"/v1/tenants/{created['id']}/jobs", headers=msp.headers)).json()
+    assert [j["kind"] for j in jobs["items"]] == ["discover"]
+    # the same answer again: refused, nothing changes, no second discovery
+    replay = await sim_client.get(callback)
+    assert replay.status_code == 400
+    assert replay.headers["content-type"] == "application/problem+json"
+    assert "already used" in replay.json()["detail"]
+    assert sent.actors() == ["run_discover"]
 
 
-async def test_consent_refused_tampered_or_from_another_directory(
-    client: httpx.AsyncClient, runtime: Runtime, sent: SentMessages
+async def test_refusal_tampering_and_a_denial_after_a_grant(
+    sim_client: httpx.AsyncClient, sim_runtime: Runtime, sim: Simulator, sent: SentMessages
 ) -> None:
-    msp = await create_msp(runtime)
+    msp = await create_msp(sim_runtime)
     created = (
-        await client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
+        await sim_client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
     ).json()
-    state = _state(created["consent_url"])
-    r = await client.get(
-        "/v1/consent/callback",
-        params={
-            "error": "access_denied",
-            "error_description": "AADSTS65004: declined",
-            "state": state,
-        },
-    )
+    simulated = sim.tenant()
+    sign_in_as(sim.engine, admin_upn(simulated), refuse=True)
+    refused = sign_in(sim, created["consent_url"], admin_upn(simulated))
+    sign_in_as(sim.engine, None)
+    r = await sim_client.get(refused)
     assert r.status_code == 200 and r.json()["consent_state"] == "denied"
-    tampered = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
-    r = await client.get(
-        "/v1/consent/callback", params={"admin_consent": "True", "tenant": "x", "state": tampered}
-    )
-    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
-    first = str(uuid.uuid4())
-    ok = await client.get(
-        "/v1/consent/callback", params={"admin_consent": "True", "tenant": first, "state": state}
-    )
-    assert ok.status_code == 200
-    other = await client.get(
+    assert r.json()["error"].startswith("access_denied: AADSTS65004")
+    state = parse_qs(urlsplit(refused).query)["state"][0]
+    for forged in (state[:-2] + ("AA" if not state.endswith("AA") else "BB"), "x"):
+        r = await sim_client.get(
+            "/v1/consent/callback", params={"code": "anything", "state": forged}
+        )
+        assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    # the old admin-consent answer (tenant= with no code) proves nothing
+    link = await sim_client.post(f"/v1/tenants/{created['id']}/consent", headers=msp.headers)
+    fresh_state = parse_qs(urlsplit(link.json()["consent_url"]).query)["state"][0]
+    r = await sim_client.get(
         "/v1/consent/callback",
-        params={"admin_consent": "True", "tenant": str(uuid.uuid4()), "state": state},
+        params={"admin_consent": "True", "tenant": simulated.id, "state": fresh_state},
     )
-    assert other.status_code == 409
-    assert (await client.get("/v1/consent/callback")).status_code == 422
+    assert r.status_code == 400 and "neither a code" in r.json()["detail"]
+    granted = await sim_client.get(sign_in(sim, link.json()["consent_url"], admin_upn(simulated)))
+    assert granted.status_code == 200 and granted.json()["consent_state"] == "granted"
+    # a later refusal (a fresh link the admin declines) does not revoke the grant
+    link = await sim_client.post(f"/v1/tenants/{created['id']}/consent", headers=msp.headers)
+    sign_in_as(sim.engine, admin_upn(simulated), refuse=True)
+    declined = await sim_client.get(sign_in(sim, link.json()["consent_url"], admin_upn(simulated)))
+    sign_in_as(sim.engine, None)
+    assert declined.status_code == 200 and declined.json()["consent_state"] == "granted"
+    assert (await sim_client.get("/v1/consent/callback")).status_code == 422
     assert sent.actors() == ["run_discover"]
 
 

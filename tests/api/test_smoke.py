@@ -18,7 +18,7 @@ async def test_tenant_roundtrip(client: httpx.AsyncClient, runtime: Runtime) -> 
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["consent_state"] == "pending"
-    assert "adminconsent" in body["consent_url"]
+    assert "/organizations/oauth2/v2.0/authorize?" in body["consent_url"]
     r = await client.get(f"/v1/tenants/{body['id']}", headers=msp.headers)
     assert r.status_code == 200
     assert r.json()["name"] == "Contoso"

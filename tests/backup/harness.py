@@ -30,21 +30,19 @@ from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.models import (
     Account,
-    ConsentState,
     Export,
     Job,
     JobKind,
     JobTrigger,
     Policy,
     Tenant,
-    utcnow,
 )
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.tenant.service import system_scope
 from safekeep.workers import context
-from tests.factories import MspHandle, create_msp, create_tenant
+from tests.factories import MspHandle, connect_tenant, create_msp, create_tenant
 
 
 def sim_settings(base: Settings, sim: Simulator) -> Settings:
@@ -224,13 +222,7 @@ async def connect(
     msp = await create_msp(runtime, "Harness MSP")
     simulated = sim.tenant(sim_tenant)
     tenant = await create_tenant(runtime, msp, name=simulated.name, consented=False)
-    async with runtime.db.session() as session:
-        row = await tenant_repository.get_system(session, tenant.id)
-        assert row is not None
-        row.consent_state = ConsentState.granted
-        row.entra_tenant_id = simulated.id
-        row.consent_changed_at = utcnow()
-    sim.grant_consent(simulated.id)
+    await connect_tenant(runtime, tenant, sim, simulated.id)
     harness = EngineHarness(runtime, sim, msp, tenant, simulated.id)
     await harness.reload_tenant()
     await harness.discover()

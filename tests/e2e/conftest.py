@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
 from graphsim import Simulator
+from graphsim.entra import admin_upn
 from safekeep.api.app import create_app
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
@@ -110,8 +111,10 @@ class Deployment:
             await asyncio.sleep(0.5)
 
     async def onboard(self, *, services: list[str]) -> dict[str, Any]:
-        """Create the tenant, go through admin consent as the client's admin, wait for the
-        discovery job the callback starts, and set the policy."""
+        """Create the tenant, sign the client's admin in at its consent URL (graphsim's
+        authorize endpoint, admin consent in the same trip), hand Microsoft's answer to the
+        callback (which redeems the code and binds the ID token's directory), wait for the
+        discovery job it starts, and set the policy."""
         simulated = self.sim.tenant()
         r = await self.client.post(
             "/v1/tenants",
@@ -121,12 +124,16 @@ class Deployment:
         assert r.status_code == 201, r.text
         tenant = r.json()
         async with httpx.AsyncClient(verify=self.sim.ssl_context()) as browser:
-            answer = await browser.get(tenant["consent_url"], follow_redirects=False)
-        assert answer.status_code == 302
+            answer = await browser.get(
+                f"{tenant['consent_url']}&{urlencode({'login_hint': admin_upn(simulated)})}",
+                follow_redirects=False,
+            )
+        assert answer.status_code == 302, answer.text
         back = urlsplit(answer.headers["location"])
-        assert back.path == "/v1/consent/callback"
+        assert back.path == "/v1/consent/callback" and "code" in parse_qs(back.query)
         r = await self.client.get(f"{back.path}?{back.query}")
         assert r.status_code == 200 and r.json()["consent_state"] == "granted", r.text
+        assert r.json()["entra_tenant_id"] == simulated.id
         await self.wait_for(
             f"/v1/tenants/{tenant['id']}/jobs",
             lambda page: page["items"] and page["items"][0]["status"] in ("succeeded", "failed"),

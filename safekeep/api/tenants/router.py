@@ -71,7 +71,7 @@ async def create_tenant(
     out = TenantCreated.model_validate(
         {
             **TenantOut.model_validate(tenant).model_dump(),
-            "consent_url": service.consent_url_for(settings, tenant),
+            "consent_url": await service.start_consent(session, settings, tenant),
         }
     )
     return await idempotency.save(principal, 201, out)
@@ -119,9 +119,28 @@ async def delete_tenant(
 async def request_consent(
     tenant_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, settings: SettingsDep
 ) -> ConsentLink:
-    """A fresh admin-consent URL (to re-request consent after a revocation or app change)."""
+    """A fresh sign-in URL for the client's admin (after a revocation or an app change, or
+    when the last one expired: each is good for one answer within an hour)."""
     tenant = await service.get(session, principal.scope, tenant_id)
-    return ConsentLink(consent_url=service.consent_url_for(settings, tenant))
+    return ConsentLink(consent_url=await service.start_consent(session, settings, tenant))
+
+
+@router.post(
+    "/{tenant_id}/consent/release",
+    response_model=TenantOut,
+    responses=responses(401, 402, 403, 404, 409, 422),
+)
+async def release_consent(
+    tenant_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, ip: ClientIp
+) -> TenantOut:
+    """Let go of the client's Microsoft 365 directory, so that another tenant (of this or
+    another MSP) can connect it: how a client moves between MSPs. Backups stop; the data
+    already backed up stays with this tenant. Audited. 409 when no directory is connected.
+
+    A directory is connected to at most one tenant in the deployment: connecting one that
+    another tenant holds answers 409 until that tenant releases it (or is deleted)."""
+    tenant = await service.release_consent(session, principal, tenant_id, ip=ip)
+    return TenantOut.model_validate(tenant)
 
 
 @router.post(

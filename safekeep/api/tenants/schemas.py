@@ -64,8 +64,15 @@ class TenantOut(Schema):
 
 
 class TenantCreated(TenantOut):
-    consent_url: str = Field(description="Send the client's admin here to grant admin consent")
+    consent_url: str = Field(
+        description="Send the client's admin here: Microsoft sign-in with admin consent in the "
+        "same trip. Good for one answer within an hour (POST /v1/tenants/{id}/consent for a "
+        "new one)."
+    )
 
 
 class ConsentLink(Schema):
-    consent_url: str
+    consent_url: str = Field(
+        description="Microsoft sign-in with admin consent for the client's admin; good for one "
+        "answer within an hour"
+    )

@@ -5,6 +5,7 @@ from safekeep.tenants.models.api_key import ApiKey
 from safekeep.tenants.models.audit_event import AuditEvent
 from safekeep.tenants.models.base import Base, utcnow
 from safekeep.tenants.models.billing import StripeEvent, UsageReport
+from safekeep.tenants.models.consent_request import ConsentRequest
 from safekeep.tenants.models.delta_state import DeltaState
 from safekeep.tenants.models.export import Export, ExportStatus
 from safekeep.tenants.models.idempotency import IdempotencyRecord
@@ -29,6 +30,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "ConsentRequest",
     "ConsentState",
     "DeliveryStatus",
     "DeltaState",

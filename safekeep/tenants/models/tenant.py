@@ -4,7 +4,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, utcnow
@@ -26,14 +26,26 @@ class Tenant(IdMixin, CreatedMixin, Base):
     """A client Microsoft 365 organisation of an MSP."""
 
     __tablename__ = "tenant"
-    __table_args__ = (Index("ix_tenant_due", "status", "next_backup_at"),)
+    __table_args__ = (
+        Index("ix_tenant_due", "status", "next_backup_at"),
+        # One directory, one owner: a Microsoft 365 directory is bound to at most one live
+        # tenant in the deployment (a deleted tenant keeps its id for the record).
+        Index(
+            "uq_tenant_entra_directory",
+            "entra_tenant_id",
+            unique=True,
+            postgresql_where=text("status <> 'deleted' AND entra_tenant_id IS NOT NULL"),
+            sqlite_where=text("status <> 'deleted' AND entra_tenant_id IS NOT NULL"),
+        ),
+    )
 
     msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[TenantStatus] = mapped_column(
         EnumText(TenantStatus), default=TenantStatus.active
     )
-    # Domain or GUID the MSP gave; the GUID Entra returns on consent is authoritative.
+    # Domain or GUID the MSP gave, to aim the sign-in at; the directory bound is the `tid` of
+    # the ID token Entra signed for the client's admin (never a query parameter).
     requested_domain: Mapped[str | None] = mapped_column(String(255))
     entra_tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)
     consent_state: Mapped[ConsentState] = mapped_column(

@@ -3,11 +3,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.tenants.models import Policy, Tenant, TenantStatus
+from safekeep.tenants.models import ConsentRequest, Policy, Tenant, TenantStatus
 from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope
 
@@ -106,8 +107,56 @@ async def claim_due(
 
 async def get_system(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant | None:
     """Unscoped load for system code that derives the scope from the row itself (workers,
-    the consent callback whose signed state names the tenant)."""
+    the consent callback whose stored state names the tenant)."""
     return await session.get(Tenant, tenant_id)
+
+
+async def directory_owner(
+    session: AsyncSession, entra_tenant_id: str, *, excluding: uuid.UUID
+) -> uuid.UUID | None:
+    """System query: the live tenant (of any MSP) already bound to this Entra directory."""
+    stmt = select(Tenant.id).where(
+        Tenant.entra_tenant_id == entra_tenant_id,
+        Tenant.status != TenantStatus.deleted,
+        Tenant.id != excluding,
+    )
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def add_consent_request(session: AsyncSession, request: ConsentRequest) -> None:
+    """Store a new request, and forget the tenant's expired ones."""
+    await session.execute(
+        delete(ConsentRequest).where(
+            ConsentRequest.tenant_id == request.tenant_id,
+            ConsentRequest.expires_at < request.created_at,
+        )
+    )
+    session.add(request)
+    await session.flush()
+
+
+async def burn_consent_request(session: AsyncSession, state_hash: str, now: datetime) -> Any | None:
+    """Mark an unused request used in one statement, so of two concurrent answers with the
+    same state only one gets a row back."""
+    stmt = (
+        update(ConsentRequest)
+        .where(ConsentRequest.state_hash == state_hash, ConsentRequest.used_at.is_(None))
+        .values(used_at=now)
+        .returning(
+            ConsentRequest.tenant_id,
+            ConsentRequest.client_id,
+            ConsentRequest.authority,
+            ConsentRequest.flow_sealed,
+            ConsentRequest.expires_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).one_or_none()
+
+
+async def consent_request_exists(session: AsyncSession, state_hash: str) -> bool:
+    stmt = select(ConsentRequest.id).where(ConsentRequest.state_hash == state_hash)
+    return (await session.execute(stmt)).first() is not None
 
 
 async def ids_in_scope(session: AsyncSession, scope: TenantScope) -> frozenset[uuid.UUID]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.db import Database
 from safekeep.errors import BadRequest, Conflict, NotFound
 from safekeep.settings import Settings
 from safekeep.storage.keys import generate_data_key, wrap_data_key
@@ -29,6 +33,8 @@ from safekeep.tenants.scope import Principal, TenantScope, scope_for_tenant
 from safekeep.tenants.secrets import seal, unseal
 from safekeep.tenants.tenant import consent, repository
 from safekeep.tenants.webhook import service as webhooks
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,11 +127,16 @@ async def create(
     return tenant
 
 
-def consent_url_for(settings: Settings, tenant: Tenant) -> str:
-    client_id = tenant.app_client_id or settings.app_client_id
-    directory = tenant.entra_tenant_id or tenant.requested_domain
-    return consent.consent_url(
-        settings, tenant_id=tenant.id, client_id=client_id, directory=directory
+async def start_consent(session: AsyncSession, settings: Settings, tenant: Tenant) -> str:
+    """The authorize URL to send the client's admin to (a new single-use state each time),
+    aimed at the directory already bound, else at the one the MSP named, else
+    ``organizations``; with the tenant's own app when it has one."""
+    return await consent.start(
+        session,
+        settings,
+        tenant_id=tenant.id,
+        client_id=app_credentials(settings, tenant).client_id,
+        directory=tenant.entra_tenant_id or tenant.requested_domain,
     )
 
 
@@ -193,55 +204,197 @@ async def delete(
     return tenant
 
 
-async def record_consent(
-    session: AsyncSession,
+@dataclass(frozen=True)
+class ConsentOutcome:
+    tenant: Tenant
+    granted: bool
+    error: str | None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def bounded_error(error: str | None, description: str | None) -> str:
+    """Entra's error as plain, bounded text (it is stored and shown as JSON data only)."""
+    text = f"{error or 'error'}: {description}" if description else (error or "consent refused")
+    return _CONTROL.sub(" ", text)[:500]
+
+
+async def _audit_consent(
+    db: Database, tenant_id: uuid.UUID, action: str, details: dict[str, Any]
+) -> None:
+    async with db.session() as session:
+        tenant = await repository.get_system(session, tenant_id)
+        if tenant is None:
+            return
+        await audit.record(
+            session,
+            msp_id=tenant.msp_id,
+            actor="consent-callback",
+            action=action,
+            tenant_id=tenant.id,
+            target_type="tenant",
+            target_id=tenant.id,
+            details=details,
+        )
+
+
+async def complete_consent(
+    db: Database,
     settings: Settings,
     *,
     state: str,
-    granted: bool,
-    entra_tenant_id: str | None,
+    code: str | None,
     error: str | None,
+    error_description: str | None,
+) -> ConsentOutcome:
+    """Entra's answer at the callback. The state is burnt first, in its own transaction, so
+    any replay (grant or error) finds nothing; a code is redeemed and its ID token verified
+    before anything is bound; the directory bound is the token's ``tid``."""
+    if not code and not error:
+        raise BadRequest("The answer carries neither a code nor an error")
+    async with db.session() as session:
+        burnt = await consent.burn(session, settings, state)
+        issued = burnt is None and await consent.was_issued(session, state)
+    if burnt is None:
+        raise BadRequest(
+            "This consent link was already used; request a new one"
+            if issued
+            else "The consent state is not valid"
+        )
+    if burnt.expired:
+        raise BadRequest("The consent link has expired; request a new one")
+    async with db.session() as session:
+        tenant = await repository.get_system(session, burnt.tenant_id)
+        if tenant is None or tenant.status == TenantStatus.deleted:
+            raise NotFound("The tenant this consent was for no longer exists")
+        credentials = app_credentials(settings, tenant)
+    if credentials.client_id != burnt.client_id:
+        raise BadRequest("The tenant's app changed since this link was made; request a new one")
+    if error:
+        return await _record_refusal(db, burnt.tenant_id, bounded_error(error, error_description))
+    try:
+        proof = await consent.prove(
+            settings, burnt, credentials.client_secret, {"state": state, "code": code or ""}
+        )
+    except consent.ConsentRefused as exc:
+        await _audit_consent(db, burnt.tenant_id, "tenant.consent_failed", {"reason": str(exc)})
+        raise BadRequest(str(exc)) from exc
+    return await _bind(db, burnt.tenant_id, proof)
+
+
+async def _record_refusal(db: Database, tenant_id: uuid.UUID, text: str) -> ConsentOutcome:
+    """The admin declined (or Entra refused). A tenant that was granted stays granted:
+    only Microsoft refusing our tokens revokes (``mark_consent_revoked``)."""
+    async with db.session() as session:
+        tenant = await repository.get_system(session, tenant_id)
+        assert tenant is not None
+        changed = tenant.consent_state in (ConsentState.pending, ConsentState.denied)
+        if changed:
+            tenant.consent_state = ConsentState.denied
+            tenant.consent_error = text
+            tenant.consent_changed_at = utcnow()
+            await session.flush()
+        await audit.record(
+            session,
+            msp_id=tenant.msp_id,
+            actor="consent-callback",
+            action="tenant.consent_denied",
+            tenant_id=tenant.id,
+            target_type="tenant",
+            target_id=tenant.id,
+            details={"error": text, "state_changed": changed},
+        )
+    return ConsentOutcome(tenant, granted=False, error=text)
+
+
+async def _bind(db: Database, tenant_id: uuid.UUID, proof: consent.Proof) -> ConsentOutcome:
+    directory = proof.entra_tenant_id
+    conflict: str | None = None
+    try:
+        async with db.session() as session:
+            tenant = await repository.get_system(session, tenant_id)
+            assert tenant is not None
+            if tenant.entra_tenant_id and tenant.entra_tenant_id != directory:
+                conflict = "other_directory"
+            elif await repository.directory_owner(session, directory, excluding=tenant.id):
+                conflict = "owned"
+            else:
+                now = utcnow()
+                tenant.entra_tenant_id = directory
+                tenant.consent_state = ConsentState.granted
+                tenant.consent_error = None
+                tenant.consent_changed_at = now
+                if tenant.next_backup_at is None:
+                    tenant.next_backup_at = now + timedelta(minutes=5)
+                await session.flush()
+                await audit.record(
+                    session,
+                    msp_id=tenant.msp_id,
+                    actor="consent-callback",
+                    action="tenant.consent_granted",
+                    tenant_id=tenant.id,
+                    target_type="tenant",
+                    target_id=tenant.id,
+                    details={"entra_tenant_id": directory, "admin": proof.username},
+                )
+                await start_job(
+                    session,
+                    tenant,
+                    kind=JobKind.discover,
+                    trigger=JobTrigger.system,
+                    requested_by="consent-callback",
+                    params={},
+                )
+                return ConsentOutcome(tenant, granted=True, error=None)
+    except IntegrityError:
+        conflict = "owned"  # another tenant bound the directory at the same moment
+    details = {"entra_tenant_id": directory, "admin": proof.username, "reason": conflict}
+    await _audit_consent(db, tenant_id, "tenant.consent_conflict", details)
+    # Deployment-wide: operators see every attempt on a directory, whoever owns it.
+    log.warning("consent.directory_conflict", tenant_id=str(tenant_id), **details)
+    if conflict == "other_directory":
+        raise Conflict(
+            "The admin who signed in belongs to a different Microsoft 365 directory than the "
+            "one this tenant is connected to"
+        )
+    raise Conflict(
+        "This Microsoft 365 directory is already connected to Safekeep; it can be connected "
+        "here once it is released where it is connected now"
+    )
+
+
+async def release_consent(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID, *, ip: str | None = None
 ) -> Tenant:
-    """The consent callback: the signed state names our tenant; Entra names theirs."""
-    signed = consent.read_state(settings, state)
-    tenant = await repository.get_system(session, signed.tenant_id)
-    if tenant is None or tenant.status == TenantStatus.deleted:
-        raise NotFound("The tenant this consent was for no longer exists")
-    now = utcnow()
-    if granted:
-        if not entra_tenant_id:
-            raise BadRequest("Entra did not say which tenant consented")
-        if tenant.entra_tenant_id and tenant.entra_tenant_id != entra_tenant_id:
-            raise Conflict("Consent came from a different Microsoft 365 tenant than before")
-        tenant.entra_tenant_id = entra_tenant_id
-        tenant.consent_state = ConsentState.granted
-        tenant.consent_error = None
-        if tenant.next_backup_at is None:
-            tenant.next_backup_at = now + timedelta(minutes=5)
-    else:
-        tenant.consent_state = ConsentState.denied
-        tenant.consent_error = (error or "consent refused")[:1000]
-    tenant.consent_changed_at = now
+    """The owner lets go of the client's directory (to move the client to another MSP): the
+    binding goes, backups stop, the data already backed up stays with this tenant."""
+    tenant = await get(session, principal.scope, tenant_id)
+    if tenant.entra_tenant_id is None:
+        raise Conflict("The tenant is not connected to a Microsoft 365 directory")
+    released = tenant.entra_tenant_id
+    tenant.entra_tenant_id = None
+    tenant.consent_state = ConsentState.pending
+    tenant.consent_error = None
+    tenant.consent_changed_at = utcnow()
+    tenant.next_backup_at = None
     await session.flush()
-    await audit.record(
+    await audit.record_for(
         session,
-        msp_id=tenant.msp_id,
-        actor="consent-callback",
-        action="tenant.consent_granted" if granted else "tenant.consent_denied",
+        principal,
+        "tenant.consent_released",
         tenant_id=tenant.id,
         target_type="tenant",
         target_id=tenant.id,
-        details={"entra_tenant_id": entra_tenant_id, "error": error},
+        details={"entra_tenant_id": released},
+        ip=ip,
     )
-    if granted:
-        await start_job(
-            session,
-            tenant,
-            kind=JobKind.discover,
-            trigger=JobTrigger.system,
-            requested_by="consent-callback",
-            params={},
-        )
+    log.info(
+        "consent.directory_released",
+        msp_id=str(tenant.msp_id),
+        tenant_id=str(tenant.id),
+        entra_tenant_id=released,
+    )
     return tenant
 
 
