@@ -15,12 +15,14 @@ from safekeep.api import problems
 from safekeep.api.accounts.router import router as accounts_router
 from safekeep.api.api_keys.router import router as api_keys_router
 from safekeep.api.audit.router import router as audit_router
+from safekeep.api.billing.router import MAX_WEBHOOK_BYTES as STRIPE_WEBHOOK_BYTES
 from safekeep.api.billing.router import router as billing_router
 from safekeep.api.consent.router import router as consent_router
 from safekeep.api.exports.router import router as exports_router
 from safekeep.api.health.router import router as health_router
 from safekeep.api.items.router import router as items_router
 from safekeep.api.jobs.router import router as jobs_router
+from safekeep.api.limits import RequestLimits
 from safekeep.api.metrics import MetricsMiddleware
 from safekeep.api.policy.router import router as policy_router
 from safekeep.api.restores.router import router as restores_router
@@ -97,6 +99,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     problems.install(app)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_middleware(MetricsMiddleware)
+    # Added last, so outermost: bounds apply before routing, authentication or any read.
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_query_bytes=settings.max_query_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        body_limits={"/v1/billing/stripe/webhook": STRIPE_WEBHOOK_BYTES},
+    )
     for router in (
         health_router,
         api_keys_router,
