@@ -50,12 +50,17 @@ limited to some tenants.
 **Lists** are newest first and paginate with an opaque `cursor` (`next_cursor` of the previous
 page) and a `limit` of at most 200.
 
+**Limits.** By default request bodies are at most 1 MiB (413), query strings 8 KiB (414) and headers
+32 KiB (431), checked before authentication.
+
 **Idempotency.** Creating POSTs accept `Idempotency-Key`; a repeat with the same key and body
 replays the first answer (with `Idempotent-Replayed: true`).
 
 **Webhooks** are POSTed as JSON with `Safekeep-Signature: t=<unix seconds>,v1=<hex>` where the
 hex is HMAC-SHA256 of `"<t>.<raw body>"` under the endpoint's secret; reject timestamps older
 than five minutes. Failed deliveries are retried after 30 s, 2 min, 10 min, 1 h and 6 h.
+Deliveries go only to public internet addresses; one refused is recorded as failed with the
+reason, and nothing is sent.
 """
 
 
