@@ -351,3 +351,47 @@ async def test_production_accepts_only_https(
         r = await api.get(f"/v1/webhooks/{webhook_id}/deliveries", headers=live.world.b.msp.headers)
     (row,) = r.json()["items"]
     assert row["status"] == "failed" and "https" in row["last_error"]
+
+
+# --- TLS to the checked address -----------------------------------------------------------
+
+
+async def test_tls_names_the_host_while_connecting_to_the_checked_address(
+    live: Live, runtime: Runtime, deliver_as: Deliver
+) -> None:
+    """Connected to 127.0.0.1, the worker's TLS hello still names ``localhost`` (SNI), and
+    the certificate is verified (this one, from a CA nobody trusts, is refused)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    names: list[str | None] = []
+    server_context.sni_callback = lambda _sock, name, _ctx: names.append(name)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    sock.settimeout(10)
+
+    def accept_one() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = sock.accept()
+            with conn, contextlib.suppress(ssl.SSLError, OSError):
+                server_context.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=accept_one, daemon=True)
+    thread.start()
+    try:
+        msp_id = live.world.a.msp.id
+        port = sock.getsockname()[1]
+        webhook_id = await stored_endpoint(runtime, msp_id, f"https://localhost:{port}/hook")
+        (delivery_id,) = await emit(runtime, msp_id)
+        await deliver_as(delivery_id, webhook_allow_private_targets=True)
+        thread.join(10)
+    finally:
+        sock.close()
+    assert names == ["localhost"]
+    (row,) = await deliveries(live, webhook_id)
+    assert row["status"] == "pending" and "CERTIFICATE_VERIFY_FAILED" in row["last_error"]
