@@ -19,8 +19,10 @@ from urllib.parse import quote
 
 FALLBACK_NAME = "download"
 # Unicode categories that never belong in a file name: controls, format characters (such as
-# the right-to-left override that disguises an extension), line and paragraph separators.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+# the right-to-left override that disguises an extension), line and paragraph separators, and
+# lone surrogates (which cannot be encoded). The zero-width joiners stay: emoji need them.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_JOINERS = frozenset("\u200c\u200d")
 _SEPARATORS = frozenset("/\\")
 # In the ASCII fallback: what cannot be written plainly in a quoted-string, or is read
 # specially by some clients.
@@ -30,7 +32,9 @@ MAX_NAME_CHARS = 255
 
 def safe_filename(name: str) -> str:
     cleaned = "".join(
-        "_" if c in _SEPARATORS or unicodedata.category(c) in _UNSAFE_CATEGORIES else c
+        "_"
+        if c in _SEPARATORS or (unicodedata.category(c) in _UNSAFE_CATEGORIES and c not in _JOINERS)
+        else c
         for c in unicodedata.normalize("NFC", name)
     )
     cleaned = cleaned.lstrip(". ").rstrip(" ")[:MAX_NAME_CHARS]

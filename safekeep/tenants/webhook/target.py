@@ -146,7 +146,12 @@ class Target:
 
 
 async def resolve_target(settings: Settings, url: str) -> Target:
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise TargetRefused(f"refused: not a valid URL ({exc})") from exc
+    if not parsed.host:
+        raise TargetRefused("refused: the URL names no host")
     if parsed.scheme not in ("http", "https"):
         raise TargetRefused(f"refused: the scheme {parsed.scheme!r} is not http(s)")
     if settings.env is Environment.production and parsed.scheme != "https":
