@@ -90,7 +90,7 @@ def test_an_anonymous_20_mb_body_sent_whole_gets_413(live: Live) -> None:
     elapsed = time.monotonic() - started
     assert_problem(r, 413, "payload-too-large")
     print(f"413 for a 20 MB body sent whole in {elapsed * 1000:.0f} ms")
-    assert httpx.get(f"{live.base}/healthz").status_code == 200
+    assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
 
 
 def test_a_chunked_body_is_cut_off_once_past_the_limit(live: Live) -> None:
@@ -124,6 +124,7 @@ def test_a_body_within_the_limit_is_still_served(live: Live) -> None:
             "description": "x" * 400,
         },
         headers=live.world.a.msp.headers,
+        timeout=30,
     )
     assert r.status_code == 201, r.text
 
@@ -132,12 +133,12 @@ def test_a_body_within_the_limit_is_still_served(live: Live) -> None:
 
 
 def test_a_huge_query_string_is_414(live: Live) -> None:
-    r = httpx.get(f"{live.base}/v1/tenants", params={"cursor": "A" * 20_000})
+    r = httpx.get(f"{live.base}/v1/tenants", params={"cursor": "A" * 20_000}, timeout=30)
     assert_problem(r, 414, "uri-too-long")
 
 
 def test_huge_headers_are_refused(live: Live) -> None:
-    r = httpx.get(f"{live.base}/v1/tenants", headers={"X-Padding": "a" * 40_000})
+    r = httpx.get(f"{live.base}/v1/tenants", headers={"X-Padding": "a" * 40_000}, timeout=30)
     assert_problem(r, 431, "request-header-fields-too-large")
     # far beyond: uvicorn refuses the head itself (400, connection closed) without
     # buffering it; the client may see the reset while still writing. The server stays up.
@@ -147,7 +148,7 @@ def test_huge_headers_are_refused(live: Live) -> None:
         pass
     else:
         assert r.status_code == 400
-    assert httpx.get(f"{live.base}/healthz").status_code == 200
+    assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
 
 
 # --- Range --------------------------------------------------------------------------------
@@ -172,6 +173,7 @@ def test_a_range_with_absurd_digits_is_416(live: Live, value: str) -> None:
     r = httpx.get(
         live.base + content_url(world, world.item.id),
         headers={**world.msp.headers, "Range": value},
+        timeout=30,
     )
     assert_problem(r, 416, "range-not-satisfiable")
     assert r.headers["content-range"] == f"bytes */{world.version.size}"
@@ -182,6 +184,7 @@ def test_an_ordinary_range_still_works(live: Live) -> None:
     r = httpx.get(
         live.base + content_url(world, world.item.id),
         headers={**world.msp.headers, "Range": "bytes=0-4"},
+        timeout=30,
     )
     assert r.status_code == 206 and r.content == b"hello"
 
