@@ -9,6 +9,7 @@ does see the delivery when private targets are allowed, so the zero is not an ac
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import threading
 import uuid
@@ -23,6 +24,7 @@ from safekeep.settings import Environment
 from safekeep.tenants import outbox
 from safekeep.tenants.scope import system_principal
 from safekeep.tenants.webhook import service as webhooks
+from safekeep.tenants.webhook.target import address_refusal, embedded_ipv4
 from tests.security.conftest import PROBLEM, Deliver, Live
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -395,3 +397,31 @@ async def test_tls_names_the_host_while_connecting_to_the_checked_address(
     assert names == ["localhost"]
     (row,) = await deliveries(live, webhook_id)
     assert row["status"] == "pending" and "CERTIFICATE_VERIFY_FAILED" in row["last_error"]
+
+
+# --- the address rule itself: public addresses pass -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "2a00:1450:4001:80e::200e", "2002:808:808::1"],
+)
+def test_public_addresses_are_allowed(address: str) -> None:
+    """The rule must not over-block: public IPv4, IPv6 and 6to4 of a public IPv4 pass."""
+    assert address_refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "carried"),
+    [
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("::10.0.0.1", "10.0.0.1"),
+        ("64:ff9b::a00:1", "10.0.0.1"),
+        ("64:ff9b:1::a00:1", "10.0.0.1"),
+        ("2002:a00:1::", "10.0.0.1"),
+    ],
+)
+def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(address: str, carried: str) -> None:
+    why = address_refusal(ipaddress.ip_address(address))
+    assert why == f"a private address (carried in {ipaddress.ip_address(address)})"
+    assert str(embedded_ipv4(ipaddress.ip_address(address))) == carried
