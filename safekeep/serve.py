@@ -27,6 +27,7 @@ from rich.panel import Panel
 
 from safekeep import logging as safekeep_logging
 from safekeep.api.app import create_app
+from safekeep.api.serving import uvicorn_options
 from safekeep.db import Database
 from safekeep.migrate import upgrade
 from safekeep.settings import Settings, get_settings
@@ -190,7 +191,14 @@ def run(*, host: str, port: int, demo: bool) -> None:
         )
         print(f"SAFEKEEP_API_KEY={secret}", flush=True)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            **uvicorn_options(),
+        )
     finally:
         stop.set()
         if worker is not None:

@@ -30,7 +30,11 @@ class Environment(enum.StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAFEKEEP_", extra="ignore")
+    # hide_input_in_errors: a validation error must never print a value it refused (a
+    # mistyped master key, a database URL with its password) into logs or a terminal.
+    model_config = SettingsConfigDict(
+        env_prefix="SAFEKEEP_", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Environment = Environment.development
     data_dir: Path = Path("./data")
@@ -72,6 +76,14 @@ class Settings(BaseSettings):
     job_recovery_seconds: Annotated[float, Field(gt=0)] = 1200.0
     export_ttl_hours: Annotated[int, Field(ge=1)] = 72
     search_body_max_chars: Annotated[int, Field(ge=1024)] = 200_000
+    # Webhooks go to the public internet only; this lets them reach loopback and private
+    # addresses (a receiver on the developer's machine, tests). Off in every environment.
+    webhook_allow_private_targets: bool = False
+
+    # Input bounds, enforced before a request reaches routing or authentication.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024  # JSON request bodies
+    max_query_bytes: Annotated[int, Field(ge=256)] = 8 * 1024  # 414 beyond
+    max_header_bytes: Annotated[int, Field(ge=4096)] = 32 * 1024  # all header lines; 431 beyond
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -469,6 +469,19 @@ def test_api_probes_and_entry_points_exist(render: Callable[..., list[dict[str, 
     assert {"worker", "scheduler", "migrate"} <= commands
 
 
+def test_api_pods_bound_request_heads_like_safekeep_serve(
+    render: Callable[..., list[dict[str, Any]]],
+) -> None:
+    from safekeep.api.serving import uvicorn_options
+
+    api = pod_specs(render())[f"{RELEASE}-safekeep-api"]["containers"][0]
+    args = api["args"]
+    options = uvicorn_options()
+    assert args[args.index("--http") + 1] == options["http"]
+    size = args[args.index("--h11-max-incomplete-event-size") + 1]
+    assert int(size) == options["h11_max_incomplete_event_size"]
+
+
 def test_worker_queue_choices_are_the_actors_queues() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     choices = schema["properties"]["worker"]["properties"]["queues"]["items"]["enum"]

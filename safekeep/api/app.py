@@ -15,12 +15,14 @@ from safekeep.api import problems
 from safekeep.api.accounts.router import router as accounts_router
 from safekeep.api.api_keys.router import router as api_keys_router
 from safekeep.api.audit.router import router as audit_router
+from safekeep.api.billing.router import MAX_WEBHOOK_BYTES as STRIPE_WEBHOOK_BYTES
 from safekeep.api.billing.router import router as billing_router
 from safekeep.api.consent.router import router as consent_router
 from safekeep.api.exports.router import router as exports_router
 from safekeep.api.health.router import router as health_router
 from safekeep.api.items.router import router as items_router
 from safekeep.api.jobs.router import router as jobs_router
+from safekeep.api.limits import RequestLimits
 from safekeep.api.metrics import MetricsMiddleware
 from safekeep.api.policy.router import router as policy_router
 from safekeep.api.restores.router import router as restores_router
@@ -48,12 +50,17 @@ limited to some tenants.
 **Lists** are newest first and paginate with an opaque `cursor` (`next_cursor` of the previous
 page) and a `limit` of at most 200.
 
+**Limits.** By default request bodies are at most 1 MiB (413), query strings 8 KiB (414) and headers
+32 KiB (431), checked before authentication.
+
 **Idempotency.** Creating POSTs accept `Idempotency-Key`; a repeat with the same key and body
 replays the first answer (with `Idempotent-Replayed: true`).
 
 **Webhooks** are POSTed as JSON with `Safekeep-Signature: t=<unix seconds>,v1=<hex>` where the
 hex is HMAC-SHA256 of `"<t>.<raw body>"` under the endpoint's secret; reject timestamps older
 than five minutes. Failed deliveries are retried after 30 s, 2 min, 10 min, 1 h and 6 h.
+Deliveries go only to public internet addresses; one refused is recorded as failed with the
+reason, and nothing is sent.
 """
 
 
@@ -97,6 +104,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     problems.install(app)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_middleware(MetricsMiddleware)
+    # Added last, so outermost: bounds apply before routing, authentication or any read.
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_query_bytes=settings.max_query_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        body_limits={"/v1/billing/stripe/webhook": STRIPE_WEBHOOK_BYTES},
+    )
     for router in (
         health_router,
         api_keys_router,

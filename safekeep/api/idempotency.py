@@ -1,5 +1,12 @@
 """``Idempotency-Key`` on creating POSTs: the first answer is stored with the change it made
 (same transaction) and replayed for a repeat; the same key with a different request is a 422.
+
+Records belong to the MSP, not to one API key, so a replay is only given to a caller who could
+have made the request itself: the route's scope dependency has already run (a replay is always
+of the same method and path), and a key limited to some tenants gets one only when the request
+names a tenant within its limit (in its path, and in the stored answer when that has one).
+Otherwise there is no replay and the route runs its own checks, which refuse such a caller
+(a tenant outside the limit is not found; MSP-wide creates need an unlimited key).
 """
 
 from __future__ import annotations
@@ -7,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import uuid
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -32,11 +40,21 @@ IdempotencyKeyHeader = Annotated[
 
 
 class Idempotency:
-    def __init__(self, session: AsyncSession, key: str | None, method: str, path: str, body: bytes):
+    def __init__(
+        self,
+        session: AsyncSession,
+        key: str | None,
+        method: str,
+        path: str,
+        body: bytes,
+        *,
+        path_tenant_id: str | None = None,
+    ):
         self.session = session
         self.key = key
         self.method = method
         self.path = path
+        self.path_tenant_id = path_tenant_id
         self.request_hash = hashlib.sha256(
             method.encode() + b" " + path.encode() + b"\n" + body
         ).hexdigest()
@@ -46,6 +64,8 @@ class Idempotency:
             return None
         record = await service.find(self.session, principal.msp_id, self.key)
         if record is None:
+            return None
+        if not _within_limit(principal, self.path_tenant_id, record.body):
             return None
         if record.request_hash != self.request_hash:
             raise IdempotencyKeyReused(
@@ -80,13 +100,42 @@ class Idempotency:
         return body
 
 
+def _within_limit(principal: Principal, path_tenant_id: str | None, stored: Any) -> bool:
+    """Whether every tenant the replayed request concerns is one this key may touch."""
+    if principal.tenant_ids is None:
+        return True
+    if path_tenant_id is None:
+        return False
+    named: list[object] = [path_tenant_id]
+    if isinstance(stored, dict):
+        named.append(stored.get("tenant_id"))
+    for value in named:
+        if value is None:
+            continue
+        try:
+            tenant_id = uuid.UUID(str(value))
+        except ValueError:
+            return False
+        if not principal.scope.allows(tenant_id):
+            return False
+    return True
+
+
 async def get_idempotency(
     request: Request, session: SessionDep, key: IdempotencyKeyHeader = None
 ) -> Idempotency:
     body = await request.body()
     with contextlib.suppress(ValueError):  # canonical JSON: whitespace and key order don't count
         body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    return Idempotency(session, key, request.method, request.url.path, body)
+    tenant = request.path_params.get("tenant_id")
+    return Idempotency(
+        session,
+        key,
+        request.method,
+        request.url.path,
+        body,
+        path_tenant_id=str(tenant) if tenant is not None else None,
+    )
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

@@ -102,6 +102,8 @@ _HTTP_SLUGS = {
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
     413: ("payload-too-large", "Payload too large"),
+    414: ("uri-too-long", "URI too long"),
+    431: ("request-header-fields-too-large", "Request header fields too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
 }
 
@@ -178,16 +180,20 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found (or not yours)",
         409: "Conflict with the current state",
         410: "Gone",
+        413: "The request body is larger than the route accepts",
+        414: "The query string is too long",
         416: "Range not satisfiable",
         422: "The request is not valid",
+        431: "The request headers are too large",
         503: "A dependency is unavailable",
     }
-    # Any request can be malformed (an unparseable body or query): 400 is always possible.
+    # Any request can be malformed (an unparseable body or query): 400 is always possible;
+    # and any can be too large for safekeep.api.limits: 413, 414 and 431.
     return {
         s: {
             "description": described.get(s, "Error"),
             "model": Problem,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for s in sorted({400, *statuses})
+        for s in sorted({400, 413, 414, 431, *statuses})
     }

@@ -7,7 +7,10 @@ import re
 
 from safekeep.errors import RangeNotSatisfiable
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII)
+# 18 digits reach an exabyte; longer numbers are refused before int() (which rejects more
+# than 4300 digits with a ValueError, and would spend time on anything long).
+MAX_DIGITS = 18
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -20,6 +23,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if first == "" and last == "":
         return None
+    if len(first) > MAX_DIGITS or len(last) > MAX_DIGITS:
+        raise RangeNotSatisfiable(
+            f"Range positions have at most {MAX_DIGITS} digits",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
     if first == "":
         length = int(last)
         if length == 0:

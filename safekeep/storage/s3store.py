@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
@@ -35,6 +34,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from safekeep.disposition import content_disposition
 from safekeep.storage.blobstore import BlobInfo, check_retention, validate_key, validate_prefix
 from safekeep.storage.errors import (
     BlobLocked,
@@ -72,12 +72,6 @@ def _code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _content_disposition(filename: str) -> str:
-    """RFC 6266: an ASCII fallback plus the exact UTF-8 name, quotes and controls removed."""
-    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 class S3BlobStore:
@@ -387,7 +381,7 @@ class S3BlobStore:
     ) -> str | None:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key)}
         if filename:
-            params["ResponseContentDisposition"] = _content_disposition(filename)
+            params["ResponseContentDisposition"] = content_disposition(filename)
         return await self._run(
             self.client.generate_presigned_url,
             "get_object",

@@ -1,4 +1,8 @@
-"""Sending one webhook attempt. The record decides the backoff; this sends and reschedules."""
+"""Sending one webhook attempt. The record decides the backoff; this sends and reschedules.
+
+The target is checked and pinned by ``tenants.webhook.target``: a refused one is recorded on the
+delivery and nothing is sent. The receiver's answer body is never read (only its status).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import structlog
 from safekeep.tenants import outbox
 from safekeep.tenants.models import DeliveryStatus
 from safekeep.tenants.webhook import repository, service
+from safekeep.tenants.webhook.target import TargetRefused, TargetUnresolved, resolve_target
 from safekeep.workers.context import current_runtime, unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -33,13 +38,39 @@ async def deliver(delivery_id: str) -> None:
     status_code: int | None = None
     error: str | None = None
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as http:
-            response = await http.post(url, content=body, headers=headers)
-        status_code = response.status_code
-        if not 200 <= status_code < 300:
-            error = f"HTTP {status_code}"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        target = await resolve_target(runtime.settings, url)
+    except TargetRefused as refused:
+        async with unit_of_work(runtime) as session:
+            delivery = await repository.get_delivery(session, uuid.UUID(delivery_id))
+            if delivery is not None and delivery.status == DeliveryStatus.pending:
+                service.record_refusal(delivery, refused.reason)
+        log.warning("webhook_refused", delivery_id=delivery_id, reason=refused.reason)
+        return
+    except TargetUnresolved as exc:
+        error = str(exc)
+    else:
+        try:
+            # trust_env=False: no proxy from the environment may stand between the checked
+            # address and the connection.
+            async with (
+                httpx.AsyncClient(
+                    timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+                ) as http,
+                http.stream(
+                    "POST",
+                    target.pinned_url,
+                    content=body,
+                    headers={**headers, **target.headers},
+                    extensions=target.extensions,
+                ) as response,
+            ):
+                status_code = response.status_code
+            if 300 <= status_code < 400:
+                error = f"HTTP {status_code}: redirects are not followed"
+            elif not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
     async with unit_of_work(runtime) as session:
         delivery = await repository.get_delivery(session, uuid.UUID(delivery_id))
         if delivery is None or delivery.status != DeliveryStatus.pending:

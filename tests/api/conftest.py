@@ -128,7 +128,7 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
             session,
             system_principal(msp.id),
             runtime.settings,
-            url="http://127.0.0.1:9/hook",
+            url=f"https://hooks.example.com/{name}",
             events=["backup.completed"],
             description=None,
         )

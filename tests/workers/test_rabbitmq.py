@@ -168,6 +168,12 @@ def test_a_send_after_the_server_dropped_the_connection_still_arrives(
 # --- a real actor: a webhook retry on RabbitMQ -------------------------------------------------
 
 
+@pytest.fixture
+def scaleout_settings(scaleout_settings: Settings) -> Settings:
+    """These tests' receivers listen on loopback, which webhooks refuse unless told."""
+    return scaleout_settings.model_copy(update={"webhook_allow_private_targets": True})
+
+
 @dataclass
 class Receiver:
     url: str = ""

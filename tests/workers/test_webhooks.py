@@ -15,12 +15,19 @@ import httpx
 import pytest
 
 from safekeep.runtime import Runtime
+from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery
 from safekeep.tenants.webhook import service as webhooks
 from safekeep.workers.webhooks import deliver
 from tests.factories import create_msp
 from tests.fixtures.app import SentMessages
+
+
+@pytest.fixture
+def scaleout_settings(scaleout_settings: Settings) -> Settings:
+    """These tests' receivers listen on loopback, which webhooks refuse unless told."""
+    return scaleout_settings.model_copy(update={"webhook_allow_private_targets": True})
 
 
 @dataclass

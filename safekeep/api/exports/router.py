@@ -16,6 +16,7 @@ from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range
 from safekeep.api.schemas import Cursor, Limit, Page
 from safekeep.backup import requests
+from safekeep.disposition import content_disposition
 from safekeep.errors import Conflict
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Export, utcnow
@@ -140,7 +141,7 @@ async def download_export(
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="export-{export.id}.zip"',
+        "Content-Disposition": content_disposition(f"export-{export.id}.zip"),
     }
     start, end, code = 0, export.size - 1, 200
     wanted = parse_range(range_header, export.size)

@@ -23,6 +23,7 @@ from safekeep.api.ranges import parse_range
 from safekeep.api.schemas import Cursor, Limit
 from safekeep.backup import browse
 from safekeep.backup.services import module_for
+from safekeep.disposition import content_disposition
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import Account, Item, ItemVersion
 
@@ -218,7 +219,7 @@ async def get_content(
     content = await browse.content(runtime, session, account, row)
     headers = {
         "ETag": f'"{content.etag}"',
-        "Content-Disposition": _disposition(content.filename),
+        "Content-Disposition": content_disposition(content.filename),
     }
     status = 200
     start, end = 0, None
@@ -248,10 +249,3 @@ async def get_content(
     return StreamingResponse(
         content.open(start, end), status_code=status, media_type=content.media_type, headers=headers
     )
-
-
-def _disposition(filename: str) -> str:
-    from urllib.parse import quote
-
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"

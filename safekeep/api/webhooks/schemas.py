@@ -21,7 +21,11 @@ EventType = Literal[
 
 
 class WebhookCreate(Schema):
-    url: AnyHttpUrl = Field(description="Where to POST events (https in production)")
+    url: AnyHttpUrl = Field(
+        description="Where to POST events: a public internet address (loopback, private, "
+        "link-local and other non-public addresses are refused, when created and again when "
+        "each delivery resolves the name); https in production. Redirects are not followed"
+    )
     events: list[EventType] = Field(
         min_length=1,
         max_length=7,

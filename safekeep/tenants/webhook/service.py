@@ -26,7 +26,7 @@ from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndp
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal
 from safekeep.tenants.secrets import seal, unseal
-from safekeep.tenants.webhook import repository
+from safekeep.tenants.webhook import repository, target
 
 EVENT_TYPES = (
     "backup.completed",
@@ -61,6 +61,7 @@ async def create_endpoint(
     description: str | None,
     ip: str | None = None,
 ) -> tuple[WebhookEndpoint, str]:
+    target.check_url(settings, url)
     endpoint_id = uuid.uuid4()
     secret = "whsec_" + secrets.token_urlsafe(24)
     endpoint = WebhookEndpoint(
@@ -170,6 +171,15 @@ def render(
         "Safekeep-Delivery-Id": str(delivery.id),
     }
     return body, headers
+
+
+def record_refusal(delivery: WebhookDelivery, reason: str) -> None:
+    """A target outside the public internet: nothing was sent, and retrying cannot help."""
+    delivery.attempts += 1
+    delivery.last_status_code = None
+    delivery.last_error = reason[:2000]
+    delivery.status = DeliveryStatus.failed
+    delivery.next_attempt_at = None
 
 
 def record_attempt(

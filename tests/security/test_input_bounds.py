@@ -1,0 +1,264 @@
+"""Every input is bounded before it is read: bodies, query strings, headers, Range values;
+and every backed-up name can be downloaded, whatever characters it holds."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import pytest
+
+from safekeep.backup.context import open_repository
+from safekeep.disposition import safe_filename
+from safekeep.runtime import Runtime
+from safekeep.tenants.models import Item, ItemVersion, utcnow
+from tests.api.conftest import MspWorld
+from tests.security.conftest import PROBLEM, Live
+
+MiB = 1024 * 1024
+ATTACK_BYTES = 20 * MiB
+
+
+def raw_exchange(base: str, head: bytes, body: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send a request head and part of a body on a raw socket, then read the answer: with
+    ``body`` shorter than the declared length, an answer proves the server did not wait."""
+    address = urlsplit(base)
+    started = time.monotonic()
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+            if b"\r\n\r\n" in answer:
+                head_part, _, rest = answer.partition(b"\r\n\r\n")
+                lengths = [
+                    int(line.split(b":", 1)[1])
+                    for line in head_part.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
+                if lengths and len(rest) >= lengths[0]:
+                    break
+    return answer, time.monotonic() - started
+
+
+def assert_problem(r: httpx.Response, status: int, slug: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["type"].endswith("/" + slug)
+    assert r.json()["status"] == status
+
+
+# --- bodies -------------------------------------------------------------------------------
+
+
+def test_an_anonymous_20_mb_body_is_refused_from_its_content_length(live: Live) -> None:
+    """The server answers 413 after 64 KiB of a declared 20 MB: it read nothing more, and
+    did not get as far as authentication (no key is sent)."""
+    head = (
+        "POST /v1/tenants HTTP/1.1\r\nHost: safekeep\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {ATTACK_BYTES}\r\n\r\n"
+    ).encode()
+    answer, elapsed = raw_exchange(live.base, head, b" " * 65536)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large", answer[:200]
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in headers.lower()
+    assert b"connection: close" in headers.lower()
+    problem = json.loads(body)
+    assert problem["type"].endswith("/payload-too-large") and problem["status"] == 413
+    print(f"413 for a declared 20 MB body after {elapsed * 1000:.0f} ms")
+
+
+def test_an_anonymous_20_mb_body_sent_whole_gets_413(live: Live) -> None:
+    started = time.monotonic()
+    r = httpx.post(
+        f"{live.base}/v1/tenants",
+        content=b"{" + b" " * ATTACK_BYTES + b"}",
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    elapsed = time.monotonic() - started
+    assert_problem(r, 413, "payload-too-large")
+    print(f"413 for a 20 MB body sent whole in {elapsed * 1000:.0f} ms")
+    assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
+
+
+def test_a_chunked_body_is_cut_off_once_past_the_limit(live: Live) -> None:
+    """No Content-Length: the body is counted as it arrives and the 413 is answered once
+    the count passes 1 MiB; the client is not made to send the rest."""
+    pulled = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal pulled
+        for _ in range(20):
+            pulled += 1
+            yield b" " * MiB
+
+    r = httpx.post(
+        f"{live.base}/v1/tenants",
+        content=chunks(),
+        headers={"Content-Type": "application/json", **live.world.a.msp.headers},
+        timeout=30,
+    )
+    assert_problem(r, 413, "payload-too-large")
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert pulled < 20, "the server read the whole body"
+
+
+def test_a_body_within_the_limit_is_still_served(live: Live) -> None:
+    r = httpx.post(
+        f"{live.base}/v1/webhooks",
+        json={
+            "url": "https://hooks.example.com/x",
+            "events": ["export.ready"],
+            "description": "x" * 400,
+        },
+        headers=live.world.a.msp.headers,
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+
+
+# --- query strings and headers ------------------------------------------------------------
+
+
+def test_a_huge_query_string_is_414(live: Live) -> None:
+    r = httpx.get(f"{live.base}/v1/tenants", params={"cursor": "A" * 20_000}, timeout=30)
+    assert_problem(r, 414, "uri-too-long")
+
+
+def test_huge_headers_are_refused(live: Live) -> None:
+    r = httpx.get(f"{live.base}/v1/tenants", headers={"X-Padding": "a" * 40_000}, timeout=30)
+    assert_problem(r, 431, "request-header-fields-too-large")
+    # far beyond: uvicorn refuses the head itself (400, connection closed) without
+    # buffering it; the client may see the reset while still writing. The server stays up.
+    try:
+        r = httpx.get(f"{live.base}/v1/tenants", headers={"X-Padding": "a" * 4 * MiB}, timeout=10)
+    except httpx.TransportError:
+        pass
+    else:
+        assert r.status_code == 400
+    assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
+
+
+# --- Range --------------------------------------------------------------------------------
+
+
+def content_url(world: MspWorld, item_id: object) -> str:
+    return f"/v1/tenants/{world.tenant.id}/accounts/{world.account.id}/items/{item_id}/content"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "bytes=" + "9" * 5000 + "-",
+        "bytes=0-" + "9" * 5000,
+        "bytes=-" + "9" * 5000,
+        "bytes=" + "1" * 19 + "-",
+    ],
+    ids=["start", "end", "suffix", "19-digits"],
+)
+def test_a_range_with_absurd_digits_is_416(live: Live, value: str) -> None:
+    world = live.world.a
+    r = httpx.get(
+        live.base + content_url(world, world.item.id),
+        headers={**world.msp.headers, "Range": value},
+        timeout=30,
+    )
+    assert_problem(r, 416, "range-not-satisfiable")
+    assert r.headers["content-range"] == f"bytes */{world.version.size}"
+
+
+def test_an_ordinary_range_still_works(live: Live) -> None:
+    world = live.world.a
+    r = httpx.get(
+        live.base + content_url(world, world.item.id),
+        headers={**world.msp.headers, "Range": "bytes=0-4"},
+        timeout=30,
+    )
+    assert r.status_code == 206 and r.content == b"hello"
+
+
+# --- download names -----------------------------------------------------------------------
+
+NAMES = [
+    "report\r\nSet-Cookie: stolen=1.txt",
+    "..\\..\\Windows\\System32\\evil.dll",
+    "../../etc/passwd",
+    'quote " percent % semicolon ; .txt',
+    "Résumé – 2024 ✓.docx",
+    "\u202eexe.txt",  # right-to-left override: would show as "txt.exe"
+    "bell\x07 escape\x1b[31m tab\t.txt",
+    "...",
+]
+
+
+async def add_file(runtime: Runtime, world: MspWorld, name: str, data: bytes) -> str:
+    repo = await open_repository(runtime, world.tenant)
+    content = await repo.put_bytes(data)
+    now = utcnow()
+    async with runtime.db.session() as session:
+        item = Item(
+            tenant_id=world.tenant.id,
+            account_id=world.account.id,
+            service="onedrive",
+            external_id=f"odd-{len(data)}-{abs(hash(name))}",
+            kind="file",
+        )
+        session.add(item)
+        await session.flush()
+        session.add(
+            ItemVersion(
+                item_id=item.id,
+                tenant_id=world.tenant.id,
+                account_id=world.account.id,
+                service="onedrive",
+                kind="file",
+                first_seq=1,
+                valid_from=now,
+                name=name,
+                parent_external_id=world.folder.external_id,
+                size=content.size,
+                content=content.to_json(),
+                content_hash=content.sha256,
+                meta={"mime_type": "application/octet-stream"},
+            )
+        )
+    return str(item.id)
+
+
+async def test_every_name_downloads_with_a_safe_disposition(live: Live, runtime: Runtime) -> None:
+    world = live.world.a
+    items = {
+        name: await add_file(runtime, world, name, f"bytes of {i}".encode())
+        for i, name in enumerate(NAMES)
+    }
+    async with live.client() as api:
+        for i, (name, item_id) in enumerate(items.items()):
+            r = await api.get(content_url(world, item_id), headers=world.msp.headers)
+            assert r.status_code == 200, (name, r.text)
+            assert r.content == f"bytes of {i}".encode()
+            assert "set-cookie" not in r.headers
+            disposition = r.headers["content-disposition"]
+            assert not any(c in disposition for c in "\r\n\x07\x1b\t")
+            assert disposition.isascii()
+            plain = disposition.split('filename="', 1)[1].split('"', 1)[0]
+            assert not any(c in plain for c in '/\\"%;'), disposition
+            assert not plain.startswith(".")
+            exact = unquote(disposition.split("filename*=UTF-8''", 1)[1])
+            assert exact == safe_filename(name)
+            assert "/" not in exact and "\\" not in exact
+            assert not any(ord(c) < 0x20 or c == "\u202e" for c in exact)
+    # the printable parts of a name survive in filename*
+    assert safe_filename("Résumé – 2024 ✓.docx") == "Résumé – 2024 ✓.docx"
+    assert safe_filename("..\\..\\Windows\\System32\\evil.dll") == "_.._Windows_System32_evil.dll"
