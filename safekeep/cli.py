@@ -25,6 +25,29 @@ app.add_typer(search_app, name="search")
 console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"safekeep {version('safekeep')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit (what an image or a package holds).",
+        ),
+    ] = False,
+) -> None:
+    """Safekeep: Microsoft 365 backup for MSPs."""
+
+
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
