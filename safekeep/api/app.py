@@ -53,7 +53,9 @@ replays the first answer (with `Idempotent-Replayed: true`).
 
 **Webhooks** are POSTed as JSON with `Safekeep-Signature: t=<unix seconds>,v1=<hex>` where the
 hex is HMAC-SHA256 of `"<t>.<raw body>"` under the endpoint's secret; reject timestamps older
-than five minutes. Failed deliveries are retried after 30 s, 2 min, 10 min, 1 h and 6 h.
+than five minutes. They also carry the Standard Webhooks headers (`webhook-id`,
+`webhook-timestamp`, `webhook-signature`), so any Standard Webhooks library verifies them with the
+endpoint's `whsec_` secret. Failed deliveries are retried after 30 s, 2 min, 10 min, 1 h and 6 h.
 """
 
 

@@ -3,10 +3,18 @@
 Signature (documented in the OpenAPI description): header
 ``Safekeep-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``; a
 receiver recomputes it over the raw body and rejects timestamps older than five minutes.
+
+The same delivery also follows the Standard Webhooks specification (standardwebhooks.com), so a
+partner can verify it with that project's libraries instead of code of their own:
+``webhook-id`` (the delivery's id, the same on every retry), ``webhook-timestamp`` and
+``webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>`` where the key
+is the base64 after the secret's ``whsec_`` prefix.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -47,6 +55,23 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value.
+
+    Secrets made since this header exists are standard base64 (what the specification's libraries
+    decode). Older ones were urlsafe base64: decoding with either alphabet gives the same key for
+    both, and a partner holding an old secret with ``-`` or ``_`` in it should replace the
+    endpoint to verify with an off-the-shelf library.
+    """
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        key = secret.encode()  # not base64 at all: sign with the secret as it is
+    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
 def _context(endpoint_id: uuid.UUID) -> str:
     return f"webhook:{endpoint_id}:secret"
 
@@ -62,7 +87,7 @@ async def create_endpoint(
     ip: str | None = None,
 ) -> tuple[WebhookEndpoint, str]:
     endpoint_id = uuid.uuid4()
-    secret = "whsec_" + secrets.token_urlsafe(24)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     endpoint = WebhookEndpoint(
         id=endpoint_id,
         msp_id=principal.msp_id,
@@ -168,6 +193,9 @@ def render(
         "Safekeep-Event-Id": str(delivery.event_id),
         "Safekeep-Event-Type": delivery.event_type,
         "Safekeep-Delivery-Id": str(delivery.id),
+        "webhook-id": str(delivery.id),
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": standard_signature(secret, str(delivery.id), timestamp, body),
     }
     return body, headers
 
