@@ -45,6 +45,7 @@ SETTING_NAMES = {f"{PREFIX}{name}".upper() for name in Settings.model_fields}
 AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 SECRET_NAMES = {
     "SAFEKEEP_MASTER_KEY",
+    "SAFEKEEP_PREVIOUS_MASTER_KEYS",
     "SAFEKEEP_APP_CLIENT_SECRET",
     "SAFEKEEP_DATABASE_URL",
     "SAFEKEEP_BROKER_URL",
@@ -77,6 +78,7 @@ FULL_VALUES: dict[str, Any] = {
     },
     "secrets": {
         "masterKey": base64.urlsafe_b64encode(b"k" * 32).decode(),
+        "previousMasterKeys": base64.urlsafe_b64encode(b"o" * 32).decode(),
         "appClientSecret": "full-app-secret",
         "databaseUrl": "postgresql://safekeep:full-db-password@pg:5432/safekeep",
         "brokerUrl": "redis://:full-redis-password@redis:6379/0",

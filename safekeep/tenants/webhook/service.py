@@ -33,7 +33,7 @@ from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal
-from safekeep.tenants.secrets import seal, unseal
+from safekeep.tenants.secrets import seal, unseal_with_any
 from safekeep.tenants.webhook import repository
 
 EVENT_TYPES = (
@@ -181,8 +181,8 @@ def render(
     settings: Settings, endpoint: WebhookEndpoint, delivery: WebhookDelivery
 ) -> tuple[bytes, dict[str, str]]:
     """The exact body and headers of one attempt."""
-    secret = unseal(
-        settings.master_key_bytes, endpoint.secret_sealed, context=_context(endpoint.id)
+    secret = unseal_with_any(
+        settings.master_keys, endpoint.secret_sealed, context=_context(endpoint.id)
     )
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
     timestamp = int(utcnow().timestamp())
