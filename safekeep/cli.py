@@ -78,12 +78,23 @@ def serve(
 def worker(
     threads: Annotated[int, typer.Option(help="Concurrent actors")] = 8,
     queues: Annotated[list[str] | None, typer.Option(help="Only these queues")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus metrics on this port (0: off)")
+    ] = 0,
 ) -> None:
     """Consume jobs from the broker (scale-out)."""
     from safekeep.workers.process import run_worker
 
     settings = get_settings()
     safekeep_logging.configure(settings.log_level, json=settings.log_json)
+    if metrics_port:
+        # Graph throttling and blob store errors happen here, not in the API: each worker
+        # serves its own counters for Prometheus to scrape (the chart's PodMonitor).
+        from prometheus_client import start_http_server
+
+        import safekeep.api.metrics  # noqa: F401  (registers the counters)
+
+        start_http_server(metrics_port)
     run_worker(settings, threads=threads, queues=queues)
 
 

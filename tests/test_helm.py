@@ -102,6 +102,8 @@ FULL_VALUES: dict[str, Any] = {
         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
     },
     "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+    "grafanaDashboard": {"enabled": True},
 }
 
 
@@ -252,6 +254,8 @@ def test_every_rendered_setting_is_a_settings_field(
         assert names, "no SAFEKEEP_* variable rendered at all"
         assert names <= SETTING_NAMES, names - SETTING_NAMES
         for doc in of_kind(docs, "ConfigMap") + of_kind(docs, "Secret"):
+            if doc["metadata"]["name"].endswith("-dashboard"):  # Grafana's, not the app's
+                continue
             assert set(doc["data"]) <= SETTING_NAMES | AWS_CREDENTIALS, doc["metadata"]["name"]
 
 
@@ -460,7 +464,16 @@ def test_api_probes_and_entry_points_exist(render: Callable[..., list[dict[str, 
         "backup",
         "--queues",
         "export",
+        "--metrics-port",
+        "9102",
     ]
+    worker_command = next(
+        c
+        for c in cli_app.registered_commands
+        if c.name == "worker" or (c.callback is not None and c.callback.__name__ == "worker")
+    )
+    assert worker_command.callback is not None
+    assert "metrics_port" in worker_command.callback.__code__.co_varnames
     scheduler = specs[f"{RELEASE}-safekeep-scheduler"]["containers"][0]
     assert [*scheduler["command"], *scheduler["args"]] == ["safekeep", "scheduler"]
     commands = {
@@ -526,10 +539,30 @@ def test_optional_resources_render_when_enabled(
     assert policies[f"{RELEASE}-safekeep-api"]["ingress"][0]["ports"] == [
         {"port": "http", "protocol": "TCP"}
     ]
-    assert policies[f"{RELEASE}-safekeep-worker"]["ingress"] == []
+    # Only Prometheus reaches a worker, on its metrics port (serviceMonitor is on here).
+    assert policies[f"{RELEASE}-safekeep-worker"]["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    ]
+    assert policies[f"{RELEASE}-safekeep-scheduler"]["ingress"] == []
     assert all("Egress" in spec["policyTypes"] for spec in policies.values())
     [monitor] = of_kind(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    [pod_monitor] = of_kind(docs, "PodMonitor")
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    worker = pod_specs(docs)[f"{RELEASE}-safekeep-worker"]["containers"][0]
+    assert worker["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
+    assert worker["args"][-2:] == ["--metrics-port", "9102"]
+    # The alert rules and the dashboard ship as the files tests/api/test_metrics.py checks.
+    [rules] = of_kind(docs, "PrometheusRule")
+    assert rules["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert rules["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    [dashboard] = [
+        d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["safekeep.json"]) == json.loads(
+        (CHART / "files" / "dashboard.json").read_text()
+    )
     # Every object the chart makes carries the release's labels and fits a DNS label.
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -652,7 +685,7 @@ def test_the_api_command_enqueues_jobs_on_the_broker(
 OLDEST_KUBERNETES = "1.25.0"  # Chart.yaml's kubeVersion floor
 NEWEST_KUBERNETES = "1.37.0"  # the newest the pinned schemas (and helm's client-go) know
 # Custom resources of the Prometheus operator: no schema in Kubernetes' own set.
-CUSTOM_KINDS = ("ServiceMonitor", "PrometheusRule")
+CUSTOM_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 
 
 @pytest.fixture(scope="module")

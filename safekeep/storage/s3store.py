@@ -35,6 +35,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from safekeep.api.metrics import BLOBSTORE_ERRORS
 from safekeep.storage.blobstore import BlobInfo, check_retention, validate_key, validate_prefix
 from safekeep.storage.errors import (
     BlobLocked,
@@ -139,12 +140,15 @@ class S3BlobStore:
                 self._executor, functools.partial(fn, *args, **kwargs)
             )
         except (BotoConnectionError, HTTPClientError) as exc:
+            BLOBSTORE_ERRORS.labels("unavailable").inc()
             raise BlobStoreUnavailable(f"S3 endpoint unreachable: {exc}") from exc
         except ClientError as exc:
             if _code(exc) in _UNAVAILABLE or _status(exc) >= 500:
+                BLOBSTORE_ERRORS.labels("unavailable").inc()
                 raise BlobStoreUnavailable(f"S3 bucket {self.bucket} unavailable: {exc}") from exc
-            raise
+            raise  # the caller decides: a missing key is often an answer, not an error
         except BotoCoreError as exc:
+            BLOBSTORE_ERRORS.labels("failed").inc()
             raise StorageError(f"S3 client error: {exc}") from exc
 
     async def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
@@ -152,6 +156,7 @@ class S3BlobStore:
         try:
             return await self._run(fn, **kwargs)
         except ClientError as exc:
+            BLOBSTORE_ERRORS.labels("failed").inc()
             raise StorageError(f"S3 {what} failed: {exc}") from exc
 
     def _full(self, key: str) -> str:
