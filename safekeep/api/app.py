@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 
 from safekeep import __version__
@@ -59,6 +60,10 @@ endpoint's `whsec_` secret. Failed deliveries are retried after 30 s, 2 min, 10 
 """
 
 
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     return problems.problem_response(
         409,
@@ -93,6 +98,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
+        # operationId = the handler's name (unique across the API), so generated clients get
+        # `create_tenant`, not `create_tenant_v1_tenants_post`.
+        generate_unique_id_function=_operation_id,
     )
     if runtime is not None:
         app.state.runtime = runtime
