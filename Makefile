@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export UV_NATIVE_TLS := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv run test lint typecheck openapi services-start services-stop clean
+.PHONY: venv run test lint typecheck openapi image services-start services-stop clean
 
 $(UV):
 	python3 -m venv .tools
@@ -42,6 +42,11 @@ typecheck: venv
 ## Regenerate the committed OpenAPI document from the app.
 openapi: venv
 	$(PY) -m safekeep.api.openapi_dump > openapi/openapi.json
+
+## Build the container image daemonless (buildah, chroot isolation, vfs); tests/test_image.py
+## checks the Dockerfile (hadolint) and its build steps on every `make test`.
+image: venv
+	scripts/image
 
 services-start:
 	scripts/services start

@@ -22,7 +22,32 @@ export_app = typer.Typer(no_args_is_help=True, help="Exports (as an API client)"
 app.add_typer(export_app, name="export")
 search_app = typer.Typer(no_args_is_help=True, help="The search index (operator only)")
 app.add_typer(search_app, name="search")
+keys_app = typer.Typer(no_args_is_help=True, help="The master key (operator only)")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"safekeep {version('safekeep')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit (what an image or a package holds).",
+        ),
+    ] = False,
+) -> None:
+    """Safekeep: Microsoft 365 backup for MSPs."""
 
 
 @app.command()
@@ -53,12 +78,23 @@ def serve(
 def worker(
     threads: Annotated[int, typer.Option(help="Concurrent actors")] = 8,
     queues: Annotated[list[str] | None, typer.Option(help="Only these queues")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus metrics on this port (0: off)")
+    ] = 0,
 ) -> None:
     """Consume jobs from the broker (scale-out)."""
     from safekeep.workers.process import run_worker
 
     settings = get_settings()
     safekeep_logging.configure(settings.log_level, json=settings.log_json)
+    if metrics_port:
+        # Graph throttling and blob store errors happen here, not in the API: each worker
+        # serves its own counters for Prometheus to scrape (the chart's PodMonitor).
+        from prometheus_client import start_http_server
+
+        import safekeep.api.metrics  # noqa: F401  (registers the counters)
+
+        start_http_server(metrics_port)
     run_worker(settings, threads=threads, queues=queues)
 
 
@@ -161,6 +197,52 @@ def search_migrate() -> None:
             await runtime.close()
 
     console.print(f"search index now: [bold]{asyncio.run(migrate_index())}[/bold]")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new random master key (urlsafe base64 of 32 bytes)."""
+    import base64
+    import os
+
+    typer.echo(base64.urlsafe_b64encode(os.urandom(32)).decode())
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every tenant's data key and re-seal every secret under SAFEKEEP_MASTER_KEY,
+    opening them with SAFEKEEP_PREVIOUS_MASTER_KEYS; backed-up data is not re-encrypted.
+    Safe to interrupt and run again; fails if anything opens with none of the keys."""
+    from safekeep.db import Database
+    from safekeep.tenants.keyrotation import RotationReport, rotate_master_key
+
+    settings = get_settings()
+    safekeep_logging.configure(settings.log_level, json=settings.log_json)
+
+    async def rotate() -> RotationReport:
+        db = Database(settings.resolved_database_url, pool_size=1)
+        try:
+            return await rotate_master_key(db, settings)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(rotate())
+    typer.echo(
+        json.dumps(
+            {
+                "rewrapped_data_keys": report.data_keys,
+                "resealed_secrets": report.secrets,
+                "already_current": report.current,
+                "unreadable": report.unreadable,
+            }
+        )
+    )
+    if not report.ok:
+        console.print(
+            "[red]some keys open with none of SAFEKEEP_MASTER_KEY and "
+            "SAFEKEEP_PREVIOUS_MASTER_KEYS: keep the old keys until they do[/red]"
+        )
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

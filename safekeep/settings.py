@@ -62,6 +62,9 @@ class Settings(BaseSettings):
 
     # Secrets.
     master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
+    # Master keys being rotated away from, comma-separated: what they wrapped still opens until
+    # `safekeep keys rotate` has re-wrapped it under master_key (docs/operations.md).
+    previous_master_keys: SecretStr = SecretStr("")
 
     # Billing (off when no API key).
     stripe_api_key: SecretStr | None = None
@@ -96,6 +99,18 @@ class Settings(BaseSettings):
             raise ValueError("SAFEKEEP_MASTER_KEY must be urlsafe base64") from exc
         if len(raw) != 32:
             raise ValueError("SAFEKEEP_MASTER_KEY must decode to 32 bytes")
+        return value
+
+    @field_validator("previous_master_keys")
+    @classmethod
+    def _previous_master_keys_are_32_bytes(cls, value: SecretStr) -> SecretStr:
+        for key in _split_keys(value.get_secret_value()):
+            try:
+                raw = base64.urlsafe_b64decode(key.encode())
+            except (ValueError, TypeError) as exc:
+                raise ValueError("SAFEKEEP_PREVIOUS_MASTER_KEYS must be urlsafe base64") from exc
+            if len(raw) != 32:
+                raise ValueError("each of SAFEKEEP_PREVIOUS_MASTER_KEYS must decode to 32 bytes")
         return value
 
     @model_validator(mode="after")
@@ -140,8 +155,18 @@ class Settings(BaseSettings):
         return base64.urlsafe_b64decode(self.master_key.get_secret_value().encode())
 
     @property
+    def master_keys(self) -> tuple[bytes, ...]:
+        """The current master key first, then those being rotated away from."""
+        previous = _split_keys(self.previous_master_keys.get_secret_value())
+        return (self.master_key_bytes, *(base64.urlsafe_b64decode(k.encode()) for k in previous))
+
+    @property
     def embedded_queue(self) -> bool:
         return not self.broker_url
+
+
+def _split_keys(value: str) -> list[str]:
+    return [key.strip() for key in value.split(",") if key.strip()]
 
 
 def get_settings() -> Settings:

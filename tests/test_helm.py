@@ -47,6 +47,7 @@ SETTING_NAMES = {f"{PREFIX}{name}".upper() for name in Settings.model_fields}
 AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 SECRET_NAMES = {
     "SAFEKEEP_MASTER_KEY",
+    "SAFEKEEP_PREVIOUS_MASTER_KEYS",
     "SAFEKEEP_APP_CLIENT_SECRET",
     "SAFEKEEP_DATABASE_URL",
     "SAFEKEEP_BROKER_URL",
@@ -79,6 +80,7 @@ FULL_VALUES: dict[str, Any] = {
     },
     "secrets": {
         "masterKey": base64.urlsafe_b64encode(b"k" * 32).decode(),
+        "previousMasterKeys": base64.urlsafe_b64encode(b"o" * 32).decode(),
         "appClientSecret": "full-app-secret",
         "databaseUrl": "postgresql://safekeep:full-db-password@pg:5432/safekeep",
         "brokerUrl": "redis://:full-redis-password@redis:6379/0",
@@ -102,6 +104,8 @@ FULL_VALUES: dict[str, Any] = {
         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
     },
     "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+    "grafanaDashboard": {"enabled": True},
 }
 
 
@@ -252,6 +256,8 @@ def test_every_rendered_setting_is_a_settings_field(
         assert names, "no SAFEKEEP_* variable rendered at all"
         assert names <= SETTING_NAMES, names - SETTING_NAMES
         for doc in of_kind(docs, "ConfigMap") + of_kind(docs, "Secret"):
+            if doc["metadata"]["name"].endswith("-dashboard"):  # Grafana's, not the app's
+                continue
             assert set(doc["data"]) <= SETTING_NAMES | AWS_CREDENTIALS, doc["metadata"]["name"]
 
 
@@ -460,7 +466,16 @@ def test_api_probes_and_entry_points_exist(render: Callable[..., list[dict[str, 
         "backup",
         "--queues",
         "export",
+        "--metrics-port",
+        "9102",
     ]
+    worker_command = next(
+        c
+        for c in cli_app.registered_commands
+        if c.name == "worker" or (c.callback is not None and c.callback.__name__ == "worker")
+    )
+    assert worker_command.callback is not None
+    assert "metrics_port" in worker_command.callback.__code__.co_varnames
     scheduler = specs[f"{RELEASE}-safekeep-scheduler"]["containers"][0]
     assert [*scheduler["command"], *scheduler["args"]] == ["safekeep", "scheduler"]
     commands = {
@@ -539,10 +554,30 @@ def test_optional_resources_render_when_enabled(
     assert policies[f"{RELEASE}-safekeep-api"]["ingress"][0]["ports"] == [
         {"port": "http", "protocol": "TCP"}
     ]
-    assert policies[f"{RELEASE}-safekeep-worker"]["ingress"] == []
+    # Only Prometheus reaches a worker, on its metrics port (serviceMonitor is on here).
+    assert policies[f"{RELEASE}-safekeep-worker"]["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    ]
+    assert policies[f"{RELEASE}-safekeep-scheduler"]["ingress"] == []
     assert all("Egress" in spec["policyTypes"] for spec in policies.values())
     [monitor] = of_kind(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    [pod_monitor] = of_kind(docs, "PodMonitor")
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    worker = pod_specs(docs)[f"{RELEASE}-safekeep-worker"]["containers"][0]
+    assert worker["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
+    assert worker["args"][-2:] == ["--metrics-port", "9102"]
+    # The alert rules and the dashboard ship as the files tests/api/test_metrics.py checks.
+    [rules] = of_kind(docs, "PrometheusRule")
+    assert rules["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert rules["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    [dashboard] = [
+        d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["safekeep.json"]) == json.loads(
+        (CHART / "files" / "dashboard.json").read_text()
+    )
     # Every object the chart makes carries the release's labels and fits a DNS label.
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -673,3 +708,136 @@ def test_the_api_command_enqueues_jobs_on_the_broker(
             json.loads(raw) for key in queue.scan_iter("*.msgs") for raw in queue.hvals(key)
         ]
     assert [m["actor_name"] for m in messages] == ["run_discover"]
+
+
+# Kubernetes' own JSON schemas, as the PyPI package kubernetes-validate ships them (no schema
+# registry is reachable here); kubeconform validates the rendered manifests against them.
+OLDEST_KUBERNETES = "1.25.0"  # Chart.yaml's kubeVersion floor
+NEWEST_KUBERNETES = "1.37.0"  # the newest the pinned schemas (and helm's client-go) know
+# Custom resources of the Prometheus operator: no schema in Kubernetes' own set.
+CUSTOM_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+
+
+@pytest.fixture(scope="module")
+def kubeconform(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run kubeconform in strict mode against the pinned Kubernetes schemas of a version.
+
+    kubernetes-validate's schemas point at their shared definitions with an absolute
+    `/api/_definitions.json`, which only its own resolver understands; the copies made here
+    point at the file beside them by its file:// URL, which kubeconform's resolver follows (it
+    compiles a local schema from a bare path, against which a relative reference resolves to
+    nothing).
+    """
+    import kubernetes_validate
+
+    source = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    schemas = tmp_path_factory.mktemp("kubernetes-json-schema")
+    for version in (OLDEST_KUBERNETES, NEWEST_KUBERNETES):
+        for folder in (f"v{version}-local", f"v{version}-local-strict"):
+            target = schemas / folder
+            target.mkdir()
+            for schema in (source / folder).iterdir():
+                definitions = (target / "_definitions.json").as_uri()
+                text = schema.read_text().replace('"/api/_definitions.json#', f'"{definitions}#')
+                (target / schema.name).write_text(text)
+    binary = subprocess.run(
+        [str(ROOT / "scripts" / "kubeconform"), "--install-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1100,
+    ).stdout.strip()
+    location = str(
+        schemas
+        / "{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}"
+        / "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    )
+
+    def run(manifests: str, kubernetes_version: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                binary,
+                "-strict",
+                "-summary",
+                "-output",
+                "json",
+                "-kubernetes-version",
+                kubernetes_version,
+                "-schema-location",
+                location,
+                "-skip",
+                ",".join(CUSTOM_KINDS),
+            ],
+            input=manifests,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+def conform_report(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+@pytest.mark.parametrize("kube_version", [OLDEST_KUBERNETES, NEWEST_KUBERNETES])
+@pytest.mark.parametrize("values", ["production", "every-option"])
+def test_rendered_manifests_conform_to_kubernetes_schemas(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+    kubeconform: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    kube_version: str,
+    values: str,
+) -> None:
+    overrides: tuple[dict[str, Any], ...] = ()
+    if values == "every-option":
+        overrides = (
+            FULL_VALUES,
+            {
+                "api": {"autoscaling": {"enabled": True}},
+                "worker": {"autoscaling": {"enabled": True}},
+            },
+        )
+    out = helm(*template_args(tmp_path, overrides, ("--kube-version", kube_version)))
+    assert out.returncode == 0, out.stderr
+    rendered = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    result = kubeconform(out.stdout, kube_version)
+    report = conform_report(result)
+    assert result.returncode == 0, report["resources"]
+    summary = report["summary"]
+    custom = sum(1 for doc in rendered if doc["kind"] in CUSTOM_KINDS)
+    assert summary["invalid"] == summary["errors"] == 0
+    # Every object was checked against a schema: none slipped through as "skipped" but ours.
+    assert summary["valid"] == len(rendered) - custom
+    assert summary["skipped"] == custom
+    if values == "every-option":
+        assert {"Ingress", "NetworkPolicy", "HorizontalPodAutoscaler"} <= {
+            doc["kind"] for doc in rendered
+        }
+
+
+def test_kubeconform_rejects_what_an_older_cluster_would(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+    kubeconform: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+) -> None:
+    """The validation can fail: manifests rendered for 1.30 (preStop's `sleep` action) do not
+    fit 1.25's schemas, and a misspelt field fails strict mode on any version."""
+    out = helm(*template_args(tmp_path, (), ("--kube-version", "1.30.0")))
+    assert out.returncode == 0, out.stderr
+    result = kubeconform(out.stdout, OLDEST_KUBERNETES)
+    assert result.returncode != 0
+    invalid = [r for r in conform_report(result)["resources"] if r["status"] == "statusInvalid"]
+    assert invalid and all("sleep" in r["msg"] for r in invalid), invalid
+
+    docs = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    result = kubeconform(yaml.safe_dump(deployment), NEWEST_KUBERNETES)
+    assert result.returncode != 0
+    assert "imagePullPolcy" in result.stdout

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 
 from safekeep import __version__
@@ -58,10 +59,16 @@ replays the first answer (with `Idempotent-Replayed: true`).
 
 **Webhooks** are POSTed as JSON with `Safekeep-Signature: t=<unix seconds>,v1=<hex>` where the
 hex is HMAC-SHA256 of `"<t>.<raw body>"` under the endpoint's secret; reject timestamps older
-than five minutes. Failed deliveries are retried after 30 s, 2 min, 10 min, 1 h and 6 h.
+than five minutes. They also carry the Standard Webhooks headers (`webhook-id`,
+`webhook-timestamp`, `webhook-signature`), so any Standard Webhooks library verifies them with the
+endpoint's `whsec_` secret. Failed deliveries are retried after 30 s, 2 min, 10 min, 1 h and 6 h.
 Deliveries go only to public internet addresses; one refused is recorded as failed with the
 reason, and nothing is sent.
 """
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
 
 
 async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
@@ -98,6 +105,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
+        # operationId = the handler's name (unique across the API), so generated clients get
+        # `create_tenant`, not `create_tenant_v1_tenants_post`.
+        generate_unique_id_function=_operation_id,
     )
     if runtime is not None:
         app.state.runtime = runtime

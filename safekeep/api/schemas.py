@@ -54,3 +54,7 @@ def _utc(value: datetime) -> datetime:
 
 # A request timestamp: ISO 8601 only; without a zone it is read as UTC.
 Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
+
+
+# The OpenAPI description of a binary answer (downloads): generators map it to bytes/Blob.
+BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}

@@ -17,7 +17,7 @@ from safekeep.graph.auth import AppCredentials, TokenProvider
 from safekeep.graph.client import GraphClient
 from safekeep.graph.throttle import InProcessLimiter, Limiter, RedisLimiter
 from safekeep.runtime import Runtime
-from safekeep.storage.keys import unwrap_data_key
+from safekeep.storage.keys import unwrap_with_any
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import Policy, Tenant, utcnow
 from safekeep.tenants.tenant.service import app_credentials
@@ -91,8 +91,8 @@ async def open_repository(
 ) -> TenantRepository:
     """The tenant's encrypted, deduplicated blob repository. Blobs written under an Object
     Lock bucket carry the policy's retention, so none can be deleted before it ends."""
-    data_key = unwrap_data_key(
-        runtime.settings.master_key_bytes, tenant.wrapped_data_key, tenant_id=str(tenant.id)
+    data_key = unwrap_with_any(
+        runtime.settings.master_keys, tenant.wrapped_data_key, tenant_id=str(tenant.id)
     )
     keep = retain_until(policy)
     return TenantRepository(

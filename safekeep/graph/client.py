@@ -35,6 +35,7 @@ from safekeep.graph.errors import (
     parse_error_body,
     parse_retry_after,
 )
+from safekeep.graph.metrics import GRAPH_RETRY_AFTER_WAIT, GRAPH_THROTTLED
 from safekeep.graph.throttle import Limiter
 
 log = logging.getLogger(__name__)
@@ -624,6 +625,8 @@ class GraphClient:
                 if status == 429 or status in _RETRYABLE_5XX:
                     retry[request.id] = request
                     self.stats.throttled += int(status in (429, 503))
+                    if status in (429, 503):
+                        GRAPH_THROTTLED.labels(str(status)).inc()
                     transient = transient or status != 429
                     wait = parse_retry_after(_header(headers, "retry-after"))
                     if wait is not None:
@@ -1081,6 +1084,7 @@ class GraphClient:
         raw = await self._read(resp)
         if status in (429, 503):
             self.stats.throttled += 1
+            GRAPH_THROTTLED.labels(str(status)).inc()
         if not throttled:
             delay = self._failure(state, resp, None, method, str(resp.request.url), raw)
             self.stats.retries += 1
@@ -1143,6 +1147,7 @@ class GraphClient:
         waited = time.monotonic() - started
         if waited > 0.001:
             self.stats.retry_after_waited_seconds += waited
+            GRAPH_RETRY_AFTER_WAIT.inc(waited)
 
     async def _hold(self, stack: AsyncExitStack, target: _Target, width: int) -> None:
         """Take the request's concurrency slots (mailbox first, then tenant-wide).

@@ -13,6 +13,7 @@ reveals nothing about the encryption key or about another tenant's names for equ
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -49,7 +50,8 @@ def wrap_data_key(master_key: bytes, data_key: bytes, *, tenant_id: str) -> byte
     """Encrypt ``data_key`` under ``master_key``, bound to ``tenant_id``.
 
     Layout: version byte, 12-byte random nonce, ciphertext with 16-byte tag (61 bytes).
-    The version byte leaves room for a master-key id when rotation is built.
+    The version byte leaves room for another layout; rotation needs no key id (each row is
+    tried against the current key, then the previous ones).
     """
     _check_key("master_key", master_key)
     _check_key("data_key", data_key)
@@ -72,6 +74,20 @@ def unwrap_data_key(master_key: bytes, wrapped: bytes, *, tenant_id: str) -> byt
         raise KeyUnwrapError(
             "data key does not open: wrong master key, wrong tenant or tampered"
         ) from None
+
+
+def unwrap_with_any(master_keys: Sequence[bytes], wrapped: bytes, *, tenant_id: str) -> bytes:
+    """Open a wrapped data key with the first master key that fits.
+
+    While a master key is being rotated (docs/operations.md), some rows are wrapped under the
+    new key and some still under the old one; the current key is tried first.
+    """
+    for master_key in master_keys:
+        try:
+            return unwrap_data_key(master_key, wrapped, tenant_id=tenant_id)
+        except KeyUnwrapError:
+            continue
+    raise KeyUnwrapError("data key does not open: no master key fits, wrong tenant or tampered")
 
 
 @dataclass(frozen=True, repr=False)

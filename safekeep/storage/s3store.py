@@ -42,6 +42,7 @@ from safekeep.storage.errors import (
     BlobStoreUnavailable,
     StorageError,
 )
+from safekeep.storage.metrics import BLOBSTORE_ERRORS
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -133,12 +134,15 @@ class S3BlobStore:
                 self._executor, functools.partial(fn, *args, **kwargs)
             )
         except (BotoConnectionError, HTTPClientError) as exc:
+            BLOBSTORE_ERRORS.labels("unavailable").inc()
             raise BlobStoreUnavailable(f"S3 endpoint unreachable: {exc}") from exc
         except ClientError as exc:
             if _code(exc) in _UNAVAILABLE or _status(exc) >= 500:
+                BLOBSTORE_ERRORS.labels("unavailable").inc()
                 raise BlobStoreUnavailable(f"S3 bucket {self.bucket} unavailable: {exc}") from exc
-            raise
+            raise  # the caller decides: a missing key is often an answer, not an error
         except BotoCoreError as exc:
+            BLOBSTORE_ERRORS.labels("failed").inc()
             raise StorageError(f"S3 client error: {exc}") from exc
 
     async def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
@@ -146,6 +150,7 @@ class S3BlobStore:
         try:
             return await self._run(fn, **kwargs)
         except ClientError as exc:
+            BLOBSTORE_ERRORS.labels("failed").inc()
             raise StorageError(f"S3 {what} failed: {exc}") from exc
 
     def _full(self, key: str) -> str:

@@ -7,6 +7,7 @@ Sealed with AES-256-GCM under a key derived from the master key, bound to what t
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -38,3 +39,13 @@ def unseal(master_key: bytes, sealed: bytes, *, context: str) -> str:
         return AESGCM(key).decrypt(sealed[1:13], sealed[13:], context.encode()).decode()
     except InvalidTag as exc:
         raise SecretUnsealError("sealed secret does not open with this key and context") from exc
+
+
+def unseal_with_any(master_keys: Sequence[bytes], sealed: bytes, *, context: str) -> str:
+    """Open a sealed secret with the first master key that fits (see ``unwrap_with_any``)."""
+    for master_key in master_keys:
+        try:
+            return unseal(master_key, sealed, context=context)
+        except SecretUnsealError:
+            continue
+    raise SecretUnsealError("sealed secret does not open with any master key and this context")

@@ -157,6 +157,7 @@ own defaults apply. Integers go through int64 because helm reads YAML numbers as
 {{- $s := .Values.secrets }}
 {{- $out := dict
   "SAFEKEEP_MASTER_KEY" $s.masterKey
+  "SAFEKEEP_PREVIOUS_MASTER_KEYS" $s.previousMasterKeys
   "SAFEKEEP_APP_CLIENT_SECRET" $s.appClientSecret
   "SAFEKEEP_DATABASE_URL" $s.databaseUrl
   "SAFEKEEP_BROKER_URL" $s.brokerUrl

@@ -14,7 +14,7 @@ from safekeep.api.exports.schemas import DownloadUrl, ExportOut, ExportRequest
 from safekeep.api.idempotency import IdempotencyDep
 from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import BINARY, Cursor, Limit, Page
 from safekeep.backup import requests
 from safekeep.disposition import content_disposition
 from safekeep.errors import Conflict
@@ -106,8 +106,9 @@ async def get_export(
     "/v1/exports/{export_id}/download",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "The ZIP", "content": {"application/zip": {}}},
-        206: {"description": "The requested range"},
+        # A binary schema, so that generated clients hand the bytes over instead of dropping them.
+        200: {"description": "The ZIP", "content": {"application/zip": BINARY}},
+        206: {"description": "The requested range", "content": {"application/zip": BINARY}},
         307: {"description": "Redirect to a pre-signed URL (with redirect=true on S3)"},
         **responses(401, 403, 404, 409, 410, 416, 422),
     },

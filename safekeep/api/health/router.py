@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from safekeep.api.deps import RuntimeDep
+from safekeep.api.metrics import FLEET
 from safekeep.api.schemas import Schema
 from safekeep.runtime import Runtime
 from safekeep.workers import broker as queue
@@ -110,6 +111,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 @router.get(
     "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
 )
-async def metrics() -> Response:
-    """Prometheus metrics of this process."""
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus metrics of this process, and the fleet's as the catalog database has them."""
+    await FLEET.refresh(runtime.db)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

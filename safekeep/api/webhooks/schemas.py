@@ -57,6 +57,8 @@ class WebhookCreated(WebhookOut):
     secret: str | None = Field(
         description="Signing secret, shown once (null in an idempotent replay). Each delivery "
         "carries `Safekeep-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, '<t>.<raw body>')>`"
+        " and the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and "
+        "`webhook-signature`, which any Standard Webhooks library verifies with this secret."
     )
 
 

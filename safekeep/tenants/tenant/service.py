@@ -30,7 +30,7 @@ from safekeep.tenants.models import (
 )
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope, scope_for_tenant
-from safekeep.tenants.secrets import seal, unseal
+from safekeep.tenants.secrets import seal, unseal_with_any
 from safekeep.tenants.tenant import consent, repository
 from safekeep.tenants.webhook import service as webhooks
 
@@ -482,8 +482,8 @@ async def start_requested_job(
 
 def app_credentials(settings: Settings, tenant: Tenant) -> AppCredentials:
     if tenant.app_client_id and tenant.app_client_secret_sealed:
-        secret = unseal(
-            settings.master_key_bytes,
+        secret = unseal_with_any(
+            settings.master_keys,
             tenant.app_client_secret_sealed,
             context=f"tenant:{tenant.id}:app-secret",
         )

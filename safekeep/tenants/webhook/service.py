@@ -3,10 +3,18 @@
 Signature (documented in the OpenAPI description): header
 ``Safekeep-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``; a
 receiver recomputes it over the raw body and rejects timestamps older than five minutes.
+
+The same delivery also follows the Standard Webhooks specification (standardwebhooks.com), so a
+partner can verify it with that project's libraries instead of code of their own:
+``webhook-id`` (the delivery's id, the same on every retry), ``webhook-timestamp`` and
+``webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>`` where the key
+is the base64 after the secret's ``whsec_`` prefix.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -25,7 +33,7 @@ from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal
-from safekeep.tenants.secrets import seal, unseal
+from safekeep.tenants.secrets import seal, unseal_with_any
 from safekeep.tenants.webhook import repository, target
 
 EVENT_TYPES = (
@@ -47,6 +55,23 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value.
+
+    Secrets made since this header exists are standard base64 (what the specification's libraries
+    decode). Older ones were urlsafe base64: decoding with either alphabet gives the same key for
+    both, and a partner holding an old secret with ``-`` or ``_`` in it should replace the
+    endpoint to verify with an off-the-shelf library.
+    """
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        key = secret.encode()  # not base64 at all: sign with the secret as it is
+    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
 def _context(endpoint_id: uuid.UUID) -> str:
     return f"webhook:{endpoint_id}:secret"
 
@@ -63,7 +88,7 @@ async def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     target.check_url(settings, url)
     endpoint_id = uuid.uuid4()
-    secret = "whsec_" + secrets.token_urlsafe(24)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     endpoint = WebhookEndpoint(
         id=endpoint_id,
         msp_id=principal.msp_id,
@@ -157,8 +182,8 @@ def render(
     settings: Settings, endpoint: WebhookEndpoint, delivery: WebhookDelivery
 ) -> tuple[bytes, dict[str, str]]:
     """The exact body and headers of one attempt."""
-    secret = unseal(
-        settings.master_key_bytes, endpoint.secret_sealed, context=_context(endpoint.id)
+    secret = unseal_with_any(
+        settings.master_keys, endpoint.secret_sealed, context=_context(endpoint.id)
     )
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
     timestamp = int(utcnow().timestamp())
@@ -169,6 +194,9 @@ def render(
         "Safekeep-Event-Id": str(delivery.event_id),
         "Safekeep-Event-Type": delivery.event_type,
         "Safekeep-Delivery-Id": str(delivery.id),
+        "webhook-id": str(delivery.id),
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": standard_signature(secret, str(delivery.id), timestamp, body),
     }
     return body, headers
 

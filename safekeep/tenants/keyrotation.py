@@ -1,0 +1,158 @@
+"""Master-key rotation: re-wrap every tenant's data key and re-seal every secret under the
+current ``SAFEKEEP_MASTER_KEY``, without touching a byte of backed-up data.
+
+Backed-up data is encrypted under per-tenant data keys; the master key only wraps those keys
+(``safekeep.storage.keys``) and seals a few secrets (``safekeep.tenants.secrets``). Rotating it
+therefore rewrites small columns of the ``tenant`` and ``webhook_endpoint`` rows, never the
+bucket. The procedure (docs/operations.md): deploy the new key as ``SAFEKEEP_MASTER_KEY`` with
+the old one in ``SAFEKEEP_PREVIOUS_MASTER_KEYS`` (every process then opens both), run
+``safekeep keys rotate``, then remove the old key.
+
+Each row is rewritten in its own small transaction, only when it does not already open with the
+current key: the command can be interrupted and run again, and running it twice changes
+nothing. A row that no configured key opens is reported and left as it is; the command then
+fails, so an operator never drops an old key that is still needed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy import select
+
+from safekeep.db import Database
+from safekeep.settings import Settings
+from safekeep.storage.errors import KeyUnwrapError
+from safekeep.storage.keys import unwrap_data_key, unwrap_with_any, wrap_data_key
+from safekeep.tenants.audit import service as audit
+from safekeep.tenants.models import Tenant, WebhookEndpoint
+from safekeep.tenants.secrets import SecretUnsealError, seal, unseal, unseal_with_any
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "operator:keys-rotate"
+ACTION = "master_key.rotated"
+_PAGE = 200
+
+
+@dataclass
+class RotationReport:
+    data_keys: int = 0  # tenant data keys re-wrapped
+    secrets: int = 0  # sealed secrets re-sealed
+    current: int = 0  # already under the current key
+    unreadable: list[str] = field(default_factory=list)  # what no configured key opens
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreadable
+
+
+def _opens_with(master_key: bytes, wrapped: bytes, tenant_id: str) -> bool:
+    try:
+        unwrap_data_key(master_key, wrapped, tenant_id=tenant_id)
+    except KeyUnwrapError:
+        return False
+    return True
+
+
+def _unseals_with(master_key: bytes, sealed: bytes, context: str) -> bool:
+    try:
+        unseal(master_key, sealed, context=context)
+    except SecretUnsealError:
+        return False
+    return True
+
+
+async def rotate_master_key(db: Database, settings: Settings) -> RotationReport:
+    """Bring every wrapped key and sealed secret under ``settings.master_key``."""
+    current, keys = settings.master_key_bytes, settings.master_keys
+    report = RotationReport()
+    changed_per_msp: Counter[uuid.UUID] = Counter()
+
+    after: uuid.UUID | None = None
+    while True:
+        async with db.session() as session:
+            query = select(Tenant).order_by(Tenant.id).limit(_PAGE)
+            if after is not None:
+                query = query.where(Tenant.id > after)
+            tenants = list((await session.scalars(query)).all())
+            for tenant in tenants:
+                tenant_id = str(tenant.id)
+                if _opens_with(current, tenant.wrapped_data_key, tenant_id):
+                    report.current += 1
+                else:
+                    try:
+                        data_key = unwrap_with_any(
+                            keys, tenant.wrapped_data_key, tenant_id=tenant_id
+                        )
+                    except KeyUnwrapError:
+                        report.unreadable.append(f"tenant {tenant_id}: data key")
+                    else:
+                        tenant.wrapped_data_key = wrap_data_key(
+                            current, data_key, tenant_id=tenant_id
+                        )
+                        report.data_keys += 1
+                        changed_per_msp[tenant.msp_id] += 1
+                sealed = tenant.app_client_secret_sealed
+                if sealed is not None:
+                    context = f"tenant:{tenant_id}:app-secret"
+                    if _unseals_with(current, sealed, context):
+                        report.current += 1
+                    else:
+                        try:
+                            secret = unseal_with_any(keys, sealed, context=context)
+                        except SecretUnsealError:
+                            report.unreadable.append(f"tenant {tenant_id}: app client secret")
+                        else:
+                            tenant.app_client_secret_sealed = seal(current, secret, context=context)
+                            report.secrets += 1
+                            changed_per_msp[tenant.msp_id] += 1
+        if len(tenants) < _PAGE:
+            break
+        after = tenants[-1].id
+
+    after = None
+    while True:
+        async with db.session() as session:
+            by_id = select(WebhookEndpoint).order_by(WebhookEndpoint.id).limit(_PAGE)
+            if after is not None:
+                by_id = by_id.where(WebhookEndpoint.id > after)
+            endpoints = list((await session.scalars(by_id)).all())
+            for endpoint in endpoints:
+                context = f"webhook:{endpoint.id}:secret"
+                if _unseals_with(current, endpoint.secret_sealed, context):
+                    report.current += 1
+                    continue
+                try:
+                    secret = unseal_with_any(keys, endpoint.secret_sealed, context=context)
+                except SecretUnsealError:
+                    report.unreadable.append(f"webhook endpoint {endpoint.id}: signing secret")
+                    continue
+                endpoint.secret_sealed = seal(current, secret, context=context)
+                report.secrets += 1
+                changed_per_msp[endpoint.msp_id] += 1
+        if len(endpoints) < _PAGE:
+            break
+        after = endpoints[-1].id
+
+    # Each MSP's audit log shows that what protects its tenants was re-wrapped, and how much.
+    async with db.session() as session:
+        for msp_id, count in sorted(changed_per_msp.items()):
+            await audit.record(
+                session,
+                msp_id=msp_id,
+                actor=ACTOR,
+                action=ACTION,
+                details={"rewrapped": count},
+            )
+    log.info(
+        "master key rotated",
+        data_keys=report.data_keys,
+        secrets=report.secrets,
+        current=report.current,
+        unreadable=len(report.unreadable),
+    )
+    return report

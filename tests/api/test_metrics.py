@@ -1,0 +1,140 @@
+"""Prometheus metrics: the fleet's figures read from the database, and the chart's dashboard
+and alert rules querying nothing the app does not export."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from safekeep.api import metrics
+from safekeep.runtime import Runtime
+from safekeep.tenants.models import Job, JobKind, JobStatus, Tenant, utcnow
+from tests.factories import create_msp, create_tenant
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = ROOT / "helm" / "safekeep" / "files"
+METRIC_NAME = re.compile(r"\bsafekeep_[a-z0-9_]+\b")
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = await client.get("/metrics")
+    assert answer.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def queried_metrics() -> dict[str, set[str]]:
+    """Every safekeep_* name the dashboard's panels and the alert rules query, by source."""
+    dashboard = json.loads((FILES / "dashboard.json").read_text())
+    panel_exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((FILES / "alerts.yaml").read_text())
+    rule_exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert panel_exprs and rule_exprs
+    return {
+        "dashboard": {m for e in panel_exprs for m in METRIC_NAME.findall(e)},
+        "alerts": {m for e in rule_exprs for m in METRIC_NAME.findall(e)},
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each scrape reads the database (the process-wide cache would serve another test's)."""
+    monkeypatch.setattr(metrics, "FLEET_MAX_AGE_SECONDS", 0.0)
+
+
+async def test_dashboard_and_alerts_query_only_exported_metrics(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.get("/healthz")  # so that the request counters have a sample
+    exported = {name for name, _labels in await scrape(client)}
+    queried = queried_metrics()
+    # The issue's list: backups overdue, job failures, queue depth and age, throttling (429s
+    # and waits), blob store errors, search lag.
+    for needed in (
+        "safekeep_tenants_without_recent_backup",
+        "safekeep_jobs_finished_total",
+        "safekeep_jobs",
+        "safekeep_jobs_oldest_age_seconds",
+        "safekeep_graph_throttled_responses_total",
+        "safekeep_graph_retry_after_wait_seconds_total",
+        "safekeep_blobstore_errors_total",
+        "safekeep_search_lag_seconds",
+    ):
+        assert needed in queried["dashboard"] and needed in queried["alerts"], needed
+    for source, names in queried.items():
+        assert names <= exported, f"{source} queries {sorted(names - exported)}, not exported"
+
+
+async def test_fleet_figures_follow_the_database(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    msp = await create_msp(runtime)
+    overdue = await create_tenant(runtime, msp, name="Overdue")
+    fresh = await create_tenant(runtime, msp, name="Backed up")
+    await create_tenant(runtime, msp, name="Too new to be due")
+    await create_tenant(runtime, msp, name="Not connected", consented=False)
+    now = utcnow()
+    async with runtime.db.session() as session:
+        for tenant_id in (overdue.id, fresh.id):
+            row = await session.get(Tenant, tenant_id)
+            assert row is not None
+            row.created_at = now - timedelta(days=3)
+        session.add_all(
+            [
+                # A failed backup does not count; an old success neither.
+                Job(
+                    tenant_id=overdue.id,
+                    kind=JobKind.backup,
+                    status=JobStatus.failed,
+                    finished_at=now - timedelta(hours=1),
+                ),
+                Job(
+                    tenant_id=overdue.id,
+                    kind=JobKind.backup,
+                    status=JobStatus.succeeded,
+                    finished_at=now - timedelta(hours=30),
+                ),
+                Job(
+                    tenant_id=fresh.id,
+                    kind=JobKind.backup,
+                    status=JobStatus.partial,
+                    finished_at=now - timedelta(hours=2),
+                ),
+                Job(
+                    tenant_id=fresh.id,
+                    kind=JobKind.export,
+                    status=JobStatus.queued,
+                    created_at=now - timedelta(minutes=10),
+                ),
+                Job(tenant_id=fresh.id, kind=JobKind.export, status=JobStatus.queued),
+                Job(tenant_id=fresh.id, kind=JobKind.restore, status=JobStatus.running),
+            ]
+        )
+    samples = await scrape(client)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("safekeep_fleet_metrics_up") == 1
+    assert value("safekeep_tenants_without_recent_backup") == 1
+    assert value("safekeep_jobs_finished_total", kind="backup", status="failed") == 1
+    assert value("safekeep_jobs_finished_total", kind="backup", status="succeeded") == 1
+    assert value("safekeep_jobs_finished_total", kind="backup", status="partial") == 1
+    assert value("safekeep_jobs_finished_total", kind="export", status="failed") == 0
+    assert value("safekeep_jobs", kind="export", status="queued") == 2
+    assert value("safekeep_jobs", kind="restore", status="running") == 1
+    assert value("safekeep_jobs", kind="backup", status="queued") == 0
+    assert 590 <= value("safekeep_jobs_oldest_age_seconds", kind="export", status="queued") < 900
+    assert value("safekeep_jobs_oldest_age_seconds", kind="backup", status="queued") == 0
+    assert value("safekeep_search_unindexed_versions") == 0
+    assert value("safekeep_search_lag_seconds") == 0
