@@ -42,9 +42,17 @@ STATE_FILE = "world.pickle"
 
 
 def build_router() -> Router:
-    from graphsim import routes_calendar, routes_directory, routes_drive, routes_mail, routes_sites
+    from graphsim import (
+        routes_beta,
+        routes_calendar,
+        routes_directory,
+        routes_drive,
+        routes_mail,
+        routes_sites,
+    )
 
     router = Router()
+    routes_beta.register(router)
     routes_directory.register(router)
     routes_mail.register(router)
     routes_drive.register(router)
