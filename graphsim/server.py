@@ -527,7 +527,7 @@ def build_app(engine: Engine, control_routes: list[Route]) -> CountingApp:
             query=parse_query(request.url.query),
             headers=headers,
             body=body,
-            base_url=engine.base_url,
+            base_url=public_base(engine, request),
             version=version,
         )
         if headers.get("client-request-id"):
@@ -721,6 +721,14 @@ def entra_not_found(path: str) -> dict[str, Any]:
         "trace_id": trace,
         "correlation_id": trace,
     }
+
+
+def public_base(engine: Engine, request: Request) -> str:
+    """The origin the client addressed (``https://graph.microsoft.com`` when it reaches the
+    simulator under Graph's public name), so the links of an answer lead back the same way
+    and an SDK that only sends its token to Graph's hosts keeps sending it."""
+    host = request.headers.get("host")
+    return f"https://{host}" if host else engine.base_url
 
 
 def wire_kind(method: str, path: str) -> tuple[str, str] | None:
