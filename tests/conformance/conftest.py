@@ -87,7 +87,9 @@ class MsalCredential:
         assert "access_token" in result, result
         if result.get("token_source") == "identity_provider":
             self.acquired += 1
-        return AccessToken(str(result["access_token"]), int(time.time()) + int(result["expires_in"]))
+        return AccessToken(
+            str(result["access_token"]), int(time.time()) + int(result["expires_in"])
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -155,11 +157,11 @@ def graph(credential: MsalCredential, http: httpx.AsyncClient) -> GraphServiceCl
 
 
 @pytest.fixture(scope="session")
-def raw(sim: Simulator, credential: MsalCredential) -> Iterator[httpx.Client]:
+async def raw(sim: Simulator, credential: MsalCredential) -> AsyncIterator[httpx.AsyncClient]:
     """Plain HTTP under the public names, for what the SDK hides (status, headers)."""
     token = credential.get_token(f"{GRAPH}/.default").token
-    with httpx.Client(
-        transport=PublicNamesSync(sim, sim.ssl_context()),
+    async with httpx.AsyncClient(
+        transport=PublicNames(sim, sim.ssl_context()),
         base_url=f"{GRAPH}/v1.0",
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,

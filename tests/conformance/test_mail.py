@@ -145,7 +145,9 @@ async def test_mime_and_attachments_parse_into_sdk_models(
     with_files = [
         i
         for i in tenant.items.values()
-        if i.kind == "message" and i.user_id == user.id and any(a.kind == "file" for a in i.attachments)
+        if i.kind == "message"
+        and i.user_id == user.id
+        and any(a.kind == "file" for a in i.attachments)
     ]
     assert with_files, "the world has messages with file attachments"
     item = with_files[0]
@@ -174,21 +176,23 @@ async def test_mime_and_attachments_parse_into_sdk_models(
         assert base64.b64encode(one.content_bytes or b"") == base64.b64encode(
             attachment.content_bytes
         )
-    items = [
+    # An attached message (any mailbox of the world has one), expanded as Corso reads it.
+    holder = next(
         i
         for i in tenant.items.values()
-        if i.kind == "message" and i.user_id == user.id and any(a.kind == "item" for a in i.attachments)
-    ]
-    if items:
-        answer = await graph.users.by_user_id(user.id).messages.by_message_id(
-            items[0].id
-        ).attachments.get(
-            RequestConfiguration(
-                query_parameters=message.attachments.AttachmentsRequestBuilderGetQueryParameters(
-                    expand=["microsoft.graph.itemattachment/item"]
-                )
-            )
-        )
-        assert answer is not None and answer.value
-        nested = [a for a in answer.value if isinstance(a, ItemAttachment)]
-        assert nested and all(a.item is not None for a in nested)
+        if i.kind == "message" and any(a.kind == "item" for a in i.attachments)
+    )
+    expand = message.attachments.AttachmentsRequestBuilderGetQueryParameters(
+        expand=["microsoft.graph.itemattachment/item"]
+    )
+    answer = (
+        await graph.users.by_user_id(holder.user_id)
+        .messages.by_message_id(holder.id)
+        .attachments.get(RequestConfiguration(query_parameters=expand))
+    )
+    assert answer is not None and answer.value
+    nested = [a for a in answer.value if isinstance(a, ItemAttachment)]
+    assert len(nested) == sum(1 for a in holder.attachments if a.kind == "item")
+    for attachment in nested:
+        assert isinstance(attachment.item, Message)
+        assert attachment.item.subject

@@ -75,9 +75,7 @@ def test_delta_lists_every_item_once_then_exactly_the_edits(
     by_id = {v["id"]: v for v in changes}
     # Without deltaExcludeParent, the unchanged folders above the changed items come too,
     # up to the root, each once and before the items below it.
-    ancestors = {
-        a.id for i in (edited, renamed) for a in _chain(state, state.items[i].parent_id)
-    }
+    ancestors = {a.id for i in (edited, renamed) for a in _chain(state, state.items[i].parent_id)}
     assert state.root_id in ancestors
     assert set(by_id) == {edited, renamed, removed} | ancestors
     assert len(changes) == len(by_id)
