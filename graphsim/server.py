@@ -225,7 +225,7 @@ def _mailbox_for(engine: Engine, req: Req, service: str, params: dict[str, str])
 
 async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
     """Run one Graph request (from HTTP or from ``$batch``) through routing and throttling."""
-    template = "unmatched"
+    template = f"{req.method} unmatched"
     mailbox: str | None = None
     slot = None
     status = 500
@@ -709,15 +709,16 @@ def _looks_like_entra(path: str) -> bool:
 
 
 def entra_not_found(path: str) -> dict[str, Any]:
-    """Entra's own error shape for an endpoint it does not have."""
+    """Entra's error shape for a path it does not serve (the Entra module's own routes,
+    registered first, answer the endpoints it has; this only keeps the rest JSON)."""
     trace = str(uuid.uuid4())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
     return {
         "error": "invalid_request",
-        "error_description": f"AADSTS900561: The endpoint '{path}' is not supported.\r\n"
-        f"Trace ID: {trace}\r\nCorrelation ID: {trace}\r\n"
-        f"Timestamp: {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}",
-        "error_codes": [900561],
-        "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
+        "error_description": f"The endpoint '{path}' is not served for this method.\r\n"
+        f"Trace ID: {trace}\r\nCorrelation ID: {trace}\r\nTimestamp: {stamp}",
+        "error_codes": [],
+        "timestamp": stamp,
         "trace_id": trace,
         "correlation_id": trace,
     }
@@ -745,7 +746,9 @@ def wire_kind(method: str, path: str) -> tuple[str, str] | None:
         return "upload", f"{method} /_upload/{{session}}"
     if rest.startswith("oauth2/") and rest.endswith("token"):
         return "token", f"{method} /{{tenant}}/{rest}"
-    return "login", f"{method} /{{tenant}}/{rest}" if rest else f"{method} /{first}"
+    if rest and (_looks_like_entra(path) or rest.startswith("v2.0/")):
+        return "login", f"{method} /{{tenant}}/{rest}"
+    return "other", f"{method} unmatched"
 
 
 class CountingApp:
