@@ -151,7 +151,7 @@ async def http(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
 def graph(credential: MsalCredential, http: httpx.AsyncClient) -> GraphServiceClient:
     """The SDK as an application builds it, with its default middleware (retry, redirect,
     parameters name decoding, telemetry) on our transport."""
-    auth = AzureIdentityAuthenticationProvider(credential)  # type: ignore[arg-type]
+    auth = AzureIdentityAuthenticationProvider(credential)
     client = GraphClientFactory.create_with_default_middleware(client=http)
     return GraphServiceClient(request_adapter=GraphRequestAdapter(auth, client=client))
 

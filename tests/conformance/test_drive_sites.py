@@ -58,7 +58,7 @@ async def test_drive_delta_parents_paths_and_download_urls(
         if item.root is not None:
             continue
         parent = item.parent_reference
-        assert parent is not None and parent.id in position
+        assert parent is not None and parent.id is not None and parent.id in position
         assert position[parent.id] < position[item.id], "parents before children"
         parent_item = state.items[parent.id]
         where = state.path_of(parent_item) if parent_item.parent_id else ""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from email import message_from_bytes
 from email.policy import default as email_policy
 from typing import Any
@@ -35,6 +36,16 @@ def prefer(*values: str) -> RequestConfiguration[Any]:
     return config
 
 
+def keep(into: list[MailFolder]) -> Callable[[MailFolder], bool]:
+    """A PageIterator callback: keep each folder, go on."""
+
+    def one(folder: MailFolder) -> bool:
+        into.append(folder)
+        return True
+
+    return one
+
+
 async def every_folder_v1(graph: GraphServiceClient, user_id: str) -> list[MailFolder]:
     """What a v1.0 client does: the top level, then childFolders of each folder."""
     mailbox = graph.users.by_user_id(user_id)
@@ -42,7 +53,7 @@ async def every_folder_v1(graph: GraphServiceClient, user_id: str) -> list[MailF
     assert isinstance(top, MailFolderCollectionResponse)
     found: list[MailFolder] = []
     pages = PageIterator(top, graph.request_adapter)
-    await pages.iterate(lambda f: found.append(f) or True)
+    await pages.iterate(keep(found))
     queue = list(found)
     while queue:
         folder = queue.pop()
@@ -75,7 +86,7 @@ async def test_nested_folders_via_v1_levels_and_beta_flat_list(
     assert first.odata_next_link and first.odata_next_link.startswith(beta_url)
     beta: list[MailFolder] = []
     pages = PageIterator(first, graph.request_adapter)
-    await pages.iterate(lambda f: beta.append(f) or True)
+    await pages.iterate(keep(beta))
     assert {f.id for f in beta} == v1_ids  # every folder, nested included, once
     assert len(beta) == len(v1_ids)
     by_id = {f.id: f for f in beta}
@@ -165,6 +176,7 @@ async def test_mime_and_attachments_parse_into_sdk_models(
     stored = {a.id: a for a in item.attachments if a.kind == "file"}
     assert {f.id for f in files} == set(stored)
     for attachment in files:
+        assert attachment.id is not None
         assert attachment.name == stored[attachment.id].name
         assert attachment.content_bytes is not None
         content = stored[attachment.id].content
@@ -193,6 +205,6 @@ async def test_mime_and_attachments_parse_into_sdk_models(
     assert answer is not None and answer.value
     nested = [a for a in answer.value if isinstance(a, ItemAttachment)]
     assert len(nested) == sum(1 for a in holder.attachments if a.kind == "item")
-    for attachment in nested:
-        assert isinstance(attachment.item, Message)
-        assert attachment.item.subject
+    for attached in nested:
+        assert isinstance(attached.item, Message)
+        assert attached.item.subject

@@ -190,6 +190,7 @@ async def test_delta_links_in_the_function_form_and_on_beta_are_followed(
     assert [p.items for p in again] == [[]]
 
     drive = fresh_sim.tenant().users[user].drive_id
+    assert drive is not None
     beta = await collect(client.delta(f"/beta/drives/{drive}/items/root/delta()"))
     live = [i for i in fresh_sim.tenant().drives[drive].items.values() if not i.deleted]
     assert sum(len(p.items) for p in beta) == len(live)
