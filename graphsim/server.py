@@ -234,7 +234,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             normalise(engine, req)
             matched = _match(engine, req)
         if matched is None:
-            segment = unknown_segment(engine.router, req.path)
+            segment = unknown_segment(engine.router, req.path, req.version)
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
         route, params = matched
         template = f"{route.method} {route.template}"
@@ -292,16 +292,21 @@ def _match(engine: Engine, req: Req) -> tuple[GraphRoute, dict[str, str]] | None
             own = None  # another method of a beta route: the v1.0 routes may still serve it
         if own is not None:
             return own
+    elif req.path.startswith("/beta/"):
+        return None  # beta's own templates are not v1.0 paths
     return engine.router.match(req.method, req.path)
 
 
-def unknown_segment(router: Router, path: str) -> str:
-    """The first segment no route knows, as Graph names it in "Resource not found for the
-    segment '...'" (not the last one: ``/users/x/nope/y`` names ``nope``)."""
+def unknown_segment(router: Router, path: str, version: str = "v1.0") -> str:
+    """The first segment no route of the surface knows, as Graph names it in "Resource not
+    found for the segment '...'" (not the last one: ``/users/x/nope/y`` names ``nope``)."""
     segments = [unquote(s) for s in path.strip("/").split("/")] or [""]
+    templates = [r.template for r in router.routes if not r.template.startswith("/beta/")]
+    if version == "beta":
+        templates += [r.template[5:] for r in router.routes if r.template.startswith("/beta/")]
     known = 0
-    for route in router.routes:
-        parts = route.template.strip("/").split("/")
+    for template in templates:
+        parts = template.strip("/").split("/")
         depth = 0
         for have, want in zip(segments, parts, strict=False):
             if want.startswith("{") or want == have:

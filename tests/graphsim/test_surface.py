@@ -40,6 +40,12 @@ def test_unknown_paths_answer_json_naming_the_first_unknown_segment(
             assert error["code"] == "BadRequest"
             assert error["message"] == f"Resource not found for the segment '{segment}'."
             assert set(error["innerError"]) == {"date", "request-id", "client-request-id"}
+    # Beta's own paths are not v1.0 paths.
+    beta_only = client.get(f"/users/{user.id}/calendars/calendar/events/delta")
+    assert beta_only.status_code == 400
+    assert beta_only.json()["error"]["message"] == "Resource not found for the segment 'delta'."
+    nested = client.get(f"/beta/users/{user.id}/mailFolders")
+    assert nested.json()["error"]["message"] == "Resource not found for the segment 'beta'."
     version = client.get(f"{sim.base_url}/v3.0/users")
     assert version.status_code == 400
     assert version.json()["error"]["message"] == "Invalid version: v3.0"
