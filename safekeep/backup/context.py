@@ -26,7 +26,7 @@ from safekeep.tenants.tenant.service import app_credentials
 @dataclass
 class _LoopShared:
     limiter: Limiter
-    tokens: dict[tuple[str, str, str], TokenProvider]
+    tokens: dict[tuple[str, str, str, str], TokenProvider]
 
 
 _shared: dict[asyncio.AbstractEventLoop, _LoopShared] = {}
@@ -48,7 +48,9 @@ def token_provider(runtime: Runtime, tenant: Tenant) -> TokenProvider:
         raise ValueError("the tenant has not consented yet")
     settings = runtime.settings
     creds = app_credentials(settings, tenant)
-    key = (settings.login_url, tenant.entra_tenant_id, creds.client_id)
+    # The CA is part of the key: a test's simulator may reuse an earlier one's port (and,
+    # from the same seed, its tenant id) with a new CA.
+    key = (settings.login_url, tenant.entra_tenant_id, creds.client_id, str(settings.ca_bundle))
     shared = _loop_shared(runtime)
     provider = shared.tokens.get(key)
     if provider is None:
