@@ -744,7 +744,9 @@ def wire_kind(method: str, path: str) -> tuple[str, str] | None:
         return None
     first, _, rest = path.lstrip("/").partition("/")
     if first in ("v1.0", "beta"):
-        return None
+        # The Graph front counts what it serves; a method it does not take ends in the
+        # catch-all, counted here.
+        return None if method in GRAPH_METHODS else ("graph", f"{method} unmatched")
     if first == "_download":
         return "download", f"{method} /_download/{{token}}"
     if first == "_upload":

@@ -96,10 +96,12 @@ def test_counters_by_kind_with_uploads(sim: Simulator, client: httpx.Client, use
         missing = plain.get(f"{sim.base_url}/nowhere")
         assert missing.status_code == 400 and missing.json()["error"]["code"] == "BadRequest"
     client.get(f"/users/{user.id}/nothing")
+    client.request("OPTIONS", "/users")
     counters = sim.counters()
-    assert counters["by_kind"] == {"upload": 1, "other": 1, "graph": 1}
+    assert counters["by_kind"] == {"upload": 1, "other": 1, "graph": 2}
     assert counters["by_endpoint"] == {
         "PUT /_upload/{session}": 1,
         "GET unmatched": 2,
+        "OPTIONS unmatched": 1,
     }
-    assert counters["total"] == 3 and counters["batch_requests"] == 0
+    assert counters["total"] == 4 and counters["batch_requests"] == 0
