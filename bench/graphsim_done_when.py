@@ -173,7 +173,10 @@ def second_sync(client: httpx.Client, sim: Simulator, links: dict[str, dict[str,
     changed: set[str] = set()
     for owner_links in links.values():
         for key, link in owner_links.items():
-            values, _, _ = collect(client, link)
+            # Drives also return the unchanged folders above each change unless told not to;
+            # "exactly the edits" means the changed items themselves.
+            headers = {"Prefer": "deltaExcludeParent"} if key.startswith("drive") else None
+            values, _, _ = collect(client, link, headers=headers)
             for value in values:
                 changed.add(
                     value.get("seriesMasterId") or value["id"] if key == "calendar" else value["id"]

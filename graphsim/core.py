@@ -184,6 +184,11 @@ def collection(
 
 
 def link(req: Req, path: str, query: dict[str, str]) -> str:
+    """A next/delta link on the request's own surface (v1.0 or beta), in the form it was
+    called: a client that asked for ``.../delta()`` gets ``.../delta()?...`` back, as Graph
+    echoes the function-call form the SDKs' request builders send."""
+    if req.params.get("_call") and path.endswith("/delta"):
+        path += "()"
     qs = urlencode(query, quote_via=quote, safe="$,'()=")
     return f"{req.graph_base}{quote(path, safe='/:,!$()=')}" + (f"?{qs}" if qs else "")
 
@@ -291,14 +296,16 @@ def delta_page(
     removed: Iterable[tuple[int, str, Any]],
     *,
     order: Callable[[DeltaEntry], tuple[int, str]] | None = None,
+    extra: Iterable[DeltaEntry] = (),
 ) -> tuple[list[DeltaEntry], bool]:
     """Select the next page: entries with ``since < seq <= upto`` after the cursor.
 
     ``order`` gives another sort key than (seq, id) (``$orderby``); the cursor a link
-    carries is then that key of the last entry sent.
+    carries is then that key of the last entry sent. ``extra`` entries (unchanged items a
+    round returns anyway, keyed to sort where they belong) join whatever their number.
     """
     key = order or (lambda e: (e[0], e[1]))
-    entries: list[DeltaEntry] = []
+    entries: list[DeltaEntry] = list(extra)
     for seq, item_id, obj in live:
         if state.since < seq <= state.upto:
             entries.append((seq, item_id, obj, False))

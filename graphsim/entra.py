@@ -814,9 +814,6 @@ def routes(engine: Engine) -> list[Route]:
             answer = issue_token(
                 engine, request.path_params["tenant"], body, request.headers.get("authorization")
             )
-            counters = engine.throttler.counters.by_endpoint
-            name = "POST /{tenant}/oauth2/v2.0/token"
-            counters[name] = counters.get(name, 0) + 1
         return _json(answer)
 
     def redirect_or_error(answer: tuple[int, str | dict[str, Any]]) -> Response:

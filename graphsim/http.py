@@ -56,6 +56,8 @@ class Req:
     app_id: str = ""
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     params: dict[str, str] = field(default_factory=dict)
+    version: str = "v1.0"  # "v1.0" | "beta": the links an answer carries keep it
+    inner: bool = False  # a request carried inside a $batch envelope
 
     def json(self) -> dict[str, Any]:
         if not self.body:
@@ -94,7 +96,7 @@ class Req:
 
     @property
     def graph_base(self) -> str:
-        return f"{self.base_url}/v1.0"
+        return f"{self.base_url}/{self.version}"
 
 
 @dataclass

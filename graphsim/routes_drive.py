@@ -133,9 +133,12 @@ def item_json(
         out["parentReference"]["siteId"] = site_id
     if parent is not None:
         out["parentReference"]["id"] = parent.id
+        parent_path = drive.path_of(parent) if parent.parent_id else ""
         if not in_delta:
-            parent_path = drive.path_of(parent) if parent.parent_id else ""
             out["parentReference"]["name"] = parent.name if parent.parent_id else drive.name
+        if not (in_delta and (item.deleted or parent.deleted)):
+            # Business drives return the path in delta too (what clients such as Corso
+            # read); Graph's delta page says not to rely on it after an ancestor's rename.
             out["parentReference"]["path"] = f"/drives/{drive.id}/root:{parent_path}"
     if item.parent_id is None:
         out["root"] = {}
@@ -167,6 +170,39 @@ def item_json(
     return out
 
 
+def _exclude_parents(req: Req) -> bool:
+    """``Prefer: deltaExcludeParent`` (or the header of that name the delta page lists)."""
+    return "deltaexcludeparent" in req.prefer() or "deltaexcludeparent" in req.headers
+
+
+def _ancestors(
+    drive: Drive, state: Any, live: list[tuple[int, str, DriveItem]]
+) -> list[tuple[int, str, Any, bool]]:
+    """The unchanged folders above the items changed in this round, up to the root, as
+    OneDrive for Business returns them in an incremental delta (unless
+    ``deltaExcludeParent``). Each comes once, just before the first changed item below it:
+    its key sorts ahead of that item's (same change number, ``!`` before any id, outer
+    folders first), so pages and their cursors stay stable."""
+    changed = {i for seq, i, _obj in live if state.since < seq <= state.upto}
+    placed: dict[str, tuple[int, str, Any, bool]] = {}
+    for seq, item_id, obj in sorted(live, key=lambda e: (e[0], e[1])):
+        if item_id not in changed:
+            continue
+        chain: list[DriveItem] = []
+        parent_id = obj.parent_id
+        while parent_id:
+            parent = drive.items.get(parent_id)
+            if parent is None or parent.deleted:
+                break
+            chain.append(parent)
+            parent_id = parent.parent_id
+        for depth, folder in enumerate(reversed(chain)):
+            if folder.id in changed or folder.id in placed:
+                continue
+            placed[folder.id] = (seq, f"!{depth:04d}{folder.id}", folder, False)
+    return list(placed.values())
+
+
 def _sort_fields(item: DriveItem) -> dict[str, Any]:
     """What ``$orderby`` on children may name, without hashing every file to sort them."""
     return {
@@ -187,12 +223,14 @@ def select_item(obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]
     if not select:
         return obj
     out = apply_select(obj, select)
-    if DOWNLOAD_URL not in {s.lower() for s in select}:
+    if not DOWNLOAD_URL & {s.lower() for s in select}:
         out.pop("@microsoft.graph.downloadUrl", None)
     return out
 
 
-DOWNLOAD_URL = "@microsoft.graph.downloadurl"
+# Either name selects the pre-authenticated URL (``content.downloadUrl`` is what the SDKs'
+# samples and Corso ask for; the answer carries it as the instance annotation).
+DOWNLOAD_URL = {"@microsoft.graph.downloadurl", "content.downloadurl"}
 
 
 def _content_version(item: DriveItem) -> int:
@@ -456,9 +494,10 @@ def register(router: Router) -> None:
             token=token,
         )
         select = [s for s in str(state.query.get("select", "")).split(",") if s]
-        live = ((i.seq, i.id, i) for i in drive.items.values() if not i.deleted)
+        live = [(i.seq, i.id, i) for i in drive.items.values() if not i.deleted]
         removed = ((i.seq, i.id, i) for i in drive.items.values() if i.deleted)
-        page, more = delta_page(state, live, removed)
+        extra = [] if state.fresh or _exclude_parents(req) else _ancestors(drive, state, live)
+        page, more = delta_page(state, live, removed, extra=extra)
         values = [
             select_item(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
             for _seq, _id, obj, _gone in page

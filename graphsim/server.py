@@ -6,9 +6,12 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, tzinfo
 from typing import Any
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jwt
 from starlette.applications import Starlette
@@ -18,7 +21,9 @@ from starlette.routing import Route
 
 from graphsim import entra
 from graphsim.core import Engine
-from graphsim.http import GraphError, Req, Resp, error_body, parse_query
+from graphsim.http import GraphError, Req, Resp, Router, error_body, parse_query
+from graphsim.http import Route as GraphRoute
+from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant
 
 GRAPH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -53,6 +58,30 @@ _ALIASES: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 _DELTA_FN = re.compile(r"/delta\(token='([^']*)'\)$")
+_CALL = re.compile(r"^(?:microsoft\.graph\.)?([A-Za-z_]\w*)\(\)$")
+_ITEMS_ROOT = re.compile(r"^(/drives/[^/]+)/items/root(?=[/:]|$)")
+
+
+def _strip_calls(path: str) -> tuple[str, bool]:
+    """``delta()``, ``microsoft.graph.delta()``, ``getAllMessages()``... -> the bare name.
+
+    Graph treats a parameterless function call and its bare name alike (OData allows both);
+    the SDKs' request builders send the call form. Names inside a ``:/path:`` address are
+    file names and stay as they are.
+    """
+    parts = path.split(":")
+    called = False
+    for index in range(0, len(parts), 2):
+        segments = parts[index].split("/")
+        for pos, segment in enumerate(segments):
+            found = _CALL.match(segment)
+            if found:
+                segments[pos] = found.group(1)
+                called = True
+        parts[index] = "/".join(segments)
+    return ":".join(parts), called
+
+
 _SITE_PATH = re.compile(r"^/sites/([^/:,]+):(/[^:]*?)(?::(/.*)?)?$")
 _DRIVE_PATH = re.compile(r"^/drives/([^/]+)/(root|items/[^/:]+):(/?[^:]*)(?::(/.*)?)?$")
 
@@ -67,6 +96,9 @@ def normalise(engine: Engine, req: Req) -> None:
     if found:
         req.query.setdefault("token", found.group(1))
         path = path[: found.start()] + "/delta"
+    path, called = _strip_calls(path)
+    if called:
+        req.params["_call"] = "1"
     tenant = req.tenant
     assert tenant is not None
     changed = True
@@ -119,6 +151,8 @@ def normalise(engine: Engine, req: Req) -> None:
         if library is None or not library.drive_id:
             raise GraphError(404, "itemNotFound", "The resource could not be found.")
         path = f"/drives/{library.drive_id}{m.group(3)}"
+    # ``items/root`` is Graph's alias of the root item, like ``root``.
+    path = _ITEMS_ROOT.sub(r"\1/root", path)
     m = _DRIVE_PATH.match(path)
     if m:
         path = _resolve_drive_path(req, tenant, m)
@@ -191,19 +225,21 @@ def _mailbox_for(engine: Engine, req: Req, service: str, params: dict[str, str])
 
 async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
     """Run one Graph request (from HTTP or from ``$batch``) through routing and throttling."""
-    template = "unmatched"
+    template = f"{req.method} unmatched"
     mailbox: str | None = None
     slot = None
     status = 500
     try:
         with engine.world.lock:
             normalise(engine, req)
-            matched = engine.router.match(req.method, req.path)
+            matched = _match(engine, req)
         if matched is None:
-            segment = req.path.strip("/").split("/")[-1] or req.path
+            segment = unknown_segment(engine.router, req.path, req.version)
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
         route, params = matched
         template = f"{route.method} {route.template}"
+        if req.version == "beta" and not route.template.startswith("/beta/"):
+            template = f"{route.method} /beta{route.template}"
         req.params.update({k: unquote(v) for k, v in params.items()})
         tenant = req.tenant
         assert tenant is not None
@@ -225,6 +261,8 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             await asyncio.sleep(delay)
         with engine.world.lock:
             resp = route.handler(engine, req)
+        if route.service == "exchange":
+            in_time_zone(req, resp)
         if route.service == "sharepoint":
             resp.headers.update(
                 engine.throttler.rate_limit_headers(
@@ -239,7 +277,87 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         return Resp(err.status, body, dict(err.headers)), template
     finally:
         engine.throttler.release(slot)
-        engine.throttler.record(template, mailbox, req.tenant.id if req.tenant else None, status)
+        engine.throttler.record(
+            template, mailbox, req.tenant.id if req.tenant else None, status, inner=req.inner
+        )
+
+
+def _match(engine: Engine, req: Req) -> tuple[GraphRoute, dict[str, str]] | None:
+    """v1.0 routes; on beta, its own routes first (``/beta/...`` templates), then the v1.0
+    ones, whose answers beta mirrors for everything graphsim serves."""
+    if req.version == "beta":
+        try:
+            own = engine.router.match(req.method, "/beta" + req.path)
+        except GraphError:
+            own = None  # another method of a beta route: the v1.0 routes may still serve it
+        if own is not None:
+            return own
+    elif req.path.startswith("/beta/"):
+        return None  # beta's own templates are not v1.0 paths
+    return engine.router.match(req.method, req.path)
+
+
+def unknown_segment(router: Router, path: str, version: str = "v1.0") -> str:
+    """The first segment no route of the surface knows, as Graph names it in "Resource not
+    found for the segment '...'" (not the last one: ``/users/x/nope/y`` names ``nope``)."""
+    segments = [unquote(s) for s in path.strip("/").split("/")] or [""]
+    templates = [r.template for r in router.routes if not r.template.startswith("/beta/")]
+    if version == "beta":
+        templates += [r.template[5:] for r in router.routes if r.template.startswith("/beta/")]
+    known = 0
+    for template in templates:
+        parts = template.strip("/").split("/")
+        depth = 0
+        for have, want in zip(segments, parts, strict=False):
+            if want.startswith("{") or want == have:
+                depth += 1
+            else:
+                break
+        known = max(known, depth)
+    return segments[min(known, len(segments) - 1)]
+
+
+def in_time_zone(req: Req, resp: Resp) -> None:
+    """``Prefer: outlook.timezone="..."``: every dateTimeTimeZone in the answer (event start
+    and end, instances, reminders...) in that zone, formatted as Outlook formats it, and the
+    preference echoed in ``Preference-Applied``. An unknown zone leaves the times in UTC."""
+    wanted = req.prefer().get("outlook.timezone")
+    if not wanted or not resp.is_json or resp.status >= 300:
+        return
+    zone = time_zone(wanted)
+    if zone is None:
+        return
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dict):
+            if set(value) == {"dateTime", "timeZone"} and value["timeZone"] == "UTC":
+                moment = parse_graph_datetime(str(value["dateTime"]))
+                local = moment.astimezone(zone)
+                return {
+                    "dateTime": local.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
+                    "timeZone": wanted,
+                }
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    resp.body = convert(resp.body)
+    applied = resp.headers.get("Preference-Applied")
+    echo = f'outlook.timezone="{wanted}"'
+    resp.headers["Preference-Applied"] = f"{applied}, {echo}" if applied else echo
+
+
+def time_zone(name: str) -> tzinfo | None:
+    """A Windows (``Pacific Standard Time``) or IANA (``Europe/Paris``) zone name."""
+    from graphsim.routes_calendar import WINDOWS_ZONES
+
+    if name.upper() in ("UTC", "Z", "COORDINATED UNIVERSAL TIME"):
+        return UTC
+    try:
+        return ZoneInfo(WINDOWS_ZONES.get(name, name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def authenticate(engine: Engine, req: Req) -> None:
@@ -338,9 +456,12 @@ async def run_batch(engine: Engine, req: Req) -> Resp:
 
 async def _batch_call(engine: Engine, outer: Req, inner: dict[str, Any]) -> dict[str, Any]:
     url = str(inner["url"])
-    for prefix in (f"{outer.base_url}/v1.0", "https://graph.microsoft.com/v1.0"):
-        if url.startswith(prefix):
-            url = url[len(prefix) :]
+    version = outer.version
+    for host in (outer.base_url, "https://graph.microsoft.com"):
+        for surface in ("v1.0", "beta"):
+            prefix = f"{host}/{surface}"
+            if url.startswith(prefix + "/"):
+                url, version = url[len(prefix) :], surface
     if not url.startswith("/"):
         url = "/" + url
     path, _, query = url.partition("?")
@@ -363,6 +484,8 @@ async def _batch_call(engine: Engine, outer: Req, inner: dict[str, Any]) -> dict
         base_url=outer.base_url,
         tenant=outer.tenant,
         app_id=outer.app_id,
+        version=version,
+        inner=True,
     )
     resp, _ = await dispatch(engine, sub)
     out_headers = dict(resp.headers)
@@ -398,25 +521,26 @@ def to_response(resp: Resp, request_id: str) -> Response:
     return Response(resp.encoded(), status_code=resp.status, headers=headers)
 
 
-def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
+def build_app(engine: Engine, control_routes: list[Route]) -> CountingApp:
     async def graph(request: Request) -> Response:
         body = await request.body()
-        path = request.scope["path"][len("/v1.0") :]
+        version, _, path = request.scope["path"].lstrip("/").partition("/")
         headers = {k.lower(): v for k, v in request.headers.items()}
         req = Req(
             method=request.method,
-            path=path,
+            path="/" + path,
             query=parse_query(request.url.query),
             headers=headers,
             body=body,
-            base_url=engine.base_url,
+            base_url=public_base(engine, request),
+            version=version,
         )
         if headers.get("client-request-id"):
             req.request_id = headers["client-request-id"]
         try:
             authenticate(engine, req)
         except GraphError as err:
-            engine.throttler.record("unauthenticated", None, None, err.status)
+            engine.throttler.record(f"{req.method} unauthenticated", None, None, err.status)
             return to_response(
                 Resp(err.status, error_body(err, req.request_id, ""), err.headers), req.request_id
             )
@@ -521,9 +645,112 @@ def build_app(engine: Engine, control_routes: list[Route]) -> Starlette:
         Route("/_upload/{session}", upload, methods=["PUT", "POST", "GET", "DELETE"]),
         Route("/_download/{token}", download, methods=["GET", "HEAD"]),
         Route("/v1.0/{path:path}", graph, methods=GRAPH_METHODS),
+        Route("/beta/{path:path}", graph, methods=GRAPH_METHODS),
         *entra_routes[1:],
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+
+    async def unknown(request: Request) -> Response:
+        """Graph answers a path it does not serve in JSON, never plain text: an unknown
+        version is 400 "Invalid version", anything else (Entra included) a 404 in the
+        shape of the surface it looks like."""
+        first = request.url.path.strip("/").split("/")[0]
+        request_id = str(uuid.uuid4())
+        if _looks_like_entra(request.url.path):
+            return JSONResponse(entra_not_found(request.url.path), 404)
+        if first in ("v1.0", "beta"):
+            err = GraphError(405, "Request_BadRequest", "The HTTP method is not allowed.")
+        elif first and not first.startswith("_"):
+            err = GraphError(400, "BadRequest", f"Invalid version: {first}")
+        else:
+            err = GraphError(404, "NotFound", f"Resource not found for the segment '{first}'.")
+        return to_response(Resp(err.status, error_body(err, request_id, "")), request_id)
+
+    # Last, so every route added above (and by the Entra module) wins over it.
+    app.router.routes.append(Route("/{path:path}", unknown, methods=ALL_METHODS))
+    return CountingApp(app, engine)
+
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _looks_like_entra(path: str) -> bool:
+    return any(part in path for part in ("/oauth2/", "/discovery/", "/.well-known/", "consent"))
+
+
+def entra_not_found(path: str) -> dict[str, Any]:
+    """Entra's error shape for a path it does not serve (the Entra module's own routes,
+    registered first, answer the endpoints it has; this only keeps the rest JSON)."""
+    trace = str(uuid.uuid4())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+    return {
+        "error": "invalid_request",
+        "error_description": f"The endpoint '{path}' is not served for this method.\r\n"
+        f"Trace ID: {trace}\r\nCorrelation ID: {trace}\r\nTimestamp: {stamp}",
+        "error_codes": [],
+        "timestamp": stamp,
+        "trace_id": trace,
+        "correlation_id": trace,
+    }
+
+
+def public_base(engine: Engine, request: Request) -> str:
+    """The origin the client addressed (``https://graph.microsoft.com`` when it reaches the
+    simulator under Graph's public name), so the links of an answer lead back the same way
+    and an SDK that only sends its token to Graph's hosts keeps sending it."""
+    host = request.headers.get("host")
+    return f"https://{host}" if host else engine.base_url
+
+
+def wire_kind(method: str, path: str) -> tuple[str, str] | None:
+    """What a wire request is, for the counters, and its endpoint key; None for Graph
+    requests (``dispatch`` counts those by route template) and the control API."""
+    if path.startswith("/_sim/") or path == "/_sim":
+        return None
+    first, _, rest = path.lstrip("/").partition("/")
+    if first in ("v1.0", "beta"):
+        # The Graph front counts what it serves; a method it does not take ends in the
+        # catch-all, counted here.
+        return None if method in GRAPH_METHODS else ("graph", f"{method} unmatched")
+    if first == "_download":
+        return "download", f"{method} /_download/{{token}}"
+    if first == "_upload":
+        return "upload", f"{method} /_upload/{{session}}"
+    if rest.startswith("oauth2/") and rest.endswith("token"):
+        return "token", f"{method} /{{tenant}}/{rest}"
+    if rest and (_looks_like_entra(path) or rest.startswith("v2.0/")):
+        return "login", f"{method} /{{tenant}}/{rest}"
+    return "other", f"{method} unmatched"
+
+
+class CountingApp:
+    """Counts each wire request once, by kind (graph, batch, token, login, download,
+    upload); Graph requests are counted by ``dispatch`` under their route template."""
+
+    def __init__(self, app: Starlette, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind = wire_kind(scope["method"], scope["path"])
+        if kind is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def watch(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self.engine.throttler.record_wire(kind[0], kind[1], status)
 
 
 def _download_content(engine: Engine, decoded: dict[str, Any]) -> Any:

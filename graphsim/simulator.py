@@ -39,12 +39,21 @@ from graphsim.throttle import ThrottleConfig, Throttler
 DEFAULT_APP_ID = "00000000-0000-4000-8000-5afe4ee90001"
 DEFAULT_APP_SECRET = "safekeep-dev-app-secret"  # noqa: S105 - the simulator's development secret
 STATE_FILE = "world.pickle"
+PUBLIC_HOSTS = ("graph.microsoft.com", "login.microsoftonline.com", "login.microsoft.com")
 
 
 def build_router() -> Router:
-    from graphsim import routes_calendar, routes_directory, routes_drive, routes_mail, routes_sites
+    from graphsim import (
+        routes_beta,
+        routes_calendar,
+        routes_directory,
+        routes_drive,
+        routes_mail,
+        routes_sites,
+    )
 
     router = Router()
+    routes_beta.register(router)
     routes_directory.register(router)
     routes_mail.register(router)
     routes_drive.register(router)
@@ -162,7 +171,9 @@ class Simulator:
             ca = trustme.CA(organization_name="graphsim")
             ca.cert_pem.write_to_path(str(self.ca_path))
             ca.private_key_pem.write_to_path(str(ca_key))
-        names = sorted({self.host, "127.0.0.1", "localhost"})
+        # Microsoft's public names too: a client may reach the simulator under them (a hosts
+        # entry, a proxy, an httpx transport) and check the certificate as it would Graph's.
+        names = sorted({self.host, "127.0.0.1", "localhost", *PUBLIC_HOSTS})
         cert = ca.issue_cert(*names)
         cert_path = self.state_dir / "server.pem"
         key_path = self.state_dir / "server-key.pem"

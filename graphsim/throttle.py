@@ -90,14 +90,25 @@ class ThrottleConfig:
 
 @dataclass
 class Counters:
+    """What clients sent. Wire requests (one per HTTP request, whatever it is) are in
+    ``total``, ``by_kind``, ``by_endpoint`` and ``by_status``; the requests carried inside
+    ``$batch`` envelopes are in ``batch_requests``, ``batch_by_endpoint`` and
+    ``batch_by_status`` (the envelope itself is one wire request of kind ``batch``).
+    ``by_mailbox`` and ``by_tenant`` count Graph operations, inner ones included, since
+    that is what Graph's limits count."""
+
     total: int = 0
     throttled: int = 0
     retry_after_violations: int = 0
     injected_errors: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
     by_endpoint: dict[str, int] = field(default_factory=dict)
     by_mailbox: dict[str, int] = field(default_factory=dict)
     by_status: dict[str, int] = field(default_factory=dict)
     by_tenant: dict[str, int] = field(default_factory=dict)
+    batch_requests: int = 0
+    batch_by_endpoint: dict[str, int] = field(default_factory=dict)
+    batch_by_status: dict[str, int] = field(default_factory=dict)
     max_concurrency: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,16 +155,40 @@ class Throttler:
             return f"{max(seconds, 0.001):.3f}"
         return str(max(1, math.ceil(seconds)))
 
-    def record(self, endpoint: str, mailbox: str | None, tenant: str | None, status: int) -> None:
+    def record(
+        self,
+        endpoint: str,
+        mailbox: str | None,
+        tenant: str | None,
+        status: int,
+        *,
+        inner: bool = False,
+    ) -> None:
+        """One Graph request: a wire request, or one carried in a ``$batch`` (``inner``)."""
         with self._lock:
             c = self.counters
-            c.total += 1
-            c.by_endpoint[endpoint] = c.by_endpoint.get(endpoint, 0) + 1
             if mailbox:
                 c.by_mailbox[mailbox] = c.by_mailbox.get(mailbox, 0) + 1
             if tenant:
                 c.by_tenant[tenant] = c.by_tenant.get(tenant, 0) + 1
-            c.by_status[str(status)] = c.by_status.get(str(status), 0) + 1
+            if inner:
+                c.batch_requests += 1
+                _bump(c.batch_by_endpoint, endpoint)
+                _bump(c.batch_by_status, str(status))
+                return
+            self._wire(c, "batch" if endpoint.endswith("/$batch") else "graph", endpoint, status)
+
+    def record_wire(self, kind: str, endpoint: str, status: int) -> None:
+        """A wire request outside Graph: token, sign-in, download or upload."""
+        with self._lock:
+            self._wire(self.counters, kind, endpoint, status)
+
+    @staticmethod
+    def _wire(c: Counters, kind: str, endpoint: str, status: int) -> None:
+        c.total += 1
+        _bump(c.by_kind, kind)
+        _bump(c.by_endpoint, endpoint)
+        _bump(c.by_status, str(status))
 
     def admit(
         self,
@@ -295,3 +330,7 @@ class Throttler:
                 self._inflight.pop(slot, None)
             else:
                 self._inflight[slot] = remaining
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1

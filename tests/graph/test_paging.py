@@ -170,3 +170,29 @@ async def test_request_hands_back_status_and_headers(sim: Simulator, make_client
     assert answer.headers["request-id"] == "abc"
     assert answer.json()["value"][0]["id"] == sim.tenant().id
     assert answer.url.endswith("/v1.0/organization")
+
+
+async def test_delta_links_in_the_function_form_and_on_beta_are_followed(
+    fresh_sim: Simulator, make_client: ClientFactory
+):
+    """Graph hands back links in the form a round started with (``.../delta()?...``), and a
+    round may start from a link another client saved, even on beta: all are followed as
+    given and throttled per mailbox like any Outlook path."""
+    client = make_client(fresh_sim)
+    user = first_user_id(fresh_sim)
+    inbox = len(fresh_sim.tenant().folder_items(fresh_sim.tenant().users[user].well_known["inbox"]))
+    path = f"/users/{user}/mailFolders/inbox/messages/delta()"
+    pages = await collect(client.delta(path, headers=prefer(max_page_size=2), mailbox=user))
+    assert sum(len(p.items) for p in pages) == inbox
+    assert all("/messages/delta()?$skiptoken=" in (p.next_link or "") for p in pages[:-1])
+    assert pages[-1].delta_link and "/messages/delta()?$deltatoken=" in pages[-1].delta_link
+    again = await collect(client.delta(pages[-1].delta_link, mailbox=user))
+    assert [p.items for p in again] == [[]]
+
+    drive = fresh_sim.tenant().users[user].drive_id
+    assert drive is not None
+    beta = await collect(client.delta(f"/beta/drives/{drive}/items/root/delta()"))
+    live = [i for i in fresh_sim.tenant().drives[drive].items.values() if not i.deleted]
+    assert sum(len(p.items) for p in beta) == len(live)
+    assert (beta[-1].delta_link or "").startswith(f"{fresh_sim.base_url}/beta/drives/")
+    assert "/root/delta()?token=" in (beta[-1].delta_link or "")

@@ -50,7 +50,10 @@ def test_delta_lists_every_item_once_then_exactly_the_edits(
         parent = value.get("parentReference", {}).get("id")
         if parent:
             assert positions[parent] < positions[value["id"]], "parents come before children"
-        assert "path" not in value.get("parentReference", {})
+            # Business drives carry the parent's path in delta too.
+            parent_item = state.items[parent]
+            where = state.path_of(parent_item) if parent_item.parent_id else ""
+            assert value["parentReference"]["path"] == f"/drives/{drive['id']}/root:{where}"
     parsed = sdk_parse(
         DriveItemCollectionResponse,
         client.get(f"/drives/{drive['id']}/root/delta", params={"$top": "50"}).content,
@@ -66,12 +69,30 @@ def test_delta_lists_every_item_once_then_exactly_the_edits(
     )
     assert patch.status_code == 200
     assert client.delete(f"/drives/{drive['id']}/items/{removed}").status_code == 204
+    only, _ = collect(client, delta, headers={"Prefer": "deltaExcludeParent"})
+    assert {v["id"] for v in only} == {edited, renamed, removed}
     changes, _ = collect(client, delta)
     by_id = {v["id"]: v for v in changes}
-    assert set(by_id) == {edited, renamed, removed}
+    # Without deltaExcludeParent, the unchanged folders above the changed items come too,
+    # up to the root, each once and before the items below it.
+    ancestors = {a.id for i in (edited, renamed) for a in _chain(state, state.items[i].parent_id)}
+    assert state.root_id in ancestors
+    assert set(by_id) == {edited, renamed, removed} | ancestors
+    assert len(changes) == len(by_id)
+    order = [v["id"] for v in changes]
+    for item_id in (edited, renamed):
+        assert order.index(state.items[item_id].parent_id or "") < order.index(item_id)
     assert by_id[removed]["deleted"] == {"state": "deleted"}
     assert by_id[renamed]["name"] == "Renamed file.txt"
     assert by_id[edited]["size"] == len(b"new content")
+
+
+def _chain(drive: Any, parent_id: str | None) -> list[Any]:
+    out = []
+    while parent_id:
+        out.append(drive.items[parent_id])
+        parent_id = drive.items[parent_id].parent_id
+    return out
 
 
 def test_token_latest_and_both_link_forms(client: httpx.Client, user: Any) -> None:
@@ -83,9 +104,18 @@ def test_token_latest_and_both_link_forms(client: httpx.Client, user: Any) -> No
     token = link.split("token=")[1]
     client.put(f"/drives/{drive['id']}/root:/Notes/fresh.txt:/content", content=b"fresh")
     old_form = client.get(f"/drives/{drive['id']}/root/delta(token='{token}')").json()
-    assert [v["name"] for v in old_form["value"]] == ["fresh.txt"]
-    via_user = client.get(f"/users/{user.id}/drive/root/delta", params={"token": token}).json()
+    # The new folder and file, after the root they sit in (returned as their ancestor).
+    assert [v["name"] for v in old_form["value"]] == ["root", "Notes", "fresh.txt"]
+    via_user = client.get(
+        f"/users/{user.id}/drive/root/delta",
+        params={"token": token},
+        headers={"Prefer": "deltaExcludeParent"},
+    ).json()
     assert [v["name"] for v in via_user["value"]] == ["fresh.txt"]
+    # The function-call form the SDKs send, on the ``items/root`` alias: links echo it.
+    called = client.get(f"/drives/{drive['id']}/items/root/delta()", params={"token": token})
+    assert called.status_code == 200, called.text
+    assert "/root/delta()?token=" in called.json()["@odata.deltaLink"]
 
 
 def test_expired_drive_token_answers_410_with_location(
@@ -259,7 +289,7 @@ def test_ransomware_overwrites_files_under_new_names(sim: Simulator, client: htt
     _, delta = collect(client, f"/drives/{drive['id']}/root/delta")
     hit = sim.ransomware(sim.tenant().id, victim.id, 3)
     assert len(hit) == 3
-    changes, _ = collect(client, delta)
+    changes, _ = collect(client, delta, headers={"Prefer": "deltaExcludeParent"})
     assert {c["id"] for c in changes} == set(hit)
     for change in changes:
         assert change["name"].endswith(".locked")

@@ -219,6 +219,54 @@ async def test_full_then_incremental_follows_graphsim(engine: EngineHarness) -> 
     assert doomed_subtree <= gone | {new_id}
 
 
+async def test_ancestors_and_paths_in_delta_make_no_new_versions(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OneDrive for Business returns, with a changed file, every folder above it (unchanged)
+    and each item's ``parentReference.path``: the engine records the file alone."""
+    h = engine
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    drive = drive_of(h, user_id)
+    await h.backup(account, SERVICE_NAME)
+    before = await all_versions(h, account)
+    deep = max(
+        (i for i in live(drive).values() if not i.is_folder),
+        key=lambda i: (drive.path_of(i).count("/"), i.id),
+    )
+    above: list[str] = []
+    parent_id = deep.parent_id
+    while parent_id:
+        above.append(parent_id)
+        parent_id = drive.items[parent_id].parent_id
+    assert len(above) >= 2, "the file sits in a folder below the root"
+
+    handed: list[dict[str, Any]] = []
+    prepare = drive_collect.DriveCollector.prepare
+
+    async def watching(self: Any, items: list[dict[str, Any]], seen: Any) -> Any:
+        handed.extend(items)
+        return await prepare(self, items, seen)
+
+    monkeypatch.setattr(drive_collect.DriveCollector, "prepare", watching)
+    h.sim.edit_item(h.sim_tenant_id, deep.id, {"content": b"edited far below the root\n"})
+    run, skipped = await h.backup(account, SERVICE_NAME)
+    assert skipped == 0
+    # Graph handed over the file and all its ancestors, each with its parent's path...
+    assert [i["id"] for i in handed] == [*reversed(above), deep.id]
+    for item in handed:
+        if "root" not in item:
+            assert item["parentReference"]["path"].startswith(f"/drives/{drive.id}/root:")
+    # ...and only the file got a new version.
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 1, 0)
+    after = await all_versions(h, account)
+    assert len(after) == len(before) + 1
+    assert {v.meta["id"] for v in after} - {v.meta["id"] for v in before} == set()
+    assert [v.meta["id"] for v in after if v.first_seq > max(b.first_seq for b in before)] == [
+        deep.id
+    ]
+
+
 async def test_interrupted_run_resumes_without_loss_or_duplicates(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -78,8 +78,11 @@ class DriveSource:
 class FolderTree:
     """Folder names and parents, to give each version the path it had at capture.
 
-    Loaded from the catalog's current folders, kept current as pages arrive (delta does not
-    return paths). Only folders: its size is the drive's folder count.
+    Loaded from the catalog's current folders, kept current as pages arrive. Delta's
+    ``parentReference.path`` is not used: Graph documents it as absent from delta, business
+    drives send it anyway, and after a folder's rename it is stale for every unchanged item
+    below (delta does not return them), so ids and parents are what we track. Only folders:
+    its size is the drive's folder count.
     """
 
     def __init__(self, entries: dict[str, tuple[str, str | None]] | None = None) -> None:
