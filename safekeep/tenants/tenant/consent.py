@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from safekeep.graph.auth import _Session
 from safekeep.settings import Settings
 from safekeep.tenants.models import ConsentRequest, utcnow
-from safekeep.tenants.secrets import SecretUnsealError, seal, unseal
+from safekeep.tenants.secrets import SecretUnsealError, seal, unseal_with_any
 from safekeep.tenants.tenant import repository
 
 STATE_LIFETIME = timedelta(hours=1)
@@ -147,7 +147,10 @@ async def burn(session: AsyncSession, settings: Settings, state: str) -> BurntRe
         return None
     tenant_id, client_id, authority, sealed, expires_at = row
     try:
-        flow = json.loads(unseal(settings.master_key_bytes, sealed, context=_flow_context(digest)))
+        # Any configured master key: a link made just before a key rotation still works.
+        flow = json.loads(
+            unseal_with_any(settings.master_keys, sealed, context=_flow_context(digest))
+        )
     except SecretUnsealError:
         return None
     return BurntRequest(tenant_id, client_id, authority, flow, expired=expires_at <= now)
