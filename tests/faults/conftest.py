@@ -139,7 +139,7 @@ def fault_sim(tmp_path: Path) -> Iterator[Simulator]:
         seed=23,
         users=2,
         messages=10,
-        files=60,
+        files=40,
         sites=1,
         list_items=4,
         large_files=False,

@@ -1,5 +1,5 @@
 """Workers SIGKILLed at random points of a backup, as a lost machine would be: each trial
-kills the only worker once the backup has saved a random number of items, changes the drive
+kills the only worker at a random moment after the backup saved its first page, changes the drive
 meanwhile (edits, a deletion, a new file), starts a new worker and lets recovery resume the
 job. The catalog must then match graphsim exactly: nothing missing, duplicated or stale, and
 the stored bytes identical. ``SAFEKEEP_FAULT_TRIALS`` sets how many trials run."""
@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
+from safekeep.tenants.models import Account, JobTask, TaskStatus
 from safekeep.workers.scheduler import recover_lost_jobs
 from tests.e2e.conftest import Deployment
 from tests.faults.conftest import (
@@ -26,14 +29,29 @@ from tests.faults.conftest import (
 from tests.faults.truth import assert_catalog_matches_graphsim
 
 
-def change_drives(deployment: Deployment, rng: random.Random) -> None:
-    """Edit two files, delete one and add one while no worker runs."""
+async def unfinished_users(deployment: Deployment, job_id: str) -> set[str]:
+    """Graph ids of the users whose task of this job has not ended."""
+    async with deployment.runtime.db.session() as session:
+        rows = await session.execute(
+            select(Account.graph_id)
+            .join(JobTask, JobTask.account_id == Account.id)
+            .where(
+                JobTask.job_id == uuid.UUID(job_id),
+                JobTask.status.in_([TaskStatus.queued, TaskStatus.running]),
+            )
+        )
+        return set(rows.scalars())
+
+
+def change_drives(deployment: Deployment, users: set[str], rng: random.Random) -> None:
+    """Edit two files, delete one and add one, in drives whose backup has not finished (a
+    drive already backed up by this job would rightly keep its earlier state until the next)."""
     sim = deployment.sim
     tenant = sim.tenant()
     files = sorted(
         (item.id, user.id)
         for user in tenant.users.values()
-        if user.drive_id in tenant.drives
+        if user.id in users and user.drive_id in tenant.drives
         for item in tenant.drives[user.drive_id].items.values()
         if not item.is_folder and not item.deleted and item.parent_id is not None
     )
@@ -53,17 +71,18 @@ async def test_a_worker_killed_at_a_random_point_loses_nothing(
     rng = random.Random(f"kill-trial-{trial}-{time.time_ns()}")
     worker = deployment.start_worker(threads=1)
     tenant = await deployment.onboard(services=["onedrive"])
-    deployment.sim.set_latency(40)  # so that the kill lands mid-backup
+    deployment.sim.set_latency(60)  # so that the kill lands mid-backup
     job_id = await start_backup(deployment, tenant["id"])
-    kill_at = rng.randint(1, 40)
-    await wait_for_progress(deployment, job_id, at_least=kill_at)
+    await wait_for_progress(deployment, job_id)
+    delay = rng.uniform(0.0, 1.5)  # a random point after the first saved page
+    await asyncio.sleep(delay)
     saved = await job_progress(deployment, job_id)
     deployment.kill(worker)
     killed = time.monotonic()
     detail = await deployment.get(f"/v1/jobs/{job_id}")
     assert detail["status"] == "running", "the kill landed after the backup ended"
     deployment.sim.set_latency(0)
-    change_drives(deployment, rng)
+    change_drives(deployment, await unfinished_users(deployment, job_id), rng)
     deployment.start_worker()
     # The lease (4 s here) must lapse before another worker may take the task; then the
     # scheduler's recovery resends the job (what its tick does after job_recovery_seconds).
@@ -79,7 +98,8 @@ async def test_a_worker_killed_at_a_random_point_loses_nothing(
         time.monotonic() - killed,
         "s",
         trial=trial,
-        killed_after_items=saved,
+        killed_after=f"{delay:.2f}s",
+        items_saved_before_kill=saved,
         files=compared.files,
         bytes_compared=compared.bytes_read,
     )
