@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,10 @@ class PrivateServices:
         return time.monotonic()
 
 
-@pytest.fixture(scope="module")
-def private_services() -> Iterator[PrivateServices]:
+@contextmanager
+def private_instances() -> Iterator[PrivateServices]:
+    """PostgreSQL and Redis started by ``scripts/services`` in a folder and on ports of their
+    own, stopped (data removed) on the way out."""
     taken: set[int] = set()
     # Not under pytest's tmp_path: as root, PostgreSQL runs as the postgres user, which must be
     # able to reach its data folder (pytest's folders are private to their owner).
@@ -116,12 +119,18 @@ def private_services() -> Iterator[PrivateServices]:
         postgres_port=_free_port(taken),
         redis_port=_free_port(taken),
     )
-    services.run("start", "postgres", "redis")
     try:
+        services.run("start", "postgres", "redis")
         yield services
     finally:
         services.run("stop", "postgres", "redis")
         shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private_services() -> Iterator[PrivateServices]:
+    with private_instances() as services:
+        yield services
 
 
 @pytest.fixture
