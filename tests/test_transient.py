@@ -95,7 +95,7 @@ async def test_retry_transient_waits_out_a_blip_and_gives_up_on_anything_else() 
         raise ValueError("a bug is not retried")
 
     calls["n"] = 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a bug"):
         await retry_transient(broken, within=5, what="test", first_delay=0.01)
     assert calls["n"] == 1
 

@@ -43,7 +43,13 @@ TERMINAL = ("succeeded", "partial", "failed", "cancelled")
 
 
 def trials(default: int = 2) -> int:
+    """Kill trials per run."""
     return max(1, int(os.environ.get("SAFEKEEP_FAULT_TRIALS", default)))
+
+
+def restart_rounds(default: int = 1) -> int:
+    """Rounds of the PostgreSQL and Redis restart trials per run."""
+    return max(1, int(os.environ.get("SAFEKEEP_FAULT_RESTARTS", default)))
 
 
 def figure(name: str, value: float, unit: str, **extra: Any) -> None:

@@ -15,6 +15,7 @@ from tests.e2e.conftest import Deployment
 from tests.faults.conftest import (
     PrivateServices,
     figure,
+    restart_rounds,
     start_backup,
     wait_for_progress,
     wait_until_finished,
@@ -25,9 +26,13 @@ DOWN_SECONDS = 5.0
 RECOVERY_TARGET_SECONDS = 30.0
 
 
+@pytest.mark.parametrize("round_", range(restart_rounds()))
 @pytest.mark.parametrize("service", ["redis", "postgres"])
 async def test_a_restart_mid_backup_costs_seconds(
-    service: str, private_deployment: Deployment, private_services: PrivateServices
+    service: str,
+    round_: int,
+    private_deployment: Deployment,
+    private_services: PrivateServices,
 ) -> None:
     deployment = private_deployment
     assert deployment.settings.task_lease_seconds == 600
@@ -61,6 +66,7 @@ async def test_a_restart_mid_backup_costs_seconds(
         down=f"{DOWN_SECONDS:.0f}s",
         target=f"<{RECOVERY_TARGET_SECONDS:.0f}s",
         backup_total=f"{finished - started:.1f}s",
+        round=round_,
     )
     assert done["status"] == "succeeded", done
     assert recovery < RECOVERY_TARGET_SECONDS, recovery
