@@ -54,11 +54,18 @@ async def test_a_restart_mid_backup_costs_seconds(
         await asyncio.sleep(0.25)
     back = await outage
     deployment.sim.set_latency(0)
+    still = await deployment.client.get(f"/v1/jobs/{job_id}", headers=deployment.msp.headers)
+    assert still.status_code == 200 and still.json()["status"] == "running", (
+        "the backup ended before the service came back: the outage did not land mid-backup"
+    )
     done = await wait_until_finished(
         deployment, job_id, timeout=RECOVERY_TARGET_SECONDS + 60, unavailable=unavailable
     )
     finished = time.monotonic()
     recovery = finished - back
+    # Whether a task met the outage in a database write and gave its lease back (otherwise the
+    # outage fell between two writes and the pool's pre-ping healed the next one).
+    logs = "".join(p.read_text() for p in deployment.log_dir.glob("worker-*.log"))
     figure(
         f"{service}_restart_recovery",
         recovery,
@@ -67,6 +74,7 @@ async def test_a_restart_mid_backup_costs_seconds(
         target=f"<{RECOVERY_TARGET_SECONDS:.0f}s",
         backup_total=f"{finished - started:.1f}s",
         round=round_,
+        tasks_released=logs.count("backup_task_released"),
     )
     assert done["status"] == "succeeded", done
     assert recovery < RECOVERY_TARGET_SECONDS, recovery
@@ -82,10 +90,6 @@ async def test_a_restart_mid_backup_costs_seconds(
         checks = down[0].json()["checks"]
         assert not checks["database"]["ok"] and checks["blobstore"]["ok"], checks
         assert down[0].headers["retry-after"]
-    if service == "postgres":
-        # The task met the outage and gave its lease back at once (no lease timeout).
-        logs = "".join(p.read_text() for p in deployment.log_dir.glob("worker-*.log"))
-        assert "backup_task_released" in logs
     compared = await assert_catalog_matches_graphsim(
         deployment.runtime, deployment.sim, tenant["id"]
     )
