@@ -139,13 +139,25 @@ def private_services() -> Iterator[PrivateServices]:
         yield services
 
 
-@pytest.fixture
-def private_database(private_services: PrivateServices) -> str:
+@pytest.fixture(scope="module")
+def private_template(private_services: PrivateServices) -> str:
+    """The migrated schema, once per module; each test clones it (much faster than Alembic)."""
     from tests.fixtures.services import create_database
 
-    url = create_database(private_services.postgres_admin_url, f"faults_{uuid.uuid4().hex[:12]}")
-    upgrade(url)
-    return url
+    name = f"faults_template_{uuid.uuid4().hex[:8]}"
+    upgrade(create_database(private_services.postgres_admin_url, name))
+    return name
+
+
+@pytest.fixture
+def private_database(private_services: PrivateServices, private_template: str) -> str:
+    from tests.fixtures.services import create_database
+
+    return create_database(
+        private_services.postgres_admin_url,
+        f"faults_{uuid.uuid4().hex[:12]}",
+        template=private_template,
+    )
 
 
 @pytest.fixture
