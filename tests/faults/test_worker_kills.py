@@ -1,5 +1,5 @@
 """Workers SIGKILLed at random points of a backup, as a lost machine would be: each trial
-kills the only worker at a random moment after the backup saved its first page, changes the drive
+kills the only worker at a random moment of the backup, changes the drive
 meanwhile (edits, a deletion, a new file), starts a new worker and lets recovery resume the
 job. The catalog must then match graphsim exactly: nothing missing, duplicated or stale, and
 the stored bytes identical. ``SAFEKEEP_FAULT_TRIALS`` sets how many trials run."""
@@ -71,10 +71,16 @@ async def test_a_worker_killed_at_a_random_point_loses_nothing(
     rng = random.Random(f"kill-trial-{trial}-{time.time_ns()}")
     worker = deployment.start_worker(threads=1)
     tenant = await deployment.onboard(services=["onedrive"])
-    deployment.sim.set_latency(60)  # so that the kill lands mid-backup
+    # Slow Graph down (an account's first page then takes about 3 s) and kill at a random
+    # moment: even trials while the first page is being fetched (nothing saved yet), odd ones
+    # just after it was saved (between pages, or as the next account's task starts).
+    deployment.sim.set_latency(250)
     job_id = await start_backup(deployment, tenant["id"])
-    await wait_for_progress(deployment, job_id)
-    delay = rng.uniform(0.0, 1.5)  # a random point after the first saved page
+    if trial % 2:
+        await wait_for_progress(deployment, job_id)
+        delay = rng.uniform(0.0, 0.5)
+    else:
+        delay = rng.uniform(0.3, 1.5)
     await asyncio.sleep(delay)
     saved = await job_progress(deployment, job_id)
     deployment.kill(worker)
