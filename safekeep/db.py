@@ -43,6 +43,10 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+CONNECT_TIMEOUT_SECONDS = 5
+CHECKOUT_TIMEOUT_SECONDS = 30
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -58,7 +62,25 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # Healing after a database restart: pool_pre_ping replaces a pooled connection the server
+    # dropped before it is handed out, and SQLAlchemy invalidates the whole pool on the first
+    # disconnect it sees, so only the statement that was in flight fails (as a transient
+    # error, see safekeep.transient). Connecting fails fast while the server is down, and
+    # keepalives notice a peer that vanished without closing its sockets.
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=CHECKOUT_TIMEOUT_SECONDS,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
+    )
 
 
 class Database:

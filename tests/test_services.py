@@ -109,6 +109,37 @@ def test_postgres_databases_are_created_cloned_and_dropped(postgres_admin_url: s
 # --- Redis ------------------------------------------------------------------------------------
 
 
+def test_restart_and_stop_keep_data_on_private_instances() -> None:
+    """``restart`` and ``stop --keep-data`` keep what PostgreSQL and Redis hold, and a plain
+    ``stop`` still removes everything. Private instances (own folder and ports): the shared
+    ones serve every other test."""
+    from tests.faults.conftest import private_instances
+
+    with private_instances() as services:
+        dsn = _dsn(services.postgres_admin_url)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (v text)")
+            conn.execute("INSERT INTO kept VALUES ('before restart')")
+        with redis.Redis.from_url(services.redis_url(3)) as client:
+            client.set("kept", "before restart")
+        out = services.run("restart", "postgres", "redis")
+        assert "data kept" in out
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchone() == ("before restart",)
+        with redis.Redis.from_url(services.redis_url(3)) as client:
+            assert client.get("kept") == b"before restart"
+            client.set("kept", "before stop")
+        services.run("stop", "--keep-data", "redis")
+        assert (services.folder / "redis.kept").exists()
+        services.run("start", "redis")
+        with redis.Redis.from_url(services.redis_url(3)) as client:
+            assert client.get("kept") == b"before stop"
+        services.run("stop", "redis")
+        services.run("start", "redis")
+        with redis.Redis.from_url(services.redis_url(3)) as client:
+            assert client.get("kept") is None  # a plain stop starts afresh
+
+
 def test_redis_gives_each_test_a_database_of_its_own(redis_url: str) -> None:
     number = int(redis_url.rsplit("/", 1)[1])
     assert number >= 1  # database 0 hands out the others

@@ -144,7 +144,60 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def dependency_down(exc: BaseException) -> str | None:
+    """Which of our dependencies an error says is down ("database", "queue", ...), or None
+    when it is not an infrastructure blip. Names match /readyz's checks."""
+    from safekeep.transient import is_transient
+
+    if not is_transient(exc):
+        return None
+    text = " ".join(f"{type(e).__module__}.{type(e).__name__}" for e in _causes(exc)).lower()
+    for needle, name in (
+        ("sqlalchemy", "database"),
+        ("psycopg", "database"),
+        ("sqlite", "database"),
+        ("redis", "queue"),
+        ("dramatiq", "queue"),
+        ("pika", "queue"),
+        ("storage", "blobstore"),
+        ("opensearch", "search"),
+    ):
+        if needle in text:
+            return name
+    return "dependency"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    down = dependency_down(exc)
+    if down is not None:
+        # Our database or queue restarting is not the client's fault nor a bug: say so, and
+        # when to come back. /readyz names the dependency too.
+        from safekeep.transient import RETRY_AFTER_SECONDS
+
+        log.warning(
+            "dependency_unavailable",
+            dependency=down,
+            path=request.url.path,
+            error=f"{type(exc).__name__}: {exc}"[:300],
+        )
+        return problem_response(
+            503,
+            "unavailable",
+            "A dependency is unavailable",
+            f"The {down} is unavailable for a moment; retry after {RETRY_AFTER_SECONDS} s",
+            instance=request.url.path,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            dependency=down,
+        )
     reference = uuid.uuid4().hex
     log.error(
         "unhandled_exception",

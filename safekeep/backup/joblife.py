@@ -11,13 +11,13 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.graph.errors import AuthError, ConsentRequired, GraphError, TransientError
+from safekeep.graph.errors import AuthError, ConsentRequired
 from safekeep.runtime import Runtime
-from safekeep.storage.errors import StorageError
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import Job, JobStatus, Tenant, utcnow
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
+from safekeep.transient import TransientCondition, is_retryable, is_transient
 from safekeep.workers.context import current_runtime, unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -31,7 +31,7 @@ class JobOutcome:
     event: tuple[str, dict[str, Any]] | None = None
 
 
-class RetryLater(Exception):
+class RetryLater(TransientCondition):
     """Not now (another job of the tenant is in the way): Dramatiq retries with backoff."""
 
 
@@ -94,8 +94,12 @@ async def run_job(job_id: str, body: Body, *, max_attempts: int = 5) -> None:
     except AuthError as exc:
         await _settle(runtime, job.id, JobStatus.failed, {}, code=exc.reason, detail=str(exc))
         return
-    except (GraphError, TransientError, StorageError, OSError, RetryLater) as exc:
-        if attempts >= max_attempts:
+    except Exception as exc:
+        if not is_retryable(exc):
+            raise
+        # A blip of our own infrastructure (or another job in the way) never fails the job:
+        # Dramatiq's bounded retries and the scheduler's recovery cover a longer outage.
+        if attempts >= max_attempts and not is_transient(exc):
             code = str(getattr(exc, "reason", "transient_error"))
             await _settle(runtime, job.id, JobStatus.failed, {}, code=code, detail=str(exc))
             return

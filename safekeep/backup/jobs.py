@@ -3,7 +3,9 @@ under a lease, and finish the job exactly once when its last task ends.
 
 Failure is per task: one account failing never fails the others. A task's error carries a
 reason an MSP can act on (consent revoked, mailbox not found, throttled past the deadline);
-transient failures are retried by Dramatiq with backoff, up to ``MAX_TASK_ATTEMPTS``.
+transient failures are retried by Dramatiq with backoff, up to ``MAX_TASK_ATTEMPTS``. A blip of
+our own infrastructure (``safekeep.transient``) gives the lease back at once and does not count
+against that budget: a restart of the database or Redis costs a retry, never a lease timeout.
 """
 
 from __future__ import annotations
@@ -22,14 +24,11 @@ from safekeep.backup.joblife import RetryLater, load_runnable
 from safekeep.graph.errors import (
     AuthError,
     ConsentRequired,
-    GraphError,
     MailboxNotEnabled,
     NotFound,
     Throttled,
-    TransientError,
 )
 from safekeep.runtime import Runtime
-from safekeep.storage.errors import StorageError
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.job import repository as job_repository
@@ -51,6 +50,7 @@ from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.tenant.service import system_scope
 from safekeep.tenants.webhook import service as webhooks
+from safekeep.transient import is_retryable, is_transient, retry_transient
 from safekeep.workers.context import current_runtime, unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -62,6 +62,9 @@ TERMINAL_TASK = frozenset(
 
 # Graph failures that retrying soon will not fix, by the reason we record.
 PERMANENT = (ConsentRequired, AuthError, MailboxNotEnabled, NotFound, Throttled)
+# How long giving a lease back may wait for the database to return (it is what lets the
+# retry start at once instead of after the lease's timeout).
+RELEASE_PATIENCE_SECONDS = 120.0
 
 
 def _services_for(account: Account, wanted: set[str]) -> list[str]:
@@ -170,7 +173,12 @@ async def run_backup_task(task_id: str) -> None:
     now = utcnow()
     async with unit_of_work(runtime) as session:
         task = await job_repository.get_task(session, uuid.UUID(task_id))
-        if task is None or task.status in TERMINAL_TASK:
+        if task is None:
+            return
+        if task.status in TERMINAL_TASK:
+            # A delivery that died between settling the task and settling the job (the
+            # database went away in between) left the job for this one to finish.
+            await _finish_job(session, task.job_id)
             return
         job = await job_repository.get_system(session, task.job_id)
         assert job is not None
@@ -201,13 +209,22 @@ async def run_backup_task(task_id: str) -> None:
     except PERMANENT as exc:
         await _task_failed(runtime, tenant, task.id, exc)
         return
-    except (GraphError, TransientError, StorageError, OSError) as exc:
-        if attempts >= MAX_TASK_ATTEMPTS:
+    except Exception as exc:
+        if not is_retryable(exc):
+            raise
+        if attempts >= MAX_TASK_ATTEMPTS and not is_transient(exc):
             await _task_failed(runtime, tenant, task.id, exc)
             return
         await _release(runtime, task.id, exc)
         raise  # Dramatiq retries it with backoff
-    await _end_task(runtime, task.id, status)
+    try:
+        await _end_task(runtime, task.id, status)
+    except Exception as exc:
+        if is_transient(exc):
+            # The work is saved; only its settling failed. The retry finds the snapshot
+            # complete (or resumes it) and settles the task and the job.
+            await _release(runtime, task.id, exc)
+        raise
 
 
 async def _collect(
@@ -283,13 +300,29 @@ async def _end_task(runtime: Runtime, task_id: uuid.UUID, status: TaskStatus) ->
 
 
 async def _release(runtime: Runtime, task_id: uuid.UUID, exc: BaseException) -> None:
-    """Give the lease back so the retry can take it at once."""
-    async with unit_of_work(runtime) as session:
-        task = await job_repository.get_task(session, task_id)
-        if task is not None and task.status == TaskStatus.running:
-            task.status = TaskStatus.queued
-            task.error_code = getattr(exc, "reason", "transient_error")
-            task.error_detail = str(exc)[:4000]
+    """Give the lease back so the retry can take it at once. The error may be the database
+    itself going away, so this waits (bounded) for it to return rather than leave the task
+    behind a lease nobody renews."""
+    blip = is_transient(exc)
+
+    async def release() -> None:
+        async with unit_of_work(runtime) as session:
+            task = await job_repository.get_task(session, task_id)
+            if task is not None and task.status == TaskStatus.running:
+                task.status = TaskStatus.queued
+                if blip:
+                    # Our own infrastructure failed, not the work: the attempt is not spent.
+                    task.attempts = max(0, task.attempts - 1)
+                task.error_code = getattr(exc, "reason", "transient_error")
+                task.error_detail = str(exc)[:4000]
+
+    await retry_transient(release, within=RELEASE_PATIENCE_SECONDS, what="release_task")
+    log.info(
+        "backup_task_released",
+        task_id=str(task_id),
+        infrastructure=blip,
+        error=f"{type(exc).__name__}: {exc}"[:300],
+    )
 
 
 async def _task_failed(

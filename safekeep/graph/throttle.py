@@ -159,7 +159,11 @@ class RedisLimiter:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisLimiter:
-        limiter = cls(aioredis.Redis.from_url(url), **kwargs)
+        from safekeep.transient import async_redis
+
+        # Health checks and retries with backoff: a Redis restart pauses the limiter's callers
+        # for its duration instead of failing every backup task that holds a connection.
+        limiter = cls(async_redis(url), **kwargs)
         limiter._owns_redis = True
         return limiter
 

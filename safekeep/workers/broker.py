@@ -21,6 +21,7 @@ from dramatiq.middleware.asyncio import AsyncIO
 
 from safekeep.settings import Settings
 from safekeep.tenants.outbox import Message
+from safekeep.transient import sync_redis
 
 _ACTORS: dict[str, dramatiq.Actor] = {}
 
@@ -66,7 +67,10 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if not url:
         broker = StubBroker()
     elif url.startswith(REDIS_SCHEMES):
-        broker = RedisBroker(url=url, namespace="safekeep")
+        # A client that retries through a restart and checks idle connections: without it a
+        # retry's enqueue during a Redis blip is dropped, and pooled connections the server
+        # closed fail the next command. Dramatiq's consumer reconnects on its own.
+        broker = RedisBroker(client=sync_redis(url), namespace="safekeep")
     elif url.startswith(AMQP_SCHEMES):
         # Publisher confirms: a message sent after a commit is on the broker when send returns,
         # as an LPUSH is on Redis; without them a connection lost just after the publish would

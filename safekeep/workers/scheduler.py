@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import structlog
 
@@ -23,10 +25,13 @@ from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import utcnow
 from safekeep.tenants.schedule import service as schedule
 from safekeep.tenants.webhook import repository as webhook_repository
+from safekeep.transient import RETRY_AFTER_SECONDS, is_transient
 from safekeep.workers import broker
 from safekeep.workers.context import configure, current_runtime, unit_of_work
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # A job untouched for settings.job_recovery_seconds lost its message (or its worker): send it
 # again. Actors are idempotent and tasks hold leases, so a duplicate only finds the work done.
@@ -55,34 +60,71 @@ async def retry_webhooks() -> int:
     return len(ids)
 
 
+async def _step(name: str, fn: Callable[[], Awaitable[T]], failed: list[str], default: T) -> T:
+    """One step of a tick. A step that fails (the database restarting, Stripe down) is logged
+    and skipped: the others still run, and the loop tries again soon."""
+    try:
+        return await fn()
+    except Exception as exc:
+        failed.append(name)
+        if is_transient(exc):
+            log.warning("scheduler_step_failed", step=name, transient=True, error=str(exc)[:300])
+        else:
+            log.exception("scheduler_step_failed", step=name, transient=False)
+        return default
+
+
 async def tick() -> dict[str, int]:
-    async with unit_of_work() as session:
-        started = await schedule.enqueue_due(session)
+    failed: list[str] = []
+
+    async def enqueue_due() -> list[object]:
+        async with unit_of_work() as session:
+            return list(await schedule.enqueue_due(session))
+
+    async def prune() -> int:
+        async with unit_of_work() as session:
+            return await idempotency.prune(session)
+
+    async def retention() -> int:
+        async with unit_of_work() as session:
+            return len(await enqueue_retention(session))
+
+    async def expire() -> int:
+        return await expire_exports(current_runtime())
+
+    async def usage() -> tuple[int, int]:
+        runtime = current_runtime()
+        run = await billing_usage.report_due_usage(
+            runtime.db, BillingClient.from_settings(runtime.settings)
+        )
+        return run.sent, run.failed
+
+    async def stripe_events() -> int:
+        async with unit_of_work() as session:
+            return await billing_events.requeue_unhandled(session)
+
+    no_jobs: list[object] = []
+    started = await _step("scheduled_backups", enqueue_due, failed, no_jobs)
     if started:
         log.info("scheduled_backups", count=len(started))
-    recovered = await recover_lost_jobs()
-    webhooks = await retry_webhooks()
-    async with unit_of_work() as session:
-        pruned = await idempotency.prune(session)
-    async with unit_of_work() as session:
-        retention = await enqueue_retention(session)
-    runtime = current_runtime()
-    expired = await expire_exports(runtime)
-    usage = await billing_usage.report_due_usage(
-        runtime.db, BillingClient.from_settings(runtime.settings)
-    )
-    async with unit_of_work() as session:
-        stripe_requeued = await billing_events.requeue_unhandled(session)
+    recovered = await _step("recover_lost_jobs", recover_lost_jobs, failed, 0)
+    webhooks = await _step("retry_webhooks", retry_webhooks, failed, 0)
+    pruned = await _step("prune_idempotency", prune, failed, 0)
+    retained = await _step("retention", retention, failed, 0)
+    expired = await _step("expire_exports", expire, failed, 0)
+    sent, usage_failed = await _step("report_usage", usage, failed, (0, 0))
+    stripe_requeued = await _step("stripe_events", stripe_events, failed, 0)
     return {
         "started": len(started),
         "recovered": recovered,
         "webhooks": webhooks,
         "pruned": pruned,
-        "retention": len(retention),
+        "retention": retained,
         "exports_expired": expired,
-        "usage_reported": usage.sent,
-        "usage_failed": usage.failed,
+        "usage_reported": sent,
+        "usage_failed": usage_failed,
         "stripe_events_requeued": stripe_requeued,
+        "steps_failed": len(failed),
     }
 
 
@@ -92,9 +134,13 @@ async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) 
     stop = stop or asyncio.Event()
     current_runtime()
     while not stop.is_set():
+        wait = settings.scheduler_interval_seconds
         try:
-            await tick()
-        except Exception:
+            if (await tick())["steps_failed"]:
+                # Something was down: try again soon rather than a whole interval later.
+                wait = min(wait, RETRY_AFTER_SECONDS)
+        except Exception:  # the loop itself must outlive anything a tick meets
             log.exception("scheduler_tick_failed")
+            wait = min(wait, RETRY_AFTER_SECONDS)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.scheduler_interval_seconds)
+            await asyncio.wait_for(stop.wait(), wait)

@@ -64,12 +64,14 @@ class Deployment:
     msp: MspHandle
     log_dir: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Overrides for worker processes only (the fault suite points them at a faulty S3 proxy).
+    worker_env: dict[str, str] = field(default_factory=dict)
 
     def start_worker(self, threads: int = 4) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{len(self.workers)}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "safekeep.cli", "worker", "--threads", str(threads)],
-            env=settings_env(self.settings),
+            env={**settings_env(self.settings), **self.worker_env},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ from safekeep.api.deps import RuntimeDep
 from safekeep.api.metrics import FLEET
 from safekeep.api.schemas import Schema
 from safekeep.runtime import Runtime
+from safekeep.transient import RETRY_AFTER_SECONDS
 from safekeep.workers import broker as queue
 
 router = APIRouter(tags=["Health"])
@@ -105,7 +106,13 @@ async def readiness(runtime: Runtime) -> Readiness:
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Database, queue, blob store and search each reachable; 503 names the one that is not."""
     result = await readiness(runtime)
-    return JSONResponse(result.model_dump(), status_code=200 if result.status == "ok" else 503)
+    if result.status == "ok":
+        return JSONResponse(result.model_dump())
+    return JSONResponse(
+        result.model_dump(),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 @router.get(

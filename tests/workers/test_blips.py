@@ -1,0 +1,131 @@
+"""Blips of our own infrastructure cost a retry, never a lease timeout: a backup task gives its
+lease back at once, and the scheduler outlives a failing step (the other steps of the tick
+still run, and the loop tries again within seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import exc as sa_exc
+
+from safekeep.backup import jobs
+from safekeep.runtime import Runtime
+from safekeep.storage.errors import BlobStoreUnavailable
+from safekeep.tenants.models import Job, JobKind, JobStatus, JobTask, JobTrigger, TaskStatus
+from safekeep.workers import context, scheduler
+from tests.factories import create_account, create_msp, create_tenant
+from tests.fixtures.app import SentMessages
+from tests.workers.test_scheduler import _due
+
+
+def _database_down() -> sa_exc.OperationalError:
+    return sa_exc.OperationalError("SELECT", {}, psycopg.OperationalError("connection refused"))
+
+
+async def test_a_failing_step_does_not_cost_the_others(
+    worker_runtime: Runtime, sent: SentMessages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp, policy={"backups_per_day": 4})
+    await _due(runtime, tenant)
+
+    async def down() -> int:
+        raise _database_down()
+
+    monkeypatch.setattr(scheduler, "recover_lost_jobs", down)
+    result = await scheduler.tick()
+    assert result["steps_failed"] == 1
+    assert result["started"] == 1  # the step before it ran
+    assert sent.actors() == ["run_backup"]
+
+
+async def test_the_loop_retries_soon_after_a_failed_tick(
+    worker_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks: list[float] = []
+
+    async def tick() -> dict[str, int]:
+        ticks.append(asyncio.get_running_loop().time())
+        if len(ticks) == 1:
+            raise _database_down()
+        return {"steps_failed": 0}
+
+    monkeypatch.setattr(scheduler, "tick", tick)
+    monkeypatch.setattr(scheduler, "RETRY_AFTER_SECONDS", 0.1)
+    settings = worker_runtime.settings.model_copy(update={"scheduler_interval_seconds": 60})
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler.run_forever(settings, stop=stop))
+    for _ in range(100):
+        if len(ticks) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await loop
+    await context.close_runtimes()  # the one run_forever built for this loop
+    assert len(ticks) >= 2, "the loop died or waited a whole interval after a failed tick"
+    assert ticks[1] - ticks[0] < 5
+
+
+async def _running_task(runtime: Runtime) -> uuid.UUID:
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    account = await create_account(runtime, tenant)
+    async with runtime.db.session() as session:
+        job = Job(
+            tenant_id=tenant.id,
+            kind=JobKind.backup,
+            trigger=JobTrigger.manual,
+            status=JobStatus.running,
+            params={},
+        )
+        session.add(job)
+        await session.flush()
+        task = JobTask(job_id=job.id, tenant_id=tenant.id, account_id=account.id, service="mail")
+        session.add(task)
+    return task.id
+
+
+@pytest.mark.parametrize(
+    "blip",
+    [
+        _database_down(),
+        redis.ConnectionError("Connection closed by server."),
+        BlobStoreUnavailable("S3 bucket unavailable: SlowDown"),
+    ],
+    ids=["database", "redis", "s3"],
+)
+async def test_a_blip_gives_the_lease_back_at_once(
+    worker_runtime: Runtime, monkeypatch: pytest.MonkeyPatch, blip: Exception
+) -> None:
+    """The task is queued again (not left running behind its 600 s lease), the attempt is not
+    spent, and the error goes back to Dramatiq, which retries with backoff."""
+    runtime = worker_runtime
+    task_id = await _running_task(runtime)
+
+    async def collect(*_args: object) -> TaskStatus:
+        raise blip
+
+    monkeypatch.setattr(jobs, "_collect", collect)
+    with pytest.raises(type(blip)):
+        await jobs.run_backup_task(str(task_id))
+    async with runtime.db.session() as session:
+        task = await session.get(JobTask, task_id)
+    assert task is not None
+    assert task.status == TaskStatus.queued
+    assert task.attempts == 0
+    assert task.error_code in ("transient_error",)
+    # The retry takes the lease at once, without waiting for it to expire.
+    monkeypatch.setattr(jobs, "_collect", lambda *_a: _succeed())
+    await jobs.run_backup_task(str(task_id))
+    async with runtime.db.session() as session:
+        task = await session.get(JobTask, task_id)
+    assert task is not None and task.status == TaskStatus.succeeded
+
+
+async def _succeed() -> TaskStatus:
+    return TaskStatus.succeeded
