@@ -53,6 +53,12 @@ async def progress(session: AsyncSession, job: Job) -> dict[str, int]:
     return await repository.progress(session, job.id)
 
 
+async def progress_many(
+    session: AsyncSession, jobs: Sequence[Job]
+) -> dict[uuid.UUID, dict[str, int]]:
+    return await repository.progress_many(session, [job.id for job in jobs])
+
+
 async def issues(session: AsyncSession, job: Job, limit: int = 100) -> list[JobIssue]:
     return await repository.issues(session, job.id, limit)
 
