@@ -98,6 +98,8 @@ class Server:
     log: Path
 
     def cpu_seconds(self) -> float:
+        """CPU time of the API process alone (the worker process of ``safekeep serve`` is a
+        child with its own figure)."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -219,7 +221,15 @@ def start_server(column: str, env: dict[str, str], log_dir: Path) -> Server:
 # --- seeding -----------------------------------------------------------------------------------
 
 
-async def seed(env: dict[str, str], *, tenants: int, accounts: int, jobs: int, docs: int) -> Seeded:
+async def seed(
+    env: dict[str, str],
+    *,
+    tenants: int,
+    accounts: int,
+    jobs: int,
+    docs: int,
+    graph_tenant_id: str | None = None,
+) -> Seeded:
     """One MSP as a portal sees it after a few days of backups: tenants, one busy tenant with
     accounts, finished and running jobs (with their tasks), snapshots and indexed content."""
     from safekeep.runtime import Runtime
@@ -262,7 +272,9 @@ async def seed(env: dict[str, str], *, tenants: int, accounts: int, jobs: int, d
                     policy=None,
                 )
                 tenant.consent_state = ConsentState.granted
-                tenant.entra_tenant_id = str(uuid.uuid4())
+                # The second tenant is graphsim's, for the backup run during the load.
+                linked = n == 1 and graph_tenant_id is not None
+                tenant.entra_tenant_id = graph_tenant_id if linked else str(uuid.uuid4())
                 tenant.consent_changed_at = now
                 # Nothing due: the bench measures the API, not scheduled backups failing to
                 # reach Microsoft from a machine without network.
@@ -579,6 +591,37 @@ def knee(server: Server, s: Seeded, rates: list[float], step_seconds: float) -> 
     return best, "; ".join(notes)
 
 
+def during_backup(server: Server, s: Seeded, args: argparse.Namespace) -> tuple[LoadResult, str]:
+    """The read mix while the worker backs up graphsim's tenant (discovery first): the
+    embedded worker must not starve the API."""
+    headers = {"Authorization": f"Bearer {s.key}"}
+    tenant = s.tenant_ids[1]
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as client:
+
+        def wait(job_id: str, until: float, *, started: bool = False) -> dict[str, Any]:
+            """Until the job ends (or, with ``started``, has items), or ``until`` passes."""
+            while True:
+                job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] not in ("queued", "running") or time.monotonic() > until:
+                    return job
+                if started and job["progress"]["items"] > 0:
+                    return job
+                time.sleep(0.5)
+
+        discovery = client.post(f"/v1/tenants/{tenant}/discover")
+        discovery.raise_for_status()
+        done = wait(discovery.json()["id"], time.monotonic() + 180)
+        if done["status"] != "succeeded":
+            raise SystemExit(f"discovery did not succeed: {done}")
+        backup = client.post(f"/v1/tenants/{tenant}/backups", json={"services": ["mail"]})
+        backup.raise_for_status()
+        job_id = backup.json()["id"]
+        wait(job_id, time.monotonic() + 60, started=True)
+        load = asyncio.run(open_loop(server, s, args.rate, args.duration))
+        job = client.get(f"/v1/jobs/{job_id}").json()
+    return load, f"backup {job['status']}, {job['progress']['items']} items at the end"
+
+
 @contextmanager
 def profiling(server: Server, out: Path | None) -> Iterator[None]:
     """py-spy on the server process while inside (``--profile``)."""
@@ -639,12 +682,40 @@ def run_column(column: str, args: argparse.Namespace, root: Path) -> tuple[Table
             ok = False
         table.add(name, value, target, "" if passed is None else ("✓" if passed else "✗ MISS"))
 
+    sim = None
     with column_env(column, data_dir) as env:
+        if column == "embedded" and args.during_backup:
+            from bench.common import start_graphsim
+
+            sim = start_graphsim(
+                root / "graphsim",
+                users=10,
+                messages=args.backup_messages,
+                files=0,
+                events=0,
+                contacts=0,
+                sites=0,
+                latency_ms=20,
+                throttling="off",
+                seed=18,
+            )
+            env.update(
+                SAFEKEEP_LOGIN_URL=sim.base_url,
+                SAFEKEEP_GRAPH_URL=sim.base_url,
+                SAFEKEEP_CA_BUNDLE=sim.ca_path,
+            )
         migrate(env)
         server = start_server(column, env, root)
         try:
             seeded = asyncio.run(
-                seed(env, tenants=args.tenants, accounts=args.accounts, jobs=30, docs=args.docs)
+                seed(
+                    env,
+                    tenants=args.tenants,
+                    accounts=args.accounts,
+                    jobs=30,
+                    docs=args.docs,
+                    graph_tenant_id=sim.tenants[0]["id"] if sim else None,
+                )
             )
             statements = asyncio.run(count_statements(env, seeded))
             cpu = cpu_per_request(server, seeded, args.cpu_requests)
@@ -692,8 +763,24 @@ def run_column(column: str, args: argparse.Namespace, root: Path) -> tuple[Table
                     f"≥ {KNEE_TARGET_RPS:.0f}",
                     best >= KNEE_TARGET_RPS,
                 )
+            if sim is not None:
+                busy, note = during_backup(server, seeded, args)
+                row(
+                    f"read mix at {args.rate:.0f}/s during a backup: p50 / p99 ms",
+                    f"{busy.pct(0.5):.1f} / {busy.pct(0.99):.1f} ({note})",
+                    "not starved",
+                    None,
+                )
+                row(
+                    "  served/s, errors (during the backup)",
+                    f"{busy.served_per_s:.0f}/s, {sum(busy.errors.values())}",
+                    "",
+                    None,
+                )
         finally:
             server.stop()
+            if sim is not None:
+                sim.stop()
     return table, ok
 
 
@@ -711,6 +798,13 @@ def main() -> None:
         "--knee-rates", type=lambda v: [float(x) for x in v.split(",")], default=[300, 400, 500]
     )
     parser.add_argument("--knee-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--no-backup",
+        dest="during_backup",
+        action="store_false",
+        help="skip the embedded run of the mix during a backup (graphsim)",
+    )
+    parser.add_argument("--backup-messages", type=int, default=3000)
     parser.add_argument("--profile", type=Path, help="folder for py-spy summaries")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -83,6 +84,11 @@ def create_app(
             safekeep_logging.configure(settings.log_level, json=settings.log_json)
             queue.configure(settings)
         app.state.runtime = runtime or Runtime.build(settings, send=send)
+        if own:
+            # Everything imported and built so far lives as long as the process: keep it out of
+            # the collector's way, or each full collection walks it again mid-request.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
