@@ -522,10 +522,24 @@ class LoadResult:
         return len(self.latencies) / self.duration
 
 
+def drained(server: Server, timeout: float = 180.0) -> None:
+    """Wait until the server answers /healthz promptly again: requests a previous phase gave
+    up on may still be queued there, and would count against the next one."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=server.base_url, timeout=timeout) as client:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            client.get("/healthz")
+            if time.perf_counter() - started < 0.05:
+                return
+            time.sleep(1.0)
+
+
 async def open_loop(server: Server, s: Seeded, rate: float, duration: float) -> LoadResult:
     """Send the mix at ``rate`` requests/s for ``duration`` s on a schedule fixed in advance;
     latency runs from each request's scheduled time to the end of its response. Job polls
     send If-None-Match with the last ETag seen, as a portal would."""
+    await asyncio.to_thread(drained, server)
     result = LoadResult(rate, duration)
     rng = random.Random(42)
     routes = mix(s, rng)
@@ -618,6 +632,7 @@ def during_backup(server: Server, s: Seeded, args: argparse.Namespace) -> tuple[
         job_id = backup.json()["id"]
         wait(job_id, time.monotonic() + 60, started=True)
         load = asyncio.run(open_loop(server, s, args.rate, args.duration))
+        drained(server)
         job = client.get(f"/v1/jobs/{job_id}").json()
     return load, f"backup {job['status']}, {job['progress']['items']} items at the end"
 
