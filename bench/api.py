@@ -661,24 +661,29 @@ def profiling(server: Server, out: Path | None) -> Iterator[None]:
 
 
 def summarize_profile(raw: Path, out: Path, top: int = 40) -> None:
-    """py-spy's collapsed stacks, turned into self and inclusive sample counts per function."""
+    """py-spy's collapsed stacks, turned into self and inclusive shares per function of the
+    samples taken while serving a request (idle threads and the event loop's wait excluded)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    total = every = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
+        every += count
         frames = stack.split(";")
+        if not any("run_asgi" in frame for frame in frames):
+            continue
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    lines = [f"{total} samples", "", "self %  function"]
+    total = max(total, 1)
+    lines = [f"{every} samples, {total} while serving a request", "", "self %  function"]
     lines += [f"{100 * c / total:5.1f}  {f}" for f, c in own.most_common(top)]
     lines += ["", "incl %  function"]
-    lines += [f"{100 * c / total:5.1f}  {f}" for f, c in inclusive.most_common(top)]
+    lines += [f"{100 * c / total:5.1f}  {f}" for f, c in inclusive.most_common(top * 2)]
     out.write_text("\n".join(lines) + "\n")
 
 
