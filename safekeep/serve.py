@@ -172,7 +172,11 @@ def run(*, host: str, port: int, demo: bool) -> None:
     upgrade(settings.resolved_database_url)
     background = Background(settings)
     background.start()
-    send = background.send if settings.embedded_queue else queue.send_messages
+    if settings.embedded_queue:
+        send = background.send
+    else:
+        queue.configure(settings)  # the demo's bootstrap sends to the broker from here
+        send = queue.send_messages
     key_info = None
     if sim is not None:
         key_info = asyncio.run(_bootstrap_demo(settings, sim, send))
