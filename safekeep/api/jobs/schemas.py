@@ -78,8 +78,11 @@ async def job_outs(session: AsyncSession, jobs: Sequence[Job]) -> list[JobOut]:
     return [JobOut.model_validate({**_fields(j), "progress": progress[j.id]}) for j in jobs]
 
 
-async def job_detail(session: AsyncSession, job: Job) -> JobDetail:
-    progress = await service.progress(session, job)
+async def job_detail(
+    session: AsyncSession, job: Job, progress: dict[str, int] | None = None
+) -> JobDetail:
+    if progress is None:
+        progress = await service.progress(session, job)
     issues = [JobIssueOut.model_validate(i) for i in await service.issues(session, job)]
     return JobDetail.model_validate({**_fields(job), "progress": progress, "issues": issues})
 

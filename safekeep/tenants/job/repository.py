@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
@@ -53,6 +54,44 @@ _NO_PROGRESS = {
 }
 
 
+def _progress_columns() -> list[Any]:
+    """The counters of ``_NO_PROGRESS``, in its order, as aggregates over ``JobTask`` rows."""
+    return [
+        func.count(JobTask.id),
+        func.sum(case((JobTask.status.in_(_FINISHED_TASK), 1), else_=0)),
+        func.sum(JobTask.items),
+        func.sum(JobTask.bytes),
+        func.sum(JobTask.errors),
+        func.sum(JobTask.skipped),
+        func.sum(JobTask.requests),
+        func.sum(JobTask.throttled),
+    ]
+
+
+def _progress_of(values: Sequence[Any]) -> dict[str, int]:
+    return {name: int(value or 0) for name, value in zip(_NO_PROGRESS, values, strict=True)}
+
+
+async def get_with_progress(
+    session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
+) -> tuple[Job, dict[str, int]] | None:
+    """A job and its progress counters in one statement (what a poller asks for)."""
+    totals = (
+        select(*(c.label(name) for c, name in zip(_progress_columns(), _NO_PROGRESS, strict=True)))
+        .where(JobTask.job_id == job_id)
+        .subquery()
+    )
+    stmt = (
+        select(Job, *totals.c)
+        .join(totals, true())
+        .where(Job.id == job_id, scope.tenant_filter(Job.tenant_id))
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    return row[0], _progress_of(row[1:])
+
+
 async def progress_many(
     session: AsyncSession, job_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, int]]:
@@ -61,23 +100,12 @@ async def progress_many(
     if not job_ids:
         return {}
     stmt = (
-        select(
-            JobTask.job_id,
-            func.count(),
-            func.sum(case((JobTask.status.in_(_FINISHED_TASK), 1), else_=0)),
-            func.sum(JobTask.items),
-            func.sum(JobTask.bytes),
-            func.sum(JobTask.errors),
-            func.sum(JobTask.skipped),
-            func.sum(JobTask.requests),
-            func.sum(JobTask.throttled),
-        )
+        select(JobTask.job_id, *_progress_columns())
         .where(JobTask.job_id.in_(list(job_ids)))
         .group_by(JobTask.job_id)
     )
     found = {
-        job_id: {name: int(value or 0) for name, value in zip(_NO_PROGRESS, values, strict=True)}
-        for job_id, *values in (await session.execute(stmt)).all()
+        job_id: _progress_of(values) for job_id, *values in (await session.execute(stmt)).all()
     }
     return {job_id: found.get(job_id, dict(_NO_PROGRESS)) for job_id in job_ids}
 
