@@ -1,5 +1,12 @@
-"""`safekeep serve`: the whole product in one process (API, in-process worker, scheduler),
-and with ``--demo`` a simulated Microsoft 365 tenant already connected.
+"""`safekeep serve`: the whole product in one command (API, worker, scheduler), and with
+``--demo`` a simulated Microsoft 365 tenant already connected.
+
+The API runs in this process; the worker and the scheduler run in a child process of their
+own, so that a backup's CPU work (parsing, compression, encryption, indexing) never holds the
+API's interpreter lock: a portal polling during a backup gets the same answers in the same
+milliseconds. With the embedded queue (no ``SAFEKEEP_BROKER_URL``) the API hands the messages
+its requests commit to the child through a pipe, and the child puts them on its in-process
+queue; with a broker the API sends to the broker as usual.
 
 The demo connects through the real onboarding path: the tenant's consent URL (Entra's
 authorize endpoint) is visited with the simulated directory's administrator as the sign-in
@@ -11,9 +18,14 @@ directory and starts discovery.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import queue as stdlib_queue
+import signal
 import ssl
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -77,7 +89,9 @@ def _demo_settings(settings: Settings, sim: Any) -> Settings:
     )
 
 
-async def _bootstrap_demo(settings: Settings, sim: Any) -> tuple[str, str]:
+async def _bootstrap_demo(
+    settings: Settings, sim: Any, send: Any = queue.send_messages
+) -> tuple[str, str]:
     """Ensure the demo MSP and its connected tenant exist; issue a fresh admin key."""
     db = Database(settings.resolved_database_url, pool_size=2)
     messages: list[outbox.Message] = []
@@ -116,7 +130,7 @@ async def _bootstrap_demo(settings: Settings, sim: Any) -> tuple[str, str]:
             with outbox.collect() as box:
                 await connect_simulated(db, settings, tenant.id, admin_upn(simulated))
             messages.extend(box.messages)
-        queue.send_messages(messages)
+        send(messages)
         return str(msp.id), secret
     finally:
         await db.dispose()
@@ -170,13 +184,16 @@ def run(*, host: str, port: int, demo: bool) -> None:
         sim = _start_simulator(settings)
         settings = _demo_settings(settings, sim)
     upgrade(settings.resolved_database_url)
-    worker = start_worker(settings, threads=8) if settings.embedded_queue else None
+    background = Background(settings)
+    background.start()
+    if settings.embedded_queue:
+        send = background.send
+    else:
+        queue.configure(settings)  # the demo's bootstrap sends to the broker from here
+        send = queue.send_messages
     key_info = None
     if sim is not None:
-        key_info = asyncio.run(_bootstrap_demo(settings, sim))
-    stop = threading.Event()
-    scheduler = threading.Thread(target=_scheduler, args=(settings, stop), daemon=True)
-    scheduler.start()
+        key_info = asyncio.run(_bootstrap_demo(settings, sim, send))
     if key_info is not None:
         msp_id, secret = key_info
         console.print(
@@ -192,7 +209,7 @@ def run(*, host: str, port: int, demo: bool) -> None:
         print(f"SAFEKEEP_API_KEY={secret}", flush=True)
     try:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, send=send),
             host=host,
             port=port,
             log_config=None,
@@ -200,12 +217,89 @@ def run(*, host: str, port: int, demo: bool) -> None:
             **uvicorn_options(),
         )
     finally:
-        stop.set()
-        if worker is not None:
-            worker.stop(timeout=10_000)
+        background.stop()
         if sim is not None:
             sim.save()
             sim.stop()
+
+
+class Background:
+    """The worker and the scheduler in a child process, restarted if it dies; the API
+    process forwards queue messages to it (embedded queue)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context = multiprocessing.get_context("spawn")
+        self._inbox: Any = self._context.Queue()
+        self._process: Any = None
+        self._stopping = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="background-watch", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._watchdog.start()
+
+    def _spawn(self) -> None:
+        self._process = self._context.Process(
+            target=_background_main,
+            args=(self.settings, self._inbox, os.getpid()),
+            name="safekeep-worker",
+            daemon=False,
+        )
+        self._process.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(2.0):
+            if self._process is not None and not self._process.is_alive():
+                log.error("worker_process_exited", exitcode=self._process.exitcode)
+                self._spawn()
+
+    def send(self, messages: Sequence[outbox.Message]) -> None:
+        if messages:
+            self._inbox.put(list(messages))
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self._stopping.set()
+        if self._process is None:
+            return
+        self._inbox.put(None)
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+
+
+def _background_main(settings: Settings, inbox: Any, parent_pid: int) -> None:
+    """The child: worker (embedded queue) and scheduler; messages from the API are sent to the
+    in-process queue. It ends when the API sends None, or when the API process is gone."""
+    # The API process stops it in order (after the HTTP server has drained); a Ctrl-C or a
+    # SIGTERM sent to the whole process group must not kill it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    safekeep_logging.configure(settings.log_level, json=settings.log_json)
+    from safekeep.workers.context import configure
+
+    configure(settings)
+    queue.configure(settings)
+    worker = start_worker(settings, threads=8) if settings.embedded_queue else None
+    stop = threading.Event()
+    scheduler = threading.Thread(target=_scheduler, args=(settings, stop), daemon=True)
+    scheduler.start()
+    try:
+        while True:
+            try:
+                batch = inbox.get(timeout=1.0)
+            except stdlib_queue.Empty:
+                if os.getppid() != parent_pid:
+                    break
+                continue
+            if batch is None:
+                break
+            queue.send_messages(batch)
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.stop(timeout=10_000)
 
 
 def _scheduler(settings: Settings, stop: threading.Event) -> None:

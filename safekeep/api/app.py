@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,7 @@ from safekeep.api.strict import reject_unknown_query
 from safekeep.api.tenants.router import router as tenants_router
 from safekeep.api.usage.router import router as usage_router
 from safekeep.api.webhooks.router import router as webhooks_router
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, Sender
 from safekeep.settings import Settings, get_settings
 from safekeep.workers import broker as queue
 
@@ -81,7 +82,11 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, runtime: Runtime | None = None, send: Sender | None = None
+) -> FastAPI:
+    """``send`` replaces the queue client for the runtime the lifespan builds (``safekeep
+    serve`` forwards messages to its worker process)."""
     settings = settings or (runtime.settings if runtime else get_settings())
 
     @asynccontextmanager
@@ -92,7 +97,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             # and bind the actors to the configured queue so that enqueued jobs reach workers.
             safekeep_logging.configure(settings.log_level, json=settings.log_json)
             queue.configure(settings)
-        app.state.runtime = runtime or Runtime.build(settings)
+        app.state.runtime = runtime or Runtime.build(settings, send=send)
+        if own:
+            # Everything imported and built so far lives as long as the process: keep it out of
+            # the collector's way, or each full collection walks it again mid-request.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -7,7 +7,6 @@ and never checks permissions in its body. A route is public only by having none 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -18,7 +17,6 @@ from safekeep.api.deps import SessionDep
 from safekeep.errors import Forbidden, PaymentRequired, Unauthorized
 from safekeep.tenants.api_key import service as api_key_service
 from safekeep.tenants.models import MspStatus
-from safekeep.tenants.msp import repository as msp_repository
 from safekeep.tenants.scope import Principal, Scope
 
 _bearer = HTTPBearer(
@@ -37,23 +35,12 @@ async def authenticate(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`", headers=_WWW_AUTH)
-    key = await api_key_service.authenticate(session, credentials.credentials)
-    if key is None:
+    grant = await api_key_service.authenticate(session, credentials.credentials)
+    if grant is None:
         raise Unauthorized("The API key is unknown, revoked or expired", headers=_WWW_AUTH)
-    await api_key_service.touch(session, key)
-    msp = await msp_repository.get(session, key.msp_id)
-    if msp is None:
-        raise Unauthorized("The API key is unknown, revoked or expired", headers=_WWW_AUTH)
-    principal = Principal(
-        msp_id=key.msp_id,
-        api_key_id=key.id,
-        scopes=frozenset(Scope(s) for s in key.scopes),
-        tenant_ids=(
-            frozenset(uuid.UUID(t) for t in key.tenant_ids) if key.tenant_ids is not None else None
-        ),
-    )
+    principal = grant.principal
     request.state.principal = principal
-    request.state.msp_status = msp.status
+    request.state.msp_status = grant.msp_status
     return principal
 
 

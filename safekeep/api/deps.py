@@ -36,11 +36,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             runtime.send(box.messages)
 
 
-def client_ip(request: Request) -> str | None:
+async def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+# FastAPI runs a plain ``def`` dependency on a worker thread (two thread switches per request);
+# these only read request state, so they are coroutines.
+async def _runtime_dep(request: Request) -> Runtime:
+    return get_runtime(request)
+
+
+async def _settings_dep(request: Request) -> Settings:
+    return get_settings(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dep)]
+SettingsDep = Annotated[Settings, Depends(_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ClientIp = Annotated[str | None, Depends(client_ip)]

@@ -150,9 +150,10 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
     from safekeep.tenants.api_key import service as key_service
 
     async with runtime.db.session() as session:
-        key = await key_service.authenticate(session, msp.key)
-        assert key is not None
-        key_id = key.id
+        grant = await key_service.authenticate(session, msp.key)
+        assert grant is not None
+        assert grant.principal.api_key_id is not None
+        key_id = grant.principal.api_key_id
     return MspWorld(
         msp, tenant, other, account, job, snapshot, folder, item, version, webhook, export, key_id
     )

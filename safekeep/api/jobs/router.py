@@ -1,13 +1,24 @@
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import Response
 
 from safekeep.api.auth import BackupPrincipal, ReadPrincipal
+from safekeep.api.conditional import IfNoneMatch, conditional, conditional_responses
 from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.idempotency import IdempotencyDep
-from safekeep.api.jobs.schemas import BackupRequest, JobDetail, JobOut, job_detail, job_out
+from safekeep.api.jobs.schemas import (
+    BackupRequest,
+    JobDetail,
+    JobOut,
+    job_detail,
+    job_out,
+    job_outs,
+)
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Cursor, Limit, Page
 from safekeep.tenants.job import service
@@ -43,7 +54,7 @@ async def start_backup(
 @router.get(
     "/v1/tenants/{tenant_id}/jobs",
     response_model=Page[JobOut],
-    responses=responses(400, 401, 403, 404, 422),
+    responses={**conditional_responses(), **responses(400, 401, 403, 404, 422)},
 )
 async def list_jobs(
     tenant_id: uuid.UUID,
@@ -53,17 +64,60 @@ async def list_jobs(
     limit: Limit = 50,
     kind: JobKind | None = Query(None),
     status: JobStatus | None = Query(None),
-) -> Page[JobOut]:
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     page = await service.list_jobs(
         session, principal.scope, tenant_id, kind=kind, status=status, cursor=cursor, limit=limit
     )
-    return Page(items=[await job_out(session, j) for j in page.items], next_cursor=page.next_cursor)
+    return conditional(
+        Page[JobOut](items=await job_outs(session, page.items), next_cursor=page.next_cursor),
+        if_none_match,
+    )
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=responses(401, 403, 404, 422))
-async def get_job(job_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep) -> JobDetail:
-    """Status, progress counters (summed over its accounts and services) and errors."""
-    return await job_detail(session, await service.get(session, principal.scope, job_id))
+# How long a poller should wait between looks at an unfinished job.
+POLL_SECONDS = 5
+# The most a long-poll (``wait``) holds an answer back.
+MAX_WAIT_SECONDS = 30
+
+
+def _poll_hint(job: JobOut) -> dict[str, str]:
+    return {} if job.status.finished else {"Retry-After": str(POLL_SECONDS)}
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobDetail,
+    responses={**conditional_responses(retry_after=True), **responses(401, 403, 404, 422)},
+)
+async def get_job(
+    job_id: uuid.UUID,
+    principal: ReadPrincipal,
+    session: SessionDep,
+    if_none_match: IfNoneMatch = None,
+    wait: int = Query(
+        0,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="With `If-None-Match`: hold the answer up to this many seconds until the "
+        "job changes (a long poll); 304 if it has not changed by then",
+    ),
+) -> Response:
+    """Status, progress counters (summed over its accounts and services) and errors.
+
+    Answers carry an `ETag`; polling with `If-None-Match` gets `304 Not Modified` while the job
+    is unchanged, and `Retry-After` says how long to wait while it is queued or running."""
+    deadline = time.monotonic() + wait
+    while True:
+        job, progress = await service.get_with_progress(session, principal.scope, job_id)
+        detail = await job_detail(session, job, progress)
+        answer = conditional(detail, if_none_match, headers=_poll_hint(detail))
+        if answer.status_code != 304 or detail.status.finished or time.monotonic() >= deadline:
+            return answer
+        # Hand the connection back while waiting, then read afresh.
+        await session.commit()
+        session.expire_all()
+        await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 @router.post(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -96,8 +97,17 @@ async def job_out(session: AsyncSession, job: Job) -> JobOut:
     return JobOut.model_validate({**_fields(job), "progress": progress})
 
 
-async def job_detail(session: AsyncSession, job: Job) -> JobDetail:
-    progress = await service.progress(session, job)
+async def job_outs(session: AsyncSession, jobs: Sequence[Job]) -> list[JobOut]:
+    """A page of jobs with their progress, read in one statement for the whole page."""
+    progress = await service.progress_many(session, jobs)
+    return [JobOut.model_validate({**_fields(j), "progress": progress[j.id]}) for j in jobs]
+
+
+async def job_detail(
+    session: AsyncSession, job: Job, progress: dict[str, int] | None = None
+) -> JobDetail:
+    if progress is None:
+        progress = await service.progress(session, job)
     issues = [JobIssueOut.model_validate(i) for i in await service.issues(session, job)]
     return JobDetail.model_validate({**_fields(job), "progress": progress, "issues": issues})
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import Response
 
 from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal
+from safekeep.api.conditional import IfNoneMatch, conditional, conditional_responses
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.idempotency import IdempotencyDep
 from safekeep.api.jobs.schemas import JobOut, job_out
@@ -24,19 +26,27 @@ from safekeep.tenants.tenant import service
 router = APIRouter(prefix="/v1/tenants", tags=["Tenants"])
 
 
-@router.get("", response_model=Page[TenantOut], responses=responses(400, 401, 403, 422))
+@router.get(
+    "",
+    response_model=Page[TenantOut],
+    responses={**conditional_responses(), **responses(400, 401, 403, 422)},
+)
 async def list_tenants(
     principal: ReadPrincipal,
     session: SessionDep,
     cursor: Cursor = None,
     limit: Limit = 50,
     consent_state: ConsentState | None = Query(None),
-) -> Page[TenantOut]:
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     page = await service.list_tenants(
         session, principal.scope, consent_state=consent_state, cursor=cursor, limit=limit
     )
-    return Page(
-        items=[TenantOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor
+    return conditional(
+        Page[TenantOut](
+            items=[TenantOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor
+        ),
+        if_none_match,
     )
 
 
@@ -77,11 +87,20 @@ async def create_tenant(
     return await idempotency.save(principal, 201, out)
 
 
-@router.get("/{tenant_id}", response_model=TenantOut, responses=responses(401, 403, 404, 422))
+@router.get(
+    "/{tenant_id}",
+    response_model=TenantOut,
+    responses={**conditional_responses(), **responses(401, 403, 404, 422)},
+)
 async def get_tenant(
-    tenant_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep
-) -> TenantOut:
-    return TenantOut.model_validate(await service.get(session, principal.scope, tenant_id))
+    tenant_id: uuid.UUID,
+    principal: ReadPrincipal,
+    session: SessionDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The tenant, with an `ETag`: poll with `If-None-Match` for `304 Not Modified`."""
+    tenant = await service.get(session, principal.scope, tenant_id)
+    return conditional(TenantOut.model_validate(tenant), if_none_match)
 
 
 @router.patch(

@@ -10,19 +10,32 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import Forbidden, NotFound, UnprocessableEntity
 from safekeep.tenants.api_key import repository
 from safekeep.tenants.audit import service as audit
-from safekeep.tenants.models import ApiKey, utcnow
+from safekeep.tenants.models import ApiKey, MspStatus, utcnow
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, Scope
 from safekeep.tenants.tenant import repository as tenant_repository
 
 KEY_PREFIX = "sk_"
+
+# How stale a key's ``last_used_at`` may be: reads do not write on every call, only when the
+# recorded use is older than this.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A live key as authentication sees it: who it acts for and what it may do."""
+
+    principal: Principal
+    msp_status: MspStatus
 
 
 def hash_secret(secret: str) -> str:
@@ -59,17 +72,36 @@ async def issue(
     return key, secret
 
 
-async def authenticate(session: AsyncSession, secret: str) -> ApiKey | None:
-    """The live key with this secret, or None (unknown, revoked, expired)."""
+async def authenticate(session: AsyncSession, secret: str) -> Grant | None:
+    """The grant of the live key with this secret, or None (unknown, revoked, expired).
+
+    One indexed query reads the key with its MSP on every request, with no cache in between,
+    so a revocation (or an MSP's suspension) applies to the very next request in every API
+    process. Use is recorded at most once per ``LAST_USED_RESOLUTION``: a read writes nothing
+    otherwise."""
     if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
         return None
-    key = await repository.get_by_hash(session, hash_secret(secret))
+    row = await repository.get_grant_by_hash(session, hash_secret(secret))
+    if row is None:
+        return None
     now = utcnow()
-    if key is None or key.revoked_at is not None:
+    if row.expires_at is not None and row.expires_at <= now:
         return None
-    if key.expires_at is not None and key.expires_at <= now:
-        return None
-    return key
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        await repository.mark_used(session, row.id, now=now, not_since=now - LAST_USED_RESOLUTION)
+    return Grant(
+        principal=Principal(
+            msp_id=row.msp_id,
+            api_key_id=row.id,
+            scopes=frozenset(Scope(s) for s in row.scopes),
+            tenant_ids=(
+                frozenset(uuid.UUID(t) for t in row.tenant_ids)
+                if row.tenant_ids is not None
+                else None
+            ),
+        ),
+        msp_status=MspStatus(row.msp_status),
+    )
 
 
 async def create(
@@ -156,11 +188,3 @@ async def revoke(
         session, principal, "api_key.revoked", target_type="api_key", target_id=key.id, ip=ip
     )
     return key
-
-
-async def touch(session: AsyncSession, key: ApiKey) -> None:
-    """Record use at most once a minute so that reads do not all write."""
-    now = utcnow()
-    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
-        key.last_used_at = now
-        await session.flush()

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
@@ -40,34 +41,77 @@ async def list_page(
     return await keyset_page(session, stmt, Job, cursor=cursor, limit=limit)
 
 
-async def progress(session: AsyncSession, job_id: uuid.UUID) -> dict[str, int]:
-    stmt = select(
-        func.count(),
-        func.coalesce(func.sum(JobTask.items), 0),
-        func.coalesce(func.sum(JobTask.bytes), 0),
-        func.coalesce(func.sum(JobTask.errors), 0),
-        func.coalesce(func.sum(JobTask.skipped), 0),
-        func.coalesce(func.sum(JobTask.requests), 0),
-        func.coalesce(func.sum(JobTask.throttled), 0),
-    ).where(JobTask.job_id == job_id)
-    total, items, nbytes, errors, skipped, requests, throttled = (await session.execute(stmt)).one()
-    done_stmt = select(func.count()).where(
-        JobTask.job_id == job_id,
-        JobTask.status.in_(
-            [TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled]
-        ),
+_FINISHED_TASK = (TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled)
+_NO_PROGRESS = {
+    "tasks_total": 0,
+    "tasks_done": 0,
+    "items": 0,
+    "bytes": 0,
+    "errors": 0,
+    "skipped": 0,
+    "graph_requests": 0,
+    "throttled": 0,
+}
+
+
+def _progress_columns() -> list[Any]:
+    """The counters of ``_NO_PROGRESS``, in its order, as aggregates over ``JobTask`` rows."""
+    return [
+        func.count(JobTask.id),
+        func.sum(case((JobTask.status.in_(_FINISHED_TASK), 1), else_=0)),
+        func.sum(JobTask.items),
+        func.sum(JobTask.bytes),
+        func.sum(JobTask.errors),
+        func.sum(JobTask.skipped),
+        func.sum(JobTask.requests),
+        func.sum(JobTask.throttled),
+    ]
+
+
+def _progress_of(values: Sequence[Any]) -> dict[str, int]:
+    return {name: int(value or 0) for name, value in zip(_NO_PROGRESS, values, strict=True)}
+
+
+async def get_with_progress(
+    session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
+) -> tuple[Job, dict[str, int]] | None:
+    """A job and its progress counters in one statement (what a poller asks for)."""
+    totals = (
+        select(*(c.label(name) for c, name in zip(_progress_columns(), _NO_PROGRESS, strict=True)))
+        .where(JobTask.job_id == job_id)
+        .subquery()
     )
-    done = (await session.execute(done_stmt)).scalar_one()
-    return {
-        "tasks_total": int(total),
-        "tasks_done": int(done),
-        "items": int(items),
-        "bytes": int(nbytes),
-        "errors": int(errors),
-        "skipped": int(skipped),
-        "graph_requests": int(requests),
-        "throttled": int(throttled),
+    stmt = (
+        select(Job, *totals.c)
+        .join(totals, true())
+        .where(Job.id == job_id, scope.tenant_filter(Job.tenant_id))
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    return row[0], _progress_of(row[1:])
+
+
+async def progress_many(
+    session: AsyncSession, job_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, int]]:
+    """Progress counters of several jobs in one grouped statement (a page of jobs would
+    otherwise cost a query per job)."""
+    if not job_ids:
+        return {}
+    stmt = (
+        select(JobTask.job_id, *_progress_columns())
+        .where(JobTask.job_id.in_(list(job_ids)))
+        .group_by(JobTask.job_id)
+    )
+    found = {
+        job_id: _progress_of(values) for job_id, *values in (await session.execute(stmt)).all()
     }
+    return {job_id: found.get(job_id, dict(_NO_PROGRESS)) for job_id in job_ids}
+
+
+async def progress(session: AsyncSession, job_id: uuid.UUID) -> dict[str, int]:
+    return (await progress_many(session, [job_id]))[job_id]
 
 
 async def tasks(session: AsyncSession, job_id: uuid.UUID) -> list[JobTask]:

@@ -49,8 +49,23 @@ async def list_jobs(
     )
 
 
+async def get_with_progress(
+    session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
+) -> tuple[Job, dict[str, int]]:
+    found = await repository.get_with_progress(session, scope, job_id)
+    if found is None:
+        raise NotFound("No such job")
+    return found
+
+
 async def progress(session: AsyncSession, job: Job) -> dict[str, int]:
     return await repository.progress(session, job.id)
+
+
+async def progress_many(
+    session: AsyncSession, jobs: Sequence[Job]
+) -> dict[uuid.UUID, dict[str, int]]:
+    return await repository.progress_many(session, [job.id for job in jobs])
 
 
 async def issues(session: AsyncSession, job: Job, limit: int = 100) -> list[JobIssue]:

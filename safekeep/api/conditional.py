@@ -1,0 +1,82 @@
+"""Conditional reads for pollers (RFC 9110 §8.8.3, §13.1.2): an ``ETag`` on the answer and
+``304 Not Modified`` without a body when ``If-None-Match`` names it.
+
+The tag is a hash of the exact JSON the client would get, so it changes exactly when the
+answer does (a job's progress lives in its tasks, not in a timestamp on the job row); the
+server still reads the rows, but a portal polling a job that has not moved gets a few header
+bytes back instead of the body, and can poll with one cache entry per URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import Header
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+CACHE_CONTROL = "private, no-cache"
+
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        max_length=2000,
+        description="An `ETag` from an earlier answer: `304 Not Modified` if it still holds",
+    ),
+]
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison, as If-None-Match asks: ``W/"x"`` matches ``"x"``; ``*`` matches any."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def conditional(
+    model: BaseModel, if_none_match: str | None, *, headers: dict[str, str] | None = None
+) -> Response:
+    """The model as JSON with its ETag, or 304 with the same headers when the client's copy
+    is current."""
+    body = model.model_dump_json().encode()
+    etag = etag_of(body)
+    all_headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, **(headers or {})}
+    if matches(if_none_match, etag):
+        return Response(status_code=304, headers=all_headers)
+    return Response(body, media_type="application/json", headers=all_headers)
+
+
+_ETAG_HEADER = {
+    "ETag": {
+        "description": "Tag of this answer; send it back as `If-None-Match` when polling",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def conditional_responses(*, retry_after: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI for a conditional read: the headers of its 200 and its 304."""
+    headers: dict[str, Any] = dict(_ETAG_HEADER)
+    if retry_after:
+        headers["Retry-After"] = {
+            "description": "While the job is queued or running: seconds to wait before the "
+            "next poll",
+            "schema": {"type": "integer"},
+        }
+    return {
+        200: {"headers": headers},
+        304: {
+            "description": "Not modified: the `If-None-Match` tag still holds",
+            "headers": headers,
+        },
+    }

@@ -1,0 +1,281 @@
+"""What partner portals rely on when they poll: conditional reads (ETag / If-None-Match / 304),
+Retry-After and the long poll on unfinished jobs, authentication that writes nothing on most
+reads yet still records use and refuses a revoked key on the very next request, and list
+pages whose statement count does not grow with the page."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import event, select, update
+
+from safekeep.api.app import create_app
+from safekeep.runtime import Runtime
+from safekeep.settings import Settings
+from safekeep.tenants.models import (
+    ApiKey,
+    Job,
+    JobKind,
+    JobStatus,
+    JobTask,
+    TaskStatus,
+    Tenant,
+    utcnow,
+)
+from tests.factories import MspHandle, create_account, create_key, create_msp, create_tenant
+
+
+@contextmanager
+def statements(runtime: Runtime) -> Iterator[list[str]]:
+    """The SQL the runtime's engine sends while inside."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        seen.append(sql)
+
+    engine = runtime.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def make_job(
+    runtime: Runtime, tenant: Tenant, status: JobStatus, *, tasks: int = 2
+) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    account = await create_account(runtime, tenant, name=f"User {uuid.uuid4().hex[:6]}")
+    async with runtime.db.session() as session:
+        job = Job(tenant_id=tenant.id, kind=JobKind.backup, status=status, params={})
+        session.add(job)
+        await session.flush()
+        rows = [
+            JobTask(
+                job_id=job.id,
+                tenant_id=tenant.id,
+                account_id=account.id,
+                service=service,
+                status=TaskStatus.running if status == JobStatus.running else TaskStatus.succeeded,
+            )
+            for service in ("mail", "onedrive", "calendar", "contacts", "sharepoint")[:tasks]
+        ]
+        session.add_all(rows)
+        await session.flush()
+        return job.id, [t.id for t in rows]
+
+
+async def add_items(runtime: Runtime, task_id: uuid.UUID, items: int) -> None:
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(JobTask).where(JobTask.id == task_id).values(items=JobTask.items + items)
+        )
+
+
+@pytest.fixture
+async def msp(runtime: Runtime) -> MspHandle:
+    return await create_msp(runtime, "Poller MSP")
+
+
+async def test_job_etag_gives_304_until_progress_moves(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    tenant = await create_tenant(runtime, msp)
+    job_id, tasks = await make_job(runtime, tenant, JobStatus.running)
+    first = await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert first.headers["retry-after"] == "5"
+    assert first.json()["progress"]["tasks_total"] == 2
+
+    same = await client.get(f"/v1/jobs/{job_id}", headers={**msp.headers, "If-None-Match": etag})
+    assert same.status_code == 304
+    assert same.content == b""
+    assert same.headers["etag"] == etag
+    assert same.headers["retry-after"] == "5"
+    # A weak form of the tag, or one of several, matches too (RFC 9110's weak comparison).
+    listed = {**msp.headers, "If-None-Match": f'"other", W/{etag}'}
+    assert (await client.get(f"/v1/jobs/{job_id}", headers=listed)).status_code == 304
+
+    await add_items(runtime, tasks[0], 7)
+    moved = await client.get(f"/v1/jobs/{job_id}", headers={**msp.headers, "If-None-Match": etag})
+    assert moved.status_code == 200
+    assert moved.json()["progress"]["items"] == 7
+    assert moved.headers["etag"] != etag
+
+
+async def test_finished_job_has_no_retry_after(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    tenant = await create_tenant(runtime, msp)
+    job_id, _ = await make_job(runtime, tenant, JobStatus.succeeded)
+    r = await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)
+    assert r.status_code == 200
+    assert "retry-after" not in r.headers
+    assert r.headers["etag"]
+
+
+async def test_tenant_etag_changes_with_the_tenant(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    tenant = await create_tenant(runtime, msp, name="Before")
+    path = f"/v1/tenants/{tenant.id}"
+    first = await client.get(path, headers=msp.headers)
+    etag = first.headers["etag"]
+    assert first.json()["name"] == "Before"
+    assert (
+        await client.get(path, headers={**msp.headers, "If-None-Match": etag})
+    ).status_code == 304
+    listing = await client.get("/v1/tenants", headers=msp.headers)
+    list_etag = listing.headers["etag"]
+    assert (
+        await client.get("/v1/tenants", headers={**msp.headers, "If-None-Match": list_etag})
+    ).status_code == 304
+
+    patched = await client.patch(path, json={"name": "After"}, headers=msp.headers)
+    assert patched.status_code == 200, patched.text
+    after = await client.get(path, headers={**msp.headers, "If-None-Match": etag})
+    assert after.status_code == 200
+    assert after.json()["name"] == "After"
+    assert (
+        await client.get("/v1/tenants", headers={**msp.headers, "If-None-Match": list_etag})
+    ).status_code == 200
+
+
+async def test_another_msps_etag_reveals_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    tenant = await create_tenant(runtime, msp)
+    job_id, _ = await make_job(runtime, tenant, JobStatus.running)
+    etag = (await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)).headers["etag"]
+    other = await create_msp(runtime, "Other MSP")
+    for path in (f"/v1/jobs/{job_id}", f"/v1/tenants/{tenant.id}"):
+        r = await client.get(path, headers={**other.headers, "If-None-Match": etag})
+        assert r.status_code == 404, path
+        r = await client.get(path, headers={**other.headers, "If-None-Match": "*"})
+        assert r.status_code == 404, path
+
+
+async def test_long_poll_answers_when_the_job_moves(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    tenant = await create_tenant(runtime, msp)
+    job_id, tasks = await make_job(runtime, tenant, JobStatus.running)
+    etag = (await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)).headers["etag"]
+    conditional = {**msp.headers, "If-None-Match": etag}
+
+    started = time.monotonic()
+    unchanged = await client.get(f"/v1/jobs/{job_id}?wait=1", headers=conditional)
+    assert unchanged.status_code == 304
+    assert time.monotonic() - started >= 0.9
+
+    async def move_later() -> None:
+        await asyncio.sleep(0.5)
+        await add_items(runtime, tasks[1], 3)
+
+    mover = asyncio.create_task(move_later())
+    started = time.monotonic()
+    moved = await client.get(f"/v1/jobs/{job_id}?wait=20", headers=conditional)
+    await mover
+    assert moved.status_code == 200
+    assert moved.json()["progress"]["items"] == 3
+    assert time.monotonic() - started < 10
+
+    too_long = await client.get(f"/v1/jobs/{job_id}?wait=31", headers=msp.headers)
+    assert too_long.status_code == 422
+
+
+async def last_used(runtime: Runtime, secret_prefix: str) -> object:
+    async with runtime.db.session() as session:
+        return (
+            await session.execute(select(ApiKey.last_used_at).where(ApiKey.prefix == secret_prefix))
+        ).scalar_one()
+
+
+async def test_reads_record_key_use_at_most_once_a_minute(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    secret = await create_key(runtime, msp, ["read"])
+    headers = {"Authorization": f"Bearer {secret}"}
+    prefix = secret[:9]
+    assert await last_used(runtime, prefix) is None
+
+    with statements(runtime) as sql:
+        assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
+    assert any(s.lstrip().upper().startswith("UPDATE API_KEY") for s in sql)
+    first = await last_used(runtime, prefix)
+    assert first is not None
+
+    with statements(runtime) as sql:
+        for _ in range(3):
+            assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
+    assert not [s for s in sql if s.lstrip().upper().startswith(("UPDATE", "INSERT"))]
+    assert await last_used(runtime, prefix) == first
+
+    # A use older than the resolution is refreshed by the next request.
+    stale = utcnow() - timedelta(minutes=5)
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(ApiKey).where(ApiKey.prefix == prefix).values(last_used_at=stale)
+        )
+    assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
+    refreshed = await last_used(runtime, prefix)
+    assert isinstance(refreshed, type(stale)) and refreshed > stale + timedelta(minutes=4)
+
+
+@pytest.fixture
+async def second_api(scaleout_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Another API process over the same database (a second api pod)."""
+    runtime = Runtime.build(scaleout_settings, send=lambda _messages: None)
+    transport = httpx.ASGITransport(app=create_app(runtime=runtime), raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://other.test") as c:
+            yield c
+    finally:
+        await runtime.close()
+
+
+async def test_a_revoked_key_is_refused_at_once_by_every_api_process(
+    client: httpx.AsyncClient, second_api: httpx.AsyncClient, msp: MspHandle
+) -> None:
+    created = await client.post(
+        "/v1/api-keys", json={"name": "portal", "scopes": ["read"]}, headers=msp.headers
+    )
+    assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {created.json()['key']}"}
+    for api in (client, second_api):
+        for _ in range(2):  # warm any cache there might be
+            assert (await api.get("/v1/tenants", headers=headers)).status_code == 200
+
+    revoked = await client.delete(f"/v1/api-keys/{created.json()['id']}", headers=msp.headers)
+    assert revoked.status_code == 204
+    for api in (second_api, client):
+        r = await api.get("/v1/tenants", headers=headers)
+        assert r.status_code == 401
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_page_of_jobs_costs_the_same_statements_as_one_job(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    tenant = await create_tenant(runtime, msp)
+    path = f"/v1/tenants/{tenant.id}/jobs"
+    await make_job(runtime, tenant, JobStatus.running)
+    assert (await client.get(path, headers=msp.headers)).status_code == 200  # warm up
+    with statements(runtime) as one:
+        page = await client.get(path, headers=msp.headers)
+    assert len(page.json()["items"]) == 1
+    for _ in range(6):
+        await make_job(runtime, tenant, JobStatus.succeeded, tasks=3)
+    with statements(runtime) as seven:
+        page = await client.get(path, headers=msp.headers)
+    items = page.json()["items"]
+    assert len(items) == 7
+    assert sorted(i["progress"]["tasks_total"] for i in items) == [2, 3, 3, 3, 3, 3, 3]
+    assert len(seven) == len(one)
