@@ -26,6 +26,7 @@ from safekeep.settings import Settings
 from safekeep.workers import broker, context
 from tests.backup.harness import sim_settings
 from tests.factories import MspHandle, create_msp
+from tests.fixtures.sim import running_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,17 +167,9 @@ def e2e_sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Simulato
     """A small tenant; ``@pytest.mark.parametrize("e2e_sim", [{"files": N}], indirect=True)``
     changes its size."""
     sizes = {"files": 40, **getattr(request, "param", {})}
-    with Simulator(
-        seed=11,
-        users=2,
-        messages=20,
-        files=sizes["files"],
-        sites=1,
-        list_items=4,
-        large_files=False,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(
+        tmp_path, seed=11, users=2, messages=20, files=sizes["files"], sites=1, list_items=4
+    )
 
 
 @pytest.fixture

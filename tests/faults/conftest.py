@@ -35,6 +35,7 @@ from safekeep.workers import broker, context
 from tests.backup.harness import sim_settings
 from tests.e2e.conftest import ROOT, Deployment
 from tests.factories import create_msp
+from tests.fixtures.sim import running_sim
 
 SERVICES = ROOT / "scripts" / "services"
 # Ports for the private instances: outside the shared services' defaults, probed for a free one.
@@ -162,17 +163,7 @@ def private_database(private_services: PrivateServices, private_template: str) -
 
 @pytest.fixture
 def fault_sim(tmp_path: Path) -> Iterator[Simulator]:
-    with Simulator(
-        seed=23,
-        users=2,
-        messages=10,
-        files=40,
-        sites=1,
-        list_items=4,
-        large_files=False,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(tmp_path, seed=23, users=2, messages=10, files=40, sites=1, list_items=4)
 
 
 @pytest.fixture

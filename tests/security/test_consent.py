@@ -36,6 +36,7 @@ from safekeep.tenants.models import AuditEvent, ConsentRequest, Tenant, utcnow
 from tests.backup.harness import sim_settings
 from tests.factories import MspHandle, create_msp
 from tests.fixtures.app import SentMessages
+from tests.fixtures.sim import running_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,16 +73,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def two_directories(tmp_path: Path) -> Iterator[Simulator]:
-    with Simulator(
-        seed=21,
-        tenants=2,
-        users=1,
-        messages=0,
-        files=0,
-        sites=0,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(tmp_path, seed=21, tenants=2, users=1, messages=0, files=0, sites=0)
 
 
 @dataclass

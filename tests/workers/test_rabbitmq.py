@@ -42,6 +42,7 @@ from tests.e2e.conftest import Deployment
 from tests.factories import create_msp
 from tests.fixtures.app import SentMessages, build_settings
 from tests.fixtures.services import rabbitmq_api
+from tests.fixtures.sim import running_sim
 
 WAIT_SECONDS = 30.0
 
@@ -305,17 +306,7 @@ async def test_readyz_names_rabbitmq_when_it_is_down(
 
 @pytest.fixture
 def small_sim(tmp_path: Path) -> Iterator[Simulator]:
-    with Simulator(
-        seed=11,
-        users=2,
-        messages=5,
-        files=10,
-        sites=1,
-        list_items=2,
-        large_files=False,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(tmp_path, seed=11, users=2, messages=5, files=10, sites=1, list_items=2)
 
 
 @pytest.fixture
