@@ -89,27 +89,20 @@ async def test_fleet_figures_follow_the_database(
             row = await session.get(Tenant, tenant_id)
             assert row is not None
             row.created_at = now - timedelta(days=3)
+        # A failed backup does not count; an old success neither.
+        backups = [
+            (overdue, JobStatus.failed, timedelta(hours=1)),
+            (overdue, JobStatus.succeeded, timedelta(hours=30)),
+            (fresh, JobStatus.partial, timedelta(hours=2)),
+        ]
         session.add_all(
             [
-                # A failed backup does not count; an old success neither.
-                Job(
-                    tenant_id=overdue.id,
-                    kind=JobKind.backup,
-                    status=JobStatus.failed,
-                    finished_at=now - timedelta(hours=1),
-                ),
-                Job(
-                    tenant_id=overdue.id,
-                    kind=JobKind.backup,
-                    status=JobStatus.succeeded,
-                    finished_at=now - timedelta(hours=30),
-                ),
-                Job(
-                    tenant_id=fresh.id,
-                    kind=JobKind.backup,
-                    status=JobStatus.partial,
-                    finished_at=now - timedelta(hours=2),
-                ),
+                Job(tenant_id=t.id, kind=JobKind.backup, status=status, finished_at=now - ago)
+                for t, status, ago in backups
+            ]
+        )
+        session.add_all(
+            [
                 Job(
                     tenant_id=fresh.id,
                     kind=JobKind.export,

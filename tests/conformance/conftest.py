@@ -28,6 +28,9 @@ from msgraph_core import GraphClientFactory
 
 from graphsim import Simulator
 
+# autouse here too: msal, under the SDK's credential, must verify against graphsim's CA.
+from tests.graphsim.conftest import _requests_honours_verify  # noqa: F401
+
 GRAPH = "https://graph.microsoft.com"
 LOGIN = "https://login.microsoftonline.com"
 PUBLIC_HOSTS = {"graph.microsoft.com", "login.microsoftonline.com"}
@@ -90,15 +93,6 @@ class MsalCredential:
         return AccessToken(
             str(result["access_token"]), int(time.time()) + int(result["expires_in"])
         )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _requests_honours_verify() -> Iterator[None]:
-    saved = {
-        k: os.environ.pop(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if k in os.environ
-    }
-    yield
-    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

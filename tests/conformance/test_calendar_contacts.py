@@ -3,14 +3,13 @@ beta's per-calendar event delta (no window), time zones, contacts and their delt
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphServiceClient
-from msgraph.generated.models.contact import Contact
-from msgraph.generated.models.event import Event
 from msgraph.generated.models.event_type import EventType
 from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (
     DeltaRequestBuilder as ViewDelta,
@@ -18,6 +17,36 @@ from msgraph.generated.users.item.calendar_view.delta.delta_request_builder impo
 
 from graphsim import Simulator
 from tests.conformance.conftest import GRAPH
+
+PageT = TypeVar("PageT", bound="Page")
+
+
+class Page(Protocol):
+    """What a kiota collection answer has: this page's items and the link to the next."""
+
+    @property
+    def value(self) -> list[Any] | None: ...
+
+    @property
+    def odata_next_link(self) -> str | None: ...
+
+
+async def every_page(
+    first: PageT | None,
+    fetch: Callable[[str], Awaitable[PageT | None]],
+    next_link_ok: Callable[[str], bool],
+) -> tuple[list[Any], PageT]:
+    """Follow ``@odata.nextLink`` to the end, checking each link's form on the way: the
+    items of every page and the last page (the one with the delta link)."""
+    page = first
+    assert page is not None and page.value is not None
+    items = list(page.value)
+    while page.odata_next_link:
+        assert next_link_ok(page.odata_next_link), page.odata_next_link
+        page = await fetch(page.odata_next_link)
+        assert page is not None and page.value is not None
+        items.extend(page.value)
+    return items, page
 
 
 def _calendar_events(sim: Simulator, user: Any) -> set[str]:
@@ -37,14 +66,11 @@ async def test_calendar_view_delta_over_a_window_in_the_function_form(
     config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
     config.headers.add("Prefer", "odata.maxpagesize=5")
     view = graph.users.by_user_id(user.id).calendar_view
-    page = await view.delta.get(config)
-    assert page is not None and page.value is not None
-    instances: list[Event] = list(page.value)
-    while page.odata_next_link:
-        assert "/calendarView/delta()?" in page.odata_next_link
-        page = await view.delta.with_url(page.odata_next_link).get()
-        assert page is not None and page.value is not None
-        instances.extend(page.value)
+    instances, page = await every_page(
+        await view.delta.get(config),
+        lambda link: view.delta.with_url(link).get(),
+        lambda link: "/calendarView/delta()?" in link,
+    )
     assert page.odata_delta_link
     assert instances, "the world has events in the window"
     for event in instances:
@@ -86,14 +112,11 @@ async def test_beta_event_delta_masters_and_singles_without_window(
     delta = graph.users.by_user_id(user.id).calendar_view.delta
     config: RequestConfiguration[Any] = RequestConfiguration()
     config.headers.add("Prefer", "odata.maxpagesize=3")
-    page = await delta.with_url(url).get(config)
-    assert page is not None and page.value is not None
-    events: list[Event] = list(page.value)
-    while page.odata_next_link:
-        assert page.odata_next_link.startswith(f"{GRAPH}/beta/")
-        page = await delta.with_url(page.odata_next_link).get()
-        assert page is not None and page.value is not None
-        events.extend(page.value)
+    events, page = await every_page(
+        await delta.with_url(url).get(config),
+        lambda link: delta.with_url(link).get(),
+        lambda link: link.startswith(f"{GRAPH}/beta/"),
+    )
     assert page.odata_delta_link and page.odata_delta_link.startswith(url)
     assert {e.id for e in events} == _calendar_events(sim, user)
     by_id = {e.id: e for e in events}
@@ -147,14 +170,11 @@ async def test_contacts_folders_and_delta(
 ) -> None:
     tenant = sim.tenant()
     contacts = graph.users.by_user_id(user.id).contacts
-    page = await contacts.delta.get()
-    assert page is not None and page.value is not None
-    found: list[Contact] = list(page.value)
-    while page.odata_next_link:
-        assert "/contacts/delta()?" in page.odata_next_link
-        page = await contacts.delta.with_url(page.odata_next_link).get()
-        assert page is not None and page.value is not None
-        found.extend(page.value)
+    found, page = await every_page(
+        await contacts.delta.get(),
+        lambda link: contacts.delta.with_url(link).get(),
+        lambda link: "/contacts/delta()?" in link,
+    )
     expected = {c.id for c in tenant.folder_items(user.contacts_root)}
     assert {c.id for c in found} == expected
     for contact in found:

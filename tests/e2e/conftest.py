@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,33 +27,10 @@ from safekeep.settings import Settings
 from safekeep.workers import broker, context
 from tests.backup.harness import sim_settings
 from tests.factories import MspHandle, create_msp
+from tests.fixtures.live import settings_env
+from tests.fixtures.sim import running_sim
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a worker process needs to see the same settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEKEEP_")}
-    values = {
-        "DATABASE_URL": settings.database_url,
-        "BROKER_URL": settings.broker_url,
-        "BLOBSTORE_URL": settings.blobstore_url,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "SEARCH_URL": settings.search_url,
-        "SEARCH_INDEX_PREFIX": settings.search_index_prefix,
-        "LOGIN_URL": settings.login_url,
-        "GRAPH_URL": settings.graph_url,
-        "CA_BUNDLE": str(settings.ca_bundle or ""),
-        "APP_CLIENT_ID": settings.app_client_id,
-        "APP_CLIENT_SECRET": settings.app_client_secret.get_secret_value(),
-        "MASTER_KEY": settings.master_key.get_secret_value(),
-        "DATA_DIR": str(settings.data_dir),
-        "PUBLIC_URL": settings.public_url,
-        "TASK_LEASE_SECONDS": str(settings.task_lease_seconds),
-        "LOG_JSON": "true",
-    }
-    env.update({f"SAFEKEEP_{k}": v for k, v in values.items() if v})
-    return env
 
 
 @dataclass
@@ -166,17 +144,37 @@ def e2e_sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Simulato
     """A small tenant; ``@pytest.mark.parametrize("e2e_sim", [{"files": N}], indirect=True)``
     changes its size."""
     sizes = {"files": 40, **getattr(request, "param", {})}
-    with Simulator(
-        seed=11,
-        users=2,
-        messages=20,
-        files=sizes["files"],
-        sites=1,
-        list_items=4,
-        large_files=False,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(
+        tmp_path, seed=11, users=2, messages=20, files=sizes["files"], sites=1, list_items=4
+    )
+
+
+@asynccontextmanager
+async def open_deployment(
+    tmp_path: Path, settings: Settings, sim: Simulator, name: str
+) -> AsyncIterator[Deployment]:
+    """The API in this process on ``settings``' queue (its sends go there, as in a deployment),
+    one MSP, and a folder for the worker logs; workers start on demand. Whatever the test
+    started is stopped on the way out, and the queue goes back to the default."""
+    broker.configure(settings)
+    runtime = Runtime.build(settings, send=broker.send_messages)
+    context.configure(settings, factory=lambda _s: runtime)
+    context.forget_runtimes()
+    app = create_app(runtime=runtime)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://safekeep.test")
+    msp = await create_msp(runtime, f"{name} {uuid.uuid4().hex[:6]}")
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    deployment = Deployment(settings, runtime, client, sim, msp, logs)
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()
+        await client.aclose()
+        context.forget_runtimes()
+        await runtime.close()
+        broker.configure(Settings(_env_file=None))
 
 
 @pytest.fixture
@@ -186,22 +184,5 @@ async def deployment(
     settings = sim_settings(scaleout_settings, e2e_sim).model_copy(
         update={"broker_url": redis_url, "task_lease_seconds": 4.0}
     )
-    broker.configure(settings)  # the API's sends go to Redis, as in a deployment
-    runtime = Runtime.build(settings, send=broker.send_messages)
-    context.configure(settings, factory=lambda _s: runtime)
-    context.forget_runtimes()
-    app = create_app(runtime=runtime)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    client = httpx.AsyncClient(transport=transport, base_url="http://safekeep.test")
-    msp = await create_msp(runtime, f"E2E {uuid.uuid4().hex[:6]}")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    deployment = Deployment(settings, runtime, client, e2e_sim, msp, logs)
-    try:
+    async with open_deployment(tmp_path, settings, e2e_sim, "E2E") as deployment:
         yield deployment
-    finally:
-        deployment.stop_all()
-        await client.aclose()
-        context.forget_runtimes()
-        await runtime.close()
-        broker.configure(Settings(_env_file=None))

@@ -8,6 +8,7 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -146,24 +147,30 @@ async def test_browse_download_restore_export_and_search(
     new = await api.get(item["links"]["content"].split("?")[0], headers=h.msp.headers)
     assert new.content == b"edited!"
 
-    # restore the earlier version over the edited file, as a job
-    r = await api.post(
-        f"/v1/tenants/{h.tenant.id}/restores",
-        json={
-            "scope": {
-                "type": "items",
-                "account_id": str(account.id),
-                "service": "onedrive",
-                "item_ids": [item["id"]],
+    async def restore_first_version(conflict: str) -> dict[str, Any]:
+        """Restore the earlier version over the edited file, as a job; the finished job."""
+        r = await api.post(
+            f"/v1/tenants/{h.tenant.id}/restores",
+            json={
+                "scope": {
+                    "type": "items",
+                    "account_id": str(account.id),
+                    "service": "onedrive",
+                    "item_ids": [item["id"]],
+                },
+                "snapshot_id": first_snapshot["id"],
+                "conflict": conflict,
             },
-            "snapshot_id": first_snapshot["id"],
-            "conflict": "overwrite",
-        },
-        headers=h.msp.headers,
-    )
-    assert r.status_code == 202, r.text
-    await run_restore_job(r.json()["id"])
-    job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
+            headers=h.msp.headers,
+        )
+        assert r.status_code == 202, r.text
+        await run_restore_job(r.json()["id"])
+        job: dict[str, Any] = (
+            await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)
+        ).json()
+        return job
+
+    job = await restore_first_version("overwrite")
     assert job["status"] == "succeeded", job
     assert job["result"]["totals"]["restored"] == 1
     assert job["restore"] == {
@@ -175,22 +182,7 @@ async def test_browse_download_restore_export_and_search(
         "observed": 0,
     }
     # The same restore with conflict skip: the file is there, left alone, and that is success.
-    r = await api.post(
-        f"/v1/tenants/{h.tenant.id}/restores",
-        json={
-            "scope": {
-                "type": "items",
-                "account_id": str(account.id),
-                "service": "onedrive",
-                "item_ids": [item["id"]],
-            },
-            "snapshot_id": first_snapshot["id"],
-            "conflict": "skip",
-        },
-        headers=h.msp.headers,
-    )
-    await run_restore_job(r.json()["id"])
-    job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
+    job = await restore_first_version("skip")
     assert job["status"] == "succeeded", job
     assert (job["restore"]["restored"], job["restore"]["skipped_existing"]) == (0, 1)
     assert sim_files(h, account.graph_id)[name] == truth[name]

@@ -18,7 +18,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,8 @@ import httpx
 import pytest
 
 from graphsim import Simulator
-from tests.e2e.conftest import Deployment, settings_env
+from tests.e2e.conftest import Deployment
+from tests.fixtures.live import free_port, serve_api
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "openapi" / "openapi.json"
@@ -44,57 +44,13 @@ TYPESCRIPT = ROOT / "clients" / "typescript"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def live_api(deployment: Deployment) -> Iterator[str]:
     """The API as a deployment runs it, on a loopback port; two workers beside it."""
     for _ in range(2):
         deployment.start_worker(threads=4)
-    port = free_port()
-    log = (deployment.log_dir / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "safekeep.api.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=settings_env(deployment.settings),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (deployment.log_dir / "api.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.3)
+    with serve_api(deployment.settings, free_port(), deployment.log_dir / "api.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def grant_consent(sim: Simulator, consent_url: str, api: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +15,9 @@ from typing import Any
 
 import httpx
 
+from tests.fixtures.live import free_port, stop_group
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_serve_demo_backs_up_through_its_own_worker(tmp_path: Path) -> None:
@@ -104,9 +97,5 @@ async def test_serve_demo_backs_up_through_its_own_worker(tmp_path: Path) -> Non
             assert job["status"] == "succeeded", job
             assert job["progress"]["items"] > 0
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, grace=30)
         log.close()

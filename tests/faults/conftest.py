@@ -27,14 +27,11 @@ import httpx
 import pytest
 
 from graphsim import Simulator
-from safekeep.api.app import create_app
 from safekeep.migrate import upgrade
-from safekeep.runtime import Runtime
 from safekeep.settings import Settings
-from safekeep.workers import broker, context
 from tests.backup.harness import sim_settings
-from tests.e2e.conftest import ROOT, Deployment
-from tests.factories import create_msp
+from tests.e2e.conftest import ROOT, Deployment, open_deployment
+from tests.fixtures.sim import running_sim
 
 SERVICES = ROOT / "scripts" / "services"
 # Ports for the private instances: outside the shared services' defaults, probed for a free one.
@@ -162,17 +159,7 @@ def private_database(private_services: PrivateServices, private_template: str) -
 
 @pytest.fixture
 def fault_sim(tmp_path: Path) -> Iterator[Simulator]:
-    with Simulator(
-        seed=23,
-        users=2,
-        messages=10,
-        files=40,
-        sites=1,
-        list_items=4,
-        large_files=False,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(tmp_path, seed=23, users=2, messages=10, files=40, sites=1, list_items=4)
 
 
 @pytest.fixture
@@ -194,7 +181,7 @@ async def private_deployment(
             "job_recovery_seconds": defaults.job_recovery_seconds,
         }
     )
-    async with _deployment(tmp_path, settings, fault_sim) as deployment:
+    async with open_deployment(tmp_path, settings, fault_sim, "Faults") as deployment:
         yield deployment
 
 
@@ -207,36 +194,8 @@ async def shared_deployment(
     settings = sim_settings(scaleout_settings, fault_sim).model_copy(
         update={"broker_url": redis_url, "task_lease_seconds": 4.0}
     )
-    async with _deployment(tmp_path, settings, fault_sim) as deployment:
+    async with open_deployment(tmp_path, settings, fault_sim, "Faults") as deployment:
         yield deployment
-
-
-class _deployment:
-    def __init__(self, tmp_path: Path, settings: Settings, sim: Simulator) -> None:
-        self.tmp_path, self.settings, self.sim = tmp_path, settings, sim
-
-    async def __aenter__(self) -> Deployment:
-        settings = self.settings
-        broker.configure(settings)
-        runtime = Runtime.build(settings, send=broker.send_messages)
-        context.configure(settings, factory=lambda _s: runtime)
-        context.forget_runtimes()
-        app = create_app(runtime=runtime)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        client = httpx.AsyncClient(transport=transport, base_url="http://safekeep.test")
-        msp = await create_msp(runtime, f"Faults {uuid.uuid4().hex[:6]}")
-        logs = self.tmp_path / "logs"
-        logs.mkdir(exist_ok=True)
-        self.deployment = Deployment(settings, runtime, client, self.sim, msp, logs)
-        return self.deployment
-
-    async def __aexit__(self, *exc: object) -> None:
-        deployment = self.deployment
-        deployment.stop_all()
-        await deployment.client.aclose()
-        context.forget_runtimes()
-        await deployment.runtime.close()
-        broker.configure(Settings(_env_file=None))
 
 
 async def start_backup(deployment: Deployment, tenant_id: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from graphsim import Simulator
+from tests.fixtures.sim import running_sim
 
 # kind -> (identical, total, note), filled by the tests as they run
 FIGURES: dict[str, tuple[int, int, str]] = {}
@@ -17,19 +18,8 @@ FIGURES: dict[str, tuple[int, int, str]] = {}
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Simulator]:
-    with Simulator(
-        seed=11,
-        users=2,
-        messages=0,
-        files=0,
-        events=0,
-        contacts=0,
-        sites=0,
-        list_items=0,
-        large_files=False,
-        state_dir=tmp_path / "graphsim",
-    ) as simulator:
-        yield simulator
+    empty = {"messages": 0, "files": 0, "events": 0, "contacts": 0, "sites": 0, "list_items": 0}
+    yield from running_sim(tmp_path, seed=11, users=2, **empty)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

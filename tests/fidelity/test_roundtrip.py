@@ -27,6 +27,7 @@ import email.policy
 import hashlib
 import json
 import sysconfig
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
@@ -111,6 +112,37 @@ async def restore_job(
     await run_restore_job(str(job.id))
     done = await h.job(job.id)
     return str(done.status), dict(done.result.get("totals") or {})
+
+
+async def assert_restore_skips_all(
+    h: EngineHarness, account: Account, service: str, count: int
+) -> None:
+    """Conflict skip over an account that has every item: nothing added, and success."""
+    status, totals = await restore_job(h, account, service)
+    assert (status, totals["skipped_existing"], totals["restored"]) == ("succeeded", count, 0)
+
+
+async def restore_and_compare(
+    h: EngineHarness,
+    account: Account,
+    service: str,
+    before: list[Json],
+    view: Callable[[], Awaitable[list[Json]]],
+    key: str,
+    note: str,
+) -> None:
+    """Restore what was hard-deleted, compare with ``before`` (the figures the suite prints),
+    then restore again: the second run adds nothing and says it left every item alone."""
+    report = await h.restore(account, service)
+    assert (report.restored_count, report.failed_count) == (len(before), 0)
+    after = await view()
+    identical, missing = matched(before, after)
+    FIGURES[service] = (identical, len(before), note)
+    assert not missing, "\n".join(differences(missing, after, key))
+    assert len(after) == len(before)
+
+    await assert_restore_skips_all(h, account, service, len(before))
+    assert len(await view()) == len(before)
 
 
 # ---- mail ----------------------------------------------------------------------------------
@@ -315,12 +347,7 @@ async def test_mail_round_trip(engine: EngineHarness) -> None:
 
         # Untouched account, conflict skip: nothing is added and the job succeeds.
         await h.backup(account, "mail")
-        status, totals = await restore_job(h, account, "mail")
-        assert (status, totals["skipped_existing"], totals["restored"]) == (
-            "succeeded",
-            len(before),
-            0,
-        )
+        await assert_restore_skips_all(h, account, "mail", len(before))
         assert len(await mailbox_view(graph, uid)) == len(before)
 
         for message_id in delivered:
@@ -329,26 +356,15 @@ async def test_mail_round_trip(engine: EngineHarness) -> None:
         assert await mailbox_view(graph, uid) == []
         assert not any(p.startswith("/Lists") for p in (await mail_folders(graph, uid)).values())
 
-        report = await h.restore(account, "mail")
-        assert (report.restored_count, report.failed_count) == (len(before), 0)
-        after = await mailbox_view(graph, uid)
-        identical, missing = matched(before, after)
-        FIGURES["mail"] = (
-            identical,
-            len(before),
+        await restore_and_compare(
+            h,
+            account,
+            "mail",
+            before,
+            lambda: mailbox_view(graph, uid),
+            "receivedDateTime",
             f"CPython test_email corpus, {len(corpus)} files + 3 copies",
         )
-        assert not missing, "\n".join(differences(missing, after, "receivedDateTime"))
-        assert len(after) == len(before)
-
-        # The same restore again adds nothing, and says it left every message alone.
-        status, totals = await restore_job(h, account, "mail")
-        assert (status, totals["restored"], totals["skipped_existing"]) == (
-            "succeeded",
-            0,
-            len(before),
-        )
-        assert len(await mailbox_view(graph, uid)) == len(before)
 
 
 # ---- calendar ------------------------------------------------------------------------------
@@ -658,39 +674,24 @@ async def test_calendar_round_trip(engine: EngineHarness) -> None:
         assert len(before) == len(delivered)
 
         await h.backup(account, "calendar")
-        status, totals = await restore_job(h, account, "calendar")
-        assert (status, totals["skipped_existing"], totals["restored"]) == (
-            "succeeded",
-            len(before),
-            0,
-        )
+        await assert_restore_skips_all(h, account, "calendar", len(before))
 
         for event_id in delivered:
             h.sim.delete_item(tid, event_id, hard=True)
         assert await calendar_view(graph, uid) == []
 
-        report = await h.restore(account, "calendar")
-        assert (report.restored_count, report.failed_count) == (len(before), 0)
-        after = await calendar_view(graph, uid)
-        identical, missing = matched(before, after)
-        FIGURES["calendar"] = (
-            identical,
-            len(before),
+        await restore_and_compare(
+            h,
+            account,
+            "calendar",
+            before,
+            lambda: calendar_view(graph, uid),
+            "subject",
             f"icalendar {icalendar.__version__} test calendars: {len(before)} events from "
             f"{len(corpus)} VEVENTs ({unreadable} files icalendar cannot read), {len(series)} "
             f"series, {exceptions} exceptions with attachments of their own, {shared_uid} "
             "events sharing an iCalUId",
         )
-        assert not missing, "\n".join(differences(missing, after, "subject"))
-        assert len(after) == len(before)
-
-        status, totals = await restore_job(h, account, "calendar")
-        assert (status, totals["restored"], totals["skipped_existing"]) == (
-            "succeeded",
-            0,
-            len(before),
-        )
-        assert len(await calendar_view(graph, uid)) == len(before)
 
 
 # ---- contacts ------------------------------------------------------------------------------
@@ -798,34 +799,19 @@ async def test_contacts_round_trip(engine: EngineHarness) -> None:
         assert twins > 0  # the same person (name and address) more than once in a folder
 
         await h.backup(account, "contacts")
-        status, totals = await restore_job(h, account, "contacts")
-        assert (status, totals["skipped_existing"], totals["restored"]) == (
-            "succeeded",
-            len(before),
-            0,
-        )
+        await assert_restore_skips_all(h, account, "contacts", len(before))
 
         for contact_id in delivered:
             h.sim.delete_item(tid, contact_id, hard=True)
         h.sim.delete_item(tid, str(folder["id"]))
         assert await contacts_view(graph, uid) == []
 
-        report = await h.restore(account, "contacts")
-        assert (report.restored_count, report.failed_count) == (len(before), 0)
-        after = await contacts_view(graph, uid)
-        identical, missing = matched(before, after)
-        FIGURES["contacts"] = (
-            identical,
-            len(before),
+        await restore_and_compare(
+            h,
+            account,
+            "contacts",
+            before,
+            lambda: contacts_view(graph, uid),
+            "displayName",
             f"the people of both corpora, {twins} exact duplicates among them",
         )
-        assert not missing, "\n".join(differences(missing, after, "displayName"))
-        assert len(after) == len(before)
-
-        status, totals = await restore_job(h, account, "contacts")
-        assert (status, totals["restored"], totals["skipped_existing"]) == (
-            "succeeded",
-            0,
-            len(before),
-        )
-        assert len(await contacts_view(graph, uid)) == len(before)

@@ -9,14 +9,7 @@ replays, and A's client's admin following B's link.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,52 +29,17 @@ from safekeep.tenants.models import AuditEvent, ConsentRequest, Tenant, utcnow
 from tests.backup.harness import sim_settings
 from tests.factories import MspHandle, create_msp
 from tests.fixtures.app import SentMessages
+from tests.fixtures.live import free_port, serve_api
+from tests.fixtures.sim import running_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.filterwarnings("ignore:response_mode='form_post':UserWarning")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEKEEP_")}
-    values = {
-        "DATABASE_URL": settings.database_url,
-        "BLOBSTORE_URL": settings.blobstore_url,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "SEARCH_URL": settings.search_url,
-        "SEARCH_INDEX_PREFIX": settings.search_index_prefix,
-        "LOGIN_URL": settings.login_url,
-        "GRAPH_URL": settings.graph_url,
-        "CA_BUNDLE": str(settings.ca_bundle or ""),
-        "APP_CLIENT_ID": settings.app_client_id,
-        "APP_CLIENT_SECRET": settings.app_client_secret.get_secret_value(),
-        "MASTER_KEY": settings.master_key.get_secret_value(),
-        "DATA_DIR": str(settings.data_dir),
-        "PUBLIC_URL": settings.public_url,
-        "LOG_JSON": "true",
-    }
-    env.update({f"SAFEKEEP_{k}": v for k, v in values.items() if v})
-    return env
-
-
 @pytest.fixture
 def two_directories(tmp_path: Path) -> Iterator[Simulator]:
-    with Simulator(
-        seed=21,
-        tenants=2,
-        users=1,
-        messages=0,
-        files=0,
-        sites=0,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(tmp_path, seed=21, tenants=2, users=1, messages=0, files=0, sites=0)
 
 
 @dataclass
@@ -177,51 +135,18 @@ class Deployment:
 async def deployment(
     tmp_path: Path, scaleout_settings: Settings, two_directories: Simulator
 ) -> AsyncIterator[Deployment]:
-    port = _free_port()
+    port = free_port()
     settings = sim_settings(scaleout_settings, two_directories).model_copy(
         update={"public_url": f"http://127.0.0.1:{port}"}
     )
     runtime = Runtime.build(settings, send=SentMessages())
     log = tmp_path / "api.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "safekeep.api.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=_env(settings),
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as probe:
-            while True:
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the API did not come up"
-                try:
-                    if (await probe.get(f"http://127.0.0.1:{port}/healthz")).is_success:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-        a = await create_msp(runtime, "MSP A")
-        b = await create_msp(runtime, "MSP B")
-        yield Deployment(f"http://127.0.0.1:{port}", log, runtime, two_directories, a, b)
+        with serve_api(settings, port, log) as url:
+            a = await create_msp(runtime, "MSP A")
+            b = await create_msp(runtime, "MSP B")
+            yield Deployment(url, log, runtime, two_directories, a, b)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
         await runtime.close()
 
 

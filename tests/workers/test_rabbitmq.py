@@ -38,10 +38,11 @@ from safekeep.tenants.webhook import service as webhooks
 from safekeep.workers import broker as queue_setup
 from safekeep.workers import context
 from tests.backup.harness import sim_settings
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, open_deployment
 from tests.factories import create_msp
 from tests.fixtures.app import SentMessages, build_settings
 from tests.fixtures.services import rabbitmq_api
+from tests.fixtures.sim import running_sim
 
 WAIT_SECONDS = 30.0
 
@@ -305,17 +306,7 @@ async def test_readyz_names_rabbitmq_when_it_is_down(
 
 @pytest.fixture
 def small_sim(tmp_path: Path) -> Iterator[Simulator]:
-    with Simulator(
-        seed=11,
-        users=2,
-        messages=5,
-        files=10,
-        sites=1,
-        list_items=2,
-        large_files=False,
-        state_dir=tmp_path / "graphsim",
-    ) as sim:
-        yield sim
+    yield from running_sim(tmp_path, seed=11, users=2, messages=5, files=10, sites=1, list_items=2)
 
 
 @pytest.fixture
@@ -328,25 +319,12 @@ async def amqp_deployment(
         update={"broker_url": rabbitmq_url, "task_lease_seconds": 4.0}
     )
     assert settings.resolved_redis_url is None
-    broker = queue_setup.configure(settings)
-    runtime = Runtime.build(settings, send=queue_setup.send_messages)
-    context.configure(settings, factory=lambda _s: runtime)
-    context.forget_runtimes()
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime), raise_app_exceptions=False)
-    client = httpx.AsyncClient(transport=transport, base_url="http://safekeep.test")
-    msp = await create_msp(runtime, f"AMQP {uuid.uuid4().hex[:6]}")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    deployment = Deployment(settings, runtime, client, small_sim, msp, logs)
+    amqp = queue_setup.configure(settings)
     try:
-        yield deployment
+        async with open_deployment(tmp_path, settings, small_sim, "AMQP") as deployment:
+            yield deployment
     finally:
-        deployment.stop_all()
-        await client.aclose()
-        context.forget_runtimes()
-        await runtime.close()
-        broker.close()
-        queue_setup.configure(Settings(_env_file=None))
+        amqp.close()
 
 
 async def test_a_backup_runs_through_a_worker_process_on_rabbitmq(
