@@ -408,7 +408,9 @@ class MailCollector:
         self, group: Sequence[str], states: dict[str, DeltaState]
     ) -> dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]]:
         """Where each folder's round starts, and its first delta page: up to 20 folders in
-        one ``$batch``, so that an unchanged folder costs no request of its own."""
+        one ``$batch``, so that an unchanged folder costs no request of its own. A full
+        enumeration's first page is not batched: its pages carry whole messages, and 20 of
+        them held at once would bound memory by the mailbox, not by a page."""
         starts: dict[str, tuple[str, bool, bool]] = {}
         for folder_id in group:
             starts[folder_id] = await self._start(
@@ -417,17 +419,22 @@ class MailCollector:
                 kinds={MESSAGE},
                 parent=folder_id,
             )
+        batched = [f for f in group if not starts[f][1]]
         requests = [
             BatchRequest(id=str(n), method="GET", url=starts[f][0], headers=self.delta_headers)
-            for n, f in enumerate(group)
+            for n, f in enumerate(batched)
         ]
-        out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {}
+        out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {
+            f: (starts[f], None) for f in group
+        }
+        if not requests:
+            return out
         try:
             answers = await self.graph.batch(requests, mailbox=self.user)
         except (ValueError, GraphError) as exc:  # e.g. a link outside this Graph version
             log.info("mail_first_pages_unbatched", error=str(exc)[:200])
-            return {f: (starts[f], None) for f in group}
-        for folder_id, answer in zip(group, answers, strict=True):
+            return out
+        for folder_id, answer in zip(batched, answers, strict=True):
             first: DeltaPage | GraphError | None
             if answer.ok and isinstance(answer.body, dict):
                 body = answer.body
