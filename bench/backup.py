@@ -8,7 +8,9 @@ graphsim in its own process with Microsoft's throttling model and a fixed latenc
 Prints, per column and run: items/s, MB/s, Graph requests per item, 429s received,
 Retry-After violations, peak RSS, CPU seconds, and stored bytes against source bytes
 (everything Graph served: MIME, files, item JSON) and against unique source bytes (after
-content deduplication, before compression).
+content deduplication, before compression). For the incremental it also prints the Graph
+requests beyond delta rounds per changed item (issue 17, target <= 1.5), with the requests
+that make it up by endpoint (those inside ``$batch`` count one each; envelopes do not).
 """
 
 from __future__ import annotations
@@ -58,6 +60,27 @@ from safekeep.workers import broker
 from safekeep.workers.process import start_worker
 
 EDITABLE = {"message", "file", "event", "contact"}
+BEYOND_DELTA_TARGET = 1.5  # issue 17: Graph requests beyond delta rounds per changed item
+
+
+def graph_requests(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """Graph requests sent between two counter snapshots, by endpoint: wire requests (Graph
+    calls and downloads) plus the ones carried inside ``$batch`` (each counts, as Graph's
+    limits count it); the envelopes themselves and token requests are transport, not work."""
+    out: dict[str, int] = {}
+    for key in ("by_endpoint", "batch_by_endpoint"):
+        for endpoint, n in after[key].items():
+            if endpoint.endswith("/$batch") or "token" in endpoint.split(" ")[-1].lower():
+                continue
+            delta = n - before[key].get(endpoint, 0)
+            if delta:
+                out[endpoint] = out.get(endpoint, 0) + delta
+    return out
+
+
+def beyond_delta(requests: dict[str, int]) -> dict[str, int]:
+    """The requests that are not delta rounds (``.../delta`` endpoints)."""
+    return {e: n for e, n in requests.items() if not e.rstrip("/").endswith("delta")}
 
 
 @dataclass(frozen=True)
@@ -206,6 +229,7 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
             worker = start_worker(settings, threads=args.workers)
             try:
                 tenant = asyncio.run(connect(settings, sim, args.services))
+                edited = 0
                 for label in ("full", "incremental"):
                     if label == "incremental":
                         edited = asyncio.run(edit_one_percent(settings, sim, args.seed))
@@ -218,6 +242,8 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                     throttled = after["throttled"] - before["throttled"]
                     violations = after["retry_after_violations"] - before["retry_after_violations"]
                     figures = asyncio.run(storage_figures(settings, tenant))
+                    if label == "incremental":
+                        report_beyond_delta(column, graph_requests(before, after), edited)
                     items = max(1, result["items"])
                     table.add(
                         column,
@@ -241,6 +267,20 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                 worker.stop(timeout=30_000)
         finally:
             sim.stop()
+
+
+def report_beyond_delta(column: str, requests: dict[str, int], changed: int) -> None:
+    beyond = beyond_delta(requests)
+    rounds = sum(requests.values()) - sum(beyond.values())
+    per_item = sum(beyond.values()) / max(1, changed)
+    print(
+        f"[{column}] incremental: {rounds} delta rounds, {sum(beyond.values())} other Graph"
+        f" requests for {changed} changed items: Graph requests beyond delta rounds per"
+        f" changed item {per_item:.2f} (target <= {BEYOND_DELTA_TARGET})",
+        flush=True,
+    )
+    for endpoint, n in sorted(beyond.items(), key=lambda kv: -kv[1]):
+        print(f"    {n:5d}  {endpoint}", flush=True)
 
 
 def main() -> None:

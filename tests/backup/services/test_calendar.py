@@ -462,6 +462,51 @@ async def test_cancelled_occurrence_is_a_new_version_of_its_series(
     )
 
 
+async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_series(
+    engine: EngineHarness,
+) -> None:
+    """An occurrence removal whose id is not stored (one series lost an occurrence) makes the
+    stored series of the calendar be checked: with several series and one page of events,
+    one listing with change keys does it instead of a GET per series (issue 17)."""
+    h = engine
+    account = await first_user(h)
+    added = add_rich_events(h, account.graph_id)
+    for n in range(3):
+        h.sim.add_event(
+            h.sim_tenant_id,
+            account.graph_id,
+            subject=f"Other series {n}",
+            start=MONDAY + timedelta(days=1, hours=n),
+            end=MONDAY + timedelta(days=1, hours=n + 1),
+            recurrence=WEEKLY,
+        )
+    await h.backup(account, "calendar")
+    stored = await open_versions(h, account, ["event"])
+    series = [v for v in stored.values() if (v.meta or {}).get("type") == "seriesMaster"]
+    assert len(series) >= 4
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        master = tenant.items[added["series"]]
+        master.cancelled.append((MONDAY + timedelta(days=21)).date().isoformat())
+        tenant.touch_item(master)
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, "calendar")
+    counters = h.sim.counters()
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 1, 0)
+
+    def count(template: str) -> int:
+        return int(counters["by_endpoint"].get(template, 0)) + int(
+            counters["batch_by_endpoint"].get(template, 0)
+        )
+
+    assert count("GET /users/{user}/calendars/{calendar}/events") == 1
+    assert count("GET /users/{user}/events/{item}") == 1  # the changed series, once
+    document = await read_doc(h, (await open_versions(h, account, ["event"]))[added["series"]])
+    assert (MONDAY + timedelta(days=21)).date().isoformat() in {
+        c.rsplit(".", 1)[-1] for c in document["cancelledOccurrences"]
+    }
+
+
 # ---- restore --------------------------------------------------------------------------------
 
 

@@ -347,8 +347,8 @@ async def test_full_then_incremental_capture_every_version_once(engine: EngineHa
     assert run.counters.added == 4  # two folders, two messages
     assert run.counters.changed == 2  # the edit and the move
     assert run.counters.removed == 1
-    # Only what changed was fetched.
-    assert endpoint_count(counters, GET_MESSAGE) == 4
+    # Only what changed was fetched, and only its MIME: delta pages carry the JSON.
+    assert endpoint_count(counters, GET_MESSAGE) == 0
     assert endpoint_count(counters, GET_MIME) == 4
     versions = await all_versions(h, account)
     assert len(versions[edited]) == 2
@@ -373,24 +373,97 @@ async def test_full_then_incremental_capture_every_version_once(engine: EngineHa
     assert {receipts, sub}.isdisjoint(await open_versions(h, account, "mail_folder"))
     versions = await all_versions(h, account)
 
-    # No change: no new version and no message fetched. What it costs depends on the
-    # number of folders, not of messages: two $batch calls (the well-known folders, the
-    # first delta page of each folder) and the folder hierarchy's own delta.
+    # No change: no new version and no message fetched. What it costs is one delta round
+    # per container: the folder hierarchy's own delta, and one $batch carrying the first
+    # delta page of each folder (the well-known folders come from the catalog).
     h.sim.reset_counters()
     run, _ = await h.backup(account, SERVICE)
     counters = h.sim.counters()
     assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
     assert counters["by_endpoint"] == {
-        "POST /$batch": 2,
+        "POST /$batch": 1,
         "GET /users/{user}/mailFolders/delta": 1,
     }
     assert counters["batch_by_endpoint"] == {
-        "GET /users/{user}/mailFolders/{folder}": len(mail_collect.WELL_KNOWN),
         "GET /users/{user}/mailFolders/{folder}/messages/delta": len(included_folders(h, account)),
     }
     assert {k: len(v) for k, v in (await all_versions(h, account)).items()} == {
         k: len(v) for k, v in versions.items()
     }
+
+
+def beyond_delta(counters: dict[str, Any]) -> dict[str, int]:
+    """Graph requests that are not delta rounds, wire and inside ``$batch`` (not the
+    envelopes: they carry the requests counted here)."""
+    out: dict[str, int] = {}
+    for key in ("by_endpoint", "batch_by_endpoint"):
+        for endpoint, n in counters[key].items():
+            if endpoint.endswith("/$batch") or endpoint.endswith("/delta"):
+                continue
+            out[endpoint] = out.get(endpoint, 0) + n
+    return out
+
+
+async def test_incremental_costs_about_one_request_per_changed_message(
+    engine: EngineHarness,
+) -> None:
+    """Issue 17: beyond delta rounds, an incremental costs at most 1.5 Graph requests per
+    changed message (its MIME, in a $batch; with an item attachment, that item). Before, it
+    cost a GET of each changed message beside its MIME, plus 12 well-known folder GETs."""
+    h = engine
+    account = await first_user(h)
+    t = h.sim_tenant_id
+    await h.backup(account, SERVICE)
+    stored = await open_versions(h, account, "message")
+    changed = sorted(stored)[:8]
+    for n, message_id in enumerate(changed):
+        h.sim.edit_item(t, message_id, {"subject": f"Changed {n}", "isRead": n % 2 == 0})
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE)
+    counters = h.sim.counters()
+    assert skipped == 0
+    assert run.counters.changed == len(changed)
+    after = await assert_matches_simulator(h, account)
+    assert {after[m].name for m in changed} == {f"Changed {n}" for n in range(len(changed))}
+    beyond = beyond_delta(counters)
+    assert sum(beyond.values()) <= 1.5 * len(changed), beyond
+    assert endpoint_count(counters, GET_MESSAGE) == 0
+    assert endpoint_count(counters, "GET /users/{user}/mailFolders/{folder}") == 0
+
+
+async def test_delta_pages_carry_the_json_a_get_returns(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net for taking a message's JSON from its delta page: for every message a
+    full and an incremental backup store, a GET of the message (the former path) gives the
+    same stored document, item attachments included."""
+    h = engine
+    account = await first_user(h)
+    crafted = add_crafted(h, account)
+    original = mail_collect.MailCollector.fetch
+    compared: list[str] = []
+
+    async def checked(self: Any, ids: Any, known: Any = ()) -> Any:
+        fetched, failed = await original(self, ids, known)
+        if known:
+            by_get, _ = await original(self, ids)
+            for mid, one in fetched.items():
+                assert mail_collect.document_of(one.message) == mail_collect.document_of(
+                    by_get[mid].message
+                )
+                assert one.mime.size == by_get[mid].mime.size
+                compared.append(mid)
+        return fetched, failed
+
+    monkeypatch.setattr(mail_collect.MailCollector, "fetch", checked)
+    await h.backup(account, SERVICE)
+    assert crafted in compared
+    full = len(compared)
+    assert full == len(await open_versions(h, account, "message"))
+    h.sim.edit_item(h.sim_tenant_id, crafted, {"subject": "Edited", "isRead": False})
+    await h.backup(account, SERVICE)
+    assert compared[full:] == [crafted]
+    await assert_matches_simulator(h, account)
 
 
 async def test_interrupted_run_resumes_without_loss_or_duplicates(
@@ -428,7 +501,8 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     counters = h.sim.counters()
     stored = await assert_matches_simulator(h, account)
     # Nothing stored before the crash was fetched again, and nothing twice.
-    assert endpoint_count(counters, GET_MESSAGE) == len(stored) - len(partial)
+    assert endpoint_count(counters, GET_MIME) == len(stored) - len(partial)
+    assert endpoint_count(counters, GET_MESSAGE) == 0  # the delta pages carried the JSON
     versions = await all_versions(h, account)
     assert all(len(vs) == 1 for vs in versions.values())
     assert {v.first_seq for vs in versions.values() for v in vs} == {run.seq}
@@ -464,9 +538,9 @@ async def test_unreadable_message_is_skipped_then_retried(
     original = mail_collect.MailCollector.fetch
     attempts = 0
 
-    async def broken(self: Any, ids: Any) -> Any:
+    async def broken(self: Any, ids: Any, known: Any = ()) -> Any:
         nonlocal attempts
-        fetched, failed = await original(self, [i for i in ids if i != victim])
+        fetched, failed = await original(self, [i for i in ids if i != victim], known)
         if victim in ids:
             attempts += 1
             failed[victim] = TransientError(503, "ServiceUnavailable", "corrupt item")

@@ -4,10 +4,12 @@ The run has three steps. (1) The folder hierarchy comes from ``/mailFolders/delt
 collection, ``folders``); well-known folders are resolved by name so that policy switches
 (Deleted Items, Junk Email, Recoverable Items) and cross-mailbox restores can find them.
 (2) Messages a previous run could not read are tried again by id. (3) Each folder included
-by the policy has its own message delta (collection = folder id). Delta pages select only
-``id`` and ``changeKey``; a message whose change key is already stored costs nothing, the
-others are fetched 20 at a time through ``$batch`` (their JSON with attachment metadata, then
-the MIME of the small ones; large MIME streams straight into the blob store).
+by the policy has its own message delta (collection = folder id). Delta pages carry each
+message's JSON with its attachment metadata, exactly as a ``GET`` of the message would, so a
+message whose change key is already stored costs nothing and a changed one costs only its
+MIME: the small ones 20 at a time through ``$batch``, large ones streamed straight into the
+blob store. (Delta links saved before pages carried the JSON still work: such entries are
+fetched by id, 20 at a time.)
 
 Every page follows the engine's order: fetch and store blobs first, then one catalog
 transaction with the versions, removals and the delta (or resume) link, then a heartbeat.
@@ -61,7 +63,6 @@ WELL_KNOWN = (
 )
 
 DELTA_PAGE_SIZE = 100
-DELTA_SELECT = "id,changeKey,parentFolderId,subject"
 FETCH_GROUP = 20  # one $batch
 # Attachment metadata only: file bytes are in the MIME (Graph still sends contentId).
 ATTACHMENT_SELECT = "id,name,contentType,size,isInline,lastModifiedDateTime"
@@ -152,13 +153,20 @@ class MailCollector:
         self.well_known: dict[str, dict[str, Any]] = {}  # name -> folder JSON
         self.folders: dict[str, FolderInfo] = {}
         self._streams = asyncio.Semaphore(STREAMS)
+        self._resolved = False  # well_known came from Graph in this run
 
     # ---- the run ---------------------------------------------------------------------------
 
     async def collect(self) -> None:
-        await self._resolve_well_known()
         states = await self.run.delta_links()
-        await self._collect_folders(states.get(FOLDERS))
+        folders = states.get(FOLDERS)
+        if folders is not None and folders.delta_link and not folders.resume_link:
+            # An incremental: the well-known ids are already in the catalog, and asking
+            # Graph again costs 12 requests a mailbox for nothing (they never change).
+            await self._well_known_from_catalog()
+        else:
+            await self._resolve_well_known()
+        await self._collect_folders(folders)
         await self._recoverable_items()
         await self._load_folders()
         states = await self.run.delta_links()
@@ -173,8 +181,26 @@ class MailCollector:
 
     # ---- folders ---------------------------------------------------------------------------
 
+    async def _well_known_from_catalog(self) -> None:
+        """Well-known folders as the last run recorded them (``meta.well_known``). The root
+        is not a recorded folder: a folder change, which needs it, resolves from Graph."""
+        async with unit_of_work(self.ctx.runtime) as session:
+            found = await catalog.open_external_ids(
+                session, self.run.account_id, self.run.service, [FOLDER]
+            )
+        for folder_id, version in found.items():
+            name = (version.meta or {}).get("well_known")
+            if name in WELL_KNOWN:
+                self.well_known[name] = {"id": folder_id, "displayName": version.name}
+        if self.ctx.policy.include_recoverable_items and RECOVERABLE not in self.well_known:
+            await self._resolve_well_known()  # switched on since: find it in Graph
+
     async def _resolve_well_known(self) -> None:
         """Well-known folder ids by name, in one ``$batch`` (a mailbox may lack some)."""
+        if self._resolved:
+            return
+        self._resolved = True
+        self.well_known.clear()
         requests = [
             BatchRequest(
                 id=str(n),
@@ -275,6 +301,8 @@ class MailCollector:
 
     async def _folder_page(self, page: DeltaPage, seen: set[str], scratch: bool) -> None:
         entries = _dedupe(page.items)
+        if entries or scratch:
+            await self._resolve_well_known()  # folder records need the root and the names
         async with self.run.page() as cat:
             for entry in entries:
                 folder_id = str(entry["id"])
@@ -374,16 +402,15 @@ class MailCollector:
     # ---- messages --------------------------------------------------------------------------
 
     def _initial_messages_link(self, folder_id: str) -> str:
-        return (
-            f"{self.base}/mailFolders/{quote(folder_id, safe='')}/messages/delta"
-            f"?$select={DELTA_SELECT}"
-        )
+        return f"{self.base}/mailFolders/{quote(folder_id, safe='')}/messages/delta?{MESSAGE_QUERY}"
 
     async def _first_pages(
         self, group: Sequence[str], states: dict[str, DeltaState]
     ) -> dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]]:
         """Where each folder's round starts, and its first delta page: up to 20 folders in
-        one ``$batch``, so that an unchanged folder costs no request of its own."""
+        one ``$batch``, so that an unchanged folder costs no request of its own. A full
+        enumeration's first page is not batched: its pages carry whole messages, and 20 of
+        them held at once would bound memory by the mailbox, not by a page."""
         starts: dict[str, tuple[str, bool, bool]] = {}
         for folder_id in group:
             starts[folder_id] = await self._start(
@@ -392,17 +419,22 @@ class MailCollector:
                 kinds={MESSAGE},
                 parent=folder_id,
             )
+        batched = [f for f in group if not starts[f][1]]
         requests = [
             BatchRequest(id=str(n), method="GET", url=starts[f][0], headers=self.delta_headers)
-            for n, f in enumerate(group)
+            for n, f in enumerate(batched)
         ]
-        out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {}
+        out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {
+            f: (starts[f], None) for f in group
+        }
+        if not requests:
+            return out
         try:
             answers = await self.graph.batch(requests, mailbox=self.user)
         except (ValueError, GraphError) as exc:  # e.g. a link outside this Graph version
             log.info("mail_first_pages_unbatched", error=str(exc)[:200])
-            return {f: (starts[f], None) for f in group}
-        for folder_id, answer in zip(group, answers, strict=True):
+            return out
+        for folder_id, answer in zip(batched, answers, strict=True):
             first: DeltaPage | GraphError | None
             if answer.ok and isinstance(answer.body, dict):
                 body = answer.body
@@ -487,7 +519,7 @@ class MailCollector:
         records: list[ItemRecord] = []
         for start in range(0, len(entries), FETCH_GROUP):
             group = entries[start : start + FETCH_GROUP]
-            fetched, failed = await self.fetch([str(e["id"]) for e in group])
+            fetched, failed = await self.fetch([str(e["id"]) for e in group], known=group)
             names = {str(e["id"]): str(e.get("subject") or "") for e in group}
             for message_id, error in failed.items():
                 if isinstance(error, NotFound):
@@ -553,24 +585,32 @@ class MailCollector:
 
     # ---- fetching --------------------------------------------------------------------------
 
-    async def fetch(self, ids: Sequence[str]) -> tuple[dict[str, Fetched], dict[str, GraphError]]:
-        """Messages by id: JSON in one ``$batch``, nested item attachments in another, small
-        MIME in batches too, large MIME streamed into the blob store."""
+    async def fetch(
+        self, ids: Sequence[str], known: Sequence[dict[str, Any]] = ()
+    ) -> tuple[dict[str, Fetched], dict[str, GraphError]]:
+        """Messages by id: JSON in one ``$batch`` (unless ``known``, their delta entries,
+        already carry it), nested item attachments in another, small MIME in batches too,
+        large MIME streamed into the blob store."""
         failed: dict[str, GraphError] = {}
-        messages: dict[str, dict[str, Any]] = {}
-        answers = await self.graph.batch(
-            [
-                BatchRequest(
-                    id=str(n),
-                    method="GET",
-                    url=f"{self.base}/messages/{quote(mid, safe='')}?{MESSAGE_QUERY}",
-                    headers=self.headers,
-                )
-                for n, mid in enumerate(ids)
-            ],
-            mailbox=self.user,
+        messages = {str(e["id"]): e for e in known if _is_complete(e) and str(e["id"]) in ids}
+        wanted = [mid for mid in ids if mid not in messages]
+        answers = (
+            await self.graph.batch(
+                [
+                    BatchRequest(
+                        id=str(n),
+                        method="GET",
+                        url=f"{self.base}/messages/{quote(mid, safe='')}?{MESSAGE_QUERY}",
+                        headers=self.headers,
+                    )
+                    for n, mid in enumerate(wanted)
+                ],
+                mailbox=self.user,
+            )
+            if wanted
+            else []
         )
-        for mid, answer in zip(ids, answers, strict=True):
+        for mid, answer in zip(wanted, answers, strict=True):
             if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
                 messages[mid] = answer.body
             else:
@@ -686,6 +726,12 @@ class MailCollector:
                         collection=row.collection,
                     )
             await self.ctx.progress()
+
+
+def _is_complete(entry: dict[str, Any]) -> bool:
+    """A delta entry from a round that asked for the message JSON (``$expand=attachments``
+    is answered even where there are none), not a slim one from an older delta link."""
+    return "attachments" in entry and "body" in entry and "@removed" not in entry
 
 
 def _is_stored(version: ItemVersion | None, entry: dict[str, Any], folder_id: str) -> bool:
