@@ -19,7 +19,7 @@ import structlog
 
 from safekeep.backup.context import open_repository
 from safekeep.backup.joblife import JobFailed, JobOutcome, RetryLater, run_job
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.storage.errors import BlobLocked, BlobNotFound
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.account import repository as account_repository
@@ -29,7 +29,6 @@ from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import AccountState, Job, JobKind, Tenant, utcnow
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant.service import system_scope
-from safekeep.workers.context import unit_of_work
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +44,8 @@ class GcResult:
     locked: int = 0
 
 
-async def run_purge_job(job_id: str) -> None:
-    await run_job(job_id, purge, max_attempts=50)
+async def run_purge_job(runtime: Runtime, job_id: str) -> None:
+    await run_job(runtime, job_id, purge, max_attempts=50)
 
 
 async def purge(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:

@@ -162,7 +162,7 @@ async def test_browse_download_restore_export_and_search(
         headers=h.msp.headers,
     )
     assert r.status_code == 202, r.text
-    await run_restore_job(r.json()["id"])
+    await run_restore_job(h.runtime, r.json()["id"])
     job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
     assert job["status"] == "succeeded", job
     assert job["result"]["totals"]["restored"] == 1
@@ -189,7 +189,7 @@ async def test_browse_download_restore_export_and_search(
         },
         headers=h.msp.headers,
     )
-    await run_restore_job(r.json()["id"])
+    await run_restore_job(h.runtime, r.json()["id"])
     job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
     assert job["status"] == "succeeded", job
     assert (job["restore"]["restored"], job["restore"]["skipped_existing"]) == (0, 1)
@@ -206,7 +206,7 @@ async def test_browse_download_restore_export_and_search(
     )
     assert r.status_code == 202, r.text
     export = r.json()
-    await run_export_job(str(export["job_id"]))
+    await run_export_job(h.runtime, str(export["job_id"]))
     export = (await api.get(f"/v1/exports/{export['id']}", headers=h.msp.headers)).json()
     assert export["status"] == "ready"
     whole = await api.get(f"/v1/exports/{export['id']}/download", headers=h.msp.headers)

@@ -8,10 +8,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger, Tenant, utcnow
 from safekeep.tenants.schedule import service as schedule
-from safekeep.workers.context import unit_of_work
 from safekeep.workers.scheduler import recover_lost_jobs
 from tests.factories import create_msp, create_tenant
 from tests.fixtures.app import SentMessages
