@@ -146,8 +146,14 @@ def module_cycles(imports: Iterable[Import]) -> list[list[str]]:
     graph: dict[str, set[str]] = {}
     for imp in imports:
         if imp.runs_at_import:
-            graph.setdefault(imp.importer, set()).add(imp.imported)
-            graph.setdefault(imp.imported, set())
+            # Importing a.b.c runs a/__init__ and a/b/__init__ first (those not already
+            # running because the importer lives inside them).
+            parts = imp.imported.split(".")
+            targets = {".".join(parts[:k]) for k in range(2, len(parts))}
+            targets = {t for t in targets if not _within(imp.importer, t)} | {imp.imported}
+            for target in targets:
+                graph.setdefault(imp.importer, set()).add(target)
+                graph.setdefault(target, set())
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -285,3 +291,24 @@ def test_the_cycle_check_counts_only_imports_that_run_at_import_time() -> None:
         ),
     }
     assert module_cycles(all_imports(sources)) == [["safekeep.a", "safekeep.b", "safekeep.c"]]
+
+
+def test_a_cycle_through_a_package_init_is_a_cycle() -> None:
+    sources = {
+        "safekeep.pkg": ("from safekeep.pkg.inner import thing\n", True),
+        "safekeep.pkg.inner": ("", False),
+        "safekeep.other": ("import safekeep.pkg.inner\n", False),
+        "safekeep.pkg.more": ("", False),
+    }
+    assert module_cycles(all_imports(sources)) == []
+    sources["safekeep.pkg.inner"] = ("from safekeep.other import x\n", False)
+    # other -> pkg/__init__ (run first) -> pkg.inner -> other
+    assert module_cycles(all_imports(sources)) == [
+        ["safekeep.other", "safekeep.pkg", "safekeep.pkg.inner"]
+    ]
+    sources["safekeep.pkg.inner"] = ("", False)
+    sources["safekeep.pkg.more"] = ("from safekeep import other\n", False)
+    sources["safekeep.pkg"] = ("from safekeep.pkg import more\n", True)
+    assert module_cycles(all_imports(sources)) == [
+        ["safekeep.other", "safekeep.pkg", "safekeep.pkg.more"]
+    ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from safekeep.backup.catalog import SearchFields
+from safekeep.backup.context import open_repository
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
 from safekeep.storage.repository import ContentRef, TenantRepository
@@ -102,8 +103,6 @@ async def _fields_for(repo: TenantRepository, version: ItemVersion) -> SearchFie
 
 async def index_pending(runtime: Runtime, tenant_id: str, version_ids: Sequence[str]) -> None:
     """The retry job: bring these versions' documents in line with the catalog."""
-    from safekeep.backup.context import open_repository
-
     ids = {uuid.UUID(v) for v in version_ids}
     async with unit_of_work(runtime) as session:
         tenant = await session.get(Tenant, uuid.UUID(tenant_id))

@@ -17,6 +17,7 @@ from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import Job, JobStatus, Tenant, utcnow
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
+from safekeep.tenants.webhook import service as webhooks
 from safekeep.transient import TransientCondition, is_retryable, is_transient
 
 log = structlog.get_logger(__name__)
@@ -118,8 +119,6 @@ async def _settle(
     event: tuple[str, dict[str, Any]] | None = None,
     tenant: Tenant | None = None,
 ) -> None:
-    from safekeep.tenants.webhook import service as webhooks
-
     async with unit_of_work(runtime) as session:
         job = await job_repository.get_system(session, job_id)
         if job is None:

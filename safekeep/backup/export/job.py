@@ -15,7 +15,9 @@ from safekeep.backup.selection import Scope, Unit, build_selection, resolve_unit
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import ExportContext
 from safekeep.runtime import Runtime, unit_of_work
+from safekeep.storage.errors import BlobLocked, BlobNotFound
 from safekeep.storage.repository import TenantRepository
+from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Export, ExportStatus, Job, Tenant, utcnow
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant.service import system_scope
@@ -115,9 +117,6 @@ async def export(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
 
 async def expire_exports(runtime: Runtime) -> int:
     """Scheduler step: exports past their expiry lose their ZIP and say so."""
-    from safekeep.storage.errors import BlobLocked, BlobNotFound
-    from safekeep.tenants.catalog import repository as catalog
-
     store = await runtime.blobs()
     async with unit_of_work(runtime) as session:
         expired = await catalog.expired_exports(session, utcnow(), 200)
