@@ -219,12 +219,14 @@ def test_no_module_level_import_cycle() -> None:
 
 
 def test_the_engine_does_not_look_its_runtime_up() -> None:
-    """Only the workers' adapter and the entry points ask for the process's runtime."""
-    allowed = ("safekeep.workers", *ENTRY_POINTS)
+    """Only the workers' adapter and the entry points (the API's lifespan among them) ask for
+    the process's runtime or build one."""
+    allowed = ("safekeep.workers", "safekeep.api.app", *ENTRY_POINTS)
     users = {
         name
         for name, (source, _) in project_sources().items()
-        if "current_runtime" in source and not any(_within(name, a) for a in allowed)
+        if ("current_runtime" in source or "Runtime.build" in source)
+        and not any(_within(name, a) for a in allowed)
     }
     assert users == set()
 
