@@ -1,20 +1,25 @@
 """The process's handles on the outside world, built from settings, one per event loop.
 
 The API builds one in its lifespan; a worker builds one lazily on its event-loop thread; the
-CLI builds one per command. Parts receive what they need from it as plain arguments.
+CLI builds one per command. Parts receive what they need from it as plain arguments: the engine
+never looks a runtime up, and the unit of work below takes the runtime it runs on.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import Database
 from safekeep.search.backend import SearchBackend, open_search_backend
 from safekeep.settings import Settings
 from safekeep.storage.blobstore import BlobStore, open_blobstore
+from safekeep.tenants import outbox
 from safekeep.tenants.outbox import Message
 
 Sender = Callable[[Sequence[Message]], None]
@@ -31,11 +36,9 @@ class Runtime:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, *, send: Sender | None = None) -> Runtime:
-        if send is None:
-            from safekeep.workers.broker import send_messages
-
-            send = send_messages
+    def build(cls, settings: Settings, *, send: Sender) -> Runtime:
+        """``send`` is how this process hands collected messages to its queue (the workers'
+        broker, the embedded worker's inbox, or a test's list): the caller knows, not us."""
         return cls(
             settings=settings,
             db=Database(settings.resolved_database_url),
@@ -83,3 +86,13 @@ class Runtime:
                 target = self.blobstore if part == "blobstore" else self.search
                 await target.close()
         await self.db.dispose()
+
+
+@asynccontextmanager
+async def unit_of_work(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    """A session that commits when the block ends cleanly, then sends collected messages."""
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            yield session
+        if box.messages:
+            runtime.send(box.messages)

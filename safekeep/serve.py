@@ -51,6 +51,7 @@ from safekeep.tenants.scope import Scope, system_principal
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.workers import broker as queue
+from safekeep.workers import context as worker_context
 from safekeep.workers.process import start_worker
 from safekeep.workers.scheduler import recover_lost_jobs, run_forever
 
@@ -277,9 +278,7 @@ def _background_main(settings: Settings, inbox: Any, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     safekeep_logging.configure(settings.log_level, json=settings.log_json)
-    from safekeep.workers.context import configure
-
-    configure(settings)
+    worker_context.configure(settings, send=queue.send_messages)
     queue.configure(settings)
     worker = start_worker(settings, threads=8) if settings.embedded_queue else None
     stop = threading.Event()
@@ -313,9 +312,7 @@ def _scheduler(settings: Settings, stop: threading.Event) -> None:
         watcher = asyncio.create_task(watch())
         if settings.embedded_queue:
             # The in-process queue does not survive a restart: send unfinished jobs again.
-            from safekeep.workers.context import configure
-
-            configure(settings)
+            worker_context.configure(settings, send=queue.send_messages)
             queue.configure(settings)
             await recover_lost_jobs(older_than=timedelta(0))
         await run_forever(settings, stop=local_stop)

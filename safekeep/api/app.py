@@ -97,7 +97,7 @@ def create_app(
             # and bind the actors to the configured queue so that enqueued jobs reach workers.
             safekeep_logging.configure(settings.log_level, json=settings.log_json)
             queue.configure(settings)
-        app.state.runtime = runtime or Runtime.build(settings, send=send)
+        app.state.runtime = runtime or Runtime.build(settings, send=send or queue.send_messages)
         if own:
             # Everything imported and built so far lives as long as the process: keep it out of
             # the collector's way, or each full collection walks it again mid-request.

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from safekeep.backup.context import open_repository
 from safekeep.backup.services import SERVICE_NAMES, module_for
 from safekeep.backup.services.base import Content
-from safekeep.errors import NotFound, UnprocessableEntity
+from safekeep.errors import InvalidCursor, NotFound, UnprocessableEntity
 from safekeep.runtime import Runtime
 from safekeep.tenants.account import service as account_service
 from safekeep.tenants.catalog import repository as catalog
@@ -117,8 +117,6 @@ async def list_children(
         try:
             after = (str(value["n"]), uuid.UUID(value["i"]))
         except (KeyError, ValueError, TypeError) as exc:
-            from safekeep.errors import InvalidCursor
-
             raise InvalidCursor("The cursor is not one this API returned") from exc
     rows = await catalog.children_at(
         session,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
@@ -38,7 +38,6 @@ from safekeep.tenants.models import (
     TaskStatus,
     utcnow,
 )
-from safekeep.workers.context import unit_of_work
 
 log = structlog.get_logger(__name__)
 

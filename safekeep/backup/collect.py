@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.graph.client import GraphClient
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, JobIssue, Policy, SkippedItem, Tenant, utcnow
-from safekeep.workers.context import unit_of_work
 
 # After this many failed reads of one item in one run, it is skipped (and tried next run).
 ITEM_ATTEMPTS = 3

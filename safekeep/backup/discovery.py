@@ -9,19 +9,18 @@ from safekeep.backup.context import graph_client
 from safekeep.backup.joblife import JobOutcome, run_job
 from safekeep.graph import directory
 from safekeep.graph.client import GraphClient
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.account.service import FoundAccount, apply_discovery
 from safekeep.tenants.models import AccountKind, Job, Tenant
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant.service import system_scope
-from safekeep.workers.context import unit_of_work
 
 # Probing each user's mailbox and drive: bounded so one tenant does not hog Graph.
 PROBE_CONCURRENCY = 8
 
 
-async def run_discovery_job(job_id: str) -> None:
-    await run_job(job_id, discover)
+async def run_discovery_job(runtime: Runtime, job_id: str) -> None:
+    await run_job(runtime, job_id, discover)
 
 
 async def _probe(

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from safekeep.backup.catalog import SearchFields
+from safekeep.backup.context import open_repository
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants import outbox
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import ItemVersion, Tenant
-from safekeep.workers.context import current_runtime, unit_of_work
 
 if TYPE_CHECKING:
     from safekeep.backup.catalog import SnapshotRun
@@ -100,11 +101,8 @@ async def _fields_for(repo: TenantRepository, version: ItemVersion) -> SearchFie
     return await module_for(version.service).search_fields(version, document, content)
 
 
-async def index_pending(tenant_id: str, version_ids: Sequence[str]) -> None:
+async def index_pending(runtime: Runtime, tenant_id: str, version_ids: Sequence[str]) -> None:
     """The retry job: bring these versions' documents in line with the catalog."""
-    from safekeep.backup.context import open_repository
-
-    runtime = current_runtime()
     ids = {uuid.UUID(v) for v in version_ids}
     async with unit_of_work(runtime) as session:
         tenant = await session.get(Tenant, uuid.UUID(tenant_id))

@@ -12,13 +12,13 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.graph.errors import AuthError, ConsentRequired
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import Job, JobStatus, Tenant, utcnow
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
+from safekeep.tenants.webhook import service as webhooks
 from safekeep.transient import TransientCondition, is_retryable, is_transient
-from safekeep.workers.context import current_runtime, unit_of_work
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +65,7 @@ async def load_runnable(session: AsyncSession, job_id: str) -> Job | None:
     return job
 
 
-async def run_job(job_id: str, body: Body, *, max_attempts: int = 5) -> None:
-    runtime = current_runtime()
+async def run_job(runtime: Runtime, job_id: str, body: Body, *, max_attempts: int = 5) -> None:
     async with unit_of_work(runtime) as session:
         job = await load_runnable(session, job_id)
         if job is None:
@@ -120,8 +119,6 @@ async def _settle(
     event: tuple[str, dict[str, Any]] | None = None,
     tenant: Tenant | None = None,
 ) -> None:
-    from safekeep.tenants.webhook import service as webhooks
-
     async with unit_of_work(runtime) as session:
         job = await job_repository.get_system(session, job_id)
         if job is None:

@@ -28,7 +28,7 @@ from safekeep.graph.errors import (
     NotFound,
     Throttled,
 )
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.job import repository as job_repository
@@ -51,7 +51,6 @@ from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.tenant.service import system_scope
 from safekeep.tenants.webhook import service as webhooks
 from safekeep.transient import is_retryable, is_transient, retry_transient
-from safekeep.workers.context import current_runtime, unit_of_work
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +77,7 @@ def _found_key(service: str) -> str:
     return {"calendar": "mail", "contacts": "mail"}.get(service, service)
 
 
-async def start_backup_job(job_id: str) -> None:
-    runtime = current_runtime()
+async def start_backup_job(runtime: Runtime, job_id: str) -> None:
     async with unit_of_work(runtime) as session:
         job = await load_runnable(session, job_id)
         if job is None:
@@ -168,8 +166,7 @@ async def _fail_job(session: Any, job: Job, code: str, detail: str) -> None:
             )
 
 
-async def run_backup_task(task_id: str) -> None:
-    runtime = current_runtime()
+async def run_backup_task(runtime: Runtime, task_id: str) -> None:
     now = utcnow()
     async with unit_of_work(runtime) as session:
         task = await job_repository.get_task(session, uuid.UUID(task_id))

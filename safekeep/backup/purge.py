@@ -19,17 +19,19 @@ import structlog
 
 from safekeep.backup.context import open_repository
 from safekeep.backup.joblife import JobFailed, JobOutcome, RetryLater, run_job
-from safekeep.runtime import Runtime
+from safekeep.errors import Conflict
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.storage.errors import BlobLocked, BlobNotFound
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.account import service as account_service
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.job import repository as job_repository
-from safekeep.tenants.models import AccountState, Job, JobKind, Tenant, utcnow
+from safekeep.tenants.models import AccountState, Job, JobKind, JobTrigger, Tenant, utcnow
 from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.tenant.service import system_scope
-from safekeep.workers.context import unit_of_work
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +47,8 @@ class GcResult:
     locked: int = 0
 
 
-async def run_purge_job(job_id: str) -> None:
-    await run_job(job_id, purge, max_attempts=50)
+async def run_purge_job(runtime: Runtime, job_id: str) -> None:
+    await run_job(runtime, job_id, purge, max_attempts=50)
 
 
 async def purge(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
@@ -181,11 +183,6 @@ async def request_account_purge(
     session: Any, principal: Any, tenant_id: uuid.UUID, account_id: uuid.UUID, *, ip: str | None
 ) -> Job:
     """The API's entry: an audited, explicit request to delete one account's data."""
-    from safekeep.errors import Conflict
-    from safekeep.tenants.account import service as account_service
-    from safekeep.tenants.models import JobTrigger
-    from safekeep.tenants.tenant import service as tenant_service
-
     tenant = await tenant_service.get_including_deleted(session, tenant_id)
     account = await account_service.get(session, principal.scope, tenant_id, account_id)
     if account.state == AccountState.purged:
@@ -217,9 +214,6 @@ async def request_account_purge(
 
 async def enqueue_retention(session: Any) -> list[uuid.UUID]:
     """Scheduler step: once a day per tenant with a retention period, a retention purge."""
-    from safekeep.tenants.models import JobTrigger
-    from safekeep.tenants.tenant import service as tenant_service
-
     started = []
     since = utcnow() - timedelta(days=1)
     for tenant_id in await tenant_repository.ids_with_retention(session):

@@ -15,12 +15,11 @@ from safekeep.backup.collect import SERVICES_BY_KIND
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import Selection
 from safekeep.errors import UnprocessableEntity
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, AccountState, Snapshot, Tenant
 from safekeep.tenants.scope import TenantScope
-from safekeep.workers.context import unit_of_work
 
 PAGE = 200
 

@@ -9,7 +9,15 @@ from typing import Any, TypeVar
 
 import dramatiq
 
+from safekeep.backup import indexing, jobs, purge
+from safekeep.backup.discovery import run_discovery_job
+from safekeep.backup.export.job import run_export_job
+from safekeep.backup.restore.job import run_restore_job
+from safekeep.billing.events import handle_event
+from safekeep.runtime import unit_of_work
+from safekeep.workers import webhooks
 from safekeep.workers.broker import register
+from safekeep.workers.context import current_runtime
 
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
@@ -41,67 +49,48 @@ def actor(
 
 @actor("default")
 async def run_discover(job_id: str) -> None:
-    from safekeep.backup.discovery import run_discovery_job
-
-    await run_discovery_job(job_id)
+    await run_discovery_job(current_runtime(), job_id)
 
 
 @actor("backup", priority=10)
 async def run_backup(job_id: str) -> None:
-    from safekeep.backup.jobs import start_backup_job
-
-    await start_backup_job(job_id)
+    await jobs.start_backup_job(current_runtime(), job_id)
 
 
 @actor("backup", time_limit_ms=12 * HOUR_MS, priority=20)
 async def run_backup_task(task_id: str) -> None:
-    from safekeep.backup.jobs import run_backup_task as run
-
-    await run(task_id)
+    await jobs.run_backup_task(current_runtime(), task_id)
 
 
 @actor("restore", time_limit_ms=12 * HOUR_MS)
 async def run_restore(job_id: str) -> None:
-    from safekeep.backup.restore.job import run_restore_job
-
-    await run_restore_job(job_id)
+    await run_restore_job(current_runtime(), job_id)
 
 
 @actor("export", time_limit_ms=12 * HOUR_MS)
 async def run_export(job_id: str) -> None:
-    from safekeep.backup.export.job import run_export_job
-
-    await run_export_job(job_id)
+    await run_export_job(current_runtime(), job_id)
 
 
 @actor("default", time_limit_ms=6 * HOUR_MS)
 async def run_purge(job_id: str) -> None:
-    from safekeep.backup.purge import run_purge_job
-
-    await run_purge_job(job_id)
+    await purge.run_purge_job(current_runtime(), job_id)
 
 
 @actor("webhooks", max_retries=0, time_limit_ms=120_000)
 async def deliver_webhook(delivery_id: str) -> None:
     """One attempt; the next is scheduled by the delivery record's backoff, not by Dramatiq."""
-    from safekeep.workers.webhooks import deliver
-
-    await deliver(delivery_id)
+    await webhooks.deliver(delivery_id)
 
 
 @actor("search", max_retries=10)
 async def index_versions(tenant_id: str, version_ids: list[str]) -> None:
     """Retry indexing that failed during a backup (indexing never fails a backup)."""
-    from safekeep.backup.indexing import index_pending
-
-    await index_pending(tenant_id, version_ids)
+    await indexing.index_pending(current_runtime(), tenant_id, version_ids)
 
 
 @actor("default", max_retries=10, time_limit_ms=60_000)
 async def handle_stripe_event(event_id: str) -> None:
     """Apply one stored Stripe event to its MSP; a redelivered message finds it handled."""
-    from safekeep.billing.events import handle_event
-    from safekeep.workers.context import unit_of_work
-
-    async with unit_of_work() as session:
+    async with unit_of_work(current_runtime()) as session:
         await handle_event(session, event_id)

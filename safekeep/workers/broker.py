@@ -13,15 +13,18 @@ import pika
 import pika.exceptions
 import redis
 import structlog
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
 
+from safekeep.backup.context import close_loop_resources
 from safekeep.settings import Settings
 from safekeep.tenants.outbox import Message
 from safekeep.transient import sync_redis
+from safekeep.workers.context import close_runtimes
 
 _ACTORS: dict[str, dramatiq.Actor] = {}
 
@@ -44,11 +47,6 @@ class CloseRuntimes(Middleware):
     pools, HTTP clients, the Redis limiter) instead of leaving it to the garbage collector."""
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        from dramatiq.asyncio import get_event_loop_thread
-
-        from safekeep.backup.context import close_loop_resources
-        from safekeep.workers.context import close_runtimes
-
         async def close() -> None:
             await close_loop_resources()
             await close_runtimes()

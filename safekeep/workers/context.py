@@ -1,41 +1,55 @@
-"""What an actor runs with: a runtime for its event loop and a unit of work.
+"""What an actor runs with: the runtime of its event loop.
 
 Async actors run on Dramatiq's event-loop thread; database engines and HTTP clients are bound
-to the loop that made them, so each loop gets its own Runtime, built from the settings the
-process was configured with.
+to the loop that made them, so each loop gets its own Runtime, built from the settings and the
+sender the process was configured with. Only this package (actors, the scheduler, process
+set-up) looks a runtime up here; the engine receives it as an argument.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from safekeep.runtime import Runtime
-from safekeep.settings import Settings, get_settings
-from safekeep.tenants import outbox
+from safekeep.runtime import Runtime, Sender
+from safekeep.settings import Settings
 
 RuntimeFactory = Callable[[Settings], Runtime]
 
 _settings: Settings | None = None
-_factory: RuntimeFactory = Runtime.build
+_factory: RuntimeFactory | None = None
 _runtimes: dict[asyncio.AbstractEventLoop, Runtime] = {}
 
 
-def configure(settings: Settings, factory: RuntimeFactory | None = None) -> None:
-    """Set what runtimes are built from (call before workers start)."""
+class NotConfigured(RuntimeError):
+    pass
+
+
+def configure(
+    settings: Settings, *, send: Sender | None = None, factory: RuntimeFactory | None = None
+) -> None:
+    """Set what runtimes are built from (call before workers start): either a ``factory``, or
+    the ``send`` that runtimes built from ``settings`` hand their collected messages to."""
     global _settings, _factory
+    if factory is None:
+        if send is None:
+            raise TypeError("configure needs a sender or a runtime factory")
+        sender = send
+
+        def factory(s: Settings) -> Runtime:
+            return Runtime.build(s, send=sender)
+
     _settings = settings
-    _factory = factory or Runtime.build
+    _factory = factory
 
 
 def current_runtime() -> Runtime:
     loop = asyncio.get_running_loop()
     runtime = _runtimes.get(loop)
     if runtime is None:
-        runtime = _factory(_settings or get_settings())
+        if _factory is None or _settings is None:
+            raise NotConfigured("safekeep.workers.context.configure was not called")
+        runtime = _factory(_settings)
         _runtimes[loop] = runtime
     return runtime
 
@@ -50,14 +64,3 @@ async def close_runtimes() -> None:
 
 def forget_runtimes() -> None:
     _runtimes.clear()
-
-
-@asynccontextmanager
-async def unit_of_work(runtime: Runtime | None = None) -> AsyncIterator[AsyncSession]:
-    """A session that commits when the block ends cleanly, then sends collected messages."""
-    runtime = runtime or current_runtime()
-    with outbox.collect() as box:
-        async with runtime.db.session() as session:
-            yield session
-        if box.messages:
-            runtime.send(box.messages)

@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 def start_worker(
     settings: Settings, *, threads: int = 8, queues: list[str] | None = None
 ) -> dramatiq.Worker:
-    configure(settings)
+    configure(settings, send=queue.send_messages)
     broker = queue.configure(settings)
     worker = dramatiq.Worker(
         broker, queues=set(queues) if queues else None, worker_threads=threads, worker_timeout=500

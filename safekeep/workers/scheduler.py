@@ -18,6 +18,7 @@ from safekeep.backup.purge import enqueue_retention
 from safekeep.billing import events as billing_events
 from safekeep.billing import usage as billing_usage
 from safekeep.billing.stripe_client import BillingClient
+from safekeep.runtime import unit_of_work
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.idempotency import service as idempotency
@@ -27,7 +28,7 @@ from safekeep.tenants.schedule import service as schedule
 from safekeep.tenants.webhook import repository as webhook_repository
 from safekeep.transient import RETRY_AFTER_SECONDS, is_transient
 from safekeep.workers import broker
-from safekeep.workers.context import configure, current_runtime, unit_of_work
+from safekeep.workers.context import configure, current_runtime
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +54,7 @@ async def recover_lost_jobs(*, older_than: timedelta | None = None) -> int:
 
 
 async def retry_webhooks() -> int:
-    async with unit_of_work() as session:
+    async with unit_of_work(current_runtime()) as session:
         ids = await webhook_repository.stale_pending(session, utcnow() - timedelta(minutes=5), 500)
         for delivery_id in ids:
             outbox.enqueue("deliver_webhook", str(delivery_id))
@@ -78,15 +79,15 @@ async def tick() -> dict[str, int]:
     failed: list[str] = []
 
     async def enqueue_due() -> list[object]:
-        async with unit_of_work() as session:
+        async with unit_of_work(current_runtime()) as session:
             return list(await schedule.enqueue_due(session))
 
     async def prune() -> int:
-        async with unit_of_work() as session:
+        async with unit_of_work(current_runtime()) as session:
             return await idempotency.prune(session)
 
     async def retention() -> int:
-        async with unit_of_work() as session:
+        async with unit_of_work(current_runtime()) as session:
             return len(await enqueue_retention(session))
 
     async def expire() -> int:
@@ -100,7 +101,7 @@ async def tick() -> dict[str, int]:
         return run.sent, run.failed
 
     async def stripe_events() -> int:
-        async with unit_of_work() as session:
+        async with unit_of_work(current_runtime()) as session:
             return await billing_events.requeue_unhandled(session)
 
     no_jobs: list[object] = []
@@ -129,7 +130,7 @@ async def tick() -> dict[str, int]:
 
 
 async def run_forever(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    configure(settings)
+    configure(settings, send=broker.send_messages)
     broker.configure(settings)
     stop = stop or asyncio.Event()
     current_runtime()

@@ -11,11 +11,12 @@ import uuid
 import httpx
 import structlog
 
+from safekeep.runtime import unit_of_work
 from safekeep.tenants import outbox
 from safekeep.tenants.models import DeliveryStatus
 from safekeep.tenants.webhook import repository, service
 from safekeep.tenants.webhook.target import TargetRefused, TargetUnresolved, resolve_target
-from safekeep.workers.context import current_runtime, unit_of_work
+from safekeep.workers.context import current_runtime
 
 log = structlog.get_logger(__name__)
 

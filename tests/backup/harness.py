@@ -112,7 +112,7 @@ class EngineHarness:
 
     async def discover(self) -> list[Account]:
         job = await self.start_job(JobKind.discover)
-        await run_discovery_job(str(job.id))
+        await run_discovery_job(self.runtime, str(job.id))
         done = await self.job(job.id)
         assert done.status == "succeeded", (done.status, done.error_code, done.error_detail)
         return await self.accounts()
@@ -203,7 +203,7 @@ class EngineHarness:
                     id=export_id, tenant_id=self.tenant.id, job_id=job.id, options=params["options"]
                 )
             )
-        await run_export_job(str(job.id))
+        await run_export_job(self.runtime, str(job.id))
         done = await self.job(job.id)
         assert done.status == "succeeded", (done.status, done.error_code, done.error_detail)
         async with self.runtime.db.session() as session:

@@ -15,13 +15,13 @@ from tests.backup.harness import EngineHarness
 
 async def run_backup(h: EngineHarness) -> Job:
     job = await h.start_job(JobKind.backup)
-    await start_backup_job(str(job.id))
+    await start_backup_job(h.runtime, str(job.id))
     async with h.runtime.db.session() as session:
         tasks = (
             (await session.execute(select(JobTask).where(JobTask.job_id == job.id))).scalars().all()
         )
     for task in tasks:
-        await run_backup_task(str(task.id))
+        await run_backup_task(h.runtime, str(task.id))
     return await h.job(job.id)
 
 

@@ -164,7 +164,7 @@ async def test_browse_download_restore_export_and_search(
             headers=h.msp.headers,
         )
         assert r.status_code == 202, r.text
-        await run_restore_job(r.json()["id"])
+        await run_restore_job(h.runtime, r.json()["id"])
         job: dict[str, Any] = (
             await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)
         ).json()
@@ -198,7 +198,7 @@ async def test_browse_download_restore_export_and_search(
     )
     assert r.status_code == 202, r.text
     export = r.json()
-    await run_export_job(str(export["job_id"]))
+    await run_export_job(h.runtime, str(export["job_id"]))
     export = (await api.get(f"/v1/exports/{export['id']}", headers=h.msp.headers)).json()
     assert export["status"] == "ready"
     whole = await api.get(f"/v1/exports/{export['id']}/download", headers=h.msp.headers)

@@ -36,6 +36,6 @@ async def test_backup_with_search_down_then_retry(engine: EngineHarness) -> None
     )
     assert (await backend.search(query)).hits == []
     for message in retries:
-        await index_pending(*message.args)
+        await index_pending(runtime, *message.args)
     found = await backend.search(query.model_copy(update={"limit": 100}))
     assert len(found.hits) == run.counters.added

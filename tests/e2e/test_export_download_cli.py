@@ -51,7 +51,7 @@ async def test_download_whole_then_resumed(engine: EngineHarness, tmp_path: Path
             headers=h.msp.headers,
         )
         export = r.json()
-        await run_export_job(export["job_id"])
+        await run_export_job(h.runtime, export["job_id"])
         export = (await api.get(f"/v1/exports/{export['id']}", headers=h.msp.headers)).json()
 
     ranges: list[str | None] = []

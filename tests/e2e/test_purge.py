@@ -66,7 +66,7 @@ async def test_an_account_is_purged_only_on_request_and_only_it(
     assert r.status_code == 422
     r = await api.post(f"{base}/purge", json={"confirm": str(leaver.id)}, headers=h.msp.headers)
     assert r.status_code == 202, r.text
-    await run_purge_job(r.json()["id"])
+    await run_purge_job(h.runtime, r.json()["id"])
     job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
     assert job["status"] == "succeeded", job
     assert (await api.get(base, headers=h.msp.headers)).json()["state"] == "purged"
@@ -128,7 +128,7 @@ async def test_retention_removes_old_versions_and_keeps_current_ones(engine: Eng
     current_before = await count(h, ItemVersion, account) - 1
     await h.set_policy(retention_days=7)
     job = await h.start_job(JobKind.purge, {"retention": True})
-    await run_purge_job(str(job.id))
+    await run_purge_job(h.runtime, str(job.id))
     done = await h.job(job.id)
     assert done.status == "succeeded", done.error_detail
     assert done.result["retention"]["versions"] == 1
@@ -149,7 +149,7 @@ async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
         )
     job = await h.start_job(JobKind.purge, {"retention": True})
     with pytest.raises(RetryLater):
-        await run_purge_job(str(job.id))
+        await run_purge_job(h.runtime, str(job.id))
     assert (await h.job(job.id)).status == "running"  # retried by Dramatiq, not failed
 
 

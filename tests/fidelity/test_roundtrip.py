@@ -109,7 +109,7 @@ async def restore_job(
             "conflict": conflict,
         },
     )
-    await run_restore_job(str(job.id))
+    await run_restore_job(h.runtime, str(job.id))
     done = await h.job(job.id)
     return str(done.status), dict(done.result.get("totals") or {})
 

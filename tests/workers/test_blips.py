@@ -112,7 +112,7 @@ async def test_a_blip_gives_the_lease_back_at_once(
 
     monkeypatch.setattr(jobs, "_collect", collect)
     with pytest.raises(type(blip)):
-        await jobs.run_backup_task(str(task_id))
+        await jobs.run_backup_task(runtime, str(task_id))
     async with runtime.db.session() as session:
         task = await session.get(JobTask, task_id)
     assert task is not None
@@ -121,7 +121,7 @@ async def test_a_blip_gives_the_lease_back_at_once(
     assert task.error_code in ("transient_error",)
     # The retry takes the lease at once, without waiting for it to expire.
     monkeypatch.setattr(jobs, "_collect", lambda *_a: _succeed())
-    await jobs.run_backup_task(str(task_id))
+    await jobs.run_backup_task(runtime, str(task_id))
     async with runtime.db.session() as session:
         task = await session.get(JobTask, task_id)
     assert task is not None and task.status == TaskStatus.succeeded

@@ -211,11 +211,11 @@ def amqp_application(runtime: Runtime, rabbitmq_url: str) -> Iterator[dramatiq.B
     share the test's database, as in a `safekeep worker` process."""
     settings = runtime.settings.model_copy(update={"broker_url": rabbitmq_url})
     broker = queue_setup.configure(settings)
-    context.configure(settings)
+    context.configure(settings, send=queue_setup.send_messages)
     yield broker
     broker.close()
     queue_setup.configure(Settings(_env_file=None))
-    context.configure(Settings(_env_file=None))
+    context.configure(Settings(_env_file=None), send=queue_setup.send_messages)
     context.forget_runtimes()
 
 

@@ -8,10 +8,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger, Tenant, utcnow
 from safekeep.tenants.schedule import service as schedule
-from safekeep.workers.context import unit_of_work
 from safekeep.workers.scheduler import recover_lost_jobs
 from tests.factories import create_msp, create_tenant
 from tests.fixtures.app import SentMessages
@@ -53,6 +52,41 @@ async def test_replicas_enqueue_a_due_tenant_once(
         )
         row = await session.get(Tenant, tenant.id)
     assert [(j.kind, j.trigger) for j in jobs] == [(JobKind.backup, JobTrigger.scheduled)]
+    assert row is not None and row.next_backup_at is not None
+    assert timedelta(hours=5) < row.next_backup_at - utcnow() <= timedelta(hours=6)
+
+
+async def test_a_replica_that_read_after_the_claim_does_not_claim_the_next_slot(
+    worker_runtime: Runtime,
+) -> None:
+    """The race behind a once-flaky replica test: replica B lists the tenant as due, replica A
+    claims it (its next slot is now in the future), then B loads the row and sees that future
+    slot. B's compare-and-set must fail, not push the tenant a second interval away."""
+    from safekeep.tenants.tenant import repository as tenant_repository
+
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp, policy={"backups_per_day": 4})
+    await _due(runtime, tenant)
+    now = utcnow()
+    async with unit_of_work(runtime) as session:
+        row = await session.get(Tenant, tenant.id)
+        assert row is not None and row.next_backup_at is not None
+        first = row.next_backup_at
+        claimed = await tenant_repository.claim_due(
+            session, tenant.id, expected=first, next_at=now + timedelta(hours=6), now=now
+        )
+    assert claimed
+    async with unit_of_work(runtime) as session:
+        late = await tenant_repository.claim_due(
+            session,
+            tenant.id,
+            expected=now + timedelta(hours=6),
+            next_at=now + timedelta(hours=12),
+            now=now,
+        )
+        row = await session.get(Tenant, tenant.id)
+    assert not late
     assert row is not None and row.next_backup_at is not None
     assert timedelta(hours=5) < row.next_backup_at - utcnow() <= timedelta(hours=6)
 

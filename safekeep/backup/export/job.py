@@ -14,20 +14,21 @@ from safekeep.backup.joblife import JobFailed, JobOutcome, run_job
 from safekeep.backup.selection import Scope, Unit, build_selection, resolve_units
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import ExportContext
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
+from safekeep.storage.errors import BlobLocked, BlobNotFound
 from safekeep.storage.repository import TenantRepository
+from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Export, ExportStatus, Job, Tenant, utcnow
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant.service import system_scope
-from safekeep.workers.context import unit_of_work
 
 
 def export_key(tenant: Tenant, export_id: uuid.UUID) -> str:
     return f"{tenant.storage_prefix}exports/{export_id}.zip"
 
 
-async def run_export_job(job_id: str) -> None:
-    await run_job(job_id, export)
+async def run_export_job(runtime: Runtime, job_id: str) -> None:
+    await run_job(runtime, job_id, export)
 
 
 async def _members(
@@ -116,9 +117,6 @@ async def export(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
 
 async def expire_exports(runtime: Runtime) -> int:
     """Scheduler step: exports past their expiry lose their ZIP and say so."""
-    from safekeep.storage.errors import BlobLocked, BlobNotFound
-    from safekeep.tenants.catalog import repository as catalog
-
     store = await runtime.blobs()
     async with unit_of_work(runtime) as session:
         expired = await catalog.expired_exports(session, utcnow(), 200)

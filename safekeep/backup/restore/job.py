@@ -14,12 +14,11 @@ from safekeep.backup.restore.report import JobRestoreReport
 from safekeep.backup.selection import Scope, Unit, build_selection, resolve_units
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import ConflictRule, FolderMode, RestoreContext
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.models import Account, AccountState, Job, Tenant, utcnow
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant.service import system_scope
-from safekeep.workers.context import unit_of_work
 
 UNIT_CONCURRENCY = 4
 
@@ -28,8 +27,8 @@ def restored_folder_name(now: datetime) -> str:
     return f"Restored {now:%Y-%m-%d %H-%M}"
 
 
-async def run_restore_job(job_id: str) -> None:
-    await run_job(job_id, restore)
+async def run_restore_job(runtime: Runtime, job_id: str) -> None:
+    await run_job(runtime, job_id, restore)
 
 
 async def restore(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:

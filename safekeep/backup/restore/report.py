@@ -12,9 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.models import ItemVersion, JobIssue
-from safekeep.workers.context import unit_of_work
 
 OBSERVED_IN_RESULT = 100
 

@@ -50,7 +50,7 @@ async def enqueue_due(
         expected = tenant.next_backup_at
         following = next_run(expected, now, policy.backups_per_day)
         if not await tenant_repository.claim_due(
-            session, tenant.id, expected=expected, next_at=following
+            session, tenant.id, expected=expected, next_at=following, now=now
         ):
             continue  # another replica took it
         await session.refresh(tenant)

@@ -91,13 +91,25 @@ async def due_tenant_ids(session: AsyncSession, now: datetime, limit: int) -> li
 
 
 async def claim_due(
-    session: AsyncSession, tenant_id: uuid.UUID, *, expected: datetime, next_at: datetime
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    expected: datetime,
+    next_at: datetime,
+    now: datetime,
 ) -> bool:
     """Move a tenant's next backup forward only if nobody else did: the compare-and-set that
-    lets several scheduler replicas run without enqueuing a tenant twice."""
+    lets several scheduler replicas run without enqueuing a tenant twice. ``expected`` must
+    still be due: a replica that read the row after another had claimed it sees the new slot
+    (in the future) and must not claim that one too, which would push the tenant a second
+    interval away."""
     stmt = (
         update(Tenant)
-        .where(Tenant.id == tenant_id, Tenant.next_backup_at == expected)
+        .where(
+            Tenant.id == tenant_id,
+            Tenant.next_backup_at == expected,
+            Tenant.next_backup_at <= now,
+        )
         .values(next_backup_at=next_at)
         .execution_options(synchronize_session=False)
     )

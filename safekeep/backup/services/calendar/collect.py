@@ -61,11 +61,11 @@ from safekeep.backup.services.calendar.document import (
 )
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
+from safekeep.runtime import unit_of_work
 from safekeep.search.extract import extract_text
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import DeltaState, utcnow
-from safekeep.workers.context import unit_of_work
 
 log = structlog.get_logger(__name__)
 

@@ -39,10 +39,10 @@ from safekeep.backup.services.drive.model import (
 from safekeep.backup.services.drive.quickxor import QuickXorHash
 from safekeep.graph.client import BatchRequest
 from safekeep.graph.errors import AuthError, GraphError, NotFound, Throttled, TransientError
+from safekeep.runtime import unit_of_work
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import DeltaState, ItemVersion
-from safekeep.workers.context import unit_of_work
 
 log = structlog.get_logger(__name__)
 
