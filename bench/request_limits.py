@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import Table
-from safekeep.api.serving import uvicorn_options
+from safekeep.api.serving import api_command
 
 MiB = 1024 * 1024
 TARGET_SECONDS = 0.5  # "well under a second", client sending time included
@@ -51,22 +51,8 @@ def start_api(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    options = uvicorn_options()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "safekeep.api.app:create_app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--http",
-            options["http"],
-            "--h11-max-incomplete-event-size",
-            str(options["h11_max_incomplete_event_size"]),
-        ],
+        [*api_command(port), "--no-access-log"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
