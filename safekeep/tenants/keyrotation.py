@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -66,6 +67,24 @@ def _unseals_with(master_key: bytes, sealed: bytes, context: str) -> bool:
     return True
 
 
+def _reseal(
+    report: RotationReport, keys: Sequence[bytes], sealed: bytes, context: str, what: str
+) -> bytes | None:
+    """The secret sealed under the current key (``keys[0]``), or None when it already is or
+    opens with no configured key (then ``report`` says so)."""
+    current = keys[0]
+    if _unseals_with(current, sealed, context):
+        report.current += 1
+        return None
+    try:
+        secret = unseal_with_any(keys, sealed, context=context)
+    except SecretUnsealError:
+        report.unreadable.append(what)
+        return None
+    report.secrets += 1
+    return seal(current, secret, context=context)
+
+
 async def rotate_master_key(db: Database, settings: Settings) -> RotationReport:
     """Bring every wrapped key and sealed secret under ``settings.master_key``."""
     current, keys = settings.master_key_bytes, settings.master_keys
@@ -96,20 +115,17 @@ async def rotate_master_key(db: Database, settings: Settings) -> RotationReport:
                         )
                         report.data_keys += 1
                         changed_per_msp[tenant.msp_id] += 1
-                sealed = tenant.app_client_secret_sealed
-                if sealed is not None:
-                    context = f"tenant:{tenant_id}:app-secret"
-                    if _unseals_with(current, sealed, context):
-                        report.current += 1
-                    else:
-                        try:
-                            secret = unseal_with_any(keys, sealed, context=context)
-                        except SecretUnsealError:
-                            report.unreadable.append(f"tenant {tenant_id}: app client secret")
-                        else:
-                            tenant.app_client_secret_sealed = seal(current, secret, context=context)
-                            report.secrets += 1
-                            changed_per_msp[tenant.msp_id] += 1
+                if tenant.app_client_secret_sealed is not None:
+                    resealed = _reseal(
+                        report,
+                        keys,
+                        tenant.app_client_secret_sealed,
+                        f"tenant:{tenant_id}:app-secret",
+                        f"tenant {tenant_id}: app client secret",
+                    )
+                    if resealed is not None:
+                        tenant.app_client_secret_sealed = resealed
+                        changed_per_msp[tenant.msp_id] += 1
         if len(tenants) < _PAGE:
             break
         after = tenants[-1].id
@@ -122,18 +138,16 @@ async def rotate_master_key(db: Database, settings: Settings) -> RotationReport:
                 by_id = by_id.where(WebhookEndpoint.id > after)
             endpoints = list((await session.scalars(by_id)).all())
             for endpoint in endpoints:
-                context = f"webhook:{endpoint.id}:secret"
-                if _unseals_with(current, endpoint.secret_sealed, context):
-                    report.current += 1
-                    continue
-                try:
-                    secret = unseal_with_any(keys, endpoint.secret_sealed, context=context)
-                except SecretUnsealError:
-                    report.unreadable.append(f"webhook endpoint {endpoint.id}: signing secret")
-                    continue
-                endpoint.secret_sealed = seal(current, secret, context=context)
-                report.secrets += 1
-                changed_per_msp[endpoint.msp_id] += 1
+                resealed = _reseal(
+                    report,
+                    keys,
+                    endpoint.secret_sealed,
+                    f"webhook:{endpoint.id}:secret",
+                    f"webhook endpoint {endpoint.id}: signing secret",
+                )
+                if resealed is not None:
+                    endpoint.secret_sealed = resealed
+                    changed_per_msp[endpoint.msp_id] += 1
         if len(endpoints) < _PAGE:
             break
         after = endpoints[-1].id
