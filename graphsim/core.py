@@ -361,7 +361,7 @@ def delta_links(
     return {"@odata.deltaLink": link(req, path, {key: token})}
 
 
-def outlook_delta_resp(
+def delta_resp(
     req: Req,
     engine: Engine,
     state: DeltaState,
@@ -372,15 +372,25 @@ def outlook_delta_resp(
     path: str,
     entity: str,
     values: list[dict[str, Any]],
+    style: str = "outlook",
 ) -> Resp:
-    """One page of an Outlook delta (messages, events, contacts, folders): the values, then
-    the next or delta link, as Exchange answers it."""
+    """One page of a delta (Outlook: messages, events, contacts, folders; OneDrive: drive
+    and list items): the values, then the next or delta link, as the service answers it."""
     body: dict[str, Any] = {
         "@odata.context": f"{req.graph_base}/$metadata#Collection({entity})",
         "value": values,
     }
-    body.update(delta_links(req, engine, state, owner, page, more, path=path, style="outlook"))
+    body.update(delta_links(req, engine, state, owner, page, more, path=path, style=style))
     return Resp(200, body, prefer_applied(req, state.size))
+
+
+def removed_entry(entity: str, item_id: str) -> dict[str, Any]:
+    """What an Outlook delta reports for a deleted item."""
+    return {
+        "@odata.type": f"#microsoft.graph.{entity}",
+        "id": item_id,
+        "@removed": {"reason": "deleted"},
+    }
 
 
 def json_resp(
