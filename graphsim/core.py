@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 
 from graphsim.http import GraphError, Req, Resp, Router, split_top
+from graphsim.inflight import InFlight
 from graphsim.state import Tenant, User, World
 from graphsim.throttle import Throttler
 
@@ -58,6 +59,7 @@ class Engine:
     base_url: str = ""
     upload_sessions: dict[str, Any] = field(default_factory=dict)
     caches: dict[str, Any] = field(default_factory=dict)  # per simulator, never persisted
+    in_flight: InFlight = field(default_factory=InFlight)  # per mailbox, over time
 
     # -- signed opaque tokens ---------------------------------------------------------------
 

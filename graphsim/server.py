@@ -238,6 +238,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
     template = f"{req.method} unmatched"
     mailbox: str | None = None
     slot = None
+    in_flight: str | None = None
     status = 500
     try:
         with engine.world.lock:
@@ -258,6 +259,9 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             resp = await run_batch(engine, req)
             status = resp.status
             return resp, template
+        if route.service == "exchange" and mailbox:
+            # Outlook's limit is per mailbox: how many requests a client keeps in flight.
+            in_flight = engine.in_flight.begin(f"{tenant.id}|{mailbox}")
         slot = engine.throttler.admit(
             service=route.service,
             app=req.app_id,
@@ -286,6 +290,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         body = error_body(err, req.request_id, req.headers.get("client-request-id", ""))
         return Resp(err.status, body, dict(err.headers)), template
     finally:
+        engine.in_flight.end(in_flight)
         engine.throttler.release(slot)
         engine.throttler.record(
             template, mailbox, req.tenant.id if req.tenant else None, status, inner=req.inner

@@ -510,10 +510,16 @@ class Simulator:
         self.engine.throttler.config.update({"error_rate": float(rate)})
 
     def counters(self) -> dict[str, Any]:
-        return self.engine.throttler.counters.as_dict()
+        """The throttler's request counters, and ``in_flight``: per mailbox
+        (``tenant-id|upn``), the Outlook requests in flight over time (graphsim.inflight)."""
+        return {
+            **self.engine.throttler.counters.as_dict(),
+            "in_flight": self.engine.in_flight.as_dict(),
+        }
 
     def reset_counters(self) -> None:
         self.engine.throttler.reset_counters()
+        self.engine.in_flight.reset()
 
     def reset(self) -> None:
         """Back to the seed's world: regenerated content, default throttling, no counters."""
@@ -527,3 +533,4 @@ class Simulator:
         latency = self.engine.throttler.config.latency_ms
         self.engine.throttler.config = ThrottleConfig(latency_ms=latency)
         self.engine.throttler.reset()
+        self.engine.in_flight.reset()
