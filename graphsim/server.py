@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from graphsim import (
+    control_http,
     entra,
     routes_beta,
     routes_calendar,
@@ -720,13 +721,13 @@ WIRE_ROUTES: list[BaseRoute] = [
 ]
 
 
-def build_app(engine: Engine, control_routes: list[BaseRoute], **state: Any) -> CountingApp:
+def build_app(engine: Engine, **state: Any) -> CountingApp:
     """The ASGI app: controls first (so ``/_sim/...`` never reaches Graph or Entra), then
     the wire, Entra, and last a catch-all that keeps every unknown path JSON. Handlers reach
     the ``engine`` (and whatever else ``state`` names) through ``request.app.state``."""
     routes: list[BaseRoute] = [
         *entra.CONTROL_ROUTES,
-        *control_routes,
+        *control_http.ROUTES,
         *WIRE_ROUTES,
         *entra.ROUTES,
         Route("/{path:path}", unknown, methods=ALL_METHODS),

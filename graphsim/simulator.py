@@ -22,7 +22,7 @@ from typing import Any
 import trustme
 import uvicorn
 
-from graphsim import control, control_http
+from graphsim import control
 from graphsim.core import Engine, SimConfig
 from graphsim.generator import GenOptions, generate_world, new_tenant
 from graphsim.server import build_app, graph_router
@@ -156,7 +156,7 @@ class Simulator:
         self.port = sock.getsockname()[1]
         self.base_url = f"https://{self.host}:{self.port}"
         self.engine.base_url = self.base_url
-        app = build_app(self.engine, control_http.ROUTES, simulator=self)
+        app = build_app(self.engine, simulator=self)
         config = uvicorn.Config(
             app,
             ssl_certfile=cert,
