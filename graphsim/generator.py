@@ -7,6 +7,7 @@ tenant with thousands of messages starts in a fraction of a second per hundred i
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -297,21 +298,26 @@ def new_tenant(seed: int, index: int, name: str | None = None) -> Tenant:
         seed=seed,
     )
     for sku_id, part, plans in SKUS:
-        tenant.skus[sku_id] = Sku(
-            sku_id=sku_id,
-            part_number=part,
-            prepaid=25,
-            service_plans=[
-                {
-                    "servicePlanId": ids.guid("plan", p),
-                    "servicePlanName": p,
-                    "provisioningStatus": "Success",
-                    "appliesTo": "User",
-                }
-                for p in plans
-            ],
-        )
+        tenant.skus[sku_id] = new_sku(sku_id, part, 25, plans)
     return tenant
+
+
+def new_sku(sku_id: str, part_number: str, units: int, plans: Sequence[str]) -> Sku:
+    """A subscription with ``units`` licences whose service plans are provisioned."""
+    return Sku(
+        sku_id=sku_id,
+        part_number=part_number,
+        prepaid=units,
+        service_plans=[
+            {
+                "servicePlanId": ids.guid("plan", p),
+                "servicePlanName": p,
+                "provisioningStatus": "Success",
+                "appliesTo": "User",
+            }
+            for p in plans
+        ],
+    )
 
 
 def add_user(

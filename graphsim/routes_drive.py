@@ -464,19 +464,20 @@ def delta(engine: Engine, req: Req) -> Resp:
         )
     path = f"/drives/{drive.id}/root/delta"
     token = req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    if token == LATEST_TOKEN:
-        state = read_delta_token(
-            req,
-            engine,
-            collection=drive.id,
-            owner=drive.id,
-            style="onedrive",
-            path=path,
-            query={},
-            default_size=200,
-            max_size=1000,
-            token=None,
-        )
+    latest = token == LATEST_TOKEN  # "now on" without the items: a link to start from
+    state = read_delta_token(
+        req,
+        engine,
+        collection=drive.id,
+        owner=drive.id,
+        style="onedrive",
+        path=path,
+        query={} if latest else {"select": req.query.get("$select", "")},
+        default_size=200,
+        max_size=1000,
+        token=None if latest else token,
+    )
+    if latest:
         state.since = state.upto
         body: dict[str, Any] = {
             "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
@@ -486,18 +487,6 @@ def delta(engine: Engine, req: Req) -> Resp:
             delta_links(req, engine, state, drive.id, [], False, path=path, style="onedrive")
         )
         return json_resp(body)
-    state = read_delta_token(
-        req,
-        engine,
-        collection=drive.id,
-        owner=drive.id,
-        style="onedrive",
-        path=path,
-        query={"select": req.query.get("$select", "")},
-        default_size=200,
-        max_size=1000,
-        token=token,
-    )
     select = [s for s in str(state.query.get("select", "")).split(",") if s]
     live = [(i.seq, i.id, i) for i in drive.items.values() if not i.deleted]
     removed = ((i.seq, i.id, i) for i in drive.items.values() if i.deleted)

@@ -24,7 +24,7 @@ import uvicorn
 
 from graphsim import control
 from graphsim.core import Engine, SimConfig
-from graphsim.generator import GenOptions, generate_world, new_tenant
+from graphsim.generator import GenOptions, generate_world, new_sku, new_tenant
 from graphsim.server import build_app, graph_router
 from graphsim.state import Tenant, World
 from graphsim.throttle import ThrottleConfig, Throttler
@@ -311,25 +311,11 @@ class Simulator:
     ) -> str:
         """Add a subscription (licence SKU) to a tenant; returns its skuId."""
         from graphsim import ids
-        from graphsim.state import Sku
 
         with self.engine.world.lock:
             t = self.tenant(tenant)
             sku_id = ids.guid("sku", part_number)
-            t.skus[sku_id] = Sku(
-                sku_id=sku_id,
-                part_number=part_number,
-                prepaid=units,
-                service_plans=[
-                    {
-                        "servicePlanId": ids.guid("plan", p),
-                        "servicePlanName": p,
-                        "provisioningStatus": "Success",
-                        "appliesTo": "User",
-                    }
-                    for p in plans
-                ],
-            )
+            t.skus[sku_id] = new_sku(sku_id, part_number, units, plans)
             return sku_id
 
     def assign_licence(self, tenant: str, user: str, sku_id: str | None = None) -> None:
