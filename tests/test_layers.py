@@ -324,7 +324,7 @@ def _actors() -> dict[str, str]:
             for deco in node.decorator_list:
                 if isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "actor":
                     queue = deco.args[0]
-                    assert isinstance(queue, ast.Constant)
+                    assert isinstance(queue, ast.Constant) and isinstance(queue.value, str)
                     found[node.name] = queue.value
     return found
 
