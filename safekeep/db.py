@@ -6,13 +6,18 @@ The edge (a request, an actor) owns the unit of work: it opens a session from
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiosqlite
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
+from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -120,16 +125,16 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    # Healing after a database restart: pool_pre_ping replaces a pooled connection the server
-    # dropped before it is handed out, and SQLAlchemy invalidates the whole pool on the first
-    # disconnect it sees, so only the statement that was in flight fails (as a transient
-    # error, see safekeep.transient). Connecting fails fast while the server is down, and
-    # keepalives notice a peer that vanished without closing its sockets.
-    return create_async_engine(
+    # Healing after a database restart: a pooled connection that sat idle is pinged before it
+    # is handed out (see _ping_if_idle) and replaced if the server dropped it, and SQLAlchemy
+    # invalidates the whole pool on the first disconnect it sees, so only the statement that
+    # was in flight fails (as a transient error, see safekeep.transient). Connecting fails
+    # fast while the server is down, and keepalives notice a peer that vanished without
+    # closing its sockets.
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=CHECKOUT_TIMEOUT_SECONDS,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -139,6 +144,58 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             "keepalives_count": 3,
         },
     )
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "checkin", _note_checkin)
+    event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
+    event.listen(sync_engine, "before_cursor_execute", _begin_before_first_write)
+    return engine
+
+
+# A connection used this recently is not pinged again at checkout. Under load connections go
+# back and forth every few milliseconds, and a ping per checkout was one extra round trip per
+# request (SQLAlchemy's pool_pre_ping); a connection idle for longer is pinged as before.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Any, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        alive = dialect.do_ping(dbapi_connection)
+    except Exception as exc:
+        if dialect.is_disconnect(exc, dbapi_connection, None):
+            raise exc_module.DisconnectionError() from exc
+        raise
+    if not alive:
+        raise exc_module.DisconnectionError()
+
+
+# Sessions opened with ``begin_on_write`` (the API's GET requests) run their reads in
+# autocommit: no BEGIN and COMMIT round trips around a page of SELECTs. The first statement
+# that writes or locks rows opens a real transaction first, so everything from there on
+# commits or rolls back together, as in any other session. At READ COMMITTED (the default)
+# each statement sees the latest committed data either way; only row locks and
+# transaction-time functions differ, and locking reads are treated as writes.
+BEGIN_ON_WRITE = "safekeep_begin_on_write"
+_LOCKING = re.compile(r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
+
+
+def _begin_before_first_write(
+    conn: Any, cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool
+) -> None:
+    if not conn.get_execution_options().get(BEGIN_ON_WRITE):
+        return
+    if _is_read(statement) and not _LOCKING.search(statement):
+        return
+    driver_connection = conn.connection.driver_connection
+    if driver_connection.info.transaction_status == TransactionStatus.IDLE:
+        cursor.execute("BEGIN")
 
 
 class Database:
@@ -148,15 +205,32 @@ class Database:
         self.url = to_async_url(url)
         self.engine = create_engine(self.url, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # SQLite already begins a transaction only at the first write (the sqlite3 module's
+        # default), and on PostgreSQL this engine does the same (see _begin_before_first_write).
+        self.begin_on_write_sessionmaker = (
+            self.sessionmaker
+            if self.is_sqlite
+            else async_sessionmaker(
+                self.engine.execution_options(
+                    isolation_level="AUTOCOMMIT", **{BEGIN_ON_WRITE: True}
+                ),
+                expire_on_commit=False,
+                autoflush=False,
+            )
+        )
 
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.url)
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session that commits when the block ends cleanly and rolls back otherwise."""
-        async with self.sessionmaker() as session:
+    async def session(self, *, begin_on_write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session that commits when the block ends cleanly and rolls back otherwise.
+
+        ``begin_on_write``: reads before the first write run outside a transaction (see
+        ``_begin_before_first_write``), for request paths that mostly read."""
+        factory = self.begin_on_write_sessionmaker if begin_on_write else self.sessionmaker
+        async with factory() as session:
             try:
                 yield session
                 await session.commit()
