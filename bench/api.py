@@ -5,10 +5,10 @@ open-loop load of the read mix, on the embedded column and on PostgreSQL + Redis
     python -m bench.api --column embedded --check
     python -m bench.api --profile /tmp/prof  # also py-spy the server under the load
 
-Each column starts its own server process (``safekeep serve`` for embedded, with its in-process
-worker and scheduler; ``uvicorn --factory safekeep.api.app:create_app`` on PostgreSQL, a Redis
-queue and OpenSearch, as the Helm chart's api pods run), seeds one MSP with tenants, accounts,
-jobs, snapshots and indexed content, then measures:
+Each column starts its own server process (``safekeep serve`` for embedded, with its worker
+and scheduler in a child process; on PostgreSQL, a Redis queue and OpenSearch, the API alone
+as the Helm chart's api pods run it, ``safekeep.api.serving.api_command``), seeds one MSP with
+tenants, accounts, jobs, snapshots and indexed content, then measures:
 
 * SQL statements per request per route, counted by a SQLAlchemy cursor event on an in-process
   copy of the app over the same database (the figure does not depend on machine load);
@@ -187,18 +187,9 @@ def start_server(column: str, env: dict[str, str], log_dir: Path) -> Server:
             str(port),
         ]
     else:
-        args = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "safekeep.api.app:create_app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        from safekeep.api.serving import api_command
+
+        args = [*api_command(port), "--no-access-log", "--log-level", "warning"]
     full_env = {**os.environ, **env}
     log = log_dir / f"server-{column}.log"
     with log.open("wb") as out:
