@@ -153,7 +153,8 @@ def test_huge_headers_are_refused(live: Live) -> None:
 
 def test_a_head_that_never_ends_is_cut_at_the_cap(live: Live) -> None:
     """Headers trickled in 4 KiB writes without ever ending the head: the server answers 400
-    and closes once the head passes MAX_REQUEST_HEAD_BYTES, having buffered no more."""
+    and closes once the head passes MAX_REQUEST_HEAD_BYTES (what the client managed to write
+    meanwhile sits in the kernel's socket buffers, so it proves nothing), and stays up."""
     from safekeep.api.serving import MAX_REQUEST_HEAD_BYTES
 
     address = urlsplit(live.base)
@@ -174,7 +175,7 @@ def test_a_head_that_never_ends_is_cut_at_the_cap(live: Live) -> None:
         except (TimeoutError, ConnectionResetError):
             pass
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
-    assert sent <= 2 * MAX_REQUEST_HEAD_BYTES + 2 * len(line)
+    assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
 
 
 def test_heads_are_counted_per_request_on_a_kept_alive_connection(live: Live) -> None:
