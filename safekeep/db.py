@@ -58,6 +58,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    wal = str(cursor.fetchone()[0]).lower() == "wal"
+    driver = getattr(dbapi_connection, "_connection", None)
+    if isinstance(driver, ReadsInline):
+        # Only a WAL database lets readers ignore writers (not, e.g., an in-memory one).
+        driver.reads_inline = wal
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
@@ -81,7 +86,12 @@ class ReadsInline(aiosqlite.Connection):
     a lock. The connection is never used by both threads at once: the loop awaits each
     call, inline or not, before the next."""
 
+    # Set once the connection is known to be in WAL mode (see _sqlite_pragmas).
+    reads_inline = False
+
     def _inline(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+        if not self.reads_inline:
+            return False
         owner = getattr(fn, "__self__", None)
         name = getattr(fn, "__name__", "")
         if isinstance(owner, sqlite3.Cursor):
