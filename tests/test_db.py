@@ -9,7 +9,9 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg.pq import TransactionStatus
@@ -20,12 +22,12 @@ from safekeep.db import Database, ReadsInline
 
 
 @pytest.fixture
-async def sqlite_db(tmp_path: Path) -> Database:
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     async with db.session() as session:
         await session.execute(text("CREATE TABLE t (x INTEGER)"))
         await session.execute(text("INSERT INTO t VALUES (1)"))
-    yield db  # type: ignore[misc]
+    yield db
     await db.dispose()
 
 
@@ -102,17 +104,18 @@ async def test_sqlite_reads_ignore_a_writer_and_waiting_writes_leave_the_loop_fr
 
 
 @pytest.fixture
-async def pg_db(postgres_url: str) -> Database:
+async def pg_db(postgres_url: str) -> AsyncIterator[Database]:
     db = Database(postgres_url)
     async with db.session() as session:
         await session.execute(text("CREATE TABLE t (x INTEGER)"))
-    yield db  # type: ignore[misc]
+    yield db
     await db.dispose()
 
 
 async def transaction_status(session: AsyncSession) -> TransactionStatus:
     raw = await (await session.connection()).get_raw_connection()
-    status: TransactionStatus = raw.driver_connection.info.transaction_status
+    driver: Any = raw.driver_connection
+    status: TransactionStatus = driver.info.transaction_status
     return status
 
 

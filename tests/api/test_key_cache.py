@@ -4,7 +4,6 @@ elsewhere within the cache's time bound, and expiry is checked on every request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -27,11 +26,11 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """A fresh cache on a clock the test moves."""
     fake = Clock()
     monkeypatch.setattr(service, "GRANTS", service.GrantCache(clock=fake))
-    yield fake
+    return fake
 
 
 def count_key_reads(runtime: Runtime) -> list[str]:
