@@ -6,11 +6,18 @@ The edge (a request, an actor) owns the unit of work: it opens a session from
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
+import aiosqlite
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
+from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -51,27 +58,93 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    wal = str(cursor.fetchone()[0]).lower() == "wal"
+    driver = getattr(dbapi_connection, "_connection", None)
+    if isinstance(driver, ReadsInline):
+        # Only a WAL database lets readers ignore writers (not, e.g., an in-memory one).
+        driver.reads_inline = wal
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
+_READ_PREFIX = "SELECT"
+_ROW_CALLS = frozenset({"fetchall", "fetchone", "fetchmany", "close"})
+
+
+class ReadsInline(aiosqlite.Connection):
+    """An aiosqlite connection that runs reads on the calling (event loop) thread and only
+    what may wait for SQLite's write lock on its own thread.
+
+    aiosqlite hands every call (cursor, execute, each fetch, close, commit) to the
+    connection's thread and back: a dozen thread switches per API request, which profiled as
+    the largest single cost of the embedded API. A ``SELECT`` on a WAL database never waits
+    for a writer (readers see the last committed snapshot), so it takes microseconds and is
+    cheaper done in place. Statements that may wait up to ``busy_timeout`` for the worker
+    process's write transaction (INSERT, UPDATE, DELETE, DDL, PRAGMA, a COMMIT that has
+    writes to make durable) still go through the thread, so the event loop never blocks on
+    a lock. The connection is never used by both threads at once: the loop awaits each
+    call, inline or not, before the next."""
+
+    # Set once the connection is known to be in WAL mode (see _sqlite_pragmas).
+    reads_inline = False
+
+    def _inline(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+        if not self.reads_inline:
+            return False
+        owner = getattr(fn, "__self__", None)
+        name = getattr(fn, "__name__", "")
+        if isinstance(owner, sqlite3.Cursor):
+            if name in _ROW_CALLS:
+                return True
+            return (
+                name == "execute" and bool(args) and _is_read(args[0])  # the SQL text
+            )
+        if isinstance(owner, sqlite3.Connection):
+            if name == "cursor":
+                return True
+            # Nothing written since the last commit: committing or rolling back is a no-op.
+            return name in ("commit", "rollback") and not owner.in_transaction
+        return False
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._running and self._connection is not None and self._inline(fn, args):
+            return fn(*args, **kwargs)
+        return await super()._execute(fn, *args, **kwargs)
+
+
+def _is_read(sql: object) -> bool:
+    return isinstance(sql, str) and sql.lstrip()[:6].upper() == _READ_PREFIX
+
+
+def _connect_reads_inline(database: str, **kwargs: Any) -> ReadsInline:
+    """What ``aiosqlite.connect`` does, with ``ReadsInline``. The sqlite3 connection is made
+    usable from the loop's thread as well as its own (one at a time, see above)."""
+    kwargs["check_same_thread"] = False
+    iter_chunk_size = kwargs.pop("iter_chunk_size", 64)
+    connection = ReadsInline(lambda: sqlite3.connect(database, **kwargs), iter_chunk_size)
+    connection._thread.daemon = True
+    return connection
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = to_async_url(url)
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30, "async_creator_fn": _connect_reads_inline}
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    # Healing after a database restart: pool_pre_ping replaces a pooled connection the server
-    # dropped before it is handed out, and SQLAlchemy invalidates the whole pool on the first
-    # disconnect it sees, so only the statement that was in flight fails (as a transient
-    # error, see safekeep.transient). Connecting fails fast while the server is down, and
-    # keepalives notice a peer that vanished without closing its sockets.
-    return create_async_engine(
+    # Healing after a database restart: a pooled connection that sat idle is pinged before it
+    # is handed out (see _ping_if_idle) and replaced if the server dropped it, and SQLAlchemy
+    # invalidates the whole pool on the first disconnect it sees, so only the statement that
+    # was in flight fails (as a transient error, see safekeep.transient). Connecting fails
+    # fast while the server is down, and keepalives notice a peer that vanished without
+    # closing its sockets.
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=CHECKOUT_TIMEOUT_SECONDS,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -81,6 +154,58 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             "keepalives_count": 3,
         },
     )
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "checkin", _note_checkin)
+    event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
+    event.listen(sync_engine, "before_cursor_execute", _begin_before_first_write)
+    return engine
+
+
+# A connection used this recently is not pinged again at checkout. Under load connections go
+# back and forth every few milliseconds, and a ping per checkout was one extra round trip per
+# request (SQLAlchemy's pool_pre_ping); a connection idle for longer is pinged as before.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Any, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        alive = dialect.do_ping(dbapi_connection)
+    except Exception as exc:
+        if dialect.is_disconnect(exc, dbapi_connection, None):
+            raise exc_module.DisconnectionError() from exc
+        raise
+    if not alive:
+        raise exc_module.DisconnectionError()
+
+
+# Sessions opened with ``begin_on_write`` (the API's GET requests) run their reads in
+# autocommit: no BEGIN and COMMIT round trips around a page of SELECTs. The first statement
+# that writes or locks rows opens a real transaction first, so everything from there on
+# commits or rolls back together, as in any other session. At READ COMMITTED (the default)
+# each statement sees the latest committed data either way; only row locks and
+# transaction-time functions differ, and locking reads are treated as writes.
+BEGIN_ON_WRITE = "safekeep_begin_on_write"
+_LOCKING = re.compile(r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
+
+
+def _begin_before_first_write(
+    conn: Any, cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool
+) -> None:
+    if not conn.get_execution_options().get(BEGIN_ON_WRITE):
+        return
+    if _is_read(statement) and not _LOCKING.search(statement):
+        return
+    driver_connection = conn.connection.driver_connection
+    if driver_connection.info.transaction_status == TransactionStatus.IDLE:
+        cursor.execute("BEGIN")
 
 
 class Database:
@@ -90,15 +215,32 @@ class Database:
         self.url = to_async_url(url)
         self.engine = create_engine(self.url, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # SQLite already begins a transaction only at the first write (the sqlite3 module's
+        # default), and on PostgreSQL this engine does the same (see _begin_before_first_write).
+        self.begin_on_write_sessionmaker = (
+            self.sessionmaker
+            if self.is_sqlite
+            else async_sessionmaker(
+                self.engine.execution_options(
+                    isolation_level="AUTOCOMMIT", **{BEGIN_ON_WRITE: True}
+                ),
+                expire_on_commit=False,
+                autoflush=False,
+            )
+        )
 
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.url)
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session that commits when the block ends cleanly and rolls back otherwise."""
-        async with self.sessionmaker() as session:
+    async def session(self, *, begin_on_write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session that commits when the block ends cleanly and rolls back otherwise.
+
+        ``begin_on_write``: reads before the first write run outside a transaction (see
+        ``_begin_before_first_write``), for request paths that mostly read."""
+        factory = self.begin_on_write_sessionmaker if begin_on_write else self.sessionmaker
+        async with factory() as session:
             try:
                 yield session
                 await session.commit()

@@ -27,10 +27,15 @@ def get_settings(request: Request) -> Settings:
     return get_runtime(request).settings
 
 
+# Requests that read: their SELECTs run without BEGIN/COMMIT round trips, and the few GETs
+# that write (an audited download, a key's last use) open the transaction at that write.
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     runtime = get_runtime(request)
     with outbox.collect() as box:
-        async with runtime.db.session() as session:
+        async with runtime.db.session(begin_on_write=request.method in _READ_METHODS) as session:
             yield session
         if box.messages:
             runtime.send(box.messages)

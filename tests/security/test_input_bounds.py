@@ -151,6 +151,46 @@ def test_huge_headers_are_refused(live: Live) -> None:
     assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
 
 
+def test_a_head_that_never_ends_is_cut_at_the_cap(live: Live) -> None:
+    """Headers trickled in 4 KiB writes without ever ending the head: the server answers 400
+    and closes once the head passes MAX_REQUEST_HEAD_BYTES (what the client managed to write
+    meanwhile sits in the kernel's socket buffers, so it proves nothing), and stays up."""
+    from safekeep.api.serving import MAX_REQUEST_HEAD_BYTES
+
+    address = urlsplit(live.base)
+    sent = 0
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: safekeep\r\n")
+        line = b"X-Padding: " + b"a" * 4000 + b"\r\n"
+        try:
+            while sent < 4 * MAX_REQUEST_HEAD_BYTES:
+                sock.sendall(line)
+                sent += len(line)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
+
+
+def test_heads_are_counted_per_request_on_a_kept_alive_connection(live: Live) -> None:
+    """Many requests on one connection whose heads add up to more than the cap all pass: the
+    count starts again with each request; and a body does not count as head."""
+    from safekeep.api.serving import MAX_REQUEST_HEAD_BYTES
+
+    padding = {"X-Padding": "a" * 8000}
+    with httpx.Client(base_url=live.base, timeout=30) as client:
+        for _ in range(2 * MAX_REQUEST_HEAD_BYTES // 8000):
+            assert client.get("/healthz", headers=padding).status_code == 200
+        r = client.post("/v1/tenants", content=b"{" + b" " * 200_000 + b"}")
+        assert r.status_code in (401, 422)  # read past the head, then refused by the app
+
+
 # --- Range --------------------------------------------------------------------------------
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import Forbidden, NotFound, UnprocessableEntity
@@ -36,6 +40,67 @@ class Grant:
 
     principal: Principal
     msp_status: MspStatus
+
+
+# How long an API process answers from its memory of a key before reading it again. This is
+# the bound on how late *another* process notices a revocation or an MSP's suspension; the
+# process that revokes a key forgets it at once (when the revocation commits).
+GRANT_CACHE_SECONDS = 2.0
+GRANT_CACHE_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class _Remembered:
+    grant: Grant
+    expires_at: datetime | None
+    used_at: datetime | None  # the key's last_used_at as last read or written here
+    read_at: float
+
+
+class GrantCache:
+    """Live keys by secret hash, each kept ``ttl`` seconds (least recently used evicted past
+    ``size``). Unknown, revoked and expired keys are never kept, so a wrong guess costs a
+    read every time and fills nothing.
+
+    ``invalidate`` forgets everything and bumps a generation: a lookup that read the
+    database before a revocation committed cannot store its stale answer after it."""
+
+    def __init__(
+        self,
+        ttl: float = GRANT_CACHE_SECONDS,
+        size: int = GRANT_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self.generation = 0
+        self._entries: OrderedDict[str, _Remembered] = OrderedDict()
+
+    def get(self, secret_hash: str) -> _Remembered | None:
+        entry = self._entries.get(secret_hash)
+        if entry is None:
+            return None
+        if self.clock() - entry.read_at >= self.ttl:
+            del self._entries[secret_hash]
+            return None
+        self._entries.move_to_end(secret_hash)
+        return entry
+
+    def put(self, secret_hash: str, entry: _Remembered, generation: int) -> None:
+        if generation != self.generation or self.ttl <= 0:
+            return
+        self._entries[secret_hash] = entry
+        self._entries.move_to_end(secret_hash)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, *_args: Any) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
+GRANTS = GrantCache()
 
 
 def hash_secret(secret: str) -> str:
@@ -75,20 +140,39 @@ async def issue(
 async def authenticate(session: AsyncSession, secret: str) -> Grant | None:
     """The grant of the live key with this secret, or None (unknown, revoked, expired).
 
-    One indexed query reads the key with its MSP on every request, with no cache in between,
-    so a revocation (or an MSP's suspension) applies to the very next request in every API
-    process. Use is recorded at most once per ``LAST_USED_RESOLUTION``: a read writes nothing
-    otherwise."""
+    One indexed query reads the key with its MSP, remembered for ``GRANT_CACHE_SECONDS``
+    (see ``GrantCache``): a portal polling with one key costs one read every two seconds, not
+    one per request. A revocation applies to the next request in the process that made it and
+    within ``GRANT_CACHE_SECONDS`` in every other. Expiry is checked on every request. Use is
+    recorded at most once per ``LAST_USED_RESOLUTION``: a read writes nothing otherwise."""
     if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
         return None
-    row = await repository.get_grant_by_hash(session, hash_secret(secret))
-    if row is None:
-        return None
+    secret_hash = hash_secret(secret)
+    known = GRANTS.get(secret_hash)
+    if known is None:
+        generation = GRANTS.generation
+        row = await repository.get_grant_by_hash(session, secret_hash)
+        if row is None:
+            return None
+        known = _Remembered(
+            grant=_grant(row),
+            expires_at=row.expires_at,
+            used_at=row.last_used_at,
+            read_at=GRANTS.clock(),
+        )
+        GRANTS.put(secret_hash, known, generation)
     now = utcnow()
-    if row.expires_at is not None and row.expires_at <= now:
+    if known.expires_at is not None and known.expires_at <= now:
         return None
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        await repository.mark_used(session, row.id, now=now, not_since=now - LAST_USED_RESOLUTION)
+    if known.used_at is None or now - known.used_at > LAST_USED_RESOLUTION:
+        known.used_at = now
+        key_id = known.grant.principal.api_key_id
+        assert key_id is not None
+        await repository.mark_used(session, key_id, now=now, not_since=now - LAST_USED_RESOLUTION)
+    return known.grant
+
+
+def _grant(row: Any) -> Grant:
     return Grant(
         principal=Principal(
             msp_id=row.msp_id,
@@ -184,6 +268,10 @@ async def revoke(
         raise NotFound("No such API key")
     key.revoked_at = utcnow()
     await session.flush()
+    # Forget remembered grants now and again once the revocation is committed, so that no
+    # request of this process that read the key before the commit keeps it alive.
+    GRANTS.invalidate()
+    event.listen(session.sync_session, "after_commit", GRANTS.invalidate, once=True)
     await audit.record_for(
         session, principal, "api_key.revoked", target_type="api_key", target_id=key.id, ip=ip
     )

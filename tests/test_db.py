@@ -1,0 +1,153 @@
+"""The database layer's two speed-ups keep their promises: on SQLite, reads run on the event
+loop's thread yet never wait for a writer, and a write waiting for the lock never blocks the
+loop; on PostgreSQL, a GET's session sends no BEGIN/COMMIT for reads and still commits (or
+rolls back) its writes together."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg.pq import TransactionStatus
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.db import Database, ReadsInline
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    async with db.session() as session:
+        await session.execute(text("CREATE TABLE t (x INTEGER)"))
+        await session.execute(text("INSERT INTO t VALUES (1)"))
+    yield db
+    await db.dispose()
+
+
+async def test_sqlite_reads_run_on_the_loop_thread_and_writes_on_their_own(
+    sqlite_db: Database,
+) -> None:
+    threads: dict[str, set[str]] = {"SELECT": set(), "INSERT": set()}
+
+    def trace(sql: str) -> None:
+        kind = sql.lstrip()[:6].upper()
+        if kind in threads:
+            threads[kind].add(threading.current_thread().name)
+
+    async with sqlite_db.session() as session:
+        raw = await (await session.connection()).get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, ReadsInline) and driver.reads_inline
+        driver._conn.set_trace_callback(trace)
+        try:
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+            await session.execute(text("INSERT INTO t VALUES (2)"))
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
+        finally:
+            driver._conn.set_trace_callback(None)
+    assert threads["SELECT"] == {threading.current_thread().name}
+    assert threads["INSERT"] and threading.current_thread().name not in threads["INSERT"]
+
+
+async def test_sqlite_reads_ignore_a_writer_and_waiting_writes_leave_the_loop_free(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Another process holds the write lock for a while: a read answers at once with the
+    last committed data, and a write waits for the lock off the loop (a ticker keeps
+    ticking meanwhile), then commits."""
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (99)")
+    try:
+        started = time.monotonic()
+        async with sqlite_db.session() as session:
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+        assert time.monotonic() - started < 0.5
+
+        ticks = 0
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            nonlocal ticks
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+                ticks += 1
+
+        async def write() -> None:
+            async with sqlite_db.session() as session:
+                await session.execute(text("INSERT INTO t VALUES (3)"))
+
+        tick = asyncio.create_task(ticker())
+        writing = asyncio.create_task(write())
+        await asyncio.sleep(1.5)
+        assert not writing.done()  # waiting for the other's lock
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, 10)
+        tick.cancel()
+        # A loop blocked by the waiting write would show one gap of 1.5 s or more.
+        assert ticks >= 10 and max(gaps) < 1.0
+    finally:
+        other.close()
+    async with sqlite_db.session() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3
+
+
+@pytest.fixture
+async def pg_db(postgres_url: str) -> AsyncIterator[Database]:
+    db = Database(postgres_url)
+    async with db.session() as session:
+        await session.execute(text("CREATE TABLE t (x INTEGER)"))
+    yield db
+    await db.dispose()
+
+
+async def transaction_status(session: AsyncSession) -> TransactionStatus:
+    raw = await (await session.connection()).get_raw_connection()
+    driver: Any = raw.driver_connection
+    status: TransactionStatus = driver.info.transaction_status
+    return status
+
+
+async def test_postgres_reads_of_a_get_run_outside_a_transaction(pg_db: Database) -> None:
+    async with pg_db.session(begin_on_write=True) as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+        assert await transaction_status(session) == TransactionStatus.IDLE
+    # An ordinary session is unchanged (and the pooled connection left autocommit behind).
+    async with pg_db.session() as session:
+        await session.execute(text("SELECT 1"))
+        assert await transaction_status(session) == TransactionStatus.INTRANS
+
+
+async def test_postgres_writes_and_locking_reads_of_a_get_are_one_transaction(
+    pg_db: Database,
+) -> None:
+    async with pg_db.session(begin_on_write=True) as session:
+        await session.execute(text("SELECT count(*) FROM t"))
+        await session.execute(text("INSERT INTO t VALUES (1)"))
+        assert await transaction_status(session) == TransactionStatus.INTRANS
+        await session.execute(text("INSERT INTO t VALUES (2)"))
+
+    async def failing_route() -> None:
+        async with pg_db.session(begin_on_write=True) as session:
+            await session.execute(text("INSERT INTO t VALUES (3)"))
+            await session.execute(text("INSERT INTO t VALUES (4)"))
+            raise RuntimeError("the route failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_route()
+    async with pg_db.session(begin_on_write=True) as session:
+        values = (await session.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all()
+        assert values == [1, 2]  # both of the first, neither of the failed one
+        await session.execute(text("SELECT x FROM t FOR UPDATE"))
+        assert await transaction_status(session) == TransactionStatus.INTRANS
