@@ -282,19 +282,33 @@ class CatalogPage:
         self.run = run
         self.counters = RunCounters()
         self._current: dict[str, ItemVersion | None] = {}
+        # Items without an open version (gone once, now back), found by ``preload``.
+        self._items: dict[str, Item | None] = {}
         self._records: list[tuple[ItemVersion, SearchFields]] = []
+        self._dirty = False  # rows added or changed since the last flush
         self.indexed_docs: list[SearchDocument] = []
         self.closed: list[uuid.UUID] = []
         self.dropped: list[uuid.UUID] = []
 
     async def preload(self, external_ids: Iterable[str]) -> None:
-        """Load the current versions of a whole page's items in one query."""
-        wanted = [e for e in external_ids if e not in self._current]
+        """Load the current versions of a whole page's items in one query (and, in a second,
+        the items among them that exist with no open version): recording them then costs
+        no query of its own."""
+        wanted = list(dict.fromkeys(e for e in external_ids if e not in self._current))
+        if not wanted:
+            return
         found = await catalog.open_versions_by_external_ids(
             self.session, self.run.account_id, self.run.service, wanted
         )
         for external_id in wanted:
             self._current[external_id] = found.get(external_id)
+        missing = [e for e in wanted if e not in found and e not in self._items]
+        if missing:
+            items = await catalog.items_by_external_ids(
+                self.session, self.run.account_id, self.run.service, missing
+            )
+            for external_id in missing:
+                self._items[external_id] = items.get(external_id)
 
     async def current(self, external_id: str) -> ItemVersion | None:
         if external_id not in self._current:
@@ -308,7 +322,19 @@ class CatalogPage:
         version = await self.current(external_id)
         return version is not None and version.change_key == change_key
 
+    async def record_many(self, records: Iterable[ItemRecord]) -> None:
+        """Record a page's items: one query finds what is stored, and the new rows go to the
+        database together when the page flushes (at ``save_delta`` or commit)."""
+        records = list(records)
+        await self.preload(r.external_id for r in records)
+        for rec in records:
+            await self.record(rec)
+
     async def record(self, rec: ItemRecord) -> Outcome:
+        """Record one item. Nothing is flushed here: ids are assigned in Python, so a page's
+        inserts are sent together (one multi-row INSERT per table) when the page flushes.
+        Call ``preload`` (or ``record_many``) first for a whole page: otherwise each item
+        costs a query."""
         run = self.run
         version = await self.current(rec.external_id)
         if version is not None and rec.change_key is not None:
@@ -334,23 +360,25 @@ class CatalogPage:
                 version.last_seq = run.seq - 1
                 version.valid_to = run.started_at
                 self.closed.append(version.id)
-            item = None
-            if version is None:
-                item = await catalog.get_item(
-                    self.session, run.account_id, run.service, rec.external_id
-                )
-            if item is None and version is None:
-                item = Item(
-                    tenant_id=run.tenant_id,
-                    account_id=run.account_id,
-                    service=run.service,
-                    external_id=rec.external_id,
-                    kind=rec.kind,
-                )
-                self.session.add(item)
-                await self.session.flush()
+            if version is not None:
+                item_id = version.item_id
+            else:
+                item = await self._item(rec.external_id)
+                if item is None:
+                    item = Item(
+                        id=uuid.uuid4(),
+                        tenant_id=run.tenant_id,
+                        account_id=run.account_id,
+                        service=run.service,
+                        external_id=rec.external_id,
+                        kind=rec.kind,
+                    )
+                    self.session.add(item)
+                    self._items[rec.external_id] = item
+                item_id = item.id
             new = ItemVersion(
-                item_id=version.item_id if version is not None else item.id,  # type: ignore[union-attr]
+                id=uuid.uuid4(),
+                item_id=item_id,
                 tenant_id=run.tenant_id,
                 account_id=run.account_id,
                 service=run.service,
@@ -363,7 +391,7 @@ class CatalogPage:
             self.session.add(new)
             outcome = "changed" if version is not None else "added"
             version = new
-        await self.session.flush()
+        self._dirty = True
         self._current[rec.external_id] = version
         if outcome == "added":
             self.counters.added += 1
@@ -373,6 +401,19 @@ class CatalogPage:
         if rec.search is not None:
             self._records.append((version, rec.search))
         return outcome
+
+    async def _item(self, external_id: str) -> Item | None:
+        if external_id not in self._items:
+            self._items[external_id] = await catalog.get_item(
+                self.session, self.run.account_id, self.run.service, external_id
+            )
+        return self._items[external_id]
+
+    async def flush(self) -> None:
+        """Send what ``record`` queued (before a query that must see it)."""
+        if self._dirty:
+            await self.session.flush()
+            self._dirty = False
 
     @staticmethod
     def _fill(version: ItemVersion, rec: ItemRecord) -> None:
@@ -404,6 +445,7 @@ class CatalogPage:
 
     async def _end(self, version: ItemVersion) -> None:
         run = self.run
+        await self.flush()  # a version recorded on this page must exist before it is ended
         if version.first_seq == run.seq:
             # Created and removed within one unfinished snapshot: it never was in a view.
             self.dropped.append(version.id)
@@ -417,6 +459,7 @@ class CatalogPage:
     async def remove_subtree(self, parent_external_id: str) -> int:
         """A folder vanished: end everything below it."""
         removed = 0
+        await self.flush()
         stack = [parent_external_id]
         while stack:
             parent = stack.pop()
@@ -434,6 +477,7 @@ class CatalogPage:
         self, kinds: Collection[str], seen: set[str], *, parent_external_id: str | None = None
     ) -> int:
         """After a full enumeration (first run or resync): what was not seen is gone."""
+        await self.flush()
         if parent_external_id is None:
             current = await catalog.open_external_ids(
                 self.session, self.run.account_id, self.run.service, kinds
@@ -484,6 +528,7 @@ class CatalogPage:
             state.resume_link = resume_link
             state.resume_seq = self.run.seq if resume_link else None
         await self.session.flush()
+        self._dirty = False
 
     async def drop_delta(self, collection: str) -> None:
         state = await catalog.delta_state(
@@ -496,6 +541,7 @@ class CatalogPage:
         """Build search documents for the versions this page opened (ids now assigned)."""
         from safekeep.backup.indexing import search_document
 
+        await self.flush()
         for version, fields in self._records:
             if version.id in self.dropped:
                 continue

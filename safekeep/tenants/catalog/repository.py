@@ -100,6 +100,20 @@ async def get_item(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def items_by_external_ids(
+    session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
+) -> dict[str, Item]:
+    """These items by Graph id (one query for a page's items that have no open version)."""
+    if not external_ids:
+        return {}
+    stmt = select(Item).where(
+        Item.account_id == account_id,
+        Item.service == service,
+        Item.external_id.in_(list(external_ids)),
+    )
+    return {item.external_id: item for item in (await session.execute(stmt)).scalars()}
+
+
 async def open_versions_by_external_ids(
     session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
 ) -> dict[str, ItemVersion]:

@@ -502,8 +502,8 @@ class MailCollector:
         wanted = [e for e in changed if not _is_stored(current.get(str(e["id"])), e, folder_id)]
         records = await self._records(wanted, folder_id)
         async with self.run.page() as cat:
-            for record in records:
-                await cat.record(record)
+            await cat.preload([r.external_id for r in records] + removed)
+            await cat.record_many(records)
             for message_id in removed:
                 await cat.remove(message_id, only_if_parent=folder_id)
             if page.delta_link:
