@@ -474,31 +474,38 @@ class CatalogPage:
         return removed
 
     async def remove_unseen(
-        self, kinds: Collection[str], seen: set[str], *, parent_external_id: str | None = None
+        self,
+        kinds: Collection[str],
+        seen: Collection[str],
+        *,
+        parent_external_id: str | None = None,
     ) -> int:
-        """After a full enumeration (first run or resync): what was not seen is gone."""
+        """After a full enumeration (first run or resync): what was not seen is gone. Reads
+        only ids of the open versions and ends the unseen ones in bulk statements, so memory
+        and statements do not grow with whole versions of a large folder."""
         await self.flush()
-        if parent_external_id is None:
-            current = await catalog.open_external_ids(
-                self.session, self.run.account_id, self.run.service, kinds
-            )
-            candidates = list(current.items())
-        else:
-            candidates = [
-                (e, v)
-                for e, v in await catalog.open_versions_under(
-                    self.session, self.run.account_id, self.run.service, parent_external_id
-                )
-                if v.kind in kinds
-            ]
-        removed = 0
-        for external_id, version in candidates:
-            if external_id not in seen:
-                await self._end(version)
-                self._current[external_id] = None
-                removed += 1
-        await self.session.flush()
-        return removed
+        run = self.run
+        rows = await catalog.open_version_keys(
+            self.session,
+            run.account_id,
+            run.service,
+            kinds,
+            parent_external_id=parent_external_id,
+        )
+        gone = [(e, v, first) for e, v, first in rows if e not in seen]
+        ended = [v for _, v, first in gone if first != run.seq]
+        dropped = [v for _, v, first in gone if first == run.seq]
+        await catalog.end_versions(
+            self.session, ended, last_seq=run.seq - 1, valid_to=run.started_at
+        )
+        await catalog.delete_versions(self.session, dropped)
+        for external_id, _, _ in gone:
+            self._current[external_id] = None
+        self.closed.extend(ended)
+        # Created and removed within one unfinished snapshot: never in a view.
+        self.dropped.extend(dropped)
+        self.counters.removed += len(gone)
+        return len(gone)
 
     async def save_delta(
         self,

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
-from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
+from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, held_bytes
 from safekeep.backup.services.mail import fields
 from safekeep.backup.services.mail.fields import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
@@ -263,20 +263,14 @@ class MailCollector:
 
     async def _has_older(self, kinds: set[str], parent: str | None) -> bool:
         async with unit_of_work(self.ctx.runtime) as session:
-            if parent is None:
-                found = await catalog.open_external_ids(
-                    session, self.run.account_id, self.run.service, kinds
-                )
-                versions = list(found.values())
-            else:
-                versions = [
-                    v
-                    for _, v in await catalog.open_versions_under(
-                        session, self.run.account_id, self.run.service, parent
-                    )
-                    if v.kind in kinds
-                ]
-        return any(v.first_seq < self.run.seq for v in versions)
+            return await catalog.has_open_older(
+                session,
+                self.run.account_id,
+                self.run.service,
+                kinds,
+                self.run.seq,
+                parent_external_id=parent,
+            )
 
     async def _collect_folders(self, state: DeltaState | None) -> None:
         initial = f"{self.base}/mailFolders/delta"
@@ -519,6 +513,17 @@ class MailCollector:
         records: list[ItemRecord] = []
         for start in range(0, len(entries), FETCH_GROUP):
             group = entries[start : start + FETCH_GROUP]
+            # Small MIME is held until the group's records are built; large MIME streams.
+            held = sum(min(_estimate(e), SMALL_MIME) for e in group)
+            async with held_bytes().holding(held):
+                records += await self._group_records(group, folder_id)
+        return records
+
+    async def _group_records(
+        self, group: Sequence[dict[str, Any]], folder_id: str
+    ) -> list[ItemRecord]:
+        records: list[ItemRecord] = []
+        if group:
             fetched, failed = await self.fetch([str(e["id"]) for e in group], known=group)
             names = {str(e["id"]): str(e.get("subject") or "") for e in group}
             for message_id, error in failed.items():
