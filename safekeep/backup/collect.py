@@ -108,7 +108,15 @@ class CollectContext:
             await catalog.delete_skipped(session, self.account.id, self.service, external_ids)
 
     async def progress(self) -> None:
-        """Report counters (and check for cancellation) between pages."""
+        """Report counters (and check for cancellation) between pages; at most every few
+        seconds (see ``SnapshotRun.heartbeat``)."""
+        await self._report(force=False)
+
+    async def final_progress(self) -> None:
+        """Report the last counters, whenever the previous report was."""
+        await self._report(force=True)
+
+    async def _report(self, *, force: bool) -> None:
         c = self.run.counters
         stats = self.graph.stats
         await self.run.heartbeat(
@@ -118,6 +126,7 @@ class CollectContext:
             requests=stats.requests,
             throttled=stats.throttled,
             errors=self.errors,
+            force=force,
         )
 
 

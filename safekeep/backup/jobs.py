@@ -279,7 +279,7 @@ async def backup_account_service(
             task_id=task_id,
         )
         await collector_for(service)(ctx)
-        await ctx.progress()
+        await ctx.final_progress()
     await run.complete(skipped=ctx.skipped)
     return run, ctx.skipped
 

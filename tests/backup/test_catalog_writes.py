@@ -110,3 +110,63 @@ async def test_rerecording_within_a_page_replaces_and_removal_sees_pending_rows(
         ).all()
     assert sorted(rows) == [("a", "second", "2")]
     assert run.counters.added == 2 and run.counters.removed == 1
+
+
+async def test_a_full_pass_keeps_what_it_saw_in_the_database(engine: EngineHarness) -> None:
+    """A resync's seen ids are rows of its snapshot, not a set in memory: what it did not see
+    is ended at the pass's end, and the rows go with it."""
+    from safekeep.backup.catalog import ItemRecord, SnapshotRun
+    from safekeep.tenants.models import EnumerationSeen
+
+    account = next(a for a in await engine.accounts() if a.kind == "user")
+
+    async def begin() -> SnapshotRun:
+        return await SnapshotRun.begin(
+            engine.runtime,
+            msp_id=engine.tenant.msp_id,
+            tenant_id=engine.tenant.id,
+            account_id=account.id,
+            service="contacts",
+        )
+
+    first = await begin()
+    async with first.page() as cat:
+        await cat.record_many(
+            ItemRecord(
+                external_id=e, kind="contact", name=e, parent_external_id="f", change_key="1"
+            )
+            for e in ("a", "b", "c")
+        )
+    await first.complete()
+
+    second = await begin()
+    assert second.seq == first.seq + 1
+    async with second.page() as cat:
+        await cat.forget_seen("f")
+        await cat.mark_seen("f", ["a", "a"])
+    async with second.page() as cat:  # a later page of the same pass
+        await cat.mark_seen("f", ["c"])
+        assert await cat.remove_unseen_in({"contact"}, "f", parent_external_id="f") == 1
+    async with engine.runtime.db.session() as session:
+        open_ids = {
+            e
+            for (e,) in (
+                await session.execute(
+                    select(Item.external_id)
+                    .join(ItemVersion, ItemVersion.item_id == Item.id)
+                    .where(ItemVersion.account_id == account.id, ItemVersion.last_seq.is_(None))
+                )
+            ).all()
+        }
+        ended = (
+            await session.execute(
+                select(ItemVersion.last_seq)
+                .join(Item, ItemVersion.item_id == Item.id)
+                .where(Item.account_id == account.id, Item.external_id == "b")
+            )
+        ).scalar_one()
+        rows = (await session.execute(select(func.count()).select_from(EnumerationSeen))).scalar()
+    assert {"a", "c"} <= open_ids and "b" not in open_ids
+    assert ended == first.seq
+    assert rows == 0
+    assert second.counters.removed == 1

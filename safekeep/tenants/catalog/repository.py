@@ -10,13 +10,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TypeVarTuple
+from typing import Any, TypeVarTuple
 
 from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import (
     DeltaState,
+    EnumerationSeen,
     Export,
     ExportStatus,
     Item,
@@ -173,6 +176,72 @@ async def open_version_keys(
     if parent_external_id is not None:
         stmt = stmt.where(ItemVersion.parent_external_id == parent_external_id)
     return [(e, i, f) for e, i, f in (await session.execute(stmt)).all()]
+
+
+def _unseen(snapshot_id: uuid.UUID, collection: str) -> Any:
+    seen = select(EnumerationSeen.external_id).where(
+        EnumerationSeen.snapshot_id == snapshot_id,
+        EnumerationSeen.collection == collection,
+        EnumerationSeen.external_id == Item.external_id,
+    )
+    return ~seen.exists()
+
+
+async def open_version_keys_unseen(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    service: str,
+    kinds: Collection[str],
+    *,
+    snapshot_id: uuid.UUID,
+    collection: str,
+    parent_external_id: str | None = None,
+) -> list[tuple[str, uuid.UUID, int]]:
+    """``open_version_keys`` of the items a full enumeration did not see (its rows in
+    ``enumeration_seen``): the database compares, the worker holds only what is gone."""
+    stmt = (
+        select(Item.external_id, ItemVersion.id, ItemVersion.first_seq)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(
+            ItemVersion.account_id == account_id,
+            ItemVersion.service == service,
+            ItemVersion.kind.in_(list(kinds)),
+            ItemVersion.last_seq.is_(None),
+            _unseen(snapshot_id, collection),
+        )
+    )
+    if parent_external_id is not None:
+        stmt = stmt.where(ItemVersion.parent_external_id == parent_external_id)
+    return [(e, i, f) for e, i, f in (await session.execute(stmt)).all()]
+
+
+async def add_seen(
+    session: AsyncSession, snapshot_id: uuid.UUID, collection: str, external_ids: Collection[str]
+) -> None:
+    """Remember that a full enumeration saw these (seeing one twice is fine)."""
+    ids = sorted(set(external_ids))
+    if not ids:
+        return
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    for start in range(0, len(ids), 500):
+        await session.execute(
+            insert(EnumerationSeen)
+            .values(
+                [
+                    {"snapshot_id": snapshot_id, "collection": collection, "external_id": e}
+                    for e in ids[start : start + 500]
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+async def clear_seen(session: AsyncSession, snapshot_id: uuid.UUID, collection: str) -> None:
+    await session.execute(
+        delete(EnumerationSeen).where(
+            EnumerationSeen.snapshot_id == snapshot_id, EnumerationSeen.collection == collection
+        )
+    )
 
 
 async def has_open_older(

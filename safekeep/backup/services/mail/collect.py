@@ -465,10 +465,15 @@ class MailCollector:
         link, full, scratch = where
         resyncs = 0
         while True:
-            seen: set[str] | None = set() if full else None
+            # A pass from the first page removes at its end what it did not see; what it saw
+            # is kept in the database (memory must not grow with the folder).
+            track = full and scratch
+            if track:
+                async with self.run.page() as cat:
+                    await cat.forget_seen(folder_id)
             try:
                 async for page in self._pages(link, first):
-                    await self._message_page(folder_id, page, seen, scratch)
+                    await self._message_page(folder_id, page, track)
                 return
             except NotFound:
                 # Deleted since the folder pass: the next run's folder delta removes it and
@@ -484,14 +489,10 @@ class MailCollector:
                     await cat.drop_delta(folder_id)
                 link, full, scratch, first = exc.location or initial, True, True, None
 
-    async def _message_page(
-        self, folder_id: str, page: DeltaPage, seen: set[str] | None, scratch: bool
-    ) -> None:
+    async def _message_page(self, folder_id: str, page: DeltaPage, track: bool) -> None:
         entries = _dedupe(page.items)
         removed = [str(e["id"]) for e in entries if "@removed" in e]
         changed = [e for e in entries if "@removed" not in e]
-        if seen is not None:
-            seen.update(str(e["id"]) for e in changed)
         current = await self.run.current([str(e["id"]) for e in changed]) if changed else {}
         wanted = [e for e in changed if not _is_stored(current.get(str(e["id"])), e, folder_id)]
         records = await self._records(wanted, folder_id)
@@ -500,9 +501,11 @@ class MailCollector:
             await cat.record_many(records)
             for message_id in removed:
                 await cat.remove(message_id, only_if_parent=folder_id)
+            if track:
+                await cat.mark_seen(folder_id, (str(e["id"]) for e in changed))
             if page.delta_link:
-                if scratch and seen is not None:
-                    await cat.remove_unseen({MESSAGE}, seen, parent_external_id=folder_id)
+                if track:
+                    await cat.remove_unseen_in({MESSAGE}, folder_id, parent_external_id=folder_id)
                 await cat.save_delta(folder_id, delta_link=page.delta_link)
             else:
                 await cat.save_delta(folder_id, resume_link=page.next_link)
