@@ -305,24 +305,18 @@ class CatalogPage:
         self.dropped: list[uuid.UUID] = []
 
     async def preload(self, external_ids: Iterable[str]) -> None:
-        """Load the current versions of a whole page's items in one query (and, in a second,
-        the items among them that exist with no open version): recording them then costs
-        no query of its own."""
+        """Load a whole page's items with their current versions in one query: recording
+        them then costs no query of its own."""
         wanted = list(dict.fromkeys(e for e in external_ids if e not in self._current))
         if not wanted:
             return
-        found = await catalog.open_versions_by_external_ids(
+        found = await catalog.items_with_open_versions(
             self.session, self.run.account_id, self.run.service, wanted
         )
         for external_id in wanted:
-            self._current[external_id] = found.get(external_id)
-        missing = [e for e in wanted if e not in found and e not in self._items]
-        if missing:
-            items = await catalog.items_by_external_ids(
-                self.session, self.run.account_id, self.run.service, missing
-            )
-            for external_id in missing:
-                self._items[external_id] = items.get(external_id)
+            item, version = found.get(external_id, (None, None))
+            self._current[external_id] = version
+            self._items.setdefault(external_id, item)
 
     async def current(self, external_id: str) -> ItemVersion | None:
         if external_id not in self._current:

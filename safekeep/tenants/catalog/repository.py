@@ -103,18 +103,27 @@ async def get_item(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def items_by_external_ids(
+async def items_with_open_versions(
     session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
-) -> dict[str, Item]:
-    """These items by Graph id (one query for a page's items that have no open version)."""
+) -> dict[str, tuple[Item, ItemVersion | None]]:
+    """These items by Graph id, each with its open version if it has one: what recording a
+    page needs to know, in one query."""
     if not external_ids:
         return {}
-    stmt = select(Item).where(
-        Item.account_id == account_id,
-        Item.service == service,
-        Item.external_id.in_(list(external_ids)),
+    stmt = (
+        select(Item, ItemVersion)
+        .outerjoin(
+            ItemVersion, and_(ItemVersion.item_id == Item.id, ItemVersion.last_seq.is_(None))
+        )
+        .where(
+            Item.account_id == account_id,
+            Item.service == service,
+            Item.external_id.in_(list(external_ids)),
+        )
     )
-    return {item.external_id: item for item in (await session.execute(stmt)).scalars()}
+    return {
+        item.external_id: (item, version) for item, version in (await session.execute(stmt)).all()
+    }
 
 
 async def open_versions_by_external_ids(
