@@ -473,7 +473,7 @@ class MailCollector:
                     await cat.forget_seen(folder_id)
             try:
                 async for page in self._pages(link, first):
-                    await self._message_page(folder_id, page, track)
+                    await self._message_page(folder_id, page, track, full)
                 return
             except NotFound:
                 # Deleted since the folder pass: the next run's folder delta removes it and
@@ -489,7 +489,9 @@ class MailCollector:
                     await cat.drop_delta(folder_id)
                 link, full, scratch, first = exc.location or initial, True, True, None
 
-    async def _message_page(self, folder_id: str, page: DeltaPage, track: bool) -> None:
+    async def _message_page(
+        self, folder_id: str, page: DeltaPage, track: bool, full: bool = False
+    ) -> None:
         entries = _dedupe(page.items)
         removed = [str(e["id"]) for e in entries if "@removed" in e]
         changed = [e for e in entries if "@removed" not in e]
@@ -506,6 +508,8 @@ class MailCollector:
             if page.delta_link:
                 if track:
                     await cat.remove_unseen_in({MESSAGE}, folder_id, parent_external_id=folder_id)
+                elif full:  # a resumed first pass: drop what a pass cut short had kept
+                    await cat.forget_seen(folder_id)
                 await cat.save_delta(folder_id, delta_link=page.delta_link)
             else:
                 await cat.save_delta(folder_id, resume_link=page.next_link)
