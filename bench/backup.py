@@ -4,6 +4,8 @@ graphsim in its own process with Microsoft's throttling model and a fixed latenc
 
     eval "$(scripts/services env)"      # for the seaweedfs column
     .venv/bin/python -m bench.backup --column embedded --column seaweedfs
+    .venv/bin/python -m bench.backup --check            # issue 17's targets, exit 1 on a miss
+    .venv/bin/python -m bench.backup --large --check    # the peak-RSS row (takes a while)
 
 Prints, per column and run: items/s, MB/s, Graph requests per item, 429s received,
 Retry-After violations, peak RSS, CPU seconds, and stored bytes against source bytes
