@@ -131,7 +131,8 @@ class SnapshotRun:
         self.resumed = resumed
         self.counters = RunCounters()
         self.pending_index: list[SearchDocument] = []
-        self._last_beat = float("-inf")
+        # Claiming the task has just written its heartbeat.
+        self._last_beat = time.monotonic()
 
     @classmethod
     async def begin(

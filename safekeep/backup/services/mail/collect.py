@@ -176,8 +176,20 @@ class MailCollector:
         order = [f for f in self.folders if f in included]
         for start in range(0, len(order), FETCH_GROUP):
             group = order[start : start + FETCH_GROUP]
+            quiet: list[tuple[str, str]] = []  # folders whose round is one empty page
             for folder_id, (where, first) in (await self._first_pages(group, states)).items():
+                link = _unchanged_round(where, first)
+                if link is not None:
+                    quiet.append((folder_id, link))
+                    continue
                 await self._collect_messages(folder_id, where, first)
+            if quiet:
+                # An unchanged folder only moves its delta link: the group's links in one
+                # transaction rather than one each (most folders of an incremental).
+                async with self.run.page() as cat:
+                    for folder_id, delta_link in quiet:
+                        await cat.save_delta(folder_id, delta_link=delta_link)
+                await self.ctx.progress()
 
     # ---- folders ---------------------------------------------------------------------------
 
@@ -738,6 +750,16 @@ class MailCollector:
                         collection=row.collection,
                     )
             await self.ctx.progress()
+
+
+def _unchanged_round(
+    where: tuple[str, bool, bool], first: DeltaPage | GraphError | None
+) -> str | None:
+    """The new delta link of a round (not a full enumeration) whose first page is its last
+    and is empty; None for any other round."""
+    if where[1] or not isinstance(first, DeltaPage) or first.items or first.next_link:
+        return None
+    return first.delta_link or None
 
 
 def _is_complete(entry: dict[str, Any]) -> bool:
