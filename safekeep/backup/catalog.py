@@ -227,20 +227,19 @@ class SnapshotRun:
         requests: int = 0,
         throttled: int = 0,
         errors: int = 0,
-        force: bool = False,
     ) -> None:
         """Progress for the API, proof of life for the task's lease, and the cancel check
         (raises Cancelled after the progress is saved).
 
         Written at most every ``HEARTBEAT_SECONDS`` (a quarter of the lease when that is
-        shorter) unless ``force``: a mailbox of small folders ends a page every few items,
-        and a transaction of three statements per page was a large share of its cost. A
-        cancel is noticed within that interval."""
+        shorter; ``complete`` writes the last figures): a mailbox of small folders ends a
+        page every few items, and a transaction of three statements per page was a large
+        share of its cost. A cancel is noticed within that interval."""
         if self.task_id is None:
             return
         interval = min(HEARTBEAT_SECONDS, self.runtime.settings.task_lease_seconds / 4)
         now_mono = time.monotonic()
-        if not force and now_mono - self._last_beat < interval:
+        if now_mono - self._last_beat < interval:
             return
         self._last_beat = now_mono
         cancelled = False
@@ -263,16 +262,33 @@ class SnapshotRun:
         if cancelled:
             raise Cancelled()
 
-    async def complete(self, *, skipped: int = 0) -> Snapshot:
-        """Finish the snapshot and, in the same transaction, its task: a worker that dies in
-        between cannot leave a finished snapshot under a task that looks unfinished (which
-        would be run again into a needless new snapshot)."""
+    async def complete(
+        self,
+        *,
+        skipped: int = 0,
+        requests: int | None = None,
+        throttled: int | None = None,
+        errors: int | None = None,
+    ) -> Snapshot:
+        """Finish the snapshot and, in the same transaction, its task with its last progress
+        figures: a worker that dies in between cannot leave a finished snapshot under a task
+        that looks unfinished (which would be run again into a needless new snapshot)."""
         async with unit_of_work(self.runtime) as session:
             if self.task_id is not None:
                 task = await session.get(JobTask, self.task_id)
                 if task is not None:
                     task.status = TaskStatus.partial if skipped else TaskStatus.succeeded
                     task.finished_at = utcnow()
+                    task.heartbeat_at = task.finished_at
+                    task.items = self.counters.items
+                    task.bytes = self.counters.bytes
+                    task.skipped = skipped
+                    if requests is not None:
+                        task.requests = requests
+                    if throttled is not None:
+                        task.throttled = throttled
+                    if errors is not None:
+                        task.errors = errors
             snapshot = await session.get(Snapshot, self.snapshot_id)
             assert snapshot is not None
             snapshot.status = SnapshotStatus.partial if skipped else SnapshotStatus.complete

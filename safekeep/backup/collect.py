@@ -109,14 +109,7 @@ class CollectContext:
 
     async def progress(self) -> None:
         """Report counters (and check for cancellation) between pages; at most every few
-        seconds (see ``SnapshotRun.heartbeat``)."""
-        await self._report(force=False)
-
-    async def final_progress(self) -> None:
-        """Report the last counters, whenever the previous report was."""
-        await self._report(force=True)
-
-    async def _report(self, *, force: bool) -> None:
+        seconds (see ``SnapshotRun.heartbeat``; the last figures go with ``complete``)."""
         c = self.run.counters
         stats = self.graph.stats
         await self.run.heartbeat(
@@ -126,7 +119,6 @@ class CollectContext:
             requests=stats.requests,
             throttled=stats.throttled,
             errors=self.errors,
-            force=force,
         )
 
 
