@@ -323,7 +323,8 @@ class Figure:
         return self.value <= self.target if self.at_most else self.value >= self.target
 
     def row(self, column: str) -> list[str]:
-        shown = "n/a" if self.value is None else f"{self.value:.2f}{self.unit}"
+        digits = 3 if self.value is not None and abs(self.value) < 1 else 2
+        shown = "n/a" if self.value is None else f"{self.value:.{digits}f}{self.unit}"
         verdict = {True: "met", False: "MISSED", None: "-"}[self.met]
         bound = "<=" if self.at_most else ">="
         return [column, self.name, shown, f"{bound} {self.target:g}{self.unit}", verdict, self.note]
