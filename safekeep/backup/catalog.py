@@ -13,6 +13,7 @@ otherwise the current version is closed at ``seq - 1`` and a new one opens at ``
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from safekeep.tenants.models import (
 log = structlog.get_logger(__name__)
 
 Outcome = Literal["added", "changed", "unchanged", "replaced"]
+HEARTBEAT_SECONDS = 2.0
 
 
 @dataclass
@@ -130,6 +132,8 @@ class SnapshotRun:
         self.resumed = resumed
         self.counters = RunCounters()
         self.pending_index: list[SearchDocument] = []
+        # Claiming the task has just written its heartbeat.
+        self._last_beat = time.monotonic()
 
     @classmethod
     async def begin(
@@ -224,9 +228,19 @@ class SnapshotRun:
         errors: int = 0,
     ) -> None:
         """Progress for the API, proof of life for the task's lease, and the cancel check
-        (raises Cancelled after the progress is saved)."""
+        (raises Cancelled after the progress is saved).
+
+        Written at most every ``HEARTBEAT_SECONDS`` (a quarter of the lease when that is
+        shorter; ``complete`` writes the last figures): a mailbox of small folders ends a
+        page every few items, and a transaction of three statements per page was a large
+        share of its cost. A cancel is noticed within that interval."""
         if self.task_id is None:
             return
+        interval = min(HEARTBEAT_SECONDS, self.runtime.settings.task_lease_seconds / 4)
+        now_mono = time.monotonic()
+        if now_mono - self._last_beat < interval:
+            return
+        self._last_beat = now_mono
         cancelled = False
         async with unit_of_work(self.runtime) as session:
             task = await session.get(JobTask, self.task_id)
@@ -247,16 +261,33 @@ class SnapshotRun:
         if cancelled:
             raise Cancelled()
 
-    async def complete(self, *, skipped: int = 0) -> Snapshot:
-        """Finish the snapshot and, in the same transaction, its task: a worker that dies in
-        between cannot leave a finished snapshot under a task that looks unfinished (which
-        would be run again into a needless new snapshot)."""
+    async def complete(
+        self,
+        *,
+        skipped: int = 0,
+        requests: int | None = None,
+        throttled: int | None = None,
+        errors: int | None = None,
+    ) -> Snapshot:
+        """Finish the snapshot and, in the same transaction, its task with its last progress
+        figures: a worker that dies in between cannot leave a finished snapshot under a task
+        that looks unfinished (which would be run again into a needless new snapshot)."""
         async with unit_of_work(self.runtime) as session:
             if self.task_id is not None:
                 task = await session.get(JobTask, self.task_id)
                 if task is not None:
                     task.status = TaskStatus.partial if skipped else TaskStatus.succeeded
                     task.finished_at = utcnow()
+                    task.heartbeat_at = task.finished_at
+                    task.items = self.counters.items
+                    task.bytes = self.counters.bytes
+                    task.skipped = skipped
+                    if requests is not None:
+                        task.requests = requests
+                    if throttled is not None:
+                        task.throttled = throttled
+                    if errors is not None:
+                        task.errors = errors
             snapshot = await session.get(Snapshot, self.snapshot_id)
             assert snapshot is not None
             snapshot.status = SnapshotStatus.partial if skipped else SnapshotStatus.complete
@@ -281,19 +312,27 @@ class CatalogPage:
         self.run = run
         self.counters = RunCounters()
         self._current: dict[str, ItemVersion | None] = {}
+        # Items without an open version (gone once, now back), found by ``preload``.
+        self._items: dict[str, Item | None] = {}
         self._records: list[tuple[ItemVersion, SearchFields]] = []
+        self._dirty = False  # rows added or changed since the last flush
         self.indexed_docs: list[SearchDocument] = []
         self.closed: list[uuid.UUID] = []
         self.dropped: list[uuid.UUID] = []
 
     async def preload(self, external_ids: Iterable[str]) -> None:
-        """Load the current versions of a whole page's items in one query."""
-        wanted = [e for e in external_ids if e not in self._current]
-        found = await catalog.open_versions_by_external_ids(
+        """Load a whole page's items with their current versions in one query: recording
+        them then costs no query of its own."""
+        wanted = list(dict.fromkeys(e for e in external_ids if e not in self._current))
+        if not wanted:
+            return
+        found = await catalog.items_with_open_versions(
             self.session, self.run.account_id, self.run.service, wanted
         )
         for external_id in wanted:
-            self._current[external_id] = found.get(external_id)
+            item, version = found.get(external_id, (None, None))
+            self._current[external_id] = version
+            self._items.setdefault(external_id, item)
 
     async def current(self, external_id: str) -> ItemVersion | None:
         if external_id not in self._current:
@@ -307,7 +346,19 @@ class CatalogPage:
         version = await self.current(external_id)
         return version is not None and version.change_key == change_key
 
+    async def record_many(self, records: Iterable[ItemRecord]) -> None:
+        """Record a page's items: one query finds what is stored, and the new rows go to the
+        database together when the page flushes (at ``save_delta`` or commit)."""
+        records = list(records)
+        await self.preload(r.external_id for r in records)
+        for rec in records:
+            await self.record(rec)
+
     async def record(self, rec: ItemRecord) -> Outcome:
+        """Record one item. Nothing is flushed here: ids are assigned in Python, so a page's
+        inserts are sent together (one multi-row INSERT per table) when the page flushes.
+        Call ``preload`` (or ``record_many``) first for a whole page: otherwise each item
+        costs a query."""
         run = self.run
         version = await self.current(rec.external_id)
         if version is not None and rec.change_key is not None:
@@ -333,23 +384,25 @@ class CatalogPage:
                 version.last_seq = run.seq - 1
                 version.valid_to = run.started_at
                 self.closed.append(version.id)
-            item = None
-            if version is None:
-                item = await catalog.get_item(
-                    self.session, run.account_id, run.service, rec.external_id
-                )
-            if item is None and version is None:
-                item = Item(
-                    tenant_id=run.tenant_id,
-                    account_id=run.account_id,
-                    service=run.service,
-                    external_id=rec.external_id,
-                    kind=rec.kind,
-                )
-                self.session.add(item)
-                await self.session.flush()
+            if version is not None:
+                item_id = version.item_id
+            else:
+                item = await self._item(rec.external_id)
+                if item is None:
+                    item = Item(
+                        id=uuid.uuid4(),
+                        tenant_id=run.tenant_id,
+                        account_id=run.account_id,
+                        service=run.service,
+                        external_id=rec.external_id,
+                        kind=rec.kind,
+                    )
+                    self.session.add(item)
+                    self._items[rec.external_id] = item
+                item_id = item.id
             new = ItemVersion(
-                item_id=version.item_id if version is not None else item.id,  # type: ignore[union-attr]
+                id=uuid.uuid4(),
+                item_id=item_id,
                 tenant_id=run.tenant_id,
                 account_id=run.account_id,
                 service=run.service,
@@ -362,7 +415,7 @@ class CatalogPage:
             self.session.add(new)
             outcome = "changed" if version is not None else "added"
             version = new
-        await self.session.flush()
+        self._dirty = True
         self._current[rec.external_id] = version
         if outcome == "added":
             self.counters.added += 1
@@ -372,6 +425,19 @@ class CatalogPage:
         if rec.search is not None:
             self._records.append((version, rec.search))
         return outcome
+
+    async def _item(self, external_id: str) -> Item | None:
+        if external_id not in self._items:
+            self._items[external_id] = await catalog.get_item(
+                self.session, self.run.account_id, self.run.service, external_id
+            )
+        return self._items[external_id]
+
+    async def flush(self) -> None:
+        """Send what ``record`` queued (before a query that must see it)."""
+        if self._dirty:
+            await self.session.flush()
+            self._dirty = False
 
     @staticmethod
     def _fill(version: ItemVersion, rec: ItemRecord) -> None:
@@ -403,6 +469,7 @@ class CatalogPage:
 
     async def _end(self, version: ItemVersion) -> None:
         run = self.run
+        await self.flush()  # a version recorded on this page must exist before it is ended
         if version.first_seq == run.seq:
             # Created and removed within one unfinished snapshot: it never was in a view.
             self.dropped.append(version.id)
@@ -416,6 +483,7 @@ class CatalogPage:
     async def remove_subtree(self, parent_external_id: str) -> int:
         """A folder vanished: end everything below it."""
         removed = 0
+        await self.flush()
         stack = [parent_external_id]
         while stack:
             parent = stack.pop()
@@ -430,30 +498,70 @@ class CatalogPage:
         return removed
 
     async def remove_unseen(
-        self, kinds: Collection[str], seen: set[str], *, parent_external_id: str | None = None
+        self,
+        kinds: Collection[str],
+        seen: Collection[str],
+        *,
+        parent_external_id: str | None = None,
     ) -> int:
-        """After a full enumeration (first run or resync): what was not seen is gone."""
-        if parent_external_id is None:
-            current = await catalog.open_external_ids(
-                self.session, self.run.account_id, self.run.service, kinds
-            )
-            candidates = list(current.items())
-        else:
-            candidates = [
-                (e, v)
-                for e, v in await catalog.open_versions_under(
-                    self.session, self.run.account_id, self.run.service, parent_external_id
-                )
-                if v.kind in kinds
-            ]
-        removed = 0
-        for external_id, version in candidates:
-            if external_id not in seen:
-                await self._end(version)
-                self._current[external_id] = None
-                removed += 1
-        await self.session.flush()
+        """After a full enumeration (first run or resync): what was not seen is gone. Reads
+        only ids of the open versions and ends the unseen ones in bulk statements, so memory
+        and statements do not grow with whole versions of a large folder."""
+        await self.flush()
+        run = self.run
+        rows = await catalog.open_version_keys(
+            self.session,
+            run.account_id,
+            run.service,
+            kinds,
+            parent_external_id=parent_external_id,
+        )
+        return await self._end_keys([(e, v, f) for e, v, f in rows if e not in seen])
+
+    async def mark_seen(self, collection: str, external_ids: Iterable[str]) -> None:
+        """A full enumeration of ``collection`` saw these: kept with this page's
+        transaction, read back by ``remove_unseen_in`` when the pass ends."""
+        await catalog.add_seen(self.session, self.run.snapshot_id, collection, list(external_ids))
+
+    async def forget_seen(self, collection: str) -> None:
+        """A full enumeration of ``collection`` starts (again) from its first page."""
+        await catalog.clear_seen(self.session, self.run.snapshot_id, collection)
+
+    async def remove_unseen_in(
+        self, kinds: Collection[str], collection: str, *, parent_external_id: str | None = None
+    ) -> int:
+        """``remove_unseen`` for a pass that kept what it saw with ``mark_seen``: the
+        database finds what is gone, and the pass's rows are dropped."""
+        await self.flush()
+        run = self.run
+        rows = await catalog.open_version_keys_unseen(
+            self.session,
+            run.account_id,
+            run.service,
+            kinds,
+            snapshot_id=run.snapshot_id,
+            collection=collection,
+            parent_external_id=parent_external_id,
+        )
+        removed = await self._end_keys(rows)
+        await catalog.clear_seen(self.session, run.snapshot_id, collection)
         return removed
+
+    async def _end_keys(self, gone: list[tuple[str, uuid.UUID, int]]) -> int:
+        run = self.run
+        ended = [v for _, v, first in gone if first != run.seq]
+        dropped = [v for _, v, first in gone if first == run.seq]
+        await catalog.end_versions(
+            self.session, ended, last_seq=run.seq - 1, valid_to=run.started_at
+        )
+        await catalog.delete_versions(self.session, dropped)
+        for external_id, _, _ in gone:
+            self._current[external_id] = None
+        self.closed.extend(ended)
+        # Created and removed within one unfinished snapshot: never in a view.
+        self.dropped.extend(dropped)
+        self.counters.removed += len(gone)
+        return len(gone)
 
     async def save_delta(
         self,
@@ -483,6 +591,7 @@ class CatalogPage:
             state.resume_link = resume_link
             state.resume_seq = self.run.seq if resume_link else None
         await self.session.flush()
+        self._dirty = False
 
     async def drop_delta(self, collection: str) -> None:
         state = await catalog.delta_state(
@@ -493,6 +602,7 @@ class CatalogPage:
 
     async def finish(self) -> None:
         """Build search documents for the versions this page opened (ids now assigned)."""
+        await self.flush()
         for version, fields in self._records:
             if version.id in self.dropped:
                 continue

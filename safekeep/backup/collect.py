@@ -3,19 +3,35 @@ which collector serves which service (``safekeep/backup/services/<service>/colle
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.graph.client import GraphClient
 from safekeep.runtime import Runtime, unit_of_work
-from safekeep.storage.repository import TenantRepository
+from safekeep.storage.repository import InFlight, TenantRepository
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, JobIssue, Policy, SkippedItem, Tenant, utcnow
 
 # After this many failed reads of one item in one run, it is skipped (and tried next run).
 ITEM_ATTEMPTS = 3
+# Item bodies a worker holds in memory at once, across all the tasks on its event loop
+# (MIME fetched through $batch, kept for text extraction until its page is built). Tasks
+# run concurrently, so a per-task bound alone lets memory grow with the number of tasks.
+HELD_BYTES = 48 * 1024 * 1024
+_held: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, InFlight] = weakref.WeakKeyDictionary()
+
+
+def held_bytes() -> InFlight:
+    """This event loop's budget of item bytes held in memory (one is always admitted)."""
+    loop = asyncio.get_running_loop()
+    budget = _held.get(loop)
+    if budget is None:
+        budget = _held[loop] = InFlight(1_000_000, HELD_BYTES)
+    return budget
 
 
 @dataclass
@@ -92,7 +108,8 @@ class CollectContext:
             await catalog.delete_skipped(session, self.account.id, self.service, external_ids)
 
     async def progress(self) -> None:
-        """Report counters (and check for cancellation) between pages."""
+        """Report counters (and check for cancellation) between pages; at most every few
+        seconds (see ``SnapshotRun.heartbeat``; the last figures go with ``complete``)."""
         c = self.run.counters
         stats = self.graph.stats
         await self.run.heartbeat(

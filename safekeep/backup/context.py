@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+import httpx
+
 from safekeep.graph.auth import AppCredentials, TokenProvider
-from safekeep.graph.client import GraphClient
+from safekeep.graph.client import GraphClient, ssl_context
 from safekeep.graph.throttle import InProcessLimiter, Limiter, RedisLimiter
 from safekeep.runtime import Runtime
 from safekeep.storage.keys import unwrap_with_any
@@ -27,6 +29,30 @@ from safekeep.tenants.tenant.service import app_credentials
 class _LoopShared:
     limiter: Limiter
     tokens: dict[tuple[str, str, str, str], TokenProvider]
+    # One HTTP connection pool per trusted CA: each task used to build its own client (an SSL
+    # context read from disk, new TLS handshakes), a large share of a short incremental task.
+    http: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+
+
+# As GraphClient's own pool, shared by every task on the loop.
+GRAPH_HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=40)
+GRAPH_HTTP_TIMEOUT = 60.0
+
+
+def _graph_http(runtime: Runtime) -> httpx.AsyncClient:
+    settings = runtime.settings
+    ca = str(settings.ca_bundle) if settings.ca_bundle else ""
+    shared = _loop_shared(runtime)
+    client = shared.http.get(ca)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            verify=ssl_context(ca or None),
+            timeout=httpx.Timeout(GRAPH_HTTP_TIMEOUT),
+            follow_redirects=False,
+            limits=GRAPH_HTTP_LIMITS,
+        )
+        shared.http[ca] = client
+    return client
 
 
 _shared: dict[asyncio.AbstractEventLoop, _LoopShared] = {}
@@ -72,7 +98,7 @@ async def graph_client(runtime: Runtime, tenant: Tenant) -> AsyncIterator[GraphC
         tokens=token_provider(runtime, tenant),
         limiter=_loop_shared(runtime).limiter,
         tenant_key=tenant.entra_tenant_id or str(tenant.id),
-        ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
+        http=_graph_http(runtime),
     )
     try:
         yield client
@@ -110,6 +136,8 @@ async def close_loop_resources() -> None:
         return
     for provider in shared.tokens.values():
         await provider.aclose()
+    for http in shared.http.values():
+        await http.aclose()
     close = getattr(shared.limiter, "aclose", None)
     if close is not None:
         await close()

@@ -179,9 +179,17 @@ def _shape_text(shape: Any) -> Iterator[str]:
         yield from _shape_text(child)
 
 
+# A PDF ends with its %%EOF marker (readers accept some trailing bytes after it). Without one,
+# pypdf searches the whole file backwards line by line in Python before giving up: a broken
+# or disguised "PDF" of a few MB would cost seconds of CPU for no text.
+PDF_EOF_WINDOW = 64 * 1024
+
+
 def _pdf(data: bytes) -> Iterator[str]:
     from pypdf import PdfReader
 
+    if b"%PDF-" not in data[:1024] or b"%%EOF" not in data[-PDF_EOF_WINDOW:]:
+        return
     reader = PdfReader(io.BytesIO(data))
     if reader.is_encrypted and not reader.decrypt(""):
         return

@@ -11,6 +11,7 @@ import structlog
 from safekeep.settings import Settings
 from safekeep.workers import broker as queue
 from safekeep.workers.context import configure
+from safekeep.workers.memory import tune_allocator
 
 log = structlog.get_logger(__name__)
 
@@ -18,6 +19,7 @@ log = structlog.get_logger(__name__)
 def start_worker(
     settings: Settings, *, threads: int = 8, queues: list[str] | None = None
 ) -> dramatiq.Worker:
+    tune_allocator()
     configure(settings, send=queue.send_messages)
     broker = queue.configure(settings)
     worker = dramatiq.Worker(

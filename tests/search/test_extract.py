@@ -233,3 +233,26 @@ def test_file_type_of() -> None:
     assert file_type_of("folder/.bashrc") is None
     assert file_type_of("noext", "text/csv; charset=utf-8") == "csv"
     assert file_type_of("noext") is None
+
+
+def test_a_pdf_without_its_end_marker_is_not_handed_to_pypdf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pypdf searches a file with no %%EOF backwards line by line in Python before it gives
+    up: a few MB of such bytes cost seconds of a backup's CPU for no text."""
+    import pypdf
+
+    calls: list[object] = []
+
+    def refuse(*args: object, **_kwargs: object) -> None:
+        calls.append(args)  # (extract_text swallows exceptions: count, do not raise)
+        raise ValueError("not called for a PDF without %%EOF")
+
+    broken = b"%PDF-1.7\n" + bytes(range(256)) * 12_000  # 3 MB, no end marker
+    monkeypatch.setattr(pypdf, "PdfReader", refuse)
+    assert extract_text("Large scan.pdf", "application/pdf", broken, limit=LIMIT) == ""
+    assert calls == []
+    monkeypatch.undo()
+    # A well-formed PDF, even with trailing bytes after its marker, is still read.
+    good = make_pdf(["Quarterly figures"]) + b"\n" * 100
+    assert "Quarterly figures" in extract_text("q.pdf", "application/pdf", good, limit=LIMIT)

@@ -275,8 +275,13 @@ async def backup_account_service(
             task_id=task_id,
         )
         await collector_for(service)(ctx)
-        await ctx.progress()
-    await run.complete(skipped=ctx.skipped)
+    stats = ctx.graph.stats
+    await run.complete(
+        skipped=ctx.skipped,
+        requests=stats.requests,
+        throttled=stats.throttled,
+        errors=ctx.errors,
+    )
     return run, ctx.skipped
 
 

@@ -7,6 +7,7 @@ from safekeep.tenants.models.base import Base, utcnow
 from safekeep.tenants.models.billing import StripeEvent, UsageReport
 from safekeep.tenants.models.consent_request import ConsentRequest
 from safekeep.tenants.models.delta_state import DeltaState
+from safekeep.tenants.models.enumeration_seen import EnumerationSeen
 from safekeep.tenants.models.export import Export, ExportStatus
 from safekeep.tenants.models.idempotency import IdempotencyRecord
 from safekeep.tenants.models.item import Item
@@ -33,6 +34,7 @@ __all__ = [
     "ConsentState",
     "DeliveryStatus",
     "DeltaState",
+    "EnumerationSeen",
     "Export",
     "ExportStatus",
     "IdempotencyRecord",

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
-from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
+from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, held_bytes
 from safekeep.backup.outlook import MailboxReader
 from safekeep.backup.services.mail import search as fields
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
@@ -173,8 +173,20 @@ class MailCollector(MailboxReader):
         order = [f for f in self.folders if f in included]
         for start in range(0, len(order), FETCH_GROUP):
             group = order[start : start + FETCH_GROUP]
+            quiet: list[tuple[str, str]] = []  # folders whose round is one empty page
             for folder_id, (where, first) in (await self._first_pages(group, states)).items():
+                link = _unchanged_round(where, first)
+                if link is not None:
+                    quiet.append((folder_id, link))
+                    continue
                 await self._collect_messages(folder_id, where, first)
+            if quiet:
+                # An unchanged folder only moves its delta link: the group's links in one
+                # transaction rather than one each (most folders of an incremental).
+                async with self.run.page() as cat:
+                    for folder_id, delta_link in quiet:
+                        await cat.save_delta(folder_id, delta_link=delta_link)
+                await self.ctx.progress()
 
     # ---- folders ---------------------------------------------------------------------------
 
@@ -260,20 +272,14 @@ class MailCollector(MailboxReader):
 
     async def _has_older(self, kinds: set[str], parent: str | None) -> bool:
         async with unit_of_work(self.ctx.runtime) as session:
-            if parent is None:
-                found = await catalog.open_external_ids(
-                    session, self.run.account_id, self.run.service, kinds
-                )
-                versions = list(found.values())
-            else:
-                versions = [
-                    v
-                    for _, v in await catalog.open_versions_under(
-                        session, self.run.account_id, self.run.service, parent
-                    )
-                    if v.kind in kinds
-                ]
-        return any(v.first_seq < self.run.seq for v in versions)
+            return await catalog.has_open_older(
+                session,
+                self.run.account_id,
+                self.run.service,
+                kinds,
+                self.run.seq,
+                parent_external_id=parent,
+            )
 
     async def _collect_folders(self, state: DeltaState | None) -> None:
         initial = f"{self.base}/mailFolders/delta"
@@ -468,10 +474,15 @@ class MailCollector(MailboxReader):
         link, full, scratch = where
         resyncs = 0
         while True:
-            seen: set[str] | None = set() if full else None
+            # A pass from the first page removes at its end what it did not see; what it saw
+            # is kept in the database (memory must not grow with the folder).
+            track = full and scratch
+            if track:
+                async with self.run.page() as cat:
+                    await cat.forget_seen(folder_id)
             try:
                 async for page in self._pages(link, first):
-                    await self._message_page(folder_id, page, seen, scratch)
+                    await self._message_page(folder_id, page, track, full)
                 return
             except NotFound:
                 # Deleted since the folder pass: the next run's folder delta removes it and
@@ -488,24 +499,26 @@ class MailCollector(MailboxReader):
                 link, full, scratch, first = exc.location or initial, True, True, None
 
     async def _message_page(
-        self, folder_id: str, page: DeltaPage, seen: set[str] | None, scratch: bool
+        self, folder_id: str, page: DeltaPage, track: bool, full: bool = False
     ) -> None:
         entries = _dedupe(page.items)
         removed = [str(e["id"]) for e in entries if "@removed" in e]
         changed = [e for e in entries if "@removed" not in e]
-        if seen is not None:
-            seen.update(str(e["id"]) for e in changed)
         current = await self.run.current([str(e["id"]) for e in changed]) if changed else {}
         wanted = [e for e in changed if not _is_stored(current.get(str(e["id"])), e, folder_id)]
         records = await self._records(wanted, folder_id)
         async with self.run.page() as cat:
-            for record in records:
-                await cat.record(record)
+            await cat.preload([r.external_id for r in records] + removed)
+            await cat.record_many(records)
             for message_id in removed:
                 await cat.remove(message_id, only_if_parent=folder_id)
+            if track:
+                await cat.mark_seen(folder_id, (str(e["id"]) for e in changed))
             if page.delta_link:
-                if scratch and seen is not None:
-                    await cat.remove_unseen({MESSAGE}, seen, parent_external_id=folder_id)
+                if track:
+                    await cat.remove_unseen_in({MESSAGE}, folder_id, parent_external_id=folder_id)
+                elif full:  # a resumed first pass: drop what a pass cut short had kept
+                    await cat.forget_seen(folder_id)
                 await cat.save_delta(folder_id, delta_link=page.delta_link)
             else:
                 await cat.save_delta(folder_id, resume_link=page.next_link)
@@ -516,6 +529,17 @@ class MailCollector(MailboxReader):
         records: list[ItemRecord] = []
         for start in range(0, len(entries), FETCH_GROUP):
             group = entries[start : start + FETCH_GROUP]
+            # Small MIME is held until the group's records are built; large MIME streams.
+            held = sum(min(_estimate(e), SMALL_MIME) for e in group)
+            async with held_bytes().holding(held):
+                records += await self._group_records(group, folder_id)
+        return records
+
+    async def _group_records(
+        self, group: Sequence[dict[str, Any]], folder_id: str
+    ) -> list[ItemRecord]:
+        records: list[ItemRecord] = []
+        if group:
             fetched, failed = await self.fetch([str(e["id"]) for e in group], known=group)
             names = {str(e["id"]): str(e.get("subject") or "") for e in group}
             for message_id, error in failed.items():
@@ -723,6 +747,16 @@ class MailCollector(MailboxReader):
                         collection=row.collection,
                     )
             await self.ctx.progress()
+
+
+def _unchanged_round(
+    where: tuple[str, bool, bool], first: DeltaPage | GraphError | None
+) -> str | None:
+    """The new delta link of a round (not a full enumeration) whose first page is its last
+    and is empty; None for any other round."""
+    if where[1] or not isinstance(first, DeltaPage) or first.items or first.next_link:
+        return None
+    return first.delta_link or None
 
 
 def _is_complete(entry: dict[str, Any]) -> bool:

@@ -1,0 +1,52 @@
+"""How a worker process asks glibc's allocator to give memory back.
+
+A worker moves many buffers of a few hundred KB to a few MB (MIME, chunks, Graph pages)
+across threads (the event loop, the storage pool, SQLite's thread). With glibc's defaults
+each thread gets its own heap arena (up to eight per core), and the threshold above which a
+buffer is mapped on its own (and unmapped when freed) rises to the largest buffer freed so far,
+so later large buffers land in the heaps, fragment them and keep the resident size at its
+high-water mark. Two arenas and a fixed 256 KiB mapping threshold keep large buffers out of
+the heaps: freed, they go back to the system at once.
+
+Elsewhere than glibc (musl, macOS) this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+ARENAS = 2
+MMAP_THRESHOLD = 256 * 1024
+TRIM_THRESHOLD = 4 * 1024 * 1024
+
+
+def tune_allocator() -> bool:
+    """Apply the settings above; True when glibc took them."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = all(
+        mallopt(option, value) == 1
+        for option, value in (
+            (M_ARENA_MAX, ARENAS),
+            (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        )
+    )
+    log.debug("allocator_tuned", ok=ok)
+    return ok
