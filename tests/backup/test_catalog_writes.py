@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import event, func, select
 
-from safekeep.backup.services.mail.fields import MESSAGE
+from safekeep.backup.services.mail.search import MESSAGE
 from safekeep.tenants.models import Item, ItemVersion
 from tests.backup.harness import EngineHarness
 
