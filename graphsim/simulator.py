@@ -50,6 +50,7 @@ def build_router() -> Router:
         routes_drive,
         routes_mail,
         routes_sites,
+        routes_teams,
     )
 
     router = Router()
@@ -59,6 +60,7 @@ def build_router() -> Router:
     routes_drive.register(router)
     routes_calendar.register(router)
     routes_sites.register(router)
+    routes_teams.register(router)
     router.add("POST", "/$batch", "directory")(lambda engine, req: None)  # type: ignore[arg-type,return-value]
     return router
 
@@ -89,6 +91,7 @@ class Simulator:
         sites: int = 2,
         list_items: int = 8,
         large_files: bool = False,
+        teams: int = 0,
         latency_ms: float = 0.0,
         state_dir: str | Path | None = None,
         app_id: str = DEFAULT_APP_ID,
@@ -109,6 +112,7 @@ class Simulator:
             sites=sites,
             list_items=list_items,
             large_files=large_files,
+            teams=teams,
         )
         self.tenant_count = tenants
         self.host = host
