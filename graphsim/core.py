@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
+from starlette.requests import Request
+
 from graphsim.http import GraphError, Req, Resp, Router, split_top
 from graphsim.state import Tenant, User, World
 from graphsim.throttle import Throttler
@@ -78,6 +80,14 @@ class Engine:
         except (ValueError, TypeError):
             return None
         return value if isinstance(value, dict) else None
+
+
+def engine_of(request: Request) -> Engine:
+    """The simulator's state, reached through the request: ``server.build_app`` puts it on
+    the Starlette app, so handlers are plain module-level functions."""
+    engine = request.app.state.engine
+    assert isinstance(engine, Engine)
+    return engine
 
 
 # -- request helpers -------------------------------------------------------------------------

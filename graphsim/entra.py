@@ -30,9 +30,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from graphsim.core import Engine
+from graphsim.core import Engine, engine_of
 from graphsim.state import Tenant
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
@@ -788,112 +788,144 @@ def _json(answer: tuple[int, dict[str, Any]]) -> Response:
     return JSONResponse(body, status, headers=NO_STORE)
 
 
-def routes(engine: Engine) -> list[Route]:
-    """Entra's routes, and their ``/_sim/entra/`` controls."""
+async def openid(request: Request) -> Response:
+    engine = engine_of(request)
+    key = request.path_params["tenant"]
+    tenant = engine.world.tenant(key)
+    if tenant is None and key.lower() not in AUTHORITY_ALIASES:
+        return _json(unknown_tenant(key, discovery=True))
+    return JSONResponse(openid_configuration(engine.base_url, tenant, key))
 
-    async def openid(request: Request) -> Response:
-        key = request.path_params["tenant"]
-        tenant = engine.world.tenant(key)
-        if tenant is None and key.lower() not in AUTHORITY_ALIASES:
-            return _json(unknown_tenant(key, discovery=True))
-        return JSONResponse(openid_configuration(engine.base_url, tenant, key))
 
-    async def token(request: Request) -> Response:
-        if request.method != "POST":
-            return _json(
-                oauth_error(
-                    400,
-                    "invalid_request",
-                    900561,
-                    "The endpoint only accepts POST, OPTIONS requests. Received a "
-                    f"{request.method} request.",
-                )
+async def token(request: Request) -> Response:
+    engine = engine_of(request)
+    if request.method != "POST":
+        return _json(
+            oauth_error(
+                400,
+                "invalid_request",
+                900561,
+                "The endpoint only accepts POST, OPTIONS requests. Received a "
+                f"{request.method} request.",
             )
-        body = await request.body()
-        with engine.world.lock:
-            answer = issue_token(
-                engine, request.path_params["tenant"], body, request.headers.get("authorization")
+        )
+    body = await request.body()
+    with engine.world.lock:
+        answer = issue_token(
+            engine, request.path_params["tenant"], body, request.headers.get("authorization")
+        )
+    return _json(answer)
+
+
+def _redirect_or_error(answer: tuple[int, str | dict[str, Any]]) -> Response:
+    status, target = answer
+    if status == 302:
+        assert isinstance(target, str)
+        return RedirectResponse(target, 302, headers=NO_STORE)
+    assert isinstance(target, dict)
+    return JSONResponse(target, status, headers=NO_STORE)
+
+
+async def authorize_route(request: Request) -> Response:
+    engine = engine_of(request)
+    with engine.world.lock:
+        return _redirect_or_error(
+            authorize(engine, request.path_params["tenant"], dict(request.query_params))
+        )
+
+
+async def consent(request: Request) -> Response:
+    engine = engine_of(request)
+    with engine.world.lock:
+        return _redirect_or_error(
+            admin_consent_redirect(
+                engine, request.path_params["tenant"], dict(request.query_params)
             )
-        return _json(answer)
+        )
 
-    def redirect_or_error(answer: tuple[int, str | dict[str, Any]]) -> Response:
-        status, target = answer
-        if status == 302:
-            assert isinstance(target, str)
-            return RedirectResponse(target, 302, headers=NO_STORE)
-        assert isinstance(target, dict)
-        return JSONResponse(target, status, headers=NO_STORE)
 
-    async def authorize_route(request: Request) -> Response:
-        with engine.world.lock:
-            return redirect_or_error(
-                authorize(engine, request.path_params["tenant"], dict(request.query_params))
-            )
+async def keys(request: Request) -> Response:
+    return JSONResponse(jwks(engine_of(request)))
 
-    async def consent(request: Request) -> Response:
-        with engine.world.lock:
-            return redirect_or_error(
-                admin_consent_redirect(
-                    engine, request.path_params["tenant"], dict(request.query_params)
-                )
-            )
 
-    async def keys(request: Request) -> Response:
-        return JSONResponse(jwks(engine))
+async def discovery(request: Request) -> Response:
+    status, body = instance_discovery(engine_of(request), dict(request.query_params))
+    return JSONResponse(body, status)
 
-    async def discovery(request: Request) -> Response:
-        status, body = instance_discovery(engine, dict(request.query_params))
-        return JSONResponse(body, status)
 
-    async def control(request: Request) -> Response:
-        action = request.path_params["action"].strip("/")
-        try:
-            raw = await request.body()
-            body = json.loads(raw) if raw else {}
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object")
+def _signin_control(engine: Engine, method: str, body: dict[str, Any]) -> Response | None:
+    state = entra_state(engine)
+    if method in ("POST", "PUT"):
+        user = body.get("user")
+        sign_in_as(engine, str(user) if user else None, refuse=bool(body.get("refuse")))
+    elif method == "DELETE":
+        sign_in_as(engine, None)
+    elif method != "GET":
+        return None
+    return JSONResponse({"user": state.sign_in_as, "refuse": state.refuse})
+
+
+def _apps_control(engine: Engine, method: str, body: dict[str, Any]) -> Response | None:
+    state = entra_state(engine)
+    if method == "GET":
+        return JSONResponse([{"appId": a} for a in state.apps])
+    if method != "POST":
+        return None
+    app = register_app(
+        engine,
+        app_id=body.get("appId"),
+        secret=body.get("secret"),
+        name=str(body.get("displayName") or "MSP app"),
+        redirect_uris=[str(u) for u in body.get("redirectUris") or []],
+    )
+    return JSONResponse({"appId": app.app_id, "secret": app.secret}, 201)
+
+
+def _settings_control(engine: Engine, method: str, body: dict[str, Any]) -> Response | None:
+    if method not in ("POST", "PUT", "PATCH"):
+        return None
+    state = entra_state(engine)
+    if "codeLifetimeSeconds" in body:
+        state.code_lifetime_s = float(body["codeLifetimeSeconds"])
+    return JSONResponse({"codeLifetimeSeconds": state.code_lifetime_s})
+
+
+_CONTROLS = {"signin": _signin_control, "apps": _apps_control, "settings": _settings_control}
+
+
+async def control(request: Request) -> Response:
+    """``/_sim/entra/{signin,apps,settings}``: who signs in, registered apps, code lifetime."""
+    engine = engine_of(request)
+    action = request.path_params["action"].strip("/")
+    try:
+        raw = await request.body()
+        body = json.loads(raw) if raw else {}
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        handler = _CONTROLS.get(action)
+        if handler is not None:
             with engine.world.lock:
-                state = entra_state(engine)
-                if action == "signin" and request.method == "GET":
-                    return JSONResponse({"user": state.sign_in_as, "refuse": state.refuse})
-                if action == "signin" and request.method in ("POST", "PUT"):
-                    user = body.get("user")
-                    sign_in_as(engine, str(user) if user else None, refuse=bool(body.get("refuse")))
-                    return JSONResponse({"user": state.sign_in_as, "refuse": state.refuse})
-                if action == "signin" and request.method == "DELETE":
-                    sign_in_as(engine, None)
-                    return JSONResponse({"user": None, "refuse": False})
-                if action == "apps" and request.method == "GET":
-                    return JSONResponse([{"appId": a} for a in state.apps])
-                if action == "apps" and request.method == "POST":
-                    app = register_app(
-                        engine,
-                        app_id=body.get("appId"),
-                        secret=body.get("secret"),
-                        name=str(body.get("displayName") or "MSP app"),
-                        redirect_uris=[str(u) for u in body.get("redirectUris") or []],
-                    )
-                    return JSONResponse({"appId": app.app_id, "secret": app.secret}, 201)
-                if action == "settings" and request.method in ("POST", "PUT", "PATCH"):
-                    if "codeLifetimeSeconds" in body:
-                        state.code_lifetime_s = float(body["codeLifetimeSeconds"])
-                    return JSONResponse({"codeLifetimeSeconds": state.code_lifetime_s})
-        except (ValueError, TypeError) as err:
-            return JSONResponse({"error": f"bad request: {err}"}, 400)
-        return JSONResponse({"error": f"unknown control action 'entra/{action}'"}, 404)
+                answer = handler(engine, request.method, body)
+            if answer is not None:
+                return answer
+    except (ValueError, TypeError) as err:
+        return JSONResponse({"error": f"bad request: {err}"}, 400)
+    return JSONResponse({"error": f"unknown control action 'entra/{action}'"}, 404)
 
-    return [
-        Route(
-            "/_sim/entra/{action:path}", control, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
-        ),
-        Route("/{tenant}/discovery/instance", discovery, methods=["GET"]),
-        Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),
-        Route("/{tenant}/.well-known/openid-configuration", openid, methods=["GET"]),
-        Route("/{tenant}/oauth2/v2.0/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
-        Route("/{tenant}/oauth2/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
-        Route("/{tenant}/oauth2/v2.0/authorize", authorize_route, methods=["GET"]),
-        Route("/{tenant}/adminconsent", consent, methods=["GET"]),
-        Route("/{tenant}/v2.0/adminconsent", consent, methods=["GET"]),
-        Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
-        Route("/{tenant}/discovery/keys", keys, methods=["GET"]),
-    ]
+
+# ``/_sim/entra/`` goes before the simulator's own ``/_sim/`` controls.
+CONTROL_ROUTES: list[BaseRoute] = [
+    Route("/_sim/entra/{action:path}", control, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+]
+ROUTES: list[BaseRoute] = [
+    Route("/{tenant}/discovery/instance", discovery, methods=["GET"]),
+    Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),
+    Route("/{tenant}/.well-known/openid-configuration", openid, methods=["GET"]),
+    Route("/{tenant}/oauth2/v2.0/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
+    Route("/{tenant}/oauth2/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
+    Route("/{tenant}/oauth2/v2.0/authorize", authorize_route, methods=["GET"]),
+    Route("/{tenant}/adminconsent", consent, methods=["GET"]),
+    Route("/{tenant}/v2.0/adminconsent", consent, methods=["GET"]),
+    Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
+    Route("/{tenant}/discovery/keys", keys, methods=["GET"]),
+]

@@ -521,8 +521,13 @@ ROUTES: list[tuple[str, str, str, Callable[[Engine, Req], Resp]]] = [
 ]
 
 
-def register(router: Router) -> None:
+def _teams_router() -> Router:
     from graphsim import routes_teams_messages
 
+    built = Router()
     for method, template, category, handler in ROUTES + routes_teams_messages.ROUTES:
-        router.add(method, template, "teams")(limited(category, handler))
+        built.add(method, template, "teams")(limited(category, handler))
+    return built
+
+
+router = _teams_router()

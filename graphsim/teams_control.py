@@ -31,11 +31,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from graphsim import teams as tm
 from graphsim.control import ControlError, need_tenant, need_user
-from graphsim.core import Engine
+from graphsim.core import engine_of
 from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant
 
@@ -179,44 +179,45 @@ def find_channel(team: tm.Team, key: str) -> tm.Channel:
 # -- HTTP ------------------------------------------------------------------------------------
 
 
-def routes(engine: Engine) -> list[Route]:
-    """Registered before the simulator's own ``/_sim/{action}`` route; they match only
-    Teams paths, so every other control action still reaches it."""
+async def _handle(request: Request) -> Response:
+    engine = engine_of(request)
+    try:
+        raw = await request.body()
+        spec = json.loads(raw) if raw else {}
+        if not isinstance(spec, dict):
+            raise ControlError(400, "body must be a JSON object")
+        path = request.url.path.split("/", 4)[4]  # teams/... or chats/...
+        with engine.world.lock:
+            tenant = need_tenant(engine.world, request.path_params["tenant"])
+            return act(tenant, request.method, path.strip("/").split("/"), spec)
+    except ControlError as err:
+        return JSONResponse({"error": err.message}, err.status)
+    except (ValueError, KeyError, TypeError) as err:
+        return JSONResponse({"error": f"bad request: {err}"}, 400)
 
-    async def handle(request: Request) -> Response:
+
+async def _limits(request: Request) -> Response:
+    from graphsim.routes_teams import throttler
+
+    current = throttler(engine_of(request)).limits
+    if request.method != "GET":
         try:
-            raw = await request.body()
-            spec = json.loads(raw) if raw else {}
-            if not isinstance(spec, dict):
-                raise ControlError(400, "body must be a JSON object")
-            path = request.url.path.split("/", 4)[4]  # teams/... or chats/...
-            with engine.world.lock:
-                tenant = need_tenant(engine.world, request.path_params["tenant"])
-                return act(tenant, request.method, path.strip("/").split("/"), spec)
-        except ControlError as err:
-            return JSONResponse({"error": err.message}, err.status)
-        except (ValueError, KeyError, TypeError) as err:
-            return JSONResponse({"error": f"bad request: {err}"}, 400)
+            current.update(json.loads(await request.body() or b"{}"))
+        except (ValueError, TypeError) as err:
+            return JSONResponse({"error": str(err)}, 400)
+    return JSONResponse(current.as_dict())
 
-    async def limits(request: Request) -> Response:
-        from graphsim.routes_teams import throttler
 
-        current = throttler(engine).limits
-        if request.method != "GET":
-            try:
-                current.update(json.loads(await request.body() or b"{}"))
-            except (ValueError, TypeError) as err:
-                return JSONResponse({"error": str(err)}, 400)
-        return JSONResponse(current.as_dict())
-
-    methods = ["POST", "DELETE"]
-    return [
-        Route("/_sim/teams/throttling", limits, methods=["GET", "PUT", "PATCH", "POST"]),
-        Route("/_sim/tenants/{tenant}/teams", handle, methods=methods),
-        Route("/_sim/tenants/{tenant}/teams/{rest:path}", handle, methods=methods),
-        Route("/_sim/tenants/{tenant}/chats", handle, methods=methods),
-        Route("/_sim/tenants/{tenant}/chats/{rest:path}", handle, methods=methods),
-    ]
+# Registered before the simulator's own ``/_sim/{action}`` route; they match only Teams
+# paths, so every other control action still reaches it.
+_WRITE = ["POST", "DELETE"]
+ROUTES: list[BaseRoute] = [
+    Route("/_sim/teams/throttling", _limits, methods=["GET", "PUT", "PATCH", "POST"]),
+    Route("/_sim/tenants/{tenant}/teams", _handle, methods=_WRITE),
+    Route("/_sim/tenants/{tenant}/teams/{rest:path}", _handle, methods=_WRITE),
+    Route("/_sim/tenants/{tenant}/chats", _handle, methods=_WRITE),
+    Route("/_sim/tenants/{tenant}/chats/{rest:path}", _handle, methods=_WRITE),
+]
 
 
 def act(tenant: Tenant, method: str, parts: list[str], spec: dict[str, Any]) -> Response:
