@@ -79,9 +79,10 @@ def _strip_calls(path: str) -> tuple[str, bool]:
 
     Graph treats a parameterless function call and its bare name alike (OData allows both);
     the SDKs' request builders send the call form. Names inside a ``:/path:`` address are
-    file names and stay as they are.
+    file names and stay as they are. Only a colon that opens or closes such an address (before
+    a ``/`` or at the end) counts: Teams ids (``19:...@thread.tacv2``) carry colons too.
     """
-    parts = path.split(":")
+    parts = re.split(r":(?=/|$)", path)
     called = False
     for index in range(0, len(parts), 2):
         segments = parts[index].split("/")

@@ -342,7 +342,7 @@ def post_message(
 
 def hosted_content_id(message: str, index: int) -> str:
     raw = f"id=x_0-wus-d{index + 1}-{ids.digest(message, index, size=12).hex()},type=1,url="
-    return base64.b64encode(raw.encode()).decode()
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def mention(tenant: Tenant, index: int, user: User) -> dict[str, Any]:
