@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep import registry
 from safekeep.backup.context import open_repository
-from safekeep.backup.services import SERVICE_NAMES, module_for
+from safekeep.backup.services import module_for
 from safekeep.backup.services.base import Content
 from safekeep.errors import InvalidCursor, NotFound, UnprocessableEntity
 from safekeep.runtime import Runtime
@@ -56,7 +57,7 @@ async def point_in_time(
     service: str,
     at: datetime | uuid.UUID | None,
 ) -> PointInTime:
-    if service not in SERVICE_NAMES:
+    if service not in registry.names():
         raise UnprocessableEntity(f"Unknown service {service!r}")
     if isinstance(at, uuid.UUID):
         snapshot = await catalog.get_snapshot(session, scope, at)

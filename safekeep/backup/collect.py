@@ -107,11 +107,6 @@ class CollectContext:
 
 Collector = Callable[[CollectContext], Awaitable[None]]
 
-SERVICES_BY_KIND = {
-    "user": ("mail", "calendar", "contacts", "onedrive"),
-    "site": ("sharepoint",),
-}
-
 
 def collector_for(service: str) -> Collector:
     from safekeep.backup.services import module_for

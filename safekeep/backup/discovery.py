@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
+from safekeep import registry
 from safekeep.backup.context import graph_client
 from safekeep.backup.joblife import JobOutcome, run_job
 from safekeep.graph import directory
@@ -29,11 +30,12 @@ async def _probe(
     user_id = str(user["id"])
     licences: list[object] = list(user.get("assignedLicenses") or [])  # type: ignore[call-overload]
     licensed = bool(licences) and user.get("userType", "Member") != "Guest"
-    found = {"mail": False, "onedrive": False}
+    probes = registry.probes("user")
+    found = dict.fromkeys(probes, False)
     if licensed:
         async with limit:
-            found["mail"] = await directory.has_mailbox(graph, user_id)
-            found["onedrive"] = await directory.has_drive(graph, user_id)
+            for key, probe in probes.items():
+                found[key] = bool(await registry.resolve(probe)(graph, user_id))
     return FoundAccount(
         kind=AccountKind.user,
         graph_id=user_id,
@@ -63,7 +65,7 @@ async def discover(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
                 principal_name=str(site.get("webUrl") or "") or None,
                 mail=None,
                 licensed=True,
-                services_found={"sharepoint": True},
+                services_found={s.found_key: True for s in registry.specs() if s.kind == "site"},
             )
         )
     async with unit_of_work(runtime) as session:

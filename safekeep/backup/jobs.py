@@ -17,8 +17,9 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from safekeep import registry
 from safekeep.backup.catalog import Cancelled, SnapshotRun
-from safekeep.backup.collect import SERVICES_BY_KIND, CollectContext, collector_for
+from safekeep.backup.collect import CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
 from safekeep.backup.joblife import RetryLater, load_runnable
 from safekeep.graph.errors import (
@@ -67,14 +68,10 @@ RELEASE_PATIENCE_SECONDS = 120.0
 
 
 def _services_for(account: Account, wanted: set[str]) -> list[str]:
-    services = [s for s in SERVICES_BY_KIND.get(account.kind, ()) if s in wanted]
+    services = [s for s in registry.of_kind(account.kind) if s in wanted]
     found = account.services_found or {}
     # Discovery learnt that this user has no mailbox or no OneDrive: nothing to collect.
-    return [s for s in services if found.get(_found_key(s), True)]
-
-
-def _found_key(service: str) -> str:
-    return {"calendar": "mail", "contacts": "mail"}.get(service, service)
+    return [s for s in services if found.get(registry.found_key(s), True)]
 
 
 async def start_backup_job(runtime: Runtime, job_id: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.backup.collect import SERVICES_BY_KIND
+from safekeep import registry
 from safekeep.errors import Conflict, Gone, NotFound, UnprocessableEntity
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
@@ -53,7 +53,7 @@ async def _validate_scope(
         account = await account_repository.get(session, scope, tenant_id, uuid.UUID(account_id))
         if account is None:
             raise _invalid("scope.account_id", "no such account in this tenant")
-        if service and service not in SERVICES_BY_KIND.get(account.kind, ()):
+        if service and service not in registry.of_kind(account.kind):
             raise _invalid("scope.service", f"a {account.kind} account has no {service}")
         if account.state == AccountState.purged:
             raise _invalid("scope.account_id", "this account's data was purged")

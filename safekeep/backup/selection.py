@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from safekeep.backup.collect import SERVICES_BY_KIND
+from safekeep import registry
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import Selection
 from safekeep.errors import UnprocessableEntity
@@ -81,9 +81,7 @@ async def resolve_units(
         for account in accounts:
             if account.state == AccountState.purged:
                 continue
-            services = (
-                [scope.service] if scope.service else list(SERVICES_BY_KIND.get(account.kind, ()))
-            )
+            services = [scope.service] if scope.service else list(registry.of_kind(account.kind))
             for service in services:
                 if (
                     pinned is not None

@@ -10,12 +10,43 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+)
+from pydantic_core import CoreSchema
 
-Service = Literal["mail", "calendar", "contacts", "onedrive", "sharepoint"]
-SERVICES: tuple[Service, ...] = ("mail", "calendar", "contacts", "onedrive", "sharepoint")
+from safekeep import registry
+
+
+def _declared(value: str) -> str:
+    """Checked against the registry when a document is built, not when this module was
+    imported, so a service declared later (a test's) is indexed too."""
+    if value not in registry.names():
+        raise ValueError(f"{value!r} is not a declared service")
+    return value
+
+
+class _DeclaredEnum:
+    """The JSON schema of a service: the enum of those declared when the schema is made."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return {"enum": list(registry.names()), "type": "string"}
+
+
+if TYPE_CHECKING:
+    Service = str
+else:
+    # One of the declared services (safekeep/registry.py).
+    Service = Annotated[str, AfterValidator(_declared), _DeclaredEnum()]
 
 # Bounds for the short fields: a subject or a file name is never legitimately longer, and a
 # distribution list of thousands of recipients adds nothing to search but index size.

@@ -17,7 +17,7 @@ from safekeep.api.items.schemas import (
     SnapshotRef,
     VersionOut,
 )
-from safekeep.api.policy.schemas import Service
+from safekeep.api.policy.schemas import Service, described
 from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range
 from safekeep.api.schemas import BINARY, Cursor, Limit
@@ -71,7 +71,7 @@ async def list_items(
     account_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
-    service: Service = Query(description="mail, calendar, contacts, onedrive or sharepoint"),
+    service: Service = Query(description=described()),
     at: At = None,
     folder: uuid.UUID | None = Query(None, description="A folder's item id; default: the root"),
     cursor: Cursor = None,

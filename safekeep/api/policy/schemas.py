@@ -1,29 +1,39 @@
+"""The backup policy as the API reads and writes it. The services and each service's switches
+come from the registry (safekeep/registry.py): a new service appears here by being declared."""
+
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, create_model, field_validator
 
+from safekeep import registry
 from safekeep.api.schemas import Schema
 
-Service = Literal["mail", "calendar", "contacts", "onedrive", "sharepoint"]
-ALL: tuple[Service, ...] = ("mail", "calendar", "contacts", "onedrive", "sharepoint")
+if TYPE_CHECKING:
+    Service = str
+else:
+    Service = Literal[registry.names()]
+ALL: tuple[Service, ...] = registry.names()
 
 
-class PolicyIn(Schema):
+def described() -> str:
+    """The services in words, for parameter descriptions ("mail, ... or sharepoint")."""
+    *rest, last = registry.names()
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+class _Policy(Schema):
     services: list[Service] = Field(
         default_factory=lambda: list(ALL),
         min_length=1,
-        max_length=5,
+        max_length=len(ALL),
     )
     backups_per_day: int = Field(default=3, ge=1, le=24)
     retention_days: int | None = Field(
         default=None, ge=1, le=36500, description="null: keep forever"
     )
     auto_protect: bool = Field(default=True, description="Protect new licensed users when found")
-    include_deleted_items: bool = True
-    include_junk: bool = False
-    include_recoverable_items: bool = False
 
     @field_validator("services")
     @classmethod
@@ -31,6 +41,15 @@ class PolicyIn(Schema):
         if len(set(value)) != len(value):
             raise ValueError("services must not repeat")
         return value
+
+
+# Each service's yes/no switches (mail's include_junk, ...), as declared.
+_SWITCHES: dict[str, Any] = {s.name: (bool, s.default) for s in registry.switches()}
+
+if TYPE_CHECKING:
+    PolicyIn = _Policy
+else:
+    PolicyIn = create_model("PolicyIn", __base__=_Policy, __module__=__name__, **_SWITCHES)
 
 
 class PolicyOut(PolicyIn):

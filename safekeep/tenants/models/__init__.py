@@ -15,14 +15,13 @@ from safekeep.tenants.models.job import FINISHED_JOB_STATUSES, Job, JobKind, Job
 from safekeep.tenants.models.job_issue import JobIssue
 from safekeep.tenants.models.job_task import JobTask, TaskStatus
 from safekeep.tenants.models.msp import Msp, MspStatus
-from safekeep.tenants.models.policy import ALL_SERVICES, Policy
+from safekeep.tenants.models.policy import Policy
 from safekeep.tenants.models.skipped_item import SkippedItem
 from safekeep.tenants.models.snapshot import Snapshot, SnapshotStatus
 from safekeep.tenants.models.tenant import ConsentState, Tenant, TenantStatus
 from safekeep.tenants.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
-    "ALL_SERVICES",
     "FINISHED_JOB_STATUSES",
     "Account",
     "AccountKind",

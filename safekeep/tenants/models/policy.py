@@ -5,9 +5,13 @@ import uuid
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
+from safekeep import registry
 from safekeep.tenants.models.base import Base, JSONType
 
-ALL_SERVICES = ("mail", "calendar", "contacts", "onedrive", "sharepoint")
+
+def _all_services() -> list[str]:
+    """A new tenant's policy protects every declared service."""
+    return list(registry.names())
 
 
 class Policy(Base):
@@ -18,7 +22,7 @@ class Policy(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True
     )
-    services: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(ALL_SERVICES))
+    services: Mapped[list[str]] = mapped_column(JSONType, default=_all_services)
     backups_per_day: Mapped[int] = mapped_column(default=3)
     retention_days: Mapped[int | None] = mapped_column(default=None)  # None: keep forever
     auto_protect: Mapped[bool] = mapped_column(default=True)

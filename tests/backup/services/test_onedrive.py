@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from graphsim.content import make_docx
 from graphsim.state import Drive, DriveItem
+from safekeep.backup.drive import collect as drive_collect
+from safekeep.backup.drive.collect import ContentMismatch
+from safekeep.backup.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.services.base import read_content, read_document
-from safekeep.backup.services.drive import collect as drive_collect
-from safekeep.backup.services.drive.collect import ContentMismatch
-from safekeep.backup.services.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.services.onedrive import SERVICE
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog

@@ -14,18 +14,10 @@ from typing import Any
 
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.collect import CollectContext
-from safekeep.backup.services.base import (
-    Content,
-    ContentReader,
-    ExportContext,
-    ExportEntry,
-    RestoreContext,
-    Selection,
-)
-from safekeep.backup.services.drive.collect import DriveCollector, DriveSource, FolderTree, q
-from safekeep.backup.services.drive.export import export_files
-from safekeep.backup.services.drive.model import FILE, FOLDER, content_of, drive_search_fields
-from safekeep.backup.services.drive.restore import (
+from safekeep.backup.drive.collect import DriveCollector, DriveSource, FolderTree, q
+from safekeep.backup.drive.export import export_files
+from safekeep.backup.drive.model import FILE, FOLDER, content_of, drive_search_fields
+from safekeep.backup.drive.restore import (
     DriveTarget,
     DriveWriter,
     Expected,
@@ -33,6 +25,14 @@ from safekeep.backup.services.drive.restore import (
     folders_in_scope,
     observe_strays,
     run_bounded,
+)
+from safekeep.backup.services.base import (
+    Content,
+    ContentReader,
+    ExportContext,
+    ExportEntry,
+    RestoreContext,
+    Selection,
 )
 from safekeep.graph.client import GraphClient
 from safekeep.graph.errors import GraphError

@@ -25,6 +25,24 @@ from typing import Any
 
 from safekeep.backup.catalog import ItemRecord, SearchFields
 from safekeep.backup.collect import CollectContext
+from safekeep.backup.drive.collect import DriveCollector, DriveSource, FolderTree, q
+from safekeep.backup.drive.export import export_files
+from safekeep.backup.drive.model import (
+    FILE,
+    FOLDER,
+    content_of,
+    drive_search_fields,
+    parse_time,
+)
+from safekeep.backup.drive.restore import (
+    DriveTarget,
+    DriveWriter,
+    Expected,
+    RestoreFailed,
+    folders_in_scope,
+    observe_strays,
+    run_bounded,
+)
 from safekeep.backup.services.base import (
     Content,
     ContentReader,
@@ -33,24 +51,6 @@ from safekeep.backup.services.base import (
     RestoreContext,
     Selection,
     read_document,
-)
-from safekeep.backup.services.drive.collect import DriveCollector, DriveSource, FolderTree, q
-from safekeep.backup.services.drive.export import export_files
-from safekeep.backup.services.drive.model import (
-    FILE,
-    FOLDER,
-    content_of,
-    drive_search_fields,
-    parse_time,
-)
-from safekeep.backup.services.drive.restore import (
-    DriveTarget,
-    DriveWriter,
-    Expected,
-    RestoreFailed,
-    folders_in_scope,
-    observe_strays,
-    run_bounded,
 )
 from safekeep.backup.services.sharepoint.lists import (
     LIST,

@@ -27,11 +27,11 @@ from urllib.parse import quote
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord, SearchFields
 from safekeep.backup.collect import CollectContext
+from safekeep.backup.drive.collect import gather_bounded
+from safekeep.backup.drive.delta import DeltaSpec, Json, run_delta
+from safekeep.backup.drive.model import parse_time, who
+from safekeep.backup.drive.restore import RestoreFailed
 from safekeep.backup.services.base import ExportEntry, RestoreContext, read_document
-from safekeep.backup.services.drive.collect import gather_bounded
-from safekeep.backup.services.drive.delta import DeltaSpec, Json, run_delta
-from safekeep.backup.services.drive.model import parse_time, who
-from safekeep.backup.services.drive.restore import RestoreFailed
 from safekeep.graph.errors import AuthError, GraphError
 from safekeep.settings import settings
 from safekeep.storage.repository import ContentRef, TenantRepository

@@ -24,8 +24,8 @@ import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
-from safekeep.backup.services.drive.delta import DeltaSpec, Json, closing, run_delta
-from safekeep.backup.services.drive.model import (
+from safekeep.backup.drive.delta import DeltaSpec, Json, closing, run_delta
+from safekeep.backup.drive.model import (
     FILE,
     FOLDER,
     document_bytes,
@@ -36,7 +36,7 @@ from safekeep.backup.services.drive.model import (
     item_meta,
     parse_time,
 )
-from safekeep.backup.services.drive.quickxor import QuickXorHash
+from safekeep.backup.drive.quickxor import QuickXorHash
 from safekeep.graph.client import BatchRequest
 from safekeep.graph.errors import AuthError, GraphError, NotFound, Throttled, TransientError
 from safekeep.runtime import unit_of_work

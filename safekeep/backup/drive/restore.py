@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import structlog
 
+from safekeep.backup.drive.delta import closing
+from safekeep.backup.drive.model import is_folder
 from safekeep.backup.services.base import RestoreContext, Selection, read_content
-from safekeep.backup.services.drive.delta import closing
-from safekeep.backup.services.drive.model import is_folder
 from safekeep.graph.errors import AuthError, Conflict, GraphError
 from safekeep.storage.errors import StorageError
 from safekeep.tenants.models import ItemVersion

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from safekeep.backup.drive.model import FILE
 from safekeep.backup.services.base import ExportEntry, Selection, read_content
-from safekeep.backup.services.drive.model import FILE
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
 

@@ -1,0 +1,293 @@
+"""The service registry (safekeep/registry.py): the declarations agree with the code they stand
+for, everything that lists services derives from them, and a sixth service declared in a test
+(tests/backup/profile_service.py, the worked example of docs/adding-a-service.md) is picked up
+by discovery, backup, browse, search, export, restore, and the API's enums and policy schema."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import inspect
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+
+from safekeep import registry
+from safekeep.api.policy.schemas import PolicyIn, described
+from safekeep.api.policy.schemas import Service as ApiService
+from safekeep.backup import browse
+from safekeep.backup.catalog import SearchFields
+from safekeep.backup.jobs import _services_for
+from safekeep.backup.selection import Scope, resolve_units
+from safekeep.backup.services import module_for
+from safekeep.graph import client as graph_client
+from safekeep.search.documents import SearchDocument
+from safekeep.search.query import SearchQuery
+from safekeep.tenants.models import Account, AccountKind, Policy
+from tests.backup import profile_service
+from tests.backup.harness import EngineHarness
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILTIN = ("mail", "calendar", "contacts", "onedrive", "sharepoint")
+
+
+# ---- the declarations --------------------------------------------------------------------
+
+
+def test_the_five_services_are_declared_in_order() -> None:
+    assert registry.names() == BUILTIN
+    assert registry.of_kind("user") == ("mail", "calendar", "contacts", "onedrive")
+    assert registry.of_kind("site") == ("sharepoint",)
+    assert {spec.kind for spec in registry.specs()} <= {k.value for k in AccountKind}
+    with pytest.raises(KeyError):
+        registry.get("teams")
+    with pytest.raises(KeyError):
+        module_for("teams")
+
+
+def test_each_engine_module_implements_its_declared_service() -> None:
+    for spec in registry.specs():
+        service = module_for(spec.name)
+        assert service.name == spec.name
+        for hook in ("collect", "search_fields", "content", "restore", "export"):
+            assert callable(getattr(service, hook)), (spec.name, hook)
+
+
+def test_probes_resolve_and_gate_the_services_that_share_them() -> None:
+    assert registry.probes("user") == {
+        "mail": "safekeep.graph.directory:has_mailbox",
+        "onedrive": "safekeep.graph.directory:has_drive",
+    }
+    assert registry.probes("site") == {}
+    for reference in registry.probes("user").values():
+        assert inspect.iscoroutinefunction(registry.resolve(reference))
+    # calendar and contacts live in the mailbox: no mailbox, none of the three
+    assert {s: registry.found_key(s) for s in registry.of_kind("user")} == {
+        "mail": "mail",
+        "calendar": "mail",
+        "contacts": "mail",
+        "onedrive": "onedrive",
+    }
+    user = Account(kind="user", services_found={"mail": False, "onedrive": True})
+    assert _services_for(user, set(BUILTIN)) == ["onedrive"]
+    user.services_found = {"mail": True, "onedrive": False}
+    assert _services_for(user, {"calendar", "onedrive", "sharepoint"}) == ["calendar"]
+
+
+def _graph_class(path: str) -> str:
+    """The throttling class graph/client.py gives a request path."""
+    if graph_client._EXCHANGE_PATH.match(path):
+        return "exchange"
+    if graph_client._SHAREPOINT_PATH.match(path):
+        return "sharepoint"
+    return "tenant"
+
+
+def test_declared_throttle_classes_are_the_ones_graph_applies() -> None:
+    assert set(get_args(registry.ThrottleClass)) == set(get_args(graph_client.Scope))
+    for spec in (*registry.specs(), profile_service.SPEC):
+        path = "/v1.0" + spec.graph_path.format(id="someone")
+        assert _graph_class(path) == spec.throttle, spec.name
+        assert _graph_class(path + "/anything") == spec.throttle, spec.name
+
+
+def test_policy_switches_are_policy_columns_and_schema_fields() -> None:
+    columns = Policy.__table__.columns
+    fields = PolicyIn.model_fields
+    declared = registry.switches()
+    assert [s.name for s in declared] == [
+        "include_deleted_items",
+        "include_junk",
+        "include_recoverable_items",
+    ]
+    for switch in declared:
+        assert columns[switch.name].default.arg is switch.default
+        assert fields[switch.name].annotation is bool
+        assert fields[switch.name].default is switch.default
+    # and no yes/no of a service lives in the policy without a declaration
+    undeclared = {name for name in fields if name.startswith("include_")} - {
+        s.name for s in declared
+    }
+    assert undeclared == set()
+
+
+def test_declared_search_fields_are_fields_of_the_document() -> None:
+    extra = {f.name for f in dataclasses.fields(SearchFields)} - {"title", "folder_path"}
+    for spec in registry.specs():
+        assert set(spec.search_fields) <= extra, spec.name
+        assert set(spec.search_fields) <= set(SearchDocument.model_fields), spec.name
+
+
+def test_every_list_of_services_derives_from_the_registry() -> None:
+    assert get_args(ApiService) == BUILTIN
+    assert described() == "mail, calendar, contacts, onedrive or sharepoint"
+    assert PolicyIn().services == list(BUILTIN)
+    assert Policy.__table__.columns["services"].default.arg(None) == list(BUILTIN)
+    enums = _service_enums(json.loads((ROOT / "openapi" / "openapi.json").read_text()))
+    assert len(enums) >= 9  # policy, backup requests, restores, snapshots, items, search, hits
+    assert all(enum == list(BUILTIN) for enum in enums)
+
+
+def _service_enums(document: Any) -> list[list[str]]:
+    found: list[list[str]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "mail" in node.get("enum", ()):
+                found.append(node["enum"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    return found
+
+
+def test_no_literal_list_of_service_names_is_left() -> None:
+    """Outside the registry (and graph/, which knows Graph's paths, not our services), no
+    tuple, list, set or dict spells two or more service names: it would be a copy to keep
+    in step by hand."""
+    offenders = []
+    for path in sorted((ROOT / "safekeep").rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative == "safekeep/registry.py" or relative.startswith("safekeep/graph/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Tuple | ast.List | ast.Set):
+                elements = node.elts
+            elif isinstance(node, ast.Dict):
+                elements = [k for k in node.keys if k is not None]
+            else:
+                continue
+            names = {str(e.value) for e in elements if isinstance(e, ast.Constant)} & set(BUILTIN)
+            if len(names) >= 2:
+                offenders.append(f"{relative}:{node.lineno} {sorted(names)}")
+    assert offenders == []
+
+
+def test_the_literal_check_would_see_one() -> None:
+    node = ast.parse('FOUND = {"calendar": "mail", "contacts": "mail"}').body[0]
+    assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+    keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    assert len(keys & set(BUILTIN)) == 2
+
+
+def test_registered_adds_and_removes_a_service() -> None:
+    with registry.registered(profile_service.SPEC):
+        assert registry.names() == (*BUILTIN, "profile")
+        assert registry.of_kind("user")[-1] == "profile"
+        with pytest.raises(ValueError, match="already declared"):
+            registry.register(profile_service.SPEC)
+    assert registry.names() == BUILTIN
+
+
+# ---- a sixth service, end to end -----------------------------------------------------------
+
+
+async def _search_profiles(h: EngineHarness, text: str) -> list[str]:
+    backend = await h.runtime.search_backend()
+    query = SearchQuery(
+        tenant_ids=frozenset({str(h.tenant.id)}), text=text, services=frozenset({"profile"})
+    )
+    for _ in range(50):
+        hits = [hit.title for hit in (await backend.search(query)).hits]
+        if hits:
+            return hits
+        await asyncio.sleep(0.1)
+    return []
+
+
+async def test_a_declared_sixth_service_is_backed_up_browsed_searched_and_exported(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    with registry.registered(profile_service.SPEC):
+        profile_service.probed.clear()
+        accounts = await h.discover()
+        users = sorted((a for a in accounts if a.kind == "user"), key=lambda a: a.graph_id)
+        # discovery ran the new probe for each licensed user and stored what it found
+        assert sorted(profile_service.probed) == sorted(a.graph_id for a in users if a.licensed)
+        account = next(a for a in users if a.licensed)
+        assert account.services_found["profile"] is True
+        assert "profile" in _services_for(account, set(registry.names()))
+
+        run, skipped = await h.backup(account, "profile")
+        assert (skipped, run.counters.added) == (0, 1)
+        again, _ = await h.backup(account, "profile")
+        assert (again.counters.added, again.counters.unchanged) == (0, 1)
+
+        sim_user = h.sim.tenant().users[account.graph_id]
+        async with h.runtime.db.session() as session:
+            listing = await browse.list_children(
+                session, h.scope, account, "profile", at=None, folder_id=None, cursor=None, limit=10
+            )
+            [(_item, version)] = listing.entries
+            content = await browse.content(h.runtime, session, account, version)
+        assert content.media_type == "application/json"
+        body = b"".join([chunk async for chunk in content.open(0, None)])
+        assert json.loads(body)["id"] == account.graph_id
+        assert version.name == sim_user.display_name
+
+        assert await _search_profiles(h, sim_user.display_name.split()[0]) == [version.name]
+
+        units = await resolve_units(
+            h.runtime,
+            h.scope,
+            h.tenant,
+            Scope(
+                type="account",
+                account_id=account.id,
+                service=None,
+                item_ids=(),
+                at=None,
+                snapshot_id=None,
+            ),
+        )
+        assert "profile" in {unit.service for unit in units}
+
+        archive = zipfile.ZipFile(io.BytesIO(await h.export(account, "profile")))
+        [entry] = [n for n in archive.namelist() if n.endswith(f"/profile/{version.name}.json")]
+        assert json.loads(archive.read(entry))["id"] == account.graph_id
+
+        report = await h.restore(account, "profile")
+        assert report.summary()["skipped"] == 1
+    assert registry.names() == BUILTIN
+
+
+def test_the_api_enums_and_policy_schema_derive_from_the_registry() -> None:
+    """In a fresh process (the API's types are built at import), a service declared before
+    the API is imported is in every ``service`` enum of the OpenAPI document and accepted by
+    the policy schema."""
+    script = (
+        "import json\n"
+        "from safekeep import registry\n"
+        "from tests.backup.profile_service import SPEC\n"
+        "registry.register(SPEC)\n"
+        "from safekeep.api.openapi_dump import document\n"
+        "from safekeep.api.policy.schemas import PolicyIn\n"
+        "print(json.dumps({'openapi': document(), 'default': PolicyIn().services,\n"
+        "    'accepted': PolicyIn(services=['profile']).services}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out["default"] == [*BUILTIN, "profile"]
+    assert out["accepted"] == ["profile"]
+    enums = _service_enums(out["openapi"])
+    assert len(enums) == len(
+        _service_enums(json.loads((ROOT / "openapi/openapi.json").read_text()))
+    )
+    assert all(enum == [*BUILTIN, "profile"] for enum in enums)
+    policy = out["openapi"]["components"]["schemas"]["PolicyIn"]["properties"]["services"]
+    assert policy["maxItems"] == 6
