@@ -35,21 +35,23 @@ from tests.backup import profile_service
 from tests.backup.harness import EngineHarness
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILTIN = ("mail", "calendar", "contacts", "onedrive", "sharepoint")
+BUILTIN = ("mail", "calendar", "contacts", "onedrive", "sharepoint", "teams")
 
 
 # ---- the declarations --------------------------------------------------------------------
 
 
-def test_the_five_services_are_declared_in_order() -> None:
+def test_the_six_services_are_declared_in_order() -> None:
     assert registry.names() == BUILTIN
-    assert registry.of_kind("user") == ("mail", "calendar", "contacts", "onedrive")
+    assert registry.of_kind("user") == ("mail", "calendar", "contacts", "onedrive", "teams")
     assert registry.of_kind("site") == ("sharepoint",)
     assert {spec.kind for spec in registry.specs()} <= {k.value for k in AccountKind}
+    # Teams was added after tenants existed: new policies leave it to the MSP to switch on.
+    assert registry.defaults() == BUILTIN[:-1]
     with pytest.raises(KeyError):
-        registry.get("teams")
+        registry.get("yammer")
     with pytest.raises(KeyError):
-        module_for("teams")
+        module_for("yammer")
 
 
 def test_each_engine_module_implements_its_declared_service() -> None:

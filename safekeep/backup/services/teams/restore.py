@@ -1,0 +1,231 @@
+"""Restoring channel conversations through Graph's import API, and exporting transcripts.
+
+A channel that no longer exists in its team is re-created in migration mode
+(``channelCreationMode: migration``, with its original ``createdDateTime``); its threads are
+imported oldest first with their original ``createdDateTime`` and ``from`` (roots, then each
+root's replies under the new root), inline images as ``hostedContents``; then
+``completeMigration``, and the members of a private or shared channel are added back. A
+channel that still exists is left alone under ``skip`` (Graph cannot import into a live
+channel without putting it in migration mode). Chats are export-only: Graph cannot write
+them back, and each chat message is reported as skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from safekeep.backup.services.base import (
+    ExportContext,
+    ExportEntry,
+    RestoreContext,
+    Selection,
+    read_document,
+)
+from safekeep.backup.services.teams.transcript import render_html, render_json
+from safekeep.graph.errors import GraphError
+from safekeep.storage.repository import ContentRef, TenantRepository
+from safekeep.tenants.models import ItemVersion
+
+Json = dict[str, Any]
+
+
+async def grouped(
+    repo: TenantRepository, selection: Selection
+) -> dict[str, list[tuple[ItemVersion, Json]]]:
+    """The selected messages by channel or chat, with their stored documents."""
+    found: dict[str, list[tuple[ItemVersion, Json]]] = defaultdict(list)
+    async for version in selection.items():
+        doc = await read_document(repo, version)
+        if doc and "message" in doc:
+            found[str(doc["container"])].append((version, doc))
+    return found
+
+
+async def restore(ctx: RestoreContext, selection: Selection) -> None:
+    by_container = await grouped(ctx.repo, selection)
+    for container, messages in by_container.items():
+        folder = selection.folders.get(container)
+        folder_doc = await read_document(ctx.repo, folder) if folder else None
+        if not folder_doc or "channel" not in folder_doc:
+            for version, _ in messages:
+                await ctx.report.skipped(version, reason="chats cannot be written back to Teams")
+            continue
+        await _restore_channel(ctx, folder_doc, messages)
+
+
+async def _restore_channel(
+    ctx: RestoreContext, folder_doc: Json, messages: list[tuple[ItemVersion, Json]]
+) -> None:
+    team_id = str(folder_doc["teamId"])
+    channel = folder_doc["channel"]
+    live = await _live_channels(ctx, team_id)
+    if channel["id"] in live and ctx.folder_mode == "original":
+        for version, _ in messages:
+            await ctx.report.existing(version, target_id=f"{channel['id']}")
+        return
+    name = channel["displayName"]
+    taken = {c["displayName"].lower() for c in live.values()}
+    if name.lower() in taken or ctx.folder_mode == "new":
+        name = f"{name} ({ctx.new_folder_name or 'restored'})"[:50].replace(":", "-")
+    made = await ctx.graph.request_json(
+        "POST",
+        f"/teams/{team_id}/channels",
+        json={
+            "@microsoft.graph.channelCreationMode": "migration",
+            "displayName": name,
+            "description": channel.get("description") or "",
+            "membershipType": channel.get("membershipType") or "standard",
+            "createdDateTime": channel["createdDateTime"],
+        },
+        expected=(201,),
+    )
+    assert made is not None
+    new_channel = str(made["id"])
+    await _import_threads(ctx, team_id, new_channel, messages)
+    await ctx.graph.request(
+        "POST", f"/teams/{team_id}/channels/{new_channel}/completeMigration", expected=(204,)
+    )
+    if channel.get("membershipType") in ("private", "shared"):
+        await _members(ctx, team_id, new_channel, folder_doc.get("members") or [])
+
+
+async def _live_channels(ctx: RestoreContext, team_id: str) -> dict[str, Json]:
+    found: dict[str, Json] = {}
+    async for page in ctx.graph.paginate(f"/teams/{team_id}/channels"):
+        for channel in page:
+            found[str(channel["id"])] = channel
+    return found
+
+
+async def _import_threads(
+    ctx: RestoreContext, team_id: str, channel: str, messages: list[tuple[ItemVersion, Json]]
+) -> None:
+    base = f"/teams/{team_id}/channels/{channel}/messages"
+    ordered = sorted(messages, key=lambda m: m[1]["message"]["createdDateTime"])
+    new_roots: dict[str, str] = {}
+    for version, doc in [m for m in ordered if not m[1]["message"].get("replyToId")]:
+        posted = await _post(ctx, base, doc)
+        new_roots[str(doc["message"]["id"])] = str(posted["id"])
+        await ctx.report.restored(version, target_id=str(posted["id"]))
+    for version, doc in [m for m in ordered if m[1]["message"].get("replyToId")]:
+        root = new_roots.get(str(doc["message"]["replyToId"]))
+        if root is None:
+            await ctx.report.skipped(version, reason="its thread's first message is not restored")
+            continue
+        posted = await _post(ctx, f"{base}/{root}/replies", doc)
+        await ctx.report.restored(version, target_id=str(posted["id"]))
+
+
+async def _post(ctx: RestoreContext, url: str, doc: Json) -> Json:
+    message = doc["message"]
+    content = str((message.get("body") or {}).get("content") or "")
+    hosted = []
+    for index, (hosted_id, ref) in enumerate((doc.get("hostedContents") or {}).items(), 1):
+        data = await ctx.repo.read_bytes(ContentRef.from_json(ref))
+        hosted.append(
+            {
+                "@microsoft.graph.temporaryId": str(index),
+                "contentBytes": base64.b64encode(data).decode(),
+                "contentType": "image/png",
+            }
+        )
+        content = _replace_src(content, hosted_id, f"../hostedContents/{index}/$value")
+    if message.get("deletedDateTime"):
+        content = "<p><em>This message was deleted.</em></p>"
+    user = (message.get("from") or {}).get("user") or {}
+    body: Json = {
+        "createdDateTime": message["createdDateTime"],
+        "from": {
+            "user": {
+                "id": user.get("id"),
+                "displayName": user.get("displayName"),
+                "userIdentityType": "aadUser",
+            }
+        },
+        "body": {
+            "contentType": (message.get("body") or {}).get("contentType") or "html",
+            "content": content,
+        },
+        "mentions": message.get("mentions") or [],
+        "attachments": message.get("attachments") or [],
+    }
+    if message.get("subject"):
+        body["subject"] = message["subject"]
+    if hosted:
+        body["hostedContents"] = hosted
+    posted = await ctx.graph.request_json("POST", url, json=body, expected=(201,))
+    assert posted is not None
+    return posted
+
+
+def _replace_src(content: str, hosted_id: str, new: str) -> str:
+    import re
+
+    return re.sub(
+        rf'src="[^"]*/hostedContents/{re.escape(hosted_id)}/\$value"', f'src="{new}"', content
+    )
+
+
+async def _members(ctx: RestoreContext, team_id: str, channel: str, members: list[Json]) -> None:
+    for member in members:
+        try:
+            await ctx.graph.request_json(
+                "POST",
+                f"/teams/{team_id}/channels/{channel}/members",
+                json={
+                    "@odata.type": "#microsoft.graph.aadUserConversationMember",
+                    "roles": member.get("roles") or [],
+                    "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{member['userId']}')",
+                },
+                expected=(201,),
+            )
+        except GraphError as exc:
+            await ctx.report.observed(
+                code="member_not_added", name=str(member.get("displayName")), detail=str(exc)[:300]
+            )
+
+
+async def export(ctx: ExportContext, selection: Selection) -> AsyncIterator[ExportEntry]:
+    """Per channel or chat: ``<path>.html`` (readable, images inline) and ``<path>.json``."""
+    by_container = await grouped(ctx.repo, selection)
+    for container, messages in by_container.items():
+        threads = _threads([doc for _, doc in messages])
+        hosted: dict[str, bytes] = {}
+        for _, doc in messages:
+            for hosted_id, ref in (doc.get("hostedContents") or {}).items():
+                hosted[f"{doc['message']['id']}/{hosted_id}"] = await ctx.repo.read_bytes(
+                    ContentRef.from_json(ref)
+                )
+        path = str(messages[0][1].get("path") or container).strip("/") or container
+        page = render_html(path.replace("/", " / "), threads, hosted).encode()
+        data = render_json(threads)
+        yield ExportEntry(path=f"{path}.html", open=_bytes(page), version=None)
+        yield ExportEntry(path=f"{path}.json", open=_bytes(data), version=None)
+
+
+def _threads(docs: list[Json]) -> list[Json]:
+    roots = {
+        str(d["message"]["id"]): {**d["message"], "replies": []}
+        for d in docs
+        if not d["message"].get("replyToId")
+    }
+    for doc in docs:
+        parent = doc["message"].get("replyToId")
+        if parent and str(parent) in roots:
+            roots[str(parent)]["replies"].append(doc["message"])
+    return list(roots.values())
+
+
+def _bytes(data: bytes) -> Any:
+    async def stream() -> AsyncIterator[bytes]:
+        yield data
+
+    return stream
+
+
+def as_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False).encode()
