@@ -17,7 +17,10 @@ from graphsim.teams import teamwork
 from graphsim.teams_generator import png
 from safekeep.backup.services.teams.collect import TeamsCursor, read_team
 from safekeep.backup.services.teams.transcript import render_html, render_json
-from tests.graph.conftest import ClientFactory, make_client, recorder_of  # noqa: F401
+from tests.graph import conftest as graph_fixtures
+from tests.graph.conftest import ClientFactory, recorder_of
+
+make_client = graph_fixtures.make_client  # the GraphClient factory fixture, shared
 
 
 @pytest.fixture(scope="module")

@@ -85,13 +85,14 @@ async def test_teams_backed_up_searched_restored_and_exported(engine: EngineHarn
     kept = {m.id: (m.created, m.from_user) for m in private.messages.values()}
     alive = min((m for m in general.roots() if m.deleted is None), key=lambda m: m.created)
     base = f"/_sim/tenants/{tenant}/teams/{team.id}/channels"
-    with httpx.Client(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
-        added = control.post(
+    async with httpx.AsyncClient(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
+        added = await control.post(
             f"{base}/{general.id}/messages",
             json={"from": owner, "body": "<p>zebra crossing budget</p>"},
         )
         assert added.status_code == 201
-        control.post(f"{base}/{general.id}/messages/{alive.id}/edit", json={"body": "<p>v2</p>"})
+        edit = f"{base}/{general.id}/messages/{alive.id}/edit"
+        assert (await control.post(edit, json={"body": "<p>v2</p>"})).status_code == 200
     h.sim.reset_counters()
     incremental, _ = await h.backup(account, "teams")
     assert counts(incremental) == (1, 1, 0)
@@ -101,8 +102,8 @@ async def test_teams_backed_up_searched_restored_and_exported(engine: EngineHarn
     assert await search_titles(h, "zebra") == ["zebra crossing budget"]
     before_delete = datetime.now(UTC)
 
-    with httpx.Client(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
-        assert control.delete(f"{base}/{private.id}").status_code == 200
+    async with httpx.AsyncClient(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
+        assert (await control.delete(f"{base}/{private.id}")).status_code == 200
     after, _ = await h.backup(account, "teams")
     assert after.counters.removed == 1 + len(private.messages)
 
