@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from graphsim import Simulator
 from graphsim.teams import teamwork
+from safekeep.backup import browse
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.search.query import SearchQuery
+from safekeep.tenants.models import Account
 from tests.backup.harness import EngineHarness
 from tests.fixtures.sim import running_sim
 
@@ -34,6 +38,40 @@ def sim(tmp_path: Path) -> Iterator[Simulator]:
             verify=running.ssl_context(),
         )
         yield running
+
+
+async def browse_down(h: EngineHarness, account: Account, team: Any) -> None:
+    """Teams -> channels -> threads -> replies, as browse lists them."""
+
+    async def children(folder: uuid.UUID | None) -> list[tuple[Any, Any]]:
+        async with h.runtime.db.session() as session:
+            listing = await browse.list_children(
+                session,
+                h.scope,
+                account,
+                "teams",
+                at=None,
+                folder_id=folder,
+                cursor=None,
+                limit=100,
+            )
+        return list(listing.entries)
+
+    top = await children(None)
+    team_item = next(item for item, version in top if version.kind == "team")
+    assert {v.kind for _, v in top} == {"team", "chat"}
+    channels = await children(team_item.id)
+    assert sorted(v.name for _, v in channels) == sorted(
+        c.display_name for c in team.channels.values()
+    )
+    general = next(item for item, v in channels if v.name == "General")
+    threads = await children(general.id)
+    assert {v.kind for _, v in threads} == {"thread"}
+    channel = next(c for c in team.channels.values() if c.is_general)
+    busiest = max(channel.roots(), key=lambda m: len(m.reply_ids))
+    thread = next(item for item, _ in threads if item.external_id.endswith(f"/{busiest.id}"))
+    replies = await children(thread.id)
+    assert len(replies) == len(busiest.reply_ids) > 0
 
 
 async def search_titles(h: EngineHarness, text: str) -> list[str]:
@@ -78,6 +116,7 @@ async def test_teams_backed_up_searched_restored_and_exported(engine: EngineHarn
 
     quiet, _ = await h.backup(account, "teams")
     assert counts(quiet) == (0, 0, 0)
+    await browse_down(h, account, team)
 
     tenant = h.sim.tenant().id
     general = next(c for c in team.channels.values() if c.is_general)

@@ -29,7 +29,7 @@ from safekeep.tenants.models import ItemVersion
 
 class TeamsService:
     name = "teams"
-    folder_kinds: frozenset[str] = frozenset({"team", "channel", "chat"})
+    folder_kinds: frozenset[str] = frozenset({"team", "channel", "chat", "thread"})
 
     async def collect(self, ctx: CollectContext) -> None:
         await backup.collect(ctx)

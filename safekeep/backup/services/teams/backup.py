@@ -131,7 +131,9 @@ async def _threads(ctx: CollectContext, page: CatalogPage, channel: ChannelRead,
         replies = root.get("replies") or []
         message = {k: v for k, v in root.items() if k not in ("replies", "replies@odata.context")}
         await page.record(
-            await message_record(ctx, container, message, container, path, channel.hosted)
+            await message_record(
+                ctx, container, message, container, path, channel.hosted, kind="thread"
+            )
         )
         for reply in replies:
             await page.record(
@@ -148,7 +150,11 @@ async def message_record(
     parent: str,
     path: str,
     hosted: dict[str, bytes],
+    *,
+    kind: str = "message",
 ) -> ItemRecord:
+    """A message as a catalog item: ``thread`` for a channel's root message (a folder whose
+    children are its replies), ``message`` for a reply or a chat message."""
     refs = []
     stored: dict[str, Json] = {}
     for hosted_id in HOSTED.findall((message.get("body") or {}).get("content") or ""):
@@ -162,7 +168,7 @@ async def message_record(
     text = plain_text(message)
     return ItemRecord(
         external_id=f"{container}/{message['id']}",
-        kind="message",
+        kind=kind,
         name=(message.get("subject") or text[:80] or "(no text)"),
         parent_external_id=parent,
         size=len(body),

@@ -36,8 +36,19 @@ Json = dict[str, Any]
 async def grouped(
     repo: TenantRepository, selection: Selection
 ) -> dict[str, list[tuple[ItemVersion, Json]]]:
-    """The selected messages by channel or chat, with their stored documents."""
+    """The selected messages by channel or chat, with their stored documents. A thread's
+    root message is a folder (its replies are its children), so the roots come from the
+    selection's folders: all of them for a whole service, those of a chosen channel or
+    thread otherwise."""
     found: dict[str, list[tuple[ItemVersion, Json]]] = defaultdict(list)
+    for external_id, folder in selection.folders.items():
+        if folder.kind != "thread":
+            continue
+        chosen = selection.roots or set()
+        if selection.whole or external_id in chosen or folder.parent_external_id in chosen:
+            doc = await read_document(repo, folder)
+            if doc and "message" in doc:
+                found[str(doc["container"])].append((folder, doc))
     async for version in selection.items():
         doc = await read_document(repo, version)
         if doc and "message" in doc:
