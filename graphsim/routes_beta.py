@@ -15,9 +15,10 @@ from graphsim.core import (
     apply_select,
     collection,
     delta_page,
+    delta_resp,
     mailbox_of,
-    outlook_delta_resp,
     read_delta_token,
+    removed_entry,
     tenant_of,
 )
 from graphsim.http import Req, Resp, Router
@@ -100,12 +101,9 @@ def events_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: s
     removed = ((seq, i, None) for i, seq in tenant.tombs.get(calendar.id, {}).items())
     page, more = delta_page(state, live, removed)
     values = [
-        {"@odata.type": "#microsoft.graph.event", "id": i, "@removed": {"reason": "deleted"}}
-        if gone
-        else _event_stub(obj)
-        for _seq, i, obj, gone in page
+        removed_entry("event", i) if gone else _event_stub(obj) for _seq, i, obj, gone in page
     ]
-    return outlook_delta_resp(
+    return delta_resp(
         req, engine, state, user.id, page, more, path=path, entity="event", values=values
     )
 

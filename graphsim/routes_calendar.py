@@ -20,11 +20,12 @@ from graphsim.core import (
     apply_select,
     collection,
     delta_page,
+    delta_resp,
     filtered,
     json_resp,
     mailbox_of,
-    outlook_delta_resp,
     read_delta_token,
+    removed_entry,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
@@ -584,13 +585,8 @@ def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str
     page, more = delta_page(
         state, _view(engine, tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
     )
-    values = [
-        {"@odata.type": "#microsoft.graph.event", "id": i, "@removed": {"reason": "deleted"}}
-        if gone
-        else obj
-        for _s, i, obj, gone in page
-    ]
-    return outlook_delta_resp(
+    values = [removed_entry("event", i) if gone else obj for _s, i, obj, gone in page]
+    return delta_resp(
         req, engine, state, user.id, page, more, path=path, entity="event", values=values
     )
 
@@ -741,12 +737,10 @@ def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: s
     removed = ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
     page, more = delta_page(state, live, removed)
     values = [
-        {"@odata.type": "#microsoft.graph.contact", "id": i, "@removed": {"reason": "deleted"}}
-        if gone
-        else apply_select(contact_json(obj), select)
+        removed_entry("contact", i) if gone else apply_select(contact_json(obj), select)
         for _s, i, obj, gone in page
     ]
-    return outlook_delta_resp(
+    return delta_resp(
         req, engine, state, user.id, page, more, path=path, entity="contact", values=values
     )
 

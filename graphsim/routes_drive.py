@@ -14,15 +14,15 @@ from graphsim.core import (
     collection,
     delta_links,
     delta_page,
+    delta_resp,
     json_resp,
     ordered,
-    prefer_applied,
     read_delta_token,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router
 from graphsim.mail import parse_graph_datetime
-from graphsim.state import Drive, DriveItem, Tenant, iso
+from graphsim.state import Drive, DriveItem, Tenant, User, iso
 from graphsim.uploads import UploadSession, new_session_id
 
 SIMPLE_UPLOAD_LIMIT = 250 * 1024 * 1024
@@ -365,17 +365,27 @@ def put_file(
     return item, 201
 
 
+def addressed_item(req: Req) -> tuple[Tenant, Drive, DriveItem]:
+    """The tenant, drive and item a ``/drives/{drive}/items/{item}...`` path names."""
+    tenant = tenant_of(req)
+    drive = get_drive(tenant, req.params["drive"])
+    return tenant, drive, get_drive_item(drive, req.params["item"])
+
+
+def _user(tenant: Tenant, key: str) -> User:
+    user = tenant.user(key)
+    if user is None:
+        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist.")
+    return user
+
+
 router = Router()
 
 
 @router.add("GET", "/users/{user}/drive", "sharepoint")
 def user_drive(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
-    user = tenant.user(req.params["user"])
-    if user is None:
-        raise GraphError(
-            404, "Request_ResourceNotFound", f"Resource '{req.params['user']}' does not exist."
-        )
+    user = _user(tenant, req.params["user"])
     if not user.drive_id or user.drive_id not in tenant.drives:
         raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
     return json_resp(
@@ -389,11 +399,7 @@ def user_drive(engine: Engine, req: Req) -> Resp:
 @router.add("GET", "/users/{user}/drives", "sharepoint")
 def user_drives(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
-    user = tenant.user(req.params["user"])
-    if user is None:
-        raise GraphError(
-            404, "Request_ResourceNotFound", f"Resource '{req.params['user']}' does not exist."
-        )
+    user = _user(tenant, req.params["user"])
     drives = [tenant.drives[user.drive_id]] if user.drive_id in tenant.drives else []
     return collection(req, engine, "drives", [drive_json(tenant, d) for d in drives], default=200)
 
@@ -406,9 +412,7 @@ def get_drive_route(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/drives/{drive}/items/{item}", "sharepoint")
 def get_item_route(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     body = select_item(item_json(engine, tenant, drive, item), req.select())
     if "children" in [e.split("(")[0] for e in req.expand()]:
         body["children"] = [
@@ -426,9 +430,7 @@ def get_item_route(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/drives/{drive}/items/{item}/children", "sharepoint")
 def children(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     kids = ordered(
         req,
         sorted(
@@ -462,19 +464,20 @@ def delta(engine: Engine, req: Req) -> Resp:
         )
     path = f"/drives/{drive.id}/root/delta"
     token = req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    if token == LATEST_TOKEN:
-        state = read_delta_token(
-            req,
-            engine,
-            collection=drive.id,
-            owner=drive.id,
-            style="onedrive",
-            path=path,
-            query={},
-            default_size=200,
-            max_size=1000,
-            token=None,
-        )
+    latest = token == LATEST_TOKEN  # "now on" without the items: a link to start from
+    state = read_delta_token(
+        req,
+        engine,
+        collection=drive.id,
+        owner=drive.id,
+        style="onedrive",
+        path=path,
+        query={} if latest else {"select": req.query.get("$select", "")},
+        default_size=200,
+        max_size=1000,
+        token=None if latest else token,
+    )
+    if latest:
         state.since = state.upto
         body: dict[str, Any] = {
             "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
@@ -484,18 +487,6 @@ def delta(engine: Engine, req: Req) -> Resp:
             delta_links(req, engine, state, drive.id, [], False, path=path, style="onedrive")
         )
         return json_resp(body)
-    state = read_delta_token(
-        req,
-        engine,
-        collection=drive.id,
-        owner=drive.id,
-        style="onedrive",
-        path=path,
-        query={"select": req.query.get("$select", "")},
-        default_size=200,
-        max_size=1000,
-        token=token,
-    )
     select = [s for s in str(state.query.get("select", "")).split(",") if s]
     live = [(i.seq, i.id, i) for i in drive.items.values() if not i.deleted]
     removed = ((i.seq, i.id, i) for i in drive.items.values() if i.deleted)
@@ -505,19 +496,23 @@ def delta(engine: Engine, req: Req) -> Resp:
         select_item(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
         for _seq, _id, obj, _gone in page
     ]
-    body = {
-        "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
-        "value": values,
-    }
-    body.update(delta_links(req, engine, state, drive.id, page, more, path=path, style="onedrive"))
-    return Resp(200, body, prefer_applied(req, state.size))
+    return delta_resp(
+        req,
+        engine,
+        state,
+        drive.id,
+        page,
+        more,
+        path=path,
+        entity="driveItem",
+        values=values,
+        style="onedrive",
+    )
 
 
 @router.add("GET", "/drives/{drive}/items/{item}/content", "sharepoint")
 def content(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     if item.is_folder:
         raise GraphError(400, "invalidRequest", "Cannot download a folder.")
     return Resp(302, None, {"Location": download_url(engine, tenant, drive, item)})
@@ -529,9 +524,7 @@ def by_user(req: Req, drive: Drive) -> str:
 
 @router.add("PUT", "/drives/{drive}/items/{item}/content", "sharepoint")
 def replace(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     check_if_match(req, item)
     if item.is_folder:
         raise GraphError(400, "invalidRequest", "Cannot upload content to a folder.")
@@ -557,9 +550,7 @@ def replace(engine: Engine, req: Req) -> Resp:
 
 @router.add("PUT", "/drives/{drive}/items/{item}/children/{name}/content", "sharepoint")
 def simple_upload(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    parent = get_drive_item(drive, req.params["item"])
+    tenant, drive, parent = addressed_item(req)
     if req.params.get("_mkdirs"):
         parent = ops.drive_folder_path(
             tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
@@ -641,9 +632,7 @@ def start_session(
     "POST", "/drives/{drive}/items/{item}/children/{name}/createUploadSession", "sharepoint"
 )
 def session_new(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    parent = get_drive_item(drive, req.params["item"])
+    tenant, drive, parent = addressed_item(req)
     if req.params.get("_mkdirs"):
         parent = ops.drive_folder_path(
             tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
@@ -653,9 +642,7 @@ def session_new(engine: Engine, req: Req) -> Resp:
 
 @router.add("POST", "/drives/{drive}/items/{item}/createUploadSession", "sharepoint")
 def session_existing(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    _tenant, drive, item = addressed_item(req)
     check_if_match(req, item)
     assert item.parent_id is not None
     behaviour = _conflict(req, req.json())
@@ -668,9 +655,7 @@ def session_existing(engine: Engine, req: Req) -> Resp:
 
 @router.add("POST", "/drives/{drive}/items/{item}/children", "sharepoint")
 def create_child(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    parent = get_drive_item(drive, req.params["item"])
+    tenant, drive, parent = addressed_item(req)
     body = req.json()
     name = str(body.get("name") or "")
     _validate_name(name)
@@ -691,9 +676,7 @@ def create_child(engine: Engine, req: Req) -> Resp:
 
 @router.add("PATCH", "/drives/{drive}/items/{item}", "sharepoint")
 def patch_item(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     check_if_match(req, item)
     body = req.json()
     parent = None
@@ -721,9 +704,7 @@ def patch_item(engine: Engine, req: Req) -> Resp:
 
 @router.add("DELETE", "/drives/{drive}/items/{item}", "sharepoint")
 def delete_item(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     check_if_match(req, item)
     if item.parent_id is None:
         raise GraphError(403, "accessDenied", "The root cannot be deleted.")
@@ -757,9 +738,7 @@ def version_json(tenant: Tenant, v: dict[str, Any]) -> dict[str, Any]:
 
 @router.add("GET", "/drives/{drive}/items/{item}/versions", "sharepoint")
 def versions(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     if item.is_folder:
         raise GraphError(400, "invalidRequest", "Folders have no versions.")
     values = []
@@ -787,17 +766,13 @@ def find_version(drive: Drive, item: DriveItem, version_id: str) -> dict[str, An
 
 @router.add("GET", "/drives/{drive}/items/{item}/versions/{version}", "sharepoint")
 def version(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     return json_resp(version_json(tenant, find_version(drive, item, req.params["version"])))
 
 
 @router.add("GET", "/drives/{drive}/items/{item}/versions/{version}/content", "sharepoint")
 def version_content(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     v = find_version(drive, item, req.params["version"])
     current = v["id"] == f"{len(item.versions) + 1}.0"
     return Resp(
@@ -809,9 +784,7 @@ def version_content(engine: Engine, req: Req) -> Resp:
 
 @router.add("POST", "/drives/{drive}/items/{item}/versions/{version}/restoreVersion", "sharepoint")
 def restore_version(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    drive = get_drive(tenant, req.params["drive"])
-    item = get_drive_item(drive, req.params["item"])
+    tenant, drive, item = addressed_item(req)
     v = find_version(drive, item, req.params["version"])
     ops.replace_content(tenant, drive, item, v["content"], by_user(req, drive))
     return Resp(204)

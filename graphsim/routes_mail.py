@@ -17,10 +17,10 @@ from graphsim.core import (
     apply_select,
     collection,
     delta_page,
+    delta_resp,
     filtered,
     json_resp,
     mailbox_of,
-    outlook_delta_resp,
     prefer_applied,
     read_delta_token,
     tenant_of,
@@ -340,6 +340,55 @@ def spec_from_json(body: dict[str, Any], user: User, tenant: Tenant) -> MailSpec
     )
 
 
+def _item_attachment(
+    body: dict[str, Any], engine: Engine, tenant: Tenant, user: User
+) -> Attachment:
+    """An attached Outlook item: a message is kept as one (its own attachments too), any
+    other item type as the JSON it came with."""
+    now = utcnow()
+    name = str(body.get("name") or "")
+    inner = body.get("item") or {}
+    inner_type = str(inner.get("@odata.type", "#microsoft.graph.message")).rsplit(".", 1)[-1]
+    if inner_type.lower() == "message":
+        spec = spec_from_json(inner, user, tenant)
+        # An attached message may carry attachments of its own (another message too).
+        nested = [
+            attachment_from_json(a, engine, tenant, user) for a in inner.get("attachments") or []
+        ]
+        item = OItem(
+            id=ids.outlook_id("attitem", tenant.new_name("ai")),
+            kind="message",
+            user_id="",
+            folder_id="",
+            seq=0,
+            created=now,
+            modified=now,
+            change_key=ids.change_key("ai", now),
+            spec=spec,
+            attachments=nested,
+            props={"isRead": True, "isDraft": False},
+        )
+        for index, att in enumerate(nested):
+            att.id = att.id or ids.attachment_id(item.id, index)
+        return Attachment(
+            id="",
+            kind="item",
+            name=name or spec.subject,
+            content_type=None,
+            modified=now,
+            item=item,
+        )
+    return Attachment(
+        id="",
+        kind="item",
+        name=name or str(inner.get("subject") or inner_type),
+        content_type=None,
+        modified=now,
+        item=dict(inner),
+        item_type=inner_type.lower(),
+    )
+
+
 def attachment_from_json(
     body: dict[str, Any], engine: Engine, tenant: Tenant, user: User
 ) -> Attachment:
@@ -372,47 +421,7 @@ def attachment_from_json(
             is_inline=bool(body.get("isInline", False)),
         )
     if kind == "itemattachment":
-        inner = body.get("item") or {}
-        inner_type = str(inner.get("@odata.type", "#microsoft.graph.message")).rsplit(".", 1)[-1]
-        if inner_type.lower() == "message":
-            spec = spec_from_json(inner, user, tenant)
-            # An attached message may carry attachments of its own (another message too).
-            nested = [
-                attachment_from_json(a, engine, tenant, user)
-                for a in inner.get("attachments") or []
-            ]
-            item = OItem(
-                id=ids.outlook_id("attitem", tenant.new_name("ai")),
-                kind="message",
-                user_id="",
-                folder_id="",
-                seq=0,
-                created=now,
-                modified=now,
-                change_key=ids.change_key("ai", now),
-                spec=spec,
-                attachments=nested,
-                props={"isRead": True, "isDraft": False},
-            )
-            for index, att in enumerate(nested):
-                att.id = att.id or ids.attachment_id(item.id, index)
-            return Attachment(
-                id="",
-                kind="item",
-                name=name or spec.subject,
-                content_type=None,
-                modified=now,
-                item=item,
-            )
-        return Attachment(
-            id="",
-            kind="item",
-            name=name or str(inner.get("subject") or inner_type),
-            content_type=None,
-            modified=now,
-            item=dict(inner),
-            item_type=inner_type.lower(),
-        )
+        return _item_attachment(body, engine, tenant, user)
     if kind == "referenceattachment":
         return Attachment(
             id="",
@@ -923,7 +932,7 @@ def messages_delta(engine: Engine, req: Req) -> Resp:
             )
         else:
             values.append(message_out(req, obj))
-    return outlook_delta_resp(
+    return delta_resp(
         req, engine, state, user.id, page, more, path=path, entity="message", values=values
     )
 
@@ -1151,7 +1160,7 @@ def _folder_delta(
                 }
             )
     name = "mailFolder" if kind == "mail" else "contactFolder"
-    return outlook_delta_resp(
+    return delta_resp(
         req, engine, state, user.id, page, more, path=path, entity=name, values=values
     )
 

@@ -9,10 +9,9 @@ from graphsim.core import (
     Engine,
     apply_select,
     collection,
-    delta_links,
     delta_page,
+    delta_resp,
     json_resp,
-    prefer_applied,
     read_delta_token,
     tenant_of,
 )
@@ -148,6 +147,12 @@ def _expand_raw(req: Req) -> str:
     return req.query.get("$expand") or req.query.get("expand") or ""
 
 
+def addressed_site(req: Req) -> tuple[Tenant, Site]:
+    """The tenant and the site a ``/sites/{site}...`` path names."""
+    tenant = tenant_of(req)
+    return tenant, get_site(tenant, req.params["site"])
+
+
 router = Router()
 
 
@@ -177,15 +182,13 @@ def site(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/drive", "sharepoint")
 def site_drive(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     return json_resp(drive_json(tenant, tenant.drives[s.drive_ids[0]]))
 
 
 @router.add("GET", "/sites/{site}/drives", "sharepoint")
 def site_drives(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     return collection(
         req,
         engine,
@@ -197,8 +200,7 @@ def site_drives(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/lists", "sharepoint")
 def lists(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     return collection(
         req,
         engine,
@@ -210,8 +212,7 @@ def lists(engine: Engine, req: Req) -> Resp:
 
 @router.add("POST", "/sites/{site}/lists", "sharepoint")
 def create_list(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = new_list_from_json(tenant, s, req.json())
     return json_resp(
         {
@@ -224,24 +225,21 @@ def create_list(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/lists/{list}", "sharepoint")
 def get_list_route(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     return json_resp(apply_select(list_json(tenant, s, splist), req.select()))
 
 
 @router.add("DELETE", "/sites/{site}/lists/{list}", "sharepoint")
 def delete_list(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     ops.delete_list(tenant, s, get_list(tenant, s, req.params["list"]))
     return Resp(204)
 
 
 @router.add("GET", "/sites/{site}/lists/{list}/drive", "sharepoint")
 def list_drive(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     drive = tenant.drives.get(splist.drive_id or "")
     if drive is None:
@@ -252,8 +250,7 @@ def list_drive(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/lists/{list}/columns", "sharepoint")
 def columns(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     values = [
         {
@@ -274,8 +271,7 @@ def columns(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/lists/{list}/contentTypes", "sharepoint")
 def content_types(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     name = "Document" if splist.drive_id else "Item"
     return collection(
@@ -298,8 +294,7 @@ def content_types(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/lists/{list}/items", "sharepoint")
 def items(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     fields = _fields_options(_expand_raw(req))
     live = [i for i in sorted(splist.items.values(), key=lambda i: int(i.id)) if not i.deleted]
@@ -316,8 +311,7 @@ def items(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/lists/{list}/items/delta", "sharepoint")
 def items_delta(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     path = f"/sites/{s.id}/lists/{splist.id}/items/delta"
     token = req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
@@ -344,18 +338,23 @@ def items_delta(engine: Engine, req: Req) -> Resp:
     removed = ((i.seq, i.id, i) for i in splist.items.values() if i.deleted)
     page, more = ([], False) if token == LATEST_TOKEN else delta_page(state, live, removed)
     values = [item_json(tenant, s, splist, obj, fields, select) for _s, _i, obj, _g in page]
-    body: dict[str, Any] = {
-        "@odata.context": f"{req.graph_base}/$metadata#Collection(listItem)",
-        "value": values,
-    }
-    body.update(delta_links(req, engine, state, splist.id, page, more, path=path, style="onedrive"))
-    return Resp(200, body, prefer_applied(req, state.size))
+    return delta_resp(
+        req,
+        engine,
+        state,
+        splist.id,
+        page,
+        more,
+        path=path,
+        entity="listItem",
+        values=values,
+        style="onedrive",
+    )
 
 
 @router.add("GET", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
 def get_item(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     item = splist.items.get(req.params["item"])
     if item is None or item.deleted:
@@ -367,8 +366,7 @@ def get_item(engine: Engine, req: Req) -> Resp:
 
 @router.add("POST", "/sites/{site}/lists/{list}/items", "sharepoint")
 def create_item(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     if splist.drive_id:
         raise GraphError(400, "invalidRequest", "Files must be uploaded through the drive.")
@@ -382,8 +380,7 @@ def create_item(engine: Engine, req: Req) -> Resp:
 
 @router.add("PATCH", "/sites/{site}/lists/{list}/items/{item}/fields", "sharepoint")
 def patch_fields(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     item = splist.items.get(req.params["item"])
     if item is None or item.deleted:
@@ -397,8 +394,7 @@ def patch_fields(engine: Engine, req: Req) -> Resp:
 
 @router.add("DELETE", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
 def delete_item(engine: Engine, req: Req) -> Resp:
-    tenant = tenant_of(req)
-    s = get_site(tenant, req.params["site"])
+    tenant, s = addressed_site(req)
     splist = get_list(tenant, s, req.params["list"])
     item = splist.items.get(req.params["item"])
     if item is None or item.deleted:

@@ -22,8 +22,8 @@ from graphsim.core import (
     Engine,
     collection,
     delta_page,
+    delta_resp,
     link,
-    outlook_delta_resp,
     read_delta_token,
     tenant_of,
     user_of,
@@ -221,7 +221,7 @@ def channel_delta(engine: Engine, req: Req) -> Resp:
     page, more = delta_page(state, live, [])
     render_one = with_replies if state.query.get("expand") else render
     values = [render_one(req, channel, team.id, entry[2]) for entry in page]
-    return outlook_delta_resp(
+    return delta_resp(
         req, engine, state, team.id, page, more, path=path, entity="chatMessage", values=values
     )
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from graphsim import (
+    control_http,
     entra,
     routes_beta,
     routes_calendar,
@@ -241,6 +242,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
     template = f"{req.method} unmatched"
     mailbox: str | None = None
     slot = None
+    in_flight: str | None = None
     status = 500
     try:
         with engine.world.lock:
@@ -261,6 +263,9 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             resp = await run_batch(engine, req)
             status = resp.status
             return resp, template
+        if route.service == "exchange" and mailbox:
+            # Outlook's limit is per mailbox: how many requests a client keeps in flight.
+            in_flight = engine.in_flight.begin(f"{tenant.id}|{mailbox}")
         slot = engine.throttler.admit(
             service=route.service,
             app=req.app_id,
@@ -289,6 +294,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         body = error_body(err, req.request_id, req.headers.get("client-request-id", ""))
         return Resp(err.status, body, dict(err.headers)), template
     finally:
+        engine.in_flight.end(in_flight)
         engine.throttler.release(slot)
         engine.throttler.record(
             template, mailbox, req.tenant.id if req.tenant else None, status, inner=req.inner
@@ -719,14 +725,14 @@ WIRE_ROUTES: list[BaseRoute] = [
 ]
 
 
-def build_app(engine: Engine, control_routes: list[BaseRoute], **state: Any) -> CountingApp:
+def build_app(engine: Engine, **state: Any) -> CountingApp:
     """The ASGI app: controls first (so ``/_sim/...`` never reaches Graph or Entra), then
     the wire, Entra, and last a catch-all that keeps every unknown path JSON. Handlers reach
     the ``engine`` (and whatever else ``state`` names) through ``request.app.state``."""
     routes: list[BaseRoute] = [
         *entra.CONTROL_ROUTES,
         *teams_control.ROUTES,  # /_sim/ Teams paths only, so before the generic controls
-        *control_routes,
+        *control_http.ROUTES,
         *WIRE_ROUTES,
         *entra.ROUTES,
         Route("/{path:path}", unknown, methods=ALL_METHODS),

@@ -22,9 +22,9 @@ from typing import Any
 import trustme
 import uvicorn
 
-from graphsim import control, control_http
+from graphsim import control
 from graphsim.core import Engine, SimConfig
-from graphsim.generator import GenOptions, generate_world, new_tenant
+from graphsim.generator import GenOptions, generate_world, new_sku, new_tenant
 from graphsim.server import build_app, graph_router
 from graphsim.state import Tenant, World
 from graphsim.throttle import ThrottleConfig, Throttler
@@ -158,7 +158,7 @@ class Simulator:
         self.port = sock.getsockname()[1]
         self.base_url = f"https://{self.host}:{self.port}"
         self.engine.base_url = self.base_url
-        app = build_app(self.engine, control_http.ROUTES, simulator=self)
+        app = build_app(self.engine, simulator=self)
         config = uvicorn.Config(
             app,
             ssl_certfile=cert,
@@ -313,25 +313,11 @@ class Simulator:
     ) -> str:
         """Add a subscription (licence SKU) to a tenant; returns its skuId."""
         from graphsim import ids
-        from graphsim.state import Sku
 
         with self.engine.world.lock:
             t = self.tenant(tenant)
             sku_id = ids.guid("sku", part_number)
-            t.skus[sku_id] = Sku(
-                sku_id=sku_id,
-                part_number=part_number,
-                prepaid=units,
-                service_plans=[
-                    {
-                        "servicePlanId": ids.guid("plan", p),
-                        "servicePlanName": p,
-                        "provisioningStatus": "Success",
-                        "appliesTo": "User",
-                    }
-                    for p in plans
-                ],
-            )
+            t.skus[sku_id] = new_sku(sku_id, part_number, units, plans)
             return sku_id
 
     def assign_licence(self, tenant: str, user: str, sku_id: str | None = None) -> None:
@@ -512,10 +498,16 @@ class Simulator:
         self.engine.throttler.config.update({"error_rate": float(rate)})
 
     def counters(self) -> dict[str, Any]:
-        return self.engine.throttler.counters.as_dict()
+        """The throttler's request counters, and ``in_flight``: per mailbox
+        (``tenant-id|upn``), the Outlook requests in flight over time (graphsim.inflight)."""
+        return {
+            **self.engine.throttler.counters.as_dict(),
+            "in_flight": self.engine.in_flight.as_dict(),
+        }
 
     def reset_counters(self) -> None:
         self.engine.throttler.reset_counters()
+        self.engine.in_flight.reset()
 
     def reset(self) -> None:
         """Back to the seed's world: regenerated content, default throttling, no counters."""
@@ -529,3 +521,4 @@ class Simulator:
         latency = self.engine.throttler.config.latency_ms
         self.engine.throttler.config = ThrottleConfig(latency_ms=latency)
         self.engine.throttler.reset()
+        self.engine.in_flight.reset()
