@@ -7,7 +7,8 @@ and an endpoint:
 * ``POST /_sim/tenants/{t}/teams``: ``displayName``, ``owners``, ``members``,
   ``description``, ``visibility``
 * ``POST /_sim/tenants/{t}/teams/{team}/channels``: ``displayName``, ``membershipType``,
-  ``owners``, ``members``; ``DELETE .../channels/{channel}`` deletes one
+  ``owners``, ``members``; ``DELETE .../channels/{channel}`` deletes one, ``DELETE
+  /_sim/tenants/{t}/teams/{team}`` a whole team
 * ``POST /_sim/tenants/{t}/teams/{team}/channels/{channel}/messages``: a message (below)
 * ``POST /_sim/tenants/{t}/chats``: ``chatType``, ``members``, ``topic``;
   ``POST /_sim/tenants/{t}/chats/{chat}/messages``: a message
@@ -234,6 +235,9 @@ def act(tenant: Tenant, method: str, parts: list[str], spec: dict[str, Any]) -> 
         if chat is None:
             raise ControlError(404, f"no chat {parts[1]!r}")
         return _message_action(tenant, chat, None, method, parts[3:], spec)
+    if parts[0] == "teams" and len(parts) == 2 and method == "DELETE":
+        find_team(tenant, parts[1]).deleted = True  # the group is deleted with its team
+        return JSONResponse({"ok": True})
     if parts[0] != "teams" or len(parts) < 3 or parts[2] != "channels":
         raise ControlError(404, f"unknown Teams control {'/'.join(parts)!r}")
     team = find_team(tenant, parts[1])

@@ -159,3 +159,44 @@ async def test_teams_backed_up_searched_restored_and_exported(engine: EngineHarn
     assert any("General" in n for n in pages)
     page = archive.read(next(n for n in pages if "General" in n)).decode()
     assert "zebra crossing budget" in page and "data:image/png;base64," in page
+
+
+async def test_a_deleted_team_comes_back_with_settings_members_and_channels(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    await h.set_policy(services=["teams"])
+    world = teamwork(h.sim.tenant())
+    team = next(iter(world.teams.values()))
+    team.settings["funSettings"]["allowGiphy"] = False
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    before = datetime.now(UTC)
+    originals = {c.display_name: c for c in team.channels.values()}
+    async with httpx.AsyncClient(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
+        gone = await control.delete(f"/_sim/tenants/{h.sim.tenant().id}/teams/{team.id}")
+        assert gone.status_code == 200
+    after, _ = await h.backup(account, "teams")
+    assert after.counters.removed == 1 + len(team.channels) + sum(
+        len(c.messages) for c in team.channels.values()
+    )
+
+    report = await h.restore(account, "teams", at=before)
+    assert report.summary()["failed"] == 0
+    [back] = [t for t in world.teams.values() if not t.deleted]
+    assert back.id != team.id and back.display_name == team.display_name
+    assert back.migration == "completed" and back.created == team.created
+    assert back.members == team.members
+    assert back.settings["funSettings"]["allowGiphy"] is False
+    assert {c.display_name: c.membership_type for c in back.channels.values()} == {
+        name: c.membership_type for name, c in originals.items()
+    }
+    for name, original in originals.items():
+        copy = next(c for c in back.channels.values() if c.display_name == name)
+        assert copy.migration == "completed"
+        assert sorted((m.created, m.from_user) for m in copy.messages.values()) == sorted(
+            (m.created, m.from_user) for m in original.messages.values()
+        )
+        if original.membership_type != "standard":
+            assert copy.members == original.members

@@ -37,6 +37,7 @@ REREAD_DAYS = 30
 
 async def collect(ctx: CollectContext) -> None:
     user_id = ctx.account.graph_id
+    owned: set[str] = set()
     async for page in ctx.graph.paginate(f"/users/{user_id}/joinedTeams"):
         for team in page:
             members: list[Json] = []
@@ -44,8 +45,23 @@ async def collect(ctx: CollectContext) -> None:
                 members.extend(chunk)
             owners = sorted(str(m["userId"]) for m in members if "owner" in (m.get("roles") or []))
             if owners and owners[0] == user_id:
+                owned.add(str(team["id"]))
                 await _team(ctx, str(team["id"]))
+    await _gone_teams(ctx, owned)
     await _chats(ctx)
+
+
+async def _gone_teams(ctx: CollectContext, owned: set[str]) -> None:
+    """A team this user no longer first-owns (deleted, or handed to another owner whose
+    account takes it from now on) ends here with everything in it."""
+    async with ctx.run.page() as page:
+        current = await catalog.open_external_ids(
+            page.session, ctx.run.account_id, ctx.run.service, {"team"}
+        )
+        for external_id in current:
+            if external_id not in owned:
+                await page.remove_subtree(external_id)
+                await page.remove(external_id)
 
 
 async def _team(ctx: CollectContext, team_id: str) -> None:

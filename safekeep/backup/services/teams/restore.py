@@ -16,6 +16,7 @@ import base64
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from safekeep.backup.services.base import (
@@ -56,8 +57,21 @@ async def grouped(
     return found
 
 
+@dataclass
+class TeamTarget:
+    """Where a team's channels go: the team itself, or a new team made in migration mode
+    because the original is gone (then its General channel takes General's messages)."""
+
+    id: str
+    new: bool = False
+    general: str | None = None
+    # members of private and shared channels, added once the team has its members again
+    pending: list[tuple[str, Json]] = field(default_factory=list)
+
+
 async def restore(ctx: RestoreContext, selection: Selection) -> None:
     by_container = await grouped(ctx.repo, selection)
+    by_team: dict[str, list[tuple[Json, list[tuple[ItemVersion, Json]]]]] = defaultdict(list)
     for container, messages in by_container.items():
         folder = selection.folders.get(container)
         folder_doc = await read_document(ctx.repo, folder) if folder else None
@@ -65,15 +79,73 @@ async def restore(ctx: RestoreContext, selection: Selection) -> None:
             for version, _ in messages:
                 await ctx.report.skipped(version, reason="chats cannot be written back to Teams")
             continue
-        await _restore_channel(ctx, folder_doc, messages)
+        by_team[str(folder_doc["teamId"])].append((folder_doc, messages))
+    for team_id, channels in by_team.items():
+        team_folder = selection.folders.get(team_id)
+        team_doc = await read_document(ctx.repo, team_folder) if team_folder else None
+        target = await _team_target(ctx, team_id, team_doc)
+        for folder_doc, messages in channels:
+            await _restore_channel(ctx, target, folder_doc, messages)
+        if target.new:
+            await _finish_team(ctx, target, team_doc or {})
+
+
+async def _team_target(ctx: RestoreContext, team_id: str, team_doc: Json | None) -> TeamTarget:
+    try:
+        await ctx.graph.get_json(f"/teams/{team_id}")
+        return TeamTarget(team_id)
+    except GraphError as exc:
+        if exc.status != 404 or not team_doc:
+            raise
+    team = team_doc["team"]
+    made = await ctx.graph.request(
+        "POST",
+        "/teams",
+        json={
+            "@microsoft.graph.teamCreationMode": "migration",
+            "template@odata.bind": "https://graph.microsoft.com/v1.0/teamsTemplates('standard')",
+            "displayName": team["displayName"],
+            "description": team.get("description") or "",
+            "visibility": team.get("visibility") or "private",
+            "createdDateTime": team["createdDateTime"],
+        },
+        expected=(202,),
+    )
+    new_id = made.headers.get("content-location", "").split("'")[1]
+    channels = await _live_channels(ctx, new_id)
+    return TeamTarget(new_id, new=True, general=next(iter(channels), None))
+
+
+async def _finish_team(ctx: RestoreContext, target: TeamTarget, team_doc: Json) -> None:
+    """Close migration on General and the team, then members and settings come back."""
+    if target.general:
+        await ctx.graph.request(
+            "POST",
+            f"/teams/{target.id}/channels/{target.general}/completeMigration",
+            expected=(204, 400),
+        )
+    await ctx.graph.request("POST", f"/teams/{target.id}/completeMigration", expected=(204,))
+    for member in team_doc.get("members") or []:
+        await _add_member(ctx, f"/teams/{target.id}/members", member)
+    for url, member in target.pending:
+        await _add_member(ctx, url, member)
+    settings = {k: v for k, v in (team_doc.get("team") or {}).items() if k.endswith("Settings")}
+    settings.pop("discoverySettings", None)
+    if settings:
+        await ctx.graph.request("PATCH", f"/teams/{target.id}", json=settings, expected=(204,))
 
 
 async def _restore_channel(
-    ctx: RestoreContext, folder_doc: Json, messages: list[tuple[ItemVersion, Json]]
+    ctx: RestoreContext,
+    target: TeamTarget,
+    folder_doc: Json,
+    messages: list[tuple[ItemVersion, Json]],
 ) -> None:
-    team_id = str(folder_doc["teamId"])
     channel = folder_doc["channel"]
-    live = await _live_channels(ctx, team_id)
+    if target.new and channel["displayName"] == "General" and target.general:
+        await _import_threads(ctx, target.id, target.general, messages)
+        return
+    live = await _live_channels(ctx, target.id)
     if channel["id"] in live and ctx.folder_mode == "original":
         for version, _ in messages:
             await ctx.report.existing(version, target_id=f"{channel['id']}")
@@ -84,7 +156,7 @@ async def _restore_channel(
         name = f"{name} ({ctx.new_folder_name or 'restored'})"[:50].replace(":", "-")
     made = await ctx.graph.request_json(
         "POST",
-        f"/teams/{team_id}/channels",
+        f"/teams/{target.id}/channels",
         json={
             "@microsoft.graph.channelCreationMode": "migration",
             "displayName": name,
@@ -96,12 +168,18 @@ async def _restore_channel(
     )
     assert made is not None
     new_channel = str(made["id"])
-    await _import_threads(ctx, team_id, new_channel, messages)
+    await _import_threads(ctx, target.id, new_channel, messages)
     await ctx.graph.request(
-        "POST", f"/teams/{team_id}/channels/{new_channel}/completeMigration", expected=(204,)
+        "POST", f"/teams/{target.id}/channels/{new_channel}/completeMigration", expected=(204,)
     )
     if channel.get("membershipType") in ("private", "shared"):
-        await _members(ctx, team_id, new_channel, folder_doc.get("members") or [])
+        url = f"/teams/{target.id}/channels/{new_channel}/members"
+        members = [(url, m) for m in folder_doc.get("members") or []]
+        if target.new:
+            target.pending.extend(members)
+        else:
+            for url, member in members:
+                await _add_member(ctx, url, member)
 
 
 async def _live_channels(ctx: RestoreContext, team_id: str) -> dict[str, Json]:
@@ -181,23 +259,22 @@ def _replace_src(content: str, hosted_id: str, new: str) -> str:
     )
 
 
-async def _members(ctx: RestoreContext, team_id: str, channel: str, members: list[Json]) -> None:
-    for member in members:
-        try:
-            await ctx.graph.request_json(
-                "POST",
-                f"/teams/{team_id}/channels/{channel}/members",
-                json={
-                    "@odata.type": "#microsoft.graph.aadUserConversationMember",
-                    "roles": member.get("roles") or [],
-                    "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{member['userId']}')",
-                },
-                expected=(201,),
-            )
-        except GraphError as exc:
-            await ctx.report.observed(
-                code="member_not_added", name=str(member.get("displayName")), detail=str(exc)[:300]
-            )
+async def _add_member(ctx: RestoreContext, url: str, member: Json) -> None:
+    try:
+        await ctx.graph.request_json(
+            "POST",
+            url,
+            json={
+                "@odata.type": "#microsoft.graph.aadUserConversationMember",
+                "roles": member.get("roles") or [],
+                "user@odata.bind": f"https://graph.microsoft.com/v1.0/users('{member['userId']}')",
+            },
+            expected=(201,),
+        )
+    except GraphError as exc:
+        await ctx.report.observed(
+            code="member_not_added", name=str(member.get("displayName")), detail=str(exc)[:300]
+        )
 
 
 async def export(ctx: ExportContext, selection: Selection) -> AsyncIterator[ExportEntry]:
