@@ -27,6 +27,7 @@ from safekeep.backup.catalog import SearchFields
 from safekeep.backup.jobs import _services_for
 from safekeep.backup.selection import Scope, resolve_units
 from safekeep.backup.services import module_for
+from safekeep.backup.services.base import folder_service
 from safekeep.graph import client as graph_client
 from safekeep.search.documents import SearchDocument
 from safekeep.search.query import SearchQuery
@@ -60,6 +61,21 @@ def test_each_engine_module_implements_its_declared_service() -> None:
         assert service.name == spec.name
         for hook in ("collect", "search_fields", "content", "restore", "export"):
             assert callable(getattr(service, hook)), (spec.name, hook)
+
+
+def test_every_service_folder_has_the_same_files() -> None:
+    services = ROOT / "safekeep" / "backup" / "services"
+    same = {"__init__.py", "collect.py", "search.py", "render.py", "restore.py", "export.py"}
+    folders = {p.name for p in services.iterdir() if (p / "__init__.py").exists()}
+    assert folders == set(BUILTIN)
+    for name in folders:
+        assert same <= {f.name for f in (services / name).glob("*.py")}, name
+
+
+def test_a_folder_without_the_hooks_is_no_service() -> None:
+    # drive/ is shared code, not a service: it has no search.py or render.py
+    with pytest.raises((ModuleNotFoundError, AttributeError)):
+        folder_service("safekeep.backup.drive", folder_kinds=frozenset())
 
 
 def test_probes_resolve_and_gate_the_services_that_share_them() -> None:

@@ -9,6 +9,7 @@ The engine (jobs, restore and export jobs, the browse API) only ever talks to th
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -234,17 +235,62 @@ class ExportContext:
 
 
 class ServiceModule(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def folder_kinds(self) -> frozenset[str]:
+        """Catalog kinds that are folders (containers) of this service."""
+        ...
+
+    # The engine passes arguments by position only, so a service may declare plain functions
+    # (``ServiceHooks``) whatever their parameters are called.
+    def collect(self, ctx: CollectContext, /) -> Awaitable[None]: ...
+
+    def search_fields(
+        self, version: ItemVersion, document: dict[str, Any] | None, content: ContentReader, /
+    ) -> Awaitable[SearchFields | None]: ...
+
+    def content(self, repo: TenantRepository, version: ItemVersion, /) -> Awaitable[Content]: ...
+
+    def restore(self, ctx: RestoreContext, selection: Selection, /) -> Awaitable[None]: ...
+
+    def export(self, ctx: ExportContext, selection: Selection, /) -> AsyncIterator[ExportEntry]: ...
+
+
+@dataclass(frozen=True)
+class ServiceHooks:
+    """A service's engine side as plain functions, one from each file of its folder
+    (``collect.py``, ``search.py``, ``render.py``, ``restore.py``, ``export.py``): what the
+    folder's ``__init__`` declares as ``SERVICE``."""
+
     name: str
-    folder_kinds: frozenset[str]  # catalog kinds that are folders (containers) of this service
+    folder_kinds: frozenset[str]
+    collect: Callable[[CollectContext], Awaitable[None]]
+    search_fields: Callable[
+        [ItemVersion, dict[str, Any] | None, ContentReader], Awaitable[SearchFields | None]
+    ]
+    content: Callable[[TenantRepository, ItemVersion], Awaitable[Content]]
+    restore: Callable[[RestoreContext, Selection], Awaitable[None]]
+    export: Callable[[ExportContext, Selection], AsyncIterator[ExportEntry]]
 
-    async def collect(self, ctx: CollectContext) -> None: ...
 
-    async def search_fields(
-        self, version: ItemVersion, document: dict[str, Any] | None, content: ContentReader
-    ) -> SearchFields | None: ...
+def folder_service(package: str, *, folder_kinds: frozenset[str]) -> ServiceHooks:
+    """The hooks of the service whose folder is ``package`` (its ``__init__`` passes
+    ``__name__``), one from each of the folder's files by their fixed names:
+    ``collect.collect``, ``search.search_fields``, ``render.content``, ``restore.restore`` and
+    ``export.export``. A folder missing one fails at import, so every service has the same
+    shape (tests/backup/test_registry.py checks each against its declaration)."""
 
-    async def content(self, repo: TenantRepository, version: ItemVersion) -> Content: ...
+    def hook(module: str, name: str) -> Any:
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
 
-    async def restore(self, ctx: RestoreContext, selection: Selection) -> None: ...
-
-    def export(self, ctx: ExportContext, selection: Selection) -> AsyncIterator[ExportEntry]: ...
+    return ServiceHooks(
+        name=package.rpartition(".")[2],
+        folder_kinds=folder_kinds,
+        collect=hook("collect", "collect"),
+        search_fields=hook("search", "search_fields"),
+        content=hook("render", "content"),
+        restore=hook("restore", "restore"),
+        export=hook("export", "export"),
+    )

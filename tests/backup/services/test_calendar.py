@@ -25,7 +25,7 @@ from graphsim.content import BytesContent
 from graphsim.state import Attachment, OItem
 from safekeep.backup.services import module_for
 from safekeep.backup.services.calendar import collect as calendar_collect
-from safekeep.backup.services.calendar import ics
+from safekeep.backup.services.calendar import render as ics
 from safekeep.search.extract import html_to_text
 from safekeep.search.query import SearchQuery
 from safekeep.storage.repository import ContentRef

@@ -22,7 +22,7 @@ from graphsim.content import BytesContent
 from graphsim.state import Attachment, Folder, OItem
 from safekeep.backup.services import module_for
 from safekeep.backup.services.contacts import collect as contacts_collect
-from safekeep.backup.services.contacts.document import escape, fold, vcard
+from safekeep.backup.services.contacts.render import escape, fold, vcard
 from safekeep.backup.services.contacts.restore import WRITABLE
 from safekeep.search.query import SearchQuery
 from safekeep.storage.repository import ContentRef

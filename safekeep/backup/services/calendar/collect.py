@@ -52,12 +52,15 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.catalog import ItemRecord
-from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
-from safekeep.backup.services.calendar.document import (
+from safekeep.backup.collect import CollectContext
+from safekeep.backup.outlook import MailboxReader
+from safekeep.backup.services.calendar.search import (
+    CALENDAR_KIND,
+    EVENT_KIND,
     PRIVATE,
+    fields_of,
     meta_of,
     offset_time,
-    search_fields,
 )
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
@@ -70,8 +73,6 @@ from safekeep.tenants.models import DeltaState, utcnow
 log = structlog.get_logger(__name__)
 
 SERVICE = "calendar"
-CALENDAR_KIND = "calendar"
-EVENT_KIND = "event"
 
 WINDOW_PAST = timedelta(days=3 * 365)
 WINDOW_FUTURE = timedelta(days=3 * 365)
@@ -189,13 +190,9 @@ class _Plan:
     unknown_removals: bool = False
 
 
-class CalendarCollector:
+class CalendarCollector(MailboxReader):
     def __init__(self, ctx: CollectContext) -> None:
-        self.ctx = ctx
-        self.graph = ctx.graph
-        self.run = ctx.run
-        self.user = ctx.account.graph_id
-        self.base = f"/users/{quote(self.user, safe='')}"
+        super().__init__(ctx)
         self.limit = ctx.runtime.settings.search_body_max_chars
         self.handled: set[str] = set()  # fetched (or found current) during this run
         self.calendar_names: dict[str, str] = {}
@@ -218,12 +215,8 @@ class CalendarCollector:
                     # A calendar we may list but not read (a shared or special calendar, or
                     # one deleted meanwhile) must not cost the user's other calendars; the
                     # next run tries it again.
-                    await self.ctx.skip(
-                        item_ref=None,
-                        name=self.calendar_names.get(one.calendar_id),
-                        code=exc.reason,
-                        detail=f"calendar not readable: {exc}",
-                        collection=one.calendar_id,
+                    await self.unreadable(
+                        one.calendar_id, self.calendar_names.get(one.calendar_id), exc, "calendar"
                     )
                 await self.ctx.progress()
 
@@ -632,20 +625,9 @@ class CalendarCollector:
         return events, missing, failed
 
     async def _get_event(self, event_id: str) -> dict[str, Any]:
-        last: GraphError | None = None
-        for _ in range(ITEM_ATTEMPTS):
-            try:
-                return await self.graph.get_json(
-                    f"{self.base}/events/{quote(event_id, safe='')}?{EVENT_QUERY}",
-                    headers=IMMUTABLE,
-                    mailbox=self.user,
-                )
-            except NotFound:
-                raise
-            except GraphError as exc:
-                last = exc
-        assert last is not None
-        raise last
+        return await self.get_item(
+            f"{self.base}/events/{quote(event_id, safe='')}?{EVENT_QUERY}", IMMUTABLE
+        )
 
     async def _list_attachments(
         self, events: list[dict[str, Any]]
@@ -724,7 +706,7 @@ class CalendarCollector:
             document=document,
             refs=[ContentRef.from_json(a["content"]) for a in attachments if a.get("content")],
             meta=meta_of(event, name),
-            search=search_fields(event, name),
+            search=fields_of(event, name),
         )
 
     async def _exception_attachments(

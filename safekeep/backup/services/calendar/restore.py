@@ -31,7 +31,6 @@ carries itself are backed up with it and added to the restored exception.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -39,9 +38,10 @@ from urllib.parse import quote
 
 import structlog
 
+from safekeep.backup.outlook import Created, ItemRestore
 from safekeep.backup.restore import identity
-from safekeep.backup.services.base import RestoreContext, Selection, read_document, restore_each
-from safekeep.backup.services.calendar.document import (
+from safekeep.backup.services.base import RestoreContext, Selection
+from safekeep.backup.services.calendar.search import (
     address,
     cancelled_dates,
     local_start,
@@ -49,15 +49,12 @@ from safekeep.backup.services.calendar.document import (
     start_of,
     zone,
 )
-from safekeep.graph.client import prefer
-from safekeep.graph.errors import Conflict, GraphError, NotFound
+from safekeep.graph.errors import Conflict, GraphError
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.models import ItemVersion
 
 log = structlog.get_logger(__name__)
 
-CONCURRENCY = 4
-INDEX_PAGE_SIZE = 500
 # What a restore may write (read-only and server-assigned properties are left out).
 WRITABLE = (
     "subject",
@@ -167,28 +164,16 @@ def payload(event: dict[str, Any], keys: tuple[str, ...] = WRITABLE) -> dict[str
     return out
 
 
-class _TargetCalendar:
-    def __init__(self, calendar_id: str) -> None:
-        self.id = calendar_id
-        self.index: identity.TargetIndex | None = None
-        self.lock = asyncio.Lock()
+class CalendarRestore(ItemRestore):
+    noun = "event"
+    items = "events"
+    index_select = "id,type"
 
-
-class CalendarRestore:
     def __init__(self, ctx: RestoreContext, selection: Selection) -> None:
-        self.ctx = ctx
-        self.selection = selection
-        self.graph = ctx.graph
-        self.user = ctx.target.graph_id
-        self.base = f"/users/{quote(self.user, safe='')}"
-        self.headers = prefer(immutable_id=True)
+        super().__init__(ctx, selection)
         self._calendars: list[dict[str, Any]] | None = None
-        self._targets: dict[str, _TargetCalendar] = {}
+        self._targets: dict[str, str] = {}  # wanted name (and default or not) -> calendar id
         self._lock = asyncio.Lock()
-        self.in_place = identity.in_place(ctx.source.id, ctx.target.id, ctx.folder_mode)
-
-    async def restore(self) -> None:
-        await restore_each(self.ctx, self.selection, self._restore_one, concurrency=CONCURRENCY)
 
     # ---- calendars -----------------------------------------------------------------------
 
@@ -212,10 +197,11 @@ class CalendarRestore:
             return (new if is_default else f"{new} ({name})"), False
         return name, is_default
 
-    async def _target(self, source_id: str | None) -> _TargetCalendar:
-        name, is_default = self._wanted_name(source_id)
+    async def container(self, source_parent: str | None) -> str:
+        name, is_default = self._wanted_name(source_parent)
+        key = name.casefold() + ("\0default" if is_default else "")
         async with self._lock:
-            cached = self._targets.get(name.casefold() + ("\0default" if is_default else ""))
+            cached = self._targets.get(key)
             if cached is not None:
                 return cached
             if self._calendars is None:
@@ -235,79 +221,29 @@ class CalendarRestore:
             if found is None:
                 found = await self._create_calendar(name)
                 self._calendars.append(found)
-            target = _TargetCalendar(str(found["id"]))
-            self._targets[name.casefold() + ("\0default" if is_default else "")] = target
-            return target
+            self._targets[key] = str(found["id"])
+            return self._targets[key]
 
     async def _create_calendar(self, name: str) -> dict[str, Any]:
         try:
-            created = await self.graph.request_json(
-                "POST",
-                f"{self.base}/calendars",
-                json={"name": name},
-                headers=self.headers,
-                mailbox=self.user,
-                expected=(201, 200),
-            )
+            return await self.post(f"{self.base}/calendars", {"name": name})
         except Conflict:
             for calendar in await self._list_calendars():
                 if str(calendar.get("name") or "").casefold() == name.casefold():
                     return calendar
             raise
-        assert created is not None
-        return created
 
-    async def _index(self, target: _TargetCalendar) -> identity.TargetIndex:
-        """What the target calendar holds, by identity (Graph id and Safekeep's stamp)."""
-        async with target.lock:
-            if target.index is None:
-                index = identity.TargetIndex()
-                async for values in self.graph.paginate(
-                    f"{self.base}/calendars/{quote(target.id, safe='')}/events",
-                    params={"$select": "id,type", "$expand": identity.EXPAND},
-                    headers=prefer(max_page_size=INDEX_PAGE_SIZE, immutable_id=True),
-                    mailbox=self.user,
-                ):
-                    for event in values:
-                        index.add(event)
-                target.index = index
-            return target.index
+    def listing(self, container: str) -> str:
+        return f"{self.base}/calendars/{quote(container, safe='')}/events"
 
     # ---- one event -----------------------------------------------------------------------
 
-    async def _restore_one(self, version: ItemVersion) -> None:
-        event = await read_document(self.ctx.repo, version)
-        if event is None:
-            await self.ctx.report.failed(
-                version, code="no_document", detail="this version has no stored event"
-            )
-            return
-        target = await self._target(version.parent_external_id)
-        existing: list[str] = []
-        index: identity.TargetIndex | None = None
-        if self.ctx.conflict != "keep_both":
-            index = await self._index(target)
-            graph_id = self.selection.external_id(version) if self.in_place else None
-            existing = index.existing(version, graph_id)
-            if existing and self.ctx.conflict == "skip":
-                await self.ctx.report.existing(version, target_id=existing[0])
-                return
+    async def create(self, container: str, version: ItemVersion, event: dict[str, Any]) -> Created:
         lines = attendee_lines(event)
         body = payload(event)
         body["body"] = with_attendees(event.get("body"), lines)
         body["singleValueExtendedProperties"] = identity.stamp(version)
-        created = await self.graph.request_json(
-            "POST",
-            f"{self.base}/calendars/{quote(target.id, safe='')}/events",
-            json=body,
-            headers=self.headers,
-            mailbox=self.user,
-            expected=(201, 200),
-        )
-        assert created is not None
-        new_id = str(created["id"])
-        if index is not None:
-            index.remember(version, new_id)
+        new_id = str((await self.post(self.listing(container), body))["id"])
         problems: list[str] = []
         for attachment in event.get("attachments") or []:
             try:
@@ -316,26 +252,10 @@ class CalendarRestore:
                 problems.append(f"attachment {attachment.get('name')!r}: {exc}")
         if event.get("recurrence"):
             problems.extend(await self._fix_instances(new_id, event))
-        for old in existing if self.ctx.conflict == "overwrite" else []:
-            with contextlib.suppress(NotFound):
-                await self.graph.request_json(
-                    "DELETE",
-                    f"{self.base}/events/{quote(old, safe='')}",
-                    headers=self.headers,
-                    mailbox=self.user,
-                    expected=(204, 200),
-                )
-        if index is not None:
-            index.forget(existing)
         if problems:
-            await self.ctx.report.failed(
-                version,
-                code="partially_restored",
-                detail=f"created as {new_id} but: " + "; ".join(problems),
-            )
-            return
+            return Created(new_id, problem=f"created as {new_id} but: " + "; ".join(problems))
         note = "attendees not invited: " + "; ".join(lines) if lines else None
-        await self.ctx.report.restored(version, target_id=new_id, note=note)
+        return Created(new_id, note=note)
 
     async def _add_attachment(self, event_id: str, attachment: dict[str, Any]) -> None:
         kind = attachment.get("@odata.type")
@@ -363,14 +283,7 @@ class CalendarRestore:
         body.pop("lastModifiedDateTime", None)
         if isinstance(body.get("item"), dict):
             body["item"] = {k: v for k, v in body["item"].items() if k not in ITEM_DROP}
-        await self.graph.request_json(
-            "POST",
-            f"{self.base}/events/{quote(event_id, safe='')}/attachments",
-            json=body,
-            headers=self.headers,
-            mailbox=self.user,
-            expected=(201, 200),
-        )
+        await self.post(f"{self.base}/events/{quote(event_id, safe='')}/attachments", body)
 
     async def _instances(self, event_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -398,12 +311,8 @@ class CalendarRestore:
                 if instance is None:
                     problems.append(f"no occurrence on {day} to cancel")
                     continue
-                await self.graph.request_json(
-                    "DELETE",
-                    f"{self.base}/events/{quote(instance, safe='')}",
-                    headers=self.headers,
-                    mailbox=self.user,
-                    expected=(204, 200),
+                await self.send(
+                    "DELETE", f"{self.base}/events/{quote(instance, safe='')}", expected=(204, 200)
                 )
             except GraphError as exc:
                 problems.append(f"cancelling {day}: {exc}")
@@ -422,12 +331,10 @@ class CalendarRestore:
                     changes["body"] = with_attendees(
                         exception.get("body"), attendee_lines(exception)
                     )
-                await self.graph.request_json(
+                await self.send(
                     "PATCH",
                     f"{self.base}/events/{quote(instance, safe='')}",
-                    json=changes,
-                    headers=self.headers,
-                    mailbox=self.user,
+                    changes,
                     expected=(200, 204),
                 )
             except GraphError as exc:

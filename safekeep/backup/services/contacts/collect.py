@@ -27,12 +27,15 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
-from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
-from safekeep.backup.services.contacts.document import (
+from safekeep.backup.collect import CollectContext
+from safekeep.backup.outlook import MailboxReader
+from safekeep.backup.services.contacts.search import (
+    CONTACT_KIND,
+    FOLDER_KIND,
     PRIVATE,
+    fields_of,
     meta_of,
     modified_at,
-    search_fields,
 )
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
@@ -44,8 +47,6 @@ from safekeep.tenants.models import DeltaState
 log = structlog.get_logger(__name__)
 
 SERVICE = "contacts"
-FOLDER_KIND = "contact_folder"
-CONTACT_KIND = "contact"
 FOLDERS = "folders"
 PAGE_SIZE = 200
 BATCH_SIZE = 20
@@ -66,13 +67,9 @@ class _Pass:
     seen: set[str] = field(default_factory=set)
 
 
-class ContactsCollector:
+class ContactsCollector(MailboxReader):
     def __init__(self, ctx: CollectContext) -> None:
-        self.ctx = ctx
-        self.graph = ctx.graph
-        self.run = ctx.run
-        self.user = ctx.account.graph_id
-        self.base = f"/users/{quote(self.user, safe='')}"
+        super().__init__(ctx)
         self.headers = prefer(max_page_size=PAGE_SIZE, immutable_id=True)
         self.names: dict[str, str] = {}
         self.parents: dict[str, str | None] = {}
@@ -229,12 +226,8 @@ class ContactsCollector:
         except NotFound:
             log.info("contact_folder_gone", folder_id=one.folder_id)
         except (BadRequest, Forbidden) as exc:  # one unreadable folder must not cost the rest
-            await self.ctx.skip(
-                item_ref=None,
-                name=self.names.get(one.folder_id),
-                code=exc.reason,
-                detail=f"contact folder not readable: {exc}",
-                collection=one.folder_id,
+            await self.unreadable(
+                one.folder_id, self.names.get(one.folder_id), exc, "contact folder"
             )
 
     def _resync(self, one: _Pass) -> _Pass:
@@ -386,7 +379,7 @@ class ContactsCollector:
             document=document,
             refs=refs,
             meta=meta_of(contact, folder_path),
-            search=search_fields(contact, folder_path),
+            search=fields_of(contact, folder_path),
         )
 
     async def _retry_skipped(self) -> None:
@@ -431,20 +424,9 @@ class ContactsCollector:
             await self.ctx.resolved(resolved)
 
     async def _get_contact(self, contact_id: str) -> dict[str, Any]:
-        last: GraphError | None = None
-        for _ in range(ITEM_ATTEMPTS):
-            try:
-                return await self.graph.get_json(
-                    f"{self.base}/contacts/{quote(contact_id, safe='')}",
-                    headers=prefer(immutable_id=True),
-                    mailbox=self.user,
-                )
-            except NotFound:
-                raise
-            except GraphError as exc:
-                last = exc
-        assert last is not None
-        raise last
+        return await self.get_item(
+            f"{self.base}/contacts/{quote(contact_id, safe='')}", prefer(immutable_id=True)
+        )
 
 
 async def collect(ctx: CollectContext) -> None:

@@ -14,24 +14,21 @@ failure never loses both.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 
+from safekeep.backup.outlook import Created, ItemRestore
 from safekeep.backup.restore import identity
-from safekeep.backup.services.base import RestoreContext, Selection, read_document, restore_each
-from safekeep.backup.services.contacts.document import PRIVATE
-from safekeep.graph.client import prefer
-from safekeep.graph.errors import Conflict, GraphError, NotFound
+from safekeep.backup.services.base import RestoreContext, Selection
+from safekeep.backup.services.contacts.search import PRIVATE
+from safekeep.graph.errors import Conflict, GraphError
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.models import ItemVersion
 
 log = structlog.get_logger(__name__)
 
-CONCURRENCY = 4
-INDEX_PAGE_SIZE = 500
 WRITABLE = (
     "assistantName",
     "birthday",
@@ -73,23 +70,16 @@ def payload(contact: dict[str, Any]) -> dict[str, Any]:
     return {k: contact[k] for k in WRITABLE if contact.get(k) is not None}
 
 
-class ContactsRestore:
+class ContactsRestore(ItemRestore):
+    noun = "contact"
+    items = "contacts"
+
     def __init__(self, ctx: RestoreContext, selection: Selection) -> None:
-        self.ctx = ctx
-        self.selection = selection
-        self.graph = ctx.graph
-        self.user = ctx.target.graph_id
-        self.base = f"/users/{quote(self.user, safe='')}"
-        self.headers = prefer(immutable_id=True)
+        super().__init__(ctx, selection)
         self._root: str | None = None
         self._children: dict[str, dict[str, str]] = {}  # parent -> lower name -> id
         self._mapped: dict[str | None, str] = {}
-        self._indexes: dict[str, identity.TargetIndex] = {}
         self._lock = asyncio.Lock()
-        self.in_place = identity.in_place(ctx.source.id, ctx.target.id, ctx.folder_mode)
-
-    async def restore(self) -> None:
-        await restore_each(self.ctx, self.selection, self._restore_one, concurrency=CONCURRENCY)
 
     # ---- folders -------------------------------------------------------------------------
 
@@ -119,23 +109,15 @@ class ContactsRestore:
         if found is not None:
             return found
         try:
-            created = await self.graph.request_json(
-                "POST",
-                listing,
-                json={"displayName": name},
-                headers=self.headers,
-                mailbox=self.user,
-                expected=(201, 200),
-            )
+            created = str((await self.post(listing, {"displayName": name}))["id"])
         except Conflict:
             if refresh:  # created meanwhile by someone else, yet not listed: give up
                 raise
             return await self._child(parent, name, refresh=True)
-        assert created is not None
-        known[name.casefold()] = str(created["id"])
-        return str(created["id"])
+        known[name.casefold()] = created
+        return created
 
-    async def _target_folder(self, source_parent: str | None) -> str:
+    async def container(self, source_parent: str | None) -> str:
         """The target folder for items of ``source_parent`` (created along the way)."""
         async with self._lock:
             if source_parent in self._mapped:
@@ -157,55 +139,17 @@ class ContactsRestore:
             self._mapped[source_parent] = target
             return target
 
-    async def _index(self, folder_id: str) -> identity.TargetIndex:
-        async with self._lock:
-            index = self._indexes.get(folder_id)
-            if index is None:
-                index = identity.TargetIndex()
-                async for values in self.graph.paginate(
-                    f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts",
-                    params={"$select": "id", "$expand": identity.EXPAND},
-                    headers=prefer(max_page_size=INDEX_PAGE_SIZE, immutable_id=True),
-                    mailbox=self.user,
-                ):
-                    for contact in values:
-                        index.add(contact)
-                self._indexes[folder_id] = index
-            return index
+    def listing(self, container: str) -> str:
+        return f"{self.base}/contactFolders/{quote(container, safe='')}/contacts"
 
     # ---- one contact ---------------------------------------------------------------------
 
-    async def _restore_one(self, version: ItemVersion) -> None:
-        contact = await read_document(self.ctx.repo, version)
-        if contact is None:
-            await self.ctx.report.failed(
-                version, code="no_document", detail="this version has no stored contact"
-            )
-            return
-        folder_id = await self._target_folder(version.parent_external_id)
-        existing: list[str] = []
-        index: identity.TargetIndex | None = None
-        if self.ctx.conflict != "keep_both":
-            index = await self._index(folder_id)
-            graph_id = self.selection.external_id(version) if self.in_place else None
-            existing = index.existing(version, graph_id)
-            if existing and self.ctx.conflict == "skip":
-                await self.ctx.report.existing(version, target_id=existing[0])
-                return
-        created = await self.graph.request_json(
-            "POST",
-            f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts",
-            json={**payload(contact), "singleValueExtendedProperties": identity.stamp(version)},
-            headers=self.headers,
-            mailbox=self.user,
-            expected=(201, 200),
-        )
-        assert created is not None
-        new_id = str(created["id"])
-        if index is not None:
-            index.remember(version, new_id)
+    async def create(
+        self, container: str, version: ItemVersion, contact: dict[str, Any]
+    ) -> Created:
+        body = {**payload(contact), "singleValueExtendedProperties": identity.stamp(version)}
+        new_id = str((await self.post(self.listing(container), body))["id"])
         photo = (contact.get(PRIVATE) or {}).get("photo") or {}
-        problem = None
         if photo.get("content"):
             try:
                 await self.graph.request_json(
@@ -217,22 +161,8 @@ class ContactsRestore:
                     expected=(200, 204),
                 )
             except GraphError as exc:
-                problem = f"created as {new_id} but its photo failed: {exc}"
-        for old in existing if self.ctx.conflict == "overwrite" else []:
-            with contextlib.suppress(NotFound):
-                await self.graph.request_json(
-                    "DELETE",
-                    f"{self.base}/contacts/{quote(old, safe='')}",
-                    headers=self.headers,
-                    mailbox=self.user,
-                    expected=(204, 200),
-                )
-        if index is not None:
-            index.forget(existing)
-        if problem is not None:
-            await self.ctx.report.failed(version, code="partially_restored", detail=problem)
-            return
-        await self.ctx.report.restored(version, target_id=new_id)
+                return Created(new_id, problem=f"created as {new_id} but its photo failed: {exc}")
+        return Created(new_id)
 
 
 async def restore(ctx: RestoreContext, selection: Selection) -> None:

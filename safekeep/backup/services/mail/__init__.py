@@ -26,66 +26,7 @@ top-level folder of its own; a restore puts its messages in a "Recoverable Items
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
-from typing import Any
+from safekeep.backup.services.base import folder_service
+from safekeep.backup.services.mail.search import FOLDER
 
-from safekeep.backup.catalog import SearchFields
-from safekeep.backup.collect import CollectContext
-from safekeep.backup.services.base import (
-    Content,
-    ContentReader,
-    ExportContext,
-    ExportEntry,
-    RestoreContext,
-    Selection,
-    read_content,
-)
-from safekeep.backup.services.mail import collect as _collect
-from safekeep.backup.services.mail import export as _export
-from safekeep.backup.services.mail import fields as _fields
-from safekeep.backup.services.mail import restore as _restore
-from safekeep.errors import NotFound
-from safekeep.storage.repository import TenantRepository
-from safekeep.tenants.models import ItemVersion
-
-_QUOTES = re.compile(r'["\r\n]')
-
-
-class MailService:
-    name = "mail"
-    folder_kinds = frozenset({_fields.FOLDER})
-
-    async def collect(self, ctx: CollectContext) -> None:
-        await _collect.collect(ctx)
-
-    async def search_fields(
-        self, version: ItemVersion, document: dict[str, Any] | None, content: ContentReader
-    ) -> SearchFields | None:
-        return await _fields.search_fields(version, document, content)
-
-    async def content(self, repo: TenantRepository, version: ItemVersion) -> Content:
-        if version.kind != _fields.MESSAGE or not version.content:
-            raise NotFound("A mail folder has no content of its own; download its messages")
-        size = int(version.content.get("size") or version.size)
-
-        def open_range(start: int, end_inclusive: int | None) -> AsyncIterator[bytes]:
-            return read_content(repo, version, start=start, end_inclusive=end_inclusive)
-
-        return Content(
-            media_type="message/rfc822",
-            filename=_QUOTES.sub("_", _export.eml_name(version)),
-            size=size,
-            etag=version.content_hash or str(version.id),
-            rangeable=True,
-            open=open_range,
-        )
-
-    async def restore(self, ctx: RestoreContext, selection: Selection) -> None:
-        await _restore.restore(ctx, selection)
-
-    def export(self, ctx: ExportContext, selection: Selection) -> AsyncIterator[ExportEntry]:
-        return _export.export(ctx, selection)
-
-
-SERVICE = MailService()
+SERVICE = folder_service(__name__, folder_kinds=frozenset({FOLDER}))

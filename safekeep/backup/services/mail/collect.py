@@ -31,8 +31,9 @@ import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
-from safekeep.backup.services.mail import fields
-from safekeep.backup.services.mail.fields import FOLDER, MESSAGE
+from safekeep.backup.outlook import MailboxReader
+from safekeep.backup.services.mail import search as fields
+from safekeep.backup.services.mail.search import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
 from safekeep.runtime import unit_of_work
@@ -141,13 +142,9 @@ def _decode_value(body: Any) -> bytes:
     raise GraphError(200, "InvalidBatchBody", "expected the MIME as a base64 string")
 
 
-class MailCollector:
+class MailCollector(MailboxReader):
     def __init__(self, ctx: CollectContext) -> None:
-        self.ctx = ctx
-        self.graph = ctx.graph
-        self.run = ctx.run
-        self.user = ctx.account.graph_id
-        self.base = f"/users/{quote(self.user, safe='')}"
+        super().__init__(ctx)
         self.headers = prefer(immutable_id=True)
         self.delta_headers = prefer(max_page_size=DELTA_PAGE_SIZE, immutable_id=True)
         self.well_known: dict[str, dict[str, Any]] = {}  # name -> folder JSON

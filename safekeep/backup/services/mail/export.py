@@ -10,7 +10,7 @@ from typing import Any
 
 from safekeep.backup.services.base import ExportContext, ExportEntry, Selection, read_content
 from safekeep.backup.services.mail import mime
-from safekeep.backup.services.mail.fields import MESSAGE, parse_when
+from safekeep.backup.services.mail.search import MESSAGE, parse_when
 from safekeep.runtime import unit_of_work
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.catalog import repository as catalog

@@ -23,12 +23,13 @@ from urllib.parse import quote
 
 import structlog
 
+from safekeep.backup.outlook import MailboxWriter
 from safekeep.backup.restore import identity
 from safekeep.backup.services.base import RestoreContext, Selection, read_document
 from safekeep.backup.services.mail import mime
 from safekeep.backup.services.mail.collect import RECOVERABLE, ROOT
-from safekeep.backup.services.mail.fields import MESSAGE, attachment_kind
-from safekeep.graph.client import ATTACHMENT_DIRECT_MAX, prefer
+from safekeep.backup.services.mail.search import MESSAGE, attachment_kind
+from safekeep.graph.client import ATTACHMENT_DIRECT_MAX
 from safekeep.graph.errors import Conflict, GraphError, NotFound
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.models import ItemVersion
@@ -200,13 +201,10 @@ class _MailIndex(identity.TargetIndex):
             mine.extend(f for f in found if f not in mine)
 
 
-class MailRestorer:
+class MailRestorer(MailboxWriter):
     def __init__(self, ctx: RestoreContext, selection: Selection) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.selection = selection
-        self.user = ctx.target.graph_id
-        self.base = f"/users/{quote(self.user, safe='')}"
-        self.headers = prefer(immutable_id=True)
         self.prefetch = selection.whole or selection.roots is not None
         self._targets: dict[str, str] = {}  # source folder id -> target folder id
         self._well_known: dict[str, str] = {}
@@ -239,15 +237,8 @@ class MailRestorer:
         if found:
             return found
         try:
-            created = await self.ctx.graph.request_json(
-                "POST",
-                f"{self.base}/mailFolders/{quote(parent, safe='')}/childFolders",
-                json={"displayName": name},
-                headers=self.headers,
-                mailbox=self.user,
-                expected=(201, 200),
-            )
-            folder_id = str((created or {})["id"])
+            listing = f"{self.base}/mailFolders/{quote(parent, safe='')}/childFolders"
+            folder_id = str((await self.post(listing, {"displayName": name}))["id"])
         except Conflict:  # made meanwhile (another restore): use it
             children = await self._list_children(parent)
             if name.lower() not in children:
@@ -466,15 +457,10 @@ class MailRestorer:
                     later.append((att, part))
         if inline:
             payload["attachments"] = inline
-        created = await self.ctx.graph.request_json(
-            "POST",
-            f"{self.base}/mailFolders/{quote(folder, safe='')}/messages",
-            json=payload,
-            headers=self.headers,
-            mailbox=self.user,
-            expected=(201, 200),
+        created = await self.post(
+            f"{self.base}/mailFolders/{quote(folder, safe='')}/messages", payload
         )
-        message_id = str((created or {})["id"])
+        message_id = str(created["id"])
         try:
             for att, part in later:
                 await self.ctx.graph.upload_mail_attachment(

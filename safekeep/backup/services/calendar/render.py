@@ -17,7 +17,10 @@ from typing import Any
 
 from icalendar import Alarm, Calendar, Event, vCalAddress, vText
 
-from safekeep.backup.services.calendar.document import (
+from safekeep.backup.outlook import FileType, RenderedForm, component
+from safekeep.backup.services.base import Content
+from safekeep.backup.services.calendar.search import (
+    EVENT_KIND,
     address,
     body_text,
     cancelled_dates,
@@ -28,6 +31,7 @@ from safekeep.backup.services.calendar.document import (
     zone,
 )
 from safekeep.storage.repository import ContentRef, TenantRepository
+from safekeep.tenants.models import ItemVersion
 
 PRODID = "-//Safekeep//Safekeep backup//EN"
 MARKER = "X-SAFEKEEP-ATTACHMENTS"
@@ -340,3 +344,36 @@ async def _attach_lines(repo: TenantRepository, attachment: dict[str, Any]) -> A
     if carry:
         yield folder.feed_ascii(base64.b64encode(carry))
     yield b"\r\n"
+
+
+ICS = FileType("text/calendar; charset=utf-8", "ics", "an ICS form")
+
+
+def ics_filename(version: ItemVersion) -> str:
+    """Named like "2026-01-05 0900 Weekly sync.ics", so a folder listing sorts by date."""
+    start = offset_time((version.meta or {}).get("start"))
+    stamp = f"{start:%Y-%m-%d %H%M} " if start else ""
+    return component(f"{stamp}{version.name or 'event'}")[:140] + ".ics"
+
+
+class IcsForm(RenderedForm):
+    """An event (a series with its exceptions) as one ``.ics`` file."""
+
+    kind = EVENT_KIND
+    file = ICS
+
+    def filename(self, version: ItemVersion) -> str:
+        return ics_filename(version)
+
+    def render(self, repo: TenantRepository, document: dict[str, Any]) -> AsyncIterator[bytes]:
+        return stream(repo, document)
+
+    def default_folder(self, version: ItemVersion) -> str:
+        return str((version.meta or {}).get("calendar") or "Calendar")
+
+
+FORM = IcsForm()
+
+
+async def content(repo: TenantRepository, version: ItemVersion) -> Content:
+    return await FORM.content(repo, version)

@@ -1,6 +1,7 @@
 """Reading a stored event document: times in their own zone, the browse metadata and the
-searchable text. Shared by the collector, the ICS renderer, restore and the index retry job,
-so that all of them agree on what an event says."""
+searchable text (``search_fields``, the service's search hook). Shared by the collector, the
+ICS renderer, restore and the index retry job, so that all of them agree on what an event
+says."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from safekeep.backup.catalog import SearchFields
+from safekeep.backup.outlook import document_search
 from safekeep.search.extract import html_to_text
 from safekeep.settings import settings
 
 # Keys we add to a Graph event document; Graph never sends keys starting with "_".
 PRIVATE = "_safekeep"
+CALENDAR_KIND = "calendar"
+EVENT_KIND = "event"
 MAX_META_ATTENDEES = 50
 
 
@@ -205,7 +209,7 @@ def meta_of(event: dict[str, Any], calendar_name: str) -> dict[str, Any]:
     }
 
 
-def search_fields(event: dict[str, Any], calendar_name: str) -> SearchFields:
+def fields_of(event: dict[str, Any], calendar_name: str) -> SearchFields:
     """Subject, location, organiser, attendees, body text (with the exceptions' own
     subjects and bodies) and attachment names and text, bounded by
     ``search_body_max_chars``. Attachment text is extracted when the bytes are in hand
@@ -242,3 +246,7 @@ def search_fields(event: dict[str, Any], calendar_name: str) -> SearchFields:
         has_attachments=bool(attachments),
         file_type="ics",
     )
+
+
+# The service's search hook.
+search_fields = document_search(EVENT_KIND, fields_of, folder="calendar", default="")
