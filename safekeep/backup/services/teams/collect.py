@@ -1,172 +1,249 @@
-"""Reading one team from Graph: settings, members, channels with their members and tabs,
-every thread (root message and replies) with its hosted contents, and, separately, the chats
-of a protected user. Not yet wired to the catalog (the registry's ``team`` account kind is
-still to come); it returns what changed so the catalog layer can store it as versions.
+"""Backing up a user's Teams into the catalog: the teams it is the first owner of (settings,
+members, channels with their members and tabs, every thread with its replies and inline
+images) and its chats.
 
-How changes are followed, and why two mechanisms:
+The catalog tree browse walks: team -> channel -> root message -> replies; chat -> message.
+A message's external id is ``{channel or chat id}/{message id}`` (Teams message ids are
+times in milliseconds, unique only within their thread). Edits, soft deletes and reactions
+change a message's ``lastModifiedDateTime``, so each becomes a new version.
 
-* ``/teams/{id}/channels/{id}/messages/delta`` gives the root messages created or changed
-  since the last round (edits, soft deletes, reactions on the root). It only covers the last
-  eight months, so the first run reads every thread with ``/messages?$expand=replies`` and
-  then completes one delta round for its link.
-* Replies, and reactions or edits on replies, do not bring their root back into the delta.
-  Every run therefore re-reads the replies of the threads active within ``reread_days``
-  (root created, or last reply, inside the window). A reply edited in a thread quiet for
-  longer than the window is missed until that thread becomes active again; that bound is the
-  price of not re-reading every thread on every run.
+Where the delta state lives (``delta_state`` rows of this account and service): one per
+channel (the messages delta link), one per team (``activity:{team}``: the last activity of
+threads inside the re-read window, as JSON) and one per chat (``chat:{id}``: the newest
+``lastModifiedDateTime`` stored, for the next run's ``$filter``).
 """
 
 from __future__ import annotations
 
-import base64
-import re
-from dataclasses import dataclass, field
+import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from safekeep.graph.client import GraphClient
+from safekeep.backup.catalog import CatalogPage, ItemRecord
+from safekeep.backup.collect import CollectContext
+from safekeep.backup.services.teams.reader import (
+    HOSTED,
+    ChannelRead,
+    TeamsCursor,
+    read_team,
+)
+from safekeep.backup.services.teams.search import message_fields, plain_text
+from safekeep.tenants.catalog import repository as catalog
 
 Json = dict[str, Any]
-PAGE = 50  # Graph's largest $top for channel messages and replies
-HOSTED = re.compile(r"/hostedContents/([^/\"']+)/\$value")
+REREAD_DAYS = 30
 
 
-@dataclass
-class TeamsCursor:
-    """What one run leaves for the next: a delta link per channel and each thread's last
-    activity (for the re-read window)."""
-
-    delta_links: dict[str, str] = field(default_factory=dict)
-    activity: dict[str, str] = field(default_factory=dict)  # "channel/root" -> ISO time
-
-
-@dataclass
-class ChannelRead:
-    channel: Json
-    members: list[Json]
-    tabs: list[Json]
-    threads: dict[str, Json] = field(default_factory=dict)  # root id -> root with replies
-    hosted: dict[str, bytes] = field(default_factory=dict)  # "message/hosted" -> bytes
+async def collect(ctx: CollectContext) -> None:
+    user_id = ctx.account.graph_id
+    owned: set[str] = set()
+    async for page in ctx.graph.paginate(f"/users/{user_id}/joinedTeams"):
+        for team in page:
+            members: list[Json] = []
+            async for chunk in ctx.graph.paginate(f"/teams/{team['id']}/members"):
+                members.extend(chunk)
+            owners = sorted(str(m["userId"]) for m in members if "owner" in (m.get("roles") or []))
+            if owners and owners[0] == user_id:
+                owned.add(str(team["id"]))
+                await _team(ctx, str(team["id"]))
+    await _gone_teams(ctx, owned)
+    await _chats(ctx)
 
 
-@dataclass
-class TeamRead:
-    team: Json
-    members: list[Json]
-    channels: list[ChannelRead]
-    requests: int = 0
-
-
-async def read_team(
-    graph: GraphClient,
-    team_id: str,
-    cursor: TeamsCursor,
-    *,
-    reread_days: int = 30,
-    now: datetime | None = None,
-    known_hosted: set[str] | None = None,
-) -> TeamRead:
-    """The team's structure in full (it is small) and the threads that changed since
-    ``cursor`` (every thread when the cursor is empty); ``cursor`` is updated in place."""
-    now = now or datetime.now(UTC)
-    team = await graph.get_json(f"/teams/{team_id}")
-    members = await _all(graph, f"/teams/{team_id}/members")
-    channels: list[ChannelRead] = []
-    for channel in await _all(graph, f"/teams/{team_id}/channels"):
-        base = f"/teams/{team_id}/channels/{channel['id']}"
-        read = ChannelRead(
-            channel=channel,
-            members=await _all(graph, f"{base}/members"),
-            tabs=await _all(graph, f"{base}/tabs", {"$expand": "teamsApp"}),
+async def _gone_teams(ctx: CollectContext, owned: set[str]) -> None:
+    """A team this user no longer first-owns (deleted, or handed to another owner whose
+    account takes it from now on) ends here with everything in it."""
+    async with ctx.run.page() as page:
+        current = await catalog.open_external_ids(
+            page.session, ctx.run.account_id, ctx.run.service, {"team"}
         )
-        if channel["id"] in cursor.delta_links:
-            await _incremental(graph, base, read, cursor, now - timedelta(days=reread_days))
-        else:
-            await _full(graph, base, read, cursor)
-        await _hosted(graph, base, read, known_hosted or set())
-        channels.append(read)
-    return TeamRead(team=team, members=members, channels=channels)
+        for external_id in current:
+            if external_id not in owned:
+                await page.remove_subtree(external_id)
+                await page.remove(external_id)
 
 
-async def _all(graph: GraphClient, path: str, params: dict[str, str] | None = None) -> list[Json]:
-    values: list[Json] = []
-    async for page in graph.paginate(path, params=params):
-        values.extend(page)
-    return values
+async def _team(ctx: CollectContext, team_id: str) -> None:
+    states = await ctx.run.delta_links()
+    cursor = TeamsCursor(
+        delta_links={
+            k: v.delta_link for k, v in states.items() if v.delta_link and k.startswith("19:")
+        },
+        activity=json.loads(states[f"activity:{team_id}"].delta_link or "{}")
+        if f"activity:{team_id}" in states
+        else {},
+    )
+    read = await read_team(ctx.graph, team_id, cursor, reread_days=REREAD_DAYS)
+    team_doc = {"team": read.team, "members": read.members}
+    async with ctx.run.page() as page:
+        await page.record(
+            await _folder(ctx, team_id, "team", read.team["displayName"], None, team_doc)
+        )
+        seen = set()
+        for channel in read.channels:
+            doc = {
+                "channel": channel.channel,
+                "members": channel.members,
+                "tabs": channel.tabs,
+                "teamId": team_id,
+            }
+            seen.add(channel.channel["id"])
+            await page.record(
+                await _folder(
+                    ctx,
+                    channel.channel["id"],
+                    "channel",
+                    channel.channel["displayName"],
+                    team_id,
+                    doc,
+                )
+            )
+        await _gone_channels(ctx, page, team_id, seen)
+    for channel in read.channels:
+        path = f"/{read.team['displayName']}/{channel.channel['displayName']}"
+        async with ctx.run.page() as page:
+            await _threads(ctx, page, channel, path)
+            link = cursor.delta_links.get(channel.channel["id"])
+            if link:
+                await page.save_delta(channel.channel["id"], delta_link=link)
+    horizon = (datetime.now(UTC) - timedelta(days=REREAD_DAYS)).isoformat()
+    recent = {k: v for k, v in cursor.activity.items() if v.replace("Z", "+00:00") >= horizon}
+    async with ctx.run.page() as page:
+        await page.save_delta(f"activity:{team_id}", delta_link=json.dumps(recent))
 
 
-async def _full(graph: GraphClient, base: str, read: ChannelRead, cursor: TeamsCursor) -> None:
-    params = {"$top": str(PAGE), "$expand": "replies"}
-    async for page in graph.paginate(f"{base}/messages", params=params):
-        for root in page:
-            await _complete_replies(graph, base, root)
-            _keep(read, cursor, root)
-    link = None
-    async for delta in graph.delta(f"{base}/messages/delta", params={"$expand": "replies"}):
-        link = delta.delta_link or link
-    if link:
-        cursor.delta_links[read.channel["id"]] = link
-
-
-async def _incremental(
-    graph: GraphClient, base: str, read: ChannelRead, cursor: TeamsCursor, horizon: datetime
+async def _gone_channels(
+    ctx: CollectContext, page: CatalogPage, team_id: str, seen: set[str]
 ) -> None:
-    channel_id = read.channel["id"]
-    link = cursor.delta_links[channel_id]
-    async for delta in graph.delta(link):
-        for root in delta.items:
-            await _complete_replies(graph, base, root)
-            _keep(read, cursor, root)
-        link = delta.delta_link or link
-    cursor.delta_links[channel_id] = link
-    for key, last in list(cursor.activity.items()):
-        owner, _, root_id = key.partition("/")
-        if owner != channel_id or root_id in read.threads or _parse(last) < horizon:
-            continue
-        root = await graph.get_json(f"{base}/messages/{root_id}")
-        root["replies"] = await _all(graph, f"{base}/messages/{root_id}/replies", {"$top": "50"})
-        _keep(read, cursor, root, only_if_changed=True)
+    """A channel no longer listed was deleted: end it and everything in it."""
+    below = await catalog.open_versions_under(
+        page.session, ctx.run.account_id, ctx.run.service, team_id
+    )
+    for external_id, version in below:
+        if version.kind == "channel" and external_id not in seen:
+            await page.remove_subtree(external_id)
+            await page.remove(external_id)
 
 
-def _keep(
-    read: ChannelRead, cursor: TeamsCursor, root: Json, only_if_changed: bool = False
-) -> None:
-    key = f"{read.channel['id']}/{root['id']}"
-    stamps = [root.get("lastModifiedDateTime") or root["createdDateTime"]]
-    stamps += [r.get("lastModifiedDateTime") or r["createdDateTime"] for r in root["replies"]]
-    latest = max(stamps)
-    if only_if_changed and cursor.activity.get(key) == latest:
-        return
-    cursor.activity[key] = latest
-    read.threads[root["id"]] = root
+async def _folder(
+    ctx: CollectContext, external_id: str, kind: str, name: str, parent: str | None, doc: Json
+) -> ItemRecord:
+    body = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()
+    return ItemRecord(
+        external_id=external_id,
+        kind=kind,
+        name=name,
+        parent_external_id=parent,
+        size=len(body),
+        change_key=hashlib.sha256(body).hexdigest(),
+        document=await ctx.repo.put_bytes(body),
+    )
 
 
-async def _complete_replies(graph: GraphClient, base: str, root: Json) -> None:
-    """``$expand=replies`` stops at 1,000; the rest come from the replies' own link."""
-    replies = list(root.get("replies") or [])
-    link = root.pop("replies@odata.nextLink", None)
-    while link:
-        page = await graph.get_json(link)
-        replies.extend(page.get("value") or [])
-        link = page.get("@odata.nextLink")
-    root["replies"] = replies
+async def _threads(ctx: CollectContext, page: CatalogPage, channel: ChannelRead, path: str) -> None:
+    container = channel.channel["id"]
+    for root in channel.threads.values():
+        replies = root.get("replies") or []
+        message = {k: v for k, v in root.items() if k not in ("replies", "replies@odata.context")}
+        await page.record(
+            await message_record(
+                ctx, container, message, container, path, channel.hosted, kind="thread"
+            )
+        )
+        for reply in replies:
+            await page.record(
+                await message_record(
+                    ctx, container, reply, f"{container}/{root['id']}", path, channel.hosted
+                )
+            )
 
 
-async def _hosted(graph: GraphClient, base: str, read: ChannelRead, known: set[str]) -> None:
-    """Inline images of the threads read, each fetched once (``known`` are stored already)."""
-    for root in read.threads.values():
-        for message in [root, *root["replies"]]:
-            body = (message.get("body") or {}).get("content") or ""
-            for hosted_id in HOSTED.findall(body):
-                key = f"{message['id']}/{hosted_id}"
-                if key in known or key in read.hosted:
-                    continue
-                path = f"{base}/messages/{root['id']}"
-                if message["id"] != root["id"]:
-                    path += f"/replies/{message['id']}"
-                answer = await graph.get_json(f"{path}/hostedContents/{hosted_id}")
-                read.hosted[key] = base64.b64decode(answer.get("contentBytes") or "")
+async def message_record(
+    ctx: CollectContext,
+    container: str,
+    message: Json,
+    parent: str,
+    path: str,
+    hosted: dict[str, bytes],
+    *,
+    kind: str = "message",
+) -> ItemRecord:
+    """A message as a catalog item: ``thread`` for a channel's root message (a folder whose
+    children are its replies), ``message`` for a reply or a chat message."""
+    refs = []
+    stored: dict[str, Json] = {}
+    for hosted_id in HOSTED.findall((message.get("body") or {}).get("content") or ""):
+        data = hosted.get(f"{message['id']}/{hosted_id}")
+        if data is not None:
+            ref = await ctx.repo.put_bytes(data)
+            refs.append(ref)
+            stored[hosted_id] = ref.to_json()
+    doc = {"message": message, "container": container, "path": path, "hostedContents": stored}
+    body = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()
+    text = plain_text(message)
+    return ItemRecord(
+        external_id=f"{container}/{message['id']}",
+        kind=kind,
+        name=(message.get("subject") or text[:80] or "(no text)"),
+        parent_external_id=parent,
+        size=len(body),
+        modified_at=_when(message.get("lastModifiedDateTime") or message["createdDateTime"]),
+        change_key=f"{message.get('lastModifiedDateTime')}|{message.get('deletedDateTime')}|{message.get('etag')}",
+        document=await ctx.repo.put_bytes(body),
+        refs=refs,
+        meta={"created": message["createdDateTime"]},
+        search=message_fields(doc),
+    )
 
 
-def _parse(value: str) -> datetime:
+async def _chats(ctx: CollectContext) -> None:
+    states = await ctx.run.delta_links()
+    chats: list[Json] = []
+    async for page in ctx.graph.paginate(
+        f"/users/{ctx.account.graph_id}/chats", params={"$expand": "members"}
+    ):
+        chats.extend(page)
+    for chat in chats:
+        key = f"chat:{chat['id']}"
+        since = states[key].delta_link if key in states else None
+        params = {"$top": "50", "$orderby": "lastModifiedDateTime desc"}
+        if since:
+            params["$filter"] = f"lastModifiedDateTime gt {since}"
+        messages: list[Json] = []
+        async for page in ctx.graph.paginate(f"/chats/{chat['id']}/messages", params=params):
+            messages.extend(page)
+        hosted = await _chat_hosted(ctx, chat["id"], messages)
+        name = chat.get("topic") or ", ".join(
+            sorted(str(m.get("displayName")) for m in chat.get("members") or [])
+        )
+        async with ctx.run.page() as cat:
+            await cat.record(await _folder(ctx, chat["id"], "chat", name, None, {"chat": chat}))
+            for message in messages:
+                await cat.record(
+                    await message_record(
+                        ctx, chat["id"], message, chat["id"], f"/Chats/{name}", hosted
+                    )
+                )
+            newest = max((m["lastModifiedDateTime"] for m in messages), default=since)
+            if newest:
+                await cat.save_delta(key, delta_link=newest)
+
+
+async def _chat_hosted(ctx: CollectContext, chat_id: str, messages: list[Json]) -> dict[str, bytes]:
+    import base64
+
+    found: dict[str, bytes] = {}
+    for message in messages:
+        for hosted_id in HOSTED.findall((message.get("body") or {}).get("content") or ""):
+            answer = await ctx.graph.get_json(
+                f"/chats/{chat_id}/messages/{message['id']}/hostedContents/{hosted_id}"
+            )
+            found[f"{message['id']}/{hosted_id}"] = base64.b64decode(
+                answer.get("contentBytes") or ""
+            )
+    return found
+
+
+def _when(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,32 +1,29 @@
-"""Restoring channel conversations through Graph's import API, and exporting transcripts.
+"""Restoring Teams through Graph's import API.
 
 A channel that no longer exists in its team is re-created in migration mode
 (``channelCreationMode: migration``, with its original ``createdDateTime``); its threads are
 imported oldest first with their original ``createdDateTime`` and ``from`` (roots, then each
 root's replies under the new root), inline images as ``hostedContents``; then
-``completeMigration``, and the members of a private or shared channel are added back. A
-channel that still exists is left alone under ``skip`` (Graph cannot import into a live
-channel without putting it in migration mode). Chats are export-only: Graph cannot write
-them back, and each chat message is reported as skipped with that reason.
+``completeMigration``, and the members of a private or shared channel are added back. A team
+that is gone is re-created the same way (``teamCreationMode: migration``), its General
+channel taking General's messages, then its members and settings. A channel that still
+exists is left alone under ``original`` (Graph imports only into a channel in migration
+mode); ``new`` restores a copy beside it. Chats are export-only: Graph cannot write them
+back, and each chat message is reported as skipped with that reason.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from safekeep.backup.services.base import (
-    ExportContext,
-    ExportEntry,
     RestoreContext,
     Selection,
     read_document,
 )
-from safekeep.backup.services.teams.transcript import render_html, render_json
 from safekeep.graph.errors import GraphError
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
@@ -275,45 +272,3 @@ async def _add_member(ctx: RestoreContext, url: str, member: Json) -> None:
         await ctx.report.observed(
             code="member_not_added", name=str(member.get("displayName")), detail=str(exc)[:300]
         )
-
-
-async def export(ctx: ExportContext, selection: Selection) -> AsyncIterator[ExportEntry]:
-    """Per channel or chat: ``<path>.html`` (readable, images inline) and ``<path>.json``."""
-    by_container = await grouped(ctx.repo, selection)
-    for container, messages in by_container.items():
-        threads = _threads([doc for _, doc in messages])
-        hosted: dict[str, bytes] = {}
-        for _, doc in messages:
-            for hosted_id, ref in (doc.get("hostedContents") or {}).items():
-                hosted[f"{doc['message']['id']}/{hosted_id}"] = await ctx.repo.read_bytes(
-                    ContentRef.from_json(ref)
-                )
-        path = str(messages[0][1].get("path") or container).strip("/") or container
-        page = render_html(path.replace("/", " / "), threads, hosted).encode()
-        data = render_json(threads)
-        yield ExportEntry(path=f"{path}.html", open=_bytes(page), version=None)
-        yield ExportEntry(path=f"{path}.json", open=_bytes(data), version=None)
-
-
-def _threads(docs: list[Json]) -> list[Json]:
-    roots = {
-        str(d["message"]["id"]): {**d["message"], "replies": []}
-        for d in docs
-        if not d["message"].get("replyToId")
-    }
-    for doc in docs:
-        parent = doc["message"].get("replyToId")
-        if parent and str(parent) in roots:
-            roots[str(parent)]["replies"].append(doc["message"])
-    return list(roots.values())
-
-
-def _bytes(data: bytes) -> Any:
-    async def stream() -> AsyncIterator[bytes]:
-        yield data
-
-    return stream
-
-
-def as_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False).encode()

@@ -15,7 +15,7 @@ import pytest
 from graphsim import Simulator
 from graphsim.teams import teamwork
 from graphsim.teams_generator import png
-from safekeep.backup.services.teams.collect import TeamsCursor, read_team
+from safekeep.backup.services.teams.reader import TeamsCursor, read_team
 from safekeep.backup.services.teams.transcript import render_html, render_json
 from tests.graph import conftest as graph_fixtures
 from tests.graph.conftest import ClientFactory, recorder_of

@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from safekeep.backup.catalog import SearchFields
+from safekeep.backup.services.base import ContentReader
+from safekeep.tenants.models import ItemVersion
 
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -44,3 +46,13 @@ def message_fields(document: dict[str, Any]) -> SearchFields:
         ],
         has_attachments=bool(message.get("attachments")),
     )
+
+
+async def search_fields(
+    version: ItemVersion, document: dict[str, Any] | None, content: ContentReader
+) -> SearchFields | None:
+    """Messages (thread roots, replies, chat messages) are searchable; teams, channels and
+    chats are places, found through their messages' folder path."""
+    if not document or "message" not in document:
+        return None
+    return message_fields(document)
