@@ -30,9 +30,9 @@ from safekeep.migrate import upgrade
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
+from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import Export, JobKind, JobTrigger
 from safekeep.tenants.tenant import repository as tenant_repository
-from safekeep.tenants.tenant import service as tenant_service
 from safekeep.workers import broker
 from safekeep.workers.process import start_worker
 
@@ -49,7 +49,7 @@ async def whole_tenant(settings: Settings, tenant_id: uuid.UUID, kind: JobKind) 
             async with runtime.db.session() as session:
                 tenant = await tenant_repository.get_system(session, tenant_id)
                 assert tenant is not None
-                job = await tenant_service.start_job(
+                job = await job_service.start_job(
                     session,
                     tenant,
                     kind=kind,

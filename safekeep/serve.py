@@ -47,7 +47,7 @@ from safekeep.tenants import outbox
 from safekeep.tenants.api_key import service as api_key_service
 from safekeep.tenants.models import Msp, Tenant
 from safekeep.tenants.msp import repository as msp_repository
-from safekeep.tenants.scope import Scope, system_principal
+from safekeep.tenants.scope import Scope, scope_for_msp, system_principal
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.workers import broker as queue
@@ -138,8 +138,6 @@ async def _bootstrap_demo(
 
 
 def _scope(msp: Msp) -> Any:
-    from safekeep.tenants.scope import scope_for_msp
-
     return scope_for_msp(msp.id)
 
 

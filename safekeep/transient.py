@@ -4,7 +4,7 @@ A job, an actor or the scheduler that catches an error asks here whether it is w
 again soon, rather than keeping a tuple of its own: a database disconnect, a serialization
 failure, Redis or the queue restarting, S3 throttling after botocore's own retries. Such an
 error must never leave work stuck behind a lease until it times out; the code that catches it
-gives its lease back and lets the broker retry with backoff (see ``backup/jobs.py``).
+gives its lease back and lets the broker retry with backoff (see ``backup/jobs/backup.py``).
 
 The connection settings that make clients heal after a restart (redis-py's retry and health
 checks) live here too, so every Redis client in the process behaves the same.

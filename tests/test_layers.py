@@ -233,6 +233,127 @@ def test_the_engine_does_not_look_its_runtime_up() -> None:
     assert users == set()
 
 
+# One package per concept in each layer (docs/architecture.md, "Where does X live"): a module
+# named after a concept lives in one of that concept's packages, not wherever it was first needed.
+CONCEPTS: dict[str, tuple[str, ...]] = {
+    "job": (
+        "safekeep.tenants.models.job",  # tables: job, job_task, job_issue
+        "safekeep.tenants.models.job_task",
+        "safekeep.tenants.models.job_issue",
+        "safekeep.tenants.job",  # domain: repository, service (start_job)
+        "safekeep.backup.jobs",  # engine: lifecycle, one module per job kind, request service
+        "safekeep.api.jobs",  # API: router, schemas
+    ),
+    "billing": (
+        "safekeep.tenants.models.billing",
+        "safekeep.billing",  # service, repository, Stripe client, events, usage
+        "safekeep.api.billing",
+    ),
+    "catalog": (
+        "safekeep.tenants.catalog",  # domain: the queries (repository)
+        "safekeep.backup.catalog",  # engine: the snapshot writer
+    ),
+}
+
+# Role names: an API resource package holds its router and schemas; a domain resource package
+# its repository and service (and the helpers named here).
+API_ROLES = frozenset({"router", "schemas"})
+DOMAIN_ROLES = frozenset({"repository", "service"})
+DOMAIN_HELPERS = {"safekeep.tenants.tenant": {"consent"}, "safekeep.tenants.webhook": {"target"}}
+
+
+def concept_strays(modules: Iterable[str]) -> list[str]:
+    """Modules named after a concept (their last name starts with it) outside its packages."""
+    found = []
+    for module in sorted(modules):
+        last = module.rpartition(".")[2]
+        for concept, homes in CONCEPTS.items():
+            if last.startswith(concept) and not any(_within(module, h) for h in homes):
+                found.append(f"{module} is a {concept} module outside {', '.join(homes)}")
+    return found
+
+
+def role_strays(sources: Mapping[str, tuple[str, bool]]) -> list[str]:
+    found = []
+    for module, (_, is_package) in sorted(sources.items()):
+        parent, _, last = module.rpartition(".")
+        if is_package or parent.count(".") != 2:
+            continue
+        if _within(parent, "safekeep.api") and last not in API_ROLES:
+            found.append(f"{module}: an API resource package holds only {sorted(API_ROLES)}")
+        if (
+            _within(parent, "safekeep.tenants")
+            and parent != "safekeep.tenants.models"
+            and last not in DOMAIN_ROLES | DOMAIN_HELPERS.get(parent, set())
+        ):
+            found.append(f"{module}: a domain resource package holds only {sorted(DOMAIN_ROLES)}")
+    return found
+
+
+def test_each_concept_lives_in_its_packages() -> None:
+    sources = project_sources()
+    for homes in CONCEPTS.values():
+        assert all(home in sources for home in homes), homes
+    assert concept_strays(sources) == []
+    assert concept_strays(["safekeep.backup.restore.job", "safekeep.tenants.billing"]) == [
+        "safekeep.backup.restore.job is a job module outside " + ", ".join(CONCEPTS["job"]),
+        "safekeep.tenants.billing is a billing module outside " + ", ".join(CONCEPTS["billing"]),
+    ]
+
+
+def test_resource_packages_are_named_by_role() -> None:
+    assert role_strays(project_sources()) == []
+    assert role_strays(
+        {
+            "safekeep.api.jobs.helpers": ("", False),
+            "safekeep.tenants.job.lifecycle": ("", False),
+            "safekeep.tenants.tenant.consent": ("", False),
+            "safekeep.tenants.models.job": ("", False),
+        }
+    ) == [
+        "safekeep.api.jobs.helpers: an API resource package holds only ['router', 'schemas']",
+        "safekeep.tenants.job.lifecycle: a domain resource package holds only "
+        "['repository', 'service']",
+    ]
+
+
+def _actors() -> dict[str, str]:
+    """Actor name -> queue, read from ``@actor("queue", ...)`` in workers/actors.py."""
+    tree = ast.parse((ROOT / "safekeep/workers/actors.py").read_text(encoding="utf-8"))
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.AsyncFunctionDef):
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "actor":
+                    queue = deco.args[0]
+                    assert isinstance(queue, ast.Constant) and isinstance(queue.value, str)
+                    found[node.name] = queue.value
+    return found
+
+
+def test_each_job_kind_has_its_engine_module_and_actor() -> None:
+    """``start_job`` enqueues ``run_<kind>``, and a job of kind X runs in backup/jobs/X.py.
+    Queued messages name their actor and queue: these names outlive any refactoring."""
+    from safekeep.tenants.models import JobKind
+
+    sources = project_sources()
+    actors = _actors()
+    for kind in JobKind:
+        assert f"safekeep.backup.jobs.{kind.value}" in sources
+        assert f"run_{kind.value}" in actors
+    assert actors == {
+        "run_discover": "default",
+        "run_backup": "backup",
+        "run_backup_task": "backup",
+        "run_restore": "restore",
+        "run_export": "export",
+        "run_purge": "default",
+        "deliver_webhook": "webhooks",
+        "index_versions": "search",
+        "handle_stripe_event": "default",
+    }
+
+
 # The check itself can fail: synthetic modules with the violations it exists to catch.
 
 SYNTHETIC: dict[str, tuple[str, bool]] = {

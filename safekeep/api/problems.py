@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from safekeep.errors import PROBLEM_BASE, AppError
+from safekeep.transient import RETRY_AFTER_SECONDS, is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -147,8 +148,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 def dependency_down(exc: BaseException) -> str | None:
     """Which of our dependencies an error says is down ("database", "queue", ...), or None
     when it is not an infrastructure blip. Names match /readyz's checks."""
-    from safekeep.transient import is_transient
-
     if not is_transient(exc):
         return None
     text = " ".join(f"{type(e).__module__}.{type(e).__name__}" for e in _causes(exc)).lower()
@@ -181,8 +180,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if down is not None:
         # Our database or queue restarting is not the client's fault nor a bug: say so, and
         # when to come back. /readyz names the dependency too.
-        from safekeep.transient import RETRY_AFTER_SECONDS
-
         log.warning(
             "dependency_unavailable",
             dependency=down,

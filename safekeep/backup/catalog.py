@@ -23,6 +23,7 @@ from typing import Any, Literal
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.backup.indexing import index_after_commit, search_document
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
 from safekeep.storage.repository import ContentRef
@@ -210,8 +211,6 @@ class SnapshotRun:
 
     async def _index(self, page: CatalogPage) -> None:
         """Indexing never fails a backup: what does not index now is retried by its own job."""
-        from safekeep.backup.indexing import index_after_commit
-
         await index_after_commit(self, page.indexed_docs, page.closed, page.dropped)
 
     async def heartbeat(
@@ -494,8 +493,6 @@ class CatalogPage:
 
     async def finish(self) -> None:
         """Build search documents for the versions this page opened (ids now assigned)."""
-        from safekeep.backup.indexing import search_document
-
         for version, fields in self._records:
             if version.id in self.dropped:
                 continue

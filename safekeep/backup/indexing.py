@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from safekeep.backup.catalog import SearchFields
 from safekeep.backup.context import open_repository
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
@@ -24,7 +23,8 @@ from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import ItemVersion, Tenant
 
 if TYPE_CHECKING:
-    from safekeep.backup.catalog import SnapshotRun
+    # Annotations only: the catalog writer imports this module to index what it writes.
+    from safekeep.backup.catalog import SearchFields, SnapshotRun
 
 log = structlog.get_logger(__name__)
 

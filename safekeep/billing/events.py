@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.billing import repository
 from safekeep.tenants import outbox
 from safekeep.tenants.audit import service as audit
-from safekeep.tenants.billing import repository
 from safekeep.tenants.models import Msp, MspStatus, utcnow
 from safekeep.tenants.webhook import service as webhooks
 

@@ -8,9 +8,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.billing import repository
 from safekeep.billing.stripe_client import BillingClient
 from safekeep.tenants.audit import service as audit
-from safekeep.tenants.billing import repository
 from safekeep.tenants.models import MspStatus, UsageReport
 from safekeep.tenants.msp import repository as msp_repository
 

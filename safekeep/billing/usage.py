@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import BigInteger
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.billing import repository
 from safekeep.billing.stripe_client import (
     PROTECTED_SEATS_EVENT,
     RETAINED_SEATS_EVENT,
@@ -24,7 +25,6 @@ from safekeep.billing.stripe_client import (
     BillingError,
 )
 from safekeep.db import Database
-from safekeep.tenants.billing import repository
 from safekeep.tenants.models import UsageReport, utcnow
 from safekeep.tenants.msp import repository as msp_repository
 from safekeep.tenants.scope import scope_for_msp

@@ -9,10 +9,12 @@ from typing import Any, TypeVar
 
 import dramatiq
 
-from safekeep.backup import indexing, jobs, purge
-from safekeep.backup.discovery import run_discovery_job
-from safekeep.backup.export.job import run_export_job
-from safekeep.backup.restore.job import run_restore_job
+from safekeep.backup import indexing
+from safekeep.backup.jobs import backup, purge
+from safekeep.backup.jobs.discover import run_discovery_job
+from safekeep.backup.jobs.export import run_export_job
+from safekeep.backup.jobs.lifecycle import MAX_ATTEMPTS
+from safekeep.backup.jobs.restore import run_restore_job
 from safekeep.billing.events import handle_event
 from safekeep.runtime import unit_of_work
 from safekeep.workers import webhooks
@@ -25,10 +27,14 @@ HOUR_MS = 3600 * 1000
 
 
 def actor(
-    queue: str, *, max_retries: int = 5, time_limit_ms: int = HOUR_MS, priority: int = 0
+    queue: str, *, max_retries: int = MAX_ATTEMPTS, time_limit_ms: int = HOUR_MS, priority: int = 0
 ) -> Callable[[F], F]:
     """``dramatiq.actor`` with our defaults: a named queue, bounded retries with exponential
-    backoff (Dramatiq's Retries middleware), a time limit and registration for re-binding."""
+    backoff (Dramatiq's Retries middleware), a time limit and registration for re-binding.
+
+    The actor's name is the function's name: queued messages name it, so renaming an actor
+    strands the messages already queued. ``max_retries`` defaults to the engine's
+    ``MAX_ATTEMPTS`` so the engine settles a failing job before Dramatiq gives its message up."""
 
     def wrap(fn: F) -> F:
         declared: Any = dramatiq.actor(
@@ -54,12 +60,12 @@ async def run_discover(job_id: str) -> None:
 
 @actor("backup", priority=10)
 async def run_backup(job_id: str) -> None:
-    await jobs.start_backup_job(current_runtime(), job_id)
+    await backup.start_backup_job(current_runtime(), job_id)
 
 
 @actor("backup", time_limit_ms=12 * HOUR_MS, priority=20)
 async def run_backup_task(task_id: str) -> None:
-    await jobs.run_backup_task(current_runtime(), task_id)
+    await backup.run_backup_task(current_runtime(), task_id)
 
 
 @actor("restore", time_limit_ms=12 * HOUR_MS)

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import structlog
 
-from safekeep.backup.export.job import expire_exports
-from safekeep.backup.purge import enqueue_retention
+from safekeep.backup.jobs.export import expire_exports
+from safekeep.backup.jobs.purge import enqueue_retention
 from safekeep.billing import events as billing_events
 from safekeep.billing import usage as billing_usage
 from safekeep.billing.stripe_client import BillingClient

@@ -18,16 +18,17 @@ from typing import Any
 from graphsim import Simulator
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.collect import CollectContext
-from safekeep.backup.discovery import run_discovery_job
-from safekeep.backup.export.job import run_export_job
-from safekeep.backup.jobs import backup_account_service
-from safekeep.backup.restore.job import restore_unit
+from safekeep.backup.jobs.backup import backup_account_service
+from safekeep.backup.jobs.discover import run_discovery_job
+from safekeep.backup.jobs.export import run_export_job
+from safekeep.backup.jobs.restore import restore_unit
 from safekeep.backup.restore.report import JobRestoreReport
 from safekeep.backup.selection import Scope, resolve_units
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import (
     Account,
     Export,
@@ -39,7 +40,6 @@ from safekeep.tenants.models import (
 )
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
-from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.tenant.service import system_scope
 from safekeep.workers import context
 from tests.factories import MspHandle, connect_tenant, create_msp, create_tenant
@@ -94,7 +94,7 @@ class EngineHarness:
             async with self.runtime.db.session() as session:
                 tenant = await tenant_repository.get_system(session, self.tenant.id)
                 assert tenant is not None
-                job = await tenant_service.start_job(
+                job = await job_service.start_job(
                     session,
                     tenant,
                     kind=kind,

@@ -24,7 +24,7 @@ from safekeep.api.policy.schemas import PolicyIn, described
 from safekeep.api.policy.schemas import Service as ApiService
 from safekeep.backup import browse
 from safekeep.backup.catalog import SearchFields
-from safekeep.backup.jobs import _services_for
+from safekeep.backup.jobs.backup import _services_for
 from safekeep.backup.selection import Scope, resolve_units
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import folder_service

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from safekeep.backup.jobs import run_backup_task, start_backup_job
+from safekeep.backup.jobs.backup import run_backup_task, start_backup_job
 from safekeep.tenants import outbox
 from safekeep.tenants.models import Job, JobKind, JobTask, WebhookDelivery
 from safekeep.tenants.scope import system_principal

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from safekeep.api.app import create_app
-from safekeep.backup.export.job import run_export_job
-from safekeep.backup.restore.job import run_restore_job
+from safekeep.backup.jobs.export import run_export_job
+from safekeep.backup.jobs.restore import run_restore_job
 from tests.backup.harness import EngineHarness
 
 

@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from safekeep.api.app import create_app
-from safekeep.backup.export.job import run_export_job
+from safekeep.backup.jobs.export import run_export_job
 from tests.backup.harness import EngineHarness
 
 

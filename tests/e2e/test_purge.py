@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from safekeep.api.app import create_app
 from safekeep.backup.context import open_repository
-from safekeep.backup.purge import run_purge_job
+from safekeep.backup.jobs.purge import run_purge_job
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.models import (
     Account,
@@ -139,7 +139,7 @@ async def test_retention_removes_old_versions_and_keeps_current_ones(engine: Eng
 
 
 async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
-    from safekeep.backup.joblife import RetryLater
+    from safekeep.backup.jobs.lifecycle import RetryLater
     from safekeep.tenants.models import Job, JobStatus
 
     h = engine
@@ -156,7 +156,7 @@ async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
 async def test_gc_keeps_blobs_referenced_from_documents(engine: EngineHarness) -> None:
     """Calendar attachments and contact photos are blobs named inside documents: the versions'
     refs list them, so garbage collection leaves them (and deletes only true orphans)."""
-    from safekeep.backup.purge import collect_garbage
+    from safekeep.backup.jobs.purge import collect_garbage
     from safekeep.backup.services import module_for
 
     h = engine

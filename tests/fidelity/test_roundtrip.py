@@ -39,7 +39,7 @@ import icalendar
 import pytest
 
 from safekeep.backup.context import graph_client
-from safekeep.backup.restore.job import run_restore_job
+from safekeep.backup.jobs.restore import run_restore_job
 from safekeep.graph.client import GraphClient
 from safekeep.tenants.models import Account, JobKind
 from tests.backup.harness import EngineHarness

@@ -12,7 +12,7 @@ import pytest
 import redis
 from sqlalchemy import exc as sa_exc
 
-from safekeep.backup import jobs
+from safekeep.backup.jobs import backup as jobs
 from safekeep.runtime import Runtime
 from safekeep.storage.errors import BlobStoreUnavailable
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTask, JobTrigger, TaskStatus

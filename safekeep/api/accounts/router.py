@@ -10,7 +10,7 @@ from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.jobs.schemas import JobOut, job_out
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Cursor, Limit, Page
-from safekeep.backup import purge
+from safekeep.backup.jobs import purge
 from safekeep.errors import UnprocessableEntity
 from safekeep.tenants.account import service
 from safekeep.tenants.models import AccountKind, AccountState

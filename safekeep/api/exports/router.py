@@ -15,7 +15,7 @@ from safekeep.api.idempotency import IdempotencyDep
 from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range
 from safekeep.api.schemas import BINARY, Cursor, Limit, Page
-from safekeep.backup import requests
+from safekeep.backup.jobs import service as job_requests
 from safekeep.disposition import content_disposition
 from safekeep.errors import Conflict
 from safekeep.tenants.catalog import repository as catalog
@@ -68,7 +68,7 @@ async def create_export(
     events as .ics, contacts as .vcf, files as themselves, and a manifest with hashes."""
     if (replay := await idempotency.replay(principal)) is not None:
         return replay
-    export = await requests.request_export(
+    export = await job_requests.request_export(
         session, principal, tenant_id, body.model_dump(mode="json"), ip=ip
     )
     return await idempotency.save(principal, 202, export_out(export))
@@ -99,7 +99,7 @@ async def list_exports(
 async def get_export(
     export_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep
 ) -> ExportOut:
-    return export_out(await requests.get_export(session, principal.scope, export_id))
+    return export_out(await job_requests.get_export(session, principal.scope, export_id))
 
 
 @router.get(
@@ -126,7 +126,7 @@ async def download_export(
     range_header: Annotated[str | None, Header(alias="Range", include_in_schema=False)] = None,
 ) -> object:
     """The ZIP, resumable with Range requests (or a redirect to a pre-signed URL)."""
-    export = await requests.export_for_download(
+    export = await job_requests.export_for_download(
         session, principal, export_id, ip=ip, how="redirect" if redirect else "api"
     )
     store = await runtime.blobs()
@@ -178,7 +178,7 @@ async def export_url(
     ip: ClientIp,
 ) -> DownloadUrl:
     """A pre-signed URL to the ZIP in the object store, valid for an hour (S3 stores only)."""
-    export = await requests.export_for_download(
+    export = await job_requests.export_for_download(
         session, principal, export_id, ip=ip, how="presigned_url"
     )
     store = await runtime.blobs()

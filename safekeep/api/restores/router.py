@@ -11,7 +11,7 @@ from safekeep.api.jobs.schemas import JobOut, job_out
 from safekeep.api.problems import responses
 from safekeep.api.restores.schemas import RestoreRequest
 from safekeep.api.schemas import Cursor, Limit, Page
-from safekeep.backup import requests
+from safekeep.backup.jobs import service as job_requests
 from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import JobKind
 
@@ -37,7 +37,7 @@ async def create_restore(
     every item not restored, with the reason."""
     if (replay := await idempotency.replay(principal)) is not None:
         return replay
-    job = await requests.request_restore(
+    job = await job_requests.request_restore(
         session, principal, tenant_id, body.model_dump(mode="json"), ip=ip
     )
     return await idempotency.save(principal, 202, await job_out(session, job))

@@ -1,4 +1,5 @@
-"""Jobs as the API sees them: start a manual backup, watch, cancel."""
+"""Jobs in the domain: create one and enqueue its actor after the commit (for the API, the
+scheduler, consent and the engine alike), start a manual backup or discovery, watch, cancel."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import Conflict, NotFound, UnprocessableEntity
+from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.job import repository
@@ -19,11 +21,22 @@ from safekeep.tenants.models import (
     JobIssue,
     JobKind,
     JobStatus,
+    JobTrigger,
+    Tenant,
     utcnow,
 )
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope
-from safekeep.tenants.tenant import service as tenant_service
+from safekeep.tenants.tenant import repository as tenant_repository
+
+
+async def _tenant(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant:
+    """The tenant within the caller's scope (the tenant's service starts jobs through this
+    module, so this one reads tenants through their repository)."""
+    tenant = await tenant_repository.get(session, scope, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant")
+    return tenant
 
 
 async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job:
@@ -43,7 +56,7 @@ async def list_jobs(
     cursor: str | None,
     limit: int,
 ) -> Page[Job]:
-    await tenant_service.get(session, scope, tenant_id)
+    await _tenant(session, scope, tenant_id)
     return await repository.list_page(
         session, scope, tenant_id, kind=kind, status=status, cursor=cursor, limit=limit
     )
@@ -82,7 +95,7 @@ async def start_backup(
     ip: str | None = None,
 ) -> Job:
     """A manual backup. It never moves the tenant's schedule."""
-    tenant = await tenant_service.get(session, principal.scope, tenant_id)
+    tenant = await _tenant(session, principal.scope, tenant_id)
     if tenant.consent_state != ConsentState.granted:
         raise Conflict(
             f"The tenant's admin consent is {tenant.consent_state}; backups need it granted",
@@ -106,7 +119,7 @@ async def start_backup(
         params["account_ids"] = sorted(str(a) for a in wanted)
     if services:
         params["services"] = sorted(set(services))
-    return await tenant_service.start_requested_job(
+    return await start_requested_job(
         session,
         principal,
         tenant,
@@ -120,13 +133,13 @@ async def start_backup(
 async def start_discovery(
     session: AsyncSession, principal: Principal, tenant_id: uuid.UUID, *, ip: str | None = None
 ) -> Job:
-    tenant = await tenant_service.get(session, principal.scope, tenant_id)
+    tenant = await _tenant(session, principal.scope, tenant_id)
     if tenant.consent_state != ConsentState.granted:
         raise Conflict(
             f"The tenant's admin consent is {tenant.consent_state}; discovery needs it granted",
             consent_state=str(tenant.consent_state),
         )
-    return await tenant_service.start_requested_job(
+    return await start_requested_job(
         session,
         principal,
         tenant,
@@ -157,6 +170,61 @@ async def cancel(
         tenant_id=job.tenant_id,
         target_type="job",
         target_id=job.id,
+        ip=ip,
+    )
+    return job
+
+
+async def start_job(
+    session: AsyncSession,
+    tenant: Tenant,
+    *,
+    kind: JobKind,
+    trigger: JobTrigger,
+    requested_by: str,
+    params: dict[str, Any],
+) -> Job:
+    """Create a job row and enqueue its actor after the surrounding commit."""
+    job = Job(
+        tenant_id=tenant.id,
+        kind=kind,
+        trigger=trigger,
+        params=params,
+        requested_by=requested_by,
+    )
+    session.add(job)
+    await session.flush()
+    outbox.enqueue(f"run_{kind.value}", str(job.id))
+    return job
+
+
+async def start_requested_job(
+    session: AsyncSession,
+    principal: Principal,
+    tenant: Tenant,
+    *,
+    kind: JobKind,
+    params: dict[str, Any],
+    action: str,
+    ip: str | None,
+) -> Job:
+    """A job someone asked for through the API: created, enqueued after commit, audited."""
+    job = await start_job(
+        session,
+        tenant,
+        kind=kind,
+        trigger=JobTrigger.manual,
+        requested_by=principal.actor,
+        params=params,
+    )
+    await audit.record_for(
+        session,
+        principal,
+        action,
+        tenant_id=tenant.id,
+        target_type="job",
+        target_id=job.id,
+        details=params,
         ip=ip,
     )
     return job

@@ -13,10 +13,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import JobKind, JobTrigger, MspStatus, utcnow
 from safekeep.tenants.msp import repository as msp_repository
 from safekeep.tenants.tenant import repository as tenant_repository
-from safekeep.tenants.tenant import service as tenant_service
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ async def enqueue_due(
         if await job_repository.active_for_tenant(session, tenant.id, JobKind.backup):
             log.info("scheduled_backup_skipped", tenant_id=str(tenant.id), reason="still_running")
             continue
-        job = await tenant_service.start_job(
+        job = await job_service.start_job(
             session,
             tenant,
             kind=JobKind.backup,

@@ -16,11 +16,10 @@ from safekeep.db import Database
 from safekeep.errors import BadRequest, Conflict, NotFound
 from safekeep.settings import Settings
 from safekeep.storage.keys import generate_data_key, wrap_data_key
-from safekeep.tenants import outbox
 from safekeep.tenants.audit import service as audit
+from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import (
     ConsentState,
-    Job,
     JobKind,
     JobTrigger,
     Policy,
@@ -338,7 +337,7 @@ async def _bind(db: Database, tenant_id: uuid.UUID, proof: consent.Proof) -> Con
                     target_id=tenant.id,
                     details={"entra_tenant_id": directory, "admin": proof.username},
                 )
-                await start_job(
+                await job_service.start_job(
                     session,
                     tenant,
                     kind=JobKind.discover,
@@ -423,61 +422,6 @@ async def mark_consent_revoked(session: AsyncSession, tenant: Tenant, reason: st
         data={"tenant_id": str(tenant.id), "reason": reason},
     )
     return True
-
-
-async def start_job(
-    session: AsyncSession,
-    tenant: Tenant,
-    *,
-    kind: JobKind,
-    trigger: JobTrigger,
-    requested_by: str,
-    params: dict[str, Any],
-) -> Job:
-    """Create a job row and enqueue its actor after the surrounding commit."""
-    job = Job(
-        tenant_id=tenant.id,
-        kind=kind,
-        trigger=trigger,
-        params=params,
-        requested_by=requested_by,
-    )
-    session.add(job)
-    await session.flush()
-    outbox.enqueue(f"run_{kind.value}", str(job.id))
-    return job
-
-
-async def start_requested_job(
-    session: AsyncSession,
-    principal: Principal,
-    tenant: Tenant,
-    *,
-    kind: JobKind,
-    params: dict[str, Any],
-    action: str,
-    ip: str | None,
-) -> Job:
-    """A job someone asked for through the API: created, enqueued after commit, audited."""
-    job = await start_job(
-        session,
-        tenant,
-        kind=kind,
-        trigger=JobTrigger.manual,
-        requested_by=principal.actor,
-        params=params,
-    )
-    await audit.record_for(
-        session,
-        principal,
-        action,
-        tenant_id=tenant.id,
-        target_type="job",
-        target_id=job.id,
-        details=params,
-        ip=ip,
-    )
-    return job
 
 
 def app_credentials(settings: Settings, tenant: Tenant) -> AppCredentials:

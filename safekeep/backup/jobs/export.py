@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from safekeep.backup.context import open_repository
 from safekeep.backup.export.zipper import ZipMember, safe_name, write_zip
-from safekeep.backup.joblife import JobFailed, JobOutcome, run_job
+from safekeep.backup.jobs.lifecycle import JobFailed, JobOutcome, run_job
 from safekeep.backup.selection import Scope, Unit, build_selection, resolve_units
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import ExportContext

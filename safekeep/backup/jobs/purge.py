@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from safekeep.backup.context import open_repository
-from safekeep.backup.joblife import JobFailed, JobOutcome, RetryLater, run_job
+from safekeep.backup.jobs.lifecycle import JobFailed, JobOutcome, RetryLater, run_job
 from safekeep.errors import Conflict
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.storage.errors import BlobLocked, BlobNotFound
@@ -28,6 +28,7 @@ from safekeep.tenants.account import service as account_service
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import AccountState, Job, JobKind, JobTrigger, Tenant, utcnow
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
@@ -191,7 +192,7 @@ async def request_account_purge(
         raise Conflict(
             "Release the seat first (PATCH protected=false); a protected seat is not purged"
         )
-    job = await tenant_service.start_job(
+    job = await job_service.start_job(
         session,
         tenant,
         kind=JobKind.purge,
@@ -222,7 +223,7 @@ async def enqueue_retention(session: Any) -> list[uuid.UUID]:
             continue
         if await job_repository.recent(session, tenant.id, JobKind.purge, since):
             continue
-        job = await tenant_service.start_job(
+        job = await job_service.start_job(
             session,
             tenant,
             kind=JobKind.purge,

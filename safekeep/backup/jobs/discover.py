@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from safekeep import registry
 from safekeep.backup.context import graph_client
-from safekeep.backup.joblife import JobOutcome, run_job
+from safekeep.backup.jobs.lifecycle import JobOutcome, run_job
 from safekeep.graph import directory
 from safekeep.graph.client import GraphClient
 from safekeep.runtime import Runtime, unit_of_work

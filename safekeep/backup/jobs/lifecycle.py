@@ -22,6 +22,12 @@ from safekeep.transient import TransientCondition, is_retryable, is_transient
 
 log = structlog.get_logger(__name__)
 
+# Attempts a job (or a backup task) may spend on failures that retrying could fix before it is
+# settled as failed. The actors' Dramatiq ``max_retries`` is this same number, so the broker
+# delivers a message up to MAX_ATTEMPTS + 1 times: the engine's count runs out (and settles the
+# job with its reason) before the broker gives the message up. See docs/architecture.md.
+MAX_ATTEMPTS = 5
+
 
 @dataclass
 class JobOutcome:
@@ -65,7 +71,9 @@ async def load_runnable(session: AsyncSession, job_id: str) -> Job | None:
     return job
 
 
-async def run_job(runtime: Runtime, job_id: str, body: Body, *, max_attempts: int = 5) -> None:
+async def run_job(
+    runtime: Runtime, job_id: str, body: Body, *, max_attempts: int = MAX_ATTEMPTS
+) -> None:
     async with unit_of_work(runtime) as session:
         job = await load_runnable(session, job_id)
         if job is None:

@@ -14,6 +14,7 @@ from safekeep.errors import Conflict, Gone, NotFound, UnprocessableEntity
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import (
     AccountState,
     ConsentState,
@@ -129,7 +130,7 @@ async def request_restore(
         "folder": target.get("folder", "original"),
     }
     params["conflict"] = body.get("conflict", "skip")
-    return await tenant_service.start_requested_job(
+    return await job_service.start_requested_job(
         session,
         principal,
         tenant,
@@ -154,7 +155,7 @@ async def request_export(
     export_id = uuid.uuid4()
     params["options"] = dict(body.get("options") or {})
     params["export_id"] = str(export_id)
-    job = await tenant_service.start_job(
+    job = await job_service.start_job(
         session,
         tenant,
         kind=JobKind.export,

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from safekeep.backup.context import graph_client, open_repository
-from safekeep.backup.joblife import JobFailed, JobOutcome, run_job
+from safekeep.backup.jobs.lifecycle import JobFailed, JobOutcome, run_job
 from safekeep.backup.restore.report import JobRestoreReport
 from safekeep.backup.selection import Scope, Unit, build_selection, resolve_units
 from safekeep.backup.services import module_for

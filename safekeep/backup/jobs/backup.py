@@ -3,7 +3,7 @@ under a lease, and finish the job exactly once when its last task ends.
 
 Failure is per task: one account failing never fails the others. A task's error carries a
 reason an MSP can act on (consent revoked, mailbox not found, throttled past the deadline);
-transient failures are retried by Dramatiq with backoff, up to ``MAX_TASK_ATTEMPTS``. A blip of
+transient failures are retried by Dramatiq with backoff, up to ``MAX_ATTEMPTS``. A blip of
 our own infrastructure (``safekeep.transient``) gives the lease back at once and does not count
 against that budget: a restart of the database or Redis costs a retry, never a lease timeout.
 """
@@ -21,7 +21,7 @@ from safekeep import registry
 from safekeep.backup.catalog import Cancelled, SnapshotRun
 from safekeep.backup.collect import CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
-from safekeep.backup.joblife import RetryLater, load_runnable
+from safekeep.backup.jobs.lifecycle import MAX_ATTEMPTS, RetryLater, load_runnable
 from safekeep.graph.errors import (
     AuthError,
     ConsentRequired,
@@ -55,7 +55,6 @@ from safekeep.transient import is_retryable, is_transient, retry_transient
 
 log = structlog.get_logger(__name__)
 
-MAX_TASK_ATTEMPTS = 5
 TERMINAL_TASK = frozenset(
     {TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled}
 )
@@ -206,7 +205,7 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
     except Exception as exc:
         if not is_retryable(exc):
             raise
-        if attempts >= MAX_TASK_ATTEMPTS and not is_transient(exc):
+        if attempts >= MAX_ATTEMPTS and not is_transient(exc):
             await _task_failed(runtime, tenant, task.id, exc)
             return
         await _release(runtime, task.id, exc)
