@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contacts", type=int, default=None, help="contacts per tenant")
     parser.add_argument("--sites", type=int, default=2, help="SharePoint sites per tenant")
     parser.add_argument(
+        "--teams", type=int, default=0, help="Microsoft Teams teams per tenant (and chats)"
+    )
+    parser.add_argument(
         "--large-files",
         action="store_true",
         help="add attachments over 25 MB and a file over 100 MB",
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         contacts=args.contacts,
         sites=args.sites,
         large_files=args.large_files,
+        teams=args.teams,
         latency_ms=args.latency_ms,
         state_dir=args.state,
         app_id=args.app_id,

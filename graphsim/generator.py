@@ -184,6 +184,7 @@ class GenOptions:
     sites: int = 2
     list_items: int = 8
     large_files: bool = False
+    teams: int = 0  # teams per tenant (graphsim.teams_generator); 0 keeps worlds as they were
 
 
 MAIL_FOLDERS = [
@@ -395,6 +396,10 @@ def generate_tenant(seed: int, index: int, options: GenOptions) -> Tenant:
     gen.calendars(users)
     gen.contacts(users)
     gen.sites(users)
+    if options.teams:
+        from graphsim.teams_generator import generate_teams
+
+        generate_teams(tenant, users, options.teams, ANCHOR)
     tenant.licensed_seats = sum(1 for u in users if u.licenses)
     return tenant
 

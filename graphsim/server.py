@@ -29,6 +29,8 @@ from graphsim import (
     routes_drive,
     routes_mail,
     routes_sites,
+    routes_teams,
+    teams_control,
 )
 from graphsim.core import Engine, engine_of
 from graphsim.http import GraphError, Req, Resp, Router, error_body, parse_query
@@ -78,9 +80,10 @@ def _strip_calls(path: str) -> tuple[str, bool]:
 
     Graph treats a parameterless function call and its bare name alike (OData allows both);
     the SDKs' request builders send the call form. Names inside a ``:/path:`` address are
-    file names and stay as they are.
+    file names and stay as they are. Only a colon that opens or closes such an address (before
+    a ``/`` or at the end) counts: Teams ids (``19:...@thread.tacv2``) carry colons too.
     """
-    parts = path.split(":")
+    parts = re.split(r":(?=/|$)", path)
     called = False
     for index in range(0, len(parts), 2):
         segments = parts[index].split("/")
@@ -700,6 +703,7 @@ GRAPH_ROUTERS: list[Router] = [
     routes_drive.router,
     routes_calendar.router,
     routes_sites.router,
+    routes_teams.router,
     batch_router,
 ]
 
@@ -727,6 +731,7 @@ def build_app(engine: Engine, **state: Any) -> CountingApp:
     the ``engine`` (and whatever else ``state`` names) through ``request.app.state``."""
     routes: list[BaseRoute] = [
         *entra.CONTROL_ROUTES,
+        *teams_control.ROUTES,  # /_sim/ Teams paths only, so before the generic controls
         *control_http.ROUTES,
         *WIRE_ROUTES,
         *entra.ROUTES,

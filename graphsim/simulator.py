@@ -51,6 +51,7 @@ class Simulator:
         sites: int = 2,
         list_items: int = 8,
         large_files: bool = False,
+        teams: int = 0,
         latency_ms: float = 0.0,
         state_dir: str | Path | None = None,
         app_id: str = DEFAULT_APP_ID,
@@ -71,6 +72,7 @@ class Simulator:
             sites=sites,
             list_items=list_items,
             large_files=large_files,
+            teams=teams,
         )
         self.tenant_count = tenants
         self.host = host

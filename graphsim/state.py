@@ -12,10 +12,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graphsim import ids
 from graphsim.content import Content
+
+if TYPE_CHECKING:
+    from graphsim.teams import Teamwork
 
 
 def utcnow() -> datetime:
@@ -281,6 +284,7 @@ class Tenant:
     sync_epochs: dict[str, int] = field(default_factory=dict)
     licensed_seats: int = 0
     occurrences: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> master, date
+    teamwork: Teamwork | None = None  # teams, channels, chats (graphsim.teams), made on first use
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -212,8 +212,8 @@ class Throttler:
                     "The service is temporarily unavailable. Please retry after some time.",
                     headers={"Retry-After": self._retry_after(cfg.error_retry_after_s)},
                 )
-            if cfg.mode == "off" or service == "directory":
-                return None
+            if cfg.mode == "off" or service in ("directory", "teams"):
+                return None  # Teams has its own limits (graphsim.teams_throttle)
             if service == "exchange" and mailbox:
                 client: tuple[str, ...] = ("exchange", app, tenant, mailbox)
             else:

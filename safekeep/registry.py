@@ -64,6 +64,9 @@ class ServiceSpec:
     # ServiceModule: collect, search_fields, content, restore, export). Default:
     # ``safekeep.backup.services.<name>``.
     engine: str = field(default="")
+    # Whether a new tenant's policy protects it. A service added after tenants exist starts
+    # off, so switching it on is the MSP's decision (and its Graph consent's): ``teams``.
+    default_on: bool = True
 
     @property
     def engine_module(self) -> str:
@@ -147,6 +150,19 @@ DECLARED: tuple[ServiceSpec, ...] = (
         graph_path="/sites/{id}",
         search_fields=("date", "people", "body", "file_type"),
     ),
+    ServiceSpec(
+        # A user's Teams: the teams it is the first owner of (each team is backed up once,
+        # under one owner's seat, never as a seat of its own) and its chats.
+        name="teams",
+        title="Microsoft Teams",
+        kind="user",
+        found_key="teams",
+        probe=None,
+        throttle="tenant",
+        graph_path="/users/{id}/joinedTeams",
+        search_fields=("date", "sender", "people", "body", "attachment_names"),
+        default_on=False,
+    ),
 )
 
 _registry: dict[str, ServiceSpec] = {spec.name: spec for spec in DECLARED}
@@ -164,6 +180,11 @@ def get(name: str) -> ServiceSpec:
 
 def specs() -> tuple[ServiceSpec, ...]:
     return tuple(_registry.values())
+
+
+def defaults() -> tuple[str, ...]:
+    """The services a new tenant's policy protects."""
+    return tuple(spec.name for spec in _registry.values() if spec.default_on)
 
 
 def of_kind(kind: str) -> tuple[str, ...]:

@@ -36,21 +36,23 @@ from tests.backup import profile_service
 from tests.backup.harness import EngineHarness
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILTIN = ("mail", "calendar", "contacts", "onedrive", "sharepoint")
+BUILTIN = ("mail", "calendar", "contacts", "onedrive", "sharepoint", "teams")
 
 
 # ---- the declarations --------------------------------------------------------------------
 
 
-def test_the_five_services_are_declared_in_order() -> None:
+def test_the_six_services_are_declared_in_order() -> None:
     assert registry.names() == BUILTIN
-    assert registry.of_kind("user") == ("mail", "calendar", "contacts", "onedrive")
+    assert registry.of_kind("user") == ("mail", "calendar", "contacts", "onedrive", "teams")
     assert registry.of_kind("site") == ("sharepoint",)
     assert {spec.kind for spec in registry.specs()} <= {k.value for k in AccountKind}
+    # Teams was added after tenants existed: new policies leave it to the MSP to switch on.
+    assert registry.defaults() == BUILTIN[:-1]
     with pytest.raises(KeyError):
-        registry.get("teams")
+        registry.get("yammer")
     with pytest.raises(KeyError):
-        module_for("teams")
+        module_for("yammer")
 
 
 def test_each_engine_module_implements_its_declared_service() -> None:
@@ -90,9 +92,11 @@ def test_probes_resolve_and_gate_the_services_that_share_them() -> None:
         "calendar": "mail",
         "contacts": "mail",
         "onedrive": "onedrive",
+        "teams": "teams",
     }
     user = Account(kind="user", services_found={"mail": False, "onedrive": True})
-    assert _services_for(user, set(BUILTIN)) == ["onedrive"]
+    # Teams is not in the mailbox: no probe gates it (a user without teams or chats has none)
+    assert _services_for(user, set(BUILTIN)) == ["onedrive", "teams"]
     user.services_found = {"mail": True, "onedrive": False}
     assert _services_for(user, {"calendar", "onedrive", "sharepoint"}) == ["calendar"]
 
@@ -143,9 +147,9 @@ def test_declared_search_fields_are_fields_of_the_document() -> None:
 
 def test_every_list_of_services_derives_from_the_registry() -> None:
     assert get_args(ApiService) == BUILTIN
-    assert described() == "mail, calendar, contacts, onedrive or sharepoint"
-    assert PolicyIn().services == list(BUILTIN)
-    assert Policy.__table__.columns["services"].default.arg(None) == list(BUILTIN)
+    assert described() == "mail, calendar, contacts, onedrive, sharepoint or teams"
+    assert PolicyIn().services == list(registry.defaults())
+    assert Policy.__table__.columns["services"].default.arg(None) == list(registry.defaults())
     enums = _service_enums(json.loads((ROOT / "openapi" / "openapi.json").read_text()))
     assert len(enums) >= 9  # policy, backup requests, restores, snapshots, items, search, hits
     assert all(enum == list(BUILTIN) for enum in enums)
@@ -298,7 +302,7 @@ def test_the_api_enums_and_policy_schema_derive_from_the_registry() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
-    assert out["default"] == [*BUILTIN, "profile"]
+    assert out["default"] == [*registry.defaults(), "profile"]
     assert out["accepted"] == ["profile"]
     enums = _service_enums(out["openapi"])
     assert len(enums) == len(
@@ -306,4 +310,4 @@ def test_the_api_enums_and_policy_schema_derive_from_the_registry() -> None:
     )
     assert all(enum == [*BUILTIN, "profile"] for enum in enums)
     policy = out["openapi"]["components"]["schemas"]["PolicyIn"]["properties"]["services"]
-    assert policy["maxItems"] == 6
+    assert policy["maxItems"] == len(BUILTIN) + 1

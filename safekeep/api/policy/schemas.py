@@ -25,7 +25,7 @@ def described() -> str:
 
 class _Policy(Schema):
     services: list[Service] = Field(
-        default_factory=lambda: list(ALL),
+        default_factory=lambda: list(registry.defaults()),
         min_length=1,
         max_length=len(ALL),
     )

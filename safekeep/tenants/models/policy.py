@@ -10,8 +10,8 @@ from safekeep.tenants.models.base import Base, JSONType
 
 
 def _all_services() -> list[str]:
-    """A new tenant's policy protects every declared service."""
-    return list(registry.names())
+    """A new tenant's policy protects every declared service that is on by default."""
+    return list(registry.defaults())
 
 
 class Policy(Base):

@@ -1,0 +1,73 @@
+"""A channel's or chat's conversations as a readable HTML transcript (inline images embedded
+as ``data:`` URIs, so the file opens offline) plus the JSON it was made from."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from typing import Any
+
+Json = dict[str, Any]
+_HOSTED_SRC = re.compile(r'src="[^"]*/hostedContents/([^/"]+)/\$value"')
+_UNSAFE = re.compile(r"<\s*(script|style|iframe|object|embed)[^>]*>.*?<\s*/\s*\1\s*>", re.I | re.S)
+_EVENTS = re.compile(r"\son\w+\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s>]+)", re.I)
+
+
+def render_html(title: str, threads: list[Json], hosted: dict[str, bytes]) -> str:
+    """Threads oldest first, replies under their root; deleted messages say so."""
+    ordered = sorted(threads, key=lambda t: t["createdDateTime"])
+    parts = [
+        '<!doctype html><html><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:50em;margin:auto}"
+        ".reply{margin-left:2em;border-left:3px solid #ccc;padding-left:1em}"
+        ".meta{color:#666;font-size:.85em}img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for root in ordered:
+        parts.append('<div class="thread">')
+        parts.append(_message(root, hosted, "message"))
+        for reply in sorted(root.get("replies") or [], key=lambda r: r["createdDateTime"]):
+            parts.append(_message(reply, hosted, "message reply"))
+        parts.append("</div><hr>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _message(message: Json, hosted: dict[str, bytes], css: str) -> str:
+    user = ((message.get("from") or {}).get("user") or {}).get("displayName") or "Unknown"
+    when = message["createdDateTime"]
+    meta = f'<div class="meta">{html.escape(user)} &middot; {html.escape(when)}'
+    if message.get("lastEditedDateTime"):
+        meta += " &middot; edited"
+    meta += "</div>"
+    if message.get("deletedDateTime"):
+        body = "<p><em>This message was deleted.</em></p>"
+    else:
+        body = _safe(str((message.get("body") or {}).get("content") or ""), message, hosted)
+    reactions = message.get("reactions") or []
+    if reactions:
+        names = ", ".join(sorted({html.escape(r["reactionType"]) for r in reactions}))
+        body += f'<div class="meta">Reactions: {names} ({len(reactions)})</div>'
+    return f'<div class="{css}" id="m{html.escape(message["id"])}">{meta}{body}</div>'
+
+
+def _safe(body: str, message: Json, hosted: dict[str, bytes]) -> str:
+    """The message's own HTML without scripts or event handlers, images made inline."""
+    body = _EVENTS.sub("", _UNSAFE.sub("", body))
+
+    def inline(found: re.Match[str]) -> str:
+        data = hosted.get(f"{message['id']}/{found.group(1)}")
+        if data is None:
+            return 'src=""'
+        return f'src="data:image/png;base64,{base64.b64encode(data).decode()}"'
+
+    return _HOSTED_SRC.sub(inline, body)
+
+
+def render_json(threads: list[Json]) -> bytes:
+    return json.dumps(
+        sorted(threads, key=lambda t: t["createdDateTime"]), ensure_ascii=False, indent=1
+    ).encode()
