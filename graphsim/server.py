@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from graphsim import entra
+from graphsim import entra, subscriptions
 from graphsim.core import Engine
 from graphsim.http import GraphError, Req, Resp, Router, error_body, parse_query
 from graphsim.http import Route as GraphRoute
@@ -640,6 +640,7 @@ def build_app(engine: Engine, control_routes: list[Route]) -> CountingApp:
 
     entra_routes = entra.routes(engine)  # Entra ID, with its /_sim/entra/ controls first
     routes = [
+        *subscriptions.routes(engine),  # change notifications: async handlers, /_sim/ controls
         *entra_routes[:1],
         *control_routes,
         Route("/_upload/{session}", upload, methods=["PUT", "POST", "GET", "DELETE"]),
