@@ -26,6 +26,7 @@ from safekeep.api.items.router import router as items_router
 from safekeep.api.jobs.router import router as jobs_router
 from safekeep.api.limits import RequestLimits
 from safekeep.api.metrics import MetricsMiddleware
+from safekeep.api.notifications.router import router as notifications_router
 from safekeep.api.policy.router import router as policy_router
 from safekeep.api.restores.router import router as restores_router
 from safekeep.api.search.router import router as search_router
@@ -149,6 +150,7 @@ def create_app(
         billing_router,
         audit_router,
         webhooks_router,
+        notifications_router,
     ):
         app.include_router(router)
     return app

@@ -95,6 +95,7 @@ ROUTES: list[Route] = [
     _r("GET", "/v1/exports/{export_id}/url", "export"),
     _r("GET", "/v1/search", "read"),
     _r("GET", "/v1/tenants/{tenant_id}/search", "read"),
+    _r("GET", "/v1/tenants/{tenant_id}/subscriptions", "read"),
 ]
 
 PUBLIC = {
@@ -103,6 +104,8 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/v1/consent/callback"),
     ("POST", "/v1/billing/stripe/webhook"),
+    ("POST", "/v1/graph/notifications"),
+    ("POST", "/v1/graph/lifecycle"),
 }
 
 # A key holding a scope other than the one needed (admin holds every scope).

@@ -24,6 +24,14 @@ class PolicyIn(Schema):
     include_deleted_items: bool = True
     include_junk: bool = False
     include_recoverable_items: bool = False
+    rpo_minutes: int | None = Field(
+        default=None,
+        ge=5,
+        le=720,
+        description="Continuous protection: Graph change notifications start an incremental "
+        "backup so that a change is backed up within this many minutes; the schedule stays as "
+        "the safety net. null: scheduled backups only",
+    )
 
     @field_validator("services")
     @classmethod

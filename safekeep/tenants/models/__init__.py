@@ -8,6 +8,7 @@ from safekeep.tenants.models.billing import StripeEvent, UsageReport
 from safekeep.tenants.models.consent_request import ConsentRequest
 from safekeep.tenants.models.delta_state import DeltaState
 from safekeep.tenants.models.export import Export, ExportStatus
+from safekeep.tenants.models.graph_subscription import GraphSubscription, SubscriptionStatus
 from safekeep.tenants.models.idempotency import IdempotencyRecord
 from safekeep.tenants.models.item import Item
 from safekeep.tenants.models.item_version import ItemVersion
@@ -36,6 +37,7 @@ __all__ = [
     "DeltaState",
     "Export",
     "ExportStatus",
+    "GraphSubscription",
     "IdempotencyRecord",
     "Item",
     "ItemVersion",
@@ -52,6 +54,7 @@ __all__ = [
     "Snapshot",
     "SnapshotStatus",
     "StripeEvent",
+    "SubscriptionStatus",
     "TaskStatus",
     "Tenant",
     "TenantStatus",
