@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     notification_base_url: str = ""
     # Notifications for one account and service within this window cost one incremental.
     notification_debounce_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Ransomware and mass-deletion detection: a run raises one when its suspicious files
+    # (deletions) reach the account's own mean plus this many standard deviations, and at
+    # least these floors.
+    detection_min_files: Annotated[int, Field(ge=1)] = 10
+    detection_min_deletions: Annotated[int, Field(ge=1)] = 50
+    detection_sigmas: Annotated[float, Field(gt=0)] = 4.0
 
     # Secrets.
     master_key: SecretStr = SecretStr(DEV_MASTER_KEY)

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from safekeep.backup import detection
 from safekeep.backup.catalog import Cancelled, SnapshotRun
 from safekeep.backup.collect import SERVICES_BY_KIND, CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
@@ -281,6 +282,10 @@ async def backup_account_service(
         await collector_for(service)(ctx)
         await ctx.progress()
     await run.complete(skipped=ctx.skipped)
+    try:
+        await detection.assess(runtime, tenant, account, run)
+    except Exception:  # detection must never fail the backup it watches
+        log.exception("detection_failed", account_id=str(account.id), service=service)
     return run, ctx.skipped
 
 

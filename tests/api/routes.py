@@ -96,6 +96,11 @@ ROUTES: list[Route] = [
     _r("GET", "/v1/search", "read"),
     _r("GET", "/v1/tenants/{tenant_id}/search", "read"),
     _r("GET", "/v1/tenants/{tenant_id}/subscriptions", "read"),
+    _r("GET", "/v1/tenants/{tenant_id}/detections", "read"),
+    _r("GET", "/v1/tenants/{tenant_id}/detections/{detection_id}", "read"),
+    _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/acknowledge", "backup"),
+    _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/release", "admin"),
+    _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/restore", "restore"),
 ]
 
 PUBLIC = {

@@ -7,6 +7,12 @@ from safekeep.tenants.models.base import Base, utcnow
 from safekeep.tenants.models.billing import StripeEvent, UsageReport
 from safekeep.tenants.models.consent_request import ConsentRequest
 from safekeep.tenants.models.delta_state import DeltaState
+from safekeep.tenants.models.detection import (
+    Detection,
+    DetectionBaseline,
+    DetectionKind,
+    DetectionStatus,
+)
 from safekeep.tenants.models.export import Export, ExportStatus
 from safekeep.tenants.models.graph_subscription import GraphSubscription, SubscriptionStatus
 from safekeep.tenants.models.idempotency import IdempotencyRecord
@@ -35,6 +41,10 @@ __all__ = [
     "ConsentState",
     "DeliveryStatus",
     "DeltaState",
+    "Detection",
+    "DetectionBaseline",
+    "DetectionKind",
+    "DetectionStatus",
     "Export",
     "ExportStatus",
     "GraphSubscription",

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from safekeep.api.schemas import Schema
+
+
+class DetectionOut(Schema):
+    """A suspected ransomware run or mass deletion on one account and service, with its
+    evidence. Until released, retention keeps every version of the account."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    account_id: uuid.UUID
+    service: Literal["mail", "calendar", "contacts", "onedrive", "sharepoint"]
+    kind: Literal["ransomware", "mass_deletion"]
+    status: Literal["open", "acknowledged", "released"]
+    detected_at: datetime = Field(validation_alias="created_at")
+    first_suspicious_at: datetime
+    snapshot_id: uuid.UUID | None = Field(description="The snapshot that showed it")
+    last_clean_snapshot_id: uuid.UUID | None = Field(
+        description="The newest backup before it: what the restore call goes back to"
+    )
+    last_clean_at: datetime | None
+    evidence: dict[str, Any] = Field(
+        description="Counts that crossed the threshold (suspicious files, renames, extension "
+        "changes, encrypted-looking new versions, ransom notes, deletions), the threshold, "
+        "sample names"
+    )
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    released_at: datetime | None
+    released_by: str | None
