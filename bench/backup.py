@@ -10,7 +10,9 @@ Retry-After violations, peak RSS, CPU seconds, and stored bytes against source b
 (everything Graph served: MIME, files, item JSON) and against unique source bytes (after
 content deduplication, before compression). For the incremental it also prints the Graph
 requests beyond delta rounds per changed item (issue 17, target <= 1.5), with the requests
-that make it up by endpoint (those inside ``$batch`` count one each; envelopes do not).
+that make it up by endpoint (those inside ``$batch`` count one each; envelopes do not). For
+both runs it prints the Outlook requests in flight per mailbox while it had work
+(time-weighted mean, from graphsim's ``/_sim/counters``; issue 17, target >= 3.6).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bench.common import (
     add_tenant_arguments,
     column_settings,
     describe,
+    in_flight_line,
     measure,
     start_tenant_graphsim,
 )
@@ -234,10 +237,12 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                     if label == "incremental":
                         edited = asyncio.run(edit_one_percent(settings, sim, args.seed))
                         print(f"[{column}] edited {edited} items (1%)", flush=True)
+                    sim.reset_counters()  # the in-flight figures' window is this run
                     before = sim.counters()
                     with measure() as usage:
                         result = asyncio.run(backup(settings, tenant))
                     after = sim.counters()
+                    print(in_flight_line(column, label, after), flush=True)
                     requests = after["total"] - before["total"]
                     throttled = after["throttled"] - before["throttled"]
                     violations = after["retry_after_violations"] - before["retry_after_violations"]

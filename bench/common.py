@@ -45,6 +45,11 @@ class Graphsim:
             counters: dict[str, Any] = client.get("/_sim/counters").json()
             return counters
 
+    def reset_counters(self) -> None:
+        """Zero the counters: a new window for the per-mailbox in-flight figures too."""
+        with self.http() as client:
+            client.post("/_sim/counters/reset").raise_for_status()
+
     def cpu_seconds(self) -> float:
         """CPU time graphsim's process has used (to tell our cost from the simulator's)."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -57,6 +62,30 @@ class Graphsim:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+IN_FLIGHT_TARGET = 3.6  # issue 17: Microsoft allows 4 Outlook requests in flight per mailbox
+
+
+def in_flight_line(column: str, label: str, counters: dict[str, Any]) -> str:
+    """The time-weighted mean of Outlook requests in flight per mailbox while it had work
+    (from its first request's start to its last one's end in the counters' window),
+    weighted across mailboxes by that span, beside the target; also the lowest mailbox and
+    the one with the most requests."""
+    from graphsim.inflight import time_weighted_mean
+
+    per_mailbox: dict[str, Any] = counters.get("in_flight") or {}
+    mean = time_weighted_mean(per_mailbox)
+    if mean is None:
+        return f"[{column}] {label}: no Outlook requests, no in-flight figure"
+    means = [m["mean"] for m in per_mailbox.values() if m["mean"] is not None]
+    busiest = max(per_mailbox.values(), key=lambda m: int(m["requests"]))
+    return (
+        f"[{column}] {label}: in-flight requests per mailbox (time-weighted mean) {mean:.2f}"
+        f" (target >= {IN_FLIGHT_TARGET}) over {len(per_mailbox)} mailboxes; lowest"
+        f" {min(means):.2f}, busiest mailbox ({busiest['requests']} requests)"
+        f" {busiest['mean'] or 0:.2f}, peak {max(int(m['peak']) for m in per_mailbox.values())}"
+    )
 
 
 def start_graphsim(state: Path, **options: Any) -> Graphsim:

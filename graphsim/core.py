@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
+from starlette.requests import Request
+
 from graphsim.http import GraphError, Req, Resp, Router, split_top
+from graphsim.inflight import InFlight
 from graphsim.state import Tenant, User, World
 from graphsim.throttle import Throttler
 
@@ -56,6 +59,7 @@ class Engine:
     base_url: str = ""
     upload_sessions: dict[str, Any] = field(default_factory=dict)
     caches: dict[str, Any] = field(default_factory=dict)  # per simulator, never persisted
+    in_flight: InFlight = field(default_factory=InFlight)  # per mailbox, over time
 
     # -- signed opaque tokens ---------------------------------------------------------------
 
@@ -78,6 +82,14 @@ class Engine:
         except (ValueError, TypeError):
             return None
         return value if isinstance(value, dict) else None
+
+
+def engine_of(request: Request) -> Engine:
+    """The simulator's state, reached through the request: ``server.build_app`` puts it on
+    the Starlette app, so handlers are plain module-level functions."""
+    engine = request.app.state.engine
+    assert isinstance(engine, Engine)
+    return engine
 
 
 # -- request helpers -------------------------------------------------------------------------
@@ -351,7 +363,7 @@ def delta_links(
     return {"@odata.deltaLink": link(req, path, {key: token})}
 
 
-def outlook_delta_resp(
+def delta_resp(
     req: Req,
     engine: Engine,
     state: DeltaState,
@@ -362,15 +374,25 @@ def outlook_delta_resp(
     path: str,
     entity: str,
     values: list[dict[str, Any]],
+    style: str = "outlook",
 ) -> Resp:
-    """One page of an Outlook delta (messages, events, contacts, folders): the values, then
-    the next or delta link, as Exchange answers it."""
+    """One page of a delta (Outlook: messages, events, contacts, folders; OneDrive: drive
+    and list items): the values, then the next or delta link, as the service answers it."""
     body: dict[str, Any] = {
         "@odata.context": f"{req.graph_base}/$metadata#Collection({entity})",
         "value": values,
     }
-    body.update(delta_links(req, engine, state, owner, page, more, path=path, style="outlook"))
+    body.update(delta_links(req, engine, state, owner, page, more, path=path, style=style))
     return Resp(200, body, prefer_applied(req, state.size))
+
+
+def removed_entry(entity: str, item_id: str) -> dict[str, Any]:
+    """What an Outlook delta reports for a deleted item."""
+    return {
+        "@odata.type": f"#microsoft.graph.{entity}",
+        "id": item_id,
+        "@removed": {"reason": "deleted"},
+    }
 
 
 def json_resp(

@@ -21,6 +21,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +31,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from graphsim.core import Engine
+from graphsim.core import Engine, engine_of
 from graphsim.state import Tenant
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
@@ -475,27 +476,10 @@ def _pkce_matches(code: AuthCode, verifier: str) -> bool:
     return secrets.compare_digest(computed, code.challenge)
 
 
-def redeem_code(
-    engine: Engine, tenant_key: str, form: dict[str, str]
-) -> tuple[int, dict[str, Any]]:
-    """The ``authorization_code`` grant: one redemption per code, PKCE, the same redirect URI,
-    the same client, at the code's directory (or ``organizations``/``common``)."""
-    path_tenant = None
-    if tenant_key.lower() not in AUTHORITY_ALIASES:
-        path_tenant = engine.world.tenant(tenant_key)
-        if path_tenant is None:
-            return unknown_tenant(tenant_key, discovery=False)
-    app, failure = _client_auth(engine, form, path_tenant.name if path_tenant else tenant_key)
-    if failure is not None:
-        return failure
-    assert app is not None
-    value = form.get("code", "")
-    if not value:
-        return missing("code")
-    if not form.get("redirect_uri"):
-        return missing("redirect_uri")
-    state = entra_state(engine)
-    code = state.codes.get(value)
+def _code_failure(
+    code: AuthCode | None, app: App, path_tenant: Tenant | None, form: dict[str, str]
+) -> tuple[int, dict[str, Any]] | None:
+    """Why an authorization code cannot be redeemed (None: it can). Any attempt burns it."""
     if code is None:
         return invalid_grant(9002313, "Invalid request. Request is malformed or invalid.")
     if code.used:
@@ -529,21 +513,13 @@ def redeem_code(
             "The Code_Verifier does not match the code_challenge supplied in the authorization "
             "request.",
         )
-    now = int(time.time())
+    return None
+
+
+def _id_token(engine: Engine, code: AuthCode, app: App, now: int) -> str:
+    """The OpenID Connect ID token of a code's sign-in, signed with the tenant-wide key."""
+    state = entra_state(engine)
     tid = code.tenant_id
-    access, lifetime = _access_token(
-        engine,
-        tid,
-        app.app_id,
-        {
-            "idtyp": "user",
-            "oid": code.oid,
-            "sub": code.oid,
-            "upn": code.upn,
-            "name": code.name,
-            "scp": "openid profile email",
-        },
-    )
     id_claims: dict[str, Any] = {
         "aud": app.app_id,
         "iss": f"{engine.base_url}/{tid}/v2.0",
@@ -564,9 +540,52 @@ def redeem_code(
     }
     if code.nonce is not None:
         id_claims["nonce"] = code.nonce
-    id_token = jwt.encode(
+    return jwt.encode(
         id_claims, state.key, algorithm="RS256", headers={"typ": "JWT", "kid": state.kid}
     )
+
+
+def redeem_code(
+    engine: Engine, tenant_key: str, form: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """The ``authorization_code`` grant: one redemption per code, PKCE, the same redirect URI,
+    the same client, at the code's directory (or ``organizations``/``common``)."""
+    path_tenant = None
+    if tenant_key.lower() not in AUTHORITY_ALIASES:
+        path_tenant = engine.world.tenant(tenant_key)
+        if path_tenant is None:
+            return unknown_tenant(tenant_key, discovery=False)
+    app, failure = _client_auth(engine, form, path_tenant.name if path_tenant else tenant_key)
+    if failure is not None:
+        return failure
+    assert app is not None
+    value = form.get("code", "")
+    if not value:
+        return missing("code")
+    if not form.get("redirect_uri"):
+        return missing("redirect_uri")
+    state = entra_state(engine)
+    code = state.codes.get(value)
+    failure = _code_failure(code, app, path_tenant, form)
+    if failure is not None:
+        return failure
+    assert code is not None
+    now = int(time.time())
+    tid = code.tenant_id
+    access, lifetime = _access_token(
+        engine,
+        tid,
+        app.app_id,
+        {
+            "idtyp": "user",
+            "oid": code.oid,
+            "sub": code.oid,
+            "upn": code.upn,
+            "name": code.name,
+            "scp": "openid profile email",
+        },
+    )
+    id_token = _id_token(engine, code, app, now)
     client_info = base64.urlsafe_b64encode(
         json.dumps({"uid": code.oid, "utid": tid}).encode()
     ).decode()
@@ -609,6 +628,81 @@ def _default_identity(engine: Engine, tenant: Tenant | None) -> Identity | None:
 def _redirect(redirect_uri: str, params: dict[str, str]) -> tuple[int, str]:
     sep = "&" if "?" in redirect_uri else "?"
     return 302, redirect_uri + sep + urlencode(params)
+
+
+def _sign_in(
+    engine: Engine,
+    query: dict[str, str],
+    app: App,
+    path_tenant: Tenant | None,
+    refuse: Callable[..., tuple[int, str]],
+) -> tuple[int, str | dict[str, Any]]:
+    """The user signs in (the login hint, the chosen user or the directory's admin), admin
+    consent is recorded when an administrator asks for ``.default``, and a code goes back."""
+    state = entra_state(engine)
+    client_id = query.get("client_id", "")
+    redirect_uri = query.get("redirect_uri", "")
+    back = {"state": query["state"]} if "state" in query else {}
+    scope = query.get("scope", "")
+    challenge = query.get("code_challenge")
+    method = query.get("code_challenge_method", "plain" if challenge else "")
+    hint = query.get("login_hint") or state.sign_in_as
+    who = _identity(engine, hint) if hint else _default_identity(engine, path_tenant)
+    if who is None:
+        return oauth_error(
+            400,
+            "invalid_request",
+            50034,
+            f"The user account {hint} does not exist in the "
+            f"{path_tenant.name if path_tenant else 'requested'} directory. To sign into this "
+            "application, the account must be added to the directory.",
+        )
+    if path_tenant is not None and who.tenant.id != path_tenant.id:
+        return oauth_error(
+            400,
+            "invalid_request",
+            50020,
+            f"User account '{who.upn}' from identity provider "
+            f"'https://sts.windows.net/{who.tenant.id}/' does not exist in tenant "
+            f"'{path_tenant.name}' and cannot access the application '{client_id}'"
+            f"({app.name}) in that tenant.",
+        )
+    tenant = who.tenant
+    if state.refuse or tenant.consent_denied or not engine.config.consent_auto_approve:
+        return refuse(
+            "access_denied",
+            65004,
+            "User declined to consent to access the app.",
+            error_subcode="cancel",
+        )
+    scopes = scope.split()
+    wants_app_consent = any(
+        s.rstrip("/") in (GRAPH_SCOPE, f"{GRAPH_APP_ID}/.default") for s in scopes
+    )
+    if wants_app_consent and client_id not in tenant.consented_apps:
+        if not who.admin:
+            return refuse(
+                "access_denied",
+                90094,
+                "The grant requires admin permission.",
+            )
+        tenant.consented_apps.add(client_id)
+    value = secrets.token_urlsafe(48)
+    state.codes = {k: c for k, c in state.codes.items() if c.expires > time.time() - 3600}
+    state.codes[value] = AuthCode(
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        tenant_id=tenant.id,
+        oid=who.oid,
+        upn=who.upn,
+        name=who.name,
+        nonce=query.get("nonce"),
+        scope=" ".join(scopes),
+        challenge=challenge,
+        method=method or "plain",
+        expires=time.time() + state.code_lifetime_s,
+    )
+    return _redirect(redirect_uri, {"code": value, **back, "session_state": str(uuid.uuid4())})
 
 
 def authorize(
@@ -675,63 +769,7 @@ def authorize(
             501491,
             "Invalid code_challenge_method or missing code_challenge.",
         )
-    hint = query.get("login_hint") or state.sign_in_as
-    who = _identity(engine, hint) if hint else _default_identity(engine, path_tenant)
-    if who is None:
-        return oauth_error(
-            400,
-            "invalid_request",
-            50034,
-            f"The user account {hint} does not exist in the "
-            f"{path_tenant.name if path_tenant else 'requested'} directory. To sign into this "
-            "application, the account must be added to the directory.",
-        )
-    if path_tenant is not None and who.tenant.id != path_tenant.id:
-        return oauth_error(
-            400,
-            "invalid_request",
-            50020,
-            f"User account '{who.upn}' from identity provider "
-            f"'https://sts.windows.net/{who.tenant.id}/' does not exist in tenant "
-            f"'{path_tenant.name}' and cannot access the application '{client_id}'"
-            f"({app.name}) in that tenant.",
-        )
-    tenant = who.tenant
-    if state.refuse or tenant.consent_denied or not engine.config.consent_auto_approve:
-        return refuse(
-            "access_denied",
-            65004,
-            "User declined to consent to access the app.",
-            error_subcode="cancel",
-        )
-    scopes = scope.split()
-    wants_app_consent = any(
-        s.rstrip("/") in (GRAPH_SCOPE, f"{GRAPH_APP_ID}/.default") for s in scopes
-    )
-    if wants_app_consent and client_id not in tenant.consented_apps:
-        if not who.admin:
-            return refuse(
-                "access_denied",
-                90094,
-                "The grant requires admin permission.",
-            )
-        tenant.consented_apps.add(client_id)
-    value = secrets.token_urlsafe(48)
-    state.codes = {k: c for k, c in state.codes.items() if c.expires > time.time() - 3600}
-    state.codes[value] = AuthCode(
-        client_id=client_id,
-        redirect_uri=redirect_uri,
-        tenant_id=tenant.id,
-        oid=who.oid,
-        upn=who.upn,
-        name=who.name,
-        nonce=query.get("nonce"),
-        scope=" ".join(scopes),
-        challenge=challenge,
-        method=method or "plain",
-        expires=time.time() + state.code_lifetime_s,
-    )
-    return _redirect(redirect_uri, {"code": value, **back, "session_state": str(uuid.uuid4())})
+    return _sign_in(engine, query, app, path_tenant, refuse)
 
 
 def admin_consent_redirect(
@@ -788,112 +826,144 @@ def _json(answer: tuple[int, dict[str, Any]]) -> Response:
     return JSONResponse(body, status, headers=NO_STORE)
 
 
-def routes(engine: Engine) -> list[Route]:
-    """Entra's routes, and their ``/_sim/entra/`` controls."""
+async def openid(request: Request) -> Response:
+    engine = engine_of(request)
+    key = request.path_params["tenant"]
+    tenant = engine.world.tenant(key)
+    if tenant is None and key.lower() not in AUTHORITY_ALIASES:
+        return _json(unknown_tenant(key, discovery=True))
+    return JSONResponse(openid_configuration(engine.base_url, tenant, key))
 
-    async def openid(request: Request) -> Response:
-        key = request.path_params["tenant"]
-        tenant = engine.world.tenant(key)
-        if tenant is None and key.lower() not in AUTHORITY_ALIASES:
-            return _json(unknown_tenant(key, discovery=True))
-        return JSONResponse(openid_configuration(engine.base_url, tenant, key))
 
-    async def token(request: Request) -> Response:
-        if request.method != "POST":
-            return _json(
-                oauth_error(
-                    400,
-                    "invalid_request",
-                    900561,
-                    "The endpoint only accepts POST, OPTIONS requests. Received a "
-                    f"{request.method} request.",
-                )
+async def token(request: Request) -> Response:
+    engine = engine_of(request)
+    if request.method != "POST":
+        return _json(
+            oauth_error(
+                400,
+                "invalid_request",
+                900561,
+                "The endpoint only accepts POST, OPTIONS requests. Received a "
+                f"{request.method} request.",
             )
-        body = await request.body()
-        with engine.world.lock:
-            answer = issue_token(
-                engine, request.path_params["tenant"], body, request.headers.get("authorization")
+        )
+    body = await request.body()
+    with engine.world.lock:
+        answer = issue_token(
+            engine, request.path_params["tenant"], body, request.headers.get("authorization")
+        )
+    return _json(answer)
+
+
+def _redirect_or_error(answer: tuple[int, str | dict[str, Any]]) -> Response:
+    status, target = answer
+    if status == 302:
+        assert isinstance(target, str)
+        return RedirectResponse(target, 302, headers=NO_STORE)
+    assert isinstance(target, dict)
+    return JSONResponse(target, status, headers=NO_STORE)
+
+
+async def authorize_route(request: Request) -> Response:
+    engine = engine_of(request)
+    with engine.world.lock:
+        return _redirect_or_error(
+            authorize(engine, request.path_params["tenant"], dict(request.query_params))
+        )
+
+
+async def consent(request: Request) -> Response:
+    engine = engine_of(request)
+    with engine.world.lock:
+        return _redirect_or_error(
+            admin_consent_redirect(
+                engine, request.path_params["tenant"], dict(request.query_params)
             )
-        return _json(answer)
+        )
 
-    def redirect_or_error(answer: tuple[int, str | dict[str, Any]]) -> Response:
-        status, target = answer
-        if status == 302:
-            assert isinstance(target, str)
-            return RedirectResponse(target, 302, headers=NO_STORE)
-        assert isinstance(target, dict)
-        return JSONResponse(target, status, headers=NO_STORE)
 
-    async def authorize_route(request: Request) -> Response:
-        with engine.world.lock:
-            return redirect_or_error(
-                authorize(engine, request.path_params["tenant"], dict(request.query_params))
-            )
+async def keys(request: Request) -> Response:
+    return JSONResponse(jwks(engine_of(request)))
 
-    async def consent(request: Request) -> Response:
-        with engine.world.lock:
-            return redirect_or_error(
-                admin_consent_redirect(
-                    engine, request.path_params["tenant"], dict(request.query_params)
-                )
-            )
 
-    async def keys(request: Request) -> Response:
-        return JSONResponse(jwks(engine))
+async def discovery(request: Request) -> Response:
+    status, body = instance_discovery(engine_of(request), dict(request.query_params))
+    return JSONResponse(body, status)
 
-    async def discovery(request: Request) -> Response:
-        status, body = instance_discovery(engine, dict(request.query_params))
-        return JSONResponse(body, status)
 
-    async def control(request: Request) -> Response:
-        action = request.path_params["action"].strip("/")
-        try:
-            raw = await request.body()
-            body = json.loads(raw) if raw else {}
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object")
+def _signin_control(engine: Engine, method: str, body: dict[str, Any]) -> Response | None:
+    state = entra_state(engine)
+    if method in ("POST", "PUT"):
+        user = body.get("user")
+        sign_in_as(engine, str(user) if user else None, refuse=bool(body.get("refuse")))
+    elif method == "DELETE":
+        sign_in_as(engine, None)
+    elif method != "GET":
+        return None
+    return JSONResponse({"user": state.sign_in_as, "refuse": state.refuse})
+
+
+def _apps_control(engine: Engine, method: str, body: dict[str, Any]) -> Response | None:
+    state = entra_state(engine)
+    if method == "GET":
+        return JSONResponse([{"appId": a} for a in state.apps])
+    if method != "POST":
+        return None
+    app = register_app(
+        engine,
+        app_id=body.get("appId"),
+        secret=body.get("secret"),
+        name=str(body.get("displayName") or "MSP app"),
+        redirect_uris=[str(u) for u in body.get("redirectUris") or []],
+    )
+    return JSONResponse({"appId": app.app_id, "secret": app.secret}, 201)
+
+
+def _settings_control(engine: Engine, method: str, body: dict[str, Any]) -> Response | None:
+    if method not in ("POST", "PUT", "PATCH"):
+        return None
+    state = entra_state(engine)
+    if "codeLifetimeSeconds" in body:
+        state.code_lifetime_s = float(body["codeLifetimeSeconds"])
+    return JSONResponse({"codeLifetimeSeconds": state.code_lifetime_s})
+
+
+_CONTROLS = {"signin": _signin_control, "apps": _apps_control, "settings": _settings_control}
+
+
+async def control(request: Request) -> Response:
+    """``/_sim/entra/{signin,apps,settings}``: who signs in, registered apps, code lifetime."""
+    engine = engine_of(request)
+    action = request.path_params["action"].strip("/")
+    try:
+        raw = await request.body()
+        body = json.loads(raw) if raw else {}
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        handler = _CONTROLS.get(action)
+        if handler is not None:
             with engine.world.lock:
-                state = entra_state(engine)
-                if action == "signin" and request.method == "GET":
-                    return JSONResponse({"user": state.sign_in_as, "refuse": state.refuse})
-                if action == "signin" and request.method in ("POST", "PUT"):
-                    user = body.get("user")
-                    sign_in_as(engine, str(user) if user else None, refuse=bool(body.get("refuse")))
-                    return JSONResponse({"user": state.sign_in_as, "refuse": state.refuse})
-                if action == "signin" and request.method == "DELETE":
-                    sign_in_as(engine, None)
-                    return JSONResponse({"user": None, "refuse": False})
-                if action == "apps" and request.method == "GET":
-                    return JSONResponse([{"appId": a} for a in state.apps])
-                if action == "apps" and request.method == "POST":
-                    app = register_app(
-                        engine,
-                        app_id=body.get("appId"),
-                        secret=body.get("secret"),
-                        name=str(body.get("displayName") or "MSP app"),
-                        redirect_uris=[str(u) for u in body.get("redirectUris") or []],
-                    )
-                    return JSONResponse({"appId": app.app_id, "secret": app.secret}, 201)
-                if action == "settings" and request.method in ("POST", "PUT", "PATCH"):
-                    if "codeLifetimeSeconds" in body:
-                        state.code_lifetime_s = float(body["codeLifetimeSeconds"])
-                    return JSONResponse({"codeLifetimeSeconds": state.code_lifetime_s})
-        except (ValueError, TypeError) as err:
-            return JSONResponse({"error": f"bad request: {err}"}, 400)
-        return JSONResponse({"error": f"unknown control action 'entra/{action}'"}, 404)
+                answer = handler(engine, request.method, body)
+            if answer is not None:
+                return answer
+    except (ValueError, TypeError) as err:
+        return JSONResponse({"error": f"bad request: {err}"}, 400)
+    return JSONResponse({"error": f"unknown control action 'entra/{action}'"}, 404)
 
-    return [
-        Route(
-            "/_sim/entra/{action:path}", control, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
-        ),
-        Route("/{tenant}/discovery/instance", discovery, methods=["GET"]),
-        Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),
-        Route("/{tenant}/.well-known/openid-configuration", openid, methods=["GET"]),
-        Route("/{tenant}/oauth2/v2.0/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
-        Route("/{tenant}/oauth2/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
-        Route("/{tenant}/oauth2/v2.0/authorize", authorize_route, methods=["GET"]),
-        Route("/{tenant}/adminconsent", consent, methods=["GET"]),
-        Route("/{tenant}/v2.0/adminconsent", consent, methods=["GET"]),
-        Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
-        Route("/{tenant}/discovery/keys", keys, methods=["GET"]),
-    ]
+
+# ``/_sim/entra/`` goes before the simulator's own ``/_sim/`` controls.
+CONTROL_ROUTES: list[BaseRoute] = [
+    Route("/_sim/entra/{action:path}", control, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+]
+ROUTES: list[BaseRoute] = [
+    Route("/{tenant}/discovery/instance", discovery, methods=["GET"]),
+    Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),
+    Route("/{tenant}/.well-known/openid-configuration", openid, methods=["GET"]),
+    Route("/{tenant}/oauth2/v2.0/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
+    Route("/{tenant}/oauth2/token", token, methods=["GET", "POST", "PUT", "DELETE"]),
+    Route("/{tenant}/oauth2/v2.0/authorize", authorize_route, methods=["GET"]),
+    Route("/{tenant}/adminconsent", consent, methods=["GET"]),
+    Route("/{tenant}/v2.0/adminconsent", consent, methods=["GET"]),
+    Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
+    Route("/{tenant}/discovery/keys", keys, methods=["GET"]),
+]

@@ -7,6 +7,7 @@ tenant with thousands of messages starts in a fraction of a second per hundred i
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from graphsim.content import (
     make_png,
 )
 from graphsim.mail import Addr, MailSpec, text_to_html
-from graphsim.state import Attachment, Sku, Tenant, User, World
+from graphsim.state import Attachment, Drive, OItem, Sku, Tenant, User, World
 
 ANCHOR = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -185,6 +186,56 @@ class GenOptions:
     large_files: bool = False
 
 
+MAIL_FOLDERS = [
+    "inbox",
+    "Projects",
+    "2025",
+    "Q4",
+    "Archive Ω",
+    "Receipts",
+    "Newsletters",
+    "sentitems",
+    "archive",
+    "deleteditems",
+    "drafts",
+    "junkemail",
+]
+MAIL_FOLDER_WEIGHTS = [40, 6, 4, 3, 2, 5, 5, 18, 6, 4, 2, 2]
+DRIVE_TREE = [
+    "Documents",
+    "Documents/Projects",
+    "Documents/Projects/Ålborg 2025",
+    "Documents/Projects/Ålborg 2025/Drafts",
+    "Pictures",
+    "Desktop",
+    "Invoices",
+    "Notes",
+]
+FILE_STEMS = [
+    "Budget",
+    "Meeting notes",
+    "Präsentation",
+    "Scan",
+    "Design",
+    "Résumé",
+    "Backup",
+    "Plan",
+    "Report",
+    "Übersicht",
+    "日報",
+]
+EVENT_SUBJECTS = [
+    "Weekly sync",
+    "1:1",
+    "Planning",
+    "Customer call — Zürich",
+    "Design review",
+    "Retro",
+    "Budget workshop",
+    "Café & chat",
+    "Interview",
+    "All hands",
+]
 SKUS = [
     (
         "c7df2760-2c81-4ef7-b578-5b5392b571df",
@@ -247,21 +298,26 @@ def new_tenant(seed: int, index: int, name: str | None = None) -> Tenant:
         seed=seed,
     )
     for sku_id, part, plans in SKUS:
-        tenant.skus[sku_id] = Sku(
-            sku_id=sku_id,
-            part_number=part,
-            prepaid=25,
-            service_plans=[
-                {
-                    "servicePlanId": ids.guid("plan", p),
-                    "servicePlanName": p,
-                    "provisioningStatus": "Success",
-                    "appliesTo": "User",
-                }
-                for p in plans
-            ],
-        )
+        tenant.skus[sku_id] = new_sku(sku_id, part, 25, plans)
     return tenant
+
+
+def new_sku(sku_id: str, part_number: str, units: int, plans: Sequence[str]) -> Sku:
+    """A subscription with ``units`` licences whose service plans are provisioned."""
+    return Sku(
+        sku_id=sku_id,
+        part_number=part_number,
+        prepaid=units,
+        service_plans=[
+            {
+                "servicePlanId": ids.guid("plan", p),
+                "servicePlanName": p,
+                "provisioningStatus": "Success",
+                "appliesTo": "User",
+            }
+            for p in plans
+        ],
+    )
 
 
 def add_user(
@@ -422,178 +478,182 @@ class ContentGen:
     def mail(self, users: list[User]) -> None:
         if not users or self.options.messages <= 0:
             return
-        tenant, rng = self.tenant, self.rng
-        folders: dict[str, dict[str, str]] = {}
-        for user in users:
-            named = dict(user.well_known)
-            for parent, child in FOLDER_TREE:
-                parent_id = named.get(parent) or named["inbox"]
-                folder = ops.new_folder(
-                    tenant,
-                    user,
-                    "mail",
-                    child,
-                    parent_id,
-                    key=f"mf:{parent}/{child}",
-                    when=user.created,
-                )
-                named[child] = folder.id
-            folders[user.id] = named
+        folders = {user.id: self._mail_folders(user) for user in users}
         threads: list[tuple[MailSpec, User]] = []
         for n in range(self.options.messages):
-            owner = users[n % len(users)] if n < len(users) else rng.choice(users)
-            when = ANCHOR - timedelta(minutes=rng.randint(60, 365 * 24 * 60))
-            colleague = rng.choice(users)
-            where = rng.choices(
-                [
-                    "inbox",
-                    "Projects",
-                    "2025",
-                    "Q4",
-                    "Archive Ω",
-                    "Receipts",
-                    "Newsletters",
-                    "sentitems",
-                    "archive",
-                    "deleteditems",
-                    "drafts",
-                    "junkemail",
-                ],
-                weights=[40, 6, 4, 3, 2, 5, 5, 18, 6, 4, 2, 2],
-            )[0]
-            sent = where in ("sentitems", "drafts")
-            sender = (
-                self._addr(owner)
-                if sent
-                else (
-                    self._addr(colleague)
-                    if colleague is not owner and rng.random() < 0.4
-                    else self._external()
-                )
+            self._message(n, users, folders, threads)
+
+    def _mail_folders(self, user: User) -> dict[str, str]:
+        """The user's folder names to ids: the well-known ones and the ``FOLDER_TREE``."""
+        named = dict(user.well_known)
+        for parent, child in FOLDER_TREE:
+            parent_id = named.get(parent) or named["inbox"]
+            folder = ops.new_folder(
+                self.tenant,
+                user,
+                "mail",
+                child,
+                parent_id,
+                key=f"mf:{parent}/{child}",
+                when=user.created,
             )
-            to = [self._external() if sent else self._addr(owner)]
-            cc = [self._external() for _ in range(rng.choice([0, 0, 1, 2]))]
-            subject = rng.choice(TOPICS)
-            in_reply_to = None
-            references: list[str] = []
-            if threads and rng.random() < 0.3:
-                parent_spec, _ = rng.choice(threads[-50:])
-                subject = "RE: " + parent_spec.subject.removeprefix("RE: ")
-                in_reply_to = parent_spec.message_id
-                references = [*parent_spec.references, parent_spec.message_id][-10:]
-            message_id = f"<{ids.guid(tenant.seed, tenant.id, 'msg', n)}@{tenant.domain}>"
-            paragraphs = [rng.choice(SENTENCES) for _ in range(rng.randint(1, 6))]
-            greeting = f"Hi {to[0].name.split()[0]},"
-            text = "\n\n".join([greeting, *paragraphs, f"Best regards,\n{sender.name}"]) + "\n"
-            attachments: list[Attachment] = []
-            html = text_to_html(text)
-            if rng.random() < 0.15:
-                cid = f"image{n}@{tenant.domain}"
-                html = html.replace("</body>", f'<p><img src="cid:{cid}" alt="logo"></p></body>')
-                png = BytesContent.of(make_png(48 + (n % 5) * 16, 24, tenant.seed * 31 + n % 5))
-                attachments.append(
-                    Attachment(
-                        id="",
-                        kind="file",
-                        name=f"image{n % 5}.png",
-                        content_type="image/png",
-                        modified=when,
-                        content=png,
-                        content_id=cid,
-                        is_inline=True,
-                    )
-                )
-            for a in range(rng.choice([0, 0, 0, 1, 1, 2, 3])):
-                if rng.random() < 0.5:
-                    name, ctype, content = rng.choice(self.shared)
-                else:
-                    name, ctype, content = self._attachment_content(10_000 + n * 10 + a)
-                attachments.append(
-                    Attachment(
-                        id="",
-                        kind="file",
-                        name=name,
-                        content_type=ctype,
-                        modified=when,
-                        content=content,
-                    )
-                )
-            if n % 40 == 39:
-                attachments.append(self._big_attachment(n, 3_400_000 + n, when))
-            if self.options.large_files and n in (13, 113):
-                attachments.append(self._big_attachment(n, 26_500_000 + n * 1000, when))
-            if rng.random() < 0.03:
-                attachments.append(
-                    Attachment(
-                        id="",
-                        kind="reference",
-                        name="Shared plan.docx",
-                        content_type=None,
-                        modified=when,
-                        source_url=f"https://{tenant.domain.split('.')[0]}-my."
-                        f"sharepoint.com/personal/shared/Shared%20plan.docx",
-                    )
-                )
-            spec = MailSpec(
-                subject=subject,
-                sender=sender,
-                to=to,
-                cc=cc,
-                sent=when,
-                received=when + timedelta(seconds=rng.randint(1, 90)),
-                message_id=message_id,
-                text=text,
-                html=html,
-                in_reply_to=in_reply_to,
-                references=references,
-                importance=rng.choices(["normal", "high", "low"], [90, 8, 2])[0],
+            named[child] = folder.id
+        return named
+
+    def _message(
+        self,
+        n: int,
+        users: list[User],
+        folders: dict[str, dict[str, str]],
+        threads: list[tuple[MailSpec, User]],
+    ) -> None:
+        """Message ``n``: who, where, a thread it may answer, body and attachments. The
+        random draws keep their order, so a seed's world stays the same."""
+        tenant, rng = self.tenant, self.rng
+        owner = users[n % len(users)] if n < len(users) else rng.choice(users)
+        when = ANCHOR - timedelta(minutes=rng.randint(60, 365 * 24 * 60))
+        colleague = rng.choice(users)
+        where = rng.choices(MAIL_FOLDERS, weights=MAIL_FOLDER_WEIGHTS)[0]
+        sent = where in ("sentitems", "drafts")
+        sender = (
+            self._addr(owner)
+            if sent
+            else (
+                self._addr(colleague)
+                if colleague is not owner and rng.random() < 0.4
+                else self._external()
             )
-            if rng.random() < 0.04 and threads:
-                inner_spec, _ = rng.choice(threads[-20:])
-                inner = ops.new_item(
-                    tenant,
-                    owner,
-                    "message",
-                    "",
-                    spec=inner_spec,
-                    props={"isRead": True},
-                    when=when,
-                    key=f"inner:{n}",
-                )
-                tenant.members.get("", {}).pop(inner.id, None)
-                del tenant.items[inner.id]
-                attachments.append(
-                    Attachment(
-                        id="",
-                        kind="item",
-                        name=inner_spec.subject,
-                        content_type=None,
-                        modified=when,
-                        item=inner,
-                    )
-                )
-            folder_id = folders[owner.id][where]
-            ops.new_item(
-                tenant,
-                owner,
-                "message",
-                folder_id,
-                spec=spec,
-                attachments=attachments,
-                when=spec.received,
-                key=f"m{n}",
-                props={
-                    "isRead": sent or rng.random() < 0.7,
-                    "isDraft": where == "drafts",
-                    "categories": rng.choice([[], [], [], ["Blue category"], ["Red category"]]),
-                    "flag": {
-                        "flagStatus": rng.choices(
-                            ["notFlagged", "flagged", "complete"], [85, 10, 5]
-                        )[0]
-                    },
+        )
+        to = [self._external() if sent else self._addr(owner)]
+        cc = [self._external() for _ in range(rng.choice([0, 0, 1, 2]))]
+        subject = rng.choice(TOPICS)
+        in_reply_to = None
+        references: list[str] = []
+        if threads and rng.random() < 0.3:
+            parent_spec, _ = rng.choice(threads[-50:])
+            subject = "RE: " + parent_spec.subject.removeprefix("RE: ")
+            in_reply_to = parent_spec.message_id
+            references = [*parent_spec.references, parent_spec.message_id][-10:]
+        paragraphs = [rng.choice(SENTENCES) for _ in range(rng.randint(1, 6))]
+        greeting = f"Hi {to[0].name.split()[0]},"
+        text = "\n\n".join([greeting, *paragraphs, f"Best regards,\n{sender.name}"]) + "\n"
+        html, attachments = self._mail_attachments(n, when, text_to_html(text))
+        spec = MailSpec(
+            subject=subject,
+            sender=sender,
+            to=to,
+            cc=cc,
+            sent=when,
+            received=when + timedelta(seconds=rng.randint(1, 90)),
+            message_id=f"<{ids.guid(tenant.seed, tenant.id, 'msg', n)}@{tenant.domain}>",
+            text=text,
+            html=html,
+            in_reply_to=in_reply_to,
+            references=references,
+            importance=rng.choices(["normal", "high", "low"], [90, 8, 2])[0],
+        )
+        if rng.random() < 0.04 and threads:
+            attachments.append(self._attached_message(n, owner, when, threads))
+        ops.new_item(
+            tenant,
+            owner,
+            "message",
+            folders[owner.id][where],
+            spec=spec,
+            attachments=attachments,
+            when=spec.received,
+            key=f"m{n}",
+            props={
+                "isRead": sent or rng.random() < 0.7,
+                "isDraft": where == "drafts",
+                "categories": rng.choice([[], [], [], ["Blue category"], ["Red category"]]),
+                "flag": {
+                    "flagStatus": rng.choices(["notFlagged", "flagged", "complete"], [85, 10, 5])[0]
                 },
+            },
+        )
+        threads.append((spec, owner))
+
+    def _mail_attachments(self, n: int, when: datetime, html: str) -> tuple[str, list[Attachment]]:
+        """An inline image (and the HTML that shows it), files, a large one every 40th
+        message, now and then a reference attachment."""
+        tenant, rng = self.tenant, self.rng
+        attachments: list[Attachment] = []
+        if rng.random() < 0.15:
+            cid = f"image{n}@{tenant.domain}"
+            html = html.replace("</body>", f'<p><img src="cid:{cid}" alt="logo"></p></body>')
+            png = BytesContent.of(make_png(48 + (n % 5) * 16, 24, tenant.seed * 31 + n % 5))
+            attachments.append(
+                Attachment(
+                    id="",
+                    kind="file",
+                    name=f"image{n % 5}.png",
+                    content_type="image/png",
+                    modified=when,
+                    content=png,
+                    content_id=cid,
+                    is_inline=True,
+                )
             )
-            threads.append((spec, owner))
+        for a in range(rng.choice([0, 0, 0, 1, 1, 2, 3])):
+            if rng.random() < 0.5:
+                name, ctype, content = rng.choice(self.shared)
+            else:
+                name, ctype, content = self._attachment_content(10_000 + n * 10 + a)
+            attachments.append(
+                Attachment(
+                    id="",
+                    kind="file",
+                    name=name,
+                    content_type=ctype,
+                    modified=when,
+                    content=content,
+                )
+            )
+        if n % 40 == 39:
+            attachments.append(self._big_attachment(n, 3_400_000 + n, when))
+        if self.options.large_files and n in (13, 113):
+            attachments.append(self._big_attachment(n, 26_500_000 + n * 1000, when))
+        if rng.random() < 0.03:
+            attachments.append(
+                Attachment(
+                    id="",
+                    kind="reference",
+                    name="Shared plan.docx",
+                    content_type=None,
+                    modified=when,
+                    source_url=f"https://{tenant.domain.split('.')[0]}-my."
+                    f"sharepoint.com/personal/shared/Shared%20plan.docx",
+                )
+            )
+        return html, attachments
+
+    def _attached_message(
+        self, n: int, owner: User, when: datetime, threads: list[tuple[MailSpec, User]]
+    ) -> Attachment:
+        """An earlier message of the thread, attached as an item (not stored on its own)."""
+        tenant = self.tenant
+        inner_spec, _ = self.rng.choice(threads[-20:])
+        inner = ops.new_item(
+            tenant,
+            owner,
+            "message",
+            "",
+            spec=inner_spec,
+            props={"isRead": True},
+            when=when,
+            key=f"inner:{n}",
+        )
+        tenant.members.get("", {}).pop(inner.id, None)
+        del tenant.items[inner.id]
+        return Attachment(
+            id="",
+            kind="item",
+            name=inner_spec.subject,
+            content_type=None,
+            modified=when,
+            item=inner,
+        )
 
     def _big_attachment(self, n: int, size: int, when: datetime) -> Attachment:
         kind = "zip" if size > 10_000_000 else "pdf"
@@ -615,100 +675,13 @@ class ContentGen:
     # -- drives -------------------------------------------------------------------------------
 
     def files(self, users: list[User]) -> None:
-        tenant, rng = self.tenant, self.rng
+        tenant = self.tenant
         drives = [tenant.drives[u.drive_id] for u in users if u.drive_id]
         if not drives or self.options.files <= 0:
             return
-        shared_files = [
-            (
-                f"Company handbook {n + 1}.pdf",
-                self._file_content(
-                    "pdf", f"{tenant.seed}:{tenant.index}:handbook:{n}", random.Random(n), None
-                ),
-            )
-            for n in range(3)
-        ] + [
-            (
-                f"Team photo {n + 1}.jpg",
-                GeneratedContent(
-                    size=180_000 + n * 7_000,
-                    seed=f"{tenant.seed}:{tenant.index}:photo:{n}",
-                    header=JPEG_HEADER,
-                ),
-            )
-            for n in range(3)
-        ]
-        tree = [
-            "Documents",
-            "Documents/Projects",
-            "Documents/Projects/Ålborg 2025",
-            "Documents/Projects/Ålborg 2025/Drafts",
-            "Pictures",
-            "Desktop",
-            "Invoices",
-            "Notes",
-        ]
+        shared_files = self._shared_files()
         for n in range(self.options.files):
-            drive = drives[n % len(drives)]
-            owner = drive.owner_id
-            when = ANCHOR - timedelta(minutes=rng.randint(60, 600 * 24 * 60))
-            folder_path = rng.choice(["", *tree])
-            parent = ops.drive_folder_path(tenant, drive, folder_path, owner, when)
-            if rng.random() < 0.15:
-                name, content = rng.choice(shared_files)
-            else:
-                kind = rng.choices(
-                    ["docx", "pdf", "txt", "csv", "md", "png", "jpg", "zip", "xlsx", "bin"],
-                    [15, 15, 12, 8, 6, 12, 12, 6, 8, 6],
-                )[0]
-                stem = rng.choice(
-                    [
-                        "Budget",
-                        "Meeting notes",
-                        "Präsentation",
-                        "Scan",
-                        "Design",
-                        "Résumé",
-                        "Backup",
-                        "Plan",
-                        "Report",
-                        "Übersicht",
-                        "日報",
-                    ]
-                )
-                name = f"{stem} {n + 1}.{kind}"
-                size = (
-                    None
-                    if kind in ("docx", "pdf", "txt", "csv", "md")
-                    else int(
-                        rng.choice([12, 900, 40_000, 300_000, 1_500_000, 4_500_000])
-                        * rng.uniform(0.8, 1.2)
-                    )
-                )
-                if n % 97 == 96:
-                    size = 12_000_000 + n
-                content = self._file_content(
-                    kind, f"{tenant.seed}:{tenant.index}:file:{n}", rng, size
-                )
-            if drive.child_named(parent.id, name) is not None:
-                name = f"{n} {name}"
-            item = ops.new_drive_item(
-                tenant, drive, parent, name, content=content, by=owner, when=when, key=f"file:{n}"
-            )
-            if rng.random() < 0.12:
-                for v in range(rng.randint(1, 3)):
-                    older = self._file_content(
-                        "txt", f"{tenant.seed}:{tenant.index}:file:{n}:v{v}", rng, None
-                    )
-                    item.versions.insert(
-                        0,
-                        ops.Version(
-                            id=f"{v + 1}.0",
-                            content=older,
-                            modified=when - timedelta(days=10 - v),
-                            modified_by=owner,
-                        ),
-                    )
+            self._file(n, drives[n % len(drives)], shared_files)
         if self.options.large_files:
             drive = drives[0]
             parent = ops.drive_folder_path(tenant, drive, "Videos", drive.owner_id)
@@ -727,124 +700,171 @@ class ContentGen:
                 key="video",
             )
 
+    def _shared_files(self) -> list[tuple[str, Content]]:
+        """Files many users keep a copy of (the same bytes in several drives)."""
+        tenant = self.tenant
+        return [
+            (
+                f"Company handbook {n + 1}.pdf",
+                self._file_content(
+                    "pdf", f"{tenant.seed}:{tenant.index}:handbook:{n}", random.Random(n), None
+                ),
+            )
+            for n in range(3)
+        ] + [
+            (
+                f"Team photo {n + 1}.jpg",
+                GeneratedContent(
+                    size=180_000 + n * 7_000,
+                    seed=f"{tenant.seed}:{tenant.index}:photo:{n}",
+                    header=JPEG_HEADER,
+                ),
+            )
+            for n in range(3)
+        ]
+
+    def _file(self, n: int, drive: Drive, shared_files: list[tuple[str, Content]]) -> None:
+        """File ``n`` of the tenant, in a folder of ``drive``, with older versions at times."""
+        tenant, rng = self.tenant, self.rng
+        owner = drive.owner_id
+        when = ANCHOR - timedelta(minutes=rng.randint(60, 600 * 24 * 60))
+        folder_path = rng.choice(["", *DRIVE_TREE])
+        parent = ops.drive_folder_path(tenant, drive, folder_path, owner, when)
+        if rng.random() < 0.15:
+            name, content = rng.choice(shared_files)
+        else:
+            name, content = self._own_file(n)
+        if drive.child_named(parent.id, name) is not None:
+            name = f"{n} {name}"
+        item = ops.new_drive_item(
+            tenant, drive, parent, name, content=content, by=owner, when=when, key=f"file:{n}"
+        )
+        if rng.random() < 0.12:
+            for v in range(rng.randint(1, 3)):
+                older = self._file_content(
+                    "txt", f"{tenant.seed}:{tenant.index}:file:{n}:v{v}", rng, None
+                )
+                item.versions.insert(
+                    0,
+                    ops.Version(
+                        id=f"{v + 1}.0",
+                        content=older,
+                        modified=when - timedelta(days=10 - v),
+                        modified_by=owner,
+                    ),
+                )
+
+    def _own_file(self, n: int) -> tuple[str, Content]:
+        tenant, rng = self.tenant, self.rng
+        kind = rng.choices(
+            ["docx", "pdf", "txt", "csv", "md", "png", "jpg", "zip", "xlsx", "bin"],
+            [15, 15, 12, 8, 6, 12, 12, 6, 8, 6],
+        )[0]
+        stem = rng.choice(FILE_STEMS)
+        name = f"{stem} {n + 1}.{kind}"
+        size = (
+            None
+            if kind in ("docx", "pdf", "txt", "csv", "md")
+            else int(
+                rng.choice([12, 900, 40_000, 300_000, 1_500_000, 4_500_000]) * rng.uniform(0.8, 1.2)
+            )
+        )
+        if n % 97 == 96:
+            size = 12_000_000 + n
+        return name, self._file_content(kind, f"{tenant.seed}:{tenant.index}:file:{n}", rng, size)
+
     # -- calendars ------------------------------------------------------------------------------
 
     def calendars(self, users: list[User]) -> None:
-        tenant, rng = self.tenant, self.rng
         count = self.options.events
         if count is None:
             count = max(len(users) * 3, self.options.messages // 8) if self.options.messages else 0
         for n in range(count):
-            user = users[n % len(users)]
-            start = (ANCHOR + timedelta(days=rng.randint(-120, 120))).replace(
-                hour=rng.choice([8, 9, 10, 11, 13, 14, 15, 16]), minute=rng.choice([0, 30])
-            )
-            minutes = rng.choice([30, 30, 60, 60, 90, 120])
-            attendees = [
-                u for u in rng.sample(users, min(len(users), rng.randint(0, 3))) if u is not user
-            ]
-            subject = rng.choice(
-                [
-                    "Weekly sync",
-                    "1:1",
-                    "Planning",
-                    "Customer call — Zürich",
-                    "Design review",
-                    "Retro",
-                    "Budget workshop",
-                    "Café & chat",
-                    "Interview",
-                    "All hands",
-                ]
-            )
-            recurrence = None
-            if n % 5 == 0:
-                pattern: dict[str, Any] = {
-                    "type": "weekly",
-                    "interval": 1,
-                    "month": 0,
-                    "dayOfMonth": 0,
-                    "daysOfWeek": [start.strftime("%A").lower()],
-                    "firstDayOfWeek": "sunday",
-                    "index": "first",
-                }
-                if n % 10 == 5:
-                    pattern = {
-                        "type": "daily",
-                        "interval": 1,
-                        "month": 0,
-                        "dayOfMonth": 0,
-                        "firstDayOfWeek": "sunday",
-                        "index": "first",
-                    }
-                rng_range: dict[str, Any] = {
-                    "type": "numbered",
-                    "startDate": start.date().isoformat(),
-                    "endDate": "0001-01-01",
-                    "recurrenceTimeZone": "UTC",
-                    "numberOfOccurrences": rng.choice([5, 10, 20]),
-                }
-                if n % 15 == 0:
-                    rng_range = {
-                        "type": "noEnd",
-                        "startDate": start.date().isoformat(),
-                        "endDate": "0001-01-01",
-                        "recurrenceTimeZone": "UTC",
-                        "numberOfOccurrences": 0,
-                    }
-                recurrence = {"pattern": pattern, "range": rng_range}
-            props = event_props(
-                subject=subject,
-                body=f"<html><body><p>{rng.choice(SENTENCES)}</p></body></html>",
-                start=start,
-                end=start + timedelta(minutes=minutes),
-                organizer=Addr(user.display_name, user.upn),
-                attendees=[Addr(u.display_name, u.upn) for u in attendees],
-                location=rng.choice(["Room Göteborg", "Teams", "Café Noir", "HQ 4.12", ""]),
-                recurrence=recurrence,
-                categories=rng.choice([[], ["Blue category"]]),
-                is_all_day=False,
-            )
-            event = ops.new_item(
-                tenant,
-                user,
-                "event",
-                user.default_calendar,
-                props=props,
-                when=start - timedelta(days=20),
-                key=f"ev{n}",
-            )
-            event.props["iCalUId"] = (
-                "040000008200E00074C5B7101A82E008" + ids.digest(event.id, size=28).hex().upper()
-            )
-            if recurrence is not None and n % 3 == 0:
-                from graphsim.calendar import occurrence_dates
+            self._event(n, users)
 
-                dates = occurrence_dates(event, start.date(), start.date() + timedelta(days=200))
-                if len(dates) > 3:
-                    moved = dates[1]
-                    event.exceptions[moved.isoformat()] = {
-                        "subject": subject + " (moved)",
-                        "start": _dt(datetime.combine(moved, start.timetz()) + timedelta(hours=2)),
-                        "end": _dt(
-                            datetime.combine(moved, start.timetz())
-                            + timedelta(hours=2, minutes=minutes)
-                        ),
-                    }
-                    event.cancelled.append(dates[2].isoformat())
-            if rng.random() < 0.1:
-                name, ctype, content = rng.choice(self.shared)
-                event.attachments.append(
-                    Attachment(
-                        id=ids.attachment_id(event.id, 0),
-                        kind="file",
-                        name=name,
-                        content_type=ctype,
-                        modified=event.created,
-                        content=content,
-                    )
+    def _event(self, n: int, users: list[User]) -> None:
+        """Event ``n``: every 5th a series (daily or weekly, some without end), some series
+        with a moved and a cancelled occurrence, now and then an attachment."""
+        tenant, rng = self.tenant, self.rng
+        user = users[n % len(users)]
+        start = (ANCHOR + timedelta(days=rng.randint(-120, 120))).replace(
+            hour=rng.choice([8, 9, 10, 11, 13, 14, 15, 16]), minute=rng.choice([0, 30])
+        )
+        minutes = rng.choice([30, 30, 60, 60, 90, 120])
+        attendees = [
+            u for u in rng.sample(users, min(len(users), rng.randint(0, 3))) if u is not user
+        ]
+        subject = rng.choice(EVENT_SUBJECTS)
+        recurrence = self._recurrence(n, start) if n % 5 == 0 else None
+        props = event_props(
+            subject=subject,
+            body=f"<html><body><p>{rng.choice(SENTENCES)}</p></body></html>",
+            start=start,
+            end=start + timedelta(minutes=minutes),
+            organizer=Addr(user.display_name, user.upn),
+            attendees=[Addr(u.display_name, u.upn) for u in attendees],
+            location=rng.choice(["Room Göteborg", "Teams", "Café Noir", "HQ 4.12", ""]),
+            recurrence=recurrence,
+            categories=rng.choice([[], ["Blue category"]]),
+            is_all_day=False,
+        )
+        event = ops.new_item(
+            tenant,
+            user,
+            "event",
+            user.default_calendar,
+            props=props,
+            when=start - timedelta(days=20),
+            key=f"ev{n}",
+        )
+        event.props["iCalUId"] = (
+            "040000008200E00074C5B7101A82E008" + ids.digest(event.id, size=28).hex().upper()
+        )
+        if recurrence is not None and n % 3 == 0:
+            _move_and_cancel(event, start, minutes)
+        if rng.random() < 0.1:
+            name, ctype, content = rng.choice(self.shared)
+            event.attachments.append(
+                Attachment(
+                    id=ids.attachment_id(event.id, 0),
+                    kind="file",
+                    name=name,
+                    content_type=ctype,
+                    modified=event.created,
+                    content=content,
                 )
-                event.props["hasAttachments"] = True
+            )
+            event.props["hasAttachments"] = True
+
+    def _recurrence(self, n: int, start: datetime) -> dict[str, Any]:
+        pattern: dict[str, Any] = {
+            "type": "weekly",
+            "interval": 1,
+            "month": 0,
+            "dayOfMonth": 0,
+            "daysOfWeek": [start.strftime("%A").lower()],
+            "firstDayOfWeek": "sunday",
+            "index": "first",
+        }
+        if n % 10 == 5:
+            pattern = {
+                "type": "daily",
+                "interval": 1,
+                "month": 0,
+                "dayOfMonth": 0,
+                "firstDayOfWeek": "sunday",
+                "index": "first",
+            }
+        rng_range: dict[str, Any] = {
+            "type": "numbered",
+            "startDate": start.date().isoformat(),
+            "endDate": "0001-01-01",
+            "recurrenceTimeZone": "UTC",
+            "numberOfOccurrences": self.rng.choice([5, 10, 20]),
+        }
+        if n % 15 == 0:
+            rng_range = {**rng_range, "type": "noEnd", "numberOfOccurrences": 0}
+        return {"pattern": pattern, "range": rng_range}
 
     # -- contacts -------------------------------------------------------------------------------
 
@@ -978,6 +998,23 @@ def _dt(value: datetime) -> dict[str, str]:
     }
 
 
+def _move_and_cancel(event: OItem, start: datetime, minutes: int) -> None:
+    """Move the 2nd occurrence of a series two hours later and cancel the 3rd."""
+    from graphsim.calendar import occurrence_dates
+
+    dates = occurrence_dates(event, start.date(), start.date() + timedelta(days=200))
+    if len(dates) > 3:
+        moved = dates[1]
+        event.exceptions[moved.isoformat()] = {
+            "subject": event.props["subject"] + " (moved)",
+            "start": _dt(datetime.combine(moved, start.timetz()) + timedelta(hours=2)),
+            "end": _dt(
+                datetime.combine(moved, start.timetz()) + timedelta(hours=2, minutes=minutes)
+            ),
+        }
+        event.cancelled.append(dates[2].isoformat())
+
+
 def event_props(
     *,
     subject: str,
@@ -1035,6 +1072,21 @@ def event_props(
     }
 
 
+def _phone(rng: random.Random, prefix: str) -> str:
+    return f"{prefix} {rng.randint(100, 999)} {rng.randint(10, 99)} {rng.randint(10, 99)}"
+
+
+def _address(rng: random.Random, place: tuple[str, str, str, str]) -> dict[str, str]:
+    city, state, country, postcode = place
+    return {
+        "street": f"{rng.choice(STREETS)} {rng.randint(1, 200)}",
+        "city": city,
+        "state": state,
+        "countryOrRegion": country,
+        "postalCode": postcode,
+    }
+
+
 def contact_props(rng: random.Random, given: str, surname: str) -> dict[str, Any]:
     company = rng.choice(
         [
@@ -1045,7 +1097,7 @@ def contact_props(rng: random.Random, given: str, surname: str) -> dict[str, Any
             "Müller & Söhne GmbH",
         ]
     )
-    city, state, country, postcode = rng.choice(CITIES)
+    place = rng.choice(CITIES)
     email_domain = ascii_slug(company)[:12] + ".example"
     return {
         "givenName": given,
@@ -1084,34 +1136,13 @@ def contact_props(rng: random.Random, given: str, surname: str) -> dict[str, Any
             },
         ][: rng.choice([1, 2, 2])],
         "imAddresses": [],
-        "businessPhones": [
-            f"+41 44 {rng.randint(100, 999)} {rng.randint(10, 99)} {rng.randint(10, 99)}"
-        ],
-        "homePhones": [
-            f"+41 43 {rng.randint(100, 999)} {rng.randint(10, 99)} {rng.randint(10, 99)}"
-        ]
-        if rng.random() < 0.4
-        else [],
-        "mobilePhone": f"+41 79 {rng.randint(100, 999)} {rng.randint(10, 99)} "
-        f"{rng.randint(10, 99)}",
+        "businessPhones": [_phone(rng, "+41 44")],
+        "homePhones": [_phone(rng, "+41 43")] if rng.random() < 0.4 else [],
+        "mobilePhone": _phone(rng, "+41 79"),
         "children": [],
         "categories": [],
-        "businessAddress": {
-            "street": f"{rng.choice(STREETS)} {rng.randint(1, 200)}",
-            "city": city,
-            "state": state,
-            "countryOrRegion": country,
-            "postalCode": postcode,
-        },
-        "homeAddress": {
-            "street": f"{rng.choice(STREETS)} {rng.randint(1, 200)}",
-            "city": city,
-            "state": state,
-            "countryOrRegion": country,
-            "postalCode": postcode,
-        }
-        if rng.random() < 0.5
-        else {},
+        "businessAddress": _address(rng, place),
+        "homeAddress": _address(rng, place) if rng.random() < 0.5 else {},
         "otherAddress": {},
         "yomiGivenName": None,
         "yomiSurname": None,

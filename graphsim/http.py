@@ -147,6 +147,14 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
+    @classmethod
+    def joined(cls, routers: list[Router]) -> Router:
+        """One router trying the routes of ``routers`` in their order."""
+        out = cls()
+        for router in routers:
+            out.routes.extend(router.routes)
+        return out
+
     def add(self, method: str, template: str, service: str) -> Callable[[Handler], Handler]:
         regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template.replace("$", r"\$")) + "$"
 

@@ -86,6 +86,60 @@ def build_email(
     spec: MailSpec, attachments: list[Attachment], *, include_bcc: bool = False
 ) -> EmailMessage:
     msg = EmailMessage(policy=email.policy.SMTP)
+    _set_headers(msg, spec, include_bcc=include_bcc)
+    text = spec.text if spec.text is not None else html_to_text(spec.html or "")
+    msg.set_content(text, cte="quoted-printable")
+    inline = [a for a in attachments if a.kind == "file" and a.is_inline and a.content]
+    if spec.html is not None:
+        msg.add_alternative(spec.html, subtype="html", cte="quoted-printable")
+        alternatives = msg.get_payload()
+        assert isinstance(alternatives, list)
+        html_part = alternatives[-1]
+        assert isinstance(html_part, EmailMessage)
+        for att in inline:
+            assert att.content is not None
+            maintype, subtype = _mime_type(att)
+            html_part.add_related(
+                att.content.read(),
+                maintype,
+                subtype,
+                cid=f"<{att.content_id}>",
+                filename=att.name,
+                disposition="inline",
+            )
+    if spec.html is None:  # no HTML to relate them to: inline parts follow the text
+        for att in inline:
+            assert att.content is not None
+            maintype, subtype = _mime_type(att)
+            msg.add_attachment(
+                att.content.read(),
+                maintype,
+                subtype or "octet-stream",
+                filename=att.name,
+                disposition="inline",
+                cid=f"<{att.content_id}>" if att.content_id else None,
+            )
+    for att in attachments:
+        if att.kind == "file" and not att.is_inline and att.content is not None:
+            maintype, subtype = _mime_type(att)
+            msg.add_attachment(
+                att.content.read(), maintype, subtype or "octet-stream", filename=att.name
+            )
+        elif att.kind == "item" and isinstance(att.item, OItem) and att.item.kind == "message":
+            inner = att.item
+            inner_bytes = inner.raw_mime or render_mime(inner.spec, inner.attachments)
+            inner_msg = email.message_from_bytes(inner_bytes, policy=email.policy.SMTP)
+            msg.add_attachment(inner_msg, filename=att.name)
+    _tidy_parts(msg, spec.message_id)
+    return msg
+
+
+def _mime_type(att: Attachment) -> tuple[str, str]:
+    maintype, _, subtype = (att.content_type or "application/octet-stream").partition("/")
+    return maintype, subtype
+
+
+def _set_headers(msg: EmailMessage, spec: MailSpec, *, include_bcc: bool) -> None:
     msg["From"] = _addr_header([spec.sender])
     if spec.to:
         msg["To"] = _addr_header(spec.to)
@@ -112,49 +166,11 @@ def build_email(
     for name, value in spec.extra_headers:
         msg[name] = value
     msg["Content-Language"] = "en-US"
-    text = spec.text if spec.text is not None else html_to_text(spec.html or "")
-    msg.set_content(text, cte="quoted-printable")
-    inline = [a for a in attachments if a.kind == "file" and a.is_inline and a.content]
-    if spec.html is not None:
-        msg.add_alternative(spec.html, subtype="html", cte="quoted-printable")
-        alternatives = msg.get_payload()
-        assert isinstance(alternatives, list)
-        html_part = alternatives[-1]
-        assert isinstance(html_part, EmailMessage)
-        for att in inline:
-            assert att.content is not None
-            maintype, _, subtype = (att.content_type or "application/octet-stream").partition("/")
-            html_part.add_related(
-                att.content.read(),
-                maintype,
-                subtype,
-                cid=f"<{att.content_id}>",
-                filename=att.name,
-                disposition="inline",
-            )
-    if spec.html is None:  # no HTML to relate them to: inline parts follow the text
-        for att in inline:
-            assert att.content is not None
-            maintype, _, subtype = (att.content_type or "application/octet-stream").partition("/")
-            msg.add_attachment(
-                att.content.read(),
-                maintype,
-                subtype or "octet-stream",
-                filename=att.name,
-                disposition="inline",
-                cid=f"<{att.content_id}>" if att.content_id else None,
-            )
-    for att in attachments:
-        if att.kind == "file" and not att.is_inline and att.content is not None:
-            maintype, _, subtype = (att.content_type or "application/octet-stream").partition("/")
-            msg.add_attachment(
-                att.content.read(), maintype, subtype or "octet-stream", filename=att.name
-            )
-        elif att.kind == "item" and isinstance(att.item, OItem) and att.item.kind == "message":
-            inner = att.item
-            inner_bytes = inner.raw_mime or render_mime(inner.spec, inner.attachments)
-            inner_msg = email.message_from_bytes(inner_bytes, policy=email.policy.SMTP)
-            msg.add_attachment(inner_msg, filename=att.name)
+
+
+def _tidy_parts(msg: EmailMessage, message_id: str) -> None:
+    """As Exchange writes MIME: one MIME-Version (outside attached messages) and stable
+    boundaries derived from the Message-ID, so the same message renders the same bytes."""
     embedded: set[int] = set()
     for part in msg.walk():
         if part.get_content_type() == "message/rfc822":
@@ -169,9 +185,8 @@ def build_email(
             del part["MIME-Version"]
     for index, part in enumerate(p for p in msg.walk() if p.is_multipart()):
         if part.get_content_type() != "message/rfc822":
-            boundary = base64.b32encode(ids.digest(spec.message_id, index, size=10)).decode()
+            boundary = base64.b32encode(ids.digest(message_id, index, size=10)).decode()
             part.set_boundary(f"_{index:03d}_{boundary}_")
-    return msg
 
 
 def _strip_prefixes(subject: str) -> str:
@@ -266,61 +281,65 @@ def parse_mime(
     for index, part in enumerate(_leaf_parts(msg)):
         if id(part) in body_parts:
             continue
-        ctype = part.get_content_type()
-        disposition = part.get_content_disposition()
-        cid = part.get("Content-ID")
-        name = part.get_filename()
-        modified = spec.sent
-        att_id = ids.attachment_id(*id_parts, index)
-        if ctype == "message/rfc822":
-            payload = part.get_payload()
-            inner = payload[0] if isinstance(payload, list) else payload
-            assert isinstance(inner, Message)
-            inner_raw = inner.as_bytes(policy=email.policy.SMTP)
-            inner_spec, inner_atts = parse_mime(inner_raw, id_parts=(*id_parts, index))
-            item = OItem(
-                id=ids.outlook_id("attitem", *id_parts, index),
-                kind="message",
-                user_id="",
-                folder_id="",
-                seq=0,
-                created=modified,
-                modified=modified,
-                change_key=ids.change_key("attitem", *id_parts, index),
-                spec=inner_spec,
-                raw_mime=inner_raw,
-                attachments=inner_atts,
-                props={"isRead": True, "isDraft": False},
-            )
-            attachments.append(
-                Attachment(
-                    id=att_id,
-                    kind="item",
-                    name=name or inner_spec.subject or "Attached message",
-                    content_type=None,
-                    modified=modified,
-                    item=item,
-                )
-            )
-            continue
-        if disposition is None and not cid and ctype.startswith("text/"):
-            continue  # an extra body part (e.g. a calendar text part): not an attachment
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
-            data = b""
-        attachments.append(
-            Attachment(
-                id=att_id,
-                kind="file",
-                name=name or (f"image{index}.{ctype.split('/')[-1]}" if cid else f"part{index}"),
-                content_type=ctype,
-                modified=modified,
-                content=BytesContent.of(data),
-                content_id=str(cid).strip("<> ") if cid else None,
-                is_inline=disposition == "inline" or (disposition is None and bool(cid)),
-            )
-        )
+        att = _mime_attachment(part, index, id_parts, spec.sent)
+        if att is not None:
+            attachments.append(att)
     return spec, attachments
+
+
+def _mime_attachment(
+    part: Message, index: int, id_parts: tuple[object, ...], modified: datetime
+) -> Attachment | None:
+    """A leaf part that is not the body: an attached message (parsed in turn), a file or
+    inline image; None for an extra text part (e.g. a calendar text part)."""
+    ctype = part.get_content_type()
+    disposition = part.get_content_disposition()
+    cid = part.get("Content-ID")
+    name = part.get_filename()
+    att_id = ids.attachment_id(*id_parts, index)
+    if ctype == "message/rfc822":
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) else payload
+        assert isinstance(inner, Message)
+        inner_raw = inner.as_bytes(policy=email.policy.SMTP)
+        inner_spec, inner_atts = parse_mime(inner_raw, id_parts=(*id_parts, index))
+        item = OItem(
+            id=ids.outlook_id("attitem", *id_parts, index),
+            kind="message",
+            user_id="",
+            folder_id="",
+            seq=0,
+            created=modified,
+            modified=modified,
+            change_key=ids.change_key("attitem", *id_parts, index),
+            spec=inner_spec,
+            raw_mime=inner_raw,
+            attachments=inner_atts,
+            props={"isRead": True, "isDraft": False},
+        )
+        return Attachment(
+            id=att_id,
+            kind="item",
+            name=name or inner_spec.subject or "Attached message",
+            content_type=None,
+            modified=modified,
+            item=item,
+        )
+    if disposition is None and not cid and ctype.startswith("text/"):
+        return None  # an extra body part (e.g. a calendar text part): not an attachment
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        data = b""
+    return Attachment(
+        id=att_id,
+        kind="file",
+        name=name or (f"image{index}.{ctype.split('/')[-1]}" if cid else f"part{index}"),
+        content_type=ctype,
+        modified=modified,
+        content=BytesContent.of(data),
+        content_id=str(cid).strip("<> ") if cid else None,
+        is_inline=disposition == "inline" or (disposition is None and bool(cid)),
+    )
 
 
 def _part_text(part: Message) -> str:

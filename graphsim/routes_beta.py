@@ -15,9 +15,10 @@ from graphsim.core import (
     apply_select,
     collection,
     delta_page,
+    delta_resp,
     mailbox_of,
-    outlook_delta_resp,
     read_delta_token,
+    removed_entry,
     tenant_of,
 )
 from graphsim.http import Req, Resp, Router
@@ -59,63 +60,65 @@ def _event_stub(event: OItem) -> dict[str, Any]:
     }
 
 
-def register(router: Router) -> None:
-    @router.add("GET", "/beta/users/{user}/mailFolders", "exchange")
-    def all_mail_folders(engine: Engine, req: Req) -> Resp:
-        """Beta lists every mail folder of the mailbox, nested ones included, where v1.0
-        lists the top level only (clients walk ``childFolders`` there)."""
-        tenant, user = tenant_of(req), mailbox_of(req)
-        hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
-        folders = _all_mail_folders(tenant, user, hidden)
-        return collection(
-            req,
-            engine,
-            f"users('{user.id}')/mailFolders",
-            folders,
-            render=lambda f: apply_select(folder_json(tenant, f), req.select()),
-            default=10,
-        )
+router = Router()
 
-    def events_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
-        """Beta's event delta over a calendar: series masters and single events, no time
-        window, each as id/type/start/end; removed and moved-out events as ``@removed``."""
-        tenant = tenant_of(req)
-        token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-        state = read_delta_token(
-            req,
-            engine,
-            collection=f"events:{calendar.id}",
-            owner=user.id,
-            style="outlook",
-            path=path,
-            query={},
-            default_size=10,
-            max_size=1000,
-            token=token,
-        )
-        live = ((e.seq, e.id, e) for e in tenant.folder_items(calendar.id) if not e.deleted)
-        removed = ((seq, i, None) for i, seq in tenant.tombs.get(calendar.id, {}).items())
-        page, more = delta_page(state, live, removed)
-        values = [
-            {"@odata.type": "#microsoft.graph.event", "id": i, "@removed": {"reason": "deleted"}}
-            if gone
-            else _event_stub(obj)
-            for _seq, i, obj, gone in page
-        ]
-        return outlook_delta_resp(
-            req, engine, state, user.id, page, more, path=path, entity="event", values=values
-        )
 
-    @router.add("GET", "/beta/users/{user}/calendars/{calendar}/events/delta", "exchange")
-    def calendar_events_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        calendar = resolve_folder(tenant, user, req.params["calendar"], "calendar")
-        return events_delta(
-            engine, req, user, calendar, f"/users/{user.id}/calendars/{calendar.id}/events/delta"
-        )
+@router.add("GET", "/beta/users/{user}/mailFolders", "exchange")
+def all_mail_folders(engine: Engine, req: Req) -> Resp:
+    """Beta lists every mail folder of the mailbox, nested ones included, where v1.0
+    lists the top level only (clients walk ``childFolders`` there)."""
+    tenant, user = tenant_of(req), mailbox_of(req)
+    hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
+    folders = _all_mail_folders(tenant, user, hidden)
+    return collection(
+        req,
+        engine,
+        f"users('{user.id}')/mailFolders",
+        folders,
+        render=lambda f: apply_select(folder_json(tenant, f), req.select()),
+        default=10,
+    )
 
-    @router.add("GET", "/beta/users/{user}/events/delta", "exchange")
-    def default_events_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        calendar = tenant.folders[user.default_calendar]
-        return events_delta(engine, req, user, calendar, f"/users/{user.id}/events/delta")
+
+def events_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
+    """Beta's event delta over a calendar: series masters and single events, no time
+    window, each as id/type/start/end; removed and moved-out events as ``@removed``."""
+    tenant = tenant_of(req)
+    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    state = read_delta_token(
+        req,
+        engine,
+        collection=f"events:{calendar.id}",
+        owner=user.id,
+        style="outlook",
+        path=path,
+        query={},
+        default_size=10,
+        max_size=1000,
+        token=token,
+    )
+    live = ((e.seq, e.id, e) for e in tenant.folder_items(calendar.id) if not e.deleted)
+    removed = ((seq, i, None) for i, seq in tenant.tombs.get(calendar.id, {}).items())
+    page, more = delta_page(state, live, removed)
+    values = [
+        removed_entry("event", i) if gone else _event_stub(obj) for _seq, i, obj, gone in page
+    ]
+    return delta_resp(
+        req, engine, state, user.id, page, more, path=path, entity="event", values=values
+    )
+
+
+@router.add("GET", "/beta/users/{user}/calendars/{calendar}/events/delta", "exchange")
+def calendar_events_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    calendar = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+    return events_delta(
+        engine, req, user, calendar, f"/users/{user.id}/calendars/{calendar.id}/events/delta"
+    )
+
+
+@router.add("GET", "/beta/users/{user}/events/delta", "exchange")
+def default_events_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    calendar = tenant.folders[user.default_calendar]
+    return events_delta(engine, req, user, calendar, f"/users/{user.id}/events/delta")

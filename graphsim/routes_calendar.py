@@ -20,16 +20,17 @@ from graphsim.core import (
     apply_select,
     collection,
     delta_page,
+    delta_resp,
     filtered,
     json_resp,
     mailbox_of,
-    outlook_delta_resp,
     read_delta_token,
+    removed_entry,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
 from graphsim.mail import html_to_text
-from graphsim.routes_mail import folder_delta, get_item, register_attachment_routes, resolve_folder
+from graphsim.routes_mail import add_attachment_routes, folder_delta, get_item, resolve_folder
 from graphsim.state import Attachment, Folder, OItem, Tenant, User, iso
 from graphsim.state import utcnow as iso_now
 
@@ -343,521 +344,544 @@ def contact_json(item: OItem) -> dict[str, Any]:
     }
 
 
-def register(router: Router) -> None:
-    # -- calendars ------------------------------------------------------------------------
-    def calendar_json(tenant: Tenant, user: User, folder: Folder) -> dict[str, Any]:
-        return {
-            "@odata.etag": f'W/"{folder.change_key}"',
-            "id": folder.id,
-            "name": folder.display_name,
-            "changeKey": folder.change_key,
-            "owner": {"name": user.display_name, "address": user.upn},
-            **{k: v for k, v in folder.props.items()},
-        }
+router = Router()
 
-    @router.add("GET", "/users/{user}/calendars", "exchange")
-    def calendars(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folders = sorted(
-            tenant.user_folders(user.id, "calendar"),
-            key=lambda f: (f.id != user.default_calendar, f.display_name),
+
+# -- calendars ------------------------------------------------------------------------
+def calendar_json(tenant: Tenant, user: User, folder: Folder) -> dict[str, Any]:
+    return {
+        "@odata.etag": f'W/"{folder.change_key}"',
+        "id": folder.id,
+        "name": folder.display_name,
+        "changeKey": folder.change_key,
+        "owner": {"name": user.display_name, "address": user.upn},
+        **{k: v for k, v in folder.props.items()},
+    }
+
+
+@router.add("GET", "/users/{user}/calendars", "exchange")
+def calendars(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folders = sorted(
+        tenant.user_folders(user.id, "calendar"),
+        key=lambda f: (f.id != user.default_calendar, f.display_name),
+    )
+    return collection(
+        req,
+        engine,
+        "calendars",
+        [apply_select(calendar_json(tenant, user, f), req.select()) for f in folders],
+    )
+
+
+@router.add("GET", "/users/{user}/calendars/{calendar}", "exchange")
+def get_calendar(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+    return json_resp(apply_select(calendar_json(tenant, user, folder), req.select()))
+
+
+@router.add("POST", "/users/{user}/calendars", "exchange")
+def create_calendar(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    name = str(req.json().get("name") or "").strip()
+    if not name:
+        raise GraphError(400, "ErrorInvalidRequest", "name is required.")
+    if any(
+        f.display_name.lower() == name.lower() for f in tenant.user_folders(user.id, "calendar")
+    ):
+        raise GraphError(
+            409, "ErrorFolderExists", "A folder with the specified name already exists."
         )
-        return collection(
-            req,
-            engine,
-            "calendars",
-            [apply_select(calendar_json(tenant, user, f), req.select()) for f in folders],
+    folder = ops.new_folder(
+        tenant,
+        user,
+        "calendar",
+        name,
+        None,
+        props={
+            "color": "auto",
+            "hexColor": "",
+            "isDefaultCalendar": False,
+            "isRemovable": True,
+            "canShare": True,
+            "canViewPrivateItems": True,
+            "canEdit": True,
+            "isTallyingResponses": False,
+            "allowedOnlineMeetingProviders": ["teamsForBusiness"],
+            "defaultOnlineMeetingProvider": "teamsForBusiness",
+        },
+    )
+    return json_resp(calendar_json(tenant, user, folder), 201)
+
+
+def list_events(engine: Engine, req: Req, folders: list[Folder]) -> Resp:
+    tenant = tenant_of(req)
+    events = [e for f in folders for e in tenant.folder_items(f.id)]
+    events.sort(key=lambda e: (e.props["start"]["dateTime"], e.id))
+    return collection(
+        req,
+        engine,
+        "events",
+        filtered(req, events, lambda e: extended.with_properties(event_json(tenant, e), e)),
+        default=10,
+        render=lambda e: event_out(req, tenant, e),
+    )
+
+
+@router.add("GET", "/users/{user}/events", "exchange")
+def all_events(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return list_events(engine, req, tenant.user_folders(user.id, "calendar"))
+
+
+@router.add("GET", "/users/{user}/calendars/{calendar}/events", "exchange")
+def calendar_events(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return list_events(
+        engine, req, [resolve_folder(tenant, user, req.params["calendar"], "calendar")]
+    )
+
+
+@router.add("POST", "/users/{user}/events", "exchange")
+def create_default(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    event = create_event(tenant, user, tenant.folders[user.default_calendar], req.json())
+    return json_resp(event_out(req, tenant, event), 201)
+
+
+@router.add("POST", "/users/{user}/calendars/{calendar}/events", "exchange")
+def create_in(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+    event = create_event(tenant, user, folder, req.json())
+    return json_resp(event_out(req, tenant, event), 201)
+
+
+@router.add("GET", "/users/{user}/events/{item}", "exchange")
+def get_event(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    master, day = resolve_event(tenant, user, req.params["item"])
+    if day is None:
+        return json_resp(event_out(req, tenant, master))
+    from datetime import date
+
+    from graphsim.calendar import instance_json
+
+    inst = instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
+    return json_resp(apply_select(inst, req.select()))
+
+
+@router.add("PATCH", "/users/{user}/events/{item}", "exchange")
+def patch_event(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    master, day = resolve_event(tenant, user, req.params["item"])
+    body = req.json()
+    unknown = set(body) - EVENT_WRITABLE
+    if unknown:
+        raise GraphError(
+            400,
+            "RequestBodyRead",
+            f"The property '{sorted(unknown)[0]}' does not exist on type 'microsoft.graph.event'.",
         )
+    changes = {
+        k: (to_utc(v) if k in ("start", "end") else v)
+        for k, v in body.items()
+        if k != extended.FIELD
+    }
+    if day is None:
+        extended.store(master, body)
+        master.props.update(changes)
+    else:
+        master.exceptions.setdefault(day, {}).update(changes)
+    tenant.touch_item(master)
+    if day is None:
+        return json_resp(event_out(req, tenant, master))
+    from datetime import date
 
-    @router.add("GET", "/users/{user}/calendars/{calendar}", "exchange")
-    def get_calendar(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
-        return json_resp(apply_select(calendar_json(tenant, user, folder), req.select()))
+    from graphsim.calendar import instance_json
 
-    @router.add("POST", "/users/{user}/calendars", "exchange")
-    def create_calendar(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        name = str(req.json().get("name") or "").strip()
-        if not name:
-            raise GraphError(400, "ErrorInvalidRequest", "name is required.")
-        if any(
-            f.display_name.lower() == name.lower() for f in tenant.user_folders(user.id, "calendar")
-        ):
-            raise GraphError(
-                409, "ErrorFolderExists", "A folder with the specified name already exists."
-            )
-        folder = ops.new_folder(
-            tenant,
-            user,
-            "calendar",
-            name,
-            None,
-            props={
-                "color": "auto",
-                "hexColor": "",
-                "isDefaultCalendar": False,
-                "isRemovable": True,
-                "canShare": True,
-                "canViewPrivateItems": True,
-                "canEdit": True,
-                "isTallyingResponses": False,
-                "allowedOnlineMeetingProviders": ["teamsForBusiness"],
-                "defaultOnlineMeetingProvider": "teamsForBusiness",
-            },
-        )
-        return json_resp(calendar_json(tenant, user, folder), 201)
+    return json_resp(
+        instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
+    )
 
-    def list_events(engine: Engine, req: Req, folders: list[Folder]) -> Resp:
-        tenant = tenant_of(req)
-        events = [e for f in folders for e in tenant.folder_items(f.id)]
-        events.sort(key=lambda e: (e.props["start"]["dateTime"], e.id))
-        return collection(
-            req,
-            engine,
-            "events",
-            filtered(req, events, lambda e: extended.with_properties(event_json(tenant, e), e)),
-            default=10,
-            render=lambda e: event_out(req, tenant, e),
-        )
 
-    @router.add("GET", "/users/{user}/events", "exchange")
-    def all_events(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return list_events(engine, req, tenant.user_folders(user.id, "calendar"))
-
-    @router.add("GET", "/users/{user}/calendars/{calendar}/events", "exchange")
-    def calendar_events(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return list_events(
-            engine, req, [resolve_folder(tenant, user, req.params["calendar"], "calendar")]
-        )
-
-    @router.add("POST", "/users/{user}/events", "exchange")
-    def create_default(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        event = create_event(tenant, user, tenant.folders[user.default_calendar], req.json())
-        return json_resp(event_out(req, tenant, event), 201)
-
-    @router.add("POST", "/users/{user}/calendars/{calendar}/events", "exchange")
-    def create_in(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
-        event = create_event(tenant, user, folder, req.json())
-        return json_resp(event_out(req, tenant, event), 201)
-
-    @router.add("GET", "/users/{user}/events/{item}", "exchange")
-    def get_event(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        master, day = resolve_event(tenant, user, req.params["item"])
-        if day is None:
-            return json_resp(event_out(req, tenant, master))
-        from datetime import date
-
-        from graphsim.calendar import instance_json
-
-        inst = instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
-        return json_resp(apply_select(inst, req.select()))
-
-    @router.add("PATCH", "/users/{user}/events/{item}", "exchange")
-    def patch_event(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        master, day = resolve_event(tenant, user, req.params["item"])
-        body = req.json()
-        unknown = set(body) - EVENT_WRITABLE
-        if unknown:
-            raise GraphError(
-                400,
-                "RequestBodyRead",
-                f"The property '{sorted(unknown)[0]}' does not exist on type "
-                "'microsoft.graph.event'.",
-            )
-        changes = {
-            k: (to_utc(v) if k in ("start", "end") else v)
-            for k, v in body.items()
-            if k != extended.FIELD
-        }
-        if day is None:
-            extended.store(master, body)
-            master.props.update(changes)
-        else:
-            master.exceptions.setdefault(day, {}).update(changes)
+@router.add("DELETE", "/users/{user}/events/{item}", "exchange")
+def delete_event(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    master, day = resolve_event(tenant, user, req.params["item"])
+    if day is None:
+        tenant.delete_item(master)
+    else:
+        master.cancelled.append(day)
+        master.exceptions.pop(day, None)
+        master.instance_attachments.pop(day, None)
         tenant.touch_item(master)
-        if day is None:
-            return json_resp(event_out(req, tenant, master))
-        from datetime import date
+    return Resp(204)
 
-        from graphsim.calendar import instance_json
 
-        return json_resp(
-            instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
-        )
+@router.add("GET", "/users/{user}/events/{item}/instances", "exchange")
+def instances(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    master, _day = resolve_event(tenant, user, req.params["item"])
+    bounds = window(req)
+    assert bounds is not None
+    base = event_json(tenant, master)
+    if not master.props.get("recurrence"):
+        values = [base] if overlaps(master, *bounds) else []
+    else:
+        values = series_instances(tenant, master, bounds[0], bounds[1], base)
+    return collection(
+        req, engine, "events", [apply_select(v, req.select()) for v in values], default=10
+    )
 
-    @router.add("DELETE", "/users/{user}/events/{item}", "exchange")
-    def delete_event(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        master, day = resolve_event(tenant, user, req.params["item"])
-        if day is None:
-            tenant.delete_item(master)
-        else:
-            master.cancelled.append(day)
-            master.exceptions.pop(day, None)
-            master.instance_attachments.pop(day, None)
-            tenant.touch_item(master)
-        return Resp(204)
 
-    @router.add("GET", "/users/{user}/events/{item}/instances", "exchange")
-    def instances(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        master, _day = resolve_event(tenant, user, req.params["item"])
+def view(engine: Engine, req: Req, calendar: Folder) -> Resp:
+    tenant = tenant_of(req)
+    bounds = window(req)
+    assert bounds is not None
+    values = sorted(
+        _view(engine, tenant, calendar, *bounds),
+        key=lambda e: (e[2]["start"]["dateTime"], e[1]),
+    )
+    return collection(
+        req, engine, "events", [apply_select(v[2], req.select()) for v in values], default=10
+    )
+
+
+@router.add("GET", "/users/{user}/calendarView", "exchange")
+def calendar_view(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return view(engine, req, tenant.folders[user.default_calendar])
+
+
+@router.add("GET", "/users/{user}/calendars/{calendar}/calendarView", "exchange")
+def calendar_view_of(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return view(engine, req, resolve_folder(tenant, user, req.params["calendar"], "calendar"))
+
+
+def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
+    tenant = tenant_of(req)
+    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    query: dict[str, Any] = {}
+    if not token:
         bounds = window(req)
         assert bounds is not None
-        base = event_json(tenant, master)
-        if not master.props.get("recurrence"):
-            values = [base] if overlaps(master, *bounds) else []
-        else:
-            values = series_instances(tenant, master, bounds[0], bounds[1], base)
-        return collection(
-            req, engine, "events", [apply_select(v, req.select()) for v in values], default=10
+        query = {"lo": iso(bounds[0]), "hi": iso(bounds[1])}
+    state = read_delta_token(
+        req,
+        engine,
+        collection=f"view:{calendar.id}",
+        owner=user.id,
+        style="outlook",
+        path=path,
+        query=query,
+        default_size=10,
+        max_size=1000,
+        token=token,
+    )
+    lo, hi = parse_dt(state.query["lo"]), parse_dt(state.query["hi"])
+    page, more = delta_page(
+        state, _view(engine, tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
+    )
+    values = [removed_entry("event", i) if gone else obj for _s, i, obj, gone in page]
+    return delta_resp(
+        req, engine, state, user.id, page, more, path=path, entity="event", values=values
+    )
+
+
+@router.add("GET", "/users/{user}/calendarView/delta", "exchange")
+def calendar_view_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return view_delta(
+        engine,
+        req,
+        user,
+        tenant.folders[user.default_calendar],
+        f"/users/{user.id}/calendarView/delta",
+    )
+
+
+@router.add("GET", "/users/{user}/calendars/{calendar}/calendarView/delta", "exchange")
+def calendar_view_delta_of(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+    return view_delta(
+        engine, req, user, folder, f"/users/{user.id}/calendars/{folder.id}/calendarView/delta"
+    )
+
+
+add_attachment_routes(router, "/users/{user}/events/{item}", "event")
+
+# -- contacts ---------------------------------------------------------------------------
+
+
+def cfolder_json(folder: Folder) -> dict[str, Any]:
+    return {
+        "id": folder.id,
+        "displayName": folder.display_name,
+        "parentFolderId": folder.parent_id or folder.id,
+    }
+
+
+@router.add("GET", "/users/{user}/contactFolders", "exchange")
+def contact_folders(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folders = sorted(
+        (f for f in tenant.user_folders(user.id, "contact") if f.parent_id == user.contacts_root),
+        key=lambda f: f.display_name.lower(),
+    )
+    return collection(
+        req,
+        engine,
+        "contactFolders",
+        [apply_select(cfolder_json(f), req.select()) for f in folders],
+    )
+
+
+@router.add("GET", "/users/{user}/contactFolders/delta", "exchange")
+def contact_folders_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return folder_delta(
+        engine, req, tenant, user, "contact", f"/users/{user.id}/contactFolders/delta"
+    )
+
+
+@router.add("GET", "/users/{user}/contactFolders/{folder}", "exchange")
+def contact_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return json_resp(cfolder_json(resolve_folder(tenant, user, req.params["folder"], "contact")))
+
+
+@router.add("GET", "/users/{user}/contactFolders/{folder}/childFolders", "exchange")
+def contact_children(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    parent = resolve_folder(tenant, user, req.params["folder"], "contact")
+    kids = [f for f in tenant.user_folders(user.id, "contact") if f.parent_id == parent.id]
+    return collection(req, engine, "contactFolders", [cfolder_json(f) for f in kids])
+
+
+def new_contact_folder(req: Req, parent: Folder, user: User) -> Resp:
+    tenant = tenant_of(req)
+    name = str(req.json().get("displayName") or "").strip()
+    if not name:
+        raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
+    if any(
+        f.parent_id == parent.id and f.display_name.lower() == name.lower()
+        for f in tenant.user_folders(user.id, "contact")
+    ):
+        raise GraphError(
+            409, "ErrorFolderExists", "A folder with the specified name already exists."
         )
+    return json_resp(cfolder_json(ops.new_folder(tenant, user, "contact", name, parent.id)), 201)
 
-    def view(engine: Engine, req: Req, calendar: Folder) -> Resp:
-        tenant = tenant_of(req)
-        bounds = window(req)
-        assert bounds is not None
-        values = sorted(
-            _view(engine, tenant, calendar, *bounds),
-            key=lambda e: (e[2]["start"]["dateTime"], e[1]),
-        )
-        return collection(
-            req, engine, "events", [apply_select(v[2], req.select()) for v in values], default=10
-        )
 
-    @router.add("GET", "/users/{user}/calendarView", "exchange")
-    def calendar_view(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return view(engine, req, tenant.folders[user.default_calendar])
+@router.add("POST", "/users/{user}/contactFolders", "exchange")
+def create_contact_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return new_contact_folder(req, tenant.folders[user.contacts_root], user)
 
-    @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView", "exchange")
-    def calendar_view_of(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return view(engine, req, resolve_folder(tenant, user, req.params["calendar"], "calendar"))
 
-    def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
-        tenant = tenant_of(req)
-        token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-        query: dict[str, Any] = {}
-        if not token:
-            bounds = window(req)
-            assert bounds is not None
-            query = {"lo": iso(bounds[0]), "hi": iso(bounds[1])}
-        state = read_delta_token(
-            req,
-            engine,
-            collection=f"view:{calendar.id}",
-            owner=user.id,
-            style="outlook",
-            path=path,
-            query=query,
-            default_size=10,
-            max_size=1000,
-            token=token,
-        )
-        lo, hi = parse_dt(state.query["lo"]), parse_dt(state.query["hi"])
-        page, more = delta_page(
-            state, _view(engine, tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
-        )
-        values = [
-            {"@odata.type": "#microsoft.graph.event", "id": i, "@removed": {"reason": "deleted"}}
-            if gone
-            else obj
-            for _s, i, obj, gone in page
-        ]
-        return outlook_delta_resp(
-            req, engine, state, user.id, page, more, path=path, entity="event", values=values
-        )
+@router.add("POST", "/users/{user}/contactFolders/{folder}/childFolders", "exchange")
+def create_contact_child(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return new_contact_folder(
+        req, resolve_folder(tenant, user, req.params["folder"], "contact"), user
+    )
 
-    @router.add("GET", "/users/{user}/calendarView/delta", "exchange")
-    def calendar_view_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return view_delta(
-            engine,
-            req,
-            user,
-            tenant.folders[user.default_calendar],
-            f"/users/{user.id}/calendarView/delta",
-        )
 
-    @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView/delta", "exchange")
-    def calendar_view_delta_of(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
-        return view_delta(
-            engine, req, user, folder, f"/users/{user.id}/calendars/{folder.id}/calendarView/delta"
-        )
+def contacts_in(engine: Engine, req: Req, folder: Folder) -> Resp:
+    tenant = tenant_of(req)
+    items = sorted(
+        tenant.folder_items(folder.id), key=lambda c: (str(c.props.get("displayName")), c.id)
+    )
+    return collection(
+        req,
+        engine,
+        "contacts",
+        filtered(req, items, lambda c: extended.with_properties(contact_json(c), c)),
+        render=lambda c: extended.expand(req, c, apply_select(contact_json(c), req.select())),
+    )
 
-    register_attachment_routes(router, "/users/{user}/events/{item}", "event")
 
-    # -- contacts ---------------------------------------------------------------------------
+@router.add("GET", "/users/{user}/contacts", "exchange")
+def default_contacts(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return contacts_in(engine, req, tenant.folders[user.contacts_root])
 
-    def cfolder_json(folder: Folder) -> dict[str, Any]:
-        return {
-            "id": folder.id,
-            "displayName": folder.display_name,
-            "parentFolderId": folder.parent_id or folder.id,
-        }
 
-    @router.add("GET", "/users/{user}/contactFolders", "exchange")
-    def contact_folders(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folders = sorted(
-            (
-                f
-                for f in tenant.user_folders(user.id, "contact")
-                if f.parent_id == user.contacts_root
-            ),
-            key=lambda f: f.display_name.lower(),
-        )
-        return collection(
-            req,
-            engine,
-            "contactFolders",
-            [apply_select(cfolder_json(f), req.select()) for f in folders],
-        )
+@router.add("GET", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
+def folder_contacts(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return contacts_in(engine, req, resolve_folder(tenant, user, req.params["folder"], "contact"))
 
-    @router.add("GET", "/users/{user}/contactFolders/delta", "exchange")
-    def contact_folders_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return folder_delta(
-            engine, req, tenant, user, "contact", f"/users/{user.id}/contactFolders/delta"
-        )
 
-    @router.add("GET", "/users/{user}/contactFolders/{folder}", "exchange")
-    def contact_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return json_resp(
-            cfolder_json(resolve_folder(tenant, user, req.params["folder"], "contact"))
-        )
+def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: str) -> Resp:
+    tenant = tenant_of(req)
+    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    state = read_delta_token(
+        req,
+        engine,
+        collection=folder.id,
+        owner=user.id,
+        style="outlook",
+        path=path,
+        query={"select": req.query.get("$select", "")},
+        default_size=10,
+        max_size=1000,
+        token=token,
+    )
+    select = [s for s in str(state.query.get("select", "")).split(",") if s] or None
+    live = ((c.seq, c.id, c) for c in tenant.folder_items(folder.id))
+    removed = ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
+    page, more = delta_page(state, live, removed)
+    values = [
+        removed_entry("contact", i) if gone else apply_select(contact_json(obj), select)
+        for _s, i, obj, gone in page
+    ]
+    return delta_resp(
+        req, engine, state, user.id, page, more, path=path, entity="contact", values=values
+    )
 
-    @router.add("GET", "/users/{user}/contactFolders/{folder}/childFolders", "exchange")
-    def contact_children(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        parent = resolve_folder(tenant, user, req.params["folder"], "contact")
-        kids = [f for f in tenant.user_folders(user.id, "contact") if f.parent_id == parent.id]
-        return collection(req, engine, "contactFolders", [cfolder_json(f) for f in kids])
 
-    def new_contact_folder(req: Req, parent: Folder, user: User) -> Resp:
-        tenant = tenant_of(req)
-        name = str(req.json().get("displayName") or "").strip()
-        if not name:
-            raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
-        if any(
-            f.parent_id == parent.id and f.display_name.lower() == name.lower()
-            for f in tenant.user_folders(user.id, "contact")
-        ):
+@router.add("GET", "/users/{user}/contacts/delta", "exchange")
+def default_contacts_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return contacts_delta(
+        engine,
+        req,
+        user,
+        tenant.folders[user.contacts_root],
+        f"/users/{user.id}/contacts/delta",
+    )
+
+
+@router.add("GET", "/users/{user}/contactFolders/{folder}/contacts/delta", "exchange")
+def folder_contacts_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"], "contact")
+    return contacts_delta(
+        engine, req, user, folder, f"/users/{user.id}/contactFolders/{folder.id}/contacts/delta"
+    )
+
+
+def create_contact(req: Req, user: User, folder: Folder) -> Resp:
+    tenant = tenant_of(req)
+    body = req.json()
+    for forbidden in ("id", "changeKey", "parentFolderId"):
+        if forbidden in body:
             raise GraphError(
-                409, "ErrorFolderExists", "A folder with the specified name already exists."
+                400, "ErrorInvalidPropertySet", f"The property '{forbidden}' is read-only."
             )
-        return json_resp(
-            cfolder_json(ops.new_folder(tenant, user, "contact", name, parent.id)), 201
+    props = {k: v for k, v in body.items() if not k.startswith("@") and k != extended.FIELD}
+    props.setdefault(
+        "displayName", f"{props.get('givenName', '')} {props.get('surname', '')}".strip()
+    )
+    for key in (
+        "emailAddresses",
+        "businessPhones",
+        "homePhones",
+        "imAddresses",
+        "children",
+        "categories",
+    ):
+        props.setdefault(key, [])
+    item = ops.new_item(tenant, user, "contact", folder.id, props=props)
+    extended.store(item, body)
+    return json_resp(extended.expand(req, item, contact_json(item)), 201)
+
+
+@router.add("POST", "/users/{user}/contacts", "exchange")
+def create_default_contact(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return create_contact(req, user, tenant.folders[user.contacts_root])
+
+
+@router.add("POST", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
+def create_folder_contact(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return create_contact(req, user, resolve_folder(tenant, user, req.params["folder"], "contact"))
+
+
+@router.add("GET", "/users/{user}/contacts/{item}", "exchange")
+def get_contact(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "contact")
+    return json_resp(extended.expand(req, item, apply_select(contact_json(item), req.select())))
+
+
+@router.add("PATCH", "/users/{user}/contacts/{item}", "exchange")
+def patch_contact(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "contact")
+    body = req.json()
+    for key, value in body.items():
+        if key in ("id", "changeKey", "parentFolderId"):
+            raise GraphError(400, "ErrorInvalidPropertySet", f"The property '{key}' is read-only.")
+        if key != extended.FIELD:
+            item.props[key] = value
+    extended.store(item, body)
+    tenant.touch_item(item)
+    return json_resp(contact_json(item))
+
+
+def photo_of(req: Req) -> tuple[OItem, Attachment | None]:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "contact")
+    return item, next((a for a in item.attachments if a.name == "photo.jpg"), None)
+
+
+@router.add("GET", "/users/{user}/contacts/{item}/photo", "exchange")
+def contact_photo(engine: Engine, req: Req) -> Resp:
+    _item, photo = photo_of(req)
+    if photo is None:
+        raise GraphError(404, "ErrorItemNotFound", "The photo wasn't found.")
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#users('{req.params['user']}')"
+            f"/contacts('{req.params['item']}')/photo/$entity",
+            "@odata.mediaContentType": photo.content_type,
+            "@odata.mediaEtag": f'W/"{photo.id[-16:]}"',
+            "id": "240X240",
+            "height": 240,
+            "width": 240,
+        }
+    )
+
+
+@router.add("GET", "/users/{user}/contacts/{item}/photo/$value", "exchange")
+def contact_photo_value(engine: Engine, req: Req) -> Resp:
+    _item, photo = photo_of(req)
+    if photo is None or photo.content is None:
+        raise GraphError(404, "ErrorItemNotFound", "The photo wasn't found.")
+    return Resp(200, photo.content.read(), {"Content-Type": photo.content_type or "image/jpeg"})
+
+
+@router.add("PUT", "/users/{user}/contacts/{item}/photo/$value", "exchange")
+def set_contact_photo(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    item, photo = photo_of(req)
+    if not req.body:
+        raise GraphError(400, "ErrorInvalidRequest", "The photo is empty.")
+    if photo is not None:
+        item.attachments.remove(photo)
+    item.attachments.append(
+        Attachment(
+            id=ids.attachment_id(item.id, "photo", tenant.new_name("photo")),
+            kind="file",
+            name="photo.jpg",
+            content_type=req.headers.get("content-type", "image/jpeg"),
+            modified=iso_now(),
+            content=BytesContent.of(req.body),
         )
+    )
+    tenant.touch_item(item)
+    return Resp(200)
 
-    @router.add("POST", "/users/{user}/contactFolders", "exchange")
-    def create_contact_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return new_contact_folder(req, tenant.folders[user.contacts_root], user)
 
-    @router.add("POST", "/users/{user}/contactFolders/{folder}/childFolders", "exchange")
-    def create_contact_child(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return new_contact_folder(
-            req, resolve_folder(tenant, user, req.params["folder"], "contact"), user
-        )
-
-    def contacts_in(engine: Engine, req: Req, folder: Folder) -> Resp:
-        tenant = tenant_of(req)
-        items = sorted(
-            tenant.folder_items(folder.id), key=lambda c: (str(c.props.get("displayName")), c.id)
-        )
-        return collection(
-            req,
-            engine,
-            "contacts",
-            filtered(req, items, lambda c: extended.with_properties(contact_json(c), c)),
-            render=lambda c: extended.expand(req, c, apply_select(contact_json(c), req.select())),
-        )
-
-    @router.add("GET", "/users/{user}/contacts", "exchange")
-    def default_contacts(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return contacts_in(engine, req, tenant.folders[user.contacts_root])
-
-    @router.add("GET", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
-    def folder_contacts(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return contacts_in(
-            engine, req, resolve_folder(tenant, user, req.params["folder"], "contact")
-        )
-
-    def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: str) -> Resp:
-        tenant = tenant_of(req)
-        token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-        state = read_delta_token(
-            req,
-            engine,
-            collection=folder.id,
-            owner=user.id,
-            style="outlook",
-            path=path,
-            query={"select": req.query.get("$select", "")},
-            default_size=10,
-            max_size=1000,
-            token=token,
-        )
-        select = [s for s in str(state.query.get("select", "")).split(",") if s] or None
-        live = ((c.seq, c.id, c) for c in tenant.folder_items(folder.id))
-        removed = ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
-        page, more = delta_page(state, live, removed)
-        values = [
-            {"@odata.type": "#microsoft.graph.contact", "id": i, "@removed": {"reason": "deleted"}}
-            if gone
-            else apply_select(contact_json(obj), select)
-            for _s, i, obj, gone in page
-        ]
-        return outlook_delta_resp(
-            req, engine, state, user.id, page, more, path=path, entity="contact", values=values
-        )
-
-    @router.add("GET", "/users/{user}/contacts/delta", "exchange")
-    def default_contacts_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return contacts_delta(
-            engine,
-            req,
-            user,
-            tenant.folders[user.contacts_root],
-            f"/users/{user.id}/contacts/delta",
-        )
-
-    @router.add("GET", "/users/{user}/contactFolders/{folder}/contacts/delta", "exchange")
-    def folder_contacts_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"], "contact")
-        return contacts_delta(
-            engine, req, user, folder, f"/users/{user.id}/contactFolders/{folder.id}/contacts/delta"
-        )
-
-    def create_contact(req: Req, user: User, folder: Folder) -> Resp:
-        tenant = tenant_of(req)
-        body = req.json()
-        for forbidden in ("id", "changeKey", "parentFolderId"):
-            if forbidden in body:
-                raise GraphError(
-                    400, "ErrorInvalidPropertySet", f"The property '{forbidden}' is read-only."
-                )
-        props = {k: v for k, v in body.items() if not k.startswith("@") and k != extended.FIELD}
-        props.setdefault(
-            "displayName", f"{props.get('givenName', '')} {props.get('surname', '')}".strip()
-        )
-        for key in (
-            "emailAddresses",
-            "businessPhones",
-            "homePhones",
-            "imAddresses",
-            "children",
-            "categories",
-        ):
-            props.setdefault(key, [])
-        item = ops.new_item(tenant, user, "contact", folder.id, props=props)
-        extended.store(item, body)
-        return json_resp(extended.expand(req, item, contact_json(item)), 201)
-
-    @router.add("POST", "/users/{user}/contacts", "exchange")
-    def create_default_contact(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return create_contact(req, user, tenant.folders[user.contacts_root])
-
-    @router.add("POST", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
-    def create_folder_contact(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return create_contact(
-            req, user, resolve_folder(tenant, user, req.params["folder"], "contact")
-        )
-
-    @router.add("GET", "/users/{user}/contacts/{item}", "exchange")
-    def get_contact(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "contact")
-        return json_resp(extended.expand(req, item, apply_select(contact_json(item), req.select())))
-
-    @router.add("PATCH", "/users/{user}/contacts/{item}", "exchange")
-    def patch_contact(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "contact")
-        body = req.json()
-        for key, value in body.items():
-            if key in ("id", "changeKey", "parentFolderId"):
-                raise GraphError(
-                    400, "ErrorInvalidPropertySet", f"The property '{key}' is read-only."
-                )
-            if key != extended.FIELD:
-                item.props[key] = value
-        extended.store(item, body)
-        tenant.touch_item(item)
-        return json_resp(contact_json(item))
-
-    def photo_of(req: Req) -> tuple[OItem, Attachment | None]:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "contact")
-        return item, next((a for a in item.attachments if a.name == "photo.jpg"), None)
-
-    @router.add("GET", "/users/{user}/contacts/{item}/photo", "exchange")
-    def contact_photo(engine: Engine, req: Req) -> Resp:
-        _item, photo = photo_of(req)
-        if photo is None:
-            raise GraphError(404, "ErrorItemNotFound", "The photo wasn't found.")
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#users('{req.params['user']}')"
-                f"/contacts('{req.params['item']}')/photo/$entity",
-                "@odata.mediaContentType": photo.content_type,
-                "@odata.mediaEtag": f'W/"{photo.id[-16:]}"',
-                "id": "240X240",
-                "height": 240,
-                "width": 240,
-            }
-        )
-
-    @router.add("GET", "/users/{user}/contacts/{item}/photo/$value", "exchange")
-    def contact_photo_value(engine: Engine, req: Req) -> Resp:
-        _item, photo = photo_of(req)
-        if photo is None or photo.content is None:
-            raise GraphError(404, "ErrorItemNotFound", "The photo wasn't found.")
-        return Resp(200, photo.content.read(), {"Content-Type": photo.content_type or "image/jpeg"})
-
-    @router.add("PUT", "/users/{user}/contacts/{item}/photo/$value", "exchange")
-    def set_contact_photo(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        item, photo = photo_of(req)
-        if not req.body:
-            raise GraphError(400, "ErrorInvalidRequest", "The photo is empty.")
-        if photo is not None:
-            item.attachments.remove(photo)
-        item.attachments.append(
-            Attachment(
-                id=ids.attachment_id(item.id, "photo", tenant.new_name("photo")),
-                kind="file",
-                name="photo.jpg",
-                content_type=req.headers.get("content-type", "image/jpeg"),
-                modified=iso_now(),
-                content=BytesContent.of(req.body),
-            )
-        )
-        tenant.touch_item(item)
-        return Resp(200)
-
-    @router.add("DELETE", "/users/{user}/contacts/{item}", "exchange")
-    def delete_contact(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        tenant.delete_item(get_item(tenant, user, req.params["item"], "contact"))
-        return Resp(204)
+@router.add("DELETE", "/users/{user}/contacts/{item}", "exchange")
+def delete_contact(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    tenant.delete_item(get_item(tenant, user, req.params["item"], "contact"))
+    return Resp(204)

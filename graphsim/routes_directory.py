@@ -164,114 +164,119 @@ def _user_search(raw: str) -> Callable[[dict[str, Any]], bool]:
     return test
 
 
-def register(router: Router) -> None:
-    @router.add("GET", "/users", "directory")
-    def list_users(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        users = sorted(tenant.users.values(), key=lambda u: u.upn)
-        users = query_users(req, tenant, users)
-        values = [shape_user(tenant, u, req.select()) for u in users]
-        # Without ConsistencyLevel the directory ignores $count=true (no @odata.count).
-        return collection(
-            req, engine, "users", values, default=100, maximum=999, count=advanced(req)
+router = Router()
+
+
+@router.add("GET", "/users", "directory")
+def list_users(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    users = sorted(tenant.users.values(), key=lambda u: u.upn)
+    users = query_users(req, tenant, users)
+    values = [shape_user(tenant, u, req.select()) for u in users]
+    # Without ConsistencyLevel the directory ignores $count=true (no @odata.count).
+    return collection(req, engine, "users", values, default=100, maximum=999, count=advanced(req))
+
+
+@router.add("GET", "/users/$count", "directory")
+def count_users(engine: Engine, req: Req) -> Resp:
+    if not eventual(req):
+        raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
+    tenant = tenant_of(req)
+    users = query_users(req, tenant, sorted(tenant.users.values(), key=lambda u: u.upn))
+    return Resp(200, str(len(users)).encode(), {"Content-Type": "text/plain"})
+
+
+@router.add("GET", "/users/{user}", "directory")
+def get_user(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    user = user_of(req)
+    body = shape_user(tenant, user, req.select())
+    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#users/$entity", **body})
+
+
+@router.add("GET", "/users/{user}/mailboxSettings", "exchange")
+def mailbox_settings(engine: Engine, req: Req) -> Resp:
+    user = user_of(req)
+    if not user.mailbox_enabled:
+        raise GraphError(
+            404,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
         )
-
-    @router.add("GET", "/users/$count", "directory")
-    def count_users(engine: Engine, req: Req) -> Resp:
-        if not eventual(req):
-            raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
-        tenant = tenant_of(req)
-        users = query_users(req, tenant, sorted(tenant.users.values(), key=lambda u: u.upn))
-        return Resp(200, str(len(users)).encode(), {"Content-Type": "text/plain"})
-
-    @router.add("GET", "/users/{user}", "directory")
-    def get_user(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        user = user_of(req)
-        body = shape_user(tenant, user, req.select())
-        return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#users/$entity", **body})
-
-    @router.add("GET", "/users/{user}/mailboxSettings", "exchange")
-    def mailbox_settings(engine: Engine, req: Req) -> Resp:
-        user = user_of(req)
-        if not user.mailbox_enabled:
-            raise GraphError(
-                404,
-                "MailboxNotEnabledForRESTAPI",
-                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
-            )
-        return Resp(
-            200,
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailboxSettings",
-                "archiveFolder": user.well_known.get("archive"),
-                "timeZone": "UTC",
-                "delegateMeetingMessageDeliveryOptions": "sendToDelegateOnly",
-                "dateFormat": "dd.MM.yyyy",
-                "timeFormat": "HH:mm",
-                "userPurpose": "user",
-                "language": {"locale": "en-US", "displayName": "English (United States)"},
-                "automaticRepliesSetting": {"status": "disabled", "externalAudience": "all"},
-                "workingHours": {
-                    "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
-                    "startTime": "08:00:00.0000000",
-                    "endTime": "17:00:00.0000000",
-                    "timeZone": {"name": "UTC"},
-                },
+    return Resp(
+        200,
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailboxSettings",
+            "archiveFolder": user.well_known.get("archive"),
+            "timeZone": "UTC",
+            "delegateMeetingMessageDeliveryOptions": "sendToDelegateOnly",
+            "dateFormat": "dd.MM.yyyy",
+            "timeFormat": "HH:mm",
+            "userPurpose": "user",
+            "language": {"locale": "en-US", "displayName": "English (United States)"},
+            "automaticRepliesSetting": {"status": "disabled", "externalAudience": "all"},
+            "workingHours": {
+                "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                "startTime": "08:00:00.0000000",
+                "endTime": "17:00:00.0000000",
+                "timeZone": {"name": "UTC"},
             },
-        )
+        },
+    )
 
-    @router.add("GET", "/subscribedSkus", "directory")
-    def subscribed_skus(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        values = []
-        for sku in tenant.skus.values():
-            consumed = sum(1 for u in tenant.users.values() if sku.sku_id in u.licenses)
-            values.append(
-                {
-                    "accountName": tenant.domain.split(".")[0],
-                    "accountId": tenant.id,
-                    "appliesTo": "User",
-                    "capabilityStatus": "Enabled",
-                    "consumedUnits": consumed,
-                    "id": f"{tenant.id}_{sku.sku_id}",
-                    "prepaidUnits": {
-                        "enabled": max(sku.prepaid, consumed),
-                        "suspended": 0,
-                        "warning": 0,
-                        "lockedOut": 0,
-                    },
-                    "servicePlans": [dict(p) for p in sku.service_plans],
-                    "skuId": sku.sku_id,
-                    "skuPartNumber": sku.part_number,
-                    "subscriptionIds": [],
-                }
-            )
-        return collection(req, engine, "subscribedSkus", values, default=100, maximum=999)
 
-    @router.add("GET", "/organization", "directory")
-    def organization(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        return collection(
-            req,
-            engine,
-            "organization",
-            [
-                {
-                    "id": tenant.id,
-                    "displayName": tenant.name,
-                    "tenantType": "AAD",
-                    "createdDateTime": iso(tenant.created),
-                    "countryLetterCode": "CH",
-                    "verifiedDomains": [
-                        {
-                            "capabilities": "Email, OfficeCommunicationsOnline",
-                            "isDefault": True,
-                            "isInitial": True,
-                            "name": tenant.domain,
-                            "type": "Managed",
-                        }
-                    ],
-                }
-            ],
+@router.add("GET", "/subscribedSkus", "directory")
+def subscribed_skus(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    values = []
+    for sku in tenant.skus.values():
+        consumed = sum(1 for u in tenant.users.values() if sku.sku_id in u.licenses)
+        values.append(
+            {
+                "accountName": tenant.domain.split(".")[0],
+                "accountId": tenant.id,
+                "appliesTo": "User",
+                "capabilityStatus": "Enabled",
+                "consumedUnits": consumed,
+                "id": f"{tenant.id}_{sku.sku_id}",
+                "prepaidUnits": {
+                    "enabled": max(sku.prepaid, consumed),
+                    "suspended": 0,
+                    "warning": 0,
+                    "lockedOut": 0,
+                },
+                "servicePlans": [dict(p) for p in sku.service_plans],
+                "skuId": sku.sku_id,
+                "skuPartNumber": sku.part_number,
+                "subscriptionIds": [],
+            }
         )
+    return collection(req, engine, "subscribedSkus", values, default=100, maximum=999)
+
+
+@router.add("GET", "/organization", "directory")
+def organization(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    return collection(
+        req,
+        engine,
+        "organization",
+        [
+            {
+                "id": tenant.id,
+                "displayName": tenant.name,
+                "tenantType": "AAD",
+                "createdDateTime": iso(tenant.created),
+                "countryLetterCode": "CH",
+                "verifiedDomains": [
+                    {
+                        "capabilities": "Email, OfficeCommunicationsOnline",
+                        "isDefault": True,
+                        "isInitial": True,
+                        "name": tenant.domain,
+                        "type": "Managed",
+                    }
+                ],
+            }
+        ],
+    )

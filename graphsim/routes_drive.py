@@ -14,15 +14,15 @@ from graphsim.core import (
     collection,
     delta_links,
     delta_page,
+    delta_resp,
     json_resp,
     ordered,
-    prefer_applied,
     read_delta_token,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router
 from graphsim.mail import parse_graph_datetime
-from graphsim.state import Drive, DriveItem, Tenant, iso
+from graphsim.state import Drive, DriveItem, Tenant, User, iso
 from graphsim.uploads import UploadSession, new_session_id
 
 SIMPLE_UPLOAD_LIMIT = 250 * 1024 * 1024
@@ -365,466 +365,448 @@ def put_file(
     return item, 201
 
 
-def register(router: Router) -> None:
-    @router.add("GET", "/users/{user}/drive", "sharepoint")
-    def user_drive(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        user = tenant.user(req.params["user"])
-        if user is None:
-            raise GraphError(
-                404, "Request_ResourceNotFound", f"Resource '{req.params['user']}' does not exist."
-            )
-        if not user.drive_id or user.drive_id not in tenant.drives:
-            raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#drives/$entity",
-                **drive_json(tenant, tenant.drives[user.drive_id]),
-            }
-        )
+def addressed_item(req: Req) -> tuple[Tenant, Drive, DriveItem]:
+    """The tenant, drive and item a ``/drives/{drive}/items/{item}...`` path names."""
+    tenant = tenant_of(req)
+    drive = get_drive(tenant, req.params["drive"])
+    return tenant, drive, get_drive_item(drive, req.params["item"])
 
-    @router.add("GET", "/users/{user}/drives", "sharepoint")
-    def user_drives(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        user = tenant.user(req.params["user"])
-        if user is None:
-            raise GraphError(
-                404, "Request_ResourceNotFound", f"Resource '{req.params['user']}' does not exist."
-            )
-        drives = [tenant.drives[user.drive_id]] if user.drive_id in tenant.drives else []
-        return collection(
-            req, engine, "drives", [drive_json(tenant, d) for d in drives], default=200
-        )
 
-    @router.add("GET", "/drives/{drive}", "sharepoint")
-    def get_drive_route(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        return json_resp(drive_json(tenant, get_drive(tenant, req.params["drive"])))
+def _user(tenant: Tenant, key: str) -> User:
+    user = tenant.user(key)
+    if user is None:
+        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist.")
+    return user
 
-    @router.add("GET", "/drives/{drive}/items/{item}", "sharepoint")
-    def get_item_route(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        body = select_item(item_json(engine, tenant, drive, item), req.select())
-        if "children" in [e.split("(")[0] for e in req.expand()]:
-            body["children"] = [
-                item_json(engine, tenant, drive, drive.items[c])
+
+router = Router()
+
+
+@router.add("GET", "/users/{user}/drive", "sharepoint")
+def user_drive(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    user = _user(tenant, req.params["user"])
+    if not user.drive_id or user.drive_id not in tenant.drives:
+        raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#drives/$entity",
+            **drive_json(tenant, tenant.drives[user.drive_id]),
+        }
+    )
+
+
+@router.add("GET", "/users/{user}/drives", "sharepoint")
+def user_drives(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    user = _user(tenant, req.params["user"])
+    drives = [tenant.drives[user.drive_id]] if user.drive_id in tenant.drives else []
+    return collection(req, engine, "drives", [drive_json(tenant, d) for d in drives], default=200)
+
+
+@router.add("GET", "/drives/{drive}", "sharepoint")
+def get_drive_route(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    return json_resp(drive_json(tenant, get_drive(tenant, req.params["drive"])))
+
+
+@router.add("GET", "/drives/{drive}/items/{item}", "sharepoint")
+def get_item_route(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    body = select_item(item_json(engine, tenant, drive, item), req.select())
+    if "children" in [e.split("(")[0] for e in req.expand()]:
+        body["children"] = [
+            item_json(engine, tenant, drive, drive.items[c])
+            for c in drive.children.get(item.id, {}).values()
+            if not drive.items[c].deleted
+        ]
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#drives('{drive.id}')/items/$entity",
+            **body,
+        }
+    )
+
+
+@router.add("GET", "/drives/{drive}/items/{item}/children", "sharepoint")
+def children(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    kids = ordered(
+        req,
+        sorted(
+            (
+                drive.items[c]
                 for c in drive.children.get(item.id, {}).values()
                 if not drive.items[c].deleted
-            ]
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#drives('{drive.id}')/items/$entity",
-                **body,
-            }
-        )
-
-    @router.add("GET", "/drives/{drive}/items/{item}/children", "sharepoint")
-    def children(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        kids = ordered(
-            req,
-            sorted(
-                (
-                    drive.items[c]
-                    for c in drive.children.get(item.id, {}).values()
-                    if not drive.items[c].deleted
-                ),
-                key=lambda i: i.name.lower(),
             ),
-            _sort_fields,
-        )
-        return collection(
-            req,
-            engine,
-            f"drives('{drive.id}')/items('{item.id}')/children",
-            kids,
-            render=lambda k: select_item(item_json(engine, tenant, drive, k), req.select()),
-            default=200,
-            maximum=1000,
-        )
+            key=lambda i: i.name.lower(),
+        ),
+        _sort_fields,
+    )
+    return collection(
+        req,
+        engine,
+        f"drives('{drive.id}')/items('{item.id}')/children",
+        kids,
+        render=lambda k: select_item(item_json(engine, tenant, drive, k), req.select()),
+        default=200,
+        maximum=1000,
+    )
 
-    @router.add("GET", "/drives/{drive}/items/{item}/delta", "sharepoint")
-    def delta(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        if req.params["item"] != drive.root_id:
-            raise GraphError(
-                400, "invalidRequest", "Delta is only supported on the root of a business drive."
-            )
-        path = f"/drives/{drive.id}/root/delta"
-        token = (
-            req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
+
+@router.add("GET", "/drives/{drive}/items/{item}/delta", "sharepoint")
+def delta(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    drive = get_drive(tenant, req.params["drive"])
+    if req.params["item"] != drive.root_id:
+        raise GraphError(
+            400, "invalidRequest", "Delta is only supported on the root of a business drive."
         )
-        if token == LATEST_TOKEN:
-            state = read_delta_token(
-                req,
-                engine,
-                collection=drive.id,
-                owner=drive.id,
-                style="onedrive",
-                path=path,
-                query={},
-                default_size=200,
-                max_size=1000,
-                token=None,
-            )
-            state.since = state.upto
-            body: dict[str, Any] = {
-                "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
-                "value": [],
-            }
-            body.update(
-                delta_links(req, engine, state, drive.id, [], False, path=path, style="onedrive")
-            )
-            return json_resp(body)
-        state = read_delta_token(
-            req,
-            engine,
-            collection=drive.id,
-            owner=drive.id,
-            style="onedrive",
-            path=path,
-            query={"select": req.query.get("$select", "")},
-            default_size=200,
-            max_size=1000,
-            token=token,
-        )
-        select = [s for s in str(state.query.get("select", "")).split(",") if s]
-        live = [(i.seq, i.id, i) for i in drive.items.values() if not i.deleted]
-        removed = ((i.seq, i.id, i) for i in drive.items.values() if i.deleted)
-        extra = [] if state.fresh or _exclude_parents(req) else _ancestors(drive, state, live)
-        page, more = delta_page(state, live, removed, extra=extra)
-        values = [
-            select_item(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
-            for _seq, _id, obj, _gone in page
-        ]
-        body = {
+    path = f"/drives/{drive.id}/root/delta"
+    token = req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    latest = token == LATEST_TOKEN  # "now on" without the items: a link to start from
+    state = read_delta_token(
+        req,
+        engine,
+        collection=drive.id,
+        owner=drive.id,
+        style="onedrive",
+        path=path,
+        query={} if latest else {"select": req.query.get("$select", "")},
+        default_size=200,
+        max_size=1000,
+        token=None if latest else token,
+    )
+    if latest:
+        state.since = state.upto
+        body: dict[str, Any] = {
             "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
-            "value": values,
+            "value": [],
         }
         body.update(
-            delta_links(req, engine, state, drive.id, page, more, path=path, style="onedrive")
+            delta_links(req, engine, state, drive.id, [], False, path=path, style="onedrive")
         )
-        return Resp(200, body, prefer_applied(req, state.size))
+        return json_resp(body)
+    select = [s for s in str(state.query.get("select", "")).split(",") if s]
+    live = [(i.seq, i.id, i) for i in drive.items.values() if not i.deleted]
+    removed = ((i.seq, i.id, i) for i in drive.items.values() if i.deleted)
+    extra = [] if state.fresh or _exclude_parents(req) else _ancestors(drive, state, live)
+    page, more = delta_page(state, live, removed, extra=extra)
+    values = [
+        select_item(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
+        for _seq, _id, obj, _gone in page
+    ]
+    return delta_resp(
+        req,
+        engine,
+        state,
+        drive.id,
+        page,
+        more,
+        path=path,
+        entity="driveItem",
+        values=values,
+        style="onedrive",
+    )
 
-    @router.add("GET", "/drives/{drive}/items/{item}/content", "sharepoint")
-    def content(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        if item.is_folder:
-            raise GraphError(400, "invalidRequest", "Cannot download a folder.")
-        return Resp(302, None, {"Location": download_url(engine, tenant, drive, item)})
 
-    def by_user(req: Req, drive: Drive) -> str:
-        return drive.owner_id if drive.owner_kind == "user" else ""
+@router.add("GET", "/drives/{drive}/items/{item}/content", "sharepoint")
+def content(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    if item.is_folder:
+        raise GraphError(400, "invalidRequest", "Cannot download a folder.")
+    return Resp(302, None, {"Location": download_url(engine, tenant, drive, item)})
 
-    @router.add("PUT", "/drives/{drive}/items/{item}/content", "sharepoint")
-    def replace(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        check_if_match(req, item)
-        if item.is_folder:
-            raise GraphError(400, "invalidRequest", "Cannot upload content to a folder.")
-        behaviour = _conflict(req)
-        if behaviour == "fail":
-            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
-        if behaviour == "rename" and item.parent_id is not None:
-            parent = drive.items[item.parent_id]
-            copy = ops.new_drive_item(
-                tenant,
-                drive,
-                parent,
-                renamed(drive, parent, item.name),
-                content=store_bytes(req.body, engine.spill_dir),
-                by=by_user(req, drive),
-            )
-            return json_resp(item_json(engine, tenant, drive, copy), 201)
-        ops.replace_content(
-            tenant, drive, item, store_bytes(req.body, engine.spill_dir), by_user(req, drive)
-        )
-        return json_resp(item_json(engine, tenant, drive, item), 200)
 
-    @router.add("PUT", "/drives/{drive}/items/{item}/children/{name}/content", "sharepoint")
-    def simple_upload(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        parent = get_drive_item(drive, req.params["item"])
-        if req.params.get("_mkdirs"):
-            parent = ops.drive_folder_path(
-                tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
-            )
-        if len(req.body) > SIMPLE_UPLOAD_LIMIT:
-            raise GraphError(413, "invalidRequest", "Use an upload session for files over 250 MB.")
-        item, status = put_file(
-            engine,
+def by_user(req: Req, drive: Drive) -> str:
+    return drive.owner_id if drive.owner_kind == "user" else ""
+
+
+@router.add("PUT", "/drives/{drive}/items/{item}/content", "sharepoint")
+def replace(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    check_if_match(req, item)
+    if item.is_folder:
+        raise GraphError(400, "invalidRequest", "Cannot upload content to a folder.")
+    behaviour = _conflict(req)
+    if behaviour == "fail":
+        raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+    if behaviour == "rename" and item.parent_id is not None:
+        parent = drive.items[item.parent_id]
+        copy = ops.new_drive_item(
             tenant,
             drive,
             parent,
-            req.params["name"],
-            store_bytes(req.body, engine.spill_dir),
-            _conflict(req) or "replace",
-            by_user(req, drive),
+            renamed(drive, parent, item.name),
+            content=store_bytes(req.body, engine.spill_dir),
+            by=by_user(req, drive),
         )
+        return json_resp(item_json(engine, tenant, drive, copy), 201)
+    ops.replace_content(
+        tenant, drive, item, store_bytes(req.body, engine.spill_dir), by_user(req, drive)
+    )
+    return json_resp(item_json(engine, tenant, drive, item), 200)
+
+
+@router.add("PUT", "/drives/{drive}/items/{item}/children/{name}/content", "sharepoint")
+def simple_upload(engine: Engine, req: Req) -> Resp:
+    tenant, drive, parent = addressed_item(req)
+    if req.params.get("_mkdirs"):
+        parent = ops.drive_folder_path(
+            tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
+        )
+    if len(req.body) > SIMPLE_UPLOAD_LIMIT:
+        raise GraphError(413, "invalidRequest", "Use an upload session for files over 250 MB.")
+    item, status = put_file(
+        engine,
+        tenant,
+        drive,
+        parent,
+        req.params["name"],
+        store_bytes(req.body, engine.spill_dir),
+        _conflict(req) or "replace",
+        by_user(req, drive),
+    )
+    return json_resp(item_json(engine, tenant, drive, item), status)
+
+
+def start_session(
+    engine: Engine,
+    req: Req,
+    drive: Drive,
+    parent: DriveItem,
+    name: str,
+    existing: DriveItem | None,
+) -> Resp:
+    tenant = tenant_of(req)
+    body = req.json()
+    behaviour = _conflict(req, body) or ("replace" if existing is not None else "fail")
+    _validate_name(name)
+    clash = drive.child_named(parent.id, name)
+    if existing is None and behaviour == "fail" and clash is not None and not clash.deleted:
+        raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+    raw_spec = body.get("item")
+    if raw_spec is not None and not isinstance(raw_spec, dict):
+        raise GraphError(400, "invalidRequest", "item must be an object.")
+    item_spec: dict[str, Any] = raw_spec or {}
+    # driveItemUploadableProperties: the client's times are applied when the file lands.
+    created, modified = file_system_info(item_spec.get("fileSystemInfo"))
+    session_id = new_session_id()
+    by = by_user(req, drive)
+
+    def commit(data: Content) -> Resp:
+        if existing is not None and not existing.deleted:
+            ops.replace_content(tenant, drive, existing, data, by)
+            item, status = existing, 200
+        else:
+            # A name taken meanwhile answers 409 and keeps the session (Graph keeps it
+            # until it expires so that the client can recover).
+            item, status = put_file(engine, tenant, drive, parent, name, data, behaviour, by)
+        engine.upload_sessions.pop(session_id, None)
+        ops.set_file_times(tenant, drive, item, created, modified)
         return json_resp(item_json(engine, tenant, drive, item), status)
 
-    def start_session(
-        engine: Engine,
-        req: Req,
-        drive: Drive,
-        parent: DriveItem,
-        name: str,
-        existing: DriveItem | None,
-    ) -> Resp:
-        tenant = tenant_of(req)
-        body = req.json()
-        behaviour = _conflict(req, body) or ("replace" if existing is not None else "fail")
-        _validate_name(name)
-        clash = drive.child_named(parent.id, name)
-        if existing is None and behaviour == "fail" and clash is not None and not clash.deleted:
-            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
-        raw_spec = body.get("item")
-        if raw_spec is not None and not isinstance(raw_spec, dict):
-            raise GraphError(400, "invalidRequest", "item must be an object.")
-        item_spec: dict[str, Any] = raw_spec or {}
-        # driveItemUploadableProperties: the client's times are applied when the file lands.
-        created, modified = file_system_info(item_spec.get("fileSystemInfo"))
-        session_id = new_session_id()
-        by = by_user(req, drive)
-
-        def commit(data: Content) -> Resp:
-            if existing is not None and not existing.deleted:
-                ops.replace_content(tenant, drive, existing, data, by)
-                item, status = existing, 200
-            else:
-                # A name taken meanwhile answers 409 and keeps the session (Graph keeps it
-                # until it expires so that the client can recover).
-                item, status = put_file(engine, tenant, drive, parent, name, data, behaviour, by)
-            engine.upload_sessions.pop(session_id, None)
-            ops.set_file_times(tenant, drive, item, created, modified)
-            return json_resp(item_json(engine, tenant, drive, item), status)
-
-        session = UploadSession(
-            id=session_id,
-            kind="drive",
-            tenant_id=tenant.id,
-            expires=time.time() + engine.config.upload_session_lifetime_s,
-            commit=commit,
-            sink=ContentSink(engine.spill_dir),
-            defer_commit=bool(body.get("deferCommit", False)),
-        )
-        if "fileSize" in item_spec:
-            session.total = int(item_spec["fileSize"])
-        engine.upload_sessions[session_id] = session
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#microsoft.graph.uploadSession",
-                "uploadUrl": f"{engine.base_url}/_upload/{session_id}",
-                **session.status_body(),
-            },
-            200,
-        )
-
-    @router.add(
-        "POST", "/drives/{drive}/items/{item}/children/{name}/createUploadSession", "sharepoint"
+    session = UploadSession(
+        id=session_id,
+        kind="drive",
+        tenant_id=tenant.id,
+        expires=time.time() + engine.config.upload_session_lifetime_s,
+        commit=commit,
+        sink=ContentSink(engine.spill_dir),
+        defer_commit=bool(body.get("deferCommit", False)),
     )
-    def session_new(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        parent = get_drive_item(drive, req.params["item"])
-        if req.params.get("_mkdirs"):
-            parent = ops.drive_folder_path(
-                tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
-            )
-        return start_session(engine, req, drive, parent, req.params["name"], None)
+    if "fileSize" in item_spec:
+        session.total = int(item_spec["fileSize"])
+    engine.upload_sessions[session_id] = session
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#microsoft.graph.uploadSession",
+            "uploadUrl": f"{engine.base_url}/_upload/{session_id}",
+            **session.status_body(),
+        },
+        200,
+    )
 
-    @router.add("POST", "/drives/{drive}/items/{item}/createUploadSession", "sharepoint")
-    def session_existing(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        check_if_match(req, item)
-        assert item.parent_id is not None
-        behaviour = _conflict(req, req.json())
+
+@router.add(
+    "POST", "/drives/{drive}/items/{item}/children/{name}/createUploadSession", "sharepoint"
+)
+def session_new(engine: Engine, req: Req) -> Resp:
+    tenant, drive, parent = addressed_item(req)
+    if req.params.get("_mkdirs"):
+        parent = ops.drive_folder_path(
+            tenant, drive, req.params["_mkdirs"], by_user(req, drive), start=parent
+        )
+    return start_session(engine, req, drive, parent, req.params["name"], None)
+
+
+@router.add("POST", "/drives/{drive}/items/{item}/createUploadSession", "sharepoint")
+def session_existing(engine: Engine, req: Req) -> Resp:
+    _tenant, drive, item = addressed_item(req)
+    check_if_match(req, item)
+    assert item.parent_id is not None
+    behaviour = _conflict(req, req.json())
+    if behaviour == "fail":
+        raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+    if behaviour == "rename":
+        return start_session(engine, req, drive, drive.items[item.parent_id], item.name, None)
+    return start_session(engine, req, drive, drive.items[item.parent_id], item.name, item)
+
+
+@router.add("POST", "/drives/{drive}/items/{item}/children", "sharepoint")
+def create_child(engine: Engine, req: Req) -> Resp:
+    tenant, drive, parent = addressed_item(req)
+    body = req.json()
+    name = str(body.get("name") or "")
+    _validate_name(name)
+    if "folder" not in body:
+        raise GraphError(400, "invalidRequest", "Only folders can be created here; upload files.")
+    behaviour = _conflict(req, body) or "fail"
+    existing = drive.child_named(parent.id, name)
+    if existing is not None and not existing.deleted:
         if behaviour == "fail":
             raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
         if behaviour == "rename":
-            return start_session(engine, req, drive, drive.items[item.parent_id], item.name, None)
-        return start_session(engine, req, drive, drive.items[item.parent_id], item.name, item)
+            name = renamed(drive, parent, name)
+        elif existing.is_folder:
+            return json_resp(item_json(engine, tenant, drive, existing), 201)
+    folder = ops.new_drive_item(tenant, drive, parent, name, content=None, by=by_user(req, drive))
+    return json_resp(item_json(engine, tenant, drive, folder), 201)
 
-    @router.add("POST", "/drives/{drive}/items/{item}/children", "sharepoint")
-    def create_child(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        parent = get_drive_item(drive, req.params["item"])
-        body = req.json()
-        name = str(body.get("name") or "")
-        _validate_name(name)
-        if "folder" not in body:
-            raise GraphError(
-                400, "invalidRequest", "Only folders can be created here; upload files."
-            )
-        behaviour = _conflict(req, body) or "fail"
-        existing = drive.child_named(parent.id, name)
-        if existing is not None and not existing.deleted:
-            if behaviour == "fail":
-                raise GraphError(
-                    409, "nameAlreadyExists", "The specified item name already exists."
-                )
-            if behaviour == "rename":
-                name = renamed(drive, parent, name)
-            elif existing.is_folder:
-                return json_resp(item_json(engine, tenant, drive, existing), 201)
-        folder = ops.new_drive_item(
-            tenant, drive, parent, name, content=None, by=by_user(req, drive)
-        )
-        return json_resp(item_json(engine, tenant, drive, folder), 201)
 
-    @router.add("PATCH", "/drives/{drive}/items/{item}", "sharepoint")
-    def patch_item(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        check_if_match(req, item)
-        body = req.json()
-        parent = None
-        ref = body.get("parentReference")
-        if isinstance(ref, dict) and ref.get("id"):
-            parent = get_drive_item(drive, str(ref["id"]))
-            if not parent.is_folder:
-                raise GraphError(400, "invalidRequest", "The destination is not a folder.")
-        name = body.get("name")
-        if name is not None:
-            _validate_name(str(name))
-        target_parent = parent or (drive.items[item.parent_id] if item.parent_id else None)
-        target_name = str(name) if name else item.name
-        if target_parent is not None:
-            clash = drive.child_named(target_parent.id, target_name)
-            if clash is not None and clash.id != item.id and not clash.deleted:
-                raise GraphError(
-                    409, "nameAlreadyExists", "The specified item name already exists."
-                )
-        created, modified = file_system_info(body.get("fileSystemInfo"))
-        ops.move_drive_item(
-            tenant, drive, item, parent, str(name) if name else None, by_user(req, drive)
-        )
-        ops.set_file_times(tenant, drive, item, created, modified)
-        return json_resp(item_json(engine, tenant, drive, item))
-
-    @router.add("DELETE", "/drives/{drive}/items/{item}", "sharepoint")
-    def delete_item(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        check_if_match(req, item)
-        if item.parent_id is None:
-            raise GraphError(403, "accessDenied", "The root cannot be deleted.")
-        ops.delete_drive_item(tenant, drive, item)
-        return Resp(204)
-
-    def versions_of(drive: Drive, item: DriveItem) -> list[dict[str, Any]]:
-        assert item.content is not None
-        current = {
-            "id": f"{len(item.versions) + 1}.0",
-            "content": item.content,
-            "modified": item.modified,
-            "by": item.modified_by,
-        }
-        return [current] + [
-            {"id": v.id, "content": v.content, "modified": v.modified, "by": v.modified_by}
-            for v in item.versions
-        ]
-
-    def version_json(tenant: Tenant, v: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "@microsoft.graph.downloadUrl": None,
-            "id": v["id"],
-            "lastModifiedDateTime": iso(v["modified"]),
-            "size": v["content"].size,
-            "lastModifiedBy": _identity(tenant, v["by"]),
-        }
-
-    @router.add("GET", "/drives/{drive}/items/{item}/versions", "sharepoint")
-    def versions(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        if item.is_folder:
-            raise GraphError(400, "invalidRequest", "Folders have no versions.")
-        values = []
-        for v in versions_of(drive, item):
-            body = version_json(tenant, v)
-            body["@microsoft.graph.downloadUrl"] = download_url(
-                engine,
-                tenant,
-                drive,
-                item,
-                None if v["id"] == f"{len(item.versions) + 1}.0" else v["id"],
-            )
-            values.append(body)
-        return collection(
-            req, engine, f"drives('{drive.id}')/items('{item.id}')/versions", values, default=200
-        )
-
-    def find_version(drive: Drive, item: DriveItem, version_id: str) -> dict[str, Any]:
-        for v in versions_of(drive, item):
-            if v["id"] == version_id:
-                return v
-        raise GraphError(404, "itemNotFound", "The version could not be found.")
-
-    @router.add("GET", "/drives/{drive}/items/{item}/versions/{version}", "sharepoint")
-    def version(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        return json_resp(version_json(tenant, find_version(drive, item, req.params["version"])))
-
-    @router.add("GET", "/drives/{drive}/items/{item}/versions/{version}/content", "sharepoint")
-    def version_content(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        v = find_version(drive, item, req.params["version"])
-        current = v["id"] == f"{len(item.versions) + 1}.0"
-        return Resp(
-            302,
-            None,
-            {"Location": download_url(engine, tenant, drive, item, None if current else v["id"])},
-        )
-
-    @router.add(
-        "POST", "/drives/{drive}/items/{item}/versions/{version}/restoreVersion", "sharepoint"
+@router.add("PATCH", "/drives/{drive}/items/{item}", "sharepoint")
+def patch_item(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    check_if_match(req, item)
+    body = req.json()
+    parent = None
+    ref = body.get("parentReference")
+    if isinstance(ref, dict) and ref.get("id"):
+        parent = get_drive_item(drive, str(ref["id"]))
+        if not parent.is_folder:
+            raise GraphError(400, "invalidRequest", "The destination is not a folder.")
+    name = body.get("name")
+    if name is not None:
+        _validate_name(str(name))
+    target_parent = parent or (drive.items[item.parent_id] if item.parent_id else None)
+    target_name = str(name) if name else item.name
+    if target_parent is not None:
+        clash = drive.child_named(target_parent.id, target_name)
+        if clash is not None and clash.id != item.id and not clash.deleted:
+            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+    created, modified = file_system_info(body.get("fileSystemInfo"))
+    ops.move_drive_item(
+        tenant, drive, item, parent, str(name) if name else None, by_user(req, drive)
     )
-    def restore_version(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        item = get_drive_item(drive, req.params["item"])
-        v = find_version(drive, item, req.params["version"])
-        ops.replace_content(tenant, drive, item, v["content"], by_user(req, drive))
-        return Resp(204)
+    ops.set_file_times(tenant, drive, item, created, modified)
+    return json_resp(item_json(engine, tenant, drive, item))
 
-    @router.add("GET", "/drives/{drive}/items/{item}/permissions", "sharepoint")
-    def permissions(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        drive = get_drive(tenant, req.params["drive"])
-        get_drive_item(drive, req.params["item"])
-        owner = _identity(tenant, drive.owner_id)
-        return collection(
-            req,
+
+@router.add("DELETE", "/drives/{drive}/items/{item}", "sharepoint")
+def delete_item(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    check_if_match(req, item)
+    if item.parent_id is None:
+        raise GraphError(403, "accessDenied", "The root cannot be deleted.")
+    ops.delete_drive_item(tenant, drive, item)
+    return Resp(204)
+
+
+def versions_of(drive: Drive, item: DriveItem) -> list[dict[str, Any]]:
+    assert item.content is not None
+    current = {
+        "id": f"{len(item.versions) + 1}.0",
+        "content": item.content,
+        "modified": item.modified,
+        "by": item.modified_by,
+    }
+    return [current] + [
+        {"id": v.id, "content": v.content, "modified": v.modified, "by": v.modified_by}
+        for v in item.versions
+    ]
+
+
+def version_json(tenant: Tenant, v: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "@microsoft.graph.downloadUrl": None,
+        "id": v["id"],
+        "lastModifiedDateTime": iso(v["modified"]),
+        "size": v["content"].size,
+        "lastModifiedBy": _identity(tenant, v["by"]),
+    }
+
+
+@router.add("GET", "/drives/{drive}/items/{item}/versions", "sharepoint")
+def versions(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    if item.is_folder:
+        raise GraphError(400, "invalidRequest", "Folders have no versions.")
+    values = []
+    for v in versions_of(drive, item):
+        body = version_json(tenant, v)
+        body["@microsoft.graph.downloadUrl"] = download_url(
             engine,
-            "permissions",
-            [
-                {
-                    "id": "aTowIy5mfG1lbWJlcnNoaXB8",
-                    "roles": ["owner"],
-                    "grantedToV2": owner,
-                    "grantedTo": owner,
-                    "shareId": "owner",
-                }
-            ],
+            tenant,
+            drive,
+            item,
+            None if v["id"] == f"{len(item.versions) + 1}.0" else v["id"],
         )
+        values.append(body)
+    return collection(
+        req, engine, f"drives('{drive.id}')/items('{item.id}')/versions", values, default=200
+    )
+
+
+def find_version(drive: Drive, item: DriveItem, version_id: str) -> dict[str, Any]:
+    for v in versions_of(drive, item):
+        if v["id"] == version_id:
+            return v
+    raise GraphError(404, "itemNotFound", "The version could not be found.")
+
+
+@router.add("GET", "/drives/{drive}/items/{item}/versions/{version}", "sharepoint")
+def version(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    return json_resp(version_json(tenant, find_version(drive, item, req.params["version"])))
+
+
+@router.add("GET", "/drives/{drive}/items/{item}/versions/{version}/content", "sharepoint")
+def version_content(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    v = find_version(drive, item, req.params["version"])
+    current = v["id"] == f"{len(item.versions) + 1}.0"
+    return Resp(
+        302,
+        None,
+        {"Location": download_url(engine, tenant, drive, item, None if current else v["id"])},
+    )
+
+
+@router.add("POST", "/drives/{drive}/items/{item}/versions/{version}/restoreVersion", "sharepoint")
+def restore_version(engine: Engine, req: Req) -> Resp:
+    tenant, drive, item = addressed_item(req)
+    v = find_version(drive, item, req.params["version"])
+    ops.replace_content(tenant, drive, item, v["content"], by_user(req, drive))
+    return Resp(204)
+
+
+@router.add("GET", "/drives/{drive}/items/{item}/permissions", "sharepoint")
+def permissions(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    drive = get_drive(tenant, req.params["drive"])
+    get_drive_item(drive, req.params["item"])
+    owner = _identity(tenant, drive.owner_id)
+    return collection(
+        req,
+        engine,
+        "permissions",
+        [
+            {
+                "id": "aTowIy5mfG1lbWJlcnNoaXB8",
+                "roles": ["owner"],
+                "grantedToV2": owner,
+                "grantedTo": owner,
+                "shareId": "owner",
+            }
+        ],
+    )

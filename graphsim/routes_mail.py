@@ -7,6 +7,7 @@ import binascii
 import re
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from graphsim import extended, ids, ops
@@ -16,10 +17,10 @@ from graphsim.core import (
     apply_select,
     collection,
     delta_page,
+    delta_resp,
     filtered,
     json_resp,
     mailbox_of,
-    outlook_delta_resp,
     prefer_applied,
     read_delta_token,
     tenant_of,
@@ -339,6 +340,55 @@ def spec_from_json(body: dict[str, Any], user: User, tenant: Tenant) -> MailSpec
     )
 
 
+def _item_attachment(
+    body: dict[str, Any], engine: Engine, tenant: Tenant, user: User
+) -> Attachment:
+    """An attached Outlook item: a message is kept as one (its own attachments too), any
+    other item type as the JSON it came with."""
+    now = utcnow()
+    name = str(body.get("name") or "")
+    inner = body.get("item") or {}
+    inner_type = str(inner.get("@odata.type", "#microsoft.graph.message")).rsplit(".", 1)[-1]
+    if inner_type.lower() == "message":
+        spec = spec_from_json(inner, user, tenant)
+        # An attached message may carry attachments of its own (another message too).
+        nested = [
+            attachment_from_json(a, engine, tenant, user) for a in inner.get("attachments") or []
+        ]
+        item = OItem(
+            id=ids.outlook_id("attitem", tenant.new_name("ai")),
+            kind="message",
+            user_id="",
+            folder_id="",
+            seq=0,
+            created=now,
+            modified=now,
+            change_key=ids.change_key("ai", now),
+            spec=spec,
+            attachments=nested,
+            props={"isRead": True, "isDraft": False},
+        )
+        for index, att in enumerate(nested):
+            att.id = att.id or ids.attachment_id(item.id, index)
+        return Attachment(
+            id="",
+            kind="item",
+            name=name or spec.subject,
+            content_type=None,
+            modified=now,
+            item=item,
+        )
+    return Attachment(
+        id="",
+        kind="item",
+        name=name or str(inner.get("subject") or inner_type),
+        content_type=None,
+        modified=now,
+        item=dict(inner),
+        item_type=inner_type.lower(),
+    )
+
+
 def attachment_from_json(
     body: dict[str, Any], engine: Engine, tenant: Tenant, user: User
 ) -> Attachment:
@@ -371,47 +421,7 @@ def attachment_from_json(
             is_inline=bool(body.get("isInline", False)),
         )
     if kind == "itemattachment":
-        inner = body.get("item") or {}
-        inner_type = str(inner.get("@odata.type", "#microsoft.graph.message")).rsplit(".", 1)[-1]
-        if inner_type.lower() == "message":
-            spec = spec_from_json(inner, user, tenant)
-            # An attached message may carry attachments of its own (another message too).
-            nested = [
-                attachment_from_json(a, engine, tenant, user)
-                for a in inner.get("attachments") or []
-            ]
-            item = OItem(
-                id=ids.outlook_id("attitem", tenant.new_name("ai")),
-                kind="message",
-                user_id="",
-                folder_id="",
-                seq=0,
-                created=now,
-                modified=now,
-                change_key=ids.change_key("ai", now),
-                spec=spec,
-                attachments=nested,
-                props={"isRead": True, "isDraft": False},
-            )
-            for index, att in enumerate(nested):
-                att.id = att.id or ids.attachment_id(item.id, index)
-            return Attachment(
-                id="",
-                kind="item",
-                name=name or spec.subject,
-                content_type=None,
-                modified=now,
-                item=item,
-            )
-        return Attachment(
-            id="",
-            kind="item",
-            name=name or str(inner.get("subject") or inner_type),
-            content_type=None,
-            modified=now,
-            item=dict(inner),
-            item_type=inner_type.lower(),
-        )
+        return _item_attachment(body, engine, tenant, user)
     if kind == "referenceattachment":
         return Attachment(
             id="",
@@ -530,134 +540,154 @@ def _find_attachment(item: OItem, att_id: str) -> Attachment:
     raise not_found()
 
 
-def register_attachment_routes(router: Router, prefix: str, kind: str) -> None:
-    """Attachment endpoints under ``prefix`` (which names the item ``{item}``)."""
+def _attachment_owner(req: Req, kind: str) -> OItem:
+    tenant = tenant_of(req)
+    user = mailbox_of(req)
+    if kind == "event":  # an event id may name one occurrence of a series
+        from graphsim.routes_calendar import attachment_owner
 
-    def owner(req: Req) -> OItem:
-        tenant = tenant_of(req)
-        user = mailbox_of(req)
-        if kind == "event":  # an event id may name one occurrence of a series
-            from graphsim.routes_calendar import attachment_owner
+        return attachment_owner(tenant, user, req.params["item"], writing=req.method != "GET")
+    return get_item(tenant, user, req.params["item"], kind)
 
-            return attachment_owner(tenant, user, req.params["item"], writing=req.method != "GET")
-        return get_item(tenant, user, req.params["item"], kind)
 
-    @router.add("GET", f"{prefix}/attachments", "exchange")
-    def list_attachments(engine: Engine, req: Req) -> Resp:
-        item = owner(req)
-        values = [attachment_out(req, a) for a in item.attachments]
-        return collection(req, engine, "attachments", values, default=100, maximum=1000)
+def list_attachments(engine: Engine, req: Req, kind: str) -> Resp:
+    item = _attachment_owner(req, kind)
+    values = [attachment_out(req, a) for a in item.attachments]
+    return collection(req, engine, "attachments", values, default=100, maximum=1000)
 
-    @router.add("GET", f"{prefix}/attachments/{{att}}", "exchange")
-    def get_attachment(engine: Engine, req: Req) -> Resp:
-        att = _find_attachment(owner(req), req.params["att"])
-        return json_resp(attachment_out(req, att))
 
-    @router.add("GET", f"{prefix}/attachments/{{att}}/$value", "exchange")
-    def attachment_value(engine: Engine, req: Req) -> Resp:
-        att = _find_attachment(owner(req), req.params["att"])
-        if att.kind == "file" and att.content is not None:
-            return Resp(
-                200,
-                att.content.read(),
-                {"Content-Type": att.content_type or "application/octet-stream"},
-            )
-        if att.kind == "item" and isinstance(att.item, OItem):
-            return Resp(200, message_mime(att.item), {"Content-Type": "message/rfc822"})
-        if att.kind == "item":
-            return Resp(
-                200,
-                _item_text(att),
-                {"Content-Type": "text/calendar" if att.item_type == "event" else "text/x-vcard"},
-            )
+def get_attachment(engine: Engine, req: Req, kind: str) -> Resp:
+    att = _find_attachment(_attachment_owner(req, kind), req.params["att"])
+    return json_resp(attachment_out(req, att))
+
+
+def attachment_value(engine: Engine, req: Req, kind: str) -> Resp:
+    att = _find_attachment(_attachment_owner(req, kind), req.params["att"])
+    if att.kind == "file" and att.content is not None:
+        return Resp(
+            200,
+            att.content.read(),
+            {"Content-Type": att.content_type or "application/octet-stream"},
+        )
+    if att.kind == "item" and isinstance(att.item, OItem):
+        return Resp(200, message_mime(att.item), {"Content-Type": "message/rfc822"})
+    if att.kind == "item":
+        return Resp(
+            200,
+            _item_text(att),
+            {"Content-Type": "text/calendar" if att.item_type == "event" else "text/x-vcard"},
+        )
+    raise GraphError(
+        405, "ErrorInvalidRequest", "The $value of a reference attachment is not supported."
+    )
+
+
+def add_attachment(engine: Engine, req: Req, kind: str) -> Resp:
+    tenant = tenant_of(req)
+    user = mailbox_of(req)
+    item = _attachment_owner(req, kind)
+    att = attachment_from_json(req.json(), engine, tenant, user)
+    add_to_item(tenant, item, att)
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#attachments/$entity",
+            **attachment_out(req, att),
+        },
+        201,
+    )
+
+
+def delete_attachment(engine: Engine, req: Req, kind: str) -> Resp:
+    tenant = tenant_of(req)
+    item = _attachment_owner(req, kind)
+    att = _find_attachment(item, req.params["att"])
+    item.attachments.remove(att)
+    _materialise(item)
+    touch_owner(tenant, item)
+    return Resp(204)
+
+
+def attachment_session(engine: Engine, req: Req, kind: str) -> Resp:
+    tenant = tenant_of(req)
+    item = _attachment_owner(req, kind)
+    spec = req.json().get("AttachmentItem") or req.json().get("attachmentItem") or {}
+    if str(spec.get("attachmentType", "file")).lower() != "file":
+        raise GraphError(400, "ErrorInvalidRequest", "Only file attachments can be uploaded.")
+    size = int(spec.get("size") or 0)
+    name = str(spec.get("name") or "")
+    if not name or size <= 0:
+        raise GraphError(400, "ErrorInvalidRequest", "AttachmentItem needs a name and a size.")
+    if size > ATTACHMENT_MAX_SIZE:
         raise GraphError(
-            405, "ErrorInvalidRequest", "The $value of a reference attachment is not supported."
+            413,
+            "ErrorAttachmentSizeLimitExceeded",
+            "The attachment exceeds the maximum size of 150 MB.",
         )
+    session_id = new_session_id()
+    session = UploadSession(
+        id=session_id,
+        kind="attachment",
+        tenant_id=tenant.id,
+        expires=time.time() + 3600 * 2,
+        commit=partial(_commit_attachment, engine, tenant, item, kind, session_id, spec),
+        sink=ContentSink(engine.spill_dir),
+        total=size,
+    )
+    engine.upload_sessions[session_id] = session
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#microsoft.graph.uploadSession",
+            "uploadUrl": f"{engine.base_url}/_upload/{session_id}",
+            **session.status_body(),
+        },
+        201,
+    )
 
-    @router.add("POST", f"{prefix}/attachments", "exchange")
-    def add_attachment(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        user = mailbox_of(req)
-        item = owner(req)
-        att = attachment_from_json(req.json(), engine, tenant, user)
+
+def _commit_attachment(
+    engine: Engine,
+    tenant: Tenant,
+    item: OItem,
+    kind: str,
+    session_id: str,
+    spec: dict[str, Any],
+    content: Content,
+) -> Resp:
+    """The last fragment of an attachment upload session arrived: attach what it carried."""
+    name = str(spec.get("name") or "")
+    with engine.world.lock:
+        att = Attachment(
+            id="",
+            kind="file",
+            name=name,
+            modified=utcnow(),
+            content_type=str(spec.get("contentType") or ops.guess_mime(name)),
+            content=content,
+            content_id=spec.get("contentId"),
+            is_inline=bool(spec.get("isInline", False)),
+        )
         add_to_item(tenant, item, att)
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#attachments/$entity",
-                **attachment_out(req, att),
-            },
-            201,
+        engine.upload_sessions.pop(session_id, None)
+        noun = "Messages" if kind == "message" else "Events"
+        location = (
+            f"https://outlook.office.com/api/v2.0/Users('{item.user_id}')/"
+            f"{noun}('{item.id}')/Attachments('{att.id}')"
         )
+        return Resp(201, None, {"Location": location})
 
-    @router.add("DELETE", f"{prefix}/attachments/{{att}}", "exchange")
-    def delete_attachment(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        item = owner(req)
-        att = _find_attachment(item, req.params["att"])
-        item.attachments.remove(att)
-        _materialise(item)
-        touch_owner(tenant, item)
-        return Resp(204)
 
-    @router.add("POST", f"{prefix}/attachments/createUploadSession", "exchange")
-    def attachment_session(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        item = owner(req)
-        spec = req.json().get("AttachmentItem") or req.json().get("attachmentItem") or {}
-        if str(spec.get("attachmentType", "file")).lower() != "file":
-            raise GraphError(400, "ErrorInvalidRequest", "Only file attachments can be uploaded.")
-        size = int(spec.get("size") or 0)
-        name = str(spec.get("name") or "")
-        if not name or size <= 0:
-            raise GraphError(400, "ErrorInvalidRequest", "AttachmentItem needs a name and a size.")
-        if size > ATTACHMENT_MAX_SIZE:
-            raise GraphError(
-                413,
-                "ErrorAttachmentSizeLimitExceeded",
-                "The attachment exceeds the maximum size of 150 MB.",
-            )
-        session_id = new_session_id()
-        user_id = item.user_id
-
-        def commit(content: Content) -> Resp:
-            with engine.world.lock:
-                att = Attachment(
-                    id="",
-                    kind="file",
-                    name=name,
-                    modified=utcnow(),
-                    content_type=str(spec.get("contentType") or ops.guess_mime(name)),
-                    content=content,
-                    content_id=spec.get("contentId"),
-                    is_inline=bool(spec.get("isInline", False)),
-                )
-                add_to_item(tenant, item, att)
-                engine.upload_sessions.pop(session_id, None)
-                noun = "Messages" if kind == "message" else "Events"
-                location = (
-                    f"https://outlook.office.com/api/v2.0/Users('{user_id}')/"
-                    f"{noun}('{item.id}')/Attachments('{att.id}')"
-                )
-                return Resp(201, None, {"Location": location})
-
-        session = UploadSession(
-            id=session_id,
-            kind="attachment",
-            tenant_id=tenant.id,
-            expires=time.time() + 3600 * 2,
-            commit=commit,
-            sink=ContentSink(engine.spill_dir),
-            total=size,
-        )
-        engine.upload_sessions[session_id] = session
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#microsoft.graph.uploadSession",
-                "uploadUrl": f"{engine.base_url}/_upload/{session_id}",
-                **session.status_body(),
-            },
-            201,
-        )
+def add_attachment_routes(router: Router, prefix: str, kind: str) -> None:
+    """The attachment endpoints under ``prefix`` (which names the item ``{item}``), for
+    messages or events (``kind``): the same handlers serve both."""
+    for method, suffix, handler in (
+        ("GET", "/attachments", list_attachments),
+        ("GET", "/attachments/{att}", get_attachment),
+        ("GET", "/attachments/{att}/$value", attachment_value),
+        ("POST", "/attachments", add_attachment),
+        ("DELETE", "/attachments/{att}", delete_attachment),
+        ("POST", "/attachments/createUploadSession", attachment_session),
+    ):
+        router.add(method, prefix + suffix, "exchange")(partial(handler, kind=kind))
 
 
 def _item_text(att: Attachment) -> bytes:
@@ -696,308 +726,327 @@ def touch_owner(tenant: Tenant, item: OItem) -> None:
 # -- routes ----------------------------------------------------------------------------------
 
 
-def register(router: Router) -> None:
-    @router.add("GET", "/users/{user}/mailFolders", "exchange")
-    def list_top_folders(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
-        folders = [
+router = Router()
+
+
+@router.add("GET", "/users/{user}/mailFolders", "exchange")
+def list_top_folders(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
+    folders = [
+        f
+        for f in tenant.user_folders(user.id, "mail")
+        if f.parent_id == user.msgfolderroot and (hidden or not f.hidden)
+    ]
+    folders.sort(key=lambda f: f.display_name.lower())
+    values = [apply_select(folder_json(tenant, f), req.select()) for f in folders]
+    return collection(req, engine, f"users('{user.id}')/mailFolders", values, default=10)
+
+
+@router.add("GET", "/users/{user}/mailFolders/delta", "exchange")
+def folders_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return _folder_delta(engine, req, tenant, user, "mail", f"/users/{user.id}/mailFolders/delta")
+
+
+@router.add("GET", "/users/{user}/mailFolders/{folder}", "exchange")
+def get_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"])
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailFolders/$entity",
+            **apply_select(folder_json(tenant, folder), req.select()),
+        }
+    )
+
+
+@router.add("GET", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
+def child_folders(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"])
+    hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
+    children = sorted(
+        (
             f
-            for f in tenant.user_folders(user.id, "mail")
-            if f.parent_id == user.msgfolderroot and (hidden or not f.hidden)
-        ]
-        folders.sort(key=lambda f: f.display_name.lower())
-        values = [apply_select(folder_json(tenant, f), req.select()) for f in folders]
-        return collection(req, engine, f"users('{user.id}')/mailFolders", values, default=10)
+            for f in tenant.folders.values()
+            if f.parent_id == folder.id and (hidden or not f.hidden)
+        ),
+        key=lambda f: f.display_name.lower(),
+    )
+    values = [apply_select(folder_json(tenant, f), req.select()) for f in children]
+    return collection(req, engine, "mailFolders", values, default=10)
 
-    @router.add("GET", "/users/{user}/mailFolders/delta", "exchange")
-    def folders_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return _folder_delta(
-            engine, req, tenant, user, "mail", f"/users/{user.id}/mailFolders/delta"
-        )
 
-    @router.add("GET", "/users/{user}/mailFolders/{folder}", "exchange")
-    def get_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"])
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')"
-                "/mailFolders/$entity",
-                **apply_select(folder_json(tenant, folder), req.select()),
-            }
-        )
-
-    @router.add("GET", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
-    def child_folders(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"])
-        hidden = req.query.get("includeHiddenFolders", "").lower() == "true"
-        children = sorted(
-            (
-                f
-                for f in tenant.folders.values()
-                if f.parent_id == folder.id and (hidden or not f.hidden)
-            ),
-            key=lambda f: f.display_name.lower(),
-        )
-        values = [apply_select(folder_json(tenant, f), req.select()) for f in children]
-        return collection(req, engine, "mailFolders", values, default=10)
-
-    def create_folder(engine: Engine, req: Req, parent: Folder, user: User) -> Resp:
-        tenant = tenant_of(req)
-        name = str(req.json().get("displayName") or "").strip()
-        if not name:
-            raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
-        for sibling in tenant.folders.values():
-            if sibling.parent_id == parent.id and sibling.display_name.lower() == name.lower():
-                raise GraphError(
-                    409, "ErrorFolderExists", "A folder with the specified name already exists."
-                )
-        folder = ops.new_folder(
-            tenant,
-            user,
-            parent.kind,
-            name,
-            parent.id,
-            hidden=bool(req.json().get("isHidden", False)),
-        )
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')"
-                "/mailFolders/$entity",
-                **folder_json(tenant, folder),
-            },
-            201,
-        )
-
-    @router.add("POST", "/users/{user}/mailFolders", "exchange")
-    def create_top_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return create_folder(engine, req, tenant.folders[user.msgfolderroot], user)
-
-    @router.add("POST", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
-    def create_child_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        return create_folder(engine, req, resolve_folder(tenant, user, req.params["folder"]), user)
-
-    @router.add("PATCH", "/users/{user}/mailFolders/{folder}", "exchange")
-    def patch_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"])
-        name = req.json().get("displayName")
-        if name:
-            folder.display_name = str(name)
-            tenant.touch_folder(folder)
-        return json_resp(folder_json(tenant, folder))
-
-    @router.add("DELETE", "/users/{user}/mailFolders/{folder}", "exchange")
-    def delete_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"])
-        if folder.well_known:
+def create_folder(engine: Engine, req: Req, parent: Folder, user: User) -> Resp:
+    tenant = tenant_of(req)
+    name = str(req.json().get("displayName") or "").strip()
+    if not name:
+        raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
+    for sibling in tenant.folders.values():
+        if sibling.parent_id == parent.id and sibling.display_name.lower() == name.lower():
             raise GraphError(
-                403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+                409, "ErrorFolderExists", "A folder with the specified name already exists."
             )
-        tenant.delete_folder(folder)
-        return Resp(204)
+    folder = ops.new_folder(
+        tenant,
+        user,
+        parent.kind,
+        name,
+        parent.id,
+        hidden=bool(req.json().get("isHidden", False)),
+    )
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailFolders/$entity",
+            **folder_json(tenant, folder),
+        },
+        201,
+    )
 
-    @router.add("GET", "/users/{user}/mailFolders/{folder}/messages", "exchange")
-    def list_folder_messages(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"])
-        items = sorted(
-            tenant.folder_items(folder.id), key=lambda m: (m.spec.received, m.id), reverse=True
-        )
-        return collection(
-            req,
-            engine,
-            f"users('{user.id}')/mailFolders('{folder.id}')/messages",
-            message_query(req, items),
-            default=10,
-            maximum=1000,
-            render=lambda m: message_out(req, m),
-        )
 
-    @router.add("POST", "/users/{user}/mailFolders/{folder}/messages", "exchange")
-    def create_in_folder(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"])
-        if req.headers.get("content-type", "").startswith("text/plain"):
-            raise GraphError(
-                400, "ErrorInvalidRequest", "MIME content can only be posted to /messages."
+@router.add("POST", "/users/{user}/mailFolders", "exchange")
+def create_top_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return create_folder(engine, req, tenant.folders[user.msgfolderroot], user)
+
+
+@router.add("POST", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
+def create_child_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    return create_folder(engine, req, resolve_folder(tenant, user, req.params["folder"]), user)
+
+
+@router.add("PATCH", "/users/{user}/mailFolders/{folder}", "exchange")
+def patch_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"])
+    name = req.json().get("displayName")
+    if name:
+        folder.display_name = str(name)
+        tenant.touch_folder(folder)
+    return json_resp(folder_json(tenant, folder))
+
+
+@router.add("DELETE", "/users/{user}/mailFolders/{folder}", "exchange")
+def delete_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"])
+    if folder.well_known:
+        raise GraphError(
+            403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+        )
+    tenant.delete_folder(folder)
+    return Resp(204)
+
+
+@router.add("GET", "/users/{user}/mailFolders/{folder}/messages", "exchange")
+def list_folder_messages(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"])
+    items = sorted(
+        tenant.folder_items(folder.id), key=lambda m: (m.spec.received, m.id), reverse=True
+    )
+    return collection(
+        req,
+        engine,
+        f"users('{user.id}')/mailFolders('{folder.id}')/messages",
+        message_query(req, items),
+        default=10,
+        maximum=1000,
+        render=lambda m: message_out(req, m),
+    )
+
+
+@router.add("POST", "/users/{user}/mailFolders/{folder}/messages", "exchange")
+def create_in_folder(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"])
+    if req.headers.get("content-type", "").startswith("text/plain"):
+        raise GraphError(
+            400, "ErrorInvalidRequest", "MIME content can only be posted to /messages."
+        )
+    item = create_from_json(engine, req, user, folder)
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
+            **message_out(req, item),
+        },
+        201,
+    )
+
+
+@router.add("GET", "/users/{user}/mailFolders/{folder}/messages/delta", "exchange")
+def messages_delta(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"])
+    path = f"/users/{user.id}/mailFolders/{folder.id}/messages/delta"
+    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    state = read_delta_token(
+        req,
+        engine,
+        collection=folder.id,
+        owner=user.id,
+        style="outlook",
+        path=path,
+        query=delta_query(req) if not token else {},
+        default_size=10,
+        max_size=1000,
+        token=token,
+    )
+    # Every option travels in the links: later pages and rounds apply the first query.
+    query = state.query
+    req.query["$select"] = str(query.get("select") or "")
+    req.query["$expand"] = str(query.get("expand") or "")
+    since = _iso_or_none(query.get("since"))
+    strict = bool(query.get("strict"))
+    change = str(query.get("change") or "")
+
+    def wanted(item: OItem) -> bool:
+        received = item.spec.received
+        if since is not None and (received < since or (strict and received == since)):
+            return False
+        if change == "created":
+            return item.joined > state.since
+        if change == "updated":
+            return item.joined <= state.since
+        return change != "deleted"
+
+    live = ((m.seq, m.id, m) for m in tenant.folder_items(folder.id) if wanted(m))
+    removed = (
+        ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
+        if change in ("", "deleted")
+        else iter(())
+    )
+    order = _newest_first if query.get("orderby") else None
+    page, more = delta_page(state, live, removed, order=order)
+    values = []
+    for _seq, item_id, obj, gone in page:
+        if gone:
+            values.append(
+                {
+                    "@odata.type": "#microsoft.graph.message",
+                    "id": item_id,
+                    "@removed": {"reason": "deleted"},
+                }
             )
-        item = create_from_json(engine, req, user, folder)
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-                **message_out(req, item),
-            },
-            201,
-        )
-
-    @router.add("GET", "/users/{user}/mailFolders/{folder}/messages/delta", "exchange")
-    def messages_delta(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        folder = resolve_folder(tenant, user, req.params["folder"])
-        path = f"/users/{user.id}/mailFolders/{folder.id}/messages/delta"
-        token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-        state = read_delta_token(
-            req,
-            engine,
-            collection=folder.id,
-            owner=user.id,
-            style="outlook",
-            path=path,
-            query=delta_query(req) if not token else {},
-            default_size=10,
-            max_size=1000,
-            token=token,
-        )
-        # Every option travels in the links: later pages and rounds apply the first query.
-        query = state.query
-        req.query["$select"] = str(query.get("select") or "")
-        req.query["$expand"] = str(query.get("expand") or "")
-        since = _iso_or_none(query.get("since"))
-        strict = bool(query.get("strict"))
-        change = str(query.get("change") or "")
-
-        def wanted(item: OItem) -> bool:
-            received = item.spec.received
-            if since is not None and (received < since or (strict and received == since)):
-                return False
-            if change == "created":
-                return item.joined > state.since
-            if change == "updated":
-                return item.joined <= state.since
-            return change != "deleted"
-
-        live = ((m.seq, m.id, m) for m in tenant.folder_items(folder.id) if wanted(m))
-        removed = (
-            ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
-            if change in ("", "deleted")
-            else iter(())
-        )
-        order = _newest_first if query.get("orderby") else None
-        page, more = delta_page(state, live, removed, order=order)
-        values = []
-        for _seq, item_id, obj, gone in page:
-            if gone:
-                values.append(
-                    {
-                        "@odata.type": "#microsoft.graph.message",
-                        "id": item_id,
-                        "@removed": {"reason": "deleted"},
-                    }
-                )
-            else:
-                values.append(message_out(req, obj))
-        return outlook_delta_resp(
-            req, engine, state, user.id, page, more, path=path, entity="message", values=values
-        )
-
-    @router.add("GET", "/users/{user}/messages", "exchange")
-    def list_messages(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        visible = {f.id for f in tenant.user_folders(user.id, "mail") if not f.hidden}
-        items = sorted(
-            (
-                i
-                for i in tenant.items.values()
-                if i.kind == "message" and i.user_id == user.id and i.folder_id in visible
-            ),
-            key=lambda m: (m.spec.received, m.id),
-            reverse=True,
-        )
-        return collection(
-            req,
-            engine,
-            f"users('{user.id}')/messages",
-            message_query(req, items),
-            default=10,
-            render=lambda m: message_out(req, m),
-        )
-
-    @router.add("POST", "/users/{user}/messages", "exchange")
-    def create_message(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        if req.headers.get("content-type", "").split(";")[0].strip() == "text/plain":
-            item = create_from_mime(req, user)
         else:
-            item = create_from_json(engine, req, user, tenant.folders[user.well_known["drafts"]])
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-                **message_out(req, item),
-            },
-            201,
-        )
+            values.append(message_out(req, obj))
+    return delta_resp(
+        req, engine, state, user.id, page, more, path=path, entity="message", values=values
+    )
 
-    @router.add("GET", "/users/{user}/messages/{item}", "exchange")
-    def get_message(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "message")
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-                **message_out(req, item),
-            },
-            200,
-            prefer_applied(req, 0),
-        )
 
-    @router.add("GET", "/users/{user}/messages/{item}/$value", "exchange")
-    def get_mime(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "message")
-        return Resp(200, message_mime(item), {"Content-Type": "message/rfc822"})
+@router.add("GET", "/users/{user}/messages", "exchange")
+def list_messages(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    visible = {f.id for f in tenant.user_folders(user.id, "mail") if not f.hidden}
+    items = sorted(
+        (
+            i
+            for i in tenant.items.values()
+            if i.kind == "message" and i.user_id == user.id and i.folder_id in visible
+        ),
+        key=lambda m: (m.spec.received, m.id),
+        reverse=True,
+    )
+    return collection(
+        req,
+        engine,
+        f"users('{user.id}')/messages",
+        message_query(req, items),
+        default=10,
+        render=lambda m: message_out(req, m),
+    )
 
-    @router.add("PATCH", "/users/{user}/messages/{item}", "exchange")
-    def patch_message(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "message")
-        apply_message_patch(tenant, item, req.json())
-        return json_resp(message_out(req, item))
 
-    @router.add("DELETE", "/users/{user}/messages/{item}", "exchange")
-    def delete_message(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
-        return Resp(204)
+@router.add("POST", "/users/{user}/messages", "exchange")
+def create_message(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    if req.headers.get("content-type", "").split(";")[0].strip() == "text/plain":
+        item = create_from_mime(req, user)
+    else:
+        item = create_from_json(engine, req, user, tenant.folders[user.well_known["drafts"]])
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
+            **message_out(req, item),
+        },
+        201,
+    )
 
-    @router.add("POST", "/users/{user}/messages/{item}/permanentDelete", "exchange")
-    def permanent_delete(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
-        return Resp(204)
 
-    @router.add("POST", "/users/{user}/messages/{item}/move", "exchange")
-    def move_message(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "message")
-        dest = resolve_folder(tenant, user, str(req.json().get("destinationId") or ""))
-        tenant.move_item(item, dest.id)
-        return json_resp(message_out(req, item), 201)
+@router.add("GET", "/users/{user}/messages/{item}", "exchange")
+def get_message(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "message")
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
+            **message_out(req, item),
+        },
+        200,
+        prefer_applied(req, 0),
+    )
 
-    @router.add("POST", "/users/{user}/messages/{item}/copy", "exchange")
-    def copy_message(engine: Engine, req: Req) -> Resp:
-        tenant, user = tenant_of(req), mailbox_of(req)
-        item = get_item(tenant, user, req.params["item"], "message")
-        dest = resolve_folder(tenant, user, str(req.json().get("destinationId") or ""))
-        copy = ops.new_item(
-            tenant,
-            user,
-            "message",
-            dest.id,
-            spec=item.spec,
-            raw_mime=item.raw_mime,
-            attachments=[_copy_att(a) for a in item.attachments],
-            props=dict(item.props),
-        )
-        return json_resp(message_out(req, copy), 201)
 
-    register_attachment_routes(router, "/users/{user}/messages/{item}", "message")
+@router.add("GET", "/users/{user}/messages/{item}/$value", "exchange")
+def get_mime(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "message")
+    return Resp(200, message_mime(item), {"Content-Type": "message/rfc822"})
+
+
+@router.add("PATCH", "/users/{user}/messages/{item}", "exchange")
+def patch_message(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "message")
+    apply_message_patch(tenant, item, req.json())
+    return json_resp(message_out(req, item))
+
+
+@router.add("DELETE", "/users/{user}/messages/{item}", "exchange")
+def delete_message(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
+    return Resp(204)
+
+
+@router.add("POST", "/users/{user}/messages/{item}/permanentDelete", "exchange")
+def permanent_delete(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
+    return Resp(204)
+
+
+@router.add("POST", "/users/{user}/messages/{item}/move", "exchange")
+def move_message(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "message")
+    dest = resolve_folder(tenant, user, str(req.json().get("destinationId") or ""))
+    tenant.move_item(item, dest.id)
+    return json_resp(message_out(req, item), 201)
+
+
+@router.add("POST", "/users/{user}/messages/{item}/copy", "exchange")
+def copy_message(engine: Engine, req: Req) -> Resp:
+    tenant, user = tenant_of(req), mailbox_of(req)
+    item = get_item(tenant, user, req.params["item"], "message")
+    dest = resolve_folder(tenant, user, str(req.json().get("destinationId") or ""))
+    copy = ops.new_item(
+        tenant,
+        user,
+        "message",
+        dest.id,
+        spec=item.spec,
+        raw_mime=item.raw_mime,
+        attachments=[_copy_att(a) for a in item.attachments],
+        props=dict(item.props),
+    )
+    return json_resp(message_out(req, copy), 201)
+
+
+add_attachment_routes(router, "/users/{user}/messages/{item}", "message")
 
 
 def _copy_att(att: Attachment) -> Attachment:
@@ -1111,7 +1160,7 @@ def _folder_delta(
                 }
             )
     name = "mailFolder" if kind == "mail" else "contactFolder"
-    return outlook_delta_resp(
+    return delta_resp(
         req, engine, state, user.id, page, more, path=path, entity=name, values=values
     )
 

@@ -9,10 +9,9 @@ from graphsim.core import (
     Engine,
     apply_select,
     collection,
-    delta_links,
     delta_page,
+    delta_resp,
     json_resp,
-    prefer_applied,
     read_delta_token,
     tenant_of,
 )
@@ -148,251 +147,261 @@ def _expand_raw(req: Req) -> str:
     return req.query.get("$expand") or req.query.get("expand") or ""
 
 
-def register(router: Router) -> None:
-    @router.add("GET", "/sites", "sharepoint")
-    def sites(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        search = req.query.get("search")
-        values = [site_json(s) for s in tenant.sites.values() if not s.personal or search == "*"]
-        if search and search != "*":
-            values = [v for v in values if search.lower() in (v["displayName"] + v["name"]).lower()]
-        return collection(req, engine, "sites", values, default=200)
+def addressed_site(req: Req) -> tuple[Tenant, Site]:
+    """The tenant and the site a ``/sites/{site}...`` path names."""
+    tenant = tenant_of(req)
+    return tenant, get_site(tenant, req.params["site"])
 
-    @router.add("GET", "/sites/getAllSites", "sharepoint")
-    def all_sites(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        return collection(
-            req, engine, "sites", [site_json(s) for s in tenant.sites.values()], default=200
-        )
 
-    @router.add("GET", "/sites/{site}", "sharepoint")
-    def site(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        return json_resp(
-            apply_select(site_json(get_site(tenant, req.params["site"])), req.select())
-        )
+router = Router()
 
-    @router.add("GET", "/sites/{site}/drive", "sharepoint")
-    def site_drive(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        return json_resp(drive_json(tenant, tenant.drives[s.drive_ids[0]]))
 
-    @router.add("GET", "/sites/{site}/drives", "sharepoint")
-    def site_drives(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        return collection(
-            req,
-            engine,
-            "drives",
-            [drive_json(tenant, tenant.drives[d]) for d in s.drive_ids if d in tenant.drives],
-            default=200,
-        )
+@router.add("GET", "/sites", "sharepoint")
+def sites(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    search = req.query.get("search")
+    values = [site_json(s) for s in tenant.sites.values() if not s.personal or search == "*"]
+    if search and search != "*":
+        values = [v for v in values if search.lower() in (v["displayName"] + v["name"]).lower()]
+    return collection(req, engine, "sites", values, default=200)
 
-    @router.add("GET", "/sites/{site}/lists", "sharepoint")
-    def lists(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        return collection(
-            req,
-            engine,
-            "lists",
-            [apply_select(list_json(tenant, s, tenant.lists[i]), req.select()) for i in s.list_ids],
-            default=200,
-        )
 
-    @router.add("POST", "/sites/{site}/lists", "sharepoint")
-    def create_list(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = new_list_from_json(tenant, s, req.json())
-        return json_resp(
-            {
-                "@odata.context": f"{req.graph_base}/$metadata#sites('{s.id}')/lists/$entity",
-                **list_json(tenant, s, splist),
-            },
-            201,
-        )
+@router.add("GET", "/sites/getAllSites", "sharepoint")
+def all_sites(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    return collection(
+        req, engine, "sites", [site_json(s) for s in tenant.sites.values()], default=200
+    )
 
-    @router.add("GET", "/sites/{site}/lists/{list}", "sharepoint")
-    def get_list_route(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        return json_resp(apply_select(list_json(tenant, s, splist), req.select()))
 
-    @router.add("DELETE", "/sites/{site}/lists/{list}", "sharepoint")
-    def delete_list(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        ops.delete_list(tenant, s, get_list(tenant, s, req.params["list"]))
-        return Resp(204)
+@router.add("GET", "/sites/{site}", "sharepoint")
+def site(engine: Engine, req: Req) -> Resp:
+    tenant = tenant_of(req)
+    return json_resp(apply_select(site_json(get_site(tenant, req.params["site"])), req.select()))
 
-    @router.add("GET", "/sites/{site}/lists/{list}/drive", "sharepoint")
-    def list_drive(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        drive = tenant.drives.get(splist.drive_id or "")
-        if drive is None:
-            raise GraphError(404, "itemNotFound", "The resource could not be found.")
-        body = apply_select(drive_json(tenant, drive), req.select())
-        return json_resp({"@odata.context": f"{req.graph_base}/$metadata#drives/$entity", **body})
 
-    @router.add("GET", "/sites/{site}/lists/{list}/columns", "sharepoint")
-    def columns(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        values = [
-            {
-                "id": f"{splist.id[:8]}-col-{n}",
-                "columnGroup": "Custom Columns",
-                "description": "",
-                "enforceUniqueValues": False,
-                "hidden": False,
-                "indexed": False,
-                "readOnly": False,
-                "required": c["name"] == "Title",
-                **c,
-            }
-            for n, c in enumerate(splist.columns)
-        ]
-        return collection(req, engine, "columns", values, default=200)
+@router.add("GET", "/sites/{site}/drive", "sharepoint")
+def site_drive(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    return json_resp(drive_json(tenant, tenant.drives[s.drive_ids[0]]))
 
-    @router.add("GET", "/sites/{site}/lists/{list}/contentTypes", "sharepoint")
-    def content_types(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        name = "Document" if splist.drive_id else "Item"
-        return collection(
-            req,
-            engine,
-            "contentTypes",
-            [
-                {
-                    "id": "0x0100" + splist.id.replace("-", "").upper()[:32],
-                    "name": name,
-                    "hidden": False,
-                    "group": "List Content Types",
-                    "description": f"Create a new {name.lower()}.",
-                    "readOnly": False,
-                    "sealed": False,
-                }
-            ],
-        )
 
-    @router.add("GET", "/sites/{site}/lists/{list}/items", "sharepoint")
-    def items(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        fields = _fields_options(_expand_raw(req))
-        live = [i for i in sorted(splist.items.values(), key=lambda i: int(i.id)) if not i.deleted]
-        return collection(
-            req,
-            engine,
-            "listItems",
-            live,
-            default=200,
-            maximum=5000,
-            render=lambda i: item_json(tenant, s, splist, i, fields, req.select()),
-        )
+@router.add("GET", "/sites/{site}/drives", "sharepoint")
+def site_drives(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    return collection(
+        req,
+        engine,
+        "drives",
+        [drive_json(tenant, tenant.drives[d]) for d in s.drive_ids if d in tenant.drives],
+        default=200,
+    )
 
-    @router.add("GET", "/sites/{site}/lists/{list}/items/delta", "sharepoint")
-    def items_delta(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        path = f"/sites/{s.id}/lists/{splist.id}/items/delta"
-        token = (
-            req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
-        )
-        state = read_delta_token(
-            req,
-            engine,
-            collection=f"list:{splist.id}",
-            owner=splist.id,
-            style="onedrive",
-            path=path,
-            # The links carry the query ($expand=fields with its own $select, $select).
-            query={"expand": _expand_raw(req), "select": req.query.get("$select", "")},
-            default_size=200,
-            max_size=1000,
-            token=None if token == LATEST_TOKEN else token,
-        )
-        if token == LATEST_TOKEN:
-            state.since = state.upto
-        if state.query.get("fields"):  # links issued before the query kept $expand's options
-            state.query = {"expand": "fields", "select": ""}
-        fields = _fields_options(str(state.query.get("expand") or ""))
-        select = [p for p in str(state.query.get("select") or "").split(",") if p] or None
-        live = ((i.seq, i.id, i) for i in splist.items.values() if not i.deleted)
-        removed = ((i.seq, i.id, i) for i in splist.items.values() if i.deleted)
-        page, more = ([], False) if token == LATEST_TOKEN else delta_page(state, live, removed)
-        values = [item_json(tenant, s, splist, obj, fields, select) for _s, _i, obj, _g in page]
-        body: dict[str, Any] = {
-            "@odata.context": f"{req.graph_base}/$metadata#Collection(listItem)",
-            "value": values,
+
+@router.add("GET", "/sites/{site}/lists", "sharepoint")
+def lists(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    return collection(
+        req,
+        engine,
+        "lists",
+        [apply_select(list_json(tenant, s, tenant.lists[i]), req.select()) for i in s.list_ids],
+        default=200,
+    )
+
+
+@router.add("POST", "/sites/{site}/lists", "sharepoint")
+def create_list(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = new_list_from_json(tenant, s, req.json())
+    return json_resp(
+        {
+            "@odata.context": f"{req.graph_base}/$metadata#sites('{s.id}')/lists/$entity",
+            **list_json(tenant, s, splist),
+        },
+        201,
+    )
+
+
+@router.add("GET", "/sites/{site}/lists/{list}", "sharepoint")
+def get_list_route(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    return json_resp(apply_select(list_json(tenant, s, splist), req.select()))
+
+
+@router.add("DELETE", "/sites/{site}/lists/{list}", "sharepoint")
+def delete_list(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    ops.delete_list(tenant, s, get_list(tenant, s, req.params["list"]))
+    return Resp(204)
+
+
+@router.add("GET", "/sites/{site}/lists/{list}/drive", "sharepoint")
+def list_drive(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    drive = tenant.drives.get(splist.drive_id or "")
+    if drive is None:
+        raise GraphError(404, "itemNotFound", "The resource could not be found.")
+    body = apply_select(drive_json(tenant, drive), req.select())
+    return json_resp({"@odata.context": f"{req.graph_base}/$metadata#drives/$entity", **body})
+
+
+@router.add("GET", "/sites/{site}/lists/{list}/columns", "sharepoint")
+def columns(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    values = [
+        {
+            "id": f"{splist.id[:8]}-col-{n}",
+            "columnGroup": "Custom Columns",
+            "description": "",
+            "enforceUniqueValues": False,
+            "hidden": False,
+            "indexed": False,
+            "readOnly": False,
+            "required": c["name"] == "Title",
+            **c,
         }
-        body.update(
-            delta_links(req, engine, state, splist.id, page, more, path=path, style="onedrive")
-        )
-        return Resp(200, body, prefer_applied(req, state.size))
+        for n, c in enumerate(splist.columns)
+    ]
+    return collection(req, engine, "columns", values, default=200)
 
-    @router.add("GET", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
-    def get_item(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        item = splist.items.get(req.params["item"])
-        if item is None or item.deleted:
-            raise GraphError(404, "itemNotFound", "The specified list item was not found")
-        return json_resp(
-            item_json(tenant, s, splist, item, _fields_options(_expand_raw(req)), req.select())
-        )
 
-    @router.add("POST", "/sites/{site}/lists/{list}/items", "sharepoint")
-    def create_item(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        if splist.drive_id:
-            raise GraphError(400, "invalidRequest", "Files must be uploaded through the drive.")
-        fields = req.json().get("fields")
-        if not isinstance(fields, dict):
-            raise GraphError(400, "invalidRequest", "A fields object is required.")
-        _check_fields(splist, fields)
-        item = ops.new_list_item(tenant, splist, fields, "")
-        return json_resp(item_json(tenant, s, splist, item, {}), 201)
+@router.add("GET", "/sites/{site}/lists/{list}/contentTypes", "sharepoint")
+def content_types(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    name = "Document" if splist.drive_id else "Item"
+    return collection(
+        req,
+        engine,
+        "contentTypes",
+        [
+            {
+                "id": "0x0100" + splist.id.replace("-", "").upper()[:32],
+                "name": name,
+                "hidden": False,
+                "group": "List Content Types",
+                "description": f"Create a new {name.lower()}.",
+                "readOnly": False,
+                "sealed": False,
+            }
+        ],
+    )
 
-    @router.add("PATCH", "/sites/{site}/lists/{list}/items/{item}/fields", "sharepoint")
-    def patch_fields(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        item = splist.items.get(req.params["item"])
-        if item is None or item.deleted:
-            raise GraphError(404, "itemNotFound", "The specified list item was not found")
-        fields = req.json()
-        _check_fields(splist, fields)
-        item.fields.update(fields)
-        ops.touch_list_item(tenant, item, "")
-        return json_resp(item_json(tenant, s, splist, item, {})["fields"])
 
-    @router.add("DELETE", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
-    def delete_item(engine: Engine, req: Req) -> Resp:
-        tenant = tenant_of(req)
-        s = get_site(tenant, req.params["site"])
-        splist = get_list(tenant, s, req.params["list"])
-        item = splist.items.get(req.params["item"])
-        if item is None or item.deleted:
-            raise GraphError(404, "itemNotFound", "The specified list item was not found")
-        item.deleted = True
-        item.seq = tenant.next_seq()
-        return Resp(204)
+@router.add("GET", "/sites/{site}/lists/{list}/items", "sharepoint")
+def items(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    fields = _fields_options(_expand_raw(req))
+    live = [i for i in sorted(splist.items.values(), key=lambda i: int(i.id)) if not i.deleted]
+    return collection(
+        req,
+        engine,
+        "listItems",
+        live,
+        default=200,
+        maximum=5000,
+        render=lambda i: item_json(tenant, s, splist, i, fields, req.select()),
+    )
+
+
+@router.add("GET", "/sites/{site}/lists/{list}/items/delta", "sharepoint")
+def items_delta(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    path = f"/sites/{s.id}/lists/{splist.id}/items/delta"
+    token = req.query.get("token") or req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    state = read_delta_token(
+        req,
+        engine,
+        collection=f"list:{splist.id}",
+        owner=splist.id,
+        style="onedrive",
+        path=path,
+        # The links carry the query ($expand=fields with its own $select, $select).
+        query={"expand": _expand_raw(req), "select": req.query.get("$select", "")},
+        default_size=200,
+        max_size=1000,
+        token=None if token == LATEST_TOKEN else token,
+    )
+    if token == LATEST_TOKEN:
+        state.since = state.upto
+    if state.query.get("fields"):  # links issued before the query kept $expand's options
+        state.query = {"expand": "fields", "select": ""}
+    fields = _fields_options(str(state.query.get("expand") or ""))
+    select = [p for p in str(state.query.get("select") or "").split(",") if p] or None
+    live = ((i.seq, i.id, i) for i in splist.items.values() if not i.deleted)
+    removed = ((i.seq, i.id, i) for i in splist.items.values() if i.deleted)
+    page, more = ([], False) if token == LATEST_TOKEN else delta_page(state, live, removed)
+    values = [item_json(tenant, s, splist, obj, fields, select) for _s, _i, obj, _g in page]
+    return delta_resp(
+        req,
+        engine,
+        state,
+        splist.id,
+        page,
+        more,
+        path=path,
+        entity="listItem",
+        values=values,
+        style="onedrive",
+    )
+
+
+@router.add("GET", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
+def get_item(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    item = splist.items.get(req.params["item"])
+    if item is None or item.deleted:
+        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    return json_resp(
+        item_json(tenant, s, splist, item, _fields_options(_expand_raw(req)), req.select())
+    )
+
+
+@router.add("POST", "/sites/{site}/lists/{list}/items", "sharepoint")
+def create_item(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    if splist.drive_id:
+        raise GraphError(400, "invalidRequest", "Files must be uploaded through the drive.")
+    fields = req.json().get("fields")
+    if not isinstance(fields, dict):
+        raise GraphError(400, "invalidRequest", "A fields object is required.")
+    _check_fields(splist, fields)
+    item = ops.new_list_item(tenant, splist, fields, "")
+    return json_resp(item_json(tenant, s, splist, item, {}), 201)
+
+
+@router.add("PATCH", "/sites/{site}/lists/{list}/items/{item}/fields", "sharepoint")
+def patch_fields(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    item = splist.items.get(req.params["item"])
+    if item is None or item.deleted:
+        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    fields = req.json()
+    _check_fields(splist, fields)
+    item.fields.update(fields)
+    ops.touch_list_item(tenant, item, "")
+    return json_resp(item_json(tenant, s, splist, item, {})["fields"])
+
+
+@router.add("DELETE", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
+def delete_item(engine: Engine, req: Req) -> Resp:
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    item = splist.items.get(req.params["item"])
+    if item is None or item.deleted:
+        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    item.deleted = True
+    item.seq = tenant.next_seq()
+    return Resp(204)
 
 
 # SPListTemplateType names (camel-cased, as listInfo.template gives them) a list can be

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, tzinfo
+from functools import cache
 from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,16 +18,27 @@ import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from graphsim import entra, subscriptions
-from graphsim.core import Engine
+from graphsim import (
+    control_http,
+    entra,
+    routes_beta,
+    routes_calendar,
+    routes_directory,
+    routes_drive,
+    routes_mail,
+    routes_sites,
+    subscriptions,
+)
+from graphsim.core import Engine, engine_of
 from graphsim.http import GraphError, Req, Resp, Router, error_body, parse_query
 from graphsim.http import Route as GraphRoute
 from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant
 
 GRAPH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OUTLOOK_BATCH_CONCURRENCY = 4
 
 
@@ -228,6 +240,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
     template = f"{req.method} unmatched"
     mailbox: str | None = None
     slot = None
+    in_flight: str | None = None
     status = 500
     try:
         with engine.world.lock:
@@ -248,6 +261,9 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             resp = await run_batch(engine, req)
             status = resp.status
             return resp, template
+        if route.service == "exchange" and mailbox:
+            # Outlook's limit is per mailbox: how many requests a client keeps in flight.
+            in_flight = engine.in_flight.begin(f"{tenant.id}|{mailbox}")
         slot = engine.throttler.admit(
             service=route.service,
             app=req.app_id,
@@ -276,6 +292,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         body = error_body(err, req.request_id, req.headers.get("client-request-id", ""))
         return Resp(err.status, body, dict(err.headers)), template
     finally:
+        engine.in_flight.end(in_flight)
         engine.throttler.release(slot)
         engine.throttler.record(
             template, mailbox, req.tenant.id if req.tenant else None, status, inner=req.inner
@@ -350,12 +367,10 @@ def in_time_zone(req: Req, resp: Resp) -> None:
 
 def time_zone(name: str) -> tzinfo | None:
     """A Windows (``Pacific Standard Time``) or IANA (``Europe/Paris``) zone name."""
-    from graphsim.routes_calendar import WINDOWS_ZONES
-
     if name.upper() in ("UTC", "Z", "COORDINATED UNIVERSAL TIME"):
         return UTC
     try:
-        return ZoneInfo(WINDOWS_ZONES.get(name, name))
+        return ZoneInfo(routes_calendar.WINDOWS_ZONES.get(name, name))
     except (ZoneInfoNotFoundError, ValueError):
         return None
 
@@ -521,158 +536,209 @@ def to_response(resp: Resp, request_id: str) -> Response:
     return Response(resp.encoded(), status_code=resp.status, headers=headers)
 
 
-def build_app(engine: Engine, control_routes: list[Route]) -> CountingApp:
-    async def graph(request: Request) -> Response:
-        body = await request.body()
-        version, _, path = request.scope["path"].lstrip("/").partition("/")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        req = Req(
-            method=request.method,
-            path="/" + path,
-            query=parse_query(request.url.query),
-            headers=headers,
-            body=body,
-            base_url=public_base(engine, request),
-            version=version,
+async def graph(request: Request) -> Response:
+    """``/v1.0/...`` and ``/beta/...``: authenticate, then route as ``$batch`` does too."""
+    engine = engine_of(request)
+    body = await request.body()
+    version, _, path = request.scope["path"].lstrip("/").partition("/")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    req = Req(
+        method=request.method,
+        path="/" + path,
+        query=parse_query(request.url.query),
+        headers=headers,
+        body=body,
+        base_url=public_base(engine, request),
+        version=version,
+    )
+    if headers.get("client-request-id"):
+        req.request_id = headers["client-request-id"]
+    try:
+        authenticate(engine, req)
+    except GraphError as err:
+        engine.throttler.record(f"{req.method} unauthenticated", None, None, err.status)
+        return to_response(
+            Resp(err.status, error_body(err, req.request_id, ""), err.headers), req.request_id
         )
-        if headers.get("client-request-id"):
-            req.request_id = headers["client-request-id"]
-        try:
-            authenticate(engine, req)
-        except GraphError as err:
-            engine.throttler.record(f"{req.method} unauthenticated", None, None, err.status)
-            return to_response(
-                Resp(err.status, error_body(err, req.request_id, ""), err.headers), req.request_id
-            )
-        resp, _ = await dispatch(engine, req)
-        return to_response(resp, req.request_id)
+    resp, _ = await dispatch(engine, req)
+    return to_response(resp, req.request_id)
 
-    async def upload(request: Request) -> Response:
-        from graphsim.uploads import accept_fragment
 
-        if request.headers.get("authorization"):
-            # The URL is pre-authenticated; a bearer token sent to it is refused (Graph: "may
-            # result in an HTTP 401"), which also catches a client leaking its token there.
-            err = GraphError(
+def _bare_error(err: GraphError) -> JSONResponse:
+    """An error of the pre-authenticated URLs (uploads, downloads): no request ids there."""
+    return JSONResponse(error_body(err, "", ""), err.status, headers=err.headers)
+
+
+async def upload(request: Request) -> Response:
+    """An upload session's URL: fragments (PUT), status (GET), cancel (DELETE), commit (POST)."""
+    from graphsim.uploads import accept_fragment
+
+    engine = engine_of(request)
+    if request.headers.get("authorization"):
+        # The URL is pre-authenticated; a bearer token sent to it is refused (Graph: "may
+        # result in an HTTP 401"), which also catches a client leaking its token there.
+        return _bare_error(
+            GraphError(
                 401,
                 "unauthenticated",
                 "Do not send an Authorization header to an upload URL: it is pre-authenticated.",
             )
-            return JSONResponse(error_body(err, "", ""), 401)
-        session_id = request.path_params["session"]
-        session = engine.upload_sessions.get(session_id)
-        if session is None or time.time() > session.expires:
-            err = GraphError(
-                404, "itemNotFound", "The upload session was not found or has expired."
-            )
-            return JSONResponse(error_body(err, "", ""), 404)
-        if request.method == "GET":
-            return JSONResponse(session.status_body())
-        if request.method == "DELETE":
-            engine.upload_sessions.pop(session_id, None)
-            session.sink.discard()
-            return Response(status_code=204)
-        data = await request.body()
-        if request.method == "POST":
-            try:
+        )
+    session_id = request.path_params["session"]
+    session = engine.upload_sessions.get(session_id)
+    if session is None or time.time() > session.expires:
+        return _bare_error(
+            GraphError(404, "itemNotFound", "The upload session was not found or has expired.")
+        )
+    if request.method == "GET":
+        return JSONResponse(session.status_body())
+    if request.method == "DELETE":
+        engine.upload_sessions.pop(session_id, None)
+        session.sink.discard()
+        return Response(status_code=204)
+    data = await request.body()
+    try:
+        with engine.world.lock:
+            if request.method == "POST":
                 if data:
                     raise GraphError(
                         400, "invalidRequest", "The commit request must have an empty body."
                     )
-                with engine.world.lock:
-                    done = session.complete()
-            except GraphError as err:
-                return JSONResponse(error_body(err, "", ""), err.status, headers=err.headers)
-            return to_response(done, "")
-        try:
-            with engine.world.lock:
-                final = accept_fragment(session, request.headers.get("content-range", ""), data)
-        except GraphError as err:
-            return JSONResponse(error_body(err, "", ""), err.status, headers=err.headers)
-        if final is None:
-            status = 202 if session.kind == "drive" else 200
-            return JSONResponse(session.status_body(), status)
-        return to_response(final, "")
+                return to_response(session.complete(), "")
+            final = accept_fragment(session, request.headers.get("content-range", ""), data)
+    except GraphError as err:
+        return _bare_error(err)
+    if final is None:
+        status = 202 if session.kind == "drive" else 200
+        return JSONResponse(session.status_body(), status)
+    return to_response(final, "")
 
-    async def download(request: Request) -> Response:
-        decoded = engine.unsign(request.path_params["token"])
-        if decoded is None or decoded.get("k") != "dl" or time.time() > float(decoded["e"]):
-            return JSONResponse(
-                error_body(
-                    GraphError(401, "unauthenticated", "The download URL has expired."), "", ""
-                ),
-                401,
-            )
-        with engine.world.lock:
-            content = _download_content(engine, decoded)
-        if content is None:
-            return JSONResponse(
-                error_body(GraphError(404, "itemNotFound", "Item not found."), "", ""), 404
-            )
-        size = content.size
-        start, end = 0, size
-        status = 200
-        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-        range_header = request.headers.get("range")
-        if range_header:
-            m = re.match(r"^bytes=(\d*)-(\d*)$", range_header.strip())
-            if not m or (not m.group(1) and not m.group(2)):
-                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
-            if m.group(1):
-                start = int(m.group(1))
-                end = min(size, int(m.group(2)) + 1) if m.group(2) else size
-            else:
-                start = max(0, size - int(m.group(2)))
-            if start >= size or start >= end:
-                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
-        if request.method == "HEAD":
-            return Response(status_code=status, headers=headers)
 
-        async def stream() -> AsyncIterator[bytes]:
-            for block in content.iter_range(start, end):
-                yield block
-                await asyncio.sleep(0)
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` as [start, end); None: unsatisfiable."""
+    if not header:
+        return 0, size
+    m = re.match(r"^bytes=(\d*)-(\d*)$", header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    if m.group(1):
+        start = int(m.group(1))
+        end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+    else:
+        start, end = max(0, size - int(m.group(2))), size
+    if start >= size or start >= end:
+        return None
+    return start, end
 
-        return StreamingResponse(stream(), status_code=status, headers=headers)
 
-    entra_routes = entra.routes(engine)  # Entra ID, with its /_sim/entra/ controls first
-    routes = [
-        *subscriptions.routes(engine),  # change notifications: async handlers, /_sim/ controls
-        *entra_routes[:1],
-        *control_routes,
-        Route("/_upload/{session}", upload, methods=["PUT", "POST", "GET", "DELETE"]),
-        Route("/_download/{token}", download, methods=["GET", "HEAD"]),
-        Route("/v1.0/{path:path}", graph, methods=GRAPH_METHODS),
-        Route("/beta/{path:path}", graph, methods=GRAPH_METHODS),
-        *entra_routes[1:],
+async def download(request: Request) -> Response:
+    """A signed, short-lived download URL (``@microsoft.graph.downloadUrl``), with ranges."""
+    engine = engine_of(request)
+    decoded = engine.unsign(request.path_params["token"])
+    if decoded is None or decoded.get("k") != "dl" or time.time() > float(decoded["e"]):
+        return _bare_error(GraphError(401, "unauthenticated", "The download URL has expired."))
+    with engine.world.lock:
+        content = _download_content(engine, decoded)
+    if content is None:
+        return _bare_error(GraphError(404, "itemNotFound", "Item not found."))
+    size = content.size
+    wanted = _byte_range(request.headers.get("range"), size)
+    if wanted is None:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    start, end = wanted
+    headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+    status = 200
+    if request.headers.get("range"):
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for block in content.iter_range(start, end):
+            yield block
+            await asyncio.sleep(0)
+
+    return StreamingResponse(stream(), status_code=status, headers=headers)
+
+
+async def unknown(request: Request) -> Response:
+    """Graph answers a path it does not serve in JSON, never plain text: an unknown
+    version is 400 "Invalid version", anything else (Entra included) a 404 in the
+    shape of the surface it looks like."""
+    first = request.url.path.strip("/").split("/")[0]
+    request_id = str(uuid.uuid4())
+    if _looks_like_entra(request.url.path):
+        return JSONResponse(entra_not_found(request.url.path), 404)
+    if first in ("v1.0", "beta"):
+        err = GraphError(405, "Request_BadRequest", "The HTTP method is not allowed.")
+    elif first and not first.startswith("_"):
+        err = GraphError(400, "BadRequest", f"Invalid version: {first}")
+    else:
+        err = GraphError(404, "NotFound", f"Resource not found for the segment '{first}'.")
+    return to_response(Resp(err.status, error_body(err, request_id, "")), request_id)
+
+
+# -- what the simulator serves -------------------------------------------------------------------
+
+
+def _batch_marker(engine: Engine, req: Req) -> Resp:
+    """``dispatch`` runs ``$batch`` itself (it is async and re-enters routing); the route
+    exists so that matching, 405s and the counters know the path."""
+    raise AssertionError("dispatch serves $batch")
+
+
+batch_router = Router()
+batch_router.add("POST", "/$batch", "directory")(_batch_marker)
+
+# The Graph surface, one router per area, tried in this order (the first route that
+# matches wins). A new area adds its module's ``router`` here.
+GRAPH_ROUTERS: list[Router] = [
+    routes_beta.router,
+    routes_directory.router,
+    routes_mail.router,
+    routes_drive.router,
+    routes_calendar.router,
+    routes_sites.router,
+    batch_router,
+]
+
+
+@cache
+def graph_router() -> Router:
+    """Every Graph route, built once per process and shared by every simulator in it."""
+    return Router.joined(GRAPH_ROUTERS)
+
+
+# Everything else on the wire, as Starlette routes: the Graph front, the pre-authenticated
+# upload and download URLs. (Entra's routes and the ``/_sim/`` controls come from their
+# modules; see ``build_app`` for the order.)
+WIRE_ROUTES: list[BaseRoute] = [
+    Route("/_upload/{session}", upload, methods=["PUT", "POST", "GET", "DELETE"]),
+    Route("/_download/{token}", download, methods=["GET", "HEAD"]),
+    Route("/v1.0/{path:path}", graph, methods=GRAPH_METHODS),
+    Route("/beta/{path:path}", graph, methods=GRAPH_METHODS),
+]
+
+
+def build_app(engine: Engine, **state: Any) -> CountingApp:
+    """The ASGI app: controls first (so ``/_sim/...`` never reaches Graph or Entra), then
+    the wire, Entra, and last a catch-all that keeps every unknown path JSON. Handlers reach
+    the ``engine`` (and whatever else ``state`` names) through ``request.app.state``."""
+    routes: list[BaseRoute] = [
+        *entra.CONTROL_ROUTES,
+        *subscriptions.ROUTES,  # change notifications (async handlers) and their /_sim/ controls
+        *control_http.ROUTES,
+        *WIRE_ROUTES,
+        *entra.ROUTES,
+        Route("/{path:path}", unknown, methods=ALL_METHODS),
     ]
     app = Starlette(routes=routes)
-
-    async def unknown(request: Request) -> Response:
-        """Graph answers a path it does not serve in JSON, never plain text: an unknown
-        version is 400 "Invalid version", anything else (Entra included) a 404 in the
-        shape of the surface it looks like."""
-        first = request.url.path.strip("/").split("/")[0]
-        request_id = str(uuid.uuid4())
-        if _looks_like_entra(request.url.path):
-            return JSONResponse(entra_not_found(request.url.path), 404)
-        if first in ("v1.0", "beta"):
-            err = GraphError(405, "Request_BadRequest", "The HTTP method is not allowed.")
-        elif first and not first.startswith("_"):
-            err = GraphError(400, "BadRequest", f"Invalid version: {first}")
-        else:
-            err = GraphError(404, "NotFound", f"Resource not found for the segment '{first}'.")
-        return to_response(Resp(err.status, error_body(err, request_id, "")), request_id)
-
-    # Last, so every route added above (and by the Entra module) wins over it.
-    app.router.routes.append(Route("/{path:path}", unknown, methods=ALL_METHODS))
+    app.state.engine = engine
+    for name, value in state.items():
+        setattr(app.state, name, value)
     return CountingApp(app, engine)
-
-
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _looks_like_entra(path: str) -> bool:

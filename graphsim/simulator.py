@@ -6,8 +6,6 @@ in the foreground. Every control action is a method here and an endpoint under `
 
 from __future__ import annotations
 
-import base64
-import json
 import pickle
 import secrets
 import shutil
@@ -23,16 +21,11 @@ from typing import Any
 
 import trustme
 import uvicorn
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from graphsim import control
 from graphsim.core import Engine, SimConfig
-from graphsim.generator import GenOptions, generate_world, new_tenant
-from graphsim.http import Router
-from graphsim.mail import parse_graph_datetime
-from graphsim.server import build_app
+from graphsim.generator import GenOptions, generate_world, new_sku, new_tenant
+from graphsim.server import build_app, graph_router
 from graphsim.state import Tenant, World
 from graphsim.throttle import ThrottleConfig, Throttler
 
@@ -40,37 +33,6 @@ DEFAULT_APP_ID = "00000000-0000-4000-8000-5afe4ee90001"
 DEFAULT_APP_SECRET = "safekeep-dev-app-secret"  # noqa: S105 - the simulator's development secret
 STATE_FILE = "world.pickle"
 PUBLIC_HOSTS = ("graph.microsoft.com", "login.microsoftonline.com", "login.microsoft.com")
-
-
-def build_router() -> Router:
-    from graphsim import (
-        routes_beta,
-        routes_calendar,
-        routes_directory,
-        routes_drive,
-        routes_mail,
-        routes_sites,
-    )
-
-    router = Router()
-    routes_beta.register(router)
-    routes_directory.register(router)
-    routes_mail.register(router)
-    routes_drive.register(router)
-    routes_calendar.register(router)
-    routes_sites.register(router)
-    router.add("POST", "/$batch", "directory")(lambda engine, req: None)  # type: ignore[arg-type,return-value]
-    return router
-
-
-_ROUTER: Router | None = None
-
-
-def shared_router() -> Router:
-    global _ROUTER
-    if _ROUTER is None:
-        _ROUTER = build_router()
-    return _ROUTER
 
 
 class Simulator:
@@ -133,7 +95,7 @@ class Simulator:
             throttler=Throttler(config, seed),
             spill_dir=self.state_dir / "blobs",
             signing_key=self._signing_key(),
-            router=shared_router(),
+            router=graph_router(),
         )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -194,7 +156,7 @@ class Simulator:
         self.port = sock.getsockname()[1]
         self.base_url = f"https://{self.host}:{self.port}"
         self.engine.base_url = self.base_url
-        app = build_app(self.engine, self._control_routes())
+        app = build_app(self.engine, simulator=self)
         config = uvicorn.Config(
             app,
             ssl_certfile=cert,
@@ -349,25 +311,11 @@ class Simulator:
     ) -> str:
         """Add a subscription (licence SKU) to a tenant; returns its skuId."""
         from graphsim import ids
-        from graphsim.state import Sku
 
         with self.engine.world.lock:
             t = self.tenant(tenant)
             sku_id = ids.guid("sku", part_number)
-            t.skus[sku_id] = Sku(
-                sku_id=sku_id,
-                part_number=part_number,
-                prepaid=units,
-                service_plans=[
-                    {
-                        "servicePlanId": ids.guid("plan", p),
-                        "servicePlanName": p,
-                        "provisioningStatus": "Success",
-                        "appliesTo": "User",
-                    }
-                    for p in plans
-                ],
-            )
+            t.skus[sku_id] = new_sku(sku_id, part_number, units, plans)
             return sku_id
 
     def assign_licence(self, tenant: str, user: str, sku_id: str | None = None) -> None:
@@ -532,6 +480,9 @@ class Simulator:
             for t in targets:
                 control.expire_delta_tokens(t, owner)
 
+    def throttling(self) -> dict[str, Any]:
+        return self.engine.throttler.config.as_dict()
+
     def set_throttling(self, **settings: Any) -> dict[str, Any]:
         self.engine.throttler.config.update(settings)
         return self.engine.throttler.config.as_dict()
@@ -545,10 +496,16 @@ class Simulator:
         self.engine.throttler.config.update({"error_rate": float(rate)})
 
     def counters(self) -> dict[str, Any]:
-        return self.engine.throttler.counters.as_dict()
+        """The throttler's request counters, and ``in_flight``: per mailbox
+        (``tenant-id|upn``), the Outlook requests in flight over time (graphsim.inflight)."""
+        return {
+            **self.engine.throttler.counters.as_dict(),
+            "in_flight": self.engine.in_flight.as_dict(),
+        }
 
     def reset_counters(self) -> None:
         self.engine.throttler.reset_counters()
+        self.engine.in_flight.reset()
 
     def reset(self) -> None:
         """Back to the seed's world: regenerated content, default throttling, no counters."""
@@ -562,248 +519,4 @@ class Simulator:
         latency = self.engine.throttler.config.latency_ms
         self.engine.throttler.config = ThrottleConfig(latency_ms=latency)
         self.engine.throttler.reset()
-
-    # -- HTTP control API ---------------------------------------------------------------------
-
-    def _control_routes(self) -> list[Route]:
-        sim = self
-
-        def ok(value: Any = None, status: int = 200) -> Response:
-            return JSONResponse(value if value is not None else {"ok": True}, status)
-
-        async def body_of(request: Request) -> dict[str, Any]:
-            raw = await request.body()
-            if not raw:
-                return {}
-            value = json.loads(raw)
-            if not isinstance(value, dict):
-                raise control.ControlError(400, "body must be a JSON object")
-            return value
-
-        def when(value: Any) -> datetime | None:
-            return parse_graph_datetime(str(value)) if value else None
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await _handle(request)
-            except control.ControlError as err:
-                return JSONResponse({"error": err.message}, err.status)
-            except (ValueError, KeyError, TypeError) as err:
-                return JSONResponse({"error": f"bad request: {err}"}, 400)
-
-        async def _handle(request: Request) -> Response:
-            action = request.path_params["action"].strip("/")
-            method = request.method
-            parts = action.split("/")
-            if action == "tenants" and method == "GET":
-                return ok(sim.tenants())
-            if action == "tenants" and method == "POST":
-                b = await body_of(request)
-                return ok(
-                    sim.add_tenant(
-                        b.get("name"),
-                        users=int(b.get("users", 0)),
-                        messages=int(b.get("messages", 0)),
-                        files=int(b.get("files", 0)),
-                        consented=bool(b.get("consented", False)),
-                    ),
-                    201,
-                )
-            if action == "counters" and method == "GET":
-                return ok(sim.counters())
-            if action in ("counters/reset", "counters") and method in ("POST", "DELETE"):
-                sim.reset_counters()
-                return ok()
-            if action == "reset" and method == "POST":
-                sim.reset()
-                return ok()
-            if action == "throttling" and method == "GET":
-                return ok(sim.engine.throttler.config.as_dict())
-            if action in ("throttling", "latency", "errors") and method in ("PUT", "POST", "PATCH"):
-                return ok(sim.set_throttling(**await body_of(request)))
-            if action == "save" and method == "POST":
-                sim.save()
-                return ok()
-            if parts[0] != "tenants" or len(parts) < 3:
-                raise control.ControlError(404, f"unknown control action {action!r}")
-            tenant = parts[1]
-            rest = "/".join(parts[2:])
-            raw_body = rest.endswith("/messages") and parts[2] == "users"
-            b = await body_of(request) if method != "GET" and not raw_body else {}
-            if rest == "skus" and method == "POST":
-                sku = sim.add_sku(
-                    tenant,
-                    str(b["skuPartNumber"]),
-                    units=int(b.get("units", 25)),
-                    plans=tuple(b.get("servicePlans") or ("EXCHANGE_S_STANDARD",)),
-                )
-                return ok({"skuId": sku}, 201)
-            if rest == "users" and method == "POST":
-                return ok(
-                    sim.add_user(
-                        tenant,
-                        str(b["displayName"]),
-                        licensed=bool(b.get("licensed", True)),
-                        sku_id=b.get("skuId"),
-                    ),
-                    201,
-                )
-            if rest == "consent" and method in ("POST", "PUT"):
-                sim.grant_consent(tenant)
-                return ok()
-            if rest in ("consent", "consent/revoke") and method in ("DELETE", "POST"):
-                sim.revoke_consent(tenant)
-                return ok()
-            if rest == "consent/deny" and method == "POST":
-                sim.deny_consent(tenant, bool(b.get("deny", True)))
-                return ok()
-            if rest == "expire-delta-tokens" and method == "POST":
-                sim.expire_delta_tokens(tenant, b.get("owner"))
-                return ok()
-            if rest == "sites" and method == "POST":
-                return ok({"id": sim.add_site(tenant, str(b["name"]))}, 201)
-            if len(parts) == 5 and parts[2] == "lists" and parts[4] == "items" and method == "POST":
-                return ok(
-                    {"id": sim.add_list_item(tenant, parts[3], dict(b.get("fields") or b))}, 201
-                )
-            if len(parts) >= 4 and parts[2] == "items":
-                item_id = parts[3]
-                verb = parts[4] if len(parts) > 4 else ""
-                if verb == "edit" or (not verb and method == "PATCH"):
-                    sim.edit_item(
-                        tenant,
-                        item_id,
-                        _decode_content(b.get("changes", b)),
-                        list_id=b.get("listId") or request.query_params.get("listId"),
-                    )
-                    return ok()
-                if verb == "move":
-                    sim.move_item(tenant, item_id, str(b["destination"]))
-                    return ok()
-                if verb == "delete" or (not verb and method == "DELETE"):
-                    sim.delete_item(
-                        tenant,
-                        item_id,
-                        hard=bool(b.get("hard", False)),
-                        list_id=b.get("listId") or request.query_params.get("listId"),
-                    )
-                    return ok()
-            if len(parts) >= 5 and parts[2] == "users":
-                user = parts[3]
-                what = "/".join(parts[4:])
-                if what == "licenses" and method == "POST":
-                    sim.assign_licence(tenant, user, b.get("skuId"))
-                    return ok()
-                if what.startswith("licenses") and method == "DELETE":
-                    sku_to_remove = parts[5] if len(parts) > 5 else None
-                    sim.remove_licence(
-                        tenant,
-                        user,
-                        sku_to_remove,
-                        keep_access=request.query_params.get("keepAccess") == "true",
-                    )
-                    return ok()
-                if what == "messages" and method == "POST":
-                    raw = await request.body()
-                    folder = request.query_params.get("folder", "inbox")
-                    mid = sim.add_message(
-                        tenant,
-                        user,
-                        raw,
-                        folder,
-                        received=when(request.query_params.get("received")),
-                        is_read=request.query_params.get("isRead") == "true",
-                    )
-                    return ok({"id": mid}, 201)
-                if what == "mailFolders" and method == "POST":
-                    return ok(
-                        {
-                            "id": sim.add_mail_folder(
-                                tenant,
-                                user,
-                                str(b["displayName"]),
-                                str(b.get("parent", "msgfolderroot")),
-                            )
-                        },
-                        201,
-                    )
-                if what == "files" and method == "POST":
-                    data = base64.b64decode(b["contentBase64"]) if "contentBase64" in b else None
-                    return ok(
-                        {
-                            "id": sim.add_file(
-                                tenant, str(b["path"]), user=user, data=data, size=b.get("size")
-                            )
-                        },
-                        201,
-                    )
-                if what == "events" and method == "POST":
-                    return ok(
-                        {
-                            "id": sim.add_event(
-                                tenant,
-                                user,
-                                subject=str(b["subject"]),
-                                start=when(b["start"]) or datetime.now(),
-                                end=when(b["end"]) or datetime.now(),
-                                recurrence=b.get("recurrence"),
-                                attendees=b.get("attendees"),
-                                body=str(b.get("body", "")),
-                                location=str(b.get("location", "")),
-                            )
-                        },
-                        201,
-                    )
-                if what == "contacts" and method == "POST":
-                    return ok(
-                        {
-                            "id": sim.add_contact(
-                                tenant,
-                                user,
-                                given_name=str(b["givenName"]),
-                                surname=str(b["surname"]),
-                                emails=b.get("emails"),
-                                folder=str(b.get("folder", "contacts")),
-                            )
-                        },
-                        201,
-                    )
-                if what == "ransomware" and method == "POST":
-                    return ok(
-                        {
-                            "items": sim.ransomware(
-                                tenant,
-                                user,
-                                int(b.get("count", 10)),
-                                str(b.get("extension", ".locked")),
-                            )
-                        }
-                    )
-            if (
-                len(parts) >= 4
-                and parts[2] == "drives"
-                and parts[4:5] == ["files"]
-                and method == "POST"
-            ):
-                data = base64.b64decode(b["contentBase64"]) if "contentBase64" in b else None
-                return ok(
-                    {
-                        "id": sim.add_file(
-                            tenant, str(b["path"]), drive_id=parts[3], data=data, size=b.get("size")
-                        )
-                    },
-                    201,
-                )
-            raise control.ControlError(404, f"unknown control action {action!r}")
-
-        return [
-            Route("/_sim/{action:path}", handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-        ]
-
-
-def _decode_content(changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(changes)
-    if "contentBase64" in out:
-        out["content"] = base64.b64decode(out.pop("contentBase64"))
-    out.pop("listId", None)
-    return out
+        self.engine.in_flight.reset()

@@ -30,10 +30,10 @@ from urllib.parse import unquote
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from graphsim import control, ops
-from graphsim.core import Engine
+from graphsim.core import Engine, engine_of
 from graphsim.http import GraphError, Req, Resp, error_body, parse_query
 from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant, User, utcnow
@@ -450,171 +450,111 @@ async def validate(url: str) -> None:
 # -- HTTP -----------------------------------------------------------------------------------
 
 
-def routes(engine: Engine) -> list[Route]:
+async def api(request: Request) -> Response:
+    """``/subscriptions`` and ``/subscriptions/{id}``: authenticated as Graph requests are,
+    counted under their templates."""
     from graphsim.server import authenticate, to_response
 
-    async def api(request: Request) -> Response:
-        version = request.url.path.lstrip("/").split("/", 1)[0]
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        req = Req(
-            method=request.method,
-            path=request.url.path[len(version) + 1 :],
-            query=parse_query(request.url.query),
-            headers=headers,
-            body=await request.body(),
-            base_url=engine.base_url,
-            version=version,
-        )
-        sub_id = request.path_params.get("sid")
-        template = f"{req.method} /subscriptions" + ("/{id}" if sub_id else "")
-        try:
-            authenticate(engine, req)
-            resp = await handle(engine, req, sub_id)
-        except GraphError as err:
-            resp = Resp(err.status, error_body(err, req.request_id, ""), dict(err.headers))
-        engine.throttler.record(template, None, req.tenant.id if req.tenant else None, resp.status)
-        return to_response(resp, req.request_id)
-
-    async def sim_notifications(request: Request) -> Response:
-        h = hub(engine)
-        if request.method != "GET":
-            body = await request.json() if await request.body() else {}
-            if not isinstance(body, dict):
-                return JSONResponse({"error": "body must be a JSON object"}, 400)
-            try:
-                if "drop" in body:
-                    drop = float(body["drop"])
-                    if not 0 <= drop <= 1:
-                        raise ValueError("drop is a rate between 0 and 1")
-                    h.drop_rate = drop
-                if "delay_ms" in body:
-                    delay = float(body["delay_ms"])
-                    if delay < 0:
-                        raise ValueError("delay_ms must not be negative")
-                    h.delay_ms = delay
-            except (TypeError, ValueError) as err:
-                return JSONResponse({"error": f"bad request: {err}"}, 400)
-        return JSONResponse(h.settings())
-
-    async def sim_subscriptions(request: Request) -> Response:
-        with engine.world.lock:
-            listed = [
-                s.as_json() | {"tenantId": s.tenant_id} for s in hub(engine).subscriptions.values()
-            ]
-        return JSONResponse(listed)
-
-    async def sim_lifecycle(request: Request) -> Response:
-        h = hub(engine)
-        try:
-            body = await request.json()
-            event = str(body.get("event", "")) if isinstance(body, dict) else ""
-            with engine.world.lock:
-                batches = h.lifecycle_now(request.path_params["sid"], event)
-        except control.ControlError as err:
-            return JSONResponse({"error": err.message}, err.status)
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, 400)
-        for batch in batches:
-            h.send(batch)
-        return JSONResponse({"ok": True}, 202)
-
-    async def sim_mass_delete(request: Request) -> Response:
-        try:
-            body = await request.json() if await request.body() else {}
-            with engine.world.lock:
-                tenant = control.need_tenant(engine.world, request.path_params["tenant"])
-                user = control.need_user(tenant, request.path_params["user"])
-                deleted = mass_delete(
-                    tenant, user, int(body.get("count", 50)), str(body.get("what", "files"))
-                )
-        except control.ControlError as err:
-            return JSONResponse({"error": err.message}, err.status)
-        except (ValueError, TypeError, AttributeError) as err:
-            return JSONResponse({"error": f"bad request: {err}"}, 400)
-        return JSONResponse({"items": deleted})
-
-    out: list[Route] = []
-    for version in ("v1.0", "beta"):
-        out.append(Route(f"/{version}/subscriptions", api, methods=["GET", "POST"]))
-        out.append(
-            Route(f"/{version}/subscriptions/{{sid}}", api, methods=["GET", "PATCH", "DELETE"])
-        )
-        out.append(Route(f"/{version}/subscriptions/{{sid}}/reauthorize", api, methods=["POST"]))
-    out += [
-        Route("/_sim/notifications", sim_notifications, methods=["GET", "PUT", "POST", "PATCH"]),
-        Route("/_sim/subscriptions", sim_subscriptions, methods=["GET"]),
-        Route("/_sim/subscriptions/{sid}/lifecycle", sim_lifecycle, methods=["POST"]),
-        Route("/_sim/tenants/{tenant}/users/{user}/massdelete", sim_mass_delete, methods=["POST"]),
-    ]
-    return out
+    engine = engine_of(request)
+    version = request.url.path.lstrip("/").split("/", 1)[0]
+    req = Req(
+        method=request.method,
+        path=request.url.path[len(version) + 1 :],
+        query=parse_query(request.url.query),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=await request.body(),
+        base_url=engine.base_url,
+        version=version,
+    )
+    sub_id = request.path_params.get("sid")
+    template = f"{req.method} /subscriptions" + ("/{id}" if sub_id else "")
+    try:
+        authenticate(engine, req)
+        if sub_id is None and req.method == "GET":
+            resp = list_subscriptions(engine, req)
+        elif sub_id is None:
+            resp = await create(engine, req)
+        else:
+            resp = one(engine, req, sub_id)
+    except GraphError as err:
+        resp = Resp(err.status, error_body(err, req.request_id, ""), dict(err.headers))
+    engine.throttler.record(template, None, req.tenant.id if req.tenant else None, resp.status)
+    return to_response(resp, req.request_id)
 
 
-async def handle(engine: Engine, req: Req, sub_id: str | None) -> Resp:
-    h = hub(engine)
+def list_subscriptions(engine: Engine, req: Req) -> Resp:
     tenant = req.tenant
     assert tenant is not None
+    with engine.world.lock:
+        mine = [
+            s.as_json()
+            for s in hub(engine).subscriptions.values()
+            if s.tenant_id == tenant.id and s.app_id == req.app_id
+        ]
+    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#subscriptions", "value": mine})
+
+
+async def create(engine: Engine, req: Req) -> Resp:
+    """Check the request as Graph does, validate the URLs, then start notifying."""
+    tenant = req.tenant
+    assert tenant is not None
+    h = hub(engine)
+    body = req.json()
+    for name in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
+        if not body.get(name):
+            raise GraphError(400, "InvalidRequest", f"'{name}' is a required property.")
+    with engine.world.lock:
+        kind, owner, folder = parse_resource(tenant, str(body["resource"]))
+    change_types = [c.strip() for c in str(body["changeType"]).split(",") if c.strip()]
+    allowed = ("updated",) if kind == "drive" else ("created", "updated", "deleted")
+    if not change_types or any(c not in allowed for c in change_types):
+        raise GraphError(
+            400,
+            "InvalidRequest",
+            f"changeType must be a comma-separated list of {', '.join(allowed)}.",
+        )
+    client_state = body.get("clientState")
+    if client_state is not None and (not isinstance(client_state, str) or len(client_state) > 128):
+        raise GraphError(
+            400, "InvalidRequest", "clientState is a string of at most 128 characters."
+        )
+    expires = _expiry(kind, body["expirationDateTime"], utcnow())
+    url = _url(body["notificationUrl"], "notificationUrl", True)
+    lifecycle = _url(body.get("lifecycleNotificationUrl"), "lifecycleNotificationUrl", False)
+    assert url is not None
+    for target in sorted({url, lifecycle} - {None}):  # type: ignore[type-var]
+        await validate(str(target))
+        h.stats["validations"] += 1
+    sub = Subscription(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant.id,
+        app_id=req.app_id,
+        resource=str(body["resource"]),
+        kind=kind,
+        owner=owner,
+        folder=folder,
+        change_types=change_types,
+        notification_url=url,
+        lifecycle_url=lifecycle,
+        client_state=client_state,
+        expires=expires,
+    )
+    with engine.world.lock:
+        h.subscriptions[sub.id] = sub
+        h.cursors.setdefault(tenant.id, tenant.seq)
+    h.ensure_pump()
+    answer = sub.as_json()
+    answer["@odata.context"] = f"{req.graph_base}/$metadata#subscriptions/$entity"
+    return Resp(201, answer)
+
+
+def one(engine: Engine, req: Req, sub_id: str) -> Resp:
+    """GET, PATCH (renew, move the URL), DELETE and ``reauthorize`` of one subscription; a
+    subscription of another tenant or app is as unknown as one that never existed."""
+    tenant = req.tenant
+    assert tenant is not None
+    h = hub(engine)
     now = utcnow()
-    if sub_id is None and req.method == "GET":
-        with engine.world.lock:
-            mine = [
-                s.as_json()
-                for s in h.subscriptions.values()
-                if s.tenant_id == tenant.id and s.app_id == req.app_id
-            ]
-        return Resp(
-            200, {"@odata.context": f"{req.graph_base}/$metadata#subscriptions", "value": mine}
-        )
-    if sub_id is None:
-        body = req.json()
-        for name in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
-            if not body.get(name):
-                raise GraphError(400, "InvalidRequest", f"'{name}' is a required property.")
-        with engine.world.lock:
-            kind, owner, folder = parse_resource(tenant, str(body["resource"]))
-        change_types = [c.strip() for c in str(body["changeType"]).split(",") if c.strip()]
-        allowed = ("updated",) if kind == "drive" else ("created", "updated", "deleted")
-        if not change_types or any(c not in allowed for c in change_types):
-            raise GraphError(
-                400,
-                "InvalidRequest",
-                f"changeType must be a comma-separated list of {', '.join(allowed)}.",
-            )
-        client_state = body.get("clientState")
-        if client_state is not None and (
-            not isinstance(client_state, str) or len(client_state) > 128
-        ):
-            raise GraphError(
-                400, "InvalidRequest", "clientState is a string of at most 128 characters."
-            )
-        expires = _expiry(kind, body["expirationDateTime"], now)
-        url = _url(body["notificationUrl"], "notificationUrl", True)
-        lifecycle = _url(body.get("lifecycleNotificationUrl"), "lifecycleNotificationUrl", False)
-        assert url is not None
-        for target in {url, lifecycle} - {None}:
-            assert target is not None
-            await validate(target)
-            h.stats["validations"] += 1
-        sub = Subscription(
-            id=str(uuid.uuid4()),
-            tenant_id=tenant.id,
-            app_id=req.app_id,
-            resource=str(body["resource"]),
-            kind=kind,
-            owner=owner,
-            folder=folder,
-            change_types=change_types,
-            notification_url=url,
-            lifecycle_url=lifecycle,
-            client_state=client_state,
-            expires=expires,
-        )
-        with engine.world.lock:
-            h.subscriptions[sub.id] = sub
-            h.cursors.setdefault(tenant.id, tenant.seq)
-        h.ensure_pump()
-        body_out = sub.as_json()
-        body_out["@odata.context"] = f"{req.graph_base}/$metadata#subscriptions/$entity"
-        return Resp(201, body_out)
     with engine.world.lock:
         current = h.subscriptions.get(sub_id)
         if current is not None and (current.tenant_id != tenant.id or current.app_id != req.app_id):
@@ -644,6 +584,93 @@ async def handle(engine: Engine, req: Req, sub_id: str | None) -> Resp:
         return Resp(200, current.as_json())
 
 
+async def sim_notifications(request: Request) -> Response:
+    """``GET/PUT /_sim/notifications``: drop a share of change notifications, delay each
+    batch; the answer also carries what was sent, dropped and failed."""
+    h = hub(engine_of(request))
+    if request.method != "GET":
+        try:
+            body = await request.json() if await request.body() else {}
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+            if "drop" in body:
+                drop = float(body["drop"])
+                if not 0 <= drop <= 1:
+                    raise ValueError("drop is a rate between 0 and 1")
+                h.drop_rate = drop
+            if "delay_ms" in body:
+                delay = float(body["delay_ms"])
+                if delay < 0:
+                    raise ValueError("delay_ms must not be negative")
+                h.delay_ms = delay
+        except (TypeError, ValueError) as err:
+            return JSONResponse({"error": f"bad request: {err}"}, 400)
+    return JSONResponse(h.settings())
+
+
+async def sim_subscriptions(request: Request) -> Response:
+    engine = engine_of(request)
+    with engine.world.lock:
+        listed = [
+            s.as_json() | {"tenantId": s.tenant_id} for s in hub(engine).subscriptions.values()
+        ]
+    return JSONResponse(listed)
+
+
+async def sim_lifecycle(request: Request) -> Response:
+    """``POST /_sim/subscriptions/{id}/lifecycle {event}``: send a lifecycle event now."""
+    engine = engine_of(request)
+    h = hub(engine)
+    try:
+        body = await request.json()
+        event = str(body.get("event", "")) if isinstance(body, dict) else ""
+        with engine.world.lock:
+            batches = h.lifecycle_now(request.path_params["sid"], event)
+    except control.ControlError as err:
+        return JSONResponse({"error": err.message}, err.status)
+    except ValueError:
+        return JSONResponse({"error": "body must be JSON"}, 400)
+    for batch in batches:
+        h.send(batch)
+    return JSONResponse({"ok": True}, 202)
+
+
+async def sim_mass_delete(request: Request) -> Response:
+    """``POST /_sim/tenants/{t}/users/{u}/massdelete {count, what}``."""
+    engine = engine_of(request)
+    try:
+        body = await request.json() if await request.body() else {}
+        with engine.world.lock:
+            tenant = control.need_tenant(engine.world, request.path_params["tenant"])
+            user = control.need_user(tenant, request.path_params["user"])
+            deleted = mass_delete(
+                tenant, user, int(body.get("count", 50)), str(body.get("what", "files"))
+            )
+    except control.ControlError as err:
+        return JSONResponse({"error": err.message}, err.status)
+    except (ValueError, TypeError, AttributeError) as err:
+        return JSONResponse({"error": f"bad request: {err}"}, 400)
+    return JSONResponse({"items": deleted})
+
+
+# Listed by ``server.build_app`` before the generic Graph front and the ``/_sim/`` controls.
+ROUTES: list[BaseRoute] = [
+    *(
+        route
+        for version in ("v1.0", "beta")
+        for route in (
+            Route(f"/{version}/subscriptions", api, methods=["GET", "POST"]),
+            Route(f"/{version}/subscriptions/{{sid}}", api, methods=["GET", "PATCH", "DELETE"]),
+            Route(f"/{version}/subscriptions/{{sid}}/reauthorize", api, methods=["POST"]),
+        )
+    ),
+    Route("/_sim/notifications", sim_notifications, methods=["GET", "PUT", "POST", "PATCH"]),
+    Route("/_sim/subscriptions", sim_subscriptions, methods=["GET"]),
+    Route("/_sim/subscriptions/{sid}/lifecycle", sim_lifecycle, methods=["POST"]),
+    Route("/_sim/tenants/{tenant}/users/{user}/massdelete", sim_mass_delete, methods=["POST"]),
+]
+
+
 def mass_delete(tenant: Tenant, user: User, count: int, what: str) -> list[str]:
     """Delete ``count`` of a user's files or messages at once (hard, as a wiper does): the
     mass-change detector's test case, beside ``control.ransomware``."""
@@ -671,4 +698,4 @@ def mass_delete(tenant: Tenant, user: User, count: int, what: str) -> list[str]:
     raise control.ControlError(400, "what must be 'files' or 'mail'")
 
 
-__all__ = ["Hub", "Subscription", "hub", "mass_delete", "routes"]
+__all__ = ["ROUTES", "Hub", "Subscription", "hub", "mass_delete"]
