@@ -356,7 +356,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between changes")
-    parser.add_argument("--debounce", type=float, default=10.0)
+    parser.add_argument(
+        "--debounce", type=float, default=30.0, help="seconds (the setting's default)"
+    )
     parser.add_argument("--tick", type=float, default=5.0, help="scheduler interval, seconds")
     parser.add_argument("--rpo-minutes", type=int, default=5)
     parser.add_argument("--files", type=int, default=40, help="files in the attacked OneDrive")
