@@ -286,3 +286,23 @@ async def test_one_call_restore_brings_the_onedrive_back(
         assert now[path] == sha  # every clean file, byte for byte, under its own name
     # The encrypted copies are left alone (named in the report), nothing else is new.
     assert set(now) - set(clean) == {drive.path_of(drive.items[i]) for i in hit}
+
+
+async def test_mass_deletion_of_mail(engine: EngineHarness, sim: Simulator) -> None:
+    h = engine
+    h.runtime.settings = h.runtime.settings.model_copy(update={"detection_min_deletions": 5})
+    await h.discover()
+    user = sorted(
+        (u for u in sim.tenant().users.values() if u.mailbox_enabled), key=lambda u: u.upn
+    )[0]
+    account = await h.account(user.id)
+    await h.backup(account, "mail")
+    with sim.engine.world.lock:
+        tenant = sim.tenant()
+        gone = mass_delete(tenant, tenant.users[user.id], 50, "mail")  # the whole mailbox
+    assert len(gone) >= 5
+    await h.backup(account, "mail")
+    [found] = await detections(h)
+    assert (found.kind, found.service) == (DetectionKind.mass_deletion, "mail")
+    assert found.evidence["deleted"] == len(gone)
+    assert found.last_clean_snapshot_id is not None
