@@ -104,6 +104,24 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "detection_threshold",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("min_files", sa.Integer(), nullable=False),
+        sa.Column("min_deletions", sa.Integer(), nullable=False),
+        sa.Column("sigmas", sa.Double(), nullable=False),
+        sa.Column("updated_at", UTC, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenant.id"],
+            name=op.f("fk_detection_threshold_tenant_id_tenant"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_detection_threshold")),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("detection_threshold")
     op.drop_table("detection_baseline")
     op.drop_table("detection")

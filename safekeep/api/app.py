@@ -21,6 +21,7 @@ from safekeep.api.billing.router import MAX_WEBHOOK_BYTES as STRIPE_WEBHOOK_BYTE
 from safekeep.api.billing.router import router as billing_router
 from safekeep.api.consent.router import router as consent_router
 from safekeep.api.detections.router import router as detections_router
+from safekeep.api.detections.router import thresholds_router as detection_thresholds_router
 from safekeep.api.exports.router import router as exports_router
 from safekeep.api.health.router import router as health_router
 from safekeep.api.items.router import router as items_router
@@ -153,6 +154,7 @@ def create_app(
         webhooks_router,
         notifications_router,
         detections_router,
+        detection_thresholds_router,
     ):
         app.include_router(router)
     return app

@@ -36,6 +36,7 @@ from safekeep.tenants.models import (
     Detection,
     DetectionBaseline,
     DetectionKind,
+    DetectionThreshold,
     Tenant,
     utcnow,
 )
@@ -264,7 +265,10 @@ def judge(stats: RunStats, base: DetectionBaseline | None, t: Thresholds) -> lis
     return out
 
 
-def thresholds(runtime: Runtime) -> Thresholds:
+def thresholds(runtime: Runtime, own: DetectionThreshold | None = None) -> Thresholds:
+    """The tenant's own thresholds when it set them, else the deployment's."""
+    if own is not None:
+        return Thresholds(own.min_files, own.min_deletions, own.sigmas)
     s = runtime.settings
     return Thresholds(s.detection_min_files, s.detection_min_deletions, s.detection_sigmas)
 
@@ -277,7 +281,8 @@ async def assess(
     raised: list[Detection] = []
     async with unit_of_work(runtime) as session:
         base = await repository.baseline(session, account.id, run.service)
-        verdicts = judge(stats, base, thresholds(runtime))
+        own = await repository.threshold(session, tenant.id)
+        verdicts = judge(stats, base, thresholds(runtime, own))
         for verdict in verdicts:
             found = await repository.unreleased(session, account.id, run.service, verdict.kind)
             if found is not None:

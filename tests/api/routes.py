@@ -101,6 +101,13 @@ ROUTES: list[Route] = [
     _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/acknowledge", "backup"),
     _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/release", "admin"),
     _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/restore", "restore"),
+    _r("GET", "/v1/tenants/{tenant_id}/detection-thresholds", "read"),
+    _r(
+        "PUT",
+        "/v1/tenants/{tenant_id}/detection-thresholds",
+        "admin",
+        {"min_files": 20, "min_deletions": 100, "sigmas": 4},
+    ),
 ]
 
 PUBLIC = {

@@ -151,3 +151,31 @@ async def test_one_call_restore_goes_back_to_the_last_clean_snapshot(
     )
     assert refused.status_code == 409
     assert refused.headers["content-type"] == "application/problem+json"
+
+
+async def test_thresholds_default_to_the_deployment_then_the_tenants_own(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    world: tuple[MspHandle, Tenant, Account, Detection],
+) -> None:
+    msp, tenant, _account, _detection = world
+    url = f"/v1/tenants/{tenant.id}/detection-thresholds"
+    default = await client.get(url, headers=msp.headers)
+    assert default.status_code == 200
+    assert default.json() == {
+        "min_files": runtime.settings.detection_min_files,
+        "min_deletions": runtime.settings.detection_min_deletions,
+        "sigmas": runtime.settings.detection_sigmas,
+        "source": "deployment",
+    }
+    for bad in (
+        {"min_files": 0, "min_deletions": 10, "sigmas": 4},
+        {"min_files": 5, "min_deletions": 10, "sigmas": 0.5},
+        {"min_files": 5, "min_deletions": 10},
+    ):
+        assert (await client.put(url, json=bad, headers=msp.headers)).status_code == 422
+    assert (await client.get(url, headers=msp.headers)).json()["source"] == "deployment"
+    own = {"min_files": 25, "min_deletions": 400, "sigmas": 6.0}
+    put = await client.put(url, json=own, headers=msp.headers)
+    assert put.status_code == 200 and put.json() == {**own, "source": "tenant"}
+    assert (await client.get(url, headers=msp.headers)).json() == {**own, "source": "tenant"}

@@ -23,6 +23,7 @@ from safekeep.tenants.models import (
     DetectionBaseline,
     DetectionKind,
     DetectionStatus,
+    DetectionThreshold,
     ItemVersion,
     JobKind,
     Snapshot,
@@ -290,17 +291,31 @@ async def test_one_call_restore_brings_the_onedrive_back(
 
 async def test_mass_deletion_of_mail(engine: EngineHarness, sim: Simulator) -> None:
     h = engine
-    h.runtime.settings = h.runtime.settings.model_copy(update={"detection_min_deletions": 5})
     await h.discover()
     user = sorted(
         (u for u in sim.tenant().users.values() if u.mailbox_enabled), key=lambda u: u.upn
     )[0]
     account = await h.account(user.id)
     await h.backup(account, "mail")
+    # The tenant's own floor wins over the deployment's: 1000 deletions, nothing raised.
+    async with h.runtime.db.session() as session:
+        session.add(
+            DetectionThreshold(tenant_id=h.tenant.id, min_files=10, min_deletions=1000, sigmas=4)
+        )
     with sim.engine.world.lock:
         tenant = sim.tenant()
-        gone = mass_delete(tenant, tenant.users[user.id], 50, "mail")  # the whole mailbox
-    assert len(gone) >= 5
+        first = mass_delete(tenant, tenant.users[user.id], 3, "mail")
+    await h.backup(account, "mail")
+    assert await detections(h) == []
+    async with h.runtime.db.session() as session:
+        row = await session.get(DetectionThreshold, h.tenant.id)
+        assert row is not None
+        row.min_deletions, row.sigmas = 3, 1.0  # the 3 deletions above are its normal now
+    with sim.engine.world.lock:
+        tenant = sim.tenant()
+        gone = mass_delete(tenant, tenant.users[user.id], 50, "mail")  # the rest of it
+    del first
+    assert len(gone) >= 3
     await h.backup(account, "mail")
     [found] = await detections(h)
     assert (found.kind, found.service) == (DetectionKind.mass_deletion, "mail")

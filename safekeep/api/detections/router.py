@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 
 from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal, RestorePrincipal
-from safekeep.api.deps import ClientIp, SessionDep
-from safekeep.api.detections.schemas import DetectionOut
+from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
+from safekeep.api.detections.schemas import DetectionOut, ThresholdsIn, ThresholdsOut
 from safekeep.api.jobs.schemas import JobOut, job_out
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Cursor, Limit, Page
@@ -16,6 +16,9 @@ from safekeep.tenants.detection import service
 from safekeep.tenants.models import DetectionStatus
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/detections", tags=["Detections"])
+thresholds_router = APIRouter(
+    prefix="/v1/tenants/{tenant_id}/detection-thresholds", tags=["Detections"]
+)
 
 StatusFilter = Annotated[
     Literal["open", "acknowledged", "released"] | None,
@@ -105,3 +108,46 @@ async def restore_clean(
     A restore job; its report names the files the attack left behind (not touched)."""
     job = await recovery.request_clean_restore(session, principal, tenant_id, detection_id, ip=ip)
     return await job_out(session, job)
+
+
+@thresholds_router.get("", response_model=ThresholdsOut, responses=responses(401, 403, 404, 422))
+async def get_thresholds(
+    tenant_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep, settings: SettingsDep
+) -> ThresholdsOut:
+    """The thresholds detection applies to this tenant's accounts."""
+    own = await service.get_threshold(session, principal.scope, tenant_id)
+    if own is None:
+        return ThresholdsOut(
+            min_files=settings.detection_min_files,
+            min_deletions=settings.detection_min_deletions,
+            sigmas=settings.detection_sigmas,
+            source="deployment",
+        )
+    return ThresholdsOut(
+        min_files=own.min_files, min_deletions=own.min_deletions, sigmas=own.sigmas, source="tenant"
+    )
+
+
+@thresholds_router.put(
+    "", response_model=ThresholdsOut, responses=responses(401, 402, 403, 404, 422)
+)
+async def put_thresholds(
+    tenant_id: uuid.UUID,
+    body: ThresholdsIn,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    ip: ClientIp,
+) -> ThresholdsOut:
+    """Set this tenant's own thresholds (audited)."""
+    row = await service.put_threshold(
+        session,
+        principal,
+        tenant_id,
+        min_files=body.min_files,
+        min_deletions=body.min_deletions,
+        sigmas=body.sigmas,
+        ip=ip,
+    )
+    return ThresholdsOut(
+        min_files=row.min_files, min_deletions=row.min_deletions, sigmas=row.sigmas, source="tenant"
+    )

@@ -35,3 +35,19 @@ class DetectionOut(Schema):
     acknowledged_by: str | None
     released_at: datetime | None
     released_by: str | None
+
+
+class ThresholdsIn(Schema):
+    """When an incremental raises a detection for this tenant's accounts: its suspicious
+    files (deletions) reach the account's own mean plus ``sigmas`` standard deviations, and
+    at least the floor."""
+
+    min_files: int = Field(ge=1, le=100_000, description="Floor of suspicious files per run")
+    min_deletions: int = Field(ge=1, le=1_000_000, description="Floor of deletions per run")
+    sigmas: float = Field(ge=1, le=20, description="Spread above the account's own mean")
+
+
+class ThresholdsOut(ThresholdsIn):
+    source: Literal["tenant", "deployment"] = Field(
+        description="tenant: set for this tenant; deployment: the SAFEKEEP_DETECTION_* defaults"
+    )

@@ -12,6 +12,7 @@ from safekeep.tenants.models import (
     DetectionBaseline,
     DetectionKind,
     DetectionStatus,
+    DetectionThreshold,
     Snapshot,
     SnapshotStatus,
 )
@@ -23,6 +24,10 @@ async def baseline(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> DetectionBaseline | None:
     return await session.get(DetectionBaseline, (account_id, service))
+
+
+async def threshold(session: AsyncSession, tenant_id: uuid.UUID) -> DetectionThreshold | None:
+    return await session.get(DetectionThreshold, tenant_id)
 
 
 async def last_clean_snapshot(

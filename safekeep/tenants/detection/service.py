@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from safekeep.errors import Conflict, NotFound
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.detection import repository
-from safekeep.tenants.models import Detection, DetectionStatus, utcnow
+from safekeep.tenants.models import Detection, DetectionStatus, DetectionThreshold, utcnow
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope
 from safekeep.tenants.tenant import service as tenant_service
@@ -94,3 +94,41 @@ async def release(
             ip=ip,
         )
     return found
+
+
+async def get_threshold(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
+) -> DetectionThreshold | None:
+    """The tenant's own thresholds, or None when the deployment's apply."""
+    await tenant_service.get(session, scope, tenant_id)
+    return await repository.threshold(session, tenant_id)
+
+
+async def put_threshold(
+    session: AsyncSession,
+    principal: Principal,
+    tenant_id: uuid.UUID,
+    *,
+    min_files: int,
+    min_deletions: int,
+    sigmas: float,
+    ip: str | None = None,
+) -> DetectionThreshold:
+    await tenant_service.get(session, principal.scope, tenant_id)
+    row = await repository.threshold(session, tenant_id)
+    if row is None:
+        row = DetectionThreshold(tenant_id=tenant_id)
+        session.add(row)
+    row.min_files, row.min_deletions, row.sigmas = min_files, min_deletions, sigmas
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "detection.thresholds_updated",
+        tenant_id=tenant_id,
+        target_type="tenant",
+        target_id=tenant_id,
+        details={"min_files": min_files, "min_deletions": min_deletions, "sigmas": sigmas},
+        ip=ip,
+    )
+    return row

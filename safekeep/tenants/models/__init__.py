@@ -12,6 +12,7 @@ from safekeep.tenants.models.detection import (
     DetectionBaseline,
     DetectionKind,
     DetectionStatus,
+    DetectionThreshold,
 )
 from safekeep.tenants.models.export import Export, ExportStatus
 from safekeep.tenants.models.graph_subscription import GraphSubscription, SubscriptionStatus
@@ -45,6 +46,7 @@ __all__ = [
     "DetectionBaseline",
     "DetectionKind",
     "DetectionStatus",
+    "DetectionThreshold",
     "Export",
     "ExportStatus",
     "GraphSubscription",

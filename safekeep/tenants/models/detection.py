@@ -77,3 +77,17 @@ class DetectionBaseline(Base):
     deleted_mean: Mapped[float] = mapped_column(default=0.0)
     deleted_m2: Mapped[float] = mapped_column(default=0.0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DetectionThreshold(Base):
+    """A tenant's own detection thresholds; without a row the deployment's settings apply."""
+
+    __tablename__ = "detection_threshold"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True
+    )
+    min_files: Mapped[int]
+    min_deletions: Mapped[int]
+    sigmas: Mapped[float]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
