@@ -30,6 +30,7 @@ from graphsim import (
     routes_mail,
     routes_sites,
     routes_teams,
+    subscriptions,
     teams_control,
 )
 from graphsim.core import Engine, engine_of
@@ -732,6 +733,7 @@ def build_app(engine: Engine, **state: Any) -> CountingApp:
     routes: list[BaseRoute] = [
         *entra.CONTROL_ROUTES,
         *teams_control.ROUTES,  # /_sim/ Teams paths only, so before the generic controls
+        *subscriptions.ROUTES,  # change notifications (async handlers) and their /_sim/ controls
         *control_http.ROUTES,
         *WIRE_ROUTES,
         *entra.ROUTES,

@@ -21,6 +21,7 @@ import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 AccountKindName = Literal["user", "site"]
@@ -38,6 +39,22 @@ class PolicySwitch:
 
     name: str
     default: bool
+
+
+@dataclass(frozen=True)
+class ChangeNotifications:
+    """How continuous protection subscribes to a service's changes for one account (Graph
+    change notifications; backup/subscriptions.py)."""
+
+    resource: str  # the subscription's resource, "{user}": the account's Graph id
+    change_type: str
+    lifetime: timedelta  # what we ask for, under Graph's maximum for the resource
+
+
+# Outlook resources allow just under 7 days, drive roots just under 30 (subscription
+# lifetime limits); asking for less leaves room for a late renewal.
+OUTLOOK_CHANGES = "created,updated,deleted"
+OUTLOOK_LIFETIME = timedelta(days=3)
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,8 @@ class ServiceSpec:
     # Whether a new tenant's policy protects it. A service added after tenants exist starts
     # off, so switching it on is the MSP's decision (and its Graph consent's): ``teams``.
     default_on: bool = True
+    # Graph change notifications for continuous protection; None: scheduled backups only.
+    notifications: ChangeNotifications | None = None
 
     @property
     def engine_module(self) -> str:
@@ -89,6 +108,9 @@ DECLARED: tuple[ServiceSpec, ...] = (
         throttle="exchange",
         graph_path="/users/{id}/mailFolders",
         switches=MAIL_SWITCHES,
+        notifications=ChangeNotifications(
+            "users/{user}/messages", OUTLOOK_CHANGES, OUTLOOK_LIFETIME
+        ),
         search_fields=(
             "date",
             "sender",
@@ -107,6 +129,7 @@ DECLARED: tuple[ServiceSpec, ...] = (
         probe=None,
         throttle="exchange",
         graph_path="/users/{id}/calendars",
+        notifications=ChangeNotifications("users/{user}/events", OUTLOOK_CHANGES, OUTLOOK_LIFETIME),
         search_fields=(
             "date",
             "sender",
@@ -128,6 +151,9 @@ DECLARED: tuple[ServiceSpec, ...] = (
         probe=None,
         throttle="exchange",
         graph_path="/users/{id}/contactFolders",
+        notifications=ChangeNotifications(
+            "users/{user}/contacts", OUTLOOK_CHANGES, OUTLOOK_LIFETIME
+        ),
         search_fields=("date", "people", "location", "body", "file_type"),
     ),
     ServiceSpec(
@@ -138,6 +164,7 @@ DECLARED: tuple[ServiceSpec, ...] = (
         probe="safekeep.graph.directory:has_drive",
         throttle="sharepoint",
         graph_path="/users/{id}/drive",
+        notifications=ChangeNotifications("users/{user}/drive/root", "updated", timedelta(days=20)),
         search_fields=("date", "people", "body", "file_type"),
     ),
     ServiceSpec(

@@ -59,6 +59,18 @@ class Settings(BaseSettings):
     app_client_id: str = DEV_APP_CLIENT_ID
     app_client_secret: SecretStr = SecretStr(DEV_APP_CLIENT_SECRET)
     public_url: str = "http://127.0.0.1:8000"
+    # Where Microsoft Graph posts change notifications (``{base}/v1/graph/notifications``);
+    # empty: public_url. Graph calls us, so the webhook SSRF rules do not apply, but Graph
+    # only calls https: production refuses anything else.
+    notification_base_url: str = ""
+    # Notifications for one account and service within this window cost one incremental.
+    notification_debounce_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Ransomware and mass-deletion detection: a run raises one when its suspicious files
+    # (deletions) reach the account's own mean plus this many standard deviations, and at
+    # least these floors.
+    detection_min_files: Annotated[int, Field(ge=1)] = 10
+    detection_min_deletions: Annotated[int, Field(ge=1)] = 50
+    detection_sigmas: Annotated[float, Field(gt=0)] = 4.0
 
     # Secrets.
     master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
@@ -120,6 +132,11 @@ class Settings(BaseSettings):
                 raise ValueError("SAFEKEEP_MASTER_KEY must be set in production")
             if self.app_client_secret.get_secret_value() == DEV_APP_CLIENT_SECRET:
                 raise ValueError("SAFEKEEP_APP_CLIENT_SECRET must be set in production")
+            if self.notification_base_url and not self.notification_base_url.startswith("https://"):
+                raise ValueError(
+                    "SAFEKEEP_NOTIFICATION_BASE_URL must be https in production: Microsoft "
+                    "Graph delivers change notifications over https only"
+                )
             if self.broker_url.startswith("amqp") and not self.redis_url:
                 raise ValueError(
                     "SAFEKEEP_REDIS_URL must be set with a RabbitMQ broker in production: "
@@ -133,6 +150,18 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         default = f"sqlite+aiosqlite:///{(self.data_dir / 'safekeep.db').resolve()}"
         return self.database_url or default
+
+    @property
+    def resolved_notification_base_url(self) -> str:
+        return (self.notification_base_url or self.public_url).rstrip("/")
+
+    @property
+    def notifications_possible(self) -> bool:
+        """Graph calls https only; plain http is for graphsim outside production."""
+        url = self.resolved_notification_base_url
+        return url.startswith("https://") or (
+            url.startswith("http://") and self.env is not Environment.production
+        )
 
     @cached_property
     def resolved_blobstore_url(self) -> str:

@@ -348,6 +348,7 @@ def test_each_job_kind_has_its_engine_module_and_actor() -> None:
         "run_restore": "restore",
         "run_export": "export",
         "run_purge": "default",
+        "sync_subscriptions": "default",
         "deliver_webhook": "webhooks",
         "index_versions": "search",
         "handle_stripe_event": "default",

@@ -20,12 +20,15 @@ from safekeep.api.audit.router import router as audit_router
 from safekeep.api.billing.router import MAX_WEBHOOK_BYTES as STRIPE_WEBHOOK_BYTES
 from safekeep.api.billing.router import router as billing_router
 from safekeep.api.consent.router import router as consent_router
+from safekeep.api.detections.router import router as detections_router
+from safekeep.api.detections.router import thresholds_router as detection_thresholds_router
 from safekeep.api.exports.router import router as exports_router
 from safekeep.api.health.router import router as health_router
 from safekeep.api.items.router import router as items_router
 from safekeep.api.jobs.router import router as jobs_router
 from safekeep.api.limits import RequestLimits
 from safekeep.api.metrics import MetricsMiddleware
+from safekeep.api.notifications.router import router as notifications_router
 from safekeep.api.policy.router import router as policy_router
 from safekeep.api.restores.router import router as restores_router
 from safekeep.api.search.router import router as search_router
@@ -149,6 +152,9 @@ def create_app(
         billing_router,
         audit_router,
         webhooks_router,
+        notifications_router,
+        detections_router,
+        detection_thresholds_router,
     ):
         app.include_router(router)
     return app

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.backup.detection import RunStats
 from safekeep.backup.indexing import index_after_commit, search_document
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
@@ -131,6 +132,7 @@ class SnapshotRun:
         self.job_id = job_id
         self.resumed = resumed
         self.counters = RunCounters()
+        self.stats = RunStats()  # what detection judges when the run completes
         self.pending_index: list[SearchDocument] = []
         # Claiming the task has just written its heartbeat.
         self._last_beat = time.monotonic()
@@ -361,6 +363,7 @@ class CatalogPage:
         costs a query."""
         run = self.run
         version = await self.current(rec.external_id)
+        previous = version
         if version is not None and rec.change_key is not None:
             same = (
                 version.change_key == rec.change_key
@@ -422,6 +425,7 @@ class CatalogPage:
         elif outcome == "changed":
             self.counters.changed += 1
         self.counters.bytes += stored
+        run.stats.observe_record(previous, rec, outcome)
         if rec.search is not None:
             self._records.append((version, rec.search))
         return outcome
@@ -479,6 +483,7 @@ class CatalogPage:
             version.valid_to = run.started_at
             self.closed.append(version.id)
         self.counters.removed += 1
+        run.stats.observe_removal(version)
 
     async def remove_subtree(self, parent_external_id: str) -> int:
         """A folder vanished: end everything below it."""

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import dramatiq
 
-from safekeep.backup import indexing
+from safekeep.backup import indexing, subscriptions
 from safekeep.backup.jobs import backup, purge
 from safekeep.backup.jobs.discover import run_discovery_job
 from safekeep.backup.jobs.export import run_export_job
@@ -66,6 +66,12 @@ async def run_backup(job_id: str) -> None:
 @actor("backup", time_limit_ms=12 * HOUR_MS, priority=20)
 async def run_backup_task(task_id: str) -> None:
     await backup.run_backup_task(current_runtime(), task_id)
+
+
+@actor("default", time_limit_ms=HOUR_MS)
+async def sync_subscriptions(tenant_id: str) -> None:
+    """Create, renew or delete a tenant's Graph change-notification subscriptions."""
+    await subscriptions.sync_tenant(current_runtime(), tenant_id)
 
 
 @actor("restore", time_limit_ms=12 * HOUR_MS)

@@ -25,6 +25,8 @@ from safekeep.tenants.idempotency import service as idempotency
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import utcnow
 from safekeep.tenants.schedule import service as schedule
+from safekeep.tenants.subscription import repository as subscription_repository
+from safekeep.tenants.subscription import service as subscriptions
 from safekeep.tenants.webhook import repository as webhook_repository
 from safekeep.transient import RETRY_AFTER_SECONDS, is_transient
 from safekeep.workers import broker
@@ -59,6 +61,23 @@ async def retry_webhooks() -> int:
         for delivery_id in ids:
             outbox.enqueue("deliver_webhook", str(delivery_id))
     return len(ids)
+
+
+async def sync_subscriptions() -> int:
+    """Tenants whose Graph subscriptions need creating, renewing or deleting: one actor each."""
+    async with unit_of_work(current_runtime()) as session:
+        ids = await subscription_repository.tenants_needing_sync(session, utcnow(), 500)
+        for tenant_id in ids:
+            outbox.enqueue("sync_subscriptions", str(tenant_id))
+    return len(ids)
+
+
+async def back_up_changes() -> int:
+    """Accounts Graph said changed, dirty for a debounce window: one incremental per tenant."""
+    runtime = current_runtime()
+    debounce = timedelta(seconds=runtime.settings.notification_debounce_seconds)
+    async with unit_of_work(runtime) as session:
+        return len(await subscriptions.enqueue_changed(session, debounce=debounce))
 
 
 async def _step(name: str, fn: Callable[[], Awaitable[T]], failed: list[str], default: T) -> T:
@@ -108,6 +127,8 @@ async def tick() -> dict[str, int]:
     started = await _step("scheduled_backups", enqueue_due, failed, no_jobs)
     if started:
         log.info("scheduled_backups", count=len(started))
+    changed = await _step("changed_accounts", back_up_changes, failed, 0)
+    synced = await _step("subscriptions", sync_subscriptions, failed, 0)
     recovered = await _step("recover_lost_jobs", recover_lost_jobs, failed, 0)
     webhooks = await _step("retry_webhooks", retry_webhooks, failed, 0)
     pruned = await _step("prune_idempotency", prune, failed, 0)
@@ -117,6 +138,8 @@ async def tick() -> dict[str, int]:
     stripe_requeued = await _step("stripe_events", stripe_events, failed, 0)
     return {
         "started": len(started),
+        "changed": changed,
+        "subscriptions": synced,
         "recovered": recovered,
         "webhooks": webhooks,
         "pruned": pruned,

@@ -11,6 +11,8 @@ from safekeep.backup.context import open_repository
 from safekeep.runtime import Runtime
 from safekeep.tenants.models import (
     Account,
+    Detection,
+    DetectionKind,
     Export,
     ExportStatus,
     Item,
@@ -43,6 +45,7 @@ class MspWorld:
     webhook: WebhookEndpoint
     export: Export
     api_key_id: uuid.UUID
+    detection: Detection
 
     def ids(self) -> dict[str, str]:
         return {
@@ -52,6 +55,7 @@ class MspWorld:
             "item_id": str(self.item.id),
             "export_id": str(self.export.id),
             "webhook_id": str(self.webhook.id),
+            "detection_id": str(self.detection.id),
             "key_id": str(self.api_key_id),
         }
 
@@ -147,6 +151,18 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
             expires_at=now.replace(year=now.year + 1),
         )
         session.add(export)
+        detection = Detection(
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service="onedrive",
+            kind=DetectionKind.ransomware,
+            first_suspicious_at=now,
+            snapshot_id=snapshot.id,
+            last_clean_snapshot_id=snapshot.id,
+            last_clean_at=now,
+            evidence={"suspicious_files": 12},
+        )
+        session.add(detection)
     from safekeep.tenants.api_key import service as key_service
 
     async with runtime.db.session() as session:
@@ -155,7 +171,19 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
         assert grant.principal.api_key_id is not None
         key_id = grant.principal.api_key_id
     return MspWorld(
-        msp, tenant, other, account, job, snapshot, folder, item, version, webhook, export, key_id
+        msp,
+        tenant,
+        other,
+        account,
+        job,
+        snapshot,
+        folder,
+        item,
+        version,
+        webhook,
+        export,
+        key_id,
+        detection,
     )
 
 

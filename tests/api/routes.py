@@ -95,6 +95,19 @@ ROUTES: list[Route] = [
     _r("GET", "/v1/exports/{export_id}/url", "export"),
     _r("GET", "/v1/search", "read"),
     _r("GET", "/v1/tenants/{tenant_id}/search", "read"),
+    _r("GET", "/v1/tenants/{tenant_id}/subscriptions", "read"),
+    _r("GET", "/v1/tenants/{tenant_id}/detections", "read"),
+    _r("GET", "/v1/tenants/{tenant_id}/detections/{detection_id}", "read"),
+    _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/acknowledge", "backup"),
+    _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/release", "admin"),
+    _r("POST", "/v1/tenants/{tenant_id}/detections/{detection_id}/restore", "restore"),
+    _r("GET", "/v1/tenants/{tenant_id}/detection-thresholds", "read"),
+    _r(
+        "PUT",
+        "/v1/tenants/{tenant_id}/detection-thresholds",
+        "admin",
+        {"min_files": 20, "min_deletions": 100, "sigmas": 4},
+    ),
 ]
 
 PUBLIC = {
@@ -103,6 +116,8 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/v1/consent/callback"),
     ("POST", "/v1/billing/stripe/webhook"),
+    ("POST", "/v1/graph/notifications"),
+    ("POST", "/v1/graph/lifecycle"),
 }
 
 # A key holding a scope other than the one needed (admin holds every scope).

@@ -291,4 +291,5 @@ async def test_policy_validation_and_schedule(client: httpx.AsyncClient, runtime
         "include_deleted_items": True,
         "include_junk": False,
         "include_recoverable_items": False,
+        "rpo_minutes": None,
     }

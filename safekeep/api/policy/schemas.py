@@ -34,6 +34,14 @@ class _Policy(Schema):
         default=None, ge=1, le=36500, description="null: keep forever"
     )
     auto_protect: bool = Field(default=True, description="Protect new licensed users when found")
+    rpo_minutes: int | None = Field(
+        default=None,
+        ge=5,
+        le=720,
+        description="Continuous protection: Graph change notifications start an incremental "
+        "backup so that a change is backed up within this many minutes; the schedule stays as "
+        "the safety net. null: scheduled backups only",
+    )
 
     @field_validator("services")
     @classmethod

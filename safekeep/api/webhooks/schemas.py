@@ -17,6 +17,8 @@ EventType = Literal[
     "tenant.consent_revoked",
     "account.cancelled",
     "msp.billing_status_changed",
+    "tenant.ransomware_suspected",
+    "tenant.mass_deletion_suspected",
 ]
 
 

@@ -24,6 +24,7 @@ import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
+from safekeep.backup.detection import HEAD_BYTES, head_entropy
 from safekeep.backup.drive.delta import DeltaSpec, Json, closing, run_delta
 from safekeep.backup.drive.model import (
     FILE,
@@ -257,6 +258,8 @@ class DriveCollector:
         if previous is not None and previous.kind == FILE and same_content(previous, item):
             assert previous.content is not None
             content = ContentRef.from_json(previous.content)
+            if "head_entropy" in (previous.meta or {}):  # same bytes: same entropy
+                meta["head_entropy"] = previous.meta["head_entropy"]
 
             async def stored() -> bytes | None:
                 return await repo.read_bytes(content)
@@ -266,7 +269,8 @@ class DriveCollector:
             fetched = await self._download(item, name)
             if fetched is None:
                 return None
-            content, kept = fetched
+            content, kept, head = fetched
+            meta["head_entropy"] = head_entropy(head)  # for ransomware detection
 
             async def in_hand() -> bytes | None:
                 return kept
@@ -288,7 +292,9 @@ class DriveCollector:
             search=fields,
         )
 
-    async def _download(self, item: Json, name: str) -> tuple[ContentRef, bytes | None] | None:
+    async def _download(
+        self, item: Json, name: str
+    ) -> tuple[ContentRef, bytes | None, bytes] | None:
         item_id = str(item["id"])
         url = f"/drives/{q(self.source.drive_id)}/items/{q(item_id)}/content"
         size = int(item.get("size") or 0)
@@ -298,9 +304,12 @@ class DriveCollector:
         for attempt in range(ITEM_ATTEMPTS):
             quickxor = QuickXorHash() if hashes_of(item).get("quickXorHash") else None
             kept = bytearray() if keep_text else None
+            head = bytearray()
 
             async def source(
-                qx: QuickXorHash | None = quickxor, buffer: bytearray | None = kept
+                qx: QuickXorHash | None = quickxor,
+                buffer: bytearray | None = kept,
+                first: bytearray = head,
             ) -> AsyncIterator[bytes]:
                 async with closing(
                     self.ctx.graph.stream(url, mailbox=self.source.throttle_key)
@@ -310,13 +319,15 @@ class DriveCollector:
                             qx.update(chunk)
                         if buffer is not None and len(buffer) <= size:
                             buffer += chunk
+                        if len(first) < HEAD_BYTES:
+                            first += chunk[: HEAD_BYTES - len(first)]
                         yield chunk
 
             try:
                 async with closing(source()) as chunks:
                     ref = await self.ctx.repo.put_stream(chunks)
                 verify(ref, item, quickxor)
-                return ref, bytes(kept) if kept is not None else None
+                return ref, bytes(kept) if kept is not None else None, bytes(head)
             except NotFound:
                 return None  # deleted since the page was listed: the next round says so
             except (AuthError, Throttled):

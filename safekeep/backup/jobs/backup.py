@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from safekeep import registry
+from safekeep.backup import detection
 from safekeep.backup.catalog import Cancelled, SnapshotRun
 from safekeep.backup.collect import CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
@@ -282,6 +283,10 @@ async def backup_account_service(
         throttled=stats.throttled,
         errors=ctx.errors,
     )
+    try:
+        await detection.assess(runtime, tenant, account, run)
+    except Exception:  # detection must never fail the backup it watches
+        log.exception("detection_failed", account_id=str(account.id), service=service)
     return run, ctx.skipped
 
 

@@ -27,6 +27,7 @@ from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.account import service as account_service
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.detection import repository as detection_repository
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import AccountState, Job, JobKind, JobTrigger, Tenant, utcnow
@@ -108,9 +109,11 @@ async def retention_sweep(runtime: Runtime, tenant: Tenant, job: Job) -> dict[st
     horizon = utcnow() - timedelta(days=policy.retention_days)
     removed = 0
     backend = await runtime.search_backend()
+    async with unit_of_work(runtime) as session:
+        held = await detection_repository.held_account_ids(session, tenant.id)
     while True:
         async with unit_of_work(runtime) as session:
-            ids = await catalog.expired_version_ids(session, tenant.id, horizon, PAGE)
+            ids = await catalog.expired_version_ids(session, tenant.id, horizon, PAGE, held)
             await catalog.delete_versions(session, ids)
         if not ids:
             break
@@ -123,7 +126,10 @@ async def retention_sweep(runtime: Runtime, tenant: Tenant, job: Job) -> dict[st
             for a in await account_repository.all_for_tenant(
                 session, system_scope(tenant), tenant.id
             )
-            if a.state == AccountState.cancelled and a.cancelled_at and a.cancelled_at < horizon
+            if a.state == AccountState.cancelled
+            and a.cancelled_at
+            and a.cancelled_at < horizon
+            and a.id not in held
         ]
     for account in accounts:
         await purge_account(runtime, tenant, account.id, job)

@@ -615,18 +615,22 @@ async def delete_account_catalog(session: AsyncSession, account_id: uuid.UUID) -
 
 
 async def expired_version_ids(
-    session: AsyncSession, tenant_id: uuid.UUID, before: datetime, limit: int
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    before: datetime,
+    limit: int,
+    held: Collection[uuid.UUID] = (),
 ) -> list[uuid.UUID]:
-    """Versions that stopped being current before ``before`` (retention is over for them)."""
-    stmt = (
-        select(ItemVersion.id)
-        .where(
-            ItemVersion.tenant_id == tenant_id,
-            ItemVersion.valid_to.is_not(None),
-            ItemVersion.valid_to < before,
-        )
-        .limit(limit)
+    """Versions that stopped being current before ``before`` (retention is over for them),
+    but for accounts ``held`` (a detection keeps their clean versions)."""
+    stmt = select(ItemVersion.id).where(
+        ItemVersion.tenant_id == tenant_id,
+        ItemVersion.valid_to.is_not(None),
+        ItemVersion.valid_to < before,
     )
+    if held:
+        stmt = stmt.where(ItemVersion.account_id.not_in(list(held)))
+    stmt = stmt.limit(limit)
     return list((await session.execute(stmt)).scalars())
 
 

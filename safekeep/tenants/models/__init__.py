@@ -7,8 +7,16 @@ from safekeep.tenants.models.base import Base, utcnow
 from safekeep.tenants.models.billing import StripeEvent, UsageReport
 from safekeep.tenants.models.consent_request import ConsentRequest
 from safekeep.tenants.models.delta_state import DeltaState
+from safekeep.tenants.models.detection import (
+    Detection,
+    DetectionBaseline,
+    DetectionKind,
+    DetectionStatus,
+    DetectionThreshold,
+)
 from safekeep.tenants.models.enumeration_seen import EnumerationSeen
 from safekeep.tenants.models.export import Export, ExportStatus
+from safekeep.tenants.models.graph_subscription import GraphSubscription, SubscriptionStatus
 from safekeep.tenants.models.idempotency import IdempotencyRecord
 from safekeep.tenants.models.item import Item
 from safekeep.tenants.models.item_version import ItemVersion
@@ -34,9 +42,15 @@ __all__ = [
     "ConsentState",
     "DeliveryStatus",
     "DeltaState",
+    "Detection",
+    "DetectionBaseline",
+    "DetectionKind",
+    "DetectionStatus",
+    "DetectionThreshold",
     "EnumerationSeen",
     "Export",
     "ExportStatus",
+    "GraphSubscription",
     "IdempotencyRecord",
     "Item",
     "ItemVersion",
@@ -53,6 +67,7 @@ __all__ = [
     "Snapshot",
     "SnapshotStatus",
     "StripeEvent",
+    "SubscriptionStatus",
     "TaskStatus",
     "Tenant",
     "TenantStatus",

@@ -23,6 +23,7 @@ class JobTrigger(enum.StrEnum):
     manual = "manual"
     scheduled = "scheduled"
     system = "system"
+    change = "change"  # Graph change notifications (continuous protection)
 
 
 class JobStatus(enum.StrEnum):

@@ -29,3 +29,6 @@ class Policy(Base):
     include_deleted_items: Mapped[bool] = mapped_column(default=True)
     include_junk: Mapped[bool] = mapped_column(default=False)
     include_recoverable_items: Mapped[bool] = mapped_column(default=False)
+    # Change-driven backups: Graph notifications start an incremental within this many
+    # minutes; None leaves the tenant on its schedule alone.
+    rpo_minutes: Mapped[int | None] = mapped_column(default=None)

@@ -44,6 +44,8 @@ EVENT_TYPES = (
     "tenant.consent_revoked",
     "account.cancelled",
     "msp.billing_status_changed",
+    "tenant.ransomware_suspected",
+    "tenant.mass_deletion_suspected",
 )
 SIGNATURE_HEADER = "Safekeep-Signature"
 # Backoff between attempts: 30 s, 2 min, 10 min, 1 h, 6 h; then the delivery is failed.

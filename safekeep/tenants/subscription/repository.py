@@ -1,0 +1,132 @@
+"""Queries on ``graph_subscription``. System queries (Graph calling us, the scheduler, the
+engine) take ids; the one the API uses takes the caller's ``TenantScope``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.tenants.models import (
+    Account,
+    AccountKind,
+    AccountState,
+    ConsentState,
+    GraphSubscription,
+    Policy,
+    Tenant,
+    TenantStatus,
+)
+from safekeep.tenants.scope import TenantScope
+
+
+async def by_subscription_ids(
+    session: AsyncSession, subscription_ids: Collection[str]
+) -> list[GraphSubscription]:
+    if not subscription_ids:
+        return []
+    stmt = select(GraphSubscription).where(
+        GraphSubscription.subscription_id.in_(list(subscription_ids))
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def mark_dirty(session: AsyncSession, row_ids: Collection[uuid.UUID], now: datetime) -> None:
+    """Dirty since the first unhandled notification: later ones leave the time alone, so a
+    storm waits one debounce window, not one per notification."""
+    if not row_ids:
+        return
+    await session.execute(
+        update(GraphSubscription)
+        .where(GraphSubscription.id.in_(list(row_ids)), GraphSubscription.dirty_since.is_(None))
+        .values(dirty_since=now, last_notification_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(GraphSubscription)
+        .where(GraphSubscription.id.in_(list(row_ids)))
+        .values(last_notification_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def for_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> list[GraphSubscription]:
+    stmt = select(GraphSubscription).where(GraphSubscription.tenant_id == tenant_id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def list_for_scope(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
+) -> list[GraphSubscription]:
+    stmt = (
+        select(GraphSubscription)
+        .where(
+            GraphSubscription.tenant_id == tenant_id,
+            scope.tenant_filter(GraphSubscription.tenant_id),
+        )
+        .order_by(GraphSubscription.account_id, GraphSubscription.service)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def tenants_needing_sync(session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Tenants whose subscriptions need Graph calls: a row due (renewal, retry, re-creation),
+    a protected account without rows while the policy asks for notifications, rows left over
+    after the policy stopped asking, or rows older than the tenant's last consent change."""
+    live = and_(Tenant.status == TenantStatus.active, Tenant.consent_state == ConsentState.granted)
+    due = (
+        select(GraphSubscription.tenant_id)
+        .join(Tenant, Tenant.id == GraphSubscription.tenant_id)
+        .join(Policy, Policy.tenant_id == GraphSubscription.tenant_id)
+        .where(
+            or_(
+                and_(live, GraphSubscription.next_action_at <= now),
+                Policy.rpo_minutes.is_(None),
+                and_(live, Tenant.consent_changed_at > GraphSubscription.created_at),
+            )
+        )
+    )
+    missing = (
+        select(Account.tenant_id)
+        .join(Tenant, Tenant.id == Account.tenant_id)
+        .join(Policy, Policy.tenant_id == Account.tenant_id)
+        .where(
+            live,
+            Policy.rpo_minutes.is_not(None),
+            # Sites are not subscribed to yet (lists): they never count as missing. A user
+            # with neither mailbox nor OneDrive still does, and costs one Graph-free sync.
+            Account.kind == AccountKind.user,
+            Account.protected.is_(True),
+            Account.state == AccountState.active,
+            ~exists().where(GraphSubscription.account_id == Account.id),
+        )
+    )
+    stmt = select(due.union(missing).subquery().c[0]).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def dirty_before(
+    session: AsyncSession, before: datetime, limit: int
+) -> list[GraphSubscription]:
+    stmt = (
+        select(GraphSubscription)
+        .where(GraphSubscription.dirty_since.is_not(None), GraphSubscription.dirty_since <= before)
+        .order_by(GraphSubscription.dirty_since)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def clear_dirty(session: AsyncSession, row_id: uuid.UUID, since: datetime) -> bool:
+    """Compare-and-set, so of several scheduler replicas one takes a dirty row, and a
+    notification that arrived meanwhile (a new ``dirty_since``) is not lost."""
+    result = await session.execute(
+        update(GraphSubscription)
+        .where(GraphSubscription.id == row_id, GraphSubscription.dirty_since == since)
+        .values(dirty_since=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

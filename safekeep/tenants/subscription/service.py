@@ -1,0 +1,161 @@
+"""What Graph's change notifications do to our state, and how dirty accounts become backups.
+
+A notification is not trusted beyond "this account and service changed": it names a
+subscription id and echoes the subscription's ``clientState``, which we compare (as hashes,
+in constant time) with what we gave Graph; a mismatch or an unknown id is ignored. Accepted
+notifications only set ``dirty_since``. The scheduler then starts one incremental backup per
+tenant for the rows that have been dirty for a debounce window, so a storm of notifications
+costs one delta round per account and service, not one per item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.job import service as job_service
+from safekeep.tenants.models import (
+    GraphSubscription,
+    JobKind,
+    JobTrigger,
+    MspStatus,
+    SubscriptionStatus,
+    utcnow,
+)
+from safekeep.tenants.msp import repository as msp_repository
+from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.subscription import repository
+from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.tenant import service as tenant_service
+
+log = structlog.get_logger(__name__)
+
+LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+
+
+@dataclass(frozen=True)
+class Notice:
+    """The two fields of a notification we use; everything else Graph sends is ignored."""
+
+    subscription_id: str
+    client_state: str | None
+    lifecycle_event: str | None = None
+
+
+def hash_client_state(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _genuine(row: GraphSubscription, client_state: str | None) -> bool:
+    if row.client_state_hash is None or client_state is None:
+        return False
+    return hmac.compare_digest(row.client_state_hash, hash_client_state(client_state))
+
+
+async def _verified(
+    session: AsyncSession, notices: Iterable[Notice]
+) -> list[tuple[GraphSubscription, Notice]]:
+    notices = list(notices)
+    rows = {
+        r.subscription_id: r
+        for r in await repository.by_subscription_ids(session, {n.subscription_id for n in notices})
+    }
+    out: list[tuple[GraphSubscription, Notice]] = []
+    rejected = 0
+    for notice in notices:
+        row = rows.get(notice.subscription_id)
+        if row is not None and _genuine(row, notice.client_state):
+            out.append((row, notice))
+        else:
+            rejected += 1
+    if rejected:
+        log.warning("graph_notifications_rejected", count=rejected)
+    return out
+
+
+async def accept_changes(
+    session: AsyncSession, notices: Iterable[Notice], now: datetime | None = None
+) -> int:
+    """Mark the accounts and services of genuine notifications dirty; returns how many."""
+    verified = await _verified(session, notices)
+    await repository.mark_dirty(session, {row.id for row, _ in verified}, now or utcnow())
+    return len(verified)
+
+
+async def accept_lifecycle(
+    session: AsyncSession, notices: Iterable[Notice], now: datetime | None = None
+) -> int:
+    """``reauthorizationRequired``: renew now. ``subscriptionRemoved``: re-create now (and
+    back up, since changes may have gone unnoticed). ``missed``: back up what was missed."""
+    now = now or utcnow()
+    dirty: set[uuid.UUID] = set()
+    verified = await _verified(session, notices)
+    for row, notice in verified:
+        if notice.lifecycle_event == "reauthorizationRequired":
+            row.next_action_at = now
+        elif notice.lifecycle_event == "subscriptionRemoved":
+            row.status = SubscriptionStatus.removed
+            row.next_action_at = now
+            dirty.add(row.id)
+        elif notice.lifecycle_event == "missed":
+            dirty.add(row.id)
+    await session.flush()
+    await repository.mark_dirty(session, dirty, now)
+    return len(verified)
+
+
+async def enqueue_changed(
+    session: AsyncSession, *, debounce: timedelta, now: datetime | None = None, limit: int = 2000
+) -> list[uuid.UUID]:
+    """One incremental backup per tenant for its rows dirty for at least ``debounce``; a
+    tenant whose backup is still running keeps its rows dirty for the next round."""
+    now = now or utcnow()
+    by_tenant: dict[uuid.UUID, list[GraphSubscription]] = {}
+    for row in await repository.dirty_before(session, now - debounce, limit):
+        by_tenant.setdefault(row.tenant_id, []).append(row)
+    started: list[uuid.UUID] = []
+    for tenant_id, rows in by_tenant.items():
+        tenant = await tenant_repository.get_system(session, tenant_id)
+        if tenant is None:
+            continue
+        if await job_repository.active_for_tenant(session, tenant_id, JobKind.backup):
+            continue
+        msp = await msp_repository.get(session, tenant.msp_id)
+        if msp is None or msp.status == MspStatus.suspended:
+            continue
+        taken = [
+            r
+            for r in rows
+            if r.dirty_since is not None
+            and await repository.clear_dirty(session, r.id, r.dirty_since)
+        ]
+        if not taken:
+            continue
+        job = await job_service.start_job(
+            session,
+            tenant,
+            kind=JobKind.backup,
+            trigger=JobTrigger.change,
+            requested_by="notifications",
+            params={
+                "account_ids": sorted({str(r.account_id) for r in taken}),
+                "services": sorted({r.service for r in taken}),
+            },
+        )
+        started.append(job.id)
+    return started
+
+
+async def list_subscriptions(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
+) -> list[GraphSubscription]:
+    await tenant_service.get(session, scope, tenant_id)  # 404 for another MSP's tenant
+    return await repository.list_for_scope(session, scope, tenant_id)

@@ -1,0 +1,286 @@
+"""Graph's change notifications: the handshake, clientState checks, lifecycle events, the
+debounced incremental they lead to, subscription state per tenant and the policy's rpo."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from safekeep.runtime import Runtime
+from safekeep.tenants import outbox
+from safekeep.tenants.models import (
+    Account,
+    GraphSubscription,
+    Job,
+    JobKind,
+    JobStatus,
+    JobTrigger,
+    SubscriptionStatus,
+    Tenant,
+    utcnow,
+)
+from safekeep.tenants.subscription import service
+from safekeep.tenants.subscription.service import hash_client_state
+from tests.factories import MspHandle, create_account, create_key, create_msp, create_tenant
+
+SECRET = "a-client-state-secret-of-enough-length"
+
+
+async def add_subscription(
+    runtime: Runtime, tenant: Tenant, account: Account, service_name: str = "mail"
+) -> GraphSubscription:
+    async with runtime.db.session() as session:
+        row = GraphSubscription(
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service=service_name,
+            resource=f"users/{account.graph_id}/messages",
+            subscription_id=str(uuid.uuid4()),
+            client_state_hash=hash_client_state(SECRET),
+            status=SubscriptionStatus.active,
+            expires_at=utcnow() + timedelta(days=2),
+            next_action_at=utcnow() + timedelta(days=1),
+        )
+        session.add(row)
+    return row
+
+
+async def reload(runtime: Runtime, row: GraphSubscription) -> GraphSubscription:
+    async with runtime.db.session() as session:
+        found = await session.get(GraphSubscription, row.id)
+    assert found is not None
+    return found
+
+
+def note(
+    row: GraphSubscription, client_state: str | None = SECRET, **extra: str
+) -> dict[str, object]:
+    return {
+        "subscriptionId": row.subscription_id,
+        "clientState": client_state,
+        "changeType": "created",
+        "resource": f"Users/x/Messages/{uuid.uuid4()}",
+        "tenantId": str(uuid.uuid4()),
+        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def setup(runtime: Runtime) -> tuple[MspHandle, Tenant, Account, GraphSubscription]:
+    msp = await create_msp(runtime, "Notified MSP")
+    tenant = await create_tenant(runtime, msp)
+    account = await create_account(runtime, tenant)
+    row = await add_subscription(runtime, tenant, account)
+    return msp, tenant, account, row
+
+
+@pytest.mark.parametrize("path", ["/v1/graph/notifications", "/v1/graph/lifecycle"])
+async def test_validation_token_is_echoed_as_plain_text(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    token = "Validation: Testing client application reachability <b>x</b> & more"
+    resp = await client.post(path, params={"validationToken": token})
+    assert resp.status_code == 200
+    assert resp.text == token
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    too_long = await client.post(path, params={"validationToken": "x" * 1025})
+    assert too_long.status_code == 422
+
+
+async def test_genuine_notification_marks_dirty_once(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
+) -> None:
+    _msp, _tenant, _account, row = setup
+    resp = await client.post("/v1/graph/notifications", json={"value": [note(row)]})
+    assert resp.status_code == 202
+    assert resp.content == b""
+    first = await reload(runtime, row)
+    assert first.dirty_since is not None
+    assert first.last_notification_at is not None
+    # A storm keeps the first time: the debounce window runs from it.
+    resp = await client.post("/v1/graph/notifications", json={"value": [note(row)] * 50})
+    assert resp.status_code == 202
+    again = await reload(runtime, row)
+    assert again.dirty_since == first.dirty_since
+    assert again.last_notification_at is not None
+    assert again.last_notification_at >= first.last_notification_at
+
+
+@pytest.mark.parametrize("client_state", ["wrong", None, SECRET + "x", ""])
+async def test_forged_or_unknown_notifications_change_nothing(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
+    client_state: str | None,
+) -> None:
+    _msp, _tenant, _account, row = setup
+    forged = note(row, client_state)
+    unknown = {**note(row), "subscriptionId": str(uuid.uuid4())}
+    resp = await client.post("/v1/graph/notifications", json={"value": [forged, unknown]})
+    # The same answer as for a genuine one: nothing tells a forger what was wrong.
+    assert resp.status_code == 202
+    after = await reload(runtime, row)
+    assert after.dirty_since is None
+    assert after.last_notification_at is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"value": {}}',
+        b'{"value": [{"clientState": "x"}]}',
+        b'{"value": [{"subscriptionId": "' + b"x" * 101 + b'"}]}',
+        b'{"value": [' + b",".join([b'{"subscriptionId": "a"}'] * 1001) + b"]}",
+    ],
+)
+async def test_malformed_batches_are_400(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
+    body: bytes,
+) -> None:
+    resp = await client.post(
+        "/v1/graph/notifications", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert (await reload(runtime, setup[3])).dirty_since is None
+
+
+async def test_lifecycle_events(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
+) -> None:
+    msp, tenant, _account, row = setup
+    other_account = await create_account(runtime, tenant, name="Bob Other")
+    other = await add_subscription(runtime, tenant, other_account)
+    before = utcnow()
+    resp = await client.post(
+        "/v1/graph/lifecycle",
+        json={"value": [note(row, lifecycleEvent="reauthorizationRequired")]},
+    )
+    assert resp.status_code == 202
+    renewed = await reload(runtime, row)
+    assert renewed.next_action_at is not None and renewed.next_action_at <= utcnow()
+    assert renewed.next_action_at >= before - timedelta(seconds=1)
+    assert renewed.dirty_since is None
+    await client.post(
+        "/v1/graph/lifecycle", json={"value": [note(row, lifecycleEvent="subscriptionRemoved")]}
+    )
+    removed = await reload(runtime, row)
+    assert removed.status == SubscriptionStatus.removed
+    assert removed.dirty_since is not None  # changes may have gone unnoticed
+    await client.post("/v1/graph/lifecycle", json={"value": [note(other, lifecycleEvent="missed")]})
+    missed = await reload(runtime, other)
+    assert missed.dirty_since is not None
+    assert missed.status == SubscriptionStatus.active
+    # A forged lifecycle event is ignored like a forged notification.
+    third = await add_subscription(
+        runtime, tenant, await create_account(runtime, tenant, name="C D")
+    )
+    await client.post(
+        "/v1/graph/lifecycle",
+        json={"value": [note(third, "forged", lifecycleEvent="subscriptionRemoved")]},
+    )
+    assert (await reload(runtime, third)).status == SubscriptionStatus.active
+    del msp
+
+
+async def test_dirty_accounts_become_one_incremental_per_tenant(
+    runtime: Runtime, setup: tuple[MspHandle, Tenant, Account, GraphSubscription]
+) -> None:
+    _msp, tenant, account, row = setup
+    second = await create_account(runtime, tenant, name="Second User")
+    drive = await add_subscription(runtime, tenant, second, "onedrive")
+    async with runtime.db.session() as session:
+        await service.accept_changes(
+            session,
+            [
+                service.Notice(str(row.subscription_id), SECRET),
+                service.Notice(str(drive.subscription_id), SECRET),
+            ],
+        )
+    # Inside the debounce window: nothing yet.
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            assert await service.enqueue_changed(session, debounce=timedelta(minutes=5)) == []
+    assert box.messages == []
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            started = await service.enqueue_changed(session, debounce=timedelta(0))
+    assert len(started) == 1
+    assert [m.actor for m in box.messages] == ["run_backup"]
+    async with runtime.db.session() as session:
+        job = await session.get(Job, started[0])
+    assert job is not None
+    assert job.trigger == JobTrigger.change
+    assert job.kind == JobKind.backup
+    assert job.params == {
+        "account_ids": sorted([str(account.id), str(second.id)]),
+        "services": ["mail", "onedrive"],
+    }
+    assert (await reload(runtime, row)).dirty_since is None
+    # While that backup runs, new changes wait for the next round instead of a second job.
+    async with runtime.db.session() as session:
+        await service.accept_changes(session, [service.Notice(str(row.subscription_id), SECRET)])
+        again = await service.enqueue_changed(session, debounce=timedelta(0))
+    assert again == []
+    assert (await reload(runtime, row)).dirty_since is not None
+    async with runtime.db.session() as session:
+        found = await session.get(Job, job.id)
+        assert found is not None
+        found.status = JobStatus.succeeded
+    with outbox.collect():
+        async with runtime.db.session() as session:
+            assert len(await service.enqueue_changed(session, debounce=timedelta(0))) == 1
+
+
+async def test_subscription_state_is_listed_per_tenant(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
+) -> None:
+    msp, tenant, account, _row = setup
+    url = f"/v1/tenants/{tenant.id}/subscriptions"
+    assert (await client.get(url)).status_code == 401
+    other = await create_msp(runtime, "Other MSP")
+    assert (await client.get(url, headers=other.headers)).status_code == 404
+    missing = f"/v1/tenants/{uuid.uuid4()}/subscriptions"
+    assert (await client.get(missing, headers=msp.headers)).status_code == 404
+    limited = await create_key(runtime, msp, ["read"], tenant_ids=[uuid.uuid4()])
+    assert (
+        await client.get(url, headers={"Authorization": f"Bearer {limited}"})
+    ).status_code == 404
+    resp = await client.get(url, headers=msp.headers)
+    assert resp.status_code == 200
+    [item] = resp.json()["items"]
+    assert item["account_id"] == str(account.id)
+    assert item["service"] == "mail"
+    assert item["status"] == "active"
+    assert item["dirty_since"] is None
+    assert "client_state" not in str(resp.json())
+
+
+@pytest.mark.parametrize(
+    ("value", "status"), [(15, 200), (None, 200), (4, 422), (721, 422), ("x", 422)]
+)
+async def test_policy_rpo_minutes_bounds(
+    runtime: Runtime, client: httpx.AsyncClient, value: object, status: int
+) -> None:
+    msp = await create_msp(runtime, "Policy MSP")
+    tenant = await create_tenant(runtime, msp)
+    url = f"/v1/tenants/{tenant.id}/policy"
+    resp = await client.put(url, json={"rpo_minutes": value}, headers=msp.headers)
+    assert resp.status_code == status, resp.text
+    got = (await client.get(url, headers=msp.headers)).json()
+    assert got["rpo_minutes"] == (value if status == 200 else None)
