@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safekeep.graph.errors import GraphError, classify, parse_retry_after
-from safekeep.graph.options import Json, RequestOptions
+from safekeep.graph.options import Json, RequestOptions, Scope
 from safekeep.graph.targets import exchange_mailboxes
 from safekeep.graph.transport import RETRYABLE_5XX, RetryState, Transport, is_absolute
 
@@ -131,18 +131,102 @@ async def _run_group(
 async def _send(
     transport: Transport, pending: list[BatchRequest], box: str | None
 ) -> dict[str, Json]:
+    """Send ``pending`` and collect the answers by id.
+
+    Exchange runs up to 4 requests of an envelope at once against the mailbox's limit, so
+    when the mailbox's adaptive window grants fewer than that, the requests go in envelopes
+    of at most that many (a ``dependsOn`` chain runs one at a time and is never split), one
+    after the other, each holding as many slots as it carries Exchange requests.
+    """
+    answers: dict[str, Json] = {}
+    rest = list(pending)
+    while rest:
+        size = await _envelope_size(transport, rest, box)
+        part = pack(rest, size)[0] if size < len(rest) else rest
+        answers.update(await _send_envelope(transport, part, box))
+        sent = {r.id for r in part}
+        rest = [r for r in rest if r.id not in sent]
+    return answers
+
+
+async def _envelope_size(transport: Transport, pending: list[BatchRequest], box: str | None) -> int:
+    """How many of ``pending`` the next envelope may carry (read again before each one,
+    since the previous envelope's answers may have cut the window)."""
+    exchange = [r for r in pending if exchange_mailboxes([transport.version_path(r.url)])]
+    if not (box and exchange):
+        return BATCH_LIMIT
+    key = transport.target(transport.absolute(exchange[0].url), box, "exchange").slot
+    assert key is not None
+    window = await transport.limiter.window(key, ceiling=transport.mailbox_concurrency)
+    if window >= transport.mailbox_concurrency:
+        return BATCH_LIMIT
+    return max(window, *(len(c) for c in pack(pending, BATCH_LIMIT, chains=True)))
+
+
+async def _send_envelope(
+    transport: Transport, pending: list[BatchRequest], box: str | None
+) -> dict[str, Json]:
     exchange = [r for r in pending if exchange_mailboxes([transport.version_path(r.url)])]
     width = min(transport.mailbox_concurrency, len(exchange)) if box and exchange else 1
+    targets = [transport.target(transport.absolute(r.url), box, None) for r in pending]
+    scope: Scope | None = None
+    if box and exchange:
+        scope = "exchange"
+    elif all(t.shared is not None for t in targets):
+        scope = "sharepoint"
     options = RequestOptions(
         json={"requests": [_inner_json(transport, r, pending) for r in pending]},
         mailbox=box,
         expected=(200,),
         idempotent=all(r.method.upper() == "GET" for r in pending),
-        scope="exchange" if box and exchange else None,
+        scope=scope,
         width=max(1, width),
+        learn=False,
+        pauses=tuple(dict.fromkeys(key for t in targets for key in t.clear)),
     )
     body = await transport.json("POST", "/$batch", options)
-    return {str(a.get("id")): a for a in (body or {}).get("responses", [])}
+    answers = {str(a.get("id")): a for a in (body or {}).get("responses", [])}
+    await _heed_retry_after(transport, pending, answers, box)
+    await _learn(transport, pending, answers, box)
+    return answers
+
+
+async def _heed_retry_after(
+    transport: Transport, pending: list[BatchRequest], answers: Mapping[str, Json], box: str | None
+) -> None:
+    """Record each inner Retry-After for every sharer of its key at once, before the next
+    envelope (or anyone else's request) can go to that mailbox or resource."""
+    waits: dict[str, float] = {}
+    for request in pending:
+        answer = answers.get(request.id) or {}
+        headers = {str(k): str(v) for k, v in (answer.get("headers") or {}).items()}
+        wait = parse_retry_after(_header(headers, "retry-after"))
+        status = int(answer.get("status") or 0)
+        if wait is not None and (status == 429 or status in RETRYABLE_5XX):
+            key = transport.target(transport.absolute(request.url), box, None).record
+            waits[key] = max(waits.get(key, 0.0), wait)
+    for key, wait in waits.items():
+        await transport.record_retry_after(key, wait)
+
+
+async def _learn(
+    transport: Transport, pending: list[BatchRequest], answers: Mapping[str, Json], box: str | None
+) -> None:
+    """Teach each window its inner answers: a cut if any was a 429, else a step per answer
+    that was not a 5xx (which says nothing about load)."""
+    outcomes: dict[tuple[str, int], list[int]] = {}
+    for request in pending:
+        status = int((answers.get(request.id) or {}).get("status") or 0)
+        target = transport.target(transport.absolute(request.url), box, None)
+        key = transport.adaptive_key(target)
+        if key is not None and status and status < 500:
+            outcomes.setdefault(key, []).append(status)
+    for key, statuses in outcomes.items():
+        if 429 in statuses:
+            await transport.learn(key, throttled=True)
+            continue
+        for _ in statuses:
+            await transport.learn(key, throttled=False)
 
 
 def _sort(
@@ -192,13 +276,12 @@ def _add_failed_dependents(pending: list[BatchRequest], outcome: _Round) -> None
 
 
 async def _pause(transport: Transport, outcome: _Round, state: RetryState) -> float | None:
-    """Record the round's Retry-Afters for every sharer and say how long this caller waits
-    on its own before resending (None: out of attempts)."""
+    """How long this caller waits on its own before resending (None: out of attempts).
+    The round's Retry-Afters are already recorded for every sharer (``_heed_retry_after``)
+    and the resend waits for them in the transport."""
     if outcome.waits or not outcome.transient:
         longest = max(outcome.waits.values(), default=transport.policy.backoff(state.throttles))
         transport.check_deadline(state, longest, None)
-        for key, wait in outcome.waits.items():
-            await transport.record_retry_after(key, wait)
         return 0.0 if outcome.waits else longest
     state.failures += 1
     if state.failures >= transport.policy.max_attempts:
@@ -248,8 +331,11 @@ def _single_mailbox(transport: Transport, requests: Sequence[BatchRequest]) -> s
     return found.pop() if len(found) == 1 else None
 
 
-def pack(requests: Sequence[BatchRequest], limit: int) -> list[list[BatchRequest]]:
-    """Split into calls of at most ``limit``, keeping each dependsOn chain in one call."""
+def pack(
+    requests: Sequence[BatchRequest], limit: int, *, chains: bool = False
+) -> list[list[BatchRequest]]:
+    """Split into calls of at most ``limit``, keeping each dependsOn chain in one call
+    (with ``chains``: the chains themselves, one list each)."""
     parent = {r.id: r.id for r in requests}
 
     def root(node: str) -> str:
@@ -260,10 +346,13 @@ def pack(requests: Sequence[BatchRequest], limit: int) -> list[list[BatchRequest
 
     for request in requests:
         for dep in request.depends_on or ():
-            parent[root(dep)] = root(request.id)
+            if dep in parent:
+                parent[root(dep)] = root(request.id)
     components: dict[str, list[BatchRequest]] = {}
     for request in requests:
         components.setdefault(root(request.id), []).append(request)
+    if chains:
+        return list(components.values())
     groups: list[list[BatchRequest]] = []
     current: list[BatchRequest] = []
     for component in components.values():

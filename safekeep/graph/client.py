@@ -24,6 +24,7 @@ from safekeep.graph.paging import DeltaPage
 from safekeep.graph.throttle import Limiter
 from safekeep.graph.transport import (
     MAILBOX_CONCURRENCY,
+    SHAREPOINT_CONCURRENCY,
     USER_AGENT,
     GraphResponse,
     GraphStats,
@@ -47,6 +48,7 @@ __all__ = [
     "DRIVE_FRAGMENT_MAX",
     "FRAGMENT_UNIT",
     "MAILBOX_CONCURRENCY",
+    "SHAREPOINT_CONCURRENCY",
     "USER_AGENT",
     "BatchRequest",
     "BatchResponse",
@@ -80,6 +82,7 @@ class GraphClient:
         api_version: str = "v1.0",
         mailbox_concurrency: int = MAILBOX_CONCURRENCY,
         tenant_concurrency: int | None = None,
+        sharepoint_concurrency: int = SHAREPOINT_CONCURRENCY,
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         retry_after_margin: float = 0.025,
@@ -107,6 +110,7 @@ class GraphClient:
             ),
             mailbox_concurrency=mailbox_concurrency,
             tenant_concurrency=tenant_concurrency,
+            sharepoint_concurrency=sharepoint_concurrency,
         )
 
     @property

@@ -35,9 +35,11 @@ class RequestOptions:
     ``mailbox`` names the mailbox whose limits the request counts against when the path does
     not say it; ``idempotent`` says whether a request that may have reached Graph can be
     sent again after a network failure (by default only GET, PUT and DELETE are). ``auth``,
-    ``scope`` and ``width`` are for the layers inside the package: pre-authenticated upload
-    and download URLs go without the token and name their throttling scope themselves, and a
-    ``$batch`` to one mailbox takes as many of its slots as Exchange will run at once.
+    ``scope``, ``width`` and ``learn`` are for the layers inside the package: pre-authenticated
+    upload and download URLs go without the token and name their throttling scope themselves;
+    a ``$batch`` to one mailbox takes as many of its slots as Exchange will run at once, and
+    its envelope's 200 says nothing of load (its inner answers teach the window instead),
+    and it waits out the pauses of every key its inner requests fall under (``pauses``).
     """
 
     json: Any = None
@@ -50,6 +52,8 @@ class RequestOptions:
     auth: bool = True
     scope: Scope | None = None
     width: int = 1
+    learn: bool = True
+    pauses: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, fields: RequestFields) -> RequestOptions:

@@ -33,11 +33,14 @@ SHAREPOINT_PATH = re.compile(
 
 @dataclass(frozen=True)
 class Target:
-    """Where a request's limits live: its slot key, the pauses it obeys, where it records."""
+    """Where a request's limits live: its mailbox slot key, the tenant-wide slot key of the
+    SharePoint and OneDrive regime, the pauses it obeys, and the key its Retry-After (and
+    the 429s its concurrency window learns from) belong to."""
 
     slot: str | None
     clear: tuple[str, ...]
     record: str
+    shared: str | None = None
 
 
 def scope_of(path: str) -> tuple[Scope, str | None]:
@@ -59,7 +62,7 @@ def target_for(tenant: str, path: str, mailbox: str | None, scope: Scope | None)
         return Target(slot, (tenant, slot), slot)
     if kind == "sharepoint":
         key = f"{tenant}:sharepoint"
-        return Target(slot, (tenant, key), key)
+        return Target(slot, (tenant, key), key, shared=key)
     return Target(slot, (tenant,), tenant)
 
 

@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "ISV|Safekeep|Safekeep/0.1"
 MAILBOX_CONCURRENCY = 4  # Exchange Online: 4 concurrent requests per app per mailbox
+# SharePoint and OneDrive limit resource units per minute, not concurrency; this ceiling only
+# bounds how far the tenant's adaptive window may open.
+SHAREPOINT_CONCURRENCY = 16
+# Near SharePoint's budget its answers carry RateLimit-Remaining: below this share of
+# RateLimit-Limit (and at least RATE_LIMIT_RESERVE_MIN units) the tenant's SharePoint
+# requests pause until RateLimit-Reset, rather than spend the rest and collect 429s.
+RATE_LIMIT_RESERVE = 0.05
+RATE_LIMIT_RESERVE_MIN = 4
 
 RETRYABLE_5XX = frozenset({502, 503, 504})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -122,6 +130,13 @@ def load_json(raw: bytes) -> Any:
     return jsonlib.loads(raw)
 
 
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def is_absolute(path_or_url: str) -> bool:
     return path_or_url.startswith(("https://", "http://"))
 
@@ -141,6 +156,7 @@ class Transport:
         policy: RetryPolicy | None = None,
         mailbox_concurrency: int = MAILBOX_CONCURRENCY,
         tenant_concurrency: int | None = None,
+        sharepoint_concurrency: int = SHAREPOINT_CONCURRENCY,
     ) -> None:
         root = graph_url.rstrip("/")
         for version in ("/v1.0", "/beta"):
@@ -155,6 +171,7 @@ class Transport:
         self.policy = policy or RetryPolicy()
         self.mailbox_concurrency = mailbox_concurrency
         self.tenant_concurrency = tenant_concurrency
+        self.sharepoint_concurrency = sharepoint_concurrency
         self.http = http
         self.stats = GraphStats()
 
@@ -223,16 +240,17 @@ class Transport:
             raise ValueError(f"refusing to send the Graph token to {httpx.URL(url).host}")
         method = method.upper()
         target = self.target(url, options.mailbox, options.scope)
+        pauses = tuple(dict.fromkeys(target.clear + options.pauses))
         safe = options.idempotent if options.idempotent is not None else method in _IDEMPOTENT
         state = RetryState()
         request_id = str(uuid.uuid4())
         while True:
-            await self.clear(target.clear)
+            await self.clear(pauses)
             delay = 0.0
             async with AsyncExitStack() as stack:
-                await self._hold(stack, target, options.width)
-                await self.clear(target.clear)  # a pause may have begun while we queued
+                adaptive = await self._hold(stack, target, options)
                 token = await self.tokens.token() if options.auth else None
+                await self.clear(pauses)  # a pause may have begun while we queued
                 request = self.http.build_request(
                     method,
                     url,
@@ -257,6 +275,8 @@ class Transport:
                 else:
                     stack.push_async_callback(resp.aclose)
                     verdict = await self._judge(resp, state, target, token, method)
+                    if options.learn:
+                        await self._learn(target, adaptive, resp.status_code)
                     if verdict is None:
                         yield resp
                         return
@@ -283,6 +303,7 @@ class Transport:
         retry_after = parse_retry_after(resp.headers.get("retry-after"))
         throttled = status == 429 or (status == 503 and retry_after is not None)
         if not throttled and status not in RETRYABLE_5XX:
+            await self._heed_rate_limit(resp, target)
             return None
         if retry_after is not None:
             # Tell every sharer of this key first, before anything that could yield to
@@ -383,24 +404,74 @@ class Transport:
             self.stats.retry_after_waited_seconds += waited
             GRAPH_RETRY_AFTER_WAIT.inc(waited)
 
-    async def _hold(self, stack: AsyncExitStack, target: Target, width: int) -> None:
-        """Take the request's concurrency slots (mailbox first, then tenant-wide).
+    async def _hold(
+        self, stack: AsyncExitStack, target: Target, options: RequestOptions
+    ) -> list[tuple[str, int]]:
+        """Take the request's concurrency slots (mailbox, then SharePoint's tenant-wide one,
+        then the tenant's); return the adaptive keys held, with their ceilings.
 
-        A batch to one mailbox runs up to 4 of its requests at once inside Exchange, so it
-        takes up to 4 slots; only one multi-slot holder per key may gather at a time, which
-        rules out two batches each holding half the slots and waiting for the rest.
+        A batch to one mailbox runs several of its requests at once inside Exchange, so it
+        takes ``width`` slots, atomically (and no more than the mailbox's window grants).
+        Pre-authenticated download and upload URLs are not Graph calls: they take the
+        mailbox slot but not SharePoint's tenant-wide one.
         """
+        held: list[tuple[str, int]] = []
         if target.slot is not None:
-            if width > 1:
-                await stack.enter_async_context(self.limiter.slot(f"{target.slot}#gather", limit=1))
-            for _ in range(max(1, width)):
-                await stack.enter_async_context(
-                    self.limiter.slot(target.slot, limit=self.mailbox_concurrency)
-                )
-        if self.tenant_concurrency:
+            ceiling = self.mailbox_concurrency
             await stack.enter_async_context(
-                self.limiter.slot(f"{self.tenant_key}:all", limit=self.tenant_concurrency)
+                self.limiter.slot(
+                    target.slot, limit=ceiling, count=max(1, options.width), adaptive=True
+                )
             )
+            held.append((target.slot, ceiling))
+        if target.shared is not None and options.auth:
+            ceiling = self.sharepoint_concurrency
+            await stack.enter_async_context(
+                self.limiter.slot(target.shared, limit=ceiling, adaptive=True)
+            )
+            held.append((target.shared, ceiling))
+        if self.tenant_concurrency:
+            key = f"{self.tenant_key}:all"
+            await stack.enter_async_context(
+                self.limiter.slot(key, limit=self.tenant_concurrency, adaptive=True)
+            )
+            held.append((key, self.tenant_concurrency))
+        return held
+
+    async def _learn(self, target: Target, held: list[tuple[str, int]], status: int) -> None:
+        """Feed an answer to the windows it bears on: the one of the regime that throttled
+        it (its mailbox's, or SharePoint's tenant-wide one; a OneDrive request also holds its
+        owner's mailbox slot, but SharePoint's 429s say nothing of Exchange's limit) and the
+        tenant's. A 429 cuts them, a final answer grows them; a 5xx or a 401 says nothing
+        about load and leaves them alone."""
+        if status != 429 and (status >= 500 or status == 401):
+            return
+        tenant_wide = f"{self.tenant_key}:all"
+        for key, ceiling in held:
+            if key in (target.record, tenant_wide):
+                await self.limiter.record_outcome(key, throttled=status == 429, ceiling=ceiling)
+
+    def adaptive_key(self, target: Target) -> tuple[str, int] | None:
+        """The window a request's 429s bear on (its mailbox's, or SharePoint's tenant-wide
+        one), with its ceiling; None for the directory, whose limits are not per key."""
+        if target.slot is not None and target.record == target.slot:
+            return target.slot, self.mailbox_concurrency
+        if target.shared is not None:
+            return target.shared, self.sharepoint_concurrency
+        return None
+
+    async def learn(self, key: tuple[str, int], *, throttled: bool) -> None:
+        await self.limiter.record_outcome(key[0], throttled=throttled, ceiling=key[1])
+
+    async def _heed_rate_limit(self, resp: httpx.Response, target: Target) -> None:
+        """Pause the resource near its budget, before SharePoint starts answering 429."""
+        remaining = _number(resp.headers.get("ratelimit-remaining"))
+        limit = _number(resp.headers.get("ratelimit-limit"))
+        reset = _number(resp.headers.get("ratelimit-reset"))
+        if remaining is None or limit is None or not reset:
+            return
+        if remaining < max(RATE_LIMIT_RESERVE_MIN, RATE_LIMIT_RESERVE * limit):
+            await self.limiter.record_retry_after(target.record, reset)
 
     def target(self, url: str, mailbox: str | None, scope: Scope | None) -> Target:
         path = httpx.URL(url).path if self.same_origin(url) else ""
