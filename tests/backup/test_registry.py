@@ -29,6 +29,7 @@ from safekeep.backup.selection import Scope, resolve_units
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import folder_service
 from safekeep.graph import client as graph_client
+from safekeep.graph.targets import scope_of
 from safekeep.search.documents import SearchDocument
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.models import Account, AccountKind, Policy
@@ -102,12 +103,8 @@ def test_probes_resolve_and_gate_the_services_that_share_them() -> None:
 
 
 def _graph_class(path: str) -> str:
-    """The throttling class graph/client.py gives a request path."""
-    if graph_client._EXCHANGE_PATH.match(path):
-        return "exchange"
-    if graph_client._SHAREPOINT_PATH.match(path):
-        return "sharepoint"
-    return "tenant"
+    """The throttling class graph/ gives a request path."""
+    return scope_of(path)[0]
 
 
 def test_declared_throttle_classes_are_the_ones_graph_applies() -> None:

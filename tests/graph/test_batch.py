@@ -42,7 +42,10 @@ async def test_large_batches_are_split_by_20_and_answered_in_order(
     assert all(r.status == 200 and r.ok and r.error is None for r in responses)
     assert [r.body["id"] for r in responses] == [ids[i % len(ids)] for i in range(45)]
     posts = [r for r in recorder_of(client).requests if r.url.path.endswith("/$batch")]
-    assert [len(json.loads(p.content)["requests"]) for p in posts] == [20, 20, 5]
+    # The mailbox's window starts at one slot and opens a slot per answer (slow start): one
+    # answer so far (the listing), so the first envelope carries 2 of the first 20; once the
+    # window is at Microsoft's 4, envelopes carry 20 (Exchange runs 4 of them at a time).
+    assert [len(json.loads(p.content)["requests"]) for p in posts] == [2, 18, 20, 5]
 
 
 async def test_dependencies_stay_together_and_a_failed_one_gives_424(
