@@ -6,7 +6,9 @@ original authors and times, and exported as a readable transcript."""
 from __future__ import annotations
 
 import asyncio
+import html
 import io
+import re
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 from graphsim import Simulator
-from graphsim.teams import teamwork
+from graphsim.teams import Channel, Team, iso_ms, teamwork
 from safekeep.backup import browse
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.search.query import SearchQuery
@@ -200,3 +202,73 @@ async def test_a_deleted_team_comes_back_with_settings_members_and_channels(
         )
         if original.membership_type != "standard":
             assert copy.members == original.members
+
+
+def channel_files(h: EngineHarness, team: Team, channel: Channel) -> dict[str, bytes]:
+    """The files in ``channel``'s files folder (its folder in the team site's library)."""
+    tenant = h.sim.tenant()
+    drive = tenant.drives[tenant.sites[team.site_id or ""].drive_ids[0]]
+    folder = drive.child_named(drive.root_id, channel.display_name)
+    if folder is None:
+        return {}
+    return {
+        item.name: item.content.read()
+        for item in drive.items.values()
+        if item.parent_id == folder.id and item.content is not None and not item.deleted
+    }
+
+
+def words(markup: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
+async def test_a_channel_comes_back_as_a_transcript_in_its_files(engine: EngineHarness) -> None:
+    h = engine
+    await h.set_policy(services=["teams"])
+    tenant = h.sim.tenant()
+    team = next(iter(teamwork(tenant).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    general = next(c for c in team.channels.values() if c.is_general)
+    private = next(c for c in team.channels.values() if c.membership_type == "private")
+    backed_up = {c.id: list(c.messages.values()) for c in team.channels.values()}
+    assert backed_up[general.id] and backed_up[private.id]
+    before = datetime.now(UTC)
+    async with httpx.AsyncClient(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
+        gone = f"/_sim/tenants/{tenant.id}/teams/{team.id}/channels/{private.id}"
+        assert (await control.delete(gone)).status_code == 200
+    await h.backup(account, "teams")
+    channels_before = {c.id: len(c.messages) for c in team.channels.values() if not c.deleted}
+    assert channel_files(h, team, general) == {}
+
+    report = await h.restore(account, "teams", at=before, channels="transcript")
+    summary = report.summary()
+    chats = [c for c in teamwork(tenant).chats.values() if owner in c.members]
+    # chats stay export-only, whatever the channels' mode
+    assert summary["failed"] == 0
+    assert summary["skipped"] == sum(len(c.messages) for c in chats)
+    assert summary["restored"] == sum(len(m) for m in backed_up.values())
+    # beside the channels, not into them: no channel made, no message imported
+    assert {c.id: len(c.messages) for c in team.channels.values() if not c.deleted} == (
+        channels_before
+    )
+
+    files = channel_files(h, team, general)
+    # General's own transcript, and the deleted private channel's (it has no folder left)
+    assert sorted(n.split(" - ")[0] for n in files) == sorted(["General", private.display_name])
+    assert all(n.endswith(".html") and "Restored " in n for n in files)
+    for channel in (general, private):
+        page = next(v for n, v in files.items() if n.startswith(channel.display_name)).decode()
+        assert page.startswith("<!doctype html>")
+        text = words(page)
+        for message in backed_up[channel.id]:
+            if message.deleted is not None:
+                continue
+            author = tenant.users[message.from_user or ""].display_name
+            assert f"{author} · {iso_ms(message.created)}" in text
+            assert words(message.body) in text
+
+    # a second request adds a second file rather than replacing the first
+    await h.restore(account, "teams", at=before, channels="transcript")
+    assert len(channel_files(h, team, general)) == 4
