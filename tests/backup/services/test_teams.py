@@ -21,7 +21,9 @@ import pytest
 
 from graphsim import Simulator
 from graphsim.teams import Channel, Team, iso_ms, teamwork
+from safekeep.api.app import create_app
 from safekeep.backup import browse
+from safekeep.backup.jobs.restore import run_restore_job
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.models import Account
@@ -272,3 +274,48 @@ async def test_a_channel_comes_back_as_a_transcript_in_its_files(engine: EngineH
     # a second request adds a second file rather than replacing the first
     await h.restore(account, "teams", at=before, channels="transcript")
     assert len(channel_files(h, team, general)) == 4
+
+
+async def test_a_transcript_restore_through_the_api(engine: EngineHarness) -> None:
+    """``target.channels`` is asked for in the restore request, refused with a 422 for any
+    other service (no job made), and carried by the job to the service."""
+    h = engine
+    await h.set_policy(services=["mail", "teams"])
+    tenant = h.sim.tenant()
+    team = next(iter(teamwork(tenant).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    general = next(c for c in team.channels.values() if c.is_general)
+    transport = httpx.ASGITransport(app=create_app(runtime=h.runtime), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as api:
+        url = f"/v1/tenants/{h.tenant.id}/restores"
+
+        def body(**scope: str) -> dict[str, Any]:
+            return {
+                "scope": {"account_id": str(account.id), **scope},
+                "target": {"channels": "transcript"},
+            }
+
+        for wrong in (body(type="service", service="mail"), body(type="account")):
+            refused = await api.post(url, json=wrong, headers=h.msp.headers)
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["errors"][0]["loc"] == ["body", "target", "channels"]
+        bad_value = body(type="service", service="teams")
+        bad_value["target"]["channels"] = "pdf"
+        assert (await api.post(url, json=bad_value, headers=h.msp.headers)).status_code == 422
+        listed = await api.get(url, headers=h.msp.headers)
+        assert listed.json()["items"] == []
+
+        made = await api.post(
+            url, json=body(type="service", service="teams"), headers=h.msp.headers
+        )
+        assert made.status_code == 202, made.text
+        await run_restore_job(h.runtime, made.json()["id"])
+        job = (await api.get(f"/v1/jobs/{made.json()['id']}", headers=h.msp.headers)).json()
+    assert job["status"] == "partial"  # the chats: export-only
+    [(name, page)] = channel_files(h, team, general).items()
+    assert name.startswith("General - Restored ") and name.endswith(".html")
+    root = next(m for m in general.roots() if m.deleted is None)
+    assert words(root.body) in words(page.decode())
