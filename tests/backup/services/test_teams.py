@@ -23,6 +23,7 @@ from graphsim import Simulator
 from graphsim.teams import Channel, Team, iso_ms, teamwork
 from safekeep.api.app import create_app
 from safekeep.backup import browse
+from safekeep.backup.jobs.backup import _services_for
 from safekeep.backup.jobs.restore import run_restore_job
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.search.query import SearchQuery
@@ -319,3 +320,32 @@ async def test_a_transcript_restore_through_the_api(engine: EngineHarness) -> No
     assert name.startswith("General - Restored ") and name.endswith(".html")
     root = next(m for m in general.roots() if m.deleted is None)
     assert words(root.body) in words(page.decode())
+
+
+async def test_discovery_finds_who_has_teams_or_chats(engine: EngineHarness) -> None:
+    """A member of a team or of a chat has Teams to back up; a licensed user in neither has
+    none, and the backup leaves teams out for them."""
+    h = engine
+    world = teamwork(h.sim.tenant())
+    team = next(iter(world.teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    loner = next(u for u in h.sim.tenant().users if u != owner)
+    for t in world.teams.values():
+        t.members.pop(loner, None)
+        for c in t.channels.values():
+            c.members.pop(loner, None)
+    for chat in world.chats.values():
+        chat.members.pop(loner, None)
+    in_chats = {u for chat in world.chats.values() for u in chat.members}
+
+    accounts = {a.graph_id: a for a in await h.discover() if a.kind == "user"}
+    assert accounts[owner].services_found["teams"] is True
+    assert accounts[loner].licensed and accounts[loner].services_found["teams"] is False
+    for graph_id, account in accounts.items():
+        if account.licensed:
+            has = graph_id in in_chats or any(graph_id in t.members for t in world.teams.values())
+            assert account.services_found["teams"] is has, graph_id
+        else:
+            assert account.services_found["teams"] is False
+    assert "teams" not in _services_for(accounts[loner], {"mail", "teams"})
+    assert "teams" in _services_for(accounts[owner], {"mail", "teams"})
