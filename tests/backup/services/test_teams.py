@@ -23,9 +23,9 @@ from graphsim import Simulator
 from graphsim.teams import Channel, Team, iso_ms, teamwork
 from safekeep.api.app import create_app
 from safekeep.backup import browse
+from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.jobs.backup import _services_for
 from safekeep.backup.jobs.restore import run_restore_job
-from safekeep.backup.catalog import SnapshotRun
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.models import Account
 from tests.backup.harness import EngineHarness
