@@ -349,3 +349,24 @@ async def test_discovery_finds_who_has_teams_or_chats(engine: EngineHarness) -> 
             assert account.services_found["teams"] is False
     assert "teams" not in _services_for(accounts[loner], {"mail", "teams"})
     assert "teams" in _services_for(accounts[owner], {"mail", "teams"})
+
+
+async def test_a_transcript_without_a_files_folder_fails_only_its_messages(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    await h.set_policy(services=["teams"])
+    tenant = h.sim.tenant()
+    team = next(iter(teamwork(tenant).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    with h.sim.engine.world.lock:
+        site, team.site_id = team.site_id, None  # the team's site not provisioned (yet)
+    report = await h.restore(account, "teams", channels="transcript")
+    summary = report.summary()
+    assert summary["restored"] == 0
+    assert summary["failed"] == sum(len(c.messages) for c in team.channels.values())
+    team.site_id = site
+    drive = tenant.drives[tenant.sites[site or ""].drive_ids[0]]
+    assert not [i for i in drive.items.values() if i.name.endswith(".html")]

@@ -33,7 +33,7 @@ from safekeep.backup.services.base import (
     read_document,
 )
 from safekeep.backup.services.teams.transcript import hosted_images, render_html, threads
-from safekeep.graph.errors import GraphError
+from safekeep.graph.errors import AuthError, GraphError
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
 
@@ -126,27 +126,47 @@ async def _upload_transcripts(
             for version, _ in messages:
                 await ctx.report.skipped(version, reason="neither the channel nor General exists")
             continue
-        folder = await ctx.graph.get_json(f"/teams/{team_id}/channels/{where}/filesFolder")
-        title = f"{channel['displayName']} - {ctx.new_folder_name}"
-        page = render_html(
-            title,
-            threads([doc for _, doc in messages]),
-            await hosted_images(ctx.repo, messages),
-        ).encode()
-
-        async def chunks(data: bytes = page) -> AsyncIterator[bytes]:
-            yield data
-
-        uploaded = await ctx.graph.upload_drive_file(
-            str(folder["parentReference"]["driveId"]),
-            str(folder["id"]),
-            _file_name(title) + ".html",
-            len(page),
-            chunks(),
-            conflict="rename",
-        )
+        try:
+            uploaded = await _upload_transcript(ctx, team_id, where, channel, messages)
+        except AuthError:
+            raise
+        except GraphError as exc:
+            # one channel's folder not there (its site not provisioned yet) fails only it
+            for version, _ in messages:
+                await ctx.report.failed(version, code=exc.reason, detail=str(exc)[:300])
+            continue
         for version, _ in messages:
             await ctx.report.restored(version, target_id=str(uploaded.get("id")))
+
+
+async def _upload_transcript(
+    ctx: RestoreContext,
+    team_id: str,
+    where: str,
+    channel: Json,
+    messages: list[tuple[ItemVersion, Json]],
+) -> Json:
+    """One transcript file beside the others in ``where``'s files folder (renamed, never
+    replacing an earlier one); the uploaded driveItem."""
+    folder = await ctx.graph.get_json(f"/teams/{team_id}/channels/{where}/filesFolder")
+    title = f"{channel['displayName']} - {ctx.new_folder_name}"
+    page = render_html(
+        title,
+        threads([doc for _, doc in messages]),
+        await hosted_images(ctx.repo, messages),
+    ).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield page
+
+    return await ctx.graph.upload_drive_file(
+        str(folder["parentReference"]["driveId"]),
+        str(folder["id"]),
+        _file_name(title) + ".html",
+        len(page),
+        chunks(),
+        conflict="rename",
+    )
 
 
 def _file_name(title: str) -> str:
