@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from safekeep.graph.client import GraphClient
-from safekeep.graph.errors import BadRequest, MailboxNotEnabled, NotFound, UserNotFound
+from safekeep.graph.errors import (
+    BadRequest,
+    Forbidden,
+    MailboxNotEnabled,
+    NotFound,
+    UserNotFound,
+)
 
 USER_FIELDS = "id,userPrincipalName,displayName,mail,accountEnabled,assignedLicenses,userType"
 SITE_FIELDS = "id,name,displayName,webUrl,createdDateTime,lastModifiedDateTime,isPersonalSite"
@@ -80,6 +86,29 @@ async def has_drive(client: GraphClient, user_id: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+async def has_teams(client: GraphClient, user_id: str) -> bool:
+    """Whether the user has anything in Teams to back up: a team it belongs to (joinedTeams
+    takes no query options, and a user is in few teams) or else a chat (one is enough).
+
+    A user without Teams answers 404; a tenant whose consent predates Teams (the service is
+    off until the MSP turns it on and extends consent) answers 403. Both count as "nothing to
+    back up" rather than failing the discovery of every user; the next discovery after consent
+    finds them.
+    """
+    try:
+        teams = await client.get_json(f"/users/{user_id}/joinedTeams")
+        if teams.get("value"):
+            return True
+        chats = await client.get_json(
+            f"/users/{user_id}/chats", params={"$top": "1", "$select": "id"}
+        )
+    except UserNotFound:
+        raise
+    except (NotFound, Forbidden):
+        return False
+    return bool(chats.get("value"))
 
 
 def _is_personal(site: dict[str, Any]) -> bool:

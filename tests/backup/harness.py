@@ -151,6 +151,7 @@ class EngineHarness:
         target: Account | None = None,
         folder_mode: str = "original",
         conflict: str = "skip",
+        channels: str = "import",
     ) -> JobRestoreReport:
         scope = Scope(
             type=scope_type,
@@ -171,6 +172,7 @@ class EngineHarness:
             target=target or account,
             folder_mode=folder_mode,  # type: ignore[arg-type]
             conflict=conflict,  # type: ignore[arg-type]
+            channels=channels,  # type: ignore[arg-type]
         )
 
     async def export(

@@ -83,6 +83,7 @@ def test_probes_resolve_and_gate_the_services_that_share_them() -> None:
     assert registry.probes("user") == {
         "mail": "safekeep.graph.directory:has_mailbox",
         "onedrive": "safekeep.graph.directory:has_drive",
+        "teams": "safekeep.graph.directory:has_teams",
     }
     assert registry.probes("site") == {}
     for reference in registry.probes("user").values():
@@ -95,9 +96,11 @@ def test_probes_resolve_and_gate_the_services_that_share_them() -> None:
         "onedrive": "onedrive",
         "teams": "teams",
     }
-    user = Account(kind="user", services_found={"mail": False, "onedrive": True})
-    # Teams is not in the mailbox: no probe gates it (a user without teams or chats has none)
+    user = Account(kind="user", services_found={"mail": False, "onedrive": True, "teams": True})
+    # Teams is not in the mailbox: its own probe gates it (teams joined or chats)
     assert _services_for(user, set(BUILTIN)) == ["onedrive", "teams"]
+    user.services_found = {"mail": True, "onedrive": True, "teams": False}
+    assert _services_for(user, set(BUILTIN)) == ["mail", "calendar", "contacts", "onedrive"]
     user.services_found = {"mail": True, "onedrive": False}
     assert _services_for(user, {"calendar", "onedrive", "sharepoint"}) == ["calendar"]
 

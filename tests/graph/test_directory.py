@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graphsim import Simulator
+from graphsim.teams import new_chat, new_team
 from safekeep.graph import UserNotFound, directory
 from tests.graph.conftest import ClientFactory
 
@@ -52,3 +53,22 @@ async def test_services_per_user(fresh_sim: Simulator, make_client: ClientFactor
         await directory.has_mailbox(client, "00000000-0000-0000-0000-0000000000aa")
     with pytest.raises(UserNotFound):
         await directory.has_drive(client, "00000000-0000-0000-0000-0000000000aa")
+
+
+async def test_teams_are_found_by_a_team_joined_or_else_a_chat(
+    fresh_sim: Simulator, make_client: ClientFactory
+):
+    client = make_client(fresh_sim)
+    tenant = fresh_sim.tenant()
+    owner, chatter, loner = sorted(tenant.users, key=lambda u: tenant.users[u].upn)[:3]
+    assert not any([await directory.has_teams(client, u) for u in (owner, chatter, loner)])
+    with fresh_sim.engine.world.lock:
+        new_team(tenant, "Ops", owners=[owner])
+    assert await directory.has_teams(client, owner) is True
+    assert await directory.has_teams(client, chatter) is False
+    with fresh_sim.engine.world.lock:
+        new_chat(tenant, "group", [chatter, owner], topic="lunch")
+    assert await directory.has_teams(client, chatter) is True
+    assert await directory.has_teams(client, loner) is False
+    with pytest.raises(UserNotFound):
+        await directory.has_teams(client, "00000000-0000-0000-0000-0000000000aa")

@@ -43,6 +43,12 @@ class TargetIn(Schema):
         default="original",
         description="original: back where it was; new: under a new 'Restored <date>' folder",
     )
+    channels: Literal["import", "transcript"] = Field(
+        default="import",
+        description="Teams channel conversations (scope.service teams only). import: into the "
+        "channel through Graph's import API; transcript: as an HTML transcript uploaded to the "
+        "channel's files",
+    )
 
 
 class RestoreRequest(PointIn):

@@ -13,7 +13,7 @@ from safekeep.backup.jobs.lifecycle import JobFailed, JobOutcome, run_job
 from safekeep.backup.restore.report import JobRestoreReport
 from safekeep.backup.selection import Scope, Unit, build_selection, resolve_units
 from safekeep.backup.services import module_for
-from safekeep.backup.services.base import ConflictRule, FolderMode, RestoreContext
+from safekeep.backup.services.base import ChannelMode, ConflictRule, FolderMode, RestoreContext
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.models import Account, AccountState, Job, Tenant, utcnow
@@ -64,6 +64,7 @@ async def restore(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
                 scope,
                 target=target or unit.account,
                 folder_mode=params.get("target", {}).get("folder", "original"),
+                channels=params.get("target", {}).get("channels", "import"),
                 conflict=params.get("conflict", "skip"),
                 job_id=job.id,
                 now=now,
@@ -98,6 +99,7 @@ async def restore_unit(
     target: Account,
     folder_mode: FolderMode,
     conflict: ConflictRule,
+    channels: ChannelMode = "import",
     job_id: uuid.UUID | None = None,
     now: datetime | None = None,
 ) -> JobRestoreReport:
@@ -121,6 +123,7 @@ async def restore_unit(
             new_folder_name=restored_folder_name(now or utcnow()),
             conflict=conflict,
             report=report,
+            channels=channels,
         )
         await module.restore(ctx, selection)
     return report

@@ -105,6 +105,8 @@ async def request_restore(
     params = _params(body)
     await _validate_scope(session, principal.scope, tenant.id, params)
     target = body.get("target") or {}
+    if target.get("channels", "import") != "import" and params["scope"].get("service") != "teams":
+        raise _invalid("target.channels", "a transcript restore needs scope.service teams")
     target_id = target.get("account_id")
     if target_id:
         account = await account_repository.get(
@@ -128,6 +130,7 @@ async def request_restore(
     params["target"] = {
         "account_id": str(target_id) if target_id else None,
         "folder": target.get("folder", "original"),
+        "channels": target.get("channels", "import"),
     }
     params["conflict"] = body.get("conflict", "skip")
     return await job_service.start_requested_job(

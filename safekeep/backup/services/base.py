@@ -72,6 +72,9 @@ class Content:
 
 FolderMode = Literal["original", "new"]
 ConflictRule = Literal["skip", "overwrite", "keep_both"]
+# How Teams channel conversations come back: through the import API into a channel, or as an
+# HTML transcript uploaded to the channel's files folder (other services ignore it).
+ChannelMode = Literal["import", "transcript"]
 
 
 class RestoreReport(Protocol):
@@ -111,6 +114,7 @@ class RestoreContext:
     new_folder_name: str  # "Restored 2026-11-27 15-20" when folder_mode == "new"
     conflict: ConflictRule
     report: RestoreReport
+    channels: ChannelMode = "import"
 
 
 @dataclass

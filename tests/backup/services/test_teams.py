@@ -6,7 +6,9 @@ original authors and times, and exported as a readable transcript."""
 from __future__ import annotations
 
 import asyncio
+import html
 import io
+import re
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -18,9 +20,12 @@ import httpx
 import pytest
 
 from graphsim import Simulator
-from graphsim.teams import teamwork
+from graphsim.teams import Channel, Team, iso_ms, teamwork
+from safekeep.api.app import create_app
 from safekeep.backup import browse
 from safekeep.backup.catalog import SnapshotRun
+from safekeep.backup.jobs.backup import _services_for
+from safekeep.backup.jobs.restore import run_restore_job
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.models import Account
 from tests.backup.harness import EngineHarness
@@ -200,3 +205,168 @@ async def test_a_deleted_team_comes_back_with_settings_members_and_channels(
         )
         if original.membership_type != "standard":
             assert copy.members == original.members
+
+
+def channel_files(h: EngineHarness, team: Team, channel: Channel) -> dict[str, bytes]:
+    """The files in ``channel``'s files folder (its folder in the team site's library)."""
+    tenant = h.sim.tenant()
+    drive = tenant.drives[tenant.sites[team.site_id or ""].drive_ids[0]]
+    folder = drive.child_named(drive.root_id, channel.display_name)
+    if folder is None:
+        return {}
+    return {
+        item.name: item.content.read()
+        for item in drive.items.values()
+        if item.parent_id == folder.id and item.content is not None and not item.deleted
+    }
+
+
+def words(markup: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
+async def test_a_channel_comes_back_as_a_transcript_in_its_files(engine: EngineHarness) -> None:
+    h = engine
+    await h.set_policy(services=["teams"])
+    tenant = h.sim.tenant()
+    team = next(iter(teamwork(tenant).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    general = next(c for c in team.channels.values() if c.is_general)
+    private = next(c for c in team.channels.values() if c.membership_type == "private")
+    backed_up = {c.id: list(c.messages.values()) for c in team.channels.values()}
+    assert backed_up[general.id] and backed_up[private.id]
+    before = datetime.now(UTC)
+    async with httpx.AsyncClient(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
+        gone = f"/_sim/tenants/{tenant.id}/teams/{team.id}/channels/{private.id}"
+        assert (await control.delete(gone)).status_code == 200
+    await h.backup(account, "teams")
+    channels_before = {c.id: len(c.messages) for c in team.channels.values() if not c.deleted}
+    assert channel_files(h, team, general) == {}
+
+    report = await h.restore(account, "teams", at=before, channels="transcript")
+    summary = report.summary()
+    chats = [c for c in teamwork(tenant).chats.values() if owner in c.members]
+    # chats stay export-only, whatever the channels' mode
+    assert summary["failed"] == 0
+    assert summary["skipped"] == sum(len(c.messages) for c in chats)
+    assert summary["restored"] == sum(len(m) for m in backed_up.values())
+    # beside the channels, not into them: no channel made, no message imported
+    assert {c.id: len(c.messages) for c in team.channels.values() if not c.deleted} == (
+        channels_before
+    )
+
+    files = channel_files(h, team, general)
+    # General's own transcript, and the deleted private channel's (it has no folder left)
+    assert sorted(n.split(" - ")[0] for n in files) == sorted(["General", private.display_name])
+    assert all(n.endswith(".html") and "Restored " in n for n in files)
+    for channel in (general, private):
+        page = next(v for n, v in files.items() if n.startswith(channel.display_name)).decode()
+        assert page.startswith("<!doctype html>")
+        text = words(page)
+        for message in backed_up[channel.id]:
+            if message.deleted is not None:
+                continue
+            author = tenant.users[message.from_user or ""].display_name
+            assert f"{author} · {iso_ms(message.created)}" in text
+            assert words(message.body) in text
+
+    # a second request adds a second file rather than replacing the first
+    await h.restore(account, "teams", at=before, channels="transcript")
+    assert len(channel_files(h, team, general)) == 4
+
+
+async def test_a_transcript_restore_through_the_api(engine: EngineHarness) -> None:
+    """``target.channels`` is asked for in the restore request, refused with a 422 for any
+    other service (no job made), and carried by the job to the service."""
+    h = engine
+    await h.set_policy(services=["mail", "teams"])
+    tenant = h.sim.tenant()
+    team = next(iter(teamwork(tenant).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    general = next(c for c in team.channels.values() if c.is_general)
+    transport = httpx.ASGITransport(app=create_app(runtime=h.runtime), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as api:
+        url = f"/v1/tenants/{h.tenant.id}/restores"
+
+        def body(**scope: str) -> dict[str, Any]:
+            return {
+                "scope": {"account_id": str(account.id), **scope},
+                "target": {"channels": "transcript"},
+            }
+
+        for wrong in (body(type="service", service="mail"), body(type="account")):
+            refused = await api.post(url, json=wrong, headers=h.msp.headers)
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["errors"][0]["loc"] == ["body", "target", "channels"]
+        bad_value = body(type="service", service="teams")
+        bad_value["target"]["channels"] = "pdf"
+        assert (await api.post(url, json=bad_value, headers=h.msp.headers)).status_code == 422
+        listed = await api.get(url, headers=h.msp.headers)
+        assert listed.json()["items"] == []
+
+        made = await api.post(
+            url, json=body(type="service", service="teams"), headers=h.msp.headers
+        )
+        assert made.status_code == 202, made.text
+        await run_restore_job(h.runtime, made.json()["id"])
+        job = (await api.get(f"/v1/jobs/{made.json()['id']}", headers=h.msp.headers)).json()
+    assert job["status"] == "partial"  # the chats: export-only
+    [(name, page)] = channel_files(h, team, general).items()
+    assert name.startswith("General - Restored ") and name.endswith(".html")
+    root = next(m for m in general.roots() if m.deleted is None)
+    assert words(root.body) in words(page.decode())
+
+
+async def test_discovery_finds_who_has_teams_or_chats(engine: EngineHarness) -> None:
+    """A member of a team or of a chat has Teams to back up; a licensed user in neither has
+    none, and the backup leaves teams out for them."""
+    h = engine
+    world = teamwork(h.sim.tenant())
+    team = next(iter(world.teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    loner = next(u for u in h.sim.tenant().users if u != owner)
+    for t in world.teams.values():
+        t.members.pop(loner, None)
+        for c in t.channels.values():
+            c.members.pop(loner, None)
+    for chat in world.chats.values():
+        chat.members.pop(loner, None)
+    in_chats = {u for chat in world.chats.values() for u in chat.members}
+
+    accounts = {a.graph_id: a for a in await h.discover() if a.kind == "user"}
+    assert accounts[owner].services_found["teams"] is True
+    assert accounts[loner].licensed and accounts[loner].services_found["teams"] is False
+    for graph_id, account in accounts.items():
+        if account.licensed:
+            has = graph_id in in_chats or any(graph_id in t.members for t in world.teams.values())
+            assert account.services_found["teams"] is has, graph_id
+        else:
+            assert account.services_found["teams"] is False
+    assert "teams" not in _services_for(accounts[loner], {"mail", "teams"})
+    assert "teams" in _services_for(accounts[owner], {"mail", "teams"})
+
+
+async def test_a_transcript_without_a_files_folder_fails_only_its_messages(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    await h.set_policy(services=["teams"])
+    tenant = h.sim.tenant()
+    team = next(iter(teamwork(tenant).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    with h.sim.engine.world.lock:
+        site, team.site_id = team.site_id, None  # the team's site not provisioned (yet)
+    report = await h.restore(account, "teams", channels="transcript")
+    summary = report.summary()
+    assert summary["restored"] == 0
+    assert summary["failed"] == sum(len(c.messages) for c in team.channels.values())
+    team.site_id = site
+    drive = tenant.drives[tenant.sites[site or ""].drive_ids[0]]
+    assert not [i for i in drive.items.values() if i.name.endswith(".html")]

@@ -10,12 +10,20 @@ channel taking General's messages, then its members and settings. A channel that
 exists is left alone under ``original`` (Graph imports only into a channel in migration
 mode); ``new`` restores a copy beside it. Chats are export-only: Graph cannot write them
 back, and each chat message is reported as skipped with that reason.
+
+On request (``channels="transcript"``) a channel's conversations come back instead as one HTML
+transcript (the export's, images inline) uploaded to the channel's files folder, beside it
+rather than into it: nothing in the channel changes. A channel that is gone has no files
+folder, so its transcript goes to the team's General channel; a team that is gone takes an
+import restore first.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +32,8 @@ from safekeep.backup.services.base import (
     Selection,
     read_document,
 )
-from safekeep.graph.errors import GraphError
+from safekeep.backup.services.teams.transcript import hosted_images, render_html, threads
+from safekeep.graph.errors import AuthError, GraphError
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
 
@@ -77,6 +86,10 @@ async def restore(ctx: RestoreContext, selection: Selection) -> None:
                 await ctx.report.skipped(version, reason="chats cannot be written back to Teams")
             continue
         by_team[str(folder_doc["teamId"])].append((folder_doc, messages))
+    if ctx.channels == "transcript":
+        for team_id, channels in by_team.items():
+            await _upload_transcripts(ctx, team_id, channels)
+        return
     for team_id, channels in by_team.items():
         team_folder = selection.folders.get(team_id)
         team_doc = await read_document(ctx.repo, team_folder) if team_folder else None
@@ -85,6 +98,80 @@ async def restore(ctx: RestoreContext, selection: Selection) -> None:
             await _restore_channel(ctx, target, folder_doc, messages)
         if target.new:
             await _finish_team(ctx, target, team_doc or {})
+
+
+async def _upload_transcripts(
+    ctx: RestoreContext,
+    team_id: str,
+    channels: list[tuple[Json, list[tuple[ItemVersion, Json]]]],
+) -> None:
+    """Each channel's transcript into its files folder (General's when the channel is gone);
+    every message in it counts as restored, with the file as its target."""
+    try:
+        live = await _live_channels(ctx, team_id)
+    except GraphError as exc:
+        if exc.status != 404:
+            raise
+        for _, messages in channels:
+            for version, _ in messages:
+                await ctx.report.skipped(
+                    version, reason="the team is gone: restore it by import, not as a transcript"
+                )
+        return
+    general = next((i for i, c in live.items() if c.get("displayName") == "General"), None)
+    for folder_doc, messages in channels:
+        channel = folder_doc["channel"]
+        where = str(channel["id"]) if str(channel["id"]) in live else general
+        if where is None:
+            for version, _ in messages:
+                await ctx.report.skipped(version, reason="neither the channel nor General exists")
+            continue
+        try:
+            uploaded = await _upload_transcript(ctx, team_id, where, channel, messages)
+        except AuthError:
+            raise
+        except GraphError as exc:
+            # one channel's folder not there (its site not provisioned yet) fails only it
+            for version, _ in messages:
+                await ctx.report.failed(version, code=exc.reason, detail=str(exc)[:300])
+            continue
+        for version, _ in messages:
+            await ctx.report.restored(version, target_id=str(uploaded.get("id")))
+
+
+async def _upload_transcript(
+    ctx: RestoreContext,
+    team_id: str,
+    where: str,
+    channel: Json,
+    messages: list[tuple[ItemVersion, Json]],
+) -> Json:
+    """One transcript file beside the others in ``where``'s files folder (renamed, never
+    replacing an earlier one); the uploaded driveItem."""
+    folder = await ctx.graph.get_json(f"/teams/{team_id}/channels/{where}/filesFolder")
+    title = f"{channel['displayName']} - {ctx.new_folder_name}"
+    page = render_html(
+        title,
+        threads([doc for _, doc in messages]),
+        await hosted_images(ctx.repo, messages),
+    ).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield page
+
+    return await ctx.graph.upload_drive_file(
+        str(folder["parentReference"]["driveId"]),
+        str(folder["id"]),
+        _file_name(title) + ".html",
+        len(page),
+        chunks(),
+        conflict="rename",
+    )
+
+
+def _file_name(title: str) -> str:
+    """A name OneDrive and SharePoint accept: none of their reserved characters."""
+    return re.sub(r'[\\/:*?"<>|#%]', "-", title).strip(" .")[:200] or "transcript"
 
 
 async def _team_target(ctx: RestoreContext, team_id: str, team_doc: Json | None) -> TeamTarget:
@@ -249,8 +336,6 @@ async def _post(ctx: RestoreContext, url: str, doc: Json) -> Json:
 
 
 def _replace_src(content: str, hosted_id: str, new: str) -> str:
-    import re
-
     return re.sub(
         rf'src="[^"]*/hostedContents/{re.escape(hosted_id)}/\$value"', f'src="{new}"', content
     )

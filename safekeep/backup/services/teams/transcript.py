@@ -9,6 +9,9 @@ import json
 import re
 from typing import Any
 
+from safekeep.storage.repository import ContentRef, TenantRepository
+from safekeep.tenants.models import ItemVersion
+
 Json = dict[str, Any]
 _HOSTED_SRC = re.compile(r'src="[^"]*/hostedContents/([^/"]+)/\$value"')
 _UNSAFE = re.compile(r"<\s*(script|style|iframe|object|embed)[^>]*>.*?<\s*/\s*\1\s*>", re.I | re.S)
@@ -71,3 +74,32 @@ def render_json(threads: list[Json]) -> bytes:
     return json.dumps(
         sorted(threads, key=lambda t: t["createdDateTime"]), ensure_ascii=False, indent=1
     ).encode()
+
+
+def threads(docs: list[Json]) -> list[Json]:
+    """Stored message documents as threads: each root with its ``replies`` (a reply whose
+    root is not among them is left out, as it has nowhere to hang)."""
+    roots = {
+        str(d["message"]["id"]): {**d["message"], "replies": []}
+        for d in docs
+        if not d["message"].get("replyToId")
+    }
+    for doc in docs:
+        parent = doc["message"].get("replyToId")
+        if parent and str(parent) in roots:
+            roots[str(parent)]["replies"].append(doc["message"])
+    return list(roots.values())
+
+
+async def hosted_images(
+    repo: TenantRepository, messages: list[tuple[ItemVersion, Json]]
+) -> dict[str, bytes]:
+    """The inline images of ``messages``, keyed ``<message id>/<hosted content id>`` as
+    ``render_html`` looks them up."""
+    found: dict[str, bytes] = {}
+    for _, doc in messages:
+        for hosted_id, ref in (doc.get("hostedContents") or {}).items():
+            found[f"{doc['message']['id']}/{hosted_id}"] = await repo.read_bytes(
+                ContentRef.from_json(ref)
+            )
+    return found
