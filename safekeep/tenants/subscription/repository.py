@@ -108,16 +108,19 @@ async def tenants_needing_sync(session: AsyncSession, now: datetime, limit: int)
     return list((await session.execute(stmt)).scalars())
 
 
-async def dirty_before(
-    session: AsyncSession, before: datetime, limit: int
-) -> list[GraphSubscription]:
+async def dirty_with_rpo(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[GraphSubscription, int | None]]:
+    """Dirty rows, oldest first, each with its tenant's ``rpo_minutes``: how long a row may
+    wait depends on its tenant's policy, so the caller decides which are due."""
     stmt = (
-        select(GraphSubscription)
-        .where(GraphSubscription.dirty_since.is_not(None), GraphSubscription.dirty_since <= before)
+        select(GraphSubscription, Policy.rpo_minutes)
+        .outerjoin(Policy, Policy.tenant_id == GraphSubscription.tenant_id)
+        .where(GraphSubscription.dirty_since.is_not(None), GraphSubscription.dirty_since <= now)
         .order_by(GraphSubscription.dirty_since)
         .limit(limit)
     )
-    return list((await session.execute(stmt)).scalars())
+    return [(row, rpo) for row, rpo in (await session.execute(stmt)).all()]
 
 
 async def clear_dirty(session: AsyncSession, row_id: uuid.UUID, since: datetime) -> bool:

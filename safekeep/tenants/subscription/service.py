@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,15 +113,48 @@ async def accept_lifecycle(
     return len(verified)
 
 
+# What one change-driven incremental is expected to take, from its start to its snapshot: the
+# room an account's rpo_minutes must leave after the scheduler's tick and debounce.
+EXPECTED_INCREMENTAL = timedelta(minutes=2)
+
+
+def min_rpo_minutes(scheduler_interval_seconds: float, debounce_seconds: float) -> int:
+    """The smallest ``rpo_minutes`` this deployment can honour: a change waits up to one
+    scheduler interval to be seen, the debounce window, then its incremental runs."""
+    needed = scheduler_interval_seconds + debounce_seconds + EXPECTED_INCREMENTAL.total_seconds()
+    return math.ceil(needed / 60)
+
+
+def wait_for(
+    rpo_minutes: int | None, *, debounce: timedelta, scheduler_interval: timedelta
+) -> timedelta:
+    """How long a dirty row waits before its incremental starts. The debounce, but never so
+    long that the tenant's rpo is missed: an account dirty for rpo minus the incremental's
+    expected time minus one tick (the next look may come that much later) goes at once."""
+    if rpo_minutes is None:
+        return debounce
+    deadline = timedelta(minutes=rpo_minutes) - EXPECTED_INCREMENTAL - scheduler_interval
+    return max(timedelta(0), min(debounce, deadline))
+
+
 async def enqueue_changed(
-    session: AsyncSession, *, debounce: timedelta, now: datetime | None = None, limit: int = 2000
+    session: AsyncSession,
+    *,
+    debounce: timedelta,
+    scheduler_interval: timedelta = timedelta(0),
+    now: datetime | None = None,
+    limit: int = 2000,
 ) -> list[uuid.UUID]:
-    """One incremental backup per tenant for its rows dirty for at least ``debounce``; a
-    tenant whose backup is still running keeps its rows dirty for the next round."""
+    """One incremental backup per tenant for its rows dirty for long enough (``wait_for``: the
+    debounce, cut short by the tenant's ``rpo_minutes``). A tenant whose backup (scheduled or
+    change-driven) is still running keeps its rows dirty for the next round: the running one
+    may have listed its delta before the change."""
     now = now or utcnow()
     by_tenant: dict[uuid.UUID, list[GraphSubscription]] = {}
-    for row in await repository.dirty_before(session, now - debounce, limit):
-        by_tenant.setdefault(row.tenant_id, []).append(row)
+    for row, rpo in await repository.dirty_with_rpo(session, now, limit):
+        waited = now - row.dirty_since if row.dirty_since is not None else timedelta(0)
+        if waited >= wait_for(rpo, debounce=debounce, scheduler_interval=scheduler_interval):
+            by_tenant.setdefault(row.tenant_id, []).append(row)
     started: list[uuid.UUID] = []
     for tenant_id, rows in by_tenant.items():
         tenant = await tenant_repository.get_system(session, tenant_id)
