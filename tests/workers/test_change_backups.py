@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from safekeep.backup.subscriptions import sync_tenant
-from safekeep.runtime import Runtime
+from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.models import (
     Account,
     GraphSubscription,
@@ -24,6 +24,7 @@ from safekeep.tenants.models import (
     utcnow,
 )
 from safekeep.tenants.subscription import repository as subscription_repository
+from safekeep.tenants.subscription import service as subscription_service
 from safekeep.tenants.subscription.service import hash_client_state
 from safekeep.workers.scheduler import back_up_changes, sync_subscriptions
 from tests.factories import create_account, create_msp, create_tenant
@@ -160,3 +161,58 @@ async def test_a_policy_without_notifiable_services_costs_no_sync_per_tick(
     await create_account(runtime, tenant)
     assert await sync_subscriptions() == 0
     assert sent.actors() == []
+
+
+async def test_slow_incrementals_start_earlier_and_one_round_takes_every_dirty_row(
+    worker_runtime: Runtime, sent: SentMessages
+) -> None:
+    """The margin left before the rpo is what the tenant's own incrementals take: with the
+    last ones taking 6 minutes, a 15-minute rpo and a 1-minute tick start a dirty account
+    after 8 minutes, not after 12. The round takes the tenant's fresher rows too."""
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp, policy={"rpo_minutes": 15})
+    user = await create_account(runtime, tenant)
+    second = await create_account(runtime, tenant, name="Second User")
+    now = utcnow()
+    async with runtime.db.session() as session:
+        for took in (timedelta(minutes=3), timedelta(minutes=6)):
+            session.add(
+                Job(
+                    tenant_id=tenant.id,
+                    kind=JobKind.backup,
+                    trigger=JobTrigger.change,
+                    status=JobStatus.succeeded,
+                    params={},
+                    created_at=now - timedelta(hours=2),
+                    finished_at=now - timedelta(hours=2) + took,
+                )
+            )
+    async with runtime.db.session() as session:
+        assert await subscription_service.incremental_margin(session, tenant.id) == timedelta(
+            minutes=6
+        )
+    old = await subscribe(runtime, tenant, user, "mail", timedelta(minutes=7, seconds=30))
+    fresh = await subscribe(runtime, tenant, second, "onedrive", timedelta(seconds=5))
+    debounce, tick = timedelta(hours=1), timedelta(minutes=1)
+
+    async def round_at(offset: timedelta) -> list[uuid.UUID]:
+        async with unit_of_work(runtime) as session:
+            return await subscription_service.enqueue_changed(
+                session, debounce=debounce, scheduler_interval=tick, now=now + offset
+            )
+
+    # 7.5 minutes dirty: under the 15 - 6 - 1 = 8 minute deadline, nothing yet.
+    assert await round_at(timedelta(0)) == []
+    assert sent.actors() == []
+    [job_id] = await round_at(timedelta(seconds=31))
+    assert sent.actors() == ["run_backup"]
+    async with runtime.db.session() as session:
+        job = await session.get(Job, job_id)
+    assert job is not None
+    assert job.params == {
+        "account_ids": sorted([str(user.id), str(second.id)]),
+        "services": ["mail", "onedrive"],
+    }
+    assert await dirty_since(runtime, old) is None
+    assert await dirty_since(runtime, fresh) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,7 @@ from safekeep.tenants.models import (
     Job,
     JobKind,
     JobStatus,
+    JobTrigger,
     Policy,
     Tenant,
     TenantStatus,
@@ -159,6 +160,26 @@ async def dirty_with_rpo(
         .limit(limit)
     )
     return [(row, rpo) for row, rpo in (await session.execute(stmt)).all()]
+
+
+async def recent_change_durations(
+    session: AsyncSession, tenant_id: uuid.UUID, count: int
+) -> list[timedelta]:
+    """How long the tenant's latest finished change-driven backups took, request to finish."""
+    stmt = (
+        select(Job.created_at, Job.finished_at)
+        .where(
+            Job.tenant_id == tenant_id,
+            Job.kind == JobKind.backup,
+            Job.trigger == JobTrigger.change,
+            Job.status.in_([JobStatus.succeeded, JobStatus.partial]),
+            Job.finished_at.is_not(None),
+        )
+        .order_by(Job.finished_at.desc())
+        .limit(count)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [done - asked for asked, done in rows if done is not None]
 
 
 async def clear_dirty(session: AsyncSession, row_id: uuid.UUID, since: datetime) -> bool:
