@@ -4,8 +4,9 @@ A notification is not trusted beyond "this account and service changed": it name
 subscription id and echoes the subscription's ``clientState``, which we compare (as hashes,
 in constant time) with what we gave Graph; a mismatch or an unknown id is ignored. Accepted
 notifications only set ``dirty_since``. The scheduler then starts one incremental backup per
-tenant for the rows that have been dirty for a debounce window, so a storm of notifications
-costs one delta round per account and service, not one per item.
+tenant once its rows have been dirty for a debounce window (less when the tenant's
+``rpo_minutes`` needs it), so a storm of notifications costs one delta round per account and
+service, not one per item.
 """
 
 from __future__ import annotations
