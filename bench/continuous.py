@@ -148,7 +148,9 @@ async def part_one(
             with outbox.collect() as box:
                 async with h.runtime.db.session() as session:
                     await subscriptions.enqueue_changed(
-                        session, debounce=timedelta(seconds=args.debounce)
+                        session,
+                        debounce=timedelta(seconds=args.debounce),
+                        scheduler_interval=timedelta(seconds=args.tick),
                     )
             worker.send(box.messages)
             await worker.drain(h.runtime)

@@ -28,6 +28,7 @@ import yaml
 import safekeep.workers.actors
 from graphsim import Simulator
 from graphsim.entra import admin_upn
+from safekeep.backup.subscriptions import LIFECYCLE_PATH, NOTIFICATIONS_PATH
 from safekeep.cli import app as cli_app
 from safekeep.settings import DEV_APP_CLIENT_ID, DEV_MASTER_KEY, Environment, Settings
 
@@ -63,6 +64,7 @@ FULL_VALUES: dict[str, Any] = {
     "config": {
         "env": "production",
         "publicUrl": "https://backup.example.com",
+        "notificationBaseUrl": "https://graph-hooks.example.com",
         "appClientId": "4f1c2a9e-7b3d-4e5f-8a6b-1c2d3e4f5a6b",
         "blobstoreUrl": "s3://safekeep-backups/prod",
         "s3EndpointUrl": "http://seaweedfs.storage:8333",
@@ -72,6 +74,7 @@ FULL_VALUES: dict[str, Any] = {
         "graphUrl": "https://graph.microsoft.us",
         "stripeApiBase": "https://stripe-proxy.example.com",
         "schedulerIntervalSeconds": 30.5,
+        "notificationDebounceSeconds": 12.5,
         "exportTtlHours": 48,
         "searchBodyMaxChars": 1000000,
         "logLevel": "debug",
@@ -279,6 +282,10 @@ def test_every_chart_option_reaches_the_environment(
     assert settings.graph_url == config["graphUrl"]
     assert settings.stripe_api_base == config["stripeApiBase"]
     assert settings.scheduler_interval_seconds == config["schedulerIntervalSeconds"]
+    assert settings.notification_base_url == config["notificationBaseUrl"]
+    assert settings.resolved_notification_base_url == config["notificationBaseUrl"]
+    assert settings.notifications_possible
+    assert settings.notification_debounce_seconds == config["notificationDebounceSeconds"]
     assert settings.export_ttl_hours == config["exportTtlHours"]
     # Helm reads YAML numbers as floats; a large integer must not come out as 1e+06.
     assert env["SAFEKEEP_SEARCH_BODY_MAX_CHARS"] == "1000000"
@@ -353,6 +360,10 @@ def test_the_development_master_key_is_refused(
         ({"config": {"extra": {"LOG_LEVEL": "DEBUG"}}}, "'LOG_LEVEL' does not match pattern"),
         ({"config": {"masterKey": "x"}}, "additional properties 'masterKey'"),
         ({"worker": {"queues": ["backups"]}}, "/worker/queues/0"),
+        ({"config": {"notificationBaseUrl": "http://hooks.example.com"}}, "must be https://"),
+        ({"config": {"notificationBaseUrl": "hooks.example.com"}}, "/config/notificationBaseUrl"),
+        ({"config": {"notificationDebounceSeconds": 0}}, "/config/notificationDebounceSeconds"),
+        ({"config": {"notificationDebounceSeconds": 7200}}, "/config/notificationDebounceSeconds"),
         ({"api": {"podDisruptionBudget": {"maxUnavailable": 1}}}, "not both"),
     ],
 )
@@ -579,6 +590,36 @@ def test_optional_resources_render_when_enabled(
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
         assert len(doc["metadata"]["name"]) <= 63
+
+
+def test_ingress_routes_graph_notifications_to_the_api(
+    render: Callable[..., list[dict[str, Any]]],
+) -> None:
+    """Graph must reach the notification and lifecycle endpoints through the chart's Ingress,
+    on the host the notification base URL names."""
+    docs = render(
+        FULL_VALUES,
+        {
+            "ingress": {
+                "hosts": [
+                    {"host": "backup.example.com", "paths": [{"path": "/"}]},
+                    {"host": "graph-hooks.example.com", "paths": [{"path": "/v1/graph"}]},
+                ]
+            }
+        },
+    )
+    [ingress] = of_kind(docs, "Ingress")
+    base = urlsplit(FULL_VALUES["config"]["notificationBaseUrl"])
+    [rule] = [r for r in ingress["spec"]["rules"] if r["host"] == base.hostname]
+    for path in (base.path + NOTIFICATIONS_PATH, base.path + LIFECYCLE_PATH):
+        routed = [
+            p
+            for p in rule["http"]["paths"]
+            if p["pathType"] == "Prefix"
+            and (path == p["path"] or path.startswith(p["path"].rstrip("/") + "/"))
+        ]
+        assert routed, path
+        assert routed[0]["backend"]["service"]["name"] == f"{RELEASE}-safekeep-api"
 
 
 def test_single_pods_get_no_disruption_budget(render: Callable[..., list[dict[str, Any]]]) -> None:

@@ -69,14 +69,7 @@ def wanted_services(account: Account, policy: Policy) -> list[str]:
     """The account's services that can be subscribed to: by kind, policy and discovery."""
     if not account.protected or account.state != AccountState.active:
         return []
-    found = account.services_found or {}
-    out = []
-    notifiable = _notifiable()
-    for service in registry.of_kind(account.kind):
-        key = registry.found_key(service)
-        if service in notifiable and service in policy.services and found.get(key, True):
-            out.append(service)
-    return out
+    return repository.subscribable(account.kind, account.services_found, policy.services)
 
 
 def _iso(moment: datetime) -> str:

@@ -73,11 +73,17 @@ async def sync_subscriptions() -> int:
 
 
 async def back_up_changes() -> int:
-    """Accounts Graph said changed, dirty for a debounce window: one incremental per tenant."""
+    """Accounts Graph said changed, dirty for a debounce window (shorter when the tenant's
+    rpo_minutes needs it): one incremental per tenant."""
     runtime = current_runtime()
-    debounce = timedelta(seconds=runtime.settings.notification_debounce_seconds)
+    settings = runtime.settings
     async with unit_of_work(runtime) as session:
-        return len(await subscriptions.enqueue_changed(session, debounce=debounce))
+        started = await subscriptions.enqueue_changed(
+            session,
+            debounce=timedelta(seconds=settings.notification_debounce_seconds),
+            scheduler_interval=timedelta(seconds=settings.scheduler_interval_seconds),
+        )
+    return len(started)
 
 
 async def _step(name: str, fn: Callable[[], Awaitable[T]], failed: list[str], default: T) -> T:

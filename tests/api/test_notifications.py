@@ -284,3 +284,81 @@ async def test_policy_rpo_minutes_bounds(
     assert resp.status_code == status, resp.text
     got = (await client.get(url, headers=msp.headers)).json()
     assert got["rpo_minutes"] == (value if status == 200 else None)
+
+
+async def test_rpo_cuts_the_debounce_short(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
+) -> None:
+    """A debounce longer than the tenant's rpo allows does not make it miss the rpo: the row
+    goes once it has been dirty for rpo minus the incremental's time minus one tick."""
+    msp, tenant, _account, row = setup
+    url = f"/v1/tenants/{tenant.id}/policy"
+    assert (await client.put(url, json={"rpo_minutes": 15}, headers=msp.headers)).status_code == 200
+    dirty_at = utcnow()
+    async with runtime.db.session() as session:
+        await service.accept_changes(
+            session, [service.Notice(str(row.subscription_id), SECRET)], now=dirty_at
+        )
+    debounce, tick = timedelta(hours=1), timedelta(minutes=1)
+    deadline = timedelta(minutes=15) - service.EXPECTED_INCREMENTAL - tick
+    assert service.wait_for(15, debounce=debounce, scheduler_interval=tick) == deadline
+    assert service.wait_for(None, debounce=debounce, scheduler_interval=tick) == debounce
+    early = dirty_at + deadline - timedelta(seconds=1)
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            assert (
+                await service.enqueue_changed(
+                    session, debounce=debounce, scheduler_interval=tick, now=early
+                )
+                == []
+            )
+    assert box.messages == []
+    assert (await reload(runtime, row)).dirty_since is not None
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            started = await service.enqueue_changed(
+                session, debounce=debounce, scheduler_interval=tick, now=dirty_at + deadline
+            )
+    assert len(started) == 1
+    assert [m.actor for m in box.messages] == ["run_backup"]
+    assert (await reload(runtime, row)).dirty_since is None
+    # Without an rpo the same row would still be waiting for its hour.
+    assert (
+        await client.put(url, json={"rpo_minutes": None}, headers=msp.headers)
+    ).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("interval", "debounce", "floor"), [(60, 30, 4), (60, 600, 13), (300, 3600, 67)]
+)
+async def test_policy_refuses_an_rpo_the_deployment_cannot_honour(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    interval: float,
+    debounce: float,
+    floor: int,
+) -> None:
+    monkeypatch.setattr(runtime.settings, "scheduler_interval_seconds", interval)
+    monkeypatch.setattr(runtime.settings, "notification_debounce_seconds", debounce)
+    assert service.min_rpo_minutes(interval, debounce) == floor
+    msp = await create_msp(runtime, "Floor MSP")
+    tenant = await create_tenant(runtime, msp)
+    url = f"/v1/tenants/{tenant.id}/policy"
+    lowest = max(floor, 5)  # the schema's own minimum
+    if lowest > 5:
+        resp = await client.put(url, json={"rpo_minutes": lowest - 1}, headers=msp.headers)
+        assert resp.status_code == 422, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert f"at least {floor}" in resp.json()["detail"]
+        got = (await client.get(url, headers=msp.headers)).json()
+        assert got["rpo_minutes"] is None  # nothing changed
+    resp = await client.put(url, json={"rpo_minutes": lowest}, headers=msp.headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rpo_minutes"] == lowest
+    # Another MSP's tenant still answers 404 for an acceptable body.
+    other = await create_msp(runtime, "Other floor MSP")
+    resp = await client.put(url, json={"rpo_minutes": lowest}, headers=other.headers)
+    assert resp.status_code == 404

@@ -116,6 +116,7 @@ own defaults apply. Integers go through int64 because helm reads YAML numbers as
 {{- $out := dict
   "SAFEKEEP_ENV" $c.env
   "SAFEKEEP_PUBLIC_URL" $c.publicUrl
+  "SAFEKEEP_NOTIFICATION_BASE_URL" $c.notificationBaseUrl
   "SAFEKEEP_APP_CLIENT_ID" $c.appClientId
   "SAFEKEEP_BLOBSTORE_URL" $c.blobstoreUrl
   "SAFEKEEP_S3_ENDPOINT_URL" $c.s3EndpointUrl
@@ -128,6 +129,9 @@ own defaults apply. Integers go through int64 because helm reads YAML numbers as
 }}
 {{- if not (kindIs "invalid" $c.schedulerIntervalSeconds) }}
 {{- $_ := set $out "SAFEKEEP_SCHEDULER_INTERVAL_SECONDS" (toString $c.schedulerIntervalSeconds) }}
+{{- end }}
+{{- if not (kindIs "invalid" $c.notificationDebounceSeconds) }}
+{{- $_ := set $out "SAFEKEEP_NOTIFICATION_DEBOUNCE_SECONDS" (toString $c.notificationDebounceSeconds) }}
 {{- end }}
 {{- if not (kindIs "invalid" $c.exportTtlHours) }}
 {{- $_ := set $out "SAFEKEEP_EXPORT_TTL_HOURS" (int64 $c.exportTtlHours | toString) }}
@@ -216,6 +220,9 @@ schema checks shapes; this checks what only makes sense together.
 {{- if not (get $c $key) }}
 {{- fail (printf "safekeep: config.%s (%s) is required" $key $name) }}
 {{- end }}
+{{- end }}
+{{- if and (eq $c.env "production") $c.notificationBaseUrl (not (hasPrefix "https://" $c.notificationBaseUrl)) }}
+{{- fail "safekeep: config.notificationBaseUrl must be https:// in production: Microsoft Graph delivers change notifications over https only" }}
 {{- end }}
 {{- if and .Values.caBundle.configMap .Values.caBundle.secret }}
 {{- fail "safekeep: name caBundle.configMap or caBundle.secret, not both" }}

@@ -40,7 +40,11 @@ class _Policy(Schema):
         le=720,
         description="Continuous protection: Graph change notifications start an incremental "
         "backup so that a change is backed up within this many minutes; the schedule stays as "
-        "the safety net. null: scheduled backups only",
+        "the safety net. Accounts dirty for close to this long are backed up even inside the "
+        "notification debounce window. It must be at least the deployment's scheduler interval "
+        "plus its notification debounce plus 2 minutes for the incremental itself, in whole "
+        "minutes rounded up (5 with the default 60 s and 30 s); a smaller value is refused "
+        "with 422. null: scheduled backups only",
     )
 
     @field_validator("services")

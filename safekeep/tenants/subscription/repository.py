@@ -4,23 +4,43 @@ engine) take ids; the one the API uses takes the caller's ``TenantScope``."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
-from datetime import datetime
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep import registry
 from safekeep.tenants.models import (
     Account,
-    AccountKind,
     AccountState,
     ConsentState,
     GraphSubscription,
+    Job,
+    JobKind,
+    JobStatus,
+    JobTrigger,
     Policy,
     Tenant,
     TenantStatus,
 )
 from safekeep.tenants.scope import TenantScope
+
+
+def subscribable(
+    kind: str, services_found: Mapping[str, bool] | None, policy_services: Sequence[str]
+) -> list[str]:
+    """The services of an account (by kind, its tenant's policy and discovery) that declare
+    change notifications (safekeep/registry.py): what it gets subscriptions for."""
+    found = services_found or {}
+    return [
+        spec.name
+        for spec in registry.specs()
+        if spec.notifications
+        and spec.kind == kind
+        and spec.name in policy_services
+        and found.get(spec.found_key, True)
+    ]
 
 
 async def by_subscription_ids(
@@ -89,35 +109,77 @@ async def tenants_needing_sync(session: AsyncSession, now: datetime, limit: int)
             )
         )
     )
+    due_ids = set((await session.execute(due.distinct().limit(limit))).scalars())
+    # Protected users without rows, kept only if one of their services can be subscribed to:
+    # a user with neither mailbox nor OneDrive (or a policy without those services) never gets
+    # a row, and must not cost a sync message on every tick.
     missing = (
-        select(Account.tenant_id)
+        select(Account.tenant_id, Account.kind, Account.services_found, Policy.services)
         .join(Tenant, Tenant.id == Account.tenant_id)
         .join(Policy, Policy.tenant_id == Account.tenant_id)
         .where(
             live,
             Policy.rpo_minutes.is_not(None),
-            # Sites are not subscribed to yet (lists): they never count as missing. A user
-            # with neither mailbox nor OneDrive still does, and costs one Graph-free sync.
-            Account.kind == AccountKind.user,
             Account.protected.is_(True),
             Account.state == AccountState.active,
             ~exists().where(GraphSubscription.account_id == Account.id),
         )
     )
-    stmt = select(due.union(missing).subquery().c[0]).limit(limit)
-    return list((await session.execute(stmt)).scalars())
+    out = list(due_ids)
+    if len(out) >= limit:
+        return out[:limit]
+    for tenant_id, kind, found, services in await session.execute(missing):
+        if tenant_id not in due_ids and subscribable(kind, found, services or ()):
+            due_ids.add(tenant_id)
+            out.append(tenant_id)
+            if len(out) >= limit:
+                break
+    return out
 
 
-async def dirty_before(
-    session: AsyncSession, before: datetime, limit: int
-) -> list[GraphSubscription]:
+async def dirty_with_rpo(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[GraphSubscription, int | None]]:
+    """Dirty rows, oldest first, each with its tenant's ``rpo_minutes``: how long a row may
+    wait depends on its tenant's policy, so the caller decides which are due."""
     stmt = (
-        select(GraphSubscription)
-        .where(GraphSubscription.dirty_since.is_not(None), GraphSubscription.dirty_since <= before)
+        select(GraphSubscription, Policy.rpo_minutes)
+        .outerjoin(Policy, Policy.tenant_id == GraphSubscription.tenant_id)
+        .where(
+            GraphSubscription.dirty_since.is_not(None),
+            GraphSubscription.dirty_since <= now,
+            # A tenant with a backup queued or running keeps its rows dirty for the round
+            # after it; leaving them out here keeps them from crowding out other tenants.
+            ~exists().where(
+                Job.tenant_id == GraphSubscription.tenant_id,
+                Job.kind == JobKind.backup,
+                Job.status.in_([JobStatus.queued, JobStatus.running]),
+            ),
+        )
         .order_by(GraphSubscription.dirty_since)
         .limit(limit)
     )
-    return list((await session.execute(stmt)).scalars())
+    return [(row, rpo) for row, rpo in (await session.execute(stmt)).all()]
+
+
+async def recent_change_durations(
+    session: AsyncSession, tenant_id: uuid.UUID, count: int
+) -> list[timedelta]:
+    """How long the tenant's latest finished change-driven backups took, request to finish."""
+    stmt = (
+        select(Job.created_at, Job.finished_at)
+        .where(
+            Job.tenant_id == tenant_id,
+            Job.kind == JobKind.backup,
+            Job.trigger == JobTrigger.change,
+            Job.status.in_([JobStatus.succeeded, JobStatus.partial]),
+            Job.finished_at.is_not(None),
+        )
+        .order_by(Job.finished_at.desc())
+        .limit(count)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [done - asked for asked, done in rows if done is not None]
 
 
 async def clear_dirty(session: AsyncSession, row_id: uuid.UUID, since: datetime) -> bool:

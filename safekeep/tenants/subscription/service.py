@@ -4,14 +4,16 @@ A notification is not trusted beyond "this account and service changed": it name
 subscription id and echoes the subscription's ``clientState``, which we compare (as hashes,
 in constant time) with what we gave Graph; a mismatch or an unknown id is ignored. Accepted
 notifications only set ``dirty_since``. The scheduler then starts one incremental backup per
-tenant for the rows that have been dirty for a debounce window, so a storm of notifications
-costs one delta round per account and service, not one per item.
+tenant once its rows have been dirty for a debounce window (less when the tenant's
+``rpo_minutes`` needs it), so a storm of notifications costs one delta round per account and
+service, not one per item.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,15 +114,79 @@ async def accept_lifecycle(
     return len(verified)
 
 
+# What one change-driven incremental is expected to take, from its start to its snapshot: the
+# room an account's rpo_minutes must leave after the scheduler's tick and debounce.
+EXPECTED_INCREMENTAL = timedelta(minutes=2)
+# How many of a tenant's latest change-driven incrementals measure what the next one takes.
+RECENT_INCREMENTALS = 5
+
+
+def min_rpo_minutes(scheduler_interval_seconds: float, debounce_seconds: float) -> int:
+    """The smallest ``rpo_minutes`` this deployment can honour: a change waits up to one
+    scheduler interval to be seen, the debounce window, then its incremental runs."""
+    needed = scheduler_interval_seconds + debounce_seconds + EXPECTED_INCREMENTAL.total_seconds()
+    return math.ceil(needed / 60)
+
+
+def wait_for(
+    rpo_minutes: int | None,
+    *,
+    debounce: timedelta,
+    scheduler_interval: timedelta,
+    margin: timedelta = EXPECTED_INCREMENTAL,
+) -> timedelta:
+    """How long a dirty row waits before its incremental starts. The debounce, but never so
+    long that the tenant's rpo is missed: an account dirty for rpo minus what its incremental
+    takes (``margin``) minus one tick (the next look may come that much later) goes at once."""
+    if rpo_minutes is None:
+        return debounce
+    deadline = timedelta(minutes=rpo_minutes) - margin - scheduler_interval
+    return max(timedelta(0), min(debounce, deadline))
+
+
+async def incremental_margin(session: AsyncSession, tenant_id: uuid.UUID) -> timedelta:
+    """What the tenant's change-driven incrementals take, request to finish: the longest of
+    its last few, and never less than EXPECTED_INCREMENTAL (a new tenant has none yet)."""
+    took = await repository.recent_change_durations(session, tenant_id, RECENT_INCREMENTALS)
+    return max([EXPECTED_INCREMENTAL, *took])
+
+
 async def enqueue_changed(
-    session: AsyncSession, *, debounce: timedelta, now: datetime | None = None, limit: int = 2000
+    session: AsyncSession,
+    *,
+    debounce: timedelta,
+    scheduler_interval: timedelta = timedelta(0),
+    now: datetime | None = None,
+    limit: int = 2000,
 ) -> list[uuid.UUID]:
-    """One incremental backup per tenant for its rows dirty for at least ``debounce``; a
-    tenant whose backup is still running keeps its rows dirty for the next round."""
+    """One incremental backup per tenant once one of its rows has been dirty for long enough
+    (``wait_for``: the debounce, cut short by the tenant's ``rpo_minutes`` less what its
+    incrementals take); that backup takes all the tenant's dirty rows, so one round covers
+    them. A tenant whose backup (scheduled or change-driven) is queued or running keeps its
+    rows dirty for the round after it: the running one may have read its delta before the
+    change."""
     now = now or utcnow()
+    dirty: dict[uuid.UUID, list[GraphSubscription]] = {}
+    oldest: dict[uuid.UUID, timedelta] = {}
+    rpo_of: dict[uuid.UUID, int | None] = {}
+    for row, rpo in await repository.dirty_with_rpo(session, now, limit):
+        waited = now - row.dirty_since if row.dirty_since is not None else timedelta(0)
+        dirty.setdefault(row.tenant_id, []).append(row)
+        oldest[row.tenant_id] = max(oldest.get(row.tenant_id, waited), waited)
+        rpo_of[row.tenant_id] = rpo
     by_tenant: dict[uuid.UUID, list[GraphSubscription]] = {}
-    for row in await repository.dirty_before(session, now - debounce, limit):
-        by_tenant.setdefault(row.tenant_id, []).append(row)
+    for tenant_id, rows in dirty.items():
+        if oldest[tenant_id] < debounce:
+            rpo = rpo_of[tenant_id]
+            if rpo is None:
+                continue
+            margin = await incremental_margin(session, tenant_id)
+            wait = wait_for(
+                rpo, debounce=debounce, scheduler_interval=scheduler_interval, margin=margin
+            )
+            if oldest[tenant_id] < wait:
+                continue
+        by_tenant[tenant_id] = rows
     started: list[uuid.UUID] = []
     for tenant_id, rows in by_tenant.items():
         tenant = await tenant_repository.get_system(session, tenant_id)
