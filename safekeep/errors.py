@@ -6,9 +6,11 @@ Services raise these; the API renders them as RFC 9457 problem+json and workers 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 PROBLEM_BASE = "https://safekeep.dev/problems/"
+
+T = TypeVar("T")
 
 
 class AppError(Exception):
@@ -103,3 +105,11 @@ class ServiceUnavailable(
     AppError, status=503, slug="unavailable", title="A dependency is unavailable"
 ):
     pass
+
+
+def or_404(value: T | None, detail: str) -> T:
+    """A scoped lookup that found nothing answers 404 (never 403), so another MSP's resource
+    and a missing one read the same; services pass their lookups through this one rule."""
+    if value is None:
+        raise NotFound(detail)
+    return value

@@ -29,7 +29,7 @@ from safekeep.tenants.models import (
     SnapshotStatus,
 )
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.scope import TenantScope, get_scoped
 
 # --- snapshots -----------------------------------------------------------------------------
 
@@ -76,10 +76,7 @@ async def latest_complete(
 async def get_snapshot(
     session: AsyncSession, scope: TenantScope, snapshot_id: uuid.UUID
 ) -> Snapshot | None:
-    stmt = select(Snapshot).where(
-        Snapshot.id == snapshot_id, scope.tenant_filter(Snapshot.tenant_id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, Snapshot, snapshot_id)
 
 
 async def count_open_versions(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
@@ -448,10 +445,7 @@ async def version_at(
 async def get_scoped_version(
     session: AsyncSession, scope: TenantScope, version_id: uuid.UUID
 ) -> ItemVersion | None:
-    stmt = select(ItemVersion).where(
-        ItemVersion.id == version_id, scope.tenant_filter(ItemVersion.tenant_id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, ItemVersion, version_id)
 
 
 async def items_by_ids(
@@ -574,8 +568,7 @@ async def delete_skipped(
 async def get_export(
     session: AsyncSession, scope: TenantScope, export_id: uuid.UUID
 ) -> Export | None:
-    stmt = select(Export).where(Export.id == export_id, scope.tenant_filter(Export.tenant_id))
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, Export, export_id)
 
 
 async def list_exports(
