@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -459,25 +459,25 @@ async def items_by_ids(
 
 # --- delta state --------------------------------------------------------------------------
 
+KeptT = TypeVar("KeptT", DeltaState, SkippedItem)
+
+
+def _kept_for(model: type[KeptT], account_id: uuid.UUID, service: str) -> Select[KeptT]:
+    """Delta tokens and unreadable items are both kept per account and service."""
+    return select(model).where(model.account_id == account_id, model.service == service)
+
 
 async def delta_state(
     session: AsyncSession, account_id: uuid.UUID, service: str, collection: str
 ) -> DeltaState | None:
-    stmt = select(DeltaState).where(
-        DeltaState.account_id == account_id,
-        DeltaState.service == service,
-        DeltaState.collection == collection,
-    )
+    stmt = _kept_for(DeltaState, account_id, service).where(DeltaState.collection == collection)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def delta_states(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> list[DeltaState]:
-    stmt = select(DeltaState).where(
-        DeltaState.account_id == account_id, DeltaState.service == service
-    )
-    return list((await session.execute(stmt)).scalars())
+    return list((await session.execute(_kept_for(DeltaState, account_id, service))).scalars())
 
 
 async def delete_delta_state(session: AsyncSession, state_id: uuid.UUID) -> None:
@@ -530,22 +530,14 @@ async def external_ids_of(
 async def skipped_items(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> list[SkippedItem]:
-    stmt = (
-        select(SkippedItem)
-        .where(SkippedItem.account_id == account_id, SkippedItem.service == service)
-        .order_by(SkippedItem.created_at)
-    )
+    stmt = _kept_for(SkippedItem, account_id, service).order_by(SkippedItem.created_at)
     return list((await session.execute(stmt)).scalars())
 
 
 async def skipped_item(
     session: AsyncSession, account_id: uuid.UUID, service: str, external_id: str
 ) -> SkippedItem | None:
-    stmt = select(SkippedItem).where(
-        SkippedItem.account_id == account_id,
-        SkippedItem.service == service,
-        SkippedItem.external_id == external_id,
-    )
+    stmt = _kept_for(SkippedItem, account_id, service).where(SkippedItem.external_id == external_id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
