@@ -30,7 +30,13 @@ from graphsim.core import (
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
 from graphsim.mail import html_to_text
-from graphsim.routes_mail import add_attachment_routes, folder_delta, get_item, resolve_folder
+from graphsim.routes_mail import (
+    add_attachment_routes,
+    addressed_folder,
+    folder_delta,
+    get_item,
+    resolve_folder,
+)
 from graphsim.state import Attachment, Folder, OItem, Tenant, User, iso
 from graphsim.state import utcnow as iso_now
 
@@ -357,23 +363,6 @@ def calendar_json(tenant: Tenant, user: User, folder: Folder) -> dict[str, Any]:
         "owner": {"name": user.display_name, "address": user.upn},
         **{k: v for k, v in folder.props.items()},
     }
-
-
-def addressed_folder(req: Req, kind: str) -> tuple[User, Folder, str]:
-    """Graph answers each calendar and contact route twice: under ``/users/{user}`` for the
-    mailbox's default folder, and under the folder a route names (``{calendar}`` or
-    ``{folder}``). Both routes share a handler; this says which folder it is, and the path
-    that names it by id (delta links point there)."""
-    tenant, user = tenant_of(req), mailbox_of(req)
-    param, segment, default = (
-        ("calendar", "calendars", user.default_calendar)
-        if kind == "calendar"
-        else ("folder", "contactFolders", user.contacts_root)
-    )
-    if param not in req.params:
-        return user, tenant.folders[default], f"/users/{user.id}"
-    folder = resolve_folder(tenant, user, req.params[param], kind)
-    return user, folder, f"/users/{user.id}/{segment}/{folder.id}"
 
 
 @router.add("GET", "/users/{user}/calendars", "exchange")
