@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, TypeVarTuple
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -123,21 +123,27 @@ async def items_with_open_versions(
     }
 
 
+def _open_versions(*where: ColumnElement[bool]) -> Select[str, ItemVersion]:
+    """Items' current versions beside their external ids, as delta pages and removals match
+    them; callers add the account, service and what narrows it (on whichever table their
+    index wants)."""
+    return (
+        select(Item.external_id, ItemVersion)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(*where, ItemVersion.last_seq.is_(None))
+    )
+
+
 async def open_versions_by_external_ids(
     session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
 ) -> dict[str, ItemVersion]:
     """The current version of each of these items (one query for a whole delta page)."""
     if not external_ids:
         return {}
-    stmt = (
-        select(Item.external_id, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            Item.account_id == account_id,
-            Item.service == service,
-            Item.external_id.in_(list(external_ids)),
-            ItemVersion.last_seq.is_(None),
-        )
+    stmt = _open_versions(
+        Item.account_id == account_id,
+        Item.service == service,
+        Item.external_id.in_(list(external_ids)),
     )
     return {ext: version for ext, version in (await session.execute(stmt)).all()}
 
@@ -145,15 +151,10 @@ async def open_versions_by_external_ids(
 async def open_versions_under(
     session: AsyncSession, account_id: uuid.UUID, service: str, parent_external_id: str
 ) -> list[tuple[str, ItemVersion]]:
-    stmt = (
-        select(Item.external_id, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            ItemVersion.parent_external_id == parent_external_id,
-            ItemVersion.last_seq.is_(None),
-        )
+    stmt = _open_versions(
+        ItemVersion.account_id == account_id,
+        ItemVersion.service == service,
+        ItemVersion.parent_external_id == parent_external_id,
     )
     return [(ext, v) for ext, v in (await session.execute(stmt)).all()]
 
@@ -288,15 +289,10 @@ async def end_versions(
 async def open_external_ids(
     session: AsyncSession, account_id: uuid.UUID, service: str, kinds: Collection[str]
 ) -> dict[str, ItemVersion]:
-    stmt = (
-        select(Item.external_id, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            ItemVersion.kind.in_(list(kinds)),
-            ItemVersion.last_seq.is_(None),
-        )
+    stmt = _open_versions(
+        ItemVersion.account_id == account_id,
+        ItemVersion.service == service,
+        ItemVersion.kind.in_(list(kinds)),
     )
     return {ext: v for ext, v in (await session.execute(stmt)).all()}
 
