@@ -30,7 +30,13 @@ from graphsim.core import (
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
 from graphsim.mail import html_to_text
-from graphsim.routes_mail import add_attachment_routes, folder_delta, get_item, resolve_folder
+from graphsim.routes_mail import (
+    add_attachment_routes,
+    addressed_folder,
+    folder_delta,
+    get_item,
+    resolve_folder,
+)
 from graphsim.state import Attachment, Folder, OItem, Tenant, User, iso
 from graphsim.state import utcnow as iso_now
 
@@ -444,16 +450,10 @@ def calendar_events(engine: Engine, req: Req) -> Resp:
 
 
 @router.add("POST", "/users/{user}/events", "exchange")
-def create_default(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    event = create_event(tenant, user, tenant.folders[user.default_calendar], req.json())
-    return json_resp(event_out(req, tenant, event), 201)
-
-
 @router.add("POST", "/users/{user}/calendars/{calendar}/events", "exchange")
 def create_in(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
+    tenant = tenant_of(req)
+    user, folder, _path = addressed_folder(req, "calendar")
     event = create_event(tenant, user, folder, req.json())
     return json_resp(event_out(req, tenant, event), 201)
 
@@ -550,15 +550,9 @@ def view(engine: Engine, req: Req, calendar: Folder) -> Resp:
 
 
 @router.add("GET", "/users/{user}/calendarView", "exchange")
-def calendar_view(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return view(engine, req, tenant.folders[user.default_calendar])
-
-
 @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView", "exchange")
-def calendar_view_of(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return view(engine, req, resolve_folder(tenant, user, req.params["calendar"], "calendar"))
+def calendar_view(engine: Engine, req: Req) -> Resp:
+    return view(engine, req, addressed_folder(req, "calendar")[1])
 
 
 def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
@@ -592,24 +586,10 @@ def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str
 
 
 @router.add("GET", "/users/{user}/calendarView/delta", "exchange")
-def calendar_view_delta(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return view_delta(
-        engine,
-        req,
-        user,
-        tenant.folders[user.default_calendar],
-        f"/users/{user.id}/calendarView/delta",
-    )
-
-
 @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView/delta", "exchange")
-def calendar_view_delta_of(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    folder = resolve_folder(tenant, user, req.params["calendar"], "calendar")
-    return view_delta(
-        engine, req, user, folder, f"/users/{user.id}/calendars/{folder.id}/calendarView/delta"
-    )
+def calendar_view_delta(engine: Engine, req: Req) -> Resp:
+    user, folder, path = addressed_folder(req, "calendar")
+    return view_delta(engine, req, user, folder, f"{path}/calendarView/delta")
 
 
 add_attachment_routes(router, "/users/{user}/events/{item}", "event")
@@ -678,17 +658,10 @@ def new_contact_folder(req: Req, parent: Folder, user: User) -> Resp:
 
 
 @router.add("POST", "/users/{user}/contactFolders", "exchange")
-def create_contact_folder(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return new_contact_folder(req, tenant.folders[user.contacts_root], user)
-
-
 @router.add("POST", "/users/{user}/contactFolders/{folder}/childFolders", "exchange")
-def create_contact_child(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return new_contact_folder(
-        req, resolve_folder(tenant, user, req.params["folder"], "contact"), user
-    )
+def create_contact_folder(engine: Engine, req: Req) -> Resp:
+    user, parent, _path = addressed_folder(req, "contact")
+    return new_contact_folder(req, parent, user)
 
 
 def contacts_in(engine: Engine, req: Req, folder: Folder) -> Resp:
@@ -706,15 +679,9 @@ def contacts_in(engine: Engine, req: Req, folder: Folder) -> Resp:
 
 
 @router.add("GET", "/users/{user}/contacts", "exchange")
-def default_contacts(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return contacts_in(engine, req, tenant.folders[user.contacts_root])
-
-
 @router.add("GET", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
 def folder_contacts(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return contacts_in(engine, req, resolve_folder(tenant, user, req.params["folder"], "contact"))
+    return contacts_in(engine, req, addressed_folder(req, "contact")[1])
 
 
 def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: str) -> Resp:
@@ -746,24 +713,10 @@ def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: s
 
 
 @router.add("GET", "/users/{user}/contacts/delta", "exchange")
-def default_contacts_delta(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return contacts_delta(
-        engine,
-        req,
-        user,
-        tenant.folders[user.contacts_root],
-        f"/users/{user.id}/contacts/delta",
-    )
-
-
 @router.add("GET", "/users/{user}/contactFolders/{folder}/contacts/delta", "exchange")
 def folder_contacts_delta(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    folder = resolve_folder(tenant, user, req.params["folder"], "contact")
-    return contacts_delta(
-        engine, req, user, folder, f"/users/{user.id}/contactFolders/{folder.id}/contacts/delta"
-    )
+    user, folder, path = addressed_folder(req, "contact")
+    return contacts_delta(engine, req, user, folder, f"{path}/contacts/delta")
 
 
 def create_contact(req: Req, user: User, folder: Folder) -> Resp:
@@ -793,15 +746,10 @@ def create_contact(req: Req, user: User, folder: Folder) -> Resp:
 
 
 @router.add("POST", "/users/{user}/contacts", "exchange")
-def create_default_contact(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return create_contact(req, user, tenant.folders[user.contacts_root])
-
-
 @router.add("POST", "/users/{user}/contactFolders/{folder}/contacts", "exchange")
 def create_folder_contact(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return create_contact(req, user, resolve_folder(tenant, user, req.params["folder"], "contact"))
+    user, folder, _path = addressed_folder(req, "contact")
+    return create_contact(req, user, folder)
 
 
 @router.add("GET", "/users/{user}/contacts/{item}", "exchange")

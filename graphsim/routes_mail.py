@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -65,6 +66,27 @@ def resolve_folder(tenant: Tenant, user: User, key: str, kind: str = "mail") -> 
     if folder is None or folder.user_id != user.id or folder.kind != kind:
         raise not_found()
     return folder
+
+
+# Per folder kind: the route parameter naming a folder, the path segment above it, and the
+# mailbox's default folder of that kind (what the route without a folder acts on).
+_ADDRESSED: dict[str, tuple[str, str, Callable[[User], str]]] = {
+    "mail": ("folder", "mailFolders", lambda u: u.msgfolderroot),
+    "calendar": ("calendar", "calendars", lambda u: u.default_calendar),
+    "contact": ("folder", "contactFolders", lambda u: u.contacts_root),
+}
+
+
+def addressed_folder(req: Req, kind: str) -> tuple[User, Folder, str]:
+    """Graph answers many folder routes twice: under ``/users/{user}`` for the mailbox's
+    default folder, and under the folder a route names. Both routes share a handler; this
+    says which folder it is, and the path that names it by id (delta links point there)."""
+    tenant, user = tenant_of(req), mailbox_of(req)
+    param, segment, default = _ADDRESSED[kind]
+    if param not in req.params:
+        return user, tenant.folders[default(user)], f"/users/{user.id}"
+    folder = resolve_folder(tenant, user, req.params[param], kind)
+    return user, folder, f"/users/{user.id}/{segment}/{folder.id}"
 
 
 def get_item(tenant: Tenant, user: User, item_id: str, kind: str) -> OItem:
@@ -806,15 +828,10 @@ def create_folder(engine: Engine, req: Req, parent: Folder, user: User) -> Resp:
 
 
 @router.add("POST", "/users/{user}/mailFolders", "exchange")
-def create_top_folder(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return create_folder(engine, req, tenant.folders[user.msgfolderroot], user)
-
-
 @router.add("POST", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
 def create_child_folder(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    return create_folder(engine, req, resolve_folder(tenant, user, req.params["folder"]), user)
+    user, parent, _path = addressed_folder(req, "mail")
+    return create_folder(engine, req, parent, user)
 
 
 @router.add("PATCH", "/users/{user}/mailFolders/{folder}", "exchange")

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from graphsim import Simulator
 from safekeep.runtime import Runtime
 from safekeep.tenants import outbox
@@ -17,6 +19,11 @@ from safekeep.tenants.models import (
     AccountKind,
     AccountState,
     ConsentState,
+    Job,
+    JobKind,
+    JobStatus,
+    Snapshot,
+    SnapshotStatus,
     Tenant,
     utcnow,
 )
@@ -132,3 +139,35 @@ async def create_account(
         )
         session.add(account)
     return account
+
+
+async def add_finished_job(
+    session: AsyncSession, tenant_id: uuid.UUID, kind: JobKind = JobKind.backup
+) -> Job:
+    """A job that already succeeded, for rows (snapshots, exports) that must name one."""
+    job = Job(tenant_id=tenant_id, kind=kind, status=JobStatus.succeeded, params={})
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def add_backup(
+    session: AsyncSession, account: Account, *, service: str = "onedrive", **fields: Any
+) -> tuple[Job, Snapshot]:
+    """What one successful backup leaves: its job and a complete snapshot (seq 1, now)."""
+    job = await add_finished_job(session, account.tenant_id)
+    now = utcnow()
+    snapshot = Snapshot(
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+        service=service,
+        seq=1,
+        job_id=job.id,
+        status=SnapshotStatus.complete,
+        started_at=now,
+        completed_at=now,
+        **fields,
+    )
+    session.add(snapshot)
+    await session.flush()
+    return job, snapshot

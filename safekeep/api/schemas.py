@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from safekeep.tenants import pagination
 from safekeep.tenants.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 T = TypeVar("T")
+RowT = TypeVar("RowT")
 
 
 class Schema(BaseModel):
@@ -24,6 +27,11 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+def page_of(page: pagination.Page[RowT], out: Callable[[RowT], T]) -> Page[T]:
+    """A stored page as the API shows it: every row through ``out``, the cursor unchanged."""
+    return Page(items=[out(row) for row in page.items], next_cursor=page.next_cursor)
 
 
 Cursor = Annotated[

@@ -12,13 +12,17 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, false, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Tenant
+from safekeep.tenants.models.base import IdMixin
 
 _MINT = object()
+
+RowT = TypeVar("RowT", bound=IdMixin)
 
 
 class Scope(enum.StrEnum):
@@ -64,6 +68,23 @@ class TenantScope:
         if self.tenant_ids is not None:
             clause = clause & (Tenant.id.in_(self.tenant_ids) if self.tenant_ids else false())
         return clause
+
+
+async def get_scoped(
+    session: AsyncSession,
+    scope: TenantScope,
+    model: type[RowT],
+    row_id: uuid.UUID,
+    *,
+    tenant_id: uuid.UUID | None = None,
+) -> RowT | None:
+    """One tenant-owned row by id, or None when it is outside the scope (or, when the URL names
+    a tenant, under another one): every repository's "get" is this one query."""
+    table: Any = model  # every tenant-owned model has ``tenant_id``; IdMixin does not say so
+    stmt = select(model).where(table.id == row_id, scope.tenant_filter(table.tenant_id))
+    if tenant_id is not None:
+        stmt = stmt.where(table.tenant_id == tenant_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,16 +19,22 @@ from safekeep.tenants.models import (
     ItemVersion,
     Job,
     JobKind,
-    JobStatus,
     Snapshot,
-    SnapshotStatus,
     Tenant,
     WebhookEndpoint,
     utcnow,
 )
 from safekeep.tenants.scope import system_principal
 from safekeep.tenants.webhook import service as webhook_service
-from tests.factories import MspHandle, create_account, create_key, create_msp, create_tenant
+from tests.factories import (
+    MspHandle,
+    add_backup,
+    add_finished_job,
+    create_account,
+    create_key,
+    create_msp,
+    create_tenant,
+)
 
 
 @dataclass
@@ -69,20 +75,7 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
     content = await repo.put_bytes(f"hello from {name}\n".encode())
     now = utcnow()
     async with runtime.db.session() as session:
-        job = Job(tenant_id=tenant.id, kind=JobKind.backup, status=JobStatus.succeeded, params={})
-        session.add(job)
-        await session.flush()
-        snapshot = Snapshot(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service="onedrive",
-            seq=1,
-            job_id=job.id,
-            status=SnapshotStatus.complete,
-            started_at=now,
-            completed_at=now,
-            items_total=2,
-        )
+        job, snapshot = await add_backup(session, account, items_total=2)
         folder = Item(
             tenant_id=tenant.id,
             account_id=account.id,
@@ -97,7 +90,7 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
             external_id=f"{name}-file",
             kind="file",
         )
-        session.add_all([snapshot, folder, item])
+        session.add_all([folder, item])
         await session.flush()
         session.add(
             ItemVersion(
@@ -136,11 +129,7 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
             events=["backup.completed"],
             description=None,
         )
-        export_job = Job(
-            tenant_id=tenant.id, kind=JobKind.export, status=JobStatus.succeeded, params={}
-        )
-        session.add(export_job)
-        await session.flush()
+        export_job = await add_finished_job(session, tenant.id, JobKind.export)
         export = Export(
             tenant_id=tenant.id,
             job_id=export_job.id,

@@ -17,13 +17,10 @@ from safekeep.tenants.models import (
     DetectionKind,
     Job,
     JobKind,
-    JobStatus,
-    Snapshot,
-    SnapshotStatus,
     Tenant,
     utcnow,
 )
-from tests.factories import MspHandle, create_account, create_msp, create_tenant
+from tests.factories import MspHandle, add_backup, create_account, create_msp, create_tenant
 
 
 async def add_detection(
@@ -31,25 +28,7 @@ async def add_detection(
 ) -> Detection:
     now = utcnow()
     async with runtime.db.session() as session:
-        snapshot = None
-        if clean:
-            job = Job(
-                tenant_id=tenant.id, kind=JobKind.backup, status=JobStatus.succeeded, params={}
-            )
-            session.add(job)
-            await session.flush()
-            snapshot = Snapshot(
-                tenant_id=tenant.id,
-                account_id=account.id,
-                service="onedrive",
-                seq=1,
-                job_id=job.id,
-                status=SnapshotStatus.complete,
-                started_at=now,
-                completed_at=now,
-            )
-            session.add(snapshot)
-            await session.flush()
+        snapshot = (await add_backup(session, account))[1] if clean else None
         detection = Detection(
             tenant_id=tenant.id,
             account_id=account.id,

@@ -9,7 +9,7 @@ from safekeep.api.auth import AdminPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.jobs.schemas import JobOut, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Cursor, Limit, Page, page_of
 from safekeep.backup.jobs import purge
 from safekeep.errors import UnprocessableEntity
 from safekeep.tenants.account import service
@@ -41,9 +41,7 @@ async def list_accounts(
         cursor=cursor,
         limit=limit,
     )
-    return Page(
-        items=[AccountOut.model_validate(a) for a in page.items], next_cursor=page.next_cursor
-    )
+    return page_of(page, AccountOut.model_validate)
 
 
 @router.get("/{account_id}", response_model=AccountOut, responses=responses(401, 403, 404, 422))

@@ -9,7 +9,7 @@ from safekeep.api.auth import MspAdminPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.idempotency import IdempotencyDep
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Cursor, Limit, Page, page_of
 from safekeep.tenants.api_key import service
 
 router = APIRouter(prefix="/v1/api-keys", tags=["API keys"])
@@ -26,9 +26,7 @@ async def list_api_keys(
     page = await service.list_keys(
         session, principal, include_revoked=include_revoked, cursor=cursor, limit=limit
     )
-    return Page(
-        items=[ApiKeyOut.model_validate(k) for k in page.items], next_cursor=page.next_cursor
-    )
+    return page_of(page, ApiKeyOut.model_validate)
 
 
 @router.post(

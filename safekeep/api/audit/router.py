@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, Schema
+from safekeep.api.schemas import Cursor, Limit, Page, Schema, page_of
 from safekeep.tenants.audit import repository
 
 router = APIRouter(prefix="/v1/audit-events", tags=["Audit"])
@@ -41,6 +41,4 @@ async def list_audit_events(
     page = await repository.list_events(
         session, principal.scope, tenant_id=tenant_id, action=action, cursor=cursor, limit=limit
     )
-    return Page(
-        items=[AuditEventOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor
-    )
+    return page_of(page, AuditEventOut.model_validate)

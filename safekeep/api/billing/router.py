@@ -23,20 +23,22 @@ BillingReader = Annotated[Principal, Depends(require(Scope.read, unlimited=True)
 MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
-class InvalidStripeWebhook(BadRequest):
-    slug = "invalid-stripe-webhook"
-    title = "The Stripe signature is missing or does not match the body"
+class InvalidStripeWebhook(
+    BadRequest,
+    slug="invalid-stripe-webhook",
+    title="The Stripe signature is missing or does not match the body",
+):
+    pass
 
 
-class StripeBillingDisabled(NotFound):
-    slug = "billing-disabled"
-    title = "Stripe billing is not enabled on this deployment"
+class StripeBillingDisabled(
+    NotFound, slug="billing-disabled", title="Stripe billing is not enabled on this deployment"
+):
+    pass
 
 
-class PayloadTooLarge(AppError):
-    status_code = 413
-    slug = "payload-too-large"
-    title = "Payload too large"
+class PayloadTooLarge(AppError, status=413, slug="payload-too-large", title="Payload too large"):
+    pass
 
 
 @router.get("", response_model=BillingOut, responses=responses(401, 403))

@@ -10,7 +10,7 @@ from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.detections.schemas import DetectionOut, ThresholdsIn, ThresholdsOut
 from safekeep.api.jobs.schemas import JobOut, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Cursor, Limit, Page, page_of
 from safekeep.backup import recovery
 from safekeep.tenants.detection import service
 from safekeep.tenants.models import DetectionStatus
@@ -44,9 +44,7 @@ async def list_detections(
         cursor=cursor,
         limit=limit,
     )
-    return Page(
-        items=[DetectionOut.model_validate(d) for d in page.items], next_cursor=page.next_cursor
-    )
+    return page_of(page, DetectionOut.model_validate)
 
 
 @router.get("/{detection_id}", response_model=DetectionOut, responses=responses(401, 403, 404, 422))

@@ -14,7 +14,7 @@ from safekeep.api.exports.schemas import DownloadUrl, ExportOut, ExportRequest
 from safekeep.api.idempotency import IdempotencyDep
 from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range
-from safekeep.api.schemas import BINARY, Cursor, Limit, Page
+from safekeep.api.schemas import BINARY, Cursor, Limit, Page, page_of
 from safekeep.backup.jobs import service as job_requests
 from safekeep.disposition import content_disposition
 from safekeep.errors import Conflict
@@ -90,7 +90,7 @@ async def list_exports(
     page = await catalog.list_exports(
         session, principal.scope, tenant_id, cursor=cursor, limit=limit
     )
-    return Page(items=[export_out(e) for e in page.items], next_cursor=page.next_cursor)
+    return page_of(page, export_out)
 
 
 @router.get(

@@ -8,7 +8,7 @@ from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, Timestamp
+from safekeep.api.schemas import Cursor, Limit, Page, Timestamp, page_of
 from safekeep.api.snapshots.schemas import SnapshotOut
 from safekeep.tenants.snapshot import service
 
@@ -38,6 +38,4 @@ async def list_snapshots(
         cursor=cursor,
         limit=limit,
     )
-    return Page(
-        items=[SnapshotOut.model_validate(s) for s in page.items], next_cursor=page.next_cursor
-    )
+    return page_of(page, SnapshotOut.model_validate)

@@ -8,7 +8,7 @@ from safekeep.api.auth import MspAdminPrincipal
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.idempotency import IdempotencyDep
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Cursor, Limit, Page, page_of
 from safekeep.api.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookOut
 from safekeep.tenants.webhook import service
 
@@ -20,9 +20,7 @@ async def list_webhooks(
     principal: MspAdminPrincipal, session: SessionDep, cursor: Cursor = None, limit: Limit = 50
 ) -> Page[WebhookOut]:
     page = await service.list_endpoints(session, principal, cursor=cursor, limit=limit)
-    return Page(
-        items=[WebhookOut.model_validate(w) for w in page.items], next_cursor=page.next_cursor
-    )
+    return page_of(page, WebhookOut.model_validate)
 
 
 @router.post(
@@ -88,6 +86,4 @@ async def list_deliveries(
     limit: Limit = 50,
 ) -> Page[DeliveryOut]:
     page = await service.list_deliveries(session, principal, webhook_id, cursor=cursor, limit=limit)
-    return Page(
-        items=[DeliveryOut.model_validate(d) for d in page.items], next_cursor=page.next_cursor
-    )
+    return page_of(page, DeliveryOut.model_validate)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep import registry
-from safekeep.errors import Conflict, Gone, NotFound, UnprocessableEntity
+from safekeep.errors import Conflict, Gone, UnprocessableEntity, or_404
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.catalog import repository as catalog
@@ -183,10 +183,7 @@ async def request_export(
 
 
 async def get_export(session: AsyncSession, scope: TenantScope, export_id: uuid.UUID) -> Export:
-    export = await catalog.get_export(session, scope, export_id)
-    if export is None:
-        raise NotFound("No such export")
-    return export
+    return or_404(await catalog.get_export(session, scope, export_id), "No such export")
 
 
 async def export_for_download(

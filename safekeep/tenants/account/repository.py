@@ -8,18 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Account, AccountState, Snapshot
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.scope import TenantScope, get_scoped
 
 
 async def get(
     session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, account_id: uuid.UUID
 ) -> Account | None:
-    stmt = select(Account).where(
-        Account.id == account_id,
-        Account.tenant_id == tenant_id,
-        scope.tenant_filter(Account.tenant_id),
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, Account, account_id, tenant_id=tenant_id)
 
 
 async def list_page(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, NotFound
+from safekeep.errors import Conflict, or_404
 from safekeep.tenants.account import repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import Account, AccountKind, AccountState, Tenant, utcnow
@@ -57,8 +57,7 @@ async def list_accounts(
     cursor: str | None,
     limit: int,
 ) -> Page[Account]:
-    if await tenant_repository.get(session, scope, tenant_id) is None:
-        raise NotFound("No such tenant")
+    or_404(await tenant_repository.get(session, scope, tenant_id), "No such tenant")
     return await repository.list_page(
         session,
         scope,
@@ -75,10 +74,7 @@ async def list_accounts(
 async def get(
     session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, account_id: uuid.UUID
 ) -> Account:
-    account = await repository.get(session, scope, tenant_id, account_id)
-    if account is None:
-        raise NotFound("No such account")
-    return account
+    return or_404(await repository.get(session, scope, tenant_id, account_id), "No such account")
 
 
 async def _cancel(session: AsyncSession, tenant: Tenant, account: Account, reason: str) -> None:
@@ -108,9 +104,9 @@ async def set_protected(
     *,
     ip: str | None = None,
 ) -> Account:
-    tenant = await tenant_repository.get(session, principal.scope, tenant_id)
-    if tenant is None:
-        raise NotFound("No such tenant")
+    tenant = or_404(
+        await tenant_repository.get(session, principal.scope, tenant_id), "No such tenant"
+    )
     account = await get(session, principal.scope, tenant_id, account_id)
     if account.state == AccountState.purged:
         raise Conflict("This account's data was purged; it cannot be protected again")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +29,7 @@ from safekeep.tenants.models import (
     SnapshotStatus,
 )
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.scope import TenantScope, get_scoped
 
 # --- snapshots -----------------------------------------------------------------------------
 
@@ -76,10 +76,7 @@ async def latest_complete(
 async def get_snapshot(
     session: AsyncSession, scope: TenantScope, snapshot_id: uuid.UUID
 ) -> Snapshot | None:
-    stmt = select(Snapshot).where(
-        Snapshot.id == snapshot_id, scope.tenant_filter(Snapshot.tenant_id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, Snapshot, snapshot_id)
 
 
 async def count_open_versions(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
@@ -126,21 +123,27 @@ async def items_with_open_versions(
     }
 
 
+def _open_versions(*where: ColumnElement[bool]) -> Select[str, ItemVersion]:
+    """Items' current versions beside their external ids, as delta pages and removals match
+    them; callers add the account, service and what narrows it (on whichever table their
+    index wants)."""
+    return (
+        select(Item.external_id, ItemVersion)
+        .join(ItemVersion, ItemVersion.item_id == Item.id)
+        .where(*where, ItemVersion.last_seq.is_(None))
+    )
+
+
 async def open_versions_by_external_ids(
     session: AsyncSession, account_id: uuid.UUID, service: str, external_ids: Collection[str]
 ) -> dict[str, ItemVersion]:
     """The current version of each of these items (one query for a whole delta page)."""
     if not external_ids:
         return {}
-    stmt = (
-        select(Item.external_id, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            Item.account_id == account_id,
-            Item.service == service,
-            Item.external_id.in_(list(external_ids)),
-            ItemVersion.last_seq.is_(None),
-        )
+    stmt = _open_versions(
+        Item.account_id == account_id,
+        Item.service == service,
+        Item.external_id.in_(list(external_ids)),
     )
     return {ext: version for ext, version in (await session.execute(stmt)).all()}
 
@@ -148,15 +151,10 @@ async def open_versions_by_external_ids(
 async def open_versions_under(
     session: AsyncSession, account_id: uuid.UUID, service: str, parent_external_id: str
 ) -> list[tuple[str, ItemVersion]]:
-    stmt = (
-        select(Item.external_id, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            ItemVersion.parent_external_id == parent_external_id,
-            ItemVersion.last_seq.is_(None),
-        )
+    stmt = _open_versions(
+        ItemVersion.account_id == account_id,
+        ItemVersion.service == service,
+        ItemVersion.parent_external_id == parent_external_id,
     )
     return [(ext, v) for ext, v in (await session.execute(stmt)).all()]
 
@@ -291,15 +289,10 @@ async def end_versions(
 async def open_external_ids(
     session: AsyncSession, account_id: uuid.UUID, service: str, kinds: Collection[str]
 ) -> dict[str, ItemVersion]:
-    stmt = (
-        select(Item.external_id, ItemVersion)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            ItemVersion.kind.in_(list(kinds)),
-            ItemVersion.last_seq.is_(None),
-        )
+    stmt = _open_versions(
+        ItemVersion.account_id == account_id,
+        ItemVersion.service == service,
+        ItemVersion.kind.in_(list(kinds)),
     )
     return {ext: v for ext, v in (await session.execute(stmt)).all()}
 
@@ -448,10 +441,7 @@ async def version_at(
 async def get_scoped_version(
     session: AsyncSession, scope: TenantScope, version_id: uuid.UUID
 ) -> ItemVersion | None:
-    stmt = select(ItemVersion).where(
-        ItemVersion.id == version_id, scope.tenant_filter(ItemVersion.tenant_id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, ItemVersion, version_id)
 
 
 async def items_by_ids(
@@ -465,25 +455,25 @@ async def items_by_ids(
 
 # --- delta state --------------------------------------------------------------------------
 
+KeptT = TypeVar("KeptT", DeltaState, SkippedItem)
+
+
+def _kept_for(model: type[KeptT], account_id: uuid.UUID, service: str) -> Select[KeptT]:
+    """Delta tokens and unreadable items are both kept per account and service."""
+    return select(model).where(model.account_id == account_id, model.service == service)
+
 
 async def delta_state(
     session: AsyncSession, account_id: uuid.UUID, service: str, collection: str
 ) -> DeltaState | None:
-    stmt = select(DeltaState).where(
-        DeltaState.account_id == account_id,
-        DeltaState.service == service,
-        DeltaState.collection == collection,
-    )
+    stmt = _kept_for(DeltaState, account_id, service).where(DeltaState.collection == collection)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def delta_states(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> list[DeltaState]:
-    stmt = select(DeltaState).where(
-        DeltaState.account_id == account_id, DeltaState.service == service
-    )
-    return list((await session.execute(stmt)).scalars())
+    return list((await session.execute(_kept_for(DeltaState, account_id, service))).scalars())
 
 
 async def delete_delta_state(session: AsyncSession, state_id: uuid.UUID) -> None:
@@ -536,22 +526,14 @@ async def external_ids_of(
 async def skipped_items(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> list[SkippedItem]:
-    stmt = (
-        select(SkippedItem)
-        .where(SkippedItem.account_id == account_id, SkippedItem.service == service)
-        .order_by(SkippedItem.created_at)
-    )
+    stmt = _kept_for(SkippedItem, account_id, service).order_by(SkippedItem.created_at)
     return list((await session.execute(stmt)).scalars())
 
 
 async def skipped_item(
     session: AsyncSession, account_id: uuid.UUID, service: str, external_id: str
 ) -> SkippedItem | None:
-    stmt = select(SkippedItem).where(
-        SkippedItem.account_id == account_id,
-        SkippedItem.service == service,
-        SkippedItem.external_id == external_id,
-    )
+    stmt = _kept_for(SkippedItem, account_id, service).where(SkippedItem.external_id == external_id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -574,8 +556,7 @@ async def delete_skipped(
 async def get_export(
     session: AsyncSession, scope: TenantScope, export_id: uuid.UUID
 ) -> Export | None:
-    stmt = select(Export).where(Export.id == export_id, scope.tenant_filter(Export.tenant_id))
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, Export, export_id)
 
 
 async def list_exports(

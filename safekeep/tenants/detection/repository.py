@@ -17,7 +17,7 @@ from safekeep.tenants.models import (
     SnapshotStatus,
 )
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.scope import TenantScope, get_scoped
 
 
 async def baseline(
@@ -76,12 +76,7 @@ async def held_account_ids(session: AsyncSession, tenant_id: uuid.UUID) -> set[u
 async def get(
     session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, detection_id: uuid.UUID
 ) -> Detection | None:
-    stmt = select(Detection).where(
-        Detection.id == detection_id,
-        Detection.tenant_id == tenant_id,
-        scope.tenant_filter(Detection.tenant_id),
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, Detection, detection_id, tenant_id=tenant_id)
 
 
 async def list_page(

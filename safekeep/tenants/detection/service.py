@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, NotFound
+from safekeep.errors import Conflict, or_404
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.detection import repository
 from safekeep.tenants.models import Detection, DetectionStatus, DetectionThreshold, utcnow
@@ -33,10 +33,9 @@ async def list_detections(
 async def get(
     session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, detection_id: uuid.UUID
 ) -> Detection:
-    found = await repository.get(session, scope, tenant_id, detection_id)
-    if found is None:
-        raise NotFound("No such detection")
-    return found
+    return or_404(
+        await repository.get(session, scope, tenant_id, detection_id), "No such detection"
+    )
 
 
 async def acknowledge(

@@ -10,12 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.scope import TenantScope, get_scoped
 
 
 async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job | None:
-    stmt = select(Job).where(Job.id == job_id, scope.tenant_filter(Job.tenant_id))
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await get_scoped(session, scope, Job, job_id)
 
 
 async def get_system(session: AsyncSession, job_id: uuid.UUID) -> Job | None:

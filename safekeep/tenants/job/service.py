@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, NotFound, UnprocessableEntity
+from safekeep.errors import Conflict, UnprocessableEntity, or_404
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
@@ -33,17 +33,11 @@ from safekeep.tenants.tenant import repository as tenant_repository
 async def _tenant(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant:
     """The tenant within the caller's scope (the tenant's service starts jobs through this
     module, so this one reads tenants through their repository)."""
-    tenant = await tenant_repository.get(session, scope, tenant_id)
-    if tenant is None:
-        raise NotFound("No such tenant")
-    return tenant
+    return or_404(await tenant_repository.get(session, scope, tenant_id), "No such tenant")
 
 
 async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job:
-    job = await repository.get(session, scope, job_id)
-    if job is None:
-        raise NotFound("No such job")
-    return job
+    return or_404(await repository.get(session, scope, job_id), "No such job")
 
 
 async def list_jobs(
@@ -65,10 +59,7 @@ async def list_jobs(
 async def get_with_progress(
     session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
 ) -> tuple[Job, dict[str, int]]:
-    found = await repository.get_with_progress(session, scope, job_id)
-    if found is None:
-        raise NotFound("No such job")
-    return found
+    return or_404(await repository.get_with_progress(session, scope, job_id), "No such job")
 
 
 async def progress(session: AsyncSession, job: Job) -> dict[str, int]:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import Database
-from safekeep.errors import BadRequest, Conflict, NotFound
+from safekeep.errors import BadRequest, Conflict, NotFound, or_404
 from safekeep.settings import Settings
 from safekeep.storage.keys import generate_data_key, wrap_data_key
 from safekeep.tenants.audit import service as audit
@@ -46,18 +46,12 @@ class AppCredentials:
 
 
 async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant:
-    tenant = await repository.get(session, scope, tenant_id)
-    if tenant is None:
-        raise NotFound("No such tenant")
-    return tenant
+    return or_404(await repository.get(session, scope, tenant_id), "No such tenant")
 
 
 async def get_including_deleted(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
     """System load of a tenant the caller already reached through a scoped row."""
-    tenant = await repository.get_system(session, tenant_id)
-    if tenant is None:
-        raise NotFound("No such tenant")
-    return tenant
+    return or_404(await repository.get_system(session, tenant_id), "No such tenant")
 
 
 async def list_tenants(
