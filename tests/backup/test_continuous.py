@@ -17,6 +17,7 @@ import uvicorn
 
 from graphsim import Simulator
 from safekeep.api.app import create_app
+from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
 from safekeep.backup.subscriptions import sync_tenant
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
@@ -77,13 +78,27 @@ def sim_subscriptions(sim: Simulator) -> list[dict[str, object]]:
     return listed
 
 
+def site_resources(sim: Simulator, site_id: str) -> set[str]:
+    """What a site should be subscribed to, from graphsim's own state: every library's drive
+    root and every list the backup collects."""
+    tenant = sim.tenant()
+    site = tenant.sites[site_id]
+    return {f"drives/{d}/root" for d in site.drive_ids} | {
+        f"sites/{site_id}/lists/{i}"
+        for i in site.list_ids
+        if tenant.lists[i].template not in SKIPPED_TEMPLATES
+    }
+
+
 async def test_notifications_drive_debounced_incrementals(
     scaleout_engine: EngineHarness, sim: Simulator
 ) -> None:
     h = scaleout_engine
     with live_api(h.runtime.settings) as api:
         h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
-        accounts = [a for a in await h.discover() if a.kind == "user" and a.protected]
+        found = await h.discover()
+        accounts = [a for a in found if a.kind == "user" and a.protected]
+        sites = [a for a in found if a.kind == "site" and a.protected]
         async with h.runtime.db.session() as session:
             # Nothing is asked for until the policy sets an RPO.
             assert await subscription_repository.tenants_needing_sync(session, utcnow(), 10) == []
@@ -98,7 +113,7 @@ async def test_notifications_drive_debounced_incrementals(
             for a in accounts
             for s in ("mail", "calendar", "contacts", "onedrive")
             if (a.services_found or {}).get("mail" if s != "onedrive" else "onedrive", True)
-        )
+        ) + sum(len(site_resources(sim, s.graph_id)) for s in sites)
         assert result.created == expected > 0, result
         at_graph = sim_subscriptions(sim)
         assert len(at_graph) == expected
