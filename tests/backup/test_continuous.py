@@ -15,7 +15,7 @@ from datetime import timedelta
 import httpx
 import uvicorn
 
-from graphsim import Simulator
+from graphsim import Simulator, ops
 from safekeep.api.app import create_app
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
 from safekeep.backup.subscriptions import sync_tenant
@@ -285,3 +285,19 @@ async def test_a_site_is_subscribed_per_library_and_list_and_backed_up_on_change
             (a.next_action_at or utcnow()) > utcnow() and a.status == SubscriptionStatus.active
             for a in after.values()
         )
+
+        # A list deleted from the site: at the next renewal its subscription goes, here and
+        # at Graph, and the others are renewed.
+        with sim.engine.world.lock:
+            tenant = sim.tenant()
+            ops.delete_list(tenant, tenant.sites[site.graph_id], tenant.lists[tracker])
+        async with h.runtime.db.session() as session:
+            for r in mine:
+                row = await session.get(GraphSubscription, r.id)
+                assert row is not None
+                row.next_action_at = utcnow() - timedelta(seconds=1)
+        pruned = await sync_tenant(h.runtime, str(h.tenant.id))
+        assert (pruned.renewed, pruned.created, pruned.deleted) == (len(wanted) - 1, 0, 1)
+        left = {r.resource for r in of_site(await rows(h))}
+        assert left == wanted - {list_row.resource}
+        assert list_row.subscription_id not in {s["id"] for s in sim_subscriptions(sim)}
