@@ -39,8 +39,8 @@ from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant, User, utcnow
 
 # Longest lifetimes Graph grants, in minutes (subscription resource type, "Subscription
-# lifetime"): Outlook items under 7 days, drive items and lists under 30 days.
-MAX_MINUTES = {"message": 10080, "event": 10080, "contact": 10080, "drive": 42300}
+# lifetime"): Outlook items under 7 days, drive items and SharePoint lists under 30 days.
+MAX_MINUTES = {"message": 10080, "event": 10080, "contact": 10080, "drive": 42300, "list": 42300}
 VALIDATION_TIMEOUT_S = 10.0
 DELIVERY_TIMEOUT_S = 10.0
 DELIVERY_ATTEMPTS = 4
@@ -59,8 +59,8 @@ class Subscription:
     tenant_id: str
     app_id: str
     resource: str
-    kind: str  # message | event | contact | drive
-    owner: str  # user id (Outlook) or drive id
+    kind: str  # message | event | contact | drive | list
+    owner: str  # user id (Outlook), drive id or list id
     folder: str | None
     change_types: list[str]
     notification_url: str
@@ -272,6 +272,13 @@ def changes(
         for d in drives
         if d in tenant.drives and any(i.seq > since for i in tenant.drives[d].items.values())
     ]
+    lists = {s.owner for s in subs if s.kind == "list"}
+    changed_lists = {
+        list_id
+        for list_id in lists
+        if list_id in tenant.lists
+        and any(i.seq > since for i in tenant.lists[list_id].items.values())
+    }
     out: list[tuple[Subscription, dict[str, Any]]] = []
     for sub in subs:
         base = {
@@ -283,6 +290,11 @@ def changes(
         if sub.kind == "drive":
             # OneDrive for Business: one "updated" on the root, no resource data.
             if sub.owner in changed_drives:
+                out.append((sub, {**base, "changeType": "updated", "resource": sub.resource}))
+            continue
+        if sub.kind == "list":
+            # SharePoint lists: "updated" on the list itself; the receiver runs the delta.
+            if sub.owner in changed_lists:
                 out.append((sub, {**base, "changeType": "updated", "resource": sub.resource}))
             continue
         odata_type, segment = ODATA_TYPES[sub.kind]
@@ -323,9 +335,17 @@ def hub(engine: Engine) -> Hub:
 
 def parse_resource(tenant: Tenant, resource: str) -> tuple[str, str, str | None]:
     """``users/{id}/messages``, ``users/{id}/mailFolders('inbox')/messages``, ``.../events``,
-    ``.../contacts``, ``drives/{id}/root``, ``users/{id}/drive/root`` -> kind, owner, folder."""
+    ``.../contacts``, ``drives/{id}/root``, ``users/{id}/drive/root``,
+    ``sites/{id}/lists/{id}`` -> kind, owner, folder."""
     parts = [unquote(p) for p in resource.strip().strip("/").split("/")]
     lower = [p.lower() for p in parts]
+    if len(parts) == 4 and lower[0] == "sites" and lower[2] == "lists":
+        site = tenant.sites.get(parts[1])
+        if site is None:
+            raise GraphError(404, "itemNotFound", "Requested site could not be found")
+        if parts[3] not in site.list_ids or parts[3] not in tenant.lists:
+            raise GraphError(404, "itemNotFound", "The specified list was not found")
+        return "list", parts[3], None
     if len(parts) >= 3 and lower[0] == "drives" and lower[2] == "root" and len(parts) == 3:
         if parts[1] not in tenant.drives:
             raise GraphError(404, "itemNotFound", "The resource could not be found.")
@@ -506,7 +526,7 @@ async def create(engine: Engine, req: Req) -> Resp:
     with engine.world.lock:
         kind, owner, folder = parse_resource(tenant, str(body["resource"]))
     change_types = [c.strip() for c in str(body["changeType"]).split(",") if c.strip()]
-    allowed = ("updated",) if kind == "drive" else ("created", "updated", "deleted")
+    allowed = ("updated",) if kind in ("drive", "list") else ("created", "updated", "deleted")
     if not change_types or any(c not in allowed for c in change_types):
         raise GraphError(
             400,

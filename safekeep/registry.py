@@ -49,6 +49,11 @@ class ChangeNotifications:
     resource: str  # the subscription's resource, "{user}": the account's Graph id
     change_type: str
     lifetime: timedelta  # what we ask for, under Graph's maximum for the resource
+    # When the resources are known only by asking Graph (a site's libraries and lists):
+    # ``"module:function"``, an async function taking (GraphClient, Account) and returning
+    # the resource strings, one subscription each; ``resource`` is then unused. None: the
+    # one ``resource`` above.
+    resolver: str | None = None
 
 
 # Outlook resources allow just under 7 days, drive roots just under 30 (subscription
@@ -175,6 +180,14 @@ DECLARED: tuple[ServiceSpec, ...] = (
         probe=None,
         throttle="sharepoint",
         graph_path="/sites/{id}",
+        # One subscription per document library (its drive root) and per list; both allow
+        # just under 30 days.
+        notifications=ChangeNotifications(
+            "",
+            "updated",
+            timedelta(days=20),
+            resolver="safekeep.backup.services.sharepoint.notifications:subscription_resources",
+        ),
         search_fields=("date", "people", "body", "file_type"),
     ),
     ServiceSpec(

@@ -1,4 +1,10 @@
-"""Keep one Graph change-notification subscription per protected account and service.
+"""Keep Graph change-notification subscriptions for each protected account and service.
+
+Most services need one subscription per account (``users/{id}/messages``). A service whose
+registry entry names a ``resolver`` (SharePoint: one per library and per list) gets one per
+resource the resolver lists; it is asked when the account has no subscription yet or one of
+them is due, so a site's new library is picked up at the next renewal (its changes are
+still collected meanwhile: every sharepoint backup lists the whole site).
 
 For a tenant whose policy sets ``rpo_minutes``: create what is missing, renew before expiry
 (two thirds into the lifetime, or at once on ``reauthorizationRequired``), re-create what
@@ -12,8 +18,10 @@ the subscription are never notified, so one incremental covers them.
 
 from __future__ import annotations
 
+import importlib
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +57,17 @@ log = structlog.get_logger(__name__)
 def _notifiable() -> dict[str, ChangeNotifications]:
     """The services that declare change notifications (safekeep/registry.py)."""
     return {spec.name: spec.notifications for spec in registry.specs() if spec.notifications}
+
+
+Resolver = Callable[[GraphClient, Account], Awaitable[list[str]]]
+
+
+def _resolver(kind: ChangeNotifications) -> Resolver | None:
+    if kind.resolver is None:
+        return None
+    module, _, name = kind.resolver.partition(":")
+    found: Resolver = getattr(importlib.import_module(module), name)
+    return found
 
 
 RETRY_AFTER = timedelta(minutes=15)
@@ -92,28 +111,99 @@ class _Plan:
     services: dict[uuid.UUID, str]  # row id -> service
 
 
-async def _plan(runtime: Runtime, tenant_id: uuid.UUID, now: datetime) -> _Plan | None:
+def _live(tenant: Tenant, policy: Policy, runtime: Runtime) -> bool:
+    return (
+        tenant.status == TenantStatus.active
+        and tenant.consent_state == ConsentState.granted
+        and policy.rpo_minutes is not None
+        and runtime.settings.notifications_possible
+    )
+
+
+def _needs_asking(rows: list[GraphSubscription], tenant: Tenant, now: datetime) -> bool:
+    """Whether a resolved service's resources must be listed again: none yet, or a row about
+    to be renewed, re-created or retried anyway."""
+    if not rows:
+        return True
+    return any(
+        row.status != SubscriptionStatus.active
+        or (row.next_action_at is not None and row.next_action_at <= now)
+        or (tenant.consent_changed_at is not None and row.created_at < tenant.consent_changed_at)
+        for row in rows
+    )
+
+
+Resolved = dict[tuple[uuid.UUID, str], list[str]]
+
+
+async def _resolve(runtime: Runtime, tenant_id: uuid.UUID, now: datetime) -> Resolved:
+    """Ask Graph for the resources of the accounts whose services list them (outside any
+    transaction). An account whose listing failed is left out: its rows stay as they are."""
+    asks: list[tuple[Account, str, Resolver]] = []
+    async with unit_of_work(runtime) as session:
+        tenant = await tenant_repository.get_system(session, tenant_id)
+        if tenant is None:
+            return {}
+        policy = await tenant_repository.get_policy(session, tenant)
+        if not _live(tenant, policy, runtime):
+            return {}
+        kinds = {name: kind for name, kind in _notifiable().items() if kind.resolver}
+        if not kinds:
+            return {}
+        rows: dict[tuple[uuid.UUID, str], list[GraphSubscription]] = {}
+        for row in await repository.for_tenant(session, tenant.id):
+            rows.setdefault((row.account_id, row.service), []).append(row)
+        for account in await account_repository.all_for_tenant(
+            session, system_scope(tenant), tenant.id
+        ):
+            for service in wanted_services(account, policy):
+                resolver = _resolver(kinds[service]) if service in kinds else None
+                if resolver and _needs_asking(rows.get((account.id, service), []), tenant, now):
+                    asks.append((account, service, resolver))
+    out: Resolved = {}
+    if not asks:
+        return out
+    async with graph_client(runtime, tenant) as graph:
+        for account, service, resolver in asks:
+            try:
+                out[(account.id, service)] = await resolver(graph, account)
+            except GraphError as exc:
+                log.info(
+                    "graph_subscription_resources_failed",
+                    account_id=str(account.id),
+                    service=service,
+                    code=exc.code,
+                )
+    return out
+
+
+async def _plan(
+    runtime: Runtime, tenant_id: uuid.UUID, now: datetime, resolved: Resolved
+) -> _Plan | None:
     async with unit_of_work(runtime) as session:
         tenant = await tenant_repository.get_system(session, tenant_id)
         if tenant is None:
             return None
         policy = await tenant_repository.get_policy(session, tenant)
         rows = {
-            (r.account_id, r.service): r for r in await repository.for_tenant(session, tenant.id)
+            (r.account_id, r.service, r.resource): r
+            for r in await repository.for_tenant(session, tenant.id)
         }
-        live = (
-            tenant.status == TenantStatus.active
-            and tenant.consent_state == ConsentState.granted
-            and policy.rpo_minutes is not None
-            and runtime.settings.notifications_possible
-        )
-        wanted: dict[tuple[uuid.UUID, str], Account] = {}
-        if live:
+        wanted: dict[tuple[uuid.UUID, str, str], Account] = {}
+        if _live(tenant, policy, runtime):
             for account in await account_repository.all_for_tenant(
                 session, system_scope(tenant), tenant.id
             ):
                 for service in wanted_services(account, policy):
-                    wanted[(account.id, service)] = account
+                    kind = _notifiable()[service]
+                    if kind.resolver is None:
+                        resources = [kind.resource.format(user=account.graph_id)]
+                    elif (account.id, service) in resolved:
+                        resources = resolved[(account.id, service)]
+                    else:  # not asked this time, or the listing failed: keep what there is
+                        resources = [r for a, s, r in rows if a == account.id and s == service]
+                    for resource in resources:
+                        wanted[(account.id, service, resource)] = account
         plan = _Plan(tenant, [], [], [], {})
         for key, row in rows.items():
             if key not in wanted:
@@ -125,7 +215,7 @@ async def _plan(runtime: Runtime, tenant_id: uuid.UUID, now: datetime) -> _Plan 
                     tenant_id=tenant.id,
                     account_id=account.id,
                     service=key[1],
-                    resource=_notifiable()[key[1]].resource.format(user=account.graph_id),
+                    resource=key[2],
                     status=SubscriptionStatus.pending,
                     next_action_at=now,
                 )
@@ -153,7 +243,8 @@ async def _plan(runtime: Runtime, tenant_id: uuid.UUID, now: datetime) -> _Plan 
 async def sync_tenant(runtime: Runtime, tenant_id: str) -> SyncResult:
     now = utcnow()
     result = SyncResult()
-    plan = await _plan(runtime, uuid.UUID(tenant_id), now)
+    resolved = await _resolve(runtime, uuid.UUID(tenant_id), now)
+    plan = await _plan(runtime, uuid.UUID(tenant_id), now, resolved)
     if plan is None:
         return result
     outcomes: dict[uuid.UUID, dict[str, Any]] = {}

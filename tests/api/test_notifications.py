@@ -250,7 +250,7 @@ async def test_subscription_state_is_listed_per_tenant(
     client: httpx.AsyncClient,
     setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
 ) -> None:
-    msp, tenant, account, _row = setup
+    msp, tenant, account, row = setup
     url = f"/v1/tenants/{tenant.id}/subscriptions"
     assert (await client.get(url)).status_code == 401
     other = await create_msp(runtime, "Other MSP")
@@ -266,6 +266,7 @@ async def test_subscription_state_is_listed_per_tenant(
     [item] = resp.json()["items"]
     assert item["account_id"] == str(account.id)
     assert item["service"] == "mail"
+    assert item["resource"] == row.resource
     assert item["status"] == "active"
     assert item["dirty_since"] is None
     assert "client_state" not in str(resp.json())

@@ -15,8 +15,9 @@ from datetime import timedelta
 import httpx
 import uvicorn
 
-from graphsim import Simulator
+from graphsim import Simulator, ops
 from safekeep.api.app import create_app
+from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
 from safekeep.backup.subscriptions import sync_tenant
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
@@ -77,13 +78,27 @@ def sim_subscriptions(sim: Simulator) -> list[dict[str, object]]:
     return listed
 
 
+def site_resources(sim: Simulator, site_id: str) -> set[str]:
+    """What a site should be subscribed to, from graphsim's own state: every library's drive
+    root and every list the backup collects."""
+    tenant = sim.tenant()
+    site = tenant.sites[site_id]
+    return {f"drives/{d}/root" for d in site.drive_ids} | {
+        f"sites/{site_id}/lists/{i}"
+        for i in site.list_ids
+        if tenant.lists[i].template not in SKIPPED_TEMPLATES
+    }
+
+
 async def test_notifications_drive_debounced_incrementals(
     scaleout_engine: EngineHarness, sim: Simulator
 ) -> None:
     h = scaleout_engine
     with live_api(h.runtime.settings) as api:
         h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
-        accounts = [a for a in await h.discover() if a.kind == "user" and a.protected]
+        found = await h.discover()
+        accounts = [a for a in found if a.kind == "user" and a.protected]
+        sites = [a for a in found if a.kind == "site" and a.protected]
         async with h.runtime.db.session() as session:
             # Nothing is asked for until the policy sets an RPO.
             assert await subscription_repository.tenants_needing_sync(session, utcnow(), 10) == []
@@ -98,7 +113,7 @@ async def test_notifications_drive_debounced_incrementals(
             for a in accounts
             for s in ("mail", "calendar", "contacts", "onedrive")
             if (a.services_found or {}).get("mail" if s != "onedrive" else "onedrive", True)
-        )
+        ) + sum(len(site_resources(sim, s.graph_id)) for s in sites)
         assert result.created == expected > 0, result
         at_graph = sim_subscriptions(sim)
         assert len(at_graph) == expected
@@ -195,3 +210,94 @@ async def test_notifications_drive_debounced_incrementals(
         assert gone.deleted == expected
         assert sim_subscriptions(sim) == []
         assert await rows(h) == []
+
+
+async def test_a_site_is_subscribed_per_library_and_list_and_backed_up_on_change(
+    scaleout_engine: EngineHarness, sim: Simulator
+) -> None:
+    h = scaleout_engine
+    with live_api(h.runtime.settings) as api:
+        h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
+        site = next(a for a in await h.discover() if a.kind == "site" and a.protected)
+        wanted = site_resources(sim, site.graph_id)
+        assert any(r.startswith("drives/") for r in wanted)
+        assert any("/lists/" in r for r in wanted)
+        await h.set_policy(rpo_minutes=15)
+        await sync_tenant(h.runtime, str(h.tenant.id))
+
+        def of_site(stored: list[GraphSubscription]) -> list[GraphSubscription]:
+            return [r for r in stored if r.account_id == site.id]
+
+        mine = of_site(await rows(h))
+        assert {r.resource for r in mine} == wanted
+        assert {r.service for r in mine} == {"sharepoint"}
+        assert all(r.status == SubscriptionStatus.active for r in mine)
+        at_graph = {str(s["resource"]): s for s in sim_subscriptions(sim)}
+        assert wanted <= set(at_graph)
+        assert {at_graph[r]["changeType"] for r in wanted} == {"updated"}
+
+        # The first incremental after subscribing, then a baseline of the site.
+        with outbox.collect():
+            async with h.runtime.db.session() as session:
+                first = await subscription_service.enqueue_changed(session, debounce=timedelta(0))
+        async with h.runtime.db.session() as session:
+            job = await session.get(Job, first[0])
+            assert job is not None
+            job.status = "succeeded"  # type: ignore[assignment]
+        await h.backup(site, "sharepoint")
+
+        # A list item added at Graph: the list's subscription notifies, the site is dirty.
+        tracker = sorted(r.rsplit("/", 1)[1] for r in wanted if "/lists/" in r)[0]
+        item = sim.add_list_item(sim.tenant().id, tracker, {"Title": "continuous"})
+        list_row = next(r for r in mine if r.resource.endswith(f"/lists/{tracker}"))
+
+        async def site_dirty() -> bool:
+            return any(r.id == list_row.id and r.dirty_since is not None for r in await rows(h))
+
+        await wait_for(site_dirty)
+        dirty = {(r.account_id, r.service) for r in await rows(h) if r.dirty_since is not None}
+        assert dirty == {(site.id, "sharepoint")}
+        with outbox.collect():
+            async with h.runtime.db.session() as session:
+                started = await subscription_service.enqueue_changed(session, debounce=timedelta(0))
+        assert len(started) == 1
+        async with h.runtime.db.session() as session:
+            job = await session.get(Job, started[0])
+        assert job is not None
+        assert job.params == {"account_ids": [str(site.id)], "services": ["sharepoint"]}
+        run, _skipped = await h.backup(site, "sharepoint")
+        assert run.counters.added >= 1
+        async with h.runtime.db.session() as session:
+            have = await catalog.open_external_ids(session, site.id, "sharepoint", ["list_item"])
+        assert f"list:{tracker}:{item}" in have
+
+        # Renewal: each of the site's rows is PATCHed, none re-created.
+        async with h.runtime.db.session() as session:
+            for r in mine:
+                row = await session.get(GraphSubscription, r.id)
+                assert row is not None
+                row.next_action_at = utcnow() - timedelta(seconds=1)
+        renewed = await sync_tenant(h.runtime, str(h.tenant.id))
+        assert (renewed.renewed, renewed.created, renewed.deleted) == (len(wanted), 0, 0)
+        after = {r.id: r for r in of_site(await rows(h))}
+        assert set(after) == {r.id for r in mine}
+        assert all(
+            (a.next_action_at or utcnow()) > utcnow() and a.status == SubscriptionStatus.active
+            for a in after.values()
+        )
+
+        # A list deleted from the site: at the next renewal its subscription goes, here and
+        # at Graph, and the others are renewed.
+        with sim.engine.world.lock:
+            tenant = sim.tenant()
+            ops.delete_list(tenant, tenant.sites[site.graph_id], tenant.lists[tracker])
+        async with h.runtime.db.session() as session:
+            for r in mine:
+                row = await session.get(GraphSubscription, r.id)
+                assert row is not None
+                row.next_action_at = utcnow() - timedelta(seconds=1)
+        pruned = await sync_tenant(h.runtime, str(h.tenant.id))
+        assert (pruned.renewed, pruned.created, pruned.deleted) == (len(wanted) - 1, 0, 1)
+        left = {r.resource for r in of_site(await rows(h))}
+        assert left == wanted - {list_row.resource}
+        assert list_row.subscription_id not in {s["id"] for s in sim_subscriptions(sim)}

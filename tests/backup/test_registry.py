@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
+import importlib
 import inspect
 import io
 import json
@@ -108,6 +109,24 @@ def test_probes_resolve_and_gate_the_services_that_share_them() -> None:
 def _graph_class(path: str) -> str:
     """The throttling class graph/ gives a request path."""
     return scope_of(path)[0]
+
+
+def test_change_notifications_name_one_resource_or_a_resolver() -> None:
+    """User services subscribe to one ``{user}`` resource each; a site's resources are listed
+    by its resolver, an importable coroutine function taking (GraphClient, Account)."""
+    declared = {s.name: s.notifications for s in registry.specs() if s.notifications}
+    assert set(declared) == {"mail", "calendar", "contacts", "onedrive", "sharepoint"}
+    for name, kind in declared.items():
+        if kind.resolver is None:
+            assert registry.get(name).kind == "user"
+            assert kind.resource.startswith("users/{user}/"), name
+            continue
+        module, _, function = kind.resolver.partition(":")
+        resolver = getattr(importlib.import_module(module), function)
+        assert inspect.iscoroutinefunction(resolver), name
+        assert list(inspect.signature(resolver).parameters) == ["graph", "account"]
+    assert declared["sharepoint"].resolver is not None
+    assert declared["sharepoint"].change_type == "updated"
 
 
 def test_declared_throttle_classes_are_the_ones_graph_applies() -> None:

@@ -315,3 +315,85 @@ def test_mass_delete_control(sim: Simulator, user: Any) -> None:
     )
     assert bad.status_code == 400
     control.close()
+
+
+def test_site_library_and_list_notifications(
+    sim: Simulator, graph: httpx.Client, receiver: Receiver
+) -> None:
+    # A site's document library (its drive root) and a list: "updated" only, under 30 days.
+    tenant = sim.tenant()
+    site_id = sim.add_site(tenant.id, "Continuous Ops")
+    site = sim.tenant().sites[site_id]
+    drive_id = site.drive_ids[0]
+    list_id = next(
+        i for i in site.list_ids if sim.tenant().lists[i].display_name == "Issue tracker"
+    )
+    on_list = subscribe(
+        graph,
+        f"sites/{site_id}/lists/{list_id}",
+        receiver.url,
+        changeType="updated",
+        clientState="list-state",
+        expirationDateTime=expiry(42000),
+    )
+    assert on_list.status_code == 201, on_list.text
+    on_library = subscribe(
+        graph,
+        f"drives/{drive_id}/root",
+        receiver.url,
+        changeType="updated",
+        clientState="library-state",
+        expirationDateTime=expiry(42000),
+    )
+    assert on_library.status_code == 201, on_library.text
+    list_sid, library_sid = on_list.json()["id"], on_library.json()["id"]
+
+    item = sim.add_list_item(tenant.id, list_id, {"Title": "Broken build", "Status": "open"})
+    receiver.wait_for(lambda notes: any(n["subscriptionId"] == list_sid for n in notes))
+    note = next(n for n in receiver.notes() if n["subscriptionId"] == list_sid)
+    assert note["clientState"] == "list-state"
+    assert note["changeType"] == "updated"
+    assert note["resource"] == f"sites/{site_id}/lists/{list_id}"
+    assert not any(n["subscriptionId"] == library_sid for n in receiver.notes())
+
+    sim.add_file(tenant.id, "/plans/q1.txt", drive_id=drive_id, data=b"plan")
+    receiver.wait_for(lambda notes: any(n["subscriptionId"] == library_sid for n in notes))
+    note = next(n for n in receiver.notes() if n["subscriptionId"] == library_sid)
+    assert note["clientState"] == "library-state"
+    assert note["resource"] == f"drives/{drive_id}/root"
+
+    # An edit of an existing list item is notified too.
+    before = sum(n["subscriptionId"] == list_sid for n in receiver.notes())
+    sim.edit_item(tenant.id, item, {"Status": "fixed"}, list_id=list_id)
+    receiver.wait_for(lambda notes: sum(n["subscriptionId"] == list_sid for n in notes) > before)
+
+
+@pytest.mark.parametrize(
+    ("resource", "change", "status", "code"),
+    [
+        ("sites/{s}/lists/{l}", {"changeType": "created"}, 400, "InvalidRequest"),
+        ("sites/{s}/lists/{l}", {"expirationDateTime": 43000}, 400, "ExtensionError"),
+        ("sites/{s}/lists/no-such-list", {"changeType": "updated"}, 404, "itemNotFound"),
+        ("sites/no-such-site/lists/{l}", {"changeType": "updated"}, 404, "itemNotFound"),
+    ],
+)
+def test_bad_list_subscriptions_are_refused(
+    sim: Simulator,
+    graph: httpx.Client,
+    receiver: Receiver,
+    resource: str,
+    change: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    site_id = next(s.id for s in sim.tenant().sites.values() if s.list_ids)
+    list_id = sim.tenant().sites[site_id].list_ids[0]
+    if isinstance(change.get("expirationDateTime"), int):
+        change = {
+            "changeType": "updated",
+            "expirationDateTime": expiry(change["expirationDateTime"]),
+        }
+    resp = subscribe(graph, resource.format(s=site_id, l=list_id), receiver.url, **change)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code
+    assert receiver.validations == []

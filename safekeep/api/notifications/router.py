@@ -119,6 +119,7 @@ async def list_subscriptions(
             SubscriptionOut(
                 account_id=str(r.account_id),
                 service=r.service,
+                resource=r.resource,
                 status=r.status.value,
                 expires_at=r.expires_at,
                 last_notification_at=r.last_notification_at,

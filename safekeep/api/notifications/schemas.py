@@ -27,10 +27,15 @@ class GraphNoticeBatch(BaseModel):
 
 
 class SubscriptionOut(Schema):
-    """A Graph change-notification subscription of one account and service."""
+    """A Graph change-notification subscription of one account and service (a site has one
+    per document library and per list)."""
 
     account_id: str
     service: Service
+    resource: str = Field(
+        description="What Graph watches: e.g. users/{id}/messages, drives/{id}/root, "
+        "sites/{id}/lists/{id}"
+    )
     status: Literal["pending", "active", "failed", "removed"]
     expires_at: datetime | None
     last_notification_at: datetime | None = Field(

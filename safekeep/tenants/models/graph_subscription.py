@@ -18,7 +18,9 @@ class SubscriptionStatus(enum.StrEnum):
 
 
 class GraphSubscription(IdMixin, Base):
-    """One Microsoft Graph change-notification subscription: one account and service.
+    """One Microsoft Graph change-notification subscription: one account, service and
+    resource (most services have one resource per account; a site has one per library and
+    per list).
 
     A notification never carries data we trust; it only sets ``dirty_since``, and the
     scheduler turns dirty rows into one incremental backup per tenant per debounce window.
@@ -26,7 +28,7 @@ class GraphSubscription(IdMixin, Base):
     """
 
     __tablename__ = "graph_subscription"
-    __table_args__ = (UniqueConstraint("account_id", "service"),)
+    __table_args__ = (UniqueConstraint("account_id", "service", "resource"),)
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenant.id", ondelete="CASCADE"), index=True

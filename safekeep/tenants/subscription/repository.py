@@ -87,7 +87,9 @@ async def list_for_scope(
             GraphSubscription.tenant_id == tenant_id,
             scope.tenant_filter(GraphSubscription.tenant_id),
         )
-        .order_by(GraphSubscription.account_id, GraphSubscription.service)
+        .order_by(
+            GraphSubscription.account_id, GraphSubscription.service, GraphSubscription.resource
+        )
     )
     return list((await session.execute(stmt)).scalars())
 
