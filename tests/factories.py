@@ -25,11 +25,15 @@ from safekeep.tenants.models import (
     Snapshot,
     SnapshotStatus,
     Tenant,
+    WebhookDelivery,
+    WebhookEndpoint,
     utcnow,
 )
 from safekeep.tenants.msp import service as msp_service
+from safekeep.tenants.outbox import Message
 from safekeep.tenants.scope import Scope, system_principal
 from safekeep.tenants.tenant import service as tenant_service
+from safekeep.tenants.webhook import service as webhook_service
 
 
 @dataclass(frozen=True)
@@ -171,3 +175,33 @@ async def add_backup(
     session.add(snapshot)
     await session.flush()
     return job, snapshot
+
+
+async def create_webhook(
+    runtime: Runtime, msp_id: uuid.UUID, url: str, events: Sequence[str]
+) -> tuple[WebhookEndpoint, str]:
+    """An MSP's webhook endpoint and its signing secret, made as the API makes them (the URL
+    is checked against ``runtime.settings``)."""
+    with outbox.collect():
+        async with runtime.db.session() as session:
+            return await webhook_service.create_endpoint(
+                session,
+                system_principal(msp_id),
+                runtime.settings,
+                url=url,
+                events=events,
+                description=None,
+            )
+
+
+async def emit_event(
+    runtime: Runtime, msp_id: uuid.UUID, event_type: str, data: dict[str, Any] | None = None
+) -> tuple[list[WebhookDelivery], list[Message]]:
+    """An event as the engine emits it: a delivery row per subscribed endpoint, and the
+    messages the committed unit of work hands the queue."""
+    with outbox.collect() as box:
+        async with runtime.db.session() as session:
+            deliveries = await webhook_service.emit(
+                session, msp_id=msp_id, event_type=event_type, data=data or {}
+            )
+    return deliveries, box.messages

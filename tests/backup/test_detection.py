@@ -30,9 +30,9 @@ from safekeep.tenants.models import (
     WebhookDelivery,
 )
 from safekeep.tenants.scope import system_principal
-from safekeep.tenants.webhook import service as webhook_service
 from tests.backup.harness import EngineHarness
 from tests.backup.services.test_onedrive import drive_of, files_by_path
+from tests.factories import create_webhook
 
 
 def test_entropy_tells_random_bytes_from_text() -> None:
@@ -93,34 +93,42 @@ async def drive_user(h: EngineHarness, sim: Simulator, skip: int = 0) -> tuple[A
     return await h.account(user.id), user.id
 
 
+def drive_files(sim: Simulator, user_id: str) -> list[str]:
+    """The ids of the live files in a user's OneDrive at graphsim, sorted."""
+    tenant = sim.tenant()
+    drive = tenant.drives[tenant.users[user_id].drive_id or ""]
+    return sorted(i.id for i in drive.items.values() if not i.is_folder and not i.deleted)
+
+
+async def backed_up_drive_user(
+    h: EngineHarness, sim: Simulator, notes: int, **floors: int
+) -> tuple[Account, str]:
+    """The clean start an attack is judged against: the deployment's detection floors set to
+    ``floors``, the tenant discovered, and the first drive user's OneDrive, with ``notes``
+    plain-text files added, backed up once."""
+    h.runtime.settings = h.runtime.settings.model_copy(update=floors)
+    await h.discover()
+    victim, victim_graph_id = await drive_user(h, sim)
+    add_notes(sim, victim_graph_id, notes)
+    await h.backup(victim, "onedrive")
+    return victim, victim_graph_id
+
+
 async def test_ransomware_raises_once_and_holds_clean_versions(
     engine: EngineHarness, sim: Simulator
 ) -> None:
     h = engine
-    h.runtime.settings = h.runtime.settings.model_copy(
-        update={"detection_min_files": 4, "detection_min_deletions": 5}
+    victim, victim_graph_id = await backed_up_drive_user(
+        h, sim, 20, detection_min_files=4, detection_min_deletions=5
     )
-    await h.discover()
-    async with h.runtime.db.session() as session:
-        await webhook_service.create_endpoint(
-            session,
-            system_principal(h.msp.id),
-            h.runtime.settings,
-            url="https://hooks.example.com/detections",
-            events=["tenant.ransomware_suspected", "tenant.mass_deletion_suspected"],
-            description=None,
-        )
-    victim, victim_graph_id = await drive_user(h, sim)
+    await create_webhook(
+        h.runtime,
+        h.msp.id,
+        "https://hooks.example.com/detections",
+        ["tenant.ransomware_suspected", "tenant.mass_deletion_suspected"],
+    )
     tid = sim.tenant().id
-    add_notes(sim, victim_graph_id, 20)
-    await h.backup(victim, "onedrive")
-    files = sorted(
-        i.id
-        for i in sim.tenant()
-        .drives[sim.tenant().users[victim_graph_id].drive_id or ""]
-        .items.values()
-        if not i.is_folder and not i.deleted
-    )
+    files = drive_files(sim, victim_graph_id)
     # A week of ordinary edits: a few files touched per run, text appended.
     for day in range(7):
         for item_id in files[day % 3 :: 5]:
@@ -197,13 +205,7 @@ async def test_ransomware_raises_once_and_holds_clean_versions(
     # Retention: superseded clean versions of the held account stay; others' go.
     other, other_graph_id = await drive_user(h, sim, skip=1)
     await h.backup(other, "onedrive")
-    other_files = sorted(
-        i.id
-        for i in sim.tenant()
-        .drives[sim.tenant().users[other_graph_id].drive_id or ""]
-        .items.values()
-        if not i.is_folder and not i.deleted
-    )
+    other_files = drive_files(sim, other_graph_id)
     sim.edit_item(tid, other_files[0])
     await h.backup(other, "onedrive")
     await h.set_policy(retention_days=0)
@@ -234,11 +236,7 @@ async def test_mass_deletion_is_raised_against_the_floor(
     engine: EngineHarness, sim: Simulator
 ) -> None:
     h = engine
-    h.runtime.settings = h.runtime.settings.model_copy(update={"detection_min_deletions": 5})
-    await h.discover()
-    victim, victim_graph_id = await drive_user(h, sim)
-    add_notes(sim, victim_graph_id, 20)
-    await h.backup(victim, "onedrive")
+    victim, victim_graph_id = await backed_up_drive_user(h, sim, 20, detection_min_deletions=5)
     tid = sim.tenant().id
     # Two deletions are ordinary housekeeping.
     with sim.engine.world.lock:
@@ -264,11 +262,7 @@ async def test_one_call_restore_brings_the_onedrive_back(
     engine: EngineHarness, sim: Simulator
 ) -> None:
     h = engine
-    h.runtime.settings = h.runtime.settings.model_copy(update={"detection_min_files": 4})
-    await h.discover()
-    victim, victim_graph_id = await drive_user(h, sim)
-    add_notes(sim, victim_graph_id, 10)
-    await h.backup(victim, "onedrive")
+    victim, victim_graph_id = await backed_up_drive_user(h, sim, 10, detection_min_files=4)
     drive = drive_of(h, victim_graph_id)
     clean = files_by_path(drive)
     hit = sim.ransomware(sim.tenant().id, victim_graph_id, 8)

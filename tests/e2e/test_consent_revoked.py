@@ -6,11 +6,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from safekeep.backup.jobs.backup import run_backup_task, start_backup_job
-from safekeep.tenants import outbox
 from safekeep.tenants.models import Job, JobKind, JobTask, WebhookDelivery
-from safekeep.tenants.scope import system_principal
-from safekeep.tenants.webhook import service as webhooks
 from tests.backup.harness import EngineHarness
+from tests.factories import create_webhook
 
 
 async def run_backup(h: EngineHarness) -> Job:
@@ -29,16 +27,12 @@ async def test_revoked_consent_fails_the_backup_with_a_reason_and_is_announced(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    with outbox.collect():
-        async with h.runtime.db.session() as session:
-            await webhooks.create_endpoint(
-                session,
-                system_principal(h.msp.id),
-                h.runtime.settings,
-                url="https://example.com/hooks",
-                events=["tenant.consent_revoked", "backup.failed"],
-                description=None,
-            )
+    await create_webhook(
+        h.runtime,
+        h.msp.id,
+        "https://example.com/hooks",
+        ["tenant.consent_revoked", "backup.failed"],
+    )
     await h.set_policy(services=["contacts"])
     assert (await run_backup(h)).status == "succeeded"
     h.sim.revoke_consent(h.sim_tenant_id)

@@ -8,6 +8,7 @@ import pytest
 
 from safekeep.runtime import Runtime
 from safekeep.workers import context
+from tests.workers.receiver import Receiver, running_receiver
 
 
 @pytest.fixture
@@ -17,3 +18,9 @@ def worker_runtime(runtime: Runtime) -> Iterator[Runtime]:
     context.forget_runtimes()
     yield runtime
     context.forget_runtimes()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as state:
+        yield state

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,18 +28,17 @@ from graphsim import Simulator
 from safekeep.api.app import create_app
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
-from safekeep.tenants import outbox
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery
-from safekeep.tenants.scope import system_principal
 from safekeep.tenants.webhook import service as webhooks
 from safekeep.workers import broker as queue_setup
 from safekeep.workers import context
 from tests.backup.harness import sim_settings
 from tests.e2e.conftest import Deployment, open_deployment
-from tests.factories import create_msp
+from tests.factories import create_msp, create_webhook, emit_event
 from tests.fixtures.app import SentMessages, build_settings
 from tests.fixtures.services import rabbitmq_api
 from tests.fixtures.sim import running_sim
+from tests.workers.receiver import Receiver
 
 WAIT_SECONDS = 30.0
 
@@ -175,36 +171,6 @@ def scaleout_settings(scaleout_settings: Settings) -> Settings:
     return scaleout_settings.model_copy(update={"webhook_allow_private_targets": True})
 
 
-@dataclass
-class Receiver:
-    url: str = ""
-    answers: list[int] = field(default_factory=list)
-    arrivals: list[float] = field(default_factory=list)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            state.arrivals.append(time.monotonic())
-            self.send_response(state.answers.pop(0) if state.answers else 200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.fixture
 def amqp_application(runtime: Runtime, rabbitmq_url: str) -> Iterator[dramatiq.Broker]:
     """Safekeep's own actors bound to RabbitMQ, and worker runtimes built from settings that
@@ -227,21 +193,10 @@ async def test_a_webhook_retry_waits_its_delay_on_rabbitmq(
 ) -> None:
     monkeypatch.setattr(webhooks, "RETRY_DELAYS", (1,))  # 30 s in production
     msp = await create_msp(runtime)
-    with outbox.collect() as box:
-        async with runtime.db.session() as session:
-            await webhooks.create_endpoint(
-                session,
-                system_principal(msp.id),
-                runtime.settings,
-                url=receiver.url,
-                events=["backup.completed"],
-                description=None,
-            )
-            (delivery,) = await webhooks.emit(
-                session, msp_id=msp.id, event_type="backup.completed", data={"job_id": "j1"}
-            )
+    await create_webhook(runtime, msp.id, receiver.url, ["backup.completed"])
+    (delivery,), messages = await emit_event(runtime, msp.id, "backup.completed", {"job_id": "j1"})
     receiver.answers = [500, 200]
-    queue_setup.send_messages(box.messages)  # what the unit of work does after its commit
+    queue_setup.send_messages(messages)  # what the unit of work does after its commit
     with running_worker(amqp_application, "webhooks"):
         deadline = time.monotonic() + WAIT_SECONDS
         row = None

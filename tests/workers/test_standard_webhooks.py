@@ -15,31 +15,21 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from safekeep.runtime import Runtime
-from safekeep.tenants import outbox
 from safekeep.tenants.models import WebhookEndpoint
-from safekeep.tenants.scope import system_principal
 from safekeep.tenants.webhook import service as webhooks
-from tests.factories import create_msp
+from tests.factories import create_msp, create_webhook, emit_event
 
 
 async def rendered_delivery(runtime: Runtime) -> tuple[str, bytes, dict[str, str]]:
     msp = await create_msp(runtime)
-    with outbox.collect():
-        async with runtime.db.session() as session:
-            endpoint, secret = await webhooks.create_endpoint(
-                session,
-                system_principal(msp.id),
-                runtime.settings,
-                url="https://partner.example.com/hooks",
-                events=["backup.completed"],
-                description=None,
-            )
-            (delivery,) = await webhooks.emit(
-                session, msp_id=msp.id, event_type="backup.completed", data={"job_id": "j1"}
-            )
-            row = await session.get(WebhookEndpoint, endpoint.id)
-            assert row is not None
-            body, headers = webhooks.render(runtime.settings, row, delivery)
+    endpoint, secret = await create_webhook(
+        runtime, msp.id, "https://partner.example.com/hooks", ["backup.completed"]
+    )
+    (delivery,), _messages = await emit_event(runtime, msp.id, "backup.completed", {"job_id": "j1"})
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookEndpoint, endpoint.id)
+        assert row is not None
+        body, headers = webhooks.render(runtime.settings, row, delivery)
     return secret, body, headers
 
 

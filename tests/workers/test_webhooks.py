@@ -5,58 +5,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
-from safekeep.tenants import outbox
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery
 from safekeep.tenants.webhook import service as webhooks
 from safekeep.workers.webhooks import deliver
-from tests.factories import create_msp
+from tests.factories import create_msp, create_webhook, emit_event
 from tests.fixtures.app import SentMessages
+from tests.workers.receiver import Receiver
 
 
 @pytest.fixture
 def scaleout_settings(scaleout_settings: Settings) -> Settings:
     """These tests' receivers listen on loopback, which webhooks refuse unless told."""
     return scaleout_settings.model_copy(update={"webhook_allow_private_targets": True})
-
-
-@dataclass
-class Receiver:
-    url: str
-    answers: list[int]
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="", answers=[])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(state.answers.pop(0) if state.answers else 200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -79,12 +46,8 @@ async def test_delivery_is_signed_retried_and_recorded(
     )
     secret = r.json()["secret"]
     webhook_id = r.json()["id"]
-    with outbox.collect() as box:
-        async with runtime.db.session() as session:
-            (delivery,) = await webhooks.emit(
-                session, msp_id=msp.id, event_type="backup.completed", data={"job_id": "j1"}
-            )
-    assert [m.actor for m in box.messages] == ["deliver_webhook"]
+    (delivery,), messages = await emit_event(runtime, msp.id, "backup.completed", {"job_id": "j1"})
+    assert [m.actor for m in messages] == ["deliver_webhook"]
     receiver.answers = [500]
     await deliver(str(delivery.id))
     async with runtime.db.session() as session:
@@ -120,21 +83,8 @@ async def test_delivery_gives_up_after_the_last_retry(
 ) -> None:
     runtime = worker_runtime
     msp = await create_msp(runtime)
-    with outbox.collect():
-        async with runtime.db.session() as session:
-            from safekeep.tenants.scope import system_principal
-
-            await webhooks.create_endpoint(
-                session,
-                system_principal(msp.id),
-                runtime.settings,
-                url=receiver.url,
-                events=["export.ready"],
-                description=None,
-            )
-            (delivery,) = await webhooks.emit(
-                session, msp_id=msp.id, event_type="export.ready", data={}
-            )
+    await create_webhook(runtime, msp.id, receiver.url, ["export.ready"])
+    (delivery,), _messages = await emit_event(runtime, msp.id, "export.ready")
     receiver.answers = [503] * 10
     for _ in range(len(webhooks.RETRY_DELAYS) + 1):
         await deliver(str(delivery.id))
@@ -149,21 +99,8 @@ async def test_delivery_gives_up_after_the_last_retry(
 async def test_unreachable_endpoint_is_an_attempt_not_a_crash(worker_runtime: Runtime) -> None:
     runtime = worker_runtime
     msp = await create_msp(runtime)
-    with outbox.collect():
-        async with runtime.db.session() as session:
-            from safekeep.tenants.scope import system_principal
-
-            await webhooks.create_endpoint(
-                session,
-                system_principal(msp.id),
-                runtime.settings,
-                url="http://127.0.0.1:9/nothing",
-                events=["export.ready"],
-                description=None,
-            )
-            (delivery,) = await webhooks.emit(
-                session, msp_id=msp.id, event_type="export.ready", data={}
-            )
+    await create_webhook(runtime, msp.id, "http://127.0.0.1:9/nothing", ["export.ready"])
+    (delivery,), _messages = await emit_event(runtime, msp.id, "export.ready")
     await deliver(str(delivery.id))
     async with runtime.db.session() as session:
         row = await session.get(WebhookDelivery, delivery.id)
