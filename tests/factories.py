@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,11 +20,13 @@ from safekeep.tenants.models import (
     AccountKind,
     AccountState,
     ConsentState,
+    GraphSubscription,
     Job,
     JobKind,
     JobStatus,
     Snapshot,
     SnapshotStatus,
+    SubscriptionStatus,
     Tenant,
     WebhookDelivery,
     WebhookEndpoint,
@@ -32,6 +35,7 @@ from safekeep.tenants.models import (
 from safekeep.tenants.msp import service as msp_service
 from safekeep.tenants.outbox import Message
 from safekeep.tenants.scope import Scope, system_principal
+from safekeep.tenants.subscription.service import hash_client_state
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.webhook import service as webhook_service
 
@@ -145,14 +149,57 @@ async def create_account(
     return account
 
 
+async def add_job(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    kind: JobKind = JobKind.backup,
+    status: JobStatus = JobStatus.succeeded,
+    **fields: Any,
+) -> Job:
+    """A job row in the state a test needs (running, queued, long untouched...), as the
+    scheduler and the workers would find it; ``fields`` sets the rest (trigger, times)."""
+    job = Job(
+        tenant_id=tenant_id, kind=kind, status=status, params=fields.pop("params", {}), **fields
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
 async def add_finished_job(
     session: AsyncSession, tenant_id: uuid.UUID, kind: JobKind = JobKind.backup
 ) -> Job:
     """A job that already succeeded, for rows (snapshots, exports) that must name one."""
-    job = Job(tenant_id=tenant_id, kind=kind, status=JobStatus.succeeded, params={})
-    session.add(job)
-    await session.flush()
-    return job
+    return await add_job(session, tenant_id, kind=kind)
+
+
+async def add_subscription(
+    runtime: Runtime,
+    tenant: Tenant,
+    account: Account,
+    service: str = "mail",
+    *,
+    client_state: str = "state",
+    dirty_for: timedelta | None = None,
+) -> GraphSubscription:
+    """An active Graph change subscription of one account's mailbox, as the sync leaves it
+    (two days to expiry, renewal due in one); ``dirty_for`` marks it notified that long ago."""
+    async with runtime.db.session() as session:
+        row = GraphSubscription(
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service=service,
+            resource=f"users/{account.graph_id}/messages",
+            subscription_id=str(uuid.uuid4()),
+            client_state_hash=hash_client_state(client_state),
+            status=SubscriptionStatus.active,
+            expires_at=utcnow() + timedelta(days=2),
+            next_action_at=utcnow() + timedelta(days=1),
+            dirty_since=None if dirty_for is None else utcnow() - dirty_for,
+        )
+        session.add(row)
+    return row
 
 
 async def add_backup(

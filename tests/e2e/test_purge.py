@@ -140,13 +140,12 @@ async def test_retention_removes_old_versions_and_keeps_current_ones(engine: Eng
 
 async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
     from safekeep.backup.jobs.lifecycle import RetryLater
-    from safekeep.tenants.models import Job, JobStatus
+    from safekeep.tenants.models import JobStatus
+    from tests.factories import add_job
 
     h = engine
     async with h.runtime.db.session() as session:
-        session.add(
-            Job(tenant_id=h.tenant.id, kind=JobKind.backup, status=JobStatus.running, params={})
-        )
+        await add_job(session, h.tenant.id, status=JobStatus.running)
     job = await h.start_job(JobKind.purge, {"retention": True})
     with pytest.raises(RetryLater):
         await run_purge_job(h.runtime, str(job.id))

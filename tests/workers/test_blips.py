@@ -15,9 +15,9 @@ from sqlalchemy import exc as sa_exc
 from safekeep.backup.jobs import backup as jobs
 from safekeep.runtime import Runtime
 from safekeep.storage.errors import BlobStoreUnavailable
-from safekeep.tenants.models import Job, JobKind, JobStatus, JobTask, JobTrigger, TaskStatus
+from safekeep.tenants.models import JobStatus, JobTask, JobTrigger, TaskStatus
 from safekeep.workers import context, scheduler
-from tests.factories import create_account, create_msp, create_tenant
+from tests.factories import add_job, create_account, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
 from tests.workers.test_scheduler import _due
 
@@ -76,15 +76,7 @@ async def _running_task(runtime: Runtime) -> uuid.UUID:
     tenant = await create_tenant(runtime, msp)
     account = await create_account(runtime, tenant)
     async with runtime.db.session() as session:
-        job = Job(
-            tenant_id=tenant.id,
-            kind=JobKind.backup,
-            trigger=JobTrigger.manual,
-            status=JobStatus.running,
-            params={},
-        )
-        session.add(job)
-        await session.flush()
+        job = await add_job(session, tenant.id, status=JobStatus.running, trigger=JobTrigger.manual)
         task = JobTask(job_id=job.id, tenant_id=tenant.id, account_id=account.id, service="mail")
         session.add(task)
     return task.id

@@ -16,39 +16,15 @@ from safekeep.tenants.models import (
     Account,
     GraphSubscription,
     Job,
-    JobKind,
     JobStatus,
     JobTrigger,
-    SubscriptionStatus,
-    Tenant,
     utcnow,
 )
 from safekeep.tenants.subscription import repository as subscription_repository
 from safekeep.tenants.subscription import service as subscription_service
-from safekeep.tenants.subscription.service import hash_client_state
 from safekeep.workers.scheduler import back_up_changes, sync_subscriptions
-from tests.factories import create_account, create_msp, create_tenant
+from tests.factories import add_job, add_subscription, create_account, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
-
-
-async def subscribe(
-    runtime: Runtime, tenant: Tenant, account: Account, service: str, dirty_for: timedelta
-) -> GraphSubscription:
-    async with runtime.db.session() as session:
-        row = GraphSubscription(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service=service,
-            resource=f"users/{account.graph_id}/messages",
-            subscription_id=str(uuid.uuid4()),
-            client_state_hash=hash_client_state("state"),
-            status=SubscriptionStatus.active,
-            expires_at=utcnow() + timedelta(days=2),
-            next_action_at=utcnow() + timedelta(days=1),
-            dirty_since=utcnow() - dirty_for,
-        )
-        session.add(row)
-    return row
 
 
 async def dirty_since(runtime: Runtime, row: GraphSubscription) -> object:
@@ -66,18 +42,15 @@ async def test_marks_wait_for_a_running_scheduled_backup_and_go_in_the_next_roun
     tenant = await create_tenant(runtime, msp, policy={"rpo_minutes": 15})
     user = await create_account(runtime, tenant)
     # Dirty far beyond the rpo: the deadline has passed, yet a backup of this tenant runs.
-    mail = await subscribe(runtime, tenant, user, "mail", timedelta(hours=1))
-    drive = await subscribe(runtime, tenant, user, "onedrive", timedelta(minutes=5))
+    mail = await add_subscription(runtime, tenant, user, "mail", dirty_for=timedelta(hours=1))
+    drive = await add_subscription(
+        runtime, tenant, user, "onedrive", dirty_for=timedelta(minutes=5)
+    )
     first_mark = await dirty_since(runtime, mail)
     async with runtime.db.session() as session:
-        scheduled = Job(
-            tenant_id=tenant.id,
-            kind=JobKind.backup,
-            trigger=JobTrigger.scheduled,
-            status=JobStatus.running,
-            params={},
+        scheduled = await add_job(
+            session, tenant.id, status=JobStatus.running, trigger=JobTrigger.scheduled
         )
-        session.add(scheduled)
     for _tick in range(3):
         assert await back_up_changes() == 0
     assert sent.actors() == []
@@ -110,11 +83,11 @@ async def test_a_busy_tenant_does_not_crowd_out_another(
     quiet = await create_tenant(runtime, msp, name="Quiet", policy={"rpo_minutes": 15})
     for n in range(3):
         account = await create_account(runtime, busy, name=f"Busy User{n}")
-        await subscribe(runtime, busy, account, "mail", timedelta(hours=2))
+        await add_subscription(runtime, busy, account, "mail", dirty_for=timedelta(hours=2))
     other = await create_account(runtime, quiet)
-    waiting = await subscribe(runtime, quiet, other, "mail", timedelta(hours=1))
+    waiting = await add_subscription(runtime, quiet, other, "mail", dirty_for=timedelta(hours=1))
     async with runtime.db.session() as session:
-        session.add(Job(tenant_id=busy.id, kind=JobKind.backup, status=JobStatus.queued, params={}))
+        await add_job(session, busy.id, status=JobStatus.queued)
     async with runtime.db.session() as session:
         # The busy tenant's older rows are left out before the limit is applied.
         rows = await subscription_repository.dirty_with_rpo(session, utcnow(), 1)
@@ -177,23 +150,23 @@ async def test_slow_incrementals_start_earlier_and_one_round_takes_every_dirty_r
     now = utcnow()
     async with runtime.db.session() as session:
         for took in (timedelta(minutes=3), timedelta(minutes=6)):
-            session.add(
-                Job(
-                    tenant_id=tenant.id,
-                    kind=JobKind.backup,
-                    trigger=JobTrigger.change,
-                    status=JobStatus.succeeded,
-                    params={},
-                    created_at=now - timedelta(hours=2),
-                    finished_at=now - timedelta(hours=2) + took,
-                )
+            await add_job(
+                session,
+                tenant.id,
+                trigger=JobTrigger.change,
+                created_at=now - timedelta(hours=2),
+                finished_at=now - timedelta(hours=2) + took,
             )
     async with runtime.db.session() as session:
         assert await subscription_service.incremental_margin(session, tenant.id) == timedelta(
             minutes=6
         )
-    old = await subscribe(runtime, tenant, user, "mail", timedelta(minutes=7, seconds=30))
-    fresh = await subscribe(runtime, tenant, second, "onedrive", timedelta(seconds=5))
+    old = await add_subscription(
+        runtime, tenant, user, "mail", dirty_for=timedelta(minutes=7, seconds=30)
+    )
+    fresh = await add_subscription(
+        runtime, tenant, second, "onedrive", dirty_for=timedelta(seconds=5)
+    )
     debounce, tick = timedelta(hours=1), timedelta(minutes=1)
 
     async def round_at(offset: timedelta) -> list[uuid.UUID]:

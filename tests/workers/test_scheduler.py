@@ -12,7 +12,7 @@ from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger, Tenant, utcnow
 from safekeep.tenants.schedule import service as schedule
 from safekeep.workers.scheduler import recover_lost_jobs
-from tests.factories import create_msp, create_tenant
+from tests.factories import add_job, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
 
 
@@ -101,9 +101,7 @@ async def test_not_due_unconsented_or_still_running_tenants_wait(
     busy = await create_tenant(runtime, msp)
     await _due(runtime, busy)
     async with runtime.db.session() as session:
-        session.add(
-            Job(tenant_id=busy.id, kind=JobKind.backup, status=JobStatus.running, params={})
-        )
+        await add_job(session, busy.id, status=JobStatus.running)
     async with unit_of_work(runtime) as session:
         started = await schedule.enqueue_due(session)
     assert started == []
@@ -114,23 +112,18 @@ async def test_lost_jobs_are_sent_again(worker_runtime: Runtime, sent: SentMessa
     runtime = worker_runtime
     msp = await create_msp(runtime)
     tenant = await create_tenant(runtime, msp)
+    an_hour_ago = utcnow() - timedelta(hours=1)
     async with runtime.db.session() as session:
-        old = Job(
-            tenant_id=tenant.id,
+        old = await add_job(
+            session,
+            tenant.id,
             kind=JobKind.restore,
             status=JobStatus.queued,
-            params={},
-            updated_at=utcnow() - timedelta(hours=1),
+            updated_at=an_hour_ago,
         )
-        fresh = Job(tenant_id=tenant.id, kind=JobKind.export, status=JobStatus.queued, params={})
-        done = Job(
-            tenant_id=tenant.id,
-            kind=JobKind.backup,
-            status=JobStatus.succeeded,
-            params={},
-            updated_at=utcnow() - timedelta(hours=1),
-        )
-        session.add_all([old, fresh, done])
+        await add_job(session, tenant.id, kind=JobKind.export, status=JobStatus.queued)
+        # finished long ago: nothing to recover
+        await add_job(session, tenant.id, status=JobStatus.succeeded, updated_at=an_hour_ago)
     assert await recover_lost_jobs() == 1
     assert [(m.actor, m.args) for m in sent.messages] == [("run_restore", (str(old.id),))]
     # touched: the next tick does not send it again straight away
