@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,10 +21,17 @@ from safekeep.api.app import create_app
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
 from safekeep.backup.subscriptions import sync_tenant
 from safekeep.runtime import Runtime
-from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import GraphSubscription, Job, SubscriptionStatus, utcnow
+from safekeep.tenants.models import (
+    Account,
+    GraphSubscription,
+    Job,
+    JobStatus,
+    SubscriptionStatus,
+    utcnow,
+)
+from safekeep.tenants.outbox import Message
 from safekeep.tenants.subscription import repository as subscription_repository
 from safekeep.tenants.subscription import service as subscription_service
 from tests.backup.harness import EngineHarness
@@ -36,10 +44,11 @@ MIME = (
 
 
 @contextmanager
-def live_api(settings: Settings) -> Iterator[str]:
+def live_api(h: EngineHarness) -> Iterator[str]:
     """Safekeep's API on a loopback port, on its own thread and event loop, so graphsim can
-    call the public notification endpoints as Graph would."""
-    runtime = Runtime.build(settings, send=lambda messages: None)
+    call the public notification endpoints as Graph would; the engine's settings point the
+    subscriptions it makes at it."""
+    runtime = Runtime.build(h.runtime.settings, send=lambda messages: None)
     port = free_port()
     config = uvicorn.Config(
         create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning"
@@ -51,8 +60,10 @@ def live_api(settings: Settings) -> Iterator[str]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
         time.sleep(0.02)
+    api = f"http://127.0.0.1:{port}"
+    h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield api
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -70,6 +81,44 @@ async def wait_for(check: object, seconds: float = 10.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+async def enqueue_changes(h: EngineHarness) -> tuple[list[uuid.UUID], list[Message]]:
+    """One scheduler round with no debounce: the jobs started for dirty rows, and the messages
+    their committed unit of work hands the queue."""
+    with outbox.collect() as box:
+        async with h.runtime.db.session() as session:
+            started = await subscription_service.enqueue_changed(session, debounce=timedelta(0))
+    return started, box.messages
+
+
+async def finish(h: EngineHarness, job_id: uuid.UUID) -> None:
+    """Mark a started job done without running it, so the next change may start another."""
+    async with h.runtime.db.session() as session:
+        job = await session.get(Job, job_id)
+        assert job is not None
+        job.status = JobStatus.succeeded
+
+
+async def job_params(h: EngineHarness, job_id: uuid.UUID) -> dict[str, object]:
+    async with h.runtime.db.session() as session:
+        job = await session.get(Job, job_id)
+    assert job is not None
+    return job.params
+
+
+async def make_due_for_renewal(h: EngineHarness, stored: list[GraphSubscription]) -> None:
+    async with h.runtime.db.session() as session:
+        for r in stored:
+            row = await session.get(GraphSubscription, r.id)
+            assert row is not None
+            row.next_action_at = utcnow() - timedelta(seconds=1)
+
+
+async def backed_up_ids(h: EngineHarness, account: Account, service: str, kind: str) -> set[str]:
+    """The external ids of the account's items of ``kind`` in the catalog now."""
+    async with h.runtime.db.session() as session:
+        return set(await catalog.open_external_ids(session, account.id, service, [kind]))
 
 
 def sim_subscriptions(sim: Simulator) -> list[dict[str, object]]:
@@ -94,8 +143,7 @@ async def test_notifications_drive_debounced_incrementals(
     scaleout_engine: EngineHarness, sim: Simulator
 ) -> None:
     h = scaleout_engine
-    with live_api(h.runtime.settings) as api:
-        h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
+    with live_api(h) as api:
         found = await h.discover()
         accounts = [a for a in found if a.kind == "user" and a.protected]
         sites = [a for a in found if a.kind == "site" and a.protected]
@@ -128,14 +176,9 @@ async def test_notifications_drive_debounced_incrementals(
         async with h.runtime.db.session() as session:
             assert await subscription_repository.tenants_needing_sync(session, utcnow(), 10) == []
 
-        with outbox.collect():
-            async with h.runtime.db.session() as session:
-                first = await subscription_service.enqueue_changed(session, debounce=timedelta(0))
+        first, _messages = await enqueue_changes(h)
         assert len(first) == 1
-        async with h.runtime.db.session() as session:
-            job = await session.get(Job, first[0])
-            assert job is not None
-            job.status = "succeeded"  # type: ignore[assignment]
+        await finish(h, first[0])
         user = accounts[0]
         await h.backup(user, "mail")
 
@@ -151,26 +194,19 @@ async def test_notifications_drive_debounced_incrementals(
         await wait_for(mailbox_dirty)
         dirty = [(r.account_id, r.service) for r in await rows(h) if r.dirty_since is not None]
         assert dirty == [(user.id, "mail")]
-        with outbox.collect() as box:
-            async with h.runtime.db.session() as session:
-                started = await subscription_service.enqueue_changed(session, debounce=timedelta(0))
-        assert len(started) == 1 and [m.actor for m in box.messages] == ["run_backup"]
-        async with h.runtime.db.session() as session:
-            job = await session.get(Job, started[0])
-        assert job is not None
-        assert job.params == {"account_ids": [str(user.id)], "services": ["mail"]}
+        started, messages = await enqueue_changes(h)
+        assert len(started) == 1 and [m.actor for m in messages] == ["run_backup"]
+        assert await job_params(h, started[0]) == {
+            "account_ids": [str(user.id)],
+            "services": ["mail"],
+        }
         run, _skipped = await h.backup(user, "mail")
         assert run.counters.added >= 1
-        async with h.runtime.db.session() as session:
-            have = await catalog.open_external_ids(session, user.id, "mail", ["message"])
-        assert mid in have
+        assert mid in await backed_up_ids(h, user, "mail", "message")
 
         # Renewal before expiry: a PATCH at Graph, a later expiry here.
         mail_row = next(r for r in await rows(h) if r.account_id == user.id and r.service == "mail")
-        async with h.runtime.db.session() as session:
-            row = await session.get(GraphSubscription, mail_row.id)
-            assert row is not None
-            row.next_action_at = utcnow() - timedelta(seconds=1)
+        await make_due_for_renewal(h, [mail_row])
         renewed = await sync_tenant(h.runtime, str(h.tenant.id))
         assert (renewed.renewed, renewed.created) == (1, 0)
         after = next(r for r in await rows(h) if r.id == mail_row.id)
@@ -216,8 +252,7 @@ async def test_a_site_is_subscribed_per_library_and_list_and_backed_up_on_change
     scaleout_engine: EngineHarness, sim: Simulator
 ) -> None:
     h = scaleout_engine
-    with live_api(h.runtime.settings) as api:
-        h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
+    with live_api(h):
         site = next(a for a in await h.discover() if a.kind == "site" and a.protected)
         wanted = site_resources(sim, site.graph_id)
         assert any(r.startswith("drives/") for r in wanted)
@@ -237,13 +272,8 @@ async def test_a_site_is_subscribed_per_library_and_list_and_backed_up_on_change
         assert {at_graph[r]["changeType"] for r in wanted} == {"updated"}
 
         # The first incremental after subscribing, then a baseline of the site.
-        with outbox.collect():
-            async with h.runtime.db.session() as session:
-                first = await subscription_service.enqueue_changed(session, debounce=timedelta(0))
-        async with h.runtime.db.session() as session:
-            job = await session.get(Job, first[0])
-            assert job is not None
-            job.status = "succeeded"  # type: ignore[assignment]
+        first, _messages = await enqueue_changes(h)
+        await finish(h, first[0])
         await h.backup(site, "sharepoint")
 
         # A list item added at Graph: the list's subscription notifies, the site is dirty.
@@ -257,26 +287,18 @@ async def test_a_site_is_subscribed_per_library_and_list_and_backed_up_on_change
         await wait_for(site_dirty)
         dirty = {(r.account_id, r.service) for r in await rows(h) if r.dirty_since is not None}
         assert dirty == {(site.id, "sharepoint")}
-        with outbox.collect():
-            async with h.runtime.db.session() as session:
-                started = await subscription_service.enqueue_changed(session, debounce=timedelta(0))
+        started, _messages = await enqueue_changes(h)
         assert len(started) == 1
-        async with h.runtime.db.session() as session:
-            job = await session.get(Job, started[0])
-        assert job is not None
-        assert job.params == {"account_ids": [str(site.id)], "services": ["sharepoint"]}
+        assert await job_params(h, started[0]) == {
+            "account_ids": [str(site.id)],
+            "services": ["sharepoint"],
+        }
         run, _skipped = await h.backup(site, "sharepoint")
         assert run.counters.added >= 1
-        async with h.runtime.db.session() as session:
-            have = await catalog.open_external_ids(session, site.id, "sharepoint", ["list_item"])
-        assert f"list:{tracker}:{item}" in have
+        assert f"list:{tracker}:{item}" in await backed_up_ids(h, site, "sharepoint", "list_item")
 
         # Renewal: each of the site's rows is PATCHed, none re-created.
-        async with h.runtime.db.session() as session:
-            for r in mine:
-                row = await session.get(GraphSubscription, r.id)
-                assert row is not None
-                row.next_action_at = utcnow() - timedelta(seconds=1)
+        await make_due_for_renewal(h, mine)
         renewed = await sync_tenant(h.runtime, str(h.tenant.id))
         assert (renewed.renewed, renewed.created, renewed.deleted) == (len(wanted), 0, 0)
         after = {r.id: r for r in of_site(await rows(h))}
@@ -291,11 +313,7 @@ async def test_a_site_is_subscribed_per_library_and_list_and_backed_up_on_change
         with sim.engine.world.lock:
             tenant = sim.tenant()
             ops.delete_list(tenant, tenant.sites[site.graph_id], tenant.lists[tracker])
-        async with h.runtime.db.session() as session:
-            for r in mine:
-                row = await session.get(GraphSubscription, r.id)
-                assert row is not None
-                row.next_action_at = utcnow() - timedelta(seconds=1)
+        await make_due_for_renewal(h, mine)
         pruned = await sync_tenant(h.runtime, str(h.tenant.id))
         assert (pruned.renewed, pruned.created, pruned.deleted) == (len(wanted) - 1, 0, 1)
         left = {r.resource for r in of_site(await rows(h))}
