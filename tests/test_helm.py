@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from graphsim.entra import admin_upn
 from safekeep.backup.subscriptions import LIFECYCLE_PATH, NOTIFICATIONS_PATH
 from safekeep.cli import app as cli_app
 from safekeep.settings import DEV_APP_CLIENT_ID, DEV_MASTER_KEY, Environment, Settings
+from tests.fixtures.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -112,18 +112,23 @@ FULL_VALUES: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def helm(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run helm with its cache and config kept out of the user's home."""
-    binary = subprocess.run(
-        [str(ROOT / "scripts" / "helm"), "--install-only"],
+def installed(tool: str) -> str:
+    """The path of a pinned tool, fetched on first use by its script under scripts/."""
+    return subprocess.run(
+        [str(ROOT / "scripts" / tool), "--install-only"],
         capture_output=True,
         text=True,
         check=True,
         timeout=1100,
     ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def helm(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run helm with its cache and config kept out of the user's home."""
+    binary = installed("helm")
     home = tmp_path_factory.mktemp("helm-home")
     env = {
         **os.environ,
@@ -652,13 +657,6 @@ def test_oldest_supported_kubernetes(
     assert "kubeVersion" in old.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_the_api_command_enqueues_jobs_on_the_broker(
     render: Callable[..., list[dict[str, Any]]],
     postgres_url: str,
@@ -780,13 +778,7 @@ def kubeconform(
                 definitions = (target / "_definitions.json").as_uri()
                 text = schema.read_text().replace('"/api/_definitions.json#', f'"{definitions}#')
                 (target / schema.name).write_text(text)
-    binary = subprocess.run(
-        [str(ROOT / "scripts" / "kubeconform"), "--install-only"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=1100,
-    ).stdout.strip()
+    binary = installed("kubeconform")
     location = str(
         schemas
         / "{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}"

@@ -15,7 +15,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.fixtures.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -136,12 +137,6 @@ def test_the_final_stage_installs_nothing_and_copies_only_the_built_app() -> Non
         assert copy.startswith(f"--from={BUILD.name} ") and copy.endswith(" /app /app"), copy
     build_runs = " ".join(rest for keyword, rest in BUILD.instructions if keyword == "RUN")
     assert "uv sync --frozen --no-dev" in build_runs, "the image installs exactly uv.lock"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def replay_build_stage(app_dir: Path, python: str) -> None:
