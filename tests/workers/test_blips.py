@@ -19,7 +19,7 @@ from safekeep.tenants.models import JobStatus, JobTask, JobTrigger, TaskStatus
 from safekeep.workers import context, scheduler
 from tests.factories import add_job, create_account, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
-from tests.workers.test_scheduler import _due
+from tests.workers.test_scheduler import due_tenant
 
 
 def _database_down() -> sa_exc.OperationalError:
@@ -30,9 +30,7 @@ async def test_a_failing_step_does_not_cost_the_others(
     worker_runtime: Runtime, sent: SentMessages, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = worker_runtime
-    msp = await create_msp(runtime)
-    tenant = await create_tenant(runtime, msp, policy={"backups_per_day": 4})
-    await _due(runtime, tenant)
+    await due_tenant(runtime)
 
     async def down() -> int:
         raise _database_down()

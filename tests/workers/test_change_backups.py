@@ -18,6 +18,7 @@ from safekeep.tenants.models import (
     Job,
     JobStatus,
     JobTrigger,
+    Tenant,
     utcnow,
 )
 from safekeep.tenants.subscription import repository as subscription_repository
@@ -25,6 +26,13 @@ from safekeep.tenants.subscription import service as subscription_service
 from safekeep.workers.scheduler import back_up_changes, sync_subscriptions
 from tests.factories import add_job, add_subscription, create_account, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
+
+
+async def rpo_tenant(runtime: Runtime, **policy: object) -> Tenant:
+    """A tenant of a new MSP under continuous protection: its policy asks for a 15-minute
+    rpo (and whatever else ``policy`` sets)."""
+    msp = await create_msp(runtime)
+    return await create_tenant(runtime, msp, policy={"rpo_minutes": 15, **policy})
 
 
 async def dirty_since(runtime: Runtime, row: GraphSubscription) -> object:
@@ -38,8 +46,7 @@ async def test_marks_wait_for_a_running_scheduled_backup_and_go_in_the_next_roun
     worker_runtime: Runtime, sent: SentMessages
 ) -> None:
     runtime = worker_runtime
-    msp = await create_msp(runtime)
-    tenant = await create_tenant(runtime, msp, policy={"rpo_minutes": 15})
+    tenant = await rpo_tenant(runtime)
     user = await create_account(runtime, tenant)
     # Dirty far beyond the rpo: the deadline has passed, yet a backup of this tenant runs.
     mail = await add_subscription(runtime, tenant, user, "mail", dirty_for=timedelta(hours=1))
@@ -101,8 +108,7 @@ async def test_a_user_graph_cannot_notify_about_costs_no_sync_per_tick(
     worker_runtime: Runtime, sent: SentMessages
 ) -> None:
     runtime = worker_runtime
-    msp = await create_msp(runtime)
-    tenant = await create_tenant(runtime, msp, policy={"rpo_minutes": 15})
+    tenant = await rpo_tenant(runtime)
     bare = await create_account(runtime, tenant, name="No Mailbox")
     async with runtime.db.session() as session:
         found = await session.get(Account, bare.id)
@@ -127,10 +133,7 @@ async def test_a_policy_without_notifiable_services_costs_no_sync_per_tick(
     worker_runtime: Runtime, sent: SentMessages
 ) -> None:
     runtime = worker_runtime
-    msp = await create_msp(runtime)
-    tenant = await create_tenant(
-        runtime, msp, policy={"rpo_minutes": 15, "services": ["sharepoint"]}
-    )
+    tenant = await rpo_tenant(runtime, services=["sharepoint"])
     await create_account(runtime, tenant)
     assert await sync_subscriptions() == 0
     assert sent.actors() == []
@@ -143,8 +146,7 @@ async def test_slow_incrementals_start_earlier_and_one_round_takes_every_dirty_r
     last ones taking 6 minutes, a 15-minute rpo and a 1-minute tick start a dirty account
     after 8 minutes, not after 12. The round takes the tenant's fresher rows too."""
     runtime = worker_runtime
-    msp = await create_msp(runtime)
-    tenant = await create_tenant(runtime, msp, policy={"rpo_minutes": 15})
+    tenant = await rpo_tenant(runtime)
     user = await create_account(runtime, tenant)
     second = await create_account(runtime, tenant, name="Second User")
     now = utcnow()

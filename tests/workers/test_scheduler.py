@@ -31,13 +31,20 @@ async def _due(runtime: Runtime, tenant: Tenant) -> None:
         row.next_backup_at = utcnow() - timedelta(minutes=1)
 
 
+async def due_tenant(runtime: Runtime) -> Tenant:
+    """A tenant of a new MSP backed up four times a day, whose next backup was due a minute
+    ago: what the scheduler's next tick must start."""
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp, policy={"backups_per_day": 4})
+    await _due(runtime, tenant)
+    return tenant
+
+
 async def test_replicas_enqueue_a_due_tenant_once(
     worker_runtime: Runtime, sent: SentMessages
 ) -> None:
     runtime = worker_runtime
-    msp = await create_msp(runtime)
-    tenant = await create_tenant(runtime, msp, policy={"backups_per_day": 4})
-    await _due(runtime, tenant)
+    tenant = await due_tenant(runtime)
 
     async def replica() -> list[object]:
         async with unit_of_work(runtime) as session:
@@ -65,9 +72,7 @@ async def test_a_replica_that_read_after_the_claim_does_not_claim_the_next_slot(
     from safekeep.tenants.tenant import repository as tenant_repository
 
     runtime = worker_runtime
-    msp = await create_msp(runtime)
-    tenant = await create_tenant(runtime, msp, policy={"backups_per_day": 4})
-    await _due(runtime, tenant)
+    tenant = await due_tenant(runtime)
     now = utcnow()
     async with unit_of_work(runtime) as session:
         row = await session.get(Tenant, tenant.id)
