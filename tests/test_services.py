@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,6 +39,7 @@ from tests.fixtures.services import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import PutObjectOutputTypeDef
 
 
 def _dsn(url: str) -> str:
@@ -293,6 +294,20 @@ def test_s3_presigned_url_and_multipart_upload(s3_client: S3Client, s3_bucket: s
     assert httpx.get(url.replace("Signature=", "Signature=0"), timeout=30).status_code == 403
 
 
+def put_locked(
+    s3_client: S3Client,
+    bucket: str,
+    key: str,
+    body: bytes,
+    mode: Literal["GOVERNANCE", "COMPLIANCE"],
+    until: datetime,
+) -> PutObjectOutputTypeDef:
+    """Write one object version that the bucket's object lock holds in ``mode`` until then."""
+    return s3_client.put_object(
+        Bucket=bucket, Key=key, Body=body, ObjectLockMode=mode, ObjectLockRetainUntilDate=until
+    )
+
+
 def test_s3_object_lock_governance(s3_client: S3Client, s3_locked_bucket: str) -> None:
     bucket = s3_locked_bucket
     assert s3_client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
@@ -300,13 +315,7 @@ def test_s3_object_lock_governance(s3_client: S3Client, s3_locked_bucket: str) -
     assert lock["ObjectLockEnabled"] == "Enabled"
 
     until = datetime.now(UTC) + timedelta(hours=1)
-    first = s3_client.put_object(
-        Bucket=bucket,
-        Key="blob",
-        Body=b"v1",
-        ObjectLockMode="GOVERNANCE",
-        ObjectLockRetainUntilDate=until,
-    )
+    first = put_locked(s3_client, bucket, "blob", b"v1", "GOVERNANCE", until)
     second = s3_client.put_object(Bucket=bucket, Key="blob", Body=b"v2")
     assert first["VersionId"] != second["VersionId"]
     old = s3_client.get_object(Bucket=bucket, Key="blob", VersionId=first["VersionId"])
@@ -335,13 +344,7 @@ def test_s3_object_lock_compliance_and_legal_hold(
 ) -> None:
     bucket = s3_locked_bucket
     until = datetime.now(UTC) + timedelta(seconds=3)
-    put = s3_client.put_object(
-        Bucket=bucket,
-        Key="chunk",
-        Body=b"kept",
-        ObjectLockMode="COMPLIANCE",
-        ObjectLockRetainUntilDate=until,
-    )
+    put = put_locked(s3_client, bucket, "chunk", b"kept", "COMPLIANCE", until)
     for bypass in (False, True):
         with pytest.raises(ClientError) as refused:
             s3_client.delete_object(

@@ -25,7 +25,7 @@ from safekeep.api.app import create_app
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
 from safekeep.workers import broker, context
-from tests.backup.harness import sim_settings
+from tests.backup.harness import EngineHarness, sim_settings
 from tests.factories import MspHandle, create_msp
 from tests.fixtures.live import settings_env
 from tests.fixtures.sim import running_sim
@@ -186,3 +186,14 @@ async def deployment(
     )
     async with open_deployment(tmp_path, settings, e2e_sim, "E2E") as deployment:
         yield deployment
+
+
+@pytest.fixture
+async def api(engine: EngineHarness) -> AsyncIterator[httpx.AsyncClient]:
+    """The public API in this process, over the engine harness's runtime: for tests that
+    back a tenant up through the engine and read it back as a client would."""
+    transport = httpx.ASGITransport(
+        app=create_app(runtime=engine.runtime), raise_app_exceptions=False
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as client:
+        yield client

@@ -7,25 +7,13 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from safekeep.api.app import create_app
 from safekeep.backup.jobs.export import run_export_job
 from safekeep.backup.jobs.restore import run_restore_job
 from tests.backup.harness import EngineHarness
-
-
-@pytest.fixture
-async def api(engine: EngineHarness) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(
-        app=create_app(runtime=engine.runtime), raise_app_exceptions=False
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as client:
-        yield client
 
 
 def sim_files(h: EngineHarness, user_graph_id: str) -> dict[str, bytes]:

@@ -3,14 +3,12 @@ deletes exactly the chunks nothing names any more."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from safekeep.api.app import create_app
 from safekeep.backup.context import open_repository
 from safekeep.backup.jobs.purge import run_purge_job
 from safekeep.search.query import SearchQuery
@@ -24,15 +22,6 @@ from safekeep.tenants.models import (
     utcnow,
 )
 from tests.backup.harness import EngineHarness
-
-
-@pytest.fixture
-async def api(engine: EngineHarness) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(
-        app=create_app(runtime=engine.runtime), raise_app_exceptions=False
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as client:
-        yield client
 
 
 async def chunk_names(h: EngineHarness) -> set[str]:
