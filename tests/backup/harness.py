@@ -8,6 +8,7 @@ code the workers run.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from safekeep.backup.jobs.restore import restore_unit
 from safekeep.backup.restore.report import JobRestoreReport
 from safekeep.backup.selection import Scope, resolve_units
 from safekeep.runtime import Runtime
+from safekeep.search.query import SearchQuery
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
@@ -139,6 +141,21 @@ class EngineHarness:
         return await backup_account_service(
             self.runtime, self.tenant, await self.policy(), account, service
         )
+
+    async def search_titles(self, service: str, text: str) -> list[str]:
+        """Titles of the tenant's hits for ``text`` in one service. OpenSearch shows new
+        documents after its refresh interval, so this waits a few seconds for the first hit
+        (and answers [] if none comes)."""
+        backend = await self.runtime.search_backend()
+        query = SearchQuery(
+            tenant_ids=frozenset({str(self.tenant.id)}), text=text, services=frozenset({service})
+        )
+        for _ in range(50):
+            hits = [hit.title for hit in (await backend.search(query)).hits]
+            if hits:
+                return hits
+            await asyncio.sleep(0.1)
+        return []
 
     async def restore(
         self,

@@ -6,7 +6,6 @@ by discovery, backup, browse, search, export, restore, and the API's enums and p
 from __future__ import annotations
 
 import ast
-import asyncio
 import dataclasses
 import importlib
 import inspect
@@ -32,7 +31,6 @@ from safekeep.backup.services.base import folder_service
 from safekeep.graph import client as graph_client
 from safekeep.graph.targets import scope_of
 from safekeep.search.documents import SearchDocument
-from safekeep.search.query import SearchQuery
 from safekeep.tenants.models import Account, AccountKind, Policy
 from tests.backup import profile_service
 from tests.backup.harness import EngineHarness
@@ -232,19 +230,6 @@ def test_registered_adds_and_removes_a_service() -> None:
 # ---- a sixth service, end to end -----------------------------------------------------------
 
 
-async def _search_profiles(h: EngineHarness, text: str) -> list[str]:
-    backend = await h.runtime.search_backend()
-    query = SearchQuery(
-        tenant_ids=frozenset({str(h.tenant.id)}), text=text, services=frozenset({"profile"})
-    )
-    for _ in range(50):
-        hits = [hit.title for hit in (await backend.search(query)).hits]
-        if hits:
-            return hits
-        await asyncio.sleep(0.1)
-    return []
-
-
 async def test_a_declared_sixth_service_is_backed_up_browsed_searched_and_exported(
     engine: EngineHarness,
 ) -> None:
@@ -276,7 +261,7 @@ async def test_a_declared_sixth_service_is_backed_up_browsed_searched_and_export
         assert json.loads(body)["id"] == account.graph_id
         assert version.name == sim_user.display_name
 
-        assert await _search_profiles(h, sim_user.display_name.split()[0]) == [version.name]
+        assert await h.search_titles("profile", sim_user.display_name.split()[0]) == [version.name]
 
         units = await resolve_units(
             h.runtime,
