@@ -100,10 +100,13 @@ async def create_tenant(
     consented: bool = True,
     entra_tenant_id: str | None = None,
     policy: dict[str, Any] | None = None,
+    app_client_id: str | None = None,
+    app_client_secret: str | None = None,
 ) -> Tenant:
     """A tenant of ``msp``; ``consented`` stands for a directory bound earlier (a random one
     unless given) for tests that never talk to Entra. Tests that do connect through
-    ``connect_tenant``."""
+    ``connect_tenant``. ``app_client_id``/``app_client_secret`` give it an Entra app of its
+    own (the secret sealed under the master key)."""
     with outbox.collect():
         async with runtime.db.session() as session:
             tenant = await tenant_service.create(
@@ -112,8 +115,8 @@ async def create_tenant(
                 runtime.settings,
                 name=name,
                 domain=None,
-                app_client_id=None,
-                app_client_secret=None,
+                app_client_id=app_client_id,
+                app_client_secret=app_client_secret,
                 policy=policy,
             )
             if consented:

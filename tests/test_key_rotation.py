@@ -23,7 +23,6 @@ from safekeep.runtime import Runtime
 from safekeep.settings import Settings
 from safekeep.storage.errors import KeyUnwrapError
 from safekeep.storage.keys import unwrap_data_key
-from safekeep.tenants import outbox
 from safekeep.tenants.keyrotation import ACTION
 from safekeep.tenants.models import (
     Account,
@@ -33,12 +32,11 @@ from safekeep.tenants.models import (
     Tenant,
     WebhookEndpoint,
 )
-from safekeep.tenants.scope import system_principal
 from safekeep.tenants.secrets import SecretUnsealError, unseal
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.webhook import service as webhooks
 from tests.backup.harness import EngineHarness
-from tests.factories import create_msp
+from tests.factories import create_msp, create_tenant, create_webhook, emit_event
 from tests.fixtures.app import SentMessages
 
 NEW_KEY = base64.urlsafe_b64encode(b"N" * 32).decode()
@@ -111,26 +109,17 @@ async def test_rotation_rewraps_everything_and_retires_the_old_key(
     assert before and all(before.values())
 
     other = await create_msp(engine.runtime, "Second MSP")
-    with outbox.collect():
-        async with engine.runtime.db.session() as session:
-            custom = await tenant_service.create(
-                session,
-                system_principal(other.id),
-                old_settings,
-                name="Fabrikam",
-                domain=None,
-                app_client_id="11111111-2222-4333-8444-555555555555",
-                app_client_secret="fabrikam-app-secret",
-                policy=None,
-            )
-            endpoint, signing_secret = await webhooks.create_endpoint(
-                session,
-                system_principal(engine.msp.id),
-                old_settings,
-                url="https://partner.example.com/hooks",
-                events=["backup.completed"],
-                description=None,
-            )
+    custom = await create_tenant(
+        engine.runtime,
+        other,
+        name="Fabrikam",
+        consented=False,
+        app_client_id="11111111-2222-4333-8444-555555555555",
+        app_client_secret="fabrikam-app-secret",
+    )
+    endpoint, signing_secret = await create_webhook(
+        engine.runtime, engine.msp.id, "https://partner.example.com/hooks", ["backup.completed"]
+    )
     repo = await open_repository(engine.runtime, custom)
     ref = await repo.put_bytes(b"fabrikam's backed-up bytes")
     blobs_before = sorted(
@@ -161,11 +150,7 @@ async def test_rotation_rewraps_everything_and_retires_the_old_key(
     credentials = tenant_service.app_credentials(new_settings, tenants[custom.id])
     assert credentials.client_secret == "fabrikam-app-secret"
     assert row is not None
-    with outbox.collect():
-        async with runtime.db.session() as session:
-            (delivery,) = await webhooks.emit(
-                session, msp_id=engine.msp.id, event_type="backup.completed", data={}
-            )
+    (delivery,), _messages = await emit_event(runtime, engine.msp.id, "backup.completed")
     body, headers = webhooks.render(new_settings, row, delivery)
     assert headers["Safekeep-Signature"] == webhooks.sign(
         signing_secret, int(headers["webhook-timestamp"]), body
