@@ -21,6 +21,7 @@ from safekeep.api.app import create_app
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
 from safekeep.backup.subscriptions import sync_tenant
 from safekeep.runtime import Runtime
+from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import (
@@ -44,11 +45,10 @@ MIME = (
 
 
 @contextmanager
-def live_api(h: EngineHarness) -> Iterator[str]:
+def live_api(settings: Settings) -> Iterator[str]:
     """Safekeep's API on a loopback port, on its own thread and event loop, so graphsim can
-    call the public notification endpoints as Graph would; the engine's settings point the
-    subscriptions it makes at it."""
-    runtime = Runtime.build(h.runtime.settings, send=lambda messages: None)
+    call the public notification endpoints as Graph would."""
+    runtime = Runtime.build(settings, send=lambda messages: None)
     port = free_port()
     config = uvicorn.Config(
         create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning"
@@ -60,13 +60,19 @@ def live_api(h: EngineHarness) -> Iterator[str]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
         time.sleep(0.02)
-    api = f"http://127.0.0.1:{port}"
-    h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
     try:
-        yield api
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def notified_api(h: EngineHarness) -> Iterator[str]:
+    """The live API, with the engine's settings pointing the subscriptions it makes at it."""
+    with live_api(h.runtime.settings) as api:
+        h.runtime.settings = h.runtime.settings.model_copy(update={"notification_base_url": api})
+        yield api
 
 
 async def rows(h: EngineHarness) -> list[GraphSubscription]:
@@ -143,7 +149,7 @@ async def test_notifications_drive_debounced_incrementals(
     scaleout_engine: EngineHarness, sim: Simulator
 ) -> None:
     h = scaleout_engine
-    with live_api(h) as api:
+    with notified_api(h) as api:
         found = await h.discover()
         accounts = [a for a in found if a.kind == "user" and a.protected]
         sites = [a for a in found if a.kind == "site" and a.protected]
@@ -252,7 +258,7 @@ async def test_a_site_is_subscribed_per_library_and_list_and_backed_up_on_change
     scaleout_engine: EngineHarness, sim: Simulator
 ) -> None:
     h = scaleout_engine
-    with live_api(h):
+    with notified_api(h):
         site = next(a for a in await h.discover() if a.kind == "site" and a.protected)
         wanted = site_resources(sim, site.graph_id)
         assert any(r.startswith("drives/") for r in wanted)
