@@ -103,9 +103,7 @@ def events_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: s
     values = [
         removed_entry("event", i) if gone else _event_stub(obj) for _seq, i, obj, gone in page
     ]
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="event", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="event", values=values)
 
 
 @router.add("GET", "/beta/users/{user}/calendars/{calendar}/events/delta", "exchange")

@@ -580,9 +580,7 @@ def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str
         state, _view(engine, tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
     )
     values = [removed_entry("event", i) if gone else obj for _s, i, obj, gone in page]
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="event", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="event", values=values)
 
 
 @router.add("GET", "/users/{user}/calendarView/delta", "exchange")
@@ -623,9 +621,8 @@ def contact_folders(engine: Engine, req: Req) -> Resp:
 @router.add("GET", "/users/{user}/contactFolders/delta", "exchange")
 def contact_folders_delta(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
-    return folder_delta(
-        engine, req, tenant, user, "contact", f"/users/{user.id}/contactFolders/delta"
-    )
+    path = f"/users/{user.id}/contactFolders/delta"
+    return folder_delta(engine, req, tenant, user, "contact", path, cfolder_json)
 
 
 @router.add("GET", "/users/{user}/contactFolders/{folder}", "exchange")
@@ -707,9 +704,7 @@ def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: s
         removed_entry("contact", i) if gone else apply_select(contact_json(obj), select)
         for _s, i, obj, gone in page
     ]
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="contact", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="contact", values=values)
 
 
 @router.add("GET", "/users/{user}/contacts/delta", "exchange")

@@ -483,9 +483,7 @@ def delta(engine: Engine, req: Req) -> Resp:
             "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
             "value": [],
         }
-        body.update(
-            delta_links(req, engine, state, drive.id, [], False, path=path, style="onedrive")
-        )
+        body.update(delta_links(req, engine, state, [], False))
         return json_resp(body)
     select = [s for s in str(state.query.get("select", "")).split(",") if s]
     live = [(i.seq, i.id, i) for i in drive.items.values() if not i.deleted]
@@ -496,18 +494,7 @@ def delta(engine: Engine, req: Req) -> Resp:
         select_item(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
         for _seq, _id, obj, _gone in page
     ]
-    return delta_resp(
-        req,
-        engine,
-        state,
-        drive.id,
-        page,
-        more,
-        path=path,
-        entity="driveItem",
-        values=values,
-        style="onedrive",
-    )
+    return delta_resp(req, engine, state, page, more, entity="driveItem", values=values)
 
 
 @router.add("GET", "/drives/{drive}/items/{item}/content", "sharepoint")

@@ -24,6 +24,7 @@ from graphsim.core import (
     mailbox_of,
     prefer_applied,
     read_delta_token,
+    removed_entry,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
@@ -768,7 +769,8 @@ def list_top_folders(engine: Engine, req: Req) -> Resp:
 @router.add("GET", "/users/{user}/mailFolders/delta", "exchange")
 def folders_delta(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
-    return _folder_delta(engine, req, tenant, user, "mail", f"/users/{user.id}/mailFolders/delta")
+    path = f"/users/{user.id}/mailFolders/delta"
+    return folder_delta(engine, req, tenant, user, "mail", path, partial(folder_json, tenant))
 
 
 @router.add("GET", "/users/{user}/mailFolders/{folder}", "exchange")
@@ -937,21 +939,11 @@ def messages_delta(engine: Engine, req: Req) -> Resp:
     )
     order = _newest_first if query.get("orderby") else None
     page, more = delta_page(state, live, removed, order=order)
-    values = []
-    for _seq, item_id, obj, gone in page:
-        if gone:
-            values.append(
-                {
-                    "@odata.type": "#microsoft.graph.message",
-                    "id": item_id,
-                    "@removed": {"reason": "deleted"},
-                }
-            )
-        else:
-            values.append(message_out(req, obj))
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="message", values=values
-    )
+    values = [
+        removed_entry("message", item_id) if gone else message_out(req, obj)
+        for _seq, item_id, obj, gone in page
+    ]
+    return delta_resp(req, engine, state, page, more, entity="message", values=values)
 
 
 @router.add("GET", "/users/{user}/messages", "exchange")
@@ -1131,9 +1123,16 @@ def apply_message_patch(tenant: Tenant, item: OItem, body: dict[str, Any]) -> No
     tenant.touch_item(item)
 
 
-def _folder_delta(
-    engine: Engine, req: Req, tenant: Tenant, user: User, kind: str, path: str
+def folder_delta(
+    engine: Engine,
+    req: Req,
+    tenant: Tenant,
+    user: User,
+    kind: str,
+    path: str,
+    render: Callable[[Folder], dict[str, Any]],
 ) -> Resp:
+    """Mail and contact folders' delta: one enumeration, each kind rendering its folders."""
     collection_key = tenant.folder_collection(user.id, kind)
     token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
     state = read_delta_token(
@@ -1159,33 +1158,12 @@ def _folder_delta(
     live = ((f.seq, f.id, f) for f in folders)
     removed = ((seq, i, None) for i, seq in tenant.tombs.get(collection_key, {}).items())
     page, more = delta_page(state, live, removed)
-    values = []
-    odata = "#microsoft.graph.mailFolder" if kind == "mail" else "#microsoft.graph.contactFolder"
-    for _seq, folder_id, obj, gone in page:
-        if gone:
-            values.append(
-                {"@odata.type": odata, "id": folder_id, "@removed": {"reason": "deleted"}}
-            )
-        elif kind == "mail":
-            values.append(folder_json(tenant, obj))
-        else:
-            values.append(
-                {
-                    "id": obj.id,
-                    "displayName": obj.display_name,
-                    "parentFolderId": obj.parent_id or obj.id,
-                }
-            )
     name = "mailFolder" if kind == "mail" else "contactFolder"
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity=name, values=values
-    )
-
-
-def folder_delta(
-    engine: Engine, req: Req, tenant: Tenant, user: User, kind: str, path: str
-) -> Resp:
-    return _folder_delta(engine, req, tenant, user, kind, path)
+    values = [
+        removed_entry(name, folder_id) if gone else render(obj)
+        for _seq, folder_id, obj, gone in page
+    ]
+    return delta_resp(req, engine, state, page, more, entity=name, values=values)
 
 
 def now_utc() -> datetime:

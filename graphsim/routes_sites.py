@@ -338,18 +338,7 @@ def items_delta(engine: Engine, req: Req) -> Resp:
     removed = ((i.seq, i.id, i) for i in splist.items.values() if i.deleted)
     page, more = ([], False) if token == LATEST_TOKEN else delta_page(state, live, removed)
     values = [item_json(tenant, s, splist, obj, fields, select) for _s, _i, obj, _g in page]
-    return delta_resp(
-        req,
-        engine,
-        state,
-        splist.id,
-        page,
-        more,
-        path=path,
-        entity="listItem",
-        values=values,
-        style="onedrive",
-    )
+    return delta_resp(req, engine, state, page, more, entity="listItem", values=values)
 
 
 @router.add("GET", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")

@@ -221,9 +221,7 @@ def channel_delta(engine: Engine, req: Req) -> Resp:
     page, more = delta_page(state, live, [])
     render_one = with_replies if state.query.get("expand") else render
     values = [render_one(req, channel, team.id, entry[2]) for entry in page]
-    return delta_resp(
-        req, engine, state, team.id, page, more, path=path, entity="chatMessage", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="chatMessage", values=values)
 
 
 # -- hosted contents -------------------------------------------------------------------------
