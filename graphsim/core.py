@@ -389,6 +389,19 @@ def json_resp(
     return Resp(status, body, headers or {})
 
 
+def entity_resp(
+    req: Req,
+    entity_set: str,
+    body: dict[str, Any],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Resp:
+    """One entity as Graph answers a read or a create of it: the ``$metadata#<set>/$entity``
+    context first, then its properties."""
+    context = f"{req.graph_base}/$metadata#{entity_set}/$entity"
+    return json_resp({"@odata.context": context, **body}, status, headers)
+
+
 def apply_select(obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
     if not select:
         return obj

@@ -15,6 +15,7 @@ from graphsim.core import (
     delta_links,
     delta_page,
     delta_resp,
+    entity_resp,
     json_resp,
     ordered,
     read_delta_token,
@@ -388,12 +389,7 @@ def user_drive(engine: Engine, req: Req) -> Resp:
     user = _user(tenant, req.params["user"])
     if not user.drive_id or user.drive_id not in tenant.drives:
         raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#drives/$entity",
-            **drive_json(tenant, tenant.drives[user.drive_id]),
-        }
-    )
+    return entity_resp(req, "drives", drive_json(tenant, tenant.drives[user.drive_id]))
 
 
 @router.add("GET", "/users/{user}/drives", "sharepoint")
@@ -420,12 +416,7 @@ def get_item_route(engine: Engine, req: Req) -> Resp:
             for c in drive.children.get(item.id, {}).values()
             if not drive.items[c].deleted
         ]
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#drives('{drive.id}')/items/$entity",
-            **body,
-        }
-    )
+    return entity_resp(req, f"drives('{drive.id}')/items", body)
 
 
 @router.add("GET", "/drives/{drive}/items/{item}/children", "sharepoint")

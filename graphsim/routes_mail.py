@@ -19,6 +19,7 @@ from graphsim.core import (
     collection,
     delta_page,
     delta_resp,
+    entity_resp,
     filtered,
     json_resp,
     mailbox_of,
@@ -101,6 +102,12 @@ def message_mime(item: OItem) -> bytes:
     if item.raw_mime is not None:
         return item.raw_mime
     return render_mime(item.spec, item.attachments, include_bcc=bool(item.props.get("isDraft")))
+
+
+def message_entity(
+    req: Req, user: User, item: OItem, status: int, headers: dict[str, str] | None = None
+) -> Resp:
+    return entity_resp(req, f"users('{user.id}')/messages", message_out(req, item), status, headers)
 
 
 def message_out(req: Req, item: OItem) -> dict[str, Any]:
@@ -611,13 +618,7 @@ def add_attachment(engine: Engine, req: Req, kind: str) -> Resp:
     item = _attachment_owner(req, kind)
     att = attachment_from_json(req.json(), engine, tenant, user)
     add_to_item(tenant, item, att)
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#attachments/$entity",
-            **attachment_out(req, att),
-        },
-        201,
-    )
+    return entity_resp(req, "attachments", attachment_out(req, att), 201)
 
 
 def delete_attachment(engine: Engine, req: Req, kind: str) -> Resp:
@@ -777,12 +778,8 @@ def folders_delta(engine: Engine, req: Req) -> Resp:
 def get_folder(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     folder = resolve_folder(tenant, user, req.params["folder"])
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailFolders/$entity",
-            **apply_select(folder_json(tenant, folder), req.select()),
-        }
-    )
+    body = apply_select(folder_json(tenant, folder), req.select())
+    return entity_resp(req, f"users('{user.id}')/mailFolders", body)
 
 
 @router.add("GET", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
@@ -820,13 +817,7 @@ def create_folder(engine: Engine, req: Req, parent: Folder, user: User) -> Resp:
         parent.id,
         hidden=bool(req.json().get("isHidden", False)),
     )
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailFolders/$entity",
-            **folder_json(tenant, folder),
-        },
-        201,
-    )
+    return entity_resp(req, f"users('{user.id}')/mailFolders", folder_json(tenant, folder), 201)
 
 
 @router.add("POST", "/users/{user}/mailFolders", "exchange")
@@ -886,13 +877,7 @@ def create_in_folder(engine: Engine, req: Req) -> Resp:
             400, "ErrorInvalidRequest", "MIME content can only be posted to /messages."
         )
     item = create_from_json(engine, req, user, folder)
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-            **message_out(req, item),
-        },
-        201,
-    )
+    return message_entity(req, user, item, 201)
 
 
 @router.add("GET", "/users/{user}/mailFolders/{folder}/messages/delta", "exchange")
@@ -976,27 +961,14 @@ def create_message(engine: Engine, req: Req) -> Resp:
         item = create_from_mime(req, user)
     else:
         item = create_from_json(engine, req, user, tenant.folders[user.well_known["drafts"]])
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-            **message_out(req, item),
-        },
-        201,
-    )
+    return message_entity(req, user, item, 201)
 
 
 @router.add("GET", "/users/{user}/messages/{item}", "exchange")
 def get_message(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     item = get_item(tenant, user, req.params["item"], "message")
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-            **message_out(req, item),
-        },
-        200,
-        prefer_applied(req, 0),
-    )
+    return message_entity(req, user, item, 200, prefer_applied(req, 0))
 
 
 @router.add("GET", "/users/{user}/messages/{item}/$value", "exchange")

@@ -11,6 +11,7 @@ from graphsim.core import (
     collection,
     delta_page,
     delta_resp,
+    entity_resp,
     json_resp,
     read_delta_token,
     tenant_of,
@@ -214,13 +215,7 @@ def lists(engine: Engine, req: Req) -> Resp:
 def create_list(engine: Engine, req: Req) -> Resp:
     tenant, s = addressed_site(req)
     splist = new_list_from_json(tenant, s, req.json())
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#sites('{s.id}')/lists/$entity",
-            **list_json(tenant, s, splist),
-        },
-        201,
-    )
+    return entity_resp(req, f"sites('{s.id}')/lists", list_json(tenant, s, splist), 201)
 
 
 @router.add("GET", "/sites/{site}/lists/{list}", "sharepoint")
@@ -245,7 +240,7 @@ def list_drive(engine: Engine, req: Req) -> Resp:
     if drive is None:
         raise GraphError(404, "itemNotFound", "The resource could not be found.")
     body = apply_select(drive_json(tenant, drive), req.select())
-    return json_resp({"@odata.context": f"{req.graph_base}/$metadata#drives/$entity", **body})
+    return entity_resp(req, "drives", body)
 
 
 @router.add("GET", "/sites/{site}/lists/{list}/columns", "sharepoint")

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from graphsim import teams as tm
-from graphsim.core import Engine, FilterParser, collection, tenant_of, user_of
+from graphsim.core import Engine, FilterParser, collection, entity_resp, tenant_of, user_of
 from graphsim.http import GraphError, Handler, Req, Resp, Router, selected
 from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant, iso, utcnow
@@ -133,7 +133,7 @@ def list_groups(engine: Engine, req: Req) -> Resp:
 def get_group(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     body = selected(group_json(tenant, team_of(req)), req.select())
-    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#groups/$entity", **body})
+    return entity_resp(req, "groups", body)
 
 
 def group_owners(engine: Engine, req: Req) -> Resp:
@@ -179,7 +179,7 @@ def joined_teams(engine: Engine, req: Req) -> Resp:
 def get_team(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     body = selected(team_json(tenant, team_of(req)), req.select())
-    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#teams/$entity", **body})
+    return entity_resp(req, "teams", body)
 
 
 def patch_team(engine: Engine, req: Req) -> Resp:
@@ -348,7 +348,7 @@ def get_channel(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     team, channel = channel_of(req)
     body = selected(channel_json(tenant, team, channel), req.select())
-    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#channels/$entity", **body})
+    return entity_resp(req, "channels", body)
 
 
 def create_channel(engine: Engine, req: Req) -> Resp:
@@ -382,11 +382,7 @@ def create_channel(engine: Engine, req: Req) -> Resp:
         when=created,
         migration=migration,
     )
-    return Resp(
-        201,
-        {"@odata.context": f"{req.graph_base}/$metadata#channels/$entity"}
-        | (channel_json(tenant, team, channel)),
-    )
+    return entity_resp(req, "channels", channel_json(tenant, team, channel), 201)
 
 
 def patch_channel(engine: Engine, req: Req) -> Resp:
