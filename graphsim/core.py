@@ -297,6 +297,36 @@ def read_delta_token(
     return state
 
 
+def outlook_delta_state(
+    req: Req,
+    engine: Engine,
+    *,
+    collection: str,
+    owner: str,
+    path: str,
+    first: Callable[[], dict[str, Any]] = dict,
+    size: int = 10,
+    most: int = 1000,
+) -> DeltaState:
+    """A delta in Outlook's dialect (messages, events, contacts, folders; channel messages
+    too): the token comes back as ``$skiptoken`` or ``$deltatoken``, the request's own options
+    (``first``) are read only when a round starts (its links carry them after), and a page is
+    ``size`` entries unless Prefer asks for another size, ``most`` at the most."""
+    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    return read_delta_token(
+        req,
+        engine,
+        collection=collection,
+        owner=owner,
+        style="outlook",
+        path=path,
+        query={} if token else first(),
+        default_size=size,
+        max_size=most,
+        token=token,
+    )
+
+
 DeltaEntry = tuple[int, str, Any, bool]  # seq, id, object (None when removed), removed
 
 

@@ -24,7 +24,7 @@ from graphsim.core import (
     filtered,
     json_resp,
     mailbox_of,
-    read_delta_token,
+    outlook_delta_state,
     removed_entry,
     tenant_of,
 )
@@ -557,23 +557,15 @@ def calendar_view(engine: Engine, req: Req) -> Resp:
 
 def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
     tenant = tenant_of(req)
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    query: dict[str, Any] = {}
-    if not token:
+
+    def first() -> dict[str, Any]:  # the window travels in the links
         bounds = window(req)
         assert bounds is not None
-        query = {"lo": iso(bounds[0]), "hi": iso(bounds[1])}
-    state = read_delta_token(
-        req,
-        engine,
-        collection=f"view:{calendar.id}",
-        owner=user.id,
-        style="outlook",
-        path=path,
-        query=query,
-        default_size=10,
-        max_size=1000,
-        token=token,
+        return {"lo": iso(bounds[0]), "hi": iso(bounds[1])}
+
+    collection = f"view:{calendar.id}"
+    state = outlook_delta_state(
+        req, engine, collection=collection, owner=user.id, path=path, first=first
     )
     lo, hi = parse_dt(state.query["lo"]), parse_dt(state.query["hi"])
     page, more = delta_page(
@@ -683,18 +675,13 @@ def folder_contacts(engine: Engine, req: Req) -> Resp:
 
 def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: str) -> Resp:
     tenant = tenant_of(req)
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    state = read_delta_token(
+    state = outlook_delta_state(
         req,
         engine,
         collection=folder.id,
         owner=user.id,
-        style="outlook",
         path=path,
-        query={"select": req.query.get("$select", "")},
-        default_size=10,
-        max_size=1000,
-        token=token,
+        first=lambda: {"select": req.query.get("$select", "")},
     )
     select = [s for s in str(state.query.get("select", "")).split(",") if s] or None
     live = ((c.seq, c.id, c) for c in tenant.folder_items(folder.id))

@@ -338,6 +338,22 @@ def _validate_name(name: str) -> None:
         raise GraphError(400, "invalidRequest", "The provided name contains invalid characters.")
 
 
+def claim_name(
+    drive: Drive, parent: DriveItem, name: str, behaviour: str
+) -> tuple[str, DriveItem | None]:
+    """Graph's ``@microsoft.graph.conflictBehavior`` where ``name`` may be taken under
+    ``parent``: "fail" answers 409, "rename" picks a free name; otherwise the live item in the
+    way comes back for the caller to replace (None when the name is free)."""
+    existing = drive.child_named(parent.id, name)
+    if existing is None or existing.deleted:
+        return name, None
+    if behaviour == "fail":
+        raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+    if behaviour == "rename":
+        return renamed(drive, parent, name), None
+    return name, existing
+
+
 def put_file(
     engine: Engine,
     tenant: Tenant,
@@ -349,19 +365,12 @@ def put_file(
     by: str,
 ) -> tuple[DriveItem, int]:
     _validate_name(name)
-    existing = drive.child_named(parent.id, name)
-    if existing is not None and not existing.deleted:
-        if behaviour == "fail":
-            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
-        if behaviour == "rename":
-            name = renamed(drive, parent, name)
-        else:
-            if existing.is_folder:
-                raise GraphError(
-                    409, "nameAlreadyExists", "A folder with this name already exists."
-                )
-            ops.replace_content(tenant, drive, existing, content, by)
-            return existing, 200
+    name, existing = claim_name(drive, parent, name, behaviour)
+    if existing is not None:
+        if existing.is_folder:
+            raise GraphError(409, "nameAlreadyExists", "A folder with this name already exists.")
+        ops.replace_content(tenant, drive, existing, content, by)
+        return existing, 200
     item = ops.new_drive_item(tenant, drive, parent, name, content=content, by=by)
     return item, 201
 
@@ -639,15 +648,9 @@ def create_child(engine: Engine, req: Req) -> Resp:
     _validate_name(name)
     if "folder" not in body:
         raise GraphError(400, "invalidRequest", "Only folders can be created here; upload files.")
-    behaviour = _conflict(req, body) or "fail"
-    existing = drive.child_named(parent.id, name)
-    if existing is not None and not existing.deleted:
-        if behaviour == "fail":
-            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
-        if behaviour == "rename":
-            name = renamed(drive, parent, name)
-        elif existing.is_folder:
-            return json_resp(item_json(engine, tenant, drive, existing), 201)
+    name, existing = claim_name(drive, parent, name, _conflict(req, body) or "fail")
+    if existing is not None and existing.is_folder:
+        return json_resp(item_json(engine, tenant, drive, existing), 201)
     folder = ops.new_drive_item(tenant, drive, parent, name, content=None, by=by_user(req, drive))
     return json_resp(item_json(engine, tenant, drive, folder), 201)
 

@@ -23,8 +23,8 @@ from graphsim.core import (
     filtered,
     json_resp,
     mailbox_of,
+    outlook_delta_state,
     prefer_applied,
-    read_delta_token,
     removed_entry,
     tenant_of,
 )
@@ -885,18 +885,8 @@ def messages_delta(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     folder = resolve_folder(tenant, user, req.params["folder"])
     path = f"/users/{user.id}/mailFolders/{folder.id}/messages/delta"
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    state = read_delta_token(
-        req,
-        engine,
-        collection=folder.id,
-        owner=user.id,
-        style="outlook",
-        path=path,
-        query=delta_query(req) if not token else {},
-        default_size=10,
-        max_size=1000,
-        token=token,
+    state = outlook_delta_state(
+        req, engine, collection=folder.id, owner=user.id, path=path, first=partial(delta_query, req)
     )
     # Every option travels in the links: later pages and rounds apply the first query.
     query = state.query
@@ -987,14 +977,10 @@ def patch_message(engine: Engine, req: Req) -> Resp:
 
 
 @router.add("DELETE", "/users/{user}/messages/{item}", "exchange")
-def delete_message(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
-    return Resp(204)
-
-
 @router.add("POST", "/users/{user}/messages/{item}/permanentDelete", "exchange")
-def permanent_delete(engine: Engine, req: Req) -> Resp:
+def delete_message(engine: Engine, req: Req) -> Resp:
+    """The simulator keeps no Recoverable Items: a delete and a permanent delete both leave
+    the message gone, a tombstone for delta."""
     tenant, user = tenant_of(req), mailbox_of(req)
     tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
     return Resp(204)
@@ -1106,18 +1092,8 @@ def folder_delta(
 ) -> Resp:
     """Mail and contact folders' delta: one enumeration, each kind rendering its folders."""
     collection_key = tenant.folder_collection(user.id, kind)
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    state = read_delta_token(
-        req,
-        engine,
-        collection=collection_key,
-        owner=user.id,
-        style="outlook",
-        path=path,
-        query={},
-        default_size=100,
-        max_size=1000,
-        token=token,
+    state = outlook_delta_state(
+        req, engine, collection=collection_key, owner=user.id, path=path, size=100
     )
     # Like the folder listings, delta leaves out the roots (Top of Information Store, and the
     # default Contacts folder whose children /contactFolders lists).
