@@ -506,7 +506,7 @@ def content(engine: Engine, req: Req) -> Resp:
 
 
 def by_user(req: Req, drive: Drive) -> str:
-    return drive.owner_id if drive.owner_kind == "user" else ""
+    return drive.author
 
 
 @router.add("PUT", "/drives/{drive}/items/{item}/content", "sharepoint")

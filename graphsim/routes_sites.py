@@ -62,6 +62,17 @@ def get_list(tenant: Tenant, site: Site, key: str) -> SpList:
     raise GraphError(404, "itemNotFound", "The specified list was not found")
 
 
+def addressed_list_item(req: Req) -> tuple[Tenant, Site, SpList, ListItem]:
+    """The tenant, site, list and live item a ``/sites/{site}/lists/{list}/items/{item}``
+    path names; an unknown or deleted item answers 404."""
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    item = splist.live_item(req.params["item"])
+    if item is None:
+        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    return tenant, s, splist, item
+
+
 def list_json(tenant: Tenant, site: Site, splist: SpList) -> dict[str, Any]:
     last = max((i.modified for i in splist.items.values()), default=splist.modified)
     return {
@@ -338,11 +349,7 @@ def items_delta(engine: Engine, req: Req) -> Resp:
 
 @router.add("GET", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
 def get_item(engine: Engine, req: Req) -> Resp:
-    tenant, s = addressed_site(req)
-    splist = get_list(tenant, s, req.params["list"])
-    item = splist.items.get(req.params["item"])
-    if item is None or item.deleted:
-        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    tenant, s, splist, item = addressed_list_item(req)
     return json_resp(
         item_json(tenant, s, splist, item, _fields_options(_expand_raw(req)), req.select())
     )
@@ -364,11 +371,7 @@ def create_item(engine: Engine, req: Req) -> Resp:
 
 @router.add("PATCH", "/sites/{site}/lists/{list}/items/{item}/fields", "sharepoint")
 def patch_fields(engine: Engine, req: Req) -> Resp:
-    tenant, s = addressed_site(req)
-    splist = get_list(tenant, s, req.params["list"])
-    item = splist.items.get(req.params["item"])
-    if item is None or item.deleted:
-        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    tenant, s, splist, item = addressed_list_item(req)
     fields = req.json()
     _check_fields(splist, fields)
     item.fields.update(fields)
@@ -378,13 +381,8 @@ def patch_fields(engine: Engine, req: Req) -> Resp:
 
 @router.add("DELETE", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
 def delete_item(engine: Engine, req: Req) -> Resp:
-    tenant, s = addressed_site(req)
-    splist = get_list(tenant, s, req.params["list"])
-    item = splist.items.get(req.params["item"])
-    if item is None or item.deleted:
-        raise GraphError(404, "itemNotFound", "The specified list item was not found")
-    item.deleted = True
-    item.seq = tenant.next_seq()
+    tenant, _site, _list, item = addressed_list_item(req)
+    ops.delete_list_item(tenant, item)
     return Resp(204)
 
 

@@ -186,6 +186,12 @@ class Drive:
     list_id: str = ""
     quota_total: int = 1 << 40
 
+    @property
+    def author(self) -> str:
+        """Who a change made without a signed-in user is put down to: a OneDrive's owner;
+        nobody ("") for a site's library."""
+        return self.owner_id if self.owner_kind == "user" else ""
+
     def child_named(self, parent_id: str, name: str) -> DriveItem | None:
         item_id = self.children.get(parent_id, {}).get(name.lower())
         return self.items.get(item_id) if item_id else None
@@ -242,6 +248,11 @@ class SpList:
     drive_id: str | None = None
     hidden: bool = False
     description: str = ""
+
+    def live_item(self, item_id: str) -> ListItem | None:
+        """The item, unless unknown or deleted (a deleted one stays, delta's tombstone)."""
+        item = self.items.get(item_id)
+        return item if item is not None and not item.deleted else None
 
 
 @dataclass
