@@ -11,7 +11,7 @@ from msgraph.generated.models.event import Event
 from msgraph.generated.models.event_collection_response import EventCollectionResponse
 
 from graphsim import Simulator
-from tests.graphsim.conftest import collect, sdk_parse
+from tests.graphsim.conftest import add_weekly_series, collect, sdk_parse
 
 WINDOW = {"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2026-09-01T00:00:00Z"}
 
@@ -20,17 +20,7 @@ def test_calendar_view_delta_expands_series_with_exceptions(
     sim: Simulator, client: httpx.Client, user: Any
 ) -> None:
     start = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
-    series = sim.add_event(
-        sim.tenant().id,
-        user.id,
-        subject="Standup",
-        start=start,
-        end=start + timedelta(minutes=15),
-        recurrence={
-            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
-            "range": {"type": "numbered", "startDate": "2026-02-02", "numberOfOccurrences": 4},
-        },
-    )
+    series = add_weekly_series(sim, user, "Standup", start, timedelta(minutes=15), 4)
     values, delta = collect(
         client,
         f"/users/{user.id}/calendarView/delta",
