@@ -29,7 +29,7 @@ from graphsim.core import (
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
-from graphsim.mail import html_to_text
+from graphsim.mail import html_to_text, outlook_item
 from graphsim.routes_mail import (
     add_attachment_routes,
     addressed_folder,
@@ -116,11 +116,7 @@ def event_json(tenant: Tenant, event: OItem) -> dict[str, Any]:
     content = str(body.get("content") or "")
     preview = html_to_text(content) if body.get("contentType") == "html" else content
     out: dict[str, Any] = {
-        "@odata.etag": f'W/"{event.change_key}"',
-        "id": event.id,
-        "createdDateTime": iso(event.created),
-        "lastModifiedDateTime": iso(event.modified),
-        "changeKey": event.change_key,
+        **outlook_item(event),
         "transactionId": props.get("transactionId"),
         "webLink": f"https://outlook.office365.com/owa/?itemid={event.id}&exvsurl=1&path=/calendar/item",
         "bodyPreview": " ".join(preview.split())[:255],
@@ -340,11 +336,7 @@ def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, A
 
 def contact_json(item: OItem) -> dict[str, Any]:
     return {
-        "@odata.etag": f'W/"{item.change_key}"',
-        "id": item.id,
-        "createdDateTime": iso(item.created),
-        "lastModifiedDateTime": iso(item.modified),
-        "changeKey": item.change_key,
+        **outlook_item(item),
         "parentFolderId": item.folder_id,
         **item.props,
     }

@@ -37,6 +37,7 @@ from graphsim.mail import (
     PR_MESSAGE_FLAGS,
     Addr,
     MailSpec,
+    attached_message,
     attachment_json,
     extended_props,
     graph_addrs,
@@ -385,28 +386,17 @@ def _item_attachment(
         nested = [
             attachment_from_json(a, engine, tenant, user) for a in inner.get("attachments") or []
         ]
-        item = OItem(
-            id=ids.outlook_id("attitem", tenant.new_name("ai")),
-            kind="message",
-            user_id="",
-            folder_id="",
-            seq=0,
-            created=now,
-            modified=now,
+        item_id = ids.outlook_id("attitem", tenant.new_name("ai"))
+        for index, att in enumerate(nested):
+            att.id = att.id or ids.attachment_id(item_id, index)
+        return attached_message(
+            "",
+            name or spec.subject,
+            now,
+            item_id=item_id,
             change_key=ids.change_key("ai", now),
             spec=spec,
             attachments=nested,
-            props={"isRead": True, "isDraft": False},
-        )
-        for index, att in enumerate(nested):
-            att.id = att.id or ids.attachment_id(item.id, index)
-        return Attachment(
-            id="",
-            kind="item",
-            name=name or spec.subject,
-            content_type=None,
-            modified=now,
-            item=item,
         )
     return Attachment(
         id="",

@@ -117,11 +117,7 @@ def when_of(body: dict[str, Any], key: str = "createdDateTime") -> datetime | No
 
 def list_groups(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
-    values = [
-        group_json(tenant, t)
-        for t in sorted(tm.teamwork(tenant).teams.values(), key=lambda t: t.display_name)
-        if not t.deleted
-    ]
+    values = [group_json(tenant, t) for t in tm.teamwork(tenant).listed()]
     expression = req.query.get("$filter")
     if expression:
         predicate = FilterParser(expression).parse()
@@ -157,11 +153,7 @@ def group_owners(engine: Engine, req: Req) -> Resp:
 
 def list_teams(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
-    values = [
-        selected(team_json(tenant, t), req.select())
-        for t in sorted(tm.teamwork(tenant).teams.values(), key=lambda t: t.display_name)
-        if not t.deleted
-    ]
+    values = [selected(team_json(tenant, t), req.select()) for t in tm.teamwork(tenant).listed()]
     return collection(req, engine, "teams", values, default=100, maximum=100)
 
 
