@@ -112,17 +112,22 @@ def when_of(body: dict[str, Any], key: str = "createdDateTime") -> datetime | No
         raise bad(f"Invalid {key} '{value}'.") from exc
 
 
+def filtered_selected(req: Req, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``$filter`` then ``$select`` over rendered groups or channels (no ``$orderby`` here)."""
+    expression = req.query.get("$filter")
+    if expression:
+        predicate = FilterParser(expression).parse()
+        values = [v for v in values if predicate(v)]
+    return [selected(v, req.select()) for v in values]
+
+
 # -- groups ----------------------------------------------------------------------------------
 
 
 def list_groups(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     values = [group_json(tenant, t) for t in tm.teamwork(tenant).listed()]
-    expression = req.query.get("$filter")
-    if expression:
-        predicate = FilterParser(expression).parse()
-        values = [v for v in values if predicate(v)]
-    values = [selected(v, req.select()) for v in values]
+    values = filtered_selected(req, values)
     return collection(req, engine, "groups", values, default=100, maximum=999)
 
 
@@ -328,11 +333,7 @@ def list_channels(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     team = team_of(req)
     values = [channel_json(tenant, team, c) for c in team.channels.values()]
-    expression = req.query.get("$filter")
-    if expression:
-        predicate = FilterParser(expression).parse()
-        values = [v for v in values if predicate(v)]
-    values = [selected(v, req.select()) for v in values]
+    values = filtered_selected(req, values)
     return collection(req, engine, "teams('x')/channels", values, default=100, maximum=999)
 
 
