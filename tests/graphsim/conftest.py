@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -75,6 +76,18 @@ def add_weekly_series(
                 "startDate": start.date().isoformat(),
                 "numberOfOccurrences": occurrences,
             },
+        },
+    )
+
+
+def attach_file(client: httpx.Client, item_path: str, name: str, data: bytes) -> httpx.Response:
+    """POST a fileAttachment to the message or event at ``item_path`` (``/users/u/events/e``)."""
+    return client.post(
+        f"{item_path}/attachments",
+        json={
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": name,
+            "contentBytes": base64.b64encode(data).decode(),
         },
     )
 

@@ -17,7 +17,7 @@ from msgraph.generated.models.message import Message
 from msgraph.generated.models.message_collection_response import MessageCollectionResponse
 
 from graphsim import Simulator
-from tests.graphsim.conftest import collect, sdk_parse
+from tests.graphsim.conftest import attach_file, collect, sdk_parse
 
 
 def folder_id(client: httpx.Client, user_id: str, name: str) -> str:
@@ -363,13 +363,8 @@ def test_item_and_reference_attachments(sim: Simulator, client: httpx.Client, us
 
 def test_large_attachment_upload_session(sim: Simulator, client: httpx.Client, user: Any) -> None:
     mid = client.post(f"/users/{user.id}/messages", json={"subject": "big"}).json()["id"]
-    too_big = client.post(
-        f"/users/{user.id}/messages/{mid}/attachments",
-        json={
-            "@odata.type": "#microsoft.graph.fileAttachment",
-            "name": "big.bin",
-            "contentBytes": base64.b64encode(b"x" * (3 * 1024 * 1024 + 1)).decode(),
-        },
+    too_big = attach_file(
+        client, f"/users/{user.id}/messages/{mid}", "big.bin", b"x" * (3 * 1024 * 1024 + 1)
     )
     assert too_big.status_code == 413
     data = bytes(range(256)) * (5 * 4096 + 7)  # ~5.2 MB
