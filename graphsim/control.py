@@ -17,7 +17,18 @@ from graphsim.content import BytesContent, GeneratedContent
 from graphsim.generator import ANCHOR, add_user, contact_props, event_props
 from graphsim.mail import Addr, parse_mime
 from graphsim.routes_mail import apply_message_patch, resolve_folder
-from graphsim.state import Drive, DriveItem, OItem, Site, SpList, Tenant, User, World, utcnow
+from graphsim.state import (
+    Drive,
+    DriveItem,
+    OItem,
+    Site,
+    SpList,
+    Tenant,
+    User,
+    World,
+    by_id_or_name,
+    utcnow,
+)
 
 
 class ControlError(Exception):
@@ -280,11 +291,8 @@ def add_site(tenant: Tenant, name: str) -> Site:
 
 
 def need_list(tenant: Tenant, list_id: str) -> SpList:
-    splist = tenant.lists.get(list_id)
+    splist = by_id_or_name(tenant.lists, list_id, lambda s: (s.display_name,))
     if splist is None:
-        for candidate in tenant.lists.values():
-            if candidate.display_name.lower() == list_id.lower():
-                return candidate
         raise ControlError(404, f"unknown list {list_id!r}")
     return splist
 
