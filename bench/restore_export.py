@@ -13,11 +13,14 @@ import asyncio
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.backup import backup, connect, wait
+from bench.backup import Connected, backup, connect, wait
 from bench.common import (
+    Graphsim,
     Table,
     add_tenant_arguments,
     column_settings,
@@ -70,17 +73,29 @@ async def whole_tenant(settings: Settings, tenant_id: uuid.UUID, kind: JobKind) 
         await runtime.close()
 
 
+@contextmanager
+def backed_up(
+    column: str, root: Path, sim: Graphsim, services: list[str], threads: int
+) -> Iterator[tuple[Settings, Connected]]:
+    """A tenant connected and backed up once, a worker running for the jobs to come: where
+    the restore and export benches start from."""
+    settings = column_settings(column, root / "data", sim)
+    upgrade(settings.resolved_database_url)
+    worker = start_worker(settings, threads=threads)
+    try:
+        tenant = asyncio.run(connect(settings, sim, services))
+        asyncio.run(backup(settings, tenant))
+        yield settings, tenant
+    finally:
+        worker.stop(timeout=30_000)
+
+
 def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
     with tempfile.TemporaryDirectory(prefix=f"bench-restore-{column}-") as tmp:
         root = Path(tmp)
         sim = start_tenant_graphsim(root, args)
         try:
-            settings = column_settings(column, root / "data", sim)
-            upgrade(settings.resolved_database_url)
-            worker = start_worker(settings, threads=args.workers)
-            try:
-                tenant = asyncio.run(connect(settings, sim, args.services))
-                asyncio.run(backup(settings, tenant))
+            with backed_up(column, root, sim, args.services, args.workers) as (settings, tenant):
                 tenant_id = tenant.tenant_id
                 before = sim.counters()
                 sim_cpu = sim.cpu_seconds()
@@ -118,8 +133,6 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                     f"zip {result['size'] / 1e6:.1f} MB",
                 )
                 print(table.rows[-1], flush=True)
-            finally:
-                worker.stop(timeout=30_000)
         finally:
             sim.stop()
 

@@ -15,13 +15,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench.backup import backup, connect
-from bench.common import Table, column_settings, measure, start_graphsim
-from bench.restore_export import whole_tenant
+from bench.common import Table, measure, start_graphsim
+from bench.restore_export import backed_up, whole_tenant
 from safekeep import logging as safekeep_logging
-from safekeep.migrate import upgrade
 from safekeep.tenants.models import JobKind
-from safekeep.workers.process import start_worker
 
 
 def run_size(size: int, args: argparse.Namespace, table: Table) -> None:
@@ -37,12 +34,7 @@ def run_size(size: int, args: argparse.Namespace, table: Table) -> None:
             root / "graphsim", users=1, sites=0, latency_ms=0, throttling="off", seed=3, **counts
         )
         try:
-            settings = column_settings("embedded", root / "data", sim)
-            upgrade(settings.resolved_database_url)
-            worker = start_worker(settings, threads=4)
-            try:
-                tenant = asyncio.run(connect(settings, sim, [args.service]))
-                asyncio.run(backup(settings, tenant))
+            with backed_up("embedded", root, sim, [args.service], 4) as (settings, tenant):
                 tracemalloc.start()
                 with measure() as usage:
                     result = asyncio.run(whole_tenant(settings, tenant.tenant_id, JobKind.restore))
@@ -59,8 +51,6 @@ def run_size(size: int, args: argparse.Namespace, table: Table) -> None:
                     totals["failed"],
                 )
                 print(table.rows[-1], flush=True)
-            finally:
-                worker.stop(timeout=30_000)
         finally:
             sim.stop()
 

@@ -41,6 +41,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from safekeep.storage import BlobStore, ContentRef, TenantRepository, open_blobstore
+from safekeep.storage.repository import PutStats
 
 MiB = 1024 * 1024
 PIECE = MiB
@@ -112,6 +113,30 @@ class Row:
     deduped: int = 0
     stored: int = 0
 
+    @classmethod
+    def written(
+        cls,
+        store: str,
+        workload: str,
+        step: str,
+        logical: int,
+        seconds: float,
+        rss: float,
+        stats: PutStats,
+    ) -> Row:
+        """A write step's row: what the repository's counters say it stored and deduplicated."""
+        return cls(
+            store,
+            workload,
+            step,
+            logical,
+            seconds,
+            rss,
+            stats.new_chunks,
+            stats.deduped_chunks,
+            stats.new_stored_bytes,
+        )
+
     def print(self) -> None:
         mbps = self.logical / MiB / self.seconds if self.seconds else float("inf")
         ratio = (
@@ -153,18 +178,7 @@ async def bench_small(store: BlobStore, name: str, count: int) -> None:
     for step in ("unique", "duplicate"):
         repo = TenantRepository(store, tenant_id=tenant, data_key=key)
         seconds, rss, _ = await timed(lambda repo=repo: write(repo))  # type: ignore[misc]
-        s = repo.stats
-        Row(
-            name,
-            "small",
-            step,
-            logical,
-            seconds,
-            rss,
-            s.new_chunks,
-            s.deduped_chunks,
-            s.new_stored_bytes,
-        ).print()
+        Row.written(name, "small", step, logical, seconds, rss, repo.stats).print()
 
     reader = TenantRepository(store, tenant_id=tenant, data_key=key)
 
@@ -190,18 +204,7 @@ async def bench_large(store: BlobStore, name: str, total: int) -> None:
         seconds, rss, result = await timed(lambda repo=repo: repo.put_stream(generated(total)))  # type: ignore[misc]
         assert isinstance(result, ContentRef)
         ref = result
-        s = repo.stats
-        Row(
-            name,
-            "large",
-            step,
-            total,
-            seconds,
-            rss,
-            s.new_chunks,
-            s.deduped_chunks,
-            s.new_stored_bytes,
-        ).print()
+        Row.written(name, "large", step, total, seconds, rss, repo.stats).print()
     assert ref is not None
     reader = TenantRepository(store, tenant_id=tenant, data_key=key)
 

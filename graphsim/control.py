@@ -17,7 +17,18 @@ from graphsim.content import BytesContent, GeneratedContent
 from graphsim.generator import ANCHOR, add_user, contact_props, event_props
 from graphsim.mail import Addr, parse_mime
 from graphsim.routes_mail import apply_message_patch, resolve_folder
-from graphsim.state import Drive, DriveItem, OItem, Site, SpList, Tenant, User, World, utcnow
+from graphsim.state import (
+    Drive,
+    DriveItem,
+    OItem,
+    Site,
+    SpList,
+    Tenant,
+    User,
+    World,
+    by_id_or_name,
+    utcnow,
+)
 
 
 class ControlError(Exception):
@@ -194,7 +205,7 @@ def add_file(
     folder_path, _, name = path.strip("/").rpartition("/")
     if not name:
         raise ControlError(400, "path must name a file")
-    by = drive.owner_id if drive.owner_kind == "user" else ""
+    by = drive.author
     parent = ops.drive_folder_path(tenant, drive, folder_path, by)
     if data is not None:
         content: Any = BytesContent.of(data)
@@ -280,30 +291,26 @@ def add_site(tenant: Tenant, name: str) -> Site:
 
 
 def need_list(tenant: Tenant, list_id: str) -> SpList:
-    splist = tenant.lists.get(list_id)
+    splist = by_id_or_name(tenant.lists, list_id, lambda s: (s.display_name,))
     if splist is None:
-        for candidate in tenant.lists.values():
-            if candidate.display_name.lower() == list_id.lower():
-                return candidate
         raise ControlError(404, f"unknown list {list_id!r}")
     return splist
 
 
-def find_drive_item(tenant: Tenant, item_id: str) -> tuple[Drive, DriveItem] | None:
+def need_drive_item(tenant: Tenant, item_id: str) -> tuple[Drive, DriveItem]:
     for drive in tenant.drives.values():
         item = drive.items.get(item_id)
         if item is not None and not item.deleted:
             return drive, item
-    return None
+    raise ControlError(404, f"unknown item {item_id!r}")
 
 
 def edit_item(
     tenant: Tenant, item_id: str, changes: dict[str, Any], *, list_id: str | None = None
 ) -> None:
     if list_id:
-        splist = need_list(tenant, list_id)
-        li = splist.items.get(item_id)
-        if li is None or li.deleted:
+        li = need_list(tenant, list_id).live_item(item_id)
+        if li is None:
             raise ControlError(404, "unknown list item")
         li.fields.update(changes or {"Title": str(li.fields.get("Title", "")) + " (edited)"})
         ops.touch_list_item(tenant, li, li.modified_by)
@@ -327,11 +334,8 @@ def edit_item(
                 )
             tenant.touch_item(item)
         return
-    found = find_drive_item(tenant, item_id)
-    if found is None:
-        raise ControlError(404, f"unknown item {item_id!r}")
-    drive, ditem = found
-    by = drive.owner_id if drive.owner_kind == "user" else ""
+    drive, ditem = need_drive_item(tenant, item_id)
+    by = drive.author
     if "name" in changes:
         ops.move_drive_item(tenant, drive, ditem, None, str(changes["name"]), by)
     if "content" in changes or not changes:
@@ -361,11 +365,8 @@ def move_item(tenant: Tenant, item_id: str, destination: str) -> None:
         kind = {"message": "mail", "contact": "contact", "event": "calendar"}[item.kind]
         tenant.move_item(item, _folder(tenant, user, destination, kind))
         return
-    found = find_drive_item(tenant, item_id)
-    if found is None:
-        raise ControlError(404, f"unknown item {item_id!r}")
-    drive, ditem = found
-    by = drive.owner_id if drive.owner_kind == "user" else ""
+    drive, ditem = need_drive_item(tenant, item_id)
+    by = drive.author
     target = drive.items.get(destination)
     if target is None:
         target = ops.drive_folder_path(tenant, drive, destination, by)
@@ -378,12 +379,10 @@ def delete_item(
     tenant: Tenant, item_id: str, *, hard: bool = False, list_id: str | None = None
 ) -> None:
     if list_id:
-        splist = need_list(tenant, list_id)
-        li = splist.items.get(item_id)
-        if li is None or li.deleted:
+        li = need_list(tenant, list_id).live_item(item_id)
+        if li is None:
             raise ControlError(404, "unknown list item")
-        li.deleted = True
-        li.seq = tenant.next_seq()
+        ops.delete_list_item(tenant, li)
         return
     item = tenant.items.get(item_id)
     if item is not None and not item.deleted:
@@ -403,10 +402,7 @@ def delete_item(
         if folder.id == item_id:
             tenant.delete_folder(folder)
             return
-    found = find_drive_item(tenant, item_id)
-    if found is None:
-        raise ControlError(404, f"unknown item {item_id!r}")
-    ops.delete_drive_item(tenant, found[0], found[1])
+    ops.delete_drive_item(tenant, *need_drive_item(tenant, item_id))
 
 
 def ransomware(tenant: Tenant, user: User, count: int, extension: str = ".locked") -> list[str]:

@@ -211,6 +211,9 @@ def link(req: Req, path: str, query: dict[str, str]) -> str:
 @dataclass
 class DeltaState:
     collection: str
+    owner: str  # whose epoch the links carry: a reset of the owner expires them
+    style: str  # "outlook" | "onedrive": the service whose errors and link names are spoken
+    path: str  # where the links point
     since: int
     upto: int
     after: tuple[int, str] | None
@@ -233,10 +236,13 @@ def read_delta_token(
     max_size: int,
     token: str | None,
 ) -> DeltaState:
+    """The state a delta request resumes from; it keeps what the token was read for (owner,
+    style, path) so the page's links are made for the same without the caller saying it twice."""
     tenant = tenant_of(req)
     size = page_size(req, default_size, max_size)
+    state = DeltaState(collection, owner, style, path, 0, tenant.seq, None, query, size, True)
     if not token:
-        return DeltaState(collection, 0, tenant.seq, None, query, size, True)
+        return state
     decoded = engine.unsign(token)
     if decoded is None or decoded.get("c") != collection:
         if style == "outlook":
@@ -278,24 +284,46 @@ def read_delta_token(
             inner_code="resyncChangesApplyDifferences",
         )
     after = decoded.get("a")
+    state.since = int(decoded["s"])
+    state.query = decoded.get("q") or {}
+    state.fresh = state.since == 0
     if decoded.get("p"):  # a deltaLink: a new round from its position (0: all over again)
-        return DeltaState(
-            collection,
-            int(decoded["s"]),
-            tenant.seq,
-            None,
-            decoded.get("q") or {},
-            int(decoded.get("n") or size) if "odata.maxpagesize" not in req.prefer() else size,
-            int(decoded["s"]) == 0,
-        )
-    return DeltaState(
-        collection,
-        int(decoded["s"]),
-        int(decoded["u"]),
-        (int(after[0]), str(after[1])) if after else None,
-        decoded.get("q") or {},
-        int(decoded.get("n") or size),
-        int(decoded["s"]) == 0,
+        if "odata.maxpagesize" not in req.prefer():
+            state.size = int(decoded.get("n") or size)
+        return state
+    state.upto = int(decoded["u"])
+    state.after = (int(after[0]), str(after[1])) if after else None
+    state.size = int(decoded.get("n") or size)
+    return state
+
+
+def outlook_delta_state(
+    req: Req,
+    engine: Engine,
+    *,
+    collection: str,
+    owner: str,
+    path: str,
+    first: Callable[[], dict[str, Any]] = dict,
+    size: int = 10,
+    most: int = 1000,
+) -> DeltaState:
+    """A delta in Outlook's dialect (messages, events, contacts, folders; channel messages
+    too): the token comes back as ``$skiptoken`` or ``$deltatoken``, the request's own options
+    (``first``) are read only when a round starts (its links carry them after), and a page is
+    ``size`` entries unless Prefer asks for another size, ``most`` at the most."""
+    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
+    return read_delta_token(
+        req,
+        engine,
+        collection=collection,
+        owner=owner,
+        style="outlook",
+        path=path,
+        query={} if token else first(),
+        default_size=size,
+        max_size=most,
+        token=token,
     )
 
 
@@ -335,20 +363,13 @@ def delta_page(
 
 
 def delta_links(
-    req: Req,
-    engine: Engine,
-    state: DeltaState,
-    owner: str,
-    page: list[tuple[int, str, Any, bool]],
-    more: bool,
-    *,
-    path: str,
-    style: str,
+    req: Req, engine: Engine, state: DeltaState, page: list[DeltaEntry], more: bool
 ) -> dict[str, str]:
     tenant = tenant_of(req)
+    path, style = state.path, state.style
     base = {
         "c": state.collection,
-        "g": tenant.epoch(owner),
+        "g": tenant.epoch(state.owner),
         "t": int(time.time()),
         "q": state.query,
         "n": state.size,
@@ -367,14 +388,11 @@ def delta_resp(
     req: Req,
     engine: Engine,
     state: DeltaState,
-    owner: str,
-    page: list[tuple[int, str, Any, bool]],
+    page: list[DeltaEntry],
     more: bool,
     *,
-    path: str,
     entity: str,
     values: list[dict[str, Any]],
-    style: str = "outlook",
 ) -> Resp:
     """One page of a delta (Outlook: messages, events, contacts, folders; OneDrive: drive
     and list items): the values, then the next or delta link, as the service answers it."""
@@ -382,7 +400,7 @@ def delta_resp(
         "@odata.context": f"{req.graph_base}/$metadata#Collection({entity})",
         "value": values,
     }
-    body.update(delta_links(req, engine, state, owner, page, more, path=path, style=style))
+    body.update(delta_links(req, engine, state, page, more))
     return Resp(200, body, prefer_applied(req, state.size))
 
 
@@ -399,6 +417,19 @@ def json_resp(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Resp:
     return Resp(status, body, headers or {})
+
+
+def entity_resp(
+    req: Req,
+    entity_set: str,
+    body: dict[str, Any],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Resp:
+    """One entity as Graph answers a read or a create of it: the ``$metadata#<set>/$entity``
+    context first, then its properties."""
+    context = f"{req.graph_base}/$metadata#{entity_set}/$entity"
+    return json_resp({"@odata.context": context, **body}, status, headers)
 
 
 def apply_select(obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]:

@@ -303,27 +303,15 @@ def _mime_attachment(
         assert isinstance(inner, Message)
         inner_raw = inner.as_bytes(policy=email.policy.SMTP)
         inner_spec, inner_atts = parse_mime(inner_raw, id_parts=(*id_parts, index))
-        item = OItem(
-            id=ids.outlook_id("attitem", *id_parts, index),
-            kind="message",
-            user_id="",
-            folder_id="",
-            seq=0,
-            created=modified,
-            modified=modified,
+        return attached_message(
+            att_id,
+            name or inner_spec.subject or "Attached message",
+            modified,
+            item_id=ids.outlook_id("attitem", *id_parts, index),
             change_key=ids.change_key("attitem", *id_parts, index),
             spec=inner_spec,
-            raw_mime=inner_raw,
             attachments=inner_atts,
-            props={"isRead": True, "isDraft": False},
-        )
-        return Attachment(
-            id=att_id,
-            kind="item",
-            name=name or inner_spec.subject or "Attached message",
-            content_type=None,
-            modified=modified,
-            item=item,
+            raw_mime=inner_raw,
         )
     if disposition is None and not cid and ctype.startswith("text/"):
         return None  # an extra body part (e.g. a calendar text part): not an attachment
@@ -339,6 +327,38 @@ def _mime_attachment(
         content=BytesContent.of(data),
         content_id=str(cid).strip("<> ") if cid else None,
         is_inline=disposition == "inline" or (disposition is None and bool(cid)),
+    )
+
+
+def attached_message(
+    att_id: str,
+    name: str,
+    when: datetime,
+    *,
+    item_id: str,
+    change_key: str,
+    spec: MailSpec,
+    attachments: list[Attachment],
+    raw_mime: bytes | None = None,
+) -> Attachment:
+    """An itemAttachment holding a message (from MIME or from JSON). The message lives only
+    inside it: no mailbox, no folder, no change number; read, and not a draft."""
+    item = OItem(
+        id=item_id,
+        kind="message",
+        user_id="",
+        folder_id="",
+        seq=0,
+        created=when,
+        modified=when,
+        change_key=change_key,
+        spec=spec,
+        raw_mime=raw_mime,
+        attachments=attachments,
+        props={"isRead": True, "isDraft": False},
+    )
+    return Attachment(
+        id=att_id, kind="item", name=name, content_type=None, modified=when, item=item
     )
 
 
@@ -360,6 +380,17 @@ def mime_headers(raw: bytes) -> list[dict[str, str]]:
 # -- Graph JSON ----------------------------------------------------------------------------
 
 
+def outlook_item(item: OItem) -> dict[str, Any]:
+    """What Graph's outlookItem base type gives every message, event and contact first."""
+    return {
+        "@odata.etag": f'W/"{item.change_key}"',
+        "id": item.id,
+        "createdDateTime": iso(item.created),
+        "lastModifiedDateTime": iso(item.modified),
+        "changeKey": item.change_key,
+    }
+
+
 def message_json(item: OItem, web_base: str, *, text_body: bool = False) -> dict[str, Any]:
     spec: MailSpec = item.spec
     props = item.props
@@ -374,11 +405,7 @@ def message_json(item: OItem, web_base: str, *, text_body: bool = False) -> dict
         body = {"contentType": "text", "content": spec.text or ""}
     visible = [a for a in item.attachments if not a.is_inline]
     return {
-        "@odata.etag": f'W/"{item.change_key}"',
-        "id": item.id,
-        "createdDateTime": iso(item.created),
-        "lastModifiedDateTime": iso(item.modified),
-        "changeKey": item.change_key,
+        **outlook_item(item),
         "categories": list(props.get("categories", [])),
         "receivedDateTime": iso(spec.received),
         "sentDateTime": iso(spec.sent),

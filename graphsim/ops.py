@@ -367,8 +367,7 @@ def delete_drive_item(tenant: Tenant, drive: Drive, item: DriveItem) -> None:
     if item.list_item_id and drive.list_id in tenant.lists:
         li = tenant.lists[drive.list_id].items.get(item.list_item_id)
         if li is not None:
-            li.deleted = True
-            li.seq = tenant.next_seq()
+            delete_list_item(tenant, li)
 
 
 def move_drive_item(
@@ -442,6 +441,11 @@ def new_list_item(
     return item
 
 
+def delete_list_item(tenant: Tenant, item: ListItem) -> None:
+    item.deleted = True
+    item.seq = tenant.next_seq()
+
+
 def touch_list_item(tenant: Tenant, item: ListItem, by: str) -> None:
     item.seq = tenant.next_seq()
     item.modified = utcnow()
@@ -479,22 +483,24 @@ def new_site(
     )
     tenant.sites[site.id] = site
     library = new_list(tenant, site, "Shared Documents", "Documents", "documentLibrary", when)
-    drive = new_drive(
-        tenant,
-        "site",
-        site.id,
-        "Documents",
-        "documentLibrary",
-        f"{site.web_url}/Shared%20Documents",
-        when,
-        key=f"site:{path}",
-    )
+    url = f"{site.web_url}/Shared%20Documents"
+    drive = new_library_drive(tenant, site, library, url, when, key=f"site:{path}")
     if personal:
         drive.drive_type = "business"
+    return site
+
+
+def new_library_drive(
+    tenant: Tenant, site: Site, library: SpList, web_url: str, when: datetime, *, key: str
+) -> Drive:
+    """A document library's drive, linked both ways with its list and listed on its site."""
+    drive = new_drive(
+        tenant, "site", site.id, library.display_name, "documentLibrary", web_url, when, key=key
+    )
     drive.list_id = library.id
     library.drive_id = drive.id
     site.drive_ids.append(drive.id)
-    return site
+    return drive
 
 
 def new_list(
@@ -551,19 +557,8 @@ def add_list(
     )
     splist.description = description
     if library:
-        drive = new_drive(
-            tenant,
-            "site",
-            site.id,
-            display_name,
-            "documentLibrary",
-            f"{site.web_url}/{name.replace(' ', '%20')}",
-            when,
-            key=f"list:{splist.id}",
-        )
-        drive.list_id = splist.id
-        splist.drive_id = drive.id
-        site.drive_ids.append(drive.id)
+        url = f"{site.web_url}/{name.replace(' ', '%20')}"
+        new_library_drive(tenant, site, splist, url, when, key=f"list:{splist.id}")
     return splist
 
 

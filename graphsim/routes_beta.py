@@ -17,7 +17,7 @@ from graphsim.core import (
     delta_page,
     delta_resp,
     mailbox_of,
-    read_delta_token,
+    outlook_delta_state,
     removed_entry,
     tenant_of,
 )
@@ -84,28 +84,15 @@ def events_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: s
     """Beta's event delta over a calendar: series masters and single events, no time
     window, each as id/type/start/end; removed and moved-out events as ``@removed``."""
     tenant = tenant_of(req)
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    state = read_delta_token(
-        req,
-        engine,
-        collection=f"events:{calendar.id}",
-        owner=user.id,
-        style="outlook",
-        path=path,
-        query={},
-        default_size=10,
-        max_size=1000,
-        token=token,
-    )
+    collection = f"events:{calendar.id}"
+    state = outlook_delta_state(req, engine, collection=collection, owner=user.id, path=path)
     live = ((e.seq, e.id, e) for e in tenant.folder_items(calendar.id) if not e.deleted)
     removed = ((seq, i, None) for i, seq in tenant.tombs.get(calendar.id, {}).items())
     page, more = delta_page(state, live, removed)
     values = [
         removed_entry("event", i) if gone else _event_stub(obj) for _seq, i, obj, gone in page
     ]
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="event", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="event", values=values)
 
 
 @router.add("GET", "/beta/users/{user}/calendars/{calendar}/events/delta", "exchange")

@@ -24,12 +24,12 @@ from graphsim.core import (
     filtered,
     json_resp,
     mailbox_of,
-    read_delta_token,
+    outlook_delta_state,
     removed_entry,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
-from graphsim.mail import html_to_text
+from graphsim.mail import html_to_text, outlook_item
 from graphsim.routes_mail import (
     add_attachment_routes,
     addressed_folder,
@@ -116,11 +116,7 @@ def event_json(tenant: Tenant, event: OItem) -> dict[str, Any]:
     content = str(body.get("content") or "")
     preview = html_to_text(content) if body.get("contentType") == "html" else content
     out: dict[str, Any] = {
-        "@odata.etag": f'W/"{event.change_key}"',
-        "id": event.id,
-        "createdDateTime": iso(event.created),
-        "lastModifiedDateTime": iso(event.modified),
-        "changeKey": event.change_key,
+        **outlook_item(event),
         "transactionId": props.get("transactionId"),
         "webLink": f"https://outlook.office365.com/owa/?itemid={event.id}&exvsurl=1&path=/calendar/item",
         "bodyPreview": " ".join(preview.split())[:255],
@@ -340,11 +336,7 @@ def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, A
 
 def contact_json(item: OItem) -> dict[str, Any]:
     return {
-        "@odata.etag": f'W/"{item.change_key}"',
-        "id": item.id,
-        "createdDateTime": iso(item.created),
-        "lastModifiedDateTime": iso(item.modified),
-        "changeKey": item.change_key,
+        **outlook_item(item),
         "parentFolderId": item.folder_id,
         **item.props,
     }
@@ -557,32 +549,22 @@ def calendar_view(engine: Engine, req: Req) -> Resp:
 
 def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str) -> Resp:
     tenant = tenant_of(req)
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    query: dict[str, Any] = {}
-    if not token:
+
+    def first() -> dict[str, Any]:  # the window travels in the links
         bounds = window(req)
         assert bounds is not None
-        query = {"lo": iso(bounds[0]), "hi": iso(bounds[1])}
-    state = read_delta_token(
-        req,
-        engine,
-        collection=f"view:{calendar.id}",
-        owner=user.id,
-        style="outlook",
-        path=path,
-        query=query,
-        default_size=10,
-        max_size=1000,
-        token=token,
+        return {"lo": iso(bounds[0]), "hi": iso(bounds[1])}
+
+    collection = f"view:{calendar.id}"
+    state = outlook_delta_state(
+        req, engine, collection=collection, owner=user.id, path=path, first=first
     )
     lo, hi = parse_dt(state.query["lo"]), parse_dt(state.query["hi"])
     page, more = delta_page(
         state, _view(engine, tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
     )
     values = [removed_entry("event", i) if gone else obj for _s, i, obj, gone in page]
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="event", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="event", values=values)
 
 
 @router.add("GET", "/users/{user}/calendarView/delta", "exchange")
@@ -623,9 +605,8 @@ def contact_folders(engine: Engine, req: Req) -> Resp:
 @router.add("GET", "/users/{user}/contactFolders/delta", "exchange")
 def contact_folders_delta(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
-    return folder_delta(
-        engine, req, tenant, user, "contact", f"/users/{user.id}/contactFolders/delta"
-    )
+    path = f"/users/{user.id}/contactFolders/delta"
+    return folder_delta(engine, req, tenant, user, "contact", path, cfolder_json)
 
 
 @router.add("GET", "/users/{user}/contactFolders/{folder}", "exchange")
@@ -686,18 +667,13 @@ def folder_contacts(engine: Engine, req: Req) -> Resp:
 
 def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: str) -> Resp:
     tenant = tenant_of(req)
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    state = read_delta_token(
+    state = outlook_delta_state(
         req,
         engine,
         collection=folder.id,
         owner=user.id,
-        style="outlook",
         path=path,
-        query={"select": req.query.get("$select", "")},
-        default_size=10,
-        max_size=1000,
-        token=token,
+        first=lambda: {"select": req.query.get("$select", "")},
     )
     select = [s for s in str(state.query.get("select", "")).split(",") if s] or None
     live = ((c.seq, c.id, c) for c in tenant.folder_items(folder.id))
@@ -707,9 +683,7 @@ def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: s
         removed_entry("contact", i) if gone else apply_select(contact_json(obj), select)
         for _s, i, obj, gone in page
     ]
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="contact", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="contact", values=values)
 
 
 @router.add("GET", "/users/{user}/contacts/delta", "exchange")

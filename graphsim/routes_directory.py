@@ -10,6 +10,7 @@ from graphsim.core import (
     Engine,
     FilterParser,
     collection,
+    entity_resp,
     order_keys,
     ordered,
     tenant_of,
@@ -191,7 +192,7 @@ def get_user(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     user = user_of(req)
     body = shape_user(tenant, user, req.select())
-    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#users/$entity", **body})
+    return entity_resp(req, "users", body)
 
 
 @router.add("GET", "/users/{user}/mailboxSettings", "exchange")

@@ -15,6 +15,7 @@ from graphsim.core import (
     delta_links,
     delta_page,
     delta_resp,
+    entity_resp,
     json_resp,
     ordered,
     read_delta_token,
@@ -337,6 +338,22 @@ def _validate_name(name: str) -> None:
         raise GraphError(400, "invalidRequest", "The provided name contains invalid characters.")
 
 
+def claim_name(
+    drive: Drive, parent: DriveItem, name: str, behaviour: str
+) -> tuple[str, DriveItem | None]:
+    """Graph's ``@microsoft.graph.conflictBehavior`` where ``name`` may be taken under
+    ``parent``: "fail" answers 409, "rename" picks a free name; otherwise the live item in the
+    way comes back for the caller to replace (None when the name is free)."""
+    existing = drive.child_named(parent.id, name)
+    if existing is None or existing.deleted:
+        return name, None
+    if behaviour == "fail":
+        raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+    if behaviour == "rename":
+        return renamed(drive, parent, name), None
+    return name, existing
+
+
 def put_file(
     engine: Engine,
     tenant: Tenant,
@@ -348,19 +365,12 @@ def put_file(
     by: str,
 ) -> tuple[DriveItem, int]:
     _validate_name(name)
-    existing = drive.child_named(parent.id, name)
-    if existing is not None and not existing.deleted:
-        if behaviour == "fail":
-            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
-        if behaviour == "rename":
-            name = renamed(drive, parent, name)
-        else:
-            if existing.is_folder:
-                raise GraphError(
-                    409, "nameAlreadyExists", "A folder with this name already exists."
-                )
-            ops.replace_content(tenant, drive, existing, content, by)
-            return existing, 200
+    name, existing = claim_name(drive, parent, name, behaviour)
+    if existing is not None:
+        if existing.is_folder:
+            raise GraphError(409, "nameAlreadyExists", "A folder with this name already exists.")
+        ops.replace_content(tenant, drive, existing, content, by)
+        return existing, 200
     item = ops.new_drive_item(tenant, drive, parent, name, content=content, by=by)
     return item, 201
 
@@ -388,12 +398,7 @@ def user_drive(engine: Engine, req: Req) -> Resp:
     user = _user(tenant, req.params["user"])
     if not user.drive_id or user.drive_id not in tenant.drives:
         raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#drives/$entity",
-            **drive_json(tenant, tenant.drives[user.drive_id]),
-        }
-    )
+    return entity_resp(req, "drives", drive_json(tenant, tenant.drives[user.drive_id]))
 
 
 @router.add("GET", "/users/{user}/drives", "sharepoint")
@@ -420,12 +425,7 @@ def get_item_route(engine: Engine, req: Req) -> Resp:
             for c in drive.children.get(item.id, {}).values()
             if not drive.items[c].deleted
         ]
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#drives('{drive.id}')/items/$entity",
-            **body,
-        }
-    )
+    return entity_resp(req, f"drives('{drive.id}')/items", body)
 
 
 @router.add("GET", "/drives/{drive}/items/{item}/children", "sharepoint")
@@ -483,9 +483,7 @@ def delta(engine: Engine, req: Req) -> Resp:
             "@odata.context": f"{req.graph_base}/$metadata#Collection(driveItem)",
             "value": [],
         }
-        body.update(
-            delta_links(req, engine, state, drive.id, [], False, path=path, style="onedrive")
-        )
+        body.update(delta_links(req, engine, state, [], False))
         return json_resp(body)
     select = [s for s in str(state.query.get("select", "")).split(",") if s]
     live = [(i.seq, i.id, i) for i in drive.items.values() if not i.deleted]
@@ -496,18 +494,7 @@ def delta(engine: Engine, req: Req) -> Resp:
         select_item(item_json(engine, tenant, drive, obj, in_delta=True), select or None)
         for _seq, _id, obj, _gone in page
     ]
-    return delta_resp(
-        req,
-        engine,
-        state,
-        drive.id,
-        page,
-        more,
-        path=path,
-        entity="driveItem",
-        values=values,
-        style="onedrive",
-    )
+    return delta_resp(req, engine, state, page, more, entity="driveItem", values=values)
 
 
 @router.add("GET", "/drives/{drive}/items/{item}/content", "sharepoint")
@@ -519,7 +506,7 @@ def content(engine: Engine, req: Req) -> Resp:
 
 
 def by_user(req: Req, drive: Drive) -> str:
-    return drive.owner_id if drive.owner_kind == "user" else ""
+    return drive.author
 
 
 @router.add("PUT", "/drives/{drive}/items/{item}/content", "sharepoint")
@@ -661,15 +648,9 @@ def create_child(engine: Engine, req: Req) -> Resp:
     _validate_name(name)
     if "folder" not in body:
         raise GraphError(400, "invalidRequest", "Only folders can be created here; upload files.")
-    behaviour = _conflict(req, body) or "fail"
-    existing = drive.child_named(parent.id, name)
-    if existing is not None and not existing.deleted:
-        if behaviour == "fail":
-            raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
-        if behaviour == "rename":
-            name = renamed(drive, parent, name)
-        elif existing.is_folder:
-            return json_resp(item_json(engine, tenant, drive, existing), 201)
+    name, existing = claim_name(drive, parent, name, _conflict(req, body) or "fail")
+    if existing is not None and existing.is_folder:
+        return json_resp(item_json(engine, tenant, drive, existing), 201)
     folder = ops.new_drive_item(tenant, drive, parent, name, content=None, by=by_user(req, drive))
     return json_resp(item_json(engine, tenant, drive, folder), 201)
 

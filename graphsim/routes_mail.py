@@ -19,11 +19,13 @@ from graphsim.core import (
     collection,
     delta_page,
     delta_resp,
+    entity_resp,
     filtered,
     json_resp,
     mailbox_of,
+    outlook_delta_state,
     prefer_applied,
-    read_delta_token,
+    removed_entry,
     tenant_of,
 )
 from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
@@ -35,6 +37,7 @@ from graphsim.mail import (
     PR_MESSAGE_FLAGS,
     Addr,
     MailSpec,
+    attached_message,
     attachment_json,
     extended_props,
     graph_addrs,
@@ -100,6 +103,12 @@ def message_mime(item: OItem) -> bytes:
     if item.raw_mime is not None:
         return item.raw_mime
     return render_mime(item.spec, item.attachments, include_bcc=bool(item.props.get("isDraft")))
+
+
+def message_entity(
+    req: Req, user: User, item: OItem, status: int, headers: dict[str, str] | None = None
+) -> Resp:
+    return entity_resp(req, f"users('{user.id}')/messages", message_out(req, item), status, headers)
 
 
 def message_out(req: Req, item: OItem) -> dict[str, Any]:
@@ -377,28 +386,17 @@ def _item_attachment(
         nested = [
             attachment_from_json(a, engine, tenant, user) for a in inner.get("attachments") or []
         ]
-        item = OItem(
-            id=ids.outlook_id("attitem", tenant.new_name("ai")),
-            kind="message",
-            user_id="",
-            folder_id="",
-            seq=0,
-            created=now,
-            modified=now,
+        item_id = ids.outlook_id("attitem", tenant.new_name("ai"))
+        for index, att in enumerate(nested):
+            att.id = att.id or ids.attachment_id(item_id, index)
+        return attached_message(
+            "",
+            name or spec.subject,
+            now,
+            item_id=item_id,
             change_key=ids.change_key("ai", now),
             spec=spec,
             attachments=nested,
-            props={"isRead": True, "isDraft": False},
-        )
-        for index, att in enumerate(nested):
-            att.id = att.id or ids.attachment_id(item.id, index)
-        return Attachment(
-            id="",
-            kind="item",
-            name=name or spec.subject,
-            content_type=None,
-            modified=now,
-            item=item,
         )
     return Attachment(
         id="",
@@ -610,13 +608,7 @@ def add_attachment(engine: Engine, req: Req, kind: str) -> Resp:
     item = _attachment_owner(req, kind)
     att = attachment_from_json(req.json(), engine, tenant, user)
     add_to_item(tenant, item, att)
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#attachments/$entity",
-            **attachment_out(req, att),
-        },
-        201,
-    )
+    return entity_resp(req, "attachments", attachment_out(req, att), 201)
 
 
 def delete_attachment(engine: Engine, req: Req, kind: str) -> Resp:
@@ -768,19 +760,16 @@ def list_top_folders(engine: Engine, req: Req) -> Resp:
 @router.add("GET", "/users/{user}/mailFolders/delta", "exchange")
 def folders_delta(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
-    return _folder_delta(engine, req, tenant, user, "mail", f"/users/{user.id}/mailFolders/delta")
+    path = f"/users/{user.id}/mailFolders/delta"
+    return folder_delta(engine, req, tenant, user, "mail", path, partial(folder_json, tenant))
 
 
 @router.add("GET", "/users/{user}/mailFolders/{folder}", "exchange")
 def get_folder(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     folder = resolve_folder(tenant, user, req.params["folder"])
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailFolders/$entity",
-            **apply_select(folder_json(tenant, folder), req.select()),
-        }
-    )
+    body = apply_select(folder_json(tenant, folder), req.select())
+    return entity_resp(req, f"users('{user.id}')/mailFolders", body)
 
 
 @router.add("GET", "/users/{user}/mailFolders/{folder}/childFolders", "exchange")
@@ -818,13 +807,7 @@ def create_folder(engine: Engine, req: Req, parent: Folder, user: User) -> Resp:
         parent.id,
         hidden=bool(req.json().get("isHidden", False)),
     )
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/mailFolders/$entity",
-            **folder_json(tenant, folder),
-        },
-        201,
-    )
+    return entity_resp(req, f"users('{user.id}')/mailFolders", folder_json(tenant, folder), 201)
 
 
 @router.add("POST", "/users/{user}/mailFolders", "exchange")
@@ -884,13 +867,7 @@ def create_in_folder(engine: Engine, req: Req) -> Resp:
             400, "ErrorInvalidRequest", "MIME content can only be posted to /messages."
         )
     item = create_from_json(engine, req, user, folder)
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-            **message_out(req, item),
-        },
-        201,
-    )
+    return message_entity(req, user, item, 201)
 
 
 @router.add("GET", "/users/{user}/mailFolders/{folder}/messages/delta", "exchange")
@@ -898,18 +875,8 @@ def messages_delta(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     folder = resolve_folder(tenant, user, req.params["folder"])
     path = f"/users/{user.id}/mailFolders/{folder.id}/messages/delta"
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    state = read_delta_token(
-        req,
-        engine,
-        collection=folder.id,
-        owner=user.id,
-        style="outlook",
-        path=path,
-        query=delta_query(req) if not token else {},
-        default_size=10,
-        max_size=1000,
-        token=token,
+    state = outlook_delta_state(
+        req, engine, collection=folder.id, owner=user.id, path=path, first=partial(delta_query, req)
     )
     # Every option travels in the links: later pages and rounds apply the first query.
     query = state.query
@@ -937,21 +904,11 @@ def messages_delta(engine: Engine, req: Req) -> Resp:
     )
     order = _newest_first if query.get("orderby") else None
     page, more = delta_page(state, live, removed, order=order)
-    values = []
-    for _seq, item_id, obj, gone in page:
-        if gone:
-            values.append(
-                {
-                    "@odata.type": "#microsoft.graph.message",
-                    "id": item_id,
-                    "@removed": {"reason": "deleted"},
-                }
-            )
-        else:
-            values.append(message_out(req, obj))
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity="message", values=values
-    )
+    values = [
+        removed_entry("message", item_id) if gone else message_out(req, obj)
+        for _seq, item_id, obj, gone in page
+    ]
+    return delta_resp(req, engine, state, page, more, entity="message", values=values)
 
 
 @router.add("GET", "/users/{user}/messages", "exchange")
@@ -984,27 +941,14 @@ def create_message(engine: Engine, req: Req) -> Resp:
         item = create_from_mime(req, user)
     else:
         item = create_from_json(engine, req, user, tenant.folders[user.well_known["drafts"]])
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-            **message_out(req, item),
-        },
-        201,
-    )
+    return message_entity(req, user, item, 201)
 
 
 @router.add("GET", "/users/{user}/messages/{item}", "exchange")
 def get_message(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     item = get_item(tenant, user, req.params["item"], "message")
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#users('{user.id}')/messages/$entity",
-            **message_out(req, item),
-        },
-        200,
-        prefer_applied(req, 0),
-    )
+    return message_entity(req, user, item, 200, prefer_applied(req, 0))
 
 
 @router.add("GET", "/users/{user}/messages/{item}/$value", "exchange")
@@ -1023,14 +967,10 @@ def patch_message(engine: Engine, req: Req) -> Resp:
 
 
 @router.add("DELETE", "/users/{user}/messages/{item}", "exchange")
-def delete_message(engine: Engine, req: Req) -> Resp:
-    tenant, user = tenant_of(req), mailbox_of(req)
-    tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
-    return Resp(204)
-
-
 @router.add("POST", "/users/{user}/messages/{item}/permanentDelete", "exchange")
-def permanent_delete(engine: Engine, req: Req) -> Resp:
+def delete_message(engine: Engine, req: Req) -> Resp:
+    """The simulator keeps no Recoverable Items: a delete and a permanent delete both leave
+    the message gone, a tombstone for delta."""
     tenant, user = tenant_of(req), mailbox_of(req)
     tenant.delete_item(get_item(tenant, user, req.params["item"], "message"))
     return Resp(204)
@@ -1131,22 +1071,19 @@ def apply_message_patch(tenant: Tenant, item: OItem, body: dict[str, Any]) -> No
     tenant.touch_item(item)
 
 
-def _folder_delta(
-    engine: Engine, req: Req, tenant: Tenant, user: User, kind: str, path: str
+def folder_delta(
+    engine: Engine,
+    req: Req,
+    tenant: Tenant,
+    user: User,
+    kind: str,
+    path: str,
+    render: Callable[[Folder], dict[str, Any]],
 ) -> Resp:
+    """Mail and contact folders' delta: one enumeration, each kind rendering its folders."""
     collection_key = tenant.folder_collection(user.id, kind)
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    state = read_delta_token(
-        req,
-        engine,
-        collection=collection_key,
-        owner=user.id,
-        style="outlook",
-        path=path,
-        query={},
-        default_size=100,
-        max_size=1000,
-        token=token,
+    state = outlook_delta_state(
+        req, engine, collection=collection_key, owner=user.id, path=path, size=100
     )
     # Like the folder listings, delta leaves out the roots (Top of Information Store, and the
     # default Contacts folder whose children /contactFolders lists).
@@ -1159,33 +1096,12 @@ def _folder_delta(
     live = ((f.seq, f.id, f) for f in folders)
     removed = ((seq, i, None) for i, seq in tenant.tombs.get(collection_key, {}).items())
     page, more = delta_page(state, live, removed)
-    values = []
-    odata = "#microsoft.graph.mailFolder" if kind == "mail" else "#microsoft.graph.contactFolder"
-    for _seq, folder_id, obj, gone in page:
-        if gone:
-            values.append(
-                {"@odata.type": odata, "id": folder_id, "@removed": {"reason": "deleted"}}
-            )
-        elif kind == "mail":
-            values.append(folder_json(tenant, obj))
-        else:
-            values.append(
-                {
-                    "id": obj.id,
-                    "displayName": obj.display_name,
-                    "parentFolderId": obj.parent_id or obj.id,
-                }
-            )
     name = "mailFolder" if kind == "mail" else "contactFolder"
-    return delta_resp(
-        req, engine, state, user.id, page, more, path=path, entity=name, values=values
-    )
-
-
-def folder_delta(
-    engine: Engine, req: Req, tenant: Tenant, user: User, kind: str, path: str
-) -> Resp:
-    return _folder_delta(engine, req, tenant, user, kind, path)
+    values = [
+        removed_entry(name, folder_id) if gone else render(obj)
+        for _seq, folder_id, obj, gone in page
+    ]
+    return delta_resp(req, engine, state, page, more, entity=name, values=values)
 
 
 def now_utc() -> datetime:

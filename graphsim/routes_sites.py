@@ -11,6 +11,7 @@ from graphsim.core import (
     collection,
     delta_page,
     delta_resp,
+    entity_resp,
     json_resp,
     read_delta_token,
     tenant_of,
@@ -59,6 +60,17 @@ def get_list(tenant: Tenant, site: Site, key: str) -> SpList:
         if key in (splist.id, splist.name) or key.lower() == splist.display_name.lower():
             return splist
     raise GraphError(404, "itemNotFound", "The specified list was not found")
+
+
+def addressed_list_item(req: Req) -> tuple[Tenant, Site, SpList, ListItem]:
+    """The tenant, site, list and live item a ``/sites/{site}/lists/{list}/items/{item}``
+    path names; an unknown or deleted item answers 404."""
+    tenant, s = addressed_site(req)
+    splist = get_list(tenant, s, req.params["list"])
+    item = splist.live_item(req.params["item"])
+    if item is None:
+        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    return tenant, s, splist, item
 
 
 def list_json(tenant: Tenant, site: Site, splist: SpList) -> dict[str, Any]:
@@ -214,13 +226,7 @@ def lists(engine: Engine, req: Req) -> Resp:
 def create_list(engine: Engine, req: Req) -> Resp:
     tenant, s = addressed_site(req)
     splist = new_list_from_json(tenant, s, req.json())
-    return json_resp(
-        {
-            "@odata.context": f"{req.graph_base}/$metadata#sites('{s.id}')/lists/$entity",
-            **list_json(tenant, s, splist),
-        },
-        201,
-    )
+    return entity_resp(req, f"sites('{s.id}')/lists", list_json(tenant, s, splist), 201)
 
 
 @router.add("GET", "/sites/{site}/lists/{list}", "sharepoint")
@@ -245,7 +251,7 @@ def list_drive(engine: Engine, req: Req) -> Resp:
     if drive is None:
         raise GraphError(404, "itemNotFound", "The resource could not be found.")
     body = apply_select(drive_json(tenant, drive), req.select())
-    return json_resp({"@odata.context": f"{req.graph_base}/$metadata#drives/$entity", **body})
+    return entity_resp(req, "drives", body)
 
 
 @router.add("GET", "/sites/{site}/lists/{list}/columns", "sharepoint")
@@ -338,27 +344,12 @@ def items_delta(engine: Engine, req: Req) -> Resp:
     removed = ((i.seq, i.id, i) for i in splist.items.values() if i.deleted)
     page, more = ([], False) if token == LATEST_TOKEN else delta_page(state, live, removed)
     values = [item_json(tenant, s, splist, obj, fields, select) for _s, _i, obj, _g in page]
-    return delta_resp(
-        req,
-        engine,
-        state,
-        splist.id,
-        page,
-        more,
-        path=path,
-        entity="listItem",
-        values=values,
-        style="onedrive",
-    )
+    return delta_resp(req, engine, state, page, more, entity="listItem", values=values)
 
 
 @router.add("GET", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
 def get_item(engine: Engine, req: Req) -> Resp:
-    tenant, s = addressed_site(req)
-    splist = get_list(tenant, s, req.params["list"])
-    item = splist.items.get(req.params["item"])
-    if item is None or item.deleted:
-        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    tenant, s, splist, item = addressed_list_item(req)
     return json_resp(
         item_json(tenant, s, splist, item, _fields_options(_expand_raw(req)), req.select())
     )
@@ -380,11 +371,7 @@ def create_item(engine: Engine, req: Req) -> Resp:
 
 @router.add("PATCH", "/sites/{site}/lists/{list}/items/{item}/fields", "sharepoint")
 def patch_fields(engine: Engine, req: Req) -> Resp:
-    tenant, s = addressed_site(req)
-    splist = get_list(tenant, s, req.params["list"])
-    item = splist.items.get(req.params["item"])
-    if item is None or item.deleted:
-        raise GraphError(404, "itemNotFound", "The specified list item was not found")
+    tenant, s, splist, item = addressed_list_item(req)
     fields = req.json()
     _check_fields(splist, fields)
     item.fields.update(fields)
@@ -394,13 +381,8 @@ def patch_fields(engine: Engine, req: Req) -> Resp:
 
 @router.add("DELETE", "/sites/{site}/lists/{list}/items/{item}", "sharepoint")
 def delete_item(engine: Engine, req: Req) -> Resp:
-    tenant, s = addressed_site(req)
-    splist = get_list(tenant, s, req.params["list"])
-    item = splist.items.get(req.params["item"])
-    if item is None or item.deleted:
-        raise GraphError(404, "itemNotFound", "The specified list item was not found")
-    item.deleted = True
-    item.seq = tenant.next_seq()
+    tenant, _site, _list, item = addressed_list_item(req)
+    ops.delete_list_item(tenant, item)
     return Resp(204)
 
 

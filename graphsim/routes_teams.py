@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from graphsim import teams as tm
-from graphsim.core import Engine, FilterParser, collection, tenant_of, user_of
+from graphsim.core import Engine, FilterParser, collection, entity_resp, tenant_of, user_of
 from graphsim.http import GraphError, Handler, Req, Resp, Router, selected
 from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant, iso, utcnow
@@ -112,28 +112,29 @@ def when_of(body: dict[str, Any], key: str = "createdDateTime") -> datetime | No
         raise bad(f"Invalid {key} '{value}'.") from exc
 
 
+def filtered_selected(req: Req, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``$filter`` then ``$select`` over rendered groups or channels (no ``$orderby`` here)."""
+    expression = req.query.get("$filter")
+    if expression:
+        predicate = FilterParser(expression).parse()
+        values = [v for v in values if predicate(v)]
+    return [selected(v, req.select()) for v in values]
+
+
 # -- groups ----------------------------------------------------------------------------------
 
 
 def list_groups(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
-    values = [
-        group_json(tenant, t)
-        for t in sorted(tm.teamwork(tenant).teams.values(), key=lambda t: t.display_name)
-        if not t.deleted
-    ]
-    expression = req.query.get("$filter")
-    if expression:
-        predicate = FilterParser(expression).parse()
-        values = [v for v in values if predicate(v)]
-    values = [selected(v, req.select()) for v in values]
+    values = [group_json(tenant, t) for t in tm.teamwork(tenant).listed()]
+    values = filtered_selected(req, values)
     return collection(req, engine, "groups", values, default=100, maximum=999)
 
 
 def get_group(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     body = selected(group_json(tenant, team_of(req)), req.select())
-    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#groups/$entity", **body})
+    return entity_resp(req, "groups", body)
 
 
 def group_owners(engine: Engine, req: Req) -> Resp:
@@ -157,11 +158,7 @@ def group_owners(engine: Engine, req: Req) -> Resp:
 
 def list_teams(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
-    values = [
-        selected(team_json(tenant, t), req.select())
-        for t in sorted(tm.teamwork(tenant).teams.values(), key=lambda t: t.display_name)
-        if not t.deleted
-    ]
+    values = [selected(team_json(tenant, t), req.select()) for t in tm.teamwork(tenant).listed()]
     return collection(req, engine, "teams", values, default=100, maximum=100)
 
 
@@ -179,7 +176,7 @@ def joined_teams(engine: Engine, req: Req) -> Resp:
 def get_team(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     body = selected(team_json(tenant, team_of(req)), req.select())
-    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#teams/$entity", **body})
+    return entity_resp(req, "teams", body)
 
 
 def patch_team(engine: Engine, req: Req) -> Resp:
@@ -336,11 +333,7 @@ def list_channels(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     team = team_of(req)
     values = [channel_json(tenant, team, c) for c in team.channels.values()]
-    expression = req.query.get("$filter")
-    if expression:
-        predicate = FilterParser(expression).parse()
-        values = [v for v in values if predicate(v)]
-    values = [selected(v, req.select()) for v in values]
+    values = filtered_selected(req, values)
     return collection(req, engine, "teams('x')/channels", values, default=100, maximum=999)
 
 
@@ -348,7 +341,7 @@ def get_channel(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     team, channel = channel_of(req)
     body = selected(channel_json(tenant, team, channel), req.select())
-    return Resp(200, {"@odata.context": f"{req.graph_base}/$metadata#channels/$entity", **body})
+    return entity_resp(req, "channels", body)
 
 
 def create_channel(engine: Engine, req: Req) -> Resp:
@@ -382,11 +375,7 @@ def create_channel(engine: Engine, req: Req) -> Resp:
         when=created,
         migration=migration,
     )
-    return Resp(
-        201,
-        {"@odata.context": f"{req.graph_base}/$metadata#channels/$entity"}
-        | (channel_json(tenant, team, channel)),
-    )
+    return entity_resp(req, "channels", channel_json(tenant, team, channel), 201)
 
 
 def patch_channel(engine: Engine, req: Req) -> Resp:

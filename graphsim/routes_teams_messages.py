@@ -24,7 +24,7 @@ from graphsim.core import (
     delta_page,
     delta_resp,
     link,
-    read_delta_token,
+    outlook_delta_state,
     tenant_of,
     user_of,
 )
@@ -189,9 +189,9 @@ def channel_delta(engine: Engine, req: Req) -> Resp:
     the links. Replies never come by themselves."""
     team, channel = channel_of(req)
     path = f"/teams/{team.id}/channels/{channel.id}/messages/delta"
-    token = req.query.get("$deltatoken") or req.query.get("$skiptoken")
-    query: dict[str, Any] = {}
-    if not token:
+
+    def first() -> dict[str, Any]:  # the filter and the expansion travel in the links
+        query: dict[str, Any] = {}
         expression = req.query.get("$filter")
         if expression:
             found = re.fullmatch(r"\s*lastModifiedDateTime\s+gt\s+(\S+)\s*", expression)
@@ -199,17 +199,17 @@ def channel_delta(engine: Engine, req: Req) -> Resp:
                 raise bad("Only lastModifiedDateTime with gt can filter the messages delta.")
             query["since"] = found.group(1)
         query["expand"] = expand_replies(req)
-    state = read_delta_token(
+        return query
+
+    state = outlook_delta_state(
         req,
         engine,
         collection=f"channelmessages:{channel.id}",
         owner=team.id,
-        style="outlook",
         path=path,
-        query=query,
-        default_size=MAX_TOP,
-        max_size=MAX_TOP,
-        token=token,
+        first=first,
+        size=MAX_TOP,
+        most=MAX_TOP,
     )
     horizon = utcnow() - tm.EIGHT_MONTHS
     since = parse_graph_datetime(state.query["since"]) if state.query.get("since") else None
@@ -221,9 +221,7 @@ def channel_delta(engine: Engine, req: Req) -> Resp:
     page, more = delta_page(state, live, [])
     render_one = with_replies if state.query.get("expand") else render
     values = [render_one(req, channel, team.id, entry[2]) for entry in page]
-    return delta_resp(
-        req, engine, state, team.id, page, more, path=path, entity="chatMessage", values=values
-    )
+    return delta_resp(req, engine, state, page, more, entity="chatMessage", values=values)
 
 
 # -- hosted contents -------------------------------------------------------------------------

@@ -14,10 +14,10 @@ import ssl
 import tempfile
 import threading
 import time
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 import trustme
 import uvicorn
@@ -26,13 +26,33 @@ from graphsim import control
 from graphsim.core import Engine, SimConfig
 from graphsim.generator import GenOptions, generate_world, new_sku, new_tenant
 from graphsim.server import build_app, graph_router
-from graphsim.state import Tenant, World
+from graphsim.state import OItem, Tenant, User, World
 from graphsim.throttle import ThrottleConfig, Throttler
 
 DEFAULT_APP_ID = "00000000-0000-4000-8000-5afe4ee90001"
 DEFAULT_APP_SECRET = "safekeep-dev-app-secret"  # noqa: S105 - the simulator's development secret
 STATE_FILE = "world.pickle"
 PUBLIC_HOSTS = ("graph.microsoft.com", "login.microsoftonline.com", "login.microsoft.com")
+
+
+P = ParamSpec("P")
+
+
+def _new_item(
+    action: Callable[Concatenate[Tenant, User, P], OItem],
+) -> Callable[Concatenate[Simulator, str, str, P], str]:
+    """A Simulator method over a control action that adds an item to one mailbox: under the
+    world's lock, the tenant and user found by id or name, the new item's id returned."""
+
+    def method(
+        self: Simulator, tenant: str, user: str, /, *args: P.args, **kwargs: P.kwargs
+    ) -> str:
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            return action(t, control.need_user(t, user), *args, **kwargs).id
+
+    method.__doc__ = action.__doc__
+    return method
 
 
 class Simulator:
@@ -347,21 +367,10 @@ class Simulator:
         with self.engine.world.lock:
             self.tenant(tenant).consent_denied = deny
 
-    def add_message(
-        self,
-        tenant: str,
-        user: str,
-        mime: bytes,
-        folder: str = "inbox",
-        *,
-        received: datetime | None = None,
-        is_read: bool = False,
-    ) -> str:
-        with self.engine.world.lock:
-            t = self.tenant(tenant)
-            return control.add_mime_message(
-                t, control.need_user(t, user), mime, folder, received=received, is_read=is_read
-            ).id
+    # New Outlook items in one mailbox: control's own keywords, the new item's id back.
+    add_message = _new_item(control.add_mime_message)
+    add_event = _new_item(control.add_event)
+    add_contact = _new_item(control.add_contact)
 
     def add_mail_folder(
         self, tenant: str, user: str, name: str, parent: str = "msgfolderroot"
@@ -385,56 +394,6 @@ class Simulator:
             u = control.need_user(t, user) if user else None
             drive = control.user_drive(t, u, drive_id)
             return control.add_file(t, drive, path, data=data, size=size).id
-
-    def add_event(
-        self,
-        tenant: str,
-        user: str,
-        *,
-        subject: str,
-        start: datetime,
-        end: datetime,
-        recurrence: dict[str, Any] | None = None,
-        attendees: list[str] | None = None,
-        body: str = "",
-        location: str = "",
-        calendar: str = "calendar",
-    ) -> str:
-        with self.engine.world.lock:
-            t = self.tenant(tenant)
-            return control.add_event(
-                t,
-                control.need_user(t, user),
-                subject=subject,
-                start=start,
-                end=end,
-                recurrence=recurrence,
-                attendees=attendees,
-                body=body,
-                location=location,
-                calendar=calendar,
-            ).id
-
-    def add_contact(
-        self,
-        tenant: str,
-        user: str,
-        *,
-        given_name: str,
-        surname: str,
-        emails: list[str] | None = None,
-        folder: str = "contacts",
-    ) -> str:
-        with self.engine.world.lock:
-            t = self.tenant(tenant)
-            return control.add_contact(
-                t,
-                control.need_user(t, user),
-                given_name=given_name,
-                surname=surname,
-                emails=emails,
-                folder=folder,
-            ).id
 
     def add_site(self, tenant: str, name: str) -> str:
         with self.engine.world.lock:

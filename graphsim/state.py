@@ -10,15 +10,30 @@ change in the new one, as Exchange does.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from graphsim import ids
 from graphsim.content import Content
 
 if TYPE_CHECKING:
     from graphsim.teams import Teamwork
+
+Found = TypeVar("Found")
+
+
+def by_id_or_name(
+    objects: dict[str, Found], key: str, names: Callable[[Found], tuple[str, ...]]
+) -> Found | None:
+    """An object by its id, else by one of its names whatever the case (a UPN; a domain or a
+    tenant name; a list's display name): how the control API and tests may name things."""
+    found = objects.get(key)
+    if found is not None:
+        return found
+    lowered = key.lower()
+    return next((o for o in objects.values() if lowered in (n.lower() for n in names(o))), None)
 
 
 def utcnow() -> datetime:
@@ -186,6 +201,12 @@ class Drive:
     list_id: str = ""
     quota_total: int = 1 << 40
 
+    @property
+    def author(self) -> str:
+        """Who a change made without a signed-in user is put down to: a OneDrive's owner;
+        nobody ("") for a site's library."""
+        return self.owner_id if self.owner_kind == "user" else ""
+
     def child_named(self, parent_id: str, name: str) -> DriveItem | None:
         item_id = self.children.get(parent_id, {}).get(name.lower())
         return self.items.get(item_id) if item_id else None
@@ -243,6 +264,11 @@ class SpList:
     hidden: bool = False
     description: str = ""
 
+    def live_item(self, item_id: str) -> ListItem | None:
+        """The item, unless unknown or deleted (a deleted one stays, delta's tombstone)."""
+        item = self.items.get(item_id)
+        return item if item is not None and not item.deleted else None
+
 
 @dataclass
 class Site:
@@ -296,14 +322,7 @@ class Tenant:
         return f"{self.seed}:{self.index}:{kind}:{self.counter}"
 
     def user(self, key: str) -> User | None:
-        found = self.users.get(key)
-        if found is not None:
-            return found
-        lowered = key.lower()
-        for candidate in self.users.values():
-            if candidate.upn.lower() == lowered:
-                return candidate
-        return None
+        return by_id_or_name(self.users, key, lambda u: (u.upn,))
 
     # -- Exchange items -----------------------------------------------------------------
 
@@ -384,14 +403,7 @@ class World:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def tenant(self, key: str) -> Tenant | None:
-        found = self.tenants.get(key)
-        if found is not None:
-            return found
-        lowered = key.lower()
-        for tenant in self.tenants.values():
-            if tenant.domain.lower() == lowered or tenant.name.lower() == lowered:
-                return tenant
-        return None
+        return by_id_or_name(self.tenants, key, lambda t: (t.domain, t.name))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -129,6 +129,12 @@ class Teamwork:
     chats: dict[str, Chat] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def listed(self) -> list[Team]:
+        """The teams /teams and /groups list: the live ones, by display name."""
+        return sorted(
+            (t for t in self.teams.values() if not t.deleted), key=lambda t: t.display_name
+        )
+
 
 def teamwork(tenant: Tenant) -> Teamwork:
     if tenant.teamwork is None:

@@ -259,12 +259,9 @@ class Throttler:
             wait = self._block(client, now, cfg.concurrency_retry_after_s)
             raise self._error("exchange", wait, "concurrency")
         log = self._mailbox_log.setdefault(client, deque())
-        horizon = now - cfg.mailbox_window_s
-        while log and log[0] <= horizon:
-            log.popleft()
-        if len(log) >= cfg.mailbox_requests:
-            wait = self._block(client, now, log[0] + cfg.mailbox_window_s - now)
-            raise self._error("exchange", wait, "budget")
+        full = _window_full(log, now, cfg.mailbox_window_s, cfg.mailbox_requests)
+        if full is not None:
+            raise self._error("exchange", self._block(client, now, full), "budget")
         log.append(now)
         self._inflight[client] = inflight + 1
         key = "|".join(client[2:])
@@ -288,12 +285,11 @@ class Throttler:
         if user:
             user_client = (*client, user)
             ulog = self._user_log.setdefault(user_client, deque())
-            uhorizon = now - cfg.sharepoint_user_window_s
-            while ulog and ulog[0] <= uhorizon:
-                ulog.popleft()
-            if len(ulog) >= cfg.sharepoint_user_requests:
-                wait = self._block(client, now, ulog[0] + cfg.sharepoint_user_window_s - now)
-                raise self._error("sharepoint", wait, "user")
+            full = _window_full(
+                ulog, now, cfg.sharepoint_user_window_s, cfg.sharepoint_user_requests
+            )
+            if full is not None:
+                raise self._error("sharepoint", self._block(client, now, full), "user")
             ulog.append(now)
         log.append((now, cost))
         return None
@@ -330,6 +326,15 @@ class Throttler:
                 self._inflight.pop(slot, None)
             else:
                 self._inflight[slot] = remaining
+
+
+def _window_full(log: deque[float], now: float, window: float, most: int) -> float | None:
+    """A sliding window of request times (mailbox budget, SharePoint per-user rate): drops
+    the times older than ``window``; when ``most`` remain, the seconds until the oldest leaves
+    (the Retry-After), else None."""
+    while log and log[0] <= now - window:
+        log.popleft()
+    return log[0] + window - now if len(log) >= most else None
 
 
 def _bump(counts: dict[str, int], key: str) -> None:

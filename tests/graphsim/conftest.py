@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +16,7 @@ from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactor
 from graphsim import Simulator
 
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,6 +55,40 @@ def graph_client(sim: Simulator, tenant_id: str | None = None) -> httpx.Client:
         verify=sim.ssl_context(),
         headers={"Authorization": f"Bearer {token_for(sim, tenant_id)}"},
         timeout=60,
+    )
+
+
+def add_weekly_series(
+    sim: Simulator, user: Any, subject: str, start: datetime, length: timedelta, occurrences: int
+) -> str:
+    """A series repeating weekly on ``start``'s weekday for ``occurrences`` weeks, the recurring
+    event the calendar tests expand, select from and attach to; returns the master's id."""
+    return sim.add_event(
+        sim.tenant().id,
+        user.id,
+        subject=subject,
+        start=start,
+        end=start + length,
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [WEEKDAYS[start.weekday()]]},
+            "range": {
+                "type": "numbered",
+                "startDate": start.date().isoformat(),
+                "numberOfOccurrences": occurrences,
+            },
+        },
+    )
+
+
+def attach_file(client: httpx.Client, item_path: str, name: str, data: bytes) -> httpx.Response:
+    """POST a fileAttachment to the message or event at ``item_path`` (``/users/u/events/e``)."""
+    return client.post(
+        f"{item_path}/attachments",
+        json={
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": name,
+            "contentBytes": base64.b64encode(data).decode(),
+        },
     )
 
 

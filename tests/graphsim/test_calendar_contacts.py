@@ -11,7 +11,7 @@ from msgraph.generated.models.event import Event
 from msgraph.generated.models.event_collection_response import EventCollectionResponse
 
 from graphsim import Simulator
-from tests.graphsim.conftest import collect, sdk_parse
+from tests.graphsim.conftest import add_weekly_series, attach_file, collect, sdk_parse
 
 WINDOW = {"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2026-09-01T00:00:00Z"}
 
@@ -20,17 +20,7 @@ def test_calendar_view_delta_expands_series_with_exceptions(
     sim: Simulator, client: httpx.Client, user: Any
 ) -> None:
     start = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
-    series = sim.add_event(
-        sim.tenant().id,
-        user.id,
-        subject="Standup",
-        start=start,
-        end=start + timedelta(minutes=15),
-        recurrence={
-            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
-            "range": {"type": "numbered", "startDate": "2026-02-02", "numberOfOccurrences": 4},
-        },
-    )
+    series = add_weekly_series(sim, user, "Standup", start, timedelta(minutes=15), 4)
     values, delta = collect(
         client,
         f"/users/{user.id}/calendarView/delta",
@@ -111,14 +101,7 @@ def test_event_create_for_restore(client: httpx.Client, user: Any) -> None:
     assert created.json()["iCalUId"]
     with_id = client.post(f"/users/{user.id}/events", json={**body, "id": "AAMk-nope"})
     assert with_id.status_code == 400
-    att = client.post(
-        f"/users/{user.id}/events/{event.id}/attachments",
-        json={
-            "@odata.type": "#microsoft.graph.fileAttachment",
-            "name": "agenda.txt",
-            "contentBytes": "YWdlbmRh",
-        },
-    )
+    att = attach_file(client, f"/users/{user.id}/events/{event.id}", "agenda.txt", b"agenda")
     assert att.status_code == 201
     assert client.get(f"/users/{user.id}/events/{event.id}").json()["hasAttachments"] is True
     missing = client.get(f"/users/{user.id}/calendarView/delta")

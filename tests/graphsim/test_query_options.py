@@ -14,7 +14,7 @@ from msgraph.generated.models.message import Message
 from msgraph.generated.models.message_collection_response import MessageCollectionResponse
 
 from graphsim import Simulator
-from tests.graphsim.conftest import collect, sdk_parse
+from tests.graphsim.conftest import add_weekly_series, attach_file, collect, sdk_parse
 
 ODD_ID = "<o'brien+co=1&x@x.example>"
 
@@ -166,25 +166,8 @@ def test_event_select_keeps_expanded_attachments(
     sim: Simulator, client: httpx.Client, user: Any
 ) -> None:
     start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-    event_id = sim.add_event(
-        sim.tenant().id,
-        user.id,
-        subject="Review",
-        start=start,
-        end=start + timedelta(hours=1),
-        recurrence={
-            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
-            "range": {"type": "numbered", "startDate": "2026-03-02", "numberOfOccurrences": 3},
-        },
-    )
-    made = client.post(
-        f"/users/{user.id}/events/{event_id}/attachments",
-        json={
-            "@odata.type": "#microsoft.graph.fileAttachment",
-            "name": "agenda.txt",
-            "contentBytes": base64.b64encode(b"agenda").decode(),
-        },
-    )
+    event_id = add_weekly_series(sim, user, "Review", start, timedelta(hours=1), 3)
+    made = attach_file(client, f"/users/{user.id}/events/{event_id}", "agenda.txt", b"agenda")
     assert made.status_code == 201
     resp = client.get(
         f"/users/{user.id}/events/{event_id}",

@@ -15,7 +15,7 @@ import httpx
 from msgraph.generated.models.message import Message as SdkMessage
 
 from graphsim import Simulator
-from tests.graphsim.conftest import sdk_parse
+from tests.graphsim.conftest import add_weekly_series, attach_file, sdk_parse
 
 STAMP = "String {6b1f3c1e-5a0d-4d4f-9a8e-5afe4ee90001} Name SafekeepItemId"
 OTHER = "String {6b1f3c1e-5a0d-4d4f-9a8e-5afe4ee90001} Name SafekeepVersionId"
@@ -169,28 +169,13 @@ def test_exception_carries_its_own_attachments(
     sim: Simulator, client: httpx.Client, user: Any
 ) -> None:
     start = datetime(2026, 3, 2, 9, tzinfo=UTC)
-    series = sim.add_event(
-        sim.tenant().id,
-        user.id,
-        subject="Weekly review",
-        start=start,
-        end=start + timedelta(hours=1),
-        recurrence={
-            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
-            "range": {"type": "numbered", "startDate": "2026-03-02", "numberOfOccurrences": 3},
-        },
-    )
+    series = add_weekly_series(sim, user, "Weekly review", start, timedelta(hours=1), 3)
     window = {"startDateTime": "2026-03-01T00:00:00Z", "endDateTime": "2026-03-31T00:00:00Z"}
     first, second, _third = client.get(
         f"/users/{user.id}/events/{series}/instances", params=window
     ).json()["value"]
-    added = client.post(
-        f"/users/{user.id}/events/{second['id']}/attachments",
-        json={
-            "@odata.type": "#microsoft.graph.fileAttachment",
-            "name": "minutes.txt",
-            "contentBytes": base64.b64encode(b"only this week").decode(),
-        },
+    added = attach_file(
+        client, f"/users/{user.id}/events/{second['id']}", "minutes.txt", b"only this week"
     )
     assert added.status_code == 201, added.text
     own = client.get(f"/users/{user.id}/events/{second['id']}/attachments").json()["value"]

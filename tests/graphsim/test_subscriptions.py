@@ -328,23 +328,21 @@ def test_site_library_and_list_notifications(
     list_id = next(
         i for i in site.list_ids if sim.tenant().lists[i].display_name == "Issue tracker"
     )
-    on_list = subscribe(
-        graph,
-        f"sites/{site_id}/lists/{list_id}",
-        receiver.url,
-        changeType="updated",
-        clientState="list-state",
-        expirationDateTime=expiry(42000),
+    on_list, on_library = (
+        subscribe(
+            graph,
+            resource,
+            receiver.url,
+            changeType="updated",
+            clientState=state,
+            expirationDateTime=expiry(42000),
+        )
+        for resource, state in (
+            (f"sites/{site_id}/lists/{list_id}", "list-state"),
+            (f"drives/{drive_id}/root", "library-state"),
+        )
     )
     assert on_list.status_code == 201, on_list.text
-    on_library = subscribe(
-        graph,
-        f"drives/{drive_id}/root",
-        receiver.url,
-        changeType="updated",
-        clientState="library-state",
-        expirationDateTime=expiry(42000),
-    )
     assert on_library.status_code == 201, on_library.text
     list_sid, library_sid = on_list.json()["id"], on_library.json()["id"]
 

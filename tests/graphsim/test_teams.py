@@ -13,7 +13,7 @@ import pytest
 
 from graphsim import Simulator
 from graphsim.teams_generator import png
-from tests.graphsim.conftest import collect, graph_client
+from tests.graphsim.conftest import collect
 
 TEAM_FILTER = {"$filter": "resourceProvisioningOptions/Any(x:x eq 'Team')"}
 
@@ -26,12 +26,6 @@ def sim() -> Iterator[Simulator]:
             f"{s.base_url}/_sim/teams/throttling", json={"scale": 100}, verify=s.ssl_context()
         )
         yield s
-
-
-@pytest.fixture(scope="module")
-def client(sim: Simulator) -> Iterator[httpx.Client]:
-    with graph_client(sim) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
