@@ -179,6 +179,11 @@ class DriveCollector:
     async def prepare(
         self, items: list[Json], seen: set[str] | None
     ) -> Callable[[CatalogPage], Awaitable[None]]:
+        for item in items:
+            if "root" in item and "deleted" not in item and item.get("id"):
+                # The root as Graph names it now (a resync's enumeration starts with it):
+                # the owner keeps its remembered root id in step with this.
+                self.source.root_id = str(item["id"])
         items = [i for i in items if "root" not in i and i.get("id") != self.source.root_id]
         gone = [i for i in items if "deleted" in i]
         live = [i for i in items if "deleted" not in i]
