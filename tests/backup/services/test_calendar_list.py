@@ -143,7 +143,7 @@ async def test_a_notified_change_no_known_calendar_holds_reads_the_list(
     job = await h.start_job(JobKind.backup)
     async with h.runtime.db.session() as session:
         await session.execute(update(Job).where(Job.id == job.id).values(trigger=JobTrigger.change))
-    run, skipped = await backup_account_service(
+    _run, skipped = await backup_account_service(
         h.runtime, h.tenant, await h.policy(), account, "calendar", job_id=job.id
     )
     assert skipped == 0

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import select
 
 from graphsim import ops
+from safekeep.backup.context import open_repository
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.contacts import collect as contacts_collect
-from safekeep.backup.context import open_repository
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, DeltaState, ItemVersion
 from tests.backup.harness import EngineHarness
