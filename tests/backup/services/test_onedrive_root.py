@@ -47,6 +47,7 @@ async def test_unchanged_drive_costs_one_delta_request(engine: EngineHarness) ->
     account = await user_with_files(h)
     await h.backup(account, "onedrive")
     drive_id = h.sim.tenant().users[account.graph_id].drive_id
+    assert drive_id is not None
     drive = h.sim.tenant().drives[drive_id]
     assert await remembered(h, account) == (drive.id, drive.root_id)
     for _ in range(2):
