@@ -228,6 +228,7 @@ class CalendarCollector(MailboxReader):
         self.handled: set[str] = set()  # fetched (or found current) during this run
         self.calendar_names: dict[str, str] = {}
         self.resynced = False  # a round's link expired: it became a full pass
+        self.quiet: dict[str, str] = {}  # delta links of rounds with nothing to write
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -318,7 +319,18 @@ class CalendarCollector(MailboxReader):
                         one.calendar_id, self.calendar_names.get(one.calendar_id), exc, "calendar"
                     )
                 await self.ctx.progress()
+            await self._save_quiet()
         return missing
+
+    async def _save_quiet(self) -> None:
+        """The new links of rounds that changed nothing, in one transaction (a transaction
+        per calendar was most of an unchanged mailbox's time)."""
+        if not self.quiet:
+            return
+        async with self.run.page() as cat:
+            for key, link in self.quiet.items():
+                await cat.save_delta(key, delta_link=link)
+        self.quiet.clear()
 
     async def _calendars(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -478,8 +490,14 @@ class CalendarCollector(MailboxReader):
         async for _url, page in self._pages(one.link, first):
             plan = await self._plan_view_page(calendar_id, page.items, check_series=True)
             records, gone = await self._fetch_records(calendar_id, plan.fetch)
+            removed = [*plan.removed, *gone]
+            if not records and not removed and not page.next_link and page.delta_link:
+                # Nothing to write: the new link is saved with the other quiet calendars'
+                # (a crash before that only replays this round).
+                self.quiet[key] = page.delta_link
+                continue
             async with self.run.page() as cat:
-                await self._write(cat, calendar_id, records, [*plan.removed, *gone])
+                await self._write(cat, calendar_id, records, removed)
                 if page.next_link:
                     await cat.save_delta(key, resume_link=page.next_link)
                 else:

@@ -80,6 +80,8 @@ class ContactsCollector(MailboxReader):
         self.names: dict[str, str] = {}
         self.parents: dict[str, str | None] = {}
         self.root_id = ""
+        self.tree_changed = False  # folders recorded or ended since they were loaded
+        self.quiet: dict[str, str] = {}  # delta links of rounds with nothing to write
 
     async def collect(self) -> None:
         states, retries = await self._load()
@@ -92,7 +94,8 @@ class ContactsCollector(MailboxReader):
         resynced = await self._folders(root, states.get(FOLDERS))
         if resynced and root is None:
             root = await self._learn_root()  # a resync re-reads everything, the root too
-        await self._load_folders()
+        if self.tree_changed:
+            await self._load_folders()
         await self._retry_skipped(retries)
         passes = [self._pass_for(fid, states.get(fid)) for fid in self.names]
         missing = await self._run_passes(passes)
@@ -106,6 +109,7 @@ class ContactsCollector(MailboxReader):
         ):
             await self._load_folders()
             await self._run_passes([self._pass_for(self.root_id, None)])
+        await self._save_quiet()
         stale = [key for key in states if key not in (FOLDERS, ROOT) and key not in self.names]
         if stale:
             async with self.run.page() as cat:
@@ -113,10 +117,15 @@ class ContactsCollector(MailboxReader):
                     await cat.drop_delta(key)
 
     async def _load(self) -> tuple[dict[str, DeltaState], list[SkippedItem]]:
-        """Delta states and the items earlier runs skipped, in one transaction."""
+        """Delta states, the stored folders and the items earlier runs skipped, in one
+        transaction (a transaction each was much of an unchanged mailbox's time)."""
+        account_id = self.run.account_id
         async with unit_of_work(self.ctx.runtime) as session:
-            states = await catalog.delta_states(session, self.run.account_id, SERVICE)
-            retries = await catalog.skipped_items(session, self.run.account_id, SERVICE)
+            states = await catalog.delta_states(session, account_id, SERVICE)
+            folders = await catalog.open_external_ids(session, account_id, SERVICE, [FOLDER_KIND])
+            retries = await catalog.skipped_items(session, account_id, SERVICE)
+        self.names = {fid: v.name for fid, v in folders.items()}
+        self.parents = {fid: v.parent_external_id for fid, v in folders.items()}
         return {s.collection: s for s in states}, retries
 
     async def _learn_root(self) -> dict[str, Any] | None:
@@ -129,6 +138,7 @@ class ContactsCollector(MailboxReader):
             mailbox=self.user,
         )
         old, self.root_id = self.root_id, str(root["id"])
+        self.tree_changed = True
         async with self.run.page() as cat:
             if old and old != self.root_id:
                 log.info("contacts_root_changed", old=old, new=self.root_id)
@@ -174,6 +184,10 @@ class ContactsCollector(MailboxReader):
         keeps the old link until it ends, then closes the folders it did not see."""
         seen: set[str] = {self.root_id}
         async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
+            if not page.items and not page.next_link and not resync and page.delta_link:
+                self.quiet[FOLDERS] = page.delta_link  # saved with the folders' rounds
+                continue
+            self.tree_changed = True
             async with self.run.page() as cat:
                 for value in page.items:
                     folder_id = str(value.get("id") or "")
@@ -234,7 +248,17 @@ class ContactsCollector(MailboxReader):
             for one in group:
                 if not await self._contacts(one, firsts.get(one.folder_id)):
                     missing.add(one.folder_id)
+            await self._save_quiet()
         return missing
+
+    async def _save_quiet(self) -> None:
+        """The new links of rounds that changed nothing, in one transaction."""
+        if not self.quiet:
+            return
+        async with self.run.page() as cat:
+            for key, link in self.quiet.items():
+                await cat.save_delta(key, delta_link=link)
+        self.quiet.clear()
 
     def _pass_for(self, folder_id: str, state: DeltaState | None) -> _Pass:
         fresh = f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts/delta"
@@ -310,7 +334,7 @@ class ContactsCollector(MailboxReader):
                 continue
             last.pop(contact_id, None)
             last[contact_id] = None if "@removed" in item else item
-        stored = await self.run.current(list(last))
+        stored = await self.run.current(list(last)) if last else {}
         changed: list[dict[str, Any]] = []
         for contact_id, value in last.items():
             if value is None:
@@ -326,6 +350,11 @@ class ContactsCollector(MailboxReader):
             ):
                 continue
             changed.append(value)
+        removals = [contact_id for contact_id, value in last.items() if value is None]
+        if not changed and not removals and not page.next_link and not one.resync:
+            if page.delta_link:
+                self.quiet[one.folder_id] = page.delta_link  # saved with the other folders'
+            return
         photos, unreadable = await self._photos([str(c["id"]) for c in changed])
         records = [
             await self._record(
