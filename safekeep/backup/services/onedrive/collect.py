@@ -94,7 +94,7 @@ async def _collect_drive(
     drive_id, root_id = ids
     user_id = ctx.account.graph_id
     source = DriveSource(drive_id=drive_id, root_id=root_id, top=None, throttle_key=user_id)
-    collector = DriveCollector(ctx, source, await FolderTree.load(ctx, [FOLDER]))
+    collector = DriveCollector(ctx, source, FolderTree.deferred(ctx, [FOLDER]))
     await collector.retry_skipped([r.external_id for r in retries if r.collection == drive_id])
     await collector.run(states)
     if source.root_id != root_id:  # a delta page showed the root under a new id
