@@ -6,6 +6,7 @@ points at it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,16 +49,17 @@ def new_calendar(h: EngineHarness, uid: str, name: str) -> tuple[str, str]:
 
 async def age_the_list(h: EngineHarness, account: Account, hours: float) -> None:
     """As if the calendar list had been read ``hours`` ago."""
-    when = datetime.now(UTC) - timedelta(hours=hours)
     async with h.runtime.db.session() as session:
+        state = await catalog.delta_state(session, account.id, "calendar", calendar_collect.LISTED)
+        kept = calendar_collect.listed(state)
+        assert state is not None and kept is not None
+        assert datetime.now(UTC) - kept[0] < timedelta(minutes=5)  # read by the last run
+        stored = json.loads(state.delta_link or "")
+        stored["at"] = (kept[0] - timedelta(hours=hours)).isoformat()
         await session.execute(
             update(DeltaState)
-            .where(
-                DeltaState.account_id == account.id,
-                DeltaState.service == "calendar",
-                DeltaState.collection == calendar_collect.LISTED,
-            )
-            .values(delta_link=when.isoformat())
+            .where(DeltaState.id == state.id)
+            .values(delta_link=json.dumps(stored))
         )
 
 

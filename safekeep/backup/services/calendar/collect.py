@@ -58,7 +58,6 @@ from typing import Any
 from urllib.parse import quote
 
 import structlog
-from sqlalchemy import select
 
 from safekeep.backup.catalog import ItemRecord
 from safekeep.backup.collect import CollectContext
@@ -77,13 +76,15 @@ from safekeep.runtime import unit_of_work
 from safekeep.search.extract import extract_text
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import DeltaState, Job, JobTrigger, SkippedItem, utcnow
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.models import DeltaState, JobTrigger, SkippedItem, utcnow
 
 log = structlog.get_logger(__name__)
 
 SERVICE = "calendar"
-# The delta state that says when the calendar list was last read: Graph has no delta for
-# it, so an incremental re-lists only when this is older than the configured interval.
+# The delta state that keeps the calendar list and when it was read (JSON in its link):
+# Graph has no delta for it, so an incremental re-reads it only when it is older than the
+# configured interval, and otherwise needs no query of the catalog to know the calendars.
 LISTED = "calendars"
 
 WINDOW_PAST = timedelta(days=3 * 365)
@@ -196,20 +197,21 @@ class _Round:
 @dataclass
 class _Loaded:
     states: dict[str, DeltaState]
-    calendars: dict[str, str]  # stored calendars: id -> name
     retries: list[SkippedItem]
     notified: bool  # the job was started by change notifications
 
 
-def _listed_at(state: DeltaState | None) -> datetime | None:
-    """When the calendar list was last read (kept as the ``calendars`` state's link)."""
+def listed(state: DeltaState | None) -> tuple[datetime, dict[str, str]] | None:
+    """The calendar list as last read (id -> name) and when, from the ``calendars`` state."""
     if state is None or not state.delta_link:
         return None
     try:
-        moment = datetime.fromisoformat(state.delta_link)
-    except ValueError:
+        kept = json.loads(state.delta_link)
+        moment = datetime.fromisoformat(kept["at"])
+        calendars = {str(c): str(n) for c, n in kept["calendars"]}
+    except (ValueError, KeyError, TypeError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)), calendars
 
 
 @dataclass
@@ -235,23 +237,23 @@ class CalendarCollector(MailboxReader):
     async def collect(self) -> None:
         loaded = await self._load()
         states = loaded.states
-        self.calendar_names = dict(loaded.calendars)
+        kept = listed(states.get(LISTED))
         refresh = timedelta(hours=self.ctx.runtime.settings.calendar_list_refresh_hours)
-        listed_at = _listed_at(states.get(LISTED))
+        self.calendar_names = dict(kept[1]) if kept else {}
         rounds = [self._plan_round(cid, states) for cid in self.calendar_names]
-        listed = (
-            listed_at is None
-            or utcnow() - listed_at >= refresh
-            or not rounds
-            or any(one.full for one in rounds)  # a first backup, resync or window rotation
+        fresh = (
+            kept is not None
+            and utcnow() - kept[0] < refresh
+            and bool(rounds)
+            and not any(one.full for one in rounds)  # a first backup, resync or window rotation
         )
-        if listed:
+        if not fresh:
             calendars = await self._calendars()
             await self._record_calendars(calendars, states)
             rounds = [self._plan_round(c["id"], states) for c in calendars]
         await self._retry_skipped(loaded.retries)
-        missing = await self._run_rounds(rounds, report_missing=listed)
-        if listed or not (
+        missing = await self._run_rounds(rounds, report_missing=not fresh)
+        if not fresh or not (
             missing or self.resynced or (loaded.notified and self.run.counters.items == 0)
         ):
             return
@@ -272,21 +274,20 @@ class CalendarCollector(MailboxReader):
         await self._run_rounds(new, report_missing=True)
 
     async def _load(self) -> _Loaded:
-        """What the run starts from, in one transaction: delta states, the stored calendar
-        list, the items earlier runs skipped, and whether change notifications started it."""
+        """What the run starts from, in one transaction: delta states (the calendar list
+        among them), the items earlier runs skipped, and whether change notifications
+        started it."""
         account_id = self.run.account_id
         async with unit_of_work(self.ctx.runtime) as session:
             states = await catalog.delta_states(session, account_id, SERVICE)
-            stored = await catalog.open_external_ids(session, account_id, SERVICE, [CALENDAR_KIND])
             retries = await catalog.skipped_items(session, account_id, SERVICE)
-            trigger = None
+            job = None
             if self.ctx.job_id is not None:
-                trigger = await session.scalar(select(Job.trigger).where(Job.id == self.ctx.job_id))
+                job = await job_repository.get_system(session, self.ctx.job_id)
         return _Loaded(
             states={s.collection: s for s in states},
-            calendars={cid: v.name for cid, v in stored.items()},
             retries=retries,
-            notified=trigger == JobTrigger.change,
+            notified=job is not None and job.trigger == JobTrigger.change,
         )
 
     async def _run_rounds(
@@ -378,7 +379,11 @@ class CalendarCollector(MailboxReader):
                 parsed = Window.parse(key)
                 if parsed is not None and parsed[0] not in current:
                     await cat.drop_delta(key)
-            await cat.save_delta(LISTED, delta_link=utcnow().isoformat())
+            kept = {
+                "at": utcnow().isoformat(),
+                "calendars": [[c["id"], self.calendar_names[c["id"]]] for c in calendars],
+            }
+            await cat.save_delta(LISTED, delta_link=json.dumps(kept, ensure_ascii=False))
 
     # ---- one calendar ----------------------------------------------------------------------
 
