@@ -243,7 +243,7 @@ class CalendarCollector(MailboxReader):
         rounds = [self._plan_round(cid, states) for cid in self.calendar_names]
         fresh = (
             kept is not None
-            and utcnow() - kept[0] < refresh
+            and timedelta(0) <= utcnow() - kept[0] < refresh  # (a clock ahead: stale)
             and bool(rounds)
             and not any(one.full for one in rounds)  # a first backup, resync or window rotation
         )
