@@ -5,6 +5,7 @@ end with their versions and bytes kept."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -125,3 +126,28 @@ async def test_drive_provisioned_again_is_learned_again_without_losing_data(
     h.sim.reset_counters()
     await h.backup(account, "onedrive")
     only_one_delta_round(h)
+
+
+async def test_a_resync_relearns_the_root_from_its_enumeration(engine: EngineHarness) -> None:
+    h = engine
+    account = await user_with_files(h)
+    await h.backup(account, "onedrive")
+    drive_id = h.sim.tenant().users[account.graph_id].drive_id
+    assert drive_id is not None
+    drive = h.sim.tenant().drives[drive_id]
+    # A remembered root that is no longer right (as if Graph had given the root a new id).
+    async with h.runtime.db.session() as session:
+        state = await catalog.delta_state(session, account.id, "onedrive", onedrive_collect.ROOT)
+        assert state is not None
+        state.delta_link = json.dumps({"drive_id": drive.id, "root_id": "stale-root"})
+    h.sim.expire_delta_tokens(h.sim_tenant_id)
+    run, skipped = await h.backup(account, "onedrive")
+    assert skipped == 0
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    assert await remembered(h, account) == (drive.id, drive.root_id)
+    async with h.runtime.db.session() as session:
+        stored = await catalog.open_external_ids(
+            session, account.id, "onedrive", ["file", "drive_folder"]
+        )
+    top = {i.id for i in drive.items.values() if i.parent_id == drive.root_id and not i.deleted}
+    assert top and all(stored[i].parent_external_id is None for i in top)
