@@ -1,5 +1,5 @@
 """Incremental economy of contacts: the default folder's id is remembered, so an unchanged
-mailbox costs the folder tree's delta round and one delta round per folder (in one
+mailbox costs the folder tree's delta round and one delta round per folder (together in one
 ``$batch``), and nothing else; a default folder deleted and made again is learned again,
 the old one's contacts keep their versions and the new one is backed up."""
 
@@ -36,13 +36,11 @@ def sim_contacts(h: EngineHarness, uid: str) -> set[str]:
 
 
 def only_delta_rounds(h: EngineHarness, folders: int) -> None:
-    """The folder tree's delta, then one ``$batch`` with one delta request per folder."""
+    """One ``$batch`` carrying the folder tree's delta request and one per folder."""
     counters = h.sim.counters()
-    assert counters["by_endpoint"] == {
-        "GET /users/{user}/contactFolders/delta": 1,
-        "POST /$batch": 1,
-    }, counters["by_endpoint"]
+    assert counters["by_endpoint"] == {"POST /$batch": 1}, counters["by_endpoint"]
     inner = counters["batch_by_endpoint"]
+    assert inner.pop("GET /users/{user}/contactFolders/delta") == 1, inner
     assert all(e.endswith("/contacts/delta") for e in inner), inner
     assert sum(inner.values()) == folders, inner
 
@@ -131,3 +129,39 @@ async def test_default_folder_made_again_is_learned_again_without_losing_data(
     h.sim.reset_counters()
     await h.backup(account, "contacts")
     only_delta_rounds(h, len(folders))
+
+
+async def test_tree_changes_in_the_shared_batch_apply_before_contacts(
+    engine: EngineHarness,
+) -> None:
+    """The tree's page comes in the same ``$batch`` as the folders' rounds: a folder made
+    since is still backed up in that run, and a renamed folder's contacts carry its new
+    path."""
+    h = engine
+    account = await first_user(h)
+    uid = account.graph_id
+    await h.backup(account, "contacts")
+    tenant = h.sim.tenant()
+    user = tenant.users[uid]
+    renamed = next(
+        f for f in tenant.user_folders(uid, "contact") if f.parent_id == user.contacts_root
+    )
+    with h.sim.state.lock:
+        made = ops.new_folder(tenant, user, "contact", "Made since", user.contacts_root)
+        renamed.display_name = "Renamed folder"
+        tenant.touch_folder(renamed)
+    in_made = h.sim.add_contact(
+        h.sim_tenant_id, uid, given_name="Ada", surname="New", folder=made.id
+    )
+    in_renamed = h.sim.add_contact(
+        h.sim_tenant_id, uid, given_name="Bo", surname="Moved", folder=renamed.id
+    )
+    _run, skipped = await h.backup(account, "contacts")
+    assert skipped == 0
+    now = await stored(h, account, "contact")
+    assert set(now) == sim_contacts(h, uid)
+    assert now[in_made].parent_external_id == made.id
+    assert now[in_made].meta["folder"] == "/Contacts/Made since"
+    assert now[in_renamed].meta["folder"] == "/Contacts/Renamed folder"
+    folders = await stored(h, account, "contact_folder")
+    assert folders[renamed.id].name == "Renamed folder" and made.id in folders

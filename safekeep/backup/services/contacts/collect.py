@@ -5,8 +5,8 @@ Folders: the default folder (``/contactFolders/contacts``, the root: contacts un
 (flat, with ``parentFolderId``; the default folder's own parent is a hidden mailbox root, so
 it is kept at the top). Contacts: ``/contactFolders/{id}/contacts/delta`` per folder, whose
 pages carry whole contacts, so nothing is fetched item by item; the first request of every
-folder's round goes through ``$batch`` (20 folders per call), so an unchanged mailbox costs
-the folder delta plus one ``$batch`` per 20 folders. The default folder's id is remembered
+folder's round goes through ``$batch`` (20 per call), the first call also carrying the folder
+tree's delta request, so an unchanged mailbox of up to 19 folders costs one request. The default folder's id is remembered
 (delta state ``root``), asked for again only after a resync of the folder tree or when its
 round answers 404 (the folder was deleted and made again: the new one is backed up from
 scratch, the old one's items end, their versions kept).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -91,14 +92,31 @@ class ContactsCollector(MailboxReader):
             self.root_id = remembered.delta_link
         else:
             root = await self._learn_root()
-        resynced = await self._folders(root, states.get(FOLDERS))
+        tree = states.get(FOLDERS)
+        tree_link = (tree.resume_link or tree.delta_link) if tree is not None else None
+        early: dict[str, DeltaPage | GraphError] = {}
+        early_passes: list[_Pass] = []
+        if tree_link and root is None:
+            # The usual case: the tree's round and the first folders' rounds share one
+            # ``$batch`` (an unchanged mailbox then costs one request in all); the tree's
+            # page is still applied before any contact page.
+            early_passes = [
+                self._pass_for(fid, states.get(fid)) for fid in list(self.names)[: BATCH_SIZE - 1]
+            ]
+            early = await self._first_pages([_Pass(FOLDERS, tree_link), *early_passes])
+        resynced = await self._folders(tree, early.pop(FOLDERS, None))
         if resynced and root is None:
             root = await self._learn_root()  # a resync re-reads everything, the root too
         if self.tree_changed:
             await self._load_folders()
         await self._retry_skipped(retries)
-        passes = [self._pass_for(fid, states.get(fid)) for fid in self.names]
-        missing = await self._run_passes(passes)
+        done = {one.folder_id for one in early_passes}
+        missing = await self._run_passes(
+            [one for one in early_passes if one.folder_id in self.names], early
+        )
+        missing |= await self._run_passes(
+            [self._pass_for(fid, states.get(fid)) for fid in self.names if fid not in done]
+        )
         # The remembered default folder gone (Graph answered 404): learn it again; a new one
         # is backed up from scratch, the old one ends with what it held.
         if (
@@ -165,12 +183,18 @@ class ContactsCollector(MailboxReader):
             meta={"name": name, "is_default": folder_id == self.root_id},
         )
 
-    async def _folders(self, root: dict[str, Any] | None, state: DeltaState | None) -> bool:
-        """The folder tree's round; True when it had to start again (a resync)."""
+    async def _folders(
+        self, state: DeltaState | None, first: DeltaPage | GraphError | None = None
+    ) -> bool:
+        """The folder tree's round (``first``: its first page, fetched with the folders'
+        rounds); True when it had to start again (a resync)."""
         if state is not None and (state.resume_link or state.delta_link):
             link = state.resume_link or state.delta_link or ""
             try:
-                await self._folder_round(link, resync=False)
+                if isinstance(first, ResyncRequired):
+                    raise first
+                page = first if isinstance(first, DeltaPage) else None  # else: ask again
+                await self._folder_round(link, resync=False, first=page)
                 return False
             except ResyncRequired:
                 log.info("contact_folders_resync", account_id=str(self.run.account_id))
@@ -179,11 +203,22 @@ class ContactsCollector(MailboxReader):
         await self._folder_round(f"{self.base}/contactFolders/delta", resync=False)
         return False
 
-    async def _folder_round(self, link: str, *, resync: bool) -> None:
+    async def _tree_pages(self, link: str, first: DeltaPage | None) -> AsyncIterator[DeltaPage]:
+        if first is not None:
+            yield first
+            if not first.next_link:
+                return
+            link = first.next_link
+        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
+            yield page
+
+    async def _folder_round(
+        self, link: str, *, resync: bool, first: DeltaPage | None = None
+    ) -> None:
         """A first pass saves resume links (nothing older exists to close); a resync pass
         keeps the old link until it ends, then closes the folders it did not see."""
         seen: set[str] = {self.root_id}
-        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
+        async for page in self._tree_pages(link, first):
             if not page.items and not page.next_link and not resync and page.delta_link:
                 self.quiet[FOLDERS] = page.delta_link  # saved with the folders' rounds
                 continue
@@ -238,13 +273,15 @@ class ContactsCollector(MailboxReader):
 
     # ---- contacts ------------------------------------------------------------------------
 
-    async def _run_passes(self, passes: list[_Pass]) -> set[str]:
-        """Each folder's round, 20 first pages per ``$batch``; returns the folders Graph no
-        longer finds."""
+    async def _run_passes(
+        self, passes: list[_Pass], fetched: dict[str, DeltaPage | GraphError] | None = None
+    ) -> set[str]:
+        """Each folder's round, 20 first pages per ``$batch`` (or as ``fetched`` already);
+        returns the folders Graph no longer finds."""
         missing: set[str] = set()
         for start in range(0, len(passes), BATCH_SIZE):
             group = passes[start : start + BATCH_SIZE]
-            firsts = await self._first_pages(group)
+            firsts = fetched if fetched is not None else await self._first_pages(group)
             for one in group:
                 if not await self._contacts(one, firsts.get(one.folder_id)):
                     missing.add(one.folder_id)
