@@ -6,10 +6,10 @@ Folders: the default folder (``/contactFolders/contacts``, the root: contacts un
 it is kept at the top). Contacts: ``/contactFolders/{id}/contacts/delta`` per folder, whose
 pages carry whole contacts, so nothing is fetched item by item; the first request of every
 folder's round goes through ``$batch`` (20 per call), the first call also carrying the folder
-tree's delta request, so an unchanged mailbox of up to 19 folders costs one request. The default folder's id is remembered
-(delta state ``root``), asked for again only after a resync of the folder tree or when its
-round answers 404 (the folder was deleted and made again: the new one is backed up from
-scratch, the old one's items end, their versions kept).
+tree's delta request, so an unchanged mailbox of up to 19 folders costs one request. The
+default folder's id is remembered (delta state ``root``), asked for again only after a
+resync of the folder tree or when its round answers 404 (the folder was deleted and made
+again: the new one is backed up from scratch, the old one's items end, their versions kept).
 
 Delta state: collection ``folders`` for the folder tree, the folder id for its contacts.
 A first pass saves its resume link page by page (an interrupted first backup resumes). A
