@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # A queued or running job untouched this long lost its message: the scheduler resends it.
     job_recovery_seconds: Annotated[float, Field(gt=0)] = 1200.0
     export_ttl_hours: Annotated[int, Field(ge=1)] = 72
+    # Graph has no delta for a mailbox's list of calendars: an incremental re-lists them only
+    # when the stored list is older than this (and on a full pass, a resync, a calendar gone,
+    # or a change notification its known calendars do not explain), so a brand-new calendar
+    # with no notified event is found at most this late. 0: list them on every run.
+    calendar_list_refresh_hours: Annotated[float, Field(ge=0, le=168)] = 6.0
     search_body_max_chars: Annotated[int, Field(ge=1024)] = 200_000
     # Webhooks go to the public internet only; this lets them reach loopback and private
     # addresses (a receiver on the developer's machine, tests). Off in every environment.

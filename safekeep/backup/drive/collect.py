@@ -86,16 +86,40 @@ class FolderTree:
     its size is the drive's folder count.
     """
 
-    def __init__(self, entries: dict[str, tuple[str, str | None]] | None = None) -> None:
+    def __init__(
+        self,
+        entries: dict[str, tuple[str, str | None]] | None = None,
+        loader: Callable[[], Awaitable[dict[str, tuple[str, str | None]]]] | None = None,
+    ) -> None:
         self.entries = entries or {}
+        self._loader = loader
 
     @classmethod
     async def load(cls, ctx: CollectContext, kinds: Collection[str]) -> FolderTree:
-        async with unit_of_work(ctx.runtime) as session:
-            found = await catalog.open_external_ids(
-                session, ctx.account.id, ctx.service, list(kinds)
-            )
-        return cls({ext: (v.name, v.parent_external_id) for ext, v in found.items()})
+        tree = cls.deferred(ctx, kinds)
+        await tree.ready()
+        return tree
+
+    @classmethod
+    def deferred(cls, ctx: CollectContext, kinds: Collection[str]) -> FolderTree:
+        """A tree read from the catalog only when a path is first needed: an unchanged
+        drive's round never needs one, and reading every folder was a cost of its own."""
+
+        async def load() -> dict[str, tuple[str, str | None]]:
+            async with unit_of_work(ctx.runtime) as session:
+                found = await catalog.open_external_ids(
+                    session, ctx.account.id, ctx.service, list(kinds)
+                )
+            return {ext: (v.name, v.parent_external_id) for ext, v in found.items()}
+
+        return cls(loader=load)
+
+    async def ready(self) -> None:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            loaded = await loader()
+            loaded.update(self.entries)  # what was set meanwhile is newer
+            self.entries = loaded
 
     def set(self, external_id: str, name: str, parent: str | None) -> None:
         self.entries[external_id] = (name, parent)
@@ -179,6 +203,13 @@ class DriveCollector:
     async def prepare(
         self, items: list[Json], seen: set[str] | None
     ) -> Callable[[CatalogPage], Awaitable[None]]:
+        if items:
+            await self.tree.ready()
+        for item in items:
+            if "root" in item and "deleted" not in item and item.get("id"):
+                # The root as Graph names it now (a resync's enumeration starts with it):
+                # the owner keeps its remembered root id in step with this.
+                self.source.root_id = str(item["id"])
         items = [i for i in items if "root" not in i and i.get("id") != self.source.root_id]
         gone = [i for i in items if "deleted" in i]
         live = [i for i in items if "deleted" not in i]
@@ -366,6 +397,7 @@ class DriveCollector:
         """Fetch earlier skips again by id; resolve those now stored or gone."""
         if not refs:
             return
+        await self.tree.ready()
         requests = [
             BatchRequest(
                 id=str(n),

@@ -25,6 +25,14 @@ How changes are found (v1.0 only; beta's per-calendar ``events/delta`` is not us
    every six months, when the window slides forward); an incremental run in between costs
    one ``$batch`` carrying every calendar's delta request (20 calendars per call), plus
    what changed.
+3. The calendar list: Graph has no delta for it, so it is read (and recorded) on the first
+   backup, on any full pass, and when the stored list is older than
+   ``calendar_list_refresh_hours`` (the ``calendars`` delta state keeps when it was read);
+   in between, the rounds run over the calendars the catalog holds. It is read at once in
+   the same run when a calendar's round answers 404 (deleted, or unreadable), when a
+   round's link expired, or when a run started by change notifications finds nothing in
+   the known calendars (the notified event is in a calendar created since). A new calendar
+   whose events are not notified is found at most that interval late.
 
 The window and state of each calendar's round live under the delta collection
 ``view:<calendar id>:<yyyymmdd start>:<yyyymmdd end>``. A full pass keeps its resume link
@@ -68,11 +76,16 @@ from safekeep.runtime import unit_of_work
 from safekeep.search.extract import extract_text
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import DeltaState, utcnow
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.models import DeltaState, JobTrigger, SkippedItem, utcnow
 
 log = structlog.get_logger(__name__)
 
 SERVICE = "calendar"
+# The delta state that keeps the calendar list and when it was read (JSON in its link):
+# Graph has no delta for it, so an incremental re-reads it only when it is older than the
+# configured interval, and otherwise needs no query of the catalog to know the calendars.
+LISTED = "calendars"
 
 WINDOW_PAST = timedelta(days=3 * 365)
 WINDOW_FUTURE = timedelta(days=3 * 365)
@@ -182,6 +195,26 @@ class _Round:
 
 
 @dataclass
+class _Loaded:
+    states: dict[str, DeltaState]
+    retries: list[SkippedItem]
+    notified: bool  # the job was started by change notifications
+
+
+def listed(state: DeltaState | None) -> tuple[datetime, dict[str, str]] | None:
+    """The calendar list as last read (id -> name) and when, from the ``calendars`` state."""
+    if state is None or not state.delta_link:
+        return None
+    try:
+        kept = json.loads(state.delta_link)
+        moment = datetime.fromisoformat(kept["at"])
+        calendars = {str(c): str(n) for c, n in kept["calendars"]}
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)), calendars
+
+
+@dataclass
 class _Plan:
     """What one page (or sweep page) asks for: items to fetch and items that are gone."""
 
@@ -196,29 +229,109 @@ class CalendarCollector(MailboxReader):
         self.limit = ctx.runtime.settings.search_body_max_chars
         self.handled: set[str] = set()  # fetched (or found current) during this run
         self.calendar_names: dict[str, str] = {}
+        self.resynced = False  # a round's link expired: it became a full pass
+        self.quiet: dict[str, str] = {}  # delta links of rounds with nothing to write
 
     # ---- the run -------------------------------------------------------------------------
 
     async def collect(self) -> None:
-        states = await self.run.delta_links()
+        loaded = await self._load()
+        states = loaded.states
+        kept = listed(states.get(LISTED))
+        refresh = timedelta(hours=self.ctx.runtime.settings.calendar_list_refresh_hours)
+        self.calendar_names = dict(kept[1]) if kept else {}
+        rounds = [self._plan_round(cid, states) for cid in self.calendar_names]
+        fresh = (
+            kept is not None
+            and timedelta(0) <= utcnow() - kept[0] < refresh  # (a clock ahead: stale)
+            and bool(rounds)
+            and not any(one.full for one in rounds)  # a first backup, resync or window rotation
+        )
+        if not fresh:
+            calendars = await self._calendars()
+            await self._record_calendars(calendars, states)
+            rounds = [self._plan_round(c["id"], states) for c in calendars]
+        await self._retry_skipped(loaded.retries)
+        missing = await self._run_rounds(rounds, report_missing=not fresh)
+        if not fresh or not (
+            missing or self.resynced or (loaded.notified and self.run.counters.items == 0)
+        ):
+            return
+        # The stored list no longer explains what Graph says: a calendar is gone, a round
+        # had to start again, or a change was notified that no known calendar holds (an
+        # event in a calendar created since the last listing). List them now.
+        log.info("calendar_relist", missing=len(missing), resynced=self.resynced)
+        known = set(self.calendar_names)
         calendars = await self._calendars()
+        states = await self.run.delta_links()
         await self._record_calendars(calendars, states)
-        await self._retry_skipped()
-        rounds = [self._plan_round(c["id"], states) for c in calendars]
+        for calendar_id, exc in missing.items():
+            if calendar_id in self.calendar_names:  # still listed: unreadable, not gone
+                await self.unreadable(
+                    calendar_id, self.calendar_names[calendar_id], exc, "calendar"
+                )
+        new = [self._plan_round(c["id"], states) for c in calendars if c["id"] not in known]
+        await self._run_rounds(new, report_missing=True)
+
+    async def _load(self) -> _Loaded:
+        """What the run starts from, in one transaction: delta states (the calendar list
+        among them), the items earlier runs skipped, and whether change notifications
+        started it."""
+        account_id = self.run.account_id
+        async with unit_of_work(self.ctx.runtime) as session:
+            states = await catalog.delta_states(session, account_id, SERVICE)
+            retries = await catalog.skipped_items(session, account_id, SERVICE)
+            job = None
+            if self.ctx.job_id is not None:
+                job = await job_repository.get_system(session, self.ctx.job_id)
+        return _Loaded(
+            states={s.collection: s for s in states},
+            retries=retries,
+            notified=job is not None and job.trigger == JobTrigger.change,
+        )
+
+    async def _run_rounds(
+        self, rounds: list[_Round], *, report_missing: bool
+    ) -> dict[str, GraphError]:
+        """Each calendar's round, 20 first pages per ``$batch``. Returns the calendars Graph
+        no longer finds; with ``report_missing`` they are recorded as unreadable at once
+        (the list was just read), else the caller re-lists the calendars first."""
+        missing: dict[str, GraphError] = {}
         for start in range(0, len(rounds), BATCH_SIZE):
             group = rounds[start : start + BATCH_SIZE]
             firsts = await self._first_pages(group)
             for one in group:
                 try:
                     await self._run_round(one, firsts.get(one.calendar_id))
-                except (BadRequest, Forbidden, NotFound) as exc:
-                    # A calendar we may list but not read (a shared or special calendar, or
-                    # one deleted meanwhile) must not cost the user's other calendars; the
-                    # next run tries it again.
+                except NotFound as exc:
+                    if report_missing:
+                        await self.unreadable(
+                            one.calendar_id,
+                            self.calendar_names.get(one.calendar_id),
+                            exc,
+                            "calendar",
+                        )
+                    else:
+                        missing[one.calendar_id] = exc
+                except (BadRequest, Forbidden) as exc:
+                    # A calendar we may list but not read (a shared or special calendar) must
+                    # not cost the user's other calendars; the next run tries it again.
                     await self.unreadable(
                         one.calendar_id, self.calendar_names.get(one.calendar_id), exc, "calendar"
                     )
                 await self.ctx.progress()
+            await self._save_quiet()
+        return missing
+
+    async def _save_quiet(self) -> None:
+        """The new links of rounds that changed nothing, in one transaction (a transaction
+        per calendar was most of an unchanged mailbox's time)."""
+        if not self.quiet:
+            return
+        async with self.run.page() as cat:
+            for key, link in self.quiet.items():
+                await cat.save_delta(key, delta_link=link)
+        self.quiet.clear()
 
     async def _calendars(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -226,8 +339,7 @@ class CalendarCollector(MailboxReader):
             f"{self.base}/calendars", headers=IMMUTABLE, mailbox=self.user
         ):
             out.extend(v for v in values if v.get("id"))
-        for calendar in out:
-            self.calendar_names[calendar["id"]] = str(calendar.get("name") or "Calendar")
+        self.calendar_names = {c["id"]: str(c.get("name") or "Calendar") for c in out}
         return out
 
     async def _record_calendars(
@@ -267,6 +379,11 @@ class CalendarCollector(MailboxReader):
                 parsed = Window.parse(key)
                 if parsed is not None and parsed[0] not in current:
                     await cat.drop_delta(key)
+            kept = {
+                "at": utcnow().isoformat(),
+                "calendars": [[c["id"], self.calendar_names[c["id"]]] for c in calendars],
+            }
+            await cat.save_delta(LISTED, delta_link=json.dumps(kept, ensure_ascii=False))
 
     # ---- one calendar ----------------------------------------------------------------------
 
@@ -336,6 +453,7 @@ class CalendarCollector(MailboxReader):
             return
         except ResyncRequired:  # an expired link (incremental or resumed pass)
             log.info("calendar_resync", calendar_id=one.calendar_id, full=one.full)
+            self.resynced = True
             async with self.run.page() as cat:
                 await cat.drop_delta(one.key)
         window = Window.around(utcnow())
@@ -377,8 +495,14 @@ class CalendarCollector(MailboxReader):
         async for _url, page in self._pages(one.link, first):
             plan = await self._plan_view_page(calendar_id, page.items, check_series=True)
             records, gone = await self._fetch_records(calendar_id, plan.fetch)
+            removed = [*plan.removed, *gone]
+            if not records and not removed and not page.next_link and page.delta_link:
+                # Nothing to write: the new link is saved with the other quiet calendars'
+                # (a crash before that only replays this round).
+                self.quiet[key] = page.delta_link
+                continue
             async with self.run.page() as cat:
-                await self._write(cat, calendar_id, records, [*plan.removed, *gone])
+                await self._write(cat, calendar_id, records, removed)
                 if page.next_link:
                     await cat.save_delta(key, resume_link=page.next_link)
                 else:
@@ -812,9 +936,8 @@ class CalendarCollector(MailboxReader):
             collection=calendar_id,
         )
 
-    async def _retry_skipped(self) -> None:
+    async def _retry_skipped(self, rows: list[SkippedItem]) -> None:
         """Events an earlier run could not read: fetch them again by id."""
-        rows = await self.ctx.retries()
         if not rows:
             return
         resolved: list[str] = []

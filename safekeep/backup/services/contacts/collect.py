@@ -5,8 +5,11 @@ Folders: the default folder (``/contactFolders/contacts``, the root: contacts un
 (flat, with ``parentFolderId``; the default folder's own parent is a hidden mailbox root, so
 it is kept at the top). Contacts: ``/contactFolders/{id}/contacts/delta`` per folder, whose
 pages carry whole contacts, so nothing is fetched item by item; the first request of every
-folder's round goes through ``$batch`` (20 folders per call), so an unchanged mailbox costs
-two requests plus one per 20 folders.
+folder's round goes through ``$batch`` (20 per call), the first call also carrying the folder
+tree's delta request, so an unchanged mailbox of up to 19 folders costs one request. The
+default folder's id is remembered (delta state ``root``), asked for again only after a
+resync of the folder tree or when its round answers 404 (the folder was deleted and made
+again: the new one is backed up from scratch, the old one's items end, their versions kept).
 
 Delta state: collection ``folders`` for the folder tree, the folder id for its contacts.
 A first pass saves its resume link page by page (an interrupted first backup resumes). A
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -42,12 +46,15 @@ from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, R
 from safekeep.runtime import unit_of_work
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import DeltaState
+from safekeep.tenants.models import DeltaState, SkippedItem
 
 log = structlog.get_logger(__name__)
 
 SERVICE = "contacts"
 FOLDERS = "folders"
+# The default folder's id, remembered (a delta state whose link is the id): it is asked for
+# only on the first run, a resync of the tree, or when its round answers 404.
+ROOT = "root"
 PAGE_SIZE = 200
 BATCH_SIZE = 20
 
@@ -74,29 +81,89 @@ class ContactsCollector(MailboxReader):
         self.names: dict[str, str] = {}
         self.parents: dict[str, str | None] = {}
         self.root_id = ""
+        self.tree_changed = False  # folders recorded or ended since they were loaded
+        self.quiet: dict[str, str] = {}  # delta links of rounds with nothing to write
 
     async def collect(self) -> None:
-        states = await self.run.delta_links()
+        states, retries = await self._load()
+        remembered = states.get(ROOT)
+        root: dict[str, Any] | None = None
+        if remembered is not None and remembered.delta_link:
+            self.root_id = remembered.delta_link
+        else:
+            root = await self._learn_root()
+        tree = states.get(FOLDERS)
+        tree_link = (tree.resume_link or tree.delta_link) if tree is not None else None
+        early: dict[str, DeltaPage | GraphError] = {}
+        early_passes: list[_Pass] = []
+        if tree_link and root is None:
+            # The usual case: the tree's round and the first folders' rounds share one
+            # ``$batch`` (an unchanged mailbox then costs one request in all); the tree's
+            # page is still applied before any contact page.
+            early_passes = [
+                self._pass_for(fid, states.get(fid)) for fid in list(self.names)[: BATCH_SIZE - 1]
+            ]
+            early = await self._first_pages([_Pass(FOLDERS, tree_link), *early_passes])
+        resynced = await self._folders(tree, early.pop(FOLDERS, None))
+        if resynced and root is None:
+            root = await self._learn_root()  # a resync re-reads everything, the root too
+        if self.tree_changed:
+            await self._load_folders()
+        await self._retry_skipped(retries)
+        done = {one.folder_id for one in early_passes}
+        missing = await self._run_passes(
+            [one for one in early_passes if one.folder_id in self.names], early
+        )
+        missing |= await self._run_passes(
+            [self._pass_for(fid, states.get(fid)) for fid in self.names if fid not in done]
+        )
+        # The remembered default folder gone (Graph answered 404): learn it again; a new one
+        # is backed up from scratch, the old one ends with what it held.
+        if (
+            self.root_id in missing
+            and root is None
+            and await self._learn_root() is not None
+            and self.root_id not in missing
+        ):
+            await self._load_folders()
+            await self._run_passes([self._pass_for(self.root_id, None)])
+        await self._save_quiet()
+        stale = [key for key in states if key not in (FOLDERS, ROOT) and key not in self.names]
+        if stale:
+            async with self.run.page() as cat:
+                for key in stale:
+                    await cat.drop_delta(key)
+
+    async def _load(self) -> tuple[dict[str, DeltaState], list[SkippedItem]]:
+        """Delta states, the stored folders and the items earlier runs skipped, in one
+        transaction (a transaction each was much of an unchanged mailbox's time)."""
+        account_id = self.run.account_id
+        async with unit_of_work(self.ctx.runtime) as session:
+            states = await catalog.delta_states(session, account_id, SERVICE)
+            folders = await catalog.open_external_ids(session, account_id, SERVICE, [FOLDER_KIND])
+            retries = await catalog.skipped_items(session, account_id, SERVICE)
+        self.names = {fid: v.name for fid, v in folders.items()}
+        self.parents = {fid: v.parent_external_id for fid, v in folders.items()}
+        return {s.collection: s for s in states}, retries
+
+    async def _learn_root(self) -> dict[str, Any] | None:
+        """Read the default folder (the tree's root) and remember its id, so that later runs
+        need not ask (it changes only if the folder is deleted and made again, which its
+        round's 404 or a resync tells us). Returns it, or None when it did not change."""
         root = await self.graph.get_json(
             f"{self.base}/contactFolders/contacts",
             headers=prefer(immutable_id=True),
             mailbox=self.user,
         )
-        self.root_id = str(root["id"])
-        await self._folders(root, states.get(FOLDERS))
-        await self._load_folders()
-        await self._retry_skipped()
-        passes = [self._pass_for(fid, states.get(fid)) for fid in self.names]
-        for start in range(0, len(passes), BATCH_SIZE):
-            group = passes[start : start + BATCH_SIZE]
-            firsts = await self._first_pages(group)
-            for one in group:
-                await self._contacts(one, firsts.get(one.folder_id))
-        stale = [key for key in states if key != FOLDERS and key not in self.names]
-        if stale:
-            async with self.run.page() as cat:
-                for key in stale:
-                    await cat.drop_delta(key)
+        old, self.root_id = self.root_id, str(root["id"])
+        self.tree_changed = True
+        async with self.run.page() as cat:
+            if old and old != self.root_id:
+                log.info("contacts_root_changed", old=old, new=self.root_id)
+                await self._drop_folder(cat, old)
+            await cat.record(self._folder_record(root))
+            await cat.save_delta(ROOT, delta_link=self.root_id)
+        return root if old != self.root_id else None
 
     # ---- folders -------------------------------------------------------------------------
 
@@ -116,25 +183,46 @@ class ContactsCollector(MailboxReader):
             meta={"name": name, "is_default": folder_id == self.root_id},
         )
 
-    async def _folders(self, root: dict[str, Any], state: DeltaState | None) -> None:
-        async with self.run.page() as cat:
-            await cat.record(self._folder_record(root))
+    async def _folders(
+        self, state: DeltaState | None, first: DeltaPage | GraphError | None = None
+    ) -> bool:
+        """The folder tree's round (``first``: its first page, fetched with the folders'
+        rounds); True when it had to start again (a resync)."""
         if state is not None and (state.resume_link or state.delta_link):
             link = state.resume_link or state.delta_link or ""
             try:
-                await self._folder_round(link, resync=False)
-                return
+                if isinstance(first, ResyncRequired):
+                    raise first
+                page = first if isinstance(first, DeltaPage) else None  # else: ask again
+                await self._folder_round(link, resync=False, first=page)
+                return False
             except ResyncRequired:
                 log.info("contact_folders_resync", account_id=str(self.run.account_id))
                 await self._folder_round(f"{self.base}/contactFolders/delta", resync=True)
-                return
+                return True
         await self._folder_round(f"{self.base}/contactFolders/delta", resync=False)
+        return False
 
-    async def _folder_round(self, link: str, *, resync: bool) -> None:
+    async def _tree_pages(self, link: str, first: DeltaPage | None) -> AsyncIterator[DeltaPage]:
+        if first is not None:
+            yield first
+            if not first.next_link:
+                return
+            link = first.next_link
+        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
+            yield page
+
+    async def _folder_round(
+        self, link: str, *, resync: bool, first: DeltaPage | None = None
+    ) -> None:
         """A first pass saves resume links (nothing older exists to close); a resync pass
         keeps the old link until it ends, then closes the folders it did not see."""
         seen: set[str] = {self.root_id}
-        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
+        async for page in self._tree_pages(link, first):
+            if not page.items and not page.next_link and not resync and page.delta_link:
+                self.quiet[FOLDERS] = page.delta_link  # saved with the folders' rounds
+                continue
+            self.tree_changed = True
             async with self.run.page() as cat:
                 for value in page.items:
                     folder_id = str(value.get("id") or "")
@@ -185,6 +273,30 @@ class ContactsCollector(MailboxReader):
 
     # ---- contacts ------------------------------------------------------------------------
 
+    async def _run_passes(
+        self, passes: list[_Pass], fetched: dict[str, DeltaPage | GraphError] | None = None
+    ) -> set[str]:
+        """Each folder's round, 20 first pages per ``$batch`` (or as ``fetched`` already);
+        returns the folders Graph no longer finds."""
+        missing: set[str] = set()
+        for start in range(0, len(passes), BATCH_SIZE):
+            group = passes[start : start + BATCH_SIZE]
+            firsts = fetched if fetched is not None else await self._first_pages(group)
+            for one in group:
+                if not await self._contacts(one, firsts.get(one.folder_id)):
+                    missing.add(one.folder_id)
+            await self._save_quiet()
+        return missing
+
+    async def _save_quiet(self) -> None:
+        """The new links of rounds that changed nothing, in one transaction."""
+        if not self.quiet:
+            return
+        async with self.run.page() as cat:
+            for key, link in self.quiet.items():
+                await cat.save_delta(key, delta_link=link)
+        self.quiet.clear()
+
     def _pass_for(self, folder_id: str, state: DeltaState | None) -> _Pass:
         fresh = f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts/delta"
         if state is None or not (state.resume_link or state.delta_link):
@@ -210,12 +322,15 @@ class ContactsCollector(MailboxReader):
                 out[folder_id] = answer.error
         return out
 
-    async def _contacts(self, one: _Pass, first: DeltaPage | GraphError | None) -> None:
+    async def _contacts(self, one: _Pass, first: DeltaPage | GraphError | None) -> bool:
+        """One folder's round; False when Graph no longer finds the folder (gone since the
+        folder pass: the next one closes it, or the default folder was made again)."""
         if isinstance(first, ResyncRequired):
             first = None
             one = self._resync(one)
         elif isinstance(first, NotFound):
-            return  # the folder went away since the folder pass; the next run closes it
+            log.info("contact_folder_gone", folder_id=one.folder_id)
+            return False
         elif isinstance(first, GraphError):
             first = None  # ask again on its own; the client's retries apply there
         try:
@@ -225,10 +340,12 @@ class ContactsCollector(MailboxReader):
                 await self._round(self._resync(one), None)
         except NotFound:
             log.info("contact_folder_gone", folder_id=one.folder_id)
+            return False
         except (BadRequest, Forbidden) as exc:  # one unreadable folder must not cost the rest
             await self.unreadable(
                 one.folder_id, self.names.get(one.folder_id), exc, "contact folder"
             )
+        return True
 
     def _resync(self, one: _Pass) -> _Pass:
         log.info("contacts_resync", folder_id=one.folder_id)
@@ -254,7 +371,7 @@ class ContactsCollector(MailboxReader):
                 continue
             last.pop(contact_id, None)
             last[contact_id] = None if "@removed" in item else item
-        stored = await self.run.current(list(last))
+        stored = await self.run.current(list(last)) if last else {}
         changed: list[dict[str, Any]] = []
         for contact_id, value in last.items():
             if value is None:
@@ -270,6 +387,11 @@ class ContactsCollector(MailboxReader):
             ):
                 continue
             changed.append(value)
+        removals = [contact_id for contact_id, value in last.items() if value is None]
+        if not changed and not removals and not page.next_link and not one.resync:
+            if page.delta_link:
+                self.quiet[one.folder_id] = page.delta_link  # saved with the other folders'
+            return
         photos, unreadable = await self._photos([str(c["id"]) for c in changed])
         records = [
             await self._record(
@@ -382,10 +504,9 @@ class ContactsCollector(MailboxReader):
             search=fields_of(contact, folder_path),
         )
 
-    async def _retry_skipped(self) -> None:
+    async def _retry_skipped(self, rows: list[SkippedItem]) -> None:
         """Contacts an earlier run could not store whole (their photo failed): read them
         again by id, photo included."""
-        rows = await self.ctx.retries()
         resolved: list[str] = []
         for row in rows:
             try:

@@ -46,6 +46,10 @@ def _doc(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, sort_keys=True).encode()
 
 
+def _known_root(previous: ItemVersion | None) -> bool:
+    return previous is not None and bool((previous.meta or {}).get("root_id"))
+
+
 def _list_name(lst: Json) -> str:
     return str(lst.get("displayName") or lst.get("name") or lst["id"])
 
@@ -62,7 +66,12 @@ class SiteListing:
     stale: list[tuple[int, Json]] = field(default_factory=list)  # lists whose schema changed
 
     def root_of(self, n: int) -> str:
-        return str((self.answers[f"root{n}"].body or {})["id"])
+        """The library's root item id: asked for the first time, else as recorded."""
+        answer = self.answers.get(f"root{n}")
+        if answer is not None:
+            return str((answer.body or {})["id"])
+        previous = self.current[library_external_id(str(self.drives[n]["id"]))]
+        return str((previous.meta or {})["root_id"])
 
 
 async def list_site(ctx: CollectContext, site: str) -> SiteListing:
@@ -79,9 +88,12 @@ async def list_site(ctx: CollectContext, site: str) -> SiteListing:
     tops = [library_external_id(str(d["id"])) for d in drives]
     tops += [list_external_id(str(lst["id"])) for lst in lists]
     listing = SiteListing(drives, lists, tops, await ctx.run.current(tops))
+    # A library's root item is asked for once and kept in its record (a library's drive
+    # cannot get another root: deleted, it leaves the listing with its tree).
     requests = [
         BatchRequest(id=f"root{n}", method="GET", url=f"/drives/{q(str(d['id']))}/root?$select=id")
         for n, d in enumerate(drives)
+        if not _known_root(listing.current.get(library_external_id(str(d["id"]))))
     ]
     for n, lst in enumerate(lists):
         previous = listing.current.get(list_external_id(str(lst["id"])))
@@ -93,7 +105,8 @@ async def list_site(ctx: CollectContext, site: str) -> SiteListing:
     if requests:
         listing.answers = {a.id: a for a in await graph.batch(requests, mailbox=site)}
     for n, _drive in enumerate(drives):
-        listing.answers[f"root{n}"].raise_for_error()
+        if f"root{n}" in listing.answers:
+            listing.answers[f"root{n}"].raise_for_error()
     gone_now: set[int] = set()
     for n, _lst in listing.stale:
         for part in (f"cols{n}", f"ctypes{n}"):
@@ -111,15 +124,16 @@ async def top_records(
 ) -> list[ItemRecord]:
     """A record for each library renamed or new, and each list whose schema changed."""
     records: list[ItemRecord] = []
-    for drive in listing.drives:
+    for n, drive in enumerate(listing.drives):
         ext = library_external_id(str(drive["id"]))
         name = str(drive.get("name") or "Documents")
         tree.set(ext, name, None)
         previous = listing.current.get(ext)
-        if previous is not None and previous.name == name:
+        if previous is not None and previous.name == name and _known_root(previous):
             continue
         meta = {
             "drive_id": drive["id"],
+            "root_id": listing.root_of(n),
             "web_url": drive.get("webUrl"),
             "description": drive.get("description"),
             "path": "/" + name,
