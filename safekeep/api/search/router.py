@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.auth import ReadPrincipal
-from safekeep.api.deps import RuntimeDep, SessionDep
+from safekeep.api.deps import RuntimeDep, SessionDep, built_inline
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Schema, Timestamp
@@ -112,6 +112,9 @@ class SearchParams:
             ) from exc
 
 
+search_params = built_inline(SearchParams)
+
+
 async def _search(
     runtime: Runtime,
     session: AsyncSession,
@@ -164,7 +167,7 @@ async def search_all(
     principal: ReadPrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
-    params: Annotated[SearchParams, Depends()],
+    params: Annotated[SearchParams, Depends(search_params)],
     tenant_id: list[uuid.UUID] | None = Query(None, description="Only these tenants"),
 ) -> SearchResults:
     """Search every tenant the key may see (or some of them)."""
@@ -184,7 +187,7 @@ async def search_tenant(
     principal: ReadPrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
-    params: Annotated[SearchParams, Depends()],
+    params: Annotated[SearchParams, Depends(search_params)],
 ) -> SearchResults:
     await tenant_service.get(session, principal.scope, tenant_id)
     return await _search(runtime, session, principal, frozenset({tenant_id}), params)
