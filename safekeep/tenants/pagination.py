@@ -95,7 +95,8 @@ def keyset_order(stmt: Select[T], model: Any, *, after: bool) -> Select[T]:
     statement built once (per shape) and run with ``keyset_values``: on a hot list route,
     building the statement costs more CPU than running it."""
     if after:
-        created, row_id = bindparam("page_after_t"), bindparam("page_after_id")
+        created: Any = bindparam("page_after_t")
+        row_id: Any = bindparam("page_after_id")
         stmt = stmt.where(
             or_(
                 model.created_at < created,

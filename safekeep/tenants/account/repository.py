@@ -42,7 +42,7 @@ def _page(
     if protected:
         stmt = stmt.where(Account.protected == bindparam("protected"))
     if search:
-        pattern = bindparam("pattern")
+        pattern: Any = bindparam("pattern")
         stmt = stmt.where(
             func.lower(Account.display_name).like(pattern)
             | func.lower(func.coalesce(Account.principal_name, "")).like(pattern)

@@ -150,7 +150,7 @@ async def get_task(session: AsyncSession, task_id: uuid.UUID) -> JobTask | None:
 
 
 @cache
-def _issues(limit: int) -> Select[tuple[JobIssue]]:
+def _issues(limit: int) -> Select[JobIssue]:
     return (
         select(JobIssue)
         .where(JobIssue.job_id == bindparam("job_id"))
