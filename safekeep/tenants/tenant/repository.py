@@ -188,8 +188,13 @@ async def consent_request_exists(session: AsyncSession, state_hash: str) -> bool
 
 async def ids_in_scope(session: AsyncSession, scope: TenantScope) -> frozenset[uuid.UUID]:
     """Every tenant the scope reaches, deleted ones included (their data is still kept)."""
-    stmt = select(Tenant.id).where(scope.tenant_row_filter())
-    return frozenset((await session.execute(stmt)).scalars())
+    stmt = _in_scope(scope.limited)
+    return frozenset((await session.execute(stmt, scope.bound())).scalars())
+
+
+@cache
+def _in_scope(limited: bool) -> Select[uuid.UUID]:
+    return select(Tenant.id).where(bound_tenant_row_filter(limited=limited))
 
 
 async def ids_with_retention(session: AsyncSession) -> list[uuid.UUID]:
