@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Integer, Select, and_, bindparam, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import InvalidCursor
@@ -87,4 +87,42 @@ async def keyset_page(
         next_cursor = encode_cursor(
             {"t": last.created_at.isoformat(), "i": str(last.id)}  # type: ignore[attr-defined]
         )
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+def keyset_order(stmt: Select[T], model: Any, *, after: bool) -> Select[T]:
+    """``keyset_page``'s order, cursor condition and limit as bind parameters, for a page
+    statement built once (per shape) and run with ``keyset_values``: on a hot list route,
+    building the statement costs more CPU than running it."""
+    if after:
+        created: Any = bindparam("page_after_t")
+        row_id: Any = bindparam("page_after_id")
+        stmt = stmt.where(
+            or_(
+                model.created_at < created,
+                and_(model.created_at == created, model.id < row_id),
+            )
+        )
+    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(
+        bindparam("page_rows", type_=Integer)
+    )
+
+
+def keyset_values(cursor: str | None, limit: int) -> dict[str, Any]:
+    """The parameters of a ``keyset_order`` statement (``after`` = whether a cursor came)."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    values: dict[str, Any] = {"page_rows": limit + 1}
+    if cursor:
+        values["page_after_t"], values["page_after_id"] = _cursor_position(cursor)
+    return values
+
+
+def page_of_rows(rows: Sequence[T], limit: int) -> Page[T]:
+    """The page from a ``keyset_order`` statement's rows (one more than asked, if any follow)."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last: Any = rows[-1]
+        next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": str(last.id)})
     return Page(items=rows, next_cursor=next_cursor)

@@ -76,3 +76,31 @@ def test_cjk_segmentation() -> None:
         "\u200bこ\u200b\u200bれ\u200b\u200bは\u200b\u200b日\u200b\u200b本\u200b\u200b語\u200b"
         " ok テキスト"
     )
+
+
+async def test_highlights_are_the_same_read_over_a_span_or_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's highlights are read in one walk over its rowids' span when that is narrow,
+    one lookup per row otherwise: both give every hit the same marks."""
+    backend = SqliteSearchBackend(tmp_path / "s.db")
+    await backend.open()
+    try:
+        await backend.index(
+            [
+                doc(title=f"Invoice {n}", body=f"the invoice number {n} for the quarterly review")
+                if n % 3 == 0
+                else doc(title=f"Note {n}", body="nothing to see")
+                for n in range(120)
+            ]
+        )
+        spanned = await backend.search(q("invoice quarterly", limit=50))
+        monkeypatch.setattr("safekeep.search.embedded._HIGHLIGHT_SPAN", 0)
+        by_row = await backend.search(q("invoice quarterly", limit=50))
+    finally:
+        await backend.close()
+    assert len(spanned.hits) == 40
+    assert [(h.version_id, h.highlights) for h in spanned.hits] == [
+        (h.version_id, h.highlights) for h in by_row.hits
+    ]
+    assert all("invoice" in " ".join(h.highlights["body"]).lower() for h in spanned.hits)

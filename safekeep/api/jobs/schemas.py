@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import Field
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.policy.schemas import Service
@@ -92,12 +93,12 @@ class JobDetail(JobOut):
     issues: list[JobIssueOut] = Field(description="Up to 100 items not processed, with reasons")
 
 
-async def job_out(session: AsyncSession, job: Job) -> JobOut:
+async def job_out(session: AsyncSession, job: Job | Row[Any]) -> JobOut:
     progress = await service.progress(session, job)
     return JobOut.model_validate({**_fields(job), "progress": progress})
 
 
-async def job_outs(session: AsyncSession, jobs: Sequence[Job]) -> list[JobOut]:
+async def job_outs(session: AsyncSession, jobs: Sequence[Job | Row[Any]]) -> list[JobOut]:
     """A page of jobs with their progress, read in one statement for the whole page."""
     progress = await service.progress_many(session, jobs)
     return [JobOut.model_validate({**_fields(j), "progress": progress[j.id]}) for j in jobs]
@@ -112,7 +113,7 @@ async def job_detail(
     return JobDetail.model_validate({**_fields(job), "progress": progress, "issues": issues})
 
 
-def _fields(job: Job) -> dict[str, Any]:
+def _fields(job: Job | Row[Any]) -> dict[str, Any]:
     fields = {name: getattr(job, name) for name in JobOut.model_fields if hasattr(job, name)}
     totals = (job.result or {}).get("totals") if job.kind == JobKind.restore else None
     if isinstance(totals, dict):

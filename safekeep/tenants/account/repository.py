@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from functools import cache
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Account, AccountState, Snapshot
-from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope, get_scoped
+from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
+from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
 
 
 async def get(
@@ -17,34 +19,74 @@ async def get(
     return await get_scoped(session, scope, Account, account_id, tenant_id=tenant_id)
 
 
+@cache
+def _page(
+    columns: tuple[str, ...],
+    limited: bool,
+    kind: bool,
+    state: bool,
+    protected: bool,
+    search: bool,
+    after: bool,
+) -> Select[Any]:
+    """The statement of one shape of accounts page (which filters, whether after a cursor),
+    built once: only bind values change between requests."""
+    stmt = select(*(getattr(Account, name) for name in columns)).where(
+        Account.tenant_id == bindparam("tenant_id"),
+        bound_tenant_filter(Account.tenant_id, limited=limited),
+    )
+    if kind:
+        stmt = stmt.where(Account.kind == bindparam("kind"))
+    if state:
+        stmt = stmt.where(Account.state == bindparam("state"))
+    if protected:
+        stmt = stmt.where(Account.protected == bindparam("protected"))
+    if search:
+        pattern: Any = bindparam("pattern")
+        stmt = stmt.where(
+            func.lower(Account.display_name).like(pattern)
+            | func.lower(func.coalesce(Account.principal_name, "")).like(pattern)
+        )
+    return keyset_order(stmt, Account, after=after)
+
+
 async def list_page(
     session: AsyncSession,
     scope: TenantScope,
     tenant_id: uuid.UUID,
     *,
+    columns: Sequence[str],
     kind: str | None,
     state: str | None,
     protected: bool | None,
     search: str | None,
     cursor: str | None,
     limit: int,
-) -> Page[Account]:
-    stmt = select(Account).where(
-        Account.tenant_id == tenant_id, scope.tenant_filter(Account.tenant_id)
+) -> Page[Row[Any]]:
+    """A page of accounts as rows of ``columns`` (what a list shows, not whole entities:
+    loading 50 ORM objects cost more than the rest of the request). ``id`` and
+    ``created_at`` must be among them (the cursor)."""
+    stmt = _page(
+        tuple(columns),
+        scope.limited,
+        bool(kind),
+        bool(state),
+        protected is not None,
+        bool(search),
+        bool(cursor),
     )
+    values: dict[str, Any] = {"tenant_id": tenant_id, **scope.bound()}
+    values.update(keyset_values(cursor, limit))
     if kind:
-        stmt = stmt.where(Account.kind == kind)
+        values["kind"] = kind
     if state:
-        stmt = stmt.where(Account.state == state)
+        values["state"] = state
     if protected is not None:
-        stmt = stmt.where(Account.protected.is_(protected))
+        values["protected"] = protected
     if search:
-        pattern = f"%{search.lower()}%"
-        stmt = stmt.where(
-            func.lower(Account.display_name).like(pattern)
-            | func.lower(func.coalesce(Account.principal_name, "")).like(pattern)
-        )
-    return await keyset_page(session, stmt, Account, cursor=cursor, limit=limit)
+        values["pattern"] = f"%{search.lower()}%"
+    rows = (await session.execute(stmt, values)).all()
+    return page_of_rows(rows, limit)
 
 
 async def all_for_tenant(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, or_404
+from safekeep.errors import Conflict, NotFound, or_404
 from safekeep.tenants.account import repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import Account, AccountKind, AccountState, Tenant, utcnow
@@ -50,18 +52,21 @@ async def list_accounts(
     scope: TenantScope,
     tenant_id: uuid.UUID,
     *,
+    columns: Sequence[str],
     kind: str | None,
     state: str | None,
     protected: bool | None,
     search: str | None,
     cursor: str | None,
     limit: int,
-) -> Page[Account]:
-    or_404(await tenant_repository.get(session, scope, tenant_id), "No such tenant")
+) -> Page[Row[Any]]:
+    if not await tenant_repository.exists(session, scope, tenant_id):
+        raise NotFound("No such tenant")
     return await repository.list_page(
         session,
         scope,
         tenant_id,
+        columns=columns,
         kind=kind,
         state=state,
         protected=protected,

@@ -3,14 +3,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, true, update
+from sqlalchemy import Row, Select, and_, bindparam, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
-from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope, get_scoped
+from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
+from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
 
 
 async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job | None:
@@ -22,6 +23,21 @@ async def get_system(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return await session.get(Job, job_id)
 
 
+@cache
+def _page(limited: bool, kind: bool, status: bool, after: bool) -> Select[Any]:
+    """The statement of one shape of jobs page, built once (see ``keyset_order``); rows of
+    every column rather than entities, as a list only reads them."""
+    stmt = select(*Job.__table__.c).where(
+        Job.tenant_id == bindparam("tenant_id"),
+        bound_tenant_filter(Job.tenant_id, limited=limited),
+    )
+    if kind:
+        stmt = stmt.where(Job.kind == bindparam("kind"))
+    if status:
+        stmt = stmt.where(Job.status == bindparam("status"))
+    return keyset_order(stmt, Job, after=after)
+
+
 async def list_page(
     session: AsyncSession,
     scope: TenantScope,
@@ -31,13 +47,15 @@ async def list_page(
     status: str | None,
     cursor: str | None,
     limit: int,
-) -> Page[Job]:
-    stmt = select(Job).where(Job.tenant_id == tenant_id, scope.tenant_filter(Job.tenant_id))
+) -> Page[Row[Any]]:
+    stmt = _page(scope.limited, bool(kind), bool(status), bool(cursor))
+    values: dict[str, Any] = {"tenant_id": tenant_id, **scope.bound()}
+    values.update(keyset_values(cursor, limit))
     if kind:
-        stmt = stmt.where(Job.kind == kind)
+        values["kind"] = kind
     if status:
-        stmt = stmt.where(Job.status == status)
-    return await keyset_page(session, stmt, Job, cursor=cursor, limit=limit)
+        values["status"] = status
+    return page_of_rows((await session.execute(stmt, values)).all(), limit)
 
 
 _FINISHED_TASK = (TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled)
@@ -71,24 +89,39 @@ def _progress_of(values: Sequence[Any]) -> dict[str, int]:
     return {name: int(value or 0) for name, value in zip(_NO_PROGRESS, values, strict=True)}
 
 
+@cache
+def _job_with_progress(limited: bool) -> Select[Any]:
+    """A job and its progress counters in one statement (what a poller asks for), built once
+    per kind of scope."""
+    totals = (
+        select(*(c.label(name) for c, name in zip(_progress_columns(), _NO_PROGRESS, strict=True)))
+        .where(JobTask.job_id == bindparam("job_id"))
+        .subquery()
+    )
+    return (
+        select(Job, *totals.c)
+        .join(totals, true())
+        .where(Job.id == bindparam("job_id"), bound_tenant_filter(Job.tenant_id, limited=limited))
+    )
+
+
 async def get_with_progress(
     session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
 ) -> tuple[Job, dict[str, int]] | None:
-    """A job and its progress counters in one statement (what a poller asks for)."""
-    totals = (
-        select(*(c.label(name) for c, name in zip(_progress_columns(), _NO_PROGRESS, strict=True)))
-        .where(JobTask.job_id == job_id)
-        .subquery()
-    )
-    stmt = (
-        select(Job, *totals.c)
-        .join(totals, true())
-        .where(Job.id == job_id, scope.tenant_filter(Job.tenant_id))
-    )
-    row = (await session.execute(stmt)).one_or_none()
+    stmt = _job_with_progress(scope.limited)
+    row = (await session.execute(stmt, {"job_id": job_id, **scope.bound()})).one_or_none()
     if row is None:
         return None
     return row[0], _progress_of(row[1:])
+
+
+@cache
+def _progress_many() -> Select[Any]:
+    return (
+        select(JobTask.job_id, *_progress_columns())
+        .where(JobTask.job_id.in_(bindparam("job_ids", expanding=True)))
+        .group_by(JobTask.job_id)
+    )
 
 
 async def progress_many(
@@ -98,14 +131,8 @@ async def progress_many(
     otherwise cost a query per job)."""
     if not job_ids:
         return {}
-    stmt = (
-        select(JobTask.job_id, *_progress_columns())
-        .where(JobTask.job_id.in_(list(job_ids)))
-        .group_by(JobTask.job_id)
-    )
-    found = {
-        job_id: _progress_of(values) for job_id, *values in (await session.execute(stmt)).all()
-    }
+    rows = (await session.execute(_progress_many(), {"job_ids": list(job_ids)})).all()
+    found = {job_id: _progress_of(values) for job_id, *values in rows}
     return {job_id: found.get(job_id, dict(_NO_PROGRESS)) for job_id in job_ids}
 
 
@@ -122,11 +149,18 @@ async def get_task(session: AsyncSession, task_id: uuid.UUID) -> JobTask | None:
     return await session.get(JobTask, task_id)
 
 
-async def issues(session: AsyncSession, job_id: uuid.UUID, limit: int = 100) -> list[JobIssue]:
-    stmt = (
-        select(JobIssue).where(JobIssue.job_id == job_id).order_by(JobIssue.created_at).limit(limit)
+@cache
+def _issues(limit: int) -> Select[JobIssue]:
+    return (
+        select(JobIssue)
+        .where(JobIssue.job_id == bindparam("job_id"))
+        .order_by(JobIssue.created_at)
+        .limit(limit)
     )
-    return list((await session.execute(stmt)).scalars())
+
+
+async def issues(session: AsyncSession, job_id: uuid.UUID, limit: int = 100) -> list[JobIssue]:
+    return list((await session.execute(_issues(limit), {"job_id": job_id})).scalars())
 
 
 async def active_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, kind: str) -> list[Job]:

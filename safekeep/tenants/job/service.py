@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, UnprocessableEntity, or_404
+from safekeep.errors import Conflict, NotFound, UnprocessableEntity, or_404
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
@@ -49,8 +50,10 @@ async def list_jobs(
     status: str | None,
     cursor: str | None,
     limit: int,
-) -> Page[Job]:
-    await _tenant(session, scope, tenant_id)
+) -> Page[Row[Any]]:
+    """A page of a tenant's jobs as rows of the job table (a list reads, it changes nothing)."""
+    if not await tenant_repository.exists(session, scope, tenant_id):
+        raise NotFound("No such tenant")
     return await repository.list_page(
         session, scope, tenant_id, kind=kind, status=status, cursor=cursor, limit=limit
     )
@@ -62,12 +65,12 @@ async def get_with_progress(
     return or_404(await repository.get_with_progress(session, scope, job_id), "No such job")
 
 
-async def progress(session: AsyncSession, job: Job) -> dict[str, int]:
+async def progress(session: AsyncSession, job: Job | Row[Any]) -> dict[str, int]:
     return await repository.progress(session, job.id)
 
 
 async def progress_many(
-    session: AsyncSession, jobs: Sequence[Job]
+    session: AsyncSession, jobs: Sequence[Job | Row[Any]]
 ) -> dict[uuid.UUID, dict[str, int]]:
     return await repository.progress_many(session, [job.id for job in jobs])
 

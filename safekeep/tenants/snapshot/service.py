@@ -5,12 +5,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import BadRequest
+from safekeep.errors import BadRequest, NotFound
 from safekeep.tenants.models import Snapshot
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.snapshot import repository
-from safekeep.tenants.tenant import service as tenant_service
+from safekeep.tenants.tenant import repository as tenant_repository
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -32,7 +32,8 @@ async def list_snapshots(
     cursor: str | None,
     limit: int,
 ) -> Page[Snapshot]:
-    await tenant_service.get(session, scope, tenant_id)
+    if not await tenant_repository.exists(session, scope, tenant_id):
+        raise NotFound("No such tenant")
     since, until = _aware(since), _aware(until)
     if since and until and since > until:
         raise BadRequest("since must not be after until")

@@ -3,23 +3,38 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import ConsentRequest, Policy, Tenant, TenantStatus
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.scope import TenantScope, bound_tenant_row_filter
+
+
+@cache
+def _live(limited: bool, *columns: Any) -> Select[Any]:
+    """A tenant (not deleted) within a scope, by id: built once per kind of scope."""
+    return select(*columns).where(
+        Tenant.id == bindparam("tenant_id"),
+        Tenant.status != TenantStatus.deleted,
+        bound_tenant_row_filter(limited=limited),
+    )
 
 
 async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant | None:
-    stmt = select(Tenant).where(
-        Tenant.id == tenant_id,
-        Tenant.status != TenantStatus.deleted,
-        scope.tenant_row_filter(),
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    stmt = _live(scope.limited, Tenant)
+    values = {"tenant_id": tenant_id, **scope.bound()}
+    return (await session.execute(stmt, values)).scalar_one_or_none()
+
+
+async def exists(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> bool:
+    """Whether ``get`` would find it, without loading it (list routes under a tenant)."""
+    stmt = _live(scope.limited, Tenant.id)
+    values = {"tenant_id": tenant_id, **scope.bound()}
+    return (await session.execute(stmt, values)).first() is not None
 
 
 async def get_including_deleted(
@@ -173,8 +188,13 @@ async def consent_request_exists(session: AsyncSession, state_hash: str) -> bool
 
 async def ids_in_scope(session: AsyncSession, scope: TenantScope) -> frozenset[uuid.UUID]:
     """Every tenant the scope reaches, deleted ones included (their data is still kept)."""
-    stmt = select(Tenant.id).where(scope.tenant_row_filter())
-    return frozenset((await session.execute(stmt)).scalars())
+    stmt = _in_scope(scope.limited)
+    return frozenset((await session.execute(stmt, scope.bound())).scalars())
+
+
+@cache
+def _in_scope(limited: bool) -> Select[uuid.UUID]:
+    return select(Tenant.id).where(bound_tenant_row_filter(limited=limited))
 
 
 async def ids_with_retention(session: AsyncSession) -> list[uuid.UUID]:
