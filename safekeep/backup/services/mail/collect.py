@@ -22,7 +22,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +32,7 @@ import structlog
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, held_bytes
 from safekeep.backup.outlook import MailboxReader
+from safekeep.backup.pipeline import ahead, ready
 from safekeep.backup.services.mail import search as fields
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
@@ -73,8 +74,54 @@ ITEM_ATTACHMENT_QUERY = "$expand=microsoft.graph.itemattachment/item"
 SMALL_MIME = 1024 * 1024
 MIME_BATCH_BUDGET = 8 * 1024 * 1024
 STREAMS = 2
+# Steps of a mailbox's backup (a group's $batch, a page's end) started ahead of the page
+# being stored: enough that a fetch always waits at the mailbox's limiter for a slot.
+AHEAD = 8
 MAX_RESYNCS = 2
 DROPPED_KEYS = frozenset({"@odata.context", "@odata.etag"})
+
+
+@dataclass
+class Begin:
+    """A folder's pass from its first page starts: forget what an earlier pass saw."""
+
+    folder_id: str
+
+
+@dataclass
+class Resync:
+    """A folder's delta link expired: its state goes, and its pass starts again."""
+
+    folder_id: str
+
+
+@dataclass
+class Quiet:
+    """Folders whose round was one empty page: only their delta links move."""
+
+    links: list[tuple[str, str]]
+
+
+@dataclass
+class Group:
+    """Messages of a page fetched and stored (blobs durable), and those left unreadable."""
+
+    folder_id: str
+    records: list[ItemRecord]
+    skipped: list[tuple[str, str | None, GraphError]]
+
+
+@dataclass
+class PageEnd:
+    """A page's groups are all in: its transaction, with its delta or resume link."""
+
+    folder_id: str
+    page: DeltaPage
+    track: bool
+    full: bool
+
+
+Step = Begin | Resync | Quiet | Group | PageEnd
 
 
 @dataclass
@@ -171,6 +218,49 @@ class MailCollector(MailboxReader):
         await self._forget_excluded(states, included)
         await self._retry_skipped(included)
         order = [f for f in self.folders if f in included]
+        # The next pages, groups and folders are fetched while the current page is stored
+        # (``pipeline.ahead``); pages still commit one at a time, in order.
+        records: list[ItemRecord] = []
+        async with ahead(self._plan(order, states), AHEAD) as steps:
+            async for step in steps:
+                records = await self._apply(step, records)
+
+    async def _apply(self, step: Step, records: list[ItemRecord]) -> list[ItemRecord]:
+        """Make one step of the plan durable; returns the records of the page under way."""
+        if isinstance(step, Group):
+            for message_id, name, error in step.skipped:
+                await self.ctx.skip(
+                    item_ref=message_id,
+                    name=name,
+                    code=error.reason,
+                    detail=str(error),
+                    collection=step.folder_id,
+                )
+            return records + step.records
+        if isinstance(step, PageEnd):
+            await self._message_page(step.folder_id, step.page, step.track, step.full, records)
+            return []
+        if isinstance(step, Begin):
+            async with self.run.page() as cat:
+                await cat.forget_seen(step.folder_id)
+        elif isinstance(step, Resync):
+            async with self.run.page() as cat:
+                await cat.drop_delta(step.folder_id)
+        elif step.links:
+            # An unchanged folder only moves its delta link: a group's links in one
+            # transaction rather than one each (most folders of an incremental).
+            async with self.run.page() as cat:
+                for folder_id, delta_link in step.links:
+                    await cat.save_delta(folder_id, delta_link=delta_link)
+            await self.ctx.progress()
+        return records
+
+    async def _plan(
+        self, order: Sequence[str], states: dict[str, DeltaState]
+    ) -> AsyncIterator[Awaitable[Step]]:
+        """The run's steps in the order they become durable: for each folder its pages, for
+        each page the ``$batch`` fetches of its changed messages then its end. Runs ahead of
+        ``_apply`` (``pipeline.ahead`` pulls it from a task of its own)."""
         for start in range(0, len(order), FETCH_GROUP):
             group = order[start : start + FETCH_GROUP]
             quiet: list[tuple[str, str]] = []  # folders whose round is one empty page
@@ -179,14 +269,10 @@ class MailCollector(MailboxReader):
                 if link is not None:
                     quiet.append((folder_id, link))
                     continue
-                await self._collect_messages(folder_id, where, first)
+                async for step in self._folder_steps(folder_id, where, first):
+                    yield step
             if quiet:
-                # An unchanged folder only moves its delta link: the group's links in one
-                # transaction rather than one each (most folders of an incremental).
-                async with self.run.page() as cat:
-                    for folder_id, delta_link in quiet:
-                        await cat.save_delta(folder_id, delta_link=delta_link)
-                await self.ctx.progress()
+                yield ready(Quiet(quiet))
 
     # ---- folders ---------------------------------------------------------------------------
 
@@ -464,12 +550,12 @@ class MailCollector(MailboxReader):
         async for page in self.graph.delta(link, headers=self.delta_headers, mailbox=self.user):
             yield page
 
-    async def _collect_messages(
+    async def _folder_steps(
         self,
         folder_id: str,
         where: tuple[str, bool, bool],
         first: DeltaPage | GraphError | None,
-    ) -> None:
+    ) -> AsyncIterator[Awaitable[Step]]:
         initial = self._initial_messages_link(folder_id)
         link, full, scratch = where
         resyncs = 0
@@ -478,11 +564,11 @@ class MailCollector(MailboxReader):
             # is kept in the database (memory must not grow with the folder).
             track = full and scratch
             if track:
-                async with self.run.page() as cat:
-                    await cat.forget_seen(folder_id)
+                yield ready(Begin(folder_id))
             try:
                 async for page in self._pages(link, first):
-                    await self._message_page(folder_id, page, track, full)
+                    async for step in self._page_steps(folder_id, page, track, full):
+                        yield step
                 return
             except NotFound:
                 # Deleted since the folder pass: the next run's folder delta removes it and
@@ -494,19 +580,36 @@ class MailCollector(MailboxReader):
                 if resyncs > MAX_RESYNCS:
                     raise
                 log.info("mail_folder_resync", folder=folder_id[-12:])
-                async with self.run.page() as cat:
-                    await cat.drop_delta(folder_id)
+                yield ready(Resync(folder_id))
                 link, full, scratch, first = exc.location or initial, True, True, None
 
-    async def _message_page(
-        self, folder_id: str, page: DeltaPage, track: bool, full: bool = False
-    ) -> None:
+    async def _page_steps(
+        self, folder_id: str, page: DeltaPage, track: bool, full: bool
+    ) -> AsyncIterator[Awaitable[Step]]:
+        """A page's fetches, one step per group of changed messages, then its end. What is
+        stored is read here, ahead of the page's transaction: a message that an earlier
+        page still in flight records is fetched again and found unchanged, never lost."""
         entries = _dedupe(page.items)
-        removed = [str(e["id"]) for e in entries if "@removed" in e]
         changed = [e for e in entries if "@removed" not in e]
         current = await self.run.current([str(e["id"]) for e in changed]) if changed else {}
         wanted = [e for e in changed if not _is_stored(current.get(str(e["id"])), e, folder_id)]
-        records = await self._records(wanted, folder_id)
+        for start in range(0, len(wanted), FETCH_GROUP):
+            yield self._group_step(wanted[start : start + FETCH_GROUP], folder_id)
+        yield ready(PageEnd(folder_id, page, track, full))
+
+    async def _message_page(
+        self,
+        folder_id: str,
+        page: DeltaPage,
+        track: bool,
+        full: bool = False,
+        records: Sequence[ItemRecord] = (),
+    ) -> None:
+        """One page's transaction: its fetched messages (``records``), its removals, what it
+        saw, and its delta (or resume) link."""
+        entries = _dedupe(page.items)
+        removed = [str(e["id"]) for e in entries if "@removed" in e]
+        changed = [e for e in entries if "@removed" not in e]
         async with self.run.page() as cat:
             await cat.preload([r.external_id for r in records] + removed)
             await cat.record_many(records)
@@ -524,21 +627,20 @@ class MailCollector(MailboxReader):
                 await cat.save_delta(folder_id, resume_link=page.next_link)
         await self.ctx.progress()
 
-    async def _records(self, entries: Sequence[dict[str, Any]], folder_id: str) -> list[ItemRecord]:
-        """Fetch and store what these delta entries point at; skip what stays unreadable."""
-        records: list[ItemRecord] = []
-        for start in range(0, len(entries), FETCH_GROUP):
-            group = entries[start : start + FETCH_GROUP]
-            # Small MIME is held until the group's records are built; large MIME streams.
-            held = sum(min(_estimate(e), SMALL_MIME) for e in group)
-            async with held_bytes().holding(held):
-                records += await self._group_records(group, folder_id)
-        return records
+    async def _group_step(self, group: Sequence[dict[str, Any]], folder_id: str) -> Group:
+        """Fetch and store what these delta entries point at; what stays unreadable is
+        handed back to be skipped. Small MIME is held until the group's records are built
+        (large MIME streams): the loop's byte budget bounds what all steps hold at once."""
+        held = sum(min(_estimate(e), SMALL_MIME) for e in group)
+        async with held_bytes().holding(held):
+            records, skipped = await self._group_records(group, folder_id)
+        return Group(folder_id, records, skipped)
 
     async def _group_records(
         self, group: Sequence[dict[str, Any]], folder_id: str
-    ) -> list[ItemRecord]:
+    ) -> tuple[list[ItemRecord], list[tuple[str, str | None, GraphError]]]:
         records: list[ItemRecord] = []
+        skipped: list[tuple[str, str | None, GraphError]] = []
         if group:
             fetched, failed = await self.fetch([str(e["id"]) for e in group], known=group)
             names = {str(e["id"]): str(e.get("subject") or "") for e in group}
@@ -549,16 +651,10 @@ class MailCollector(MailboxReader):
                 if isinstance(again, Fetched):
                     fetched[message_id] = again
                 elif not isinstance(again, NotFound):
-                    await self.ctx.skip(
-                        item_ref=message_id,
-                        name=names.get(message_id),
-                        code=again.reason,
-                        detail=str(again),
-                        collection=folder_id,
-                    )
+                    skipped.append((message_id, names.get(message_id), again))
             for one in fetched.values():
                 records.append(await self.record_for(one, folder_id))
-        return records
+        return records, skipped
 
     async def _fetch_again(self, message_id: str, error: GraphError) -> Fetched | GraphError:
         for _ in range(ITEM_ATTEMPTS - 1):
