@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -38,28 +38,43 @@ class _Failed:
         self.error = error
 
 
-async def ready(value: T) -> T:
+class Ready(Generic[T]):
     """A step with nothing to wait for (a marker in the stream: a page ends, a folder
-    starts): it keeps its place in the order."""
-    return value
+    starts): it keeps its place in the order but not a place among the ``width`` steps that
+    fetch, so markers never hold back the next fetch (their own bound is ``markers``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+
+def ready(value: T) -> Ready[T]:
+    return Ready(value)
 
 
 @asynccontextmanager
-async def ahead(source: AsyncIterator[Awaitable[T]], width: int) -> AsyncIterator[AsyncIterator[T]]:
+async def ahead(
+    source: AsyncIterator[Awaitable[T] | Ready[T]], width: int, *, markers: int | None = None
+) -> AsyncIterator[AsyncIterator[T]]:
     """Run the steps ``source`` yields up to ``width`` at a time, ahead of the consumer;
     yield their results in the order ``source`` gave them.
 
     ``source`` is pulled from a task of its own (its own requests, a delta page, overlap the
     consumer's work too), and only once a place is free: a step is created when it may
     start, so a step's memory (a page, a group's bodies) exists only while it counts
-    against ``width``. A step's error, or the source's, comes out at its turn, after the
-    results before it. Leaving the block (done, an error, a cancel) cancels what is still
-    running and waits for it, so nothing outlives the collector that started it.
+    against ``width``. ``Ready`` markers count against ``markers`` instead (``4 * width``
+    unless given): a marker may hold a page, so they are bounded too. A step's error, or
+    the source's, comes out at its turn, after the results before it. Leaving the block
+    (done, an error, a cancel) cancels what is still running and waits for it, so nothing
+    outlives the collector that started it.
     """
     if width < 1:
         raise ValueError("width must be at least 1")
     places = asyncio.Semaphore(width)
-    queue: asyncio.Queue[asyncio.Future[T] | _End | _Failed] = asyncio.Queue()
+    marks = asyncio.Semaphore(markers if markers is not None else 4 * width)
+    queue: asyncio.Queue[tuple[asyncio.Future[T] | Ready[T], asyncio.Semaphore] | _End | _Failed]
+    queue = asyncio.Queue()
     started: set[asyncio.Future[Any]] = set()
 
     async def feed() -> None:
@@ -73,10 +88,15 @@ async def ahead(source: AsyncIterator[Awaitable[T]], width: int) -> AsyncIterato
             except Exception as exc:  # handed to the consumer, in order
                 queue.put_nowait(_Failed(exc))
                 return
+            if isinstance(step, Ready):
+                places.release()  # a marker takes no fetching place
+                await marks.acquire()
+                queue.put_nowait((step, marks))
+                continue
             task = asyncio.ensure_future(step)
             started.add(task)
             task.add_done_callback(started.discard)
-            queue.put_nowait(task)
+            queue.put_nowait((task, places))
 
     async def results() -> AsyncGenerator[T, None]:
         while True:
@@ -85,10 +105,11 @@ async def ahead(source: AsyncIterator[Awaitable[T]], width: int) -> AsyncIterato
                 return
             if isinstance(item, _Failed):
                 raise item.error
+            step, place = item
             try:
-                value = await item
+                value = step.value if isinstance(step, Ready) else await step
             finally:
-                places.release()
+                place.release()
             yield value
 
     feeder = asyncio.create_task(feed())

@@ -32,7 +32,7 @@ import structlog
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, held_bytes
 from safekeep.backup.outlook import MailboxReader
-from safekeep.backup.pipeline import ahead, ready
+from safekeep.backup.pipeline import Ready, ahead, ready
 from safekeep.backup.services.mail import search as fields
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
@@ -77,6 +77,7 @@ STREAMS = 2
 # Steps of a mailbox's backup (a group's $batch, a page's end) started ahead of the page
 # being stored: enough that a fetch always waits at the mailbox's limiter for a slot.
 AHEAD = 8
+FULL_FIRST_PAGES = 4  # full enumerations whose first pages share a $batch
 MAX_RESYNCS = 2
 DROPPED_KEYS = frozenset({"@odata.context", "@odata.etag"})
 
@@ -257,18 +258,31 @@ class MailCollector(MailboxReader):
 
     async def _plan(
         self, order: Sequence[str], states: dict[str, DeltaState]
-    ) -> AsyncIterator[Awaitable[Step]]:
+    ) -> AsyncIterator[Awaitable[Step] | Ready[Step]]:
         """The run's steps in the order they become durable: for each folder its pages, for
         each page the ``$batch`` fetches of its changed messages then its end. Runs ahead of
         ``_apply`` (``pipeline.ahead`` pulls it from a task of its own)."""
         for start in range(0, len(order), FETCH_GROUP):
             group = order[start : start + FETCH_GROUP]
             quiet: list[tuple[str, str]] = []  # folders whose round is one empty page
-            for folder_id, (where, first) in (await self._first_pages(group, states)).items():
+            pages = await self._first_pages(group, states)
+            full = [f for f, (where, first) in pages.items() if where[1] and first is None]
+            for folder_id, (where, first) in pages.items():
+                if folder_id in full:
+                    # Full enumerations' first pages, a few folders per $batch (they
+                    # carry whole messages: memory holds a few pages, not 20).
+                    chunk = full[: full.index(folder_id) + FULL_FIRST_PAGES]
+                    chunk = [f for f in chunk if pages[f][1] is None]
+                    firsts = await self._batch_first(chunk, {f: pages[f][0] for f in chunk})
+                    for other in chunk:
+                        pages[other] = (pages[other][0], firsts[other])
+                    full = [f for f in full if f not in chunk]
+                    first = pages[folder_id][1]
                 link = _unchanged_round(where, first)
                 if link is not None:
                     quiet.append((folder_id, link))
                     continue
+                first, pages[folder_id] = pages[folder_id][1], (where, None)  # held once
                 async for step in self._folder_steps(folder_id, where, first):
                     yield step
             if quiet:
@@ -498,8 +512,9 @@ class MailCollector(MailboxReader):
     ) -> dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]]:
         """Where each folder's round starts, and its first delta page: up to 20 folders in
         one ``$batch``, so that an unchanged folder costs no request of its own. A full
-        enumeration's first page is not batched: its pages carry whole messages, and 20 of
-        them held at once would bound memory by the mailbox, not by a page."""
+        enumeration's first page is not fetched here: its pages carry whole messages, and
+        20 of them held at once would bound memory by the mailbox, not by a page (``_plan``
+        fetches them ``FULL_FIRST_PAGES`` at a time)."""
         starts: dict[str, tuple[str, bool, bool]] = {}
         for folder_id in group:
             starts[folder_id] = await self._start(
@@ -508,14 +523,23 @@ class MailCollector(MailboxReader):
                 kinds={MESSAGE},
                 parent=folder_id,
             )
-        batched = [f for f in group if not starts[f][1]]
-        requests = [
-            BatchRequest(id=str(n), method="GET", url=starts[f][0], headers=self.delta_headers)
-            for n, f in enumerate(batched)
-        ]
         out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {
             f: (starts[f], None) for f in group
         }
+        batched = [f for f in group if not starts[f][1]]
+        for folder_id, first in (await self._batch_first(batched, starts)).items():
+            out[folder_id] = (starts[folder_id], first)
+        return out
+
+    async def _batch_first(
+        self, folders: Sequence[str], starts: dict[str, tuple[str, bool, bool]]
+    ) -> dict[str, DeltaPage | GraphError | None]:
+        """The first page of each folder's round in one ``$batch`` (None: fetch it alone)."""
+        out: dict[str, DeltaPage | GraphError | None] = {f: None for f in folders}
+        requests = [
+            BatchRequest(id=str(n), method="GET", url=starts[f][0], headers=self.delta_headers)
+            for n, f in enumerate(folders)
+        ]
         if not requests:
             return out
         try:
@@ -523,18 +547,16 @@ class MailCollector(MailboxReader):
         except (ValueError, GraphError) as exc:  # e.g. a link outside this Graph version
             log.info("mail_first_pages_unbatched", error=str(exc)[:200])
             return out
-        for folder_id, answer in zip(batched, answers, strict=True):
-            first: DeltaPage | GraphError | None
+        for folder_id, answer in zip(folders, answers, strict=True):
             if answer.ok and isinstance(answer.body, dict):
                 body = answer.body
-                first = DeltaPage(
+                out[folder_id] = DeltaPage(
                     list(body.get("value") or []),
                     body.get("@odata.nextLink"),
                     body.get("@odata.deltaLink"),
                 )
             else:
-                first = answer.error
-            out[folder_id] = (starts[folder_id], first)
+                out[folder_id] = answer.error
         return out
 
     async def _pages(
@@ -555,7 +577,7 @@ class MailCollector(MailboxReader):
         folder_id: str,
         where: tuple[str, bool, bool],
         first: DeltaPage | GraphError | None,
-    ) -> AsyncIterator[Awaitable[Step]]:
+    ) -> AsyncIterator[Awaitable[Step] | Ready[Step]]:
         initial = self._initial_messages_link(folder_id)
         link, full, scratch = where
         resyncs = 0
@@ -585,7 +607,7 @@ class MailCollector(MailboxReader):
 
     async def _page_steps(
         self, folder_id: str, page: DeltaPage, track: bool, full: bool
-    ) -> AsyncIterator[Awaitable[Step]]:
+    ) -> AsyncIterator[Awaitable[Step] | Ready[Step]]:
         """A page's fetches, one step per group of changed messages, then its end. What is
         stored is read here, ahead of the page's transaction: a message that an earlier
         page still in flight records is fetched again and found unchanged, never lost."""
