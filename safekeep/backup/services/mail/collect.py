@@ -35,7 +35,7 @@ from safekeep.backup.outlook import MailboxReader
 from safekeep.backup.pipeline import Ready, ahead, ready
 from safekeep.backup.services.mail import search as fields
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
-from safekeep.graph.client import BatchRequest, DeltaPage, prefer
+from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
 from safekeep.runtime import unit_of_work
 from safekeep.storage.repository import ContentRef
@@ -728,8 +728,8 @@ class MailCollector(MailboxReader):
         self, ids: Sequence[str], known: Sequence[dict[str, Any]] = ()
     ) -> tuple[dict[str, Fetched], dict[str, GraphError]]:
         """Messages by id: JSON in one ``$batch`` (unless ``known``, their delta entries,
-        already carry it), nested item attachments in another, small MIME in batches too,
-        large MIME streamed into the blob store."""
+        already carry it), then small MIME in batches (the first also reading attached
+        items), large MIME streamed into the blob store."""
         failed: dict[str, GraphError] = {}
         messages = {str(e["id"]): e for e in known if _is_complete(e) and str(e["id"]) in ids}
         wanted = [mid for mid in ids if mid not in messages]
@@ -754,24 +754,39 @@ class MailCollector(MailboxReader):
                 messages[mid] = answer.body
             else:
                 failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
-        await self._expand_item_attachments(messages, failed)
+        # Attached items' expansions ride in the first MIME $batch: one round trip, not two.
+        expansions = _item_attachments(messages)
         small = [m for m in messages if _estimate(messages[m]) <= SMALL_MIME]
         large = [m for m in messages if m not in small]
         fetched: dict[str, Fetched] = {}
-        for group in _budgeted(small, lambda m: _estimate(messages[m]), MIME_BATCH_BUDGET):
-            answers = await self.graph.batch(
-                [
-                    BatchRequest(
-                        id=str(n),
-                        method="GET",
-                        url=f"{self.base}/messages/{quote(mid, safe='')}/$value",
-                        headers=self.headers,
-                    )
-                    for n, mid in enumerate(group)
-                ],
-                mailbox=self.user,
-            )
-            for mid, answer in zip(group, answers, strict=True):
+        groups = _budgeted(small, lambda m: _estimate(messages[m]), MIME_BATCH_BUDGET)
+        if expansions and not groups:
+            groups = [[]]
+        for n, group in enumerate(groups):
+            extra = expansions if n == 0 else []
+            requests = [
+                BatchRequest(
+                    id=str(k),
+                    method="GET",
+                    url=f"{self.base}/messages/{quote(mid, safe='')}/$value",
+                    headers=self.headers,
+                )
+                for k, mid in enumerate(group)
+            ] + [
+                BatchRequest(
+                    id=f"a{k}",
+                    method="GET",
+                    url=f"{self.base}/messages/{quote(mid, safe='')}/attachments/"
+                    f"{quote(aid, safe='')}?{ITEM_ATTACHMENT_QUERY}",
+                    headers=self.headers,
+                )
+                for k, (mid, _, aid) in enumerate(extra)
+            ]
+            answers = await self.graph.batch(requests, mailbox=self.user)
+            _expand(messages, failed, extra, answers[len(group) :])
+            for mid, answer in zip(group, answers[: len(group)], strict=True):
+                if mid not in messages:
+                    continue  # its attached item could not be read: failed already
                 try:
                     answer.raise_for_error()
                     raw = _decode_value(answer.body)
@@ -780,6 +795,7 @@ class MailCollector(MailboxReader):
                     continue
                 ref = await self.ctx.repo.put_bytes(raw)
                 fetched[mid] = Fetched(messages[mid], ref, raw)
+        large = [m for m in large if m in messages]
 
         async def stream_one(mid: str) -> None:
             async with self._streams:
@@ -798,39 +814,6 @@ class MailCollector(MailboxReader):
 
         await asyncio.gather(*(stream_one(m) for m in large))
         return fetched, failed
-
-    async def _expand_item_attachments(
-        self, messages: dict[str, dict[str, Any]], failed: dict[str, GraphError]
-    ) -> None:
-        """Attached messages, events and contacts: their item, for a faithful restore."""
-        wanted: list[tuple[str, int, str]] = []
-        for mid, message in messages.items():
-            for index, att in enumerate(message.get("attachments") or []):
-                if fields.attachment_kind(att) == "item" and att.get("id"):
-                    wanted.append((mid, index, str(att["id"])))
-        if not wanted:
-            return
-        answers = await self.graph.batch(
-            [
-                BatchRequest(
-                    id=str(n),
-                    method="GET",
-                    url=f"{self.base}/messages/{quote(mid, safe='')}/attachments/"
-                    f"{quote(aid, safe='')}?{ITEM_ATTACHMENT_QUERY}",
-                    headers=self.headers,
-                )
-                for n, (mid, _, aid) in enumerate(wanted)
-            ],
-            mailbox=self.user,
-        )
-        for (mid, index, _), answer in zip(wanted, answers, strict=True):
-            if mid not in messages:
-                continue
-            if answer.ok and isinstance(answer.body, dict):
-                messages[mid]["attachments"][index] = answer.body
-            else:
-                failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
-                del messages[mid]
 
     # ---- retries ---------------------------------------------------------------------------
 
@@ -865,6 +848,34 @@ class MailCollector(MailboxReader):
                         collection=row.collection,
                     )
             await self.ctx.progress()
+
+
+def _item_attachments(messages: dict[str, dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """Attached messages, events and contacts, (message, index, attachment id): their item
+    is read for a faithful restore."""
+    wanted: list[tuple[str, int, str]] = []
+    for mid, message in messages.items():
+        for index, att in enumerate(message.get("attachments") or []):
+            if fields.attachment_kind(att) == "item" and att.get("id"):
+                wanted.append((mid, index, str(att["id"])))
+    return wanted
+
+
+def _expand(
+    messages: dict[str, dict[str, Any]],
+    failed: dict[str, GraphError],
+    wanted: Sequence[tuple[str, int, str]],
+    answers: Sequence[BatchResponse],
+) -> None:
+    """Put each attached item in its message; a message whose item stays unreadable fails."""
+    for (mid, index, _), answer in zip(wanted, answers, strict=True):
+        if mid not in messages:
+            continue
+        if answer.ok and isinstance(answer.body, dict):
+            messages[mid]["attachments"][index] = answer.body
+        else:
+            failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
+            del messages[mid]
 
 
 def _unchanged_round(
