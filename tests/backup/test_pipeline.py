@@ -4,11 +4,14 @@ ahead is bounded, and nothing outlives the block."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 
 import pytest
 
+from safekeep.backup.outlook import MailboxReader
 from safekeep.backup.pipeline import Ready, ahead, ready
+from safekeep.graph.client import DeltaPage
+from safekeep.graph.errors import ResyncRequired
 
 
 class Probe:
@@ -153,3 +156,38 @@ def test_width_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="width"):
         asyncio.run(run())
+
+
+async def test_delta_pages_fetch_the_next_page_while_the_current_one_is_stored() -> None:
+    """``MailboxReader.delta_pages``, what calendars and contacts can read rounds with: the
+    next page is on its way while the caller stores one, and a page's error comes out at
+    its turn."""
+    fetched: list[int] = []
+
+    class Graph:
+        async def delta(
+            self, link: str, *, headers: Mapping[str, str], mailbox: str
+        ) -> AsyncIterator[DeltaPage]:
+            for n in range(3):
+                fetched.append(n)
+                yield DeltaPage([{"id": str(n)}], f"next-{n + 1}", None)
+            raise ResyncRequired(410, "SyncStateNotFound", "expired", location="again")
+
+    reader = object.__new__(MailboxReader)
+    reader.graph = Graph()  # type: ignore[assignment]
+    reader.user = "user-1"
+    stored: list[str] = []
+    overlapped: list[bool] = []
+
+    async def store_all() -> None:
+        async with reader.delta_pages("link", {}) as pages:
+            async for page in pages:
+                for _ in range(5):
+                    await asyncio.sleep(0)  # storing the page
+                overlapped.append(len(fetched) > len(stored) + 1)
+                stored.append(page.items[0]["id"])
+
+    with pytest.raises(ResyncRequired):
+        await store_all()
+    assert overlapped[0]  # page 1 came while page 0 was stored
+    assert stored == ["0", "1", "2"]  # every page before the error, in order
