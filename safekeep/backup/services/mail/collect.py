@@ -617,7 +617,15 @@ class MailCollector(MailboxReader):
         wanted = [e for e in changed if not _is_stored(current.get(str(e["id"])), e, folder_id)]
         for start in range(0, len(wanted), FETCH_GROUP):
             yield self._group_step(wanted[start : start + FETCH_GROUP], folder_id)
-        yield ready(PageEnd(folder_id, page, track, full))
+        # The page's end keeps only ids and links: the messages' JSON is in the group steps,
+        # and a marker must stay small (unchanged pages of a resync may queue up).
+        slim = [
+            {"id": e["id"], "@removed": e["@removed"]} if "@removed" in e else {"id": e["id"]}
+            for e in entries
+        ]
+        yield ready(
+            PageEnd(folder_id, DeltaPage(slim, page.next_link, page.delta_link), track, full)
+        )
 
     async def _message_page(
         self,
