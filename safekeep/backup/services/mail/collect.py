@@ -13,6 +13,13 @@ fetched by id, 20 at a time.)
 
 Every page follows the engine's order: fetch and store blobs first, then one catalog
 transaction with the versions, removals and the delta (or resume) link, then a heartbeat.
+The fetching runs ahead of that order (``safekeep.backup.pipeline``): while a page is
+stored, the next groups' ``$batch`` fetches, the next pages and the next folders are already
+on their way, waiting at the mailbox's adaptive limiter, so the mailbox keeps close to
+Exchange's 4 concurrent requests until it is done. Transactions still happen one at a
+time, in the order above; what runs ahead is bounded (``AHEAD`` steps and the loop's
+budget of held bytes), and if a step fails, the pages before it are durable and the next
+run resumes after them.
 """
 
 from __future__ import annotations
