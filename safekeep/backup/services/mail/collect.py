@@ -45,7 +45,7 @@ from safekeep.backup.services.mail.search import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
 from safekeep.runtime import unit_of_work
-from safekeep.storage.repository import ContentRef
+from safekeep.storage.repository import ContentRef, InFlight
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import DeltaState, ItemVersion
 
@@ -84,6 +84,7 @@ STREAMS = 2
 # Steps of a mailbox's backup (a group's $batch, a page's end) started ahead of the page
 # being stored: enough that a fetch always waits at the mailbox's limiter for a slot.
 AHEAD = 8
+MAILBOX_HELD_BYTES = 16 * 1024 * 1024  # small MIME one mailbox's steps hold at once
 FULL_FIRST_PAGES = 4  # full enumerations whose first pages share a $batch
 MAX_RESYNCS = 2
 DROPPED_KEYS = frozenset({"@odata.context", "@odata.etag"})
@@ -205,6 +206,9 @@ class MailCollector(MailboxReader):
         self.well_known: dict[str, dict[str, Any]] = {}  # name -> folder JSON
         self.folders: dict[str, FolderInfo] = {}
         self._streams = asyncio.Semaphore(STREAMS)
+        # What this mailbox's steps hold at once, below the loop's budget: running ahead
+        # must not let one large mailbox take what every other task on the loop shares.
+        self._held = InFlight(AHEAD, MAILBOX_HELD_BYTES)
         self._resolved = False  # well_known came from Graph in this run
 
     # ---- the run ---------------------------------------------------------------------------
@@ -669,7 +673,7 @@ class MailCollector(MailboxReader):
         handed back to be skipped. Small MIME is held until the group's records are built
         (large MIME streams): the loop's byte budget bounds what all steps hold at once."""
         held = sum(min(_estimate(e), SMALL_MIME) for e in group)
-        async with held_bytes().holding(held):
+        async with self._held.holding(held), held_bytes().holding(held):
             records, skipped = await self._group_records(group, folder_id)
         return Group(folder_id, records, skipped)
 
