@@ -84,7 +84,7 @@ STREAMS = 2
 # Steps of a mailbox's backup (a group's $batch, a page's end) started ahead of the page
 # being stored: enough that a fetch always waits at the mailbox's limiter for a slot.
 AHEAD = 8
-MAILBOX_HELD_BYTES = 16 * 1024 * 1024  # small MIME one mailbox's steps hold at once
+MAILBOX_HELD_BYTES = 8 * 1024 * 1024  # small MIME one mailbox's steps hold at once
 FULL_FIRST_PAGES = 4  # full enumerations whose first pages share a $batch
 MAX_RESYNCS = 2
 DROPPED_KEYS = frozenset({"@odata.context", "@odata.etag"})
