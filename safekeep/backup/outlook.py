@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, NamedTuple
@@ -19,6 +20,7 @@ from urllib.parse import quote
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
 from safekeep.backup.export.zipper import safe_name
+from safekeep.backup.pipeline import Ready, ahead, ready
 from safekeep.backup.restore import identity
 from safekeep.backup.services.base import (
     Content,
@@ -31,7 +33,7 @@ from safekeep.backup.services.base import (
     rendered_content,
     restore_each,
 )
-from safekeep.graph.client import prefer
+from safekeep.graph.client import DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
@@ -71,6 +73,24 @@ class MailboxReader:
                 last = exc
         assert last is not None
         raise last
+
+    @asynccontextmanager
+    async def delta_pages(
+        self, link: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[AsyncIterator[DeltaPage]]:
+        """A delta round's pages, the next one fetched while the caller stores the current
+        one (``pipeline.ahead``), so a mailbox is not idle for a page's worth of storing
+        every page. The caller still makes each page durable before taking the next; a
+        page's error (``ResyncRequired`` included) comes out at its turn, as ``graph.delta``
+        raises it. At most two pages wait beside the one being stored: memory stays that of
+        three pages."""
+
+        async def fetched() -> AsyncIterator[Ready[DeltaPage]]:
+            async for page in self.graph.delta(link, headers=headers, mailbox=self.user):
+                yield ready(page)
+
+        async with ahead(fetched(), 1, markers=1) as pages:
+            yield pages
 
     async def unreadable(
         self, container: str, name: str | None, exc: GraphError, what: str

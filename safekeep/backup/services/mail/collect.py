@@ -13,6 +13,13 @@ fetched by id, 20 at a time.)
 
 Every page follows the engine's order: fetch and store blobs first, then one catalog
 transaction with the versions, removals and the delta (or resume) link, then a heartbeat.
+The fetching runs ahead of that order (``safekeep.backup.pipeline``): while a page is
+stored, the next groups' ``$batch`` fetches, the next pages and the next folders are already
+on their way, waiting at the mailbox's adaptive limiter, so the mailbox keeps close to
+Exchange's 4 concurrent requests until it is done. Transactions still happen one at a
+time, in the order above; what runs ahead is bounded (``AHEAD`` steps and the loop's
+budget of held bytes), and if a step fails, the pages before it are durable and the next
+run resumes after them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -32,12 +39,13 @@ import structlog
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, held_bytes
 from safekeep.backup.outlook import MailboxReader
+from safekeep.backup.pipeline import Ready, ahead, ready
 from safekeep.backup.services.mail import search as fields
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
-from safekeep.graph.client import BatchRequest, DeltaPage, prefer
+from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
 from safekeep.runtime import unit_of_work
-from safekeep.storage.repository import ContentRef
+from safekeep.storage.repository import ContentRef, InFlight
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import DeltaState, ItemVersion
 
@@ -73,8 +81,56 @@ ITEM_ATTACHMENT_QUERY = "$expand=microsoft.graph.itemattachment/item"
 SMALL_MIME = 1024 * 1024
 MIME_BATCH_BUDGET = 8 * 1024 * 1024
 STREAMS = 2
+# Steps of a mailbox's backup (a group's $batch, a page's end) started ahead of the page
+# being stored: enough that a fetch always waits at the mailbox's limiter for a slot.
+AHEAD = 8
+MAILBOX_HELD_BYTES = 8 * 1024 * 1024  # small MIME one mailbox's steps hold at once
+FULL_FIRST_PAGES = 4  # full enumerations whose first pages share a $batch
 MAX_RESYNCS = 2
 DROPPED_KEYS = frozenset({"@odata.context", "@odata.etag"})
+
+
+@dataclass
+class Begin:
+    """A folder's pass from its first page starts: forget what an earlier pass saw."""
+
+    folder_id: str
+
+
+@dataclass
+class Resync:
+    """A folder's delta link expired: its state goes, and its pass starts again."""
+
+    folder_id: str
+
+
+@dataclass
+class Quiet:
+    """Folders whose round was one empty page: only their delta links move."""
+
+    links: list[tuple[str, str]]
+
+
+@dataclass
+class Group:
+    """Messages of a page fetched and stored (blobs durable), and those left unreadable."""
+
+    folder_id: str
+    records: list[ItemRecord]
+    skipped: list[tuple[str, str | None, GraphError]]
+
+
+@dataclass
+class PageEnd:
+    """A page's groups are all in: its transaction, with its delta or resume link."""
+
+    folder_id: str
+    page: DeltaPage
+    track: bool
+    full: bool
+
+
+Step = Begin | Resync | Quiet | Group | PageEnd
 
 
 @dataclass
@@ -150,6 +206,9 @@ class MailCollector(MailboxReader):
         self.well_known: dict[str, dict[str, Any]] = {}  # name -> folder JSON
         self.folders: dict[str, FolderInfo] = {}
         self._streams = asyncio.Semaphore(STREAMS)
+        # What this mailbox's steps hold at once, below the loop's budget: running ahead
+        # must not let one large mailbox take what every other task on the loop shares.
+        self._held = InFlight(AHEAD, MAILBOX_HELD_BYTES)
         self._resolved = False  # well_known came from Graph in this run
 
     # ---- the run ---------------------------------------------------------------------------
@@ -171,22 +230,74 @@ class MailCollector(MailboxReader):
         await self._forget_excluded(states, included)
         await self._retry_skipped(included)
         order = [f for f in self.folders if f in included]
+        # The next pages, groups and folders are fetched while the current page is stored
+        # (``pipeline.ahead``); pages still commit one at a time, in order.
+        records: list[ItemRecord] = []
+        async with ahead(self._plan(order, states), AHEAD) as steps:
+            async for step in steps:
+                records = await self._apply(step, records)
+
+    async def _apply(self, step: Step, records: list[ItemRecord]) -> list[ItemRecord]:
+        """Make one step of the plan durable; returns the records of the page under way."""
+        if isinstance(step, Group):
+            for message_id, name, error in step.skipped:
+                await self.ctx.skip(
+                    item_ref=message_id,
+                    name=name,
+                    code=error.reason,
+                    detail=str(error),
+                    collection=step.folder_id,
+                )
+            return records + step.records
+        if isinstance(step, PageEnd):
+            await self._message_page(step.folder_id, step.page, step.track, step.full, records)
+            return []
+        if isinstance(step, Begin):
+            async with self.run.page() as cat:
+                await cat.forget_seen(step.folder_id)
+        elif isinstance(step, Resync):
+            async with self.run.page() as cat:
+                await cat.drop_delta(step.folder_id)
+        elif step.links:
+            # An unchanged folder only moves its delta link: a group's links in one
+            # transaction rather than one each (most folders of an incremental).
+            async with self.run.page() as cat:
+                for folder_id, delta_link in step.links:
+                    await cat.save_delta(folder_id, delta_link=delta_link)
+            await self.ctx.progress()
+        return records
+
+    async def _plan(
+        self, order: Sequence[str], states: dict[str, DeltaState]
+    ) -> AsyncIterator[Awaitable[Step] | Ready[Step]]:
+        """The run's steps in the order they become durable: for each folder its pages, for
+        each page the ``$batch`` fetches of its changed messages then its end. Runs ahead of
+        ``_apply`` (``pipeline.ahead`` pulls it from a task of its own)."""
         for start in range(0, len(order), FETCH_GROUP):
             group = order[start : start + FETCH_GROUP]
             quiet: list[tuple[str, str]] = []  # folders whose round is one empty page
-            for folder_id, (where, first) in (await self._first_pages(group, states)).items():
+            pages = await self._first_pages(group, states)
+            full = [f for f, (where, first) in pages.items() if where[1] and first is None]
+            for folder_id, (where, first) in pages.items():
+                if folder_id in full:
+                    # Full enumerations' first pages, a few folders per $batch (they
+                    # carry whole messages: memory holds a few pages, not 20).
+                    chunk = full[: full.index(folder_id) + FULL_FIRST_PAGES]
+                    chunk = [f for f in chunk if pages[f][1] is None]
+                    firsts = await self._batch_first(chunk, {f: pages[f][0] for f in chunk})
+                    for other in chunk:
+                        pages[other] = (pages[other][0], firsts[other])
+                    full = [f for f in full if f not in chunk]
+                    first = pages[folder_id][1]
                 link = _unchanged_round(where, first)
                 if link is not None:
                     quiet.append((folder_id, link))
                     continue
-                await self._collect_messages(folder_id, where, first)
+                first, pages[folder_id] = pages[folder_id][1], (where, None)  # held once
+                async for step in self._folder_steps(folder_id, where, first):
+                    yield step
             if quiet:
-                # An unchanged folder only moves its delta link: the group's links in one
-                # transaction rather than one each (most folders of an incremental).
-                async with self.run.page() as cat:
-                    for folder_id, delta_link in quiet:
-                        await cat.save_delta(folder_id, delta_link=delta_link)
-                await self.ctx.progress()
+                yield ready(Quiet(quiet))
 
     # ---- folders ---------------------------------------------------------------------------
 
@@ -412,8 +523,9 @@ class MailCollector(MailboxReader):
     ) -> dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]]:
         """Where each folder's round starts, and its first delta page: up to 20 folders in
         one ``$batch``, so that an unchanged folder costs no request of its own. A full
-        enumeration's first page is not batched: its pages carry whole messages, and 20 of
-        them held at once would bound memory by the mailbox, not by a page."""
+        enumeration's first page is not fetched here: its pages carry whole messages, and
+        20 of them held at once would bound memory by the mailbox, not by a page (``_plan``
+        fetches them ``FULL_FIRST_PAGES`` at a time)."""
         starts: dict[str, tuple[str, bool, bool]] = {}
         for folder_id in group:
             starts[folder_id] = await self._start(
@@ -422,14 +534,23 @@ class MailCollector(MailboxReader):
                 kinds={MESSAGE},
                 parent=folder_id,
             )
-        batched = [f for f in group if not starts[f][1]]
-        requests = [
-            BatchRequest(id=str(n), method="GET", url=starts[f][0], headers=self.delta_headers)
-            for n, f in enumerate(batched)
-        ]
         out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {
             f: (starts[f], None) for f in group
         }
+        batched = [f for f in group if not starts[f][1]]
+        for folder_id, first in (await self._batch_first(batched, starts)).items():
+            out[folder_id] = (starts[folder_id], first)
+        return out
+
+    async def _batch_first(
+        self, folders: Sequence[str], starts: dict[str, tuple[str, bool, bool]]
+    ) -> dict[str, DeltaPage | GraphError | None]:
+        """The first page of each folder's round in one ``$batch`` (None: fetch it alone)."""
+        out: dict[str, DeltaPage | GraphError | None] = {f: None for f in folders}
+        requests = [
+            BatchRequest(id=str(n), method="GET", url=starts[f][0], headers=self.delta_headers)
+            for n, f in enumerate(folders)
+        ]
         if not requests:
             return out
         try:
@@ -437,18 +558,16 @@ class MailCollector(MailboxReader):
         except (ValueError, GraphError) as exc:  # e.g. a link outside this Graph version
             log.info("mail_first_pages_unbatched", error=str(exc)[:200])
             return out
-        for folder_id, answer in zip(batched, answers, strict=True):
-            first: DeltaPage | GraphError | None
+        for folder_id, answer in zip(folders, answers, strict=True):
             if answer.ok and isinstance(answer.body, dict):
                 body = answer.body
-                first = DeltaPage(
+                out[folder_id] = DeltaPage(
                     list(body.get("value") or []),
                     body.get("@odata.nextLink"),
                     body.get("@odata.deltaLink"),
                 )
             else:
-                first = answer.error
-            out[folder_id] = (starts[folder_id], first)
+                out[folder_id] = answer.error
         return out
 
     async def _pages(
@@ -464,12 +583,12 @@ class MailCollector(MailboxReader):
         async for page in self.graph.delta(link, headers=self.delta_headers, mailbox=self.user):
             yield page
 
-    async def _collect_messages(
+    async def _folder_steps(
         self,
         folder_id: str,
         where: tuple[str, bool, bool],
         first: DeltaPage | GraphError | None,
-    ) -> None:
+    ) -> AsyncIterator[Awaitable[Step] | Ready[Step]]:
         initial = self._initial_messages_link(folder_id)
         link, full, scratch = where
         resyncs = 0
@@ -478,11 +597,11 @@ class MailCollector(MailboxReader):
             # is kept in the database (memory must not grow with the folder).
             track = full and scratch
             if track:
-                async with self.run.page() as cat:
-                    await cat.forget_seen(folder_id)
+                yield ready(Begin(folder_id))
             try:
                 async for page in self._pages(link, first):
-                    await self._message_page(folder_id, page, track, full)
+                    async for step in self._page_steps(folder_id, page, track, full):
+                        yield step
                 return
             except NotFound:
                 # Deleted since the folder pass: the next run's folder delta removes it and
@@ -494,19 +613,44 @@ class MailCollector(MailboxReader):
                 if resyncs > MAX_RESYNCS:
                     raise
                 log.info("mail_folder_resync", folder=folder_id[-12:])
-                async with self.run.page() as cat:
-                    await cat.drop_delta(folder_id)
+                yield ready(Resync(folder_id))
                 link, full, scratch, first = exc.location or initial, True, True, None
 
-    async def _message_page(
-        self, folder_id: str, page: DeltaPage, track: bool, full: bool = False
-    ) -> None:
+    async def _page_steps(
+        self, folder_id: str, page: DeltaPage, track: bool, full: bool
+    ) -> AsyncIterator[Awaitable[Step] | Ready[Step]]:
+        """A page's fetches, one step per group of changed messages, then its end. What is
+        stored is read here, ahead of the page's transaction: a message that an earlier
+        page still in flight records is fetched again and found unchanged, never lost."""
         entries = _dedupe(page.items)
-        removed = [str(e["id"]) for e in entries if "@removed" in e]
         changed = [e for e in entries if "@removed" not in e]
         current = await self.run.current([str(e["id"]) for e in changed]) if changed else {}
         wanted = [e for e in changed if not _is_stored(current.get(str(e["id"])), e, folder_id)]
-        records = await self._records(wanted, folder_id)
+        for start in range(0, len(wanted), FETCH_GROUP):
+            yield self._group_step(wanted[start : start + FETCH_GROUP], folder_id)
+        # The page's end keeps only ids and links: the messages' JSON is in the group steps,
+        # and a marker must stay small (unchanged pages of a resync may queue up).
+        slim = [
+            {"id": e["id"], "@removed": e["@removed"]} if "@removed" in e else {"id": e["id"]}
+            for e in entries
+        ]
+        yield ready(
+            PageEnd(folder_id, DeltaPage(slim, page.next_link, page.delta_link), track, full)
+        )
+
+    async def _message_page(
+        self,
+        folder_id: str,
+        page: DeltaPage,
+        track: bool,
+        full: bool = False,
+        records: Sequence[ItemRecord] = (),
+    ) -> None:
+        """One page's transaction: its fetched messages (``records``), its removals, what it
+        saw, and its delta (or resume) link."""
+        entries = _dedupe(page.items)
+        removed = [str(e["id"]) for e in entries if "@removed" in e]
+        changed = [e for e in entries if "@removed" not in e]
         async with self.run.page() as cat:
             await cat.preload([r.external_id for r in records] + removed)
             await cat.record_many(records)
@@ -524,21 +668,20 @@ class MailCollector(MailboxReader):
                 await cat.save_delta(folder_id, resume_link=page.next_link)
         await self.ctx.progress()
 
-    async def _records(self, entries: Sequence[dict[str, Any]], folder_id: str) -> list[ItemRecord]:
-        """Fetch and store what these delta entries point at; skip what stays unreadable."""
-        records: list[ItemRecord] = []
-        for start in range(0, len(entries), FETCH_GROUP):
-            group = entries[start : start + FETCH_GROUP]
-            # Small MIME is held until the group's records are built; large MIME streams.
-            held = sum(min(_estimate(e), SMALL_MIME) for e in group)
-            async with held_bytes().holding(held):
-                records += await self._group_records(group, folder_id)
-        return records
+    async def _group_step(self, group: Sequence[dict[str, Any]], folder_id: str) -> Group:
+        """Fetch and store what these delta entries point at; what stays unreadable is
+        handed back to be skipped. Small MIME is held until the group's records are built
+        (large MIME streams): the loop's byte budget bounds what all steps hold at once."""
+        held = sum(min(_estimate(e), SMALL_MIME) for e in group)
+        async with self._held.holding(held), held_bytes().holding(held):
+            records, skipped = await self._group_records(group, folder_id)
+        return Group(folder_id, records, skipped)
 
     async def _group_records(
         self, group: Sequence[dict[str, Any]], folder_id: str
-    ) -> list[ItemRecord]:
+    ) -> tuple[list[ItemRecord], list[tuple[str, str | None, GraphError]]]:
         records: list[ItemRecord] = []
+        skipped: list[tuple[str, str | None, GraphError]] = []
         if group:
             fetched, failed = await self.fetch([str(e["id"]) for e in group], known=group)
             names = {str(e["id"]): str(e.get("subject") or "") for e in group}
@@ -549,16 +692,10 @@ class MailCollector(MailboxReader):
                 if isinstance(again, Fetched):
                     fetched[message_id] = again
                 elif not isinstance(again, NotFound):
-                    await self.ctx.skip(
-                        item_ref=message_id,
-                        name=names.get(message_id),
-                        code=again.reason,
-                        detail=str(again),
-                        collection=folder_id,
-                    )
+                    skipped.append((message_id, names.get(message_id), again))
             for one in fetched.values():
                 records.append(await self.record_for(one, folder_id))
-        return records
+        return records, skipped
 
     async def _fetch_again(self, message_id: str, error: GraphError) -> Fetched | GraphError:
         for _ in range(ITEM_ATTEMPTS - 1):
@@ -610,8 +747,8 @@ class MailCollector(MailboxReader):
         self, ids: Sequence[str], known: Sequence[dict[str, Any]] = ()
     ) -> tuple[dict[str, Fetched], dict[str, GraphError]]:
         """Messages by id: JSON in one ``$batch`` (unless ``known``, their delta entries,
-        already carry it), nested item attachments in another, small MIME in batches too,
-        large MIME streamed into the blob store."""
+        already carry it), then small MIME in batches (the first also reading attached
+        items), large MIME streamed into the blob store."""
         failed: dict[str, GraphError] = {}
         messages = {str(e["id"]): e for e in known if _is_complete(e) and str(e["id"]) in ids}
         wanted = [mid for mid in ids if mid not in messages]
@@ -636,24 +773,39 @@ class MailCollector(MailboxReader):
                 messages[mid] = answer.body
             else:
                 failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
-        await self._expand_item_attachments(messages, failed)
+        # Attached items' expansions ride in the first MIME $batch: one round trip, not two.
+        expansions = _item_attachments(messages)
         small = [m for m in messages if _estimate(messages[m]) <= SMALL_MIME]
         large = [m for m in messages if m not in small]
         fetched: dict[str, Fetched] = {}
-        for group in _budgeted(small, lambda m: _estimate(messages[m]), MIME_BATCH_BUDGET):
-            answers = await self.graph.batch(
-                [
-                    BatchRequest(
-                        id=str(n),
-                        method="GET",
-                        url=f"{self.base}/messages/{quote(mid, safe='')}/$value",
-                        headers=self.headers,
-                    )
-                    for n, mid in enumerate(group)
-                ],
-                mailbox=self.user,
-            )
-            for mid, answer in zip(group, answers, strict=True):
+        groups = _budgeted(small, lambda m: _estimate(messages[m]), MIME_BATCH_BUDGET)
+        if expansions and not groups:
+            groups = [[]]
+        for n, group in enumerate(groups):
+            extra = expansions if n == 0 else []
+            requests = [
+                BatchRequest(
+                    id=str(k),
+                    method="GET",
+                    url=f"{self.base}/messages/{quote(mid, safe='')}/$value",
+                    headers=self.headers,
+                )
+                for k, mid in enumerate(group)
+            ] + [
+                BatchRequest(
+                    id=f"a{k}",
+                    method="GET",
+                    url=f"{self.base}/messages/{quote(mid, safe='')}/attachments/"
+                    f"{quote(aid, safe='')}?{ITEM_ATTACHMENT_QUERY}",
+                    headers=self.headers,
+                )
+                for k, (mid, _, aid) in enumerate(extra)
+            ]
+            answers = await self.graph.batch(requests, mailbox=self.user)
+            _expand(messages, failed, extra, answers[len(group) :])
+            for mid, answer in zip(group, answers[: len(group)], strict=True):
+                if mid not in messages:
+                    continue  # its attached item could not be read: failed already
                 try:
                     answer.raise_for_error()
                     raw = _decode_value(answer.body)
@@ -662,6 +814,7 @@ class MailCollector(MailboxReader):
                     continue
                 ref = await self.ctx.repo.put_bytes(raw)
                 fetched[mid] = Fetched(messages[mid], ref, raw)
+        large = [m for m in large if m in messages]
 
         async def stream_one(mid: str) -> None:
             async with self._streams:
@@ -680,39 +833,6 @@ class MailCollector(MailboxReader):
 
         await asyncio.gather(*(stream_one(m) for m in large))
         return fetched, failed
-
-    async def _expand_item_attachments(
-        self, messages: dict[str, dict[str, Any]], failed: dict[str, GraphError]
-    ) -> None:
-        """Attached messages, events and contacts: their item, for a faithful restore."""
-        wanted: list[tuple[str, int, str]] = []
-        for mid, message in messages.items():
-            for index, att in enumerate(message.get("attachments") or []):
-                if fields.attachment_kind(att) == "item" and att.get("id"):
-                    wanted.append((mid, index, str(att["id"])))
-        if not wanted:
-            return
-        answers = await self.graph.batch(
-            [
-                BatchRequest(
-                    id=str(n),
-                    method="GET",
-                    url=f"{self.base}/messages/{quote(mid, safe='')}/attachments/"
-                    f"{quote(aid, safe='')}?{ITEM_ATTACHMENT_QUERY}",
-                    headers=self.headers,
-                )
-                for n, (mid, _, aid) in enumerate(wanted)
-            ],
-            mailbox=self.user,
-        )
-        for (mid, index, _), answer in zip(wanted, answers, strict=True):
-            if mid not in messages:
-                continue
-            if answer.ok and isinstance(answer.body, dict):
-                messages[mid]["attachments"][index] = answer.body
-            else:
-                failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
-                del messages[mid]
 
     # ---- retries ---------------------------------------------------------------------------
 
@@ -747,6 +867,34 @@ class MailCollector(MailboxReader):
                         collection=row.collection,
                     )
             await self.ctx.progress()
+
+
+def _item_attachments(messages: dict[str, dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """Attached messages, events and contacts, (message, index, attachment id): their item
+    is read for a faithful restore."""
+    wanted: list[tuple[str, int, str]] = []
+    for mid, message in messages.items():
+        for index, att in enumerate(message.get("attachments") or []):
+            if fields.attachment_kind(att) == "item" and att.get("id"):
+                wanted.append((mid, index, str(att["id"])))
+    return wanted
+
+
+def _expand(
+    messages: dict[str, dict[str, Any]],
+    failed: dict[str, GraphError],
+    wanted: Sequence[tuple[str, int, str]],
+    answers: Sequence[BatchResponse],
+) -> None:
+    """Put each attached item in its message; a message whose item stays unreadable fails."""
+    for (mid, index, _), answer in zip(wanted, answers, strict=True):
+        if mid not in messages:
+            continue
+        if answer.ok and isinstance(answer.body, dict):
+            messages[mid]["attachments"][index] = answer.body
+        else:
+            failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
+            del messages[mid]
 
 
 def _unchanged_round(
