@@ -477,10 +477,11 @@ class CalendarCollector(MailboxReader):
                 return
             link = first.next_link
         url = link
-        async for page in self.graph.delta(link, headers=self._view_headers(), mailbox=self.user):
-            yield url, page
-            if page.next_link:
-                url = page.next_link
+        async with self.delta_pages(link, self._view_headers()) as pages:
+            async for page in pages:
+                yield url, page
+                if page.next_link:
+                    url = page.next_link
 
     def _view_start(self, calendar_id: str, window: Window) -> str:
         lo = window.lo.strftime("%Y-%m-%dT%H:%M:%SZ")

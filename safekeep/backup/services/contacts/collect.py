@@ -209,8 +209,9 @@ class ContactsCollector(MailboxReader):
             if not first.next_link:
                 return
             link = first.next_link
-        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
-            yield page
+        async with self.delta_pages(link, self.headers) as pages:
+            async for page in pages:
+                yield page
 
     async def _folder_round(
         self, link: str, *, resync: bool, first: DeltaPage | None = None
@@ -360,8 +361,9 @@ class ContactsCollector(MailboxReader):
             link = one.link
         if link is None:
             return
-        async for page in self.graph.delta(link, headers=self.headers, mailbox=self.user):
-            await self._page(one, page)
+        async with self.delta_pages(link, self.headers) as pages:
+            async for page in pages:
+                await self._page(one, page)
 
     async def _page(self, one: _Pass, page: DeltaPage) -> None:
         last: dict[str, dict[str, Any] | None] = {}
