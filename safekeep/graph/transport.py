@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -478,8 +479,19 @@ class Transport:
             await self.limiter.record_retry_after(target.record, reset)
 
     def target(self, url: str, mailbox: str | None, scope: Scope | None) -> Target:
-        path = httpx.URL(url).path if self.same_origin(url) else ""
-        return target_for(self.tenant_key, path, mailbox, scope)
+        return target_for(self.tenant_key, self.graph_path(url), mailbox, scope)
+
+    def graph_path(self, url: str) -> str:
+        """The decoded path of ``url`` when it is on Graph's origin, else "": what throttling
+        keys are made of. URLs we built ourselves (``absolute``, one per request inside every
+        ``$batch``) are read without a full URL parse; anything else goes through httpx."""
+        prefix = self.root + "/"
+        if url.startswith(prefix):
+            path = url[len(self.root) :].partition("?")[0]
+            if "#" not in path and "/." not in path:  # no fragment, no dot segments
+                return unquote(path)
+        parsed = httpx.URL(url)
+        return parsed.path if self._is_origin(parsed) else ""
 
     # -- URLs, headers, answers ------------------------------------------------------------------
 
