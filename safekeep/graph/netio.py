@@ -24,9 +24,11 @@ import httpx
 # Bytes one read may return, and the stream buffer above which the transport stops reading
 # from the socket until the consumer catches up (asyncio pauses at twice the limit).
 READ_BYTES = 256 * 1024
-STREAM_LIMIT = 256 * 1024
-# A peer that never answers our close_notify must not hold up a closing connection for long.
-CLOSE_WAIT_SECONDS = 5.0
+# At most about 2 x STREAM_LIMIT is buffered per connection, a bound on memory for the pool.
+STREAM_LIMIT = 128 * 1024
+# A peer that does not answer our close_notify must not hold up a closing connection (httpcore
+# closes one inline after a read timeout): past this it is aborted.
+CLOSE_WAIT_SECONDS = 1.0
 
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -84,9 +86,13 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def aclose(self) -> None:
         self._writer.close()
-        with contextlib.suppress(Exception):
+        try:
             async with asyncio.timeout(CLOSE_WAIT_SECONDS):
                 await self._writer.wait_closed()
+        except TimeoutError:
+            self._writer.transport.abort()
+        except (OSError, ssl.SSLError):
+            pass  # closing a connection that already broke
 
     async def start_tls(
         self,
