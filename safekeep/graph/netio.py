@@ -30,6 +30,9 @@ STREAM_LIMIT = 128 * 1024
 # closes one inline after a read timeout): past this it is aborted.
 CLOSE_WAIT_SECONDS = 1.0
 
+# RFC 8305: try the next address of a name if the first has not connected by then.
+HAPPY_EYEBALLS_SECONDS = 0.25
+
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 )
@@ -146,6 +149,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                     port,
                     local_addr=(local_address, 0) if local_address else None,
                     limit=STREAM_LIMIT,
+                    happy_eyeballs_delay=HAPPY_EYEBALLS_SECONDS,  # as anyio's connect_tcp
                 )
         sock = writer.transport.get_extra_info("socket")
         if sock is not None:
