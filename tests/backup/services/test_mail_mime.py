@@ -202,6 +202,6 @@ def test_the_parsing_policy_reads_headers_as_the_default_policy_does() -> None:
     assert [a.addr_spec for a in cached["To"].addresses] == ["a@example.com", "bc@example.com"]
     parts = attachment_parts(raw)
     assert [(p.name, p.data) for p in parts] == [("Übersicht 1.pdf", b"%PDF-")]
-    for name in cached.keys():  # every header read once: 50 invented names among them
+    for name in cached:  # every header read once: 50 invented names among them
         assert str(cached[name]) == str(default[name])
     assert len(POLICY.header_factory._made) < 20  # type: ignore[attr-defined]
