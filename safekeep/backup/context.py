@@ -17,6 +17,7 @@ import httpx
 
 from safekeep.graph.auth import AppCredentials, TokenProvider
 from safekeep.graph.client import GraphClient, ssl_context
+from safekeep.graph.netio import graph_http_client
 from safekeep.graph.throttle import InProcessLimiter, Limiter, RedisLimiter
 from safekeep.runtime import Runtime
 from safekeep.storage.keys import unwrap_with_any
@@ -45,11 +46,8 @@ def _graph_http(runtime: Runtime) -> httpx.AsyncClient:
     shared = _loop_shared(runtime)
     client = shared.http.get(ca)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            verify=ssl_context(ca or None),
-            timeout=httpx.Timeout(GRAPH_HTTP_TIMEOUT),
-            follow_redirects=False,
-            limits=GRAPH_HTTP_LIMITS,
+        client = graph_http_client(
+            ssl_context(ca or None), httpx.Timeout(GRAPH_HTTP_TIMEOUT), GRAPH_HTTP_LIMITS
         )
         shared.http[ca] = client
     return client

@@ -19,6 +19,7 @@ from safekeep.graph import batch as batching
 from safekeep.graph import download, paging, uploads
 from safekeep.graph.auth import TokenProvider
 from safekeep.graph.batch import BATCH_LIMIT, BatchRequest, BatchResponse
+from safekeep.graph.netio import graph_http_client
 from safekeep.graph.options import Json, RequestFields, RequestOptions, Scope, prefer
 from safekeep.graph.paging import DeltaPage
 from safekeep.graph.throttle import Limiter
@@ -94,11 +95,10 @@ class GraphClient:
             limiter=limiter,
             tenant_key=tenant_key,
             http=http
-            or httpx.AsyncClient(
-                verify=ssl_context(ca_bundle),
-                timeout=httpx.Timeout(timeout),
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=40),
+            or graph_http_client(
+                ssl_context(ca_bundle),
+                httpx.Timeout(timeout),
+                httpx.Limits(max_connections=100, max_keepalive_connections=40),
             ),
             api_version=api_version,
             policy=RetryPolicy(

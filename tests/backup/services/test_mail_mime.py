@@ -171,3 +171,37 @@ def test_file_stem_has_no_path_separators() -> None:
     assert file_stem("a/b\\c") == "a_b_c"
     assert file_stem("  ") == "(no subject)"
     assert len(file_stem("x" * 500)) == 120
+
+
+def test_the_parsing_policy_reads_headers_as_the_default_policy_does() -> None:
+    """``mime.POLICY`` only caches header classes: every header reads back as with
+    ``email.policy.default`` (encoded words, RFC 2231 names, addresses, dates), and the
+    classes it hands out stay few whatever header names a message invents."""
+    from email import message_from_bytes
+
+    from safekeep.backup.services.mail.mime import POLICY, parse
+
+    raw = (
+        b"From: =?utf-8?q?J=C3=BCrg_M=C3=BCller?= <jm@example.com>\r\n"
+        b'To: a@example.com, "B, C" <bc@example.com>\r\n'
+        b"Subject: =?utf-8?b?w5xiZXJzaWNodA==?=\r\n"
+        b"Date: Tue, 03 Dec 2024 10:00:00 +0100\r\n"
+        + b"".join(b"X-Invented-%d: v\r\n" % n for n in range(50))
+        + b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*=utf-8''%C3%9Cbersicht%201.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n"
+    )
+    cached, default = parse(raw), message_from_bytes(raw, policy=email.policy.default)
+    for name in ("From", "To", "Subject", "Date", "X-Invented-7", "Content-Type"):
+        assert str(cached[name]) == str(default[name])
+        assert type(cached[name]).__mro__[1:] == type(default[name]).__mro__[1:]
+    assert cached["Date"].datetime == default["Date"].datetime
+    assert [a.addr_spec for a in cached["To"].addresses] == ["a@example.com", "bc@example.com"]
+    parts = attachment_parts(raw)
+    assert [(p.name, p.data) for p in parts] == [("Übersicht 1.pdf", b"%PDF-")]
+    for name in cached:  # every header read once: 50 invented names among them
+        assert str(cached[name]) == str(default[name])
+    assert len(POLICY.header_factory._made) < 20  # type: ignore[attr-defined]
