@@ -275,6 +275,8 @@ def _background_main(settings: Settings, inbox: Any, parent_pid: int) -> None:
     # SIGTERM sent to the whole process group must not kill it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if settings.serve_worker_niceness:
+        os.nice(settings.serve_worker_niceness)
     safekeep_logging.configure(settings.log_level, json=settings.log_json)
     worker_context.configure(settings, send=queue.send_messages)
     queue.configure(settings)

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # with no notified event is found at most this late. 0: list them on every run.
     calendar_list_refresh_hours: Annotated[float, Field(ge=0, le=168)] = 6.0
     search_body_max_chars: Annotated[int, Field(ge=1024)] = 200_000
+    # `safekeep serve` runs its worker and scheduler in a child process at this niceness
+    # (added to the API's): on a small machine a backup then takes the CPU the API leaves
+    # idle instead of queueing the API's requests behind it. 0: the same priority.
+    serve_worker_niceness: Annotated[int, Field(ge=0, le=19)] = 10
     # Webhooks go to the public internet only; this lets them reach loopback and private
     # addresses (a receiver on the developer's machine, tests). Off in every environment.
     webhook_allow_private_targets: bool = False
