@@ -23,7 +23,7 @@ from safekeep.tenants.models import (
     utcnow,
 )
 from safekeep.tenants.subscription import service
-from safekeep.tenants.subscription.service import hash_client_state
+from tests import factories
 from tests.factories import MspHandle, create_account, create_key, create_msp, create_tenant
 
 SECRET = "a-client-state-secret-of-enough-length"
@@ -32,20 +32,9 @@ SECRET = "a-client-state-secret-of-enough-length"
 async def add_subscription(
     runtime: Runtime, tenant: Tenant, account: Account, service_name: str = "mail"
 ) -> GraphSubscription:
-    async with runtime.db.session() as session:
-        row = GraphSubscription(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service=service_name,
-            resource=f"users/{account.graph_id}/messages",
-            subscription_id=str(uuid.uuid4()),
-            client_state_hash=hash_client_state(SECRET),
-            status=SubscriptionStatus.active,
-            expires_at=utcnow() + timedelta(days=2),
-            next_action_at=utcnow() + timedelta(days=1),
-        )
-        session.add(row)
-    return row
+    return await factories.add_subscription(
+        runtime, tenant, account, service_name, client_state=SECRET
+    )
 
 
 async def reload(runtime: Runtime, row: GraphSubscription) -> GraphSubscription:

@@ -230,7 +230,6 @@ class CalendarCollector(MailboxReader):
         self.handled: set[str] = set()  # fetched (or found current) during this run
         self.calendar_names: dict[str, str] = {}
         self.resynced = False  # a round's link expired: it became a full pass
-        self.quiet: dict[str, str] = {}  # delta links of rounds with nothing to write
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -320,18 +319,8 @@ class CalendarCollector(MailboxReader):
                         one.calendar_id, self.calendar_names.get(one.calendar_id), exc, "calendar"
                     )
                 await self.ctx.progress()
-            await self._save_quiet()
+            await self.save_quiet()
         return missing
-
-    async def _save_quiet(self) -> None:
-        """The new links of rounds that changed nothing, in one transaction (a transaction
-        per calendar was most of an unchanged mailbox's time)."""
-        if not self.quiet:
-            return
-        async with self.run.page() as cat:
-            for key, link in self.quiet.items():
-                await cat.save_delta(key, delta_link=link)
-        self.quiet.clear()
 
     async def _calendars(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

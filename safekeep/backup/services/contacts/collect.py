@@ -82,7 +82,6 @@ class ContactsCollector(MailboxReader):
         self.parents: dict[str, str | None] = {}
         self.root_id = ""
         self.tree_changed = False  # folders recorded or ended since they were loaded
-        self.quiet: dict[str, str] = {}  # delta links of rounds with nothing to write
 
     async def collect(self) -> None:
         states, retries = await self._load()
@@ -127,7 +126,7 @@ class ContactsCollector(MailboxReader):
         ):
             await self._load_folders()
             await self._run_passes([self._pass_for(self.root_id, None)])
-        await self._save_quiet()
+        await self.save_quiet()
         stale = [key for key in states if key not in (FOLDERS, ROOT) and key not in self.names]
         if stale:
             async with self.run.page() as cat:
@@ -286,17 +285,8 @@ class ContactsCollector(MailboxReader):
             for one in group:
                 if not await self._contacts(one, firsts.get(one.folder_id)):
                     missing.add(one.folder_id)
-            await self._save_quiet()
+            await self.save_quiet()
         return missing
-
-    async def _save_quiet(self) -> None:
-        """The new links of rounds that changed nothing, in one transaction."""
-        if not self.quiet:
-            return
-        async with self.run.page() as cat:
-            for key, link in self.quiet.items():
-                await cat.save_delta(key, delta_link=link)
-        self.quiet.clear()
 
     def _pass_for(self, folder_id: str, state: DeltaState | None) -> _Pass:
         fresh = f"{self.base}/contactFolders/{quote(folder_id, safe='')}/contacts/delta"
