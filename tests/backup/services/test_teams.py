@@ -5,7 +5,6 @@ original authors and times, and exported as a readable transcript."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import io
 import re
@@ -26,7 +25,6 @@ from safekeep.backup import browse
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.jobs.backup import _services_for
 from safekeep.backup.jobs.restore import run_restore_job
-from safekeep.search.query import SearchQuery
 from safekeep.tenants.models import Account
 from tests.backup.harness import EngineHarness
 from tests.fixtures.sim import running_sim
@@ -77,19 +75,6 @@ async def browse_down(h: EngineHarness, account: Account, team: Any) -> None:
     thread = next(item for item, _ in threads if item.external_id.endswith(f"/{busiest.id}"))
     replies = await children(thread.id)
     assert len(replies) == len(busiest.reply_ids) > 0
-
-
-async def search_titles(h: EngineHarness, text: str) -> list[str]:
-    backend = await h.runtime.search_backend()
-    query = SearchQuery(
-        tenant_ids=frozenset({str(h.tenant.id)}), text=text, services=frozenset({"teams"})
-    )
-    for _ in range(50):
-        hits = [hit.title for hit in (await backend.search(query)).hits]
-        if hits:
-            return hits
-        await asyncio.sleep(0.1)
-    return []
 
 
 def counts(run: SnapshotRun) -> tuple[int, int, int]:
@@ -143,7 +128,7 @@ async def test_teams_backed_up_searched_restored_and_exported(engine: EngineHarn
     endpoints = h.sim.counters()["by_endpoint"]
     assert not [e for e in endpoints if e.endswith("/messages") and e.startswith("GET /teams")]
 
-    assert await search_titles(h, "zebra") == ["zebra crossing budget"]
+    assert await h.search_titles("teams", "zebra") == ["zebra crossing budget"]
     before_delete = datetime.now(UTC)
 
     async with httpx.AsyncClient(base_url=h.sim.base_url, verify=h.sim.ssl_context()) as control:
