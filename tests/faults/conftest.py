@@ -227,6 +227,14 @@ async def wait_for_progress(deployment: Deployment, job_id: str, *, at_least: in
     raise AssertionError(f"job {job_id} made no progress")
 
 
+async def wait_for_status(deployment: Deployment, job_id: str, status: str) -> None:
+    for _ in range(1200):
+        if (await deployment.get(f"/v1/jobs/{job_id}"))["status"] == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} never became {status}")
+
+
 async def wait_until_finished(
     deployment: Deployment, job_id: str, *, timeout: float, unavailable: list[httpx.Response]
 ) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.faults.conftest import (
     start_backup,
     trials,
     wait_for_progress,
+    wait_for_status,
     wait_until_finished,
 )
 from tests.faults.truth import assert_catalog_matches_graphsim
@@ -80,6 +81,9 @@ async def test_a_worker_killed_at_a_random_point_loses_nothing(
         await wait_for_progress(deployment, job_id)
         delay = rng.uniform(0.0, 0.5)
     else:
+        # The job is running once the worker has claimed its first task; on a loaded machine
+        # that can take longer than the delay below, and a kill before it proves nothing.
+        await wait_for_status(deployment, job_id, "running")
         delay = rng.uniform(0.3, 1.5)
     await asyncio.sleep(delay)
     saved = await job_progress(deployment, job_id)

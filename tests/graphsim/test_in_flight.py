@@ -101,7 +101,8 @@ def test_the_simulator_reports_outlook_requests_in_flight_per_mailbox(slow_sim: 
     assert parallel["requests"] == 4
     assert parallel["peak"] >= 2
     # Four requests of >= 250 ms sent together: well above one in flight on average.
-    assert parallel["busy_s"] >= 4 * 0.25
+    # (Less a millisecond: a sleep's end and the counter's clock reading are not one instant.)
+    assert parallel["busy_s"] >= 4 * 0.25 - 0.001
     assert parallel["mean"] > 1.5
     assert one_by_one["requests"] == 3  # the OneDrive request is not an Outlook one
     assert one_by_one["peak"] == 1
