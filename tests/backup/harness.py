@@ -30,6 +30,7 @@ from safekeep.search.query import SearchQuery
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import (
     Account,
@@ -122,6 +123,18 @@ class EngineHarness:
     async def accounts(self) -> list[Account]:
         async with self.runtime.db.session() as session:
             return await account_repository.all_for_tenant(session, self.scope, self.tenant.id)
+
+    async def user(self, index: int = 0) -> Account:
+        """The tenant's ``index``-th user account in Graph id order (stable across runs)."""
+        users = sorted(
+            (a for a in await self.accounts() if a.kind == "user"), key=lambda a: a.graph_id
+        )
+        return users[index]
+
+    async def open_ids(self, account: Account, service: str, kinds: list[str]) -> dict[str, Any]:
+        """The account's open (not ended) items of ``kinds`` in ``service`` by external id."""
+        async with self.runtime.db.session() as session:
+            return await catalog.open_external_ids(session, account.id, service, kinds)
 
     async def account(self, key: str) -> Account:
         """An account by UPN prefix, display name or Graph id."""

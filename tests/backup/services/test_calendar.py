@@ -74,15 +74,6 @@ COMPARED = (
 # ---- helpers --------------------------------------------------------------------------------
 
 
-async def first_user(h: EngineHarness) -> Account:
-    return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)[0]
-
-
-async def open_versions(h: EngineHarness, account: Account, kinds: list[str]) -> dict[str, Any]:
-    async with h.runtime.db.session() as session:
-        return await catalog.open_external_ids(session, account.id, "calendar", kinds)
-
-
 async def all_versions(h: EngineHarness, account: Account) -> list[ItemVersion]:
     async with h.runtime.db.session() as session:
         rows = await session.execute(
@@ -249,7 +240,7 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     added = add_rich_events(h, uid)
     tenant = h.sim.tenant()
@@ -258,13 +249,13 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
 
     run, skipped = await h.backup(account, "calendar")
     assert skipped == 0
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     expected = sim_events(h, uid)
     assert set(stored) == set(expected)  # the 2019 event too: the sweep covers it
     for event_id, version in stored.items():
         assert version.change_key == expected[event_id].change_key
         assert version.parent_external_id == expected[event_id].folder_id
-    calendars = await open_versions(h, account, ["calendar"])
+    calendars = await h.open_ids(account, "calendar", ["calendar"])
     assert {k: v.name for k, v in calendars.items()} == sim_calendars(h, uid)
     assert run.counters.added == len(expected) + len(calendars)
 
@@ -297,12 +288,12 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
         if i not in added.values() and i != new and not e.props.get("recurrence")
     )
     h.sim.move_item(h.sim_tenant_id, moved, other.id)
-    before = {v.item_id: v for v in (await open_versions(h, account, ["event"])).values()}
+    before = {v.item_id: v for v in (await h.open_ids(account, "calendar", ["event"])).values()}
     h.sim.reset_counters()
     run, _ = await h.backup(account, "calendar")
     changed_requests = h.sim.counters()["total"]
     assert changed_requests <= quiet + 4 * 3 + 2, h.sim.counters()["by_endpoint"]
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     expected = sim_events(h, uid)
     assert set(stored) == set(expected)
     assert stored[edited].name == "Budget workshop (edited)"
@@ -320,10 +311,10 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
 
 async def test_document_keeps_series_attendees_and_attachments(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
 
     series = await read_doc(h, stored[added["series"]])
     assert series["type"] == "seriesMaster"
@@ -372,7 +363,7 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     add_rich_events(h, account.graph_id)
     monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
     monkeypatch.setattr(calendar_collect, "SWEEP_PAGE_SIZE", 2)
@@ -381,12 +372,12 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
         pytest.raises(RuntimeError, match="worker killed"),
     ):
         await h.backup(account, "calendar")
-    partial = await open_versions(h, account, ["event"])
+    partial = await h.open_ids(account, "calendar", ["event"])
     assert partial  # something was made durable before the crash
 
     run, _ = await h.backup(account, "calendar")
     assert run.resumed
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     assert set(stored) == set(sim_events(h, account.graph_id))
     assert set((await versions_per_item(h, account)).values()) == {1}
 
@@ -396,7 +387,7 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
 
 async def test_resync_after_expired_token_adds_no_versions(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     before = len(await all_versions(h, account))
@@ -409,7 +400,7 @@ async def test_resync_after_expired_token_adds_no_versions(engine: EngineHarness
     assert (run.counters.added, run.counters.changed) == (0, 0)
     assert run.counters.removed == 1
     assert len(await all_versions(h, account)) == before
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     assert set(stored) == set(sim_events(h, account.graph_id))
     # Unchanged events were not fetched again: only the listings were read.
     counters = h.sim.counters()
@@ -421,7 +412,7 @@ async def test_window_rotation_runs_a_full_pass_and_drops_the_old_state(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     await h.backup(account, "calendar")
     async with h.runtime.db.session() as session:
         first_keys = {
@@ -446,7 +437,7 @@ async def test_cancelled_occurrence_is_a_new_version_of_its_series(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     tenant = h.sim.tenant()
@@ -456,7 +447,7 @@ async def test_cancelled_occurrence_is_a_new_version_of_its_series(
         tenant.touch_item(master)
     run, _ = await h.backup(account, "calendar")
     assert run.counters.changed == 1
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     document = await read_doc(h, stored[added["series"]])
     assert sorted(c.rsplit(".", 1)[-1] for c in document["cancelledOccurrences"]) == sorted(
         [CANCELLED, (MONDAY + timedelta(days=14)).date().isoformat()]
@@ -470,7 +461,7 @@ async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_serie
     stored series of the calendar be checked: with several series and one page of events,
     one listing with change keys does it instead of a GET per series (issue 17)."""
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     for n in range(3):
         h.sim.add_event(
@@ -482,7 +473,7 @@ async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_serie
             recurrence=WEEKLY,
         )
     await h.backup(account, "calendar")
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     series = [v for v in stored.values() if (v.meta or {}).get("type") == "seriesMaster"]
     assert len(series) >= 4
     tenant = h.sim.tenant()
@@ -502,7 +493,9 @@ async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_serie
 
     assert count("GET /users/{user}/calendars/{calendar}/events") == 1
     assert count("GET /users/{user}/events/{item}") == 1  # the changed series, once
-    document = await read_doc(h, (await open_versions(h, account, ["event"]))[added["series"]])
+    document = await read_doc(
+        h, (await h.open_ids(account, "calendar", ["event"]))[added["series"]]
+    )
     assert (MONDAY + timedelta(days=21)).date().isoformat() in {
         c.rsplit(".", 1)[-1] for c in document["cancelledOccurrences"]
     }
@@ -513,7 +506,7 @@ async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_serie
 
 async def test_restore_to_the_original_calendar_after_deletion(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     added = add_rich_events(h, uid)
     await h.backup(account, "calendar")
@@ -561,11 +554,11 @@ async def test_restore_to_the_original_calendar_after_deletion(engine: EngineHar
 
 async def test_conflict_rules(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     added = add_rich_events(h, uid)
     await h.backup(account, "calendar")
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     item = stored[added["file"]].item_id
     calendar = default_calendar(h, uid)
 
@@ -623,7 +616,7 @@ async def test_restore_to_another_account_and_into_a_new_calendar(
 
 async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     first, _ = await h.backup(account, "calendar")
     async with h.runtime.db.session() as session:
@@ -631,7 +624,7 @@ async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHar
     assert snapshot is not None and snapshot.completed_at is not None
     h.sim.edit_item(h.sim_tenant_id, added["file"], {"subject": "Renamed later"})
     await h.backup(account, "calendar")
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     report = await h.restore(
         account,
         "calendar",
@@ -655,7 +648,7 @@ async def test_export_writes_one_ics_per_event_matching_the_manifest(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     h.sim.add_event(  # a "/" in a subject must not open a folder in the ZIP
         h.sim_tenant_id,
@@ -705,10 +698,10 @@ async def test_download_renders_ics(engine: EngineHarness) -> None:
     from safekeep.backup.context import open_repository
 
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
-    version = (await open_versions(h, account, ["event"]))[added["file"]]
+    version = (await h.open_ids(account, "calendar", ["event"]))[added["file"]]
     repo = await open_repository(h.runtime, h.tenant)
     content = await module_for("calendar").content(repo, version)
     assert content.media_type.startswith("text/calendar")
@@ -726,13 +719,13 @@ async def test_download_renders_ics(engine: EngineHarness) -> None:
 
 async def test_scaleout_backup_search_and_restore(scaleout_engine: EngineHarness) -> None:
     h = scaleout_engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     first, _ = await h.backup(account, "calendar")
     async with h.runtime.db.session() as session:
         snapshot = await catalog.get_snapshot(session, h.scope, first.snapshot_id)
     assert snapshot is not None
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     assert set(stored) == set(sim_events(h, account.graph_id))
     assert "Budget workshop with file" in await search(h, "zebracorn")
     h.sim.delete_item(h.sim_tenant_id, added["series"])
@@ -838,7 +831,7 @@ async def test_unreadable_event_is_skipped_then_retried_next_run(
     from safekeep.graph.errors import TransientError
 
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     real = calendar_collect.CalendarCollector._attachment
 
@@ -849,14 +842,16 @@ async def test_unreadable_event_is_skipped_then_retried_next_run(
     run, skipped = await h.backup(account, "calendar")
     # The event with a file, and the series whose exception carries one of its own.
     assert skipped == 2
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     unreadable = {added["file"], added["series"]}
     assert set(stored) == set(sim_events(h, account.graph_id)) - unreadable
 
     monkeypatch.setattr(calendar_collect.CalendarCollector, "_attachment", real)
     run, skipped = await h.backup(account, "calendar")
     assert skipped == 0 and run.counters.added == 2
-    assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, account.graph_id))
+    assert set(await h.open_ids(account, "calendar", ["event"])) == set(
+        sim_events(h, account.graph_id)
+    )
     async with h.runtime.db.session() as session:
         assert await catalog.skipped_items(session, account.id, "calendar") == []
 
@@ -865,7 +860,7 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     tenant = h.sim.tenant()
     with h.sim.state.lock:
@@ -885,7 +880,7 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
     async with h.runtime.db.session() as session:
         snapshot = await catalog.get_snapshot(session, h.scope, first.snapshot_id)
     assert snapshot is not None
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     assert stored[kickoff].parent_external_id == projects.id
     assert stored[kickoff].size > len(big)
 
@@ -893,8 +888,8 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
         tenant.delete_folder(tenant.folders[projects.id])
     run, _ = await h.backup(account, "calendar")
     assert run.counters.removed == 2  # the calendar and its event
-    assert projects.id not in await open_versions(h, account, ["calendar"])
-    assert kickoff not in await open_versions(h, account, ["event"])
+    assert projects.id not in await h.open_ids(account, "calendar", ["calendar"])
+    assert kickoff not in await h.open_ids(account, "calendar", ["event"])
 
     report = await h.restore(account, "calendar", at=snapshot.completed_at)
     assert report.failed_count == 0 and report.restored_count == 1
@@ -920,7 +915,7 @@ async def test_interrupted_pass_whose_link_expired_starts_afresh(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     add_rich_events(h, account.graph_id)
     monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
     with (
@@ -931,7 +926,9 @@ async def test_interrupted_pass_whose_link_expired_starts_afresh(
     h.sim.expire_delta_tokens(h.sim_tenant_id)
     run, skipped = await h.backup(account, "calendar")
     assert run.resumed and skipped == 0
-    assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, account.graph_id))
+    assert set(await h.open_ids(account, "calendar", ["event"])) == set(
+        sim_events(h, account.graph_id)
+    )
     assert set((await versions_per_item(h, account)).values()) == {1}
 
 
@@ -941,7 +938,7 @@ async def test_unreadable_calendar_is_skipped_and_the_others_backed_up(
     from safekeep.graph.errors import Forbidden
 
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     tenant = h.sim.tenant()
     with h.sim.state.lock:
@@ -964,14 +961,14 @@ async def test_unreadable_calendar_is_skipped_and_the_others_backed_up(
     monkeypatch.setattr(calendar_collect.CalendarCollector, "_run_round", guarded)
     _run, skipped = await h.backup(account, "calendar")
     assert skipped == 1
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     expected = {i for i, e in sim_events(h, uid).items() if e.folder_id != shared.id}
     assert set(stored) == expected
 
     monkeypatch.setattr(calendar_collect.CalendarCollector, "_run_round", real)
     _run, skipped = await h.backup(account, "calendar")
     assert skipped == 0
-    assert set(await open_versions(h, account, ["event"])) == set(sim_events(h, uid))
+    assert set(await h.open_ids(account, "calendar", ["event"])) == set(sim_events(h, uid))
 
 
 async def test_a_failing_event_does_not_stop_the_restore(
@@ -981,7 +978,7 @@ async def test_a_failing_event_does_not_stop_the_restore(
     from safekeep.graph.errors import TransientError
 
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     expected = len(sim_events(h, account.graph_id))
@@ -1048,7 +1045,7 @@ def test_restore_payload_keeps_wall_clock_time_and_lists_attendees_in_the_body()
 
 async def test_item_and_reference_attachments_round_trip(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     event_id = h.sim.add_event(
         h.sim_tenant_id,
@@ -1087,7 +1084,7 @@ async def test_item_and_reference_attachments_round_trip(engine: EngineHarness) 
         item.props["hasAttachments"] = True
         tenant.touch_item(item)
     await h.backup(account, "calendar")
-    stored = await open_versions(h, account, ["event"])
+    stored = await h.open_ids(account, "calendar", ["event"])
     document = await read_doc(h, stored[event_id])
     kinds = {a["@odata.type"]: a for a in document["attachments"]}
     assert kinds["#microsoft.graph.itemAttachment"]["item"]["displayName"] == "Vendor Contact"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import update
 
@@ -20,15 +19,6 @@ from safekeep.tenants.models import Account, DeltaState, Job, JobKind, JobTrigge
 from tests.backup.harness import EngineHarness
 
 MONDAY = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-
-
-async def first_user(h: EngineHarness) -> Account:
-    return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)[0]
-
-
-async def stored(h: EngineHarness, account: Account, kind: str) -> dict[str, Any]:
-    async with h.runtime.db.session() as session:
-        return await catalog.open_external_ids(session, account.id, "calendar", [kind])
 
 
 def new_calendar(h: EngineHarness, uid: str, name: str) -> tuple[str, str]:
@@ -76,11 +66,11 @@ async def test_unchanged_mailbox_costs_one_delta_round_per_calendar(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     new_calendar(h, uid, "Projects")
     await h.backup(account, "calendar")
-    calendars = await stored(h, account, "calendar")
+    calendars = await h.open_ids(account, "calendar", ["calendar"])
     assert len(calendars) >= 2
 
     for _ in range(2):
@@ -95,10 +85,10 @@ async def test_new_calendar_is_found_after_the_interval_and_on_a_full_run(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     await h.backup(account, "calendar")
-    before = set(await stored(h, account, "calendar"))
+    before = set(await h.open_ids(account, "calendar", ["calendar"]))
 
     # A calendar made just after a listing waits for the next one (the documented delay):
     # the incremental costs its delta rounds only.
@@ -106,15 +96,15 @@ async def test_new_calendar_is_found_after_the_interval_and_on_a_full_run(
     h.sim.reset_counters()
     await h.backup(account, "calendar")
     only_delta_rounds(h, len(before))
-    assert later not in await stored(h, account, "calendar")
+    assert later not in await h.open_ids(account, "calendar", ["calendar"])
 
     # Once the stored list is older than the interval (6 hours by default), it is read.
     await age_the_list(h, account, h.runtime.settings.calendar_list_refresh_hours + 0.1)
     h.sim.reset_counters()
     run, _ = await h.backup(account, "calendar")
     assert h.sim.counters()["by_endpoint"].get("GET /users/{user}/calendars") == 1
-    assert later in await stored(h, account, "calendar")
-    events = await stored(h, account, "event")
+    assert later in await h.open_ids(account, "calendar", ["calendar"])
+    events = await h.open_ids(account, "calendar", ["event"])
     assert events[later_event].parent_external_id == later
     assert run.counters.added == 2  # the calendar and its event
 
@@ -122,8 +112,8 @@ async def test_new_calendar_is_found_after_the_interval_and_on_a_full_run(
     resynced, resynced_event = new_calendar(h, uid, "After resync")
     h.sim.expire_delta_tokens(h.sim_tenant_id)
     await h.backup(account, "calendar")
-    assert resynced in await stored(h, account, "calendar")
-    assert resynced_event in await stored(h, account, "event")
+    assert resynced in await h.open_ids(account, "calendar", ["calendar"])
+    assert resynced_event in await h.open_ids(account, "calendar", ["event"])
 
     # And the next run is back to one delta round per calendar.
     h.sim.reset_counters()
@@ -135,7 +125,7 @@ async def test_a_notified_change_no_known_calendar_holds_reads_the_list(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     await h.backup(account, "calendar")
     fresh, fresh_event = new_calendar(h, uid, "Notified")
@@ -149,8 +139,8 @@ async def test_a_notified_change_no_known_calendar_holds_reads_the_list(
         h.runtime, h.tenant, await h.policy(), account, "calendar", job_id=job.id
     )
     assert skipped == 0
-    assert fresh in await stored(h, account, "calendar")
-    assert fresh_event in await stored(h, account, "event")
+    assert fresh in await h.open_ids(account, "calendar", ["calendar"])
+    assert fresh_event in await h.open_ids(account, "calendar", ["event"])
 
     # A scheduled or manual run with nothing to do does not read the list.
     h.sim.reset_counters()
@@ -162,17 +152,17 @@ async def test_deleted_calendar_is_closed_at_once_not_reported_unreadable(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     doomed, doomed_event = new_calendar(h, uid, "Doomed")
     await h.backup(account, "calendar")
-    assert doomed_event in await stored(h, account, "event")
+    assert doomed_event in await h.open_ids(account, "calendar", ["event"])
 
     tenant = h.sim.tenant()
     with h.sim.state.lock:
         tenant.delete_folder(tenant.folders[doomed])
     run, skipped = await h.backup(account, "calendar")  # the stored list is fresh
     assert skipped == 0  # its round's 404 made us read the list: gone, not unreadable
-    assert doomed not in await stored(h, account, "calendar")
-    assert doomed_event not in await stored(h, account, "event")
+    assert doomed not in await h.open_ids(account, "calendar", ["calendar"])
+    assert doomed_event not in await h.open_ids(account, "calendar", ["event"])
     assert run.counters.removed == 2

@@ -40,11 +40,6 @@ async def users(h: EngineHarness) -> list[Account]:
     return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
 
 
-async def open_versions(h: EngineHarness, account: Account, kinds: list[str]) -> dict[str, Any]:
-    async with h.runtime.db.session() as session:
-        return await catalog.open_external_ids(session, account.id, "contacts", kinds)
-
-
 async def versions_per_item(h: EngineHarness, account: Account) -> dict[Any, int]:
     async with h.runtime.db.session() as session:
         rows = await session.execute(
@@ -146,13 +141,13 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
         h.sim.add_contact(h.sim_tenant_id, uid, given_name=f"Bulk{n}", surname="Person")
     run, skipped = await h.backup(account, "contacts")
     assert skipped == 0
-    stored = await open_versions(h, account, ["contact"])
+    stored = await h.open_ids(account, "contacts", ["contact"])
     expected = sim_contacts(h, uid)
     assert set(stored) == set(expected)
     for contact_id, version in stored.items():
         assert version.parent_external_id == expected[contact_id].folder_id
         assert version.change_key == expected[contact_id].change_key
-    folders = await open_versions(h, account, ["contact_folder"])
+    folders = await h.open_ids(account, "contacts", ["contact_folder"])
     sim_tree = sim_folders(h, uid)
     assert set(folders) == set(sim_tree)
     root = h.sim.tenant().users[uid].contacts_root
@@ -190,7 +185,7 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     run, _ = await h.backup(account, "contacts")
     # Each changed contact costs a photo lookup (inside a $batch per changed page).
     assert h.sim.counters()["total"] <= quiet + 2 * 4, h.sim.counters()["by_endpoint"]
-    stored = await open_versions(h, account, ["contact"])
+    stored = await h.open_ids(account, "contacts", ["contact"])
     assert set(stored) == set(sim_contacts(h, uid))
     assert stored[edited].meta["job_title"] == "Chief Wombat Officer"
     assert stored[edited].first_seq == run.seq
@@ -198,7 +193,7 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     assert stored[new].parent_external_id == fixtures["clients"]
     assert stored[moved].parent_external_id == fixtures["clients"]
     assert stored[moved].item_id in before  # one item, with a new parent
-    assert fixtures["vip"] not in await open_versions(h, account, ["contact_folder"])
+    assert fixtures["vip"] not in await h.open_ids(account, "contacts", ["contact_folder"])
     counts = await versions_per_item(h, account)
     assert counts[stored[edited].item_id] == 2
 
@@ -216,11 +211,11 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
         pytest.raises(RuntimeError, match="worker killed"),
     ):
         await h.backup(account, "contacts")
-    assert await open_versions(h, account, ["contact"])  # some pages were made durable
+    assert await h.open_ids(account, "contacts", ["contact"])  # some pages were made durable
 
     run, _ = await h.backup(account, "contacts")
     assert run.resumed
-    stored = await open_versions(h, account, ["contact"])
+    stored = await h.open_ids(account, "contacts", ["contact"])
     assert set(stored) == set(sim_contacts(h, account.graph_id))
     assert set((await versions_per_item(h, account)).values()) == {1}
     run, _ = await h.backup(account, "contacts")
@@ -240,7 +235,7 @@ async def test_resync_after_expired_tokens_adds_no_versions(engine: EngineHarnes
     assert skipped == 0
     assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 1)
     assert await versions_per_item(h, account) == counts
-    assert set(await open_versions(h, account, ["contact"])) == set(
+    assert set(await h.open_ids(account, "contacts", ["contact"])) == set(
         sim_contacts(h, account.graph_id)
     )
     run, _ = await h.backup(account, "contacts")  # the new links work
@@ -318,7 +313,7 @@ async def test_restore_to_another_account_new_folder_and_conflicts(
     assert direct == {c.props["displayName"] for c in originals.values() if c.folder_id == root}
 
     # Conflict rules on the original folders.
-    stored = await open_versions(h, source, ["contact"])
+    stored = await h.open_ids(source, "contacts", ["contact"])
     one = sorted(stored)[0]
     item = stored[one].item_id
     name = originals[one].props["displayName"]
@@ -373,7 +368,7 @@ async def test_export_download_and_search(engine: EngineHarness) -> None:
     assert names == {escape(c.props["displayName"]) for c in contacts.values()}
     assert any(n.endswith("Contacts/Clients/VIP/Zoë O'Brien; Jr, III.vcf") for n in cards)
 
-    version = (await open_versions(h, account, ["contact"]))[fixtures["tricky"]]
+    version = (await h.open_ids(account, "contacts", ["contact"]))[fixtures["tricky"]]
     repo = await open_repository(h.runtime, h.tenant)
     content = await module_for("contacts").content(repo, version)
     assert content.media_type.startswith("text/vcard") and not content.rangeable
@@ -407,7 +402,7 @@ async def test_scaleout_backup_search_and_restore(scaleout_engine: EngineHarness
     account = (await users(h))[0]
     fixtures = add_fixtures(h, account.graph_id)
     await h.backup(account, "contacts")
-    assert set(await open_versions(h, account, ["contact"])) == set(
+    assert set(await h.open_ids(account, "contacts", ["contact"])) == set(
         sim_contacts(h, account.graph_id)
     )
     assert "Zoë O'Brien; Jr, III" in await search(h, "quokkamail")
@@ -470,14 +465,14 @@ async def test_unreadable_photo_is_skipped_then_completed_next_run(
     _run, skipped = await h.backup(account, "contacts")
     assert skipped == 1
     repo = await open_repository(h.runtime, h.tenant)
-    version = (await open_versions(h, account, ["contact"]))[fixtures["tricky"]]
+    version = (await h.open_ids(account, "contacts", ["contact"]))[fixtures["tricky"]]
     content = await module_for("contacts").content(repo, version)
     assert b"PHOTO;" not in b"".join([c async for c in content.open(0, None)])
 
     monkeypatch.setattr(contacts_collect.ContactsCollector, "_photos", real)
     run, skipped = await h.backup(account, "contacts")
     assert skipped == 0 and run.counters.changed == 1
-    version = (await open_versions(h, account, ["contact"]))[fixtures["tricky"]]
+    version = (await h.open_ids(account, "contacts", ["contact"]))[fixtures["tricky"]]
     content = await module_for("contacts").content(repo, version)
     assert b"PHOTO;" in b"".join([c async for c in content.open(0, None)])
     async with h.runtime.db.session() as session:
@@ -490,7 +485,7 @@ async def test_restore_one_folder_recursively(engine: EngineHarness) -> None:
     uid = account.graph_id
     fixtures = add_fixtures(h, uid)
     await h.backup(account, "contacts")
-    folders = await open_versions(h, account, ["contact_folder"])
+    folders = await h.open_ids(account, "contacts", ["contact_folder"])
     below = {fixtures["clients"], fixtures["vip"]}
     expected = sorted(
         c.props["displayName"] for c in sim_contacts(h, uid).values() if c.folder_id in below

@@ -5,8 +5,6 @@ the old one's contacts keep their versions and the new one is backed up."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 
 from graphsim import ops
@@ -14,17 +12,8 @@ from safekeep.backup.context import open_repository
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.contacts import collect as contacts_collect
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Account, DeltaState, ItemVersion
+from safekeep.tenants.models import DeltaState, ItemVersion
 from tests.backup.harness import EngineHarness
-
-
-async def first_user(h: EngineHarness) -> Account:
-    return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)[0]
-
-
-async def stored(h: EngineHarness, account: Account, kind: str) -> dict[str, Any]:
-    async with h.runtime.db.session() as session:
-        return await catalog.open_external_ids(session, account.id, "contacts", [kind])
 
 
 def sim_contacts(h: EngineHarness, uid: str) -> set[str]:
@@ -47,9 +36,9 @@ def only_delta_rounds(h: EngineHarness, folders: int) -> None:
 
 async def test_unchanged_mailbox_costs_one_delta_round_per_folder(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     await h.backup(account, "contacts")
-    folders = await stored(h, account, "contact_folder")
+    folders = await h.open_ids(account, "contacts", ["contact_folder"])
     assert len(folders) >= 2
     for _ in range(2):
         h.sim.reset_counters()
@@ -63,7 +52,7 @@ async def test_default_folder_made_again_is_learned_again_without_losing_data(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     await h.backup(account, "contacts")
     tenant = h.sim.tenant()
@@ -71,7 +60,7 @@ async def test_default_folder_made_again_is_learned_again_without_losing_data(
     async with h.runtime.db.session() as session:
         state = await catalog.delta_state(session, account.id, "contacts", contacts_collect.ROOT)
     assert state is not None and state.delta_link == old_root
-    before = await stored(h, account, "contact")
+    before = await h.open_ids(account, "contacts", ["contact"])
     in_old_root = {cid for cid, v in before.items() if v.parent_external_id == old_root}
     assert in_old_root
 
@@ -85,10 +74,10 @@ async def test_default_folder_made_again_is_learned_again_without_losing_data(
 
     run, skipped = await h.backup(account, "contacts")
     assert skipped == 0
-    now = await stored(h, account, "contact")
+    now = await h.open_ids(account, "contacts", ["contact"])
     assert set(now) == sim_contacts(h, uid)
     assert now[newcomer].parent_external_id == new_root.id
-    folders = await stored(h, account, "contact_folder")
+    folders = await h.open_ids(account, "contacts", ["contact_folder"])
     assert new_root.id in folders and old_root not in folders
     assert folders[new_root.id].parent_external_id is None
     async with h.runtime.db.session() as session:
@@ -138,7 +127,7 @@ async def test_tree_changes_in_the_shared_batch_apply_before_contacts(
     since is still backed up in that run, and a renamed folder's contacts carry its new
     path."""
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     uid = account.graph_id
     await h.backup(account, "contacts")
     tenant = h.sim.tenant()
@@ -158,10 +147,10 @@ async def test_tree_changes_in_the_shared_batch_apply_before_contacts(
     )
     _run, skipped = await h.backup(account, "contacts")
     assert skipped == 0
-    now = await stored(h, account, "contact")
+    now = await h.open_ids(account, "contacts", ["contact"])
     assert set(now) == sim_contacts(h, uid)
     assert now[in_made].parent_external_id == made.id
     assert now[in_made].meta["folder"] == "/Contacts/Made since"
     assert now[in_renamed].meta["folder"] == "/Contacts/Renamed folder"
-    folders = await stored(h, account, "contact_folder")
+    folders = await h.open_ids(account, "contacts", ["contact_folder"])
     assert folders[renamed.id].name == "Renamed folder" and made.id in folders

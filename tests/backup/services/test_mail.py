@@ -226,16 +226,6 @@ GET_MESSAGE = "GET /users/{user}/messages/{item}"
 GET_MIME = "GET /users/{user}/messages/{item}/$value"
 
 
-async def first_user(h: EngineHarness) -> Account:
-    users = sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
-    return users[0]
-
-
-async def second_user(h: EngineHarness) -> Account:
-    users = sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
-    return users[1]
-
-
 def add_crafted(h: EngineHarness, account: Account, folder: str = "inbox", **kw: Any) -> str:
     return h.sim.add_message(
         h.sim_tenant_id,
@@ -309,7 +299,7 @@ def messages_with_id(h: EngineHarness, user_id: str, folder_id: str, imid: str) 
 
 async def test_full_then_incremental_capture_every_version_once(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     t = h.sim_tenant_id
     crafted = add_crafted(h, account)
     run, skipped = await h.backup(account, SERVICE)
@@ -411,7 +401,7 @@ async def test_incremental_costs_about_one_request_per_changed_message(
     changed message (its MIME, in a $batch; with an item attachment, that item). Before, it
     cost a GET of each changed message beside its MIME, plus 12 well-known folder GETs."""
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     t = h.sim_tenant_id
     await h.backup(account, SERVICE)
     stored = await open_versions(h, account, "message")
@@ -438,7 +428,7 @@ async def test_delta_pages_carry_the_json_a_get_returns(
     full and an incremental backup store, a GET of the message (the former path) gives the
     same stored document, item attachments included."""
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     crafted = add_crafted(h, account)
     original = mail_collect.MailCollector.fetch
     compared: list[str] = []
@@ -470,7 +460,7 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     for n in range(5):
         h.sim.add_message(h.sim_tenant_id, account.graph_id, plain_mime(f"Note {n}"), "inbox")
     monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 2)
@@ -510,7 +500,7 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
 
 async def test_resync_after_410_reenumerates_without_new_versions(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     await h.backup(account, SERVICE)
     before = await all_versions(h, account)
     gone = sorted(await open_versions(h, account, "message"))[0]
@@ -533,7 +523,7 @@ async def test_unreadable_message_is_skipped_then_retried(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     victim = add_crafted(h, account)
     original = mail_collect.MailCollector.fetch
     attempts = 0
@@ -570,7 +560,7 @@ async def test_policy_switches_for_junk_deleted_and_recoverable_items(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     t = h.sim_tenant_id
     junk = h.sim.add_message(t, account.graph_id, crafted_mime("Junk offer"), "junkemail")
     trash = h.sim.add_message(t, account.graph_id, crafted_mime("Old news"), "deleteditems")
@@ -620,7 +610,7 @@ async def test_a_folder_deleted_during_the_run_does_not_fail_the_mailbox(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     folders = sim_folders(h, account)
     newsletters = next(f.id for f in folders.values() if f.display_name == "Newsletters")
     original = mail_collect.MailCollector._load_folders
@@ -641,7 +631,7 @@ async def test_throttled_mailbox_is_backed_up_without_retry_after_violations(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     h.sim.set_throttling(
         mode="custom",
         # Few enough that any client above 5 requests a second is throttled, however loaded
@@ -667,7 +657,7 @@ async def test_throttled_mailbox_is_backed_up_without_retry_after_violations(
 
 async def test_download_gives_the_exact_mime_with_ranges(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     crafted = add_crafted(h, account)
     await h.backup(account, SERVICE)
     version = (await open_versions(h, account, "message"))[crafted]
@@ -689,7 +679,7 @@ async def test_search_finds_subject_body_people_and_attachment_text(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     crafted = add_crafted(h, account)
     await h.backup(account, SERVICE)
     version = (await open_versions(h, account, "message"))[crafted]
@@ -707,7 +697,7 @@ async def test_search_finds_subject_body_people_and_attachment_text(
 
 async def test_restore_to_original_and_to_another_account(engine: EngineHarness) -> None:
     h = engine
-    account, other = await first_user(h), await second_user(h)
+    account, other = await h.user(0), await h.user(1)
     t = h.sim_tenant_id
     crafted = add_crafted(h, account)
     await h.backup(account, SERVICE)
@@ -750,7 +740,7 @@ async def test_restore_to_original_and_to_another_account(engine: EngineHarness)
 
 async def test_restore_new_folder_and_conflict_rules(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     crafted = add_crafted(h, account, "projects")
     await h.backup(account, SERVICE)
     user = user_of(h, account)
@@ -811,7 +801,7 @@ async def test_restore_new_folder_and_conflict_rules(engine: EngineHarness) -> N
 
 async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     t = h.sim_tenant_id
     crafted = add_crafted(h, account)
     h.sim.edit_item(t, crafted, {"subject": "First edit", "categories": ["Blue category"]})
@@ -858,7 +848,7 @@ def _mbox_messages(data: bytes) -> list[bytes]:
 
 async def test_export_eml_and_mbox_match_the_originals(engine: EngineHarness) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     add_crafted(h, account)
     await h.backup(account, SERVICE)
     originals = sim_messages(h, account, included_folders(h, account))
@@ -905,7 +895,7 @@ async def test_backup_search_and_restore_on_the_scaleout_column(
     scaleout_engine: EngineHarness,
 ) -> None:
     h = scaleout_engine
-    account = await first_user(h)
+    account = await h.user(0)
     crafted = add_crafted(h, account)
     await h.backup(account, SERVICE)
     h.sim.edit_item(h.sim_tenant_id, crafted, {"isRead": False, "flag": {"flagStatus": "flagged"}})
@@ -933,7 +923,7 @@ async def test_restore_brings_back_a_message_attached_inside_an_attached_message
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     deepest = random.Random(5).randbytes(2_000)
 
     def message(subject: str, inner: EmailMessage | None, data: bytes | None) -> EmailMessage:

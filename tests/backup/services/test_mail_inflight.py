@@ -20,7 +20,6 @@ from tests.backup.services.test_mail import (
     all_versions,
     assert_matches_simulator,
     endpoint_count,
-    first_user,
     open_versions,
     plain_mime,
 )
@@ -46,7 +45,7 @@ async def test_a_mailbox_backup_reaches_four_requests_in_flight_and_pipelines_it
     """The next pages' fetches start before the current page is committed, and graphsim sees
     the mailbox at Microsoft's 4 concurrent requests, never more (no 429)."""
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     fill_inbox(h, account, 60)
     monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 10)
     fetches = 0
@@ -88,7 +87,7 @@ async def test_a_429_cuts_the_mailbox_window_and_retry_after_is_honoured(
     limiter, whose window the 429s cut, so few requests are refused, none is sent inside a
     Retry-After, and the mailbox is backed up whole."""
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     fill_inbox(h, account, 40)
     h.sim.set_latency(LATENCY_MS)
     h.sim.set_throttling(mode="custom", mailbox_concurrency=1, concurrency_retry_after_s=0.2)
@@ -113,7 +112,7 @@ async def test_a_fetch_failing_mid_pipeline_loses_and_doubles_nothing(
     durable, the run fails, and the next run resumes from the last durable page with nothing
     lost, nothing stored twice and nothing committed fetched again."""
     h = engine
-    account = await first_user(h)
+    account = await h.user(0)
     fill_inbox(h, account, 30)
     monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 4)
     original = mail_collect.MailCollector.fetch
