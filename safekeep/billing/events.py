@@ -192,13 +192,11 @@ async def _move(
     old = msp.status
     msp.status = new
     msp.status_changed_at = at
-    await audit.record(
+    await audit.record_on_msp(
         session,
-        msp_id=msp.id,
+        msp,
+        "msp.billing_status_changed",
         actor="stripe",
-        action="msp.billing_status_changed",
-        target_type="msp",
-        target_id=msp.id,
         details={
             "from": str(old),
             "to": str(new),

@@ -42,13 +42,11 @@ async def ensure_customer(session: AsyncSession, client: BillingClient, msp_id: 
         msp_id=msp.id, name=msp.name, email=msp.billing_email
     )
     msp.stripe_customer_id = customer_id
-    await audit.record(
+    await audit.record_on_msp(
         session,
-        msp_id=msp.id,
+        msp,
+        "msp.stripe_customer_created",
         actor="system",
-        action="msp.stripe_customer_created",
-        target_type="msp",
-        target_id=msp.id,
         details={"stripe_customer_id": customer_id},
     )
     return customer_id

@@ -135,14 +135,11 @@ async def retention_sweep(runtime: Runtime, tenant: Tenant, job: Job) -> dict[st
         await purge_account(runtime, tenant, account.id, job)
     if removed or accounts:
         async with unit_of_work(runtime) as session:
-            await audit.record(
+            await audit.record_on_tenant(
                 session,
-                msp_id=tenant.msp_id,
+                tenant,
+                "retention.purged",
                 actor="retention",
-                action="retention.purged",
-                tenant_id=tenant.id,
-                target_type="tenant",
-                target_id=tenant.id,
                 details={
                     "versions": removed,
                     "accounts": [str(a.id) for a in accounts],

@@ -169,16 +169,7 @@ async def request_export(
     export = Export(id=export_id, tenant_id=tenant.id, job_id=job.id, options=params["options"])
     session.add(export)
     await session.flush()
-    await audit.record_for(
-        session,
-        principal,
-        "export.requested",
-        tenant_id=tenant.id,
-        target_type="export",
-        target_id=export.id,
-        details=params,
-        ip=ip,
-    )
+    await audit.record_change(session, principal, "export.requested", export, details=params, ip=ip)
     return export
 
 
@@ -196,13 +187,11 @@ async def export_for_download(
         raise Gone("This export has expired; ask for a new one")
     if export.status != ExportStatus.ready or not export.blob_key:
         raise Conflict(f"The export is {export.status}, not ready yet")
-    await audit.record_for(
+    await audit.record_change(
         session,
         principal,
         "export.downloaded",
-        tenant_id=export.tenant_id,
-        target_type="export",
-        target_id=export.id,
+        export,
         details={"via": how},
         ip=ip,
     )

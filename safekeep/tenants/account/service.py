@@ -9,16 +9,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, NotFound, or_404
+from safekeep.errors import Conflict, or_404
 from safekeep.tenants.account import repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import Account, AccountKind, AccountState, Tenant, utcnow
-from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.webhook import service as webhooks
@@ -47,33 +44,7 @@ class DiscoveryResult:
     reactivated: int = 0
 
 
-async def list_accounts(
-    session: AsyncSession,
-    scope: TenantScope,
-    tenant_id: uuid.UUID,
-    *,
-    columns: Sequence[str],
-    kind: str | None,
-    state: str | None,
-    protected: bool | None,
-    search: str | None,
-    cursor: str | None,
-    limit: int,
-) -> Page[Row[Any]]:
-    if not await tenant_repository.exists(session, scope, tenant_id):
-        raise NotFound("No such tenant")
-    return await repository.list_page(
-        session,
-        scope,
-        tenant_id,
-        columns=columns,
-        kind=kind,
-        state=state,
-        protected=protected,
-        search=search,
-        cursor=cursor,
-        limit=limit,
-    )
+list_accounts = tenant_repository.under_tenant(repository.list_page)
 
 
 async def get(
@@ -131,14 +102,8 @@ async def set_protected(
         if await repository.has_data(session, account.id):
             await _cancel(session, tenant, account, "seat_released")
     await session.flush()
-    await audit.record_for(
-        session,
-        principal,
-        "account.protected" if protected else "account.released",
-        tenant_id=tenant_id,
-        target_type="account",
-        target_id=account.id,
-        ip=ip,
+    await audit.record_change(
+        session, principal, "account.protected" if protected else "account.released", account, ip=ip
     )
     return account
 

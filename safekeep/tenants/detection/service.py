@@ -10,24 +10,11 @@ from safekeep.errors import Conflict, or_404
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.detection import repository
 from safekeep.tenants.models import Detection, DetectionStatus, DetectionThreshold, utcnow
-from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope
+from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
 
-
-async def list_detections(
-    session: AsyncSession,
-    scope: TenantScope,
-    tenant_id: uuid.UUID,
-    *,
-    status: DetectionStatus | None,
-    cursor: str | None,
-    limit: int,
-) -> Page[Detection]:
-    await tenant_service.get(session, scope, tenant_id)
-    return await repository.list_page(
-        session, scope, tenant_id, status=status, cursor=cursor, limit=limit
-    )
+list_detections = tenant_repository.under_tenant(repository.list_page)
 
 
 async def get(
@@ -55,15 +42,7 @@ async def acknowledge(
         found.acknowledged_at = utcnow()
         found.acknowledged_by = principal.actor[:200]
         await session.flush()
-        await audit.record_for(
-            session,
-            principal,
-            "detection.acknowledged",
-            tenant_id=tenant_id,
-            target_type="detection",
-            target_id=found.id,
-            ip=ip,
-        )
+        await audit.record_change(session, principal, "detection.acknowledged", found, ip=ip)
     return found
 
 
@@ -82,13 +61,11 @@ async def release(
         found.released_at = utcnow()
         found.released_by = principal.actor[:200]
         await session.flush()
-        await audit.record_for(
+        await audit.record_change(
             session,
             principal,
             "detection.released",
-            tenant_id=tenant_id,
-            target_type="detection",
-            target_id=found.id,
+            found,
             details={"account_id": str(found.account_id), "service": found.service},
             ip=ip,
         )

@@ -48,6 +48,7 @@ async def list_page(
     cursor: str | None,
     limit: int,
 ) -> Page[Row[Any]]:
+    """A page of a tenant's jobs as rows of the job table (a list reads, it changes nothing)."""
     stmt = _page(scope.limited, bool(kind), bool(status), bool(cursor))
     values: dict[str, Any] = {"tenant_id": tenant_id, **scope.bound()}
     values.update(keyset_values(cursor, limit))

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, NotFound, UnprocessableEntity, or_404
+from safekeep.errors import Conflict, UnprocessableEntity, or_404
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
@@ -26,7 +26,6 @@ from safekeep.tenants.models import (
     Tenant,
     utcnow,
 )
-from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
 
@@ -41,22 +40,7 @@ async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> J
     return or_404(await repository.get(session, scope, job_id), "No such job")
 
 
-async def list_jobs(
-    session: AsyncSession,
-    scope: TenantScope,
-    tenant_id: uuid.UUID,
-    *,
-    kind: str | None,
-    status: str | None,
-    cursor: str | None,
-    limit: int,
-) -> Page[Row[Any]]:
-    """A page of a tenant's jobs as rows of the job table (a list reads, it changes nothing)."""
-    if not await tenant_repository.exists(session, scope, tenant_id):
-        raise NotFound("No such tenant")
-    return await repository.list_page(
-        session, scope, tenant_id, kind=kind, status=status, cursor=cursor, limit=limit
-    )
+list_jobs = tenant_repository.under_tenant(repository.list_page)
 
 
 async def get_with_progress(
@@ -157,15 +141,7 @@ async def cancel(
         job.status = JobStatus.cancelled
         job.finished_at = now
     await session.flush()
-    await audit.record_for(
-        session,
-        principal,
-        "job.cancel_requested",
-        tenant_id=job.tenant_id,
-        target_type="job",
-        target_id=job.id,
-        ip=ip,
-    )
+    await audit.record_change(session, principal, "job.cancel_requested", job, ip=ip)
     return job
 
 
@@ -211,14 +187,5 @@ async def start_requested_job(
         requested_by=principal.actor,
         params=params,
     )
-    await audit.record_for(
-        session,
-        principal,
-        action,
-        tenant_id=tenant.id,
-        target_type="job",
-        target_id=job.id,
-        details=params,
-        ip=ip,
-    )
+    await audit.record_change(session, principal, action, job, details=params, ip=ip)
     return job

@@ -20,13 +20,5 @@ async def create_with_admin_key(
     _key, secret = await api_key_service.issue(
         session, msp_id=msp.id, name="initial admin key", scopes=[Scope.admin], tenant_ids=None
     )
-    await audit.record(
-        session,
-        msp_id=msp.id,
-        actor="cli",
-        action="msp.created",
-        target_type="msp",
-        target_id=msp.id,
-        details={"name": name},
-    )
+    await audit.record_on_msp(session, msp, "msp.created", actor="cli", details={"name": name})
     return msp, secret

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import InvalidCursor
+from safekeep.errors import BadRequest, InvalidCursor
 from safekeep.tenants.models import Snapshot
 from safekeep.tenants.pagination import Page, decode_cursor, encode_cursor
 from safekeep.tenants.scope import TenantScope
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Query timestamps without a zone are read as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 async def list_page(
@@ -24,7 +31,11 @@ async def list_page(
     cursor: str | None,
     limit: int,
 ) -> Page[Snapshot]:
-    """Newest first by start time (snapshots have no created_at of their own)."""
+    """Newest first by start time (snapshots have no created_at of their own). Like a bad
+    cursor, a ``since`` after ``until`` is the caller's mistake (400), not an empty page."""
+    since, until = _aware(since), _aware(until)
+    if since and until and since > until:
+        raise BadRequest("since must not be after until")
     stmt: Select[Snapshot] = select(Snapshot).where(
         Snapshot.tenant_id == tenant_id, scope.tenant_filter(Snapshot.tenant_id)
     )

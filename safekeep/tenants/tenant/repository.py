@@ -1,17 +1,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
-from functools import cache
-from typing import Any
+from functools import cache, wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.errors import NotFound
 from safekeep.tenants.models import ConsentRequest, Policy, Tenant, TenantStatus
 from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope, bound_tenant_row_filter
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @cache
@@ -35,6 +39,28 @@ async def exists(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
     stmt = _live(scope.limited, Tenant.id)
     values = {"tenant_id": tenant_id, **scope.bound()}
     return (await session.execute(stmt, values)).first() is not None
+
+
+def under_tenant(
+    query: Callable[Concatenate[AsyncSession, TenantScope, uuid.UUID, _P], Awaitable[_R]],
+) -> Callable[Concatenate[AsyncSession, TenantScope, uuid.UUID, _P], Awaitable[_R]]:
+    """``query`` (a list under one tenant) behind the check that the scope sees that tenant:
+    a list under an unknown or another MSP's tenant answers 404, not an empty page. The
+    services of accounts, jobs, snapshots and detections list through this."""
+
+    @wraps(query)
+    async def checked(
+        session: AsyncSession,
+        scope: TenantScope,
+        tenant_id: uuid.UUID,
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        if not await exists(session, scope, tenant_id):
+            raise NotFound("No such tenant")
+        return await query(session, scope, tenant_id, *args, **kwargs)
+
+    return checked
 
 
 async def get_including_deleted(

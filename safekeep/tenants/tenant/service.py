@@ -27,7 +27,6 @@ from safekeep.tenants.models import (
     TenantStatus,
     utcnow,
 )
-from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope, scope_for_tenant
 from safekeep.tenants.secrets import seal, unseal_with_any
 from safekeep.tenants.tenant import consent, repository
@@ -54,17 +53,7 @@ async def get_including_deleted(session: AsyncSession, tenant_id: uuid.UUID) -> 
     return or_404(await repository.get_system(session, tenant_id), "No such tenant")
 
 
-async def list_tenants(
-    session: AsyncSession,
-    scope: TenantScope,
-    *,
-    consent_state: str | None,
-    cursor: str | None,
-    limit: int,
-) -> Page[Tenant]:
-    return await repository.list_page(
-        session, scope, consent_state=consent_state, cursor=cursor, limit=limit
-    )
+list_tenants = repository.list_page
 
 
 def _seal_app_secret(settings: Settings, tenant_id: uuid.UUID, secret: str) -> bytes:
@@ -107,13 +96,11 @@ async def create(
     await session.flush()  # no ORM relationship orders these inserts: the tenant goes first
     session.add(Policy(tenant_id=tenant_id, **(policy or {})))
     await session.flush()
-    await audit.record_for(
+    await audit.record_change(
         session,
         principal,
         "tenant.created",
-        tenant_id=tenant.id,
-        target_type="tenant",
-        target_id=tenant.id,
+        tenant,
         details={"name": name, "custom_app": app_client_id is not None},
         ip=ip,
     )
@@ -159,13 +146,11 @@ async def update(
         tenant.consent_state = ConsentState.pending
         tenant.consent_changed_at = utcnow()
     await session.flush()
-    await audit.record_for(
+    await audit.record_change(
         session,
         principal,
         "tenant.updated",
-        tenant_id=tenant.id,
-        target_type="tenant",
-        target_id=tenant.id,
+        tenant,
         details={
             "fields": sorted(k for k in changes if k != "app_client_secret")
             + (["app_client_secret"] if "app_client_secret" in changes else [])
@@ -185,15 +170,7 @@ async def delete(
     tenant.deleted_at = utcnow()
     tenant.next_backup_at = None
     await session.flush()
-    await audit.record_for(
-        session,
-        principal,
-        "tenant.deleted",
-        tenant_id=tenant.id,
-        target_type="tenant",
-        target_id=tenant.id,
-        ip=ip,
-    )
+    await audit.record_change(session, principal, "tenant.deleted", tenant, ip=ip)
     return tenant
 
 
@@ -220,15 +197,8 @@ async def _audit_consent(
         tenant = await repository.get_system(session, tenant_id)
         if tenant is None:
             return
-        await audit.record(
-            session,
-            msp_id=tenant.msp_id,
-            actor="consent-callback",
-            action=action,
-            tenant_id=tenant.id,
-            target_type="tenant",
-            target_id=tenant.id,
-            details=details,
+        await audit.record_on_tenant(
+            session, tenant, action, actor="consent-callback", details=details
         )
 
 
@@ -288,14 +258,11 @@ async def _record_refusal(db: Database, tenant_id: uuid.UUID, text: str) -> Cons
             tenant.consent_error = text
             tenant.consent_changed_at = utcnow()
             await session.flush()
-        await audit.record(
+        await audit.record_on_tenant(
             session,
-            msp_id=tenant.msp_id,
+            tenant,
+            "tenant.consent_denied",
             actor="consent-callback",
-            action="tenant.consent_denied",
-            tenant_id=tenant.id,
-            target_type="tenant",
-            target_id=tenant.id,
             details={"error": text, "state_changed": changed},
         )
     return ConsentOutcome(tenant, granted=False, error=text)
@@ -321,14 +288,11 @@ async def _bind(db: Database, tenant_id: uuid.UUID, proof: consent.Proof) -> Con
                 if tenant.next_backup_at is None:
                     tenant.next_backup_at = now + timedelta(minutes=5)
                 await session.flush()
-                await audit.record(
+                await audit.record_on_tenant(
                     session,
-                    msp_id=tenant.msp_id,
+                    tenant,
+                    "tenant.consent_granted",
                     actor="consent-callback",
-                    action="tenant.consent_granted",
-                    tenant_id=tenant.id,
-                    target_type="tenant",
-                    target_id=tenant.id,
                     details={"entra_tenant_id": directory, "admin": proof.username},
                 )
                 await job_service.start_job(
@@ -372,13 +336,11 @@ async def release_consent(
     tenant.consent_changed_at = utcnow()
     tenant.next_backup_at = None
     await session.flush()
-    await audit.record_for(
+    await audit.record_change(
         session,
         principal,
         "tenant.consent_released",
-        tenant_id=tenant.id,
-        target_type="tenant",
-        target_id=tenant.id,
+        tenant,
         details={"entra_tenant_id": released},
         ip=ip,
     )
@@ -399,15 +361,8 @@ async def mark_consent_revoked(session: AsyncSession, tenant: Tenant, reason: st
     tenant.consent_error = reason[:1000]
     tenant.consent_changed_at = utcnow()
     await session.flush()
-    await audit.record(
-        session,
-        msp_id=tenant.msp_id,
-        actor="system",
-        action="tenant.consent_revoked",
-        tenant_id=tenant.id,
-        target_type="tenant",
-        target_id=tenant.id,
-        details={"reason": reason},
+    await audit.record_on_tenant(
+        session, tenant, "tenant.consent_revoked", actor="system", details={"reason": reason}
     )
     await webhooks.emit(
         session,
@@ -454,13 +409,11 @@ async def put_policy(
         soonest = utcnow() + timedelta(hours=24 / policy.backups_per_day)
         tenant.next_backup_at = min(tenant.next_backup_at, soonest)
     await session.flush()
-    await audit.record_for(
+    await audit.record_change(
         session,
         principal,
         "policy.updated",
-        tenant_id=tenant.id,
-        target_type="policy",
-        target_id=tenant.id,
+        policy,
         details=dict(values),
         ip=ip,
     )
