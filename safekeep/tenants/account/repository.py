@@ -120,27 +120,17 @@ async def seat_counts(session: AsyncSession, scope: TenantScope) -> dict[uuid.UU
     """Per tenant: protected seats (active and protected) and retained seats (cancelled
     accounts that hold backed-up data)."""
     with_data = select(Snapshot.account_id).distinct().scalar_subquery()
-    protected = (
-        select(Account.tenant_id, func.count())
-        .where(
-            scope.tenant_filter(Account.tenant_id),
-            Account.state == AccountState.active,
-            Account.protected.is_(True),
-        )
-        .group_by(Account.tenant_id)
-    )
-    retained = (
-        select(Account.tenant_id, func.count())
-        .where(
-            scope.tenant_filter(Account.tenant_id),
-            Account.state == AccountState.cancelled,
-            Account.id.in_(with_data),
-        )
-        .group_by(Account.tenant_id)
-    )
+    seats = {
+        "protected": (Account.state == AccountState.active, Account.protected.is_(True)),
+        "retained": (Account.state == AccountState.cancelled, Account.id.in_(with_data)),
+    }
     counts: dict[uuid.UUID, dict[str, int]] = {}
-    for tenant_id, n in (await session.execute(protected)).all():
-        counts.setdefault(tenant_id, {"protected": 0, "retained": 0})["protected"] = n
-    for tenant_id, n in (await session.execute(retained)).all():
-        counts.setdefault(tenant_id, {"protected": 0, "retained": 0})["retained"] = n
+    for seat, conditions in seats.items():
+        stmt = (
+            select(Account.tenant_id, func.count())
+            .where(scope.tenant_filter(Account.tenant_id), *conditions)
+            .group_by(Account.tenant_id)
+        )
+        for tenant_id, n in (await session.execute(stmt)).all():
+            counts.setdefault(tenant_id, dict.fromkeys(seats, 0))[seat] = n
     return counts

@@ -170,6 +170,19 @@ async def open_version_keys(
     """(Graph id, version id, first_seq) of the open versions of these kinds (under one parent
     when given): what removing the unseen needs, a few dozen bytes a row rather than whole
     versions, so a folder of 100,000 messages costs megabytes, not a gigabyte."""
+    return await _open_version_keys(session, account_id, service, kinds, parent_external_id)
+
+
+async def _open_version_keys(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    service: str,
+    kinds: Collection[str],
+    parent_external_id: str | None,
+    *conditions: Any,
+) -> list[tuple[str, uuid.UUID, int]]:
+    """The one query behind ``open_version_keys`` and its unseen variant, narrowed by
+    ``conditions``."""
     stmt = (
         select(Item.external_id, ItemVersion.id, ItemVersion.first_seq)
         .join(ItemVersion, ItemVersion.item_id == Item.id)
@@ -178,6 +191,7 @@ async def open_version_keys(
             ItemVersion.service == service,
             ItemVersion.kind.in_(list(kinds)),
             ItemVersion.last_seq.is_(None),
+            *conditions,
         )
     )
     if parent_external_id is not None:
@@ -206,20 +220,9 @@ async def open_version_keys_unseen(
 ) -> list[tuple[str, uuid.UUID, int]]:
     """``open_version_keys`` of the items a full enumeration did not see (its rows in
     ``enumeration_seen``): the database compares, the worker holds only what is gone."""
-    stmt = (
-        select(Item.external_id, ItemVersion.id, ItemVersion.first_seq)
-        .join(ItemVersion, ItemVersion.item_id == Item.id)
-        .where(
-            ItemVersion.account_id == account_id,
-            ItemVersion.service == service,
-            ItemVersion.kind.in_(list(kinds)),
-            ItemVersion.last_seq.is_(None),
-            _unseen(snapshot_id, collection),
-        )
+    return await _open_version_keys(
+        session, account_id, service, kinds, parent_external_id, _unseen(snapshot_id, collection)
     )
-    if parent_external_id is not None:
-        stmt = stmt.where(ItemVersion.parent_external_id == parent_external_id)
-    return [(e, i, f) for e, i, f in (await session.execute(stmt)).all()]
 
 
 async def add_seen(

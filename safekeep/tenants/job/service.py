@@ -36,6 +36,20 @@ async def _tenant(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUI
     return or_404(await tenant_repository.get(session, scope, tenant_id), "No such tenant")
 
 
+async def _consented_tenant(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, *, needs_it: str
+) -> Tenant:
+    """The tenant, when its admin consent is granted: no Graph call can work without it, so
+    a backup or discovery asked for before is refused (409) rather than left to fail."""
+    tenant = await _tenant(session, scope, tenant_id)
+    if tenant.consent_state != ConsentState.granted:
+        raise Conflict(
+            f"The tenant's admin consent is {tenant.consent_state}; {needs_it} it granted",
+            consent_state=str(tenant.consent_state),
+        )
+    return tenant
+
+
 async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job:
     return or_404(await repository.get(session, scope, job_id), "No such job")
 
@@ -73,12 +87,7 @@ async def start_backup(
     ip: str | None = None,
 ) -> Job:
     """A manual backup. It never moves the tenant's schedule."""
-    tenant = await _tenant(session, principal.scope, tenant_id)
-    if tenant.consent_state != ConsentState.granted:
-        raise Conflict(
-            f"The tenant's admin consent is {tenant.consent_state}; backups need it granted",
-            consent_state=str(tenant.consent_state),
-        )
+    tenant = await _consented_tenant(session, principal.scope, tenant_id, needs_it="backups need")
     params: dict[str, Any] = {}
     if account_ids:
         wanted = set(account_ids)
@@ -111,12 +120,9 @@ async def start_backup(
 async def start_discovery(
     session: AsyncSession, principal: Principal, tenant_id: uuid.UUID, *, ip: str | None = None
 ) -> Job:
-    tenant = await _tenant(session, principal.scope, tenant_id)
-    if tenant.consent_state != ConsentState.granted:
-        raise Conflict(
-            f"The tenant's admin consent is {tenant.consent_state}; discovery needs it granted",
-            consent_state=str(tenant.consent_state),
-        )
+    tenant = await _consented_tenant(
+        session, principal.scope, tenant_id, needs_it="discovery needs"
+    )
     return await start_requested_job(
         session,
         principal,
