@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 from sqlalchemy import select
@@ -37,6 +38,7 @@ log = structlog.get_logger(__name__)
 ACTOR = "operator:keys-rotate"
 ACTION = "master_key.rotated"
 _PAGE = 200
+_Row = TypeVar("_Row", Tenant, WebhookEndpoint)
 
 
 @dataclass
@@ -85,72 +87,66 @@ def _reseal(
     return seal(current, secret, context=context)
 
 
+async def _pages(db: Database, model: type[_Row]) -> AsyncIterator[list[_Row]]:
+    """Every row of ``model`` by id, a page at a time, each page in its own transaction:
+    what the caller changes in a page is committed before the next page is read."""
+    after: uuid.UUID | None = None
+    while True:
+        async with db.session() as session:
+            query = select(model).order_by(model.id).limit(_PAGE)
+            if after is not None:
+                query = query.where(model.id > after)
+            rows = list((await session.scalars(query)).all())
+            yield rows
+        if len(rows) < _PAGE:
+            return
+        after = rows[-1].id
+
+
 async def rotate_master_key(db: Database, settings: Settings) -> RotationReport:
     """Bring every wrapped key and sealed secret under ``settings.master_key``."""
     current, keys = settings.master_key_bytes, settings.master_keys
     report = RotationReport()
     changed_per_msp: Counter[uuid.UUID] = Counter()
 
-    after: uuid.UUID | None = None
-    while True:
-        async with db.session() as session:
-            query = select(Tenant).order_by(Tenant.id).limit(_PAGE)
-            if after is not None:
-                query = query.where(Tenant.id > after)
-            tenants = list((await session.scalars(query)).all())
-            for tenant in tenants:
-                tenant_id = str(tenant.id)
-                if _opens_with(current, tenant.wrapped_data_key, tenant_id):
-                    report.current += 1
+    async for tenants in _pages(db, Tenant):
+        for tenant in tenants:
+            tenant_id = str(tenant.id)
+            if _opens_with(current, tenant.wrapped_data_key, tenant_id):
+                report.current += 1
+            else:
+                try:
+                    data_key = unwrap_with_any(keys, tenant.wrapped_data_key, tenant_id=tenant_id)
+                except KeyUnwrapError:
+                    report.unreadable.append(f"tenant {tenant_id}: data key")
                 else:
-                    try:
-                        data_key = unwrap_with_any(
-                            keys, tenant.wrapped_data_key, tenant_id=tenant_id
-                        )
-                    except KeyUnwrapError:
-                        report.unreadable.append(f"tenant {tenant_id}: data key")
-                    else:
-                        tenant.wrapped_data_key = wrap_data_key(
-                            current, data_key, tenant_id=tenant_id
-                        )
-                        report.data_keys += 1
-                        changed_per_msp[tenant.msp_id] += 1
-                if tenant.app_client_secret_sealed is not None:
-                    resealed = _reseal(
-                        report,
-                        keys,
-                        tenant.app_client_secret_sealed,
-                        f"tenant:{tenant_id}:app-secret",
-                        f"tenant {tenant_id}: app client secret",
-                    )
-                    if resealed is not None:
-                        tenant.app_client_secret_sealed = resealed
-                        changed_per_msp[tenant.msp_id] += 1
-        if len(tenants) < _PAGE:
-            break
-        after = tenants[-1].id
-
-    after = None
-    while True:
-        async with db.session() as session:
-            by_id = select(WebhookEndpoint).order_by(WebhookEndpoint.id).limit(_PAGE)
-            if after is not None:
-                by_id = by_id.where(WebhookEndpoint.id > after)
-            endpoints = list((await session.scalars(by_id)).all())
-            for endpoint in endpoints:
+                    tenant.wrapped_data_key = wrap_data_key(current, data_key, tenant_id=tenant_id)
+                    report.data_keys += 1
+                    changed_per_msp[tenant.msp_id] += 1
+            if tenant.app_client_secret_sealed is not None:
                 resealed = _reseal(
                     report,
                     keys,
-                    endpoint.secret_sealed,
-                    f"webhook:{endpoint.id}:secret",
-                    f"webhook endpoint {endpoint.id}: signing secret",
+                    tenant.app_client_secret_sealed,
+                    f"tenant:{tenant_id}:app-secret",
+                    f"tenant {tenant_id}: app client secret",
                 )
                 if resealed is not None:
-                    endpoint.secret_sealed = resealed
-                    changed_per_msp[endpoint.msp_id] += 1
-        if len(endpoints) < _PAGE:
-            break
-        after = endpoints[-1].id
+                    tenant.app_client_secret_sealed = resealed
+                    changed_per_msp[tenant.msp_id] += 1
+
+    async for endpoints in _pages(db, WebhookEndpoint):
+        for endpoint in endpoints:
+            resealed = _reseal(
+                report,
+                keys,
+                endpoint.secret_sealed,
+                f"webhook:{endpoint.id}:secret",
+                f"webhook endpoint {endpoint.id}: signing secret",
+            )
+            if resealed is not None:
+                endpoint.secret_sealed = resealed
+                changed_per_msp[endpoint.msp_id] += 1
 
     # Each MSP's audit log shows that what protects its tenants was re-wrapped, and how much.
     async with db.session() as session:

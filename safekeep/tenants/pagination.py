@@ -67,26 +67,22 @@ async def keyset_page(
     *,
     cursor: str | None,
     limit: int,
+    newest_by: str = "created_at",
 ) -> Page[T]:
-    """Newest first by (created_at, id); ``model`` must have both columns."""
+    """Newest first by (``newest_by``, id); ``model`` must have both columns (snapshots, which
+    have no created_at of their own, page by when they started)."""
     limit = max(1, min(limit, MAX_LIMIT))
+    when = getattr(model, newest_by)
     if cursor:
-        created, row_id = _cursor_position(cursor)
-        stmt = stmt.where(
-            or_(
-                model.created_at < created,
-                and_(model.created_at == created, model.id < row_id),
-            )
-        )
-    stmt = stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+        at, row_id = _cursor_position(cursor)
+        stmt = stmt.where(or_(when < at, and_(when == at, model.id < row_id)))
+    stmt = stmt.order_by(when.desc(), model.id.desc()).limit(limit + 1)
     rows = list((await session.execute(stmt)).scalars().all())
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor(
-            {"t": last.created_at.isoformat(), "i": str(last.id)}  # type: ignore[attr-defined]
-        )
+        last: Any = rows[-1]
+        next_cursor = encode_cursor({"t": getattr(last, newest_by).isoformat(), "i": str(last.id)})
     return Page(items=rows, next_cursor=next_cursor)
 
 

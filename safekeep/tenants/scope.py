@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, bindparam, false, select
+from sqlalchemy import ColumnElement, Select, bindparam, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Tenant
@@ -86,6 +87,21 @@ def bound_tenant_filter(tenant_id_column: Any, *, limited: bool) -> ColumnElemen
     if limited:
         clause = clause & tenant_id_column.in_(bindparam("scope_tenant_ids", expanding=True))
     return clause
+
+
+def bound_tenant_rows(
+    model: Any, columns: Iterable[Any], *, limited: bool, equal: Iterable[str]
+) -> Select[Any]:
+    """``columns`` of the rows of ``model`` under one tenant (parameter ``tenant_id``) that the
+    scope sees, each column named in ``equal`` equal to the parameter of its name: the start of
+    a list statement built once per shape, run with ``TenantScope.bound()`` and those values."""
+    stmt = select(*columns).where(
+        model.tenant_id == bindparam("tenant_id"),
+        bound_tenant_filter(model.tenant_id, limited=limited),
+    )
+    for name in equal:
+        stmt = stmt.where(getattr(model, name) == bindparam(name))
+    return stmt
 
 
 def bound_tenant_row_filter(*, limited: bool) -> ColumnElement[bool]:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Account, AccountState, Snapshot
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
-from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
+from safekeep.tenants.scope import TenantScope, bound_tenant_rows, get_scoped
 
 
 async def get(
@@ -23,24 +23,15 @@ async def get(
 def _page(
     columns: tuple[str, ...],
     limited: bool,
-    kind: bool,
-    state: bool,
-    protected: bool,
+    equal: tuple[str, ...],
     search: bool,
     after: bool,
 ) -> Select[Any]:
     """The statement of one shape of accounts page (which filters, whether after a cursor),
     built once: only bind values change between requests."""
-    stmt = select(*(getattr(Account, name) for name in columns)).where(
-        Account.tenant_id == bindparam("tenant_id"),
-        bound_tenant_filter(Account.tenant_id, limited=limited),
+    stmt = bound_tenant_rows(
+        Account, (getattr(Account, name) for name in columns), limited=limited, equal=equal
     )
-    if kind:
-        stmt = stmt.where(Account.kind == bindparam("kind"))
-    if state:
-        stmt = stmt.where(Account.state == bindparam("state"))
-    if protected:
-        stmt = stmt.where(Account.protected == bindparam("protected"))
     if search:
         pattern: Any = bindparam("pattern")
         stmt = stmt.where(
@@ -66,23 +57,13 @@ async def list_page(
     """A page of accounts as rows of ``columns`` (what a list shows, not whole entities:
     loading 50 ORM objects cost more than the rest of the request). ``id`` and
     ``created_at`` must be among them (the cursor)."""
-    stmt = _page(
-        tuple(columns),
-        scope.limited,
-        bool(kind),
-        bool(state),
-        protected is not None,
-        bool(search),
-        bool(cursor),
-    )
-    values: dict[str, Any] = {"tenant_id": tenant_id, **scope.bound()}
-    values.update(keyset_values(cursor, limit))
-    if kind:
-        values["kind"] = kind
-    if state:
-        values["state"] = state
+    given: dict[str, Any] = {
+        name: value for name, value in (("kind", kind), ("state", state)) if value
+    }
     if protected is not None:
-        values["protected"] = protected
+        given["protected"] = protected
+    stmt = _page(tuple(columns), scope.limited, tuple(given), bool(search), bool(cursor))
+    values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
     if search:
         values["pattern"] = f"%{search.lower()}%"
     rows = (await session.execute(stmt, values)).all()

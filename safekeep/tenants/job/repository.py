@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
-from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
+from safekeep.tenants.scope import TenantScope, bound_tenant_filter, bound_tenant_rows, get_scoped
 
 
 async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job | None:
@@ -24,17 +24,10 @@ async def get_system(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
 
 
 @cache
-def _page(limited: bool, kind: bool, status: bool, after: bool) -> Select[Any]:
+def _page(limited: bool, equal: tuple[str, ...], after: bool) -> Select[Any]:
     """The statement of one shape of jobs page, built once (see ``keyset_order``); rows of
     every column rather than entities, as a list only reads them."""
-    stmt = select(*Job.__table__.c).where(
-        Job.tenant_id == bindparam("tenant_id"),
-        bound_tenant_filter(Job.tenant_id, limited=limited),
-    )
-    if kind:
-        stmt = stmt.where(Job.kind == bindparam("kind"))
-    if status:
-        stmt = stmt.where(Job.status == bindparam("status"))
+    stmt = bound_tenant_rows(Job, Job.__table__.c, limited=limited, equal=equal)
     return keyset_order(stmt, Job, after=after)
 
 
@@ -49,13 +42,9 @@ async def list_page(
     limit: int,
 ) -> Page[Row[Any]]:
     """A page of a tenant's jobs as rows of the job table (a list reads, it changes nothing)."""
-    stmt = _page(scope.limited, bool(kind), bool(status), bool(cursor))
-    values: dict[str, Any] = {"tenant_id": tenant_id, **scope.bound()}
-    values.update(keyset_values(cursor, limit))
-    if kind:
-        values["kind"] = kind
-    if status:
-        values["status"] = status
+    given = {name: value for name, value in (("kind", kind), ("status", status)) if value}
+    stmt = _page(scope.limited, tuple(given), bool(cursor))
+    values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
     return page_of_rows((await session.execute(stmt, values)).all(), limit)
 
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import BadRequest, InvalidCursor
+from safekeep.errors import BadRequest
 from safekeep.tenants.models import Snapshot
-from safekeep.tenants.pagination import Page, decode_cursor, encode_cursor
+from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope
 
 
@@ -47,26 +47,9 @@ async def list_page(
         stmt = stmt.where(Snapshot.started_at >= since)
     if until:
         stmt = stmt.where(Snapshot.started_at <= until)
-    if cursor:
-        value = decode_cursor(cursor)
-        try:
-            started = datetime.fromisoformat(value["t"])
-            row_id = uuid.UUID(value["i"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidCursor("The cursor is not one this API returned") from exc
-        stmt = stmt.where(
-            or_(
-                Snapshot.started_at < started,
-                and_(Snapshot.started_at == started, Snapshot.id < row_id),
-            )
-        )
-    stmt = stmt.order_by(Snapshot.started_at.desc(), Snapshot.id.desc()).limit(limit + 1)
-    rows = list((await session.execute(stmt)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"t": rows[-1].started_at.isoformat(), "i": str(rows[-1].id)})
-    return Page(rows, next_cursor)
+    return await keyset_page(
+        session, stmt, Snapshot, cursor=cursor, limit=limit, newest_by="started_at"
+    )
 
 
 async def stored_bytes_by_tenant(session: AsyncSession, scope: TenantScope) -> dict[uuid.UUID, int]:
