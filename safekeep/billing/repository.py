@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Msp, StripeEvent, UsageReport
+from safekeep.tenants.rowlock import one_for_update
 
 
 def _insert(session: AsyncSession, model: Any) -> postgresql.Insert | sqlite.Insert:
@@ -47,13 +48,7 @@ async def insert_event_once(
 async def get_event_for_update(session: AsyncSession, event_id: str) -> StripeEvent | None:
     """The event, locked until commit, so two deliveries of the same message cannot both
     handle it (SQLite has no row locks but lets one writer at a time through)."""
-    stmt = (
-        select(StripeEvent)
-        .where(StripeEvent.id == event_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await one_for_update(session, StripeEvent, StripeEvent.id == event_id)
 
 
 async def unhandled_event_ids(session: AsyncSession, *, before: datetime, limit: int) -> list[str]:
@@ -71,23 +66,11 @@ async def unhandled_event_ids(session: AsyncSession, *, before: datetime, limit:
 
 
 async def get_msp_for_update(session: AsyncSession, msp_id: uuid.UUID) -> Msp | None:
-    stmt = (
-        select(Msp)
-        .where(Msp.id == msp_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await one_for_update(session, Msp, Msp.id == msp_id)
 
 
 async def get_msp_by_customer_for_update(session: AsyncSession, customer_id: str) -> Msp | None:
-    stmt = (
-        select(Msp)
-        .where(Msp.stripe_customer_id == customer_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return await one_for_update(session, Msp, Msp.stripe_customer_id == customer_id)
 
 
 async def msps_due_for_report(

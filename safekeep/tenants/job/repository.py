@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
+from safekeep.tenants.rowlock import one_for_update
 from safekeep.tenants.scope import TenantScope, bound_tenant_filter, bound_tenant_rows, get_scoped
 
 
@@ -243,14 +244,8 @@ async def task_statuses(session: AsyncSession, job_id: uuid.UUID) -> list[TaskSt
 async def lock(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     """Take the job row's lock for the rest of the transaction, so that the last tasks of a
     job, finishing at the same moment, settle it one after the other (each then sees the
-    others' committed status). SQLite serialises writers anyway and ignores FOR UPDATE."""
-    stmt = (
-        select(Job)
-        .where(Job.id == job_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    others' committed status)."""
+    return await one_for_update(session, Job, Job.id == job_id)
 
 
 async def recent(
