@@ -134,13 +134,7 @@ async def request_restore(
     }
     params["conflict"] = body.get("conflict", "skip")
     return await job_service.start_requested_job(
-        session,
-        principal,
-        tenant,
-        kind=JobKind.restore,
-        params=params,
-        action="restore.requested",
-        ip=ip,
+        session, principal, tenant, kind=JobKind.restore, params=params, ip=ip
     )
 
 

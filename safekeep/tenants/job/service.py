@@ -29,6 +29,13 @@ from safekeep.tenants.models import (
 from safekeep.tenants.scope import Principal, TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
 
+# The audit action of each kind of job the API starts on request.
+_REQUESTED = {
+    JobKind.backup: "backup.requested",
+    JobKind.discover: "discovery.requested",
+    JobKind.restore: "restore.requested",
+}
+
 
 async def _tenant(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant:
     """The tenant within the caller's scope (the tenant's service starts jobs through this
@@ -107,13 +114,7 @@ async def start_backup(
     if services:
         params["services"] = sorted(set(services))
     return await start_requested_job(
-        session,
-        principal,
-        tenant,
-        kind=JobKind.backup,
-        params=params,
-        action="backup.requested",
-        ip=ip,
+        session, principal, tenant, kind=JobKind.backup, params=params, ip=ip
     )
 
 
@@ -124,13 +125,7 @@ async def start_discovery(
         session, principal.scope, tenant_id, needs_it="discovery needs"
     )
     return await start_requested_job(
-        session,
-        principal,
-        tenant,
-        kind=JobKind.discover,
-        params={},
-        action="discovery.requested",
-        ip=ip,
+        session, principal, tenant, kind=JobKind.discover, params={}, ip=ip
     )
 
 
@@ -181,10 +176,10 @@ async def start_requested_job(
     *,
     kind: JobKind,
     params: dict[str, Any],
-    action: str,
     ip: str | None,
 ) -> Job:
-    """A job someone asked for through the API: created, enqueued after commit, audited."""
+    """A job someone asked for through the API: created, enqueued after commit, audited as
+    the request of its kind."""
     job = await start_job(
         session,
         tenant,
@@ -193,5 +188,5 @@ async def start_requested_job(
         requested_by=principal.actor,
         params=params,
     )
-    await audit.record_change(session, principal, action, job, details=params, ip=ip)
+    await audit.record_change(session, principal, _REQUESTED[kind], job, details=params, ip=ip)
     return job
