@@ -22,7 +22,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,7 +36,8 @@ from safekeep.tenants.scope import Principal
 from safekeep.tenants.secrets import seal, unseal_with_any
 from safekeep.tenants.webhook import repository, target
 
-EVENT_TYPES = (
+# The events an endpoint can subscribe to; the API's request schema takes this type as it is.
+EventType = Literal[
     "backup.completed",
     "backup.failed",
     "restore.completed",
@@ -46,7 +47,8 @@ EVENT_TYPES = (
     "msp.billing_status_changed",
     "tenant.ransomware_suspected",
     "tenant.mass_deletion_suspected",
-)
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 SIGNATURE_HEADER = "Safekeep-Signature"
 # Backoff between attempts: 30 s, 2 min, 10 min, 1 h, 6 h; then the delivery is failed.
 RETRY_DELAYS = (30, 120, 600, 3600, 6 * 3600)
