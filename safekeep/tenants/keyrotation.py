@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 import structlog
@@ -53,18 +54,12 @@ class RotationReport:
         return not self.unreadable
 
 
-def _opens_with(master_key: bytes, wrapped: bytes, tenant_id: str) -> bool:
+def _opens(open_it: Callable[[], object]) -> bool:
+    """Whether ``open_it`` (an unwrap or unseal under one key) succeeds: a wrong key is the
+    refusal it raises, not an error."""
     try:
-        unwrap_data_key(master_key, wrapped, tenant_id=tenant_id)
-    except KeyUnwrapError:
-        return False
-    return True
-
-
-def _unseals_with(master_key: bytes, sealed: bytes, context: str) -> bool:
-    try:
-        unseal(master_key, sealed, context=context)
-    except SecretUnsealError:
+        open_it()
+    except (KeyUnwrapError, SecretUnsealError):
         return False
     return True
 
@@ -75,7 +70,7 @@ def _reseal(
     """The secret sealed under the current key (``keys[0]``), or None when it already is or
     opens with no configured key (then ``report`` says so)."""
     current = keys[0]
-    if _unseals_with(current, sealed, context):
+    if _opens(partial(unseal, current, sealed, context=context)):
         report.current += 1
         return None
     try:
@@ -85,6 +80,40 @@ def _reseal(
         return None
     report.secrets += 1
     return seal(current, secret, context=context)
+
+
+def _sealed_secret(row: Tenant | WebhookEndpoint) -> tuple[str, str, str]:
+    """The row's sealed secret: (attribute, the context it is sealed under, how a report
+    names it). The contexts are those the tenant and webhook services seal with."""
+    if isinstance(row, Tenant):
+        return (
+            "app_client_secret_sealed",
+            f"tenant:{row.id}:app-secret",
+            f"tenant {row.id}: app client secret",
+        )
+    return (
+        "secret_sealed",
+        f"webhook:{row.id}:secret",
+        f"webhook endpoint {row.id}: signing secret",
+    )
+
+
+def _reseal_row(
+    report: RotationReport,
+    keys: Sequence[bytes],
+    changed_per_msp: Counter[uuid.UUID],
+    row: Tenant | WebhookEndpoint,
+) -> None:
+    """Re-seal the row's secret (a tenant may have none) under the current key, counting the
+    change for its MSP's audit event."""
+    column, context, what = _sealed_secret(row)
+    sealed: bytes | None = getattr(row, column)
+    if sealed is None:
+        return
+    resealed = _reseal(report, keys, sealed, context, what)
+    if resealed is not None:
+        setattr(row, column, resealed)
+        changed_per_msp[row.msp_id] += 1
 
 
 async def _pages(db: Database, model: type[_Row]) -> AsyncIterator[list[_Row]]:
@@ -112,7 +141,9 @@ async def rotate_master_key(db: Database, settings: Settings) -> RotationReport:
     async for tenants in _pages(db, Tenant):
         for tenant in tenants:
             tenant_id = str(tenant.id)
-            if _opens_with(current, tenant.wrapped_data_key, tenant_id):
+            if _opens(
+                partial(unwrap_data_key, current, tenant.wrapped_data_key, tenant_id=tenant_id)
+            ):
                 report.current += 1
             else:
                 try:
@@ -123,30 +154,11 @@ async def rotate_master_key(db: Database, settings: Settings) -> RotationReport:
                     tenant.wrapped_data_key = wrap_data_key(current, data_key, tenant_id=tenant_id)
                     report.data_keys += 1
                     changed_per_msp[tenant.msp_id] += 1
-            if tenant.app_client_secret_sealed is not None:
-                resealed = _reseal(
-                    report,
-                    keys,
-                    tenant.app_client_secret_sealed,
-                    f"tenant:{tenant_id}:app-secret",
-                    f"tenant {tenant_id}: app client secret",
-                )
-                if resealed is not None:
-                    tenant.app_client_secret_sealed = resealed
-                    changed_per_msp[tenant.msp_id] += 1
+            _reseal_row(report, keys, changed_per_msp, tenant)
 
     async for endpoints in _pages(db, WebhookEndpoint):
         for endpoint in endpoints:
-            resealed = _reseal(
-                report,
-                keys,
-                endpoint.secret_sealed,
-                f"webhook:{endpoint.id}:secret",
-                f"webhook endpoint {endpoint.id}: signing secret",
-            )
-            if resealed is not None:
-                endpoint.secret_sealed = resealed
-                changed_per_msp[endpoint.msp_id] += 1
+            _reseal_row(report, keys, changed_per_msp, endpoint)
 
     # Each MSP's audit log shows that what protects its tenants was re-wrapped, and how much.
     async with db.session() as session:

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -63,6 +63,16 @@ class IdMixin:
 
 class CreatedMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AccountServiceMixin:
+    """What a backup keeps per account and service (snapshots, items and their versions,
+    delta state, skipped items, change subscriptions): gone with the account or its tenant.
+    ``tenant_id`` is what scope filters read; a table that filters on it alone indexes it."""
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(String(20))
 
 
 class EnumText(TypeDecorator[Any]):

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, EnumText, IdMixin, utcnow
+from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, IdMixin, utcnow
 
 
 class SubscriptionStatus(enum.StrEnum):
@@ -17,7 +17,7 @@ class SubscriptionStatus(enum.StrEnum):
     removed = "removed"  # Graph dropped it (lifecycle ``subscriptionRemoved``): re-create
 
 
-class GraphSubscription(IdMixin, Base):
+class GraphSubscription(IdMixin, AccountServiceMixin, Base):
     """One Microsoft Graph change-notification subscription: one account, service and
     resource (most services have one resource per account; a site has one per library and
     per list).
@@ -33,8 +33,6 @@ class GraphSubscription(IdMixin, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenant.id", ondelete="CASCADE"), index=True
     )
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
-    service: Mapped[str] = mapped_column(String(20))
     resource: Mapped[str] = mapped_column(String(500))
     subscription_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     client_state_hash: Mapped[str | None] = mapped_column(String(64))

@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+from safekeep.tenants.models.base import AccountServiceMixin, Base, CreatedMixin, IdMixin, JSONType
 
 
-class ItemVersion(IdMixin, CreatedMixin, Base):
+class ItemVersion(IdMixin, CreatedMixin, AccountServiceMixin, Base):
     """One state of one item, valid from snapshot ``first_seq`` to ``last_seq`` (inclusive;
     NULL while it is still the current state). The view of an account and service at snapshot
     S is every version with ``first_seq <= S <= coalesce(last_seq, S)``: an unchanged item
@@ -24,9 +24,6 @@ class ItemVersion(IdMixin, CreatedMixin, Base):
     )
 
     item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"))
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
-    service: Mapped[str] = mapped_column(String(20))
     kind: Mapped[str] = mapped_column(String(20))
     first_seq: Mapped[int]
     last_seq: Mapped[int | None]

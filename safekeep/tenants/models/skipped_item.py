@@ -1,24 +1,20 @@
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, utcnow
+from safekeep.tenants.models.base import AccountServiceMixin, Base, CreatedMixin, IdMixin, utcnow
 
 
-class SkippedItem(IdMixin, CreatedMixin, Base):
+class SkippedItem(IdMixin, CreatedMixin, AccountServiceMixin, Base):
     """An item a backup could not read. Delta has moved past it, so the next run retries it
     from this list; it leaves the list once backed up (or gone from Microsoft 365)."""
 
     __tablename__ = "skipped_item"
     __table_args__ = (UniqueConstraint("account_id", "service", "external_id"),)
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
-    service: Mapped[str] = mapped_column(String(20))
     external_id: Mapped[str] = mapped_column(String(500))
     collection: Mapped[str | None] = mapped_column(String(500))  # folder / drive it lives in
     name: Mapped[str | None] = mapped_column(String(500))

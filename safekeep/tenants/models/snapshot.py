@@ -4,10 +4,10 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, EnumText, IdMixin
+from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, IdMixin
 
 
 class SnapshotStatus(enum.StrEnum):
@@ -16,7 +16,7 @@ class SnapshotStatus(enum.StrEnum):
     partial = "partial"  # complete, but some items were skipped
 
 
-class Snapshot(IdMixin, Base):
+class Snapshot(IdMixin, AccountServiceMixin, Base):
     """One backup of one account and service. ``seq`` orders them per account and service;
     item versions are valid over an interval of seqs."""
 
@@ -26,9 +26,6 @@ class Snapshot(IdMixin, Base):
         Index("ix_snapshot_tenant_completed", "tenant_id", "completed_at"),
     )
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
-    service: Mapped[str] = mapped_column(String(20))
     seq: Mapped[int]
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"))
     status: Mapped[SnapshotStatus] = mapped_column(
