@@ -10,9 +10,10 @@ parsing (RFC 2231 names, transfer encodings); these helpers only choose parts.
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry
@@ -115,6 +116,141 @@ def attachment_parts(raw: bytes) -> list[MimePart]:
             )
         )
     return parts
+
+
+# ---- chosen attachments without parsing the whole message --------------------------------
+#
+# Search wants the text of a few attachments (documents up to a few MB) of messages that may be
+# tens of MB. ``email`` parses a whole message into a tree of decoded strings, and decoding every
+# leaf besides: for a 40 MB message that held about four copies of it at once, the largest
+# allocation of a worker backing up a mailbox of large messages, and most of the CPU of indexing
+# one. So the MIME is split at its multipart boundaries (RFC 2046) as byte offsets into the one
+# buffer; only part headers are parsed until a part is chosen, and only the chosen part is
+# parsed and decoded, by ``email`` as before. The choice of parts is ``attachment_parts``'s:
+# the same body rule (``_find_body`` mirrors ``EmailMessage.get_body``), the same leaves.
+
+_HEADERS = email.parser.BytesHeaderParser(policy=POLICY)
+_HEADERS_END = re.compile(rb"\r?\n\r?\n")
+_MAX_DEPTH = 32
+# Encoded bytes per decoded byte at most, by transfer encoding (base64 with line breaks;
+# quoted-printable escapes each byte as =XX): a larger part cannot decode within the bound.
+_EXPANSION = {"base64": 1.4, "quoted-printable": 3.0}
+
+
+@dataclass
+class _Span:
+    """A part of the MIME by offsets: its headers parsed, its body left as bytes."""
+
+    headers: EmailMessage
+    start: int
+    end: int
+    parts: list[_Span] | None  # a multipart's parts
+
+
+def _span(raw: bytes, start: int, end: int, depth: int, default: str | None) -> _Span:
+    if raw.startswith(b"\r\n", start):
+        body = start + 2
+    elif raw.startswith(b"\n", start):
+        body = start + 1
+    else:
+        found = _HEADERS_END.search(raw, start, end)
+        body = found.end() if found else end
+    headers = _HEADERS.parsebytes(raw[start:body])
+    assert isinstance(headers, EmailMessage)
+    if default is not None:
+        headers.set_default_type(default)
+    parts = None
+    boundary = headers.get_boundary() if headers.get_content_maintype() == "multipart" else None
+    if boundary and depth < _MAX_DEPTH:
+        inner = "message/rfc822" if headers.get_content_subtype() == "digest" else None
+        parts = [
+            _span(raw, s, e, depth + 1, inner) for s, e in _part_offsets(raw, body, end, boundary)
+        ]
+    return _Span(headers, start, end, parts)
+
+
+def _part_offsets(raw: bytes, body: int, end: int, boundary: str) -> list[tuple[int, int]]:
+    """Where each body part lies between ``--boundary`` lines; the line break before a
+    delimiter is the delimiter's, as in ``email``'s parser."""
+    mark = boundary.encode("ascii", "surrogateescape")
+    delimiter = re.compile(rb"(\r\n|\n)?--" + re.escape(mark) + rb"(--)?[ \t]*(?:\r\n|\n|\Z)")
+    offsets: list[tuple[int, int]] = []
+    start: int | None = None
+    for found in delimiter.finditer(raw, body, end):
+        if found.group(1) is None and found.start() != body:
+            continue  # not at the start of a line
+        if start is not None:
+            offsets.append((start, found.start()))
+        if found.group(2):
+            return offsets
+        start = found.end()
+    if start is not None:  # no closing delimiter: the last part runs to the end, less a line break
+        last = end - 2 if raw.endswith(b"\r\n", start, end) else end
+        offsets.append(
+            (start, last - 1 if last == end and raw.endswith(b"\n", start, end) else last)
+        )
+    return offsets
+
+
+def _span_leaves(span: _Span) -> list[_Span]:
+    if span.headers.get_content_type() == "message/rfc822" or span.parts is None:
+        return [span]
+    return [leaf for part in span.parts for leaf in _span_leaves(part)]
+
+
+def _find_body(span: _Span, subtype: str) -> _Span | None:
+    """The part ``get_body(preferencelist=(subtype,))`` answers, by the same walk."""
+    headers = span.headers
+    if headers.is_attachment():
+        return None
+    maintype, sub = headers.get_content_maintype(), headers.get_content_subtype()
+    if maintype == "text":
+        return span if sub == subtype else None
+    if maintype != "multipart" or span.parts is None:
+        return None
+    if sub != "related":
+        for part in span.parts:
+            found = _find_body(part, subtype)
+            if found is not None:
+                return found
+        return None
+    start = headers.get_param("start")
+    candidate = next((p for p in span.parts if start and p.headers["content-id"] == start), None)
+    if candidate is None and span.parts:
+        candidate = span.parts[0]
+    return _find_body(candidate, subtype) if candidate is not None else None
+
+
+def file_attachments(
+    raw: bytes, wanted: Callable[[str | None, str], bool], max_bytes: int
+) -> Iterator[MimePart]:
+    """The file attachments ``attachment_parts`` would give whose name and content type
+    ``wanted`` accepts and whose decoded size is at most ``max_bytes``, in order; each is
+    parsed and decoded only when the caller asks for the next."""
+    top = _span(raw, 0, len(raw), 0, None)
+    bodies = {id(b) for b in (_find_body(top, "plain"), _find_body(top, "html")) if b}
+    for leaf in _span_leaves(top):
+        headers = leaf.headers
+        ctype = headers.get_content_type()
+        if id(leaf) in bodies or ctype == "message/rfc822":
+            continue
+        disposition = headers.get_content_disposition()
+        raw_cid = headers.get("Content-ID")
+        cid = str(raw_cid).strip().strip("<>").strip() if raw_cid else None
+        if disposition is None and not cid and ctype.startswith("text/"):
+            continue
+        name = headers.get_filename()
+        if not wanted(name, ctype):
+            continue
+        encoding = str(headers.get("Content-Transfer-Encoding") or "").strip().lower()
+        if leaf.end - leaf.start > max_bytes * _EXPANSION.get(encoding, 1.0) + 64 * 1024:
+            continue
+        decoded = parse(raw[leaf.start : leaf.end]).get_payload(decode=True)
+        data = decoded if isinstance(decoded, bytes) else b""
+        if len(data) > max_bytes:
+            continue
+        inline = disposition == "inline" or (disposition is None and bool(cid))
+        yield MimePart("file", name, ctype, cid, inline, data)
 
 
 def _recipients(message: EmailMessage, header: str) -> list[dict[str, Any]]:

@@ -119,19 +119,18 @@ def body_text(message: dict[str, Any]) -> str:
     return content
 
 
+def _text_bearing(name: str | None, content_type: str) -> bool:
+    return file_type_of(name or "", content_type) in TEXT_BEARING
+
+
 def _attachment_text(raw: bytes, limit: int) -> str:
     """Text of the text-bearing attachments parsed out of the MIME, at most ``limit`` chars."""
     texts: list[str] = []
     budget = limit
-    for part in mime.attachment_parts(raw):
+    for part in mime.file_attachments(raw, _text_bearing, EXTRACT_MAX_BYTES):
         if budget <= 0:
             break
-        if part.kind != "file" or len(part.data) > EXTRACT_MAX_BYTES:
-            continue
-        name = part.name or ""
-        if file_type_of(name, part.content_type) not in TEXT_BEARING:
-            continue
-        text = extract_text(name, part.content_type, part.data, limit=budget)
+        text = extract_text(part.name or "", part.content_type, part.data, limit=budget)
         if text:
             texts.append(text)
             budget -= len(text) + 1
