@@ -158,6 +158,16 @@ class EngineHarness:
             self.runtime, self.tenant, await self.policy(), account, service
         )
 
+    async def all_versions(self, account: Account, service: str) -> list[ItemVersion]:
+        """Every version, open or ended, of the account's items in ``service``."""
+        async with self.runtime.db.session() as session:
+            rows = await session.execute(
+                select(ItemVersion).where(
+                    ItemVersion.account_id == account.id, ItemVersion.service == service
+                )
+            )
+            return list(rows.scalars())
+
     async def versions_per_item(self, account: Account, service: str) -> dict[uuid.UUID, int]:
         """How many versions each of the account's items in ``service`` has, by item id."""
         async with self.runtime.db.session() as session:
@@ -255,25 +265,19 @@ class EngineHarness:
         )
 
     async def export(
-        self,
-        account: Account,
-        service: str,
-        *,
-        scope_type: str = "service",
-        item_ids: Sequence[uuid.UUID] = (),
-        at: datetime | None = None,
-        options: dict[str, Any] | None = None,
+        self, account: Account, service: str, *, options: dict[str, Any] | None = None
     ) -> bytes:
-        """Run an export job and return the ZIP's bytes."""
+        """Run an export job of the account's whole service, as it is now (what every engine
+        test exports), and return the ZIP's bytes."""
         export_id = uuid.uuid4()
         params = {
             "scope": {
-                "type": scope_type,
+                "type": "service",
                 "account_id": str(account.id),
                 "service": service,
-                "item_ids": [str(i) for i in item_ids],
+                "item_ids": [],
             },
-            "at": at.isoformat() if at else None,
+            "at": None,
             "options": options or {},
             "export_id": str(export_id),
         }

@@ -27,6 +27,12 @@ def owner(sim: Simulator) -> tuple[str, str]:
     return user.id, user.drive_id
 
 
+async def drive_root(client: GraphClient, sim: Simulator) -> tuple[str, str]:
+    """The first user's drive and its root folder's id, as Graph answers it."""
+    _, drive = owner(sim)
+    return drive, (await client.get_json(f"/drives/{drive}/root"))["id"]
+
+
 async def chunks_of(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
@@ -114,43 +120,41 @@ async def test_small_drive_upload_and_conflict_rules(
     fresh_sim: Simulator, make_client: ClientFactory
 ):
     client = make_client(fresh_sim)
-    _, drive = owner(fresh_sim)
-    root = await client.get_json(f"/drives/{drive}/root")
+    drive, root = await drive_root(client, fresh_sim)
     data = b"minutes of the meeting\n" * 40
     item = await client.upload_drive_file(
-        drive, root["id"], "Minutes #3 (final).txt", len(data), chunks_of(data, 100)
+        drive, root, "Minutes #3 (final).txt", len(data), chunks_of(data, 100)
     )
     assert item["name"] == "Minutes #3 (final).txt"
     assert item["size"] == len(data)
     assert await read_all(client, f"/drives/{drive}/items/{item['id']}/content") == data
     with pytest.raises(Conflict) as clash:
-        await client.upload_drive_file(drive, root["id"], item["name"], 3, chunks_of(b"new"))
+        await client.upload_drive_file(drive, root, item["name"], 3, chunks_of(b"new"))
     assert clash.value.code == "nameAlreadyExists"
     renamed = await client.upload_drive_file(
-        drive, root["id"], item["name"], 3, chunks_of(b"new"), conflict="rename"
+        drive, root, item["name"], 3, chunks_of(b"new"), conflict="rename"
     )
     assert renamed["id"] != item["id"]
     assert renamed["name"] != item["name"]
     replaced = await client.upload_drive_file(
-        drive, root["id"], item["name"], 3, chunks_of(b"new"), conflict="replace"
+        drive, root, item["name"], 3, chunks_of(b"new"), conflict="replace"
     )
     assert replaced["id"] == item["id"]
     assert await read_all(client, f"/drives/{drive}/items/{item['id']}/content") == b"new"
     with pytest.raises(ValueError, match="declared"):
-        await client.upload_drive_file(drive, root["id"], "short.txt", 10, chunks_of(b"abc"))
+        await client.upload_drive_file(drive, root, "short.txt", 10, chunks_of(b"abc"))
 
 
 async def test_large_drive_upload_goes_through_a_session(
     fresh_sim: Simulator, make_client: ClientFactory
 ):
     client = make_client(fresh_sim)
-    _, drive = owner(fresh_sim)
-    root = await client.get_json(f"/drives/{drive}/root")
+    drive, root = await drive_root(client, fresh_sim)
     data = os.urandom(3 * MiB + 12345)
     fragment = 3 * FRAGMENT_UNIT
     item = await client.upload_drive_file(
         drive,
-        root["id"],
+        root,
         "archive.zip",
         len(data),
         chunks_of(data, 77_777),
@@ -173,11 +177,10 @@ async def test_an_interrupted_upload_session_resumes_where_it_stopped(
     fresh_sim: Simulator, make_client: ClientFactory
 ):
     client = make_client(fresh_sim)
-    _, drive = owner(fresh_sim)
-    root = await client.get_json(f"/drives/{drive}/root")
+    drive, root = await drive_root(client, fresh_sim)
     data = os.urandom(2 * MiB + 1)
     fragment = 2 * FRAGMENT_UNIT
-    url = await client.create_drive_upload_session(drive, root["id"], "resumed.bin")
+    url = await client.create_drive_upload_session(drive, root, "resumed.bin")
     # A previous run sent the first fragment, then crashed.
     async with httpx.AsyncClient(verify=ssl_context(str(fresh_sim.ca_path))) as raw:
         first = await raw.put(

@@ -16,7 +16,6 @@ from typing import Any
 
 import icalendar
 import pytest
-from sqlalchemy import select
 
 from graphsim import ids, ops
 from graphsim.calendar import fmt_dt
@@ -70,16 +69,6 @@ COMPARED = (
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-async def all_versions(h: EngineHarness, account: Account) -> list[ItemVersion]:
-    async with h.runtime.db.session() as session:
-        rows = await session.execute(
-            select(ItemVersion).where(
-                ItemVersion.account_id == account.id, ItemVersion.service == "calendar"
-            )
-        )
-        return list(rows.scalars())
 
 
 def attach_file(tenant: Any, item: Any, name: str, content_type: str, data: bytes) -> None:
@@ -259,7 +248,7 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     assert stored[new].first_seq == run.seq
     assert stored[moved].parent_external_id == other.id
     assert stored[moved].item_id in before  # one item, with a new parent
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, "calendar")
     closed = [v for v in versions if v.last_seq == run.seq - 1]
     assert {v.name for v in closed} >= {"Budget workshop with file", "Company holiday"}
     counts = await h.versions_per_item(account, "calendar")
@@ -342,7 +331,7 @@ async def test_resync_after_expired_token_adds_no_versions(
     h = engine
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
-    before = len(await all_versions(h, account))
+    before = len(await h.all_versions(account, "calendar"))
 
     h.sim.delete_item(h.sim_tenant_id, added["ancient"])  # outside the window: only a sweep sees
     h.sim.expire_delta_tokens(h.sim_tenant_id)
@@ -351,7 +340,7 @@ async def test_resync_after_expired_token_adds_no_versions(
     assert skipped == 0
     assert (run.counters.added, run.counters.changed) == (0, 0)
     assert run.counters.removed == 1
-    assert len(await all_versions(h, account)) == before
+    assert len(await h.all_versions(account, "calendar")) == before
     stored = await h.open_ids(account, "calendar", ["event"])
     assert set(stored) == set(sim_events(h, account.graph_id))
     # Unchanged events were not fetched again: only the listings were read.

@@ -13,7 +13,6 @@ import zipfile
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from graphsim import ops
 from graphsim.content import make_docx
@@ -22,8 +21,6 @@ from safekeep.backup.context import open_repository
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.sharepoint import SERVICE
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
-from safekeep.search.query import SearchQuery
-from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import ItemVersion
 from tests.backup.harness import EngineHarness, worker_killed_at
 
@@ -126,18 +123,7 @@ def add_second_library(h: EngineHarness, site: Site) -> Drive:
 
 
 async def current(h: EngineHarness, account: Any) -> dict[str, ItemVersion]:
-    async with h.runtime.db.session() as session:
-        return await catalog.open_external_ids(session, account.id, SERVICE_NAME, KINDS)
-
-
-async def all_versions(h: EngineHarness, account: Any) -> list[ItemVersion]:
-    async with h.runtime.db.session() as session:
-        rows = await session.execute(
-            select(ItemVersion).where(
-                ItemVersion.account_id == account.id, ItemVersion.service == SERVICE_NAME
-            )
-        )
-        return list(rows.scalars())
+    return await h.open_ids(account, SERVICE_NAME, KINDS)
 
 
 async def assert_site_matches(h: EngineHarness, account: Any, site: Site) -> None:
@@ -219,7 +205,7 @@ async def test_site_full_then_incremental(engine: EngineHarness) -> None:
     assert run.counters.removed == 1
     assert run.counters.added == 1
 
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, SERVICE_NAME)
     assert len(versions) == first_count + 1 + 2  # the new item, and one new version per edit
 
 
@@ -425,20 +411,9 @@ async def test_list_item_download_and_search(engine: EngineHarness) -> None:
     assert body["fields"]["Status"] == "New"
     assert content.media_type == "application/json"
 
-    backend = await h.runtime.search_backend()
-
-    async def titles(text: str) -> set[str]:
-        found = await backend.search(
-            SearchQuery(
-                tenant_ids=frozenset({str(h.tenant.id)}),
-                text=text,
-                services=frozenset({"sharepoint"}),
-            )
-        )
-        return {hit.title for hit in found.hits}
-
-    assert "Pangolin outage" in await titles("pangolin")
-    assert "minutes.docx" in await titles("numbat")  # text inside a library document
+    assert "Pangolin outage" in await h.search_titles(SERVICE_NAME, "pangolin")
+    # text inside a library document
+    assert "minutes.docx" in await h.search_titles(SERVICE_NAME, "numbat")
 
 
 async def test_interrupted_site_backup_resumes(
@@ -461,7 +436,7 @@ async def test_interrupted_site_backup_resumes(
     assert run.resumed
     assert skipped == 0
     await assert_site_matches(h, account, site)
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, SERVICE_NAME)
     assert len(versions) == len(await current(h, account))  # nothing twice
 
 
@@ -481,8 +456,4 @@ async def test_scaleout_site_backup_restore_search(scaleout_engine: EngineHarnes
     assert report.failed_count == 0
     assert report.restored_count == 1
     assert list_rows(lst) == before_rows
-    backend = await h.runtime.search_backend()
-    found = await backend.search(
-        SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text="numbat")
-    )
-    assert "minutes.docx" in {hit.title for hit in found.hits}
+    assert "minutes.docx" in await h.search_titles(SERVICE_NAME, "numbat")
