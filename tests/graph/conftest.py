@@ -119,6 +119,7 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         *,
         limiter: Limiter | None = None,
         tokens: TokenProvider | None = None,
+        graph_url: str | None = None,
         **kwargs: Any,
     ) -> GraphClient:
         recorder = Recorder()
@@ -130,7 +131,7 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         )
         provider = tokens or tokens_for(sim)
         client = GraphClient(
-            graph_url=sim.graph_url,
+            graph_url=graph_url or sim.graph_url,  # another: a proxy between, or a dead port
             tokens=provider,
             limiter=limiter or InProcessLimiter(),
             tenant_key=sim.tenant().id,

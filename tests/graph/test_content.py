@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from graphsim import Simulator
-from safekeep.graph import Conflict, InProcessLimiter
+from safekeep.graph import Conflict
 from safekeep.graph.client import FRAGMENT_UNIT, GraphClient, ssl_context
-from tests.graph.conftest import ClientFactory, recorder_of, tokens_for
+from tests.graph.conftest import ClientFactory, recorder_of
 
 MiB = 1024 * 1024
 
@@ -274,7 +274,9 @@ class CuttingProxy:
         await asyncio.gather(pump(reader, up_writer, None), pump(up_reader, writer, limit))
 
 
-async def test_a_broken_transfer_resumes_where_it_stopped(fresh_sim: Simulator):
+async def test_a_broken_transfer_resumes_where_it_stopped(
+    fresh_sim: Simulator, make_client: ClientFactory
+):
     user, _ = owner(fresh_sim)
     message = EmailMessage()
     message["Subject"] = "Big one"
@@ -285,15 +287,7 @@ async def test_a_broken_transfer_resumes_where_it_stopped(fresh_sim: Simulator):
     message_id = fresh_sim.add_message(fresh_sim.tenant().id, user, bytes(message))
     proxy = CuttingProxy(fresh_sim.port, cut_after=1 * MiB)
     port = await proxy.start()
-    tokens = tokens_for(fresh_sim)
-    client = GraphClient(
-        graph_url=f"https://127.0.0.1:{port}",
-        tokens=tokens,
-        limiter=InProcessLimiter(),
-        tenant_key="t",
-        ca_bundle=str(fresh_sim.ca_path),
-        backoff_base=0.01,
-    )
+    client = make_client(fresh_sim, graph_url=f"https://127.0.0.1:{port}", backoff_base=0.01)
     try:
         raw = await read_all(
             client, f"/users/{user}/messages/{message_id}/$value", chunk_size=64 * 1024
@@ -304,6 +298,4 @@ async def test_a_broken_transfer_resumes_where_it_stopped(fresh_sim: Simulator):
         whole = await read_all(client, f"/users/{user}/messages/{message_id}/$value")
         assert raw == whole
     finally:
-        await client.aclose()
-        await tokens.aclose()
         await proxy.stop()

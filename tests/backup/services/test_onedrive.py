@@ -23,7 +23,7 @@ from safekeep.backup.drive.collect import ContentMismatch
 from safekeep.backup.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.onedrive import SERVICE
-from safekeep.tenants.models import ItemVersion, SkippedItem, Snapshot
+from safekeep.tenants.models import Account, ItemVersion, SkippedItem, Snapshot
 from tests.backup.harness import EngineHarness, worker_killed_at
 
 SERVICE_NAME = "onedrive"
@@ -78,6 +78,12 @@ def first_user(h: EngineHarness, n: int = 0) -> str:
         key=lambda u: -len(live(drive_of(h, u.id))),
     )
     return users[n].id
+
+
+async def fullest_drive(h: EngineHarness) -> tuple[str, Account, Drive]:
+    """The user whose OneDrive holds the most (their Graph id and account) and that drive."""
+    user_id = first_user(h)
+    return user_id, await h.account(user_id), drive_of(h, user_id)
 
 
 # ---- helpers: our side -----------------------------------------------------------------------
@@ -142,9 +148,7 @@ def test_quickxor_vector_and_streaming() -> None:
 async def test_full_then_incremental_follows_graphsim(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
 
     run, skipped = await h.backup(account, SERVICE_NAME)
     assert skipped == 0
@@ -212,9 +216,7 @@ async def test_ancestors_and_paths_in_delta_make_no_new_versions(
     """OneDrive for Business returns, with a changed file, every folder above it (unchanged)
     and each item's ``parentReference.path``: the engine records the file alone."""
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
     before = await h.all_versions(account, SERVICE_NAME)
     deep = max(
@@ -258,9 +260,7 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     monkeypatch.setattr(drive_collect, "DELTA_PAGE_SIZE", 2)
     with worker_killed_at(2), pytest.raises(RuntimeError, match="worker killed"):
         await h.backup(account, SERVICE_NAME)
@@ -284,9 +284,7 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
 async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
     files = sorted((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
     h.sim.edit_item(tid, files[0].id, {"content": b"edited while the token expired"})
@@ -309,9 +307,7 @@ async def test_unreadable_file_is_skipped_then_retried(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     monkeypatch.setattr(drive_collect, "BACKOFF_SECONDS", 0.0)
     victim = min((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
     real_verify = drive_collect.verify
@@ -479,9 +475,7 @@ async def test_restore_round_trips_every_rule(engine: EngineHarness) -> None:
 async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
     path = "/Notes/evolving.txt"
     file_id = h.sim.add_file(tid, path, user=user_id, data=b"first")
     await h.backup(account, SERVICE_NAME)
@@ -509,9 +503,7 @@ async def test_ransomware_restore_puts_originals_back_and_names_the_copies(
 ) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
     before = files_by_path(drive)
     attacked_at = (await snapshot_of(h, account, 1)).completed_at
@@ -537,9 +529,7 @@ async def test_ransomware_restore_puts_originals_back_and_names_the_copies(
 
 async def test_export_zip_holds_every_file_with_its_hash(engine: EngineHarness) -> None:
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
     data = await h.export(account, SERVICE_NAME)
     archive = zipfile.ZipFile(io.BytesIO(data))
@@ -589,9 +579,7 @@ async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) 
 async def test_scaleout_backup_restore_search(scaleout_engine: EngineHarness) -> None:
     h = scaleout_engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
     h.sim.add_file(tid, "Notes/platypus.txt", user=user_id, data=b"platypus budget 2025")
     await h.backup(account, SERVICE_NAME)
     await assert_matches(h, account, drive)
