@@ -21,7 +21,7 @@ from safekeep.backup.context import open_repository
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.sharepoint import SERVICE
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
-from safekeep.tenants.models import ItemVersion
+from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness, worker_killed_at
 
 SERVICE_NAME = "sharepoint"
@@ -97,6 +97,13 @@ def add_library_files(h: EngineHarness, site: Site) -> None:
     h.sim.add_file(tid, "Archive/old.csv", drive_id=drive_id, data=b"a,b\n1,2\n")
 
 
+async def site_with_files(h: EngineHarness) -> tuple[Site, Account]:
+    """The root site, with ``add_library_files`` in its library, and its account."""
+    site = root_site(h)
+    add_library_files(h, site)
+    return site, await h.account(site.id)
+
+
 def add_second_library(h: EngineHarness, site: Site) -> Drive:
     """A second document library ("Reports") with a file in a folder."""
     tenant = h.sim.tenant()
@@ -170,9 +177,7 @@ async def assert_site_matches(h: EngineHarness, account: Any, site: Site) -> Non
 async def test_site_full_then_incremental(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
 
     run, skipped = await h.backup(account, SERVICE_NAME)
     assert skipped == 0
@@ -212,10 +217,8 @@ async def test_site_full_then_incremental(engine: EngineHarness) -> None:
 async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
+    site, account = await site_with_files(h)
     add_second_library(h, site)
-    account = await h.account(site.id)
     await h.backup(account, SERVICE_NAME)
     await assert_site_matches(h, account, site)
     lst = tracker(h, site)
@@ -239,9 +242,7 @@ async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -
 async def test_deleted_list_and_library_content_end_their_versions(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     lst = tracker(h, site)
     site.list_ids.remove(lst.id)  # the list is deleted from the site
@@ -264,9 +265,7 @@ async def test_deleted_list_and_library_content_end_their_versions(engine: Engin
 async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     drive = library(h, site)
     lst = tracker(h, site)
@@ -316,9 +315,7 @@ async def test_restore_into_another_site(
 ) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     before_files = files_by_path(library(h, site))
     before_rows = list_rows(tracker(h, site))
@@ -367,9 +364,7 @@ async def test_restore_into_another_site(
 
 async def test_export_files_and_lists(engine: EngineHarness) -> None:
     h = engine
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     data = await h.export(account, SERVICE_NAME)
     archive = zipfile.ZipFile(io.BytesIO(data))
@@ -398,11 +393,9 @@ async def test_export_files_and_lists(engine: EngineHarness) -> None:
 
 async def test_list_item_download_and_search(engine: EngineHarness) -> None:
     h = engine
-    site = root_site(h)
-    add_library_files(h, site)
+    site, account = await site_with_files(h)
     lst = tracker(h, site)
     h.sim.add_list_item(h.sim_tenant_id, lst.id, {"Title": "Pangolin outage", "Status": "New"})
-    account = await h.account(site.id)
     await h.backup(account, SERVICE_NAME)
     stored = await current(h, account)
     item = next(v for v in stored.values() if v.name == "Pangolin outage")
@@ -422,9 +415,7 @@ async def test_interrupted_site_backup_resumes(
     from safekeep.backup.services.sharepoint import lists as sp_lists
 
     h = engine
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     monkeypatch.setattr(sp_lists, "DELTA_PAGE_SIZE", 2)
     # the fourth report: the site's tops, the library, then inside the list's pages
     with worker_killed_at(4), pytest.raises(RuntimeError, match="worker killed"):
@@ -443,9 +434,7 @@ async def test_interrupted_site_backup_resumes(
 async def test_scaleout_site_backup_restore_search(scaleout_engine: EngineHarness) -> None:
     h = scaleout_engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     await assert_site_matches(h, account, site)
     lst = tracker(h, site)
