@@ -33,10 +33,6 @@ PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"  # a JPEG-ish 
 # ---- helpers --------------------------------------------------------------------------------
 
 
-async def users(h: EngineHarness) -> list[Account]:
-    return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
-
-
 def sim_contacts(h: EngineHarness, user_id: str) -> dict[str, OItem]:
     return {
         i.id: i
@@ -85,7 +81,7 @@ def add_fixtures(h: EngineHarness, user_id: str) -> dict[str, str]:
 
 async def backed_up_fixtures(h: EngineHarness) -> tuple[Account, dict[str, str]]:
     """The first user with ``add_fixtures`` added to their contacts, then backed up."""
-    account = (await users(h))[0]
+    account = await h.user(0)
     fixtures = add_fixtures(h, account.graph_id)
     await h.backup(account, "contacts")
     return account, fixtures
@@ -107,7 +103,7 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = (await users(h))[0]
+    account = await h.user(0)
     uid = account.graph_id
     fixtures = add_fixtures(h, uid)
     for n in range(25):
@@ -175,7 +171,7 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = (await users(h))[0]
+    account = await h.user(0)
     for n in range(5):
         h.sim.add_contact(h.sim_tenant_id, account.graph_id, given_name=f"P{n}", surname="Page")
     monkeypatch.setattr(contacts_collect, "PAGE_SIZE", 2)
@@ -241,7 +237,7 @@ async def test_restore_to_another_account_new_folder_and_conflicts(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    source, target = (await users(h))[:2]
+    source, target = await h.user(0), await h.user(1)
     add_fixtures(h, source.graph_id)
     await h.backup(source, "contacts")
     originals = sim_contacts(h, source.graph_id)
@@ -410,7 +406,7 @@ async def test_unreadable_photo_is_skipped_then_completed_next_run(
     from safekeep.backup.context import open_repository
 
     h = engine
-    account = (await users(h))[0]
+    account = await h.user(0)
     fixtures = add_fixtures(h, account.graph_id)
     real = contacts_collect.ContactsCollector._photos
 
