@@ -20,6 +20,8 @@ from safekeep.tenants.models import (
     AccountKind,
     AccountState,
     ConsentState,
+    Detection,
+    DetectionKind,
     GraphSubscription,
     Job,
     JobKind,
@@ -225,6 +227,29 @@ async def add_backup(
     session.add(snapshot)
     await session.flush()
     return job, snapshot
+
+
+def ransomware_detection(
+    account: Account,
+    evidence: dict[str, Any],
+    *,
+    clean: Snapshot | None,
+    snapshot_id: uuid.UUID | None = None,
+) -> Detection:
+    """An open ransomware detection in the account's OneDrive, found now, whose last clean
+    point is ``clean`` (None: nothing clean to go back to); the caller adds it."""
+    now = utcnow()
+    return Detection(
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+        service="onedrive",
+        kind=DetectionKind.ransomware,
+        first_suspicious_at=now,
+        snapshot_id=snapshot_id,
+        last_clean_snapshot_id=clean.id if clean else None,
+        last_clean_at=now if clean else None,
+        evidence=evidence,
+    )
 
 
 async def create_webhook(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,19 +12,13 @@ import httpx
 from safekeep.api.app import create_app
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
-from tests.fixtures.app import SentMessages
+from tests.fixtures.app import SentMessages, run_cli
 
 
 async def test_msp_create_prints_a_working_key(tmp_path: Path, postgres_url: str) -> None:
     env = {**os.environ, "SAFEKEEP_DATABASE_URL": postgres_url, "SAFEKEEP_DATA_DIR": str(tmp_path)}
     out = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "safekeep.cli", "msp", "create", "--name", "Northwind IT", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
+        run_cli, "msp", "create", "--name", "Northwind IT", "--json", env=env, check=True
     )
     printed = json.loads(out.stdout)  # --json prints that object alone
     assert set(printed) == {"msp_id", "api_key"}
@@ -50,13 +42,7 @@ async def test_msp_create_prints_a_working_key(tmp_path: Path, postgres_url: str
 def test_production_refuses_development_secrets(tmp_path: Path) -> None:
     env = {**os.environ, "SAFEKEEP_ENV": "production", "SAFEKEEP_DATA_DIR": str(tmp_path)}
     env.pop("SAFEKEEP_MASTER_KEY", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "safekeep.cli", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("migrate", env=env)
     assert result.returncode != 0
     assert "SAFEKEEP_MASTER_KEY must be set in production" in result.stderr
 

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.webhook import service as webhooks
 from tests.backup.harness import EngineHarness
 from tests.factories import create_msp, create_tenant, create_webhook, emit_event
-from tests.fixtures.app import SentMessages
+from tests.fixtures.app import SentMessages, run_cli
 
 NEW_KEY = base64.urlsafe_b64encode(b"N" * 32).decode()
 ANOTHER_KEY = base64.urlsafe_b64encode(b"Z" * 32).decode()
@@ -58,14 +57,7 @@ def rotate_cli(settings: Settings, master: str, previous: str) -> subprocess.Com
         "SAFEKEEP_PREVIOUS_MASTER_KEYS": previous,
         "SAFEKEEP_LOG_JSON": "false",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "safekeep.cli", "keys", "rotate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli("keys", "rotate", env=env)
 
 
 async def read_versions(runtime: Runtime, tenant: Tenant) -> dict[str, bytes]:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.backup.context import open_repository
 from safekeep.runtime import Runtime
 from safekeep.tenants.models import (
     Account,
     Detection,
-    DetectionKind,
     Export,
     ExportStatus,
     Item,
@@ -34,6 +35,7 @@ from tests.factories import (
     create_key,
     create_msp,
     create_tenant,
+    ransomware_detection,
 )
 
 
@@ -66,6 +68,33 @@ class MspWorld:
         }
 
 
+async def add_onedrive_item(
+    session: AsyncSession, account: Account, external_id: str, kind: str, **version: Any
+) -> tuple[Item, ItemVersion]:
+    """A OneDrive item of the account and its first version (seq 1, valid from now)."""
+    item = Item(
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+        service="onedrive",
+        external_id=external_id,
+        kind=kind,
+    )
+    session.add(item)
+    await session.flush()
+    first = ItemVersion(
+        item_id=item.id,
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+        service="onedrive",
+        kind=kind,
+        first_seq=1,
+        valid_from=utcnow(),
+        **version,
+    )
+    session.add(first)
+    return item, first
+
+
 async def build_world(runtime: Runtime, name: str) -> MspWorld:
     msp = await create_msp(runtime, name)
     tenant = await create_tenant(runtime, msp, name=f"{name} client")
@@ -76,43 +105,14 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
     now = utcnow()
     async with runtime.db.session() as session:
         job, snapshot = await add_backup(session, account, items_total=2)
-        folder = Item(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service="onedrive",
-            external_id=f"{name}-folder",
-            kind="drive_folder",
+        folder, _ = await add_onedrive_item(
+            session, account, f"{name}-folder", "drive_folder", name="Documents", meta={}
         )
-        item = Item(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service="onedrive",
-            external_id=f"{name}-file",
-            kind="file",
-        )
-        session.add_all([folder, item])
-        await session.flush()
-        session.add(
-            ItemVersion(
-                item_id=folder.id,
-                tenant_id=tenant.id,
-                account_id=account.id,
-                service="onedrive",
-                kind="drive_folder",
-                first_seq=1,
-                valid_from=now,
-                name="Documents",
-                meta={},
-            )
-        )
-        version = ItemVersion(
-            item_id=item.id,
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service="onedrive",
-            kind="file",
-            first_seq=1,
-            valid_from=now,
+        item, version = await add_onedrive_item(
+            session,
+            account,
+            f"{name}-file",
+            "file",
             name="hello.txt",
             parent_external_id=f"{name}-folder",
             size=content.size,
@@ -120,7 +120,6 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
             content_hash=content.sha256,
             meta={"mime_type": "text/plain"},
         )
-        session.add(version)
         webhook, _secret = await webhook_service.create_endpoint(
             session,
             system_principal(msp.id),
@@ -140,16 +139,8 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
             expires_at=now.replace(year=now.year + 1),
         )
         session.add(export)
-        detection = Detection(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service="onedrive",
-            kind=DetectionKind.ransomware,
-            first_suspicious_at=now,
-            snapshot_id=snapshot.id,
-            last_clean_snapshot_id=snapshot.id,
-            last_clean_at=now,
-            evidence={"suspicious_files": 12},
+        detection = ransomware_detection(
+            account, {"suspicious_files": 12}, clean=snapshot, snapshot_id=snapshot.id
         )
         session.add(detection)
     from safekeep.tenants.api_key import service as key_service

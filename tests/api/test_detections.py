@@ -14,31 +14,25 @@ from safekeep.tenants.models import (
     Account,
     AuditEvent,
     Detection,
-    DetectionKind,
     Job,
     JobKind,
     Tenant,
-    utcnow,
 )
-from tests.factories import MspHandle, add_backup, create_account, create_msp, create_tenant
+from tests.factories import (
+    MspHandle,
+    add_backup,
+    create_account,
+    create_msp,
+    create_tenant,
+    ransomware_detection,
+)
 
 
-async def add_detection(
-    runtime: Runtime, tenant: Tenant, account: Account, *, clean: bool = True
-) -> Detection:
-    now = utcnow()
+async def add_detection(runtime: Runtime, account: Account, *, clean: bool = True) -> Detection:
     async with runtime.db.session() as session:
         snapshot = (await add_backup(session, account))[1] if clean else None
-        detection = Detection(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service="onedrive",
-            kind=DetectionKind.ransomware,
-            first_suspicious_at=now,
-            last_clean_snapshot_id=snapshot.id if snapshot else None,
-            last_clean_at=now if snapshot else None,
-            evidence={"suspicious_files": 30, "samples": ["a.docx.locked"]},
-        )
+        evidence = {"suspicious_files": 30, "samples": ["a.docx.locked"]}
+        detection = ransomware_detection(account, evidence, clean=snapshot)
         session.add(detection)
     return detection
 
@@ -48,7 +42,7 @@ async def world(runtime: Runtime) -> tuple[MspHandle, Tenant, Account, Detection
     msp = await create_msp(runtime, "Detected MSP")
     tenant = await create_tenant(runtime, msp)
     account = await create_account(runtime, tenant)
-    return msp, tenant, account, await add_detection(runtime, tenant, account)
+    return msp, tenant, account, await add_detection(runtime, account)
 
 
 async def test_list_filter_and_read(
@@ -124,7 +118,7 @@ async def test_one_call_restore_goes_back_to_the_last_clean_snapshot(
     assert job.params["scope"]["account_id"] == str(account.id)
     assert job.params["scope"]["service"] == "onedrive"
     # Nothing clean to go back to: a clear 409, no job.
-    bare = await add_detection(runtime, tenant, account, clean=False)
+    bare = await add_detection(runtime, account, clean=False)
     refused = await client.post(
         f"/v1/tenants/{tenant.id}/detections/{bare.id}/restore", headers=msp.headers
     )

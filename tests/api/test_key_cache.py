@@ -14,7 +14,7 @@ from sqlalchemy import event, update
 from safekeep.runtime import Runtime
 from safekeep.tenants.api_key import repository, service
 from safekeep.tenants.models import ApiKey, utcnow
-from tests.factories import create_msp
+from tests.factories import MspHandle, create_msp
 
 
 class Clock:
@@ -44,6 +44,12 @@ def count_key_reads(runtime: Runtime) -> list[str]:
     return seen
 
 
+@pytest.fixture
+async def msp(runtime: Runtime) -> MspHandle:
+    """The MSP whose admin key makes the portal keys these tests authenticate with."""
+    return await create_msp(runtime)
+
+
 async def new_key(client: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
     r = await client.post(
         "/v1/api-keys", json={"name": "portal", "scopes": ["read"]}, headers=headers
@@ -53,9 +59,8 @@ async def new_key(client: httpx.AsyncClient, headers: dict[str, str]) -> tuple[s
 
 
 async def test_a_key_is_read_once_per_ttl(
-    client: httpx.AsyncClient, runtime: Runtime, clock: Clock
+    client: httpx.AsyncClient, runtime: Runtime, clock: Clock, msp: MspHandle
 ) -> None:
-    msp = await create_msp(runtime)
     _id, headers = await new_key(client, msp.headers)
     reads = count_key_reads(runtime)
     for _ in range(5):
@@ -67,9 +72,8 @@ async def test_a_key_is_read_once_per_ttl(
 
 
 async def test_revocation_here_applies_to_the_next_request(
-    client: httpx.AsyncClient, runtime: Runtime, clock: Clock
+    client: httpx.AsyncClient, clock: Clock, msp: MspHandle
 ) -> None:
-    msp = await create_msp(runtime)
     key_id, headers = await new_key(client, msp.headers)
     assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
     r = await client.delete(f"/v1/api-keys/{key_id}", headers=msp.headers)
@@ -81,13 +85,12 @@ async def test_revocation_here_applies_to_the_next_request(
 
 async def test_a_lookup_racing_a_revocation_does_not_keep_the_key(
     client: httpx.AsyncClient,
-    runtime: Runtime,
     clock: Clock,
+    msp: MspHandle,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A request reads the key while it is live, then the revocation commits (forgetting
     grants) before that request stores what it read: the store is refused."""
-    msp = await create_msp(runtime)
     _key_id, headers = await new_key(client, msp.headers)
     read = repository.get_grant_by_hash
 
@@ -102,11 +105,10 @@ async def test_a_lookup_racing_a_revocation_does_not_keep_the_key(
 
 
 async def test_revocation_elsewhere_applies_within_the_bound(
-    client: httpx.AsyncClient, runtime: Runtime, clock: Clock
+    client: httpx.AsyncClient, runtime: Runtime, clock: Clock, msp: MspHandle
 ) -> None:
     """Another process revoked the key (a direct write here): this process keeps answering
     from memory for at most GRANT_CACHE_SECONDS, then refuses."""
-    msp = await create_msp(runtime)
     key_id, headers = await new_key(client, msp.headers)
     assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
     async with runtime.db.session() as session:
@@ -118,9 +120,8 @@ async def test_revocation_elsewhere_applies_within_the_bound(
 
 
 async def test_expiry_is_checked_on_every_request(
-    client: httpx.AsyncClient, runtime: Runtime, clock: Clock
+    client: httpx.AsyncClient, clock: Clock, msp: MspHandle
 ) -> None:
-    msp = await create_msp(runtime)
     key_id, headers = await new_key(client, msp.headers)
     assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
     [entry] = [
@@ -131,7 +132,7 @@ async def test_expiry_is_checked_on_every_request(
 
 
 async def test_unknown_keys_are_not_remembered(
-    client: httpx.AsyncClient, runtime: Runtime, clock: Clock
+    client: httpx.AsyncClient, runtime: Runtime, clock: Clock, msp: MspHandle
 ) -> None:
     reads = count_key_reads(runtime)
     bad = {"Authorization": "Bearer sk_" + "x" * 43}

@@ -16,6 +16,18 @@ from tests.api.conftest import World
 from tests.api.routes import PUBLIC, ROUTES, WRONG_SCOPE, Route, fill
 
 PROBLEM = "application/problem+json"
+WITH_IDS = [r for r in ROUTES if r.ids]  # the routes that name a resource by its id
+
+
+def assert_problem(r: httpx.Response, *statuses: int) -> None:
+    """Refused with one of ``statuses`` and a problem+json body, as every refusal is."""
+    assert r.status_code in statuses, r.text
+    assert r.headers["content-type"] == PROBLEM
+
+
+def each_of(routes: list[Route]) -> pytest.MarkDecorator:
+    """Run the test once per route, named by its method and path."""
+    return pytest.mark.parametrize("route", routes, ids=lambda r: f"{r.method} {r.path}")
 
 
 async def call(
@@ -37,7 +49,7 @@ def test_every_route_listed() -> None:
     assert served == listed, f"unlisted: {served - listed}; stale: {listed - served}"
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+@each_of(ROUTES)
 async def test_anonymous_is_401(
     module_client: httpx.AsyncClient, module_world: World, route: Route
 ) -> None:
@@ -47,50 +59,38 @@ async def test_anonymous_is_401(
         {"Authorization": "Basic eA=="},
     ):
         r = await call(module_client, route, module_world.a.ids(), headers)
-        assert r.status_code == 401, r.text
-        assert r.headers["content-type"] == PROBLEM
+        assert_problem(r, 401)
         assert r.json()["type"].endswith("/unauthorized")
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+@each_of(ROUTES)
 async def test_wrong_scope_is_403(
     module_client: httpx.AsyncClient, module_world: World, route: Route
 ) -> None:
     headers = await module_world.key([WRONG_SCOPE[route.scope]])
     r = await call(module_client, route, module_world.a.ids(), headers)
-    assert r.status_code == 403, r.text
-    assert r.headers["content-type"] == PROBLEM
+    assert_problem(r, 403)
 
 
-@pytest.mark.parametrize(
-    "route", [r for r in ROUTES if r.ids], ids=lambda r: f"{r.method} {r.path}"
-)
+@each_of(WITH_IDS)
 async def test_other_msps_ids_are_404(
     module_client: httpx.AsyncClient, module_world: World, route: Route
 ) -> None:
     """MSP A's admin key with MSP B's ids: nothing of B exists for A."""
     r = await call(module_client, route, module_world.b.ids(), module_world.a.msp.headers)
-    assert r.status_code == 404, r.text
-    assert r.headers["content-type"] == PROBLEM
+    assert_problem(r, 404)
 
 
-@pytest.mark.parametrize(
-    "route", [r for r in ROUTES if r.ids], ids=lambda r: f"{r.method} {r.path}"
-)
+@each_of(WITH_IDS)
 async def test_unknown_ids_are_404(
     module_client: httpx.AsyncClient, module_world: World, route: Route
 ) -> None:
     ids = {k: str(uuid.uuid4()) for k in module_world.a.ids()}
     r = await call(module_client, route, ids, module_world.a.msp.headers)
-    assert r.status_code in (404, 422), r.text  # 422 where the body names an unknown account
-    assert r.headers["content-type"] == PROBLEM
+    assert_problem(r, 404, 422)  # 422 where the body names an unknown account
 
 
-@pytest.mark.parametrize(
-    "route",
-    [r for r in ROUTES if "tenant_id" in r.ids or "job_id" in r.ids or "export_id" in r.ids],
-    ids=lambda r: f"{r.method} {r.path}",
-)
+@each_of([r for r in WITH_IDS if {"tenant_id", "job_id", "export_id"} & set(r.ids)])
 async def test_tenant_limited_key_sees_only_its_tenants(
     module_client: httpx.AsyncClient, module_world: World, route: Route
 ) -> None:

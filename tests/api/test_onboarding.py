@@ -20,8 +20,8 @@ from safekeep.tenants.models import AccountKind, Snapshot, SnapshotStatus, utcno
 from safekeep.tenants.scope import scope_for_tenant
 from safekeep.tenants.tenant import repository as tenant_repository
 from tests.backup.harness import sim_settings
-from tests.factories import create_account, create_msp, create_tenant
-from tests.fixtures.app import SentMessages
+from tests.factories import MspHandle, create_account, create_msp, create_tenant
+from tests.fixtures.app import SentMessages, open_runtime
 
 
 @pytest.fixture
@@ -29,11 +29,8 @@ async def sim_runtime(
     scaleout_settings: Settings, sim: Simulator, sent: SentMessages
 ) -> AsyncIterator[Runtime]:
     """The API's runtime pointed at graphsim's Entra ID (the consent flow redeems codes)."""
-    runtime = Runtime.build(sim_settings(scaleout_settings, sim), send=sent)
-    try:
+    async with open_runtime(sim_settings(scaleout_settings, sim), sent) as runtime:
         yield runtime
-    finally:
-        await runtime.close()
 
 
 @pytest.fixture
@@ -56,13 +53,21 @@ def sign_in(sim: Simulator, consent_url: str, login_hint: str) -> str:
     return f"{back.path}?{back.query}"
 
 
+async def msp_with_new_tenant(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> tuple[MspHandle, dict[str, Any]]:
+    """An MSP and the tenant it has just added over the API, whose consent is still to come."""
+    msp = await create_msp(runtime)
+    created = (
+        await client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
+    ).json()
+    return msp, created
+
+
 async def test_consent_binds_the_directory_of_the_verified_id_token(
     sim_client: httpx.AsyncClient, sim_runtime: Runtime, sim: Simulator, sent: SentMessages
 ) -> None:
-    msp = await create_msp(sim_runtime)
-    created = (
-        await sim_client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
-    ).json()
+    msp, created = await msp_with_new_tenant(sim_client, sim_runtime)
     url = urlsplit(created["consent_url"])
     query = parse_qs(url.query)
     assert url.path == "/organizations/oauth2/v2.0/authorize"
@@ -91,10 +96,7 @@ async def test_consent_binds_the_directory_of_the_verified_id_token(
 async def test_refusal_tampering_and_a_denial_after_a_grant(
     sim_client: httpx.AsyncClient, sim_runtime: Runtime, sim: Simulator, sent: SentMessages
 ) -> None:
-    msp = await create_msp(sim_runtime)
-    created = (
-        await sim_client.post("/v1/tenants", json={"name": "Contoso"}, headers=msp.headers)
-    ).json()
+    msp, created = await msp_with_new_tenant(sim_client, sim_runtime)
     simulated = sim.tenant()
     sign_in_as(sim.engine, admin_upn(simulated), refuse=True)
     refused = sign_in(sim, created["consent_url"], admin_upn(simulated))

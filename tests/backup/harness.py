@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
+
 from graphsim import Simulator
 from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.collect import CollectContext
@@ -35,6 +37,7 @@ from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import (
     Account,
     Export,
+    ItemVersion,
     Job,
     JobKind,
     JobTrigger,
@@ -155,6 +158,62 @@ class EngineHarness:
             self.runtime, self.tenant, await self.policy(), account, service
         )
 
+    async def all_versions(self, account: Account, service: str) -> list[ItemVersion]:
+        """Every version, open or ended, of the account's items in ``service``."""
+        async with self.runtime.db.session() as session:
+            rows = await session.execute(
+                select(ItemVersion).where(
+                    ItemVersion.account_id == account.id, ItemVersion.service == service
+                )
+            )
+            return list(rows.scalars())
+
+    async def versions_per_item(self, account: Account, service: str) -> dict[uuid.UUID, int]:
+        """How many versions each of the account's items in ``service`` has, by item id."""
+        async with self.runtime.db.session() as session:
+            rows = await session.execute(
+                select(ItemVersion.item_id, func.count())
+                .where(ItemVersion.account_id == account.id, ItemVersion.service == service)
+                .group_by(ItemVersion.item_id)
+            )
+            return {item_id: count for item_id, count in rows.all()}
+
+    async def assert_resumed_once_each(
+        self, account: Account, service: str, kinds: list[str], expected: set[str]
+    ) -> None:
+        """After a killed run: the next one resumes it and ends with the ``expected`` items
+        (Graph ids) of ``kinds`` stored once each, and the one after it has nothing to do."""
+        run, _ = await self.backup(account, service)
+        assert run.resumed
+        assert set(await self.open_ids(account, service, kinds)) == expected
+        assert set((await self.versions_per_item(account, service)).values()) == {1}
+        run, _ = await self.backup(account, service)
+        assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+
+    def only_delta_rounds(self, rounds: int, endpoint: str, tree: str | None = None) -> None:
+        """The last run sent one ``$batch`` and nothing else, carrying ``rounds`` delta
+        requests whose paths end in ``endpoint`` (one per folder or calendar), plus one for
+        the folder ``tree`` where the service has a delta of its folders."""
+        counters = self.sim.counters()
+        assert counters["by_endpoint"] == {"POST /$batch": 1}, counters["by_endpoint"]
+        inner = dict(counters["batch_by_endpoint"])
+        if tree is not None:
+            assert inner.pop(tree) == 1, inner
+        assert all(e.endswith(endpoint) for e in inner), inner
+        assert sum(inner.values()) == rounds, inner
+
+    async def assert_unchanged_runs_cost_delta_rounds(
+        self, account: Account, service: str, rounds: int, endpoint: str, tree: str | None = None
+    ) -> None:
+        """Two more backups of an unchanged mailbox change nothing and each costs only its
+        delta rounds (``only_delta_rounds``): the incremental economy of a service."""
+        for _ in range(2):
+            self.sim.reset_counters()
+            run, skipped = await self.backup(account, service)
+            assert skipped == 0
+            assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+            self.only_delta_rounds(rounds, endpoint, tree)
+
     async def search_titles(self, service: str, text: str) -> list[str]:
         """Titles of the tenant's hits for ``text`` in one service. OpenSearch shows new
         documents after its refresh interval, so this waits a few seconds for the first hit
@@ -206,25 +265,19 @@ class EngineHarness:
         )
 
     async def export(
-        self,
-        account: Account,
-        service: str,
-        *,
-        scope_type: str = "service",
-        item_ids: Sequence[uuid.UUID] = (),
-        at: datetime | None = None,
-        options: dict[str, Any] | None = None,
+        self, account: Account, service: str, *, options: dict[str, Any] | None = None
     ) -> bytes:
-        """Run an export job and return the ZIP's bytes."""
+        """Run an export job of the account's whole service, as it is now (what every engine
+        test exports), and return the ZIP's bytes."""
         export_id = uuid.uuid4()
         params = {
             "scope": {
-                "type": scope_type,
+                "type": "service",
                 "account_id": str(account.id),
                 "service": service,
-                "item_ids": [str(i) for i in item_ids],
+                "item_ids": [],
             },
-            "at": at.isoformat() if at else None,
+            "at": None,
             "options": options or {},
             "export_id": str(export_id),
         }

@@ -6,8 +6,6 @@ import asyncio
 import hashlib
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import uvicorn
 from safekeep.api.app import create_app
 from safekeep.backup.jobs.export import run_export_job
 from tests.backup.harness import EngineHarness
+from tests.fixtures.app import run_cli
 
 
 def serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
@@ -66,19 +65,8 @@ async def test_download_whole_then_resumed(engine: EngineHarness, tmp_path: Path
     try:
         target = tmp_path / "export.zip"
         env = {**os.environ, "SAFEKEEP_API_URL": base, "SAFEKEEP_API_KEY": h.msp.key}
-        command = [
-            sys.executable,
-            "-m",
-            "safekeep.cli",
-            "export",
-            "download",
-            export["id"],
-            "-o",
-            str(target),
-        ]
-        done = await asyncio.to_thread(
-            subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
-        )
+        download = ("export", "download", export["id"], "-o", str(target))
+        done = await asyncio.to_thread(run_cli, *download, env=env)
         assert done.returncode == 0, done.stderr
         data = target.read_bytes()
         assert hashlib.sha256(data).hexdigest() == export["sha256"]
@@ -86,18 +74,14 @@ async def test_download_whole_then_resumed(engine: EngineHarness, tmp_path: Path
         # an interrupted download: half of it is already on disk
         target.unlink()
         target.with_name("export.zip.part").write_bytes(data[: len(data) // 2])
-        done = await asyncio.to_thread(
-            subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
-        )
+        done = await asyncio.to_thread(run_cli, *download, env=env)
         assert done.returncode == 0, done.stderr
         assert target.read_bytes() == data
         assert ranges == [None, f"bytes={len(data) // 2}-"]
         # a wrong key: a clear refusal, no file
         env["SAFEKEEP_API_KEY"] = "sk_wrong"
         target.unlink()
-        done = await asyncio.to_thread(
-            subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
-        )
+        done = await asyncio.to_thread(run_cli, *download, env=env)
         assert done.returncode == 1
         assert "401" in done.stderr
         assert not target.exists()

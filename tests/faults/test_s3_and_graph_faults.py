@@ -34,9 +34,7 @@ async def test_s3_faults_lose_and_duplicate_nothing(shared_deployment: Deploymen
         elapsed = time.monotonic() - started
     assert job["status"] == "succeeded", job
     assert set(proxy.injected) == set(FAULTS), proxy.injected
-    compared = await assert_catalog_matches_graphsim(
-        deployment.runtime, deployment.sim, tenant["id"]
-    )
+    compared = await assert_catalog_matches_graphsim(deployment, tenant["id"])
     figure(
         "backup_under_s3_faults",
         elapsed,
@@ -71,9 +69,7 @@ async def test_graph_5xx_and_429s_lose_and_duplicate_nothing(
     sim.set_throttling(mode="microsoft", error_rate=0.0)
     assert job["status"] == "succeeded", job
     assert counters["injected_errors"] > 0 and counters["throttled"] > 0, counters
-    compared = await assert_catalog_matches_graphsim(
-        deployment.runtime, deployment.sim, tenant["id"]
-    )
+    compared = await assert_catalog_matches_graphsim(deployment, tenant["id"])
     figure(
         "backup_under_graph_faults",
         elapsed,

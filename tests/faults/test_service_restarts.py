@@ -90,7 +90,5 @@ async def test_a_restart_mid_backup_costs_seconds(
         checks = down[0].json()["checks"]
         assert not checks["database"]["ok"] and checks["blobstore"]["ok"], checks
         assert down[0].headers["retry-after"]
-    compared = await assert_catalog_matches_graphsim(
-        deployment.runtime, deployment.sim, tenant["id"]
-    )
+    compared = await assert_catalog_matches_graphsim(deployment, tenant["id"])
     assert compared.files > 0

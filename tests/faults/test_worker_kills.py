@@ -100,9 +100,7 @@ async def test_a_worker_killed_at_a_random_point_loses_nothing(
     assert await recover_lost_jobs(older_than=timedelta(0)) >= 1
     done = await wait_until_finished(deployment, job_id, timeout=180, unavailable=[])
     assert done["status"] == "succeeded", done
-    compared = await assert_catalog_matches_graphsim(
-        deployment.runtime, deployment.sim, tenant["id"]
-    )
+    compared = await assert_catalog_matches_graphsim(deployment, tenant["id"])
     figure(
         "worker_kill_resume",
         time.monotonic() - killed,

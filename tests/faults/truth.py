@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from graphsim import Simulator
 from safekeep.backup.context import open_repository
 from safekeep.backup.services.onedrive import SERVICE
-from safekeep.runtime import Runtime
 from safekeep.tenants.models import Item, ItemVersion, Snapshot, Tenant
+from tests.e2e.conftest import Deployment
 
 SERVICE_NAME = "onedrive"
 
@@ -52,10 +52,12 @@ def graphsim_drives(sim: Simulator) -> dict[str, dict[str, tuple[str, str, str |
 
 
 async def assert_catalog_matches_graphsim(
-    runtime: Runtime, sim: Simulator, tenant_id: uuid.UUID | str
+    deployment: Deployment, tenant_id: uuid.UUID | str
 ) -> Compared:
+    """The deployment's catalog for the tenant against its simulator's drives, as above."""
+    runtime = deployment.runtime
     tenant_uuid = uuid.UUID(str(tenant_id))
-    truth = graphsim_drives(sim)
+    truth = graphsim_drives(deployment.sim)
     async with runtime.db.session() as session:
         tenant = await session.get(Tenant, tenant_uuid)
         assert tenant is not None

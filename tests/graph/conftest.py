@@ -15,11 +15,36 @@ from safekeep.graph import AppCredentials, GraphClient, InProcessLimiter, TokenP
 from safekeep.graph.client import ssl_context
 from safekeep.graph.throttle import Limiter
 
+# One user with an empty mailbox and drive and no sites: a test names only what it fills.
+SMALL_TENANT: dict[str, Any] = {"users": 1, "messages": 0, "files": 0, "sites": 0}
+
 
 def start_sim(**kwargs: Any) -> Simulator:
-    kwargs.setdefault("consented", True)
-    kwargs.setdefault("throttling", "off")
-    return Simulator(**kwargs).start()
+    """A started simulator, consented and unthrottled unless the test asks otherwise."""
+    return Simulator(**{"consented": True, "throttling": "off", **SMALL_TENANT, **kwargs}).start()
+
+
+def mailbox_budget(requests: int, window_s: float, **more: Any) -> dict[str, Any]:
+    """Graph's per-mailbox request budget (``requests`` per ``window_s``), answered with
+    fractional Retry-After values so the client's pauses can be measured to the millisecond."""
+    return {
+        "mailbox_requests": requests,
+        "mailbox_window_s": window_s,
+        "fractional_retry_after": True,
+        **more,
+    }
+
+
+def one_slot_mailbox(latency_ms: float) -> dict[str, Any]:
+    """A tenant whose real limit is one concurrent request per mailbox (Microsoft documents
+    four): every burst beyond one is refused with a short fractional Retry-After."""
+    return {
+        "mode": "custom",
+        "mailbox_concurrency": 1,
+        "concurrency_retry_after_s": 0.2,
+        "fractional_retry_after": True,
+        "latency_ms": latency_ms,
+    }
 
 
 @pytest.fixture(scope="package")
@@ -94,6 +119,7 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         *,
         limiter: Limiter | None = None,
         tokens: TokenProvider | None = None,
+        graph_url: str | None = None,
         **kwargs: Any,
     ) -> GraphClient:
         recorder = Recorder()
@@ -105,7 +131,7 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         )
         provider = tokens or tokens_for(sim)
         client = GraphClient(
-            graph_url=sim.graph_url,
+            graph_url=graph_url or sim.graph_url,  # another: a proxy between, or a dead port
             tokens=provider,
             limiter=limiter or InProcessLimiter(),
             tenant_key=sim.tenant().id,

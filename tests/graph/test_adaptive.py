@@ -17,7 +17,7 @@ import pytest
 
 from safekeep.graph import BatchRequest, InProcessLimiter, Limiter, RedisLimiter
 from safekeep.graph.throttle import Aimd
-from tests.graph.conftest import ClientFactory, recorder_of, start_sim
+from tests.graph.conftest import ClientFactory, one_slot_mailbox, recorder_of, start_sim
 from tests.graph.test_throttling import early_requests, mailbox_of, mailbox_users
 
 LimiterPair = Callable[[Aimd], AbstractAsyncContextManager[tuple[Limiter, Limiter]]]
@@ -130,20 +130,7 @@ async def test_workers_learn_a_mailbox_limit_below_microsofts(
 ):
     # The tenant's real limit is 1 concurrent request per mailbox, not the documented 4; two
     # workers share what they learn through their limiters.
-    sim = start_sim(
-        seed=12,
-        users=1,
-        messages=4,
-        files=0,
-        sites=0,
-        throttling={
-            "mode": "custom",
-            "mailbox_concurrency": 1,
-            "concurrency_retry_after_s": 0.2,
-            "fractional_retry_after": True,
-            "latency_ms": 5.0,
-        },
-    )
+    sim = start_sim(seed=12, messages=4, throttling=one_slot_mailbox(latency_ms=5.0))
     try:
         async with pair(Aimd(hold_seconds=0.5)) as (first, second):
             workers = [make_client(sim, limiter=first), make_client(sim, limiter=second)]
@@ -174,20 +161,7 @@ async def test_batches_shrink_to_the_window_and_honour_inner_retry_after(
 ):
     # Exchange runs 4 requests of a batch at once: against a limit of 1, a 20-request
     # envelope would be refused 19 times. Envelopes carry no more than the window.
-    sim = start_sim(
-        seed=13,
-        users=1,
-        messages=30,
-        files=0,
-        sites=0,
-        throttling={
-            "mode": "custom",
-            "mailbox_concurrency": 1,
-            "concurrency_retry_after_s": 0.2,
-            "fractional_retry_after": True,
-            "latency_ms": 2.0,
-        },
-    )
+    sim = start_sim(seed=13, messages=30, throttling=one_slot_mailbox(latency_ms=2.0))
     try:
         client = make_client(sim, limiter=InProcessLimiter(Aimd(hold_seconds=60)))
         user = mailbox_users(sim)[0]
@@ -229,10 +203,7 @@ async def test_sharepoint_pauses_near_its_budget_before_any_429(make_client: Cli
     # stops short of the last units instead of spending them and collecting 429s.
     sim = start_sim(
         seed=14,
-        users=1,
-        messages=0,
         files=2,
-        sites=0,
         throttling={"mode": "custom", "sharepoint_units_per_minute": 10, "rate_limit_warning": 0.5},
     )
     try:

@@ -38,7 +38,7 @@ async def test_token_is_cached_and_shared_by_concurrent_callers(fresh_sim: Simul
 
 
 async def test_token_is_refreshed_before_it_expires():
-    sim = start_sim(users=1, messages=0, files=0, sites=0, token_lifetime_s=2)
+    sim = start_sim(token_lifetime_s=2)
     provider = tokens_for(sim)  # refreshes when half of a 2 s lifetime is left
     try:
         first = await provider.token()
@@ -53,7 +53,7 @@ async def test_token_is_refreshed_before_it_expires():
 
 
 async def test_graph_401_gets_one_refresh_and_a_retry(make_client: ClientFactory):
-    sim = start_sim(users=1, messages=0, files=0, sites=0, token_lifetime_s=1)
+    sim = start_sim(token_lifetime_s=1)
     try:
         # A negative margin keeps using the token past its expiry, as a skewed clock would.
         provider = tokens_for(sim, refresh_margin_seconds=-60)
@@ -99,7 +99,7 @@ async def test_a_token_refused_twice_raises_instead_of_looping(
 
 
 async def test_unconsented_tenant_asks_for_consent_and_recovers_at_once():
-    sim = start_sim(users=1, messages=0, files=0, sites=0, consented=False)
+    sim = start_sim(consented=False)
     provider = tokens_for(sim)
     try:
         with pytest.raises(ConsentRequired) as caught:

@@ -9,7 +9,7 @@ import pytest
 
 from graphsim import Simulator
 from safekeep.graph import BatchRequest, NotFound
-from tests.graph.conftest import ClientFactory, recorder_of, start_sim
+from tests.graph.conftest import ClientFactory, mailbox_budget, recorder_of, start_sim
 
 
 def users_of(sim: Simulator) -> list[str]:
@@ -103,14 +103,7 @@ async def test_bodies_carry_a_content_type(fresh_sim: Simulator, make_client: Cl
 
 
 async def test_inner_429s_are_retried_after_their_own_retry_after(make_client: ClientFactory):
-    sim = start_sim(
-        seed=8,
-        users=1,
-        messages=20,
-        files=0,
-        sites=0,
-        throttling={"mailbox_requests": 8, "mailbox_window_s": 0.4, "fractional_retry_after": True},
-    )
+    sim = start_sim(seed=8, messages=20, throttling=mailbox_budget(8, window_s=0.4))
     try:
         client = make_client(sim)
         user = users_of(sim)[0]
@@ -143,7 +136,7 @@ async def test_a_batch_takes_the_mailbox_slots_its_inner_requests_use(
 ):
     # Exchange runs 4 requests of a batch at once: with single requests to the same mailbox
     # in flight beside it, holding one slot for the batch would exceed the mailbox's 4.
-    sim = start_sim(seed=9, users=1, messages=20, files=0, sites=0, throttling={"latency_ms": 4.0})
+    sim = start_sim(seed=9, messages=20, throttling={"latency_ms": 4.0})
     try:
         client = make_client(sim)
         user = users_of(sim)[0]

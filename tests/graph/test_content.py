@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from graphsim import Simulator
-from safekeep.graph import Conflict, InProcessLimiter
+from safekeep.graph import Conflict
 from safekeep.graph.client import FRAGMENT_UNIT, GraphClient, ssl_context
-from tests.graph.conftest import ClientFactory, recorder_of, tokens_for
+from tests.graph.conftest import ClientFactory, recorder_of
 
 MiB = 1024 * 1024
 
@@ -25,6 +25,12 @@ def owner(sim: Simulator) -> tuple[str, str]:
     user = next(u for u in sorted(sim.tenant().users.values(), key=lambda u: u.upn) if u.drive_id)
     assert user.drive_id
     return user.id, user.drive_id
+
+
+async def drive_root(client: GraphClient, sim: Simulator) -> tuple[str, str]:
+    """The first user's drive and its root folder's id, as Graph answers it."""
+    _, drive = owner(sim)
+    return drive, (await client.get_json(f"/drives/{drive}/root"))["id"]
 
 
 async def chunks_of(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
@@ -114,43 +120,41 @@ async def test_small_drive_upload_and_conflict_rules(
     fresh_sim: Simulator, make_client: ClientFactory
 ):
     client = make_client(fresh_sim)
-    _, drive = owner(fresh_sim)
-    root = await client.get_json(f"/drives/{drive}/root")
+    drive, root = await drive_root(client, fresh_sim)
     data = b"minutes of the meeting\n" * 40
     item = await client.upload_drive_file(
-        drive, root["id"], "Minutes #3 (final).txt", len(data), chunks_of(data, 100)
+        drive, root, "Minutes #3 (final).txt", len(data), chunks_of(data, 100)
     )
     assert item["name"] == "Minutes #3 (final).txt"
     assert item["size"] == len(data)
     assert await read_all(client, f"/drives/{drive}/items/{item['id']}/content") == data
     with pytest.raises(Conflict) as clash:
-        await client.upload_drive_file(drive, root["id"], item["name"], 3, chunks_of(b"new"))
+        await client.upload_drive_file(drive, root, item["name"], 3, chunks_of(b"new"))
     assert clash.value.code == "nameAlreadyExists"
     renamed = await client.upload_drive_file(
-        drive, root["id"], item["name"], 3, chunks_of(b"new"), conflict="rename"
+        drive, root, item["name"], 3, chunks_of(b"new"), conflict="rename"
     )
     assert renamed["id"] != item["id"]
     assert renamed["name"] != item["name"]
     replaced = await client.upload_drive_file(
-        drive, root["id"], item["name"], 3, chunks_of(b"new"), conflict="replace"
+        drive, root, item["name"], 3, chunks_of(b"new"), conflict="replace"
     )
     assert replaced["id"] == item["id"]
     assert await read_all(client, f"/drives/{drive}/items/{item['id']}/content") == b"new"
     with pytest.raises(ValueError, match="declared"):
-        await client.upload_drive_file(drive, root["id"], "short.txt", 10, chunks_of(b"abc"))
+        await client.upload_drive_file(drive, root, "short.txt", 10, chunks_of(b"abc"))
 
 
 async def test_large_drive_upload_goes_through_a_session(
     fresh_sim: Simulator, make_client: ClientFactory
 ):
     client = make_client(fresh_sim)
-    _, drive = owner(fresh_sim)
-    root = await client.get_json(f"/drives/{drive}/root")
+    drive, root = await drive_root(client, fresh_sim)
     data = os.urandom(3 * MiB + 12345)
     fragment = 3 * FRAGMENT_UNIT
     item = await client.upload_drive_file(
         drive,
-        root["id"],
+        root,
         "archive.zip",
         len(data),
         chunks_of(data, 77_777),
@@ -173,11 +177,10 @@ async def test_an_interrupted_upload_session_resumes_where_it_stopped(
     fresh_sim: Simulator, make_client: ClientFactory
 ):
     client = make_client(fresh_sim)
-    _, drive = owner(fresh_sim)
-    root = await client.get_json(f"/drives/{drive}/root")
+    drive, root = await drive_root(client, fresh_sim)
     data = os.urandom(2 * MiB + 1)
     fragment = 2 * FRAGMENT_UNIT
-    url = await client.create_drive_upload_session(drive, root["id"], "resumed.bin")
+    url = await client.create_drive_upload_session(drive, root, "resumed.bin")
     # A previous run sent the first fragment, then crashed.
     async with httpx.AsyncClient(verify=ssl_context(str(fresh_sim.ca_path))) as raw:
         first = await raw.put(
@@ -271,7 +274,9 @@ class CuttingProxy:
         await asyncio.gather(pump(reader, up_writer, None), pump(up_reader, writer, limit))
 
 
-async def test_a_broken_transfer_resumes_where_it_stopped(fresh_sim: Simulator):
+async def test_a_broken_transfer_resumes_where_it_stopped(
+    fresh_sim: Simulator, make_client: ClientFactory
+):
     user, _ = owner(fresh_sim)
     message = EmailMessage()
     message["Subject"] = "Big one"
@@ -282,15 +287,7 @@ async def test_a_broken_transfer_resumes_where_it_stopped(fresh_sim: Simulator):
     message_id = fresh_sim.add_message(fresh_sim.tenant().id, user, bytes(message))
     proxy = CuttingProxy(fresh_sim.port, cut_after=1 * MiB)
     port = await proxy.start()
-    tokens = tokens_for(fresh_sim)
-    client = GraphClient(
-        graph_url=f"https://127.0.0.1:{port}",
-        tokens=tokens,
-        limiter=InProcessLimiter(),
-        tenant_key="t",
-        ca_bundle=str(fresh_sim.ca_path),
-        backoff_base=0.01,
-    )
+    client = make_client(fresh_sim, graph_url=f"https://127.0.0.1:{port}", backoff_base=0.01)
     try:
         raw = await read_all(
             client, f"/users/{user}/messages/{message_id}/$value", chunk_size=64 * 1024
@@ -301,6 +298,4 @@ async def test_a_broken_transfer_resumes_where_it_stopped(fresh_sim: Simulator):
         whole = await read_all(client, f"/users/{user}/messages/{message_id}/$value")
         assert raw == whole
     finally:
-        await client.aclose()
-        await tokens.aclose()
         await proxy.stop()

@@ -142,9 +142,7 @@ async def test_another_process_shares_pauses_and_its_slots_expire_when_it_dies(
 async def test_graph_workers_on_one_redis_wait_out_each_others_retry_after(
     limiters: LimiterFactory, make_client: ClientFactory
 ):
-    sim: Simulator = start_sim(
-        seed=5, users=1, messages=4, files=0, sites=0, throttling=LATE_ARRIVAL
-    )
+    sim: Simulator = start_sim(seed=5, messages=4, throttling=LATE_ARRIVAL)
     try:
         first = make_client(sim, limiter=limiters())
         second = make_client(sim, limiter=limiters())

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from graphsim import Simulator
-from safekeep.graph import GraphClient, InProcessLimiter, Throttled, TransientError
-from tests.graph.conftest import ClientFactory, recorder_of, tokens_for
+from safekeep.graph import Throttled, TransientError
+from tests.graph.conftest import ClientFactory, recorder_of
 
 
 async def test_injected_503s_are_retried_after_their_fractional_retry_after(
@@ -46,30 +46,21 @@ async def test_throttled_past_the_deadline_gives_up(
     assert client.stats.requests == 3
 
 
-async def test_unreachable_graph_is_a_transient_error_after_max_attempts(sim: Simulator):
+async def test_unreachable_graph_is_a_transient_error_after_max_attempts(
+    sim: Simulator, make_client: ClientFactory
+):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]  # nobody listens once the probe is closed
-    tokens = tokens_for(sim)
-    dead = GraphClient(
-        graph_url=f"https://127.0.0.1:{closed_port}",
-        tokens=tokens,
-        limiter=InProcessLimiter(),
-        tenant_key="t",
-        ca_bundle=str(sim.ca_path),
-        max_attempts=3,
-        backoff_base=0.01,
+    dead = make_client(
+        sim, graph_url=f"https://127.0.0.1:{closed_port}", max_attempts=3, backoff_base=0.01
     )
-    try:
-        with pytest.raises(TransientError) as failure:
-            await dead.request_json("POST", "/users/x/messages", json={"subject": "s"})
-        assert failure.value.reason == "service_unavailable"
-        assert failure.value.code == "network_error"
-        assert dead.stats.requests == 3  # never sent, so even a POST is safe to resend
-        assert dead.stats.retries == 2
-    finally:
-        await dead.aclose()
-        await tokens.aclose()
+    with pytest.raises(TransientError) as failure:
+        await dead.request_json("POST", "/users/x/messages", json={"subject": "s"})
+    assert failure.value.reason == "service_unavailable"
+    assert failure.value.code == "network_error"
+    assert dead.stats.requests == 3  # never sent, so even a POST is safe to resend
+    assert dead.stats.retries == 2
 
 
 async def test_token_is_never_sent_outside_graph(sim: Simulator, make_client: ClientFactory):

@@ -15,7 +15,13 @@ from collections import defaultdict
 from graphsim import Simulator
 from safekeep.graph import InProcessLimiter
 from safekeep.graph.errors import parse_retry_after
-from tests.graph.conftest import ClientFactory, Recorder, recorder_of, start_sim
+from tests.graph.conftest import (
+    ClientFactory,
+    Recorder,
+    mailbox_budget,
+    recorder_of,
+    start_sim,
+)
 
 
 def mailbox_users(sim: Simulator) -> list[str]:
@@ -44,20 +50,9 @@ def mailbox_of(request) -> str:
 async def test_parallel_load_on_one_mailbox_keeps_four_slots_and_obeys_retry_after(
     make_client: ClientFactory,
 ):
-    sim = start_sim(
-        seed=3,
-        users=2,
-        messages=10,
-        files=0,
-        sites=0,
-        # 20 requests per second, then ~0.9 s of Retry-After: throttled at any client speed.
-        throttling={
-            "mailbox_requests": 20,
-            "mailbox_window_s": 1.0,
-            "fractional_retry_after": True,
-            "latency_ms": 20.0,
-        },
-    )
+    # 20 requests per second, then ~0.9 s of Retry-After: throttled at any client speed.
+    throttling = mailbox_budget(20, window_s=1.0, latency_ms=20.0)
+    sim = start_sim(seed=3, users=2, messages=10, throttling=throttling)
     try:
         client = make_client(sim)
         user = mailbox_users(sim)[0]
@@ -80,19 +75,8 @@ async def test_parallel_load_on_one_mailbox_keeps_four_slots_and_obeys_retry_aft
 
 
 async def test_parallel_load_over_many_mailboxes(make_client: ClientFactory):
-    sim = start_sim(
-        seed=4,
-        users=5,
-        messages=6,
-        files=0,
-        sites=0,
-        throttling={
-            "mailbox_requests": 6,
-            "mailbox_window_s": 1.0,
-            "fractional_retry_after": True,
-            "latency_ms": 5.0,
-        },
-    )
+    throttling = mailbox_budget(6, window_s=1.0, latency_ms=5.0)
+    sim = start_sim(seed=4, users=5, messages=6, throttling=throttling)
     try:
         client = make_client(sim)
         users = mailbox_users(sim)
@@ -132,12 +116,12 @@ async def throttle_then_arrive_late(sim: Simulator, first, second) -> float:
     return took
 
 
-LATE_ARRIVAL = {"mailbox_requests": 5, "mailbox_window_s": 1.0, "fractional_retry_after": True}
+LATE_ARRIVAL = mailbox_budget(5, window_s=1.0)
 
 
 async def test_a_worker_with_its_own_limiter_comes_back_early(make_client: ClientFactory):
     """The control for the shared-limiter tests: separate limiters cannot see each other."""
-    sim = start_sim(seed=5, users=1, messages=4, files=0, sites=0, throttling=LATE_ARRIVAL)
+    sim = start_sim(seed=5, messages=4, throttling=LATE_ARRIVAL)
     try:
         first = make_client(sim, limiter=InProcessLimiter())
         second = make_client(sim, limiter=InProcessLimiter())
@@ -151,7 +135,7 @@ async def test_a_worker_with_its_own_limiter_comes_back_early(make_client: Clien
 async def test_workers_sharing_a_limiter_wait_out_each_others_retry_after(
     make_client: ClientFactory,
 ):
-    sim = start_sim(seed=5, users=1, messages=4, files=0, sites=0, throttling=LATE_ARRIVAL)
+    sim = start_sim(seed=5, messages=4, throttling=LATE_ARRIVAL)
     try:
         shared = InProcessLimiter()
         first, second = make_client(sim, limiter=shared), make_client(sim, limiter=shared)

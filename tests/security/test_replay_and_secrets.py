@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.fixtures.app import run_cli
 from tests.security.conftest import PROBLEM, Live
 
 
@@ -80,13 +79,7 @@ def test_a_settings_error_never_prints_the_secret(tmp_path: Path) -> None:
             SAFEKEEP_DATABASE_URL=database,
             **extra,
         )
-        done = subprocess.run(
-            [sys.executable, "-m", "safekeep.cli", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_cli("migrate", env=env)
         output = done.stdout + done.stderr
         assert done.returncode != 0
         assert expected in output, output[-2000:]

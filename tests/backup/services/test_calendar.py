@@ -6,7 +6,6 @@ One test runs on the scale-out column; the rest on the embedded one.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
@@ -17,21 +16,19 @@ from typing import Any
 
 import icalendar
 import pytest
-from sqlalchemy import func, select
 
 from graphsim import ids, ops
 from graphsim.calendar import fmt_dt
-from graphsim.content import BytesContent
 from graphsim.state import Attachment, OItem
 from safekeep.backup.services import module_for
 from safekeep.backup.services.calendar import collect as calendar_collect
 from safekeep.backup.services.calendar import render as ics
 from safekeep.search.extract import html_to_text
-from safekeep.search.query import SearchQuery
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness, worker_killed_at
+from tests.fixtures.sim import file_attachment
 
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # a Monday within every window
 CANCELLED = (MONDAY + timedelta(days=28)).date().isoformat()
@@ -74,38 +71,9 @@ COMPARED = (
 # ---- helpers --------------------------------------------------------------------------------
 
 
-async def all_versions(h: EngineHarness, account: Account) -> list[ItemVersion]:
-    async with h.runtime.db.session() as session:
-        rows = await session.execute(
-            select(ItemVersion).where(
-                ItemVersion.account_id == account.id, ItemVersion.service == "calendar"
-            )
-        )
-        return list(rows.scalars())
-
-
-async def versions_per_item(h: EngineHarness, account: Account) -> dict[Any, int]:
-    async with h.runtime.db.session() as session:
-        rows = await session.execute(
-            select(ItemVersion.item_id, func.count())
-            .where(ItemVersion.account_id == account.id, ItemVersion.service == "calendar")
-            .group_by(ItemVersion.item_id)
-        )
-        return {item_id: count for item_id, count in rows.all()}
-
-
 def attach_file(tenant: Any, item: Any, name: str, content_type: str, data: bytes) -> None:
     """Give a simulated event a file attachment, as a user would (call under the state lock)."""
-    item.attachments.append(
-        Attachment(
-            id=ids.attachment_id(item.id, len(item.attachments)),
-            kind="file",
-            name=name,
-            content_type=content_type,
-            modified=item.modified,
-            content=BytesContent.of(data),
-        )
-    )
+    item.attachments.append(file_attachment(item, name, content_type, data, len(item.attachments)))
     item.props["hasAttachments"] = True
     tenant.touch_item(item)
 
@@ -172,14 +140,7 @@ def add_rich_events(h: EngineHarness, user_id: str) -> dict[str, str]:
         }
         master.cancelled.append(CANCELLED)
         master.instance_attachments[day] = [
-            Attachment(
-                id=ids.attachment_id(master.id, day, "minutes"),
-                kind="file",
-                name="minutes.txt",
-                content_type="text/plain",
-                modified=master.modified,
-                content=BytesContent.of(EXCEPTION_TEXT),
-            )
+            file_attachment(master, "minutes.txt", "text/plain", EXCEPTION_TEXT, day, "minutes")
         ]
         tenant.touch_item(master)
         attach_file(tenant, tenant.items[with_file], "agenda.txt", "text/plain", ATTACHMENT_TEXT)
@@ -196,20 +157,6 @@ async def read_doc(h: EngineHarness, version: ItemVersion) -> dict[str, Any]:
     assert version.document is not None
     data: dict[str, Any] = json.loads(await repo.read_bytes(ContentRef.from_json(version.document)))
     return data
-
-
-async def search(h: EngineHarness, text: str) -> list[str]:
-    """Titles of calendar hits; OpenSearch shows new documents after its refresh interval,
-    so wait up to a few seconds for the first hit."""
-    backend = await h.runtime.search_backend()
-    query = SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text=text)
-    for _ in range(50):
-        page = await backend.search(query)
-        titles = [hit.title for hit in page.hits if hit.service == "calendar"]
-        if titles:
-            return titles
-        await asyncio.sleep(0.1)
-    return []
 
 
 def assert_same_event(original: dict[str, Any], restored: dict[str, Any]) -> None:
@@ -237,10 +184,9 @@ def default_calendar(h: EngineHarness, user_id: str) -> str:
 
 
 async def test_backup_then_incremental_tracks_versions_and_costs_little(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     added = add_rich_events(h, uid)
     tenant = h.sim.tenant()
@@ -302,16 +248,17 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     assert stored[new].first_seq == run.seq
     assert stored[moved].parent_external_id == other.id
     assert stored[moved].item_id in before  # one item, with a new parent
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, "calendar")
     closed = [v for v in versions if v.last_seq == run.seq - 1]
     assert {v.name for v in closed} >= {"Budget workshop with file", "Company holiday"}
-    counts = await versions_per_item(h, account)
+    counts = await h.versions_per_item(account, "calendar")
     assert counts[stored[edited].item_id] == 2
 
 
-async def test_document_keeps_series_attendees_and_attachments(engine: EngineHarness) -> None:
+async def test_document_keeps_series_attendees_and_attachments(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     stored = await h.open_ids(account, "calendar", ["event"])
@@ -353,17 +300,16 @@ async def test_document_keeps_series_attendees_and_attachments(engine: EngineHar
     assert "zebracorn" in fields.attachment_text and fields.folder_path == "/Calendar"
 
     # Search: subject, body words, attachment names and text.
-    assert "Budget workshop with file" in await search(h, "zebracorn")
-    assert "Budget workshop with file" in await search(h, "agenda.txt")
-    assert "Team sync series" in await search(h, "flamingo")
-    assert "Founding meeting long ago" in await search(h, "archaeopteryx")
+    assert "Budget workshop with file" in await h.search_titles("calendar", "zebracorn")
+    assert "Budget workshop with file" in await h.search_titles("calendar", "agenda.txt")
+    assert "Team sync series" in await h.search_titles("calendar", "flamingo")
+    assert "Founding meeting long ago" in await h.search_titles("calendar", "archaeopteryx")
 
 
 async def test_interrupted_backup_resumes_without_loss_or_duplicates(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await h.user(0)
     add_rich_events(h, account.graph_id)
     monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
     monkeypatch.setattr(calendar_collect, "SWEEP_PAGE_SIZE", 2)
@@ -375,22 +321,17 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
     partial = await h.open_ids(account, "calendar", ["event"])
     assert partial  # something was made durable before the crash
 
-    run, _ = await h.backup(account, "calendar")
-    assert run.resumed
-    stored = await h.open_ids(account, "calendar", ["event"])
-    assert set(stored) == set(sim_events(h, account.graph_id))
-    assert set((await versions_per_item(h, account)).values()) == {1}
-
-    run, _ = await h.backup(account, "calendar")
-    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    expected = set(sim_events(h, account.graph_id))
+    await h.assert_resumed_once_each(account, "calendar", ["event"], expected)
 
 
-async def test_resync_after_expired_token_adds_no_versions(engine: EngineHarness) -> None:
+async def test_resync_after_expired_token_adds_no_versions(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
-    before = len(await all_versions(h, account))
+    before = len(await h.all_versions(account, "calendar"))
 
     h.sim.delete_item(h.sim_tenant_id, added["ancient"])  # outside the window: only a sweep sees
     h.sim.expire_delta_tokens(h.sim_tenant_id)
@@ -399,7 +340,7 @@ async def test_resync_after_expired_token_adds_no_versions(engine: EngineHarness
     assert skipped == 0
     assert (run.counters.added, run.counters.changed) == (0, 0)
     assert run.counters.removed == 1
-    assert len(await all_versions(h, account)) == before
+    assert len(await h.all_versions(account, "calendar")) == before
     stored = await h.open_ids(account, "calendar", ["event"])
     assert set(stored) == set(sim_events(h, account.graph_id))
     # Unchanged events were not fetched again: only the listings were read.
@@ -409,10 +350,9 @@ async def test_resync_after_expired_token_adds_no_versions(engine: EngineHarness
 
 
 async def test_window_rotation_runs_a_full_pass_and_drops_the_old_state(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await h.user(0)
     await h.backup(account, "calendar")
     async with h.runtime.db.session() as session:
         first_keys = {
@@ -434,10 +374,9 @@ async def test_window_rotation_runs_a_full_pass_and_drops_the_old_state(
 
 
 async def test_cancelled_occurrence_is_a_new_version_of_its_series(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     tenant = h.sim.tenant()
@@ -455,13 +394,12 @@ async def test_cancelled_occurrence_is_a_new_version_of_its_series(
 
 
 async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_series(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     """An occurrence removal whose id is not stored (one series lost an occurrence) makes the
     stored series of the calendar be checked: with several series and one page of events,
     one listing with change keys does it instead of a GET per series (issue 17)."""
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     for n in range(3):
         h.sim.add_event(
@@ -504,9 +442,10 @@ async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_serie
 # ---- restore --------------------------------------------------------------------------------
 
 
-async def test_restore_to_the_original_calendar_after_deletion(engine: EngineHarness) -> None:
+async def test_restore_to_the_original_calendar_after_deletion(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     added = add_rich_events(h, uid)
     await h.backup(account, "calendar")
@@ -552,9 +491,8 @@ async def test_restore_to_the_original_calendar_after_deletion(engine: EngineHar
     )
 
 
-async def test_conflict_rules(engine: EngineHarness) -> None:
+async def test_conflict_rules(engine: EngineHarness, account: Account) -> None:
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     added = add_rich_events(h, uid)
     await h.backup(account, "calendar")
@@ -614,9 +552,10 @@ async def test_restore_to_another_account_and_into_a_new_calendar(
     assert in_new == sorted(key(o) for o in originals)
 
 
-async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
+async def test_point_in_time_restore_gives_the_earlier_version(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     first, _ = await h.backup(account, "calendar")
     async with h.runtime.db.session() as session:
@@ -645,10 +584,9 @@ async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHar
 
 
 async def test_export_writes_one_ics_per_event_matching_the_manifest(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     h.sim.add_event(  # a "/" in a subject must not open a folder in the ZIP
         h.sim_tenant_id,
@@ -694,11 +632,10 @@ async def test_export_writes_one_ics_per_event_matching_the_manifest(
     del added
 
 
-async def test_download_renders_ics(engine: EngineHarness) -> None:
+async def test_download_renders_ics(engine: EngineHarness, account: Account) -> None:
     from safekeep.backup.context import open_repository
 
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     version = (await h.open_ids(account, "calendar", ["event"]))[added["file"]]
@@ -727,7 +664,7 @@ async def test_scaleout_backup_search_and_restore(scaleout_engine: EngineHarness
     assert snapshot is not None
     stored = await h.open_ids(account, "calendar", ["event"])
     assert set(stored) == set(sim_events(h, account.graph_id))
-    assert "Budget workshop with file" in await search(h, "zebracorn")
+    assert "Budget workshop with file" in await h.search_titles("calendar", "zebracorn")
     h.sim.delete_item(h.sim_tenant_id, added["series"])
     run, _ = await h.backup(account, "calendar")
     assert run.counters.removed == 1
@@ -826,12 +763,11 @@ def test_selected_event_fields_exist_in_graph_v1() -> None:
 
 
 async def test_unreadable_event_is_skipped_then_retried_next_run(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from safekeep.graph.errors import TransientError
 
     h = engine
-    account = await h.user(0)
     added = add_rich_events(h, account.graph_id)
     real = calendar_collect.CalendarCollector._attachment
 
@@ -857,10 +793,9 @@ async def test_unreadable_event_is_skipped_then_retried_next_run(
 
 
 async def test_deleted_calendar_is_closed_and_restored_with_its_events(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     tenant = h.sim.tenant()
     with h.sim.state.lock:
@@ -912,10 +847,9 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
 
 
 async def test_interrupted_pass_whose_link_expired_starts_afresh(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await h.user(0)
     add_rich_events(h, account.graph_id)
     monkeypatch.setattr(calendar_collect, "VIEW_PAGE_SIZE", 2)
     with (
@@ -929,16 +863,15 @@ async def test_interrupted_pass_whose_link_expired_starts_afresh(
     assert set(await h.open_ids(account, "calendar", ["event"])) == set(
         sim_events(h, account.graph_id)
     )
-    assert set((await versions_per_item(h, account)).values()) == {1}
+    assert set((await h.versions_per_item(account, "calendar")).values()) == {1}
 
 
 async def test_unreadable_calendar_is_skipped_and_the_others_backed_up(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from safekeep.graph.errors import Forbidden
 
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     tenant = h.sim.tenant()
     with h.sim.state.lock:
@@ -972,13 +905,12 @@ async def test_unreadable_calendar_is_skipped_and_the_others_backed_up(
 
 
 async def test_a_failing_event_does_not_stop_the_restore(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from safekeep.backup.services.calendar import restore as calendar_restore
     from safekeep.graph.errors import TransientError
 
     h = engine
-    account = await h.user(0)
     add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     expected = len(sim_events(h, account.graph_id))
@@ -1043,9 +975,10 @@ def test_restore_payload_keeps_wall_clock_time_and_lists_attendees_in_the_body()
     assert text.endswith("\n\nHi") and "- Ann <A&B> <ann@example.com>" in text
 
 
-async def test_item_and_reference_attachments_round_trip(engine: EngineHarness) -> None:
+async def test_item_and_reference_attachments_round_trip(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     event_id = h.sim.add_event(
         h.sim_tenant_id,

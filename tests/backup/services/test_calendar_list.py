@@ -19,10 +19,12 @@ from safekeep.tenants.models import Account, DeltaState, Job, JobKind, JobTrigge
 from tests.backup.harness import EngineHarness
 
 MONDAY = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+CALENDAR_DELTA = "/calendarView/delta"  # one such request per calendar in an incremental
 
 
-def new_calendar(h: EngineHarness, uid: str, name: str) -> tuple[str, str]:
+def new_calendar(h: EngineHarness, account: Account, name: str) -> tuple[str, str]:
     """A calendar made in Outlook, with one event in it: (calendar id, event id)."""
+    uid = account.graph_id
     tenant = h.sim.tenant()
     with h.sim.state.lock:
         calendar = ops.new_folder(tenant, tenant.users[uid], "calendar", name, None)
@@ -53,49 +55,32 @@ async def age_the_list(h: EngineHarness, account: Account, hours: float) -> None
         )
 
 
-def only_delta_rounds(h: EngineHarness, calendars: int) -> None:
-    """The run sent one ``$batch`` carrying one delta request per calendar, nothing else."""
-    counters = h.sim.counters()
-    assert counters["by_endpoint"] == {"POST /$batch": 1}, counters["by_endpoint"]
-    inner = counters["batch_by_endpoint"]
-    assert all(e.endswith("/calendarView/delta") for e in inner), inner
-    assert sum(inner.values()) == calendars, inner
-
-
 async def test_unchanged_mailbox_costs_one_delta_round_per_calendar(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
-    uid = account.graph_id
-    new_calendar(h, uid, "Projects")
+    new_calendar(h, account, "Projects")
     await h.backup(account, "calendar")
     calendars = await h.open_ids(account, "calendar", ["calendar"])
     assert len(calendars) >= 2
-
-    for _ in range(2):
-        h.sim.reset_counters()
-        run, skipped = await h.backup(account, "calendar")
-        assert skipped == 0
-        assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
-        only_delta_rounds(h, len(calendars))
+    await h.assert_unchanged_runs_cost_delta_rounds(
+        account, "calendar", len(calendars), CALENDAR_DELTA
+    )
 
 
 async def test_new_calendar_is_found_after_the_interval_and_on_a_full_run(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
-    uid = account.graph_id
     await h.backup(account, "calendar")
     before = set(await h.open_ids(account, "calendar", ["calendar"]))
 
     # A calendar made just after a listing waits for the next one (the documented delay):
     # the incremental costs its delta rounds only.
-    later, later_event = new_calendar(h, uid, "Later")
+    later, later_event = new_calendar(h, account, "Later")
     h.sim.reset_counters()
     await h.backup(account, "calendar")
-    only_delta_rounds(h, len(before))
+    h.only_delta_rounds(len(before), CALENDAR_DELTA)
     assert later not in await h.open_ids(account, "calendar", ["calendar"])
 
     # Once the stored list is older than the interval (6 hours by default), it is read.
@@ -109,7 +94,7 @@ async def test_new_calendar_is_found_after_the_interval_and_on_a_full_run(
     assert run.counters.added == 2  # the calendar and its event
 
     # A full run (every delta link expired: a resync) reads the list whatever its age.
-    resynced, resynced_event = new_calendar(h, uid, "After resync")
+    resynced, resynced_event = new_calendar(h, account, "After resync")
     h.sim.expire_delta_tokens(h.sim_tenant_id)
     await h.backup(account, "calendar")
     assert resynced in await h.open_ids(account, "calendar", ["calendar"])
@@ -118,17 +103,15 @@ async def test_new_calendar_is_found_after_the_interval_and_on_a_full_run(
     # And the next run is back to one delta round per calendar.
     h.sim.reset_counters()
     await h.backup(account, "calendar")
-    only_delta_rounds(h, len(before) + 2)
+    h.only_delta_rounds(len(before) + 2, CALENDAR_DELTA)
 
 
 async def test_a_notified_change_no_known_calendar_holds_reads_the_list(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
-    uid = account.graph_id
     await h.backup(account, "calendar")
-    fresh, fresh_event = new_calendar(h, uid, "Notified")
+    fresh, fresh_event = new_calendar(h, account, "Notified")
 
     # Continuous protection: Graph notified an event change; the backup it starts finds
     # nothing in the known calendars, so the change is in one made since the listing.
@@ -149,12 +132,10 @@ async def test_a_notified_change_no_known_calendar_holds_reads_the_list(
 
 
 async def test_deleted_calendar_is_closed_at_once_not_reported_unreadable(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
-    uid = account.graph_id
-    doomed, doomed_event = new_calendar(h, uid, "Doomed")
+    doomed, doomed_event = new_calendar(h, account, "Doomed")
     await h.backup(account, "calendar")
     assert doomed_event in await h.open_ids(account, "calendar", ["event"])
 

@@ -6,7 +6,6 @@ column; the rest on the embedded one.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
@@ -15,39 +14,23 @@ import zipfile
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
-from graphsim import ids, ops
-from graphsim.content import BytesContent
-from graphsim.state import Attachment, Folder, OItem
+from graphsim import ops
+from graphsim.state import Folder, OItem
 from safekeep.backup.services import module_for
 from safekeep.backup.services.contacts import collect as contacts_collect
 from safekeep.backup.services.contacts.render import escape, fold, vcard
 from safekeep.backup.services.contacts.restore import WRITABLE
-from safekeep.search.query import SearchQuery
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Account, ItemVersion
+from safekeep.tenants.models import Account
 from tests.backup.harness import EngineHarness, worker_killed_at
+from tests.fixtures.sim import file_attachment
 
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"  # a JPEG-ish blob
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-async def users(h: EngineHarness) -> list[Account]:
-    return sorted((a for a in await h.accounts() if a.kind == "user"), key=lambda a: a.graph_id)
-
-
-async def versions_per_item(h: EngineHarness, account: Account) -> dict[Any, int]:
-    async with h.runtime.db.session() as session:
-        rows = await session.execute(
-            select(ItemVersion.item_id, func.count())
-            .where(ItemVersion.account_id == account.id, ItemVersion.service == "contacts")
-            .group_by(ItemVersion.item_id)
-        )
-        return {item_id: count for item_id, count in rows.all()}
 
 
 def sim_contacts(h: EngineHarness, user_id: str) -> dict[str, OItem]:
@@ -91,31 +74,17 @@ def add_fixtures(h: EngineHarness, user_id: str) -> dict[str, str]:
         item.props["companyName"] = "Wombat Logistics"
         item.props["businessPhones"] = ["+41 44 555 12 34"]
         item.props["categories"] = ["VIP", "Golf, weekends"]
-        item.attachments.append(
-            Attachment(
-                id=ids.attachment_id(item.id, "photo"),
-                kind="file",
-                name="photo.jpg",
-                content_type="image/jpeg",
-                modified=item.modified,
-                content=BytesContent.of(PHOTO),
-            )
-        )
+        item.attachments.append(file_attachment(item, "photo.jpg", "image/jpeg", PHOTO, "photo"))
         tenant.touch_item(item)
     return {"clients": clients.id, "vip": vip.id, "tricky": tricky}
 
 
-async def search(h: EngineHarness, text: str) -> list[str]:
-    """Titles of contact hits (waiting for OpenSearch's refresh when needed)."""
-    backend = await h.runtime.search_backend()
-    query = SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text=text)
-    for _ in range(50):
-        page = await backend.search(query)
-        titles = [hit.title for hit in page.hits if hit.service == "contacts"]
-        if titles:
-            return titles
-        await asyncio.sleep(0.1)
-    return []
+async def backed_up_fixtures(h: EngineHarness) -> tuple[Account, dict[str, str]]:
+    """The first user with ``add_fixtures`` added to their contacts, then backed up."""
+    account = await h.user(0)
+    fixtures = add_fixtures(h, account.graph_id)
+    await h.backup(account, "contacts")
+    return account, fixtures
 
 
 def graph_fields(props: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +103,7 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    account = (await users(h))[0]
+    account = await h.user(0)
     uid = account.graph_id
     fixtures = add_fixtures(h, uid)
     for n in range(25):
@@ -194,7 +163,7 @@ async def test_backup_then_incremental_tracks_versions_and_costs_little(
     assert stored[moved].parent_external_id == fixtures["clients"]
     assert stored[moved].item_id in before  # one item, with a new parent
     assert fixtures["vip"] not in await h.open_ids(account, "contacts", ["contact_folder"])
-    counts = await versions_per_item(h, account)
+    counts = await h.versions_per_item(account, "contacts")
     assert counts[stored[edited].item_id] == 2
 
 
@@ -202,7 +171,7 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = (await users(h))[0]
+    account = await h.user(0)
     for n in range(5):
         h.sim.add_contact(h.sim_tenant_id, account.graph_id, given_name=f"P{n}", surname="Page")
     monkeypatch.setattr(contacts_collect, "PAGE_SIZE", 2)
@@ -213,28 +182,21 @@ async def test_interrupted_backup_resumes_without_loss_or_duplicates(
         await h.backup(account, "contacts")
     assert await h.open_ids(account, "contacts", ["contact"])  # some pages were made durable
 
-    run, _ = await h.backup(account, "contacts")
-    assert run.resumed
-    stored = await h.open_ids(account, "contacts", ["contact"])
-    assert set(stored) == set(sim_contacts(h, account.graph_id))
-    assert set((await versions_per_item(h, account)).values()) == {1}
-    run, _ = await h.backup(account, "contacts")
-    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
+    expected = set(sim_contacts(h, account.graph_id))
+    await h.assert_resumed_once_each(account, "contacts", ["contact"], expected)
 
 
 async def test_resync_after_expired_tokens_adds_no_versions(engine: EngineHarness) -> None:
     h = engine
-    account = (await users(h))[0]
-    add_fixtures(h, account.graph_id)
-    await h.backup(account, "contacts")
-    counts = await versions_per_item(h, account)
+    account, _ = await backed_up_fixtures(h)
+    counts = await h.versions_per_item(account, "contacts")
     gone = sorted(sim_contacts(h, account.graph_id))[0]
     h.sim.delete_item(h.sim_tenant_id, gone)
     h.sim.expire_delta_tokens(h.sim_tenant_id)
     run, skipped = await h.backup(account, "contacts")
     assert skipped == 0
     assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 1)
-    assert await versions_per_item(h, account) == counts
+    assert await h.versions_per_item(account, "contacts") == counts
     assert set(await h.open_ids(account, "contacts", ["contact"])) == set(
         sim_contacts(h, account.graph_id)
     )
@@ -247,10 +209,8 @@ async def test_resync_after_expired_tokens_adds_no_versions(engine: EngineHarnes
 
 async def test_restore_round_trips_every_field(engine: EngineHarness) -> None:
     h = engine
-    account = (await users(h))[0]
+    account, fixtures = await backed_up_fixtures(h)
     uid = account.graph_id
-    fixtures = add_fixtures(h, uid)
-    await h.backup(account, "contacts")
     originals = {i: dict(c.props) for i, c in sim_contacts(h, uid).items()}
     folders = {i: c.folder_id for i, c in sim_contacts(h, uid).items()}
     lost = [fixtures["tricky"], *sorted(originals)[:2]]
@@ -277,7 +237,7 @@ async def test_restore_to_another_account_new_folder_and_conflicts(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    source, target = (await users(h))[:2]
+    source, target = await h.user(0), await h.user(1)
     add_fixtures(h, source.graph_id)
     await h.backup(source, "contacts")
     originals = sim_contacts(h, source.graph_id)
@@ -349,9 +309,7 @@ async def test_export_download_and_search(engine: EngineHarness) -> None:
     from safekeep.backup.context import open_repository
 
     h = engine
-    account = (await users(h))[0]
-    fixtures = add_fixtures(h, account.graph_id)
-    await h.backup(account, "contacts")
+    account, fixtures = await backed_up_fixtures(h)
     contacts = sim_contacts(h, account.graph_id)
 
     archive = zipfile.ZipFile(io.BytesIO(await h.export(account, "contacts")))
@@ -394,18 +352,16 @@ async def test_export_download_and_search(engine: EngineHarness) -> None:
     assert "zoe.obrien@quokkamail.example" in fields.people and "+41 44 555 12 34" in fields.body
 
     for text in ("quokkamail", "Wombat", "555 12 34", "O'Brien"):
-        assert "Zoë O'Brien; Jr, III" in await search(h, text), text
+        assert "Zoë O'Brien; Jr, III" in await h.search_titles("contacts", text), text
 
 
 async def test_scaleout_backup_search_and_restore(scaleout_engine: EngineHarness) -> None:
     h = scaleout_engine
-    account = (await users(h))[0]
-    fixtures = add_fixtures(h, account.graph_id)
-    await h.backup(account, "contacts")
+    account, fixtures = await backed_up_fixtures(h)
     assert set(await h.open_ids(account, "contacts", ["contact"])) == set(
         sim_contacts(h, account.graph_id)
     )
-    assert "Zoë O'Brien; Jr, III" in await search(h, "quokkamail")
+    assert "Zoë O'Brien; Jr, III" in await h.search_titles("contacts", "quokkamail")
     original = dict(h.sim.tenant().items[fixtures["tricky"]].props)
     h.sim.delete_item(h.sim_tenant_id, fixtures["tricky"])
     report = await h.restore(account, "contacts")
@@ -450,7 +406,7 @@ async def test_unreadable_photo_is_skipped_then_completed_next_run(
     from safekeep.backup.context import open_repository
 
     h = engine
-    account = (await users(h))[0]
+    account = await h.user(0)
     fixtures = add_fixtures(h, account.graph_id)
     real = contacts_collect.ContactsCollector._photos
 
@@ -481,10 +437,8 @@ async def test_unreadable_photo_is_skipped_then_completed_next_run(
 
 async def test_restore_one_folder_recursively(engine: EngineHarness) -> None:
     h = engine
-    account = (await users(h))[0]
+    account, fixtures = await backed_up_fixtures(h)
     uid = account.graph_id
-    fixtures = add_fixtures(h, uid)
-    await h.backup(account, "contacts")
     folders = await h.open_ids(account, "contacts", ["contact_folder"])
     below = {fixtures["clients"], fixtures["vip"]}
     expected = sorted(

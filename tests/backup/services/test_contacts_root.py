@@ -12,7 +12,7 @@ from safekeep.backup.context import open_repository
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.contacts import collect as contacts_collect
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import DeltaState, ItemVersion
+from safekeep.tenants.models import Account, DeltaState, ItemVersion
 from tests.backup.harness import EngineHarness
 
 
@@ -24,35 +24,27 @@ def sim_contacts(h: EngineHarness, uid: str) -> set[str]:
     }
 
 
-def only_delta_rounds(h: EngineHarness, folders: int) -> None:
-    """One ``$batch`` carrying the folder tree's delta request and one per folder."""
-    counters = h.sim.counters()
-    assert counters["by_endpoint"] == {"POST /$batch": 1}, counters["by_endpoint"]
-    inner = counters["batch_by_endpoint"]
-    assert inner.pop("GET /users/{user}/contactFolders/delta") == 1, inner
-    assert all(e.endswith("/contacts/delta") for e in inner), inner
-    assert sum(inner.values()) == folders, inner
+# An incremental's $batch: the folder tree's delta request and one delta request per folder.
+FOLDER_TREE_DELTA = "GET /users/{user}/contactFolders/delta"
+CONTACTS_DELTA = "/contacts/delta"
 
 
-async def test_unchanged_mailbox_costs_one_delta_round_per_folder(engine: EngineHarness) -> None:
+async def test_unchanged_mailbox_costs_one_delta_round_per_folder(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     await h.backup(account, "contacts")
     folders = await h.open_ids(account, "contacts", ["contact_folder"])
     assert len(folders) >= 2
-    for _ in range(2):
-        h.sim.reset_counters()
-        run, skipped = await h.backup(account, "contacts")
-        assert skipped == 0
-        assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
-        only_delta_rounds(h, len(folders))
+    await h.assert_unchanged_runs_cost_delta_rounds(
+        account, "contacts", len(folders), CONTACTS_DELTA, tree=FOLDER_TREE_DELTA
+    )
 
 
 async def test_default_folder_made_again_is_learned_again_without_losing_data(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     await h.backup(account, "contacts")
     tenant = h.sim.tenant()
@@ -117,17 +109,16 @@ async def test_default_folder_made_again_is_learned_again_without_losing_data(
     # Learned: the next run is back to delta rounds only.
     h.sim.reset_counters()
     await h.backup(account, "contacts")
-    only_delta_rounds(h, len(folders))
+    h.only_delta_rounds(len(folders), CONTACTS_DELTA, tree=FOLDER_TREE_DELTA)
 
 
 async def test_tree_changes_in_the_shared_batch_apply_before_contacts(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     """The tree's page comes in the same ``$batch`` as the folders' rounds: a folder made
     since is still backed up in that run, and a renamed folder's contacts carry its new
     path."""
     h = engine
-    account = await h.user(0)
     uid = account.graph_id
     await h.backup(account, "contacts")
     tenant = h.sim.tenant()

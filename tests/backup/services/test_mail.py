@@ -297,9 +297,10 @@ def messages_with_id(h: EngineHarness, user_id: str, folder_id: str, imid: str) 
 # ---- backup ----------------------------------------------------------------------------------
 
 
-async def test_full_then_incremental_capture_every_version_once(engine: EngineHarness) -> None:
+async def test_full_then_incremental_capture_every_version_once(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     t = h.sim_tenant_id
     crafted = add_crafted(h, account)
     run, skipped = await h.backup(account, SERVICE)
@@ -395,13 +396,12 @@ def beyond_delta(counters: dict[str, Any]) -> dict[str, int]:
 
 
 async def test_incremental_costs_about_one_request_per_changed_message(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     """Issue 17: beyond delta rounds, an incremental costs at most 1.5 Graph requests per
     changed message (its MIME, in a $batch; with an item attachment, that item). Before, it
     cost a GET of each changed message beside its MIME, plus 12 well-known folder GETs."""
     h = engine
-    account = await h.user(0)
     t = h.sim_tenant_id
     await h.backup(account, SERVICE)
     stored = await open_versions(h, account, "message")
@@ -422,13 +422,12 @@ async def test_incremental_costs_about_one_request_per_changed_message(
 
 
 async def test_delta_pages_carry_the_json_a_get_returns(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The safety net for taking a message's JSON from its delta page: for every message a
     full and an incremental backup store, a GET of the message (the former path) gives the
     same stored document, item attachments included."""
     h = engine
-    account = await h.user(0)
     crafted = add_crafted(h, account)
     original = mail_collect.MailCollector.fetch
     compared: list[str] = []
@@ -457,10 +456,9 @@ async def test_delta_pages_carry_the_json_a_get_returns(
 
 
 async def test_interrupted_run_resumes_without_loss_or_duplicates(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await h.user(0)
     for n in range(5):
         h.sim.add_message(h.sim_tenant_id, account.graph_id, plain_mime(f"Note {n}"), "inbox")
     monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 2)
@@ -498,9 +496,10 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     assert {v.first_seq for vs in versions.values() for v in vs} == {run.seq}
 
 
-async def test_resync_after_410_reenumerates_without_new_versions(engine: EngineHarness) -> None:
+async def test_resync_after_410_reenumerates_without_new_versions(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     await h.backup(account, SERVICE)
     before = await all_versions(h, account)
     gone = sorted(await open_versions(h, account, "message"))[0]
@@ -520,10 +519,9 @@ async def test_resync_after_410_reenumerates_without_new_versions(engine: Engine
 
 
 async def test_unreadable_message_is_skipped_then_retried(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await h.user(0)
     victim = add_crafted(h, account)
     original = mail_collect.MailCollector.fetch
     attempts = 0
@@ -557,10 +555,9 @@ async def test_unreadable_message_is_skipped_then_retried(
 
 
 async def test_policy_switches_for_junk_deleted_and_recoverable_items(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     t = h.sim_tenant_id
     junk = h.sim.add_message(t, account.graph_id, crafted_mime("Junk offer"), "junkemail")
     trash = h.sim.add_message(t, account.graph_id, crafted_mime("Old news"), "deleteditems")
@@ -607,10 +604,9 @@ async def test_policy_switches_for_junk_deleted_and_recoverable_items(
 
 
 async def test_a_folder_deleted_during_the_run_does_not_fail_the_mailbox(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    account = await h.user(0)
     folders = sim_folders(h, account)
     newsletters = next(f.id for f in folders.values() if f.display_name == "Newsletters")
     original = mail_collect.MailCollector._load_folders
@@ -628,10 +624,9 @@ async def test_a_folder_deleted_during_the_run_does_not_fail_the_mailbox(
 
 
 async def test_throttled_mailbox_is_backed_up_without_retry_after_violations(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     h.sim.set_throttling(
         mode="custom",
         # Few enough that any client above 5 requests a second is throttled, however loaded
@@ -655,9 +650,10 @@ async def test_throttled_mailbox_is_backed_up_without_retry_after_violations(
 # ---- download and search ---------------------------------------------------------------------
 
 
-async def test_download_gives_the_exact_mime_with_ranges(engine: EngineHarness) -> None:
+async def test_download_gives_the_exact_mime_with_ranges(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     crafted = add_crafted(h, account)
     await h.backup(account, SERVICE)
     version = (await open_versions(h, account, "message"))[crafted]
@@ -676,10 +672,9 @@ async def test_download_gives_the_exact_mime_with_ranges(engine: EngineHarness) 
 
 
 async def test_search_finds_subject_body_people_and_attachment_text(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     crafted = add_crafted(h, account)
     await h.backup(account, SERVICE)
     version = (await open_versions(h, account, "message"))[crafted]
@@ -738,9 +733,10 @@ async def test_restore_to_original_and_to_another_account(engine: EngineHarness)
         assert attachment_summary(found[0]) == attachments
 
 
-async def test_restore_new_folder_and_conflict_rules(engine: EngineHarness) -> None:
+async def test_restore_new_folder_and_conflict_rules(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     crafted = add_crafted(h, account, "projects")
     await h.backup(account, SERVICE)
     user = user_of(h, account)
@@ -799,9 +795,10 @@ async def test_restore_new_folder_and_conflict_rules(engine: EngineHarness) -> N
     assert below == {"2025", "Archive Ω"}
 
 
-async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
+async def test_point_in_time_restore_gives_the_earlier_version(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     t = h.sim_tenant_id
     crafted = add_crafted(h, account)
     h.sim.edit_item(t, crafted, {"subject": "First edit", "categories": ["Blue category"]})
@@ -846,9 +843,10 @@ def _mbox_messages(data: bytes) -> list[bytes]:
     return out
 
 
-async def test_export_eml_and_mbox_match_the_originals(engine: EngineHarness) -> None:
+async def test_export_eml_and_mbox_match_the_originals(
+    engine: EngineHarness, account: Account
+) -> None:
     h = engine
-    account = await h.user(0)
     add_crafted(h, account)
     await h.backup(account, SERVICE)
     originals = sim_messages(h, account, included_folders(h, account))
@@ -920,10 +918,9 @@ async def test_backup_search_and_restore_on_the_scaleout_column(
 
 
 async def test_restore_brings_back_a_message_attached_inside_an_attached_message(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    account = await h.user(0)
     deepest = random.Random(5).randbytes(2_000)
 
     def message(subject: str, inner: EmailMessage | None, data: bytes | None) -> EmailMessage:

@@ -40,12 +40,11 @@ def mailbox_in_flight(h: EngineHarness, account: Account) -> dict[str, Any]:
 
 
 async def test_a_mailbox_backup_reaches_four_requests_in_flight_and_pipelines_its_pages(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The next pages' fetches start before the current page is committed, and graphsim sees
     the mailbox at Microsoft's 4 concurrent requests, never more (no 429)."""
     h = engine
-    account = await h.user(0)
     fill_inbox(h, account, 60)
     monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 10)
     fetches = 0
@@ -81,13 +80,12 @@ async def test_a_mailbox_backup_reaches_four_requests_in_flight_and_pipelines_it
 
 
 async def test_a_429_cuts_the_mailbox_window_and_retry_after_is_honoured(
-    engine: EngineHarness,
+    engine: EngineHarness, account: Account
 ) -> None:
     """A mailbox whose real limit is 1 concurrent request: what runs ahead waits at the
     limiter, whose window the 429s cut, so few requests are refused, none is sent inside a
     Retry-After, and the mailbox is backed up whole."""
     h = engine
-    account = await h.user(0)
     fill_inbox(h, account, 40)
     h.sim.set_latency(LATENCY_MS)
     h.sim.set_throttling(mode="custom", mailbox_concurrency=1, concurrency_retry_after_s=0.2)
@@ -106,13 +104,12 @@ async def test_a_429_cuts_the_mailbox_window_and_retry_after_is_honoured(
 
 
 async def test_a_fetch_failing_mid_pipeline_loses_and_doubles_nothing(
-    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A group's fetch fails while later pages' fetches already run: the pages before it are
     durable, the run fails, and the next run resumes from the last durable page with nothing
     lost, nothing stored twice and nothing committed fetched again."""
     h = engine
-    account = await h.user(0)
     fill_inbox(h, account, 30)
     monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 4)
     original = mail_collect.MailCollector.fetch

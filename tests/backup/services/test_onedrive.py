@@ -23,9 +23,7 @@ from safekeep.backup.drive.collect import ContentMismatch
 from safekeep.backup.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.onedrive import SERVICE
-from safekeep.search.query import SearchQuery
-from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import ItemVersion, SkippedItem, Snapshot
+from safekeep.tenants.models import Account, ItemVersion, SkippedItem, Snapshot
 from tests.backup.harness import EngineHarness, worker_killed_at
 
 SERVICE_NAME = "onedrive"
@@ -82,22 +80,17 @@ def first_user(h: EngineHarness, n: int = 0) -> str:
     return users[n].id
 
 
+async def fullest_drive(h: EngineHarness) -> tuple[str, Account, Drive]:
+    """The user whose OneDrive holds the most (their Graph id and account) and that drive."""
+    user_id = first_user(h)
+    return user_id, await h.account(user_id), drive_of(h, user_id)
+
+
 # ---- helpers: our side -----------------------------------------------------------------------
 
 
 async def current(h: EngineHarness, account: Any) -> dict[str, ItemVersion]:
-    async with h.runtime.db.session() as session:
-        return await catalog.open_external_ids(session, account.id, SERVICE_NAME, KINDS)
-
-
-async def all_versions(h: EngineHarness, account: Any) -> list[ItemVersion]:
-    async with h.runtime.db.session() as session:
-        rows = await session.execute(
-            select(ItemVersion).where(
-                ItemVersion.account_id == account.id, ItemVersion.service == SERVICE_NAME
-            )
-        )
-        return list(rows.scalars())
+    return await h.open_ids(account, SERVICE_NAME, KINDS)
 
 
 async def assert_matches(h: EngineHarness, account: Any, drive: Drive) -> dict[str, ItemVersion]:
@@ -155,9 +148,7 @@ def test_quickxor_vector_and_streaming() -> None:
 async def test_full_then_incremental_follows_graphsim(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
 
     run, skipped = await h.backup(account, SERVICE_NAME)
     assert skipped == 0
@@ -198,7 +189,7 @@ async def test_full_then_incremental_follows_graphsim(engine: EngineHarness) -> 
     assert downloads(h) == len({edited.id, new_id} - doomed_subtree)
     assert h.sim.counters()["total"] <= idle_requests + downloads(h) + 2
 
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, SERVICE_NAME)
     by_item: dict[Any, list[ItemVersion]] = {}
     for v in versions:
         by_item.setdefault(v.item_id, []).append(v)
@@ -225,11 +216,9 @@ async def test_ancestors_and_paths_in_delta_make_no_new_versions(
     """OneDrive for Business returns, with a changed file, every folder above it (unchanged)
     and each item's ``parentReference.path``: the engine records the file alone."""
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
-    before = await all_versions(h, account)
+    before = await h.all_versions(account, SERVICE_NAME)
     deep = max(
         (i for i in live(drive).values() if not i.is_folder),
         key=lambda i: (drive.path_of(i).count("/"), i.id),
@@ -259,7 +248,7 @@ async def test_ancestors_and_paths_in_delta_make_no_new_versions(
             assert item["parentReference"]["path"].startswith(f"/drives/{drive.id}/root:")
     # ...and only the file got a new version.
     assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 1, 0)
-    after = await all_versions(h, account)
+    after = await h.all_versions(account, SERVICE_NAME)
     assert len(after) == len(before) + 1
     assert {v.meta["id"] for v in after} - {v.meta["id"] for v in before} == set()
     assert [v.meta["id"] for v in after if v.first_seq > max(b.first_seq for b in before)] == [
@@ -271,9 +260,7 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     monkeypatch.setattr(drive_collect, "DELTA_PAGE_SIZE", 2)
     with worker_killed_at(2), pytest.raises(RuntimeError, match="worker killed"):
         await h.backup(account, SERVICE_NAME)
@@ -286,7 +273,7 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     assert run.seq == 1
     assert skipped == 0
     await assert_matches(h, account, drive)
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, SERVICE_NAME)
     assert len(versions) == len(live(drive))  # each item exactly once
     # The resumed run did not download again what the first one stored.
     assert downloads(h) == sum(
@@ -297,9 +284,7 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
 async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
     files = sorted((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
     h.sim.edit_item(tid, files[0].id, {"content": b"edited while the token expired"})
@@ -322,9 +307,7 @@ async def test_unreadable_file_is_skipped_then_retried(
     engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     monkeypatch.setattr(drive_collect, "BACKOFF_SECONDS", 0.0)
     victim = min((i for i in live(drive).values() if not i.is_folder), key=lambda i: i.id)
     real_verify = drive_collect.verify
@@ -492,9 +475,7 @@ async def test_restore_round_trips_every_rule(engine: EngineHarness) -> None:
 async def test_point_in_time_restore_gives_the_earlier_version(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
     path = "/Notes/evolving.txt"
     file_id = h.sim.add_file(tid, path, user=user_id, data=b"first")
     await h.backup(account, SERVICE_NAME)
@@ -522,9 +503,7 @@ async def test_ransomware_restore_puts_originals_back_and_names_the_copies(
 ) -> None:
     h = engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
     before = files_by_path(drive)
     attacked_at = (await snapshot_of(h, account, 1)).completed_at
@@ -550,9 +529,7 @@ async def test_ransomware_restore_puts_originals_back_and_names_the_copies(
 
 async def test_export_zip_holds_every_file_with_its_hash(engine: EngineHarness) -> None:
     h = engine
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    _, account, drive = await fullest_drive(h)
     await h.backup(account, SERVICE_NAME)
     data = await h.export(account, SERVICE_NAME)
     archive = zipfile.ZipFile(io.BytesIO(data))
@@ -578,17 +555,9 @@ async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) 
         data=make_docx(["Invoice from Contoso", "wombatprefix payment due in March"]),
     )
     await h.backup(account, SERVICE_NAME)
-    backend = await h.runtime.search_backend()
-
-    async def titles(text: str) -> set[str]:
-        found = await backend.search(
-            SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text=text)
-        )
-        return {hit.title for hit in found.hits}
-
-    assert "zoo.txt" in await titles("quokka")
-    assert "contoso.docx" in await titles("wombatprefix")
-    assert "contoso.docx" in await titles("contoso")  # by name too
+    assert "zoo.txt" in await h.search_titles(SERVICE_NAME, "quokka")
+    assert "contoso.docx" in await h.search_titles(SERVICE_NAME, "wombatprefix")
+    assert "contoso.docx" in await h.search_titles(SERVICE_NAME, "contoso")  # by name too
 
     # The indexing retry job builds the same fields from the stored bytes.
     repo = await _repo(h)
@@ -610,9 +579,7 @@ async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) 
 async def test_scaleout_backup_restore_search(scaleout_engine: EngineHarness) -> None:
     h = scaleout_engine
     tid = h.sim_tenant_id
-    user_id = first_user(h)
-    account = await h.account(user_id)
-    drive = drive_of(h, user_id)
+    user_id, account, drive = await fullest_drive(h)
     h.sim.add_file(tid, "Notes/platypus.txt", user=user_id, data=b"platypus budget 2025")
     await h.backup(account, SERVICE_NAME)
     await assert_matches(h, account, drive)
@@ -627,8 +594,4 @@ async def test_scaleout_backup_restore_search(scaleout_engine: EngineHarness) ->
     assert report.failed_count == 0
     assert report.restored_count == 1
     assert files_by_path(drive) == before
-    backend = await h.runtime.search_backend()
-    found = await backend.search(
-        SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text="platypus")
-    )
-    assert "platypus.txt" in {hit.title for hit in found.hits}
+    assert "platypus.txt" in await h.search_titles(SERVICE_NAME, "platypus")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from graphsim import ops
+from graphsim.state import Drive
 from safekeep.backup.context import open_repository
 from safekeep.backup.services.onedrive import collect as onedrive_collect
 from safekeep.storage.repository import ContentRef
@@ -30,6 +31,15 @@ async def user_with_files(h: EngineHarness) -> Account:
     raise LookupError("no user with files")
 
 
+async def backed_up_drive(h: EngineHarness) -> tuple[Account, Drive]:
+    """A user with files, after a first backup of their OneDrive, and that drive."""
+    account = await user_with_files(h)
+    await h.backup(account, "onedrive")
+    drive_id = h.sim.tenant().users[account.graph_id].drive_id
+    assert drive_id is not None
+    return account, h.sim.tenant().drives[drive_id]
+
+
 async def remembered(h: EngineHarness, account: Account) -> tuple[str, str] | None:
     async with h.runtime.db.session() as session:
         state = await catalog.delta_state(session, account.id, "onedrive", onedrive_collect.ROOT)
@@ -45,11 +55,7 @@ def only_one_delta_round(h: EngineHarness) -> None:
 
 async def test_unchanged_drive_costs_one_delta_request(engine: EngineHarness) -> None:
     h = engine
-    account = await user_with_files(h)
-    await h.backup(account, "onedrive")
-    drive_id = h.sim.tenant().users[account.graph_id].drive_id
-    assert drive_id is not None
-    drive = h.sim.tenant().drives[drive_id]
+    account, drive = await backed_up_drive(h)
     assert await remembered(h, account) == (drive.id, drive.root_id)
     for _ in range(2):
         h.sim.reset_counters()
@@ -130,11 +136,7 @@ async def test_drive_provisioned_again_is_learned_again_without_losing_data(
 
 async def test_a_resync_relearns_the_root_from_its_enumeration(engine: EngineHarness) -> None:
     h = engine
-    account = await user_with_files(h)
-    await h.backup(account, "onedrive")
-    drive_id = h.sim.tenant().users[account.graph_id].drive_id
-    assert drive_id is not None
-    drive = h.sim.tenant().drives[drive_id]
+    account, drive = await backed_up_drive(h)
     # A remembered root that is no longer right (as if Graph had given the root a new id).
     async with h.runtime.db.session() as session:
         state = await catalog.delta_state(session, account.id, "onedrive", onedrive_collect.ROOT)

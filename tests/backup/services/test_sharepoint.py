@@ -13,7 +13,6 @@ import zipfile
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from graphsim import ops
 from graphsim.content import make_docx
@@ -22,9 +21,7 @@ from safekeep.backup.context import open_repository
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.sharepoint import SERVICE
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
-from safekeep.search.query import SearchQuery
-from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import ItemVersion
+from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness, worker_killed_at
 
 SERVICE_NAME = "sharepoint"
@@ -100,6 +97,13 @@ def add_library_files(h: EngineHarness, site: Site) -> None:
     h.sim.add_file(tid, "Archive/old.csv", drive_id=drive_id, data=b"a,b\n1,2\n")
 
 
+async def site_with_files(h: EngineHarness) -> tuple[Site, Account]:
+    """The root site, with ``add_library_files`` in its library, and its account."""
+    site = root_site(h)
+    add_library_files(h, site)
+    return site, await h.account(site.id)
+
+
 def add_second_library(h: EngineHarness, site: Site) -> Drive:
     """A second document library ("Reports") with a file in a folder."""
     tenant = h.sim.tenant()
@@ -126,18 +130,7 @@ def add_second_library(h: EngineHarness, site: Site) -> Drive:
 
 
 async def current(h: EngineHarness, account: Any) -> dict[str, ItemVersion]:
-    async with h.runtime.db.session() as session:
-        return await catalog.open_external_ids(session, account.id, SERVICE_NAME, KINDS)
-
-
-async def all_versions(h: EngineHarness, account: Any) -> list[ItemVersion]:
-    async with h.runtime.db.session() as session:
-        rows = await session.execute(
-            select(ItemVersion).where(
-                ItemVersion.account_id == account.id, ItemVersion.service == SERVICE_NAME
-            )
-        )
-        return list(rows.scalars())
+    return await h.open_ids(account, SERVICE_NAME, KINDS)
 
 
 async def assert_site_matches(h: EngineHarness, account: Any, site: Site) -> None:
@@ -184,9 +177,7 @@ async def assert_site_matches(h: EngineHarness, account: Any, site: Site) -> Non
 async def test_site_full_then_incremental(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
 
     run, skipped = await h.backup(account, SERVICE_NAME)
     assert skipped == 0
@@ -219,17 +210,15 @@ async def test_site_full_then_incremental(engine: EngineHarness) -> None:
     assert run.counters.removed == 1
     assert run.counters.added == 1
 
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, SERVICE_NAME)
     assert len(versions) == first_count + 1 + 2  # the new item, and one new version per edit
 
 
 async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
+    site, account = await site_with_files(h)
     add_second_library(h, site)
-    account = await h.account(site.id)
     await h.backup(account, SERVICE_NAME)
     await assert_site_matches(h, account, site)
     lst = tracker(h, site)
@@ -253,9 +242,7 @@ async def test_resync_reenumerates_without_new_versions(engine: EngineHarness) -
 async def test_deleted_list_and_library_content_end_their_versions(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     lst = tracker(h, site)
     site.list_ids.remove(lst.id)  # the list is deleted from the site
@@ -278,9 +265,7 @@ async def test_deleted_list_and_library_content_end_their_versions(engine: Engin
 async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     drive = library(h, site)
     lst = tracker(h, site)
@@ -330,9 +315,7 @@ async def test_restore_into_another_site(
 ) -> None:
     h = engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     before_files = files_by_path(library(h, site))
     before_rows = list_rows(tracker(h, site))
@@ -381,9 +364,7 @@ async def test_restore_into_another_site(
 
 async def test_export_files_and_lists(engine: EngineHarness) -> None:
     h = engine
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     data = await h.export(account, SERVICE_NAME)
     archive = zipfile.ZipFile(io.BytesIO(data))
@@ -412,11 +393,9 @@ async def test_export_files_and_lists(engine: EngineHarness) -> None:
 
 async def test_list_item_download_and_search(engine: EngineHarness) -> None:
     h = engine
-    site = root_site(h)
-    add_library_files(h, site)
+    site, account = await site_with_files(h)
     lst = tracker(h, site)
     h.sim.add_list_item(h.sim_tenant_id, lst.id, {"Title": "Pangolin outage", "Status": "New"})
-    account = await h.account(site.id)
     await h.backup(account, SERVICE_NAME)
     stored = await current(h, account)
     item = next(v for v in stored.values() if v.name == "Pangolin outage")
@@ -425,20 +404,9 @@ async def test_list_item_download_and_search(engine: EngineHarness) -> None:
     assert body["fields"]["Status"] == "New"
     assert content.media_type == "application/json"
 
-    backend = await h.runtime.search_backend()
-
-    async def titles(text: str) -> set[str]:
-        found = await backend.search(
-            SearchQuery(
-                tenant_ids=frozenset({str(h.tenant.id)}),
-                text=text,
-                services=frozenset({"sharepoint"}),
-            )
-        )
-        return {hit.title for hit in found.hits}
-
-    assert "Pangolin outage" in await titles("pangolin")
-    assert "minutes.docx" in await titles("numbat")  # text inside a library document
+    assert "Pangolin outage" in await h.search_titles(SERVICE_NAME, "pangolin")
+    # text inside a library document
+    assert "minutes.docx" in await h.search_titles(SERVICE_NAME, "numbat")
 
 
 async def test_interrupted_site_backup_resumes(
@@ -447,9 +415,7 @@ async def test_interrupted_site_backup_resumes(
     from safekeep.backup.services.sharepoint import lists as sp_lists
 
     h = engine
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     monkeypatch.setattr(sp_lists, "DELTA_PAGE_SIZE", 2)
     # the fourth report: the site's tops, the library, then inside the list's pages
     with worker_killed_at(4), pytest.raises(RuntimeError, match="worker killed"):
@@ -461,16 +427,14 @@ async def test_interrupted_site_backup_resumes(
     assert run.resumed
     assert skipped == 0
     await assert_site_matches(h, account, site)
-    versions = await all_versions(h, account)
+    versions = await h.all_versions(account, SERVICE_NAME)
     assert len(versions) == len(await current(h, account))  # nothing twice
 
 
 async def test_scaleout_site_backup_restore_search(scaleout_engine: EngineHarness) -> None:
     h = scaleout_engine
     tid = h.sim_tenant_id
-    site = root_site(h)
-    add_library_files(h, site)
-    account = await h.account(site.id)
+    site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
     await assert_site_matches(h, account, site)
     lst = tracker(h, site)
@@ -481,8 +445,4 @@ async def test_scaleout_site_backup_restore_search(scaleout_engine: EngineHarnes
     assert report.failed_count == 0
     assert report.restored_count == 1
     assert list_rows(lst) == before_rows
-    backend = await h.runtime.search_backend()
-    found = await backend.search(
-        SearchQuery(tenant_ids=frozenset({str(h.tenant.id)}), text="numbat")
-    )
-    assert "minutes.docx" in {hit.title for hit in found.hits}
+    assert "minutes.docx" in await h.search_titles(SERVICE_NAME, "numbat")

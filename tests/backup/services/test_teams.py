@@ -192,6 +192,17 @@ async def test_a_deleted_team_comes_back_with_settings_members_and_channels(
             assert copy.members == original.members
 
 
+async def owner_backed_up(h: EngineHarness, services: list[str]) -> tuple[Team, Account]:
+    """The tenant's first team and its owner's account, after a Teams backup of that owner
+    under a policy protecting ``services``."""
+    await h.set_policy(services=services)
+    team = next(iter(teamwork(h.sim.tenant()).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    await h.backup(account, "teams")
+    return team, account
+
+
 def channel_files(h: EngineHarness, team: Team, channel: Channel) -> dict[str, bytes]:
     """The files in ``channel``'s files folder (its folder in the team site's library)."""
     tenant = h.sim.tenant()
@@ -212,12 +223,8 @@ def words(markup: str) -> str:
 
 async def test_a_channel_comes_back_as_a_transcript_in_its_files(engine: EngineHarness) -> None:
     h = engine
-    await h.set_policy(services=["teams"])
+    team, account = await owner_backed_up(h, ["teams"])
     tenant = h.sim.tenant()
-    team = next(iter(teamwork(tenant).teams.values()))
-    owner = min(u for u, roles in team.members.items() if "owner" in roles)
-    account = next(a for a in await h.discover() if a.graph_id == owner)
-    await h.backup(account, "teams")
     general = next(c for c in team.channels.values() if c.is_general)
     private = next(c for c in team.channels.values() if c.membership_type == "private")
     backed_up = {c.id: list(c.messages.values()) for c in team.channels.values()}
@@ -232,7 +239,7 @@ async def test_a_channel_comes_back_as_a_transcript_in_its_files(engine: EngineH
 
     report = await h.restore(account, "teams", at=before, channels="transcript")
     summary = report.summary()
-    chats = [c for c in teamwork(tenant).chats.values() if owner in c.members]
+    chats = [c for c in teamwork(tenant).chats.values() if account.graph_id in c.members]
     # chats stay export-only, whatever the channels' mode
     assert summary["failed"] == 0
     assert summary["skipped"] == sum(len(c.messages) for c in chats)
@@ -266,12 +273,7 @@ async def test_a_transcript_restore_through_the_api(engine: EngineHarness) -> No
     """``target.channels`` is asked for in the restore request, refused with a 422 for any
     other service (no job made), and carried by the job to the service."""
     h = engine
-    await h.set_policy(services=["mail", "teams"])
-    tenant = h.sim.tenant()
-    team = next(iter(teamwork(tenant).teams.values()))
-    owner = min(u for u, roles in team.members.items() if "owner" in roles)
-    account = next(a for a in await h.discover() if a.graph_id == owner)
-    await h.backup(account, "teams")
+    team, account = await owner_backed_up(h, ["mail", "teams"])
     general = next(c for c in team.channels.values() if c.is_general)
     transport = httpx.ASGITransport(app=create_app(runtime=h.runtime), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://safekeep.test") as api:
@@ -340,12 +342,8 @@ async def test_a_transcript_without_a_files_folder_fails_only_its_messages(
     engine: EngineHarness,
 ) -> None:
     h = engine
-    await h.set_policy(services=["teams"])
+    team, account = await owner_backed_up(h, ["teams"])
     tenant = h.sim.tenant()
-    team = next(iter(teamwork(tenant).teams.values()))
-    owner = min(u for u, roles in team.members.items() if "owner" in roles)
-    account = next(a for a in await h.discover() if a.graph_id == owner)
-    await h.backup(account, "teams")
     with h.sim.engine.world.lock:
         site, team.site_id = team.site_id, None  # the team's site not provisioned (yet)
     report = await h.restore(account, "teams", channels="transcript")
