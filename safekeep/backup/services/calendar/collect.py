@@ -762,14 +762,7 @@ class CalendarCollector(MailboxReader):
         event_id = str(event["id"])
         event.pop("@odata.context", None)
         if event.get("hasAttachments") and listing is None:
-            listing = []
-            async for values in self.graph.paginate(
-                f"{self.base}/events/{quote(event_id, safe='')}/attachments",
-                params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
-                headers=IMMUTABLE,
-                mailbox=self.user,
-            ):
-                listing.extend(values)
+            listing = await self._attachments_of(event_id)
         attachments: list[dict[str, Any]] = []
         texts: list[str] = []
         stored_bytes = 0
@@ -806,6 +799,18 @@ class CalendarCollector(MailboxReader):
             search=fields_of(event, name),
         )
 
+    async def _attachments_of(self, event_id: str) -> list[dict[str, Any]]:
+        """Attachment metadata (no bytes) of one event or exception, every page of it."""
+        listing: list[dict[str, Any]] = []
+        async for values in self.graph.paginate(
+            f"{self.base}/events/{quote(event_id, safe='')}/attachments",
+            params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
+            headers=IMMUTABLE,
+            mailbox=self.user,
+        ):
+            listing.extend(values)
+        return listing
+
     async def _exception_attachments(
         self, exception: dict[str, Any], series: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]] | None, list[str]]:
@@ -815,14 +820,7 @@ class CalendarCollector(MailboxReader):
         if not exception.get("hasAttachments") or not exception.get("id"):
             return None, []
         exception_id = str(exception["id"])
-        listing: list[dict[str, Any]] = []
-        async for values in self.graph.paginate(
-            f"{self.base}/events/{quote(exception_id, safe='')}/attachments",
-            params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
-            headers=IMMUTABLE,
-            mailbox=self.user,
-        ):
-            listing.extend(values)
+        listing = await self._attachments_of(exception_id)
 
         def shape(values: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
             return sorted(
