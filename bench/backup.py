@@ -450,7 +450,7 @@ def run_column(
 
 def add_row(table: Table, column: str, run: Run, stored: dict[str, int]) -> None:
     items = max(1, run.items)
-    table.add(
+    table.report(
         column,
         run.label,
         run.items,
@@ -467,7 +467,6 @@ def add_row(table: Table, column: str, run: Run, stored: dict[str, int]) -> None
         f"{stored['stored'] / max(1, stored['unique']):.3f}",
         run.skipped,
     )
-    print(table.rows[-1], flush=True)
 
 
 def add_large_file(settings: Settings, sim: Graphsim, tenant: Connected) -> None:

@@ -190,6 +190,11 @@ class Table:
     def add(self, *values: Any) -> None:
         self.rows.append([str(v) for v in values])
 
+    def report(self, *values: Any) -> None:
+        """Add a row and print it at once: a long bench shows each figure as it is measured."""
+        self.add(*values)
+        print(self.rows[-1], flush=True)
+
     def render(self) -> str:
         widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
         lines = [
@@ -225,6 +230,8 @@ def add_tenant_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def start_tenant_graphsim(root: Path, args: argparse.Namespace) -> Graphsim:
+    """graphsim seeded with the tenant arguments, throttling like Microsoft; a bench without
+    ``--latency-ms`` (the throttling one sets it in its SCENARIO) starts it without any."""
     return start_graphsim(
         root / "graphsim",
         users=args.users,
@@ -233,7 +240,7 @@ def start_tenant_graphsim(root: Path, args: argparse.Namespace) -> Graphsim:
         events=args.events,
         contacts=args.contacts,
         sites=0,
-        latency_ms=args.latency_ms,
+        latency_ms=getattr(args, "latency_ms", None),
         throttling="microsoft",
         seed=args.seed,
     )

@@ -106,7 +106,7 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                 requests = after["total"] - before["total"]
                 throttled = after["throttled"] - before["throttled"]
                 totals = result["totals"]
-                table.add(
+                table.report(
                     column,
                     "restore",
                     totals["restored"],
@@ -118,10 +118,9 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                     f"skipped {totals['skipped']}, failed {totals['failed']}; "
                     f"{requests} Graph requests, {throttled} 429s, graphsim CPU {sim_cpu:.0f} s",
                 )
-                print(table.rows[-1], flush=True)
                 with measure() as usage:
                     result = asyncio.run(whole_tenant(settings, tenant_id, JobKind.export))
-                table.add(
+                table.report(
                     column,
                     "export",
                     result["files"],
@@ -132,7 +131,6 @@ def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
                     f"{usage.wall:.1f}",
                     f"zip {result['size'] / 1e6:.1f} MB",
                 )
-                print(table.rows[-1], flush=True)
         finally:
             sim.stop()
 

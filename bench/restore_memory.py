@@ -41,7 +41,7 @@ def run_size(size: int, args: argparse.Namespace, table: Table) -> None:
                 _current, peak = tracemalloc.get_traced_memory()
                 tracemalloc.stop()
                 totals = result["totals"]
-                table.add(
+                table.report(
                     args.service,
                     size,
                     totals["restored"],
@@ -50,7 +50,6 @@ def run_size(size: int, args: argparse.Namespace, table: Table) -> None:
                     f"{usage.wall:.1f}",
                     totals["failed"],
                 )
-                print(table.rows[-1], flush=True)
         finally:
             sim.stop()
 

@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from bench.backup import Connected, backup, connect, edit_one_percent
-from bench.common import Graphsim, Table, column_settings, start_graphsim
+from bench.common import Graphsim, Table, column_settings, start_tenant_graphsim
 from safekeep import logging as safekeep_logging
 from safekeep.migrate import upgrade
 from safekeep.settings import Settings
@@ -104,17 +104,7 @@ def stop_workers(workers: list[Any]) -> None:
 def run(args: argparse.Namespace, redis_url: str, table: Table) -> list[dict[str, int]]:
     with tempfile.TemporaryDirectory(prefix="bench-throttling-") as tmp:
         root = Path(tmp)
-        sim: Graphsim = start_graphsim(
-            root / "graphsim",
-            users=args.users,
-            messages=args.messages,
-            files=args.files,
-            events=args.events,
-            contacts=args.contacts,
-            sites=0,
-            throttling="microsoft",
-            seed=args.seed,
-        )
+        sim: Graphsim = start_tenant_graphsim(root, args)
         workers: list[Any] = []
         try:
             settings = column_settings("seaweedfs", root / "data", sim).model_copy(
@@ -138,7 +128,7 @@ def run(args: argparse.Namespace, redis_url: str, table: Table) -> list[dict[str
                 figures = graph_figures(before, sim.counters())
                 runs.append(figures)
                 share = figures["throttled"] / max(1, figures["requests"])
-                table.add(
+                table.report(
                     label,
                     result["items"],
                     str(result["status"]).rsplit(".", 1)[-1],
@@ -149,7 +139,6 @@ def run(args: argparse.Namespace, redis_url: str, table: Table) -> list[dict[str
                     figures["violations"],
                     f"{wall:.0f}",
                 )
-                print(table.rows[-1], flush=True)
             return runs
         finally:
             stop_workers(workers)

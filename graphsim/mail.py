@@ -96,35 +96,24 @@ def build_email(
         assert isinstance(alternatives, list)
         html_part = alternatives[-1]
         assert isinstance(html_part, EmailMessage)
-        for att in inline:
-            assert att.content is not None
-            maintype, subtype = _mime_type(att)
-            html_part.add_related(
-                att.content.read(),
-                maintype,
-                subtype,
-                cid=f"<{att.content_id}>",
-                filename=att.name,
-                disposition="inline",
-            )
-    if spec.html is None:  # no HTML to relate them to: inline parts follow the text
-        for att in inline:
-            assert att.content is not None
-            maintype, subtype = _mime_type(att)
-            msg.add_attachment(
-                att.content.read(),
-                maintype,
-                subtype or "octet-stream",
-                filename=att.name,
-                disposition="inline",
-                cid=f"<{att.content_id}>" if att.content_id else None,
-            )
+        add_inline = html_part.add_related
+    else:  # no HTML to relate them to: inline parts follow the text
+        add_inline = msg.add_attachment
+    for att in inline:
+        assert att.content is not None
+        maintype, subtype = _mime_type(att)
+        add_inline(
+            att.content.read(),
+            maintype,
+            subtype,
+            filename=att.name,
+            disposition="inline",
+            cid=f"<{att.content_id}>" if att.content_id else None,
+        )
     for att in attachments:
         if att.kind == "file" and not att.is_inline and att.content is not None:
             maintype, subtype = _mime_type(att)
-            msg.add_attachment(
-                att.content.read(), maintype, subtype or "octet-stream", filename=att.name
-            )
+            msg.add_attachment(att.content.read(), maintype, subtype, filename=att.name)
         elif att.kind == "item" and isinstance(att.item, OItem) and att.item.kind == "message":
             inner = att.item
             inner_bytes = inner.raw_mime or render_mime(inner.spec, inner.attachments)
@@ -136,7 +125,7 @@ def build_email(
 
 def _mime_type(att: Attachment) -> tuple[str, str]:
     maintype, _, subtype = (att.content_type or "application/octet-stream").partition("/")
-    return maintype, subtype
+    return maintype, subtype or "octet-stream"
 
 
 def _set_headers(msg: EmailMessage, spec: MailSpec, *, include_bcc: bool) -> None:

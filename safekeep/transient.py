@@ -26,6 +26,7 @@ import psycopg.errors
 import redis
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from sqlalchemy import exc as sa_exc
@@ -36,6 +37,7 @@ from safekeep.storage.errors import BlobStoreUnavailable, StorageError
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+_R = TypeVar("_R", Retry, AsyncRetry)
 
 # Seconds a client says to wait before asking again while a dependency is down (the API's
 # Retry-After, the scheduler's next try after a failed step).
@@ -156,25 +158,17 @@ def redis_options() -> dict[str, Any]:
     }
 
 
-def sync_redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        retry=Retry(
-            ExponentialBackoff(REDIS_RETRY_BACKOFF_CAP, REDIS_RETRY_BACKOFF_BASE),
-            REDIS_RETRY_ATTEMPTS,
-        ),
-        **redis_options(),
+def _retry(retry_type: type[_R]) -> _R:
+    """The one retry policy, built by the sync or the asyncio client's own ``Retry`` class."""
+    return retry_type(
+        ExponentialBackoff(REDIS_RETRY_BACKOFF_CAP, REDIS_RETRY_BACKOFF_BASE),
+        REDIS_RETRY_ATTEMPTS,
     )
+
+
+def sync_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, retry=_retry(Retry), **redis_options())
 
 
 def async_redis(url: str) -> aioredis.Redis:
-    from redis.asyncio.retry import Retry as AsyncRetry
-
-    return aioredis.Redis.from_url(
-        url,
-        retry=AsyncRetry(
-            ExponentialBackoff(REDIS_RETRY_BACKOFF_CAP, REDIS_RETRY_BACKOFF_BASE),
-            REDIS_RETRY_ATTEMPTS,
-        ),
-        **redis_options(),
-    )
+    return aioredis.Redis.from_url(url, retry=_retry(AsyncRetry), **redis_options())

@@ -196,6 +196,17 @@ def _limit(mean: float, m2: float, runs: int, sigmas: float, floor: int) -> floa
     return max(float(floor), mean + sigmas * spread)
 
 
+def _limits(base: DetectionBaseline | None, t: Thresholds) -> tuple[float, float]:
+    """The suspicious-file and deletion counts a run must reach to be flagged; without a
+    baseline, the floors alone."""
+    if base is None:
+        return float(t.min_files), float(t.min_deletions)
+    return (
+        _limit(base.suspicious_mean, base.suspicious_m2, base.runs, t.sigmas, t.min_files),
+        _limit(base.deleted_mean, base.deleted_m2, base.runs, t.sigmas, t.min_deletions),
+    )
+
+
 def _welford(mean: float, m2: float, runs: int, value: float) -> tuple[float, float]:
     delta = value - mean
     mean += delta / runs
@@ -214,13 +225,7 @@ def judge(stats: RunStats, base: DetectionBaseline | None, t: Thresholds) -> lis
     runs = base.runs if base else 0
     out: list[Verdict] = []
     suspicious = len(stats.suspicious)
-    limit = _limit(
-        base.suspicious_mean if base else 0.0,
-        base.suspicious_m2 if base else 0.0,
-        runs,
-        t.sigmas,
-        t.min_files,
-    )
+    limit, deletion_limit = _limits(base, t)
     share = suspicious / max(stats.touched, 1)
     noted = bool(stats.ransom_notes) and suspicious >= 3
     if (suspicious >= limit and share >= 0.5) or noted:
@@ -243,13 +248,6 @@ def judge(stats: RunStats, base: DetectionBaseline | None, t: Thresholds) -> lis
                 stats.first_suspicious_at or utcnow(),
             )
         )
-    deletion_limit = _limit(
-        base.deleted_mean if base else 0.0,
-        base.deleted_m2 if base else 0.0,
-        runs,
-        t.sigmas,
-        t.min_deletions,
-    )
     if stats.deleted >= deletion_limit:
         out.append(
             Verdict(

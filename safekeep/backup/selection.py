@@ -18,7 +18,7 @@ from safekeep.errors import UnprocessableEntity
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Account, AccountState, Snapshot, Tenant
+from safekeep.tenants.models import Account, AccountState, ItemVersion, Snapshot, Tenant
 from safekeep.tenants.scope import TenantScope
 
 PAGE = 200
@@ -98,43 +98,49 @@ async def resolve_units(
     return units
 
 
+async def _pages(
+    runtime: Runtime, tenant_scope: TenantScope, unit: Unit, limit: int, **filters: Any
+) -> AsyncIterator[tuple[list[ItemVersion], dict[uuid.UUID, str]]]:
+    """The unit's versions at its snapshot (``catalog.versions_at`` filters), in item order,
+    a page at a time with their Graph ids; each page is read in a short transaction of its
+    own, so a long restore or export holds none open."""
+    after: uuid.UUID | None = None
+    while True:
+        async with unit_of_work(runtime) as session:
+            page = await catalog.versions_at(
+                session,
+                tenant_scope,
+                unit.account.id,
+                unit.service,
+                unit.snapshot.seq,
+                after_item_id=after,
+                limit=limit,
+                **filters,
+            )
+            if not page:
+                return
+            ids = await catalog.external_ids_of(session, [v.item_id for v in page])
+        yield page, ids
+        after = page[-1].item_id
+
+
 async def build_selection(
     runtime: Runtime, tenant_scope: TenantScope, unit: Unit, scope: Scope
 ) -> Selection:
     module = module_for(unit.service)
     folder_kinds = list(module.folder_kinds)
-    account_id, service, seq = unit.account.id, unit.service, unit.snapshot.seq
-    async with unit_of_work(runtime) as session:
-        folders: dict[str, Any] = {}
-        after: uuid.UUID | None = None
-        while True:
-            page = await catalog.versions_at(
-                session,
-                tenant_scope,
-                account_id,
-                service,
-                seq,
-                kinds=folder_kinds,
-                after_item_id=after,
-                limit=1000,
-            )
-            if not page:
-                break
-            ids = await catalog.external_ids_of(session, [v.item_id for v in page])
-            for version in page:
-                folders[ids[version.item_id]] = version
-            after = page[-1].item_id
-        roots: set[str] | None = None
-        item_ids: list[uuid.UUID] | None = None
-        if scope.type == "folders":
+    folders: dict[str, Any] = {}
+    async for page, ids in _pages(runtime, tenant_scope, unit, 1000, kinds=folder_kinds):
+        for version in page:
+            folders[ids[version.item_id]] = version
+    roots: set[str] | None = None
+    item_ids = list(scope.item_ids) if scope.type == "items" else None
+    if scope.type == "folders":
+        async with unit_of_work(runtime) as session:
             ids = await catalog.external_ids_of(session, scope.item_ids)
-            roots = {ids[i] for i in scope.item_ids if i in ids and ids[i] in folders}
-            if not roots:
-                raise UnprocessableEntity(
-                    "None of the chosen folders existed at that point in time"
-                )
-        elif scope.type == "items":
-            item_ids = list(scope.item_ids)
+        roots = {ids[i] for i in scope.item_ids if i in ids and ids[i] in folders}
+        if not roots:
+            raise UnprocessableEntity("None of the chosen folders existed at that point in time")
     parents: set[str] | None = None
     if roots is not None:
         parents = set(roots)
@@ -145,29 +151,19 @@ async def build_selection(
             parents |= below
 
     async def items() -> AsyncIterator[Any]:
-        after_item: uuid.UUID | None = None
-        while True:
-            async with unit_of_work(runtime) as session:
-                page = await catalog.versions_at(
-                    session,
-                    tenant_scope,
-                    account_id,
-                    service,
-                    seq,
-                    exclude_kinds=folder_kinds,
-                    parents=parents,
-                    item_ids=item_ids,
-                    after_item_id=after_item,
-                    limit=PAGE,
-                )
-                graph_ids = await catalog.external_ids_of(session, [v.item_id for v in page])
-            if not page:
-                return
+        async for page, graph_ids in _pages(
+            runtime,
+            tenant_scope,
+            unit,
+            PAGE,
+            exclude_kinds=folder_kinds,
+            parents=parents,
+            item_ids=item_ids,
+        ):
             for version in page:
                 if version.item_id in graph_ids:
                     selection.graph_ids[version] = graph_ids[version.item_id]
                 yield version
-            after_item = page[-1].item_id
 
     selection = Selection(
         folders=folders,

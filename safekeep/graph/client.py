@@ -10,7 +10,7 @@ jobs: it takes plain arguments.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
-from typing import Any, Unpack
+from typing import Unpack
 from urllib.parse import quote
 
 import httpx
@@ -20,7 +20,7 @@ from safekeep.graph import download, paging, uploads
 from safekeep.graph.auth import TokenProvider
 from safekeep.graph.batch import BATCH_LIMIT, BatchRequest, BatchResponse
 from safekeep.graph.netio import graph_http_client
-from safekeep.graph.options import Json, RequestFields, RequestOptions, Scope, prefer
+from safekeep.graph.options import Json, ReadFields, RequestFields, RequestOptions, Scope, prefer
 from safekeep.graph.paging import DeltaPage
 from safekeep.graph.throttle import Limiter
 from safekeep.graph.transport import (
@@ -112,26 +112,12 @@ class GraphClient:
             tenant_concurrency=tenant_concurrency,
             sharepoint_concurrency=sharepoint_concurrency,
         )
-
-    @property
-    def stats(self) -> GraphStats:
-        return self.transport.stats
-
-    @property
-    def limiter(self) -> Limiter:
-        return self.transport.limiter
-
-    @property
-    def tokens(self) -> TokenProvider:
-        return self.transport.tokens
-
-    @property
-    def tenant_key(self) -> str:
-        return self.transport.tenant_key
-
-    @property
-    def root(self) -> str:
-        return self.transport.root
+        # The transport's parts that callers read (none is ever replaced), named on the client.
+        self.stats: GraphStats = self.transport.stats
+        self.limiter: Limiter = self.transport.limiter
+        self.tokens: TokenProvider = self.transport.tokens
+        self.tenant_key: str = self.transport.tenant_key
+        self.root: str = self.transport.root
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -145,15 +131,8 @@ class GraphClient:
 
     # -- JSON ------------------------------------------------------------------------------------
 
-    async def get_json(
-        self,
-        path_or_url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        mailbox: str | None = None,
-    ) -> Json:
-        options = RequestOptions(params=params, headers=headers, mailbox=mailbox)
+    async def get_json(self, path_or_url: str, **fields: Unpack[ReadFields]) -> Json:
+        options = RequestOptions.of(fields)
         return await paging.get_json(self.transport, path_or_url, options)
 
     async def request_json(
@@ -176,27 +155,15 @@ class GraphClient:
 
     # -- collections -----------------------------------------------------------------------------
 
-    async def paginate(
-        self,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        mailbox: str | None = None,
-    ) -> AsyncIterator[list[Json]]:
+    async def paginate(self, path: str, **fields: Unpack[ReadFields]) -> AsyncIterator[list[Json]]:
         """Yield each page's ``value``; ``@odata.nextLink`` is followed exactly as given
         (it already encodes the query) and ``headers`` are sent again with every page."""
-        options = RequestOptions(params=params, headers=headers, mailbox=mailbox)
+        options = RequestOptions.of(fields)
         async for values in paging.paginate(self.transport, path, options):
             yield values
 
     async def delta(
-        self,
-        path_or_link: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        mailbox: str | None = None,
+        self, path_or_link: str, **fields: Unpack[ReadFields]
     ) -> AsyncIterator[DeltaPage]:
         """Walk a delta round page by page, starting from a path or a saved next/delta link.
 
@@ -204,7 +171,7 @@ class GraphClient:
         ``next_link`` to resume an interrupted round. The last page carries ``delta_link``.
         Raises ``ResyncRequired`` when the token is no longer valid.
         """
-        options = RequestOptions(params=params, headers=headers, mailbox=mailbox)
+        options = RequestOptions.of(fields)
         async for page in paging.delta(self.transport, path_or_link, options):
             yield page
 

@@ -3,7 +3,7 @@ each user actually has (a user without a mailbox or OneDrive is not an error).""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from safekeep.graph.client import GraphClient
 from safekeep.graph.errors import (
@@ -13,6 +13,7 @@ from safekeep.graph.errors import (
     NotFound,
     UserNotFound,
 )
+from safekeep.graph.options import ReadFields
 
 USER_FIELDS = "id,userPrincipalName,displayName,mail,accountEnabled,assignedLicenses,userType"
 SITE_FIELDS = "id,name,displayName,webUrl,createdDateTime,lastModifiedDateTime,isPersonalSite"
@@ -65,22 +66,23 @@ async def has_mailbox(client: GraphClient, user_id: str) -> bool:
     directory still raises ``UserNotFound``.
     """
     try:
-        await client.get_json(
-            f"/users/{user_id}/mailFolders/inbox", params={"$select": "id"}, mailbox=user_id
+        return await _found(
+            client, f"/users/{user_id}/mailFolders/inbox", params={"$select": "id"}, mailbox=user_id
         )
     except MailboxNotEnabled:
         return False
-    except UserNotFound:
-        raise
-    except NotFound:
-        return False
-    return True
 
 
 async def has_drive(client: GraphClient, user_id: str) -> bool:
     """Whether the user has a provisioned OneDrive (404 until first use or without licence)."""
+    return await _found(client, f"/users/{user_id}/drive", params={"$select": "id"})
+
+
+async def _found(client: GraphClient, path: str, **fields: Unpack[ReadFields]) -> bool:
+    """Whether ``path`` answers: a 404 means no, except that a user missing from the
+    directory still raises ``UserNotFound``: the user is gone, not just the service."""
     try:
-        await client.get_json(f"/users/{user_id}/drive", params={"$select": "id"})
+        await client.get_json(path, **fields)
     except UserNotFound:
         raise
     except NotFound:

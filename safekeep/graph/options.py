@@ -16,14 +16,19 @@ Json = dict[str, Any]
 DEFAULT_EXPECTED: tuple[int, ...] = (200, 201, 202, 204)
 
 
-class RequestFields(TypedDict, total=False):
+class ReadFields(TypedDict, total=False):
+    """The options of a read (``GraphClient.get_json``, ``paginate``, ``delta``) by keyword."""
+
+    params: Mapping[str, Any] | None
+    headers: Mapping[str, str] | None
+    mailbox: str | None
+
+
+class RequestFields(ReadFields, total=False):
     """The options a caller of ``GraphClient.request``/``request_json`` may pass by keyword."""
 
     json: Any
     content: bytes | str | None
-    params: Mapping[str, Any] | None
-    headers: Mapping[str, str] | None
-    mailbox: str | None
     expected: tuple[int, ...] | list[int]
     idempotent: bool | None
 
@@ -56,7 +61,7 @@ class RequestOptions:
     pauses: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, fields: RequestFields) -> RequestOptions:
+    def of(cls, fields: ReadFields) -> RequestOptions:
         values: dict[str, Any] = dict(fields)
         if "expected" in values:
             values["expected"] = tuple(values["expected"])

@@ -83,6 +83,14 @@ class Limiter(Protocol):
         what the key grants, so that a caller asking for several never waits for ever: the
         context yields how many it holds.
         """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        return self._slot(key, limit, count, adaptive)
+
+    def _slot(
+        self, key: str, limit: int, count: int, adaptive: bool
+    ) -> AbstractAsyncContextManager[int]:
+        """``slot`` once its arguments are checked: what each limiter implements."""
         ...
 
     async def record_outcome(self, key: str, *, throttled: bool, ceiling: int) -> float:
@@ -109,7 +117,7 @@ class _Window:
     used_at: float
 
 
-class InProcessLimiter:
+class InProcessLimiter(Limiter):
     """The embedded limiter: correct for any number of tasks in one process and event loop."""
 
     def __init__(self, aimd: Aimd | None = None) -> None:
@@ -133,11 +141,7 @@ class InProcessLimiter:
         return granted(found.value, ceiling)
 
     @asynccontextmanager
-    async def slot(
-        self, key: str, *, limit: int, count: int = 1, adaptive: bool = False
-    ) -> AsyncIterator[int]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+    async def _slot(self, key: str, limit: int, count: int, adaptive: bool) -> AsyncIterator[int]:
         entry = self._changed.get(key)
         if entry is None:
             entry = self._changed[key] = (asyncio.Condition(), [0])
@@ -293,7 +297,7 @@ return 1
 """
 
 
-class RedisLimiter:
+class RedisLimiter(Limiter):
     """The scale-out limiter: one Redis shared by every worker process.
 
     A slot is a lease (a member of a sorted set scored by its expiry) renewed by a
@@ -372,11 +376,7 @@ class RedisLimiter:
         return float(value.decode() if isinstance(value, bytes) else value)
 
     @asynccontextmanager
-    async def slot(
-        self, key: str, *, limit: int, count: int = 1, adaptive: bool = False
-    ) -> AsyncIterator[int]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+    async def _slot(self, key: str, limit: int, count: int, adaptive: bool) -> AsyncIterator[int]:
         self._start_background()
         start = self.aimd.initial if adaptive else limit
         slot_key = self._slot_key(key)

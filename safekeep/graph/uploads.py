@@ -141,6 +141,19 @@ class Attachment:
     is_inline: bool = False
     content_id: str | None = None
 
+    def properties(self, extra: Json) -> Json:
+        """``extra`` plus what a fileAttachment and an upload session's AttachmentItem both
+        say of the file (``contentId`` only when there is one: Graph rejects an empty one)."""
+        item: Json = {
+            **extra,
+            "name": self.name,
+            "contentType": self.content_type,
+            "isInline": self.is_inline,
+        }
+        if self.content_id:
+            item["contentId"] = self.content_id
+        return item
+
 
 async def mail_attachment(
     transport: Transport,
@@ -152,15 +165,7 @@ async def mail_attachment(
     if attachment.size < ATTACHMENT_DIRECT_MAX:
         raw = data if isinstance(data, bytes) else b"".join([c async for c in data])
         return await _direct_attachment(transport, user_id, parent, attachment, raw)
-    item: Json = {
-        "attachmentType": "file",
-        "name": attachment.name,
-        "size": attachment.size,
-        "contentType": attachment.content_type,
-        "isInline": attachment.is_inline,
-    }
-    if attachment.content_id:
-        item["contentId"] = attachment.content_id
+    item = attachment.properties({"attachmentType": "file", "size": attachment.size})
     created = await transport.json(
         "POST",
         f"{parent}/attachments/createUploadSession",
@@ -188,15 +193,12 @@ async def _direct_attachment(
     transport: Transport, user_id: str, parent: str, attachment: Attachment, raw: bytes
 ) -> str | None:
     check_size(len(raw), attachment.size)
-    body: Json = {
-        "@odata.type": "#microsoft.graph.fileAttachment",
-        "name": attachment.name,
-        "contentType": attachment.content_type,
-        "contentBytes": base64.b64encode(raw).decode("ascii"),
-        "isInline": attachment.is_inline,
-    }
-    if attachment.content_id:
-        body["contentId"] = attachment.content_id
+    body = attachment.properties(
+        {
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "contentBytes": base64.b64encode(raw).decode("ascii"),
+        }
+    )
     created = await transport.json(
         "POST",
         f"{parent}/attachments",

@@ -420,31 +420,25 @@ class SqliteSearchBackend:
     async def close_versions(
         self, tenant_id: str, version_ids: Sequence[str], valid_to: datetime
     ) -> None:
-        until = to_micros(valid_to)
-        for keys in _key_batches(tenant_id, version_ids):
-
-            def update(conn: sqlite3.Connection, keys: str = keys) -> None:
-                with _transaction(conn):
-                    conn.execute(
-                        f"UPDATE {self._docs} SET valid_to = ? "
-                        "WHERE doc_key IN (SELECT value FROM json_each(?))",
-                        (until, keys),
-                    )
-
-            await self._write(update)
+        await self._per_version(
+            f"UPDATE {self._docs} SET valid_to = ?", tenant_id, version_ids, to_micros(valid_to)
+        )
 
     async def delete_versions(self, tenant_id: str, version_ids: Sequence[str]) -> None:
+        await self._per_version(f"DELETE FROM {self._docs}", tenant_id, version_ids)
+
+    async def _per_version(
+        self, statement: str, tenant_id: str, version_ids: Sequence[str], *params: Any
+    ) -> None:
+        """Run ``statement`` on the versions' rows, one bounded batch of keys per transaction."""
+        sql = f"{statement} WHERE doc_key IN (SELECT value FROM json_each(?))"
         for keys in _key_batches(tenant_id, version_ids):
 
-            def delete(conn: sqlite3.Connection, keys: str = keys) -> None:
+            def run(conn: sqlite3.Connection, keys: str = keys) -> None:
                 with _transaction(conn):
-                    conn.execute(
-                        f"DELETE FROM {self._docs} "
-                        "WHERE doc_key IN (SELECT value FROM json_each(?))",
-                        (keys,),
-                    )
+                    conn.execute(sql, (*params, keys))
 
-            await self._write(delete)
+            await self._write(run)
 
     async def purge(self, *, tenant_id: str, account_id: str | None = None) -> None:
         """Delete in bounded transactions so that a large tenant does not hold the writer (and

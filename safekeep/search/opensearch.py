@@ -236,20 +236,10 @@ def _scope(p: Plan) -> list[dict[str, Any]]:
         filters.append(_field_phrase(p.sender, "sender"))
     if p.recipient is not None:
         filters.append(_field_phrase(p.recipient, "recipients"))
-    date_range: dict[str, int] = {}
-    if p.date_from is not None:
-        date_range["gte"] = p.date_from
-    if p.date_to is not None:
-        date_range["lte"] = p.date_to
-    if date_range:
-        filters.append({"range": {"date": date_range}})
-    size_range: dict[str, int] = {}
-    if p.size_min is not None:
-        size_range["gte"] = p.size_min
-    if p.size_max is not None:
-        size_range["lte"] = p.size_max
-    if size_range:
-        filters.append({"range": {"size": size_range}})
+    for field, low, high in (("date", p.date_from, p.date_to), ("size", p.size_min, p.size_max)):
+        bounds = {op: value for op, value in (("gte", low), ("lte", high)) if value is not None}
+        if bounds:
+            filters.append({"range": {field: bounds}})
     if p.has_attachments is not None:
         filters.append({"term": {"has_attachments": p.has_attachments}})
     if p.file_types:

@@ -37,6 +37,8 @@ class BlobWriter(Protocol):
 
 @runtime_checkable
 class BlobStore(Protocol):
+    """What both backends offer; they subclass it to share the checks made before a write."""
+
     supports_object_lock: bool
 
     async def open(self) -> None: ...
@@ -49,6 +51,13 @@ class BlobStore(Protocol):
         *,
         retain_until: datetime | None = None,
         content_type: str | None = None,
+    ) -> None:
+        """Write ``key`` whole, replacing what is there. The retention date is checked here,
+        the same for both backends, before the backend's ``_put`` writes anything."""
+        await self._put(key, data, check_retention(retain_until), content_type)
+
+    async def _put(
+        self, key: str, data: bytes, retain_until: datetime | None, content_type: str | None
     ) -> None: ...
     async def put_if_absent(
         self, key: str, data: bytes, *, retain_until: datetime | None = None

@@ -25,6 +25,7 @@ from typing import IO, Any, TypeVar
 from safekeep.storage.blobstore import (
     TEMP_PREFIX,
     BlobInfo,
+    BlobStore,
     check_retention,
     validate_key,
     validate_prefix,
@@ -46,7 +47,7 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
 
 
-class LocalBlobStore:
+class LocalBlobStore(BlobStore):
     supports_object_lock = False
 
     def __init__(self, root: Path, *, max_threads: int = 8) -> None:
@@ -119,15 +120,9 @@ class LocalBlobStore:
         _fsync_dir(path.parent)
         return True
 
-    async def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        retain_until: datetime | None = None,
-        content_type: str | None = None,
+    async def _put(
+        self, key: str, data: bytes, retain_until: datetime | None, content_type: str | None
     ) -> None:
-        check_retention(retain_until)
         await self._run(self._put_sync, self._path(key), data)
 
     async def put_if_absent(

@@ -35,7 +35,13 @@ from botocore.exceptions import (
 )
 
 from safekeep.disposition import content_disposition
-from safekeep.storage.blobstore import BlobInfo, check_retention, validate_key, validate_prefix
+from safekeep.storage.blobstore import (
+    BlobInfo,
+    BlobStore,
+    check_retention,
+    validate_key,
+    validate_prefix,
+)
 from safekeep.storage.errors import (
     BlobLocked,
     BlobNotFound,
@@ -75,7 +81,7 @@ def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
-class S3BlobStore:
+class S3BlobStore(BlobStore):
     def __init__(
         self,
         bucket: str,
@@ -196,13 +202,8 @@ class S3BlobStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    async def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        retain_until: datetime | None = None,
-        content_type: str | None = None,
+    async def _put(
+        self, key: str, data: bytes, retain_until: datetime | None, content_type: str | None
     ) -> None:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key), "Body": data}
         args.update(self._lock_args(retain_until))

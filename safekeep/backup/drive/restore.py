@@ -25,7 +25,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import structlog
@@ -54,11 +54,37 @@ def path_key(names: Sequence[str]) -> str:
     return "/" + "/".join(n.casefold() for n in names)
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
 class RestoreFailed(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+async def made_once(
+    lock: asyncio.Lock,
+    made: dict[_K, _V | RestoreFailed],
+    key: _K,
+    make: Callable[[], Coroutine[Any, Any, _V]],
+) -> _V:
+    """``make()`` for ``key``, run once under ``lock`` however many items ask at once. A
+    ``RestoreFailed`` is kept too: every item under a target that could not be made fails
+    with the same reason instead of trying again."""
+    async with lock:
+        found = made.get(key)
+        if found is None:
+            try:
+                found = await make()
+            except RestoreFailed as exc:
+                found = exc
+            made[key] = found
+    if isinstance(found, RestoreFailed):
+        raise found
+    return found
 
 
 @dataclass

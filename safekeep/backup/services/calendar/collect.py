@@ -70,7 +70,7 @@ from safekeep.backup.services.calendar.search import (
     meta_of,
     offset_time,
 )
-from safekeep.graph.client import BatchRequest, DeltaPage, prefer
+from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
 from safekeep.runtime import unit_of_work
 from safekeep.search.extract import extract_text
@@ -627,18 +627,7 @@ class CalendarCollector(MailboxReader):
                 elif listed[event_id] != version.change_key:
                     changed[event_id] = listed[event_id]
             return changed, gone
-        ids = list(masters)
-        requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/events/{quote(event_id, safe='')}?$select=id,changeKey",
-                headers=IMMUTABLE,
-            )
-            for n, event_id in enumerate(ids)
-        ]
-        for n, answer in enumerate(await self.graph.batch(requests, mailbox=self.user)):
-            event_id = ids[n]
+        for event_id, answer in await self._get_each(list(masters), "?$select=id,changeKey"):
             if answer.ok and isinstance(answer.body, dict):
                 change_key = answer.body.get("changeKey")
                 if change_key != masters[event_id].change_key:
@@ -707,21 +696,10 @@ class CalendarCollector(MailboxReader):
     async def _get_events(
         self, ids: list[str]
     ) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
-        requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/events/{quote(event_id, safe='')}?{EVENT_QUERY}",
-                headers=IMMUTABLE,
-            )
-            for n, event_id in enumerate(ids)
-        ]
         events: list[dict[str, Any]] = []
         missing: list[str] = []
         failed: dict[str, Exception] = {}
-        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
-        for n, answer in enumerate(answers):
-            event_id = ids[n]
+        for event_id, answer in await self._get_each(ids, f"?{EVENT_QUERY}"):
             if answer.ok and isinstance(answer.body, dict):
                 events.append(answer.body)
                 continue
@@ -738,6 +716,21 @@ class CalendarCollector(MailboxReader):
                 failed[event_id] = exc
         return events, missing, failed
 
+    async def _get_each(self, ids: list[str], then: str) -> list[tuple[str, BatchResponse]]:
+        """GET ``events/{id}`` + ``then`` for every id through ``$batch``, each id with its
+        answer (in order; no call at all for no ids)."""
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/events/{quote(event_id, safe='')}{then}",
+                headers=IMMUTABLE,
+            )
+            for n, event_id in enumerate(ids)
+        ]
+        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
+        return list(zip(ids, answers, strict=True))
+
     async def _get_event(self, event_id: str) -> dict[str, Any]:
         return await self.get_item(
             f"{self.base}/events/{quote(event_id, safe='')}?{EVENT_QUERY}", IMMUTABLE
@@ -747,19 +740,9 @@ class CalendarCollector(MailboxReader):
         self, events: list[dict[str, Any]]
     ) -> dict[str, list[dict[str, Any]]]:
         """Attachment metadata (no bytes) of these events, in one ``$batch``."""
-        requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/events/{quote(e['id'], safe='')}/attachments?{ATTACHMENT_QUERY}",
-                headers=IMMUTABLE,
-            )
-            for n, e in enumerate(events)
-        ]
         out: dict[str, list[dict[str, Any]]] = {}
-        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
-        for n, answer in enumerate(answers):
-            event_id = events[n]["id"]
+        ids = [str(e["id"]) for e in events]
+        for event_id, answer in await self._get_each(ids, f"/attachments?{ATTACHMENT_QUERY}"):
             if answer.ok and isinstance(answer.body, dict):
                 values = list(answer.body.get("value") or [])
                 link = answer.body.get("@odata.nextLink")
@@ -779,14 +762,7 @@ class CalendarCollector(MailboxReader):
         event_id = str(event["id"])
         event.pop("@odata.context", None)
         if event.get("hasAttachments") and listing is None:
-            listing = []
-            async for values in self.graph.paginate(
-                f"{self.base}/events/{quote(event_id, safe='')}/attachments",
-                params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
-                headers=IMMUTABLE,
-                mailbox=self.user,
-            ):
-                listing.extend(values)
+            listing = await self._attachments_of(event_id)
         attachments: list[dict[str, Any]] = []
         texts: list[str] = []
         stored_bytes = 0
@@ -823,6 +799,18 @@ class CalendarCollector(MailboxReader):
             search=fields_of(event, name),
         )
 
+    async def _attachments_of(self, event_id: str) -> list[dict[str, Any]]:
+        """Attachment metadata (no bytes) of one event or exception, every page of it."""
+        listing: list[dict[str, Any]] = []
+        async for values in self.graph.paginate(
+            f"{self.base}/events/{quote(event_id, safe='')}/attachments",
+            params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
+            headers=IMMUTABLE,
+            mailbox=self.user,
+        ):
+            listing.extend(values)
+        return listing
+
     async def _exception_attachments(
         self, exception: dict[str, Any], series: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]] | None, list[str]]:
@@ -832,14 +820,7 @@ class CalendarCollector(MailboxReader):
         if not exception.get("hasAttachments") or not exception.get("id"):
             return None, []
         exception_id = str(exception["id"])
-        listing: list[dict[str, Any]] = []
-        async for values in self.graph.paginate(
-            f"{self.base}/events/{quote(exception_id, safe='')}/attachments",
-            params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
-            headers=IMMUTABLE,
-            mailbox=self.user,
-        ):
-            listing.extend(values)
+        listing = await self._attachments_of(exception_id)
 
         def shape(values: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
             return sorted(

@@ -412,14 +412,23 @@ class ContactsCollector(MailboxReader):
                 await cat.save_delta(one.folder_id, delta_link=page.delta_link)
         for record in records:
             if record.external_id in unreadable:
-                await self.ctx.skip(
-                    item_ref=record.external_id,
-                    name=record.name,
-                    code="photo_unreadable",
-                    detail=unreadable[record.external_id],
-                    collection=one.folder_id,
+                await self._photo_unreadable(
+                    record.external_id, record.name, unreadable, one.folder_id
                 )
         await self.ctx.progress()
+
+    async def _photo_unreadable(
+        self, contact_id: str, name: str | None, unreadable: dict[str, str], folder_id: str
+    ) -> None:
+        """Skip a contact whose photo ``_photos`` could not read, with its reason, for the
+        next run to try again (from the delta pass and the retry pass alike)."""
+        await self.ctx.skip(
+            item_ref=contact_id,
+            name=name,
+            code="photo_unreadable",
+            detail=unreadable[contact_id],
+            collection=folder_id,
+        )
 
     async def _photos(
         self, contact_ids: list[str]
@@ -521,13 +530,7 @@ class ContactsCollector(MailboxReader):
                 continue
             photos, unreadable = await self._photos([row.external_id])
             if row.external_id in unreadable:
-                await self.ctx.skip(
-                    item_ref=row.external_id,
-                    name=row.name,
-                    code="photo_unreadable",
-                    detail=unreadable[row.external_id],
-                    collection=folder_id,
-                )
+                await self._photo_unreadable(row.external_id, row.name, unreadable, folder_id)
                 continue
             record = await self._record(folder_id, contact, photos.get(row.external_id))
             async with self.run.page() as cat:

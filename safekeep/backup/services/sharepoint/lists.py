@@ -30,7 +30,7 @@ from safekeep.backup.collect import CollectContext
 from safekeep.backup.drive.collect import gather_bounded
 from safekeep.backup.drive.delta import DeltaSpec, Json, run_delta
 from safekeep.backup.drive.model import parse_time, who
-from safekeep.backup.drive.restore import RestoreFailed
+from safekeep.backup.drive.restore import RestoreFailed, made_once
 from safekeep.backup.services.base import ExportEntry, RestoreContext, read_document
 from safekeep.graph.errors import AuthError, GraphError
 from safekeep.settings import settings
@@ -377,17 +377,7 @@ class ListWriter:
         return self._lists
 
     async def target_list(self, list_ext: str) -> str:
-        async with self._lock:
-            known = self._targets.get(list_ext)
-            if known is None:
-                try:
-                    known = await self._resolve(list_ext)
-                except RestoreFailed as exc:
-                    known = exc
-                self._targets[list_ext] = known
-        if isinstance(known, RestoreFailed):
-            raise known
-        return known
+        return await made_once(self._lock, self._targets, list_ext, lambda: self._resolve(list_ext))
 
     async def _resolve(self, list_ext: str) -> str:
         source_id = list_ext.split(":", 1)[1]

@@ -17,6 +17,7 @@ from safekeep.backup.drive.restore import (
     Expected,
     RestoreFailed,
     folders_in_scope,
+    made_once,
     observe_strays,
     run_bounded,
 )
@@ -57,18 +58,9 @@ class LibraryWriters:
 
     async def get(self, library: ItemVersion) -> tuple[DriveWriter, list[str]]:
         """The writer for ``library`` and the folders every path below it starts with."""
-        async with self._lock:
-            key = library.name.casefold()
-            found = self._writers.get(key)
-            if found is None:
-                try:
-                    found = await self._open(library)
-                except RestoreFailed as exc:
-                    found = exc
-                self._writers[key] = found
-        if isinstance(found, RestoreFailed):
-            raise found
-        return found
+        return await made_once(
+            self._lock, self._writers, library.name.casefold(), lambda: self._open(library)
+        )
 
     async def _open(self, library: ItemVersion) -> tuple[DriveWriter, list[str]]:
         graph, site = self.ctx.graph, self.site_id
