@@ -3,14 +3,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query
 
 from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal, RestorePrincipal
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.detections.schemas import DetectionOut, ThresholdsIn, ThresholdsOut
-from safekeep.api.jobs.schemas import JobOut, job_out
+from safekeep.api.jobs.schemas import STARTS_JOB, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, page_of
+from safekeep.api.schemas import Page, Paging, page_of
 from safekeep.backup import recovery
 from safekeep.tenants.detection import service
 from safekeep.tenants.models import DetectionStatus
@@ -31,18 +31,16 @@ async def list_detections(
     tenant_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
+    paging: Paging,
     status_filter: StatusFilter = None,
-    cursor: Cursor = None,
-    limit: Limit = 50,
 ) -> Page[DetectionOut]:
     """Suspected ransomware and mass deletions, newest first, with their evidence."""
-    page = await service.list_detections(
+    page = await paging.read(
+        service.list_detections,
         session,
         principal.scope,
         tenant_id,
         status=DetectionStatus(status_filter) if status_filter else None,
-        cursor=cursor,
-        limit=limit,
     )
     return page_of(page, DetectionOut.model_validate)
 
@@ -89,12 +87,7 @@ async def release_detection(
     return DetectionOut.model_validate(found)
 
 
-@router.post(
-    "/{detection_id}/restore",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses=responses(401, 402, 403, 404, 409, 422),
-)
+@router.post("/{detection_id}/restore", **STARTS_JOB)
 async def restore_clean(
     tenant_id: uuid.UUID,
     detection_id: uuid.UUID,
