@@ -39,15 +39,7 @@ async def create_api_key(
     session: SessionDep,
     ip: ClientIp,
 ) -> ApiKeyCreated:
-    key, secret = await service.create(
-        session,
-        principal,
-        name=body.name,
-        scopes=body.scopes,
-        tenant_ids=body.tenant_ids,
-        expires_at=body.expires_at,
-        ip=ip,
-    )
+    key, secret = await service.create(session, principal, **body.model_dump(), ip=ip)
     return extended(ApiKeyCreated, ApiKeyOut.model_validate(key), key=secret)
 
 

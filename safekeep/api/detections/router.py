@@ -13,7 +13,7 @@ from safekeep.api.problems import responses
 from safekeep.api.schemas import Page, Paging, page_of
 from safekeep.backup import recovery
 from safekeep.tenants.detection import service
-from safekeep.tenants.models import DetectionStatus
+from safekeep.tenants.models import DetectionStatus, DetectionThreshold
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/detections", tags=["Detections"])
 thresholds_router = APIRouter(
@@ -114,9 +114,7 @@ async def get_thresholds(
             sigmas=settings.detection_sigmas,
             source="deployment",
         )
-    return ThresholdsOut(
-        min_files=own.min_files, min_deletions=own.min_deletions, sigmas=own.sigmas, source="tenant"
-    )
+    return _tenant_thresholds(own)
 
 
 @thresholds_router.put(
@@ -130,15 +128,11 @@ async def put_thresholds(
     ip: ClientIp,
 ) -> ThresholdsOut:
     """Set this tenant's own thresholds (audited)."""
-    row = await service.put_threshold(
-        session,
-        principal,
-        tenant_id,
-        min_files=body.min_files,
-        min_deletions=body.min_deletions,
-        sigmas=body.sigmas,
-        ip=ip,
-    )
+    row = await service.put_threshold(session, principal, tenant_id, **body.model_dump(), ip=ip)
+    return _tenant_thresholds(row)
+
+
+def _tenant_thresholds(row: DetectionThreshold) -> ThresholdsOut:
     return ThresholdsOut(
         min_files=row.min_files, min_deletions=row.min_deletions, sigmas=row.sigmas, source="tenant"
     )

@@ -59,10 +59,8 @@ async def list_jobs(
     status: JobStatus | None = Query(None),
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    page = await paging.read(
-        service.list_jobs, session, principal.scope, tenant_id, kind=kind, status=status
-    )
-    return conditional(await job_page(session, page), if_none_match)
+    page = await job_page(session, principal.scope, tenant_id, paging, kind=kind, status=status)
+    return conditional(page, if_none_match)
 
 
 # How long a poller should wait between looks at an unfinished job.

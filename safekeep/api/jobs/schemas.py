@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Page, Schema
-from safekeep.tenants import pagination
+from safekeep.api.schemas import Page, PageWindow, Schema
 from safekeep.tenants.job import service
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger
+from safekeep.tenants.scope import TenantScope
 
 
 class BackupRequest(Schema):
@@ -114,8 +114,18 @@ async def job_outs(session: AsyncSession, jobs: Sequence[Job | Row[Any]]) -> lis
     return [JobOut.model_validate({**_fields(j), "progress": progress[j.id]}) for j in jobs]
 
 
-async def job_page(session: AsyncSession, page: pagination.Page[Any]) -> Page[JobOut]:
-    """A stored page of jobs (restores are jobs too) as the API shows it."""
+async def job_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    paging: PageWindow,
+    *,
+    kind: JobKind | None,
+    status: JobStatus | None,
+) -> Page[JobOut]:
+    """A page of a tenant's jobs as the API shows it, for the job list and the restore list
+    (restores are jobs): the progress of the whole page is read in one statement."""
+    page = await paging.read(service.list_jobs, session, scope, tenant_id, kind=kind, status=status)
     return Page[JobOut](items=await job_outs(session, page.items), next_cursor=page.next_cursor)
 
 

@@ -12,7 +12,6 @@ from safekeep.api.problems import responses
 from safekeep.api.restores.schemas import RestoreRequest
 from safekeep.api.schemas import Page, Paging
 from safekeep.backup.jobs import service as job_requests
-from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import JobKind
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/restores", tags=["Restore"])
@@ -43,12 +42,6 @@ async def list_restores(
     session: SessionDep,
     paging: Paging,
 ) -> Page[JobOut]:
-    page = await paging.read(
-        job_service.list_jobs,
-        session,
-        principal.scope,
-        tenant_id,
-        kind=JobKind.restore,
-        status=None,
+    return await job_page(
+        session, principal.scope, tenant_id, paging, kind=JobKind.restore, status=None
     )
-    return await job_page(session, page)

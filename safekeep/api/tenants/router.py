@@ -59,17 +59,7 @@ async def create_tenant(
     ip: ClientIp,
 ) -> TenantCreated:
     """Create a client tenant. Its admin-consent URL comes back: send the client's admin there."""
-    tenant = await service.create(
-        session,
-        principal,
-        settings,
-        name=body.name,
-        domain=body.domain,
-        app_client_id=body.app_client_id,
-        app_client_secret=body.app_client_secret,
-        policy=body.policy.model_dump() if body.policy else None,
-        ip=ip,
-    )
+    tenant = await service.create(session, principal, settings, **body.model_dump(), ip=ip)
     consent_url = await service.start_consent(session, settings, tenant)
     return extended(TenantCreated, TenantOut.model_validate(tenant), consent_url=consent_url)
 

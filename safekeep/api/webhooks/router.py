@@ -39,13 +39,7 @@ async def create_webhook(
 ) -> WebhookCreated:
     """Subscribe a URL to events. Deliveries are signed, retried with backoff and recorded."""
     endpoint, secret = await service.create_endpoint(
-        session,
-        principal,
-        settings,
-        url=str(body.url),
-        events=body.events,
-        description=body.description,
-        ip=ip,
+        session, principal, settings, **body.model_dump(mode="json"), ip=ip
     )
     return extended(WebhookCreated, WebhookOut.model_validate(endpoint), secret=secret)
 
