@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from safekeep.tenants import pagination
 from safekeep.tenants.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -62,10 +62,8 @@ class PageWindow(BaseModel):
     parameters every list takes, declared (and documented) once. A query-parameter model:
     FastAPI reads the two from the query string as before, with no dependency to run."""
 
-    cursor: str | None = Field(
-        None, max_length=500, description="Opaque cursor from a previous page"
-    )
-    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_LIMIT, description="Page size")
+    cursor: Cursor = None
+    limit: Limit = DEFAULT_PAGE_SIZE
 
     async def read(
         self,
