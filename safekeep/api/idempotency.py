@@ -12,9 +12,12 @@ Otherwise there is no replay and the route runs its own checks, which refuse suc
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -139,3 +142,37 @@ async def get_idempotency(
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
+
+Route = Callable[..., Awaitable[BaseModel]]
+
+
+def idempotent(status_code: int, *, shown_once: tuple[str, ...] = ()) -> Callable[[Route], Route]:
+    """Makes a creating route idempotent, the same way for every one: a repeat gets the stored
+    answer and the route does not run again; a first call's answer is kept for replays, with
+    the fields named in ``shown_once`` (a secret shown only once) as null.
+
+    The route declares ``principal`` (its scope dependency) and returns its answer's model;
+    the decorator adds the ``Idempotency-Key`` dependency to its signature, so FastAPI
+    resolves it (after the route's own dependencies) and documents the header as before."""
+
+    def decorate(route: Route) -> Route:
+        signature = inspect.signature(route, eval_str=True)
+        key = inspect.Parameter(
+            "idempotency", inspect.Parameter.KEYWORD_ONLY, annotation=IdempotencyDep
+        )
+
+        @functools.wraps(route)
+        async def answer(*, idempotency: Idempotency, **kwargs: Any) -> Any:
+            principal: Principal = kwargs["principal"]
+            if (replay := await idempotency.replay(principal)) is not None:
+                return replay
+            body = await route(**kwargs)
+            stored = body.model_copy(update=dict.fromkeys(shown_once)) if shown_once else None
+            return await idempotency.save(principal, status_code, body, stored=stored)
+
+        answer.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(), key]
+        )
+        return answer
+
+    return decorate

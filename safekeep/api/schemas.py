@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -16,6 +16,7 @@ from safekeep.tenants.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 T = TypeVar("T")
 RowT = TypeVar("RowT")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class Schema(BaseModel):
@@ -35,6 +36,12 @@ def page_of(page: pagination.Page[RowT], out: Callable[[RowT], T]) -> Page[T]:
     return Page(items=[out(row) for row in page.items], next_cursor=page.next_cursor)
 
 
+def extended(answer: type[ModelT], shown: BaseModel, **added: Any) -> ModelT:
+    """``shown`` as its subclass ``answer``, with the fields that adds (the secret or link a
+    create's answer carries beside the resource)."""
+    return answer.model_validate({**shown.model_dump(), **added})
+
+
 def json_response(model: BaseModel) -> Response:
     """The model as the JSON answer, serialised once. A route that returns a model has it
     validated against its ``response_model`` again before serialisation; for an answer the
@@ -48,6 +55,28 @@ Cursor = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
 DEFAULT_PAGE_SIZE = DEFAULT_LIMIT
+
+
+class PageWindow(BaseModel):
+    """Where a page of a list starts and how long it is: the ``cursor`` and ``limit`` query
+    parameters every list takes, declared (and documented) once. A query-parameter model:
+    FastAPI reads the two from the query string as before, with no dependency to run."""
+
+    cursor: Cursor = None
+    limit: Limit = DEFAULT_PAGE_SIZE
+
+    async def read(
+        self,
+        lister: Callable[..., Awaitable[pagination.Page[RowT]]],
+        *args: Any,
+        **filters: Any,
+    ) -> pagination.Page[RowT]:
+        """The stored page a service's lister answers for this window: every lister takes
+        the window as its ``cursor`` and ``limit`` keywords after its own arguments."""
+        return await lister(*args, **filters, cursor=self.cursor, limit=self.limit)
+
+
+Paging = Annotated[PageWindow, Query()]
 
 
 _ISO = re.compile(

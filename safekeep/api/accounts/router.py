@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from safekeep.api.accounts.schemas import AccountOut, AccountUpdate, PurgeRequest
 from safekeep.api.auth import AdminPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
-from safekeep.api.jobs.schemas import JobOut, job_out
+from safekeep.api.jobs.schemas import STARTS_JOB, JobOut, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, json_response, page_of
+from safekeep.api.schemas import Page, Paging, json_response, page_of
 from safekeep.backup.jobs import purge
 from safekeep.errors import UnprocessableEntity
 from safekeep.tenants.account import service
@@ -27,14 +27,14 @@ async def list_accounts(
     tenant_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
     kind: AccountKind | None = Query(None),
     state: AccountState | None = Query(None),
     protected: bool | None = Query(None),
     q: str | None = Query(None, max_length=200, description="Name or UPN contains"),
 ) -> Response:
-    page = await service.list_accounts(
+    page = await paging.read(
+        service.list_accounts,
         session,
         principal.scope,
         tenant_id,
@@ -43,8 +43,6 @@ async def list_accounts(
         state=state,
         protected=protected,
         search=q,
-        cursor=cursor,
-        limit=limit,
     )
     return json_response(page_of(page, lambda row: AccountOut.model_construct(**row._mapping)))
 
@@ -77,12 +75,7 @@ async def update_account(
     return AccountOut.model_validate(account)
 
 
-@router.post(
-    "/{account_id}/purge",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses=responses(401, 402, 403, 404, 409, 422),
-)
+@router.post("/{account_id}/purge", **STARTS_JOB)
 async def purge_account(
     tenant_id: uuid.UUID,
     account_id: uuid.UUID,

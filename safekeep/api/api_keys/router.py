@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query, status
 from safekeep.api.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from safekeep.api.auth import MspAdminPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
-from safekeep.api.idempotency import IdempotencyDep
+from safekeep.api.idempotency import idempotent
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, page_of
+from safekeep.api.schemas import Page, Paging, extended, page_of
 from safekeep.tenants.api_key import service
 
 router = APIRouter(prefix="/v1/api-keys", tags=["API keys"])
@@ -19,13 +19,10 @@ router = APIRouter(prefix="/v1/api-keys", tags=["API keys"])
 async def list_api_keys(
     principal: MspAdminPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
     include_revoked: bool = Query(False),
 ) -> Page[ApiKeyOut]:
-    page = await service.list_keys(
-        session, principal, include_revoked=include_revoked, cursor=cursor, limit=limit
-    )
+    page = await paging.read(service.list_keys, session, principal, include_revoked=include_revoked)
     return page_of(page, ApiKeyOut.model_validate)
 
 
@@ -35,28 +32,15 @@ async def list_api_keys(
     response_model=ApiKeyCreated,
     responses=responses(401, 403, 409, 422),
 )
+@idempotent(201, shown_once=("key",))
 async def create_api_key(
     body: ApiKeyCreate,
     principal: MspAdminPrincipal,
     session: SessionDep,
-    idempotency: IdempotencyDep,
     ip: ClientIp,
-) -> object:
-    if (replay := await idempotency.replay(principal)) is not None:
-        return replay
-    key, secret = await service.create(
-        session,
-        principal,
-        name=body.name,
-        scopes=body.scopes,
-        tenant_ids=body.tenant_ids,
-        expires_at=body.expires_at,
-        ip=ip,
-    )
-    out = ApiKeyCreated.model_validate(
-        {**ApiKeyOut.model_validate(key).model_dump(), "key": secret}
-    )
-    return await idempotency.save(principal, 201, out, stored=out.model_copy(update={"key": None}))
+) -> ApiKeyCreated:
+    key, secret = await service.create(session, principal, **body.model_dump(), ip=ip)
+    return extended(ApiKeyCreated, ApiKeyOut.model_validate(key), key=secret)
 
 
 @router.delete(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, Schema, page_of
+from safekeep.api.schemas import Page, Paging, Schema, page_of
 from safekeep.tenants.audit import repository
 
 router = APIRouter(prefix="/v1/audit-events", tags=["Audit"])
@@ -31,14 +31,13 @@ class AuditEventOut(Schema):
 async def list_audit_events(
     principal: ReadPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
     tenant_id: uuid.UUID | None = Query(None),
     action: str | None = Query(None, max_length=60),
 ) -> Page[AuditEventOut]:
     """Every key change, tenant change, restore, export, download and purge; newest first.
     The log is append-only (the database refuses updates and deletes)."""
-    page = await repository.list_events(
-        session, principal.scope, tenant_id=tenant_id, action=action, cursor=cursor, limit=limit
+    page = await paging.read(
+        repository.list_events, session, principal.scope, tenant_id=tenant_id, action=action
     )
     return page_of(page, AuditEventOut.model_validate)

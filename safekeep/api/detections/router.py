@@ -3,17 +3,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query
 
 from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal, RestorePrincipal
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.detections.schemas import DetectionOut, ThresholdsIn, ThresholdsOut
-from safekeep.api.jobs.schemas import JobOut, job_out
+from safekeep.api.jobs.schemas import STARTS_JOB, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, page_of
+from safekeep.api.schemas import Page, Paging, page_of
 from safekeep.backup import recovery
 from safekeep.tenants.detection import service
-from safekeep.tenants.models import DetectionStatus
+from safekeep.tenants.models import DetectionStatus, DetectionThreshold
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/detections", tags=["Detections"])
 thresholds_router = APIRouter(
@@ -31,18 +31,16 @@ async def list_detections(
     tenant_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
+    paging: Paging,
     status_filter: StatusFilter = None,
-    cursor: Cursor = None,
-    limit: Limit = 50,
 ) -> Page[DetectionOut]:
     """Suspected ransomware and mass deletions, newest first, with their evidence."""
-    page = await service.list_detections(
+    page = await paging.read(
+        service.list_detections,
         session,
         principal.scope,
         tenant_id,
         status=DetectionStatus(status_filter) if status_filter else None,
-        cursor=cursor,
-        limit=limit,
     )
     return page_of(page, DetectionOut.model_validate)
 
@@ -89,12 +87,7 @@ async def release_detection(
     return DetectionOut.model_validate(found)
 
 
-@router.post(
-    "/{detection_id}/restore",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses=responses(401, 402, 403, 404, 409, 422),
-)
+@router.post("/{detection_id}/restore", **STARTS_JOB)
 async def restore_clean(
     tenant_id: uuid.UUID,
     detection_id: uuid.UUID,
@@ -121,9 +114,7 @@ async def get_thresholds(
             sigmas=settings.detection_sigmas,
             source="deployment",
         )
-    return ThresholdsOut(
-        min_files=own.min_files, min_deletions=own.min_deletions, sigmas=own.sigmas, source="tenant"
-    )
+    return _tenant_thresholds(own)
 
 
 @thresholds_router.put(
@@ -137,15 +128,11 @@ async def put_thresholds(
     ip: ClientIp,
 ) -> ThresholdsOut:
     """Set this tenant's own thresholds (audited)."""
-    row = await service.put_threshold(
-        session,
-        principal,
-        tenant_id,
-        min_files=body.min_files,
-        min_deletions=body.min_deletions,
-        sigmas=body.sigmas,
-        ip=ip,
-    )
+    row = await service.put_threshold(session, principal, tenant_id, **body.model_dump(), ip=ip)
+    return _tenant_thresholds(row)
+
+
+def _tenant_thresholds(row: DetectionThreshold) -> ThresholdsOut:
     return ThresholdsOut(
         min_files=row.min_files, min_deletions=row.min_deletions, sigmas=row.sigmas, source="tenant"
     )

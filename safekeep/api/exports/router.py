@@ -11,10 +11,10 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from safekeep.api.auth import ExportPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, RuntimeDep, SessionDep
 from safekeep.api.exports.schemas import DownloadUrl, ExportOut, ExportRequest
-from safekeep.api.idempotency import IdempotencyDep
+from safekeep.api.idempotency import idempotent
 from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range
-from safekeep.api.schemas import BINARY, Cursor, Limit, Page, page_of
+from safekeep.api.schemas import BINARY, Page, Paging, page_of
 from safekeep.backup.jobs import service as job_requests
 from safekeep.disposition import content_disposition
 from safekeep.errors import Conflict
@@ -56,22 +56,20 @@ def export_out(export: Export) -> ExportOut:
     response_model=ExportOut,
     responses=responses(401, 403, 404, 409, 422),
 )
+@idempotent(202)
 async def create_export(
     tenant_id: uuid.UUID,
     body: ExportRequest,
     principal: ExportPrincipal,
     session: SessionDep,
-    idempotency: IdempotencyDep,
     ip: ClientIp,
-) -> object:
+) -> ExportOut:
     """Build a ZIP of the scope as of a point in time: mail as .eml (and .mbox on request),
     events as .ics, contacts as .vcf, files as themselves, and a manifest with hashes."""
-    if (replay := await idempotency.replay(principal)) is not None:
-        return replay
     export = await job_requests.request_export(
         session, principal, tenant_id, body.model_dump(mode="json"), ip=ip
     )
-    return await idempotency.save(principal, 202, export_out(export))
+    return export_out(export)
 
 
 @router.get(
@@ -83,13 +81,10 @@ async def list_exports(
     tenant_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
 ) -> Page[ExportOut]:
     await tenant_service.get(session, principal.scope, tenant_id)
-    page = await catalog.list_exports(
-        session, principal.scope, tenant_id, cursor=cursor, limit=limit
-    )
+    page = await paging.read(catalog.list_exports, session, principal.scope, tenant_id)
     return page_of(page, export_out)
 
 

@@ -4,51 +4,45 @@ import asyncio
 import time
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from safekeep.api.auth import BackupPrincipal, ReadPrincipal
 from safekeep.api.conditional import IfNoneMatch, conditional, conditional_responses
 from safekeep.api.deps import ClientIp, SessionDep
-from safekeep.api.idempotency import IdempotencyDep
+from safekeep.api.idempotency import idempotent
 from safekeep.api.jobs.schemas import (
+    STARTS_JOB,
     BackupRequest,
     JobDetail,
     JobOut,
     job_detail,
     job_out,
-    job_outs,
+    job_page,
 )
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Page, Paging
 from safekeep.tenants.job import service
 from safekeep.tenants.models import JobKind, JobStatus
 
 router = APIRouter(tags=["Jobs"])
 
 
-@router.post(
-    "/v1/tenants/{tenant_id}/backups",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses=responses(401, 402, 403, 404, 409, 422),
-)
+@router.post("/v1/tenants/{tenant_id}/backups", **STARTS_JOB)
+@idempotent(202)
 async def start_backup(
     tenant_id: uuid.UUID,
     principal: BackupPrincipal,
     session: SessionDep,
-    idempotency: IdempotencyDep,
     ip: ClientIp,
     body: BackupRequest | None = None,
-) -> object:
+) -> JobOut:
     """A manual backup now, of all protected accounts or of some. It never moves the schedule."""
-    if (replay := await idempotency.replay(principal)) is not None:
-        return replay
     body = body or BackupRequest()
     job = await service.start_backup(
         session, principal, tenant_id, account_ids=body.account_ids, services=body.services, ip=ip
     )
-    return await idempotency.save(principal, 202, await job_out(session, job))
+    return await job_out(session, job)
 
 
 @router.get(
@@ -60,19 +54,13 @@ async def list_jobs(
     tenant_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
     kind: JobKind | None = Query(None),
     status: JobStatus | None = Query(None),
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    page = await service.list_jobs(
-        session, principal.scope, tenant_id, kind=kind, status=status, cursor=cursor, limit=limit
-    )
-    return conditional(
-        Page[JobOut](items=await job_outs(session, page.items), next_cursor=page.next_cursor),
-        if_none_match,
-    )
+    page = await job_page(session, principal.scope, tenant_id, paging, kind=kind, status=status)
+    return conditional(page, if_none_match)
 
 
 # How long a poller should wait between looks at an unfinished job.
@@ -120,12 +108,7 @@ async def get_job(
         await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-@router.post(
-    "/v1/jobs/{job_id}/cancel",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses=responses(401, 402, 403, 404, 409, 422),
-)
+@router.post("/v1/jobs/{job_id}/cancel", **STARTS_JOB)
 async def cancel_job(
     job_id: uuid.UUID, principal: BackupPrincipal, session: SessionDep, ip: ClientIp
 ) -> JobOut:

@@ -10,9 +10,11 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.policy.schemas import Service
-from safekeep.api.schemas import Schema
+from safekeep.api.problems import responses
+from safekeep.api.schemas import Page, PageWindow, Schema
 from safekeep.tenants.job import service
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger
+from safekeep.tenants.scope import TenantScope
 
 
 class BackupRequest(Schema):
@@ -93,6 +95,14 @@ class JobDetail(JobOut):
     issues: list[JobIssueOut] = Field(description="Up to 100 items not processed, with reasons")
 
 
+# What a POST that starts a job declares: 202 with the job, and the refusals it can meet.
+STARTS_JOB: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": JobOut,
+    "responses": responses(401, 402, 403, 404, 409, 422),
+}
+
+
 async def job_out(session: AsyncSession, job: Job | Row[Any]) -> JobOut:
     progress = await service.progress(session, job)
     return JobOut.model_validate({**_fields(job), "progress": progress})
@@ -102,6 +112,21 @@ async def job_outs(session: AsyncSession, jobs: Sequence[Job | Row[Any]]) -> lis
     """A page of jobs with their progress, read in one statement for the whole page."""
     progress = await service.progress_many(session, jobs)
     return [JobOut.model_validate({**_fields(j), "progress": progress[j.id]}) for j in jobs]
+
+
+async def job_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    paging: PageWindow,
+    *,
+    kind: JobKind | None,
+    status: JobStatus | None,
+) -> Page[JobOut]:
+    """A page of a tenant's jobs as the API shows it, for the job list and the restore list
+    (restores are jobs): the progress of the whole page is read in one statement."""
+    page = await paging.read(service.list_jobs, session, scope, tenant_id, kind=kind, status=status)
+    return Page[JobOut](items=await job_outs(session, page.items), next_cursor=page.next_cursor)
 
 
 async def job_detail(

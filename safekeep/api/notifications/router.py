@@ -8,11 +8,14 @@ backup a notification causes is started later by the scheduler, debounced.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
@@ -61,47 +64,49 @@ def _echo(token: str) -> Response:
     return Response(token, media_type="text/plain", headers={"X-Content-Type-Options": "nosniff"})
 
 
-async def _batch(request: Request) -> list[Notice]:
+async def _receive(
+    request: Request,
+    session: AsyncSession,
+    validation_token: str | None,
+    accept: Callable[[AsyncSession, list[Notice]], Awaitable[object]],
+) -> Response:
+    """What both Graph endpoints do: echo the validation handshake, or hand the batch to
+    ``accept`` and answer 202."""
+    if validation_token is not None:
+        return _echo(validation_token)
     try:
         batch = GraphNoticeBatch.model_validate_json(await request.body())
     except ValidationError as exc:
         raise InvalidNotification("Expected a JSON object with a 'value' array") from exc
-    return [Notice(n.subscriptionId, n.clientState, n.lifecycleEvent) for n in batch.value]
+    await accept(
+        session, [Notice(n.subscriptionId, n.clientState, n.lifecycleEvent) for n in batch.value]
+    )
+    return Response(status_code=202)
 
 
-@router.post(
-    "/v1/graph/notifications",
-    status_code=202,
-    responses=_RESPONSES,
-    openapi_extra=_BODY_DOC,
+# Graph posts to both endpoints the same way: the route options they share.
+_graph_post = functools.partial(
+    router.post, status_code=202, responses=_RESPONSES, openapi_extra=_BODY_DOC
 )
+
+
+@_graph_post("/v1/graph/notifications")
 async def graph_notifications(
     request: Request, session: SessionDep, validation_token: ValidationToken = None
 ) -> Response:
     """Change notifications from Microsoft Graph. Each genuine one (its `clientState`
     matches its subscription's) marks its account and service changed; others are ignored.
     The answer is the same either way."""
-    if validation_token is not None:
-        return _echo(validation_token)
-    await service.accept_changes(session, await _batch(request))
-    return Response(status_code=202)
+    return await _receive(request, session, validation_token, service.accept_changes)
 
 
-@router.post(
-    "/v1/graph/lifecycle",
-    status_code=202,
-    responses=_RESPONSES,
-    openapi_extra=_BODY_DOC,
-)
+@_graph_post("/v1/graph/lifecycle")
 async def graph_lifecycle(
     request: Request, session: SessionDep, validation_token: ValidationToken = None
 ) -> Response:
     """Lifecycle notifications from Microsoft Graph: `reauthorizationRequired` (renew now),
     `subscriptionRemoved` (re-create, then back up), `missed` (back up)."""
-    if validation_token is not None:
-        return _echo(validation_token)
-    await service.accept_lifecycle(session, await _batch(request))
-    return Response(status_code=202)
+    return await _receive(request, session, validation_token, service.accept_lifecycle)
 
 
 @router.get(

@@ -2,45 +2,37 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter
 
 from safekeep.api.auth import ReadPrincipal, RestorePrincipal
 from safekeep.api.deps import ClientIp, SessionDep
-from safekeep.api.idempotency import IdempotencyDep
-from safekeep.api.jobs.schemas import JobOut, job_out
+from safekeep.api.idempotency import idempotent
+from safekeep.api.jobs.schemas import STARTS_JOB, JobOut, job_out, job_page
 from safekeep.api.problems import responses
 from safekeep.api.restores.schemas import RestoreRequest
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Page, Paging
 from safekeep.backup.jobs import service as job_requests
-from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import JobKind
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/restores", tags=["Restore"])
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses=responses(401, 402, 403, 404, 409, 422),
-)
+@router.post("", **STARTS_JOB)
+@idempotent(202)
 async def create_restore(
     tenant_id: uuid.UUID,
     body: RestoreRequest,
     principal: RestorePrincipal,
     session: SessionDep,
-    idempotency: IdempotencyDep,
     ip: ClientIp,
-) -> object:
+) -> JobOut:
     """Restore items, folders, an account's service, an account or the whole tenant, as of a
     point in time, to the original account or another one. Runs as a job; its report lists
     every item not restored, with the reason."""
-    if (replay := await idempotency.replay(principal)) is not None:
-        return replay
     job = await job_requests.request_restore(
         session, principal, tenant_id, body.model_dump(mode="json"), ip=ip
     )
-    return await idempotency.save(principal, 202, await job_out(session, job))
+    return await job_out(session, job)
 
 
 @router.get("", response_model=Page[JobOut], responses=responses(400, 401, 403, 404, 422))
@@ -48,16 +40,8 @@ async def list_restores(
     tenant_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
 ) -> Page[JobOut]:
-    page = await job_service.list_jobs(
-        session,
-        principal.scope,
-        tenant_id,
-        kind=JobKind.restore,
-        status=None,
-        cursor=cursor,
-        limit=limit,
+    return await job_page(
+        session, principal.scope, tenant_id, paging, kind=JobKind.restore, status=None
     )
-    return Page(items=[await job_out(session, j) for j in page.items], next_cursor=page.next_cursor)

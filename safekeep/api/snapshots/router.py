@@ -8,7 +8,7 @@ from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, Timestamp, page_of
+from safekeep.api.schemas import Page, Paging, Timestamp, page_of
 from safekeep.api.snapshots.schemas import SnapshotOut
 from safekeep.tenants.snapshot import service
 
@@ -20,14 +20,14 @@ async def list_snapshots(
     tenant_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
     account_id: uuid.UUID | None = Query(None),
     service_name: Service | None = Query(None, alias="service"),
     since: Timestamp | None = Query(None, description="Started at or after"),
     until: Timestamp | None = Query(None, description="Started at or before"),
 ) -> Page[SnapshotOut]:
-    page = await service.list_snapshots(
+    page = await paging.read(
+        service.list_snapshots,
         session,
         principal.scope,
         tenant_id,
@@ -35,7 +35,5 @@ async def list_snapshots(
         service=service_name,
         since=since,
         until=until,
-        cursor=cursor,
-        limit=limit,
     )
     return page_of(page, SnapshotOut.model_validate)

@@ -8,10 +8,10 @@ from fastapi.responses import Response
 from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal
 from safekeep.api.conditional import IfNoneMatch, conditional, conditional_responses
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
-from safekeep.api.idempotency import IdempotencyDep
-from safekeep.api.jobs.schemas import JobOut, job_out
+from safekeep.api.idempotency import idempotent
+from safekeep.api.jobs.schemas import STARTS_JOB, JobOut, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page
+from safekeep.api.schemas import Page, Paging, extended, page_of
 from safekeep.api.tenants.schemas import (
     ConsentLink,
     TenantCreate,
@@ -34,20 +34,14 @@ router = APIRouter(prefix="/v1/tenants", tags=["Tenants"])
 async def list_tenants(
     principal: ReadPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
     consent_state: ConsentState | None = Query(None),
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    page = await service.list_tenants(
-        session, principal.scope, consent_state=consent_state, cursor=cursor, limit=limit
+    page = await paging.read(
+        service.list_tenants, session, principal.scope, consent_state=consent_state
     )
-    return conditional(
-        Page[TenantOut](
-            items=[TenantOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor
-        ),
-        if_none_match,
-    )
+    return conditional(page_of(page, TenantOut.model_validate), if_none_match)
 
 
 @router.post(
@@ -56,35 +50,18 @@ async def list_tenants(
     response_model=TenantCreated,
     responses=responses(400, 401, 402, 403, 409, 422),
 )
+@idempotent(201)
 async def create_tenant(
     body: TenantCreate,
     principal: AdminPrincipal,
     session: SessionDep,
     settings: SettingsDep,
-    idempotency: IdempotencyDep,
     ip: ClientIp,
-) -> object:
+) -> TenantCreated:
     """Create a client tenant. Its admin-consent URL comes back: send the client's admin there."""
-    if (replay := await idempotency.replay(principal)) is not None:
-        return replay
-    tenant = await service.create(
-        session,
-        principal,
-        settings,
-        name=body.name,
-        domain=body.domain,
-        app_client_id=body.app_client_id,
-        app_client_secret=body.app_client_secret,
-        policy=body.policy.model_dump() if body.policy else None,
-        ip=ip,
-    )
-    out = TenantCreated.model_validate(
-        {
-            **TenantOut.model_validate(tenant).model_dump(),
-            "consent_url": await service.start_consent(session, settings, tenant),
-        }
-    )
-    return await idempotency.save(principal, 201, out)
+    tenant = await service.create(session, principal, settings, **body.model_dump(), ip=ip)
+    consent_url = await service.start_consent(session, settings, tenant)
+    return extended(TenantCreated, TenantOut.model_validate(tenant), consent_url=consent_url)
 
 
 @router.get(
@@ -162,21 +139,11 @@ async def release_consent(
     return TenantOut.model_validate(tenant)
 
 
-@router.post(
-    "/{tenant_id}/discover",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses=responses(401, 402, 403, 404, 409, 422),
-)
+@router.post("/{tenant_id}/discover", **STARTS_JOB)
+@idempotent(202)
 async def discover(
-    tenant_id: uuid.UUID,
-    principal: BackupPrincipal,
-    session: SessionDep,
-    idempotency: IdempotencyDep,
-    ip: ClientIp,
-) -> object:
+    tenant_id: uuid.UUID, principal: BackupPrincipal, session: SessionDep, ip: ClientIp
+) -> JobOut:
     """Start a discovery job: users, licences and sites become accounts."""
-    if (replay := await idempotency.replay(principal)) is not None:
-        return replay
     job = await job_service.start_discovery(session, principal, tenant_id, ip=ip)
-    return await idempotency.save(principal, 202, await job_out(session, job))
+    return await job_out(session, job)

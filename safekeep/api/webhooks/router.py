@@ -6,9 +6,9 @@ from fastapi import APIRouter, status
 
 from safekeep.api.auth import MspAdminPrincipal
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
-from safekeep.api.idempotency import IdempotencyDep
+from safekeep.api.idempotency import idempotent
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Cursor, Limit, Page, page_of
+from safekeep.api.schemas import Page, Paging, extended, page_of
 from safekeep.api.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookOut
 from safekeep.tenants.webhook import service
 
@@ -17,9 +17,9 @@ router = APIRouter(prefix="/v1/webhooks", tags=["Webhooks"])
 
 @router.get("", response_model=Page[WebhookOut], responses=responses(400, 401, 403, 422))
 async def list_webhooks(
-    principal: MspAdminPrincipal, session: SessionDep, cursor: Cursor = None, limit: Limit = 50
+    principal: MspAdminPrincipal, session: SessionDep, paging: Paging
 ) -> Page[WebhookOut]:
-    page = await service.list_endpoints(session, principal, cursor=cursor, limit=limit)
+    page = await paging.read(service.list_endpoints, session, principal)
     return page_of(page, WebhookOut.model_validate)
 
 
@@ -29,32 +29,19 @@ async def list_webhooks(
     response_model=WebhookCreated,
     responses=responses(401, 403, 409, 422),
 )
+@idempotent(201, shown_once=("secret",))
 async def create_webhook(
     body: WebhookCreate,
     principal: MspAdminPrincipal,
     session: SessionDep,
     settings: SettingsDep,
-    idempotency: IdempotencyDep,
     ip: ClientIp,
-) -> object:
+) -> WebhookCreated:
     """Subscribe a URL to events. Deliveries are signed, retried with backoff and recorded."""
-    if (replay := await idempotency.replay(principal)) is not None:
-        return replay
     endpoint, secret = await service.create_endpoint(
-        session,
-        principal,
-        settings,
-        url=str(body.url),
-        events=body.events,
-        description=body.description,
-        ip=ip,
+        session, principal, settings, **body.model_dump(mode="json"), ip=ip
     )
-    out = WebhookCreated.model_validate(
-        {**WebhookOut.model_validate(endpoint).model_dump(), "secret": secret}
-    )
-    return await idempotency.save(
-        principal, 201, out, stored=out.model_copy(update={"secret": None})
-    )
+    return extended(WebhookCreated, WebhookOut.model_validate(endpoint), secret=secret)
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut, responses=responses(401, 403, 404, 422))
@@ -82,8 +69,7 @@ async def list_deliveries(
     webhook_id: uuid.UUID,
     principal: MspAdminPrincipal,
     session: SessionDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    paging: Paging,
 ) -> Page[DeliveryOut]:
-    page = await service.list_deliveries(session, principal, webhook_id, cursor=cursor, limit=limit)
+    page = await paging.read(service.list_deliveries, session, principal, webhook_id)
     return page_of(page, DeliveryOut.model_validate)
