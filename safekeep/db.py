@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -18,13 +18,14 @@ import aiosqlite
 from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy import exc as exc_module
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.expression import Executable
 
 
 def to_async_url(url: str) -> str:
@@ -250,3 +251,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def read_rows(
+    session: AsyncSession, stmt: Executable, values: Mapping[str, Any]
+) -> Sequence[Row[Any]]:
+    """The rows of a select of plain columns, run on the session's connection (Core). Through
+    ``session.execute`` the ORM's result machinery handles each row as if it could hold
+    entities: for a page of 50 rows that cost more CPU than the query itself."""
+    connection = await session.connection()
+    return (await connection.execute(stmt, dict(values))).all()

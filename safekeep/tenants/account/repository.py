@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.db import read_rows
 from safekeep.tenants.models import Account, AccountState, Snapshot
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.scope import TenantScope, bound_tenant_rows, get_scoped
@@ -66,8 +67,7 @@ async def list_page(
     values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
     if search:
         values["pattern"] = f"%{search.lower()}%"
-    rows = (await session.execute(stmt, values)).all()
-    return page_of_rows(rows, limit)
+    return page_of_rows(await read_rows(session, stmt, values), limit)
 
 
 async def all_for_tenant(

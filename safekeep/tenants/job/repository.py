@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Row, Select, and_, bindparam, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.db import read_rows
 from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.rowlock import one_for_update
@@ -46,7 +47,7 @@ async def list_page(
     given = {name: value for name, value in (("kind", kind), ("status", status)) if value}
     stmt = _page(scope.limited, tuple(given), bool(cursor))
     values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
-    return page_of_rows((await session.execute(stmt, values)).all(), limit)
+    return page_of_rows(await read_rows(session, stmt, values), limit)
 
 
 _FINISHED_TASK = (TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled)

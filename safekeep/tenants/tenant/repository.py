@@ -9,6 +9,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.db import read_rows
 from safekeep.errors import NotFound
 from safekeep.tenants.models import ConsentRequest, Policy, Tenant, TenantStatus
 from safekeep.tenants.pagination import Page, keyset_page
@@ -38,7 +39,7 @@ async def exists(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
     """Whether ``get`` would find it, without loading it (list routes under a tenant)."""
     stmt = _live(scope.limited, Tenant.id)
     values = {"tenant_id": tenant_id, **scope.bound()}
-    return (await session.execute(stmt, values)).first() is not None
+    return bool(await read_rows(session, stmt, values))
 
 
 def under_tenant(
