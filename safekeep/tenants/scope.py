@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, bindparam, false, select
+from sqlalchemy import ColumnElement, Select, bindparam, exists, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.tenants.models import Tenant
+from safekeep.tenants.models import Tenant, TenantStatus
 from safekeep.tenants.models.base import IdMixin
 
 _MINT = object()
@@ -98,10 +98,18 @@ def bound_tenant_rows(
     stmt = select(*columns).where(
         model.tenant_id == bindparam("tenant_id"),
         bound_tenant_filter(model.tenant_id, limited=limited),
+        live_tenant(model.tenant_id),
     )
     for name in equal:
         stmt = stmt.where(getattr(model, name) == bindparam(name))
     return stmt
+
+
+def live_tenant(tenant_id_column: Any) -> ColumnElement[bool]:
+    """The row's tenant is not deleted. A list under one tenant filters by it as well as by
+    the scope, so a page with rows proves the tenant visible and live: ``under_tenant`` asks
+    about the tenant only when a page comes back empty (one statement instead of two)."""
+    return exists().where(Tenant.id == tenant_id_column, Tenant.status != TenantStatus.deleted)
 
 
 def bound_tenant_row_filter(*, limited: bool) -> ColumnElement[bool]:

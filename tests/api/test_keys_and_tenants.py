@@ -7,6 +7,7 @@ import uuid
 import httpx
 
 from safekeep.runtime import Runtime
+from tests.api.conftest import World
 from tests.factories import create_msp, create_tenant
 
 PROBLEM = "application/problem+json"
@@ -230,3 +231,29 @@ async def test_unknown_query_parameters_are_refused(
         "/v1/search", params={"q": "x", "has_attachments": "true"}, headers=msp.headers
     )
     assert r.status_code == 200, r.text
+
+
+async def test_lists_under_a_tenant_prove_it_by_their_rows_and_404_once_it_is_deleted(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """A page with rows needs no separate look at its tenant (the rows are scoped and the
+    tenant live); an empty page asks, so a tenant without rows still answers 200 and one
+    deleted, out of the key's limit, or another MSP's answers 404 even though rows remain."""
+    a, b = world.a, world.b
+    lists = ("accounts", "jobs", "snapshots", "detections")
+    for name in lists:
+        full = await client.get(f"/v1/tenants/{a.tenant.id}/{name}", headers=a.msp.headers)
+        assert full.status_code == 200 and full.json()["items"], (name, full.text)
+        empty = await client.get(f"/v1/tenants/{a.other_tenant.id}/{name}", headers=a.msp.headers)
+        assert empty.status_code == 200 and empty.json()["items"] == [], (name, empty.text)
+        theirs = await client.get(f"/v1/tenants/{b.tenant.id}/{name}", headers=a.msp.headers)
+        assert theirs.status_code == 404 and theirs.headers["content-type"] == PROBLEM
+    limited = await world.key(["read"], [a.other_tenant.id])
+    for name in lists:
+        r = await client.get(f"/v1/tenants/{a.tenant.id}/{name}", headers=limited)
+        assert r.status_code == 404, (name, r.text)
+    deleted = await client.delete(f"/v1/tenants/{a.tenant.id}", headers=a.msp.headers)
+    assert deleted.status_code == 204, deleted.text
+    for name in lists:
+        r = await client.get(f"/v1/tenants/{a.tenant.id}/{name}", headers=a.msp.headers)
+        assert r.status_code == 404 and r.headers["content-type"] == PROBLEM, (name, r.text)

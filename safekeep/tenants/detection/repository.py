@@ -17,7 +17,7 @@ from safekeep.tenants.models import (
     SnapshotStatus,
 )
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope, get_scoped
+from safekeep.tenants.scope import TenantScope, get_scoped, live_tenant
 
 
 async def baseline(
@@ -89,7 +89,9 @@ async def list_page(
     limit: int,
 ) -> Page[Detection]:
     stmt = select(Detection).where(
-        Detection.tenant_id == tenant_id, scope.tenant_filter(Detection.tenant_id)
+        Detection.tenant_id == tenant_id,
+        scope.tenant_filter(Detection.tenant_id),
+        live_tenant(Detection.tenant_id),
     )
     if status is not None:
         stmt = stmt.where(Detection.status == status)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from safekeep.errors import BadRequest
 from safekeep.tenants.models import Snapshot
 from safekeep.tenants.pagination import Page, keyset_page
-from safekeep.tenants.scope import TenantScope
+from safekeep.tenants.scope import TenantScope, live_tenant
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -37,7 +37,9 @@ async def list_page(
     if since and until and since > until:
         raise BadRequest("since must not be after until")
     stmt: Select[Snapshot] = select(Snapshot).where(
-        Snapshot.tenant_id == tenant_id, scope.tenant_filter(Snapshot.tenant_id)
+        Snapshot.tenant_id == tenant_id,
+        scope.tenant_filter(Snapshot.tenant_id),
+        live_tenant(Snapshot.tenant_id),
     )
     if account_id:
         stmt = stmt.where(Snapshot.account_id == account_id)

@@ -16,7 +16,7 @@ from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope, bound_tenant_row_filter
 
 _P = ParamSpec("_P")
-_R = TypeVar("_R")
+_R = TypeVar("_R", bound=Page[Any])
 
 
 @cache
@@ -45,9 +45,10 @@ async def exists(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
 def under_tenant(
     query: Callable[Concatenate[AsyncSession, TenantScope, uuid.UUID, _P], Awaitable[_R]],
 ) -> Callable[Concatenate[AsyncSession, TenantScope, uuid.UUID, _P], Awaitable[_R]]:
-    """``query`` (a list under one tenant) behind the check that the scope sees that tenant:
+    """``query`` (a page under one tenant) behind the check that the scope sees that tenant:
     a list under an unknown or another MSP's tenant answers 404, not an empty page. The
-    services of accounts, jobs, snapshots and detections list through this."""
+    query filters by the scope and by ``live_tenant``, so only an empty page needs the
+    check. The services of accounts, jobs, snapshots and detections list through this."""
 
     @wraps(query)
     async def checked(
@@ -57,9 +58,10 @@ def under_tenant(
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _R:
-        if not await exists(session, scope, tenant_id):
+        page = await query(session, scope, tenant_id, *args, **kwargs)
+        if not page.items and not await exists(session, scope, tenant_id):
             raise NotFound("No such tenant")
-        return await query(session, scope, tenant_id, *args, **kwargs)
+        return page
 
     return checked
 
