@@ -178,3 +178,20 @@ def test_the_choice_and_the_size_bound_are_applied_before_decoding() -> None:
 
     assert [p.name for p in file_attachments(raw, pdf, 1 << 20)] == ["big.pdf", "small.pdf"]
     assert [p.name for p in file_attachments(raw, pdf, 1000)] == ["small.pdf"]
+
+
+def test_transfer_encodings_decode_as_get_payload_does_even_when_broken() -> None:
+    bodies = {
+        "base64": ["JVBERi0xLjQK", "JVBERi0xLjQ", "JVBE\r\nRi0x\r\nLjQK", "JVB!ERi0xLjQK", "J"],
+        "quoted-printable": ["caf=C3=A9 =\r\nsoft break", "bad =ZZ escape"],
+        "8bit": ["caf\u00e9 raw 8-bit"],
+        "x-uuencode": ["begin 644 a.txt\r\n#86)C\r\n`\r\nend"],
+    }
+    for cte, variants in bodies.items():
+        for body in variants:
+            raw = _raw(
+                "--b1\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+                f"--b1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: {cte}\r\n"
+                f"Content-Disposition: attachment; filename=a.txt\r\n\r\n{body}\r\n--b1--\r\n"
+            )
+            assert len(_same_as_whole_parse(raw)) == 1, (cte, body)
