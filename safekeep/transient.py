@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dramatiq.errors
-import opensearchpy.exceptions
-import pika.exceptions
 import psycopg
 import psycopg.errors
-import redis
-import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from sqlalchemy import exc as sa_exc
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.retry import Retry
 
 from safekeep.graph.errors import GraphError
 from safekeep.storage.errors import BlobStoreUnavailable, StorageError
@@ -37,7 +37,7 @@ from safekeep.storage.errors import BlobStoreUnavailable, StorageError
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-_R = TypeVar("_R", Retry, AsyncRetry)
+_R = TypeVar("_R", "Retry", "AsyncRetry")
 
 # Seconds a client says to wait before asking again while a dependency is down (the API's
 # Retry-After, the scheduler's next try after a failed step).
@@ -82,15 +82,12 @@ def _one_is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         message = str(exc).lower()
         return "database is locked" in message or "database is busy" in message
-    # Redis (throttle limiter, broker) and the queue.
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return True  # BusyLoadingError (a restart still loading its dump) included
+    # Redis (throttle limiter, broker) and the queue. BusyLoadingError (a restart still
+    # loading its dump) is a redis ConnectionError; ConnectionTimeout an OpenSearch one.
     if isinstance(exc, dramatiq.errors.BrokerConnectionError):
         return True
-    if isinstance(exc, pika.exceptions.AMQPConnectionError | pika.exceptions.AMQPChannelError):
+    if isinstance(exc, _client_errors()):
         return True
-    if isinstance(exc, opensearchpy.exceptions.ConnectionError):
-        return True  # ConnectionTimeout included
     # A socket refused or reset on the way to any of them.
     return isinstance(exc, ConnectionError | TimeoutError)
 
@@ -147,8 +144,29 @@ REDIS_CONNECT_TIMEOUT = 3.0
 REDIS_SOCKET_TIMEOUT = 10.0
 
 
+# The connection errors of client libraries that only a scale-out deployment loads: an error of
+# a library never imported cannot be raised, and an embedded process never imports redis, pika
+# or opensearch-py (about 30 MB of its memory).
+_CLIENT_ERRORS = {
+    "redis": ("ConnectionError", "TimeoutError"),
+    "pika.exceptions": ("AMQPConnectionError", "AMQPChannelError"),
+    "opensearchpy.exceptions": ("ConnectionError",),
+}
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module, names in _CLIENT_ERRORS.items():
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.extend(getattr(loaded, name) for name in names)
+    return tuple(found)
+
+
 def redis_options() -> dict[str, Any]:
     """Keyword arguments for ``redis.Redis.from_url`` (sync or asyncio) every client uses."""
+    import redis
+
     return {
         "health_check_interval": REDIS_HEALTH_CHECK_SECONDS,
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
@@ -160,6 +178,8 @@ def redis_options() -> dict[str, Any]:
 
 def _retry(retry_type: type[_R]) -> _R:
     """The one retry policy, built by the sync or the asyncio client's own ``Retry`` class."""
+    from redis.backoff import ExponentialBackoff
+
     return retry_type(
         ExponentialBackoff(REDIS_RETRY_BACKOFF_CAP, REDIS_RETRY_BACKOFF_BASE),
         REDIS_RETRY_ATTEMPTS,
@@ -167,8 +187,14 @@ def _retry(retry_type: type[_R]) -> _R:
 
 
 def sync_redis(url: str) -> redis.Redis:
+    import redis
+    from redis.retry import Retry
+
     return redis.Redis.from_url(url, retry=_retry(Retry), **redis_options())
 
 
 def async_redis(url: str) -> aioredis.Redis:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+
     return aioredis.Redis.from_url(url, retry=_retry(AsyncRetry), **redis_options())

@@ -9,13 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dramatiq
-import pika
-import pika.exceptions
-import redis
 import structlog
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
@@ -68,11 +63,15 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         # A client that retries through a restart and checks idle connections: without it a
         # retry's enqueue during a Redis blip is dropped, and pooled connections the server
         # closed fail the next command. Dramatiq's consumer reconnects on its own.
+        from dramatiq.brokers.redis import RedisBroker  # loaded only where configured
+
         broker = RedisBroker(client=sync_redis(url), namespace="safekeep")
     elif url.startswith(AMQP_SCHEMES):
         # Publisher confirms: a message sent after a commit is on the broker when send returns,
         # as an LPUSH is on Redis; without them a connection lost just after the publish would
         # drop it silently. Queues carry no prefix: give Safekeep a vhost of its own.
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
         broker = RabbitmqBroker(url=url, confirm_delivery=True)
     else:
         raise UnsupportedBroker(
@@ -131,6 +130,8 @@ def ping(settings: Settings) -> None:
     if url.startswith(AMQP_SCHEMES):
         _ping_rabbitmq(url)
         return
+    import redis
+
     client = redis.Redis.from_url(
         url, socket_connect_timeout=PING_TIMEOUT_SECONDS, socket_timeout=PING_TIMEOUT_SECONDS
     )
@@ -144,6 +145,9 @@ def _ping_rabbitmq(url: str) -> None:
     """Open and close a real AMQP connection: the handshake checks the credentials and that
     the vhost exists, which a TCP connect alone would not. Several ``;``-separated URLs are
     tried in turn, as the broker itself does."""
+    import pika
+    import pika.exceptions
+
     candidates = [pika.URLParameters(part) for part in url.split(";")]
     for parameters in candidates:
         parameters.connection_attempts = 1
