@@ -2,24 +2,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import AnyHttpUrl, Field, field_validator
 
 from safekeep.api.schemas import Schema
 from safekeep.tenants.models import DeliveryStatus
-
-EventType = Literal[
-    "backup.completed",
-    "backup.failed",
-    "restore.completed",
-    "export.ready",
-    "tenant.consent_revoked",
-    "account.cancelled",
-    "msp.billing_status_changed",
-    "tenant.ransomware_suspected",
-    "tenant.mass_deletion_suspected",
-]
+from safekeep.tenants.webhook.service import EventType
 
 
 class WebhookCreate(Schema):
