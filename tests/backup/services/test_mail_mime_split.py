@@ -125,6 +125,12 @@ def test_preamble_epilogue_and_look_alike_boundary_lines() -> None:
     assert [f[5] for f in _same_as_whole_parse(raw)] == [b"A-TEXT"]
 
 
+def test_an_empty_part_between_two_delimiters() -> None:
+    for linebreak in ("\r\n", "\n"):
+        raw = _raw(f"--b1{linebreak}--b1\r\n{ATTACHMENT}\r\n--b1--\r\n")
+        assert [f[5] for f in _same_as_whole_parse(raw)] == [b"A-TEXT"]
+
+
 def test_a_missing_closing_delimiter_ends_the_last_part_at_the_end() -> None:
     for end in ("", "\r\n", "\n", "\r\n\r\n"):
         raw = _raw(f"--b1\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b1\r\n{ATTACHMENT}{end}")

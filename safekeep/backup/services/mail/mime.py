@@ -127,9 +127,10 @@ def attachment_parts(raw: bytes) -> list[MimePart]:
 # leaf besides: for a 40 MB message that held about four copies of it at once, the largest
 # allocation of a worker backing up a mailbox of large messages, and most of the CPU of indexing
 # one. So the MIME is split at its multipart boundaries (RFC 2046) as byte offsets into the one
-# buffer; only part headers are parsed until a part is chosen, and only the chosen part is
-# parsed and decoded, by ``email`` as before. The choice of parts is ``attachment_parts``'s:
-# the same body rule (``_find_body`` mirrors ``EmailMessage.get_body``), the same leaves.
+# buffer; only part headers are parsed (by ``email``), and only the chosen parts are decoded,
+# by the decoders ``get_payload(decode=True)`` itself uses. The choice of parts is
+# ``attachment_parts``'s: the same body rule (``_find_body`` mirrors ``EmailMessage.get_body``),
+# the same leaves.
 
 _HEADERS = email.parser.BytesHeaderParser(policy=POLICY)
 _HEADERS_END = re.compile(rb"\r?\n\r?\n")
@@ -193,8 +194,9 @@ def _part_offsets(raw: bytes, body: int, end: int, boundary: str) -> list[tuple[
         while after < end and raw[after] in b" \t":
             after += 1
         if (at == body or raw[at - 1] == 0x0A) and (after == end or raw[after] in b"\r\n"):
-            if start is not None:
-                offsets.append((start, at - 2 if raw.startswith(b"\r\n", at - 2) else at - 1))
+            if start is not None:  # an empty part (two delimiters in a row) ends where it starts
+                stop = at - 2 if raw.startswith(b"\r\n", at - 2) else at - 1
+                offsets.append((start, max(start, stop)))
             if close:
                 return offsets
             start = after + 2 if raw.startswith(b"\r\n", after, end) else min(after + 1, end)
