@@ -201,3 +201,18 @@ def test_transfer_encodings_decode_as_get_payload_does_even_when_broken() -> Non
                 f"Content-Disposition: attachment; filename=a.txt\r\n\r\n{body}\r\n--b1--\r\n"
             )
             assert len(_same_as_whole_parse(raw)) == 1, (cte, body)
+
+
+def test_hostile_nesting_is_bounded_and_what_lies_above_it_is_still_found() -> None:
+    """A message is content anyone can send to a mailbox: 500 nested multiparts neither
+    recurse without bound nor hide the attachment beside the first level."""
+    depth = 500
+    inner = "Content-Type: text/plain\r\n\r\ndeep"
+    for level in range(depth, 1, -1):
+        inner = (
+            f'Content-Type: multipart/mixed; boundary="n{level}"\r\n\r\n'
+            f"--n{level}\r\n{inner}\r\n--n{level}--"
+        )
+    raw = _raw(f"--b1\r\n{ATTACHMENT}\r\n--b1\r\n{inner}\r\n--b1--\r\n")
+    found = [p.data for p in file_attachments(raw, _every, 1 << 20)]
+    assert found == [b"A-TEXT"]

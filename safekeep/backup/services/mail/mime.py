@@ -168,9 +168,11 @@ def _span(raw: bytes, start: int, end: int, depth: int, default: str | None) -> 
     if default is not None:
         headers.set_default_type(default)
     content_type = headers.get_content_type()
-    parts = None
+    parts: list[_Span] | None = None
     boundary = headers.get_boundary() if content_type.startswith("multipart/") else None
-    if boundary and depth < _MAX_DEPTH:
+    if boundary and depth >= _MAX_DEPTH:
+        parts = []  # nesting this deep is hostile, not mail: nothing below is read
+    elif boundary:
         inner = "message/rfc822" if content_type == "multipart/digest" else None
         parts = [
             _span(raw, s, e, depth + 1, inner) for s, e in _part_offsets(raw, body, end, boundary)
