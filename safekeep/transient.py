@@ -25,14 +25,14 @@ import psycopg.errors
 import structlog
 from sqlalchemy import exc as sa_exc
 
+from safekeep.graph.errors import GraphError
+from safekeep.storage.errors import BlobStoreUnavailable, StorageError
+
 if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.retry import Retry
-
-from safekeep.graph.errors import GraphError
-from safekeep.storage.errors import BlobStoreUnavailable, StorageError
 
 log = structlog.get_logger(__name__)
 

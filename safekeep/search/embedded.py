@@ -99,8 +99,8 @@ _READERS = 4
 # worker's one writer appends segments and merges recent ones; the file's pages are in the
 # operating system's cache anyway, and a 32 MB cache filled as the index outgrew it, a third of
 # the worker's growth while it backed up a 20,000-message mailbox (issue 17's peak-RSS row).
-READER_CACHE_KIB = 32_000
-WRITER_CACHE_KIB = 4_000
+_READER_CACHE_KIB = 32_000
+_WRITER_CACHE_KIB = 4_000
 _MARK_OPEN = "\ue000"
 _MARK_CLOSE = "\ue001"
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -200,10 +200,10 @@ class SqliteSearchBackend:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA temp_store = MEMORY")
         if readonly:
-            conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+            conn.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
             conn.execute("PRAGMA query_only = 1")
         else:
-            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
         self._local.conn = conn
         with self._lock:
             self._connections.append(conn)
