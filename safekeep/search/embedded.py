@@ -517,11 +517,15 @@ class SqliteSearchBackend:
         return sql
 
     def _search(self, conn: sqlite3.Connection, p: Plan) -> SearchPage:
+        """Three small statements in one read transaction rather than one wide one: the page's
+        keys (the only step that sorts every match), the total (counted without scoring) and
+        the page's columns (for its rows only). Carrying every column of every match through a
+        window count and the sort cost twice as much as all three together."""
         positive, negative = _match_expressions(p)
         sql = self._scope(p)
         if positive is not None:
-            source = f"{self._fts} JOIN {self._docs} AS d ON d.id = {self._fts}.rowid"
             match = positive if negative is None else f"({positive}) NOT ({negative})"
+            source = f"{self._fts} JOIN {self._docs} AS d ON d.id = {self._fts}.rowid"
             sql.parts.insert(0, f"{self._fts} MATCH ?")
             sql.params.insert(0, match)
         else:
@@ -532,58 +536,87 @@ class SqliteSearchBackend:
                     f"d.id NOT IN (SELECT rowid FROM {self._fts} WHERE {self._fts} MATCH ?)",
                     negative,
                 )
-        weights = ", ".join(str(_WEIGHTS.get(c, 0.0)) for c in _FTS_COLUMNS)
-        key_expr = f"bm25({self._fts}, {weights})" if p.ranked else "d.sort_ts"
-        direction = "DESC" if p.order == "date_desc" else "ASC"
-        select = (
-            f"SELECT d.id, d.doc_key, d.version_id, d.tenant_id, d.account_id, d.service, "
-            f"d.item_id, d.kind, d.title, d.folder_path, d.date, d.size, {key_expr} AS sort_key "
-            f"FROM {source} WHERE {sql.where}"
-        )
-        # FTS5's bm25() cannot sit in a window query: count over the finished rows instead.
-        select = f"SELECT *, count(*) OVER () AS total FROM ({select})"
-        params = list(sql.params)
-        outer = ""
-        if p.after is not None:
-            cmp = "<" if direction == "DESC" else ">"
-            outer = f"WHERE (sort_key {cmp} ? OR (sort_key = ? AND doc_key > ?))"
-            params += [p.after[0], p.after[0], p.after[1]]
-        rows = conn.execute(
-            f"SELECT * FROM ({select}) {outer} ORDER BY sort_key {direction}, doc_key ASC LIMIT ?",
-            [*params, p.limit + 1],
-        ).fetchall()
+        count = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)",
+            [*sql.params, TOTAL_LIMIT + 1],
+        ).fetchone()[0]
+        keys, key_params = self._page_keys(p, match, sql)
+        rows = conn.execute(keys, key_params).fetchall()
         more = len(rows) > p.limit
         rows = rows[: p.limit]
-        # The window count rides on the scan the sort needs anyway; past the last page there
-        # is no row to carry it, and a separate count runs.
-        if rows:
-            count = rows[0][13]
-        else:
-            count = conn.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)",
-                [*sql.params, TOTAL_LIMIT + 1],
-            ).fetchone()[0]
-        total = count if count <= TOTAL_LIMIT else None
+        details = self._rows_by_id(conn, [row[0] for row in rows])
         highlights = self._highlights(conn, match, [row[0] for row in rows]) if match else {}
-        hits = [
-            SearchHit(
-                version_id=row[2],
-                tenant_id=row[3],
-                account_id=row[4],
-                service=row[5],
-                item_id=row[6],
-                kind=row[7],
-                title=row[8],
-                folder_path=row[9],
-                date=from_micros(row[10]) if row[10] is not None else None,
-                size=row[11],
-                score=-row[12] if p.ranked else None,
-                highlights=highlights.get(row[0], {}),
+        hits = []
+        for doc_id, _, sort_key in rows:
+            d = details[doc_id]
+            hits.append(
+                SearchHit(
+                    version_id=d[0],
+                    tenant_id=d[1],
+                    account_id=d[2],
+                    service=d[3],
+                    item_id=d[4],
+                    kind=d[5],
+                    title=d[6],
+                    folder_path=d[7],
+                    date=from_micros(d[8]) if d[8] is not None else None,
+                    size=d[9],
+                    score=-sort_key if p.ranked else None,
+                    highlights=highlights.get(doc_id, {}),
+                )
             )
-            for row in rows
-        ]
-        next_cursor = p.cursor_for(rows[-1][12], rows[-1][1]) if more and rows else None
+        next_cursor = p.cursor_for(rows[-1][2], rows[-1][1]) if more and rows else None
+        total = count if count <= TOTAL_LIMIT else None
         return SearchPage(hits=hits, next_cursor=next_cursor, total=total)
+
+    def _page_keys(self, p: Plan, match: str | None, sql: _Sql) -> tuple[str, list[Any]]:
+        """(id, doc_key, sort key) of the page's rows, one more than the page to tell whether
+        another follows. FTS5's bm25() only runs in a query straight over the FTS table, so a
+        ranked search scores its matches in a materialised step and joins the filters to that.
+        """
+        direction = "DESC" if p.order == "date_desc" else "ASC"
+        params: list[Any] = []
+        if p.ranked and match is not None:
+            weights = ", ".join(str(_WEIGHTS.get(c, 0.0)) for c in _FTS_COLUMNS)
+            head = (
+                f"WITH m AS MATERIALIZED (SELECT rowid AS id, bm25({self._fts}, {weights}) AS s "
+                f"FROM {self._fts} WHERE {self._fts} MATCH ?) "
+            )
+            params.append(match)
+            source = f"m JOIN {self._docs} AS d ON d.id = m.id"
+            # The MATCH is the CTE's; the rest of the filter applies to the joined rows.
+            where = _Sql()
+            where.parts, where.params = sql.parts[1:], sql.params[1:]
+            key = "m.s"
+        else:
+            head = ""
+            source = f"{self._fts} JOIN {self._docs} AS d ON d.id = {self._fts}.rowid"
+            source = source if match is not None else f"{self._docs} AS d"
+            where = _Sql()
+            where.parts, where.params = list(sql.parts), list(sql.params)
+            key = "d.sort_ts"
+        if p.after is not None:
+            cmp = "<" if direction == "DESC" else ">"
+            after_key, after_doc = p.after
+            where.add(
+                f"({key} {cmp} ? OR ({key} = ? AND d.doc_key > ?))", after_key, after_key, after_doc
+            )
+        statement = (
+            f"{head}SELECT d.id, d.doc_key, {key} FROM {source} WHERE {where.where} "
+            f"ORDER BY {key} {direction}, d.doc_key ASC LIMIT ?"
+        )
+        return statement, [*params, *where.params, p.limit + 1]
+
+    def _rows_by_id(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[Any, ...]]:
+        if not ids:
+            return {}
+        rows = conn.execute(
+            "SELECT id, version_id, tenant_id, account_id, service, item_id, kind, title, "
+            f"folder_path, date, size FROM {self._docs} "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(ids)],
+        ).fetchall()
+        return {row[0]: row[1:] for row in rows}
 
     def _highlights(
         self, conn: sqlite3.Connection, match: str, ids: list[int]

@@ -138,8 +138,12 @@ async def job_detail(
     return JobDetail.model_validate({**_fields(job), "progress": progress, "issues": issues})
 
 
+# The columns a job row carries into JobOut (progress and restore are worked out, not read).
+_COLUMNS = tuple(name for name in JobOut.model_fields if name not in ("progress", "restore"))
+
+
 def _fields(job: Job | Row[Any]) -> dict[str, Any]:
-    fields = {name: getattr(job, name) for name in JobOut.model_fields if hasattr(job, name)}
+    fields = {name: getattr(job, name) for name in _COLUMNS}
     totals = (job.result or {}).get("totals") if job.kind == JobKind.restore else None
     if isinstance(totals, dict):
         fields["restore"] = RestoreTotals.model_validate(
