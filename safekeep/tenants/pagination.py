@@ -86,22 +86,18 @@ async def keyset_page(
     return Page(items=rows, next_cursor=next_cursor)
 
 
-def keyset_order(stmt: Select[T], model: Any, *, after: bool) -> Select[T]:
+def keyset_order(
+    stmt: Select[T], model: Any, *, after: bool, newest_by: str = "created_at"
+) -> Select[T]:
     """``keyset_page``'s order, cursor condition and limit as bind parameters, for a page
     statement built once (per shape) and run with ``keyset_values``: on a hot list route,
     building the statement costs more CPU than running it."""
+    when = getattr(model, newest_by)
     if after:
-        created: Any = bindparam("page_after_t")
+        at: Any = bindparam("page_after_t")
         row_id: Any = bindparam("page_after_id")
-        stmt = stmt.where(
-            or_(
-                model.created_at < created,
-                and_(model.created_at == created, model.id < row_id),
-            )
-        )
-    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(
-        bindparam("page_rows", type_=Integer)
-    )
+        stmt = stmt.where(or_(when < at, and_(when == at, model.id < row_id)))
+    return stmt.order_by(when.desc(), model.id.desc()).limit(bindparam("page_rows", type_=Integer))
 
 
 def keyset_values(cursor: str | None, limit: int) -> dict[str, Any]:
@@ -113,12 +109,12 @@ def keyset_values(cursor: str | None, limit: int) -> dict[str, Any]:
     return values
 
 
-def page_of_rows(rows: Sequence[T], limit: int) -> Page[T]:
+def page_of_rows(rows: Sequence[T], limit: int, newest_by: str = "created_at") -> Page[T]:
     """The page from a ``keyset_order`` statement's rows (one more than asked, if any follow)."""
     limit = max(1, min(limit, MAX_LIMIT))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last: Any = rows[-1]
-        next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": str(last.id)})
+        next_cursor = encode_cursor({"t": getattr(last, newest_by).isoformat(), "i": str(last.id)})
     return Page(items=rows, next_cursor=next_cursor)

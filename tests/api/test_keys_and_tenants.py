@@ -257,3 +257,75 @@ async def test_lists_under_a_tenant_prove_it_by_their_rows_and_404_once_it_is_de
     for name in lists:
         r = await client.get(f"/v1/tenants/{a.tenant.id}/{name}", headers=a.msp.headers)
         assert r.status_code == 404 and r.headers["content-type"] == PROBLEM, (name, r.text)
+
+
+async def test_snapshot_list_pages_newest_first_and_filters(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Snapshots page by start time (they have no created_at): every row once, newest first,
+    through cursors, with account, service and time filters; since after until is a 400."""
+    from datetime import timedelta
+
+    from safekeep.tenants.models import Snapshot, SnapshotStatus
+    from safekeep.tenants.models.base import utcnow
+    from tests.factories import add_finished_job, create_account
+
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    adele = await create_account(runtime, tenant)
+    megan = await create_account(runtime, tenant, name="Megan Bowen")
+    start = utcnow().replace(microsecond=0) - timedelta(days=1)
+    made: list[tuple[str, str, str]] = []  # (account, service, started_at)
+    async with runtime.db.session() as session:
+        job = await add_finished_job(session, tenant.id)
+        for i in range(9):
+            account = adele if i % 3 else megan
+            service = "mail" if i % 2 else "onedrive"
+            # two snapshots share each start time: the id breaks the tie
+            at = start + timedelta(hours=i // 2)
+            session.add(
+                Snapshot(
+                    tenant_id=tenant.id,
+                    account_id=account.id,
+                    service=service,
+                    seq=i + 1,
+                    job_id=job.id,
+                    status=SnapshotStatus.complete,
+                    started_at=at,
+                    completed_at=at,
+                )
+            )
+            made.append((str(account.id), service, at.isoformat()))
+    base = f"/v1/tenants/{tenant.id}/snapshots"
+
+    async def walk(**params: str) -> list[dict]:
+        seen: list[dict] = []
+        cursor = None
+        while True:
+            query = {"limit": "2", **params, **({"cursor": cursor} if cursor else {})}
+            r = await client.get(base, params=query, headers=msp.headers)
+            assert r.status_code == 200, r.text
+            seen += r.json()["items"]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                return seen
+
+    every = await walk()
+    assert len(every) == len({s["id"] for s in every}) == 9
+    keys = [(s["started_at"], s["id"]) for s in every]
+    assert keys == sorted(keys, reverse=True)
+    assert {s["seq"] for s in every} == set(range(1, 10))
+    assert all(s["status"] == "complete" and s["tenant_id"] == str(tenant.id) for s in every)
+
+    only = await walk(account_id=str(megan.id), service="mail")
+    want = [m for m in made if m[0] == str(megan.id) and m[1] == "mail"]
+    assert len(only) == len(want) and {s["account_id"] for s in only} == {str(megan.id)}
+    since, until = start + timedelta(hours=1), start + timedelta(hours=3)
+    window = await walk(since=since.isoformat(), until=until.isoformat())
+    assert len(window) == sum(1 for i in range(9) if 1 <= i // 2 <= 3) == 6
+    bad = await client.get(
+        base,
+        params={"since": until.isoformat(), "until": since.isoformat()},
+        headers=msp.headers,
+    )
+    assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM

@@ -3,16 +3,20 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Page, Paging, Timestamp, page_of
+from safekeep.api.schemas import Page, Paging, Timestamp, json_response, page_of
 from safekeep.api.snapshots.schemas import SnapshotOut
 from safekeep.tenants.snapshot import service
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/snapshots", tags=["Snapshots"])
+
+# The columns a listed snapshot shows (its answer's fields), read as rows rather than entities.
+_LISTED = tuple(SnapshotOut.model_fields)
 
 
 @router.get("", response_model=Page[SnapshotOut], responses=responses(400, 401, 403, 404, 422))
@@ -25,15 +29,16 @@ async def list_snapshots(
     service_name: Service | None = Query(None, alias="service"),
     since: Timestamp | None = Query(None, description="Started at or after"),
     until: Timestamp | None = Query(None, description="Started at or before"),
-) -> Page[SnapshotOut]:
+) -> Response:
     page = await paging.read(
         service.list_snapshots,
         session,
         principal.scope,
         tenant_id,
+        columns=_LISTED,
         account_id=account_id,
         service=service_name,
         since=since,
         until=until,
     )
-    return page_of(page, SnapshotOut.model_validate)
+    return json_response(page_of(page, lambda row: SnapshotOut.model_construct(**row._mapping)))
