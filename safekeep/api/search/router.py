@@ -141,10 +141,8 @@ async def _search(
     except SearchUnavailable as exc:
         raise ServiceUnavailable("Search is unavailable right now; try again shortly") from exc
     item_ids = {uuid.UUID(h.item_id) for h in page.hits}
-    graph_ids = {
-        str(i.id): i.external_id
-        for i in await catalog.items_by_ids(session, principal.scope, item_ids)
-    }
+    found = await catalog.external_ids(session, principal.scope, item_ids)
+    graph_ids = {str(item_id): external_id for item_id, external_id in found.items()}
     hits = []
     for hit in page.hits:
         base = f"/v1/tenants/{hit.tenant_id}/accounts/{hit.account_id}/items/{hit.item_id}"
