@@ -9,7 +9,7 @@ from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
-from safekeep.tenants.models import Account, AccountState, Snapshot
+from safekeep.tenants.models import Account, Snapshot
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.scope import TenantScope, bound_tenant_rows, get_scoped
 
@@ -95,23 +95,3 @@ async def by_ids(
 async def has_data(session: AsyncSession, account_id: uuid.UUID) -> bool:
     stmt = select(func.count()).select_from(Snapshot).where(Snapshot.account_id == account_id)
     return bool((await session.execute(stmt)).scalar_one())
-
-
-async def seat_counts(session: AsyncSession, scope: TenantScope) -> dict[uuid.UUID, dict[str, int]]:
-    """Per tenant: protected seats (active and protected) and retained seats (cancelled
-    accounts that hold backed-up data)."""
-    with_data = select(Snapshot.account_id).distinct().scalar_subquery()
-    seats = {
-        "protected": (Account.state == AccountState.active, Account.protected.is_(True)),
-        "retained": (Account.state == AccountState.cancelled, Account.id.in_(with_data)),
-    }
-    counts: dict[uuid.UUID, dict[str, int]] = {}
-    for seat, conditions in seats.items():
-        stmt = (
-            select(Account.tenant_id, func.count())
-            .where(scope.tenant_filter(Account.tenant_id), *conditions)
-            .group_by(Account.tenant_id)
-        )
-        for tenant_id, n in (await session.execute(stmt)).all():
-            counts.setdefault(tenant_id, dict.fromkeys(seats, 0))[seat] = n
-    return counts

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, func, select
+from sqlalchemy import Row, Select, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
@@ -69,12 +69,3 @@ async def list_page(
         values["until"] = until
     rows = await read_rows(session, stmt, values)
     return page_of_rows(rows, limit, newest_by="started_at")
-
-
-async def stored_bytes_by_tenant(session: AsyncSession, scope: TenantScope) -> dict[uuid.UUID, int]:
-    stmt = (
-        select(Snapshot.tenant_id, func.coalesce(func.sum(Snapshot.bytes_added), 0))
-        .where(scope.tenant_filter(Snapshot.tenant_id))
-        .group_by(Snapshot.tenant_id)
-    )
-    return {t: int(n) for t, n in (await session.execute(stmt)).all()}

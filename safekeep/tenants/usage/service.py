@@ -7,10 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.scope import TenantScope
-from safekeep.tenants.snapshot import repository as snapshot_repository
-from safekeep.tenants.tenant import repository as tenant_repository
+from safekeep.tenants.usage import repository
 
 
 @dataclass(frozen=True)
@@ -23,16 +21,13 @@ class TenantUsage:
 
 
 async def usage(session: AsyncSession, scope: TenantScope) -> list[TenantUsage]:
-    tenants = await tenant_repository.list_all(session, scope)
-    seats = await account_repository.seat_counts(session, scope)
-    stored = await snapshot_repository.stored_bytes_by_tenant(session, scope)
     return [
         TenantUsage(
-            tenant_id=t.id,
-            name=t.name,
-            protected_seats=seats.get(t.id, {}).get("protected", 0),
-            retained_seats=seats.get(t.id, {}).get("retained", 0),
-            stored_bytes=stored.get(t.id, 0),
+            tenant_id=row.tenant_id,
+            name=row.name,
+            protected_seats=row.protected_seats,
+            retained_seats=row.retained_seats,
+            stored_bytes=row.stored_bytes,
         )
-        for t in tenants
+        for row in await repository.per_tenant(session, scope)
     ]
