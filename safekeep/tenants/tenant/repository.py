@@ -217,8 +217,8 @@ async def consent_request_exists(session: AsyncSession, state_hash: str) -> bool
 
 async def ids_in_scope(session: AsyncSession, scope: TenantScope) -> frozenset[uuid.UUID]:
     """Every tenant the scope reaches, deleted ones included (their data is still kept)."""
-    stmt = _in_scope(scope.limited)
-    return frozenset((await session.execute(stmt, scope.bound())).scalars())
+    rows = await read_rows(session, _in_scope(scope.limited), scope.bound())
+    return frozenset(row[0] for row in rows)
 
 
 @cache
