@@ -7,9 +7,8 @@ services collected, so a rolled-back request enqueues nothing.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,21 +55,6 @@ async def _runtime_dep(request: Request) -> Runtime:
 
 async def _settings_dep(request: Request) -> Settings:
     return get_settings(request)
-
-
-def built_inline(cls: Callable[..., T]) -> Callable[..., Coroutine[Any, Any, T]]:
-    """A class dependency (parameters declared by its ``__init__``) built in a coroutine:
-    FastAPI calls a class on a worker thread, two thread switches per request for what is a
-    few attribute assignments. The coroutine has the class's signature (annotations
-    evaluated), so the parameters, their validation and the OpenAPI document are the same."""
-
-    async def build(**kwargs: Any) -> T:
-        return cls(**kwargs)
-
-    build.__signature__ = inspect.signature(cls, eval_str=True)  # type: ignore[attr-defined]
-    build.__name__ = cls.__name__
-    build.__doc__ = cls.__doc__
-    return build
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime_dep)]

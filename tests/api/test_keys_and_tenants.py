@@ -329,3 +329,46 @@ async def test_snapshot_list_pages_newest_first_and_filters(
         headers=msp.headers,
     )
     assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
+
+
+async def test_search_parameters_are_validated_one_by_one(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The search filters are one query-parameter model: each bad value is still named in a
+    422 problem, an unknown one is a 400, and repeated ones (service, file_type) are lists."""
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    for path in ("/v1/search", f"/v1/tenants/{tenant.id}/search"):
+        for name, value in (
+            ("limit", "0"),
+            ("limit", "101"),
+            ("size_min", "-1"),
+            ("date_from", "1700000000"),
+            ("service", "fax"),
+            ("sort", "random"),
+            ("q", "x" * 1001),
+            ("account_id", "not-a-uuid"),
+        ):
+            r = await client.get(path, params={"q": "a", name: value}, headers=msp.headers)
+            assert r.status_code == 422, (path, name, r.text)
+            assert r.headers["content-type"] == PROBLEM
+            assert any(e["loc"][:2] == ["query", name] for e in r.json()["errors"]), r.text
+        r = await client.get(path, params={"q": "a", "limt": "5"}, headers=msp.headers)
+        assert r.status_code == 400 and r.json()["errors"][0]["loc"] == ["query", "limt"]
+        ok = await client.get(
+            path,
+            params=[
+                ("q", "invoice"),
+                ("service", "mail"),
+                ("service", "onedrive"),
+                ("file_type", "pdf"),
+                ("file_type", "docx"),
+                ("date_from", "2026-01-01T00:00:00Z"),
+                ("size_min", "0"),
+                ("sort", "date_asc"),
+                ("limit", "100"),
+            ],
+            headers=msp.headers,
+        )
+        assert ok.status_code == 200, ok.text
+        assert ok.json() == {"hits": [], "next_cursor": None, "total": 0}

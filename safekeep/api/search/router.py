@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.auth import ReadPrincipal
-from safekeep.api.deps import RuntimeDep, SessionDep, built_inline
+from safekeep.api.deps import RuntimeDep, SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Schema, Timestamp, json_response
@@ -46,46 +46,30 @@ class SearchResults(Schema):
     total: int | None
 
 
-class SearchParams:
-    """The query parameters both search routes take."""
+class SearchParams(BaseModel):
+    """The query parameters both search routes take: a query-parameter model, so FastAPI
+    validates the seventeen of them in one pass (as separate parameters they cost a fifth of
+    a search's CPU on the event loop)."""
 
-    def __init__(
-        self,
-        q: str = Query("", max_length=1000, description='Words, "phrases", prefix*, -exclusions'),
-        account_id: uuid.UUID | None = Query(None),
-        service: list[Service] | None = Query(None),
-        folder: str | None = Query(None, max_length=2000, description="Folder path prefix"),
-        sender: str | None = Query(None, max_length=500),
-        recipient: str | None = Query(None, max_length=500),
-        date_from: Timestamp | None = Query(None),
-        date_to: Timestamp | None = Query(None),
-        size_min: int | None = Query(None, ge=0),
-        size_max: int | None = Query(None, ge=0),
-        has_attachments: bool | None = Query(None),
-        file_type: list[str] | None = Query(None, description="Extensions, e.g. pdf"),
-        at: Timestamp | None = Query(None, description="Search the state at this time"),
-        all_versions: bool = Query(False, description="Include older versions"),
-        sort: Literal["relevance", "date_desc", "date_asc"] = Query("relevance"),
-        cursor: str | None = Query(None, max_length=2000),
-        limit: int = Query(25, ge=1, le=100),
-    ) -> None:
-        self.q = q
-        self.account_id = account_id
-        self.service = service
-        self.folder = folder
-        self.sender = sender
-        self.recipient = recipient
-        self.date_from = date_from
-        self.date_to = date_to
-        self.size_min = size_min
-        self.size_max = size_max
-        self.has_attachments = has_attachments
-        self.file_type = file_type
-        self.at = at
-        self.all_versions = all_versions
-        self.sort = sort
-        self.cursor = cursor
-        self.limit = limit
+    q: Annotated[
+        str, Query(max_length=1000, description='Words, "phrases", prefix*, -exclusions')
+    ] = ""
+    account_id: uuid.UUID | None = None
+    service: list[Service] | None = None
+    folder: Annotated[str | None, Query(max_length=2000, description="Folder path prefix")] = None
+    sender: Annotated[str | None, Query(max_length=500)] = None
+    recipient: Annotated[str | None, Query(max_length=500)] = None
+    date_from: Timestamp | None = None
+    date_to: Timestamp | None = None
+    size_min: Annotated[int | None, Query(ge=0)] = None
+    size_max: Annotated[int | None, Query(ge=0)] = None
+    has_attachments: bool | None = None
+    file_type: Annotated[list[str] | None, Query(description="Extensions, e.g. pdf")] = None
+    at: Annotated[Timestamp | None, Query(description="Search the state at this time")] = None
+    all_versions: Annotated[bool, Query(description="Include older versions")] = False
+    sort: Literal["relevance", "date_desc", "date_asc"] = "relevance"
+    cursor: Annotated[str | None, Query(max_length=2000)] = None
+    limit: Annotated[int, Query(ge=1, le=100)] = 25
 
     def query(self, tenant_ids: frozenset[uuid.UUID]) -> SearchQuery:
         try:
@@ -116,9 +100,6 @@ class SearchParams:
                     {"loc": ["query", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()
                 ],
             ) from exc
-
-
-search_params = built_inline(SearchParams)
 
 
 async def _search(
@@ -172,7 +153,7 @@ async def search_all(
     principal: ReadPrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
-    params: Annotated[SearchParams, Depends(search_params)],
+    params: Annotated[SearchParams, Query()],
     tenant_id: list[uuid.UUID] | None = Query(None, description="Only these tenants"),
 ) -> Response:
     """Search every tenant the key may see (or some of them)."""
@@ -192,7 +173,7 @@ async def search_tenant(
     principal: ReadPrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
-    params: Annotated[SearchParams, Depends(search_params)],
+    params: Annotated[SearchParams, Query()],
 ) -> Response:
     if not await tenant_repository.exists(session, principal.scope, tenant_id):
         raise NotFound("No such tenant")
