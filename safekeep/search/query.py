@@ -27,6 +27,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -243,13 +244,19 @@ def plan(query: SearchQuery) -> Plan:
     )
 
 
+@cache
+def _between_marks(open_mark: str, close_mark: str) -> re.Pattern[str]:
+    """A closing marker, spaces, an opening one (compiled once: a page has ~100 fragments)."""
+    return re.compile(f"{re.escape(close_mark)}(\\s*){re.escape(open_mark)}")
+
+
 def render_highlight(fragment: str, open_mark: str, close_mark: str) -> str:
     """Escape a backend's highlight fragment for HTML and turn its private markers into
     ``<mark>`` tags: both backends mark with characters no document contains, so that the
     document's own ``<`` and ``&`` are escaped and only our tags are live."""
     fragment = fragment.replace("\u200b", "")
     # OpenSearch marks each token of a phrase on its own; join marks separated by spaces only.
-    fragment = re.sub(f"{re.escape(close_mark)}(\\s*){re.escape(open_mark)}", r"\1", fragment)
+    fragment = _between_marks(open_mark, close_mark).sub(r"\1", fragment)
     escaped = html.escape(fragment, quote=False)
     return escaped.replace(open_mark, MARK_OPEN).replace(close_mark, MARK_CLOSE)
 
