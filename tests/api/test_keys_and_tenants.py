@@ -204,6 +204,37 @@ async def test_pagination_walks_every_row_once(client: httpx.AsyncClient, runtim
     assert len(seen) == len(set(seen)) == 7
 
 
+async def test_tenant_list_shows_what_each_tenant_shows_and_filters_by_consent(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The list reads rows, not entities: each listed tenant is exactly its own GET's answer
+    (no secret in either), and the consent filter pages like the rest."""
+    msp = await create_msp(runtime)
+    granted = [await create_tenant(runtime, msp, name=f"Granted {i}") for i in range(3)]
+    pending = [
+        await create_tenant(runtime, msp, name=f"Pending {i}", consented=False) for i in range(2)
+    ]
+    listed = (await client.get("/v1/tenants", headers=msp.headers)).json()["items"]
+    assert [t["name"] for t in listed] == [t.name for t in reversed(granted + pending)]
+    for tenant in listed:
+        one = await client.get(f"/v1/tenants/{tenant['id']}", headers=msp.headers)
+        assert one.json() == tenant
+    for state, want in (("granted", granted), ("pending", pending)):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, str | int] = {"consent_state": state, "limit": 1}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await client.get("/v1/tenants", params=params, headers=msp.headers)).json()
+            seen += [t["id"] for t in page["items"]]
+            assert all(t["consent_state"] == state for t in page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [str(t.id) for t in reversed(want)]
+
+
 async def test_audit_log_is_append_only(runtime: Runtime) -> None:
     import pytest
     from sqlalchemy import text

@@ -1,18 +1,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from functools import cache, wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Select, bindparam, delete, select, update
+from sqlalchemy import Row, Select, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
 from safekeep.errors import NotFound
 from safekeep.tenants.models import ConsentRequest, Policy, Tenant, TenantStatus
-from safekeep.tenants.pagination import Page, keyset_page
+from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.scope import TenantScope, bound_tenant_row_filter
 
 _P = ParamSpec("_P")
@@ -73,18 +73,33 @@ async def get_including_deleted(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+@cache
+def _page(columns: tuple[str, ...], limited: bool, by_consent: bool, after: bool) -> Select[Any]:
+    """The statement of one shape of tenants page, built once (see ``keyset_order``)."""
+    stmt = select(*(getattr(Tenant, name) for name in columns)).where(
+        bound_tenant_row_filter(limited=limited), Tenant.status != TenantStatus.deleted
+    )
+    if by_consent:
+        stmt = stmt.where(Tenant.consent_state == bindparam("consent_state"))
+    return keyset_order(stmt, Tenant, after=after)
+
+
 async def list_page(
     session: AsyncSession,
     scope: TenantScope,
     *,
+    columns: Sequence[str],
     consent_state: str | None,
     cursor: str | None,
     limit: int,
-) -> Page[Tenant]:
-    stmt = select(Tenant).where(scope.tenant_row_filter(), Tenant.status != TenantStatus.deleted)
+) -> Page[Row[Any]]:
+    """A page of the scope's tenants as rows of ``columns`` (``id`` and ``created_at`` among
+    them: the cursor), newest first."""
+    stmt = _page(tuple(columns), scope.limited, bool(consent_state), bool(cursor))
+    values = {**scope.bound(), **keyset_values(cursor, limit)}
     if consent_state:
-        stmt = stmt.where(Tenant.consent_state == consent_state)
-    return await keyset_page(session, stmt, Tenant, cursor=cursor, limit=limit)
+        values["consent_state"] = consent_state
+    return page_of_rows(await read_rows(session, stmt, values), limit)
 
 
 async def list_all(session: AsyncSession, scope: TenantScope) -> list[Tenant]:
