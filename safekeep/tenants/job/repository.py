@@ -213,6 +213,19 @@ async def claim_task(
     return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 
 
+async def settle_task(
+    session: AsyncSession, task_id: uuid.UUID, *, status: TaskStatus, now: datetime, **figures: int
+) -> None:
+    """End a task with its last progress figures (items, bytes, skipped, requests...), in
+    one statement: whoever settles it knows them all."""
+    await session.execute(
+        update(JobTask)
+        .where(JobTask.id == task_id)
+        .values(status=status, finished_at=now, heartbeat_at=now, **figures)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def set_job_status(
     session: AsyncSession,
     job_id: uuid.UUID,
