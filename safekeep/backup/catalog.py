@@ -185,14 +185,15 @@ class SnapshotRun:
         job_id: uuid.UUID | None,
         task_id: uuid.UUID | None,
     ) -> tuple[Snapshot, bool]:
-        snapshot = await catalog.running_snapshot(session, account_id, service)
+        latest = await catalog.latest_snapshot(session, account_id, service)
+        snapshot = latest if latest and latest.status == SnapshotStatus.running else None
         resumed = snapshot is not None
         if snapshot is None:
             snapshot = Snapshot(
                 tenant_id=tenant_id,
                 account_id=account_id,
                 service=service,
-                seq=await catalog.last_seq(session, account_id, service) + 1,
+                seq=(latest.seq if latest else 0) + 1,
                 job_id=job_id,
                 status=SnapshotStatus.running,
                 started_at=utcnow(),

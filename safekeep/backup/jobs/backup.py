@@ -183,9 +183,11 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             await _finish_job(session, job.id)
             return
         lease = timedelta(seconds=runtime.settings.task_lease_seconds)
-        if not await job_repository.claim_task(session, task.id, now=now, stale_before=now - lease):
+        attempts = await job_repository.claim_task(
+            session, task.id, now=now, stale_before=now - lease
+        )
+        if attempts is None:
             return  # another delivery holds a live lease on it
-        await session.refresh(task)
         tenant = await tenant_repository.get_system(session, task.tenant_id)
         assert tenant is not None
         assert task.account_id is not None
@@ -193,7 +195,6 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             session, system_scope(tenant), tenant.id, task.account_id
         )
         policy = await tenant_repository.get_policy(session, tenant)
-        attempts = task.attempts
         assert account is not None
         # The snapshot it runs into commits with the lease: one transaction, not two.
         run = await SnapshotRun.begin(

@@ -58,6 +58,20 @@ async def running_snapshot(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def latest_snapshot(
+    session: AsyncSession, account_id: uuid.UUID, service: str
+) -> Snapshot | None:
+    """The account and service's newest snapshot: the running one if there is one (a run
+    starts a snapshot only when none is running, so a running one is always the newest)."""
+    stmt = (
+        select(Snapshot)
+        .where(Snapshot.account_id == account_id, Snapshot.service == service)
+        .order_by(Snapshot.seq.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def last_seq(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
     stmt = select(func.max(Snapshot.seq)).where(
         Snapshot.account_id == account_id, Snapshot.service == service
