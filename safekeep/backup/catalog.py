@@ -148,29 +148,22 @@ class SnapshotRun:
         service: str,
         job_id: uuid.UUID | None = None,
         task_id: uuid.UUID | None = None,
+        session: AsyncSession | None = None,
     ) -> SnapshotRun:
-        """Resume this account and service's unfinished snapshot, or start the next one."""
-        async with unit_of_work(runtime) as session:
-            snapshot = await catalog.running_snapshot(session, account_id, service)
-            resumed = snapshot is not None
-            if snapshot is None:
-                snapshot = Snapshot(
-                    tenant_id=tenant_id,
-                    account_id=account_id,
-                    service=service,
-                    seq=await catalog.last_seq(session, account_id, service) + 1,
-                    job_id=job_id,
-                    status=SnapshotStatus.running,
-                    started_at=utcnow(),
+        """Resume this account and service's unfinished snapshot, or start the next one.
+
+        With ``session`` it joins the caller's transaction (the one that claims the task:
+        the lease and the snapshot it runs into commit together, one transaction fewer
+        per task); otherwise it commits on its own."""
+        if session is None:
+            async with unit_of_work(runtime) as own:
+                snapshot, resumed = await cls._snapshot(
+                    own, tenant_id, account_id, service, job_id, task_id
                 )
-                session.add(snapshot)
-                await session.flush()
-            elif job_id is not None:
-                snapshot.job_id = job_id
-            if task_id is not None:
-                task = await session.get(JobTask, task_id)
-                if task is not None:
-                    task.snapshot_id = snapshot.id
+        else:
+            snapshot, resumed = await cls._snapshot(
+                session, tenant_id, account_id, service, job_id, task_id
+            )
         return cls(
             runtime,
             msp_id=msp_id,
@@ -182,6 +175,38 @@ class SnapshotRun:
             job_id=job_id,
             resumed=resumed,
         )
+
+    @staticmethod
+    async def _snapshot(
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        account_id: uuid.UUID,
+        service: str,
+        job_id: uuid.UUID | None,
+        task_id: uuid.UUID | None,
+    ) -> tuple[Snapshot, bool]:
+        latest = await catalog.latest_snapshot(session, account_id, service)
+        snapshot = latest if latest and latest.status == SnapshotStatus.running else None
+        resumed = snapshot is not None
+        if snapshot is None:
+            snapshot = Snapshot(
+                tenant_id=tenant_id,
+                account_id=account_id,
+                service=service,
+                seq=(latest.seq if latest else 0) + 1,
+                job_id=job_id,
+                status=SnapshotStatus.running,
+                started_at=utcnow(),
+            )
+            session.add(snapshot)
+            await session.flush()
+        elif job_id is not None:
+            snapshot.job_id = job_id
+        if task_id is not None:
+            task = await session.get(JobTask, task_id)
+            if task is not None:
+                task.snapshot_id = snapshot.id
+        return snapshot, resumed
 
     # ---- delta state ---------------------------------------------------------------
 
@@ -270,39 +295,45 @@ class SnapshotRun:
         requests: int | None = None,
         throttled: int | None = None,
         errors: int | None = None,
-    ) -> Snapshot:
+    ) -> None:
         """Finish the snapshot and, in the same transaction, its task with its last progress
         figures: a worker that dies in between cannot leave a finished snapshot under a task
-        that looks unfinished (which would be run again into a needless new snapshot)."""
+        that looks unfinished (which would be run again into a needless new snapshot). Two
+        UPDATEs, no reads: every figure is known here."""
+        now = utcnow()
         async with unit_of_work(self.runtime) as session:
             if self.task_id is not None:
-                task = await session.get(JobTask, self.task_id)
-                if task is not None:
-                    task.status = TaskStatus.partial if skipped else TaskStatus.succeeded
-                    task.finished_at = utcnow()
-                    task.heartbeat_at = task.finished_at
-                    task.items = self.counters.items
-                    task.bytes = self.counters.bytes
-                    task.skipped = skipped
-                    if requests is not None:
-                        task.requests = requests
-                    if throttled is not None:
-                        task.throttled = throttled
-                    if errors is not None:
-                        task.errors = errors
-            snapshot = await session.get(Snapshot, self.snapshot_id)
-            assert snapshot is not None
-            snapshot.status = SnapshotStatus.partial if skipped else SnapshotStatus.complete
-            snapshot.completed_at = utcnow()
-            snapshot.items_added += self.counters.added
-            snapshot.items_changed += self.counters.changed
-            snapshot.items_removed += self.counters.removed
-            snapshot.bytes_added += self.counters.bytes
-            snapshot.skipped = skipped
-            snapshot.items_total = await catalog.count_open_versions(
-                session, self.account_id, self.service
+                figures: dict[str, int] = {}
+                if requests is not None:
+                    figures["requests"] = requests
+                if throttled is not None:
+                    figures["throttled"] = throttled
+                if errors is not None:
+                    figures["errors"] = errors
+                await job_repository.settle_task(
+                    session,
+                    self.task_id,
+                    status=TaskStatus.partial if skipped else TaskStatus.succeeded,
+                    now=now,
+                    items=self.counters.items,
+                    bytes=self.counters.bytes,
+                    skipped=skipped,
+                    **figures,
+                )
+            found = await catalog.finish_snapshot(
+                session,
+                self.snapshot_id,
+                account_id=self.account_id,
+                service=self.service,
+                status=SnapshotStatus.partial if skipped else SnapshotStatus.complete,
+                completed_at=now,
+                added=self.counters.added,
+                changed=self.counters.changed,
+                removed=self.counters.removed,
+                bytes_added=self.counters.bytes,
+                skipped=skipped,
             )
-        return snapshot
+            assert found, "the snapshot of a running backup is gone"
 
 
 class CatalogPage:
@@ -321,6 +352,9 @@ class CatalogPage:
         self.indexed_docs: list[SearchDocument] = []
         self.closed: list[uuid.UUID] = []
         self.dropped: list[uuid.UUID] = []
+        # Delta links saved on this page, written together when it ends (``finish``).
+        self._finished: dict[str, str] = {}
+        self._resumable: dict[str, tuple[str | None, int | None]] = {}
 
     async def preload(self, external_ids: Iterable[str]) -> None:
         """Load a whole page's items with their current versions in one query: recording
@@ -576,38 +610,48 @@ class CatalogPage:
         resume_link: str | None = None,
     ) -> None:
         """``resume_link``: the next page of an unfinished pass; ``delta_link``: the pass
-        finished and everything it covered is in this transaction."""
-        state = await catalog.delta_state(
-            self.session, self.run.account_id, self.run.service, collection
-        )
-        if state is None:
-            state = DeltaState(
-                tenant_id=self.run.tenant_id,
-                account_id=self.run.account_id,
-                service=self.run.service,
-                collection=collection,
-            )
-            self.session.add(state)
+        finished and everything it covered is in this transaction.
+
+        The link is written when the page ends, with every other link the page saved, in one
+        statement (an unchanged mailbox saves a link per folder, and a read and a write each
+        were most of its incremental); it commits with the page either way."""
+        await self.flush()
+        self._finished.pop(collection, None)
+        self._resumable.pop(collection, None)
         if delta_link is not None:
-            state.delta_link = delta_link
-            state.resume_link = None
-            state.resume_seq = None
+            self._finished[collection] = delta_link
         else:
-            state.resume_link = resume_link
-            state.resume_seq = self.run.seq if resume_link else None
-        await self.session.flush()
-        self._dirty = False
+            self._resumable[collection] = (resume_link, self.run.seq if resume_link else None)
 
     async def drop_delta(self, collection: str) -> None:
+        self._finished.pop(collection, None)
+        self._resumable.pop(collection, None)
         state = await catalog.delta_state(
             self.session, self.run.account_id, self.run.service, collection
         )
         if state is not None:
             await catalog.delete_delta_state(self.session, state.id)
 
+    async def _write_deltas(self) -> None:
+        if not self._finished and not self._resumable:
+            return
+        await catalog.save_delta_states(
+            self.session,
+            tenant_id=self.run.tenant_id,
+            account_id=self.run.account_id,
+            service=self.run.service,
+            finished=self._finished,
+            resumable=self._resumable,
+            now=utcnow(),
+        )
+        self._finished = {}
+        self._resumable = {}
+
     async def finish(self) -> None:
-        """Build search documents for the versions this page opened (ids now assigned)."""
+        """Write the page's delta links and build search documents for the versions it
+        opened (ids now assigned)."""
         await self.flush()
+        await self._write_deltas()
         for version, fields in self._records:
             if version.id in self.dropped:
                 continue

@@ -328,12 +328,7 @@ async def assess(
                 account_id=str(account.id),
                 kind=verdict.kind.value,
             )
-        held = any(
-            [
-                await repository.unreleased(session, account.id, run.service, kind)
-                for kind in DetectionKind
-            ]
-        )
+        held = await repository.any_unreleased(session, account.id, run.service)
         if not verdicts and not held:  # an attack under way is never learnt as normal
             if base is None:
                 base = DetectionBaseline(

@@ -183,9 +183,11 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             await _finish_job(session, job.id)
             return
         lease = timedelta(seconds=runtime.settings.task_lease_seconds)
-        if not await job_repository.claim_task(session, task.id, now=now, stale_before=now - lease):
+        attempts = await job_repository.claim_task(
+            session, task.id, now=now, stale_before=now - lease
+        )
+        if attempts is None:
             return  # another delivery holds a live lease on it
-        await session.refresh(task)
         tenant = await tenant_repository.get_system(session, task.tenant_id)
         assert tenant is not None
         assert task.account_id is not None
@@ -193,10 +195,20 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             session, system_scope(tenant), tenant.id, task.account_id
         )
         policy = await tenant_repository.get_policy(session, tenant)
-        attempts = task.attempts
-    assert account is not None
+        assert account is not None
+        # The snapshot it runs into commits with the lease: one transaction, not two.
+        run = await SnapshotRun.begin(
+            runtime,
+            msp_id=tenant.msp_id,
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service=task.service,
+            job_id=job.id,
+            task_id=task.id,
+            session=session,
+        )
     try:
-        status = await _collect(runtime, tenant, policy, account, task, job)
+        status = await _collect(runtime, tenant, policy, account, task, job, run)
     except Cancelled:
         await _end_task(runtime, task.id, TaskStatus.cancelled)
         return
@@ -222,10 +234,16 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
 
 
 async def _collect(
-    runtime: Runtime, tenant: Tenant, policy: Any, account: Account, task: JobTask, job: Job
+    runtime: Runtime,
+    tenant: Tenant,
+    policy: Any,
+    account: Account,
+    task: JobTask,
+    job: Job,
+    run: SnapshotRun,
 ) -> TaskStatus:
     run, skipped = await backup_account_service(
-        runtime, tenant, policy, account, task.service, job_id=job.id, task_id=task.id
+        runtime, tenant, policy, account, task.service, job_id=job.id, task_id=task.id, run=run
     )
     log.info(
         "backup_task_done",
@@ -249,18 +267,21 @@ async def backup_account_service(
     *,
     job_id: uuid.UUID | None = None,
     task_id: uuid.UUID | None = None,
+    run: SnapshotRun | None = None,
 ) -> tuple[SnapshotRun, int]:
-    """Back up one account and service into a snapshot (resuming an unfinished one).
-    Returns the run and how many items were skipped. Tests and benchmarks call this directly."""
-    run = await SnapshotRun.begin(
-        runtime,
-        msp_id=tenant.msp_id,
-        tenant_id=tenant.id,
-        account_id=account.id,
-        service=service,
-        job_id=job_id,
-        task_id=task_id,
-    )
+    """Back up one account and service into a snapshot (resuming an unfinished one; ``run``:
+    one the caller began already). Returns the run and how many items were skipped. Tests
+    and benchmarks call this directly."""
+    if run is None:
+        run = await SnapshotRun.begin(
+            runtime,
+            msp_id=tenant.msp_id,
+            tenant_id=tenant.id,
+            account_id=account.id,
+            service=service,
+            job_id=job_id,
+            task_id=task_id,
+        )
     repo = await open_repository(runtime, tenant, policy)
     async with graph_client(runtime, tenant) as graph:
         ctx = CollectContext(

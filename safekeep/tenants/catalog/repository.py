@@ -8,12 +8,23 @@ already loaded within its tenant's scope.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar, TypeVarTuple
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +41,7 @@ from safekeep.tenants.models import (
     Snapshot,
     SnapshotStatus,
 )
+from safekeep.tenants.models.base import new_id
 from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
 
@@ -43,6 +55,20 @@ async def running_snapshot(
         Snapshot.account_id == account_id,
         Snapshot.service == service,
         Snapshot.status == SnapshotStatus.running,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def latest_snapshot(
+    session: AsyncSession, account_id: uuid.UUID, service: str
+) -> Snapshot | None:
+    """The account and service's newest snapshot: the running one if there is one (a run
+    starts a snapshot only when none is running, so a running one is always the newest)."""
+    stmt = (
+        select(Snapshot)
+        .where(Snapshot.account_id == account_id, Snapshot.service == service)
+        .order_by(Snapshot.seq.desc())
+        .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -81,13 +107,52 @@ async def get_snapshot(
     return await get_scoped(session, scope, Snapshot, snapshot_id)
 
 
-async def count_open_versions(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
-    stmt = select(func.count()).where(
+def _open_versions_count(account_id: uuid.UUID, service: str) -> Select[int]:
+    return select(func.count()).where(
         ItemVersion.account_id == account_id,
         ItemVersion.service == service,
         ItemVersion.last_seq.is_(None),
     )
-    return int((await session.execute(stmt)).scalar_one())
+
+
+async def count_open_versions(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
+    return int((await session.execute(_open_versions_count(account_id, service))).scalar_one())
+
+
+async def finish_snapshot(
+    session: AsyncSession,
+    snapshot: Snapshot | uuid.UUID,
+    *,
+    account_id: uuid.UUID,
+    service: str,
+    status: SnapshotStatus,
+    completed_at: datetime,
+    added: int,
+    changed: int,
+    removed: int,
+    bytes_added: int,
+    skipped: int,
+) -> bool:
+    """End a snapshot in one statement: its counters grow by this run's (a resumed snapshot
+    keeps what earlier attempts recorded) and its total is the open versions counted now.
+    False when the snapshot is gone."""
+    snapshot_id = snapshot if isinstance(snapshot, uuid.UUID) else snapshot.id
+    stmt = (
+        update(Snapshot)
+        .where(Snapshot.id == snapshot_id)
+        .values(
+            status=status,
+            completed_at=completed_at,
+            items_added=Snapshot.items_added + added,
+            items_changed=Snapshot.items_changed + changed,
+            items_removed=Snapshot.items_removed + removed,
+            bytes_added=Snapshot.bytes_added + bytes_added,
+            skipped=skipped,
+            items_total=_open_versions_count(account_id, service).scalar_subquery(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 
 
 # --- items and versions -------------------------------------------------------------------
@@ -504,6 +569,66 @@ async def delta_states(
 
 async def delete_delta_state(session: AsyncSession, state_id: uuid.UUID) -> None:
     await session.execute(delete(DeltaState).where(DeltaState.id == state_id))
+
+
+async def save_delta_states(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    service: str,
+    finished: Mapping[str, str],
+    resumable: Mapping[str, tuple[str | None, int | None]],
+    now: datetime,
+) -> None:
+    """Where delta stands for many collections at once: ``finished`` passes set their delta
+    link (and clear any resume point); ``resumable`` ones set only their resume point (link,
+    snapshot seq), keeping the delta link they had. One upsert per kind, sent once with
+    every collection's row (executemany of one cached statement), not a read and a write per
+    collection: an unchanged mailbox moves the links of all its folders in every run."""
+    dialect = session.get_bind().dialect.name
+    base = {"tenant_id": tenant_id, "account_id": account_id, "service": service}
+    done = [
+        {**base, "id": new_id(), "collection": c, "delta_link": link, "updated_at": now}
+        for c, link in finished.items()
+    ]
+    resume = [
+        {
+            **base,
+            "id": new_id(),
+            "collection": c,
+            "resume_link": link,
+            "resume_seq": seq,
+            "updated_at": now,
+        }
+        for c, (link, seq) in resumable.items()
+    ]
+    connection = await session.connection()
+    for rows, upsert in ((done, _finish_delta(dialect)), (resume, _resume_delta(dialect))):
+        if rows:
+            await connection.execute(upsert, rows)
+
+
+@cache
+def _finish_delta(dialect: str) -> Executable:
+    return _delta_upsert(dialect, {"delta_link", "updated_at"}, clear_resume=True)
+
+
+@cache
+def _resume_delta(dialect: str) -> Executable:
+    return _delta_upsert(dialect, {"resume_link", "resume_seq", "updated_at"}, clear_resume=False)
+
+
+def _delta_upsert(dialect: str, columns: set[str], *, clear_resume: bool) -> Executable:
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    names = ["id", "tenant_id", "account_id", "service", "collection", *sorted(columns)]
+    stmt = insert(DeltaState).values({name: bindparam(name) for name in names})
+    set_: dict[str, Any] = {name: stmt.excluded[name] for name in sorted(columns)}
+    if clear_resume:
+        set_.update(resume_link=None, resume_seq=None)
+    return stmt.on_conflict_do_update(
+        index_elements=["account_id", "service", "collection"], set_=set_
+    )
 
 
 async def versions_at(

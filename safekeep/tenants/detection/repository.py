@@ -65,6 +65,20 @@ async def unreleased(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def any_unreleased(session: AsyncSession, account_id: uuid.UUID, service: str) -> bool:
+    """Whether a detection of any kind still holds this account and service."""
+    stmt = (
+        select(Detection.id)
+        .where(
+            Detection.account_id == account_id,
+            Detection.service == service,
+            Detection.status != DetectionStatus.released,
+        )
+        .limit(1)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
 async def held_account_ids(session: AsyncSession, tenant_id: uuid.UUID) -> set[uuid.UUID]:
     """Accounts whose versions retention must keep: a detection not yet released."""
     stmt = select(Detection.account_id).where(

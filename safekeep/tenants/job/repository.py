@@ -187,9 +187,10 @@ async def touch(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None
 
 async def claim_task(
     session: AsyncSession, task_id: uuid.UUID, *, now: datetime, stale_before: datetime
-) -> bool:
+) -> int | None:
     """Take the task's lease: it is queued, or its runner stopped beating before
-    ``stale_before`` (a killed worker). Exactly one of several deliveries wins."""
+    ``stale_before`` (a killed worker). Exactly one of several deliveries wins; it gets the
+    attempt this is (counting it), the others None."""
     stmt = (
         update(JobTask)
         .where(
@@ -208,9 +209,24 @@ async def claim_task(
             heartbeat_at=now,
             started_at=func.coalesce(JobTask.started_at, now),
         )
+        .returning(JobTask.attempts)
         .execution_options(synchronize_session=False)
     )
-    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+    attempts = (await session.execute(stmt)).scalar_one_or_none()
+    return None if attempts is None else int(attempts)
+
+
+async def settle_task(
+    session: AsyncSession, task_id: uuid.UUID, *, status: TaskStatus, now: datetime, **figures: int
+) -> None:
+    """End a task with its last progress figures (items, bytes, skipped, requests...), in
+    one statement: whoever settles it knows them all."""
+    await session.execute(
+        update(JobTask)
+        .where(JobTask.id == task_id)
+        .values(status=status, finished_at=now, heartbeat_at=now, **figures)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def set_job_status(

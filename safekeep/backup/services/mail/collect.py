@@ -210,6 +210,11 @@ class MailCollector(MailboxReader):
         # must not let one large mailbox take what every other task on the loop shares.
         self._held = InFlight(AHEAD, MAILBOX_HELD_BYTES)
         self._resolved = False  # well_known came from Graph in this run
+        # The folders as the catalog had them when the run began (an incremental reads them
+        # for the well-known names), and whether the folder pass changed any of them since:
+        # if not, that read and the delta states read before it still hold.
+        self._catalog_folders: dict[str, ItemVersion] | None = None
+        self._folders_changed = False
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -225,7 +230,8 @@ class MailCollector(MailboxReader):
         await self._collect_folders(folders)
         await self._recoverable_items()
         await self._load_folders()
-        states = await self.run.delta_links()
+        if self._folders_changed or self._catalog_folders is None:
+            states = await self.run.delta_links()  # folders gone took their states along
         included = self._included()
         await self._forget_excluded(states, included)
         await self._retry_skipped(included)
@@ -308,6 +314,7 @@ class MailCollector(MailboxReader):
             found = await catalog.open_external_ids(
                 session, self.run.account_id, self.run.service, [FOLDER]
             )
+        self._catalog_folders = found
         for folder_id, version in found.items():
             name = (version.meta or {}).get("well_known")
             if name in WELL_KNOWN:
@@ -417,14 +424,18 @@ class MailCollector(MailboxReader):
         entries = _dedupe(page.items)
         if entries or scratch:
             await self._resolve_well_known()  # folder records need the root and the names
+        if scratch:
+            self._folders_changed = True
         async with self.run.page() as cat:
             for entry in entries:
                 folder_id = str(entry["id"])
                 if "@removed" in entry:
+                    self._folders_changed = True
                     await self._drop_folder(cat, folder_id)
                     continue
                 seen.add(folder_id)
-                await cat.record(self._folder_record(entry))
+                if await cat.record(self._folder_record(entry)) != "unchanged":
+                    self._folders_changed = True
             if page.delta_link:
                 if scratch:
                     keep = seen | {fid for fid in (self._wk_id(RECOVERABLE),) if fid}
@@ -457,15 +468,19 @@ class MailCollector(MailboxReader):
         async with self.run.page() as cat:
             if self.ctx.policy.include_recoverable_items:
                 entry = {**found, "parentFolderId": None, "isHidden": True}
-                await cat.record(self._folder_record(entry))
+                if await cat.record(self._folder_record(entry)) != "unchanged":
+                    self._folders_changed = True
             elif folder_id in current:
+                self._folders_changed = True
                 await self._drop_folder(cat, folder_id)
 
     async def _load_folders(self) -> None:
-        async with unit_of_work(self.ctx.runtime) as session:
-            found = await catalog.open_external_ids(
-                session, self.run.account_id, self.run.service, [FOLDER]
-            )
+        found = self._catalog_folders
+        if found is None or self._folders_changed:
+            async with unit_of_work(self.ctx.runtime) as session:
+                found = await catalog.open_external_ids(
+                    session, self.run.account_id, self.run.service, [FOLDER]
+                )
         self.folders = {
             fid: FolderInfo(fid, v.name, v.parent_external_id, (v.meta or {}).get("well_known"))
             for fid, v in sorted(found.items(), key=lambda kv: kv[1].name.lower())
