@@ -1,7 +1,10 @@
 """How uvicorn serves the API, the same from ``safekeep serve``, the Helm chart and the tests.
 
 The HTTP parser is httptools (llhttp, in C) rather than h11 (pure Python), which cost about
-0.3 ms of CPU per request, a fifth of a cheap authenticated read. httptools sets no bound of
+0.3 ms of CPU per request, a fifth of a cheap authenticated read. uvicorn writes a response's
+status line and headers, then its body, as two writes, each a ``send()`` system call (on
+loopback, with the delivery to the peer in it); ``HeadWithBody`` holds the head until the
+body's first bytes so that a response leaves in one. httptools sets no bound of
 its own on what it buffers before the application sees a request, so ``BoundedHttpTools``
 adds the one h11 had: while a request's head (request line and headers) is incomplete, the
 connection may not have sent more than ``MAX_REQUEST_HEAD_BYTES`` for it; past that uvicorn's
@@ -47,11 +50,61 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         super().on_headers_complete()
+        if self.cycle is not None and not isinstance(self.cycle.transport, HeadWithBody):
+            HeadWithBody.install(self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._reading_head = True
         self._head_bytes = 0
+
+
+class HeadWithBody:
+    """The transport one request's response is written to, holding the response's head (the
+    first write once the response has started) until its body's first bytes, the response's
+    end (a HEAD answer or a 304 may have no body write at all) or the connection's close.
+    A "100 Continue" goes out at once: it is written before the response starts."""
+
+    __slots__ = ("_cycle", "_head", "_transport", "_waiting")
+
+    def __init__(self, cycle: Any) -> None:
+        self._transport = cycle.transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._waiting = True  # for the head
+
+    @classmethod
+    def install(cls, cycle: Any) -> None:
+        held = cls(cycle)
+        completed = cycle.on_response
+
+        def on_response() -> None:
+            held.flush()
+            completed()
+
+        cycle.transport = held
+        cycle.on_response = on_response
+
+    def write(self, data: bytes) -> None:
+        if self._waiting and self._cycle.response_started:
+            self._waiting = False
+            self._head = data
+            return
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def uvicorn_options() -> dict[str, Any]:

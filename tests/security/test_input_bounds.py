@@ -191,6 +191,85 @@ def test_heads_are_counted_per_request_on_a_kept_alive_connection(live: Live) ->
         assert r.status_code in (401, 422)  # read past the head, then refused by the app
 
 
+def _read_answers(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` (head, body) answers from a kept-alive connection, framed by Content-Length
+    (a 304 or a 100 has no body to read)."""
+    buffer = b""
+    answers: list[tuple[bytes, bytes]] = []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, (answers, buffer)
+            buffer += chunk
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        if head.startswith((b"HTTP/1.1 304", b"HTTP/1.1 100")):
+            length = 0
+        while len(buffer) < length:
+            chunk = sock.recv(65536)
+            assert chunk, (answers, buffer)
+            buffer += chunk
+        answers.append((head, buffer[:length]))
+        buffer = buffer[length:]
+    return answers
+
+
+def test_answers_whole_in_order_on_one_connection(live: Live) -> None:
+    """The server sends a response's head with its body (one write): every kind of answer
+    still arrives whole and in order on a kept-alive connection: a JSON body, a HEAD answer
+    (a head and no body), a 304, a 100 Continue before the final answer, and pipelined
+    requests answered one after another."""
+    address = urlsplit(live.base)
+    key = live.world.a.msp.headers["Authorization"]
+    tenant = f"/v1/tenants/{live.world.a.tenant.id}"
+    etag = httpx.get(live.base + tenant, headers={"Authorization": key}).headers["etag"]
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(f"GET {tenant} HTTP/1.1\r\nHost: s\r\nAuthorization: {key}\r\n\r\n".encode())
+        [(head, body)] = _read_answers(sock, 1)
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["id"] == str(
+            live.world.a.tenant.id
+        )
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk
+            buffer += chunk
+        assert buffer.startswith(b"HTTP/1.1 ") and buffer.endswith(b"\r\n\r\n"), buffer
+        conditional = (
+            f"GET {tenant} HTTP/1.1\r\nHost: s\r\nAuthorization: {key}\r\n"
+            f"If-None-Match: {etag}\r\n\r\n"
+        )
+        sock.sendall(conditional.encode())
+        [(head, body)] = _read_answers(sock, 1)
+        assert head.startswith(b"HTTP/1.1 304") and body == b""
+        payload = b'{"name": "Continued"}'
+        sock.sendall(
+            (
+                f"PATCH {tenant} HTTP/1.1\r\nHost: s\r\nAuthorization: {key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                "Expect: 100-continue\r\n\r\n"
+            ).encode()
+        )
+        [(head, _)] = _read_answers(sock, 1)
+        assert head.startswith(b"HTTP/1.1 100"), head
+        sock.sendall(payload)
+        [(head, body)] = _read_answers(sock, 1)
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["name"] == "Continued"
+        pipelined = b"".join(
+            f"GET {path} HTTP/1.1\r\nHost: s\r\nAuthorization: {key}\r\n\r\n".encode()
+            for path in (tenant, "/healthz", "/v1/nowhere", tenant)
+        )
+        sock.sendall(pipelined)
+        answers = _read_answers(sock, 4)
+        assert [h.split(b" ", 2)[1] for h, _ in answers] == [b"200", b"200", b"404", b"200"]
+        assert json.loads(answers[0][1]) == json.loads(answers[3][1])
+
+
 # --- Range --------------------------------------------------------------------------------
 
 
