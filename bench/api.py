@@ -784,7 +784,8 @@ def run_column(column: str, args: argparse.Namespace, root: Path) -> tuple[Table
                     )
                     row(
                         "  served/s, errors (during the backup)",
-                        f"{busy.served_per_s:.0f}/s, {sum(busy.errors.values())}",
+                        f"{busy.served_per_s:.0f}/s, {sum(busy.errors.values())}"
+                        + (f" {dict(busy.errors)}" if busy.errors else ""),
                         "",
                         None,
                     )
