@@ -13,6 +13,22 @@ from tests.factories import create_msp, create_tenant
 PROBLEM = "application/problem+json"
 
 
+async def every_page(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], **params: str | int
+) -> list[dict]:
+    """Every item of a list, following ``next_cursor`` page by page."""
+    items: list[dict] = []
+    cursor: str | None = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        r = await client.get(path, params=query, headers=headers)
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return items
+
+
 async def test_key_is_shown_once_stored_hashed_and_revocable(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
@@ -192,15 +208,7 @@ async def test_pagination_walks_every_row_once(client: httpx.AsyncClient, runtim
     msp = await create_msp(runtime)
     for i in range(7):
         await create_tenant(runtime, msp, name=f"Client {i}")
-    seen: list[str] = []
-    cursor = None
-    while True:
-        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
-        page = (await client.get("/v1/tenants", params=params, headers=msp.headers)).json()
-        seen += [t["id"] for t in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen = [t["id"] for t in await every_page(client, "/v1/tenants", msp.headers, limit=3)]
     assert len(seen) == len(set(seen)) == 7
 
 
@@ -220,19 +228,9 @@ async def test_tenant_list_shows_what_each_tenant_shows_and_filters_by_consent(
         one = await client.get(f"/v1/tenants/{tenant['id']}", headers=msp.headers)
         assert one.json() == tenant
     for state, want in (("granted", granted), ("pending", pending)):
-        seen: list[str] = []
-        cursor = None
-        while True:
-            params: dict[str, str | int] = {"consent_state": state, "limit": 1}
-            if cursor:
-                params["cursor"] = cursor
-            page = (await client.get("/v1/tenants", params=params, headers=msp.headers)).json()
-            seen += [t["id"] for t in page["items"]]
-            assert all(t["consent_state"] == state for t in page["items"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
-        assert seen == [str(t.id) for t in reversed(want)]
+        found = await every_page(client, "/v1/tenants", msp.headers, consent_state=state, limit=1)
+        assert all(t["consent_state"] == state for t in found)
+        assert [t["id"] for t in found] == [str(t.id) for t in reversed(want)]
 
 
 async def test_audit_log_is_append_only(runtime: Runtime) -> None:
@@ -330,16 +328,7 @@ async def test_snapshot_list_pages_newest_first_and_filters(
     base = f"/v1/tenants/{tenant.id}/snapshots"
 
     async def walk(**params: str) -> list[dict]:
-        seen: list[dict] = []
-        cursor = None
-        while True:
-            query = {"limit": "2", **params, **({"cursor": cursor} if cursor else {})}
-            r = await client.get(base, params=query, headers=msp.headers)
-            assert r.status_code == 200, r.text
-            seen += r.json()["items"]
-            cursor = r.json()["next_cursor"]
-            if cursor is None:
-                return seen
+        return await every_page(client, base, msp.headers, limit=2, **params)
 
     every = await walk()
     assert len(every) == len({s["id"] for s in every}) == 9
