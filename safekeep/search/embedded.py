@@ -517,10 +517,10 @@ class SqliteSearchBackend:
         return sql
 
     def _search(self, conn: sqlite3.Connection, p: Plan) -> SearchPage:
-        """Three small statements in one read transaction rather than one wide one: the page's
-        keys (the only step that sorts every match), the total (counted without scoring) and
-        the page's columns (for its rows only). Carrying every column of every match through a
-        window count and the sort cost twice as much as all three together."""
+        """Small statements in one read transaction rather than one wide one: the total
+        (counted without scoring), the page's keys (the only step that sorts every match), the
+        page's columns and its highlights (for its rows only). Carrying every column of every
+        match through a window count and the sort cost twice as much as these together."""
         positive, negative = _match_expressions(p)
         sql = self._scope(p)
         if positive is not None:
@@ -540,7 +540,7 @@ class SqliteSearchBackend:
             f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)",
             [*sql.params, TOTAL_LIMIT + 1],
         ).fetchone()[0]
-        keys, key_params = self._page_keys(p, match, sql)
+        keys, key_params = self._page_keys(p, match, source, sql)
         rows = conn.execute(keys, key_params).fetchall()
         more = len(rows) > p.limit
         rows = rows[: p.limit]
@@ -569,7 +569,9 @@ class SqliteSearchBackend:
         total = count if count <= TOTAL_LIMIT else None
         return SearchPage(hits=hits, next_cursor=next_cursor, total=total)
 
-    def _page_keys(self, p: Plan, match: str | None, sql: _Sql) -> tuple[str, list[Any]]:
+    def _page_keys(
+        self, p: Plan, match: str | None, source: str, sql: _Sql
+    ) -> tuple[str, list[Any]]:
         """(id, doc_key, sort key) of the page's rows, one more than the page to tell whether
         another follows. FTS5's bm25() only runs in a query straight over the FTS table, so a
         ranked search scores its matches in a materialised step and joins the filters to that.
@@ -590,8 +592,6 @@ class SqliteSearchBackend:
             key = "m.s"
         else:
             head = ""
-            source = f"{self._fts} JOIN {self._docs} AS d ON d.id = {self._fts}.rowid"
-            source = source if match is not None else f"{self._docs} AS d"
             where = _Sql()
             where.parts, where.params = list(sql.parts), list(sql.params)
             key = "d.sort_ts"
