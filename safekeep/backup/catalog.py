@@ -157,13 +157,19 @@ class SnapshotRun:
         per task); otherwise it commits on its own."""
         if session is None:
             async with unit_of_work(runtime) as own:
-                snapshot, resumed = await cls._snapshot(
-                    own, tenant_id, account_id, service, job_id, task_id
+                return await cls.begin(
+                    runtime,
+                    msp_id=msp_id,
+                    tenant_id=tenant_id,
+                    account_id=account_id,
+                    service=service,
+                    job_id=job_id,
+                    task_id=task_id,
+                    session=own,
                 )
-        else:
-            snapshot, resumed = await cls._snapshot(
-                session, tenant_id, account_id, service, job_id, task_id
-            )
+        snapshot, resumed = await cls._snapshot(
+            session, tenant_id, account_id, service, job_id, task_id
+        )
         return cls(
             runtime,
             msp_id=msp_id,

@@ -48,17 +48,6 @@ from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
 # --- snapshots -----------------------------------------------------------------------------
 
 
-async def running_snapshot(
-    session: AsyncSession, account_id: uuid.UUID, service: str
-) -> Snapshot | None:
-    stmt = select(Snapshot).where(
-        Snapshot.account_id == account_id,
-        Snapshot.service == service,
-        Snapshot.status == SnapshotStatus.running,
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 async def latest_snapshot(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> Snapshot | None:
@@ -71,13 +60,6 @@ async def latest_snapshot(
         .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def last_seq(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
-    stmt = select(func.max(Snapshot.seq)).where(
-        Snapshot.account_id == account_id, Snapshot.service == service
-    )
-    return int((await session.execute(stmt)).scalar_one() or 0)
 
 
 async def latest_complete(
@@ -115,13 +97,9 @@ def _open_versions_count(account_id: uuid.UUID, service: str) -> Select[int]:
     )
 
 
-async def count_open_versions(session: AsyncSession, account_id: uuid.UUID, service: str) -> int:
-    return int((await session.execute(_open_versions_count(account_id, service))).scalar_one())
-
-
 async def finish_snapshot(
     session: AsyncSession,
-    snapshot: Snapshot | uuid.UUID,
+    snapshot_id: uuid.UUID,
     *,
     account_id: uuid.UUID,
     service: str,
@@ -136,7 +114,6 @@ async def finish_snapshot(
     """End a snapshot in one statement: its counters grow by this run's (a resumed snapshot
     keeps what earlier attempts recorded) and its total is the open versions counted now.
     False when the snapshot is gone."""
-    snapshot_id = snapshot if isinstance(snapshot, uuid.UUID) else snapshot.id
     stmt = (
         update(Snapshot)
         .where(Snapshot.id == snapshot_id)
