@@ -392,3 +392,29 @@ async def test_search_parameters_are_validated_one_by_one(
         )
         assert ok.status_code == 200, ok.text
         assert ok.json() == {"hits": [], "next_cursor": None, "total": 0}
+
+
+async def test_msp_wide_reads_show_only_the_keys_tenants(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """The tenant list and usage read with the scope as bind parameters: a key limited
+    to one tenant sees only that one, and another MSP's key none of these tenants."""
+    a, b = world.a, world.b
+    limited = await world.key(["read"], [a.tenant.id])
+    mine = {str(a.tenant.id), str(a.other_tenant.id)}
+    for headers, want in ((a.msp.headers, mine), (limited, {str(a.tenant.id)})):
+        tenants = (await client.get("/v1/tenants", headers=headers)).json()["items"]
+        assert {t["id"] for t in tenants} == want
+        usage = (await client.get("/v1/usage", headers=headers)).json()
+        assert {t["tenant_id"] for t in usage["tenants"]} == want
+        assert usage["protected_seats"] == sum(t["protected_seats"] for t in usage["tenants"])
+    theirs = (await client.get("/v1/tenants", headers=b.msp.headers)).json()["items"]
+    assert not mine & {t["id"] for t in theirs}
+    usage = (await client.get("/v1/usage", headers=b.msp.headers)).json()
+    assert not mine & {t["tenant_id"] for t in usage["tenants"]}
+    # the account with a snapshot counts once, in its own tenant, and only for its MSP
+    seats = {
+        t["tenant_id"]: t["protected_seats"]
+        for t in (await client.get("/v1/usage", headers=a.msp.headers)).json()["tenants"]
+    }
+    assert seats[str(a.tenant.id)] >= 1 and seats[str(a.other_tenant.id)] == 0
