@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -301,11 +301,16 @@ class SnapshotRun:
         requests: int | None = None,
         throttled: int | None = None,
         errors: int | None = None,
+        then: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> None:
         """Finish the snapshot and, in the same transaction, its task with its last progress
         figures: a worker that dies in between cannot leave a finished snapshot under a task
         that looks unfinished (which would be run again into a needless new snapshot). Two
-        UPDATEs, no reads: every figure is known here."""
+        UPDATEs, no reads: every figure is known here.
+
+        ``then`` runs last in that same transaction (judging the run, settling the job when
+        this was its last task): what commits with the snapshot costs no transaction of its
+        own, and if it fails the snapshot stays running for the retry to resume."""
         now = utcnow()
         async with unit_of_work(self.runtime) as session:
             if self.task_id is not None:
@@ -340,6 +345,8 @@ class SnapshotRun:
                 skipped=skipped,
             )
             assert found, "the snapshot of a running backup is gone"
+            if then is not None:
+                await then(session)
 
 
 class CatalogPage:

@@ -315,3 +315,47 @@ async def test_mass_deletion_of_mail(engine: EngineHarness, sim: Simulator) -> N
     assert (found.kind, found.service) == (DetectionKind.mass_deletion, "mail")
     assert found.evidence["deleted"] == len(gone)
     assert found.last_clean_snapshot_id is not None
+
+
+@pytest.fixture(params=["engine", "scaleout_engine"])
+def either_engine(request: pytest.FixtureRequest) -> EngineHarness:
+    """The embedded column (SQLite) and the scale-out one (PostgreSQL): savepoints differ."""
+    harness: EngineHarness = request.getfixturevalue(request.param)
+    return harness
+
+
+async def test_a_failing_detection_never_fails_the_backup_nor_leaves_half_of_itself(
+    either_engine: EngineHarness, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detection runs in the transaction that completes the run, under a savepoint: when it
+    fails after writing (the detection row, the webhook), the run still completes and none
+    of detection's writes stay; the next run raises the detection whole."""
+    h = either_engine
+    victim, victim_graph_id = await backed_up_drive_user(
+        h, sim, 20, detection_min_files=4, detection_min_deletions=5
+    )
+    await create_webhook(
+        h.runtime, h.msp.id, "https://hooks.example.com/detections", ["tenant.ransomware_suspected"]
+    )
+    sim.ransomware(sim.tenant().id, victim_graph_id, 6)
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("audit is broken")
+
+    monkeypatch.setattr(detection.audit, "record", broken)
+    run, _ = await h.backup(victim, "onedrive")
+    async with h.runtime.db.session() as session:
+        snapshot = await session.get(Snapshot, run.snapshot_id)
+        deliveries = (await session.execute(select(WebhookDelivery))).scalars().all()
+    assert snapshot is not None and snapshot.status.value == "complete"
+    assert await detections(h) == []
+    assert deliveries == []  # emitted inside the savepoint, undone with it
+
+    monkeypatch.undo()
+    sim.ransomware(sim.tenant().id, victim_graph_id, 6)
+    await h.backup(victim, "onedrive")
+    [found] = await detections(h)
+    assert found.kind == DetectionKind.ransomware
+    async with h.runtime.db.session() as session:
+        deliveries = (await session.execute(select(WebhookDelivery))).scalars().all()
+    assert [d.event_type for d in deliveries] == ["tenant.ransomware_suspected"]

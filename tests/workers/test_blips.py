@@ -12,6 +12,7 @@ import pytest
 import redis
 from sqlalchemy import exc as sa_exc
 
+from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.jobs import backup as jobs
 from safekeep.runtime import Runtime
 from safekeep.storage.errors import BlobStoreUnavailable
@@ -110,12 +111,15 @@ async def test_a_blip_gives_the_lease_back_at_once(
     assert task.attempts == 0
     assert task.error_code in ("transient_error",)
     # The retry takes the lease at once, without waiting for it to expire.
-    monkeypatch.setattr(jobs, "_collect", lambda *_a: _succeed())
+    monkeypatch.setattr(jobs, "_collect", _succeed)
     await jobs.run_backup_task(runtime, str(task_id))
     async with runtime.db.session() as session:
         task = await session.get(JobTask, task_id)
     assert task is not None and task.status == TaskStatus.succeeded
 
 
-async def _succeed() -> TaskStatus:
-    return TaskStatus.succeeded
+async def _succeed(*args: object) -> None:
+    """A collection that ends as the real one does: completing its run settles the task."""
+    run = args[-1]
+    assert isinstance(run, SnapshotRun)
+    await run.complete()

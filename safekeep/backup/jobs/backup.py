@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep import registry
 from safekeep.backup import detection
@@ -166,16 +167,15 @@ async def _fail_job(session: Any, job: Job, code: str, detail: str) -> None:
 async def run_backup_task(runtime: Runtime, task_id: str) -> None:
     now = utcnow()
     async with unit_of_work(runtime) as session:
-        task = await job_repository.get_task(session, uuid.UUID(task_id))
-        if task is None:
+        found = await job_repository.task_to_run(session, uuid.UUID(task_id))
+        if found is None:
             return
+        task, job = found.task, found.job
         if task.status in TERMINAL_TASK:
             # A delivery that died between settling the task and settling the job (the
             # database went away in between) left the job for this one to finish.
             await _finish_job(session, task.job_id)
             return
-        job = await job_repository.get_system(session, task.job_id)
-        assert job is not None
         if job.cancel_requested_at is not None or job.status.finished:
             task.status = TaskStatus.cancelled
             task.finished_at = now
@@ -188,14 +188,10 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
         )
         if attempts is None:
             return  # another delivery holds a live lease on it
-        tenant = await tenant_repository.get_system(session, task.tenant_id)
+        tenant, account = found.tenant, found.account
         assert tenant is not None
-        assert task.account_id is not None
-        account = await account_repository.get(
-            session, system_scope(tenant), tenant.id, task.account_id
-        )
-        policy = await tenant_repository.get_policy(session, tenant)
         assert account is not None
+        policy = found.policy or await tenant_repository.get_policy(session, tenant)
         # The snapshot it runs into commits with the lease: one transaction, not two.
         run = await SnapshotRun.begin(
             runtime,
@@ -208,7 +204,9 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             session=session,
         )
     try:
-        status = await _collect(runtime, tenant, policy, account, task, job, run)
+        # Its last transaction settles the task with its snapshot, and the job when it was
+        # the last task (``backup_account_service``).
+        await _collect(runtime, tenant, policy, account, task, job, run)
     except Cancelled:
         await _end_task(runtime, task.id, TaskStatus.cancelled)
         return
@@ -221,16 +219,10 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
         if attempts >= MAX_ATTEMPTS and not is_transient(exc):
             await _task_failed(runtime, tenant, task.id, exc)
             return
+        # The snapshot stays running (it completes with its task and job or not at all): the
+        # retry resumes it.
         await _release(runtime, task.id, exc)
         raise  # Dramatiq retries it with backoff
-    try:
-        await _end_task(runtime, task.id, status)
-    except Exception as exc:
-        if is_transient(exc):
-            # The work is saved; only its settling failed. The retry finds the snapshot
-            # complete (or resumes it) and settles the task and the job.
-            await _release(runtime, task.id, exc)
-        raise
 
 
 async def _collect(
@@ -241,7 +233,7 @@ async def _collect(
     task: JobTask,
     job: Job,
     run: SnapshotRun,
-) -> TaskStatus:
+) -> None:
     run, skipped = await backup_account_service(
         runtime, tenant, policy, account, task.service, job_id=job.id, task_id=task.id, run=run
     )
@@ -255,7 +247,6 @@ async def _collect(
         skipped=skipped,
         resumed=run.resumed,
     )
-    return TaskStatus.partial if skipped else TaskStatus.succeeded
 
 
 async def backup_account_service(
@@ -298,17 +289,32 @@ async def backup_account_service(
         )
         await collector_for(service)(ctx)
     stats = ctx.graph.stats
+
+    async def settle(session: AsyncSession) -> None:
+        await _assess(session, runtime, tenant, account, run)
+        if task_id is not None and job_id is not None:
+            await _finish_job(session, job_id)  # this may have been the job's last task
+
     await run.complete(
         skipped=ctx.skipped,
         requests=stats.requests,
         throttled=stats.throttled,
         errors=ctx.errors,
+        then=settle,
     )
-    try:
-        await detection.assess(runtime, tenant, account, run)
-    except Exception:  # detection must never fail the backup it watches
-        log.exception("detection_failed", account_id=str(account.id), service=service)
     return run, ctx.skipped
+
+
+async def _assess(
+    session: AsyncSession, runtime: Runtime, tenant: Tenant, account: Account, run: SnapshotRun
+) -> None:
+    """Detection in the run's completing transaction, under a savepoint: detection must never
+    fail the backup it watches, so what it fails at is undone alone."""
+    try:
+        async with session.begin_nested():
+            await detection.assess(session, runtime, tenant, account, run)
+    except Exception:
+        log.exception("detection_failed", account_id=str(account.id), service=run.service)
 
 
 async def _end_task(runtime: Runtime, task_id: uuid.UUID, status: TaskStatus) -> None:
@@ -386,26 +392,31 @@ def _explain(exc: BaseException) -> str:
 
 
 async def _finish_job(session: Any, job_id: uuid.UUID) -> None:
-    """When every task has ended, settle the job exactly once and announce it."""
+    """When every task has ended, settle the job exactly once and announce it.
+
+    The job's row lock makes the last tasks, ending at the same moment, settle it one after
+    the other (each then counts the others' committed status); the compare-and-set of its
+    status makes a second settling a no-op. One aggregate counts the tasks: every task that
+    ends asks this, so it must not read every task."""
     job = await job_repository.lock(session, job_id)
-    statuses = await job_repository.task_statuses(session, job_id)
-    if any(s not in TERMINAL_TASK for s in statuses):
-        return
     if job is None or job.status.finished:
         return
-    ok = sum(s in (TaskStatus.succeeded, TaskStatus.partial) for s in statuses)
-    failed = sum(s == TaskStatus.failed for s in statuses)
-    cancelled = sum(s == TaskStatus.cancelled for s in statuses)
+    tally = await job_repository.tally(session, job_id)
+    if tally.unfinished:
+        return
+    ok = tally.succeeded + tally.partial
+    failed = tally.failed
+    cancelled = tally.cancelled
     if job.cancel_requested_at is not None or (cancelled and not failed and not ok):
         final = JobStatus.cancelled
     elif failed and not ok:
         final = JobStatus.failed
-    elif failed or any(s == TaskStatus.partial for s in statuses) or cancelled:
+    elif failed or tally.partial or cancelled:
         final = JobStatus.partial
     else:
         final = JobStatus.succeeded
     now = utcnow()
-    progress = await job_repository.progress(session, job_id)
+    progress = tally.progress
     error_code = None
     if final == JobStatus.failed:
         tasks = await job_repository.tasks(session, job_id)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from functools import cache
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, Select, and_, bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import (
@@ -15,19 +16,49 @@ from safekeep.tenants.models import (
     DetectionThreshold,
     Snapshot,
     SnapshotStatus,
+    Tenant,
 )
 from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope, get_scoped, live_tenant
 
 
-async def baseline(
-    session: AsyncSession, account_id: uuid.UUID, service: str
-) -> DetectionBaseline | None:
-    return await session.get(DetectionBaseline, (account_id, service))
-
-
 async def threshold(session: AsyncSession, tenant_id: uuid.UUID) -> DetectionThreshold | None:
     return await session.get(DetectionThreshold, tenant_id)
+
+
+@cache
+def _standing() -> Select[DetectionBaseline, DetectionThreshold, bool]:
+    account_id: BindParameter[uuid.UUID] = bindparam("account_id")
+    service: BindParameter[str] = bindparam("service")
+    held = exists().where(
+        Detection.account_id == account_id,
+        Detection.service == service,
+        Detection.status != DetectionStatus.released,
+    )
+    return (
+        select(DetectionBaseline, DetectionThreshold, held)
+        .select_from(Tenant)
+        .outerjoin(DetectionThreshold, DetectionThreshold.tenant_id == Tenant.id)
+        .outerjoin(
+            DetectionBaseline,
+            and_(DetectionBaseline.account_id == account_id, DetectionBaseline.service == service),
+        )
+        .where(Tenant.id == bindparam("tenant_id"))
+    )
+
+
+async def standing(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID, service: str
+) -> tuple[DetectionBaseline | None, DetectionThreshold | None, bool] | None:
+    """What judging a run needs, in one statement: the account and service's baseline, the
+    tenant's own thresholds, and whether a detection not yet released holds it (None: the
+    tenant is gone)."""
+    values = {"tenant_id": tenant_id, "account_id": account_id, "service": service}
+    row = (await session.execute(_standing(), values)).one_or_none()
+    if row is None:
+        return None
+    base, own, held = row
+    return base, own, bool(held)
 
 
 async def last_clean_snapshot(
@@ -63,20 +94,6 @@ async def unreleased(
         .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def any_unreleased(session: AsyncSession, account_id: uuid.UUID, service: str) -> bool:
-    """Whether a detection of any kind still holds this account and service."""
-    stmt = (
-        select(Detection.id)
-        .where(
-            Detection.account_id == account_id,
-            Detection.service == service,
-            Detection.status != DetectionStatus.released,
-        )
-        .limit(1)
-    )
-    return (await session.execute(stmt)).first() is not None
 
 
 async def held_account_ids(session: AsyncSession, tenant_id: uuid.UUID) -> set[uuid.UUID]:

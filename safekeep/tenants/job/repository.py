@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -10,7 +11,16 @@ from sqlalchemy import Row, Select, and_, bindparam, case, func, or_, select, tr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
-from safekeep.tenants.models import Job, JobIssue, JobStatus, JobTask, TaskStatus
+from safekeep.tenants.models import (
+    Account,
+    Job,
+    JobIssue,
+    JobStatus,
+    JobTask,
+    Policy,
+    TaskStatus,
+    Tenant,
+)
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.rowlock import one_for_update
 from safekeep.tenants.scope import TenantScope, bound_tenant_filter, bound_tenant_rows, get_scoped
@@ -141,6 +151,42 @@ async def get_task(session: AsyncSession, task_id: uuid.UUID) -> JobTask | None:
     return await session.get(JobTask, task_id)
 
 
+@dataclass(frozen=True)
+class TaskToRun:
+    """A task with everything its run reads first (None where the row is gone)."""
+
+    task: JobTask
+    job: Job
+    tenant: Tenant | None
+    account: Account | None
+    policy: Policy | None
+
+
+@cache
+def _task_to_run() -> Select[JobTask, Job, Tenant, Account, Policy]:
+    return (
+        select(JobTask, Job, Tenant, Account, Policy)
+        .join(Job, Job.id == JobTask.job_id)
+        .outerjoin(Tenant, Tenant.id == JobTask.tenant_id)
+        # The account under the task's own tenant only (what a scoped load would allow).
+        .outerjoin(
+            Account, and_(Account.id == JobTask.account_id, Account.tenant_id == JobTask.tenant_id)
+        )
+        .outerjoin(Policy, Policy.tenant_id == JobTask.tenant_id)
+        .where(JobTask.id == bindparam("task_id"))
+    )
+
+
+async def task_to_run(session: AsyncSession, task_id: uuid.UUID) -> TaskToRun | None:
+    """A task, its job, tenant, account and policy in one statement: a short incremental
+    task is mostly bookkeeping, and these were five loads of their own."""
+    row = (await session.execute(_task_to_run(), {"task_id": task_id})).one_or_none()
+    if row is None:
+        return None
+    task, job, tenant, account, policy = row
+    return TaskToRun(task, job, tenant, account, policy)
+
+
 @cache
 def _issues(limit: int) -> Select[JobIssue]:
     return (
@@ -253,9 +299,41 @@ async def set_job_status(
     return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 
 
-async def task_statuses(session: AsyncSession, job_id: uuid.UUID) -> list[TaskStatus]:
-    stmt = select(JobTask.status).where(JobTask.job_id == job_id)
-    return [TaskStatus(s) for s in (await session.execute(stmt)).scalars()]
+@dataclass(frozen=True)
+class TaskTally:
+    """How a job's tasks stand, counted by the database."""
+
+    unfinished: int
+    succeeded: int
+    partial: int
+    failed: int
+    cancelled: int
+    progress: dict[str, int]
+
+
+def _count(status: TaskStatus) -> Any:
+    return func.sum(case((JobTask.status == status, 1), else_=0))
+
+
+@cache
+def _tally() -> Select[Any]:
+    return select(
+        func.sum(case((JobTask.status.in_(_FINISHED_TASK), 0), else_=1)),
+        _count(TaskStatus.succeeded),
+        _count(TaskStatus.partial),
+        _count(TaskStatus.failed),
+        _count(TaskStatus.cancelled),
+        *_progress_columns(),
+    ).where(JobTask.job_id == bindparam("job_id"))
+
+
+async def tally(session: AsyncSession, job_id: uuid.UUID) -> TaskTally:
+    """The job's tasks counted by status, with its progress counters, in one row: every task
+    that ends asks whether it was the last, and reading every task's status for that made a
+    job of n tasks read n * n rows."""
+    row = (await session.execute(_tally(), {"job_id": job_id})).one()
+    unfinished, succeeded, partial, failed, cancelled = (int(v or 0) for v in row[:5])
+    return TaskTally(unfinished, succeeded, partial, failed, cancelled, _progress_of(row[5:]))
 
 
 async def lock(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
