@@ -149,12 +149,17 @@ class SnapshotRun:
         job_id: uuid.UUID | None = None,
         task_id: uuid.UUID | None = None,
         session: AsyncSession | None = None,
+        new_snapshot_id: uuid.UUID | None = None,
+        task_names: uuid.UUID | None = None,
     ) -> SnapshotRun:
         """Resume this account and service's unfinished snapshot, or start the next one.
 
         With ``session`` it joins the caller's transaction (the one that claims the task:
         the lease and the snapshot it runs into commit together, one transaction fewer
-        per task); otherwise it commits on its own."""
+        per task); otherwise it commits on its own. ``new_snapshot_id``: the id a new
+        snapshot takes; ``task_names``: the snapshot the task's row names already (its claim
+        wrote the one it expected this to choose): when it is right, the task needs no
+        statement of its own to name it."""
         if session is None:
             async with unit_of_work(runtime) as own:
                 return await cls.begin(
@@ -166,10 +171,14 @@ class SnapshotRun:
                     job_id=job_id,
                     task_id=task_id,
                     session=own,
+                    new_snapshot_id=new_snapshot_id,
+                    task_names=task_names,
                 )
         snapshot, resumed = await cls._snapshot(
-            session, tenant_id, account_id, service, job_id, task_id
+            session, tenant_id, account_id, service, job_id, new_snapshot_id
         )
+        if task_id is not None and task_names != snapshot.id:
+            await job_repository.name_snapshot(session, task_id, snapshot.id)
         return cls(
             runtime,
             msp_id=msp_id,
@@ -189,13 +198,14 @@ class SnapshotRun:
         account_id: uuid.UUID,
         service: str,
         job_id: uuid.UUID | None,
-        task_id: uuid.UUID | None,
+        new_snapshot_id: uuid.UUID | None,
     ) -> tuple[Snapshot, bool]:
         latest = await catalog.latest_snapshot(session, account_id, service)
         snapshot = latest if latest and latest.status == SnapshotStatus.running else None
         resumed = snapshot is not None
         if snapshot is None:
             snapshot = Snapshot(
+                id=new_snapshot_id or uuid.uuid4(),
                 tenant_id=tenant_id,
                 account_id=account_id,
                 service=service,
@@ -208,10 +218,6 @@ class SnapshotRun:
             await session.flush()
         elif job_id is not None:
             snapshot.job_id = job_id
-        if task_id is not None:
-            task = await session.get(JobTask, task_id)
-            if task is not None:
-                task.snapshot_id = snapshot.id
         return snapshot, resumed
 
     # ---- delta state ---------------------------------------------------------------

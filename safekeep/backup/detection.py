@@ -277,16 +277,33 @@ async def assess(
 ) -> list[Detection]:
     """Judge a finished run; record, notify and hold on a detection; else learn from it.
 
-    Runs in the caller's transaction, the one that completes the run (one statement to read,
-    one to learn: a separate transaction of four statements was a large share of a short
-    incremental task). The caller keeps it from failing the backup (a savepoint)."""
-    stats = run.stats
-    raised: list[Detection] = []
+    Runs in the caller's transaction, the one that completes the run, which it must never
+    fail: the judging is done before anything is written; raising a detection (its row, the
+    webhook, the audit event) runs under a savepoint, so a failure there is undone alone;
+    learning is one write of the baseline, which fails only when the database itself does.
+    A run that raises nothing (nearly every run) costs one read and one write: a separate
+    transaction of four statements was a large share of a short incremental task."""
     standing = await repository.standing(session, tenant.id, account.id, run.service)
     if standing is None:  # the tenant was deleted meanwhile
-        return raised
+        return []
     base, own, held = standing
-    verdicts = judge(stats, base, thresholds(runtime, own))
+    verdicts = judge(run.stats, base, thresholds(runtime, own))
+    if verdicts:
+        async with session.begin_nested():
+            return await _raise(session, tenant, account, run, verdicts)
+    if not held:  # an attack under way is never learnt as normal
+        _learn(session, tenant, account, run, base)
+    return []
+
+
+async def _raise(
+    session: AsyncSession,
+    tenant: Tenant,
+    account: Account,
+    run: SnapshotRun,
+    verdicts: list[Verdict],
+) -> list[Detection]:
+    raised: list[Detection] = []
     for verdict in verdicts:
         found = await repository.unreleased(session, account.id, run.service, verdict.kind)
         if found is not None:
@@ -334,28 +351,34 @@ async def assess(
             account_id=str(account.id),
             kind=verdict.kind.value,
         )
-    # (A detection raised just now comes with verdicts: ``held`` need not count it.)
-    if not verdicts and not held:  # an attack under way is never learnt as normal
-        if base is None:
-            base = DetectionBaseline(
-                account_id=account.id,
-                service=run.service,
-                tenant_id=tenant.id,
-                runs=0,
-                suspicious_mean=0.0,
-                suspicious_m2=0.0,
-                deleted_mean=0.0,
-                deleted_m2=0.0,
-            )
-            session.add(base)
-        base.runs += 1
-        base.suspicious_mean, base.suspicious_m2 = _welford(
-            base.suspicious_mean, base.suspicious_m2, base.runs, len(stats.suspicious)
-        )
-        base.deleted_mean, base.deleted_m2 = _welford(
-            base.deleted_mean, base.deleted_m2, base.runs, stats.deleted
-        )
     return raised
+
+
+def _learn(
+    session: AsyncSession,
+    tenant: Tenant,
+    account: Account,
+    run: SnapshotRun,
+    base: DetectionBaseline | None,
+) -> None:
+    """Fold a quiet run into the account and service's baseline (written at commit)."""
+    stats = run.stats
+    runs = (base.runs if base else 0) + 1
+    suspicious = _welford(
+        base.suspicious_mean if base else 0.0,
+        base.suspicious_m2 if base else 0.0,
+        runs,
+        len(stats.suspicious),
+    )
+    deleted = _welford(
+        base.deleted_mean if base else 0.0, base.deleted_m2 if base else 0.0, runs, stats.deleted
+    )
+    if base is None:
+        base = DetectionBaseline(account_id=account.id, service=run.service, tenant_id=tenant.id)
+        session.add(base)
+    base.runs = runs
+    base.suspicious_mean, base.suspicious_m2 = suspicious
+    base.deleted_mean, base.deleted_m2 = deleted
 
 
 def detection_event(detection: Detection) -> dict[str, Any]:

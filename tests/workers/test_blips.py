@@ -16,7 +16,14 @@ from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.jobs import backup as jobs
 from safekeep.runtime import Runtime
 from safekeep.storage.errors import BlobStoreUnavailable
-from safekeep.tenants.models import JobStatus, JobTask, JobTrigger, TaskStatus
+from safekeep.tenants.models import (
+    JobStatus,
+    JobTask,
+    JobTrigger,
+    Snapshot,
+    SnapshotStatus,
+    TaskStatus,
+)
 from safekeep.workers import context, scheduler
 from tests.factories import add_job, create_account, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
@@ -123,3 +130,62 @@ async def _succeed(*args: object) -> None:
     run = args[-1]
     assert isinstance(run, SnapshotRun)
     await run.complete()
+
+
+async def test_the_task_names_the_snapshot_it_runs_into_and_its_retry_resumes_it(
+    any_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim names the snapshot in the same statement (a new one's id, or the running
+    one a retry resumes); when the run chooses another, the task is corrected to it."""
+    runtime = any_runtime
+    task_id = await _running_task(runtime)
+    runs: list[SnapshotRun] = []
+
+    async def blip(*args: object) -> None:
+        run = args[-1]
+        assert isinstance(run, SnapshotRun)
+        runs.append(run)
+        raise _database_down()
+
+    async def named() -> uuid.UUID | None:
+        async with runtime.db.session() as session:
+            task = await session.get(JobTask, task_id)
+        assert task is not None
+        return task.snapshot_id
+
+    monkeypatch.setattr(jobs, "_collect", blip)
+    with pytest.raises(sa_exc.OperationalError):
+        await jobs.run_backup_task(runtime, str(task_id))
+    assert not runs[0].resumed
+    assert await named() == runs[0].snapshot_id
+
+    async def succeed(*args: object) -> None:
+        run = args[-1]
+        assert isinstance(run, SnapshotRun)
+        runs.append(run)
+        await run.complete()
+
+    monkeypatch.setattr(jobs, "_collect", succeed)
+    await jobs.run_backup_task(runtime, str(task_id))
+    assert runs[1].resumed and runs[1].snapshot_id == runs[0].snapshot_id
+    assert await named() == runs[0].snapshot_id
+    async with runtime.db.session() as session:
+        snapshot = await session.get(Snapshot, runs[0].snapshot_id)
+    assert snapshot is not None and snapshot.status == SnapshotStatus.complete
+
+    # A run that chooses another snapshot than the one the task names corrects the task.
+    async with runtime.db.session() as session:
+        task = await session.get(JobTask, task_id)
+        assert task is not None and task.account_id is not None
+        account_id, tenant_id = task.account_id, task.tenant_id
+    run = await SnapshotRun.begin(
+        runtime,
+        msp_id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        account_id=account_id,
+        service="mail",
+        task_id=task_id,
+        task_names=runs[0].snapshot_id,
+    )
+    assert run.snapshot_id != runs[0].snapshot_id and run.seq == snapshot.seq + 1
+    assert await named() == run.snapshot_id

@@ -183,11 +183,13 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             await _finish_job(session, job.id)
             return
         lease = timedelta(seconds=runtime.settings.task_lease_seconds)
-        attempts = await job_repository.claim_task(
-            session, task.id, now=now, stale_before=now - lease
+        fresh = uuid.uuid4()  # the id of the snapshot, if this run starts one
+        claimed = await job_repository.claim_task(
+            session, task.id, now=now, stale_before=now - lease, new_snapshot_id=fresh
         )
-        if attempts is None:
+        if claimed is None:
             return  # another delivery holds a live lease on it
+        attempts = claimed.attempts
         tenant, account = found.tenant, found.account
         assert tenant is not None
         assert account is not None
@@ -202,6 +204,8 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             job_id=job.id,
             task_id=task.id,
             session=session,
+            new_snapshot_id=fresh,
+            task_names=claimed.snapshot_id,
         )
     try:
         # Its last transaction settles the task with its snapshot, and the job when it was
@@ -308,11 +312,10 @@ async def backup_account_service(
 async def _assess(
     session: AsyncSession, runtime: Runtime, tenant: Tenant, account: Account, run: SnapshotRun
 ) -> None:
-    """Detection in the run's completing transaction, under a savepoint: detection must never
-    fail the backup it watches, so what it fails at is undone alone."""
+    """Detection in the run's completing transaction: it must never fail the backup it
+    watches (``detection.assess`` undoes its own writes when raising a detection fails)."""
     try:
-        async with session.begin_nested():
-            await detection.assess(session, runtime, tenant, account, run)
+        await detection.assess(session, runtime, tenant, account, run)
     except Exception:
         log.exception("detection_failed", account_id=str(account.id), service=run.service)
 

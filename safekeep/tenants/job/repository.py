@@ -18,6 +18,8 @@ from safekeep.tenants.models import (
     JobStatus,
     JobTask,
     Policy,
+    Snapshot,
+    SnapshotStatus,
     TaskStatus,
     Tenant,
 )
@@ -231,12 +233,44 @@ async def touch(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None
     )
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A task's lease, taken: the attempt this is, and the snapshot the task now names."""
+
+    attempts: int
+    snapshot_id: uuid.UUID | None
+
+
 async def claim_task(
-    session: AsyncSession, task_id: uuid.UUID, *, now: datetime, stale_before: datetime
-) -> int | None:
+    session: AsyncSession,
+    task_id: uuid.UUID,
+    *,
+    now: datetime,
+    stale_before: datetime,
+    new_snapshot_id: uuid.UUID | None = None,
+) -> Claimed | None:
     """Take the task's lease: it is queued, or its runner stopped beating before
     ``stale_before`` (a killed worker). Exactly one of several deliveries wins; it gets the
-    attempt this is (counting it), the others None."""
+    attempt this is (counting it), the others None.
+
+    With ``new_snapshot_id`` the same statement names the snapshot the run will most likely
+    use: the account and service's newest one if it is still running (a retry resumes it),
+    else a new one with that id (``SnapshotRun.begin`` corrects it if it chooses otherwise)."""
+    values: dict[str, Any] = {
+        "status": TaskStatus.running,
+        "attempts": JobTask.attempts + 1,
+        "heartbeat_at": now,
+        "started_at": func.coalesce(JobTask.started_at, now),
+    }
+    if new_snapshot_id is not None:
+        running = (
+            select(case((Snapshot.status == SnapshotStatus.running, Snapshot.id), else_=None))
+            .where(Snapshot.account_id == JobTask.account_id, Snapshot.service == JobTask.service)
+            .order_by(Snapshot.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        values["snapshot_id"] = func.coalesce(running, new_snapshot_id)
     stmt = (
         update(JobTask)
         .where(
@@ -249,17 +283,23 @@ async def claim_task(
                 ),
             ),
         )
-        .values(
-            status=TaskStatus.running,
-            attempts=JobTask.attempts + 1,
-            heartbeat_at=now,
-            started_at=func.coalesce(JobTask.started_at, now),
-        )
-        .returning(JobTask.attempts)
+        .values(**values)
+        .returning(JobTask.attempts, JobTask.snapshot_id)
         .execution_options(synchronize_session=False)
     )
-    attempts = (await session.execute(stmt)).scalar_one_or_none()
-    return None if attempts is None else int(attempts)
+    row = (await session.execute(stmt)).one_or_none()
+    return None if row is None else Claimed(int(row[0]), row[1])
+
+
+async def name_snapshot(session: AsyncSession, task_id: uuid.UUID, snapshot_id: uuid.UUID) -> None:
+    """Record which snapshot the task runs into (a statement, not the session's copy of the
+    row, which the claim's own statement has made stale)."""
+    await session.execute(
+        update(JobTask)
+        .where(JobTask.id == task_id)
+        .values(snapshot_id=snapshot_id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def settle_task(
