@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, case, func, or_, select, true, update
+from sqlalchemy import Row, Select, Update, and_, bindparam, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
@@ -24,7 +24,6 @@ from safekeep.tenants.models import (
     Tenant,
 )
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
-from safekeep.tenants.rowlock import one_for_update
 from safekeep.tenants.scope import TenantScope, bound_tenant_filter, bound_tenant_rows, get_scoped
 
 
@@ -241,6 +240,48 @@ class Claimed:
     snapshot_id: uuid.UUID | None
 
 
+@cache
+def _claim(names_snapshot: bool) -> Update:
+    """The claim statement, built once per shape: a task's bookkeeping is a handful of
+    statements, and building and keying each anew was a fair share of its cost."""
+    now = bindparam("now", type_=JobTask.__table__.c.heartbeat_at.type)
+    values: dict[str, Any] = {
+        "status": TaskStatus.running,
+        "attempts": JobTask.attempts + 1,
+        "heartbeat_at": now,
+        "started_at": func.coalesce(JobTask.started_at, now),
+    }
+    if names_snapshot:
+        running = (
+            select(case((Snapshot.status == SnapshotStatus.running, Snapshot.id), else_=None))
+            .where(Snapshot.account_id == JobTask.account_id, Snapshot.service == JobTask.service)
+            .order_by(Snapshot.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        new_id = bindparam("new_snapshot_id", type_=JobTask.__table__.c.snapshot_id.type)
+        values["snapshot_id"] = func.coalesce(running, new_id)
+    return (
+        update(JobTask)
+        .where(
+            JobTask.id == bindparam("task_id"),
+            or_(
+                JobTask.status == TaskStatus.queued,
+                and_(
+                    JobTask.status == TaskStatus.running,
+                    or_(
+                        JobTask.heartbeat_at.is_(None),
+                        JobTask.heartbeat_at < bindparam("stale_before"),
+                    ),
+                ),
+            ),
+        )
+        .values(**values)
+        .returning(JobTask.attempts, JobTask.snapshot_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def claim_task(
     session: AsyncSession,
     task_id: uuid.UUID,
@@ -256,38 +297,11 @@ async def claim_task(
     With ``new_snapshot_id`` the same statement names the snapshot the run will most likely
     use: the account and service's newest one if it is still running (a retry resumes it),
     else a new one with that id (``SnapshotRun.begin`` corrects it if it chooses otherwise)."""
-    values: dict[str, Any] = {
-        "status": TaskStatus.running,
-        "attempts": JobTask.attempts + 1,
-        "heartbeat_at": now,
-        "started_at": func.coalesce(JobTask.started_at, now),
-    }
+    values: dict[str, Any] = {"task_id": task_id, "now": now, "stale_before": stale_before}
     if new_snapshot_id is not None:
-        running = (
-            select(case((Snapshot.status == SnapshotStatus.running, Snapshot.id), else_=None))
-            .where(Snapshot.account_id == JobTask.account_id, Snapshot.service == JobTask.service)
-            .order_by(Snapshot.seq.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        values["snapshot_id"] = func.coalesce(running, new_snapshot_id)
-    stmt = (
-        update(JobTask)
-        .where(
-            JobTask.id == task_id,
-            or_(
-                JobTask.status == TaskStatus.queued,
-                and_(
-                    JobTask.status == TaskStatus.running,
-                    or_(JobTask.heartbeat_at.is_(None), JobTask.heartbeat_at < stale_before),
-                ),
-            ),
-        )
-        .values(**values)
-        .returning(JobTask.attempts, JobTask.snapshot_id)
-        .execution_options(synchronize_session=False)
-    )
-    row = (await session.execute(stmt)).one_or_none()
+        values["new_snapshot_id"] = new_snapshot_id
+    stmt = _claim(new_snapshot_id is not None)
+    row = (await session.execute(stmt, values)).one_or_none()
     return None if row is None else Claimed(int(row[0]), row[1])
 
 
@@ -302,17 +316,30 @@ async def name_snapshot(session: AsyncSession, task_id: uuid.UUID, snapshot_id: 
     )
 
 
+@cache
+def _settle(figures: tuple[str, ...]) -> Update:
+    """The settling statement for one set of figures, built once (see ``_claim``)."""
+    now = bindparam("s_now", type_=JobTask.__table__.c.finished_at.type)
+    values: dict[str, Any] = {"status": bindparam("s_status"), "finished_at": now}
+    values["heartbeat_at"] = now
+    values.update({name: bindparam(f"s_{name}") for name in figures})
+    return (
+        update(JobTask)
+        .where(JobTask.id == bindparam("task_id"))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def settle_task(
     session: AsyncSession, task_id: uuid.UUID, *, status: TaskStatus, now: datetime, **figures: int
 ) -> None:
     """End a task with its last progress figures (items, bytes, skipped, requests...), in
     one statement: whoever settles it knows them all."""
-    await session.execute(
-        update(JobTask)
-        .where(JobTask.id == task_id)
-        .values(status=status, finished_at=now, heartbeat_at=now, **figures)
-        .execution_options(synchronize_session=False)
-    )
+    names = tuple(sorted(figures))
+    values: dict[str, Any] = {"task_id": task_id, "s_status": status, "s_now": now}
+    values.update({f"s_{name}": figures[name] for name in names})
+    await session.execute(_settle(names), values)
 
 
 async def set_job_status(
@@ -376,11 +403,23 @@ async def tally(session: AsyncSession, job_id: uuid.UUID) -> TaskTally:
     return TaskTally(unfinished, succeeded, partial, failed, cancelled, _progress_of(row[5:]))
 
 
+@cache
+def _lock() -> Select[Job]:
+    return (
+        select(Job)
+        .where(Job.id == bindparam("job_id"))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 async def lock(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     """Take the job row's lock for the rest of the transaction, so that the last tasks of a
     job, finishing at the same moment, settle it one after the other (each then sees the
-    others' committed status)."""
-    return await one_for_update(session, Job, Job.id == job_id)
+    others' committed status). Read afresh (``populate_existing``): a caller that waited for
+    the lock sees what the holder committed. SQLite serialises writers and has no FOR UPDATE.
+    Every task that ends takes it, so the statement is built once."""
+    return (await session.execute(_lock(), {"job_id": job_id})).scalar_one_or_none()
 
 
 async def recent(
