@@ -17,6 +17,7 @@ from sqlalchemy import (
     ColumnElement,
     Executable,
     Select,
+    Update,
     and_,
     bindparam,
     delete,
@@ -48,18 +49,26 @@ from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
 # --- snapshots -----------------------------------------------------------------------------
 
 
+@cache
+def _latest() -> Select[Snapshot]:
+    return (
+        select(Snapshot)
+        .where(
+            Snapshot.account_id == bindparam("account_id"), Snapshot.service == bindparam("service")
+        )
+        .order_by(Snapshot.seq.desc())
+        .limit(1)
+    )
+
+
 async def latest_snapshot(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> Snapshot | None:
     """The account and service's newest snapshot: the running one if there is one (a run
-    starts a snapshot only when none is running, so a running one is always the newest)."""
-    stmt = (
-        select(Snapshot)
-        .where(Snapshot.account_id == account_id, Snapshot.service == service)
-        .order_by(Snapshot.seq.desc())
-        .limit(1)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    starts a snapshot only when none is running, so a running one is always the newest).
+    Every backup task begins with it: the statement is built once."""
+    values = {"account_id": account_id, "service": service}
+    return (await session.execute(_latest(), values)).scalar_one_or_none()
 
 
 async def latest_complete(
@@ -89,11 +98,28 @@ async def get_snapshot(
     return await get_scoped(session, scope, Snapshot, snapshot_id)
 
 
-def _open_versions_count(account_id: uuid.UUID, service: str) -> Select[int]:
-    return select(func.count()).where(
-        ItemVersion.account_id == account_id,
-        ItemVersion.service == service,
+@cache
+def _finish() -> Update:
+    """``finish_snapshot``'s statement, built once: every backup task ends with it."""
+    open_versions = select(func.count()).where(
+        ItemVersion.account_id == bindparam("f_account_id"),
+        ItemVersion.service == bindparam("f_service"),
         ItemVersion.last_seq.is_(None),
+    )
+    return (
+        update(Snapshot)
+        .where(Snapshot.id == bindparam("f_snapshot_id"))
+        .values(
+            status=bindparam("f_status"),
+            completed_at=bindparam("f_completed_at"),
+            items_added=Snapshot.items_added + bindparam("f_added"),
+            items_changed=Snapshot.items_changed + bindparam("f_changed"),
+            items_removed=Snapshot.items_removed + bindparam("f_removed"),
+            bytes_added=Snapshot.bytes_added + bindparam("f_bytes_added"),
+            skipped=bindparam("f_skipped"),
+            items_total=open_versions.scalar_subquery(),
+        )
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -114,22 +140,20 @@ async def finish_snapshot(
     """End a snapshot in one statement: its counters grow by this run's (a resumed snapshot
     keeps what earlier attempts recorded) and its total is the open versions counted now.
     False when the snapshot is gone."""
-    stmt = (
-        update(Snapshot)
-        .where(Snapshot.id == snapshot_id)
-        .values(
-            status=status,
-            completed_at=completed_at,
-            items_added=Snapshot.items_added + added,
-            items_changed=Snapshot.items_changed + changed,
-            items_removed=Snapshot.items_removed + removed,
-            bytes_added=Snapshot.bytes_added + bytes_added,
-            skipped=skipped,
-            items_total=_open_versions_count(account_id, service).scalar_subquery(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+    values = {
+        "f_snapshot_id": snapshot_id,
+        "f_account_id": account_id,
+        "f_service": service,
+        "f_status": status,
+        "f_completed_at": completed_at,
+        "f_added": added,
+        "f_changed": changed,
+        "f_removed": removed,
+        "f_bytes_added": bytes_added,
+        "f_skipped": skipped,
+    }
+    result = await session.execute(_finish(), values)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 # --- items and versions -------------------------------------------------------------------
