@@ -9,9 +9,13 @@ refused with 429 or 5xx are sent again, with whatever depended on them, once the
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import pybase64
 
 from safekeep.graph.errors import GraphError, classify, parse_retry_after
 from safekeep.graph.options import Json, RequestOptions, Scope
@@ -73,6 +77,22 @@ class BatchResponse:
         error = self.error
         if error is not None:
             raise error
+
+    def binary(self) -> bytes:
+        """A binary answer (a MIME ``$value``, a photo): inside ``$batch`` it comes back as a
+        base64 string. Decoded strictly by a SIMD decoder (a few percent of a full backup's
+        CPU went to the standard one), leniently as before if that refuses it."""
+        self.raise_for_error()
+        if not isinstance(self.body, str):
+            raise GraphError(self.status, "InvalidBatchBody", "expected a base64 string body")
+        try:
+            return pybase64.b64decode(self.body, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+        try:
+            return base64.b64decode(self.body, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise GraphError(self.status, "InvalidBatchBody", "unreadable base64 body") from exc
 
 
 @dataclass

@@ -183,11 +183,13 @@ class GraphClient:
         *,
         mailbox: str | None = None,
         headers: Mapping[str, str] | None = None,
-        chunk_size: int = 1 << 20,
+        chunk_size: int | None = None,
     ) -> AsyncIterator[bytes]:
-        """Yield the bytes of a ``$value`` or drive ``content`` in chunks of bounded size,
-        resuming a broken transfer. Use ``contextlib.aclosing`` if you may stop early, so
-        the slot is released at once."""
+        """Yield the bytes of a ``$value`` or drive ``content``, resuming a broken transfer.
+        Pieces come as they arrive (a socket read, decoded), unless ``chunk_size`` asks for
+        pieces of that size: regrouping copies every byte twice, which showed as 3% of a full
+        backup's samples, and the blob store cuts its own chunks anyway. Use
+        ``contextlib.aclosing`` if you may stop early, so the slot is released at once."""
         async for chunk in download.stream(
             self.transport, path_or_url, mailbox=mailbox, headers=headers, chunk_size=chunk_size
         ):

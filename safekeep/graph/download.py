@@ -56,7 +56,7 @@ async def stream(
     *,
     mailbox: str | None,
     headers: Mapping[str, str] | None,
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> AsyncIterator[bytes]:
     extra = {k: v for k, v in (headers or {}).items() if k.lower() != "range"}
     requested = next((v for k, v in (headers or {}).items() if k.lower() == "range"), None)
@@ -90,7 +90,7 @@ async def _stream_once(
     path_or_url: str,
     options: RequestOptions,
     window: _Window,
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> AsyncIterator[bytes]:
     location: str | None = None
     async with transport.open("GET", path_or_url, options) as resp:
@@ -112,7 +112,7 @@ async def _stream_once(
 
 
 async def _body(
-    transport: Transport, resp: httpx.Response, window: _Window, chunk_size: int
+    transport: Transport, resp: httpx.Response, window: _Window, chunk_size: int | None
 ) -> AsyncIterator[bytes]:
     """The bytes wanted from ``resp``: a 200 to a ranged request carries the whole content,
     so the range is cut out here."""

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import orjson
 
 from safekeep.graph.auth import TokenProvider
 from safekeep.graph.errors import (
@@ -128,7 +129,9 @@ def dump_json(value: Any) -> bytes:
 
 
 def load_json(raw: bytes) -> Any:
-    return jsonlib.loads(raw)
+    """Graph's JSON. orjson reads it at a fifth of the standard library's CPU (a ``$batch`` of
+    base64 MIME is megabytes of JSON); its errors are ``ValueError`` like the library's."""
+    return orjson.loads(raw)
 
 
 def _number(value: str | None) -> float | None:

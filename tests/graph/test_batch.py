@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import pytest
 
 from graphsim import Simulator
 from safekeep.graph import BatchRequest, NotFound
+from safekeep.graph.batch import BatchResponse
+from safekeep.graph.errors import GraphError
 from tests.graph.conftest import ClientFactory, mailbox_budget, recorder_of, start_sim
 
 
@@ -173,3 +176,19 @@ async def test_invalid_batches_are_refused_before_sending(
     with pytest.raises(ValueError, match="exceeds 20"):
         await client.batch(chain)
     assert recorder_of(client).requests == []
+
+
+def test_a_binary_answer_is_decoded_strictly_then_leniently() -> None:
+    data = bytes(range(256)) * 40
+    strict = BatchResponse(id="1", status=200, body=base64.b64encode(data).decode())
+    assert strict.binary() == data
+    # Line breaks are not base64: the SIMD decoder refuses them, the lenient one skips them.
+    wrapped = BatchResponse(id="2", status=200, body=base64.encodebytes(data).decode())
+    assert wrapped.binary() == data
+    with pytest.raises(GraphError, match="base64"):
+        BatchResponse(id="3", status=200, body="abc").binary()  # bad padding either way
+    with pytest.raises(GraphError, match="base64 string"):
+        BatchResponse(id="4", status=200, body={"value": []}).binary()
+    with pytest.raises(GraphError) as refused:
+        BatchResponse(id="5", status=404, body={"error": {"code": "ErrorItemNotFound"}}).binary()
+    assert refused.value.status == 404

@@ -9,39 +9,31 @@ sent base64-encoded.
 
 No maintained package implements it (the one on PyPI is an unmaintained C extension without
 wheels), so it is written here. Speed: bytes ``i`` and ``i + 160`` fall on the same offset,
-so a stream reduces to the XOR of its 160-byte blocks (done on big integers, in C) and only
-that one folded block is spread over the ring at the end. That hashes about as fast as the
-download arrives.
+so a stream reduces to the XOR of its 160-byte blocks, and only that one folded block is
+spread over the ring at the end. numpy XORs the blocks (as rows of twenty 64-bit words) at
+about 0.2 ms of CPU per MB, against 4 ms for the big-integer folding used before: for
+OneDrive and SharePoint, where most of a tenant's bytes are, that was a fifth of the CPU
+budget per MB of a backup.
 """
 
 from __future__ import annotations
 
 import base64
 
+import numpy as np
+
 WIDTH = 160  # bits in the register
 SHIFT = 11  # bit distance between consecutive bytes
 BLOCK = 160  # bytes after which the offsets repeat (160 * 11 is a multiple of 160)
 _RING_MASK = (1 << WIDTH) - 1
-_BLOCK_BITS = BLOCK * 8
-_BLOCK_MASK = (1 << _BLOCK_BITS) - 1
-_SLICE = BLOCK * 8192  # fold at most ~1.3 MB per big-integer conversion
+_WORDS = BLOCK // 8  # a block as 64-bit words
 
 
-def _fold_blocks(data: bytes | memoryview) -> int:
+def _fold_blocks(data: bytes | bytearray | memoryview) -> np.ndarray:
     """XOR of the consecutive 160-byte blocks of ``data`` (its length a multiple of 160),
-    as a big-endian integer whose first byte is the block's byte 0."""
-    blocks = len(data) // BLOCK
-    value = int.from_bytes(data, "big")
-    folded = 0
-    while blocks > 1:
-        if blocks % 2:
-            folded ^= value & _BLOCK_MASK  # peel the last block off
-            value >>= _BLOCK_BITS
-            blocks -= 1
-        half_bits = (blocks // 2) * _BLOCK_BITS
-        value = (value >> half_bits) ^ (value & ((1 << half_bits) - 1))
-        blocks //= 2
-    return folded ^ value
+    as twenty 64-bit words whose bytes, in memory order, are the folded block's."""
+    words = np.frombuffer(data, dtype="<u8", count=len(data) // 8)
+    return np.bitwise_xor.reduce(words.reshape(-1, _WORDS), axis=0)
 
 
 class QuickXorHash:
@@ -50,7 +42,7 @@ class QuickXorHash:
     __slots__ = ("_folded", "_length", "_tail")
 
     def __init__(self, data: bytes = b"") -> None:
-        self._folded = 0
+        self._folded = np.zeros(_WORDS, dtype="<u8")
         self._tail = b""  # the bytes after the last whole block seen so far
         self._length = 0
         if data:
@@ -59,16 +51,23 @@ class QuickXorHash:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        self._length += len(data)
-        buf = self._tail + bytes(data) if self._tail else bytes(data)
-        whole = len(buf) - len(buf) % BLOCK
-        view = memoryview(buf)
-        for start in range(0, whole, _SLICE):
-            self._folded ^= _fold_blocks(view[start : min(start + _SLICE, whole)])
-        self._tail = buf[whole:]
+        view = memoryview(data).cast("B")
+        self._length += len(view)
+        if self._tail:  # complete the pending block first, without copying the rest
+            need = BLOCK - len(self._tail)
+            self._tail += bytes(view[:need])
+            view = view[need:]
+            if len(self._tail) < BLOCK:
+                return
+            self._folded ^= _fold_blocks(self._tail)
+            self._tail = b""
+        whole = len(view) - len(view) % BLOCK
+        if whole:
+            self._folded ^= _fold_blocks(view[:whole])
+        self._tail = bytes(view[whole:])
 
     def digest(self) -> bytes:
-        block = bytearray(self._folded.to_bytes(BLOCK, "big"))
+        block = bytearray(self._folded.tobytes())
         for index, byte in enumerate(self._tail):
             block[index] ^= byte
         ring = 0

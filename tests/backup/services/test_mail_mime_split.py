@@ -5,6 +5,7 @@ MIME that bends the rules."""
 
 from __future__ import annotations
 
+import base64
 import email.policy
 from email.message import EmailMessage
 
@@ -201,6 +202,32 @@ def test_transfer_encodings_decode_as_get_payload_does_even_when_broken() -> Non
                 f"Content-Disposition: attachment; filename=a.txt\r\n\r\n{body}\r\n--b1--\r\n"
             )
             assert len(_same_as_whole_parse(raw)) == 1, (cte, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=90),
+    st.text(alphabet="ABab09+/=\r\n !*-_", max_size=30),
+    st.sampled_from(["clean", "cut", "junk after", "junk before"]),
+)
+def test_base64_bodies_decode_as_get_payload_does_whatever_their_shape(
+    payload: bytes, noise: str, shape: str
+) -> None:
+    # Well-formed base64 takes the fast decoder, the rest the lenient one: both must answer
+    # what the whole parse answers.
+    encoded = base64.encodebytes(payload).decode().replace("\n", "\r\n")
+    body = {
+        "clean": encoded,
+        "cut": encoded[: max(0, len(encoded) - 3)],
+        "junk after": encoded + noise,
+        "junk before": noise + encoded,
+    }[shape]
+    raw = _raw(
+        "--b1\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+        "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+        f"Content-Disposition: attachment; filename=a.bin\r\n\r\n{body}\r\n--b1--\r\n"
+    )
+    _same_as_whole_parse(raw)
 
 
 def test_hostile_nesting_is_bounded_and_what_lies_above_it_is_still_found() -> None:

@@ -9,6 +9,7 @@ import hashlib
 import io
 import itertools
 import json
+import random
 import tracemalloc
 import zipfile
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from graphsim.content import make_docx
+from graphsim.quickxor import quickxor_b64 as graphsim_quickxor
 from graphsim.state import Drive, DriveItem
 from safekeep.backup.drive import collect as drive_collect
 from safekeep.backup.drive.collect import ContentMismatch
@@ -140,6 +142,21 @@ def test_quickxor_vector_and_streaming() -> None:
             h.update(data[start : start + piece])
         assert h.b64digest() == whole
     assert quickxor_b64(b"") == "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+def test_quickxor_agrees_with_graphsims_own_implementation() -> None:
+    # graphsim computes Graph's hashes with code of its own (big integers, no numpy): the
+    # engine's must match it for any length, however the bytes arrive.
+    rng = random.Random(7)
+    for size in (1, 159, 161, 999, 65_536, 300_001):
+        data = rng.randbytes(size)
+        h = QuickXorHash()
+        start = 0
+        while start < size:
+            step = rng.choice((1, 7, 160, 4096, 70_000))
+            h.update(memoryview(data)[start : start + step])
+            start += step
+        assert h.b64digest() == graphsim_quickxor(data), size
 
 
 # ---- backup ------------------------------------------------------------------------------------

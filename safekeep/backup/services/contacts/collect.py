@@ -21,7 +21,6 @@ contact's id when it moves between folders: a move is one item with a new parent
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -452,7 +451,7 @@ class ContactsCollector(MailboxReader):
             if answer.ok and isinstance(answer.body, str) and answer.body:
                 headers = {k.lower(): v for k, v in answer.headers.items()}
                 content_type = headers.get("content-type", "image/jpeg")
-                found[contact_ids[n]] = (content_type, base64.b64decode(answer.body))
+                found[contact_ids[n]] = (content_type, answer.binary())
             elif not answer.ok and not isinstance(answer.error, NotFound):
                 failed[contact_ids[n]] = str(answer.error)
                 log.warning(

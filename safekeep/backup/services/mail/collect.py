@@ -25,8 +25,6 @@ run resumes after them.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
@@ -186,16 +184,6 @@ def document_of(message: dict[str, Any]) -> dict[str, Any]:
 def _estimate(message: dict[str, Any]) -> int:
     body = len(str((message.get("body") or {}).get("content") or ""))
     return 8192 + body + sum(int(a.get("size") or 0) for a in message.get("attachments") or [])
-
-
-def _decode_value(body: Any) -> bytes:
-    """A binary answer inside ``$batch`` comes back as a base64 string."""
-    if isinstance(body, str):
-        try:
-            return base64.b64decode(body, validate=False)
-        except (binascii.Error, ValueError) as exc:
-            raise GraphError(200, "InvalidBatchBody", "unreadable base64 MIME") from exc
-    raise GraphError(200, "InvalidBatchBody", "expected the MIME as a base64 string")
 
 
 class MailCollector(MailboxReader):
@@ -822,8 +810,7 @@ class MailCollector(MailboxReader):
                 if mid not in messages:
                     continue  # its attached item could not be read: failed already
                 try:
-                    answer.raise_for_error()
-                    raw = _decode_value(answer.body)
+                    raw = answer.binary()
                 except GraphError as exc:
                     failed[mid] = exc
                     continue

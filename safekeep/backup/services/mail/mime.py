@@ -9,6 +9,7 @@ parsing (RFC 2231 names, transfer encodings); these helpers only choose parts.
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.parser
 import email.policy
@@ -22,6 +23,8 @@ from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any, Literal
+
+import pybase64
 
 FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
 ITEM_ATTACHMENT = "#microsoft.graph.itemAttachment"
@@ -246,7 +249,13 @@ def _decoded(raw: bytes, leaf: _Span, cte: str) -> bytes:
     if cte == "quoted-printable":
         return quopri.decodestring(body)
     if cte == "base64":
-        return decode_b(b"".join(body.splitlines()))[0]  # get_payload's own decoder
+        joined = b"".join(body.splitlines())
+        try:
+            # Well-formed base64 has one decoding: a SIMD decoder gives it at a tenth of the
+            # CPU; anything else goes to get_payload's own lenient decoder.
+            return pybase64.b64decode(joined, validate=True)
+        except (binascii.Error, ValueError):
+            return decode_b(joined)[0]
     if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
         decoded = parse(raw[leaf.start : leaf.end]).get_payload(decode=True)
         return decoded if isinstance(decoded, bytes) else b""
