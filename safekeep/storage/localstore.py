@@ -148,7 +148,12 @@ class _GroupCommit:
                     break
                 group.append(nxt)
                 size += len(nxt.data)
-            self._commit(group)
+            try:
+                self._commit(group)
+            except BaseException as exc:  # never leave a put unanswered, nor the thread dead
+                for put in group:
+                    if not put.done.done():
+                        put.done.set_exception(exc)
 
     def _commit(self, group: list[_Put]) -> None:
         staged: list[_Put] = []
@@ -167,16 +172,25 @@ class _GroupCommit:
             return
         try:
             self._sync(staged, names=False)
-            placed: list[tuple[_Put, bool]] = []
-            for put in staged:
-                placed.append((put, _place(put)))
-            self._sync(staged, names=True)
         except BaseException as exc:
             for put in staged:
-                if put.temp is not None:
-                    put.temp.unlink(missing_ok=True)
-                if not put.done.done():
-                    put.done.set_exception(exc)
+                _discard(put)
+                put.done.set_exception(exc)
+            return
+        placed: list[tuple[_Put, bool]] = []
+        for put in staged:
+            try:
+                placed.append((put, _place(put)))
+            except BaseException as exc:  # this object only: the others go on
+                _discard(put)
+                put.done.set_exception(exc)
+        if not placed:
+            return
+        try:
+            self._sync([put for put, _ in placed], names=True)
+        except BaseException as exc:
+            for put, _ in placed:
+                put.done.set_exception(exc)
             return
         for put, created in placed:
             put.done.set_result(created)
@@ -208,6 +222,13 @@ def _write_unsynced(path: Path, data: bytes) -> Path:
     with open(fd, "wb") as f:
         f.write(data)
     return tmp
+
+
+def _discard(put: _Put) -> None:
+    """Remove a staged object's temporary file, if it still has one."""
+    if put.temp is not None:
+        put.temp.unlink(missing_ok=True)
+        put.temp = None
 
 
 def _place(put: _Put) -> bool:

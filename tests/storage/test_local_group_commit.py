@@ -111,3 +111,20 @@ async def test_a_put_whose_caller_left_is_harmless(tmp_path: Path) -> None:
     assert await store.put_if_absent("after/k", b"y") is True
     await store.close()
     assert temp_files(tmp_path) == []
+
+
+async def test_one_object_that_cannot_take_its_name_fails_alone(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    await store.open()
+    await store.put("t/a/inner", b"makes t/a a folder")
+    results = await asyncio.gather(
+        store.put("t/a", b"cannot replace a folder"),
+        store.put("t/b", b"fine"),
+        store.put_if_absent("t/c", b"fine too"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], OSError)
+    assert results[1:] == [None, True]
+    assert await store.get("t/b") == b"fine" and await store.get("t/c") == b"fine too"
+    assert temp_files(tmp_path) == []
+    await store.close()
