@@ -17,7 +17,7 @@ from safekeep.storage import (
     TenantRepository,
     generate_data_key,
 )
-from safekeep.storage.chunking import MIN_CHUNK
+from safekeep.storage.chunking import MAX_CHUNK, MIN_CHUNK
 
 MiB = 1024 * 1024
 
@@ -29,6 +29,9 @@ def repo(store: BlobStore, tenant: str = "tenant-a", key: bytes | None = None) -
 
 
 KEYS: dict[str, bytes] = {}
+# Each tenant's chunker has its own seed (from its random data key), so cut points vary from run
+# to run; no chunk exceeds MAX_CHUNK, so this many bytes make at least four whatever the seed.
+MORE_THAN_THREE_CHUNKS = 3 * MAX_CHUNK + 1
 
 
 async def pieces(data: bytes, seed: int = 0) -> AsyncIterator[bytes]:
@@ -67,7 +70,7 @@ async def test_empty_item(store: BlobStore) -> None:
 
 
 async def test_large_stream_round_trips_and_matches_put_bytes(store: BlobStore) -> None:
-    data = random.Random(5).randbytes(9 * MiB)
+    data = random.Random(5).randbytes(MORE_THAN_THREE_CHUNKS)
     r = repo(store)
     streamed = await r.put_stream(pieces(data))
     assert len(streamed.chunks) > 3
@@ -262,7 +265,7 @@ def test_tenant_ids_that_would_break_the_prefix_are_refused(tenant: str, tmp_pat
 
 async def test_reader_stopping_early_leaves_no_fetches_behind(store: BlobStore) -> None:
     r = repo(store)
-    ref = await r.put_bytes(random.Random(30).randbytes(6 * MiB))
+    ref = await r.put_bytes(random.Random(30).randbytes(MORE_THAN_THREE_CHUNKS))
     assert len(ref.chunks) > 3
     reader = r.read(ref)
     first = await anext(reader)
