@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 
@@ -26,6 +27,10 @@ def start_worker(
         broker, queues=set(queues) if queues else None, worker_threads=threads, worker_timeout=500
     )
     worker.start()
+    # What is imported and built by now lives as long as the process: frozen, it is no longer
+    # walked by every full collection during backups (about half of their collector time).
+    gc.collect()
+    gc.freeze()
     log.info("worker_started", threads=threads, queues=queues or "all")
     return worker
 
