@@ -21,6 +21,7 @@ import zipfile
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select
@@ -35,6 +36,8 @@ from safekeep.backup.services.base import read_document
 from safekeep.backup.services.mail import collect as mail_collect
 from safekeep.backup.services.mail.mime import mboxrd_unescape
 from safekeep.errors import NotFound
+from safekeep.graph.batch import BatchResponse
+from safekeep.graph.client import GraphClient
 from safekeep.graph.errors import TransientError
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
@@ -552,6 +555,75 @@ async def test_unreadable_message_is_skipped_then_retried(
     await assert_matches_simulator(h, account)
     async with h.runtime.db.session() as session:
         assert (await session.execute(select(SkippedItem))).scalars().all() == []
+
+
+def large_plain_mime(subject: str) -> bytes:
+    """Above the size that goes through ``$batch``, with no attached item."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = "Scanner <scanner@contoso.example>"
+    msg["To"] = "Zoë Adler <zoe.adler@contoso.example>"
+    msg["Subject"] = subject
+    msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
+    msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
+    msg.set_content("The scan is attached.\n")
+    msg.add_attachment(
+        random.Random(subject).randbytes(2 * mail_collect.SMALL_MIME),
+        "application",
+        "octet-stream",
+        filename="scan.bin",
+    )
+    return msg.as_bytes()
+
+
+async def test_large_mime_is_streamed_unless_its_attached_item_fails(
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large MIME streams beside the small MIME's ``$batch``; a large message with attached
+    items waits for that envelope, so one whose item cannot be read fails with it (skipped,
+    retried next run) and is never streamed or stored."""
+    h = engine
+    victim = add_crafted(h, account)  # above SMALL_MIME, with an attached message
+    plain = h.sim.add_message(
+        h.sim_tenant_id,
+        account.graph_id,
+        large_plain_mime("Scan of the signed contract"),
+        "inbox",
+        received=datetime(2025, 10, 8, 10, 0, 0, tzinfo=UTC),
+        is_read=True,
+    )
+    expand = mail_collect._expand
+
+    def unreadable(
+        messages: Any, failed: Any, wanted: Any, answers: Any
+    ) -> None:  # the victim's attached item answers 503
+        down = {"error": {"code": "ServiceUnavailable", "message": "try later"}}
+        answers = [
+            BatchResponse(a.id, 503, {}, down) if mid == victim else a
+            for (mid, _, _), a in zip(wanted, answers, strict=True)
+        ]
+        expand(messages, failed, wanted, answers)
+
+    streamed: list[str] = []
+    stream = GraphClient.stream
+
+    def recording(self: GraphClient, path_or_url: str, **kw: Any) -> Any:
+        streamed.append(path_or_url)
+        return stream(self, path_or_url, **kw)
+
+    monkeypatch.setattr(mail_collect, "_expand", unreadable)
+    monkeypatch.setattr(GraphClient, "stream", recording)
+    _, skipped = await h.backup(account, SERVICE)
+    assert skipped == 1
+    versions = await open_versions(h, account, "message")
+    assert victim not in versions
+    assert [u for u in streamed if quote(victim, safe="") in u] == []
+    assert [u for u in streamed if quote(plain, safe="") in u] != []
+    mime = message_mime(sim_tenant(h).items[plain])
+    assert versions[plain].content_hash == hashlib.sha256(mime).hexdigest()
+    monkeypatch.setattr(mail_collect, "_expand", expand)
+    _, skipped = await h.backup(account, SERVICE)
+    assert skipped == 0
+    await assert_matches_simulator(h, account)
 
 
 async def test_policy_switches_for_junk_deleted_and_recoverable_items(
