@@ -100,7 +100,7 @@ def crafted_mime(subject: str = "Invoice März — Q3 figures") -> bytes:
     return msg.as_bytes()
 
 
-def plain_mime(subject: str) -> bytes:
+def plain_mime(subject: str, attachment: bytes | None = None) -> bytes:
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = "Ops <ops@contoso.example>"
     msg["To"] = "Farah García <farah@example.com>"
@@ -108,6 +108,8 @@ def plain_mime(subject: str) -> bytes:
     msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
     msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
     msg.set_content(f"{subject}: a short note.\n")
+    if attachment is not None:
+        msg.add_attachment(attachment, "application", "octet-stream", filename="scan.bin")
     return msg.as_bytes()
 
 
@@ -557,24 +559,6 @@ async def test_unreadable_message_is_skipped_then_retried(
         assert (await session.execute(select(SkippedItem))).scalars().all() == []
 
 
-def large_plain_mime(subject: str) -> bytes:
-    """Above the size that goes through ``$batch``, with no attached item."""
-    msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = "Scanner <scanner@contoso.example>"
-    msg["To"] = "Zoë Adler <zoe.adler@contoso.example>"
-    msg["Subject"] = subject
-    msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
-    msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
-    msg.set_content("The scan is attached.\n")
-    msg.add_attachment(
-        random.Random(subject).randbytes(2 * mail_collect.SMALL_MIME),
-        "application",
-        "octet-stream",
-        filename="scan.bin",
-    )
-    return msg.as_bytes()
-
-
 async def test_large_mime_is_streamed_unless_its_attached_item_fails(
     engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -586,7 +570,7 @@ async def test_large_mime_is_streamed_unless_its_attached_item_fails(
     plain = h.sim.add_message(
         h.sim_tenant_id,
         account.graph_id,
-        large_plain_mime("Scan of the signed contract"),
+        plain_mime("Scan", random.Random(7).randbytes(2 * mail_collect.SMALL_MIME)),
         "inbox",
         received=datetime(2025, 10, 8, 10, 0, 0, tzinfo=UTC),
         is_read=True,

@@ -310,6 +310,10 @@ class MailCollector(MailboxReader):
         if self.ctx.policy.include_recoverable_items and RECOVERABLE not in self.well_known:
             await self._resolve_well_known()  # switched on since: find it in Graph
 
+    def _get(self, request_id: str, path: str) -> BatchRequest:
+        """A ``$batch`` GET of ``path`` under this mailbox, with the collector's headers."""
+        return BatchRequest(id=request_id, method="GET", url=self.base + path, headers=self.headers)
+
     async def _resolve_well_known(self) -> None:
         """Well-known folder ids by name, in one ``$batch`` (a mailbox may lack some)."""
         if self._resolved:
@@ -317,12 +321,7 @@ class MailCollector(MailboxReader):
         self._resolved = True
         self.well_known.clear()
         requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/mailFolders/{name}?$select=id,displayName,parentFolderId",
-                headers=self.headers,
-            )
+            self._get(str(n), f"/mailFolders/{name}?$select=id,displayName,parentFolderId")
             for n, name in enumerate(WELL_KNOWN)
         ]
         answers = await self.graph.batch(requests, mailbox=self.user)
@@ -758,12 +757,7 @@ class MailCollector(MailboxReader):
         answers = (
             await self.graph.batch(
                 [
-                    BatchRequest(
-                        id=str(n),
-                        method="GET",
-                        url=f"{self.base}/messages/{quote(mid, safe='')}?{MESSAGE_QUERY}",
-                        headers=self.headers,
-                    )
+                    self._get(str(n), f"/messages/{quote(mid, safe='')}?{MESSAGE_QUERY}")
                     for n, mid in enumerate(wanted)
                 ],
                 mailbox=self.user,
@@ -789,20 +783,13 @@ class MailCollector(MailboxReader):
             for n, group in enumerate(groups):
                 extra = expansions if n == 0 else []
                 requests = [
-                    BatchRequest(
-                        id=str(k),
-                        method="GET",
-                        url=f"{self.base}/messages/{quote(mid, safe='')}/$value",
-                        headers=self.headers,
-                    )
+                    self._get(str(k), f"/messages/{quote(mid, safe='')}/$value")
                     for k, mid in enumerate(group)
                 ] + [
-                    BatchRequest(
-                        id=f"a{k}",
-                        method="GET",
-                        url=f"{self.base}/messages/{quote(mid, safe='')}/attachments/"
+                    self._get(
+                        f"a{k}",
+                        f"/messages/{quote(mid, safe='')}/attachments/"
                         f"{quote(aid, safe='')}?{ITEM_ATTACHMENT_QUERY}",
-                        headers=self.headers,
                     )
                     for k, (mid, _, aid) in enumerate(extra)
                 ]
