@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -127,3 +127,16 @@ async def ahead(
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+async def gather_bounded(coros: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Run ``coros`` (each bounding its own concurrency); if one fails, cancel the others
+    and raise that failure itself (not a group: callers sort failures by class)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

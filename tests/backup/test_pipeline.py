@@ -1,5 +1,6 @@
 """``pipeline.ahead``: steps run ahead of the consumer, results come back in order, what runs
-ahead is bounded, and nothing outlives the block."""
+ahead is bounded, and nothing outlives the block. ``pipeline.gather_bounded``: a failure
+cancels the rest and comes out as itself."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 import pytest
 
 from safekeep.backup.outlook import MailboxReader
-from safekeep.backup.pipeline import Ready, ahead, ready
+from safekeep.backup.pipeline import Ready, ahead, gather_bounded, ready
 from safekeep.graph.client import DeltaPage
 from safekeep.graph.errors import ResyncRequired
 
@@ -147,6 +148,30 @@ async def test_leaving_early_cancels_what_runs_ahead_and_closes_the_source() -> 
     assert closed.is_set()
     assert probe.alive == 0
     assert sorted(probe.cancelled) == [1, 2, 3, 4]
+
+
+async def test_gather_bounded_cancels_the_rest_and_raises_the_failure_itself() -> None:
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def slow(name: str) -> str:
+        try:
+            started.set()
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+        return name
+
+    async def failing() -> str:
+        await started.wait()
+        raise ResyncRequired(410, "SyncStateNotFound", "the delta link expired")
+
+    assert await gather_bounded([asyncio.sleep(0, "a"), asyncio.sleep(0, "b")]) == ["a", "b"]
+    with pytest.raises(ResyncRequired):  # itself, not an ExceptionGroup
+        await gather_bounded([slow("stream 1"), failing(), slow("stream 2")])
+    assert sorted(cancelled) == ["stream 1", "stream 2"]
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 
 
 def test_width_must_be_positive() -> None:

@@ -15,9 +15,8 @@ reason and tried again at the start of the next run (``retry_skipped``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 import structlog
@@ -38,6 +37,7 @@ from safekeep.backup.drive.model import (
     parse_time,
 )
 from safekeep.backup.drive.quickxor import QuickXorHash
+from safekeep.backup.pipeline import gather_bounded
 from safekeep.graph.client import BatchRequest
 from safekeep.graph.errors import AuthError, GraphError, NotFound, Throttled, TransientError
 from safekeep.runtime import unit_of_work
@@ -441,19 +441,6 @@ async def remove_unseen_below(cat: CatalogPage, top: str, seen: set[str]) -> Non
             if version.kind != FILE:
                 await cat.remove_subtree(external_id)
             await cat.remove(external_id)
-
-
-async def gather_bounded(coros: Iterable[Awaitable[Any]]) -> list[Any]:
-    """Run ``coros`` (each bounding its own concurrency); if one fails, cancel the others
-    and raise that failure itself (not a group: callers sort failures by class)."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def _nothing() -> bytes | None:

@@ -37,7 +37,7 @@ import structlog
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, held_bytes
 from safekeep.backup.outlook import MailboxReader
-from safekeep.backup.pipeline import Ready, ahead, ready
+from safekeep.backup.pipeline import Ready, ahead, gather_bounded, ready
 from safekeep.backup.services.mail import search as fields
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
@@ -832,10 +832,11 @@ class MailCollector(MailboxReader):
 
         async def small_then_expanded() -> None:
             await small_mime()
-            await asyncio.gather(*(stream_one(m) for m in large if m in expanding))
+            await gather_bounded(stream_one(m) for m in large if m in expanding)
 
-        await asyncio.gather(
-            small_then_expanded(), *(stream_one(m) for m in large if m not in expanding)
+        # A failure cancels the rest of the group's fetches: nothing outlives the step.
+        await gather_bounded(
+            [small_then_expanded(), *(stream_one(m) for m in large if m not in expanding)]
         )
         return fetched, failed
 

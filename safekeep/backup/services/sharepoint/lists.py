@@ -27,10 +27,10 @@ from urllib.parse import quote
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord, SearchFields
 from safekeep.backup.collect import CollectContext
-from safekeep.backup.drive.collect import gather_bounded
 from safekeep.backup.drive.delta import DeltaSpec, Json, run_delta
 from safekeep.backup.drive.model import parse_time, who
 from safekeep.backup.drive.restore import RestoreFailed, made_once
+from safekeep.backup.pipeline import gather_bounded
 from safekeep.backup.services.base import ExportEntry, RestoreContext, read_document
 from safekeep.graph.errors import AuthError, GraphError
 from safekeep.settings import settings
