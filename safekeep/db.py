@@ -6,8 +6,10 @@ The edge (a request, an actor) owns the unit of work: it opens a session from
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -53,6 +55,8 @@ def is_sqlite(url: str) -> bool:
 
 CONNECT_TIMEOUT_SECONDS = 5
 CHECKOUT_TIMEOUT_SECONDS = 30
+# How long a SQLite write waits for the database's write lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -65,7 +69,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         # Only a WAL database lets readers ignore writers (not, e.g., an in-memory one).
         driver.reads_inline = wal
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.close()
 
 
@@ -74,21 +78,31 @@ _ROW_CALLS = frozenset({"fetchall", "fetchone", "fetchmany", "close"})
 
 
 class ReadsInline(aiosqlite.Connection):
-    """An aiosqlite connection that runs reads on the calling (event loop) thread and only
-    what may wait for SQLite's write lock on its own thread.
+    """An aiosqlite connection that runs on the calling (event loop) thread whatever cannot
+    wait for SQLite's write lock, and only what may wait on its own thread.
 
     aiosqlite hands every call (cursor, execute, each fetch, close, commit) to the
     connection's thread and back: a dozen thread switches per API request, which profiled as
     the largest single cost of the embedded API. A ``SELECT`` on a WAL database never waits
     for a writer (readers see the last committed snapshot), so it takes microseconds and is
-    cheaper done in place. Statements that may wait up to ``busy_timeout`` for the worker
-    process's write transaction (INSERT, UPDATE, DELETE, DDL, PRAGMA, a COMMIT that has
-    writes to make durable) still go through the thread, so the event loop never blocks on
-    a lock. The connection is never used by both threads at once: the loop awaits each
-    call, inline or not, before the next."""
+    cheaper done in place. The statement that opens a write transaction may wait, for
+    another connection's transaction, so it goes through the thread (the event loop never
+    blocks on a lock), and so does the commit that makes the writes durable; once that first
+    write has taken the lock, the transaction's further statements cannot wait for anyone
+    and run in place. The connection is never used by both threads at once: the loop awaits
+    each call, inline or not, before the next.
+
+    Writers within one process queue on the database's write gate (``write_gate``) rather
+    than in SQLite's busy handler, and hold it for their whole transaction."""
 
     # Set once the connection is known to be in WAL mode (see _sqlite_pragmas).
     reads_inline = False
+    # The process's write gate for this database (None: no gate, see write_gate); whether
+    # this connection's open transaction holds it, and whether a write of that transaction
+    # has succeeded (so it holds SQLite's write lock too).
+    gate: threading.Lock | None = None
+    holds_gate = False
+    wrote = False
 
     def _inline(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
         if not self.reads_inline:
@@ -98,9 +112,9 @@ class ReadsInline(aiosqlite.Connection):
         if isinstance(owner, sqlite3.Cursor):
             if name in _ROW_CALLS:
                 return True
-            return (
-                name == "execute" and bool(args) and _is_read(args[0])  # the SQL text
-            )
+            if name == "execute" and bool(args) and _is_read(args[0]):  # the SQL text
+                return True
+            return self.wrote and name in ("execute", "executemany")
         if isinstance(owner, sqlite3.Connection):
             if name == "cursor":
                 return True
@@ -110,12 +124,75 @@ class ReadsInline(aiosqlite.Connection):
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._running and self._connection is not None and self._inline(fn, args):
-            return fn(*args, **kwargs)
-        return await super()._execute(fn, *args, **kwargs)
+            return self._gated(fn, args, kwargs) if self.wrote else fn(*args, **kwargs)
+        if self.gate is None:
+            return await super()._execute(fn, *args, **kwargs)
+        return await super()._execute(self._gated, fn, args, kwargs)
+
+    def _gated(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``fn`` holding the process's write gate from the statement that opens a write
+        transaction until the transaction ends (commit, rollback, close, or the opening
+        statement failing)."""
+        writes = _may_write(fn, args)
+        if self.gate is not None and not self.holds_gate and writes:
+            if not self.gate.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS):
+                raise sqlite3.OperationalError("database is locked")
+            self.holds_gate = True
+        try:
+            result = fn(*args, **kwargs)
+            if writes and _in_transaction(self._connection):
+                self.wrote = True
+            return result
+        finally:
+            if not _in_transaction(self._connection):
+                self.wrote = False
+                if self.holds_gate:
+                    self.holds_gate = False
+                    assert self.gate is not None
+                    self.gate.release()
 
 
 def _is_read(sql: object) -> bool:
     return isinstance(sql, str) and sql.lstrip()[:6].upper() == _READ_PREFIX
+
+
+def _may_write(fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+    """A statement that may open a write transaction (anything executed but a SELECT)."""
+    owner = getattr(fn, "__self__", None)
+    name = getattr(fn, "__name__", "")
+    return (
+        isinstance(owner, sqlite3.Cursor | sqlite3.Connection)
+        and name in ("execute", "executemany", "executescript")
+        and not _is_read(args[0] if args else None)
+    )
+
+
+def _in_transaction(connection: sqlite3.Connection | None) -> bool:
+    try:
+        return connection is not None and connection.in_transaction
+    except sqlite3.ProgrammingError:  # closed
+        return False
+
+
+# SQLite lets one connection write at a time; the others wait in its busy handler, which
+# polls by sleeping 1, 2, 5, 10, 15, 20, 25 ... ms whatever the lock's holder is doing. With
+# a worker's eight backup tasks each committing small transactions on their own connections,
+# those sleeps were most of an incremental's wall time (an strace of one showed 378 of them,
+# 1-25 ms each). Within a process, writers queue on a lock instead and take the database's
+# write lock the moment the previous transaction ends; the busy handler remains for writers
+# in other processes (the API and the worker of ``safekeep serve``).
+GATE_STATS = [0, 0, 0.0]
+_WRITE_GATES: dict[str, threading.Lock] = {}
+_WRITE_GATES_LOCK = threading.Lock()
+
+
+def write_gate(database: str) -> threading.Lock | None:
+    """The process's write gate for a database file (None for a private in-memory one)."""
+    if database in ("", ":memory:") or "mode=memory" in database:
+        return None
+    key = database if database.startswith("file:") else os.path.realpath(database)
+    with _WRITE_GATES_LOCK:
+        return _WRITE_GATES.setdefault(key, threading.Lock())
 
 
 def _connect_reads_inline(database: str, **kwargs: Any) -> ReadsInline:
@@ -125,6 +202,7 @@ def _connect_reads_inline(database: str, **kwargs: Any) -> ReadsInline:
     iter_chunk_size = kwargs.pop("iter_chunk_size", 64)
     connection = ReadsInline(lambda: sqlite3.connect(database, **kwargs), iter_chunk_size)
     connection._thread.daemon = True
+    connection.gate = write_gate(database)
     return connection
 
 
@@ -132,7 +210,11 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = to_async_url(url)
     if is_sqlite(url):
         engine = create_async_engine(
-            url, connect_args={"timeout": 30, "async_creator_fn": _connect_reads_inline}
+            url,
+            connect_args={
+                "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                "async_creator_fn": _connect_reads_inline,
+            },
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -1,7 +1,8 @@
-"""The database layer's two speed-ups keep their promises: on SQLite, reads run on the event
-loop's thread yet never wait for a writer, and a write waiting for the lock never blocks the
-loop; on PostgreSQL, a GET's session sends no BEGIN/COMMIT for reads and still commits (or
-rolls back) its writes together."""
+"""The database layer's speed-ups keep their promises: on SQLite, reads run on the event
+loop's thread yet never wait for a writer, a write waiting for the lock never blocks the
+loop, and writers of one process queue on a gate (not in SQLite's sleeping busy handler)
+that every way a transaction ends gives back; on PostgreSQL, a GET's session sends no
+BEGIN/COMMIT for reads and still commits (or rolls back) its writes together."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep import db as db_module
 from safekeep.db import Database, ReadsInline
 
 
@@ -101,6 +103,119 @@ async def test_sqlite_reads_ignore_a_writer_and_waiting_writes_leave_the_loop_fr
         other.close()
     async with sqlite_db.session() as session:
         assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3
+
+
+async def driver_of(session: AsyncSession) -> ReadsInline:
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, ReadsInline)
+    return driver
+
+
+async def test_sqlite_a_transaction_opens_on_its_thread_then_writes_in_place(
+    sqlite_db: Database,
+) -> None:
+    """The write that opens a transaction (it may wait for the lock) and the commit run on
+    the connection's thread; once the transaction holds the lock, its writes run in place."""
+    statements: list[tuple[str, bool]] = []
+    loop_thread = threading.current_thread().name
+
+    def trace(sql: str) -> None:
+        statements.append((sql.split()[0].upper(), threading.current_thread().name == loop_thread))
+
+    async with sqlite_db.session() as session:
+        driver = await driver_of(session)
+        gate = driver.gate
+        assert gate is not None
+        driver._conn.set_trace_callback(trace)
+        try:
+            await session.execute(text("INSERT INTO t VALUES (2)"))
+            assert gate.locked() and driver.holds_gate and driver.wrote
+            await session.execute(text("UPDATE t SET x = x + 10 WHERE x = 2"))
+            await session.execute(text("DELETE FROM t WHERE x = 1"))
+            await session.commit()
+            assert not gate.locked() and not driver.holds_gate and not driver.wrote
+        finally:
+            driver._conn.set_trace_callback(None)
+    assert statements == [
+        ("BEGIN", False),  # the sqlite3 module's implicit BEGIN before the first write
+        ("INSERT", False),
+        ("UPDATE", True),
+        ("DELETE", True),
+        ("COMMIT", False),
+    ]
+    async with sqlite_db.session() as session:
+        assert (await session.execute(text("SELECT x FROM t"))).scalars().all() == [12]
+
+
+async def test_sqlite_writers_of_one_process_queue_on_the_gate(sqlite_db: Database) -> None:
+    """A second writer waits for the first's transaction to end, off the loop, then commits;
+    the gate comes back after a rollback and after an opening write that failed."""
+    first_wrote = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def first() -> None:
+        async with sqlite_db.session() as session:
+            await session.execute(text("INSERT INTO t VALUES (10)"))
+            first_wrote.set()
+            await release_first.wait()
+
+    async def second() -> None:
+        async with sqlite_db.session() as session:
+            await session.execute(text("INSERT INTO t VALUES (20)"))
+
+    one = asyncio.create_task(first())
+    await first_wrote.wait()
+    two = asyncio.create_task(second())
+    await asyncio.sleep(0.3)
+    assert not two.done()  # queued behind the first's open transaction
+    release_first.set()
+    await asyncio.wait_for(asyncio.gather(one, two), 10)
+
+    async def failing() -> None:
+        async with sqlite_db.session() as session:
+            await session.execute(text("INSERT INTO t VALUES (30)"))
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await failing()
+    with pytest.raises(Exception, match="no such table"):
+        async with sqlite_db.session() as session:
+            await session.execute(text("INSERT INTO missing VALUES (1)"))
+    async with sqlite_db.session() as session:
+        driver = await driver_of(session)
+        assert driver.gate is not None and not driver.gate.locked()
+        values = (await session.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all()
+    assert values == [1, 10, 20]
+
+
+async def test_sqlite_a_writer_kept_waiting_too_long_is_told_the_database_is_locked(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
+    holding = asyncio.Event()
+    done = asyncio.Event()
+
+    async def holder() -> None:
+        async with sqlite_db.session() as session:
+            await session.execute(text("INSERT INTO t VALUES (5)"))
+            holding.set()
+            await done.wait()
+
+    task = asyncio.create_task(holder())
+    await holding.wait()
+    try:
+        with pytest.raises(Exception, match="database is locked"):
+            async with sqlite_db.session() as session:
+                await session.execute(text("INSERT INTO t VALUES (6)"))
+    finally:
+        done.set()
+        await task
+    async with sqlite_db.session() as session:
+        assert (await session.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all() == [
+            1,
+            5,
+        ]
 
 
 @pytest.fixture
