@@ -486,15 +486,22 @@ class Transport:
 
     def graph_path(self, url: str) -> str:
         """The decoded path of ``url`` when it is on Graph's origin, else "": what throttling
-        keys are made of. URLs we built ourselves (``absolute``, one per request inside every
-        ``$batch``) are read without a full URL parse; anything else goes through httpx."""
+        keys are made of."""
+        path, on_origin = self._path_of(url)
+        return path if on_origin else ""
+
+    def _path_of(self, url: str) -> tuple[str, bool]:
+        """The decoded path of an absolute ``url``, and whether it is on Graph's origin. URLs
+        on the origin (ours from ``absolute``, and Graph's next and delta links, whose
+        skiptokens make them long) are read without a full URL parse; anything else goes
+        through httpx."""
         prefix = self.root + "/"
         if url.startswith(prefix):
             path = url[len(self.root) :].partition("?")[0]
             if "#" not in path and "/." not in path:  # no fragment, no dot segments
-                return unquote(path)
+                return unquote(path), True
         parsed = httpx.URL(url)
-        return parsed.path if self._is_origin(parsed) else ""
+        return parsed.path, self._is_origin(parsed)
 
     # -- URLs, headers, answers ------------------------------------------------------------------
 
@@ -515,7 +522,7 @@ class Transport:
 
     def version_path(self, path_or_url: str) -> str:
         if is_absolute(path_or_url):
-            return httpx.URL(path_or_url).path
+            return self._path_of(path_or_url)[0]
         path = path_or_url if path_or_url.startswith("/") else "/" + path_or_url
         if path.startswith(("/v1.0/", "/beta/")):
             return path

@@ -15,7 +15,7 @@ import trustme
 
 from safekeep.graph import InProcessLimiter
 from safekeep.graph.netio import AsyncioHTTPTransport, graph_http_client
-from safekeep.graph.transport import Transport
+from safekeep.graph.transport import Transport, is_absolute
 
 BODY = os.urandom(3 * 1024 * 1024 + 17)  # many TLS records, not a multiple of any buffer
 
@@ -118,7 +118,7 @@ async def test_an_untrusted_certificate_is_refused(server: Server) -> None:
 
 
 @pytest.mark.parametrize("root", ["https://graph.microsoft.com", "https://127.0.0.1:8443"])
-async def test_graph_path_reads_as_httpx_does(root: str) -> None:
+async def test_graph_and_version_paths_read_as_httpx_does(root: str) -> None:
     async with httpx.AsyncClient() as http:
         transport = Transport(
             graph_url=f"{root}/v1.0",
@@ -145,3 +145,5 @@ async def test_graph_path_reads_as_httpx_does(root: str) -> None:
             parsed = httpx.URL(url)
             expected = parsed.path if transport.same_origin(url) else ""
             assert transport.graph_path(url) == expected, url
+            if is_absolute(url):  # as Graph writes them (a scheme in capitals is a path here)
+                assert transport.version_path(url) == parsed.path, url
