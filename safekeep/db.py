@@ -123,11 +123,65 @@ class ReadsInline(aiosqlite.Connection):
         return False
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._running and self._connection is not None and self._inline(fn, args):
-            return self._gated(fn, args, kwargs) if self.wrote else fn(*args, **kwargs)
+        if self._running and self._connection is not None:
+            if self._inline(fn, args):
+                return self._gated(fn, args, kwargs) if self.wrote else fn(*args, **kwargs)
+            opened = self._open_in_place(fn, args, kwargs)
+            if opened is not _WAIT:
+                return opened
         if self.gate is None:
             return await super()._execute(fn, *args, **kwargs)
         return await super()._execute(self._gated, fn, args, kwargs)
+
+    def _open_in_place(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Open a write transaction on the loop's thread when nothing stands in the way: the
+        gate is free and SQLite's lock is taken at once (the busy handler is off for this one
+        statement). Otherwise ``_WAIT``, with nothing changed: the statement then waits on the
+        connection's thread. In place, the transaction holds the lock from its first write
+        without waiting for the loop to come back to it."""
+        if not (self.reads_inline and self.gate is not None and not self.holds_gate):
+            return _WAIT
+        if not _may_write(fn, args) or not self.gate.acquire(blocking=False):
+            return _WAIT
+        connection = self._connection
+        assert connection is not None
+        try:
+            connection.execute("PRAGMA busy_timeout=0")
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                connection.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                self._end_if_closed(release=True)
+                raise
+            # Another process holds the lock: undo the sqlite3 module's implicit BEGIN (the
+            # transaction has nothing in it) and wait on the thread like any other writer.
+            connection.rollback()
+            self.gate.release()
+            return _WAIT
+        except BaseException:
+            self._end_if_closed(release=True)
+            raise
+        self.holds_gate = True
+        self.wrote = _takes_write_lock(args) and _in_transaction(connection)
+        self._end_if_closed(release=False)
+        return result
+
+    def _end_if_closed(self, *, release: bool) -> None:
+        """After a statement that held the gate: give it back unless a transaction is open
+        (``release``: the gate was taken for that statement alone)."""
+        if _in_transaction(self._connection):
+            if release:
+                self.holds_gate = True
+            return
+        self.wrote = False
+        if self.holds_gate or release:
+            self.holds_gate = False
+            assert self.gate is not None
+            self.gate.release()
 
     def _gated(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run ``fn`` holding the process's write gate from the statement that opens a write
@@ -140,7 +194,7 @@ class ReadsInline(aiosqlite.Connection):
             self.holds_gate = True
         try:
             result = fn(*args, **kwargs)
-            if writes and _in_transaction(self._connection):
+            if _takes_write_lock(args) and _in_transaction(self._connection):
                 self.wrote = True
             return result
         finally:
@@ -150,6 +204,9 @@ class ReadsInline(aiosqlite.Connection):
                     self.holds_gate = False
                     assert self.gate is not None
                     self.gate.release()
+
+
+_WAIT = object()  # _open_in_place: the statement must wait on the connection's thread
 
 
 def _is_read(sql: object) -> bool:
@@ -165,6 +222,16 @@ def _may_write(fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
         and name in ("execute", "executemany", "executescript")
         and not _is_read(args[0] if args else None)
     )
+
+
+# Statements that take SQLite's write lock when they run, whether or not they change a row
+# (a SAVEPOINT or a deferred BEGIN opens a transaction without it).
+_LOCKING_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _takes_write_lock(args: tuple[Any, ...]) -> bool:
+    sql = args[0] if args else None
+    return isinstance(sql, str) and sql.lstrip()[:7].upper().startswith(_LOCKING_WRITES)
 
 
 def _in_transaction(connection: sqlite3.Connection | None) -> bool:

@@ -33,31 +33,6 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
     await db.dispose()
 
 
-async def test_sqlite_reads_run_on_the_loop_thread_and_writes_on_their_own(
-    sqlite_db: Database,
-) -> None:
-    threads: dict[str, set[str]] = {"SELECT": set(), "INSERT": set()}
-
-    def trace(sql: str) -> None:
-        kind = sql.lstrip()[:6].upper()
-        if kind in threads:
-            threads[kind].add(threading.current_thread().name)
-
-    async with sqlite_db.session() as session:
-        raw = await (await session.connection()).get_raw_connection()
-        driver = raw.driver_connection
-        assert isinstance(driver, ReadsInline) and driver.reads_inline
-        driver._conn.set_trace_callback(trace)
-        try:
-            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
-            await session.execute(text("INSERT INTO t VALUES (2)"))
-            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
-        finally:
-            driver._conn.set_trace_callback(None)
-    assert threads["SELECT"] == {threading.current_thread().name}
-    assert threads["INSERT"] and threading.current_thread().name not in threads["INSERT"]
-
-
 async def test_sqlite_reads_ignore_a_writer_and_waiting_writes_leave_the_loop_free(
     sqlite_db: Database, tmp_path: Path
 ) -> None:
@@ -112,23 +87,27 @@ async def driver_of(session: AsyncSession) -> ReadsInline:
     return driver
 
 
-async def test_sqlite_a_transaction_opens_on_its_thread_then_writes_in_place(
+async def test_sqlite_reads_and_an_unhindered_transaction_run_in_place(
     sqlite_db: Database,
 ) -> None:
-    """The write that opens a transaction (it may wait for the lock) and the commit run on
-    the connection's thread; once the transaction holds the lock, its writes run in place."""
+    """Reads run on the loop's thread; so does a write transaction whose first write takes
+    the lock at once (the gate is free and no other process writes), and its later writes;
+    the commit, which makes the writes durable, runs on the connection's thread."""
     statements: list[tuple[str, bool]] = []
     loop_thread = threading.current_thread().name
 
     def trace(sql: str) -> None:
-        statements.append((sql.split()[0].upper(), threading.current_thread().name == loop_thread))
+        kind = sql.split()[0].upper()
+        if kind != "PRAGMA":
+            statements.append((kind, threading.current_thread().name == loop_thread))
 
     async with sqlite_db.session() as session:
         driver = await driver_of(session)
         gate = driver.gate
-        assert gate is not None
+        assert gate is not None and driver.reads_inline
         driver._conn.set_trace_callback(trace)
         try:
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
             await session.execute(text("INSERT INTO t VALUES (2)"))
             assert gate.locked() and driver.holds_gate and driver.wrote
             await session.execute(text("UPDATE t SET x = x + 10 WHERE x = 2"))
@@ -138,8 +117,9 @@ async def test_sqlite_a_transaction_opens_on_its_thread_then_writes_in_place(
         finally:
             driver._conn.set_trace_callback(None)
     assert statements == [
-        ("BEGIN", False),  # the sqlite3 module's implicit BEGIN before the first write
-        ("INSERT", False),
+        ("SELECT", True),
+        ("BEGIN", True),  # the sqlite3 module's implicit BEGIN before the first write
+        ("INSERT", True),
         ("UPDATE", True),
         ("DELETE", True),
         ("COMMIT", False),
@@ -187,6 +167,35 @@ async def test_sqlite_writers_of_one_process_queue_on_the_gate(sqlite_db: Databa
         assert driver.gate is not None and not driver.gate.locked()
         values = (await session.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all()
     assert values == [1, 10, 20]
+
+
+async def test_sqlite_a_savepoint_first_does_not_count_as_holding_the_lock(
+    sqlite_db: Database,
+) -> None:
+    """A SAVEPOINT opens a transaction without SQLite's write lock: the write after it may
+    still wait for another process, so it goes through the connection's thread."""
+    loop_thread = threading.current_thread().name
+    inserts: list[bool] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("INSERT"):
+            inserts.append(threading.current_thread().name == loop_thread)
+
+    async with sqlite_db.session() as session:
+        driver = await driver_of(session)
+        driver._conn.set_trace_callback(trace)
+        try:
+            async with session.begin_nested():  # its SAVEPOINT goes with the first statement
+                await session.execute(text("INSERT INTO t VALUES (7)"))
+                assert driver.holds_gate and driver.wrote
+        finally:
+            driver._conn.set_trace_callback(None)
+    assert inserts == [False]
+    async with sqlite_db.session() as session:
+        assert (await session.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all() == [
+            1,
+            7,
+        ]
 
 
 async def test_sqlite_a_writer_kept_waiting_too_long_is_told_the_database_is_locked(
