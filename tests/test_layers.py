@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.fixtures.source import parse
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("safekeep", "graphsim")
 
@@ -111,7 +113,7 @@ def imports_of(
             else:
                 visit(child, runs)
 
-    visit(ast.parse(source), True)
+    visit(parse(source), True)
     return found
 
 
@@ -319,7 +321,7 @@ def test_resource_packages_are_named_by_role() -> None:
 
 def _actors() -> dict[str, str]:
     """Actor name -> queue, read from ``@actor("queue", ...)`` in workers/actors.py."""
-    tree = ast.parse((ROOT / "safekeep/workers/actors.py").read_text(encoding="utf-8"))
+    tree = parse((ROOT / "safekeep/workers/actors.py").read_text(encoding="utf-8"))
     found = {}
     for node in tree.body:
         if isinstance(node, ast.AsyncFunctionDef):

@@ -34,6 +34,7 @@ from safekeep.search.documents import SearchDocument
 from safekeep.tenants.models import Account, AccountKind, Policy
 from tests.backup import profile_service
 from tests.backup.harness import EngineHarness
+from tests.fixtures.source import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ("mail", "calendar", "contacts", "onedrive", "sharepoint", "teams")
@@ -198,7 +199,7 @@ def test_no_literal_list_of_service_names_is_left() -> None:
         relative = path.relative_to(ROOT).as_posix()
         if relative == "safekeep/registry.py" or relative.startswith("safekeep/graph/"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Tuple | ast.List | ast.Set):
                 elements = node.elts
             elif isinstance(node, ast.Dict):
@@ -212,7 +213,7 @@ def test_no_literal_list_of_service_names_is_left() -> None:
 
 
 def test_the_literal_check_would_see_one() -> None:
-    node = ast.parse('FOUND = {"calendar": "mail", "contacts": "mail"}').body[0]
+    node = parse('FOUND = {"calendar": "mail", "contacts": "mail"}').body[0]
     assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
     keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
     assert len(keys & set(BUILTIN)) == 2

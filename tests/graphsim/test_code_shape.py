@@ -9,6 +9,7 @@ from pathlib import Path
 
 import graphsim
 from graphsim import server
+from tests.fixtures.source import parse
 
 MAX_LINES = 80
 PACKAGE = Path(graphsim.__file__).parent
@@ -18,7 +19,7 @@ def long_functions(source: str, limit: int = MAX_LINES) -> list[tuple[str, int, 
     """(name, first line, length) of every function, nested ones included, longer than
     ``limit`` lines (decorators not counted, docstrings and comments counted)."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             length = (node.end_lineno or node.lineno) - node.lineno + 1
             if length > limit:
@@ -29,7 +30,7 @@ def long_functions(source: str, limit: int = MAX_LINES) -> list[tuple[str, int, 
 def nested_route_handlers(source: str) -> list[str]:
     """Functions defined inside another function and decorated with ``<router>.add(...)``."""
     found = []
-    for outer in ast.walk(ast.parse(source)):
+    for outer in ast.walk(parse(source)):
         if not isinstance(outer, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         for inner in ast.walk(outer):
