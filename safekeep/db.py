@@ -251,6 +251,9 @@ def _in_transaction(connection: sqlite3.Connection | None) -> bool:
 GATE_STATS = [0, 0, 0.0]
 _WRITE_GATES: dict[str, threading.Lock] = {}
 _WRITE_GATES_LOCK = threading.Lock()
+# A forked child starts without connections: it must not inherit a gate some thread of the
+# parent held at the fork (``safekeep serve`` spawns its worker, but a host process may fork).
+os.register_at_fork(after_in_child=_WRITE_GATES.clear)
 
 
 def write_gate(database: str) -> threading.Lock | None:
