@@ -6,6 +6,7 @@ Actors are declared once (``safekeep.workers.actors``) and bound to whichever br
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import dramatiq
@@ -25,6 +26,9 @@ _ACTORS: dict[str, dramatiq.Actor] = {}
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 AMQP_SCHEMES = ("amqp://", "amqps://")
+log = structlog.get_logger(__name__)
+# How long a worker shutting down waits for its pools and clients to close.
+CLOSE_TIMEOUT_SECONDS = 10.0
 # /readyz must answer within its own 5 s budget even when the broker host swallows packets.
 PING_TIMEOUT_SECONDS = 3.0
 
@@ -43,15 +47,25 @@ class CloseRuntimes(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         async def close() -> None:
-            await close_loop_resources()
-            await close_runtimes()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await close_loop_resources()
+                    await close_runtimes()
+            except TimeoutError:
+                # A shutdown must end: name what was still waiting, and let the process go.
+                pending = [
+                    f"{task.get_name()}: {task.get_coro()!r}"
+                    for task in asyncio.all_tasks()
+                    if task is not asyncio.current_task()
+                ]
+                log.warning("worker_cleanup_timed_out", pending=pending[:20])
 
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:
             try:
                 loop_thread.run_coroutine(close())
             except Exception:  # shutting down: log and carry on
-                structlog.get_logger(__name__).warning("worker_cleanup_failed", exc_info=True)
+                log.warning("worker_cleanup_failed", exc_info=True)
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
