@@ -103,9 +103,12 @@ class _GroupCommit:
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._inbox: queue.SimpleQueue[_Put | None] = queue.SimpleQueue()
+        # The running commit thread and its inbox. Each thread has its own inbox (and its own
+        # descriptor, see _run): a put after close() starts a new thread rather than landing
+        # behind the closed one's sentinel, and close() stops the thread it found, whatever
+        # puts race it (a backup still storing while its worker shuts down).
         self._thread: threading.Thread | None = None
-        self._root_fd: int | None = None
+        self._inbox: queue.SimpleQueue[_Put | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
 
     def submit(self, put: _Put) -> Future[bool]:
@@ -113,49 +116,54 @@ class _GroupCommit:
             if self._thread is None:
                 self._root.mkdir(parents=True, exist_ok=True)
                 # The descriptor that syncfs reports this store's writeback errors on: held
-                # open for the store's life, so an error is seen once, by the group it hit.
-                self._root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY)
+                # open for the thread's life, so an error is seen once, by the group it hit.
+                root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY)
+                self._inbox = queue.SimpleQueue()
                 self._thread = threading.Thread(
-                    target=self._run, name="blobstore-local-commit", daemon=True
+                    target=self._run,
+                    args=(self._inbox, root_fd),
+                    name="blobstore-local-commit",
+                    daemon=True,
                 )
                 self._thread.start()
-        self._inbox.put(put)
+            self._inbox.put(put)
         return put.done
 
     def close(self) -> None:
         with self._lock:
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._inbox.put(None)  # after every put this thread was given
         if thread is not None:
-            self._inbox.put(None)
             thread.join()
-        if self._root_fd is not None:
-            os.close(self._root_fd)
-            self._root_fd = None
 
-    def _run(self) -> None:
-        while True:
-            first = self._inbox.get()
-            if first is None:
-                return
-            group, size = [first], len(first.data)
-            while len(group) < GROUP_MAX_OBJECTS and size < GROUP_MAX_BYTES:
+    def _run(self, inbox: queue.SimpleQueue[_Put | None], root_fd: int) -> None:
+        try:
+            while True:
+                first = inbox.get()
+                if first is None:
+                    return
+                group, size = [first], len(first.data)
+                while len(group) < GROUP_MAX_OBJECTS and size < GROUP_MAX_BYTES:
+                    try:
+                        nxt = inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        inbox.put(None)  # close after this group
+                        break
+                    group.append(nxt)
+                    size += len(nxt.data)
                 try:
-                    nxt = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._inbox.put(None)  # close after this group
-                    break
-                group.append(nxt)
-                size += len(nxt.data)
-            try:
-                self._commit(group)
-            except BaseException as exc:  # never leave a put unanswered, nor the thread dead
-                for put in group:
-                    if not put.done.done():
-                        put.done.set_exception(exc)
+                    self._commit(group, root_fd)
+                except BaseException as exc:  # never leave a put unanswered, nor the thread dead
+                    for put in group:
+                        if not put.done.done():
+                            put.done.set_exception(exc)
+        finally:
+            os.close(root_fd)
 
-    def _commit(self, group: list[_Put]) -> None:
+    def _commit(self, group: list[_Put], root_fd: int) -> None:
         staged: list[_Put] = []
         for put in group:
             if not put.done.set_running_or_notify_cancel():
@@ -171,7 +179,7 @@ class _GroupCommit:
         if not staged:
             return
         try:
-            self._sync(staged, names=False)
+            self._sync(staged, root_fd, names=False)
         except BaseException as exc:
             for put in staged:
                 _discard(put)
@@ -187,7 +195,7 @@ class _GroupCommit:
         if not placed:
             return
         try:
-            self._sync([put for put, _ in placed], names=True)
+            self._sync([put for put, _ in placed], root_fd, names=True)
         except BaseException as exc:
             for put, _ in placed:
                 put.done.set_exception(exc)
@@ -195,9 +203,10 @@ class _GroupCommit:
         for put, created in placed:
             put.done.set_result(created)
 
-    def _sync(self, group: list[_Put], *, names: bool) -> None:
-        if _SYNCFS is not None and self._root_fd is not None:
-            if _SYNCFS(self._root_fd) != 0:
+    @staticmethod
+    def _sync(group: list[_Put], root_fd: int, *, names: bool) -> None:
+        if _SYNCFS is not None:
+            if _SYNCFS(root_fd) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"syncfs: {os.strerror(err)}")
             return

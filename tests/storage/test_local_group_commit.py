@@ -128,3 +128,38 @@ async def test_one_object_that_cannot_take_its_name_fails_alone(tmp_path: Path) 
     assert await store.get("t/b") == b"fine" and await store.get("t/c") == b"fine too"
     assert temp_files(tmp_path) == []
     await store.close()
+
+
+def test_closing_while_puts_keep_arriving_ends_and_answers_every_put(tmp_path: Path) -> None:
+    """A worker shutting down closes its store while backups still store chunks: close()
+    must stop the commit thread it found (it once joined a thread that never got the word,
+    because a put racing it had started a second one that took the word instead), and every
+    put is answered, by the old thread or by a new one."""
+    import threading
+
+    commits = localstore._GroupCommit(tmp_path)
+    stop = threading.Event()
+    answered: list[bool] = []
+
+    def keep_putting(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            done = commits.submit(localstore._Put(tmp_path / f"w{n}" / f"k{i}", b"x", False))
+            answered.append(done.result(timeout=30))
+            i += 1
+
+    writers = [threading.Thread(target=keep_putting, args=(n,)) for n in range(4)]
+    for writer in writers:
+        writer.start()
+    for _ in range(50):
+        closer = threading.Thread(target=commits.close)
+        closer.start()
+        closer.join(30)
+        assert not closer.is_alive()
+    stop.set()
+    for writer in writers:
+        writer.join(60)
+        assert not writer.is_alive()
+    commits.close()
+    assert answered and all(answered)
+    assert not [t for t in threading.enumerate() if t.name == "blobstore-local-commit"]
