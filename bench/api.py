@@ -654,7 +654,11 @@ def profiling(server: Server, out: Path | None) -> Iterator[None]:
 
 def summarize_profile(raw: Path, out: Path, top: int = 40) -> None:
     """py-spy's collapsed stacks, turned into self and inclusive shares per function of the
-    samples taken while serving a request (idle threads and the event loop's wait excluded)."""
+    samples taken while serving a request (idle threads and the event loop's wait excluded).
+
+    A request's statements run inside SQLAlchemy's greenlets, which py-spy shows as stacks
+    of their own, without the ASGI frames above them; in the API's process (the worker runs
+    in a child) every SQLAlchemy stack is a request's, so those count as serving too."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = every = 0
@@ -665,7 +669,7 @@ def summarize_profile(raw: Path, out: Path, top: int = 40) -> None:
         count = int(count_text)
         every += count
         frames = stack.split(";")
-        if not any("run_asgi" in frame for frame in frames):
+        if not any("run_asgi" in frame or "sqlalchemy/" in frame for frame in frames):
             continue
         total += count
         own[frames[-1]] += count
