@@ -85,12 +85,14 @@ class ReadsInline(aiosqlite.Connection):
     connection's thread and back: a dozen thread switches per API request, which profiled as
     the largest single cost of the embedded API. A ``SELECT`` on a WAL database never waits
     for a writer (readers see the last committed snapshot), so it takes microseconds and is
-    cheaper done in place. The statement that opens a write transaction may wait, for
-    another connection's transaction, so it goes through the thread (the event loop never
-    blocks on a lock), and so does the commit that makes the writes durable; once that first
-    write has taken the lock, the transaction's further statements cannot wait for anyone
-    and run in place. The connection is never used by both threads at once: the loop awaits
-    each call, inline or not, before the next.
+    cheaper done in place. The statement that opens a write transaction may have to wait
+    for another connection's transaction: it runs in place only when it cannot (the gate is
+    free and SQLite grants the lock at once, see ``_open_in_place``), and otherwise waits on
+    the thread, so the event loop never blocks on a lock. Once that first write has taken
+    the lock, the transaction's further statements cannot wait for anyone and run in place;
+    the commit, which makes the writes durable, goes through the thread. The connection is
+    never used by both threads at once: the loop awaits each call, inline or not, before
+    the next.
 
     Writers within one process queue on the database's write gate (``write_gate``) rather
     than in SQLite's busy handler, and hold it for their whole transaction."""
@@ -244,11 +246,10 @@ def _in_transaction(connection: sqlite3.Connection | None) -> bool:
 # SQLite lets one connection write at a time; the others wait in its busy handler, which
 # polls by sleeping 1, 2, 5, 10, 15, 20, 25 ... ms whatever the lock's holder is doing. With
 # a worker's eight backup tasks each committing small transactions on their own connections,
-# those sleeps were most of an incremental's wall time (an strace of one showed 378 of them,
-# 1-25 ms each). Within a process, writers queue on a lock instead and take the database's
-# write lock the moment the previous transaction ends; the busy handler remains for writers
-# in other processes (the API and the worker of ``safekeep serve``).
-GATE_STATS = [0, 0, 0.0]
+# an strace of one incremental showed 378 of those sleeps, 1-25 ms each. Within a process,
+# writers queue on a lock instead and take the database's write lock the moment the previous
+# transaction ends; the busy handler remains for writers in other processes (the API and the
+# worker of ``safekeep serve``).
 _WRITE_GATES: dict[str, threading.Lock] = {}
 _WRITE_GATES_LOCK = threading.Lock()
 # A forked child starts without connections: it must not inherit a gate some thread of the
