@@ -200,12 +200,7 @@ class ReadsInline(aiosqlite.Connection):
                 self.wrote = True
             return result
         finally:
-            if not _in_transaction(self._connection):
-                self.wrote = False
-                if self.holds_gate:
-                    self.holds_gate = False
-                    assert self.gate is not None
-                    self.gate.release()
+            self._end_if_closed(release=False)
 
 
 _WAIT = object()  # _open_in_place: the statement must wait on the connection's thread

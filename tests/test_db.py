@@ -87,6 +87,14 @@ async def driver_of(session: AsyncSession) -> ReadsInline:
     return driver
 
 
+async def hold_a_write(db: Database, value: int, wrote: asyncio.Event, end: asyncio.Event) -> None:
+    """Insert ``value``, say so, and keep the transaction open until ``end``; then commit."""
+    async with db.session() as session:
+        await session.execute(text("INSERT INTO t VALUES (:x)"), {"x": value})
+        wrote.set()
+        await end.wait()
+
+
 async def test_sqlite_reads_and_an_unhindered_transaction_run_in_place(
     sqlite_db: Database,
 ) -> None:
@@ -135,10 +143,7 @@ async def test_sqlite_writers_of_one_process_queue_on_the_gate(sqlite_db: Databa
     release_first = asyncio.Event()
 
     async def first() -> None:
-        async with sqlite_db.session() as session:
-            await session.execute(text("INSERT INTO t VALUES (10)"))
-            first_wrote.set()
-            await release_first.wait()
+        await hold_a_write(sqlite_db, 10, first_wrote, release_first)
 
     async def second() -> None:
         async with sqlite_db.session() as session:
@@ -204,14 +209,7 @@ async def test_sqlite_a_writer_kept_waiting_too_long_is_told_the_database_is_loc
     monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
     holding = asyncio.Event()
     done = asyncio.Event()
-
-    async def holder() -> None:
-        async with sqlite_db.session() as session:
-            await session.execute(text("INSERT INTO t VALUES (5)"))
-            holding.set()
-            await done.wait()
-
-    task = asyncio.create_task(holder())
+    task = asyncio.create_task(hold_a_write(sqlite_db, 5, holding, done))
     await holding.wait()
     try:
         with pytest.raises(Exception, match="database is locked"):
