@@ -209,13 +209,14 @@ def test_transfer_encodings_decode_as_get_payload_does_even_when_broken() -> Non
     st.binary(max_size=90),
     st.text(alphabet="ABab09+/=\r\n !*-_", max_size=30),
     st.sampled_from(["clean", "cut", "junk after", "junk before"]),
+    st.sampled_from(["\r\n", "\n", "\r"]),
 )
 def test_base64_bodies_decode_as_get_payload_does_whatever_their_shape(
-    payload: bytes, noise: str, shape: str
+    payload: bytes, noise: str, shape: str, linebreak: str
 ) -> None:
     # Well-formed base64 takes the fast decoder, the rest the lenient one: both must answer
-    # what the whole parse answers.
-    encoded = base64.encodebytes(payload).decode().replace("\n", "\r\n")
+    # what the whole parse answers, whichever line breaks (CRLF, LF, a lone CR) it has.
+    encoded = base64.encodebytes(payload).decode().replace("\n", linebreak)
     body = {
         "clean": encoded,
         "cut": encoded[: max(0, len(encoded) - 3)],
