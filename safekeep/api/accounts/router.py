@@ -10,7 +10,7 @@ from safekeep.api.auth import AdminPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.jobs.schemas import STARTS_JOB, JobOut, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Page, Paging, json_response, page_of
+from safekeep.api.schemas import Page, Paging, rows_response
 from safekeep.backup.jobs import purge
 from safekeep.errors import UnprocessableEntity
 from safekeep.tenants.account import service
@@ -44,7 +44,7 @@ async def list_accounts(
         protected=protected,
         search=q,
     )
-    return json_response(page_of(page, lambda row: AccountOut.model_construct(**row._mapping)))
+    return rows_response(page, AccountOut)
 
 
 @router.get("/{account_id}", response_model=AccountOut, responses=responses(401, 403, 404, 422))

@@ -9,7 +9,7 @@ from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Page, Paging, Timestamp, json_response, page_of
+from safekeep.api.schemas import Page, Paging, Timestamp, rows_response
 from safekeep.api.snapshots.schemas import SnapshotOut
 from safekeep.tenants.snapshot import service
 
@@ -41,4 +41,4 @@ async def list_snapshots(
         since=since,
         until=until,
     )
-    return json_response(page_of(page, lambda row: SnapshotOut.model_construct(**row._mapping)))
+    return rows_response(page, SnapshotOut)

@@ -1,0 +1,114 @@
+"""A page of rows written straight from the rows (``rows_response``) is byte for byte the page
+the model would write (``json_response(page_of(...))`` with a model per row)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import namedtuple
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from safekeep.api.accounts.schemas import AccountOut
+from safekeep.api.schemas import Page, json_response, page_of, rows_response
+from safekeep.api.snapshots.schemas import SnapshotOut
+from safekeep.tenants import pagination
+from safekeep.tenants.models import AccountKind, AccountState, SnapshotStatus
+
+WHEN = datetime(2026, 12, 4, 13, 55, 7, 123456, tzinfo=UTC)
+
+
+def _rows(model: type[BaseModel], values: list[dict[str, Any]]) -> list[Any]:
+    """Rows as SQLAlchemy gives them for ``select(*columns named as the model's fields)``:
+    named tuples (``Row`` has the same ``_asdict``), the fields in the model's order."""
+    row = namedtuple("row", list(model.model_fields))  # type: ignore[misc]
+    return [row(**v) for v in values]
+
+
+ACCOUNTS = [
+    {
+        "id": uuid.uuid4(),
+        "tenant_id": uuid.uuid4(),
+        "kind": AccountKind.user,
+        "graph_id": "0b1c",
+        "display_name": 'Zoë "quoted" <Ünïcode> \\ name',
+        "principal_name": "zoe@contoso.example",
+        "mail": None,
+        "protected": True,
+        "state": AccountState.active,
+        "licensed": True,
+        "account_enabled": False,
+        "services_found": {"mail": True, "onedrive": False},
+        "last_seen_at": WHEN,
+        "cancelled_at": None,
+        "cancel_reason": None,
+        "created_at": WHEN - timedelta(days=3),
+    },
+    {
+        "id": uuid.uuid4(),
+        "tenant_id": uuid.uuid4(),
+        "kind": AccountKind.site,
+        "graph_id": "site,1,2",
+        "display_name": "",
+        "principal_name": None,
+        "mail": "team@contoso.example",
+        "protected": False,
+        "state": AccountState.cancelled,
+        "licensed": False,
+        "account_enabled": True,
+        "services_found": {},
+        "last_seen_at": None,
+        "cancelled_at": WHEN.replace(microsecond=0),
+        "cancel_reason": "licence removed",
+        "created_at": WHEN,
+    },
+]
+
+SNAPSHOTS = [
+    {
+        "id": uuid.uuid4(),
+        "tenant_id": uuid.uuid4(),
+        "account_id": uuid.uuid4(),
+        "service": "mail",
+        "seq": 7,
+        "job_id": None,
+        "status": SnapshotStatus.partial,
+        "started_at": WHEN,
+        "completed_at": None,
+        "items_total": 2**40,
+        "items_added": 0,
+        "items_changed": 3,
+        "items_removed": 1,
+        "bytes_added": 12_345_678_901,
+        "skipped": 2,
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "values", "cursor"),
+    [(AccountOut, ACCOUNTS, "eyJrIjoxfQ"), (SnapshotOut, SNAPSHOTS, None), (AccountOut, [], None)],
+)
+def test_a_page_of_rows_is_written_as_the_model_writes_it(
+    model: type[BaseModel], values: list[dict[str, Any]], cursor: str | None
+) -> None:
+    page = pagination.Page(items=_rows(model, values), next_cursor=cursor)
+    direct = rows_response(page, model)
+    modelled = json_response(page_of(page, lambda row: model.model_validate(row._asdict())))
+    assert direct.body == modelled.body
+    assert direct.media_type == modelled.media_type == "application/json"
+    assert json.loads(bytes(direct.body))["next_cursor"] == cursor
+    # and it is what the route's documented answer reads back to
+    Page[model].model_validate_json(bytes(direct.body))  # type: ignore[valid-type]
+
+
+def test_a_model_whose_fields_are_not_plain_is_refused() -> None:
+    class Aliased(BaseModel):
+        id: uuid.UUID = Field(serialization_alias="identifier")
+
+    page = pagination.Page(items=_rows(Aliased, [{"id": uuid.uuid4()}]), next_cursor=None)
+    with pytest.raises(TypeError, match="plain fields"):
+        rows_response(page, Aliased)
