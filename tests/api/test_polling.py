@@ -23,6 +23,7 @@ from safekeep.tenants.api_key import service as api_key_service
 from safekeep.tenants.models import (
     ApiKey,
     Job,
+    JobIssue,
     JobKind,
     JobStatus,
     JobTask,
@@ -109,6 +110,58 @@ async def test_job_etag_gives_304_until_progress_moves(
     assert moved.status_code == 200
     assert moved.json()["progress"]["items"] == 7
     assert moved.headers["etag"] != etag
+
+
+async def test_a_polled_job_lists_its_issues_and_a_new_one_changes_its_etag(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    tenant = await create_tenant(runtime, msp)
+    job_id, tasks = await make_job(runtime, tenant, JobStatus.running)
+    first_at = utcnow() - timedelta(minutes=5)
+    async with runtime.db.session() as session:
+        session.add_all(
+            [
+                JobIssue(
+                    job_id=job_id,
+                    task_id=tasks[1],
+                    service="onedrive",
+                    item_ref="01ABC",
+                    item_name="Budget.xlsx",
+                    code="ItemTooLarge",
+                    detail="larger than the policy allows",
+                    created_at=first_at + timedelta(minutes=1),
+                ),
+                JobIssue(
+                    job_id=job_id,
+                    task_id=tasks[0],
+                    account_id=None,
+                    service="mail",
+                    item_ref=None,
+                    item_name=None,
+                    code="NotReadable",
+                    detail="Graph answered 500 three times",
+                    created_at=first_at,
+                ),
+            ]
+        )
+    first = await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)
+    assert first.status_code == 200
+    issues = first.json()["issues"]
+    assert [(i["code"], i["service"], i["item_ref"], i["item_name"]) for i in issues] == [
+        ("NotReadable", "mail", None, None),
+        ("ItemTooLarge", "onedrive", "01ABC", "Budget.xlsx"),
+    ]
+    assert issues[1]["detail"] == "larger than the policy allows"
+    assert issues[0]["created_at"] == first_at.isoformat().replace("+00:00", "Z")
+    shown = {"id", "account_id", "service", "item_ref", "item_name", "code", "detail"}
+    assert all(set(i) == shown | {"created_at"} for i in issues)
+
+    async with runtime.db.session() as session:
+        session.add(JobIssue(job_id=job_id, code="Throttled", detail="gave up after 429s"))
+    etag = first.headers["etag"]
+    moved = await client.get(f"/v1/jobs/{job_id}", headers={**msp.headers, "If-None-Match": etag})
+    assert moved.status_code == 200
+    assert [i["code"] for i in moved.json()["issues"]][-1] == "Throttled"
 
 
 async def test_finished_job_has_no_retry_after(

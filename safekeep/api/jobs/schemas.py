@@ -130,7 +130,7 @@ async def job_page(
 
 
 async def job_detail(
-    session: AsyncSession, job: Job, progress: dict[str, int] | None = None
+    session: AsyncSession, job: Job | Row[Any], progress: dict[str, int] | None = None
 ) -> JobDetail:
     if progress is None:
         progress = await service.progress(session, job)

@@ -102,7 +102,7 @@ def _job_with_progress(limited: bool) -> Select[Any]:
         .subquery()
     )
     return (
-        select(Job, *totals.c)
+        select(*Job.__table__.c, *totals.c)
         .join(totals, true())
         .where(Job.id == bindparam("job_id"), bound_tenant_filter(Job.tenant_id, limited=limited))
     )
@@ -110,12 +110,14 @@ def _job_with_progress(limited: bool) -> Select[Any]:
 
 async def get_with_progress(
     session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
-) -> tuple[Job, dict[str, int]] | None:
+) -> tuple[Row[Any], dict[str, int]] | None:
+    """A job (a row of the job table: a poll reads, it changes nothing) and its progress."""
     stmt = _job_with_progress(scope.limited)
-    row = (await session.execute(stmt, {"job_id": job_id, **scope.bound()})).one_or_none()
-    if row is None:
+    rows = await read_rows(session, stmt, {"job_id": job_id, **scope.bound()})
+    if not rows:
         return None
-    return row[0], _progress_of(row[1:])
+    row = rows[0]
+    return row, _progress_of(row[len(Job.__table__.c) :])
 
 
 @cache
@@ -189,17 +191,18 @@ async def task_to_run(session: AsyncSession, task_id: uuid.UUID) -> TaskToRun | 
 
 
 @cache
-def _issues(limit: int) -> Select[JobIssue]:
+def _issues(limit: int) -> Select[Any]:
     return (
-        select(JobIssue)
+        select(*JobIssue.__table__.c)
         .where(JobIssue.job_id == bindparam("job_id"))
         .order_by(JobIssue.created_at)
         .limit(limit)
     )
 
 
-async def issues(session: AsyncSession, job_id: uuid.UUID, limit: int = 100) -> list[JobIssue]:
-    return list((await session.execute(_issues(limit), {"job_id": job_id})).scalars())
+async def issues(session: AsyncSession, job_id: uuid.UUID, limit: int = 100) -> Sequence[Row[Any]]:
+    """The job's first issues, as rows of the issue table."""
+    return await read_rows(session, _issues(limit), {"job_id": job_id})
 
 
 async def active_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, kind: str) -> list[Job]:

@@ -19,7 +19,6 @@ from safekeep.tenants.models import (
     AccountState,
     ConsentState,
     Job,
-    JobIssue,
     JobKind,
     JobStatus,
     JobTrigger,
@@ -66,7 +65,7 @@ list_jobs = tenant_repository.under_tenant(repository.list_page)
 
 async def get_with_progress(
     session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
-) -> tuple[Job, dict[str, int]]:
+) -> tuple[Row[Any], dict[str, int]]:
     return or_404(await repository.get_with_progress(session, scope, job_id), "No such job")
 
 
@@ -80,7 +79,9 @@ async def progress_many(
     return await repository.progress_many(session, [job.id for job in jobs])
 
 
-async def issues(session: AsyncSession, job: Job, limit: int = 100) -> list[JobIssue]:
+async def issues(
+    session: AsyncSession, job: Job | Row[Any], limit: int = 100
+) -> Sequence[Row[Any]]:
     return await repository.issues(session, job.id, limit)
 
 
