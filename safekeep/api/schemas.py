@@ -79,7 +79,10 @@ def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Re
     """A page of rows selected as ``model``'s fields (named as they are, in their order),
     answered as ``json_response(page_of(...))`` answers it with a model built per row, at
     about half the cost (a 50-row page of accounts: 460 -> 190-260 us)."""
-    body = {"items": [row._asdict() for row in page.items], "next_cursor": page.next_cursor}
+    rows = page.items
+    names = rows[0]._fields if rows else ()  # the same for every row: read once, not per row
+    items = [dict(zip(names, row, strict=True)) for row in rows]
+    body = {"items": items, "next_cursor": page.next_cursor}
     return Response(_row_page(model).dump_json(body), media_type="application/json")
 
 
