@@ -144,7 +144,15 @@ async def test_a_polled_job_lists_its_issues_and_a_new_one_changes_its_etag(
                 ),
             ]
         )
-    first = await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)
+    quiet_id, _ = await make_job(runtime, tenant, JobStatus.running)
+    assert (await client.get(f"/v1/jobs/{quiet_id}", headers=msp.headers)).status_code == 200
+    with statements(runtime) as quiet_poll:
+        quiet = await client.get(f"/v1/jobs/{quiet_id}", headers=msp.headers)
+    assert quiet.json()["issues"] == []
+    with statements(runtime) as poll:
+        first = await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)
+    # A job without issues is read in one statement; its issues cost one more, when it has any.
+    assert len(poll) == len(quiet_poll) + 1
     assert first.status_code == 200
     issues = first.json()["issues"]
     assert [(i["code"], i["service"], i["item_ref"], i["item_name"]) for i in issues] == [

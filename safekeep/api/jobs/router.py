@@ -97,8 +97,10 @@ async def get_job(
     is unchanged, and `Retry-After` says how long to wait while it is queued or running."""
     deadline = time.monotonic() + wait
     while True:
-        job, progress = await service.get_with_progress(session, principal.scope, job_id)
-        detail = await job_detail(session, job, progress)
+        polled = await service.get_with_progress(session, principal.scope, job_id)
+        detail = await job_detail(
+            session, polled.job, polled.progress, has_issues=polled.has_issues
+        )
         answer = conditional(detail, if_none_match, headers=_poll_hint(detail))
         if answer.status_code != 304 or detail.status.finished or time.monotonic() >= deadline:
             return answer

@@ -130,11 +130,11 @@ async def job_page(
 
 
 async def job_detail(
-    session: AsyncSession, job: Job | Row[Any], progress: dict[str, int] | None = None
+    session: AsyncSession, job: Job | Row[Any], progress: dict[str, int], *, has_issues: bool
 ) -> JobDetail:
-    if progress is None:
-        progress = await service.progress(session, job)
-    issues = [JobIssueOut.model_validate(i) for i in await service.issues(session, job)]
+    """A job as its poll shows it; its issues are read only when it has some."""
+    found = await service.issues(session, job) if has_issues else ()
+    issues = [JobIssueOut.model_validate(i) for i in found]
     return JobDetail.model_validate({**_fields(job), "progress": progress, "issues": issues})
 
 

@@ -7,7 +7,20 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, Update, and_, bindparam, case, func, or_, select, true, update
+from sqlalchemy import (
+    Row,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
@@ -94,30 +107,40 @@ def _progress_of(values: Sequence[Any]) -> dict[str, int]:
 
 @cache
 def _job_with_progress(limited: bool) -> Select[Any]:
-    """A job and its progress counters in one statement (what a poller asks for), built once
-    per kind of scope."""
+    """A job, its progress counters and whether it has issues, in one statement (what a
+    poller asks for), built once per kind of scope."""
     totals = (
         select(*(c.label(name) for c, name in zip(_progress_columns(), _NO_PROGRESS, strict=True)))
         .where(JobTask.job_id == bindparam("job_id"))
         .subquery()
     )
+    has_issues = exists().where(JobIssue.job_id == bindparam("job_id"))
     return (
-        select(*Job.__table__.c, *totals.c)
+        select(*Job.__table__.c, *totals.c, has_issues.label("has_issues"))
         .join(totals, true())
         .where(Job.id == bindparam("job_id"), bound_tenant_filter(Job.tenant_id, limited=limited))
     )
 
 
+@dataclass(frozen=True)
+class Polled:
+    """What a poll of one job reads in one statement."""
+
+    job: Row[Any]  # a row of the job table: a poll reads, it changes nothing
+    progress: dict[str, int]
+    has_issues: bool  # when false, the issues need no statement of their own
+
+
 async def get_with_progress(
     session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
-) -> tuple[Row[Any], dict[str, int]] | None:
-    """A job (a row of the job table: a poll reads, it changes nothing) and its progress."""
+) -> Polled | None:
     stmt = _job_with_progress(scope.limited)
     rows = await read_rows(session, stmt, {"job_id": job_id, **scope.bound()})
     if not rows:
         return None
     row = rows[0]
-    return row, _progress_of(row[len(Job.__table__.c) :])
+    counters = row[len(Job.__table__.c) : -1]
+    return Polled(row, _progress_of(counters), bool(row.has_issues))
 
 
 @cache

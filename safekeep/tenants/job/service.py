@@ -65,7 +65,7 @@ list_jobs = tenant_repository.under_tenant(repository.list_page)
 
 async def get_with_progress(
     session: AsyncSession, scope: TenantScope, job_id: uuid.UUID
-) -> tuple[Row[Any], dict[str, int]]:
+) -> repository.Polled:
     return or_404(await repository.get_with_progress(session, scope, job_id), "No such job")
 
 
