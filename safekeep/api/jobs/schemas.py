@@ -130,7 +130,7 @@ async def job_page(
 
 
 async def job_detail(
-    session: AsyncSession, job: Job | Row[Any], progress: dict[str, int], *, has_issues: bool
+    session: AsyncSession, job: Row[Any], progress: dict[str, int], *, has_issues: bool
 ) -> JobDetail:
     """A job as its poll shows it; its issues are read only when it has some."""
     found = await service.issues(session, job) if has_issues else ()

@@ -139,7 +139,7 @@ async def get_with_progress(
     if not rows:
         return None
     row = rows[0]
-    counters = row[len(Job.__table__.c) : -1]
+    counters = [row._mapping[name] for name in _NO_PROGRESS]
     return Polled(row, _progress_of(counters), bool(row.has_issues))
 
 

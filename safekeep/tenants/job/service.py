@@ -79,9 +79,7 @@ async def progress_many(
     return await repository.progress_many(session, [job.id for job in jobs])
 
 
-async def issues(
-    session: AsyncSession, job: Job | Row[Any], limit: int = 100
-) -> Sequence[Row[Any]]:
+async def issues(session: AsyncSession, job: Row[Any], limit: int = 100) -> Sequence[Row[Any]]:
     return await repository.issues(session, job.id, limit)
 
 
