@@ -2,6 +2,12 @@
 
 A cursor is the (created_at, id) of the last row a page returned, base64url-encoded JSON. It
 carries no authority: the scope filter is applied to every page whatever the cursor says.
+
+Each paged table has an index on (scope, created_at or started_at, id), e.g.
+``ix_job_tenant_page``: a page is read backwards along it, and a page after a cursor starts at
+the cursor, because the condition is one row-value comparison the index can seek to rather
+than an ``OR`` it can only filter by. A page costs the same on the first day and after a year
+of rows.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Integer, Select, and_, bindparam, or_
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import InvalidCursor
@@ -60,6 +66,11 @@ def _cursor_position(cursor: str) -> tuple[datetime, uuid.UUID]:
     return created, row_id
 
 
+def _before(when: Any, row_id: Any, at: Any, after_id: Any) -> ColumnElement[bool]:
+    """Rows older than the cursor's, in the page order (``when`` then id, both descending)."""
+    return tuple_(when, row_id) < tuple_(at, after_id)
+
+
 async def keyset_page(
     session: AsyncSession,
     stmt: Select[T],
@@ -75,7 +86,7 @@ async def keyset_page(
     when = getattr(model, newest_by)
     if cursor:
         at, row_id = _cursor_position(cursor)
-        stmt = stmt.where(or_(when < at, and_(when == at, model.id < row_id)))
+        stmt = stmt.where(_before(when, model.id, at, row_id))
     stmt = stmt.order_by(when.desc(), model.id.desc()).limit(limit + 1)
     rows = list((await session.execute(stmt)).scalars().all())
     next_cursor = None
@@ -94,9 +105,9 @@ def keyset_order(
     building the statement costs more CPU than running it."""
     when = getattr(model, newest_by)
     if after:
-        at: Any = bindparam("page_after_t")
-        row_id: Any = bindparam("page_after_id")
-        stmt = stmt.where(or_(when < at, and_(when == at, model.id < row_id)))
+        at = bindparam("page_after_t", type_=when.type)
+        row_id = bindparam("page_after_id", type_=model.id.type)
+        stmt = stmt.where(_before(when, model.id, at, row_id))
     return stmt.order_by(when.desc(), model.id.desc()).limit(bindparam("page_rows", type_=Integer))
 
 

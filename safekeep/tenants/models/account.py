@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType, page_index
 
 
 class AccountKind(enum.StrEnum):
@@ -25,11 +25,12 @@ class Account(IdMixin, CreatedMixin, Base):
     """A protected resource (a seat): a user's mailbox/calendar/contacts/OneDrive, or a site."""
 
     __tablename__ = "account"
-    __table_args__ = (UniqueConstraint("tenant_id", "kind", "graph_id"),)
-
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), index=True
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "kind", "graph_id"),
+        page_index("account", "tenant_id"),
     )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     kind: Mapped[AccountKind] = mapped_column(EnumText(AccountKind))
     graph_id: Mapped[str] = mapped_column(String(300))
     display_name: Mapped[str] = mapped_column(String(300))

@@ -3,17 +3,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
+from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType, page_index
 
 
 class AuditEvent(IdMixin, CreatedMixin, Base):
     """Append-only record of who did what (a database trigger refuses UPDATE and DELETE)."""
 
     __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_event_msp_created", "msp_id", "created_at"),)
+    __table_args__ = (page_index("audit_event", "msp_id"),)
 
     msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"))
     tenant_id: Mapped[uuid.UUID | None]

@@ -5,10 +5,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, EnumText, IdMixin, JSONType, utcnow
+from safekeep.tenants.models.base import Base, EnumText, IdMixin, JSONType, page_index, utcnow
 
 
 class DetectionKind(enum.StrEnum):
@@ -31,7 +31,7 @@ class Detection(IdMixin, Base):
     """
 
     __tablename__ = "detection"
-    __table_args__ = (Index("ix_detection_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (page_index("detection", "tenant_id"),)
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     account_id: Mapped[uuid.UUID] = mapped_column(

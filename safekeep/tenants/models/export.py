@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType, page_index
 
 
 class ExportStatus(enum.StrEnum):
@@ -22,10 +22,9 @@ class Export(IdMixin, CreatedMixin, Base):
     """A ZIP built by an export job, stored under the tenant's prefix until it expires."""
 
     __tablename__ = "export"
+    __table_args__ = (page_index("export", "tenant_id"),)
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), index=True
-    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
     status: Mapped[ExportStatus] = mapped_column(
         EnumText(ExportStatus), default=ExportStatus.pending

@@ -5,10 +5,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType, utcnow
+from safekeep.tenants.models.base import (
+    Base,
+    CreatedMixin,
+    EnumText,
+    IdMixin,
+    JSONType,
+    page_index,
+    utcnow,
+)
 
 
 class JobKind(enum.StrEnum):
@@ -48,7 +56,7 @@ class Job(IdMixin, CreatedMixin, Base):
     """A unit of slow work that an MSP can watch: discovery, backup, restore, export, purge."""
 
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (page_index("job", "tenant_id"),)
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     kind: Mapped[JobKind] = mapped_column(EnumText(JobKind))

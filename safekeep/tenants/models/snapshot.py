@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, IdMixin
+from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, IdMixin, page_index
 
 
 class SnapshotStatus(enum.StrEnum):
@@ -24,6 +24,7 @@ class Snapshot(IdMixin, AccountServiceMixin, Base):
     __table_args__ = (
         UniqueConstraint("account_id", "service", "seq"),
         Index("ix_snapshot_tenant_completed", "tenant_id", "completed_at"),
+        page_index("snapshot", "tenant_id", "started_at"),
     )
 
     seq: Mapped[int]

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, utcnow
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, page_index, utcnow
 
 
 class ConsentState(enum.StrEnum):
@@ -28,6 +28,7 @@ class Tenant(IdMixin, CreatedMixin, Base):
     __tablename__ = "tenant"
     __table_args__ = (
         Index("ix_tenant_due", "status", "next_backup_at"),
+        page_index("tenant", "msp_id"),
         # One directory, one owner: a Microsoft 365 directory is bound to at most one live
         # tenant in the deployment (a deleted tenant keeps its id for the record).
         Index(
@@ -39,7 +40,7 @@ class Tenant(IdMixin, CreatedMixin, Base):
         ),
     )
 
-    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"), index=True)
+    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[TenantStatus] = mapped_column(
         EnumText(TenantStatus), default=TenantStatus.active

@@ -5,16 +5,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType
+from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType, page_index
 
 
 class WebhookEndpoint(IdMixin, CreatedMixin, Base):
     __tablename__ = "webhook_endpoint"
+    __table_args__ = (page_index("webhook_endpoint", "msp_id"),)
 
-    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"), index=True)
+    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(String(2000))
     events: Mapped[list[str]] = mapped_column(JSONType)
     description: Mapped[str | None] = mapped_column(String(500))
@@ -32,7 +33,7 @@ class WebhookDelivery(IdMixin, CreatedMixin, Base):
     """One event sent (or being sent) to one endpoint, with its attempts."""
 
     __tablename__ = "webhook_delivery"
-    __table_args__ = (Index("ix_webhook_delivery_endpoint", "endpoint_id", "created_at"),)
+    __table_args__ = (page_index("webhook_delivery", "endpoint_id"),)
 
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("webhook_endpoint.id", ondelete="CASCADE")
