@@ -13,7 +13,8 @@ tenants, accounts, jobs, snapshots and indexed content, then measures:
 * SQL statements per request per route, counted by a SQLAlchemy cursor event on an in-process
   copy of the app over the same database (the figure does not depend on machine load);
 * server CPU per request: the server process's CPU time (all its threads) over N sequential
-  requests of a route, divided by N;
+  requests of a route, divided by N (also for the snapshots page of a client with a long
+  history, ``--history`` snapshots: a page must not cost more as the history grows);
 * the read mix at a fixed arrival rate (open loop: each request is sent at its scheduled time
   whatever the others are doing, and its latency is counted from that scheduled time, so a
   server that falls behind shows its queueing instead of hiding it as a closed loop would);
@@ -43,7 +44,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ class Seeded:
     tenant_ids: list[str]
     job_ids: list[str]  # running jobs a portal polls
     account_id: str
+    history_tenant_id: str  # a client of long standing: ``history`` snapshots
 
 
 @dataclass
@@ -224,10 +226,13 @@ async def seed(
     accounts: int,
     jobs: int,
     docs: int,
+    history: int = 0,
     graph_tenant_id: str | None = None,
 ) -> Seeded:
     """One MSP as a portal sees it after a few days of backups: tenants, one busy tenant with
-    accounts, finished and running jobs (with their tasks), snapshots and indexed content."""
+    accounts, finished and running jobs (with their tasks), snapshots and indexed content; and
+    a client of long standing (the third tenant) with ``history`` snapshots, as a year of
+    backups of 100 accounts leaves."""
     from safekeep.runtime import Runtime
     from safekeep.search.documents import SearchDocument
     from safekeep.tenants.models import (
@@ -353,6 +358,7 @@ async def seed(
                                 )
                             )
             await session.flush()
+            await _add_history(session, tenant_rows[2].id, history, now)
         search = await runtime.search_backend()
         batch = []
         for n in range(docs):
@@ -388,9 +394,59 @@ async def seed(
             tenant_ids=[str(t.id) for t in tenant_rows],
             job_ids=running,
             account_id=str(account_rows[0].id),
+            history_tenant_id=str(tenant_rows[2].id),
         )
     finally:
         await runtime.close()
+
+
+async def _add_history(session: Any, tenant_id: uuid.UUID, snapshots: int, now: datetime) -> None:
+    """``snapshots`` complete snapshots of 100 accounts' four services, one every few hours
+    each, going back from ``now`` (inserted in bulk; the statistics refreshed on PostgreSQL, as
+    its autovacuum would after such growth)."""
+    from sqlalchemy import insert, text
+
+    from safekeep.tenants.models import Account, AccountKind, Snapshot, SnapshotStatus
+
+    if snapshots <= 0:
+        return
+    accounts = [
+        {
+            "id": uuid.uuid4(),
+            "tenant_id": tenant_id,
+            "kind": AccountKind.user,
+            "graph_id": str(uuid.uuid4()),
+            "display_name": f"Staff {n:03d}",
+            "created_at": now - timedelta(days=365),
+        }
+        for n in range(100)
+    ]
+    await session.execute(insert(Account), accounts)
+    services = ("mail", "onedrive", "calendar", "contacts")
+    rows = []
+    for n in range(snapshots):
+        account, service = accounts[n % 100], services[(n // 100) % 4]
+        when = now - timedelta(minutes=5 * (snapshots - n))
+        rows.append(
+            {
+                "id": uuid.uuid4(),
+                "tenant_id": tenant_id,
+                "account_id": account["id"],
+                "service": service,
+                "seq": n // 400 + 1,
+                "status": SnapshotStatus.complete,
+                "started_at": when,
+                "completed_at": when,
+                "items_total": n % 5000,
+            }
+        )
+        if len(rows) == 5000:
+            await session.execute(insert(Snapshot), rows)
+            rows = []
+    if rows:
+        await session.execute(insert(Snapshot), rows)
+    if (await session.connection()).dialect.name == "postgresql":
+        await session.execute(text("ANALYZE snapshot"))
 
 
 def migrate(env: dict[str, str]) -> None:
@@ -413,6 +469,15 @@ def read_routes(s: Seeded) -> dict[str, str]:
         "GET /v1/usage": "/v1/usage",
         "GET /v1/search?q=invoice": "/v1/search?q=invoice",
         "GET /v1/jobs/{id}": f"/v1/jobs/{s.job_ids[0]}",
+    }
+
+
+def cpu_routes(s: Seeded) -> dict[str, str]:
+    """The mix's routes, and a snapshots page of the client with a long history (measured
+    for its CPU and statements, not sent in the mix)."""
+    return {
+        **read_routes(s),
+        "GET snapshots, long history": f"/v1/tenants/{s.history_tenant_id}/snapshots",
     }
 
 
@@ -468,7 +533,7 @@ async def count_statements(env: dict[str, str], s: Seeded) -> dict[str, int]:
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            for label, path in read_routes(s).items():
+            for label, path in cpu_routes(s).items():
                 first = await client.get(path, headers=headers)
                 assert first.status_code == 200, (label, first.status_code, first.text)
                 current[0] = label
@@ -491,7 +556,7 @@ def cpu_per_request(server: Server, s: Seeded, n: int) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {s.key}"}
     out: dict[str, float] = {}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
-        for label, path in read_routes(s).items():
+        for label, path in cpu_routes(s).items():
             for _ in range(10):
                 client.get(path).raise_for_status()
             before = server.cpu_seconds()
@@ -730,12 +795,13 @@ def run_column(column: str, args: argparse.Namespace, root: Path) -> tuple[Table
                     accounts=args.accounts,
                     jobs=30,
                     docs=args.docs,
+                    history=args.history,
                     graph_tenant_id=sim.tenants[0]["id"] if sim else None,
                 )
             )
             statements = asyncio.run(count_statements(env, seeded))
             cpu = cpu_per_request(server, seeded, args.cpu_requests)
-            for label in read_routes(seeded):
+            for label in cpu_routes(seeded):
                 target = CPU_TARGET_MS if label in CPU_TARGET_ROUTES else None
                 row(
                     f"server CPU ms/request {label}",
@@ -819,6 +885,12 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=25)
     parser.add_argument("--accounts", type=int, default=60)
     parser.add_argument("--docs", type=int, default=1000)
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=100_000,
+        help="snapshots of the long-standing client whose snapshots page is measured",
+    )
     parser.add_argument("--no-knee", dest="knee", action="store_false")
     parser.add_argument(
         "--knee-rates", type=lambda v: [float(x) for x in v.split(",")], default=[300, 400, 500]

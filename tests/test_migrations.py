@@ -102,3 +102,53 @@ def test_one_owner_per_directory_keeps_the_earliest_binding(tmp_path: Any) -> No
             conn.exec_driver_sql("UPDATE tenant SET entra_tenant_id = 'dir-1' WHERE name = 'third'")
     finally:
         engine.dispose()
+
+
+def test_stored_bytes_are_filled_from_the_snapshots_already_there(tmp_path: Any) -> None:
+    """Usage reads a tenant's stored bytes from its accounts since 0008: the migration fills
+    them with what each account's existing snapshots added."""
+    import sqlite3
+    import uuid
+
+    from alembic import command
+
+    path = tmp_path / "m.db"
+    config = alembic_config(f"sqlite+aiosqlite:///{path}")
+    command.upgrade(config, "0007")
+    msp, tenant = uuid.uuid4().hex, uuid.uuid4().hex
+    accounts = [uuid.uuid4().hex for _ in range(3)]
+    when = "2026-01-01 00:00:00"
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "INSERT INTO msp (id, name, status, created_at) VALUES (?, 'm', 'active', ?)",
+            (msp, when),
+        )
+        con.execute(
+            "INSERT INTO tenant (id, msp_id, name, status, consent_state, wrapped_data_key, "
+            "storage_prefix, created_at, updated_at) "
+            "VALUES (?, ?, 't', 'active', 'granted', x'00', 'p', ?, ?)",
+            (tenant, msp, when, when),
+        )
+        for n, account in enumerate(accounts):
+            con.execute(
+                "INSERT INTO account (id, tenant_id, kind, graph_id, display_name, protected, "
+                "state, licensed, account_enabled, sku_ids, services_found, created_at) "
+                "VALUES (?, ?, 'user', ?, 'u', 1, 'active', 1, 1, '[]', '{}', ?)",
+                (account, tenant, f"g{n}", when),
+            )
+        # two snapshots of the first account, one of the second (5 GiB), none of the third
+        for account, seq, service, added in (
+            (accounts[0], 1, "mail", 1000),
+            (accounts[0], 2, "mail", 234),
+            (accounts[1], 1, "onedrive", 5 * 2**30),
+        ):
+            con.execute(
+                "INSERT INTO snapshot (id, tenant_id, account_id, service, seq, status, "
+                "started_at, items_total, items_added, items_changed, items_removed, "
+                "bytes_added, skipped) VALUES (?, ?, ?, ?, ?, 'complete', ?, 0, 0, 0, 0, ?, 0)",
+                (uuid.uuid4().hex, tenant, account, service, seq, when, added),
+            )
+    command.upgrade(config, "head")
+    with sqlite3.connect(path) as con:
+        stored = dict(con.execute("SELECT id, stored_bytes FROM account").fetchall())
+    assert [stored[a] for a in accounts] == [1234, 5 * 2**30, 0]

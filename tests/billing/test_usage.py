@@ -19,6 +19,7 @@ from safekeep.billing.usage import (
     report_usage,
 )
 from safekeep.runtime import Runtime
+from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import (
     Account,
     AccountKind,
@@ -37,19 +38,32 @@ METER_EVENTS = "/v1/billing/meter_events"
 
 
 async def add_snapshot(runtime: Runtime, account: Account, bytes_added: int = 1000) -> None:
+    """A finished backup of the account's mail that stored ``bytes_added``, ended as the
+    engine ends one (``finish_snapshot``)."""
     now = utcnow()
     async with runtime.db.session() as session:
-        session.add(
-            Snapshot(
-                tenant_id=account.tenant_id,
-                account_id=account.id,
-                service="mail",
-                seq=1,
-                status=SnapshotStatus.complete,
-                started_at=now,
-                completed_at=now,
-                bytes_added=bytes_added,
-            )
+        snapshot = Snapshot(
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            service="mail",
+            seq=1,
+            status=SnapshotStatus.running,
+            started_at=now,
+        )
+        session.add(snapshot)
+        await session.flush()
+        assert await catalog.finish_snapshot(
+            session,
+            snapshot.id,
+            account_id=account.id,
+            service="mail",
+            status=SnapshotStatus.complete,
+            completed_at=now,
+            added=1,
+            changed=0,
+            removed=0,
+            bytes_added=bytes_added,
+            skipped=0,
         )
 
 

@@ -35,6 +35,18 @@ async def count(h: EngineHarness, model: type, account: Account) -> int:
         return int((await session.execute(stmt)).scalar_one())
 
 
+async def stored_bytes(h: EngineHarness, api: httpx.AsyncClient) -> tuple[int, int]:
+    """The tenant's stored bytes as /v1/usage reports them, and as its snapshots sum them."""
+    usage = (await api.get("/v1/usage", headers=h.msp.headers)).json()
+    [reported] = [t["stored_bytes"] for t in usage["tenants"] if t["tenant_id"] == str(h.tenant.id)]
+    async with h.runtime.db.session() as session:
+        stmt = select(func.coalesce(func.sum(Snapshot.bytes_added), 0)).where(
+            Snapshot.tenant_id == h.tenant.id
+        )
+        summed = int((await session.execute(stmt)).scalar_one())
+    return reported, summed
+
+
 async def test_an_account_is_purged_only_on_request_and_only_it(
     engine: EngineHarness, api: httpx.AsyncClient
 ) -> None:
@@ -43,6 +55,8 @@ async def test_an_account_is_purged_only_on_request_and_only_it(
     leaver, stayer = users[0], users[1]
     for account in (leaver, stayer):
         await h.backup(account, "onedrive")
+    reported, summed = await stored_bytes(h, api)
+    assert reported == summed > 0
     before = await chunk_names(h)
     base = f"/v1/tenants/{h.tenant.id}/accounts/{leaver.id}"
     # a protected seat is never purged; release it first (its data stays, as a retained seat)
@@ -62,6 +76,9 @@ async def test_an_account_is_purged_only_on_request_and_only_it(
     for model in (ItemVersion, Item, Snapshot):
         assert await count(h, model, leaver) == 0
     assert await count(h, ItemVersion, stayer) > 0
+    # the purged account's bytes leave the tenant's usage with its snapshots
+    after_purge, summed_after = await stored_bytes(h, api)
+    assert after_purge == summed_after < reported
     gc = job["result"]["gc"]
     after = await chunk_names(h)
     assert gc["deleted"] == len(before - after) > 0

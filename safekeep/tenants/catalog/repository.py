@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
 from safekeep.tenants.models import (
+    Account,
     DeltaState,
     EnumerationSeen,
     Export,
@@ -153,7 +154,21 @@ async def finish_snapshot(
         "f_skipped": skipped,
     }
     result = await session.execute(_finish(), values)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    found = bool(result.rowcount)  # type: ignore[attr-defined]
+    if found and bytes_added:
+        await session.execute(_account_grew(), {"g_account_id": account_id, "g_bytes": bytes_added})
+    return found
+
+
+@cache
+def _account_grew() -> Update:
+    """The account's stored bytes grow with its snapshot's (built once, like ``_finish``)."""
+    return (
+        update(Account)
+        .where(Account.id == bindparam("g_account_id"))
+        .values(stored_bytes=Account.stored_bytes + bindparam("g_bytes"))
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --- items and versions -------------------------------------------------------------------
@@ -744,6 +759,12 @@ async def delete_account_catalog(session: AsyncSession, account_id: uuid.UUID) -
     await session.execute(delete(DeltaState).where(DeltaState.account_id == account_id))
     await session.execute(delete(SkippedItem).where(SkippedItem.account_id == account_id))
     await session.execute(delete(Snapshot).where(Snapshot.account_id == account_id))
+    await session.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(stored_bytes=0)
+        .execution_options(synchronize_session=False)
+    )
     return int(removed.rowcount or 0)  # type: ignore[attr-defined]
 
 

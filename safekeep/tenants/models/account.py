@@ -4,7 +4,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType, page_index
@@ -48,3 +48,7 @@ class Account(IdMixin, CreatedMixin, Base):
     cancelled_at: Mapped[datetime | None]
     cancel_reason: Mapped[str | None] = mapped_column(String(40))
     purged_at: Mapped[datetime | None]
+    # ``bytes_added`` summed over the account's snapshots, grown as each snapshot finishes
+    # (``catalog.finish_snapshot``) and zeroed with its catalog: usage reads a tenant's stored
+    # bytes from its accounts instead of summing a history of snapshots on every request.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -37,9 +37,11 @@ def _per_tenant(limited: bool) -> Select[Any]:
         )
         .scalar_subquery()
     )
+    # Kept per account as snapshots finish: a sum over the tenant's snapshots would read its
+    # whole history (a year of backups) on every request.
     stored = (
-        select(func.coalesce(func.sum(Snapshot.bytes_added), 0))
-        .where(Snapshot.tenant_id == Tenant.id)
+        select(func.coalesce(func.sum(Account.stored_bytes), 0))
+        .where(Account.tenant_id == Tenant.id)
         .scalar_subquery()
     )
     return (
