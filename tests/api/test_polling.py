@@ -346,3 +346,48 @@ async def test_a_page_of_jobs_costs_the_same_statements_as_one_job(
     assert len(items) == 7
     assert sorted(i["progress"]["tasks_total"] for i in items) == [2, 3, 3, 3, 3, 3, 3]
     assert len(seven) == len(one)
+
+
+async def test_a_page_reads_the_tasks_of_its_unfinished_jobs_only(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    """A settled backup keeps its progress in its result (the engine writes it when the last
+    task ends): a page of them reads no task, and shows what a poll of each shows."""
+    tenant = await create_tenant(runtime, msp)
+    path = f"/v1/tenants/{tenant.id}/jobs"
+    settled = [(await make_job(runtime, tenant, JobStatus.succeeded, tasks=3))[0] for _ in range(4)]
+    polled = {}
+    for n, job_id in enumerate(settled):
+        await add_items(runtime, (await tasks_of(runtime, job_id))[0], 10 + n)
+        polled[str(job_id)] = (await client.get(f"/v1/jobs/{job_id}", headers=msp.headers)).json()
+        async with runtime.db.session() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(result={"progress": polled[str(job_id)]["progress"], "tasks": {"ok": 3}})
+            )
+    assert (await client.get(path, headers=msp.headers)).status_code == 200  # warm up
+    with statements(runtime) as sent:
+        page = await client.get(path, headers=msp.headers)
+    assert not [sql for sql in sent if "job_task" in sql]
+    assert {i["id"]: i["progress"] for i in page.json()["items"]} == {
+        job_id: job["progress"] for job_id, job in polled.items()
+    }
+
+    running, running_tasks = await make_job(runtime, tenant, JobStatus.running)
+    await add_items(runtime, running_tasks[1], 5)
+    with statements(runtime) as sent:
+        page = await client.get(path, headers=msp.headers)
+    assert len([sql for sql in sent if "job_task" in sql]) == 1
+    progress = {i["id"]: i["progress"] for i in page.json()["items"]}
+    assert progress[str(running)]["items"] == 5  # an unfinished job's is summed, live
+    assert progress[str(running)]["tasks_total"] == 2
+    assert {k: v for k, v in progress.items() if k != str(running)} == {
+        job_id: job["progress"] for job_id, job in polled.items()
+    }
+
+
+async def tasks_of(runtime: Runtime, job_id: uuid.UUID) -> list[uuid.UUID]:
+    async with runtime.db.session() as session:
+        found = await session.execute(select(JobTask.id).where(JobTask.job_id == job_id))
+        return [row[0] for row in found]

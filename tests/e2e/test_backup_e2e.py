@@ -12,7 +12,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from safekeep.tenants.models import Item, ItemVersion, JobTask, Snapshot
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.models import Item, ItemVersion, Job, JobTask, Snapshot
 from safekeep.workers.scheduler import recover_lost_jobs
 from tests.e2e.conftest import Deployment
 
@@ -51,6 +52,16 @@ async def test_full_then_incremental_backup_through_the_api(deployment: Deployme
     )
     usage = await deployment.get("/v1/usage")
     assert usage["stored_bytes"] > 0
+    # the engine settled both jobs with their progress: the list shows it without reading
+    # their tasks, and it is what a poll of each (which sums the tasks) shows
+    listed = await deployment.get(f"/v1/tenants/{tenant['id']}/jobs?kind=backup")
+    shown = {j["id"]: j["progress"] for j in listed["items"]}
+    for settled in (job, again):
+        polled = await deployment.get(f"/v1/jobs/{settled['id']}")
+        assert shown[settled["id"]] == polled["progress"] == settled["progress"]
+        async with deployment.runtime.db.session() as session:
+            row = await session.get(Job, uuid.UUID(settled["id"]))
+            assert row is not None and job_repository.settled_progress(row) == polled["progress"]
 
 
 @pytest.mark.parametrize("e2e_sim", [{"files": 200}], indirect=True)

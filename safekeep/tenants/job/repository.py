@@ -164,6 +164,19 @@ async def progress_many(
     return {job_id: found.get(job_id, dict(_NO_PROGRESS)) for job_id in job_ids}
 
 
+def settled_progress(job: Job | Row[Any]) -> dict[str, int] | None:
+    """The progress a finished job was settled with, kept in its result when its last task
+    ended (``_finish_job`` in the backup engine); None for any other job."""
+    if not job.status.finished or not isinstance(job.result, dict):
+        return None
+    kept = job.result.get("progress")
+    if not isinstance(kept, dict) or kept.keys() != _NO_PROGRESS.keys():
+        return None
+    if not all(type(value) is int for value in kept.values()):
+        return None
+    return dict(kept)
+
+
 async def progress(session: AsyncSession, job_id: uuid.UUID) -> dict[str, int]:
     return (await progress_many(session, [job_id]))[job_id]
 
