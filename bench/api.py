@@ -235,6 +235,7 @@ async def seed(
     backups of 100 accounts leaves."""
     from safekeep.runtime import Runtime
     from safekeep.search.documents import SearchDocument
+    from safekeep.tenants.job import repository as job_repository
     from safekeep.tenants.models import (
         Account,
         AccountKind,
@@ -357,6 +358,14 @@ async def seed(
                                     items_total=rng.randint(0, 5000),
                                 )
                             )
+                if not is_running:
+                    # As the engine settles a backup when its last task ends.
+                    await session.flush()
+                    tally = await job_repository.tally(session, job.id)
+                    job.result = {
+                        "progress": tally.progress,
+                        "tasks": {"ok": tally.succeeded, "failed": 0, "cancelled": 0},
+                    }
             await session.flush()
             await _add_history(session, tenant_rows[2].id, history, now)
         search = await runtime.search_backend()
