@@ -12,44 +12,15 @@ page after a cursor must enter the index at the cursor's row, not filter its way
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 
 from safekeep.runtime import Runtime
 from safekeep.tenants.pagination import encode_cursor
 from tests.factories import create_account, create_msp, create_tenant, create_webhook
-
-
-async def _plan(runtime: Runtime, sql: str, params: Any) -> tuple[list[str], bool]:
-    """What in the statement's plan sorts rows instead of reading them in order, and whether
-    an index is entered at a page cursor's row value (a seek) rather than at the scope's
-    newest row."""
-    async with runtime.db.engine.connect() as conn:
-        if runtime.db.engine.dialect.name == "sqlite":
-            rows = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)).all()
-            details = [row[-1] for row in rows]
-            return [d for d in details if "TEMP B-TREE" in d], any("id)<(" in d for d in details)
-        await conn.exec_driver_sql("SET enable_sort = off")
-        plan = (await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", params)).scalar()
-        await conn.rollback()
-    sorts: list[str] = []
-    seeks: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        if "Sort" in node["Node Type"]:
-            sorts.append(f"{node['Node Type']} on {node.get('Sort Key')}")
-        if "ROW(" in node.get("Index Cond", ""):
-            seeks.append(node["Index Cond"])
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
-    return sorts, bool(seeks)
+from tests.plans import Recorder, plan_of
 
 
 @pytest.mark.parametrize(
@@ -84,23 +55,14 @@ async def test_a_page_is_read_in_index_order(
     )
     url = path.format(tenant=tenant.id, account=account.id, webhook=webhook.id)
     cursor = encode_cursor({"t": "2026-12-01T00:00:00+00:00", "i": str(uuid.uuid4())})
-    pages: list[tuple[str, Any]] = []
-
-    def record(_c: object, _cur: object, sql: str, params: Any, *_rest: object) -> None:
-        if "ORDER BY" in sql and "LIMIT" in sql:
-            pages.append((sql, params))
-
-    engine = any_runtime.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with Recorder(any_runtime, keep="ORDER BY") as sent:
         for page in (url, f"{url}{'&' if '?' in url else '?'}cursor={cursor}"):
             answer = await any_client.get(page, headers=msp.headers)
             assert answer.status_code == 200, answer.text
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    pages = [(sql, params) for sql, params in sent if "LIMIT" in sql]
     assert len(pages) == 2, pages  # the first page's statement and the one after the cursor
     (first, first_params), (after, after_params) = pages
-    assert (await _plan(any_runtime, first, first_params))[0] == [], first
-    sorts, seeks = await _plan(any_runtime, after, after_params)
-    assert sorts == [], after
-    assert seeks, after
+    assert (await plan_of(any_runtime, first, first_params)).sorts == [], first
+    plan = await plan_of(any_runtime, after, after_params)
+    assert plan.sorts == [], after
+    assert plan.seeks_row_value(), after

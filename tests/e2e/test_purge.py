@@ -144,6 +144,54 @@ async def test_retention_removes_old_versions_and_keeps_current_ones(engine: Eng
     assert done.result["gc"]["deleted"] >= 1
 
 
+async def test_retention_in_batches_removes_every_expired_version_and_no_other(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of one version: each batch of the sweep (and of the collector's mark phase)
+    starts after the last one's, and what is not expired stays whatever its place in id order."""
+    from safekeep.backup.jobs import purge
+
+    monkeypatch.setattr(purge, "PAGE", 1)
+    h = engine
+    account = next(
+        a for a in await h.accounts() if a.kind == "user" and a.services_found.get("onedrive")
+    )
+    await h.backup(account, "onedrive")
+    tenant = h.sim.tenant()
+    drive = tenant.drives[tenant.users[account.graph_id].drive_id or ""]
+    files = [i for i in drive.items.values() if not i.is_folder and not i.deleted][:4]
+    assert len(files) == 4
+    for n, item in enumerate(files):
+        h.sim.edit_item(h.sim_tenant_id, item.id, {"content": f"edit {n} ".encode() * 100})
+    await h.backup(account, "onedrive")
+    async with h.runtime.db.session() as session:
+        closed = sorted(
+            (await session.execute(select(ItemVersion.id).where(ItemVersion.last_seq.is_not(None))))
+            .scalars()
+            .all()
+        )
+        assert len(closed) == 4
+        # in id order: expired, kept (closed three days ago), expired, expired
+        for version_id, days in zip(closed, (10, 3, 12, 30), strict=True):
+            await session.execute(
+                update(ItemVersion)
+                .where(ItemVersion.id == version_id)
+                .values(valid_to=utcnow() - timedelta(days=days))
+            )
+    versions_before = await count(h, ItemVersion, account)
+    await h.set_policy(retention_days=7)
+    job = await h.start_job(JobKind.purge, {"retention": True})
+    await run_purge_job(h.runtime, str(job.id))
+    done = await h.job(job.id)
+    assert done.status == "succeeded", done.error_detail
+    assert done.result["retention"]["versions"] == 3
+    assert await count(h, ItemVersion, account) == versions_before - 3
+    async with h.runtime.db.session() as session:
+        left = [v for v in closed if await session.get(ItemVersion, v) is not None]
+    assert left == [closed[1]]
+    assert done.result["gc"]["deleted"] >= 3
+
+
 async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
     from safekeep.backup.jobs.lifecycle import RetryLater
     from safekeep.tenants.models import JobStatus

@@ -111,12 +111,16 @@ async def retention_sweep(runtime: Runtime, tenant: Tenant, job: Job) -> dict[st
     backend = await runtime.search_backend()
     async with unit_of_work(runtime) as session:
         held = await detection_repository.held_account_ids(session, tenant.id)
+    after: uuid.UUID | None = None
     while True:
         async with unit_of_work(runtime) as session:
-            ids = await catalog.expired_version_ids(session, tenant.id, horizon, PAGE, held)
+            ids = await catalog.expired_version_ids(
+                session, tenant.id, horizon, PAGE, held, after=after
+            )
             await catalog.delete_versions(session, ids)
         if not ids:
             break
+        after = ids[-1]
         removed += len(ids)
         await backend.delete_versions(str(tenant.id), [str(i) for i in ids])
     async with unit_of_work(runtime) as session:

@@ -774,17 +774,23 @@ async def expired_version_ids(
     before: datetime,
     limit: int,
     held: Collection[uuid.UUID] = (),
+    *,
+    after: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:
     """Versions that stopped being current before ``before`` (retention is over for them),
-    but for accounts ``held`` (a detection keeps their clean versions)."""
+    but for accounts ``held`` (a detection keeps their clean versions): up to ``limit`` of
+    them in id order, after ``after`` (the last of the previous batch), so that a sweep reads
+    each of the tenant's versions once rather than the kept ones again for every batch."""
     stmt = select(ItemVersion.id).where(
         ItemVersion.tenant_id == tenant_id,
         ItemVersion.valid_to.is_not(None),
         ItemVersion.valid_to < before,
     )
+    if after is not None:
+        stmt = stmt.where(ItemVersion.id > after)
     if held:
         stmt = stmt.where(ItemVersion.account_id.not_in(list(held)))
-    stmt = stmt.limit(limit)
+    stmt = stmt.order_by(ItemVersion.id).limit(limit)
     return list((await session.execute(stmt)).scalars())
 
 

@@ -21,6 +21,9 @@ class ItemVersion(IdMixin, CreatedMixin, AccountServiceMixin, Base):
         UniqueConstraint("item_id", "first_seq"),
         Index("ix_item_version_browse", "account_id", "service", "parent_external_id", "first_seq"),
         Index("ix_item_version_open", "account_id", "service", "last_seq"),
+        # A tenant's versions in id order: the daily retention sweep and the blob collector's
+        # mark phase walk them in batches, each starting where the last one ended.
+        Index("ix_item_version_tenant", "tenant_id", "id"),
     )
 
     item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"))

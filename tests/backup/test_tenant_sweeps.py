@@ -1,0 +1,41 @@
+"""A tenant's daily sweeps read that tenant's versions through an index, never the table.
+
+Retention and the blob collector's mark phase run every day for every tenant with a retention
+period, in batches of versions. Without an index on the tenant each batch read the versions of
+every tenant (the mark phase walked the whole table in id order, the retention sweep read the
+versions it keeps again for every batch): a deployment's daily work grew with the square of
+its tenants. Each sweep's statements are asked for their plans on both databases.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from safekeep.runtime import Runtime
+from safekeep.tenants.catalog import repository as catalog
+from safekeep.tenants.models import utcnow
+from tests.factories import create_account, create_msp, create_tenant
+from tests.plans import Recorder, plan_of
+
+
+async def test_the_sweeps_of_a_tenant_read_its_versions_by_index(any_runtime: Runtime) -> None:
+    msp = await create_msp(any_runtime, "Sweeps MSP")
+    tenant = await create_tenant(any_runtime, msp)
+    held = (await create_account(any_runtime, tenant)).id
+    last = uuid.uuid4()
+    with Recorder(any_runtime, keep="item_version") as sent:
+        async with any_runtime.db.session() as session:
+            horizon = utcnow() - timedelta(days=30)
+            await catalog.expired_version_ids(session, tenant.id, horizon, 1000)
+            await catalog.expired_version_ids(session, tenant.id, horizon, 1000, [held], after=last)
+            await catalog.blob_refs(session, tenant.id, after=None, limit=1000)
+            await catalog.blob_refs(session, tenant.id, after=last, limit=1000)
+            await catalog.delete_orphan_items(session, tenant.id)
+            await session.rollback()
+    assert len(sent) == 5, sent
+    for sql, params in sent:
+        plan = await plan_of(any_runtime, sql, params)
+        assert plan.reads_by_index("item_version", "tenant_id"), (sql, plan.steps)
+        if "ORDER BY" in sql:
+            assert plan.sorts == [], (sql, plan.sorts)
