@@ -1,4 +1,4 @@
-"""A tenant's daily sweeps read that tenant's versions through an index, never the table.
+"""A tenant's sweeps, restores and exports read versions through an index, never the table.
 
 Retention and the blob collector's mark phase run every day for every tenant with a retention
 period, in batches of versions. Without an index on the tenant each batch read the versions of
@@ -9,12 +9,14 @@ its tenants. Each sweep's statements are asked for their plans on both databases
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
 from safekeep.runtime import Runtime
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import utcnow
+from safekeep.tenants.tenant.service import system_scope
 from tests.factories import create_account, create_msp, create_tenant
 from tests.plans import Recorder, plan_of
 
@@ -39,3 +41,35 @@ async def test_the_sweeps_of_a_tenant_read_its_versions_by_index(any_runtime: Ru
         assert plan.reads_by_index("item_version", "tenant_id"), (sql, plan.steps)
         if "ORDER BY" in sql:
             assert plan.sorts == [], (sql, plan.sorts)
+
+
+async def test_restore_and_export_page_through_a_state_in_index_order(
+    any_runtime: Runtime,
+) -> None:
+    """Restore and export read an account's state 500 items at a time: each page must start
+    after the last one's item in an index, not sort the account's every version again."""
+    msp = await create_msp(any_runtime, "State MSP")
+    tenant = await create_tenant(any_runtime, msp)
+    account = await create_account(any_runtime, tenant)
+    scope = system_scope(tenant)
+    with Recorder(any_runtime, keep="item_version") as sent:
+        async with any_runtime.db.session() as session:
+            for after in (None, uuid.uuid4()):
+                for kinds, exclude in ((["message"], None), (None, ["folder"]), (None, None)):
+                    await catalog.versions_at(
+                        session,
+                        scope,
+                        account.id,
+                        "mail",
+                        3,
+                        kinds=kinds,
+                        exclude_kinds=exclude,
+                        after_item_id=after,
+                    )
+    assert len(sent) == 6, sent
+    for sql, params in sent:
+        plan = await plan_of(any_runtime, sql, params)
+        assert plan.sorts == [], (sql, plan.steps)
+        assert plan.reads_by_index("item_version", "account_id"), (sql, plan.steps)
+        if "item_id >" in sql:
+            assert any(re.search(r"item_id ?> ?", s) for s in plan.steps), plan.steps

@@ -24,6 +24,9 @@ class ItemVersion(IdMixin, CreatedMixin, AccountServiceMixin, Base):
         # A tenant's versions in id order: the daily retention sweep and the blob collector's
         # mark phase walk them in batches, each starting where the last one ended.
         Index("ix_item_version_tenant", "tenant_id", "id"),
+        # An account's state in item order: restore and export page through it
+        # (``catalog.versions_at``), each page starting after the last one's item.
+        Index("ix_item_version_state", "account_id", "service", "item_id"),
     )
 
     item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"))
