@@ -73,3 +73,25 @@ async def test_restore_and_export_page_through_a_state_in_index_order(
         assert plan.reads_by_index("item_version", "account_id"), (sql, plan.steps)
         if "item_id >" in sql:
             assert any(re.search(r"item_id ?> ?", s) for s in plan.steps), plan.steps
+
+
+async def test_a_point_in_time_steps_back_through_the_accounts_own_snapshots(
+    any_runtime: Runtime,
+) -> None:
+    """Browsing, restoring or exporting "as of" a time looks up the account's newest snapshot
+    finished by then: through the account's snapshots in seq order, not by sorting every
+    snapshot its tenant finished before that time."""
+    msp = await create_msp(any_runtime, "Point MSP")
+    tenant = await create_tenant(any_runtime, msp)
+    account = await create_account(any_runtime, tenant)
+    with Recorder(any_runtime, keep="FROM snapshot") as sent:
+        async with any_runtime.db.session() as session:
+            for at in (None, utcnow() - timedelta(days=90)):
+                await catalog.latest_complete(
+                    session, system_scope(tenant), account.id, "mail", at=at
+                )
+    assert len(sent) == 2, sent
+    for sql, params in sent:
+        plan = await plan_of(any_runtime, sql, params)
+        assert plan.sorts == [], (sql, plan.steps)
+        assert plan.reads_by_index("snapshot", "account_id"), (sql, plan.steps)

@@ -4,7 +4,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, IdMixin, page_index
@@ -23,7 +23,6 @@ class Snapshot(IdMixin, AccountServiceMixin, Base):
     __tablename__ = "snapshot"
     __table_args__ = (
         UniqueConstraint("account_id", "service", "seq"),
-        Index("ix_snapshot_tenant_completed", "tenant_id", "completed_at"),
         page_index("snapshot", "tenant_id", "started_at"),
     )
 
