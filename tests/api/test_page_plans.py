@@ -1,4 +1,5 @@
-"""Every list page is read in its own order from an index, never sorted whole.
+"""Every list page (and a job poll's issues) is read in its own order from an index, never
+sorted whole.
 
 A page is newest first by (created_at or started_at, id), scoped to an MSP, a tenant or an
 endpoint. Without an index in that order the database reads and sorts every row of the scope
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from safekeep.runtime import Runtime
+from safekeep.tenants.models import Job, JobIssue, JobKind, JobStatus
 from safekeep.tenants.pagination import encode_cursor
 from tests.factories import create_account, create_msp, create_tenant, create_webhook
 from tests.plans import Recorder, plan_of
@@ -66,3 +68,24 @@ async def test_a_page_is_read_in_index_order(
     plan = await plan_of(any_runtime, after, after_params)
     assert plan.sorts == [], after
     assert plan.seeks_row_value(), after
+
+
+async def test_a_poll_reads_its_jobs_first_issues_in_index_order(
+    any_runtime: Runtime, any_client: httpx.AsyncClient
+) -> None:
+    """A poll lists a job's first 100 issues by when they were met: read in that order, not
+    all of a job's issues sorted on every poll."""
+    msp = await create_msp(any_runtime, "Issues MSP")
+    tenant = await create_tenant(any_runtime, msp)
+    async with any_runtime.db.session() as session:
+        job = Job(tenant_id=tenant.id, kind=JobKind.backup, status=JobStatus.running, params={})
+        session.add(job)
+        await session.flush()
+        session.add(JobIssue(job_id=job.id, code="NotReadable", detail="Graph answered 500"))
+    with Recorder(any_runtime, keep="FROM job_issue") as sent:
+        answer = await any_client.get(f"/v1/jobs/{job.id}", headers=msp.headers)
+    assert answer.status_code == 200 and len(answer.json()["issues"]) == 1
+    [(sql, params)] = [(q, p) for q, p in sent if "ORDER BY" in q]
+    plan = await plan_of(any_runtime, sql, params)
+    assert plan.sorts == [], (sql, plan.steps)
+    assert plan.reads_by_index("job_issue", "job_id"), plan.steps
