@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from graphsim.state import Drive
 from safekeep.backup.context import open_repository
 from safekeep.backup.jobs.purge import run_purge_job
 from safekeep.search.query import SearchQuery
@@ -17,6 +18,7 @@ from safekeep.tenants.models import (
     AuditEvent,
     Item,
     ItemVersion,
+    Job,
     JobKind,
     Snapshot,
     utcnow,
@@ -107,14 +109,29 @@ async def test_an_account_is_purged_only_on_request_and_only_it(
     assert "purge.requested" in actions and "account.purged" in actions
 
 
-async def test_retention_removes_old_versions_and_keeps_current_ones(engine: EngineHarness) -> None:
-    h = engine
+async def backed_up_drive(h: EngineHarness) -> tuple[Account, Drive]:
+    """A user with a OneDrive, backed up once, and graphsim's drive of that user."""
     account = next(
         a for a in await h.accounts() if a.kind == "user" and a.services_found.get("onedrive")
     )
     await h.backup(account, "onedrive")
     tenant = h.sim.tenant()
-    drive = tenant.drives[tenant.users[account.graph_id].drive_id or ""]
+    return account, tenant.drives[tenant.users[account.graph_id].drive_id or ""]
+
+
+async def retention_run(h: EngineHarness, *, days: int) -> Job:
+    """A retention purge of ``days``, as the scheduler starts it, run to its (successful) end."""
+    await h.set_policy(retention_days=days)
+    job = await h.start_job(JobKind.purge, {"retention": True})
+    await run_purge_job(h.runtime, str(job.id))
+    done = await h.job(job.id)
+    assert done.status == "succeeded", done.error_detail
+    return done
+
+
+async def test_retention_removes_old_versions_and_keeps_current_ones(engine: EngineHarness) -> None:
+    h = engine
+    account, drive = await backed_up_drive(h)
     victim = next(i for i in drive.items.values() if not i.is_folder and not i.deleted)
     h.sim.edit_item(h.sim_tenant_id, victim.id, {"content": b"new content " * 100})
     await h.backup(account, "onedrive")
@@ -132,11 +149,7 @@ async def test_retention_removes_old_versions_and_keeps_current_ones(engine: Eng
             .values(valid_to=utcnow() - timedelta(days=10))
         )
     current_before = await count(h, ItemVersion, account) - 1
-    await h.set_policy(retention_days=7)
-    job = await h.start_job(JobKind.purge, {"retention": True})
-    await run_purge_job(h.runtime, str(job.id))
-    done = await h.job(job.id)
-    assert done.status == "succeeded", done.error_detail
+    done = await retention_run(h, days=7)
     assert done.result["retention"]["versions"] == 1
     assert await count(h, ItemVersion, account) == current_before
     async with h.runtime.db.session() as session:
@@ -153,12 +166,7 @@ async def test_retention_in_batches_removes_every_expired_version_and_no_other(
 
     monkeypatch.setattr(purge, "PAGE", 1)
     h = engine
-    account = next(
-        a for a in await h.accounts() if a.kind == "user" and a.services_found.get("onedrive")
-    )
-    await h.backup(account, "onedrive")
-    tenant = h.sim.tenant()
-    drive = tenant.drives[tenant.users[account.graph_id].drive_id or ""]
+    account, drive = await backed_up_drive(h)
     files = [i for i in drive.items.values() if not i.is_folder and not i.deleted][:4]
     assert len(files) == 4
     for n, item in enumerate(files):
@@ -179,11 +187,7 @@ async def test_retention_in_batches_removes_every_expired_version_and_no_other(
                 .values(valid_to=utcnow() - timedelta(days=days))
             )
     versions_before = await count(h, ItemVersion, account)
-    await h.set_policy(retention_days=7)
-    job = await h.start_job(JobKind.purge, {"retention": True})
-    await run_purge_job(h.runtime, str(job.id))
-    done = await h.job(job.id)
-    assert done.status == "succeeded", done.error_detail
+    done = await retention_run(h, days=7)
     assert done.result["retention"]["versions"] == 3
     assert await count(h, ItemVersion, account) == versions_before - 3
     async with h.runtime.db.session() as session:
