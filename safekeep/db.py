@@ -6,6 +6,7 @@ The edge (a request, an actor) owns the unit of work: it opens a session from
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -272,6 +273,17 @@ def _connect_reads_inline(database: str, **kwargs: Any) -> ReadsInline:
     return connection
 
 
+_JSON_DECODE = json.JSONDecoder().decode
+
+
+def load_json(data: str | bytes) -> Any:
+    """A JSON or JSONB value as PostgreSQL returns it (UTF-8 text), read by the standard
+    library's decoder without ``json.loads``'s encoding detection and wrapper: a third of the
+    time for the small values of a row (a page of 50 accounts reads 50 of them). Not orjson:
+    it reads an integer beyond 64 bits, which JSONB keeps, as a float."""
+    return _JSON_DECODE(data.decode() if isinstance(data, bytes) else data)
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = to_async_url(url)
     if is_sqlite(url):
@@ -295,6 +307,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=CHECKOUT_TIMEOUT_SECONDS,
+        json_deserializer=load_json,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "keepalives": 1,

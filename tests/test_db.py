@@ -7,6 +7,7 @@ BEGIN/COMMIT for reads and still commits (or rolls back) its writes together."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -273,3 +274,27 @@ async def test_postgres_writes_and_locking_reads_of_a_get_are_one_transaction(
         assert values == [1, 2]  # both of the first, neither of the failed one
         await session.execute(text("SELECT x FROM t FOR UPDATE"))
         assert await transaction_status(session) == TransactionStatus.INTRANS
+
+
+async def test_postgres_json_reads_as_the_standard_library_reads_it(pg_db: Database) -> None:
+    """JSON columns are read by our loader (``load_json``) exactly as ``json.loads`` reads
+    PostgreSQL's text of them: integers beyond 64 bits stay integers, text stays text."""
+    value = {
+        "n": 123456789012345678901234567890,
+        "f": 0.1,
+        "s": "é \u2028 🌍",
+        "l": [None, True, -(2**63)],
+        "o": {"": {}},
+    }
+    async with pg_db.session() as session:
+        for doc in (value, {"k": value["s"], "m": [1.5e300, 2**64 - 1]}):
+            read, as_text = (
+                await session.execute(
+                    text("SELECT CAST(:v AS JSONB), CAST(CAST(:v AS JSONB) AS TEXT)"),
+                    {"v": json.dumps(doc)},
+                )
+            ).one()
+            assert read == json.loads(as_text)
+            assert read.get("s", read.get("k")) == value["s"]
+    assert type(read["m"][1]) is int  # the last document's 2**64 - 1, not a float
+    assert read["m"][1] == 2**64 - 1
