@@ -1,10 +1,13 @@
-"""What the database means to do with a statement: its plan, on SQLite and PostgreSQL alike,
-for tests that hold a read to an index (a page, a tenant's sweep) rather than to a timing."""
+"""The statements a test makes the runtime send (``Recorder``, ``statements``), and what the
+database means to do with one: its plan, on SQLite and PostgreSQL alike, for tests that hold a
+read to an index (a page, a tenant's sweep) rather than to a timing."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,16 +69,19 @@ async def plan_of(runtime: Runtime, sql: str, params: Any) -> Plan:
 
 
 class Recorder:
-    """The statements (text and parameters) a runtime's engine sends while inside ``with``."""
+    """The statements (text and parameters) a runtime's engine sends while inside ``with``,
+    those whose text contains ``keep``."""
 
     def __init__(self, runtime: Runtime, *, keep: str = "") -> None:
         self.engine = runtime.db.engine.sync_engine
         self.keep = keep
         self.sent: list[tuple[str, Any]] = []
+        self.texts: list[str] = []
 
     def _record(self, _c: object, _cur: object, sql: str, params: Any, *_rest: object) -> None:
         if self.keep in sql:
             self.sent.append((sql, params))
+            self.texts.append(sql)
 
     def __enter__(self) -> list[tuple[str, Any]]:
         event.listen(self.engine, "before_cursor_execute", self._record)
@@ -83,3 +89,11 @@ class Recorder:
 
     def __exit__(self, *_exc: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+@contextmanager
+def statements(runtime: Runtime) -> Iterator[list[str]]:
+    """The SQL text the runtime's engine sends while inside."""
+    recorder = Recorder(runtime)
+    with recorder:
+        yield recorder.texts

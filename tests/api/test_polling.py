@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from safekeep.api.app import create_app
 from safekeep.runtime import Runtime
@@ -32,22 +31,7 @@ from safekeep.tenants.models import (
     utcnow,
 )
 from tests.factories import MspHandle, create_account, create_key, create_msp, create_tenant
-
-
-@contextmanager
-def statements(runtime: Runtime) -> Iterator[list[str]]:
-    """The SQL the runtime's engine sends while inside."""
-    seen: list[str] = []
-
-    def record(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
-        seen.append(sql)
-
-    engine = runtime.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from tests.plans import statements
 
 
 async def make_job(
