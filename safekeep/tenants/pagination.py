@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, tuple_
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, literal, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import InvalidCursor
@@ -86,7 +86,9 @@ async def keyset_page(
     when = getattr(model, newest_by)
     if cursor:
         at, row_id = _cursor_position(cursor)
-        stmt = stmt.where(_before(when, model.id, at, row_id))
+        # Typed as the columns are, so a cursor's time is stored-form UTC whatever its offset.
+        position = literal(at, type_=when.type), literal(row_id, type_=model.id.type)
+        stmt = stmt.where(_before(when, model.id, *position))
     stmt = stmt.order_by(when.desc(), model.id.desc()).limit(limit + 1)
     rows = list((await session.execute(stmt)).scalars().all())
     next_cursor = None

@@ -14,14 +14,21 @@ page after a cursor must enter the index at the cursor's row, not filter its way
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
 from safekeep.runtime import Runtime
 from safekeep.tenants.models import Job, JobIssue, JobKind, JobStatus
-from safekeep.tenants.pagination import encode_cursor
-from tests.factories import create_account, create_msp, create_tenant, create_webhook
+from safekeep.tenants.pagination import decode_cursor, encode_cursor
+from tests.factories import (
+    create_account,
+    create_key,
+    create_msp,
+    create_tenant,
+    create_webhook,
+)
 from tests.plans import Recorder, plan_of
 
 
@@ -89,3 +96,24 @@ async def test_a_poll_reads_its_jobs_first_issues_in_index_order(
     plan = await plan_of(any_runtime, sql, params)
     assert plan.sorts == [], (sql, plan.steps)
     assert plan.reads_by_index("job_issue", "job_id"), plan.steps
+
+
+@pytest.mark.parametrize("path", ["/v1/api-keys", "/v1/tenants"])
+async def test_a_cursor_names_the_same_row_in_any_utc_offset(
+    any_runtime: Runtime, any_client: httpx.AsyncClient, path: str
+) -> None:
+    """The cursor's time is compared as the column stores it (UTC), so a client that rewrites
+    it in another offset, as ISO 8601 allows, lands on the same row (both page builders)."""
+    msp = await create_msp(any_runtime, "Offsets MSP")
+    for n in range(4):
+        await create_key(any_runtime, msp, ["read"])
+        await create_tenant(any_runtime, msp, name=f"Client {n}")
+    first = (await any_client.get(f"{path}?limit=2", headers=msp.headers)).json()
+    value = decode_cursor(first["next_cursor"])
+    shifted = datetime.fromisoformat(value["t"]).astimezone(timezone(timedelta(hours=5)))
+    pages = []
+    for cursor in (first["next_cursor"], encode_cursor({**value, "t": shifted.isoformat()})):
+        page = await any_client.get(f"{path}?limit=2&cursor={cursor}", headers=msp.headers)
+        assert page.status_code == 200, page.text
+        pages.append([item["id"] for item in page.json()["items"]])
+    assert pages[0] == pages[1] and len(pages[0]) == 2
