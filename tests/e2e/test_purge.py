@@ -210,9 +210,14 @@ async def test_purge_waits_for_a_running_backup(engine: EngineHarness) -> None:
     assert (await h.job(job.id)).status == "running"  # retried by Dramatiq, not failed
 
 
-async def test_gc_keeps_blobs_referenced_from_documents(engine: EngineHarness) -> None:
+@pytest.mark.parametrize("page", [1000, 3])
+async def test_gc_keeps_blobs_referenced_from_documents(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
     """Calendar attachments and contact photos are blobs named inside documents: the versions'
-    refs list them, so garbage collection leaves them (and deletes only true orphans)."""
+    refs list them, so garbage collection leaves them (and deletes only true orphans), also
+    when its marks and its sweep of the listed chunks each take many batches."""
+    from safekeep.backup.jobs import purge
     from safekeep.backup.jobs.purge import collect_garbage
     from safekeep.backup.services import module_for
 
@@ -222,7 +227,7 @@ async def test_gc_keeps_blobs_referenced_from_documents(engine: EngineHarness) -
             if account.services_found.get("mail"):
                 await h.backup(account, service)
     repo = await open_repository(h.runtime, h.tenant)
-    orphan = await repo.put_bytes(b"nobody names this blob " * 10)
+    orphans = [await repo.put_bytes(f"nobody names blob {i} ".encode() * 10) for i in range(2)]
     async with h.runtime.db.session() as session:
         versions = (
             (
@@ -234,8 +239,15 @@ async def test_gc_keeps_blobs_referenced_from_documents(engine: EngineHarness) -
             .all()
         )
     assert any(v.refs for v in versions), "the simulated tenant should have attachments or photos"
+    stored = {name async for name in repo.list_chunk_names()}
+    monkeypatch.setattr(purge, "PAGE", page)
     result = await collect_garbage(h.runtime, h.tenant)
-    assert result.deleted == len(orphan.chunks) == 1
+    assert result.deleted == sum(len(o.chunks) for o in orphans) == 2
+    assert result.scanned == len(stored)
+    assert result.referenced == len(stored) - 2
+    assert {name async for name in repo.list_chunk_names()} == stored - {
+        c.name for o in orphans for c in o.chunks
+    }
     for version in versions:
         content = await module_for(version.service).content(repo, version)
         body = b"".join([chunk async for chunk in content.open(0, None)])

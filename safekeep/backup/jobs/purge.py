@@ -22,7 +22,8 @@ from safekeep.backup.jobs.lifecycle import JobFailed, JobOutcome, RetryLater, ru
 from safekeep.errors import Conflict
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.storage.errors import BlobLocked, BlobNotFound
-from safekeep.storage.repository import ContentRef
+from safekeep.storage.marks import ChunkMarks
+from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.account import service as account_service
 from safekeep.tenants.audit import service as audit
@@ -154,24 +155,42 @@ async def retention_sweep(runtime: Runtime, tenant: Tenant, job: Job) -> dict[st
 
 
 async def collect_garbage(runtime: Runtime, tenant: Tenant) -> GcResult:
-    """Mark every chunk a version names, then delete the tenant's chunks nobody names."""
+    """Mark every chunk a version names, then delete the tenant's chunks nobody names. The
+    marks are kept on disk past a small cache (``ChunkMarks``), so the sweep's memory does not
+    grow with the tenant's data."""
     result = GcResult()
-    referenced: set[str] = set()
-    after: uuid.UUID | None = None
-    while True:
-        async with unit_of_work(runtime) as session:
-            rows = await catalog.blob_refs(session, tenant.id, after=after, limit=PAGE)
-        if not rows:
-            break
-        for _version_id, refs in rows:
-            for ref in refs:
-                referenced.update(c.name for c in ContentRef.from_json(ref).chunks)
-        after = rows[-1][0]
-    result.referenced = len(referenced)
-    repo = await open_repository(runtime, tenant)
-    async for name in repo.list_chunk_names():
-        result.scanned += 1
-        if name in referenced:
+    async with ChunkMarks() as marks:
+        after: uuid.UUID | None = None
+        while True:
+            async with unit_of_work(runtime) as session:
+                rows = await catalog.blob_refs(session, tenant.id, after=after, limit=PAGE)
+            if not rows:
+                break
+            await marks.add(
+                c.name for _, refs in rows for ref in refs for c in ContentRef.from_json(ref).chunks
+            )
+            after = rows[-1][0]
+        result.referenced = await marks.count()
+        repo = await open_repository(runtime, tenant)
+        listed: list[str] = []
+        async for name in repo.list_chunk_names():
+            listed.append(name)
+            if len(listed) == PAGE:
+                await _sweep(repo, listed, marks, result)
+                listed = []
+        await _sweep(repo, listed, marks, result)
+    log.info("blob_gc", tenant_id=str(tenant.id), **result.__dict__)
+    return result
+
+
+async def _sweep(
+    repo: TenantRepository, names: list[str], marks: ChunkMarks, result: GcResult
+) -> None:
+    """Delete those of ``names`` (listed chunks) that no version names."""
+    result.scanned += len(names)
+    kept = await marks.marked(names) if names else set()
+    for name in names:
+        if name in kept:
             continue
         try:
             size = await repo.store.size(repo.chunk_key(name))
@@ -183,8 +202,6 @@ async def collect_garbage(runtime: Runtime, tenant: Tenant) -> GcResult:
             continue
         result.deleted += 1
         result.deleted_bytes += size
-    log.info("blob_gc", tenant_id=str(tenant.id), **result.__dict__)
-    return result
 
 
 async def request_account_purge(
