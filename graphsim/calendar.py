@@ -8,11 +8,12 @@ master, so that editing one instance changes the master's change number like in 
 from __future__ import annotations
 
 import calendar as cal
+import functools
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from graphsim import ids
-from graphsim.state import OItem, Tenant, iso
+from graphsim.state import OItem, Tenant
 
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 INDEX = {"first": 0, "second": 1, "third": 2, "fourth": 3, "last": -1}
@@ -101,15 +102,41 @@ def occurrence_dates(event: OItem, lo: date, hi: date) -> list[date]:
 
 
 def occurrence_id(tenant: Tenant, master: OItem, day: date) -> str:
-    occ = ids.outlook_id("occurrence", master.id, day.isoformat())
+    occ = _occurrence_id(master.id, day.isoformat())
     tenant.occurrences[occ] = (master.id, day.isoformat())
     return occ
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _occurrence_id(master_id: str, day: str) -> str:
+    """An occurrence's id (a pure function of its master and date: each expansion of a
+    series names its occurrences again)."""
+    return ids.outlook_id("occurrence", master_id, day)
+
+
 def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]) -> dict[str, Any]:
-    start = parse_dt(master.props["start"])
-    end = parse_dt(master.props["end"])
-    original = datetime.combine(day, start.timetz())
+    return _instance(tenant, master, day, base, _Span.of(master))
+
+
+class _Span:
+    """A master's start time of day and length, read once for all of its instances."""
+
+    __slots__ = ("clock", "length")
+
+    def __init__(self, start: datetime, end: datetime) -> None:
+        self.clock = start.timetz()
+        self.length = end - start
+
+    @classmethod
+    def of(cls, master: OItem) -> _Span:
+        return cls(parse_dt(master.props["start"]), parse_dt(master.props["end"]))
+
+
+def _instance(
+    tenant: Tenant, master: OItem, day: date, base: dict[str, Any], span: _Span
+) -> dict[str, Any]:
+    original = datetime.combine(day, span.clock)  # in UTC, as the master's start was read
+    at = original.strftime("%Y-%m-%dT%H:%M:%S")  # fmt_dt's and iso's text, formatted once
     occ = dict(base)
     override = master.exceptions.get(day.isoformat())
     own = master.instance_attachments.get(day.isoformat())
@@ -119,9 +146,9 @@ def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]
             "type": "exception" if override or own is not None else "occurrence",
             "seriesMasterId": master.id,
             "recurrence": None,
-            "start": fmt_dt(original),
-            "end": fmt_dt(original + (end - start)),
-            "originalStart": iso(original),
+            "start": {"dateTime": at + ".0000000", "timeZone": "UTC"},
+            "end": fmt_dt(original + span.length),
+            "originalStart": at + "Z",
         }
     )
     if override:
@@ -131,15 +158,28 @@ def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]
     return occ
 
 
+def _bounds(
+    inst: dict[str, Any], override: dict[str, Any] | None, original: datetime, span: _Span
+) -> tuple[datetime, datetime]:
+    """An instance's start and end as ``parse_dt`` reads them back from its JSON (whole
+    seconds), without the round trip through text unless an exception moved it."""
+    if override and ("start" in override or "end" in override):
+        return parse_dt(inst["start"]), parse_dt(inst["end"])
+    return original.replace(microsecond=0), (original + span.length).replace(microsecond=0)
+
+
 def series_instances(
     tenant: Tenant, master: OItem, lo: datetime, hi: datetime, base: dict[str, Any]
 ) -> list[dict[str, Any]]:
+    span = _Span.of(master)
     out = []
     for day in occurrence_dates(master, (lo - timedelta(days=2)).date(), hi.date()):
         if day.isoformat() in master.cancelled:
             continue
-        inst = instance_json(tenant, master, day, base)
-        if parse_dt(inst["start"]) < hi and parse_dt(inst["end"]) > lo:
+        inst = _instance(tenant, master, day, base, span)
+        override = master.exceptions.get(day.isoformat())
+        start, end = _bounds(inst, override, datetime.combine(day, span.clock), span)
+        if start < hi and end > lo:
             out.append(inst)
     return out
 

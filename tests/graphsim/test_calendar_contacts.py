@@ -171,3 +171,52 @@ def test_contact_photos(sim: Simulator, client: httpx.Client, user: Any) -> None
     assert put.status_code == 200
     again = client.get(f"/users/{user.id}/contacts/{without[0].id}/photo/$value")
     assert again.content == b"\xff\xd8\xffnew"
+
+
+def _plain_instances(tenant: Any, master: Any, lo: datetime, hi: datetime) -> list[Any]:
+    """A series' instances in a window by the definition, each read back from its own JSON:
+    what ``series_instances`` must give however it computes them."""
+    from graphsim.calendar import instance_json, occurrence_dates, parse_dt
+    from graphsim.routes_calendar import event_json
+
+    base = event_json(tenant, master)
+    out = []
+    for day in occurrence_dates(master, (lo - timedelta(days=2)).date(), hi.date()):
+        if day.isoformat() in master.cancelled:
+            continue
+        inst = instance_json(tenant, master, day, base)
+        if parse_dt(inst["start"]) < hi and parse_dt(inst["end"]) > lo:
+            out.append(inst)
+    return out
+
+
+def test_series_expansion_equals_its_definition() -> None:
+    """Every recurring series of a generated tenant (moved and cancelled occurrences
+    included), over windows from a day to six years whose edges fall inside occurrences."""
+    from graphsim.calendar import series_instances
+    from graphsim.routes_calendar import event_json
+
+    with Simulator(seed=5, users=4, messages=4, files=1, events=120, contacts=2) as sim:
+        tenant = next(iter(sim.engine.world.tenants.values()))
+        series = [i for i in tenant.items.values() if i.props.get("recurrence")]
+        assert len(series) >= 5
+        assert any(s.exceptions for s in series) and any(s.cancelled for s in series)
+        compared = 0
+        for master in series:
+            first = datetime.fromisoformat(master.props["start"]["dateTime"][:19])
+            first = first.replace(tzinfo=UTC)
+            windows = [
+                (first - timedelta(days=400), timedelta(days=6 * 365)),
+                (first + timedelta(days=7, minutes=5), timedelta(days=30)),
+                (first + timedelta(days=14, minutes=-1), timedelta(days=1)),
+            ]
+            for day in master.exceptions:  # around a moved occurrence: its new time only
+                moved = datetime.combine(datetime.fromisoformat(day).date(), first.timetz())
+                windows.append((moved + timedelta(hours=1), timedelta(hours=2)))
+            for lo, span in windows:
+                hi = lo + span
+                fast = series_instances(tenant, master, lo, hi, event_json(tenant, master))
+                plain = _plain_instances(tenant, master, lo, hi)
+                assert fast == plain
+                compared += len(plain)
+        assert compared > 100
