@@ -24,7 +24,6 @@ import asyncio
 import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 
 CACHE_BYTES = 8 * 1024 * 1024
 # Names per membership query (SQLite allows 32,766 bound parameters).
@@ -84,19 +83,9 @@ class ChunkMarks:
             found.update(key.hex() for (key,) in rows)
         return found
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the database (its temporary file goes with it): ``contextlib.aclosing``."""
         await asyncio.to_thread(self._db.close)
-
-    async def __aenter__(self) -> ChunkMarks:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from contextlib import aclosing
 
 from safekeep.storage.marks import QUERY_BATCH, ChunkMarks
 
@@ -16,7 +17,7 @@ def names(n: int, seed: int) -> list[str]:
 async def test_marks_answer_exactly_which_names_were_added() -> None:
     added = names(1200, seed=1)
     others = names(1200, seed=2)
-    async with ChunkMarks() as marks:
+    async with aclosing(ChunkMarks()) as marks:
         await marks.add(added[:700])
         await marks.add(added[500:])  # overlapping batches: each name counts once
         await marks.add([])
@@ -32,7 +33,7 @@ async def test_marks_beyond_their_cache_stay_exact() -> None:
     """With a cache of 64 KiB, 20,000 names (640 KB of keys) spill to SQLite's temporary
     file; every one is still found, and no other name is."""
     added = names(20_000, seed=3)
-    async with ChunkMarks(cache_bytes=64 * 1024) as marks:
+    async with aclosing(ChunkMarks(cache_bytes=64 * 1024)) as marks:
         for start in range(0, len(added), 1000):
             await marks.add(added[start : start + 1000])
         assert await marks.count() == len(added)

@@ -11,6 +11,7 @@ document and ``refs``), which name every blob a version depends on.
 from __future__ import annotations
 
 import uuid
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -159,7 +160,7 @@ async def collect_garbage(runtime: Runtime, tenant: Tenant) -> GcResult:
     marks are kept on disk past a small cache (``ChunkMarks``), so the sweep's memory does not
     grow with the tenant's data."""
     result = GcResult()
-    async with ChunkMarks() as marks:
+    async with aclosing(ChunkMarks()) as marks:
         after: uuid.UUID | None = None
         while True:
             async with unit_of_work(runtime) as session:
