@@ -77,7 +77,8 @@ async def list_items(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> ItemListing:
-    """The folders and items directly under `folder`, as they were at `at`, by name."""
+    """The folders and items directly under `folder`, as they were at `at`, by name (its
+    first 200 characters, then the item id)."""
     account = await browse.load_account(session, principal.scope, tenant_id, account_id)
     listing = await browse.list_children(
         session,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal,
     or_,
     select,
     update,
@@ -44,6 +45,7 @@ from safekeep.tenants.models import (
     SnapshotStatus,
 )
 from safekeep.tenants.models.base import new_id
+from safekeep.tenants.models.item_version import NAME_KEY_CHARS, name_key
 from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
 
@@ -447,7 +449,9 @@ async def children_at(
     limit: int,
     kinds: Collection[str] | None = None,
 ) -> list[tuple[Item, ItemVersion]]:
-    """Items directly under a folder (or at the root when None) as of ``seq``, by name."""
+    """Items directly under a folder (or at the root when None) as of ``seq``, by name: its
+    first ``NAME_KEY_CHARS`` characters, then the item (the order of ``ix_item_version_browse``).
+    ``after_name`` is the last row's whole name and item."""
     stmt = state_at(
         select(Item, ItemVersion).join(ItemVersion, ItemVersion.item_id == Item.id),
         scope,
@@ -461,12 +465,13 @@ async def children_at(
         stmt = stmt.where(ItemVersion.parent_external_id == parent_external_id)
     if kinds:
         stmt = stmt.where(ItemVersion.kind.in_(list(kinds)))
+    key = name_key(ItemVersion.name)
     if after_name is not None:
         name, item_id = after_name
-        stmt = stmt.where(
-            or_(ItemVersion.name > name, and_(ItemVersion.name == name, Item.id > item_id))
-        )
-    stmt = stmt.order_by(ItemVersion.name, Item.id).limit(limit)
+        # Not a row value: SQLite seeks an expression's index column only by a plain range.
+        at = literal(name[:NAME_KEY_CHARS], type_=ItemVersion.name.type)
+        stmt = stmt.where(key >= at, or_(key > at, ItemVersion.item_id > item_id))
+    stmt = stmt.order_by(key, ItemVersion.item_id).limit(limit)
     return [(i, v) for i, v in (await session.execute(stmt)).all()]
 
 

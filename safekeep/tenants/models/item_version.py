@@ -4,7 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    ColumnExpressionArgument,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    literal_column,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import AccountServiceMixin, Base, CreatedMixin, IdMixin, JSONType
@@ -19,7 +29,6 @@ class ItemVersion(IdMixin, CreatedMixin, AccountServiceMixin, Base):
     __tablename__ = "item_version"
     __table_args__ = (
         UniqueConstraint("item_id", "first_seq"),
-        Index("ix_item_version_browse", "account_id", "service", "parent_external_id", "first_seq"),
         Index("ix_item_version_open", "account_id", "service", "last_seq"),
         # A tenant's versions in id order: the daily retention sweep and the blob collector's
         # mark phase walk them in batches, each starting where the last one ended.
@@ -51,3 +60,26 @@ class ItemVersion(IdMixin, CreatedMixin, AccountServiceMixin, Base):
     # Small metadata for browsing: sender, dates, flags, hashes, path at capture time...
     meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     indexed: Mapped[bool] = mapped_column(default=False)
+
+
+# Browse lists a folder's children by name. A whole name (up to 1,000 characters, up to 4,000
+# bytes) can be longer than a PostgreSQL B-tree entry may be (about 2,700 bytes), so the
+# index keys the first NAME_KEY_CHARS characters, then the item: children are listed in that
+# order (names alike in their first 200 characters by item), read from the index, never sorted.
+NAME_KEY_CHARS = 200
+
+
+def name_key(name: ColumnExpressionArgument[str]) -> ColumnElement[str]:
+    """The browse order's key of a name, as the index holds it (constants written into the
+    SQL, so that the planner matches the index's expression)."""
+    return func.substr(name, literal_column("1"), literal_column(str(NAME_KEY_CHARS)))
+
+
+Index(
+    "ix_item_version_browse",
+    ItemVersion.account_id,
+    ItemVersion.service,
+    ItemVersion.parent_external_id,
+    name_key(ItemVersion.name),
+    ItemVersion.item_id,
+)
