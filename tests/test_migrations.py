@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from safekeep.db import to_sync_url
 from safekeep.migrate import alembic_config
@@ -152,3 +152,50 @@ def test_stored_bytes_are_filled_from_the_snapshots_already_there(tmp_path: Any)
     with sqlite3.connect(path) as con:
         stored = dict(con.execute("SELECT id, stored_bytes FROM account").fetchall())
     assert [stored[a] for a in accounts] == [1234, 5 * 2**30, 0]
+
+
+def _index_valid(url: str, name: str) -> bool | None:
+    engine = create_engine(to_sync_url(url))
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE c.relname = :name"
+                ),
+                {"name": name},
+            ).scalar()
+            return None if found is None else bool(found)
+    finally:
+        engine.dispose()
+
+
+def test_an_index_build_interrupted_on_postgresql_is_rebuilt_when_run_again(
+    postgres_url: str,
+) -> None:
+    """Indexes on existing tables are built CONCURRENTLY (writers are not blocked); such a
+    build that is interrupted leaves an INVALID index behind, which running the migration
+    again replaces, and a run after a complete build keeps what is there."""
+    from alembic import command
+
+    config = alembic_config(postgres_url)
+    name = "ix_item_version_children"  # migration 0013's
+    assert _index_valid(postgres_url, name) is True
+    engine = create_engine(to_sync_url(postgres_url))
+    try:
+        with engine.begin() as conn:  # what an interrupted CREATE INDEX CONCURRENTLY leaves
+            conn.execute(
+                text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = :n ::regclass"),
+                {"n": name},
+            )
+    finally:
+        engine.dispose()
+    assert _index_valid(postgres_url, name) is False
+    command.stamp(config, "0012")
+    command.upgrade(config, "head")
+    assert _index_valid(postgres_url, name) is True
+    command.stamp(config, "0012")  # and a rerun after a complete build
+    command.upgrade(config, "head")
+    assert _index_valid(postgres_url, name) is True
+    assert _index_valid(postgres_url, "ix_item_version_browse") is None
+    assert _drift(postgres_url) == []

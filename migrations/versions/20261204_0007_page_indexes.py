@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
+from safekeep.migrate import create_index, drop_index
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -55,13 +55,13 @@ def _name(table: str, scope: str) -> str:
 
 def upgrade() -> None:
     for table, scope, newest_by, replaced in PAGES:
-        op.create_index(_name(table, scope), table, [scope, newest_by, "id"])
+        create_index(_name(table, scope), table, [scope, newest_by, "id"])
         if replaced is not None:
-            op.drop_index(replaced[0], table_name=table)
+            drop_index(replaced[0], table)
 
 
 def downgrade() -> None:
     for table, scope, _newest_by, replaced in reversed(PAGES):
         if replaced is not None:
-            op.create_index(replaced[0], table, replaced[1])
-        op.drop_index(_name(table, scope), table_name=table)
+            create_index(replaced[0], table, replaced[1])
+        drop_index(_name(table, scope), table)

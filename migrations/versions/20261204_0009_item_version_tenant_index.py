@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
+from safekeep.migrate import create_index, drop_index
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -20,8 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_item_version_tenant", "item_version", ["tenant_id", "id"])
+    create_index("ix_item_version_tenant", "item_version", ["tenant_id", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_item_version_tenant", table_name="item_version")
+    drop_index("ix_item_version_tenant", "item_version")

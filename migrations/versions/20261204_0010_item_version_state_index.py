@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
+from safekeep.migrate import create_index, drop_index
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -21,10 +21,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index(
+    create_index(
         "ix_item_version_state", "item_version", ["account_id", "service", "item_id"]
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_item_version_state", table_name="item_version")
+    drop_index("ix_item_version_state", "item_version")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
+from safekeep.migrate import create_index, drop_index
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -22,8 +22,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.drop_index("ix_snapshot_tenant_completed", table_name="snapshot")
+    drop_index("ix_snapshot_tenant_completed", "snapshot")
 
 
 def downgrade() -> None:
-    op.create_index("ix_snapshot_tenant_completed", "snapshot", ["tenant_id", "completed_at"])
+    create_index("ix_snapshot_tenant_completed", "snapshot", ["tenant_id", "completed_at"])

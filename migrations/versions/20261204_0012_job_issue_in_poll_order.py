@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
+from safekeep.migrate import create_index, drop_index
 
 revision: str = "0012"
 down_revision: str | None = "0011"
@@ -20,10 +20,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_job_issue_job_created", "job_issue", ["job_id", "created_at"])
-    op.drop_index("ix_job_issue_job_id", table_name="job_issue")
+    create_index("ix_job_issue_job_created", "job_issue", ["job_id", "created_at"])
+    drop_index("ix_job_issue_job_id", "job_issue")
 
 
 def downgrade() -> None:
-    op.create_index("ix_job_issue_job_id", "job_issue", ["job_id"])
-    op.drop_index("ix_job_issue_job_created", table_name="job_issue")
+    create_index("ix_job_issue_job_id", "job_issue", ["job_id"])
+    drop_index("ix_job_issue_job_created", "job_issue")

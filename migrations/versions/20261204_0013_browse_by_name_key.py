@@ -1,8 +1,8 @@
-"""ix_item_version_browse in browse order: a folder's children by the first 200 characters of
+"""ix_item_version_children, in browse order: a folder's children by the first 200 characters of
 their name, then the item, so that a page of a folder is read from the index instead of
-sorting every child (a folder of 50,000 files: each page sorted all of them, 60-140 ms). The
-old index (account, service, parent, first_seq) served the same lookups by parent, which the
-new one's leading columns still do.
+sorting every child (a folder of 50,000 files: each page sorted all of them, 60-140 ms). It
+replaces ix_item_version_browse (account, service, parent, first_seq), whose lookups by parent
+its leading columns serve alike.
 
 Revision ID: 0013
 Revises: 0012
@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+
+from safekeep.migrate import create_index, drop_index
 
 revision: str = "0013"
 down_revision: str | None = "0012"
@@ -23,18 +24,18 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.drop_index("ix_item_version_browse", table_name="item_version")
-    op.create_index(
-        "ix_item_version_browse",
+    create_index(
+        "ix_item_version_children",
         "item_version",
         ["account_id", "service", "parent_external_id", sa.text("substr(name, 1, 200)"), "item_id"],
     )
+    drop_index("ix_item_version_browse", "item_version")
 
 
 def downgrade() -> None:
-    op.drop_index("ix_item_version_browse", table_name="item_version")
-    op.create_index(
+    create_index(
         "ix_item_version_browse",
         "item_version",
         ["account_id", "service", "parent_external_id", "first_seq"],
     )
+    drop_index("ix_item_version_children", "item_version")

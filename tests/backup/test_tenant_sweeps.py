@@ -103,7 +103,7 @@ async def test_a_point_in_time_steps_back_through_the_accounts_own_snapshots(
 
 async def test_a_folders_children_are_read_in_index_order(any_runtime: Runtime) -> None:
     """Browsing a folder pages through its children by name key and item: each page is read
-    from ``ix_item_version_browse`` (a folder of 50,000 files sorted all of them for every page:
+    from ``ix_item_version_children`` (a folder of 50,000 files sorted all of them for every page:
     60-140 ms), and the page after a cursor enters the index at the cursor's key."""
     msp = await create_msp(any_runtime, "Browse MSP")
     tenant = await create_tenant(any_runtime, msp)
@@ -126,8 +126,8 @@ async def test_a_folders_children_are_read_in_index_order(any_runtime: Runtime) 
         plan = await plan_of(any_runtime, sql, params)
         assert plan.sorts == [], (sql, plan.steps)
         reads = [s for s in plan.steps if re.match(r"(SEARCH|SCAN|.* on) item_version\b", s)]
-        browse = [s for s in reads if "INDEX ix_item_version_browse (account_id=" in s
-                  or "item_version ix_item_version_browse: ((account_id =" in s]  # fmt: skip
+        browse = [s for s in reads if "INDEX ix_item_version_children (account_id=" in s
+                  or "item_version ix_item_version_children: ((account_id =" in s]  # fmt: skip
         assert reads and browse == reads, plan.steps
         if "substr(item_version.name, 1, 200) >=" in sql:  # after a cursor: a seek at its key
             assert any("<expr>>?" in s or "200) >= " in s for s in browse), browse

@@ -450,7 +450,7 @@ async def children_at(
     kinds: Collection[str] | None = None,
 ) -> list[tuple[Item, ItemVersion]]:
     """Items directly under a folder (or at the root when None) as of ``seq``, by name: its
-    first ``NAME_KEY_CHARS`` characters, then the item (the order of ``ix_item_version_browse``).
+    first ``NAME_KEY_CHARS`` characters, then the item (the order of ``ix_item_version_children``).
     ``after_name`` is the last row's whole name and item."""
     stmt = state_at(
         select(Item, ItemVersion).join(ItemVersion, ItemVersion.item_id == Item.id),

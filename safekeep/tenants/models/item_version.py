@@ -76,7 +76,7 @@ def name_key(name: ColumnExpressionArgument[str]) -> ColumnElement[str]:
 
 
 Index(
-    "ix_item_version_browse",
+    "ix_item_version_children",
     ItemVersion.account_id,
     ItemVersion.service,
     ItemVersion.parent_external_id,
