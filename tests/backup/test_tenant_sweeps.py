@@ -122,14 +122,14 @@ async def test_a_folders_children_are_read_in_index_order(any_runtime: Runtime) 
                     limit=51,
                 )
     assert len(sent) == 2, sent
-    for sql, params in sent:
+    for page, (sql, params) in enumerate(sent):
         plan = await plan_of(any_runtime, sql, params)
         assert plan.sorts == [], (sql, plan.steps)
         reads = [s for s in plan.steps if re.match(r"(SEARCH|SCAN|.* on) item_version\b", s)]
         browse = [s for s in reads if "INDEX ix_item_version_children (account_id=" in s
                   or "item_version ix_item_version_children: ((account_id =" in s]  # fmt: skip
         assert reads and browse == reads, plan.steps
-        if "substr(item_version.name, 1, 200) >=" in sql:  # after a cursor: a seek at its key
+        if page == 1:  # after a cursor: a seek at its key
             assert any("<expr>>?" in s or "200) >= " in s for s in browse), browse
 
 
