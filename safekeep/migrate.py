@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from sqlalchemy import TextClause, text
 
@@ -46,8 +46,6 @@ def upgrade(url: str, revision: str = "head") -> None:
 def create_index(name: str, table: str, columns: Sequence[str | TextClause], **kwargs: Any) -> None:
     """``op.create_index``, built without blocking writes on PostgreSQL; an index of this name
     already there and valid is kept (a rerun of an interrupted migration)."""
-    from alembic import op
-
     if op.get_context().dialect.name != "postgresql":
         op.create_index(name, table, list(columns), **kwargs)
         return
@@ -68,8 +66,6 @@ def create_index(name: str, table: str, columns: Sequence[str | TextClause], **k
 
 def drop_index(name: str, table: str) -> None:
     """``op.drop_index``, without blocking reads or writes on PostgreSQL meanwhile."""
-    from alembic import op
-
     if op.get_context().dialect.name != "postgresql":
         op.drop_index(name, table_name=table)
         return
