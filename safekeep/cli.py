@@ -126,7 +126,7 @@ def msp_create(
         from safekeep.billing.service import ensure_customer
         from safekeep.billing.stripe_client import BillingClient
 
-        db = Database(settings.resolved_database_url, pool_size=1)
+        db = Database(settings.resolved_database_url, max_connections=2)
         try:
             async with db.session() as session:
                 msp, secret = await service.create_with_admin_key(
@@ -220,7 +220,7 @@ def keys_rotate() -> None:
     safekeep_logging.configure(settings.log_level, json=settings.log_json)
 
     async def rotate() -> RotationReport:
-        db = Database(settings.resolved_database_url, pool_size=1)
+        db = Database(settings.resolved_database_url, max_connections=2)
         try:
             return await rotate_master_key(db, settings)
         finally:

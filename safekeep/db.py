@@ -284,7 +284,13 @@ def load_json(data: str | bytes) -> Any:
     return _JSON_DECODE(data.decode() if isinstance(data, bytes) else data)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+# Connections a process's engine opens at most: 20 for the API and a worker, as the pool of 10
+# with an overflow of 10 allowed before, but now every one of them is kept once opened (see
+# create_engine).
+MAX_CONNECTIONS = 20
+
+
+def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncEngine:
     url = to_async_url(url)
     if is_sqlite(url):
         engine = create_async_engine(
@@ -302,10 +308,16 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     # was in flight fails (as a transient error, see safekeep.transient). Connecting fails
     # fast while the server is down, and keepalives notice a peer that vanished without
     # closing its sockets.
+    #
+    # No overflow: SQLAlchemy closes an overflow connection as soon as it comes back while the
+    # pool is full, so every burst past the pool's size opened connections that were closed a
+    # moment later (the API bench's read mix at 200/s opened about 130 PostgreSQL sessions in
+    # 30 s, each a server process forked, authenticated and its prepared statements lost).
+    # The same ceiling as a pool: connections are opened as they are needed, then kept.
     engine = create_async_engine(
         url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=max_connections,
+        max_overflow=0,
         pool_timeout=CHECKOUT_TIMEOUT_SECONDS,
         json_deserializer=load_json,
         connect_args={
@@ -373,9 +385,9 @@ def _begin_before_first_write(
 class Database:
     """An engine and its session factory; one per event loop (API, worker loop, CLI)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.url = to_async_url(url)
-        self.engine = create_engine(self.url, pool_size=pool_size)
+        self.engine = create_engine(self.url, max_connections=max_connections)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # SQLite already begins a transaction only at the first write (the sqlite3 module's
         # default), and on PostgreSQL this engine does the same (see _begin_before_first_write).

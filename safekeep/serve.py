@@ -94,7 +94,7 @@ async def _bootstrap_demo(
     settings: Settings, sim: Any, send: Any = queue.send_messages
 ) -> tuple[str, str]:
     """Ensure the demo MSP and its connected tenant exist; issue a fresh admin key."""
-    db = Database(settings.resolved_database_url, pool_size=2)
+    db = Database(settings.resolved_database_url, max_connections=4)
     messages: list[outbox.Message] = []
     try:
         with outbox.collect() as box:

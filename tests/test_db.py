@@ -298,3 +298,50 @@ async def test_postgres_json_reads_as_the_standard_library_reads_it(pg_db: Datab
             assert read.get("s", read.get("k")) == value["s"]
     assert type(read["m"][1]) is int  # the last document's 2**64 - 1, not a float
     assert read["m"][1] == 2**64 - 1
+
+
+async def test_postgres_connections_opened_for_a_burst_are_kept_for_the_next(
+    postgres_url: str,
+) -> None:
+    """Bursts of concurrent sessions open connections up to the ceiling and keep them: a
+    second burst as wide as the first opens none (an overflow above a smaller pool was
+    closed as it came back, so every burst paid for new server sessions again)."""
+    db = Database(postgres_url, max_connections=6)
+    opened = 0
+
+    def on_connect(*_args: Any) -> None:
+        nonlocal opened
+        opened += 1
+
+    from sqlalchemy import event
+
+    event.listen(db.engine.sync_engine, "connect", on_connect)
+    release = asyncio.Event()
+    all_in = asyncio.Event()
+    holding = 0
+
+    async def hold() -> int:
+        nonlocal holding
+        async with db.session(begin_on_write=True) as session:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            holding += 1
+            if holding == 6:
+                all_in.set()
+            await release.wait()
+            return int(pid)
+
+    try:
+        pids: list[set[int]] = []
+        for _burst in range(2):
+            release.clear()
+            all_in.clear()
+            holding = 0
+            tasks = [asyncio.create_task(hold()) for _ in range(6)]
+            await asyncio.wait_for(all_in.wait(), 10)  # six sessions at once
+            release.set()
+            pids.append(set(await asyncio.gather(*tasks)))
+        assert len(pids[0]) == 6
+        assert pids[1] == pids[0]  # the same six server sessions
+        assert opened == 6
+    finally:
+        await db.dispose()
