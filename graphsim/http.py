@@ -105,6 +105,10 @@ class Resp:
     body: Any = None  # dict/list -> JSON; bytes -> raw; None -> empty
     headers: dict[str, str] = field(default_factory=dict)
     stream: Callable[[], AsyncIterator[bytes]] | None = None
+    # A raw body too costly to make on the event loop (a message's MIME): ``dispatch`` makes
+    # it on the render thread, outside the world lock, so the callable must hold its own
+    # copy of what it reads.
+    deferred: Callable[[], bytes] | None = None
 
     def encoded(self) -> bytes:
         if self.body is None:

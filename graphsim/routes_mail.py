@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import re
 import time
 from collections.abc import Callable
@@ -955,7 +956,15 @@ def get_message(engine: Engine, req: Req) -> Resp:
 def get_mime(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     item = get_item(tenant, user, req.params["item"], "message")
-    return Resp(200, message_mime(item), {"Content-Type": "message/rfc822"})
+    headers = {"Content-Type": "message/rfc822"}
+    if item.raw_mime is not None:
+        return Resp(200, item.raw_mime, headers)
+    # Rendered off the event loop from a copy: a PATCH may change the spec meanwhile.
+    spec, attachments = copy.deepcopy(item.spec), list(item.attachments)
+    draft = bool(item.props.get("isDraft"))
+    return Resp(
+        200, None, headers, deferred=lambda: render_mime(spec, attachments, include_bcc=draft)
+    )
 
 
 @router.add("PATCH", "/users/{user}/messages/{item}", "exchange")

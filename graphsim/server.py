@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, tzinfo
 from functools import cache
 from typing import Any
@@ -238,6 +239,14 @@ def _mailbox_for(engine: Engine, req: Req, service: str, params: dict[str, str])
     return None
 
 
+# Where deferred bodies are made (``Resp.deferred``): one thread, so that rendering MIME,
+# which costs milliseconds of CPU a message, no longer holds the event loop that every other
+# mailbox's requests, timers and answers wait on (Exchange renders one mailbox's message
+# without delaying another's). One thread rather than several: the loop then competes for
+# the interpreter with one renderer, and gets it back within the switch interval.
+_RENDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphsim-render")
+
+
 async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
     """Run one Graph request (from HTTP or from ``$batch``) through routing and throttling."""
     template = f"{req.method} unmatched"
@@ -280,6 +289,9 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             await asyncio.sleep(delay)
         with engine.world.lock:
             resp = route.handler(engine, req)
+        if resp.deferred is not None:
+            resp.body = await asyncio.get_running_loop().run_in_executor(_RENDER, resp.deferred)
+            resp.deferred = None
         if route.service == "exchange":
             in_time_zone(req, resp)
         if route.service == "sharepoint":

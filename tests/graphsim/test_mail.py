@@ -428,3 +428,51 @@ def test_filter_on_messages(sim: Simulator, client: httpx.Client, user: Any) -> 
     )
     bad = client.get(f"/users/{user.id}/messages", params={"$filter": "contains(subject,'x')"})
     assert bad.status_code == 400
+
+
+def test_mime_is_rendered_off_the_event_loop_from_a_copy_taken_under_the_lock(
+    sim: Simulator, client: httpx.Client, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message's MIME is rendered on the render thread, outside the world lock: while one
+    render is held up, a PATCH of the same message and another mailbox read still answer,
+    and the held render gives the message as it was when its request was routed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from graphsim import routes_mail
+
+    item = next(
+        i
+        for i in sim.tenant().items.values()
+        if i.kind == "message" and i.user_id == user.id and not i.deleted and i.raw_mime is None
+    )
+    before = str(item.spec.subject)
+    real = routes_mail.render_mime
+    started, go = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def held(*args: Any, **kwargs: Any) -> bytes:
+        threads.append(threading.current_thread().name)
+        started.set()
+        assert go.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(routes_mail, "render_mime", held)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(client.get, f"/users/{user.id}/messages/{item.id}/$value")
+        assert started.wait(30)
+        try:
+            changed = client.patch(
+                f"/users/{user.id}/messages/{item.id}", json={"subject": "Changed meanwhile"}
+            )
+            assert changed.status_code == 200
+            assert client.get(f"/users/{user.id}/mailFolders/inbox").status_code == 200
+        finally:
+            go.set()
+        answer = pending.result(30)
+    assert answer.status_code == 200
+    assert email.message_from_bytes(answer.content)["Subject"] == before
+    assert threads and all(name.startswith("graphsim-render") for name in threads)
+    monkeypatch.setattr(routes_mail, "render_mime", real)
+    again = client.get(f"/users/{user.id}/messages/{item.id}/$value")
+    assert email.message_from_bytes(again.content)["Subject"] == "Changed meanwhile"
