@@ -138,6 +138,9 @@ class SnapshotRun:
         self.counters = RunCounters()
         self.stats = RunStats()  # what detection judges when the run completes
         self.pending_index: list[SearchDocument] = []
+        # Collections this run kept seen rows for (``mark_seen``; a page that rolled back may
+        # have kept none, which only costs a needless delete).
+        self.marked_seen: set[str] = set()
         # Claiming the task has just written its heartbeat.
         self._last_beat = time.monotonic()
 
@@ -227,6 +230,12 @@ class SnapshotRun:
         return snapshot, resumed
 
     # ---- delta state ---------------------------------------------------------------
+
+    def may_hold_seen(self, collection: str) -> bool:
+        """Whether ``enumeration_seen`` may hold this snapshot's rows for ``collection``: a
+        resumed snapshot's earlier attempts may have left some; a new one holds only what
+        this run marked (a first backup's folders start with nothing to forget)."""
+        return self.resumed or collection in self.marked_seen
 
     async def delta_links(self) -> dict[str, DeltaState]:
         async with unit_of_work(self.runtime) as session:
@@ -585,11 +594,13 @@ class CatalogPage:
     async def mark_seen(self, collection: str, external_ids: Iterable[str]) -> None:
         """A full enumeration of ``collection`` saw these: kept with this page's
         transaction, read back by ``remove_unseen_in`` when the pass ends."""
+        self.run.marked_seen.add(collection)
         await catalog.add_seen(self.session, self.run.snapshot_id, collection, list(external_ids))
 
     async def forget_seen(self, collection: str) -> None:
         """A full enumeration of ``collection`` starts (again) from its first page."""
-        await catalog.clear_seen(self.session, self.run.snapshot_id, collection)
+        if self.run.may_hold_seen(collection):
+            await catalog.clear_seen(self.session, self.run.snapshot_id, collection)
 
     async def remove_unseen_in(
         self, kinds: Collection[str], collection: str, *, parent_external_id: str | None = None

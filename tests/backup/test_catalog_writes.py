@@ -73,6 +73,9 @@ async def test_mailbox_backup_writes_versions_in_bulk(engine: EngineHarness) -> 
     assert seen["INSERT item_version"] <= pages + 2, (seen, recorded)
     assert seen["INSERT item"] <= pages + 2, (seen, recorded)
     assert seen["INSERT item_version"] < recorded / 2, (seen, recorded)
+    # A first backup has stored nothing its folders' passes could fail to see: they keep no
+    # seen rows (a pass restarted by a resync, or over stored messages, does).
+    assert seen["INSERT enumeration_seen"] == 0 and seen["DELETE enumeration_seen"] == 0, seen
 
 
 async def test_rerecording_within_a_page_replaces_and_removal_sees_pending_rows(
@@ -170,3 +173,52 @@ async def test_a_full_pass_keeps_what_it_saw_in_the_database(engine: EngineHarne
     assert ended == first.seq
     assert rows == 0
     assert second.counters.removed == 1
+
+
+async def test_a_pass_forgets_seen_rows_only_where_this_snapshot_may_hold_some(
+    engine: EngineHarness,
+) -> None:
+    """A new snapshot's first pass over a folder has nothing to forget (no statement: a first
+    mailbox backup began ~30 folders with a DELETE each); a pass restarted in the same run
+    forgets what it marked, and a resumed snapshot what its earlier attempt marked."""
+    from safekeep.backup.catalog import SnapshotRun
+    from safekeep.tenants.models import EnumerationSeen
+
+    account = next(a for a in await engine.accounts() if a.kind == "user")
+
+    async def begin() -> SnapshotRun:
+        return await SnapshotRun.begin(
+            engine.runtime,
+            msp_id=engine.tenant.msp_id,
+            tenant_id=engine.tenant.id,
+            account_id=account.id,
+            service="contacts",
+        )
+
+    async def seen_rows() -> set[tuple[str, str]]:
+        async with engine.runtime.db.session() as session:
+            rows = await session.execute(
+                select(EnumerationSeen.collection, EnumerationSeen.external_id)
+            )
+            return {(c, e) for c, e in rows.all()}
+
+    run = await begin()
+    assert not run.resumed and not run.may_hold_seen("f")
+    with statements(engine) as seen:
+        async with run.page() as cat:
+            await cat.forget_seen("f")
+            await cat.mark_seen("f", ["a", "b"])
+    assert seen["DELETE enumeration_seen"] == 0
+    assert run.may_hold_seen("f") and not run.may_hold_seen("g")
+    async with run.page() as cat:  # the folder's pass starts again (a resync in the run)
+        await cat.forget_seen("f")
+        await cat.mark_seen("f", ["c"])
+        await cat.mark_seen("g", ["x"])
+    assert await seen_rows() == {("f", "c"), ("g", "x")}
+
+    retry = await begin()  # the task's next attempt resumes the running snapshot
+    assert retry.resumed and retry.snapshot_id == run.snapshot_id
+    assert retry.may_hold_seen("g")
+    async with retry.page() as cat:
+        await cat.forget_seen("g")
+    assert await seen_rows() == {("f", "c")}

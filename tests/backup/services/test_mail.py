@@ -38,7 +38,7 @@ from safekeep.backup.services.mail.mime import mboxrd_unescape
 from safekeep.errors import NotFound
 from safekeep.graph.batch import BatchResponse
 from safekeep.graph.client import GraphClient
-from safekeep.graph.errors import TransientError
+from safekeep.graph.errors import ResyncRequired, TransientError
 from safekeep.search.query import SearchQuery
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, Item, ItemVersion, SkippedItem, Snapshot
@@ -499,6 +499,59 @@ async def test_interrupted_run_resumes_without_loss_or_duplicates(
     versions = await all_versions(h, account)
     assert all(len(vs) == 1 for vs in versions.values())
     assert {v.first_seq for vs in versions.values() for v in vs} == {run.seq}
+
+
+async def test_a_first_backup_pass_restarted_by_a_resync_ends_what_it_no_longer_sees(
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first backup's folder passes keep no seen rows (nothing was stored that they could
+    miss), but a pass that a 410 restarts within the run does: what its first attempt
+    recorded and the new pass no longer finds (deleted meanwhile) is ended."""
+    h = engine
+    for n in range(5):
+        h.sim.add_message(h.sim_tenant_id, account.graph_id, plain_mime(f"Note {n}"), "inbox")
+    inbox_id = next(
+        f.id
+        for f in sim_tenant(h).folders.values()
+        if f.user_id == account.graph_id and f.kind == "mail" and f.well_known == "inbox"
+    )
+    monkeypatch.setattr(mail_collect, "DELTA_PAGE_SIZE", 2)
+    original = mail_collect.MailCollector._pages
+    passes = 0
+    first_page: list[str] = []
+
+    async def pages(self: Any, link: str, first: Any) -> Any:
+        nonlocal passes
+        if quote(inbox_id, safe="") not in link and inbox_id not in link:
+            async for page in original(self, link, first):
+                yield page
+            return
+        passes += 1
+        async for page in original(self, link, first):
+            ids = [str(e["id"]) for e in page.items if "@removed" not in e]
+            if passes == 1 and ids:
+                first_page.extend(ids)
+                yield page
+                raise ResyncRequired(410, "SyncStateNotFound", "expired")
+            if passes == 2:  # the first page's first message was deleted meanwhile
+                page.items[:] = [e for e in page.items if str(e["id"]) != first_page[0]]
+            yield page
+
+    recorded: list[str] = []
+    write_page = mail_collect.MailCollector._message_page
+
+    async def message_page(self: Any, folder_id: str, page: Any, *args: Any) -> None:
+        recorded.extend(r.external_id for r in args[2])  # (track, full, records)
+        await write_page(self, folder_id, page, *args)
+
+    monkeypatch.setattr(mail_collect.MailCollector, "_pages", pages)
+    monkeypatch.setattr(mail_collect.MailCollector, "_message_page", message_page)
+    _run, skipped = await h.backup(account, SERVICE)
+    assert skipped == 0 and passes == 2 and first_page
+    assert first_page[0] in recorded  # by the first attempt (the second did not see it)
+    stored = await open_versions(h, account, "message")
+    assert first_page[0] not in stored  # and the restarted pass, not finding it, ended it
+    assert set(first_page[1:]) <= set(stored)
 
 
 async def test_resync_after_410_reenumerates_without_new_versions(

@@ -203,6 +203,7 @@ class MailCollector(MailboxReader):
         # if not, that read and the delta states read before it still hold.
         self._catalog_folders: dict[str, ItemVersion] | None = None
         self._folders_changed = False
+        self._messages_stored: bool | None = None  # see _stored_before
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -247,8 +248,9 @@ class MailCollector(MailboxReader):
             await self._message_page(step.folder_id, step.page, step.track, step.full, records)
             return []
         if isinstance(step, Begin):
-            async with self.run.page() as cat:
-                await cat.forget_seen(step.folder_id)
+            if self.run.may_hold_seen(step.folder_id):  # not in a new snapshot's first pass
+                async with self.run.page() as cat:
+                    await cat.forget_seen(step.folder_id)
         elif isinstance(step, Resync):
             async with self.run.page() as cat:
                 await cat.drop_delta(step.folder_id)
@@ -374,6 +376,13 @@ class MailCollector(MailboxReader):
         if state.resume_link and not await self._has_older(kinds, parent):
             return state.resume_link, True, False
         return initial, True, True
+
+    async def _stored_before(self) -> bool:
+        """Whether messages of this mailbox may be stored from before this run (an earlier
+        run's, or an earlier attempt's at this snapshot): asked once per run."""
+        if self._messages_stored is None:
+            self._messages_stored = self.run.resumed or await self._has_older({MESSAGE}, None)
+        return self._messages_stored
 
     async def _has_older(self, kinds: set[str], parent: str | None) -> bool:
         async with unit_of_work(self.ctx.runtime) as session:
@@ -596,8 +605,9 @@ class MailCollector(MailboxReader):
         resyncs = 0
         while True:
             # A pass from the first page removes at its end what it did not see; what it saw
-            # is kept in the database (memory must not grow with the folder).
-            track = full and scratch
+            # is kept in the database (memory must not grow with the folder). In a mailbox's
+            # first backup nothing was stored before this pass that it could fail to see.
+            track = full and scratch and (resyncs > 0 or await self._stored_before())
             if track:
                 yield ready(Begin(folder_id))
             try:
