@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import event, func, select
 
+from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.services.mail.search import MESSAGE
-from safekeep.tenants.models import Item, ItemVersion
+from safekeep.tenants.models import Account, Item, ItemVersion
 from tests.backup.harness import EngineHarness
 
 _TABLE = re.compile(r"^\s*(INSERT INTO|SELECT .*? FROM|UPDATE|DELETE FROM)\s+(\w+)", re.S | re.I)
@@ -39,6 +40,17 @@ def statements(h: EngineHarness) -> Iterator[Counter[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+async def contacts_run(h: EngineHarness, account: Account) -> SnapshotRun:
+    """The account's contacts snapshot under way: a new one, or the running one resumed."""
+    return await SnapshotRun.begin(
+        h.runtime,
+        msp_id=h.tenant.msp_id,
+        tenant_id=h.tenant.id,
+        account_id=account.id,
+        service="contacts",
+    )
 
 
 async def test_mailbox_backup_writes_versions_in_bulk(engine: EngineHarness) -> None:
@@ -118,21 +130,12 @@ async def test_rerecording_within_a_page_replaces_and_removal_sees_pending_rows(
 async def test_a_full_pass_keeps_what_it_saw_in_the_database(engine: EngineHarness) -> None:
     """A resync's seen ids are rows of its snapshot, not a set in memory: what it did not see
     is ended at the pass's end, and the rows go with it."""
-    from safekeep.backup.catalog import ItemRecord, SnapshotRun
+    from safekeep.backup.catalog import ItemRecord
     from safekeep.tenants.models import EnumerationSeen
 
     account = next(a for a in await engine.accounts() if a.kind == "user")
 
-    async def begin() -> SnapshotRun:
-        return await SnapshotRun.begin(
-            engine.runtime,
-            msp_id=engine.tenant.msp_id,
-            tenant_id=engine.tenant.id,
-            account_id=account.id,
-            service="contacts",
-        )
-
-    first = await begin()
+    first = await contacts_run(engine, account)
     async with first.page() as cat:
         await cat.record_many(
             ItemRecord(
@@ -142,7 +145,7 @@ async def test_a_full_pass_keeps_what_it_saw_in_the_database(engine: EngineHarne
         )
     await first.complete()
 
-    second = await begin()
+    second = await contacts_run(engine, account)
     assert second.seq == first.seq + 1
     async with second.page() as cat:
         await cat.forget_seen("f")
@@ -181,19 +184,9 @@ async def test_a_pass_forgets_seen_rows_only_where_this_snapshot_may_hold_some(
     """A new snapshot's first pass over a folder has nothing to forget (no statement: a first
     mailbox backup began ~30 folders with a DELETE each); a pass restarted in the same run
     forgets what it marked, and a resumed snapshot what its earlier attempt marked."""
-    from safekeep.backup.catalog import SnapshotRun
     from safekeep.tenants.models import EnumerationSeen
 
     account = next(a for a in await engine.accounts() if a.kind == "user")
-
-    async def begin() -> SnapshotRun:
-        return await SnapshotRun.begin(
-            engine.runtime,
-            msp_id=engine.tenant.msp_id,
-            tenant_id=engine.tenant.id,
-            account_id=account.id,
-            service="contacts",
-        )
 
     async def seen_rows() -> set[tuple[str, str]]:
         async with engine.runtime.db.session() as session:
@@ -202,7 +195,7 @@ async def test_a_pass_forgets_seen_rows_only_where_this_snapshot_may_hold_some(
             )
             return {(c, e) for c, e in rows.all()}
 
-    run = await begin()
+    run = await contacts_run(engine, account)
     assert not run.resumed and not run.may_hold_seen("f")
     with statements(engine) as seen:
         async with run.page() as cat:
@@ -216,7 +209,8 @@ async def test_a_pass_forgets_seen_rows_only_where_this_snapshot_may_hold_some(
         await cat.mark_seen("g", ["x"])
     assert await seen_rows() == {("f", "c"), ("g", "x")}
 
-    retry = await begin()  # the task's next attempt resumes the running snapshot
+    # The task's next attempt resumes the running snapshot.
+    retry = await contacts_run(engine, account)
     assert retry.resumed and retry.snapshot_id == run.snapshot_id
     assert retry.may_hold_seen("g")
     async with retry.page() as cat:
