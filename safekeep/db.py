@@ -284,9 +284,8 @@ def load_json(data: str | bytes) -> Any:
     return _JSON_DECODE(data.decode() if isinstance(data, bytes) else data)
 
 
-# Connections a process's engine opens at most: 20 for the API and a worker, as the pool of 10
-# with an overflow of 10 allowed before, but now every one of them is kept once opened (see
-# create_engine).
+# Connections a process's engine (the API's, a worker's, the scheduler's) opens at most: each
+# opened when load first needs it, then kept (see create_engine).
 MAX_CONNECTIONS = 20
 
 

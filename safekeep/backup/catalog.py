@@ -231,12 +231,6 @@ class SnapshotRun:
 
     # ---- delta state ---------------------------------------------------------------
 
-    def may_hold_seen(self, collection: str) -> bool:
-        """Whether ``enumeration_seen`` may hold this snapshot's rows for ``collection``: a
-        resumed snapshot's earlier attempts may have left some; a new one holds only what
-        this run marked (a first backup's folders start with nothing to forget)."""
-        return self.resumed or collection in self.marked_seen
-
     async def delta_links(self) -> dict[str, DeltaState]:
         async with unit_of_work(self.runtime) as session:
             states = await catalog.delta_states(session, self.account_id, self.service)
@@ -251,6 +245,12 @@ class SnapshotRun:
             )
 
     # ---- pages ---------------------------------------------------------------------
+
+    def may_hold_seen(self, collection: str) -> bool:
+        """Whether ``enumeration_seen`` may hold this snapshot's rows for ``collection``: a
+        resumed snapshot's earlier attempts may have left some; a new one holds only what
+        this run marked (a first backup's folders start with nothing to forget)."""
+        return self.resumed or collection in self.marked_seen
 
     @asynccontextmanager
     async def page(self) -> AsyncIterator[CatalogPage]:
