@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep import db as db_module
@@ -312,8 +312,6 @@ async def test_postgres_connections_opened_for_a_burst_are_kept_for_the_next(
     def on_connect(*_args: Any) -> None:
         nonlocal opened
         opened += 1
-
-    from sqlalchemy import event
 
     event.listen(db.engine.sync_engine, "connect", on_connect)
     release = asyncio.Event()

@@ -6,6 +6,8 @@ import base64
 import email
 import email.policy
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from typing import Any
 
@@ -16,7 +18,7 @@ from msgraph.generated.models.mail_folder_collection_response import MailFolderC
 from msgraph.generated.models.message import Message
 from msgraph.generated.models.message_collection_response import MessageCollectionResponse
 
-from graphsim import Simulator
+from graphsim import Simulator, routes_mail
 from tests.graphsim.conftest import attach_file, collect, sdk_parse
 
 
@@ -436,11 +438,6 @@ def test_mime_is_rendered_off_the_event_loop_from_a_copy_taken_under_the_lock(
     """A message's MIME is rendered on the render thread, outside the world lock: while one
     render is held up, a PATCH of the same message and another mailbox read still answer,
     and the held render gives the message as it was when its request was routed."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from graphsim import routes_mail
-
     item = next(
         i
         for i in sim.tenant().items.values()
