@@ -100,10 +100,19 @@ def get_item(tenant: Tenant, user: User, item_id: str, kind: str) -> OItem:
     return item
 
 
-def message_mime(item: OItem) -> bytes:
+def mime_source(item: OItem) -> Callable[[], bytes]:
+    """What makes the message's MIME, holding copies of what it reads taken now: the call may
+    run later, off the event loop and outside the world lock, while a PATCH changes the item."""
     if item.raw_mime is not None:
-        return item.raw_mime
-    return render_mime(item.spec, item.attachments, include_bcc=bool(item.props.get("isDraft")))
+        raw = item.raw_mime
+        return lambda: raw
+    spec, attachments = copy.deepcopy(item.spec), list(item.attachments)
+    include_bcc = bool(item.props.get("isDraft"))
+    return lambda: render_mime(spec, attachments, include_bcc=include_bcc)
+
+
+def message_mime(item: OItem) -> bytes:
+    return mime_source(item)()
 
 
 def message_entity(
@@ -956,15 +965,7 @@ def get_message(engine: Engine, req: Req) -> Resp:
 def get_mime(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     item = get_item(tenant, user, req.params["item"], "message")
-    headers = {"Content-Type": "message/rfc822"}
-    if item.raw_mime is not None:
-        return Resp(200, item.raw_mime, headers)
-    # Rendered off the event loop from a copy: a PATCH may change the spec meanwhile.
-    spec, attachments = copy.deepcopy(item.spec), list(item.attachments)
-    draft = bool(item.props.get("isDraft"))
-    return Resp(
-        200, None, headers, deferred=lambda: render_mime(spec, attachments, include_bcc=draft)
-    )
+    return Resp(200, None, {"Content-Type": "message/rfc822"}, deferred=mime_source(item))
 
 
 @router.add("PATCH", "/users/{user}/messages/{item}", "exchange")
