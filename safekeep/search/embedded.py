@@ -516,11 +516,27 @@ class SqliteSearchBackend:
                 sql.add("(d.valid_to IS NULL OR d.valid_to > ?)", p.time.at)
         return sql
 
+    # The columns of a hit, after (id, doc_key, sort key) in each row of a page.
+    _HIT_COLUMNS = (
+        "version_id",
+        "tenant_id",
+        "account_id",
+        "service",
+        "item_id",
+        "kind",
+        "title",
+        "folder_path",
+        "date",
+        "size",
+    )
+
     def _search(self, conn: sqlite3.Connection, p: Plan) -> SearchPage:
-        """Small statements in one read transaction rather than one wide one: the total
-        (counted without scoring), the page's keys (the only step that sorts every match), the
-        page's columns and its highlights (for its rows only). Carrying every column of every
-        match through a window count and the sort cost twice as much as these together."""
+        """Two statements in one read transaction, each answering a single row: the page
+        (the total, and the page's rows as one JSON array) and the page's highlights. The
+        sqlite3 module lets go of the GIL for every step of a statement: a row at a time, a
+        search and the API's event loop handed the GIL back and forth some eighty times, each
+        time waiting for the other. Only the step that sorts the matches touches them all;
+        the rows' columns and highlights are read for the page alone."""
         positive, negative = _match_expressions(p)
         sql = self._scope(p)
         if positive is not None:
@@ -536,19 +552,20 @@ class SqliteSearchBackend:
                     f"d.id NOT IN (SELECT rowid FROM {self._fts} WHERE {self._fts} MATCH ?)",
                     negative,
                 )
-        count = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)",
-            [*sql.params, TOTAL_LIMIT + 1],
-        ).fetchone()[0]
-        keys, key_params = self._page_keys(p, match, source, sql)
-        rows = conn.execute(keys, key_params).fetchall()
+        statement, params = self._page(p, match, source, sql)
+        count, page = conn.execute(statement, params).fetchone()
+        rows = json.loads(page)
+        if p.ranked and match is not None:
+            for row in rows:
+                row[2] = float(row[2])
+        # json_group_array() keeps no promised order: the page's order, as the SQL sorted it.
+        rows.sort(key=lambda row: row[1])
+        rows.sort(key=lambda row: row[2], reverse=p.order == "date_desc")
         more = len(rows) > p.limit
         rows = rows[: p.limit]
-        details = self._rows_by_id(conn, [row[0] for row in rows])
         highlights = self._highlights(conn, match, [row[0] for row in rows]) if match else {}
         hits = []
-        for doc_id, _, sort_key in rows:
-            d = details[doc_id]
+        for doc_id, _, key, *d in rows:
             hits.append(
                 SearchHit(
                     version_id=d[0],
@@ -561,7 +578,7 @@ class SqliteSearchBackend:
                     folder_path=d[7],
                     date=from_micros(d[8]) if d[8] is not None else None,
                     size=d[9],
-                    score=-sort_key if p.ranked else None,
+                    score=-key if p.ranked else None,
                     highlights=highlights.get(doc_id, {}),
                 )
             )
@@ -569,54 +586,52 @@ class SqliteSearchBackend:
         total = count if count <= TOTAL_LIMIT else None
         return SearchPage(hits=hits, next_cursor=next_cursor, total=total)
 
-    def _page_keys(
-        self, p: Plan, match: str | None, source: str, sql: _Sql
-    ) -> tuple[str, list[Any]]:
-        """(id, doc_key, sort key) of the page's rows, one more than the page to tell whether
-        another follows. FTS5's bm25() only runs in a query straight over the FTS table, so a
-        ranked search scores its matches in a materialised step and joins the filters to that.
-        """
+    def _page(self, p: Plan, match: str | None, source: str, sql: _Sql) -> tuple[str, list[Any]]:
+        """One row: the number of matches, and a JSON array of the page's rows (id, doc_key,
+        sort key, *``_HIT_COLUMNS``), one more than the page to tell whether another follows.
+        FTS5's bm25() only runs in a query straight over the FTS table, so a ranked search
+        scores its matches in a materialised step, joins the filters to that, and counts
+        (all: the scoring read them anyway) and sorts what passes; a search by date counts to
+        ``TOTAL_LIMIT`` + 1 and stops. A ranked key goes out as 17 significant digits (SQLite's
+        JSON keeps 15, and a cursor needs the key exact)."""
         direction = "DESC" if p.order == "date_desc" else "ASC"
-        params: list[Any] = []
+        hit_columns = ", ".join(f"d.{c}" for c in self._HIT_COLUMNS)
         if p.ranked and match is not None:
             weights = ", ".join(str(_WEIGHTS.get(c, 0.0)) for c in _FTS_COLUMNS)
-            head = (
-                f"WITH m AS MATERIALIZED (SELECT rowid AS id, bm25({self._fts}, {weights}) AS s "
-                f"FROM {self._fts} WHERE {self._fts} MATCH ?) "
-            )
-            params.append(match)
-            source = f"m JOIN {self._docs} AS d ON d.id = m.id"
             # The MATCH is the CTE's; the rest of the filter applies to the joined rows.
             where = _Sql()
             where.parts, where.params = sql.parts[1:], sql.params[1:]
-            key = "m.s"
+            head = (
+                f"WITH m AS MATERIALIZED (SELECT rowid AS id, bm25({self._fts}, {weights}) AS s "
+                f"FROM {self._fts} WHERE {self._fts} MATCH ?), "
+                f"f AS (SELECT d.id, d.doc_key, m.s AS k "
+                f"FROM m JOIN {self._docs} AS d ON d.id = m.id WHERE {where.where}) "
+            )
+            head_params: list[Any] = [match, *where.params]
+            count, count_params = "SELECT count(*) FROM f", []
+            candidates, key, shown_key = "f AS d", "d.k", "printf('%!.17g', page.k)"
+            page_where = _Sql()
         else:
-            head = ""
-            where = _Sql()
-            where.parts, where.params = list(sql.parts), list(sql.params)
-            key = "d.sort_ts"
+            head, head_params = "", []
+            count = f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {sql.where} LIMIT ?)"
+            count_params = [*sql.params, TOTAL_LIMIT + 1]
+            candidates, key, shown_key = source, "d.sort_ts", "page.k"
+            page_where = _Sql()
+            page_where.parts, page_where.params = list(sql.parts), list(sql.params)
         if p.after is not None:
             cmp = "<" if direction == "DESC" else ">"
             after_key, after_doc = p.after
-            where.add(
+            page_where.add(
                 f"({key} {cmp} ? OR ({key} = ? AND d.doc_key > ?))", after_key, after_key, after_doc
             )
         statement = (
-            f"{head}SELECT d.id, d.doc_key, {key} FROM {source} WHERE {where.where} "
-            f"ORDER BY {key} {direction}, d.doc_key ASC LIMIT ?"
+            f"{head}SELECT ({count}), (SELECT json_group_array(json_array(page.id, "
+            f"page.doc_key, {shown_key}, {hit_columns})) "
+            f"FROM (SELECT d.id AS id, d.doc_key AS doc_key, {key} AS k FROM {candidates} "
+            f"WHERE {page_where.where} ORDER BY {key} {direction}, d.doc_key ASC LIMIT ?) AS page "
+            f"JOIN {self._docs} AS d ON d.id = page.id)"
         )
-        return statement, [*params, *where.params, p.limit + 1]
-
-    def _rows_by_id(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[Any, ...]]:
-        if not ids:
-            return {}
-        rows = conn.execute(
-            "SELECT id, version_id, tenant_id, account_id, service, item_id, kind, title, "
-            f"folder_path, date, size FROM {self._docs} "
-            "WHERE id IN (SELECT value FROM json_each(?))",
-            [json.dumps(ids)],
-        ).fetchall()
-        return {row[0]: row[1:] for row in rows}
+        return statement, [*head_params, *count_params, *page_where.params, p.limit + 1]
 
     def _highlights(
         self, conn: sqlite3.Connection, match: str, ids: list[int]
@@ -643,13 +658,18 @@ class SqliteSearchBackend:
             span = [min(ids), max(ids)]
         else:
             where = "rowid"
-        rows = conn.execute(
-            f"SELECT rowid, {', '.join(calls)} FROM {self._fts} "
-            f"WHERE {self._fts} MATCH ? AND {where} IN (SELECT value FROM json_each(?))",
+        # Auxiliary functions may not run inside an aggregate: the page's highlights are made
+        # in a materialised step, then gathered into one row.
+        named = ", ".join(f"{call} AS h{i}" for i, call in enumerate(calls))
+        gathered = ", ".join(f"h{i}" for i in range(len(calls)))
+        (found,) = conn.execute(
+            f"WITH h AS MATERIALIZED (SELECT rowid AS id, {named} FROM {self._fts} "
+            f"WHERE {self._fts} MATCH ? AND {where} IN (SELECT value FROM json_each(?))) "
+            f"SELECT json_group_array(json_array(id, {gathered})) FROM h",
             [*params, match, *span, json.dumps(ids)],
-        ).fetchall()
+        ).fetchone()
         result: dict[int, dict[str, list[str]]] = {}
-        for row in rows:
+        for row in json.loads(found):
             marks: dict[str, list[str]] = {}
             for column, fragment in zip(_TEXT_COLUMNS, row[1:], strict=True):
                 if fragment and _MARK_OPEN in fragment:

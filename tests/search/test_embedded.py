@@ -104,3 +104,26 @@ async def test_highlights_are_the_same_read_over_a_span_or_row_by_row(
         (h.version_id, h.highlights) for h in by_row.hits
     ]
     assert all("invoice" in " ".join(h.highlights["body"]).lower() for h in spanned.hits)
+
+
+@pytest.mark.parametrize("sort", ["relevance", "date_desc"])
+async def test_a_page_is_read_in_two_statements_of_one_row_each(tmp_path: Path, sort: str) -> None:
+    """The sqlite3 module lets go of the GIL around every step of a statement: read a row at
+    a time, a page of hits traded the GIL with the event loop for each row. The page (with
+    its total) and its highlights are one statement each, and each answers one row."""
+    backend = SqliteSearchBackend(tmp_path / "s.db")
+    await backend.open()
+    try:
+        await backend.index([doc(title=f"Budget {n}", body="the budget review") for n in range(40)])
+        await backend.search(q("budget"))  # the reader's connection opens with its thread
+        statements: list[str] = []
+        for conn in backend._connections:
+            conn.set_trace_callback(statements.append)
+        page = await backend.search(q("budget", limit=25, sort=sort))
+    finally:
+        await backend.close()
+    assert len(page.hits) == 25 and page.total == 40 and page.next_cursor is not None
+    assert all("budget" in " ".join(h.highlights["title"]).lower() for h in page.hits)
+    reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+    assert len(reads) == 2
+    assert all("json_group_array" in s for s in reads)
