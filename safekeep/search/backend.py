@@ -77,9 +77,14 @@ def open_search_backend(
 
         sizing: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 1}
         for key, value in parse_qsl(parts.query):
-            if key not in sizing:
+            if key == "http_compress":  # gzip requests and answers: for a cluster far away
+                if value not in ("true", "false"):
+                    raise ValueError("http_compress must be true or false")
+                sizing[key] = value == "true"
+            elif key in sizing:
+                sizing[key] = int(value)
+            else:
                 raise ValueError(f"unknown OpenSearch URL parameter {key!r}")
-            sizing[key] = int(value)
         base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         return OpenSearchBackend(
             base,

@@ -353,7 +353,9 @@ class OpenSearchBackend:
 
     async def open(self) -> None:
         if self._client is None:
-            options = {"http_compress": True, "max_retries": 2, **self._client_options}
+            # Uncompressed by default: next to the cluster, gzip cost more CPU than the bytes
+            # it saved (a search: 0.18 ms here and 0.35 ms in OpenSearch, of ~5 ms in all).
+            options = {"http_compress": False, "max_retries": 2, **self._client_options}
             self._client = AsyncOpenSearch(
                 hosts=[self.url], timeout=self._timeout, retry_on_timeout=True, **options
             )

@@ -124,8 +124,15 @@ def test_factory_reads_sizing_from_the_url() -> None:
     assert isinstance(backend, OpenSearchBackend)
     assert (backend.number_of_shards, backend.number_of_replicas) == (3, 0)
     assert backend.url == "http://h:1"
+    assert backend._client_options == {}  # uncompressed unless asked
+    compressed = open_search_backend("http://h:1?http_compress=true")
+    assert isinstance(compressed, OpenSearchBackend)
+    assert compressed._client_options == {"http_compress": True}
+    assert compressed.number_of_shards == 1
     with pytest.raises(ValueError, match="unknown"):
         open_search_backend("http://h:1?shards=3")
+    with pytest.raises(ValueError, match="true or false"):
+        open_search_backend("http://h:1?http_compress=yes")
     with pytest.raises(ValueError, match="prefix"):
         open_search_backend("http://h:1", index_prefix="Bad*Name")
 
