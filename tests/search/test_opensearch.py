@@ -40,6 +40,23 @@ async def test_open_creates_a_versioned_index_behind_two_aliases(
     assert await opensearch.current_index() == opensearch.index_name(1)
 
 
+async def test_the_client_speaks_uncompressed_unless_asked(opensearch: OpenSearchBackend) -> None:
+    connections = opensearch.client.transport.connection_pool.connections
+    assert connections and not any(c.http_compress for c in connections)
+    kept = doc(title="Squeezed")
+    await opensearch.index([kept])
+    compressed = OpenSearchBackend(
+        opensearch.url, index_prefix=opensearch.prefix, http_compress=True
+    )
+    await compressed.open()  # the index is there: opening only connects
+    try:
+        connections = compressed.client.transport.connection_pool.connections
+        assert connections and all(c.http_compress for c in connections)
+        assert ids(await compressed.search(q("squeezed"))) == [kept.version_id]
+    finally:
+        await compressed.close()
+
+
 async def test_the_analyzer_splits_like_the_embedded_one(opensearch: OpenSearchBackend) -> None:
     analyzed = await opensearch.client.indices.analyze(
         index=opensearch.read_alias,
