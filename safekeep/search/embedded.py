@@ -63,6 +63,7 @@ from safekeep.search.documents import (
 from safekeep.search.errors import InvalidQuery, SearchUnavailable
 from safekeep.search.query import (
     HIGHLIGHT_FIELDS,
+    HIT_FIELDS,
     TOTAL_LIMIT,
     Plan,
     SearchHit,
@@ -516,20 +517,6 @@ class SqliteSearchBackend:
                 sql.add("(d.valid_to IS NULL OR d.valid_to > ?)", p.time.at)
         return sql
 
-    # The columns of a hit, after (id, doc_key, sort key) in each row of a page.
-    _HIT_COLUMNS = (
-        "version_id",
-        "tenant_id",
-        "account_id",
-        "service",
-        "item_id",
-        "kind",
-        "title",
-        "folder_path",
-        "date",
-        "size",
-    )
-
     def _search(self, conn: sqlite3.Connection, p: Plan) -> SearchPage:
         """Two statements in one read transaction, each answering a single row: the page
         (the total, and the page's rows as one JSON array) and the page's highlights. The
@@ -588,14 +575,14 @@ class SqliteSearchBackend:
 
     def _page(self, p: Plan, match: str | None, source: str, sql: _Sql) -> tuple[str, list[Any]]:
         """One row: the number of matches, and a JSON array of the page's rows (id, doc_key,
-        sort key, *``_HIT_COLUMNS``), one more than the page to tell whether another follows.
+        sort key, *``HIT_FIELDS``), one more than the page to tell whether another follows.
         FTS5's bm25() only runs in a query straight over the FTS table, so a ranked search
         scores its matches in a materialised step, joins the filters to that, and counts
         (all: the scoring read them anyway) and sorts what passes; a search by date counts to
         ``TOTAL_LIMIT`` + 1 and stops. A ranked key goes out as 17 significant digits (SQLite's
         JSON keeps 15, and a cursor needs the key exact)."""
         direction = "DESC" if p.order == "date_desc" else "ASC"
-        hit_columns = ", ".join(f"d.{c}" for c in self._HIT_COLUMNS)
+        hit_columns = ", ".join(f"d.{c}" for c in HIT_FIELDS)
         if p.ranked and match is not None:
             weights = ", ".join(str(_WEIGHTS.get(c, 0.0)) for c in _FTS_COLUMNS)
             # The MATCH is the CTE's; the rest of the filter applies to the joined rows.

@@ -66,6 +66,7 @@ from safekeep.search.documents import (
 )
 from safekeep.search.errors import IndexingFailed, InvalidQuery, SearchUnavailable
 from safekeep.search.query import (
+    HIT_FIELDS,
     TOTAL_LIMIT,
     Plan,
     SearchHit,
@@ -91,18 +92,6 @@ _SEARCH_FIELDS = [
     "attachment_names^4",
     "attachment_text",
     "folder_path^2",
-]
-_HIT_FIELDS = [
-    "version_id",
-    "tenant_id",
-    "account_id",
-    "service",
-    "item_id",
-    "kind",
-    "title",
-    "folder_path",
-    "date",
-    "size",
 ]
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,100}$")
 _MAX_ROUTED_TENANTS = 64  # past this, routing would name most shards anyway
@@ -273,7 +262,7 @@ def search_body(p: Plan) -> dict[str, Any]:
         "sort": sort,
         "size": p.limit + 1,
         "track_total_hits": TOTAL_LIMIT,
-        "_source": {"includes": _HIT_FIELDS},
+        "_source": {"includes": list(HIT_FIELDS)},
     }
     if p.after is not None:
         body["search_after"] = [p.after[0], p.after[1]]

@@ -129,6 +129,10 @@ class SearchHit(BaseModel):
     highlights: dict[str, list[str]] = Field(default_factory=dict)
 
 
+# The stored fields of a hit, in order (its score and highlights are worked out per search).
+HIT_FIELDS = tuple(name for name in SearchHit.model_fields if name not in ("score", "highlights"))
+
+
 class SearchPage(BaseModel):
     hits: list[SearchHit]
     next_cursor: str | None = None
@@ -263,6 +267,7 @@ def render_highlight(fragment: str, open_mark: str, close_mark: str) -> str:
 
 __all__ = [
     "HIGHLIGHT_FIELDS",
+    "HIT_FIELDS",
     "TOTAL_LIMIT",
     "InvalidQuery",
     "Plan",
