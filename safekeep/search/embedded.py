@@ -48,6 +48,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -472,15 +473,15 @@ class SqliteSearchBackend:
     async def search(self, query: SearchQuery) -> SearchPage:
         p = plan(query)
 
-        def read(conn: sqlite3.Connection) -> SearchPage:
+        def read(conn: sqlite3.Connection) -> _Found:
             # One read transaction: the page, its count and its highlights see one snapshot.
             conn.execute("BEGIN")
             try:
-                return self._search(conn, p)
+                return self._read_page(conn, p)
             finally:
                 conn.execute("COMMIT")
 
-        return await self._read(read)
+        return _page_of(p, await self._read(read))
 
     def _scope(self, p: Plan) -> _Sql:
         """The tenant filter, and every other filter: the single place a query is scoped."""
@@ -517,13 +518,15 @@ class SqliteSearchBackend:
                 sql.add("(d.valid_to IS NULL OR d.valid_to > ?)", p.time.at)
         return sql
 
-    def _search(self, conn: sqlite3.Connection, p: Plan) -> SearchPage:
+    def _read_page(self, conn: sqlite3.Connection, p: Plan) -> _Found:
         """Two statements in one read transaction, each answering a single row: the page
         (the total, and the page's rows as one JSON array) and the page's highlights. The
         sqlite3 module lets go of the GIL for every step of a statement: a row at a time, a
         search and the API's event loop handed the GIL back and forth some eighty times, each
         time waiting for the other. Only the step that sorts the matches touches them all;
-        the rows' columns and highlights are read for the page alone."""
+        the rows' columns and highlights are read for the page alone. The reader thread runs
+        the statements and nothing else it can leave to the caller (``_page_of``): Python it
+        runs competes for the GIL with the event loop's own SQLite reads."""
         positive, negative = _match_expressions(p)
         sql = self._scope(p)
         if positive is not None:
@@ -542,36 +545,9 @@ class SqliteSearchBackend:
         statement, params = self._page(p, match, source, sql)
         count, page = conn.execute(statement, params).fetchone()
         rows = json.loads(page)
-        if p.ranked and match is not None:
-            for row in rows:
-                row[2] = float(row[2])
-        # json_group_array() keeps no promised order: the page's order, as the SQL sorted it.
-        rows.sort(key=lambda row: row[1])
-        rows.sort(key=lambda row: row[2], reverse=p.order == "date_desc")
-        more = len(rows) > p.limit
-        rows = rows[: p.limit]
-        highlights = self._highlights(conn, match, [row[0] for row in rows]) if match else {}
-        hits = []
-        for doc_id, _, key, *d in rows:
-            hits.append(
-                SearchHit(
-                    version_id=d[0],
-                    tenant_id=d[1],
-                    account_id=d[2],
-                    service=d[3],
-                    item_id=d[4],
-                    kind=d[5],
-                    title=d[6],
-                    folder_path=d[7],
-                    date=from_micros(d[8]) if d[8] is not None else None,
-                    size=d[9],
-                    score=-key if p.ranked else None,
-                    highlights=highlights.get(doc_id, {}),
-                )
-            )
-        next_cursor = p.cursor_for(rows[-1][2], rows[-1][1]) if more and rows else None
-        total = count if count <= TOTAL_LIMIT else None
-        return SearchPage(hits=hits, next_cursor=next_cursor, total=total)
+        # The row past the page (if any) is highlighted too: a few microseconds, no sort here.
+        found = self._highlights(conn, match, [row[0] for row in rows]) if match else "[]"
+        return _Found(count, rows, found, ranked=p.ranked and match is not None)
 
     def _page(self, p: Plan, match: str | None, source: str, sql: _Sql) -> tuple[str, list[Any]]:
         """One row: the number of matches, and a JSON array of the page's rows (id, doc_key,
@@ -620,13 +596,12 @@ class SqliteSearchBackend:
         )
         return statement, [*head_params, *count_params, *page_where.params, p.limit + 1]
 
-    def _highlights(
-        self, conn: sqlite3.Connection, match: str, ids: list[int]
-    ) -> dict[int, dict[str, list[str]]]:
-        """A second, small query over just this page's rows: snippet() in the main query would
-        run for every match before the sort, not only for the page."""
+    def _highlights(self, conn: sqlite3.Connection, match: str, ids: list[int]) -> str:
+        """The highlights of these rows, ``[[rowid, fragment per text column], ...]`` as
+        JSON: a second, small query over just the page's rows (snippet() in the page's query
+        would run for every match before the sort, not only for the page)."""
         if not ids:
-            return {}
+            return "[]"
         calls = []
         for i, column in enumerate(_TEXT_COLUMNS):
             if column in _WHOLE_FIELD:
@@ -655,14 +630,59 @@ class SqliteSearchBackend:
             f"SELECT json_group_array(json_array(id, {gathered})) FROM h",
             [*params, match, *span, json.dumps(ids)],
         ).fetchone()
-        result: dict[int, dict[str, list[str]]] = {}
-        for row in json.loads(found):
-            marks: dict[str, list[str]] = {}
-            for column, fragment in zip(_TEXT_COLUMNS, row[1:], strict=True):
-                if fragment and _MARK_OPEN in fragment:
-                    marks[column] = [render_highlight(fragment, _MARK_OPEN, _MARK_CLOSE)]
-            result[row[0]] = marks
-        return result
+        return str(found)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What a search read: the total, the page's rows (one past the page when another
+    follows), and the highlights as SQLite gathered them."""
+
+    count: int
+    rows: list[list[Any]]
+    highlights: str
+    ranked: bool
+
+
+def _page_of(p: Plan, found: _Found) -> SearchPage:
+    """The page a search read, made into hits on the caller's thread."""
+    rows = found.rows
+    if found.ranked:
+        for row in rows:
+            row[2] = float(row[2])
+    # json_group_array() keeps no promised order: the page's order, as the SQL sorted it.
+    rows.sort(key=lambda row: row[1])
+    rows.sort(key=lambda row: row[2], reverse=p.order == "date_desc")
+    more = len(rows) > p.limit
+    rows = rows[: p.limit]
+    highlights: dict[int, dict[str, list[str]]] = {}
+    for row in json.loads(found.highlights):
+        marks: dict[str, list[str]] = {}
+        for column, fragment in zip(_TEXT_COLUMNS, row[1:], strict=True):
+            if fragment and _MARK_OPEN in fragment:
+                marks[column] = [render_highlight(fragment, _MARK_OPEN, _MARK_CLOSE)]
+        highlights[row[0]] = marks
+    hits = []
+    for doc_id, _, key, *d in rows:
+        hits.append(
+            SearchHit(
+                version_id=d[0],
+                tenant_id=d[1],
+                account_id=d[2],
+                service=d[3],
+                item_id=d[4],
+                kind=d[5],
+                title=d[6],
+                folder_path=d[7],
+                date=from_micros(d[8]) if d[8] is not None else None,
+                size=d[9],
+                score=-key if p.ranked else None,
+                highlights=highlights.get(doc_id, {}),
+            )
+        )
+    next_cursor = p.cursor_for(rows[-1][2], rows[-1][1]) if more and rows else None
+    total = found.count if found.count <= TOTAL_LIMIT else None
+    return SearchPage(hits=hits, next_cursor=next_cursor, total=total)
 
 
 class _transaction:
