@@ -75,14 +75,14 @@ def open_search_backend(
     if parts.scheme in ("http", "https"):
         from safekeep.search.opensearch import OpenSearchBackend
 
-        sizing: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 1}
+        from_url: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 1}
         for key, value in parse_qsl(parts.query):
             if key == "http_compress":  # gzip requests and answers: for a cluster far away
                 if value not in ("true", "false"):
                     raise ValueError("http_compress must be true or false")
-                sizing[key] = value == "true"
-            elif key in sizing:
-                sizing[key] = int(value)
+                from_url[key] = value == "true"
+            elif key in from_url:
+                from_url[key] = int(value)
             else:
                 raise ValueError(f"unknown OpenSearch URL parameter {key!r}")
         base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -90,6 +90,6 @@ def open_search_backend(
             base,
             index_prefix=index_prefix,
             max_text_chars=max_text_chars,
-            **{**sizing, **options},
+            **{**from_url, **options},
         )
     raise ValueError(f"unsupported search URL scheme {parts.scheme!r}: use sqlite:// or http(s)://")

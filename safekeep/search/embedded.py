@@ -663,23 +663,12 @@ def _page_of(p: Plan, found: _Found) -> SearchPage:
                 marks[column] = [render_highlight(fragment, _MARK_OPEN, _MARK_CLOSE)]
         highlights[row[0]] = marks
     hits = []
-    for doc_id, _, key, *d in rows:
-        hits.append(
-            SearchHit(
-                version_id=d[0],
-                tenant_id=d[1],
-                account_id=d[2],
-                service=d[3],
-                item_id=d[4],
-                kind=d[5],
-                title=d[6],
-                folder_path=d[7],
-                date=from_micros(d[8]) if d[8] is not None else None,
-                size=d[9],
-                score=-key if p.ranked else None,
-                highlights=highlights.get(doc_id, {}),
-            )
-        )
+    for doc_id, _, key, *stored in rows:
+        fields = dict(zip(HIT_FIELDS, stored, strict=True))  # the order _page selected them in
+        if fields["date"] is not None:
+            fields["date"] = from_micros(fields["date"])
+        score = -key if p.ranked else None
+        hits.append(SearchHit(**fields, score=score, highlights=highlights.get(doc_id, {})))
     next_cursor = p.cursor_for(rows[-1][2], rows[-1][1]) if more and rows else None
     total = found.count if found.count <= TOTAL_LIMIT else None
     return SearchPage(hits=hits, next_cursor=next_cursor, total=total)
