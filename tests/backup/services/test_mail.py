@@ -40,6 +40,7 @@ from safekeep.graph.batch import BatchResponse
 from safekeep.graph.client import GraphClient
 from safekeep.graph.errors import ResyncRequired, TransientError
 from safekeep.search.query import SearchQuery
+from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, Item, ItemVersion, SkippedItem, Snapshot
 from tests.backup.harness import EngineHarness
@@ -794,6 +795,37 @@ async def test_search_finds_subject_body_people_and_attachment_text(
         assert str(version.item_id) in {hit.item_id for hit in page.hits}, text
     page = await backend.search(SearchQuery(tenant_ids=tenant_ids, text=MARKER))
     assert [hit.folder_path for hit in page.hits] == ["/Inbox"]
+
+
+@pytest.mark.parametrize("case", ["kept", "too large to keep", "larger than it said"])
+async def test_a_large_messages_attachment_text_comes_from_the_bytes_it_streamed(
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Large MIME with a text attachment is kept as it streams, so its text is indexed without
+    reading the message back from the blob store; MIME above the bound, known before or
+    found while streaming, is read back instead, and indexes the same."""
+    h = engine
+    crafted = add_crafted(h, account)  # > 3 MB, with a text attachment
+    if case == "too large to keep":
+        monkeypatch.setattr(mail_collect, "KEEP_MIME", mail_collect.SMALL_MIME)
+    elif case == "larger than it said":
+        monkeypatch.setattr(mail_collect, "KEEP_MIME", 2 * mail_collect.SMALL_MIME)
+        monkeypatch.setattr(mail_collect, "_kept", lambda _message: True)
+    read_back: list[str] = []
+    read_bytes = TenantRepository.read_bytes
+
+    async def recording(self: TenantRepository, ref: ContentRef) -> bytes:
+        read_back.append(ref.sha256)
+        return await read_bytes(self, ref)
+
+    monkeypatch.setattr(TenantRepository, "read_bytes", recording)
+    await h.backup(account, SERVICE)
+    version = (await open_versions(h, account, "message"))[crafted]
+    assert (version.content_hash in read_back) is (case != "kept")
+    backend = await h.runtime.search_backend()
+    tenant_ids = frozenset({str(h.tenant.id)})
+    page = await backend.search(SearchQuery(tenant_ids=tenant_ids, text=MARKER))
+    assert [hit.item_id for hit in page.hits] == [str(version.item_id)]
 
 
 # ---- restore ---------------------------------------------------------------------------------
