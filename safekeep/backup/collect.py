@@ -25,6 +25,29 @@ HELD_BYTES = 48 * 1024 * 1024
 _held: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, InFlight] = weakref.WeakKeyDictionary()
 
 
+class KeptBytes:
+    """A download's bytes kept as they pass, for its text, up to ``limit``: past that
+    nothing is kept (``value`` is None) and the text is read from the stored copy, if at all.
+    Keeping them spares reading back, decrypting, decompressing and hashing what was just
+    stored."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._pieces: list[bytes] | None = []
+
+    def add(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._pieces is not None and self._size <= self._limit:
+            self._pieces.append(piece)
+        else:
+            self._pieces = None
+
+    @property
+    def value(self) -> bytes | None:
+        return None if self._pieces is None else b"".join(self._pieces)
+
+
 def held_bytes() -> InFlight:
     """This event loop's budget of item bytes held in memory (one is always admitted)."""
     loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
-from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
+from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, KeptBytes
 from safekeep.backup.detection import HEAD_BYTES, head_entropy
 from safekeep.backup.drive.delta import DeltaSpec, Json, closing, run_delta
 from safekeep.backup.drive.model import (
@@ -334,12 +334,13 @@ class DriveCollector:
         failure: Exception | None = None
         for attempt in range(ITEM_ATTEMPTS):
             quickxor = QuickXorHash() if hashes_of(item).get("quickXorHash") else None
-            kept = bytearray() if keep_text else None
+            # Only bytes of the size Graph gave pass ``verify``: past it, none are kept.
+            kept = KeptBytes(size) if keep_text else None
             head = bytearray()
 
             async def source(
                 qx: QuickXorHash | None = quickxor,
-                buffer: bytearray | None = kept,
+                buffer: KeptBytes | None = kept,
                 first: bytearray = head,
             ) -> AsyncIterator[bytes]:
                 async with closing(
@@ -348,8 +349,8 @@ class DriveCollector:
                     async for chunk in stream:
                         if qx is not None:
                             qx.update(chunk)
-                        if buffer is not None and len(buffer) <= size:
-                            buffer += chunk
+                        if buffer is not None:
+                            buffer.add(chunk)
                         if len(first) < HEAD_BYTES:
                             first += chunk[: HEAD_BYTES - len(first)]
                         yield chunk
@@ -358,7 +359,7 @@ class DriveCollector:
                 async with closing(source()) as chunks:
                     ref = await self.ctx.repo.put_stream(chunks)
                 verify(ref, item, quickxor)
-                return ref, bytes(kept) if kept is not None else None, bytes(head)
+                return ref, kept.value if kept is not None else None, bytes(head)
             except NotFound:
                 return None  # deleted since the page was listed: the next round says so
             except (AuthError, Throttled):

@@ -35,7 +35,7 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
-from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, held_bytes
+from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, KeptBytes, held_bytes
 from safekeep.backup.outlook import MailboxReader
 from safekeep.backup.pipeline import Ready, ahead, gather_bounded, ready
 from safekeep.backup.services.mail import search as fields
@@ -839,17 +839,13 @@ class MailCollector(MailboxReader):
         async def stream_one(mid: str) -> None:
             if mid not in messages:
                 return  # its attached item could not be read: failed already
-            kept: list[bytes] | None = [] if _kept(messages[mid]) else None
+            # MIME larger than its attachments said is not kept: read back for its text.
+            kept = KeptBytes(KEEP_MIME) if _kept(messages[mid]) else None
 
             async def keeping(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-                nonlocal kept
-                size = 0
                 async for piece in stream:
-                    size += len(piece)
-                    if kept is not None and size <= KEEP_MIME:
-                        kept.append(piece)
-                    else:  # larger than its attachments said: read back for its text
-                        kept = None
+                    if kept is not None:
+                        kept.add(piece)
                     yield piece
 
             async with self._streams:
@@ -866,8 +862,7 @@ class MailCollector(MailboxReader):
                 except GraphError as exc:
                     failed[mid] = exc
                     return
-                raw = None if kept is None else b"".join(kept)
-                fetched[mid] = Fetched(messages[mid], ref, raw)
+                fetched[mid] = Fetched(messages[mid], ref, kept.value if kept is not None else None)
 
         # Large MIME is streamed beside the small MIME's $batch, not after its answers are
         # stored: all of a group's requests wait at the mailbox's limiter at once, so a slot
