@@ -58,6 +58,11 @@ CONNECT_TIMEOUT_SECONDS = 5
 CHECKOUT_TIMEOUT_SECONDS = 30
 # How long a SQLite write waits for the database's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# A commit that leaves SQLite's write-ahead log longer than this checkpoints (SQLite's own
+# automatic checkpoint comes at 1,000 pages, 4 MiB at the default page size); a checkpoint
+# that has caught up lets the log be cut back to ``WAL_KEPT_BYTES``.
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+WAL_KEPT_BYTES = 1024 * 1024
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -69,6 +74,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     if isinstance(driver, ReadsInline):
         # Only a WAL database lets readers ignore writers (not, e.g., an in-memory one).
         driver.reads_inline = wal
+        if wal:
+            # Commits run on the loop: the checkpoints they would run go to the thread.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
+            cursor.execute("PRAGMA database_list")
+            main = next((row[2] for row in cursor.fetchall() if row[1] == "main"), "")
+            driver.wal_path = f"{main}-wal" if main else None
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.close()
@@ -90,10 +102,16 @@ class ReadsInline(aiosqlite.Connection):
     for another connection's transaction: it runs in place only when it cannot (the gate is
     free and SQLite grants the lock at once, see ``_open_in_place``), and otherwise waits on
     the thread, so the event loop never blocks on a lock. Once that first write has taken
-    the lock, the transaction's further statements cannot wait for anyone and run in place;
-    the commit, which makes the writes durable, goes through the thread. The connection is
-    never used by both threads at once: the loop awaits each call, inline or not, before
-    the next.
+    the lock, the transaction's further statements cannot wait for anyone and run in place,
+    and so does the commit: in WAL mode at ``synchronous=NORMAL`` it appends to the log
+    without syncing and waits for no lock. What may take long at a commit is the checkpoint
+    that copies the log into the database and syncs it; SQLite's automatic one is off for
+    these connections, and a commit that leaves the log past ``CHECKPOINT_BYTES`` runs one
+    on the thread instead, after the gate is given back. (On the thread, a commit held the
+    gate across two thread switches, each waiting for the interpreter while the loop ran
+    other tasks: a backup's writers spent more time queued on the gate than writing.) The
+    connection is never used by both threads at once: the loop awaits each call, inline or
+    not, before the next.
 
     Writers within one process queue on the database's write gate (``write_gate``) rather
     than in SQLite's busy handler, and hold it for their whole transaction."""
@@ -106,6 +124,9 @@ class ReadsInline(aiosqlite.Connection):
     gate: threading.Lock | None = None
     holds_gate = False
     wrote = False
+    # The write-ahead log's file, whose size says when a commit should checkpoint (None:
+    # SQLite checkpoints by itself, as for any connection not in WAL mode).
+    wal_path: str | None = None
 
     def _inline(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
         if not self.reads_inline:
@@ -119,16 +140,18 @@ class ReadsInline(aiosqlite.Connection):
                 return True
             return self.wrote and name in ("execute", "executemany")
         if isinstance(owner, sqlite3.Connection):
-            if name == "cursor":
-                return True
-            # Nothing written since the last commit: committing or rolling back is a no-op.
-            return name in ("commit", "rollback") and not owner.in_transaction
+            return name in ("cursor", "commit", "rollback")
         return False
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._running and self._connection is not None:
             if self._inline(fn, args):
-                return self._gated(fn, args, kwargs) if self.wrote else fn(*args, **kwargs)
+                if not (self.wrote or self.holds_gate):
+                    return fn(*args, **kwargs)
+                result = self._gated(fn, args, kwargs)
+                if getattr(fn, "__name__", "") == "commit" and self._log_is_long():
+                    await super()._execute(self._checkpoint)
+                return result
             opened = self._open_in_place(fn, args, kwargs)
             if opened is not _WAIT:
                 return opened
@@ -172,6 +195,25 @@ class ReadsInline(aiosqlite.Connection):
         self.wrote = _takes_write_lock(args) and _in_transaction(connection)
         self._end_if_closed(release=False)
         return result
+
+    def _log_is_long(self) -> bool:
+        if self.wal_path is None:
+            return False
+        try:
+            return os.stat(self.wal_path).st_size > CHECKPOINT_BYTES
+        except FileNotFoundError:
+            return False
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the database as far as no reader still needs it, without
+        waiting for anyone (another connection's checkpoint, or one a reader stops, leaves
+        the rest for the next commit)."""
+        assert self._connection is not None
+        try:
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
 
     def _end_if_closed(self, *, release: bool) -> None:
         """After a statement that held the gate: give it back unless a transaction is open

@@ -100,8 +100,8 @@ async def test_sqlite_reads_and_an_unhindered_transaction_run_in_place(
     sqlite_db: Database,
 ) -> None:
     """Reads run on the loop's thread; so does a write transaction whose first write takes
-    the lock at once (the gate is free and no other process writes), and its later writes;
-    the commit, which makes the writes durable, runs on the connection's thread."""
+    the lock at once (the gate is free and no other process writes), its later writes and
+    its commit (which, in WAL mode, appends to the log and waits for no lock)."""
     statements: list[tuple[str, bool]] = []
     loop_thread = threading.current_thread().name
 
@@ -131,10 +131,54 @@ async def test_sqlite_reads_and_an_unhindered_transaction_run_in_place(
         ("INSERT", True),
         ("UPDATE", True),
         ("DELETE", True),
-        ("COMMIT", False),
+        ("COMMIT", True),
     ]
     async with sqlite_db.session() as session:
         assert (await session.execute(text("SELECT x FROM t"))).scalars().all() == [12]
+
+
+async def test_sqlite_a_commit_that_leaves_a_long_log_checkpoints_on_the_thread(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's automatic checkpoint (which syncs the database file) would run inside a
+    commit, on the loop: it is off, and a commit that leaves the log past the bound runs a
+    checkpoint on the connection's thread instead, after the gate is given back; a commit
+    below the bound runs none."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_BYTES", 64 * 1024)
+    loop_thread = threading.current_thread().name
+    checkpoints: list[tuple[bool, bool]] = []  # (on the loop's thread, gate held)
+
+    async with sqlite_db.session() as session:
+        driver = await driver_of(session)
+        assert driver.wal_path is not None
+        raw = driver._conn
+        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        gate = driver.gate
+        assert gate is not None
+
+        def trace(sql: str) -> None:
+            if "wal_checkpoint" in sql:
+                on_loop = threading.current_thread().name == loop_thread
+                checkpoints.append((on_loop, gate.locked()))
+
+        raw.set_trace_callback(trace)
+        try:
+            await session.execute(text("INSERT INTO t VALUES (5)"))
+            await session.commit()
+            assert checkpoints == []  # a short log: no checkpoint
+            await session.execute(
+                text("INSERT INTO t SELECT value FROM json_each(:xs)"),
+                {"xs": json.dumps(list(range(40_000)))},
+            )
+            await session.commit()
+            assert Path(driver.wal_path).stat().st_size > db_module.CHECKPOINT_BYTES
+            assert checkpoints == [(False, False)]
+            busy, logged, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            assert (busy, logged) == (0, copied)  # the log was already all in the database
+        finally:
+            raw.set_trace_callback(None)
+    async with sqlite_db.session() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 40_002
 
 
 async def test_sqlite_writers_of_one_process_queue_on_the_gate(sqlite_db: Database) -> None:
