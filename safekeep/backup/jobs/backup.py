@@ -132,9 +132,13 @@ async def start_backup_job(runtime: Runtime, job_id: str) -> None:
             await session.rollback()
             return
         # Queued tasks, and running ones whose worker stopped beating (it died): a resent
-        # job (scheduler recovery) gets them going again; the lease stops double runs.
+        # job (scheduler recovery) gets them going again; the lease stops double runs. The
+        # tasks that took longest last time go first, so that the job does not end waiting
+        # for a large mailbox started last while the other workers sit idle.
         stale = now - timedelta(seconds=runtime.settings.task_lease_seconds)
-        for task in existing.values():
+        took = await job_repository.last_durations(session, tenant.id, before=job.id)
+        ordered = sorted(existing.values(), key=lambda t: -took.get((t.account_id, t.service), 0.0))
+        for task in ordered:
             dead = task.status == TaskStatus.running and (
                 task.heartbeat_at is None or task.heartbeat_at < stale
             )

@@ -28,6 +28,7 @@ from safekeep.tenants.models import (
     Account,
     Job,
     JobIssue,
+    JobKind,
     JobStatus,
     JobTask,
     Policy,
@@ -248,6 +249,38 @@ async def active_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, kind: s
         Job.status.in_([JobStatus.queued, JobStatus.running]),
     )
     return list((await session.execute(stmt)).scalars())
+
+
+# How many of a tenant's last backups ``last_durations`` looks through.
+DURATION_HISTORY = 3
+
+
+async def last_durations(
+    session: AsyncSession, tenant_id: uuid.UUID, *, before: uuid.UUID
+) -> dict[tuple[uuid.UUID | None, str], float]:
+    """How long each account's service took, in seconds, the last time it was backed up in
+    one of the tenant's last few backup jobs other than ``before``."""
+    recent = (
+        select(Job.id)
+        .where(Job.tenant_id == tenant_id, Job.kind == JobKind.backup, Job.id != before)
+        .order_by(Job.created_at.desc())
+        .limit(DURATION_HISTORY)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(JobTask.account_id, JobTask.service, JobTask.started_at, JobTask.finished_at)
+        .join(Job, Job.id == JobTask.job_id)
+        .where(
+            JobTask.job_id.in_(recent),
+            JobTask.status.in_([TaskStatus.succeeded, TaskStatus.partial]),
+        )
+        .order_by(Job.created_at.desc())
+    )
+    found: dict[tuple[uuid.UUID | None, str], float] = {}
+    for account_id, service, started, finished in await session.execute(stmt):
+        if started is not None and finished is not None:
+            found.setdefault((account_id, service), (finished - started).total_seconds())
+    return found
 
 
 async def stale_unfinished(session: AsyncSession, before: datetime, limit: int) -> list[Job]:
