@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 import aiosqlite
+import structlog
 from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy import exc as exc_module
@@ -29,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.sql.expression import Executable
+
+log = structlog.get_logger(__name__)
 
 
 def to_async_url(url: str) -> str:
@@ -207,13 +210,15 @@ class ReadsInline(aiosqlite.Connection):
     def _checkpoint(self) -> None:
         """Copy the log into the database as far as no reader still needs it, without
         waiting for anyone (another connection's checkpoint, or one a reader stops, leaves
-        the rest for the next commit)."""
+        the rest for the next commit). The commit before it is durable whatever happens
+        here, so a failure is logged, not raised: its caller would take it for the
+        commit's, and the next commit past the bound tries again."""
         assert self._connection is not None
         try:
             self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
-                raise
+                log.warning("sqlite_checkpoint_failed", error=str(exc)[:200])
 
     def _end_if_closed(self, *, release: bool) -> None:
         """After a statement that held the gate: give it back unless a transaction is open

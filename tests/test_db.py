@@ -181,6 +181,41 @@ async def test_sqlite_a_commit_that_leaves_a_long_log_checkpoints_on_the_thread(
         assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 40_002
 
 
+class _FailingCheckpoints:
+    """A sqlite3 connection whose checkpoints fail (a disk error, say)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self._real = real
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if "wal_checkpoint" in sql:
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._real.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+async def test_sqlite_a_failed_checkpoint_does_not_fail_the_commit_before_it(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit is durable before its checkpoint starts: a checkpoint that fails is
+    logged, and the caller sees its commit succeed."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_BYTES", 0)
+    async with sqlite_db.session() as session:
+        driver = await driver_of(session)
+        real = driver._connection
+        assert real is not None
+        driver._connection = _FailingCheckpoints(real)  # type: ignore[assignment]
+        try:
+            await session.execute(text("INSERT INTO t VALUES (7)"))
+            await session.commit()
+        finally:
+            driver._connection = real
+    async with sqlite_db.session() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t WHERE x = 7"))).scalar_one() == 1
+
+
 async def test_sqlite_writers_of_one_process_queue_on_the_gate(sqlite_db: Database) -> None:
     """A second writer waits for the first's transaction to end, off the loop, then commits;
     the gate comes back after a rollback and after an opening write that failed."""
