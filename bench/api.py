@@ -51,7 +51,7 @@ from typing import Any
 import httpx
 
 from bench import loadgen
-from bench.common import Table
+from bench.common import MachineCPU, Table
 
 CPU_TARGET_MS = 2.0
 P99_TARGET_MS = 50.0
@@ -591,6 +591,7 @@ class LoadResult:
     not_modified: int = 0
     server_cpu: float = 0.0
     late_sends: int = 0  # the generator itself fell behind its schedule by > 10 ms
+    machine: MachineCPU | None = None  # where the cores went meanwhile
 
     def pct(self, q: float, values: list[float] | None = None) -> float:
         data = sorted(self.latencies if values is None else values)
@@ -622,6 +623,22 @@ def drained(server: Server, timeout: float = 180.0) -> None:
             time.sleep(1.0)
 
 
+def machine_cpu(server: Server) -> MachineCPU:
+    """The cores' use by the server, its worker (embedded: a child), OpenSearch, PostgreSQL
+    and the load generator (a child of this process): the API's share of one core says
+    whether its own loop is the limit, the machine's total whether the cores are."""
+    api, bench = server.process.pid, os.getpid()
+    return MachineCPU(
+        {
+            "API": lambda pid, _cmd, _parent: pid == api,
+            "worker": lambda _pid, _cmd, parent: parent == api,
+            "OpenSearch": lambda _pid, cmd, _parent: cmd == "java",
+            "PostgreSQL": lambda _pid, cmd, _parent: cmd == "postgres",
+            "load generator": lambda _pid, _cmd, parent: parent == bench,
+        }
+    )
+
+
 async def open_loop(server: Server, s: Seeded, rate: float, duration: float) -> LoadResult:
     """Send the mix at ``rate`` requests/s for ``duration`` s on a schedule fixed in advance;
     latency runs from each request's scheduled time to the end of its response. Job polls
@@ -642,9 +659,10 @@ async def open_loop(server: Server, s: Seeded, rate: float, duration: float) -> 
         # Start the worker (its imports) before the clock does.
         await loop.run_in_executor(pool, loadgen.run, server.base_url, s.key, [], rate)
         cpu0 = server.cpu_seconds()
-        outcome = await loop.run_in_executor(
-            pool, loadgen.run, server.base_url, s.key, requests, rate
-        )
+        with machine_cpu(server) as result.machine:
+            outcome = await loop.run_in_executor(
+                pool, loadgen.run, server.base_url, s.key, requests, rate
+            )
         result.server_cpu = server.cpu_seconds() - cpu0
     result.sent = outcome.sent
     result.late_sends = outcome.late_sends
@@ -665,7 +683,11 @@ def knee(server: Server, s: Seeded, rates: list[float], step_seconds: float) -> 
         p99 = r.pct(0.99)
         ok = p99 <= KNEE_P99_MS and not r.errors and r.generator_kept_up
         late = "" if r.generator_kept_up else f", generator late on {r.late_sends}"
-        notes.append(f"{rate:.0f}/s: p99 {p99:.0f} ms{late}{'' if ok else ' ✗'}")
+        cores = ""
+        if r.machine is not None:
+            api, busy = r.machine.cores("API"), r.machine.busy_cores
+            cores = f" (API {api:.2f} core, machine {busy:.2f})"
+        notes.append(f"{rate:.0f}/s: p99 {p99:.0f} ms{cores}{late}{'' if ok else ' ✗'}")
         if not ok:
             break
         best = rate
@@ -844,6 +866,8 @@ def run_column(column: str, args: argparse.Namespace, root: Path) -> tuple[Table
                 "",
                 None,
             )
+            if load.machine is not None:
+                row("  cores used meanwhile", load.machine.line(), "", None)
             row(
                 "  load generator on schedule: sends > 10 ms late",
                 f"{load.late_sends} of {load.sent}",

@@ -196,6 +196,79 @@ def measure() -> Iterator[Usage]:
         usage.peak_rss_mb = max(usage.peak_rss_mb, _rss_mb(), _rss_mb("VmHWM") if exact else 0)
 
 
+def _process_cpu() -> dict[int, tuple[str, int, float]]:
+    """CPU seconds (user + system) of every process now running: pid -> (command, parent, s)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, int, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        head, _, rest = text.rpartition(")")
+        fields = rest.split()
+        command = head.partition("(")[2]
+        cpu = (int(fields[11]) + int(fields[12])) / ticks
+        out[int(entry.name)] = (command, int(fields[1]), cpu)
+    return out
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every core, kernel work included)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class MachineCPU:
+    """Where a machine's cores went while inside: CPU seconds by process group, from
+    ``/proc`` at both ends. ``groups`` maps a label to a test on (pid, command, parent pid);
+    the first that matches takes the process, the rest is "other". A process that both began
+    and ended inside is only in the machine's total (short-lived ones are rare here)."""
+
+    def __init__(self, groups: dict[str, Any]) -> None:
+        self.groups = groups
+        self.seconds: dict[str, float] = {}
+        self.machine = 0.0
+        self.wall = 0.0
+
+    def __enter__(self) -> MachineCPU:
+        self._before = _process_cpu()
+        self._busy = _machine_busy()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        after = _process_cpu()
+        self.wall = time.perf_counter() - self._started
+        self.machine = _machine_busy() - self._busy
+        seconds = {label: 0.0 for label in self.groups}
+        seconds["other"] = 0.0
+        for pid, (command, parent, cpu) in after.items():
+            used = cpu - self._before[pid][2] if pid in self._before else cpu
+            label = next(
+                (name for name, test in self.groups.items() if test(pid, command, parent)),
+                "other",
+            )
+            seconds[label] += used
+        self.seconds = seconds
+
+    def cores(self, label: str) -> float:
+        return self.seconds.get(label, 0.0) / max(self.wall, 1e-9)
+
+    @property
+    def busy_cores(self) -> float:
+        return self.machine / max(self.wall, 1e-9)
+
+    def line(self) -> str:
+        """ "API 0.88, OpenSearch 0.45, ..., machine 1.71 of 2 cores"."""
+        parts = [f"{label} {self.cores(label):.2f}" for label in self.seconds]
+        return f"{', '.join(parts)}; machine {self.busy_cores:.2f} of {os.cpu_count()} cores"
+
+
 @dataclass
 class Table:
     columns: list[str]
