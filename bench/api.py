@@ -18,7 +18,10 @@ tenants, accounts, jobs, snapshots and indexed content, then measures:
 * the read mix at a fixed arrival rate (open loop: each request is sent at its scheduled time
   whatever the others are doing, and its latency is counted from that scheduled time, so a
   server that falls behind shows its queueing instead of hiding it as a closed loop would);
-* the highest rate whose p99 stays within 100 ms, stepping the offered rate up.
+* the highest rate whose p99 stays within 100 ms, stepping the offered rate up;
+* where the cores went meanwhile (the API process, the embedded worker, OpenSearch,
+  PostgreSQL, the load generator, the machine's total): whether the API's own loop or the
+  machine ran out.
 
 Targets come from issue 18; ``--check`` exits 1 when a figure misses its target.
 """
