@@ -52,7 +52,8 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from opensearchpy import AsyncOpenSearch
+import orjson
+from opensearchpy import AsyncOpenSearch, JSONSerializer
 from opensearchpy import exceptions as os_errors
 from opensearchpy.helpers import async_scan, async_streaming_bulk
 
@@ -73,7 +74,7 @@ from safekeep.search.query import (
     SearchPage,
     SearchQuery,
     plan,
-    render_highlight,
+    render_highlights,
 )
 from safekeep.search.syntax import Atom
 
@@ -293,6 +294,18 @@ def search_body(p: Plan) -> dict[str, Any]:
     return body
 
 
+class _Answers(JSONSerializer):
+    """opensearch-py's JSON, with answers read by orjson: a page of hits with its highlights
+    is tens of kilobytes, and the standard library's decoder was a tenth of a search's CPU
+    in the API. What orjson refuses (``NaN``, integers past 64 bits) the standard one reads."""
+
+    def loads(self, s: str) -> Any:
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError:
+            return super().loads(s)
+
+
 class OpenSearchBackend:
     """``SearchBackend`` on an OpenSearch cluster (see the module docstring for the layout)."""
 
@@ -344,7 +357,12 @@ class OpenSearchBackend:
         if self._client is None:
             # Uncompressed by default: next to the cluster, gzip cost more CPU than the bytes
             # it saved (a search: 0.18 ms here and 0.35 ms in OpenSearch, of ~5 ms in all).
-            options = {"http_compress": False, "max_retries": 2, **self._client_options}
+            options = {
+                "http_compress": False,
+                "max_retries": 2,
+                "serializer": _Answers(),
+                **self._client_options,
+            }
             self._client = AsyncOpenSearch(
                 hosts=[self.url], timeout=self._timeout, retry_on_timeout=True, **options
             )
@@ -540,12 +558,17 @@ class OpenSearchBackend:
         raw_hits = response["hits"]["hits"]
         more = len(raw_hits) > p.limit
         raw_hits = raw_hits[: p.limit]
+        # Every fragment of the page rendered in one pass, then handed back hit by hit.
+        fragments = [
+            f for raw in raw_hits for found in raw.get("highlight", {}).values() for f in found
+        ]
+        rendered = iter(render_highlights(fragments, _MARK_OPEN, _MARK_CLOSE))
         hits = []
         for raw in raw_hits:
             source = raw["_source"]
             marks = {
-                field: [render_highlight(f, _MARK_OPEN, _MARK_CLOSE) for f in fragments]
-                for field, fragments in raw.get("highlight", {}).items()
+                field: [next(rendered) for _ in found]
+                for field, found in raw.get("highlight", {}).items()
             }
             hits.append(
                 SearchHit(

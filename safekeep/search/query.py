@@ -265,6 +265,24 @@ def render_highlight(fragment: str, open_mark: str, close_mark: str) -> str:
     return escaped.replace(open_mark, MARK_OPEN).replace(close_mark, MARK_CLOSE)
 
 
+# Between fragments rendered together: NUL is removed from every document on write (see
+# ``documents.clean``), is not whitespace to ``_between_marks`` and is left alone by escaping.
+_FRAGMENT_JOIN = "\x00"
+
+
+def render_highlights(fragments: list[str], open_mark: str, close_mark: str) -> list[str]:
+    """``render_highlight`` of each fragment, done once over all of them (a page of hits has
+    about a hundred fragments, and a call per fragment was a third of reading the page)."""
+    if not fragments:
+        return []
+    rendered = render_highlight(_FRAGMENT_JOIN.join(fragments), open_mark, close_mark).split(
+        _FRAGMENT_JOIN
+    )
+    if len(rendered) != len(fragments):  # a NUL from before documents were cleaned
+        return [render_highlight(f, open_mark, close_mark) for f in fragments]
+    return rendered
+
+
 __all__ = [
     "HIGHLIGHT_FIELDS",
     "HIT_FIELDS",
@@ -277,4 +295,5 @@ __all__ = [
     "TimeScope",
     "plan",
     "render_highlight",
+    "render_highlights",
 ]

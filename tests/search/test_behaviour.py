@@ -424,6 +424,34 @@ async def test_highlights_mark_matches_and_escape_html(backend: SearchBackend) -
     assert "sender" not in marks
 
 
+async def test_each_hit_of_a_page_gets_its_own_highlights(backend: SearchBackend) -> None:
+    """A page's fragments are rendered together (OpenSearch) and handed back hit by hit and
+    field by field: none may land on another hit or field."""
+    docs = [
+        doc(
+            title=f"Invoice {name}",
+            body=f"The invoice for {name} is attached. Another invoice line for {name}.",
+            attachment_names=[f"invoice-{name}.pdf"] if n % 2 else [],
+        )
+        for n, name in enumerate(["alder", "birch", "cedar", "damson", "elder"])
+    ]
+    await backend.index(docs)
+    page = await backend.search(q("invoice"))
+    assert sorted(ids(page)) == sorted(d.version_id for d in docs)
+    by_id = {d.version_id: d for d in docs}
+    for hit in page.hits:
+        name = by_id[hit.version_id].title.split()[1]
+        others = {d.title.split()[1] for d in docs} - {name}
+        assert hit.highlights["title"] == [f"<mark>Invoice</mark> {name}"]
+        for field, fragments in hit.highlights.items():
+            text = " ".join(fragments)
+            assert name in text and "<mark>" in text, (field, fragments)
+            assert not any(other in text for other in others), (field, fragments)
+        assert ("attachment_names" in hit.highlights) == bool(
+            by_id[hit.version_id].attachment_names
+        )
+
+
 async def test_phrase_highlights_are_one_mark(backend: SearchBackend) -> None:
     await backend.index([doc(body="the annual report is attached")])
     page = await backend.search(q('"annual report"'))

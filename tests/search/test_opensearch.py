@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from opensearchpy.exceptions import SerializationError
 
 from safekeep.search import IndexingFailed, SearchQuery, SearchUnavailable, open_search_backend
 from safekeep.search import opensearch as os_backend
@@ -55,6 +56,22 @@ async def test_the_client_speaks_uncompressed_unless_asked(opensearch: OpenSearc
         assert ids(await compressed.search(q("squeezed"))) == [kept.version_id]
     finally:
         await compressed.close()
+
+
+async def test_answers_are_read_by_orjson_and_what_it_refuses_by_the_standard_library(
+    opensearch: OpenSearchBackend,
+) -> None:
+    serializer = opensearch.client.transport.deserializer.serializers["application/json"]
+    assert isinstance(serializer, os_backend._Answers)
+    assert serializer.loads('{"hits":{"total":{"value":3}}}') == {"hits": {"total": {"value": 3}}}
+    odd = serializer.loads('{"score":NaN,"big":123456789012345678901234567890}')
+    assert odd["score"] != odd["score"] and odd["big"] == 123456789012345678901234567890
+    with pytest.raises(SerializationError):
+        serializer.loads("{not json")
+    # Requests are still written by opensearch-py's own encoder (dates and the like).
+    assert serializer.dumps({"at": datetime(2026, 1, 2, tzinfo=UTC)}) == (
+        '{"at":"2026-01-02T00:00:00+00:00"}'
+    )
 
 
 async def test_the_analyzer_splits_like_the_embedded_one(opensearch: OpenSearchBackend) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from safekeep.search import InvalidCursor, InvalidQuery, SearchQuery
-from safekeep.search.query import plan, render_highlight
+from safekeep.search.query import plan, render_highlight, render_highlights
 from safekeep.search.syntax import MAX_ATOMS, Atom, Clause, parse
 
 
@@ -128,3 +128,23 @@ def test_highlights_escape_the_document_and_merge_adjacent_marks() -> None:
     assert render_highlight(fragment, "\ue000", "\ue001") == (
         "a &lt;b&gt;<mark>big deal</mark>&lt;/b&gt; &amp; <mark>日本</mark>"
     )
+
+
+def test_a_page_of_fragments_renders_as_each_fragment_would_alone() -> None:
+    fragments = [
+        "a <b>\ue000big\ue001 \ue000deal\ue001</b>",
+        "",
+        # marks at the ends of two fragments must not merge across them
+        "ends \ue000marked\ue001",
+        "\ue000starts\ue001 marked & \u200bjoined",
+        "\ue000日\ue001\ue000本\ue001",
+    ]
+    alone = [render_highlight(f, "\ue000", "\ue001") for f in fragments]
+    assert render_highlights(fragments, "\ue000", "\ue001") == alone
+    assert alone[2] == "ends <mark>marked</mark>" and alone[3].startswith("<mark>starts</mark>")
+    assert render_highlights([], "\ue000", "\ue001") == []
+    # A NUL (never written since documents are cleaned) cannot shift fragments between hits.
+    odd = ["x\x00y \ue000z\ue001", "\ue000w\ue001"]
+    assert render_highlights(odd, "\ue000", "\ue001") == [
+        render_highlight(f, "\ue000", "\ue001") for f in odd
+    ]
