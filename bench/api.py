@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 
 from bench import loadgen
-from bench.common import MachineCPU, Table
+from bench.common import MachineCPU, Table, process_stat
 
 CPU_TARGET_MS = 2.0
 P99_TARGET_MS = 50.0
@@ -110,8 +110,7 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU time of the API process alone (the worker process of ``safekeep serve`` is a
         child with its own figure)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_stat(self.process.pid)[2]
 
     def stop(self) -> None:
         if self.process.poll() is None:

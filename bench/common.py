@@ -52,9 +52,7 @@ class Graphsim:
 
     def cpu_seconds(self) -> float:
         """CPU time graphsim's process has used (to tell our cost from the simulator's)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return process_stat(self.process.pid)[2]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -196,22 +194,25 @@ def measure() -> Iterator[Usage]:
         usage.peak_rss_mb = max(usage.peak_rss_mb, _rss_mb(), _rss_mb("VmHWM") if exact else 0)
 
 
+def process_stat(pid: int) -> tuple[str, int, float]:
+    """A process's command, parent pid and CPU seconds so far (user + system), from
+    ``/proc/<pid>/stat``; OSError once it has ended."""
+    head, _, rest = Path(f"/proc/{pid}/stat").read_text().rpartition(")")
+    fields = rest.split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return head.partition("(")[2], int(fields[1]), cpu
+
+
 def _process_cpu() -> dict[int, tuple[str, int, float]]:
-    """CPU seconds (user + system) of every process now running: pid -> (command, parent, s)."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """``process_stat`` of every process now running, by pid."""
     out: dict[int, tuple[str, int, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            text = Path(entry.path, "stat").read_text()
+            out[int(entry.name)] = process_stat(int(entry.name))
         except OSError:
             continue  # ended meanwhile
-        head, _, rest = text.rpartition(")")
-        fields = rest.split()
-        command = head.partition("(")[2]
-        cpu = (int(fields[11]) + int(fields[12])) / ticks
-        out[int(entry.name)] = (command, int(fields[1]), cpu)
     return out
 
 
