@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import aiosqlite
@@ -362,6 +362,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
     # The same ceiling as a pool: connections are opened as they are needed, then kept.
     engine = create_async_engine(
         url,
+        isolation_level="AUTOCOMMIT",  # transactions are begun by _begin_transaction
         pool_size=max_connections,
         max_overflow=0,
         pool_timeout=CHECKOUT_TIMEOUT_SECONDS,
@@ -377,7 +378,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
     sync_engine = engine.sync_engine
     event.listen(sync_engine, "checkin", _note_checkin)
     event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
-    event.listen(sync_engine, "before_cursor_execute", _begin_before_first_write)
+    event.listen(sync_engine, "before_cursor_execute", _begin_transaction)
     return engine
 
 
@@ -406,26 +407,41 @@ def _ping_if_idle(dialect: Any, dbapi_connection: Any, record: Any, _proxy: Any)
         raise exc_module.DisconnectionError()
 
 
-# Sessions opened with ``begin_on_write`` (the API's GET requests) run their reads in
-# autocommit: no BEGIN and COMMIT round trips around a page of SELECTs. The first statement
-# that writes or locks rows opens a real transaction first, so everything from there on
-# commits or rolls back together, as in any other session. At READ COMMITTED (the default)
-# each statement sees the latest committed data either way; only row locks and
-# transaction-time functions differ, and locking reads are treated as writes.
+# Every PostgreSQL connection is in autocommit at the driver, and the transactions SQLAlchemy
+# thinks it runs are begun here, before the statement that needs one: in an ordinary session,
+# its first statement (what psycopg itself would do outside autocommit); in one opened with
+# ``begin_on_write`` (the API's GET requests), its first statement that writes or locks rows,
+# so a poll's SELECTs run without BEGIN and COMMIT round trips. Everything from the BEGIN on
+# commits or rolls back together (psycopg sends COMMIT or ROLLBACK whenever a transaction is
+# open, autocommit or not). At READ COMMITTED (the default) each statement sees the latest
+# committed data either way; only row locks and transaction-time functions differ, and
+# locking reads are treated as writes. The mode is set once, when a connection is made:
+# switching a pooled connection to autocommit for a GET and back when it returned cost more
+# CPU than the GET's statement (two driver calls and SQLAlchemy's bookkeeping per checkout).
 BEGIN_ON_WRITE = "safekeep_begin_on_write"
 _LOCKING = re.compile(r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
 
 
-def _begin_before_first_write(
-    conn: Any, cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool
+@lru_cache(maxsize=2048)
+def _plain_read(statement: str) -> bool:
+    """A SELECT that locks no rows. Remembered by text: hot statements are built once, and
+    scanning a long one for ``FOR UPDATE`` cost a few percent of a poll's CPU."""
+    return _is_read(statement) and not _LOCKING.search(statement)
+
+
+def _begin_transaction(
+    conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool
 ) -> None:
-    if not conn.get_execution_options().get(BEGIN_ON_WRITE):
+    if conn.get_execution_options().get(BEGIN_ON_WRITE) and _plain_read(statement):
         return
-    if _is_read(statement) and not _LOCKING.search(statement):
-        return
-    driver_connection = conn.connection.driver_connection
-    if driver_connection.info.transaction_status == TransactionStatus.IDLE:
-        cursor.execute("BEGIN")
+    dbapi_connection = conn.connection.dbapi_connection
+    if dbapi_connection.driver_connection.info.transaction_status == TransactionStatus.IDLE:
+        # A cursor of its own: the statement's may be a named (server-side) one.
+        begin = dbapi_connection.cursor()
+        try:
+            begin.execute("BEGIN")
+        finally:
+            begin.close()
 
 
 class Database:
@@ -436,14 +452,12 @@ class Database:
         self.engine = create_engine(self.url, max_connections=max_connections)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # SQLite already begins a transaction only at the first write (the sqlite3 module's
-        # default), and on PostgreSQL this engine does the same (see _begin_before_first_write).
+        # default), and on PostgreSQL this engine does the same (see _begin_transaction).
         self.begin_on_write_sessionmaker = (
             self.sessionmaker
             if self.is_sqlite
             else async_sessionmaker(
-                self.engine.execution_options(
-                    isolation_level="AUTOCOMMIT", **{BEGIN_ON_WRITE: True}
-                ),
+                self.engine.execution_options(**{BEGIN_ON_WRITE: True}),
                 expire_on_commit=False,
                 autoflush=False,
             )
@@ -458,7 +472,7 @@ class Database:
         """A session that commits when the block ends cleanly and rolls back otherwise.
 
         ``begin_on_write``: reads before the first write run outside a transaction (see
-        ``_begin_before_first_write``), for request paths that mostly read."""
+        ``_begin_transaction``), for request paths that mostly read."""
         factory = self.begin_on_write_sessionmaker if begin_on_write else self.sessionmaker
         async with factory() as session:
             try:

@@ -325,10 +325,39 @@ async def test_postgres_reads_of_a_get_run_outside_a_transaction(pg_db: Database
     async with pg_db.session(begin_on_write=True) as session:
         assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
         assert await transaction_status(session) == TransactionStatus.IDLE
-    # An ordinary session is unchanged (and the pooled connection left autocommit behind).
+    # An ordinary session on the same pooled connection is in a transaction from its first
+    # statement.
     async with pg_db.session() as session:
         await session.execute(text("SELECT 1"))
         assert await transaction_status(session) == TransactionStatus.INTRANS
+
+
+async def test_postgres_ordinary_sessions_are_transactions_on_autocommit_connections(
+    pg_db: Database,
+) -> None:
+    """Every connection is in autocommit at the driver (set once, not per checkout) and an
+    ordinary session begins its transaction itself: its writes commit or roll back together,
+    and savepoints nest inside it."""
+
+    async def failing_job() -> None:
+        async with pg_db.session() as session:
+            await session.execute(text("INSERT INTO t VALUES (1)"))
+            await session.execute(text("INSERT INTO t VALUES (2)"))
+            raise RuntimeError("the job failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_job()
+    async with pg_db.session() as session:
+        raw = await (await session.connection()).get_raw_connection()
+        assert raw.driver_connection.autocommit  # type: ignore[union-attr]
+        await session.execute(text("INSERT INTO t VALUES (3)"))
+        nested = await session.begin_nested()
+        await session.execute(text("INSERT INTO t VALUES (4)"))
+        await nested.rollback()
+        await session.execute(text("INSERT INTO t VALUES (5)"))
+    async with pg_db.session() as session:
+        values = (await session.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all()
+    assert values == [3, 5]
 
 
 async def test_postgres_writes_and_locking_reads_of_a_get_are_one_transaction(
