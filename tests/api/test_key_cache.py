@@ -125,7 +125,9 @@ async def test_expiry_is_checked_on_every_request(
     key_id, headers = await new_key(client, msp.headers)
     assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
     [entry] = [
-        e for e in service.GRANTS._entries.values() if str(e.grant.principal.api_key_id) == key_id
+        e
+        for _read_at, e in service.GRANTS._entries.values()
+        if str(e.grant.principal.api_key_id) == key_id
     ]
     entry.expires_at = utcnow() - timedelta(seconds=1)  # as if it had expired since
     assert (await client.get("/v1/tenants", headers=headers)).status_code == 401
@@ -146,5 +148,5 @@ def test_the_cache_is_bounded() -> None:
     cache = service.GrantCache(size=2, clock=lambda: 0.0)
     grant = service.Grant(principal=None, msp_status=None)  # type: ignore[arg-type]
     for name in ("a", "b", "c"):
-        cache.put(name, service._Remembered(grant, None, None, 0.0), cache.generation)
+        cache.put(name, service._Remembered(grant, None, None), cache.generation)
     assert cache.get("a") is None and cache.get("b") and cache.get("c")

@@ -142,10 +142,6 @@ async def _search(
     return SearchResults.model_construct(hits=hits, next_cursor=page.next_cursor, total=page.total)
 
 
-async def _allowed(session: SessionDep, principal: Principal) -> frozenset[uuid.UUID]:
-    return await tenant_repository.ids_in_scope(session, principal.scope)
-
-
 @router.get(
     "/v1/search", response_model=SearchResults, responses=responses(400, 401, 403, 422, 503)
 )
@@ -157,7 +153,7 @@ async def search_all(
     tenant_id: list[uuid.UUID] | None = Query(None, description="Only these tenants"),
 ) -> Response:
     """Search every tenant the key may see (or some of them)."""
-    allowed = await _allowed(session, principal)
+    allowed = (await tenant_repository.in_scope(session, principal.scope)).every
     if tenant_id:
         allowed = allowed & frozenset(tenant_id)
     return json_response(await _search(runtime, session, principal, allowed, params))
@@ -175,7 +171,10 @@ async def search_tenant(
     runtime: RuntimeDep,
     params: Annotated[SearchParams, Query()],
 ) -> Response:
-    if not await tenant_repository.exists(session, principal.scope, tenant_id):
+    live = (await tenant_repository.in_scope(session, principal.scope)).live
+    if tenant_id not in live and not await tenant_repository.exists(
+        session, principal.scope, tenant_id
+    ):
         raise NotFound("No such tenant")
     results = await _search(runtime, session, principal, frozenset({tenant_id}), params)
     return json_response(results)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import Forbidden, NotFound, UnprocessableEntity
@@ -24,6 +21,7 @@ from safekeep.tenants.api_key import repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import ApiKey, MspStatus, utcnow
 from safekeep.tenants.pagination import Page
+from safekeep.tenants.remembered import REMEMBER_SECONDS, Remembered
 from safekeep.tenants.scope import Principal, Scope
 from safekeep.tenants.tenant import repository as tenant_repository
 
@@ -42,11 +40,10 @@ class Grant:
     msp_status: MspStatus
 
 
-# How long an API process answers from its memory of a key before reading it again. This is
-# the bound on how late *another* process notices a revocation or an MSP's suspension; the
-# process that revokes a key forgets it at once (when the revocation commits).
-GRANT_CACHE_SECONDS = 2.0
-GRANT_CACHE_SIZE = 10_000
+# How long an API process answers from its memory of a key before reading it again: the bound
+# on how late *another* process notices a revocation or an MSP's suspension; the process that
+# revokes a key forgets it at once (when the revocation commits).
+GRANT_CACHE_SECONDS = REMEMBER_SECONDS
 
 
 @dataclass(slots=True)
@@ -54,50 +51,11 @@ class _Remembered:
     grant: Grant
     expires_at: datetime | None
     used_at: datetime | None  # the key's last_used_at as last read or written here
-    read_at: float
 
 
-class GrantCache:
-    """Live keys by secret hash, each kept ``ttl`` seconds (least recently used evicted past
-    ``size``). Unknown, revoked and expired keys are never kept, so a wrong guess costs a
-    read every time and fills nothing.
-
-    ``invalidate`` forgets everything and bumps a generation: a lookup that read the
-    database before a revocation committed cannot store its stale answer after it."""
-
-    def __init__(
-        self,
-        ttl: float = GRANT_CACHE_SECONDS,
-        size: int = GRANT_CACHE_SIZE,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ttl = ttl
-        self.size = size
-        self.clock = clock
-        self.generation = 0
-        self._entries: OrderedDict[str, _Remembered] = OrderedDict()
-
-    def get(self, secret_hash: str) -> _Remembered | None:
-        entry = self._entries.get(secret_hash)
-        if entry is None:
-            return None
-        if self.clock() - entry.read_at >= self.ttl:
-            del self._entries[secret_hash]
-            return None
-        self._entries.move_to_end(secret_hash)
-        return entry
-
-    def put(self, secret_hash: str, entry: _Remembered, generation: int) -> None:
-        if generation != self.generation or self.ttl <= 0:
-            return
-        self._entries[secret_hash] = entry
-        self._entries.move_to_end(secret_hash)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-    def invalidate(self, *_args: Any) -> None:
-        self.generation += 1
-        self._entries.clear()
+class GrantCache(Remembered[str, _Remembered]):
+    """Live keys by secret hash (see ``Remembered``). Unknown, revoked and expired keys are
+    never kept, so a wrong guess costs a read every time and fills nothing."""
 
 
 GRANTS = GrantCache()
@@ -158,7 +116,6 @@ async def authenticate(session: AsyncSession, secret: str) -> Grant | None:
             grant=_grant(row),
             expires_at=row.expires_at,
             used_at=row.last_used_at,
-            read_at=GRANTS.clock(),
         )
         GRANTS.put(secret_hash, known, generation)
     now = utcnow()
@@ -270,8 +227,7 @@ async def revoke(
     await session.flush()
     # Forget remembered grants now and again once the revocation is committed, so that no
     # request of this process that read the key before the commit keeps it alive.
-    GRANTS.invalidate()
-    event.listen(session.sync_session, "after_commit", GRANTS.invalidate, once=True)
+    GRANTS.forget_with(session.sync_session)
     await audit.record_for(
         session, principal, "api_key.revoked", target_type="api_key", target_id=key.id, ip=ip
     )

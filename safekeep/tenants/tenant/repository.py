@@ -2,17 +2,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Row, Select, bindparam, delete, select, update
+from sqlalchemy import Row, Select, bindparam, delete, event, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import object_session
 
 from safekeep.db import read_rows
 from safekeep.errors import NotFound
 from safekeep.tenants.models import ConsentRequest, Policy, Tenant, TenantStatus
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
+from safekeep.tenants.remembered import Remembered
 from safekeep.tenants.scope import TenantScope, bound_tenant_row_filter
 
 _P = ParamSpec("_P")
@@ -230,15 +233,61 @@ async def consent_request_exists(session: AsyncSession, state_hash: str) -> bool
     return (await session.execute(stmt)).first() is not None
 
 
-async def ids_in_scope(session: AsyncSession, scope: TenantScope) -> frozenset[uuid.UUID]:
-    """Every tenant the scope reaches, deleted ones included (their data is still kept)."""
-    rows = await read_rows(session, _in_scope(scope.limited), scope.bound())
-    return frozenset(row[0] for row in rows)
+@dataclass(frozen=True, slots=True)
+class InScope:
+    """The tenants a scope reaches: ``every`` one, deleted ones included (their data is still
+    kept), and those of them that are ``live``."""
+
+    every: frozenset[uuid.UUID]
+    live: frozenset[uuid.UUID]
+
+
+# The tenants of each scope as an API process last read them (a search reads them on every
+# request). At most REMEMBER_SECONDS old when another process created or deleted a tenant; a
+# process that writes a tenant forgets them when it commits (see _forget_scopes).
+SCOPES: Remembered[tuple[uuid.UUID, frozenset[uuid.UUID] | None], InScope] = Remembered()
+
+
+async def in_scope(session: AsyncSession, scope: TenantScope) -> InScope:
+    """The tenants the scope reaches, remembered for a moment (see ``SCOPES``): a tenant
+    created in another API process up to REMEMBER_SECONDS ago may be missing from them, and
+    one it deleted still ``live``. Ask ``exists`` about a tenant that is not ``live``."""
+    key = (scope.msp_id, scope.tenant_ids)
+    known = SCOPES.get(key)
+    if known is None:
+        generation = SCOPES.generation
+        rows = await read_rows(session, _in_scope(scope.limited), scope.bound())
+        known = InScope(
+            every=frozenset(row.id for row in rows),
+            live=frozenset(row.id for row in rows if row.status != TenantStatus.deleted),
+        )
+        SCOPES.put(key, known, generation)
+    return known
 
 
 @cache
-def _in_scope(limited: bool) -> Select[uuid.UUID]:
-    return select(Tenant.id).where(bound_tenant_row_filter(limited=limited))
+def _in_scope(limited: bool) -> Select[uuid.UUID, TenantStatus]:
+    return select(Tenant.id, Tenant.status).where(bound_tenant_row_filter(limited=limited))
+
+
+def _forget_scopes(_mapper: Any, _connection: Any, tenant: Tenant) -> None:
+    """A tenant created through the ORM makes this process forget the scopes it remembers,
+    now and when the write commits."""
+    session = object_session(tenant)
+    if session is None:
+        SCOPES.invalidate()
+    else:
+        SCOPES.forget_with(session)
+
+
+def _forget_scopes_on_status(mapper: Any, connection: Any, tenant: Tenant) -> None:
+    """The same when a tenant's status changes (deleted)."""
+    if inspect(tenant).attrs.status.history.has_changes():
+        _forget_scopes(mapper, connection, tenant)
+
+
+event.listen(Tenant, "after_insert", _forget_scopes)
+event.listen(Tenant, "after_update", _forget_scopes_on_status)
 
 
 async def ids_with_retention(session: AsyncSession) -> list[uuid.UUID]:
