@@ -160,8 +160,8 @@ async def progress_many(
     otherwise cost a query per job)."""
     if not job_ids:
         return {}
-    rows = (await session.execute(_progress_many(), {"job_ids": list(job_ids)})).all()
-    found = {job_id: _progress_of(values) for job_id, *values in rows}
+    rows = await read_rows(session, _progress_many(), {"job_ids": list(job_ids)})
+    found = {row[0]: _progress_of(row[1:]) for row in rows}
     return {job_id: found.get(job_id, dict(_NO_PROGRESS)) for job_id in job_ids}
 
 
