@@ -14,15 +14,8 @@ from sqlalchemy import event, update
 from safekeep.runtime import Runtime
 from safekeep.tenants.api_key import repository, service
 from safekeep.tenants.models import ApiKey, utcnow
+from tests.clock import Clock
 from tests.factories import MspHandle, create_msp
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -19,15 +19,8 @@ from safekeep.tenants.remembered import REMEMBER_SECONDS, Remembered
 from safekeep.tenants.scope import system_principal
 from safekeep.tenants.tenant import repository
 from tests.api.conftest import World
+from tests.clock import Clock
 from tests.factories import create_tenant
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -11,19 +11,12 @@ import pytest
 
 from graphsim import Simulator
 from graphsim.inflight import InFlight, time_weighted_mean
+from tests.clock import Clock
 from tests.graphsim.conftest import graph_client
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_mean_is_the_integral_over_the_span_from_first_start_to_last_end() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     tracker = InFlight(clock)
     clock.now = 100.5
     a = tracker.begin("t|big@x")  # in flight: 1 from 100.5
@@ -54,7 +47,7 @@ def test_the_mean_is_the_integral_over_the_span_from_first_start_to_last_end() -
 
 
 def test_a_reset_starts_a_new_window_and_keeps_what_is_in_flight() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     tracker = InFlight(clock)
     first = tracker.begin("t|u")
     clock.now += 10
