@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,7 +230,7 @@ class MachineCPU:
     the first that matches takes the process, the rest is "other". A process that both began
     and ended inside is only in the machine's total (short-lived ones are rare here)."""
 
-    def __init__(self, groups: dict[str, Any]) -> None:
+    def __init__(self, groups: dict[str, Callable[[int, str, int], bool]]) -> None:
         self.groups = groups
         self.seconds: dict[str, float] = {}
         self.machine = 0.0

@@ -141,5 +141,5 @@ def test_the_cache_is_bounded() -> None:
     cache = service.GrantCache(size=2, clock=lambda: 0.0)
     grant = service.Grant(principal=None, msp_status=None)  # type: ignore[arg-type]
     for name in ("a", "b", "c"):
-        cache.put(name, service._Remembered(grant, None, None), cache.generation)
+        cache.put(name, service._KnownKey(grant, None, None), cache.generation)
     assert cache.get("a") is None and cache.get("b") and cache.get("c")

@@ -47,13 +47,13 @@ GRANT_CACHE_SECONDS = REMEMBER_SECONDS
 
 
 @dataclass(slots=True)
-class _Remembered:
+class _KnownKey:
     grant: Grant
     expires_at: datetime | None
     used_at: datetime | None  # the key's last_used_at as last read or written here
 
 
-class GrantCache(Remembered[str, _Remembered]):
+class GrantCache(Remembered[str, _KnownKey]):
     """Live keys by secret hash (see ``Remembered``). Unknown, revoked and expired keys are
     never kept, so a wrong guess costs a read every time and fills nothing."""
 
@@ -112,7 +112,7 @@ async def authenticate(session: AsyncSession, secret: str) -> Grant | None:
         row = await repository.get_grant_by_hash(session, secret_hash)
         if row is None:
             return None
-        known = _Remembered(
+        known = _KnownKey(
             grant=_grant(row),
             expires_at=row.expires_at,
             used_at=row.last_used_at,

@@ -272,12 +272,10 @@ def _in_scope(limited: bool) -> Select[uuid.UUID, TenantStatus]:
 
 def _forget_scopes(_mapper: Any, _connection: Any, tenant: Tenant) -> None:
     """A tenant created through the ORM makes this process forget the scopes it remembers,
-    now and when the write commits."""
+    now and when the write commits (a flush's rows always belong to a session)."""
     session = object_session(tenant)
-    if session is None:
-        SCOPES.invalidate()
-    else:
-        SCOPES.forget_with(session)
+    assert session is not None
+    SCOPES.forget_with(session)
 
 
 def _forget_scopes_on_status(mapper: Any, connection: Any, tenant: Tenant) -> None:
