@@ -147,51 +147,108 @@ class Usage:
     peak_rss_mb: float = 0.0
 
 
-def _rss_mb(field: str = "VmRSS") -> float:
-    with open("/proc/self/status") as fh:
+def _rss_mb(field: str = "VmRSS", pid: int | None = None) -> float:
+    with open(f"/proc/{pid or 'self'}/status") as fh:
         for line in fh:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
-def _reset_peak_rss() -> bool:
+def _reset_peak_rss(pid: int | None = None) -> bool:
     """Start the kernel's high-water mark of resident memory (VmHWM) again from now (Linux
-    4.0+: ``echo 5 > /proc/self/clear_refs``), so that a run's peak includes spikes shorter
-    than the sampling interval and excludes what came before it."""
+    4.0+: ``echo 5 > /proc/<pid>/clear_refs``, allowed for our own children), so that a run's
+    peak includes spikes shorter than the sampling interval and excludes what came before."""
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
+        with open(f"/proc/{pid or 'self'}/clear_refs", "w") as fh:
             fh.write("5")
     except OSError:
         return False
     return True
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    return process_stat(pid)[2]
+
+
 @contextmanager
-def measure() -> Iterator[Usage]:
-    """Wall time, CPU seconds of this process and its peak resident memory while inside (the
-    kernel's high-water mark, reset on entry; sampled every 50 ms where it cannot be reset)."""
+def measure(pid: int | None = None) -> Iterator[Usage]:
+    """Wall time, CPU seconds of a process (this one, or ``pid``: a worker of our own) and its
+    peak resident memory while inside (the kernel's high-water mark, reset on entry; sampled
+    every 50 ms where it cannot be reset)."""
     usage = Usage()
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.05):
-            usage.peak_rss_mb = max(usage.peak_rss_mb, _rss_mb())
+            usage.peak_rss_mb = max(usage.peak_rss_mb, _rss_mb(pid=pid))
 
-    exact = _reset_peak_rss()
+    exact = _reset_peak_rss(pid)
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = _cpu_seconds(pid)
     t0 = time.perf_counter()
     try:
         yield usage
     finally:
         usage.wall = time.perf_counter() - t0
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        usage.cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        usage.cpu = _cpu_seconds(pid) - cpu0
         stop.set()
         thread.join()
-        usage.peak_rss_mb = max(usage.peak_rss_mb, _rss_mb(), _rss_mb("VmHWM") if exact else 0)
+        usage.peak_rss_mb = max(
+            usage.peak_rss_mb, _rss_mb(pid=pid), _rss_mb("VmHWM", pid) if exact else 0
+        )
+
+
+class WorkerProcess:
+    """A worker in a process of its own (``bench.worker``: what ``safekeep worker`` runs),
+    so that the CPU and memory measured are the worker's, not the benchmark's own (its API
+    calls, polling, and modules a worker does not import). ``send`` forwards queue messages
+    to it, as ``safekeep serve`` forwards them to its worker child: the embedded queue lives
+    in the worker's process."""
+
+    def __init__(self, settings: Settings, *, threads: int) -> None:
+        import pickle
+
+        self._pickle = pickle
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", "--threads", str(threads)],
+            stdin=subprocess.PIPE,
+        )
+        self._lock = threading.Lock()
+        self._write(settings)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _write(self, value: Any) -> None:
+        assert self.process.stdin is not None
+        with self._lock:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bench worker exited with {self.process.returncode}")
+            self._pickle.dump(value, self.process.stdin)
+            self.process.stdin.flush()
+
+    def send(self, messages: Any) -> None:
+        if messages:
+            self._write(list(messages))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        assert self.process.stdin is not None
+        try:
+            self._write(None)
+            self.process.stdin.close()
+        except (OSError, RuntimeError):
+            pass
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
 
 
 def process_stat(pid: int) -> tuple[str, int, float]:
