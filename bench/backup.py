@@ -32,8 +32,7 @@ modules (until 2026-12-05 the worker ran in this process, and the bench's own sh
 55 MB of the large tenant's peak). graphsim runs in a third process. Wall times are printed
 twice: as seen from here (from building the API client to the answer that shows the job
 ended: up to one polling interval late) and from the job's own record (its creation to its
-end), which the incremental's share
-of the full is taken from.
+end), which the incremental's share of the full is taken from.
 """
 
 from __future__ import annotations

@@ -7,13 +7,14 @@ import argparse
 import asyncio
 import json
 import os
+import pickle
 import resource
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 
 from safekeep.settings import Settings
+from safekeep.tenants.outbox import Message
 
 
 @dataclass
@@ -211,9 +213,6 @@ class WorkerProcess:
     in the worker's process."""
 
     def __init__(self, settings: Settings, *, threads: int) -> None:
-        import pickle
-
-        self._pickle = pickle
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", "--threads", str(threads)],
             stdin=subprocess.PIPE,
@@ -230,10 +229,10 @@ class WorkerProcess:
         with self._lock:
             if self.process.poll() is not None:
                 raise RuntimeError(f"bench worker exited with {self.process.returncode}")
-            self._pickle.dump(value, self.process.stdin)
+            pickle.dump(value, self.process.stdin)
             self.process.stdin.flush()
 
-    def send(self, messages: Any) -> None:
+    def send(self, messages: Sequence[Message]) -> None:
         if messages:
             self._write(list(messages))
 

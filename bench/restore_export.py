@@ -83,8 +83,8 @@ def backed_up(
     upgrade(settings.resolved_database_url)
     worker = start_worker(settings, threads=threads)
     try:
-        tenant = asyncio.run(connect(settings, sim, services))
-        asyncio.run(backup(settings, tenant))
+        tenant = asyncio.run(connect(settings, sim, services, broker.send_messages))
+        asyncio.run(backup(settings, tenant, None, broker.send_messages))
         yield settings, tenant
     finally:
         worker.stop(timeout=30_000)

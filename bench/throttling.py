@@ -113,7 +113,9 @@ def run(args: argparse.Namespace, redis_url: str, table: Table) -> list[dict[str
             upgrade(settings.resolved_database_url)
             broker.configure(settings)
             workers = start_workers(settings, args.workers, args.threads, root)
-            tenant: Connected = asyncio.run(connect(settings, sim, args.services.split(",")))
+            tenant: Connected = asyncio.run(
+                connect(settings, sim, args.services.split(","), broker.send_messages)
+            )
             with sim.http() as client:
                 client.put("/_sim/throttling", json=SCENARIO).raise_for_status()
             runs = []
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace, redis_url: str, table: Table) -> list[dict[str
                     print(f"edited {edited} items (1%)", flush=True)
                 before = sim.counters()
                 started = time.perf_counter()
-                result = asyncio.run(backup(settings, tenant))
+                result = asyncio.run(backup(settings, tenant, None, broker.send_messages))
                 wall = time.perf_counter() - started
                 figures = graph_figures(before, sim.counters())
                 runs.append(figures)
