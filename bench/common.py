@@ -210,14 +210,15 @@ class WorkerProcess:
     so that the CPU and memory measured are the worker's, not the benchmark's own (its API
     calls, polling, and modules a worker does not import). ``send`` forwards queue messages
     to it, as ``safekeep serve`` forwards them to its worker child: the embedded queue lives
-    in the worker's process."""
+    in the worker's process. Not serve's ``Background`` itself: its spawned child imports
+    ``safekeep.serve`` (uvicorn, the API app) and the bench's main module, and runs the
+    scheduler, all of which the figures would then count again."""
 
     def __init__(self, settings: Settings, *, threads: int) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", "--threads", str(threads)],
             stdin=subprocess.PIPE,
         )
-        self._lock = threading.Lock()
         self._write(settings)
 
     @property
@@ -226,11 +227,10 @@ class WorkerProcess:
 
     def _write(self, value: Any) -> None:
         assert self.process.stdin is not None
-        with self._lock:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bench worker exited with {self.process.returncode}")
-            pickle.dump(value, self.process.stdin)
-            self.process.stdin.flush()
+        if self.process.poll() is not None:
+            raise RuntimeError(f"bench worker exited with {self.process.returncode}")
+        pickle.dump(value, self.process.stdin)
+        self.process.stdin.flush()
 
     def send(self, messages: Sequence[Message]) -> None:
         if messages:
