@@ -180,6 +180,11 @@ class RunStats:
             self.deleted += 1
 
     @property
+    def quiet(self) -> bool:
+        """Nothing suspicious and nothing deleted: no threshold can be reached."""
+        return not self.suspicious and not self.deleted
+
+    @property
     def touched(self) -> int:
         """Files added, changed or renamed, each once (a rename with new bytes is one)."""
         return len(self.touched_ids) or self.files_changed + self.files_added + self.renamed
@@ -281,8 +286,14 @@ async def assess(
     fail: the judging is done before anything is written; raising a detection (its row, the
     webhook, the audit event) runs under a savepoint, so a failure there is undone alone;
     learning is one write of the baseline, which fails only when the database itself does.
-    A run that raises nothing (nearly every run) costs one read and one write: a separate
-    transaction of four statements was a large share of a short incremental task."""
+    A run that raises nothing costs one read and one write. A run that saw nothing at all
+    (nearly every run) costs one write, learnt in SQL (``repository.learn_quiet_run``): no
+    limit can be reached by it, whatever the baseline, since every limit is at least its
+    floor and floors are at least 1. No baseline yet, or a hold, falls through to the read."""
+    if run.stats.quiet and await repository.learn_quiet_run(
+        session, account.id, run.service, now=utcnow()
+    ):
+        return []
     standing = await repository.standing(session, tenant.id, account.id, run.service)
     if standing is None:  # the tenant was deleted meanwhile
         return []

@@ -359,3 +359,65 @@ async def test_a_failing_detection_never_fails_the_backup_nor_leaves_half_of_its
     async with h.runtime.db.session() as session:
         deliveries = (await session.execute(select(WebhookDelivery))).scalars().all()
     assert [d.event_type for d in deliveries] == ["tenant.ransomware_suspected"]
+
+
+async def baseline(h: EngineHarness, account: Account, service: str) -> DetectionBaseline:
+    async with h.runtime.db.session() as session:
+        base = await session.get(DetectionBaseline, (account.id, service))
+    assert base is not None
+    return base
+
+
+async def test_a_run_that_saw_nothing_is_learnt_without_a_read_and_never_while_held(
+    either_engine: EngineHarness, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nearly every run sees nothing suspicious and deletes nothing: it is folded into the
+    baseline by one UPDATE whose arithmetic is Python's Welford step, without reading the
+    account's standing. A run with no baseline yet, or under an unreleased detection, takes
+    the read: the first makes the baseline, the second leaves it alone."""
+    h = either_engine
+    victim, _ = await backed_up_drive_user(h, sim, 5)
+    first = await baseline(h, victim, "onedrive")  # the first run had none: made through the read
+    assert first.runs == 1
+    reads: list[object] = []
+    real = detection.repository.standing
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        reads.append(args)
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(detection.repository, "standing", counted)
+    async with h.runtime.db.session() as session:  # a history to fold into: 7 runs
+        row = await session.get(DetectionBaseline, (victim.id, "onedrive"))
+        assert row is not None
+        row.runs, row.suspicious_mean, row.suspicious_m2 = 7, 2.5, 11.0
+        row.deleted_mean, row.deleted_m2 = 4.0, 30.0
+
+    run, _ = await h.backup(victim, "onedrive")
+    assert run.stats.quiet and reads == []
+    learnt = await baseline(h, victim, "onedrive")
+    assert learnt.runs == 8
+    mean, m2 = detection._welford(2.5, 11.0, 8, 0)
+    assert (learnt.suspicious_mean, learnt.suspicious_m2) == pytest.approx((mean, m2), rel=1e-12)
+    mean, m2 = detection._welford(4.0, 30.0, 8, 0)
+    assert (learnt.deleted_mean, learnt.deleted_m2) == pytest.approx((mean, m2), rel=1e-12)
+    assert learnt.updated_at > first.updated_at
+
+    async with h.runtime.db.session() as session:  # an attack under way holds the account
+        session.add(
+            Detection(
+                tenant_id=h.tenant.id,
+                account_id=victim.id,
+                service="onedrive",
+                kind=DetectionKind.ransomware,
+                first_suspicious_at=learnt.updated_at,
+            )
+        )
+    await h.backup(victim, "onedrive")
+    assert len(reads) == 1  # the UPDATE matched nothing: the read saw the hold
+    held = await baseline(h, victim, "onedrive")
+    assert (held.runs, held.suspicious_mean, held.deleted_m2) == (
+        8,
+        learnt.suspicious_mean,
+        learnt.deleted_m2,
+    )

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from functools import cache
+from typing import Any
 
-from sqlalchemy import BindParameter, Select, and_, bindparam, exists, select
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import (
@@ -24,6 +36,9 @@ from safekeep.tenants.scope import TenantScope, get_scoped, live_tenant
 
 async def threshold(session: AsyncSession, tenant_id: uuid.UUID) -> DetectionThreshold | None:
     return await session.get(DetectionThreshold, tenant_id)
+
+
+_UPDATED_AT = DetectionBaseline.__table__.c.updated_at.type
 
 
 @cache
@@ -59,6 +74,52 @@ async def standing(
         return None
     base, own, held = row
     return base, own, bool(held)
+
+
+@cache
+def _learn_quiet() -> Update:
+    """Fold a run that saw nothing (zero suspicious files, zero deletions) into the
+    baseline, in SQL: Welford's step with the value 0, the same arithmetic as
+    ``detection._welford`` (the SET expressions all read the row as it was). Not while a
+    detection is unreleased: an attack under way is never learnt as normal."""
+    base = DetectionBaseline
+    runs = base.runs + 1
+    zero = literal(0.0)
+    values: dict[str, Any] = {"runs": runs, "updated_at": bindparam("b_now", type_=_UPDATED_AT)}
+    for mean, m2 in (
+        (base.suspicious_mean, base.suspicious_m2),
+        (base.deleted_mean, base.deleted_m2),
+    ):
+        delta = zero - mean
+        folded = mean + delta / runs
+        values[mean.key] = folded
+        values[m2.key] = m2 + delta * (zero - folded)
+    held = exists().where(
+        Detection.account_id == base.account_id,
+        Detection.service == base.service,
+        Detection.status != DetectionStatus.released,
+    )
+    return (
+        update(base)
+        .where(
+            base.account_id == bindparam("b_account_id"),
+            base.service == bindparam("b_service"),
+            ~held,
+        )
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def learn_quiet_run(
+    session: AsyncSession, account_id: uuid.UUID, service: str, *, now: datetime
+) -> bool:
+    """Count a run that saw nothing into the account and service's baseline, in one
+    statement. False when nothing was written: no baseline yet, or a detection holds the
+    account (the caller then reads its standing)."""
+    values = {"b_account_id": account_id, "b_service": service, "b_now": now}
+    result = await session.execute(_learn_quiet(), values)
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def last_clean_snapshot(
