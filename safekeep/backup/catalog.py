@@ -182,7 +182,13 @@ class SnapshotRun:
                     task_names=task_names,
                 )
         snapshot, resumed = await cls._snapshot(
-            session, tenant_id, account_id, service, job_id, new_snapshot_id
+            session,
+            tenant_id,
+            account_id,
+            service,
+            job_id,
+            new_snapshot_id,
+            none_running=task_names is not None and task_names == new_snapshot_id,
         )
         if task_id is not None and task_names != snapshot.id:
             await job_repository.name_snapshot(session, task_id, snapshot.id)
@@ -206,12 +212,29 @@ class SnapshotRun:
         service: str,
         job_id: uuid.UUID | None,
         new_snapshot_id: uuid.UUID | None,
+        *,
+        none_running: bool = False,
     ) -> tuple[Snapshot, bool]:
+        """The snapshot to run into, and whether it is resumed. ``none_running``: the task's
+        claim, in this transaction, found no running snapshot (it named ``new_snapshot_id``):
+        the new one is inserted without reading the newest first."""
+        if none_running:
+            values: dict[str, Any] = {
+                "id": new_snapshot_id,
+                "tenant_id": tenant_id,
+                "account_id": account_id,
+                "service": service,
+                "job_id": job_id,
+                "status": SnapshotStatus.running,
+                "started_at": utcnow(),
+            }
+            seq = await catalog.insert_next_snapshot(session, values)
+            return Snapshot(**values, seq=seq), False
         latest = await catalog.latest_snapshot(session, account_id, service)
         snapshot = latest if latest and latest.status == SnapshotStatus.running else None
         resumed = snapshot is not None
         if snapshot is None:
-            values: dict[str, Any] = {
+            values = {
                 "id": new_snapshot_id or uuid.uuid4(),
                 "tenant_id": tenant_id,
                 "account_id": account_id,

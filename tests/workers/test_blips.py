@@ -16,6 +16,7 @@ from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.jobs import backup as jobs
 from safekeep.runtime import Runtime
 from safekeep.storage.errors import BlobStoreUnavailable
+from safekeep.tenants.catalog import repository as catalog_repository
 from safekeep.tenants.models import (
     JobStatus,
     JobTask,
@@ -153,11 +154,23 @@ async def test_the_task_names_the_snapshot_it_runs_into_and_its_retry_resumes_it
         assert task is not None
         return task.snapshot_id
 
+    newest_read: list[object] = []
+    read_newest = catalog_repository.latest_snapshot
+
+    async def counted(*args: object) -> object:
+        newest_read.append(args)
+        return await read_newest(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog_repository, "latest_snapshot", counted)
     monkeypatch.setattr(jobs, "_collect", blip)
     with pytest.raises(sa_exc.OperationalError):
         await jobs.run_backup_task(runtime, str(task_id))
-    assert not runs[0].resumed
+    assert not runs[0].resumed and newest_read == []
     assert await named() == runs[0].snapshot_id
+    async with runtime.db.session() as session:  # the claim saw none running: inserted at once
+        started = await session.get(Snapshot, runs[0].snapshot_id)
+    assert started is not None and started.status == SnapshotStatus.running
+    assert (started.seq, runs[0].seq, started.items_added, started.skipped) == (1, 1, 0, 0)
 
     async def succeed(*args: object) -> None:
         run = args[-1]
@@ -189,3 +202,14 @@ async def test_the_task_names_the_snapshot_it_runs_into_and_its_retry_resumes_it
     )
     assert run.snapshot_id != runs[0].snapshot_id and run.seq == snapshot.seq + 1
     assert await named() == run.snapshot_id
+    await run.complete()
+
+    # The account's next task, of a later job, counts its snapshot's seq after the newest.
+    async with runtime.db.session() as session:
+        job = await add_job(session, tenant_id, status=JobStatus.running, trigger=JobTrigger.manual)
+        later = JobTask(job_id=job.id, tenant_id=tenant_id, account_id=account_id, service="mail")
+        session.add(later)
+    runs.clear()
+    await jobs.run_backup_task(runtime, str(later.id))
+    assert not runs[0].resumed and runs[0].seq == run.seq + 1
+    assert len(newest_read) == 2  # only the resume and the run begun by hand read the newest

@@ -11,12 +11,14 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Insert,
     Select,
+    Table,
     Update,
     and_,
     bindparam,
@@ -72,6 +74,30 @@ async def latest_snapshot(
     Every backup task begins with it: the statement is built once."""
     values = {"account_id": account_id, "service": service}
     return (await session.execute(_latest(), values)).scalar_one_or_none()
+
+
+@cache
+def _next_snapshot() -> Insert:
+    """The next snapshot of an account and service, its ``seq`` counted in the statement."""
+    table = cast(Table, Snapshot.__table__)
+    seq = (
+        select(func.coalesce(func.max(table.c.seq), 0) + 1)
+        .where(
+            table.c.account_id == bindparam("n_account_id"),
+            table.c.service == bindparam("n_service"),
+        )
+        .scalar_subquery()
+    )
+    return table.insert().values(seq=seq).returning(table.c.seq)
+
+
+async def insert_next_snapshot(session: AsyncSession, values: Mapping[str, Any]) -> int:
+    """Insert the account and service's next snapshot (``values``: every column but
+    ``seq``) and return its seq: one statement where reading the newest and inserting after
+    it were two, for a run that knows none is running (its task's claim saw none). A
+    concurrent start of the same seq fails on the table's unique seq, as the two would."""
+    params = {**values, "n_account_id": values["account_id"], "n_service": values["service"]}
+    return int((await session.execute(_next_snapshot(), params)).scalar_one())
 
 
 async def latest_complete(
