@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import structlog
-from sqlalchemy import Table, insert
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.backup.detection import RunStats
@@ -42,11 +42,12 @@ from safekeep.tenants.models import (
     TaskStatus,
     utcnow,
 )
+from safekeep.tenants.models.base import table_of
 
 log = structlog.get_logger(__name__)
 
 # The table, not the entity: a Core INSERT, outside the ORM's bulk machinery.
-_NEW_SNAPSHOT = insert(cast(Table, Snapshot.__table__))
+_NEW_SNAPSHOT = insert(table_of(Snapshot))
 
 Outcome = Literal["added", "changed", "unchanged", "replaced"]
 HEARTBEAT_SECONDS = 2.0

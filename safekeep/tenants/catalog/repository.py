@@ -11,14 +11,13 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeVar, TypeVarTuple, cast
+from typing import Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import (
     ColumnElement,
     Executable,
     Insert,
     Select,
-    Table,
     Update,
     and_,
     bindparam,
@@ -46,7 +45,7 @@ from safekeep.tenants.models import (
     Snapshot,
     SnapshotStatus,
 )
-from safekeep.tenants.models.base import new_id
+from safekeep.tenants.models.base import new_id, table_of
 from safekeep.tenants.models.item_version import NAME_KEY_CHARS, name_key
 from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope, bound_tenant_filter, get_scoped
@@ -79,7 +78,7 @@ async def latest_snapshot(
 @cache
 def _next_snapshot() -> Insert:
     """The next snapshot of an account and service, its ``seq`` counted in the statement."""
-    table = cast(Table, Snapshot.__table__)
+    table = table_of(Snapshot)
     seq = (
         select(func.coalesce(func.max(table.c.seq), 0) + 1)
         .where(
@@ -129,26 +128,27 @@ async def get_snapshot(
 
 @cache
 def _finish() -> Update:
-    """``finish_snapshot``'s statement, built once: every backup task ends with it."""
+    """``finish_snapshot``'s statement, built once on the Core table (``table_of``): every
+    backup task ends with it."""
+    snapshot, version = table_of(Snapshot).c, table_of(ItemVersion).c
     open_versions = select(func.count()).where(
-        ItemVersion.account_id == bindparam("f_account_id"),
-        ItemVersion.service == bindparam("f_service"),
-        ItemVersion.last_seq.is_(None),
+        version.account_id == bindparam("f_account_id"),
+        version.service == bindparam("f_service"),
+        version.last_seq.is_(None),
     )
     return (
-        update(Snapshot)
-        .where(Snapshot.id == bindparam("f_snapshot_id"))
+        update(table_of(Snapshot))
+        .where(snapshot.id == bindparam("f_snapshot_id"))
         .values(
             status=bindparam("f_status"),
             completed_at=bindparam("f_completed_at"),
-            items_added=Snapshot.items_added + bindparam("f_added"),
-            items_changed=Snapshot.items_changed + bindparam("f_changed"),
-            items_removed=Snapshot.items_removed + bindparam("f_removed"),
-            bytes_added=Snapshot.bytes_added + bindparam("f_bytes_added"),
+            items_added=snapshot.items_added + bindparam("f_added"),
+            items_changed=snapshot.items_changed + bindparam("f_changed"),
+            items_removed=snapshot.items_removed + bindparam("f_removed"),
+            bytes_added=snapshot.bytes_added + bindparam("f_bytes_added"),
             skipped=bindparam("f_skipped"),
             items_total=open_versions.scalar_subquery(),
         )
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -191,11 +191,11 @@ async def finish_snapshot(
 @cache
 def _account_grew() -> Update:
     """The account's stored bytes grow with its snapshot's (built once, like ``_finish``)."""
+    account = table_of(Account).c
     return (
-        update(Account)
-        .where(Account.id == bindparam("g_account_id"))
-        .values(stored_bytes=Account.stored_bytes + bindparam("g_bytes"))
-        .execution_options(synchronize_session=False)
+        update(table_of(Account))
+        .where(account.id == bindparam("g_account_id"))
+        .values(stored_bytes=account.stored_bytes + bindparam("g_bytes"))
     )
 
 
@@ -415,14 +415,20 @@ async def delete_version(session: AsyncSession, version_id: uuid.UUID) -> None:
     await session.execute(delete(ItemVersion).where(ItemVersion.id == version_id))
 
 
+@cache
+def _mark_indexed() -> Update:
+    version = table_of(ItemVersion).c
+    return (
+        update(table_of(ItemVersion))
+        .where(version.id.in_(bindparam("m_ids", expanding=True)))
+        .values(indexed=True)
+    )
+
+
 async def mark_indexed(session: AsyncSession, version_ids: Sequence[uuid.UUID]) -> None:
+    """Every stored page ends with this: one cached Core statement (``table_of``)."""
     if version_ids:
-        await session.execute(
-            update(ItemVersion)
-            .where(ItemVersion.id.in_(list(version_ids)))
-            .values(indexed=True)
-            .execution_options(synchronize_session=False)
-        )
+        await session.execute(_mark_indexed(), {"m_ids": list(version_ids)})
 
 
 async def versions_by_ids(

@@ -30,6 +30,7 @@ from safekeep.tenants.models import (
     SnapshotStatus,
     Tenant,
 )
+from safekeep.tenants.models.base import table_of
 from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope, get_scoped, live_tenant
 
@@ -38,7 +39,7 @@ async def threshold(session: AsyncSession, tenant_id: uuid.UUID) -> DetectionThr
     return await session.get(DetectionThreshold, tenant_id)
 
 
-_UPDATED_AT = DetectionBaseline.__table__.c.updated_at.type
+_UPDATED_AT = table_of(DetectionBaseline).c.updated_at.type
 
 
 @cache
@@ -82,7 +83,8 @@ def _learn_quiet() -> Update:
     baseline, in SQL: Welford's step with the value 0, the same arithmetic as
     ``detection._welford`` (the SET expressions all read the row as it was). Not while a
     detection is unreleased: an attack under way is never learnt as normal."""
-    base = DetectionBaseline
+    base = table_of(DetectionBaseline).c
+    detection = table_of(Detection).c
     runs = base.runs + 1
     zero = literal(0.0)
     values: dict[str, Any] = {"runs": runs, "updated_at": bindparam("b_now", type_=_UPDATED_AT)}
@@ -95,19 +97,18 @@ def _learn_quiet() -> Update:
         values[mean.key] = folded
         values[m2.key] = m2 + delta * (zero - folded)
     held = exists().where(
-        Detection.account_id == base.account_id,
-        Detection.service == base.service,
-        Detection.status != DetectionStatus.released,
+        detection.account_id == base.account_id,
+        detection.service == base.service,
+        detection.status != DetectionStatus.released,
     )
     return (
-        update(base)
+        update(table_of(DetectionBaseline))
         .where(
             base.account_id == bindparam("b_account_id"),
             base.service == bindparam("b_service"),
             ~held,
         )
         .values(values)
-        .execution_options(synchronize_session=False)
     )
 
 

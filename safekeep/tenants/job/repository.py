@@ -37,6 +37,7 @@ from safekeep.tenants.models import (
     TaskStatus,
     Tenant,
 )
+from safekeep.tenants.models.base import table_of
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.scope import TenantScope, bound_tenant_filter, bound_tenant_rows, get_scoped
 
@@ -295,13 +296,19 @@ async def stale_unfinished(session: AsyncSession, before: datetime, limit: int) 
     return list((await session.execute(stmt)).scalars())
 
 
-async def touch(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
-    await session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(updated_at=now)
-        .execution_options(synchronize_session=False)
+@cache
+def _touch() -> Update:
+    job = table_of(Job).c
+    return (
+        update(table_of(Job))
+        .where(job.id == bindparam("job_id"))
+        .values(updated_at=bindparam("t_now", type_=job.updated_at.type))
     )
+
+
+async def touch(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
+    """The job is alive (a task's heartbeat): one cached Core statement."""
+    await session.execute(_touch(), {"job_id": job_id, "t_now": now})
 
 
 @dataclass(frozen=True)
@@ -315,42 +322,40 @@ class Claimed:
 @cache
 def _claim(names_snapshot: bool) -> Update:
     """The claim statement, built once per shape: a task's bookkeeping is a handful of
-    statements, and building and keying each anew was a fair share of its cost."""
-    now = bindparam("now", type_=JobTask.__table__.c.heartbeat_at.type)
+    statements, and building and keying each anew was a fair share of its cost. On the
+    Core table (``table_of``), as every hot statement here."""
+    task, snapshot = table_of(JobTask).c, table_of(Snapshot).c
+    now = bindparam("now", type_=task.heartbeat_at.type)
     values: dict[str, Any] = {
         "status": TaskStatus.running,
-        "attempts": JobTask.attempts + 1,
+        "attempts": task.attempts + 1,
         "heartbeat_at": now,
-        "started_at": func.coalesce(JobTask.started_at, now),
+        "started_at": func.coalesce(task.started_at, now),
     }
     if names_snapshot:
         running = (
-            select(case((Snapshot.status == SnapshotStatus.running, Snapshot.id), else_=None))
-            .where(Snapshot.account_id == JobTask.account_id, Snapshot.service == JobTask.service)
-            .order_by(Snapshot.seq.desc())
+            select(case((snapshot.status == SnapshotStatus.running, snapshot.id), else_=None))
+            .where(snapshot.account_id == task.account_id, snapshot.service == task.service)
+            .order_by(snapshot.seq.desc())
             .limit(1)
             .scalar_subquery()
         )
-        new_id = bindparam("new_snapshot_id", type_=JobTask.__table__.c.snapshot_id.type)
+        new_id = bindparam("new_snapshot_id", type_=task.snapshot_id.type)
         values["snapshot_id"] = func.coalesce(running, new_id)
     return (
-        update(JobTask)
+        update(table_of(JobTask))
         .where(
-            JobTask.id == bindparam("task_id"),
+            task.id == bindparam("task_id"),
             or_(
-                JobTask.status == TaskStatus.queued,
+                task.status == TaskStatus.queued,
                 and_(
-                    JobTask.status == TaskStatus.running,
-                    or_(
-                        JobTask.heartbeat_at.is_(None),
-                        JobTask.heartbeat_at < bindparam("stale_before"),
-                    ),
+                    task.status == TaskStatus.running,
+                    or_(task.heartbeat_at.is_(None), task.heartbeat_at < bindparam("stale_before")),
                 ),
             ),
         )
         .values(**values)
-        .returning(JobTask.attempts, JobTask.snapshot_id)
-        .execution_options(synchronize_session=False)
+        .returning(task.attempts, task.snapshot_id)
     )
 
 
@@ -377,30 +382,31 @@ async def claim_task(
     return None if row is None else Claimed(int(row[0]), row[1])
 
 
+@cache
+def _name_snapshot() -> Update:
+    task = table_of(JobTask).c
+    return (
+        update(table_of(JobTask))
+        .where(task.id == bindparam("task_id"))
+        .values(snapshot_id=bindparam("n_snapshot_id"))
+    )
+
+
 async def name_snapshot(session: AsyncSession, task_id: uuid.UUID, snapshot_id: uuid.UUID) -> None:
     """Record which snapshot the task runs into (a statement, not the session's copy of the
     row, which the claim's own statement has made stale)."""
-    await session.execute(
-        update(JobTask)
-        .where(JobTask.id == task_id)
-        .values(snapshot_id=snapshot_id)
-        .execution_options(synchronize_session=False)
-    )
+    await session.execute(_name_snapshot(), {"task_id": task_id, "n_snapshot_id": snapshot_id})
 
 
 @cache
 def _settle(figures: tuple[str, ...]) -> Update:
     """The settling statement for one set of figures, built once (see ``_claim``)."""
-    now = bindparam("s_now", type_=JobTask.__table__.c.finished_at.type)
+    task = table_of(JobTask).c
+    now = bindparam("s_now", type_=task.finished_at.type)
     values: dict[str, Any] = {"status": bindparam("s_status"), "finished_at": now}
     values["heartbeat_at"] = now
     values.update({name: bindparam(f"s_{name}") for name in figures})
-    return (
-        update(JobTask)
-        .where(JobTask.id == bindparam("task_id"))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    return update(table_of(JobTask)).where(task.id == bindparam("task_id")).values(**values)
 
 
 async def settle_task(
@@ -429,11 +435,11 @@ async def set_job_status(
         extra.setdefault("finished_at", now)
     if to_status == JobStatus.running:
         extra.setdefault("started_at", now)
+    job = table_of(Job).c
     stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(list(from_statuses)))
+        update(table_of(Job))
+        .where(job.id == job_id, job.status.in_(list(from_statuses)))
         .values(status=to_status, updated_at=now, **extra)
-        .execution_options(synchronize_session=False)
     )
     return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Table, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -63,6 +63,14 @@ class IdMixin:
 
 class CreatedMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table. Hot statements that are built once are written on it: the
+    ORM-enabled form of a DML statement is taken apart, rebuilt and keyed for the
+    compiled cache on every execution (measured: 140 µs against 73 for a task's settling
+    UPDATE on SQLite), where the Core statement's cache key is computed once."""
+    return cast(Table, model.__table__)
 
 
 def page_index(table: str, scope: str, newest_by: str = "created_at") -> Index:
