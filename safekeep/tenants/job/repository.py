@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Row,
     Select,
     Update,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    literal_column,
     or_,
     select,
     true,
@@ -89,11 +91,27 @@ _NO_PROGRESS = {
 }
 
 
+# Constants in the SQL text, not parameters: the job poll and every task's tally count with
+# them, and an ``in_()`` of values is an expanding parameter, rendered again (a regular
+# expression over the statement) on each execution, as each constant was a bound value.
+_ONE: ColumnElement[Any] = literal_column("1")
+_ZERO: ColumnElement[Any] = literal_column("0")
+
+
+def _counts_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.sum(case((condition, _ONE), else_=_ZERO))
+
+
+def _finished() -> ColumnElement[bool]:
+    """The task has ended (``_FINISHED_TASK``)."""
+    return JobTask.status.in_([literal_column(f"'{s.value}'") for s in _FINISHED_TASK])
+
+
 def _progress_columns() -> list[Any]:
     """The counters of ``_NO_PROGRESS``, in its order, as aggregates over ``JobTask`` rows."""
     return [
         func.count(JobTask.id),
-        func.sum(case((JobTask.status.in_(_FINISHED_TASK), 1), else_=0)),
+        _counts_if(_finished()),
         func.sum(JobTask.items),
         func.sum(JobTask.bytes),
         func.sum(JobTask.errors),
@@ -457,13 +475,13 @@ class TaskTally:
 
 
 def _count(status: TaskStatus) -> Any:
-    return func.sum(case((JobTask.status == status, 1), else_=0))
+    return _counts_if(JobTask.status == literal_column(f"'{status.value}'"))
 
 
 @cache
 def _tally() -> Select[Any]:
     return select(
-        func.sum(case((JobTask.status.in_(_FINISHED_TASK), 0), else_=1)),
+        _counts_if(~_finished()),
         _count(TaskStatus.succeeded),
         _count(TaskStatus.partial),
         _count(TaskStatus.failed),
@@ -482,22 +500,26 @@ async def tally(session: AsyncSession, job_id: uuid.UUID) -> TaskTally:
 
 
 @cache
-def _lock() -> Select[Job]:
+def _lock() -> Select[JobStatus, datetime | None, uuid.UUID]:
+    job = table_of(Job).c
     return (
-        select(Job)
-        .where(Job.id == bindparam("job_id"))
+        select(job.status, job.cancel_requested_at, job.tenant_id)
+        .where(job.id == bindparam("job_id"))
         .with_for_update()
-        .execution_options(populate_existing=True)
     )
 
 
-async def lock(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+async def lock(
+    session: AsyncSession, job_id: uuid.UUID
+) -> Row[JobStatus, datetime | None, uuid.UUID] | None:
     """Take the job row's lock for the rest of the transaction, so that the last tasks of a
     job, finishing at the same moment, settle it one after the other (each then sees the
-    others' committed status). Read afresh (``populate_existing``): a caller that waited for
-    the lock sees what the holder committed. SQLite serialises writers and has no FOR UPDATE.
-    Every task that ends takes it, so the statement is built once."""
-    return (await session.execute(_lock(), {"job_id": job_id})).scalar_one_or_none()
+    others' committed status). Returns what settling needs (``status``,
+    ``cancel_requested_at``, ``tenant_id``) as read once the lock is held: a caller that
+    waited sees what the holder committed. SQLite serialises writers and has no FOR UPDATE.
+    Every task that ends takes it, so the statement is built once, on the Core table (a row,
+    not an entity loaded into the session)."""
+    return (await session.execute(_lock(), {"job_id": job_id})).one_or_none()
 
 
 async def recent(
