@@ -141,3 +141,25 @@ async def test_a_fetch_failing_mid_pipeline_loses_and_doubles_nothing(
     assert endpoint_count(counters, GET_MIME) == len(stored) - len(partial)
     versions = await all_versions(h, account)
     assert all(len(vs) == 1 for vs in versions.values())
+
+
+def test_a_page_is_fetched_in_groups_that_leave_room_for_the_next_one() -> None:
+    """Twenty small messages are one group ($batch); messages large enough that twenty would
+    fill the mailbox's held budget are split so that two groups fit it: the next group's
+    fetch runs while the current one's blobs are stored."""
+
+    def entry(n: int, attachment: int) -> dict[str, Any]:
+        attachments = [{"size": attachment}] if attachment else []
+        return {"id": f"m{n}", "body": {"content": "x" * 2000}, "attachments": attachments}
+
+    small = [entry(n, 0) for n in range(45)]
+    groups = mail_collect._budgeted(small, mail_collect._held, mail_collect.GROUP_HELD_BYTES)
+    assert [len(g) for g in groups] == [20, 20, 5]
+
+    mean_sized = [entry(n, 320_000) for n in range(40)]
+    groups = mail_collect._budgeted(mean_sized, mail_collect._held, mail_collect.GROUP_HELD_BYTES)
+    assert len(groups) > 2 and [m for g in groups for m in g] == mean_sized
+    for group in groups:
+        held = sum(mail_collect._held(m) for m in group)
+        assert held <= mail_collect.GROUP_HELD_BYTES
+        assert 2 * held <= mail_collect.MAILBOX_HELD_BYTES
