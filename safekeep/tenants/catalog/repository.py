@@ -617,7 +617,17 @@ async def delta_state(
 async def delta_states(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> list[DeltaState]:
-    return list((await session.execute(_kept_for(DeltaState, account_id, service))).scalars())
+    values = {"k_account_id": account_id, "k_service": service}
+    return list((await session.execute(_delta_states(), values)).scalars())
+
+
+@cache
+def _delta_states() -> Select[DeltaState]:
+    """Every backup task reads its delta links: the statement is built once."""
+    return select(DeltaState).where(
+        DeltaState.account_id == bindparam("k_account_id"),
+        DeltaState.service == bindparam("k_service"),
+    )
 
 
 async def delete_delta_state(session: AsyncSession, state_id: uuid.UUID) -> None:
@@ -730,8 +740,21 @@ async def external_ids_of(
 async def skipped_items(
     session: AsyncSession, account_id: uuid.UUID, service: str
 ) -> list[SkippedItem]:
-    stmt = _kept_for(SkippedItem, account_id, service).order_by(SkippedItem.created_at)
-    return list((await session.execute(stmt)).scalars())
+    values = {"k_account_id": account_id, "k_service": service}
+    return list((await session.execute(_skipped_items(), values)).scalars())
+
+
+@cache
+def _skipped_items() -> Select[SkippedItem]:
+    """Every backup task reads what earlier runs skipped: the statement is built once."""
+    return (
+        select(SkippedItem)
+        .where(
+            SkippedItem.account_id == bindparam("k_account_id"),
+            SkippedItem.service == bindparam("k_service"),
+        )
+        .order_by(SkippedItem.created_at)
+    )
 
 
 async def skipped_item(
