@@ -16,14 +16,6 @@ from safekeep.workers.memory import tune_allocator
 
 log = structlog.get_logger(__name__)
 
-# The collector's thresholds (young, middle, old) once the worker runs. A backup allocates
-# objects by the million and leaves almost none in cycles; at CPython's default (a young
-# collection every 700 net allocations) objects of pages in flight were promoted and the
-# older generations walked again and again: over bench.backup's full and incremental the
-# worker spent 1.46 s in the collector (1,300 young, 118 middle, 11 full collections),
-# against 0.80 s at these (gc.callbacks in the worker's process).
-WORKER_GC_THRESHOLDS = (10_000, 10, 10)
-
 
 def start_worker(
     settings: Settings, *, threads: int = 8, queues: list[str] | None = None
@@ -39,7 +31,6 @@ def start_worker(
     # walked by every full collection during backups (about half of their collector time).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*WORKER_GC_THRESHOLDS)
     log.info("worker_started", threads=threads, queues=queues or "all")
     return worker
 
