@@ -7,21 +7,40 @@ BEGIN/COMMIT for reads and still commits (or rolls back) its writes together."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import event, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    event,
+    select,
+    text,
+)
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep import db as db_module
-from safekeep.db import Database, ReadsInline
+from safekeep.db import Database, ReadsInline, read_rows
+from safekeep.tenants.models.base import EnumText, JSONType, UTCDateTime
+from safekeep.transient import is_transient
 
 
 @pytest.fixture
@@ -451,3 +470,163 @@ async def test_postgres_connections_opened_for_a_burst_are_kept_for_the_next(
         assert opened == 6
     finally:
         await db.dispose()
+
+
+class Colour(enum.StrEnum):
+    red = "red"
+    blue = "blue"
+
+
+_DRIVER_METADATA = MetaData()
+_PAINT = Table(
+    "paint",
+    _DRIVER_METADATA,
+    Column("id", Uuid, primary_key=True),
+    Column("colour", EnumText(Colour)),
+    Column("doc", JSONType),
+    Column("at", UTCDateTime),
+    Column("size", BigInteger),
+    Column("wet", Boolean),
+    Column("name", String(40)),
+)
+
+
+@pytest.fixture
+async def paint_db(pg_db: Database) -> Database:
+    async with pg_db.engine.begin() as connection:
+        await connection.run_sync(_DRIVER_METADATA.create_all)
+    async with pg_db.session() as session:
+        await session.execute(
+            _PAINT.insert(),
+            [
+                {
+                    "id": uuid.UUID(int=n + 1),
+                    "colour": (Colour.red, Colour.blue, None, Colour.red, Colour.red, None)[n],
+                    "doc": {"n": n, "big": 2**70, "s": "é"} if n % 2 else None,
+                    "at": datetime(2026, 1, 1 + n, 12, tzinfo=UTC) if n != 3 else None,
+                    "size": 2**40 + n,
+                    "wet": bool(n % 2),
+                    "name": f"tin {n}",
+                }
+                for n in range(6)
+            ],
+        )
+    return pg_db
+
+
+# Built once, as the repositories' statements are: one with a parameter that has a bind
+# processor (UTCDateTime) and an enum parameter, and one with an expanding IN list.
+_SINCE = (
+    select(_PAINT, (_PAINT.c.size * 2).label("twice"))
+    .where(
+        _PAINT.c.at >= bindparam("since", type_=UTCDateTime),
+        _PAINT.c.colour.is_distinct_from(bindparam("not_colour", type_=EnumText(Colour))),
+    )
+    .order_by(_PAINT.c.id)
+)
+_ALL_BUT_RED = {"since": datetime(2026, 1, 1, tzinfo=UTC), "not_colour": "red"}
+_AMONG = select(_PAINT.c.id, _PAINT.c.name).where(_PAINT.c.id.in_(bindparam("ids", expanding=True)))
+
+
+async def test_postgres_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
+    paint_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_rows`` of a statement built once runs it on psycopg's connection, and what comes
+    back is what SQLAlchemy's execution gives: the same rows, keys and value types (enum
+    members, aware UTC datetimes, JSON with big integers, UUIDs), with the parameters'
+    processors applied; listeners see the statement and its parameters; no transaction is
+    begun for a GET's read. A statement with an expanding parameter is left to SQLAlchemy."""
+    runs: list[str] = []
+    original_run = db_module._DriverRead.run
+
+    async def counted(self: Any, connection: Any, values: Any) -> Any:
+        runs.append(self.sql)
+        return await original_run(self, connection, values)
+
+    monkeypatch.setattr(db_module._DriverRead, "run", counted)
+    seen: list[tuple[str, Any]] = []
+
+    def on_execute(_c: object, _cur: object, sql: str, params: Any, *_rest: object) -> None:
+        seen.append((sql, params))
+
+    event.listen(paint_db.engine.sync_engine, "before_cursor_execute", on_execute)
+    values = {
+        "since": datetime(2026, 1, 2, 13, 0, tzinfo=timezone(timedelta(hours=2))),
+        "not_colour": "blue",
+    }
+    async with paint_db.session(begin_on_write=True) as session:
+        driven = await read_rows(session, _SINCE, values)
+        assert await transaction_status(session) == TransactionStatus.IDLE
+        among = await read_rows(session, _AMONG, {"ids": [uuid.UUID(int=2), uuid.UUID(int=5)]})
+        expected = (await session.execute(_SINCE, values)).all()
+        expected_among = (
+            await session.execute(_AMONG, {"ids": [uuid.UUID(int=2), uuid.UUID(int=5)]})
+        ).all()
+    event.remove(paint_db.engine.sync_engine, "before_cursor_execute", on_execute)
+
+    assert runs == [seen[0][0]]  # the first statement on the driver, the IN list not
+    assert seen[0][1]["since"] == datetime(2026, 1, 2, 11, tzinfo=UTC)  # processed
+    assert seen[0][1]["not_colour"] == "blue"
+    assert [r.name for r in driven] == ["tin 2", "tin 4", "tin 5"]  # 0 too old, 1 blue, 3 undated
+    assert driven == expected
+    for got, want in zip(driven, expected, strict=True):
+        assert got._fields == want._fields
+        assert [type(v) for v in got] == [type(v) for v in want]
+        assert got._mapping == want._mapping
+    assert driven[0].colour is None and driven[1].colour is Colour.red
+    assert driven[0].at.tzinfo is UTC
+    assert driven[1].doc is None  # tin 4
+    assert driven[2].doc == {"n": 5, "big": 2**70, "s": "é"}
+    assert driven[2].twice == 2 * (2**40 + 5)
+    assert among == expected_among and len(among) == 2
+
+
+async def test_postgres_a_driver_read_in_an_ordinary_session_is_in_its_transaction(
+    paint_db: Database,
+) -> None:
+    """Outside a GET, a session's first statement begins its transaction: such a read is left
+    to SQLAlchemy (whose hook sends the BEGIN); once the transaction is open, reads run on the
+    driver inside it and see its own writes."""
+    async with paint_db.session() as session:
+        first = await read_rows(session, _SINCE, _ALL_BUT_RED)
+        assert await transaction_status(session) == TransactionStatus.INTRANS
+        await session.execute(
+            _PAINT.update().where(_PAINT.c.id == uuid.UUID(int=2)).values(name="moved")
+        )
+        again = await read_rows(session, _SINCE, _ALL_BUT_RED)
+        assert [r.name for r in again] == [
+            "moved" if r.id == uuid.UUID(int=2) else r.name for r in first
+        ]
+        await session.rollback()
+    async with paint_db.session(begin_on_write=True) as session:
+        rows = await read_rows(session, _AMONG, {"ids": [uuid.UUID(int=2)]})
+    assert [r.name for r in rows] == ["tin 1"]  # rolled back with its transaction
+
+
+async def test_postgres_driver_errors_arrive_as_sqlalchemys_and_a_lost_connection_heals(
+    paint_db: Database,
+) -> None:
+    """A driver read's failure is SQLAlchemy's ``DBAPIError`` (callers and
+    ``safekeep.transient`` see what they would through SQLAlchemy); a connection the server
+    dropped is invalidated, so the error counts as transient and the next session gets a
+    live connection."""
+    failing = select((_PAINT.c.size / bindparam("d", type_=BigInteger)).label("q"))
+    with pytest.raises(sa_exc.DBAPIError) as raised:
+        async with paint_db.session(begin_on_write=True) as session:
+            await read_rows(session, failing, {"d": 0})
+    assert isinstance(raised.value.orig, psycopg.errors.DivisionByZero)
+    assert not is_transient(raised.value)
+
+    async def read_after_the_server_dropped_the_connection() -> None:
+        async with paint_db.session(begin_on_write=True) as session:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with paint_db.session() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await read_rows(session, _SINCE, _ALL_BUT_RED)
+
+    with pytest.raises(sa_exc.DBAPIError) as lost:
+        await read_after_the_server_dropped_the_connection()
+    assert lost.value.connection_invalidated and is_transient(lost.value)
+    assert "FROM paint" in str(lost.value.statement)  # the read's own error, not a rollback's
+    async with paint_db.session(begin_on_write=True) as session:
+        assert len(await read_rows(session, _SINCE, _ALL_BUT_RED)) == 3
