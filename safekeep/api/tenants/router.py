@@ -100,8 +100,8 @@ async def get_tenant(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The tenant, with an `ETag`: poll with `If-None-Match` for `304 Not Modified`."""
-    tenant = await service.get(session, principal.scope, tenant_id)
-    return conditional(TenantOut.model_validate(tenant), if_none_match)
+    row = await service.read(session, principal.scope, tenant_id, _LISTED)
+    return conditional(TenantOut.model_validate(dict(row._mapping)), if_none_match)
 
 
 @router.patch(

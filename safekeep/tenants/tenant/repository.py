@@ -38,6 +38,15 @@ async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -
     return (await session.execute(stmt, values)).scalar_one_or_none()
 
 
+async def read(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, columns: Sequence[str]
+) -> Row[Any] | None:
+    """``get``'s tenant as a row of ``columns``: for an answer, not for a change."""
+    stmt = _live(scope.limited, *(getattr(Tenant, name) for name in columns))
+    rows = await read_rows(session, stmt, {"tenant_id": tenant_id, **scope.bound()})
+    return rows[0] if rows else None
+
+
 async def exists(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> bool:
     """Whether ``get`` would find it, without loading it (list routes under a tenant)."""
     stmt = _live(scope.limited, Tenant.id)
