@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.backup.detection import RunStats
@@ -42,12 +41,8 @@ from safekeep.tenants.models import (
     TaskStatus,
     utcnow,
 )
-from safekeep.tenants.models.base import table_of
 
 log = structlog.get_logger(__name__)
-
-# The table, not the entity: a Core INSERT, outside the ORM's bulk machinery.
-_NEW_SNAPSHOT = insert(table_of(Snapshot))
 
 Outcome = Literal["added", "changed", "unchanged", "replaced"]
 HEARTBEAT_SECONDS = 2.0
@@ -218,40 +213,27 @@ class SnapshotRun:
     ) -> tuple[Snapshot, bool]:
         """The snapshot to run into, and whether it is resumed. ``none_running``: the task's
         claim, in this transaction, found no running snapshot (it named ``new_snapshot_id``):
-        the new one is inserted without reading the newest first."""
-        if none_running:
-            values: dict[str, Any] = {
-                "id": new_snapshot_id,
-                "tenant_id": tenant_id,
-                "account_id": account_id,
-                "service": service,
-                "job_id": job_id,
-                "status": SnapshotStatus.running,
-                "started_at": utcnow(),
-            }
-            seq = await catalog.insert_next_snapshot(session, values)
-            return Snapshot(**values, seq=seq), False
-        latest = await catalog.latest_snapshot(session, account_id, service)
-        snapshot = latest if latest and latest.status == SnapshotStatus.running else None
-        resumed = snapshot is not None
-        if snapshot is None:
-            values = {
-                "id": new_snapshot_id or uuid.uuid4(),
-                "tenant_id": tenant_id,
-                "account_id": account_id,
-                "service": service,
-                "seq": (latest.seq if latest else 0) + 1,
-                "job_id": job_id,
-                "status": SnapshotStatus.running,
-                "started_at": utcnow(),
-            }
-            # A plain INSERT, not the session's unit of work (a large share of a short task's
-            # cost); the run only reads the row's id, seq and start, from this copy.
-            await session.execute(_NEW_SNAPSHOT, values)
-            snapshot = Snapshot(**values)
-        elif job_id is not None:
-            snapshot.job_id = job_id
-        return snapshot, resumed
+        the new one is inserted without reading the newest first. Either way a new snapshot
+        is one ``INSERT`` that counts its own seq."""
+        if not none_running:
+            latest = await catalog.latest_snapshot(session, account_id, service)
+            if latest is not None and latest.status == SnapshotStatus.running:
+                if job_id is not None:
+                    latest.job_id = job_id
+                return latest, True
+        values: dict[str, Any] = {
+            "id": new_snapshot_id or uuid.uuid4(),
+            "tenant_id": tenant_id,
+            "account_id": account_id,
+            "service": service,
+            "job_id": job_id,
+            "status": SnapshotStatus.running,
+            "started_at": utcnow(),
+        }
+        # A plain INSERT, not the session's unit of work (a large share of a short task's
+        # cost); the run only reads the row's id, seq and start, from this copy.
+        seq = await catalog.insert_next_snapshot(session, values)
+        return Snapshot(**values, seq=seq), False
 
     # ---- delta state ---------------------------------------------------------------
 
