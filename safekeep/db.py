@@ -495,38 +495,46 @@ async def read_rows(
     ``session.execute`` the ORM's result machinery handles each row as if it could hold
     entities: for a page of 50 rows that cost more CPU than the query itself.
 
-    ``stmt`` is built once per shape (the repositories' cached builders). On PostgreSQL, such
-    a statement is compiled once for the driver (see ``_DriverRead``) and run on psycopg's
-    connection directly, without SQLAlchemy's execution machinery around each call."""
+    ``stmt`` is built once per shape (the repositories' cached builders): it is compiled
+    once and run on the driver's connection directly where it can be (see ``_DriverRead``),
+    without SQLAlchemy's execution machinery around each call."""
     connection = await session.connection()
     sync = connection.sync_connection
-    if sync is not None and sync.dialect.name == "postgresql" and isinstance(stmt, ClauseElement):
+    if sync is not None and isinstance(stmt, ClauseElement):
         read = _driver_read(stmt, sync.dialect)
-        if read is not None and read.runs_without_begin(sync):
-            return await read.run(connection, values)
+        if read is not None:
+            rows = await read.run(connection, sync, values)
+            if rows is not None:
+                return rows
     return (await connection.execute(stmt, dict(values))).all()
 
 
 class _DriverRead:
-    """A select of plain columns compiled once for psycopg and run on the driver's connection.
+    """A select of plain columns compiled once and run on the driver's connection: psycopg's,
+    or SQLite's on the event loop's thread as ``ReadsInline`` runs a read.
 
     Through SQLAlchemy each execution looked the compiled form up by the statement's cache
-    key, built an execution context and a result, and crossed into a greenlet and back: about
-    0.2 ms of CPU per statement, more than psycopg's own work on a one-row read (0.12-0.2 ms).
-    What SQLAlchemy does that matters is done here once or kept: the SQL text and the type
-    processors of parameters and columns are the compiled statement's; the rows are
-    SQLAlchemy ``Row``s with the same keys and values; listeners of ``before_cursor_execute``
-    (statement counters, plan tests) see each statement and its parameters; a driver error
-    arrives as SQLAlchemy's ``DBAPIError`` and a broken connection is invalidated as
-    SQLAlchemy would. Only statements that need no ``BEGIN`` run here (see
-    ``runs_without_begin``), so a transaction is begun only where ``_begin_transaction``
-    begins it."""
+    key, built an execution context and a result, and crossed into a greenlet and back: on
+    PostgreSQL about 0.2 ms of CPU per statement, more than psycopg's own work on a one-row
+    read (0.12-0.2 ms). What SQLAlchemy does that matters is done here once or kept: the SQL
+    text and the type processors of parameters and columns are the compiled statement's; the
+    rows are SQLAlchemy ``Row``s with the same keys and values; listeners of
+    ``before_cursor_execute`` (statement counters, plan tests) see each statement and its
+    parameters; a driver error arrives as SQLAlchemy's ``DBAPIError``, and a PostgreSQL
+    connection found broken is invalidated as SQLAlchemy would. A statement runs here only
+    when it needs nothing else of the connection (``run`` answers None otherwise, and
+    SQLAlchemy runs it): on PostgreSQL no ``BEGIN`` first (a plain read of a
+    ``begin_on_write`` session, or any statement once a transaction is open); on SQLite a
+    plain read on a connection that reads in place and holds no write transaction."""
 
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
         self.sql: str = compiled.string
         self.plain = _plain_read(self.sql)
         self.bind_processors: Mapping[str, Callable[[Any], Any]] = compiled._bind_processors
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positional else None
+        )
         columns = compiled._result_columns
         self.types = tuple(column.type for column in columns)
         self.make_row = result_tuple([column.keyname for column in columns])
@@ -535,34 +543,45 @@ class _DriverRead:
         # gives it.
         self.processors: tuple[Callable[[Any], Any] | None, ...] | None = None
 
-    def runs_without_begin(self, sync: Any) -> bool:
-        """The statement needs no ``BEGIN`` first: a plain read in a ``begin_on_write``
-        session, or any statement once a transaction is open."""
-        if self.plain and sync.get_execution_options().get(BEGIN_ON_WRITE):
-            return True
-        driver = sync.connection.dbapi_connection.driver_connection
-        return bool(driver.info.transaction_status != TransactionStatus.IDLE)
-
-    def _params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    def _params(self, values: Mapping[str, Any]) -> Any:
         params: dict[str, Any] = self.compiled.construct_params(dict(values))
         for name, process in self.bind_processors.items():
             if name in params:
                 params[name] = process(params[name])
-        return params
+        return params if self.order is None else tuple(params[name] for name in self.order)
 
-    async def run(self, connection: Any, values: Mapping[str, Any]) -> list[Row[Any]]:
-        sync = connection.sync_connection
-        params = self._params(values)
+    async def run(
+        self, connection: Any, sync: Any, values: Mapping[str, Any]
+    ) -> list[Row[Any]] | None:
         driver = sync.connection.dbapi_connection.driver_connection
-        listeners = sync.dispatch.before_cursor_execute
-        if listeners:
-            listeners(sync, None, self.sql, params, None, False)
+        if isinstance(driver, ReadsInline):
+            in_place = driver._connection
+            if (
+                in_place is None
+                or not (self.plain and driver.reads_inline)
+                or driver.holds_gate
+                or driver.wrote
+            ):
+                return None
+            params = self._params(values)
+            self._announce(sync, params)
+            try:
+                cursor = in_place.execute(self.sql, params)
+                try:
+                    data, description = cursor.fetchall(), cursor.description
+                finally:
+                    cursor.close()
+            except sqlite3.Error as exc:
+                raise exc_module.DBAPIError.instance(self.sql, params, exc, sqlite3.Error) from exc
+            return self._rows(sync.dialect, data, description)
+        if not self._without_begin(sync, driver):
+            return None
+        params = self._params(values)
+        self._announce(sync, params)
         try:
             async with driver.cursor() as cursor:
                 await cursor.execute(self.sql, params)
-                data = await cursor.fetchall()
-                if self.processors is None:
-                    self.processors = self._processors(sync.dialect, cursor.description)
+                data, description = await cursor.fetchall(), cursor.description
         except psycopg.Error as exc:
             broken = driver.broken or driver.closed
             if broken:
@@ -570,6 +589,29 @@ class _DriverRead:
             raise exc_module.DBAPIError.instance(
                 self.sql, params, exc, psycopg.Error, connection_invalidated=bool(broken)
             ) from exc
+        return self._rows(sync.dialect, data, description)
+
+    def _without_begin(self, sync: Any, driver: Any) -> bool:
+        """On PostgreSQL, the statement needs no ``BEGIN`` first (see ``_begin_transaction``)."""
+        if self.plain and sync.get_execution_options().get(BEGIN_ON_WRITE):
+            return True
+        return bool(driver.info.transaction_status != TransactionStatus.IDLE)
+
+    def _announce(self, sync: Any, params: Any) -> None:
+        listeners = sync.dispatch.before_cursor_execute
+        if listeners:
+            listeners(sync, None, self.sql, params, None, False)
+
+    def _rows(self, dialect: Any, data: list[Any], description: Any) -> list[Row[Any]]:
+        if self.processors is None:
+            if len(description) != len(self.types):
+                raise exc_module.InvalidRequestError(
+                    f"{len(description)} columns came back for {len(self.types)} selected"
+                )
+            self.processors = tuple(
+                type_._cached_result_processor(dialect, column[1])  # the driver's type code
+                for type_, column in zip(self.types, description, strict=True)
+            )
         make_row, processors = self.make_row, self.processors
         if not any(processors):
             return [make_row(row) for row in data]
@@ -578,28 +620,17 @@ class _DriverRead:
             for row in data
         ]
 
-    def _processors(
-        self, dialect: Any, description: Any
-    ) -> tuple[Callable[[Any], Any] | None, ...]:
-        if len(description) != len(self.types):
-            raise exc_module.InvalidRequestError(
-                f"{len(description)} columns came back for {len(self.types)} selected"
-            )
-        return tuple(
-            type_._cached_result_processor(dialect, column.type_code)
-            for type_, column in zip(self.types, description, strict=True)
-        )
-
 
 @lru_cache(maxsize=512)
 def _driver_read(stmt: ClauseElement, dialect: Any) -> _DriverRead | None:
     """``stmt`` compiled for the driver, or None when only SQLAlchemy can run it: parameters
     expanded at execution (``IN`` lists) or renamed for the driver, or no plain columns."""
+    if dialect.name not in ("postgresql", "sqlite"):
+        return None
     compiled: Any = stmt.compile(dialect=dialect)
     binds = compiled.binds.values()
     if (
-        compiled.positional
-        or compiled.escaped_bind_names
+        compiled.escaped_bind_names
         or any(b.expanding or b.literal_execute for b in binds)
         or not compiled._result_columns
         or compiled.has_out_parameters

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -491,11 +492,12 @@ _PAINT = Table(
 )
 
 
-@pytest.fixture
-async def paint_db(pg_db: Database) -> Database:
-    async with pg_db.engine.begin() as connection:
+@asynccontextmanager
+async def painted(url: str) -> AsyncIterator[Database]:
+    db = Database(url)
+    async with db.engine.begin() as connection:
         await connection.run_sync(_DRIVER_METADATA.create_all)
-    async with pg_db.session() as session:
+    async with db.session() as session:
         await session.execute(
             _PAINT.insert(),
             [
@@ -511,7 +513,28 @@ async def paint_db(pg_db: Database) -> Database:
                 for n in range(6)
             ],
         )
-    return pg_db
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def paint_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'paint.sqlite'}"
+    async with painted(url) as db:
+        yield db
+
+
+async def in_transaction(session: AsyncSession) -> bool:
+    raw = await (await session.connection()).get_raw_connection()
+    driver: Any = raw.driver_connection
+    if isinstance(driver, ReadsInline):
+        return bool(driver._connection is not None and driver._connection.in_transaction)
+    return bool(driver.info.transaction_status != TransactionStatus.IDLE)
 
 
 # Built once, as the repositories' statements are: one with a parameter that has a bind
@@ -528,20 +551,23 @@ _ALL_BUT_RED = {"since": datetime(2026, 1, 1, tzinfo=UTC), "not_colour": "red"}
 _AMONG = select(_PAINT.c.id, _PAINT.c.name).where(_PAINT.c.id.in_(bindparam("ids", expanding=True)))
 
 
-async def test_postgres_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
+async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     paint_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``read_rows`` of a statement built once runs it on psycopg's connection, and what comes
-    back is what SQLAlchemy's execution gives: the same rows, keys and value types (enum
-    members, aware UTC datetimes, JSON with big integers, UUIDs), with the parameters'
-    processors applied; listeners see the statement and its parameters; no transaction is
-    begun for a GET's read. A statement with an expanding parameter is left to SQLAlchemy."""
+    """``read_rows`` of a statement built once runs it on the driver's connection (psycopg's,
+    or SQLite's in place), and what comes back is what SQLAlchemy's execution gives: the same
+    rows, keys and value types (enum members, aware UTC datetimes, JSON with big integers,
+    UUIDs), with the parameters' processors applied; listeners see the statement and its
+    parameters; no transaction is begun for a GET's read. A statement with an expanding
+    parameter is left to SQLAlchemy."""
     runs: list[str] = []
     original_run = db_module._DriverRead.run
 
-    async def counted(self: Any, connection: Any, values: Any) -> Any:
-        runs.append(self.sql)
-        return await original_run(self, connection, values)
+    async def counted(self: Any, connection: Any, sync: Any, values: Any) -> Any:
+        rows = await original_run(self, connection, sync, values)
+        if rows is not None:
+            runs.append(self.sql)
+        return rows
 
     monkeypatch.setattr(db_module._DriverRead, "run", counted)
     seen: list[tuple[str, Any]] = []
@@ -556,7 +582,7 @@ async def test_postgres_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     }
     async with paint_db.session(begin_on_write=True) as session:
         driven = await read_rows(session, _SINCE, values)
-        assert await transaction_status(session) == TransactionStatus.IDLE
+        assert not await in_transaction(session)
         among = await read_rows(session, _AMONG, {"ids": [uuid.UUID(int=2), uuid.UUID(int=5)]})
         expected = (await session.execute(_SINCE, values)).all()
         expected_among = (
@@ -565,8 +591,12 @@ async def test_postgres_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     event.remove(paint_db.engine.sync_engine, "before_cursor_execute", on_execute)
 
     assert runs == [seen[0][0]]  # the first statement on the driver, the IN list not
-    assert seen[0][1]["since"] == datetime(2026, 1, 2, 11, tzinfo=UTC)  # processed
-    assert seen[0][1]["not_colour"] == "blue"
+    processed = seen[0][1]  # as SQLAlchemy hands them to the driver
+    if paint_db.is_sqlite:
+        assert processed == (2, "2026-01-02 11:00:00.000000", "blue")  # 2 of size * 2
+    else:
+        assert processed["since"] == datetime(2026, 1, 2, 11, tzinfo=UTC)
+        assert processed["not_colour"] == "blue"
     assert [r.name for r in driven] == ["tin 2", "tin 4", "tin 5"]  # 0 too old, 1 blue, 3 undated
     assert driven == expected
     for got, want in zip(driven, expected, strict=True):
@@ -581,15 +611,17 @@ async def test_postgres_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     assert among == expected_among and len(among) == 2
 
 
-async def test_postgres_a_driver_read_in_an_ordinary_session_is_in_its_transaction(
+async def test_a_driver_read_in_an_ordinary_session_is_in_its_transaction(
     paint_db: Database,
 ) -> None:
-    """Outside a GET, a session's first statement begins its transaction: such a read is left
-    to SQLAlchemy (whose hook sends the BEGIN); once the transaction is open, reads run on the
-    driver inside it and see its own writes."""
+    """Outside a GET, a PostgreSQL session's first statement begins its transaction: such a
+    read is left to SQLAlchemy (whose hook sends the BEGIN). Once a transaction has written,
+    reads see its writes (on PostgreSQL on the driver, inside it; on SQLite through
+    SQLAlchemy, as the connection holds the write gate), and nothing of it outlives its
+    rollback."""
     async with paint_db.session() as session:
         first = await read_rows(session, _SINCE, _ALL_BUT_RED)
-        assert await transaction_status(session) == TransactionStatus.INTRANS
+        assert await in_transaction(session) is not paint_db.is_sqlite
         await session.execute(
             _PAINT.update().where(_PAINT.c.id == uuid.UUID(int=2)).values(name="moved")
         )
@@ -604,29 +636,42 @@ async def test_postgres_a_driver_read_in_an_ordinary_session_is_in_its_transacti
 
 
 async def test_postgres_driver_errors_arrive_as_sqlalchemys_and_a_lost_connection_heals(
-    paint_db: Database,
+    postgres_url: str,
 ) -> None:
     """A driver read's failure is SQLAlchemy's ``DBAPIError`` (callers and
     ``safekeep.transient`` see what they would through SQLAlchemy); a connection the server
     dropped is invalidated, so the error counts as transient and the next session gets a
     live connection."""
-    failing = select((_PAINT.c.size / bindparam("d", type_=BigInteger)).label("q"))
-    with pytest.raises(sa_exc.DBAPIError) as raised:
-        async with paint_db.session(begin_on_write=True) as session:
-            await read_rows(session, failing, {"d": 0})
-    assert isinstance(raised.value.orig, psycopg.errors.DivisionByZero)
-    assert not is_transient(raised.value)
+    async with painted(postgres_url) as paint_db:
+        failing = select((_PAINT.c.size / bindparam("d", type_=BigInteger)).label("q"))
+        with pytest.raises(sa_exc.DBAPIError) as raised:
+            async with paint_db.session(begin_on_write=True) as session:
+                await read_rows(session, failing, {"d": 0})
+        assert isinstance(raised.value.orig, psycopg.errors.DivisionByZero)
+        assert not is_transient(raised.value)
 
-    async def read_after_the_server_dropped_the_connection() -> None:
-        async with paint_db.session(begin_on_write=True) as session:
-            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            async with paint_db.session() as other:
-                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            await read_rows(session, _SINCE, _ALL_BUT_RED)
+        async def read_after_the_server_dropped_the_connection() -> None:
+            async with paint_db.session(begin_on_write=True) as session:
+                pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                async with paint_db.session() as other:
+                    await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                await read_rows(session, _SINCE, _ALL_BUT_RED)
 
-    with pytest.raises(sa_exc.DBAPIError) as lost:
-        await read_after_the_server_dropped_the_connection()
-    assert lost.value.connection_invalidated and is_transient(lost.value)
-    assert "FROM paint" in str(lost.value.statement)  # the read's own error, not a rollback's
-    async with paint_db.session(begin_on_write=True) as session:
-        assert len(await read_rows(session, _SINCE, _ALL_BUT_RED)) == 3
+        with pytest.raises(sa_exc.DBAPIError) as lost:
+            await read_after_the_server_dropped_the_connection()
+        assert lost.value.connection_invalidated and is_transient(lost.value)
+        assert "FROM paint" in str(lost.value.statement)  # the read's own error, not a rollback's
+        async with paint_db.session(begin_on_write=True) as session:
+            assert len(await read_rows(session, _SINCE, _ALL_BUT_RED)) == 3
+
+
+async def test_sqlite_driver_errors_arrive_as_sqlalchemys(tmp_path: Path) -> None:
+    async with painted(f"sqlite+aiosqlite:///{tmp_path / 'paint.sqlite'}") as paint_db:
+        async with paint_db.session(begin_on_write=True) as session:
+            await session.execute(text("DROP TABLE paint"))
+        with pytest.raises(sa_exc.OperationalError) as raised:
+            async with paint_db.session(begin_on_write=True) as session:
+                await read_rows(session, _SINCE, _ALL_BUT_RED)
+    assert isinstance(raised.value.orig, sqlite3.OperationalError)
+    assert "no such table" in str(raised.value.orig)
+    assert "FROM paint" in str(raised.value.statement)
