@@ -148,20 +148,23 @@ def create_app(
         max_header_bytes=settings.max_header_bytes,
         body_limits={"/v1/billing/stripe/webhook": STRIPE_WEBHOOK_BYTES},
     )
+    # A request tries the routers in this order, each route of each in turn (about 12% of a
+    # job poll's CPU when the jobs came seventh), so the routes portals poll come first. The
+    # order decides nothing else: no request matches two routes (tests/api/test_routing.py).
     for router in (
+        jobs_router,
+        tenants_router,
+        search_router,
+        accounts_router,
+        snapshots_router,
+        usage_router,
         health_router,
         api_keys_router,
-        tenants_router,
         consent_router,
         policy_router,
-        accounts_router,
-        jobs_router,
-        snapshots_router,
         items_router,
         restores_router,
         exports_router,
-        search_router,
-        usage_router,
         billing_router,
         audit_router,
         webhooks_router,
