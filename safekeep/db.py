@@ -527,9 +527,12 @@ class _DriverRead:
     ``begin_on_write`` session, or any statement once a transaction is open); on SQLite a
     plain read on a connection that reads in place and holds no write transaction."""
 
-    def __init__(self, compiled: Any) -> None:
+    def __init__(self, compiled: Any, sql: str, arrays: frozenset[str] = frozenset()) -> None:
         self.compiled = compiled
-        self.sql: str = compiled.string
+        self.sql = sql
+        # Expanding parameters sent as one array each (PostgreSQL's ``= ANY``, see
+        # ``_driver_read``): their processors apply to each element.
+        self.arrays = arrays
         self.plain = _plain_read(self.sql)
         self.bind_processors: Mapping[str, Callable[[Any], Any]] = compiled._bind_processors
         self.order: tuple[str, ...] | None = (
@@ -547,7 +550,12 @@ class _DriverRead:
         params: dict[str, Any] = self.compiled.construct_params(dict(values))
         for name, process in self.bind_processors.items():
             if name in params:
-                params[name] = process(params[name])
+                value = params[name]
+                params[name] = (
+                    [process(v) for v in value] if name in self.arrays else process(value)
+                )
+        for name in self.arrays:
+            params[name] = list(params[name])
         return params if self.order is None else tuple(params[name] for name in self.order)
 
     async def run(
@@ -624,16 +632,30 @@ class _DriverRead:
 @lru_cache(maxsize=512)
 def _driver_read(stmt: ClauseElement, dialect: Any) -> _DriverRead | None:
     """``stmt`` compiled for the driver, or None when only SQLAlchemy can run it: parameters
-    expanded at execution (``IN`` lists) or renamed for the driver, or no plain columns."""
+    renamed for the driver or rendered into the SQL, no plain columns, or (on SQLite) an
+    ``IN`` list expanded at execution. On PostgreSQL an expanding ``IN`` (a key's tenants, a
+    page's job ids) is sent as one array: ``x IN (a, b)`` is ``x = ANY('{a,b}')`` and
+    ``x NOT IN (a, b)`` is ``x <> ALL('{a,b}')``, NULLs and empty lists alike, so its text
+    does not change with the list's length."""
     if dialect.name not in ("postgresql", "sqlite"):
         return None
     compiled: Any = stmt.compile(dialect=dialect)
-    binds = compiled.binds.values()
+    binds = list(compiled.binds.values())
     if (
         compiled.escaped_bind_names
-        or any(b.expanding or b.literal_execute for b in binds)
+        or any(b.literal_execute for b in binds)
         or not compiled._result_columns
         or compiled.has_out_parameters
     ):
         return None
-    return _DriverRead(compiled)
+    sql: str = compiled.string
+    arrays = frozenset(b.key for b in binds if b.expanding)
+    if arrays and dialect.name != "postgresql":
+        return None
+    for name in arrays:
+        placeholder = f"(__[POSTCOMPILE_{name}])"
+        sql = sql.replace(f" NOT IN {placeholder}", f" <> ALL(%({name})s)")
+        sql = sql.replace(f" IN {placeholder}", f" = ANY(%({name})s)")
+    if "__[POSTCOMPILE_" in sql:
+        return None  # an expansion written some other way: SQLAlchemy renders it
+    return _DriverRead(compiled, sql, arrays)

@@ -559,7 +559,7 @@ async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     rows, keys and value types (enum members, aware UTC datetimes, JSON with big integers,
     UUIDs), with the parameters' processors applied; listeners see the statement and its
     parameters; no transaction is begun for a GET's read. A statement with an expanding
-    parameter is left to SQLAlchemy."""
+    parameter runs on psycopg (as an array) and is left to SQLAlchemy on SQLite."""
     runs: list[str] = []
     original_run = db_module._DriverRead.run
 
@@ -590,7 +590,8 @@ async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
         ).all()
     event.remove(paint_db.engine.sync_engine, "before_cursor_execute", on_execute)
 
-    assert runs == [seen[0][0]]  # the first statement on the driver, the IN list not
+    # SQLAlchemy's own executions (the expected rows) come after the two reads.
+    assert runs == [seen[0][0]] if paint_db.is_sqlite else [seen[0][0], seen[1][0]]
     processed = seen[0][1]  # as SQLAlchemy hands them to the driver
     if paint_db.is_sqlite:
         assert processed == (2, "2026-01-02 11:00:00.000000", "blue")  # 2 of size * 2
@@ -609,6 +610,52 @@ async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     assert driven[2].doc == {"n": 5, "big": 2**70, "s": "é"}
     assert driven[2].twice == 2 * (2**40 + 5)
     assert among == expected_among and len(among) == 2
+
+
+_CHOSEN = (
+    select(_PAINT.c.name)
+    .where(
+        _PAINT.c.id.in_(bindparam("ids", expanding=True)),
+        _PAINT.c.colour.not_in(bindparam("colours", expanding=True)),
+    )
+    .order_by(_PAINT.c.name)
+)
+
+
+async def test_in_lists_answer_as_sqlalchemy_expands_them(
+    paint_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``IN`` and ``NOT IN`` lists (sent as arrays on PostgreSQL) answer what SQLAlchemy's
+    expansion answers: enum members processed one by one, an empty list, a NULL in the list."""
+    on_driver: list[str] = []
+    original_run = db_module._DriverRead.run
+
+    async def counted(self: Any, connection: Any, sync: Any, values: Any) -> Any:
+        rows = await original_run(self, connection, sync, values)
+        if rows is not None:
+            on_driver.append(self.sql)
+        return rows
+
+    monkeypatch.setattr(db_module._DriverRead, "run", counted)
+    every = [uuid.UUID(int=n + 1) for n in range(6)]
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({"ids": every, "colours": [Colour.red]}, ["tin 1"]),  # NULL colours are not "not red"
+        ({"ids": every, "colours": ["blue"]}, ["tin 0", "tin 3", "tin 4"]),
+        ({"ids": every[:2], "colours": []}, ["tin 0", "tin 1"]),  # nothing excluded
+        ({"ids": [], "colours": [Colour.blue]}, []),
+        ({"ids": every, "colours": [Colour.blue, None]}, []),  # NOT IN a list with NULL
+    ]
+    async with paint_db.session(begin_on_write=True) as session:
+        for values, names in cases:
+            driven = await read_rows(session, _CHOSEN, values)
+            expected = (await session.execute(_CHOSEN, values)).all()
+            assert [r.name for r in driven] == names
+            assert driven == expected
+    if paint_db.is_sqlite:
+        assert on_driver == []
+    else:
+        assert len(on_driver) == len(cases)
+        assert "= ANY(" in on_driver[0] and "<> ALL(" in on_driver[0]
 
 
 async def test_a_driver_read_in_an_ordinary_session_is_in_its_transaction(
