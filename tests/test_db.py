@@ -551,8 +551,24 @@ _ALL_BUT_RED = {"since": datetime(2026, 1, 1, tzinfo=UTC), "not_colour": "red"}
 _AMONG = select(_PAINT.c.id, _PAINT.c.name).where(_PAINT.c.id.in_(bindparam("ids", expanding=True)))
 
 
+@pytest.fixture
+def on_driver(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of each statement ``read_rows`` ran on the driver rather than SQLAlchemy."""
+    ran: list[str] = []
+    original_run = db_module._DriverRead.run
+
+    async def counted(self: Any, connection: Any, sync: Any, values: Any) -> Any:
+        rows = await original_run(self, connection, sync, values)
+        if rows is not None:
+            ran.append(self.sql)
+        return rows
+
+    monkeypatch.setattr(db_module._DriverRead, "run", counted)
+    return ran
+
+
 async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
-    paint_db: Database, monkeypatch: pytest.MonkeyPatch
+    paint_db: Database, on_driver: list[str]
 ) -> None:
     """``read_rows`` of a statement built once runs it on the driver's connection (psycopg's,
     or SQLite's in place), and what comes back is what SQLAlchemy's execution gives: the same
@@ -560,16 +576,6 @@ async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     UUIDs), with the parameters' processors applied; listeners see the statement and its
     parameters; no transaction is begun for a GET's read. A statement with an expanding
     parameter runs on psycopg (as an array) and is left to SQLAlchemy on SQLite."""
-    runs: list[str] = []
-    original_run = db_module._DriverRead.run
-
-    async def counted(self: Any, connection: Any, sync: Any, values: Any) -> Any:
-        rows = await original_run(self, connection, sync, values)
-        if rows is not None:
-            runs.append(self.sql)
-        return rows
-
-    monkeypatch.setattr(db_module._DriverRead, "run", counted)
     seen: list[tuple[str, Any]] = []
 
     def on_execute(_c: object, _cur: object, sql: str, params: Any, *_rest: object) -> None:
@@ -591,7 +597,7 @@ async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     event.remove(paint_db.engine.sync_engine, "before_cursor_execute", on_execute)
 
     # SQLAlchemy's own executions (the expected rows) come after the two reads.
-    assert runs == [seen[0][0]] if paint_db.is_sqlite else [seen[0][0], seen[1][0]]
+    assert on_driver == [seen[0][0]] if paint_db.is_sqlite else [seen[0][0], seen[1][0]]
     processed = seen[0][1]  # as SQLAlchemy hands them to the driver
     if paint_db.is_sqlite:
         assert processed == (2, "2026-01-02 11:00:00.000000", "blue")  # 2 of size * 2
@@ -623,20 +629,10 @@ _CHOSEN = (
 
 
 async def test_in_lists_answer_as_sqlalchemy_expands_them(
-    paint_db: Database, monkeypatch: pytest.MonkeyPatch
+    paint_db: Database, on_driver: list[str]
 ) -> None:
     """``IN`` and ``NOT IN`` lists (sent as arrays on PostgreSQL) answer what SQLAlchemy's
     expansion answers: enum members processed one by one, an empty list, a NULL in the list."""
-    on_driver: list[str] = []
-    original_run = db_module._DriverRead.run
-
-    async def counted(self: Any, connection: Any, sync: Any, values: Any) -> Any:
-        rows = await original_run(self, connection, sync, values)
-        if rows is not None:
-            on_driver.append(self.sql)
-        return rows
-
-    monkeypatch.setattr(db_module._DriverRead, "run", counted)
     every = [uuid.UUID(int=n + 1) for n in range(6)]
     cases: list[tuple[dict[str, Any], list[str]]] = [
         ({"ids": every, "colours": [Colour.red]}, ["tin 1"]),  # NULL colours are not "not red"
