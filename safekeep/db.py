@@ -649,13 +649,15 @@ def _driver_read(stmt: ClauseElement, dialect: Any) -> _DriverRead | None:
     ):
         return None
     sql: str = compiled.string
-    arrays = frozenset(b.key for b in binds if b.expanding)
-    if arrays and dialect.name != "postgresql":
-        return None
-    for name in arrays:
-        placeholder = f"(__[POSTCOMPILE_{name}])"
-        sql = sql.replace(f" NOT IN {placeholder}", f" <> ALL(%({name})s)")
-        sql = sql.replace(f" IN {placeholder}", f" = ANY(%({name})s)")
+    expanding = [b for b in binds if b.expanding]
+    if expanding and (dialect.name != "postgresql" or any(b.type._isnull for b in expanding)):
+        return None  # SQLite has no arrays; an untyped list has no array type to cast to
+    for bind in expanding:
+        # Cast to the column's type, as SQLAlchemy casts each element it renders.
+        array = f"CAST(%({bind.key})s AS {dialect.type_compiler_instance.process(bind.type)}[])"
+        placeholder = f"(__[POSTCOMPILE_{bind.key}])"
+        sql = sql.replace(f" NOT IN {placeholder}", f" <> ALL({array})")
+        sql = sql.replace(f" IN {placeholder}", f" = ANY({array})")
     if "__[POSTCOMPILE_" in sql:
         return None  # an expansion written some other way: SQLAlchemy renders it
-    return _DriverRead(compiled, sql, arrays)
+    return _DriverRead(compiled, sql, frozenset(b.key for b in expanding))
