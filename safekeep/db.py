@@ -133,6 +133,14 @@ class ReadsInline(aiosqlite.Connection):
     # SQLite checkpoints by itself, as for any connection not in WAL mode).
     wal_path: str | None = None
 
+    def reading_in_place(self) -> sqlite3.Connection | None:
+        """The sqlite3 connection, when a read may run on it from the loop's thread now: the
+        database reads inline (WAL) and this connection holds no write transaction (whose
+        statements go through the gate)."""
+        if not self.reads_inline or self.wrote or self.holds_gate:
+            return None
+        return self._connection
+
     def _inline(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
         if not self.reads_inline:
             return False
@@ -431,13 +439,21 @@ def _plain_read(statement: str) -> bool:
     return _is_read(statement) and not _LOCKING.search(statement)
 
 
+def _needs_begin(conn: Any, statement: str) -> bool:
+    """Whether ``statement`` must be preceded by ``BEGIN`` on this (SQLAlchemy, PostgreSQL)
+    connection: no transaction is open, and it is not a plain read of a ``begin_on_write``
+    session."""
+    if conn.get_execution_options().get(BEGIN_ON_WRITE) and _plain_read(statement):
+        return False
+    driver = conn.connection.dbapi_connection.driver_connection
+    return bool(driver.info.transaction_status == TransactionStatus.IDLE)
+
+
 def _begin_transaction(
     conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool
 ) -> None:
-    if conn.get_execution_options().get(BEGIN_ON_WRITE) and _plain_read(statement):
-        return
-    dbapi_connection = conn.connection.dbapi_connection
-    if dbapi_connection.driver_connection.info.transaction_status == TransactionStatus.IDLE:
+    if _needs_begin(conn, statement):
+        dbapi_connection = conn.connection.dbapi_connection
         # A cursor of its own: the statement's may be a named (server-side) one.
         begin = dbapi_connection.cursor()
         try:
@@ -563,13 +579,8 @@ class _DriverRead:
     ) -> list[Row[Any]] | None:
         driver = sync.connection.dbapi_connection.driver_connection
         if isinstance(driver, ReadsInline):
-            in_place = driver._connection
-            if (
-                in_place is None
-                or not (self.plain and driver.reads_inline)
-                or driver.holds_gate
-                or driver.wrote
-            ):
+            in_place = driver.reading_in_place()
+            if in_place is None or not self.plain:
                 return None
             params = self._params(values)
             self._announce(sync, params)
@@ -582,7 +593,7 @@ class _DriverRead:
             except sqlite3.Error as exc:
                 raise exc_module.DBAPIError.instance(self.sql, params, exc, sqlite3.Error) from exc
             return self._rows(sync.dialect, data, description)
-        if not self._without_begin(sync, driver):
+        if _needs_begin(sync, self.sql):
             return None
         params = self._params(values)
         self._announce(sync, params)
@@ -598,12 +609,6 @@ class _DriverRead:
                 self.sql, params, exc, psycopg.Error, connection_invalidated=bool(broken)
             ) from exc
         return self._rows(sync.dialect, data, description)
-
-    def _without_begin(self, sync: Any, driver: Any) -> bool:
-        """On PostgreSQL, the statement needs no ``BEGIN`` first (see ``_begin_transaction``)."""
-        if self.plain and sync.get_execution_options().get(BEGIN_ON_WRITE):
-            return True
-        return bool(driver.info.transaction_status != TransactionStatus.IDLE)
 
     def _announce(self, sync: Any, params: Any) -> None:
         listeners = sync.dispatch.before_cursor_execute
