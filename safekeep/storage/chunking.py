@@ -15,15 +15,59 @@ are pending, and keeps back the last cut, which may only end because the window 
 cut that ends before the window's end is exactly the cut a whole-file pass would make (FastCDC
 looks only at bytes between the chunk's start and its cut), so results do not depend on how the
 stream was split into pieces; a property test holds us to that.
+
+A caller that knows where the content's own pieces begin and end (a MIME message's attachments)
+adds forced cuts with ``CutPoints``: each stretch between two forced cuts is chunked on its own,
+so the same attachment mailed in two messages gives the same chunks, whatever surrounds it.
+Forced cuts only move boundaries; the bytes stored are the same bytes.
 """
 
 from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from typing import Protocol
 
 from pyfastcdc import FastCDC
 
 MIN_CHUNK = 256 * 1024
 AVG_CHUNK = 1024 * 1024
 MAX_CHUNK = 4 * 1024 * 1024
+
+
+class CutPoints(Protocol):
+    """Offsets where chunks of a stream must end, found while the stream passes by."""
+
+    def feed(self, piece: bytes) -> list[int]:
+        """Read the next piece; return the forced cuts it settled, in increasing order."""
+        ...
+
+    def finish(self) -> list[int]:
+        """The stream has ended: return the remaining forced cuts."""
+        ...
+
+    @property
+    def settled(self) -> int:
+        """No forced cut will come before this offset (an offset of the whole stream)."""
+        ...
+
+
+class KnownCuts:
+    """``CutPoints`` known before the stream starts (all settled at once)."""
+
+    def __init__(self, offsets: Iterable[int]) -> None:
+        self._offsets = sorted(offsets)
+
+    def feed(self, piece: bytes) -> list[int]:
+        offsets, self._offsets = self._offsets, []
+        return offsets
+
+    def finish(self) -> list[int]:
+        return self.feed(b"")
+
+    @property
+    def settled(self) -> int:
+        return 1 << 62
 
 
 class ContentChunker:
@@ -49,8 +93,10 @@ class ContentChunker:
         if self.window < max_size:
             raise ValueError("window must hold at least one maximal chunk")
         self._tail = b""
+        self._tail_at = 0  # where ``_tail`` starts in the whole stream
         self._pending: list[bytes] = []
         self._pending_len = 0
+        self._forced: list[int] = []  # forced cuts not yet reached, in the whole stream
 
     @property
     def buffered(self) -> int:
@@ -65,20 +111,43 @@ class ContentChunker:
             self._pending.append(bytes(piece))
             self._pending_len += len(piece)
 
-    def cut(self, *, final: bool = False) -> list[bytes]:
-        """Return the chunks that are settled; with ``final`` also the rest, leaving nothing."""
+    def force(self, offsets: Iterable[int]) -> None:
+        """Chunks must also end at these offsets of the whole stream (not before any byte
+        already cut); they may come in any order and repeat."""
+        for offset in offsets:
+            if offset < self._tail_at:
+                raise ValueError(f"cut at {offset} is before bytes already cut ({self._tail_at})")
+            i = bisect.bisect_left(self._forced, offset)
+            if i == len(self._forced) or self._forced[i] != offset:
+                self._forced.insert(i, offset)
+
+    def cut(self, *, final: bool = False, settled: int | None = None) -> list[bytes]:
+        """Return the chunks that are settled; with ``final`` also the rest, leaving nothing.
+        ``settled`` (an offset of the whole stream) holds back every chunk that ends past it:
+        a forced cut may still come there."""
         data = b"".join([self._tail, *self._pending])
         self._pending.clear()
         self._pending_len = 0
+        base = self._tail_at
+        limit = len(data) if final or settled is None else min(len(data), settled - base)
+        stops = [f - base for f in self._forced if base < f < base + len(data)]
         chunks: list[bytes] = []
         consumed = 0
-        for chunk in self._cdc.cut_buf(data):
-            end = chunk.offset + chunk.length
-            if end == len(data) and not final:
-                break  # may have been cut short by the window: wait for more bytes
-            chunks.append(bytes(chunk.data))
-            consumed = end
+        start = 0
+        for stop in [*stops, len(data)]:
+            whole = stop < len(data) or final  # a forced cut or the stream's end closes it
+            for chunk in self._cdc.cut_buf(memoryview(data)[start:stop]):
+                end = start + chunk.offset + chunk.length
+                if (end == stop and not whole) or end > limit:
+                    break  # may yet end elsewhere: wait for more bytes
+                chunks.append(bytes(chunk.data))
+                consumed = end
+            if consumed != stop:
+                break
+            start = stop
         self._tail = data[consumed:]
+        self._tail_at = base + consumed
+        self._forced = [f for f in self._forced if f > self._tail_at]
         return chunks
 
 

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import re
 from collections import OrderedDict, deque
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from safekeep.storage.blobstore import BlobInfo, BlobStore, check_retention, validate_key
-from safekeep.storage.chunking import MIN_CHUNK, ContentChunker
+from safekeep.storage.chunking import MIN_CHUNK, ContentChunker, CutPoints, KnownCuts
 from safekeep.storage.envelope import BlobCipher
 from safekeep.storage.errors import IntegrityError
 from safekeep.storage.keys import derive_tenant_keys
@@ -351,16 +352,20 @@ class TenantRepository:
             done.set_result(None)
 
     def _cut_and_name(
-        self, chunker: ContentChunker, total: Any, final: bool
+        self, chunker: ContentChunker, total: Any, final: bool, settled: int | None
     ) -> list[tuple[str, bytes]]:
         out = []
-        for chunk in chunker.cut(final=final):
+        for chunk in chunker.cut(final=final, settled=settled):
             total.update(chunk)
             out.append((self.chunk_name(chunk), chunk))
         return out
 
-    async def put_stream(self, chunks: AsyncIterable[bytes]) -> ContentRef:
-        """Store a stream of any length; holds at most the window plus in-flight chunks."""
+    async def put_stream(
+        self, chunks: AsyncIterable[bytes], *, cuts: CutPoints | None = None
+    ) -> ContentRef:
+        """Store a stream of any length; holds at most the window plus in-flight chunks.
+        ``cuts`` names where the content's own parts begin and end (see ``chunking``), so
+        that a part found in other content too is stored once."""
         chunker = ContentChunker(seed=self._seed)
         total = hashlib.sha256()
         refs: list[ChunkRef] = []
@@ -368,7 +373,8 @@ class TenantRepository:
         size = 0
 
         async def emit(final: bool) -> None:
-            named = await off_loop(self._cut_and_name, chunker, total, final)
+            settled = None if cuts is None else cuts.settled
+            named = await off_loop(self._cut_and_name, chunker, total, final, settled)
             for name, data in named:
                 refs.append(ChunkRef(name, len(data)))
                 await uploads.spawn(self._store_chunk(name, data), len(data))
@@ -376,9 +382,13 @@ class TenantRepository:
         try:
             async for piece in chunks:
                 chunker.append(piece)
+                if cuts is not None:
+                    chunker.force(cuts.feed(piece))
                 size += len(piece)
                 if chunker.ready:
                     await emit(final=False)
+            if cuts is not None:
+                chunker.force(cuts.finish())
             await emit(final=True)
             await uploads.wait()
         except BaseException:
@@ -387,26 +397,35 @@ class TenantRepository:
         self.stats.logical_bytes += size
         return ContentRef(size=size, sha256=total.hexdigest(), chunks=tuple(refs))
 
-    async def put_bytes(self, data: bytes) -> ContentRef:
-        """Store one item held in memory; under the minimum chunk size it is one blob.
+    async def put_bytes(self, data: bytes, *, cuts: CutPoints | None = None) -> ContentRef:
+        """Store one item held in memory; under the minimum chunk size it is one blob, or
+        one blob between each two forced cuts.
 
         Same chunking as ``put_stream``, so an attachment stored both ways dedups.
         """
+        forced = [*cuts.feed(data), *cuts.finish()] if cuts is not None else []
         if len(data) > INLINE_CPU_LIMIT:
-            return await self.put_stream(_once(data))
+            return await self.put_stream(_once(data), cuts=KnownCuts(forced))
+        # The chunker never cuts under its minimum size: only the forced cuts split the item.
+        bounds = sorted({0, len(data), *(f for f in forced if 0 < f < len(data))})
+        pieces = [bytes(data[a:b]) for a, b in itertools.pairwise(bounds)]
         ref = ContentRef(
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            chunks=(ChunkRef(self.chunk_name(data), len(data)),) if data else (),
+            chunks=tuple(ChunkRef(self.chunk_name(piece), len(piece)) for piece in pieces),
         )
-        if data:
-            await self._budget.acquire(len(data))
-            try:
-                await self._store_chunk(ref.chunks[0].name, bytes(data))
-            finally:
-                self._budget.release(len(data))
+        await asyncio.gather(
+            *(self._put_held(c.name, piece) for c, piece in zip(ref.chunks, pieces, strict=True))
+        )
         self.stats.logical_bytes += len(data)
         return ref
+
+    async def _put_held(self, name: str, data: bytes) -> None:
+        await self._budget.acquire(len(data))
+        try:
+            await self._store_chunk(name, data)
+        finally:
+            self._budget.release(len(data))
 
     async def put_file(self, path: Path) -> ContentRef:
         return await self.put_stream(read_file_pieces(path))
