@@ -39,6 +39,7 @@ from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, KeptBytes, he
 from safekeep.backup.outlook import MailboxReader
 from safekeep.backup.pipeline import Ready, ahead, gather_bounded, ready
 from safekeep.backup.services.mail import search as fields
+from safekeep.backup.services.mail.mime import PartCuts
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
@@ -840,7 +841,7 @@ class MailCollector(MailboxReader):
                     except GraphError as exc:
                         failed[mid] = exc
                         continue
-                    ref = await self.ctx.repo.put_bytes(raw)
+                    ref = await self.ctx.repo.put_bytes(raw, cuts=PartCuts())
                     fetched[mid] = Fetched(messages[mid], ref, raw)
 
         async def stream_one(mid: str) -> None:
@@ -864,7 +865,8 @@ class MailCollector(MailboxReader):
                                 mailbox=self.user,
                                 headers=self.headers,
                             )
-                        )
+                        ),
+                        cuts=PartCuts(),
                     )
                 except GraphError as exc:
                     failed[mid] = exc

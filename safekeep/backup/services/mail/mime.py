@@ -294,6 +294,171 @@ def file_attachments(
         yield MimePart("file", name, ctype, cid, inline, data)
 
 
+# ---- where a stored message's chunks end --------------------------------------------------
+#
+# The same attachment mailed to twenty people is twenty messages whose MIME differs only around
+# it. Content-defined chunking at about 1 MiB finds no boundary inside a 300 KB attachment, so
+# each copy would be stored in its own message's chunk. ``PartCuts`` tells the chunker where each
+# large base64 part begins and ends, as the message streams by, so each is chunked on its own and
+# stored once per tenant (see ``safekeep.storage.chunking``). The split is ``_span``'s: the same
+# delimiters, the same part bounds; only part headers are parsed.
+
+# A base64 part at least this long (encoded) gets chunks of its own; smaller parts stay in their
+# message's chunk. Each part cut out costs two more objects (itself and what follows it, unique
+# to its message) and their requests. On graphsim's mail (2,000 messages, 640 MB) parts from
+# 64 KiB up saved 221 MB in 1,524 more pieces; from 128 KiB up, 205 MB in 944.
+PART_CUT_MIN = 128 * 1024
+# A header block longer than this is not mail: the rest of such a message is not split.
+_HEADER_BLOCK_MAX = 64 * 1024
+# A delimiter line is its boundary (at most 70 characters), "--" twice and some blanks.
+_DELIMITER_LINE_MAX = 1024
+_NEVER = 1 << 62
+
+
+def _dashes(buf: bytes, start: int) -> int:
+    """Where the next line after ``start`` that starts with "--" starts, or -1."""
+    found = buf.find(b"\n--", start)
+    return found + 1 if found >= 0 else -1
+
+
+class PartCuts:
+    """``CutPoints`` of a MIME message: the start and end of every base64 body part of at least
+    ``min_part`` bytes, found while the message streams by. Holds a header block or a line at
+    most, whatever the message's size; input it cannot read only ends the splitting."""
+
+    def __init__(self, min_part: int = PART_CUT_MIN) -> None:
+        self._min = min_part
+        self._buf = b""  # bytes from offset ``_at`` of the message, unread from ``_pos``
+        self._at = 0
+        self._pos = 0
+        self._marks: list[bytes] = []  # "--boundary" of each open multipart, outermost first
+        self._headers = True  # reading a header block, not a body
+        self._leaf: int | None = None  # body start of the base64 part being read, if any
+        self._leaf_cut = False  # its start is already a cut
+        self._line_start = False  # the unread bytes start at the start of a line
+        self._done = False
+
+    @property
+    def settled(self) -> int:
+        if self._done:
+            return _NEVER
+        if self._leaf is not None and not self._leaf_cut:
+            return self._leaf
+        return max(0, self._at + self._pos - 2)
+
+    def feed(self, piece: bytes) -> list[int]:
+        if self._done:
+            return []
+        self._buf = self._buf + piece if self._buf else piece
+        cuts: list[int] = []
+        while not self._done and (self._read_headers() if self._headers else self._read_body(cuts)):
+            pass
+        # Keep two bytes before the unread ones: a delimiter's line break may begin there.
+        drop = max(0, self._pos - 2)
+        self._buf, self._at, self._pos = self._buf[drop:], self._at + drop, self._pos - drop
+        leaf = self._leaf
+        if leaf is not None and not self._leaf_cut and self._at + self._pos - 2 - leaf >= self._min:
+            cuts.append(leaf)  # long enough whatever follows: its start is a cut
+            self._leaf_cut = True
+        return cuts
+
+    def finish(self) -> list[int]:
+        cuts: list[int] = []
+        end = self._at + len(self._buf)
+        if not self._done and not self._headers and self._marks:
+            # No closing delimiter: the last part runs to the end, less a line break.
+            buf = self._buf
+            end -= 2 if buf.endswith(b"\r\n") else 1 if buf.endswith(b"\n") else 0
+            self._end_leaf(end, cuts)
+        elif not self._done and not self._headers:
+            self._end_leaf(end, cuts)  # a message whose whole body is one base64 part
+        self._done, self._buf = True, b""
+        return cuts
+
+    def _read_headers(self) -> bool:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 2:
+            return False
+        if buf.startswith(b"\r\n", pos):
+            body = pos + 2
+        elif buf.startswith(b"\n", pos):
+            body = pos + 1
+        else:
+            found = _HEADERS_END.search(buf, pos)
+            if found is None:
+                if len(buf) - pos > _HEADER_BLOCK_MAX:
+                    self._done = True
+                return False
+            body = found.end()
+        headers = _HEADERS.parsebytes(buf[pos:body])
+        boundary = headers.get_boundary() if headers.get_content_maintype() == "multipart" else None
+        self._leaf, self._leaf_cut = None, False
+        if boundary and len(self._marks) < _MAX_DEPTH:
+            self._marks.append(b"--" + boundary.encode("ascii", "surrogateescape"))
+        elif str(headers.get("content-transfer-encoding", "")).strip().lower() == "base64":
+            self._leaf = self._at + body
+        # A message of one part: its body runs to the end, a cut only if it is base64.
+        self._done = not self._marks and self._leaf is None
+        self._headers, self._line_start, self._pos = False, True, body
+        return True
+
+    def _read_body(self, cuts: list[int]) -> bool:
+        """Find the next delimiter line of an open multipart; keep what may be part of one."""
+        buf, pos = self._buf, self._pos
+        if not self._marks:  # one base64 part to the end: only its length matters
+            self._pos = len(buf)
+            return False
+        at = pos if self._line_start and buf.startswith(b"--", pos) else _dashes(buf, pos)
+        while at >= 0:
+            line_end = buf.find(b"\n", at)
+            if line_end < 0 and len(buf) - at <= _DELIMITER_LINE_MAX:
+                break  # the line may be a delimiter: wait for its end
+            found = self._delimiter(buf[at : line_end if line_end >= 0 else len(buf)])
+            if found is not None:
+                depth, close, after = found
+                # The line break before a delimiter is the delimiter's.
+                crlf = at >= 2 and buf.startswith(b"\r\n", at - 2)
+                self._end_leaf(self._at + at - (2 if crlf else 1), cuts)
+                del self._marks[depth + (0 if close else 1) :]
+                rest = at + after
+                rest += 2 if buf.startswith(b"\r\n", rest) else 1
+                self._pos = min(rest, len(buf))
+                self._headers, self._line_start = not close, True
+                self._done = close and not self._marks
+                return True
+            at = _dashes(buf, at)
+        # No delimiter in what was read: keep only a last line that may still become one.
+        last = buf.rfind(b"\n", pos)
+        if last >= 0 and len(buf) - last <= _DELIMITER_LINE_MAX + 2:
+            self._pos, self._line_start = last, False
+        elif last >= 0 or len(buf) - pos > _DELIMITER_LINE_MAX:
+            self._pos, self._line_start = len(buf), False
+        return False
+
+    def _delimiter(self, line: bytes) -> tuple[int, bool, int] | None:
+        """(which open multipart, closing?, length up to the line break) if ``line`` is a
+        delimiter; outer multiparts first, as their parts bound the inner ones."""
+        for depth, mark in enumerate(self._marks):
+            if not line.startswith(mark):
+                continue
+            after = len(mark)
+            close = line.startswith(b"--", after)
+            if close:
+                after += 2
+            while after < len(line) and line[after] in b" \t":
+                after += 1
+            if after == len(line) or line[after] in b"\r\n":
+                return depth, close, after
+        return None
+
+    def _end_leaf(self, end: int, cuts: list[int]) -> None:
+        if self._leaf is not None and end - self._leaf >= self._min:
+            if not self._leaf_cut:
+                cuts.append(self._leaf)
+            cuts.append(end)
+        self._leaf, self._leaf_cut = None, False
+
+
 def _recipients(message: EmailMessage, header: str) -> list[dict[str, Any]]:
     values = [str(v) for v in message.get_all(header, [])]
     return [
