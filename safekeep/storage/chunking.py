@@ -106,6 +106,11 @@ class ContentChunker:
     def ready(self) -> bool:
         return self.buffered >= self.window
 
+    def ready_until(self, settled: int) -> bool:
+        """``ready``, and at least half a window of the bytes held is before ``settled``:
+        a cut would settle chunks, not only copy the window again."""
+        return self.ready and settled - self._tail_at >= self.window // 2
+
     def append(self, piece: bytes | bytearray | memoryview) -> None:
         if piece:
             self._pending.append(bytes(piece))

@@ -385,7 +385,7 @@ class TenantRepository:
                 if cuts is not None:
                     chunker.force(cuts.feed(piece))
                 size += len(piece)
-                if chunker.ready:
+                if chunker.ready if cuts is None else chunker.ready_until(cuts.settled):
                     await emit(final=False)
             if cuts is not None:
                 chunker.force(cuts.finish())

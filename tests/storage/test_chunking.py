@@ -125,7 +125,7 @@ def forced_stream_chunks(
         chunker.append(data[last:c])
         chunker.force(cuts.feed(data[last:c]))
         last = c
-        if chunker.ready:
+        if chunker.ready_until(cuts.settled):
             out += chunker.cut(settled=cuts.settled)
     chunker.force(cuts.finish())
     return out + chunker.cut(final=True)
