@@ -352,7 +352,7 @@ class TenantRepository:
             done.set_result(None)
 
     def _cut_and_name(
-        self, chunker: ContentChunker, total: Any, final: bool, settled: int | None
+        self, chunker: ContentChunker, total: Any, final: bool, settled: int
     ) -> list[tuple[str, bytes]]:
         out = []
         for chunk in chunker.cut(final=final, settled=settled):
@@ -366,6 +366,7 @@ class TenantRepository:
         """Store a stream of any length; holds at most the window plus in-flight chunks.
         ``cuts`` names where the content's own parts begin and end (see ``chunking``), so
         that a part found in other content too is stored once."""
+        forced = cuts if cuts is not None else KnownCuts(())
         chunker = ContentChunker(seed=self._seed)
         total = hashlib.sha256()
         refs: list[ChunkRef] = []
@@ -373,8 +374,7 @@ class TenantRepository:
         size = 0
 
         async def emit(final: bool) -> None:
-            settled = None if cuts is None else cuts.settled
-            named = await off_loop(self._cut_and_name, chunker, total, final, settled)
+            named = await off_loop(self._cut_and_name, chunker, total, final, forced.settled)
             for name, data in named:
                 refs.append(ChunkRef(name, len(data)))
                 await uploads.spawn(self._store_chunk(name, data), len(data))
@@ -382,13 +382,11 @@ class TenantRepository:
         try:
             async for piece in chunks:
                 chunker.append(piece)
-                if cuts is not None:
-                    chunker.force(cuts.feed(piece))
+                chunker.force(forced.feed(piece))
                 size += len(piece)
-                if chunker.ready if cuts is None else chunker.ready_until(cuts.settled):
+                if chunker.ready_until(forced.settled):
                     await emit(final=False)
-            if cuts is not None:
-                chunker.force(cuts.finish())
+            chunker.force(forced.finish())
             await emit(final=True)
             await uploads.wait()
         except BaseException:
