@@ -130,6 +130,15 @@ def test_a_runaway_header_block_ends_the_splitting_not_the_message() -> None:
     assert parts.settled > len(raw)
 
 
+def test_a_flood_of_look_alike_lines_ends_the_splitting_not_the_message() -> None:
+    part = _b64_part(random.Random(6).randbytes(3_000))
+    for lines, cut in ((100, True), (5_000, False)):
+        raw = _raw("--b1\r\n\r\n" + "--x\r\n" * lines + f"--b1\r\n{part}--b1--\r\n")
+        parts = PartCuts(1_000)
+        assert bool(parts.feed(raw) + parts.finish()) is cut
+        assert bool(reference_cuts(raw, 1_000))
+
+
 async def test_an_attachment_mailed_twice_is_stored_once(tmp_path: Path) -> None:
     attachment = random.Random(2).randbytes(300_000)  # stays inside one chunk without cuts
 
