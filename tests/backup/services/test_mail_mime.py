@@ -205,3 +205,37 @@ def test_the_parsing_policy_reads_headers_as_the_default_policy_does() -> None:
     for name in cached:  # every header read once: 50 invented names among them
         assert str(cached[name]) == str(default[name])
     assert len(POLICY.header_factory._made) < 20  # type: ignore[attr-defined]
+
+
+def test_each_header_of_a_message_is_parsed_once_however_often_it_is_read(
+    monkeypatch: Any,
+) -> None:
+    """Choosing parts reads a part's Content-Type and Content-Disposition several times; a
+    message's policy parses each header once and hands the same object out again. A new
+    message starts a new memo, so one message's headers are never another's."""
+    from safekeep.backup.services.mail import mime
+
+    parsed: list[tuple[str, str]] = []
+    real = mime._HeaderClasses.__call__
+
+    def counting(self: Any, name: str, value: str) -> Any:
+        parsed.append((name, value))
+        return real(self, name, value)
+
+    monkeypatch.setattr(mime._HeaderClasses, "__call__", counting)
+    raw = _message()
+    names = [p.name for p in mime.file_attachments(raw, lambda _n, _t: True, 1 << 20)]
+    walk = list(parsed)
+    assert walk and len(set(walk)) == len(walk)  # each parsed once in the walk
+    assert ("Content-Type", "application/pdf") in walk
+
+    parsed.clear()
+    assert [p.name for p in attachment_parts(raw) if p.kind == "file"] == names
+    assert parsed and len(set(parsed)) == len(parsed)
+    assert ("Content-Type", "application/pdf") in parsed  # a new message, a new memo
+
+    message = mime.parse(raw)
+    parsed.clear()
+    assert [message.get_content_type() for _ in range(3)] == ["multipart/mixed"] * 3
+    assert message["Content-Type"] is message["Content-Type"]
+    assert parsed == []  # read while the message was parsed, never again

@@ -64,11 +64,43 @@ class _HeaderClasses(HeaderRegistry):
 
 
 # email.policy.default with the cached registry: parses exactly as the default policy does.
-POLICY = email.policy.default.clone(header_factory=_HeaderClasses())
+_CLASSES = _HeaderClasses()
+POLICY = email.policy.default.clone(header_factory=_CLASSES)
+
+
+class _ParsedOnce:
+    """The header factory of one message's policy: each header (its name and value) is
+    parsed once, however often it is read. The default policy parses a header anew on every
+    read, and choosing a message's parts reads each part's Content-Type and
+    Content-Disposition several times over (``get_content_type``, ``get_boundary``,
+    ``is_attachment``, ``get_filename``...): 33,019 parses for graphsim's 2,000 messages, of
+    which 13,557 were of a header not yet parsed in its message. Header objects are
+    immutable, so handing out the same one again answers exactly as parsing it again. The
+    memo lives as long as the message (or the walk over it) and holds at most one object per
+    distinct header in it."""
+
+    def __init__(self, registry: HeaderRegistry) -> None:
+        self._registry = registry
+        self._parsed: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, name: str, value: str) -> Any:
+        key = (name, value)
+        header = self._parsed.get(key)
+        if header is None:
+            header = self._parsed[key] = self._registry(name, value)
+        return header
+
+    def __getitem__(self, name: str) -> type:
+        return self._registry[name]
+
+
+def message_policy() -> email.policy.EmailPolicy[EmailMessage]:
+    """``POLICY`` for one message: its headers parsed once each (see ``_ParsedOnce``)."""
+    return POLICY.clone(header_factory=_ParsedOnce(_CLASSES))
 
 
 def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=POLICY)
+    message = email.message_from_bytes(raw, policy=message_policy())
     assert isinstance(message, EmailMessage)
     return message
 
@@ -137,7 +169,6 @@ def attachment_parts(raw: bytes) -> list[MimePart]:
 # ``attachment_parts``'s: the same body rule (``_find_body`` mirrors ``EmailMessage.get_body``),
 # the same leaves.
 
-_HEADERS = email.parser.BytesHeaderParser(policy=POLICY)
 _HEADERS_END = re.compile(rb"\r?\n\r?\n")
 _MAX_DEPTH = 32
 # Encoded bytes per decoded byte at most, by transfer encoding (base64 with line breaks;
@@ -160,7 +191,19 @@ class _Span:
     parts: list[_Span] | None  # a multipart's parts
 
 
-def _span(raw: bytes, start: int, end: int, depth: int, default: str | None) -> _Span:
+def _span(
+    raw: bytes,
+    start: int,
+    end: int,
+    depth: int,
+    default: str | None,
+    parser: email.parser.BytesHeaderParser | None = None,
+) -> _Span:
+    """The part of ``raw`` from ``start`` to ``end``, split down to its leaves. ``parser``
+    reads the part headers of one walk (each header parsed once in it): made by the top
+    call, passed down."""
+    if parser is None:
+        parser = email.parser.BytesHeaderParser(policy=message_policy())
     if raw.startswith(b"\r\n", start):
         body = start + 2
     elif raw.startswith(b"\n", start):
@@ -168,7 +211,7 @@ def _span(raw: bytes, start: int, end: int, depth: int, default: str | None) -> 
     else:
         found = _HEADERS_END.search(raw, start, end)
         body = found.end() if found else end
-    headers = _HEADERS.parsebytes(raw[start:body])
+    headers = parser.parsebytes(raw[start:body])
     assert isinstance(headers, EmailMessage)
     if default is not None:
         headers.set_default_type(default)
@@ -180,7 +223,8 @@ def _span(raw: bytes, start: int, end: int, depth: int, default: str | None) -> 
     elif boundary:
         inner = "message/rfc822" if content_type == "multipart/digest" else None
         parts = [
-            _span(raw, s, e, depth + 1, inner) for s, e in _part_offsets(raw, body, end, boundary)
+            _span(raw, s, e, depth + 1, inner, parser)
+            for s, e in _part_offsets(raw, body, end, boundary)
         ]
     return _Span(headers, start, body, end, content_type, headers.is_attachment(), parts)
 
