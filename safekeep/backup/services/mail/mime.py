@@ -68,16 +68,23 @@ _CLASSES = _HeaderClasses()
 POLICY = email.policy.default.clone(header_factory=_CLASSES)
 
 
+# What a message's policy keeps of the headers it parsed: the latest this many, each at most
+# this long. A parsed header is about 10 KB of objects (its parse tree) for a 40-character
+# value: kept for every header of a hostile message of 100,000 parts, all distinct, that was
+# 1.95 GB. A part's fields are read several times in a row, and mail has a few dozen.
+_PARSED_KEPT = 64
+_PARSED_VALUE_MAX = 256
+
+
 class _ParsedOnce:
-    """The header factory of one message's policy: each header (its name and value) is
-    parsed once, however often it is read. The default policy parses a header anew on every
-    read, and choosing a message's parts reads each part's Content-Type and
-    Content-Disposition several times over (``get_content_type``, ``get_boundary``,
-    ``is_attachment``, ``get_filename``...): 33,019 parses for graphsim's 2,000 messages, of
-    which 13,557 were of a header not yet parsed in its message. Header objects are
-    immutable, so handing out the same one again answers exactly as parsing it again. The
-    memo lives as long as the message (or the walk over it) and holds at most one object per
-    distinct header in it."""
+    """The header factory of one message's policy: a header (its name and value) read again
+    is not parsed again. The default policy parses a header anew on every read, and
+    choosing a message's parts reads each part's Content-Type and Content-Disposition
+    several times over (``get_content_type``, ``get_boundary``, ``is_attachment``,
+    ``get_filename``...): 33,019 parses for graphsim's 2,000 messages, of which 13,557 were
+    of a header not yet parsed in its message. Header objects are immutable, so handing out
+    the same one again answers exactly as parsing it again. The memo lives as long as the
+    message (or the walk over it) and keeps the latest ``_PARSED_KEPT`` short headers."""
 
     def __init__(self, registry: HeaderRegistry) -> None:
         self._registry = registry
@@ -87,7 +94,11 @@ class _ParsedOnce:
         key = (name, value)
         header = self._parsed.get(key)
         if header is None:
-            header = self._parsed[key] = self._registry(name, value)
+            header = self._registry(name, value)
+            if len(value) <= _PARSED_VALUE_MAX:
+                if len(self._parsed) >= _PARSED_KEPT:
+                    del self._parsed[next(iter(self._parsed))]  # the oldest
+                self._parsed[key] = header
         return header
 
     def __getitem__(self, name: str) -> type:
@@ -171,6 +182,11 @@ def attachment_parts(raw: bytes) -> list[MimePart]:
 
 _HEADERS_END = re.compile(rb"\r?\n\r?\n")
 _MAX_DEPTH = 32
+# Parts a walk reads at most; the rest of a message is not split. Mail has tens of parts at
+# most, but anyone can mail a user a message of 100,000 empty ones (10 MB): read whole, its
+# walk took 18.6 s of CPU and 97 MB, and a 40 MB one (``PARSE_MAX_BYTES`` of search) four
+# times that.
+_MAX_PARTS = 1000
 # Encoded bytes per decoded byte at most, by transfer encoding (base64 with line breaks;
 # quoted-printable escapes each byte as =XX): a larger part cannot decode within the bound.
 _EXPANSION = {"base64": 1.4, "quoted-printable": 3.0}
@@ -191,19 +207,21 @@ class _Span:
     parts: list[_Span] | None  # a multipart's parts
 
 
+class _Walk:
+    """One walk over a message: the parser of its part headers (a header read again in it is
+    not parsed again) and how many more parts it may read, in the order they come."""
+
+    def __init__(self) -> None:
+        self.parser = email.parser.BytesHeaderParser(policy=message_policy())
+        self.parts_left = _MAX_PARTS
+
+
 def _span(
-    raw: bytes,
-    start: int,
-    end: int,
-    depth: int,
-    default: str | None,
-    parser: email.parser.BytesHeaderParser | None = None,
+    raw: bytes, start: int, end: int, depth: int, default: str | None, walk: _Walk | None = None
 ) -> _Span:
-    """The part of ``raw`` from ``start`` to ``end``, split down to its leaves. ``parser``
-    reads the part headers of one walk (each header parsed once in it): made by the top
-    call, passed down."""
-    if parser is None:
-        parser = email.parser.BytesHeaderParser(policy=message_policy())
+    """The part of ``raw`` from ``start`` to ``end``, split down to its leaves (the top call
+    starts the walk; the calls below share it)."""
+    walk = walk or _Walk()
     if raw.startswith(b"\r\n", start):
         body = start + 2
     elif raw.startswith(b"\n", start):
@@ -211,7 +229,7 @@ def _span(
     else:
         found = _HEADERS_END.search(raw, start, end)
         body = found.end() if found else end
-    headers = parser.parsebytes(raw[start:body])
+    headers = walk.parser.parsebytes(raw[start:body])
     assert isinstance(headers, EmailMessage)
     if default is not None:
         headers.set_default_type(default)
@@ -222,21 +240,26 @@ def _span(
         parts = []  # nesting this deep is hostile, not mail: nothing below is read
     elif boundary:
         inner = "message/rfc822" if content_type == "multipart/digest" else None
-        parts = [
-            _span(raw, s, e, depth + 1, inner, parser)
-            for s, e in _part_offsets(raw, body, end, boundary)
-        ]
+        parts = []
+        for s, e in _part_offsets(raw, body, end, boundary, walk.parts_left):
+            if walk.parts_left <= 0:
+                break  # the parts before this one, and theirs, took what the walk reads
+            walk.parts_left -= 1
+            parts.append(_span(raw, s, e, depth + 1, inner, walk))
     return _Span(headers, start, body, end, content_type, headers.is_attachment(), parts)
 
 
-def _part_offsets(raw: bytes, body: int, end: int, boundary: str) -> list[tuple[int, int]]:
-    """Where each body part lies between ``--boundary`` lines; the line break before a
-    delimiter is the delimiter's, as in ``email``'s parser. Found with ``bytes.find`` (a
-    regular expression that may start with a line break tries every byte: 4x slower)."""
+def _part_offsets(
+    raw: bytes, body: int, end: int, boundary: str, most: int
+) -> list[tuple[int, int]]:
+    """Where each body part lies between ``--boundary`` lines, the first ``most`` of them;
+    the line break before a delimiter is the delimiter's, as in ``email``'s parser. Found
+    with ``bytes.find`` (a regular expression that may start with a line break tries every
+    byte: 4x slower)."""
     mark = b"--" + boundary.encode("ascii", "surrogateescape")
     offsets: list[tuple[int, int]] = []
     start: int | None = None
-    at = raw.find(mark, body, end)
+    at = raw.find(mark, body, end) if most > 0 else -1
     while at >= 0:
         after = at + len(mark)
         close = raw.startswith(b"--", after, end)
@@ -248,6 +271,8 @@ def _part_offsets(raw: bytes, body: int, end: int, boundary: str) -> list[tuple[
             if start is not None:  # an empty part (two delimiters in a row) ends where it starts
                 stop = at - 2 if raw.startswith(b"\r\n", at - 2) else at - 1
                 offsets.append((start, max(start, stop)))
+                if len(offsets) == most:
+                    return offsets
             if close:
                 return offsets
             start = after + 2 if raw.startswith(b"\r\n", after, end) else min(after + 1, end)
@@ -314,8 +339,9 @@ def file_attachments(
     raw: bytes, wanted: Callable[[str | None, str], bool], max_bytes: int
 ) -> Iterator[MimePart]:
     """The file attachments ``attachment_parts`` would give whose name and content type
-    ``wanted`` accepts and whose decoded size is at most ``max_bytes``, in order; each is
-    parsed and decoded only when the caller asks for the next."""
+    ``wanted`` accepts and whose decoded size is at most ``max_bytes``, in order, among the
+    message's first ``_MAX_PARTS`` parts; each is decoded only when the caller asks for the
+    next."""
     top = _span(raw, 0, len(raw), 0, None)
     bodies = {id(b) for b in (_find_body(top, "plain"), _find_body(top, "html")) if b}
     for leaf in _span_leaves(top):
