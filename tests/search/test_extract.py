@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 
 import pytest
 from docx import Document
@@ -217,15 +218,78 @@ def test_unknown_types_and_bad_limits_give_nothing() -> None:
     assert extract_text("a.txt", None, b"text", limit=0) == ""
 
 
-def test_zip_bombs_are_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workbook_zip_bombs_are_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    workbook = zipfile.ZipFile(io.BytesIO(make_xlsx()))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("word/document.xml", b"0" * 2_000_000)
-    assert len(out.getvalue()) < 10_000
+        for info in workbook.infolist():
+            archive.writestr(info.filename, workbook.read(info.filename))
+        archive.writestr("xl/padding.bin", b"0" * 2_000_000)
+    assert len(out.getvalue()) < 20_000
+    assert "Nordics" in extract_text("ok.xlsx", None, out.getvalue(), limit=LIMIT)
     monkeypatch.setattr(extract, "MAX_UNZIPPED_BYTES", 1_000_000)
-    assert extract_text("bomb.docx", None, out.getvalue(), limit=LIMIT) == ""
-    # A real document under the bound still reads.
-    assert "Quarterly" in extract_text("ok.docx", None, make_docx(), limit=LIMIT)
+    assert extract_text("bomb.xlsx", None, out.getvalue(), limit=LIMIT) == ""
+    # A real workbook under the bound still reads.
+    assert "Nordics" in extract_text("ok.xlsx", None, make_xlsx(), limit=LIMIT)
+
+
+def _with_part(office: bytes, name: str, edit: Callable[[bytes], bytes]) -> bytes:
+    """The same ZIP with one member's bytes edited."""
+    source = zipfile.ZipFile(io.BytesIO(office))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            archive.writestr(info.filename, edit(data) if info.filename == name else data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("kind", "part", "before", "flood", "after"),
+    [
+        (
+            "docx",
+            "word/document.xml",
+            b"</w:body>",
+            b"<w:p/>",
+            b"<w:p><w:r><w:t>Past</w:t></w:r></w:p>",
+        ),
+        ("pptx", "ppt/slides/slide1.xml", b"</p:spTree>", b"<p:sp/>", None),
+    ],
+)
+def test_a_flood_of_empty_elements_is_read_as_it_inflates_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    part: str,
+    before: bytes,
+    flood: bytes,
+    after: bytes | None,
+) -> None:
+    """20 MB of empty Word paragraphs compress into a 31 KB attachment that anyone can mail:
+    read into python-docx's tree, it took 1.1 GB and 44.6 s of CPU. Read as it inflates, the
+    text before the flood is found, the XML past the bound is not read, and nothing raises."""
+    monkeypatch.setattr(extract, "OFFICE_XML_MAX", 1_000_000)
+    office = make_docx() if kind == "docx" else make_pptx()
+    tail = after or b""
+    bomb = _with_part(
+        office, part, lambda xml: xml.replace(before, flood * 400_000 + tail + before, 1)
+    )
+    assert len(bomb) < 100_000  # 2.4 MB of XML or more, compressed
+    text = extract_text(f"bomb.{kind}", None, bomb, limit=LIMIT)
+    assert ("Quarterly invoice summary" if kind == "docx" else "Migration roadmap") in text
+    # Past the bound: a paragraph after the flood, or the deck's notes (a later part).
+    assert "Past" not in text and "Adatum" not in text
+
+
+def test_office_xml_cut_off_or_broken_keeps_the_text_before_the_fault() -> None:
+    for edit in (
+        lambda xml: xml[: xml.index(b"Northwind")],
+        lambda xml: xml.replace(b"<w:tbl>", b"<w:tbl><<", 1),
+    ):
+        text = extract_text(
+            "cut.docx", None, _with_part(make_docx(), "word/document.xml", edit), limit=LIMIT
+        )
+        assert "Fabrikam invoice" in text and "Northwind" not in text
 
 
 def test_file_type_of() -> None:
