@@ -1,12 +1,12 @@
 """Text for the index from mail bodies, attachments and files.
 
-Each format is read by the maintained library made for it (selectolax for HTML, openpyxl,
-pypdf; Word and PowerPoint text by lxml's event parser, see below). Backed-up content is
-arbitrary and sometimes hostile, so ``extract_text`` never raises: an unreadable, encrypted or
-malformed file indexes as "" (its name is still indexed). Office files are ZIP containers: Word
-and PowerPoint parts are read as they inflate, up to a bound of XML, and a workbook is refused
-before parsing when it would inflate past a bound (a "zip bomb" must not take a worker down);
-every extractor stops once it has ``limit`` characters instead of reading the whole file.
+Each format is read by the maintained library made for it: selectolax for HTML, pypdf, and
+lxml's event parser for the XML inside Word, Excel and PowerPoint files (see below). Backed-up
+content is arbitrary and sometimes hostile, so ``extract_text`` never raises: an unreadable,
+encrypted or malformed file indexes as "" (its name is still indexed). Office files are ZIP
+containers whose parts are read as they inflate, up to a bound of XML (a "zip bomb" must not
+take a worker down), and every extractor stops once it has ``limit`` characters instead of
+reading the whole file.
 
 These functions are CPU-bound and synchronous: async callers run them with
 ``asyncio.to_thread``.
@@ -27,7 +27,6 @@ from selectolax.lexbor import LexborHTMLParser
 log = logging.getLogger(__name__)
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
-MAX_UNZIPPED_BYTES = 512 * 1024 * 1024  # a workbook's members, unzipped (openpyxl)
 
 _DROP_TAGS = ["script", "style", "noscript", "template", "head", "svg", "object", "iframe"]
 _BLOCK_TAGS = (
@@ -107,11 +106,6 @@ def _decode(data: bytes, content_type: str | None) -> str:
         return data.decode("cp1252", errors="replace")
 
 
-def _zip_is_safe(data: bytes) -> bool:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        return sum(info.file_size for info in archive.infolist()) <= MAX_UNZIPPED_BYTES
-
-
 def _collect(parts: Iterable[str], limit: int) -> str:
     """Join parts until ``limit`` characters, without reading the rest of the file."""
     out: list[str] = []
@@ -127,60 +121,77 @@ def _collect(parts: Iterable[str], limit: int) -> str:
     return "\n".join(out)
 
 
-def _xlsx(data: bytes) -> Iterator[str]:
-    from openpyxl import load_workbook
-
-    if not _zip_is_safe(data):
-        log.info("skipping a workbook: it would unzip past %d bytes", MAX_UNZIPPED_BYTES)
-        return
-    workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    try:
-        for sheet in workbook.worksheets:
-            yield str(sheet.title)
-            for row in sheet.iter_rows(values_only=True):
-                cells = [str(value) for value in row if value is not None]
-                if cells:
-                    yield "\t".join(cells)
-    finally:
-        workbook.close()
-
-
-# ---- Word and PowerPoint: text read as the XML streams out of the ZIP ----------------------
+# ---- Office files: text read as the XML streams out of the ZIP ----------------------------
 #
-# python-docx and python-pptx build the whole XML tree of a part in memory, and a tree is
-# many times its XML: a 31 KB attachment holding 20 MB of empty Word paragraphs (``<w:p/>``,
-# which compresses 600 to 1) took 1.1 GB and 44.6 s of CPU to read, and the size bound of the
-# time (512 MB unzipped) let through 25 times that. Anyone can mail such a file to a user,
-# and the worker indexing it would be killed on every retry. So the text is read by lxml's
-# event parser (no tree: a call per start tag, end tag and text) as the part is inflated, a
-# piece at a time, up to ``OFFICE_XML_MAX`` bytes of XML a file: memory stays at a piece, and
-# what lies past the bound is not indexed (a document whose text is cut off is still found by
-# its first part's words).
+# python-docx, python-pptx and openpyxl build XML trees (openpyxl a row at a time) in memory,
+# and a tree is many times its XML: a 31 KB attachment holding 20 MB of empty Word paragraphs
+# (``<w:p/>``, which compresses 600 to 1) took python-docx 1.1 GB and 44.6 s of CPU to read, a
+# 29 KB workbook with one row of 10 MB of cells took openpyxl 190 MB, and the size bound of
+# the time (512 MB unzipped) let through 25 to 50 times those. Anyone can mail such a file to
+# a user, and the worker indexing it would be killed on every retry. So the text is read by
+# lxml's event parser (no tree: a call per start tag, end tag and text) as each part inflates,
+# a piece at a time, up to ``OFFICE_XML_MAX`` bytes of XML a file: memory stays at a piece and
+# a line, and what lies past the bound is not indexed (a file whose text is cut off is still
+# found by its first part's words). The text is what those libraries gave: a line per
+# paragraph and per table row (cells joined by tabs); a workbook's sheet names and rows.
 
 OFFICE_XML_MAX = 16 * 1024 * 1024
 _XML_PIECE = 64 * 1024
+_LINE_PIECES = 4096  # a paragraph or row of more pieces goes out as several lines
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
+_S = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_PACKAGE_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
 
 
-class _Paragraphs:
-    """An lxml parser target: the text of a WordprocessingML (``w:``) or DrawingML (``a:``)
-    part, a line per paragraph and a line per table row (its cells' text joined by tabs), as
-    python-docx and python-pptx gave it: the text of ``t`` elements, a tab for a run's
-    ``tab``, a line break for a ``br`` or ``cr``."""
+class _Lines:
+    """An lxml parser target that gathers lines: ``start``, ``end`` and ``data`` are what the
+    parser calls; ``close`` ends the line being read."""
 
-    def __init__(self, ns: str, lines: list[str]) -> None:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._line: list[str] = []
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        pass
+
+    def end(self, tag: str) -> None:
+        pass
+
+    def data(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self._flush()
+
+    def _add(self, piece: str) -> None:
+        self._line.append(piece)
+        if len(self._line) >= _LINE_PIECES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._line:
+            self.lines.append("".join(self._line))
+            self._line = []
+
+
+class _Paragraphs(_Lines):
+    """A WordprocessingML (``w:``) or DrawingML (``a:``) part: the text of ``t`` elements, a
+    tab for a run's ``tab``, a line break for a ``br`` or ``cr``; a line per paragraph, and
+    per table row with its cells joined by tabs (a cell's paragraphs by spaces)."""
+
+    def __init__(self, ns: str) -> None:
+        super().__init__()
         self._text, self._run, self._p = ns + "t", ns + "r", ns + "p"
         self._breaks = {ns + "br", ns + "cr"}
         self._tab = ns + "tab"
         self._tbl, self._tc, self._tr = ns + "tbl", ns + "tc", ns + "tr"
-        self.lines = lines
-        self._line: list[str] = []  # the paragraph (or table row) being read
         self._in_text = 0
         self._in_run = 0
         self._tables = 0
 
-    def start(self, tag: str, _attrib: dict[str, str]) -> None:
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
         if tag == self._text:
             self._in_text += 1
         elif tag == self._run:
@@ -188,9 +199,9 @@ class _Paragraphs:
         elif tag == self._tbl:
             self._tables += 1
         elif self._in_run and tag == self._tab:
-            self._line.append("\t")
+            self._add("\t")
         elif tag in self._breaks:
-            self._line.append("\n")
+            self._add("\n")
 
     def end(self, tag: str) -> None:
         if tag == self._text:
@@ -200,83 +211,194 @@ class _Paragraphs:
         elif tag == self._tbl:
             self._tables -= 1
         elif tag == self._tc:
-            self._line.append("\t")
+            self._add("\t")
         elif tag == self._tr or (tag == self._p and not self._tables):
             self._flush()
         elif tag == self._p:
-            self._line.append(" ")  # a paragraph within a cell: its row stays one line
+            self._add(" ")  # a paragraph within a cell: its row stays one line
 
     def data(self, text: str) -> None:
         if self._in_text:
+            self._add(text)
+
+
+class _SharedStrings(_Lines):
+    """A workbook's shared strings, in order (``values``): each ``si``'s text, phonetic
+    runs (``rPh``) left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[str] = []
+        self._in_text = 0
+        self._phonetic = 0
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag == _S + "t":
+            self._in_text += 1
+        elif tag == _S + "rPh":
+            self._phonetic += 1
+
+    def end(self, tag: str) -> None:
+        if tag == _S + "t":
+            self._in_text -= 1
+        elif tag == _S + "rPh":
+            self._phonetic -= 1
+        elif tag == _S + "si":
+            self.values.append("".join(self._line))
+            self._line = []
+
+    def data(self, text: str) -> None:
+        if self._in_text and not self._phonetic:
             self._line.append(text)
 
     def close(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._line:
-            self.lines.append("".join(self._line))
-            self._line = []
+        self._line = []
 
 
-def _office_text(data: bytes, ns: str, parts: Callable[[list[str]], list[str]]) -> Iterator[str]:
-    """The paragraphs of the ZIP's ``parts`` (chosen from its member names), in that order,
-    read until ``OFFICE_XML_MAX`` bytes of XML or until the caller has enough."""
-    budget = OFFICE_XML_MAX
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for name in parts(archive.namelist()):
-            lines: list[str] = []
-            target = _Paragraphs(ns, lines)
-            parser = etree.XMLParser(
-                target=target, resolve_entities=False, no_network=True, load_dtd=False
-            )
-            with archive.open(name) as member:
-                while budget > 0:
-                    piece = member.read(min(_XML_PIECE, budget))
-                    if not piece:
-                        break
-                    budget -= len(piece)
-                    try:
-                        parser.feed(piece)
-                    except etree.XMLSyntaxError:
-                        break  # what was read before the fault is kept
-                    yield from lines
-                    lines.clear()
+_BOOLEANS = {"0": "False", "1": "True"}
+
+
+class _Rows(_Lines):
+    """A worksheet: a line per row, its cells' values joined by tabs. A value is the cached
+    one (``v``) or an inline string; a shared string is looked up, a boolean read as
+    openpyxl gave it."""
+
+    def __init__(self, strings: list[str]) -> None:
+        super().__init__()
+        self._strings = strings
+        self._kind: str | None = None
+        self._value: list[str] | None = None  # the text of the cell's ``v`` or ``is/t``
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag == _S + "c":
+            self._kind = attrib.get("t")
+        elif tag == _S + "v" or (tag == _S + "t" and self._kind == "inlineStr"):
+            self._value = []
+
+    def end(self, tag: str) -> None:
+        if tag in (_S + "v", _S + "t") and self._value is not None:
+            self._cell("".join(self._value))
+            self._value = None
+        elif tag == _S + "row":
+            self._flush()
+
+    def data(self, text: str) -> None:
+        if self._value is not None:
+            self._value.append(text)
+
+    def _cell(self, value: str) -> None:
+        if self._kind == "s":
             try:
-                parser.close()
-            except etree.XMLSyntaxError:
-                target.close()  # a part cut off by the bound, or broken: its last line
-            yield from lines
-            if budget <= 0:
+                value = self._strings[int(value)]
+            except (ValueError, IndexError):
                 return
+        elif self._kind == "b":
+            value = _BOOLEANS.get(value.strip(), value)
+        if value:
+            if self._line:
+                self._add("\t")
+            self._add(value)
 
 
-def _numbered(names: list[str], folder: str, stem: str) -> list[str]:
-    """``folder/stem<n>.xml`` members in the order of their numbers."""
-    found = re.compile(re.escape(f"{folder}/{stem}") + r"(\d+)\.xml")
-    numbered = [(int(m.group(1)), name) for name in names if (m := found.fullmatch(name))]
-    return [name for _, name in sorted(numbered)]
+class _Attributes(_Lines):
+    """The attributes of every ``tag`` element, in order (``found``)."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self._tag = tag
+        self.found: list[dict[str, str]] = []
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag == self._tag:
+            self.found.append(dict(attrib))
 
 
-def _docx_parts(names: list[str]) -> list[str]:
-    """Headers, the body, footers: the order python-docx gave."""
-    body = ["word/document.xml"] if "word/document.xml" in names else []
-    return _numbered(names, "word", "header") + body + _numbered(names, "word", "footer")
+class _Office:
+    """An Office file's ZIP, its parts read as they inflate from one budget of XML."""
 
+    def __init__(self, data: bytes) -> None:
+        self._archive = zipfile.ZipFile(io.BytesIO(data))
+        self.names = set(self._archive.namelist())
+        self._budget = OFFICE_XML_MAX
 
-def _pptx_parts(names: list[str]) -> list[str]:
-    """Slides by their part number (the order they were added), then their notes."""
-    return _numbered(names, "ppt/slides", "slide") + _numbered(
-        names, "ppt/notesSlides", "notesSlide"
-    )
+    def __enter__(self) -> _Office:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._archive.close()
+
+    def lines(self, name: str, target: _Lines) -> Iterator[str]:
+        """Feed part ``name`` to ``target``, giving its lines as they come; a part cut off
+        by the budget, or broken, keeps what was read before."""
+        if name not in self.names:
+            return
+        parser = etree.XMLParser(
+            target=target, resolve_entities=False, no_network=True, load_dtd=False
+        )
+        with self._archive.open(name) as member:
+            while self._budget > 0:
+                piece = member.read(min(_XML_PIECE, self._budget))
+                if not piece:
+                    break
+                self._budget -= len(piece)
+                try:
+                    parser.feed(piece)
+                except etree.XMLSyntaxError:
+                    break
+                yield from target.lines
+                target.lines.clear()
+        try:
+            parser.close()
+        except etree.XMLSyntaxError:
+            target.close()
+        yield from target.lines
+        target.lines.clear()
+
+    def read(self, name: str, target: _Lines) -> None:
+        for _ in self.lines(name, target):
+            pass
+
+    def numbered(self, folder: str, stem: str) -> list[str]:
+        """``folder/stem<n>.xml`` parts in the order of their numbers."""
+        found = re.compile(re.escape(f"{folder}/{stem}") + r"(\d+)\.xml")
+        numbered = [(int(m.group(1)), name) for name in self.names if (m := found.fullmatch(name))]
+        return [name for _, name in sorted(numbered)]
 
 
 def _docx(data: bytes) -> Iterator[str]:
-    return _office_text(data, _W, _docx_parts)
+    """Headers, the body, footers: the order python-docx gave."""
+    with _Office(data) as office:
+        for name in [
+            *office.numbered("word", "header"),
+            "word/document.xml",
+            *office.numbered("word", "footer"),
+        ]:
+            yield from office.lines(name, _Paragraphs(_W))
 
 
 def _pptx(data: bytes) -> Iterator[str]:
-    return _office_text(data, _A, _pptx_parts)
+    """Slides by their part number (the order they were added), then their notes."""
+    with _Office(data) as office:
+        for name in office.numbered("ppt/slides", "slide") + office.numbered(
+            "ppt/notesSlides", "notesSlide"
+        ):
+            yield from office.lines(name, _Paragraphs(_A))
+
+
+def _xlsx(data: bytes) -> Iterator[str]:
+    """Each sheet's name, then its rows, in the workbook's order of sheets."""
+    with _Office(data) as office:
+        sheets, rels = _Attributes(_S + "sheet"), _Attributes(_PACKAGE_RELS)
+        office.read("xl/workbook.xml", sheets)
+        office.read("xl/_rels/workbook.xml.rels", rels)
+        targets = {r.get("Id"): str(r.get("Target") or "") for r in rels.found}
+        strings = _SharedStrings()
+        office.read("xl/sharedStrings.xml", strings)
+        for sheet in sheets.found:
+            target = targets.get(sheet.get(_R + "id"), "")
+            name = target.lstrip("/") if target.startswith("/") else "xl/" + target
+            yield str(sheet.get("name") or "")
+            yield from office.lines(name, _Rows(strings.values))
 
 
 # A PDF ends with its %%EOF marker (readers accept some trailing bytes after it). Without one,
