@@ -12,7 +12,9 @@ from safekeep.backup.catalog import SearchFields
 from safekeep.backup.services.base import ContentReader
 from safekeep.tenants.models import ItemVersion
 
-_TAGS = re.compile(r"<[^>]+>")
+# A tag ends at its ">"; a "<" before it starts the next one. ("<[^>]+>" tried every "<" to the
+# end of the text: 200 KB of "<" took 14.5 s.)
+_TAGS = re.compile(r"<[^<>]+>")
 
 
 def plain_text(message: dict[str, Any]) -> str:
