@@ -9,13 +9,13 @@ import json
 import re
 from typing import Any
 
+import nh3
+
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
 
 Json = dict[str, Any]
 _HOSTED_SRC = re.compile(r'src="[^"]*/hostedContents/([^/"]+)/\$value"')
-_UNSAFE = re.compile(r"<\s*(script|style|iframe|object|embed)[^>]*>.*?<\s*/\s*\1\s*>", re.I | re.S)
-_EVENTS = re.compile(r"\son\w+\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s>]+)", re.I)
 
 
 def render_html(title: str, threads: list[Json], hosted: dict[str, bytes]) -> str:
@@ -58,8 +58,13 @@ def _message(message: Json, hosted: dict[str, bytes], css: str) -> str:
 
 
 def _safe(body: str, message: Json, hosted: dict[str, bytes]) -> str:
-    """The message's own HTML without scripts or event handlers, images made inline."""
-    body = _EVENTS.sub("", _UNSAFE.sub("", body))
+    """The message's own HTML through ammonia's allow-list (nh3): only markup that cannot
+    run anything stays (no scripts, event handlers, forms or ``javascript:`` links), with
+    its attributes quoted; then its images, hosted by Teams, are made inline. A message is
+    written by anyone in the chat, guests and federated users included, and the transcript
+    is opened in a browser. (Regular expressions did this before: ``<scr<script></script>
+    ipt>`` came out as a script, and 200 KB of ``<script>`` openings took 20.8 s.)"""
+    body = nh3.clean(body)
 
     def inline(found: re.Match[str]) -> str:
         data = hosted.get(f"{message['id']}/{found.group(1)}")
