@@ -208,21 +208,14 @@ def test_the_parsing_policy_reads_headers_as_the_default_policy_does() -> None:
 
 
 def test_each_header_of_a_message_is_parsed_once_however_often_it_is_read(
-    monkeypatch: Any,
+    header_parses: list[tuple[str, str]],
 ) -> None:
     """Choosing parts reads a part's Content-Type and Content-Disposition several times; a
     message's policy parses each header once and hands the same object out again. A new
     message starts a new memo, so one message's headers are never another's."""
     from safekeep.backup.services.mail import mime
 
-    parsed: list[tuple[str, str]] = []
-    real = mime._HeaderClasses.__call__
-
-    def counting(self: Any, name: str, value: str) -> Any:
-        parsed.append((name, value))
-        return real(self, name, value)
-
-    monkeypatch.setattr(mime._HeaderClasses, "__call__", counting)
+    parsed = header_parses
     raw = _message()
     names = [p.name for p in mime.file_attachments(raw, lambda _n, _t: True, 1 << 20)]
     walk = list(parsed)
