@@ -312,6 +312,43 @@ def test_a_flood_of_empty_elements_is_read_as_it_inflates_up_to_a_bound(
     assert past in extract_text(f"ok.{kind}", None, ok, limit=LIMIT)
 
 
+def _with_entries(office: bytes, count: int) -> bytes:
+    """The same ZIP with ``count`` more (empty) entries in its directory."""
+    source = zipfile.ZipFile(io.BytesIO(office))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for info in source.infolist():
+            archive.writestr(info, source.read(info.filename))
+        for i in range(count):
+            archive.writestr(f"customXml/{i}", b"")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["docx", "pptx", "xlsx"])
+def test_a_directory_of_too_many_entries_is_not_opened(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """zipfile builds an object per directory entry as it opens a file: 200,000 empty entries
+    in an 18 MB attachment took 115 MB. Past the bound the file gives no text and zipfile is
+    not asked to open it; at the bound it is read as ever."""
+    monkeypatch.setattr(extract, "OFFICE_ENTRIES_MAX", 300)
+    office = MAKERS[kind]()
+    parts = len(zipfile.ZipFile(io.BytesIO(office)).namelist())
+    at_bound, past = _with_entries(office, 300 - parts), _with_entries(office, 301 - parts)
+    opened: list[object] = []
+    real = zipfile.ZipFile
+
+    def counted(*args: Any, **kwargs: Any) -> zipfile.ZipFile:
+        opened.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "ZipFile", counted)
+    assert extract_text(f"ok.{kind}", None, at_bound, limit=LIMIT) != ""
+    assert len(opened) == 1
+    assert extract_text(f"bomb.{kind}", None, past, limit=LIMIT) == ""
+    assert len(opened) == 1
+
+
 def test_workbook_cells_shared_inline_boolean_and_numbers() -> None:
     """A workbook written by hand, as other producers than openpyxl write them: shared
     strings (with a phonetic run left out), rich inline strings, booleans, cached formula
