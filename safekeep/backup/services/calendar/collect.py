@@ -147,8 +147,13 @@ EVENT_FIELDS = (
     "cancelledOccurrences",
     "exceptionOccurrences",
 )
-EVENT_QUERY = f"$select={','.join(EVENT_FIELDS)}&$expand=exceptionOccurrences"
-ATTACHMENT_QUERY = "$select=id,name,contentType,size,isInline,lastModifiedDateTime"
+ATTACHMENT_FIELDS = "id,name,contentType,size,isInline,lastModifiedDateTime"  # no bytes
+# An event comes with its attachments' metadata, as a message does from its delta page: a
+# listing of its own per event was a round of requests after every $batch of events.
+EVENT_QUERY = (
+    f"$select={','.join(EVENT_FIELDS)}"
+    f"&$expand=exceptionOccurrences,attachments($select={ATTACHMENT_FIELDS})"
+)
 ITEM_ATTACHMENT_QUERY = "$expand=microsoft.graph.itemattachment/item"
 FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
 IMMUTABLE = prefer(immutable_id=True)
@@ -655,8 +660,9 @@ class CalendarCollector(MailboxReader):
     async def _fetch_records(
         self, calendar_id: str, wanted: dict[str, str | None]
     ) -> tuple[list[ItemRecord], list[str]]:
-        """Fetch these events (20 per ``$batch``) with their attachments and store their
-        blobs; return their records and the ids Graph no longer has."""
+        """Fetch these events (20 per ``$batch``, each with its attachments' metadata) and
+        their attachments' bytes, and store their blobs; return their records and the ids
+        Graph no longer has."""
         records: list[ItemRecord] = []
         gone: list[str] = []
         ids = [i for i in wanted if i not in self.handled]
@@ -664,7 +670,7 @@ class CalendarCollector(MailboxReader):
             chunk = ids[start : start + BATCH_SIZE]
             events, missing, failed = await self._get_events(chunk)
             gone.extend(missing)
-            listings = await self._list_attachments([e for e in events if e.get("hasAttachments")])
+            listings = {str(e["id"]): e.pop("attachments", None) for e in events}
             slots = asyncio.Semaphore(ATTACHMENT_CONCURRENCY)
             built = await asyncio.gather(
                 *(self._bounded(slots, calendar_id, e, listings.get(e["id"])) for e in events),
@@ -736,23 +742,6 @@ class CalendarCollector(MailboxReader):
             f"{self.base}/events/{quote(event_id, safe='')}?{EVENT_QUERY}", IMMUTABLE
         )
 
-    async def _list_attachments(
-        self, events: list[dict[str, Any]]
-    ) -> dict[str, list[dict[str, Any]]]:
-        """Attachment metadata (no bytes) of these events, in one ``$batch``."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        ids = [str(e["id"]) for e in events]
-        for event_id, answer in await self._get_each(ids, f"/attachments?{ATTACHMENT_QUERY}"):
-            if answer.ok and isinstance(answer.body, dict):
-                values = list(answer.body.get("value") or [])
-                link = answer.body.get("@odata.nextLink")
-                while link:
-                    page = await self.graph.get_json(link, headers=IMMUTABLE, mailbox=self.user)
-                    values.extend(page.get("value") or [])
-                    link = page.get("@odata.nextLink")
-                out[event_id] = values
-        return out
-
     async def _record(
         self,
         calendar_id: str,
@@ -804,7 +793,7 @@ class CalendarCollector(MailboxReader):
         listing: list[dict[str, Any]] = []
         async for values in self.graph.paginate(
             f"{self.base}/events/{quote(event_id, safe='')}/attachments",
-            params={"$select": ATTACHMENT_QUERY.split("=", 1)[1]},
+            params={"$select": ATTACHMENT_FIELDS},
             headers=IMMUTABLE,
             mailbox=self.user,
         ):
