@@ -118,11 +118,14 @@ class GeneratedContent(Content):
     def key(self) -> str:
         return f"g:{self.seed}:{self.size}:{self.header.hex()}"
 
-    def _block(self, index: int) -> bytes:
+    def _block(self, index: int, length: int = GEN_BLOCK) -> bytes:
+        """The first ``length`` bytes of block ``index``. ``randbytes`` fills 32-bit words in
+        order, so a draw of a multiple of 4 bytes is a prefix of the whole block's: a 2 KB
+        attachment no longer costs a 1 MiB draw (a fifth of graphsim's CPU in a backup)."""
         rng = random.Random(f"{self.seed}/{index}")
-        data = rng.randbytes(GEN_BLOCK)
+        data = rng.randbytes(min(GEN_BLOCK, -(-length // 4) * 4))[:length]
         if index == 0 and self.header:
-            data = self.header + data[len(self.header) :]
+            data = (self.header + data[len(self.header) :])[:length]
         return data
 
     def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -130,9 +133,9 @@ class GeneratedContent(Content):
         pos = start
         while pos < end:
             index = pos // GEN_BLOCK
-            block = self._block(index)
             lo = pos - index * GEN_BLOCK
             hi = min(GEN_BLOCK, end - index * GEN_BLOCK)
+            block = self._block(index, hi)
             yield block[lo:hi]
             pos = index * GEN_BLOCK + hi
 

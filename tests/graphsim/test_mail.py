@@ -18,7 +18,9 @@ from msgraph.generated.models.mail_folder_collection_response import MailFolderC
 from msgraph.generated.models.message import Message
 from msgraph.generated.models.message_collection_response import MessageCollectionResponse
 
-from graphsim import Simulator, routes_mail
+from graphsim import Simulator, mail, routes_mail
+from graphsim.content import GEN_BLOCK, GeneratedContent
+from graphsim.generator import GenOptions, generate_world
 from tests.graphsim.conftest import attach_file, collect, sdk_parse
 
 
@@ -234,6 +236,40 @@ def test_generated_mime_agrees_with_json_and_attachments(
         if checked >= 5:
             break
     assert checked >= 3
+
+
+def test_rendered_mime_is_what_the_email_package_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files' bodies are spliced into the MIME after the email package writes the rest: the
+    bytes must be the ones it writes itself when given the files (line width, CRLF, inline
+    images, attached messages, Bcc on drafts)."""
+    world = generate_world(5, 1, GenOptions(users=3, messages=150, files=0, events=0, contacts=0))
+    tenant = next(iter(world.tenants.values()))
+    items = [i for i in tenant.items.values() if i.kind == "message" and i.spec is not None]
+    kinds = {a.kind for i in items for a in i.attachments} | {
+        "inline" for i in items for a in i.attachments if a.is_inline
+    }
+    assert {"file", "item", "inline"} <= kinds
+    fast = [mail.render_mime(i.spec, i.attachments, include_bcc=True) for i in items]
+
+    def as_the_package_does(
+        container: EmailMessage, add: Any, data: bytes, att: Any, placeholder: Any, **params: Any
+    ) -> None:
+        add(data, *mail._mime_type(att), filename=att.name, **params)
+
+    monkeypatch.setattr(mail, "_add_file", as_the_package_does)
+    plain = [mail.render_mime(i.spec, i.attachments, include_bcc=True) for i in items]
+    assert sum(len(raw) for raw in plain) > 10_000_000
+    assert fast == plain
+
+
+def test_generated_content_read_in_part_is_the_whole_blocks_prefix() -> None:
+    """A short read draws only the bytes it needs; they must be the same bytes."""
+    whole = GeneratedContent(size=GEN_BLOCK + 10, seed="s", header=b"%PDF-1.7\n")
+    block = b"".join(whole.iter_range())
+    for size in (1, 3, 4, 5, 9, 10, 2_001, 65_537, GEN_BLOCK, GEN_BLOCK + 3):
+        part = GeneratedContent(size=size, seed="s", header=b"%PDF-1.7\n")
+        assert b"".join(part.iter_range()) == block[:size]
+        assert b"".join(whole.iter_range(7, 7 + size)) == block[7 : 7 + size]
 
 
 def test_same_attachment_is_shared_between_messages(sim: Simulator) -> None:
