@@ -20,4 +20,5 @@ def header_parses(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
         return real(self, name, value)
 
     monkeypatch.setattr(mime._HeaderClasses, "__call__", counting)
+    mime._parsed.cache_clear()  # what earlier tests parsed is not parsed again
     return parsed

@@ -13,6 +13,7 @@ import binascii
 import email
 import email.parser
 import email.policy
+import functools
 import quopri
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
@@ -68,46 +69,48 @@ _CLASSES = _HeaderClasses()
 POLICY = email.policy.default.clone(header_factory=_CLASSES)
 
 
-# What a message's policy keeps of the headers it parsed: the latest this many, each at most
-# this long. A parsed header is about 10 KB of objects (its parse tree) for a 40-character
-# value: kept for every header of a hostile message of 100,000 parts, all distinct, that was
-# 1.95 GB. A part's fields are read several times in a row, and mail has a few dozen.
-_PARSED_KEPT = 64
+# Parsed headers kept for reuse: the latest this many, each of a value at most this long. A
+# parsed header is about 10 KB of objects (its parse tree) for a 40-character value: kept for
+# every header of a hostile message of 100,000 parts, all distinct, that was 1.95 GB; these
+# bounds keep at most about 5 MB whatever the mail.
+_PARSED_KEPT = 512
 _PARSED_VALUE_MAX = 256
 
 
+@functools.lru_cache(maxsize=_PARSED_KEPT)
+def _parsed(name: str, value: str) -> Any:
+    return _CLASSES(name, value)
+
+
 class _ParsedOnce:
-    """The header factory of one message's policy: a header (its name and value) read again
-    is not parsed again. The default policy parses a header anew on every read, and
-    choosing a message's parts reads each part's Content-Type and Content-Disposition
-    several times over (``get_content_type``, ``get_boundary``, ``is_attachment``,
-    ``get_filename``...): 33,019 parses for graphsim's 2,000 messages, of which 13,557 were
-    of a header not yet parsed in its message. Header objects are immutable, so handing out
-    the same one again answers exactly as parsing it again. The memo lives as long as the
-    message (or the walk over it) and keeps the latest ``_PARSED_KEPT`` short headers."""
+    """The header factory of the messages' policy: a header (its name and value) read again
+    is not parsed again, in this message or another. The default policy parses a header anew
+    on every read, and choosing a message's parts reads each part's Content-Type and
+    Content-Disposition several times over (``get_content_type``, ``get_boundary``,
+    ``is_attachment``, ``get_filename``...): 33,019 parses for graphsim's 2,000 messages, of
+    which 13,557 were of a header not yet parsed in its message and 5,008 of one not yet
+    parsed at all (``charset`` lines, transfer encodings, a shared attachment's type and
+    name). Header objects are immutable, so handing out the same one again answers exactly
+    as parsing it again; ``lru_cache`` is safe to share between the threads that parse."""
 
     def __init__(self, registry: HeaderRegistry) -> None:
         self._registry = registry
-        self._parsed: dict[tuple[str, str], Any] = {}
 
     def __call__(self, name: str, value: str) -> Any:
-        key = (name, value)
-        header = self._parsed.get(key)
-        if header is None:
-            header = self._registry(name, value)
-            if len(value) <= _PARSED_VALUE_MAX:
-                if len(self._parsed) >= _PARSED_KEPT:
-                    del self._parsed[next(iter(self._parsed))]  # the oldest
-                self._parsed[key] = header
-        return header
+        if len(value) <= _PARSED_VALUE_MAX:
+            return _parsed(name, value)
+        return self._registry(name, value)
 
     def __getitem__(self, name: str) -> type:
         return self._registry[name]
 
 
+_PARSED_ONCE = POLICY.clone(header_factory=_ParsedOnce(_CLASSES))
+
+
 def message_policy() -> email.policy.EmailPolicy[EmailMessage]:
-    """``POLICY`` for one message: its headers parsed once each (see ``_ParsedOnce``)."""
-    return POLICY.clone(header_factory=_ParsedOnce(_CLASSES))
+    """``POLICY`` with each short header parsed once (see ``_ParsedOnce``)."""
+    return _PARSED_ONCE
 
 
 def parse(raw: bytes) -> EmailMessage:
