@@ -143,11 +143,17 @@ class SearchDocument(BaseModel):
 
 # Highlight markers (private-use characters) and the CJK segmentation mark must never come from
 # a document, or a highlight could be forged; NUL breaks some clients. All are removed on write.
-_RESERVED = str.maketrans({"\ue000": None, "\ue001": None, "\u200b": " ", "\x00": None})
+_RESERVED = (("\ue000", ""), ("\ue001", ""), ("\u200b", " "), ("\x00", ""))
 
 
 def clean(text: str) -> str:
-    return text.translate(_RESERVED)
+    """``text`` without the reserved characters. One ``replace`` each: a search that finds
+    nothing costs microseconds, where ``str.translate`` maps every character through a dict
+    once the text holds one that is not ASCII (25 ms for 200,000 characters with an umlaut,
+    a message body's bound, on every document written)."""
+    for reserved, replacement in _RESERVED:
+        text = text.replace(reserved, replacement)
+    return text
 
 
 def truncate(text: str, limit: int) -> str:

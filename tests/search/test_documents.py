@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from safekeep.search.documents import (
     MAX_LIST_ITEMS,
     bounded,
+    clean,
     fold,
     folder_key,
     from_micros,
@@ -35,6 +39,14 @@ def test_bounded_cuts_long_fields_and_strips_reserved_characters() -> None:
     assert len(small.attachment_text) <= 100
     assert len(small.recipients) == MAX_LIST_ITEMS
     assert small.title == "A forged mark and a zero-width space"
+
+
+@given(st.text(alphabet=st.sampled_from("ab é€😀\ue000\ue001\u200b\x00"), max_size=40))
+def test_clean_removes_the_reserved_characters_and_nothing_else(text: str) -> None:
+    expected = "".join(
+        {"\ue000": "", "\ue001": "", "\u200b": " ", "\x00": ""}.get(c, c) for c in text
+    )
+    assert clean(text) == expected
 
 
 def test_folder_keys() -> None:
