@@ -117,9 +117,14 @@ def _add_file(
 ) -> None:
     """``add`` (``container``'s ``add_attachment`` or ``add_related``) a file part whose body
     is a marker for ``data``'s base64 lines: what ``set_content`` would have encoded (57 bytes
-    a line, ``encodebytes``'s width), as the generator writes them (CRLF)."""
+    a line, ``encodebytes``'s width), as the generator writes them (CRLF). A file typed
+    ``multipart/*`` or ``message/*`` (imported mail has them) is left to the package: its
+    generator writes such a body as it is, line breaks unchanged."""
     bodies, marker = placeholder
     maintype, subtype = _mime_type(att)
+    if maintype.lower() in ("multipart", "message"):
+        add(data, maintype, subtype, filename=att.name, **params)
+        return
     add(b"", maintype, subtype, filename=att.name, **params)
     parts = container.get_payload()
     assert isinstance(parts, list)

@@ -19,8 +19,9 @@ from msgraph.generated.models.message import Message
 from msgraph.generated.models.message_collection_response import MessageCollectionResponse
 
 from graphsim import Simulator, mail, routes_mail
-from graphsim.content import GEN_BLOCK, GeneratedContent
+from graphsim.content import GEN_BLOCK, BytesContent, GeneratedContent
 from graphsim.generator import GenOptions, generate_world
+from graphsim.state import Attachment
 from tests.graphsim.conftest import attach_file, collect, sdk_parse
 
 
@@ -249,7 +250,22 @@ def test_rendered_mime_is_what_the_email_package_writes(monkeypatch: pytest.Monk
         "inline" for i in items for a in i.attachments if a.is_inline
     }
     assert {"file", "item", "inline"} <= kinds
-    fast = [mail.render_mime(i.spec, i.attachments, include_bcc=True) for i in items]
+    # Imported mail carries files of every type, those the generator writes as they are too.
+    odd = [
+        Attachment(
+            id="",
+            kind="file",
+            name=f"part {n}",
+            content_type=ctype,
+            modified=items[0].spec.sent,
+            content=BytesContent.of(b"line one\nline two\r\n" * 9 + bytes(range(256))),
+        )
+        for n, ctype in enumerate(
+            ["multipart/alternative", "Multipart/Mixed", "message/rfc822", "text/plain"]
+        )
+    ]
+    cases = [(i.spec, i.attachments) for i in items] + [(items[0].spec, odd)]
+    fast = [mail.render_mime(spec, atts, include_bcc=True) for spec, atts in cases]
 
     def as_the_package_does(
         container: EmailMessage, add: Any, data: bytes, att: Any, placeholder: Any, **params: Any
@@ -257,7 +273,7 @@ def test_rendered_mime_is_what_the_email_package_writes(monkeypatch: pytest.Monk
         add(data, *mail._mime_type(att), filename=att.name, **params)
 
     monkeypatch.setattr(mail, "_add_file", as_the_package_does)
-    plain = [mail.render_mime(i.spec, i.attachments, include_bcc=True) for i in items]
+    plain = [mail.render_mime(spec, atts, include_bcc=True) for spec, atts in cases]
     assert sum(len(raw) for raw in plain) > 10_000_000
     assert fast == plain
 
