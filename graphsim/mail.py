@@ -97,14 +97,30 @@ def render_mime(
     spec: MailSpec, attachments: list[Attachment], *, include_bcc: bool = False
 ) -> bytes:
     """The message's MIME as Exchange would serve it. Files are left out of the email
-    package's work: each part is built with a marker for its body, and the bodies, encoded in
-    one call each, take the markers' places in the bytes it writes (the package encodes and
-    writes base64 a 76-character line at a time: a third of graphsim's CPU in a backup)."""
-    bodies: list[bytes] = []
-    marker = secrets.token_hex(8)
-    msg = _build_email(spec, attachments, include_bcc=include_bcc, bodies=bodies, marker=marker)
-    raw = msg.as_bytes(policy=SMTP)
-    return re.sub(re.escape(marker.encode()) + rb"(\d+)=\r\n", lambda m: bodies[int(m[1])], raw)
+    package's work (see ``_Bodies``): it encodes and writes base64 a 76-character line at a
+    time, a third of graphsim's CPU in a backup."""
+    bodies = _Bodies()
+    msg = _build_email(spec, attachments, include_bcc=include_bcc, bodies=bodies)
+    return bodies.splice(msg.as_bytes(policy=SMTP))
+
+
+class _Bodies:
+    """Files' base64 bodies, each encoded in one call: a part gets a marker line for its
+    body (``mark``), and ``splice`` puts the body where the generator wrote the marker, with
+    the lines ``set_content`` would have made (57 bytes a line, ``encodebytes``'s width)
+    and the generator's line breaks (CRLF)."""
+
+    def __init__(self) -> None:
+        self._marker = secrets.token_hex(8)
+        self._bodies: list[bytes] = []
+
+    def mark(self, data: bytes) -> str:
+        self._bodies.append(pybase64.encodebytes(data).replace(b"\n", b"\r\n"))
+        return f"{self._marker}{len(self._bodies) - 1}=\n"
+
+    def splice(self, raw: bytes) -> bytes:
+        found = re.escape(self._marker.encode()) + rb"(\d+)=\r\n"
+        return re.sub(found, lambda m: self._bodies[int(m[1])], raw)
 
 
 def _add_file(
@@ -112,15 +128,13 @@ def _add_file(
     add: Callable[..., None],
     data: bytes,
     att: Attachment,
-    placeholder: tuple[list[bytes], str],
+    bodies: _Bodies,
     **params: Any,
 ) -> None:
     """``add`` (``container``'s ``add_attachment`` or ``add_related``) a file part whose body
-    is a marker for ``data``'s base64 lines: what ``set_content`` would have encoded (57 bytes
-    a line, ``encodebytes``'s width), as the generator writes them (CRLF). A file typed
-    ``multipart/*`` or ``message/*`` (imported mail has them) is left to the package: its
-    generator writes such a body as it is, line breaks unchanged."""
-    bodies, marker = placeholder
+    is marked in ``bodies``. A file typed ``multipart/*`` or ``message/*`` (imported mail has
+    them) is left to the package: its generator writes such a body as it is, line breaks
+    unchanged."""
     maintype, subtype = _mime_type(att)
     if maintype.lower() in ("multipart", "message"):
         add(data, maintype, subtype, filename=att.name, **params)
@@ -130,8 +144,7 @@ def _add_file(
     assert isinstance(parts, list)
     part = parts[-1]
     assert isinstance(part, EmailMessage)
-    part.set_payload(f"{marker}{len(bodies)}=\n")
-    bodies.append(pybase64.encodebytes(data).replace(b"\n", b"\r\n"))
+    part.set_payload(bodies.mark(data))
 
 
 def _build_email(
@@ -139,8 +152,7 @@ def _build_email(
     attachments: list[Attachment],
     *,
     include_bcc: bool,
-    bodies: list[bytes],
-    marker: str,
+    bodies: _Bodies,
 ) -> EmailMessage:
     """The message with a marker in place of each file's body (see ``render_mime``)."""
     msg = EmailMessage(policy=SMTP)
@@ -165,13 +177,13 @@ def _build_email(
             add_inline,
             att.content.read(),
             att,
-            (bodies, marker),
+            bodies,
             disposition="inline",
             cid=f"<{att.content_id}>" if att.content_id else None,
         )
     for att in attachments:
         if att.kind == "file" and not att.is_inline and att.content is not None:
-            _add_file(msg, msg.add_attachment, att.content.read(), att, (bodies, marker))
+            _add_file(msg, msg.add_attachment, att.content.read(), att, bodies)
         elif att.kind == "item" and isinstance(att.item, OItem) and att.item.kind == "message":
             inner = att.item
             inner_bytes = inner.raw_mime or render_mime(inner.spec, inner.attachments)

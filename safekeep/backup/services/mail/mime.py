@@ -93,19 +93,16 @@ class _ParsedOnce:
     name). Header objects are immutable, so handing out the same one again answers exactly
     as parsing it again; ``lru_cache`` is safe to share between the threads that parse."""
 
-    def __init__(self, registry: HeaderRegistry) -> None:
-        self._registry = registry
-
     def __call__(self, name: str, value: str) -> Any:
         if len(value) <= _PARSED_VALUE_MAX:
             return _parsed(name, value)
-        return self._registry(name, value)
+        return _CLASSES(name, value)
 
     def __getitem__(self, name: str) -> type:
-        return self._registry[name]
+        return _CLASSES[name]
 
 
-_PARSED_ONCE = POLICY.clone(header_factory=_ParsedOnce(_CLASSES))
+_PARSED_ONCE = POLICY.clone(header_factory=_ParsedOnce())
 
 
 def message_policy() -> email.policy.EmailPolicy[EmailMessage]:
