@@ -591,6 +591,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     by_label: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     not_modified: int = 0
+    idle_closed: int = 0  # kept-alive connections the server closed while idle
     server_cpu: float = 0.0
     late_sends: int = 0  # the generator itself fell behind its schedule by > 10 ms
     machine: MachineCPU | None = None  # where the cores went meanwhile
@@ -669,6 +670,7 @@ async def open_loop(server: Server, s: Seeded, rate: float, duration: float) -> 
     result.sent = outcome.sent
     result.late_sends = outcome.late_sends
     result.not_modified = outcome.not_modified
+    result.idle_closed = outcome.idle_closed
     result.errors = outcome.errors
     for label, values in outcome.by_label.items():
         result.by_label[label] = values
@@ -861,6 +863,12 @@ def run_column(column: str, args: argparse.Namespace, root: Path) -> tuple[Table
                 f"{load.served_per_s:.0f}/s, {errors} {dict(load.errors) or ''}",
                 "0 errors",
                 errors == 0,
+            )
+            row(
+                "  idle connections the server closed",
+                str(load.idle_closed),
+                "",
+                None,
             )
             row(
                 "  server CPU ms/request (mix), 304s",

@@ -35,6 +35,10 @@ class Outcome:
     sent: int = 0
     late_sends: int = 0
     not_modified: int = 0
+    # Kept-alive connections the server closed while they were idle. Each is a chance for the
+    # race a proxy in front of the API meets: a request written just as the close arrives is
+    # lost (counted as ``ConnectionLost``).
+    idle_closed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     by_label: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -57,6 +61,7 @@ class _Connection(asyncio.Protocol):
         self.etag: str | None = None
         self.body_at = -1  # offset of the body in ``buffer`` once the head is in
         self.length = 0
+        self.closing = False  # closed by this side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -171,15 +176,21 @@ class _Load:
     def failed(self, connection: _Connection, reason: str) -> None:
         pending = connection.pending
         connection.pending = None
-        if connection.transport is not None:
-            connection.transport.close()
+        self.close(connection)
         if pending is not None:
             self._finish(pending, None, reason)
+
+    def close(self, connection: _Connection) -> None:
+        connection.closing = True
+        if connection.transport is not None:
+            connection.transport.close()
 
     def lost(self, connection: _Connection) -> None:
         self.busy.discard(connection)
         if connection in self.idle:
             self.idle.remove(connection)
+            if not connection.closing:
+                self.outcome.idle_closed += 1
         self.opened -= 1
         pending, connection.pending = connection.pending, None
         if pending is not None:
@@ -204,8 +215,7 @@ class _Load:
             if pending is not None and now - pending.scheduled > TIMEOUT_SECONDS:
                 connection.pending = None
                 self._finish(pending, None, "TimeoutError")
-                if connection.transport is not None:
-                    connection.transport.close()
+                self.close(connection)
         while self.waiting and now - self.waiting[0].scheduled > TIMEOUT_SECONDS:
             self._finish(self.waiting.pop(0), None, "TimeoutError")
 
@@ -238,8 +248,7 @@ async def _run(
         await load.all_done
     reaping.cancel()
     for connection in [*load.idle, *load.busy]:
-        if connection.transport is not None:
-            connection.transport.close()
+        load.close(connection)
     return outcome
 
 

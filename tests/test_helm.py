@@ -494,6 +494,21 @@ def test_api_pods_bound_request_heads_like_safekeep_serve(
     assert args[args.index("--http") + 1] == uvicorn_options()["http"]
 
 
+def test_api_pods_keep_idle_connections_longer_than_the_proxies_in_front(
+    render: Callable[..., list[dict[str, Any]]],
+) -> None:
+    """The api pods close idle connections after ``safekeep serve``'s keep-alive, longer
+    than ingress-nginx's and AWS ALB's 60 s; a deployment behind a slower proxy raises it."""
+    from safekeep.api.serving import uvicorn_options
+
+    def keep_alive(*overrides: dict[str, Any]) -> int:
+        args = pod_specs(render(*overrides))[f"{RELEASE}-safekeep-api"]["containers"][0]["args"]
+        return int(args[args.index("--timeout-keep-alive") + 1])
+
+    assert keep_alive() == uvicorn_options()["timeout_keep_alive"] > 60
+    assert keep_alive({"api": {"keepAliveSeconds": 350}}) == 350
+
+
 def test_worker_queue_choices_are_the_actors_queues() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     choices = schema["properties"]["worker"]["properties"]["queues"]["items"]["enum"]

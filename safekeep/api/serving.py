@@ -11,6 +11,14 @@ connection may not have sent more than ``MAX_REQUEST_HEAD_BYTES`` for it; past t
 400 is sent and the connection closed. The ``RequestLimits`` middleware then applies the
 finer limits (query 414, headers 431, body 413) with problem+json answers. The Helm chart
 passes the same option (``--http safekeep.api.serving:BoundedHttpTools``).
+
+An idle kept-alive connection is closed after ``KEEP_ALIVE_SECONDS``, not uvicorn's 5 s. A
+proxy in front of the API (an Ingress controller, a cloud load balancer) keeps its idle
+connections to us for about a minute (ingress-nginx's upstream keep-alive and AWS's ALB: 60 s)
+and reuses them: when we close first, a request it writes just as our close arrives is lost,
+and the caller gets a 502. Closing later than the proxy leaves that race to the proxy's side,
+where it knows the request was never sent. The Helm chart passes the same value
+(``api.keepAliveSeconds``).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
 PROTOCOL = "safekeep.api.serving:BoundedHttpTools"
+KEEP_ALIVE_SECONDS = 75  # above the 60 s of the proxies in front of us (see above)
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -108,7 +117,7 @@ class HeadWithBody:
 
 
 def uvicorn_options() -> dict[str, Any]:
-    return {"http": PROTOCOL}
+    return {"http": PROTOCOL, "timeout_keep_alive": KEEP_ALIVE_SECONDS}
 
 
 def api_command(port: int, host: str = "127.0.0.1") -> list[str]:
@@ -125,5 +134,7 @@ def api_command(port: int, host: str = "127.0.0.1") -> list[str]:
         "--port",
         str(port),
         "--http",
-        uvicorn_options()["http"],
+        PROTOCOL,
+        "--timeout-keep-alive",
+        str(KEEP_ALIVE_SECONDS),
     ]
