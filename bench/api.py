@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 
 from bench import loadgen
-from bench.common import MachineCPU, Table, process_stat
+from bench.common import MachineCPU, Table, delete_search_prefix, process_stat
 
 CPU_TARGET_MS = 2.0
 P99_TARGET_MS = 50.0
@@ -134,8 +134,8 @@ def _free_port() -> int:
 
 @contextmanager
 def column_env(column: str, data_dir: Path) -> Iterator[dict[str, str]]:
-    """SAFEKEEP_* variables for a column; PostgreSQL's database and Redis's db are made here and
-    removed on the way out."""
+    """SAFEKEEP_* variables for a column; PostgreSQL's database, Redis's db and OpenSearch's
+    index prefix are made here and removed on the way out."""
     env = {
         "SAFEKEEP_DATA_DIR": str(data_dir),
         "SAFEKEEP_LOG_LEVEL": "WARNING",
@@ -167,6 +167,8 @@ def column_env(column: str, data_dir: Path) -> Iterator[dict[str, str]]:
             yield env
     finally:
         drop_database(admin, name)
+        if "SAFEKEEP_SEARCH_INDEX_PREFIX" in env:
+            delete_search_prefix(env["SAFEKEEP_SEARCH_URL"], env["SAFEKEEP_SEARCH_INDEX_PREFIX"])
 
 
 def _settings(env: dict[str, str]) -> Any:

@@ -46,6 +46,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -386,11 +387,11 @@ def in_flight_mean(run: Run) -> float | None:
 def run_column(
     column: str, args: argparse.Namespace, table: Table, figures: list[list[str]]
 ) -> list[Figure]:
-    with tempfile.TemporaryDirectory(prefix=f"bench-backup-{column}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"bench-backup-{column}-") as tmp, ExitStack() as made:
         root = Path(tmp)
         sim = start_tenant_graphsim(root, args)
         try:
-            settings = column_settings(column, root / "data", sim)
+            settings = made.enter_context(column_settings(column, root / "data", sim))
             upgrade(settings.resolved_database_url)
             worker = WorkerProcess(settings, threads=args.workers)
             try:

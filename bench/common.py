@@ -104,9 +104,12 @@ def start_graphsim(state: Path, **options: Any) -> Graphsim:
     return Graphsim(proc, info["base_url"], info["ca"], info["tenants"])
 
 
-def column_settings(column: str, data_dir: Path, sim: Graphsim) -> Settings:
+@contextmanager
+def column_settings(column: str, data_dir: Path, sim: Graphsim) -> Iterator[Settings]:
     """``embedded``: SQLite + local folder + FTS5. ``seaweedfs``: PostgreSQL + SeaweedFS S3 +
-    OpenSearch from ``scripts/services`` (run ``eval "$(scripts/services env)"`` first)."""
+    OpenSearch from ``scripts/services`` (run ``eval "$(scripts/services env)"`` first): a
+    database, a bucket and an index prefix of the run's own, removed on the way out, so that
+    runs against the same services do not pile up (the large tenant stores 2 GB)."""
     base: dict[str, Any] = {
         "data_dir": data_dir,
         "login_url": sim.base_url,
@@ -116,30 +119,51 @@ def column_settings(column: str, data_dir: Path, sim: Graphsim) -> Settings:
         "log_json": True,
     }
     if column == "embedded":
-        return Settings(**base)
+        yield Settings(**base)
+        return
     import boto3
+    from sqlalchemy.engine import make_url
 
-    from tests.fixtures.services import create_database
+    from tests.fixtures.services import create_database, delete_bucket, drop_database
 
     admin = os.environ["SAFEKEEP_TEST_POSTGRES_URL"]
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    url = create_database(admin, name)
-    from sqlalchemy.engine import make_url
-
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=os.environ["SAFEKEEP_TEST_S3_ENDPOINT_URL"]).create_bucket(
-        Bucket=bucket
-    )
-    return Settings(
-        **base,
-        database_url=make_url(url)
-        .set(drivername="postgresql+psycopg")
-        .render_as_string(hide_password=False),
-        blobstore_url=f"s3://{bucket}/safekeep",
-        s3_endpoint_url=os.environ["SAFEKEEP_TEST_S3_ENDPOINT_URL"],
-        search_url=os.environ["SAFEKEEP_TEST_OPENSEARCH_URL"],
-        search_index_prefix=f"bench-{uuid.uuid4().hex[:6]}",
-    )
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    search_url = os.environ["SAFEKEEP_TEST_OPENSEARCH_URL"]
+    s3 = boto3.client("s3", endpoint_url=os.environ["SAFEKEEP_TEST_S3_ENDPOINT_URL"])
+    url = create_database(admin, name)
+    try:
+        s3.create_bucket(Bucket=bucket)
+        try:
+            yield Settings(
+                **base,
+                database_url=make_url(url)
+                .set(drivername="postgresql+psycopg")
+                .render_as_string(hide_password=False),
+                blobstore_url=f"s3://{bucket}/safekeep",
+                s3_endpoint_url=os.environ["SAFEKEEP_TEST_S3_ENDPOINT_URL"],
+                search_url=search_url,
+                search_index_prefix=prefix,
+            )
+        finally:
+            delete_bucket(s3, bucket)
+            delete_search_prefix(search_url, prefix)
+    finally:
+        drop_database(admin, name)
+
+
+def delete_search_prefix(url: str, prefix: str) -> None:
+    """Delete the indices, aliases and templates a run made in OpenSearch under ``prefix``."""
+    from opensearchpy import OpenSearch
+
+    from tests.fixtures.services import delete_prefixed
+
+    search = OpenSearch(hosts=[url], timeout=60)
+    try:
+        delete_prefixed(search, prefix)
+    finally:
+        search.close()
 
 
 @dataclass

@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -322,17 +323,22 @@ def _ok(good: bool) -> str:
 async def main(args: argparse.Namespace) -> None:
     safekeep_logging.configure("WARNING", json=True)
     work = Path(tempfile.mkdtemp(prefix="bench-continuous-"))
-    with Simulator(
-        state_dir=work / "graphsim",
-        seed=15,
-        users=args.users,
-        messages=10,
-        files=8,
-        sites=0,
-        consented=True,
-    ) as sim:
+    with (
+        ExitStack() as made,
+        Simulator(
+            state_dir=work / "graphsim",
+            seed=15,
+            users=args.users,
+            messages=10,
+            files=8,
+            sites=0,
+            consented=True,
+        ) as sim,
+    ):
         shim = SimShim(sim.base_url, str(sim.ca_path))
-        settings = column_settings(args.column, work / "data", shim)  # type: ignore[arg-type]
+        settings = made.enter_context(
+            column_settings(args.column, work / "data", shim)  # type: ignore[arg-type]
+        )
         settings = settings.model_copy(
             update={"detection_min_files": 5, "detection_min_deletions": 25}
         )

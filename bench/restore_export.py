@@ -79,15 +79,15 @@ def backed_up(
 ) -> Iterator[tuple[Settings, Connected]]:
     """A tenant connected and backed up once, a worker running for the jobs to come: where
     the restore and export benches start from."""
-    settings = column_settings(column, root / "data", sim)
-    upgrade(settings.resolved_database_url)
-    worker = start_worker(settings, threads=threads)
-    try:
-        tenant = asyncio.run(connect(settings, sim, services, broker.send_messages))
-        asyncio.run(backup(settings, tenant, None, broker.send_messages))
-        yield settings, tenant
-    finally:
-        worker.stop(timeout=30_000)
+    with column_settings(column, root / "data", sim) as settings:
+        upgrade(settings.resolved_database_url)
+        worker = start_worker(settings, threads=threads)
+        try:
+            tenant = asyncio.run(connect(settings, sim, services, broker.send_messages))
+            asyncio.run(backup(settings, tenant, None, broker.send_messages))
+            yield settings, tenant
+        finally:
+            worker.stop(timeout=30_000)
 
 
 def run_column(column: str, args: argparse.Namespace, table: Table) -> None:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +103,14 @@ def stop_workers(workers: list[Any]) -> None:
 
 
 def run(args: argparse.Namespace, redis_url: str, table: Table) -> list[dict[str, int]]:
-    with tempfile.TemporaryDirectory(prefix="bench-throttling-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-throttling-") as tmp, ExitStack() as made:
         root = Path(tmp)
         sim: Graphsim = start_tenant_graphsim(root, args)
         workers: list[Any] = []
         try:
-            settings = column_settings("seaweedfs", root / "data", sim).model_copy(
-                update={"broker_url": redis_url}
-            )
+            settings = made.enter_context(
+                column_settings("seaweedfs", root / "data", sim)
+            ).model_copy(update={"broker_url": redis_url})
             upgrade(settings.resolved_database_url)
             broker.configure(settings)
             workers = start_workers(settings, args.workers, args.threads, root)
