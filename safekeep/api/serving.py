@@ -19,22 +19,38 @@ and reuses them: when we close first, a request it writes just as our close arri
 and the caller gets a 502. Closing later than the proxy leaves that race to the proxy's side,
 where it knows the request was never sent. The Helm chart passes the same value
 (``api.keepAliveSeconds``).
+
+uvicorn stops counting a connection's idleness at its first byte, and then waits for the
+rest of the request for ever: anyone who can reach the port could hold a connection (its
+descriptor and memory) with one byte, and a process with a few tens of thousands of them.
+``BoundedHttpTools`` bounds that wait as nginx's ``client_header_timeout`` and
+``client_body_timeout`` do: a request's head must be complete ``HEAD_SECONDS`` after its first
+byte (else 408 and the connection closed), and while its body is being sent no more than
+``BODY_IDLE_SECONDS`` may pass without a byte (else the connection is closed, and the
+application sees the client gone). The body's clock stops while the server itself has
+paused reading (the application has not taken what came).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
 PROTOCOL = "safekeep.api.serving:BoundedHttpTools"
 KEEP_ALIVE_SECONDS = 75  # above the 60 s of the proxies in front of us (see above)
+HEAD_SECONDS = 20.0  # from a request head's first byte to its end
+BODY_IDLE_SECONDS = 20.0  # between two reads of a request body
 
 
 class BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a cap on an incomplete request head.
+    """uvicorn's httptools protocol with a cap on an incomplete request head, and deadlines
+    for a client that stops sending in the middle of a request (see the module docstring).
 
     Bytes are counted from the end of the previous request (or the connection's start) until
     the parser reports the headers complete. As with h11's ``max_incomplete_event_size`` the
@@ -44,28 +60,103 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     _head_bytes = 0
     _reading_head = True
+    _reading_body = False
+    _stall: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow = _Flow(transport, paused=self._unarm, resumed=self._arm_body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unarm()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if (
-            self._reading_head
-            and self._head_bytes > MAX_REQUEST_HEAD_BYTES
-            and not self.transport.is_closing()
-        ):
+        if self.transport.is_closing():
+            return
+        if self._reading_head and self._head_bytes > MAX_REQUEST_HEAD_BYTES:
             self.send_400_response("Request head too large.")
+        elif self._reading_head and self._head_bytes and self._stall is None:
+            self._stall = self.loop.call_later(HEAD_SECONDS, self._head_timed_out)
+        elif self._reading_body:
+            self._arm_body()
 
     def on_headers_complete(self) -> None:
+        self._unarm()
         self._reading_head = False
+        self._reading_body = True
         super().on_headers_complete()
         if self.cycle is not None and not isinstance(self.cycle.transport, HeadWithBody):
             HeadWithBody.install(self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._unarm()
+        self._reading_body = False
         self._reading_head = True
         self._head_bytes = 0
+
+    def _arm_body(self) -> None:
+        """(Re)start the body's clock, unless no body is awaited or reading is paused."""
+        self._unarm()
+        if self._reading_body and not self.flow.read_paused and not self.transport.is_closing():
+            self._stall = self.loop.call_later(BODY_IDLE_SECONDS, self._body_timed_out)
+
+    def _unarm(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _head_timed_out(self) -> None:
+        self._stall = None
+        if self.transport.is_closing():
+            return
+        msg = b"Request head not received in time."
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[408],
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: " + str(len(msg)).encode() + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    msg,
+                ]
+            )
+        )
+        self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._stall = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control, telling the protocol when reading pauses and resumes: a client
+    is not waited for while the server holds it back."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        *,
+        paused: Callable[[], None],
+        resumed: Callable[[], None],
+    ) -> None:
+        super().__init__(transport)
+        self._paused, self._resumed = paused, resumed
+
+    def pause_reading(self) -> None:
+        super().pause_reading()
+        self._paused()
+
+    def resume_reading(self) -> None:
+        was_paused = self.read_paused
+        super().resume_reading()
+        if was_paused:
+            self._resumed()
 
 
 class HeadWithBody:

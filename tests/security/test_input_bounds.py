@@ -191,6 +191,85 @@ def test_heads_are_counted_per_request_on_a_kept_alive_connection(live: Live) ->
         assert r.status_code in (401, 422)  # read past the head, then refused by the app
 
 
+# --- time: a client that stops sending in the middle of a request --------------------------
+
+
+def _until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection, and how long that took (the
+    socket's timeout makes a server that never closes fail the test)."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer, time.monotonic() - started
+
+
+def test_a_head_that_stops_coming_is_408_and_closed(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One byte holds no connection: a head still incomplete ``HEAD_SECONDS`` after its first
+    byte is answered 408 and closed, even when its bytes keep trickling in; the server
+    stays up. (A shorter deadline than the deployed one, to keep the test quick.)"""
+    from safekeep.api import serving
+
+    monkeypatch.setattr(serving, "HEAD_SECONDS", 1.0)
+    address = urlsplit(live.base)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"G")
+        answer, waited = _until_closed(sock, 10)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert 0.9 <= waited < 5
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: safekeep\r\n")
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 5:
+                sock.sendall(b"X-Slow: 1\r\n")  # a header every 0.2 s, never the blank line
+                time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer, _ = _until_closed(sock, 10)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - started < 5
+    assert httpx.get(f"{live.base}/healthz", timeout=30).status_code == 200
+
+
+def test_a_body_that_stops_coming_closes_the_connection(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body whose bytes stop for ``BODY_IDLE_SECONDS`` ends the connection (the route
+    never runs: no tenant is made); one that keeps coming, however slowly, is served."""
+    from safekeep.api import serving
+
+    monkeypatch.setattr(serving, "BODY_IDLE_SECONDS", 1.0)
+    address = urlsplit(live.base)
+    key = live.world.a.msp.headers["Authorization"]
+    body = json.dumps({"name": "Slow client"}).encode()
+    head = (
+        f"POST /v1/tenants HTTP/1.1\r\nHost: safekeep\r\nAuthorization: {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(head + body[:5])
+        answer, waited = _until_closed(sock, 10)
+    assert answer == b"" and 0.9 <= waited < 5
+    tenants = httpx.get(f"{live.base}/v1/tenants", headers={"Authorization": key}).json()
+    assert "Slow client" not in {t["name"] for t in tenants["items"]}
+
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(head)
+        for n in range(0, len(body), 6):  # 0.6 s between pieces: 2.4 s for the body
+            sock.sendall(body[n : n + 6])
+            time.sleep(0.6)
+        [(status, answered)] = _read_answers(sock, 1)
+    assert status.startswith(b"HTTP/1.1 201"), status
+    assert json.loads(answered)["name"] == "Slow client"
+
+
 def _read_answers(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
     """``count`` (head, body) answers from a kept-alive connection, framed by Content-Length
     (a 304 or a 100 has no body to read)."""
