@@ -1,11 +1,13 @@
 """Sending one webhook attempt. The record decides the backoff; this sends and reschedules.
 
 The target is checked and pinned by ``tenants.webhook.target``: a refused one is recorded on the
-delivery and nothing is sent. The receiver's answer body is never read (only its status).
+delivery and nothing is sent. The receiver's answer body is never read (only its status), and
+the whole attempt, from connecting to the answer's head, has one deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -52,8 +54,11 @@ async def deliver(delivery_id: str) -> None:
     else:
         try:
             # trust_env=False: no proxy from the environment may stand between the checked
-            # address and the connection.
+            # address and the connection. httpx's timeout bounds each read, so a receiver
+            # that drips its answer would hold the worker for as long as it liked: the
+            # attempt as a whole has the same deadline.
             async with (
+                asyncio.timeout(TIMEOUT_SECONDS),
                 httpx.AsyncClient(
                     timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
                 ) as http,
@@ -72,6 +77,8 @@ async def deliver(delivery_id: str) -> None:
                 error = f"HTTP {status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        except TimeoutError:
+            error = f"TimeoutError: no whole answer within {TIMEOUT_SECONDS:g} s"
     async with unit_of_work(runtime) as session:
         delivery = await repository.get_delivery(session, uuid.UUID(delivery_id))
         if delivery is None or delivery.status != DeliveryStatus.pending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -106,3 +107,43 @@ async def test_unreachable_endpoint_is_an_attempt_not_a_crash(worker_runtime: Ru
         row = await session.get(WebhookDelivery, delivery.id)
     assert row is not None and row.attempts == 1 and row.status == DeliveryStatus.pending
     assert row.last_error and "Connect" in row.last_error
+
+
+async def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_timeout(
+    worker_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver (any MSP may name one) that answers a byte every 0.2 s keeps each read
+    within a per-read timeout for ever: the attempt has one deadline in all, and the worker's
+    thread is free after it. (A 1 s deadline instead of the deployed one, to keep it quick.)"""
+    monkeypatch.setattr("safekeep.workers.webhooks.TIMEOUT_SECONDS", 1.0)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in answer:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        runtime = worker_runtime
+        msp = await create_msp(runtime)
+        await create_webhook(runtime, msp.id, f"http://127.0.0.1:{port}/hook", ["export.ready"])
+        (delivery,), _messages = await emit_event(runtime, msp.id, "export.ready")
+        started = time.monotonic()
+        await deliver(str(delivery.id))
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert took < 5, took  # the whole answer would take about 47 s
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookDelivery, delivery.id)
+    assert row is not None and row.attempts == 1 and row.status == DeliveryStatus.pending
+    assert row.last_error and "Timeout" in row.last_error, row.last_error
