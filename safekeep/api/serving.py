@@ -28,7 +28,12 @@ descriptor and memory) with one byte, and a process with a few tens of thousands
 byte (else 408 and the connection closed), and while its body is being sent no more than
 ``BODY_IDLE_SECONDS`` may pass without a byte (else the connection is closed, and the
 application sees the client gone). The body's clock stops while the server itself has
-paused reading (the application has not taken what came).
+paused reading (the application has not taken what came). The other way round, a client
+that asks for an answer and does not read it would leave the server holding what the
+kernel cannot take (the 400 KB OpenAPI document, for anyone): once the answer has waited
+``SEND_IDLE_SECONDS`` above the transport's high-water mark without the client taking
+enough to bring it back down, the connection is dropped (aborted: closing would wait for a
+flush that never comes).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ PROTOCOL = "safekeep.api.serving:BoundedHttpTools"
 KEEP_ALIVE_SECONDS = 75  # above the 60 s of the proxies in front of us (see above)
 HEAD_SECONDS = 20.0  # from a request head's first byte to its end
 BODY_IDLE_SECONDS = 20.0  # between two reads of a request body
+SEND_IDLE_SECONDS = 60.0  # an answer the client stops taking (nginx's send_timeout)
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -61,7 +67,8 @@ class BoundedHttpTools(HttpToolsProtocol):
     _head_bytes = 0
     _reading_head = True
     _reading_body = False
-    _stall: asyncio.TimerHandle | None = None
+    _stall: asyncio.TimerHandle | None = None  # the request's head or body deadline
+    _send_stall: asyncio.TimerHandle | None = None  # the answer's (see pause_writing)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -69,7 +76,22 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._unarm()
+        self._sending()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_stall is None:
+            self._send_stall = self.loop.call_later(SEND_IDLE_SECONDS, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        self._sending()
+        super().resume_writing()
+
+    def _sending(self) -> None:
+        if self._send_stall is not None:
+            self._send_stall.cancel()
+            self._send_stall = None
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:

@@ -3,7 +3,9 @@ and every backed-up name can be downloaded, whatever characters it holds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -268,6 +270,54 @@ def test_a_body_that_stops_coming_closes_the_connection(
         [(status, answered)] = _read_answers(sock, 1)
     assert status.startswith(b"HTTP/1.1 201"), status
     assert json.loads(answered)["name"] == "Slow client"
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    live: Live, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that asks for a large answer with a tiny receive window and never reads
+    would make the server hold what the kernel cannot take, for ever: once the answer has
+    waited ``SEND_IDLE_SECONDS`` with the client taking nothing, the connection is dropped.
+    A client that reads, however late within the deadline, gets the whole answer. (8 MB:
+    on loopback the kernel takes a few MB itself; a 1 s deadline to keep the test quick.)"""
+    from safekeep.api import serving
+
+    monkeypatch.setattr(serving, "SEND_IDLE_SECONDS", 1.0)
+    world = live.world.a
+    data = os.urandom(8 * MiB)
+    item_id = await add_file(runtime, world, "large.bin", data)
+    address = urlsplit(live.base)
+    key = world.msp.headers["Authorization"]
+    request = (
+        f"GET {content_url(world, item_id)} HTTP/1.1\r\nHost: safekeep\r\n"
+        f"Authorization: {key}\r\n\r\n"
+    ).encode()
+
+    def fetch(wait: float) -> tuple[bytes, bool]:
+        """(what arrived, whether the server ended the connection)."""
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((address.hostname, address.port))
+            sock.sendall(request)
+            time.sleep(wait)
+            sock.settimeout(2)
+            answer = b""
+            try:
+                while chunk := sock.recv(1 << 20):
+                    answer += chunk
+            except ConnectionResetError:
+                return answer, True
+            except TimeoutError:
+                return answer, False
+            return answer, True
+
+    answer, ended = await asyncio.to_thread(fetch, 4.0)
+    assert ended and len(answer) < len(data)
+    answer, ended = await asyncio.to_thread(fetch, 0.5)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == data and not ended
+    async with httpx.AsyncClient(base_url=live.base, timeout=30) as client:
+        assert (await client.get("/healthz")).status_code == 200
 
 
 def _read_answers(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
