@@ -67,31 +67,32 @@ class BoundedHttpTools(HttpToolsProtocol):
     _head_bytes = 0
     _reading_head = True
     _reading_body = False
-    _stall: asyncio.TimerHandle | None = None  # the request's head or body deadline
-    _send_stall: asyncio.TimerHandle | None = None  # the answer's (see pause_writing)
+    _head_begun = False  # the parser has seen a head's first byte, not yet its end
+    _request_deadline: asyncio.TimerHandle | None = None  # the head's, or the body's pause
+    _send_deadline: asyncio.TimerHandle | None = None  # an answer the client is not taking
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.flow = _Flow(transport, paused=self._unarm, resumed=self._arm_body)
+        self.flow = _Flow(transport, paused=self._cancel_request_deadline, resumed=self._arm_body)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._unarm()
-        self._sending()
+        self._cancel_request_deadline()
+        self._cancel_send_deadline()
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._send_stall is None:
-            self._send_stall = self.loop.call_later(SEND_IDLE_SECONDS, self.transport.abort)
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(SEND_IDLE_SECONDS, self.transport.abort)
 
     def resume_writing(self) -> None:
-        self._sending()
+        self._cancel_send_deadline()
         super().resume_writing()
 
-    def _sending(self) -> None:
-        if self._send_stall is not None:
-            self._send_stall.cancel()
-            self._send_stall = None
+    def _cancel_send_deadline(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
@@ -101,13 +102,18 @@ class BoundedHttpTools(HttpToolsProtocol):
             return
         if self._reading_head and self._head_bytes > MAX_REQUEST_HEAD_BYTES:
             self.send_400_response("Request head too large.")
-        elif self._reading_head and self._head_bytes and self._stall is None:
-            self._stall = self.loop.call_later(HEAD_SECONDS, self._head_timed_out)
+        elif self._reading_head:
+            self._arm_head()
         elif self._reading_body:
             self._arm_body()
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_begun = True
+
     def on_headers_complete(self) -> None:
-        self._unarm()
+        self._cancel_request_deadline()
+        self._head_begun = False
         self._reading_head = False
         self._reading_body = True
         super().on_headers_complete()
@@ -116,24 +122,36 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._unarm()
+        self._cancel_request_deadline()
         self._reading_body = False
         self._reading_head = True
         self._head_bytes = 0
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._reading_head:
+            self._arm_head()  # a next head begun while this answer was on its way
+
+    def _arm_head(self) -> None:
+        """Start the head's clock at its first byte, once no answer is on its way (a 408
+        written then would come out ahead of that answer)."""
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if self._head_begun and self._request_deadline is None and not answering:
+            self._request_deadline = self.loop.call_later(HEAD_SECONDS, self._head_timed_out)
+
     def _arm_body(self) -> None:
         """(Re)start the body's clock, unless no body is awaited or reading is paused."""
-        self._unarm()
+        self._cancel_request_deadline()
         if self._reading_body and not self.flow.read_paused and not self.transport.is_closing():
-            self._stall = self.loop.call_later(BODY_IDLE_SECONDS, self._body_timed_out)
+            self._request_deadline = self.loop.call_later(BODY_IDLE_SECONDS, self._body_timed_out)
 
-    def _unarm(self) -> None:
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+    def _cancel_request_deadline(self) -> None:
+        if self._request_deadline is not None:
+            self._request_deadline.cancel()
+            self._request_deadline = None
 
     def _head_timed_out(self) -> None:
-        self._stall = None
+        self._request_deadline = None
         if self.transport.is_closing():
             return
         msg = b"Request head not received in time."
@@ -151,7 +169,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
     def _body_timed_out(self) -> None:
-        self._stall = None
+        self._request_deadline = None
         if not self.transport.is_closing():
             self.transport.close()
 

@@ -3,9 +3,16 @@ pass to uvicorn), seen from a client's connection."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import socket
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
 
 from safekeep.settings import Settings
 from tests.fixtures.live import free_port, serve_api
@@ -37,3 +44,51 @@ def test_an_idle_connection_outlives_uvicorns_default_keep_alive(
             assert connection.sock is socket_used
         finally:
             connection.close()
+
+
+def test_a_late_head_behind_a_slow_answer_is_timed_from_that_answers_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pipelined client whose next head stops halfway while the first answer is still
+    being made: the head's clock starts once that answer is out, so the answer comes first
+    and whole, then the 408 (a 408 written before it would be read as its answer).
+    uvicorn with the API's protocol, serving a stand-in route that takes 1.5 s; the head
+    deadline shortened to 0.5 s."""
+    from safekeep.api import serving
+
+    monkeypatch.setattr(serving, "HEAD_SECONDS", 0.5)
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(1.5)
+        headers = [(b"content-length", b"11")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"slow answer"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(slow, log_config=None, access_log=False, **serving.uvicorn_options())
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with socket.create_connection(sock.getsockname(), timeout=10) as client:
+            client.sendall(b"GET /slow HTTP/1.1\r\nHost: s\r\n\r\nGET /next HTTP/1.1\r\nHo")
+            started = time.monotonic()
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+            took = time.monotonic() - started
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert rest.startswith(b"slow answer") and b"HTTP/1.1 408" in rest, answer[:300]
+    assert 1.9 <= took < 5, took
