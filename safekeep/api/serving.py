@@ -65,8 +65,7 @@ class BoundedHttpTools(HttpToolsProtocol):
     server hold stays bounded by the cap plus one socket read."""
 
     _head_bytes = 0
-    _reading_head = True
-    _reading_body = False
+    _reading_head = True  # False from a head's end to its request's end: the body's time
     _head_begun = False  # the parser has seen a head's first byte, not yet its end
     _request_deadline: asyncio.TimerHandle | None = None  # the head's, or the body's pause
     _send_deadline: asyncio.TimerHandle | None = None  # an answer the client is not taking
@@ -104,7 +103,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             self.send_400_response("Request head too large.")
         elif self._reading_head:
             self._arm_head()
-        elif self._reading_body:
+        else:
             self._arm_body()
 
     def on_message_begin(self) -> None:
@@ -115,7 +114,6 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._cancel_request_deadline()
         self._head_begun = False
         self._reading_head = False
-        self._reading_body = True
         super().on_headers_complete()
         if self.cycle is not None and not isinstance(self.cycle.transport, HeadWithBody):
             HeadWithBody.install(self.cycle)
@@ -123,7 +121,6 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._cancel_request_deadline()
-        self._reading_body = False
         self._reading_head = True
         self._head_bytes = 0
 
@@ -142,7 +139,7 @@ class BoundedHttpTools(HttpToolsProtocol):
     def _arm_body(self) -> None:
         """(Re)start the body's clock, unless no body is awaited or reading is paused."""
         self._cancel_request_deadline()
-        if self._reading_body and not self.flow.read_paused and not self.transport.is_closing():
+        if not (self._reading_head or self.flow.read_paused or self.transport.is_closing()):
             self._request_deadline = self.loop.call_later(BODY_IDLE_SECONDS, self._body_timed_out)
 
     def _cancel_request_deadline(self) -> None:
