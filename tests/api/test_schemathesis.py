@@ -4,22 +4,18 @@ requests (valid and invalid) never get a 5xx, and every answer matches the docum
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from safekeep.api.app import create_app
 from safekeep.settings import Settings
 from tests.api.conftest import World
+from tests.fixtures.live import serve_app
 
 DOCUMENT = json.loads(
     (Path(__file__).resolve().parents[2] / "openapi" / "openapi.json").read_text()
@@ -47,26 +43,8 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 @pytest.fixture(scope="module")
 def server(module_scaleout_settings: Settings) -> Iterator[str]:
     """The app on a real port, building its own runtime in its lifespan like production."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(module_scaleout_settings), log_config=None, access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(create_app(module_scaleout_settings)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

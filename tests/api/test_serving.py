@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import http.client
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
 from safekeep.settings import Settings
-from tests.fixtures.live import free_port, serve_api
+from tests.fixtures.live import free_port, serve_api, serve_app
 
 UVICORN_DEFAULT_KEEP_ALIVE = 5.0
 
@@ -66,28 +65,16 @@ def test_a_late_head_behind_a_slow_answer_is_timed_from_that_answers_end(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"slow answer"})
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(slow, log_config=None, access_log=False, **serving.uvicorn_options())
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        with socket.create_connection(sock.getsockname(), timeout=10) as client:
+    with serve_app(slow, **serving.uvicorn_options()) as base:
+        address = urlsplit(base)
+        client = socket.create_connection((address.hostname, address.port), timeout=10)
+        with client:
             client.sendall(b"GET /slow HTTP/1.1\r\nHost: s\r\n\r\nGET /next HTTP/1.1\r\nHo")
             started = time.monotonic()
             answer = b""
             while chunk := client.recv(65536):
                 answer += chunk
             took = time.monotonic() - started
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
     first, _, rest = answer.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200"), answer[:300]
     assert rest.startswith(b"slow answer") and b"HTTP/1.1 408" in rest, answer[:300]

@@ -5,35 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from safekeep.api.app import create_app
 from safekeep.backup.jobs.export import run_export_job
 from tests.backup.harness import EngineHarness
 from tests.fixtures.app import run_cli
-
-
-def serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    return base, server, thread
+from tests.fixtures.live import serve_app
 
 
 async def test_download_whole_then_resumed(engine: EngineHarness, tmp_path: Path) -> None:
@@ -61,8 +42,7 @@ async def test_download_whole_then_resumed(engine: EngineHarness, tmp_path: Path
             ranges.append(dict(scope["headers"]).get(b"range", b"").decode() or None)
         await inner(scope, receive, send)
 
-    base, server, thread = serve(recording)
-    try:
+    with serve_app(recording) as base:
         target = tmp_path / "export.zip"
         env = {**os.environ, "SAFEKEEP_API_URL": base, "SAFEKEEP_API_KEY": h.msp.key}
         download = ("export", "download", export["id"], "-o", str(target))
@@ -85,6 +65,3 @@ async def test_download_whole_then_resumed(engine: EngineHarness, tmp_path: Path
         assert done.returncode == 1
         assert "401" in done.stderr
         assert not target.exists()
-    finally:
-        server.should_exit = True
-        thread.join(10)

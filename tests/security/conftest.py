@@ -15,16 +15,13 @@ Fixtures:
 from __future__ import annotations
 
 import dataclasses
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from safekeep.api.app import create_app
 from safekeep.api.serving import uvicorn_options
@@ -33,42 +30,9 @@ from safekeep.settings import Settings
 from safekeep.workers import context
 from safekeep.workers.webhooks import deliver
 from tests.api.conftest import World, build_world
+from tests.fixtures.live import serve_app
 
 PROBLEM = "application/problem+json"
-
-
-def serve(settings: Settings) -> tuple[str, Callable[[], None]]:
-    """Start the app on a free loopback port; return its base URL and a stop function."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        create_app(settings),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        **uvicorn_options(),
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-    return base, stop
 
 
 @dataclass
@@ -88,16 +52,13 @@ async def world(runtime: Runtime) -> World:
 
 @pytest.fixture
 def start_server(scaleout_settings: Settings) -> Iterator[Callable[..., str]]:
-    stops: list[Callable[[], None]] = []
+    with ExitStack() as servers:
 
-    def start(**overrides: Any) -> str:
-        base, stop = serve(scaleout_settings.model_copy(update=overrides))
-        stops.append(stop)
-        return base
+        def start(**overrides: Any) -> str:
+            app = create_app(scaleout_settings.model_copy(update=overrides))
+            return servers.enter_context(serve_app(app, **uvicorn_options()))
 
-    yield start
-    for stop in reversed(stops):
-        stop()
+        yield start
 
 
 @pytest.fixture
