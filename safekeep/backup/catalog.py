@@ -137,6 +137,8 @@ class SnapshotRun:
         # Collections this run kept seen rows for (``mark_seen``; a page that rolled back may
         # have kept none, which only costs a needless delete).
         self.marked_seen: set[str] = set()
+        # Delta links of rounds that changed nothing (``quiet``), written by ``complete``.
+        self._quiet: dict[str, str] = {}
         # Claiming the task has just written its heartbeat.
         self._last_beat = time.monotonic()
 
@@ -250,6 +252,19 @@ class SnapshotRun:
                 session, self.account_id, self.service, list(external_ids)
             )
 
+    def quiet(self, collection: str, delta_link: str) -> None:
+        """A delta round of ``collection`` that had nothing to write ended at ``delta_link``.
+        The link is written by ``complete``, in the transaction that ends the run: most
+        containers of an incremental are unchanged, and a transaction of their own was one
+        of an unchanged task's four. A run that ends otherwise only replays these rounds
+        next time; a page of the same collection saved later in this run supersedes it."""
+        self._quiet[collection] = delta_link
+
+    def superseded(self, collection: str) -> None:
+        """A page saved or dropped ``collection``'s delta state: a quiet link held for it
+        is older than what the page wrote, and must not be written over it."""
+        self._quiet.pop(collection, None)
+
     # ---- pages ---------------------------------------------------------------------
 
     def may_hold_seen(self, collection: str) -> bool:
@@ -340,6 +355,16 @@ class SnapshotRun:
         own, and if it fails the snapshot stays running for the retry to resume."""
         now = utcnow()
         async with unit_of_work(self.runtime) as session:
+            if self._quiet:
+                await catalog.save_delta_states(
+                    session,
+                    tenant_id=self.tenant_id,
+                    account_id=self.account_id,
+                    service=self.service,
+                    finished=self._quiet,
+                    resumable={},
+                    now=now,
+                )
             if self.task_id is not None:
                 figures: dict[str, int] = {}
                 if requests is not None:
@@ -660,6 +685,7 @@ class CatalogPage:
         await self.flush()
         self._finished.pop(collection, None)
         self._resumable.pop(collection, None)
+        self.run.superseded(collection)
         if delta_link is not None:
             self._finished[collection] = delta_link
         else:
@@ -668,6 +694,7 @@ class CatalogPage:
     async def drop_delta(self, collection: str) -> None:
         self._finished.pop(collection, None)
         self._resumable.pop(collection, None)
+        self.run.superseded(collection)
         state = await catalog.delta_state(
             self.session, self.run.account_id, self.run.service, collection
         )

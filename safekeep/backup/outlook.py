@@ -59,17 +59,6 @@ class MailboxReader:
         self.run = ctx.run
         self.user = ctx.account.graph_id
         self.base = f"/users/{quote(self.user, safe='')}"
-        self.quiet: dict[str, str] = {}  # delta links of rounds with nothing to write
-
-    async def save_quiet(self) -> None:
-        """The new delta links of rounds that changed nothing, in one transaction (a
-        transaction per calendar or folder was most of an unchanged mailbox's time)."""
-        if not self.quiet:
-            return
-        async with self.run.page() as cat:
-            for key, link in self.quiet.items():
-                await cat.save_delta(key, delta_link=link)
-        self.quiet.clear()
 
     async def get_item(self, path: str, headers: dict[str, str]) -> dict[str, Any]:
         """One item, read up to ``ITEM_ATTEMPTS`` times (an error Graph may not repeat is

@@ -131,6 +131,10 @@ async def _round(
     pages = ctx.graph.delta(start, params=spec.params, headers=spec.headers, mailbox=spec.mailbox)
     async with closing(pages) as rounds:
         async for page in rounds:
+            if seen is None and not page.items and not page.next_link and page.delta_link:
+                ctx.run.quiet(spec.collection, page.delta_link)  # nothing to write
+                await ctx.progress()
+                continue
             apply = await handler.prepare(dedupe(page.items), seen)
             async with ctx.run.page() as cat:
                 await apply(cat)

@@ -324,7 +324,6 @@ class CalendarCollector(MailboxReader):
                         one.calendar_id, self.calendar_names.get(one.calendar_id), exc, "calendar"
                     )
                 await self.ctx.progress()
-            await self.save_quiet()
         return missing
 
     async def _calendars(self) -> list[dict[str, Any]]:
@@ -492,9 +491,8 @@ class CalendarCollector(MailboxReader):
             records, gone = await self._fetch_records(calendar_id, plan.fetch)
             removed = [*plan.removed, *gone]
             if not records and not removed and not page.next_link and page.delta_link:
-                # Nothing to write: the new link is saved with the other quiet calendars'
-                # (a crash before that only replays this round).
-                self.quiet[key] = page.delta_link
+                # Nothing to write: the new link is saved as the run completes.
+                self.run.quiet(key, page.delta_link)
                 continue
             async with self.run.page() as cat:
                 await self._write(cat, calendar_id, records, removed)

@@ -125,7 +125,6 @@ class ContactsCollector(MailboxReader):
         ):
             await self._load_folders()
             await self._run_passes([self._pass_for(self.root_id, None)])
-        await self.save_quiet()
         stale = [key for key in states if key not in (FOLDERS, ROOT) and key not in self.names]
         if stale:
             async with self.run.page() as cat:
@@ -219,7 +218,7 @@ class ContactsCollector(MailboxReader):
         seen: set[str] = {self.root_id}
         async for page in self._tree_pages(link, first):
             if not page.items and not page.next_link and not resync and page.delta_link:
-                self.quiet[FOLDERS] = page.delta_link  # saved with the folders' rounds
+                self.run.quiet(FOLDERS, page.delta_link)
                 continue
             self.tree_changed = True
             async with self.run.page() as cat:
@@ -284,7 +283,6 @@ class ContactsCollector(MailboxReader):
             for one in group:
                 if not await self._contacts(one, firsts.get(one.folder_id)):
                     missing.add(one.folder_id)
-            await self.save_quiet()
         return missing
 
     def _pass_for(self, folder_id: str, state: DeltaState | None) -> _Pass:
@@ -381,7 +379,7 @@ class ContactsCollector(MailboxReader):
         removals = [contact_id for contact_id, value in last.items() if value is None]
         if not changed and not removals and not page.next_link and not one.resync:
             if page.delta_link:
-                self.quiet[one.folder_id] = page.delta_link  # saved with the other folders'
+                self.run.quiet(one.folder_id, page.delta_link)
             return
         photos, unreadable = await self._photos([str(c["id"]) for c in changed])
         records = [

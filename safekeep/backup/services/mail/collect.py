@@ -283,11 +283,10 @@ class MailCollector(MailboxReader):
             async with self.run.page() as cat:
                 await cat.drop_delta(step.folder_id)
         elif step.links:
-            # An unchanged folder only moves its delta link: a group's links in one
-            # transaction rather than one each (most folders of an incremental).
-            async with self.run.page() as cat:
-                for folder_id, delta_link in step.links:
-                    await cat.save_delta(folder_id, delta_link=delta_link)
+            # An unchanged folder only moves its delta link (most folders of an
+            # incremental): written as the run completes, with no transaction here.
+            for folder_id, delta_link in step.links:
+                self.run.quiet(folder_id, delta_link)
             await self.ctx.progress()
         return records
 
@@ -446,6 +445,10 @@ class MailCollector(MailboxReader):
 
     async def _folder_page(self, page: DeltaPage, seen: set[str], scratch: bool) -> None:
         entries = _dedupe(page.items)
+        if not entries and not scratch and page.delta_link:
+            self.run.quiet(FOLDERS, page.delta_link)  # the hierarchy did not change
+            await self.ctx.progress()
+            return
         if entries or scratch:
             await self._resolve_well_known()  # folder records need the root and the names
         if scratch:
