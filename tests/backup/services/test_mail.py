@@ -371,17 +371,15 @@ async def test_full_then_incremental_capture_every_version_once(
     versions = await all_versions(h, account)
 
     # No change: no new version and no message fetched. What it costs is one delta round
-    # per container: the folder hierarchy's own delta, and one $batch carrying the first
+    # per container, all in one $batch: the folder hierarchy's own delta and the first
     # delta page of each folder (the well-known folders come from the catalog).
     h.sim.reset_counters()
     run, _ = await h.backup(account, SERVICE)
     counters = h.sim.counters()
     assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 0)
-    assert counters["by_endpoint"] == {
-        "POST /$batch": 1,
-        "GET /users/{user}/mailFolders/delta": 1,
-    }
+    assert counters["by_endpoint"] == {"POST /$batch": 1}
     assert counters["batch_by_endpoint"] == {
+        "GET /users/{user}/mailFolders/delta": 1,
         "GET /users/{user}/mailFolders/{folder}/messages/delta": len(included_folders(h, account)),
     }
     assert {k: len(v) for k, v in (await all_versions(h, account)).items()} == {
@@ -425,6 +423,36 @@ async def test_incremental_costs_about_one_request_per_changed_message(
     assert sum(beyond.values()) <= 1.5 * len(changed), beyond
     assert endpoint_count(counters, GET_MESSAGE) == 0
     assert endpoint_count(counters, "GET /users/{user}/mailFolders/{folder}") == 0
+
+
+async def test_an_incremental_asks_its_rounds_with_the_hierarchys_even_when_it_changed(
+    engine: EngineHarness, account: Account
+) -> None:
+    """An incremental's first request is one $batch: the folder hierarchy's delta round and
+    the first page of each known folder's round. A page so asked is used only after the
+    hierarchy's page is applied, so a folder made meanwhile is enumerated in full and a
+    change in a known folder is stored once."""
+    h = engine
+    t = h.sim_tenant_id
+    await h.backup(account, SERVICE)
+    known = included_folders(h, account)
+    fresh = add_crafted(h, account, subject="Fresh in the inbox")
+    made = h.sim.add_mail_folder(t, account.graph_id, "Aardvark projects", "inbox")
+    inside = add_crafted(h, account, folder=made, subject="Filed in a new folder")
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, SERVICE)
+    counters = h.sim.counters()
+    assert skipped == 0
+    stored = await assert_matches_simulator(h, account)
+    assert {fresh, inside} <= set(stored) and stored[inside].parent_external_id == made
+    assert run.counters.added == 3  # the two messages and the new folder
+    rounds = counters["batch_by_endpoint"]
+    assert rounds["GET /users/{user}/mailFolders/delta"] == 1
+    assert "GET /users/{user}/mailFolders/delta" not in counters["by_endpoint"]
+    # Each known folder's round once (with the hierarchy's), and the new folder's first
+    # page: no round was asked twice.
+    assert rounds["GET /users/{user}/mailFolders/{folder}/messages/delta"] == len(known) + 1
+    assert (await h.versions_per_item(account, SERVICE)).get(stored[fresh].item_id) == 1
 
 
 async def test_delta_pages_carry_the_json_a_get_returns(
@@ -568,7 +596,8 @@ async def test_resync_after_410_reenumerates_without_new_versions(
     run, skipped = await h.backup(account, SERVICE)
     counters = h.sim.counters()
     assert skipped == 0
-    assert counters["by_status"].get("410", 0) >= 1
+    # Graph answered 410 (inside the incremental's $batch, which asks the rounds together).
+    assert counters["by_status"].get("410", 0) + counters["batch_by_status"].get("410", 0) >= 1
     assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 0, 1)
     assert endpoint_count(counters, GET_MESSAGE) == 0  # unchanged items are not fetched again
     await assert_matches_simulator(h, account)

@@ -232,19 +232,24 @@ class MailCollector(MailboxReader):
         self._catalog_folders: dict[str, ItemVersion] | None = None
         self._folders_changed = False
         self._messages_stored: bool | None = None  # see _stored_before
+        # First pages of folders' rounds fetched with the hierarchy's (``_early_pages``), by
+        # folder: the link each was asked from, and the answer.
+        self._early: dict[str, tuple[str, DeltaPage | GraphError | None]] = {}
 
     # ---- the run ---------------------------------------------------------------------------
 
     async def collect(self) -> None:
         states = await self.run.delta_links()
         folders = states.get(FOLDERS)
+        tree: DeltaPage | GraphError | None = None
         if folders is not None and folders.delta_link and not folders.resume_link:
             # An incremental: the well-known ids are already in the catalog, and asking
             # Graph again costs 12 requests a mailbox for nothing (they never change).
             await self._well_known_from_catalog()
+            tree = await self._early_pages(folders.delta_link, states)
         else:
             await self._resolve_well_known()
-        await self._collect_folders(folders)
+        await self._collect_folders(folders, tree)
         await self._recoverable_items()
         await self._load_folders()
         if self._folders_changed or self._catalog_folders is None:
@@ -422,19 +427,21 @@ class MailCollector(MailboxReader):
                 parent_external_id=parent,
             )
 
-    async def _collect_folders(self, state: DeltaState | None) -> None:
+    async def _collect_folders(
+        self, state: DeltaState | None, first: DeltaPage | GraphError | None = None
+    ) -> None:
+        """The hierarchy's round (``first``: its first page, already fetched)."""
         initial = f"{self.base}/mailFolders/delta"
         link, _, scratch = await self._start(state, initial, kinds={FOLDER}, parent=None)
         resyncs = 0
         while True:
             seen: set[str] = set()
             try:
-                async for page in self.graph.delta(
-                    link, headers=self.delta_headers, mailbox=self.user
-                ):
+                async for page in self._pages(link, first):
                     await self._folder_page(page, seen, scratch)
                 return
             except ResyncRequired as exc:
+                first = None
                 resyncs += 1
                 if resyncs > MAX_RESYNCS:
                     raise
@@ -557,6 +564,32 @@ class MailCollector(MailboxReader):
 
     # ---- messages --------------------------------------------------------------------------
 
+    async def _early_pages(
+        self, tree_link: str, states: dict[str, DeltaState]
+    ) -> DeltaPage | GraphError | None:
+        """An incremental's first request: the hierarchy's delta round and the first pages
+        of the first included folders' rounds (as the catalog knows them), in one
+        ``$batch``, so that an unchanged mailbox costs one request in all. Returns the
+        hierarchy's first page; the folders' wait in ``_early`` for ``_first_pages``, which
+        takes a page only if the folder is still included and its round still starts at the
+        link the page was asked from (the hierarchy may have changed meanwhile)."""
+        await self._load_folders()
+        starts: dict[str, tuple[str, bool, bool]] = {}
+        included = self._included()
+        for folder_id in (f for f in self.folders if f in included):
+            state = states.get(folder_id)
+            if state is None or not state.delta_link or state.resume_link:
+                continue  # a first pass, or one to resume: not a one-page round
+            starts[folder_id] = (state.delta_link, False, False)
+            if len(starts) == FETCH_GROUP - 1:
+                break
+        answers = await self._batch_first(
+            [FOLDERS, *starts], {FOLDERS: (tree_link, False, False), **starts}
+        )
+        for folder_id, (link, _, _) in starts.items():
+            self._early[folder_id] = (link, answers[folder_id])
+        return answers[FOLDERS]
+
     def _initial_messages_link(self, folder_id: str) -> str:
         return f"{self.base}/mailFolders/{quote(folder_id, safe='')}/messages/delta?{MESSAGE_QUERY}"
 
@@ -579,7 +612,14 @@ class MailCollector(MailboxReader):
         out: dict[str, tuple[tuple[str, bool, bool], DeltaPage | GraphError | None]] = {
             f: (starts[f], None) for f in group
         }
-        batched = [f for f in group if not starts[f][1]]
+        batched = []
+        for folder_id in (f for f in group if not starts[f][1]):
+            link, early = self._early.pop(folder_id, ("", None))
+            if early is not None and link == starts[folder_id][0]:
+                out[folder_id] = (starts[folder_id], early)
+            else:
+                batched.append(folder_id)
+        self._early.clear()  # what the first group did not take is stale by now
         for folder_id, first in (await self._batch_first(batched, starts)).items():
             out[folder_id] = (starts[folder_id], first)
         return out
