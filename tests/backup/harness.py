@@ -152,6 +152,17 @@ class EngineHarness:
                 return account
         raise LookupError(key)
 
+    async def snapshot_run(self, account: Account, service: str) -> SnapshotRun:
+        """The account's snapshot of ``service`` under way, outside any task: a new one, or
+        the running one resumed."""
+        return await SnapshotRun.begin(
+            self.runtime,
+            msp_id=self.tenant.msp_id,
+            tenant_id=self.tenant.id,
+            account_id=account.id,
+            service=service,
+        )
+
     async def backup(self, account: Account, service: str) -> tuple[SnapshotRun, int]:
         """One backup of one account and service, as a backup task runs it."""
         return await backup_account_service(

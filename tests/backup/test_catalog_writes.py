@@ -15,9 +15,8 @@ from typing import Any
 
 from sqlalchemy import event, func, select
 
-from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.services.mail.search import MESSAGE
-from safekeep.tenants.models import Account, Item, ItemVersion
+from safekeep.tenants.models import Item, ItemVersion
 from tests.backup.harness import EngineHarness
 
 _TABLE = re.compile(r"^\s*(INSERT INTO|SELECT .*? FROM|UPDATE|DELETE FROM)\s+(\w+)", re.S | re.I)
@@ -40,17 +39,6 @@ def statements(h: EngineHarness) -> Iterator[Counter[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", count)
-
-
-async def contacts_run(h: EngineHarness, account: Account) -> SnapshotRun:
-    """The account's contacts snapshot under way: a new one, or the running one resumed."""
-    return await SnapshotRun.begin(
-        h.runtime,
-        msp_id=h.tenant.msp_id,
-        tenant_id=h.tenant.id,
-        account_id=account.id,
-        service="contacts",
-    )
 
 
 async def test_mailbox_backup_writes_versions_in_bulk(engine: EngineHarness) -> None:
@@ -95,16 +83,10 @@ async def test_rerecording_within_a_page_replaces_and_removal_sees_pending_rows(
 ) -> None:
     """Queued rows behave as flushed ones: a second record of the same item in the same
     snapshot replaces the first, and removing an item recorded on the same page deletes it."""
-    from safekeep.backup.catalog import ItemRecord, SnapshotRun
+    from safekeep.backup.catalog import ItemRecord
 
     account = next(a for a in await engine.accounts() if a.kind == "user")
-    run = await SnapshotRun.begin(
-        engine.runtime,
-        msp_id=engine.tenant.msp_id,
-        tenant_id=engine.tenant.id,
-        account_id=account.id,
-        service="mail",
-    )
+    run = await engine.snapshot_run(account, "mail")
     async with run.page() as cat:
         await cat.record_many(
             [
@@ -135,7 +117,7 @@ async def test_a_full_pass_keeps_what_it_saw_in_the_database(engine: EngineHarne
 
     account = next(a for a in await engine.accounts() if a.kind == "user")
 
-    first = await contacts_run(engine, account)
+    first = await engine.snapshot_run(account, "contacts")
     async with first.page() as cat:
         await cat.record_many(
             ItemRecord(
@@ -145,7 +127,7 @@ async def test_a_full_pass_keeps_what_it_saw_in_the_database(engine: EngineHarne
         )
     await first.complete()
 
-    second = await contacts_run(engine, account)
+    second = await engine.snapshot_run(account, "contacts")
     assert second.seq == first.seq + 1
     async with second.page() as cat:
         await cat.forget_seen("f")
@@ -195,7 +177,7 @@ async def test_a_pass_forgets_seen_rows_only_where_this_snapshot_may_hold_some(
             )
             return {(c, e) for c, e in rows.all()}
 
-    run = await contacts_run(engine, account)
+    run = await engine.snapshot_run(account, "contacts")
     assert not run.resumed and not run.may_hold_seen("f")
     with statements(engine) as seen:
         async with run.page() as cat:
@@ -210,7 +192,7 @@ async def test_a_pass_forgets_seen_rows_only_where_this_snapshot_may_hold_some(
     assert await seen_rows() == {("f", "c"), ("g", "x")}
 
     # The task's next attempt resumes the running snapshot.
-    retry = await contacts_run(engine, account)
+    retry = await engine.snapshot_run(account, "contacts")
     assert retry.resumed and retry.snapshot_id == run.snapshot_id
     assert retry.may_hold_seen("g")
     async with retry.page() as cat:

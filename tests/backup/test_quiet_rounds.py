@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
-from safekeep.backup.catalog import SnapshotRun
 from safekeep.tenants.models import Account, DeltaState
 from tests.backup.harness import EngineHarness
 
@@ -88,13 +87,7 @@ async def test_a_page_saved_after_a_quiet_round_keeps_its_own_link(
     engine: EngineHarness, account: Account
 ) -> None:
     h = engine
-    run = await SnapshotRun.begin(
-        h.runtime,
-        msp_id=h.tenant.msp_id,
-        tenant_id=h.tenant.id,
-        account_id=account.id,
-        service="contacts",
-    )
+    run = await h.snapshot_run(account, "contacts")
     run.quiet("folder-a", "https://graph.example/quiet-a")
     run.quiet("folder-b", "https://graph.example/quiet-b")
     async with run.page() as cat:
