@@ -555,7 +555,9 @@ class CatalogPage:
         version.document = rec.document.to_json() if rec.document else None
         version.refs = [r.to_json() for r in rec.refs]
         version.meta = rec.meta
-        version.indexed = False
+        # A version with no search document (a folder, a calendar) has nothing to index:
+        # left unindexed, it would count as the search index's backlog for ever.
+        version.indexed = rec.search is None
 
     async def remove(self, external_id: str, *, only_if_parent: str | None = None) -> bool:
         """The item is gone (deleted, or moved out of ``only_if_parent``): end its version.

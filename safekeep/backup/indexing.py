@@ -122,4 +122,5 @@ async def index_pending(runtime: Runtime, tenant_id: str, version_ids: Sequence[
     if gone:
         await backend.delete_versions(tenant_id, [str(v) for v in gone])
     async with unit_of_work(runtime) as session:
-        await catalog.mark_indexed(session, [uuid.UUID(d.version_id) for d in docs])
+        # Every version read here is now in line with the index, those with no document too.
+        await catalog.mark_indexed(session, [v.id for v in versions])

@@ -21,6 +21,7 @@ from safekeep.billing.stripe_client import BillingClient
 from safekeep.runtime import unit_of_work
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
+from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.idempotency import service as idempotency
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import utcnow
@@ -61,6 +62,28 @@ async def retry_webhooks() -> int:
         for delivery_id in ids:
             outbox.enqueue("deliver_webhook", str(delivery_id))
     return len(ids)
+
+
+# A page's documents are indexed as soon as it commits, and a failure to index sends them
+# to be indexed again at once: a version still unindexed after this was left by a worker
+# that stopped in between (killed, its node lost). Sent again, a few thousand a tick.
+INDEX_GRACE = timedelta(minutes=15)
+REINDEX_BATCH = 500
+REINDEX_PER_TICK = 2000
+
+
+async def reindex_stale(*, older_than: timedelta = INDEX_GRACE) -> int:
+    async with unit_of_work(current_runtime()) as session:
+        stale = await catalog.stale_unindexed(session, utcnow() - older_than, REINDEX_PER_TICK)
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, version in stale:
+            by_tenant.setdefault(str(tenant), []).append(str(version))
+        for tenant_key, ids in by_tenant.items():
+            for start in range(0, len(ids), REINDEX_BATCH):
+                outbox.enqueue("index_versions", tenant_key, ids[start : start + REINDEX_BATCH])
+    if stale:
+        log.info("versions_sent_to_index", count=len(stale))
+    return len(stale)
 
 
 async def sync_subscriptions() -> int:
@@ -137,6 +160,7 @@ async def tick() -> dict[str, int]:
     synced = await _step("subscriptions", sync_subscriptions, failed, 0)
     recovered = await _step("recover_lost_jobs", recover_lost_jobs, failed, 0)
     webhooks = await _step("retry_webhooks", retry_webhooks, failed, 0)
+    reindexed = await _step("reindex_stale", reindex_stale, failed, 0)
     pruned = await _step("prune_idempotency", prune, failed, 0)
     retained = await _step("retention", retention, failed, 0)
     expired = await _step("expire_exports", expire, failed, 0)
@@ -148,6 +172,7 @@ async def tick() -> dict[str, int]:
         "subscriptions": synced,
         "recovered": recovered,
         "webhooks": webhooks,
+        "reindexed": reindexed,
         "pruned": pruned,
         "retention": retained,
         "exports_expired": expired,

@@ -431,6 +431,20 @@ async def mark_indexed(session: AsyncSession, version_ids: Sequence[uuid.UUID]) 
         await session.execute(_mark_indexed(), {"m_ids": list(version_ids)})
 
 
+async def stale_unindexed(
+    session: AsyncSession, before: datetime, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(tenant, version) of versions first stored before ``before`` and still not known to be
+    indexed, oldest first (``ix_item_version_unindexed``)."""
+    rows = await session.execute(
+        select(ItemVersion.tenant_id, ItemVersion.id)
+        .where(ItemVersion.indexed.is_(False), ItemVersion.valid_from < before)
+        .order_by(ItemVersion.valid_from)
+        .limit(limit)
+    )
+    return [(tenant_id, version_id) for tenant_id, version_id in rows.all()]
+
+
 async def versions_by_ids(
     session: AsyncSession, tenant_id: uuid.UUID, version_ids: Collection[uuid.UUID]
 ) -> list[ItemVersion]:

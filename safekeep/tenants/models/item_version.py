@@ -14,6 +14,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     literal_column,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,6 +37,14 @@ class ItemVersion(IdMixin, CreatedMixin, AccountServiceMixin, Base):
         # An account's state in item order: restore and export page through it
         # (``catalog.versions_at``), each page starting after the last one's item.
         Index("ix_item_version_state", "account_id", "service", "item_id"),
+        # The search index's backlog, oldest first: versions whose documents are not known to
+        # be indexed (the scheduler sends old ones again; the fleet metrics count them).
+        Index(
+            "ix_item_version_unindexed",
+            "valid_from",
+            postgresql_where=text("indexed IS false"),
+            sqlite_where=text("indexed IS false"),
+        ),
     )
 
     item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"))
