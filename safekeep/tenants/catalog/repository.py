@@ -435,11 +435,12 @@ async def stale_unindexed(
     session: AsyncSession, before: datetime, limit: int
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """(tenant, version) of versions first stored before ``before`` and still not known to be
-    indexed, oldest first (``ix_item_version_unindexed``)."""
+    indexed, newest first (``ix_item_version_unindexed``): a document the search backend
+    refuses for good stays behind, and must not keep versions lost since from being sent."""
     rows = await session.execute(
         select(ItemVersion.tenant_id, ItemVersion.id)
         .where(ItemVersion.indexed.is_(False), ItemVersion.valid_from < before)
-        .order_by(ItemVersion.valid_from)
+        .order_by(ItemVersion.valid_from.desc())
         .limit(limit)
     )
     return [(tenant_id, version_id) for tenant_id, version_id in rows.all()]
