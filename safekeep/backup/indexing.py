@@ -58,6 +58,17 @@ def search_document(
     )
 
 
+# Versions one ``index_versions`` message carries.
+INDEX_BATCH = 500
+
+
+def send_to_index(tenant_id: str, version_ids: Sequence[str]) -> None:
+    """Enqueue ``index_versions`` for these versions of one tenant, in bounded messages (in
+    the caller's unit of work: they are sent once it commits)."""
+    for start in range(0, len(version_ids), INDEX_BATCH):
+        outbox.enqueue("index_versions", tenant_id, list(version_ids[start : start + INDEX_BATCH]))
+
+
 async def index_after_commit(
     run: SnapshotRun,
     docs: Sequence[SearchDocument],
@@ -79,8 +90,7 @@ async def index_after_commit(
         log.warning("index_deferred", tenant_id=tenant, error=str(exc)[:300])
         ids = [d.version_id for d in docs] + [str(v) for v in (*closed, *dropped)]
         async with unit_of_work(run.runtime):
-            for start in range(0, len(ids), 500):
-                outbox.enqueue("index_versions", tenant, ids[start : start + 500])
+            send_to_index(tenant, ids)
         return
     async with unit_of_work(run.runtime) as session:
         await catalog.mark_indexed(session, [uuid.UUID(d.version_id) for d in docs])

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import structlog
 
+from safekeep.backup.indexing import send_to_index
 from safekeep.backup.jobs.export import expire_exports
 from safekeep.backup.jobs.purge import enqueue_retention
 from safekeep.billing import events as billing_events
@@ -68,7 +69,6 @@ async def retry_webhooks() -> int:
 # to be indexed again at once: a version still unindexed after this was left by a worker
 # that stopped in between (killed, its node lost). Sent again, a few thousand a tick.
 INDEX_GRACE = timedelta(minutes=15)
-REINDEX_BATCH = 500
 REINDEX_PER_TICK = 2000
 
 
@@ -79,8 +79,7 @@ async def reindex_stale(*, older_than: timedelta = INDEX_GRACE) -> int:
         for tenant, version in stale:
             by_tenant.setdefault(str(tenant), []).append(str(version))
         for tenant_key, ids in by_tenant.items():
-            for start in range(0, len(ids), REINDEX_BATCH):
-                outbox.enqueue("index_versions", tenant_key, ids[start : start + REINDEX_BATCH])
+            send_to_index(tenant_key, ids)
     if stale:
         log.info("versions_sent_to_index", count=len(stale))
     return len(stale)
