@@ -53,13 +53,16 @@ async def test_token_is_refreshed_before_it_expires():
 
 
 async def test_graph_401_gets_one_refresh_and_a_retry(make_client: ClientFactory):
-    sim = start_sim(token_lifetime_s=1)
+    # The JWT's exp is whole seconds after a whole-second iat, so a token lives between
+    # lifetime - 1 and lifetime seconds: 2 leaves the first request at least a second.
+    sim = start_sim(token_lifetime_s=2)
     try:
         # A negative margin keeps using the token past its expiry, as a skewed clock would.
         provider = tokens_for(sim, refresh_margin_seconds=-60)
         client = make_client(sim, tokens=provider)
         await client.get_json("/users")
-        await asyncio.sleep(2.1)  # the JWT's exp (whole seconds) is now behind us
+        assert client.stats.token_refreshes == 0
+        await asyncio.sleep(2.1)  # the JWT's exp is now behind us
         users = await client.get_json("/users")
         assert users["value"]
         assert client.stats.token_refreshes == 1
