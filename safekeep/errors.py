@@ -101,6 +101,12 @@ class PaymentRequired(
     pass
 
 
+class TooManyRequests(
+    AppError, status=429, slug="rate-limited", title="Too many requests for this API key"
+):
+    pass
+
+
 class ServiceUnavailable(
     AppError, status=503, slug="unavailable", title="A dependency is unavailable"
 ):

@@ -40,6 +40,7 @@ from safekeep.api.usage.router import router as usage_router
 from safekeep.api.webhooks.router import router as webhooks_router
 from safekeep.runtime import Runtime, Sender
 from safekeep.settings import Settings, get_settings
+from safekeep.tenants.api_key.rates import KeyRates
 from safekeep.workers import broker as queue
 
 DESCRIPTION = """
@@ -57,7 +58,11 @@ limited to some tenants.
 page) and a `limit` of at most 200.
 
 **Limits.** By default request bodies are at most 1 MiB (413), query strings 8 KiB (414) and headers
-32 KiB (431), checked before authentication.
+32 KiB (431), checked before authentication. Each API server admits one key's requests at up to
+100 a second after a burst of 300 (the deployment may change both); beyond that it answers 429
+(`type` ending `rate-limited`) with `Retry-After` in seconds, having done nothing for the
+request. A key that polls many jobs should use `If-None-Match` (304s still count, but cost
+little) and the `Retry-After` a running job's answer carries.
 
 **Idempotency.** Creating POSTs accept `Idempotency-Key`; a repeat with the same key and body
 replays the first answer (with `Idempotent-Replayed: true`).
@@ -137,6 +142,7 @@ def create_app(
     )
     if runtime is not None:
         app.state.runtime = runtime
+    app.state.key_rates = KeyRates(settings.api_key_rate_per_second, settings.api_key_burst)
     problems.install(app)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_middleware(MetricsMiddleware)

@@ -234,16 +234,27 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         414: "The query string is too long",
         416: "Range not satisfiable",
         422: "The request is not valid",
+        429: "Too many requests for this API key: retry after `Retry-After` seconds",
         431: "The request headers are too large",
         503: "A dependency is unavailable",
     }
     # Any request can be malformed (an unparseable body or query): 400 is always possible;
-    # and any can be too large for safekeep.api.limits: 413, 414 and 431.
-    return {
+    # and any can be too large for safekeep.api.limits: 413, 414 and 431. Any request with a
+    # key can pass the key's rate (safekeep.tenants.api_key.rates): 429 goes with 401.
+    limited = {429} if 401 in statuses else set()
+    out: dict[int | str, dict[str, Any]] = {
         s: {
             "description": described.get(s, "Error"),
             "model": Problem,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for s in sorted({400, 413, 414, 431, *statuses})
+        for s in sorted({400, 413, 414, 431, *statuses, *limited})
     }
+    if 429 in out:
+        out[429]["headers"] = {
+            "Retry-After": {
+                "description": "Seconds until this key's next request is admitted",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return out

@@ -1,0 +1,94 @@
+"""One API key past its rate is refused with 429 before anything is done for it, and no other
+key (another MSP's, or the same MSP's) is slowed by it (safekeep.tenants.api_key.rates)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import httpx
+
+from safekeep.tenants.api_key.rates import MAX_BUCKETS, KeyRates
+from tests.api.conftest import World, fingerprint
+
+PROBLEM = "application/problem+json"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_gives_its_burst_then_its_rate() -> None:
+    clock = Clock()
+    rates = KeyRates(rate=2.0, burst=3, clock=clock)
+    key, other = uuid.uuid4(), uuid.uuid4()
+    assert [rates.admit(key) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert rates.admit(key) == 0.5  # one token comes back every half second
+    assert rates.admit(other) == 0.0  # another key has its own bucket
+    clock.now += 0.25
+    assert rates.admit(key) == 0.25  # half a token: a refused request takes nothing
+    clock.now += 0.25
+    assert rates.admit(key) == 0.0
+    assert rates.admit(key) == 0.5
+    clock.now += 60  # idle: the bucket fills up to its burst, no further
+    assert [rates.admit(key) for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+
+
+def test_rate_zero_admits_everything() -> None:
+    rates = KeyRates(rate=0, burst=1)
+    key = uuid.uuid4()
+    assert all(rates.admit(key) == 0.0 for _ in range(10_000))
+
+
+def test_buckets_of_idle_keys_are_dropped_when_there_are_too_many() -> None:
+    clock = Clock()
+    rates = KeyRates(rate=1.0, burst=2, clock=clock)
+    for _ in range(MAX_BUCKETS - 1):
+        rates.admit(uuid.uuid4())
+    clock.now += 1.5
+    busy = uuid.uuid4()
+    assert rates.admit(busy) == rates.admit(busy) == 0.0  # its burst spent
+    clock.now += 0.5  # the others have been idle 2 s: full again, as a new bucket would be
+    rates.admit(uuid.uuid4())  # one past the bound: the full ones go
+    assert len(rates._buckets) == 2  # busy and the new one
+    assert rates.admit(busy) == 0.5  # busy kept its state: half a token
+
+
+async def test_a_key_past_its_rate_gets_429_and_changes_nothing(
+    world: World, start_server: Callable[..., str]
+) -> None:
+    base = start_server(api_key_rate_per_second=0.5, api_key_burst=3)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        a = world.a.msp.headers
+        for _ in range(3):
+            assert (await client.get("/v1/tenants", headers=a)).status_code == 200
+        refused = await client.get("/v1/tenants", headers=a)
+        assert refused.status_code == 429
+        assert refused.headers["content-type"].startswith(PROBLEM)
+        assert refused.json()["type"].endswith("/rate-limited")
+        assert refused.headers["Retry-After"] in ("1", "2")  # a token every 2 s
+        assert "0.5 requests a second" in refused.json()["detail"]
+
+        # A write past the rate is refused before it does anything.
+        before = await fingerprint(world.runtime)
+        created = await client.post("/v1/tenants", headers=a, json={"name": "Past the rate"})
+        assert created.status_code == 429
+        assert await fingerprint(world.runtime) == before
+
+        # Nobody else is slowed: another MSP's key, and another key of the same MSP.
+        assert (await client.get("/v1/tenants", headers=world.b.msp.headers)).status_code == 200
+        other_key = await world.key(["read"])
+        assert (await client.get("/v1/tenants", headers=other_key)).status_code == 200
+
+        # A key nobody issued is refused as unknown (401), however often: it gets no bucket.
+        bogus = {"Authorization": "Bearer sk_" + "x" * 43}
+        for _ in range(5):
+            assert (await client.get("/v1/tenants", headers=bogus)).status_code == 401
+
+        await asyncio.sleep(int(refused.headers["Retry-After"]) + 0.2)
+        assert (await client.get("/v1/tenants", headers=a)).status_code == 200
