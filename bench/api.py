@@ -145,10 +145,13 @@ def column_env(column: str, data_dir: Path) -> Iterator[dict[str, str]]:
         "SAFEKEEP_DATA_DIR": str(data_dir),
         "SAFEKEEP_LOG_LEVEL": "WARNING",
         "SAFEKEEP_SCHEDULER_INTERVAL_SECONDS": "60",
-        # One key sends the whole load here (a portal's traffic is many keys'): its bucket is
-        # made larger than any rate measured, so the check still runs but never refuses.
+        # One key of one MSP sends the whole load here (a portal's traffic is many MSPs' keys'):
+        # their buckets are made larger than any rate measured, so the checks still run but
+        # never refuse.
         "SAFEKEEP_API_KEY_RATE_PER_SECOND": "1000000",
         "SAFEKEEP_API_KEY_BURST": "1000000",
+        "SAFEKEEP_API_MSP_RATE_PER_SECOND": "1000000",
+        "SAFEKEEP_API_MSP_BURST": "1000000",
     }
     if column == "embedded":
         yield env

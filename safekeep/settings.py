@@ -108,11 +108,13 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024  # JSON request bodies
     max_query_bytes: Annotated[int, Field(ge=256)] = 8 * 1024  # 414 beyond
     max_header_bytes: Annotated[int, Field(ge=4096)] = 32 * 1024  # all header lines; 431 beyond
-    # How fast one API key may call one API process (safekeep.tenants.api_key.rates): a token
-    # bucket of api_key_burst requests refilled at api_key_rate_per_second; beyond, 429 with
-    # Retry-After. 0: no limit.
+    # How fast one API key, and one MSP's keys together, may call one API process
+    # (safekeep.api.rates): token buckets of *_burst requests refilled at
+    # *_rate_per_second; beyond either, 429 with Retry-After. 0: no limit.
     api_key_rate_per_second: Annotated[float, Field(ge=0)] = 100.0
     api_key_burst: Annotated[int, Field(ge=1)] = 300
+    api_msp_rate_per_second: Annotated[float, Field(ge=0)] = 200.0
+    api_msp_burst: Annotated[int, Field(ge=1)] = 600
     log_level: str = "INFO"
     log_json: bool = True
 

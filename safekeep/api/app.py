@@ -31,6 +31,7 @@ from safekeep.api.limits import RequestLimits
 from safekeep.api.metrics import MetricsMiddleware
 from safekeep.api.notifications.router import router as notifications_router
 from safekeep.api.policy.router import router as policy_router
+from safekeep.api.rates import RequestRates
 from safekeep.api.restores.router import router as restores_router
 from safekeep.api.search.router import router as search_router
 from safekeep.api.snapshots.router import router as snapshots_router
@@ -40,7 +41,6 @@ from safekeep.api.usage.router import router as usage_router
 from safekeep.api.webhooks.router import router as webhooks_router
 from safekeep.runtime import Runtime, Sender
 from safekeep.settings import Settings, get_settings
-from safekeep.tenants.api_key.rates import KeyRates
 from safekeep.workers import broker as queue
 
 DESCRIPTION = """
@@ -59,7 +59,8 @@ page) and a `limit` of at most 200.
 
 **Limits.** By default request bodies are at most 1 MiB (413), query strings 8 KiB (414) and headers
 32 KiB (431), checked before authentication. Each API server admits one key's requests at up to
-100 a second after a burst of 300 (the deployment may change both); beyond that it answers 429
+100 a second after a burst of 300, and an MSP's keys together at up to 200 after 600 (the
+deployment may change these); beyond either it answers 429
 (`type` ending `rate-limited`) with `Retry-After` in seconds, having done nothing for the
 request. A key that polls many jobs should use `If-None-Match` (304s still count, but cost
 little) and the `Retry-After` a running job's answer carries.
@@ -142,7 +143,7 @@ def create_app(
     )
     if runtime is not None:
         app.state.runtime = runtime
-    app.state.key_rates = KeyRates(settings.api_key_rate_per_second, settings.api_key_burst)
+    app.state.request_rates = RequestRates.from_settings(settings)
     problems.install(app)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_middleware(MetricsMiddleware)

@@ -7,7 +7,6 @@ and never checks permissions in its body. A route is public only by having none 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -15,9 +14,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from safekeep.api.deps import SessionDep
+from safekeep.api.rates import RequestRates
 from safekeep.errors import Forbidden, PaymentRequired, TooManyRequests, Unauthorized
 from safekeep.tenants.api_key import service as api_key_service
-from safekeep.tenants.api_key.rates import KeyRates
 from safekeep.tenants.models import MspStatus
 from safekeep.tenants.scope import Principal, Scope
 
@@ -42,15 +41,10 @@ async def authenticate(
         raise Unauthorized("The API key is unknown, revoked or expired", headers=_WWW_AUTH)
     principal = grant.principal
     assert principal.api_key_id is not None
-    rates: KeyRates = request.app.state.key_rates
-    wait = rates.admit(principal.api_key_id)
-    if wait:
-        seconds = max(1, math.ceil(wait))
-        raise TooManyRequests(
-            f"This API key sent more than {rates.rate:g} requests a second (after a burst of "
-            f"{rates.burst}) to this server; retry in {seconds} s",
-            headers={"Retry-After": str(seconds)},
-        )
+    rates: RequestRates = request.app.state.request_rates
+    refused = rates.admit(principal.api_key_id, principal.msp_id)
+    if refused is not None:
+        raise TooManyRequests(refused.detail, headers={"Retry-After": str(refused.seconds)})
     request.state.principal = principal
     request.state.msp_status = grant.msp_status
     return principal

@@ -240,7 +240,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
     # Any request can be malformed (an unparseable body or query): 400 is always possible;
     # and any can be too large for safekeep.api.limits: 413, 414 and 431. Any request with a
-    # key can pass the key's rate (safekeep.tenants.api_key.rates): 429 goes with 401.
+    # key can pass the key's rate (safekeep.api.rates): 429 goes with 401.
     limited = {429} if 401 in statuses else set()
     out: dict[int | str, dict[str, Any]] = {
         s: {

@@ -1,5 +1,5 @@
-"""One API key past its rate is refused with 429 before anything is done for it, and no other
-key (another MSP's, or the same MSP's) is slowed by it (safekeep.tenants.api_key.rates)."""
+"""One API key past its rate, or one MSP's keys together past theirs, are refused with 429
+before anything is done for the request, and nobody else is slowed (safekeep.api.rates)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from safekeep.tenants.api_key.rates import MAX_BUCKETS, KeyRates
+from safekeep.api.rates import MAX_BUCKETS, KeyRates, RequestRates
 from tests.api.conftest import World, fingerprint
 
 PROBLEM = "application/problem+json"
@@ -59,6 +59,24 @@ def test_buckets_of_idle_keys_are_dropped_when_there_are_too_many() -> None:
     assert rates.admit(busy) == 0.5  # busy kept its state: half a token
 
 
+def test_an_msps_keys_share_its_bucket() -> None:
+    clock = Clock()
+    rates = RequestRates(KeyRates(1.0, 2, clock=clock), KeyRates(1.0, 3, clock=clock))
+    msp, other_msp = uuid.uuid4(), uuid.uuid4()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert rates.admit(first, msp) is None
+    assert rates.admit(first, msp) is None
+    refused = rates.admit(first, msp)
+    assert refused is not None and refused.whose == "API key" and refused.seconds == 1
+    assert rates.admit(second, msp) is None  # the MSP's third
+    refused = rates.admit(second, msp)  # the second key has a token; the MSP has none
+    assert refused is not None and refused.whose == "MSP"
+    assert refused.detail.startswith("This MSP sent more than 1 requests a second")
+    assert rates.admit(uuid.uuid4(), other_msp) is None
+    clock.now += 1.0
+    assert rates.admit(second, msp) is None
+
+
 async def test_a_key_past_its_rate_gets_429_and_changes_nothing(
     world: World, start_server: Callable[..., str]
 ) -> None:
@@ -92,3 +110,21 @@ async def test_a_key_past_its_rate_gets_429_and_changes_nothing(
 
         await asyncio.sleep(int(refused.headers["Retry-After"]) + 0.2)
         assert (await client.get("/v1/tenants", headers=a)).status_code == 200
+
+
+async def test_an_msps_keys_together_get_429_past_its_rate(
+    world: World, start_server: Callable[..., str]
+) -> None:
+    base = start_server(api_msp_rate_per_second=0.1, api_msp_burst=3)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        first, second = world.a.msp.headers, await world.key(["read"])
+        for headers in (first, first, second):
+            assert (await client.get("/v1/tenants", headers=headers)).status_code == 200
+        # Each key is far inside its own rate; together they have spent the MSP's burst.
+        for headers in (second, await world.key(["read"])):
+            refused = await client.get("/v1/tenants", headers=headers)
+            assert refused.status_code == 429
+            assert refused.json()["type"].endswith("/rate-limited")
+            assert refused.json()["detail"].startswith("This MSP sent more than 0.1 requests")
+            assert int(refused.headers["Retry-After"]) >= 1
+        assert (await client.get("/v1/tenants", headers=world.b.msp.headers)).status_code == 200

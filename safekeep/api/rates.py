@@ -1,11 +1,12 @@
-"""How fast one API key may call one API process: a token bucket per key.
+"""How fast one API key, and one MSP, may call one API process: token buckets.
 
 An API process's capacity (a few hundred requests a second: one event loop) is shared by every
 key that reaches it. A partner portal stuck in a retry loop, or a leaked key in someone's
 script, must not take it from the others: another MSP's portal, or the same MSP's other keys.
-Each process admits a key's requests at up to ``rate`` a second, after a burst of up to
-``burst`` (a portal opening a dashboard sends a few dozen at once); beyond that a request is
-answered 429 with ``Retry-After`` before any work is done for it.
+Each process admits a key's requests at up to a rate, after a burst (a portal opening a
+dashboard sends a few dozen at once), and an MSP's keys together at up to a larger one (a
+hundred keys must not buy a hundred times the rate); beyond either, a request is answered 429
+with ``Retry-After`` before any work is done for it.
 
 The limit is per process on purpose: what it protects is that process's loop, and it costs a
 dictionary lookup, not a round trip to Redis per request (about 0.14 ms of the API's CPU, a
@@ -15,10 +16,13 @@ over them gets at most R times the rate.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from safekeep.settings import Settings
 
 # Buckets kept at most; past this, the full ones (keys idle long enough to have refilled,
 # which a new bucket would equal) are dropped. Only authenticated keys get a bucket.
@@ -69,3 +73,48 @@ class KeyRates:
         self._buckets = {
             key: bucket for key, bucket in self._buckets.items() if now - bucket.stamp < refill
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request past a bucket: whose, that bucket's terms, and how long to wait."""
+
+    whose: str  # "API key" or "MSP"
+    rate: float
+    burst: int
+    wait: float
+
+    @property
+    def seconds(self) -> int:
+        """``Retry-After``: whole seconds, at least one."""
+        return max(1, math.ceil(self.wait))
+
+    @property
+    def detail(self) -> str:
+        return (
+            f"This {self.whose} sent more than {self.rate:g} requests a second (after a burst of "
+            f"{self.burst}) to this server; retry in {self.seconds} s"
+        )
+
+
+class RequestRates:
+    """The buckets a request takes from: its key's, then its MSP's (a request the MSP's
+    bucket refuses has still spent its key's token)."""
+
+    def __init__(self, keys: KeyRates, msps: KeyRates) -> None:
+        self.keys = keys
+        self.msps = msps
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestRates:
+        return cls(
+            KeyRates(settings.api_key_rate_per_second, settings.api_key_burst),
+            KeyRates(settings.api_msp_rate_per_second, settings.api_msp_burst),
+        )
+
+    def admit(self, key_id: uuid.UUID, msp_id: uuid.UUID) -> Refusal | None:
+        for whose, rates, bucket in (("API key", self.keys, key_id), ("MSP", self.msps, msp_id)):
+            wait = rates.admit(bucket)
+            if wait:
+                return Refusal(whose, rates.rate, rates.burst, wait)
+        return None
