@@ -101,9 +101,7 @@ class PaymentRequired(
     pass
 
 
-class TooManyRequests(
-    AppError, status=429, slug="rate-limited", title="Too many requests for this API key"
-):
+class TooManyRequests(AppError, status=429, slug="rate-limited", title="Too many requests"):
     pass
 
 

@@ -234,7 +234,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         414: "The query string is too long",
         416: "Range not satisfiable",
         422: "The request is not valid",
-        429: "Too many requests for this API key: retry after `Retry-After` seconds",
+        429: "Too many requests from this API key or its MSP: retry after `Retry-After` seconds",
         431: "The request headers are too large",
         503: "A dependency is unavailable",
     }
@@ -253,7 +253,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     if 429 in out:
         out[429]["headers"] = {
             "Retry-After": {
-                "description": "Seconds until this key's next request is admitted",
+                "description": "Seconds until the next request can be admitted",
                 "schema": {"type": "integer", "minimum": 1},
             }
         }

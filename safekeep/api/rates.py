@@ -35,9 +35,9 @@ class _Bucket:
     stamp: float  # when ``tokens`` was last brought up to date
 
 
-class KeyRates:
-    """Token buckets by API key id; ``rate`` 0 admits everything. Used from one event loop
-    (the API's), so no lock: ``admit`` never awaits."""
+class TokenBuckets:
+    """A token bucket per id (an API key's, an MSP's); ``rate`` 0 admits everything. Used
+    from one event loop (the API's), so no lock: ``admit`` never awaits."""
 
     def __init__(
         self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
@@ -49,17 +49,17 @@ class KeyRates:
         self._clock = clock
         self._buckets: dict[uuid.UUID, _Bucket] = {}
 
-    def admit(self, key_id: uuid.UUID) -> float:
-        """Take one token for ``key_id``: 0.0 when admitted, else the seconds until a token
-        is there again (nothing is taken from a refused request)."""
+    def admit(self, owner: uuid.UUID) -> float:
+        """Take one token from ``owner``'s bucket: 0.0 when admitted, else the seconds until a
+        token is there again (nothing is taken from a refused request)."""
         if not self.rate:
             return 0.0
         now = self._clock()
-        bucket = self._buckets.get(key_id)
+        bucket = self._buckets.get(owner)
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:
                 self._drop_full(now)
-            bucket = self._buckets[key_id] = _Bucket(float(self.burst), now)
+            bucket = self._buckets[owner] = _Bucket(float(self.burst), now)
         else:
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
             bucket.stamp = now
@@ -101,15 +101,15 @@ class RequestRates:
     """The buckets a request takes from: its key's, then its MSP's (a request the MSP's
     bucket refuses has still spent its key's token)."""
 
-    def __init__(self, keys: KeyRates, msps: KeyRates) -> None:
+    def __init__(self, keys: TokenBuckets, msps: TokenBuckets) -> None:
         self.keys = keys
         self.msps = msps
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestRates:
         return cls(
-            KeyRates(settings.api_key_rate_per_second, settings.api_key_burst),
-            KeyRates(settings.api_msp_rate_per_second, settings.api_msp_burst),
+            TokenBuckets(settings.api_key_rate_per_second, settings.api_key_burst),
+            TokenBuckets(settings.api_msp_rate_per_second, settings.api_msp_burst),
         )
 
     def admit(self, key_id: uuid.UUID, msp_id: uuid.UUID) -> Refusal | None:

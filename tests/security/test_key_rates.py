@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from safekeep.api.rates import MAX_BUCKETS, KeyRates, RequestRates
+from safekeep.api.rates import MAX_BUCKETS, RequestRates, TokenBuckets
 from tests.api.conftest import World, fingerprint
 
 PROBLEM = "application/problem+json"
@@ -25,7 +25,7 @@ class Clock:
 
 def test_a_bucket_gives_its_burst_then_its_rate() -> None:
     clock = Clock()
-    rates = KeyRates(rate=2.0, burst=3, clock=clock)
+    rates = TokenBuckets(rate=2.0, burst=3, clock=clock)
     key, other = uuid.uuid4(), uuid.uuid4()
     assert [rates.admit(key) for _ in range(3)] == [0.0, 0.0, 0.0]
     assert rates.admit(key) == 0.5  # one token comes back every half second
@@ -40,14 +40,14 @@ def test_a_bucket_gives_its_burst_then_its_rate() -> None:
 
 
 def test_rate_zero_admits_everything() -> None:
-    rates = KeyRates(rate=0, burst=1)
+    rates = TokenBuckets(rate=0, burst=1)
     key = uuid.uuid4()
     assert all(rates.admit(key) == 0.0 for _ in range(10_000))
 
 
 def test_buckets_of_idle_keys_are_dropped_when_there_are_too_many() -> None:
     clock = Clock()
-    rates = KeyRates(rate=1.0, burst=2, clock=clock)
+    rates = TokenBuckets(rate=1.0, burst=2, clock=clock)
     for _ in range(MAX_BUCKETS - 1):
         rates.admit(uuid.uuid4())
     clock.now += 1.5
@@ -61,7 +61,7 @@ def test_buckets_of_idle_keys_are_dropped_when_there_are_too_many() -> None:
 
 def test_an_msps_keys_share_its_bucket() -> None:
     clock = Clock()
-    rates = RequestRates(KeyRates(1.0, 2, clock=clock), KeyRates(1.0, 3, clock=clock))
+    rates = RequestRates(TokenBuckets(1.0, 2, clock=clock), TokenBuckets(1.0, 3, clock=clock))
     msp, other_msp = uuid.uuid4(), uuid.uuid4()
     first, second = uuid.uuid4(), uuid.uuid4()
     assert rates.admit(first, msp) is None
