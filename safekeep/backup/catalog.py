@@ -139,6 +139,8 @@ class SnapshotRun:
         self.marked_seen: set[str] = set()
         # Delta links of rounds that changed nothing (``quiet``), written by ``complete``.
         self._quiet: dict[str, str] = {}
+        # Versions the search backend has taken, marked indexed in the next transaction.
+        self._indexed: list[uuid.UUID] = []
         # Claiming the task has just written its heartbeat.
         self._last_beat = time.monotonic()
 
@@ -260,6 +262,23 @@ class SnapshotRun:
         next time; a page of the same collection saved later in this run supersedes it."""
         self._quiet[collection] = delta_link
 
+    def indexed(self, version_ids: Iterable[uuid.UUID]) -> None:
+        """These versions are in the search index: the run's next transaction (the next
+        page's, or the one that completes the run) marks them so. A page's own transaction
+        for it was one of every two a changed page cost; what a run that stops never marks,
+        the scheduler's sweep sends again. At most a page's versions wait here."""
+        self._indexed.extend(version_ids)
+
+    async def _mark_indexed(self, session: AsyncSession) -> list[uuid.UUID]:
+        """Write the waiting marks in ``session``'s transaction; returns them, for the caller
+        to put back (``_unmarked``) if that transaction does not commit."""
+        marks, self._indexed = self._indexed, []
+        await catalog.mark_indexed(session, marks)
+        return marks
+
+    def _unmarked(self, marks: list[uuid.UUID]) -> None:
+        self._indexed[:0] = marks
+
     def superseded(self, collection: str) -> None:
         """A page saved or dropped ``collection``'s delta state: a quiet link held for it
         is older than what the page wrote, and must not be written over it."""
@@ -277,10 +296,16 @@ class SnapshotRun:
     async def page(self) -> AsyncIterator[CatalogPage]:
         """One durable step: everything recorded inside commits together, then is indexed."""
         page = CatalogPage(self)
-        async with unit_of_work(self.runtime) as session:
-            page.session = session
-            yield page
-            await page.finish()
+        marks: list[uuid.UUID] = []
+        try:
+            async with unit_of_work(self.runtime) as session:
+                page.session = session
+                yield page
+                await page.finish()
+                marks = await self._mark_indexed(session)
+        except BaseException:
+            self._unmarked(marks)
+            raise
         self.counters.added += page.counters.added
         self.counters.changed += page.counters.changed
         self.counters.removed += page.counters.removed
@@ -347,58 +372,65 @@ class SnapshotRun:
     ) -> None:
         """Finish the snapshot and, in the same transaction, its task with its last progress
         figures: a worker that dies in between cannot leave a finished snapshot under a task
-        that looks unfinished (which would be run again into a needless new snapshot). Two
-        UPDATEs, no reads: every figure is known here.
+        that looks unfinished (which would be run again into a needless new snapshot). No
+        reads: every figure is known here. The same transaction marks the last page's
+        versions indexed (``indexed``) and writes the quiet rounds' links (``quiet``).
 
         ``then`` runs last in that same transaction (judging the run, settling the job when
         this was its last task): what commits with the snapshot costs no transaction of its
         own, and if it fails the snapshot stays running for the retry to resume."""
         now = utcnow()
-        async with unit_of_work(self.runtime) as session:
-            if self._quiet:
-                await catalog.save_delta_states(
+        marks: list[uuid.UUID] = []
+        try:
+            async with unit_of_work(self.runtime) as session:
+                marks = await self._mark_indexed(session)
+                if self._quiet:
+                    await catalog.save_delta_states(
+                        session,
+                        tenant_id=self.tenant_id,
+                        account_id=self.account_id,
+                        service=self.service,
+                        finished=self._quiet,
+                        resumable={},
+                        now=now,
+                    )
+                if self.task_id is not None:
+                    figures: dict[str, int] = {}
+                    if requests is not None:
+                        figures["requests"] = requests
+                    if throttled is not None:
+                        figures["throttled"] = throttled
+                    if errors is not None:
+                        figures["errors"] = errors
+                    await job_repository.settle_task(
+                        session,
+                        self.task_id,
+                        status=TaskStatus.partial if skipped else TaskStatus.succeeded,
+                        now=now,
+                        items=self.counters.items,
+                        bytes=self.counters.bytes,
+                        skipped=skipped,
+                        **figures,
+                    )
+                found = await catalog.finish_snapshot(
                     session,
-                    tenant_id=self.tenant_id,
+                    self.snapshot_id,
                     account_id=self.account_id,
                     service=self.service,
-                    finished=self._quiet,
-                    resumable={},
-                    now=now,
-                )
-            if self.task_id is not None:
-                figures: dict[str, int] = {}
-                if requests is not None:
-                    figures["requests"] = requests
-                if throttled is not None:
-                    figures["throttled"] = throttled
-                if errors is not None:
-                    figures["errors"] = errors
-                await job_repository.settle_task(
-                    session,
-                    self.task_id,
-                    status=TaskStatus.partial if skipped else TaskStatus.succeeded,
-                    now=now,
-                    items=self.counters.items,
-                    bytes=self.counters.bytes,
+                    status=SnapshotStatus.partial if skipped else SnapshotStatus.complete,
+                    completed_at=now,
+                    added=self.counters.added,
+                    changed=self.counters.changed,
+                    removed=self.counters.removed,
+                    bytes_added=self.counters.bytes,
                     skipped=skipped,
-                    **figures,
                 )
-            found = await catalog.finish_snapshot(
-                session,
-                self.snapshot_id,
-                account_id=self.account_id,
-                service=self.service,
-                status=SnapshotStatus.partial if skipped else SnapshotStatus.complete,
-                completed_at=now,
-                added=self.counters.added,
-                changed=self.counters.changed,
-                removed=self.counters.removed,
-                bytes_added=self.counters.bytes,
-                skipped=skipped,
-            )
-            assert found, "the snapshot of a running backup is gone"
-            if then is not None:
-                await then(session)
+                assert found, "the snapshot of a running backup is gone"
+                if then is not None:
+                    await then(session)
+        except BaseException:
+            self._unmarked(marks)
+            raise
 
 
 class CatalogPage:

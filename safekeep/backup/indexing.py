@@ -75,6 +75,9 @@ async def index_after_commit(
     closed: Sequence[uuid.UUID],
     dropped: Sequence[uuid.UUID],
 ) -> None:
+    """Send a committed page's changes to the search backend. The versions indexed are
+    marked so in the run's next transaction (``SnapshotRun.indexed``), not in one of their
+    own; if the run stops first, the scheduler's sweep sends them again (``reindex_stale``)."""
     if not (docs or closed or dropped):
         return
     tenant = str(run.tenant_id)
@@ -92,8 +95,7 @@ async def index_after_commit(
         async with unit_of_work(run.runtime):
             send_to_index(tenant, ids)
         return
-    async with unit_of_work(run.runtime) as session:
-        await catalog.mark_indexed(session, [uuid.UUID(d.version_id) for d in docs])
+    run.indexed(uuid.UUID(d.version_id) for d in docs)
 
 
 async def _fields_for(repo: TenantRepository, version: ItemVersion) -> SearchFields | None:
