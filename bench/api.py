@@ -561,7 +561,7 @@ async def warm_search(server: Server, s: Seeded) -> str:
                 (await client.get(paths[n % len(paths)])).raise_for_status()
 
         for _ in range(WARM_ROUNDS):
-            with MachineCPU({"OpenSearch": lambda _pid, cmd, _parent: cmd == "java"}) as cpu:
+            with machine_cpu(server) as cpu:
                 await asyncio.gather(*(send(lane) for lane in range(4)))
             costs.append(cpu.seconds["OpenSearch"] * 1000 / WARM_ROUND)
     shown = sorted({*range(0, WARM_ROUNDS, 6), WARM_ROUNDS - 1})

@@ -269,15 +269,18 @@ class SnapshotRun:
         the scheduler's sweep sends again. At most a page's versions wait here."""
         self._indexed.extend(version_ids)
 
-    async def _mark_indexed(self, session: AsyncSession) -> list[uuid.UUID]:
-        """Write the waiting marks in ``session``'s transaction; returns them, for the caller
-        to put back (``_unmarked``) if that transaction does not commit."""
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """The run's next transaction (a page's, or the completing one): it also writes the
+        waiting indexed marks, and gives them back if it does not commit."""
         marks, self._indexed = self._indexed, []
-        await catalog.mark_indexed(session, marks)
-        return marks
-
-    def _unmarked(self, marks: list[uuid.UUID]) -> None:
-        self._indexed[:0] = marks
+        try:
+            async with unit_of_work(self.runtime) as session:
+                yield session
+                await catalog.mark_indexed(session, marks)
+        except BaseException:
+            self._indexed[:0] = marks
+            raise
 
     def superseded(self, collection: str) -> None:
         """A page saved or dropped ``collection``'s delta state: a quiet link held for it
@@ -296,16 +299,10 @@ class SnapshotRun:
     async def page(self) -> AsyncIterator[CatalogPage]:
         """One durable step: everything recorded inside commits together, then is indexed."""
         page = CatalogPage(self)
-        marks: list[uuid.UUID] = []
-        try:
-            async with unit_of_work(self.runtime) as session:
-                page.session = session
-                yield page
-                await page.finish()
-                marks = await self._mark_indexed(session)
-        except BaseException:
-            self._unmarked(marks)
-            raise
+        async with self._transaction() as session:
+            page.session = session
+            yield page
+            await page.finish()
         self.counters.added += page.counters.added
         self.counters.changed += page.counters.changed
         self.counters.removed += page.counters.removed
@@ -380,57 +377,51 @@ class SnapshotRun:
         this was its last task): what commits with the snapshot costs no transaction of its
         own, and if it fails the snapshot stays running for the retry to resume."""
         now = utcnow()
-        marks: list[uuid.UUID] = []
-        try:
-            async with unit_of_work(self.runtime) as session:
-                marks = await self._mark_indexed(session)
-                if self._quiet:
-                    await catalog.save_delta_states(
-                        session,
-                        tenant_id=self.tenant_id,
-                        account_id=self.account_id,
-                        service=self.service,
-                        finished=self._quiet,
-                        resumable={},
-                        now=now,
-                    )
-                if self.task_id is not None:
-                    figures: dict[str, int] = {}
-                    if requests is not None:
-                        figures["requests"] = requests
-                    if throttled is not None:
-                        figures["throttled"] = throttled
-                    if errors is not None:
-                        figures["errors"] = errors
-                    await job_repository.settle_task(
-                        session,
-                        self.task_id,
-                        status=TaskStatus.partial if skipped else TaskStatus.succeeded,
-                        now=now,
-                        items=self.counters.items,
-                        bytes=self.counters.bytes,
-                        skipped=skipped,
-                        **figures,
-                    )
-                found = await catalog.finish_snapshot(
+        async with self._transaction() as session:
+            if self._quiet:
+                await catalog.save_delta_states(
                     session,
-                    self.snapshot_id,
+                    tenant_id=self.tenant_id,
                     account_id=self.account_id,
                     service=self.service,
-                    status=SnapshotStatus.partial if skipped else SnapshotStatus.complete,
-                    completed_at=now,
-                    added=self.counters.added,
-                    changed=self.counters.changed,
-                    removed=self.counters.removed,
-                    bytes_added=self.counters.bytes,
-                    skipped=skipped,
+                    finished=self._quiet,
+                    resumable={},
+                    now=now,
                 )
-                assert found, "the snapshot of a running backup is gone"
-                if then is not None:
-                    await then(session)
-        except BaseException:
-            self._unmarked(marks)
-            raise
+            if self.task_id is not None:
+                figures: dict[str, int] = {}
+                if requests is not None:
+                    figures["requests"] = requests
+                if throttled is not None:
+                    figures["throttled"] = throttled
+                if errors is not None:
+                    figures["errors"] = errors
+                await job_repository.settle_task(
+                    session,
+                    self.task_id,
+                    status=TaskStatus.partial if skipped else TaskStatus.succeeded,
+                    now=now,
+                    items=self.counters.items,
+                    bytes=self.counters.bytes,
+                    skipped=skipped,
+                    **figures,
+                )
+            found = await catalog.finish_snapshot(
+                session,
+                self.snapshot_id,
+                account_id=self.account_id,
+                service=self.service,
+                status=SnapshotStatus.partial if skipped else SnapshotStatus.complete,
+                completed_at=now,
+                added=self.counters.added,
+                changed=self.counters.changed,
+                removed=self.counters.removed,
+                bytes_added=self.counters.bytes,
+                skipped=skipped,
+            )
+            assert found, "the snapshot of a running backup is gone"
+            if then is not None:
+                await then(session)
 
 
 class CatalogPage:
