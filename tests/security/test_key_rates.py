@@ -102,6 +102,10 @@ async def test_a_key_past_its_rate_gets_429_and_changes_nothing(
         assert (await client.get("/v1/tenants", headers=world.b.msp.headers)).status_code == 200
         other_key = await world.key(["read"])
         assert (await client.get("/v1/tenants", headers=other_key)).status_code == 200
+        limited = await world.key(["read"], [world.a.tenant.id])  # one limited to a tenant
+        served = await client.get("/v1/tenants", headers=limited)
+        assert served.status_code == 200
+        assert [t["id"] for t in served.json()["items"]] == [str(world.a.tenant.id)]
 
         # A key nobody issued is refused as unknown (401), however often: it gets no bucket.
         bogus = {"Authorization": "Bearer sk_" + "x" * 43}
