@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from safekeep.api.auth import require
+from safekeep.api.auth import KeyRequired
 from safekeep.api.billing.schemas import BillingOut, StripeWebhookAck, UsageReportOut
 from safekeep.api.deps import SessionDep, SettingsDep
 from safekeep.api.problems import responses
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/billing", tags=["Billing"])
 
 # Billing is MSP-wide (every client's seats, the Stripe customer): a key limited to some
 # tenants, as a client portal holds, must not read it.
-BillingReader = Annotated[Principal, Depends(require(Scope.read, unlimited=True))]
+BillingReader = Annotated[Principal, Depends(KeyRequired(Scope.read, unlimited=True))]
 
 # Stripe's events are a few kilobytes; this leaves ample room and bounds what we buffer.
 MAX_WEBHOOK_BYTES = 1024 * 1024
