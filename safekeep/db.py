@@ -334,7 +334,7 @@ _JSON_DECODE = json.JSONDecoder().decode
 
 
 def load_json(data: str | bytes) -> Any:
-    """A JSON or JSONB value as PostgreSQL returns it (UTF-8 text), read by the standard
+    """A JSON value as SQLite or PostgreSQL returns it (text; UTF-8 bytes), read by the standard
     library's decoder without ``json.loads``'s encoding detection and wrapper: a third of the
     time for the small values of a row (a page of 50 accounts reads 50 of them). Not orjson:
     it reads an integer beyond 64 bits, which JSONB keeps, as a float."""
@@ -355,6 +355,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
                 "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
                 "async_creator_fn": _connect_reads_inline,
             },
+            json_deserializer=load_json,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

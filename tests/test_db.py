@@ -7,6 +7,7 @@ BEGIN/COMMIT for reads and still commits (or rolls back) its writes together."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import json
 import sqlite3
@@ -40,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep import db as db_module
 from safekeep.db import Database, ReadsInline, read_rows
-from safekeep.tenants.models.base import EnumText, JSONType, UTCDateTime
+from safekeep.tenants.models.base import EnumText, JSONType, UTCDateTime, UUIDType
 from safekeep.transient import is_transient
 
 
@@ -616,6 +617,61 @@ async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     assert driven[2].doc == {"n": 5, "big": 2**70, "s": "é"}
     assert driven[2].twice == 2 * (2**40 + 5)
     assert among == expected_among and len(among) == 2
+
+
+_STAMP = Table(
+    "stamp",
+    _DRIVER_METADATA,
+    Column("n", BigInteger, primary_key=True),
+    Column("id", UUIDType),
+    Column("at", UTCDateTime),
+)
+_STAMPS = select(_STAMP.c.id, _STAMP.c.at).order_by(_STAMP.c.n)
+
+
+async def test_uuids_and_timestamps_read_as_the_standard_parsers_read_them(
+    paint_db: Database, on_driver: list[str]
+) -> None:
+    """The models' UUID and timestamp columns read back what ``uuid.UUID(text)`` and an aware
+    UTC ``datetime`` of the stored text are, whoever wrote the text (on SQLite the readers are
+    ours, made for speed: ``_uuid_from_hex`` and ``_utc_from_sqlite``): through SQLAlchemy's
+    execution and through the driver read alike."""
+    ids = [uuid.uuid4().hex, str(uuid.uuid4()), uuid.UUID(int=0).hex, "F" * 32, uuid.uuid4().hex]
+    stamps = [
+        ("2026-01-02 11:00:00.123456", datetime(2026, 1, 2, 11, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-01-02 11:00:00", datetime(2026, 1, 2, 11, tzinfo=UTC)),
+        ("2026-01-02T13:00:00+02:00", datetime(2026, 1, 2, 11, tzinfo=UTC)),
+        ("2026-01-02", datetime(2026, 1, 2, tzinfo=UTC)),
+        (None, None),
+    ]
+    insert = text(
+        "INSERT INTO stamp (n, id, at) VALUES (:n, :id, :at)"
+        if paint_db.is_sqlite
+        else "INSERT INTO stamp (n, id, at) "
+        "VALUES (:n, CAST(:id AS UUID), CAST(:at AS TIMESTAMPTZ))"
+    )
+    async with paint_db.session() as session:
+        await session.execute(
+            insert,
+            [
+                {"n": n, "id": i, "at": at}
+                for n, (i, (at, _)) in enumerate(zip(ids, stamps, strict=True))
+            ],
+        )
+    async with paint_db.session(begin_on_write=True) as session:
+        driven = await read_rows(session, _STAMPS, {})
+        executed = (await session.execute(_STAMPS)).all()
+    assert on_driver  # the first read ran on the driver
+    for rows in (driven, executed):
+        for (got_id, got_at), text_id, (_, want_at) in zip(rows, ids, stamps, strict=True):
+            want_id = uuid.UUID(text_id)
+            assert type(got_id) is uuid.UUID
+            assert got_id == want_id and got_id.int == want_id.int
+            assert str(got_id) == str(want_id) and hash(got_id) == hash(want_id)
+            assert got_id.is_safe is want_id.is_safe and got_id.version == want_id.version
+            assert copy.deepcopy(got_id) == want_id  # as pickle copies it
+            assert got_at == want_at
+            assert got_at is None or got_at.tzinfo is UTC
 
 
 _CHOSEN = (

@@ -7,7 +7,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Table, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    Uuid,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -48,13 +58,64 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name == "sqlite":
+            return _utc_from_sqlite
+        return super().result_processor(dialect, coltype)
+
+
+def _utc_from_sqlite(value: str | None) -> datetime | None:
+    """A stored SQLite timestamp (UTC, as ``UTCDateTime`` writes it: ISO text without a zone)
+    read as aware UTC in one parse. Read as naive and then given its zone, a timestamp cost
+    ten times as much: ``datetime.replace`` alone takes 1.5 us, and a page of 50 accounts
+    reads 100 of them."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value + "+00:00")
+    except ValueError:  # text this type did not write: with a zone of its own
+        parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is UTC:
+        return parsed
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class UUIDType(Uuid[uuid.UUID]):
+    """SQLAlchemy's ``Uuid``, read faster where it is stored as 32 hex digits (SQLite;
+    PostgreSQL's driver makes ``UUID`` objects itself). ``uuid.UUID(text)`` is Python that
+    strips, replaces and checks its argument: 1.3-2 us a value, the largest part of reading a
+    page of accounts. Made from the integer, as psycopg makes its UUIDs: 0.6 us."""
+
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if self.as_uuid and not (dialect.supports_native_uuid and self.native_uuid):
+            return _uuid_from_hex
+        return super().result_processor(dialect, coltype)
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown  # read once: an enum member's lookup is Python code
+
+
+def _uuid_from_hex(value: str | None) -> uuid.UUID | None:
+    if value is None:
+        return None
+    if len(value) != 32:  # not as ``Uuid`` writes it (its ``hex``): the full parser's checks
+        return uuid.UUID(value)
+    made = _new_object(uuid.UUID)
+    _set_attribute(made, "int", int(value, 16))
+    _set_attribute(made, "is_safe", _UNKNOWN_SAFETY)
+    return made
+
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), uuid.UUID: UUIDType()}
 
 
 class IdMixin:
