@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from enum import StrEnum
+from types import UnionType
+from typing import Annotated, Any, Generic, TypeVar, get_args
 
 from fastapi import Query
 from fastapi.responses import Response
@@ -67,7 +70,7 @@ def _row_page(model: type[BaseModel]) -> TypeAdapter[Any]:
         or any(f.alias or f.serialization_alias for f in model.model_fields.values())
     ):
         raise TypeError(f"{model.__name__} is not a model of plain fields")
-    fields = {name: field.annotation for name, field in model.model_fields.items()}
+    fields = {name: _as_written(field.annotation) for name, field in model.model_fields.items()}
     row = TypedDict(f"{model.__name__}Row", fields)  # type: ignore[misc]
     page = TypedDict(  # type: ignore[misc]  # noqa: UP013 (the row type is made here)
         f"{model.__name__}RowPage", {"items": list[row], "next_cursor": str | None}
@@ -84,6 +87,17 @@ def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Re
     items = [dict(zip(names, row, strict=True)) for row in rows]
     body = {"items": items, "next_cursor": page.next_cursor}
     return Response(_row_page(model).dump_json(body), media_type="application/json")
+
+
+def _as_written(annotation: Any) -> Any:
+    """A field's type as the row writer declares it: a string enum as ``str``. A member is the
+    string of its value, written as it is; declared as the enum, pydantic-core reads each
+    member's ``value``, which is Python code (``enum.property``): two per row of accounts."""
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return str
+    if isinstance(annotation, UnionType):
+        return functools.reduce(operator.or_, (_as_written(a) for a in get_args(annotation)))
+    return annotation
 
 
 Cursor = Annotated[

@@ -105,6 +105,29 @@ def test_a_page_of_rows_is_written_as_the_model_writes_it(
     Page[model].model_validate_json(bytes(direct.body))  # type: ignore[valid-type]
 
 
+class _Maybe(BaseModel):
+    kind: AccountKind | None
+    state: AccountState | str
+    count: int
+
+
+def test_string_enums_are_written_as_their_values_even_in_unions() -> None:
+    """The row writer declares a string enum as ``str`` (pydantic-core reads nothing of the
+    member): in a union too, with the other member types kept."""
+    values: list[dict[str, Any]] = [
+        {"kind": AccountKind.site, "state": AccountState.cancelled, "count": 1},
+        {"kind": None, "state": "other", "count": 2},
+    ]
+    page = pagination.Page(items=_rows(_Maybe, values), next_cursor=None)
+    direct = rows_response(page, _Maybe)
+    modelled = json_response(page_of(page, lambda row: _Maybe.model_validate(row._asdict())))
+    assert direct.body == modelled.body
+    assert json.loads(bytes(direct.body))["items"] == [
+        {"kind": "site", "state": "cancelled", "count": 1},
+        {"kind": None, "state": "other", "count": 2},
+    ]
+
+
 def test_a_model_whose_fields_are_not_plain_is_refused() -> None:
     class Aliased(BaseModel):
         id: uuid.UUID = Field(serialization_alias="identifier")
