@@ -41,7 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep import db as db_module
 from safekeep.db import Database, ReadsInline, read_rows
-from safekeep.tenants.models.base import EnumText, JSONType, UTCDateTime, UUIDType
+from safekeep.tenants.models.base import (
+    EnumText,
+    JSONType,
+    UTCDateTime,
+    UUIDType,
+    _uuid_from_hex,
+)
 from safekeep.transient import is_transient
 
 
@@ -672,6 +678,38 @@ async def test_uuids_and_timestamps_read_as_the_standard_parsers_read_them(
             assert copy.deepcopy(got_id) == want_id  # as pickle copies it
             assert got_at == want_at
             assert got_at is None or got_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "text_",
+    [
+        uuid.uuid4().hex,
+        "F" * 32,
+        str(uuid.uuid4()),
+        "{" + uuid.uuid4().hex + "}",
+        "urn:uuid:" + str(uuid.uuid4()),
+        "-" + "a" * 31,  # 32 characters, a sign: int() would take it, uuid.UUID does not
+        "+" + "a" * 31,
+        "0x" + "a" * 30,
+        "_".join(["a" * 8] * 3) + "a" * 6,
+        " " + "a" * 31,
+        "g" * 32,
+        "a" * 31,
+    ],
+)
+def test_the_sqlite_uuid_reader_answers_as_uuid_parses(text_: str) -> None:
+    """Whatever the stored text, ``_uuid_from_hex`` answers as ``uuid.UUID(text)`` does: the
+    same UUID, or a ValueError."""
+    try:
+        want: uuid.UUID | None = uuid.UUID(text_)
+    except ValueError:
+        want = None
+    if want is None:
+        with pytest.raises(ValueError, match=r"badly formed|invalid literal"):
+            _uuid_from_hex(text_)
+    else:
+        got = _uuid_from_hex(text_)
+        assert got == want and got is not None and got.int == want.int
 
 
 _CHOSEN = (
