@@ -34,6 +34,8 @@ WARM_UP = 30
 
 
 async def _call(app: Any, path: str, key: str) -> int:
+    """One GET straight into the app's ASGI callable: no client library, whose own work
+    (httpx's ``ASGITransport``, as ``bench.api.count_statements`` uses) would be counted."""
     route, _, query = path.partition("?")
     scope = {
         "type": "http",

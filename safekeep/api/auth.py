@@ -58,8 +58,6 @@ class KeyRequired(HTTPBearer):
         refused = rates.admit(principal.api_key_id, principal.msp_id)
         if refused is not None:
             raise TooManyRequests(refused.detail, headers={"Retry-After": str(refused.seconds)})
-        request.state.principal = principal
-        request.state.msp_status = grant.msp_status
         if not principal.has(self.scope):
             raise Forbidden(f"This needs an API key with the '{self.scope}' scope")
         if self.unlimited and principal.tenant_ids is not None:

@@ -54,9 +54,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else _as_utc(value)
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
         if dialect.name == "sqlite":
@@ -75,9 +73,12 @@ def _utc_from_sqlite(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value + "+00:00")
     except ValueError:  # text this type did not write: with a zone of its own
         parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is UTC:
-        return parsed
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed if parsed.tzinfo is UTC else _as_utc(parsed)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A stored timestamp as aware UTC: without a zone it was written as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class UUIDType(Uuid[uuid.UUID]):
