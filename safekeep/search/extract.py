@@ -18,8 +18,10 @@ import codecs
 import io
 import logging
 import re
+import threading
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
 
 from lxml import etree
 from selectolax.lexbor import LexborHTMLParser
@@ -27,6 +29,9 @@ from selectolax.lexbor import LexborHTMLParser
 log = logging.getLogger(__name__)
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
+# What a ``TextMemo`` keeps: at most this many characters of text, in at most this many texts.
+MEMO_MAX_CHARS = 4 * 1024 * 1024
+MEMO_MAX_TEXTS = 4096
 
 _DROP_TAGS = ["script", "style", "noscript", "template", "head", "svg", "object", "iframe"]
 _BLOCK_TAGS = (
@@ -511,3 +516,40 @@ def extract_text(name: str, content_type: str | None, data: bytes, *, limit: int
         log.debug("text extraction failed for %s", name, exc_info=True)
         return ""
     return text[:limit]
+
+
+class TextMemo:
+    """Texts extracted before, by a key that names everything the text depends on (a digest
+    of the content first): the same PDF mailed to a whole company is read once per worker, not
+    once per mailbox. The least recently used go past ``max_chars`` characters or ``max_texts``
+    texts in all. Safe to share between the threads that extract; two threads asking for the
+    same new key at once may both extract it (the answer is the same)."""
+
+    def __init__(self, max_chars: int = MEMO_MAX_CHARS, max_texts: int = MEMO_MAX_TEXTS) -> None:
+        self.max_chars = max_chars
+        self.max_texts = max_texts
+        self.hits = 0
+        self.misses = 0
+        self._texts: OrderedDict[Hashable, str] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def text(self, key: Hashable, extract: Callable[[], str]) -> str:
+        with self._lock:
+            known = self._texts.get(key)
+            if known is not None:
+                self._texts.move_to_end(key)
+                self.hits += 1
+                return known
+            self.misses += 1
+        text = extract()
+        if len(text) > self.max_chars:
+            return text
+        with self._lock:
+            if key not in self._texts:
+                self._texts[key] = text
+                self._chars += len(text)
+                while self._chars > self.max_chars or len(self._texts) > self.max_texts:
+                    _, dropped = self._texts.popitem(last=False)
+                    self._chars -= len(dropped)
+        return text

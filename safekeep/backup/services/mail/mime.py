@@ -335,15 +335,34 @@ def _decoded(raw: bytes, leaf: _Span, cte: str) -> bytes:
     return body
 
 
-def file_attachments(
+@dataclass(frozen=True)
+class EncodedAttachment:
+    """A file attachment's leaf as it stands in the MIME, before decoding: ``encoded`` is its
+    body (a view of the message's bytes), so it can be recognised by content without the cost
+    of decoding it."""
+
+    name: str | None
+    content_type: str
+    content_id: str | None
+    inline: bool
+    transfer_encoding: str
+    encoded: memoryview
+    _raw: bytes
+    _leaf: _Span
+
+    def decoded(self) -> bytes:
+        return _decoded(self._raw, self._leaf, self.transfer_encoding)
+
+
+def encoded_file_attachments(
     raw: bytes, wanted: Callable[[str | None, str], bool], max_bytes: int
-) -> Iterator[MimePart]:
+) -> Iterator[EncodedAttachment]:
     """The file attachments ``attachment_parts`` would give whose name and content type
-    ``wanted`` accepts and whose decoded size is at most ``max_bytes``, in order, among the
-    message's first ``_MAX_PARTS`` parts; each is decoded only when the caller asks for the
-    next."""
+    ``wanted`` accepts and whose encoded size could decode to at most ``max_bytes``, in order,
+    among the message's first ``_MAX_PARTS`` parts; none is decoded here."""
     top = _span(raw, 0, len(raw), 0, None)
     bodies = {id(b) for b in (_find_body(top, "plain"), _find_body(top, "html")) if b}
+    view = memoryview(raw)
     for leaf in _span_leaves(top):
         headers, ctype = leaf.headers, leaf.content_type
         if id(leaf) in bodies or ctype == "message/rfc822":
@@ -359,11 +378,21 @@ def file_attachments(
         cte = str(headers.get("content-transfer-encoding", "")).lower()
         if leaf.end - leaf.body > max_bytes * _EXPANSION.get(cte, 1.0) + 64 * 1024:
             continue
-        data = _decoded(raw, leaf, cte)
+        inline = disposition == "inline" or (disposition is None and bool(cid))
+        encoded = view[leaf.body : leaf.end]
+        yield EncodedAttachment(name, ctype, cid, inline, cte, encoded, raw, leaf)
+
+
+def file_attachments(
+    raw: bytes, wanted: Callable[[str | None, str], bool], max_bytes: int
+) -> Iterator[MimePart]:
+    """``encoded_file_attachments`` decoded, less those whose decoded size passes
+    ``max_bytes``; each is decoded only when the caller asks for the next."""
+    for part in encoded_file_attachments(raw, wanted, max_bytes):
+        data = part.decoded()
         if len(data) > max_bytes:
             continue
-        inline = disposition == "inline" or (disposition is None and bool(cid))
-        yield MimePart("file", name, ctype, cid, inline, data)
+        yield MimePart("file", part.name, part.content_type, part.content_id, part.inline, data)
 
 
 # ---- where a stored message's chunks end --------------------------------------------------

@@ -8,13 +8,16 @@ and one re-indexed later by the retry job (bytes read back) get the same documen
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import uuid
 from datetime import datetime
 from typing import Any
 
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.services.base import ContentReader
 from safekeep.backup.services.mail import mime
-from safekeep.search.extract import extract_text, file_type_of, html_to_text
+from safekeep.search.extract import TextMemo, extract_text, file_type_of, html_to_text
 from safekeep.settings import settings
 from safekeep.tenants.models import ItemVersion
 
@@ -123,14 +126,40 @@ def _text_bearing(name: str | None, content_type: str) -> bool:
     return file_type_of(name or "", content_type) in TEXT_BEARING
 
 
-def _attachment_text(raw: bytes, limit: int) -> str:
-    """Text of the text-bearing attachments parsed out of the MIME, at most ``limit`` chars."""
+# Attachment texts this process extracted, by tenant and content: a message's attachment is
+# often one many others carry too (sent to a list, forwarded, replied to with it).
+ATTACHMENT_TEXTS = TextMemo()
+
+
+def _part_text(part: mime.EncodedAttachment, limit: int) -> str:
+    data = part.decoded()
+    if len(data) > EXTRACT_MAX_BYTES:
+        return ""
+    return extract_text(part.name or "", part.content_type, data, limit=limit)
+
+
+def _attachment_text(raw: bytes, limit: int, tenant_id: uuid.UUID) -> str:
+    """Text of the text-bearing attachments parsed out of the MIME, at most ``limit`` chars:
+    each attachment's text (read up to ``limit``) cut to what is left of it.
+
+    An attachment's text depends on its bytes as encoded in the MIME, its type (by name and
+    content type, the charset included) and ``limit``: with the tenant, the key of its text in
+    ``ATTACHMENT_TEXTS``. One seen before costs a SHA-256 of its encoded bytes instead of
+    decoding and reading it, wherever it stands among the message's attachments."""
     texts: list[str] = []
     budget = limit
-    for part in mime.file_attachments(raw, _text_bearing, EXTRACT_MAX_BYTES):
+    for part in mime.encoded_file_attachments(raw, _text_bearing, EXTRACT_MAX_BYTES):
         if budget <= 0:
             break
-        text = extract_text(part.name or "", part.content_type, part.data, limit=budget)
+        key = (
+            tenant_id,
+            hashlib.sha256(part.encoded).digest(),
+            part.transfer_encoding,
+            file_type_of(part.name or "", part.content_type),
+            part.content_type,
+            limit,
+        )
+        text = ATTACHMENT_TEXTS.text(key, functools.partial(_part_text, part, limit))[:budget]
         if text:
             texts.append(text)
             budget -= len(text) + 1
@@ -160,7 +189,7 @@ def _fields(
         recipients=recipients,
         body=body_text(message)[:limit],
         attachment_names=names,
-        attachment_text=_attachment_text(raw, limit) if raw else "",
+        attachment_text=_attachment_text(raw, limit, version.tenant_id) if raw else "",
         has_attachments=bool(message.get("hasAttachments"))
         or any(not a.get("isInline") for a in attachments),
     )
