@@ -68,6 +68,13 @@ class TokenBuckets:
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
 
+    def give_back(self, owner: uuid.UUID) -> None:
+        """Return the token ``admit`` just took from ``owner`` (for a request refused by
+        another bucket after this one admitted it)."""
+        bucket = self._buckets.get(owner)
+        if self.rate and bucket is not None:
+            bucket.tokens = min(float(self.burst), bucket.tokens + 1.0)
+
     def _drop_full(self, now: float) -> None:
         refill = self.burst / self.rate
         self._buckets = {
@@ -98,8 +105,9 @@ class Refusal:
 
 
 class RequestRates:
-    """The buckets a request takes from: its key's, then its MSP's (a request the MSP's
-    bucket refuses has still spent its key's token)."""
+    """The buckets a request takes from: its key's, then its MSP's. A request the MSP's bucket
+    refuses gets its key's token back: a key pays only for what was served, so one busy key of
+    an MSP does not also drain the budget of the MSP's other keys that were refused with it."""
 
     def __init__(self, keys: TokenBuckets, msps: TokenBuckets) -> None:
         self.keys = keys
@@ -113,8 +121,11 @@ class RequestRates:
         )
 
     def admit(self, key_id: uuid.UUID, msp_id: uuid.UUID) -> Refusal | None:
-        for whose, rates, bucket in (("API key", self.keys, key_id), ("MSP", self.msps, msp_id)):
-            wait = rates.admit(bucket)
-            if wait:
-                return Refusal(whose, rates.rate, rates.burst, wait)
+        wait = self.keys.admit(key_id)
+        if wait:
+            return Refusal("API key", self.keys.rate, self.keys.burst, wait)
+        wait = self.msps.admit(msp_id)
+        if wait:
+            self.keys.give_back(key_id)
+            return Refusal("MSP", self.msps.rate, self.msps.burst, wait)
         return None

@@ -77,6 +77,30 @@ def test_an_msps_keys_share_its_bucket() -> None:
     assert rates.admit(second, msp) is None
 
 
+def test_a_request_the_msp_refuses_costs_its_key_nothing() -> None:
+    clock = Clock()
+    rates = RequestRates(TokenBuckets(1.0, 2, clock=clock), TokenBuckets(1.0, 2, clock=clock))
+    msp, busy, quiet = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert rates.admit(busy, msp) is None
+    assert rates.admit(busy, msp) is None  # the MSP's burst spent by one of its keys
+    for _ in range(5):  # the quiet key is refused for the MSP, again and again
+        refused = rates.admit(quiet, msp)
+        assert refused is not None and refused.whose == "MSP"
+    clock.now += 1.0  # one MSP token back
+    assert rates.admit(quiet, msp) is None  # the quiet key still had both of its own
+    clock.now += 1.0
+    assert rates.admit(quiet, msp) is None
+    assert rates.keys.admit(quiet) == 0.0  # and one left: nothing went to the refusals
+
+    full = TokenBuckets(1.0, 2, clock=clock)
+    full.give_back(uuid.uuid4())  # no bucket yet: nothing to give back
+    key = uuid.uuid4()
+    full.admit(key)
+    full.give_back(key)
+    full.give_back(key)  # never past the burst
+    assert [full.admit(key) for _ in range(3)] == [0.0, 0.0, 1.0]
+
+
 async def test_a_key_past_its_rate_gets_429_and_changes_nothing(
     world: World, start_server: Callable[..., str]
 ) -> None:
