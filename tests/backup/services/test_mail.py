@@ -34,6 +34,7 @@ from safekeep.backup.context import open_repository
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.mail import collect as mail_collect
+from safekeep.backup.services.mail import mime
 from safekeep.backup.services.mail.mime import mboxrd_unescape
 from safekeep.errors import NotFound
 from safekeep.graph.batch import BatchResponse
@@ -1137,3 +1138,56 @@ async def test_restore_brings_back_a_message_attached_inside_an_attached_message
         datetime(2025, 10, 8, 10, 0, 5, tzinfo=UTC),
         datetime(2025, 10, 8, 10, 0, 0, tzinfo=UTC),
     )
+
+
+async def test_restore_decodes_one_large_attachment_at_a_time(
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message's large attachments are uploaded after it is created; each is decoded from
+    the stored MIME only as its upload starts, so a restore holds one at a time, not the
+    whole message parsed (about six times its size) and every attachment decoded at once."""
+    h = engine
+    rng = random.Random(17)
+    large = {f"scan {n}.bin": rng.randbytes(3_400_000 + n) for n in range(3)}
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = "Ops <ops@contoso.example>"
+    msg["To"] = "Farah García <farah@example.com>"
+    msg["Subject"] = "Scans"
+    msg["Message-ID"] = "<scans@contoso.example>"
+    msg.set_content("three scans\n")
+    msg.add_attachment(b"small note", "text", "plain", filename="note.txt")
+    for name, data in large.items():
+        msg.add_attachment(data, "application", "octet-stream", filename=name)
+    crafted = h.sim.add_message(h.sim_tenant_id, account.graph_id, msg.as_bytes(), "inbox")
+    await h.backup(account, SERVICE)
+    h.sim.delete_item(h.sim_tenant_id, crafted, hard=True)
+
+    events: list[tuple[str, int]] = []
+    decode, upload = mime._decoded, GraphClient.upload_mail_attachment
+
+    def decoding(raw: bytes, leaf: Any, cte: str) -> bytes:
+        data = decode(raw, leaf, cte)
+        events.append(("decoded", len(data)))
+        return data
+
+    async def uploading(self: GraphClient, *args: Any, **kwargs: Any) -> str | None:
+        events.append(("uploaded", args[5]))  # its size
+        return await upload(self, *args, **kwargs)
+
+    monkeypatch.setattr(mime, "_decoded", decoding)
+    monkeypatch.setattr(GraphClient, "upload_mail_attachment", uploading)
+    report = await h.restore(account, SERVICE)
+
+    assert report.failed_count == 0 and report.restored_count >= 1
+    sizes = [len(data) for data in large.values()]
+    # The note goes in the create request; then each scan is decoded and uploaded in turn.
+    assert events == [("decoded", 10)] + [
+        (event, size) for size in sizes for event in ("decoded", "uploaded")
+    ]
+    (restored,) = messages_with_id(
+        h, account.graph_id, user_of(h, account).well_known["inbox"], msg["Message-ID"]
+    )
+    parsed = email.message_from_bytes(message_mime(restored), policy=email.policy.default)
+    files = {p.get_filename(): p.get_payload(decode=True) for p in parsed.walk()}
+    assert {name: files.get(name) for name in large} == large
+    assert files.get("note.txt") == b"small note"

@@ -15,6 +15,7 @@ from safekeep.backup.services.mail.collect import document_of, folder_change_key
 from safekeep.backup.services.mail.export import file_stem
 from safekeep.backup.services.mail.mime import (
     attachment_parts,
+    attachments,
     match_file_attachments,
     mbox_separator,
     mboxrd_escape,
@@ -57,7 +58,7 @@ def test_attachment_parts_skip_bodies_and_keep_names_ids_and_bytes() -> None:
 
 
 def test_graph_attachments_match_parts_by_content_id_then_name_then_type() -> None:
-    parts = attachment_parts(_message())
+    parts = list(attachments(_message()))
     graph: list[dict[str, Any]] = [
         {"@odata.type": "#microsoft.graph.fileAttachment", "name": "same.png", "contentId": None},
         {"@odata.type": "#microsoft.graph.itemAttachment", "name": "inner"},
@@ -67,10 +68,10 @@ def test_graph_attachments_match_parts_by_content_id_then_name_then_type() -> No
     ]
     found = match_file_attachments(graph, parts)
     assert 1 not in found  # an item attachment is not a file part
-    assert found[3].data == b"\x89PNG two"  # by Content-ID, whatever the name
-    assert found[2].data == b"first"  # by name
-    assert found[0].data == b"second"  # by name, the part "two@x" being taken
-    assert found[4].data == b"\x89PNG one"  # by type, the only image left
+    assert found[3].decoded() == b"\x89PNG two"  # by Content-ID, whatever the name
+    assert found[2].decoded() == b"first"  # by name
+    assert found[0].decoded() == b"second"  # by name, the part "two@x" being taken
+    assert found[4].decoded() == b"\x89PNG one"  # by type, the only image left
 
 
 async def _chunks(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:

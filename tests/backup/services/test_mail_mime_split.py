@@ -13,7 +13,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safekeep.backup.services.mail.mime import MimePart, attachment_parts, file_attachments
+from safekeep.backup.services.mail.mime import (
+    MimePart,
+    attachment_parts,
+    attachments,
+    file_attachments,
+)
 
 
 def _as_tuple(part: MimePart) -> tuple[object, ...]:
@@ -25,9 +30,19 @@ def _every(_name: str | None, _ctype: str) -> bool:
 
 
 def _same_as_whole_parse(raw: bytes) -> list[tuple[object, ...]]:
-    whole = [_as_tuple(p) for p in attachment_parts(raw) if p.kind == "file"]
+    """Checks the split against the whole parse: the file attachments (decoded), and every
+    attachment with attached messages (decoded when asked); answers the file attachments."""
+    whole = [_as_tuple(p) for p in attachment_parts(raw)]
+    every = [
+        (p.kind, p.name, p.content_type, p.content_id, p.inline, p.decoded())
+        for p in attachments(raw)
+    ]
+    assert every == whole
     split = [_as_tuple(p) for p in file_attachments(raw, _every, 1 << 30)]
-    assert split == whole
+    assert split == [part for part in whole if part[0] == "file"]
+    for part in attachments(raw):
+        if part.kind == "file":
+            assert part.may_decode_within(len(part.decoded()))
     return split
 
 

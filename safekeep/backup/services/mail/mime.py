@@ -130,7 +130,9 @@ def _leaves(part: Message) -> list[Message]:
 
 
 def attachment_parts(raw: bytes) -> list[MimePart]:
-    """The attachments of a message as its MIME carries them (inline images included)."""
+    """The attachments of a message as its MIME carries them (inline images included), from
+    the whole message parsed by ``email``: the reference ``attachments`` (the split below, what
+    the product uses) is tested against."""
     message = parse(raw)
     bodies: set[int] = set()
     for preference in (("plain",), ("html",)):
@@ -337,10 +339,12 @@ def _decoded(raw: bytes, leaf: _Span, cte: str) -> bytes:
 
 @dataclass(frozen=True)
 class EncodedAttachment:
-    """A file attachment's leaf as it stands in the MIME, before decoding: ``encoded`` is its
-    body (a view of the message's bytes), so it can be recognised by content without the cost
-    of decoding it."""
+    """An attachment leaf of a message as it stands in the MIME, not decoded: one of what
+    ``attachment_parts`` gives, by offsets into the message's bytes (``encoded`` is a view of
+    its body), so that it can be chosen, matched and recognised by content without decoding
+    it, and decoded when (and if) its bytes are wanted."""
 
+    kind: Literal["file", "item"]
     name: str | None
     content_type: str
     content_id: str | None
@@ -351,36 +355,56 @@ class EncodedAttachment:
     _leaf: _Span
 
     def decoded(self) -> bytes:
+        """The bytes ``attachment_parts`` holds for it: a file's content; an attached message's
+        RFC 822 bytes, as ``email`` writes them back."""
+        if self.kind == "item":
+            return parse(self.encoded.tobytes()).as_bytes(policy=email.policy.SMTP)
         return _decoded(self._raw, self._leaf, self.transfer_encoding)
+
+    def may_decode_within(self, size: int) -> bool:
+        """False when this file cannot decode to ``size`` bytes or fewer, told from its
+        encoded length and transfer encoding without decoding it."""
+        return len(self.encoded) <= size * _EXPANSION.get(self.transfer_encoding, 1.0) + 65536
+
+
+def attachments(raw: bytes) -> Iterator[EncodedAttachment]:
+    """The attachments ``attachment_parts`` gives (inline images and attached messages
+    included), in order, among the message's first ``_MAX_PARTS`` parts; none is decoded. Only
+    the part headers are parsed: a 120 MB message costs its own bytes and what the caller
+    decodes, where ``attachment_parts`` held about six times its size."""
+    top = _span(raw, 0, len(raw), 0, None)
+    bodies = {id(b) for b in (_find_body(top, "plain"), _find_body(top, "html")) if b}
+    view = memoryview(raw)
+    for leaf in _span_leaves(top):
+        if id(leaf) in bodies:
+            continue
+        headers, ctype = leaf.headers, leaf.content_type
+        disposition = headers.get_content_disposition()
+        raw_cid = headers.get("Content-ID")
+        cid = str(raw_cid).strip().strip("<>").strip() if raw_cid else None
+        if ctype == "message/rfc822":
+            kind: Literal["file", "item"] = "item"
+            inline = disposition == "inline"
+        elif disposition is None and not cid and ctype.startswith("text/"):
+            continue  # an extra body part (a calendar or plain-text alternative)
+        else:
+            kind = "file"
+            inline = disposition == "inline" or (disposition is None and bool(cid))
+        cte = str(headers.get("content-transfer-encoding", "")).lower()
+        name = headers.get_filename()
+        encoded = view[leaf.body : leaf.end]
+        yield EncodedAttachment(kind, name, ctype, cid, inline, cte, encoded, raw, leaf)
 
 
 def encoded_file_attachments(
     raw: bytes, wanted: Callable[[str | None, str], bool], max_bytes: int
 ) -> Iterator[EncodedAttachment]:
-    """The file attachments ``attachment_parts`` would give whose name and content type
-    ``wanted`` accepts and whose encoded size could decode to at most ``max_bytes``, in order,
-    among the message's first ``_MAX_PARTS`` parts; none is decoded here."""
-    top = _span(raw, 0, len(raw), 0, None)
-    bodies = {id(b) for b in (_find_body(top, "plain"), _find_body(top, "html")) if b}
-    view = memoryview(raw)
-    for leaf in _span_leaves(top):
-        headers, ctype = leaf.headers, leaf.content_type
-        if id(leaf) in bodies or ctype == "message/rfc822":
-            continue
-        disposition = headers.get_content_disposition()
-        raw_cid = headers.get("Content-ID")
-        cid = str(raw_cid).strip().strip("<>").strip() if raw_cid else None
-        if disposition is None and not cid and ctype.startswith("text/"):
-            continue
-        name = headers.get_filename()
-        if not wanted(name, ctype):
-            continue
-        cte = str(headers.get("content-transfer-encoding", "")).lower()
-        if leaf.end - leaf.body > max_bytes * _EXPANSION.get(cte, 1.0) + 64 * 1024:
-            continue
-        inline = disposition == "inline" or (disposition is None and bool(cid))
-        encoded = view[leaf.body : leaf.end]
-        yield EncodedAttachment(name, ctype, cid, inline, cte, encoded, raw, leaf)
+    """The file ``attachments`` whose name and content type ``wanted`` accepts and whose
+    encoded size could decode to at most ``max_bytes``."""
+    for part in attachments(raw):
+        chosen = part.kind == "file" and wanted(part.name, part.content_type)
+        if chosen and part.may_decode_within(max_bytes):
+            yield part
 
 
 def file_attachments(
@@ -647,14 +671,14 @@ def _norm(value: str | None) -> str:
 
 
 def match_file_attachments(
-    attachments: Sequence[dict[str, Any]], parts: Sequence[MimePart]
-) -> dict[int, MimePart]:
+    attachments: Sequence[dict[str, Any]], parts: Sequence[EncodedAttachment]
+) -> dict[int, EncodedAttachment]:
     """For each Graph file attachment (by index in ``attachments``), the MIME part that holds
     its bytes. Exchange writes attachments into the MIME in the order it lists them, so when
     names and Content-IDs leave a choice the first unused part wins."""
     files = [p for p in parts if p.kind == "file"]
     used: set[int] = set()
-    found: dict[int, MimePart] = {}
+    found: dict[int, EncodedAttachment] = {}
     rules = (
         lambda att, part: (
             bool(_norm(att.get("contentId")))
@@ -681,7 +705,7 @@ def match_file_attachments(
 
 
 def match_attached_messages(
-    attachments: Sequence[dict[str, Any]], parts: Sequence[MimePart]
+    attachments: Sequence[dict[str, Any]], parts: Sequence[EncodedAttachment]
 ) -> dict[int, bytes]:
     """For each attached message (by index in ``attachments``), its RFC 822 bytes: Exchange
     writes attached messages into the MIME as ``message/rfc822`` parts in its own order."""
@@ -696,7 +720,7 @@ def match_attached_messages(
             part = next(inner, None)
             if part is None:
                 break
-            found[index] = part.data
+            found[index] = part.decoded()
     return found
 
 

@@ -99,12 +99,12 @@ def creatable(document: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def file_attachment(part: mime.MimePart) -> dict[str, Any]:
+def file_attachment(part: mime.EncodedAttachment) -> dict[str, Any]:
     out: dict[str, Any] = {
         "@odata.type": mime.FILE_ATTACHMENT,
         "name": part.name or "attachment",
         "contentType": part.content_type,
-        "contentBytes": base64.b64encode(part.data).decode("ascii"),
+        "contentBytes": base64.b64encode(part.decoded()).decode("ascii"),
         "isInline": part.inline,
     }
     if part.content_id:
@@ -117,9 +117,9 @@ def nested_attachments(raw: bytes, depth: int) -> list[dict[str, Any]]:
     attached message does not list them, so a message attached inside an attached message
     (and its files) exists only there."""
     out: list[dict[str, Any]] = []
-    for part in mime.attachment_parts(raw):
+    for part in mime.attachments(raw):
         if part.kind == "item":
-            out.append(attached_message(None, part.name, part.data, depth + 1))
+            out.append(attached_message(None, part.name, part.decoded(), depth + 1))
         else:
             out.append(file_attachment(part))
     return out
@@ -421,17 +421,19 @@ class MailRestorer(MailboxWriter):
         return created
 
     async def _create(self, version: ItemVersion, document: dict[str, Any], folder: str) -> str:
+        """Create the message with its small attachments in the request; the rest are
+        uploaded after it, each decoded only as its upload starts (the MIME's bytes and one
+        attachment at a time are held, whatever the message's size)."""
         attachments = list(document.get("attachments") or [])
-        files: dict[int, mime.MimePart] = {}
+        files: dict[int, mime.EncodedAttachment] = {}
         messages: dict[int, bytes] = {}  # item attachment index -> the attached message's MIME
         if any(attachment_kind(a) in ("file", "item") for a in attachments):
             if not version.content:
                 raise RestoreFailed("no_content", "the MIME holding the attachments is missing")
             raw = await self.ctx.repo.read_bytes(ContentRef.from_json(version.content))
-            parts = await asyncio.to_thread(mime.attachment_parts, raw)
-            del raw
+            parts = await asyncio.to_thread(lambda: list(mime.attachments(raw)))
             files = mime.match_file_attachments(attachments, parts)
-            messages = mime.match_attached_messages(attachments, parts)
+            messages = await asyncio.to_thread(mime.match_attached_messages, attachments, parts)
         missing = [
             str(a.get("name"))
             for i, a in enumerate(attachments)
@@ -440,7 +442,7 @@ class MailRestorer(MailboxWriter):
         payload = creatable(document)
         payload["singleValueExtendedProperties"].extend(identity.stamp(version))
         inline: list[dict[str, Any]] = []
-        later: list[tuple[dict[str, Any], mime.MimePart]] = []
+        later: list[tuple[dict[str, Any], mime.EncodedAttachment]] = []
         budget = INLINE_BUDGET
         for index, att in enumerate(attachments):
             kind = attachment_kind(att)
@@ -450,9 +452,11 @@ class MailRestorer(MailboxWriter):
                 inline.append(reference_attachment(att))
             elif index in files:
                 part = files[index]
-                if len(part.data) < ATTACHMENT_DIRECT_MAX and len(part.data) <= budget:
-                    budget -= len(part.data)
-                    inline.append(self._file_json(att, part))
+                small = min(ATTACHMENT_DIRECT_MAX - 1, budget)
+                data = part.decoded() if part.may_decode_within(small) else None
+                if data is not None and len(data) <= small:
+                    budget -= len(data)
+                    inline.append(self._file_json(att, part, data))
                 else:
                     later.append((att, part))
         if inline:
@@ -463,16 +467,18 @@ class MailRestorer(MailboxWriter):
         message_id = str(created["id"])
         try:
             for att, part in later:
+                data = await asyncio.to_thread(part.decoded)
                 await self.ctx.graph.upload_mail_attachment(
                     self.user,
                     message_id,
                     str(att.get("name") or part.name or "attachment"),
                     str(att.get("contentType") or part.content_type),
-                    part.data,
-                    len(part.data),
+                    data,
+                    len(data),
                     is_inline=bool(att.get("isInline", part.inline)),
                     content_id=att.get("contentId") or part.content_id,
                 )
+                del data
         except BaseException:
             await self._discard(message_id)
             raise
@@ -484,12 +490,14 @@ class MailRestorer(MailboxWriter):
         return message_id
 
     @staticmethod
-    def _file_json(att: dict[str, Any], part: mime.MimePart) -> dict[str, Any]:
+    def _file_json(
+        att: dict[str, Any], part: mime.EncodedAttachment, data: bytes
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "@odata.type": mime.FILE_ATTACHMENT,
             "name": att.get("name") or part.name or "attachment",
             "contentType": att.get("contentType") or part.content_type,
-            "contentBytes": base64.b64encode(part.data).decode("ascii"),
+            "contentBytes": base64.b64encode(data).decode("ascii"),
             "isInline": bool(att.get("isInline", part.inline)),
         }
         content_id = att.get("contentId") or part.content_id
