@@ -114,6 +114,13 @@ class S3BlobStore(BlobStore):
             # Custom endpoints (SeaweedFS, MinIO) rarely have wildcard DNS for buckets.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
             retries={"mode": "standard", "max_attempts": max_attempts},
+            # No CRC32 of every body and answer unless the operation requires one or the call
+            # asks (botocore's default since 1.36 computes both): a chunk is sealed with
+            # AES-GCM and named by a keyed hash of its content, so a corrupted object fails its
+            # own check on read, and some S3-compatible stores refuse the checksum headers.
+            # 0.1-0.3 ms of CPU less per 64 KB PUT (against SeaweedFS, out of 1.4-1.7).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_concurrency,
@@ -166,7 +173,13 @@ class S3BlobStore(BlobStore):
         until = check_retention(retain_until)
         if until is None or not self.supports_object_lock or until <= datetime.now(UTC):
             return {}
-        return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": until}
+        # AWS refuses an Object Lock write without a checksum of its body (or Content-MD5),
+        # which the client then sends only when asked for one.
+        return {
+            "ObjectLockMode": self.lock_mode,
+            "ObjectLockRetainUntilDate": until,
+            "ChecksumAlgorithm": "CRC32",
+        }
 
     # -- lifecycle ------------------------------------------------------------------------
 
