@@ -23,7 +23,7 @@ from email._encoded_words import decode_b  # what get_payload(decode=True) uses 
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pybase64
 
@@ -44,6 +44,12 @@ class MimePart:
     content_id: str | None
     inline: bool
     data: bytes  # decoded bytes; for an attached message, its RFC 822 bytes
+
+    def decoded(self) -> bytes:
+        return self.data
+
+    def may_decode_within(self, size: int) -> bool:
+        return len(self.data) <= size
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -131,8 +137,10 @@ def _leaves(part: Message) -> list[Message]:
 
 def attachment_parts(raw: bytes) -> list[MimePart]:
     """The attachments of a message as its MIME carries them (inline images included), from
-    the whole message parsed by ``email``: the reference ``attachments`` (the split below, what
-    the product uses) is tested against."""
+    the whole message parsed by ``email``, every part decoded. ``attachments`` (the split below)
+    gives the same for the shapes mail has, without holding the message parsed; ``email`` also
+    reads the rarer ones its own way (a delivery report's status part, an external body, a
+    multipart without its boundaries), so this stays for those."""
     message = parse(raw)
     bodies: set[int] = set()
     for preference in (("plain",), ("html",)):
@@ -670,15 +678,20 @@ def _norm(value: str | None) -> str:
     return (value or "").strip().strip("<>").strip().lower()
 
 
+# A message's attachment either way: split out undecoded, or from the whole parse.
+Part = EncodedAttachment | MimePart
+PartT = TypeVar("PartT", EncodedAttachment, MimePart)
+
+
 def match_file_attachments(
-    attachments: Sequence[dict[str, Any]], parts: Sequence[EncodedAttachment]
-) -> dict[int, EncodedAttachment]:
+    attachments: Sequence[dict[str, Any]], parts: Sequence[PartT]
+) -> dict[int, PartT]:
     """For each Graph file attachment (by index in ``attachments``), the MIME part that holds
     its bytes. Exchange writes attachments into the MIME in the order it lists them, so when
     names and Content-IDs leave a choice the first unused part wins."""
     files = [p for p in parts if p.kind == "file"]
     used: set[int] = set()
-    found: dict[int, EncodedAttachment] = {}
+    found: dict[int, PartT] = {}
     rules = (
         lambda att, part: (
             bool(_norm(att.get("contentId")))
@@ -705,7 +718,7 @@ def match_file_attachments(
 
 
 def match_attached_messages(
-    attachments: Sequence[dict[str, Any]], parts: Sequence[EncodedAttachment]
+    attachments: Sequence[dict[str, Any]], parts: Sequence[Part]
 ) -> dict[int, bytes]:
     """For each attached message (by index in ``attachments``), its RFC 822 bytes: Exchange
     writes attached messages into the MIME as ``message/rfc822`` parts in its own order."""

@@ -99,7 +99,7 @@ def creatable(document: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def file_attachment(part: mime.EncodedAttachment) -> dict[str, Any]:
+def file_attachment(part: mime.Part) -> dict[str, Any]:
     out: dict[str, Any] = {
         "@odata.type": mime.FILE_ATTACHMENT,
         "name": part.name or "attachment",
@@ -117,7 +117,7 @@ def nested_attachments(raw: bytes, depth: int) -> list[dict[str, Any]]:
     attached message does not list them, so a message attached inside an attached message
     (and its files) exists only there."""
     out: list[dict[str, Any]] = []
-    for part in mime.attachments(raw):
+    for part in mime.attachment_parts(raw):  # an attached message, held whole already
         if part.kind == "item":
             out.append(attached_message(None, part.name, part.decoded(), depth + 1))
         else:
@@ -158,6 +158,25 @@ def item_attachment(att: dict[str, Any], raw: bytes | None = None) -> dict[str, 
         "name": att.get("name") or "",
         "item": inner,
     }
+
+
+def _attachments_in(
+    attachments: list[dict[str, Any]], raw: bytes
+) -> tuple[dict[int, mime.Part], dict[int, bytes]]:
+    """The MIME part of each of Graph's file attachments and the bytes of each attached
+    message (by index in ``attachments``). The MIME is split, not parsed whole, and a file is
+    decoded only when its bytes are asked for. It is parsed whole, as ``email`` reads it, for
+    a message with attached messages (their bytes are ``email``'s writing of what it parsed)
+    and for one whose files the split does not account for (a shape ``email`` reads its own
+    way, such as a delivery report's status part or an external body)."""
+    if not any(attachment_kind(a) == "item" for a in attachments):
+        split = list(mime.attachments(raw))
+        files: dict[int, mime.Part] = dict(mime.match_file_attachments(attachments, split))
+        if all(i in files for i, a in enumerate(attachments) if attachment_kind(a) == "file"):
+            return files, {}
+    whole = mime.attachment_parts(raw)
+    files = dict(mime.match_file_attachments(attachments, whole))
+    return files, mime.match_attached_messages(attachments, whole)
 
 
 def reference_attachment(att: dict[str, Any]) -> dict[str, Any]:
@@ -425,15 +444,13 @@ class MailRestorer(MailboxWriter):
         uploaded after it, each decoded only as its upload starts (the MIME's bytes and one
         attachment at a time are held, whatever the message's size)."""
         attachments = list(document.get("attachments") or [])
-        files: dict[int, mime.EncodedAttachment] = {}
+        files: dict[int, mime.Part] = {}
         messages: dict[int, bytes] = {}  # item attachment index -> the attached message's MIME
         if any(attachment_kind(a) in ("file", "item") for a in attachments):
             if not version.content:
                 raise RestoreFailed("no_content", "the MIME holding the attachments is missing")
             raw = await self.ctx.repo.read_bytes(ContentRef.from_json(version.content))
-            parts = await asyncio.to_thread(lambda: list(mime.attachments(raw)))
-            files = mime.match_file_attachments(attachments, parts)
-            messages = await asyncio.to_thread(mime.match_attached_messages, attachments, parts)
+            files, messages = await asyncio.to_thread(_attachments_in, attachments, raw)
         missing = [
             str(a.get("name"))
             for i, a in enumerate(attachments)
@@ -442,7 +459,7 @@ class MailRestorer(MailboxWriter):
         payload = creatable(document)
         payload["singleValueExtendedProperties"].extend(identity.stamp(version))
         inline: list[dict[str, Any]] = []
-        later: list[tuple[dict[str, Any], mime.EncodedAttachment]] = []
+        later: list[tuple[dict[str, Any], mime.Part]] = []
         budget = INLINE_BUDGET
         for index, att in enumerate(attachments):
             kind = attachment_kind(att)
@@ -490,9 +507,7 @@ class MailRestorer(MailboxWriter):
         return message_id
 
     @staticmethod
-    def _file_json(
-        att: dict[str, Any], part: mime.EncodedAttachment, data: bytes
-    ) -> dict[str, Any]:
+    def _file_json(att: dict[str, Any], part: mime.Part, data: bytes) -> dict[str, Any]:
         out: dict[str, Any] = {
             "@odata.type": mime.FILE_ATTACHMENT,
             "name": att.get("name") or part.name or "attachment",
