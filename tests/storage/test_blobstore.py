@@ -13,6 +13,7 @@ import pytest
 from safekeep.storage import BlobNotFound, BlobStore, BlobStoreUnavailable, open_blobstore
 from safekeep.storage.localstore import LocalBlobStore
 from safekeep.storage.s3store import S3BlobStore
+from tests.storage.conftest import store_url
 
 
 async def test_put_get_exists_size_head(store: BlobStore) -> None:
@@ -281,8 +282,6 @@ async def test_s3_writes_carry_no_checksum_the_operation_does_not_require(
 ) -> None:
     # A CRC32 of every body costs CPU on each chunk written, and some S3-compatible stores
     # refuse its headers; a chunk's own seal and keyed name already catch a corrupted one.
-    from tests.storage.conftest import store_url
-
     url, endpoint = store_url(request, kind, tmp_path)
     store = open_blobstore(url, s3_endpoint_url=endpoint)
     await store.open()
