@@ -374,6 +374,11 @@ class EncodedAttachment:
         encoded length and transfer encoding without decoding it."""
         return len(self.encoded) <= size * _EXPANSION.get(self.transfer_encoding, 1.0) + 65536
 
+    def decoded_within(self, size: int) -> bytes | None:
+        """``decoded()`` if it is ``size`` bytes or fewer, else None."""
+        data = self.decoded()
+        return data if len(data) <= size else None
+
 
 def attachments(raw: bytes) -> Iterator[EncodedAttachment]:
     """The attachments ``attachment_parts`` gives (inline images and attached messages
@@ -421,8 +426,8 @@ def file_attachments(
     """``encoded_file_attachments`` decoded, less those whose decoded size passes
     ``max_bytes``; each is decoded only when the caller asks for the next."""
     for part in encoded_file_attachments(raw, wanted, max_bytes):
-        data = part.decoded()
-        if len(data) > max_bytes:
+        data = part.decoded_within(max_bytes)
+        if data is None:
             continue
         yield MimePart("file", part.name, part.content_type, part.content_id, part.inline, data)
 

@@ -451,6 +451,7 @@ class MailRestorer(MailboxWriter):
                 raise RestoreFailed("no_content", "the MIME holding the attachments is missing")
             raw = await self.ctx.repo.read_bytes(ContentRef.from_json(version.content))
             files, messages = await asyncio.to_thread(_attachments_in, attachments, raw)
+            del raw  # the split's parts keep it while they need it; a whole parse does not
         missing = [
             str(a.get("name"))
             for i, a in enumerate(attachments)

@@ -132,8 +132,8 @@ ATTACHMENT_TEXTS = TextMemo()
 
 
 def _part_text(part: mime.EncodedAttachment, limit: int) -> str:
-    data = part.decoded()
-    if len(data) > EXTRACT_MAX_BYTES:
+    data = part.decoded_within(EXTRACT_MAX_BYTES)
+    if data is None:
         return ""
     return extract_text(part.name or "", part.content_type, data, limit=limit)
 
