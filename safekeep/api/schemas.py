@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import UnionType
-from typing import Annotated, Any, Generic, TypeVar, get_args
+from typing import Annotated, Any, Generic, TypeVar, get_args, get_origin
 
 from fastapi import Query
 from fastapi.responses import Response
@@ -57,10 +57,10 @@ def json_response(model: BaseModel) -> Response:
 
 
 @functools.cache
-def _row_page(model: type[BaseModel]) -> TypeAdapter[Any]:
-    """How ``Page[model]`` is written when its items are plain dicts: a TypedDict with the
-    model's fields, so pydantic-core writes each field exactly as the model's own serializer
-    does, without a model object per row. Only for models of plain fields: an alias, a
+def _twin(model: type[BaseModel]) -> Any:
+    """``model`` as a TypedDict of its fields (models in them as their own twins), so that
+    pydantic-core writes a plain dict exactly as the model's own serializer writes the model,
+    without a model object per row or hit. Only for models of plain fields: an alias, a
     computed field or a custom serializer would make the two differ, so they are refused."""
     decorators = model.__pydantic_decorators__
     if (
@@ -71,11 +71,29 @@ def _row_page(model: type[BaseModel]) -> TypeAdapter[Any]:
     ):
         raise TypeError(f"{model.__name__} is not a model of plain fields")
     fields = {name: _as_written(field.annotation) for name, field in model.model_fields.items()}
-    row = TypedDict(f"{model.__name__}Row", fields)  # type: ignore[misc]
+    return TypedDict(f"{model.__name__}Row", fields)  # type: ignore[misc]
+
+
+@functools.cache
+def _row_page(model: type[BaseModel]) -> TypeAdapter[Any]:
+    """How ``Page[model]`` is written when its items are plain dicts (see ``_twin``)."""
     page = TypedDict(  # type: ignore[misc]  # noqa: UP013 (the row type is made here)
-        f"{model.__name__}RowPage", {"items": list[row], "next_cursor": str | None}
+        f"{model.__name__}RowPage", {"items": list[_twin(model)], "next_cursor": str | None}
     )
     return TypeAdapter(page)
+
+
+@functools.cache
+def _plain_writer(model: type[BaseModel]) -> TypeAdapter[Any]:
+    return TypeAdapter(_twin(model))
+
+
+def plain_response(model: type[BaseModel], body: dict[str, Any]) -> Response:
+    """``body`` (``model``'s fields as a dict, its models' as dicts too) answered as
+    ``json_response`` answers the model built from it, byte for byte, without the model
+    objects: for an answer of many parts built from stored or searched values, which are
+    typed already (a page of 25 search hits: 430 -> 135 us)."""
+    return Response(_plain_writer(model).dump_json(body), media_type="application/json")
 
 
 def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Response:
@@ -90,13 +108,19 @@ def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Re
 
 
 def _as_written(annotation: Any) -> Any:
-    """A field's type as the row writer declares it: a string enum as ``str``. A member is the
-    string of its value, written as it is; declared as the enum, pydantic-core reads each
-    member's ``value``, which is Python code (``enum.property``): two per row of accounts."""
+    """A field's type as the plain writer declares it: a model as its twin (``list[Model]``
+    as a list of twins), a string enum as ``str``. A member is the string of its value,
+    written as it is; declared as the enum, pydantic-core reads each member's ``value``,
+    which is Python code (``enum.property``): two per row of accounts."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _twin(annotation)
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
         return str
     if isinstance(annotation, UnionType):
         return functools.reduce(operator.or_, (_as_written(a) for a in get_args(annotation)))
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        return list[_as_written(item)]  # type: ignore[misc]
     return annotation
 
 

@@ -13,7 +13,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 from safekeep.api.accounts.schemas import AccountOut
-from safekeep.api.schemas import Page, json_response, page_of, rows_response
+from safekeep.api.schemas import Page, json_response, page_of, plain_response, rows_response
+from safekeep.api.search.router import Hit, SearchResults
 from safekeep.api.snapshots.schemas import SnapshotOut
 from safekeep.tenants import pagination
 from safekeep.tenants.models import AccountKind, AccountState, SnapshotStatus
@@ -135,3 +136,64 @@ def test_a_model_whose_fields_are_not_plain_is_refused() -> None:
     page = pagination.Page(items=_rows(Aliased, [{"id": uuid.uuid4()}]), next_cursor=None)
     with pytest.raises(TypeError, match="plain fields"):
         rows_response(page, Aliased)
+
+
+def _hit(n: int, **changes: Any) -> dict[str, Any]:
+    item = uuid.uuid4()
+    base = f"/v1/tenants/t/accounts/a/items/{item}"
+    return {
+        "version_id": str(uuid.uuid4()),
+        "tenant_id": str(uuid.uuid4()),
+        "account_id": str(uuid.uuid4()),
+        "service": "mail",
+        "item_id": str(item),
+        "kind": "message",
+        "title": f'Invoice "Q{n}" <b>Ünïcode</b> \\',
+        "folder_path": "/Inbox/Finance",
+        "date": WHEN + timedelta(minutes=n),
+        "size": 1234 * n,
+        "score": 3.25 / n,
+        "highlights": {"body": ["the <mark>invoice</mark>", "a second"], "title": []},
+        "external_id": f"AAMk{n}",
+        "links": {"item": base, "versions": f"{base}/versions"},
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    "hits",
+    [
+        [],
+        [_hit(1), _hit(2, date=None, score=None, highlights={}, external_id=None)],
+        [_hit(n) for n in range(1, 26)],
+    ],
+)
+def test_search_results_as_dicts_are_written_as_the_models_write_them(
+    hits: list[dict[str, Any]],
+) -> None:
+    """A search page is written from dicts of its hits (``plain_response``): the same bytes
+    as the ``SearchResults`` model built of ``Hit`` models, which the route documents."""
+    body = {"hits": hits, "next_cursor": "c" if hits else None, "total": len(hits) or None}
+    direct = plain_response(SearchResults, body)
+    modelled = json_response(
+        SearchResults(
+            hits=[Hit.model_validate(h) for h in hits],
+            next_cursor=body["next_cursor"],
+            total=body["total"],
+        )
+    )
+    assert direct.body == modelled.body
+    assert SearchResults.model_validate_json(bytes(direct.body)).model_dump() == (
+        SearchResults.model_validate(body).model_dump()
+    )
+
+
+def test_a_nested_model_whose_fields_are_not_plain_is_refused() -> None:
+    class Aliased(BaseModel):
+        id: uuid.UUID = Field(serialization_alias="identifier")
+
+    class Outer(BaseModel):
+        inner: list[Aliased]
+
+    with pytest.raises(TypeError, match="Aliased is not a model of plain fields"):
+        plain_response(Outer, {"inner": []})

@@ -14,7 +14,7 @@ from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import RuntimeDep, SessionDep
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Schema, Timestamp, json_response
+from safekeep.api.schemas import Schema, Timestamp, plain_response
 from safekeep.errors import (
     BadRequest,
     InvalidCursor,
@@ -108,9 +108,11 @@ async def _search(
     principal: Principal,
     tenant_ids: frozenset[uuid.UUID],
     params: SearchParams,
-) -> SearchResults:
+) -> Response:
+    """The page of hits as ``SearchResults``: written from dicts of the backend's hits (which
+    it validated), their Graph ids and links, not from a model per hit."""
     if not tenant_ids:
-        return SearchResults(hits=[], next_cursor=None, total=0)
+        return plain_response(SearchResults, {"hits": [], "next_cursor": None, "total": 0})
     query = params.query(tenant_ids)
     try:
         backend = await runtime.search_backend()
@@ -127,19 +129,16 @@ async def _search(
     hits = []
     for hit in page.hits:
         base = f"/v1/tenants/{hit.tenant_id}/accounts/{hit.account_id}/items/{hit.item_id}"
-        # The backend's hits are validated already: construct, don't validate them again.
-        hits.append(
-            Hit.model_construct(
-                **dict(hit),
-                external_id=graph_ids.get(hit.item_id),
-                links={
-                    "item": base,
-                    "versions": f"{base}/versions",
-                    "content": f"{base}/content?version={hit.version_id}",
-                },
-            )
-        )
-    return SearchResults.model_construct(hits=hits, next_cursor=page.next_cursor, total=page.total)
+        fields = dict(hit.__dict__)
+        fields["external_id"] = graph_ids.get(hit.item_id)
+        fields["links"] = {
+            "item": base,
+            "versions": f"{base}/versions",
+            "content": f"{base}/content?version={hit.version_id}",
+        }
+        hits.append(fields)
+    body = {"hits": hits, "next_cursor": page.next_cursor, "total": page.total}
+    return plain_response(SearchResults, body)
 
 
 @router.get(
@@ -156,7 +155,7 @@ async def search_all(
     allowed = (await tenant_repository.in_scope(session, principal.scope)).every
     if tenant_id:
         allowed = allowed & frozenset(tenant_id)
-    return json_response(await _search(runtime, session, principal, allowed, params))
+    return await _search(runtime, session, principal, allowed, params)
 
 
 @router.get(
@@ -176,5 +175,4 @@ async def search_tenant(
         session, principal.scope, tenant_id
     ):
         raise NotFound("No such tenant")
-    results = await _search(runtime, session, principal, frozenset({tenant_id}), params)
-    return json_response(results)
+    return await _search(runtime, session, principal, frozenset({tenant_id}), params)
