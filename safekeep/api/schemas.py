@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from types import UnionType
+from types import GenericAlias, UnionType
 from typing import Annotated, Any, Generic, TypeVar, get_args, get_origin
 
 from fastapi import Query
@@ -71,14 +71,16 @@ def _twin(model: type[BaseModel]) -> Any:
     ):
         raise TypeError(f"{model.__name__} is not a model of plain fields")
     fields = {name: _as_written(field.annotation) for name, field in model.model_fields.items()}
-    return TypedDict(f"{model.__name__}Row", fields)  # type: ignore[misc]
+    twin = TypedDict(f"{model.__name__}Row", fields)  # type: ignore[misc]
+    return twin
 
 
 @functools.cache
 def _row_page(model: type[BaseModel]) -> TypeAdapter[Any]:
     """How ``Page[model]`` is written when its items are plain dicts (see ``_twin``)."""
     page = TypedDict(  # type: ignore[misc]  # noqa: UP013 (the row type is made here)
-        f"{model.__name__}RowPage", {"items": list[_twin(model)], "next_cursor": str | None}
+        f"{model.__name__}RowPage",
+        {"items": GenericAlias(list, (_twin(model),)), "next_cursor": str | None},
     )
     return TypeAdapter(page)
 
@@ -120,7 +122,7 @@ def _as_written(annotation: Any) -> Any:
         return functools.reduce(operator.or_, (_as_written(a) for a in get_args(annotation)))
     if get_origin(annotation) is list:
         (item,) = get_args(annotation)
-        return list[_as_written(item)]  # type: ignore[misc]
+        return GenericAlias(list, (_as_written(item),))
     return annotation
 
 
