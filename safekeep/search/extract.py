@@ -535,6 +535,15 @@ class TextMemo:
         self._lock = threading.Lock()
 
     def text(self, key: Hashable, extract: Callable[[], str]) -> str:
+        """The text kept under ``key``, else ``extract()``'s, kept."""
+        known = self.known(key)
+        if known is not None:
+            return known
+        return self.keep(key, extract())
+
+    def known(self, key: Hashable) -> str | None:
+        """The text kept under ``key``, or None (counted as a miss): for a caller that has
+        to fetch the content before it can extract (``keep`` what it then reads)."""
         with self._lock:
             known = self._texts.get(key)
             if known is not None:
@@ -542,7 +551,10 @@ class TextMemo:
                 self.hits += 1
                 return known
             self.misses += 1
-        text = extract()
+            return None
+
+    def keep(self, key: Hashable, text: str) -> str:
+        """Keep ``text`` under ``key`` (unless it alone is past the bound); returns it."""
         if len(text) > self.max_chars:
             return text
         with self._lock:
@@ -553,3 +565,8 @@ class TextMemo:
                     _, dropped = self._texts.popitem(last=False)
                     self._chars -= len(dropped)
         return text
+
+
+# The worker's one memory of extracted texts (mail attachments and drive files alike): one
+# bound for both. Keys start with what the text is of ("attachment", "file").
+TEXTS = TextMemo()

@@ -274,7 +274,16 @@ class DriveCollector:
         repo = self.ctx.repo
         if is_folder(item):
             document = await repo.put_bytes(document_bytes(item))
-            fields = await drive_search_fields(FOLDER, name, 0, modified, meta, _nothing)
+            fields = await drive_search_fields(
+                FOLDER,
+                name,
+                0,
+                modified,
+                meta,
+                _nothing,
+                tenant_id=repo.tenant_id,
+                content_hash=None,
+            )
             return ItemRecord(
                 external_id=item_id,
                 kind=FOLDER,
@@ -308,7 +317,16 @@ class DriveCollector:
 
             read = in_hand
         document = await repo.put_bytes(document_bytes(item))
-        fields = await drive_search_fields(FILE, name, content.size, modified, meta, read)
+        fields = await drive_search_fields(
+            FILE,
+            name,
+            content.size,
+            modified,
+            meta,
+            read,
+            tenant_id=repo.tenant_id,
+            content_hash=content.sha256,
+        )
         return ItemRecord(
             external_id=item_id,
             kind=FILE,

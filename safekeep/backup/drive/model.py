@@ -29,7 +29,7 @@ from typing import Any
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.services.base import Content, read_content
 from safekeep.errors import NotFound
-from safekeep.search.extract import extract_text, file_type_of
+from safekeep.search.extract import TEXTS, extract_text, file_type_of
 from safekeep.settings import settings
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
@@ -136,9 +136,18 @@ async def drive_search_fields(
     modified_at: datetime | None,
     meta: Mapping[str, Any],
     read: Callable[[], Awaitable[bytes | None]],
+    *,
+    tenant_id: str,
+    content_hash: str | None,
 ) -> SearchFields:
     """The one way a drive item becomes searchable: used by the collector on the bytes it
-    just downloaded and by the indexing retry job on bytes read back from the store."""
+    just downloaded and by the indexing retry job on bytes read back from the store.
+
+    A file's text depends on its bytes (``content_hash``, their SHA-256), its type (by name
+    and MIME type) and the configured limit: with the tenant, its key in the worker's memory
+    of texts (``TEXTS``). A file seen before (a copy in another drive, a file renamed or
+    moved, whose unchanged bytes the collector would otherwise read back from the store) is
+    neither read nor extracted again."""
     path = str(meta.get("path") or "/" + name)
     people = [p for p in (meta.get("created_by"), meta.get("modified_by")) if p]
     fields = SearchFields(
@@ -151,12 +160,18 @@ async def drive_search_fields(
         return fields
     mime = meta.get("mime_type")
     fields.file_type = meta.get("file_type") or file_type_of(name, mime)
-    if extractable(name, mime, size):
-        data = await read()
-        if data:
-            fields.body = await asyncio.to_thread(
-                extract_text, name, mime, data, limit=settings.search_body_max_chars
-            )
+    if not extractable(name, mime, size):
+        return fields
+    limit = settings.search_body_max_chars
+    key = ("file", tenant_id, content_hash, file_type_of(name, mime), mime, limit)
+    known = TEXTS.known(key) if content_hash else None
+    if known is not None:
+        fields.body = known
+        return fields
+    data = await read()
+    if data:
+        text = await asyncio.to_thread(extract_text, name, mime, data, limit=limit)
+        fields.body = TEXTS.keep(key, text) if content_hash else text
     return fields
 
 

@@ -1,5 +1,5 @@
 """Attachment text is read once per tenant and content: a message whose attachment another
-message of the tenant carried answers its text from ``ATTACHMENT_TEXTS`` without decoding or
+message of the tenant carried answers its text from ``TEXTS`` without decoding or
 extracting it again, and the text is the one extraction would give."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def extractions(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
         seen.append(getattr(part, "name", None))
         return real(part, limit)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(search, "ATTACHMENT_TEXTS", TextMemo())
+    monkeypatch.setattr(search, "TEXTS", TextMemo())
     monkeypatch.setattr(search, "_part_text", counted)
     return seen
 
@@ -71,7 +71,7 @@ def test_an_attachment_seen_before_in_the_tenant_is_not_read_again(
     assert text == _extracted(second, 10_000)
     assert "zephyrine" in text and "hiring" in text
     assert extractions == ["agenda.txt", "minutes.csv"]  # both answered from memory
-    assert search.ATTACHMENT_TEXTS.hits == 2
+    assert search.TEXTS.hits == 2
 
 
 def test_another_tenant_or_another_limit_reads_the_attachment_itself(

@@ -11,6 +11,7 @@ import itertools
 import json
 import random
 import tracemalloc
+import uuid
 import zipfile
 from typing import Any
 
@@ -21,10 +22,13 @@ from graphsim.content import make_docx
 from graphsim.quickxor import quickxor_b64 as graphsim_quickxor
 from graphsim.state import Drive, DriveItem
 from safekeep.backup.drive import collect as drive_collect
+from safekeep.backup.drive import model as drive_model
 from safekeep.backup.drive.collect import ContentMismatch
 from safekeep.backup.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.onedrive import SERVICE
+from safekeep.search.extract import TextMemo
+from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import Account, ItemVersion, SkippedItem, Snapshot
 from tests.backup.harness import EngineHarness, worker_killed_at
 
@@ -559,7 +563,9 @@ async def test_export_zip_holds_every_file_with_its_hash(engine: EngineHarness) 
         assert hashlib.sha256(archive.read(path)).hexdigest() == sha
 
 
-async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) -> None:
+async def test_search_finds_files_by_words_in_their_text(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     h = engine
     tid = h.sim_tenant_id
     user_id = first_user(h)
@@ -576,7 +582,9 @@ async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) 
     assert "contoso.docx" in await h.search_titles(SERVICE_NAME, "wombatprefix")
     assert "contoso.docx" in await h.search_titles(SERVICE_NAME, "contoso")  # by name too
 
-    # The indexing retry job builds the same fields from the stored bytes.
+    # The indexing retry job builds the same fields from the stored bytes (in a worker that
+    # has not read this file: another process, or its text long out of the memory).
+    monkeypatch.setattr(drive_model, "TEXTS", TextMemo())
     repo = await _repo(h)
     stored = next(v for v in (await current(h, account)).values() if v.name == "contoso.docx")
     document = await read_document(repo, stored)
@@ -588,6 +596,122 @@ async def test_search_finds_files_by_words_in_their_text(engine: EngineHarness) 
     assert fields is not None
     assert "wombatprefix payment due in March" in fields.body
     assert (fields.file_type, fields.folder_path) == ("docx", "/Invoices")
+
+
+async def test_a_files_text_is_read_once_per_tenant_and_content(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of a file in another folder is not extracted again, and a file moved with its
+    bytes unchanged is neither read back from the store nor extracted: its text comes from
+    the worker's memory, keyed by the tenant, the bytes' SHA-256 and the type."""
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    extracted: list[str] = []
+    real_extract = drive_model.extract_text
+
+    def counted(name: str, *args: Any, **kwargs: Any) -> str:
+        extracted.append(name)
+        return real_extract(name, *args, **kwargs)
+
+    read_back: list[int] = []
+    real_read = TenantRepository.read_bytes
+
+    async def counted_read(self: TenantRepository, ref: Any) -> bytes:
+        read_back.append(ref.size)
+        return await real_read(self, ref)
+
+    monkeypatch.setattr(drive_model, "TEXTS", TextMemo())
+    monkeypatch.setattr(drive_model, "extract_text", counted)
+    monkeypatch.setattr(TenantRepository, "read_bytes", counted_read)
+    policy = make_docx(["Travel policy", "numbatclause: economy class within Europe"])
+    moved = h.sim.add_file(tid, "Policies/travel.docx", user=user_id, data=policy)
+    h.sim.add_file(tid, "Archive/travel copy.docx", user=user_id, data=policy)
+    h.sim.add_file(tid, "Policies/other.docx", user=user_id, data=make_docx(["bilbyclause"]))
+    await h.backup(account, SERVICE_NAME)
+
+    ours = [n for n in extracted if n in ("travel.docx", "travel copy.docx", "other.docx")]
+    assert sorted(ours) == ["other.docx", "travel.docx"] or sorted(ours) == [
+        "other.docx",
+        "travel copy.docx",
+    ]
+    titles = await h.search_titles(SERVICE_NAME, "numbatclause")
+    assert {"travel.docx", "travel copy.docx"} <= set(titles)
+    versions = {v.name: v for v in (await current(h, account)).values()}
+    assert versions["travel.docx"].content_hash == hashlib.sha256(policy).hexdigest()
+
+    extracted.clear()
+    h.sim.move_item(tid, moved, "Travel")
+    await h.backup(account, SERVICE_NAME)
+    after = {v.name: v for v in (await current(h, account)).values()}
+    assert after["travel.docx"].id != versions["travel.docx"].id  # a new version (its path)
+    assert "travel.docx" not in extracted
+    assert read_back == []  # its unchanged bytes were not read back for their text
+    assert drive_model.TEXTS.hits >= 2
+
+    # Another tenant's file of the same bytes is read for itself.
+    fields = await drive_model.drive_search_fields(
+        "file",
+        "travel.docx",
+        len(policy),
+        None,
+        {"mime_type": None},
+        _bytes(policy),
+        tenant_id=str(uuid.uuid4()),
+        content_hash=hashlib.sha256(policy).hexdigest(),
+    )
+    assert "numbatclause" in fields.body
+    assert extracted == ["travel.docx"]
+
+
+def _bytes(data: bytes) -> Any:
+    async def read() -> bytes | None:
+        return data
+
+    return read
+
+
+async def test_a_files_text_is_kept_by_type_and_only_with_a_digest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same bytes under another type are read again (a .txt is read as text, a .csv
+    likewise but kept apart); bytes with no digest are read every time and never kept."""
+    memo = TextMemo()
+    monkeypatch.setattr(drive_model, "TEXTS", memo)
+    data = b"koala,quoll\n1,2\n"
+    digest = hashlib.sha256(data).hexdigest()
+    reads: list[str] = []
+
+    def reader(name: str) -> Any:
+        async def read() -> bytes | None:
+            reads.append(name)
+            return data
+
+        return read
+
+    async def text(name: str, content_hash: str | None) -> str:
+        fields = await drive_model.drive_search_fields(
+            "file",
+            name,
+            len(data),
+            None,
+            {},
+            reader(name),
+            tenant_id="t1",
+            content_hash=content_hash,
+        )
+        return fields.body
+
+    assert "koala" in await text("a.csv", digest)
+    assert await text("b.csv", digest) == await text("a.csv", digest)
+    assert reads == ["a.csv"]
+    assert "koala" in await text("c.txt", digest)
+    assert reads == ["a.csv", "c.txt"]
+    await text("d.txt", None)
+    await text("d.txt", None)
+    assert reads == ["a.csv", "c.txt", "d.txt", "d.txt"]
+    assert (memo.hits, memo.misses) == (2, 2)
 
 
 # ---- the scale-out column ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.services.base import ContentReader
 from safekeep.backup.services.mail import mime
-from safekeep.search.extract import TextMemo, extract_text, file_type_of, html_to_text
+from safekeep.search.extract import TEXTS, extract_text, file_type_of, html_to_text
 from safekeep.settings import settings
 from safekeep.tenants.models import ItemVersion
 
@@ -128,9 +128,6 @@ def _text_bearing(name: str | None, content_type: str) -> bool:
 
 # Attachment texts this process extracted, by tenant and content: a message's attachment is
 # often one many others carry too (sent to a list, forwarded, replied to with it).
-ATTACHMENT_TEXTS = TextMemo()
-
-
 def _part_text(part: mime.EncodedAttachment, limit: int) -> str:
     data = part.decoded_within(EXTRACT_MAX_BYTES)
     if data is None:
@@ -144,7 +141,7 @@ def _attachment_text(raw: bytes, limit: int, tenant_id: uuid.UUID) -> str:
 
     An attachment's text depends on its bytes as encoded in the MIME, its type (by name and
     content type, the charset included) and ``limit``: with the tenant, the key of its text in
-    ``ATTACHMENT_TEXTS``. One seen before costs a SHA-256 of its encoded bytes instead of
+    ``TEXTS``. One seen before costs a SHA-256 of its encoded bytes instead of
     decoding and reading it, wherever it stands among the message's attachments."""
     texts: list[str] = []
     budget = limit
@@ -152,6 +149,7 @@ def _attachment_text(raw: bytes, limit: int, tenant_id: uuid.UUID) -> str:
         if budget <= 0:
             break
         key = (
+            "attachment",
             tenant_id,
             hashlib.sha256(part.encoded).digest(),
             part.transfer_encoding,
@@ -159,7 +157,7 @@ def _attachment_text(raw: bytes, limit: int, tenant_id: uuid.UUID) -> str:
             part.content_type,
             limit,
         )
-        text = ATTACHMENT_TEXTS.text(key, functools.partial(_part_text, part, limit))[:budget]
+        text = TEXTS.text(key, functools.partial(_part_text, part, limit))[:budget]
         if text:
             texts.append(text)
             budget -= len(text) + 1

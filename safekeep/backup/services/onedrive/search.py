@@ -15,5 +15,12 @@ async def search_fields(
     version: ItemVersion, document: dict[str, Any] | None, content: ContentReader
 ) -> SearchFields | None:
     return await drive_search_fields(
-        version.kind, version.name, version.size, version.modified_at, version.meta, content
+        version.kind,
+        version.name,
+        version.size,
+        version.modified_at,
+        version.meta,
+        content,
+        tenant_id=str(version.tenant_id),
+        content_hash=version.content_hash,
     )

@@ -25,7 +25,14 @@ async def search_fields(
     meta = version.meta or {}
     if version.kind in (FILE, FOLDER):
         return await drive_search_fields(
-            version.kind, version.name, version.size, version.modified_at, meta, content
+            version.kind,
+            version.name,
+            version.size,
+            version.modified_at,
+            meta,
+            content,
+            tenant_id=str(version.tenant_id),
+            content_hash=version.content_hash,
         )
     if version.kind == LIST_ITEM:
         return list_item_search_fields(version.name, version.modified_at, meta, document)
