@@ -48,7 +48,13 @@ def conditional(
 ) -> Response:
     """The model as JSON with its ETag, or 304 with the same headers when the client's copy
     is current."""
-    body = model.model_dump_json().encode()
+    return conditional_body(model.model_dump_json().encode(), if_none_match, headers=headers)
+
+
+def conditional_body(
+    body: bytes, if_none_match: str | None, *, headers: dict[str, str] | None = None
+) -> Response:
+    """``conditional`` for an answer already written as JSON."""
     etag = etag_of(body)
     all_headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, **(headers or {})}
     if matches(if_none_match, etag):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import GenericAlias, UnionType
@@ -98,15 +98,25 @@ def plain_response(model: type[BaseModel], body: dict[str, Any]) -> Response:
     return Response(_plain_writer(model).dump_json(body), media_type="application/json")
 
 
-def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Response:
-    """A page of rows selected as ``model``'s fields (named as they are, in their order),
-    answered as ``json_response(page_of(...))`` answers it with a model built per row, at
-    about half the cost (a 50-row page of accounts: 460 -> 190-260 us)."""
+def rows_body(
+    page: pagination.Page[Row[Any]],
+    model: type[BaseModel],
+    fields: Sequence[str] | None = None,
+) -> bytes:
+    """A page of rows selected as ``model``'s fields, in their order, written as
+    ``json_response(page_of(...))`` writes it with a model built per row, at about half the
+    cost (a 50-row page of accounts: 460 -> 190-260 us). The rows' columns are named as the
+    fields, or ``fields`` names them (a column stored under another name than the field's)."""
     rows = page.items
-    names = rows[0]._fields if rows else ()  # the same for every row: read once, not per row
+    names = fields or (rows[0]._fields if rows else ())  # the same for every row: read once
     items = [dict(zip(names, row, strict=True)) for row in rows]
     body = {"items": items, "next_cursor": page.next_cursor}
-    return Response(_row_page(model).dump_json(body), media_type="application/json")
+    return _row_page(model).dump_json(body)
+
+
+def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Response:
+    """``rows_body`` as the answer."""
+    return Response(rows_body(page, model), media_type="application/json")
 
 
 def _as_written(annotation: Any) -> Any:

@@ -13,11 +13,26 @@ import pytest
 from pydantic import BaseModel, Field
 
 from safekeep.api.accounts.schemas import AccountOut
-from safekeep.api.schemas import Page, json_response, page_of, plain_response, rows_response
+from safekeep.api.schemas import (
+    Page,
+    json_response,
+    page_of,
+    plain_response,
+    rows_body,
+    rows_response,
+)
 from safekeep.api.search.router import Hit, SearchResults
 from safekeep.api.snapshots.schemas import SnapshotOut
+from safekeep.api.tenants import router as tenants_router
+from safekeep.api.tenants.schemas import TenantOut
 from safekeep.tenants import pagination
-from safekeep.tenants.models import AccountKind, AccountState, SnapshotStatus
+from safekeep.tenants.models import (
+    AccountKind,
+    AccountState,
+    ConsentState,
+    SnapshotStatus,
+    TenantStatus,
+)
 
 WHEN = datetime(2026, 12, 4, 13, 55, 7, 123456, tzinfo=UTC)
 
@@ -197,3 +212,49 @@ def test_a_nested_model_whose_fields_are_not_plain_is_refused() -> None:
 
     with pytest.raises(TypeError, match="Aliased is not a model of plain fields"):
         plain_response(Outer, {"inner": []})
+
+
+def test_a_page_of_tenants_is_written_from_rows_of_their_stored_columns() -> None:
+    """The tenants list reads two columns under other names than their fields
+    (``requested_domain``, ``app_client_id``): written from the rows with the fields named,
+    the page is the bytes the models write (so its ETag is the one clients already hold)."""
+    values = [
+        {
+            "id": uuid.uuid4(),
+            "name": 'Contoso "Ltd" <Ünïcode>',
+            "status": TenantStatus.active,
+            "requested_domain": "contoso.example",
+            "entra_tenant_id": str(uuid.uuid4()),
+            "consent_state": ConsentState.granted,
+            "consent_changed_at": WHEN,
+            "consent_error": None,
+            "app_client_id": None,
+            "storage_prefix": "t/abc",
+            "next_backup_at": WHEN + timedelta(hours=4),
+            "last_backup_at": None,
+            "created_at": WHEN - timedelta(days=9),
+            "updated_at": WHEN,
+        },
+        {
+            "id": uuid.uuid4(),
+            "name": "",
+            "status": TenantStatus.deleted,
+            "requested_domain": None,
+            "entra_tenant_id": None,
+            "consent_state": ConsentState.pending,
+            "consent_changed_at": None,
+            "consent_error": "AADSTS65004: declined",
+            "app_client_id": str(uuid.uuid4()),
+            "storage_prefix": "t/def",
+            "next_backup_at": None,
+            "last_backup_at": WHEN,
+            "created_at": WHEN,
+            "updated_at": WHEN,
+        },
+    ]
+    row = namedtuple("row", list(tenants_router._LISTED))  # type: ignore[misc]
+    page = pagination.Page(items=[row(**v) for v in values], next_cursor="next")
+    direct = rows_body(page, TenantOut, tenants_router._FIELDS)  # type: ignore[arg-type]
+    modelled = json_response(page_of(page, lambda r: TenantOut.model_validate(r._asdict())))
+    assert direct == modelled.body
+    assert [t["domain"] for t in json.loads(direct)["items"]] == ["contoso.example", None]

@@ -6,12 +6,17 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 
 from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal
-from safekeep.api.conditional import IfNoneMatch, conditional, conditional_responses
+from safekeep.api.conditional import (
+    IfNoneMatch,
+    conditional,
+    conditional_body,
+    conditional_responses,
+)
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.idempotency import idempotent
 from safekeep.api.jobs.schemas import STARTS_JOB, JobOut, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Page, Paging, extended, page_of
+from safekeep.api.schemas import Page, Paging, extended, rows_body
 from safekeep.api.tenants.schemas import (
     ConsentLink,
     TenantCreate,
@@ -25,24 +30,29 @@ from safekeep.tenants.tenant import service
 
 router = APIRouter(prefix="/v1/tenants", tags=["Tenants"])
 
-# The columns a listed tenant shows (read as rows rather than entities: a tenant's row also
-# holds its sealed secrets and wrapped data key, which a list has no use for).
-_LISTED = (
-    "id",
-    "name",
-    "status",
-    "requested_domain",
-    "entra_tenant_id",
-    "consent_state",
-    "consent_changed_at",
-    "consent_error",
-    "app_client_id",
-    "storage_prefix",
-    "next_backup_at",
-    "last_backup_at",
-    "created_at",
-    "updated_at",
-)
+# The columns a listed tenant shows, by the field each answers (read as rows rather than
+# entities: a tenant's row also holds its sealed secrets and wrapped data key, which a list
+# has no use for). In the fields' order, so that a page is written from its rows.
+_LISTED_AS = {
+    "id": "id",
+    "name": "name",
+    "status": "status",
+    "domain": "requested_domain",
+    "entra_tenant_id": "entra_tenant_id",
+    "consent_state": "consent_state",
+    "consent_changed_at": "consent_changed_at",
+    "consent_error": "consent_error",
+    "custom_app_client_id": "app_client_id",
+    "storage_prefix": "storage_prefix",
+    "next_backup_at": "next_backup_at",
+    "last_backup_at": "last_backup_at",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+_LISTED = tuple(_LISTED_AS.values())
+_FIELDS = tuple(_LISTED_AS)
+if tuple(TenantOut.model_fields) != _FIELDS:
+    raise RuntimeError("_LISTED_AS must name TenantOut's fields, in their order")
 
 
 @router.get(
@@ -64,8 +74,7 @@ async def list_tenants(
         columns=_LISTED,
         consent_state=consent_state,
     )
-    listed = page_of(page, lambda row: TenantOut.model_validate(dict(row._mapping)))
-    return conditional(listed, if_none_match)
+    return conditional_body(rows_body(page, TenantOut, _FIELDS), if_none_match)
 
 
 @router.post(
