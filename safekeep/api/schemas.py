@@ -110,8 +110,15 @@ def rows_body(
     rows = page.items
     names = fields or (rows[0]._fields if rows else ())  # the same for every row: read once
     items = [dict(zip(names, row, strict=True)) for row in rows]
-    body = {"items": items, "next_cursor": page.next_cursor}
-    return _row_page(model).dump_json(body)
+    return page_body(model, items, page.next_cursor)
+
+
+def page_body(
+    model: type[BaseModel], items: list[dict[str, Any]], next_cursor: str | None
+) -> bytes:
+    """``Page[model]`` written from its items as dicts of ``model``'s fields in their order
+    (models in them as dicts too): the bytes the models would write."""
+    return _row_page(model).dump_json({"items": items, "next_cursor": next_cursor})
 
 
 def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Response:

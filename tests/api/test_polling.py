@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import select, update
 
 from safekeep.api.app import create_app
+from safekeep.api.jobs.schemas import JobOut, JobProgress
+from safekeep.api.schemas import Page
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
 from safekeep.tenants.api_key import service as api_key_service
@@ -375,3 +377,66 @@ async def tasks_of(runtime: Runtime, job_id: uuid.UUID) -> list[uuid.UUID]:
     async with runtime.db.session() as session:
         found = await session.execute(select(JobTask.id).where(JobTask.job_id == job_id))
         return [row[0] for row in found]
+
+
+async def test_job_pages_are_written_as_the_documented_model_writes_them(
+    client: httpx.AsyncClient, runtime: Runtime, msp: MspHandle
+) -> None:
+    """Pages of jobs and restores are written from their rows (no model per job): read back
+    into ``Page[JobOut]`` and written again by it they give the same bytes, whatever order
+    a settled job's progress was stored in, and a restore shows its totals."""
+    tenant = await create_tenant(runtime, msp)
+    settled, _ = await make_job(runtime, tenant, JobStatus.succeeded, tasks=3)
+    await make_job(runtime, tenant, JobStatus.running)
+    progress = dict(
+        reversed(
+            {
+                "tasks_total": 3,
+                "tasks_done": 3,
+                "items": 12,
+                "bytes": 3456,
+                "errors": 1,
+                "skipped": 0,
+                "graph_requests": 40,
+                "throttled": 2,
+            }.items()
+        )
+    )
+    totals = {"failed": 1, "restored": 7, "bytes": 900, "observed": 0, "skipped": 2}
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(Job).where(Job.id == settled).values(result={"progress": progress})
+        )
+        restore = Job(
+            tenant_id=tenant.id,
+            kind=JobKind.restore,
+            status=JobStatus.partial,
+            params={"target": "same", "note": 'a "quoted" Ünïcode note'},
+            result={"totals": totals},
+            requested_by="key:pages",
+            finished_at=utcnow(),
+        )
+        session.add(restore)
+        await session.flush()
+        restore_id = str(restore.id)
+    for path in (f"/v1/tenants/{tenant.id}/jobs", f"/v1/tenants/{tenant.id}/restores"):
+        answer = await client.get(path, headers=msp.headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        page = Page[JobOut].model_validate_json(answer.content)
+        assert page.model_dump_json().encode() == answer.content
+    jobs = {i["id"]: i for i in (await client.get(path, headers=msp.headers)).json()["items"]}
+    assert list(jobs) == [restore_id]
+    assert jobs[restore_id]["restore"] == {
+        "restored": 7,
+        "skipped_existing": 0,
+        "skipped": 2,
+        "failed": 1,
+        "bytes": 900,
+        "observed": 0,
+    }
+    listed = (await client.get(f"/v1/tenants/{tenant.id}/jobs", headers=msp.headers)).json()
+    shown = {i["id"]: i for i in listed["items"]}
+    assert shown[str(settled)]["progress"] == {k: progress[k] for k in reversed(progress)}
+    assert list(shown[str(settled)]["progress"]) == list(JobProgress.model_fields)
+    assert shown[str(settled)]["restore"] is None

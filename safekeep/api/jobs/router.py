@@ -8,7 +8,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from safekeep.api.auth import BackupPrincipal, ReadPrincipal
-from safekeep.api.conditional import IfNoneMatch, conditional, conditional_responses
+from safekeep.api.conditional import (
+    IfNoneMatch,
+    conditional,
+    conditional_body,
+    conditional_responses,
+)
 from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.idempotency import idempotent
 from safekeep.api.jobs.schemas import (
@@ -60,7 +65,7 @@ async def list_jobs(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     page = await job_page(session, principal.scope, tenant_id, paging, kind=kind, status=status)
-    return conditional(page, if_none_match)
+    return conditional_body(page, if_none_match)
 
 
 # How long a poller should wait between looks at an unfinished job.

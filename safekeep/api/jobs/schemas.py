@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Page, PageWindow, Schema
+from safekeep.api.schemas import PageWindow, Schema, page_body
 from safekeep.tenants.job import service
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger
 from safekeep.tenants.scope import TenantScope
@@ -105,13 +104,7 @@ STARTS_JOB: dict[str, Any] = {
 
 async def job_out(session: AsyncSession, job: Job | Row[Any]) -> JobOut:
     progress = await service.progress(session, job)
-    return JobOut.model_validate({**_fields(job), "progress": progress})
-
-
-async def job_outs(session: AsyncSession, jobs: Sequence[Job | Row[Any]]) -> list[JobOut]:
-    """A page of jobs with their progress, read in one statement for the whole page."""
-    progress = await service.progress_many(session, jobs)
-    return [JobOut.model_validate({**_fields(j), "progress": progress[j.id]}) for j in jobs]
+    return JobOut.model_validate(_plain(job, progress))
 
 
 async def job_page(
@@ -122,11 +115,14 @@ async def job_page(
     *,
     kind: JobKind | None,
     status: JobStatus | None,
-) -> Page[JobOut]:
-    """A page of a tenant's jobs as the API shows it, for the job list and the restore list
-    (restores are jobs): the progress of the whole page is read in one statement."""
+) -> bytes:
+    """A page of a tenant's jobs as the API shows it (``Page[JobOut]``, written), for the job
+    list and the restore list (restores are jobs): the progress of the whole page is read in
+    one statement, and the page is written from its rows without a model per job."""
     page = await paging.read(service.list_jobs, session, scope, tenant_id, kind=kind, status=status)
-    return Page[JobOut](items=await job_outs(session, page.items), next_cursor=page.next_cursor)
+    progress = await service.progress_many(session, page.items)
+    items = [_plain(job, progress[job.id]) for job in page.items]
+    return page_body(JobOut, items, page.next_cursor)
 
 
 async def job_detail(
@@ -135,18 +131,28 @@ async def job_detail(
     """A job as its poll shows it; its issues are read only when it has some."""
     found = await service.issues(session, job) if has_issues else ()
     issues = [JobIssueOut.model_validate(i) for i in found]
-    return JobDetail.model_validate({**_fields(job), "progress": progress, "issues": issues})
+    return JobDetail.model_validate({**_plain(job, progress), "issues": issues})
 
 
-# The columns a job row carries into JobOut (progress and restore are worked out, not read).
-_COLUMNS = tuple(name for name in JobOut.model_fields if name not in ("progress", "restore"))
+# JobOut's parts worked out rather than read from the job's row, in their own models' order.
+_PROGRESS = tuple(JobProgress.model_fields)
+_TOTALS = tuple(RestoreTotals.model_fields)
 
 
-def _fields(job: Job | Row[Any]) -> dict[str, Any]:
-    fields = {name: getattr(job, name) for name in _COLUMNS}
+def _plain(job: Job | Row[Any], progress: dict[str, int]) -> dict[str, Any]:
+    """JobOut's fields of ``job`` as plain values, in the model's order (its progress and
+    restore totals as dicts in theirs), so that a page is written from them as the models
+    would write it. A row's columns are read through its mapping (in C; its attributes
+    cost three times as much, and a page has fifty jobs)."""
+    columns: Any = job._mapping if isinstance(job, Row) else None
     totals = (job.result or {}).get("totals") if job.kind == JobKind.restore else None
-    if isinstance(totals, dict):
-        fields["restore"] = RestoreTotals.model_validate(
-            {k: int(totals.get(k) or 0) for k in RestoreTotals.model_fields}
-        )
+    restore = {k: int(totals.get(k) or 0) for k in _TOTALS} if isinstance(totals, dict) else None
+    fields: dict[str, Any] = {}
+    for name in JobOut.model_fields:
+        if name == "progress":
+            fields[name] = {k: progress[k] for k in _PROGRESS}
+        elif name == "restore":
+            fields[name] = restore
+        else:
+            fields[name] = columns[name] if columns is not None else getattr(job, name)
     return fields

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from safekeep.api.auth import ReadPrincipal, RestorePrincipal
 from safekeep.api.deps import ClientIp, SessionDep
@@ -41,7 +42,8 @@ async def list_restores(
     principal: ReadPrincipal,
     session: SessionDep,
     paging: Paging,
-) -> Page[JobOut]:
-    return await job_page(
+) -> Response:
+    page = await job_page(
         session, principal.scope, tenant_id, paging, kind=JobKind.restore, status=None
     )
+    return Response(page, media_type="application/json")
