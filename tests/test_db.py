@@ -625,6 +625,40 @@ async def test_plain_reads_run_on_the_driver_with_sqlalchemys_rows(
     assert among == expected_among and len(among) == 2
 
 
+async def test_a_statement_asks_its_cursor_for_columns_at_its_first_run_only(
+    paint_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The columns' processors come from the cursor's description once per statement; later
+    runs of it do not read the description (psycopg builds an object per column on every
+    read of it), and their rows are the first run's in every type."""
+    statement = select(_PAINT).where(_PAINT.c.size > bindparam("size")).order_by(_PAINT.c.id)
+    read: list[str] = []
+    cursor_types = (sqlite3.Cursor,) if paint_db.is_sqlite else (psycopg.AsyncCursor,)
+
+    class Counting:
+        def __init__(self, cursor: Any) -> None:
+            self._cursor = cursor
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "description":
+                read.append(name)
+            return getattr(self._cursor, name)
+
+    original = db_module._DriverRead._description
+
+    def counted(self: Any, cursor: Any) -> Any:
+        assert isinstance(cursor, cursor_types)
+        return original(self, Counting(cursor))
+
+    monkeypatch.setattr(db_module._DriverRead, "_description", counted)
+    async with paint_db.session(begin_on_write=True) as session:
+        runs = [await read_rows(session, statement, {"size": n}) for n in (0, 0, 2**40 + 2)]
+    assert read == ["description"]
+    assert runs[0] == runs[1] and len(runs[0]) > len(runs[2]) > 0
+    for got, want in zip(runs[1], runs[0], strict=True):
+        assert [type(v) for v in got] == [type(v) for v in want]
+
+
 _STAMP = Table(
     "stamp",
     _DRIVER_METADATA,
