@@ -25,6 +25,7 @@ from safekeep.api.search.router import Hit, SearchResults
 from safekeep.api.snapshots.schemas import SnapshotOut
 from safekeep.api.tenants import router as tenants_router
 from safekeep.api.tenants.schemas import TenantOut
+from safekeep.search.query import SearchHit
 from safekeep.tenants import pagination
 from safekeep.tenants.models import (
     AccountKind,
@@ -258,3 +259,21 @@ def test_a_page_of_tenants_is_written_from_rows_of_their_stored_columns() -> Non
     modelled = json_response(page_of(page, lambda r: TenantOut.model_validate(r._asdict())))
     assert direct == modelled.body
     assert [t["domain"] for t in json.loads(direct)["items"]] == ["contoso.example", None]
+
+
+def test_a_search_hits_fields_come_in_the_models_order_however_it_was_made() -> None:
+    """The search route writes each hit from the backend's ``SearchHit`` (its fields as
+    validated, then the Graph id and links): whatever order a backend passes them in, or
+    leaves some to their defaults, the page is the bytes the documented models write."""
+    given = _hit(3)
+    backend_fields = {k: v for k, v in given.items() if k not in ("external_id", "links")}
+    for made in (
+        SearchHit(**dict(reversed(list(backend_fields.items())))),
+        SearchHit(**{k: v for k, v in backend_fields.items() if k not in ("score", "highlights")}),
+    ):
+        fields = dict(made.__dict__)  # as the route takes them
+        fields["external_id"] = given["external_id"]
+        fields["links"] = given["links"]
+        body = {"hits": [fields], "next_cursor": None, "total": 1}
+        expected = SearchResults(hits=[Hit.model_validate(fields)], next_cursor=None, total=1)
+        assert plain_response(SearchResults, body).body == json_response(expected).body

@@ -129,7 +129,7 @@ async def _search(
     hits = []
     for hit in page.hits:
         base = f"/v1/tenants/{hit.tenant_id}/accounts/{hit.account_id}/items/{hit.item_id}"
-        fields = dict(hit.__dict__)
+        fields = dict(hit.__dict__)  # a validated model's fields, in the model's order
         fields["external_id"] = graph_ids.get(hit.item_id)
         fields["links"] = {
             "item": base,
