@@ -76,16 +76,6 @@ def _twin(model: type[BaseModel]) -> Any:
 
 
 @functools.cache
-def _row_page(model: type[BaseModel]) -> TypeAdapter[Any]:
-    """How ``Page[model]`` is written when its items are plain dicts (see ``_twin``)."""
-    page = TypedDict(  # type: ignore[misc]  # noqa: UP013 (the row type is made here)
-        f"{model.__name__}RowPage",
-        {"items": GenericAlias(list, (_twin(model),)), "next_cursor": str | None},
-    )
-    return TypeAdapter(page)
-
-
-@functools.cache
 def _plain_writer(model: type[BaseModel]) -> TypeAdapter[Any]:
     return TypeAdapter(_twin(model))
 
@@ -118,7 +108,8 @@ def page_body(
 ) -> bytes:
     """``Page[model]`` written from its items as dicts of ``model``'s fields in their order
     (models in them as dicts too): the bytes the models would write."""
-    return _row_page(model).dump_json({"items": items, "next_cursor": next_cursor})
+    page: type[BaseModel] = Page[model]  # type: ignore[valid-type]
+    return _plain_writer(page).dump_json({"items": items, "next_cursor": next_cursor})
 
 
 def rows_response(page: pagination.Page[Row[Any]], model: type[BaseModel]) -> Response:

@@ -165,13 +165,11 @@ async def drive_search_fields(
     limit = settings.search_body_max_chars
     key = ("file", tenant_id, content_hash, file_type_of(name, mime), mime, limit)
     known = TEXTS.known(key) if content_hash else None
-    if known is not None:
-        fields.body = known
-        return fields
-    data = await read()
-    if data:
-        text = await asyncio.to_thread(extract_text, name, mime, data, limit=limit)
-        fields.body = TEXTS.keep(key, text) if content_hash else text
+    if known is None:
+        data = await read()
+        text = await asyncio.to_thread(extract_text, name, mime, data, limit=limit) if data else ""
+        known = TEXTS.keep(key, text) if content_hash and data else text
+    fields.body = known
     return fields
 
 

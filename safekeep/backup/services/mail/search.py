@@ -126,8 +126,6 @@ def _text_bearing(name: str | None, content_type: str) -> bool:
     return file_type_of(name or "", content_type) in TEXT_BEARING
 
 
-# Attachment texts this process extracted, by tenant and content: a message's attachment is
-# often one many others carry too (sent to a list, forwarded, replied to with it).
 def _part_text(part: mime.EncodedAttachment, limit: int) -> str:
     data = part.decoded_within(EXTRACT_MAX_BYTES)
     if data is None:
