@@ -227,30 +227,37 @@ def attachment_owner(tenant: Tenant, user: User, event_id: str, *, writing: bool
 ViewEntries = list[tuple[int, str, dict[str, Any]]]
 
 
+# Series expansions the view cache holds before it starts again (each a few instances).
+VIEW_CACHE_ENTRIES = 20_000
+
+
 def _view(
     engine: Engine, tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime
 ) -> ViewEntries:
-    """Instances in a window, cached per change number: delta pages repeat the same query."""
+    """Instances in a window. Each event's share is worked out once per version of it: its
+    ``seq`` moves with every change to it, its exceptions, cancellations and attachments
+    (``touch_item``, ``touch_owner``), so delta pages repeat nothing, and a round after an
+    edit expands only the series edited rather than every series of the calendar."""
     cache: dict[Any, ViewEntries] = engine.caches.setdefault("calendar_view", {})
-    key = (tenant.id, calendar.id, tenant.seq, lo, hi)
-    cached = cache.get(key)
-    if cached is None:
-        if len(cache) > 64:
-            cache.clear()
-        cached = cache[key] = _expand_view(tenant, calendar, lo, hi)
-    return cached
-
-
-def _expand_view(tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime) -> ViewEntries:
     out: ViewEntries = []
     for event in tenant.folder_items(calendar.id):
-        base = event_json(tenant, event)
-        if event.props.get("recurrence"):
-            for inst in series_instances(tenant, event, lo, hi, base):
-                out.append((event.seq, inst["id"], inst))
-        elif overlaps(event, lo, hi):
-            out.append((event.seq, event.id, base))
+        key = (tenant.id, event.id, event.seq, lo, hi)
+        entries = cache.get(key)
+        if entries is None:
+            if len(cache) >= VIEW_CACHE_ENTRIES:
+                cache.clear()
+            entries = cache[key] = _expand_event(tenant, event, lo, hi)
+        out.extend(entries)
     return out
+
+
+def _expand_event(tenant: Tenant, event: OItem, lo: datetime, hi: datetime) -> ViewEntries:
+    base = event_json(tenant, event)
+    if event.props.get("recurrence"):
+        return [
+            (event.seq, inst["id"], inst) for inst in series_instances(tenant, event, lo, hi, base)
+        ]
+    return [(event.seq, event.id, base)] if overlaps(event, lo, hi) else []
 
 
 def _view_removed(

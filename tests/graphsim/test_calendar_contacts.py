@@ -10,7 +10,7 @@ from msgraph.generated.models.contact_collection_response import ContactCollecti
 from msgraph.generated.models.event import Event
 from msgraph.generated.models.event_collection_response import EventCollectionResponse
 
-from graphsim import Simulator
+from graphsim import Simulator, routes_calendar
 from tests.graphsim.conftest import add_weekly_series, attach_file, collect, sdk_parse
 
 WINDOW = {"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2026-09-01T00:00:00Z"}
@@ -73,6 +73,52 @@ def test_calendar_view_delta_expands_series_with_exceptions(
         f"/users/{user.id}/events/{series}", params={"$select": "subject,cancelledOccurrences"}
     ).json()
     assert selected["cancelledOccurrences"] == [f"OID.{series}.2026-02-16"]
+
+
+def test_calendar_view_after_a_change_shows_it_and_expands_only_that_series(
+    sim: Simulator, client: httpx.Client, user: Any
+) -> None:
+    """The view keeps each series' instances per version of the series: a change to one
+    series (an occurrence given an attachment, a cancelled occurrence) shows at the next read,
+    and the series left alone are not expanded again."""
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    changed = add_weekly_series(sim, user, "Review", start, timedelta(minutes=30), 3)
+    quiet = add_weekly_series(sim, user, "Sync", start + timedelta(hours=2), timedelta(hours=1), 3)
+    view = f"/users/{user.id}/calendarView"
+
+    def read() -> dict[str, dict[str, Any]]:
+        values, _ = collect(client, view, params=WINDOW)
+        return {v["id"]: v for v in values if v.get("seriesMasterId") in (changed, quiet)}
+
+    before = read()
+    assert len(before) == 6
+    first, second = sorted(
+        (v for v in before.values() if v["seriesMasterId"] == changed),
+        key=lambda v: v["start"]["dateTime"],
+    )[:2]
+    attached = attach_file(client, f"/users/{user.id}/events/{first['id']}", "notes.txt", b"hi")
+    assert attached.status_code == 201
+    assert client.delete(f"/users/{user.id}/events/{second['id']}").status_code == 204
+
+    expanded: list[str] = []
+    real = routes_calendar._expand_event
+
+    def counting(tenant: Any, event: Any, lo: datetime, hi: datetime) -> Any:
+        expanded.append(event.id)
+        return real(tenant, event, lo, hi)
+
+    routes_calendar._expand_event = counting
+    try:
+        after = read()
+    finally:
+        routes_calendar._expand_event = real
+    assert second["id"] not in after
+    assert after[first["id"]]["type"] == "exception"
+    assert after[first["id"]]["hasAttachments"] is True
+    assert [v for v in after.values() if v["seriesMasterId"] == quiet] == [
+        v for v in before.values() if v["seriesMasterId"] == quiet
+    ]
+    assert changed in expanded and quiet not in expanded
 
 
 def test_generated_calendars_have_series_exceptions_and_cancellations(sim: Simulator) -> None:
