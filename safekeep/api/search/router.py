@@ -114,6 +114,10 @@ async def _search(
     if not tenant_ids:
         return plain_response(SearchResults, {"hits": [], "next_cursor": None, "total": 0})
     query = params.query(tenant_ids)
+    # Hand the database connection back while the search backend answers: a search that
+    # waits on OpenSearch (a pause of its JVM, a merge) must not hold one of the pool's
+    # connections that every other request needs.
+    await session.commit()
     try:
         backend = await runtime.search_backend()
         page = await backend.search(query)
