@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -20,31 +21,34 @@ from safekeep.api.app import create_app
 from safekeep.db import MAX_CONNECTIONS
 from safekeep.tenants.remembered import REMEMBER_SECONDS
 from tests.factories import create_msp, create_tenant
-from tests.faults.heldproxy import HeldProxy
 from tests.fixtures.app import SentMessages, build_settings, open_runtime
+from tests.fixtures.relay import TcpRelay
 
 READ_WITHIN_SECONDS = 5.0  # the pool's checkout timeout is 30 s
 SETTLE_SECONDS = 0.5
 
 
 @pytest.fixture
-async def held_opensearch(opensearch_url: str) -> AsyncIterator[HeldProxy]:
-    proxy = HeldProxy(opensearch_url)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
+async def held_opensearch(opensearch_url: str) -> AsyncIterator[tuple[TcpRelay, str]]:
+    parts = urlsplit(opensearch_url)
+    assert parts.hostname and parts.port, opensearch_url
+    relay = TcpRelay(parts.port, host=parts.hostname)
+    port = await relay.start()
+    yield relay, f"{parts.scheme}://127.0.0.1:{port}"
+    await relay.stop()
 
 
 async def test_searches_waiting_on_a_stalled_backend_leave_the_database_pool_free(
     tmp_path: Path,
     postgres_url: str,
     opensearch_index_prefix: str,
-    held_opensearch: HeldProxy,
+    held_opensearch: tuple[TcpRelay, str],
 ) -> None:
+    relay, relayed_url = held_opensearch
     settings = build_settings(
         tmp_path,
         database_url=postgres_url,
-        search_url=held_opensearch.url,
+        search_url=relayed_url,
         search_index_prefix=opensearch_index_prefix,
     )
     async with open_runtime(settings, SentMessages()) as runtime:
@@ -61,13 +65,13 @@ async def test_searches_waiting_on_a_stalled_backend_leave_the_database_pool_fre
             # each search reads them from the database again before it asks OpenSearch.
             await asyncio.sleep(REMEMBER_SECONDS + 0.1)
 
-            held_opensearch.hold()
+            relay.hold()
             searches = [
                 asyncio.create_task(client.get("/v1/search", params={"q": f"invoice{n}"}))
                 for n in range(MAX_CONNECTIONS + 4)
             ]
             # The searches reach OpenSearch's client...
-            await asyncio.wait_for(held_opensearch.holding.wait(), timeout=READ_WITHIN_SECONDS)
+            await asyncio.wait_for(relay.holding.wait(), timeout=READ_WITHIN_SECONDS)
             await asyncio.sleep(SETTLE_SECONDS)  # ...all of them past their own reads
             assert not any(s.done() for s in searches)
             read = await asyncio.wait_for(
@@ -76,6 +80,6 @@ async def test_searches_waiting_on_a_stalled_backend_leave_the_database_pool_fre
             assert read.status_code == 200, read.text
             assert not any(s.done() for s in searches)  # still waiting: the read did not
 
-            held_opensearch.release()
+            relay.release()
             answers = await asyncio.gather(*searches)
             assert [a.status_code for a in answers] == [200] * len(searches)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import tracemalloc
@@ -16,6 +15,7 @@ import pytest
 from graphsim import Simulator
 from safekeep.graph import Conflict
 from safekeep.graph.client import FRAGMENT_UNIT, GraphClient, ssl_context
+from tests.fixtures.relay import TcpRelay
 from tests.graph.conftest import ClientFactory, recorder_of
 
 MiB = 1024 * 1024
@@ -230,50 +230,6 @@ async def test_mail_attachments_small_and_large(
         assert all("Authorization" not in r.headers for r in puts)
 
 
-class CuttingProxy:
-    """A TCP relay in front of graphsim that drops its first connection once ``cut_after``
-    bytes have gone back to the client: a transfer broken mid-body, TLS and all."""
-
-    def __init__(self, target_port: int, cut_after: int) -> None:
-        self.target_port = target_port
-        self.cut_after = cut_after
-        self.connections = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        limit = self.cut_after if self.connections == 1 else None
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, cap: int | None):
-            sent = 0
-            try:
-                while data := await src.read(65536):
-                    if cap is not None and sent + len(data) > cap:
-                        dst.write(data[: cap - sent])
-                        await dst.drain()
-                        break
-                    dst.write(data)
-                    await dst.drain()
-                    sent += len(data)
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                for end in (dst, writer, up_writer):
-                    end.close()
-
-        await asyncio.gather(pump(reader, up_writer, None), pump(up_reader, writer, limit))
-
-
 async def test_a_broken_transfer_resumes_where_it_stopped(
     fresh_sim: Simulator, make_client: ClientFactory
 ):
@@ -285,7 +241,7 @@ async def test_a_broken_transfer_resumes_where_it_stopped(
         os.urandom(2 * MiB), maintype="application", subtype="zip", filename="big.zip"
     )
     message_id = fresh_sim.add_message(fresh_sim.tenant().id, user, bytes(message))
-    proxy = CuttingProxy(fresh_sim.port, cut_after=1 * MiB)
+    proxy = TcpRelay(fresh_sim.port, cut_first_after=1 * MiB)
     port = await proxy.start()
     client = make_client(fresh_sim, graph_url=f"https://127.0.0.1:{port}", backoff_base=0.01)
     try:
