@@ -12,14 +12,17 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
 import aiosqlite
 import psycopg
 import structlog
+from prometheus_client import Counter
 from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy import exc as exc_module
@@ -344,6 +347,20 @@ def load_json(data: str | bytes) -> Any:
 # Connections a process's engine (the API's, a worker's, the scheduler's) opens at most: each
 # opened when load first needs it, then kept (see create_engine).
 MAX_CONNECTIONS = 20
+# SQLite's engine keeps SQLAlchemy's default pool, named here so that its ceiling is known.
+SQLITE_POOL_SIZE = 5
+SQLITE_POOL_OVERFLOW = 10
+
+# When every connection of a pool is checked out, the next session to need one waits for one
+# to come back (up to CHECKOUT_TIMEOUT_SECONDS), however little it has to do: under load, a
+# slow event loop holds each connection longer and requests queue for the pool (seen in the
+# API's benchmark as every route late at once). Counted at the checkout that takes the last
+# free connection, so that a burst shows in a counter whatever the scrape interval.
+POOL_FULL = Counter(
+    "safekeep_db_pool_full_total",
+    "Database connections handed out that left none free in the process's pool (the next "
+    "session to need one waits for one to come back)",
+)
 
 
 def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncEngine:
@@ -351,6 +368,8 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
     if is_sqlite(url):
         engine = create_async_engine(
             url,
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_OVERFLOW,
             connect_args={
                 "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
                 "async_creator_fn": _connect_reads_inline,
@@ -358,6 +377,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
             json_deserializer=load_json,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        _count_full_checkouts(engine, connection_limit(url))
         return engine
     # Healing after a database restart: a pooled connection that sat idle is pinged before it
     # is handed out (see _ping_if_idle) and replaced if the server dropped it, and SQLAlchemy
@@ -390,7 +410,24 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
     event.listen(sync_engine, "checkin", _note_checkin)
     event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
     event.listen(sync_engine, "before_cursor_execute", _begin_transaction)
+    _count_full_checkouts(engine, connection_limit(url, max_connections))
     return engine
+
+
+def connection_limit(url: str, max_connections: int = MAX_CONNECTIONS) -> int:
+    """The most connections an engine ``create_engine`` makes for ``url`` holds at once."""
+    return SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW if is_sqlite(url) else max_connections
+
+
+def _count_full_checkouts(engine: AsyncEngine, limit: int) -> None:
+    sync_engine = engine.sync_engine
+
+    def checked_out(*_: Any) -> None:
+        # The engine's pool is looked up each time: ``dispose`` replaces it.
+        if sync_engine.pool.checkedout() >= limit:  # type: ignore[attr-defined]
+            POOL_FULL.inc()
+
+    event.listen(sync_engine, "checkout", checked_out)
 
 
 # A connection used this recently is not pinged again at checkout. Under load connections go
@@ -469,6 +506,8 @@ class Database:
     def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.url = to_async_url(url)
         self.engine = create_engine(self.url, max_connections=max_connections)
+        self.connection_limit = connection_limit(self.url, max_connections)
+        _OPEN.add(self)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # SQLite already begins a transaction only at the first write (the sqlite3 module's
         # default), and on PostgreSQL this engine does the same (see _begin_transaction).
@@ -502,7 +541,30 @@ class Database:
                 raise
 
     async def dispose(self) -> None:
+        _OPEN.discard(self)
         await self.engine.dispose()
+
+
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUse:
+    in_use: int  # checked out by a session now
+    idle: int  # open and waiting in the pool
+    limit: int  # the most the pools may hold
+
+
+def pool_use() -> PoolUse:
+    """This process's database connections now, over every ``Database`` not disposed (what
+    its ``/metrics`` reports: a process usually has one)."""
+    in_use = idle = limit = 0
+    for db in list(_OPEN):
+        pool: Any = db.engine.pool
+        in_use += pool.checkedout()
+        idle += pool.checkedin()
+        limit += db.connection_limit
+    return PoolUse(in_use, idle, limit)
 
 
 async def read_rows(

@@ -15,13 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg.pq import TransactionStatus
 from sqlalchemy import (
     BigInteger,
@@ -847,3 +848,37 @@ async def test_sqlite_driver_errors_arrive_as_sqlalchemys(tmp_path: Path) -> Non
     assert isinstance(raised.value.orig, sqlite3.OperationalError)
     assert "no such table" in str(raised.value.orig)
     assert "FROM paint" in str(raised.value.statement)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+async def test_pool_use_and_full_checkouts_are_counted(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """What a process's /metrics reports of its connections: in use, idle, the ceiling, and a
+    count of the checkouts that took the last free one (the next session then waits)."""
+    url = request.getfixturevalue("postgres_url" if kind == "postgres" else "sqlite_url")
+    before = db_module.pool_use()
+    full_before = full_checkouts()
+    db = Database(url, max_connections=2)
+    limit = 2 if kind == "postgres" else db_module.SQLITE_POOL_SIZE + db_module.SQLITE_POOL_OVERFLOW
+    assert db.connection_limit == limit
+    try:
+        async with AsyncExitStack() as stack:
+            for n in range(1, limit + 1):
+                session = await stack.enter_async_context(db.session())
+                await session.execute(text("SELECT 1"))  # checks a connection out
+                use = db_module.pool_use()
+                assert use.in_use - before.in_use == n
+                assert use.limit - before.limit == limit
+                # Only the checkout that leaves the pool with none free is counted.
+                assert full_checkouts() - full_before == (1 if n == limit else 0)
+        use = db_module.pool_use()
+        assert use.in_use == before.in_use
+        assert use.idle - before.idle == min(limit, db_module.SQLITE_POOL_SIZE)
+    finally:
+        await db.dispose()
+    assert db_module.pool_use().limit == before.limit  # a disposed database is not reported
+
+
+def full_checkouts() -> float:
+    return REGISTRY.get_sample_value("safekeep_db_pool_full_total") or 0.0

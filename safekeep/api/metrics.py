@@ -1,6 +1,7 @@
 """Prometheus metrics: HTTP requests (labelled by route template, never by raw path, so that ids
 do not explode the label space), what the workers meet (Graph throttling, blob store errors),
-and fleet-wide figures read from the catalog database at scrape time.
+each process's load (its database connections, its requests in flight), and fleet-wide figures
+read from the catalog database at scrape time.
 
 The chart's Grafana dashboard and alert rules query only these (tests/api/test_metrics.py)."""
 
@@ -18,7 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from safekeep.db import Database
+from safekeep.db import POOL_FULL, Database, pool_use
 from safekeep.tenants.models import (
     FINISHED_JOB_STATUSES,
     ConsentState,
@@ -40,6 +41,9 @@ LATENCY = Histogram(
 
 
 class MetricsMiddleware:
+    # This process's HTTP requests being answered now (reported by ``ProcessMetrics``).
+    in_flight = 0
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -62,12 +66,42 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        MetricsMiddleware.in_flight += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            MetricsMiddleware.in_flight -= 1
             route = self._route(scope)
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+class ProcessMetrics(Collector):
+    """This process's load, read when it is scraped: its database connections (in use, idle,
+    and the pool's ceiling; with ``safekeep_db_pool_full_total``, whether requests queue for
+    one) and, in an API process, the HTTP requests it is answering."""
+
+    def collect(self) -> Iterator[Metric]:
+        use = pool_use()
+        connections = GaugeMetricFamily(
+            "safekeep_db_connections", "This process's database connections", labels=["state"]
+        )
+        connections.add_metric(["in_use"], use.in_use)
+        connections.add_metric(["idle"], use.idle)
+        yield connections
+        yield GaugeMetricFamily(
+            "safekeep_db_connections_limit",
+            "The most database connections this process's pool holds",
+            value=use.limit,
+        )
+        yield GaugeMetricFamily(
+            "safekeep_http_requests_in_flight",
+            "HTTP requests this process is answering",
+            value=MetricsMiddleware.in_flight,
+        )
+
+
+REGISTRY.register(ProcessMetrics())
 
 
 # ---- what the workers produce (each worker process serves them: `safekeep worker --metrics-port`)
@@ -77,7 +111,7 @@ class MetricsMiddleware:
 from safekeep.graph.metrics import GRAPH_RETRY_AFTER_WAIT, GRAPH_THROTTLED  # noqa: E402
 from safekeep.storage.metrics import BLOBSTORE_ERRORS  # noqa: E402
 
-__all__ = ["BLOBSTORE_ERRORS", "GRAPH_RETRY_AFTER_WAIT", "GRAPH_THROTTLED"]
+__all__ = ["BLOBSTORE_ERRORS", "GRAPH_RETRY_AFTER_WAIT", "GRAPH_THROTTLED", "POOL_FULL"]
 
 
 # ---- the fleet, read from the catalog database when the API is scraped ---------------------

@@ -3,6 +3,7 @@ and alert rules querying nothing the app does not export."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import timedelta
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from safekeep.api import metrics
 from safekeep.runtime import Runtime
 from safekeep.tenants.models import Job, JobKind, JobStatus, Tenant, utcnow
-from tests.factories import create_msp, create_tenant
+from tests.factories import add_job, create_msp, create_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "helm" / "safekeep" / "files"
@@ -131,3 +132,38 @@ async def test_fleet_figures_follow_the_database(
     assert value("safekeep_jobs_oldest_age_seconds", kind="backup", status="queued") == 0
     assert value("safekeep_search_unindexed_versions") == 0
     assert value("safekeep_search_lag_seconds") == 0
+
+
+async def test_a_process_reports_its_requests_in_flight_and_database_connections(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """An operator sees a process's load: the requests it is answering (a long poll held
+    open counts until it answers) and its database pool (in use, idle, its ceiling)."""
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    async with runtime.db.session() as session:
+        job = await add_job(session, tenant.id, status=JobStatus.running)
+    first = await client.get(f"/v1/jobs/{job.id}", headers=msp.headers)
+    poll = asyncio.create_task(
+        client.get(
+            f"/v1/jobs/{job.id}?wait=2",
+            headers={**msp.headers, "If-None-Match": first.headers["ETag"]},
+        )
+    )
+    await asyncio.sleep(0.5)  # the poll is waiting for the job to change
+    assert not poll.done()
+    during = await scrape(client)
+    assert (await poll).status_code == 304
+    after = await scrape(client)
+    key = ("safekeep_http_requests_in_flight", ())
+    assert during[key] - after[key] == 1  # the poll; each scrape counts itself
+    assert after[key] >= 1
+    connections = {
+        state: after[("safekeep_db_connections", (("state", state),))]
+        for state in ("in_use", "idle")
+    }
+    # The runtime's pool opened a connection for the reads above, and the scrape's read of
+    # the fleet's figures handed its own back.
+    assert connections["idle"] >= 1
+    assert after[("safekeep_db_connections_limit", ())] >= runtime.db.connection_limit
+    assert ("safekeep_db_pool_full_total", ()) in after
