@@ -297,7 +297,9 @@ def search_body(p: Plan) -> dict[str, Any]:
 class _Answers(JSONSerializer):
     """opensearch-py's JSON, with answers read by orjson: a page of hits with its highlights
     is tens of kilobytes, and the standard library's decoder was a tenth of a search's CPU
-    in the API. What orjson refuses (``NaN``, integers past 64 bits) the standard one reads."""
+    in the API. What orjson refuses (``NaN``, infinities, lone surrogates) the standard one
+    reads. An integer past 64 bits orjson reads as a float; none of the fields read here can
+    hold one (sizes, counts, millisecond timestamps)."""
 
     def loads(self, s: str) -> Any:
         try:
