@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import loadgen
 from bench.common import MachineCPU, Table, delete_search_prefix, process_stat
@@ -648,6 +649,7 @@ class LoadResult:
     server_cpu: float = 0.0
     late_sends: int = 0  # the generator itself fell behind its schedule by > 10 ms
     machine: MachineCPU | None = None  # where the cores went meanwhile
+    pool_full: float = 0.0  # checkouts that left the server's database pool empty meanwhile
 
     def pct(self, q: float, values: list[float] | None = None) -> float:
         data = sorted(self.latencies if values is None else values)
@@ -677,6 +679,19 @@ def drained(server: Server, timeout: float = 180.0) -> None:
             if time.perf_counter() - started < 0.05:
                 return
             time.sleep(1.0)
+
+
+def pool_full_count(server: Server) -> float:
+    """The server's count of database checkouts that took its pool's last free connection
+    (``safekeep_db_pool_full_total`` on its /metrics): when it grows during a run, requests
+    queued for a connection."""
+    answer = httpx.get(f"{server.base_url}/metrics", timeout=30)
+    answer.raise_for_status()
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            if sample.name == "safekeep_db_pool_full_total":
+                return float(sample.value)
+    raise SystemExit("the server's /metrics has no safekeep_db_pool_full_total")
 
 
 def machine_cpu(server: Server) -> MachineCPU:
@@ -714,10 +729,12 @@ async def open_loop(server: Server, s: Seeded, rate: float, duration: float) -> 
     with ProcessPoolExecutor(1, mp_context=context) as pool:
         # Start the worker (its imports) before the clock does.
         await loop.run_in_executor(pool, loadgen.run, server.base_url, s.key, [], rate)
+        full_before = await asyncio.to_thread(pool_full_count, server)
         with machine_cpu(server) as machine:
             outcome = await loop.run_in_executor(
                 pool, loadgen.run, server.base_url, s.key, requests, rate
             )
+    result.pool_full = await asyncio.to_thread(pool_full_count, server) - full_before
     result.machine = machine
     result.server_cpu = machine.seconds["API"]
     result.sent = outcome.sent
@@ -743,7 +760,7 @@ def knee(server: Server, s: Seeded, rates: list[float], step_seconds: float) -> 
         cores = ""
         if r.machine is not None:
             api, busy = r.machine.cores("API"), r.machine.busy_cores
-            cores = f" (API {api:.2f} core, machine {busy:.2f})"
+            cores = f" (API {api:.2f} core, machine {busy:.2f}, pool ran dry {r.pool_full:.0f}x)"
         notes.append(f"{rate:.0f}/s: p99 {p99:.0f} ms{cores}{late}{'' if ok else ' ✗'}")
         if not ok:
             break
@@ -933,6 +950,12 @@ def run_column(column: str, args: argparse.Namespace, root: Path) -> tuple[Table
             )
             if load.machine is not None:
                 row("  cores used meanwhile", load.machine.line(), "", None)
+            row(
+                "  database checkouts that left the pool empty",
+                f"{load.pool_full:.0f}",
+                "",
+                None,
+            )
             row(
                 "  load generator on schedule: sends > 10 ms late",
                 f"{load.late_sends} of {load.sent}",
