@@ -23,7 +23,9 @@ measures:
 * the highest rate whose p99 stays within 100 ms, stepping the offered rate up;
 * where the cores went meanwhile (the API process, the embedded worker, OpenSearch,
   PostgreSQL, the load generator, the machine's total): whether the API's own loop or the
-  machine ran out.
+  machine ran out;
+* how often the server's database pool ran dry meanwhile (``safekeep_db_pool_full_total`` on
+  its /metrics): when it did, requests queued for a connection.
 
 Targets come from issue 18; ``--check`` exits 1 when a figure misses its target.
 """
