@@ -41,11 +41,14 @@ LATENCY = Histogram(
 
 
 class MetricsMiddleware:
-    # This process's HTTP requests being answered now (reported by ``ProcessMetrics``).
+    # This process's HTTP requests being answered now, reported by ``ProcessMetrics`` once the
+    # process serves the API (a worker serving only /metrics has none to report).
     in_flight = 0
+    serving = False
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        MetricsMiddleware.serving = True
 
     @staticmethod
     def _route(scope: Scope) -> str:
@@ -94,11 +97,12 @@ class ProcessMetrics(Collector):
             "The most database connections this process's pool holds",
             value=use.limit,
         )
-        yield GaugeMetricFamily(
-            "safekeep_http_requests_in_flight",
-            "HTTP requests this process is answering",
-            value=MetricsMiddleware.in_flight,
-        )
+        if MetricsMiddleware.serving:
+            yield GaugeMetricFamily(
+                "safekeep_http_requests_in_flight",
+                "HTTP requests this process is answering",
+                value=MetricsMiddleware.in_flight,
+            )
 
 
 REGISTRY.register(ProcessMetrics())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -167,3 +169,23 @@ async def test_a_process_reports_its_requests_in_flight_and_database_connections
     assert connections["idle"] >= 1
     assert after[("safekeep_db_connections_limit", ())] >= runtime.db.connection_limit
     assert ("safekeep_db_pool_full_total", ()) in after
+
+
+def test_a_worker_reports_its_connections_and_no_requests_in_flight() -> None:
+    """A worker's /metrics (``safekeep worker --metrics-port``: the same module, no API app)
+    has its database pool but no HTTP requests in flight, which only an API pod answers."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import safekeep.api.metrics; from prometheus_client import generate_latest; "
+            "print(generate_latest().decode())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    names = {s.name for f in text_string_to_metric_families(out) for s in f.samples}
+    assert {"safekeep_db_connections", "safekeep_db_pool_full_total"} <= names
+    assert "safekeep_http_requests_in_flight" not in names
