@@ -377,7 +377,6 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
             json_deserializer=load_json,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        _count_full_checkouts(engine, connection_limit(url))
         return engine
     # Healing after a database restart: a pooled connection that sat idle is pinged before it
     # is handed out (see _ping_if_idle) and replaced if the server dropped it, and SQLAlchemy
@@ -410,13 +409,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
     event.listen(sync_engine, "checkin", _note_checkin)
     event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
     event.listen(sync_engine, "before_cursor_execute", _begin_transaction)
-    _count_full_checkouts(engine, connection_limit(url, max_connections))
     return engine
-
-
-def connection_limit(url: str, max_connections: int = MAX_CONNECTIONS) -> int:
-    """The most connections an engine ``create_engine`` makes for ``url`` holds at once."""
-    return SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW if is_sqlite(url) else max_connections
 
 
 def _count_full_checkouts(engine: AsyncEngine, limit: int) -> None:
@@ -506,7 +499,11 @@ class Database:
     def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.url = to_async_url(url)
         self.engine = create_engine(self.url, max_connections=max_connections)
-        self.connection_limit = connection_limit(self.url, max_connections)
+        # The most connections the engine's pool holds at once (see create_engine).
+        self.connection_limit = (
+            SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW if self.is_sqlite else max_connections
+        )
+        _count_full_checkouts(self.engine, self.connection_limit)
         _OPEN.add(self)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # SQLite already begins a transaction only at the first write (the sqlite3 module's
