@@ -164,13 +164,42 @@ async def drive_search_fields(
         return fields
     limit = settings.search_body_max_chars
     key = ("file", tenant_id, content_hash, file_type_of(name, mime), mime, limit)
-    known = TEXTS.known(key) if content_hash else None
-    if known is None:
+
+    async def read_text() -> str:
         data = await read()
         text = await asyncio.to_thread(extract_text, name, mime, data, limit=limit) if data else ""
-        known = TEXTS.keep(key, text) if content_hash and data else text
+        return TEXTS.keep(key, text) if content_hash and data else text
+
+    known = TEXTS.known(key) if content_hash else None
+    if known is None:
+        known = await _once(key, read_text) if content_hash else await read_text()
     fields.body = known
     return fields
+
+
+# Texts being read now, by event loop and key: two copies of a file met at once (a delta page
+# stores its files side by side) share one reading instead of both missing the memory.
+_READING: dict[tuple[asyncio.AbstractEventLoop, Any], asyncio.Future[str | None]] = {}
+
+
+async def _once(key: Any, read_text: Callable[[], Awaitable[str]]) -> str:
+    loop = asyncio.get_running_loop()
+    slot = (loop, key)
+    pending = _READING.get(slot)
+    if pending is not None:
+        shared = await asyncio.shield(pending)
+        if shared is not None:
+            return shared
+        return await read_text()  # the first reading failed: this copy reads for itself
+    future: asyncio.Future[str | None] = loop.create_future()
+    _READING[slot] = future
+    text: str | None = None
+    try:
+        text = await read_text()
+        return text
+    finally:
+        del _READING[slot]
+        future.set_result(text)
 
 
 def content_of(repo: TenantRepository, version: ItemVersion) -> Content:

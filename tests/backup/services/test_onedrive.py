@@ -5,6 +5,7 @@ scale-out column. Everything is compared with graphsim's own state, not fixed nu
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import itertools
@@ -736,3 +737,58 @@ async def test_scaleout_backup_restore_search(scaleout_engine: EngineHarness) ->
     assert report.restored_count == 1
     assert files_by_path(drive) == before
     assert "platypus.txt" in await h.search_titles(SERVICE_NAME, "platypus")
+
+
+async def test_copies_met_at_once_share_one_reading_of_their_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two copies of a file whose fields are made at the same moment (a delta page stores its
+    files side by side) read and extract the bytes once; when that reading fails, the copy
+    that waited reads for itself."""
+    monkeypatch.setattr(drive_model, "TEXTS", TextMemo())
+    data = make_docx(["Expense policy", "quokkaclause: receipts within a month"])
+    digest = hashlib.sha256(data).hexdigest()
+    reads: list[str] = []
+    release = asyncio.Event()
+
+    def reader(name: str, *, fail: bool = False) -> Any:
+        async def read() -> bytes:
+            reads.append(name)
+            await release.wait()
+            if fail:
+                raise ConnectionError("the store went away")
+            return data
+
+        return read
+
+    def fields_of(name: str, read: Any) -> Any:
+        return drive_model.drive_search_fields(
+            drive_model.FILE,
+            name,
+            len(data),
+            None,
+            {"path": f"/Policies/{name}"},
+            read,
+            tenant_id="t1",
+            content_hash=digest,
+        )
+
+    first = asyncio.create_task(fields_of("expenses.docx", reader("expenses.docx")))
+    copy = asyncio.create_task(fields_of("expenses copy.docx", reader("expenses copy.docx")))
+    await asyncio.sleep(0.05)
+    release.set()
+    bodies = [f.body for f in await asyncio.gather(first, copy)]
+    assert reads == ["expenses.docx"]
+    assert all("quokkaclause" in body for body in bodies)
+
+    monkeypatch.setattr(drive_model, "TEXTS", TextMemo())
+    reads.clear()
+    release.clear()
+    failing = asyncio.create_task(fields_of("a.docx", reader("a.docx", fail=True)))
+    waiting = asyncio.create_task(fields_of("b.docx", reader("b.docx")))
+    await asyncio.sleep(0.05)
+    release.set()
+    with pytest.raises(ConnectionError):
+        await failing
+    assert "quokkaclause" in (await waiting).body
+    assert reads == ["a.docx", "b.docx"]
