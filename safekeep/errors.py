@@ -50,6 +50,10 @@ class Unauthorized(AppError, status=401, slug="unauthorized", title="Missing or 
     pass
 
 
+class MetricsUnauthorized(Unauthorized, title="Missing or invalid metrics token"):
+    pass
+
+
 class Forbidden(
     AppError, status=403, slug="forbidden", title="The API key lacks the scope this needs"
 ):

@@ -20,6 +20,9 @@ DEV_MASTER_KEY = base64.urlsafe_b64encode(b"safekeep-development-master-key!").d
 DEV_APP_CLIENT_ID = "00000000-0000-4000-8000-5afe4ee90001"
 DEV_APP_CLIENT_SECRET = "safekeep-dev-app-secret"  # noqa: S105 - refused in production
 
+# A metrics token is guessed by nobody: 32 is what `openssl rand -hex 16` prints.
+METRICS_TOKEN_MIN_CHARS = 32
+
 MICROSOFT_LOGIN_URL = "https://login.microsoftonline.com"
 MICROSOFT_GRAPH_URL = "https://graph.microsoft.com"
 
@@ -83,6 +86,12 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
 
+    # The bearer token Prometheus presents to an API process's /metrics: what that shows (every
+    # MSP's jobs and tenants counted together, each route's traffic) is the operator's, and the
+    # API's port is the internet's. Unset: /metrics answers anyone in development and no one
+    # in production.
+    metrics_token: SecretStr | None = None
+
     # Behaviour.
     scheduler_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
     # A backup task whose worker stopped reporting for this long is taken over by another.
@@ -127,6 +136,15 @@ class Settings(BaseSettings):
             raise ValueError("SAFEKEEP_MASTER_KEY must be urlsafe base64") from exc
         if len(raw) != 32:
             raise ValueError("SAFEKEEP_MASTER_KEY must decode to 32 bytes")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < METRICS_TOKEN_MIN_CHARS:
+            raise ValueError(
+                f"SAFEKEEP_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_CHARS} characters"
+            )
         return value
 
     @field_validator("previous_master_keys")

@@ -57,6 +57,7 @@ SECRET_NAMES = {
     "SAFEKEEP_SEARCH_URL",
     "SAFEKEEP_STRIPE_API_KEY",
     "SAFEKEEP_STRIPE_WEBHOOK_SECRET",
+    "SAFEKEEP_METRICS_TOKEN",
     *AWS_CREDENTIALS,
 }
 
@@ -92,6 +93,7 @@ FULL_VALUES: dict[str, Any] = {
         "searchUrl": "https://admin:full-search-password@opensearch:9200",
         "stripeApiKey": "sk_test_full_stripe_key",
         "stripeWebhookSecret": "whsec_full_webhook_secret",
+        "metricsToken": "full-metrics-token-0123456789abcdef",
         "awsAccessKeyId": "AKIAFULLACCESSKEY000",
         "awsSecretAccessKey": "full-aws-secret-access-key",
     },
@@ -354,6 +356,9 @@ def test_the_development_master_key_is_refused(
         ({"config": {"notificationDebounceSeconds": 0}}, "/config/notificationDebounceSeconds"),
         ({"config": {"notificationDebounceSeconds": 7200}}, "/config/notificationDebounceSeconds"),
         ({"api": {"podDisruptionBudget": {"maxUnavailable": 1}}}, "not both"),
+        # Prometheus must have the token the API's /metrics asks for.
+        ({"serviceMonitor": {"enabled": True}}, "needs secrets.metricsToken"),
+        ({"secrets": {"metricsToken": "short"}}, "/secrets/metricsToken"),
     ],
 )
 def test_values_that_cannot_run_are_refused(
@@ -369,8 +374,15 @@ def test_existing_secret_replaces_the_rendered_secret(
     render: Callable[..., list[dict[str, Any]]],
 ) -> None:
     no_secrets = {key: "" for key in FULL_VALUES["secrets"]}
-    docs = render({"secrets": {**no_secrets, "existingSecret": "ops-safekeep"}})
+    docs = render(
+        {"secrets": {**no_secrets, "existingSecret": "ops-safekeep"}},
+        {"serviceMonitor": {"enabled": True}},
+    )
     assert of_kind(docs, "Secret") == []
+    # Prometheus reads the metrics token from the operator's Secret too.
+    [monitor] = of_kind(docs, "ServiceMonitor")
+    credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert credentials == {"name": "ops-safekeep", "key": "SAFEKEEP_METRICS_TOKEN"}
     for doc in of_kind(docs, "Deployment") + of_kind(docs, "Job"):
         template = doc["spec"]["template"]
         sources = template["spec"]["containers"][0]["envFrom"]
@@ -574,6 +586,14 @@ def test_optional_resources_render_when_enabled(
     assert all("Egress" in spec["policyTypes"] for spec in policies.values())
     [monitor] = of_kind(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # It presents the token the API's /metrics asks for, from the release's Secret.
+    assert monitor["spec"]["endpoints"][0]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": f"{RELEASE}-safekeep", "key": "SAFEKEEP_METRICS_TOKEN"},
+    }
+    secret = named(docs, "Secret", f"{RELEASE}-safekeep")
+    token = FULL_VALUES["secrets"]["metricsToken"]
+    assert base64.b64decode(secret["data"]["SAFEKEEP_METRICS_TOKEN"]).decode() == token
     [pod_monitor] = of_kind(docs, "PodMonitor")
     assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     worker = pod_specs(docs)[f"{RELEASE}-safekeep-worker"]["containers"][0]

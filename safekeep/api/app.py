@@ -24,6 +24,7 @@ from safekeep.api.consent.router import router as consent_router
 from safekeep.api.detections.router import router as detections_router
 from safekeep.api.detections.router import thresholds_router as detection_thresholds_router
 from safekeep.api.exports.router import router as exports_router
+from safekeep.api.health.router import RecentReadiness
 from safekeep.api.health.router import router as health_router
 from safekeep.api.items.router import router as items_router
 from safekeep.api.jobs.router import router as jobs_router
@@ -144,6 +145,7 @@ def create_app(
     if runtime is not None:
         app.state.runtime = runtime
     app.state.request_rates = RequestRates.from_settings(settings)
+    app.state.readiness = RecentReadiness()
     problems.install(app)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_middleware(MetricsMiddleware)

@@ -7,14 +7,23 @@ and never checks permissions in its body. A route is public only by having none 
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from safekeep.api.deps import SessionDep
+from safekeep.api.deps import SessionDep, get_settings
 from safekeep.api.rates import RequestRates
-from safekeep.errors import Forbidden, PaymentRequired, TooManyRequests, Unauthorized
+from safekeep.errors import (
+    Forbidden,
+    MetricsUnauthorized,
+    NotFound,
+    PaymentRequired,
+    TooManyRequests,
+    Unauthorized,
+)
+from safekeep.settings import Environment
 from safekeep.tenants.api_key import service as api_key_service
 from safekeep.tenants.models import MspStatus
 from safekeep.tenants.scope import Principal, Scope
@@ -73,3 +82,37 @@ MspAdminPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.admin, unlimi
 BackupPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.backup, writes=True))]
 RestorePrincipal = Annotated[Principal, Depends(KeyRequired(Scope.restore, writes=True))]
 ExportPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.export))]
+
+
+class MetricsTokenRequired(HTTPBearer):
+    """The operator's token (``SAFEKEEP_METRICS_TOKEN``) that ``/metrics`` needs: Prometheus
+    presents it; an MSP's API key is not it. Without one configured, ``/metrics`` is open in
+    development (``safekeep serve --demo``) and answers 404 in production, where the API's
+    port faces the internet."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="MetricsToken",
+            description="The operator's metrics token (`SAFEKEEP_METRICS_TOKEN`): "
+            "`Authorization: Bearer <token>`",
+        )
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        settings = get_settings(request)
+        if settings.metrics_token is None:
+            if settings.env is Environment.production:
+                raise NotFound("Metrics are off: set SAFEKEEP_METRICS_TOKEN to serve them")
+            return
+        credentials = await super().__call__(request)
+        expected = settings.metrics_token.get_secret_value().encode()
+        if credentials is None or not hmac.compare_digest(
+            credentials.credentials.encode(), expected
+        ):
+            raise MetricsUnauthorized(
+                "Send the metrics token as `Authorization: Bearer <token>`",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+
+
+MetricsAccess = Depends(MetricsTokenRequired())

@@ -110,6 +110,7 @@ ROUTES: list[Route] = [
     ),
 ]
 
+# Routes that take no MSP key (/metrics takes the operator's token: tests/api/test_health.py).
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),

@@ -15,12 +15,13 @@ COMMITTED = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 PUBLIC = {
     "/healthz",
     "/readyz",
-    "/metrics",
     "/v1/consent/callback",
     "/v1/billing/stripe/webhook",
     "/v1/graph/notifications",
     "/v1/graph/lifecycle",
 }
+# Routes for the operator, not an MSP: they take the operator's token, never an API key.
+OPERATOR = {"/metrics": "MetricsToken"}
 
 
 def test_committed_document_is_current() -> None:
@@ -35,6 +36,10 @@ def test_every_operation_documents_errors_and_auth() -> None:
             codes = set(op["responses"])
             if path in PUBLIC:
                 assert "security" not in op, (method, path)
+                continue
+            if path in OPERATOR:
+                assert op.get("security") == [{OPERATOR[path]: []}], (method, path)
+                assert "401" in codes and "429" not in codes, (method, path, codes)
                 continue
             assert op.get("security") == [{"ApiKey": []}], (method, path)
             assert {"401", "403"} <= codes, (method, path, codes)

@@ -169,6 +169,7 @@ own defaults apply. Integers go through int64 because helm reads YAML numbers as
   "SAFEKEEP_SEARCH_URL" $s.searchUrl
   "SAFEKEEP_STRIPE_API_KEY" $s.stripeApiKey
   "SAFEKEEP_STRIPE_WEBHOOK_SECRET" $s.stripeWebhookSecret
+  "SAFEKEEP_METRICS_TOKEN" $s.metricsToken
   "AWS_ACCESS_KEY_ID" $s.awsAccessKeyId
   "AWS_SECRET_ACCESS_KEY" $s.awsSecretAccessKey
 }}
@@ -205,11 +206,18 @@ schema checks shapes; this checks what only makes sense together.
 {{- if and (or $s.awsAccessKeyId $s.awsSecretAccessKey) (not (and $s.awsAccessKeyId $s.awsSecretAccessKey)) }}
 {{- fail "safekeep: set both secrets.awsAccessKeyId and secrets.awsSecretAccessKey, or neither" }}
 {{- end }}
+{{- if and .Values.serviceMonitor.enabled (not $s.metricsToken) }}
+{{- fail "safekeep: serviceMonitor.enabled needs secrets.metricsToken, the token Prometheus presents to the API's /metrics (at least 32 characters: openssl rand -hex 32)" }}
+{{- end }}
 {{- else }}
 {{- /* With a live cluster (install, upgrade, --dry-run=server) check the Secret's keys. */}}
 {{- $existing := lookup "v1" "Secret" .Release.Namespace $s.existingSecret }}
 {{- if $existing }}
-{{- range $name := list "SAFEKEEP_MASTER_KEY" "SAFEKEEP_APP_CLIENT_SECRET" "SAFEKEEP_DATABASE_URL" "SAFEKEEP_BROKER_URL" "SAFEKEEP_SEARCH_URL" }}
+{{- $needed := list "SAFEKEEP_MASTER_KEY" "SAFEKEEP_APP_CLIENT_SECRET" "SAFEKEEP_DATABASE_URL" "SAFEKEEP_BROKER_URL" "SAFEKEEP_SEARCH_URL" }}
+{{- if .Values.serviceMonitor.enabled }}
+{{- $needed = append $needed "SAFEKEEP_METRICS_TOKEN" }}
+{{- end }}
+{{- range $name := $needed }}
 {{- if not (hasKey ($existing.data | default dict) $name) }}
 {{- fail (printf "safekeep: Secret %q has no key %s" $s.existingSecret $name) }}
 {{- end }}
