@@ -23,7 +23,9 @@ import aiosqlite
 import psycopg
 import structlog
 from prometheus_client import Counter
+from psycopg.abc import Buffer
 from psycopg.pq import TransactionStatus
+from psycopg.types.string import StrDumperUnknown
 from sqlalchemy import event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import Row, make_url
@@ -344,6 +346,47 @@ def load_json(data: str | bytes) -> Any:
     return _JSON_DECODE(data.decode() if isinstance(data, bytes) else data)
 
 
+# ---- text PostgreSQL cannot hold ------------------------------------------------------------
+#
+# PostgreSQL's text and jsonb cannot hold U+0000, and text from Microsoft may carry one: a
+# mail's subject or a sender's name is whatever anyone who can send mail wrote (spam does), and
+# one such message failed its whole mailbox's backup. Whatever a process writes to PostgreSQL
+# has U+0000 replaced by U+FFFD, the replacement character, so the catalog shows where one was;
+# the item's own bytes (its MIME, its Graph JSON) are kept exactly in the blob store. The API
+# refuses U+0000 in what clients send (safekeep.api.schemas.RequestSchema, safekeep.api.limits),
+# and the catalog stores an item's name the same way on both databases (``without_nul``).
+
+NUL = "\x00"
+REPLACEMENT_CHARACTER = "\ufffd"
+# JSON's escape of U+0000 (preceded by an even run of backslashes, so not an escaped backslash
+# followed by "u0000").
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def without_nul(text: str) -> str:
+    """``text`` with each U+0000 replaced by U+FFFD."""
+    return text.replace(NUL, REPLACEMENT_CHARACTER) if NUL in text else text
+
+
+def dump_json(value: Any) -> str:
+    """JSON for a PostgreSQL jsonb column, with each U+0000 in its strings replaced by
+    U+FFFD (jsonb refuses the escape ``\\u0000``)."""
+    text = json.dumps(value)
+    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+class _TextWithoutNul(StrDumperUnknown):
+    """psycopg's dumper of ``str`` parameters (sent untyped, so the server infers each one's
+    type as before), with U+0000 replaced by U+FFFD where psycopg would refuse the string."""
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(without_nul(obj))
+
+
+def _text_without_nul(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.driver_connection.adapters.register_dumper(str, _TextWithoutNul)
+
+
 # Connections a process's engine (the API's, a worker's, the scheduler's) opens at most: each
 # opened when load first needs it, then kept (see create_engine).
 MAX_CONNECTIONS = 20
@@ -397,6 +440,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
         max_overflow=0,
         pool_timeout=CHECKOUT_TIMEOUT_SECONDS,
         json_deserializer=load_json,
+        json_serializer=dump_json,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "keepalives": 1,
@@ -406,6 +450,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
         },
     )
     sync_engine = engine.sync_engine
+    event.listen(sync_engine, "connect", _text_without_nul)
     event.listen(sync_engine, "checkin", _note_checkin)
     event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
     event.listen(sync_engine, "before_cursor_execute", _begin_transaction)

@@ -436,6 +436,35 @@ async def test_postgres_json_reads_as_the_standard_library_reads_it(pg_db: Datab
     assert read["m"][1] == 2**64 - 1
 
 
+async def test_postgres_stores_text_and_json_carrying_nul_with_the_replacement_character(
+    pg_db: Database,
+) -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000, which text from Microsoft may carry (a
+    mail's subject is whatever its sender wrote): written through our engine, it is stored as
+    U+FFFD, in plain and in raw statements, in a value and in a key; a JSON string that only
+    looks like the escape (a backslash, then "u0000") is kept as it was."""
+    table = Table("nul_t", MetaData(), Column("s", String), Column("j", JSONType))
+    written = {
+        "subject": "Invoice\x00 paid",
+        "from": ["Ev\x00e", "\\u0000 is how JSON writes it"],
+        "k\x00": "\\\x00",
+    }
+    async with pg_db.session() as session:
+        await session.run_sync(lambda s: table.create(s.connection()))
+        await session.execute(table.insert().values(s="a\x00b\x00", j=written))
+        await session.execute(text("INSERT INTO nul_t (s) VALUES (:s)"), {"s": "\x00"})
+        rows = (await session.execute(select(table.c.s, table.c.j))).all()
+    assert rows[0] == (
+        "a\ufffdb\ufffd",
+        {
+            "subject": "Invoice\ufffd paid",
+            "from": ["Ev\ufffde", "\\u0000 is how JSON writes it"],
+            "k\ufffd": "\\\ufffd",
+        },
+    )
+    assert rows[1] == ("\ufffd", None)
+
+
 async def test_postgres_connections_opened_for_a_burst_are_kept_for_the_next(
     postgres_url: str,
 ) -> None:

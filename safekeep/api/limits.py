@@ -8,6 +8,9 @@ dependency runs) or carry a huge query string or header set into the application
   the connection closed, without reading any of it; a chunked body is counted as the
   application receives it, and the 413 is raised as soon as the count passes the limit;
 - the query string: 414 beyond ``max_query_bytes``;
+- the path and the query string: 400 when either carries U+0000 (NUL, ``%00``): PostgreSQL's
+  text cannot hold it and no client means it (JSON bodies refuse it field by field, in
+  ``safekeep.api.schemas.RequestSchema``);
 - the headers: 431 beyond ``max_header_bytes`` (the server bounds what it buffers before this
   point: see ``safekeep.api.serving``).
 
@@ -86,7 +89,8 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if len(scope.get("query_string", b"")) > self.max_query_bytes:
+        query = scope.get("query_string", b"")
+        if len(query) > self.max_query_bytes:
             await _problem(
                 send,
                 414,
@@ -94,6 +98,17 @@ class RequestLimits:
                 "URI too long",
                 f"The query string is longer than {self.max_query_bytes} bytes",
                 path,
+                close=False,
+            )
+            return
+        if b"%00" in query or b"\x00" in query or "\x00" in path:
+            await _problem(
+                send,
+                400,
+                "bad-request",
+                "Bad request",
+                "The path and query may not carry U+0000 (NUL, %00)",
+                path.replace("\x00", "%00"),
                 close=False,
             )
             return

@@ -13,7 +13,14 @@ from typing import Annotated, Any, Generic, TypeVar, get_args, get_origin
 
 from fastapi import Query
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    TypeAdapter,
+    field_validator,
+)
 from sqlalchemy import Row
 from typing_extensions import TypedDict
 
@@ -27,6 +34,34 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+NUL = "\x00"
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether text anywhere in ``value`` (a JSON value as parsed: strings, lists, objects and
+    their keys) carries U+0000."""
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, list | tuple):
+        return any(holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    return False
+
+
+class RequestSchema(Schema):
+    """The base of every request body. No text in it may carry U+0000 (NUL): PostgreSQL's text
+    cannot hold one, and nothing a client means is written with it, so it is refused here as
+    the field's 422, the same on every database, instead of failing deep in a write."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if holds_nul(value):
+            raise ValueError("text may not contain U+0000 (NUL)")
+        return value
 
 
 class Page(BaseModel, Generic[T]):

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.backup.detection import RunStats
 from safekeep.backup.indexing import index_after_commit, search_document
+from safekeep.db import without_nul
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
 from safekeep.storage.repository import ContentRef
@@ -84,6 +85,16 @@ class ItemRecord:
     refs: list[ContentRef] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     search: SearchFields | None = None
+
+
+# An item's name as the catalog keeps it: bounded, and U+0000 (which PostgreSQL cannot hold,
+# and which anyone who can send mail may put in a subject) as U+FFFD on both databases, so an
+# item whose name is unchanged compares equal to what was stored.
+NAME_MAX_CHARS = 1000
+
+
+def stored_name(name: str) -> str:
+    return without_nul(name[:NAME_MAX_CHARS])
 
 
 @dataclass
@@ -490,7 +501,7 @@ class CatalogPage:
             same = (
                 version.change_key == rec.change_key
                 and version.parent_external_id == rec.parent_external_id
-                and version.name == rec.name
+                and version.name == stored_name(rec.name)
             )
             if same and version.first_seq != run.seq:
                 self.counters.unchanged += 1
@@ -569,7 +580,7 @@ class CatalogPage:
     def _fill(version: ItemVersion, rec: ItemRecord) -> None:
         version.kind = rec.kind
         version.parent_external_id = rec.parent_external_id
-        version.name = rec.name[:1000]
+        version.name = stored_name(rec.name)
         version.size = rec.size
         version.modified_at = rec.modified_at
         version.change_key = rec.change_key[:500] if rec.change_key else None

@@ -18,7 +18,7 @@ from safekeep.backup.context import open_repository
 from safekeep.disposition import safe_filename
 from safekeep.runtime import Runtime
 from safekeep.tenants.models import Item, ItemVersion, utcnow
-from tests.api.conftest import MspWorld
+from tests.api.conftest import MspWorld, fingerprint
 from tests.security.conftest import PROBLEM, Live
 
 MiB = 1024 * 1024
@@ -129,6 +129,61 @@ def test_a_body_within_the_limit_is_still_served(live: Live) -> None:
         timeout=30,
     )
     assert r.status_code == 201, r.text
+
+
+# --- U+0000 (NUL), which PostgreSQL's text cannot hold ---------------------------------------
+
+
+async def test_nul_in_any_text_sent_is_a_4xx_and_changes_nothing(live: Live) -> None:
+    """A string carrying U+0000 reached PostgreSQL and failed there as a 500: from an MSP's
+    key (a tenant's or a key's name), and from anyone at all (Graph's notification
+    endpoints, the consent callback, any query or path). Each is now refused before any
+    work, and a string that only looks like the escape (a backslash, then "u0000") is text."""
+    a = live.world.a
+    tenant = f"/v1/tenants/{a.tenant.id}"
+    before = await fingerprint(live.world.runtime)
+    bodies = [  # (method, path, JSON with the escape written as JSON writes U+0000, status)
+        ("POST", "/v1/tenants", '{"name": "Contoso\\u0000"}', 422),
+        ("PATCH", tenant, '{"name": "a\\u0000b"}', 422),
+        ("POST", "/v1/api-keys", '{"name": "\\u0000", "scopes": ["read"]}', 422),
+        (
+            "POST",
+            "/v1/webhooks",
+            '{"url": "https://hooks.example.com/x", "events": ["export.ready"],'
+            ' "description": "x\\u0000"}',
+            422,
+        ),
+        ("POST", "/v1/graph/notifications", '{"value": [{"subscriptionId": "\\u0000"}]}', 400),
+        (
+            "POST",
+            "/v1/graph/lifecycle",
+            '{"value": [{"subscriptionId": "s", "clientState": '
+            '"\\u0000", "lifecycleEvent": "missed"}]}',
+            400,
+        ),
+    ]
+    queries = [
+        "/v1/audit-events?action=%00",
+        f"{tenant}/accounts?q=a%00",
+        f"{tenant}/search?q=invoice%00",
+        "/v1/consent/callback?state=a%00b&code=c",
+        "/v1/tenants/%00",
+    ]
+    async with live.client() as client:
+        for method, path, body, status in bodies:
+            headers = {**a.msp.headers, "content-type": "application/json"}
+            r = await client.request(method, path, content=body, headers=headers)
+            assert r.status_code == status, (path, r.text)
+            assert r.headers["content-type"] == PROBLEM
+        for path in queries:
+            r = await client.get(path, headers=a.msp.headers)
+            assert_problem(r, 400, "bad-request")
+            assert "U+0000" in r.json()["detail"]
+        assert await fingerprint(live.world.runtime) == before
+        # A backslash and "u0000" are only text.
+        r = await client.post("/v1/tenants", content='{"name": "\\\\u0000"}', headers=headers)
+        assert r.status_code == 201, r.text
+        assert r.json()["name"] == "\\u0000"
 
 
 # --- query strings and headers ------------------------------------------------------------

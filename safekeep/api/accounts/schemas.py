@@ -5,7 +5,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import RequestSchema, Schema
 from safekeep.tenants.models import AccountKind, AccountState
 
 
@@ -28,14 +28,14 @@ class AccountOut(Schema):
     created_at: datetime
 
 
-class AccountUpdate(Schema):
+class AccountUpdate(RequestSchema):
     protected: bool = Field(
         description="true: protect this seat; false: release it (its data is kept, as a "
         "retained seat)"
     )
 
 
-class PurgeRequest(Schema):
+class PurgeRequest(RequestSchema):
     confirm: str = Field(
         min_length=1,
         max_length=100,

@@ -5,11 +5,11 @@ from datetime import datetime
 
 from pydantic import Field
 
-from safekeep.api.schemas import Schema, Timestamp
+from safekeep.api.schemas import RequestSchema, Schema, Timestamp
 from safekeep.tenants.scope import Scope
 
 
-class ApiKeyCreate(Schema):
+class ApiKeyCreate(RequestSchema):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[Scope] = Field(min_length=1, description="admin implies every other scope")
     tenant_ids: list[uuid.UUID] | None = Field(

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from safekeep.api.policy.schemas import Service
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import RequestSchema, Schema
 
 
 class DetectionOut(Schema):
@@ -38,7 +38,7 @@ class DetectionOut(Schema):
     released_by: str | None
 
 
-class ThresholdsIn(Schema):
+class ThresholdsIn(RequestSchema):
     """When an incremental raises a detection for this tenant's accounts: its suspicious
     files (deletions) reach the account's own mean plus ``sigmas`` standard deviations, and
     at least the floor."""

@@ -6,11 +6,11 @@ from datetime import datetime
 from pydantic import Field
 
 from safekeep.api.restores.schemas import PointIn
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import RequestSchema, Schema
 from safekeep.tenants.models import ExportStatus
 
 
-class ExportOptions(Schema):
+class ExportOptions(RequestSchema):
     mbox: bool = Field(default=False, description="Also one .mbox per mail folder")
 
 

@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
-from safekeep.api.schemas import PageWindow, Schema, page_body
+from safekeep.api.schemas import PageWindow, RequestSchema, Schema, page_body
 from safekeep.tenants.job import service
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger
 from safekeep.tenants.scope import TenantScope
 
 
-class BackupRequest(Schema):
+class BackupRequest(RequestSchema):
     account_ids: list[uuid.UUID] | None = Field(
         default=None, max_length=10_000, description="Only these accounts; default: all protected"
     )

@@ -6,10 +6,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from safekeep.api.policy.schemas import Service
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import RequestSchema, Schema
 
 
-class GraphNotice(BaseModel):
+class GraphNotice(RequestSchema):
     """One entry of Graph's ``value`` array; only the fields we use are read, the rest (the
     resource, its data) is ignored on purpose: nothing in it is trusted."""
 
@@ -20,7 +20,7 @@ class GraphNotice(BaseModel):
     lifecycleEvent: str | None = Field(default=None, max_length=60)
 
 
-class GraphNoticeBatch(BaseModel):
+class GraphNoticeBatch(RequestSchema):
     model_config = ConfigDict(extra="ignore")
 
     value: list[GraphNotice] = Field(max_length=1000)

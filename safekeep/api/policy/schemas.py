@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, create_model, field_validator
 
 from safekeep import registry
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import RequestSchema
 
 if TYPE_CHECKING:
     Service = str
@@ -23,7 +23,7 @@ def described() -> str:
     return f"{', '.join(rest)} or {last}" if rest else last
 
 
-class _Policy(Schema):
+class _Policy(RequestSchema):
     services: list[Service] = Field(
         default_factory=lambda: list(registry.defaults()),
         min_length=1,

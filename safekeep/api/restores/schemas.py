@@ -6,10 +6,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from safekeep.api.policy.schemas import Service
-from safekeep.api.schemas import Schema, Timestamp
+from safekeep.api.schemas import RequestSchema, Timestamp
 
 
-class ScopeIn(Schema):
+class ScopeIn(RequestSchema):
     """What to restore or export."""
 
     type: Literal["items", "folders", "service", "account", "tenant"] = Field(
@@ -21,7 +21,7 @@ class ScopeIn(Schema):
     item_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
 
 
-class PointIn(Schema):
+class PointIn(RequestSchema):
     scope: ScopeIn
     at: Timestamp | None = Field(
         default=None, description="As of this time (the newest backup at or before it)"
@@ -35,7 +35,7 @@ class PointIn(Schema):
         return self
 
 
-class TargetIn(Schema):
+class TargetIn(RequestSchema):
     account_id: uuid.UUID | None = Field(
         default=None, description="Another account of the same tenant; default: the original"
     )

@@ -6,7 +6,7 @@ from datetime import datetime
 from pydantic import AliasChoices, Field, model_validator
 
 from safekeep.api.policy.schemas import PolicyIn
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import RequestSchema, Schema
 from safekeep.tenants.models import ConsentState, TenantStatus
 
 DOMAIN_PATTERN = (
@@ -14,7 +14,7 @@ DOMAIN_PATTERN = (
 )
 
 
-class TenantCreate(Schema):
+class TenantCreate(RequestSchema):
     name: str = Field(min_length=1, max_length=200)
     domain: str | None = Field(
         default=None,
@@ -37,7 +37,7 @@ class TenantCreate(Schema):
         return self
 
 
-class TenantUpdate(Schema):
+class TenantUpdate(RequestSchema):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     domain: str | None = Field(default=None, max_length=255, pattern=DOMAIN_PATTERN)
     app_client_id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, Field, field_validator
 
-from safekeep.api.schemas import Schema
+from safekeep.api.schemas import RequestSchema, Schema
 from safekeep.tenants.models import DeliveryStatus
 from safekeep.tenants.webhook.service import EventType
 
 
-class WebhookCreate(Schema):
+class WebhookCreate(RequestSchema):
     url: AnyHttpUrl = Field(
         description="Where to POST events: a public internet address (loopback, private, "
         "link-local and other non-public addresses are refused, when created and again when "

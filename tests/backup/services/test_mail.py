@@ -607,6 +607,41 @@ async def test_resync_after_410_reenumerates_without_new_versions(
     assert [v.last_seq for v in after[gone]] == [run.seq - 1]
 
 
+async def test_a_message_whose_subject_and_sender_carry_nul_is_backed_up_exactly(
+    scaleout_engine: EngineHarness,
+) -> None:
+    """Anyone who can send mail chooses its subject and sender name, U+0000 included (an
+    encoded word decodes to it; Graph's JSON then carries it), and PostgreSQL's text and
+    jsonb cannot hold it: such a message once failed its whole mailbox's backup. It is backed
+    up with U+FFFD where the NUL was in the catalog, its MIME kept byte for byte, and
+    enumerated again it is unchanged, not a new version."""
+    h = scaleout_engine
+    account = await h.user(0)
+    hostile = (
+        plain_mime("Quarterly figures")
+        .replace(b"Subject: Quarterly figures", b"Subject: =?utf-8?B?UXVhcnRlcmx5AGZpZ3VyZXM=?=")
+        .replace(b"From: Ops <", b"From: =?utf-8?B?T3AAcw==?= <")
+    )
+    added = h.sim.add_message(h.sim_tenant_id, account.graph_id, hostile, "inbox", is_read=True)
+    item = sim_tenant(h).items[added]
+    assert item.spec.subject == "Quarterly\x00figures"  # what Graph's JSON carries
+    run, skipped = await h.backup(account, SERVICE)
+    assert skipped == 0 and run.counters.added > 1
+    version = (await open_versions(h, account, "message"))[added]
+    assert version.name == "Quarterly\ufffdfigures"
+    assert (version.meta or {})["from"] == {"name": "Op\ufffds", "address": "ops@contoso.example"}
+    repo = await open_repository(h.runtime, h.tenant)
+    content = await module_for(SERVICE).content(repo, version)
+    assert b"".join([c async for c in content.open(0, None)]) == message_mime(item)
+    before = await all_versions(h, account)
+    h.sim.expire_delta_tokens(h.sim_tenant_id, owner=account.graph_id)
+    again, _ = await h.backup(account, SERVICE)
+    assert (again.counters.added, again.counters.changed, again.counters.removed) == (0, 0, 0)
+    assert {k: len(v) for k, v in (await all_versions(h, account)).items()} == {
+        k: len(v) for k, v in before.items()
+    }
+
+
 async def test_unreadable_message_is_skipped_then_retried(
     engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
