@@ -115,7 +115,12 @@ class Resp:
             return b""
         if isinstance(self.body, bytes):
             return self.body
-        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:
+            # A string holding a lone surrogate (Exchange keeps text as UTF-16, and a preview
+            # or name cut inside a pair keeps half of it): Graph writes it as a \u escape.
+            return json.dumps(self.body, separators=(",", ":")).encode()
 
     @property
     def is_json(self) -> bool:

@@ -348,43 +348,60 @@ def load_json(data: str | bytes) -> Any:
 
 # ---- text PostgreSQL cannot hold ------------------------------------------------------------
 #
-# PostgreSQL's text and jsonb cannot hold U+0000, and text from Microsoft may carry one: a
-# mail's subject or a sender's name is whatever anyone who can send mail wrote (spam does), and
-# one such message failed its whole mailbox's backup. Whatever a process writes to PostgreSQL
-# has U+0000 replaced by U+FFFD, the replacement character, so the catalog shows where one was;
-# the item's own bytes (its MIME, its Graph JSON) are kept exactly in the blob store. The API
-# refuses U+0000 in what clients send (safekeep.api.schemas.RequestSchema, safekeep.api.limits),
-# and the catalog stores an item's name the same way on both databases (``without_nul``).
+# PostgreSQL's text and jsonb hold UTF-8 without U+0000, and text from Microsoft may be neither:
+# a mail's subject or a sender's name is whatever anyone who can send mail wrote, U+0000
+# included (spam does; one such message failed its whole mailbox's backup), and Graph writes a
+# string cut inside a surrogate pair with a lone surrogate (see safekeep.graph.transport),
+# which no UTF-8 can carry. Whatever a process writes to PostgreSQL has each of those replaced
+# by U+FFFD, the replacement character, so the catalog shows where one was; the item's own
+# bytes (its MIME, its Graph JSON) are kept exactly in the blob store. The API refuses U+0000
+# in what clients send (safekeep.api.schemas.RequestSchema, safekeep.api.limits), and the
+# catalog stores an item's name the same way on both databases (``storable_text``).
 
 NUL = "\x00"
 REPLACEMENT_CHARACTER = "\ufffd"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # JSON's escape of U+0000 (preceded by an even run of backslashes, so not an escaped backslash
 # followed by "u0000").
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-def without_nul(text: str) -> str:
-    """``text`` with each U+0000 replaced by U+FFFD."""
-    return text.replace(NUL, REPLACEMENT_CHARACTER) if NUL in text else text
+def storable_text(text: str) -> str:
+    """``text`` with each U+0000 and each lone surrogate replaced by U+FFFD."""
+    if NUL in text:
+        text = text.replace(NUL, REPLACEMENT_CHARACTER)
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub(REPLACEMENT_CHARACTER, text)
+    return text
 
 
 def dump_json(value: Any) -> str:
-    """JSON for a PostgreSQL jsonb column, with each U+0000 in its strings replaced by
-    U+FFFD (jsonb refuses the escape ``\\u0000``)."""
-    text = json.dumps(value)
-    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+    """JSON for a PostgreSQL jsonb column, its strings as ``storable_text`` makes them (jsonb
+    refuses the escape ``\\u0000`` and lone surrogates). Written without ASCII escapes, so that
+    a character outside the basic plane is one character, never a pair of escapes, and any
+    surrogate left in the text is a lone one."""
+    text = json.dumps(value, ensure_ascii=False)
+    if "\\u0000" in text:
+        text = _JSON_NUL.sub(r"\1\\ufffd", text)
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub(REPLACEMENT_CHARACTER, text)
+    return text
 
 
-class _TextWithoutNul(StrDumperUnknown):
+class _StorableText(StrDumperUnknown):
     """psycopg's dumper of ``str`` parameters (sent untyped, so the server infers each one's
-    type as before), with U+0000 replaced by U+FFFD where psycopg would refuse the string."""
+    type as before); a string psycopg refuses (U+0000, a lone surrogate) is sent as
+    ``storable_text`` makes it."""
 
     def dump(self, obj: str) -> Buffer | None:
-        return super().dump(without_nul(obj))
+        try:
+            return super().dump(obj)
+        except (psycopg.DataError, UnicodeEncodeError):
+            return super().dump(storable_text(obj))
 
 
-def _text_without_nul(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.driver_connection.adapters.register_dumper(str, _TextWithoutNul)
+def _storable_text_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.driver_connection.adapters.register_dumper(str, _StorableText)
 
 
 # Connections a process's engine (the API's, a worker's, the scheduler's) opens at most: each
@@ -450,7 +467,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
         },
     )
     sync_engine = engine.sync_engine
-    event.listen(sync_engine, "connect", _text_without_nul)
+    event.listen(sync_engine, "connect", _storable_text_only)
     event.listen(sync_engine, "checkin", _note_checkin)
     event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
     event.listen(sync_engine, "before_cursor_execute", _begin_transaction)

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.backup.detection import RunStats
 from safekeep.backup.indexing import index_after_commit, search_document
-from safekeep.db import without_nul
+from safekeep.db import storable_text
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
 from safekeep.storage.repository import ContentRef
@@ -87,14 +87,14 @@ class ItemRecord:
     search: SearchFields | None = None
 
 
-# An item's name as the catalog keeps it: bounded, and U+0000 (which PostgreSQL cannot hold,
-# and which anyone who can send mail may put in a subject) as U+FFFD on both databases, so an
-# item whose name is unchanged compares equal to what was stored.
+# An item's name as the catalog keeps it: bounded, and storable (U+0000, which anyone who can
+# send mail may put in a subject, and a lone surrogate as U+FFFD: see safekeep.db) on both
+# databases, so an item whose name is unchanged compares equal to what was stored.
 NAME_MAX_CHARS = 1000
 
 
 def stored_name(name: str) -> str:
-    return without_nul(name[:NAME_MAX_CHARS])
+    return storable_text(name[:NAME_MAX_CHARS])
 
 
 @dataclass

@@ -124,14 +124,34 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
+# Graph writes text as it holds it, in UTF-16, and a string cut inside a surrogate pair (a
+# preview or a name cut at a length in the middle of an emoji) reaches us as a lone surrogate
+# escape, "\\ud83d": valid JSON, but no UTF-8 can carry it. Such a string is read, kept and
+# written back as Graph wrote it (with the escape); only the catalog's own text replaces it
+# (safekeep.db.storable_text).
+
+
+def json_bytes(value: Any, **options: Any) -> bytes:
+    """``value`` as UTF-8 JSON (``json.dumps`` with ``options``), or, when a string in it holds
+    a lone surrogate, as ASCII JSON with ``\\u`` escapes: the same value either way."""
+    try:
+        return jsonlib.dumps(value, ensure_ascii=False, **options).encode()
+    except UnicodeEncodeError:
+        return jsonlib.dumps(value, ensure_ascii=True, **options).encode()
+
+
 def dump_json(value: Any) -> bytes:
-    return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return json_bytes(value, separators=(",", ":"))
 
 
 def load_json(raw: bytes) -> Any:
     """Graph's JSON. orjson reads it at a fifth of the standard library's CPU (a ``$batch`` of
-    base64 MIME is megabytes of JSON); its errors are ``ValueError`` like the library's."""
-    return orjson.loads(raw)
+    base64 MIME is megabytes of JSON); what it refuses (a lone surrogate) the standard library
+    reads. Errors are ``ValueError`` either way."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return jsonlib.loads(raw)
 
 
 def _number(value: str | None) -> float | None:

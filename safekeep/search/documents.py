@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import CoreSchema
 
 from safekeep import registry
+from safekeep.db import storable_text
 
 
 def _declared(value: str) -> str:
@@ -147,13 +148,16 @@ _RESERVED = (("\ue000", ""), ("\ue001", ""), ("\u200b", " "), ("\x00", ""))
 
 
 def clean(text: str) -> str:
-    """``text`` without the reserved characters. One ``replace`` each: a search that finds
-    nothing costs microseconds, where ``str.translate`` maps every character through a dict
-    once the text holds one that is not ASCII (25 ms for 200,000 characters with an umlaut,
-    a message body's bound, on every document written)."""
+    """``text`` without the reserved characters, and with any lone surrogate (Graph may send
+    one: see safekeep.graph.transport; no UTF-8 index can hold it) as U+FFFD. One ``replace``
+    each: a search that finds nothing costs microseconds, where ``str.translate`` maps every
+    character through a dict once the text holds one that is not ASCII (25 ms for 200,000
+    characters with an umlaut, a message body's bound, on every document written)."""
+    if text.isascii():
+        return text.replace("\x00", "")
     for reserved, replacement in _RESERVED:
         text = text.replace(reserved, replacement)
-    return text
+    return storable_text(text)
 
 
 def truncate(text: str, limit: int) -> str:

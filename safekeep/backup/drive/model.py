@@ -21,7 +21,6 @@ short-lived ``@microsoft.graph.downloadUrl``, a credential); ``content`` is the 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.services.base import Content, read_content
 from safekeep.errors import NotFound
+from safekeep.graph.transport import json_bytes
 from safekeep.search.extract import TEXTS, extract_text, file_type_of
 from safekeep.settings import settings
 from safekeep.storage.repository import TenantRepository
@@ -77,7 +77,7 @@ def clean_document(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def document_bytes(item: Mapping[str, Any]) -> bytes:
-    return json.dumps(clean_document(item), ensure_ascii=False, sort_keys=True).encode()
+    return json_bytes(clean_document(item), sort_keys=True)
 
 
 def is_folder(item: Mapping[str, Any]) -> bool:

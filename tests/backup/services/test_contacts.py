@@ -17,7 +17,9 @@ import pytest
 
 from graphsim import ops
 from graphsim.state import Folder, OItem
+from safekeep.backup.context import open_repository
 from safekeep.backup.services import module_for
+from safekeep.backup.services.base import read_document
 from safekeep.backup.services.contacts import collect as contacts_collect
 from safekeep.backup.services.contacts.render import escape, fold, vcard
 from safekeep.backup.services.contacts.restore import WRITABLE
@@ -368,6 +370,51 @@ async def test_scaleout_backup_search_and_restore(scaleout_engine: EngineHarness
     assert report.restored_count == 1 and report.failed_count == 0
     back = [c for c in sim_contacts(h, account.graph_id).values() if c.folder_id == fixtures["vip"]]
     assert [graph_fields(c.props) for c in back] == [graph_fields(original)]
+
+
+async def test_a_name_cut_inside_a_surrogate_pair_is_backed_up_and_restored_as_graph_wrote_it(
+    any_engine: EngineHarness,
+) -> None:
+    """Exchange keeps text in UTF-16, and a name cut inside an emoji's surrogate pair keeps a
+    lone surrogate, which Graph's JSON carries as an escape and no UTF-8 can hold: a strict
+    JSON reader refused the whole delta page (the mailbox never backed up again), and neither
+    database nor index could store the name. It is backed up, its document kept exactly, its
+    name catalogued with U+FFFD, found by search, unchanged when enumerated again, and restored
+    with the same text."""
+    h = any_engine
+    account = await h.user(0)
+    cut = h.sim.add_contact(
+        h.sim_tenant_id, account.graph_id, given_name="Mira", surname="Quokkacut"
+    )
+    h.sim.edit_item(
+        h.sim_tenant_id, cut, {"givenName": "Mira\ud83d", "displayName": "Mira\ud83d Quokkacut"}
+    )
+    original = dict(h.sim.tenant().items[cut].props)
+    assert original["displayName"] == "Mira\ud83d Quokkacut"
+    run, skipped = await h.backup(account, "contacts")
+    assert skipped == 0 and run.counters.added > 0
+    [version] = [
+        v
+        for v in await h.all_versions(account, "contacts")
+        if v.item_id and v.name.endswith("Quokkacut")
+    ]
+    assert version.name == "Mira\ufffd Quokkacut"
+    repo = await open_repository(h.runtime, h.tenant)
+    document = await read_document(repo, version)
+    assert document is not None and document["givenName"] == "Mira\ud83d"
+    assert "Mira\ufffd Quokkacut" in await h.search_titles("contacts", "Quokkacut")
+    h.sim.expire_delta_tokens(h.sim_tenant_id)
+    again, _ = await h.backup(account, "contacts")
+    assert (again.counters.added, again.counters.changed, again.counters.removed) == (0, 0, 0)
+    h.sim.delete_item(h.sim_tenant_id, cut)
+    report = await h.restore(account, "contacts")
+    assert report.restored_count == 1 and report.failed_count == 0
+    [back] = [
+        c
+        for c in sim_contacts(h, account.graph_id).values()
+        if c.props.get("surname") == "Quokkacut"
+    ]
+    assert graph_fields(back.props) == graph_fields(original)
 
 
 # ---- vCard, on its own ----------------------------------------------------------------------

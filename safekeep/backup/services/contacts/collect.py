@@ -42,6 +42,7 @@ from safekeep.backup.services.contacts.search import (
 )
 from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
+from safekeep.graph.transport import json_bytes
 from safekeep.runtime import unit_of_work
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
@@ -475,7 +476,7 @@ class ContactsCollector(MailboxReader):
             refs.append(ref)
             size = ref.size
             contact[PRIVATE] = {"photo": {"contentType": photo[0], "content": ref.to_json()}}
-        data = json.dumps(contact, ensure_ascii=False, sort_keys=True).encode()
+        data = json_bytes(contact, sort_keys=True)
         document = await self.ctx.repo.put_bytes(data)
         folder_path = self.folder_path(folder_id)
         name = (

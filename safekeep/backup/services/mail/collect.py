@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -44,6 +44,7 @@ from safekeep.backup.services.mail.mime import PartCuts
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
 from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound, ResyncRequired
+from safekeep.graph.transport import json_bytes
 from safekeep.runtime import unit_of_work
 from safekeep.storage.repository import ContentRef, InFlight
 from safekeep.tenants.catalog import repository as catalog
@@ -160,6 +161,16 @@ class Fetched:
     message: dict[str, Any]
     mime: ContentRef
     raw: bytes | None  # the MIME when it was small, or kept for its attachment text
+
+
+def _document_json(document: Mapping[str, Any]) -> bytes:
+    """A message's Graph JSON as stored. orjson writes the same compact UTF-8 JSON as the
+    standard library at a tenth of its CPU; what it refuses (a lone surrogate, which Graph's
+    JSON may carry: see safekeep.graph.transport) the standard library writes."""
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        return json_bytes(document, separators=(",", ":"))
 
 
 def _dedupe(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -797,9 +808,7 @@ class MailCollector(MailboxReader):
         if parent not in self.folders:
             parent = folder_id
         document = document_of(message)
-        # orjson: the same compact UTF-8 JSON as the standard library's at a tenth of its CPU;
-        # what it could refuse (integers past 64 bits) Graph's JSON, read by orjson, never has.
-        doc_ref = await self.ctx.repo.put_bytes(orjson.dumps(document))
+        doc_ref = await self.ctx.repo.put_bytes(_document_json(document))
         meta = fields.message_meta(document, self.folder_path(parent))
         name = str(message.get("subject") or "") or "(no subject)"
         modified = fields.parse_when(message.get("lastModifiedDateTime"))

@@ -4,7 +4,6 @@ is collected by delta as a drive and each list by its own delta."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from safekeep.backup.services.sharepoint.search import (
     library_external_id,
 )
 from safekeep.graph.client import BatchRequest, BatchResponse, GraphClient
+from safekeep.graph.transport import json_bytes
 from safekeep.tenants.models import ItemVersion
 
 Json = dict[str, Any]
@@ -43,7 +43,7 @@ async def all_pages(graph: GraphClient, path: str, params: dict[str, Any], site:
 
 
 def _doc(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True).encode()
+    return json_bytes(value, sort_keys=True)
 
 
 def _known_root(previous: ItemVersion | None) -> bool:

@@ -33,6 +33,7 @@ from safekeep.backup.drive.restore import RestoreFailed, made_once
 from safekeep.backup.pipeline import gather_bounded
 from safekeep.backup.services.base import ExportEntry, RestoreContext, read_document
 from safekeep.graph.errors import AuthError, GraphError
+from safekeep.graph.transport import json_bytes
 from safekeep.settings import settings
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import DeltaState, ItemVersion
@@ -146,7 +147,7 @@ def schema_key(lst: Mapping[str, Any], columns: list[Json], content_types: list[
         "columns": sorted(columns, key=lambda c: str(c.get("name"))),
         "contentTypes": sorted(content_types, key=lambda c: str(c.get("id"))),
     }
-    raw = json.dumps(schema, sort_keys=True, ensure_ascii=False).encode()
+    raw = json_bytes(schema, sort_keys=True)
     return "schema:" + hashlib.sha256(raw).hexdigest()[:40]
 
 
@@ -314,7 +315,7 @@ class ListCollector:
             "modified_by": who(item.get("lastModifiedBy")),
             "web_url": item.get("webUrl"),
         }
-        raw = json.dumps(item, ensure_ascii=False, sort_keys=True).encode()
+        raw = json_bytes(item, sort_keys=True)
         document = await self.ctx.repo.put_bytes(raw)
         return ItemRecord(
             external_id=ext,
@@ -527,7 +528,7 @@ class TargetItems:
 
     @staticmethod
     def digest(fields: Mapping[str, Any]) -> bytes:
-        raw = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode()
+        raw = json_bytes(fields, sort_keys=True, default=str)
         return hashlib.blake2b(raw, digest_size=16).digest()
 
     def add(self, item_id: str, fields: Mapping[str, Any]) -> None:
@@ -563,10 +564,10 @@ def list_exports(
     async def as_json() -> AsyncIterator[bytes]:
         document = await schema()
         head = {"list": document.get("list"), "columns": document.get("columns", [])}
-        yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "items": ['
+        yield json_bytes(head)[:-1] + b', "items": ['
         first = True
         async for item in documents():
-            yield (b"" if first else b",") + json.dumps(item, ensure_ascii=False).encode()
+            yield (b"" if first else b",") + json_bytes(item)
             first = False
         yield b"]}"
 

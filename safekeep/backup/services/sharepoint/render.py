@@ -3,13 +3,13 @@ fields as JSON."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from safekeep.backup.drive.model import content_of
 from safekeep.backup.services.base import Content, read_document
 from safekeep.backup.services.sharepoint.lists import LIST_ITEM
 from safekeep.errors import NotFound
+from safekeep.graph.transport import json_bytes
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
 
@@ -22,7 +22,7 @@ async def content(repo: TenantRepository, version: ItemVersion) -> Content:
 
     async def render(start: int, end_inclusive: int | None) -> AsyncIterator[bytes]:
         document = await read_document(repo, version) or {}
-        yield json.dumps(document, ensure_ascii=False, indent=1).encode()
+        yield json_bytes(document, indent=1)
 
     return Content(
         media_type="application/json",

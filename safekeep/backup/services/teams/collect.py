@@ -29,6 +29,7 @@ from safekeep.backup.services.teams.reader import (
     read_team,
 )
 from safekeep.backup.services.teams.search import message_fields, plain_text
+from safekeep.graph.transport import json_bytes
 from safekeep.tenants.catalog import repository as catalog
 
 Json = dict[str, Any]
@@ -129,7 +130,7 @@ async def _gone_channels(
 async def _folder(
     ctx: CollectContext, external_id: str, kind: str, name: str, parent: str | None, doc: Json
 ) -> ItemRecord:
-    body = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()
+    body = json_bytes(doc, sort_keys=True)
     return ItemRecord(
         external_id=external_id,
         kind=kind,
@@ -180,7 +181,7 @@ async def message_record(
             refs.append(ref)
             stored[hosted_id] = ref.to_json()
     doc = {"message": message, "container": container, "path": path, "hostedContents": stored}
-    body = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()
+    body = json_bytes(doc, sort_keys=True)
     text = plain_text(message)
     return ItemRecord(
         external_id=f"{container}/{message['id']}",

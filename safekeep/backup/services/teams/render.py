@@ -4,17 +4,17 @@ team, channel or chat with its settings, members and tabs)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from safekeep.backup.services.base import Content, read_document, rendered_content
+from safekeep.graph.transport import json_bytes
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
 
 
 async def content(repo: TenantRepository, version: ItemVersion) -> Content:
     async def render() -> AsyncIterator[bytes]:
-        yield json.dumps(await read_document(repo, version), ensure_ascii=False).encode()
+        yield json_bytes(await read_document(repo, version))
 
     return rendered_content(
         version,
