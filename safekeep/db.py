@@ -38,6 +38,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+from safekeep.text import storable_text
+
 log = structlog.get_logger(__name__)
 
 
@@ -348,39 +350,14 @@ def load_json(data: str | bytes) -> Any:
 
 # ---- text PostgreSQL cannot hold ------------------------------------------------------------
 #
-# PostgreSQL's text and jsonb hold UTF-8 without U+0000, and text from Microsoft may be neither:
-# a mail's subject or a sender's name is whatever anyone who can send mail wrote, U+0000
-# included (spam does; one such message failed its whole mailbox's backup), and Graph writes a
-# string cut inside a surrogate pair with a lone surrogate (see safekeep.graph.transport),
-# which no UTF-8 can carry. Whatever a process writes to PostgreSQL has each of those replaced
-# by U+FFFD, the replacement character, so the catalog shows where one was; the item's own
-# bytes (its MIME, its Graph JSON) are kept exactly in the blob store. The API refuses U+0000
-# in what clients send (safekeep.api.schemas.RequestSchema, safekeep.api.limits), and the
-# catalog stores an item's name the same way on both databases (``storable_text``).
+# PostgreSQL's text and jsonb hold UTF-8 without U+0000, and text from Microsoft may be neither
+# (safekeep.text). Whatever a process writes to PostgreSQL is made storable on the way; the
+# catalog also stores an item's name that way on SQLite, so the two compare alike. The API
+# refuses U+0000 in what clients send (safekeep.api.schemas.RequestSchema, safekeep.api.limits).
 
-NUL = "\x00"
-REPLACEMENT_CHARACTER = "\ufffd"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # JSON's escape of U+0000 (preceded by an even run of backslashes, so not an escaped backslash
 # followed by "u0000").
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-
-
-def storable_text(text: str) -> str:
-    """``text`` with each U+0000 and each lone surrogate replaced by U+FFFD."""
-    if NUL in text:
-        text = text.replace(NUL, REPLACEMENT_CHARACTER)
-    return text if text.isascii() or _is_utf8(text) else _SURROGATE.sub(REPLACEMENT_CHARACTER, text)
-
-
-def _is_utf8(text: str) -> bool:
-    """Whether ``text`` holds no lone surrogate. Encoding is the cheap test (about 2 ns a
-    character; a search for the surrogate range costs 10 ns a character)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def dump_json(value: Any) -> str:

@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.backup.detection import RunStats
 from safekeep.backup.indexing import index_after_commit, search_document
-from safekeep.db import storable_text
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.search.documents import SearchDocument
 from safekeep.storage.repository import ContentRef
@@ -42,6 +41,7 @@ from safekeep.tenants.models import (
     TaskStatus,
     utcnow,
 )
+from safekeep.text import storable_text
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +88,7 @@ class ItemRecord:
 
 
 # An item's name as the catalog keeps it: bounded, and storable (U+0000, which anyone who can
-# send mail may put in a subject, and a lone surrogate as U+FFFD: see safekeep.db) on both
+# send mail may put in a subject, and a lone surrogate as U+FFFD: see safekeep.text) on both
 # databases, so an item whose name is unchanged compares equal to what was stored.
 NAME_MAX_CHARS = 1000
 

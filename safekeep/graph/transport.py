@@ -126,9 +126,9 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
 
 # Graph writes text as it holds it, in UTF-16, and a string cut inside a surrogate pair (a
 # preview or a name cut at a length in the middle of an emoji) can reach us as a lone
-# surrogate escape, "\\ud83d": valid JSON, but no UTF-8 can carry it. Such a string is read, kept and
-# written back as Graph wrote it (with the escape); only the catalog's own text replaces it
-# (safekeep.db.storable_text).
+# surrogate escape, "\\ud83d": valid JSON, but no UTF-8 can carry it. Such a string is read,
+# kept and written back as Graph wrote it (with the escape); only what we store about an
+# item and render from it replaces it (safekeep.text).
 
 
 def json_bytes(value: Any, **options: Any) -> bytes:

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_core import CoreSchema
 
 from safekeep import registry
-from safekeep.db import storable_text
+from safekeep.text import storable_text
 
 
 def _declared(value: str) -> str:

@@ -403,6 +403,9 @@ async def test_a_name_cut_inside_a_surrogate_pair_is_backed_up_and_restored_as_g
     document = await read_document(repo, version)
     assert document is not None and document["givenName"] == "Mira\ud83d"
     assert "Mira\ufffd Quokkacut" in await h.search_titles("contacts", "Quokkacut")
+    content = await module_for("contacts").content(repo, version)
+    vcf = b"".join([chunk async for chunk in content.open(0, None)]).decode()
+    assert "FN:Mira\ufffd Quokkacut" in vcf  # a vCard is UTF-8, which cannot carry it
     h.sim.expire_delta_tokens(h.sim_tenant_id)
     again, _ = await h.backup(account, "contacts")
     assert (again.counters.added, again.counters.changed, again.counters.removed) == (0, 0, 0)

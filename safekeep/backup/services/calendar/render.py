@@ -32,6 +32,7 @@ from safekeep.backup.services.calendar.search import (
 )
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
+from safekeep.text import storable, storable_text
 
 PRODID = "-//Safekeep//Safekeep backup//EN"
 MARKER = "X-SAFEKEEP-ATTACHMENTS"
@@ -247,6 +248,7 @@ def render(event: dict[str, Any]) -> bytes:
 
 
 def _render(event: dict[str, Any], *, marker: bool) -> bytes:
+    event = storable(event)  # iCalendar is UTF-8: no lone surrogate (safekeep.text)
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
@@ -300,7 +302,7 @@ class _Folder:
 
     def feed(self, text: str) -> bytes:
         out = bytearray()
-        for char in text:
+        for char in storable_text(text):  # iCalendar is UTF-8: no lone surrogate
             encoded = char.encode()
             if self.used + len(encoded) > LINE_OCTETS:
                 out += b"\r\n "

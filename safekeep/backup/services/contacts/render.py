@@ -18,6 +18,7 @@ from safekeep.backup.services.contacts.search import (
 )
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
+from safekeep.text import storable_text
 
 LINE_OCTETS = 75
 VCARD = FileType("text/vcard; charset=utf-8", "vcf", "a vCard form")
@@ -40,7 +41,7 @@ def fold(line: str) -> str:
         return "\r\n ".join(pieces) + "\r\n"
     out: list[str] = []
     used = 0
-    for char in line:
+    for char in storable_text(line):  # a vCard is UTF-8: no lone surrogate
         size = len(char.encode())
         if used + size > LINE_OCTETS:
             out.append("\r\n ")
