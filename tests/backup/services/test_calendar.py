@@ -20,7 +20,9 @@ import pytest
 from graphsim import ids, ops
 from graphsim.calendar import fmt_dt
 from graphsim.state import Attachment, OItem
+from safekeep.backup.context import open_repository
 from safekeep.backup.services import module_for
+from safekeep.backup.services.base import read_document
 from safekeep.backup.services.calendar import collect as calendar_collect
 from safekeep.backup.services.calendar import render as ics
 from safekeep.search.extract import html_to_text
@@ -754,6 +756,34 @@ def test_ics_keeps_the_organisers_zone_all_day_dates_and_exdates() -> None:
     (holiday,) = parse_ics(ics.render(all_day)).walk("VEVENT")
     assert holiday["DTSTART"].dt.isoformat() == "2026-12-24"
     assert holiday["DTEND"].dt.isoformat() == "2026-12-26"
+
+
+async def test_an_event_whose_subject_holds_a_lone_surrogate_is_backed_up_and_downloads(
+    any_engine: EngineHarness,
+) -> None:
+    """A subject cut inside an emoji's surrogate pair (see the contacts' test): the event's
+    document is written as Graph wrote it instead of failing the calendar's backup, and its
+    iCalendar file shows U+FFFD where the half character was."""
+    h = any_engine
+    account = await h.user(0)
+    event = h.sim.add_event(
+        h.sim_tenant_id,
+        account.graph_id,
+        subject="Retro",
+        start=MONDAY,
+        end=MONDAY + timedelta(hours=1),
+    )
+    h.sim.edit_item(h.sim_tenant_id, event, {"subject": "Retro \ud83c cake"})
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0 and run.counters.added > 0
+    [version] = [v for v in await h.all_versions(account, "calendar") if v.name.startswith("Retro")]
+    assert version.name == "Retro \ufffd cake"
+    repo = await open_repository(h.runtime, h.tenant)
+    document = await read_document(repo, version)
+    assert document is not None and document["subject"] == "Retro \ud83c cake"
+    content = await module_for("calendar").content(repo, version)
+    data = b"".join([chunk async for chunk in content.open(0, None)]).decode()
+    assert "SUMMARY:Retro \ufffd cake" in data.replace("\r\n ", "")
 
 
 def test_ics_of_a_subject_cut_inside_a_surrogate_pair_is_utf8() -> None:

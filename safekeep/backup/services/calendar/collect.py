@@ -72,6 +72,7 @@ from safekeep.backup.services.calendar.search import (
 )
 from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import BadRequest, Forbidden, GraphError, NotFound, ResyncRequired
+from safekeep.graph.transport import json_bytes
 from safekeep.runtime import unit_of_work
 from safekeep.search.extract import extract_text
 from safekeep.storage.repository import ContentRef
@@ -769,7 +770,7 @@ class CalendarCollector(MailboxReader):
                 stored_bytes += sum(int(a.get("contentSize") or 0) for a in own)
         event[PRIVATE] = {"attachment_text": "\n".join(texts)[: self.limit]}
         name = self.calendar_names.get(calendar_id, "Calendar")
-        data = json.dumps(event, ensure_ascii=False, sort_keys=True).encode()
+        data = json_bytes(event, sort_keys=True)
         document = await self.ctx.repo.put_bytes(data)
         subject = str(event.get("subject") or "") or "(no subject)"
         return ItemRecord(

@@ -37,6 +37,7 @@ from safekeep.graph.transport import json_bytes
 from safekeep.settings import settings
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import DeltaState, ItemVersion
+from safekeep.text import storable_text
 
 LIST = "list"
 LIST_ITEM = "list_item"
@@ -590,7 +591,7 @@ def list_exports(
             out.seek(0)
             out.truncate()
             writer.writerow(row)
-            yield out.getvalue().encode()
+            yield storable_text(out.getvalue()).encode()
 
     modified = list_version.modified_at if list_version is not None else None
     return [

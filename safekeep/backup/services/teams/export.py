@@ -14,6 +14,7 @@ from safekeep.backup.services.teams.transcript import (
     render_json,
     threads,
 )
+from safekeep.text import storable_text
 
 Json = dict[str, Any]
 
@@ -25,7 +26,7 @@ async def export(ctx: ExportContext, selection: Selection) -> AsyncIterator[Expo
         found = threads([doc for _, doc in messages])
         hosted = await hosted_images(ctx.repo, messages)
         path = str(messages[0][1].get("path") or container).strip("/") or container
-        page = render_html(path.replace("/", " / "), found, hosted).encode()
+        page = storable_text(render_html(path.replace("/", " / "), found, hosted)).encode()
         data = render_json(found)
         yield ExportEntry(path=f"{path}.html", open=_bytes(page), version=None)
         yield ExportEntry(path=f"{path}.json", open=_bytes(data), version=None)

@@ -36,6 +36,7 @@ from safekeep.backup.services.teams.transcript import hosted_images, render_html
 from safekeep.graph.errors import AuthError, GraphError
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
+from safekeep.text import storable_text
 
 Json = dict[str, Any]
 
@@ -150,10 +151,10 @@ async def _upload_transcript(
     replacing an earlier one); the uploaded driveItem."""
     folder = await ctx.graph.get_json(f"/teams/{team_id}/channels/{where}/filesFolder")
     title = f"{channel['displayName']} - {ctx.new_folder_name}"
-    page = render_html(
-        title,
-        threads([doc for _, doc in messages]),
-        await hosted_images(ctx.repo, messages),
+    page = storable_text(
+        render_html(
+            title, threads([doc for _, doc in messages]), await hosted_images(ctx.repo, messages)
+        )
     ).encode()
 
     async def chunks() -> AsyncIterator[bytes]:

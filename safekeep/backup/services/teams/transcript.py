@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from typing import Any
 
 import nh3
 
+from safekeep.graph.transport import json_bytes
 from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.models import ItemVersion
 
@@ -76,9 +76,7 @@ def _safe(body: str, message: Json, hosted: dict[str, bytes]) -> str:
 
 
 def render_json(threads: list[Json]) -> bytes:
-    return json.dumps(
-        sorted(threads, key=lambda t: t["createdDateTime"]), ensure_ascii=False, indent=1
-    ).encode()
+    return json_bytes(sorted(threads, key=lambda t: t["createdDateTime"]), indent=1)
 
 
 def threads(docs: list[Json]) -> list[Json]:
