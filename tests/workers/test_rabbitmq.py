@@ -23,6 +23,7 @@ import httpx
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware.asyncio import AsyncIO
+from structlog.testing import capture_logs
 
 from graphsim import Simulator
 from safekeep.api.app import create_app
@@ -244,16 +245,18 @@ async def test_readyz_names_rabbitmq_when_it_is_down(
         url = f"amqp://safekeep:{password}@127.0.0.1:9/"  # the discard port: refused
     else:
         url = f"{rabbitmq_url}-gone"  # the server answers, the handshake refuses the vhost
-    r = await readiness(build_settings(tmp_path, database_url=sqlite_url, broker_url=url))
+    with capture_logs() as logs:
+        r = await readiness(build_settings(tmp_path, database_url=sqlite_url, broker_url=url))
     assert r.status_code == 503
     checks = r.json()["checks"]
     assert checks["database"]["ok"] and checks["blobstore"]["ok"] and checks["search"]["ok"]
     assert checks["queue"]["backend"] == "amqp"
-    assert not checks["queue"]["ok"] and checks["queue"]["error"]
-    assert ("vhost" if where == "no such vhost" else "Connection refused") in checks["queue"][
-        "error"
-    ]
-    assert password not in r.text
+    # The answer names the kind of failure; the operator's log says which.
+    assert not checks["queue"]["ok"] and checks["queue"]["error"] == "ConnectionError"
+    [logged] = [e for e in logs if e["event"] == "readiness_check_failed"]
+    assert logged["check"] == "queue"
+    assert ("vhost" if where == "no such vhost" else "Connection refused") in logged["error"]
+    assert password not in r.text and password not in logged["error"]
 
 
 # --- one backup through a worker process on RabbitMQ ------------------------------------------

@@ -67,8 +67,14 @@ async def _check(name: str, backend: str, probe: Callable[[], Awaitable[object]]
         # The answer names the kind of failure only: its message carries the dependency's
         # address, bucket or user, and /readyz answers anyone who reaches the API. The log
         # has it whole.
-        log.warning("readiness_check_failed", check=name, backend=backend, exc_info=True)
         error = type(exc).__name__
+        log.warning(
+            "readiness_check_failed",
+            check=name,
+            backend=backend,
+            error=f"{error}: {exc}"[:300],
+            exc_info=True,
+        )
     return Check(
         ok=error is None,
         backend=backend,
