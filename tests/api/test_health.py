@@ -13,9 +13,9 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import event
-from structlog.testing import capture_logs
 
 from safekeep.api.app import create_app
+from safekeep.api.health import router as health_router
 from safekeep.api.health.router import READINESS_MAX_AGE_SECONDS, RecentReadiness
 from safekeep.runtime import Runtime
 from safekeep.settings import Environment, Settings
@@ -64,16 +64,32 @@ async def test_readyz_green_on_both_columns(
         assert all(v["ok"] for v in checks.values())
 
 
-async def test_readyz_names_what_is_down(tmp_path: Path, sqlite_url: str) -> None:
+class LogRecorder(list[dict[str, Any]]):
+    """The health router's log lines, recorded whatever structlog's configuration (a logger
+    cached by an earlier test would not see ``capture_logs``)."""
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.append({"event": event, **fields})
+
+    @classmethod
+    def install(cls, monkeypatch: pytest.MonkeyPatch) -> LogRecorder:
+        recorder = cls()
+        monkeypatch.setattr(health_router, "log", recorder)
+        return recorder
+
+
+async def test_readyz_names_what_is_down(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = build_settings(
         tmp_path,
         database_url=sqlite_url,
         search_url="http://127.0.0.1:9",  # nothing listens on the discard port
         broker_url="redis://127.0.0.1:9/0",
     )
+    logs = LogRecorder.install(monkeypatch)
     async for client in _client(settings):
-        with capture_logs() as logs:
-            r = await client.get("/readyz")
+        r = await client.get("/readyz")
         assert r.status_code == 503
         checks = r.json()["checks"]
         assert checks["database"]["ok"] and checks["blobstore"]["ok"]

@@ -23,7 +23,6 @@ import httpx
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware.asyncio import AsyncIO
-from structlog.testing import capture_logs
 
 from graphsim import Simulator
 from safekeep.api.app import create_app
@@ -33,6 +32,7 @@ from safekeep.tenants.models import DeliveryStatus, WebhookDelivery
 from safekeep.tenants.webhook import service as webhooks
 from safekeep.workers import broker as queue_setup
 from safekeep.workers import context
+from tests.api.test_health import LogRecorder
 from tests.backup.harness import sim_settings
 from tests.e2e.conftest import Deployment, open_deployment
 from tests.factories import create_msp, create_webhook, emit_event
@@ -238,15 +238,19 @@ async def test_readyz_reports_rabbitmq_as_the_queue(
 
 @pytest.mark.parametrize("where", ["nothing listening", "no such vhost"])
 async def test_readyz_names_rabbitmq_when_it_is_down(
-    where: str, tmp_path: Path, sqlite_url: str, rabbitmq_url: str
+    where: str,
+    tmp_path: Path,
+    sqlite_url: str,
+    rabbitmq_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     password = f"pw-{uuid.uuid4().hex[:8]}"
     if where == "nothing listening":
         url = f"amqp://safekeep:{password}@127.0.0.1:9/"  # the discard port: refused
     else:
         url = f"{rabbitmq_url}-gone"  # the server answers, the handshake refuses the vhost
-    with capture_logs() as logs:
-        r = await readiness(build_settings(tmp_path, database_url=sqlite_url, broker_url=url))
+    logs = LogRecorder.install(monkeypatch)
+    r = await readiness(build_settings(tmp_path, database_url=sqlite_url, broker_url=url))
     assert r.status_code == 503
     checks = r.json()["checks"]
     assert checks["database"]["ok"] and checks["blobstore"]["ok"] and checks["search"]["ok"]

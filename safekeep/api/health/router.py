@@ -126,7 +126,7 @@ class RecentReadiness:
     database, the queue, the blob store and search; callers within
     ``READINESS_MAX_AGE_SECONDS`` of one share it (those arriving during it wait for it), so a
     flood of /readyz from outside costs those four at most one call each a second, not one
-    per request. Kubernetes probes every few seconds, so it never sees a stale answer."""
+    per request. An answer is at most a second old; Kubernetes probes every few seconds."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

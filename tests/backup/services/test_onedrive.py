@@ -649,7 +649,9 @@ async def test_a_files_text_is_read_once_per_tenant_and_content(
     assert after["travel.docx"].id != versions["travel.docx"].id  # a new version (its path)
     assert "travel.docx" not in extracted
     assert read_back == []  # its unchanged bytes were not read back for their text
-    assert drive_model.TEXTS.hits >= 2
+    # The moved file's text came from the memory (the first backup's two copies may instead
+    # have shared one reading in flight, which counts no hit).
+    assert drive_model.TEXTS.hits >= 1
 
     # Another tenant's file of the same bytes is read for itself.
     fields = await drive_model.drive_search_fields(
