@@ -26,6 +26,7 @@ from typing_extensions import TypedDict
 
 from safekeep.tenants import pagination
 from safekeep.tenants.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from safekeep.text import NUL
 
 T = TypeVar("T")
 RowT = TypeVar("RowT")
@@ -34,9 +35,6 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-NUL = "\x00"
 
 
 def holds_nul(value: Any) -> bool:
