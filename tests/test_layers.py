@@ -26,6 +26,7 @@ PLAIN = (
     "safekeep.errors",
     "safekeep.registry",
     "safekeep.text",
+    "safekeep.instants",
 )
 LOW = ("safekeep.graph", "safekeep.storage", "safekeep.search")
 ENTRY_POINTS = ("safekeep.cli", "safekeep.serve")
@@ -403,10 +404,10 @@ def test_the_layer_check_catches_violations_at_any_level() -> None:
         "(safekeep.backup never imports safekeep.workers)",
         "safekeep.graph.client:2 imports safekeep.tenants.models "
         "(the low layers import only themselves and safekeep.transient, safekeep.disposition, "
-        "safekeep.errors, safekeep.registry, safekeep.text)",
+        "safekeep.errors, safekeep.registry, safekeep.text, safekeep.instants)",
         "safekeep.storage.keys:2 imports safekeep.search "
         "(the low layers import only themselves and safekeep.transient, safekeep.disposition, "
-        "safekeep.errors, safekeep.registry, safekeep.text)",
+        "safekeep.errors, safekeep.registry, safekeep.text, safekeep.instants)",
         "safekeep.tenants.models:3 imports safekeep.api.schemas (only api is above)",
     ]
 

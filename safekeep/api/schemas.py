@@ -6,7 +6,7 @@ import functools
 import operator
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from types import GenericAlias, UnionType
 from typing import Annotated, Any, Generic, TypeVar, get_args, get_origin
@@ -24,6 +24,7 @@ from pydantic import (
 from sqlalchemy import Row
 from typing_extensions import TypedDict
 
+from safekeep.instants import as_utc
 from safekeep.tenants import pagination
 from safekeep.tenants.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from safekeep.text import NUL
@@ -211,12 +212,9 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# A request timestamp: ISO 8601 only; without a zone it is read as UTC.
-Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
+# A request timestamp: ISO 8601 only; without a zone it is read as UTC; one whose UTC form a
+# datetime cannot hold (9999-12-31T23:00:00-05:00) is refused like any other bad value.
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(as_utc)]
 
 
 # The OpenAPI description of a binary answer (downloads): generators map it to bytes/Blob.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +14,7 @@ from safekeep.backup.context import open_repository
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import Content
 from safekeep.errors import InvalidCursor, NotFound, UnprocessableEntity
+from safekeep.instants import OutOfRange, as_utc
 from safekeep.runtime import Runtime
 from safekeep.tenants.account import service as account_service
 from safekeep.tenants.catalog import repository as catalog
@@ -21,6 +22,7 @@ from safekeep.tenants.models import Account, Item, ItemVersion, Snapshot
 from safekeep.tenants.pagination import decode_cursor, encode_cursor
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.tenant import service as tenant_service
+from safekeep.text import storable_text
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,12 @@ def parse_at(value: str | None) -> datetime | uuid.UUID | None:
             "`at` must be an ISO 8601 timestamp or a snapshot id",
             errors=[{"loc": ["query", "at"], "msg": "not a timestamp or snapshot id"}],
         ) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return as_utc(parsed)
+    except OutOfRange as exc:
+        raise UnprocessableEntity(
+            f"`at` {exc}", errors=[{"loc": ["query", "at"], "msg": str(exc)}]
+        ) from exc
 
 
 async def point_in_time(
@@ -116,7 +123,11 @@ async def list_children(
     if cursor:
         value = decode_cursor(cursor)
         try:
-            after = (str(value["n"]), uuid.UUID(value["i"]))
+            name, item_id = value["n"], uuid.UUID(value["i"])
+            # Names are stored as storable text (safekeep.text): any other is not ours.
+            if not isinstance(name, str) or storable_text(name) != name:
+                raise ValueError("not a stored name")
+            after = (name, item_id)
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidCursor("The cursor is not one this API returned") from exc
     rows = await catalog.children_at(

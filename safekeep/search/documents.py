@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import CoreSchema
 
 from safekeep import registry
+from safekeep.instants import as_utc
 from safekeep.text import storable_text
 
 
@@ -57,13 +58,6 @@ DEFAULT_MAX_TEXT_CHARS = 200_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def as_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC so that comparisons never mix naive and aware."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 def to_micros(value: datetime) -> int:
     """Both backends store instants as integer microseconds: exact, sortable, no tz drift."""
     delta = as_utc(value) - EPOCH
@@ -93,11 +87,7 @@ def normalize_file_type(value: str) -> str:
     return value.strip().lstrip(".").lower()
 
 
-def _utc(value: datetime) -> datetime:
-    return as_utc(value)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class SearchDocument(BaseModel):

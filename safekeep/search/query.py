@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import html
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,9 +42,13 @@ from safekeep.search.documents import (
 )
 from safekeep.search.errors import InvalidCursor, InvalidQuery
 from safekeep.search.syntax import Atom, ParsedText, parse, parse_field
+from safekeep.text import storable_text
 
 Sort = Literal["relevance", "date_desc", "date_asc"]
 MAX_TENANTS = 10_000
+# Sizes and instants (microseconds) are 64-bit integers in both backends: a bound beyond it
+# is refused, not overflowed.
+MAX_INT64 = 2**63 - 1
 TOTAL_LIMIT = 10_000  # totals are exact up to here; beyond, ``SearchPage.total`` is None
 HIGHLIGHT_FIELDS = (
     "title",
@@ -76,8 +81,8 @@ class SearchQuery(BaseModel):
     recipient: str | None = Field(default=None, max_length=500)
     date_from: UtcDatetime | None = None
     date_to: UtcDatetime | None = None
-    size_min: int | None = Field(default=None, ge=0)
-    size_max: int | None = Field(default=None, ge=0)
+    size_min: int | None = Field(default=None, ge=0, le=MAX_INT64)
+    size_max: int | None = Field(default=None, ge=0, le=MAX_INT64)
     has_attachments: bool | None = None
     file_types: frozenset[str] | None = None
     at: UtcDatetime | None = None
@@ -209,6 +214,13 @@ def _decode_cursor(cursor: str, fingerprint: str, order: Sort) -> tuple[float, s
     if isinstance(key, bool) or not isinstance(key, int | float) or not isinstance(version_id, str):
         raise InvalidCursor("the cursor is not one this API produced")
     if order != "relevance" and not isinstance(key, int):
+        raise InvalidCursor("the cursor is not one this API produced")
+    # A position the backends can compare (a version id as documents hold it: storable text
+    # of at most 200 characters): a score is finite (JSON lets NaN and 1e999
+    # through), an instant is a 64-bit count of microseconds, as both store it.
+    if not (math.isfinite(key) and -MAX_INT64 - 1 <= key <= MAX_INT64):
+        raise InvalidCursor("the cursor is not one this API produced")
+    if len(version_id) > 200 or storable_text(version_id) != version_id:
         raise InvalidCursor("the cursor is not one this API produced")
     return key, version_id
 

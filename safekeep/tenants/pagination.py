@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, Integer, Select, bindparam, literal, tuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import InvalidCursor
+from safekeep.instants import as_utc
 
 T = TypeVar("T")
 
@@ -59,11 +60,13 @@ def _cursor_position(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         created = datetime.fromisoformat(value["t"])
         row_id = uuid.UUID(value["i"])
+        if created.tzinfo is None:
+            raise ValueError("a cursor's instant has its zone")
+        # In UTC, as the database compares it; one a datetime cannot hold there is as foreign
+        # as any other.
+        return as_utc(created), row_id
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidCursor("The cursor is not one this API returned") from exc
-    if created.tzinfo is None:
-        raise InvalidCursor("The cursor is not one this API returned")
-    return created, row_id
 
 
 def _before(when: Any, row_id: Any, at: Any, after_id: Any) -> ColumnElement[bool]:

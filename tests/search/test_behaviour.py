@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -232,6 +235,30 @@ async def test_impossible_ranges_are_refused_before_the_backend() -> None:
         q(date_from=T0, date_to=T0 - timedelta(days=1))
     with pytest.raises(ValidationError):
         q(size_min=10, size_max=5)
+    # Sizes are 64-bit integers in both backends: one beyond is refused, not overflowed (the
+    # embedded backend's SQLite raised OverflowError, a 500).
+    with pytest.raises(ValidationError):
+        q(size_min=2**63)
+    with pytest.raises(ValidationError):
+        q(size_max=2**63)
+    # An instant written with an offset whose UTC form a datetime cannot hold.
+    for field in ("date_from", "date_to", "at"):
+        for text in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"):
+            fields: dict[str, Any] = {field: datetime.fromisoformat(text)}
+            with pytest.raises(ValidationError, match="when read in UTC"):
+                q(**fields)
+
+
+async def test_the_widest_ranges_are_answered(backend: SearchBackend) -> None:
+    one = doc(size=10)
+    await backend.index([one])
+    widest = q(
+        size_min=0,
+        size_max=2**63 - 1,
+        date_from=datetime(1, 1, 1, tzinfo=UTC),
+        date_to=datetime.max.replace(tzinfo=UTC),
+    )
+    assert ids(await backend.search(widest)) == [one.version_id]
 
 
 # -- versions in time -------------------------------------------------------------------------
@@ -396,6 +423,37 @@ async def test_bad_cursors_are_refused(backend: SearchBackend) -> None:
         await backend.search(q("page", tenants=("ta", "tb"), limit=1, cursor=page.next_cursor))
     # The same query with another page size may go on.
     assert len((await backend.search(q("page", limit=5, cursor=page.next_cursor))).hits) == 1
+
+
+@pytest.mark.parametrize("sort", ["relevance", "date_desc"])
+async def test_forged_cursor_positions_are_refused(backend: SearchBackend, sort: str) -> None:
+    """A cursor is base64 of JSON anyone can rewrite: its position must be one the backends
+    can compare. A score of NaN or 1e999, a number past 64 bits (SQLite raised OverflowError)
+    and a version id no document can have (a lone surrogate: SQLite could not encode it) were
+    500s or a silently wrong page."""
+    await backend.index([doc(title="Page one"), doc(title="Page two")])
+    page = await backend.search(q("page", sort=sort, limit=1))
+    assert page.next_cursor is not None
+    real = _cursor_json(page.next_cursor)
+    f, v = json.dumps(real["f"]), json.dumps(real["v"])
+    forged = [
+        *(f'{{"f":{f},"k":{k},"v":{v}}}' for k in ("NaN", "Infinity", "-1e999", str(2**63))),
+        f'{{"f":{f},"k":{-(2**63) - 1},"v":{v}}}',
+        f'{{"f":{f},"k":1,"v":"\\ud800"}}',
+        f'{{"f":{f},"k":1,"v":{json.dumps("x" * 201)}}}',
+    ]
+    for raw in forged:
+        cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        with pytest.raises(InvalidCursor):
+            await backend.search(q("page", sort=sort, limit=1, cursor=cursor))
+    # The real one still goes on to the second page.
+    second = await backend.search(q("page", sort=sort, limit=1, cursor=page.next_cursor))
+    assert len(second.hits) == 1 and ids(second) != ids(page)
+
+
+def _cursor_json(cursor: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    return value
 
 
 async def test_totals_are_exact(backend: SearchBackend) -> None:

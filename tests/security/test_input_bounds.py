@@ -4,10 +4,12 @@ and every backed-up name can be downloaded, whatever characters it holds."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
@@ -184,6 +186,72 @@ async def test_nul_in_any_text_sent_is_a_4xx_and_changes_nothing(live: Live) -> 
         r = await client.post("/v1/tenants", content='{"name": "\\\\u0000"}', headers=headers)
         assert r.status_code == 201, r.text
         assert r.json()["name"] == "\\u0000"
+
+
+# --- instants and positions no datetime or 64-bit integer holds -------------------------------
+
+
+def _cursor(value: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+async def test_instants_and_positions_past_what_is_stored_are_4xx_and_change_nothing(
+    live: Live,
+) -> None:
+    """ISO 8601 lets an instant near year 1 or 9999 carry an offset whose UTC form no
+    datetime can hold, and a page's cursor is base64 of JSON that anyone can rewrite. Each of
+    these was a 500 (OverflowError converting to UTC; SQLite refusing a number past 64 bits;
+    a lone surrogate it could not encode): each is now refused before any work."""
+    a = live.world.a
+    tenant = f"/v1/tenants/{a.tenant.id}"
+    items = f"{tenant}/accounts/{a.account.id}/items"
+    service = a.snapshot.service
+    late, early = "9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"
+    past_2038 = _cursor({"t": late, "i": str(uuid.uuid4())})
+    gets: list[tuple[str, dict[str, str], str]] = [  # (path, query, the parameter named)
+        ("/v1/search", {"q": "a", "date_from": late}, "date_from"),
+        (f"{tenant}/search", {"q": "a", "at": early}, "at"),
+        (f"{tenant}/search", {"q": "a", "date_to": early}, "date_to"),
+        (f"{tenant}/snapshots", {"since": late}, "since"),
+        (f"{tenant}/snapshots", {"until": early}, "until"),
+        (items, {"service": service, "at": late}, "at"),
+        ("/v1/search", {"q": "a", "size_min": str(2**63)}, "size_min"),
+        (f"{tenant}/search", {"q": "a", "size_max": str(10**30)}, "size_max"),
+    ]
+    cursors = [
+        ("/v1/tenants", {"cursor": past_2038}),
+        (f"{tenant}/jobs", {"cursor": past_2038}),
+        (f"{tenant}/snapshots", {"cursor": past_2038}),
+        (items, {"service": service, "cursor": _cursor({"n": "\ud800", "i": str(a.item.id)})}),
+    ]
+    bodies = [
+        (f"{tenant}/restores", {"at": late, "scope": {"type": "tenant"}}),
+        (f"{tenant}/exports", {"at": early, "scope": {"type": "tenant"}}),
+        ("/v1/api-keys", {"name": "x", "scopes": ["read"], "expires_at": late}),
+    ]
+    before = await fingerprint(live.world.runtime)
+    async with live.client() as client:
+        for path, query, name in gets:
+            r = await client.get(path, params=query, headers=a.msp.headers)
+            assert r.status_code == 422, (path, query, r.text)
+            assert r.headers["content-type"] == PROBLEM
+            assert name in json.dumps(r.json()), r.text
+        for path, query in cursors:
+            r = await client.get(path, params=query, headers=a.msp.headers)
+            assert_problem(r, 400, "invalid-cursor")
+        for path, body in bodies:
+            r = await client.post(path, json=body, headers=a.msp.headers)
+            assert r.status_code == 422, (path, r.text)
+            assert "when read in UTC" in r.text
+        assert await fingerprint(live.world.runtime) == before
+        # The ends of the range themselves, in UTC, are instants like any other.
+        r = await client.get(
+            f"{tenant}/snapshots",
+            params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59.999999Z"},
+            headers=a.msp.headers,
+        )
+        assert r.status_code == 200, r.text
+        assert a.snapshot.id in {uuid.UUID(s["id"]) for s in r.json()["items"]}
 
 
 # --- query strings and headers ------------------------------------------------------------

@@ -25,7 +25,7 @@ from safekeep.errors import (
 from safekeep.runtime import Runtime
 from safekeep.search.errors import InvalidCursor as SearchInvalidCursor
 from safekeep.search.errors import InvalidQuery, SearchUnavailable
-from safekeep.search.query import SearchHit, SearchQuery
+from safekeep.search.query import MAX_INT64, SearchHit, SearchQuery
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.scope import Principal
 from safekeep.tenants.tenant import repository as tenant_repository
@@ -61,8 +61,8 @@ class SearchParams(BaseModel):
     recipient: Annotated[str | None, Query(max_length=500)] = None
     date_from: Timestamp | None = None
     date_to: Timestamp | None = None
-    size_min: Annotated[int | None, Query(ge=0)] = None
-    size_max: Annotated[int | None, Query(ge=0)] = None
+    size_min: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="Bytes")] = None
+    size_max: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="Bytes")] = None
     has_attachments: bool | None = None
     file_type: Annotated[list[str] | None, Query(description="Extensions, e.g. pdf")] = None
     at: Annotated[Timestamp | None, Query(description="Search the state at this time")] = None
