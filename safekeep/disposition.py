@@ -30,15 +30,38 @@ _ASCII_UNSAFE = frozenset('"\\%;')
 MAX_NAME_CHARS = 255
 
 
-def safe_filename(name: str) -> str:
-    cleaned = "".join(
+# What Windows refuses in a name beyond controls and separators, and the device names it keeps
+# whatever the extension ("CON", "nul.txt", "Com1.eml"), compared case-blind before the first dot.
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
+)
+
+
+def _cleaned(name: str, unsafe: frozenset[str] = _SEPARATORS) -> str:
+    return "".join(
         "_"
-        if c in _SEPARATORS or (unicodedata.category(c) in _UNSAFE_CATEGORIES and c not in _JOINERS)
+        if c in unsafe or (unicodedata.category(c) in _UNSAFE_CATEGORIES and c not in _JOINERS)
         else c
         for c in unicodedata.normalize("NFC", name)
     )
-    cleaned = cleaned.lstrip(". ").rstrip(" ")[:MAX_NAME_CHARS]
+
+
+def safe_filename(name: str) -> str:
+    cleaned = _cleaned(name).lstrip(". ").rstrip(" ")[:MAX_NAME_CHARS]
     return cleaned or FALLBACK_NAME
+
+
+def portable_name(name: str, *, fallback: str, max_chars: int) -> str:
+    """One path component (of an export's ZIP) that unpacks alike on Windows, macOS and
+    Linux: cleaned as ``safe_filename`` cleans, and within Windows' own rules: none of
+    ``<>:"|?*``, no leading or trailing dot or space (Windows drops the trailing ones, so two
+    names would meet), no device name (``CON.eml`` cannot be created there)."""
+    cleaned = _cleaned(name, _SEPARATORS | _WINDOWS_FORBIDDEN).strip(". ")
+    if cleaned.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_DEVICES:
+        cleaned = "_" + cleaned
+    return cleaned[:max_chars].rstrip(". ") or fallback
 
 
 def content_disposition(name: str) -> str:

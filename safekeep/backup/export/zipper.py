@@ -1,12 +1,14 @@
 """An export ZIP built as a stream: each member is read from the blob store, hashed as it
-passes, and written through a streaming upload, so memory stays constant whatever the size.
-The manifest (JSON, last member) lists every file with its size and SHA-256."""
+passes, and written through a streaming upload, so the memory the bytes take stays constant
+whatever their size. The manifest (JSON, last member) lists every file with its size and
+SHA-256, so its entries (and the names already used) are held until the end: they grow with
+the number of files, not their bytes. Every path component is a portable name
+(``safekeep.disposition.portable_name``), and names that meet on Windows (case) get a suffix."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,16 +16,16 @@ from typing import Any
 
 from stream_zip import ZIP_64, async_stream_zip
 
+from safekeep.disposition import portable_name
 from safekeep.storage.blobstore import BlobStore
 
-_UNSAFE = re.compile(r'[\x00-\x1f<>:"|?*\\/]')
+MAX_COMPONENT_CHARS = 150
 MANIFEST_NAME = "manifest.json"
 
 
 def safe_name(name: str, fallback: str = "untitled") -> str:
     """A path component that unpacks on Windows, macOS and Linux alike."""
-    cleaned = _UNSAFE.sub("_", name).strip().strip(".")
-    return (cleaned or fallback)[:150]
+    return portable_name(name, fallback=fallback, max_chars=MAX_COMPONENT_CHARS)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import io
 import json
 import random
 import re
+import unicodedata
 import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -1090,6 +1091,77 @@ async def test_export_eml_and_mbox_match_the_originals(
         if i.folder_id == user_of(h, account).well_known["inbox"]
     )
     assert sorted(unpacked) == expected
+
+
+WINDOWS_DEVICES = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"{p}{n}" for p in ("COM", "LPT") for n in "0123456789"),
+}
+
+
+async def test_export_names_unpack_on_windows_whatever_the_subject(
+    engine: EngineHarness, account: Account
+) -> None:
+    """An .eml's name in an export is made from its subject, which is the sender's choice.
+    The ZIP unpacks alike on Windows, macOS and Linux: no character Windows refuses, no
+    device name (Windows cannot create "CON.eml"), no leading or trailing dot or space, no
+    control or format character (a right-to-left override disguises "fdp.exe" as "exe.pdf"),
+    NFC throughout, and two subjects that differ only in Unicode form or case still give two
+    files."""
+    h = engine
+    subjects = [
+        "CON",
+        "aux.txt",
+        "Re: Q3 numbers?",
+        "invoice\u202efdp.exe",
+        "R\u00e9sum\u00e9",
+        "Re\u0301sume\u0301",
+        "RÉSUMÉ",
+        " ..hidden.. ",
+        '<>|*"',
+    ]
+    for i, subject in enumerate(subjects):
+        msg = EmailMessage(policy=email.policy.SMTP)
+        msg["From"] = "Zoë Adler <zoe.adler@contoso.example>"
+        msg["To"] = "Farah García <farah@example.com>"
+        msg["Subject"] = subject
+        msg["Date"] = "Tue, 07 Oct 2025 09:15:00 +0000"
+        msg["Message-ID"] = f"<names-{i}@contoso.example>"
+        msg.set_content(f"message {i}\n")
+        h.sim.add_message(
+            h.sim_tenant_id,
+            account.graph_id,
+            bytes(msg),
+            "inbox",
+            received=datetime(2025, 10, 7, 9, 16, i, tzinfo=UTC),
+            is_read=True,
+        )
+    await h.backup(account, SERVICE)
+    archive = zipfile.ZipFile(io.BytesIO(await h.export(account, SERVICE)))
+    names = [n for n in archive.namelist() if n.endswith(".eml")]
+    for name in names:
+        for part in name.split("/"):
+            assert not set(part) & set('<>:"|?*\\'), name
+            assert part == part.strip(". "), name
+            assert part.split(".", 1)[0].rstrip(" ").upper() not in WINDOWS_DEVICES, name
+            assert unicodedata.normalize("NFC", part) == part, name
+            assert not any(unicodedata.category(c) in ("Cc", "Cf") for c in part), name
+    assert len({n.lower() for n in names}) == len(names)
+    inbox = {n.rsplit("/", 1)[1] for n in names if "/Inbox/" in n}
+    assert {
+        "_CON.eml",
+        "_aux.txt.eml",
+        "Re_ Q3 numbers_.eml",
+        "invoice_fdp.exe.eml",
+        "hidden...eml",
+        "_____.eml",
+    } <= inbox
+    # Three subjects that are one name on Windows (and two of them one in NFC): three files.
+    resumes = sorted(n for n in inbox if n.lower().startswith("r\u00e9sum\u00e9"))
+    assert len(resumes) == 3, inbox
 
 
 # ---- scale-out column ------------------------------------------------------------------------
