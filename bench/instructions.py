@@ -4,13 +4,16 @@ request varies by 10-20% from one minute to the next on a shared 2-core machine.
 
     python -m bench.instructions                 # tenant, accounts page, job, /healthz
     python -m bench.instructions -n 400 --route "GET accounts page"
+    python -m bench.instructions --column postgres   # after eval "$(scripts/services env)"
 
-The app runs in-process on the embedded column (SQLite), seeded as ``bench.api`` seeds it, and
-is called over ASGI (no HTTP server, no client): for each route, after a warm-up, callgrind's
-counters are zeroed, the route is called ``-n`` times, and the counters dumped; the figure is
-the dump's total over ``n``. Needs valgrind (``apt-get install valgrind``); under it Python runs
-some 50 times slower, so a run takes about three minutes. Compare versions by running this in
-each (``git worktree``): what ``bench.api`` measures in time, this measures in work.
+The app runs in-process on the embedded column (SQLite) or on PostgreSQL + Redis (the
+database server's own work is not counted: it is another process), seeded as ``bench.api``
+seeds it, and is called over ASGI (no HTTP server, no client): for each route, after a
+warm-up, callgrind's counters are zeroed, the route is called ``-n`` times, and the counters
+dumped; the figure is the dump's total over ``n``. Needs valgrind (``apt-get install
+valgrind``); under it Python runs some 50 times slower, so a run takes about three minutes.
+Compare versions by running this in each (``git worktree``): what ``bench.api`` measures in
+time, this measures in work.
 """
 
 from __future__ import annotations
@@ -74,13 +77,13 @@ def _hand_over(mark: Path, state: str, label: str) -> None:
     go.unlink()
 
 
-async def _child(routes: list[str], n: int, mark: Path) -> None:
+async def _child(column: str, routes: list[str], n: int, mark: Path) -> None:
     """Under valgrind: seed, then for each route warm up, signal, run ``n`` calls, signal."""
     from safekeep.api.app import create_app
     from safekeep.migrate import upgrade
     from safekeep.runtime import Runtime
 
-    with tempfile.TemporaryDirectory() as tmp, api.column_env("embedded", Path(tmp)) as env:
+    with tempfile.TemporaryDirectory() as tmp, api.column_env(column, Path(tmp)) as env:
         settings = api._settings(env)
         upgrade(settings.resolved_database_url)
         seeded = await api.seed(env, tenants=25, accounts=60, jobs=30, docs=0)
@@ -109,7 +112,7 @@ def _total(dump: Path) -> int:
     return int(match.group(1))
 
 
-def measure(routes: list[str], n: int) -> dict[str, float]:
+def measure(column: str, routes: list[str], n: int) -> dict[str, float]:
     """Millions of instructions per request for each route."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("bench.instructions needs valgrind: apt-get install valgrind")
@@ -125,6 +128,8 @@ def measure(routes: list[str], n: int) -> dict[str, float]:
             "bench.instructions",
             "--child",
             str(mark),
+            "--column",
+            column,
             "-n",
             str(n),
             *[arg for route in routes for arg in ("--route", route)],
@@ -161,17 +166,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=200, help="calls per route counted")
     parser.add_argument("--route", action="append", choices=ROUTES, help="default: all four")
+    parser.add_argument("--column", choices=("embedded", "postgres"), default="embedded")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     routes = args.route or list(ROUTES)
     if args.child is not None:
-        asyncio.run(_child(routes, args.n, args.child))
+        asyncio.run(_child(args.column, routes, args.n, args.child))
         return
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    print(f"{args.n} calls a route, in-process under callgrind; commit {commit or '?'}")
-    measure(routes, args.n)
+    print(
+        f"{args.n} calls a route, in-process under callgrind, {args.column} column; "
+        f"commit {commit or '?'}"
+    )
+    measure(args.column, routes, args.n)
 
 
 if __name__ == "__main__":
