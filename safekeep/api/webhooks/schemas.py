@@ -11,8 +11,14 @@ from safekeep.tenants.models import DeliveryStatus
 from safekeep.tenants.webhook.service import EventType
 
 
+URL_MAX_CHARS = 2000  # the webhook endpoint's url column
+
+
 class WebhookCreate(RequestSchema):
     url: AnyHttpUrl = Field(
+        # Documented for clients; the validator below holds the stored form (an IDN's
+        # punycode can be longer than what was sent) to the column's length.
+        json_schema_extra={"maxLength": URL_MAX_CHARS},
         description="Where to POST events: a public internet address (loopback, private, "
         "link-local and other non-public addresses are refused, when created and again when "
         "each delivery resolves the name); https in production. Redirects are not followed"
@@ -31,8 +37,8 @@ class WebhookCreate(RequestSchema):
     @field_validator("url")
     @classmethod
     def _length(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        if len(str(value)) > 2000:
-            raise ValueError("url is longer than 2000 characters")
+        if len(str(value)) > URL_MAX_CHARS:
+            raise ValueError(f"url is longer than {URL_MAX_CHARS} characters")
         return value
 
 
