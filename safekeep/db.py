@@ -383,8 +383,18 @@ class _StorableText(StrDumperUnknown):
             return super().dump(storable_text(obj))
 
 
-def _storable_text_only(dbapi_connection: Any, _record: Any) -> None:
+def _pg_connection(dbapi_connection: Any, _record: Any) -> None:
+    """Each new PostgreSQL connection writes text storable (``_StorableText``) and reads
+    instants in UTC: psycopg then makes them with ``timezone.utc``, which every reader here
+    takes as it is, where a server's own zone (``Etc/UTC`` on Debian's packages) made each
+    timestamp of a row one more conversion on reading. Committed at once, so that the pool's
+    rollback on a connection's return cannot undo it."""
     dbapi_connection.driver_connection.adapters.register_dumper(str, _StorableText)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET TIME ZONE 'UTC'")
+    cursor.close()
+    if not dbapi_connection.autocommit:
+        dbapi_connection.commit()
 
 
 # Connections a process's engine (the API's, a worker's, the scheduler's) opens at most: each
@@ -450,7 +460,7 @@ def create_engine(url: str, *, max_connections: int = MAX_CONNECTIONS) -> AsyncE
         },
     )
     sync_engine = engine.sync_engine
-    event.listen(sync_engine, "connect", _storable_text_only)
+    event.listen(sync_engine, "connect", _pg_connection)
     event.listen(sync_engine, "checkin", _note_checkin)
     event.listen(sync_engine, "checkout", partial(_ping_if_idle, sync_engine.dialect))
     event.listen(sync_engine, "before_cursor_execute", _begin_transaction)

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -358,6 +358,22 @@ async def test_postgres_reads_of_a_get_run_outside_a_transaction(pg_db: Database
     async with pg_db.session() as session:
         await session.execute(text("SELECT 1"))
         assert await transaction_status(session) == TransactionStatus.INTRANS
+
+
+async def test_postgres_sessions_read_instants_in_utc_whatever_the_servers_zone(
+    pg_db: Database,
+) -> None:
+    """Each connection sets its TimeZone to UTC when it is made (the test server's own is
+    Etc/UTC, as Debian's packages set it), so psycopg makes ``timezone.utc`` datetimes, which
+    the UTC column type takes as they are; the setting survives the rollback a session that
+    fails leaves, and a session begun on the connection afterwards."""
+    for begin_on_write in (True, False, True):
+        with suppress(RuntimeError):
+            async with pg_db.session(begin_on_write=begin_on_write) as session:
+                assert (await session.execute(text("SHOW TimeZone"))).scalar_one() == "UTC"
+                now = (await session.execute(text("SELECT now()"))).scalar_one()
+                assert now.tzinfo is UTC
+                raise RuntimeError("rolled back")
 
 
 async def test_postgres_ordinary_sessions_are_transactions_on_autocommit_connections(

@@ -10,7 +10,6 @@ from safekeep.api.schemas import RequestSchema, Schema
 from safekeep.tenants.models import DeliveryStatus
 from safekeep.tenants.webhook.service import EventType
 
-
 URL_MAX_CHARS = 2000  # the webhook endpoint's url column
 
 
@@ -21,7 +20,7 @@ class WebhookCreate(RequestSchema):
         json_schema_extra={"maxLength": URL_MAX_CHARS},
         description="Where to POST events: a public internet address (loopback, private, "
         "link-local and other non-public addresses are refused, when created and again when "
-        "each delivery resolves the name); https in production. Redirects are not followed"
+        "each delivery resolves the name); https in production. Redirects are not followed",
     )
     events: list[EventType] = Field(
         min_length=1,
