@@ -62,6 +62,9 @@ async def test_readyz_green_on_both_columns(
         }[column]
         assert {k: v["backend"] for k, v in checks.items()} == expected
         assert all(v["ok"] for v in checks.values())
+        # An uptime monitor asking with HEAD gets the same status.
+        assert (await client.head("/readyz")).status_code == 200
+        assert (await client.head("/healthz")).status_code == 200
 
 
 class LogRecorder(list[dict[str, Any]]):
@@ -103,6 +106,7 @@ async def test_readyz_names_what_is_down(
         assert set(failed) == {"search", "queue"}
         assert all(e["exc_info"] and "127.0.0.1" in e["error"] for e in failed.values())
         assert (await client.get("/healthz")).status_code == 200
+        assert (await client.head("/readyz")).status_code == 503
 
 
 async def test_readyz_callers_within_a_second_share_one_reading(
