@@ -34,7 +34,7 @@ MAX_NAME_CHARS = 255
 # whatever the extension ("CON", "nul.txt", "Com1.eml"), compared case-blind before the first dot.
 _WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
 _WINDOWS_DEVICES = frozenset(
-    {"CON", "PRN", "AUX", "NUL"}
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
 )
 

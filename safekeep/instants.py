@@ -11,13 +11,13 @@ imports nothing of ours, so any layer may use it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 
 RANGE = "between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z"
 
 
 class OutOfRange(ValueError):
-    """An instant whose form in the asked zone a ``datetime`` cannot hold."""
+    """An instant whose UTC form a ``datetime`` cannot hold."""
 
 
 def as_utc(value: datetime) -> datetime:
@@ -25,13 +25,7 @@ def as_utc(value: datetime) -> datetime:
     aware. Raises ``OutOfRange`` where the UTC form is outside ``datetime``'s span."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return in_zone(value, UTC)
-
-
-def in_zone(value: datetime, zone: tzinfo) -> datetime:
-    """``value`` (aware) as read in ``zone``. Raises ``OutOfRange`` where that reading is
-    outside ``datetime``'s span."""
     try:
-        return value.astimezone(zone)
+        return value.astimezone(UTC)
     except OverflowError:
         raise OutOfRange(f"must lie {RANGE} when read in UTC") from None
