@@ -198,6 +198,11 @@ class Transport:
         self.sharepoint_concurrency = sharepoint_concurrency
         self.http = http
         self.stats = GraphStats()
+        # Retry-After pauses this transport heard itself, until when (monotonic): written
+        # before anything can yield, read just before a request is built. The limiter's copy
+        # is shared with every worker but takes a round trip to write (Redis), in which a
+        # request of this process that had already cleared it could go out into the pause.
+        self._heard: dict[str, float] = {}
 
     # -- whole exchanges -------------------------------------------------------------------------
 
@@ -279,6 +284,9 @@ class Transport:
                 adaptive = await self._hold(stack, target, options)
                 token = await self.tokens.token() if options.auth else None
                 await self.clear(pauses)  # a pause may have begun while we queued
+                while (heard := self._heard_pause(pauses)) > 0:
+                    await asyncio.sleep(heard)
+                    await self.clear(pauses)
                 request = self.http.build_request(
                     method,
                     parsed,
@@ -334,8 +342,9 @@ class Transport:
             await self._heed_rate_limit(resp, target)
             return None
         if retry_after is not None:
-            # Tell every sharer of this key first, before anything that could yield to
-            # another task (even reading the body) and while we still hold the slot.
+            # This process's requests first, before anything can yield to another task; then
+            # every sharer of this key (even before reading the body), still holding the slot.
+            self._hear_pause(target.record, retry_after)
             await self.record_retry_after(target.record, retry_after)
             log.debug("throttled on %s for %.3f s", target.record, retry_after)
         raw = await self.read(resp)
@@ -419,6 +428,19 @@ class Transport:
         GRAPH_THROTTLED.labels(str(status)).inc()
 
     # -- limits ----------------------------------------------------------------------------------
+
+    def _hear_pause(self, key: str, seconds: float) -> None:
+        now = time.monotonic()
+        self._heard = {k: until for k, until in self._heard.items() if until > now}
+        until = now + seconds + self.policy.retry_after_margin
+        self._heard[key] = max(until, self._heard.get(key, 0.0))
+
+    def _heard_pause(self, keys: tuple[str, ...]) -> float:
+        """Seconds left of the longest pause this transport heard for ``keys`` (0: none)."""
+        if not self._heard:
+            return 0.0
+        now = time.monotonic()
+        return max((self._heard.get(key, 0.0) - now for key in keys), default=0.0)
 
     async def record_retry_after(self, key: str, seconds: float) -> None:
         await self.limiter.record_retry_after(key, seconds + self.policy.retry_after_margin)
