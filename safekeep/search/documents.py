@@ -56,6 +56,7 @@ MAX_SHORT_CHARS = 2_000
 MAX_LIST_ITEMS = 500
 DEFAULT_MAX_TEXT_CHARS = 200_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+VERSION_ID_MAX_CHARS = 200
 
 
 def to_micros(value: datetime) -> int:
@@ -95,7 +96,7 @@ class SearchDocument(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version_id: str = Field(min_length=1, max_length=200)
+    version_id: str = Field(min_length=1, max_length=VERSION_ID_MAX_CHARS)
     msp_id: str = Field(min_length=1, max_length=200)
     tenant_id: str = Field(min_length=1, max_length=200)
     account_id: str = Field(min_length=1, max_length=200)

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from safekeep.search.documents import (
+    VERSION_ID_MAX_CHARS,
     Service,
     UtcDatetime,
     folder_key,
@@ -215,12 +216,11 @@ def _decode_cursor(cursor: str, fingerprint: str, order: Sort) -> tuple[float, s
         raise InvalidCursor("the cursor is not one this API produced")
     if order != "relevance" and not isinstance(key, int):
         raise InvalidCursor("the cursor is not one this API produced")
-    # A position the backends can compare (a version id as documents hold it: storable text
-    # of at most 200 characters): a score is finite (JSON lets NaN and 1e999
-    # through), an instant is a 64-bit count of microseconds, as both store it.
+    # A position the backends can compare: a finite score (JSON lets NaN and 1e999 through)
+    # or a 64-bit count of microseconds, and a version id as documents hold one.
     if not (math.isfinite(key) and -MAX_INT64 - 1 <= key <= MAX_INT64):
         raise InvalidCursor("the cursor is not one this API produced")
-    if len(version_id) > 200 or storable_text(version_id) != version_id:
+    if len(version_id) > VERSION_ID_MAX_CHARS or storable_text(version_id) != version_id:
         raise InvalidCursor("the cursor is not one this API produced")
     return key, version_id
 

@@ -22,6 +22,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from safekeep.instants import as_utc
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -54,7 +56,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else _as_utc(value)
+        return None if value is None else as_utc(value)
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Any:
         if dialect.name == "sqlite":
@@ -75,7 +77,7 @@ def _utc_from_sqlite(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value + "+00:00")
     except ValueError:  # text this type did not write: with a zone of its own
         parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo is UTC else _as_utc(parsed)
+    return parsed if parsed.tzinfo is UTC else as_utc(parsed)
 
 
 def _utc_from_driver(value: datetime | None) -> datetime | None:
@@ -84,12 +86,7 @@ def _utc_from_driver(value: datetime | None) -> datetime | None:
     TimeZone is UTC) were a tenth of a page of accounts' row handling."""
     if value is None or value.tzinfo is UTC:
         return value
-    return _as_utc(value)
-
-
-def _as_utc(value: datetime) -> datetime:
-    """A stored timestamp as aware UTC: without a zone it was written as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 class UUIDType(Uuid[uuid.UUID]):
