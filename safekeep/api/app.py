@@ -24,6 +24,7 @@ from safekeep.api.consent.router import router as consent_router
 from safekeep.api.detections.router import router as detections_router
 from safekeep.api.detections.router import thresholds_router as detection_thresholds_router
 from safekeep.api.exports.router import router as exports_router
+from safekeep.api.head import HeadAsGet
 from safekeep.api.health.router import RecentReadiness
 from safekeep.api.health.router import router as health_router
 from safekeep.api.items.router import router as items_router
@@ -148,6 +149,8 @@ def create_app(
     app.state.readiness = RecentReadiness()
     problems.install(app)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    # Innermost: the router sees a HEAD as its GET; the metrics and the limits see the HEAD.
+    app.add_middleware(HeadAsGet)
     app.add_middleware(MetricsMiddleware)
     # Added last, so outermost: bounds apply before routing, authentication or any read.
     app.add_middleware(

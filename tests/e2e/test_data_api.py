@@ -100,6 +100,15 @@ async def test_browse_download_restore_export_and_search(
         headers={**h.msp.headers, "Range": f"bytes={len(truth[name]) + 5}-"},
     )
     assert r.status_code == 416
+    # a download manager's HEAD first: the same headers, no bytes, no download audited
+    for extra, status in (({}, 200), ({"Range": "bytes=10-19", "If-Range": etag}, 206)):
+        r = await api.head(item["links"]["content"], headers={**h.msp.headers, **extra})
+        assert r.status_code == status and r.content == b""
+        assert r.headers["etag"] == etag and r.headers["accept-ranges"] == "bytes"
+        assert r.headers["content-length"] == str(len(truth[name]) if status == 200 else 10)
+        assert r.headers.get("content-range") == (
+            f"bytes 10-19/{len(truth[name])}" if status == 206 else None
+        )
     audit = (
         await api.get(
             "/v1/audit-events", params={"action": "item.downloaded"}, headers=h.msp.headers
@@ -198,6 +207,17 @@ async def test_browse_download_restore_export_and_search(
         f"/v1/exports/{export['id']}/download", headers={**h.msp.headers, "Range": f"bytes={half}-"}
     )
     assert tail.status_code == 206 and whole.content[:half] + tail.content == whole.content
+    downloads = {"action": "export.downloaded"}
+    audited = (await api.get("/v1/audit-events", params=downloads, headers=h.msp.headers)).json()
+    head = await api.head(
+        f"/v1/exports/{export['id']}/download", headers={**h.msp.headers, "Range": f"bytes={half}-"}
+    )
+    assert head.status_code == 206 and head.content == b""
+    assert {k: head.headers[k] for k in ("content-length", "content-range", "etag")} == {
+        k: tail.headers[k] for k in ("content-length", "content-range", "etag")
+    }
+    again = (await api.get("/v1/audit-events", params=downloads, headers=h.msp.headers)).json()
+    assert len(again["items"]) == len(audited["items"]) == 2  # the two GETs; the HEAD is none
     archive = zipfile.ZipFile(io.BytesIO(whole.content))
     manifest = json.loads(archive.read("manifest.json"))
     by_name = {f["path"].rsplit("/", 1)[-1]: f for f in manifest["files"]}

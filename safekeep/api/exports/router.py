@@ -6,11 +6,12 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from safekeep.api.auth import ExportPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, RuntimeDep, SessionDep
 from safekeep.api.exports.schemas import DownloadUrl, ExportOut, ExportRequest
+from safekeep.api.head import head_only
 from safekeep.api.idempotency import idempotent
 from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range
@@ -121,8 +122,9 @@ async def download_export(
     range_header: Annotated[str | None, Header(alias="Range", include_in_schema=False)] = None,
 ) -> object:
     """The ZIP, resumable with Range requests (or a redirect to a pre-signed URL)."""
-    export = await job_requests.export_for_download(
-        session, principal, export_id, ip=ip, how="redirect" if redirect else "api"
+    # A HEAD's redirect hands out the pre-signed URL in its Location: as good as the bytes.
+    export = await _export_to_hand_out(
+        request, session, principal, export_id, ip, "redirect" if redirect else "api", redirect
     )
     store = await runtime.blobs()
     assert export.blob_key is not None
@@ -146,6 +148,8 @@ async def download_export(
         code = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{export.size}"
     headers["Content-Length"] = str(end - start + 1 if export.size else 0)
+    if head_only(request):
+        return Response(status_code=code, media_type="application/zip", headers=headers)
     key = export.blob_key
 
     async def body() -> AsyncIterator[bytes]:
@@ -166,6 +170,7 @@ async def download_export(
     responses=responses(401, 403, 404, 409, 410, 422),
 )
 async def export_url(
+    request: Request,
     export_id: uuid.UUID,
     principal: ExportPrincipal,
     session: SessionDep,
@@ -173,8 +178,8 @@ async def export_url(
     ip: ClientIp,
 ) -> DownloadUrl:
     """A pre-signed URL to the ZIP in the object store, valid for an hour (S3 stores only)."""
-    export = await job_requests.export_for_download(
-        session, principal, export_id, ip=ip, how="presigned_url"
+    export = await _export_to_hand_out(
+        request, session, principal, export_id, ip, "presigned_url", False
     )
     store = await runtime.blobs()
     assert export.blob_key is not None
@@ -184,3 +189,19 @@ async def export_url(
     if url is None:
         raise Conflict("This deployment's blob store has no pre-signed URLs; use /download")
     return DownloadUrl(url=url, expires_at=utcnow() + timedelta(seconds=URL_TTL_SECONDS))
+
+
+async def _export_to_hand_out(
+    request: Request,
+    session: SessionDep,
+    principal: ExportPrincipal,
+    export_id: uuid.UUID,
+    ip: str | None,
+    how: str,
+    hands_out_on_head: bool,
+) -> Export:
+    """The export when it can be downloaded, its download audited (``how``), unless this
+    is a HEAD whose answer hands out nothing: the headers of a download are not one."""
+    if head_only(request) and not hands_out_on_head:
+        return await job_requests.downloadable_export(session, principal.scope, export_id)
+    return await job_requests.export_for_download(session, principal, export_id, ip=ip, how=how)

@@ -159,13 +159,6 @@ async def readyz(runtime: RuntimeDep, request: Request) -> JSONResponse:
     )
 
 
-# Uptime monitors often ask with HEAD (UptimeRobot's default): the same answers without a body
-# (the server leaves it out), kept out of the OpenAPI document, where a second operation per
-# path would only give generated clients two names for one call.
-router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
-router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
-
-
 def _metrics_errors() -> dict[int | str, dict[str, Any]]:
     out = responses(401, 404)
     del out[429]  # the metrics token has no request rate; API keys do

@@ -6,10 +6,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import ClientIp, RuntimeDep, SessionDep
+from safekeep.api.head import head_only
 from safekeep.api.items.schemas import (
     ItemListing,
     ItemOut,
@@ -214,7 +215,7 @@ async def get_content(
     version: uuid.UUID | None = Query(None, description="A version id; default: at `at`"),
     at: At = None,
     range_header: Annotated[str | None, Header(alias="Range", include_in_schema=False)] = None,
-) -> StreamingResponse:
+) -> Response:
     """The original bytes: MIME for mail, the file for OneDrive and SharePoint, ICS for an
     event, VCF for a contact. Files support Range. Every download is audited."""
     account = await browse.load_account(session, principal.scope, tenant_id, account_id)
@@ -241,6 +242,8 @@ async def get_content(
             headers["Content-Length"] = str(content.size)
     elif content.size is not None:
         headers["Content-Length"] = str(content.size)
+    if head_only(request):  # the headers a download would have; nothing read, nothing audited
+        return Response(status_code=status, media_type=content.media_type, headers=headers)
     await audit.record_for(
         session,
         principal,
