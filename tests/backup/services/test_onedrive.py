@@ -26,6 +26,7 @@ from safekeep.backup.drive import collect as drive_collect
 from safekeep.backup.drive import model as drive_model
 from safekeep.backup.drive.collect import ContentMismatch
 from safekeep.backup.drive.quickxor import QuickXorHash, quickxor_b64
+from safekeep.backup.export.zipper import MAX_PATH_CHARS
 from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.onedrive import SERVICE
 from safekeep.search.extract import TextMemo
@@ -562,6 +563,41 @@ async def test_export_zip_holds_every_file_with_its_hash(engine: EngineHarness) 
     assert listed == expected
     for path, sha in expected.items():
         assert hashlib.sha256(archive.read(path)).hexdigest() == sha
+
+
+async def test_export_of_a_deep_tree_unpacks_within_windows_path_limit(
+    engine: EngineHarness,
+) -> None:
+    """OneDrive keeps paths of up to 400 characters; Windows' own extractor creates none past
+    260 with the destination folder. Every member of the export fits MAX_PATH_CHARS, the
+    files of one folder stay in one folder, and the manifest names each shortened file's
+    full path."""
+    h = engine
+    tid = h.sim_tenant_id
+    user_id, account, drive = await fullest_drive(h)
+    deep = "/" + "/".join(f"Client engagement {n} - working papers" for n in range(9))
+    added = {
+        f"{deep}/{name}": data
+        for name, data in (
+            ("Final statement of account, signed by both parties.pdf", b"pdf bytes"),
+            ("notes.txt", b"short name, same folder"),
+        )
+    }
+    for path, data in added.items():
+        h.sim.add_file(tid, path, user=user_id, data=data)
+    await h.backup(account, SERVICE_NAME)
+    archive = zipfile.ZipFile(io.BytesIO(await h.export(account, SERVICE_NAME)))
+    assert all(len(name) <= MAX_PATH_CHARS for name in archive.namelist())
+    manifest = json.loads(archive.read("manifest.json"))
+    top = f"{account.principal_name}/{SERVICE_NAME}"
+    by_full = {f.get("full_path", f["path"]): f for f in manifest["files"]}
+    assert set(by_full) == {top + p for p in files_by_path(drive)}
+    members = [by_full[top + path] for path in added]
+    assert all("full_path" in m and len(top + deep) > MAX_PATH_CHARS for m in members)
+    assert len({m["path"].rsplit("/", 1)[0] for m in members}) == 1
+    for member, data in zip(members, added.values(), strict=True):
+        assert archive.read(member["path"]) == data
+        assert member["path"].endswith((".pdf", ".txt"))
 
 
 async def test_search_finds_files_by_words_in_their_text(
