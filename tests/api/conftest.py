@@ -13,6 +13,7 @@ from safekeep.backup.context import open_repository
 from safekeep.runtime import Runtime
 from safekeep.tenants.models import (
     Account,
+    DeliveryStatus,
     Detection,
     Export,
     ExportStatus,
@@ -22,6 +23,7 @@ from safekeep.tenants.models import (
     JobKind,
     Snapshot,
     Tenant,
+    WebhookDelivery,
     WebhookEndpoint,
     utcnow,
 )
@@ -51,6 +53,7 @@ class MspWorld:
     item: Item
     version: ItemVersion
     webhook: WebhookEndpoint
+    delivery: WebhookDelivery  # of ``webhook``, delivered
     export: Export
     api_key_id: uuid.UUID
     detection: Detection
@@ -63,6 +66,7 @@ class MspWorld:
             "item_id": str(self.item.id),
             "export_id": str(self.export.id),
             "webhook_id": str(self.webhook.id),
+            "delivery_id": str(self.delivery.id),
             "detection_id": str(self.detection.id),
             "key_id": str(self.api_key_id),
         }
@@ -128,6 +132,18 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
             events=["backup.completed"],
             description=None,
         )
+        delivery = WebhookDelivery(
+            endpoint_id=webhook.id,
+            msp_id=msp.id,
+            event_id=uuid.uuid4(),
+            event_type="backup.completed",
+            payload={"type": "backup.completed", "data": {}},
+            status=DeliveryStatus.delivered,
+            attempts=1,
+            last_status_code=204,
+            delivered_at=now,
+        )
+        session.add(delivery)
         export_job = await add_finished_job(session, tenant.id, JobKind.export)
         export = Export(
             tenant_id=tenant.id,
@@ -161,6 +177,7 @@ async def build_world(runtime: Runtime, name: str) -> MspWorld:
         item,
         version,
         webhook,
+        delivery,
         export,
         key_id,
         detection,

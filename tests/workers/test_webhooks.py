@@ -147,3 +147,59 @@ async def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_timeout(
         row = await session.get(WebhookDelivery, delivery.id)
     assert row is not None and row.attempts == 1 and row.status == DeliveryStatus.pending
     assert row.last_error and "Timeout" in row.last_error, row.last_error
+
+
+async def test_a_failed_delivery_is_sent_again_on_request_as_the_same_message(
+    client: httpx.AsyncClient, worker_runtime: Runtime, sent: SentMessages, receiver: Receiver
+) -> None:
+    """A receiver down for longer than the retries: its MSP asks for the delivery again once
+    it is back. The same event and ``webhook-id`` (a Standard Webhooks receiver that kept the
+    first copy can tell), a fresh signature, the schedule from its start; one redelivery
+    at a time; another MSP's key, or this MSP's webhook with another's delivery, finds
+    nothing; the request is audited."""
+    runtime = worker_runtime
+    msp, other = await create_msp(runtime), await create_msp(runtime, "Other MSP")
+    r = await client.post(
+        "/v1/webhooks",
+        json={"url": receiver.url, "events": ["backup.completed"]},
+        headers=msp.headers,
+    )
+    secret, webhook_id = r.json()["secret"], r.json()["id"]
+    theirs, _ = await create_webhook(runtime, other.id, receiver.url, ["backup.completed"])
+    (delivery,), _ = await emit_event(runtime, msp.id, "backup.completed")
+    receiver.answers = [503] * (len(webhooks.RETRY_DELAYS) + 1)
+    for _ in range(len(webhooks.RETRY_DELAYS) + 1):
+        await deliver(str(delivery.id))
+    (first_headers, first_body), *_ = receiver.received
+    url = f"/v1/webhooks/{webhook_id}/deliveries/{delivery.id}/redeliver"
+
+    # nothing of another MSP's, in either direction
+    assert (await client.post(url, headers=other.headers)).status_code == 404
+    (their,), _ = await emit_event(runtime, other.id, "backup.completed")
+    crossed = f"/v1/webhooks/{webhook_id}/deliveries/{their.id}/redeliver"
+    assert (await client.post(crossed, headers=msp.headers)).status_code == 404
+    mine_under_theirs = f"/v1/webhooks/{theirs.id}/deliveries/{delivery.id}/redeliver"
+    for key in (msp, other):
+        assert (await client.post(mine_under_theirs, headers=key.headers)).status_code == 404
+
+    sent.messages.clear()
+    receiver.answers = [204]
+    both = await asyncio.gather(*(client.post(url, headers=msp.headers) for _ in range(2)))
+    assert sorted(r.status_code for r in both) == [202, 409], [r.text for r in both]
+    again = next(r.json() for r in both if r.status_code == 202)
+    assert (again["status"], again["attempts"], again["id"]) == ("pending", 0, str(delivery.id))
+    assert [(m.actor, m.args) for m in sent.messages] == [("deliver_webhook", (str(delivery.id),))]
+    await deliver(str(delivery.id))
+    headers, body = receiver.received[-1]
+    assert body == first_body and verify(secret, headers, body)
+    assert headers["webhook-id"] == first_headers["webhook-id"] == str(delivery.id)
+    assert headers["safekeep-event-id"] == first_headers["safekeep-event-id"]
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookDelivery, delivery.id)
+    assert row is not None and (row.status, row.attempts) == (DeliveryStatus.delivered, 1)
+    # delivered can be asked for again too (a receiver that lost what it stored)
+    assert (await client.post(url, headers=msp.headers)).status_code == 202
+    audit = await client.get(
+        "/v1/audit-events", params={"action": "webhook.redelivered"}, headers=msp.headers
+    )
+    assert [e["details"]["delivery_id"] for e in audit.json()["items"]] == [str(delivery.id)] * 2

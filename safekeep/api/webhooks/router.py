@@ -73,3 +73,24 @@ async def list_deliveries(
 ) -> Page[DeliveryOut]:
     page = await paging.read(service.list_deliveries, session, principal, webhook_id)
     return page_of(page, DeliveryOut.model_validate)
+
+
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def redeliver(
+    webhook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    ip: ClientIp,
+) -> DeliveryOut:
+    """Send a delivered or failed delivery again (after a receiver's outage outlasted the
+    retries, or it lost what it received): the same event and `webhook-id`, a new timestamp
+    and signature, and the whole retry schedule (30 s, 2 min, 10 min, 1 h, 6 h) ahead of it.
+    409 while the delivery is still pending."""
+    delivery = await service.redeliver(session, principal, webhook_id, delivery_id, ip=ip)
+    return DeliveryOut.model_validate(delivery)

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
@@ -51,6 +52,30 @@ async def list_deliveries(
         WebhookDelivery.msp_id == msp_id, WebhookDelivery.endpoint_id == endpoint_id
     )
     return await keyset_page(session, stmt, WebhookDelivery, cursor=cursor, limit=limit)
+
+
+async def get_endpoint_delivery(
+    session: AsyncSession, msp_id: uuid.UUID, endpoint_id: uuid.UUID, delivery_id: uuid.UUID
+) -> WebhookDelivery | None:
+    stmt = select(WebhookDelivery).where(
+        WebhookDelivery.id == delivery_id,
+        WebhookDelivery.msp_id == msp_id,
+        WebhookDelivery.endpoint_id == endpoint_id,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def schedule_again(session: AsyncSession, delivery_id: uuid.UUID, now: datetime) -> bool:
+    """A delivery that is not pending made pending again, due now, its retries counted from
+    none; False when it was pending already (another request scheduled it first)."""
+    stmt = (
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status != DeliveryStatus.pending)
+        .values(status=DeliveryStatus.pending, attempts=0, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = await session.execute(stmt)
+    return bool(result.rowcount == 1)
 
 
 async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> WebhookDelivery | None:

@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import NotFound
+from safekeep.errors import Conflict, NotFound
 from safekeep.settings import Settings
 from safekeep.tenants import outbox
 from safekeep.tenants.audit import service as audit
@@ -153,6 +153,39 @@ async def list_deliveries(
     return await repository.list_deliveries(
         session, principal.msp_id, endpoint_id, cursor=cursor, limit=limit
     )
+
+
+async def redeliver(
+    session: AsyncSession,
+    principal: Principal,
+    endpoint_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    *,
+    ip: str | None = None,
+) -> WebhookDelivery:
+    """A delivered or failed delivery sent again now, with the whole retry schedule ahead of
+    it: the same event, body and ``webhook-id`` (so a receiver that kept the first copy can
+    tell), a fresh timestamp and signature. 409 while it is still pending."""
+    await get_endpoint(session, principal, endpoint_id)
+    delivery = await repository.get_endpoint_delivery(
+        session, principal.msp_id, endpoint_id, delivery_id
+    )
+    if delivery is None:
+        raise NotFound("No such delivery")
+    if not await repository.schedule_again(session, delivery.id, utcnow()):
+        raise Conflict("This delivery is pending: its next attempt is already scheduled")
+    await session.refresh(delivery)
+    await audit.record_for(
+        session,
+        principal,
+        "webhook.redelivered",
+        target_type="webhook",
+        target_id=endpoint_id,
+        details={"delivery_id": str(delivery.id), "event_id": str(delivery.event_id)},
+        ip=ip,
+    )
+    outbox.enqueue("deliver_webhook", str(delivery.id))
+    return delivery
 
 
 async def emit(
