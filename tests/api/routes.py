@@ -73,6 +73,7 @@ ROUTES: list[Route] = [
     _r("DELETE", "/v1/webhooks/{webhook_id}", "admin"),
     _r("GET", "/v1/webhooks/{webhook_id}/deliveries", "admin"),
     _r("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", "admin"),
+    _r("POST", "/v1/webhooks/{webhook_id}/ping", "admin"),
     _r("GET", ITEMS, "read", service="onedrive"),
     _r("GET", ITEMS + "/{item_id}", "read"),
     _r("GET", ITEMS + "/{item_id}/versions", "read"),

@@ -203,3 +203,36 @@ async def test_a_failed_delivery_is_sent_again_on_request_as_the_same_message(
         "/v1/audit-events", params={"action": "webhook.redelivered"}, headers=msp.headers
     )
     assert [e["details"]["delivery_id"] for e in audit.json()["items"]] == [str(delivery.id)] * 2
+
+
+async def test_a_ping_reaches_one_endpoint_whatever_it_subscribes_to(
+    client: httpx.AsyncClient, worker_runtime: Runtime, sent: SentMessages, receiver: Receiver
+) -> None:
+    runtime = worker_runtime
+    msp, other = await create_msp(runtime), await create_msp(runtime, "Other MSP")
+    created = []
+    for events in (["export.ready"], ["backup.failed"]):
+        r = await client.post(
+            "/v1/webhooks", json={"url": receiver.url, "events": events}, headers=msp.headers
+        )
+        created.append(r.json())
+    pinged, quiet = created
+    url = f"/v1/webhooks/{pinged['id']}/ping"
+    assert (await client.post(url, headers=other.headers)).status_code == 404
+    sent.messages.clear()
+    r = await client.post(url, headers=msp.headers)
+    assert r.status_code == 202, r.text
+    delivery = r.json()
+    assert (delivery["event_type"], delivery["status"]) == ("webhook.ping", "pending")
+    assert [(m.actor, m.args) for m in sent.messages] == [("deliver_webhook", (delivery["id"],))]
+    await deliver(delivery["id"])
+    ((headers, body),) = receiver.received  # this endpoint only
+    assert verify(pinged["secret"], headers, body)
+    payload = json.loads(body)
+    assert payload["type"] == "webhook.ping" and payload["data"] == {"webhook_id": pinged["id"]}
+    listed = await client.get(f"/v1/webhooks/{pinged['id']}/deliveries", headers=msp.headers)
+    assert [(d["id"], d["status"]) for d in listed.json()["items"]] == [
+        (delivery["id"], "delivered")
+    ]
+    listed = await client.get(f"/v1/webhooks/{quiet['id']}/deliveries", headers=msp.headers)
+    assert listed.json()["items"] == []

@@ -76,6 +76,22 @@ async def list_deliveries(
 
 
 @router.post(
+    "/{webhook_id}/ping",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryOut,
+    responses=responses(401, 403, 404, 422),
+)
+async def ping_webhook(
+    webhook_id: uuid.UUID, principal: MspAdminPrincipal, session: SessionDep, ip: ClientIp
+) -> DeliveryOut:
+    """Send this endpoint a `webhook.ping` event now (`data`: `{"webhook_id"}`), whatever it
+    subscribes to: a check that the receiver is reachable and verifies signatures before
+    a real event comes. Delivered, signed and retried like any event; its delivery is
+    answered here and listed with the others."""
+    return DeliveryOut.model_validate(await service.ping(session, principal, webhook_id, ip=ip))
+
+
+@router.post(
     "/{webhook_id}/deliveries/{delivery_id}/redeliver",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryOut,

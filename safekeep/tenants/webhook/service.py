@@ -49,6 +49,7 @@ EventType = Literal[
     "tenant.mass_deletion_suspected",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+PING = "webhook.ping"  # sent on request to one endpoint (``ping``); not subscribed to
 SIGNATURE_HEADER = "Safekeep-Signature"
 # Backoff between attempts: 30 s, 2 min, 10 min, 1 h, 6 h; then the delivery is failed.
 RETRY_DELAYS = (30, 120, 600, 3600, 6 * 3600)
@@ -194,21 +195,51 @@ async def emit(
     """Record one delivery per subscribed endpoint and enqueue each after commit."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event {event_type!r}")
+    endpoints = await repository.endpoints_for_event(session, msp_id, event_type)
+    return await _send(session, endpoints, event_type, data)
+
+
+async def ping(
+    session: AsyncSession, principal: Principal, endpoint_id: uuid.UUID, *, ip: str | None = None
+) -> WebhookDelivery:
+    """A ``webhook.ping`` event to this endpoint alone, whatever it subscribes to: how a
+    partner checks a receiver (reachable, verifying signatures) before a real event comes."""
+    endpoint = await get_endpoint(session, principal, endpoint_id)
+    (delivery,) = await _send(session, [endpoint], PING, {"webhook_id": str(endpoint.id)})
+    await audit.record_for(
+        session,
+        principal,
+        "webhook.pinged",
+        target_type="webhook",
+        target_id=endpoint.id,
+        details={"delivery_id": str(delivery.id)},
+        ip=ip,
+    )
+    return delivery
+
+
+async def _send(
+    session: AsyncSession,
+    endpoints: Sequence[WebhookEndpoint],
+    event_type: str,
+    data: dict[str, Any],
+) -> list[WebhookDelivery]:
+    """One event: a delivery per endpoint, each enqueued after commit."""
     event_id = uuid.uuid4()
     now = utcnow()
     payload = {"id": str(event_id), "type": event_type, "created": now.isoformat(), "data": data}
-    deliveries = []
-    for endpoint in await repository.endpoints_for_event(session, msp_id, event_type):
-        delivery = WebhookDelivery(
+    deliveries = [
+        WebhookDelivery(
             endpoint_id=endpoint.id,
-            msp_id=msp_id,
+            msp_id=endpoint.msp_id,
             event_id=event_id,
             event_type=event_type,
             payload=payload,
             next_attempt_at=now,
         )
-        session.add(delivery)
-        deliveries.append(delivery)
+        for endpoint in endpoints
+    ]
+    session.add_all(deliveries)
     await session.flush()
     for delivery in deliveries:
         outbox.enqueue("deliver_webhook", str(delivery.id))
