@@ -107,6 +107,7 @@ FULL_VALUES: dict[str, Any] = {
     "networkPolicy": {
         "enabled": True,
         "apiIngressFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
     },
     "serviceMonitor": {"enabled": True},
@@ -580,7 +581,10 @@ def test_optional_resources_render_when_enabled(
     ]
     # Only Prometheus reaches a worker, on its metrics port (serviceMonitor is on here).
     assert policies[f"{RELEASE}-safekeep-worker"]["ingress"] == [
-        {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+        {
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
+            "from": FULL_VALUES["networkPolicy"]["metricsFrom"],
+        }
     ]
     assert policies[f"{RELEASE}-safekeep-scheduler"]["ingress"] == []
     assert all("Egress" in spec["policyTypes"] for spec in policies.values())
