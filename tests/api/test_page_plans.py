@@ -98,6 +98,37 @@ async def test_a_poll_reads_its_jobs_first_issues_in_index_order(
     assert plan.reads_by_index("job_issue", "job_id"), plan.steps
 
 
+@pytest.mark.parametrize("query", ["", "?status=running&kind=backup"])
+async def test_unfinished_jobs_are_read_by_status_not_through_the_history(
+    any_runtime: Runtime, any_client: httpx.AsyncClient, query: str
+) -> None:
+    """GET /v1/jobs pages the unfinished jobs of an MSP's tenants: read through an index of
+    them (PostgreSQL: the partial one, in page order) or by status (SQLite, which sorts
+    what it finds: a deployment's work in progress, a few jobs per tenant), never through
+    every job a tenant ever ran."""
+    msp = await create_msp(any_runtime, "Unfinished MSP")
+    tenant = await create_tenant(any_runtime, msp)
+    async with any_runtime.db.session() as session:
+        session.add(Job(tenant_id=tenant.id, kind=JobKind.backup, status=JobStatus.running))
+    cursor = encode_cursor({"t": "2026-12-01T00:00:00+00:00", "i": str(uuid.uuid4())})
+    url = f"/v1/jobs{query}"
+    with Recorder(any_runtime, keep="ORDER BY") as sent:
+        for page in (url, f"{url}{'&' if '?' in url else '?'}cursor={cursor}"):
+            answer = await any_client.get(page, headers=msp.headers)
+            assert answer.status_code == 200, answer.text
+    pages = [(sql, params) for sql, params in sent if "LIMIT" in sql]
+    assert len(pages) == 2, pages
+    for sql, params in pages:
+        plan = await plan_of(any_runtime, sql, params)
+        reads = plan.reads_of("job")
+        assert reads and all(
+            "ix_job_unfinished_page" in read or "INDEX ix_job_status (status=?)" in read
+            for read in reads
+        ), (sql, plan.steps)
+        if any("ix_job_unfinished_page" in read for read in reads):
+            assert plan.sorts == [], (sql, plan.sorts)
+
+
 @pytest.mark.parametrize("path", ["/v1/api-keys", "/v1/tenants"])
 async def test_a_cursor_names_the_same_row_in_any_utc_offset(
     any_runtime: Runtime, any_client: httpx.AsyncClient, path: str

@@ -440,3 +440,75 @@ async def test_job_pages_are_written_as_the_documented_model_writes_them(
     assert shown[str(settled)]["progress"] == {k: progress[k] for k in reversed(progress)}
     assert list(shown[str(settled)]["progress"]) == list(JobProgress.model_fields)
     assert shown[str(settled)]["restore"] is None
+
+
+async def test_one_poll_lists_the_unfinished_jobs_of_every_tenant_a_key_sees(
+    any_client: httpx.AsyncClient, any_runtime: Runtime
+) -> None:
+    """GET /v1/jobs: the queued and running jobs of all the MSP's live tenants, newest first,
+    none finished, none of another MSP's, none outside a limited key's tenants; filtered by
+    kind and status; paged; 304 until one moves; the same statements for one job or seven."""
+    runtime, client = any_runtime, any_client
+    msp, other = await create_msp(runtime, "Portal MSP"), await create_msp(runtime, "Other")
+    first, second, gone = [await create_tenant(runtime, msp, name=n) for n in "ABC"]
+    theirs = await create_tenant(runtime, other)
+    unfinished = []
+    for tenant, status in (
+        (first, JobStatus.queued),
+        (second, JobStatus.running),
+        (first, JobStatus.running),
+        (gone, JobStatus.running),
+    ):
+        unfinished.append((await make_job(runtime, tenant, status))[0])
+    for tenant in (first, second):
+        await make_job(runtime, tenant, JobStatus.succeeded)
+        await make_job(runtime, tenant, JobStatus.failed)
+    await make_job(runtime, theirs, JobStatus.running)
+    async with runtime.db.session() as session:
+        await session.execute(update(Tenant).where(Tenant.id == gone.id).values(status="deleted"))
+    live = list(reversed(unfinished[:3]))  # newest first
+
+    def ids(r: httpx.Response) -> list[str]:
+        assert r.status_code == 200, r.text
+        return [j["id"] for j in r.json()["items"]]
+
+    r = await client.get("/v1/jobs", headers=msp.headers)
+    assert ids(r) == [str(j) for j in live]
+    assert {j["status"] for j in r.json()["items"]} == {"queued", "running"}
+    assert (
+        await client.get("/v1/jobs", headers={**msp.headers, "If-None-Match": r.headers["etag"]})
+    ).status_code == 304
+    running = await client.get("/v1/jobs", params={"status": "running"}, headers=msp.headers)
+    assert ids(running) == [str(j) for j in live if j != unfinished[0]]
+    none = await client.get("/v1/jobs", params={"kind": "restore"}, headers=msp.headers)
+    assert ids(none) == []
+    finished = await client.get("/v1/jobs", params={"status": "succeeded"}, headers=msp.headers)
+    assert finished.status_code == 422
+    pages, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = await client.get("/v1/jobs", params=params, headers=msp.headers)
+        pages += ids(page)
+        if not (cursor := page.json()["next_cursor"]):
+            break
+    assert pages == [str(j) for j in live]
+    limited = {"Authorization": f"Bearer {await create_key(runtime, msp, ['read'], [second.id])}"}
+    assert ids(await client.get("/v1/jobs", headers=limited)) == [str(unfinished[1])]
+    their_jobs = ids(await client.get("/v1/jobs", headers=other.headers))
+    assert len(their_jobs) == 1 and not set(their_jobs) & {str(j) for j in unfinished}
+    # a poll that moved: a job finished leaves the list and changes the ETag
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(Job).where(Job.id == unfinished[2]).values(status=JobStatus.succeeded)
+        )
+    after = await client.get(
+        "/v1/jobs", headers={**msp.headers, "If-None-Match": r.headers["etag"]}
+    )
+    assert ids(after) == [str(unfinished[1]), str(unfinished[0])]
+    with statements(runtime) as two:
+        await client.get("/v1/jobs", headers=msp.headers)
+    for _ in range(5):
+        await make_job(runtime, first, JobStatus.running)
+    with statements(runtime) as seven:
+        assert len(ids(await client.get("/v1/jobs", headers=msp.headers))) == 7
+    assert len(seven) == len(two)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -24,6 +25,7 @@ from safekeep.api.jobs.schemas import (
     job_detail,
     job_out,
     job_page,
+    unfinished_job_page,
 )
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Page, Paging
@@ -65,6 +67,36 @@ async def list_jobs(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     page = await job_page(session, principal.scope, tenant_id, paging, kind=kind, status=status)
+    return conditional_body(page, if_none_match)
+
+
+@router.get(
+    "/v1/jobs",
+    response_model=Page[JobOut],
+    responses={**conditional_responses(), **responses(400, 401, 403, 422)},
+)
+async def list_unfinished_jobs(
+    principal: ReadPrincipal,
+    session: SessionDep,
+    paging: Paging,
+    kind: JobKind | None = Query(None),
+    status: Literal["queued", "running"] | None = Query(
+        None, description="One of the two unfinished states; default: both"
+    ),
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The jobs not finished yet (queued or running) of every tenant the key sees, newest
+    first: one poll for a portal's whole view of work in progress, instead of a list per
+    tenant. With `If-None-Match`, `304` while none has moved. A job leaves this list when it
+    finishes; its tenant's `/jobs` and the `backup.completed`, `restore.completed` and
+    `export.ready` webhooks tell how it ended."""
+    page = await unfinished_job_page(
+        session,
+        principal.scope,
+        paging,
+        kind=kind,
+        status=JobStatus(status) if status else None,
+    )
     return conditional_body(page, if_none_match)
 
 

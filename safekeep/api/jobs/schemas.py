@@ -13,6 +13,7 @@ from safekeep.api.problems import responses
 from safekeep.api.schemas import PageWindow, RequestSchema, Schema, page_body
 from safekeep.tenants.job import service
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger
+from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import TenantScope
 
 
@@ -120,6 +121,23 @@ async def job_page(
     list and the restore list (restores are jobs): the progress of the whole page is read in
     one statement, and the page is written from its rows without a model per job."""
     page = await paging.read(service.list_jobs, session, scope, tenant_id, kind=kind, status=status)
+    return await _written(session, page)
+
+
+async def unfinished_job_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    paging: PageWindow,
+    *,
+    kind: JobKind | None,
+    status: JobStatus | None,
+) -> bytes:
+    """``job_page`` for the queued and running jobs of every tenant the scope sees."""
+    page = await paging.read(service.list_unfinished_jobs, session, scope, kind=kind, status=status)
+    return await _written(session, page)
+
+
+async def _written(session: AsyncSession, page: Page[Row[Any]]) -> bytes:
     progress = await service.progress_many(session, page.items)
     items = [_plain(job, progress[job.id]) for job in page.items]
     return page_body(JobOut, items, page.next_cursor)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -38,10 +39,18 @@ from safekeep.tenants.models import (
     SnapshotStatus,
     TaskStatus,
     Tenant,
+    TenantStatus,
 )
 from safekeep.tenants.models.base import table_of
+from safekeep.tenants.models.job import UNFINISHED_JOBS_SQL
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
-from safekeep.tenants.scope import TenantScope, bound_tenant_filter, bound_tenant_rows, get_scoped
+from safekeep.tenants.scope import (
+    TenantScope,
+    bound_tenant_filter,
+    bound_tenant_row_filter,
+    bound_tenant_rows,
+    get_scoped,
+)
 
 
 async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> Job | None:
@@ -75,6 +84,41 @@ async def list_page(
     given = {name: value for name, value in (("kind", kind), ("status", status)) if value}
     stmt = _page(scope.limited, tuple(given), bool(cursor))
     values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
+    return page_of_rows(await read_rows(session, stmt, values), limit)
+
+
+@cache
+def _unfinished_page(limited: bool, equal: tuple[str, ...], after: bool) -> Select[Any]:
+    """An MSP's unfinished jobs across its tenants, read by what marks them unfinished:
+    PostgreSQL walks the partial index whose predicate the statement repeats word for word
+    (``UNFINISHED_JOBS_SQL``) in page order; SQLite prefers the status index and sorts what it
+    finds. Either way the read is the deployment's work in progress, a few jobs per tenant,
+    never the history behind it. The tenant is checked per job, scope and liveness in one
+    ``EXISTS``."""
+    visible = exists().where(
+        Tenant.id == Job.tenant_id,
+        Tenant.status != TenantStatus.deleted,
+        bound_tenant_row_filter(limited=limited),
+    )
+    stmt = select(*Job.__table__.c).where(text(UNFINISHED_JOBS_SQL), visible)
+    for name in equal:
+        stmt = stmt.where(getattr(Job, name) == bindparam(name))
+    return keyset_order(stmt, Job, after=after)
+
+
+async def list_unfinished_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    *,
+    kind: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Row[Any]]:
+    """A page of the queued and running jobs of every tenant the scope sees, newest first."""
+    given = {name: value for name, value in (("kind", kind), ("status", status)) if value}
+    stmt = _unfinished_page(scope.limited, tuple(given), bool(cursor))
+    values = {**scope.bound(), **keyset_values(cursor, limit), **given}
     return page_of_rows(await read_rows(session, stmt, values), limit)
 
 

@@ -61,6 +61,7 @@ async def get(session: AsyncSession, scope: TenantScope, job_id: uuid.UUID) -> J
 
 
 list_jobs = tenant_repository.under_tenant(repository.list_page)
+list_unfinished_jobs = repository.list_unfinished_page
 
 
 async def get_with_progress(

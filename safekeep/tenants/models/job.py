@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import (
@@ -50,13 +50,27 @@ class JobStatus(enum.StrEnum):
 FINISHED_JOB_STATUSES = frozenset(
     {JobStatus.succeeded, JobStatus.partial, JobStatus.failed, JobStatus.cancelled}
 )
+# The jobs still to finish, as SQL text: the predicate of the partial index the MSP-wide list
+# of them reads (GET /v1/jobs), repeated word for word by that list's statement.
+UNFINISHED_JOBS_SQL = "status IN ('queued', 'running')"
 
 
 class Job(IdMixin, CreatedMixin, Base):
     """A unit of slow work that an MSP can watch: discovery, backup, restore, export, purge."""
 
     __tablename__ = "job"
-    __table_args__ = (page_index("job", "tenant_id"),)
+    __table_args__ = (
+        page_index("job", "tenant_id"),
+        # The deployment's unfinished jobs in page order: few at any time, whatever the
+        # history behind them.
+        Index(
+            "ix_job_unfinished_page",
+            "created_at",
+            "id",
+            postgresql_where=text(UNFINISHED_JOBS_SQL),
+            sqlite_where=text(UNFINISHED_JOBS_SQL),
+        ),
+    )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     kind: Mapped[JobKind] = mapped_column(EnumText(JobKind))
