@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -81,9 +81,24 @@ async def list_page(
     limit: int,
 ) -> Page[Row[Any]]:
     """A page of a tenant's jobs as rows of the job table (a list reads, it changes nothing)."""
-    given = {name: value for name, value in (("kind", kind), ("status", status)) if value}
-    stmt = _page(scope.limited, tuple(given), bool(cursor))
-    values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
+    filters = {"kind": kind, "status": status}
+    return await _read_page(session, _page, scope, {"tenant_id": tenant_id}, filters, cursor, limit)
+
+
+async def _read_page(
+    session: AsyncSession,
+    statement: Callable[[bool, tuple[str, ...], bool], Select[Any]],
+    scope: TenantScope,
+    fixed: dict[str, Any],
+    filters: dict[str, str | None],
+    cursor: str | None,
+    limit: int,
+) -> Page[Row[Any]]:
+    """A page of jobs from ``statement`` (built once per shape: the scope's kind, the
+    ``filters`` given, a cursor or not), run with ``fixed`` and those values."""
+    given = {name: value for name, value in filters.items() if value}
+    stmt = statement(scope.limited, tuple(given), bool(cursor))
+    values = {**fixed, **scope.bound(), **keyset_values(cursor, limit), **given}
     return page_of_rows(await read_rows(session, stmt, values), limit)
 
 
@@ -116,10 +131,8 @@ async def list_unfinished_page(
     limit: int,
 ) -> Page[Row[Any]]:
     """A page of the queued and running jobs of every tenant the scope sees, newest first."""
-    given = {name: value for name, value in (("kind", kind), ("status", status)) if value}
-    stmt = _unfinished_page(scope.limited, tuple(given), bool(cursor))
-    values = {**scope.bound(), **keyset_values(cursor, limit), **given}
-    return page_of_rows(await read_rows(session, stmt, values), limit)
+    filters = {"kind": kind, "status": status}
+    return await _read_page(session, _unfinished_page, scope, {}, filters, cursor, limit)
 
 
 _FINISHED_TASK = (TaskStatus.succeeded, TaskStatus.partial, TaskStatus.failed, TaskStatus.cancelled)
