@@ -30,6 +30,7 @@ from safekeep.tenants.schedule import service as schedule
 from safekeep.tenants.subscription import repository as subscription_repository
 from safekeep.tenants.subscription import service as subscriptions
 from safekeep.tenants.webhook import repository as webhook_repository
+from safekeep.tenants.webhook import service as webhook_service
 from safekeep.transient import RETRY_AFTER_SECONDS, is_transient
 from safekeep.workers import broker
 from safekeep.workers.context import configure, current_runtime
@@ -133,6 +134,10 @@ async def tick() -> dict[str, int]:
         async with unit_of_work(current_runtime()) as session:
             return await idempotency.prune(session)
 
+    async def prune_deliveries() -> int:
+        async with unit_of_work(current_runtime()) as session:
+            return await webhook_service.prune_deliveries(session)
+
     async def retention() -> int:
         async with unit_of_work(current_runtime()) as session:
             return len(await enqueue_retention(session))
@@ -161,6 +166,7 @@ async def tick() -> dict[str, int]:
     webhooks = await _step("retry_webhooks", retry_webhooks, failed, 0)
     reindexed = await _step("reindex_stale", reindex_stale, failed, 0)
     pruned = await _step("prune_idempotency", prune, failed, 0)
+    deliveries_pruned = await _step("prune_deliveries", prune_deliveries, failed, 0)
     retained = await _step("retention", retention, failed, 0)
     expired = await _step("expire_exports", expire, failed, 0)
     sent, usage_failed = await _step("report_usage", usage, failed, (0, 0))
@@ -173,6 +179,7 @@ async def tick() -> dict[str, int]:
         "webhooks": webhooks,
         "reindexed": reindexed,
         "pruned": pruned,
+        "deliveries_pruned": deliveries_pruned,
         "retention": retained,
         "exports_expired": expired,
         "usage_reported": sent,

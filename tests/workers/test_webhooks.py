@@ -7,17 +7,22 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery
+from safekeep.tenants.webhook import repository
 from safekeep.tenants.webhook import service as webhooks
 from safekeep.workers.webhooks import deliver
 from tests.factories import create_msp, create_webhook, emit_event
 from tests.fixtures.app import SentMessages
+from tests.plans import Recorder, plan_of
 from tests.workers.receiver import Receiver
 
 
@@ -236,3 +241,54 @@ async def test_a_ping_reaches_one_endpoint_whatever_it_subscribes_to(
     ]
     listed = await client.get(f"/v1/webhooks/{quiet['id']}/deliveries", headers=msp.headers)
     assert listed.json()["items"] == []
+
+
+async def test_settled_deliveries_are_kept_thirty_days_and_the_sweeps_read_by_index(
+    any_runtime: Runtime,
+) -> None:
+    """The scheduler deletes delivered and failed deliveries past their 30 days (a pending
+    one, however old, is kept for its retry), and both its reads of every MSP's deliveries
+    go through an index, not the table."""
+    runtime = any_runtime
+    msp = await create_msp(runtime)
+    endpoint, _ = await create_webhook(
+        runtime, msp.id, "https://hooks.example.com/x", ["export.ready"]
+    )
+    now = webhooks.utcnow()
+    old = now - webhooks.DELIVERY_RETENTION - timedelta(hours=1)
+    kept_recent = now - webhooks.DELIVERY_RETENTION + timedelta(hours=1)
+    made = {}
+    async with runtime.db.session() as session:
+        for name, status, created in (
+            ("old delivered", DeliveryStatus.delivered, old),
+            ("old failed", DeliveryStatus.failed, old),
+            ("old pending", DeliveryStatus.pending, old),
+            ("recent failed", DeliveryStatus.failed, kept_recent),
+        ):
+            row = WebhookDelivery(
+                endpoint_id=endpoint.id,
+                msp_id=msp.id,
+                event_id=uuid.uuid4(),
+                event_type="export.ready",
+                payload={},
+                status=status,
+                created_at=created,
+                next_attempt_at=old if status == DeliveryStatus.pending else None,
+            )
+            session.add(row)
+            await session.flush()
+            made[name] = row.id
+    with Recorder(runtime, keep="webhook_delivery") as sent:
+        async with runtime.db.session() as session:
+            assert await webhooks.prune_deliveries(session) == 2
+        async with runtime.db.session() as session:
+            stale = await repository.stale_pending(session, now, 500)
+    assert stale == [made["old pending"]]
+    async with runtime.db.session() as session:
+        left = set((await session.execute(select(WebhookDelivery.id))).scalars())
+    assert left == {made["old pending"], made["recent failed"]}
+    for sql, params in sent:
+        plan = await plan_of(runtime, sql.replace("DELETE FROM", "SELECT * FROM", 1), params)
+        reads = plan.reads_of("webhook_delivery")
+        assert reads and all("index" in r.lower() for r in reads), (sql, plan.steps)
+        assert any("ix_webhook_delivery_" in r for r in reads), (sql, plan.steps)

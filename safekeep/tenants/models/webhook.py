@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import Base, CreatedMixin, EnumText, IdMixin, JSONType, page_index
@@ -29,11 +29,27 @@ class DeliveryStatus(enum.StrEnum):
     failed = "failed"  # gave up after the last retry
 
 
+# A pending delivery, as SQL text: the partial index's predicate, repeated word for word by
+# the scheduler's read of them (SQLite uses a partial index only for its own terms).
+PENDING_DELIVERY_SQL = "status = 'pending'"
+
+
 class WebhookDelivery(IdMixin, CreatedMixin, Base):
     """One event sent (or being sent) to one endpoint, with its attempts."""
 
     __tablename__ = "webhook_delivery"
-    __table_args__ = (page_index("webhook_delivery", "endpoint_id"),)
+    __table_args__ = (
+        page_index("webhook_delivery", "endpoint_id"),
+        # The scheduler's two reads of every MSP's deliveries, each tick: those pending whose
+        # message may be lost (few), and those past their retention (oldest first).
+        Index(
+            "ix_webhook_delivery_pending",
+            "next_attempt_at",
+            postgresql_where=text(PENDING_DELIVERY_SQL),
+            sqlite_where=text(PENDING_DELIVERY_SQL),
+        ),
+        Index("ix_webhook_delivery_created", "created_at"),
+    )
 
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("webhook_endpoint.id", ondelete="CASCADE")

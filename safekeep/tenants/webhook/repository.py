@@ -4,10 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from safekeep.tenants.models.webhook import PENDING_DELIVERY_SQL
 from safekeep.tenants.pagination import Page, keyset_page
 
 
@@ -92,10 +93,26 @@ async def get_endpoint_system(
 async def stale_pending(session: AsyncSession, before: datetime, limit: int) -> list[uuid.UUID]:
     stmt = (
         select(WebhookDelivery.id)
-        .where(
-            WebhookDelivery.status == DeliveryStatus.pending,
-            WebhookDelivery.next_attempt_at <= before,
-        )
+        .where(text(PENDING_DELIVERY_SQL), WebhookDelivery.next_attempt_at <= before)
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def delete_settled_before(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Up to ``limit`` deliveries made before ``before`` and no longer pending, deleted
+    oldest first; how many."""
+    oldest = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.created_at < before, WebhookDelivery.status != DeliveryStatus.pending
+        )
+        .order_by(WebhookDelivery.created_at)
+        .limit(limit)
+    )
+    result: Any = await session.execute(
+        delete(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(oldest.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)

@@ -53,6 +53,18 @@ PING = "webhook.ping"  # sent on request to one endpoint (``ping``); not subscri
 SIGNATURE_HEADER = "Safekeep-Signature"
 # Backoff between attempts: 30 s, 2 min, 10 min, 1 h, 6 h; then the delivery is failed.
 RETRY_DELAYS = (30, 120, 600, 3600, 6 * 3600)
+# How long a settled delivery (delivered or failed) stays listed and can be redelivered.
+DELIVERY_RETENTION = timedelta(days=30)
+PRUNE_BATCH = 5000  # deliveries deleted at most per scheduler tick
+
+
+async def prune_deliveries(session: AsyncSession) -> int:
+    """Settled deliveries older than ``DELIVERY_RETENTION`` deleted (a batch a tick): each
+    event's payload is kept once per endpoint, and an MSP's list would otherwise grow with
+    every backup for as long as the deployment runs."""
+    return await repository.delete_settled_before(
+        session, utcnow() - DELIVERY_RETENTION, PRUNE_BATCH
+    )
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
