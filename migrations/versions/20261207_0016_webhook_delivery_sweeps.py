@@ -1,7 +1,7 @@
-"""Indexes for the scheduler's two reads of webhook deliveries each tick:
-ix_webhook_delivery_pending (the pending ones by next attempt, a partial index: it read the
-whole table to find the few whose message may be lost) and ix_webhook_delivery_created (the
-settled ones past their 30 days, oldest first, deleted a batch a tick).
+"""ix_webhook_delivery_pending: the pending webhook deliveries by next attempt, as a partial
+index. Each scheduler tick looks for the few whose message may be lost, and read the whole
+table to find them. (The sweep of settled deliveries past their 30 days reads created_at's
+index, which every table has.)
 
 Revision ID: 0016
 Revises: 0015
@@ -32,9 +32,7 @@ def upgrade() -> None:
         postgresql_where=sa.text(PENDING),
         sqlite_where=sa.text(PENDING),
     )
-    create_index("ix_webhook_delivery_created", "webhook_delivery", ["created_at"])
 
 
 def downgrade() -> None:
-    drop_index("ix_webhook_delivery_created", "webhook_delivery")
     drop_index("ix_webhook_delivery_pending", "webhook_delivery")

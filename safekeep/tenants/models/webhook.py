@@ -40,15 +40,14 @@ class WebhookDelivery(IdMixin, CreatedMixin, Base):
     __tablename__ = "webhook_delivery"
     __table_args__ = (
         page_index("webhook_delivery", "endpoint_id"),
-        # The scheduler's two reads of every MSP's deliveries, each tick: those pending whose
-        # message may be lost (few), and those past their retention (oldest first).
+        # The scheduler's read of every MSP's pending deliveries each tick, for those whose
+        # message may be lost (the sweep past retention reads created_at's own index).
         Index(
             "ix_webhook_delivery_pending",
             "next_attempt_at",
             postgresql_where=text(PENDING_DELIVERY_SQL),
             sqlite_where=text(PENDING_DELIVERY_SQL),
         ),
-        Index("ix_webhook_delivery_created", "created_at"),
     )
 
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
