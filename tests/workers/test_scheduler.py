@@ -8,12 +8,14 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from safekeep.backup.jobs.purge import enqueue_retention
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.models import Job, JobKind, JobStatus, JobTrigger, Tenant, utcnow
 from safekeep.tenants.schedule import service as schedule
 from safekeep.workers.scheduler import recover_lost_jobs
 from tests.factories import add_job, create_msp, create_tenant
 from tests.fixtures.app import SentMessages
+from tests.plans import statements
 
 
 def test_next_run_keeps_the_grid_and_skips_missed_slots() -> None:
@@ -133,3 +135,35 @@ async def test_lost_jobs_are_sent_again(worker_runtime: Runtime, sent: SentMessa
     assert [(m.actor, m.args) for m in sent.messages] == [("run_restore", (str(old.id),))]
     # touched: the next tick does not send it again straight away
     assert await recover_lost_jobs() == 0
+
+
+async def test_retention_purges_start_once_a_day_in_one_read_of_every_tenant(
+    worker_runtime: Runtime, sent: SentMessages
+) -> None:
+    """Each tenant whose policy keeps data for a limited time gets a purge job a day: one
+    that had one in the last day waits, one with no retention gets none, and finding them
+    is one statement however many tenants there are."""
+    runtime = worker_runtime
+    msp = await create_msp(runtime)
+    kept = {"retention_days": 30}
+    due = [await create_tenant(runtime, msp, name=f"Due {n}", policy=kept) for n in range(3)]
+    purged = await create_tenant(runtime, msp, name="Purged", policy=kept)
+    forever = await create_tenant(runtime, msp, name="No retention")
+    async with runtime.db.session() as session:
+        await add_job(
+            session, purged.id, kind=JobKind.purge, created_at=utcnow() - timedelta(hours=23)
+        )
+    async with unit_of_work(runtime) as session:
+        started = await enqueue_retention(session)
+    async with runtime.db.session() as session:
+        rows = await session.execute(
+            select(Job.tenant_id).where(Job.id.in_(started), Job.kind == JobKind.purge)
+        )
+        jobs = list(rows.scalars())
+    assert sorted(map(str, jobs)) == sorted(str(t.id) for t in due)
+    assert forever.id not in jobs and purged.id not in jobs
+    # the same day again: nothing more, found in one statement for the five tenants
+    with statements(runtime) as sent_sql:
+        async with unit_of_work(runtime) as session:
+            assert await enqueue_retention(session) == []
+    assert len(sent_sql) == 1, sent_sql

@@ -241,13 +241,7 @@ async def request_account_purge(
 async def enqueue_retention(session: Any) -> list[uuid.UUID]:
     """Scheduler step: once a day per tenant with a retention period, a retention purge."""
     started = []
-    since = utcnow() - timedelta(days=1)
-    for tenant_id in await tenant_repository.ids_with_retention(session):
-        tenant = await tenant_repository.get_system(session, tenant_id)
-        if tenant is None:
-            continue
-        if await job_repository.recent(session, tenant.id, JobKind.purge, since):
-            continue
+    for tenant in await tenant_repository.due_retention(session, utcnow() - timedelta(days=1)):
         job = await job_service.start_job(
             session,
             tenant,

@@ -577,10 +577,3 @@ async def lock(
     Every task that ends takes it, so the statement is built once, on the Core table (a row,
     not an entity loaded into the session)."""
     return (await session.execute(_lock(), {"job_id": job_id})).one_or_none()
-
-
-async def recent(
-    session: AsyncSession, tenant_id: uuid.UUID, kind: str, since: datetime
-) -> list[Job]:
-    stmt = select(Job).where(Job.tenant_id == tenant_id, Job.kind == kind, Job.created_at >= since)
-    return list((await session.execute(stmt)).scalars())

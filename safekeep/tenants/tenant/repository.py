@@ -8,12 +8,13 @@ from functools import cache, wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Row, Select, bindparam, delete, event, inspect, select, update
+from sqlalchemy import exists as sql_exists
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import object_session
 
 from safekeep.db import read_rows
 from safekeep.errors import NotFound
-from safekeep.tenants.models import ConsentRequest, Policy, Tenant, TenantStatus
+from safekeep.tenants.models import ConsentRequest, Job, JobKind, Policy, Tenant, TenantStatus
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.remembered import Remembered
 from safekeep.tenants.scope import TenantScope, bound_tenant_row_filter
@@ -297,7 +298,15 @@ event.listen(Tenant, "after_insert", _forget_scopes)
 event.listen(Tenant, "after_update", _forget_scopes_on_status)
 
 
-async def ids_with_retention(session: AsyncSession) -> list[uuid.UUID]:
-    """System query (the scheduler): tenants whose policy limits how long data is kept."""
-    stmt = select(Policy.tenant_id).where(Policy.retention_days.is_not(None))
+async def due_retention(session: AsyncSession, since: datetime) -> list[Tenant]:
+    """System query (the scheduler): tenants whose policy limits how long data is kept and
+    that have had no purge job since ``since``; one statement, however many tenants."""
+    purged = sql_exists().where(
+        Job.tenant_id == Tenant.id, Job.kind == JobKind.purge, Job.created_at >= since
+    )
+    stmt = (
+        select(Tenant)
+        .join(Policy, Policy.tenant_id == Tenant.id)
+        .where(Policy.retention_days.is_not(None), ~purged)
+    )
     return list((await session.execute(stmt)).scalars())
