@@ -18,7 +18,8 @@ from safekeep.api.ranges import parse_range
 from safekeep.api.schemas import BINARY, Page, Paging, page_of
 from safekeep.backup.jobs import service as job_requests
 from safekeep.disposition import content_disposition
-from safekeep.errors import Conflict
+from safekeep.errors import Conflict, Gone
+from safekeep.storage.errors import BlobNotFound
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Export, utcnow
 from safekeep.tenants.tenant import service as tenant_service
@@ -148,12 +149,25 @@ async def download_export(
         code = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{export.size}"
     headers["Content-Length"] = str(end - start + 1 if export.size else 0)
-    if head_only(request):
-        return Response(status_code=code, media_type="application/zip", headers=headers)
     key = export.blob_key
+    # Whether the ZIP is still stored is known before the answer starts: one gone (expired by
+    # the sweep meanwhile, removed by hand) is a 410, not a 200 cut off after its head. A GET
+    # reads its first piece for that; a HEAD asks the store.
+    try:
+        if head_only(request):
+            await store.size(key)
+            return Response(status_code=code, media_type="application/zip", headers=headers)
+        first = (
+            await store.get_range(key, start, min(end, start + READ_SIZE - 1))
+            if end >= start
+            else b""
+        )
+    except BlobNotFound:
+        raise Gone("This export's archive is no longer stored; ask for a new one") from None
 
     async def body() -> AsyncIterator[bytes]:
-        position = start
+        yield first
+        position = start + READ_SIZE
         while position <= end:
             last = min(end, position + READ_SIZE - 1)
             yield await store.get_range(key, position, last)
