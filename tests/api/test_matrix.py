@@ -7,6 +7,7 @@ each really changed nothing is checked at the end (test_nothing_changed)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -104,6 +105,52 @@ async def test_tenant_limited_key_sees_only_its_tenants(
         )  # ...not to A2's key
     r = await call(module_client, route, ids, headers)
     assert r.status_code == 404, r.text
+
+
+def _msp_wide() -> list[Route]:
+    """The routes whose key must not be limited to some tenants (``KeyRequired(...,
+    unlimited=True)``: webhooks, API keys and the like, which are the MSP's as a whole)."""
+    from fastapi.routing import APIRoute
+
+    from safekeep.api.auth import KeyRequired
+
+    def needs_whole_msp(dependant: Any) -> bool:
+        call = dependant.call
+        if isinstance(call, KeyRequired) and call.unlimited:
+            return True
+        return any(needs_whole_msp(d) for d in dependant.dependencies)
+
+    wide: set[tuple[str, str]] = set()
+    for route in create_app().routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        for context in contexts() if contexts is not None else ():
+            api_route = context.original_route
+            if isinstance(api_route, APIRoute) and needs_whole_msp(api_route.dependant):
+                wide |= {(method, context.path) for method in context.methods or ()}
+    return [r for r in ROUTES if (r.method, r.path) in wide]
+
+
+MSP_WIDE = _msp_wide()
+
+
+def test_the_msp_wide_routes_are_found() -> None:
+    paths = {(r.method, r.path) for r in MSP_WIDE}
+    assert {
+        ("POST", "/v1/webhooks/{webhook_id}/ping"),
+        ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
+        ("GET", "/v1/webhooks"),
+    } <= paths, paths
+
+
+@each_of(MSP_WIDE)
+async def test_a_key_limited_to_some_tenants_is_refused_what_is_the_whole_msps(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    """An admin key a client portal holds (limited to its tenants) cannot manage or read
+    what belongs to the MSP as a whole: 403, nothing done."""
+    headers = await module_world.key(["admin"], tenant_ids=[module_world.a.tenant.id])
+    r = await call(module_client, route, module_world.a.ids(), headers)
+    assert_problem(r, 403)
 
 
 async def test_nothing_changed(module_world: World) -> None:
