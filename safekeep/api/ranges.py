@@ -1,9 +1,11 @@
-"""HTTP Range (RFC 9110 §14) for downloads: one range per request, which is what resuming
-clients send; anything else gets the whole body (or 416 when unsatisfiable)."""
+"""Downloads: HTTP Range (RFC 9110 §14), one range per request, which is what resuming
+clients send (anything else gets the whole body, or 416 when unsatisfiable); and bodies
+whose first piece is read before the answer starts (``started``)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 from safekeep.errors import RangeNotSatisfiable
 
@@ -47,3 +49,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             headers={"Content-Range": f"bytes */{size}"},
         )
     return start, end
+
+
+async def started(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``stream`` with its first piece already read. A download's status and length go out
+    before its body: what fails in reaching the stored bytes (a blob gone, the store down)
+    fails here instead, as a problem answer (410, 503...) rather than a 200 cut off after
+    its head."""
+    first = await anext(stream, None)
+
+    async def whole() -> AsyncIterator[bytes]:
+        if first is not None:
+            yield first
+        async for piece in stream:
+            yield piece
+
+    return whole()

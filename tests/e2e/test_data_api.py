@@ -246,3 +246,31 @@ def _graph_id(h: EngineHarness, account: object, name: str) -> str:
     user = tenant.users[account.graph_id]  # type: ignore[attr-defined]
     drive = tenant.drives[user.drive_id or ""]
     return next(i.id for i in drive.items.values() if i.name == name and not i.deleted)
+
+
+async def test_a_download_whose_stored_bytes_are_unreadable_fails_before_its_answer(
+    engine: EngineHarness, api: httpx.AsyncClient
+) -> None:
+    """The status and length of a download go out before its body. When the stored bytes
+    cannot be read (here: gone from the store behind the catalog's back), the client gets a
+    problem answer, not a 200 whose body stops short, and no download is audited."""
+    h = engine
+    account = next(
+        a for a in await h.accounts() if a.kind == "user" and a.services_found.get("onedrive")
+    )
+    await h.backup(account, "onedrive")
+    base = f"/v1/tenants/{h.tenant.id}/accounts/{account.id}/items"
+    files = [i for i in await walk(api, h, base, "onedrive") if not i["is_folder"]]
+    item = max(files, key=lambda i: i["size"])
+    assert (await api.get(item["links"]["content"], headers=h.msp.headers)).status_code == 200
+    store = await h.runtime.blobs()
+    gone = [key async for key in store.list(h.tenant.storage_prefix)]
+    assert gone
+    for key in gone:
+        await store.delete(key)
+    r = await api.get(item["links"]["content"], headers=h.msp.headers)
+    assert r.status_code >= 500 and r.headers["content-type"] == "application/problem+json"
+    audit = await api.get(
+        "/v1/audit-events", params={"action": "item.downloaded"}, headers=h.msp.headers
+    )
+    assert len(audit.json()["items"]) == 1  # the first download only

@@ -14,7 +14,7 @@ from safekeep.api.exports.schemas import DownloadUrl, ExportOut, ExportRequest
 from safekeep.api.head import head_only
 from safekeep.api.idempotency import idempotent
 from safekeep.api.problems import responses
-from safekeep.api.ranges import parse_range
+from safekeep.api.ranges import parse_range, started
 from safekeep.api.schemas import BINARY, Page, Paging, page_of
 from safekeep.backup.jobs import service as job_requests
 from safekeep.disposition import content_disposition
@@ -150,31 +150,25 @@ async def download_export(
         headers["Content-Range"] = f"bytes {start}-{end}/{export.size}"
     headers["Content-Length"] = str(end - start + 1 if export.size else 0)
     key = export.blob_key
-    # Whether the ZIP is still stored is known before the answer starts: one gone (expired by
-    # the sweep meanwhile, removed by hand) is a 410, not a 200 cut off after its head. A GET
-    # reads its first piece for that; a HEAD asks the store.
-    try:
-        if head_only(request):
-            await store.size(key)
-            return Response(status_code=code, media_type="application/zip", headers=headers)
-        first = (
-            await store.get_range(key, start, min(end, start + READ_SIZE - 1))
-            if end >= start
-            else b""
-        )
-    except BlobNotFound:
-        raise Gone("This export's archive is no longer stored; ask for a new one") from None
 
     async def body() -> AsyncIterator[bytes]:
-        yield first
-        position = start + READ_SIZE
+        position = start
         while position <= end:
             last = min(end, position + READ_SIZE - 1)
             yield await store.get_range(key, position, last)
             position = last + 1
 
+    # Whether the ZIP is still stored is known before the answer starts: one gone (expired by
+    # the sweep meanwhile, removed by hand) is a 410, not a 200 cut off after its head.
+    try:
+        if head_only(request):
+            await store.size(key)
+            return Response(status_code=code, media_type="application/zip", headers=headers)
+        stream = await started(body())
+    except BlobNotFound:
+        raise Gone("This export's archive is no longer stored; ask for a new one") from None
     return StreamingResponse(
-        body(), status_code=code, media_type="application/zip", headers=headers
+        stream, status_code=code, media_type="application/zip", headers=headers
     )
 
 

@@ -20,7 +20,7 @@ from safekeep.api.items.schemas import (
 )
 from safekeep.api.policy.schemas import Service, described
 from safekeep.api.problems import responses
-from safekeep.api.ranges import parse_range
+from safekeep.api.ranges import parse_range, started
 from safekeep.api.schemas import BINARY, Cursor, Limit
 from safekeep.backup import browse
 from safekeep.backup.services import module_for
@@ -254,6 +254,7 @@ async def get_content(
         details={"item_id": str(item.id), "name": row.name, "range": headers.get("Content-Range")},
         ip=ip,
     )
+    body = await started(content.open(start, end))  # a store that fails, fails before the 200
     return StreamingResponse(
-        content.open(start, end), status_code=status, media_type=content.media_type, headers=headers
+        body, status_code=status, media_type=content.media_type, headers=headers
     )
