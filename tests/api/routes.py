@@ -34,6 +34,7 @@ ITEMS = "/v1/tenants/{tenant_id}/accounts/{account_id}/items"
 ROUTES: list[Route] = [
     _r("GET", "/v1/api-keys", "admin"),
     _r("POST", "/v1/api-keys", "admin", {"name": "k", "scopes": ["read"]}),
+    _r("GET", "/v1/api-keys/{key_id}", "admin"),
     _r("DELETE", "/v1/api-keys/{key_id}", "admin"),
     _r("GET", "/v1/tenants", "read"),
     _r("POST", "/v1/tenants", "admin", {"name": "New client"}),

@@ -42,6 +42,9 @@ async def test_key_is_shown_once_stored_hashed_and_revocable(
     assert secret.startswith("sk_") and created["prefix"] == secret[: len(created["prefix"])]
     listed = (await client.get("/v1/api-keys", headers=msp.headers)).json()["items"]
     assert all("key" not in k for k in listed)
+    one = await client.get(f"/v1/api-keys/{created['id']}", headers=msp.headers)
+    assert one.status_code == 200
+    assert one.json() == {k: v for k, v in created.items() if k != "key"}  # never the secret
     from sqlalchemy import text
 
     async with runtime.db.session() as session:
@@ -55,6 +58,8 @@ async def test_key_is_shown_once_stored_hashed_and_revocable(
     ).status_code == 204
     r = await client.get("/v1/tenants", headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 401
+    revoked = (await client.get(f"/v1/api-keys/{created['id']}", headers=msp.headers)).json()
+    assert revoked["revoked_at"] is not None  # still readable, as revoked
     # revoking twice: it no longer exists as a live key
     assert (
         await client.delete(f"/v1/api-keys/{created['id']}", headers=msp.headers)

@@ -43,6 +43,15 @@ async def create_api_key(
     return extended(ApiKeyCreated, ApiKeyOut.model_validate(key), key=secret)
 
 
+@router.get("/{key_id}", response_model=ApiKeyOut, responses=responses(401, 403, 404, 422))
+async def get_api_key(
+    key_id: uuid.UUID, principal: MspAdminPrincipal, session: SessionDep
+) -> ApiKeyOut:
+    """One key (revoked ones too: `revoked_at` says when), its scopes, tenants and last use;
+    never its secret."""
+    return ApiKeyOut.model_validate(await service.get(session, principal, key_id))
+
+
 @router.delete(
     "/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 403, 404, 422)
 )

@@ -213,15 +213,25 @@ async def list_keys(
     )
 
 
+async def get(session: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKey:
+    """One of the MSP's keys, revoked or not, as the list shows it (never its secret)."""
+    key = await repository.get_for_msp(session, principal.msp_id, key_id)
+    if key is None or (
+        principal.tenant_ids is not None
+        and (
+            key.tenant_ids is None
+            or not {uuid.UUID(t) for t in key.tenant_ids} <= principal.tenant_ids
+        )
+    ):
+        raise NotFound("No such API key")
+    return key
+
+
 async def revoke(
     session: AsyncSession, principal: Principal, key_id: uuid.UUID, *, ip: str | None = None
 ) -> ApiKey:
-    key = await repository.get_for_msp(session, principal.msp_id, key_id)
-    if key is None or key.revoked_at is not None:
-        raise NotFound("No such API key")
-    if principal.tenant_ids is not None and (
-        key.tenant_ids is None or not {uuid.UUID(t) for t in key.tenant_ids} <= principal.tenant_ids
-    ):
+    key = await get(session, principal, key_id)
+    if key.revoked_at is not None:
         raise NotFound("No such API key")
     key.revoked_at = utcnow()
     await session.flush()
