@@ -124,9 +124,8 @@ async def download_export(
 ) -> object:
     """The ZIP, resumable with Range requests (or a redirect to a pre-signed URL)."""
     # A HEAD's redirect hands out the pre-signed URL in its Location: as good as the bytes.
-    export = await _export_to_hand_out(
-        request, session, principal, export_id, ip, "redirect" if redirect else "api", redirect
-    )
+    how = "redirect" if redirect else None if head_only(request) else "api"
+    export = await job_requests.export_for_download(session, principal, export_id, ip=ip, how=how)
     store = await runtime.blobs()
     assert export.blob_key is not None
     assert export.size is not None
@@ -186,9 +185,8 @@ async def export_url(
     ip: ClientIp,
 ) -> DownloadUrl:
     """A pre-signed URL to the ZIP in the object store, valid for an hour (S3 stores only)."""
-    export = await _export_to_hand_out(
-        request, session, principal, export_id, ip, "presigned_url", False
-    )
+    how = None if head_only(request) else "presigned_url"
+    export = await job_requests.export_for_download(session, principal, export_id, ip=ip, how=how)
     store = await runtime.blobs()
     assert export.blob_key is not None
     url = await store.presigned_get_url(
@@ -197,19 +195,3 @@ async def export_url(
     if url is None:
         raise Conflict("This deployment's blob store has no pre-signed URLs; use /download")
     return DownloadUrl(url=url, expires_at=utcnow() + timedelta(seconds=URL_TTL_SECONDS))
-
-
-async def _export_to_hand_out(
-    request: Request,
-    session: SessionDep,
-    principal: ExportPrincipal,
-    export_id: uuid.UUID,
-    ip: str | None,
-    how: str,
-    hands_out_on_head: bool,
-) -> Export:
-    """The export when it can be downloaded, its download audited (``how``), unless this
-    is a HEAD whose answer hands out nothing: the headers of a download are not one."""
-    if head_only(request) and not hands_out_on_head:
-        return await job_requests.downloadable_export(session, principal.scope, export_id)
-    return await job_requests.export_for_download(session, principal, export_id, ip=ip, how=how)

@@ -126,8 +126,10 @@ async def write_zip(
     result = ZipResult(size=0, sha256="")
     used: set[str] = set()
 
-    def unique(path: str) -> str:
-        candidate, n = fit_path(path), 1
+    def unique(path: str, fitted: str) -> str:
+        """``fitted`` (``path`` as ``fit_path`` made it), or a numbered variant of ``path``
+        fitted in turn, whichever no earlier member took (case ignored)."""
+        candidate, n = fitted, 1
         while candidate.lower() in used:
             stem, dot, ext = path.rpartition(".")
             numbered = f"{stem} ({n}).{ext}" if dot and "/" not in ext else f"{path} ({n})"
@@ -138,12 +140,13 @@ async def write_zip(
 
     async def files() -> AsyncIterator[tuple[str, datetime, int, Any, AsyncIterable[bytes]]]:
         async for member in members:
-            path = unique(member.path)
+            fitted = fit_path(member.path)
+            path = unique(member.path, fitted)
             hashing = _Hashing(member.stream)
             yield (path, member.modified_at or datetime.now(UTC), 0o644, ZIP_64, hashing)
-            meta = member.meta
-            if fit_path(member.path) != member.path:
-                meta = {**meta, "full_path": member.path}
+            meta = (
+                member.meta if fitted == member.path else {**member.meta, "full_path": member.path}
+            )
             result.entries.append(
                 ManifestEntry(path, hashing.size, hashing.digest.hexdigest(), meta)
             )

@@ -171,31 +171,26 @@ async def get_export(session: AsyncSession, scope: TenantScope, export_id: uuid.
     return or_404(await catalog.get_export(session, scope, export_id), "No such export")
 
 
-async def downloadable_export(
-    session: AsyncSession, scope: TenantScope, export_id: uuid.UUID
+async def export_for_download(
+    session: AsyncSession,
+    principal: Principal,
+    export_id: uuid.UUID,
+    *,
+    ip: str | None,
+    how: str | None,
 ) -> Export:
-    """The export, when its ZIP can be downloaded now (else 410 or 409)."""
-    export = await get_export(session, scope, export_id)
+    """The export, when its ZIP can be downloaded now (else 410 or 409), the download
+    recorded in the audit log as going ``how``; None for a request that hands out nothing
+    (a HEAD: the headers of a download are not one)."""
+    export = await get_export(session, principal.scope, export_id)
     if export.status == ExportStatus.expired or (
         export.expires_at is not None and export.expires_at <= utcnow()
     ):
         raise Gone("This export has expired; ask for a new one")
     if export.status != ExportStatus.ready or not export.blob_key:
         raise Conflict(f"The export is {export.status}, not ready yet")
-    return export
-
-
-async def export_for_download(
-    session: AsyncSession, principal: Principal, export_id: uuid.UUID, *, ip: str | None, how: str
-) -> Export:
-    """``downloadable_export``, its download recorded in the audit log."""
-    export = await downloadable_export(session, principal.scope, export_id)
-    await audit.record_change(
-        session,
-        principal,
-        "export.downloaded",
-        export,
-        details={"via": how},
-        ip=ip,
-    )
+    if how is not None:
+        await audit.record_change(
+            session, principal, "export.downloaded", export, details={"via": how}, ip=ip
+        )
     return export
