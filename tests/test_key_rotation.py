@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,9 @@ from safekeep.tenants.models import (
     ItemVersion,
     Tenant,
     WebhookEndpoint,
+    utcnow,
 )
+from safekeep.tenants.scope import system_principal
 from safekeep.tenants.secrets import SecretUnsealError, unseal
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.webhook import service as webhooks
@@ -109,9 +112,29 @@ async def test_rotation_rewraps_everything_and_retires_the_old_key(
         app_client_id="11111111-2222-4333-8444-555555555555",
         app_client_secret="fabrikam-app-secret",
     )
-    endpoint, signing_secret = await create_webhook(
+    endpoint, previous_secret = await create_webhook(
         engine.runtime, engine.msp.id, "https://partner.example.com/hooks", ["backup.completed"]
     )
+    # Its secret rotated a moment ago: the replaced one still signs, sealed like the current.
+    async with engine.runtime.db.session() as session:
+        _, signing_secret = await webhooks.rotate_secret(
+            session,
+            system_principal(engine.msp.id),
+            old_settings,
+            endpoint.id,
+            overlap=timedelta(hours=1),
+        )
+    # And an endpoint whose rotation's overlap is over: its old secret is dropped, not resealed.
+    ended, _ = await create_webhook(
+        engine.runtime, engine.msp.id, "https://partner.example.com/other", ["backup.failed"]
+    )
+    async with engine.runtime.db.session() as session:
+        await webhooks.rotate_secret(
+            session, system_principal(engine.msp.id), old_settings, ended.id, overlap=timedelta(1)
+        )
+        row = await session.get(WebhookEndpoint, ended.id)
+        assert row is not None
+        row.previous_secret_expires_at = utcnow() - timedelta(seconds=1)
     repo = await open_repository(engine.runtime, custom)
     ref = await repo.put_bytes(b"fabrikam's backed-up bytes")
     blobs_before = sorted(
@@ -122,7 +145,8 @@ async def test_rotation_rewraps_everything_and_retires_the_old_key(
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["rewrapped_data_keys"] == 2  # both tenants
-    assert report["resealed_secrets"] == 2  # the custom app secret, the webhook secret
+    # the custom app secret, the webhook's current and previous secrets, the other's current
+    assert report["resealed_secrets"] == 4
     assert report["unreadable"] == []
 
     # Under the new key alone, everything reads back as before.
@@ -145,11 +169,15 @@ async def test_rotation_rewraps_everything_and_retires_the_old_key(
     (delivery,), _messages = await emit_event(runtime, engine.msp.id, "backup.completed")
     body, headers = webhooks.render(new_settings, row, delivery)
     assert headers["Safekeep-Signature"] == webhooks.sign(
-        signing_secret, int(headers["webhook-timestamp"]), body
+        [signing_secret, previous_secret], int(headers["webhook-timestamp"]), body
     )
+    async with runtime.db.session() as session:
+        ended_row = await session.get(WebhookEndpoint, ended.id)
+    assert ended_row is not None
+    assert (ended_row.previous_secret_sealed, ended_row.previous_secret_expires_at) == (None, None)
     # Each MSP's audit log records the rotation of what protects its tenants.
     assert {(e.msp_id, e.details["rewrapped"]) for e in events} == {
-        (engine.msp.id, 2),  # graphsim tenant's data key, the webhook secret
+        (engine.msp.id, 4),  # graphsim tenant's data key, the webhook secrets
         (other.id, 2),  # Fabrikam's data key and app secret
     }
     # The data itself was not re-encrypted: no blob was written or rewritten.
@@ -178,7 +206,7 @@ async def test_rotation_rewraps_everything_and_retires_the_old_key(
     assert json.loads(again.stdout) == {
         "rewrapped_data_keys": 0,
         "resealed_secrets": 0,
-        "already_current": 4,
+        "already_current": 6,
         "unreadable": [],
     }
 

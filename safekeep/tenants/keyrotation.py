@@ -31,7 +31,7 @@ from safekeep.settings import Settings
 from safekeep.storage.errors import KeyUnwrapError
 from safekeep.storage.keys import unwrap_data_key, unwrap_with_any, wrap_data_key
 from safekeep.tenants.audit import service as audit
-from safekeep.tenants.models import Tenant, WebhookEndpoint
+from safekeep.tenants.models import Tenant, WebhookEndpoint, utcnow
 from safekeep.tenants.secrets import SecretUnsealError, seal, unseal, unseal_with_any
 
 log = structlog.get_logger(__name__)
@@ -82,20 +82,23 @@ def _reseal(
     return seal(current, secret, context=context)
 
 
-def _sealed_secret(row: Tenant | WebhookEndpoint) -> tuple[str, str, str]:
-    """The row's sealed secret: (attribute, the context it is sealed under, how a report
-    names it). The contexts are those the tenant and webhook services seal with."""
+def _sealed_secrets(row: Tenant | WebhookEndpoint) -> list[tuple[str, str, str]]:
+    """The row's sealed secrets: (attribute, the context it is sealed under, how a report
+    names it). The contexts are those the tenant and webhook services seal with; a webhook's
+    previous secret (kept while a rotation's overlap lasts) is sealed as its current one."""
     if isinstance(row, Tenant):
-        return (
-            "app_client_secret_sealed",
-            f"tenant:{row.id}:app-secret",
-            f"tenant {row.id}: app client secret",
-        )
-    return (
-        "secret_sealed",
-        f"webhook:{row.id}:secret",
-        f"webhook endpoint {row.id}: signing secret",
-    )
+        return [
+            (
+                "app_client_secret_sealed",
+                f"tenant:{row.id}:app-secret",
+                f"tenant {row.id}: app client secret",
+            )
+        ]
+    context = f"webhook:{row.id}:secret"
+    return [
+        ("secret_sealed", context, f"webhook endpoint {row.id}: signing secret"),
+        ("previous_secret_sealed", context, f"webhook endpoint {row.id}: previous secret"),
+    ]
 
 
 def _reseal_row(
@@ -104,16 +107,21 @@ def _reseal_row(
     changed_per_msp: Counter[uuid.UUID],
     row: Tenant | WebhookEndpoint,
 ) -> None:
-    """Re-seal the row's secret (a tenant may have none) under the current key, counting the
-    change for its MSP's audit event."""
-    column, context, what = _sealed_secret(row)
-    sealed: bytes | None = getattr(row, column)
-    if sealed is None:
-        return
-    resealed = _reseal(report, keys, sealed, context, what)
-    if resealed is not None:
-        setattr(row, column, resealed)
-        changed_per_msp[row.msp_id] += 1
+    """Re-seal the row's secrets (a tenant may have none) under the current key, counting
+    each change for its MSP's audit event. A webhook's previous secret whose overlap has
+    ended signs nothing more: it is dropped, not re-sealed."""
+    expires = row.previous_secret_expires_at if isinstance(row, WebhookEndpoint) else None
+    if expires is not None and expires <= utcnow():
+        assert isinstance(row, WebhookEndpoint)
+        row.previous_secret_sealed = row.previous_secret_expires_at = None
+    for column, context, what in _sealed_secrets(row):
+        sealed: bytes | None = getattr(row, column)
+        if sealed is None:
+            continue
+        resealed = _reseal(report, keys, sealed, context, what)
+        if resealed is not None:
+            setattr(row, column, resealed)
+            changed_per_msp[row.msp_id] += 1
 
 
 async def _pages(db: Database, model: type[_Row]) -> AsyncIterator[list[_Row]]:

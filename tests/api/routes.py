@@ -72,6 +72,8 @@ ROUTES: list[Route] = [
         {"url": "https://example.com/h", "events": ["export.ready"]},
     ),
     _r("GET", "/v1/webhooks/{webhook_id}", "admin"),
+    _r("PATCH", "/v1/webhooks/{webhook_id}", "admin", {"description": "Partner portal"}),
+    _r("POST", "/v1/webhooks/{webhook_id}/secret", "admin", {}),
     _r("DELETE", "/v1/webhooks/{webhook_id}", "admin"),
     _r("GET", "/v1/webhooks/{webhook_id}/deliveries", "admin"),
     _r("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", "admin"),

@@ -185,20 +185,24 @@ CREATION_REFUSED = [
 
 
 @pytest.mark.parametrize("template", CREATION_REFUSED)
-async def test_creating_a_webhook_to_a_non_public_address_is_refused(
+async def test_creating_or_moving_a_webhook_to_a_non_public_address_is_refused(
     live: Live, listener: Listener, template: str
 ) -> None:
     url = template.format(port=listener.port)
     headers = live.world.a.msp.headers
+    existing = f"/v1/webhooks/{live.world.a.webhook.id}"
     async with live.client() as api:
-        r = await api.post(
+        before = (await api.get(existing, headers=headers)).json()
+        created = await api.post(
             "/v1/webhooks", json={"url": url, "events": ["export.ready"]}, headers=headers
         )
-        assert r.status_code == 422, r.text
-        assert r.headers["content-type"] == PROBLEM
-        assert r.json()["type"].endswith("/webhook-target-refused")
+        moved = await api.patch(existing, json={"url": url}, headers=headers)
+        for r in (created, moved):
+            assert r.status_code == 422, r.text
+            assert r.headers["content-type"] == PROBLEM
+            assert r.json()["type"].endswith("/webhook-target-refused")
         listed = (await api.get("/v1/webhooks", headers=headers)).json()["items"]
-    assert [w["id"] for w in listed] == [str(live.world.a.webhook.id)]  # nothing created
+    assert listed == [before]  # nothing created, the existing one not moved
     assert listener.connections == 0
 
 

@@ -8,15 +8,17 @@ import hmac
 import json
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
-from safekeep.tenants.models import DeliveryStatus, WebhookDelivery
+from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from safekeep.tenants.webhook import repository
 from safekeep.tenants.webhook import service as webhooks
 from safekeep.workers.webhooks import deliver
@@ -32,12 +34,19 @@ def scaleout_settings(scaleout_settings: Settings) -> Settings:
     return scaleout_settings.model_copy(update={"webhook_allow_private_targets": True})
 
 
+def signatures(headers: dict[str, str]) -> tuple[int, list[str]]:
+    """The documented header's timestamp and its ``v1`` signatures, in order."""
+    parts = [p.split("=", 1) for p in headers["safekeep-signature"].split(",")]
+    (timestamp,) = [value for name, value in parts if name == "t"]
+    return int(timestamp), [value for name, value in parts if name == "v1"]
+
+
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """What a receiver does with the documented header."""
-    parts = dict(p.split("=", 1) for p in headers["safekeep-signature"].split(","))
-    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
-    fresh = abs(time.time() - int(parts["t"])) < 300
-    return fresh and hmac.compare_digest(parts["v1"], expected.hexdigest())
+    """What a receiver does with the documented header: any one ``v1`` may match."""
+    timestamp, v1s = signatures(headers)
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    fresh = abs(time.time() - timestamp) < 300
+    return fresh and any(hmac.compare_digest(v1, expected.hexdigest()) for v1 in v1s)
 
 
 async def test_delivery_is_signed_retried_and_recorded(
@@ -292,3 +301,173 @@ async def test_settled_deliveries_are_kept_thirty_days_and_the_sweeps_read_by_in
         reads = plan.reads_of("webhook_delivery")
         assert reads and all("index" in r.lower() for r in reads), (sql, plan.steps)
         assert any("ix_webhook_delivery_" in r for r in reads), (sql, plan.steps)
+
+
+async def test_an_endpoint_moves_and_changes_events_keeping_its_id_secret_and_record(
+    client: httpx.AsyncClient, worker_runtime: Runtime, receiver: Receiver
+) -> None:
+    """A partner moving its receiver, or hearing other events, changes the endpoint rather
+    than replacing it: a delivery not yet sent goes to the new URL, signed with the same
+    secret; only the new events reach it from then on; another MSP changes nothing."""
+    runtime = worker_runtime
+    msp, other = await create_msp(runtime), await create_msp(runtime, "Other MSP")
+    r = await client.post(
+        "/v1/webhooks",
+        json={"url": "https://old.example.com/hooks", "events": ["export.ready"]},
+        headers=msp.headers,
+    )
+    created = r.json()
+    url = f"/v1/webhooks/{created['id']}"
+    (waiting,), _ = await emit_event(runtime, msp.id, "export.ready")
+
+    assert (
+        await client.patch(url, json={"url": receiver.url}, headers=other.headers)
+    ).status_code == 404
+    refusals: list[dict[str, Any]] = [
+        {"url": None},
+        {"events": None},
+        {"events": []},
+        {"events": ["backup.done"]},
+    ]
+    for refused in refusals:
+        r = await client.patch(url, json=refused, headers=msp.headers)
+        assert r.status_code == 422, (refused, r.text)
+    assert (await client.get(url, headers=msp.headers)).json() == {
+        k: v for k, v in created.items() if k != "secret"
+    }
+
+    r = await client.patch(
+        url,
+        json={"url": receiver.url, "events": ["backup.completed", "backup.completed"]},
+        headers=msp.headers,
+    )
+    assert r.status_code == 200, r.text
+    changed = r.json()
+    assert (changed["id"], changed["url"], changed["events"]) == (
+        created["id"],
+        receiver.url,
+        ["backup.completed"],
+    )
+    assert changed["description"] is None  # left out: kept
+    r = await client.patch(url, json={"description": "Partner portal"}, headers=msp.headers)
+    assert (r.json()["url"], r.json()["description"]) == (receiver.url, "Partner portal")
+
+    await deliver(str(waiting.id))  # emitted before the move, sent after it: the new URL
+    ((headers, body),) = receiver.received
+    assert json.loads(body)["id"] == str(waiting.event_id)
+    assert verify(created["secret"], headers, body)
+    assert await emit_event(runtime, msp.id, "export.ready") == ([], [])  # no longer heard
+    (heard,), _ = await emit_event(runtime, msp.id, "backup.completed")
+    assert heard.endpoint_id == uuid.UUID(created["id"])
+    audit = await client.get(
+        "/v1/audit-events", params={"action": "webhook.updated"}, headers=msp.headers
+    )
+    assert [e["details"] for e in audit.json()["items"]] == [
+        {"fields": ["description"]},
+        {"fields": ["events", "url"], "url": receiver.url, "events": ["backup.completed"]},
+    ]
+
+
+async def test_every_event_at_once(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    msp = await create_msp(runtime)
+    r = await client.post(
+        "/v1/webhooks",
+        json={"url": "https://hooks.example.com/all", "events": list(webhooks.EVENT_TYPES)},
+        headers=msp.headers,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["events"] == sorted(webhooks.EVENT_TYPES)
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_until_its_overlap_ends(
+    client: httpx.AsyncClient, worker_runtime: Runtime, receiver: Receiver
+) -> None:
+    """A partner rotating a secret: from the answer on, deliveries are signed with the new
+    secret first and the old one beside it (both headers, each verifiable with either),
+    until the overlap ends; a rotation with none (a leaked secret) stops the old one at
+    once. Rotations racing on one endpoint each leave their secret valid; another MSP's
+    key rotates nothing; an idempotent replay does not show the secret again."""
+    runtime = worker_runtime
+    msp, other = await create_msp(runtime), await create_msp(runtime, "Other MSP")
+    r = await client.post(
+        "/v1/webhooks", json={"url": receiver.url, "events": ["export.ready"]}, headers=msp.headers
+    )
+    first = r.json()["secret"]
+    url = f"/v1/webhooks/{r.json()['id']}"
+
+    async def delivered() -> tuple[dict[str, str], bytes]:
+        (delivery,), _ = await emit_event(runtime, msp.id, "export.ready")
+        await deliver(str(delivery.id))
+        return receiver.received[-1]
+
+    def standard(secret: str, headers: dict[str, str], body: bytes) -> bool:
+        try:
+            Webhook(secret).verify(body, headers)
+        except WebhookVerificationError:
+            return False
+        return True
+
+    assert (await client.post(f"{url}/secret", json={}, headers=other.headers)).status_code == 404
+    for overlap in (-1, 7 * 86_400 + 1):
+        r = await client.post(
+            f"{url}/secret", json={"previous_secret_expires_in": overlap}, headers=msp.headers
+        )
+        assert r.status_code == 422, r.text
+    headers, body = await delivered()
+    assert len(signatures(headers)[1]) == 1 and verify(first, headers, body)
+
+    before = webhooks.utcnow()
+    rotate = {**msp.headers, "Idempotency-Key": "rotate-1"}
+    r = await client.post(f"{url}/secret", json={}, headers=rotate)
+    after = webhooks.utcnow()
+    assert r.status_code == 200, r.text
+    second = r.json()["secret"]
+    assert second.startswith("whsec_") and second != first
+    expires = datetime.fromisoformat(r.json()["previous_secret_expires_at"])
+    assert before + timedelta(days=1) <= expires <= after + timedelta(days=1)
+    replay = await client.post(f"{url}/secret", json={}, headers=rotate)
+    assert (replay.status_code, replay.json()["secret"]) == (200, None)
+    headers, body = await delivered()
+    timestamp, v1s = signatures(headers)
+    assert v1s == [
+        hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        for key in (second, first)
+    ]
+    assert headers["webhook-signature"].count("v1,") == 2
+    for key in (first, second):
+        assert verify(key, headers, body) and standard(key, headers, body)
+    assert (await client.get(url, headers=msp.headers)).json()["previous_secret_expires_at"]
+
+    # The overlap over: the old secret signs nothing more.
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookEndpoint, uuid.UUID(r.json()["id"]))
+        assert row is not None
+        row.previous_secret_expires_at = webhooks.utcnow() - timedelta(seconds=1)
+    headers, body = await delivered()
+    assert verify(second, headers, body) and standard(second, headers, body)
+    assert not verify(first, headers, body) and not standard(first, headers, body)
+
+    # A leaked secret: replaced with no overlap.
+    r = await client.post(
+        f"{url}/secret", json={"previous_secret_expires_in": 0}, headers=msp.headers
+    )
+    third = r.json()["secret"]
+    assert r.json()["previous_secret_expires_at"] is None
+    headers, body = await delivered()
+    assert verify(third, headers, body) and standard(third, headers, body)
+    assert not any(verify(k, headers, body) or standard(k, headers, body) for k in (first, second))
+
+    # Two rotations at once settle one after the other: both answers' secrets sign.
+    both = await asyncio.gather(
+        *(client.post(f"{url}/secret", json={}, headers=msp.headers) for _ in range(2))
+    )
+    assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+    headers, body = await delivered()
+    for answer in both:
+        assert verify(answer.json()["secret"], headers, body)
+    assert not verify(third, headers, body)
+
+    audit = await client.get(
+        "/v1/audit-events", params={"action": "webhook.secret_rotated"}, headers=msp.headers
+    )
+    assert len(audit.json()["items"]) == 4

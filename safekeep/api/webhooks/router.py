@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from fastapi import APIRouter, status
 
@@ -9,7 +10,14 @@ from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.idempotency import idempotent
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Page, Paging, extended, page_of
-from safekeep.api.webhooks.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookOut
+from safekeep.api.webhooks.schemas import (
+    DeliveryOut,
+    SecretRotation,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookOut,
+    WebhookUpdate,
+)
 from safekeep.tenants.webhook import service
 
 router = APIRouter(prefix="/v1/webhooks", tags=["Webhooks"])
@@ -49,6 +57,58 @@ async def get_webhook(
     webhook_id: uuid.UUID, principal: MspAdminPrincipal, session: SessionDep
 ) -> WebhookOut:
     return WebhookOut.model_validate(await service.get_endpoint(session, principal, webhook_id))
+
+
+@router.patch("/{webhook_id}", response_model=WebhookOut, responses=responses(401, 403, 404, 422))
+async def update_webhook(
+    webhook_id: uuid.UUID,
+    body: WebhookUpdate,
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    ip: ClientIp,
+) -> WebhookOut:
+    """Change the URL, the events or the description (fields left out stay). Deliveries not
+    yet sent go to the new URL, which is checked as a new endpoint's is; events apply to
+    what happens from now on. The id, the secret and the deliveries' record stay."""
+    endpoint = await service.update_endpoint(
+        session,
+        principal,
+        settings,
+        webhook_id,
+        body.model_dump(mode="json", exclude_unset=True),
+        ip=ip,
+    )
+    return WebhookOut.model_validate(endpoint)
+
+
+@router.post(
+    "/{webhook_id}/secret",
+    response_model=WebhookCreated,
+    responses=responses(401, 403, 404, 409, 422),
+)
+@idempotent(200, shown_once=("secret",))
+async def rotate_secret(
+    webhook_id: uuid.UUID,
+    body: SecretRotation,
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    ip: ClientIp,
+) -> WebhookCreated:
+    """A new signing secret, shown once, which signs every delivery from now on. The secret
+    it replaces signs beside it for `previous_secret_expires_in` seconds (default a day, at
+    most 7; 0 for a leaked one), so a receiver can switch without refusing a delivery; a
+    second rotation within that time ends the first one's overlap."""
+    endpoint, secret = await service.rotate_secret(
+        session,
+        principal,
+        settings,
+        webhook_id,
+        overlap=timedelta(seconds=body.previous_secret_expires_in),
+        ip=ip,
+    )
+    return extended(WebhookCreated, WebhookOut.model_validate(endpoint), secret=secret)
 
 
 @router.delete(

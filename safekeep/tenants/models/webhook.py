@@ -20,6 +20,11 @@ class WebhookEndpoint(IdMixin, CreatedMixin, Base):
     events: Mapped[list[str]] = mapped_column(JSONType)
     description: Mapped[str | None] = mapped_column(String(500))
     secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    # The secret a rotation replaced, sealed as ``secret_sealed`` is (the same context):
+    # deliveries are signed with both until ``previous_secret_expires_at``, so a receiver
+    # can switch to the new secret without refusing a delivery in between.
+    previous_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_expires_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
 
 

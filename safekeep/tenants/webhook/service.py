@@ -9,6 +9,11 @@ partner can verify it with that project's libraries instead of code of their own
 ``webhook-id`` (the delivery's id, the same on every retry), ``webhook-timestamp`` and
 ``webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>`` where the key
 is the base64 after the secret's ``whsec_`` prefix.
+
+Rotation (``rotate_secret``): an endpoint's new secret signs at once, and the one it replaced
+keeps signing beside it until the overlap a partner chose ends: both headers then carry two
+signatures, the new one first (``t=..,v1=<new>,v1=<old>`` and ``v1,<new> v1,<old>``, the forms
+Stripe's and the Standard Webhooks libraries accept when any one of them matches).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +37,7 @@ from safekeep.tenants import outbox
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from safekeep.tenants.pagination import Page
+from safekeep.tenants.rowlock import one_for_update
 from safekeep.tenants.scope import Principal
 from safekeep.tenants.secrets import seal, unseal_with_any
 from safekeep.tenants.webhook import repository, target
@@ -67,9 +73,13 @@ async def prune_deliveries(session: AsyncSession) -> int:
     )
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
+def sign(signing: Sequence[str], timestamp: int, body: bytes) -> str:
+    """The ``Safekeep-Signature`` value: one ``v1`` per secret, in the order given."""
+    macs = (
+        hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        for secret in signing
+    )
+    return f"t={timestamp}," + ",".join(f"v1={mac}" for mac in macs)
 
 
 def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -89,8 +99,16 @@ def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes
     return "v1," + base64.b64encode(mac.digest()).decode()
 
 
+# How long a rotated secret may keep signing beside its successor, at most.
+MAX_SECRET_OVERLAP = timedelta(days=7)
+
+
 def _context(endpoint_id: uuid.UUID) -> str:
     return f"webhook:{endpoint_id}:secret"
+
+
+def _new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 async def create_endpoint(
@@ -105,7 +123,7 @@ async def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     target.check_url(settings, url)
     endpoint_id = uuid.uuid4()
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    secret = _new_secret()
     endpoint = WebhookEndpoint(
         id=endpoint_id,
         msp_id=principal.msp_id,
@@ -138,6 +156,103 @@ async def get_endpoint(
     session: AsyncSession, principal: Principal, endpoint_id: uuid.UUID
 ) -> WebhookEndpoint:
     endpoint = await repository.get_endpoint(session, principal.msp_id, endpoint_id)
+    if endpoint is None:
+        raise NotFound("No such webhook")
+    return endpoint
+
+
+async def update_endpoint(
+    session: AsyncSession,
+    principal: Principal,
+    settings: Settings,
+    endpoint_id: uuid.UUID,
+    changes: dict[str, Any],
+    *,
+    ip: str | None = None,
+) -> WebhookEndpoint:
+    """The endpoint's url, events or description changed (only those given). Deliveries not
+    yet sent go to the new url; the events apply to events emitted from now on."""
+    if "url" in changes:
+        target.check_url(settings, changes["url"])
+    endpoint = await _locked_endpoint(session, principal, endpoint_id)
+    if not changes:
+        return endpoint
+    if "url" in changes:
+        endpoint.url = changes["url"]
+    if "events" in changes:
+        endpoint.events = sorted(set(changes["events"]))
+    if "description" in changes:
+        endpoint.description = changes["description"]
+    await session.flush()
+    details: dict[str, Any] = {"fields": sorted(changes)}
+    if "url" in changes:
+        details["url"] = endpoint.url
+    if "events" in changes:
+        details["events"] = endpoint.events
+    await audit.record_for(
+        session,
+        principal,
+        "webhook.updated",
+        target_type="webhook",
+        target_id=endpoint.id,
+        details=details,
+        ip=ip,
+    )
+    return endpoint
+
+
+async def rotate_secret(
+    session: AsyncSession,
+    principal: Principal,
+    settings: Settings,
+    endpoint_id: uuid.UUID,
+    *,
+    overlap: timedelta,
+    ip: str | None = None,
+) -> tuple[WebhookEndpoint, str]:
+    """A new signing secret for the endpoint, returned once; the secret it replaces signs
+    beside it for ``overlap`` (none: it stops now). A rotation during another's overlap ends
+    that one: only the secret being replaced is kept. Rotations of one endpoint settle one
+    after the other (its row locked), so each caller's secret is the current or the previous
+    one when its answer is sent."""
+    if not timedelta(0) <= overlap <= MAX_SECRET_OVERLAP:
+        raise ValueError(f"overlap {overlap} outside 0..{MAX_SECRET_OVERLAP}")
+    endpoint = await _locked_endpoint(session, principal, endpoint_id)
+    now = utcnow()
+    secret = _new_secret()
+    if overlap:
+        endpoint.previous_secret_sealed = endpoint.secret_sealed
+        endpoint.previous_secret_expires_at = now + overlap
+    else:
+        endpoint.previous_secret_sealed = endpoint.previous_secret_expires_at = None
+    endpoint.secret_sealed = seal(settings.master_key_bytes, secret, context=_context(endpoint.id))
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "webhook.secret_rotated",
+        target_type="webhook",
+        target_id=endpoint.id,
+        details={"previous_secret_expires_at": _iso(endpoint.previous_secret_expires_at)},
+        ip=ip,
+    )
+    return endpoint, secret
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return instant.isoformat() if instant is not None else None
+
+
+async def _locked_endpoint(
+    session: AsyncSession, principal: Principal, endpoint_id: uuid.UUID
+) -> WebhookEndpoint:
+    endpoint = await one_for_update(
+        session,
+        WebhookEndpoint,
+        WebhookEndpoint.id == endpoint_id,
+        WebhookEndpoint.msp_id == principal.msp_id,
+        WebhookEndpoint.deleted_at.is_(None),
+    )
     if endpoint is None:
         raise NotFound("No such webhook")
     return endpoint
@@ -261,24 +376,38 @@ async def _send(
 def render(
     settings: Settings, endpoint: WebhookEndpoint, delivery: WebhookDelivery
 ) -> tuple[bytes, dict[str, str]]:
-    """The exact body and headers of one attempt."""
-    secret = unseal_with_any(
-        settings.master_keys, endpoint.secret_sealed, context=_context(endpoint.id)
-    )
+    """The exact body and headers of one attempt: signed with the endpoint's secret, and
+    with the one it replaced while their overlap lasts."""
+    now = utcnow()
+    signing = signing_secrets(settings, endpoint, now)
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
-    timestamp = int(utcnow().timestamp())
+    timestamp = int(now.timestamp())
+    message_id = str(delivery.id)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Safekeep-Webhooks/1",
-        SIGNATURE_HEADER: sign(secret, timestamp, body),
+        SIGNATURE_HEADER: sign(signing, timestamp, body),
         "Safekeep-Event-Id": str(delivery.event_id),
         "Safekeep-Event-Type": delivery.event_type,
         "Safekeep-Delivery-Id": str(delivery.id),
-        "webhook-id": str(delivery.id),
+        "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": standard_signature(secret, str(delivery.id), timestamp, body),
+        "webhook-signature": " ".join(
+            standard_signature(secret, message_id, timestamp, body) for secret in signing
+        ),
     }
     return body, headers
+
+
+def signing_secrets(settings: Settings, endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    """The secrets a delivery sent at ``now`` is signed with: the endpoint's, then the one a
+    rotation replaced while its overlap lasts."""
+    sealed = [endpoint.secret_sealed]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_sealed is not None and expires is not None and now < expires:
+        sealed.append(endpoint.previous_secret_sealed)
+    context = _context(endpoint.id)
+    return [unseal_with_any(settings.master_keys, one, context=context) for one in sealed]
 
 
 def record_refusal(delivery: WebhookDelivery, reason: str) -> None:
