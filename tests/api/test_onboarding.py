@@ -12,6 +12,7 @@ import pytest
 
 from graphsim import Simulator
 from graphsim.entra import admin_upn, sign_in_as
+from safekeep import registry
 from safekeep.api.app import create_app
 from safekeep.runtime import Runtime
 from safekeep.settings import Settings
@@ -250,6 +251,12 @@ async def test_manual_backup_is_enqueued_after_commit_and_never_moves_schedule(
     assert (
         await client.post(f"/v1/jobs/{job['id']}/cancel", headers=msp.headers)
     ).status_code == 409
+    # Every service named at once is a request like any other.
+    every = list(registry.names())
+    r = await client.post(
+        f"/v1/tenants/{tenant.id}/backups", json={"services": every}, headers=msp.headers
+    )
+    assert r.status_code == 202 and r.json()["params"]["services"] == sorted(every), r.text
 
 
 async def test_backup_needs_consent(

@@ -53,3 +53,33 @@ def test_every_operation_documents_errors_and_auth() -> None:
 async def test_the_app_serves_the_committed_document(module_client: httpx.AsyncClient) -> None:
     served = (await module_client.get("/openapi.json")).json()
     assert served == json.loads(COMMITTED.read_text())
+
+
+def _arrays_of_choices(
+    node: object, where: str, refs: dict[str, object]
+) -> list[tuple[str, int, int]]:
+    """Every array in the document whose items are one of a fixed set of values: (where,
+    maxItems, how many values there are)."""
+    found: list[tuple[str, int, int]] = []
+    if isinstance(node, dict):
+        if node.get("type") == "array" and "maxItems" in node:
+            items = node.get("items", {})
+            if isinstance(items, dict) and "$ref" in items:
+                items = refs[items["$ref"].rsplit("/", 1)[1]]
+            if isinstance(items, dict) and "enum" in items:
+                found.append((where, node["maxItems"], len(set(items["enum"]))))
+        for key, value in node.items():
+            found += _arrays_of_choices(value, f"{where}/{key}", refs)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _arrays_of_choices(value, f"{where}/{i}", refs)
+    return found
+
+
+def test_a_list_of_choices_can_hold_every_choice() -> None:
+    """A request may name every value of an enum at once (every service to back up, every
+    event to hear): a list's bound below the number of values refuses a valid request."""
+    doc = document()
+    found = _arrays_of_choices(doc, "", doc["components"]["schemas"])
+    assert {where.rsplit("/", 1)[-1] for where, _, _ in found} >= {"events", "services"}
+    assert [(where, bound, n) for where, bound, n in found if bound < n] == []

@@ -8,7 +8,7 @@ from pydantic import Field
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.api.policy.schemas import Service
+from safekeep.api.policy.schemas import ALL, Service
 from safekeep.api.problems import responses
 from safekeep.api.schemas import PageWindow, RequestSchema, Schema, page_body
 from safekeep.tenants.job import service
@@ -22,7 +22,9 @@ class BackupRequest(RequestSchema):
         default=None, max_length=10_000, description="Only these accounts; default: all protected"
     )
     services: list[Service] | None = Field(
-        default=None, max_length=5, description="Only these services; default: the policy's"
+        default=None,
+        max_length=len(ALL),
+        description="Only these services; default: the policy's",
     )
 
 
