@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphsim import Simulator
@@ -225,6 +226,9 @@ async def add_backup(
         **fields,
     )
     session.add(snapshot)
+    await session.execute(
+        update(Account).where(Account.id == account.id).values(last_backup_at=now)
+    )
     await session.flush()
     return job, snapshot
 

@@ -104,9 +104,12 @@ def test_one_owner_per_directory_keeps_the_earliest_binding(tmp_path: Any) -> No
         engine.dispose()
 
 
-def test_stored_bytes_are_filled_from_the_snapshots_already_there(tmp_path: Any) -> None:
-    """Usage reads a tenant's stored bytes from its accounts since 0008: the migration fills
-    them with what each account's existing snapshots added."""
+def test_stored_bytes_and_last_backups_are_filled_from_the_snapshots_already_there(
+    tmp_path: Any,
+) -> None:
+    """Usage reads a tenant's stored bytes from its accounts since 0008, and a portal an
+    account's last backup since 0018: the migrations fill them from each account's existing
+    snapshots (the last one finished, complete or partial; a running one has not)."""
     import sqlite3
     import uuid
 
@@ -136,22 +139,29 @@ def test_stored_bytes_are_filled_from_the_snapshots_already_there(tmp_path: Any)
                 "VALUES (?, ?, 'user', ?, 'u', 1, 'active', 1, 1, '[]', '{}', ?)",
                 (account, tenant, f"g{n}", when),
             )
-        # two snapshots of the first account, one of the second (5 GiB), none of the third
-        for account, seq, service, added in (
-            (accounts[0], 1, "mail", 1000),
-            (accounts[0], 2, "mail", 234),
-            (accounts[1], 1, "onedrive", 5 * 2**30),
+        # three snapshots of the first account, one of the second (5 GiB), none of the third
+        for account, seq, service, added, status, completed in (
+            (accounts[0], 1, "mail", 1000, "complete", "2026-01-02 00:00:00.000000"),
+            (accounts[0], 2, "mail", 234, "partial", "2026-01-03 00:00:00.000000"),
+            (accounts[0], 3, "mail", 0, "running", None),
+            (accounts[1], 1, "onedrive", 5 * 2**30, "complete", "2026-01-05 00:00:00.000000"),
         ):
             con.execute(
                 "INSERT INTO snapshot (id, tenant_id, account_id, service, seq, status, "
-                "started_at, items_total, items_added, items_changed, items_removed, "
-                "bytes_added, skipped) VALUES (?, ?, ?, ?, ?, 'complete', ?, 0, 0, 0, 0, ?, 0)",
-                (uuid.uuid4().hex, tenant, account, service, seq, when, added),
+                "started_at, completed_at, items_total, items_added, items_changed, "
+                "items_removed, bytes_added, skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, ?, 0)",
+                (uuid.uuid4().hex, tenant, account, service, seq, status, when, completed, added),
             )
     command.upgrade(config, "head")
     with sqlite3.connect(path) as con:
-        stored = dict(con.execute("SELECT id, stored_bytes FROM account").fetchall())
-    assert [stored[a] for a in accounts] == [1234, 5 * 2**30, 0]
+        rows = con.execute("SELECT id, stored_bytes, last_backup_at FROM account").fetchall()
+    found = {account: (stored, last) for account, stored, last in rows}
+    assert [found[a] for a in accounts] == [
+        (1234, "2026-01-03 00:00:00.000000"),
+        (5 * 2**30, "2026-01-05 00:00:00.000000"),
+        (0, None),
+    ]
 
 
 def _index_valid(url: str, name: str) -> bool | None:

@@ -39,6 +39,7 @@ from tests.plans import Recorder, plan_of
         "/v1/tenants?consent_state=granted",
         "/v1/tenants/{tenant}/accounts",
         "/v1/tenants/{tenant}/accounts?protected=true",
+        "/v1/tenants/{tenant}/accounts?protected=true&not_backed_up_since=2026-12-01T00:00:00Z",
         "/v1/tenants/{tenant}/jobs",
         "/v1/tenants/{tenant}/jobs?status=running",
         "/v1/tenants/{tenant}/restores",

@@ -62,6 +62,7 @@ ACCOUNTS = [
         "last_seen_at": WHEN,
         "cancelled_at": None,
         "cancel_reason": None,
+        "last_backup_at": WHEN - timedelta(hours=5),
         "created_at": WHEN - timedelta(days=3),
     },
     {
@@ -80,6 +81,7 @@ ACCOUNTS = [
         "last_seen_at": None,
         "cancelled_at": WHEN.replace(microsecond=0),
         "cancel_reason": "licence removed",
+        "last_backup_at": None,
         "created_at": WHEN,
     },
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +16,33 @@ from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import Item, ItemVersion, Job, JobTask, Snapshot
 from safekeep.workers.scheduler import recover_lost_jobs
 from tests.e2e.conftest import Deployment
+
+NOW = "2100-01-01T00:00:00Z"  # later than any backup: every account is "not backed up since"
+
+
+async def check_last_backups(deployment: Deployment, tenant_id: str, *, since: str) -> None:
+    """``last_backup_at`` of every account is the end of its last finished snapshot, and
+    ``not_backed_up_since`` lists exactly the protected accounts with none after ``since``."""
+    path = f"/v1/tenants/{tenant_id}/accounts"
+    snapshots = (await deployment.get(f"/v1/tenants/{tenant_id}/snapshots", limit=200))["items"]
+    ended: dict[str, datetime] = {}
+    for s in snapshots:
+        if s["completed_at"] is not None:
+            at = datetime.fromisoformat(s["completed_at"])
+            ended[s["account_id"]] = max(at, ended.get(s["account_id"], at))
+    accounts = (await deployment.get(path, limit=200))["items"]
+    shown = {
+        a["id"]: datetime.fromisoformat(a["last_backup_at"])
+        for a in accounts
+        if a["last_backup_at"] is not None
+    }
+    assert shown == ended and ended
+    stale = await deployment.get(path, protected="true", not_backed_up_since=since, limit=200)
+    cutoff = datetime.fromisoformat(since)
+    assert 0 < len(stale["items"]) < len(accounts)  # some were backed up, some not
+    assert {a["id"] for a in stale["items"]} == {
+        a["id"] for a in accounts if a["protected"] and not (ended.get(a["id"]) or cutoff) > cutoff
+    }
 
 
 def drive_files(deployment: Deployment) -> dict[str, int]:
@@ -33,6 +60,9 @@ def drive_files(deployment: Deployment) -> dict[str, int]:
 async def test_full_then_incremental_backup_through_the_api(deployment: Deployment) -> None:
     deployment.start_worker()
     tenant = await deployment.onboard(services=["onedrive"])
+    accounts_path = f"/v1/tenants/{tenant['id']}/accounts"
+    never = await deployment.get(accounts_path, protected="true", not_backed_up_since=NOW)
+    assert never["items"] and all(a["last_backup_at"] is None for a in never["items"])
     job = await deployment.backup(tenant["id"])
     assert job["status"] == "succeeded", job
     assert job["progress"]["tasks_total"] == job["progress"]["tasks_done"] >= 1
@@ -52,6 +82,9 @@ async def test_full_then_incremental_backup_through_the_api(deployment: Deployme
     )
     usage = await deployment.get("/v1/usage")
     assert usage["stored_bytes"] > 0
+    # Each account's last backup is its last snapshot's end; the seats not backed up since
+    # the second job started are those it had nothing of (no OneDrive), and only those.
+    await check_last_backups(deployment, tenant["id"], since=again["started_at"])
     # the engine settled both jobs with their progress: the list shows it without reading
     # their tasks, and it is what a poll of each (which sums the tasks) shows
     listed = await deployment.get(f"/v1/tenants/{tenant['id']}/jobs?kind=backup")

@@ -59,6 +59,11 @@ async def test_an_account_is_purged_only_on_request_and_only_it(
         await h.backup(account, "onedrive")
     reported, summed = await stored_bytes(h, api)
     assert reported == summed > 0
+    for account in (leaver, stayer):
+        shown = await api.get(
+            f"/v1/tenants/{h.tenant.id}/accounts/{account.id}", headers=h.msp.headers
+        )
+        assert shown.json()["last_backup_at"] is not None
     before = await chunk_names(h)
     base = f"/v1/tenants/{h.tenant.id}/accounts/{leaver.id}"
     # a protected seat is never purged; release it first (its data stays, as a retained seat)
@@ -74,7 +79,8 @@ async def test_an_account_is_purged_only_on_request_and_only_it(
     await run_purge_job(h.runtime, r.json()["id"])
     job = (await api.get(f"/v1/jobs/{r.json()['id']}", headers=h.msp.headers)).json()
     assert job["status"] == "succeeded", job
-    assert (await api.get(base, headers=h.msp.headers)).json()["state"] == "purged"
+    purged = (await api.get(base, headers=h.msp.headers)).json()
+    assert (purged["state"], purged["last_backup_at"]) == ("purged", None)  # nothing kept
     for model in (ItemVersion, Item, Snapshot):
         assert await count(h, model, leaver) == 0
     assert await count(h, ItemVersion, stayer) > 0

@@ -10,7 +10,7 @@ from safekeep.api.auth import AdminPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.jobs.schemas import STARTS_JOB, JobOut, job_out
 from safekeep.api.problems import responses
-from safekeep.api.schemas import Page, Paging, rows_response
+from safekeep.api.schemas import Page, Paging, Timestamp, rows_response
 from safekeep.backup.jobs import purge
 from safekeep.errors import UnprocessableEntity
 from safekeep.tenants.account import service
@@ -32,6 +32,11 @@ async def list_accounts(
     state: AccountState | None = Query(None),
     protected: bool | None = Query(None),
     q: str | None = Query(None, max_length=200, description="Name or UPN contains"),
+    not_backed_up_since: Timestamp | None = Query(
+        None,
+        description="Only accounts with no backup finished since this instant (never "
+        "backed up included), e.g. a day ago: the seats whose backups have stopped",
+    ),
 ) -> Response:
     page = await paging.read(
         service.list_accounts,
@@ -43,6 +48,7 @@ async def list_accounts(
         state=state,
         protected=protected,
         search=q,
+        not_backed_up_since=not_backed_up_since,
     )
     return rows_response(page, AccountOut)
 

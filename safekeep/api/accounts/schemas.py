@@ -25,6 +25,12 @@ class AccountOut(Schema):
     last_seen_at: datetime | None
     cancelled_at: datetime | None
     cancel_reason: str | None
+    last_backup_at: datetime | None = Field(
+        description="When a backup of one of its services last finished (complete, or with "
+        "some items skipped); null before its first. Find the seats whose backups stopped "
+        "with `?protected=true&not_backed_up_since=...`; a service's own history is its "
+        "snapshots (`GET /v1/tenants/{id}/snapshots?account_id=...`)"
+    )
     created_at: datetime
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -26,6 +27,7 @@ def _page(
     limited: bool,
     equal: tuple[str, ...],
     search: bool,
+    stale: bool,
     after: bool,
 ) -> Select[Any]:
     """The statement of one shape of accounts page (which filters, whether after a cursor),
@@ -39,6 +41,9 @@ def _page(
             func.lower(Account.display_name).like(pattern)
             | func.lower(func.coalesce(Account.principal_name, "")).like(pattern)
         )
+    if stale:
+        since: Any = bindparam("since", type_=Account.last_backup_at.type)
+        stmt = stmt.where(Account.last_backup_at.is_(None) | (Account.last_backup_at < since))
     return keyset_order(stmt, Account, after=after)
 
 
@@ -52,6 +57,7 @@ async def list_page(
     state: str | None,
     protected: bool | None,
     search: str | None,
+    not_backed_up_since: datetime | None = None,
     cursor: str | None,
     limit: int,
 ) -> Page[Row[Any]]:
@@ -63,10 +69,13 @@ async def list_page(
     }
     if protected is not None:
         given["protected"] = protected
-    stmt = _page(tuple(columns), scope.limited, tuple(given), bool(search), bool(cursor))
+    stale = not_backed_up_since is not None
+    stmt = _page(tuple(columns), scope.limited, tuple(given), bool(search), stale, bool(cursor))
     values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
     if search:
         values["pattern"] = f"%{search.lower()}%"
+    if stale:
+        values["since"] = not_backed_up_since
     return page_of_rows(await read_rows(session, stmt, values), limit)
 
 

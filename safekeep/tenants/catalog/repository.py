@@ -21,6 +21,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     delete,
     func,
     literal,
@@ -183,19 +184,30 @@ async def finish_snapshot(
     }
     result = await session.execute(_finish(), values)
     found = bool(result.rowcount)  # type: ignore[attr-defined]
-    if found and bytes_added:
-        await session.execute(_account_grew(), {"g_account_id": account_id, "g_bytes": bytes_added})
+    if found:
+        await session.execute(
+            _account_backed_up(),
+            {"g_account_id": account_id, "g_bytes": bytes_added, "g_at": completed_at},
+        )
     return found
 
 
 @cache
-def _account_grew() -> Update:
-    """The account's stored bytes grow with its snapshot's (built once, like ``_finish``)."""
+def _account_backed_up() -> Update:
+    """The account's stored bytes grow with its snapshot's, and its last backup is this one
+    unless a later one finished first (built once, like ``_finish``)."""
     account = table_of(Account).c
+    at = bindparam("g_at", type_=account.last_backup_at.type)
     return (
         update(table_of(Account))
         .where(account.id == bindparam("g_account_id"))
-        .values(stored_bytes=account.stored_bytes + bindparam("g_bytes"))
+        .values(
+            stored_bytes=account.stored_bytes + bindparam("g_bytes"),
+            last_backup_at=case(
+                (account.last_backup_at.is_(None) | (account.last_backup_at < at), at),
+                else_=account.last_backup_at,
+            ),
+        )
     )
 
 
@@ -837,7 +849,7 @@ async def delete_account_catalog(session: AsyncSession, account_id: uuid.UUID) -
     await session.execute(
         update(Account)
         .where(Account.id == account_id)
-        .values(stored_bytes=0)
+        .values(stored_bytes=0, last_backup_at=None)
         .execution_options(synchronize_session=False)
     )
     return int(removed.rowcount or 0)  # type: ignore[attr-defined]

@@ -52,3 +52,7 @@ class Account(IdMixin, CreatedMixin, Base):
     # (``catalog.finish_snapshot``) and zeroed with its catalog: usage reads a tenant's stored
     # bytes from its accounts instead of summing a history of snapshots on every request.
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # When a backup of one of its services last finished (its snapshot complete, or partial:
+    # some items skipped), set as each snapshot finishes and cleared with its catalog: how a
+    # portal finds the seats whose backups have stopped without reading their snapshots.
+    last_backup_at: Mapped[datetime | None]
