@@ -83,3 +83,25 @@ def test_a_list_of_choices_can_hold_every_choice() -> None:
     found = _arrays_of_choices(doc, "", doc["components"]["schemas"])
     assert {where.rsplit("/", 1)[-1] for where, _, _ in found} >= {"events", "services"}
     assert [(where, bound, n) for where, bound, n in found if bound < n] == []
+
+
+def _misplaced_bounds(node: object, where: str) -> list[str]:
+    """Where a bound of one JSON type sits on a schema of another (``maxLength`` on an
+    array, ``maxItems`` on a string): a validator or a generated client ignores it."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "array" and {"maxLength", "minLength"} & node.keys():
+            found.append(where)
+        if kind == "string" and {"maxItems", "minItems"} & node.keys():
+            found.append(where)
+        for key, value in node.items():
+            found += _misplaced_bounds(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _misplaced_bounds(value, f"{where}/{i}")
+    return found
+
+
+def test_every_bound_is_of_the_type_it_bounds() -> None:
+    assert _misplaced_bounds(document(), "") == []

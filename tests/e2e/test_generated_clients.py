@@ -160,6 +160,33 @@ def test_python_client_end_to_end(deployment: Deployment, live_api: str, python_
     assert str(finished.status) == "succeeded", finished
 
     accounts = api("accounts.list_accounts").sync(tenant_id, client=client)
+    # every seat the backup reached is backed up since it started: none is listed as stopped
+    assert finished.started_at is not None
+    stopped = api("accounts.list_accounts").sync(
+        tenant_id, client=client, protected=True, not_backed_up_since=finished.started_at
+    )
+    backed_up = {a.id for a in accounts.items if a.last_backup_at is not None}
+    assert backed_up and not backed_up & {a.id for a in stopped.items}
+
+    # A webhook changed and its secret rotated the way the client's models send them: what
+    # is left out of an update is not sent (not as null), and the rotated secret is new.
+    webhook = api("webhooks.create_webhook").sync(
+        client=client,
+        body=model("WebhookCreate").from_dict(
+            {"url": "https://hooks.example.com/safekeep", "events": ["export.ready"]}
+        ),
+    )
+    assert isinstance(webhook, model("WebhookCreated")), webhook
+    changed = api("webhooks.update_webhook").sync(
+        webhook.id, client=client, body=model("WebhookUpdate")(description="Partner portal")
+    )
+    assert isinstance(changed, model("WebhookOut")), changed
+    assert (changed.url, changed.description) == (webhook.url, "Partner portal")
+    rotated = api("webhooks.rotate_secret").sync(
+        webhook.id, client=client, body=model("SecretRotation").from_dict({})
+    )
+    assert isinstance(rotated, model("WebhookCreated")), rotated
+    assert rotated.secret not in (None, webhook.secret) and rotated.previous_secret_expires_at
     listed = None
     account = None
     for account in accounts.items:

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from safekeep.api.schemas import RequestSchema, Schema
 from safekeep.tenants.models import DeliveryStatus
@@ -34,13 +35,15 @@ def _url_fits(value: AnyHttpUrl | None) -> AnyHttpUrl | None:
     return value
 
 
+# Any of the events, each at most once in effect (repeats are folded).
+Events = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES))]
+
+
 class WebhookCreate(RequestSchema):
     url: AnyHttpUrl = Field(
         json_schema_extra={"maxLength": URL_MAX_CHARS}, description=_URL_DESCRIPTION
     )
-    events: list[EventType] = Field(
-        min_length=1, max_length=len(EVENT_TYPES), description=_EVENTS_DESCRIPTION
-    )
+    events: Events = Field(description=_EVENTS_DESCRIPTION)
     description: str | None = Field(default=None, max_length=500)
 
     _length = field_validator("url")(_url_fits)
@@ -49,12 +52,11 @@ class WebhookCreate(RequestSchema):
 class WebhookUpdate(RequestSchema):
     """What to change; fields left out stay as they are."""
 
-    url: AnyHttpUrl | None = Field(
+    # Not nullable in the document (SkipJsonSchema): a null is refused, not a way to clear.
+    url: AnyHttpUrl | SkipJsonSchema[None] = Field(
         default=None, json_schema_extra={"maxLength": URL_MAX_CHARS}, description=_URL_DESCRIPTION
     )
-    events: list[EventType] | None = Field(
-        default=None, min_length=1, max_length=len(EVENT_TYPES), description=_EVENTS_DESCRIPTION
-    )
+    events: Events | SkipJsonSchema[None] = Field(default=None, description=_EVENTS_DESCRIPTION)
     description: str | None = Field(default=None, max_length=500)
 
     _length = field_validator("url")(_url_fits)
