@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -16,6 +16,7 @@ from graphsim import Simulator
 from safekeep.runtime import Runtime
 from safekeep.tenants import outbox
 from safekeep.tenants.api_key import service as api_key_service
+from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import (
     Account,
     AccountKind,
@@ -231,6 +232,45 @@ async def add_backup(
     )
     await session.flush()
     return job, snapshot
+
+
+async def end_snapshot(
+    runtime: Runtime,
+    account: Account,
+    *,
+    service: str = "mail",
+    seq: int = 1,
+    at: datetime | None = None,
+    bytes_added: int = 1000,
+    skipped: int = 0,
+) -> None:
+    """A backup of the account's ``service`` started and finished at ``at`` (now), storing
+    ``bytes_added``, ended as the engine ends one (``catalog.finish_snapshot``)."""
+    at = at or utcnow()
+    async with runtime.db.session() as session:
+        snapshot = Snapshot(
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            service=service,
+            seq=seq,
+            status=SnapshotStatus.running,
+            started_at=at,
+        )
+        session.add(snapshot)
+        await session.flush()
+        assert await catalog.finish_snapshot(
+            session,
+            snapshot.id,
+            account_id=account.id,
+            service=service,
+            status=SnapshotStatus.partial if skipped else SnapshotStatus.complete,
+            completed_at=at,
+            added=1,
+            changed=0,
+            removed=0,
+            bytes_added=bytes_added,
+            skipped=skipped,
+        )
 
 
 def ransomware_detection(

@@ -8,36 +8,8 @@ from datetime import datetime, timedelta
 import httpx
 
 from safekeep.runtime import Runtime
-from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import Account, Snapshot, SnapshotStatus, utcnow
-from tests.factories import create_account, create_msp, create_tenant
-
-
-async def finish(runtime: Runtime, account: Account, service: str, seq: int, at: datetime) -> None:
-    """A snapshot of ``service`` started and finished at ``at``, ended as the engine ends one."""
-    async with runtime.db.session() as session:
-        snapshot = Snapshot(
-            tenant_id=account.tenant_id,
-            account_id=account.id,
-            service=service,
-            seq=seq,
-            started_at=at,
-        )
-        session.add(snapshot)
-        await session.flush()
-        assert await catalog.finish_snapshot(
-            session,
-            snapshot.id,
-            account_id=account.id,
-            service=service,
-            status=SnapshotStatus.partial,
-            completed_at=at,
-            added=1,
-            changed=0,
-            removed=0,
-            bytes_added=0,  # an incremental that found nothing new still is a backup
-            skipped=1,
-        )
+from safekeep.tenants.models import utcnow
+from tests.factories import create_account, create_msp, create_tenant, end_snapshot
 
 
 async def test_the_seats_whose_backups_stopped_are_listed(
@@ -52,18 +24,21 @@ async def test_the_seats_whose_backups_stopped_are_listed(
     ]
     await create_account(runtime, tenant, name="Released User", protected=False)
     now = utcnow().replace(microsecond=0)
-    day = timedelta(days=1)
-    await finish(runtime, recent, "mail", 1, now - 3 * day)
-    await finish(runtime, recent, "onedrive", 1, now - timedelta(hours=2))
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    await end_snapshot(runtime, recent, at=now - 3 * day)
+    # an incremental that found nothing new, with items skipped, is a backup all the same
+    await end_snapshot(
+        runtime, recent, service="onedrive", at=now - 2 * hour, bytes_added=0, skipped=1
+    )
     # a snapshot ending after a later one (a resumed run) leaves the later one the last
-    await finish(runtime, recent, "mail", 2, now - 2 * day)
-    await finish(runtime, stopped, "mail", 1, now - 5 * day)
+    await end_snapshot(runtime, recent, seq=2, at=now - 2 * day)
+    await end_snapshot(runtime, stopped, at=now - 5 * day)
 
     path = f"/v1/tenants/{tenant.id}/accounts"
     listed = (await any_client.get(path, headers=msp.headers)).json()["items"]
     shown = {a["display_name"]: a["last_backup_at"] for a in listed}
     assert {k: v and datetime.fromisoformat(v) for k, v in shown.items()} == {
-        "Recent User": now - timedelta(hours=2),
+        "Recent User": now - 2 * hour,
         "Stopped User": now - 5 * day,
         "Never User": None,
         "Released User": None,

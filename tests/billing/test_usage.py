@@ -19,52 +19,18 @@ from safekeep.billing.usage import (
     report_usage,
 )
 from safekeep.runtime import Runtime
-from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import (
-    Account,
     AccountKind,
     AccountState,
     AuditEvent,
     Msp,
-    Snapshot,
-    SnapshotStatus,
     UsageReport,
     utcnow,
 )
 from tests.billing.conftest import StripeRecorder, set_customer
-from tests.factories import MspHandle, create_account, create_msp, create_tenant
+from tests.factories import MspHandle, create_account, create_msp, create_tenant, end_snapshot
 
 METER_EVENTS = "/v1/billing/meter_events"
-
-
-async def add_snapshot(runtime: Runtime, account: Account, bytes_added: int = 1000) -> None:
-    """A finished backup of the account's mail that stored ``bytes_added``, ended as the
-    engine ends one (``finish_snapshot``)."""
-    now = utcnow()
-    async with runtime.db.session() as session:
-        snapshot = Snapshot(
-            tenant_id=account.tenant_id,
-            account_id=account.id,
-            service="mail",
-            seq=1,
-            status=SnapshotStatus.running,
-            started_at=now,
-        )
-        session.add(snapshot)
-        await session.flush()
-        assert await catalog.finish_snapshot(
-            session,
-            snapshot.id,
-            account_id=account.id,
-            service="mail",
-            status=SnapshotStatus.complete,
-            completed_at=now,
-            added=1,
-            changed=0,
-            removed=0,
-            bytes_added=bytes_added,
-            skipped=0,
-        )
 
 
 async def seat_world(runtime: Runtime) -> tuple[MspHandle, str, MspHandle]:
@@ -75,20 +41,20 @@ async def seat_world(runtime: Runtime) -> tuple[MspHandle, str, MspHandle]:
     t1 = await create_tenant(runtime, a, name="Contoso")
     t2 = await create_tenant(runtime, a, name="Litware")
     for name in ("Adele Vance", "Megan Bowen"):
-        await add_snapshot(runtime, await create_account(runtime, t1, name=name), 5000)
+        await end_snapshot(runtime, await create_account(runtime, t1, name=name), bytes_added=5000)
     await create_account(runtime, t2, name="Comms Site", kind=AccountKind.site)  # protected
     await create_account(runtime, t1, name="Lee Gu", protected=False)  # found, not protected
     retained = await create_account(runtime, t1, name="Alex Wilber", state=AccountState.cancelled)
-    await add_snapshot(runtime, retained, 700)  # cancelled with data: retained
+    await end_snapshot(runtime, retained, bytes_added=700)  # cancelled with data: retained
     await create_account(runtime, t2, name="Diego Siciliani", state=AccountState.cancelled)
     purged = await create_account(runtime, t2, name="Isaiah Langer", state=AccountState.purged)
-    await add_snapshot(runtime, purged, 0)
+    await end_snapshot(runtime, purged, bytes_added=0)
 
     b = await create_msp(runtime, "Fabrikam IT")
     await set_customer(runtime, b)
     tb = await create_tenant(runtime, b, name="Fabrikam client")
     await create_account(runtime, tb, name="Pradeep Gupta")
-    await add_snapshot(
+    await end_snapshot(
         runtime, await create_account(runtime, tb, name="Nestor W", state=AccountState.cancelled)
     )
     return a, customer, b
@@ -234,7 +200,8 @@ async def test_stored_bytes_beyond_32_bits_do_not_break_the_report(
     a = await create_msp(billing_runtime, "Big data")
     await set_customer(billing_runtime, a)
     tenant = await create_tenant(billing_runtime, a)
-    await add_snapshot(billing_runtime, await create_account(billing_runtime, tenant), 5 * 2**30)
+    account = await create_account(billing_runtime, tenant)
+    await end_snapshot(billing_runtime, account, bytes_added=5 * 2**30)
     day = utcnow().date() - timedelta(days=1)
     assert await report(billing_runtime, a, day, billing_client) is UsageOutcome.sent
     [row] = await reports(billing_runtime, a)

@@ -134,14 +134,13 @@ async def create_endpoint(
     )
     session.add(endpoint)
     await session.flush()
-    await audit.record_for(
+    await _audited(
         session,
         principal,
-        "webhook.created",
-        target_type="webhook",
-        target_id=endpoint.id,
-        details={"url": url, "events": endpoint.events},
+        "created",
+        endpoint.id,
         ip=ip,
+        details={"url": url, "events": endpoint.events},
     )
     return endpoint, secret
 
@@ -189,15 +188,7 @@ async def update_endpoint(
         details["url"] = endpoint.url
     if "events" in changes:
         details["events"] = endpoint.events
-    await audit.record_for(
-        session,
-        principal,
-        "webhook.updated",
-        target_type="webhook",
-        target_id=endpoint.id,
-        details=details,
-        ip=ip,
-    )
+    await _audited(session, principal, "updated", endpoint.id, ip=ip, details=details)
     return endpoint
 
 
@@ -227,20 +218,40 @@ async def rotate_secret(
         endpoint.previous_secret_sealed = endpoint.previous_secret_expires_at = None
     endpoint.secret_sealed = seal(settings.master_key_bytes, secret, context=_context(endpoint.id))
     await session.flush()
-    await audit.record_for(
+    await _audited(
         session,
         principal,
-        "webhook.secret_rotated",
-        target_type="webhook",
-        target_id=endpoint.id,
-        details={"previous_secret_expires_at": _iso(endpoint.previous_secret_expires_at)},
+        "secret_rotated",
+        endpoint.id,
         ip=ip,
+        details={"previous_secret_expires_at": _iso(endpoint.previous_secret_expires_at)},
     )
     return endpoint, secret
 
 
 def _iso(instant: datetime | None) -> str | None:
     return instant.isoformat() if instant is not None else None
+
+
+async def _audited(
+    session: AsyncSession,
+    principal: Principal,
+    action: str,
+    endpoint_id: uuid.UUID,
+    *,
+    ip: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """``webhook.<action>`` in the MSP's audit log, about one endpoint."""
+    await audit.record_for(
+        session,
+        principal,
+        f"webhook.{action}",
+        target_type="webhook",
+        target_id=endpoint_id,
+        details=details,
+        ip=ip,
+    )
 
 
 async def _locked_endpoint(
@@ -264,9 +275,7 @@ async def delete_endpoint(
     endpoint = await get_endpoint(session, principal, endpoint_id)
     endpoint.deleted_at = utcnow()
     await session.flush()
-    await audit.record_for(
-        session, principal, "webhook.deleted", target_type="webhook", target_id=endpoint.id, ip=ip
-    )
+    await _audited(session, principal, "deleted", endpoint.id, ip=ip)
 
 
 async def list_deliveries(
@@ -303,14 +312,13 @@ async def redeliver(
     if not await repository.schedule_again(session, delivery.id, utcnow()):
         raise Conflict("This delivery is pending: its next attempt is already scheduled")
     await session.refresh(delivery)
-    await audit.record_for(
+    await _audited(
         session,
         principal,
-        "webhook.redelivered",
-        target_type="webhook",
-        target_id=endpoint_id,
-        details={"delivery_id": str(delivery.id), "event_id": str(delivery.event_id)},
+        "redelivered",
+        endpoint_id,
         ip=ip,
+        details={"delivery_id": str(delivery.id), "event_id": str(delivery.event_id)},
     )
     outbox.enqueue("deliver_webhook", str(delivery.id))
     return delivery
@@ -333,14 +341,8 @@ async def ping(
     partner checks a receiver (reachable, verifying signatures) before a real event comes."""
     endpoint = await get_endpoint(session, principal, endpoint_id)
     (delivery,) = await _send(session, [endpoint], PING, {"webhook_id": str(endpoint.id)})
-    await audit.record_for(
-        session,
-        principal,
-        "webhook.pinged",
-        target_type="webhook",
-        target_id=endpoint.id,
-        details={"delivery_id": str(delivery.id)},
-        ip=ip,
+    await _audited(
+        session, principal, "pinged", endpoint.id, ip=ip, details={"delivery_id": str(delivery.id)}
     )
     return delivery
 
