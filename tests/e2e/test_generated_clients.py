@@ -273,3 +273,6 @@ def test_typescript_client_end_to_end(
     assert summary["content_bytes"] == summary["item_size"] > 0
     assert summary["export_zip_magic"] == "PK"
     assert summary["manifest_has_item"] is True
+    assert summary["backed_up_seats"] > 0 and summary["stopped_among_backed_up"] == 0
+    assert summary["webhook_kept_url"] is True and summary["secret_rotated"] is True
+    assert summary["previous_secret_expires_at"]

@@ -92,6 +92,41 @@ for (const account of accounts.items) {
 }
 if (!found) throw new Error("no backed-up file to browse");
 
+// The seats whose backups stopped: none that this backup reached.
+const stopped = must(
+  await client.GET("/v1/tenants/{tenant_id}/accounts", {
+    params: {
+      path: { tenant_id },
+      query: { protected: true, not_backed_up_since: job.started_at ?? new Date().toISOString() },
+    },
+  }),
+  "stopped seats",
+);
+const backedUp = new Set(accounts.items.filter((a) => a.last_backup_at).map((a) => a.id));
+
+// A webhook moved to another description and its secret rotated: what an update leaves out
+// is not sent, and the rotation answers a new secret with the old one's overlap.
+const webhook = must(
+  await client.POST("/v1/webhooks", {
+    body: { url: "https://hooks.example.com/safekeep", events: ["export.ready"] },
+  }),
+  "create webhook",
+);
+const changed = must(
+  await client.PATCH("/v1/webhooks/{webhook_id}", {
+    params: { path: { webhook_id: webhook.id } },
+    body: { description: "Partner portal" },
+  }),
+  "update webhook",
+);
+const rotated = must(
+  await client.POST("/v1/webhooks/{webhook_id}/secret", {
+    params: { path: { webhook_id: webhook.id } },
+    body: { previous_secret_expires_in: 3600 },
+  }),
+  "rotate secret",
+);
+
 const content = must(
   await client.GET("/v1/tenants/{tenant_id}/accounts/{account_id}/items/{item_id}/content", {
     params: { path: { tenant_id, account_id: found.account_id, item_id: found.item_id } },
@@ -137,5 +172,10 @@ console.log(
     export_zip_magic: zip.subarray(0, 2).toString("latin1"),
     // ZIP headers carry file names as they are: the downloaded file is in the archive.
     manifest_has_item: zip.includes(Buffer.from(found.name, "utf8")) && zip.includes("manifest.json"),
+    backed_up_seats: backedUp.size,
+    stopped_among_backed_up: stopped.items.filter((a) => backedUp.has(a.id)).length,
+    webhook_kept_url: changed.url === webhook.url && changed.description === "Partner portal",
+    secret_rotated: !!rotated.secret && rotated.secret !== webhook.secret,
+    previous_secret_expires_at: rotated.previous_secret_expires_at,
   }),
 );
