@@ -51,9 +51,14 @@ def holds_nul(value: Any) -> bool:
 
 
 class RequestSchema(Schema):
-    """The base of every request body. No text in it may carry U+0000 (NUL): PostgreSQL's text
-    cannot hold one, and nothing a client means is written with it, so it is refused here as
-    the field's 422, the same on every database, instead of failing deep in a write."""
+    """The base of every request body. A field the body's schema does not name is refused
+    (422, its name in the error), as Stripe refuses an unknown parameter: a misspelt field
+    (`evnets`) would otherwise change nothing and answer 200. No text in it may carry U+0000
+    (NUL): PostgreSQL's text cannot hold one, and nothing a client means is written with it,
+    so it is refused here as the field's 422, the same on every database, instead of failing
+    deep in a write."""
+
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
 
     @field_validator("*", mode="before")
     @classmethod

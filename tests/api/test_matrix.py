@@ -153,6 +153,25 @@ async def test_a_key_limited_to_some_tenants_is_refused_what_is_the_whole_msps(
     assert_problem(r, 403)
 
 
+@each_of([r for r in ROUTES if r.body is not None])
+async def test_a_field_the_body_does_not_name_is_422(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    """A valid body with one field more (a misspelling, a field of another route): refused by
+    name, with the key that could do the rest, and nothing done (test_nothing_changed)."""
+    ids = module_world.a.ids()
+    body = {**fill(route.body, ids), "evnets": ["export.ready"]}
+    r = await module_client.request(
+        route.method,
+        route.url(ids),
+        params=route.query,
+        json=body,
+        headers=module_world.a.msp.headers,
+    )
+    assert_problem(r, 422)
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", "evnets"]], r.text
+
+
 async def test_nothing_changed(module_world: World) -> None:
     """Runs last: none of the refused requests above wrote anything (keys made by the
     world.key helper are the only new rows)."""

@@ -90,16 +90,17 @@ async def update_webhook(
 @idempotent(200, shown_once=("secret",))
 async def rotate_secret(
     webhook_id: uuid.UUID,
-    body: SecretRotation,
     principal: MspAdminPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     ip: ClientIp,
+    body: SecretRotation | None = None,
 ) -> WebhookCreated:
     """A new signing secret, shown once, which signs every delivery from now on. The secret
     it replaces signs beside it for `previous_secret_expires_in` seconds (default a day, at
     most 7; 0 for a leaked one), so a receiver can switch without refusing a delivery; a
-    second rotation within that time ends the first one's overlap."""
+    second rotation within that time ends the first one's overlap. The body is optional."""
+    body = body or SecretRotation()
     endpoint, secret = await service.rotate_secret(
         session,
         principal,
