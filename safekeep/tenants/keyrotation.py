@@ -110,10 +110,10 @@ def _reseal_row(
     """Re-seal the row's secrets (a tenant may have none) under the current key, counting
     each change for its MSP's audit event. A webhook's previous secret whose overlap has
     ended signs nothing more: it is dropped, not re-sealed."""
-    expires = row.previous_secret_expires_at if isinstance(row, WebhookEndpoint) else None
-    if expires is not None and expires <= utcnow():
-        assert isinstance(row, WebhookEndpoint)
-        row.previous_secret_sealed = row.previous_secret_expires_at = None
+    if isinstance(row, WebhookEndpoint):
+        expires = row.previous_secret_expires_at
+        if expires is not None and expires <= utcnow():
+            row.previous_secret_sealed = row.previous_secret_expires_at = None
     for column, context, what in _sealed_secrets(row):
         sealed: bytes | None = getattr(row, column)
         if sealed is None:

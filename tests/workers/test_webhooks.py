@@ -473,3 +473,29 @@ async def test_a_rotated_secret_signs_beside_the_new_one_until_its_overlap_ends(
         "/v1/audit-events", params={"action": "webhook.secret_rotated"}, headers=msp.headers
     )
     assert len(audit.json()["items"]) == 4
+
+
+async def test_racing_rotations_each_leave_their_secret_signing_on_both_databases(
+    any_client: httpx.AsyncClient, any_runtime: Runtime
+) -> None:
+    """Several rotations of one endpoint at once: they replace one another in some order,
+    so the endpoint ends with the last one's secret and the one before it as its previous
+    secret, whichever database serialises them; nothing is lost to a stale read."""
+    runtime = any_runtime
+    msp = await create_msp(runtime)
+    endpoint, _ = await create_webhook(
+        runtime, msp.id, "https://hooks.example.com/race", ["export.ready"]
+    )
+    url = f"/v1/webhooks/{endpoint.id}/secret"
+    answers = await asyncio.gather(*(any_client.post(url, headers=msp.headers) for _ in range(4)))
+    assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+    given = [r.json()["secret"] for r in answers]
+    async with runtime.db.session() as session:
+        row = await session.get(WebhookEndpoint, endpoint.id)
+        assert row is not None
+        current, previous = webhooks.signing_secrets(runtime.settings, row, webhooks.utcnow())
+    assert current in given and previous in given and current != previous
+    audit = await any_client.get(
+        "/v1/audit-events", params={"action": "webhook.secret_rotated"}, headers=msp.headers
+    )
+    assert len(audit.json()["items"]) == 4

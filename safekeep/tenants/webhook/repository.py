@@ -79,6 +79,39 @@ async def schedule_again(session: AsyncSession, delivery_id: uuid.UUID, now: dat
     return bool(result.rowcount == 1)
 
 
+async def replace_secret(
+    session: AsyncSession,
+    msp_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    sealed: bytes,
+    *,
+    previous_until: datetime | None,
+) -> bool:
+    """The endpoint's secret replaced by ``sealed`` in one statement, the one it held kept as
+    the previous secret until ``previous_until`` (None: dropped). The statement reads the
+    current secret as it writes (SQL's SET sees the row before the update), so rotations
+    that race each keep what the one before them set, on PostgreSQL and SQLite alike. False
+    when the MSP has no such live endpoint."""
+    endpoint = WebhookEndpoint.__table__.c
+    previous = endpoint.secret_sealed if previous_until is not None else None
+    stmt = (
+        update(WebhookEndpoint)
+        .where(
+            WebhookEndpoint.id == endpoint_id,
+            WebhookEndpoint.msp_id == msp_id,
+            WebhookEndpoint.deleted_at.is_(None),
+        )
+        .values(
+            secret_sealed=sealed,
+            previous_secret_sealed=previous,
+            previous_secret_expires_at=previous_until,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = await session.execute(stmt)
+    return bool(result.rowcount == 1)
+
+
 async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> WebhookDelivery | None:
     """System load by the delivery actor (it was handed the id by our own enqueue)."""
     return await session.get(WebhookDelivery, delivery_id)

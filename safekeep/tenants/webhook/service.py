@@ -37,7 +37,6 @@ from safekeep.tenants import outbox
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from safekeep.tenants.pagination import Page
-from safekeep.tenants.rowlock import one_for_update
 from safekeep.tenants.scope import Principal
 from safekeep.tenants.secrets import seal, unseal_with_any
 from safekeep.tenants.webhook import repository, target
@@ -173,7 +172,7 @@ async def update_endpoint(
     yet sent go to the new url; the events apply to events emitted from now on."""
     if "url" in changes:
         target.check_url(settings, changes["url"])
-    endpoint = await _locked_endpoint(session, principal, endpoint_id)
+    endpoint = await get_endpoint(session, principal, endpoint_id)
     if not changes:
         return endpoint
     if "url" in changes:
@@ -203,21 +202,20 @@ async def rotate_secret(
 ) -> tuple[WebhookEndpoint, str]:
     """A new signing secret for the endpoint, returned once; the secret it replaces signs
     beside it for ``overlap`` (none: it stops now). A rotation during another's overlap ends
-    that one: only the secret being replaced is kept. Rotations of one endpoint settle one
-    after the other (its row locked), so each caller's secret is the current or the previous
-    one when its answer is sent."""
+    that one: only the secret being replaced is kept. Racing rotations of one endpoint each
+    replace what the one before them set (``repository.replace_secret``), so each caller's
+    secret is the current or the previous one when its answer is sent."""
     if not timedelta(0) <= overlap <= MAX_SECRET_OVERLAP:
         raise ValueError(f"overlap {overlap} outside 0..{MAX_SECRET_OVERLAP}")
-    endpoint = await _locked_endpoint(session, principal, endpoint_id)
-    now = utcnow()
     secret = _new_secret()
-    if overlap:
-        endpoint.previous_secret_sealed = endpoint.secret_sealed
-        endpoint.previous_secret_expires_at = now + overlap
-    else:
-        endpoint.previous_secret_sealed = endpoint.previous_secret_expires_at = None
-    endpoint.secret_sealed = seal(settings.master_key_bytes, secret, context=_context(endpoint.id))
-    await session.flush()
+    sealed = seal(settings.master_key_bytes, secret, context=_context(endpoint_id))
+    until = utcnow() + overlap if overlap else None
+    if not await repository.replace_secret(
+        session, principal.msp_id, endpoint_id, sealed, previous_until=until
+    ):
+        raise NotFound("No such webhook")
+    endpoint = await get_endpoint(session, principal, endpoint_id)
+    await session.refresh(endpoint)
     await _audited(
         session,
         principal,
@@ -252,21 +250,6 @@ async def _audited(
         details=details,
         ip=ip,
     )
-
-
-async def _locked_endpoint(
-    session: AsyncSession, principal: Principal, endpoint_id: uuid.UUID
-) -> WebhookEndpoint:
-    endpoint = await one_for_update(
-        session,
-        WebhookEndpoint,
-        WebhookEndpoint.id == endpoint_id,
-        WebhookEndpoint.msp_id == principal.msp_id,
-        WebhookEndpoint.deleted_at.is_(None),
-    )
-    if endpoint is None:
-        raise NotFound("No such webhook")
-    return endpoint
 
 
 async def delete_endpoint(
