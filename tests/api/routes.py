@@ -78,6 +78,7 @@ ROUTES: list[Route] = [
     _r("GET", "/v1/webhooks/{webhook_id}/deliveries", "admin"),
     _r("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", "admin"),
     _r("POST", "/v1/webhooks/{webhook_id}/ping", "admin"),
+    _r("POST", "/v1/webhooks/{webhook_id}/recover", "admin", {"since": "2026-12-01T00:00:00Z"}),
     _r("GET", ITEMS, "read", service="onedrive"),
     _r("GET", ITEMS + "/{item_id}", "read"),
     _r("GET", ITEMS + "/{item_id}/versions", "read"),

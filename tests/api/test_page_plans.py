@@ -52,6 +52,7 @@ from tests.plans import Recorder, plan_of
         "/v1/api-keys",
         "/v1/webhooks",
         "/v1/webhooks/{webhook}/deliveries",
+        "/v1/webhooks/{webhook}/deliveries?status=failed",
     ],
 )
 async def test_a_page_is_read_in_index_order(

@@ -499,3 +499,60 @@ async def test_racing_rotations_each_leave_their_secret_signing_on_both_database
         "/v1/audit-events", params={"action": "webhook.secret_rotated"}, headers=msp.headers
     )
     assert len(audit.json()["items"]) == 4
+
+
+async def test_failed_deliveries_since_an_instant_are_sent_again_on_request(
+    client: httpx.AsyncClient, worker_runtime: Runtime, sent: SentMessages, receiver: Receiver
+) -> None:
+    """A receiver down for a day: its MSP lists what failed (``status=failed``) and recovers
+    everything that failed since the outage began in one request; what failed before that
+    instant, what is pending and what was delivered are left alone; another MSP recovers
+    nothing of it; a second call finds nothing more."""
+    runtime = worker_runtime
+    msp, other = await create_msp(runtime), await create_msp(runtime, "Other MSP")
+    endpoint, _ = await create_webhook(runtime, msp.id, receiver.url, ["export.ready"])
+    made = [(await emit_event(runtime, msp.id, "export.ready"))[0][0] for _ in range(5)]
+    now = webhooks.utcnow()
+    outage = now - timedelta(hours=20)
+    states = [  # (status, created at)
+        (DeliveryStatus.failed, outage - timedelta(hours=2)),  # failed before: left alone
+        (DeliveryStatus.failed, outage + timedelta(hours=1)),
+        (DeliveryStatus.failed, outage + timedelta(hours=3)),
+        (DeliveryStatus.delivered, outage + timedelta(hours=4)),
+        (DeliveryStatus.pending, outage + timedelta(hours=5)),
+    ]
+    async with runtime.db.session() as session:
+        for delivery, (status, created) in zip(made, states, strict=True):
+            row = await session.get(WebhookDelivery, delivery.id)
+            assert row is not None
+            row.status, row.created_at, row.attempts = status, created, 6
+    url = f"/v1/webhooks/{endpoint.id}"
+
+    failed = await client.get(f"{url}/deliveries", params={"status": "failed"}, headers=msp.headers)
+    assert {d["id"] for d in failed.json()["items"]} == {str(d.id) for d in made[:3]}
+    body = {"since": outage.isoformat()}
+    assert (
+        await client.post(f"{url}/recover", json=body, headers=other.headers)
+    ).status_code == 404
+    sent.messages.clear()
+    r = await client.post(f"{url}/recover", json=body, headers=msp.headers)
+    assert (r.status_code, r.json()) == (202, {"scheduled": 2}), r.text
+    assert sorted(m.args for m in sent.messages) == sorted((str(d.id),) for d in made[1:3])
+    again = await client.post(f"{url}/recover", json=body, headers=msp.headers)
+    assert again.json() == {"scheduled": 0}
+    pending = await client.get(
+        f"{url}/deliveries", params={"status": "pending"}, headers=msp.headers
+    )
+    shown = {d["id"]: d["attempts"] for d in pending.json()["items"]}
+    assert shown == {str(made[1].id): 0, str(made[2].id): 0, str(made[4].id): 6}
+    for delivery in made[1:3]:
+        await deliver(str(delivery.id))
+    assert len(receiver.received) == 2
+    failed = await client.get(f"{url}/deliveries", params={"status": "failed"}, headers=msp.headers)
+    assert [d["id"] for d in failed.json()["items"]] == [str(made[0].id)]
+    r = await client.get(f"{url}/deliveries", params={"status": "lost"}, headers=msp.headers)
+    assert r.status_code == 422
+    audit = await client.get(
+        "/v1/audit-events", params={"action": "webhook.recovered"}, headers=msp.headers
+    )
+    assert [e["details"]["scheduled"] for e in audit.json()["items"]] == [0, 2]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 
 from safekeep.api.auth import MspAdminPrincipal
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
@@ -12,12 +12,15 @@ from safekeep.api.problems import responses
 from safekeep.api.schemas import Page, Paging, extended, page_of
 from safekeep.api.webhooks.schemas import (
     DeliveryOut,
+    Recovered,
+    Recovery,
     SecretRotation,
     WebhookCreate,
     WebhookCreated,
     WebhookOut,
     WebhookUpdate,
 )
+from safekeep.tenants.models import DeliveryStatus
 from safekeep.tenants.webhook import service
 
 router = APIRouter(prefix="/v1/webhooks", tags=["Webhooks"])
@@ -131,9 +134,31 @@ async def list_deliveries(
     principal: MspAdminPrincipal,
     session: SessionDep,
     paging: Paging,
+    status: DeliveryStatus | None = Query(None, description="Only deliveries in this state"),
 ) -> Page[DeliveryOut]:
-    page = await paging.read(service.list_deliveries, session, principal, webhook_id)
+    page = await paging.read(service.list_deliveries, session, principal, webhook_id, status=status)
     return page_of(page, DeliveryOut.model_validate)
+
+
+@router.post(
+    "/{webhook_id}/recover",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Recovered,
+    responses=responses(401, 403, 404, 422),
+)
+async def recover(
+    webhook_id: uuid.UUID,
+    body: Recovery,
+    principal: MspAdminPrincipal,
+    session: SessionDep,
+    ip: ClientIp,
+) -> Recovered:
+    """Send again every failed delivery made since an instant (a receiver back from an
+    outage that outlasted the retries), each as `redeliver` sends one: the same event and
+    `webhook-id`, the whole retry schedule ahead. Oldest first, at most 1,000 a call: call
+    again until `scheduled` is 0. Pending and delivered ones are left as they are."""
+    scheduled = await service.recover(session, principal, webhook_id, body.since, ip=ip)
+    return Recovered(scheduled=scheduled)
 
 
 @router.post(

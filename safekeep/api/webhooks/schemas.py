@@ -7,9 +7,14 @@ from typing import Annotated, Any
 from pydantic import AnyHttpUrl, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from safekeep.api.schemas import RequestSchema, Schema
+from safekeep.api.schemas import RequestSchema, Schema, Timestamp
 from safekeep.tenants.models import DeliveryStatus
-from safekeep.tenants.webhook.service import EVENT_TYPES, MAX_SECRET_OVERLAP, EventType
+from safekeep.tenants.webhook.service import (
+    EVENT_TYPES,
+    MAX_SECRET_OVERLAP,
+    RECOVER_BATCH,
+    EventType,
+)
 
 URL_MAX_CHARS = 2000  # the webhook endpoint's url column
 
@@ -102,6 +107,20 @@ class WebhookCreated(WebhookOut):
         "While a rotation's overlap lasts, both carry a second signature, under the secret "
         "it replaced (`t=..,v1=<new>,v1=<old>`; `v1,<new> v1,<old>`): accept a delivery "
         "when any one matches."
+    )
+
+
+class Recovery(RequestSchema):
+    since: Timestamp = Field(
+        description="Send again the failed deliveries made at or after this instant (they "
+        "are kept 30 days)"
+    )
+
+
+class Recovered(Schema):
+    scheduled: int = Field(
+        description="Failed deliveries made pending again and sent now, oldest first, at "
+        f"most {RECOVER_BATCH} a call: call again until it is 0"
     )
 
 

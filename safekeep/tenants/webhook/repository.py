@@ -46,13 +46,52 @@ async def list_deliveries(
     msp_id: uuid.UUID,
     endpoint_id: uuid.UUID,
     *,
+    status: DeliveryStatus | None = None,
     cursor: str | None,
     limit: int,
 ) -> Page[WebhookDelivery]:
     stmt = select(WebhookDelivery).where(
         WebhookDelivery.msp_id == msp_id, WebhookDelivery.endpoint_id == endpoint_id
     )
+    if status is not None:
+        stmt = stmt.where(WebhookDelivery.status == status)
     return await keyset_page(session, stmt, WebhookDelivery, cursor=cursor, limit=limit)
+
+
+async def schedule_failed_since(
+    session: AsyncSession,
+    msp_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    since: datetime,
+    now: datetime,
+    limit: int,
+) -> list[uuid.UUID]:
+    """Up to ``limit`` of the endpoint's failed deliveries made at or after ``since``, oldest
+    first, made pending again and due ``now`` with their retries counted from none; their
+    ids. A delivery another request made pending first is not counted twice (the update
+    checks the status it read)."""
+    found = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.msp_id == msp_id,
+            WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.status == DeliveryStatus.failed,
+            WebhookDelivery.created_at >= since,
+        )
+        .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+        .limit(limit)
+    )
+    ids = list((await session.execute(found)).scalars())
+    if not ids:
+        return []
+    stmt = (
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == DeliveryStatus.failed)
+        .values(status=DeliveryStatus.pending, attempts=0, next_attempt_at=now)
+        .returning(WebhookDelivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list((await session.execute(stmt)).scalars())
 
 
 async def get_endpoint_delivery(

@@ -61,6 +61,7 @@ RETRY_DELAYS = (30, 120, 600, 3600, 6 * 3600)
 # How long a settled delivery (delivered or failed) stays listed and can be redelivered.
 DELIVERY_RETENTION = timedelta(days=30)
 PRUNE_BATCH = 5000  # deliveries deleted at most per scheduler tick
+RECOVER_BATCH = 1000  # failed deliveries sent again at most per recover request
 
 
 async def prune_deliveries(session: AsyncSession) -> int:
@@ -266,13 +267,43 @@ async def list_deliveries(
     principal: Principal,
     endpoint_id: uuid.UUID,
     *,
+    status: DeliveryStatus | None = None,
     cursor: str | None,
     limit: int,
 ) -> Page[WebhookDelivery]:
     await get_endpoint(session, principal, endpoint_id)
     return await repository.list_deliveries(
-        session, principal.msp_id, endpoint_id, cursor=cursor, limit=limit
+        session, principal.msp_id, endpoint_id, status=status, cursor=cursor, limit=limit
     )
+
+
+async def recover(
+    session: AsyncSession,
+    principal: Principal,
+    endpoint_id: uuid.UUID,
+    since: datetime,
+    *,
+    ip: str | None = None,
+) -> int:
+    """The endpoint's failed deliveries made since ``since`` sent again, as ``redeliver``
+    sends one (the same event and ``webhook-id``, the whole retry schedule ahead), at most
+    ``RECOVER_BATCH`` a call, oldest first; how many. What a partner does once a receiver
+    is back from an outage longer than the retries: call again until it answers 0."""
+    await get_endpoint(session, principal, endpoint_id)
+    ids = await repository.schedule_failed_since(
+        session, principal.msp_id, endpoint_id, since, utcnow(), RECOVER_BATCH
+    )
+    await _audited(
+        session,
+        principal,
+        "recovered",
+        endpoint_id,
+        ip=ip,
+        details={"since": since.isoformat(), "scheduled": len(ids)},
+    )
+    for delivery_id in ids:
+        outbox.enqueue("deliver_webhook", str(delivery_id))
+    return len(ids)
 
 
 async def redeliver(
