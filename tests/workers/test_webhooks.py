@@ -556,3 +556,30 @@ async def test_failed_deliveries_since_an_instant_are_sent_again_on_request(
         "/v1/audit-events", params={"action": "webhook.recovered"}, headers=msp.headers
     )
     assert [e["details"]["scheduled"] for e in audit.json()["items"]] == [0, 2]
+
+
+async def test_recover_on_both_databases(
+    any_client: httpx.AsyncClient, any_runtime: Runtime
+) -> None:
+    runtime = any_runtime
+    msp = await create_msp(runtime)
+    endpoint, _ = await create_webhook(
+        runtime, msp.id, "https://hooks.example.com/r", ["export.ready"]
+    )
+    made = [(await emit_event(runtime, msp.id, "export.ready"))[0][0] for _ in range(3)]
+    async with runtime.db.session() as session:
+        for delivery in made[:2]:
+            row = await session.get(WebhookDelivery, delivery.id)
+            assert row is not None
+            row.status, row.attempts = DeliveryStatus.failed, 6
+    url = f"/v1/webhooks/{endpoint.id}/recover"
+    since = {"since": (webhooks.utcnow() - timedelta(hours=1)).isoformat()}
+    r = await any_client.post(url, json=since, headers=msp.headers)
+    assert (r.status_code, r.json()) == (202, {"scheduled": 2}), r.text
+    async with runtime.db.session() as session:
+        rows = [await session.get(WebhookDelivery, d.id) for d in made]
+    assert [(row.status, row.attempts) for row in rows if row is not None] == [
+        (DeliveryStatus.pending, 0),
+        (DeliveryStatus.pending, 0),
+        (DeliveryStatus.pending, 0),
+    ]
