@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Update, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.tenants.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
@@ -84,13 +84,9 @@ async def schedule_failed_since(
     ids = list((await session.execute(found)).scalars())
     if not ids:
         return []
-    stmt = (
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == DeliveryStatus.failed)
-        .values(status=DeliveryStatus.pending, attempts=0, next_attempt_at=now)
-        .returning(WebhookDelivery.id)
-        .execution_options(synchronize_session=False)
-    )
+    stmt = _made_pending(
+        now, WebhookDelivery.id.in_(ids), WebhookDelivery.status == DeliveryStatus.failed
+    ).returning(WebhookDelivery.id)
     return list((await session.execute(stmt)).scalars())
 
 
@@ -108,14 +104,22 @@ async def get_endpoint_delivery(
 async def schedule_again(session: AsyncSession, delivery_id: uuid.UUID, now: datetime) -> bool:
     """A delivery that is not pending made pending again, due now, its retries counted from
     none; False when it was pending already (another request scheduled it first)."""
-    stmt = (
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status != DeliveryStatus.pending)
-        .values(status=DeliveryStatus.pending, attempts=0, next_attempt_at=now)
-        .execution_options(synchronize_session=False)
+    stmt = _made_pending(
+        now, WebhookDelivery.id == delivery_id, WebhookDelivery.status != DeliveryStatus.pending
     )
     result: Any = await session.execute(stmt)
     return bool(result.rowcount == 1)
+
+
+def _made_pending(now: datetime, *where: Any) -> Update:
+    """The deliveries matching ``where`` sent again: pending, due ``now``, their retries
+    counted from none (a redelivery and a recovery alike)."""
+    return (
+        update(WebhookDelivery)
+        .where(*where)
+        .values(status=DeliveryStatus.pending, attempts=0, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def replace_secret(
@@ -125,12 +129,13 @@ async def replace_secret(
     sealed: bytes,
     *,
     previous_until: datetime | None,
-) -> bool:
+) -> WebhookEndpoint | None:
     """The endpoint's secret replaced by ``sealed`` in one statement, the one it held kept as
     the previous secret until ``previous_until`` (None: dropped). The statement reads the
     current secret as it writes (SQL's SET sees the row before the update), so rotations
-    that race each keep what the one before them set, on PostgreSQL and SQLite alike. False
-    when the MSP has no such live endpoint."""
+    that race each keep what the one before them set, on PostgreSQL and SQLite alike. The
+    endpoint as the statement left it (RETURNING), or None when the MSP has no such live
+    endpoint."""
     endpoint = WebhookEndpoint.__table__.c
     previous = endpoint.secret_sealed if previous_until is not None else None
     stmt = (
@@ -145,10 +150,10 @@ async def replace_secret(
             previous_secret_sealed=previous,
             previous_secret_expires_at=previous_until,
         )
-        .execution_options(synchronize_session=False)
+        .returning(WebhookEndpoint)
+        .execution_options(populate_existing=True)
     )
-    result: Any = await session.execute(stmt)
-    return bool(result.rowcount == 1)
+    return (await session.scalars(stmt)).one_or_none()
 
 
 async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> WebhookDelivery | None:

@@ -211,12 +211,11 @@ async def rotate_secret(
     secret = _new_secret()
     sealed = seal(settings.master_key_bytes, secret, context=_context(endpoint_id))
     until = utcnow() + overlap if overlap else None
-    if not await repository.replace_secret(
+    endpoint = await repository.replace_secret(
         session, principal.msp_id, endpoint_id, sealed, previous_until=until
-    ):
+    )
+    if endpoint is None:
         raise NotFound("No such webhook")
-    endpoint = await get_endpoint(session, principal, endpoint_id)
-    await session.refresh(endpoint)
     await _audited(
         session,
         principal,
