@@ -335,6 +335,7 @@ async def seed(
                 is_running = n >= jobs - 5
                 job = Job(
                     tenant_id=busy.id,
+                    msp_id=busy.msp_id,
                     kind=JobKind.backup,
                     status=JobStatus.running if is_running else JobStatus.succeeded,
                     params=params,

@@ -166,8 +166,15 @@ async def add_job(
 ) -> Job:
     """A job row in the state a test needs (running, queued, long untouched...), as the
     scheduler and the workers would find it; ``fields`` sets the rest (trigger, times)."""
+    tenant = await session.get(Tenant, tenant_id)
+    assert tenant is not None, tenant_id
     job = Job(
-        tenant_id=tenant_id, kind=kind, status=status, params=fields.pop("params", {}), **fields
+        tenant_id=tenant_id,
+        msp_id=tenant.msp_id,
+        kind=kind,
+        status=status,
+        params=fields.pop("params", {}),
+        **fields,
     )
     session.add(job)
     await session.flush()

@@ -104,12 +104,11 @@ def test_one_owner_per_directory_keeps_the_earliest_binding(tmp_path: Any) -> No
         engine.dispose()
 
 
-def test_stored_bytes_and_last_backups_are_filled_from_the_snapshots_already_there(
-    tmp_path: Any,
-) -> None:
+def test_columns_added_later_are_filled_from_the_rows_already_there(tmp_path: Any) -> None:
     """Usage reads a tenant's stored bytes from its accounts since 0008, and a portal an
     account's last backup since 0018: the migrations fill them from each account's existing
-    snapshots (the last one finished, complete or partial; a running one has not)."""
+    snapshots (the last one finished, complete or partial; a running one has not). Since 0019
+    a job names its tenant's MSP, filled from the tenant."""
     import sqlite3
     import uuid
 
@@ -153,8 +152,31 @@ def test_stored_bytes_and_last_backups_are_filled_from_the_snapshots_already_the
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, ?, 0)",
                 (uuid.uuid4().hex, tenant, account, service, seq, status, when, completed, added),
             )
+        other_msp, other_tenant = uuid.uuid4().hex, uuid.uuid4().hex
+        con.execute(
+            "INSERT INTO msp (id, name, status, created_at) VALUES (?, 'o', 'active', ?)",
+            (other_msp, when),
+        )
+        con.execute(
+            "INSERT INTO tenant (id, msp_id, name, status, consent_state, wrapped_data_key, "
+            "storage_prefix, created_at, updated_at) "
+            "VALUES (?, ?, 'o', 'active', 'granted', x'01', 'q', ?, ?)",
+            (other_tenant, other_msp, when, when),
+        )
+        jobs = {uuid.uuid4().hex: msp, uuid.uuid4().hex: other_msp, uuid.uuid4().hex: msp}
+        for job, (of, status) in zip(
+            jobs,
+            ((tenant, "running"), (other_tenant, "queued"), (tenant, "succeeded")),
+            strict=True,
+        ):
+            con.execute(
+                "INSERT INTO job (id, tenant_id, kind, trigger, status, params, result, "
+                "created_at, updated_at) VALUES (?, ?, 'backup', 'manual', ?, '{}', '{}', ?, ?)",
+                (job, of, status, when, when),
+            )
     command.upgrade(config, "head")
     with sqlite3.connect(path) as con:
+        assert dict(con.execute("SELECT id, msp_id FROM job").fetchall()) == jobs
         rows = con.execute("SELECT id, stored_bytes, last_backup_at FROM account").fetchall()
     found = {account: (stored, last) for account, stored, last in rows}
     assert [found[a] for a in accounts] == [
@@ -180,6 +202,15 @@ def _index_valid(url: str, name: str) -> bool | None:
         engine.dispose()
 
 
+def rerun_index_migrations(config: Any) -> None:
+    from alembic import command
+
+    command.stamp(config, "0012")
+    command.upgrade(config, "0014")
+    command.stamp(config, "0015")
+    command.upgrade(config, "0016")
+
+
 def test_an_index_build_interrupted_on_postgresql_is_rebuilt_when_run_again(
     postgres_url: str,
 ) -> None:
@@ -201,12 +232,11 @@ def test_an_index_build_interrupted_on_postgresql_is_rebuilt_when_run_again(
     finally:
         engine.dispose()
     assert _index_valid(postgres_url, name) is False
-    # The index migrations (0013-0016) run again; later ones change columns and run once.
-    command.stamp(config, "0012")
-    command.upgrade(config, "0016")
+    # The index migrations (0013, 0014, 0016) run again; the others change columns (0015's
+    # index 0019 replaced) and run once.
+    rerun_index_migrations(config)
     assert _index_valid(postgres_url, name) is True
-    command.stamp(config, "0012")  # and a rerun after a complete build
-    command.upgrade(config, "0016")
+    rerun_index_migrations(config)  # and a rerun after a complete build
     command.stamp(config, "head")
     assert _index_valid(postgres_url, name) is True
     assert _index_valid(postgres_url, "ix_item_version_browse") is None

@@ -100,7 +100,13 @@ async def test_fleet_figures_follow_the_database(
         ]
         session.add_all(
             [
-                Job(tenant_id=t.id, kind=JobKind.backup, status=status, finished_at=now - ago)
+                Job(
+                    tenant_id=t.id,
+                    msp_id=t.msp_id,
+                    kind=JobKind.backup,
+                    status=status,
+                    finished_at=now - ago,
+                )
                 for t, status, ago in backups
             ]
         )
@@ -108,12 +114,23 @@ async def test_fleet_figures_follow_the_database(
             [
                 Job(
                     tenant_id=fresh.id,
+                    msp_id=fresh.msp_id,
                     kind=JobKind.export,
                     status=JobStatus.queued,
                     created_at=now - timedelta(minutes=10),
                 ),
-                Job(tenant_id=fresh.id, kind=JobKind.export, status=JobStatus.queued),
-                Job(tenant_id=fresh.id, kind=JobKind.restore, status=JobStatus.running),
+                Job(
+                    tenant_id=fresh.id,
+                    msp_id=fresh.msp_id,
+                    kind=JobKind.export,
+                    status=JobStatus.queued,
+                ),
+                Job(
+                    tenant_id=fresh.id,
+                    msp_id=fresh.msp_id,
+                    kind=JobKind.restore,
+                    status=JobStatus.running,
+                ),
             ]
         )
     samples = await scrape(client)

@@ -41,7 +41,13 @@ async def make_job(
 ) -> tuple[uuid.UUID, list[uuid.UUID]]:
     account = await create_account(runtime, tenant, name=f"User {uuid.uuid4().hex[:6]}")
     async with runtime.db.session() as session:
-        job = Job(tenant_id=tenant.id, kind=JobKind.backup, status=status, params={})
+        job = Job(
+            tenant_id=tenant.id,
+            msp_id=tenant.msp_id,
+            kind=JobKind.backup,
+            status=status,
+            params={},
+        )
         session.add(job)
         await session.flush()
         rows = [
@@ -409,6 +415,7 @@ async def test_job_pages_are_written_as_the_documented_model_writes_them(
         )
         restore = Job(
             tenant_id=tenant.id,
+            msp_id=tenant.msp_id,
             kind=JobKind.restore,
             status=JobStatus.partial,
             params={"target": "same", "note": 'a "quoted" Ünïcode note'},

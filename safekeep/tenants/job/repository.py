@@ -104,21 +104,31 @@ async def _read_page(
 
 @cache
 def _unfinished_page(limited: bool, equal: tuple[str, ...], after: bool) -> Select[Any]:
-    """An MSP's unfinished jobs across its tenants, read by what marks them unfinished:
-    PostgreSQL walks the partial index whose predicate the statement repeats word for word
-    (``UNFINISHED_JOBS_SQL``) in page order; SQLite prefers the status index and sorts what it
-    finds. Either way the read is the deployment's work in progress, a few jobs per tenant,
-    never the history behind it. The tenant is checked per job, scope and liveness in one
-    ``EXISTS``."""
-    visible = exists().where(
-        Tenant.id == Job.tenant_id,
-        Tenant.status != TenantStatus.deleted,
-        bound_tenant_row_filter(limited=limited),
+    """An MSP's unfinished jobs across its tenants: read first, alone, through the index of
+    jobs by status and MSP; then each job's tenant looked up by its key for the scope and
+    liveness; then sorted into the page. The cost is that MSP's work in progress (a few jobs
+    per tenant), never the history behind it nor other MSPs' work. The read is a
+    materialised step and the tenant a scalar subquery (which PostgreSQL cannot turn into a
+    join) because, given a join to choose, PostgreSQL walked the jobs' time index, or the
+    MSP's tenants and each one's history (``bench/msp_jobs.py``: an MSP of 1,000 tenants
+    with 200 jobs each among 20,000 other jobs running paid 21 ms a poll, 355 ms with the
+    prepared statement's plan, and after this 2.8 ms, as with none running)."""
+    unfinished = select(*Job.__table__.c).where(
+        Job.msp_id == bindparam("scope_msp_id"), text(UNFINISHED_JOBS_SQL)
     )
-    stmt = select(*Job.__table__.c).where(text(UNFINISHED_JOBS_SQL), visible)
     for name in equal:
-        stmt = stmt.where(getattr(Job, name) == bindparam(name))
-    return keyset_order(stmt, Job, after=after)
+        unfinished = unfinished.where(getattr(Job, name) == bindparam(name))
+    found = unfinished.cte("unfinished").prefix_with("MATERIALIZED")
+    visible = (
+        select(Tenant.id)
+        .where(
+            Tenant.id == found.c.tenant_id,
+            Tenant.status != TenantStatus.deleted,
+            bound_tenant_row_filter(limited=limited),
+        )
+        .scalar_subquery()
+    )
+    return keyset_order(select(*found.c).where(visible.is_not(None)), found.c, after=after)
 
 
 async def list_unfinished_page(

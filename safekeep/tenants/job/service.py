@@ -164,6 +164,7 @@ async def start_job(
     """Create a job row and enqueue its actor after the surrounding commit."""
     job = Job(
         tenant_id=tenant.id,
+        msp_id=tenant.msp_id,
         kind=kind,
         trigger=trigger,
         params=params,

@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import (
@@ -50,8 +50,8 @@ class JobStatus(enum.StrEnum):
 FINISHED_JOB_STATUSES = frozenset(
     {JobStatus.succeeded, JobStatus.partial, JobStatus.failed, JobStatus.cancelled}
 )
-# The jobs still to finish, as SQL text: the predicate of the partial index the MSP-wide list
-# of them reads (GET /v1/jobs), repeated word for word by that list's statement.
+# The jobs still to finish, as SQL text (constants, not an expanding parameter rendered on each
+# execution): the MSP-wide list of them (GET /v1/jobs).
 UNFINISHED_JOBS_SQL = "status IN ('queued', 'running')"
 
 
@@ -61,23 +61,18 @@ class Job(IdMixin, CreatedMixin, Base):
     __tablename__ = "job"
     __table_args__ = (
         page_index("job", "tenant_id"),
-        # The deployment's unfinished jobs in page order: few at any time, whatever the
-        # history behind them.
-        Index(
-            "ix_job_unfinished_page",
-            "created_at",
-            "id",
-            postgresql_where=text(UNFINISHED_JOBS_SQL),
-            sqlite_where=text(UNFINISHED_JOBS_SQL),
-        ),
+        # Jobs by status, then MSP: the MSP-wide list of unfinished jobs enters it at both
+        # and reads that MSP's work in progress alone, whatever the history or other MSPs'.
+        Index("ix_job_status_msp", "status", "msp_id"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    # The tenant's MSP (a tenant never changes MSP), so that the MSP-wide list of unfinished
+    # jobs reads that MSP's alone.
+    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"))
     kind: Mapped[JobKind] = mapped_column(EnumText(JobKind))
     trigger: Mapped[JobTrigger] = mapped_column(EnumText(JobTrigger), default=JobTrigger.manual)
-    status: Mapped[JobStatus] = mapped_column(
-        EnumText(JobStatus), default=JobStatus.queued, index=True
-    )
+    status: Mapped[JobStatus] = mapped_column(EnumText(JobStatus), default=JobStatus.queued)
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(60))
