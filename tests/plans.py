@@ -38,10 +38,13 @@ class Plan:
         return all(entered) and any(m is not None and m["column"] == column for m in entered)
 
 
-async def plan_of(runtime: Runtime, sql: str, params: Any) -> Plan:
+async def plan_of(runtime: Runtime, sql: str, params: Any, *, generic: bool = False) -> Plan:
     """The plan of a statement as SQLAlchemy sent it (its text and driver parameters). On
     PostgreSQL sorting and sequential scans are priced out first, so that an empty table
-    cannot make either look cheap: what remains is what no index can do."""
+    cannot make either look cheap: what remains is what no index can do. ``generic``: on
+    PostgreSQL, the plan of the statement prepared, made without its values, as the server
+    uses for a statement the driver has prepared (psycopg does after five runs on a
+    connection); SQLite plans each run alike."""
     async with runtime.db.engine.connect() as conn:
         if runtime.db.engine.dialect.name == "sqlite":
             rows = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)).all()
@@ -49,7 +52,24 @@ async def plan_of(runtime: Runtime, sql: str, params: Any) -> Plan:
             return Plan(details, [d for d in details if "TEMP B-TREE" in d])
         await conn.exec_driver_sql("SET enable_sort = off")
         await conn.exec_driver_sql("SET enable_seqscan = off")
-        found = (await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", params)).scalar()
+        if generic:
+            names: list[str] = []
+
+            def placeholder(match: re.Match[str]) -> str:
+                if match[1] not in names:
+                    names.append(match[1])
+                return f"${names.index(match[1]) + 1}"
+
+            prepared = re.sub(r"%\((\w+)\)s", placeholder, sql).replace("%%", "%")
+            await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            await conn.exec_driver_sql(f"PREPARE planned AS {prepared}")
+            values = ", ".join(_literal(params[name]) for name in names)
+            found = (
+                await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) EXECUTE planned({values})")
+            ).scalar()
+            await conn.exec_driver_sql("DEALLOCATE planned")  # not undone by a rollback
+        else:
+            found = (await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", params)).scalar()
         await conn.rollback()
     steps: list[str] = []
     sorts: list[str] = []
@@ -66,6 +86,28 @@ async def plan_of(runtime: Runtime, sql: str, params: Any) -> Plan:
 
     walk((found if isinstance(found, list) else json.loads(str(found)))[0]["Plan"])
     return Plan(steps, sorts)
+
+
+def _literal(value: Any) -> str:
+    """A parameter as SQL text, for a prepared statement's EXECUTE (its type is the
+    statement's, inferred when it was prepared)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def plans_of(runtime: Runtime, sql: str, params: Any) -> list[Plan]:
+    """The plans a statement may run with: as sent, and on PostgreSQL also as prepared
+    (``plan_of``'s ``generic``), so that a read held to an index holds in both."""
+    plans = [await plan_of(runtime, sql, params)]
+    if runtime.db.engine.dialect.name == "postgresql":
+        plans.append(await plan_of(runtime, sql, params, generic=True))
+    return plans
 
 
 class Recorder:
