@@ -26,7 +26,7 @@ async def test_the_bench_times_one_msps_poll_among_other_msps_running_jobs(
     engine = create_engine(to_sync_url(postgres_url))
     try:
         with engine.connect() as conn:
-            counts = dict(
+            counts: dict[str, int] = dict(
                 conn.execute(text("SELECT status, count(*) FROM job GROUP BY status")).all()
             )
     finally:
