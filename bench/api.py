@@ -306,6 +306,7 @@ async def seed(
             account_rows = [
                 Account(
                     tenant_id=busy.id,
+                    msp_id=busy.msp_id,
                     kind=AccountKind.user,
                     graph_id=str(uuid.uuid4()),
                     display_name=f"User {n:03d}",
@@ -387,7 +388,7 @@ async def seed(
                         "tasks": {"ok": tally.succeeded, "failed": 0, "cancelled": 0},
                     }
             await session.flush()
-            await _add_history(session, tenant_rows[2].id, history, now)
+            await _add_history(session, tenant_rows[2], history, now)
         search = await runtime.search_backend()
         batch = []
         for n in range(docs):
@@ -429,7 +430,7 @@ async def seed(
         await runtime.close()
 
 
-async def _add_history(session: Any, tenant_id: uuid.UUID, snapshots: int, now: datetime) -> None:
+async def _add_history(session: Any, tenant: Any, snapshots: int, now: datetime) -> None:
     """``snapshots`` complete snapshots of 100 accounts' four services, one every 5 minutes
     across the tenant going back from ``now`` (100,000: 347 days, each account and service
     every 33 hours), inserted in bulk; the statistics refreshed on PostgreSQL, as its
@@ -443,7 +444,8 @@ async def _add_history(session: Any, tenant_id: uuid.UUID, snapshots: int, now: 
     accounts = [
         {
             "id": uuid.uuid4(),
-            "tenant_id": tenant_id,
+            "tenant_id": tenant.id,
+            "msp_id": tenant.msp_id,
             "kind": AccountKind.user,
             "graph_id": str(uuid.uuid4()),
             "display_name": f"Staff {n:03d}",
@@ -460,7 +462,7 @@ async def _add_history(session: Any, tenant_id: uuid.UUID, snapshots: int, now: 
         rows.append(
             {
                 "id": uuid.uuid4(),
-                "tenant_id": tenant_id,
+                "tenant_id": tenant.id,
                 "account_id": account["id"],
                 "service": service,
                 "seq": n // 400 + 1,

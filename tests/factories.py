@@ -143,6 +143,7 @@ async def create_account(
     async with runtime.db.session() as session:
         account = Account(
             tenant_id=tenant.id,
+            msp_id=tenant.msp_id,
             kind=kind,
             graph_id=graph_id or str(uuid.uuid4()),
             display_name=name,

@@ -108,7 +108,7 @@ def test_columns_added_later_are_filled_from_the_rows_already_there(tmp_path: An
     """Usage reads a tenant's stored bytes from its accounts since 0008, and a portal an
     account's last backup since 0018: the migrations fill them from each account's existing
     snapshots (the last one finished, complete or partial; a running one has not). Since 0019
-    a job names its tenant's MSP, filled from the tenant."""
+    a job, and since 0020 an account, names its tenant's MSP, filled from the tenant."""
     import sqlite3
     import uuid
 
@@ -177,6 +177,7 @@ def test_columns_added_later_are_filled_from_the_rows_already_there(tmp_path: An
     command.upgrade(config, "head")
     with sqlite3.connect(path) as con:
         assert dict(con.execute("SELECT id, msp_id FROM job").fetchall()) == jobs
+        assert {m for (m,) in con.execute("SELECT msp_id FROM account")} == {msp}
         rows = con.execute("SELECT id, stored_bytes, last_backup_at FROM account").fetchall()
     found = {account: (stored, last) for account, stored, last in rows}
     assert [found[a] for a in accounts] == [

@@ -15,6 +15,7 @@ from sqlalchemy.orm import configure_mappers
 from safekeep import __version__
 from safekeep import logging as safekeep_logging
 from safekeep.api import problems
+from safekeep.api.accounts.router import msp_router as msp_accounts_router
 from safekeep.api.accounts.router import router as accounts_router
 from safekeep.api.api_keys.router import router as api_keys_router
 from safekeep.api.audit.router import router as audit_router
@@ -168,6 +169,7 @@ def create_app(
         tenants_router,
         search_router,
         accounts_router,
+        msp_accounts_router,
         snapshots_router,
         usage_router,
         health_router,

@@ -112,6 +112,23 @@ def live_tenant(tenant_id_column: Any) -> ColumnElement[bool]:
     return exists().where(Tenant.id == tenant_id_column, Tenant.status != TenantStatus.deleted)
 
 
+def looked_up_tenant_visible(tenant_id_column: Any, *, limited: bool) -> ColumnElement[bool]:
+    """The row's tenant is live and the scope sees it, asked of the tenant by its key for each
+    row (a scalar subquery, which PostgreSQL does not turn into a join): for the MSP-wide
+    lists, whose rows already name their MSP. As an ``EXISTS``, PostgreSQL planned walks of
+    the MSP's every tenant and each one's rows instead (see ``job.repository``)."""
+    tenant = (
+        select(Tenant.id)
+        .where(
+            Tenant.id == tenant_id_column,
+            Tenant.status != TenantStatus.deleted,
+            bound_tenant_row_filter(limited=limited),
+        )
+        .scalar_subquery()
+    )
+    return tenant.is_not(None)
+
+
 def bound_tenant_row_filter(*, limited: bool) -> ColumnElement[bool]:
     """``TenantScope.tenant_row_filter`` with bind parameters (see ``bound_tenant_filter``)."""
     clause: ColumnElement[bool] = Tenant.msp_id == bindparam("scope_msp_id")

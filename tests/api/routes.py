@@ -60,6 +60,7 @@ ROUTES: list[Route] = [
     _r("GET", "/v1/jobs/{job_id}", "read"),
     _r("POST", "/v1/jobs/{job_id}/cancel", "backup"),
     _r("GET", "/v1/jobs", "read"),
+    _r("GET", "/v1/accounts", "read"),
     _r("GET", "/v1/tenants/{tenant_id}/snapshots", "read"),
     _r("GET", "/v1/usage", "read"),
     _r("GET", "/v1/billing", "read"),

@@ -1,15 +1,23 @@
 """An account's last backup, kept as its snapshots finish, and the list of the seats whose
-backups have stopped (``not_backed_up_since``), on both databases."""
+backups have stopped (``not_backed_up_since``), under a tenant and across the MSP's, on both
+databases."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 import httpx
+from sqlalchemy import update
 
 from safekeep.runtime import Runtime
-from safekeep.tenants.models import utcnow
-from tests.factories import create_account, create_msp, create_tenant, end_snapshot
+from safekeep.tenants.models import Tenant, utcnow
+from tests.factories import (
+    create_account,
+    create_key,
+    create_msp,
+    create_tenant,
+    end_snapshot,
+)
 
 
 async def test_the_seats_whose_backups_stopped_are_listed(
@@ -66,3 +74,64 @@ async def test_the_seats_whose_backups_stopped_are_listed(
         assert r.status_code == 422, (bad, r.text)
     r = await any_client.get(path, params={"not_backed_up_since": a_day_ago}, headers=other.headers)
     assert r.status_code == 404  # another MSP's tenant: nothing, not an empty page
+
+
+async def test_the_seats_whose_backups_stopped_across_every_client_tenant(
+    any_runtime: Runtime, any_client: httpx.AsyncClient
+) -> None:
+    """GET /v1/accounts: the seats of every live tenant the key sees, newest first, with a
+    tenant's list's filters, paged; none of a deleted tenant's, none of another MSP's, none
+    outside a limited key's tenants."""
+    runtime = any_runtime
+    msp, other = await create_msp(runtime, "Portal MSP"), await create_msp(runtime, "Other MSP")
+    first, second, gone = [await create_tenant(runtime, msp, name=n) for n in "ABC"]
+    theirs = await create_tenant(runtime, other, name="Theirs")
+    now = utcnow().replace(microsecond=0)
+    day = timedelta(days=1)
+    made = {}
+    for tenant, name, protected, backed_up in (
+        (first, "A fresh", True, now - day / 2),
+        (first, "A stopped", True, now - 4 * day),
+        (second, "B never", True, None),
+        (second, "B released", False, now - 9 * day),
+        (gone, "C stopped", True, now - 4 * day),
+        (theirs, "Their stopped", True, now - 4 * day),
+    ):
+        account = await create_account(runtime, tenant, name=name, protected=protected)
+        if backed_up is not None:
+            await end_snapshot(runtime, account, at=backed_up)
+        made[name] = account
+    async with runtime.db.session() as session:
+        await session.execute(update(Tenant).where(Tenant.id == gone.id).values(status="deleted"))
+
+    async def names(headers: dict[str, str], **params: str) -> list[str]:
+        r = await any_client.get("/v1/accounts", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        return [a["display_name"] for a in r.json()["items"]]
+
+    ours = ["B released", "B never", "A stopped", "A fresh"]  # newest first
+    assert await names(msp.headers) == ours
+    a_day_ago = (now - day).isoformat()
+    stale = await names(msp.headers, protected="true", not_backed_up_since=a_day_ago)
+    assert stale == ["B never", "A stopped"]
+    assert await names(msp.headers, protected="false") == ["B released"]
+    assert await names(msp.headers, q="STOPPED") == ["A stopped"]
+    assert await names(msp.headers, kind="site") == []
+    assert await names(other.headers) == ["Their stopped"]
+    limited = {"Authorization": f"Bearer {await create_key(runtime, msp, ['read'], [first.id])}"}
+    assert await names(limited, not_backed_up_since=a_day_ago) == ["A stopped"]
+    listed = (await any_client.get("/v1/accounts", headers=msp.headers)).json()["items"]
+    assert {a["display_name"]: a["tenant_id"] for a in listed} == {
+        name: str(made[name].tenant_id) for name in ours
+    }
+    pages, cursor = [], None
+    while True:
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = await any_client.get("/v1/accounts", params=params, headers=msp.headers)
+        pages += [a["display_name"] for a in page.json()["items"]]
+        if not (cursor := page.json()["next_cursor"]):
+            break
+    assert pages == ours
+    for bad in ({"not_backed_up_since": "yesterday"}, {"state": "gone"}, {"q": "x" * 201}):
+        r = await any_client.get("/v1/accounts", params=bad, headers=msp.headers)
+        assert r.status_code == 422, (bad, r.text)

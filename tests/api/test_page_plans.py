@@ -41,6 +41,8 @@ from tests.plans import Recorder, plans_of
         "/v1/tenants/{tenant}/accounts",
         "/v1/tenants/{tenant}/accounts?protected=true",
         "/v1/tenants/{tenant}/accounts?protected=true&not_backed_up_since=2026-12-01T00:00:00Z",
+        "/v1/accounts",
+        "/v1/accounts?protected=true&not_backed_up_since=2026-12-01T00:00:00Z",
         "/v1/tenants/{tenant}/jobs",
         "/v1/tenants/{tenant}/jobs?status=running",
         "/v1/tenants/{tenant}/restores",

@@ -167,6 +167,13 @@ def test_python_client_end_to_end(deployment: Deployment, live_api: str, python_
     )
     backed_up = {a.id for a in accounts.items if a.last_backup_at is not None}
     assert backed_up and not backed_up & {a.id for a in stopped.items}
+    # ...and across every client tenant, in one request: the same seats of this tenant
+    everywhere = api("accounts.list_msp_accounts").sync(
+        client=client, protected=True, not_backed_up_since=finished.started_at
+    )
+    assert {a.id for a in everywhere.items if a.tenant_id == tenant_id} == {
+        a.id for a in stopped.items
+    }
 
     # A webhook changed and its secret rotated the way the client's models send them: what
     # is left out of an update is not sent (not as null), and the rotated secret is new.
@@ -274,5 +281,7 @@ def test_typescript_client_end_to_end(
     assert summary["export_zip_magic"] == "PK"
     assert summary["manifest_has_item"] is True
     assert summary["backed_up_seats"] > 0 and summary["stopped_among_backed_up"] == 0
+    assert summary["stopped_everywhere_among_backed_up"] == 0
+    assert summary["stopped_everywhere_of_the_tenant"] is True
     assert summary["webhook_kept_url"] is True and summary["secret_rotated"] is True
     assert summary["previous_secret_expires_at"]

@@ -103,6 +103,15 @@ const stopped = must(
   "stopped seats",
 );
 const backedUp = new Set(accounts.items.filter((a) => a.last_backup_at).map((a) => a.id));
+// The same across every client tenant of the MSP, in one request.
+const stoppedEverywhere = must(
+  await client.GET("/v1/accounts", {
+    params: {
+      query: { protected: true, not_backed_up_since: job.started_at ?? new Date().toISOString() },
+    },
+  }),
+  "stopped seats of every tenant",
+);
 
 // A webhook moved to another description and its secret rotated: what an update leaves out
 // is not sent, and the rotation answers a new secret with the old one's overlap.
@@ -174,6 +183,13 @@ console.log(
     manifest_has_item: zip.includes(Buffer.from(found.name, "utf8")) && zip.includes("manifest.json"),
     backed_up_seats: backedUp.size,
     stopped_among_backed_up: stopped.items.filter((a) => backedUp.has(a.id)).length,
+    stopped_everywhere_among_backed_up: stoppedEverywhere.items.filter((a) => backedUp.has(a.id))
+      .length,
+    stopped_everywhere_of_the_tenant: stoppedEverywhere.items
+      .filter((a) => a.tenant_id === tenant_id)
+      .map((a) => a.id)
+      .sort()
+      .join(",") === stopped.items.map((a) => a.id).sort().join(","),
     webhook_kept_url: changed.url === webhook.url && changed.description === "Partner portal",
     secret_rotated: !!rotated.secret && rotated.secret !== webhook.secret,
     previous_secret_expires_at: rotated.previous_secret_expires_at,

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from safekeep.api.accounts.schemas import AccountOut, AccountUpdate, PurgeRequest
@@ -17,9 +19,40 @@ from safekeep.tenants.account import service
 from safekeep.tenants.models import AccountKind, AccountState
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/accounts", tags=["Accounts"])
+msp_router = APIRouter(prefix="/v1/accounts", tags=["Accounts"])
 
 # The columns a listed account shows (its answer's fields), read as rows rather than entities.
 _LISTED = tuple(AccountOut.model_fields)
+
+
+@dataclass
+class AccountFilters:
+    """The filters of a list of accounts, under one tenant or across the MSP's (a dependency:
+    FastAPI reads them as query parameters of each route, declared once)."""
+
+    kind: Annotated[AccountKind | None, Query()] = None
+    state: Annotated[AccountState | None, Query()] = None
+    protected: Annotated[bool | None, Query()] = None
+    q: Annotated[str | None, Query(max_length=200, description="Name or UPN contains")] = None
+    not_backed_up_since: Annotated[
+        Timestamp | None,
+        Query(
+            description="Only accounts with no backup finished since this instant (never "
+            "backed up included), e.g. a day ago: the seats whose backups have stopped"
+        ),
+    ] = None
+
+    def given(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "protected": self.protected,
+            "search": self.q,
+            "not_backed_up_since": self.not_backed_up_since,
+        }
+
+
+Filters = Annotated[AccountFilters, Depends()]
 
 
 @router.get("", response_model=Page[AccountOut], responses=responses(400, 401, 403, 404, 422))
@@ -28,15 +61,7 @@ async def list_accounts(
     principal: ReadPrincipal,
     session: SessionDep,
     paging: Paging,
-    kind: AccountKind | None = Query(None),
-    state: AccountState | None = Query(None),
-    protected: bool | None = Query(None),
-    q: str | None = Query(None, max_length=200, description="Name or UPN contains"),
-    not_backed_up_since: Timestamp | None = Query(
-        None,
-        description="Only accounts with no backup finished since this instant (never "
-        "backed up included), e.g. a day ago: the seats whose backups have stopped",
-    ),
+    filters: Filters,
 ) -> Response:
     page = await paging.read(
         service.list_accounts,
@@ -44,11 +69,21 @@ async def list_accounts(
         principal.scope,
         tenant_id,
         columns=_LISTED,
-        kind=kind,
-        state=state,
-        protected=protected,
-        search=q,
-        not_backed_up_since=not_backed_up_since,
+        **filters.given(),
+    )
+    return rows_response(page, AccountOut)
+
+
+@msp_router.get("", response_model=Page[AccountOut], responses=responses(400, 401, 403, 422))
+async def list_msp_accounts(
+    principal: ReadPrincipal, session: SessionDep, paging: Paging, filters: Filters
+) -> Response:
+    """The accounts of every live tenant the key sees, newest first, with the filters of a
+    tenant's list: one request for a portal's view across its clients, e.g.
+    `?protected=true&not_backed_up_since=<a day ago>` for every protected seat whose
+    backups have stopped."""
+    page = await paging.read(
+        service.list_msp_accounts, session, principal.scope, columns=_LISTED, **filters.given()
     )
     return rows_response(page, AccountOut)
 

@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from safekeep.db import read_rows
 from safekeep.tenants.models import Account, Snapshot
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
-from safekeep.tenants.scope import TenantScope, bound_tenant_rows, get_scoped
+from safekeep.tenants.scope import (
+    TenantScope,
+    bound_tenant_rows,
+    get_scoped,
+    looked_up_tenant_visible,
+)
 
 
 async def get(
@@ -29,12 +34,22 @@ def _page(
     search: bool,
     stale: bool,
     after: bool,
+    across: bool = False,
 ) -> Select[Any]:
-    """The statement of one shape of accounts page (which filters, whether after a cursor),
-    built once: only bind values change between requests."""
-    stmt = bound_tenant_rows(
-        Account, (getattr(Account, name) for name in columns), limited=limited, equal=equal
-    )
+    """The statement of one shape of accounts page (which filters, whether after a cursor,
+    under one tenant or ``across`` the MSP's), built once: only bind values change between
+    requests. Across the MSP the page walks the MSP's seats in page order and asks each
+    one's tenant, by its key, whether the scope sees it."""
+    selected = [getattr(Account, name) for name in columns]
+    if across:
+        stmt = select(*selected).where(
+            Account.msp_id == bindparam("scope_msp_id"),
+            looked_up_tenant_visible(Account.tenant_id, limited=limited),
+        )
+        for name in equal:
+            stmt = stmt.where(getattr(Account, name) == bindparam(name))
+    else:
+        stmt = bound_tenant_rows(Account, selected, limited=limited, equal=equal)
     if search:
         pattern: Any = bindparam("pattern")
         stmt = stmt.where(
@@ -61,17 +76,74 @@ async def list_page(
     cursor: str | None,
     limit: int,
 ) -> Page[Row[Any]]:
-    """A page of accounts as rows of ``columns`` (what a list shows, not whole entities:
-    loading 50 ORM objects cost more than the rest of the request). ``id`` and
+    """A page of a tenant's accounts as rows of ``columns`` (what a list shows, not whole
+    entities: loading 50 ORM objects cost more than the rest of the request). ``id`` and
     ``created_at`` must be among them (the cursor)."""
+    return await _read_page(
+        session,
+        scope,
+        {"tenant_id": tenant_id},
+        columns=columns,
+        filters=(kind, state, protected, search, not_backed_up_since),
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+async def list_msp_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    *,
+    columns: Sequence[str],
+    kind: str | None,
+    state: str | None,
+    protected: bool | None,
+    search: str | None,
+    not_backed_up_since: datetime | None = None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Row[Any]]:
+    """``list_page`` across every live tenant the scope sees."""
+    return await _read_page(
+        session,
+        scope,
+        None,
+        columns=columns,
+        filters=(kind, state, protected, search, not_backed_up_since),
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+async def _read_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    under: dict[str, Any] | None,
+    *,
+    columns: Sequence[str],
+    filters: tuple[str | None, str | None, bool | None, str | None, datetime | None],
+    cursor: str | None,
+    limit: int,
+) -> Page[Row[Any]]:
+    """A page under one tenant (``under``: its id as the statement's value) or across the
+    MSP (``None``)."""
+    kind, state, protected, search, not_backed_up_since = filters
     given: dict[str, Any] = {
         name: value for name, value in (("kind", kind), ("state", state)) if value
     }
     if protected is not None:
         given["protected"] = protected
     stale = not_backed_up_since is not None
-    stmt = _page(tuple(columns), scope.limited, tuple(given), bool(search), stale, bool(cursor))
-    values = {"tenant_id": tenant_id, **scope.bound(), **keyset_values(cursor, limit), **given}
+    stmt = _page(
+        tuple(columns),
+        scope.limited,
+        tuple(given),
+        bool(search),
+        stale,
+        bool(cursor),
+        under is None,
+    )
+    values = {**(under or {}), **scope.bound(), **keyset_values(cursor, limit), **given}
     if search:
         values["pattern"] = f"%{search.lower()}%"
     if stale:

@@ -45,6 +45,7 @@ class DiscoveryResult:
 
 
 list_accounts = tenant_repository.under_tenant(repository.list_page)
+list_msp_accounts = repository.list_msp_page
 
 
 async def get(
@@ -130,6 +131,7 @@ async def apply_discovery(
         if account is None:
             account = Account(
                 tenant_id=tenant.id,
+                msp_id=tenant.msp_id,
                 kind=f.kind,
                 graph_id=f.graph_id,
                 display_name=f.display_name,

@@ -39,7 +39,6 @@ from safekeep.tenants.models import (
     SnapshotStatus,
     TaskStatus,
     Tenant,
-    TenantStatus,
 )
 from safekeep.tenants.models.base import table_of
 from safekeep.tenants.models.job import UNFINISHED_JOBS_SQL
@@ -47,9 +46,9 @@ from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_
 from safekeep.tenants.scope import (
     TenantScope,
     bound_tenant_filter,
-    bound_tenant_row_filter,
     bound_tenant_rows,
     get_scoped,
+    looked_up_tenant_visible,
 )
 
 
@@ -119,16 +118,8 @@ def _unfinished_page(limited: bool, equal: tuple[str, ...], after: bool) -> Sele
     for name in equal:
         unfinished = unfinished.where(getattr(Job, name) == bindparam(name))
     found = unfinished.cte("unfinished").prefix_with("MATERIALIZED")
-    visible = (
-        select(Tenant.id)
-        .where(
-            Tenant.id == found.c.tenant_id,
-            Tenant.status != TenantStatus.deleted,
-            bound_tenant_row_filter(limited=limited),
-        )
-        .scalar_subquery()
-    )
-    return keyset_order(select(*found.c).where(visible.is_not(None)), found.c, after=after)
+    visible = looked_up_tenant_visible(found.c.tenant_id, limited=limited)
+    return keyset_order(select(*found.c).where(visible), found.c, after=after)
 
 
 async def list_unfinished_page(

@@ -28,9 +28,12 @@ class Account(IdMixin, CreatedMixin, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "kind", "graph_id"),
         page_index("account", "tenant_id"),
+        page_index("account", "msp_id"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    # The tenant's MSP (a tenant never changes MSP): the MSP-wide list of seats pages along it.
+    msp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("msp.id", ondelete="CASCADE"))
     kind: Mapped[AccountKind] = mapped_column(EnumText(AccountKind))
     graph_id: Mapped[str] = mapped_column(String(300))
     display_name: Mapped[str] = mapped_column(String(300))
