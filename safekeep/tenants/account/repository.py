@@ -46,6 +46,8 @@ def _page(
             Account.msp_id == bindparam("scope_msp_id"),
             looked_up_tenant_visible(Account.tenant_id, limited=limited),
         )
+        if limited:  # a client portal's key: its tenants' seats, found by their index
+            stmt = stmt.where(Account.tenant_id.in_(bindparam("scope_tenant_ids", expanding=True)))
         for name in equal:
             stmt = stmt.where(getattr(Account, name) == bindparam(name))
     else:
