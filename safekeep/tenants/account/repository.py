@@ -67,7 +67,7 @@ def _page(
 async def list_page(
     session: AsyncSession,
     scope: TenantScope,
-    tenant_id: uuid.UUID,
+    tenant_id: uuid.UUID | None,
     *,
     columns: Sequence[str],
     kind: str | None,
@@ -78,58 +78,10 @@ async def list_page(
     cursor: str | None,
     limit: int,
 ) -> Page[Row[Any]]:
-    """A page of a tenant's accounts as rows of ``columns`` (what a list shows, not whole
-    entities: loading 50 ORM objects cost more than the rest of the request). ``id`` and
-    ``created_at`` must be among them (the cursor)."""
-    return await _read_page(
-        session,
-        scope,
-        {"tenant_id": tenant_id},
-        columns=columns,
-        filters=(kind, state, protected, search, not_backed_up_since),
-        cursor=cursor,
-        limit=limit,
-    )
-
-
-async def list_msp_page(
-    session: AsyncSession,
-    scope: TenantScope,
-    *,
-    columns: Sequence[str],
-    kind: str | None,
-    state: str | None,
-    protected: bool | None,
-    search: str | None,
-    not_backed_up_since: datetime | None = None,
-    cursor: str | None,
-    limit: int,
-) -> Page[Row[Any]]:
-    """``list_page`` across every live tenant the scope sees."""
-    return await _read_page(
-        session,
-        scope,
-        None,
-        columns=columns,
-        filters=(kind, state, protected, search, not_backed_up_since),
-        cursor=cursor,
-        limit=limit,
-    )
-
-
-async def _read_page(
-    session: AsyncSession,
-    scope: TenantScope,
-    under: dict[str, Any] | None,
-    *,
-    columns: Sequence[str],
-    filters: tuple[str | None, str | None, bool | None, str | None, datetime | None],
-    cursor: str | None,
-    limit: int,
-) -> Page[Row[Any]]:
-    """A page under one tenant (``under``: its id as the statement's value) or across the
-    MSP (``None``)."""
-    kind, state, protected, search, not_backed_up_since = filters
+    """A page of a tenant's accounts, or (``tenant_id`` None) of every live tenant's the
+    scope sees, as rows of ``columns`` (what a list shows, not whole entities: loading 50
+    ORM objects cost more than the rest of the request). ``id`` and ``created_at`` must be
+    among them (the cursor)."""
     given: dict[str, Any] = {
         name: value for name, value in (("kind", kind), ("state", state)) if value
     }
@@ -143,9 +95,10 @@ async def _read_page(
         bool(search),
         stale,
         bool(cursor),
-        under is None,
+        tenant_id is None,
     )
-    values = {**(under or {}), **scope.bound(), **keyset_values(cursor, limit), **given}
+    under = {} if tenant_id is None else {"tenant_id": tenant_id}
+    values = {**under, **scope.bound(), **keyset_values(cursor, limit), **given}
     if search:
         values["pattern"] = f"%{search.lower()}%"
     if stale:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.errors import Conflict, or_404
 from safekeep.tenants.account import repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.models import Account, AccountKind, AccountState, Tenant, utcnow
+from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.webhook import service as webhooks
@@ -45,7 +48,13 @@ class DiscoveryResult:
 
 
 list_accounts = tenant_repository.under_tenant(repository.list_page)
-list_msp_accounts = repository.list_msp_page
+
+
+async def list_msp_accounts(
+    session: AsyncSession, scope: TenantScope, **options: Any
+) -> Page[Row[Any]]:
+    """``list_accounts`` across every live tenant the scope sees (an empty page, never 404)."""
+    return await repository.list_page(session, scope, None, **options)
 
 
 async def get(
