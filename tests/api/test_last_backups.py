@@ -135,3 +135,30 @@ async def test_the_seats_whose_backups_stopped_across_every_client_tenant(
     for bad in ({"not_backed_up_since": "yesterday"}, {"state": "gone"}, {"q": "x" * 201}):
         r = await any_client.get("/v1/accounts", params=bad, headers=msp.headers)
         assert r.status_code == 422, (bad, r.text)
+
+
+async def test_a_name_search_matches_its_characters_literally(
+    any_runtime: Runtime, any_client: httpx.AsyncClient
+) -> None:
+    """`q` finds the characters it is given: "%", "_" and "\\" are not LIKE's wildcards or
+    escape, under a tenant and across the MSP's."""
+    msp = await create_msp(any_runtime)
+    tenant = await create_tenant(any_runtime, msp)
+    for name in ("Sales 50% Team", "Sales 500 Team", "ops_desk Room", "opsXdesk Room", "C:\\Share"):
+        await create_account(any_runtime, tenant, name=name)
+
+    async def found(q: str) -> list[str]:
+        answers = {}
+        for path in (f"/v1/tenants/{tenant.id}/accounts", "/v1/accounts"):
+            r = await any_client.get(path, params={"q": q}, headers=msp.headers)
+            assert r.status_code == 200, r.text
+            answers[path] = sorted(a["display_name"] for a in r.json()["items"])
+        tenants, everywhere = answers.values()
+        assert tenants == everywhere, answers
+        return tenants
+
+    assert await found("50%") == ["Sales 50% Team"]
+    assert await found("ops_desk") == ["ops_desk Room"]
+    assert await found("c:\\s") == ["C:\\Share"]
+    assert await found("SALES") == ["Sales 50% Team", "Sales 500 Team"]
+    assert await found("%") == ["Sales 50% Team"]

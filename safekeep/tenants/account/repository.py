@@ -55,13 +55,19 @@ def _page(
     if search:
         pattern: Any = bindparam("pattern")
         stmt = stmt.where(
-            func.lower(Account.display_name).like(pattern)
-            | func.lower(func.coalesce(Account.principal_name, "")).like(pattern)
+            func.lower(Account.display_name).like(pattern, escape="\\")
+            | func.lower(func.coalesce(Account.principal_name, "")).like(pattern, escape="\\")
         )
     if stale:
         since: Any = bindparam("since", type_=Account.last_backup_at.type)
         stmt = stmt.where(Account.last_backup_at.is_(None) | (Account.last_backup_at < since))
     return keyset_order(stmt, Account, after=after)
+
+
+def _literally(text: str) -> str:
+    """``text`` as a LIKE pattern that matches itself: a name search for "50%" or "a_b" finds
+    those characters, not any character or run."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def list_page(
@@ -100,7 +106,7 @@ async def list_page(
     under = {} if tenant_id is None else {"tenant_id": tenant_id}
     values = {**under, **scope.bound(), **keyset_values(cursor, limit), **given}
     if search:
-        values["pattern"] = f"%{search.lower()}%"
+        values["pattern"] = f"%{_literally(search.lower())}%"
     if stale:
         values["since"] = not_backed_up_since
     return page_of_rows(await read_rows(session, stmt, values), limit)
