@@ -7,8 +7,11 @@ for each page: a tenant with a year of snapshots (hundreds of thousands) paid ab
 page on SQLite where the index reads 51 rows in 0.1 ms. The test runs each list route, first
 page and a page after a cursor, records the page statement it sends, and asks the database for
 its plan: SQLite's must not sort in a temporary B-tree, PostgreSQL's (with sorting priced out,
-so that an empty table cannot make a sort look cheap) must not contain a Sort node; and the
-page after a cursor must enter the index at the cursor's row, not filter its way down to it.
+so that an empty table cannot make a sort look cheap) must not contain a Sort node, neither the
+plan made with the statement's values nor the one made for it prepared (which the server runs
+once the driver prepares it); and the page after a cursor must enter the index at the cursor's
+row, not filter its way down to it. The MSP-wide list of unfinished jobs is the one exception:
+it sorts the MSP's few unfinished jobs, which it reads first by an index of their own.
 """
 
 from __future__ import annotations
