@@ -116,7 +116,8 @@ def looked_up_tenant_visible(tenant_id_column: Any, *, limited: bool) -> ColumnE
     """The row's tenant is live and the scope sees it, asked of the tenant by its key for each
     row (a scalar subquery, which PostgreSQL does not turn into a join): for the MSP-wide
     lists, whose rows already name their MSP. As an ``EXISTS``, PostgreSQL planned walks of
-    the MSP's every tenant and each one's rows instead (see ``job.repository``)."""
+    the MSP's every tenant and each one's rows instead (see ``job.repository``). The
+    tenant's own MSP is checked, so a row's ``msp_id`` can only narrow what a key sees."""
     tenant = (
         select(Tenant.id)
         .where(
@@ -127,6 +128,24 @@ def looked_up_tenant_visible(tenant_id_column: Any, *, limited: bool) -> ColumnE
         .scalar_subquery()
     )
     return tenant.is_not(None)
+
+
+def bound_msp_rows(
+    model: Any, columns: Iterable[Any], *, limited: bool, equal: Iterable[str]
+) -> Select[Any]:
+    """``bound_tenant_rows`` across every live tenant the scope sees, for a model whose rows
+    name their tenant's MSP (``msp_id``): rows of the scope's MSP (a key limited to some
+    tenants: of those tenants, which their index finds), each one's tenant checked by
+    ``looked_up_tenant_visible``."""
+    stmt = select(*columns).where(
+        model.msp_id == bindparam("scope_msp_id"),
+        looked_up_tenant_visible(model.tenant_id, limited=limited),
+    )
+    if limited:
+        stmt = stmt.where(model.tenant_id.in_(bindparam("scope_tenant_ids", expanding=True)))
+    for name in equal:
+        stmt = stmt.where(getattr(model, name) == bindparam(name))
+    return stmt
 
 
 def bound_tenant_row_filter(*, limited: bool) -> ColumnElement[bool]:

@@ -12,12 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from safekeep.db import read_rows
 from safekeep.tenants.models import Account, Snapshot
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
-from safekeep.tenants.scope import (
-    TenantScope,
-    bound_tenant_rows,
-    get_scoped,
-    looked_up_tenant_visible,
-)
+from safekeep.tenants.scope import TenantScope, bound_msp_rows, bound_tenant_rows, get_scoped
 
 
 async def get(
@@ -38,20 +33,9 @@ def _page(
 ) -> Select[Any]:
     """The statement of one shape of accounts page (which filters, whether after a cursor,
     under one tenant or ``across`` the MSP's), built once: only bind values change between
-    requests. Across the MSP the page walks the MSP's seats in page order and asks each
-    one's tenant, by its key, whether the scope sees it."""
-    selected = [getattr(Account, name) for name in columns]
-    if across:
-        stmt = select(*selected).where(
-            Account.msp_id == bindparam("scope_msp_id"),
-            looked_up_tenant_visible(Account.tenant_id, limited=limited),
-        )
-        if limited:  # a client portal's key: its tenants' seats, found by their index
-            stmt = stmt.where(Account.tenant_id.in_(bindparam("scope_tenant_ids", expanding=True)))
-        for name in equal:
-            stmt = stmt.where(getattr(Account, name) == bindparam(name))
-    else:
-        stmt = bound_tenant_rows(Account, selected, limited=limited, equal=equal)
+    requests. Across the MSP the page walks the MSP's seats in page order."""
+    rows = bound_msp_rows if across else bound_tenant_rows
+    stmt = rows(Account, [getattr(Account, name) for name in columns], limited=limited, equal=equal)
     if search:
         pattern: Any = bindparam("pattern")
         stmt = stmt.where(
