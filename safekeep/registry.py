@@ -18,7 +18,7 @@ Adding a service: docs/adding-a-service.md.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -234,6 +234,20 @@ def of_kind(kind: str) -> tuple[str, ...]:
 
 def found_key(name: str) -> str:
     return _registry[name].found_key
+
+
+def covered(
+    kind: str, services_found: Mapping[str, bool] | None, wanted: Collection[str]
+) -> list[str]:
+    """The services an account of ``kind`` is backed up for, in declaration order: those of
+    its kind that its tenant's policy (or a job) wants, less those discovery learnt it lacks
+    (a user without a mailbox or a OneDrive)."""
+    found = services_found or {}
+    return [
+        spec.name
+        for spec in _registry.values()
+        if spec.kind == kind and spec.name in wanted and found.get(spec.found_key, True)
+    ]
 
 
 def probes(kind: str) -> dict[str, str]:

@@ -139,6 +139,7 @@ async def create_account(
     protected: bool = True,
     state: AccountState = AccountState.active,
     graph_id: str | None = None,
+    services_found: dict[str, bool] | None = None,
 ) -> Account:
     async with runtime.db.session() as session:
         account = Account(
@@ -152,6 +153,7 @@ async def create_account(
             protected=protected,
             state=state,
             licensed=True,
+            services_found=services_found or {},
         )
         session.add(account)
     return account

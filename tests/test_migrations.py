@@ -242,3 +242,164 @@ def test_an_index_build_interrupted_on_postgresql_is_rebuilt_when_run_again(
     assert _index_valid(postgres_url, name) is True
     assert _index_valid(postgres_url, "ix_item_version_browse") is None
     assert _drift(postgres_url) == []
+
+
+def test_each_services_last_backup_is_filled_from_the_snapshots(database_url: str) -> None:
+    """0021 fills ``account.last_backups`` (each service's newest finished snapshot, complete
+    or partial) and ``least_recent_backup_at`` (the oldest of those) on both databases, as the
+    application reads them: aware instants."""
+    import uuid
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from safekeep.tenants.models import Account
+
+    config = alembic_config(database_url)
+    command.downgrade(config, "0020")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def day(n: int, hour: int = 0) -> datetime:
+        return at.replace(day=n, hour=hour, microsecond=250_000)
+
+    def table(name: str, *columns: tuple[str, Any]) -> sa.TableClause:
+        return sa.table(name, *(sa.column(c, t) for c, t in columns))
+
+    when, key = sa.DateTime(timezone=True), sa.Uuid()
+    msp_id, tenant_id = uuid.uuid4(), uuid.uuid4()
+    accounts = [uuid.uuid4() for _ in range(3)]
+    engine = create_engine(to_sync_url(database_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(
+                    table(
+                        "msp",
+                        ("id", key),
+                        ("name", sa.String),
+                        ("status", sa.String),
+                        ("created_at", when),
+                    )
+                ),
+                {"id": msp_id, "name": "m", "status": "active", "created_at": at},
+            )
+            conn.execute(
+                sa.insert(
+                    table(
+                        "tenant",
+                        ("id", key),
+                        ("msp_id", key),
+                        ("name", sa.String),
+                        ("status", sa.String),
+                        ("consent_state", sa.String),
+                        ("wrapped_data_key", sa.LargeBinary),
+                        ("storage_prefix", sa.String),
+                        ("created_at", when),
+                        ("updated_at", when),
+                    )
+                ),
+                {
+                    "id": tenant_id,
+                    "msp_id": msp_id,
+                    "name": "t",
+                    "status": "active",
+                    "consent_state": "granted",
+                    "wrapped_data_key": b"\0",
+                    "storage_prefix": "p",
+                    "created_at": at,
+                    "updated_at": at,
+                },
+            )
+            account = table(
+                "account",
+                ("id", key),
+                ("tenant_id", key),
+                ("msp_id", key),
+                ("kind", sa.String),
+                ("graph_id", sa.String),
+                ("display_name", sa.String),
+                ("protected", sa.Boolean),
+                ("state", sa.String),
+                ("licensed", sa.Boolean),
+                ("account_enabled", sa.Boolean),
+                ("sku_ids", sa.JSON),
+                ("services_found", sa.JSON),
+                ("created_at", when),
+            )
+            for n, account_id in enumerate(accounts):
+                conn.execute(
+                    sa.insert(account),
+                    {
+                        "id": account_id,
+                        "tenant_id": tenant_id,
+                        "msp_id": msp_id,
+                        "kind": "user",
+                        "graph_id": f"g{n}",
+                        "display_name": "u",
+                        "protected": True,
+                        "state": "active",
+                        "licensed": True,
+                        "account_enabled": True,
+                        "sku_ids": [],
+                        "services_found": {},
+                        "created_at": at,
+                    },
+                )
+            snapshot = table(
+                "snapshot",
+                ("id", key),
+                ("tenant_id", key),
+                ("account_id", key),
+                ("service", sa.String),
+                ("seq", sa.Integer),
+                ("status", sa.String),
+                ("started_at", when),
+                ("completed_at", when),
+                ("items_total", sa.Integer),
+                ("items_added", sa.Integer),
+                ("items_changed", sa.Integer),
+                ("items_removed", sa.Integer),
+                ("bytes_added", sa.BigInteger),
+                ("skipped", sa.Integer),
+            )
+            # the first account: mail twice (the later partial), OneDrive once, mail running
+            for account_id, seq, service, status, completed in (
+                (accounts[0], 1, "mail", "complete", day(2)),
+                (accounts[0], 2, "mail", "partial", day(4, 6)),
+                (accounts[0], 3, "mail", "running", None),
+                (accounts[0], 1, "onedrive", "complete", day(3)),
+                (accounts[1], 1, "calendar", "running", None),
+            ):
+                conn.execute(
+                    sa.insert(snapshot),
+                    {
+                        "id": uuid.uuid4(),
+                        "tenant_id": tenant_id,
+                        "account_id": account_id,
+                        "service": service,
+                        "seq": seq,
+                        "status": status,
+                        "started_at": at,
+                        "completed_at": completed,
+                        "items_total": 0,
+                        "items_added": 0,
+                        "items_changed": 0,
+                        "items_removed": 0,
+                        "bytes_added": 0,
+                        "skipped": 0,
+                    },
+                )
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(Account.id, Account.last_backups, Account.least_recent_backup_at)
+            ).all()
+    finally:
+        engine.dispose()
+    found = {account_id: (last, least) for account_id, last, least in rows}
+    assert [found[a] for a in accounts] == [
+        ({"mail": day(4, 6), "onedrive": day(3)}, day(3)),
+        ({}, None),
+        ({}, None),
+    ]

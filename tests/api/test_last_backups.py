@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import update
 
 from safekeep.runtime import Runtime
-from safekeep.tenants.models import Tenant, utcnow
+from safekeep.tenants.models import Policy, Tenant, utcnow
 from tests.factories import (
     create_account,
     create_key,
@@ -23,36 +23,63 @@ from tests.factories import (
 async def test_the_seats_whose_backups_stopped_are_listed(
     any_runtime: Runtime, any_client: httpx.AsyncClient
 ) -> None:
+    """A seat is stale when one of the services it is backed up for stopped: its least recent
+    backup is the oldest of its services' last ones, by its tenant's policy and what
+    discovery found, and the filter reads that, not the latest backup of any service."""
     runtime = any_runtime
     msp, other = await create_msp(runtime), await create_msp(runtime, "Other MSP")
-    tenant = await create_tenant(runtime, msp)
-    recent, stopped, _never = [
-        await create_account(runtime, tenant, name=f"{name} User")
-        for name in ("Recent", "Stopped", "Never")
+    tenant = await create_tenant(runtime, msp, policy={"services": ["mail", "onedrive"]})
+    recent, stopped, mail_stopped, _never, mailless = [
+        await create_account(runtime, tenant, name=f"{name} User", services_found=found)
+        for name, found in (
+            ("Recent", None),
+            ("Stopped", None),
+            ("Mailstopped", None),
+            ("Never", None),
+            ("Mailless", {"mail": False, "onedrive": True}),  # discovery found no mailbox
+        )
     ]
     await create_account(runtime, tenant, name="Released User", protected=False)
     now = utcnow().replace(microsecond=0)
     day, hour = timedelta(days=1), timedelta(hours=1)
-    await end_snapshot(runtime, recent, at=now - 3 * day)
+    await end_snapshot(runtime, recent, at=now - 3 * hour)
     # an incremental that found nothing new, with items skipped, is a backup all the same
     await end_snapshot(
         runtime, recent, service="onedrive", at=now - 2 * hour, bytes_added=0, skipped=1
     )
     # a snapshot ending after a later one (a resumed run) leaves the later one the last
-    await end_snapshot(runtime, recent, seq=2, at=now - 2 * day)
-    await end_snapshot(runtime, stopped, at=now - 5 * day)
+    await end_snapshot(runtime, recent, seq=2, at=now - 5 * hour)
+    for service in ("mail", "onedrive"):
+        await end_snapshot(runtime, stopped, service=service, at=now - 5 * day)
+    # the mailbox stopped four days ago while the OneDrive goes on
+    await end_snapshot(runtime, mail_stopped, at=now - 4 * day)
+    await end_snapshot(runtime, mail_stopped, service="onedrive", at=now - hour)
+    await end_snapshot(runtime, mailless, service="onedrive", at=now - hour)
 
     path = f"/v1/tenants/{tenant.id}/accounts"
+
+    def instant(value: str | None) -> datetime | None:
+        return value and datetime.fromisoformat(value)  # type: ignore[return-value]
+
     listed = (await any_client.get(path, headers=msp.headers)).json()["items"]
-    shown = {a["display_name"]: a["last_backup_at"] for a in listed}
-    assert {k: v and datetime.fromisoformat(v) for k, v in shown.items()} == {
-        "Recent User": now - 2 * hour,
-        "Stopped User": now - 5 * day,
-        "Never User": None,
-        "Released User": None,
+    shown = {
+        a["display_name"]: (instant(a["last_backup_at"]), instant(a["least_recent_backup_at"]))
+        for a in listed
     }
-    one = await any_client.get(f"{path}/{stopped.id}", headers=msp.headers)
-    assert datetime.fromisoformat(one.json()["last_backup_at"]) == now - 5 * day
+    assert shown == {
+        "Recent User": (now - 2 * hour, now - 3 * hour),
+        "Stopped User": (now - 5 * day, now - 5 * day),
+        "Mailstopped User": (now - hour, now - 4 * day),
+        "Never User": (None, None),
+        "Mailless User": (now - hour, now - hour),
+        "Released User": (None, None),
+    }
+    one = (await any_client.get(f"{path}/{recent.id}", headers=msp.headers)).json()
+    assert {k: instant(v) for k, v in one["last_backups"].items()} == {
+        "mail": now - 3 * hour,
+        "onedrive": now - 2 * hour,
+    }
+    assert one["last_backups"]["mail"].endswith("Z")  # written as every other instant
 
     async def stale(since: str, **more: str) -> list[str]:
         r = await any_client.get(
@@ -62,18 +89,48 @@ async def test_the_seats_whose_backups_stopped_are_listed(
         return sorted(a["display_name"] for a in r.json()["items"])
 
     a_day_ago = (now - day).isoformat()
-    assert await stale(a_day_ago, protected="true") == ["Never User", "Stopped User"]
-    assert await stale(a_day_ago) == ["Never User", "Released User", "Stopped User"]
+    assert await stale(a_day_ago, protected="true") == [
+        "Mailstopped User",
+        "Never User",
+        "Stopped User",
+    ]
+    assert await stale(a_day_ago) == [
+        "Mailstopped User",
+        "Never User",
+        "Released User",
+        "Stopped User",
+    ]
     assert await stale((now - 10 * day).isoformat(), protected="true") == ["Never User"]
     # without a zone an instant is UTC; a page at a time, like any list
     naive = (now - day).replace(tzinfo=None).isoformat()
     first_page = await stale(naive, protected="true", limit="1")
-    assert len(first_page) == 1 and first_page[0] in ("Never User", "Stopped User")
+    assert len(first_page) == 1 and first_page[0] in ("Mailstopped User", "Never User")
     for bad in ("yesterday", "1733500000", ""):
         r = await any_client.get(path, params={"not_backed_up_since": bad}, headers=msp.headers)
         assert r.status_code == 422, (bad, r.text)
     r = await any_client.get(path, params={"not_backed_up_since": a_day_ago}, headers=other.headers)
     assert r.status_code == 404  # another MSP's tenant: nothing, not an empty page
+
+    # The policy stops protecting mail: from the seat's next backup its mail no longer counts
+    # (until then it is listed as it was).
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(Policy).where(Policy.tenant_id == tenant.id).values(services=["onedrive"])
+        )
+    assert "Mailstopped User" in await stale(a_day_ago, protected="true")
+    await end_snapshot(runtime, mail_stopped, service="onedrive", seq=2, at=now)
+    assert await stale(a_day_ago, protected="true") == ["Never User", "Stopped User"]
+    # A service the policy starts protecting counts as never backed up until its first one.
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(Policy)
+            .where(Policy.tenant_id == tenant.id)
+            .values(services=["onedrive", "calendar"])
+        )
+    await end_snapshot(runtime, mail_stopped, service="onedrive", seq=3, at=now)
+    assert "Mailstopped User" in await stale(a_day_ago, protected="true")
+    await end_snapshot(runtime, mail_stopped, service="calendar", at=now)
+    assert "Mailstopped User" not in await stale(a_day_ago, protected="true")
 
 
 async def test_the_seats_whose_backups_stopped_across_every_client_tenant(
@@ -84,8 +141,11 @@ async def test_the_seats_whose_backups_stopped_across_every_client_tenant(
     outside a limited key's tenants."""
     runtime = any_runtime
     msp, other = await create_msp(runtime, "Portal MSP"), await create_msp(runtime, "Other MSP")
-    first, second, gone = [await create_tenant(runtime, msp, name=n) for n in "ABC"]
-    theirs = await create_tenant(runtime, other, name="Theirs")
+    mail_only = {"services": ["mail"]}  # each seat's one backup below is all it needs
+    first, second, gone = [
+        await create_tenant(runtime, msp, name=n, policy=mail_only) for n in "ABC"
+    ]
+    theirs = await create_tenant(runtime, other, name="Theirs", policy=mail_only)
     now = utcnow().replace(microsecond=0)
     day = timedelta(days=1)
     made = {}

@@ -63,6 +63,7 @@ ACCOUNTS = [
         "cancelled_at": None,
         "cancel_reason": None,
         "last_backup_at": WHEN - timedelta(hours=5),
+        "least_recent_backup_at": WHEN - timedelta(days=9),
         "created_at": WHEN - timedelta(days=3),
     },
     {
@@ -82,6 +83,7 @@ ACCOUNTS = [
         "cancelled_at": WHEN.replace(microsecond=0),
         "cancel_reason": "licence removed",
         "last_backup_at": None,
+        "least_recent_backup_at": None,
         "created_at": WHEN,
     },
 ]

@@ -24,7 +24,6 @@ from safekeep.api.policy.schemas import PolicyIn, described
 from safekeep.api.policy.schemas import Service as ApiService
 from safekeep.backup import browse
 from safekeep.backup.catalog import SearchFields
-from safekeep.backup.jobs.backup import _services_for
 from safekeep.backup.selection import Scope, resolve_units
 from safekeep.backup.services import module_for
 from safekeep.backup.services.base import folder_service
@@ -98,11 +97,18 @@ def test_probes_resolve_and_gate_the_services_that_share_them() -> None:
     }
     user = Account(kind="user", services_found={"mail": False, "onedrive": True, "teams": True})
     # Teams is not in the mailbox: its own probe gates it (teams joined or chats)
-    assert _services_for(user, set(BUILTIN)) == ["onedrive", "teams"]
+    assert registry.covered(user.kind, user.services_found, set(BUILTIN)) == ["onedrive", "teams"]
     user.services_found = {"mail": True, "onedrive": True, "teams": False}
-    assert _services_for(user, set(BUILTIN)) == ["mail", "calendar", "contacts", "onedrive"]
+    assert registry.covered(user.kind, user.services_found, set(BUILTIN)) == [
+        "mail",
+        "calendar",
+        "contacts",
+        "onedrive",
+    ]
     user.services_found = {"mail": True, "onedrive": False}
-    assert _services_for(user, {"calendar", "onedrive", "sharepoint"}) == ["calendar"]
+    assert registry.covered(
+        user.kind, user.services_found, {"calendar", "onedrive", "sharepoint"}
+    ) == ["calendar"]
 
 
 def _graph_class(path: str) -> str:
@@ -243,7 +249,9 @@ async def test_a_declared_sixth_service_is_backed_up_browsed_searched_and_export
         assert sorted(profile_service.probed) == sorted(a.graph_id for a in users if a.licensed)
         account = next(a for a in users if a.licensed)
         assert account.services_found["profile"] is True
-        assert "profile" in _services_for(account, set(registry.names()))
+        assert "profile" in registry.covered(
+            account.kind, account.services_found, set(registry.names())
+        )
 
         run, skipped = await h.backup(account, "profile")
         assert (skipped, run.counters.added) == (0, 1)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from safekeep.api.accounts.schemas import AccountOut, AccountUpdate, PurgeRequest
+from safekeep.api.accounts.schemas import AccountDetail, AccountOut, AccountUpdate, PurgeRequest
 from safekeep.api.auth import AdminPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, SessionDep
 from safekeep.api.jobs.schemas import STARTS_JOB, JobOut, job_out
@@ -36,8 +36,9 @@ class AccountPage(PageWindow):
     not_backed_up_since: Annotated[
         Timestamp | None,
         Query(
-            description="Only accounts with no backup finished since this instant (never "
-            "backed up included), e.g. a day ago: the seats whose backups have stopped"
+            description="Only accounts with a service not backed up since this instant "
+            "(`least_recent_backup_at` before it, or null: never backed up included), e.g. a "
+            "day ago: the seats whose backups have stopped, wholly or for one service"
         ),
     ] = None
 
@@ -86,17 +87,19 @@ async def list_msp_accounts(
     return rows_response(page, AccountOut)
 
 
-@router.get("/{account_id}", response_model=AccountOut, responses=responses(401, 403, 404, 422))
+@router.get("/{account_id}", response_model=AccountDetail, responses=responses(401, 403, 404, 422))
 async def get_account(
     tenant_id: uuid.UUID, account_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep
-) -> AccountOut:
-    return AccountOut.model_validate(
+) -> AccountDetail:
+    return AccountDetail.model_validate(
         await service.get(session, principal.scope, tenant_id, account_id)
     )
 
 
 @router.patch(
-    "/{account_id}", response_model=AccountOut, responses=responses(401, 402, 403, 404, 409, 422)
+    "/{account_id}",
+    response_model=AccountDetail,
+    responses=responses(401, 402, 403, 404, 409, 422),
 )
 async def update_account(
     tenant_id: uuid.UUID,
@@ -105,13 +108,13 @@ async def update_account(
     principal: AdminPrincipal,
     session: SessionDep,
     ip: ClientIp,
-) -> AccountOut:
+) -> AccountDetail:
     """Protect or release a seat. A released seat with data becomes `cancelled`: its data
     stays and it counts as a retained seat."""
     account = await service.set_protected(
         session, principal, tenant_id, account_id, body.protected, ip=ip
     )
-    return AccountOut.model_validate(account)
+    return AccountDetail.model_validate(account)
 
 
 @router.post("/{account_id}/purge", **STARTS_JOB)

@@ -27,11 +27,27 @@ class AccountOut(Schema):
     cancel_reason: str | None
     last_backup_at: datetime | None = Field(
         description="When a backup of one of its services last finished (complete, or with "
-        "some items skipped); null before its first. Find the seats whose backups stopped "
-        "with `?protected=true&not_backed_up_since=...`; a service's own history is its "
+        "some items skipped); null before its first. A service's own history is its "
         "snapshots (`GET /v1/tenants/{id}/snapshots?account_id=...`)"
     )
+    least_recent_backup_at: datetime | None = Field(
+        description="The oldest of the last backups of the services the seat is backed up "
+        "for (its tenant's policy's services for its kind, less what discovery found it "
+        "lacks); null while one of them has never finished. A seat whose mailbox stopped "
+        "backing up while its OneDrive goes on shows when the mailbox last did. Find the "
+        "seats whose backups stopped with `?protected=true&not_backed_up_since=...`"
+    )
     created_at: datetime
+
+
+class AccountDetail(AccountOut):
+    """One account as its own read answers it: with each service's last backup (a list
+    answers the oldest of them, ``least_recent_backup_at``)."""
+
+    last_backups: dict[str, datetime] = Field(
+        description="When each service's backup last finished, by service name "
+        '(`{"mail": "...", "onedrive": "..."}`); a service never backed up is absent'
+    )
 
 
 class AccountUpdate(RequestSchema):

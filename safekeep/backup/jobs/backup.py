@@ -68,13 +68,6 @@ PERMANENT = (ConsentRequired, AuthError, MailboxNotEnabled, NotFound, Throttled)
 RELEASE_PATIENCE_SECONDS = 120.0
 
 
-def _services_for(account: Account, wanted: set[str]) -> list[str]:
-    services = [s for s in registry.of_kind(account.kind) if s in wanted]
-    found = account.services_found or {}
-    # Discovery learnt that this user has no mailbox or no OneDrive: nothing to collect.
-    return [s for s in services if found.get(registry.found_key(s), True)]
-
-
 async def start_backup_job(runtime: Runtime, job_id: str) -> None:
     async with unit_of_work(runtime) as session:
         job = await load_runnable(session, job_id)
@@ -119,7 +112,7 @@ async def start_backup_job(runtime: Runtime, job_id: str) -> None:
             (t.account_id, t.service): t for t in await job_repository.tasks(session, job.id)
         }
         for account in accounts:
-            for service in _services_for(account, wanted):
+            for service in registry.covered(account.kind, account.services_found, wanted):
                 if (account.id, service) not in existing:
                     task = JobTask(
                         job_id=job.id, tenant_id=tenant.id, account_id=account.id, service=service

@@ -43,8 +43,9 @@ def _page(
             | func.lower(func.coalesce(Account.principal_name, "")).like(pattern, escape="\\")
         )
     if stale:
-        since: Any = bindparam("since", type_=Account.last_backup_at.type)
-        stmt = stmt.where(Account.last_backup_at.is_(None) | (Account.last_backup_at < since))
+        since: Any = bindparam("since", type_=Account.least_recent_backup_at.type)
+        least = Account.least_recent_backup_at
+        stmt = stmt.where(least.is_(None) | (least < since))
     return keyset_order(stmt, Account, after=after)
 
 

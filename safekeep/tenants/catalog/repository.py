@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep import registry
 from safekeep.db import read_rows
 from safekeep.tenants.models import (
     Account,
@@ -42,6 +43,7 @@ from safekeep.tenants.models import (
     ExportStatus,
     Item,
     ItemVersion,
+    Policy,
     SkippedItem,
     Snapshot,
     SnapshotStatus,
@@ -185,17 +187,62 @@ async def finish_snapshot(
     result = await session.execute(_finish(), values)
     found = bool(result.rowcount)  # type: ignore[attr-defined]
     if found:
-        await session.execute(
-            _account_backed_up(),
-            {"g_account_id": account_id, "g_bytes": bytes_added, "g_at": completed_at},
-        )
+        await _account_backed_up(session, account_id, service, completed_at, bytes_added)
     return found
 
 
+async def _account_backed_up(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    service: str,
+    completed_at: datetime,
+    bytes_added: int,
+) -> None:
+    """The account's stored bytes grow with its snapshot's; its last backup, and its
+    service's, are this one unless a later one finished first; and its least recent backup
+    is the oldest of the last backups of the services it is backed up for now (read under
+    the account's lock, after the snapshot's write: two services finishing at once are
+    counted one after the other)."""
+    kind, services_found, kept, wanted = (
+        await session.execute(_account_backups(), {"g_account_id": account_id})
+    ).one()
+    last = dict(kept)
+    if service not in last or last[service] < completed_at:
+        last[service] = completed_at
+    expected = registry.covered(
+        kind, services_found, registry.defaults() if wanted is None else wanted
+    )
+    times = [last.get(name) for name in expected or last]
+    await session.execute(
+        _account_backed_up_update(),
+        {
+            "g_account_id": account_id,
+            "g_bytes": bytes_added,
+            "g_at": completed_at,
+            "g_last": last,
+            "g_least": None if None in times else min(t for t in times if t is not None),
+        },
+    )
+
+
 @cache
-def _account_backed_up() -> Update:
-    """The account's stored bytes grow with its snapshot's, and its last backup is this one
-    unless a later one finished first (built once, like ``_finish``)."""
+def _account_backups() -> Select[tuple[Any, Any, Any, Any]]:
+    """What the account's least recent backup is computed from, the account locked: its kind,
+    what discovery found, each service's last backup, and its tenant's policy's services
+    (None when the tenant has no policy row: a new tenant's defaults)."""
+    account = table_of(Account).c
+    policy = table_of(Policy)
+    return (
+        select(account.kind, account.services_found, account.last_backups, policy.c.services)
+        .select_from(table_of(Account).outerjoin(policy, policy.c.tenant_id == account.tenant_id))
+        .where(account.id == bindparam("g_account_id"))
+        .with_for_update(of=table_of(Account))
+    )
+
+
+@cache
+def _account_backed_up_update() -> Update:
+    """The account's figures after a snapshot finished (built once, like ``_finish``)."""
     account = table_of(Account).c
     at = bindparam("g_at", type_=account.last_backup_at.type)
     return (
@@ -207,6 +254,8 @@ def _account_backed_up() -> Update:
                 (account.last_backup_at.is_(None) | (account.last_backup_at < at), at),
                 else_=account.last_backup_at,
             ),
+            last_backups=bindparam("g_last", type_=account.last_backups.type),
+            least_recent_backup_at=bindparam("g_least", type_=account.least_recent_backup_at.type),
         )
     )
 
@@ -849,7 +898,7 @@ async def delete_account_catalog(session: AsyncSession, account_id: uuid.UUID) -
     await session.execute(
         update(Account)
         .where(Account.id == account_id)
-        .values(stored_bytes=0, last_backup_at=None)
+        .values(stored_bytes=0, last_backup_at=None, last_backups={}, least_recent_backup_at=None)
         .execution_options(synchronize_session=False)
     )
     return int(removed.rowcount or 0)  # type: ignore[attr-defined]

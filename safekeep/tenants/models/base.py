@@ -123,6 +123,53 @@ def _uuid_from_hex(value: str | None) -> uuid.UUID | None:
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
+class InstantsByName(TypeDecorator[dict[str, datetime]]):
+    """A JSON object of instants by name (``{"mail": <aware datetime>}``), kept as ISO 8601
+    text with its offset and read back as aware UTC datetimes (text written without a zone
+    is UTC)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(
+        self, value: dict[str, datetime] | None, dialect: Dialect
+    ) -> dict[str, str] | None:
+        if value is None:
+            return None
+        return {name: as_utc(at).isoformat() for name, at in value.items()}
+
+    def process_result_value(
+        self, value: dict[str, str] | None, dialect: Dialect
+    ) -> dict[str, datetime]:
+        return _instants(value)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """One call a row: the driver's JSON (text on SQLite, read by the engine's
+        deserializer; a dict from psycopg) and the instants in it, without the decorator's
+        wrapper around the two."""
+        load = self.load_dialect_impl(dialect).result_processor(dialect, coltype)
+        if load is None:
+            return _instants
+
+        def read(value: Any) -> dict[str, datetime]:
+            return _instants(None if value is None else load(value))
+
+        return read
+
+
+def _instants(value: dict[str, str] | None) -> dict[str, datetime]:
+    if not value:
+        return {}
+    out: dict[str, datetime] = {}
+    for name, text in value.items():
+        at = datetime.fromisoformat(text)
+        out[name] = at if at.tzinfo is UTC else as_utc(at)
+    return out
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), uuid.UUID: UUIDType()}

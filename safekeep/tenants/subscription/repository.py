@@ -32,14 +32,10 @@ def subscribable(
 ) -> list[str]:
     """The services of an account (by kind, its tenant's policy and discovery) that declare
     change notifications (safekeep/registry.py): what it gets subscriptions for."""
-    found = services_found or {}
     return [
-        spec.name
-        for spec in registry.specs()
-        if spec.notifications
-        and spec.kind == kind
-        and spec.name in policy_services
-        and found.get(spec.found_key, True)
+        name
+        for name in registry.covered(kind, services_found, policy_services)
+        if registry.get(name).notifications
     ]
 
 

@@ -20,10 +20,10 @@ import pytest
 
 from graphsim import Simulator
 from graphsim.teams import Channel, Team, iso_ms, teamwork
+from safekeep import registry
 from safekeep.api.app import create_app
 from safekeep.backup import browse
 from safekeep.backup.catalog import SnapshotRun
-from safekeep.backup.jobs.backup import _services_for
 from safekeep.backup.jobs.restore import run_restore_job
 from safekeep.tenants.models import Account
 from tests.backup.harness import EngineHarness
@@ -334,8 +334,12 @@ async def test_discovery_finds_who_has_teams_or_chats(engine: EngineHarness) -> 
             assert account.services_found["teams"] is has, graph_id
         else:
             assert account.services_found["teams"] is False
-    assert "teams" not in _services_for(accounts[loner], {"mail", "teams"})
-    assert "teams" in _services_for(accounts[owner], {"mail", "teams"})
+    assert "teams" not in registry.covered(
+        accounts[loner].kind, accounts[loner].services_found, {"mail", "teams"}
+    )
+    assert "teams" in registry.covered(
+        accounts[owner].kind, accounts[owner].services_found, {"mail", "teams"}
+    )
 
 
 async def test_a_transcript_without_a_files_folder_fails_only_its_messages(
