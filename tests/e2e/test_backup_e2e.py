@@ -21,27 +21,35 @@ NOW = "2100-01-01T00:00:00Z"  # later than any backup: every account is "not bac
 
 
 async def check_last_backups(deployment: Deployment, tenant_id: str, *, since: str) -> None:
-    """``last_backup_at`` of every account is the end of its last finished snapshot, and
-    ``not_backed_up_since`` lists exactly the protected accounts with none after ``since``."""
+    """``last_backup_at`` of every account is the end of its last finished snapshot, its
+    ``least_recent_backup_at`` the oldest of its services' last ones (the policy's services
+    all have snapshots where a seat has any), and ``not_backed_up_since`` lists exactly the
+    protected accounts with a service not backed up after ``since``."""
     path = f"/v1/tenants/{tenant_id}/accounts"
     snapshots = (await deployment.get(f"/v1/tenants/{tenant_id}/snapshots", limit=200))["items"]
-    ended: dict[str, datetime] = {}
+    ended: dict[str, dict[str, datetime]] = {}
     for s in snapshots:
         if s["completed_at"] is not None:
             at = datetime.fromisoformat(s["completed_at"])
-            ended[s["account_id"]] = max(at, ended.get(s["account_id"], at))
+            services = ended.setdefault(s["account_id"], {})
+            services[s["service"]] = max(at, services.get(s["service"], at))
     accounts = (await deployment.get(path, limit=200))["items"]
-    shown = {
-        a["id"]: datetime.fromisoformat(a["last_backup_at"])
-        for a in accounts
-        if a["last_backup_at"] is not None
-    }
-    assert shown == ended and ended
+
+    def shown(field: str) -> dict[str, datetime]:
+        return {a["id"]: datetime.fromisoformat(a[field]) for a in accounts if a[field]}
+
+    assert ended
+    assert shown("last_backup_at") == {a: max(s.values()) for a, s in ended.items()}
+    assert shown("least_recent_backup_at") == {a: min(s.values()) for a, s in ended.items()}
+    some = next(iter(ended))
+    detail = await deployment.get(f"{path}/{some}")
+    assert {k: datetime.fromisoformat(v) for k, v in detail["last_backups"].items()} == ended[some]
     stale = await deployment.get(path, protected="true", not_backed_up_since=since, limit=200)
     cutoff = datetime.fromisoformat(since)
+    least = shown("least_recent_backup_at")
     assert 0 < len(stale["items"]) < len(accounts)  # some were backed up, some not
     assert {a["id"] for a in stale["items"]} == {
-        a["id"] for a in accounts if a["protected"] and not (ended.get(a["id"]) or cutoff) > cutoff
+        a["id"] for a in accounts if a["protected"] and not (least.get(a["id"]) or cutoff) > cutoff
     }
 
 
