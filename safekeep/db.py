@@ -676,6 +676,7 @@ class _DriverRead:
         # driver's type codes (as SQLAlchemy does): None for a column read as the driver
         # gives it.
         self.processors: tuple[Callable[[Any], Any] | None, ...] | None = None
+        self.converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
     def _params(self, values: Mapping[str, Any]) -> Any:
         params: dict[str, Any] = self.compiled.construct_params(dict(values))
@@ -746,13 +747,17 @@ class _DriverRead:
                 type_._cached_result_processor(dialect, column[1])  # the driver's type code
                 for type_, column in zip(self.types, description, strict=True)
             )
-        make_row, processors = self.make_row, self.processors
-        if not any(processors):
+            self.converted = tuple((i, p) for i, p in enumerate(self.processors) if p)
+        make_row, converted = self.make_row, self.converted
+        if not converted:
             return [make_row(row) for row in data]
-        return [
-            make_row([v if p is None else p(v) for p, v in zip(processors, row, strict=True)])
-            for row in data
-        ]
+        rows = []
+        for row in data:  # the row copied in C, then only the columns that have a processor
+            values = list(row)
+            for i, convert in converted:
+                values[i] = convert(values[i])
+            rows.append(make_row(values))
+        return rows
 
 
 @lru_cache(maxsize=512)
