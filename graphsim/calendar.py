@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import calendar as cal
 import functools
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from graphsim import ids
 from graphsim.state import OItem, Tenant
@@ -18,6 +19,36 @@ from graphsim.state import OItem, Tenant
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 INDEX = {"first": 0, "second": 1, "third": 2, "fourth": 3, "last": -1}
 MAX_SCAN_DAYS = 366 * 12
+# The Windows zone names graphsim knows (Graph's dateTimeTimeZone takes Windows or IANA names).
+WINDOWS_ZONES = {
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Central Europe Standard Time": "Europe/Budapest",
+    "Romance Standard Time": "Europe/Paris",
+    "GMT Standard Time": "Europe/London",
+    "Eastern Standard Time": "America/New_York",
+    "Pacific Standard Time": "America/Los_Angeles",
+    "Tokyo Standard Time": "Asia/Tokyo",
+}
+
+
+def zone_named(name: str | None) -> tzinfo | None:
+    """A Windows (``Pacific Standard Time``) or IANA (``Europe/Paris``) zone; None when
+    unknown."""
+    if not name or name.upper() in ("UTC", "Z", "COORDINATED UNIVERSAL TIME", "ETC/UTC"):
+        return UTC
+    try:
+        return ZoneInfo(WINDOWS_ZONES.get(name, name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def series_zone(master: OItem) -> tzinfo:
+    """The zone a series recurs in: its range's ``recurrenceTimeZone``, else the zone its
+    start was given in. Exchange keeps a series at its wall-clock time there: a weekly 09:00
+    in Berlin is 08:00 UTC in winter and 07:00 UTC in summer, and its dates are Berlin's."""
+    rrange = (master.props.get("recurrence") or {}).get("range") or {}
+    name = rrange.get("recurrenceTimeZone") or master.props.get("originalStartTimeZone")
+    return zone_named(name) or UTC
 
 
 def parse_dt(value: dict[str, Any] | str) -> datetime:
@@ -78,8 +109,10 @@ def occurrence_dates(event: OItem, lo: date, hi: date) -> list[date]:
         return []
     pattern = recurrence.get("pattern") or {}
     rrange = recurrence.get("range") or {}
-    start = date.fromisoformat(
-        rrange.get("startDate") or parse_dt(event.props["start"]).date().isoformat()
+    start = (
+        date.fromisoformat(rrange["startDate"])
+        if rrange.get("startDate")
+        else parse_dt(event.props["start"]).astimezone(series_zone(event)).date()
     )
     kind = rrange.get("type", "noEnd")
     end_date = date.fromisoformat(rrange["endDate"]) if kind == "endDate" else None
@@ -119,23 +152,39 @@ def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]
 
 
 class _Span:
-    """A master's start time of day and length, read once for all of its instances."""
+    """A master's start time of day on its own clock, its length and zone, read once for all
+    of its instances."""
 
-    __slots__ = ("clock", "length")
+    __slots__ = ("clock", "length", "zone")
 
-    def __init__(self, start: datetime, end: datetime) -> None:
-        self.clock = start.timetz()
+    def __init__(self, start: datetime, end: datetime, zone: tzinfo) -> None:
+        self.zone = zone
+        self.clock = start.astimezone(zone).time()
         self.length = end - start
 
     @classmethod
     def of(cls, master: OItem) -> _Span:
-        return cls(parse_dt(master.props["start"]), parse_dt(master.props["end"]))
+        return cls(
+            parse_dt(master.props["start"]), parse_dt(master.props["end"]), series_zone(master)
+        )
+
+    def start_on(self, day: date) -> datetime:
+        """The occurrence's start (UTC) on ``day``, a date on the series' clock."""
+        local = datetime.combine(day, self.clock, self.zone)
+        return local if self.zone is UTC else local.astimezone(UTC)
+
+    def days(self, lo: datetime, hi: datetime) -> tuple[date, date]:
+        """The dates on the series' clock whose occurrences may touch ``[lo, hi)`` (a day
+        more before, for one that began the day before and is still going)."""
+        return (lo.astimezone(self.zone) - timedelta(days=2)).date(), hi.astimezone(
+            self.zone
+        ).date()
 
 
 def _instance(
     tenant: Tenant, master: OItem, day: date, base: dict[str, Any], span: _Span
 ) -> dict[str, Any]:
-    original = datetime.combine(day, span.clock)  # in UTC, as the master's start was read
+    original = span.start_on(day)
     at = original.strftime("%Y-%m-%dT%H:%M:%S")  # fmt_dt's and iso's text, formatted once
     occ = dict(base)
     override = master.exceptions.get(day.isoformat())
@@ -173,12 +222,12 @@ def series_instances(
 ) -> list[dict[str, Any]]:
     span = _Span.of(master)
     out = []
-    for day in occurrence_dates(master, (lo - timedelta(days=2)).date(), hi.date()):
+    for day in occurrence_dates(master, *span.days(lo, hi)):
         if day.isoformat() in master.cancelled:
             continue
         inst = _instance(tenant, master, day, base, span)
         override = master.exceptions.get(day.isoformat())
-        start, end = _bounds(inst, override, datetime.combine(day, span.clock), span)
+        start, end = _bounds(inst, override, span.start_on(day), span)
         if start < hi and end > lo:
             out.append(inst)
     return out
@@ -189,7 +238,7 @@ def instance_ids(tenant: Tenant, master: OItem, lo: datetime, hi: datetime) -> l
         return [master.id]
     return [
         occurrence_id(tenant, master, d)
-        for d in occurrence_dates(master, (lo - timedelta(days=2)).date(), hi.date())
+        for d in occurrence_dates(master, *_Span.of(master).days(lo, hi))
     ]
 
 

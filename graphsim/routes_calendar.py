@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from graphsim import extended, ids, ops
 from graphsim.calendar import (
@@ -13,6 +12,7 @@ from graphsim.calendar import (
     overlaps,
     parse_dt,
     series_instances,
+    zone_named,
 )
 from graphsim.content import BytesContent
 from graphsim.core import (
@@ -40,15 +40,6 @@ from graphsim.routes_mail import (
 from graphsim.state import Attachment, Folder, OItem, Tenant, User, iso
 from graphsim.state import utcnow as iso_now
 
-WINDOWS_ZONES = {
-    "W. Europe Standard Time": "Europe/Berlin",
-    "Central Europe Standard Time": "Europe/Budapest",
-    "Romance Standard Time": "Europe/Paris",
-    "GMT Standard Time": "Europe/London",
-    "Eastern Standard Time": "America/New_York",
-    "Pacific Standard Time": "America/Los_Angeles",
-    "Tokyo Standard Time": "Asia/Tokyo",
-}
 EVENT_WRITABLE = {
     "subject",
     "body",
@@ -94,20 +85,26 @@ def to_utc(value: Any) -> dict[str, str]:
             400, "ErrorInvalidRequest", f"Invalid dateTime '{value['dateTime']}'."
         ) from exc
     if local.tzinfo is None:
-        try:
-            zone = (
-                UTC
-                if zone_name.upper() in ("UTC", "Z")
-                else ZoneInfo(WINDOWS_ZONES.get(zone_name, zone_name))
-            )
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        zone = zone_named(zone_name)
+        if zone is None:
             raise GraphError(
                 400,
                 "TimeZoneNotSupportedException",
                 f"A valid TimeZone value must be specified. '{zone_name}' is not supported.",
-            ) from exc
+            )
         local = local.replace(tzinfo=zone)
     return fmt_dt(local.astimezone(UTC))
+
+
+def _original_zones(body: dict[str, Any]) -> dict[str, str]:
+    """Exchange records the zone an event's start and end were given in
+    (``originalStartTimeZone``, ``originalEndTimeZone``); a series recurs on that clock."""
+    out = {}
+    for field, key in (("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")):
+        value = body.get(field)
+        if isinstance(value, dict) and value.get("timeZone"):
+            out[key] = str(value["timeZone"])
+    return out
 
 
 def event_json(tenant: Tenant, event: OItem) -> dict[str, Any]:
@@ -324,6 +321,7 @@ def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, A
         if key in EVENT_WRITABLE and key != "singleValueExtendedProperties":
             props[key] = value
     props["start"], props["end"] = start, end
+    props.update(_original_zones(body))
     props["body"] = body.get("body") or {"contentType": "text", "content": ""}
     props["attendees"] = [
         {
@@ -491,6 +489,7 @@ def patch_event(engine: Engine, req: Req) -> Resp:
     if day is None:
         extended.store(master, body)
         master.props.update(changes)
+        master.props.update(_original_zones(body))
     else:
         master.exceptions.setdefault(day, {}).update(changes)
     tenant.touch_item(master)

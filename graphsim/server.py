@@ -9,11 +9,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, tzinfo
 from functools import cache
 from typing import Any
 from urllib.parse import unquote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jwt
 from starlette.applications import Starlette
@@ -34,6 +32,7 @@ from graphsim import (
     subscriptions,
     teams_control,
 )
+from graphsim.calendar import zone_named
 from graphsim.core import Engine, engine_of
 from graphsim.http import GraphError, Req, Resp, Router, error_body, parse_query
 from graphsim.http import Route as GraphRoute
@@ -356,7 +355,7 @@ def in_time_zone(req: Req, resp: Resp) -> None:
     wanted = req.prefer().get("outlook.timezone")
     if not wanted or not resp.is_json or resp.status >= 300:
         return
-    zone = time_zone(wanted)
+    zone = zone_named(wanted)
     if zone is None:
         return
 
@@ -378,16 +377,6 @@ def in_time_zone(req: Req, resp: Resp) -> None:
     applied = resp.headers.get("Preference-Applied")
     echo = f'outlook.timezone="{wanted}"'
     resp.headers["Preference-Applied"] = f"{applied}, {echo}" if applied else echo
-
-
-def time_zone(name: str) -> tzinfo | None:
-    """A Windows (``Pacific Standard Time``) or IANA (``Europe/Paris``) zone name."""
-    if name.upper() in ("UTC", "Z", "COORDINATED UNIVERSAL TIME"):
-        return UTC
-    try:
-        return ZoneInfo(routes_calendar.WINDOWS_ZONES.get(name, name))
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def authenticate(engine: Engine, req: Req) -> None:

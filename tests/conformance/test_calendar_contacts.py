@@ -165,6 +165,66 @@ async def test_outlook_timezone_preference(
     assert answer.json()["start"] == {"dateTime": local, "timeZone": "Europe/Paris"}
 
 
+async def test_a_series_created_in_a_zone_recurs_on_its_wall_clock_across_daylight_saving(
+    graph: GraphServiceClient, user: Any
+) -> None:
+    """An SDK client creates a weekly 09:00 in Berlin: Exchange records the zone it was given
+    in and keeps each occurrence at 09:00 there, 08:00 UTC before the clocks go forward on
+    28 March 2027 and 07:00 UTC after."""
+    from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
+    from msgraph.generated.models.day_of_week import DayOfWeek
+    from msgraph.generated.models.event import Event
+    from msgraph.generated.models.patterned_recurrence import PatternedRecurrence
+    from msgraph.generated.models.recurrence_pattern import RecurrencePattern
+    from msgraph.generated.models.recurrence_pattern_type import RecurrencePatternType
+    from msgraph.generated.models.recurrence_range import RecurrenceRange
+    from msgraph.generated.models.recurrence_range_type import RecurrenceRangeType
+    from msgraph.generated.users.item.events.item.instances.instances_request_builder import (
+        InstancesRequestBuilder,
+    )
+
+    zone = "W. Europe Standard Time"
+    created = await graph.users.by_user_id(user.id).events.post(
+        Event(
+            subject="Berlin stand-up",
+            start=DateTimeTimeZone(date_time="2027-03-15T09:00:00", time_zone=zone),
+            end=DateTimeTimeZone(date_time="2027-03-15T09:30:00", time_zone=zone),
+            recurrence=PatternedRecurrence(
+                pattern=RecurrencePattern(
+                    type=RecurrencePatternType.Weekly,
+                    interval=1,
+                    days_of_week=[DayOfWeek.Monday],
+                ),
+                range=RecurrenceRange(
+                    type=RecurrenceRangeType.Numbered,
+                    start_date=datetime(2027, 3, 15).date(),
+                    number_of_occurrences=4,
+                ),
+            ),
+        )
+    )
+    assert created is not None and created.id is not None
+    assert (created.original_start_time_zone, created.original_end_time_zone) == (zone, zone)
+    assert created.start is not None and created.start.date_time is not None
+    assert created.start.date_time.startswith("2027-03-15T08:00:00")  # reported in UTC
+    query = InstancesRequestBuilder.InstancesRequestBuilderGetQueryParameters(
+        start_date_time="2027-03-01T00:00:00Z", end_date_time="2027-05-01T00:00:00Z"
+    )
+    answer = (
+        await graph.users.by_user_id(user.id)
+        .events.by_event_id(created.id)
+        .instances.get(RequestConfiguration(query_parameters=query))
+    )
+    assert answer is not None and answer.value is not None
+    starts = [i.start.date_time[:16] for i in answer.value if i.start and i.start.date_time]
+    assert starts == [
+        "2027-03-15T08:00",
+        "2027-03-22T08:00",
+        "2027-03-29T07:00",
+        "2027-04-05T07:00",
+    ]
+
+
 async def test_contacts_folders_and_delta(
     sim: Simulator, graph: GraphServiceClient, user: Any
 ) -> None:

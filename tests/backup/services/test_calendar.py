@@ -1077,3 +1077,81 @@ async def test_item_and_reference_attachments_round_trip(
         "oneDriveBusiness",
         "view",
     )
+
+
+async def test_a_series_in_the_organisers_zone_comes_back_at_its_wall_clock_across_daylight_saving(
+    engine: EngineHarness, account: Account
+) -> None:
+    """A weekly 09:00 in Berlin is 08:00 UTC before the clocks go forward and 07:00 after,
+    in Exchange and in graphsim (which expands a series on its own clock). Backed up, deleted
+    and restored, the series has the same occurrences at the same instants, its exception
+    and its cancellation on the same Berlin dates, and Exchange's record of its zone."""
+    from zoneinfo import ZoneInfo
+
+    from graphsim.calendar import series_instances
+    from graphsim.routes_calendar import event_json
+
+    h = engine
+    berlin, zone = ZoneInfo("Europe/Berlin"), "W. Europe Standard Time"
+    first = datetime(2027, 3, 15, 9, 0, tzinfo=berlin)  # a Monday; the clocks go on 28 March
+    weekly = {
+        "pattern": {**WEEKLY["pattern"], "firstDayOfWeek": "monday"},
+        "range": {
+            "type": "numbered",
+            "startDate": "2027-03-15",
+            "endDate": "0001-01-01",
+            "recurrenceTimeZone": zone,
+            "numberOfOccurrences": 6,
+        },
+    }
+    series = h.sim.add_event(
+        h.sim_tenant_id,
+        account.graph_id,
+        subject="Berlin stand-up",
+        start=first,
+        end=first + timedelta(minutes=30),
+        recurrence=weekly,
+    )
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        master = tenant.items[series]
+        master.props.update({"originalStartTimeZone": zone, "originalEndTimeZone": zone})
+        moved = datetime(2027, 3, 29, 11, 0, tzinfo=berlin)  # the first after the change
+        master.exceptions["2027-03-29"] = {
+            "subject": "Berlin stand-up (late)",
+            "start": fmt_dt(moved),
+            "end": fmt_dt(moved + timedelta(minutes=30)),
+        }
+        master.cancelled.append("2027-04-05")
+        tenant.touch_item(master)
+    lo, hi = datetime(2027, 3, 1, tzinfo=UTC), datetime(2027, 5, 1, tzinfo=UTC)
+
+    def occurrences(event_id: str) -> list[tuple[str, str, str]]:
+        event = h.sim.tenant().items[event_id]
+        base = event_json(h.sim.tenant(), event)
+        return [
+            (i["type"], i["start"]["dateTime"][:19], str(i.get("subject")))
+            for i in series_instances(h.sim.tenant(), event, lo, hi, base)
+        ]
+
+    before = occurrences(series)
+    assert [(kind, start) for kind, start, _ in before] == [
+        ("occurrence", "2027-03-15T08:00:00"),
+        ("occurrence", "2027-03-22T08:00:00"),
+        ("exception", "2027-03-29T09:00:00"),
+        ("occurrence", "2027-04-12T07:00:00"),
+        ("occurrence", "2027-04-19T07:00:00"),
+    ]
+    await h.backup(account, "calendar")
+    h.sim.delete_item(h.sim_tenant_id, series)
+
+    report = await h.restore(account, "calendar")
+    assert (report.failed_count, report.restored_count) == (0, 1)
+    (back,) = [
+        e
+        for e in events_in(h, default_calendar(h, account.graph_id))
+        if e.props["subject"] == "Berlin stand-up"
+    ]
+    assert occurrences(back.id) == before
+    assert (back.props["originalStartTimeZone"], back.props["originalEndTimeZone"]) == (zone, zone)
+    assert back.cancelled == ["2027-04-05"]
