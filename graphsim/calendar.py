@@ -174,8 +174,8 @@ class _Span:
         return local if self.zone is UTC else local.astimezone(UTC)
 
     def days(self, lo: datetime, hi: datetime) -> tuple[date, date]:
-        """The dates on the series' clock whose occurrences may touch ``[lo, hi)`` (a day
-        more before, for one that began the day before and is still going)."""
+        """The dates on the series' clock whose occurrences may touch ``[lo, hi)`` (from two
+        days before ``lo``, for one that began earlier and is still going)."""
         return (lo.astimezone(self.zone) - timedelta(days=2)).date(), hi.astimezone(
             self.zone
         ).date()

@@ -67,10 +67,10 @@ class Account(IdMixin, CreatedMixin, Base):
     # some items skipped), set as each snapshot finishes and cleared with its catalog: how a
     # portal finds the seats whose backups have stopped without reading their snapshots.
     last_backup_at: Mapped[datetime | None]
-    # When each service's backup last finished ({"mail": ISO 8601 instant, ...}), and the
-    # oldest of those among the services the account is backed up for (its kind's, its
-    # tenant's policy's, less what discovery found it lacks; None while one has never
-    # finished): a seat whose mailbox stopped while its OneDrive goes on has stopped too.
+    # When each service's backup last finished ({"mail": <datetime>, ...}, kept as ISO 8601
+    # text), and the oldest of those among the services the account is backed up for (its
+    # kind's, its tenant's policy's, less what discovery found it lacks; None while one has
+    # never finished): a seat whose mailbox stopped while its OneDrive goes on has stopped too.
     last_backups: Mapped[dict[str, datetime]] = mapped_column(
         InstantsByName, default=dict, server_default="{}"
     )
