@@ -152,6 +152,25 @@ def test_event_create_for_restore(client: httpx.Client, user: Any) -> None:
     assert missing.status_code == 400
 
 
+def test_an_event_in_an_unknown_zone_is_refused_and_not_created(
+    client: httpx.Client, user: Any
+) -> None:
+    """Graph answers 400 TimeZoneNotSupportedException to a zone it does not know, for an
+    event and for the preference a reader asks its times in alike (the second is ignored)."""
+    path = f"/users/{user.id}/calendars/calendar/events"
+    before = len(client.get(path, params={"$top": "999"}).json()["value"])
+    when = {"dateTime": "2026-03-03T10:00:00", "timeZone": "Mars Standard Time"}
+    refused = client.post(path, json={"subject": "x", "start": when, "end": when})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "TimeZoneNotSupportedException"
+    assert len(client.get(path, params={"$top": "999"}).json()["value"]) == before
+    listed = client.get(
+        path, params={"$top": "1"}, headers={"Prefer": 'outlook.timezone="Mars Standard Time"'}
+    )
+    assert listed.status_code == 200 and "Preference-Applied" not in listed.headers
+    assert listed.json()["value"][0]["start"]["timeZone"] == "UTC"
+
+
 def test_contacts_folders_delta_and_create(sim: Simulator, client: httpx.Client, user: Any) -> None:
     folders, _ = collect(client, f"/users/{user.id}/contactFolders/delta")
     names = {f["displayName"] for f in folders}
