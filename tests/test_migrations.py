@@ -244,11 +244,140 @@ def test_an_index_build_interrupted_on_postgresql_is_rebuilt_when_run_again(
     assert _drift(postgres_url) == []
 
 
+def _table(name: str, *columns: tuple[str, Any]) -> Any:
+    import sqlalchemy as sa
+
+    return sa.table(name, *(sa.column(c, t) for c, t in columns))
+
+
+def _seed_accounts(conn: Any, at: Any, n: int) -> tuple[Any, Any, list[Any]]:
+    """An MSP, a tenant and ``n`` accounts, written as rows of the tables (whatever revision
+    the database is at); returns the MSP's id, the tenant's and the accounts'."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    when, key = sa.DateTime(timezone=True), sa.Uuid()
+    msp_id, tenant_id = uuid.uuid4(), uuid.uuid4()
+    accounts = [uuid.uuid4() for _ in range(n)]
+    conn.execute(
+        sa.insert(
+            _table(
+                "msp",
+                ("id", key),
+                ("name", sa.String),
+                ("status", sa.String),
+                ("created_at", when),
+            )
+        ),
+        {"id": msp_id, "name": "m", "status": "active", "created_at": at},
+    )
+    conn.execute(
+        sa.insert(
+            _table(
+                "tenant",
+                ("id", key),
+                ("msp_id", key),
+                ("name", sa.String),
+                ("status", sa.String),
+                ("consent_state", sa.String),
+                ("wrapped_data_key", sa.LargeBinary),
+                ("storage_prefix", sa.String),
+                ("created_at", when),
+                ("updated_at", when),
+            )
+        ),
+        {
+            "id": tenant_id,
+            "msp_id": msp_id,
+            "name": "t",
+            "status": "active",
+            "consent_state": "granted",
+            "wrapped_data_key": b"\0",
+            "storage_prefix": "p",
+            "created_at": at,
+            "updated_at": at,
+        },
+    )
+    account = _table(
+        "account",
+        ("id", key),
+        ("tenant_id", key),
+        ("msp_id", key),
+        ("kind", sa.String),
+        ("graph_id", sa.String),
+        ("display_name", sa.String),
+        ("protected", sa.Boolean),
+        ("state", sa.String),
+        ("licensed", sa.Boolean),
+        ("account_enabled", sa.Boolean),
+        ("sku_ids", sa.JSON),
+        ("services_found", sa.JSON),
+        ("created_at", when),
+    )
+    for n, account_id in enumerate(accounts):
+        conn.execute(
+            sa.insert(account),
+            {
+                "id": account_id,
+                "tenant_id": tenant_id,
+                "msp_id": msp_id,
+                "kind": "user",
+                "graph_id": f"g{n}",
+                "display_name": "u",
+                "protected": True,
+                "state": "active",
+                "licensed": True,
+                "account_enabled": True,
+                "sku_ids": [],
+                "services_found": {},
+                "created_at": at,
+            },
+        )
+    return msp_id, tenant_id, accounts
+
+
+def _insert_snapshot(conn: Any, tenant_id: Any, account_id: Any, **fields: Any) -> None:
+    """A snapshot row: ``fields`` gives its service, seq, status, times (and its job)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    when, key = sa.DateTime(timezone=True), sa.Uuid()
+    snapshot = _table(
+        "snapshot",
+        ("id", key),
+        ("tenant_id", key),
+        ("account_id", key),
+        ("job_id", key),
+        ("service", sa.String),
+        ("seq", sa.Integer),
+        ("status", sa.String),
+        ("started_at", when),
+        ("completed_at", when),
+        ("items_total", sa.Integer),
+        ("items_added", sa.Integer),
+        ("items_changed", sa.Integer),
+        ("items_removed", sa.Integer),
+        ("bytes_added", sa.BigInteger),
+        ("skipped", sa.Integer),
+    )
+    counts = dict.fromkeys(
+        ("items_total", "items_added", "items_changed", "items_removed", "bytes_added", "skipped"),
+        0,
+    )
+    conn.execute(
+        sa.insert(snapshot),
+        {"id": uuid.uuid4(), "tenant_id": tenant_id, "account_id": account_id, "job_id": None}
+        | counts
+        | fields,
+    )
+
+
 def test_each_services_last_backup_is_filled_from_the_snapshots(database_url: str) -> None:
     """0021 fills ``account.last_backups`` (each service's newest finished snapshot, complete
     or partial) and ``least_recent_backup_at`` (the oldest of those) on both databases, as the
     application reads them: aware instants."""
-    import uuid
     from datetime import UTC, datetime
 
     import sqlalchemy as sa
@@ -263,106 +392,10 @@ def test_each_services_last_backup_is_filled_from_the_snapshots(database_url: st
     def day(n: int, hour: int = 0) -> datetime:
         return at.replace(day=n, hour=hour, microsecond=250_000)
 
-    def table(name: str, *columns: tuple[str, Any]) -> sa.TableClause:
-        return sa.table(name, *(sa.column(c, t) for c, t in columns))
-
-    when, key = sa.DateTime(timezone=True), sa.Uuid()
-    msp_id, tenant_id = uuid.uuid4(), uuid.uuid4()
-    accounts = [uuid.uuid4() for _ in range(3)]
     engine = create_engine(to_sync_url(database_url))
     try:
         with engine.begin() as conn:
-            conn.execute(
-                sa.insert(
-                    table(
-                        "msp",
-                        ("id", key),
-                        ("name", sa.String),
-                        ("status", sa.String),
-                        ("created_at", when),
-                    )
-                ),
-                {"id": msp_id, "name": "m", "status": "active", "created_at": at},
-            )
-            conn.execute(
-                sa.insert(
-                    table(
-                        "tenant",
-                        ("id", key),
-                        ("msp_id", key),
-                        ("name", sa.String),
-                        ("status", sa.String),
-                        ("consent_state", sa.String),
-                        ("wrapped_data_key", sa.LargeBinary),
-                        ("storage_prefix", sa.String),
-                        ("created_at", when),
-                        ("updated_at", when),
-                    )
-                ),
-                {
-                    "id": tenant_id,
-                    "msp_id": msp_id,
-                    "name": "t",
-                    "status": "active",
-                    "consent_state": "granted",
-                    "wrapped_data_key": b"\0",
-                    "storage_prefix": "p",
-                    "created_at": at,
-                    "updated_at": at,
-                },
-            )
-            account = table(
-                "account",
-                ("id", key),
-                ("tenant_id", key),
-                ("msp_id", key),
-                ("kind", sa.String),
-                ("graph_id", sa.String),
-                ("display_name", sa.String),
-                ("protected", sa.Boolean),
-                ("state", sa.String),
-                ("licensed", sa.Boolean),
-                ("account_enabled", sa.Boolean),
-                ("sku_ids", sa.JSON),
-                ("services_found", sa.JSON),
-                ("created_at", when),
-            )
-            for n, account_id in enumerate(accounts):
-                conn.execute(
-                    sa.insert(account),
-                    {
-                        "id": account_id,
-                        "tenant_id": tenant_id,
-                        "msp_id": msp_id,
-                        "kind": "user",
-                        "graph_id": f"g{n}",
-                        "display_name": "u",
-                        "protected": True,
-                        "state": "active",
-                        "licensed": True,
-                        "account_enabled": True,
-                        "sku_ids": [],
-                        "services_found": {},
-                        "created_at": at,
-                    },
-                )
-            snapshot = table(
-                "snapshot",
-                ("id", key),
-                ("tenant_id", key),
-                ("account_id", key),
-                ("service", sa.String),
-                ("seq", sa.Integer),
-                ("status", sa.String),
-                ("started_at", when),
-                ("completed_at", when),
-                ("items_total", sa.Integer),
-                ("items_added", sa.Integer),
-                ("items_changed", sa.Integer),
-                ("items_removed", sa.Integer),
-                ("bytes_added", sa.BigInteger),
-                ("skipped", sa.Integer),
-            )
+            _, tenant_id, accounts = _seed_accounts(conn, at, 3)
             # the first account: mail twice (the later partial), OneDrive once, mail running
             for account_id, seq, service, status, completed in (
                 (accounts[0], 1, "mail", "complete", day(2)),
@@ -371,24 +404,15 @@ def test_each_services_last_backup_is_filled_from_the_snapshots(database_url: st
                 (accounts[0], 1, "onedrive", "complete", day(3)),
                 (accounts[1], 1, "calendar", "running", None),
             ):
-                conn.execute(
-                    sa.insert(snapshot),
-                    {
-                        "id": uuid.uuid4(),
-                        "tenant_id": tenant_id,
-                        "account_id": account_id,
-                        "service": service,
-                        "seq": seq,
-                        "status": status,
-                        "started_at": at,
-                        "completed_at": completed,
-                        "items_total": 0,
-                        "items_added": 0,
-                        "items_changed": 0,
-                        "items_removed": 0,
-                        "bytes_added": 0,
-                        "skipped": 0,
-                    },
+                _insert_snapshot(
+                    conn,
+                    tenant_id,
+                    account_id,
+                    service=service,
+                    seq=seq,
+                    status=status,
+                    started_at=at,
+                    completed_at=completed,
                 )
         command.upgrade(config, "head")
         with engine.connect() as conn:
@@ -402,4 +426,87 @@ def test_each_services_last_backup_is_filled_from_the_snapshots(database_url: st
         ({"mail": day(4, 6), "onedrive": day(3)}, day(3)),
         ({}, None),
         ({}, None),
+    ]
+
+
+def test_snapshots_left_running_by_a_finished_job_are_interrupted(database_url: str) -> None:
+    """0022 marks interrupted the snapshots a finished job (or one since deleted) left running;
+    one its running job may still resume, and finished ones, stay as they are."""
+    import uuid
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    config = alembic_config(database_url)
+    command.downgrade(config, "0021")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    key = sa.Uuid()
+    job = _table(
+        "job",
+        ("id", key),
+        ("tenant_id", key),
+        ("msp_id", key),
+        ("kind", sa.String),
+        ("trigger", sa.String),
+        ("status", sa.String),
+        ("params", sa.JSON),
+        ("result", sa.JSON),
+        ("created_at", sa.DateTime(timezone=True)),
+        ("updated_at", sa.DateTime(timezone=True)),
+    )
+    engine = create_engine(to_sync_url(database_url))
+    try:
+        with engine.begin() as conn:
+            msp_id, tenant_id, accounts = _seed_accounts(conn, at, 5)
+            jobs = {status: uuid.uuid4() for status in ("failed", "cancelled", "running")}
+            for status, job_id in jobs.items():
+                conn.execute(
+                    sa.insert(job),
+                    {
+                        "id": job_id,
+                        "tenant_id": tenant_id,
+                        "msp_id": msp_id,
+                        "kind": "backup",
+                        "trigger": "manual",
+                        "status": status,
+                        "params": {},
+                        "result": {},
+                        "created_at": at,
+                        "updated_at": at,
+                    },
+                )
+            seeded: list[tuple[Any, str, uuid.UUID | None]] = [
+                (accounts[0], "running", jobs["failed"]),
+                (accounts[1], "running", jobs["cancelled"]),
+                (accounts[2], "running", None),
+                (accounts[3], "running", jobs["running"]),
+                (accounts[4], "complete", jobs["failed"]),
+            ]
+            for account_id, status, ran_in in seeded:
+                _insert_snapshot(
+                    conn,
+                    tenant_id,
+                    account_id,
+                    job_id=ran_in,
+                    service="mail",
+                    seq=1,
+                    status=status,
+                    started_at=at,
+                    completed_at=at if status == "complete" else None,
+                )
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            snapshot = _table("snapshot", ("account_id", key), ("status", sa.String))
+            found: dict[Any, str] = dict(
+                conn.execute(sa.select(snapshot.c.account_id, snapshot.c.status)).all()
+            )
+    finally:
+        engine.dispose()
+    assert [found[a] for a in accounts] == [
+        "interrupted",
+        "interrupted",
+        "interrupted",
+        "running",
+        "complete",
     ]

@@ -32,6 +32,7 @@ from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import (
+    UNFINISHED_SNAPSHOT,
     DeltaState,
     Item,
     ItemVersion,
@@ -232,7 +233,8 @@ class SnapshotRun:
         is one ``INSERT`` that counts its own seq."""
         if not none_running:
             latest = await catalog.latest_snapshot(session, account_id, service)
-            if latest is not None and latest.status == SnapshotStatus.running:
+            if latest is not None and latest.status in UNFINISHED_SNAPSHOT:
+                latest.status = SnapshotStatus.running  # an interrupted one runs again
                 if job_id is not None:
                     latest.job_id = job_id
                 return latest, True

@@ -51,6 +51,7 @@ from tests.plans import Recorder, plans_of
         "/v1/tenants/{tenant}/restores",
         "/v1/tenants/{tenant}/snapshots",
         "/v1/tenants/{tenant}/snapshots?account_id={account}&service=mail",
+        "/v1/tenants/{tenant}/snapshots?status=interrupted",
         "/v1/tenants/{tenant}/detections",
         "/v1/tenants/{tenant}/exports",
         "/v1/audit-events",

@@ -11,6 +11,7 @@ from safekeep.api.policy.schemas import Service
 from safekeep.api.problems import responses
 from safekeep.api.schemas import Page, Paging, Timestamp, rows_response
 from safekeep.api.snapshots.schemas import SnapshotOut
+from safekeep.tenants.models import SnapshotStatus
 from safekeep.tenants.snapshot import service
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/snapshots", tags=["Snapshots"])
@@ -27,6 +28,11 @@ async def list_snapshots(
     paging: Paging,
     account_id: uuid.UUID | None = Query(None),
     service_name: Service | None = Query(None, alias="service"),
+    status: SnapshotStatus | None = Query(
+        None,
+        description="Only snapshots in this state (e.g. `interrupted`: runs that ended "
+        "unfinished, which the next backup resumes)",
+    ),
     since: Timestamp | None = Query(None, description="Started at or after"),
     until: Timestamp | None = Query(None, description="Started at or before"),
 ) -> Response:
@@ -38,6 +44,7 @@ async def list_snapshots(
         columns=_LISTED,
         account_id=account_id,
         service=service_name,
+        status=status,
         since=since,
         until=until,
     )

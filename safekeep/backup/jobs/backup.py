@@ -34,6 +34,7 @@ from safekeep.graph.errors import (
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
+from safekeep.tenants.catalog import repository as catalog_repository
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.models import (
     Account,
@@ -174,10 +175,7 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             await _finish_job(session, task.job_id)
             return
         if job.cancel_requested_at is not None or job.status.finished:
-            task.status = TaskStatus.cancelled
-            task.finished_at = now
-            await session.flush()
-            await _finish_job(session, job.id)
+            await _settle_unfinished(session, task, TaskStatus.cancelled)
             return
         lease = timedelta(seconds=runtime.settings.task_lease_seconds)
         fresh = uuid.uuid4()  # the id of the snapshot, if this run starts one
@@ -322,11 +320,22 @@ async def _end_task(runtime: Runtime, task_id: uuid.UUID, status: TaskStatus) ->
         task = await job_repository.get_task(session, task_id)
         if task is None:
             return
-        if task.status not in TERMINAL_TASK:  # a finished snapshot already settled its task
-            task.status = status
-            task.finished_at = utcnow()
-            await session.flush()
-        await _finish_job(session, task.job_id)
+        if task.status in TERMINAL_TASK:  # a finished snapshot already settled its task
+            await _finish_job(session, task.job_id)
+        else:
+            await _settle_unfinished(session, task, status)
+
+
+async def _settle_unfinished(session: AsyncSession, task: JobTask, status: TaskStatus) -> None:
+    """End a task whose snapshot did not finish (``status``: failed or cancelled): the snapshot
+    it ran into shows as interrupted until the next backup resumes it; then the job, when
+    this was its last task."""
+    task.status = status
+    task.finished_at = utcnow()
+    if task.snapshot_id is not None:
+        await catalog_repository.interrupt_snapshot(session, task.snapshot_id)
+    await session.flush()
+    await _finish_job(session, task.job_id)
 
 
 async def _release(runtime: Runtime, task_id: uuid.UUID, exc: BaseException) -> None:
@@ -367,13 +376,10 @@ async def _task_failed(
         task = await job_repository.get_task(session, task_id)
         if task is None:
             return
-        task.status = TaskStatus.failed
         task.error_code = str(reason)[:60]
         task.error_detail = _explain(exc)
-        task.finished_at = utcnow()
         task.errors += 1
-        await session.flush()
-        await _finish_job(session, task.job_id)
+        await _settle_unfinished(session, task, TaskStatus.failed)
     log.warning("backup_task_failed", task_id=str(task_id), reason=reason, error=str(exc)[:300])
 
 

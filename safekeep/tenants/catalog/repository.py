@@ -129,6 +129,18 @@ async def get_snapshot(
     return await get_scoped(session, scope, Snapshot, snapshot_id)
 
 
+async def interrupt_snapshot(session: AsyncSession, snapshot_id: uuid.UUID) -> None:
+    """Its task ended without finishing it (failed or cancelled): it shows so, rather than
+    running for ever, until the account's next backup of the service resumes it. A snapshot
+    that finished is left as it is."""
+    await session.execute(
+        update(Snapshot)
+        .where(Snapshot.id == snapshot_id, Snapshot.status == SnapshotStatus.running)
+        .values(status=SnapshotStatus.interrupted)
+        .execution_options(synchronize_session=False)
+    )
+
+
 @cache
 def _finish() -> Update:
     """``finish_snapshot``'s statement, built once on the Core table (``table_of``): every

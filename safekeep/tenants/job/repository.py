@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
 from safekeep.tenants.models import (
+    UNFINISHED_SNAPSHOT,
     Account,
     Job,
     JobIssue,
@@ -36,7 +37,6 @@ from safekeep.tenants.models import (
     JobTask,
     Policy,
     Snapshot,
-    SnapshotStatus,
     TaskStatus,
     Tenant,
 )
@@ -410,7 +410,7 @@ def _claim(names_snapshot: bool) -> Update:
     }
     if names_snapshot:
         running = (
-            select(case((snapshot.status == SnapshotStatus.running, snapshot.id), else_=None))
+            select(case((snapshot.status.in_(UNFINISHED_SNAPSHOT), snapshot.id), else_=None))
             .where(snapshot.account_id == task.account_id, snapshot.service == task.service)
             .order_by(snapshot.seq.desc())
             .limit(1)

@@ -26,12 +26,13 @@ from safekeep.tenants.models.job_task import JobTask, TaskStatus
 from safekeep.tenants.models.msp import Msp, MspStatus
 from safekeep.tenants.models.policy import Policy
 from safekeep.tenants.models.skipped_item import SkippedItem
-from safekeep.tenants.models.snapshot import Snapshot, SnapshotStatus
+from safekeep.tenants.models.snapshot import UNFINISHED_SNAPSHOT, Snapshot, SnapshotStatus
 from safekeep.tenants.models.tenant import ConsentState, Tenant, TenantStatus
 from safekeep.tenants.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "FINISHED_JOB_STATUSES",
+    "UNFINISHED_SNAPSHOT",
     "Account",
     "AccountKind",
     "AccountState",

@@ -4,16 +4,24 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, IdMixin, page_index
 
 
 class SnapshotStatus(enum.StrEnum):
-    running = "running"  # being written; resumed by the next run if interrupted
+    running = "running"  # being written; resumed by its task's retry if that is interrupted
+    # Its task ended (failed or cancelled) before it finished: what it wrote is kept, and the
+    # account's next backup of the service resumes it. Never a point to restore to.
+    interrupted = "interrupted"
     complete = "complete"
     partial = "partial"  # complete, but some items were skipped
+
+
+# The snapshots a backup resumes rather than starting the next one (at most one per account
+# and service, its newest).
+UNFINISHED_SNAPSHOT = (SnapshotStatus.running, SnapshotStatus.interrupted)
 
 
 class Snapshot(IdMixin, AccountServiceMixin, Base):
@@ -24,6 +32,9 @@ class Snapshot(IdMixin, AccountServiceMixin, Base):
     __table_args__ = (
         UniqueConstraint("account_id", "service", "seq"),
         page_index("snapshot", "tenant_id", "started_at"),
+        # A page of one state (``?status=interrupted``): the rare ones, read without walking
+        # past every finished snapshot of the tenant.
+        Index("ix_snapshot_tenant_status_page", "tenant_id", "status", "started_at", "id"),
     )
 
     seq: Mapped[int]

@@ -46,6 +46,7 @@ async def list_page(
     columns: Sequence[str],
     account_id: uuid.UUID | None,
     service: str | None,
+    status: str | None,
     since: datetime | None,
     until: datetime | None,
     cursor: str | None,
@@ -58,7 +59,9 @@ async def list_page(
     if since and until and since > until:
         raise BadRequest("since must not be after until")
     given: dict[str, Any] = {
-        name: value for name, value in (("account_id", account_id), ("service", service)) if value
+        name: value
+        for name, value in (("account_id", account_id), ("service", service), ("status", status))
+        if value
     }
     bounds = ("s" if since else "") + ("u" if until else "")
     stmt = _page(tuple(columns), scope.limited, tuple(given), bounds, bool(cursor))

@@ -1,5 +1,5 @@
-"""Snapshots as an MSP lists them: a tenant's, newest first, filtered by account, service and
-time."""
+"""Snapshots as an MSP lists them: a tenant's, newest first, filtered by account, service, state
+and time."""
 
 from __future__ import annotations
 
