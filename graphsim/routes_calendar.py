@@ -280,6 +280,15 @@ def _view_removed(
     return out
 
 
+def _check_span(start: dict[str, str], end: dict[str, str]) -> None:
+    """An event (or an occurrence) that ends before it starts: Exchange names no property,
+    only that one failed its validation."""
+    if parse_dt(end) < parse_dt(start):
+        raise GraphError(
+            400, "ErrorPropertyValidationFailure", "At least one property failed validation."
+        )
+
+
 def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, Any]) -> OItem:
     for forbidden in ("id", "changeKey", "iCalUId", "webLink"):
         if forbidden in body:
@@ -300,8 +309,7 @@ def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, A
             "Your request can't be completed. The start and end are required.",
         )
     start, end = to_utc(body["start"]), to_utc(body["end"])
-    if parse_dt(end) < parse_dt(start):
-        raise GraphError(400, "ErrorInvalidRequest", "The end time must be after the start time.")
+    _check_span(start, end)
     from graphsim.generator import event_props
     from graphsim.mail import Addr
 
@@ -486,6 +494,9 @@ def patch_event(engine: Engine, req: Req) -> Resp:
         for k, v in body.items()
         if k != extended.FIELD
     }
+    if "start" in changes or "end" in changes:
+        current = master.props if day is None else _occurrence(tenant, master, day)
+        _check_span(changes.get("start", current["start"]), changes.get("end", current["end"]))
     if day is None:
         extended.store(master, body)
         master.props.update(changes)
@@ -495,13 +506,16 @@ def patch_event(engine: Engine, req: Req) -> Resp:
     tenant.touch_item(master)
     if day is None:
         return json_resp(event_out(req, tenant, master))
+    return json_resp(_occurrence(tenant, master, day))
+
+
+def _occurrence(tenant: Tenant, master: OItem, day: str) -> dict[str, Any]:
+    """One occurrence of a series as Graph shows it (``day``: its original date, ISO)."""
     from datetime import date
 
     from graphsim.calendar import instance_json
 
-    return json_resp(
-        instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
-    )
+    return instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
 
 
 @router.add("DELETE", "/users/{user}/events/{item}", "exchange")

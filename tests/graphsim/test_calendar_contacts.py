@@ -171,6 +171,43 @@ def test_an_event_in_an_unknown_zone_is_refused_and_not_created(
     assert listed.json()["value"][0]["start"]["timeZone"] == "UTC"
 
 
+def test_an_event_that_ends_before_it_starts_is_refused(client: httpx.Client, user: Any) -> None:
+    """Exchange answers 400 ErrorPropertyValidationFailure to an event, or a change of one or
+    of an occurrence, that would end before it starts, and keeps what it had."""
+    path = f"/users/{user.id}/calendars/calendar/events"
+    before = len(client.get(path, params={"$top": "999"}).json()["value"])
+
+    def at(hour: int) -> dict[str, str]:
+        return {"dateTime": f"2026-03-03T{hour:02}:00:00", "timeZone": "UTC"}
+
+    refused = client.post(path, json={"subject": "x", "start": at(11), "end": at(10)})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "ErrorPropertyValidationFailure"
+    assert len(client.get(path, params={"$top": "999"}).json()["value"]) == before
+    weekly = {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"]}}
+    weekly["range"] = {"type": "numbered", "startDate": "2026-03-03", "numberOfOccurrences": 3}
+    series = client.post(
+        path, json={"subject": "s", "start": at(10), "end": at(11), "recurrence": weekly}
+    ).json()
+    item = f"/users/{user.id}/events/{series['id']}"
+    assert client.patch(item, json={"end": at(9)}).status_code == 400
+    assert client.patch(item, json={"start": at(12)}).status_code == 400
+    assert client.get(item).json()["end"]["dateTime"].startswith("2026-03-03T11:00:00")
+    [first, *_] = client.get(
+        f"{item}/instances",
+        params={"startDateTime": "2026-03-01T00:00:00Z", "endDateTime": "2026-04-01T00:00:00Z"},
+    ).json()["value"]
+    occurrence = f"/users/{user.id}/events/{first['id']}"
+    moved = client.patch(occurrence, json={"end": at(9)})
+    assert moved.status_code == 400
+    assert moved.json()["error"]["code"] == "ErrorPropertyValidationFailure"
+    assert (
+        client.patch(occurrence, json={"end": at(12)})
+        .json()["end"]["dateTime"]
+        .startswith("2026-03-03T12:00:00")
+    )
+
+
 def test_contacts_folders_delta_and_create(sim: Simulator, client: httpx.Client, user: Any) -> None:
     folders, _ = collect(client, f"/users/{user.id}/contactFolders/delta")
     names = {f["displayName"] for f in folders}
