@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
@@ -119,18 +120,28 @@ async def test_a_blip_gives_the_lease_back_at_once(
     assert task.attempts == 0
     assert task.error_code in ("transient_error",)
     # The retry takes the lease at once, without waiting for it to expire.
-    monkeypatch.setattr(jobs, "_collect", _succeed)
+    monkeypatch.setattr(jobs, "_collect", recording([]))
     await jobs.run_backup_task(runtime, str(task_id))
     async with runtime.db.session() as session:
         task = await session.get(JobTask, task_id)
     assert task is not None and task.status == TaskStatus.succeeded
 
 
-async def _succeed(*args: object) -> None:
-    """A collection that ends as the real one does: completing its run settles the task."""
-    run = args[-1]
-    assert isinstance(run, SnapshotRun)
-    await run.complete()
+def recording(
+    runs: list[SnapshotRun], ending: Exception | None = None
+) -> Callable[..., Awaitable[None]]:
+    """A stand-in for ``jobs._collect`` that keeps the run it is given, then raises
+    ``ending`` or ends as the real collection does: completing its run settles the task."""
+
+    async def collect(*args: object) -> None:
+        run = args[-1]
+        assert isinstance(run, SnapshotRun)
+        runs.append(run)
+        if ending is not None:
+            raise ending
+        await run.complete()
+
+    return collect
 
 
 async def test_the_task_names_the_snapshot_it_runs_into_and_its_retry_resumes_it(
@@ -141,12 +152,6 @@ async def test_the_task_names_the_snapshot_it_runs_into_and_its_retry_resumes_it
     runtime = any_runtime
     task_id = await _running_task(runtime)
     runs: list[SnapshotRun] = []
-
-    async def blip(*args: object) -> None:
-        run = args[-1]
-        assert isinstance(run, SnapshotRun)
-        runs.append(run)
-        raise _database_down()
 
     async def named() -> uuid.UUID | None:
         async with runtime.db.session() as session:
@@ -162,7 +167,7 @@ async def test_the_task_names_the_snapshot_it_runs_into_and_its_retry_resumes_it
         return await read_newest(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(catalog_repository, "latest_snapshot", counted)
-    monkeypatch.setattr(jobs, "_collect", blip)
+    monkeypatch.setattr(jobs, "_collect", recording(runs, _database_down()))
     with pytest.raises(sa_exc.OperationalError):
         await jobs.run_backup_task(runtime, str(task_id))
     assert not runs[0].resumed and newest_read == []
@@ -172,13 +177,7 @@ async def test_the_task_names_the_snapshot_it_runs_into_and_its_retry_resumes_it
     assert started is not None and started.status == SnapshotStatus.running
     assert (started.seq, runs[0].seq, started.items_added, started.skipped) == (1, 1, 0, 0)
 
-    async def succeed(*args: object) -> None:
-        run = args[-1]
-        assert isinstance(run, SnapshotRun)
-        runs.append(run)
-        await run.complete()
-
-    monkeypatch.setattr(jobs, "_collect", succeed)
+    monkeypatch.setattr(jobs, "_collect", recording(runs))
     await jobs.run_backup_task(runtime, str(task_id))
     assert runs[1].resumed and runs[1].snapshot_id == runs[0].snapshot_id
     assert await named() == runs[0].snapshot_id

@@ -24,6 +24,7 @@ from safekeep.tenants.models import (
     TaskStatus,
 )
 from tests.factories import add_job, create_account, create_msp, create_tenant
+from tests.workers.test_blips import recording
 
 
 async def _task(runtime: Runtime, account: Account) -> uuid.UUID:
@@ -67,14 +68,7 @@ async def test_an_unfinished_snapshot_is_interrupted_listed_and_resumed(
     tenant = await create_tenant(runtime, msp)
     account = await create_account(runtime, tenant)
     runs: list[SnapshotRun] = []
-
-    async def end_unfinished(*args: object) -> None:
-        run = args[-1]
-        assert isinstance(run, SnapshotRun)
-        runs.append(run)
-        raise ending
-
-    monkeypatch.setattr(jobs, "_collect", end_unfinished)
+    monkeypatch.setattr(jobs, "_collect", recording(runs, ending))
     first = await _task(runtime, account)
     await jobs.run_backup_task(runtime, str(first))
     assert await _state(runtime, first) == (task_status, SnapshotStatus.interrupted)
@@ -93,14 +87,8 @@ async def test_an_unfinished_snapshot_is_interrupted_listed_and_resumed(
     r = await any_client.get(path, params={"status": "stuck"}, headers=msp.headers)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
-    async def succeed(*args: object) -> None:
-        run = args[-1]
-        assert isinstance(run, SnapshotRun)
-        runs.append(run)
-        await run.complete()
-
     # The account's next backup, another job's task, resumes it rather than starting seq 2.
-    monkeypatch.setattr(jobs, "_collect", succeed)
+    monkeypatch.setattr(jobs, "_collect", recording(runs))
     second = await _task(runtime, account)
     await jobs.run_backup_task(runtime, str(second))
     assert runs[1].resumed and runs[1].snapshot_id == runs[0].snapshot_id
