@@ -272,6 +272,8 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             resp = await run_batch(engine, req)
             status = resp.status
             return resp, template
+        if route.service == "exchange" and req.prefer().get("idtype", "").lower() != "immutableid":
+            engine.throttler.record_mutable_ids(template)
         if route.service == "exchange" and mailbox:
             # Outlook's limit is per mailbox: how many requests a client keeps in flight.
             in_flight = engine.in_flight.begin(f"{tenant.id}|{mailbox}")

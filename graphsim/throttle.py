@@ -110,6 +110,11 @@ class Counters:
     batch_by_endpoint: dict[str, int] = field(default_factory=dict)
     batch_by_status: dict[str, int] = field(default_factory=dict)
     max_concurrency: dict[str, int] = field(default_factory=dict)
+    # Outlook requests (inner ones included) that did not ask for immutable ids, by endpoint.
+    # graphsim's ids never change, but Exchange's do when an item moves unless a client asks
+    # (``Prefer: IdType="ImmutableId"``): a client that compares ids across runs must ask on
+    # every request, and this is where one that forgot shows.
+    without_immutable_ids: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +182,11 @@ class Throttler:
                 _bump(c.batch_by_status, str(status))
                 return
             self._wire(c, "batch" if endpoint.endswith("/$batch") else "graph", endpoint, status)
+
+    def record_mutable_ids(self, endpoint: str) -> None:
+        """An Outlook request that did not ask for immutable ids."""
+        with self._lock:
+            _bump(self.counters.without_immutable_ids, endpoint)
 
     def record_wire(self, kind: str, endpoint: str, status: int) -> None:
         """A wire request outside Graph: token, sign-in, download or upload."""

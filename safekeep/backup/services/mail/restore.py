@@ -429,11 +429,8 @@ class MailRestorer(MailboxWriter):
             index.remember(version, created)
         for old in existing:  # overwrite: the new copy is in place, now drop the old one
             with suppress(NotFound):
-                await self.ctx.graph.request_json(
-                    "DELETE",
-                    f"{self.base}/messages/{quote(old, safe='')}",
-                    mailbox=self.user,
-                    expected=(204, 200),
+                await self.send(
+                    "DELETE", f"{self.base}/messages/{quote(old, safe='')}", expected=(204, 200)
                 )
         if index is not None:
             index.forget(existing)
@@ -526,10 +523,9 @@ class MailRestorer(MailboxWriter):
         second restore does not meet a half-restored copy as a conflict."""
         try:
             await asyncio.shield(
-                self.ctx.graph.request_json(
+                self.send(
                     "DELETE",
                     f"{self.base}/messages/{quote(message_id, safe='')}",
-                    mailbox=self.user,
                     expected=(204, 200, 404),
                 )
             )
