@@ -86,6 +86,9 @@ async def test_an_unfinished_snapshot_is_interrupted_listed_and_resumed(
     assert await listed() == [interrupted]
     r = await any_client.get(path, params={"status": "stuck"}, headers=msp.headers)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    other = await create_msp(runtime, "Other MSP")  # another MSP's key: no such tenant
+    r = await any_client.get(path, params={"status": "interrupted"}, headers=other.headers)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
 
     # The account's next backup, another job's task, resumes it rather than starting seq 2.
     monkeypatch.setattr(jobs, "_collect", recording(runs))
