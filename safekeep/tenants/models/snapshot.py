@@ -11,7 +11,7 @@ from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, Id
 
 
 class SnapshotStatus(enum.StrEnum):
-    running = "running"  # being written; resumed by its task's retry if that is interrupted
+    running = "running"  # being written; a retry of its task (a worker died, a blip) resumes it
     # Its task ended (failed or cancelled) before it finished: what it wrote is kept, and the
     # account's next backup of the service resumes it. Never a point to restore to.
     interrupted = "interrupted"
