@@ -27,6 +27,7 @@ from safekeep.backup.catalog import SnapshotRun
 from safekeep.backup.jobs.restore import run_restore_job
 from safekeep.tenants.models import Account
 from tests.backup.harness import EngineHarness
+from tests.backup.services.test_blobs_side_by_side import stores_at_once
 from tests.fixtures.sim import running_sim
 
 
@@ -357,3 +358,24 @@ async def test_a_transcript_without_a_files_folder_fails_only_its_messages(
     team.site_id = site
     drive = tenant.drives[tenant.sites[site or ""].drive_ids[0]]
     assert not [i for i in drive.items.values() if i.name.endswith(".html")]
+
+
+async def test_a_channel_and_a_chat_store_their_messages_side_by_side(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel's threads and replies, and a chat's messages, are stored before their
+    page's transaction and side by side (one after the other, each waited for the last)."""
+    h = engine
+    await h.set_policy(services=["mail", "teams"])
+    team = next(iter(teamwork(h.sim.tenant()).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    account = next(a for a in await h.discover() if a.graph_id == owner)
+    with stores_at_once(monkeypatch) as seen:
+        full, skipped = await h.backup(account, "teams")
+    assert skipped == 0
+    messages = sum(len(c.messages) for c in team.channels.values())
+    chats = [c for c in teamwork(h.sim.tenant()).chats.values() if owner in c.members]
+    chat_messages = sum(len(c.messages) for c in chats)
+    assert full.counters.added == 1 + len(team.channels) + messages + len(chats) + chat_messages
+    assert seen["calls"] >= full.counters.added
+    assert seen["peak"] >= 4, seen

@@ -788,8 +788,9 @@ class MailCollector(MailboxReader):
                     fetched[message_id] = again
                 elif not isinstance(again, NotFound):
                     skipped.append((message_id, names.get(message_id), again))
-            for one in fetched.values():
-                records.append(await self.record_for(one, folder_id))
+            records = await gather_bounded(
+                self.record_for(one, folder_id) for one in fetched.values()
+            )
         return records, skipped
 
     async def _fetch_again(self, message_id: str, error: GraphError) -> Fetched | GraphError:
@@ -886,15 +887,20 @@ class MailCollector(MailboxReader):
                 ]
                 answers = await self.graph.batch(requests, mailbox=self.user)
                 _expand(messages, failed, extra, answers[len(group) :])
+                bodies: dict[str, bytes] = {}
                 for mid, answer in zip(group, answers[: len(group)], strict=True):
                     if mid not in messages:
                         continue  # its attached item could not be read: failed already
                     try:
-                        raw = answer.binary()
+                        bodies[mid] = answer.binary()
                     except GraphError as exc:
                         failed[mid] = exc
-                        continue
-                    ref = await self.ctx.repo.put_bytes(raw, cuts=PartCuts())
+                # Stored side by side: one after the other, a group waited for a round trip
+                # to the blob store per message (the repository bounds the uploads at once).
+                refs = await gather_bounded(
+                    self.ctx.repo.put_bytes(raw, cuts=PartCuts()) for raw in bodies.values()
+                )
+                for (mid, raw), ref in zip(bodies.items(), refs, strict=True):
                     fetched[mid] = Fetched(messages[mid], ref, raw)
 
         async def stream_one(mid: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import CollectContext
+from safekeep.backup.pipeline import gather_bounded
 from safekeep.backup.services.teams.reader import (
     HOSTED,
     ChannelRead,
@@ -77,34 +78,38 @@ async def _team(ctx: CollectContext, team_id: str) -> None:
     )
     read = await read_team(ctx.graph, team_id, cursor, reread_days=REREAD_DAYS)
     team_doc = {"team": read.team, "members": read.members}
-    async with ctx.run.page() as page:
-        await page.record(
-            await _folder(ctx, team_id, "team", read.team["displayName"], None, team_doc)
-        )
-        seen = set()
-        for channel in read.channels:
-            doc = {
-                "channel": channel.channel,
-                "members": channel.members,
-                "tabs": channel.tabs,
-                "teamId": team_id,
-            }
-            seen.add(channel.channel["id"])
-            await page.record(
-                await _folder(
+    # Each page's blobs are stored side by side before its transaction opens: the
+    # transaction never waits on the blob store, and the blobs do not wait on each other.
+    folders = await gather_bounded(
+        [
+            _folder(ctx, team_id, "team", read.team["displayName"], None, team_doc),
+            *(
+                _folder(
                     ctx,
                     channel.channel["id"],
                     "channel",
                     channel.channel["displayName"],
                     team_id,
-                    doc,
+                    {
+                        "channel": channel.channel,
+                        "members": channel.members,
+                        "tabs": channel.tabs,
+                        "teamId": team_id,
+                    },
                 )
-            )
+                for channel in read.channels
+            ),
+        ]
+    )
+    async with ctx.run.page() as page:
+        await page.record_many(folders)
+        seen = {channel.channel["id"] for channel in read.channels}
         await _gone_channels(ctx, page, team_id, seen)
     for channel in read.channels:
         path = f"/{read.team['displayName']}/{channel.channel['displayName']}"
+        threads = await _threads(ctx, channel, path)
         async with ctx.run.page() as page:
-            await _threads(ctx, page, channel, path)
+            await page.record_many(threads)
             link = cursor.delta_links.get(channel.channel["id"])
             if link:
                 await page.save_delta(channel.channel["id"], delta_link=link)
@@ -142,22 +147,21 @@ async def _folder(
     )
 
 
-async def _threads(ctx: CollectContext, page: CatalogPage, channel: ChannelRead, path: str) -> None:
+async def _threads(ctx: CollectContext, channel: ChannelRead, path: str) -> list[ItemRecord]:
+    """A channel's threads and their replies as records (their blobs stored), in order."""
     container = channel.channel["id"]
+    pending = []
     for root in channel.threads.values():
         replies = root.get("replies") or []
         message = {k: v for k, v in root.items() if k not in ("replies", "replies@odata.context")}
-        await page.record(
-            await message_record(
-                ctx, container, message, container, path, channel.hosted, kind="thread"
-            )
+        pending.append(
+            message_record(ctx, container, message, container, path, channel.hosted, kind="thread")
         )
-        for reply in replies:
-            await page.record(
-                await message_record(
-                    ctx, container, reply, f"{container}/{root['id']}", path, channel.hosted
-                )
-            )
+        pending.extend(
+            message_record(ctx, container, reply, f"{container}/{root['id']}", path, channel.hosted)
+            for reply in replies
+        )
+    return await gather_bounded(pending)
 
 
 async def message_record(
@@ -218,14 +222,17 @@ async def _chats(ctx: CollectContext) -> None:
         name = chat.get("topic") or ", ".join(
             sorted(str(m.get("displayName")) for m in chat.get("members") or [])
         )
+        records = await gather_bounded(
+            [
+                _folder(ctx, chat["id"], "chat", name, None, {"chat": chat}),
+                *(
+                    message_record(ctx, chat["id"], message, chat["id"], f"/Chats/{name}", hosted)
+                    for message in messages
+                ),
+            ]
+        )
         async with ctx.run.page() as cat:
-            await cat.record(await _folder(ctx, chat["id"], "chat", name, None, {"chat": chat}))
-            for message in messages:
-                await cat.record(
-                    await message_record(
-                        ctx, chat["id"], message, chat["id"], f"/Chats/{name}", hosted
-                    )
-                )
+            await cat.record_many(records)
             newest = max((m["lastModifiedDateTime"] for m in messages), default=since)
             if newest:
                 await cat.save_delta(key, delta_link=newest)
