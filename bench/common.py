@@ -70,9 +70,10 @@ IN_FLIGHT_TARGET = 3.6  # issue 17: Microsoft allows 4 Outlook requests in fligh
 def in_flight_line(column: str, label: str, counters: dict[str, Any]) -> str:
     """The time-weighted mean of Outlook requests in flight per mailbox while it had work
     (from its first request's start to its last one's end in the counters' window),
-    weighted across mailboxes by that span, beside the target; also the lowest mailbox and
-    the one with the most requests."""
-    from graphsim.inflight import time_weighted_mean
+    weighted across mailboxes by that span, beside the target; also the lowest mailbox, the
+    one with the most requests, and how the spans divide by the number in flight (time
+    with nothing in flight is the worker not asking; time at 1-3, partly used slots)."""
+    from graphsim.inflight import level_shares, time_weighted_mean
 
     per_mailbox: dict[str, Any] = counters.get("in_flight") or {}
     mean = time_weighted_mean(per_mailbox)
@@ -80,11 +81,14 @@ def in_flight_line(column: str, label: str, counters: dict[str, Any]) -> str:
         return f"[{column}] {label}: no Outlook requests, no in-flight figure"
     means = [m["mean"] for m in per_mailbox.values() if m["mean"] is not None]
     busiest = max(per_mailbox.values(), key=lambda m: int(m["requests"]))
+    levels = level_shares(per_mailbox)
+    shares = " / ".join(f"{levels.get(n, 0.0):.0%}" for n in range(5))
     return (
         f"[{column}] {label}: in-flight requests per mailbox (time-weighted mean) {mean:.2f}"
         f" (target >= {IN_FLIGHT_TARGET}) over {len(per_mailbox)} mailboxes; lowest"
         f" {min(means):.2f}, busiest mailbox ({busiest['requests']} requests)"
-        f" {busiest['mean'] or 0:.2f}, peak {max(int(m['peak']) for m in per_mailbox.values())}"
+        f" {busiest['mean'] or 0:.2f}, peak {max(int(m['peak']) for m in per_mailbox.values())};"
+        f" share of the spans at 0, 1, 2, 3, 4 in flight: {shares}"
     )
 
 

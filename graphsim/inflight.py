@@ -30,6 +30,7 @@ class _Mailbox:
     requests: int = 0
     peak: int = 0
     buckets: dict[int, float] = field(default_factory=dict)  # second -> request-seconds
+    at_level: dict[int, float] = field(default_factory=dict)  # level >= 1 -> seconds at it
 
 
 class InFlight:
@@ -85,6 +86,7 @@ class InFlight:
         if box.level <= 0 or now <= start:
             return
         box.busy += box.level * (now - start)
+        box.at_level[box.level] = box.at_level.get(box.level, 0.0) + (now - start)
         t = start
         while t < now:
             second = math.floor((t - self._origin) / BUCKET_S)
@@ -95,8 +97,9 @@ class InFlight:
     def as_dict(self) -> dict[str, Any]:
         """Per mailbox: requests, peak, request-seconds in flight (``busy_s``), the span from
         its first request's start to its last one's end (``span_s``; up to now while one is
-        in flight), ``mean`` = busy_s / span_s, and ``timeline``: the mean in flight per
-        second of the window, from the second of its first request."""
+        in flight), ``mean`` = busy_s / span_s, ``levels``: the seconds of the span spent
+        at each number in flight ("0": between requests), and ``timeline``: the mean in
+        flight per second of the window, from the second of its first request."""
         with self._lock:
             now = self._clock()
             out: dict[str, Any] = {}
@@ -116,6 +119,7 @@ class InFlight:
                     "busy_s": round(box.busy, 6),
                     "span_s": round(span, 6),
                     "mean": round(box.busy / span, 4) if span > 0 else None,
+                    "levels": _levels(box.at_level, span),
                     "timeline": {
                         "start_s": lo * BUCKET_S,
                         "step_s": BUCKET_S,
@@ -125,6 +129,24 @@ class InFlight:
                     },
                 }
             return out
+
+
+def _levels(at_level: dict[int, float], span: float) -> dict[str, float]:
+    """Seconds of the span spent at each number of requests in flight, "0" included (the
+    span less the time at one or more): where a mean below 4 comes from, idle mailboxes or
+    partly used ones."""
+    out = {str(level): round(seconds, 6) for level, seconds in sorted(at_level.items())}
+    return {"0": round(max(0.0, span - sum(at_level.values())), 6), **out}
+
+
+def level_shares(per_mailbox: dict[str, Any]) -> dict[int, float]:
+    """Across mailboxes, the share of their spans spent at each number in flight."""
+    span = sum(float(m["span_s"]) for m in per_mailbox.values())
+    seconds: dict[int, float] = {}
+    for mailbox in per_mailbox.values():
+        for level, spent in (mailbox.get("levels") or {}).items():
+            seconds[int(level)] = seconds.get(int(level), 0.0) + float(spent)
+    return {level: spent / span for level, spent in sorted(seconds.items())} if span > 0 else {}
 
 
 def time_weighted_mean(per_mailbox: dict[str, Any]) -> float | None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from graphsim import Simulator
-from graphsim.inflight import InFlight, time_weighted_mean
+from graphsim.inflight import InFlight, level_shares, time_weighted_mean
 from tests.clock import Clock
 from tests.graphsim.conftest import graph_client
 
@@ -44,6 +44,34 @@ def test_the_mean_is_the_integral_over_the_span_from_first_start_to_last_end() -
     assert report["t|small@x"]["mean"] == pytest.approx(1.0)
     # Across mailboxes, weighted by how long each had work: (6 + 1) / (4 + 1).
     assert time_weighted_mean(report) == pytest.approx(7 / 5)
+
+
+def test_the_span_is_split_by_how_many_requests_were_in_flight() -> None:
+    """Where a mean below 4 comes from: seconds at each level, idle time between requests
+    ("0") included and the time before the first and after the last left out."""
+    clock = Clock(100.0)
+    tracker = InFlight(clock)
+    clock.now = 101.0
+    a = tracker.begin("t|u@x")
+    b = tracker.begin("t|u@x")  # 2 from 101
+    clock.now = 102.0
+    tracker.end(a)  # 1 from 102
+    clock.now = 103.0
+    tracker.end(b)  # idle from 103
+    clock.now = 106.0
+    c = tracker.begin("t|u@x")  # 1 from 106
+    clock.now = 107.0
+    tracker.end(c)
+    other = tracker.begin("t|v@x")
+    clock.now = 109.0  # after u's last request: not u's
+    tracker.end(other)
+    report = tracker.as_dict()
+    assert report["t|u@x"]["span_s"] == pytest.approx(6.0)
+    assert report["t|u@x"]["levels"] == pytest.approx({"0": 3.0, "1": 2.0, "2": 1.0})
+    assert report["t|v@x"]["levels"] == pytest.approx({"0": 0.0, "1": 2.0})
+    # Across mailboxes, as shares of their spans (6 + 2 seconds).
+    assert level_shares(report) == pytest.approx({0: 3 / 8, 1: 4 / 8, 2: 1 / 8})
+    assert level_shares({}) == {}
 
 
 def test_a_reset_starts_a_new_window_and_keeps_what_is_in_flight() -> None:
