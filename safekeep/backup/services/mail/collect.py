@@ -958,17 +958,15 @@ class MailCollector(MailboxReader):
             group = pending[start : start + FETCH_GROUP]
             ids = [row.external_id for row in group]
             fetched, failed = await self.fetch(ids)
-            done = [m for m, e in failed.items() if isinstance(e, NotFound)]
-            records = []
-            for mid, one in fetched.items():
-                done.append(mid)
-                parent = str(one.message.get("parentFolderId") or "")
-                if parent in included:
-                    records.append(await self.record_for(one, parent))
+            done = [m for m, e in failed.items() if isinstance(e, NotFound)] + list(fetched)
+            records = await gather_bounded(
+                self.record_for(one, parent)
+                for one in fetched.values()
+                if (parent := str(one.message.get("parentFolderId") or "")) in included
+            )
             if records:
                 async with self.run.page() as cat:
-                    for record in records:
-                        await cat.record(record)
+                    await cat.record_many(records)
             if done:
                 await self.ctx.resolved(done)
             for row in group:
