@@ -78,26 +78,35 @@ async def browse_down(h: EngineHarness, account: Account, team: Any) -> None:
     assert len(replies) == len(busiest.reply_ids) > 0
 
 
+async def team_and_owner(h: EngineHarness) -> tuple[Team, str, list[Account]]:
+    """Teams turned on; the world's first team, its first owner, and the discovered accounts."""
+    await h.set_policy(services=["mail", "teams"])
+    team = next(iter(teamwork(h.sim.tenant()).teams.values()))
+    owner = min(u for u, roles in team.members.items() if "owner" in roles)
+    return team, owner, await h.discover()
+
+
+def owned_items(h: EngineHarness, team: Team, owner: str) -> int:
+    """What the owner's full backup adds: the team, its channels, every message in them, and
+    the owner's chats with their messages."""
+    messages = sum(len(c.messages) for c in team.channels.values())
+    chats = [c for c in teamwork(h.sim.tenant()).chats.values() if owner in c.members]
+    return 1 + len(team.channels) + messages + len(chats) + sum(len(c.messages) for c in chats)
+
+
 def counts(run: SnapshotRun) -> tuple[int, int, int]:
     return run.counters.added, run.counters.changed, run.counters.removed
 
 
 async def test_teams_backed_up_searched_restored_and_exported(engine: EngineHarness) -> None:
     h = engine
-    await h.set_policy(services=["mail", "teams"])
-    team = next(iter(teamwork(h.sim.tenant()).teams.values()))
-    owner = min(u for u, roles in team.members.items() if "owner" in roles)
-    accounts = await h.discover()
+    team, owner, accounts = await team_and_owner(h)
     account = next(a for a in accounts if a.graph_id == owner)
     member = next(a for a in accounts if a.graph_id != owner and a.licensed)
 
     full, skipped = await h.backup(account, "teams")
     assert skipped == 0
-    messages = sum(len(c.messages) for c in team.channels.values())
-    chats = [c for c in teamwork(h.sim.tenant()).chats.values() if owner in c.members]
-    chat_messages = sum(len(c.messages) for c in chats)
-    # team + channels + every message + chats and their messages
-    assert full.counters.added == 1 + len(team.channels) + messages + len(chats) + chat_messages
+    assert full.counters.added == owned_items(h, team, owner)
     others, _ = await h.backup(member, "teams")  # not an owner: only its chats
     assert others.counters.added == sum(
         1 + len(c.messages)
@@ -366,16 +375,11 @@ async def test_a_channel_and_a_chat_store_their_messages_side_by_side(
     """A channel's threads and replies, and a chat's messages, are stored before their
     page's transaction and side by side (one after the other, each waited for the last)."""
     h = engine
-    await h.set_policy(services=["mail", "teams"])
-    team = next(iter(teamwork(h.sim.tenant()).teams.values()))
-    owner = min(u for u, roles in team.members.items() if "owner" in roles)
-    account = next(a for a in await h.discover() if a.graph_id == owner)
+    team, owner, accounts = await team_and_owner(h)
+    account = next(a for a in accounts if a.graph_id == owner)
     with stores_at_once(monkeypatch) as seen:
         full, skipped = await h.backup(account, "teams")
     assert skipped == 0
-    messages = sum(len(c.messages) for c in team.channels.values())
-    chats = [c for c in teamwork(h.sim.tenant()).chats.values() if owner in c.members]
-    chat_messages = sum(len(c.messages) for c in chats)
-    assert full.counters.added == 1 + len(team.channels) + messages + len(chats) + chat_messages
+    assert full.counters.added == owned_items(h, team, owner)
     assert seen["calls"] >= full.counters.added
     assert seen["peak"] >= 4, seen
