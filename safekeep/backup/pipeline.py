@@ -140,3 +140,31 @@ async def gather_bounded(coros: Iterable[Awaitable[Any]]) -> list[Any]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+# A page's items stored at once (their blobs, their search text): as many as a repository
+# uploads at once. The repository's budget bounds the bytes in flight; this bounds what the
+# items not yet started hold (a Teams channel or a chat may be thousands of messages).
+STORES_AT_ONCE = 16
+
+
+async def gather_limited(coros: Iterable[Awaitable[T]], limit: int = STORES_AT_ONCE) -> list[T]:
+    """``coros``' results in their order, at most ``limit`` running at once; each is taken
+    from ``coros`` only when a place is free (pass a generator to start nothing early). A
+    failure cancels the rest and is raised, as in ``gather_bounded``."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    source = enumerate(coros)
+    results: dict[int, T] = {}
+
+    async def place() -> None:
+        for n, coro in source:  # one iterator shared by the places: each takes the next
+            results[n] = await coro
+
+    try:
+        await gather_bounded(place() for _ in range(limit))
+    finally:
+        for _, left in source:  # a failure left these unstarted: close, do not leak them
+            if asyncio.iscoroutine(left):
+                left.close()
+    return [results[n] for n in range(len(results))]

@@ -5,12 +5,13 @@ cancels the rest and comes out as itself."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Mapping
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 
 import pytest
 
 from safekeep.backup.outlook import MailboxReader
-from safekeep.backup.pipeline import Ready, ahead, gather_bounded, ready
+from safekeep.backup.pipeline import Ready, ahead, gather_bounded, gather_limited, ready
 from safekeep.graph.client import DeltaPage
 from safekeep.graph.errors import ResyncRequired
 
@@ -171,6 +172,59 @@ async def test_gather_bounded_cancels_the_rest_and_raises_the_failure_itself() -
     with pytest.raises(ResyncRequired):  # itself, not an ExceptionGroup
         await gather_bounded([slow("stream 1"), failing(), slow("stream 2")])
     assert sorted(cancelled) == ["stream 1", "stream 2"]
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_gather_limited_keeps_order_and_starts_each_only_when_a_place_is_free() -> None:
+    running = 0
+    peak = 0
+    taken = 0
+    finished = 0
+
+    async def store(n: int) -> int:
+        nonlocal running, peak, finished
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001 * (n % 3))  # finishing out of order
+        running -= 1
+        finished += 1
+        return n * 10
+
+    def coros() -> Iterator[Awaitable[int]]:
+        nonlocal taken
+        for n in range(10):
+            taken += 1
+            assert taken - finished <= 3  # taken only when one of the 3 places is free
+            yield store(n)
+
+    assert await gather_limited(coros(), 3) == [n * 10 for n in range(10)]
+    assert peak == 3
+    assert await gather_limited([], 3) == []
+    with pytest.raises(ValueError, match="limit"):
+        await gather_limited([], 0)
+
+
+async def test_gather_limited_cancels_the_running_and_closes_the_unstarted_on_a_failure() -> None:
+    cancelled: list[int] = []
+    started: list[int] = []
+
+    async def step(n: int) -> int:
+        started.append(n)
+        if n == 1:
+            raise ResyncRequired(410, "SyncStateNotFound", "the delta link expired")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(n)
+            raise
+        return n
+
+    made = [step(n) for n in range(6)]  # created up front: the unstarted must be closed
+    with pytest.raises(ResyncRequired):
+        await gather_limited(made, 2)
+    assert started == [0, 1]  # the second place failed at once: nothing more was started
+    assert cancelled == [0]
+    assert {inspect.getcoroutinestate(c) for c in made} == {"CORO_CLOSED"}  # none left open
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 
 

@@ -32,7 +32,7 @@ import structlog
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import CollectContext
 from safekeep.backup.outlook import MailboxReader
-from safekeep.backup.pipeline import gather_bounded
+from safekeep.backup.pipeline import gather_limited
 from safekeep.backup.services.contacts.search import (
     CONTACT_KIND,
     FOLDER_KIND,
@@ -386,7 +386,7 @@ class ContactsCollector(MailboxReader):
         photos, unreadable = await self._photos([str(c["id"]) for c in changed])
         # Stored side by side (the repository bounds the uploads at once): one after the
         # other, a page of 100 contacts waited for 100 to 200 round trips to the blob store.
-        records = await gather_bounded(
+        records = await gather_limited(
             self._record(
                 one.folder_id,
                 c,

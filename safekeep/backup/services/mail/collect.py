@@ -38,7 +38,7 @@ import structlog
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext, KeptBytes, held_bytes
 from safekeep.backup.outlook import MailboxReader
-from safekeep.backup.pipeline import Ready, ahead, gather_bounded, ready
+from safekeep.backup.pipeline import Ready, ahead, gather_bounded, gather_limited, ready
 from safekeep.backup.services.mail import search as fields
 from safekeep.backup.services.mail.mime import PartCuts
 from safekeep.backup.services.mail.search import FOLDER, MESSAGE
@@ -788,7 +788,7 @@ class MailCollector(MailboxReader):
                     fetched[message_id] = again
                 elif not isinstance(again, NotFound):
                     skipped.append((message_id, names.get(message_id), again))
-            records = await gather_bounded(
+            records = await gather_limited(
                 self.record_for(one, folder_id) for one in fetched.values()
             )
         return records, skipped
@@ -897,7 +897,7 @@ class MailCollector(MailboxReader):
                         failed[mid] = exc
                 # Stored side by side: one after the other, a group waited for a round trip
                 # to the blob store per message (the repository bounds the uploads at once).
-                refs = await gather_bounded(
+                refs = await gather_limited(
                     self.ctx.repo.put_bytes(raw, cuts=PartCuts()) for raw in bodies.values()
                 )
                 for (mid, raw), ref in zip(bodies.items(), refs, strict=True):
@@ -959,7 +959,7 @@ class MailCollector(MailboxReader):
             ids = [row.external_id for row in group]
             fetched, failed = await self.fetch(ids)
             done = [m for m, e in failed.items() if isinstance(e, NotFound)] + list(fetched)
-            records = await gather_bounded(
+            records = await gather_limited(
                 self.record_for(one, parent)
                 for one in fetched.values()
                 if (parent := str(one.message.get("parentFolderId") or "")) in included

@@ -22,7 +22,7 @@ from typing import Any
 
 from safekeep.backup.catalog import CatalogPage, ItemRecord
 from safekeep.backup.collect import CollectContext
-from safekeep.backup.pipeline import gather_bounded
+from safekeep.backup.pipeline import gather_limited
 from safekeep.backup.services.teams.reader import (
     HOSTED,
     ChannelRead,
@@ -80,7 +80,7 @@ async def _team(ctx: CollectContext, team_id: str) -> None:
     team_doc = {"team": read.team, "members": read.members}
     # Each page's blobs are stored side by side before its transaction opens: the
     # transaction never waits on the blob store, and the blobs do not wait on each other.
-    folders = await gather_bounded(
+    folders = await gather_limited(
         [
             _folder(ctx, team_id, "team", read.team["displayName"], None, team_doc),
             *(
@@ -161,7 +161,7 @@ async def _threads(ctx: CollectContext, channel: ChannelRead, path: str) -> list
             message_record(ctx, container, reply, f"{container}/{root['id']}", path, channel.hosted)
             for reply in replies
         )
-    return await gather_bounded(pending)
+    return await gather_limited(pending)
 
 
 async def message_record(
@@ -222,7 +222,7 @@ async def _chats(ctx: CollectContext) -> None:
         name = chat.get("topic") or ", ".join(
             sorted(str(m.get("displayName")) for m in chat.get("members") or [])
         )
-        records = await gather_bounded(
+        records = await gather_limited(
             [
                 _folder(ctx, chat["id"], "chat", name, None, {"chat": chat}),
                 *(
