@@ -384,8 +384,8 @@ class ContactsCollector(MailboxReader):
                 self.run.quiet(one.folder_id, page.delta_link)
             return
         photos, unreadable = await self._photos([str(c["id"]) for c in changed])
-        # Stored side by side (the repository bounds the uploads at once): one after the
-        # other, a page of 100 contacts waited for 100 to 200 round trips to the blob store.
+        # Stored side by side, up to 16 at once: one after the other, a page of 100 contacts
+        # waited for 100 to 200 round trips to the blob store.
         records = await gather_limited(
             self._record(
                 one.folder_id,

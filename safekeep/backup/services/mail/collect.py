@@ -895,8 +895,8 @@ class MailCollector(MailboxReader):
                         bodies[mid] = answer.binary()
                     except GraphError as exc:
                         failed[mid] = exc
-                # Stored side by side: one after the other, a group waited for a round trip
-                # to the blob store per message (the repository bounds the uploads at once).
+                # Stored side by side, up to 16 at once: one after the other, a group waited
+                # for a round trip to the blob store per message.
                 refs = await gather_limited(
                     self.ctx.repo.put_bytes(raw, cuts=PartCuts()) for raw in bodies.values()
                 )
