@@ -10,7 +10,8 @@ import io
 import re
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -377,9 +378,21 @@ async def test_a_channel_and_a_chat_store_their_messages_side_by_side(
     h = engine
     team, owner, accounts = await team_and_owner(h)
     account = next(a for a in accounts if a.graph_id == owner)
+    stores_inside: list[int] = []  # per page transaction: blobs stored while it was open
+    original_page = SnapshotRun.page
+
+    @asynccontextmanager
+    async def watched_page(self: SnapshotRun) -> AsyncIterator[Any]:
+        async with original_page(self) as page:
+            before = seen["calls"]
+            yield page
+            stores_inside.append(seen["calls"] - before)
+
+    monkeypatch.setattr(SnapshotRun, "page", watched_page)
     with stores_at_once(monkeypatch) as seen:
         full, skipped = await h.backup(account, "teams")
     assert skipped == 0
     assert full.counters.added == owned_items(h, team, owner)
     assert seen["calls"] >= full.counters.added
     assert seen["peak"] >= 4, seen
+    assert stores_inside and set(stores_inside) == {0}, stores_inside
