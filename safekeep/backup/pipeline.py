@@ -24,6 +24,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
+from safekeep.storage.repository import UPLOADS_AT_ONCE
+
 T = TypeVar("T")
 
 
@@ -145,7 +147,7 @@ async def gather_bounded(coros: Iterable[Awaitable[Any]]) -> list[Any]:
 # A page's items stored at once (their blobs, their search text): as many as a repository
 # uploads at once. The repository's budget bounds the bytes in flight; this bounds what the
 # items not yet started hold (a Teams channel or a chat may be thousands of messages).
-STORES_AT_ONCE = 16
+STORES_AT_ONCE = UPLOADS_AT_ONCE
 
 
 async def gather_limited(coros: Iterable[Awaitable[T]], limit: int = STORES_AT_ONCE) -> list[T]:

@@ -52,6 +52,7 @@ INLINE_CPU_LIMIT = MIN_CHUNK
 # their own lets one worker use a second core for them, and keeps them from queuing behind
 # other blocking work sent to the loop's default executor (text extraction, DNS).
 CPU_THREADS = 2
+UPLOADS_AT_ONCE = 16  # a repository's chunk uploads in flight, unless told otherwise
 FILE_READ_SIZE = 1024 * 1024
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _NAME = re.compile(r"[0-9a-f]{64}")
@@ -250,7 +251,7 @@ class TenantRepository:
         tenant_id: str,
         data_key: bytes,
         retain_until: datetime | None = None,
-        upload_concurrency: int = 16,
+        upload_concurrency: int = UPLOADS_AT_ONCE,
         upload_buffer_bytes: int = 16 * 1024 * 1024,
         read_ahead: int = 3,
         known_cache_size: int = 65_536,
