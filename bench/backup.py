@@ -42,13 +42,11 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,6 +61,7 @@ from bench.common import (
     describe,
     in_flight_line,
     measure,
+    scratch_directory,
     start_tenant_graphsim,
 )
 from graphsim.inflight import time_weighted_mean
@@ -387,8 +386,7 @@ def in_flight_mean(run: Run) -> float | None:
 def run_column(
     column: str, args: argparse.Namespace, table: Table, figures: list[list[str]]
 ) -> list[Figure]:
-    with tempfile.TemporaryDirectory(prefix=f"bench-backup-{column}-") as tmp, ExitStack() as made:
-        root = Path(tmp)
+    with scratch_directory(f"bench-backup-{column}-") as root, ExitStack() as made:
         sim = start_tenant_graphsim(root, args)
         try:
             settings = made.enter_context(column_settings(column, root / "data", sim))

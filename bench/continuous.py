@@ -30,19 +30,17 @@ import asyncio
 import hashlib
 import os
 import random
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 
 from bench.backup import graph_requests
-from bench.common import Table, column_settings
+from bench.common import Table, column_settings, scratch_directory
 from graphsim import Simulator
 from graphsim.state import Drive
 from safekeep import logging as safekeep_logging
@@ -322,8 +320,8 @@ def _ok(good: bool) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     safekeep_logging.configure("WARNING", json=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-continuous-"))
     with (
+        scratch_directory("bench-continuous-") as work,
         ExitStack() as made,
         Simulator(
             state_dir=work / "graphsim",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from bench.common import (
     column_settings,
     describe,
     measure,
+    scratch_directory,
     start_tenant_graphsim,
 )
 from safekeep import logging as safekeep_logging
@@ -91,8 +91,7 @@ def backed_up(
 
 
 def run_column(column: str, args: argparse.Namespace, table: Table) -> None:
-    with tempfile.TemporaryDirectory(prefix=f"bench-restore-{column}-") as tmp:
-        root = Path(tmp)
+    with scratch_directory(f"bench-restore-{column}-") as root:
         sim = start_tenant_graphsim(root, args)
         try:
             with backed_up(column, root, sim, args.services, args.workers) as (settings, tenant):

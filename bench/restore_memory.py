@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import tracemalloc
-from pathlib import Path
 
-from bench.common import Table, measure, start_graphsim
+from bench.common import Table, measure, scratch_directory, start_graphsim
 from bench.restore_export import backed_up, whole_tenant
 from safekeep import logging as safekeep_logging
 from safekeep.tenants.models import JobKind
 
 
 def run_size(size: int, args: argparse.Namespace, table: Table) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-restore-memory-") as tmp:
-        root = Path(tmp)
+    with scratch_directory("bench-restore-memory-") as root:
         counts = {"messages": 0, "files": 0, "events": 0, "contacts": 0}
         counts[
             {"contacts": "contacts", "mail": "messages", "onedrive": "files", "calendar": "events"}[

@@ -30,7 +30,6 @@ import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +39,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from bench.common import scratch_directory
 from safekeep.storage import BlobStore, ContentRef, TenantRepository, open_blobstore
 from safekeep.storage.repository import PutStats
 
@@ -288,8 +288,8 @@ def main() -> None:
         f"{'peakRSS':>9} {'new':>8} {'dedup':>8} {'storedMiB':>10} {'stored/logical'}",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp:
-        spawn(Path(tmp).as_uri(), args)
+    with scratch_directory("sk-bench-") as tmp:
+        spawn(tmp.as_uri(), args)
 
     endpoint = os.environ.get("SAFEKEEP_TEST_S3_ENDPOINT_URL")
     if args.no_s3 or not endpoint:

@@ -27,7 +27,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,7 +35,13 @@ from typing import Any
 import redis
 
 from bench.backup import Connected, backup, connect, edit_one_percent
-from bench.common import Graphsim, Table, column_settings, start_tenant_graphsim
+from bench.common import (
+    Graphsim,
+    Table,
+    column_settings,
+    scratch_directory,
+    start_tenant_graphsim,
+)
 from safekeep import logging as safekeep_logging
 from safekeep.migrate import upgrade
 from safekeep.settings import Settings
@@ -103,8 +108,7 @@ def stop_workers(workers: list[Any]) -> None:
 
 
 def run(args: argparse.Namespace, redis_url: str, table: Table) -> list[dict[str, int]]:
-    with tempfile.TemporaryDirectory(prefix="bench-throttling-") as tmp, ExitStack() as made:
-        root = Path(tmp)
+    with scratch_directory("bench-throttling-") as root, ExitStack() as made:
         sim: Graphsim = start_tenant_graphsim(root, args)
         workers: list[Any] = []
         try:
