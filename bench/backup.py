@@ -61,9 +61,9 @@ from bench.common import (
     describe,
     in_flight_line,
     measure,
-    scratch_directory,
     start_tenant_graphsim,
 )
+from bench.scratch import scratch_directory
 from graphsim.inflight import time_weighted_mean
 from safekeep import logging as safekeep_logging
 from safekeep.api.app import create_app

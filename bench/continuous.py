@@ -40,7 +40,8 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from bench.backup import graph_requests
-from bench.common import Table, column_settings, scratch_directory
+from bench.common import Table, column_settings
+from bench.scratch import scratch_directory
 from graphsim import Simulator
 from graphsim.state import Drive
 from safekeep import logging as safekeep_logging

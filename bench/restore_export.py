@@ -25,9 +25,9 @@ from bench.common import (
     column_settings,
     describe,
     measure,
-    scratch_directory,
     start_tenant_graphsim,
 )
+from bench.scratch import scratch_directory
 from safekeep import logging as safekeep_logging
 from safekeep.migrate import upgrade
 from safekeep.runtime import Runtime

@@ -13,8 +13,9 @@ import asyncio
 import time
 import tracemalloc
 
-from bench.common import Table, measure, scratch_directory, start_graphsim
+from bench.common import Table, measure, start_graphsim
 from bench.restore_export import backed_up, whole_tenant
+from bench.scratch import scratch_directory
 from safekeep import logging as safekeep_logging
 from safekeep.tenants.models import JobKind
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bench.common import scratch_directory
+from bench.scratch import scratch_directory
 from safekeep.storage import BlobStore, ContentRef, TenantRepository, open_blobstore
 from safekeep.storage.repository import PutStats
 

@@ -39,9 +39,9 @@ from bench.common import (
     Graphsim,
     Table,
     column_settings,
-    scratch_directory,
     start_tenant_graphsim,
 )
+from bench.scratch import scratch_directory
 from safekeep import logging as safekeep_logging
 from safekeep.migrate import upgrade
 from safekeep.settings import Settings
