@@ -26,7 +26,9 @@ class Plan:
         return any("id)<(" in s or "ROW(" in s for s in self.steps)
 
     def reads_of(self, table: str) -> list[str]:
-        return [s for s in self.steps if re.search(rf"\b{table}\b", s)]
+        """The steps that read ``table`` (not those that only compare with its columns)."""
+        reads = rf"^(SCAN|SEARCH) {table}\b|^[\w ]+ on {table}\b"
+        return [s for s in self.steps if re.search(reads, s)]
 
     def reads_by_index(self, table: str, column: str) -> bool:
         """No read of ``table`` scans it (each enters an index at some column), and one enters
@@ -97,6 +99,9 @@ def _literal(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, list | tuple):  # an array (``= ANY(...)`` of an expanding IN)
+        quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+        return _literal("{" + ",".join(quoted) + "}")
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
     return "'" + text.replace("'", "''") + "'"
 

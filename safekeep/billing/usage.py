@@ -94,14 +94,14 @@ async def report_usage(
 
     # Seats are counted when the report is made: the scheduler does so just after the day
     # ends, so they are the seats the MSP held at the end of it (the same figures as /v1/usage).
-    rows = await usage_service.usage(session, scope_for_msp(msp_id))
+    usage = await usage_service.totals(session, scope_for_msp(msp_id))
     report = await repository.claim_usage_report(
         session,
         msp_id=msp_id,
         day=day,
-        protected_seats=sum(r.protected_seats for r in rows),
-        retained_seats=sum(r.retained_seats for r in rows),
-        stored_bytes=min(sum(r.stored_bytes for r in rows), _STORED_BYTES_MAX),
+        protected_seats=usage.protected_seats,
+        retained_seats=usage.retained_seats,
+        stored_bytes=min(usage.stored_bytes, _STORED_BYTES_MAX),
     )
     if report.reported_at is not None:
         return UsageResult(UsageOutcome.already_sent, report)

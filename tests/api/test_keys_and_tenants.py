@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
+from sqlalchemy import update
 
 from safekeep.runtime import Runtime
+from safekeep.tenants.models import (
+    Account,
+    AccountState,
+    Snapshot,
+    SnapshotStatus,
+    Tenant,
+    utcnow,
+)
+from safekeep.tenants.pagination import encode_cursor
 from tests.api.conftest import World
-from tests.factories import create_msp, create_tenant
+from tests.factories import create_account, create_key, create_msp, create_tenant
 
 PROBLEM = "application/problem+json"
 
@@ -215,6 +226,84 @@ async def test_pagination_walks_every_row_once(client: httpx.AsyncClient, runtim
         await create_tenant(runtime, msp, name=f"Client {i}")
     seen = [t["id"] for t in await every_page(client, "/v1/tenants", msp.headers, limit=3)]
     assert len(seen) == len(set(seen)) == 7
+
+
+async def test_usage_pages_tenants_and_totals_all_on_every_page(
+    any_client: httpx.AsyncClient, any_runtime: Runtime
+) -> None:
+    """Usage lists tenants a page at a time, newest first, like every list; its totals are
+    over every tenant the key sees, whichever page is asked for. A key limited to some
+    tenants pages and totals those only; a cursor that is not one we gave is a 400. On
+    SQLite and PostgreSQL alike."""
+    client, runtime = any_client, any_runtime
+    msp = await create_msp(runtime)
+    tenants = [await create_tenant(runtime, msp, name=f"Client {i}") for i in range(5)]
+    want: dict[str, tuple[int, int, int]] = {}
+
+    async def seat(tenant: Tenant, name: str, stored: int, **state: Any) -> Account:
+        account = await create_account(runtime, tenant, name=name, **state)
+        async with runtime.db.session() as session:
+            await session.execute(
+                update(Account).where(Account.id == account.id).values(stored_bytes=stored)
+            )
+        return account
+
+    for i, tenant in enumerate(tenants):
+        for n in range(i):  # i protected seats of 1,000 * (i + 1) bytes each
+            await seat(tenant, f"User {n}", 1_000 * (i + 1))
+        want[str(tenant.id)] = (i, 0, 1_000 * (i + 1) * i)
+    # a leaver whose data is kept: a retained seat of the second tenant; another without
+    # data, which is no seat at all
+    leaver = await seat(tenants[1], "Leaver One", 7, protected=False, state=AccountState.cancelled)
+    await seat(tenants[1], "Leaver Two", 0, protected=False, state=AccountState.cancelled)
+    async with runtime.db.session() as session:
+        now = utcnow()
+        session.add(
+            Snapshot(
+                tenant_id=tenants[1].id,
+                account_id=leaver.id,
+                service="mail",
+                seq=1,
+                status=SnapshotStatus.complete,
+                started_at=now,
+                completed_at=now,
+            )
+        )
+    want[str(tenants[1].id)] = (1, 1, 2_000 + 7)
+    limited = await create_key(runtime, msp, ["read"], [tenants[1].id, tenants[3].id])
+
+    async def pages(headers: dict[str, str], limit: int) -> list[dict]:
+        answers, cursor = [], None
+        while True:
+            query = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+            r = await client.get("/v1/usage", params=query, headers=headers)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                return answers
+
+    for headers, seen in (
+        (msp.headers, tenants),
+        ({"Authorization": f"Bearer {limited}"}, [tenants[1], tenants[3]]),
+    ):
+        answers = await pages(headers, limit=2)
+        assert [len(a["tenants"]) for a in answers][:-1] == [2] * (len(answers) - 1)
+        listed = [t for a in answers for t in a["tenants"]]
+        assert [t["tenant_id"] for t in listed] == [str(t.id) for t in reversed(seen)]
+        for t in listed:
+            figures = (t["protected_seats"], t["retained_seats"], t["stored_bytes"])
+            assert figures == want[t["tenant_id"]]
+        total = tuple(sum(want[str(t.id)][k] for t in seen) for k in range(3))
+        for a in answers:
+            assert (a["protected_seats"], a["retained_seats"], a["stored_bytes"]) == total
+    assert total == (4, 1, 2_007 + 4_000 * 3)  # the limited key's two tenants
+    for params in ({"cursor": "!!!"}, {"cursor": encode_cursor({"t": "x"})}):
+        r = await client.get("/v1/usage", params=params, headers=msp.headers)
+        assert r.status_code == 400 and r.headers["content-type"] == PROBLEM, r.text
+    for limit in (0, 201):
+        r = await client.get("/v1/usage", params={"limit": limit}, headers=msp.headers)
+        assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, r.text
 
 
 async def test_tenant_list_shows_what_each_tenant_shows_and_filters_by_consent(

@@ -60,6 +60,7 @@ from tests.plans import Recorder, plans_of
         "/v1/webhooks",
         "/v1/webhooks/{webhook}/deliveries",
         "/v1/webhooks/{webhook}/deliveries?status=failed",
+        "/v1/usage",
     ],
 )
 async def test_a_page_is_read_in_index_order(
@@ -179,3 +180,21 @@ async def test_a_cursor_names_the_same_row_in_any_utc_offset(
         assert page.status_code == 200, page.text
         pages.append([item["id"] for item in page.json()["items"]])
     assert pages[0] == pages[1] and len(pages[0]) == 2
+
+
+async def test_usage_totals_read_the_scopes_accounts_by_tenant(
+    any_runtime: Runtime, any_client: httpx.AsyncClient
+) -> None:
+    """Usage's totals, on every page, pass once over the accounts of the key's tenants,
+    entered by tenant: never over the deployment's accounts, other MSPs' included."""
+    msp = await create_msp(any_runtime, "Totals MSP")
+    tenant = await create_tenant(any_runtime, msp)
+    await create_account(any_runtime, tenant)
+    limited = await create_key(any_runtime, msp, ["read"], [tenant.id])
+    for headers in (msp.headers, {"Authorization": f"Bearer {limited}"}):
+        with Recorder(any_runtime, keep="FILTER") as sent:
+            answer = await any_client.get("/v1/usage", headers=headers)
+        assert answer.status_code == 200 and answer.json()["protected_seats"] == 1, answer.text
+        [(sql, params)] = sent
+        for plan in await plans_of(any_runtime, sql, params):
+            assert plan.reads_by_index("account", "tenant_id"), plan.steps
