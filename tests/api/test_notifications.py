@@ -261,6 +261,61 @@ async def test_subscription_state_is_listed_per_tenant(
     assert "client_state" not in str(resp.json())
 
 
+async def test_subscriptions_page_newest_first_and_filter_by_status(
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    setup: tuple[MspHandle, Tenant, Account, GraphSubscription],
+) -> None:
+    """A tenant of thousands of seats has a subscription per seat and service: the list pages
+    like every other (each row once, newest first), and `?status=failed` finds those Graph
+    refused among them. Another tenant's rows never show."""
+    msp, tenant, account, first = setup
+    rows = [first]
+    for name in ("calendar", "contacts", "onedrive"):
+        rows.append(await add_subscription(runtime, tenant, account, name))
+    failed = {rows[1].id, rows[3].id}
+    async with runtime.db.session() as session:
+        for row_id in failed:
+            row = await session.get(GraphSubscription, row_id)
+            assert row is not None
+            row.status = SubscriptionStatus.failed
+            row.last_error = "Graph answered 403: ExtensionError"
+    other_tenant = await create_tenant(runtime, msp, name="Fabrikam")
+    await add_subscription(runtime, other_tenant, await create_account(runtime, other_tenant))
+    url = f"/v1/tenants/{tenant.id}/subscriptions"
+
+    async def every(**params: str | int) -> list[dict]:
+        seen: list[dict] = []
+        cursor = None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            resp = await client.get(url, params=query, headers=msp.headers)
+            assert resp.status_code == 200, resp.text
+            assert len(resp.json()["items"]) <= int(str(params.get("limit", 50)))
+            seen += resp.json()["items"]
+            cursor = resp.json()["next_cursor"]
+            if cursor is None:
+                return seen
+
+    listed = await every(limit=1)
+    assert [i["service"] for i in listed] == ["onedrive", "contacts", "calendar", "mail"]
+    assert {i["account_id"] for i in listed} == {str(account.id)}
+    refused = await every(status="failed", limit=1)
+    assert [i["service"] for i in refused] == ["onedrive", "calendar"]
+    assert all(i["status"] == "failed" and "403" in i["last_error"] for i in refused)
+    assert [i["service"] for i in await every(status="active")] == ["contacts", "mail"]
+    for params, code in (
+        ({"status": "broken"}, 422),
+        ({"limit": 0}, 422),
+        ({"limit": 201}, 422),
+        ({"cursor": "!!!"}, 400),
+    ):
+        resp = await client.get(url, params=params, headers=msp.headers)
+        assert resp.status_code == code and resp.headers["content-type"].startswith(
+            "application/problem+json"
+        ), (params, resp.text)
+
+
 @pytest.mark.parametrize(
     ("value", "status"), [(15, 200), (None, 200), (4, 422), (721, 422), ("x", 422)]
 )

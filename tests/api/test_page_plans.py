@@ -61,6 +61,8 @@ from tests.plans import Recorder, plans_of
         "/v1/webhooks/{webhook}/deliveries",
         "/v1/webhooks/{webhook}/deliveries?status=failed",
         "/v1/usage",
+        "/v1/tenants/{tenant}/subscriptions",
+        "/v1/tenants/{tenant}/subscriptions?status=failed",
     ],
 )
 async def test_a_page_is_read_in_index_order(

@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.api.auth import ReadPrincipal
 from safekeep.api.deps import SessionDep
-from safekeep.api.notifications.schemas import GraphNoticeBatch, SubscriptionList, SubscriptionOut
+from safekeep.api.notifications.schemas import GraphNoticeBatch, SubscriptionOut
 from safekeep.api.problems import responses
+from safekeep.api.schemas import Page, Paging, page_of
 from safekeep.errors import BadRequest
+from safekeep.tenants.models import SubscriptionStatus
 from safekeep.tenants.subscription import service
 from safekeep.tenants.subscription.service import Notice
 
@@ -111,26 +113,31 @@ async def graph_lifecycle(
 
 @router.get(
     "/v1/tenants/{tenant_id}/subscriptions",
-    response_model=SubscriptionList,
-    responses=responses(401, 403, 404, 422),
+    response_model=Page[SubscriptionOut],
+    responses=responses(400, 401, 403, 404, 422),
 )
 async def list_subscriptions(
-    tenant_id: uuid.UUID, principal: ReadPrincipal, session: SessionDep
-) -> SubscriptionList:
-    """Change-notification state per protected account and service (policy `rpo_minutes`)."""
-    rows = await service.list_subscriptions(session, principal.scope, tenant_id)
-    return SubscriptionList(
-        items=[
-            SubscriptionOut(
-                account_id=str(r.account_id),
-                service=r.service,
-                resource=r.resource,
-                status=r.status.value,
-                expires_at=r.expires_at,
-                last_notification_at=r.last_notification_at,
-                dirty_since=r.dirty_since,
-                last_error=r.last_error,
-            )
-            for r in rows
-        ]
+    tenant_id: uuid.UUID,
+    principal: ReadPrincipal,
+    session: SessionDep,
+    paging: Paging,
+    status: SubscriptionStatus | None = Query(None, description="Only subscriptions in this state"),
+) -> Page[SubscriptionOut]:
+    """Change-notification state per protected account and service (policy `rpo_minutes`),
+    newest first: `?status=failed` lists those Graph refused, with the reason."""
+    page = await paging.read(
+        service.list_subscriptions, session, principal.scope, tenant_id, status=status
+    )
+    return page_of(
+        page,
+        lambda r: SubscriptionOut(
+            account_id=str(r.account_id),
+            service=r.service,
+            resource=r.resource,
+            status=r.status.value,
+            expires_at=r.expires_at,
+            last_notification_at=r.last_notification_at,
+            dirty_since=r.dirty_since,
+            last_error=r.last_error,
+        ),
     )

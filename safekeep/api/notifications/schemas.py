@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from safekeep.api.policy.schemas import Service
 from safekeep.api.schemas import RequestSchema, Schema
@@ -45,7 +45,3 @@ class SubscriptionOut(Schema):
         description="Changed and waiting for its incremental backup since then (null: clean)"
     )
     last_error: str | None
-
-
-class SubscriptionList(BaseModel):
-    items: list[SubscriptionOut]

@@ -7,7 +7,14 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from safekeep.tenants.models.base import AccountServiceMixin, Base, EnumText, IdMixin, utcnow
+from safekeep.tenants.models.base import (
+    AccountServiceMixin,
+    Base,
+    EnumText,
+    IdMixin,
+    page_index,
+    utcnow,
+)
 
 
 class SubscriptionStatus(enum.StrEnum):
@@ -28,11 +35,12 @@ class GraphSubscription(IdMixin, AccountServiceMixin, Base):
     """
 
     __tablename__ = "graph_subscription"
-    __table_args__ = (UniqueConstraint("account_id", "service", "resource"),)
-
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), index=True
+    __table_args__ = (
+        UniqueConstraint("account_id", "service", "resource"),
+        page_index("graph_subscription", "tenant_id"),
     )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     resource: Mapped[str] = mapped_column(String(500))
     subscription_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     client_state_hash: Mapped[str | None] = mapped_column(String(64))

@@ -21,9 +21,11 @@ from safekeep.tenants.models import (
     JobStatus,
     JobTrigger,
     Policy,
+    SubscriptionStatus,
     Tenant,
     TenantStatus,
 )
+from safekeep.tenants.pagination import Page, keyset_page
 from safekeep.tenants.scope import TenantScope
 
 
@@ -74,20 +76,23 @@ async def for_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> list[GraphS
     return list((await session.execute(stmt)).scalars())
 
 
-async def list_for_scope(
-    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
-) -> list[GraphSubscription]:
-    stmt = (
-        select(GraphSubscription)
-        .where(
-            GraphSubscription.tenant_id == tenant_id,
-            scope.tenant_filter(GraphSubscription.tenant_id),
-        )
-        .order_by(
-            GraphSubscription.account_id, GraphSubscription.service, GraphSubscription.resource
-        )
+async def list_page(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    *,
+    status: SubscriptionStatus | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[GraphSubscription]:
+    """A page of a tenant's subscriptions (of one status, if given), newest first."""
+    stmt = select(GraphSubscription).where(
+        GraphSubscription.tenant_id == tenant_id,
+        scope.tenant_filter(GraphSubscription.tenant_id),
     )
-    return list((await session.execute(stmt)).scalars())
+    if status is not None:
+        stmt = stmt.where(GraphSubscription.status == status)
+    return await keyset_page(session, stmt, GraphSubscription, cursor=cursor, limit=limit)
 
 
 async def tenants_needing_sync(session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:

@@ -33,6 +33,7 @@ from safekeep.tenants.models import (
     utcnow,
 )
 from safekeep.tenants.msp import repository as msp_repository
+from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import TenantScope
 from safekeep.tenants.subscription import repository
 from safekeep.tenants.tenant import repository as tenant_repository
@@ -221,7 +222,15 @@ async def enqueue_changed(
 
 
 async def list_subscriptions(
-    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
-) -> list[GraphSubscription]:
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    *,
+    status: SubscriptionStatus | None = None,
+    cursor: str | None,
+    limit: int,
+) -> Page[GraphSubscription]:
     await tenant_service.get(session, scope, tenant_id)  # 404 for another MSP's tenant
-    return await repository.list_for_scope(session, scope, tenant_id)
+    return await repository.list_page(
+        session, scope, tenant_id, status=status, cursor=cursor, limit=limit
+    )
