@@ -151,36 +151,53 @@ async def list_children(
 FOLDER_DEPTH = 64  # deeper chains are cut (a loop in bad data must not spin)
 
 
-async def folder_path(
-    session: AsyncSession,
-    scope: TenantScope,
-    account_id: uuid.UUID,
-    service: str,
-    parent_external_id: str | None,
-    seq: int,
-    cache: dict[tuple[str, int], str] | None = None,
-) -> str:
-    """The path of the folder an item is in (``/Inbox/Projects``), as it was at ``seq``, so
-    a partner can find the item where Microsoft 365 shows it; ``/`` at the top."""
-    if parent_external_id is None:
-        return "/"
-    key = (parent_external_id, seq)
-    if cache is not None and key in cache:
-        return cache[key]
-    names: list[str] = []
-    current: str | None = parent_external_id
-    seen: set[str] = set()
-    while current is not None and current not in seen and len(names) < FOLDER_DEPTH:
-        seen.add(current)
-        folder = await catalog.folder_at(session, scope, account_id, service, seq, current)
-        if folder is None:
-            break
-        names.append(folder.name)
-        current = folder.parent_external_id
-    path = "/" + "/".join(reversed(names))
-    if cache is not None:
-        cache[key] = path
-    return path
+class FolderPaths:
+    """Folder paths (``/Inbox/Projects``) of one account and service as they were at any
+    snapshot, so a partner can find an item where Microsoft 365 shows it; ``/`` at the top.
+
+    A folder version holds from its ``first_seq`` to its ``last_seq``: each one read is kept
+    and answers every snapshot in that span, so the paths of an item's hundreds of versions
+    in folders that did not change cost one read per folder, not one per version and
+    folder."""
+
+    def __init__(
+        self, session: AsyncSession, scope: TenantScope, account_id: uuid.UUID, service: str
+    ) -> None:
+        self._session = session
+        self._scope = scope
+        self._account_id = account_id
+        self._service = service
+        self._held: dict[str, list[ItemVersion]] = {}  # by the folder's Graph id
+        self._absent: set[tuple[str, int]] = set()
+
+    async def _folder(self, external_id: str, seq: int) -> ItemVersion | None:
+        for version in self._held.get(external_id, ()):
+            if version.first_seq <= seq and (version.last_seq is None or seq <= version.last_seq):
+                return version
+        if (external_id, seq) in self._absent:
+            return None
+        found = await catalog.folder_at(
+            self._session, self._scope, self._account_id, self._service, seq, external_id
+        )
+        if found is None:
+            self._absent.add((external_id, seq))
+        else:
+            self._held.setdefault(external_id, []).append(found)
+        return found
+
+    async def path(self, parent_external_id: str | None, seq: int) -> str:
+        """The path of the folder ``parent_external_id`` as it was at snapshot ``seq``."""
+        names: list[str] = []
+        current = parent_external_id
+        seen: set[str] = set()
+        while current is not None and current not in seen and len(names) < FOLDER_DEPTH:
+            seen.add(current)
+            folder = await self._folder(current, seq)
+            if folder is None:
+                break
+            names.append(folder.name)
+            current = folder.parent_external_id
+        return "/" + "/".join(reversed(names))
 
 
 async def item_at(
@@ -207,13 +224,40 @@ async def item_at(
     return item, version
 
 
+@dataclass(frozen=True)
+class Versions:
+    item: Item
+    versions: list[ItemVersion]  # newest first
+    next_cursor: str | None
+
+
 async def versions(
-    session: AsyncSession, scope: TenantScope, account: Account, item_id: uuid.UUID
-) -> tuple[Item, list[ItemVersion]]:
+    session: AsyncSession,
+    scope: TenantScope,
+    account: Account,
+    item_id: uuid.UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Versions:
+    """A page of an item's versions, newest first; the cursor names the snapshot the last
+    one shown began in."""
     item = await catalog.get_scoped_item(session, scope, account.id, item_id)
     if item is None:
         raise NotFound("No such item")
-    return item, await catalog.versions_of(session, scope, item.id)
+    before = None
+    if cursor:
+        value = decode_cursor(cursor).get("s")
+        # An int, not a bool (which JSON keeps apart, and Python would take for 0 or 1).
+        if type(value) is not int or value < 1:
+            raise InvalidCursor("The cursor is not one this API returned")
+        before = value
+    rows = await catalog.versions_of(session, scope, item.id, before_seq=before, limit=limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor({"s": rows[-1].first_seq})
+    return Versions(item, rows, next_cursor)
 
 
 async def content(

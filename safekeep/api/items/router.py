@@ -21,7 +21,7 @@ from safekeep.api.items.schemas import (
 from safekeep.api.policy.schemas import Service, described
 from safekeep.api.problems import responses
 from safekeep.api.ranges import parse_range, started
-from safekeep.api.schemas import BINARY, Cursor, Limit
+from safekeep.api.schemas import BINARY, Cursor, Limit, Paging
 from safekeep.backup import browse
 from safekeep.backup.services import module_for
 from safekeep.disposition import content_disposition
@@ -92,12 +92,10 @@ async def list_items(
         limit=limit,
     )
     seq = listing.point.seq
-    paths: dict[tuple[str, int], str] = {}
+    paths = browse.FolderPaths(session, principal.scope, account.id, service)
 
     async def path(parent: str | None) -> str:
-        return await browse.folder_path(
-            session, principal.scope, account.id, service, parent, seq, paths
-        )
+        return await paths.path(parent, seq)
 
     folder_out = None
     inside = "/"
@@ -129,19 +127,15 @@ async def get_item(
     item, version = await browse.item_at(
         session, principal.scope, account, item_id, at=browse.parse_at(at)
     )
-    path = await browse.folder_path(
-        session,
-        principal.scope,
-        account.id,
-        item.service,
-        version.parent_external_id,
-        version.first_seq,
-    )
+    paths = browse.FolderPaths(session, principal.scope, account.id, item.service)
+    path = await paths.path(version.parent_external_id, version.first_seq)
     return item_out(account, item, version, path)
 
 
 @router.get(
-    "/{item_id}/versions", response_model=ItemVersions, responses=responses(401, 403, 404, 422)
+    "/{item_id}/versions",
+    response_model=ItemVersions,
+    responses=responses(400, 401, 403, 404, 422),
 )
 async def list_versions(
     tenant_id: uuid.UUID,
@@ -149,23 +143,17 @@ async def list_versions(
     item_id: uuid.UUID,
     principal: ReadPrincipal,
     session: SessionDep,
+    paging: Paging,
 ) -> ItemVersions:
-    """Every version of the item, newest first, with the snapshots it was valid in."""
+    """The item's versions, newest first, with the snapshots each was valid in, a page at a
+    time (pass `next_cursor` back as `cursor`; null on the last page)."""
     account = await browse.load_account(session, principal.scope, tenant_id, account_id)
-    item, rows = await browse.versions(session, principal.scope, account, item_id)
-    paths: dict[tuple[str, int], str] = {}
-    folder_paths = [
-        await browse.folder_path(
-            session,
-            principal.scope,
-            account.id,
-            item.service,
-            v.parent_external_id,
-            v.first_seq,
-            paths,
-        )
-        for v in rows
-    ]
+    found = await browse.versions(
+        session, principal.scope, account, item_id, cursor=paging.cursor, limit=paging.limit
+    )
+    item, rows = found.item, found.versions
+    paths = browse.FolderPaths(session, principal.scope, account.id, item.service)
+    folder_paths = [await paths.path(v.parent_external_id, v.first_seq) for v in rows]
     return ItemVersions(
         item_id=item.id,
         external_id=item.external_id,
@@ -187,6 +175,7 @@ async def list_versions(
             )
             for v, folder_path in zip(rows, folder_paths, strict=True)
         ],
+        next_cursor=found.next_cursor,
     )
 
 

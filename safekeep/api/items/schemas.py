@@ -67,4 +67,5 @@ class ItemVersions(Schema):
     external_id: str = Field(description=EXTERNAL_ID)
     service: str
     kind: str
-    versions: list[VersionOut]
+    versions: list[VersionOut] = Field(description="A page of versions, newest first")
+    next_cursor: str | None

@@ -627,13 +627,21 @@ async def get_scoped_item(
 
 
 async def versions_of(
-    session: AsyncSession, scope: TenantScope, item_id: uuid.UUID
+    session: AsyncSession,
+    scope: TenantScope,
+    item_id: uuid.UUID,
+    *,
+    before_seq: int | None = None,
+    limit: int | None = None,
 ) -> list[ItemVersion]:
-    stmt = (
-        select(ItemVersion)
-        .where(ItemVersion.item_id == item_id, scope.tenant_filter(ItemVersion.tenant_id))
-        .order_by(ItemVersion.first_seq.desc())
+    """An item's versions, newest first (those that began before snapshot ``before_seq``,
+    if given): read backwards along the item's ``(item_id, first_seq)`` key."""
+    stmt = select(ItemVersion).where(
+        ItemVersion.item_id == item_id, scope.tenant_filter(ItemVersion.tenant_id)
     )
+    if before_seq is not None:
+        stmt = stmt.where(ItemVersion.first_seq < before_seq)
+    stmt = stmt.order_by(ItemVersion.first_seq.desc()).limit(limit)
     return list((await session.execute(stmt)).scalars())
 
 
