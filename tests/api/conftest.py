@@ -85,18 +85,24 @@ async def add_onedrive_item(
     )
     session.add(item)
     await session.flush()
-    first = ItemVersion(
+    return item, add_onedrive_version(session, account, item, **version)
+
+
+def add_onedrive_version(
+    session: AsyncSession, account: Account, item: Item, **fields: Any
+) -> ItemVersion:
+    """A version of a OneDrive item of the account: the first (seq 1, valid from now) unless
+    ``fields`` say otherwise."""
+    version = ItemVersion(
         item_id=item.id,
         tenant_id=account.tenant_id,
         account_id=account.id,
         service="onedrive",
-        kind=kind,
-        first_seq=1,
-        valid_from=utcnow(),
-        **version,
+        kind=item.kind,
+        **{"first_seq": 1, "valid_from": utcnow(), **fields},
     )
-    session.add(first)
-    return item, first
+    session.add(version)
+    return version
 
 
 async def build_world(runtime: Runtime, name: str) -> MspWorld:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
 from safekeep.runtime import Runtime
-from safekeep.tenants.models import Account, Item, ItemVersion, utcnow
+from safekeep.tenants.models import Account, Item, utcnow
 from safekeep.tenants.pagination import encode_cursor
+from tests.api.conftest import add_onedrive_item, add_onedrive_version
 from tests.factories import create_account, create_msp, create_tenant
 from tests.plans import Recorder
 
@@ -25,35 +27,28 @@ async def _item(
     kind: str,
     spans: list[tuple[int, int | None, str, str | None]],  # first, last, name, parent
 ) -> Item:
+    """A OneDrive item with a version for each span of snapshots, a day apart."""
     start = utcnow() - timedelta(days=VERSIONS)
+    (first, last, name, parent), *later = spans
+
+    def fields(first: int, last: int | None, name: str, parent: str | None) -> dict[str, Any]:
+        return {
+            "name": name,
+            "parent_external_id": parent,
+            "first_seq": first,
+            "last_seq": last,
+            "valid_from": start + timedelta(days=first),
+            "valid_to": None if last is None else start + timedelta(days=last + 1),
+            "size": first,
+            "meta": {},
+        }
+
     async with runtime.db.session() as session:
-        item = Item(
-            tenant_id=account.tenant_id,
-            account_id=account.id,
-            service="onedrive",
-            external_id=external_id,
-            kind=kind,
+        item, _ = await add_onedrive_item(
+            session, account, external_id, kind, **fields(first, last, name, parent)
         )
-        session.add(item)
-        await session.flush()
-        for first, last, name, parent in spans:
-            session.add(
-                ItemVersion(
-                    item_id=item.id,
-                    tenant_id=account.tenant_id,
-                    account_id=account.id,
-                    service="onedrive",
-                    kind=kind,
-                    name=name,
-                    parent_external_id=parent,
-                    first_seq=first,
-                    last_seq=last,
-                    valid_from=start + timedelta(days=first),
-                    valid_to=None if last is None else start + timedelta(days=last + 1),
-                    size=first,
-                    meta={},
-                )
-            )
+        for span in later:
+            add_onedrive_version(session, account, item, **fields(*span))
     return item
 
 
