@@ -70,6 +70,13 @@ EVENT_WRITABLE = {
 }
 
 
+# The calendar's span in Outlook (its first and last selectable days, 1601-04-01 to 4500-08-31,
+# inside these): Exchange keeps times as Windows file times, which begin in 1601. Graph does not
+# document its answer to a time outside it; graphsim refuses one as it refuses a malformed one.
+EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
+LATEST = datetime(4501, 1, 1, tzinfo=UTC)
+
+
 def to_utc(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or "dateTime" not in value:
         raise GraphError(400, "ErrorInvalidRequest", "start and end need dateTime and timeZone.")
@@ -93,7 +100,17 @@ def to_utc(value: Any) -> dict[str, str]:
                 f"A valid TimeZone value must be specified. '{zone_name}' is not supported.",
             )
         local = local.replace(tzinfo=zone)
-    return fmt_dt(local.astimezone(UTC))
+    try:
+        utc = local.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            f"Invalid dateTime '{value['dateTime']}': outside 1601-01-01 to 4500-12-31.",
+        )
+    return fmt_dt(utc)
 
 
 def _original_zones(body: dict[str, Any]) -> dict[str, str]:

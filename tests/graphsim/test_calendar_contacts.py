@@ -171,6 +171,38 @@ def test_an_event_in_an_unknown_zone_is_refused_and_not_created(
     assert listed.json()["value"][0]["start"]["timeZone"] == "UTC"
 
 
+def test_an_event_outside_the_calendars_span_is_refused_not_a_500(
+    client: httpx.Client, user: Any
+) -> None:
+    """A time before 1601 or after 4500 (Outlook's calendar span; Exchange keeps Windows file
+    times) is a 400, not graphsim's own failure: year 1 east of UTC and year 9999 west of it
+    do not even convert to UTC. Nothing is created; the span's own edges are kept."""
+    path = f"/users/{user.id}/calendars/calendar/events"
+    before = len(client.get(path, params={"$top": "999"}).json()["value"])
+    for when, zone in (
+        ("0001-01-01T00:00:00", "Tokyo Standard Time"),
+        ("9999-12-31T23:00:00", "Pacific Standard Time"),
+        ("1600-12-31T23:59:59", "UTC"),
+        ("4501-01-01T00:00:00", "UTC"),
+    ):
+        at = {"dateTime": when, "timeZone": zone}
+        refused = client.post(path, json={"subject": "x", "start": at, "end": at})
+        assert refused.status_code == 400, (when, refused.text)
+        assert refused.json()["error"]["code"] == "ErrorInvalidRequest"
+    assert len(client.get(path, params={"$top": "999"}).json()["value"]) == before
+    first = {"dateTime": "1601-01-01T00:00:00", "timeZone": "UTC"}
+    last = {"dateTime": "4500-12-31T23:00:00", "timeZone": "UTC"}
+    created = client.post(path, json={"subject": "edges", "start": first, "end": last})
+    assert created.status_code == 201, created.text
+    assert created.json()["start"]["dateTime"].startswith("1601-01-01T00:00:00")
+    assert created.json()["end"]["dateTime"].startswith("4500-12-31T23:00:00")
+    moved = client.patch(
+        f"/users/{user.id}/events/{created.json()['id']}",
+        json={"end": {"dateTime": "9999-12-31T23:00:00", "timeZone": "Pacific Standard Time"}},
+    )
+    assert moved.status_code == 400
+
+
 def test_an_event_that_ends_before_it_starts_is_refused(client: httpx.Client, user: Any) -> None:
     """Exchange answers 400 ErrorPropertyValidationFailure to an event, or a change of one or
     of an occurrence, that would end before it starts, and keeps what it had."""
