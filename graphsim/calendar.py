@@ -51,6 +51,24 @@ def series_zone(master: OItem) -> tzinfo:
     return zone_named(name) or UTC
 
 
+# The calendar's span in Outlook (its first and last selectable days, 1601-04-01 to 4500-08-31,
+# lie inside these): Exchange keeps times as Windows file times, which begin in 1601. Graph does
+# not document its answer to a time outside it; graphsim refuses one as it refuses a malformed
+# one.
+EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
+LATEST = datetime(4501, 1, 1, tzinfo=UTC)
+
+
+def in_span(value: datetime) -> datetime | None:
+    """``value`` in UTC when it lies in the calendar's span, else None (also when it does not
+    convert: year 1 east of UTC, year 9999 west of it)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return None
+    return utc if EARLIEST <= utc < LATEST else None
+
+
 def parse_dt(value: dict[str, Any] | str) -> datetime:
     text = value["dateTime"] if isinstance(value, dict) else value
     text = text.strip().rstrip("Z")

@@ -8,6 +8,7 @@ from typing import Any
 from graphsim import extended, ids, ops
 from graphsim.calendar import (
     fmt_dt,
+    in_span,
     instance_ids,
     overlaps,
     parse_dt,
@@ -70,13 +71,6 @@ EVENT_WRITABLE = {
 }
 
 
-# The calendar's span in Outlook (its first and last selectable days, 1601-04-01 to 4500-08-31,
-# inside these): Exchange keeps times as Windows file times, which begin in 1601. Graph does not
-# document its answer to a time outside it; graphsim refuses one as it refuses a malformed one.
-EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
-LATEST = datetime(4501, 1, 1, tzinfo=UTC)
-
-
 def to_utc(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or "dateTime" not in value:
         raise GraphError(400, "ErrorInvalidRequest", "start and end need dateTime and timeZone.")
@@ -100,11 +94,8 @@ def to_utc(value: Any) -> dict[str, str]:
                 f"A valid TimeZone value must be specified. '{zone_name}' is not supported.",
             )
         local = local.replace(tzinfo=zone)
-    try:
-        utc = local.astimezone(UTC)
-    except OverflowError:  # year 1 east of UTC, year 9999 west of it
-        utc = None
-    if utc is None or not EARLIEST <= utc < LATEST:
+    utc = in_span(local)
+    if utc is None:
         raise GraphError(
             400,
             "ErrorInvalidRequest",
@@ -190,12 +181,14 @@ def window(req: Req, required: bool = True) -> tuple[datetime, datetime] | None:
                 "parameters StartDateTime and EndDateTime.",
             )
         return None
+    invalid = GraphError(400, "ErrorInvalidParameter", "Invalid StartDateTime or EndDateTime.")
     try:
-        return parse_dt(start), parse_dt(end)
-    except ValueError as exc:
-        raise GraphError(
-            400, "ErrorInvalidParameter", "Invalid StartDateTime or EndDateTime."
-        ) from exc
+        first, last = in_span(parse_dt(start)), in_span(parse_dt(end))
+    except (ValueError, OverflowError) as exc:
+        raise invalid from exc
+    if first is None or last is None:
+        raise invalid
+    return first, last
 
 
 def resolve_event(tenant: Tenant, user: User, event_id: str) -> tuple[OItem, str | None]:

@@ -176,7 +176,8 @@ def test_an_event_outside_the_calendars_span_is_refused_not_a_500(
 ) -> None:
     """A time before 1601 or after 4500 (Outlook's calendar span; Exchange keeps Windows file
     times) is a 400, not graphsim's own failure: year 1 east of UTC and year 9999 west of it
-    do not even convert to UTC. Nothing is created; the span's own edges are kept."""
+    do not even convert to UTC. Nothing is created; the span's own edges are kept. A view's
+    window outside the span is refused the same way."""
     path = f"/users/{user.id}/calendars/calendar/events"
     before = len(client.get(path, params={"$top": "999"}).json()["value"])
     for when, zone in (
@@ -201,6 +202,15 @@ def test_an_event_outside_the_calendars_span_is_refused_not_a_500(
         json={"end": {"dateTime": "9999-12-31T23:00:00", "timeZone": "Pacific Standard Time"}},
     )
     assert moved.status_code == 400
+    # a view's window alike, and the connection stays usable after the refusal
+    for view in ("calendarView", "calendarView/delta"):
+        window = {"startDateTime": "0001-01-01T00:00:00Z", "endDateTime": "9999-12-31T00:00:00Z"}
+        refused = client.get(f"/users/{user.id}/{view}", params=window)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "ErrorInvalidParameter"
+    window = {"startDateTime": "1601-01-01T00:00:00Z", "endDateTime": "4500-12-31T00:00:00Z"}
+    seen = client.get(f"/users/{user.id}/calendarView", params={**window, "$top": "999"})
+    assert seen.status_code == 200 and "edges" in [e["subject"] for e in seen.json()["value"]]
 
 
 def test_an_event_that_ends_before_it_starts_is_refused(client: httpx.Client, user: Any) -> None:
