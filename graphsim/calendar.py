@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from graphsim import ids
+from graphsim.http import GraphError
 from graphsim.state import OItem, Tenant
 
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -67,6 +68,76 @@ def in_span(value: datetime) -> datetime | None:
     except OverflowError:
         return None
     return utc if EARLIEST <= utc < LATEST else None
+
+
+PATTERN_TYPES = (
+    "daily",
+    "weekly",
+    "absoluteMonthly",
+    "relativeMonthly",
+    "absoluteYearly",
+    "relativeYearly",
+)
+RANGE_TYPES = ("endDate", "noEnd", "numbered")
+MAX_OCCURRENCES = 999  # a numbered range in Outlook
+
+
+def check_recurrence(value: Any) -> None:
+    """Refuse a ``patternedRecurrence`` Exchange would not keep, as a create or a change of
+    a series gives it, before anything is stored (one kept would fail every later read of
+    its calendar). A value of the wrong shape, an unknown name or a date that does not parse
+    is refused as a body Graph cannot read; one that reads but cannot recur (an interval or
+    count below one, a day or month that does not exist, a range that ends before it starts,
+    a weekly or relative pattern without its days) as a property that failed validation.
+    Graph documents neither answer; the codes are its usual ones for each."""
+    if value is None:
+        return
+    unreadable = GraphError(
+        400, "UnableToDeserializePostBody", "were unable to deserialize the recurrence"
+    )
+    invalid = GraphError(
+        400, "ErrorPropertyValidationFailure", "At least one property failed validation."
+    )
+    if not isinstance(value, dict):
+        raise unreadable
+    pattern, rrange = value.get("pattern"), value.get("range")
+    if not isinstance(pattern, dict) or not isinstance(rrange, dict):
+        raise unreadable
+    if pattern.get("type") not in PATTERN_TYPES or rrange.get("type") not in RANGE_TYPES:
+        raise unreadable
+    for name in ("interval", "dayOfMonth", "month", "numberOfOccurrences"):
+        number = (pattern if name != "numberOfOccurrences" else rrange).get(name)
+        if number is not None and type(number) is not int:
+            raise unreadable
+    days = pattern.get("daysOfWeek")
+    if days is not None and (
+        not isinstance(days, list) or any(str(d).lower() not in DAYS for d in days)
+    ):
+        raise unreadable
+    for name in ("index", "firstDayOfWeek"):
+        if pattern.get(name) is not None and str(pattern[name]).lower() not in (
+            INDEX if name == "index" else DAYS
+        ):
+            raise unreadable
+    try:
+        start = date.fromisoformat(str(rrange["startDate"]))
+        end = date.fromisoformat(str(rrange["endDate"])) if rrange["type"] == "endDate" else None
+    except (KeyError, ValueError) as exc:
+        raise unreadable from exc
+    kind = pattern["type"]
+    if (
+        not 1 <= (pattern.get("interval") or 0) <= MAX_OCCURRENCES
+        or not EARLIEST.date() <= start < LATEST.date()
+        or (end is not None and not start <= end < LATEST.date())
+        or (
+            rrange["type"] == "numbered"
+            and not 1 <= (rrange.get("numberOfOccurrences") or 0) <= MAX_OCCURRENCES
+        )
+        or (kind in ("weekly", "relativeMonthly", "relativeYearly") and not days)
+        or (kind.startswith("absolute") and not 1 <= (pattern.get("dayOfMonth") or 0) <= 31)
+        or (kind.endswith("Yearly") and not 1 <= (pattern.get("month") or 0) <= 12)
+    ):
+        raise invalid
 
 
 def parse_dt(value: dict[str, Any] | str) -> datetime:

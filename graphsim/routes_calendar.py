@@ -7,6 +7,7 @@ from typing import Any
 
 from graphsim import extended, ids, ops
 from graphsim.calendar import (
+    check_recurrence,
     fmt_dt,
     in_span,
     instance_ids,
@@ -320,6 +321,7 @@ def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, A
         )
     start, end = to_utc(body["start"]), to_utc(body["end"])
     _check_span(start, end)
+    check_recurrence(body.get("recurrence"))
     from graphsim.generator import event_props
     from graphsim.mail import Addr
 
@@ -504,6 +506,12 @@ def patch_event(engine: Engine, req: Req) -> Resp:
         for k, v in body.items()
         if k != extended.FIELD
     }
+    if "recurrence" in changes:
+        if day is not None:  # an occurrence is not a series
+            raise GraphError(
+                400, "ErrorPropertyValidationFailure", "At least one property failed validation."
+            )
+        check_recurrence(changes["recurrence"])
     if "start" in changes or "end" in changes:
         current = master.props if day is None else _occurrence(tenant, master, day)
         _check_span(changes.get("start", current["start"]), changes.get("end", current["end"]))

@@ -213,6 +213,100 @@ def test_an_event_outside_the_calendars_span_is_refused_not_a_500(
     assert seen.status_code == 200 and "edges" in [e["subject"] for e in seen.json()["value"]]
 
 
+def _weekly(**changes: Any) -> dict[str, Any]:
+    """A weekly series as Graph writes one back (its unused fields zero, a noEnd range's end
+    the year 1), changed by ``changes`` (``pattern.x`` or ``range.x``)."""
+    recurrence: dict[str, Any] = {
+        "pattern": {
+            "type": "weekly",
+            "interval": 1,
+            "month": 0,
+            "dayOfMonth": 0,
+            "daysOfWeek": ["tuesday"],
+            "firstDayOfWeek": "sunday",
+            "index": "first",
+        },
+        "range": {
+            "type": "noEnd",
+            "startDate": "2026-03-03",
+            "endDate": "0001-01-01",
+            "recurrenceTimeZone": "UTC",
+            "numberOfOccurrences": 0,
+        },
+    }
+    for key, value in changes.items():
+        part, _, name = key.partition("__")
+        recurrence[part][name] = value
+    return recurrence
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"pattern__type": "hourly"}, "UnableToDeserializePostBody"),
+        ({"pattern__interval": "1"}, "UnableToDeserializePostBody"),
+        ({"pattern__daysOfWeek": ["funday"]}, "UnableToDeserializePostBody"),
+        ({"pattern__index": "sixth"}, "UnableToDeserializePostBody"),
+        ({"range__type": "whenever"}, "UnableToDeserializePostBody"),
+        ({"range__startDate": "03/03/2026"}, "UnableToDeserializePostBody"),
+        ({"range__type": "endDate", "range__endDate": "nope"}, "UnableToDeserializePostBody"),
+        ({"pattern__interval": 0}, "ErrorPropertyValidationFailure"),
+        ({"pattern__daysOfWeek": []}, "ErrorPropertyValidationFailure"),
+        ({"range__startDate": "0001-01-01"}, "ErrorPropertyValidationFailure"),
+        (
+            {"range__type": "endDate", "range__endDate": "2026-03-01"},
+            "ErrorPropertyValidationFailure",
+        ),
+        (
+            {"range__type": "numbered", "range__numberOfOccurrences": 0},
+            "ErrorPropertyValidationFailure",
+        ),
+        (
+            {"range__type": "numbered", "range__numberOfOccurrences": 10**12},
+            "ErrorPropertyValidationFailure",
+        ),
+        (
+            {"pattern__type": "absoluteMonthly", "pattern__dayOfMonth": 40},
+            "ErrorPropertyValidationFailure",
+        ),
+        (
+            {"pattern__type": "absoluteYearly", "pattern__dayOfMonth": 3},
+            "ErrorPropertyValidationFailure",
+        ),
+    ],
+)
+def test_a_recurrence_that_cannot_recur_is_refused_and_not_kept(
+    client: httpx.Client, user: Any, changes: dict[str, Any], code: str
+) -> None:
+    """A series Exchange would not keep is refused when it is made or changed, and nothing
+    is stored: kept, it failed every later read of its calendar (a 500, then the connection
+    dropped), and a backup of the mailbox with it. The recurrence as Graph writes it back
+    (the form a restore sends) is taken."""
+    path = f"/users/{user.id}/calendars/calendar/events"
+    view = {"startDateTime": "2026-03-01T00:00:00Z", "endDateTime": "2026-04-01T00:00:00Z"}
+
+    def at(hour: int) -> dict[str, str]:
+        return {"dateTime": f"2026-03-03T{hour:02}:00:00", "timeZone": "UTC"}
+
+    before = len(client.get(path, params={"$top": "999"}).json()["value"])
+    body = {"subject": "series", "start": at(10), "end": at(11)}
+    refused = client.post(path, json={**body, "recurrence": _weekly(**changes)})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == code
+    assert len(client.get(path, params={"$top": "999"}).json()["value"]) == before
+    series = client.post(path, json={**body, "recurrence": _weekly()})
+    assert series.status_code == 201, series.text
+    item = f"/users/{user.id}/events/{series.json()['id']}"
+    changed = client.patch(item, json={"recurrence": _weekly(**changes)})
+    assert changed.status_code == 400 and changed.json()["error"]["code"] == code
+    assert client.get(item).json()["recurrence"]["pattern"]["daysOfWeek"] == ["tuesday"]
+    first = client.get(f"{item}/instances", params=view).json()["value"][0]
+    on_one = client.patch(f"/users/{user.id}/events/{first['id']}", json={"recurrence": None})
+    assert on_one.status_code == 400
+    assert client.get(f"/users/{user.id}/calendarView", params=view).status_code == 200
+    assert client.delete(item).status_code == 204
+
+
 def test_an_event_that_ends_before_it_starts_is_refused(client: httpx.Client, user: Any) -> None:
     """Exchange answers 400 ErrorPropertyValidationFailure to an event, or a change of one or
     of an occurrence, that would end before it starts, and keeps what it had."""
