@@ -631,7 +631,8 @@ def session_new(engine: Engine, req: Req) -> Resp:
 def session_existing(engine: Engine, req: Req) -> Resp:
     _tenant, drive, item = addressed_item(req)
     check_if_match(req, item)
-    assert item.parent_id is not None
+    if item.is_folder or item.parent_id is None:  # the root is a folder too
+        raise GraphError(400, "invalidRequest", "Cannot upload content to a folder.")
     behaviour = _conflict(req, req.json())
     if behaviour == "fail":
         raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")

@@ -29,6 +29,7 @@ from graphsim import (
     routes_mail,
     routes_sites,
     routes_teams,
+    shapes,
     subscriptions,
     teams_control,
 )
@@ -288,6 +289,9 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         delay = engine.throttler.latency_s()
         if delay:
             await asyncio.sleep(delay)
+        written = _SHAPES.get(route.service)
+        if written and req.method in ("POST", "PATCH") and _is_json(req):
+            shapes.check(req.json(), written)
         with engine.world.lock:
             resp = route.handler(engine, req)
         if resp.deferred is not None:
@@ -313,6 +317,16 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         engine.throttler.record(
             template, mailbox, req.tenant.id if req.tenant else None, status, inner=req.inner
         )
+
+
+# What a write to each service's items is read against before its handler runs.
+_SHAPES = {"exchange": shapes.OUTLOOK, "sharepoint": shapes.DRIVE}
+
+
+def _is_json(req: Req) -> bool:
+    """A JSON body (not a message's MIME, a file's bytes or an empty POST)."""
+    kind = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    return bool(req.body) and kind in ("application/json", "")
 
 
 def _match(engine: Engine, req: Req) -> tuple[GraphRoute, dict[str, str]] | None:
