@@ -105,20 +105,20 @@ def check_recurrence(value: Any) -> None:
         raise unreadable
     if pattern.get("type") not in PATTERN_TYPES or rrange.get("type") not in RANGE_TYPES:
         raise unreadable
-    for name in ("interval", "dayOfMonth", "month", "numberOfOccurrences"):
-        number = (pattern if name != "numberOfOccurrences" else rrange).get(name)
-        if number is not None and type(number) is not int:
-            raise unreadable
+    numbers = [pattern.get(n) for n in ("interval", "dayOfMonth", "month")]
+    numbers.append(rrange.get("numberOfOccurrences"))
+    if any(n is not None and type(n) is not int for n in numbers):
+        raise unreadable
     days = pattern.get("daysOfWeek")
     if days is not None and (
         not isinstance(days, list) or any(str(d).lower() not in DAYS for d in days)
     ):
         raise unreadable
-    for name in ("index", "firstDayOfWeek"):
-        if pattern.get(name) is not None and str(pattern[name]).lower() not in (
-            INDEX if name == "index" else DAYS
-        ):
-            raise unreadable
+    index, first_day = pattern.get("index"), pattern.get("firstDayOfWeek")
+    if (index is not None and str(index).lower() not in INDEX) or (
+        first_day is not None and str(first_day).lower() not in DAYS
+    ):
+        raise unreadable
     try:
         start = date.fromisoformat(str(rrange["startDate"]))
         end = date.fromisoformat(str(rrange["endDate"])) if rrange["type"] == "endDate" else None
