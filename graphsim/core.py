@@ -140,6 +140,21 @@ def page_size(req: Req, default: int, maximum: int) -> int:
     return min(size, maximum)
 
 
+def skip_of(req: Req) -> int:
+    """``$skip``: a non-negative integer, as OData's URI parser requires (0 when absent)."""
+    skip = req.query.get("$skip")
+    if skip is None:
+        return 0
+    if not (skip.isascii() and skip.isdigit()):
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"Invalid value '{skip}' for $skip query option found. "
+            "The $skip query option requires a non-negative integer value.",
+        )
+    return int(skip)
+
+
 def prefer_applied(req: Req, size: int) -> dict[str, str]:
     applied = []
     if "odata.maxpagesize" in req.prefer():
@@ -176,8 +191,7 @@ def collection(
         offset = int(decoded["o"])
         size = int(decoded["n"])
     else:
-        skip = req.query.get("$skip")
-        offset = int(skip) if skip and skip.isdigit() else 0
+        offset = skip_of(req)
         size = page_size(req, default, maximum)
     chunk = list(values[offset : offset + size])
     if render is not None:

@@ -268,6 +268,24 @@ def test_drive_children_orderby(client: httpx.Client, user: Any) -> None:
     assert [c["name"] for c in default] == ["a.txt", "b.txt", "c.txt"]
 
 
+def test_skip_must_be_a_non_negative_integer(client: httpx.Client, user: Any) -> None:
+    """``$skip`` pages a plain collection; anything but a non-negative integer is refused
+    (it was read as 0, so a client's bad arithmetic paged from the start again)."""
+    for n in range(3):
+        made = client.post(f"/users/{user.id}/contacts", json={"givenName": f"Skip {n}"})
+        assert made.status_code == 201
+    everyone = client.get(f"/users/{user.id}/contacts", params={"$top": "1000"}).json()["value"]
+    skipped = client.get(f"/users/{user.id}/contacts", params={"$skip": "1", "$top": "1000"})
+    assert skipped.status_code == 200
+    assert [c["id"] for c in skipped.json()["value"]] == [c["id"] for c in everyone[1:]]
+    for bad in ("-1", "x", "1.5", "", "١"):  # the last is an Arabic-Indic digit one
+        answer = client.get(f"/users/{user.id}/contacts", params={"$skip": bad})
+        assert answer.status_code == 400, bad
+        error = answer.json()["error"]
+        assert error["code"] == "BadRequest"
+        assert "$skip query option requires a non-negative integer" in error["message"]
+
+
 def dated(user: Any, subject: str) -> bytes:
     return (
         f"From: a@x.example\r\nTo: {user.upn}\r\nSubject: {subject}\r\n"
