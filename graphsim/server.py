@@ -454,6 +454,7 @@ async def run_batch(engine: Engine, req: Req) -> Resp:
                 "BadRequest",
                 f"Content-Type header is required for request '{inner['id']}' with a body.",
             )
+    _check_sequencing(requests)
     results: dict[str, dict[str, Any]] = {}
     done: dict[str, asyncio.Event] = {str(r["id"]): asyncio.Event() for r in requests}
     limiter = asyncio.Semaphore(OUTLOOK_BATCH_CONCURRENCY)
@@ -487,6 +488,31 @@ async def run_batch(engine: Engine, req: Req) -> Resp:
         {"responses": [results[str(r["id"])] for r in requests]},
         {"Content-Type": "application/json"},
     )
+
+
+def _check_sequencing(requests: list[dict[str, Any]]) -> None:
+    """Graph runs a batch either fully in parallel (no ``dependsOn``) or fully in sequence:
+    one chain through every request, each depending on the one before it in the chain. Two
+    chains, a request outside the chain, a request depending on two, a cycle (a request
+    depending on itself included): 400, before anything runs."""
+    depends = {str(r["id"]): [str(d) for d in r.get("dependsOn") or []] for r in requests}
+    if not any(depends.values()):
+        return
+    refused = GraphError(
+        400, "BadRequest", "Batch should be either fully sequential or fully parallel."
+    )
+    starts = [rid for rid, deps in depends.items() if not deps]
+    if len(starts) != 1 or any(len(deps) > 1 for deps in depends.values()):
+        raise refused
+    after = {deps[0]: rid for rid, deps in depends.items() if deps}
+    if len(after) != len(depends) - 1:  # two requests depend on the same one
+        raise refused
+    seen, at = {starts[0]}, starts[0]
+    while at in after:
+        at = after[at]
+        seen.add(at)
+    if len(seen) != len(depends):  # the rest form a cycle of their own
+        raise refused
 
 
 async def _batch_call(engine: Engine, outer: Req, inner: dict[str, Any]) -> dict[str, Any]:

@@ -117,6 +117,8 @@ async def run(
         missing = set(request.depends_on or ()) - known
         if missing:
             raise ValueError(f"request {request.id} depends on unknown ids {sorted(missing)}")
+    for chain in pack(requests, len(requests), chains=True):
+        _check_chain(chain)
     results: dict[str, BatchResponse] = {}
     for group in pack(requests, BATCH_LIMIT):
         results.update(await _run_group(transport, group, mailbox))
@@ -162,7 +164,7 @@ async def _send(
     rest = list(pending)
     while rest:
         size = await _envelope_size(transport, rest, box)
-        part = pack(rest, size)[0] if size < len(rest) else rest
+        part = pack(rest, size)[0]  # a chain always goes on its own
         answers.update(await _send_envelope(transport, part, box))
         sent = {r.id for r in part}
         rest = [r for r in rest if r.id not in sent]
@@ -351,11 +353,25 @@ def _single_mailbox(transport: Transport, requests: Sequence[BatchRequest]) -> s
     return found.pop() if len(found) == 1 else None
 
 
+def _check_chain(requests: Sequence[BatchRequest]) -> None:
+    """Graph runs linked requests only as one sequence: each depends on at most one other,
+    none has two dependents, and one (the first) depends on none."""
+    firsts = [r for r in requests if not r.depends_on]
+    depended = [d for r in requests for d in r.depends_on or ()]
+    if len(firsts) != 1 or len(depended) != len(set(depended)) or len(depended) != len(requests) - 1:
+        raise ValueError(
+            "dependsOn must link requests into one sequence: "
+            + ", ".join(f"{r.id} <- {list(r.depends_on or ())}" for r in requests)
+        )
+
+
 def pack(
     requests: Sequence[BatchRequest], limit: int, *, chains: bool = False
 ) -> list[list[BatchRequest]]:
-    """Split into calls of at most ``limit``, keeping each dependsOn chain in one call
-    (with ``chains``: the chains themselves, one list each)."""
+    """Split into calls of at most ``limit``, keeping each dependsOn chain in one call of
+    its own: Graph runs a call fully in parallel or fully in sequence, and refuses one that
+    mixes a chain with other requests (with ``chains``: the chains themselves, one list
+    each)."""
     parent = {r.id: r.id for r in requests}
 
     def root(node: str) -> str:
@@ -374,14 +390,18 @@ def pack(
     if chains:
         return list(components.values())
     groups: list[list[BatchRequest]] = []
+    sequences: list[list[BatchRequest]] = []
     current: list[BatchRequest] = []
     for component in components.values():
         if len(component) > limit:
             raise ValueError(f"a dependsOn chain of {len(component)} requests exceeds {limit}")
+        if len(component) > 1:
+            sequences.append(component)
+            continue
         if len(current) + len(component) > limit:
             groups.append(current)
             current = []
         current.extend(component)
     if current:
         groups.append(current)
-    return groups
+    return groups + sequences

@@ -175,7 +175,47 @@ async def test_invalid_batches_are_refused_before_sending(
     ]
     with pytest.raises(ValueError, match="exceeds 20"):
         await client.batch(chain)
+    # Graph runs linked requests only as one sequence: two depending on one, one depending
+    # on two, or a cycle would be refused whole (400), so they are not sent.
+    fork = [
+        BatchRequest("a", "GET", "/users"),
+        BatchRequest("b", "GET", "/users", depends_on=["a"]),
+        BatchRequest("c", "GET", "/users", depends_on=["a"]),
+    ]
+    join = [
+        BatchRequest("a", "GET", "/users"),
+        BatchRequest("b", "GET", "/users"),
+        BatchRequest("c", "GET", "/users", depends_on=["a", "b"]),
+    ]
+    cycle = [
+        BatchRequest("a", "GET", "/users", depends_on=["b"]),
+        BatchRequest("b", "GET", "/users", depends_on=["a"]),
+    ]
+    for shape in (fork, join, cycle, [BatchRequest("a", "GET", "/users", depends_on=["a"])]):
+        with pytest.raises(ValueError, match="one sequence"):
+            await client.batch(shape)
     assert recorder_of(client).requests == []
+
+
+async def test_a_chain_goes_in_an_envelope_of_its_own(sim: Simulator, make_client: ClientFactory):
+    """Graph refuses an envelope that mixes a dependsOn chain with other requests ("fully
+    sequential or fully parallel"): the chain is sent alone, the rest together."""
+    client = make_client(sim)
+    user = users_of(sim)[0]
+    singles = [BatchRequest(f"s{i}", "GET", "/organization") for i in range(3)]
+    chain = [
+        BatchRequest("c1", "GET", f"/users/{user}/mailFolders/inbox"),
+        BatchRequest("c2", "GET", "/organization", depends_on=["c1"]),
+    ]
+    answers = await client.batch([singles[0], *chain, *singles[1:]])
+    assert [a.id for a in answers] == ["s0", "c1", "c2", "s1", "s2"]
+    assert all(a.status == 200 for a in answers)
+    posts = [
+        json.loads(r.content)["requests"]
+        for r in recorder_of(client).requests
+        if r.url.path.endswith("/$batch")
+    ]
+    assert sorted(sorted(r["id"] for r in p) for p in posts) == [["c1", "c2"], ["s0", "s1", "s2"]]
 
 
 def test_a_binary_answer_is_decoded_strictly_then_leniently() -> None:

@@ -89,7 +89,6 @@ def test_batch_runs_requests_with_dependencies(client: httpx.Client, user: Any) 
             {"id": "2", **make_folder, "dependsOn": ["1"]},
             {"id": "3", **make_folder, "dependsOn": ["2"]},
             {"id": "4", "method": "GET", "url": "/users?$top=1", "dependsOn": ["3"]},
-            {"id": "5", "method": "GET", "url": f"/users/{user.id}/drive"},
         ]
     }
     resp = client.post("/$batch", json=payload)
@@ -99,8 +98,52 @@ def test_batch_runs_requests_with_dependencies(client: httpx.Client, user: Any) 
     assert by_id["2"]["status"] == 201
     assert by_id["3"]["status"] == 409
     assert by_id["4"]["status"] == 424
-    assert by_id["5"]["status"] == 200
-    assert by_id["5"]["body"]["driveType"] == "business"
+
+
+def test_batch_is_fully_sequential_or_fully_parallel(client: httpx.Client, user: Any) -> None:
+    """A chain may list its requests in any order; anything else that uses ``dependsOn`` (a
+    request outside the chain, two chains, a cycle, a request depending on itself) is
+    refused whole, and none of its requests runs (a cycle used to hang the batch)."""
+    folders = f"/users/{user.id}/mailFolders/inbox/childFolders"
+
+    def make(rid: str, name: str, *deps: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": rid,
+            "method": "POST",
+            "url": folders,
+            "headers": {"Content-Type": "application/json"},
+            "body": {"displayName": name},
+        }
+        if deps:
+            out["dependsOn"] = list(deps)
+        return out
+
+    def names() -> set[str]:
+        listed = client.get(folders, params={"$top": "1000"}).json()["value"]
+        return {f["displayName"] for f in listed}
+
+    refused = {
+        "outside the chain": [make("1", "o1"), make("2", "o2", "1"), make("3", "o3")],
+        "two chains": [make("1", "t1"), make("2", "t2", "1"), make("3", "t3"), make("4", "t4", "3")],
+        "two on one": [make("1", "w1"), make("2", "w2", "1"), make("3", "w3", "1")],
+        "on two": [make("1", "n1"), make("2", "n2", "1"), make("3", "n3", "1", "2")],
+        "cycle": [make("1", "c1"), make("2", "c2", "3"), make("3", "c3", "2")],
+        "itself": [make("1", "s1", "1")],
+    }
+    for case, requests in refused.items():
+        answer = client.post("/$batch", json={"requests": requests})
+        assert answer.status_code == 400, case
+        assert answer.json()["error"]["message"] == (
+            "Batch should be either fully sequential or fully parallel."
+        )
+        made = {str(r["body"]["displayName"]) for r in requests} & names()
+        assert made == set(), case
+    # One chain listed out of order: 1, then 2, then 4, then 3.
+    chain = [make("1", "q1"), make("2", "q2", "1"), make("3", "q3", "4"), make("4", "q4", "2")]
+    answer = client.post("/$batch", json={"requests": chain})
+    assert answer.status_code == 200
+    assert [r["status"] for r in answer.json()["responses"]] == [201, 201, 201, 201]
+    assert {"q1", "q2", "q3", "q4"} <= names()
 
 
 def test_batch_limits(client: httpx.Client, user: Any) -> None:
