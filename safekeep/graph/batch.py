@@ -358,7 +358,8 @@ def _check_chain(requests: Sequence[BatchRequest]) -> None:
     none has two dependents, and one (the first) depends on none."""
     firsts = [r for r in requests if not r.depends_on]
     depended = [d for r in requests for d in r.depends_on or ()]
-    if len(firsts) != 1 or len(depended) != len(set(depended)) or len(depended) != len(requests) - 1:
+    one_each = len(depended) == len(set(depended)) == len(requests) - 1
+    if len(firsts) != 1 or not one_each:
         raise ValueError(
             "dependsOn must link requests into one sequence: "
             + ", ".join(f"{r.id} <- {list(r.depends_on or ())}" for r in requests)

@@ -124,7 +124,10 @@ def test_batch_is_fully_sequential_or_fully_parallel(client: httpx.Client, user:
 
     refused = {
         "outside the chain": [make("1", "o1"), make("2", "o2", "1"), make("3", "o3")],
-        "two chains": [make("1", "t1"), make("2", "t2", "1"), make("3", "t3"), make("4", "t4", "3")],
+        "two chains": [
+            *(make("1", "t1"), make("2", "t2", "1")),
+            *(make("3", "t3"), make("4", "t4", "3")),
+        ],
         "two on one": [make("1", "w1"), make("2", "w2", "1"), make("3", "w3", "1")],
         "on two": [make("1", "n1"), make("2", "n2", "1"), make("3", "n3", "1", "2")],
         "cycle": [make("1", "c1"), make("2", "c2", "3"), make("3", "c3", "2")],
