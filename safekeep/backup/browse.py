@@ -148,6 +148,7 @@ async def list_children(
     return Listing(point, folder, rows, next_cursor)
 
 
+MAX_SEQ = 2**31 - 1  # snapshot numbers are INTEGER columns (``Snapshot.seq``, ``first_seq``)
 FOLDER_DEPTH = 64  # deeper chains are cut (a loop in bad data must not spin)
 
 
@@ -248,8 +249,9 @@ async def versions(
     before = None
     if cursor:
         value = decode_cursor(cursor).get("s")
-        # An int, not a bool (which JSON keeps apart, and Python would take for 0 or 1).
-        if type(value) is not int or value < 1:
+        # An int, not a bool (which JSON keeps apart, and Python would take for 0 or 1), in
+        # the range of the snapshot numbers' column (PostgreSQL's INTEGER refuses 2**31).
+        if type(value) is not int or not 1 <= value <= MAX_SEQ:
             raise InvalidCursor("The cursor is not one this API returned")
         before = value
     rows = await catalog.versions_of(session, scope, item.id, before_seq=before, limit=limit + 1)

@@ -218,7 +218,8 @@ def _decode_cursor(cursor: str, fingerprint: str, order: Sort) -> tuple[float, s
         raise InvalidCursor("the cursor is not one this API produced")
     # A position the backends can compare: a finite score (JSON lets NaN and 1e999 through)
     # or a 64-bit count of microseconds, and a version id as documents hold one.
-    if not (math.isfinite(key) and -MAX_INT64 - 1 <= key <= MAX_INT64):
+    # The range first: an int past a float's range (10**400) makes ``isfinite`` raise.
+    if not (-MAX_INT64 - 1 <= key <= MAX_INT64 and math.isfinite(key)):
         raise InvalidCursor("the cursor is not one this API produced")
     if len(version_id) > VERSION_ID_MAX_CHARS or storable_text(version_id) != version_id:
         raise InvalidCursor("the cursor is not one this API produced")

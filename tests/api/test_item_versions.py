@@ -98,7 +98,14 @@ async def test_versions_page_newest_first_with_paths_read_once_per_folder_versio
     # two ancestors each before (51 reads a page)
     assert max(reads) <= 5, reads
 
-    for bad in ("!!!", encode_cursor({"s": True}), encode_cursor({"s": 0}), encode_cursor({})):
+    past_column = (encode_cursor({"s": 2**31}), encode_cursor({"s": 10**30}))
+    for bad in (
+        "!!!",
+        encode_cursor({"s": True}),
+        encode_cursor({"s": 0}),
+        encode_cursor({}),
+        *past_column,
+    ):
         answer = await client.get(url, params={"cursor": bad}, headers=msp.headers)
         assert answer.status_code == 400, answer.text
         assert answer.headers["content-type"].startswith("application/problem+json")
