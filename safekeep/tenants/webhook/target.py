@@ -102,6 +102,13 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
+def host_of(url: httpx.URL) -> str:
+    """The URL's host as it goes on the wire (an internationalised name in its ``xn--``
+    form): httpx's ``host`` decodes that form under IDNA 2008, which refuses names that
+    resolve and are registered, such as emoji domains (``idna.InvalidCodepoint``)."""
+    return url.raw_host.decode("ascii")
+
+
 def _is_localhost(host: str) -> bool:
     name = host.rstrip(".").lower()
     return name == "localhost" or name.endswith(".localhost")
@@ -115,9 +122,10 @@ def check_url(settings: Settings, url: str) -> None:
         raise WebhookTargetRefused("Webhook URLs must use https in production")
     if settings.webhook_allow_private_targets:
         return
-    if _is_localhost(parsed.host):
-        raise WebhookTargetRefused(f"{parsed.host} is this machine, not the public internet")
-    address = _literal(parsed.host)
+    host = host_of(parsed)
+    if _is_localhost(host):
+        raise WebhookTargetRefused(f"{host} is this machine, not the public internet")
+    address = _literal(host)
     if address is not None and (why := address_refusal(address)) is not None:
         raise WebhookTargetRefused(f"{address} is {why}, not the public internet")
 
@@ -142,7 +150,7 @@ class Target:
     @property
     def extensions(self) -> dict[str, str]:
         """TLS: send the original host name as SNI and verify the certificate against it."""
-        return {"sni_hostname": self.url.host} if self.url.scheme == "https" else {}
+        return {"sni_hostname": host_of(self.url)} if self.url.scheme == "https" else {}
 
 
 async def resolve_target(settings: Settings, url: str) -> Target:
@@ -150,34 +158,35 @@ async def resolve_target(settings: Settings, url: str) -> Target:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise TargetRefused(f"refused: not a valid URL ({exc})") from exc
-    if not parsed.host:
+    host = host_of(parsed)
+    if not host:
         raise TargetRefused("refused: the URL names no host")
     if parsed.scheme not in ("http", "https"):
         raise TargetRefused(f"refused: the scheme {parsed.scheme!r} is not http(s)")
     if settings.env is Environment.production and parsed.scheme != "https":
         raise TargetRefused("refused: webhook URLs must use https in production")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    literal = _literal(parsed.host)
+    literal = _literal(host)
     if literal is not None:
         addresses: list[IPAddress] = [literal]
     else:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
-                parsed.host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
         except (OSError, UnicodeError) as exc:
-            raise TargetUnresolved(f"{parsed.host} does not resolve: {exc}") from exc
+            raise TargetUnresolved(f"{host} does not resolve: {exc}") from exc
         addresses = []
         for *_, sockaddr in infos:
             found = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if found not in addresses:
                 addresses.append(found)
         if not addresses:
-            raise TargetUnresolved(f"{parsed.host} does not resolve")
+            raise TargetUnresolved(f"{host} does not resolve")
     if not settings.webhook_allow_private_targets:
         for address in addresses:
             if (why := address_refusal(address)) is not None:
-                named = "" if literal is not None else f"{parsed.host} resolves to "
+                named = "" if literal is not None else f"{host} resolves to "
                 raise TargetRefused(
                     f"refused: {named}{address} is {why}; "
                     "webhooks are sent to the public internet only"
