@@ -83,6 +83,23 @@ async def test_other_msps_ids_are_404(
 
 
 @each_of(WITH_IDS)
+async def test_another_msps_ids_answer_as_ids_that_exist_nowhere(
+    module_client: httpx.AsyncClient, module_world: World, route: Route
+) -> None:
+    """Not only the status: the whole refusal of MSP B's ids is the one of ids that exist
+    nowhere, so no answer tells A that B's tenant or account exists (the purge route
+    looked the tenant up unscoped first: "No such account" for B's, "No such tenant" for
+    none)."""
+    theirs = await call(module_client, route, module_world.b.ids(), module_world.a.msp.headers)
+    ids = {k: str(uuid.uuid4()) for k in module_world.a.ids()}
+    nowhere = await call(module_client, route, ids, module_world.a.msp.headers)
+    assert (theirs.status_code, theirs.json()["detail"]) == (
+        nowhere.status_code,
+        nowhere.json()["detail"],
+    )
+
+
+@each_of(WITH_IDS)
 async def test_unknown_ids_are_404(
     module_client: httpx.AsyncClient, module_world: World, route: Route
 ) -> None:

@@ -209,8 +209,10 @@ async def request_account_purge(
     session: Any, principal: Any, tenant_id: uuid.UUID, account_id: uuid.UUID, *, ip: str | None
 ) -> Job:
     """The API's entry: an audited, explicit request to delete one account's data."""
-    tenant = await tenant_service.get_including_deleted(session, tenant_id)
+    # The scoped row first: reached only through it, the tenant (which may be offboarded)
+    # cannot tell a caller outside its scope whether it exists.
     account = await account_service.get(session, principal.scope, tenant_id, account_id)
+    tenant = await tenant_service.get_including_deleted(session, tenant_id)
     if account.state == AccountState.purged:
         raise Conflict("This account's data was already purged")
     if account.state == AccountState.active and account.protected:
