@@ -407,3 +407,23 @@ async def test_policy_refuses_an_rpo_the_deployment_cannot_honour(
     other = await create_msp(runtime, "Other floor MSP")
     resp = await client.put(url, json={"rpo_minutes": lowest}, headers=other.headers)
     assert resp.status_code == 404
+    # A new tenant's policy meets the same floor (it was stored as given).
+    listed = (await client.get("/v1/tenants", headers=msp.headers)).json()["items"]
+    if lowest > 5:
+        made = await client.post(
+            "/v1/tenants",
+            json={"name": "Too eager", "policy": {"rpo_minutes": lowest - 1}},
+            headers=msp.headers,
+        )
+        assert made.status_code == 422, made.text
+        assert made.headers["content-type"].startswith("application/problem+json")
+        assert f"at least {floor}" in made.json()["detail"]
+        assert (await client.get("/v1/tenants", headers=msp.headers)).json()["items"] == listed
+    made = await client.post(
+        "/v1/tenants",
+        json={"name": "Patient", "policy": {"rpo_minutes": lowest}},
+        headers=msp.headers,
+    )
+    assert made.status_code == 201, made.text
+    policy = await client.get(f"/v1/tenants/{made.json()['id']}/policy", headers=msp.headers)
+    assert policy.json()["rpo_minutes"] == lowest

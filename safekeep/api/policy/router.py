@@ -8,8 +8,7 @@ from safekeep.api.auth import AdminPrincipal, ReadPrincipal
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.policy.schemas import PolicyIn, PolicyOut
 from safekeep.api.problems import responses
-from safekeep.errors import UnprocessableEntity
-from safekeep.tenants.subscription.service import min_rpo_minutes
+from safekeep.tenants.subscription.service import check_rpo_minutes
 from safekeep.tenants.tenant import service
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}/policy", tags=["Policy"])
@@ -31,15 +30,6 @@ async def put_policy(
     ip: ClientIp,
     settings: SettingsDep,
 ) -> PolicyOut:
-    floor = min_rpo_minutes(
-        settings.scheduler_interval_seconds, settings.notification_debounce_seconds
-    )
-    if body.rpo_minutes is not None and body.rpo_minutes < floor:
-        raise UnprocessableEntity(
-            f"rpo_minutes must be at least {floor} on this deployment: its scheduler looks "
-            f"every {settings.scheduler_interval_seconds:g} s, notifications are debounced "
-            f"for {settings.notification_debounce_seconds:g} s, and an incremental needs its "
-            "own time after that"
-        )
+    check_rpo_minutes(settings, body.rpo_minutes)
     policy = await service.put_policy(session, principal, tenant_id, body.model_dump(), ip=ip)
     return PolicyOut.model_validate(policy)

@@ -26,6 +26,7 @@ from safekeep.api.tenants.schemas import (
 )
 from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import ConsentState
+from safekeep.tenants.subscription.service import check_rpo_minutes
 from safekeep.tenants.tenant import service
 
 router = APIRouter(prefix="/v1/tenants", tags=["Tenants"])
@@ -92,6 +93,8 @@ async def create_tenant(
     ip: ClientIp,
 ) -> TenantCreated:
     """Create a client tenant. Its admin-consent URL comes back: send the client's admin there."""
+    if body.policy is not None:
+        check_rpo_minutes(settings, body.policy.rpo_minutes)
     tenant = await service.create(session, principal, settings, **body.model_dump(), ip=ip)
     consent_url = await service.start_consent(session, settings, tenant)
     return extended(TenantCreated, TenantOut.model_validate(tenant), consent_url=consent_url)

@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep.errors import UnprocessableEntity
+from safekeep.settings import Settings
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.job import service as job_service
 from safekeep.tenants.models import (
@@ -127,6 +129,21 @@ def min_rpo_minutes(scheduler_interval_seconds: float, debounce_seconds: float) 
     scheduler interval to be seen, the debounce window, then its incremental runs."""
     needed = scheduler_interval_seconds + debounce_seconds + EXPECTED_INCREMENTAL.total_seconds()
     return math.ceil(needed / 60)
+
+
+def check_rpo_minutes(settings: Settings, rpo_minutes: int | None) -> None:
+    """Refuse (422) an ``rpo_minutes`` below what this deployment can honour, wherever a
+    policy is set (a new tenant's or a changed one)."""
+    floor = min_rpo_minutes(
+        settings.scheduler_interval_seconds, settings.notification_debounce_seconds
+    )
+    if rpo_minutes is not None and rpo_minutes < floor:
+        raise UnprocessableEntity(
+            f"rpo_minutes must be at least {floor} on this deployment: its scheduler looks "
+            f"every {settings.scheduler_interval_seconds:g} s, notifications are debounced "
+            f"for {settings.notification_debounce_seconds:g} s, and an incremental needs its "
+            "own time after that"
+        )
 
 
 def wait_for(
