@@ -7,6 +7,7 @@ services collected, so a rolled-back request enqueues nothing.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
@@ -44,7 +45,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The caller's address as the audit log records it, or None. Behind a proxy trusted by
+    ``--forwarded-allow-ips`` it comes from X-Forwarded-For, whose first entry a client may
+    write itself: only an IP address is kept (not any text, nor one longer than the column,
+    which failed every audited request of that client)."""
+    host = request.client.host if request.client else None
+    if not host:
+        return None
+    try:
+        return str(ipaddress.ip_address(host.split("%", 1)[0]))  # no IPv6 zone: not the caller's
+    except ValueError:
+        return None
 
 
 # FastAPI runs a plain ``def`` dependency on a worker thread (two thread switches per request);
