@@ -245,7 +245,12 @@ async def test_manual_backup_is_enqueued_after_commit_and_never_moves_schedule(
         headers=msp.headers,
     )
     assert r.status_code == 422
-    assert len(sent.messages) == 1  # the refused request enqueued nothing
+    # An empty selection is not "everything": refused, where it started a full backup.
+    for empty in ({"account_ids": []}, {"services": []}):
+        r = await client.post(f"/v1/tenants/{tenant.id}/backups", json=empty, headers=msp.headers)
+        assert r.status_code == 422, empty
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert len(sent.messages) == 1  # the refused requests enqueued nothing
     r = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=msp.headers)
     assert r.status_code == 202 and r.json()["status"] == "cancelled"
     assert (

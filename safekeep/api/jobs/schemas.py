@@ -18,13 +18,19 @@ from safekeep.tenants.scope import TenantScope
 
 
 class BackupRequest(RequestSchema):
+    # An empty list is refused, not read as "not given": a client that filtered its
+    # selection down to nothing must not start a backup of everything.
     account_ids: list[uuid.UUID] | None = Field(
-        default=None, max_length=10_000, description="Only these accounts; default: all protected"
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        description="Only these accounts; default (absent or null): all protected",
     )
     services: list[Service] | None = Field(
         default=None,
+        min_length=1,
         max_length=len(ALL),
-        description="Only these services; default: the policy's",
+        description="Only these services; default (absent or null): the policy's",
     )
 
 
