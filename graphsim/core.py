@@ -155,6 +155,26 @@ def skip_of(req: Req) -> int:
     return int(skip)
 
 
+DIRECTORY_MAX_TOP = 999
+
+
+def check_directory_paging(req: Req) -> None:
+    """The directory's own paging rules (users, groups): ``$top`` from 1 to 999, and no
+    ``$skip`` at all (it pages by ``$skiptoken`` only)."""
+    top = req.query.get("$top")
+    if top is not None and not (
+        top.isascii() and top.isdigit() and 1 <= int(top) <= DIRECTORY_MAX_TOP
+    ):
+        raise GraphError(
+            400,
+            "Request_UnsupportedQuery",
+            f"Invalid page size specified: '{top}'. Must be between 1 and "
+            f"{DIRECTORY_MAX_TOP} inclusive.",
+        )
+    if "$skip" in req.query:
+        raise GraphError(400, "Request_BadRequest", "'$skip' is not supported by the service.")
+
+
 def prefer_applied(req: Req, size: int) -> dict[str, str]:
     applied = []
     if "odata.maxpagesize" in req.prefer():

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from graphsim.core import (
+    DIRECTORY_MAX_TOP,
     Engine,
     FilterParser,
+    check_directory_paging,
     collection,
     entity_resp,
     order_keys,
@@ -170,12 +172,15 @@ router = Router()
 
 @router.add("GET", "/users", "directory")
 def list_users(engine: Engine, req: Req) -> Resp:
+    check_directory_paging(req)
     tenant = tenant_of(req)
     users = sorted(tenant.users.values(), key=lambda u: u.upn)
     users = query_users(req, tenant, users)
     values = [shape_user(tenant, u, req.select()) for u in users]
     # Without ConsistencyLevel the directory ignores $count=true (no @odata.count).
-    return collection(req, engine, "users", values, default=100, maximum=999, count=advanced(req))
+    return collection(
+        req, engine, "users", values, default=100, maximum=DIRECTORY_MAX_TOP, count=advanced(req)
+    )
 
 
 @router.add("GET", "/users/$count", "directory")

@@ -15,7 +15,16 @@ from datetime import datetime
 from typing import Any
 
 from graphsim import teams as tm
-from graphsim.core import Engine, FilterParser, collection, entity_resp, tenant_of, user_of
+from graphsim.core import (
+    DIRECTORY_MAX_TOP,
+    Engine,
+    FilterParser,
+    check_directory_paging,
+    collection,
+    entity_resp,
+    tenant_of,
+    user_of,
+)
 from graphsim.http import GraphError, Handler, Req, Resp, Router, selected
 from graphsim.mail import parse_graph_datetime
 from graphsim.state import Tenant, iso, utcnow
@@ -125,10 +134,11 @@ def filtered_selected(req: Req, values: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def list_groups(engine: Engine, req: Req) -> Resp:
+    check_directory_paging(req)
     tenant = tenant_of(req)
     values = [group_json(tenant, t) for t in tm.teamwork(tenant).listed()]
     values = filtered_selected(req, values)
-    return collection(req, engine, "groups", values, default=100, maximum=999)
+    return collection(req, engine, "groups", values, default=100, maximum=DIRECTORY_MAX_TOP)
 
 
 def get_group(engine: Engine, req: Req) -> Resp:

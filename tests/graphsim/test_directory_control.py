@@ -38,6 +38,28 @@ def test_users_with_licences_page_and_parse(sim: Simulator, client: httpx.Client
     assert "userPrincipalName" in default
 
 
+def test_directory_pages_by_top_up_to_999_and_never_skips(client: httpx.Client) -> None:
+    """The directory's own paging rules (users and groups alike): $top from 1 to 999 (the
+    engine asks for 999), no $skip; they were clamped and honoured."""
+    for path in ("/users", "/groups"):
+        assert client.get(path, params={"$top": "999"}).status_code == 200
+        for top in ("1000", "0", "-1", "x"):
+            answer = client.get(path, params={"$top": top})
+            assert answer.status_code == 400, (path, top)
+            error = answer.json()["error"]
+            assert error["code"] == "Request_UnsupportedQuery"
+            assert error["message"] == (
+                f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive."
+            )
+        skipped = client.get(path, params={"$skip": "1"})
+        assert skipped.status_code == 400, path
+        assert skipped.json()["error"] == {
+            **skipped.json()["error"],
+            "code": "Request_BadRequest",
+            "message": "'$skip' is not supported by the service.",
+        }
+
+
 def test_subscribed_skus(client: httpx.Client) -> None:
     resp = client.get("/subscribedSkus")
     parsed = sdk_parse(SubscribedSkuCollectionResponse, resp.content)
