@@ -43,6 +43,9 @@ from graphsim.state import Tenant
 GRAPH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OUTLOOK_BATCH_CONCURRENCY = 4
+# Outlook refuses a request whose body passes 4 MB (a message created with its attachments
+# counts them all): 400 "The maximum request length supported is 4MB."
+OUTLOOK_REQUEST_MAX = 4 * 1024 * 1024
 
 
 # -- path normalisation ------------------------------------------------------------------------
@@ -289,6 +292,10 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         delay = engine.throttler.latency_s()
         if delay:
             await asyncio.sleep(delay)
+        # (An inner request of a $batch is judged by its envelope's reading, not here: its
+        # body was re-encoded from the envelope's JSON.)
+        if route.service == "exchange" and not req.inner and len(req.body) > OUTLOOK_REQUEST_MAX:
+            raise GraphError(400, "BadRequest", "The maximum request length supported is 4MB.")
         written = _SHAPES.get(route.service)
         if written and req.method in ("POST", "PATCH") and _is_json(req):
             shapes.check(req.json(), written)

@@ -38,6 +38,7 @@ from safekeep.graph.uploads import (
     ATTACHMENT_DIRECT_MAX,
     DRIVE_FRAGMENT_MAX,
     FRAGMENT_UNIT,
+    OUTLOOK_REQUEST_MAX,
     Attachment,
     Conflict,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "DRIVE_FRAGMENT_MAX",
     "FRAGMENT_UNIT",
     "MAILBOX_CONCURRENCY",
+    "OUTLOOK_REQUEST_MAX",
     "SHAREPOINT_CONCURRENCY",
     "USER_AGENT",
     "BatchRequest",

@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 
 FRAGMENT_UNIT = 320 * 1024  # drive upload fragments are multiples of 320 KiB ...
 DRIVE_FRAGMENT_MAX = 60 * 1024 * 1024  # ... and under 60 MiB
-ATTACHMENT_DIRECT_MAX = 3 * 1024 * 1024  # a file attachment below 3 MB goes in one POST
+# Outlook refuses a request whose body passes 4 MB: "The maximum request length supported
+# is 4MB." (400). A message created with its attachments counts them all.
+OUTLOOK_REQUEST_MAX = 4 * 1024 * 1024
+# A file attachment below Microsoft's "3 MB" goes in one POST: its base64 (under 4,000,000
+# characters) and its properties stay under that limit, where 3 MiB of base64 alone fill it.
+ATTACHMENT_DIRECT_MAX = 3_000_000
 ATTACHMENT_CHUNK = 3 * 1024 * 1024  # attachment session chunks must be at most 4 MB
 
 Conflict = Literal["fail", "replace", "rename"]

@@ -417,10 +417,33 @@ def test_item_and_reference_attachments(sim: Simulator, client: httpx.Client, us
 
 def test_large_attachment_upload_session(sim: Simulator, client: httpx.Client, user: Any) -> None:
     mid = client.post(f"/users/{user.id}/messages", json={"subject": "big"}).json()["id"]
+    # 3 MiB of file is more than 4 MiB of base64: the request itself is refused, as Graph
+    # refuses any Outlook request past 4 MB.
     too_big = attach_file(
         client, f"/users/{user.id}/messages/{mid}", "big.bin", b"x" * (3 * 1024 * 1024 + 1)
     )
-    assert too_big.status_code == 413
+    assert too_big.status_code == 400
+    assert too_big.json()["error"] == {
+        **too_big.json()["error"],
+        "code": "BadRequest",
+        "message": "The maximum request length supported is 4MB.",
+    }
+    assert client.get(f"/users/{user.id}/messages/{mid}/attachments").json()["value"] == []
+    # A whole message past 4 MB (body and attachments together) is refused the same way;
+    # one just under it is created.
+    before = len(client.get(f"/users/{user.id}/messages", params={"$top": "1000"}).json()["value"])
+    note = {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": "note.bin",
+        "contentBytes": base64.b64encode(b"y" * 1_000_000).decode(),
+    }
+    over = {"subject": "over", "body": {"content": "z" * 1_600_000}, "attachments": [note, note]}
+    refused = client.post(f"/users/{user.id}/messages", json=over)  # 4.27 MB of JSON
+    assert refused.status_code == 400, refused.status_code
+    under = {"subject": "under", "body": {"content": "z" * 700_000}, "attachments": [note, note]}
+    assert client.post(f"/users/{user.id}/messages", json=under).status_code == 201
+    after = client.get(f"/users/{user.id}/messages", params={"$top": "1000"}).json()["value"]
+    assert len(after) == before + 1
     data = bytes(range(256)) * (5 * 4096 + 7)  # ~5.2 MB
     session = client.post(
         f"/users/{user.id}/messages/{mid}/attachments/createUploadSession",

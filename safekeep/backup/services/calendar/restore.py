@@ -49,6 +49,7 @@ from safekeep.backup.services.calendar.search import (
     start_of,
     zone,
 )
+from safekeep.graph.client import ATTACHMENT_DIRECT_MAX
 from safekeep.graph.errors import Conflict, GraphError
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.models import ItemVersion
@@ -263,7 +264,7 @@ class CalendarRestore(ItemRestore):
             ref = ContentRef.from_json(attachment["content"])
             data: bytes | Any = (
                 await self.ctx.repo.read_bytes(ref)
-                if ref.size < 3 * 1024 * 1024
+                if ref.size < ATTACHMENT_DIRECT_MAX  # one POST: read whole; else streamed
                 else self.ctx.repo.read(ref)
             )
             await self.graph.upload_mail_attachment(

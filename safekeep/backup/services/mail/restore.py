@@ -29,8 +29,9 @@ from safekeep.backup.services.base import RestoreContext, Selection, read_docume
 from safekeep.backup.services.mail import mime
 from safekeep.backup.services.mail.collect import RECOVERABLE, ROOT
 from safekeep.backup.services.mail.search import MESSAGE, attachment_kind
-from safekeep.graph.client import ATTACHMENT_DIRECT_MAX
+from safekeep.graph.client import ATTACHMENT_DIRECT_MAX, OUTLOOK_REQUEST_MAX
 from safekeep.graph.errors import Conflict, GraphError, NotFound
+from safekeep.graph.transport import dump_json
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.models import ItemVersion
 
@@ -62,7 +63,9 @@ WRITABLE = (
     "inferenceClassification",
 )
 RECOVERED_FOLDER = "Recoverable Items"  # Graph cannot write into the Recoverable Items tree
-INLINE_BUDGET = 2_500_000  # raw attachment bytes sent inside the create request (4 MB cap)
+# A create request's size in all, attachments included: Outlook's limit, less room for what
+# the transport's encoding might add (a lone surrogate written as an escape).
+REQUEST_ROOM = OUTLOOK_REQUEST_MAX - 64 * 1024
 WORKERS = 4  # Exchange allows 4 concurrent requests per mailbox
 MAX_NESTING = 30  # attached messages inside attached messages: Exchange's own limit
 LARGE_ITEM = 16 * 1024 * 1024  # messages above this are restored one at a time (memory)
@@ -456,31 +459,56 @@ class MailRestorer(MailboxWriter):
         ]
         payload = creatable(document)
         payload["singleValueExtendedProperties"].extend(identity.stamp(version))
+        # What the create request may still carry: Outlook refuses a request past 4 MB, so
+        # the attachments that do not fit are added after it, one request each.
+        room = REQUEST_ROOM - len(dump_json(payload)) - len(b',"attachments":[]')
+        if room < 0:
+            raise RestoreFailed(
+                "message_too_large",
+                "its body and properties alone pass the 4 MB Graph takes in one request",
+            )
         inline: list[dict[str, Any]] = []
-        later: list[tuple[dict[str, Any], mime.Part]] = []
-        budget = INLINE_BUDGET
+        separate: list[dict[str, Any]] = []  # attached items and links that did not fit
+        later: list[tuple[dict[str, Any], mime.Part]] = []  # files: uploaded after
         for index, att in enumerate(attachments):
             kind = attachment_kind(att)
+            body: dict[str, Any] | None = None
             if kind == "item":
-                inline.append(item_attachment(att, messages.get(index)))
+                body = item_attachment(att, messages.get(index))
             elif kind == "reference":
-                inline.append(reference_attachment(att))
+                body = reference_attachment(att)
             elif index in files:
                 part = files[index]
-                small = min(ATTACHMENT_DIRECT_MAX - 1, budget)
+                small = min(ATTACHMENT_DIRECT_MAX - 1, room * 3 // 4)  # base64 is 4/3 larger
                 data = part.decoded() if part.may_decode_within(small) else None
                 if data is not None and len(data) <= small:
-                    budget -= len(data)
-                    inline.append(self._file_json(att, part, data))
+                    body = self._file_json(att, part, data)
                 else:
                     later.append((att, part))
+                    continue
+            if body is None:
+                continue
+            size = len(dump_json(body)) + 1  # and its comma
+            if size <= room:
+                inline.append(body)
+                room -= size
+            elif kind == "file":
+                later.append((att, files[index]))
+            else:
+                separate.append(body)
         if inline:
             payload["attachments"] = inline
         created = await self.post(
             f"{self.base}/mailFolders/{quote(folder, safe='')}/messages", payload
         )
         message_id = str(created["id"])
+        attachments_url = f"{self.base}/messages/{quote(message_id, safe='')}/attachments"
         try:
+            for body in separate:
+                if len(dump_json(body)) > REQUEST_ROOM:
+                    missing.append(str(body.get("name") or "") + " (larger than 4 MB)")
+                    continue
+                await self.post(attachments_url, body)
             for att, part in later:
                 data = await asyncio.to_thread(part.decoded)
                 await self.ctx.graph.upload_mail_attachment(
@@ -500,7 +528,8 @@ class MailRestorer(MailboxWriter):
         if missing:
             raise RestoreFailed(
                 "attachments_incomplete",
-                "restored without attachments not found in the MIME: " + ", ".join(missing),
+                "restored without attachments not found in the MIME or too large for Graph: "
+                + ", ".join(missing),
             )
         return message_id
 
