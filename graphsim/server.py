@@ -523,13 +523,10 @@ def _check_sequencing(requests: list[dict[str, Any]]) -> None:
 
 
 async def _batch_call(engine: Engine, outer: Req, inner: dict[str, Any]) -> dict[str, Any]:
+    # Inner URLs are relative to the envelope's surface. An absolute one is read as a path
+    # like any other, as Graph reads it: its first segment ("https:") names nothing, 400.
     url = str(inner["url"])
     version = outer.version
-    for host in (outer.base_url, "https://graph.microsoft.com"):
-        for surface in ("v1.0", "beta"):
-            prefix = f"{host}/{surface}"
-            if url.startswith(prefix + "/"):
-                url, version = url[len(prefix) :], surface
     if not url.startswith("/"):
         url = "/" + url
     path, _, query = url.partition("?")

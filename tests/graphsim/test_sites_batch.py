@@ -176,3 +176,28 @@ def test_batch_inner_requests_are_throttled_on_their_own(
     finally:
         sim.set_throttling(mailbox_requests=10_000, mailbox_window_s=600.0)
         sim.engine.throttler.reset()
+
+
+def test_batch_inner_urls_are_relative(client: httpx.Client, user: Any) -> None:
+    """Graph reads an inner URL as a path under the envelope's surface: an absolute one
+    (what msgraph-core's BatchRequestItem sends, msgraph-sdk-python#1015) is a 400 of its
+    own, naming the segment it could not find, while the rest of the batch runs."""
+    payload = {
+        "requests": [
+            {
+                "id": "1",
+                "method": "GET",
+                "url": f"https://graph.microsoft.com/v1.0/users/{user.id}",
+            },
+            {"id": "2", "method": "GET", "url": f"/users/{user.id}"},
+            {"id": "3", "method": "GET", "url": f"users/{user.id}"},
+        ]
+    }
+    answer = client.post("/$batch", json=payload)
+    assert answer.status_code == 200
+    by_id = {r["id"]: r for r in answer.json()["responses"]}
+    assert by_id["1"]["status"] == 400
+    assert by_id["1"]["body"]["error"]["code"] == "BadRequest"
+    assert by_id["1"]["body"]["error"]["message"] == "Resource not found for the segment 'https:'."
+    assert by_id["2"]["status"] == by_id["3"]["status"] == 200
+    assert by_id["2"]["body"]["id"] == by_id["3"]["body"]["id"] == user.id
