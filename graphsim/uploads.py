@@ -102,10 +102,8 @@ def accept_fragment(session: UploadSession, content_range: str, data: bytes) -> 
     size = len(data)
     last = session.total is not None and end + 1 == session.total
     if session.kind == "drive":
-        if size > DRIVE_MAX_FRAGMENT:
-            raise GraphError(
-                413, "invalidRequest", "The fragment exceeds the maximum size of 60 MiB."
-            )
+        if size >= DRIVE_MAX_FRAGMENT:  # "less than 60 MiB" in any one request
+            raise GraphError(413, "invalidRequest", "A fragment must be smaller than 60 MiB.")
         if not last and size % FRAGMENT_UNIT:
             raise GraphError(
                 400,

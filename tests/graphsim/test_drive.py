@@ -238,6 +238,34 @@ def test_upload_session_roundtrip_and_fragment_rules(
     assert plain.get(cancelled.json()["uploadUrl"]).status_code == 404
 
 
+def test_an_upload_fragment_is_smaller_than_60_mib(
+    client: httpx.Client, plain: httpx.Client, user: Any
+) -> None:
+    """ "Less than 60 MiB in any one request": exactly 60 MiB (a multiple of 320 KiB) is
+    refused, and the session still takes the same bytes in two fragments."""
+    drive = drive_of(client, user)
+    limit = 60 * 1024 * 1024
+    total = limit + UNIT
+    data = bytes(range(256)) * (total // 256)
+    url = client.post(
+        f"/drives/{drive['id']}/root:/Uploads/sixty.bin:/createUploadSession", json={}
+    ).json()["uploadUrl"]
+    whole = plain.put(
+        url, content=data[:limit], headers={"Content-Range": f"bytes 0-{limit - 1}/{total}"}
+    )
+    assert whole.status_code == 413
+    assert plain.get(url).json()["nextExpectedRanges"] == ["0-"]
+    half = limit // 2
+    first = plain.put(
+        url, content=data[:half], headers={"Content-Range": f"bytes 0-{half - 1}/{total}"}
+    )
+    assert first.status_code == 202
+    rest = plain.put(
+        url, content=data[half:], headers={"Content-Range": f"bytes {half}-{total - 1}/{total}"}
+    )
+    assert rest.status_code == 201 and rest.json()["size"] == total
+
+
 def test_simple_upload_conflicts_and_folders(client: httpx.Client, user: Any) -> None:
     drive = drive_of(client, user)
     first = client.put(f"/drives/{drive['id']}/root:/Conflicts/a.txt:/content", content=b"1")
