@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from graphsim import (
     control_http,
     entra,
+    properties,
     routes_beta,
     routes_calendar,
     routes_directory,
@@ -294,6 +295,8 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
             await asyncio.sleep(delay)
         # (An inner request of a $batch is judged by its envelope's reading, not here: its
         # body was re-encoded from the envelope's JSON.)
+        if route.service == "exchange":
+            properties.check(req, route.template)
         if route.service == "exchange" and not req.inner and len(req.body) > OUTLOOK_REQUEST_MAX:
             raise GraphError(400, "BadRequest", "The maximum request length supported is 4MB.")
         written = _SHAPES.get(route.service)
