@@ -246,7 +246,8 @@ async def test_manual_backup_is_enqueued_after_commit_and_never_moves_schedule(
     )
     assert r.status_code == 422
     # An empty selection is not "everything": refused, where it started a full backup.
-    for empty in ({"account_ids": []}, {"services": []}):
+    empties: list[dict[str, list[str]]] = [{"account_ids": []}, {"services": []}]
+    for empty in empties:
         r = await client.post(f"/v1/tenants/{tenant.id}/backups", json=empty, headers=msp.headers)
         assert r.status_code == 422, empty
         assert r.headers["content-type"].startswith("application/problem+json")
