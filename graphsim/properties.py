@@ -1,10 +1,12 @@
-"""The properties of the Outlook entities, as ``$select`` names them.
+"""The properties of the Outlook entities, as ``$select`` and written bodies name them.
 
 Graph reads ``$select`` (and an expanded navigation property's nested ``$select``) against
 the entity's type before Exchange sees it: a name the type does not have is refused 400
 ``RequestBroker--ParseUri`` "Could not find a property named 'x' on type
-'microsoft.graph.message'." graphsim's handlers keep whatever names match, so ``check``
-runs first, on v1.0 (beta's types have more).
+'microsoft.graph.message'." A created or changed item's JSON is read against it too: an
+unknown property is 400 ``RequestBodyRead`` "The property 'x' does not exist on type
+'microsoft.graph.message'.", and nothing is stored. graphsim's handlers keep whatever names
+match, so ``check`` runs first, on v1.0 (beta's types have more).
 
 The names are msgraph-sdk's v1.0 models' (its field deserializers, inherited ones included,
 annotations left out); ``tests/graphsim/test_properties.py`` compares them with the
@@ -14,6 +16,7 @@ installed SDK, so they cannot drift from it unnoticed.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from graphsim.http import GraphError, Req, nested_select
 
@@ -238,6 +241,23 @@ _ENTITIES = (
 _NAVIGATION_TYPES = {"attachments": "attachment"}  # an expansion's type, by its lower-case name
 
 
+# Types whose written bodies are judged here (an attachment's JSON is one of its subtypes').
+_WRITTEN = frozenset({"message", "mailFolder", "contact", "contactFolder", "event", "calendar"})
+
+
+def _check_body(body: dict[str, Any], entity: str) -> None:
+    known = {p.lower() for p in PROPERTIES[entity]}
+    for name in body:
+        if "@" in name:  # an annotation: @odata.type, x@odata.bind
+            continue
+        if name.lower() not in known:
+            raise GraphError(
+                400,
+                "RequestBodyRead",
+                f"The property '{name}' does not exist on type 'microsoft.graph.{entity}'.",
+            )
+
+
 def entity_of(template: str) -> str | None:
     for pattern, entity in _ENTITIES:
         if pattern.search(template):
@@ -260,13 +280,19 @@ def _check_names(names: list[str], entity: str) -> None:
             raise _refuse(name, entity)
 
 
-def check(req: Req, template: str) -> None:
-    """Refuse a ``$select`` (top-level, or nested in an expanded attachments list) naming a
-    property the entity's type does not have."""
-    if req.method != "GET" or req.version != "v1.0":
+def check(req: Req, template: str, body: Any = None) -> None:
+    """Refuse a ``$select`` (top-level, or nested in an expanded attachments list), or a
+    written JSON ``body``'s property, naming what the entity's type does not have."""
+    if req.version != "v1.0":
         return
     entity = entity_of(template)
     if entity is None:
+        return
+    if req.method in ("POST", "PATCH"):
+        if isinstance(body, dict) and entity in _WRITTEN:
+            _check_body(body, entity)
+        return
+    if req.method != "GET":
         return
     select = req.select()
     if select:

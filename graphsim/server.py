@@ -296,7 +296,7 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         # (An inner request of a $batch is judged by its envelope's reading, not here: its
         # body was re-encoded from the envelope's JSON.)
         if route.service == "exchange":
-            properties.check(req, route.template)
+            properties.check(req, route.template, req.json() if _is_json(req) else None)
         if route.service == "exchange" and not req.inner and len(req.body) > OUTLOOK_REQUEST_MAX:
             raise GraphError(400, "BadRequest", "The maximum request length supported is 4MB.")
         written = _SHAPES.get(route.service)

@@ -79,3 +79,40 @@ def test_known_properties_any_case_and_nested_attachment_selects(
         params={"$select": "displayName,betaOnlyThing"},
     )
     assert beta.status_code == 200
+
+
+def test_a_written_property_the_type_does_not_have_is_refused(
+    client: httpx.Client, user: Any
+) -> None:
+    """A created or changed item's JSON is read against its type: an unknown property is a
+    400 and nothing is stored (messages and contacts kept any key, and answered it back)."""
+    base = f"/users/{user.id}"
+
+    def subjects() -> list[str]:
+        listed = client.get(f"{base}/messages", params={"$top": "1000", "$select": "subject"})
+        return [m.get("subject") for m in listed.json()["value"]]
+
+    before = subjects()
+    made = client.post(f"{base}/messages", json={"subject": "typo", "bodyy": {"content": "x"}})
+    assert made.status_code == 400
+    assert made.json()["error"] == {
+        **made.json()["error"],
+        "code": "RequestBodyRead",
+        "message": "The property 'bodyy' does not exist on type 'microsoft.graph.message'.",
+    }
+    assert subjects() == before
+    contact = client.post(
+        f"{base}/contacts", json={"@odata.type": "#microsoft.graph.contact", "givenName": "Ada"}
+    )
+    assert contact.status_code == 201  # annotations are not properties
+    url = f"{base}/contacts/{contact.json()['id']}"
+    changed = client.patch(url, json={"givenName": "Grace", "favouriteColour": "teal"})
+    assert changed.status_code == 400
+    assert changed.json()["error"]["code"] == "RequestBodyRead"
+    kept = client.get(url).json()
+    assert kept["givenName"] == "Ada" and "favouriteColour" not in kept
+    folder = client.post(f"{base}/mailFolders", json={"displayName": "F", "colour": "red"})
+    assert folder.status_code == 400
+    assert folder.json()["error"]["message"] == (
+        "The property 'colour' does not exist on type 'microsoft.graph.mailFolder'."
+    )
