@@ -104,14 +104,20 @@ def crafted_mime(subject: str = "Invoice März — Q3 figures") -> bytes:
     return msg.as_bytes()
 
 
-def plain_mime(subject: str, attachment: bytes | None = None) -> bytes:
+def note(subject: str, body: str | None = None) -> EmailMessage:
+    """A plain message from Ops to Farah, its Message-ID derived from its subject."""
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = "Ops <ops@contoso.example>"
     msg["To"] = "Farah García <farah@example.com>"
     msg["Subject"] = subject
     msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
     msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
-    msg.set_content(f"{subject}: a short note.\n")
+    msg.set_content(body if body is not None else f"{subject}: a short note.\n")
+    return msg
+
+
+def plain_mime(subject: str, attachment: bytes | None = None) -> bytes:
+    msg = note(subject)
     if attachment is not None:
         msg.add_attachment(attachment, "application", "octet-stream", filename="scan.bin")
     return msg.as_bytes()
@@ -1196,13 +1202,7 @@ async def test_restore_brings_back_a_message_attached_inside_an_attached_message
     deepest = random.Random(5).randbytes(2_000)
 
     def message(subject: str, inner: EmailMessage | None, data: bytes | None) -> EmailMessage:
-        msg = EmailMessage(policy=email.policy.SMTP)
-        msg["From"] = "Ops <ops@contoso.example>"
-        msg["To"] = "Farah García <farah@example.com>"
-        msg["Subject"] = subject
-        msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
-        msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
-        msg.set_content(f"{subject} body\n")
+        msg = note(subject, f"{subject} body\n")
         if data is not None:
             msg.add_attachment(data, "application", "octet-stream", filename="deep.bin")
         if inner is not None:
@@ -1307,23 +1307,13 @@ async def test_a_restore_keeps_each_request_within_outlooks_4_mb(
     files = {f"part {n}.bin": rng.randbytes(1_400_000 + n) for n in range(3)}
     nested = rng.randbytes(1_500_000)
 
-    def message(subject: str, body: str) -> EmailMessage:
-        msg = EmailMessage(policy=email.policy.SMTP)
-        msg["From"] = "Ops <ops@contoso.example>"
-        msg["To"] = "Farah García <farah@example.com>"
-        msg["Subject"] = subject
-        msg["Date"] = "Wed, 08 Oct 2025 10:00:00 +0000"
-        msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, subject)}@contoso.example>"
-        msg.set_content(body)
-        return msg
-
-    heavy = message("Heavy", "see the parts\n" + "x" * 400_000 + "\n")
+    heavy = note("Heavy", "see the parts\n" + "x" * 400_000 + "\n")
     for name, data in files.items():
         heavy.add_attachment(data, "application", "octet-stream", filename=name)
-    inner = message("Carried", "it carries a file\n")
+    inner = note("Carried", "it carries a file\n")
     inner.add_attachment(nested, "application", "octet-stream", filename="nested.bin")
     heavy.add_attachment(inner, filename="Carried.eml")
-    wordy = message("Wordy", "word " * 1_000_000)  # 5 MB of body: no request can carry it
+    wordy = note("Wordy", "word " * 1_000_000)  # 5 MB of body: no request can carry it
     made = [
         h.sim.add_message(h.sim_tenant_id, account.graph_id, m.as_bytes(), "inbox")
         for m in (heavy, wordy)
