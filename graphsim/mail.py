@@ -498,7 +498,11 @@ def conversation_id(spec: MailSpec) -> str:
     return ids.outlook_id("conversation", spec.sender.address if not topic else "", topic)
 
 
-def attachment_json(att: Attachment, *, with_bytes: bool = True) -> dict[str, Any]:
+def attachment_json(
+    att: Attachment, *, with_bytes: bool = True, beta: bool = False
+) -> dict[str, Any]:
+    """An attachment as Graph answers it. On v1.0 a link (reference) attachment is its base
+    properties only: its address, provider and permission are beta's (``beta``)."""
     base: dict[str, Any] = {
         "id": att.id,
         "lastModifiedDateTime": iso(att.modified),
@@ -521,14 +525,15 @@ def attachment_json(att: Attachment, *, with_bytes: bool = True) -> dict[str, An
         return base
     if att.kind == "item":
         return {"@odata.type": "#microsoft.graph.itemAttachment", **base}
-    return {
-        "@odata.type": "#microsoft.graph.referenceAttachment",
-        **base,
-        "sourceUrl": att.source_url,
-        "providerType": att.provider,
-        "permission": att.permission,
-        "isFolder": att.is_folder,
-    }
+    link = {"@odata.type": "#microsoft.graph.referenceAttachment", **base}
+    if beta:
+        link.update(
+            sourceUrl=att.source_url,
+            providerType=att.provider,
+            permission=att.permission,
+            isFolder=att.is_folder,
+        )
+    return link
 
 
 def graph_addrs(values: Any) -> list[Addr]:

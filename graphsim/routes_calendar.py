@@ -166,7 +166,7 @@ def event_out(req: Req, tenant: Tenant, event: OItem) -> dict[str, Any]:
     if "attachments" in expand:
         from graphsim.routes_mail import expanded_attachments
 
-        body["attachments"] = expanded_attachments(event.attachments, expanded["attachments"])
+        body["attachments"] = expanded_attachments(req, event.attachments, expanded["attachments"])
     return extended.expand(req, event, body)
 
 

@@ -134,17 +134,21 @@ def message_out(req: Req, item: OItem) -> dict[str, Any]:
     # Expanded navigation properties come back whatever $select names.
     expanded = req.expand_options()
     if "attachments" in expanded:
-        out["attachments"] = expanded_attachments(item.attachments, expanded["attachments"])
+        out["attachments"] = expanded_attachments(req, item.attachments, expanded["attachments"])
     return extended.expand(req, item, out)
 
 
 def expanded_attachments(
-    attachments: list[Attachment], options: dict[str, str]
+    req: Req, attachments: list[Attachment], options: dict[str, str]
 ) -> list[dict[str, Any]]:
     """``$expand=attachments(...)``: its nested ``$select`` decides whether the bytes come."""
     select = nested_select(options)
     with_bytes = select is None or "contentbytes" in {s.lower() for s in select}
-    return [apply_select(attachment_json(a, with_bytes=with_bytes), select) for a in attachments]
+    beta = req.version == "beta"
+    return [
+        apply_select(attachment_json(a, with_bytes=with_bytes, beta=beta), select)
+        for a in attachments
+    ]
 
 
 # -- $search on messages -------------------------------------------------------------------
@@ -382,7 +386,7 @@ def spec_from_json(body: dict[str, Any], user: User, tenant: Tenant) -> MailSpec
 
 
 def _item_attachment(
-    body: dict[str, Any], engine: Engine, tenant: Tenant, user: User
+    body: dict[str, Any], engine: Engine, tenant: Tenant, user: User, *, beta: bool
 ) -> Attachment:
     """An attached Outlook item: a message is kept as one (its own attachments too), any
     other item type as the JSON it came with."""
@@ -394,7 +398,8 @@ def _item_attachment(
         spec = spec_from_json(inner, user, tenant)
         # An attached message may carry attachments of its own (another message too).
         nested = [
-            attachment_from_json(a, engine, tenant, user) for a in inner.get("attachments") or []
+            attachment_from_json(a, engine, tenant, user, beta=beta)
+            for a in inner.get("attachments") or []
         ]
         item_id = ids.outlook_id("attitem", tenant.new_name("ai"))
         for index, att in enumerate(nested):
@@ -419,8 +424,12 @@ def _item_attachment(
     )
 
 
+# What only beta's referenceAttachment has: a link attachment cannot be made on v1.0.
+LINK_PROPERTIES = ("sourceUrl", "providerType", "permission", "isFolder")
+
+
 def attachment_from_json(
-    body: dict[str, Any], engine: Engine, tenant: Tenant, user: User
+    body: dict[str, Any], engine: Engine, tenant: Tenant, user: User, *, beta: bool
 ) -> Attachment:
     kind = (
         str(body.get("@odata.type", "#microsoft.graph.fileAttachment")).rsplit(".", 1)[-1].lower()
@@ -451,8 +460,22 @@ def attachment_from_json(
             is_inline=bool(body.get("isInline", False)),
         )
     if kind == "itemattachment":
-        return _item_attachment(body, engine, tenant, user)
+        return _item_attachment(body, engine, tenant, user, beta=beta)
     if kind == "referenceattachment":
+        for name_ in LINK_PROPERTIES if not beta else ():
+            if name_ in body:
+                raise GraphError(
+                    400,
+                    "RequestBodyRead",
+                    f"The property '{name_}' does not exist on type "
+                    "'microsoft.graph.referenceAttachment'.",
+                )
+        if not body.get("sourceUrl"):
+            raise GraphError(
+                400,
+                "ErrorInvalidProperty",
+                "The property 'SourceUrl' is required when creating the entity.",
+            )
         return Attachment(
             id="",
             kind="reference",
@@ -490,8 +513,10 @@ def create_from_json(engine: Engine, req: Req, user: User, folder: Folder) -> OI
     else:
         is_draft = True
         is_read = bool(body.get("isRead", True))
+    beta = req.version == "beta"
     attachments = [
-        attachment_from_json(a, engine, tenant, user) for a in body.get("attachments") or []
+        attachment_from_json(a, engine, tenant, user, beta=beta)
+        for a in body.get("attachments") or []
     ]
     item = ops.new_item(
         tenant,
@@ -545,7 +570,9 @@ def attachment_out(req: Req, att: Attachment, *, with_bytes: bool = True) -> dic
     select = req.select()
     if select and "contentbytes" not in {s.lower() for s in select}:
         with_bytes = False  # do not base64 a 25 MB attachment only to drop it
-    body = apply_select(attachment_json(att, with_bytes=with_bytes), select)
+    body = apply_select(
+        attachment_json(att, with_bytes=with_bytes, beta=req.version == "beta"), select
+    )
     # microsoft.graph.itemattachment/item is a navigation property: $select never drops it.
     expanded = req.expand_options()
     wanted = next(
@@ -616,7 +643,7 @@ def add_attachment(engine: Engine, req: Req, kind: str) -> Resp:
     tenant = tenant_of(req)
     user = mailbox_of(req)
     item = _attachment_owner(req, kind)
-    att = attachment_from_json(req.json(), engine, tenant, user)
+    att = attachment_from_json(req.json(), engine, tenant, user, beta=req.version == "beta")
     add_to_item(tenant, item, att)
     return entity_resp(req, "attachments", attachment_out(req, att), 201)
 

@@ -382,17 +382,35 @@ def test_item_and_reference_attachments(sim: Simulator, client: httpx.Client, us
         },
     )
     assert item.status_code == 201
-    ref = client.post(
-        f"/users/{user.id}/messages/{mid}/attachments",
-        json={
-            "@odata.type": "#microsoft.graph.referenceAttachment",
-            "name": "plan.docx",
-            "sourceUrl": "https://contoso.sharepoint.com/plan.docx",
-            "providerType": "oneDriveBusiness",
-            "permission": "view",
-        },
+    link = {
+        "@odata.type": "#microsoft.graph.referenceAttachment",
+        "name": "plan.docx",
+        "sourceUrl": "https://contoso.sharepoint.com/plan.docx",
+        "providerType": "oneDriveBusiness",
+        "permission": "view",
+    }
+    # A link attachment is beta's: v1.0's type has no address, and Graph wants one.
+    v1 = client.post(f"/users/{user.id}/messages/{mid}/attachments", json=link)
+    assert v1.status_code == 400
+    assert v1.json()["error"]["message"] == (
+        "The property 'sourceUrl' does not exist on type 'microsoft.graph.referenceAttachment'."
     )
+    nameless = {k: v for k, v in link.items() if k in ("@odata.type", "name")}
+    v1_bare = client.post(f"/users/{user.id}/messages/{mid}/attachments", json=nameless)
+    assert v1_bare.status_code == 400
+    assert v1_bare.json()["error"] == {
+        **v1_bare.json()["error"],
+        "code": "ErrorInvalidProperty",
+        "message": "The property 'SourceUrl' is required when creating the entity.",
+    }
+    beta = str(client.base_url).rstrip("/").replace("/v1.0", "/beta")
+    ref = client.post(f"{beta}/users/{user.id}/messages/{mid}/attachments", json=link)
     assert ref.status_code == 201
+    assert ref.json()["sourceUrl"] == link["sourceUrl"]
+    on_v1 = client.get(f"/users/{user.id}/messages/{mid}/attachments/{ref.json()['id']}").json()
+    assert "sourceUrl" not in on_v1 and on_v1["name"] == "plan.docx"
+    on_beta = client.get(f"{beta}/users/{user.id}/messages/{mid}/attachments/{ref.json()['id']}")
+    assert on_beta.json()["sourceUrl"] == link["sourceUrl"]
     listed = client.get(
         f"/users/{user.id}/messages/{mid}/attachments",
         params={"$expand": "microsoft.graph.itemattachment/item"},

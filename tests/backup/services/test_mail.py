@@ -27,8 +27,10 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
+from graphsim import ids
 from graphsim.mail import message_json
 from graphsim.routes_mail import message_mime
+from graphsim.state import Attachment as SimAttachment
 from graphsim.state import OItem
 from graphsim.state import Tenant as SimTenant
 from safekeep.backup.context import open_repository
@@ -1348,3 +1350,81 @@ async def test_a_restore_keeps_each_request_within_outlooks_4_mb(
         and isinstance(attached := p.get_payload(0), email.message.Message)
     ]
     assert carried == ["Carried"]
+
+
+async def test_a_link_attachment_is_read_from_beta_and_made_again_there(
+    engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link (reference) attachment's address is beta's: v1.0 lists its name only, and
+    refuses to make one without an address. It was stored without one and sent back inside
+    the create request, so the whole message failed to restore. It is now read from beta at
+    backup and added through beta after the message; a link kept without its address (a
+    backup from before) is reported, and the message itself comes back."""
+    h = engine
+    url = "https://contoso.sharepoint.com/sites/legal/Contract.docx"
+
+    def with_link(subject: str) -> str:
+        made = h.sim.add_message(
+            h.sim_tenant_id, account.graph_id, note(subject).as_bytes(), "inbox"
+        )
+        tenant = h.sim.tenant()
+        with h.sim.state.lock:
+            item = tenant.items[made]
+            item.attachments.append(
+                SimAttachment(
+                    id=ids.attachment_id(item.id, "link"),
+                    kind="reference",
+                    name="Contract.docx",
+                    content_type=None,
+                    modified=item.modified,
+                    source_url=url,
+                    provider="oneDriveBusiness",
+                    permission="edit",
+                )
+            )
+            item.props["hasAttachments"] = True
+            tenant.touch_item(item)
+        return made
+
+    linked = with_link("Linked")
+    await h.backup(account, SERVICE)
+    old_style = with_link("Linked before")  # backed up without reading its link from beta
+    monkeypatch.setattr(mail_collect.MailCollector, "_read_links", _no_links)
+    await h.backup(account, SERVICE)
+    monkeypatch.undo()
+    for made in (linked, old_style):
+        h.sim.delete_item(h.sim_tenant_id, made, hard=True)
+
+    failures: list[tuple[str, str, str]] = []
+    failed = JobRestoreReport.failed
+
+    async def recording(self: JobRestoreReport, version: ItemVersion, **kwargs: Any) -> None:
+        failures.append((version.name, kwargs["code"], kwargs["detail"]))
+        await failed(self, version, **kwargs)
+
+    monkeypatch.setattr(JobRestoreReport, "failed", recording)
+    await h.restore(account, SERVICE)
+
+    inbox = user_of(h, account).well_known["inbox"]
+    (back,) = messages_with_id(h, account.graph_id, inbox, note("Linked")["Message-ID"])
+    (link,) = [a for a in back.attachments if a.kind == "reference"]
+    assert (link.name, link.source_url, link.provider, link.permission) == (
+        "Contract.docx",
+        url,
+        "oneDriveBusiness",
+        "edit",
+    )
+    (kept,) = messages_with_id(h, account.graph_id, inbox, note("Linked before")["Message-ID"])
+    assert [a for a in kept.attachments if a.kind == "reference"] == []
+    assert failures == [
+        (
+            "Linked before",
+            "attachments_incomplete",
+            "restored without attachments not found in the MIME or too large for Graph: "
+            "Contract.docx (a link whose address was not kept)",
+        )
+    ]
+
+
+async def _no_links(self: Any, messages: Any, failed: Any) -> None:
+    return None

@@ -832,10 +832,11 @@ class CalendarCollector(MailboxReader):
         attachment_id = quote(str(meta["id"]), safe="")
         path = f"{self.base}/events/{quote(event_id, safe='')}/attachments/{attachment_id}"
         if meta.get("@odata.type") != FILE_ATTACHMENT:
+            # An attached item with its item; a link as beta answers it (v1.0 has no address).
             full = await self.graph.get_json(
                 f"{path}?{ITEM_ATTACHMENT_QUERY}"
                 if meta.get("@odata.type") == "#microsoft.graph.itemAttachment"
-                else path,
+                else f"/beta{path}",
                 headers=IMMUTABLE,
                 mailbox=self.user,
             )

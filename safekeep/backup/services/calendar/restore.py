@@ -284,7 +284,13 @@ class CalendarRestore(ItemRestore):
         body.pop("lastModifiedDateTime", None)
         if isinstance(body.get("item"), dict):
             body["item"] = {k: v for k, v in body["item"].items() if k not in ITEM_DROP}
-        await self.post(f"{self.base}/events/{quote(event_id, safe='')}/attachments", body)
+        url = f"{self.base}/events/{quote(event_id, safe='')}/attachments"
+        if kind == "#microsoft.graph.referenceAttachment":
+            # A link is beta's type: v1.0 has no address for it, and refuses one without.
+            if not body.get("sourceUrl"):
+                raise ValueError("a link whose address was not kept (backed up from v1.0)")
+            url = "/beta" + url
+        await self.post(url, body)
 
     async def _instances(self, event_id: str, lo: datetime, hi: datetime) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

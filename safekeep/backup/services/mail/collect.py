@@ -862,6 +862,7 @@ class MailCollector(MailboxReader):
                 messages[mid] = answer.body
             else:
                 failed[mid] = answer.error or GraphError(answer.status, "NoBody", "empty answer")
+        await self._read_links(messages, failed)
         # Attached items' expansions ride in the first MIME $batch: one round trip, not two.
         expansions = _item_attachments(messages)
         small = [m for m in messages if _estimate(messages[m]) <= SMALL_MIME]
@@ -949,6 +950,33 @@ class MailCollector(MailboxReader):
         )
         return fetched, failed
 
+    async def _read_links(
+        self, messages: dict[str, dict[str, Any]], failed: dict[str, GraphError]
+    ) -> None:
+        """Link (reference) attachments as beta answers them: v1.0 gives their name only,
+        and a restore cannot make a link again without its address. One request each, side
+        by side (the mailbox's limiter bounds them); a message whose link cannot be read
+        fails, as one whose attached item cannot."""
+
+        async def read(mid: str, index: int, aid: str) -> None:
+            try:
+                answer = await self.graph.request_json(
+                    "GET",
+                    f"/beta{self.base}/messages/{quote(mid, safe='')}/attachments/"
+                    f"{quote(aid, safe='')}",
+                    headers=self.headers,
+                    mailbox=self.user,
+                )
+            except GraphError as exc:
+                failed[mid] = exc
+                messages.pop(mid, None)
+                return
+            if isinstance(answer, dict) and mid in messages:
+                answer.pop("@odata.context", None)
+                messages[mid]["attachments"][index] = answer
+
+        await gather_bounded(read(*link) for link in _attachments_of_kind(messages, "reference"))
+
     # ---- retries ---------------------------------------------------------------------------
 
     async def _retry_skipped(self, included: set[str]) -> None:
@@ -985,10 +1013,17 @@ class MailCollector(MailboxReader):
 def _item_attachments(messages: dict[str, dict[str, Any]]) -> list[tuple[str, int, str]]:
     """Attached messages, events and contacts, (message, index, attachment id): their item
     is read for a faithful restore."""
+    return _attachments_of_kind(messages, "item")
+
+
+def _attachments_of_kind(
+    messages: dict[str, dict[str, Any]], kind: str
+) -> list[tuple[str, int, str]]:
+    """(message, index, attachment id) of the messages' attachments of ``kind``."""
     wanted: list[tuple[str, int, str]] = []
     for mid, message in messages.items():
         for index, att in enumerate(message.get("attachments") or []):
-            if fields.attachment_kind(att) == "item" and att.get("id"):
+            if fields.attachment_kind(att) == kind and att.get("id"):
                 wanted.append((mid, index, str(att["id"])))
     return wanted
 

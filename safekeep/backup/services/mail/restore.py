@@ -183,6 +183,8 @@ def _attachments_in(
 
 
 def reference_attachment(att: dict[str, Any]) -> dict[str, Any]:
+    """A link attachment to make again: only beta's type has its address, so it is added to
+    the created message through beta (v1.0 refuses one without ``sourceUrl``, and has none)."""
     keep = ("name", "sourceUrl", "providerType", "permission", "isFolder", "isInline")
     return {
         "@odata.type": mime.REFERENCE_ATTACHMENT,
@@ -468,7 +470,8 @@ class MailRestorer(MailboxWriter):
                 "its body and properties alone pass the 4 MB Graph takes in one request",
             )
         inline: list[dict[str, Any]] = []
-        separate: list[dict[str, Any]] = []  # attached items and links that did not fit
+        separate: list[dict[str, Any]] = []  # attached items that did not fit
+        links: list[dict[str, Any]] = []  # made on beta after the message (v1.0 cannot)
         later: list[tuple[dict[str, Any], mime.Part]] = []  # files: uploaded after
         for index, att in enumerate(attachments):
             kind = attachment_kind(att)
@@ -476,7 +479,13 @@ class MailRestorer(MailboxWriter):
             if kind == "item":
                 body = item_attachment(att, messages.get(index))
             elif kind == "reference":
-                body = reference_attachment(att)
+                if att.get("sourceUrl"):
+                    links.append(reference_attachment(att))
+                else:  # backed up before links were read from beta: its address is unknown
+                    missing.append(
+                        str(att.get("name") or "") + " (a link whose address was not kept)"
+                    )
+                continue
             elif index in files:
                 part = files[index]
                 small = min(ATTACHMENT_DIRECT_MAX - 1, room * 3 // 4)  # base64 is 4/3 larger
@@ -509,6 +518,8 @@ class MailRestorer(MailboxWriter):
                     missing.append(str(body.get("name") or "") + " (larger than 4 MB)")
                     continue
                 await self.post(attachments_url, body)
+            for body in links:
+                await self.post("/beta" + attachments_url, body)
             for att, part in later:
                 data = await asyncio.to_thread(part.decoded)
                 await self.ctx.graph.upload_mail_attachment(
