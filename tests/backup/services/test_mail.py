@@ -1428,3 +1428,24 @@ async def test_a_link_attachment_is_read_from_beta_and_made_again_there(
 
 async def _no_links(self: Any, messages: Any, failed: Any) -> None:
     return None
+
+
+async def test_a_hidden_folder_comes_back_hidden(engine: EngineHarness) -> None:
+    """Graph sets a folder hidden only when it is made: a restore that makes the folder
+    must say so (it came back visible, where the user had hidden it)."""
+    h = engine
+    account, other = await h.user(0), await h.user(2)
+    t = h.sim_tenant_id
+    secret = h.sim.add_mail_folder(t, account.graph_id, "Kept aside")
+    shown = h.sim.add_mail_folder(t, account.graph_id, "In plain sight")
+    with h.sim.state.lock:
+        sim_tenant(h).folders[secret].hidden = True
+    for folder, subject in ((secret, "Aside"), (shown, "Plain")):
+        h.sim.add_message(t, account.graph_id, note(subject).as_bytes(), folder)
+    await h.backup(account, SERVICE)
+
+    report = await h.restore(account, SERVICE, target=other)
+    assert report.failed_count == 0
+    made = {f.display_name: f for f in sim_folders(h, other).values()}
+    assert made["Kept aside"].hidden is True
+    assert made["In plain sight"].hidden is False

@@ -192,6 +192,10 @@ def reference_attachment(att: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _hidden(folder: ItemVersion) -> bool:
+    return bool((folder.meta or {}).get("is_hidden"))
+
+
 def _look(internet_id: Any, received: Any) -> tuple[str, str] | None:
     """Internet Message-ID and received time to the second (Graph's own precision)."""
     if not internet_id or not received:
@@ -252,8 +256,9 @@ class MailRestorer(MailboxWriter):
             self._well_known[name] = str(found["id"])
         return self._well_known[name]
 
-    async def _child(self, parent: str, name: str) -> str:
-        """The target folder ``name`` below ``parent``, created when missing."""
+    async def _child(self, parent: str, name: str, *, hidden: bool = False) -> str:
+        """The target folder ``name`` below ``parent``, created when missing (``hidden`` as
+        the source folder was: Graph sets that only when a folder is made)."""
         children = self._children.get(parent)
         if children is None:
             children = await self._list_children(parent)
@@ -262,7 +267,8 @@ class MailRestorer(MailboxWriter):
             return found
         try:
             listing = f"{self.base}/mailFolders/{quote(parent, safe='')}/childFolders"
-            folder_id = str((await self.post(listing, {"displayName": name}))["id"])
+            made = {"displayName": name, **({"isHidden": True} if hidden else {})}
+            folder_id = str((await self.post(listing, made))["id"])
         except Conflict:  # made meanwhile (another restore): use it
             children = await self._list_children(parent)
             if name.lower() not in children:
@@ -306,7 +312,7 @@ class MailRestorer(MailboxWriter):
         if self.ctx.folder_mode == "new":
             parent = await self._child(await self._well_known_id(ROOT), self.ctx.new_folder_name)
             for folder in chain:
-                parent = await self._child(parent, folder.name)
+                parent = await self._child(parent, folder.name, hidden=_hidden(folder))
             return parent
         if not chain:
             return await self._well_known_id("inbox")
@@ -320,9 +326,11 @@ class MailRestorer(MailboxWriter):
             except NotFound:  # e.g. no archive folder in the target mailbox
                 parent = await self._child(await self._well_known_id(ROOT), top.name)
         else:
-            parent = await self._child(await self._well_known_id(ROOT), top.name)
+            parent = await self._child(
+                await self._well_known_id(ROOT), top.name, hidden=_hidden(top)
+            )
         for folder in below:
-            parent = await self._child(parent, folder.name)
+            parent = await self._child(parent, folder.name, hidden=_hidden(folder))
         return parent
 
     # ---- conflicts -------------------------------------------------------------------------
