@@ -404,12 +404,38 @@ def get_calendar(engine: Engine, req: Req) -> Resp:
     return json_resp(apply_select(calendar_json(tenant, user, folder), req.select()))
 
 
+CALENDAR_COLORS = frozenset(
+    {
+        "auto",
+        "lightBlue",
+        "lightGreen",
+        "lightOrange",
+        "lightGray",
+        "lightYellow",
+        "lightTeal",
+        "lightPink",
+        "lightBrown",
+        "lightRed",
+        "maxColor",
+    }
+)
+
+
 @router.add("POST", "/users/{user}/calendars", "exchange")
 def create_calendar(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
-    name = str(req.json().get("name") or "").strip()
+    body = req.json()
+    name = str(body.get("name") or "").strip()
     if not name:
         raise GraphError(400, "ErrorInvalidRequest", "name is required.")
+    color = str(body.get("color") or "auto")
+    if color not in CALENDAR_COLORS:
+        raise GraphError(
+            400,
+            "RequestBodyRead",
+            f"Cannot convert the literal '{color}' to the expected type "
+            "'microsoft.graph.calendarColor'.",
+        )
     if any(
         f.display_name.lower() == name.lower() for f in tenant.user_folders(user.id, "calendar")
     ):
@@ -423,7 +449,7 @@ def create_calendar(engine: Engine, req: Req) -> Resp:
         name,
         None,
         props={
-            "color": "auto",
+            "color": color,
             "hexColor": "",
             "isDefaultCalendar": False,
             "isRemovable": True,

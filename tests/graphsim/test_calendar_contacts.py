@@ -456,3 +456,15 @@ def test_series_expansion_equals_its_definition() -> None:
                 assert fast == plain
                 compared += len(plain)
         assert compared > 100
+
+
+def test_a_calendar_is_made_with_its_colour(client: httpx.Client, user: Any) -> None:
+    made = client.post(f"/users/{user.id}/calendars", json={"name": "Teal", "color": "lightTeal"})
+    assert made.status_code == 201 and made.json()["color"] == "lightTeal"
+    plain = client.post(f"/users/{user.id}/calendars", json={"name": "Plain"})
+    assert plain.json()["color"] == "auto"
+    bad = client.post(f"/users/{user.id}/calendars", json={"name": "Odd", "color": "teal"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "RequestBodyRead"
+    names = {c["name"] for c in client.get(f"/users/{user.id}/calendars").json()["value"]}
+    assert "Odd" not in names

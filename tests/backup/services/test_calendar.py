@@ -835,6 +835,7 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
     tenant = h.sim.tenant()
     with h.sim.state.lock:
         projects = ops.new_folder(tenant, tenant.users[uid], "calendar", "Projects", None)
+        projects.props["color"] = "lightTeal"  # made again with its colour
     big = bytes(range(256)) * (5 * 4096 + 7)  # ~5 MB: streamed in, uploaded in a session
     kickoff = h.sim.add_event(
         h.sim_tenant_id,
@@ -865,6 +866,7 @@ async def test_deleted_calendar_is_closed_and_restored_with_its_events(
     assert report.failed_count == 0 and report.restored_count == 1
     recreated = {v: k for k, v in sim_calendars(h, uid).items()}["Projects"]
     assert recreated != projects.id
+    assert tenant.folders[recreated].props["color"] == "lightTeal"
     (event_back,) = events_in(h, recreated)
     assert event_back.props["subject"] == "Project kickoff"
     (attachment,) = event_back.attachments

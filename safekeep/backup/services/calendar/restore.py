@@ -220,14 +220,21 @@ class CalendarRestore(ItemRestore):
                     None,
                 )
             if found is None:
-                found = await self._create_calendar(name)
+                found = await self._create_calendar(name, self._color(source_parent))
                 self._calendars.append(found)
             self._targets[key] = str(found["id"])
             return self._targets[key]
 
-    async def _create_calendar(self, name: str) -> dict[str, Any]:
+    def _color(self, source_id: str | None) -> str | None:
+        """The source calendar's colour, when it had one of its own."""
+        folder = self.selection.folders.get(source_id or "")
+        color = ((folder.meta if folder is not None else None) or {}).get("color")
+        return str(color) if color and color != "auto" else None
+
+    async def _create_calendar(self, name: str, color: str | None) -> dict[str, Any]:
+        made = {"name": name, **({"color": color} if color else {})}
         try:
-            return await self.post(f"{self.base}/calendars", {"name": name})
+            return await self.post(f"{self.base}/calendars", made)
         except Conflict:
             for calendar in await self._list_calendars():
                 if str(calendar.get("name") or "").casefold() == name.casefold():
