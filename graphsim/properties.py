@@ -217,7 +217,7 @@ PROPERTIES: dict[str, frozenset[str]] = {
     ),
 }
 
-# A GET's entity type by the end of its route's template (Outlook routes only).
+# A request's entity type by the end of its route's template (Outlook routes only).
 _ENTITIES = (
     (re.compile(r"/attachments(/\{att\})?$"), "attachment"),
     (re.compile(r"/messages(/delta|/\{item\})?$"), "message"),

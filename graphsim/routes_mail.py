@@ -462,14 +462,14 @@ def attachment_from_json(
     if kind == "itemattachment":
         return _item_attachment(body, engine, tenant, user, beta=beta)
     if kind == "referenceattachment":
-        for name_ in LINK_PROPERTIES if not beta else ():
-            if name_ in body:
-                raise GraphError(
-                    400,
-                    "RequestBodyRead",
-                    f"The property '{name_}' does not exist on type "
-                    "'microsoft.graph.referenceAttachment'.",
-                )
+        unknown = [p for p in LINK_PROPERTIES if p in body] if not beta else []
+        if unknown:
+            raise GraphError(
+                400,
+                "RequestBodyRead",
+                f"The property '{unknown[0]}' does not exist on type "
+                "'microsoft.graph.referenceAttachment'.",
+            )
         if not body.get("sourceUrl"):
             raise GraphError(
                 400,

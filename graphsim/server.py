@@ -293,15 +293,17 @@ async def dispatch(engine: Engine, req: Req) -> tuple[Resp, str]:
         delay = engine.throttler.latency_s()
         if delay:
             await asyncio.sleep(delay)
-        # (An inner request of a $batch is judged by its envelope's reading, not here: its
-        # body was re-encoded from the envelope's JSON.)
-        if route.service == "exchange":
-            properties.check(req, route.template, req.json() if _is_json(req) else None)
+        # Before its body is read. (An inner request of a $batch is not measured: its body
+        # was re-encoded from the envelope's JSON.)
         if route.service == "exchange" and not req.inner and len(req.body) > OUTLOOK_REQUEST_MAX:
             raise GraphError(400, "BadRequest", "The maximum request length supported is 4MB.")
+        # A written JSON body is read once for the checks that run before the handler.
+        body = req.json() if req.method in ("POST", "PATCH") and _is_json(req) else None
+        if route.service == "exchange":
+            properties.check(req, route.template, body)
         written = _SHAPES.get(route.service)
-        if written and req.method in ("POST", "PATCH") and _is_json(req):
-            shapes.check(req.json(), written)
+        if written and body is not None:
+            shapes.check(body, written)
         with engine.world.lock:
             resp = route.handler(engine, req)
         if resp.deferred is not None:

@@ -30,7 +30,7 @@ from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness, worker_killed_at
-from tests.fixtures.sim import file_attachment
+from tests.fixtures.sim import file_attachment, link_attachment
 
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # a Monday within every window
 CANCELLED = (MONDAY + timedelta(days=28)).date().isoformat()
@@ -1040,15 +1040,8 @@ async def test_item_and_reference_attachments_round_trip(
             )
         )
         item.attachments.append(
-            Attachment(
-                id=ids.attachment_id(item.id, "link"),
-                kind="reference",
-                name="Contract.docx",
-                content_type=None,
-                modified=item.modified,
-                source_url="https://contoso.sharepoint.com/sites/legal/Contract.docx",
-                provider="oneDriveBusiness",
-                permission="view",
+            link_attachment(
+                item, "Contract.docx", "https://contoso.sharepoint.com/sites/legal/Contract.docx"
             )
         )
         item.props["hasAttachments"] = True

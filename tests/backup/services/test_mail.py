@@ -27,10 +27,8 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
-from graphsim import ids
 from graphsim.mail import message_json
 from graphsim.routes_mail import message_mime
-from graphsim.state import Attachment as SimAttachment
 from graphsim.state import OItem
 from graphsim.state import Tenant as SimTenant
 from safekeep.backup.context import open_repository
@@ -49,6 +47,7 @@ from safekeep.storage.repository import ContentRef, TenantRepository
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Account, Item, ItemVersion, SkippedItem, Snapshot
 from tests.backup.harness import EngineHarness
+from tests.fixtures.sim import link_attachment
 
 SERVICE = "mail"
 MARKER = "zygomorphic"  # a word only the crafted text attachment contains
@@ -1370,18 +1369,7 @@ async def test_a_link_attachment_is_read_from_beta_and_made_again_there(
         tenant = h.sim.tenant()
         with h.sim.state.lock:
             item = tenant.items[made]
-            item.attachments.append(
-                SimAttachment(
-                    id=ids.attachment_id(item.id, "link"),
-                    kind="reference",
-                    name="Contract.docx",
-                    content_type=None,
-                    modified=item.modified,
-                    source_url=url,
-                    provider="oneDriveBusiness",
-                    permission="edit",
-                )
-            )
+            item.attachments.append(link_attachment(item, "Contract.docx", url, "edit"))
             item.props["hasAttachments"] = True
             tenant.touch_item(item)
         return made
