@@ -12,6 +12,10 @@ from safekeep.tenants.detection import service as detection_service
 from safekeep.tenants.models import Job
 from safekeep.tenants.scope import Principal
 
+# Services whose restore can put a file's clean bytes back into the same item, keeping the
+# replaced content as an older version: the drives.
+REPLACES_IN_PLACE = frozenset({"onedrive", "sharepoint"})
+
 
 async def request_clean_restore(
     session: AsyncSession,
@@ -22,8 +26,12 @@ async def request_clean_restore(
     ip: str | None = None,
 ) -> Job:
     """The one-call recovery: restore the account's service in place as of the detection's
-    last clean snapshot. Files the attack renamed are left alone and named in the report;
-    originals come back under their own names (``skip`` never overwrites a live file)."""
+    last clean snapshot. Copies the attack made under new names are left alone and named in
+    the report; originals come back under their own names. On a drive, a file encrypted in
+    place (the same driveItem, other bytes) gets its clean bytes back as its newest version
+    (``overwrite``: the encrypted content stays in its version history, and the report names
+    each file replaced); files whose bytes are clean are left as they are. Elsewhere
+    ``skip``: overwriting an Outlook item deletes and re-creates it."""
     found = await detection_service.get(session, principal.scope, tenant_id, detection_id)
     if found.last_clean_snapshot_id is None:
         raise Conflict("No clean backup precedes this detection: there is nothing to go back to")
@@ -36,6 +44,6 @@ async def request_clean_restore(
         },
         "snapshot_id": str(found.last_clean_snapshot_id),
         "target": {"account_id": None, "folder": "original"},
-        "conflict": "skip",
+        "conflict": "overwrite" if found.service in REPLACES_IN_PLACE else "skip",
     }
     return await job_requests.request_restore(session, principal, tenant_id, body, ip=ip)

@@ -439,6 +439,7 @@ async def test_job_pages_are_written_as_the_documented_model_writes_them(
         "skipped_existing": 0,
         "skipped": 2,
         "failed": 1,
+        "noted": 0,
         "bytes": 900,
         "observed": 0,
     }

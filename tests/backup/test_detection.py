@@ -25,6 +25,7 @@ from safekeep.tenants.models import (
     DetectionStatus,
     DetectionThreshold,
     ItemVersion,
+    JobIssue,
     JobKind,
     Snapshot,
     WebhookDelivery,
@@ -281,6 +282,50 @@ async def test_one_call_restore_brings_the_onedrive_back(
         assert now[path] == sha  # every clean file, byte for byte, under its own name
     # The encrypted copies are left alone (named in the report), nothing else is new.
     assert set(now) - set(clean) == {drive.path_of(drive.items[i]) for i in hit}
+
+
+async def test_one_call_restore_puts_back_files_encrypted_in_place(
+    engine: EngineHarness, sim: Simulator
+) -> None:
+    """Ransomware that encrypts synced files in place keeps each file's driveItem and name:
+    the recovery puts the clean bytes back into the same items (the encrypted content stays
+    in their version history) and names every file it replaced in the job's issues."""
+    h = engine
+    victim, victim_graph_id = await backed_up_drive_user(h, sim, 10, detection_min_files=4)
+    drive = drive_of(h, victim_graph_id)
+    clean = files_by_path(drive)
+    tid = sim.tenant().id
+    notes = [i for i in drive_files(sim, victim_graph_id) if drive.items[i].name.endswith(".txt")]
+    hit = sorted(notes)[:8]
+    for item_id in hit:
+        sim.edit_item(tid, item_id, {"content": os.urandom(2048)})
+    await h.backup(victim, "onedrive")
+    [found] = await detections(h)
+    assert found.kind == DetectionKind.ransomware
+    with outbox.collect():
+        async with h.runtime.db.session() as session:
+            job = await recovery.request_clean_restore(
+                session, system_principal(h.msp.id), h.tenant.id, found.id
+            )
+    assert job.params["conflict"] == "overwrite"
+    await run_restore_job(h.runtime, str(job.id))
+    done = await h.job(job.id)
+    assert done.status == "succeeded", (done.status, done.error_detail)
+    assert files_by_path(drive) == clean  # every file, byte for byte, nothing new
+    assert {drive.items[i].id for i in hit} == set(hit)  # the same items, not new ones
+    totals = done.result["totals"]
+    assert (totals["restored"], totals["noted"], totals["failed"]) == (8, 8, 0)
+    assert totals["skipped_existing"] == len(clean) - 8
+    async with h.runtime.db.session() as session:
+        issues = (await session.scalars(select(JobIssue).where(JobIssue.job_id == job.id))).all()
+    assert sorted(str(i.item_name) for i in issues) == sorted(drive.items[i].name for i in hit)
+    assert {(i.code, i.detail) for i in issues} == {
+        (
+            "restored_with_note",
+            "replaced its content changed since the restore point (the replaced content "
+            "stays in the file's version history)",
+        )
+    }
 
 
 async def test_mass_deletion_of_mail(engine: EngineHarness, sim: Simulator) -> None:

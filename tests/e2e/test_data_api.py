@@ -175,9 +175,17 @@ async def test_browse_download_restore_export_and_search(
         "skipped_existing": 0,
         "skipped": 0,
         "failed": 0,
+        "noted": 1,  # it replaced the file's newer content
         "bytes": job["result"]["totals"]["bytes"],
         "observed": 0,
     }
+    assert [(i["code"], i["detail"]) for i in job["issues"]] == [
+        (
+            "restored_with_note",
+            "replaced its content changed since the restore point (the replaced content "
+            "stays in the file's version history)",
+        )
+    ]
     # The same restore with conflict skip: the file is there, left alone, and that is success.
     job = await restore_first_version("skip")
     assert job["status"] == "succeeded", job

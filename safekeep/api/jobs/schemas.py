@@ -52,14 +52,20 @@ class RestoreTotals(Schema):
 
     restored: int = Field(description="Items written into the target")
     skipped_existing: int = Field(
-        description="Items already in the target and left alone (conflict: skip): the same "
-        "Microsoft 365 item when restoring in place, or the copy an earlier restore made"
+        description="Items already in the target as they were at the restore point and left "
+        "alone (conflict skip or overwrite): the same Microsoft 365 item unchanged when "
+        "restoring in place, or the copy an earlier restore made"
     )
     skipped: int = Field(
         description="Items not restored because a different item holds their place and the "
         "conflict rule is skip (e.g. another file under the same name)"
     )
     failed: int = Field(description="Items that could not be restored")
+    noted: int = Field(
+        default=0,
+        description="Restored items with a caveat (such as attendees not invited, or list "
+        "fields the target lacks), each in the job's issues with code restored_with_note",
+    )
     bytes: int = Field(description="Bytes of the restored items")
     observed: int = Field(
         description="Things found in the target that are not in the restore point (such as "
@@ -100,7 +106,10 @@ class JobOut(Schema):
 
 
 class JobDetail(JobOut):
-    issues: list[JobIssueOut] = Field(description="Up to 100 items not processed, with reasons")
+    issues: list[JobIssueOut] = Field(
+        description="Up to 100 issues: items not processed, with reasons, and items restored "
+        "with a caveat (code restored_with_note)"
+    )
 
 
 # What a POST that starts a job declares: 202 with the job, and the refusals it can meet.

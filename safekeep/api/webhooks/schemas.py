@@ -28,7 +28,7 @@ _EVENTS_DESCRIPTION = (
     "Each delivery's `data` names `tenant_id` and `job_id` where a job is involved; "
     "`restore.completed` adds `status` (`succeeded`: every item in scope is in the target, "
     "restored or already there; `partial`: some are not, see the job's issues) and `totals` "
-    "(`restored`, `skipped_existing`, `skipped`, `failed`, `bytes`, `observed`)"
+    "(`restored`, `skipped_existing`, `skipped`, `failed`, `noted`, `bytes`, `observed`)"
 )
 
 

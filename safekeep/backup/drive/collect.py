@@ -35,6 +35,7 @@ from safekeep.backup.drive.model import (
     is_folder,
     item_meta,
     parse_time,
+    same_content,
 )
 from safekeep.backup.drive.quickxor import QuickXorHash
 from safekeep.backup.pipeline import gather_bounded
@@ -135,23 +136,6 @@ class FolderTree:
             folder_name, parent = self.entries[parent]
             names.append(folder_name)
         return "/" + "/".join(reversed(names))
-
-
-def same_content(previous: ItemVersion, item: Json) -> bool:
-    """The stored bytes are still the file's bytes: same cTag, or a common hash and size."""
-    meta = previous.meta or {}
-    if not previous.content:
-        return False
-    if meta.get("ctag") and meta.get("ctag") == item.get("cTag"):
-        return True
-    stored = meta.get("hashes") or {}
-    now = hashes_of(item)
-    common = [k for k in now if k in stored]
-    return (
-        bool(common)
-        and all(now[k].lower() == str(stored[k]).lower() for k in common)
-        and int(item.get("size") or 0) == previous.size
-    )
 
 
 def verify(ref: ContentRef, item: Json, quickxor: QuickXorHash | None) -> None:

@@ -89,6 +89,24 @@ def hashes_of(item: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in found.items() if isinstance(v, str) and v}
 
 
+def same_content(previous: ItemVersion, item: Mapping[str, Any]) -> bool:
+    """The stored bytes are still the item's bytes: the same cTag (which names the
+    driveItem and its content's version), or every hash both have equal and the same size."""
+    meta = previous.meta or {}
+    if not previous.content:
+        return False
+    if meta.get("ctag") and meta.get("ctag") == item.get("cTag"):
+        return True
+    stored = meta.get("hashes") or {}
+    now = hashes_of(item)
+    common = [k for k in now if k in stored]
+    return (
+        bool(common)
+        and all(now[k].lower() == str(stored[k]).lower() for k in common)
+        and int(item.get("size") or 0) == previous.size
+    )
+
+
 def item_meta(item: Mapping[str, Any], *, drive_id: str, path: str) -> dict[str, Any]:
     fs = item.get("fileSystemInfo") or {}
     meta: dict[str, Any] = {

@@ -2,15 +2,18 @@
 small, an upload session in 320 KiB-multiple fragments when large) straight from the store,
 checked against the hash Graph computes on arrival, and their modified time put back.
 
-A file is already there when the file at its path is the same driveItem (its Graph id,
-restoring in place) or holds exactly the backed-up bytes (the same ``quickXorHash`` or
-``sha256Hash`` Graph computed, and the same size): that is how a file Safekeep restored
+A file is already there when the file at its path holds exactly the backed-up bytes: the
+same cTag (the same driveItem, its content unchanged), or the same hashes Graph computed
+(``quickXorHash``, ``sha256Hash``) and the same size. That is how a file Safekeep restored
 earlier is recognised, since a drive has one file per name and its hashes are Graph's own.
-``skip`` leaves such a file alone (counted as already there); a *different* file holding
-the name is not overwritten under ``skip`` and the item is reported as not restored.
-``overwrite`` replaces the content (``replace``), ``keep_both`` lets Graph pick a free name
-(``rename``); ``conflictBehavior=fail`` enforces ``skip`` against races. A folder that
-exists is used as it is.
+The same driveItem is *not* already there when its bytes changed since the restore point:
+ransomware that encrypts a synced file in place keeps its id and name. ``skip`` and
+``overwrite`` leave a file that is already there alone (counted as such); under ``skip`` a
+file with other bytes holding the name is not touched and the item is reported as not
+restored; ``overwrite`` replaces its content (``replace``: Microsoft 365 keeps the replaced
+content in the file's version history) and says so in the report; ``keep_both`` always
+writes, letting Graph pick a free name (``rename``). ``conflictBehavior=fail`` enforces
+``skip`` against races. A folder that exists is used as it is.
 
 After restoring a whole drive (or whole folders) in place, ``observe_strays`` lists the
 drive as it is now and reports, without touching them, files that were not in the restore
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -31,7 +34,7 @@ from urllib.parse import quote
 import structlog
 
 from safekeep.backup.drive.delta import closing
-from safekeep.backup.drive.model import is_folder
+from safekeep.backup.drive.model import hashes_of, is_folder, same_content
 from safekeep.backup.services.base import RestoreContext, Selection, read_content
 from safekeep.graph.errors import AuthError, Conflict, GraphError
 from safekeep.storage.errors import StorageError
@@ -114,7 +117,8 @@ class DriveWriter:
             return listing
         listing = {}
         path = f"/drives/{q(self.target.drive_id)}/items/{q(folder_id)}/children"
-        params = {"$select": "id,name,file,folder,package,size", "$top": 1000}  # file: hashes
+        # file: its hashes; cTag: the same driveItem with its content unchanged
+        params = {"$select": "id,name,cTag,file,folder,package,size", "$top": 1000}
         async for page in self.ctx.graph.paginate(
             path, params=params, mailbox=self.target.throttle_key
         ):
@@ -193,10 +197,11 @@ class DriveWriter:
             return
         if created is None:
             return
+        target_id = str(created.get("id") or "") or None
         if created.get("@safekeep.existing"):
-            await report.existing(version, target_id=str(created.get("id") or "") or None)
+            await report.existing(version, target_id=target_id)
             return
-        await report.restored(version, target_id=str(created.get("id") or "") or None)
+        await report.restored(version, target_id=target_id, note=created.get("@safekeep.note"))
 
     async def _put(self, version: ItemVersion, folder_names: Sequence[str]) -> Json | None:
         parent_id = await self.folder(folder_names)
@@ -205,17 +210,32 @@ class DriveWriter:
         async with self._lock:
             existing = (await self._children(parent_id)).get(name.casefold())
         behaviour = "fail"
+        notes: list[str] = []
         if existing is not None:
-            if self.ctx.conflict == "skip" and self._same(version, existing):
+            if self.ctx.conflict != "keep_both" and self._same(version, existing):
                 return {**existing, "@safekeep.existing": True}
+            changed = self._changed_in_place(version, existing)
             if self.ctx.conflict == "skip":
-                await self.ctx.report.skipped(
-                    version, reason=f"not restored: another file is at {where}"
+                reason = (
+                    f"not restored: the file at {where} is this item, its content changed "
+                    "since the restore point (conflict rule skip)"
+                    if changed
+                    else f"not restored: another file is at {where}"
                 )
+                await self.ctx.report.skipped(version, reason=reason)
                 return None
             if is_folder(existing):
                 raise RestoreFailed("name_conflict", f"{where} is a folder in the target")
-            behaviour = "replace" if self.ctx.conflict == "overwrite" else "rename"
+            if self.ctx.conflict == "overwrite":
+                behaviour = "replace"
+                notes.append(
+                    "replaced its content changed since the restore point (the replaced "
+                    "content stays in the file's version history)"
+                    if changed
+                    else f"replaced another file at {where}"
+                )
+            else:
+                behaviour = "rename"
         try:
             created = await self._upload(version, parent_id, name, behaviour)
         except Conflict:
@@ -225,27 +245,27 @@ class DriveWriter:
                 )
                 return None
             behaviour = "replace" if self.ctx.conflict == "overwrite" else "rename"
+            if behaviour == "replace":
+                notes.append(f"replaced a file that appeared at {where} during the restore")
             created = await self._upload(version, parent_id, name, behaviour)
         check_upload(version, created)
         self._remember(parent_id, created)
-        await self._set_times(version, created)
-        return created
+        refused = await self._set_times(version, created)
+        if refused:
+            notes.append(refused)
+        return {**created, "@safekeep.note": "; ".join(notes)} if notes else created
 
-    def _same(self, version: ItemVersion, existing: Json) -> bool:
-        """Is the file in the target this item: the same driveItem (in place) or its exact
-        bytes by Graph's own hashes?"""
-        meta = version.meta or {}
+    @staticmethod
+    def _same(version: ItemVersion, existing: Json) -> bool:
+        """Does the file in the target hold exactly this version's bytes?"""
+        return not is_folder(existing) and same_content(version, existing)
+
+    def _changed_in_place(self, version: ItemVersion, existing: Json) -> bool:
+        """Is the file in the target this very driveItem (restoring in place), with other
+        bytes now?"""
         in_place = self.ctx.folder_mode == "original" and self.ctx.target.id == self.ctx.source.id
-        if in_place and meta.get("id") and existing.get("id") == meta.get("id"):
-            return True
-        if is_folder(existing) or int(existing.get("size") or -1) != version.size:
-            return False
-        theirs = (existing.get("file") or {}).get("hashes") or {}
-        ours = meta.get("hashes") or {}
-        return any(
-            ours.get(name) and theirs.get(name) and ours[name].lower() == theirs[name].lower()
-            for name in ("quickXorHash", "sha256Hash")
-        )
+        item_id = (version.meta or {}).get("id")
+        return bool(in_place and item_id and existing.get("id") == item_id)
 
     async def _upload(
         self, version: ItemVersion, parent_id: str, name: str, behaviour: str
@@ -268,8 +288,9 @@ class DriveWriter:
             mailbox=self.target.throttle_key,
         )
 
-    async def _set_times(self, version: ItemVersion, created: Json) -> None:
-        """Put back the file's own times (``fileSystemInfo`` is writable in Graph)."""
+    async def _set_times(self, version: ItemVersion, created: Json) -> str | None:
+        """Put back the file's own times (``fileSystemInfo`` is writable in Graph); what
+        Graph refused, as a note for the report (the bytes are back all the same)."""
         meta = version.meta or {}
         times = {
             k: v
@@ -280,7 +301,7 @@ class DriveWriter:
             if v
         }
         if not times or not created.get("id"):
-            return
+            return None
         try:
             await self.ctx.graph.request_json(
                 "PATCH",
@@ -291,6 +312,23 @@ class DriveWriter:
             )
         except GraphError as exc:  # the bytes are back; a time Graph refuses is only a note
             log.info("restore_times_refused", item=created.get("id"), error=str(exc))
+            return f"its created and modified times were not put back ({exc.reason})"
+        return None
+
+
+async def make_folder(
+    ctx: RestoreContext, writer: DriveWriter, version: ItemVersion, names: Sequence[str]
+) -> None:
+    """Make a folder in scope, so that an empty one comes back too; one that cannot be made
+    is reported as failed (its files, if it has any, each report it as well)."""
+    try:
+        await writer.folder(names)
+    except AuthError:
+        raise
+    except RestoreFailed as exc:
+        await ctx.report.failed(version, code=exc.code, detail=exc.detail)
+    except GraphError as exc:
+        await ctx.report.failed(version, code=exc.reason, detail=str(exc))
 
 
 def check_upload(version: ItemVersion, created: Json) -> None:
@@ -335,19 +373,27 @@ def _below(selection: Selection, external_id: str | None, roots: set[str]) -> bo
 class Expected:
     """What the restore point held, to tell strays from restored files afterwards: path
     digests (8 bytes each, so a big drive stays small in memory) and, per Graph id, the path
-    each file had then."""
+    each file had then and a digest of its hashes (to tell a moved file from a rewritten one)."""
 
     paths: set[bytes] = field(default_factory=set)
-    by_id: dict[str, str] = field(default_factory=dict)
+    by_id: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)
 
     @staticmethod
     def digest(key: str) -> bytes:
         return hashlib.blake2b(key.encode(), digest_size=8).digest()
 
-    def add(self, names: Sequence[str], graph_id: str | None) -> None:
+    @classmethod
+    def content_digest(cls, hashes: Mapping[str, Any], size: int | None) -> bytes | None:
+        """Graph's quickXorHash (every drive has it) and the size, or None without one."""
+        quickxor = hashes.get("quickXorHash")
+        return cls.digest(f"{str(quickxor).lower()}:{size}") if quickxor else None
+
+    def add(self, names: Sequence[str], version: ItemVersion) -> None:
         self.paths.add(self.digest(path_key(names)))
-        if graph_id:
-            self.by_id[graph_id] = "/" + "/".join(names)
+        meta = version.meta or {}
+        if meta.get("id"):
+            content = self.content_digest(meta.get("hashes") or {}, version.size)
+            self.by_id[str(meta["id"])] = ("/" + "/".join(names), content)
 
     def __contains__(self, names: object) -> bool:
         assert isinstance(names, list | tuple)
@@ -365,9 +411,12 @@ async def observe_strays(
     """Report files now in the drive (below ``under``, or anywhere) that the restore point
     did not have. Returns how many."""
     parents: dict[str, tuple[str, str | None]] = {}
-    files: list[tuple[str, str, str | None]] = []
+    files: list[tuple[str, str, str | None, bytes | None]] = []
     path = f"/drives/{q(target.drive_id)}/root/delta"
-    params = {"$select": "id,name,parentReference,file,folder,package,root,deleted", "$top": 1000}
+    params = {
+        "$select": "id,name,size,parentReference,file,folder,package,root,deleted",
+        "$top": 1000,
+    }
     async with closing(ctx.graph.delta(path, params=params, mailbox=target.throttle_key)) as pages:
         async for page in pages:
             for item in page.items:
@@ -378,7 +427,8 @@ async def observe_strays(
                 if is_folder(item):
                     parents[str(item["id"])] = (str(item.get("name") or ""), parent)
                 else:
-                    files.append((str(item["id"]), str(item.get("name") or ""), parent))
+                    content = Expected.content_digest(hashes_of(item), item.get("size"))
+                    files.append((str(item["id"]), str(item.get("name") or ""), parent, content))
 
     def names_of(name: str, parent: str | None) -> list[str]:
         names = [name]
@@ -391,7 +441,7 @@ async def observe_strays(
 
     scopes = [path_key(u) for u in under] if under is not None else None
     found = 0
-    for graph_id, name, parent in files:
+    for graph_id, name, parent, content in files:
         names = names_of(name, parent)
         if names in expected:
             continue
@@ -400,8 +450,14 @@ async def observe_strays(
         ):
             continue
         shown = "/" + "/".join([*shown_prefix, *names])
-        before = expected.by_id.get(graph_id)
-        if before is not None:
+        before, kept = expected.by_id.get(graph_id, (None, None))
+        if before is not None and content is not None and content == kept:
+            detail = (
+                f"Not in the restore point under this name. This file was {before} then and "
+                "has since been moved or renamed, its bytes unchanged; the restore put the "
+                "original back and left this copy untouched."
+            )
+        elif before is not None:
             detail = (
                 f"Not in the restore point. This file was {before} then and has since been "
                 "renamed and rewritten (as ransomware does); the restore put the original "

@@ -74,7 +74,7 @@ async def restore(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
     reports = list(await asyncio.gather(*(one(unit) for unit in units)))
     totals = {
         k: sum(r[k] for r in reports)
-        for k in ("restored", "skipped_existing", "skipped", "failed", "bytes", "observed")
+        for k in ("restored", "skipped_existing", "skipped", "failed", "noted", "bytes", "observed")
     }
     # Succeeded when every item in scope is in the target as asked (restored, or already
     # there and left alone); partial only when some item is not, each one in the issues.

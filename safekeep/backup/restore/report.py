@@ -4,7 +4,10 @@ per thing observed in the target (such as ransomware-encrypted copies).
 Items already in the target and left alone by the caller's conflict rule are counted apart
 (``skipped_existing``): they are in the target as asked, so they never make a job partial.
 Only items that are not in the target afterwards (``failed``, or ``skipped`` because
-something else is in their place) do, each with an issue row naming the reason."""
+something else is in their place) do, each with an issue row naming the reason. An item
+restored with a caveat (attendees not invited, fields the target lacked, a file whose changed
+copy it replaced) is ``restored`` and counted ``noted`` too, with an issue row
+(``restored_with_note``) that says what; it does not make a job partial."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.models import ItemVersion, JobIssue
 
 OBSERVED_IN_RESULT = 100
+NOTED = "restored_with_note"  # the issue code of an item restored with a caveat
 
 
 @dataclass
@@ -28,6 +32,7 @@ class JobRestoreReport:
     existing_count: int = 0
     skipped_count: int = 0
     failed_count: int = 0
+    noted_count: int = 0
     bytes: int = 0
     observed_list: list[dict[str, str]] = field(default_factory=list)
     observed_count: int = 0
@@ -53,6 +58,9 @@ class JobRestoreReport:
     ) -> None:
         self.restored_count += 1
         self.bytes += version.size
+        if note:
+            self.noted_count += 1
+            await self._issue(ref=str(version.item_id), name=version.name, code=NOTED, detail=note)
 
     async def existing(self, version: ItemVersion, *, target_id: str | None) -> None:
         self.existing_count += 1
@@ -81,6 +89,7 @@ class JobRestoreReport:
             "skipped_existing": self.existing_count,
             "skipped": self.skipped_count,
             "failed": self.failed_count,
+            "noted": self.noted_count,
             "bytes": self.bytes,
             "observed": self.observed_count,
             "observed_items": self.observed_list,

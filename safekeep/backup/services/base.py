@@ -84,8 +84,8 @@ class RestoreReport(Protocol):
         self, version: ItemVersion, *, target_id: str | None, note: str | None = None
     ) -> None: ...
     async def existing(self, version: ItemVersion, *, target_id: str | None) -> None:
-        """Already in the target (the same item, or Safekeep's earlier copy of it) and left
-        alone because the conflict rule is ``skip``: not a failure."""
+        """Already in the target as it was (the same item, or Safekeep's earlier copy of it)
+        and left alone: not a failure."""
         ...
 
     async def skipped(self, version: ItemVersion, *, reason: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from graphsim import ops
 from graphsim.content import make_docx
 from graphsim.quickxor import quickxor_b64 as graphsim_quickxor
 from graphsim.state import Drive, DriveItem
@@ -29,6 +30,8 @@ from safekeep.backup.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.export.zipper import MAX_PATH_CHARS
 from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.onedrive import SERVICE
+from safekeep.graph.client import GraphClient
+from safekeep.graph.errors import BadRequest
 from safekeep.search.extract import TextMemo
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import Account, ItemVersion, SkippedItem, Snapshot
@@ -440,7 +443,8 @@ async def test_restore_round_trips_every_rule(engine: EngineHarness) -> None:
     h.sim.edit_item(tid, corrupted.id, {"content": b"garbage"})
     corrupted_path = drive.path_of(corrupted)
 
-    # skip: what is missing comes back; the corrupted file is there, so it is left alone.
+    # skip: what is missing comes back; the corrupted file (the same driveItem, other bytes)
+    # is left alone and reported as not restored, not as already there.
     report = await h.restore(account, SERVICE_NAME, conflict="skip")
     now = files_by_path(drive)
     assert set(now) == set(before)
@@ -449,14 +453,15 @@ async def test_restore_round_trips_every_rule(engine: EngineHarness) -> None:
         p: s for p, s in before.items() if p != corrupted_path
     }
     assert now[corrupted_path] == hashlib.sha256(b"garbage").hexdigest()
-    assert report.failed_count == 0
-    assert report.existing_count == len(before) - report.restored_count
+    assert (report.failed_count, report.skipped_count) == (0, 1)
+    assert report.existing_count == len(before) - report.restored_count - 1
 
-    # overwrite: the corrupted file gets its backed-up bytes back.
+    # overwrite: the corrupted file gets its backed-up bytes back, with a note that says so;
+    # files that hold their backed-up bytes are left as they are.
     report = await h.restore(account, SERVICE_NAME, conflict="overwrite")
     assert files_by_path(drive) == before
-    assert report.restored_count == len(before)
-    assert report.failed_count == 0
+    assert (report.restored_count, report.noted_count, report.failed_count) == (1, 1, 0)
+    assert report.existing_count == len(before) - 1
     backed_up = (await current(h, account))[corrupted.id]
 
     # keep both: a second copy under a free name, the original untouched.
@@ -545,6 +550,90 @@ async def test_ransomware_restore_puts_originals_back_and_names_the_copies(
     assert report.observed_count == len(encrypted)
     assert all(o["code"] == "not_in_restore_point" for o in report.observed_list)
     assert all("renamed and rewritten" in o["detail"] for o in report.observed_list)
+
+
+async def test_a_moved_file_is_reported_as_moved_not_as_rewritten(engine: EngineHarness) -> None:
+    """After a point-in-time restore in place, a file found under a new path with the bytes
+    it had is named as moved, not as ransomware's rewrite."""
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account, drive = await h.account(user_id), drive_of(h, user_id)
+    moved = h.sim.add_file(tid, "/A/contract.txt", user=user_id, data=b"contract v1")
+    h.sim.add_file(tid, "/B/other.txt", user=user_id, data=b"other")
+    await h.backup(account, SERVICE_NAME)
+    before = (await snapshot_of(h, account, 1)).completed_at
+    folder_b = next(i for i in live(drive).values() if i.is_folder and i.name == "B")
+    h.sim.move_item(tid, moved, folder_b.id)
+    await h.backup(account, SERVICE_NAME)
+
+    report = await h.restore(account, SERVICE_NAME, at=before, conflict="skip")
+    assert report.failed_count == 0
+    (seen,) = report.observed_list
+    assert seen["name"] == "/B/contract.txt"
+    assert "was /A/contract.txt then and has since been moved or renamed" in seen["detail"]
+    assert "rewritten" not in seen["detail"]
+
+
+async def test_a_zero_byte_file_restored_twice_is_there_the_second_time(
+    engine: EngineHarness,
+) -> None:
+    h = engine
+    tid = h.sim_tenant_id
+    user_id, other_id = first_user(h), first_user(h, 1)
+    account, other = await h.account(user_id), await h.account(other_id)
+    h.sim.add_file(tid, "/Empty/zero.txt", user=user_id, data=b"")
+    await h.backup(account, SERVICE_NAME)
+    empty = next(v for v in (await current(h, account)).values() if v.name == "zero.txt")
+    for restored, existing in ((1, 0), (0, 1)):
+        report = await h.restore(
+            account, SERVICE_NAME, scope_type="items", item_ids=[empty.item_id], target=other
+        )
+        assert (report.restored_count, report.existing_count, report.skipped_count) == (
+            restored,
+            existing,
+            0,
+        )
+    assert files_by_path(drive_of(h, other_id))["/Empty/zero.txt"] == hashlib.sha256().hexdigest()
+
+
+async def test_an_empty_folder_that_cannot_be_made_fails_aloud(engine: EngineHarness) -> None:
+    """An empty folder has no file to report it: a folder the restore cannot make (a file
+    holds its name in the target) is a failed item of its own."""
+    h = engine
+    tid = h.sim_tenant_id
+    user_id, other_id = first_user(h), first_user(h, 1)
+    account, other = await h.account(user_id), await h.account(other_id)
+    with h.sim.state.lock:
+        drive = drive_of(h, user_id)
+        ops.drive_folder_path(h.sim.tenant(), drive, "Archive2019/Empty", drive.author)
+    await h.backup(account, SERVICE_NAME)
+    h.sim.add_file(tid, "/Archive2019", user=other_id, data=b"x")
+    report = await h.restore(account, SERVICE_NAME, target=other)
+    assert report.failed_count == 2  # Archive2019 and Empty below it
+    assert "/Archive2019/Empty" not in folders_by_path(drive_of(h, other_id))
+
+
+async def test_times_graph_refuses_are_noted_with_the_restored_file(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = engine
+    user_id, other_id = first_user(h), first_user(h, 1)
+    account, other = await h.account(user_id), await h.account(other_id)
+    await h.backup(account, SERVICE_NAME)
+    version = next(v for v in (await current(h, account)).values() if v.kind == "file")
+    sent = GraphClient.request_json
+
+    async def refusing(self: GraphClient, method: str, path: str, **kw: Any) -> Any:
+        if method == "PATCH" and "fileSystemInfo" in (kw.get("json") or {}):
+            raise BadRequest(400, "invalidRequest", "Invalid request")
+        return await sent(self, method, path, **kw)
+
+    monkeypatch.setattr(GraphClient, "request_json", refusing)
+    report = await h.restore(
+        account, SERVICE_NAME, scope_type="items", item_ids=[version.item_id], target=other
+    )
+    assert (report.restored_count, report.noted_count, report.failed_count) == (1, 1, 0)
 
 
 # ---- export, download, search ------------------------------------------------------------------

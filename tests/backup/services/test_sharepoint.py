@@ -282,6 +282,7 @@ async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
 
     report = await h.restore(account, SERVICE_NAME, conflict="skip")
     assert report.failed_count == 0
+    assert report.skipped_count == 1  # the edited item: there, but not as it was
     assert files_by_path(drive) == before_files
     rows = list_rows(lst)
     assert len(rows) == len(before_rows)
@@ -290,6 +291,7 @@ async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
     report = await h.restore(account, SERVICE_NAME, conflict="overwrite")
     assert report.failed_count == 0
     assert list_rows(lst) == before_rows  # every field back, no duplicates
+    assert report.restored_count == 1  # only the edited item was written; the rest held
 
     report = await h.restore(account, SERVICE_NAME, conflict="keep_both")
     assert report.failed_count == 0

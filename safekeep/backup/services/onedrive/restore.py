@@ -3,7 +3,6 @@ were not at the restore point are reported (``drive.observe_strays``)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -11,7 +10,6 @@ from safekeep.backup.drive import restore as drive
 from safekeep.backup.drive.model import FILE
 from safekeep.backup.services.base import RestoreContext, Selection
 from safekeep.backup.services.onedrive.collect import user_drive
-from safekeep.graph.errors import GraphError
 from safekeep.tenants.models import ItemVersion
 
 
@@ -28,15 +26,14 @@ async def restore_drive(
     that empty ones come back too. ``folder_names(version)`` is where each goes below
     ``top``. Returns what the restore point held (for ``drive.observe_strays``)."""
     expected = drive.Expected()
-    for _external_id, names in drive.folders_in_scope(selection):
-        with contextlib.suppress(GraphError, drive.RestoreFailed):  # its files report it each
-            await writer.folder([*top, *names])
+    for external_id, names in drive.folders_in_scope(selection):
+        await drive.make_folder(ctx, writer, selection.folders[external_id], [*top, *names])
 
     async def work(version: ItemVersion) -> None:
         if version.kind != FILE:
             return
         names = folder_names(version)
-        expected.add([*names, version.name], (version.meta or {}).get("id"))
+        expected.add([*names, version.name], version)
         await writer.put(version, [*top, *names])
 
     await drive.run_bounded(writer.slots, versions, work)

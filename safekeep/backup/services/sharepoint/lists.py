@@ -20,7 +20,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -490,8 +490,15 @@ class ListWriter:
         target = await self.contents(list_id, list_ext)
         conflict = self.ctx.conflict
         if self.in_place and same_list and item_id in target.ids:
-            if conflict == "skip":
+            if conflict != "keep_both" and target.holds(item_id, fields):
                 await self.ctx.report.existing(version, target_id=item_id)
+                return None
+            if conflict == "skip":
+                await self.ctx.report.skipped(
+                    version,
+                    reason="not restored: this item's fields changed since the restore point "
+                    "(conflict rule skip)",
+                )
                 return None
             if conflict == "overwrite":
                 await self.ctx.graph.request_json(
@@ -505,11 +512,9 @@ class ListWriter:
         elif conflict != "keep_both":
             twin = target.twin(fields)
             if twin is not None:  # restored before, or re-created by hand: not twice
-                if conflict == "skip":
-                    # every field equal: the item (or Safekeep's copy of it) is there
-                    await self.ctx.report.existing(version, target_id=twin)
-                    return None
-                return twin, dropped  # overwrite: it already holds exactly these fields
+                # every field equal: the item (or Safekeep's copy of it) is there
+                await self.ctx.report.existing(version, target_id=twin)
+                return None
         created = await self.ctx.graph.request_json(
             "POST", base, json={"fields": fields}, mailbox=self.site_id, expected=(200, 201)
         )
@@ -524,8 +529,12 @@ class TargetItems:
     item equal to a backed-up one (restored by an earlier run) is recognised."""
 
     def __init__(self) -> None:
-        self.ids: set[str] = set()
+        self._by_id: dict[str, bytes] = {}
         self._digests: dict[bytes, str] = {}
+
+    @property
+    def ids(self) -> Collection[str]:
+        return self._by_id.keys()
 
     @staticmethod
     def digest(fields: Mapping[str, Any]) -> bytes:
@@ -533,8 +542,13 @@ class TargetItems:
         return hashlib.blake2b(raw, digest_size=16).digest()
 
     def add(self, item_id: str, fields: Mapping[str, Any]) -> None:
-        self.ids.add(item_id)
-        self._digests.setdefault(self.digest(fields), item_id)
+        digest = self.digest(fields)
+        self._by_id[item_id] = digest
+        self._digests.setdefault(digest, item_id)
+
+    def holds(self, item_id: str, fields: Mapping[str, Any]) -> bool:
+        """Does the item ``item_id`` hold exactly these fields?"""
+        return self._by_id.get(item_id) == self.digest(fields)
 
     def twin(self, fields: Mapping[str, Any]) -> str | None:
         return self._digests.get(self.digest(fields))

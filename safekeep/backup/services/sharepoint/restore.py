@@ -6,7 +6,6 @@ present now that were not at the restore point are reported (``observe_strays``)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from safekeep.backup.drive.collect import q
@@ -18,6 +17,7 @@ from safekeep.backup.drive.restore import (
     RestoreFailed,
     folders_in_scope,
     made_once,
+    make_folder,
     observe_strays,
     run_bounded,
 )
@@ -125,9 +125,12 @@ async def restore(ctx: RestoreContext, selection: Selection) -> None:
             library = selection.folders.get(top or "")
             if library is None or library.kind != LIBRARY:
                 continue
-            with contextlib.suppress(GraphError, RestoreFailed):
+            try:
                 writer, prefix = await libraries.get(library)
-                await writer.folder([*prefix, *new_top, *names[1:]])
+            except (GraphError, RestoreFailed):
+                continue  # the library could not be made: each of its files says so
+            folder = selection.folders[folder_ext]
+            await make_folder(ctx, writer, folder, [*prefix, *new_top, *names[1:]])
 
     async def work(version: ItemVersion) -> None:
         top = top_of(selection, version.parent_external_id)
@@ -153,9 +156,7 @@ async def restore(ctx: RestoreContext, selection: Selection) -> None:
             await ctx.report.failed(version, code="library_missing", detail=str(exc))
             return
         names = below_library(version.parent_external_id)
-        expected.setdefault(library.name, Expected()).add(
-            [*names, version.name], (version.meta or {}).get("id")
-        )
+        expected.setdefault(library.name, Expected()).add([*names, version.name], version)
         await writer.put(version, [*prefix, *new_top, *names])
 
     await run_bounded(asyncio.Semaphore(RESTORE_CONCURRENCY), selection.items(), work)
