@@ -38,15 +38,36 @@ class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# How deep a request body's JSON may nest. Ours nest three or four levels (a policy's
+# retention rules); a hostile body can nest thousands, which a recursive walk (ours, or a
+# validator's) would answer with a RecursionError, a 500.
+MAX_DEPTH = 32
+
+
+class TooDeep(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"the value nests deeper than {MAX_DEPTH} levels")
+
+
 def holds_nul(value: Any) -> bool:
     """Whether text anywhere in ``value`` (a JSON value as parsed: strings, lists, objects and
-    their keys) carries U+0000."""
-    if isinstance(value, str):
-        return NUL in value
-    if isinstance(value, list | tuple):
-        return any(holds_nul(v) for v in value)
-    if isinstance(value, dict):
-        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    their keys) carries U+0000. Walked without recursion; a value nested deeper than
+    ``MAX_DEPTH`` raises ``TooDeep`` (a ValueError: the field's 422)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        here, depth = stack.pop()
+        if isinstance(here, str):
+            if NUL in here:
+                return True
+            continue
+        if isinstance(here, list | tuple | dict):
+            if depth >= MAX_DEPTH:
+                raise TooDeep
+            if isinstance(here, dict):
+                stack.extend((k, depth + 1) for k in here)
+                stack.extend((v, depth + 1) for v in here.values())
+            else:
+                stack.extend((v, depth + 1) for v in here)
     return False
 
 
@@ -56,7 +77,7 @@ class RequestSchema(Schema):
     (`evnets`) would otherwise change nothing and answer 200. No text in it may carry U+0000
     (NUL): PostgreSQL's text cannot hold one, and nothing a client means is written with it,
     so it is refused here as the field's 422, the same on every database, instead of failing
-    deep in a write."""
+    deep in a write. Nor may a field's value nest deeper than ``MAX_DEPTH`` (a 422 too)."""
 
     model_config = ConfigDict(from_attributes=True, extra="forbid")
 

@@ -188,6 +188,36 @@ async def test_nul_in_any_text_sent_is_a_4xx_and_changes_nothing(live: Live) -> 
         assert r.json()["name"] == "\\u0000"
 
 
+async def test_deeply_nested_json_is_a_4xx_and_changes_nothing(live: Live) -> None:
+    """An array nested a few hundred deep in a field passed the JSON parser and overflowed
+    the recursive NUL check (a 500, from any key that may write); deeper still, the parser
+    itself gives up. Every depth is now a 4xx."""
+    a = live.world.a
+    before = await fingerprint(live.world.runtime)
+    writes = [
+        ("POST", "/v1/tenants", "name"),
+        ("PATCH", f"/v1/tenants/{a.tenant.id}", "name"),
+        ("POST", "/v1/api-keys", "name"),
+    ]
+    async with live.client() as client:
+        for depth in (33, 100, 400, 900, 5000):
+            nested = "[" * depth + "]" * depth
+            for method, path, field in writes:
+                r = await client.request(
+                    method,
+                    path,
+                    content=f'{{"{field}": {nested}}}',
+                    headers={**a.msp.headers, "content-type": "application/json"},
+                )
+                assert r.status_code in (400, 422), (depth, path, r.status_code)
+                assert r.headers["content-type"] == PROBLEM
+        # Nesting a body's schema allows, within the bound, is still judged by the schema.
+        r = await client.post("/v1/tenants", json={"name": [[[]]]}, headers=a.msp.headers)
+        assert r.status_code == 422
+        assert "nests deeper" not in r.text
+    assert await fingerprint(live.world.runtime) == before
+
+
 # --- instants and positions no datetime or 64-bit integer holds -------------------------------
 
 
