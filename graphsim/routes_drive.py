@@ -144,6 +144,13 @@ def item_json(
     if item.parent_id is None:
         out["root"] = {}
         out["name"] = "root"
+    if in_delta:
+        # Business drives' delta leaves out the cTag of a created or changed item, and the
+        # cTag and name of a deleted one (driveItem: delta, Remarks): a client compares
+        # content by hashes there, and tracks items by id.
+        del out["cTag"]
+        if item.deleted:
+            del out["name"]
     if item.deleted:
         out["deleted"] = {"state": "deleted"}
         out.pop("@odata.etag", None)
@@ -162,12 +169,11 @@ def item_json(
         }
     else:
         assert item.content is not None
-        qx, sha256 = item.content.hashes()
+        qx, _sha256 = item.content.hashes()
         out["@microsoft.graph.downloadUrl"] = download_url(engine, tenant, drive, item)
-        out["file"] = {
-            "mimeType": item.mime_type,
-            "hashes": {"quickXorHash": qx, "sha256Hash": sha256},
-        }
+        # quickXorHash only: the only hash business drives give (sha1Hash and crc32Hash are
+        # personal OneDrive's; sha256Hash is documented as not supported).
+        out["file"] = {"mimeType": item.mime_type, "hashes": {"quickXorHash": qx}}
     return out
 
 
