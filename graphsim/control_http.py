@@ -292,6 +292,15 @@ TENANT_ACTIONS: list[tuple[frozenset[str], str, Handler]] = [
         ),
     ),
     (frozenset({"DELETE"}), _USER + "/licenses[^/]*(/(?P<sku>[^/]*))?(/.*)?", remove_licence),
+    (
+        frozenset({"PUT"}),
+        _USER + "/app-access",
+        lambda c: _done(
+            lambda: c.sim.restrict_app_access(
+                c.tenant, c.groups["user"], denied=not bool(c.body.get("allowed", True))
+            )
+        ),
+    ),
     (_POST, _USER + "/messages", add_message),
     (_POST, _USER + "/mailFolders", add_mail_folder),
     (_POST, _USER + "/files", add_file),

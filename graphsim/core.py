@@ -122,6 +122,13 @@ def mailbox_of(req: Req, key: str | None = None) -> User:
             "MailboxNotEnabledForRESTAPI",
             "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
         )
+    if user.app_access_denied:  # what Exchange answers, per "Limiting application permissions"
+        raise GraphError(
+            403,
+            "ErrorAccessDenied",
+            "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly "
+            "AccessPolicy settings.",
+        )
     return user
 
 

@@ -352,6 +352,13 @@ class Simulator:
             t = self.tenant(tenant)
             control.remove_licence(t, control.need_user(t, user), sku_id, keep_access=keep_access)
 
+    def restrict_app_access(self, tenant: str, user: str, *, denied: bool = True) -> None:
+        """Leave ``user``'s mailbox out of (or put it back into) the app's scope, as an
+        Exchange application access policy does: its Outlook requests answer 403."""
+        with self.engine.world.lock:
+            t = self.tenant(tenant)
+            control.need_user(t, user).app_access_denied = denied
+
     def grant_consent(self, tenant: str) -> None:
         with self.engine.world.lock:
             t = self.tenant(tenant)

@@ -69,6 +69,9 @@ class User:
     account_enabled: bool = True
     licenses: list[str] = field(default_factory=list)
     mailbox_enabled: bool = True
+    # An Exchange application access policy (or RBAC for Applications) that leaves this
+    # mailbox out of the app's scope: every Outlook request for it answers 403.
+    app_access_denied: bool = False
     drive_id: str | None = None
     user_type: str = "Member"
     well_known: dict[str, str] = field(default_factory=dict)  # name -> mail folder id

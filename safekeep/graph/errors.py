@@ -95,6 +95,14 @@ class Forbidden(GraphError):
     reason = "permission_missing"
 
 
+class MailboxAccessDenied(Forbidden):
+    """403 from Exchange for one mailbox: the client's application access policy (or RBAC for
+    Applications) leaves it out of the app's scope ("Access to OData is disabled"). Other
+    mailboxes still answer; the client's Exchange admin must put this one in scope."""
+
+    reason = "mailbox_access_denied"
+
+
 class Conflict(GraphError):
     """409 name clash when creating (``nameAlreadyExists``, ``ErrorFolderExists``)."""
 
@@ -308,6 +316,9 @@ def parse_error_body(content: bytes) -> tuple[str, str, str | None, str | None]:
 
 
 _IDENTITY_GONE_CODES = frozenset({"Authorization_IdentityNotFound"})
+# How Exchange words a refusal by an application access policy (Graph's "Limiting application
+# permissions to specific Exchange Online mailboxes"; RBAC for Applications adds "[RAOP]...").
+_ACCESS_POLICY = "Access to OData is disabled"
 
 
 def classify(
@@ -353,6 +364,8 @@ def classify(
         return ResourceLocked(status, code, message, **kwargs)
     if status == 401:
         return Unauthorized(status, code, message, **kwargs)
+    if code == "ErrorAccessDenied" and _ACCESS_POLICY in message:
+        return MailboxAccessDenied(status, code, message, **kwargs)
     if status == 403 or code in _FORBIDDEN_CODES:
         return Forbidden(status, code, message, **kwargs)
     if status == 429:

@@ -49,3 +49,28 @@ async def test_revoked_consent_fails_the_backup_with_a_reason_and_is_announced(
     assert {t.error_code for t in tasks} == {"consent_revoked"}
     assert all("consent" in (t.error_detail or "") for t in tasks)
     assert sorted(events) == ["backup.failed", "tenant.consent_revoked"]  # announced once
+
+
+async def test_a_mailbox_an_access_policy_leaves_out_fails_alone_with_what_to_do(
+    engine: EngineHarness,
+) -> None:
+    """An Exchange application access policy that leaves one mailbox out of the app's scope
+    makes Exchange answer 403 for that mailbox only: its Outlook tasks fail with a reason
+    that names the policy (not a consent to redo), everything else is backed up."""
+    h = engine
+    await h.set_policy(services=["mail", "contacts", "onedrive"])
+    accounts = await h.discover()
+    blocked = next(a for a in accounts if a.kind == "user")
+    h.sim.restrict_app_access(h.sim_tenant_id, blocked.graph_id)
+    job = await run_backup(h)
+    assert job.status == "partial"
+    async with h.runtime.db.session() as session:
+        tasks = (
+            (await session.execute(select(JobTask).where(JobTask.job_id == job.id))).scalars().all()
+        )
+    failed = {(t.account_id, t.service): t for t in tasks if t.status == "failed"}
+    assert set(failed) == {(blocked.id, "mail"), (blocked.id, "contacts")}
+    assert {t.error_code for t in failed.values()} == {"mailbox_access_denied"}
+    assert all("application access policy" in (t.error_detail or "") for t in failed.values())
+    assert all(t.status == "succeeded" for t in tasks if (t.account_id, t.service) not in failed)
+    assert (await h.reload_tenant()).consent_state != "revoked"

@@ -57,6 +57,22 @@ def test_graph_codes_map_to_one_remedy(status, code, inner, expected, reason):
     assert error.request_id == "r-1"
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Access to OData is disabled.",
+        "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly "
+        "AccessPolicy settings.",
+    ],
+)
+def test_an_access_policy_refusal_names_the_mailbox_not_the_consent(message):
+    """Exchange's words for a mailbox an application access policy leaves out of scope."""
+    error = classify(403, "ErrorAccessDenied", message)
+    assert isinstance(error, errors.MailboxAccessDenied)
+    assert isinstance(error, Forbidden)
+    assert error.reason == "mailbox_access_denied"
+
+
 def test_resync_keeps_the_location_graph_offered():
     error = classify(410, "resyncRequired", "gone", location="https://g/v1.0/drives/d/root/delta")
     assert isinstance(error, ResyncRequired)

@@ -27,6 +27,7 @@ from safekeep.backup.jobs.lifecycle import MAX_ATTEMPTS, RetryLater, load_runnab
 from safekeep.graph.errors import (
     AuthError,
     ConsentRequired,
+    MailboxAccessDenied,
     MailboxNotEnabled,
     NotFound,
     Throttled,
@@ -63,7 +64,14 @@ TERMINAL_TASK = frozenset(
 )
 
 # Graph failures that retrying soon will not fix, by the reason we record.
-PERMANENT = (ConsentRequired, AuthError, MailboxNotEnabled, NotFound, Throttled)
+PERMANENT = (
+    ConsentRequired,
+    AuthError,
+    MailboxNotEnabled,
+    MailboxAccessDenied,
+    NotFound,
+    Throttled,
+)
 # How long giving a lease back may wait for the database to return (it is what lets the
 # retry start at once instead of after the lease's timeout).
 RELEASE_PATIENCE_SECONDS = 120.0
@@ -108,7 +116,9 @@ async def start_backup_job(runtime: Runtime, job_id: str) -> None:
                 for a in await account_repository.all_for_tenant(session, scope, tenant.id)
                 if a.protected
             ]
-        accounts = [a for a in accounts if a.state == AccountState.active]
+        # Protected seats only, named or not: the API refuses to name an unprotected one,
+        # and a seat released since the request is not backed up (nor billed).
+        accounts = [a for a in accounts if a.state == AccountState.active and a.protected]
         existing = {
             (t.account_id, t.service): t for t in await job_repository.tasks(session, job.id)
         }
@@ -389,6 +399,11 @@ def _explain(exc: BaseException) -> str:
         "consent link (POST /v1/tenants/{id}/consent).",
         "mailbox_not_found": "The user has no Exchange Online mailbox (no licence, or not "
         "provisioned yet).",
+        "mailbox_access_denied": "The client's Exchange application access policy (or RBAC "
+        "for Applications) leaves this mailbox out of Safekeep's scope; the client's Exchange "
+        "admin must add it (Test-ApplicationAccessPolicy shows the result).",
+        "permission_missing": "Microsoft Graph refused a permission this needs; ask the "
+        "client's admin to consent again (POST /v1/tenants/{id}/consent).",
         "throttled": "Microsoft kept throttling this account past our deadline; it is retried "
         "on the next run.",
         "not_found": "Microsoft Graph no longer has this resource.",
