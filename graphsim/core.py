@@ -754,7 +754,10 @@ def filtered(
         predicate = parser.parse()
         if outlook_messages and order:
             ordered_props = ["/".join(path).lower() for path, _ in order]
-            if parser.properties[: len(ordered_props)] != ordered_props:
+            # A property named twice (a range: ge ... and le ...) counts once, where it first
+            # appears.
+            named = list(dict.fromkeys(parser.properties))
+            if named[: len(ordered_props)] != ordered_props:
                 raise GraphError(
                     400,
                     "InefficientFilter",
