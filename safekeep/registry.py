@@ -91,6 +91,10 @@ class ServiceSpec:
     default_on: bool = True
     # Graph change notifications for continuous protection; None: scheduled backups only.
     notifications: ChangeNotifications | None = None
+    # Whether Microsoft 365 keeps an item's replaced content as an older version (drives'
+    # files): a restore that overwrites it loses nothing, so the one-call recovery after a
+    # detection overwrites items changed in place (Outlook items are deleted and re-created).
+    keeps_versions: bool = False
 
     @property
     def engine_module(self) -> str:
@@ -171,6 +175,7 @@ DECLARED: tuple[ServiceSpec, ...] = (
         graph_path="/users/{id}/drive",
         notifications=ChangeNotifications("users/{user}/drive/root", "updated", timedelta(days=20)),
         search_fields=("date", "people", "body", "file_type"),
+        keeps_versions=True,
     ),
     ServiceSpec(
         name="sharepoint",
@@ -189,6 +194,7 @@ DECLARED: tuple[ServiceSpec, ...] = (
             resolver="safekeep.backup.services.sharepoint.notifications:subscription_resources",
         ),
         search_fields=("date", "people", "body", "file_type"),
+        keeps_versions=True,
     ),
     ServiceSpec(
         # A user's Teams: the teams it is the first owner of (each team is backed up once,

@@ -6,15 +6,12 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from safekeep import registry
 from safekeep.backup.jobs import service as job_requests
 from safekeep.errors import Conflict
 from safekeep.tenants.detection import service as detection_service
 from safekeep.tenants.models import Job
 from safekeep.tenants.scope import Principal
-
-# Services whose restore can put a file's clean bytes back into the same item, keeping the
-# replaced content as an older version: the drives.
-REPLACES_IN_PLACE = frozenset({"onedrive", "sharepoint"})
 
 
 async def request_clean_restore(
@@ -44,6 +41,6 @@ async def request_clean_restore(
         },
         "snapshot_id": str(found.last_clean_snapshot_id),
         "target": {"account_id": None, "folder": "original"},
-        "conflict": "overwrite" if found.service in REPLACES_IN_PLACE else "skip",
+        "conflict": "overwrite" if registry.get(found.service).keeps_versions else "skip",
     }
     return await job_requests.request_restore(session, principal, tenant_id, body, ip=ip)
