@@ -236,6 +236,83 @@ def make_docx(paragraphs: list[str]) -> bytes:
     return buf.getvalue()
 
 
+# SharePoint's property promotion/demotion: the namespace of the ``customXml`` part holding a
+# library's properties (``p:properties``), how graphsim recognises its own part again.
+SP_PROPERTIES_NS = "http://schemas.microsoft.com/office/2006/metadata/properties"
+
+
+def with_properties_part(data: bytes, properties: bytes) -> bytes | None:
+    """``data`` (an Office Open XML package) with ``properties`` as SharePoint's customXml
+    part, as a document library stores an uploaded Office file: the part holding SharePoint's
+    properties is replaced if the package has one, else added as the next free
+    ``customXml/itemN.xml``; every other part keeps its bytes (the archive itself is written
+    anew). ``[Content_Types].xml`` gains a ``Default`` for ``xml`` only if it has none. None
+    when ``data`` is not a readable zip package with a ``[Content_Types].xml``."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as source:
+            infos = source.infolist()
+            names = {i.filename for i in infos}
+            if "[Content_Types].xml" not in names:
+                return None
+            parts = [(info, source.read(info)) for info in infos]
+            comment = source.comment
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError, OSError):
+        return None  # not a zip, damaged, encrypted or using a method zipfile cannot read
+    ours = next(
+        (
+            info.filename
+            for info, body in parts
+            if _custom_xml_item(info.filename) is not None and SP_PROPERTIES_NS.encode() in body
+        ),
+        None,
+    )
+    if ours is None:
+        taken = {_custom_xml_item(n) for n in names} - {None}
+        ours = f"customXml/item{next(n for n in range(1, len(taken) + 2) if n not in taken)}.xml"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+        for info, body in parts:
+            if info.filename == ours:
+                continue
+            if info.filename == "[Content_Types].xml":
+                body = _with_xml_default(body)
+            out.writestr(_copy_info(info), body)
+        added = zipfile.ZipInfo(ours, date_time=_FIXED_ZIP_TIME)
+        added.compress_type = zipfile.ZIP_DEFLATED
+        out.writestr(added, properties)
+        out.comment = comment
+    return buf.getvalue()
+
+
+def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    """A fresh header for a part written again: its name, time, method and attributes (not
+    the source's offsets, sizes or zip64 fields)."""
+    copy = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+    copy.compress_type = info.compress_type
+    copy.create_system = info.create_system
+    copy.external_attr = info.external_attr
+    copy.comment = info.comment
+    return copy
+
+
+def _custom_xml_item(name: str) -> int | None:
+    """N of ``customXml/itemN.xml``, else None."""
+    stem = name.removeprefix("customXml/item").removesuffix(".xml")
+    if stem == name or "/" in stem or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def _with_xml_default(types: bytes) -> bytes:
+    """``[Content_Types].xml`` as it is when it gives ``.xml`` parts a type, else with the
+    ``Default`` the added part needs."""
+    lowered = types.lower().replace(b"'", b'"')
+    if b'extension="xml"' in lowered or b"</types>" not in lowered:
+        return types
+    at = lowered.rindex(b"</types>")
+    return types[:at] + b'<Default Extension="xml" ContentType="application/xml"/>' + types[at:]
+
+
 def make_pdf(lines: list[str]) -> bytes:
     """A one-page PDF whose text pypdf can extract (Latin-1 text, Helvetica)."""
     text_ops = ["BT", "/F1 11 Tf", "50 780 Td", "14 TL"]

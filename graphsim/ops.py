@@ -7,11 +7,18 @@ recorded exactly like one made through Graph, so delta sees both the same way.
 from __future__ import annotations
 
 import mimetypes
+import uuid
 from datetime import datetime
 from typing import Any
 
 from graphsim import ids
-from graphsim.content import Content
+from graphsim.content import (
+    SP_PROPERTIES_NS,
+    BytesContent,
+    Content,
+    FileContent,
+    with_properties_part,
+)
 from graphsim.mail import MailSpec, conversation_id
 from graphsim.state import (
     Attachment,
@@ -254,6 +261,56 @@ def guess_mime(name: str) -> str:
     }
     ext = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
     return known.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+# Office Open XML packages a document library rewrites on arrival (property promotion and
+# demotion: SharePoint writes the library's properties into the file it stores).
+OFFICE_OPEN_XML = frozenset(
+    {"docx", "docm", "dotx", "xlsx", "xlsm", "xltx", "pptx", "pptm", "potx"}
+)
+REWRITE_LIMIT = 100 * 1024 * 1024  # bigger uploads are stored as sent
+
+
+def arrived(tenant: Tenant, drive: Drive, name: str, content: Content) -> bytes | None:
+    """What a document library stores instead of an uploaded Office file, or None when it
+    keeps the bytes as sent.
+
+    SharePoint (not OneDrive for Business) writes its properties into the Office documents
+    uploaded to a library, so the stored file's size and hashes differ from the bytes sent
+    (rclone: "Sharepoint ... silently modifies uploaded files, mainly Office files"). Here:
+    a ``customXml`` part with the library's content type id and columns is added or
+    replaced, every other part keeps its bytes. Only uploads through Graph arrive here
+    (generated data is what the library already holds), only kept bytes (``BytesContent``,
+    ``FileContent``) up to ``REWRITE_LIMIT``, only valid zip packages."""
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if drive.drive_type != "documentLibrary" or ext not in OFFICE_OPEN_XML:
+        return None
+    if not isinstance(content, BytesContent | FileContent) or content.size > REWRITE_LIMIT:
+        return None
+    splist = tenant.lists.get(drive.list_id)
+    return with_properties_part(content.read(), library_properties(drive, splist))
+
+
+def library_properties(drive: Drive, splist: SpList | None) -> bytes:
+    """SharePoint's ``p:properties`` document for a file of this library: its content type
+    id (Document, 0x0101, made the library's own) and an empty value per column."""
+    list_id = splist.id if splist is not None else drive.id
+    content_type = "0x010100" + uuid.uuid5(uuid.NAMESPACE_URL, list_id).hex.upper()
+    schema = "{" + str(uuid.uuid5(uuid.NAMESPACE_OID, list_id)) + "}"
+    columns = "".join(
+        f'<{name} xmlns="{schema}" xsi:nil="true"/>'
+        for name in (str(c.get("name") or "") for c in (splist.columns if splist else []))
+        if name.isidentifier() and name != "Title"
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<p:properties xmlns:p="{SP_PROPERTIES_NS}" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        "<documentManagement>"
+        '<ContentTypeId xmlns="http://schemas.microsoft.com/sharepoint/v3">'
+        f"{content_type}</ContentTypeId>{columns}"
+        "</documentManagement></p:properties>"
+    ).encode()
 
 
 def new_drive_item(

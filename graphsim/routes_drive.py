@@ -381,6 +381,13 @@ def put_file(
     return item, 201
 
 
+def landed(engine: Engine, tenant: Tenant, drive: Drive, name: str, content: Content) -> Content:
+    """What the drive stores for uploaded ``content`` named ``name``: a document library
+    writes its properties into Office files (``ops.arrived``); anything else as sent."""
+    rewritten = ops.arrived(tenant, drive, name, content)
+    return content if rewritten is None else store_bytes(rewritten, engine.spill_dir)
+
+
 def addressed_item(req: Req) -> tuple[Tenant, Drive, DriveItem]:
     """The tenant, drive and item a ``/drives/{drive}/items/{item}...`` path names."""
     tenant = tenant_of(req)
@@ -524,6 +531,7 @@ def replace(engine: Engine, req: Req) -> Resp:
     behaviour = _conflict(req)
     if behaviour == "fail":
         raise GraphError(409, "nameAlreadyExists", "The specified item name already exists.")
+    data = landed(engine, tenant, drive, item.name, store_bytes(req.body, engine.spill_dir))
     if behaviour == "rename" and item.parent_id is not None:
         parent = drive.items[item.parent_id]
         copy = ops.new_drive_item(
@@ -531,13 +539,11 @@ def replace(engine: Engine, req: Req) -> Resp:
             drive,
             parent,
             renamed(drive, parent, item.name),
-            content=store_bytes(req.body, engine.spill_dir),
+            content=data,
             by=by_user(req, drive),
         )
         return json_resp(item_json(engine, tenant, drive, copy), 201)
-    ops.replace_content(
-        tenant, drive, item, store_bytes(req.body, engine.spill_dir), by_user(req, drive)
-    )
+    ops.replace_content(tenant, drive, item, data, by_user(req, drive))
     return json_resp(item_json(engine, tenant, drive, item), 200)
 
 
@@ -556,7 +562,7 @@ def simple_upload(engine: Engine, req: Req) -> Resp:
         drive,
         parent,
         req.params["name"],
-        store_bytes(req.body, engine.spill_dir),
+        landed(engine, tenant, drive, req.params["name"], store_bytes(req.body, engine.spill_dir)),
         _conflict(req) or "replace",
         by_user(req, drive),
     )
@@ -588,6 +594,7 @@ def start_session(
     by = by_user(req, drive)
 
     def commit(data: Content) -> Resp:
+        data = landed(engine, tenant, drive, existing.name if existing else name, data)
         if existing is not None and not existing.deleted:
             ops.replace_content(tenant, drive, existing, data, by)
             item, status = existing, 200

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 from typing import Any
 
 import httpx
@@ -12,6 +14,7 @@ from msgraph.generated.models.drive_item import DriveItem
 from msgraph.generated.models.drive_item_collection_response import DriveItemCollectionResponse
 
 from graphsim import Simulator
+from graphsim.content import make_docx
 from graphsim.quickxor import quickxor_b64
 from tests.graphsim.conftest import collect, sdk_parse
 
@@ -329,6 +332,108 @@ def test_ransomware_overwrites_files_under_new_names(sim: Simulator, client: htt
             "value"
         ]
         assert len(versions) >= 2
+
+
+def _parts(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as package:
+        return {n: package.read(n) for n in package.namelist()}
+
+
+def _library(sim: Simulator) -> str:
+    site = next(s for s in sim.tenant().sites.values() if not s.personal)
+    drive = sim.tenant().drives[site.drive_ids[0]]
+    assert drive.drive_type == "documentLibrary"
+    return drive.id
+
+
+def _session_upload(client: httpx.Client, plain: httpx.Client, path: str, data: bytes) -> Any:
+    url = client.post(
+        f"{path}:/createUploadSession",
+        json={"item": {"@microsoft.graph.conflictBehavior": "replace"}},
+    ).json()["uploadUrl"]
+    done = plain.put(
+        url, content=data, headers={"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"}
+    )
+    assert done.status_code in (200, 201), done.text
+    return done.json()
+
+
+def test_a_library_writes_its_properties_into_office_documents(
+    sim: Simulator, client: httpx.Client, plain: httpx.Client
+) -> None:
+    """SharePoint (not OneDrive) rewrites the Office files a document library receives: a
+    customXml part with its properties is added, every part of the package keeps its bytes,
+    and the stored size and hash are not those of the bytes sent."""
+    library = _library(sim)
+    sent = make_docx(["Quarterly plan", "the numbers"])
+    put = client.put(f"/drives/{library}/root:/Arrivals/plan.docx:/content", content=sent)
+    assert put.status_code == 201
+    item = put.json()
+    stored = plain.get(item["@microsoft.graph.downloadUrl"]).content
+    assert stored != sent
+    assert item["size"] == len(stored) != len(sent)
+    assert item["file"]["hashes"] == {"quickXorHash": quickxor_b64(stored)}
+    before, after = _parts(sent), _parts(stored)
+    assert {n: after.get(n) for n in before} == before
+    added = set(after) - set(before)
+    assert added == {"customXml/item1.xml"}
+    assert b"<p:properties" in after["customXml/item1.xml"]
+    assert b"ContentTypeId" in after["customXml/item1.xml"]
+
+    # A replacement through an upload session is rewritten too, and so is a new file sent
+    # that way.
+    again = make_docx(["Quarterly plan", "revised numbers"])
+    for name in ("plan.docx", "fresh.docx"):
+        done = _session_upload(client, plain, f"/drives/{library}/root:/Arrivals/{name}", again)
+        kept = _parts(plain.get(done["@microsoft.graph.downloadUrl"]).content)
+        assert {n: kept.get(n) for n in _parts(again)} == _parts(again)
+        assert set(kept) - set(_parts(again)) == {"customXml/item1.xml"}
+        assert done["size"] != len(again)
+    # A package holding the library's part already gets it replaced, not a second one; a
+    # customXml part of the document's own (here a bibliography) is kept beside it.
+    bibliography = b"<b:Sources xmlns:b='bibliography'/>"
+    own = io.BytesIO()
+    with zipfile.ZipFile(own, "w") as package:
+        for name, body in _parts(sent).items():
+            package.writestr(name, body)
+        package.writestr("customXml/item1.xml", bibliography)
+    for data, expected in ((stored, ["item1.xml"]), (own.getvalue(), ["item1.xml", "item2.xml"])):
+        back = client.put(f"/drives/{library}/root:/Arrivals/again.docx:/content", content=data)
+        kept = _parts(plain.get(back.json()["@microsoft.graph.downloadUrl"]).content)
+        assert sorted(n.removeprefix("customXml/") for n in kept if "customXml/" in n) == expected
+        assert sum(b"<p:properties" in body for body in kept.values()) == 1
+    assert kept["customXml/item1.xml"] == bibliography
+    # The version replaced keeps what the library stored then.
+    versions = client.get(f"/drives/{library}/items/{item['id']}/versions").json()["value"]
+    assert [v["size"] for v in versions][1:] == [len(stored)]
+
+
+def test_what_a_library_stores_as_sent(
+    sim: Simulator, client: httpx.Client, plain: httpx.Client, user: Any
+) -> None:
+    """Other files, bytes that are no zip package, and OneDrive uploads keep their bytes."""
+    library = _library(sim)
+    onedrive = drive_of(client, user)["id"]
+    docx = make_docx(["Kept as sent"])
+    for drive, name, data in (
+        (library, "notes.txt", b"plain text"),
+        (library, "broken.docx", b"PK\x03\x04 not really a package"),
+        (library, "archive.zip", docx),
+        (onedrive, "mine.docx", docx),
+    ):
+        put = client.put(f"/drives/{drive}/root:/AsSent/{name}:/content", content=data)
+        assert put.status_code == 201, name
+        assert put.json()["size"] == len(data), name
+        assert put.json()["file"]["hashes"] == {"quickXorHash": quickxor_b64(data)}, name
+        assert plain.get(put.json()["@microsoft.graph.downloadUrl"]).content == data, name
+    # What the simulator generated is what the library already holds: never rewritten.
+    generated = [
+        i.content.read()
+        for i in sim.tenant().drives[library].items.values()
+        if i.content is not None and " doc " in i.name and i.name.endswith(".docx")
+    ]
+    assert generated
+    assert not any(n.startswith("customXml/") for data in generated for n in _parts(data))
 
 
 def test_user_without_licence_has_no_drive(sim: Simulator, client: httpx.Client) -> None:

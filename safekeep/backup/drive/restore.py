@@ -15,6 +15,13 @@ content in the file's version history) and says so in the report; ``keep_both`` 
 writes, letting Graph pick a free name (``rename``). ``conflictBehavior=fail`` enforces
 ``skip`` against races. A folder that exists is used as it is.
 
+A SharePoint document library (``DriveTarget.library``; not a OneDrive) writes its properties
+into the Office Open XML files it receives, so what it stores never has the backup's size and
+hashes: ``check_upload`` lets such a file through with a note instead of failing it, and a
+file already at its path counts as already there when its package holds every part of the
+backup's with the same bytes, SharePoint's own parts aside (``same_document``), which is
+what an earlier restore into the library left.
+
 After restoring a whole drive (or whole folders) in place, ``observe_strays`` lists the
 drive as it is now and reports, without touching them, files that were not in the restore
 point: after ransomware these are the encrypted copies (same item, new name and bytes), so
@@ -35,6 +42,13 @@ import structlog
 
 from safekeep.backup.drive.delta import closing
 from safekeep.backup.drive.model import hashes_of, is_folder, same_content
+from safekeep.backup.drive.office import (
+    PACKAGE_COMPARE_MAX,
+    package_parts,
+    rewritten_on_arrival,
+    same_document,
+    spooled,
+)
 from safekeep.backup.services.base import RestoreContext, Selection, read_content
 from safekeep.graph.errors import AuthError, Conflict, GraphError
 from safekeep.storage.errors import StorageError
@@ -95,6 +109,9 @@ class DriveTarget:
     drive_id: str
     root_id: str
     throttle_key: str
+    # A SharePoint document library (Graph's driveType "documentLibrary"), which writes its
+    # properties into the Office files it receives; never a user's OneDrive ("business").
+    library: bool = False
 
 
 class DriveWriter:
@@ -212,7 +229,7 @@ class DriveWriter:
         behaviour = "fail"
         notes: list[str] = []
         if existing is not None:
-            if self.ctx.conflict != "keep_both" and self._same(version, existing):
+            if self.ctx.conflict != "keep_both" and await self._already_there(version, existing):
                 return {**existing, "@safekeep.existing": True}
             changed = self._changed_in_place(version, existing)
             if self.ctx.conflict == "skip":
@@ -248,7 +265,9 @@ class DriveWriter:
             if behaviour == "replace":
                 notes.append(f"replaced a file that appeared at {where} during the restore")
             created = await self._upload(version, parent_id, name, behaviour)
-        check_upload(version, created)
+        rewritten = check_upload(version, created, library=self.target.library)
+        if rewritten:
+            notes.append(rewritten)
         self._remember(parent_id, created)
         refused = await self._set_times(version, created)
         if refused:
@@ -259,6 +278,36 @@ class DriveWriter:
     def _same(version: ItemVersion, existing: Json) -> bool:
         """Does the file in the target hold exactly this version's bytes?"""
         return not is_folder(existing) and same_content(version, existing)
+
+    async def _already_there(self, version: ItemVersion, existing: Json) -> bool:
+        """This version's bytes are in the target file, or, in a library, this version's Office
+        document as SharePoint keeps it (its own properties written in, every other part of
+        the package the backup's): what an earlier restore there left."""
+        if self._same(version, existing):
+            return True
+        if not (self.target.library and rewritten_on_arrival(version.name)):
+            return False
+        if is_folder(existing) or not version.content or existing.get("id") is None:
+            return False
+        size = existing.get("size")
+        if not isinstance(size, int) or max(size, version.size) > PACKAGE_COMPARE_MAX:
+            return False
+        url = f"/drives/{q(self.target.drive_id)}/items/{q(str(existing['id']))}/content"
+        try:
+            async with (
+                spooled(self.ctx.graph.stream(url, mailbox=self.target.throttle_key)) as there,
+                spooled(read_content(self.ctx.repo, version)) as backed_up,
+            ):
+                stored, backup = await asyncio.gather(
+                    asyncio.to_thread(package_parts, there),
+                    asyncio.to_thread(package_parts, backed_up),
+                )
+        except AuthError:
+            raise
+        except GraphError as exc:  # cannot read it: not known to be the same
+            log.info("restore_compare_failed", item=existing.get("id"), error=str(exc))
+            return False
+        return backup is not None and stored is not None and same_document(backup, stored)
 
     def _changed_in_place(self, version: ItemVersion, existing: Json) -> bool:
         """Is the file in the target this very driveItem (restoring in place), with other
@@ -331,8 +380,25 @@ async def make_folder(
         await ctx.report.failed(version, code=exc.reason, detail=str(exc))
 
 
-def check_upload(version: ItemVersion, created: Json) -> None:
-    """Graph hashes what it received: it must be the stored bytes."""
+def check_upload(version: ItemVersion, created: Json, *, library: bool = False) -> str | None:
+    """Graph hashes what it stored: it must be the backed-up bytes, else the item failed.
+    Except in a SharePoint library (``library``), which rewrites Office Open XML files on
+    arrival (property promotion: it writes its properties into the package), so that their
+    size and hashes never match: there such a file is restored, and the returned note says
+    why its bytes differ. None when the bytes are the backup's."""
+    try:
+        _check_bytes(version, created)
+    except RestoreFailed as exc:
+        if not (library and rewritten_on_arrival(version.name)):
+            raise
+        return (
+            "SharePoint rewrote this document on arrival (a library writes its properties "
+            f"into Office files), so its bytes differ from the backup's ({exc.detail})"
+        )
+    return None
+
+
+def _check_bytes(version: ItemVersion, created: Json) -> None:
     hashes = (created.get("file") or {}).get("hashes") or {}
     sha256 = hashes.get("sha256Hash")
     if sha256 and version.content_hash and sha256.lower() != version.content_hash:

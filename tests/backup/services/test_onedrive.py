@@ -28,6 +28,7 @@ from safekeep.backup.drive import model as drive_model
 from safekeep.backup.drive.collect import ContentMismatch
 from safekeep.backup.drive.quickxor import QuickXorHash, quickxor_b64
 from safekeep.backup.export.zipper import MAX_PATH_CHARS
+from safekeep.backup.restore.report import JobRestoreReport
 from safekeep.backup.services.base import read_content, read_document
 from safekeep.backup.services.onedrive import SERVICE
 from safekeep.graph.client import GraphClient
@@ -634,6 +635,42 @@ async def test_times_graph_refuses_are_noted_with_the_restored_file(
         account, SERVICE_NAME, scope_type="items", item_ids=[version.item_id], target=other
     )
     assert (report.restored_count, report.noted_count, report.failed_count) == (1, 1, 0)
+
+
+async def test_an_office_document_graph_stored_otherwise_fails_in_a_onedrive(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OneDrive keeps the bytes it receives, Office files included (only a SharePoint
+    library rewrites them): a .docx whose stored hash is not the backup's has failed."""
+    h = engine
+    tid = h.sim_tenant_id
+    user_id = first_user(h)
+    account = await h.account(user_id)
+    h.sim.add_file(tid, "Reports/plan.docx", user=user_id, data=make_docx(["Plan"]))
+    await h.backup(account, SERVICE_NAME)
+    version = next(v for v in (await current(h, account)).values() if v.name == "plan.docx")
+    drive = drive_of(h, user_id)
+    h.sim.delete_item(tid, next(i.id for i in live(drive).values() if i.name == "plan.docx"))
+    upload = GraphClient.upload_drive_file
+
+    async def enriched(self: GraphClient, *args: Any, **kw: Any) -> Any:
+        created = await upload(self, *args, **kw)
+        created["file"]["hashes"]["quickXorHash"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        created["size"] += 190
+        return created
+
+    monkeypatch.setattr(GraphClient, "upload_drive_file", enriched)
+    failures: list[str] = []
+    failed = JobRestoreReport.failed
+
+    async def noting(self: JobRestoreReport, version: Any, *, code: str, detail: str) -> None:
+        failures.append(code)
+        await failed(self, version, code=code, detail=detail)
+
+    monkeypatch.setattr(JobRestoreReport, "failed", noting)
+    report = await h.restore(account, SERVICE_NAME, scope_type="items", item_ids=[version.item_id])
+    assert (report.restored_count, report.noted_count, report.failed_count) == (0, 0, 1)
+    assert failures == ["hash_mismatch"]
 
 
 # ---- export, download, search ------------------------------------------------------------------

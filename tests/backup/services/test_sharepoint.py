@@ -18,9 +18,11 @@ from graphsim import ops
 from graphsim.content import make_docx
 from graphsim.state import Drive, DriveItem, Site, SpList, utcnow
 from safekeep.backup.context import open_repository
+from safekeep.backup.restore.report import JobRestoreReport
 from safekeep.backup.services.base import read_document
 from safekeep.backup.services.sharepoint import SERVICE
 from safekeep.backup.services.sharepoint.lists import SKIPPED_TEMPLATES
+from safekeep.graph.client import GraphClient
 from safekeep.tenants.models import Account, ItemVersion
 from tests.backup.harness import EngineHarness, worker_killed_at
 
@@ -69,6 +71,41 @@ def live(drive: Drive) -> dict[str, DriveItem]:
 def files_by_path(drive: Drive) -> dict[str, str]:
     return {
         drive.path_of(i): i.content.hashes()[1].lower()  # type: ignore[union-attr]
+        for i in live(drive).values()
+        if not i.is_folder
+    }
+
+
+# SharePoint's properties part (customXml/itemN.xml), which a library writes into the
+# Office files it receives (graphsim/README.md, drives).
+SP_PROPERTIES = b"http://schemas.microsoft.com/office/2006/metadata/properties"
+OFFICE = (".docx", ".xlsx", ".pptx")
+
+
+def parts_of(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as package:
+        return {n: package.read(n) for n in package.namelist()}
+
+
+def what_sharepoint_keeps(name: str, data: bytes) -> str:
+    """A file's sha256; for an Office document, the sha256 of each of its parts but the
+    properties part SharePoint adds, so that a document restored into a library compares
+    equal only when every part of the original is there with the same bytes and nothing
+    else was added."""
+    if not name.lower().endswith(OFFICE):
+        return hashlib.sha256(data).hexdigest()
+    parts = {
+        n: hashlib.sha256(body).hexdigest()
+        for n, body in parts_of(data).items()
+        if not (n.startswith("customXml/") and SP_PROPERTIES in body)
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+def kept_by_path(drive: Drive) -> dict[str, str]:
+    """``files_by_path``, with Office documents compared as SharePoint keeps them."""
+    return {
+        drive.path_of(i): what_sharepoint_keeps(i.name, i.content.read())  # type: ignore[union-attr]
         for i in live(drive).values()
         if not i.is_folder
     }
@@ -269,7 +306,7 @@ async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
     await h.backup(account, SERVICE_NAME)
     drive = library(h, site)
     lst = tracker(h, site)
-    before_files = files_by_path(drive)
+    before_files = kept_by_path(drive)
     before_rows = list_rows(lst)
     items = sorted((i for i in lst.items.values() if not i.deleted), key=lambda i: int(i.id))
 
@@ -283,7 +320,7 @@ async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
     report = await h.restore(account, SERVICE_NAME, conflict="skip")
     assert report.failed_count == 0
     assert report.skipped_count == 1  # the edited item: there, but not as it was
-    assert files_by_path(drive) == before_files
+    assert kept_by_path(drive) == before_files
     rows = list_rows(lst)
     assert len(rows) == len(before_rows)
     assert any(r.get("Status") == "Tampered" for r in rows)  # skip left it alone
@@ -296,7 +333,7 @@ async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
     report = await h.restore(account, SERVICE_NAME, conflict="keep_both")
     assert report.failed_count == 0
     assert len(list_rows(lst)) == 2 * len(before_rows)  # a copy of each item
-    renamed = [p for p in files_by_path(drive) if p not in before_files]
+    renamed = [p for p in kept_by_path(drive) if p not in before_files]
     assert len(renamed) == len(before_files)  # each file once more, under a free name
 
     report = await h.restore(account, SERVICE_NAME, folder_mode="new", conflict="skip")
@@ -307,7 +344,7 @@ async def test_restore_lists_and_libraries(engine: EngineHarness) -> None:
         if i.parent_id == drive.root_id and i.name.startswith("Restored ")
     )
     under = {
-        p[len(top) + 1 :]: s for p, s in files_by_path(drive).items() if p.startswith(f"/{top}/")
+        p[len(top) + 1 :]: s for p, s in kept_by_path(drive).items() if p.startswith(f"/{top}/")
     }
     assert under == before_files
 
@@ -319,7 +356,7 @@ async def test_restore_into_another_site(
     tid = h.sim_tenant_id
     site, account = await site_with_files(h)
     await h.backup(account, SERVICE_NAME)
-    before_files = files_by_path(library(h, site))
+    before_files = kept_by_path(library(h, site))
     before_rows = list_rows(tracker(h, site))
 
     other_id = h.sim.add_site(tid, "Second site")
@@ -330,7 +367,7 @@ async def test_restore_into_another_site(
     report = await h.restore(account, SERVICE_NAME, target=other)
     # The other site's "Issue tracker" has Title and Status only: the rest is noted, not sent.
     assert report.failed_count == 0
-    other_files = files_by_path(library(h, other_site))
+    other_files = kept_by_path(library(h, other_site))
     assert {p: other_files[p] for p in before_files} == before_files
     rows = list_rows(tracker(h, other_site))
     assert sorted((r["Title"], r["Status"]) for r in rows) == sorted(
@@ -359,6 +396,102 @@ async def test_restore_into_another_site(
     created = [lst for lst in user_lists(h, other_site) if lst.display_name == "Contacts list"]
     assert len(created) == 1
     assert [r["Title"] for r in list_rows(created[0])] == ["Ada"]
+
+
+async def test_office_documents_sharepoint_rewrites_are_restored_with_a_note(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library writes its properties into every Office file it receives, so a restored
+    .docx never has the backup's size and hash: it is restored with a note saying why, not
+    failed. A second restore finds it there (every part of the backup's package in it); one
+    whose document was edited since is not."""
+    h = engine
+    tid = h.sim_tenant_id
+    site, account = await site_with_files(h)
+    await h.backup(account, SERVICE_NAME)
+    drive = library(h, site)
+    gone = [i for i in live(drive).values() if i.name.endswith(".docx") or i.name == "plan.txt"]
+    sent = {drive.path_of(i): i.content.read() for i in gone}  # type: ignore[union-attr]
+    documents = [p for p in sent if p.endswith(".docx")]
+    assert len(documents) >= 2
+    for item in gone:
+        h.sim.delete_item(tid, item.id)
+    notes: dict[str, str | None] = {}
+    restored = JobRestoreReport.restored
+
+    async def noting(self: JobRestoreReport, version: Any, **kw: Any) -> None:
+        notes[version.name] = kw.get("note")
+        await restored(self, version, **kw)
+
+    monkeypatch.setattr(JobRestoreReport, "restored", noting)
+
+    report = await h.restore(account, SERVICE_NAME)
+    assert report.failed_count == 0
+    assert (report.restored_count, report.noted_count) == (len(sent), len(documents))
+    assert notes.pop("plan.txt") is None  # other files keep their bytes: no note
+    assert len(notes) == len(documents)
+    assert all("SharePoint rewrote this document on arrival" in str(n) for n in notes.values())
+    now = {drive.path_of(i): i.content.read() for i in live(drive).values() if not i.is_folder}  # type: ignore[union-attr]
+    assert now["/General/Budget/plan.txt"] == sent["/General/Budget/plan.txt"]
+    for path in documents:
+        assert now[path] != sent[path]
+        before, after = parts_of(sent[path]), parts_of(now[path])
+        assert {n: after.get(n) for n in before} == before  # every part as it was
+        assert [SP_PROPERTIES in after[n] for n in set(after) - set(before)] == [True]
+
+    # Restored again: already there (the library's copy holds the backup's document), under
+    # either rule; nothing written, nothing skipped.
+    for conflict in ("skip", "overwrite"):
+        report = await h.restore(account, SERVICE_NAME, conflict=conflict)
+        assert (report.restored_count, report.skipped_count, report.failed_count) == (0, 0, 0)
+        assert {drive.path_of(i) for i in live(drive).values() if not i.is_folder} >= set(sent)
+    assert kept_by_path(drive) == {p: what_sharepoint_keeps(p, b) for p, b in now.items()}
+
+    # A document edited since (its text, not SharePoint's properties) is not already there.
+    edited = next(i for i in live(drive).values() if drive.path_of(i) == documents[0])
+    h.sim.edit_item(tid, edited.id, {"content": make_docx(["Edited since"])})
+    report = await h.restore(account, SERVICE_NAME, conflict="skip")
+    assert (report.restored_count, report.skipped_count, report.failed_count) == (0, 1, 0)
+
+
+def test_a_document_as_sharepoint_keeps_it_is_judged_part_by_part() -> None:
+    """Only SharePoint's own parts may differ or be added; every other part of the backup
+    must be there with its bytes, and nothing else added."""
+    from safekeep.backup.drive.office import same_document
+
+    backup = {"[Content_Types].xml": b"t", "_rels/.rels": b"r", "word/document.xml": b"d"}
+    kept = {**backup, "customXml/item1.xml": b"p", "word/_rels/document.xml.rels": b"x"}
+    assert same_document(backup, kept)
+    assert same_document(
+        backup, {**kept, "[Content_Types].xml": b"t2", "docProps/custom.xml": b"c"}
+    )
+    assert not same_document(backup, {**kept, "word/document.xml": b"edited"})
+    assert not same_document(backup, {k: v for k, v in kept.items() if k != "word/document.xml"})
+    assert not same_document(backup, {**kept, "word/media/image1.png": b"new"})
+    assert not same_document({"customXml/item1.xml": b"p"}, {"customXml/item1.xml": b"p"})
+
+
+async def test_a_library_stays_strict_for_other_files(
+    engine: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only Office documents get the library's allowance: any other file whose bytes Graph
+    stored differently has failed."""
+    h = engine
+    site, account = await site_with_files(h)
+    await h.backup(account, SERVICE_NAME)
+    drive = library(h, site)
+    plan = next(i for i in live(drive).values() if i.name == "plan.txt")
+    h.sim.delete_item(h.sim_tenant_id, plan.id)
+    upload = GraphClient.upload_drive_file
+
+    async def damaging(self: GraphClient, *args: Any, **kw: Any) -> Any:
+        created = await upload(self, *args, **kw)
+        created["file"]["hashes"]["quickXorHash"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        return created
+
+    monkeypatch.setattr(GraphClient, "upload_drive_file", damaging)
+    report = await h.restore(account, SERVICE_NAME)
+    assert (report.restored_count, report.failed_count) == (0, 1)
 
 
 # ---- export, download, search ------------------------------------------------------------------

@@ -66,7 +66,7 @@ class LibraryWriters:
         graph, site = self.ctx.graph, self.site_id
         if self._drives is None:
             drives = await all_pages(
-                graph, f"/sites/{q(site)}/drives", {"$select": "id,name"}, site
+                graph, f"/sites/{q(site)}/drives", {"$select": "id,name,driveType"}, site
             )
             self._drives = {str(d.get("name") or "").casefold(): d for d in drives}
         prefix: list[str] = []
@@ -80,14 +80,20 @@ class LibraryWriters:
             # The library cannot be re-created here: use the site's default library, under a
             # folder named after the one that is gone.
             drive = await graph.get_json(
-                f"/sites/{q(site)}/drive", params={"$select": "id,name"}, mailbox=site
+                f"/sites/{q(site)}/drive", params={"$select": "id,name,driveType"}, mailbox=site
             )
             prefix = [library.name]
         drive_id = str(drive["id"])
         root = await graph.get_json(
             f"/drives/{q(drive_id)}/root", params={"$select": "id"}, mailbox=site
         )
-        target = DriveTarget(drive_id=drive_id, root_id=str(root["id"]), throttle_key=site)
+        target = DriveTarget(
+            drive_id=drive_id,
+            root_id=str(root["id"]),
+            throttle_key=site,
+            # A library rewrites the Office files it receives; a personal site's drive does not.
+            library=drive.get("driveType") == "documentLibrary",
+        )
         return DriveWriter(self.ctx, target), prefix
 
     async def _create(self, name: str) -> Json:
@@ -102,7 +108,7 @@ class LibraryWriters:
         list_id = str((created or {}).get("id"))
         return await self.ctx.graph.get_json(
             f"/sites/{q(site)}/lists/{q(list_id)}/drive",
-            params={"$select": "id,name"},
+            params={"$select": "id,name,driveType"},
             mailbox=site,
         )
 
