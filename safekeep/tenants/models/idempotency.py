@@ -10,7 +10,9 @@ from safekeep.tenants.models.base import Base, CreatedMixin, IdMixin, JSONType
 
 
 class IdempotencyRecord(IdMixin, CreatedMixin, Base):
-    """The first answer to a creating POST with an Idempotency-Key, replayed for repeats."""
+    """An Idempotency-Key of an MSP and the creating POST it belongs to: claimed (no answer
+    yet, ``status_code`` and ``body`` null) before the request runs, then holding the first
+    answer, replayed for repeats. ``created_at`` is when the key was claimed."""
 
     __tablename__ = "idempotency_record"
     __table_args__ = (UniqueConstraint("msp_id", "key"),)
@@ -20,5 +22,9 @@ class IdempotencyRecord(IdMixin, CreatedMixin, Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(1000))
     request_hash: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int]
-    body: Mapped[Any] = mapped_column(JSONType)
+    status_code: Mapped[int | None]
+    body: Mapped[Any] = mapped_column(JSONType, nullable=True)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status_code is None
