@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from graphsim import extended, ids, ops
@@ -11,6 +11,7 @@ from graphsim.calendar import (
     fmt_dt,
     in_span,
     instance_ids,
+    occurrence_id,
     overlaps,
     parse_dt,
     series_instances,
@@ -237,17 +238,37 @@ ViewEntries = list[tuple[int, str, dict[str, Any]]]
 
 # Series expansions the view cache holds before it starts again (each a few instances).
 VIEW_CACHE_ENTRIES = 20_000
+# What each event showed in a window, for its last few versions: the ids a round held, so a
+# later round can name those a change took out of the window (calendarView delta).
+VIEW_HISTORY_VERSIONS = 8
+VIEW_HISTORY_ENTRIES = 200_000
+NOTHING: frozenset[str] = frozenset()
 
 
 def _view(
     engine: Engine, tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime
 ) -> ViewEntries:
-    """Instances in a window. Each event's share is worked out once per version of it: its
-    ``seq`` moves with every change to it, its exceptions, cancellations and attachments
-    (``touch_item``, ``touch_owner``), so delta pages repeat nothing, and a round after an
-    edit expands only the series edited rather than every series of the calendar."""
+    """Instances in a window (see ``_view_by_event``)."""
+    return [
+        entry
+        for _event, entries in _view_by_event(engine, tenant, calendar, lo, hi)
+        for entry in entries
+    ]
+
+
+def _view_by_event(
+    engine: Engine, tenant: Tenant, calendar: Folder, lo: datetime, hi: datetime
+) -> list[tuple[OItem, ViewEntries]]:
+    """Each event of the calendar with its instances in a window. Each event's share is
+    worked out once per version of it: its ``seq`` moves with every change to it, its
+    exceptions, cancellations and attachments (``touch_item``, ``touch_owner``), so delta pages
+    repeat nothing, and a round after an edit expands only the series edited rather than every
+    series of the calendar. The ids each version showed are kept too (``_held``)."""
     cache: dict[Any, ViewEntries] = engine.caches.setdefault("calendar_view", {})
-    out: ViewEntries = []
+    history: dict[Any, list[tuple[int, frozenset[str]]]] = engine.caches.setdefault(
+        "calendar_view_history", {}
+    )
+    out: list[tuple[OItem, ViewEntries]] = []
     for event in tenant.folder_items(calendar.id):
         key = (tenant.id, event.id, event.seq, lo, hi)
         entries = cache.get(key)
@@ -255,8 +276,38 @@ def _view(
             if len(cache) >= VIEW_CACHE_ENTRIES:
                 cache.clear()
             entries = cache[key] = _expand_event(tenant, event, lo, hi)
-        out.extend(entries)
+        held_key = (tenant.id, calendar.id, event.id, lo, hi)
+        versions = history.get(held_key)
+        if versions is None or versions[-1][0] != event.seq:
+            if versions is None:
+                if len(history) >= VIEW_HISTORY_ENTRIES:
+                    history.clear()
+                versions = history[held_key] = []
+            held = frozenset(i for _s, i, _v in entries) if entries else NOTHING
+            if versions and versions[-1][1] == held:
+                held = versions[-1][1]  # one set for the versions that showed the same
+            versions.append((event.seq, held))
+            del versions[:-VIEW_HISTORY_VERSIONS]
+        out.append((event, entries))
     return out
+
+
+def _held(
+    engine: Engine,
+    tenant: Tenant,
+    calendar: Folder,
+    event: OItem,
+    window: tuple[datetime, datetime],
+    at: int,
+) -> frozenset[str] | None:
+    """The instance ids ``event`` showed in the calendar's window as it was at change number
+    ``at`` (the version a delta token's round returned), or None when no read saw it."""
+    history = engine.caches.get("calendar_view_history", {})
+    found = None
+    for seq, held in history.get((tenant.id, calendar.id, event.id, *window), ()):
+        if seq <= at:
+            found = held
+    return found
 
 
 def _expand_event(tenant: Tenant, event: OItem, lo: datetime, hi: datetime) -> ViewEntries:
@@ -283,11 +334,36 @@ def _view_removed(
             out.append((seq, event.id, None))
     for event in tenant.folder_items(calendar.id):
         for day in event.cancelled:
-            from datetime import date
-
-            from graphsim.calendar import occurrence_id
-
             out.append((event.seq, occurrence_id(tenant, event, date.fromisoformat(day)), None))
+    return out
+
+
+def _view_left(
+    engine: Engine,
+    tenant: Tenant,
+    calendar: Folder,
+    window: tuple[datetime, datetime],
+    by_event: list[tuple[OItem, ViewEntries]],
+    since: int,
+    upto: int,
+) -> list[tuple[int, str, None]]:
+    """What a round reports ``@removed`` besides deletions and cancellations: each event
+    changed since the token's position that has no instance in the window (moved or edited
+    out of it, edited while outside it, added outside it), by its id (a series by its
+    master's and by the occurrences the window held before); and the instances the window
+    held that a change took away (a series made shorter, an exception moved out). Graph's
+    event-delta page says so: besides what was deleted inside the range, a round may name
+    under ``@removed`` (reason ``deleted``) events outside it that were added, deleted or
+    updated since the previous call (learn.microsoft.com/graph/api/event-delta)."""
+    out: list[tuple[int, str, None]] = []
+    for event, entries in by_event:
+        if not since < event.seq <= upto:
+            continue
+        before = _held(engine, tenant, calendar, event, window, since) or NOTHING
+        gone = (before | {event.id}) if not entries else before - {i for _s, i, _v in entries}
+        if gone and event.cancelled:  # reported with the cancellations already
+            gone -= {occurrence_id(tenant, event, date.fromisoformat(d)) for d in event.cancelled}
+        out.extend((event.seq, i, None) for i in sorted(gone))
     return out
 
 
@@ -507,8 +583,6 @@ def get_event(engine: Engine, req: Req) -> Resp:
     master, day = resolve_event(tenant, user, req.params["item"])
     if day is None:
         return json_resp(event_out(req, tenant, master))
-    from datetime import date
-
     from graphsim.calendar import instance_json
 
     inst = instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
@@ -555,8 +629,6 @@ def patch_event(engine: Engine, req: Req) -> Resp:
 
 def _occurrence(tenant: Tenant, master: OItem, day: str) -> dict[str, Any]:
     """One occurrence of a series as Graph shows it (``day``: its original date, ISO)."""
-    from datetime import date
-
     from graphsim.calendar import instance_json
 
     return instance_json(tenant, master, date.fromisoformat(day), event_json(tenant, master))
@@ -624,9 +696,13 @@ def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str
         req, engine, collection=collection, owner=user.id, path=path, first=first
     )
     lo, hi = parse_dt(state.query["lo"]), parse_dt(state.query["hi"])
-    page, more = delta_page(
-        state, _view(engine, tenant, calendar, lo, hi), _view_removed(tenant, calendar, lo, hi)
-    )
+    by_event = _view_by_event(engine, tenant, calendar, lo, hi)
+    live = [entry for _event, entries in by_event for entry in entries]
+    removed: list[tuple[int, str, None]] = []
+    if not state.fresh:  # a first round reports what is there, never what left
+        removed = _view_removed(tenant, calendar, lo, hi)
+        removed += _view_left(engine, tenant, calendar, (lo, hi), by_event, state.since, state.upto)
+    page, more = delta_page(state, live, removed)
     values = [removed_entry("event", i) if gone else obj for _s, i, obj, gone in page]
     return delta_resp(req, engine, state, page, more, entity="event", values=values)
 

@@ -468,3 +468,116 @@ def test_a_calendar_is_made_with_its_colour(client: httpx.Client, user: Any) -> 
     assert bad.json()["error"]["code"] == "RequestBodyRead"
     names = {c["name"] for c in client.get(f"/users/{user.id}/calendars").json()["value"]}
     assert "Odd" not in names
+
+
+def test_calendar_view_delta_reports_what_left_the_window_or_changed_outside_it(
+    client: httpx.Client, user: Any
+) -> None:
+    """Graph's event-delta page: a round returns under ``@removed`` (reason ``deleted``) the
+    events inside the window deleted since, and the events outside it added, deleted or
+    updated since. An event moved out, one edited while outside, one added outside and a
+    series moved out are named (the series by its master and the occurrences the window
+    held); a series made shorter loses the occurrences it no longer has; what did not
+    change is not named, and a quiet round names nothing."""
+    made = client.post(f"/users/{user.id}/calendars", json={"name": "Window edges"})
+    assert made.status_code == 201
+    calendar = made.json()["id"]
+    events = f"/users/{user.id}/calendars/{calendar}/events"
+
+    def add(subject: str, start: str, end: str, recurrence: Any = None) -> str:
+        body: dict[str, Any] = {
+            "subject": subject,
+            "start": {"dateTime": start, "timeZone": "UTC"},
+            "end": {"dateTime": end, "timeZone": "UTC"},
+        }
+        if recurrence is not None:
+            body["recurrence"] = recurrence
+        created = client.post(events, json=body)
+        assert created.status_code == 201, created.text
+        return str(created.json()["id"])
+
+    def weekly(start: str, count: int) -> dict[str, Any]:
+        return {
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+            "range": {"type": "numbered", "startDate": start, "numberOfOccurrences": count},
+        }
+
+    leaving = add("Moved out", "2026-03-03T10:00:00", "2026-03-03T11:00:00")
+    outside = add("Far ahead", "2027-02-01T10:00:00", "2027-02-01T11:00:00")
+    shortened = add(
+        "Shortened", "2026-03-02T09:00:00", "2026-03-02T09:30:00", weekly("2026-03-02", 6)
+    )
+    series_out = add(
+        "Series out", "2026-04-06T14:00:00", "2026-04-06T15:00:00", weekly("2026-04-06", 4)
+    )
+    deleted = add("Deleted", "2026-03-04T10:00:00", "2026-03-04T11:00:00")
+    quiet = add("Left alone", "2026-03-05T10:00:00", "2026-03-05T11:00:00")
+    # A series wholly outside the window, edited: it is named by its master alone.
+    far_series = add(
+        "Far series", "2027-03-01T08:00:00", "2027-03-01T08:30:00", weekly("2027-03-01", 3)
+    )
+
+    view = f"/users/{user.id}/calendars/{calendar}/calendarView/delta"
+    first, delta = collect(client, view, params=WINDOW, headers={"Prefer": "odata.maxpagesize=3"})
+    assert not any("@removed" in v for v in first)
+    held = {v["id"]: v for v in first}
+    assert leaving in held and quiet in held and outside not in held
+    shortened_ids = sorted(
+        (v for v in first if v.get("seriesMasterId") == shortened),
+        key=lambda v: v["start"]["dateTime"],
+    )
+    assert len(shortened_ids) == 6
+    series_out_ids = {v["id"] for v in first if v.get("seriesMasterId") == series_out}
+    assert len(series_out_ids) == 4
+
+    def patch(event_id: str, body: dict[str, Any]) -> None:
+        answer = client.patch(f"/users/{user.id}/events/{event_id}", json=body)
+        assert answer.status_code == 200, answer.text
+
+    patch(
+        leaving,
+        {
+            "start": {"dateTime": "2027-01-11T10:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2027-01-11T11:00:00", "timeZone": "UTC"},
+        },
+    )
+    patch(outside, {"subject": "Far ahead (edited)"})
+    patch(shortened, {"recurrence": weekly("2026-03-02", 3)})
+    patch(
+        series_out,
+        {
+            "start": {"dateTime": "2027-04-05T14:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2027-04-05T15:00:00", "timeZone": "UTC"},
+            "recurrence": weekly("2027-04-05", 4),
+        },
+    )
+    patch(far_series, {"subject": "Far series (edited)"})
+    assert client.delete(f"/users/{user.id}/events/{deleted}").status_code == 204
+    added_outside = add("Added far ahead", "2027-05-03T10:00:00", "2027-05-03T11:00:00")
+
+    changes, again = collect(client, delta, headers={"Prefer": "odata.maxpagesize=3"})
+    removed = [v["id"] for v in changes if "@removed" in v]
+    assert all(
+        v["@removed"] == {"reason": "deleted"} and v["@odata.type"] == "#microsoft.graph.event"
+        for v in changes
+        if "@removed" in v
+    )
+    assert len(removed) == len(set(removed))
+    dropped = {v["id"] for v in shortened_ids[3:]}
+    assert set(removed) == {
+        leaving,
+        outside,
+        deleted,
+        added_outside,
+        far_series,
+        series_out,
+        *series_out_ids,
+        *dropped,
+    }
+    live = {v["id"]: v for v in changes if "@removed" not in v}
+    # The shortened series' remaining occurrences come again (their master changed).
+    assert set(live) == {v["id"] for v in shortened_ids[:3]}
+    assert quiet not in live and quiet not in removed
+
+    nothing, _ = collect(client, again)
+    assert nothing == []

@@ -446,6 +446,128 @@ async def test_series_check_lists_the_calendar_when_cheaper_than_a_get_per_serie
     }
 
 
+def graph_gets(h: EngineHarness, template: str) -> int:
+    """Requests to ``template`` since the counters were reset, on the wire and in ``$batch``."""
+    counters = h.sim.counters()
+    return int(counters["by_endpoint"].get(template, 0)) + int(
+        counters["batch_by_endpoint"].get(template, 0)
+    )
+
+
+EVENT_GET = "GET /users/{user}/events/{item}"
+LISTING = "GET /users/{user}/calendars/{calendar}/events"
+
+
+def beyond_the_window(years: int = 4) -> datetime:
+    """A time no delta window of today reaches (they span three years either side)."""
+    return datetime(datetime.now(UTC).year + years, 3, 1, 10, tzinfo=UTC)
+
+
+async def test_an_event_moved_out_of_the_window_is_kept_with_its_new_version(
+    engine: EngineHarness, account: Account
+) -> None:
+    """calendarView delta names an event moved out of its window ``@removed``, as it names a
+    deleted one: the removal is checked with one GET of the event, which is still there, so
+    it stays open and what came back is its new version."""
+    h = engine
+    added = add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    moved = added["file"]
+    far = beyond_the_window()
+    h.sim.edit_item(
+        h.sim_tenant_id,
+        moved,
+        {"subject": "Budget workshop (far ahead)", "start": fmt_dt(far), "end": fmt_dt(far)},
+    )
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0
+    assert (run.counters.added, run.counters.changed, run.counters.removed) == (0, 1, 0)
+    stored = await h.open_ids(account, "calendar", ["event"])
+    assert set(stored) == set(sim_events(h, account.graph_id))
+    assert stored[moved].name == "Budget workshop (far ahead)"
+    assert stored[moved].change_key == h.sim.tenant().items[moved].change_key
+    assert (await read_doc(h, stored[moved]))["start"] == fmt_dt(far)
+    # One GET of the removed event was both the check and the fetch; no listing.
+    assert graph_gets(h, EVENT_GET) == 1
+    assert graph_gets(h, LISTING) == 0
+    assert (await h.versions_per_item(account, "calendar"))[stored[moved].item_id] == 2
+
+
+async def test_an_edit_of_an_event_outside_the_window_is_a_new_version_not_a_deletion(
+    engine: EngineHarness, account: Account
+) -> None:
+    """The full pass stores events outside the delta window; Graph names one edited there
+    ``@removed`` in the next round. It stays open, with the edit as its new version."""
+    h = engine
+    added = add_rich_events(h, account.graph_id)
+    await h.backup(account, "calendar")
+    ancient = added["ancient"]
+    assert ancient in await h.open_ids(account, "calendar", ["event"])  # from the sweep
+    h.sim.edit_item(h.sim_tenant_id, ancient, {"subject": "Founding meeting (minutes fixed)"})
+    h.sim.reset_counters()
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0
+    assert (run.counters.changed, run.counters.removed) == (1, 0)
+    stored = await h.open_ids(account, "calendar", ["event"])
+    assert stored[ancient].name == "Founding meeting (minutes fixed)"
+    assert graph_gets(h, EVENT_GET) == 1
+    assert "Founding meeting (minutes fixed)" in await h.search_titles("calendar", "archaeopteryx")
+
+
+async def test_a_deleted_event_is_still_closed_after_its_removal_is_checked(
+    engine: EngineHarness, account: Account
+) -> None:
+    """A removal Graph answers 404 for is a deletion: one GET, and the version is closed.
+    Several removed events at once are settled by one listing of the calendar when that is
+    cheaper than a GET each, a deleted series too."""
+    h = engine
+    uid = account.graph_id
+    added = add_rich_events(h, uid)
+    await h.backup(account, "calendar")
+    h.sim.delete_item(h.sim_tenant_id, added["all_day"])
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, "calendar")
+    assert (run.counters.changed, run.counters.removed) == (0, 1)
+    assert graph_gets(h, EVENT_GET) == 1 and graph_gets(h, LISTING) == 0
+    stored = await h.open_ids(account, "calendar", ["event"])
+    assert added["all_day"] not in stored
+    assert set(stored) == set(sim_events(h, uid))
+
+    for gone in (added["ancient"], added["series"], added["file"]):
+        h.sim.delete_item(h.sim_tenant_id, gone)
+    h.sim.reset_counters()
+    run, _ = await h.backup(account, "calendar")
+    assert (run.counters.changed, run.counters.removed) == (0, 3)
+    assert graph_gets(h, LISTING) == 1 and graph_gets(h, EVENT_GET) == 0
+    assert set(await h.open_ids(account, "calendar", ["event"])) == set(sim_events(h, uid))
+
+
+async def test_an_event_moved_to_another_calendar_outside_its_window_lands_there(
+    engine: EngineHarness, account: Account
+) -> None:
+    """Moved to another calendar and out of the window: the old calendar's round names it
+    removed (its GET finds it, changed, but not where), the new one's names it removed too
+    (added outside its window). It is stored under the calendar whose listing holds it."""
+    h = engine
+    uid = account.graph_id
+    added = add_rich_events(h, uid)
+    tenant = h.sim.tenant()
+    with h.sim.state.lock:
+        other = ops.new_folder(tenant, tenant.users[uid], "calendar", "Later", None)
+    await h.backup(account, "calendar")
+    moved = added["file"]
+    far = beyond_the_window()
+    h.sim.edit_item(h.sim_tenant_id, moved, {"start": fmt_dt(far), "end": fmt_dt(far)})
+    h.sim.move_item(h.sim_tenant_id, moved, other.id)
+    run, skipped = await h.backup(account, "calendar")
+    assert skipped == 0 and run.counters.removed == 0
+    stored = await h.open_ids(account, "calendar", ["event"])
+    assert set(stored) == set(sim_events(h, uid))
+    assert stored[moved].parent_external_id == other.id
+    assert stored[moved].change_key == tenant.items[moved].change_key
+
+
 # ---- restore --------------------------------------------------------------------------------
 
 

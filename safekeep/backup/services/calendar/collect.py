@@ -11,11 +11,20 @@ How changes are found (v1.0 only; beta's per-calendar ``events/delta`` is not us
    under its own id, a changed series as its occurrences and exceptions (each naming
    ``seriesMasterId``), a deleted event or cancelled occurrence as ``@removed``. Each page
    tells us which masters and single events to fetch again, by id, through ``$batch``
-   (20 per call); an item whose stored change key already matches costs nothing. A
-   removal whose id we do not store (an occurrence) means a series lost an occurrence or
-   died: the stored series masters of that calendar are checked, in the same page before
-   its link is saved, by id in one ``$batch`` per 20 series, or by listing its events with their
-   change keys (500 a page) when that takes fewer requests than there are series.
+   (20 per call); an item whose stored change key already matches costs nothing.
+   ``@removed`` does not prove a deletion: Graph also names so what left the window (moved
+   or edited out of it) and what changed outside it (added, edited, deleted), and we store
+   events outside the window (step 2). So a removal of a stored event is checked before its
+   version is closed, in the same page before its link is saved: one GET of it (the whole
+   event, 20 per ``$batch``) closes it on 404, keeps it when its change key is the stored
+   one, and otherwise stores what came back (once the run's rounds are done, since the GET
+   does not say which calendar holds it: it may have moved to one whose round comes later).
+   A removal whose id we do not store (an occurrence) means a series lost an occurrence or
+   died: the stored series masters of that calendar are checked too, by id (``$select`` of
+   the change key) in the same ``$batch`` calls. When listing the calendar's events with
+   their change keys (500 a page) takes fewer requests than there are ids to check, that
+   listing settles them all instead (and a removed event it holds and that changed is
+   fetched like any other).
 2. What the window misses: events entirely outside it (a series that ended more than three
    years ago, a meeting booked more than three years ahead). A full pass covers them:
    ``/calendars/{id}/events`` (masters and single events, not instances, 500 per page,
@@ -78,7 +87,7 @@ from safekeep.search.extract import extract_text
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.job import repository as job_repository
-from safekeep.tenants.models import DeltaState, JobTrigger, SkippedItem, utcnow
+from safekeep.tenants.models import DeltaState, ItemVersion, JobTrigger, SkippedItem, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -227,6 +236,11 @@ class _Plan:
     fetch: dict[str, str | None] = field(default_factory=dict)  # id -> seen change key
     removed: list[str] = field(default_factory=list)
     unknown_removals: bool = False
+    # stored under this calendar and named @removed: id -> stored change key (to be checked)
+    suspects: dict[str, str | None] = field(default_factory=dict)
+    # suspects Graph still has, changed (outside the window now): already fetched, stored
+    # with the page under this calendar (``CalendarCollector.unplaced`` may move them)
+    changed: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CalendarCollector(MailboxReader):
@@ -236,10 +250,19 @@ class CalendarCollector(MailboxReader):
         self.handled: set[str] = set()  # fetched (or found current) during this run
         self.calendar_names: dict[str, str] = {}
         self.resynced = False  # a round's link expired: it became a full pass
+        # Stored events a round named @removed that Graph still has, changed: id -> (the
+        # calendar they are stored under, the event as fetched). Placed once every round ran.
+        self.unplaced: dict[str, tuple[str, dict[str, Any]]] = {}
+        # Events named @removed by the round of a calendar other than the one storing them.
+        self.removed_elsewhere: dict[str, set[str]] = {}
 
     # ---- the run -------------------------------------------------------------------------
 
     async def collect(self) -> None:
+        await self._rounds()
+        await self._place_unplaced()
+
+    async def _rounds(self) -> None:
         loaded = await self._load()
         states = loaded.states
         kept = listed(states.get(LISTED))
@@ -258,9 +281,8 @@ class CalendarCollector(MailboxReader):
             rounds = [self._plan_round(c["id"], states) for c in calendars]
         await self._retry_skipped(loaded.retries)
         missing = await self._run_rounds(rounds, report_missing=not fresh)
-        if not fresh or not (
-            missing or self.resynced or (loaded.notified and self.run.counters.items == 0)
-        ):
+        found_nothing = self.run.counters.items == 0 and not self.unplaced
+        if not fresh or not (missing or self.resynced or (loaded.notified and found_nothing)):
             return
         # The stored list no longer explains what Graph says: a calendar is gone, a round
         # had to start again, or a change was notified that no known calendar holds (an
@@ -490,6 +512,7 @@ class CalendarCollector(MailboxReader):
         async for _url, page in self._pages(one.link, first):
             plan = await self._plan_view_page(calendar_id, page.items, check_series=True)
             records, gone = await self._fetch_records(calendar_id, plan.fetch)
+            records += await self._records_of(calendar_id, plan.changed, {})
             removed = [*plan.removed, *gone]
             if not records and not removed and not page.next_link and page.delta_link:
                 # Nothing to write: the new link is saved as the run completes.
@@ -576,16 +599,18 @@ class CalendarCollector(MailboxReader):
         if removed:
             stored = await self.run.current(removed)
             for event_id in removed:
-                if event_id in stored:
-                    plan.removed.append(event_id)
-                    plan.fetch.pop(event_id, None)
-                else:
+                version = stored.get(event_id)
+                plan.fetch.pop(event_id, None)
+                if version is None:
                     plan.unknown_removals = True
-        if plan.unknown_removals and check_series:
-            changed, gone = await self._series_changes(calendar_id)
-            for event_id, change_key in changed.items():
-                plan.fetch.setdefault(event_id, change_key)
-            plan.removed.extend(gone)
+                elif not check_series:  # a full pass: its sweep decides what is gone
+                    plan.removed.append(event_id)
+                elif version.parent_external_id == calendar_id:
+                    plan.suspects[event_id] = version.change_key
+                else:  # stored under another calendar: perhaps it moved here
+                    self.removed_elsewhere.setdefault(event_id, set()).add(calendar_id)
+        if check_series and (plan.unknown_removals or plan.suspects):
+            await self._check_removals(calendar_id, plan)
         return plan
 
     async def _plan_fetch(
@@ -608,39 +633,106 @@ class CalendarCollector(MailboxReader):
                 continue
             plan.fetch[event_id] = change_key
 
-    async def _series_changes(self, calendar_id: str) -> tuple[dict[str, str | None], list[str]]:
-        """Which stored series of this calendar changed or vanished (an occurrence id we do
-        not store was removed: one of them lost an occurrence, or was deleted)."""
-        async with unit_of_work(self.ctx.runtime) as session:
-            under = await catalog.open_versions_under(
-                session, self.run.account_id, SERVICE, calendar_id
-            )
-        masters = {
-            external_id: version
-            for external_id, version in under
-            if version.kind == EVENT_KIND and (version.meta or {}).get("type") == "seriesMaster"
-        }
-        changed: dict[str, str | None] = {}
-        gone: list[str] = []
-        if -(-len(under) // SWEEP_PAGE_SIZE) < len(masters):
-            # Listing the calendar's events (500 a page) is cheaper than a GET per series.
-            listed = await self._listed_change_keys(calendar_id)
-            for event_id, version in masters.items():
-                if event_id not in listed:
-                    gone.append(event_id)  # deleted, or moved (removal checks the parent)
-                elif listed[event_id] != version.change_key:
-                    changed[event_id] = listed[event_id]
-            return changed, gone
-        for event_id, answer in await self._get_each(list(masters), "?$select=id,changeKey"):
+    async def _check_removals(self, calendar_id: str, plan: _Plan) -> None:
+        """What the page's removals mean. A stored event named removed (``plan.suspects``) is
+        gone only if Graph no longer has it; an occurrence id we do not store means one of
+        the calendar's stored series lost an occurrence or died, so those are checked too.
+        Each id costs one GET in ``$batch`` (a series its change key, a removed event the
+        whole event, which is what gets stored if it changed), unless listing the calendar's
+        events is cheaper, which settles them all."""
+        suspects = plan.suspects
+        masters: dict[str, ItemVersion] = {}
+        if plan.unknown_removals or len(suspects) > 1:  # (one id: a GET is never dearer)
+            async with unit_of_work(self.ctx.runtime) as session:
+                under = await catalog.open_versions_under(
+                    session, self.run.account_id, SERVICE, calendar_id
+                )
+            if plan.unknown_removals:
+                masters = {
+                    external_id: version
+                    for external_id, version in under
+                    if version.kind == EVENT_KIND
+                    and (version.meta or {}).get("type") == "seriesMaster"
+                    and external_id not in suspects
+                }
+            if -(-len(under) // SWEEP_PAGE_SIZE) < len(masters) + len(suspects):
+                await self._check_by_listing(calendar_id, masters, plan)
+                return
+        answers = await self._get_all(
+            [(event_id, "?$select=id,changeKey") for event_id in masters]
+            + [(event_id, f"?{EVENT_QUERY}") for event_id in suspects]
+        )
+        for event_id, answer in answers[: len(masters)]:
             if answer.ok and isinstance(answer.body, dict):
                 change_key = answer.body.get("changeKey")
                 if change_key != masters[event_id].change_key:
-                    changed[event_id] = change_key
+                    plan.fetch.setdefault(event_id, change_key)
             elif isinstance(answer.error, NotFound):
-                gone.append(event_id)
+                plan.removed.append(event_id)  # deleted, or moved (removal checks the parent)
             else:  # not sure: fetch it and let the fetch decide (and skip if it fails)
-                changed[event_id] = None
-        return changed, gone
+                plan.fetch.setdefault(event_id, None)
+        events, missing, failed = await self._read_events(answers[len(masters) :])
+        plan.removed.extend(missing)
+        for event in events:
+            # Unchanged: it is still there as stored (outside the window), nothing to do.
+            # Changed: stored with this page, under this calendar, so that a crash loses
+            # nothing; whether another calendar holds it now is known once every round ran.
+            if event.get("changeKey") != suspects.get(str(event["id"])):
+                plan.changed.append(event)
+                # (a copy: storing it takes its attachments' listing out of the event)
+                self.unplaced[str(event["id"])] = (calendar_id, dict(event))
+        for event_id, exc in failed.items():
+            await self._skip(calendar_id, event_id, exc)  # kept open; tried again next run
+
+    async def _check_by_listing(
+        self, calendar_id: str, masters: dict[str, ItemVersion], plan: _Plan
+    ) -> None:
+        """The removal check from one listing of the calendar's events and change keys."""
+        listed = await self._listed_change_keys(calendar_id)
+        stored = {event_id: version.change_key for event_id, version in masters.items()}
+        for event_id, change_key in {**stored, **plan.suspects}.items():
+            if event_id not in listed:
+                plan.removed.append(event_id)  # deleted, or moved (removal checks the parent)
+            elif listed[event_id] != change_key:  # here, changed: fetched with the page
+                plan.fetch.setdefault(event_id, listed[event_id])
+
+    async def _place_unplaced(self) -> None:
+        """Move to their calendar the changed events a round named removed, Graph still has
+        and the round stored under its own calendar, when another calendar's round named
+        them removed too (moved there, outside its window): the calendar that lists them
+        holds them. Unless another calendar's round stored them meanwhile (moved there,
+        inside its window)."""
+        pending = {
+            i: p for i, p in self.unplaced.items() if self.removed_elsewhere.get(i, set()) - {p[0]}
+        }
+        self.unplaced.clear()
+        if not pending:
+            return  # each stored where it is, with the page that named it
+        current = await self.run.current(list(pending))
+        listings: dict[str, dict[str, str | None]] = {}
+        placed: dict[str, list[dict[str, Any]]] = {}
+        for event_id, (calendar_id, event) in pending.items():
+            version = current.get(event_id)
+            if version is None or version.parent_external_id != calendar_id:
+                continue  # another calendar's round stored it meanwhile (it moved there)
+            elsewhere = self.removed_elsewhere[event_id] - {calendar_id}
+            holder = None
+            for candidate in [calendar_id, *sorted(elsewhere)]:
+                if candidate not in listings:
+                    listings[candidate] = await self._listed_change_keys(candidate)
+                if event_id in listings[candidate]:
+                    holder = candidate
+                    break
+            if holder is None or holder == calendar_id:
+                continue  # where it was stored (or in none of them now: the next run finds it)
+            placed.setdefault(holder, []).append(event)
+        for calendar_id, events in placed.items():
+            for start in range(0, len(events), BATCH_SIZE):
+                chunk = events[start : start + BATCH_SIZE]
+                records = await self._records_of(calendar_id, chunk, {})
+                async with self.run.page() as cat:
+                    await self._write(cat, calendar_id, records, [])
+                await self.ctx.progress()
 
     async def _listed_change_keys(self, calendar_id: str) -> dict[str, str | None]:
         """Every event of the calendar (masters and single events) with its change key."""
@@ -669,24 +761,34 @@ class CalendarCollector(MailboxReader):
             chunk = ids[start : start + BATCH_SIZE]
             events, missing, failed = await self._get_events(chunk)
             gone.extend(missing)
-            listings = {str(e["id"]): e.pop("attachments", None) for e in events}
-            slots = asyncio.Semaphore(ATTACHMENT_CONCURRENCY)
-            built = await asyncio.gather(
-                *(self._bounded(slots, calendar_id, e, listings.get(e["id"])) for e in events),
-                return_exceptions=True,
-            )
-            for event, result in zip(events, built, strict=True):
-                if isinstance(result, BaseException):
-                    if not isinstance(result, Exception):
-                        raise result
-                    failed[event["id"]] = result
-                elif result is not None:
-                    records.append(result)
-            subjects = {str(e["id"]): e.get("subject") for e in events}
-            for event_id, exc in failed.items():
-                await self._skip(calendar_id, event_id, exc, subjects.get(event_id))
+            records.extend(await self._records_of(calendar_id, events, failed))
             self.handled.update(chunk)
         return records, gone
+
+    async def _records_of(
+        self, calendar_id: str, events: list[dict[str, Any]], failed: dict[str, Exception]
+    ) -> list[ItemRecord]:
+        """Records of fetched events (their attachments' bytes stored); the ones that fail,
+        and ``failed``, are skipped (to be tried again next run)."""
+        records: list[ItemRecord] = []
+        listings = {str(e["id"]): e.pop("attachments", None) for e in events}
+        slots = asyncio.Semaphore(ATTACHMENT_CONCURRENCY)
+        built = await asyncio.gather(
+            *(self._bounded(slots, calendar_id, e, listings.get(e["id"])) for e in events),
+            return_exceptions=True,
+        )
+        for event, result in zip(events, built, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                failed[event["id"]] = result
+            elif result is not None:
+                records.append(result)
+        subjects = {str(e["id"]): e.get("subject") for e in events}
+        for event_id, exc in failed.items():
+            await self._skip(calendar_id, event_id, exc, subjects.get(event_id))
+        self.handled.update(str(e["id"]) for e in events)
+        return records
 
     async def _bounded(
         self,
@@ -701,10 +803,17 @@ class CalendarCollector(MailboxReader):
     async def _get_events(
         self, ids: list[str]
     ) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+        return await self._read_events(await self._get_all([(i, f"?{EVENT_QUERY}") for i in ids]))
+
+    async def _read_events(
+        self, answers: list[tuple[str, BatchResponse]]
+    ) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+        """Events from their GET answers, the ids Graph does not have (404), and the ones
+        that failed again when asked on their own."""
         events: list[dict[str, Any]] = []
         missing: list[str] = []
         failed: dict[str, Exception] = {}
-        for event_id, answer in await self._get_each(ids, f"?{EVENT_QUERY}"):
+        for event_id, answer in answers:
             if answer.ok and isinstance(answer.body, dict):
                 events.append(answer.body)
                 continue
@@ -721,9 +830,9 @@ class CalendarCollector(MailboxReader):
                 failed[event_id] = exc
         return events, missing, failed
 
-    async def _get_each(self, ids: list[str], then: str) -> list[tuple[str, BatchResponse]]:
-        """GET ``events/{id}`` + ``then`` for every id through ``$batch``, each id with its
-        answer (in order; no call at all for no ids)."""
+    async def _get_all(self, wanted: list[tuple[str, str]]) -> list[tuple[str, BatchResponse]]:
+        """GET ``events/{id}`` + its query for every (id, query) through ``$batch`` (20 per
+        call), each id with its answer (in order; no call at all for no ids)."""
         requests = [
             BatchRequest(
                 id=str(n),
@@ -731,10 +840,10 @@ class CalendarCollector(MailboxReader):
                 url=f"{self.base}/events/{quote(event_id, safe='')}{then}",
                 headers=IMMUTABLE,
             )
-            for n, event_id in enumerate(ids)
+            for n, (event_id, then) in enumerate(wanted)
         ]
         answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
-        return list(zip(ids, answers, strict=True))
+        return [(event_id, answer) for (event_id, _), answer in zip(wanted, answers, strict=True)]
 
     async def _get_event(self, event_id: str) -> dict[str, Any]:
         return await self.get_item(
