@@ -110,7 +110,9 @@ async def update_account(
     ip: ClientIp,
 ) -> AccountDetail:
     """Protect or release a seat. A released seat with data becomes `cancelled`: its data
-    stays and it counts as a retained seat."""
+    stays and it counts as a retained seat. Protecting a seat withdraws any purge of it
+    not yet carried out: the purge job ends `cancelled` with `error_code`
+    `account_protected` and nothing is deleted. A seat whose purge already ran answers 409."""
     account = await service.set_protected(
         session, principal, tenant_id, account_id, body.protected, ip=ip
     )
@@ -126,8 +128,10 @@ async def purge_account(
     session: SessionDep,
     ip: ClientIp,
 ) -> JobOut:
-    """Delete a released or cancelled account's backed-up data for good (audited). The only
-    other way data leaves is the policy's retention period."""
+    """Delete a released or cancelled account's backed-up data for good (audited), or any
+    account's of a deleted tenant. The only other way data leaves is the policy's retention
+    period. The job runs after any backup of the tenant in progress and checks the seat
+    again first: protected meanwhile, it deletes nothing (see the PATCH)."""
     if body.confirm != str(account_id):
         raise UnprocessableEntity(
             "confirm must repeat the account id",

@@ -11,6 +11,7 @@ document and ``refs``), which name every blob a version depends on.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,7 +33,17 @@ from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.detection import repository as detection_repository
 from safekeep.tenants.job import repository as job_repository
 from safekeep.tenants.job import service as job_service
-from safekeep.tenants.models import AccountState, Job, JobKind, JobTrigger, Tenant, utcnow
+from safekeep.tenants.models import (
+    Account,
+    AccountState,
+    Job,
+    JobKind,
+    JobStatus,
+    JobTrigger,
+    Tenant,
+    TenantStatus,
+    utcnow,
+)
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant import service as tenant_service
 from safekeep.tenants.tenant.service import system_scope
@@ -61,39 +72,115 @@ async def purge(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
     if running:  # retried with backoff until the backup is over (max_attempts above)
         raise RetryLater("a backup of this tenant is running")
     result: dict[str, Any] = {}
-    if job.params.get("account_id"):
-        result["account"] = await purge_account(
-            runtime, tenant, uuid.UUID(job.params["account_id"]), job
-        )
-    if job.params.get("retention"):
-        result["retention"] = await retention_sweep(runtime, tenant, job)
+    try:
+        if job.params.get("account_id"):
+            account_id = uuid.UUID(job.params["account_id"])
+            try:
+                result["account"] = await purge_account(runtime, tenant, account_id, job)
+            except PurgeRefused as refused:  # nothing was deleted
+                raise JobFailed(refused.code, refused.detail) from None
+        if job.params.get("retention"):
+            result["retention"] = await retention_sweep(runtime, tenant, job)
+    except PurgeCancelled:
+        # Settled as cancelled under the account's lock: the settling after this finds the
+        # job finished and changes nothing.
+        return JobOutcome(result=result)
     gc = await collect_garbage(runtime, tenant)
     result["gc"] = gc.__dict__
     return JobOutcome(result=result)
 
 
+class PurgeCancelled(Exception):
+    """The purge job was asked to stop (``POST /v1/jobs/{id}/cancel``, or its seat was
+    protected again) before it deleted the account: it is settled as cancelled."""
+
+
+class PurgeRefused(Exception):
+    """The account's data may not be purged now (``purge_refusal``); nothing was deleted."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def purge_refusal(tenant: Tenant, account: Account) -> PurgeRefused | None:
+    """None when the account's data may be purged: the seat is released (``active``, not
+    protected) or ``cancelled``, or its tenant was deleted (a deleted tenant's seats are
+    retained data, and cannot be released any more). A seat protected (again) or already
+    purged is refused. One rule for the API's request and for the job that carries it out,
+    which applies it again under the account's lock: a purge waits behind a running backup,
+    and the seat may have been protected again in between."""
+    if account.state == AccountState.purged:
+        return PurgeRefused("account_already_purged", "This account's data was already purged")
+    if (
+        tenant.status != TenantStatus.deleted
+        and account.state == AccountState.active
+        and account.protected
+    ):
+        return PurgeRefused(
+            "account_protected",
+            "The seat is protected; a protected seat's data is not purged (nothing was deleted)",
+        )
+    return None
+
+
 async def purge_account(
-    runtime: Runtime, tenant: Tenant, account_id: uuid.UUID, job: Job
+    runtime: Runtime,
+    tenant: Tenant,
+    account_id: uuid.UUID,
+    job: Job,
+    *,
+    due: Callable[[Account], bool] | None = None,
 ) -> dict[str, Any]:
+    """Delete one account's catalog and mark it purged, in one transaction that holds the
+    account's row lock (and then the job's) and decides on what it reads under them: a job
+    asked to stop is settled as cancelled (``PurgeCancelled``); an account no longer
+    purgeable (``purge_refusal``), or for the retention sweep no longer ``due``, is left
+    whole (``PurgeRefused``). Protecting a seat takes the same lock, so it either comes
+    first and nothing is deleted, or after, and finds the data purged."""
     scope = system_scope(tenant)
+    refused: PurgeRefused | None = None
+    cancelled = False
+    versions = 0
     async with unit_of_work(runtime) as session:
-        account = await account_repository.get(session, scope, tenant.id, account_id)
+        account = await account_repository.get_for_update(session, scope, tenant.id, account_id)
         if account is None:
             raise JobFailed("account_not_found", "The account no longer exists")
-        versions = await catalog.delete_account_catalog(session, account.id)
-        account.state = AccountState.purged
-        account.protected = False
-        account.purged_at = utcnow()
-        await audit.record(
-            session,
-            msp_id=tenant.msp_id,
-            actor=job.requested_by or "system",
-            action="account.purged",
-            tenant_id=tenant.id,
-            target_type="account",
-            target_id=account.id,
-            details={"versions": versions, "job_id": str(job.id)},
-        )
+        locked = await job_repository.lock(session, job.id)
+        refused = purge_refusal(tenant, account)
+        if refused is None and due is not None and not due(account):
+            refused = PurgeRefused("account_not_due", "The account is no longer due for purging")
+        if locked is not None and locked.cancel_requested_at is not None:
+            cancelled = True
+            await job_repository.set_job_status(
+                session,
+                job.id,
+                from_statuses=[JobStatus.queued, JobStatus.running],
+                to_status=JobStatus.cancelled,
+                now=utcnow(),
+            )
+        elif refused is None:
+            versions = await catalog.delete_account_catalog(session, account.id)
+            account.state = AccountState.purged
+            account.protected = False
+            account.purged_at = utcnow()
+            await audit.record(
+                session,
+                msp_id=tenant.msp_id,
+                actor=job.requested_by or "system",
+                action="account.purged",
+                tenant_id=tenant.id,
+                target_type="account",
+                target_id=account.id,
+                details={"versions": versions, "job_id": str(job.id)},
+            )
+    if cancelled:
+        log.info("purge_cancelled", job_id=str(job.id), account_id=str(account_id))
+        raise PurgeCancelled()
+    if refused is not None:
+        log.info("purge_refused", job_id=str(job.id), account_id=str(account_id), code=refused.code)
+        raise refused
     backend = await runtime.search_backend()
     await backend.purge(tenant_id=str(tenant.id), account_id=str(account_id))
     return {"account_id": str(account_id), "versions": versions}
@@ -125,20 +212,33 @@ async def retention_sweep(runtime: Runtime, tenant: Tenant, job: Job) -> dict[st
         after = ids[-1]
         removed += len(ids)
         await backend.delete_versions(str(tenant.id), [str(i) for i in ids])
+
+    def due(account: Account) -> bool:
+        return bool(
+            account.state == AccountState.cancelled
+            and account.cancelled_at
+            and account.cancelled_at < horizon
+            and account.id not in held
+        )
+
     async with unit_of_work(runtime) as session:
         await catalog.delete_orphan_items(session, tenant.id)
-        accounts = [
+        candidates = [
             a
             for a in await account_repository.all_for_tenant(
                 session, system_scope(tenant), tenant.id
             )
-            if a.state == AccountState.cancelled
-            and a.cancelled_at
-            and a.cancelled_at < horizon
-            and a.id not in held
+            if due(a)
         ]
-    for account in accounts:
-        await purge_account(runtime, tenant, account.id, job)
+    accounts = []
+    for account in candidates:
+        # Checked again under the account's lock: protected again since it was listed (or
+        # no longer cancelled), it keeps its data.
+        try:
+            await purge_account(runtime, tenant, account.id, job, due=due)
+        except (PurgeRefused, JobFailed):
+            continue
+        accounts.append(account)
     if removed or accounts:
         async with unit_of_work(runtime) as session:
             await audit.record_on_tenant(
@@ -211,11 +311,14 @@ async def request_account_purge(
     """The API's entry: an audited, explicit request to delete one account's data."""
     # The scoped row first: reached only through it, the tenant (which may be offboarded)
     # cannot tell a caller outside its scope whether it exists.
-    account = await account_service.get(session, principal.scope, tenant_id, account_id)
+    # The row locked (as protecting the seat and the purge job lock it), so that a purge
+    # asked for while the seat is being protected is either refused here or withdrawn there.
+    account = await account_service.get_for_update(session, principal.scope, tenant_id, account_id)
     tenant = await tenant_service.get_including_deleted(session, tenant_id)
-    if account.state == AccountState.purged:
+    refused = purge_refusal(tenant, account)
+    if refused is not None and refused.code == "account_already_purged":
         raise Conflict("This account's data was already purged")
-    if account.state == AccountState.active and account.protected:
+    if refused is not None:
         raise Conflict(
             "Release the seat first (PATCH protected=false); a protected seat is not purged"
         )

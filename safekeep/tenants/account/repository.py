@@ -6,12 +6,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, func, select
+from sqlalchemy import Row, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
 from safekeep.tenants.models import Account, Snapshot
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
+from safekeep.tenants.rowlock import one_for_update
 from safekeep.tenants.scope import TenantScope, bound_msp_rows, bound_tenant_rows, get_scoped
 
 
@@ -19,6 +20,31 @@ async def get(
     session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, account_id: uuid.UUID
 ) -> Account | None:
     return await get_scoped(session, scope, Account, account_id, tenant_id=tenant_id)
+
+
+async def get_for_update(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> Account | None:
+    """The account as ``get`` finds it, locked until commit and read afresh: what protecting
+    a seat, asking for its purge and running that purge hold while each decides, so that
+    they settle one after the other. PostgreSQL locks the row (``FOR UPDATE``). SQLite has
+    no row locks and a ``SELECT`` takes no lock at all (the transaction begins at its first
+    write), so there a write that changes nothing comes first: it takes the database's
+    write lock, which serialises the deciders as the row lock does."""
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(protected=Account.protected)
+            .execution_options(synchronize_session=False)
+        )
+    return await one_for_update(
+        session,
+        Account,
+        Account.id == account_id,
+        Account.tenant_id == tenant_id,
+        scope.tenant_filter(Account.tenant_id),
+    )
 
 
 @cache

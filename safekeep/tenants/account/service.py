@@ -17,7 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from safekeep.errors import Conflict, or_404
 from safekeep.tenants.account import repository
 from safekeep.tenants.audit import service as audit
-from safekeep.tenants.models import Account, AccountKind, AccountState, Tenant, utcnow
+from safekeep.tenants.job import repository as job_repository
+from safekeep.tenants.models import (
+    Account,
+    AccountKind,
+    AccountState,
+    Job,
+    JobStatus,
+    Tenant,
+    utcnow,
+)
 from safekeep.tenants.pagination import Page
 from safekeep.tenants.scope import Principal, TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
@@ -63,6 +72,15 @@ async def get(
     return or_404(await repository.get(session, scope, tenant_id, account_id), "No such account")
 
 
+async def get_for_update(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> Account:
+    """``get``, with the account's row locked until commit (see ``set_protected``)."""
+    return or_404(
+        await repository.get_for_update(session, scope, tenant_id, account_id), "No such account"
+    )
+
+
 async def _cancel(session: AsyncSession, tenant: Tenant, account: Account, reason: str) -> None:
     account.state = AccountState.cancelled
     account.cancelled_at = utcnow()
@@ -90,19 +108,26 @@ async def set_protected(
     *,
     ip: str | None = None,
 ) -> Account:
+    """Protect or release a seat. Protecting one withdraws the purges of it still queued or
+    running: each is cancelled (``error_code`` ``account_protected``) and nothing of the
+    account is deleted. The account row is locked while this decides, as the purge request
+    and the purge job lock it, so a purge either ran before (409: the data is gone) or finds
+    the seat protected and deletes nothing."""
     tenant = or_404(
         await tenant_repository.get(session, principal.scope, tenant_id), "No such tenant"
     )
-    account = await get(session, principal.scope, tenant_id, account_id)
+    account = await get_for_update(session, principal.scope, tenant_id, account_id)
     if account.state == AccountState.purged:
         raise Conflict("This account's data was purged; it cannot be protected again")
-    if protected == account.protected and not (
+    unchanged = protected == account.protected and not (
         protected and account.state == AccountState.cancelled
-    ):
+    )
+    if protected and not unchanged and not account.licensed and account.kind == AccountKind.user:
+        raise Conflict("The user has no licence any more; it cannot be protected")
+    withdrawn = await _withdraw_purges(session, principal, account, ip=ip) if protected else []
+    if unchanged:
         return account
     if protected:
-        if not account.licensed and account.kind == AccountKind.user:
-            raise Conflict("The user has no licence any more; it cannot be protected")
         account.protected = True
         account.state = AccountState.active
         account.cancelled_at = None
@@ -112,10 +137,51 @@ async def set_protected(
         if await repository.has_data(session, account.id):
             await _cancel(session, tenant, account, "seat_released")
     await session.flush()
+    details = {"cancelled_purge_jobs": [str(j.id) for j in withdrawn]} if withdrawn else None
     await audit.record_change(
-        session, principal, "account.protected" if protected else "account.released", account, ip=ip
+        session,
+        principal,
+        "account.protected" if protected else "account.released",
+        account,
+        details=details,
+        ip=ip,
     )
     return account
+
+
+# Why a purge withdrawn by protecting its seat ended (the job's ``error_code``/``detail``).
+PURGE_WITHDRAWN = "account_protected"
+PURGE_WITHDRAWN_DETAIL = "The seat was protected again before its purge ran; nothing was deleted"
+
+
+async def _withdraw_purges(
+    session: AsyncSession, principal: Principal, account: Account, *, ip: str | None
+) -> list[Job]:
+    """Cancel the account's unfinished purges, as ``POST /v1/jobs/{id}/cancel`` would: a
+    queued one ends cancelled now; a running one (waiting for a backup of the tenant, or
+    about to start) is asked to stop, and its worker, which re-reads the account under its
+    lock before deleting anything, ends it cancelled."""
+    jobs = await job_repository.unfinished_purges_of(session, account.tenant_id, account.id)
+    now = utcnow()
+    for job in jobs:
+        job.cancel_requested_at = job.cancel_requested_at or now
+        job.error_code = PURGE_WITHDRAWN
+        job.error_detail = PURGE_WITHDRAWN_DETAIL
+        if job.status == JobStatus.queued:
+            job.status = JobStatus.cancelled
+            job.finished_at = now
+    if jobs:
+        await session.flush()
+    for job in jobs:
+        await audit.record_change(
+            session,
+            principal,
+            "job.cancel_requested",
+            job,
+            details={"reason": PURGE_WITHDRAWN, "account_id": str(account.id)},
+            ip=ip,
+        )
+    return jobs
 
 
 async def apply_discovery(

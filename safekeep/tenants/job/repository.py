@@ -328,6 +328,19 @@ async def active_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, kind: s
     return list((await session.execute(stmt)).scalars())
 
 
+async def unfinished_purges_of(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> list[Job]:
+    """The tenant's queued and running purges of one account (a tenant has few purge jobs
+    unfinished at a time: their params are read here rather than indexed)."""
+    wanted = str(account_id)
+    return [
+        job
+        for job in await active_for_tenant(session, tenant_id, JobKind.purge)
+        if job.params.get("account_id") == wanted
+    ]
+
+
 # How many of a tenant's last backups ``last_durations`` looks through.
 DURATION_HISTORY = 3
 

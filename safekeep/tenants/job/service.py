@@ -16,6 +16,7 @@ from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
 from safekeep.tenants.job import repository
 from safekeep.tenants.models import (
+    Account,
     AccountState,
     ConsentState,
     Job,
@@ -99,7 +100,9 @@ async def start_backup(
     services: Sequence[str] | None,
     ip: str | None = None,
 ) -> Job:
-    """A manual backup. It never moves the tenant's schedule."""
+    """A manual backup. It never moves the tenant's schedule. Accounts it names must be
+    protected seats (a 422 names each that is not): a backup of an unprotected account would
+    keep data that no seat bills."""
     tenant = await _consented_tenant(session, principal.scope, tenant_id, needs_it="backups need")
     params: dict[str, Any] = {}
     if account_ids:
@@ -110,9 +113,9 @@ async def start_backup(
             {"loc": ["body", "account_ids"], "msg": f"unknown account {a}"}
             for a in sorted(wanted - found, key=str)
         ] + [
-            {"loc": ["body", "account_ids"], "msg": f"account {a.id} is {a.state}, not active"}
-            for a in accounts
-            if a.state != AccountState.active
+            {"loc": ["body", "account_ids"], "msg": _not_backed_up(a)}
+            for a in sorted(accounts, key=lambda a: str(a.id))
+            if a.state != AccountState.active or not a.protected
         ]
         if bad:
             raise UnprocessableEntity("Some accounts cannot be backed up", errors=bad)
@@ -122,6 +125,14 @@ async def start_backup(
     return await start_requested_job(
         session, principal, tenant, kind=JobKind.backup, params=params, ip=ip
     )
+
+
+def _not_backed_up(account: Account) -> str:
+    """Why a manual backup refuses to name ``account``: only protected seats are backed up
+    (and billed); an unprotected one is protected first (PATCH protected=true)."""
+    if account.state != AccountState.active:
+        return f"account {account.id} is {account.state}, not active"
+    return f"account {account.id} is not protected; protect the seat first (PATCH protected=true)"
 
 
 async def start_discovery(

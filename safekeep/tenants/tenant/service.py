@@ -173,7 +173,9 @@ async def delete(
     session: AsyncSession, principal: Principal, tenant_id: uuid.UUID, *, ip: str | None = None
 ) -> Tenant:
     """Stop protecting a tenant. Its backed-up data is kept (and billed as retained) until a
-    purge: deleting a tenant from the API never deletes data by itself."""
+    purge: deleting a tenant from the API never deletes data by itself. Its accounts keep
+    their rows as they were; usage counts those holding data as retained seats (and their
+    bytes as stored), and each one's purge may be asked for, protected or not."""
     tenant = await get(session, principal.scope, tenant_id)
     tenant.status = TenantStatus.deleted
     tenant.deleted_at = utcnow()
