@@ -38,11 +38,14 @@ class KeyRequired(HTTPBearer):
     on every request, 20-30 us apiece. As an ``HTTPBearer`` it is documented as the
     ``ApiKey`` security scheme of every route that declares it.
 
-    ``scope``: the key must hold it (admin holds all). ``unlimited`` refuses keys limited to
+    ``scope``: the key must hold it (admin holds all); None: any key, the route (or its
+    service) judging the scope by what it acts on. ``unlimited`` refuses keys limited to
     some tenants (MSP-wide actions such as key management); ``writes`` refuses MSPs suspended
     for non-payment (reading their data stays possible)."""
 
-    def __init__(self, scope: Scope, *, unlimited: bool = False, writes: bool = False) -> None:
+    def __init__(
+        self, scope: Scope | None, *, unlimited: bool = False, writes: bool = False
+    ) -> None:
         super().__init__(
             auto_error=False,
             scheme_name="ApiKey",
@@ -67,7 +70,7 @@ class KeyRequired(HTTPBearer):
         refused = rates.admit(principal.api_key_id, principal.msp_id)
         if refused is not None:
             raise TooManyRequests(refused.detail, headers={"Retry-After": str(refused.seconds)})
-        if not principal.has(self.scope):
+        if self.scope is not None and not principal.has(self.scope):
             raise Forbidden(f"This needs an API key with the '{self.scope}' scope")
         if self.unlimited and principal.tenant_ids is not None:
             raise Forbidden("This needs an API key that is not limited to some tenants")
@@ -82,6 +85,8 @@ MspAdminPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.admin, unlimi
 BackupPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.backup, writes=True))]
 RestorePrincipal = Annotated[Principal, Depends(KeyRequired(Scope.restore, writes=True))]
 ExportPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.export))]
+# Any key of an MSP that may write; the service checks the scope what it acts on needs.
+AnyWriterPrincipal = Annotated[Principal, Depends(KeyRequired(None, writes=True))]
 
 
 class MetricsTokenRequired(HTTPBearer):

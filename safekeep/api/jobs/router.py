@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from safekeep.api.auth import BackupPrincipal, ReadPrincipal
+from safekeep.api.auth import AnyWriterPrincipal, BackupPrincipal, ReadPrincipal
 from safekeep.api.conditional import (
     IfNoneMatch,
     conditional,
@@ -149,7 +149,10 @@ async def get_job(
 
 @router.post("/v1/jobs/{job_id}/cancel", **STARTS_JOB)
 async def cancel_job(
-    job_id: uuid.UUID, principal: BackupPrincipal, session: SessionDep, ip: ClientIp
+    job_id: uuid.UUID, principal: AnyWriterPrincipal, session: SessionDep, ip: ClientIp
 ) -> JobOut:
-    """Ask the job to stop; a queued job stops at once, a running one between pages."""
+    """Ask the job to stop; a queued job stops at once, a running one between pages. The key
+    needs the scope that starts jobs of its kind: `backup` for backups and discoveries,
+    `restore`, `export`, and `admin` for purges (403 otherwise). An export whose job is
+    cancelled (or fails) ends `failed`."""
     return await job_out(session, await service.cancel(session, principal, job_id, ip=ip))

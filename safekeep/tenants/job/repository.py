@@ -30,6 +30,8 @@ from safekeep.db import read_rows
 from safekeep.tenants.models import (
     UNFINISHED_SNAPSHOT,
     Account,
+    Export,
+    ExportStatus,
     Job,
     JobIssue,
     JobKind,
@@ -530,7 +532,21 @@ async def set_job_status(
         .where(job.id == job_id, job.status.in_(list(from_statuses)))
         .values(status=to_status, updated_at=now, **extra)
     )
-    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+    won = bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+    if won and to_status in (JobStatus.failed, JobStatus.cancelled):
+        await fail_export_of(session, job_id)
+    return won
+
+
+async def fail_export_of(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """A job that ends without its export (failed, or cancelled) fails the export it was to
+    build, so that a client polling the export sees it end instead of pending for ever."""
+    export = table_of(Export).c
+    await session.execute(
+        update(table_of(Export))
+        .where(export.job_id == job_id, export.status == ExportStatus.pending)
+        .values(status=ExportStatus.failed)
+    )
 
 
 @dataclass(frozen=True)

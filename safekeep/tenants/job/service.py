@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from safekeep.errors import Conflict, UnprocessableEntity, or_404
+from safekeep.errors import Conflict, Forbidden, UnprocessableEntity, or_404
 from safekeep.tenants import outbox
 from safekeep.tenants.account import repository as account_repository
 from safekeep.tenants.audit import service as audit
@@ -26,7 +26,7 @@ from safekeep.tenants.models import (
     Tenant,
     utcnow,
 )
-from safekeep.tenants.scope import Principal, TenantScope
+from safekeep.tenants.scope import Principal, Scope, TenantScope
 from safekeep.tenants.tenant import repository as tenant_repository
 
 # The audit action of each kind of job the API starts on request.
@@ -146,11 +146,26 @@ async def start_discovery(
     )
 
 
+# The scope a key needs to start a job of each kind, and so to cancel one.
+STARTED_WITH = {
+    JobKind.discover: Scope.backup,
+    JobKind.backup: Scope.backup,
+    JobKind.restore: Scope.restore,
+    JobKind.export: Scope.export,
+    JobKind.purge: Scope.admin,
+}
+
+
 async def cancel(
     session: AsyncSession, principal: Principal, job_id: uuid.UUID, *, ip: str | None = None
 ) -> Job:
-    """Ask a job to stop. Workers check between pages; what is written stays consistent."""
+    """Ask a job to stop. Workers check between pages; what is written stays consistent.
+    The key needs the scope that starts jobs of its kind (``STARTED_WITH``): a backup key
+    may not stop an admin's purge or someone's restore."""
     job = await get(session, principal.scope, job_id)
+    needed = STARTED_WITH[job.kind]
+    if not principal.has(needed):
+        raise Forbidden(f"Cancelling a {job.kind} job needs an API key with the '{needed}' scope")
     if job.status.finished:
         raise Conflict(f"The job is already {job.status}")
     now = utcnow()
@@ -158,6 +173,7 @@ async def cancel(
     if job.status == JobStatus.queued:
         job.status = JobStatus.cancelled
         job.finished_at = now
+        await repository.fail_export_of(session, job.id)
     await session.flush()
     await audit.record_change(session, principal, "job.cancel_requested", job, ip=ip)
     return job
