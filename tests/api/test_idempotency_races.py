@@ -217,8 +217,8 @@ async def test_dead_claims_and_expired_records_free_the_key_but_live_ones_never(
     client, runtime = any_client, any_runtime
     msp = await new_msp(client, runtime)
     now = utcnow()
-    answered = {"status_code": 201, "body": {"id": "earlier"}}
-    kept = {
+    answered: dict[str, Any] = {"status_code": 201, "body": {"id": "earlier"}}
+    kept: dict[str, dict[str, Any]] = {
         "dead": dict(created_at=now - timedelta(minutes=5)),
         "expired": dict(created_at=now - timedelta(hours=25), **answered),
         "running": dict(created_at=now),
