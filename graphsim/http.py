@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from graphsim import ids
 from graphsim.state import Tenant
 
 
@@ -38,6 +39,14 @@ class GraphError(Exception):
 
 def not_found() -> GraphError:
     return GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+
+
+def outlook_missing(key: str) -> GraphError:
+    """What Exchange answers for an id it does not hold: 404 when the id is well formed, 400
+    ``ErrorInvalidIdMalformed`` when it cannot be an id at all (truncated, mis-encoded)."""
+    if ids.well_formed_outlook_id(key):
+        return not_found()
+    return GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
 
 
 def bad_request(message: str, code: str = "BadRequest") -> GraphError:

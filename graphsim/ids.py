@@ -30,6 +30,20 @@ def outlook_id(*parts: object) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
+OUTLOOK_PREFIX = b"\x00\x03\x24"  # what every Exchange id here starts with ("AAMk...")
+
+
+def well_formed_outlook_id(value: str) -> bool:
+    """Could ``value`` be an Exchange item, folder, occurrence or attachment id? (Exchange
+    answers 400 ErrorInvalidIdMalformed for one that cannot, 404 for a well-formed id it
+    does not hold.)"""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        return False
+    return len(raw) >= 100 and raw.startswith(OUTLOOK_PREFIX)
+
+
 def attachment_id(*parts: object) -> str:
     raw = b"\x00\x03\x24" + digest("att", *parts, size=64) + digest("y", *parts, size=52)
     return base64.urlsafe_b64encode(raw).decode()

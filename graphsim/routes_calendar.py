@@ -31,7 +31,15 @@ from graphsim.core import (
     removed_entry,
     tenant_of,
 )
-from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
+from graphsim.http import (
+    GraphError,
+    Req,
+    Resp,
+    Router,
+    nested_select,
+    not_found,
+    outlook_missing,
+)
 from graphsim.mail import html_to_text, outlook_item
 from graphsim.routes_mail import (
     add_attachment_routes,
@@ -205,7 +213,7 @@ def resolve_event(tenant: Tenant, user: User, event_id: str) -> tuple[OItem, str
             if occurrence[1] in master.cancelled:
                 raise not_found()
             return master, occurrence[1]
-    raise not_found()
+    raise outlook_missing(event_id)
 
 
 def attachment_owner(tenant: Tenant, user: User, event_id: str, *, writing: bool) -> OItem:

@@ -29,7 +29,14 @@ from graphsim.core import (
     removed_entry,
     tenant_of,
 )
-from graphsim.http import GraphError, Req, Resp, Router, nested_select, not_found
+from graphsim.http import (
+    GraphError,
+    Req,
+    Resp,
+    Router,
+    nested_select,
+    outlook_missing,
+)
 from graphsim.mail import (
     MSGFLAG_READ,
     MSGFLAG_UNSENT,
@@ -68,7 +75,7 @@ def resolve_folder(tenant: Tenant, user: User, key: str, kind: str = "mail") -> 
         folder_id = user.default_calendar
     folder = tenant.folders.get(folder_id)
     if folder is None or folder.user_id != user.id or folder.kind != kind:
-        raise not_found()
+        raise outlook_missing(folder_id)
     return folder
 
 
@@ -96,7 +103,7 @@ def addressed_folder(req: Req, kind: str) -> tuple[User, Folder, str]:
 def get_item(tenant: Tenant, user: User, item_id: str, kind: str) -> OItem:
     item = tenant.items.get(item_id)
     if item is None or item.deleted or item.user_id != user.id or item.kind != kind:
-        raise not_found()
+        raise outlook_missing(item_id)
     return item
 
 
@@ -594,7 +601,7 @@ def _find_attachment(item: OItem, att_id: str) -> Attachment:
     for att in item.attachments:
         if att.id == att_id:
             return att
-    raise not_found()
+    raise outlook_missing(att_id)
 
 
 def _attachment_owner(req: Req, kind: str) -> OItem:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from graphsim import Simulator
+from graphsim import Simulator, ids
 from safekeep.graph import BatchRequest, NotFound
 from safekeep.graph.batch import BatchResponse
 from safekeep.graph.errors import GraphError
@@ -57,8 +57,9 @@ async def test_dependencies_stay_together_and_a_failed_one_gives_424(
     client = make_client(sim)
     user = users_of(sim)[0]
     filler = [BatchRequest(id=f"f{i}", method="GET", url="/organization") for i in range(18)]
+    unknown = ids.outlook_id("not", "here")  # well formed, held by nobody: 404
     chain = [
-        BatchRequest(id="missing", method="GET", url=f"/users/{user}/messages/AAMkAGnothere="),
+        BatchRequest(id="missing", method="GET", url=f"/users/{user}/messages/{unknown}"),
         BatchRequest(
             id="after", method="GET", url=f"/users/{user}/mailFolders/inbox", depends_on=["missing"]
         ),

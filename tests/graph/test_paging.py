@@ -6,8 +6,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from graphsim import Simulator
+from graphsim import Simulator, ids
 from safekeep.graph import (
+    BadRequest,
     Conflict,
     MailboxNotEnabled,
     NotFound,
@@ -140,10 +141,13 @@ async def test_errors_are_classified_and_4xx_not_retried(
     client = make_client(fresh_sim)
     tenant = fresh_sim.tenant()
     user = first_user_id(fresh_sim)
-    with pytest.raises(NotFound) as missing:
-        await client.get_json(f"/users/{user}/messages/AAMkAGI2nonexistent=")
+    with pytest.raises(NotFound) as missing:  # a well-formed id Exchange does not hold
+        await client.get_json(f"/users/{user}/messages/{ids.outlook_id('never', 'made')}")
     assert missing.value.code == "ErrorItemNotFound"
     assert missing.value.request_id
+    with pytest.raises(BadRequest) as malformed:  # one that cannot be an id: not a deletion
+        await client.get_json(f"/users/{user}/messages/AAMkAGI2nonexistent=")
+    assert malformed.value.code == "ErrorInvalidIdMalformed"
     with pytest.raises(UserNotFound):
         await client.get_json("/users/00000000-0000-0000-0000-00000000dead")
     await client.request_json(
@@ -159,7 +163,7 @@ async def test_errors_are_classified_and_4xx_not_retried(
     with pytest.raises(MailboxNotEnabled) as no_mailbox:
         await client.get_json(f"/users/{other.id}/mailFolders/inbox")
     assert no_mailbox.value.reason == "mailbox_not_found"
-    assert client.stats.requests == 5
+    assert client.stats.requests == 6  # each once: 4xx are not retried
     assert client.stats.retries == 0
 
 

@@ -87,3 +87,28 @@ def test_drive_writes_of_the_wrong_shape_and_an_upload_to_a_folder_are_refused(
     assert upload.status_code == 400 and upload.json()["error"]["code"] == "invalidRequest"
     wrong = client.post(f"/drives/{drive}/items/root:/x.txt:/createUploadSession", json={"item": 1})
     assert wrong.status_code == 400, wrong.text
+
+
+def test_an_id_that_cannot_be_one_is_400_a_well_formed_unknown_one_404(
+    client: httpx.Client, user: Any
+) -> None:
+    """Exchange tells a malformed id (truncated, mis-encoded) from one it does not hold: 400
+    ErrorInvalidIdMalformed against 404 ErrorItemNotFound. A client that reads every 404 as
+    "deleted" must not see a truncated id as a deletion."""
+    from graphsim import ids
+
+    message = client.get(f"/users/{user.id}/messages", params={"$top": "1"}).json()["value"][0]
+    unknown = ids.outlook_id("never", "made")
+    for kind in ("messages", "events", "contacts", "mailFolders", "contactFolders", "calendars"):
+        base = f"/users/{user.id}/{kind}"
+        for bad in (message["id"][:-20], "not-an-id", "AAMkAGI2TG93AAA="):
+            r = client.get(f"{base}/{bad}")
+            assert r.status_code == 400, (kind, bad, r.text)
+            assert r.json()["error"] == {**r.json()["error"], "code": "ErrorInvalidIdMalformed"}
+        r = client.get(f"{base}/{unknown}")
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "ErrorItemNotFound"), kind
+    attachments = f"/users/{user.id}/messages/{message['id']}/attachments"
+    assert client.get(f"{attachments}/{unknown}").status_code == 404
+    assert client.get(f"{attachments}/garbage").status_code == 400
+    # Well-known folder names are names, not ids.
+    assert client.get(f"/users/{user.id}/mailFolders/inbox").status_code == 200
