@@ -66,7 +66,10 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
-        description="Repeat a create safely: the first answer is replayed for the same key",
+        description="Repeat a create safely: the first answer is replayed for the same key "
+        "(`Idempotent-Replayed: true`); while the first request with it runs, a repeat gets "
+        "409 `idempotency-key-in-progress` with `Retry-After`; the key with another request "
+        "is 422 `idempotency-key-reused`",
     ),
 ]
 
