@@ -76,6 +76,12 @@ class Gone(AppError, status=410, slug="gone", title="No longer available"):
     pass
 
 
+class PreconditionFailed(
+    AppError, status=412, slug="precondition-failed", title="The resource has changed"
+):
+    pass
+
+
 class RangeNotSatisfiable(
     AppError, status=416, slug="range-not-satisfiable", title="Requested range not satisfiable"
 ):

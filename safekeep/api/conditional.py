@@ -1,5 +1,7 @@
-"""Conditional reads for pollers (RFC 9110 §8.8.3, §13.1.2): an ``ETag`` on the answer and
-``304 Not Modified`` without a body when ``If-None-Match`` names it.
+"""Conditional requests (RFC 9110 §13): an ``ETag`` on reads and ``304 Not Modified`` without
+a body when ``If-None-Match`` names it (for pollers); ``If-Match`` on writes, which change a
+resource only while it still has the tag (412 otherwise: no lost updates between two
+portal users).
 
 The tag is a hash of the exact JSON the client would get, so it changes exactly when the
 answer does (a job's progress lives in its tasks, not in a timestamp on the job row); the
@@ -16,6 +18,8 @@ from fastapi import Header
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from safekeep.errors import PreconditionFailed
+
 CACHE_CONTROL = "private, no-cache"
 
 IfNoneMatch = Annotated[
@@ -26,6 +30,29 @@ IfNoneMatch = Annotated[
         description="An `ETag` from an earlier answer: `304 Not Modified` if it still holds",
     ),
 ]
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=2000,
+        description="An `ETag` from a GET of this resource: the change is made only if the "
+        "resource still has it (`412 Precondition Failed` otherwise; `*`: any)",
+    ),
+]
+
+
+def require_match(if_match: str | None, current: BaseModel) -> None:
+    """``If-Match`` (RFC 9110 §13.1.1) against the resource as a GET would show it now:
+    strong comparison (a weak tag never matches), ``*`` matches any. 412 when none does."""
+    if if_match is None:
+        return
+    etag = etag_of(current.model_dump_json().encode())
+    if not any(tag.strip() in ("*", etag) for tag in if_match.split(",")):
+        raise PreconditionFailed(
+            "The resource has changed since the ETag sent in If-Match: read it again"
+        )
 
 
 def etag_of(body: bytes) -> str:

@@ -230,6 +230,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found (or not yours)",
         409: "Conflict with the current state",
         410: "Gone",
+        412: "`If-Match` names an ETag the resource no longer has: read it again",
         413: "The request body is larger than the route accepts",
         414: "The query string is too long",
         416: "Range not satisfiable",

@@ -7,10 +7,12 @@ from fastapi.responses import Response
 
 from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal
 from safekeep.api.conditional import (
+    IfMatch,
     IfNoneMatch,
     conditional,
     conditional_body,
     conditional_responses,
+    require_match,
 )
 from safekeep.api.deps import ClientIp, SessionDep, SettingsDep
 from safekeep.api.idempotency import idempotent
@@ -117,7 +119,9 @@ async def get_tenant(
 
 
 @router.patch(
-    "/{tenant_id}", response_model=TenantOut, responses=responses(400, 401, 402, 403, 404, 422)
+    "/{tenant_id}",
+    response_model=TenantOut,
+    responses={**conditional_responses(), **responses(400, 401, 402, 403, 404, 412, 422)},
 )
 async def update_tenant(
     tenant_id: uuid.UUID,
@@ -126,11 +130,27 @@ async def update_tenant(
     session: SessionDep,
     settings: SettingsDep,
     ip: ClientIp,
-) -> TenantOut:
+    if_match: IfMatch = None,
+) -> Response:
+    """Change the tenant. With `If-Match` (the `ETag` of a GET), only while it is unchanged
+    since: 412 otherwise, and nothing changes. The answer carries the new `ETag`."""
+
+    async def unchanged() -> None:  # the tenant as GET shows it, under the write's lock
+        row = await service.read(session, principal.scope, tenant_id, _LISTED)
+        require_match(if_match, TenantOut.model_validate(dict(row._mapping)))
+
     tenant = await service.update(
-        session, principal, settings, tenant_id, body.model_dump(exclude_unset=True), ip=ip
+        session,
+        principal,
+        settings,
+        tenant_id,
+        body.model_dump(exclude_unset=True),
+        ip=ip,
+        precondition=None if if_match is None else unchanged,
     )
-    return TenantOut.model_validate(tenant)
+    await session.flush()
+    row = await service.read(session, principal.scope, tenant.id, _LISTED)
+    return conditional(TenantOut.model_validate(dict(row._mapping)), None)
 
 
 @router.delete(

@@ -6,13 +6,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, func, select, update
+from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import read_rows
 from safekeep.tenants.models import Account, Snapshot
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
-from safekeep.tenants.rowlock import one_for_update
+from safekeep.tenants.rowlock import one_for_update, take_write_lock
 from safekeep.tenants.scope import TenantScope, bound_msp_rows, bound_tenant_rows, get_scoped
 
 
@@ -31,13 +31,7 @@ async def get_for_update(
     no row locks and a ``SELECT`` takes no lock at all (the transaction begins at its first
     write), so there a write that changes nothing comes first: it takes the database's
     write lock, which serialises the deciders as the row lock does."""
-    if session.get_bind().dialect.name == "sqlite":
-        await session.execute(
-            update(Account)
-            .where(Account.id == account_id)
-            .values(protected=Account.protected)
-            .execution_options(synchronize_session=False)
-        )
+    await take_write_lock(session, Account, Account.id == account_id)
     return await one_for_update(
         session,
         Account,

@@ -17,6 +17,7 @@ from safekeep.errors import NotFound
 from safekeep.tenants.models import ConsentRequest, Job, JobKind, Policy, Tenant, TenantStatus
 from safekeep.tenants.pagination import Page, keyset_order, keyset_values, page_of_rows
 from safekeep.tenants.remembered import Remembered
+from safekeep.tenants.rowlock import take_write_lock
 from safekeep.tenants.scope import TenantScope, bound_tenant_row_filter
 
 _P = ParamSpec("_P")
@@ -37,6 +38,18 @@ async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -
     stmt = _live(scope.limited, Tenant)
     values = {"tenant_id": tenant_id, **scope.bound()}
     return (await session.execute(stmt, values)).scalar_one_or_none()
+
+
+async def get_for_update(
+    session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID
+) -> Tenant | None:
+    """The tenant as ``get`` finds it, locked until commit and read afresh: what a write
+    that judges the tenant first (``If-Match``) holds while it decides."""
+    await take_write_lock(session, Tenant, Tenant.id == tenant_id)
+    stmt = _live(scope.limited, Tenant).with_for_update()
+    values = {"tenant_id": tenant_id, **scope.bound()}
+    found = await session.execute(stmt.execution_options(populate_existing=True), values)
+    return found.scalar_one_or_none()
 
 
 async def read(

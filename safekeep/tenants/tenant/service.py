@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -48,6 +48,18 @@ class AppCredentials:
 
 async def get(session: AsyncSession, scope: TenantScope, tenant_id: uuid.UUID) -> Tenant:
     return or_404(await repository.get(session, scope, tenant_id), "No such tenant")
+
+
+async def _get_judged(
+    session: AsyncSession,
+    scope: TenantScope,
+    tenant_id: uuid.UUID,
+    precondition: Callable[[], Awaitable[None]] | None,
+) -> Tenant:
+    """The tenant for a write: locked when a precondition is to judge it (or its policy)."""
+    if precondition is None:
+        return await get(session, scope, tenant_id)
+    return or_404(await repository.get_for_update(session, scope, tenant_id), "No such tenant")
 
 
 async def read(
@@ -137,8 +149,14 @@ async def update(
     changes: dict[str, Any],
     *,
     ip: str | None = None,
+    precondition: Callable[[], Awaitable[None]] | None = None,
 ) -> Tenant:
-    tenant = await get(session, principal.scope, tenant_id)
+    """Change the tenant. ``precondition`` (the API's ``If-Match``, reading the tenant as a
+    GET shows it) runs first, under the tenant's row lock, so that two conditional writers
+    cannot both pass on the same state."""
+    tenant = await _get_judged(session, principal.scope, tenant_id, precondition)
+    if precondition is not None:
+        await precondition()
     if "name" in changes and changes["name"] is not None:
         tenant.name = changes["name"]
     if "domain" in changes:
@@ -409,8 +427,13 @@ async def put_policy(
     values: dict[str, Any],
     *,
     ip: str | None = None,
+    precondition: Callable[[], Awaitable[None]] | None = None,
 ) -> Policy:
-    tenant = await get(session, principal.scope, tenant_id)
+    """Replace the tenant's policy; ``precondition`` (``If-Match``, reading the policy as a
+    GET shows it) runs first, under the tenant's row lock."""
+    tenant = await _get_judged(session, principal.scope, tenant_id, precondition)
+    if precondition is not None:
+        await precondition()
     policy = await repository.get_policy(session, tenant)
     before = policy.backups_per_day
     for field, value in values.items():
