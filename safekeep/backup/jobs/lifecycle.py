@@ -60,13 +60,7 @@ async def load_runnable(session: AsyncSession, job_id: str) -> Job | None:
     if job is None or job.status.finished:
         return None
     if job.cancel_requested_at is not None:
-        await job_repository.set_job_status(
-            session,
-            job.id,
-            from_statuses=[JobStatus.queued, JobStatus.running],
-            to_status=JobStatus.cancelled,
-            now=utcnow(),
-        )
+        await job_repository.settle_cancelled(session, job.id)
         return None
     return job
 

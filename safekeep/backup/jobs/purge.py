@@ -38,7 +38,6 @@ from safekeep.tenants.models import (
     AccountState,
     Job,
     JobKind,
-    JobStatus,
     JobTrigger,
     Tenant,
     TenantStatus,
@@ -153,13 +152,7 @@ async def purge_account(
             refused = PurgeRefused("account_not_due", "The account is no longer due for purging")
         if locked is not None and locked.cancel_requested_at is not None:
             cancelled = True
-            await job_repository.set_job_status(
-                session,
-                job.id,
-                from_statuses=[JobStatus.queued, JobStatus.running],
-                to_status=JobStatus.cancelled,
-                now=utcnow(),
-            )
+            await job_repository.settle_cancelled(session, job.id)
         elif refused is None:
             versions = await catalog.delete_account_catalog(session, account.id)
             account.state = AccountState.purged

@@ -41,6 +41,7 @@ from safekeep.tenants.models import (
     Snapshot,
     TaskStatus,
     Tenant,
+    utcnow,
 )
 from safekeep.tenants.models.base import table_of
 from safekeep.tenants.models.job import UNFINISHED_JOBS_SQL
@@ -536,6 +537,18 @@ async def set_job_status(
     if won and to_status in (JobStatus.failed, JobStatus.cancelled):
         await fail_export_of(session, job_id)
     return won
+
+
+async def settle_cancelled(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """End an unfinished job whose cancellation was asked for as cancelled (whether this call
+    won, as ``set_job_status``)."""
+    return await set_job_status(
+        session,
+        job_id,
+        from_statuses=[JobStatus.queued, JobStatus.running],
+        to_status=JobStatus.cancelled,
+        now=utcnow(),
+    )
 
 
 async def fail_export_of(session: AsyncSession, job_id: uuid.UUID) -> None:
