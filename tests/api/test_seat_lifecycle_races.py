@@ -5,7 +5,8 @@ A purge waits behind any backup of its tenant, so a seat can be protected again 
 purge's request and its run: protecting it withdraws the purge (the job ends cancelled,
 ``account_protected``), and the purge itself checks the seat again, under the account's row
 lock, before deleting anything. A manual backup may name protected seats only (422 otherwise),
-and its fan-out skips a seat released since the request.
+its fan-out skips a seat released since the request, and a task whose seat was released after
+the fan-out is not run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from safekeep.backup.jobs.backup import start_backup_job
+from safekeep.backup.jobs.backup import SEAT_RELEASED, run_backup_task, start_backup_job
 from safekeep.backup.jobs.lifecycle import RetryLater
 from safekeep.backup.jobs.purge import purge, run_purge_job
 from safekeep.runtime import Runtime
@@ -33,6 +34,7 @@ from safekeep.tenants.models import (
     JobStatus,
     JobTask,
     Snapshot,
+    TaskStatus,
     Tenant,
 )
 from safekeep.tenants.scope import system_principal
@@ -342,3 +344,49 @@ async def test_the_fan_out_skips_a_seat_released_since_the_request(
         ).scalars()
         covered = set(tasks)
     assert covered == {w.account.id}
+
+
+async def test_a_task_of_a_seat_released_after_the_fan_out_is_not_run(
+    any_runtime: Runtime, any_client: httpx.AsyncClient
+) -> None:
+    """The fan-out made the seat's task; the seat is released before a worker takes it: the
+    task ends cancelled with its reason, no snapshot is begun, and the job says so."""
+    w = await build_world(any_runtime, "alpha")
+    h = w.msp.headers
+    other = await create_account(
+        any_runtime, w.tenant, name="Megan Bowen", services_found={"mail": True}
+    )
+    body = {"account_ids": [str(other.id)], "services": ["mail"]}
+    r = await any_client.post(f"/v1/tenants/{w.tenant.id}/backups", json=body, headers=h)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    with outbox.collect():
+        await start_backup_job(any_runtime, job_id)
+    async with any_runtime.db.session() as session:
+        queued = [
+            str(t)
+            for t in (
+                await session.execute(select(JobTask.id).where(JobTask.job_id == uuid.UUID(job_id)))
+            ).scalars()
+        ]
+    assert len(queued) == 1
+
+    r = await any_client.patch(
+        f"/v1/tenants/{w.tenant.id}/accounts/{other.id}", json={"protected": False}, headers=h
+    )
+    assert (r.status_code, r.json()["protected"]) == (200, False)
+    with outbox.collect():
+        await run_backup_task(any_runtime, queued[0])
+
+    async with any_runtime.db.session() as session:
+        task = await session.get(JobTask, uuid.UUID(queued[0]))
+    assert task is not None
+    assert (task.status, task.error_code, task.snapshot_id) == (
+        TaskStatus.cancelled,
+        SEAT_RELEASED,
+        None,
+    )
+    assert await kept(any_runtime, other.id) == (0, 0)
+    job = await job_row(any_runtime, job_id)
+    assert job.status == JobStatus.cancelled
+    assert job.result["tasks"] == {"ok": 0, "failed": 0, "cancelled": 1}

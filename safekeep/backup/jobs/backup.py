@@ -72,6 +72,9 @@ PERMANENT = (
     NotFound,
     Throttled,
 )
+# Why a task of a seat released after its job was fanned out ended (its error_code/detail).
+SEAT_RELEASED = "seat_not_protected"
+SEAT_RELEASED_DETAIL = "The seat was released after this backup was queued; it was not backed up"
 # How long giving a lease back may wait for the database to return (it is what lets the
 # retry start at once instead of after the lease's timeout).
 RELEASE_PATIENCE_SECONDS = 120.0
@@ -185,6 +188,13 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
             await _finish_job(session, task.job_id)
             return
         if job.cancel_requested_at is not None or job.status.finished:
+            await _settle_unfinished(session, task, TaskStatus.cancelled)
+            return
+        account = found.account
+        if account is not None and not (account.protected and account.state == AccountState.active):
+            # Released (or purged) after the job was fanned out: not backed up, nor billed.
+            task.error_code = SEAT_RELEASED
+            task.error_detail = SEAT_RELEASED_DETAIL
             await _settle_unfinished(session, task, TaskStatus.cancelled)
             return
         lease = timedelta(seconds=runtime.settings.task_lease_seconds)
