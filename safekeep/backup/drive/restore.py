@@ -104,6 +104,16 @@ async def made_once(
     return found
 
 
+@dataclass(frozen=True)
+class Placed:
+    """What restoring one file came to in the target: the driveItem that holds it, whether
+    it was there already (nothing written), and what the report should note beside it."""
+
+    item: Json
+    existing: bool = False
+    note: str | None = None
+
+
 @dataclass
 class DriveTarget:
     drive_id: str
@@ -200,7 +210,7 @@ class DriveWriter:
         """Restore one file version and report what happened (never raises for the item)."""
         report = self.ctx.report
         try:
-            created = await self._put(version, folder_names)
+            placed = await self._put(version, folder_names)
         except RestoreFailed as exc:
             await report.failed(version, code=exc.code, detail=exc.detail)
             return
@@ -212,15 +222,17 @@ class DriveWriter:
         except StorageError as exc:
             await report.failed(version, code="storage_error", detail=str(exc))
             return
-        if created is None:
+        if placed is None:
             return
-        target_id = str(created.get("id") or "") or None
-        if created.get("@safekeep.existing"):
+        target_id = str(placed.item.get("id") or "") or None
+        if placed.existing:
             await report.existing(version, target_id=target_id)
             return
-        await report.restored(version, target_id=target_id, note=created.get("@safekeep.note"))
+        await report.restored(version, target_id=target_id, note=placed.note)
 
-    async def _put(self, version: ItemVersion, folder_names: Sequence[str]) -> Json | None:
+    async def _put(self, version: ItemVersion, folder_names: Sequence[str]) -> Placed | None:
+        """Put the version's file in its folder under the restore's conflict rule; None when
+        the rule skipped it (reported here)."""
         parent_id = await self.folder(folder_names)
         name = version.name
         where = "/" + "/".join([*folder_names, name])
@@ -230,7 +242,7 @@ class DriveWriter:
         notes: list[str] = []
         if existing is not None:
             if self.ctx.conflict != "keep_both" and await self._already_there(version, existing):
-                return {**existing, "@safekeep.existing": True}
+                return Placed(existing, existing=True)
             changed = self._changed_in_place(version, existing)
             if self.ctx.conflict == "skip":
                 reason = (
@@ -272,7 +284,7 @@ class DriveWriter:
         refused = await self._set_times(version, created)
         if refused:
             notes.append(refused)
-        return {**created, "@safekeep.note": "; ".join(notes)} if notes else created
+        return Placed(created, note="; ".join(notes) if notes else None)
 
     @staticmethod
     def _same(version: ItemVersion, existing: Json) -> bool:
