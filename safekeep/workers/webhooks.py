@@ -47,9 +47,10 @@ async def deliver(delivery_id: str) -> None:
             delivery = await repository.get_delivery(session, uuid.UUID(delivery_id))
             if delivery is not None and delivery.status == DeliveryStatus.pending:
                 service.record_refusal(delivery, refused.reason)
-        log.warning("webhook_refused", delivery_id=delivery_id, reason=refused.reason)
+        log.warning("webhook_refused", delivery_id=delivery_id, reason=refused.detail)
         return
     except TargetUnresolved as exc:
+        log.info("webhook_unresolved", delivery_id=delivery_id, reason=exc.detail)
         error = str(exc)
     else:
         try:

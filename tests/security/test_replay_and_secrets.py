@@ -87,3 +87,38 @@ def test_a_settings_error_never_prints_the_secret(tmp_path: Path) -> None:
             windows = {secret[i : i + 8] for i in range(len(secret) - 7)}
             leaked = sorted(w for w in windows if w in output)
             assert not leaked, f"the output shows parts of a secret: {leaked}"
+
+
+async def test_the_audit_log_shows_a_read_key_no_more_of_a_webhook_url_than_its_origin(
+    live: Live,
+) -> None:
+    """A webhook's URL is often its receiver's credential (a chat's incoming-webhook token in
+    the path, a password, a signed query): only an admin key reads the webhook, so the audit
+    log, which a read key reads and which keeps it for good, records its origin only."""
+    admin = live.world.a.msp.headers
+    created = "https://user:s3cr3t@hooks.chat.example/services/T000/B000/XXXXSECRETTOKEN"
+    moved = "https://hooks.example.com:8443/rotated?token=NEWSECRET"
+    read_only = await live.world.key(["read"])
+    async with live.client() as api:
+        r = await api.post(
+            "/v1/webhooks", json={"url": created, "events": ["backup.completed"]}, headers=admin
+        )
+        assert r.status_code == 201, r.text
+        webhook_id = r.json()["id"]
+        webhook = f"/v1/webhooks/{webhook_id}"
+        r = await api.patch(webhook, json={"url": moved}, headers=admin)
+        assert r.status_code == 200, r.text
+        assert (await api.get(webhook, headers=read_only)).status_code == 403
+        assert (await api.get(webhook, headers=admin)).json()["url"] == moved  # the admin's view
+        r = await api.get("/v1/audit-events", params={"limit": 200}, headers=read_only)
+    assert r.status_code == 200, r.text
+    shown = {
+        e["action"]: e["details"]["url"]
+        for e in r.json()["items"]
+        if e["action"] in ("webhook.created", "webhook.updated") and e["target_id"] == webhook_id
+    }
+    assert shown == {
+        "webhook.created": "https://hooks.chat.example",
+        "webhook.updated": "https://hooks.example.com:8443",
+    }
+    assert "SECRET" not in r.text and "s3cr3t" not in r.text

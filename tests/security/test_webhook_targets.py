@@ -256,8 +256,32 @@ async def test_a_delivery_to_a_non_public_address_never_leaves_the_process(
     (row,) = await deliveries(live, webhook_id)
     assert (row["status"], row["attempts"], row["last_status_code"]) == ("failed", 1, None)
     assert row["last_error"].startswith("refused: ")
-    assert "loopback" in row["last_error"]
+    host = httpx.URL(template.format(port=1)).host
+    if host in ("127.0.0.1", "::ffff:127.0.0.1"):  # an address written as one: named, with why
+        assert "loopback" in row["last_error"]
+    else:
+        # A name (or a form only the resolver reads as an address): what our DNS answered
+        # for it is not the MSP's to read (which names exist inside the deployment, and
+        # where), the same words as for a name that does not resolve.
+        assert row["last_error"] == (
+            f"refused: {host} does not resolve to a public internet address; "
+            "webhooks are sent to the public internet only"
+        )
     assert row["next_attempt_at"] is None
+
+
+async def test_a_name_that_does_not_resolve_is_not_told_apart_by_the_resolver_error(
+    live: Live, runtime: Runtime, deliver_as: Deliver
+) -> None:
+    msp_id = live.world.a.msp.id
+    webhook_id = await stored_endpoint(runtime, msp_id, "http://no-such-name.invalid/hook")
+    (delivery_id,) = await emit(runtime, msp_id)
+    await deliver_as(delivery_id)
+    (row,) = await deliveries(live, webhook_id)
+    assert (row["status"], row["last_error"]) == (
+        "pending",  # retried: DNS may be failing for a moment
+        "no-such-name.invalid does not resolve to a public internet address",
+    )
 
 
 async def test_an_ipv6_loopback_delivery_never_leaves_the_process(

@@ -140,7 +140,7 @@ async def create_endpoint(
         "created",
         endpoint.id,
         ip=ip,
-        details={"url": url, "events": endpoint.events},
+        details={"url": target.origin_of(url), "events": endpoint.events},
     )
     return endpoint, secret
 
@@ -185,7 +185,7 @@ async def update_endpoint(
     await session.flush()
     details: dict[str, Any] = {"fields": sorted(changes)}
     if "url" in changes:
-        details["url"] = endpoint.url
+        details["url"] = target.origin_of(endpoint.url)
     if "events" in changes:
         details["events"] = endpoint.events
     await _audited(session, principal, "updated", endpoint.id, ip=ip, details=details)

@@ -42,15 +42,30 @@ class WebhookTargetRefused(UnprocessableEntity):
 
 
 class TargetRefused(Exception):
-    """This delivery must not leave the process; ``reason`` is recorded on it."""
+    """This delivery must not leave the process; ``reason`` is recorded on it (and shown to
+    the MSP), ``detail`` only logged."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         self.reason = reason
+        self.detail = detail or reason
         super().__init__(reason)
 
 
 class TargetUnresolved(Exception):
-    """The host did not resolve: an attempt that failed, retried like a refused connection."""
+    """The host did not resolve: an attempt that failed, retried like a refused connection.
+    Its message is recorded on the delivery; ``detail`` (the resolver's error) only logged."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(reason)
+
+
+def _not_public(host: str) -> str:
+    """What a delivery records when a host name does not lead to the public internet, the
+    same whether it resolves to a private address or not at all: the MSP chooses the name,
+    and the deliveries list must not tell it how our network's DNS answers (which names
+    exist inside, and at which addresses)."""
+    return f"{host} does not resolve to a public internet address"
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
@@ -107,6 +122,16 @@ def host_of(url: httpx.URL) -> str:
     form): httpx's ``host`` decodes that form under IDNA 2008, which refuses names that
     resolve and are registered, such as emoji domains (``idna.InvalidCodepoint``)."""
     return url.raw_host.decode("ascii")
+
+
+def origin_of(url: str) -> str:
+    """What the audit log records of a webhook URL: its scheme, host and port. The audit log
+    is read with a ``read`` key and kept for good, while the rest of a URL (user and password,
+    path, query) is often the receiver's credential (chat incoming webhooks, signed URLs) that
+    only an admin may see, on the webhook itself."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{host_of(parsed)}{port}"
 
 
 def _is_localhost(host: str) -> bool:
@@ -175,20 +200,21 @@ async def resolve_target(settings: Settings, url: str) -> Target:
                 host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
         except (OSError, UnicodeError) as exc:
-            raise TargetUnresolved(f"{host} does not resolve: {exc}") from exc
+            raise TargetUnresolved(_not_public(host), f"{host}: {exc}") from exc
         addresses = []
         for *_, sockaddr in infos:
             found = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if found not in addresses:
                 addresses.append(found)
         if not addresses:
-            raise TargetUnresolved(f"{host} does not resolve")
+            raise TargetUnresolved(_not_public(host), f"{host}: no addresses")
     if not settings.webhook_allow_private_targets:
         for address in addresses:
             if (why := address_refusal(address)) is not None:
-                named = "" if literal is not None else f"{host} resolves to "
+                # An address the MSP wrote itself is named; one our DNS answered is not.
+                shown = f"{address} is {why}" if literal is not None else _not_public(host)
                 raise TargetRefused(
-                    f"refused: {named}{address} is {why}; "
-                    "webhooks are sent to the public internet only"
+                    f"refused: {shown}; webhooks are sent to the public internet only",
+                    f"{host} resolves to {address}, {why}",
                 )
     return Target(parsed, addresses[0])
