@@ -82,6 +82,10 @@ class KeyRequired(HTTPBearer):
 ReadPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.read))]
 AdminPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.admin, writes=True))]
 MspAdminPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.admin, unlimited=True))]
+# An MSP-wide change that a suspended MSP may not make (adding a client tenant).
+MspAdminWriterPrincipal = Annotated[
+    Principal, Depends(KeyRequired(Scope.admin, unlimited=True, writes=True))
+]
 BackupPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.backup, writes=True))]
 RestorePrincipal = Annotated[Principal, Depends(KeyRequired(Scope.restore, writes=True))]
 ExportPrincipal = Annotated[Principal, Depends(KeyRequired(Scope.export))]

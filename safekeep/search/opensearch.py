@@ -554,7 +554,10 @@ class OpenSearchBackend:
                 index=self.read_alias, body=search_body(p), params=params
             )
         except os_errors.RequestError as exc:
-            raise InvalidQuery(f"the search engine refused this query ({exc.error})") from exc
+            # What OpenSearch said stays in our log: the caller learns which input, not
+            # which engine or which of its exceptions.
+            log.warning("search refused by OpenSearch: %s", str(exc)[:500])
+            raise InvalidQuery("the search engine refused this query") from exc
         except (os_errors.ConnectionError, os_errors.TransportError) as exc:
             raise SearchUnavailable(f"OpenSearch is unavailable: {exc}") from exc
         raw_hits = response["hits"]["hits"]

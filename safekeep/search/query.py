@@ -47,6 +47,11 @@ from safekeep.text import storable_text
 
 Sort = Literal["relevance", "date_desc", "date_asc"]
 MAX_TENANTS = 10_000
+# The longest folder filter, in characters of its folded key (``folder_key``): OpenSearch
+# builds a prefix query's automaton state by state and refuses one above 1,000 states, and
+# folding can lengthen a path (one character may fold to several). Paths in Microsoft 365 stay
+# far below: OneDrive and SharePoint allow 400 characters in a whole path.
+MAX_FOLDER_KEY_CHARS = 900
 # Sizes and instants (microseconds) are 64-bit integers in both backends: a bound beyond it
 # is refused, not overflowed.
 MAX_INT64 = 2**63 - 1
@@ -99,6 +104,16 @@ class SearchQuery(BaseModel):
             raise ValueError("a search needs at least one tenant in scope")
         if len(value) > MAX_TENANTS:
             raise ValueError(f"a search covers at most {MAX_TENANTS} tenants")
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _folder_is_within_bounds(cls, value: str | None) -> str | None:
+        if value is not None and len(folder_key(value)) > MAX_FOLDER_KEY_CHARS:
+            raise ValueError(
+                f"a folder filter is at most {MAX_FOLDER_KEY_CHARS} characters"
+                " (counted with case and accents folded)"
+            )
         return value
 
     @field_validator("file_types")

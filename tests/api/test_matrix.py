@@ -156,6 +156,7 @@ def test_the_msp_wide_routes_are_found() -> None:
         ("POST", "/v1/webhooks/{webhook_id}/ping"),
         ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
         ("GET", "/v1/webhooks"),
+        ("POST", "/v1/tenants"),  # a new client is the MSP's, not a portal's
     } <= paths, paths
 
 

@@ -12,6 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from safekeep.search import InvalidCursor, InvalidQuery, SearchBackend, SearchDocument
+from safekeep.search.documents import folder_key
+from safekeep.search.query import MAX_FOLDER_KEY_CHARS
 from tests.search.docs import T0, doc, ids, q
 
 # -- free text -------------------------------------------------------------------------------
@@ -185,6 +187,24 @@ async def test_folder_filter_is_a_path_prefix(backend: SearchBackend) -> None:
         assert sorted(ids(await backend.search(q(folder=folder)))) == expect, folder
     assert ids(await backend.search(q(folder="/Inbox/Projects"))) == [nested.version_id]
     assert ids(await backend.search(q(folder="/Sent Items"))) == [other.version_id]
+
+
+async def test_the_longest_folder_filter_is_answered_and_a_longer_one_refused(
+    backend: SearchBackend,
+) -> None:
+    """Up to ``MAX_FOLDER_KEY_CHARS`` of folded path, both backends answer (OpenSearch refused
+    a prefix of about 1,000 characters, which the API let through as a 400 naming nothing);
+    beyond it, or when folding makes a shorter path longer, the query is not valid."""
+    deep = "/" + "/".join(["Ünterordner-" + "x" * 80] * 9)
+    assert len(folder_key(deep)) <= MAX_FOLDER_KEY_CHARS < len(folder_key(deep + "/" + "y" * 99))
+    nested = doc(folder_path=deep + "/Leaf")
+    await backend.index([nested, doc(folder_path="/Inbox")])
+    assert ids(await backend.search(q(folder=deep))) == [nested.version_id]
+    with pytest.raises(ValidationError, match="folder"):
+        q(folder=deep + "/" + "y" * 99)
+    # "ﬃ" folds to "ffi": 350 of them are 1,050 characters once folded
+    with pytest.raises(ValidationError, match="folded"):
+        q(folder="/" + "ﬃ" * 350)
 
 
 async def test_sender_and_recipient_filters(backend: SearchBackend) -> None:

@@ -25,7 +25,7 @@ from safekeep.errors import (
 from safekeep.runtime import Runtime
 from safekeep.search.errors import InvalidCursor as SearchInvalidCursor
 from safekeep.search.errors import InvalidQuery, SearchUnavailable
-from safekeep.search.query import MAX_INT64, SearchHit, SearchQuery
+from safekeep.search.query import MAX_FOLDER_KEY_CHARS, MAX_INT64, SearchHit, SearchQuery
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.scope import Principal
 from safekeep.tenants.tenant import repository as tenant_repository
@@ -56,7 +56,9 @@ class SearchParams(BaseModel):
     ] = ""
     account_id: uuid.UUID | None = None
     service: list[Service] | None = None
-    folder: Annotated[str | None, Query(max_length=2000, description="Folder path prefix")] = None
+    folder: Annotated[
+        str | None, Query(max_length=MAX_FOLDER_KEY_CHARS, description="Folder path prefix")
+    ] = None
     sender: Annotated[str | None, Query(max_length=500)] = None
     recipient: Annotated[str | None, Query(max_length=500)] = None
     date_from: Timestamp | None = None

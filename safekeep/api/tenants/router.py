@@ -5,7 +5,12 @@ import uuid
 from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 
-from safekeep.api.auth import AdminPrincipal, BackupPrincipal, ReadPrincipal
+from safekeep.api.auth import (
+    AdminPrincipal,
+    BackupPrincipal,
+    MspAdminWriterPrincipal,
+    ReadPrincipal,
+)
 from safekeep.api.conditional import (
     IfMatch,
     IfNoneMatch,
@@ -89,7 +94,7 @@ async def list_tenants(
 @idempotent(201)
 async def create_tenant(
     body: TenantCreate,
-    principal: AdminPrincipal,
+    principal: MspAdminWriterPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     ip: ClientIp,

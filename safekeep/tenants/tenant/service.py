@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from safekeep.db import Database
-from safekeep.errors import BadRequest, Conflict, NotFound, or_404
+from safekeep.errors import BadRequest, Conflict, Forbidden, NotFound, or_404
 from safekeep.settings import Settings
 from safekeep.storage.keys import generate_data_key, wrap_data_key
 from safekeep.tenants.audit import service as audit
@@ -94,7 +94,7 @@ async def create(
     ip: str | None = None,
 ) -> Tenant:
     if principal.tenant_ids is not None:
-        raise BadRequest("A key limited to some tenants cannot create tenants")
+        raise Forbidden("A key limited to some tenants cannot create tenants")
     if (app_client_id is None) != (app_client_secret is None):
         raise BadRequest("app_client_id and app_client_secret go together")
     tenant_id = uuid.uuid4()
