@@ -19,6 +19,7 @@ from safekeep.api.schemas import BINARY, Page, Paging, page_of
 from safekeep.backup.jobs import service as job_requests
 from safekeep.disposition import content_disposition
 from safekeep.errors import Conflict, Gone
+from safekeep.instants import as_utc
 from safekeep.storage.errors import BlobNotFound
 from safekeep.tenants.catalog import repository as catalog
 from safekeep.tenants.models import Export, utcnow
@@ -131,7 +132,7 @@ async def download_export(
     assert export.size is not None
     if redirect:
         url = await store.presigned_get_url(
-            export.blob_key, URL_TTL_SECONDS, filename=f"export-{export.id}.zip"
+            export.blob_key, url_ttl(export), filename=f"export-{export.id}.zip"
         )
         if url:
             return RedirectResponse(url, status_code=307)
@@ -184,14 +185,23 @@ async def export_url(
     runtime: RuntimeDep,
     ip: ClientIp,
 ) -> DownloadUrl:
-    """A pre-signed URL to the ZIP in the object store, valid for an hour (S3 stores only)."""
+    """A pre-signed URL to the ZIP in the object store (S3 stores only), valid for an hour
+    or until the export expires, whichever comes first."""
     how = None if head_only(request) else "presigned_url"
     export = await job_requests.export_for_download(session, principal, export_id, ip=ip, how=how)
     store = await runtime.blobs()
     assert export.blob_key is not None
-    url = await store.presigned_get_url(
-        export.blob_key, URL_TTL_SECONDS, filename=f"export-{export.id}.zip"
-    )
+    ttl = url_ttl(export)
+    url = await store.presigned_get_url(export.blob_key, ttl, filename=f"export-{export.id}.zip")
     if url is None:
         raise Conflict("This deployment's blob store has no pre-signed URLs; use /download")
-    return DownloadUrl(url=url, expires_at=utcnow() + timedelta(seconds=URL_TTL_SECONDS))
+    return DownloadUrl(url=url, expires_at=utcnow() + timedelta(seconds=ttl))
+
+
+def url_ttl(export: Export) -> int:
+    """How long a pre-signed URL to the export lives: an hour, and never past the export's
+    own expiry (the URL is as good as the bytes, which the API stops serving then)."""
+    if export.expires_at is None:
+        return URL_TTL_SECONDS
+    left = (as_utc(export.expires_at) - utcnow()).total_seconds()
+    return max(1, min(URL_TTL_SECONDS, int(left)))
