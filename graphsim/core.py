@@ -115,7 +115,14 @@ def user_of(req: Req, key: str | None = None) -> User:
 
 
 def mailbox_of(req: Req, key: str | None = None) -> User:
-    user = user_of(req, key)
+    """The user whose mailbox an Outlook route addresses. Exchange, not the directory,
+    answers those routes: a user it does not know is 404 ``ErrorInvalidUser`` there (where
+    directory routes say ``Request_ResourceNotFound``)."""
+    tenant = tenant_of(req)
+    key = key if key is not None else req.params.get("user", "")
+    user = tenant.user(key)
+    if user is None:
+        raise GraphError(404, "ErrorInvalidUser", f"The requested user '{key}' is invalid.")
     if not user.mailbox_enabled:
         raise GraphError(
             404,

@@ -247,13 +247,14 @@ _MAILBOX_CODES = frozenset(
     {
         "MailboxNotEnabledForRESTAPI",
         "MailboxNotSupportedForRESTAPI",
-        "ErrorInvalidUser",
         "ErrorMailboxNotEnabled",
         "ErrorNonExistentMailbox",
         "ErrorMailboxMoveInProgress",
     }
 )
-_USER_CODES = frozenset({"Request_ResourceNotFound"})
+# The user is not in the directory: what directory routes answer, and what Exchange answers
+# on Outlook routes for a user it does not know (a user deleted in Entra ID).
+_USER_CODES = frozenset({"Request_ResourceNotFound", "ErrorInvalidUser"})
 _RESYNC_CODES = frozenset(
     {
         "resyncRequired",

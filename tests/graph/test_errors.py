@@ -35,7 +35,7 @@ from safekeep.graph.errors import (
         (404, "ResourceNotFound", None, NotFound, "not_found"),
         (404, "Request_ResourceNotFound", None, UserNotFound, "user_not_found"),
         (404, "MailboxNotEnabledForRESTAPI", None, MailboxNotEnabled, "mailbox_not_found"),
-        (404, "ErrorInvalidUser", None, MailboxNotEnabled, "mailbox_not_found"),
+        (404, "ErrorInvalidUser", None, UserNotFound, "user_not_found"),
         (403, "Authorization_RequestDenied", None, Forbidden, "permission_missing"),
         (403, "ErrorAccessDenied", None, Forbidden, "permission_missing"),
         (409, "nameAlreadyExists", None, Conflict, "name_conflict"),

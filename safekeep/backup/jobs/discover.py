@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
+import structlog
+
 from safekeep import registry
 from safekeep.backup.context import graph_client
 from safekeep.backup.jobs.lifecycle import JobOutcome, run_job
 from safekeep.graph import directory
 from safekeep.graph.client import GraphClient
+from safekeep.graph.errors import UserNotFound
 from safekeep.runtime import Runtime, unit_of_work
 from safekeep.tenants.account.service import FoundAccount, apply_discovery
 from safekeep.tenants.models import AccountKind, Job, Tenant
 from safekeep.tenants.tenant import repository as tenant_repository
 from safekeep.tenants.tenant.service import system_scope
+
+log = structlog.get_logger(__name__)
 
 # Probing each user's mailbox and drive: bounded so one tenant does not hog Graph.
 PROBE_CONCURRENCY = 8
@@ -26,7 +31,10 @@ async def run_discovery_job(runtime: Runtime, job_id: str) -> None:
 
 async def _probe(
     graph: GraphClient, user: dict[str, object], limit: asyncio.Semaphore
-) -> FoundAccount:
+) -> FoundAccount | None:
+    """The user as found, with the services it has; None when it was deleted from the
+    directory after the listing (it is then missing from this discovery, as if listed no
+    more, instead of failing the discovery of every other user)."""
     user_id = str(user["id"])
     licences: list[object] = list(user.get("assignedLicenses") or [])  # type: ignore[call-overload]
     licensed = bool(licences) and user.get("userType", "Member") != "Guest"
@@ -34,8 +42,12 @@ async def _probe(
     found = dict.fromkeys(probes, False)
     if licensed:
         async with limit:
-            for key, probe in probes.items():
-                found[key] = bool(await registry.resolve(probe)(graph, user_id))
+            try:
+                for key, probe in probes.items():
+                    found[key] = bool(await registry.resolve(probe)(graph, user_id))
+            except UserNotFound:
+                log.info("discovery_user_vanished", user_id=user_id)
+                return None
     return FoundAccount(
         kind=AccountKind.user,
         graph_id=user_id,
@@ -55,7 +67,8 @@ async def discover(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
         skus = await directory.list_subscribed_skus(graph)
         sites = await directory.list_sites(graph)
         limit = asyncio.Semaphore(PROBE_CONCURRENCY)
-        found = list(await asyncio.gather(*(_probe(graph, u, limit) for u in users)))
+        probed = await asyncio.gather(*(_probe(graph, u, limit) for u in users))
+        found = [account for account in probed if account is not None]
     for site in sites:
         found.append(
             FoundAccount(
