@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start with the app already consented in every tenant",
     )
+    parser.add_argument(
+        "--partial-delta-updates",
+        action="store_true",
+        help="incremental delta rounds send updated Outlook items and folders as their "
+        "changed properties only (graphsim.changes)",
+    )
     parser.add_argument("--autosave-s", type=float, default=30.0)
     return parser.parse_args(argv)
 
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         consented=args.consented,
         throttling=args.throttling,
+        partial_delta_updates=args.partial_delta_updates,
     )
     sim.start()
     # The seeded world lives as long as the process: frozen, the collector no longer walks it

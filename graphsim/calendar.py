@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar as cal
 import functools
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -159,6 +159,87 @@ def fmt_dt(value: datetime) -> dict[str, str]:
     }
 
 
+# -- all-day events --------------------------------------------------------------------------
+# Graph answers an all-day event's start and end as midnight to midnight of its dates,
+# whatever its zone: "All day events always return midnight-to-midnight regardless of time
+# zone" (microsoftgraph/microsoft-graph-docs#1802), labelled UTC by default and with the
+# zone a ``Prefer: outlook.timezone`` names otherwise, still at midnight (#6003, #16798). The
+# event itself lies at midnight of those dates in its own zone (``originalStartTimeZone``):
+# that is where a calendar view finds it, and an occurrence's ``originalStart`` is that
+# instant in UTC (#2804: ``"originalStart": "2018-06-05T07:00:00Z"`` beside a start of
+# ``2018-06-05T00:00:00`` UTC for a Pacific series). graphsim keeps the dates as Graph shows
+# them (``all_day_time``) and works the instants out from the zone.
+
+
+class AllDayTime(dict[str, str]):
+    """An all-day ``dateTimeTimeZone`` in an answer: a date at midnight, which a requested
+    zone relabels but never moves (``in_request_zone``)."""
+
+
+def all_day_time(day: date) -> dict[str, str]:
+    return AllDayTime(dateTime=f"{day.isoformat()}T00:00:00.0000000", timeZone="UTC")
+
+
+def day_of(value: dict[str, Any] | str) -> date:
+    """The date of a stored all-day start or end (its text, never converted)."""
+    text = value["dateTime"] if isinstance(value, dict) else value
+    return date.fromisoformat(str(text).strip()[:10])
+
+
+def is_all_day(props: dict[str, Any]) -> bool:
+    return bool(props.get("isAllDay"))
+
+
+def event_zone(props: dict[str, Any]) -> tzinfo:
+    """The zone an event's dates belong to (the zone its start was given in)."""
+    return zone_named(props.get("originalStartTimeZone")) or UTC
+
+
+def midnight(day: date, zone: tzinfo) -> datetime:
+    """The UTC instant of ``day``'s midnight in ``zone``."""
+    local = datetime.combine(day, time(), zone)
+    return local if zone is UTC else local.astimezone(UTC)
+
+
+def instants(props: dict[str, Any], zone: tzinfo | None = None) -> tuple[datetime, datetime]:
+    """An event's (or an exception's) start and end as instants in UTC: an all-day one from
+    midnight of its first date to midnight after its last, in ``zone`` (its own by default)."""
+    if is_all_day(props):
+        where = zone or event_zone(props)
+        return midnight(day_of(props["start"]), where), midnight(day_of(props["end"]), where)
+    return parse_dt(props["start"]), parse_dt(props["end"])
+
+
+def mark_all_day(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with its start and end marked as all-day dates when it is an all-day event."""
+    if is_all_day(obj):
+        for key in ("start", "end"):
+            value = obj.get(key)
+            if isinstance(value, dict) and not isinstance(value, AllDayTime):
+                obj[key] = AllDayTime(value)
+    return obj
+
+
+def in_request_zone(body: Any, wanted: str | None) -> Any:
+    """The answer with each all-day date labelled with the zone ``Prefer:
+    outlook.timezone`` asked for, at the same midnight (a copy: cached answers are not
+    changed). The server's zone conversion then leaves them alone, as it converts only times
+    labelled UTC. An unknown zone leaves UTC, as for timed events."""
+    if not wanted or zone_named(wanted) in (None, UTC):
+        return body
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, AllDayTime):
+            return {"dateTime": value["dateTime"], "timeZone": wanted}
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(body)
+
+
 def _matches(pattern: dict[str, Any], start: date, day: date) -> bool:
     kind = pattern.get("type", "daily")
     interval = max(1, int(pattern.get("interval") or 1))
@@ -201,7 +282,11 @@ def occurrence_dates(event: OItem, lo: date, hi: date) -> list[date]:
     start = (
         date.fromisoformat(rrange["startDate"])
         if rrange.get("startDate")
-        else parse_dt(event.props["start"]).astimezone(series_zone(event)).date()
+        else (
+            day_of(event.props["start"])
+            if is_all_day(event.props)
+            else parse_dt(event.props["start"]).astimezone(series_zone(event)).date()
+        )
     )
     kind = rrange.get("type", "noEnd")
     end_date = date.fromisoformat(rrange["endDate"]) if kind == "endDate" else None
@@ -242,25 +327,39 @@ def instance_json(tenant: Tenant, master: OItem, day: date, base: dict[str, Any]
 
 class _Span:
     """A master's start time of day on its own clock, its length and zone, read once for all
-    of its instances."""
+    of its instances. An all-day series starts at midnight and lasts whole days
+    (``days``)."""
 
-    __slots__ = ("clock", "length", "zone")
+    __slots__ = ("clock", "days_long", "length", "zone")
 
-    def __init__(self, start: datetime, end: datetime, zone: tzinfo) -> None:
+    def __init__(
+        self, start: datetime, end: datetime, zone: tzinfo, days_long: int | None = None
+    ) -> None:
         self.zone = zone
         self.clock = start.astimezone(zone).time()
         self.length = end - start
+        self.days_long = days_long
 
     @classmethod
     def of(cls, master: OItem) -> _Span:
-        return cls(
-            parse_dt(master.props["start"]), parse_dt(master.props["end"]), series_zone(master)
-        )
+        zone = series_zone(master)
+        if is_all_day(master.props):
+            first, last = day_of(master.props["start"]), day_of(master.props["end"])
+            return cls(midnight(first, zone), midnight(last, zone), zone, (last - first).days)
+        return cls(parse_dt(master.props["start"]), parse_dt(master.props["end"]), zone)
 
     def start_on(self, day: date) -> datetime:
         """The occurrence's start (UTC) on ``day``, a date on the series' clock."""
         local = datetime.combine(day, self.clock, self.zone)
         return local if self.zone is UTC else local.astimezone(UTC)
+
+    def end_on(self, day: date, start: datetime) -> datetime:
+        """The end (UTC) of the occurrence of ``day`` that starts at ``start``: whole days
+        later at midnight for an all-day series (a day across a change of clock is 23 or 25
+        hours), else the series' length later."""
+        if self.days_long is not None:
+            return midnight(day + timedelta(days=self.days_long), self.zone)
+        return start + self.length
 
     def days(self, lo: datetime, hi: datetime) -> tuple[date, date]:
         """The dates on the series' clock whose occurrences may touch ``[lo, hi)`` (from two
@@ -278,19 +377,26 @@ def _instance(
     occ = dict(base)
     override = master.exceptions.get(day.isoformat())
     own = master.instance_attachments.get(day.isoformat())
+    if span.days_long is not None:  # all day: its dates, midnight to midnight
+        start: dict[str, str] = all_day_time(day)
+        end = all_day_time(day + timedelta(days=span.days_long))
+    else:
+        start = {"dateTime": at + ".0000000", "timeZone": "UTC"}
+        end = fmt_dt(span.end_on(day, original))
     occ.update(
         {
             "id": occurrence_id(tenant, master, day),
             "type": "exception" if override or own is not None else "occurrence",
             "seriesMasterId": master.id,
             "recurrence": None,
-            "start": {"dateTime": at + ".0000000", "timeZone": "UTC"},
-            "end": fmt_dt(original + span.length),
-            "originalStart": at + "Z",
+            "start": start,
+            "end": end,
+            "originalStart": at + "Z",  # the true instant, all day or not (#2804)
         }
     )
     if override:
         occ.update(override)
+        mark_all_day(occ)
     if own is not None:  # an exception with attachments of its own
         occ["hasAttachments"] = bool(own)
     return occ
@@ -301,9 +407,10 @@ def _bounds(
 ) -> tuple[datetime, datetime]:
     """An instance's start and end as ``parse_dt`` reads them back from its JSON (whole
     seconds), without the round trip through text unless an exception moved it."""
-    if override and ("start" in override or "end" in override):
-        return parse_dt(inst["start"]), parse_dt(inst["end"])
-    return original.replace(microsecond=0), (original + span.length).replace(microsecond=0)
+    if override and ("start" in override or "end" in override or "isAllDay" in override):
+        return instants(inst, span.zone)
+    end = span.end_on(original.astimezone(span.zone).date(), original)
+    return original.replace(microsecond=0), end.replace(microsecond=0)
 
 
 def series_instances(
@@ -332,4 +439,5 @@ def instance_ids(tenant: Tenant, master: OItem, lo: datetime, hi: datetime) -> l
 
 
 def overlaps(event: OItem, lo: datetime, hi: datetime) -> bool:
-    return parse_dt(event.props["start"]) < hi and parse_dt(event.props["end"]) > lo
+    start, end = instants(event.props)
+    return start < hi and end > lo

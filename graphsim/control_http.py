@@ -107,6 +107,12 @@ SIM_ACTIONS: list[tuple[frozenset[str], str, Handler]] = [
         lambda c: ok(c.sim.set_throttling(**c.body)),
     ),
     (frozenset({"POST"}), "save", lambda c: _done(c.sim.save)),
+    (frozenset({"GET"}), "partial-delta-updates", lambda c: ok(c.sim.partial_delta_updates())),
+    (
+        frozenset({"PUT", "POST", "PATCH"}),
+        "partial-delta-updates",
+        lambda c: ok(c.sim.set_partial_delta_updates(bool(c.body.get("enabled", True)))),
+    ),
 ]
 
 
@@ -300,6 +306,11 @@ TENANT_ACTIONS: list[tuple[frozenset[str], str, Handler]] = [
                 c.tenant, c.groups["user"], denied=not bool(c.body.get("allowed", True))
             )
         ),
+    ),
+    (
+        frozenset({"PUT", "POST", "PATCH"}),
+        "partial-delta-updates",
+        lambda c: ok(c.sim.set_partial_delta_updates(bool(c.body.get("enabled", True)), c.tenant)),
     ),
     (_POST, _USER + "/messages", add_message),
     (_POST, _USER + "/mailFolders", add_mail_folder),

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from graphsim import extended, ids, ops
+from graphsim import changes, extended, ids, ops
 from graphsim.calendar import (
+    all_day_time,
     check_recurrence,
+    day_of,
+    event_zone,
     fmt_dt,
+    in_request_zone,
     in_span,
     instance_ids,
+    is_all_day,
+    mark_all_day,
+    midnight,
     occurrence_id,
     overlaps,
     parse_dt,
@@ -82,6 +91,11 @@ EVENT_WRITABLE = {
 
 
 def to_utc(value: Any) -> dict[str, str]:
+    return fmt_dt(_local(value))
+
+
+def _local(value: Any) -> datetime:
+    """A written ``dateTimeTimeZone`` as an aware time on its own zone's clock."""
     if not isinstance(value, dict) or "dateTime" not in value:
         raise GraphError(400, "ErrorInvalidRequest", "start and end need dateTime and timeZone.")
     zone_name = str(value.get("timeZone") or "UTC")
@@ -104,14 +118,69 @@ def to_utc(value: Any) -> dict[str, str]:
                 f"A valid TimeZone value must be specified. '{zone_name}' is not supported.",
             )
         local = local.replace(tzinfo=zone)
-    utc = in_span(local)
-    if utc is None:
+    if in_span(local) is None:
         raise GraphError(
             400,
             "ErrorInvalidRequest",
             f"Invalid dateTime '{value['dateTime']}': outside 1601-01-01 to 4500-12-31.",
         )
-    return fmt_dt(utc)
+    return local
+
+
+def to_all_day(value: Any, *, end: bool) -> dict[str, str]:
+    """An all-day event's start or end as the date it stands for. Graph's event resource asks
+    for midnight ("If true, regardless of whether it's a single-day or multi-day event, start
+    and end time must be set to midnight and be in the same time zone"); Exchange moves a
+    time that is not midnight in the request's zone to the midnight before it (a start) or
+    after it (an end), so the event covers the times given ("Create all-day events by using
+    EWS in Exchange", learn.microsoft.com/exchange/client-developer/exchange-web-services/
+    how-to-create-all-day-events-by-using-ews-in-exchange)."""
+    return _snapped(_local(value), end=end)
+
+
+def _snapped(local: datetime, *, end: bool) -> dict[str, str]:
+    day = local.date()
+    if end and local.time() != datetime.min.time():
+        day += timedelta(days=1)
+    return dict(all_day_time(day))
+
+
+def _series_zone_name(master: OItem) -> str:
+    """The name of the zone a series recurs in (``graphsim.calendar.series_zone``)."""
+    rrange = (master.props.get("recurrence") or {}).get("range") or {}
+    return str(
+        rrange.get("recurrenceTimeZone") or master.props.get("originalStartTimeZone") or "UTC"
+    )
+
+
+def _times(
+    changes: dict[str, Any], all_day: bool, current: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The start and end a write gives an event, as graphsim keeps them: instants in UTC, or
+    the dates of an all-day event. ``current``: the event's (or occurrence's) stored
+    properties, whose times are converted when the write turns all day on or off without
+    giving new ones."""
+    out: dict[str, Any] = {}
+    for key in ("start", "end"):
+        if key in changes:
+            out[key] = (
+                to_all_day(changes[key], end=key == "end") if all_day else to_utc(changes[key])
+            )
+        elif current is not None and all_day != is_all_day(current) and key in current:
+            zone = event_zone(current)
+            if all_day:  # the dates it covers on its own clock
+                out[key] = _snapped(parse_dt(current[key]).astimezone(zone), end=key == "end")
+            else:  # from midnight of its dates on its own clock
+                out[key] = fmt_dt(midnight(day_of(current[key]), zone))
+    if all_day and "start" in out and "end" in out and day_of(out["end"]) <= day_of(out["start"]):
+        # Outlook's REST API refuses it so ("The duration of an event marked as All day must
+        # be at least 24 hours.", OfficeDev/Office-365-SDK-for-Java#5); the code is graphsim's.
+        raise GraphError(
+            400,
+            "ErrorPropertyValidationFailure",
+            "The duration of an event marked as All day must be at least 24 hours.",
+        )
+    return out
 
 
 def _original_zones(body: dict[str, Any]) -> dict[str, str]:
@@ -143,7 +212,7 @@ def event_json(tenant: Tenant, event: OItem) -> dict[str, Any]:
         if key not in ("singleValueExtendedProperties",):
             out[key] = value
     out["hasAttachments"] = bool(event.attachments)
-    return out
+    return mark_all_day(out)
 
 
 def event_out(req: Req, tenant: Tenant, event: OItem) -> dict[str, Any]:
@@ -403,7 +472,8 @@ def create_event(tenant: Tenant, user: User, calendar: Folder, body: dict[str, A
             "ErrorInvalidRequest",
             "Your request can't be completed. The start and end are required.",
         )
-    start, end = to_utc(body["start"]), to_utc(body["end"])
+    times = _times(body, is_all_day(body), None)
+    start, end = times["start"], times["end"]
     _check_span(start, end)
     check_recurrence(body.get("recurrence"))
     from graphsim.generator import event_props
@@ -452,6 +522,21 @@ def contact_json(item: OItem) -> dict[str, Any]:
 
 
 router = Router()
+
+
+def _zoned(handler: Callable[[Engine, Req], Resp]) -> Callable[[Engine, Req], Resp]:
+    """An event route whose all-day dates follow ``Prefer: outlook.timezone``: labelled with
+    the zone asked for, still at midnight (``graphsim.calendar.in_request_zone``)."""
+
+    @functools.wraps(handler)
+    def zoned(engine: Engine, req: Req) -> Resp:
+        resp = handler(engine, req)
+        wanted = req.prefer().get("outlook.timezone")
+        if wanted and resp.is_json:
+            resp.body = in_request_zone(resp.body, wanted)
+        return resp
+
+    return zoned
 
 
 # -- calendars ------------------------------------------------------------------------
@@ -563,12 +648,14 @@ def list_events(engine: Engine, req: Req, folders: list[Folder]) -> Resp:
 
 
 @router.add("GET", "/users/{user}/events", "exchange")
+@_zoned
 def all_events(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     return list_events(engine, req, tenant.user_folders(user.id, "calendar"))
 
 
 @router.add("GET", "/users/{user}/calendars/{calendar}/events", "exchange")
+@_zoned
 def calendar_events(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     return list_events(
@@ -578,6 +665,7 @@ def calendar_events(engine: Engine, req: Req) -> Resp:
 
 @router.add("POST", "/users/{user}/events", "exchange")
 @router.add("POST", "/users/{user}/calendars/{calendar}/events", "exchange")
+@_zoned
 def create_in(engine: Engine, req: Req) -> Resp:
     tenant = tenant_of(req)
     user, folder, _path = addressed_folder(req, "calendar")
@@ -586,6 +674,7 @@ def create_in(engine: Engine, req: Req) -> Resp:
 
 
 @router.add("GET", "/users/{user}/events/{item}", "exchange")
+@_zoned
 def get_event(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     master, day = resolve_event(tenant, user, req.params["item"])
@@ -598,6 +687,7 @@ def get_event(engine: Engine, req: Req) -> Resp:
 
 
 @router.add("PATCH", "/users/{user}/events/{item}", "exchange")
+@_zoned
 def patch_event(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     master, day = resolve_event(tenant, user, req.params["item"])
@@ -609,11 +699,12 @@ def patch_event(engine: Engine, req: Req) -> Resp:
             "RequestBodyRead",
             f"The property '{sorted(unknown)[0]}' does not exist on type 'microsoft.graph.event'.",
         )
-    changes = {
-        k: (to_utc(v) if k in ("start", "end") else v)
-        for k, v in body.items()
-        if k != extended.FIELD
-    }
+    changes = {k: v for k, v in body.items() if k != extended.FIELD}
+    if "start" in changes or "end" in changes or "isAllDay" in changes:
+        current = master.props if day is None else _occurrence(tenant, master, day)
+        if day is not None:  # an occurrence's dates are on its series' clock
+            current = {**current, "originalStartTimeZone": _series_zone_name(master)}
+        changes.update(_times(body, is_all_day({**current, **changes}), current))
     if "recurrence" in changes:
         if day is not None:  # an occurrence is not a series
             raise GraphError(
@@ -657,6 +748,7 @@ def delete_event(engine: Engine, req: Req) -> Resp:
 
 
 @router.add("GET", "/users/{user}/events/{item}/instances", "exchange")
+@_zoned
 def instances(engine: Engine, req: Req) -> Resp:
     tenant, user = tenant_of(req), mailbox_of(req)
     master, _day = resolve_event(tenant, user, req.params["item"])
@@ -687,6 +779,7 @@ def view(engine: Engine, req: Req, calendar: Folder) -> Resp:
 
 @router.add("GET", "/users/{user}/calendarView", "exchange")
 @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView", "exchange")
+@_zoned
 def calendar_view(engine: Engine, req: Req) -> Resp:
     return view(engine, req, addressed_folder(req, "calendar")[1])
 
@@ -717,6 +810,7 @@ def view_delta(engine: Engine, req: Req, user: User, calendar: Folder, path: str
 
 @router.add("GET", "/users/{user}/calendarView/delta", "exchange")
 @router.add("GET", "/users/{user}/calendars/{calendar}/calendarView/delta", "exchange")
+@_zoned
 def calendar_view_delta(engine: Engine, req: Req) -> Resp:
     user, folder, path = addressed_folder(req, "calendar")
     return view_delta(engine, req, user, folder, f"{path}/calendarView/delta")
@@ -793,6 +887,36 @@ def create_contact_folder(engine: Engine, req: Req) -> Resp:
     return new_contact_folder(req, parent, user)
 
 
+@router.add("PATCH", "/users/{user}/contactFolders/{folder}", "exchange")
+def patch_contact_folder(engine: Engine, req: Req) -> Resp:
+    """Rename or move a contact folder (``displayName``, ``parentFolderId``: what "Update
+    contactFolder" writes); a name its new siblings hold is 409 ``ErrorFolderExists``."""
+    tenant, user = tenant_of(req), mailbox_of(req)
+    folder = resolve_folder(tenant, user, req.params["folder"], "contact")
+    body = req.json()
+    name = str(body.get("displayName") or folder.display_name).strip()
+    parent_id = folder.parent_id
+    if body.get("parentFolderId"):
+        parent = resolve_folder(tenant, user, str(body["parentFolderId"]), "contact")
+        ancestor: Folder | None = parent
+        while ancestor is not None:  # not into itself or below it
+            if ancestor.id == folder.id:
+                raise GraphError(400, "ErrorMoveCopyFailed", "Cannot move a folder into itself.")
+            ancestor = tenant.folders.get(ancestor.parent_id or "")
+        parent_id = parent.id
+    if any(
+        f.id != folder.id and f.parent_id == parent_id and f.display_name.lower() == name.lower()
+        for f in tenant.user_folders(user.id, "contact")
+    ):
+        raise GraphError(
+            409, "ErrorFolderExists", "A folder with the specified name already exists."
+        )
+    if (name, parent_id) != (folder.display_name, folder.parent_id):
+        folder.display_name, folder.parent_id = name, parent_id
+        tenant.touch_folder(folder)
+    return json_resp(cfolder_json(folder))
+
+
 def contacts_in(engine: Engine, req: Req, folder: Folder) -> Resp:
     tenant = tenant_of(req)
     items = sorted(
@@ -827,8 +951,11 @@ def contacts_delta(engine: Engine, req: Req, user: User, folder: Folder, path: s
     live = ((c.seq, c.id, c) for c in tenant.folder_items(folder.id))
     removed = ((seq, i, None) for i, seq in tenant.tombs.get(folder.id, {}).items())
     page, more = delta_page(state, live, removed)
+    since = None if state.fresh else state.since
     values = [
-        removed_entry("contact", i) if gone else apply_select(contact_json(obj), select)
+        removed_entry("contact", i)
+        if gone
+        else changes.delta_entry(obj, apply_select(contact_json(obj), select), since)
         for _s, i, obj, gone in page
     ]
     return delta_resp(req, engine, state, page, more, entity="contact", values=values)

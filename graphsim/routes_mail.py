@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from graphsim import extended, ids, ops
+from graphsim import changes, extended, ids, ops
 from graphsim.content import BytesContent, Content, ContentSink
 from graphsim.core import (
     Engine,
@@ -948,8 +948,11 @@ def messages_delta(engine: Engine, req: Req) -> Resp:
     )
     order = _newest_first if query.get("orderby") else None
     page, more = delta_page(state, live, removed, order=order)
+    round_since = None if state.fresh else state.since
     values = [
-        removed_entry("message", item_id) if gone else message_out(req, obj)
+        removed_entry("message", item_id)
+        if gone
+        else changes.delta_entry(obj, message_out(req, obj), round_since)
         for _seq, item_id, obj, gone in page
     ]
     return delta_resp(req, engine, state, page, more, entity="message", values=values)
@@ -1141,8 +1144,9 @@ def folder_delta(
     removed = ((seq, i, None) for i, seq in tenant.tombs.get(collection_key, {}).items())
     page, more = delta_page(state, live, removed)
     name = "mailFolder" if kind == "mail" else "contactFolder"
+    since = None if state.fresh else state.since
     values = [
-        removed_entry(name, folder_id) if gone else render(obj)
+        removed_entry(name, folder_id) if gone else changes.delta_entry(obj, render(obj), since)
         for _seq, folder_id, obj, gone in page
     ]
     return delta_resp(req, engine, state, page, more, entity=name, values=values)

@@ -22,7 +22,7 @@ from typing import Any, Concatenate, ParamSpec
 import trustme
 import uvicorn
 
-from graphsim import control
+from graphsim import changes, control
 from graphsim.core import Engine, SimConfig
 from graphsim.generator import GenOptions, generate_world, new_sku, new_tenant
 from graphsim.server import build_app, graph_router
@@ -81,8 +81,10 @@ class Simulator:
         consented: bool = False,
         throttling: str | dict[str, Any] = "microsoft",
         token_lifetime_s: int = 3599,
+        partial_delta_updates: bool = False,
     ) -> None:
         self.seed = seed
+        self.partial_updates = partial_delta_updates
         self.options = GenOptions(
             users=users,
             messages=messages,
@@ -122,6 +124,8 @@ class Simulator:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+        if partial_delta_updates:
+            self.set_partial_delta_updates(True)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -312,6 +316,8 @@ class Simulator:
                 tenant = new_tenant(self.seed, index, name)
             if consented:
                 tenant.consented_apps.add(self.app_id)
+            if self.partial_updates:
+                changes.switch(tenant, True)
             self.engine.world.tenants[tenant.id] = tenant
             return control.tenant_summary(tenant)
 
@@ -358,6 +364,33 @@ class Simulator:
         with self.engine.world.lock:
             t = self.tenant(tenant)
             control.need_user(t, user).app_access_denied = denied
+
+    def partial_delta_updates(self) -> dict[str, Any]:
+        """Whether incremental delta rounds send updated contacts, messages and folders as
+        their changed properties only: for the simulator (tenants added later follow it) and
+        per tenant."""
+        with self.engine.world.lock:
+            return {
+                "enabled": self.partial_updates,
+                "tenants": {t.id: t.partial_updates for t in self.engine.world.tenants.values()},
+            }
+
+    def set_partial_delta_updates(
+        self, enabled: bool = True, tenant: str | None = None
+    ) -> dict[str, Any]:
+        """Switch partial delta updates (``graphsim.changes``) on or off for one tenant, or
+        for every tenant and those added later. Turned on, each object's current state is
+        what later changes are compared with; tokens issued before still work (their rounds
+        send whole objects for what changed before the switch)."""
+        with self.engine.world.lock:
+            if tenant is None:
+                self.partial_updates = enabled
+                targets = list(self.engine.world.tenants.values())
+            else:
+                targets = [self.tenant(tenant)]
+            for t in targets:
+                changes.switch(t, enabled)
+        return self.partial_delta_updates()
 
     def grant_consent(self, tenant: str) -> None:
         with self.engine.world.lock:
@@ -484,6 +517,9 @@ class Simulator:
                     t.consented_apps.add(self.app_id)
             self.engine.world.tenants = world.tenants
             self.engine.upload_sessions.clear()
+            for t in world.tenants.values():
+                if self.partial_updates:
+                    changes.switch(t, True)
         latency = self.engine.throttler.config.latency_ms
         self.engine.throttler.config = ThrottleConfig(latency_ms=latency)
         self.engine.throttler.reset()

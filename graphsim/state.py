@@ -82,6 +82,16 @@ class User:
 
 
 @dataclass
+class PropertyLog:
+    """What changed in an Outlook item's or folder's Graph shape, and when: kept only while
+    the tenant's partial delta updates are on (``graphsim.changes``)."""
+
+    since: int  # the change number the log starts at: what changed before it is not known
+    prints: dict[str, str]  # property -> fingerprint of its value now
+    stamps: dict[str, int] = field(default_factory=dict)  # property -> its last change
+
+
+@dataclass
 class Folder:
     """A mail folder, contact folder or calendar."""
 
@@ -98,6 +108,7 @@ class Folder:
     hidden: bool = False
     props: dict[str, Any] = field(default_factory=dict)
     deleted: bool = False
+    log: PropertyLog | None = None  # partial delta updates only
 
 
 @dataclass
@@ -155,6 +166,7 @@ class OItem:
     extended: dict[str, dict[str, str]] = field(default_factory=dict)
     # set on the stand-in for one exception of a series: the series master it belongs to
     master_id: str | None = None
+    log: PropertyLog | None = None  # partial delta updates only
 
 
 @dataclass
@@ -314,6 +326,9 @@ class Tenant:
     licensed_seats: int = 0
     occurrences: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> master, date
     teamwork: Teamwork | None = None  # teams, channels, chats (graphsim.teams), made on first use
+    # Incremental delta rounds send updated contacts, messages and folders as their changed
+    # properties only (graphsim.changes); off: whole objects, as before.
+    partial_updates: bool = False
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -333,6 +348,14 @@ class Tenant:
         self.folders[folder.id] = folder
         self.members.setdefault(folder.id, {})
         self.tombs.get(self.folder_collection(folder.user_id, folder.kind), {}).pop(folder.id, None)
+        self.track(folder, created=True)
+
+    def track(self, obj: OItem | Folder, *, created: bool = False) -> None:
+        """Note which properties the change just made touched (partial delta updates)."""
+        if self.partial_updates:
+            from graphsim import changes  # it renders with the routes, which import this
+
+            changes.note(self, obj, created=created)
 
     @staticmethod
     def folder_collection(user_id: str, kind: str) -> str:
@@ -342,6 +365,7 @@ class Tenant:
         folder.seq = self.next_seq()
         folder.modified = utcnow()
         folder.change_key = ids.change_key(folder.id, folder.seq)
+        self.track(folder)
 
     def delete_folder(self, folder: Folder) -> None:
         """Delete a folder and everything under it (hard delete, as after emptying)."""
@@ -361,19 +385,22 @@ class Tenant:
         self.items[item.id] = item
         self.members.setdefault(item.folder_id, {})[item.id] = None
         self.tombs.get(item.folder_id, {}).pop(item.id, None)
+        self.track(item, created=True)
 
     def touch_item(self, item: OItem) -> None:
         item.seq = self.next_seq()
         item.modified = utcnow()
         item.change_key = ids.change_key(item.id, item.seq)
+        if not item.deleted:
+            self.track(item)
 
     def move_item(self, item: OItem, folder_id: str) -> None:
         if folder_id == item.folder_id:
             return
         self.members.get(item.folder_id, {}).pop(item.id, None)
+        old, item.folder_id = item.folder_id, folder_id  # the change touches parentFolderId
         self.touch_item(item)
-        self.tombs.setdefault(item.folder_id, {})[item.id] = item.seq
-        item.folder_id = folder_id
+        self.tombs.setdefault(old, {})[item.id] = item.seq
         item.joined = item.seq
         self.members.setdefault(folder_id, {})[item.id] = None
         self.tombs.get(folder_id, {}).pop(item.id, None)

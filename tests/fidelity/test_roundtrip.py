@@ -458,6 +458,10 @@ def _graph_event(event: Any) -> Json | None:
         return None
     if end < start:
         return None
+    if all_day and end - start < timedelta(days=1):
+        # Outlook refuses it: "The duration of an event marked as All day must be at least
+        # 24 hours." (OfficeDev/Office-365-SDK-for-Java#5)
+        return None
     body: Json = {
         "subject": str(event.get("SUMMARY") or ""),
         "body": {"contentType": "text", "content": str(event.get("DESCRIPTION") or "")},

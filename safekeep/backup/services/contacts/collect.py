@@ -4,7 +4,17 @@ Folders: the default folder (``/contactFolders/contacts``, the root: contacts un
 ``/users/{id}/contacts`` live in it) plus every folder from ``/contactFolders/delta``
 (flat, with ``parentFolderId``; the default folder's own parent is a hidden mailbox root, so
 it is kept at the top). Contacts: ``/contactFolders/{id}/contacts/delta`` per folder, whose
-pages carry whole contacts, so nothing is fetched item by item; the first request of every
+pages carry new contacts whole, so those are not fetched item by item.
+
+Graph may send an update as the contact's id and only the properties that changed ("Resource
+representation in the delta query response", delta-query-overview). Such an entry is never
+stored as a version: the contact is read again by id, 20 per ``$batch`` (a 404 means it is
+gone). Reading it, rather than merging the entry onto the stored document, keeps the version
+exactly what Graph holds whatever the stored one is (an older engine's document, one kept
+without its photo, one from before a resync) and costs a request only for a contact whose
+change key moved. A partial folder entry is completed from the folder's stored version
+(name and parent: all that is kept), or read from Graph when it is not stored. The first
+request of every
 folder's round goes through ``$batch`` (20 per call), the first call also carrying the folder
 tree's delta request, so an unchanged mailbox of up to 19 folders costs one request. The
 default folder's id is remembered (delta state ``root``), asked for again only after a
@@ -47,7 +57,7 @@ from safekeep.graph.transport import json_bytes
 from safekeep.runtime import unit_of_work
 from safekeep.storage.repository import ContentRef
 from safekeep.tenants.catalog import repository as catalog
-from safekeep.tenants.models import DeltaState, SkippedItem
+from safekeep.tenants.models import DeltaState, ItemVersion, SkippedItem
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +68,29 @@ FOLDERS = "folders"
 ROOT = "root"
 PAGE_SIZE = 200
 BATCH_SIZE = 20
+
+
+# What a contact's standard representation always carries (Graph sends every property,
+# null when empty) and an update sent as its changed properties lacks: ``createdDateTime``
+# never changes.
+CONTACT_SHAPE = frozenset(
+    {"createdDateTime", "lastModifiedDateTime", "changeKey", "parentFolderId", "displayName"}
+)
+FOLDER_KEPT = ("displayName", "parentFolderId")  # what _folder_record keeps of a folder
+
+
+def _is_whole(contact: dict[str, Any]) -> bool:
+    return contact.keys() >= CONTACT_SHAPE
+
+
+def _is_stored(version: ItemVersion | None, contact: dict[str, Any], folder_id: str) -> bool:
+    """This state of the contact is already stored: nothing to fetch or record."""
+    return (
+        version is not None
+        and contact.get("changeKey") is not None
+        and version.change_key == contact.get("changeKey")
+        and version.parent_external_id == folder_id
+    )
 
 
 def _folder_change_key(folder: dict[str, Any]) -> str:
@@ -223,8 +256,9 @@ class ContactsCollector(MailboxReader):
                 self.run.quiet(FOLDERS, page.delta_link)
                 continue
             self.tree_changed = True
+            values = await self._whole_folders(page.items)
             async with self.run.page() as cat:
-                for value in page.items:
+                for value in values:
                     folder_id = str(value.get("id") or "")
                     if not folder_id or folder_id == self.root_id:
                         continue
@@ -247,6 +281,49 @@ class ContactsCollector(MailboxReader):
                             await self._drop_folder(cat, folder_id)
                 await cat.save_delta(FOLDERS, delta_link=page.delta_link)
             await self.ctx.progress()
+
+    async def _whole_folders(self, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page's folder entries with what ``_folder_record`` keeps. An update may carry
+        only what changed: the rest comes from the folder's stored version (no request), or
+        from Graph for a folder not stored (one Graph no longer finds is left out: the next
+        round removes it)."""
+        partial = [
+            str(v["id"])
+            for v in values
+            if v.get("id") and "@removed" not in v and not all(k in v for k in FOLDER_KEPT)
+        ]
+        if not partial:
+            return values
+        stored = await self.run.current(partial)
+        unknown = [folder_id for folder_id in partial if folder_id not in stored]
+        read: dict[str, dict[str, Any]] = {}
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/contactFolders/{quote(folder_id, safe='')}",
+                headers=prefer(immutable_id=True),
+            )
+            for n, folder_id in enumerate(unknown)
+        ]
+        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
+        for folder_id, answer in zip(unknown, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict):
+                read[folder_id] = answer.body
+            elif not isinstance(answer.error, NotFound):
+                answer.raise_for_error()
+        out: list[dict[str, Any]] = []
+        for value in values:
+            folder_id = str(value.get("id") or "")
+            if folder_id not in partial:
+                out.append(value)
+            elif folder_id in stored:
+                version = stored[folder_id]
+                kept = {"displayName": version.name, "parentFolderId": version.parent_external_id}
+                out.append({**{k: v for k, v in kept.items() if v is not None}, **value})
+            elif folder_id in read:
+                out.append({**read[folder_id], **value})
+        return out
 
     async def _drop_folder(self, cat: CatalogPage, folder_id: str) -> None:
         await cat.remove_subtree(folder_id)
@@ -369,15 +446,13 @@ class ContactsCollector(MailboxReader):
                 one.seen.discard(contact_id)
                 continue
             one.seen.add(contact_id)
-            version = stored.get(contact_id)
-            if (
-                version is not None
-                and value.get("changeKey") is not None
-                and version.change_key == value.get("changeKey")
-                and version.parent_external_id == one.folder_id
-            ):
-                continue
-            changed.append(value)
+            if not _is_stored(stored.get(contact_id), value, one.folder_id):
+                changed.append(value)
+        changed, gone, failed = await self._whole_contacts(changed)
+        changed = [c for c in changed if not _is_stored(stored.get(str(c["id"])), c, one.folder_id)]
+        for contact_id in gone:
+            last[contact_id] = None
+            one.seen.discard(contact_id)
         removals = [contact_id for contact_id, value in last.items() if value is None]
         if not changed and not removals and not page.next_link and not one.resync:
             if page.delta_link:
@@ -416,7 +491,55 @@ class ContactsCollector(MailboxReader):
                 await self._photo_unreadable(
                     record.external_id, record.name, unreadable, one.folder_id
                 )
+        for contact_id, error in failed.items():  # the retry pass reads them next run
+            version = stored.get(contact_id)
+            await self.ctx.skip(
+                item_ref=contact_id,
+                name=version.name if version is not None else None,
+                code=str(error.reason),
+                detail=str(error),
+                collection=one.folder_id,
+            )
         await self.ctx.progress()
+
+    async def _whole_contacts(
+        self, entries: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[str], dict[str, GraphError]]:
+        """The changed contacts whole: an entry that is not (an update sent as its changed
+        properties) is read again by id, 20 per ``$batch``. Returns the whole contacts, the
+        ids Graph no longer finds, and those it could not read, with the error."""
+        partial = [str(e["id"]) for e in entries if not _is_whole(e)]
+        if not partial:
+            return entries, [], {}
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/contacts/{quote(contact_id, safe='')}",
+                headers=prefer(immutable_id=True),
+            )
+            for n, contact_id in enumerate(partial)
+        ]
+        read: dict[str, dict[str, Any]] = {}
+        gone: list[str] = []
+        failed: dict[str, GraphError] = {}
+        for contact_id, answer in zip(
+            partial, await self.graph.batch(requests, mailbox=self.user), strict=True
+        ):
+            if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
+                read[contact_id] = answer.body
+            elif isinstance(answer.error, NotFound):
+                gone.append(contact_id)
+            else:
+                failed[contact_id] = answer.error or GraphError(
+                    answer.status, "NoBody", "empty answer"
+                )
+        whole = [
+            read.get(str(e["id"]), e)
+            for e in entries
+            if str(e["id"]) not in gone and str(e["id"]) not in failed
+        ]
+        return whole, gone, failed
 
     async def _photo_unreadable(
         self, contact_id: str, name: str | None, unreadable: dict[str, str], folder_id: str

@@ -101,6 +101,23 @@ GROUP_HELD_BYTES = MAILBOX_HELD_BYTES // 2
 FULL_FIRST_PAGES = 4  # full enumerations whose first pages share a $batch
 MAX_RESYNCS = 2
 DROPPED_KEYS = frozenset({"@odata.context", "@odata.etag"})
+# What _folder_record keeps of a folder. Delta may send an updated folder as its id and only
+# what changed ("Resource representation in the delta query response"): the rest is taken
+# from the folder's stored version, or read from Graph for a folder not stored.
+FOLDER_KEPT = ("displayName", "parentFolderId", "isHidden")
+# What a message's standard representation always carries and an update sent as its changed
+# properties lacks (``createdDateTime`` and ``receivedDateTime`` never change).
+MESSAGE_SHAPE = frozenset(
+    {
+        "attachments",  # answered for $expand=attachments even where there are none
+        "body",
+        "changeKey",
+        "createdDateTime",
+        "parentFolderId",
+        "receivedDateTime",
+        "subject",
+    }
+)
 
 
 @dataclass
@@ -469,6 +486,7 @@ class MailCollector(MailboxReader):
             return
         if entries or scratch:
             await self._resolve_well_known()  # folder records need the root and the names
+        entries = await self._whole_folders(entries)
         if scratch:
             self._folders_changed = True
         async with self.run.page() as cat:
@@ -493,6 +511,55 @@ class MailCollector(MailboxReader):
             else:
                 await cat.save_delta(FOLDERS, resume_link=page.next_link)
         await self.ctx.progress()
+
+    async def _whole_folders(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page's folder entries with everything ``_folder_record`` keeps: what an entry
+        lacks comes from the folder's stored version (no request), or from Graph when it is
+        not stored (one Graph no longer finds is left out: the next round removes it)."""
+        partial = [
+            str(e["id"])
+            for e in entries
+            if "@removed" not in e and not all(k in e for k in FOLDER_KEPT)
+        ]
+        if not partial:
+            return entries
+        stored = await self.run.current(partial)
+        unknown = [folder_id for folder_id in partial if folder_id not in stored]
+        select = "$select=id," + ",".join(FOLDER_KEPT)
+        answers = (
+            await self.graph.batch(
+                [
+                    self._get(str(n), f"/mailFolders/{quote(folder_id, safe='')}?{select}")
+                    for n, folder_id in enumerate(unknown)
+                ],
+                mailbox=self.user,
+            )
+            if unknown
+            else []
+        )
+        read: dict[str, dict[str, Any]] = {}
+        for folder_id, answer in zip(unknown, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict):
+                read[folder_id] = answer.body
+            elif not isinstance(answer.error, NotFound):
+                answer.raise_for_error()
+        out: list[dict[str, Any]] = []
+        for entry in entries:
+            folder_id = str(entry["id"])
+            if folder_id not in partial:
+                out.append(entry)
+            elif folder_id in stored:
+                version = stored[folder_id]
+                kept = {
+                    "displayName": version.name,
+                    # A top-level folder is stored without its parent, the root.
+                    "parentFolderId": version.parent_external_id or self._wk_id(ROOT),
+                    "isHidden": bool((version.meta or {}).get("is_hidden")),
+                }
+                out.append({**kept, **entry})
+            elif folder_id in read:
+                out.append({**read[folder_id], **entry})
+        return out
 
     @staticmethod
     async def _drop_folder(cat: CatalogPage, folder_id: str) -> None:
@@ -1056,9 +1123,9 @@ def _unchanged_round(
 
 
 def _is_complete(entry: dict[str, Any]) -> bool:
-    """A delta entry from a round that asked for the message JSON (``$expand=attachments``
-    is answered even where there are none), not a slim one from an older delta link."""
-    return "attachments" in entry and "body" in entry and "@removed" not in entry
+    """A delta entry that is the whole message JSON: not a slim one from an older delta
+    link, nor an update sent as its changed properties (even body and attachments)."""
+    return entry.keys() >= MESSAGE_SHAPE and "@removed" not in entry
 
 
 def _is_stored(version: ItemVersion | None, entry: dict[str, Any], folder_id: str) -> bool:
