@@ -94,7 +94,8 @@ class Settings(BaseSettings):
 
     # Behaviour.
     scheduler_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
-    # A backup task whose worker stopped reporting for this long is taken over by another.
+    # A backup task or a single-step job (restore, export, discovery, purge) whose worker
+    # stopped renewing its lease for this long is taken over by another.
     task_lease_seconds: Annotated[float, Field(gt=0)] = 600.0
     # A queued or running job untouched this long lost its message: the scheduler resends it.
     job_recovery_seconds: Annotated[float, Field(gt=0)] = 1200.0

@@ -40,16 +40,22 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 # A job untouched for settings.job_recovery_seconds lost its message (or its worker): send it
-# again. Actors are idempotent and tasks hold leases, so a duplicate only finds the work done.
+# again, unless a run holds its lease (a restore renews it while it runs, however long). Actors
+# are idempotent and single-step jobs and backup tasks hold leases, so a duplicate only finds
+# the work done or its lease taken. A job that keeps failing spends its attempts and is
+# settled failed, so recovery never sends one for ever.
 
 
 async def recover_lost_jobs(*, older_than: timedelta | None = None) -> int:
     runtime = current_runtime()
     if older_than is None:
         older_than = timedelta(seconds=runtime.settings.job_recovery_seconds)
+    lease = timedelta(seconds=runtime.settings.task_lease_seconds)
     async with unit_of_work(runtime) as session:
-        jobs = await job_repository.stale_unfinished(session, utcnow() - older_than, limit=200)
         now = utcnow()
+        jobs = await job_repository.stale_unfinished(
+            session, now - older_than, limit=200, lease_stale_before=now - lease
+        )
         for job in jobs:
             await job_repository.touch(session, job.id, now)
             outbox.enqueue(f"run_{job.kind}", str(job.id))

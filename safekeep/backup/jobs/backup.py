@@ -23,7 +23,12 @@ from safekeep.backup import detection
 from safekeep.backup.catalog import Cancelled, SnapshotRun
 from safekeep.backup.collect import CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
-from safekeep.backup.jobs.lifecycle import MAX_ATTEMPTS, RetryLater, load_runnable
+from safekeep.backup.jobs.lifecycle import (
+    MAX_ATTEMPTS,
+    RetryLater,
+    UnexpectedError,
+    load_runnable,
+)
 from safekeep.graph.errors import (
     AuthError,
     ConsentRequired,
@@ -233,14 +238,19 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
         await _task_failed(runtime, tenant, task.id, exc)
         return
     except Exception as exc:
-        if not is_retryable(exc):
-            raise
+        # An error nobody expected (a bug) spends an attempt as any other: the last one fails
+        # the task as ``internal_error`` (and the job with it, when it was the last task).
+        failure = exc if is_retryable(exc) else UnexpectedError(exc)
         if attempts >= MAX_ATTEMPTS and not is_transient(exc):
-            await _task_failed(runtime, tenant, task.id, exc)
+            if failure is not exc:
+                log.error("backup_task_bug", task_id=task_id, attempts=attempts, exc_info=exc)
+            await _task_failed(runtime, tenant, task.id, failure)
             return
         # The snapshot stays running (it completes with its task and job or not at all): the
-        # retry resumes it.
-        await _release(runtime, task.id, exc)
+        # retry resumes it. The lease is given back first, so that the retry takes it at once.
+        await _release(runtime, task.id, failure)
+        if failure is not exc:
+            log.error("backup_task_retry_after_bug", task_id=task_id, exc_info=exc)
         raise  # Dramatiq retries it with backoff
 
 
@@ -417,6 +427,8 @@ def _explain(exc: BaseException) -> str:
         "throttled": "Microsoft kept throttling this account past our deadline; it is retried "
         "on the next run.",
         "not_found": "Microsoft Graph no longer has this resource.",
+        "user_not_found": "The user is no longer in the client's directory (deleted in Entra "
+        "ID); the next discovery cancels the seat, and its backed-up data is kept.",
     }
     reason = str(getattr(exc, "reason", ""))
     return (hints.get(reason, "") + f" ({exc})").strip()[:4000]

@@ -8,6 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from safekeep.backup.context import open_repository
 from safekeep.backup.export.zipper import ZipMember, safe_name, write_zip
 from safekeep.backup.jobs.lifecycle import JobFailed, JobOutcome, run_job
@@ -71,6 +73,11 @@ async def export(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
         if row is None:
             raise JobFailed("export_missing", "The export record is gone")
         export_id = row.id
+        if row.status == ExportStatus.ready and row.blob_key and row.sha256:
+            # Made downloadable by an earlier run whose job was not settled with it (before
+            # the two committed together): settle the job with it, never rewrite it under
+            # a reader.
+            return _outcome(row.id, row.size or 0, row.items or 0, row.sha256)
     repo = await open_repository(runtime, tenant)
     key = export_key(tenant, export_id)
     summary = {
@@ -95,23 +102,30 @@ async def export(runtime: Runtime, job: Job, tenant: Tenant) -> JobOutcome:
         _members(runtime, repo, tenant_scope, units, scope, job.params.get("options", {})),
         summary=summary,
     )
-    async with unit_of_work(runtime) as session:
+
+    async def ready(session: AsyncSession) -> None:
         row = await session.get(Export, export_id)
-        assert row is not None
+        if row is None:  # deleted with its tenant meanwhile: the job ends all the same
+            return
         row.status = ExportStatus.ready
         row.blob_key = key
         row.size = result.size
         row.sha256 = result.sha256
         row.items = len(result.entries)
         row.expires_at = utcnow() + timedelta(hours=runtime.settings.export_ttl_hours)
+
+    # Downloadable in the transaction that settles the job, and only if this run settles it:
+    # a worker that dies in between leaves neither, and the retry writes the ZIP again
+    # before anyone could read it.
+    outcome = _outcome(export_id, result.size, len(result.entries), result.sha256)
+    outcome.settle_with = ready
+    return outcome
+
+
+def _outcome(export_id: uuid.UUID, size: int, files: int, sha256: str) -> JobOutcome:
     return JobOutcome(
-        result={
-            "export_id": str(export_id),
-            "size": result.size,
-            "files": len(result.entries),
-            "sha256": result.sha256,
-        },
-        event=("export.ready", {"export_id": str(export_id), "size": result.size}),
+        result={"export_id": str(export_id), "size": size, "files": files, "sha256": sha256},
+        event=("export.ready", {"export_id": str(export_id), "size": size}),
     )
 
 

@@ -376,12 +376,20 @@ async def last_durations(
     return found
 
 
-async def stale_unfinished(session: AsyncSession, before: datetime, limit: int) -> list[Job]:
+async def stale_unfinished(
+    session: AsyncSession, before: datetime, limit: int, *, lease_stale_before: datetime
+) -> list[Job]:
     """Jobs still queued or running with no sign of life since ``before``: their message was
-    lost (embedded queue restarted, a crash between commit and send) and must be sent again."""
+    lost (embedded queue restarted, a crash between commit and send) and must be sent again.
+    A job whose run holds a lease renewed since ``lease_stale_before`` is alive, whatever
+    ``updated_at`` says: sending it again would only meet its lease."""
     stmt = (
         select(Job)
-        .where(Job.status.in_([JobStatus.queued, JobStatus.running]), Job.updated_at < before)
+        .where(
+            Job.status.in_([JobStatus.queued, JobStatus.running]),
+            Job.updated_at < before,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < lease_stale_before),
+        )
         .order_by(Job.created_at)
         .limit(limit)
     )
@@ -401,6 +409,82 @@ def _touch() -> Update:
 async def touch(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
     """The job is alive (a task's heartbeat): one cached Core statement."""
     await session.execute(_touch(), {"job_id": job_id, "t_now": now})
+
+
+def _lease_free(
+    status: ColumnElement[Any], heartbeat_at: ColumnElement[Any], queued: Any, running: Any
+) -> ColumnElement[bool]:
+    """The lease of a task or a single-step job may be taken: it is queued, or running with
+    no lease (given back for a retry, or never taken) or one whose holder stopped renewing it
+    before ``stale_before`` (a killed worker). One condition for both, so that they agree."""
+    return or_(
+        status == queued,
+        and_(
+            status == running,
+            or_(heartbeat_at.is_(None), heartbeat_at < bindparam("stale_before")),
+        ),
+    )
+
+
+@cache
+def _claim_job() -> Update:
+    job = table_of(Job).c
+    now = bindparam("now", type_=job.heartbeat_at.type)
+    return (
+        update(table_of(Job))
+        .where(
+            job.id == bindparam("job_id"),
+            _lease_free(job.status, job.heartbeat_at, JobStatus.queued, JobStatus.running),
+        )
+        .values(
+            status=JobStatus.running,
+            heartbeat_at=now,
+            updated_at=now,
+            started_at=func.coalesce(job.started_at, now),
+        )
+    )
+
+
+async def claim_job(
+    session: AsyncSession, job_id: uuid.UUID, *, now: datetime, stale_before: datetime
+) -> bool:
+    """Take a single-step job's lease, as ``claim_task`` takes a task's: it is queued, or
+    running with no live lease. Exactly one of several deliveries wins (True); the others
+    must leave the run to the holder."""
+    values = {"job_id": job_id, "now": now, "stale_before": stale_before}
+    return bool((await session.execute(_claim_job(), values)).rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _renew_job() -> Update:
+    job = table_of(Job).c
+    now = bindparam("r_now", type_=job.heartbeat_at.type)
+    return (
+        update(table_of(Job))
+        .where(
+            job.id == bindparam("job_id"),
+            job.status == JobStatus.running,
+            job.heartbeat_at.is_not(None),
+        )
+        .values(heartbeat_at=now, updated_at=now)
+    )
+
+
+async def renew_job_lease(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> bool:
+    """The run is alive: its lease and ``updated_at`` move to ``now`` (False when the job
+    has ended or its lease was given back meanwhile: nothing is renewed)."""
+    values = {"job_id": job_id, "r_now": now}
+    return bool((await session.execute(_renew_job(), values)).rowcount)  # type: ignore[attr-defined]
+
+
+async def release_job_lease(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Give a running job's lease back, so that its retry takes it at once."""
+    job = table_of(Job).c
+    await session.execute(
+        update(table_of(Job))
+        .where(job.id == job_id, job.status == JobStatus.running)
+        .values(heartbeat_at=None, updated_at=utcnow())
+    )
 
 
 @dataclass(frozen=True)
@@ -438,13 +522,7 @@ def _claim(names_snapshot: bool) -> Update:
         update(table_of(JobTask))
         .where(
             task.id == bindparam("task_id"),
-            or_(
-                task.status == TaskStatus.queued,
-                and_(
-                    task.status == TaskStatus.running,
-                    or_(task.heartbeat_at.is_(None), task.heartbeat_at < bindparam("stale_before")),
-                ),
-            ),
+            _lease_free(task.status, task.heartbeat_at, TaskStatus.queued, TaskStatus.running),
         )
         .values(**values)
         .returning(task.attempts, task.snapshot_id)

@@ -81,4 +81,8 @@ class Job(IdMixin, CreatedMixin, Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     cancel_requested_at: Mapped[datetime | None]
+    # The lease of a single-step job's run (discovery, restore, export, purge), renewed while
+    # it runs, as a backup task's: null when no run holds it (queued, or given back for a
+    # retry). A backup job runs in its tasks and leaves it null.
+    heartbeat_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
