@@ -281,6 +281,89 @@ async def test_a_job_that_hits_a_bug_every_time_fails_as_internal_error_after_it
     assert await recover_lost_jobs() == 0
 
 
+async def _lose(run: asyncio.Task[None], began: asyncio.Event) -> None:
+    """The worker running ``run`` dies once its body began: nothing it could catch, no lease
+    given back (a cancelled task, as a SIGKILL leaves it)."""
+    await asyncio.wait_for(began.wait(), 30)
+    began.clear()
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+
+
+async def test_a_job_whose_worker_is_lost_every_time_ends_as_worker_lost(
+    any_worker_runtime: Runtime,
+) -> None:
+    """A job that takes its worker down each time (out of memory on it) is not started for
+    ever: past twice its attempts, the next claim settles it failed, ``worker_lost``,
+    without running it; recovery then leaves it be."""
+    runtime = any_worker_runtime
+    job = await _queued_job(runtime)
+    started: list[int] = []
+    began = asyncio.Event()
+
+    async def takes_the_worker_down(_runtime: Runtime, _job: Job, _tenant: Tenant) -> JobOutcome:
+        started.append(1)
+        began.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never ends")
+
+    bound = lifecycle.lost_bound(MAX_ATTEMPTS)
+    for _ in range(bound):
+        await _lose(
+            asyncio.create_task(run_job(runtime, str(job.id), takes_the_worker_down)), began
+        )
+        assert (await _job(runtime, job.id)).status == JobStatus.running
+        async with runtime.db.session() as session:  # its lease expires
+            aged = utcnow() - timedelta(hours=1)
+            await session.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=aged))
+    # one claim more: settled without running (a run now would never end: wait_for says so)
+    await asyncio.wait_for(run_job(runtime, str(job.id), takes_the_worker_down), 30)
+    assert len(started) == bound  # the claim past the bound did not start it
+    lost = await _job(runtime, job.id)
+    assert (lost.status, lost.error_code) == (JobStatus.failed, "worker_lost")
+    assert lost.error_detail is not None and f"lost {bound} times" in lost.error_detail
+    assert await recover_lost_jobs(older_than=timedelta(0)) == 0
+
+
+async def test_a_backup_task_whose_worker_is_lost_every_time_ends_as_worker_lost(
+    any_worker_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = any_worker_runtime
+    msp = await create_msp(runtime)
+    tenant = await create_tenant(runtime, msp)
+    account = await create_account(runtime, tenant)
+    async with runtime.db.session() as session:
+        job = await add_job(session, tenant.id, status=JobStatus.running, trigger=JobTrigger.manual)
+        task = JobTask(job_id=job.id, tenant_id=tenant.id, account_id=account.id, service="mail")
+        session.add(task)
+    started: list[int] = []
+    began = asyncio.Event()
+
+    async def takes_the_worker_down(*_args: object) -> None:
+        started.append(1)
+        began.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(backup_jobs, "_collect", takes_the_worker_down)
+    bound = lifecycle.lost_bound(MAX_ATTEMPTS)
+    for _ in range(bound):
+        await _lose(asyncio.create_task(backup_jobs.run_backup_task(runtime, str(task.id))), began)
+        async with runtime.db.session() as session:  # its lease expires
+            aged = utcnow() - timedelta(hours=1)
+            await session.execute(
+                update(JobTask).where(JobTask.id == task.id).values(heartbeat_at=aged)
+            )
+    await asyncio.wait_for(backup_jobs.run_backup_task(runtime, str(task.id)), 30)
+    assert len(started) == bound
+    async with runtime.db.session() as session:
+        ended = await session.get(JobTask, task.id)
+    assert ended is not None
+    assert (ended.status, ended.error_code) == (TaskStatus.failed, "worker_lost")
+    failed = await _job(runtime, job.id)
+    assert (failed.status, failed.error_code) == (JobStatus.failed, "worker_lost")
+
+
 async def test_a_blip_gives_a_jobs_lease_back_without_spending_an_attempt(
     any_worker_runtime: Runtime,
 ) -> None:

@@ -27,7 +27,9 @@ from safekeep.backup.jobs.lifecycle import (
     MAX_ATTEMPTS,
     RetryLater,
     UnexpectedError,
+    WorkerLost,
     load_runnable,
+    lost_bound,
 )
 from safekeep.graph.errors import (
     AuthError,
@@ -213,20 +215,29 @@ async def run_backup_task(runtime: Runtime, task_id: str) -> None:
         tenant, account = found.tenant, found.account
         assert tenant is not None
         assert account is not None
+        lost = attempts > lost_bound(MAX_ATTEMPTS)  # its runs keep being lost: not again
         policy = found.policy or await tenant_repository.get_policy(session, tenant)
         # The snapshot it runs into commits with the lease: one transaction, not two.
-        run = await SnapshotRun.begin(
-            runtime,
-            msp_id=tenant.msp_id,
-            tenant_id=tenant.id,
-            account_id=account.id,
-            service=task.service,
-            job_id=job.id,
-            task_id=task.id,
-            session=session,
-            new_snapshot_id=fresh,
-            task_names=claimed.snapshot_id,
+        run = (
+            None
+            if lost
+            else await SnapshotRun.begin(
+                runtime,
+                msp_id=tenant.msp_id,
+                tenant_id=tenant.id,
+                account_id=account.id,
+                service=task.service,
+                job_id=job.id,
+                task_id=task.id,
+                session=session,
+                new_snapshot_id=fresh,
+                task_names=claimed.snapshot_id,
+            )
         )
+    if run is None:
+        log.error("backup_task_worker_lost", task_id=task_id, attempts=attempts)
+        await _task_failed(runtime, tenant, task.id, WorkerLost(attempts))
+        return
     try:
         # Its last transaction settles the task with its snapshot, and the job when it was
         # the last task (``backup_account_service``).

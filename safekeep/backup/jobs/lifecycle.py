@@ -74,6 +74,33 @@ class JobFailed(Exception):
 Body = Callable[[Runtime, Job, Tenant], Awaitable[JobOutcome]]
 
 
+# The error code of a job (or backup task) whose every attempt ended without a word: its
+# worker was lost each time (killed; out of memory on this very job, most likely).
+WORKER_LOST = "worker_lost"
+
+
+def lost_bound(max_attempts: int) -> int:
+    """The attempts after which a job or task whose runs keep ending without an outcome is
+    settled ``worker_lost``: failures settle it at ``max_attempts``, so past twice that,
+    more runs were lost than a run may fail. Twice, not once: a rolling deploy that stops
+    workers mid-run costs an attempt too, and a long first backup may see a few."""
+    return 2 * max_attempts
+
+
+class WorkerLost(Exception):
+    """Claimed once more than its attempts allow, every earlier attempt having ended with no
+    outcome recorded: the work is not started again (it would only take the next worker
+    down with it), and the job or task is settled failed with this reason."""
+
+    reason = WORKER_LOST
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(
+            f"The worker running this was lost {attempts - 1} times (killed, or out of "
+            "memory on it); it is not tried again"
+        )
+
+
 class UnexpectedError(Exception):
     """An error nobody expected (a bug), as a job or task records it once its attempts are
     spent: ``internal_error``, with the error's type and message."""
@@ -111,6 +138,11 @@ async def run_job(
         job.result = {**job.result, "attempts": attempts}
         tenant = await tenant_repository.get_system(session, job.tenant_id)
         assert tenant is not None
+    if attempts > lost_bound(max_attempts):
+        lost = WorkerLost(attempts)
+        log.error("job_worker_lost", job_id=job_id, attempts=attempts)
+        await _settle(runtime, job.id, JobStatus.failed, {}, code=lost.reason, detail=str(lost))
+        return
     try:
         failed: tuple[str, str] | None = None  # a permanent failure's code and detail
         try:
