@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
+
+import structlog
 
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.collect import ITEM_ATTEMPTS, CollectContext
@@ -33,13 +35,17 @@ from safekeep.backup.services.base import (
     rendered_content,
     restore_each,
 )
-from safekeep.graph.client import DeltaPage, prefer
+from safekeep.graph.client import BatchRequest, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
 
+log = structlog.get_logger(__name__)
+
 CONCURRENCY = 4  # items restored at once into one mailbox (Exchange allows 4 per mailbox)
 INDEX_PAGE_SIZE = 500
+# Said of an item reported ``partially_restored``: the copy stays for the user, unstamped.
+INCOMPLETE = "; this incomplete copy is not counted as restored: a later restore makes it again"
 
 
 def component(name: str) -> str:
@@ -73,6 +79,56 @@ class MailboxReader:
                 last = exc
         assert last is not None
         raise last
+
+    async def whole_folders(
+        self,
+        entries: list[dict[str, Any]],
+        kept: Sequence[str],
+        stored_fields: Callable[[ItemVersion], dict[str, Any]],
+        collection: str,
+    ) -> list[dict[str, Any]]:
+        """A folder delta page's entries with everything the collector keeps of a folder
+        (``kept``). Delta may send an updated folder as its id and only what changed
+        ("Resource representation in the delta query response", delta-query-overview): the
+        rest comes from the folder's stored version (``stored_fields``, no request), or from
+        Graph (``{collection}/{id}``, in ``$batch``) for a folder not stored; one Graph no
+        longer finds is left out, and the next round removes it."""
+        partial_ids = [
+            str(e["id"])
+            for e in entries
+            if e.get("id") and "@removed" not in e and not all(k in e for k in kept)
+        ]
+        if not partial_ids:
+            return entries
+        stored = await self.run.current(partial_ids)
+        unknown = [folder_id for folder_id in partial_ids if folder_id not in stored]
+        select = "$select=id," + ",".join(kept)
+        requests = [
+            BatchRequest(
+                id=str(n),
+                method="GET",
+                url=f"{self.base}/{collection}/{quote(folder_id, safe='')}?{select}",
+                headers=prefer(immutable_id=True),
+            )
+            for n, folder_id in enumerate(unknown)
+        ]
+        read: dict[str, dict[str, Any]] = {}
+        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
+        for folder_id, answer in zip(unknown, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict):
+                read[folder_id] = answer.body
+            elif not isinstance(answer.error, NotFound):
+                answer.raise_for_error()
+        out: list[dict[str, Any]] = []
+        for entry in entries:
+            folder_id = str(entry.get("id") or "")
+            if folder_id not in partial_ids:
+                out.append(entry)
+            elif folder_id in stored:
+                out.append({**stored_fields(stored[folder_id]), **entry})
+            elif folder_id in read:
+                out.append({**read[folder_id], **entry})
+        return out
 
     @asynccontextmanager
     async def delta_pages(
@@ -193,11 +249,14 @@ class RenderedForm:
 
 @dataclass
 class Created:
-    """What a subclass's ``create`` made of one item."""
+    """What a subclass's ``create`` made of one item: created with ``identity.started`` and
+    stamped by ``ItemRestore`` once whole, or, when nothing follows its create request,
+    stamped by that request (``stamped``)."""
 
     id: str
+    stamped: bool = False
     # Set when the item was created but a part of it was not (an attachment, a photo):
-    # reported as ``partially_restored`` with this detail.
+    # reported as ``partially_restored`` with this detail, and the copy is never stamped.
     problem: str | None = None
     note: str | None = None  # said with a successful restore
 
@@ -236,7 +295,9 @@ class ItemRestore(MailboxWriter):
     """The restore skeleton of one account's Outlook items: each item's stored document is
     created again in the target container that ``container`` names, unless the conflict rule
     says an earlier copy found there (by Graph id in place, else by Safekeep's stamp) stays;
-    with ``overwrite``, the earlier copies are deleted once the new item exists."""
+    with ``overwrite``, the earlier copies are deleted once the new item is whole. The new
+    item is stamped only then (``identity``: written last), so one left incomplete is never
+    taken as restored; a later restore that makes it whole takes the incomplete copy out."""
 
     noun: ClassVar[str]  # "event", "contact": for reports
     items: ClassVar[str]  # the collection an item is addressed in: /users/{id}/<items>/{item}
@@ -282,6 +343,49 @@ class ItemRestore(MailboxWriter):
                 self._indexes[container] = index
             return index
 
+    async def discard(self, item_id: str) -> None:
+        """Take out an item whose restore stopped half-way (an attachment not added because
+        the store or Graph was unavailable), so that the job's retry, which makes it whole,
+        does not meet the half-made copy as one already there."""
+        try:
+            await asyncio.shield(
+                self.send(
+                    "DELETE",
+                    f"{self.base}/{self.items}/{quote(item_id, safe='')}",
+                    expected=(204, 200, 404),
+                )
+            )
+        except Exception:
+            log.info("restore_discard_failed", item=item_id, exc_info=True)
+
+    async def seal(self, item_id: str, version: ItemVersion) -> None:
+        """Stamp an item whose every part is in: from now on it is restored. If the stamp
+        cannot be written, the unstamped item is taken out again (the error is the item's,
+        or the job's to retry), so that no copy is left beside the one a rerun makes."""
+        try:
+            await self.send(
+                "PATCH",
+                f"{self.base}/{self.items}/{quote(item_id, safe='')}",
+                {identity.EXTENDED: identity.stamp(version, self.ctx.job_id)},
+                expected=(200, 204),
+            )
+        except BaseException:
+            await self.discard(item_id)
+            raise
+
+    async def drop_leftovers(self, leftovers: list[str]) -> None:
+        """Take out incomplete copies an earlier restore left of an item now restored whole.
+        They are Safekeep's (marked, never stamped): best effort, a later restore tries again."""
+        for old in leftovers:
+            try:
+                await self.send(
+                    "DELETE",
+                    f"{self.base}/{self.items}/{quote(old, safe='')}",
+                    expected=(204, 200, 404),
+                )
+            except GraphError:
+                log.info("restore_leftover_not_removed", item=old, exc_info=True)
+
     async def _restore_one(self, version: ItemVersion) -> None:
         document = await read_document(self.ctx.repo, version)
         if document is None:
@@ -292,6 +396,7 @@ class ItemRestore(MailboxWriter):
         container = await self.container(version.parent_external_id)
         existing: list[str] = []
         index: identity.TargetIndex | None = None
+        job = self.ctx.job_id
         if self.ctx.conflict != "keep_both":
             index = await self._index(container)
             graph_id = self.selection.external_id(version) if self.in_place else None
@@ -299,17 +404,41 @@ class ItemRestore(MailboxWriter):
             if existing and self.ctx.conflict == "skip":
                 await self.ctx.report.existing(version, target_id=existing[0])
                 return
+        elif self.ctx.retry and job is not None:
+            # keep_both writes beside whatever is there, except what this very job wrote on
+            # an earlier attempt (its stamp says so): that copy is the item restored.
+            index = await self._index(container)
+            mine = index.restored_by(version, job)
+            if mine is not None:
+                await self.ctx.report.restored(version, target_id=mine)
+                return
         created = await self.create(container, version, document)
+        # Earlier incomplete copies go once this one is at least as far (under keep_both,
+        # which leaves whatever is there, only those an earlier attempt of this job left).
+        leftovers: list[str] = []
         if index is not None:
-            index.remember(version, created.id)
+            keeps = self.ctx.conflict == "keep_both"
+            leftovers = index.leftovers(version, job if keeps else None)
+        if created.problem is not None:
+            # Left unstamped: a later restore does not take it as there, makes the item
+            # again, and takes this copy out; the earlier copies it would replace stay.
+            await self.drop_leftovers(leftovers)
+            if index is not None:
+                index.forget(leftovers)
+            await self.ctx.report.failed(
+                version, code="partially_restored", detail=f"{created.problem}{INCOMPLETE}"
+            )
+            return
+        if not created.stamped:
+            await self.seal(created.id, version)
+        if index is not None:
+            index.remember(version, created.id, job)
         for old in existing if self.ctx.conflict == "overwrite" else []:
             with contextlib.suppress(NotFound):
                 await self.send(
                     "DELETE", f"{self.base}/{self.items}/{quote(old, safe='')}", expected=(204, 200)
                 )
+        await self.drop_leftovers(leftovers)
         if index is not None:
-            index.forget(existing)
-        if created.problem is not None:
-            await self.ctx.report.failed(version, code="partially_restored", detail=created.problem)
-            return
+            index.forget(existing + leftovers)
         await self.ctx.report.restored(version, target_id=created.id, note=created.note)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from safekeep.backup.drive.office import (
     same_document,
     spooled,
 )
+from safekeep.backup.restore.failures import retries_the_job
 from safekeep.backup.services.base import RestoreContext, Selection, read_content
 from safekeep.graph.errors import AuthError, Conflict, GraphError
 from safekeep.storage.errors import StorageError
@@ -216,11 +218,11 @@ class DriveWriter:
             return
         except AuthError:
             raise
-        except GraphError as exc:
-            await report.failed(version, code=exc.reason, detail=str(exc))
-            return
-        except StorageError as exc:
-            await report.failed(version, code="storage_error", detail=str(exc))
+        except (GraphError, StorageError) as exc:
+            if retries_the_job(exc):  # the store or Graph unavailable: the job is tried again
+                raise
+            code = exc.reason if isinstance(exc, GraphError) else "storage_error"
+            await report.failed(version, code=code, detail=str(exc))
             return
         if placed is None:
             return
@@ -237,7 +239,12 @@ class DriveWriter:
         name = version.name
         where = "/" + "/".join([*folder_names, name])
         async with self._lock:
-            existing = (await self._children(parent_id)).get(name.casefold())
+            listing = await self._children(parent_id)
+            existing = listing.get(name.casefold())
+        if self.ctx.conflict == "keep_both" and self.ctx.retry:
+            earlier = await self._earlier_copy(version, listing)
+            if earlier is not None:  # placed by an earlier attempt of this job
+                return Placed(earlier)
         behaviour = "fail"
         notes: list[str] = []
         if existing is not None:
@@ -286,6 +293,24 @@ class DriveWriter:
             notes.append(refused)
         return Placed(created, note="; ".join(notes) if notes else None)
 
+    async def _earlier_copy(self, version: ItemVersion, listing: Mapping[str, Json]) -> Json | None:
+        """Under ``keep_both``, on a later attempt of the job: the copy an earlier attempt put
+        in the folder, so that it is not written twice. A driveItem takes no hidden stamp
+        (Graph has no extended properties on files), so the copy is known by what that
+        attempt left: this version's bytes at its name, or at the name Graph's ``rename``
+        gives it ("name 1.ext", "name 2.ext"...), in a file that is not the backed-up
+        driveItem itself (restoring in place, the original is still there beside the copy).
+        A file just like it that was there before the job began, at one of those names, is
+        taken for the copy too; only a retried job that had not reached the item yet meets
+        that, and the item's bytes are in the folder all the same."""
+        backed_up = (version.meta or {}).get("id")
+        for candidate in _copy_names(version.name, listing):
+            if backed_up and candidate.get("id") == backed_up:
+                continue
+            if await self._already_there(version, candidate):
+                return candidate
+        return None
+
     @staticmethod
     def _same(version: ItemVersion, existing: Json) -> bool:
         """Does the file in the target hold exactly this version's bytes?"""
@@ -317,6 +342,8 @@ class DriveWriter:
         except AuthError:
             raise
         except GraphError as exc:  # cannot read it: not known to be the same
+            if retries_the_job(exc):
+                raise
             log.info("restore_compare_failed", item=existing.get("id"), error=str(exc))
             return False
         return backup is not None and stored is not None and same_document(backup, stored)
@@ -389,7 +416,24 @@ async def make_folder(
     except RestoreFailed as exc:
         await ctx.report.failed(version, code=exc.code, detail=exc.detail)
     except GraphError as exc:
+        if retries_the_job(exc):
+            raise
         await ctx.report.failed(version, code=exc.reason, detail=str(exc))
+
+
+def _copy_names(name: str, listing: Mapping[str, Json]) -> list[Json]:
+    """The files of a folder's ``listing`` at ``name`` or at a name Graph's ``rename``
+    conflict behaviour makes of it ("report.docx" -> "report 1.docx", "report 2.docx"...)."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, dot, ext = name, "", ""
+    suffix = re.escape((dot + ext).casefold())
+    renamed = re.compile(re.escape(stem.casefold()) + r" [0-9]+" + suffix)
+    return [
+        child
+        for key, child in listing.items()
+        if not is_folder(child) and (key == name.casefold() or renamed.fullmatch(key))
+    ]
 
 
 def check_upload(version: ItemVersion, created: Json, *, library: bool = False) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import structlog
 
 from safekeep.backup.catalog import SearchFields
 from safekeep.backup.collect import CollectContext
+from safekeep.backup.restore.failures import first_error, retries_the_job
 from safekeep.graph.client import GraphClient
 from safekeep.runtime import Runtime
 from safekeep.storage.repository import ContentRef, TenantRepository
@@ -115,6 +117,10 @@ class RestoreContext:
     conflict: ConflictRule
     report: RestoreReport
     channels: ChannelMode = "import"
+    # The restore job (stamped on what it writes, so that a retry of the job finds it) and
+    # whether this is a later attempt of it (an earlier one may have written some items).
+    job_id: uuid.UUID | None = None
+    retry: bool = False
 
 
 @dataclass
@@ -163,13 +169,17 @@ async def restore_each(
 ) -> None:
     """Restore the selection's items a few at a time (memory stays bounded: items are pulled
     from the selection only as slots free up); one failing item never stops the rest, it is
-    reported with the reason Graph or the service gave."""
+    reported with the reason Graph or the service gave. An error that is the job's, not the
+    item's (``restore/failures.py``: the store or Graph unavailable), stops the attempt so
+    that the job is retried."""
     slots = asyncio.Semaphore(concurrency)
 
     async def one(version: ItemVersion) -> None:
         try:
             await restore_one(version)
         except Exception as exc:
+            if retries_the_job(exc):
+                raise
             log.warning(
                 "item_restore_failed",
                 service=ctx.service,
@@ -182,10 +192,13 @@ async def restore_each(
         finally:
             slots.release()
 
-    async with asyncio.TaskGroup() as group:
-        async for version in selection.items():
-            await slots.acquire()
-            group.create_task(one(version))
+    try:
+        async with asyncio.TaskGroup() as group:
+            async for version in selection.items():
+                await slots.acquire()
+                group.create_task(one(version))
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
 
 
 def rendered_content(

@@ -1067,15 +1067,17 @@ async def test_a_failing_event_does_not_stop_the_restore(
     engine: EngineHarness, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from safekeep.backup.services.calendar import restore as calendar_restore
-    from safekeep.graph.errors import TransientError
+    from safekeep.graph.errors import BadRequest
 
     h = engine
     add_rich_events(h, account.graph_id)
     await h.backup(account, "calendar")
     expected = len(sim_events(h, account.graph_id))
 
+    # A refusal that trying again would not change (Graph unavailable instead stops the
+    # attempt, and the job is retried: tests/backup/test_restore_retries.py).
     async def broken(self: Any, event_id: str, attachment: dict[str, Any]) -> None:
-        raise TransientError(503, "ServiceUnavailable", "upload refused")
+        raise BadRequest(400, "ErrorInvalidRequest", "upload refused")
 
     monkeypatch.setattr(calendar_restore.CalendarRestore, "_add_attachment", broken)
     report = await h.restore(account, "calendar", folder_mode="new")

@@ -11,6 +11,7 @@ here, so a 100 MB attachment never sits in memory as one base64 string.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -153,7 +154,7 @@ def _vevent(
     event_zone: tzinfo,
     *,
     master: dict[str, Any] | None = None,
-    marker: bool = False,
+    marker: str | None = None,
 ) -> Event:
     """One VEVENT: a single event, a series master (``master`` None) or an exception."""
     vevent = Event()
@@ -172,7 +173,9 @@ def _vevent(
         original = offset_time(event.get("originalStart"))
         if original is not None:
             value: datetime | date = (
-                original.date() if master.get("isAllDay") else original.astimezone(event_zone)
+                original_day(original, master)
+                if master.get("isAllDay")
+                else original.astimezone(event_zone)
             )
             vevent.add("recurrence-id", value)
     else:
@@ -236,27 +239,49 @@ def _vevent(
         alarm.add("description", "Reminder")
         alarm.add("trigger", timedelta(minutes=-int(event["reminderMinutesBeforeStart"])))
         vevent.add_component(alarm)
-    if marker:
-        vevent.add(MARKER, "1")
+    if marker is not None:
+        vevent.add(MARKER, marker)
     return vevent
+
+
+def original_day(original: datetime, master: dict[str, Any]) -> date:
+    """The date an occurrence of an all-day series stands for, from its ``originalStart``.
+    Graph gives that as the true instant of the occurrence's midnight in the series' zone
+    (microsoftgraph/microsoft-graph-docs#2804: ``2018-06-05T07:00:00Z`` for 5 June in
+    Pacific time), not midnight UTC, so its UTC date is the day before east of UTC. Read on
+    the series' clock (its ``recurrenceTimeZone``, else its start's zone); when that zone is
+    unknown, the nearest midnight (right for offsets up to 12 hours either way)."""
+    rrange = (master.get("recurrence") or {}).get("range") or {}
+    series_zone = zone(rrange.get("recurrenceTimeZone") or master.get("originalStartTimeZone"))
+    if series_zone is UTC:
+        return (original.astimezone(UTC) + timedelta(hours=12)).date()
+    return original.astimezone(series_zone).date()
 
 
 def render(event: dict[str, Any]) -> bytes:
     """The iCalendar text of an event and its exceptions (file attachments left out; see
     ``stream``)."""
-    return _render(event, marker=False)
+    return _render(event, markers=False)
 
 
-def _render(event: dict[str, Any], *, marker: bool) -> bytes:
+def _render(event: dict[str, Any], *, markers: bool) -> bytes:
+    """The text; with ``markers``, each VEVENT with files of its own carries a marker line
+    naming whose files go there (``0`` the event itself, ``i`` its i-th exception)."""
     event = storable(event)  # iCalendar is UTF-8: no lone surrogate (safekeep.text)
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
     event_zone = zone(event.get("originalStartTimeZone"))
     uid = str(event.get("iCalUId") or event.get("id") or "")
-    calendar.add_component(_vevent(event, uid, event_zone, marker=marker))
-    for exception in event.get("exceptionOccurrences") or []:
-        calendar.add_component(_vevent(exception, uid, event_zone, master=event))
+
+    def marker(owner: dict[str, Any], key: int) -> str | None:
+        return str(key) if markers and file_attachments(owner) else None
+
+    calendar.add_component(_vevent(event, uid, event_zone, marker=marker(event, 0)))
+    for index, exception in enumerate(event.get("exceptionOccurrences") or [], start=1):
+        calendar.add_component(
+            _vevent(exception, uid, event_zone, master=event, marker=marker(exception, index))
+        )
     calendar.add_missing_timezones()
     data: bytes = calendar.to_ical()
     return data
@@ -270,20 +295,24 @@ def file_attachments(event: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+_MARKER_LINE = re.compile(rb"^" + re.escape(MARKER.encode()) + rb":(\d+)\r\n", re.MULTILINE)
+
+
 async def stream(repo: TenantRepository, event: dict[str, Any]) -> AsyncIterator[bytes]:
-    """The ICS bytes with every file attachment inlined, in bounded memory."""
-    files = file_attachments(event)
-    if not files:
-        yield _render(event, marker=False)
+    """The ICS bytes with every file attachment inlined, in bounded memory: the event's own
+    files in its VEVENT, each exception's files in that exception's VEVENT (RFC 5545 allows
+    ATTACH in any VEVENT, one with a RECURRENCE-ID too)."""
+    owners = [event, *(event.get("exceptionOccurrences") or [])]
+    if not any(file_attachments(owner) for owner in owners):
+        yield _render(event, markers=False)
         return
-    text = _render(event, marker=True)
-    marker_line = f"{MARKER}:1\r\n".encode()
-    head, _, tail = text.partition(marker_line)
-    yield head
-    for attachment in files:
-        async for piece in _attach_lines(repo, attachment):
-            yield piece
-    yield tail
+    parts = _MARKER_LINE.split(_render(event, markers=True))
+    yield parts[0]
+    for key, text in zip(parts[1::2], parts[2::2], strict=True):
+        for attachment in file_attachments(owners[int(key)]):
+            async for piece in _attach_lines(repo, attachment):
+                yield piece
+        yield text
 
 
 def _param(value: str) -> str:

@@ -9,7 +9,9 @@ occurrences are deleted and its exceptions patched onto the instance of their da
 
 Conflicts: an event "still exists" when the target calendar holds the event itself (same
 Graph id, restoring in place) or a copy Safekeep restored earlier from the same item (the
-hidden stamp of ``restore/identity.py``). An iCalUId is no identity: a series and its
+hidden stamp of ``restore/identity.py``, written once the event is whole: a series whose
+attachment, cancellation or exception failed stays unstamped, so a rerun makes it again and
+takes the incomplete copy out). An iCalUId is no identity: a series and its
 exceptions share one, and a restored copy gets a new one; a look-alike (same subject and
 time) is another event and the restored one goes beside it. ``skip`` leaves an existing
 event, ``keep_both`` adds the restored copy beside it, ``overwrite`` creates the restored
@@ -40,7 +42,9 @@ import structlog
 
 from safekeep.backup.outlook import Created, ItemRestore
 from safekeep.backup.restore import identity
+from safekeep.backup.restore.failures import retries_the_job
 from safekeep.backup.services.base import RestoreContext, Selection
+from safekeep.backup.services.calendar.render import original_day
 from safekeep.backup.services.calendar.search import (
     address,
     cancelled_dates,
@@ -133,14 +137,33 @@ def with_attendees(body: Any, lines: list[str]) -> dict[str, Any]:
 
 def _time_field(value: Any, original_zone: str | None, all_day: bool) -> Any:
     """Graph reports times in UTC; send them in the organiser's zone so a series keeps its
-    wall-clock time across daylight saving (all-day events stay as they are: midnight)."""
-    if all_day or not original_zone or not isinstance(value, dict):
+    wall-clock time across daylight saving (all-day events: ``_all_day_field``)."""
+    if all_day:
+        return _all_day_field(value, original_zone)
+    if not original_zone or not isinstance(value, dict):
         return value
     parsed = start_of({"start": value})
     if parsed is None or zone(original_zone) is UTC:
         return value
     local = parsed.astimezone(zone(original_zone)).replace(tzinfo=None)
     return {"dateTime": local.isoformat(timespec="seconds"), "timeZone": original_zone}
+
+
+def _all_day_field(value: Any, original_zone: str | None) -> Any:
+    """An all-day start or end as midnight of its date in the event's own zone. Graph shows
+    an all-day event as midnight to midnight of its dates labelled UTC, whatever its zone
+    (microsoftgraph/microsoft-graph-docs#1802), and asks a write for midnight, start and end
+    in one zone (event resource, ``isAllDay``); sent as UTC, the copy would become an
+    all-day event in UTC, and its occurrences' ``originalStart`` would no longer be the
+    source's. A time other than midnight (not Graph's shape) is read on the event's clock."""
+    parsed = start_of({"start": value})
+    if parsed is None:
+        return value
+    day = parsed.date()
+    if parsed.timetz().replace(tzinfo=None) != datetime.min.time():
+        day = parsed.astimezone(zone(original_zone)).date()
+    name = original_zone if original_zone and zone(original_zone) is not UTC else "UTC"
+    return {"dateTime": f"{day.isoformat()}T00:00:00", "timeZone": name}
 
 
 def payload(event: dict[str, Any], keys: tuple[str, ...] = WRITABLE) -> dict[str, Any]:
@@ -250,20 +273,34 @@ class CalendarRestore(ItemRestore):
         lines = attendee_lines(event)
         body = payload(event)
         body["body"] = with_attendees(event.get("body"), lines)
-        body["singleValueExtendedProperties"] = identity.stamp(version)
+        # Stamped once whole; at once when nothing follows the create request.
+        whole = not event.get("attachments") and not event.get("recurrence")
+        body["singleValueExtendedProperties"] = (
+            identity.stamp(version, self.ctx.job_id)
+            if whole
+            else identity.started(version, self.ctx.job_id)
+        )
         new_id = str((await self.post(self.listing(container), body))["id"])
         problems: list[str] = []
-        for attachment in event.get("attachments") or []:
-            try:
-                await self._add_attachment(new_id, attachment)
-            except (GraphError, ValueError) as exc:
-                problems.append(f"attachment {attachment.get('name')!r}: {exc}")
-        if event.get("recurrence"):
-            problems.extend(await self._fix_instances(new_id, event))
+        try:
+            for attachment in event.get("attachments") or []:
+                try:
+                    await self._add_attachment(new_id, attachment)
+                except (GraphError, ValueError) as exc:
+                    if retries_the_job(exc):
+                        raise
+                    problems.append(f"attachment {attachment.get('name')!r}: {exc}")
+            if event.get("recurrence"):
+                problems.extend(await self._fix_instances(new_id, event))
+        except BaseException as exc:
+            if isinstance(exc, Exception) and not retries_the_job(exc):
+                raise  # (a bug: the event stays, the item is reported failed)
+            await self.discard(new_id)  # the job's retry makes it whole
+            raise
         if problems:
             return Created(new_id, problem=f"created as {new_id} but: " + "; ".join(problems))
         note = "attendees not invited: " + "; ".join(lines) if lines else None
-        return Created(new_id, note=note)
+        return Created(new_id, stamped=whole, note=note)
 
     async def _add_attachment(self, event_id: str, attachment: dict[str, Any]) -> None:
         kind = attachment.get("@odata.type")
@@ -329,13 +366,23 @@ class CalendarRestore(ItemRestore):
                     "DELETE", f"{self.base}/events/{quote(instance, safe='')}", expected=(204, 200)
                 )
             except GraphError as exc:
+                if retries_the_job(exc):
+                    raise
                 problems.append(f"cancelling {day}: {exc}")
         for exception in event.get("exceptionOccurrences") or []:
             original = offset_time(exception.get("originalStart"))
             if original is None:
                 continue
             try:
-                instance = await self._instance_at(event_id, original)
+                # An all-day series' occurrence is its date (its originalStart is the instant
+                # of that date's midnight in the series' zone); a timed one is its instant.
+                instance = (
+                    await self._instance_on(
+                        event_id, original_day(original, event), first, event_zone
+                    )
+                    if event.get("isAllDay")
+                    else await self._instance_at(event_id, original)
+                )
                 if instance is None:
                     problems.append(f"no occurrence at {original.isoformat()} for an exception")
                     continue
@@ -352,6 +399,8 @@ class CalendarRestore(ItemRestore):
                     expected=(200, 204),
                 )
             except GraphError as exc:
+                if retries_the_job(exc):
+                    raise
                 problems.append(f"exception of {original.isoformat()}: {exc}")
                 continue
             # Attachments the exception carries itself (backed up with it).
@@ -359,6 +408,8 @@ class CalendarRestore(ItemRestore):
                 try:
                     await self._add_attachment(instance, attachment)
                 except (GraphError, ValueError) as exc:
+                    if retries_the_job(exc):
+                        raise
                     problems.append(
                         f"attachment {attachment.get('name')!r} of the exception of "
                         f"{original.isoformat()}: {exc}"

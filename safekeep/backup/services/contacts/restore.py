@@ -6,7 +6,8 @@ finds (or creates) each folder below it by name; "new" creates ``ctx.new_folder_
 the target's default folder and rebuilds the tree below it there (the default folder's own
 contacts land directly in the new folder). Conflict: the target folder holds the contact itself
 (same Graph id, restoring in place) or a copy Safekeep restored earlier from the same item
-(``restore/identity.py``); two people of the same name and address are still two contacts.
+(``restore/identity.py``, stamped once its photo is in: a contact whose photo failed is
+never taken as restored); two people of the same name and address are still two contacts.
 ``overwrite`` creates the restored contact first and then deletes the existing one, so a
 failure never loses both.
 """
@@ -21,6 +22,7 @@ import structlog
 
 from safekeep.backup.outlook import Created, ItemRestore
 from safekeep.backup.restore import identity
+from safekeep.backup.restore.failures import retries_the_job
 from safekeep.backup.services.base import RestoreContext, Selection
 from safekeep.backup.services.contacts.search import PRIVATE
 from safekeep.graph.errors import Conflict, GraphError
@@ -147,9 +149,15 @@ class ContactsRestore(ItemRestore):
     async def create(
         self, container: str, version: ItemVersion, contact: dict[str, Any]
     ) -> Created:
-        body = {**payload(contact), "singleValueExtendedProperties": identity.stamp(version)}
-        new_id = str((await self.post(self.listing(container), body))["id"])
+        # Stamped by ``ItemRestore`` once its photo is in too; at once when it has none.
         photo = (contact.get(PRIVATE) or {}).get("photo") or {}
+        marks = (
+            identity.started(version, self.ctx.job_id)
+            if photo.get("content")
+            else identity.stamp(version, self.ctx.job_id)
+        )
+        body = {**payload(contact), "singleValueExtendedProperties": marks}
+        new_id = str((await self.post(self.listing(container), body))["id"])
         if photo.get("content"):
             try:
                 await self.graph.request_json(
@@ -160,9 +168,14 @@ class ContactsRestore(ItemRestore):
                     mailbox=self.user,
                     expected=(200, 204),
                 )
-            except GraphError as exc:
+            except Exception as exc:
+                if retries_the_job(exc):  # the store or Graph unavailable: the retry adds it
+                    await self.discard(new_id)
+                    raise
+                if not isinstance(exc, GraphError):
+                    raise
                 return Created(new_id, problem=f"created as {new_id} but its photo failed: {exc}")
-        return Created(new_id)
+        return Created(new_id, stamped=not photo.get("content"))
 
 
 async def restore(ctx: RestoreContext, selection: Selection) -> None:

@@ -23,8 +23,9 @@ from urllib.parse import quote
 
 import structlog
 
-from safekeep.backup.outlook import MailboxWriter
+from safekeep.backup.outlook import INCOMPLETE, MailboxWriter
 from safekeep.backup.restore import identity
+from safekeep.backup.restore.failures import first_error, retries_the_job
 from safekeep.backup.services.base import RestoreContext, Selection, read_document
 from safekeep.backup.services.mail import mime
 from safekeep.backup.services.mail.collect import RECOVERABLE, ROOT
@@ -213,7 +214,7 @@ class _MailIndex(identity.TargetIndex):
         self.claimed: set[str] = set()
 
     def add_message(self, message: dict[str, Any]) -> None:
-        if self.add(message) is None:
+        if self.add(message) is None and not identity.started_item(message):
             key = _look(message.get("internetMessageId"), message.get("receivedDateTime"))
             if key:
                 self.unstamped.setdefault(key, []).append(str(message["id"]))
@@ -226,6 +227,9 @@ class _MailIndex(identity.TargetIndex):
             mine.extend(f for f in found if f not in mine)
         for key, found in other.unstamped.items():
             mine = self.unstamped.setdefault(key, [])
+            mine.extend(f for f in found if f not in mine)
+        for item, found in other.incomplete.items():
+            mine = self.incomplete.setdefault(item, [])
             mine.extend(f for f in found if f not in mine)
 
 
@@ -415,9 +419,13 @@ class MailRestorer(MailboxWriter):
                 target_id = await self._restore(version)
         except RestoreFailed as exc:
             await report.failed(version, code=exc.code, detail=exc.detail)
-        except GraphError as exc:
-            await report.failed(version, code=exc.reason, detail=str(exc))
-        except Exception as exc:  # one bad item never stops the others
+        except Exception as exc:
+            if retries_the_job(exc):  # not the item's fault: the job is tried again
+                raise
+            if isinstance(exc, GraphError):
+                await report.failed(version, code=exc.reason, detail=str(exc))
+                return
+            # one bad item never stops the others
             log.warning("mail_restore_item_failed", version_id=str(version.id), exc_info=True)
             await report.failed(version, code="restore_error", detail=f"{type(exc).__name__}")
         else:
@@ -431,28 +439,69 @@ class MailRestorer(MailboxWriter):
         folder = await self.target_folder(version.parent_external_id)
         existing: list[str] = []
         index: _MailIndex | None = None
+        job = self.ctx.job_id
         if self.ctx.conflict != "keep_both":
             index = await self._folder_index(folder, version, document)
             existing = await self._existing(index, version, document)
             if existing and self.ctx.conflict == "skip":
                 await self.ctx.report.existing(version, target_id=existing[0])
                 return None
-        created = await self._create(version, document, folder)
+        elif self.ctx.retry and job is not None:
+            # keep_both writes beside whatever is there, except what this very job wrote on
+            # an earlier attempt (its stamp says so): that copy is the item restored.
+            index = await self._folder_index(folder, version, document)
+            mine = index.restored_by(version, job)
+            if mine is not None:
+                return mine
+        created, missing = await self._create(version, document, folder)
+        # Incomplete copies an earlier restore left (unstamped) go once this one is at least
+        # as far (under keep_both, which leaves whatever is there, only those an earlier
+        # attempt of this job left).
+        leftovers: list[str] = []
         if index is not None:
-            index.remember(version, created)
+            keeps = self.ctx.conflict == "keep_both"
+            leftovers = index.leftovers(version, job if keeps else None)
+        if missing:  # kept for the user, unstamped: a later restore makes it again
+            await self._drop(leftovers)
+            raise RestoreFailed(
+                "attachments_incomplete",
+                "restored without attachments not found in the MIME or too large for Graph: "
+                + ", ".join(missing)
+                + INCOMPLETE,
+            )
+        if index is not None:
+            index.remember(version, created, job)
         for old in existing:  # overwrite: the new copy is in place, now drop the old one
             with suppress(NotFound):
                 await self.send(
                     "DELETE", f"{self.base}/messages/{quote(old, safe='')}", expected=(204, 200)
                 )
+        await self._drop(leftovers)
         if index is not None:
-            index.forget(existing)
+            index.forget(existing + leftovers)
         return created
 
-    async def _create(self, version: ItemVersion, document: dict[str, Any], folder: str) -> str:
+    async def _drop(self, leftovers: list[str]) -> None:
+        """Take out incomplete copies an earlier restore left of this message (marked,
+        never stamped): best effort, a later restore tries again."""
+        for old in leftovers:
+            try:
+                await self.send(
+                    "DELETE",
+                    f"{self.base}/messages/{quote(old, safe='')}",
+                    expected=(204, 200, 404),
+                )
+            except GraphError:
+                log.info("mail_restore_leftover_not_removed", exc_info=True)
+
+    async def _create(
+        self, version: ItemVersion, document: dict[str, Any], folder: str
+    ) -> tuple[str, list[str]]:
         """Create the message with its small attachments in the request; the rest are
         uploaded after it, each decoded only as its upload starts (the MIME's bytes and one
-        attachment at a time are held, whatever the message's size)."""
+        attachment at a time are held, whatever the message's size). The message is stamped
+        last, once every attachment is in (``restore/identity.py``); one whose attachments
+        the backup lacks or Graph cannot take is left unstamped, and those are returned."""
         attachments = list(document.get("attachments") or [])
         files: dict[int, mime.Part] = {}
         messages: dict[int, bytes] = {}  # item attachment index -> the attached message's MIME
@@ -468,7 +517,11 @@ class MailRestorer(MailboxWriter):
             if attachment_kind(a) == "file" and i not in files
         ]
         payload = creatable(document)
-        payload["singleValueExtendedProperties"].extend(identity.stamp(version))
+        # The stamp counts in the request's size (it is longer than the started mark): it
+        # goes in the create request only if nothing follows it.
+        marks = payload["singleValueExtendedProperties"]
+        stamp = identity.stamp(version, self.ctx.job_id)
+        marks.extend(stamp)
         # What the create request may still carry: Outlook refuses a request past 4 MB, so
         # the attachments that do not fit are added after it, one request each.
         room = REQUEST_ROOM - len(dump_json(payload)) - len(b',"attachments":[]')
@@ -515,6 +568,9 @@ class MailRestorer(MailboxWriter):
                 separate.append(body)
         if inline:
             payload["attachments"] = inline
+        stamped = not (separate or links or later or missing)
+        if not stamped:
+            marks[-len(stamp) :] = identity.started(version, self.ctx.job_id)
         created = await self.post(
             f"{self.base}/mailFolders/{quote(folder, safe='')}/messages", payload
         )
@@ -541,16 +597,17 @@ class MailRestorer(MailboxWriter):
                     content_id=att.get("contentId") or part.content_id,
                 )
                 del data
+            if not stamped and not missing:
+                await self.send(
+                    "PATCH",
+                    f"{self.base}/messages/{quote(message_id, safe='')}",
+                    {identity.EXTENDED: identity.stamp(version, self.ctx.job_id)},
+                    expected=(200, 204),
+                )
         except BaseException:
             await self._discard(message_id)
             raise
-        if missing:
-            raise RestoreFailed(
-                "attachments_incomplete",
-                "restored without attachments not found in the MIME or too large for Graph: "
-                + ", ".join(missing),
-            )
-        return message_id
+        return message_id, missing
 
     @staticmethod
     def _file_json(att: dict[str, Any], part: mime.Part, data: bytes) -> dict[str, Any]:
@@ -567,8 +624,9 @@ class MailRestorer(MailboxWriter):
         return out
 
     async def _discard(self, message_id: str) -> None:
-        """A message whose attachments could not all be added is taken out again, so that a
-        second restore does not meet a half-restored copy as a conflict."""
+        """A message whose attachment (or stamp) Graph refused or could not take now is taken
+        out again: the item is reported failed, or the job retried, and a rerun makes it
+        whole without a half-made copy beside it (unstamped, it would never count as there)."""
         try:
             await asyncio.shield(
                 self.send(
@@ -588,6 +646,8 @@ class MailRestorer(MailboxWriter):
                 try:
                     await self.target_folder(folder_id)
                 except GraphError as exc:
+                    if retries_the_job(exc):
+                        raise
                     version = self.selection.folders[folder_id]
                     await self.ctx.report.failed(version, code=exc.reason, detail=str(exc))
         queue: asyncio.Queue[ItemVersion | None] = asyncio.Queue(maxsize=WORKERS * 2)
@@ -596,16 +656,18 @@ class MailRestorer(MailboxWriter):
             while (version := await queue.get()) is not None:
                 await self.restore_one(version)
 
-        workers = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+        # A worker that stops on an error that is the job's (the store or Graph unavailable)
+        # stops the others and the feed too, and the error goes to the job to be retried.
         try:
-            async for version in _messages(self.selection):
-                await queue.put(version)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
-        finally:
-            for task in workers:
-                task.cancel()
+            async with asyncio.TaskGroup() as group:
+                for _ in range(WORKERS):
+                    group.create_task(worker())
+                async for version in _messages(self.selection):
+                    await queue.put(version)
+                for _ in range(WORKERS):
+                    await queue.put(None)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
 
     def _folders_below(self, roots: set[str]) -> list[str]:
         folders = self.selection.folders

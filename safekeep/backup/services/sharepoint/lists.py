@@ -31,6 +31,7 @@ from safekeep.backup.drive.delta import DeltaSpec, Json, run_delta
 from safekeep.backup.drive.model import parse_time, who
 from safekeep.backup.drive.restore import RestoreFailed, made_once
 from safekeep.backup.pipeline import gather_bounded
+from safekeep.backup.restore.failures import retries_the_job
 from safekeep.backup.services.base import ExportEntry, RestoreContext, read_document
 from safekeep.graph.errors import AuthError, GraphError
 from safekeep.graph.transport import json_bytes
@@ -408,6 +409,8 @@ class ListWriter:
         except AuthError:
             raise
         except GraphError as exc:
+            if retries_the_job(exc):
+                raise
             raise RestoreFailed(
                 "list_missing",
                 f"The list {name!r} is not in the target site and could not be re-created "
@@ -442,6 +445,8 @@ class ListWriter:
         except AuthError:
             raise
         except GraphError as exc:
+            if retries_the_job(exc):  # Graph unavailable: the job is tried again
+                raise
             await self.ctx.report.failed(version, code=exc.reason, detail=str(exc))
             return
         if outcome is not None:

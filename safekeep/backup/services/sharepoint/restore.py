@@ -21,6 +21,7 @@ from safekeep.backup.drive.restore import (
     observe_strays,
     run_bounded,
 )
+from safekeep.backup.restore.failures import retries_the_job
 from safekeep.backup.services.base import RestoreContext, Selection
 from safekeep.backup.services.sharepoint.collect import all_pages
 from safekeep.backup.services.sharepoint.lists import LIST_ITEM, ListWriter
@@ -76,7 +77,9 @@ class LibraryWriters:
                 drive = await self._create(library.name)
         except AuthError:
             raise
-        except GraphError:
+        except GraphError as exc:
+            if retries_the_job(exc):  # Graph unavailable: not a reason to write elsewhere
+                raise
             # The library cannot be re-created here: use the site's default library, under a
             # folder named after the one that is gone.
             drive = await graph.get_json(
@@ -133,7 +136,9 @@ async def restore(ctx: RestoreContext, selection: Selection) -> None:
                 continue
             try:
                 writer, prefix = await libraries.get(library)
-            except (GraphError, RestoreFailed):
+            except (GraphError, RestoreFailed) as exc:
+                if retries_the_job(exc):
+                    raise
                 continue  # the library could not be made: each of its files says so
             folder = selection.folders[folder_ext]
             await make_folder(ctx, writer, folder, [*prefix, *new_top, *names[1:]])
@@ -159,6 +164,8 @@ async def restore(ctx: RestoreContext, selection: Selection) -> None:
         except AuthError:
             raise
         except GraphError as exc:
+            if retries_the_job(exc):
+                raise
             await ctx.report.failed(version, code="library_missing", detail=str(exc))
             return
         names = below_library(version.parent_external_id)
