@@ -283,47 +283,13 @@ class ContactsCollector(MailboxReader):
             await self.ctx.progress()
 
     async def _whole_folders(self, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The page's folder entries with what ``_folder_record`` keeps. An update may carry
-        only what changed: the rest comes from the folder's stored version (no request), or
-        from Graph for a folder not stored (one Graph no longer finds is left out: the next
-        round removes it)."""
-        partial = [
-            str(v["id"])
-            for v in values
-            if v.get("id") and "@removed" not in v and not all(k in v for k in FOLDER_KEPT)
-        ]
-        if not partial:
-            return values
-        stored = await self.run.current(partial)
-        unknown = [folder_id for folder_id in partial if folder_id not in stored]
-        read: dict[str, dict[str, Any]] = {}
-        requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/contactFolders/{quote(folder_id, safe='')}",
-                headers=prefer(immutable_id=True),
-            )
-            for n, folder_id in enumerate(unknown)
-        ]
-        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
-        for folder_id, answer in zip(unknown, answers, strict=True):
-            if answer.ok and isinstance(answer.body, dict):
-                read[folder_id] = answer.body
-            elif not isinstance(answer.error, NotFound):
-                answer.raise_for_error()
-        out: list[dict[str, Any]] = []
-        for value in values:
-            folder_id = str(value.get("id") or "")
-            if folder_id not in partial:
-                out.append(value)
-            elif folder_id in stored:
-                version = stored[folder_id]
-                kept = {"displayName": version.name, "parentFolderId": version.parent_external_id}
-                out.append({**{k: v for k, v in kept.items() if v is not None}, **value})
-            elif folder_id in read:
-                out.append({**read[folder_id], **value})
-        return out
+        """The page's folder entries with their name and parent (``whole_folders``)."""
+
+        def stored_fields(version: ItemVersion) -> dict[str, Any]:
+            kept = {"displayName": version.name, "parentFolderId": version.parent_external_id}
+            return {k: v for k, v in kept.items() if v is not None}
+
+        return await self.whole_folders(values, FOLDER_KEPT, stored_fields, "contactFolders")
 
     async def _drop_folder(self, cat: CatalogPage, folder_id: str) -> None:
         await cat.remove_subtree(folder_id)

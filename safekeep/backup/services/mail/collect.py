@@ -513,53 +513,18 @@ class MailCollector(MailboxReader):
         await self.ctx.progress()
 
     async def _whole_folders(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The page's folder entries with everything ``_folder_record`` keeps: what an entry
-        lacks comes from the folder's stored version (no request), or from Graph when it is
-        not stored (one Graph no longer finds is left out: the next round removes it)."""
-        partial = [
-            str(e["id"])
-            for e in entries
-            if "@removed" not in e and not all(k in e for k in FOLDER_KEPT)
-        ]
-        if not partial:
-            return entries
-        stored = await self.run.current(partial)
-        unknown = [folder_id for folder_id in partial if folder_id not in stored]
-        select = "$select=id," + ",".join(FOLDER_KEPT)
-        answers = (
-            await self.graph.batch(
-                [
-                    self._get(str(n), f"/mailFolders/{quote(folder_id, safe='')}?{select}")
-                    for n, folder_id in enumerate(unknown)
-                ],
-                mailbox=self.user,
-            )
-            if unknown
-            else []
-        )
-        read: dict[str, dict[str, Any]] = {}
-        for folder_id, answer in zip(unknown, answers, strict=True):
-            if answer.ok and isinstance(answer.body, dict):
-                read[folder_id] = answer.body
-            elif not isinstance(answer.error, NotFound):
-                answer.raise_for_error()
-        out: list[dict[str, Any]] = []
-        for entry in entries:
-            folder_id = str(entry["id"])
-            if folder_id not in partial:
-                out.append(entry)
-            elif folder_id in stored:
-                version = stored[folder_id]
-                kept = {
-                    "displayName": version.name,
-                    # A top-level folder is stored without its parent, the root.
-                    "parentFolderId": version.parent_external_id or self._wk_id(ROOT),
-                    "isHidden": bool((version.meta or {}).get("is_hidden")),
-                }
-                out.append({**kept, **entry})
-            elif folder_id in read:
-                out.append({**read[folder_id], **entry})
-        return out
+        """The page's folder entries with everything ``_folder_record`` keeps
+        (``whole_folders``)."""
+
+        def stored_fields(version: ItemVersion) -> dict[str, Any]:
+            return {
+                "displayName": version.name,
+                # A top-level folder is stored without its parent, the root.
+                "parentFolderId": version.parent_external_id or self._wk_id(ROOT),
+                "isHidden": bool((version.meta or {}).get("is_hidden")),
+            }
+
+        return await self.whole_folders(entries, FOLDER_KEPT, stored_fields, "mailFolders")
 
     @staticmethod
     async def _drop_folder(cat: CatalogPage, folder_id: str) -> None:
