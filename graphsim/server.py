@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import time
 import uuid
@@ -495,11 +496,12 @@ async def run_batch(engine: Engine, req: Req) -> Resp:
             done[rid].set()
 
     await asyncio.gather(*(run_one(r) for r in requests))
-    return Resp(
-        200,
-        {"responses": [results[str(r["id"])] for r in requests]},
-        {"Content-Type": "application/json"},
-    )
+    # "Responses to the batched requests might appear in a different order" (JSON batching):
+    # each batch's order is shuffled (seeded by its request id, so a run repeats), so that a
+    # client pairing answers with requests by position fails here, not against Microsoft.
+    responses = [results[str(r["id"])] for r in requests]
+    random.Random(req.request_id).shuffle(responses)
+    return Resp(200, {"responses": responses}, {"Content-Type": "application/json"})
 
 
 def _check_sequencing(requests: list[dict[str, Any]]) -> None:

@@ -112,3 +112,22 @@ def test_an_id_that_cannot_be_one_is_400_a_well_formed_unknown_one_404(
     assert client.get(f"{attachments}/garbage").status_code == 400
     # Well-known folder names are names, not ids.
     assert client.get(f"/users/{user.id}/mailFolders/inbox").status_code == 200
+
+
+def test_batch_answers_come_in_an_order_of_their_own(client: httpx.Client, user: Any) -> None:
+    """Graph's answers to a batch "might appear in a different order" (JSON batching), so
+    graphsim answers each batch in an order of its own: a client that pairs answers with
+    requests by position, not by id, fails here. Every answer is there, once, by its id."""
+    requests = [
+        {"id": str(n), "method": "GET", "url": f"/users/{user.id}/mailFolders/{name}"}
+        for n, name in enumerate(["inbox", "drafts", "sentitems", "deleteditems", "junkemail"])
+    ]
+    orders = set()
+    for _ in range(4):
+        answers = client.post("/$batch", json={"requests": requests}).json()["responses"]
+        assert sorted(a["id"] for a in answers) == ["0", "1", "2", "3", "4"]
+        by_id = {a["id"]: a for a in answers}
+        assert by_id["0"]["body"]["displayName"] == "Inbox"
+        assert by_id["4"]["body"]["displayName"] == "Junk Email"
+        orders.add(tuple(a["id"] for a in answers))
+    assert orders - {("0", "1", "2", "3", "4")}, orders
