@@ -35,7 +35,7 @@ from safekeep.backup.services.base import (
     rendered_content,
     restore_each,
 )
-from safekeep.graph.client import BatchRequest, DeltaPage, prefer
+from safekeep.graph.client import BatchRequest, BatchResponse, DeltaPage, prefer
 from safekeep.graph.errors import GraphError, NotFound
 from safekeep.storage.repository import TenantRepository
 from safekeep.tenants.models import ItemVersion
@@ -80,6 +80,17 @@ class MailboxReader:
         assert last is not None
         raise last
 
+    async def batch_get(self, paths: Sequence[str]) -> list[BatchResponse]:
+        """GET each of ``paths`` (below the mailbox) in ``$batch``, 20 per call; the answers
+        in the order of ``paths``."""
+        requests = [
+            BatchRequest(
+                id=str(n), method="GET", url=self.base + path, headers=prefer(immutable_id=True)
+            )
+            for n, path in enumerate(paths)
+        ]
+        return await self.graph.batch(requests, mailbox=self.user) if requests else []
+
     async def whole_folders(
         self,
         entries: list[dict[str, Any]],
@@ -103,17 +114,10 @@ class MailboxReader:
         stored = await self.run.current(partial_ids)
         unknown = [folder_id for folder_id in partial_ids if folder_id not in stored]
         select = "$select=id," + ",".join(kept)
-        requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/{collection}/{quote(folder_id, safe='')}?{select}",
-                headers=prefer(immutable_id=True),
-            )
-            for n, folder_id in enumerate(unknown)
-        ]
+        answers = await self.batch_get(
+            [f"/{collection}/{quote(folder_id, safe='')}?{select}" for folder_id in unknown]
+        )
         read: dict[str, dict[str, Any]] = {}
-        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
         for folder_id, answer in zip(unknown, answers, strict=True):
             if answer.ok and isinstance(answer.body, dict):
                 read[folder_id] = answer.body

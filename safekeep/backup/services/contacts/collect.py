@@ -477,21 +477,13 @@ class ContactsCollector(MailboxReader):
         partial = [str(e["id"]) for e in entries if not _is_whole(e)]
         if not partial:
             return entries, [], {}
-        requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/contacts/{quote(contact_id, safe='')}",
-                headers=prefer(immutable_id=True),
-            )
-            for n, contact_id in enumerate(partial)
-        ]
+        answers = await self.batch_get(
+            [f"/contacts/{quote(contact_id, safe='')}" for contact_id in partial]
+        )
         read: dict[str, dict[str, Any]] = {}
         gone: list[str] = []
         failed: dict[str, GraphError] = {}
-        for contact_id, answer in zip(
-            partial, await self.graph.batch(requests, mailbox=self.user), strict=True
-        ):
+        for contact_id, answer in zip(partial, answers, strict=True):
             if answer.ok and isinstance(answer.body, dict) and answer.body.get("id"):
                 read[contact_id] = answer.body
             elif isinstance(answer.error, NotFound):
@@ -526,18 +518,11 @@ class ContactsCollector(MailboxReader):
         """Contact photos (Graph has no "has a photo" flag: 404 means none), 20 per
         ``$batch``; binary answers come back base64-encoded in the batch's JSON. Also
         returns the contacts whose photo could not be read, with the reason."""
-        requests = [
-            BatchRequest(
-                id=str(n),
-                method="GET",
-                url=f"{self.base}/contacts/{quote(contact_id, safe='')}/photo/$value",
-                headers=prefer(immutable_id=True),
-            )
-            for n, contact_id in enumerate(contact_ids)
-        ]
+        answers = await self.batch_get(
+            [f"/contacts/{quote(contact_id, safe='')}/photo/$value" for contact_id in contact_ids]
+        )
         found: dict[str, tuple[str, bytes]] = {}
         failed: dict[str, str] = {}
-        answers = await self.graph.batch(requests, mailbox=self.user) if requests else []
         for n, answer in enumerate(answers):
             if answer.ok and isinstance(answer.body, str) and answer.body:
                 headers = {k.lower(): v for k, v in answer.headers.items()}
