@@ -9,7 +9,6 @@ Safekeep's identity so that the conflict rule finds an earlier copy (``ItemResto
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -347,18 +346,20 @@ class ItemRestore(MailboxWriter):
                 self._indexes[container] = index
             return index
 
+    async def delete(self, item_id: str) -> None:
+        """Delete an item of the target (one already gone is as good)."""
+        await self.send(
+            "DELETE",
+            f"{self.base}/{self.items}/{quote(item_id, safe='')}",
+            expected=(204, 200, 404),
+        )
+
     async def discard(self, item_id: str) -> None:
         """Take out an item whose restore stopped half-way (an attachment not added because
         the store or Graph was unavailable), so that the job's retry, which makes it whole,
         does not meet the half-made copy as one already there."""
         try:
-            await asyncio.shield(
-                self.send(
-                    "DELETE",
-                    f"{self.base}/{self.items}/{quote(item_id, safe='')}",
-                    expected=(204, 200, 404),
-                )
-            )
+            await asyncio.shield(self.delete(item_id))
         except Exception:
             log.info("restore_discard_failed", item=item_id, exc_info=True)
 
@@ -382,11 +383,7 @@ class ItemRestore(MailboxWriter):
         They are Safekeep's (marked, never stamped): best effort, a later restore tries again."""
         for old in leftovers:
             try:
-                await self.send(
-                    "DELETE",
-                    f"{self.base}/{self.items}/{quote(old, safe='')}",
-                    expected=(204, 200, 404),
-                )
+                await self.delete(old)
             except GraphError:
                 log.info("restore_leftover_not_removed", item=old, exc_info=True)
 
@@ -438,10 +435,7 @@ class ItemRestore(MailboxWriter):
         if index is not None:
             index.remember(version, created.id, job)
         for old in existing if self.ctx.conflict == "overwrite" else []:
-            with contextlib.suppress(NotFound):
-                await self.send(
-                    "DELETE", f"{self.base}/{self.items}/{quote(old, safe='')}", expected=(204, 200)
-                )
+            await self.delete(old)
         await self.drop_leftovers(leftovers)
         if index is not None:
             index.forget(existing + leftovers)

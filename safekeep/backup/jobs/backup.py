@@ -25,6 +25,7 @@ from safekeep.backup.collect import CollectContext, collector_for
 from safekeep.backup.context import graph_client, open_repository
 from safekeep.backup.jobs.lifecycle import (
     MAX_ATTEMPTS,
+    RELEASE_PATIENCE_SECONDS,
     RetryLater,
     UnexpectedError,
     WorkerLost,
@@ -82,9 +83,6 @@ PERMANENT = (
 # Why a task of a seat released after its job was fanned out ended (its error_code/detail).
 SEAT_RELEASED = "seat_not_protected"
 SEAT_RELEASED_DETAIL = "The seat was released after this backup was queued; it was not backed up"
-# How long giving a lease back may wait for the database to return (it is what lets the
-# retry start at once instead of after the lease's timeout).
-RELEASE_PATIENCE_SECONDS = 120.0
 
 
 async def start_backup_job(runtime: Runtime, job_id: str) -> None:
