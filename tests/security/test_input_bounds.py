@@ -284,6 +284,23 @@ async def test_instants_and_positions_past_what_is_stored_are_4xx_and_change_not
         assert a.snapshot.id in {uuid.UUID(s["id"]) for s in r.json()["items"]}
 
 
+async def test_a_folder_filter_past_its_bound_is_422_naming_it(live: Live) -> None:
+    """A folder filter OpenSearch would refuse (a prefix of about 1,000 characters once case
+    and accents are folded) is refused by the API first, naming ``folder``, whether it is long
+    as sent or only once folded; the longest allowed one is searched."""
+    a = live.world.a
+    tenant = f"/v1/tenants/{a.tenant.id}"
+    async with live.client() as client:
+        for path in ("/v1/search", f"{tenant}/search"):
+            for folder in ("/" + "a" * 900, "/" + "\ufb03" * 350):  # "ﬃ" folds to "ffi"
+                r = await client.get(path, params={"folder": folder}, headers=a.msp.headers)
+                assert r.status_code == 422, (path, len(folder), r.text)
+                assert r.headers["content-type"] == PROBLEM
+                assert "folder" in json.dumps(r.json()), r.text
+            r = await client.get(path, params={"folder": "/" + "a" * 899}, headers=a.msp.headers)
+            assert r.status_code == 200, r.text
+
+
 # --- query strings and headers ------------------------------------------------------------
 
 
